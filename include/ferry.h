@@ -1,0 +1,12 @@
+/* SPDX-License-Identifier: MIT */
+/* Umbrella header for libferry. See docs/architecture.md. */
+#ifndef FERRY_H
+#define FERRY_H
+
+#include "ferry/version.h"
+#include "ferry/common.h"
+#include "ferry/vm.h"
+#include "ferry/vmstate.h"
+#include "ferry/migration.h"
+
+#endif /* FERRY_H */

@@ -1,0 +1,149 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Live migration of a ferry_vm_t: outgoing (source) and incoming
+ * (destination), parameters, progress and events.
+ *
+ * One migration at a time per VM, in either direction. The migration runs in
+ * libferry's own threads (mig/src/main, mig/src/rp on the source; mig/dst/main
+ * on the destination); these functions only start, query and cancel it, and
+ * return quickly: they are safe to call from an event loop.
+ *
+ * URIs: "tcp:HOST:PORT" and "unix:PATH". The connection also carries the
+ * return path (destination to source messages).
+ *
+ * Failure rules: a precopy migration that fails or is cancelled leaves the
+ * source guest as it was (running if it ran). An incoming migration that
+ * fails leaves the destination guest stopped; its RAM content is undefined.
+ */
+#ifndef FERRY_MIGRATION_H
+#define FERRY_MIGRATION_H
+
+#include "ferry/vm.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Status, with QEMU's names (ferry_migration_status_name()). */
+typedef enum ferry_mig_status {
+	FERRY_MIG_NONE = 0,
+	FERRY_MIG_SETUP,
+	FERRY_MIG_ACTIVE,
+	FERRY_MIG_DEVICE,
+	FERRY_MIG_COMPLETED,
+	FERRY_MIG_FAILED,
+	FERRY_MIG_CANCELLING,
+	FERRY_MIG_CANCELLED,
+} ferry_mig_status;
+
+FERRY_EXTERN const char *ferry_migration_status_name(ferry_mig_status s);
+
+/* Parameters (QEMU's names in comments). Start from ferry_mig_params_init(). */
+typedef struct ferry_mig_params {
+	uint32_t flags; /* none defined yet; must be 0 */
+	uint64_t downtime_limit_ms; /* downtime-limit, default 300 */
+	uint64_t max_bandwidth;     /* max-bandwidth, bytes/s; 0 = unlimited (default) */
+	/*
+	 * x-max-passes (Ferry's own): after this many passes without
+	 * converging, report the stall (info.stalled) and keep trying. 0 = never
+	 * report. Default 30.
+	 */
+	uint32_t max_passes;
+	/* More fields may be added at any time. */
+} ferry_mig_params;
+
+FERRY_EXTERN void ferry_mig_params_init(ferry_mig_params *p);
+
+/* What query-migrate shows. All byte counts are of RAM unless named. */
+typedef struct ferry_mig_info {
+	ferry_mig_status status;
+	bool incoming;
+	int error;                  /* negative errno when FAILED */
+	char error_desc[256];       /* human message when FAILED */
+	uint64_t total_time_ms;     /* start to completion, or so far */
+	uint64_t setup_time_ms;
+	uint64_t downtime_ms;       /* source stop to destination running */
+	uint64_t expected_downtime_ms;
+	uint64_t transferred;       /* bytes on the wire, all records */
+	uint64_t remaining;         /* dirty RAM bytes not yet sent */
+	uint64_t total;             /* registered RAM bytes */
+	uint64_t duplicate;         /* zero pages (QEMU calls them duplicate) */
+	uint64_t normal;            /* pages sent with data */
+	uint64_t normal_bytes;
+	uint64_t skipped;           /* never-populated pages not read */
+	uint64_t dirty_pages_rate;  /* pages/s dirtied, last pass */
+	uint64_t dirty_sync_count;  /* log syncs (passes) */
+	uint64_t pages_per_second;
+	double mbps;                /* last 100 ms window, or overall at end */
+	uint32_t pass;              /* current pass, 1-based */
+	bool stalled;               /* max_passes exceeded without converging */
+	uint64_t throughput_bps;    /* bytes/s over the whole migration */
+	/* More fields may be added at any time. */
+} ferry_mig_info;
+
+/* Events, delivered to the callback set with ferry_migration_set_event_cb. */
+typedef enum ferry_event_type {
+	FERRY_EVENT_STATUS = 1, /* MIGRATION: status changed */
+	FERRY_EVENT_PASS = 2,   /* MIGRATION_PASS: a new pass started */
+	FERRY_EVENT_STOP = 3,   /* vCPUs were stopped by the migration */
+	FERRY_EVENT_RESUME = 4, /* vCPUs were started by the migration */
+} ferry_event_type;
+
+typedef struct ferry_event {
+	ferry_event_type type;
+	ferry_mig_status status; /* for STATUS */
+	uint32_t pass;           /* for PASS */
+	uint64_t timestamp_us;   /* CLOCK_REALTIME, microseconds */
+} ferry_event;
+
+/*
+ * Thread: the callback runs on a migration thread; it must not block and
+ * must not call ferry_migrate_* (post the event to your own loop instead).
+ */
+typedef void (*ferry_event_cb)(void *opaque, const ferry_event *ev);
+FERRY_EXTERN int ferry_migration_set_event_cb(ferry_vm_t *vm, ferry_event_cb cb,
+					      void *opaque);
+
+/*
+ * Starts an outgoing migration to uri. Returns 0 once the migration thread
+ * runs (connection errors then show as FAILED with error_desc), or -EINVAL
+ * (bad uri or params), -EBUSY (a migration already runs), -ENOMEM.
+ */
+FERRY_EXTERN int ferry_migrate_start(ferry_vm_t *vm, const char *uri,
+				     const ferry_mig_params *params);
+
+/*
+ * Listens on uri for one incoming migration. Binding happens before the
+ * call returns, so "address in use" is returned here (-EADDRINUSE). The
+ * destination's vCPUs must be stopped; they are started when the stream
+ * says the source ran.
+ */
+FERRY_EXTERN int ferry_migrate_incoming(ferry_vm_t *vm, const char *uri);
+
+/*
+ * Incoming from an already-connected fd (for tests and embedders that
+ * accept connections themselves). libferry takes ownership of fd.
+ */
+FERRY_EXTERN int ferry_migrate_incoming_fd(ferry_vm_t *vm, int fd);
+
+/* Snapshot of progress. Thread: any. */
+FERRY_EXTERN int ferry_migration_query(ferry_vm_t *vm, ferry_mig_info *info);
+
+/*
+ * Cancels the running migration (either direction). Returns 0 if a cancel
+ * was started, -ENOENT if nothing runs. Completion shows as CANCELLED.
+ * Thread: any.
+ */
+FERRY_EXTERN int ferry_migration_cancel(ferry_vm_t *vm);
+
+/*
+ * Waits until the migration reaches COMPLETED, FAILED or CANCELLED, or
+ * timeout_ms passes (-1 = forever). Returns the final status, or -ETIMEDOUT.
+ * Thread: any except the event callback.
+ */
+FERRY_EXTERN int ferry_migration_wait(ferry_vm_t *vm, int timeout_ms);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FERRY_MIGRATION_H */

@@ -1,0 +1,137 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Ferry's synthetic guest: the default VM that Ferry migrates, built as an
+ * embedder of libferry that uses only the public API (include/ferry/).
+ *
+ * RAM blocks are memfds mapped MAP_SHARED. Each vCPU is a thread running a
+ * deterministic workload inside its own disjoint slice of the "pc.ram"
+ * block; the small "vga.vram" block is written only by the initial fill.
+ * Because a vCPU's writes depend only on (config, vcpu index, steps done),
+ * RAM after vCPU i ran S_i steps is a pure function of the config and the
+ * S_i: a never-migrated twin run to the same step counts must be
+ * byte-identical. That is Ferry's oracle of correctness (oracle.c).
+ *
+ * Thread: the guest object is driven from one control thread; vCPU threads
+ * are internal. ferry_guest_stop()/start() may be called from libferry's
+ * migration threads through the registered vCPU ops.
+ */
+#ifndef FERRY_GUEST_H
+#define FERRY_GUEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ferry.h"
+
+#define FERRY_GUEST_MAX_VCPUS 64
+
+typedef enum ferry_workload {
+	FERRY_WL_IDLE = 0,   /* a step writes nothing */
+	FERRY_WL_STRIDE = 1, /* step k: increment byte (k / npages) % 4096... see guest.c */
+	FERRY_WL_RANDOM = 2, /* seeded PRNG page over the working set */
+	FERRY_WL_HOTSET = 3, /* 80% of steps hit the first 20% of the working set */
+} ferry_workload;
+
+typedef enum ferry_fill {
+	FERRY_FILL_NONE = 0,   /* never touched: RAM stays unpopulated */
+	FERRY_FILL_ZERO = 1,   /* every page written with zeros (populated) */
+	FERRY_FILL_RANDOM = 2, /* seeded random bytes */
+	FERRY_FILL_TEXT = 3,   /* compressible, source-code-like text */
+} ferry_fill;
+
+typedef struct ferry_guest_config {
+	uint64_t mem_size;    /* "pc.ram" bytes; default 1 GiB */
+	uint64_t vram_size;   /* "vga.vram" bytes; default 16 MiB, 0 = none */
+	unsigned vcpus;       /* default 2 */
+	ferry_workload workload; /* default random */
+	uint64_t rate;        /* dirty bytes/s per vCPU; 0 = unthrottled (default) */
+	uint64_t wss;         /* working set bytes per vCPU; 0 = whole slice */
+	ferry_fill fill;      /* default random */
+	uint64_t seed;        /* default 1 */
+	unsigned throttle;    /* percent of time vCPUs sleep, 0..99 */
+	bool paused;          /* start with vCPUs stopped (like QEMU -S) */
+} ferry_guest_config;
+
+typedef struct ferry_guest ferry_guest_t;
+
+/* Fills cfg with the defaults above. */
+void ferry_guest_config_init(ferry_guest_config *cfg);
+
+/*
+ * Parses "mem=1G,vcpus=2,workload=random,rate=200M,wss=64M,fill=random,
+ * seed=7,throttle=0,vram=16M,paused" over the defaults already in cfg.
+ * Sizes take K/M/G suffixes (powers of 1024); rate takes the same suffixes
+ * (bytes/s) or "max" for unthrottled. Returns 0, or -EINVAL with a message
+ * in err (e.g. "unknown workload 'foo' (expected idle, stride, random,
+ * hotset)").
+ */
+int ferry_guest_config_parse(ferry_guest_config *cfg, const char *spec, char *err,
+			     size_t err_len);
+
+/*
+ * Creates the guest: memfds, mappings, initial fill, vCPU threads (stopped).
+ * Returns 0 or a negative errno (and *out = NULL).
+ * `incoming`: skip the initial fill (the RAM will arrive by migration).
+ */
+int ferry_guest_create(const ferry_guest_config *cfg, bool incoming, ferry_guest_t **out);
+void ferry_guest_destroy(ferry_guest_t *g);
+
+/*
+ * Registers the guest with a libferry VM: its RAM blocks, one device per
+ * vCPU ("cpu", instance i: step counter, PRNG state, workload parameters)
+ * and the vCPU ops. If the VM tracks dirty pages explicitly
+ * (ferry_vm_dirty_mode() == FERRY_DIRTY_EXPLICIT), the vCPUs call
+ * ferry_ram_mark_dirty() after each write. Returns 0 or a negative errno.
+ */
+int ferry_guest_attach(ferry_guest_t *g, ferry_vm_t *vm);
+
+/* Starts/stops all vCPUs; stop returns when all are at a step boundary. */
+int ferry_guest_start(ferry_guest_t *g);
+int ferry_guest_stop(ferry_guest_t *g);
+bool ferry_guest_running(const ferry_guest_t *g);
+
+/*
+ * Runs the vCPUs until each vCPU i has done targets[i] steps in total
+ * (vCPUs already past their target just stop), then leaves them stopped.
+ * Blocks. Returns 0 or a negative errno.
+ */
+int ferry_guest_run_until(ferry_guest_t *g, const uint64_t *targets);
+
+/* Steps done so far by each vCPU (read while stopped for exact values). */
+void ferry_guest_steps(const ferry_guest_t *g, uint64_t *steps);
+unsigned ferry_guest_vcpus(const ferry_guest_t *g);
+const ferry_guest_config *ferry_guest_get_config(const ferry_guest_t *g);
+
+/* Sets the throttle percentage (0..99) at run time. */
+int ferry_guest_set_throttle(ferry_guest_t *g, unsigned percent);
+
+/* RAM blocks, for the oracle and tests. */
+unsigned ferry_guest_ram_count(const ferry_guest_t *g);
+void ferry_guest_ram(const ferry_guest_t *g, unsigned i, const char **name, uint8_t **host,
+		     uint64_t *size);
+
+/* --- oracle.c --- */
+
+/* XXH3-64 over every page of every block, in order; guest must be stopped. */
+uint64_t ferry_guest_hash(const ferry_guest_t *g);
+
+typedef struct ferry_verify_result {
+	bool matches;
+	uint64_t hash;       /* this guest's RAM hash */
+	uint64_t twin_hash;  /* the never-migrated twin's */
+	/* First differing page when !matches. */
+	char block[256];
+	uint64_t page;       /* page index in that block */
+	uint64_t pages_compared;
+} ferry_verify_result;
+
+/*
+ * The oracle: builds a never-migrated twin with the same config, runs each
+ * of its vCPUs (synchronously, in the calling thread) to this guest's
+ * current step counts, and compares every page. The guest must be stopped.
+ * Returns 0 (result in *res, matching or not) or a negative errno.
+ */
+int ferry_guest_verify(const ferry_guest_t *g, ferry_verify_result *res);
+
+#endif /* FERRY_GUEST_H */

@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Dirty-page tracking for guest RAM: which pages were written since the last
+ * harvest.
+ *
+ * Two mechanisms behind one interface:
+ *  - WP_ASYNC: userfaultfd write-protect in async mode
+ *    (UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED). The kernel clears
+ *    a page's protection on the first write without waking anyone; the
+ *    PAGEMAP_SCAN ioctl on /proc/self/pagemap reports the written pages
+ *    (PAGE_IS_WRITTEN) and write-protects them again in the same walk
+ *    (PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC), so no write between
+ *    report and re-protect is lost.
+ *  - EXPLICIT: the embedder calls ferry_ram_mark_dirty(); the harvest drains
+ *    an atomic bitmap.
+ *
+ * Thread: a tracker is used by one thread at a time (the migration thread);
+ * only the explicit log is written concurrently by vCPU threads.
+ */
+#ifndef FERRY_DIRTY_H
+#define FERRY_DIRTY_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ferry/vm.h"
+
+typedef struct ferry_dirty_tracker {
+	ferry_dirty_mode mode; /* resolved: WP_ASYNC or EXPLICIT */
+	int uffd;              /* WP_ASYNC: the userfaultfd, else -1 */
+	int pagemap_fd;        /* /proc/self/pagemap, or -1 */
+} ferry_dirty_tracker;
+
+/*
+ * Resolves the mode (AUTO probes the kernel for WP_ASYNC and PAGEMAP_SCAN)
+ * and opens what it needs. Asking for WP_ASYNC on a kernel without it fails
+ * with -EOPNOTSUPP. Returns 0 or a negative errno; on failure nothing is left
+ * open.
+ */
+int ferry__dirty_tracker_init(ferry_dirty_tracker *t, ferry_dirty_mode requested);
+void ferry__dirty_tracker_fini(ferry_dirty_tracker *t);
+
+/* True if this kernel supports WP_ASYNC + PAGEMAP_SCAN (probed once). */
+bool ferry__dirty_wp_async_supported(void);
+
+/*
+ * Starts tracking [host, host + size) (page aligned): in WP_ASYNC mode
+ * registers the range with the userfaultfd in WP mode and write-protects it
+ * all, so every later write shows up in the next harvest. Returns 0 or a
+ * negative errno.
+ */
+int ferry__dirty_track_start(ferry_dirty_tracker *t, void *host, uint64_t size);
+/* Stops tracking (unregisters the range). Idempotent. */
+void ferry__dirty_track_stop(ferry_dirty_tracker *t, void *host, uint64_t size);
+
+/*
+ * Harvest (a "log sync"): sets in bitmap (bit i = page i of the range) every
+ * page written since tracking started or since the previous harvest, and
+ * re-arms tracking for those pages atomically. explicit_log is the block's
+ * atomic log (EXPLICIT mode; ignored in WP_ASYNC). *newly gets the number of
+ * bits that were not already set in bitmap. Returns 0 or a negative errno.
+ */
+int ferry__dirty_harvest(ferry_dirty_tracker *t, void *host, uint64_t size,
+			 _Atomic unsigned long *explicit_log, unsigned long *bitmap,
+			 uint64_t *newly);
+
+/*
+ * Sets in bitmap every page of [host, host + size) that is populated (has
+ * ever been allocated), so never-touched pages can be skipped without being
+ * read. Uses PAGEMAP_SCAN (PAGE_IS_PRESENT | PAGE_IS_SWAPPED) where
+ * available; for fd-backed RAM (fd >= 0) it also ORs in the file's data
+ * extents (SEEK_DATA/SEEK_HOLE) so pages written through another mapping
+ * count. Without either it sets every bit. *count = set bits afterwards.
+ */
+int ferry__ram_scan_populated(void *host, uint64_t size, int fd, unsigned long *bitmap,
+			      uint64_t *count);
+
+#endif /* FERRY_DIRTY_H */

@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Private declarations shared inside libferry: the VM, RAM block and device
+ * structures, and the entry points of the migration code.
+ *
+ * Lock order (outer first): vm->mig_lock, then vm->run_lock. The migration
+ * threads take run_lock only to stop/start vCPUs and to apply device state.
+ */
+#ifndef FERRY_INTERNAL_H
+#define FERRY_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+
+#include "ferry.h"
+#include "dirty/dirty.h"
+#include "util/bitmap.h"
+#include "util/clock.h"
+#include "util/log.h"
+
+#define FERRY_MAX_RAM_BLOCKS 64
+#define FERRY_NAME_MAX 255
+
+struct ferry_ram_block {
+	ferry_vm_t *vm;
+	char name[FERRY_NAME_MAX + 1]; /* immutable after add */
+	uint8_t *host;                 /* immutable after add */
+	uint64_t size;
+	uint64_t npages;
+	int fd;
+	/*
+	 * Explicit dirty log: bit per page, set by vCPU threads with release
+	 * ordering, drained by the migration thread (ferry__dirty_harvest).
+	 */
+	_Atomic unsigned long *mark_log;
+	/* Whether ferry_ram_mark_dirty() records anything (explicit mode). */
+	atomic_bool marking;
+	/* Owned by the migration thread while one runs. */
+	unsigned long *dirty;
+	/* Destination: pages written by the incoming migration. */
+	unsigned long *received;
+};
+
+struct ferry_device {
+	char id[FERRY_NAME_MAX + 1];
+	uint32_t instance;
+	const ferry_vmsd *vmsd;
+	void *opaque;
+};
+
+struct ferry_migration;
+
+struct ferry_vm {
+	uint8_t uuid[16];
+	ferry_dirty_mode dirty_mode; /* resolved at create */
+	ferry_dirty_tracker dirty;
+
+	/* Registration: written before migrations, read by them. */
+	struct ferry_ram_block *blocks[FERRY_MAX_RAM_BLOCKS];
+	unsigned nblocks;
+	struct ferry_device *devices;
+	unsigned ndevices, devices_cap;
+	ferry_vcpu_ops vcpu_ops;
+	void *vcpu_opaque;
+
+	pthread_mutex_t run_lock;
+	bool running; /* protected by run_lock */
+
+	pthread_mutex_t mig_lock;
+	pthread_cond_t mig_cond;     /* signalled on every status change */
+	struct ferry_migration *mig; /* protected by mig_lock; NULL if none ever ran */
+	ferry_event_cb event_cb;     /* protected by mig_lock */
+	void *event_opaque;
+};
+
+/* Frees a finished migration object (vm.c / migration code). */
+void ferry__migration_free(struct ferry_migration *m);
+/* True while a migration thread runs. Caller holds vm->mig_lock. */
+bool ferry__migration_busy(const ferry_vm_t *vm);
+
+/* vmstate.c: validates a vmsd table at registration (0 or -EINVAL). */
+int ferry__vmsd_validate(const ferry_vmsd *vmsd);
+
+#endif /* FERRY_INTERNAL_H */

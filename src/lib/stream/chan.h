@@ -1,0 +1,121 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A migration channel: buffered, big-endian reads and writes over one
+ * connected socket, with zero-copy paths for guest pages.
+ *
+ * DESIGN: output collects small items (headers) in a fixed buffer and guest
+ * pages as iovecs that point straight at guest RAM; ferry__chan_flush()
+ * hands both to writev() in order, so a page is copied only once, by the
+ * kernel. Input reads ahead into a buffer for small items;
+ * ferry__chan_read_direct() drains what is buffered and then recv()s the
+ * rest straight into its destination (guest RAM on the destination).
+ *
+ * Errors are sticky: the first failure (I/O error, EOF, or a protocol error
+ * reported by the parser with ferry__chan_fail) is kept with a message
+ * naming the stream offset, and every later call fails with it. Reads
+ * never write past the buffer they were given.
+ *
+ * Thread: one reader and one writer at a time; they may be different
+ * threads (the return path writes on the destination while its main thread
+ * reads) because input and output state are disjoint. Cancel from any
+ * thread with ferry__chan_shutdown().
+ */
+#ifndef FERRY_STREAM_CHAN_H
+#define FERRY_STREAM_CHAN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#define FERRY_CHAN_OBUF 65536
+#define FERRY_CHAN_IBUF 65536
+#define FERRY_CHAN_IOV 64
+
+typedef struct ferry_chan {
+	int fd;
+
+	/* Output side (the writer thread). */
+	uint8_t *obuf;
+	size_t olen;      /* bytes used in obuf */
+	size_t oseg;      /* start of the obuf segment not yet in iov */
+	struct iovec iov[FERRY_CHAN_IOV];
+	int iovcnt;
+	size_t iov_bytes; /* bytes queued in iov */
+	uint64_t out_bytes; /* bytes handed to the kernel so far */
+	int out_err;      /* sticky output error (negative errno) */
+
+	/* Input side (the reader thread). */
+	uint8_t *ibuf;
+	size_t ipos, ilen;
+	uint64_t in_offset; /* stream offset of ibuf[ipos] */
+	int in_err;         /* sticky input error */
+	char in_errmsg[256];
+	const char *in_ctx; /* record being parsed, for messages */
+} ferry_chan;
+
+/* Takes ownership of fd. Returns 0 or -ENOMEM. */
+int ferry__chan_init(ferry_chan *c, int fd);
+/* Closes fd and frees buffers. */
+void ferry__chan_close(ferry_chan *c);
+/* Wakes any blocked read/write (shutdown(2)); any thread. */
+void ferry__chan_shutdown(ferry_chan *c);
+
+/* Output. Items are queued; flush writes them. */
+void ferry__chan_put(ferry_chan *c, const void *p, size_t n);
+void ferry__chan_put_u8(ferry_chan *c, uint8_t v);
+void ferry__chan_put_be16(ferry_chan *c, uint16_t v);
+void ferry__chan_put_be32(ferry_chan *c, uint32_t v);
+void ferry__chan_put_be64(ferry_chan *c, uint64_t v);
+/* Queues n bytes at p without copying; p must stay valid until flush. */
+void ferry__chan_put_external(ferry_chan *c, const void *p, size_t n);
+/* Writes everything queued. Returns 0 or the sticky negative errno. */
+int ferry__chan_flush(ferry_chan *c);
+/* Bytes queued but not yet flushed. */
+size_t ferry__chan_pending(const ferry_chan *c);
+
+/*
+ * Input. Each returns 0 or the sticky negative errno; on EOF in the middle
+ * of an item the error is -FERRY_EBADSTREAM with "truncated".
+ */
+int ferry__chan_read(ferry_chan *c, void *p, size_t n);
+int ferry__chan_read_direct(ferry_chan *c, void *p, size_t n);
+int ferry__chan_skip(ferry_chan *c, size_t n);
+int ferry__chan_get_u8(ferry_chan *c, uint8_t *v);
+int ferry__chan_get_be16(ferry_chan *c, uint16_t *v);
+int ferry__chan_get_be32(ferry_chan *c, uint32_t *v);
+int ferry__chan_get_be64(ferry_chan *c, uint64_t *v);
+/* Stream offset of the next byte to be read. */
+static inline uint64_t ferry__chan_offset(const ferry_chan *c)
+{
+	return c->in_offset;
+}
+/*
+ * Marks the input broken with a protocol error: err (negative) and a
+ * message that gets "at offset N (record)" appended. Returns err.
+ */
+int ferry__chan_fail(ferry_chan *c, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* Big-endian helpers for buffers. */
+static inline void ferry__st_be16(uint8_t *p, uint16_t v) { p[0] = v >> 8; p[1] = (uint8_t)v; }
+static inline void ferry__st_be32(uint8_t *p, uint32_t v)
+{
+	p[0] = v >> 24; p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
+}
+static inline void ferry__st_be64(uint8_t *p, uint64_t v)
+{
+	ferry__st_be32(p, (uint32_t)(v >> 32));
+	ferry__st_be32(p + 4, (uint32_t)v);
+}
+static inline uint16_t ferry__ld_be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static inline uint32_t ferry__ld_be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static inline uint64_t ferry__ld_be64(const uint8_t *p)
+{
+	return (uint64_t)ferry__ld_be32(p) << 32 | ferry__ld_be32(p + 4);
+}
+
+#endif /* FERRY_STREAM_CHAN_H */

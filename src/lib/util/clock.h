@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: MIT */
+/* Monotonic and wall clocks in ns/us/ms. Thread: any. */
+#ifndef FERRY_UTIL_CLOCK_H
+#define FERRY_UTIL_CLOCK_H
+
+#include <stdint.h>
+#include <time.h>
+
+static inline uint64_t ferry__now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static inline uint64_t ferry__now_ms(void)
+{
+	return ferry__now_ns() / 1000000ull;
+}
+
+static inline uint64_t ferry__wall_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000ull + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static inline void ferry__sleep_ns(uint64_t ns)
+{
+	struct timespec ts = { (time_t)(ns / 1000000000ull), (long)(ns % 1000000000ull) };
+	while (nanosleep(&ts, &ts) != 0)
+		;
+}
+
+#endif

@@ -1,0 +1,46 @@
+/* SPDX-License-Identifier: MIT */
+/* Logging (see log.h). */
+#include "util/log.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int level = -1;
+
+int ferry__log_level(void)
+{
+	/* Benign race: every thread computes the same value. */
+	int l = __atomic_load_n(&level, __ATOMIC_RELAXED);
+	if (l >= 0)
+		return l;
+	const char *e = getenv("FERRY_LOG");
+	l = FERRY_LOG_WARN;
+	if (e) {
+		if (!strcmp(e, "error"))
+			l = FERRY_LOG_ERROR;
+		else if (!strcmp(e, "info"))
+			l = FERRY_LOG_INFO;
+		else if (!strcmp(e, "debug"))
+			l = FERRY_LOG_DEBUG;
+	}
+	__atomic_store_n(&level, l, __ATOMIC_RELAXED);
+	return l;
+}
+
+void ferry__log(int lvl, const char *fmt, ...)
+{
+	static const char *const names[] = { "error", "warn", "info", "debug" };
+	if (lvl > ferry__log_level())
+		return;
+	char thr[16] = "?";
+	pthread_getname_np(pthread_self(), thr, sizeof(thr));
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "ferry[%s] %s: %s\n", thr, names[lvl], msg);
+}
