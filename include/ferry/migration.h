@@ -105,6 +105,13 @@ FERRY_EXTERN int ferry_migration_set_event_cb(ferry_vm_t *vm, ferry_event_cb cb,
 					      void *opaque);
 
 /*
+ * Checks a migration URI's syntax. Returns 0, or -EINVAL with a message in
+ * err (e.g. "unsupported migration URI 'ftp:x' (expected tcp:HOST:PORT or
+ * unix:PATH)"). Thread: any.
+ */
+FERRY_EXTERN int ferry_uri_validate(const char *uri, char *err, size_t err_len);
+
+/*
  * Starts an outgoing migration to uri. Returns 0 once the migration thread
  * runs (connection errors then show as FAILED with error_desc), or -EINVAL
  * (bad uri or params), -EBUSY (a migration already runs), -ENOMEM.

@@ -1,1 +1,1376 @@
-/* placeholder: being written */
+/* SPDX-License-Identifier: MIT */
+/*
+ * The synthetic guest: RAM blocks backed by memfds, vCPU threads running
+ * deterministic workloads, and its registration with libferry (public API
+ * only: this file must never include src/lib internals).
+ *
+ * What:
+ *  - RAM: "pc.ram" (cfg.mem_size) and "vga.vram" (cfg.vram_size, absent
+ *    when 0), each a memfd mapped MAP_SHARED. The initial fill (skipped for
+ *    an incoming guest) is a pure function of (fill, seed, block, 2 MiB
+ *    chunk index), so it can be done by several threads and still be
+ *    identical in the oracle's twin.
+ *  - vCPU i owns the pc.ram slice [i * slice, (i + 1) * slice) with
+ *    slice = (mem pages / vcpus) pages; the last vCPU also gets the
+ *    remainder. Its working set is the first min(wss, slice) pages of the
+ *    slice (wss 0 = the whole slice).
+ *  - A step k of vCPU i (k = steps done before it) writes RAM as a function
+ *    of (seed, i, k) and the vCPU's xoshiro256** state, which is seeded from
+ *    (seed, i), advanced only by steps, and migrated as device state:
+ *      stride: page p = k % wss; byte ((k / wss) * 64) % 4096 of page p is
+ *              incremented (QEMU's migration test guest sweeps the same way).
+ *      random: p = prng() % wss; off = (prng() % 512) * 8; the 8 bytes at
+ *              (p, off) become prng() ^ k (three PRNG calls, in that order).
+ *      hotset: r = prng(); if r % 100 < 80, p = prng() % hot, else
+ *              p = hot + prng() % (wss - hot), hot = max(1, wss / 5); then
+ *              off and the value as for random.
+ *      idle:   writes nothing. Idle vCPU threads never step: they stay
+ *              parked (blocked on a condition variable) even while the
+ *              guest runs, so their step count stays 0.
+ *    Explicit dirty tracking: when the VM the guest is attached to tracks
+ *    dirty pages explicitly, each write is followed by
+ *    ferry_ram_mark_dirty() (after the data is written).
+ *
+ * DESIGN:
+ *  - One step function (exec_steps) is used both by the vCPU threads and by
+ *    ferry_guest_vcpu_exec() (the oracle's twin): that sharing is what makes
+ *    the oracle meaningful.
+ *  - Run control. vCPU threads park between steps on g->cond_run. Stop sets
+ *    the atomic g->stop_req, which a running vCPU checks before every step
+ *    (a relaxed load of a line nobody writes while running), then waits on
+ *    g->cond_ack until every vCPU has parked; parking takes g->lock, so the
+ *    stopper sees all RAM writes (happens-before through the mutex). Naps
+ *    (rate pacing, throttling) are timed waits on g->cond_wake, which stop
+ *    broadcasts, so a stop never waits out a throttle sleep.
+ *  - ferry_guest_run_until() gives each vCPU a target; a vCPU parks by
+ *    itself when it reaches its target, so step counts are exact.
+ *  - Pacing (cfg.rate, bytes/s per vCPU, one 4 KiB page per step): a token
+ *    bucket with 10 ms of credit, checked every ~1 ms worth of steps
+ *    against CLOCK_MONOTONIC. Throttle p%: run 10 ms, then sleep
+ *    10 * p / (100 - p) ms.
+ *  - The migrated vCPU fields (steps, prng, workload, seed, slice_offset,
+ *    slice_pages, wss_pages) live in struct guest_vcpu, the opaque of the
+ *    "cpu" vmsd. A running vCPU keeps its state in locals and writes it back
+ *    when it parks, so libferry must read or write it only while the vCPUs
+ *    are stopped (it does: device state is saved after the stop op and
+ *    loaded before the start op). The step code uses private copies of the
+ *    layout (base, wss) computed from the local config, never the migrated
+ *    ones, so a bad stream cannot make a vCPU write outside its slice; the
+ *    post_load hook refuses a stream whose layout differs from the local
+ *    config (FERRY_EMISMATCH: start the destination with the same --guest).
+ *
+ * Threads: "guest/vcpu%u" per vCPU (created at ferry_guest_create, parked
+ * until started, joined at destroy), "guest/fill" helpers during the
+ * initial fill only. Control functions are serialised by g->ctl; they may be
+ * called from the embedder's control thread or libferry's migration threads
+ * (through the vCPU ops). g->ctl is always the innermost lock of any
+ * libferry lock: the guest never calls libferry while holding it.
+ * Lock order: g->ctl, then g->lock.
+ */
+#include "guest.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PAGE FERRY_PAGE_SIZE
+#define FILL_CHUNK (2u << 20)     /* fill work unit; the fill is a function of it */
+#define FILL_MAX_THREADS 8
+#define STEP_CHUNK 4096           /* steps between pacing checks, unthrottled */
+#define THROTTLE_CHUNK 256        /* steps between clock checks when throttled */
+#define THROTTLE_RUN_NS 10000000ull /* throttle: run 10 ms, then sleep */
+#define PACE_BURST_NS 10000000ull   /* rate: at most 10 ms of credit */
+#define NS_PER_S 1000000000ull
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+/* PRNG stream ids (so no two users of the seed share a sequence). */
+#define STREAM_FILL 0x100 /* + block index; sub = fill chunk index */
+#define STREAM_VCPU 0x200 /* sub = vCPU index */
+
+/* ------------------------------------------------------------------ */
+/* PRNG: splitmix64 for seeding, xoshiro256** for the streams.         */
+
+static inline uint64_t mix64(uint64_t z)
+{
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+static inline uint64_t splitmix64(uint64_t *x)
+{
+	*x += 0x9e3779b97f4a7c15ull;
+	return mix64(*x);
+}
+
+static inline uint64_t rotl(uint64_t x, int k)
+{
+	return (x << k) | (x >> (64 - k));
+}
+
+static inline uint64_t prng_next(uint64_t s[4])
+{
+	const uint64_t result = rotl(s[1] * 5, 7) * 9;
+	const uint64_t t = s[1] << 17;
+	s[2] ^= s[0];
+	s[3] ^= s[1];
+	s[1] ^= s[2];
+	s[0] ^= s[3];
+	s[2] ^= t;
+	s[3] = rotl(s[3], 45);
+	return result;
+}
+
+static void prng_seed(uint64_t s[4], uint64_t seed, uint64_t stream, uint64_t sub)
+{
+	uint64_t x = mix64(seed) ^ mix64(stream * 0xd1b54a32d192ed03ull + 1) ^
+		     mix64(sub * 0x8cb92ba72f3d8dd7ull + 2);
+	for (int i = 0; i < 4; i++)
+		s[i] = splitmix64(&x);
+	if (!(s[0] | s[1] | s[2] | s[3])) /* the one state xoshiro must avoid */
+		s[0] = 1;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
+}
+
+/* ------------------------------------------------------------------ */
+/* Objects.                                                            */
+
+struct guest_ram {
+	const char *name;
+	int fd;
+	uint8_t *host;
+	uint64_t size;
+	ferry_ram_block_t *rb; /* once attached */
+};
+
+/* One per vCPU, cache-line aligned so vCPUs do not share lines. */
+typedef struct guest_vcpu {
+	/*
+	 * Migrated state (the "cpu" vmsd fields). Owned by the vCPU thread
+	 * while it runs; read/written by libferry only while stopped.
+	 * steps is also read (atomically, approximately) by
+	 * ferry_guest_steps() while running.
+	 */
+	uint64_t steps;
+	uint64_t prng[4];
+	uint32_t workload;
+	uint64_t seed;
+	uint64_t slice_offset;
+	uint64_t slice_pages;
+	uint64_t wss_pages;
+
+	/* Local, immutable after create (except rb, set at attach). */
+	ferry_guest_t *g;
+	unsigned index;
+	uint8_t *base;             /* pc.ram host + slice offset */
+	uint64_t l_slice_offset;   /* local layout, used by the step code */
+	uint64_t l_slice_pages;
+	uint64_t l_wss_pages;
+	ferry_ram_block_t *rb;     /* pc.ram if explicit dirty tracking, else NULL */
+
+	/* Run control, under g->lock. */
+	uint64_t target;           /* stop by itself at this step count */
+	bool parked;
+	bool thread_ok;
+	pthread_t thread;
+} __attribute__((aligned(64))) guest_vcpu;
+
+struct ferry_guest {
+	ferry_guest_config cfg;
+	bool incoming;
+	unsigned nram;
+	struct guest_ram ram[2];
+	unsigned nvcpus;
+	guest_vcpu *vcpus;
+	ferry_vm_t *vm;
+
+	pthread_mutex_t ctl;       /* serialises the control functions */
+	pthread_mutex_t lock;      /* run state below */
+	pthread_cond_t cond_run;   /* vCPUs wait here while parked */
+	pthread_cond_t cond_ack;   /* controllers wait here for parking */
+	pthread_cond_t cond_wake;  /* naps (CLOCK_MONOTONIC) */
+	bool want_run;             /* written under lock; read atomically */
+	bool quit;
+	unsigned wake_gen;         /* bumped to end naps early */
+	_Atomic unsigned throttle;
+
+	/* Read by every vCPU before every step: keep it on its own line. */
+	_Alignas(64) atomic_int stop_req;
+	char pad_[64 - sizeof(atomic_int)];
+};
+
+/* ------------------------------------------------------------------ */
+/* Config.                                                             */
+
+void ferry_guest_config_init(ferry_guest_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->mem_size = 1ull << 30;
+	cfg->vram_size = 16ull << 20;
+	cfg->vcpus = 2;
+	cfg->workload = FERRY_WL_RANDOM;
+	cfg->rate = 0;
+	cfg->wss = 0;
+	cfg->fill = FERRY_FILL_RANDOM;
+	cfg->seed = 1;
+	cfg->throttle = 0;
+	cfg->paused = false;
+}
+
+static int fail(char *err, size_t err_len, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int fail(char *err, size_t err_len, const char *fmt, ...)
+{
+	if (err && err_len) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(err, err_len, fmt, ap);
+		va_end(ap);
+	}
+	return -EINVAL;
+}
+
+int ferry_guest_config_check(const ferry_guest_config *cfg, char *err, size_t err_len)
+{
+	if (!cfg)
+		return fail(err, err_len, "no guest config");
+	if (!cfg->mem_size || cfg->mem_size % PAGE)
+		return fail(err, err_len, "mem must be a non-zero multiple of 4096 bytes (got %llu)",
+			    (unsigned long long)cfg->mem_size);
+	if (cfg->vram_size % PAGE)
+		return fail(err, err_len, "vram must be a multiple of 4096 bytes (got %llu)",
+			    (unsigned long long)cfg->vram_size);
+	if (cfg->wss % PAGE)
+		return fail(err, err_len, "wss must be a multiple of 4096 bytes (got %llu)",
+			    (unsigned long long)cfg->wss);
+	if (cfg->vcpus < 1 || cfg->vcpus > FERRY_GUEST_MAX_VCPUS)
+		return fail(err, err_len, "vcpus must be 1..%d (got %u)", FERRY_GUEST_MAX_VCPUS,
+			    cfg->vcpus);
+	if (cfg->mem_size / PAGE < cfg->vcpus)
+		return fail(err, err_len,
+			    "mem (%llu pages) is too small for %u vcpus (at least one page each)",
+			    (unsigned long long)(cfg->mem_size / PAGE), cfg->vcpus);
+	if ((unsigned)cfg->workload > FERRY_WL_HOTSET)
+		return fail(err, err_len, "unknown workload %u", (unsigned)cfg->workload);
+	if ((unsigned)cfg->fill > FERRY_FILL_TEXT)
+		return fail(err, err_len, "unknown fill %u", (unsigned)cfg->fill);
+	if (cfg->throttle > 99)
+		return fail(err, err_len, "throttle must be 0..99 (got %u)", cfg->throttle);
+	return 0;
+}
+
+/* Decimal, or hex with 0x. Digits only: no sign, no spaces. */
+static bool parse_u64(const char *s, size_t len, uint64_t *out)
+{
+	uint64_t v = 0;
+	unsigned base = 10;
+	if (len > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+		base = 16;
+		s += 2;
+		len -= 2;
+	}
+	if (!len)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned d;
+		char c = s[i];
+		if (c >= '0' && c <= '9')
+			d = (unsigned)(c - '0');
+		else if (base == 16 && c >= 'a' && c <= 'f')
+			d = (unsigned)(c - 'a' + 10);
+		else if (base == 16 && c >= 'A' && c <= 'F')
+			d = (unsigned)(c - 'A' + 10);
+		else
+			return false;
+		if (v > (UINT64_MAX - d) / base)
+			return false;
+		v = v * base + d;
+	}
+	*out = v;
+	return true;
+}
+
+/* Number with an optional K, M or G suffix (powers of 1024). */
+static bool parse_size(const char *s, size_t len, uint64_t *out)
+{
+	unsigned shift = 0;
+	if (len) {
+		switch (s[len - 1]) {
+		case 'k': case 'K': shift = 10; break;
+		case 'm': case 'M': shift = 20; break;
+		case 'g': case 'G': shift = 30; break;
+		default: break;
+		}
+		if (shift)
+			len--;
+	}
+	uint64_t v;
+	if (!parse_u64(s, len, &v))
+		return false;
+	if (shift && v > (UINT64_MAX >> shift))
+		return false;
+	*out = v << shift;
+	return true;
+}
+
+static bool key_is(const char *k, size_t klen, const char *name)
+{
+	return strlen(name) == klen && !memcmp(k, name, klen);
+}
+
+static int parse_item(ferry_guest_config *c, const char *k, size_t klen, const char *v,
+		      size_t vlen, bool has_v, char *err, size_t el)
+{
+	static const char *const workloads[] = { "idle", "stride", "random", "hotset" };
+	static const char *const fills[] = { "none", "zero", "random", "text" };
+	const int ki = (int)klen, vi = (int)vlen;
+	uint64_t n;
+
+	if (key_is(k, klen, "paused")) {
+		static const char *const on[] = { "on", "yes", "true", "1" };
+		static const char *const off[] = { "off", "no", "false", "0" };
+		if (!has_v) {
+			c->paused = true;
+			return 0;
+		}
+		for (unsigned i = 0; i < 4; i++) {
+			if (key_is(v, vlen, on[i])) {
+				c->paused = true;
+				return 0;
+			}
+			if (key_is(v, vlen, off[i])) {
+				c->paused = false;
+				return 0;
+			}
+		}
+		return fail(err, el, "bad value '%.*s' for paused (expected on or off)", vi, v);
+	}
+	if (!key_is(k, klen, "mem") && !key_is(k, klen, "vram") && !key_is(k, klen, "vcpus") &&
+	    !key_is(k, klen, "workload") && !key_is(k, klen, "rate") && !key_is(k, klen, "wss") &&
+	    !key_is(k, klen, "fill") && !key_is(k, klen, "seed") && !key_is(k, klen, "throttle"))
+		return fail(err, el,
+			    "unknown key '%.*s' (expected mem, vram, vcpus, workload, rate, wss, "
+			    "fill, seed, throttle, paused)",
+			    ki, k);
+	if (!has_v || !vlen)
+		return fail(err, el, "missing value for '%.*s'", ki, k);
+
+	if (key_is(k, klen, "mem") || key_is(k, klen, "vram") || key_is(k, klen, "wss")) {
+		if (!parse_size(v, vlen, &n))
+			return fail(err, el,
+				    "bad size '%.*s' for %.*s (expected bytes with an optional K, M "
+				    "or G suffix)",
+				    vi, v, ki, k);
+		if (k[0] == 'm')
+			c->mem_size = n;
+		else if (k[0] == 'v')
+			c->vram_size = n;
+		else
+			c->wss = n;
+		return 0;
+	}
+	if (key_is(k, klen, "rate")) {
+		if (key_is(v, vlen, "max")) {
+			c->rate = 0;
+			return 0;
+		}
+		if (!parse_size(v, vlen, &n))
+			return fail(err, el,
+				    "bad rate '%.*s' (expected bytes/s with an optional K, M or G "
+				    "suffix, or max)",
+				    vi, v);
+		c->rate = n;
+		return 0;
+	}
+	if (key_is(k, klen, "vcpus")) {
+		if (!parse_u64(v, vlen, &n))
+			return fail(err, el, "bad number '%.*s' for vcpus", vi, v);
+		if (n < 1 || n > FERRY_GUEST_MAX_VCPUS)
+			return fail(err, el, "vcpus must be 1..%d (got %.*s)",
+				    FERRY_GUEST_MAX_VCPUS, vi, v);
+		c->vcpus = (unsigned)n;
+		return 0;
+	}
+	if (key_is(k, klen, "throttle")) {
+		if (!parse_u64(v, vlen, &n))
+			return fail(err, el, "bad number '%.*s' for throttle", vi, v);
+		if (n > 99)
+			return fail(err, el, "throttle must be 0..99 (got %.*s)", vi, v);
+		c->throttle = (unsigned)n;
+		return 0;
+	}
+	if (key_is(k, klen, "seed")) {
+		if (!parse_u64(v, vlen, &n))
+			return fail(err, el, "bad number '%.*s' for seed", vi, v);
+		c->seed = n;
+		return 0;
+	}
+	if (key_is(k, klen, "workload")) {
+		for (unsigned i = 0; i < 4; i++) {
+			if (key_is(v, vlen, workloads[i])) {
+				c->workload = (ferry_workload)i;
+				return 0;
+			}
+		}
+		return fail(err, el, "unknown workload '%.*s' (expected idle, stride, random, hotset)",
+			    vi, v);
+	}
+	/* fill */
+	for (unsigned i = 0; i < 4; i++) {
+		if (key_is(v, vlen, fills[i])) {
+			c->fill = (ferry_fill)i;
+			return 0;
+		}
+	}
+	return fail(err, el, "unknown fill '%.*s' (expected none, zero, random, text)", vi, v);
+}
+
+int ferry_guest_config_parse(ferry_guest_config *cfg, const char *spec, char *err,
+			     size_t err_len)
+{
+	if (err && err_len)
+		err[0] = '\0';
+	if (!cfg || !spec)
+		return fail(err, err_len, "no guest spec");
+	ferry_guest_config c = *cfg;
+	const char *p = spec;
+	while (*p) {
+		const char *end = strchr(p, ',');
+		if (!end)
+			end = p + strlen(p);
+		const char *eq = memchr(p, '=', (size_t)(end - p));
+		size_t klen = (size_t)((eq ? eq : end) - p);
+		if (klen || eq) {
+			if (!klen)
+				return fail(err, err_len, "missing key before '=' in '%.*s'",
+					    (int)(end - p), p);
+			const char *v = eq ? eq + 1 : end;
+			int r = parse_item(&c, p, klen, v, (size_t)(end - v), eq != NULL, err,
+					   err_len);
+			if (r < 0)
+				return r;
+		}
+		p = *end ? end + 1 : end;
+	}
+	int r = ferry_guest_config_check(&c, err, err_len);
+	if (r < 0)
+		return r;
+	*cfg = c;
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Initial fill.                                                       */
+
+/*
+ * Text fill: lines of C-like code from small token tables. Tokens sit in
+ * fixed 24-byte slots so that copying one is a constant-size memcpy (the
+ * bytes past its length land in the slack and are overwritten next); one
+ * PRNG call chooses a whole line. zstd -1 compresses it ~3.3x.
+ */
+struct tok {
+	char s[24];
+	uint32_t len;
+};
+#define T(str) { str, sizeof(str) - 1 }
+static const struct tok text_words[64] = {
+	T("page"),   T("block"),  T("offset"), T("len"),    T("buf"),    T("ret"),
+	T("err"),    T("vm"),     T("ctx"),    T("node"),   T("list"),   T("count"),
+	T("index"),  T("value"),  T("state"),  T("flags"),  T("lock"),   T("data"),
+	T("ptr"),    T("next"),   T("prev"),   T("head"),   T("tail"),   T("size"),
+	T("mask"),   T("addr"),   T("host"),   T("guest"),  T("ram"),    T("dirty"),
+	T("bitmap"), T("chan"),   T("stream"), T("dev"),    T("vcpu"),   T("pass"),
+	T("total"),  T("bytes"),  T("start"),  T("end"),    T("cur"),    T("entry"),
+	T("key"),    T("name"),   T("fd"),     T("opaque"), T("status"), T("info"),
+	T("src"),    T("dst"),    T("tmp"),    T("pos"),    T("nr"),     T("shift"),
+	T("limit"),  T("timeout"), T("queue"), T("work"),   T("owner"),  T("ref"),
+	T("slot"),   T("base"),   T("mig"),    T("rb"),
+};
+static const struct tok text_types[8] = {
+	T("int"), T("uint64_t"), T("size_t"), T("char *"),
+	T("bool"), T("struct page *"), T("unsigned"), T("void *"),
+};
+static const struct tok text_ops[8] = {
+	T("=="), T("!="), T("<"), T(">"), T("<="), T(">="), T("&"), T("+"),
+};
+static const struct tok text_assign[8] = {
+	T("="), T("+="), T("-="), T("|="), T("&="), T("^="), T("<<="), T(">>="),
+};
+static const struct tok text_calls[8] = {
+	T("memcpy"), T("ferry_ram_mark_dirty"), T("list_add"), T("bitmap_set"),
+	T("pthread_mutex_lock"), T("kfree"), T("update_stats"), T("chan_write"),
+};
+#undef T
+#define TEXT_LINE_MAX 256 /* a line is < 150 bytes, plus 24 bytes of overwrite */
+
+static inline char *put_num(char *p, unsigned v)
+{
+	char t[8];
+	int i = 0;
+	do {
+		t[i++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	while (i)
+		*p++ = t[--i];
+	return p;
+}
+
+static inline char *put_tok(char *p, const struct tok *t)
+{
+	memcpy(p, t->s, sizeof(t->s));
+	return p + t->len;
+}
+
+/*
+ * Writes one line chosen by the 64 random bits r at p, which must have
+ * TEXT_LINE_MAX bytes of room. Returns the end of the line.
+ */
+static char *text_line(char *p, uint64_t r)
+{
+#define PUTS(lit) (memcpy(p, lit, sizeof(lit) - 1), p += sizeof(lit) - 1)
+#define PUTT(t) p = put_tok(p, &(t)) /* t evaluated once */
+#define BITS(n) (r >>= (n), (unsigned)(r & ((1u << (n)) - 1)))
+#define W() PUTT(text_words[BITS(6)])
+	unsigned kind = (unsigned)(r & 15);
+	unsigned indent = 1 + BITS(4) % 3;
+	if (kind == 15) {
+		*p++ = '\n';
+		return p;
+	}
+	memcpy(p, "\t\t\t", 4);
+	p += indent;
+	switch (kind) {
+	case 0: case 1:
+		PUTT(text_types[BITS(3)]);
+		PUTS(" ");
+		W();
+		PUTS(" = ");
+		W();
+		PUTS("(");
+		W();
+		PUTS(", ");
+		W();
+		PUTS(");\n");
+		break;
+	case 2: case 3:
+		PUTS("if (");
+		W();
+		PUTS(" ");
+		PUTT(text_ops[BITS(3)]);
+		PUTS(" ");
+		W();
+		PUTS(")\n");
+		break;
+	case 4: case 5:
+		W();
+		PUTS("->");
+		W();
+		PUTS(" = ");
+		p = put_num(p, BITS(12));
+		PUTS(";\n");
+		break;
+	case 6:
+		PUTS("return ");
+		W();
+		PUTS(";\n");
+		break;
+	case 7:
+		PUTS("/* ");
+		W();
+		PUTS(" ");
+		W();
+		PUTS(" the ");
+		W();
+		PUTS(" of ");
+		W();
+		PUTS(". */\n");
+		break;
+	case 8:
+		PUTS("for (");
+		W();
+		PUTS(" = 0; ");
+		W();
+		PUTS(" < ");
+		p = put_num(p, BITS(8));
+		PUTS("; ");
+		W();
+		PUTS("++) {\n");
+		break;
+	case 9: case 10:
+		PUTT(text_calls[BITS(3)]);
+		PUTS("(");
+		W();
+		PUTS(", ");
+		W();
+		PUTS(");\n");
+		break;
+	case 11:
+		W();
+		PUTS(" ");
+		PUTT(text_assign[BITS(3)]);
+		PUTS(" ");
+		W();
+		PUTS(";\n");
+		break;
+	case 12:
+		PUTS("goto out;\n");
+		break;
+	default:
+		PUTS("}\n");
+		break;
+	}
+	return p;
+#undef W
+#undef BITS
+#undef PUTT
+#undef PUTS
+}
+
+static void fill_chunk(ferry_fill kind, uint64_t seed, unsigned block, uint64_t chunk,
+		       uint8_t *p, size_t len)
+{
+	uint64_t s[4];
+	switch (kind) {
+	case FERRY_FILL_NONE:
+		return;
+	case FERRY_FILL_ZERO:
+		/* Populate without writing twice; memset on old kernels. */
+		if (madvise(p, len, MADV_POPULATE_WRITE) < 0)
+			memset(p, 0, len);
+		return;
+	case FERRY_FILL_RANDOM: {
+		prng_seed(s, seed, STREAM_FILL + block, chunk);
+		uint64_t *q = (uint64_t *)(void *)p;
+		for (size_t i = 0; i < len / 8; i++)
+			q[i] = prng_next(s);
+		return;
+	}
+	case FERRY_FILL_TEXT: {
+		/* Lines run on across pages; the last one is cut at the chunk end. */
+		prng_seed(s, seed, STREAM_FILL + block, chunk);
+		char *o = (char *)p, *end = (char *)p + len;
+		while (end - o >= TEXT_LINE_MAX)
+			o = text_line(o, prng_next(s));
+		char tail[2 * TEXT_LINE_MAX];
+		char *t = tail;
+		while (t - tail < end - o)
+			t = text_line(t, prng_next(s));
+		memcpy(o, tail, (size_t)(end - o));
+		return;
+	}
+	}
+}
+
+struct fill_job {
+	ferry_guest_t *g;
+	uint64_t nchunks[2];
+	uint64_t total;
+	atomic_uint_fast64_t next;
+};
+
+static void *fill_worker(void *arg)
+{
+	struct fill_job *j = arg;
+	ferry_guest_t *g = j->g;
+	for (;;) {
+		uint64_t c = atomic_fetch_add(&j->next, 1);
+		if (c >= j->total)
+			return NULL;
+		unsigned b = 0;
+		if (c >= j->nchunks[0]) {
+			c -= j->nchunks[0];
+			b = 1;
+		}
+		struct guest_ram *r = &g->ram[b];
+		uint64_t off = c * FILL_CHUNK;
+		uint64_t len = r->size - off < FILL_CHUNK ? r->size - off : FILL_CHUNK;
+		fill_chunk(g->cfg.fill, g->cfg.seed, b, c, r->host + off, len);
+	}
+}
+
+/*
+ * Fills every block. The result does not depend on the thread count: each
+ * 2 MiB chunk is a function of (fill, seed, block, chunk index).
+ */
+static void guest_fill(ferry_guest_t *g)
+{
+	if (g->cfg.fill == FERRY_FILL_NONE)
+		return;
+	struct fill_job j = { .g = g };
+	for (unsigned b = 0; b < g->nram; b++) {
+		j.nchunks[b] = (g->ram[b].size + FILL_CHUNK - 1) / FILL_CHUNK;
+		j.total += j.nchunks[b];
+	}
+	atomic_init(&j.next, 0);
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	uint64_t nthr = ncpu > 1 ? (uint64_t)ncpu : 1;
+	if (nthr > FILL_MAX_THREADS)
+		nthr = FILL_MAX_THREADS;
+	if (nthr > j.total)
+		nthr = j.total;
+	pthread_t th[FILL_MAX_THREADS];
+	unsigned started = 0;
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	for (uint64_t i = 1; i < nthr; i++) {
+		if (pthread_create(&th[started], NULL, fill_worker, &j))
+			break; /* the calling thread does the remaining chunks */
+		pthread_setname_np(th[started], "guest/fill");
+		started++;
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	fill_worker(&j);
+	for (unsigned i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
+}
+
+/* ------------------------------------------------------------------ */
+/* The step function: shared by the vCPU threads and the oracle.       */
+
+struct step_ctx {
+	uint8_t *base;       /* slice start */
+	uint64_t slice_off;  /* slice offset in pc.ram, for mark_dirty */
+	uint64_t wss;        /* working set pages, >= 1 */
+	uint64_t hot;        /* hotset: hot pages, >= 1 */
+	ferry_ram_block_t *rb;
+};
+
+/*
+ * Stride step k: page p = k % wss, byte ((k / wss) * 64) % 4096 of it. The
+ * caller passes p and q = k / wss, kept incrementally (no divisions).
+ */
+static inline void step_stride(const struct step_ctx *c, uint64_t p, uint64_t q)
+{
+	uint64_t off = p * PAGE + (q * 64) % PAGE;
+	c->base[off]++;
+	if (c->rb)
+		ferry_ram_mark_dirty(c->rb, c->slice_off + off, 1);
+}
+
+static inline void step_write8(const struct step_ctx *c, uint64_t s[4], uint64_t k, uint64_t p)
+{
+	uint64_t off = p * PAGE + (prng_next(s) % 512) * 8;
+	uint64_t val = prng_next(s) ^ k;
+	memcpy(c->base + off, &val, 8);
+	if (c->rb)
+		ferry_ram_mark_dirty(c->rb, c->slice_off + off, 8);
+}
+
+static inline void step_random(const struct step_ctx *c, uint64_t s[4], uint64_t k)
+{
+	step_write8(c, s, k, prng_next(s) % c->wss);
+}
+
+static inline void step_hotset(const struct step_ctx *c, uint64_t s[4], uint64_t k)
+{
+	uint64_t p;
+	if (prng_next(s) % 100 < 80 || c->hot >= c->wss)
+		p = prng_next(s) % c->hot;
+	else
+		p = c->hot + prng_next(s) % (c->wss - c->hot);
+	step_write8(c, s, k, p);
+}
+
+#define STEP_LOOP(body)                                                              \
+	for (i = 0; i < n; i++) {                                                    \
+		if (stop && atomic_load_explicit(stop, memory_order_relaxed))        \
+			break;                                                       \
+		body;                                                                \
+	}
+
+/*
+ * Runs up to n steps of v starting at step k0 with PRNG state s (updated).
+ * Checks *stop (if not NULL) before every step. Returns the steps done.
+ */
+static uint64_t exec_steps(const guest_vcpu *v, uint64_t s[4], uint64_t k0, uint64_t n,
+			   const atomic_int *stop)
+{
+	const struct step_ctx c = {
+		.base = v->base,
+		.slice_off = v->l_slice_offset,
+		.wss = v->l_wss_pages,
+		.hot = v->l_wss_pages / 5 ? v->l_wss_pages / 5 : 1,
+		.rb = v->rb,
+	};
+	uint64_t st[4] = { s[0], s[1], s[2], s[3] };
+	uint64_t i;
+	switch ((ferry_workload)v->g->cfg.workload) {
+	case FERRY_WL_STRIDE: {
+		uint64_t p = k0 % c.wss, q = k0 / c.wss;
+		STEP_LOOP(step_stride(&c, p, q); if (++p == c.wss) { p = 0; q++; });
+		break;
+	}
+	case FERRY_WL_RANDOM:
+		STEP_LOOP(step_random(&c, st, k0 + i));
+		break;
+	case FERRY_WL_HOTSET:
+		STEP_LOOP(step_hotset(&c, st, k0 + i));
+		break;
+	case FERRY_WL_IDLE:
+	default:
+		STEP_LOOP((void)0);
+		break;
+	}
+	memcpy(s, st, sizeof(st));
+	return i;
+}
+
+/* ------------------------------------------------------------------ */
+/* vCPU threads.                                                       */
+
+/* Sleeps until deadline (CLOCK_MONOTONIC ns), a stop, or a wake. */
+static void nap_until(ferry_guest_t *g, uint64_t deadline)
+{
+	struct timespec ts = { .tv_sec = (time_t)(deadline / NS_PER_S),
+			       .tv_nsec = (long)(deadline % NS_PER_S) };
+	pthread_mutex_lock(&g->lock);
+	unsigned gen = g->wake_gen;
+	while (!atomic_load_explicit(&g->stop_req, memory_order_relaxed) && gen == g->wake_gen) {
+		if (pthread_cond_timedwait(&g->cond_wake, &g->lock, &ts) == ETIMEDOUT)
+			break;
+	}
+	pthread_mutex_unlock(&g->lock);
+}
+
+static inline bool stop_requested(ferry_guest_t *g)
+{
+	return atomic_load_explicit(&g->stop_req, memory_order_relaxed);
+}
+
+/* Runs v until its target or a stop; the state is in locals meanwhile. */
+static void vcpu_run(guest_vcpu *v, uint64_t target)
+{
+	ferry_guest_t *g = v->g;
+	uint64_t s[4];
+	memcpy(s, v->prng, sizeof(s));
+	uint64_t k = v->steps;
+	/* ns per step at cfg.rate bytes/s, one page per step; 0 = unpaced. */
+	uint64_t ns_per_step = 0;
+	if (g->cfg.rate)
+		ns_per_step = (uint64_t)((double)PAGE * (double)NS_PER_S / (double)g->cfg.rate);
+	uint64_t pace_chunk = STEP_CHUNK;
+	if (ns_per_step) {
+		pace_chunk = 1000000 / ns_per_step; /* ~1 ms of steps */
+		pace_chunk = pace_chunk < 1 ? 1 : pace_chunk > STEP_CHUNK ? STEP_CHUNK : pace_chunk;
+	}
+	uint64_t t = now_ns(), pace = t, period = t;
+
+	while (k < target) {
+		unsigned thr = atomic_load_explicit(&g->throttle, memory_order_relaxed);
+		uint64_t chunk = pace_chunk;
+		if (thr && chunk > THROTTLE_CHUNK)
+			chunk = THROTTLE_CHUNK;
+		uint64_t n = target - k < chunk ? target - k : chunk;
+		uint64_t done = exec_steps(v, s, k, n, &g->stop_req);
+		k += done;
+		__atomic_store_n(&v->steps, k, __ATOMIC_RELAXED);
+		if (done < n)
+			break; /* stop requested */
+		if (!ns_per_step && !thr)
+			continue;
+		t = now_ns();
+		if (thr) {
+			if (t - period >= THROTTLE_RUN_NS) {
+				nap_until(g, t + THROTTLE_RUN_NS * thr / (100 - thr));
+				t = now_ns();
+				period = t;
+			}
+		} else {
+			period = t;
+		}
+		if (ns_per_step) {
+			pace += done * ns_per_step;
+			while (pace > t && !stop_requested(g)) {
+				nap_until(g, pace);
+				t = now_ns();
+			}
+			if (t - pace > PACE_BURST_NS)
+				pace = t - PACE_BURST_NS;
+		}
+		if (stop_requested(g))
+			break;
+	}
+	memcpy(v->prng, s, sizeof(s));
+	__atomic_store_n(&v->steps, k, __ATOMIC_RELAXED);
+}
+
+static bool vcpu_may_run(const ferry_guest_t *g, const guest_vcpu *v)
+{
+	return g->want_run && v->steps < v->target && g->cfg.workload != FERRY_WL_IDLE;
+}
+
+static void *vcpu_thread(void *arg)
+{
+	guest_vcpu *v = arg;
+	ferry_guest_t *g = v->g;
+	pthread_mutex_lock(&g->lock);
+	for (;;) {
+		while (!g->quit && !vcpu_may_run(g, v))
+			pthread_cond_wait(&g->cond_run, &g->lock);
+		if (g->quit)
+			break;
+		v->parked = false;
+		uint64_t target = v->target;
+		pthread_mutex_unlock(&g->lock);
+		vcpu_run(v, target);
+		pthread_mutex_lock(&g->lock);
+		v->parked = true;
+		pthread_cond_broadcast(&g->cond_ack);
+	}
+	pthread_mutex_unlock(&g->lock);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Run control.                                                        */
+
+static bool all_parked(const ferry_guest_t *g)
+{
+	for (unsigned i = 0; i < g->nvcpus; i++)
+		if (!g->vcpus[i].parked)
+			return false;
+	return true;
+}
+
+/* Caller holds g->ctl and g->lock. */
+static void stop_locked(ferry_guest_t *g)
+{
+	__atomic_store_n(&g->want_run, false, __ATOMIC_RELAXED);
+	atomic_store(&g->stop_req, 1);
+	pthread_cond_broadcast(&g->cond_wake);
+	while (!all_parked(g))
+		pthread_cond_wait(&g->cond_ack, &g->lock);
+	for (unsigned i = 0; i < g->nvcpus; i++)
+		g->vcpus[i].target = UINT64_MAX;
+}
+
+int ferry_guest_stop(ferry_guest_t *g)
+{
+	if (!g)
+		return -EINVAL;
+	pthread_mutex_lock(&g->ctl);
+	pthread_mutex_lock(&g->lock);
+	stop_locked(g);
+	pthread_mutex_unlock(&g->lock);
+	pthread_mutex_unlock(&g->ctl);
+	return 0;
+}
+
+int ferry_guest_start(ferry_guest_t *g)
+{
+	if (!g)
+		return -EINVAL;
+	pthread_mutex_lock(&g->ctl);
+	pthread_mutex_lock(&g->lock);
+	if (!g->want_run) {
+		for (unsigned i = 0; i < g->nvcpus; i++)
+			g->vcpus[i].target = UINT64_MAX;
+		atomic_store(&g->stop_req, 0);
+		__atomic_store_n(&g->want_run, true, __ATOMIC_RELAXED);
+		pthread_cond_broadcast(&g->cond_run);
+	}
+	pthread_mutex_unlock(&g->lock);
+	pthread_mutex_unlock(&g->ctl);
+	return 0;
+}
+
+bool ferry_guest_running(const ferry_guest_t *g)
+{
+	return g && __atomic_load_n(&g->want_run, __ATOMIC_RELAXED);
+}
+
+int ferry_guest_run_until(ferry_guest_t *g, const uint64_t *targets)
+{
+	if (!g || !targets)
+		return -EINVAL;
+	int r = 0;
+	pthread_mutex_lock(&g->ctl);
+	pthread_mutex_lock(&g->lock);
+	stop_locked(g);
+	if (g->cfg.workload == FERRY_WL_IDLE) {
+		for (unsigned i = 0; i < g->nvcpus; i++)
+			if (targets[i] > g->vcpus[i].steps)
+				r = -EINVAL; /* idle vCPUs never step */
+		goto out;
+	}
+	bool any = false;
+	for (unsigned i = 0; i < g->nvcpus; i++) {
+		g->vcpus[i].target = targets[i];
+		any |= targets[i] > g->vcpus[i].steps;
+	}
+	if (!any)
+		goto out;
+	atomic_store(&g->stop_req, 0);
+	__atomic_store_n(&g->want_run, true, __ATOMIC_RELAXED);
+	pthread_cond_broadcast(&g->cond_run);
+	for (;;) {
+		bool done = true;
+		for (unsigned i = 0; i < g->nvcpus && done; i++) {
+			guest_vcpu *v = &g->vcpus[i];
+			done = v->parked && v->steps >= v->target;
+		}
+		if (done)
+			break;
+		pthread_cond_wait(&g->cond_ack, &g->lock);
+	}
+	stop_locked(g);
+out:
+	pthread_mutex_unlock(&g->lock);
+	pthread_mutex_unlock(&g->ctl);
+	return r;
+}
+
+int ferry_guest_set_throttle(ferry_guest_t *g, unsigned percent)
+{
+	if (!g || percent > 99)
+		return -EINVAL;
+	pthread_mutex_lock(&g->lock);
+	atomic_store(&g->throttle, percent);
+	g->wake_gen++;
+	pthread_cond_broadcast(&g->cond_wake);
+	pthread_mutex_unlock(&g->lock);
+	return 0;
+}
+
+void ferry_guest_steps(const ferry_guest_t *g, uint64_t *steps)
+{
+	for (unsigned i = 0; i < g->nvcpus; i++)
+		steps[i] = __atomic_load_n(&g->vcpus[i].steps, __ATOMIC_RELAXED);
+}
+
+unsigned ferry_guest_vcpus(const ferry_guest_t *g)
+{
+	return g->nvcpus;
+}
+
+const ferry_guest_config *ferry_guest_get_config(const ferry_guest_t *g)
+{
+	return &g->cfg;
+}
+
+int ferry_guest_vcpu_exec(ferry_guest_t *g, unsigned i, uint64_t n)
+{
+	if (!g || i >= g->nvcpus)
+		return -EINVAL;
+	int r = 0;
+	pthread_mutex_lock(&g->ctl);
+	if (ferry_guest_running(g)) {
+		r = -EBUSY;
+	} else {
+		guest_vcpu *v = &g->vcpus[i];
+		uint64_t done = exec_steps(v, v->prng, v->steps, n, NULL);
+		__atomic_store_n(&v->steps, v->steps + done, __ATOMIC_RELAXED);
+	}
+	pthread_mutex_unlock(&g->ctl);
+	return r;
+}
+
+void ferry_guest_vcpu_state(const ferry_guest_t *g, unsigned i, uint64_t *steps,
+			    uint64_t prng[4])
+{
+	const guest_vcpu *v = &g->vcpus[i];
+	if (steps)
+		*steps = __atomic_load_n(&v->steps, __ATOMIC_RELAXED);
+	if (prng)
+		memcpy(prng, v->prng, sizeof(v->prng));
+}
+
+/* ------------------------------------------------------------------ */
+/* RAM.                                                                */
+
+unsigned ferry_guest_ram_count(const ferry_guest_t *g)
+{
+	return g->nram;
+}
+
+void ferry_guest_ram(const ferry_guest_t *g, unsigned i, const char **name, uint8_t **host,
+		     uint64_t *size)
+{
+	const struct guest_ram *r = i < g->nram ? &g->ram[i] : NULL;
+	if (name)
+		*name = r ? r->name : NULL;
+	if (host)
+		*host = r ? r->host : NULL;
+	if (size)
+		*size = r ? r->size : 0;
+}
+
+int ferry_guest_ram_fd(const ferry_guest_t *g, unsigned i)
+{
+	return i < g->nram ? g->ram[i].fd : -1;
+}
+
+static int ram_create(struct guest_ram *r, const char *name, uint64_t size)
+{
+	char fdname[64];
+	r->name = name;
+	r->size = size;
+	r->fd = -1;
+	r->host = NULL;
+	if ((uint64_t)(size_t)size != size || (uint64_t)(off_t)size != size)
+		return -ENOMEM;
+	snprintf(fdname, sizeof(fdname), "ferry-guest:%s", name);
+	r->fd = memfd_create(fdname, MFD_CLOEXEC);
+	if (r->fd < 0)
+		return -errno;
+	if (ftruncate(r->fd, (off_t)size) < 0)
+		return -errno;
+	void *p = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, r->fd, 0);
+	if (p == MAP_FAILED)
+		return -errno;
+	r->host = p;
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Create / destroy.                                                   */
+
+void ferry_guest_destroy(ferry_guest_t *g)
+{
+	if (!g)
+		return;
+	if (g->vcpus) {
+		pthread_mutex_lock(&g->lock);
+		g->quit = true;
+		atomic_store(&g->stop_req, 1);
+		pthread_cond_broadcast(&g->cond_run);
+		pthread_cond_broadcast(&g->cond_wake);
+		pthread_mutex_unlock(&g->lock);
+		for (unsigned i = 0; i < g->nvcpus; i++)
+			if (g->vcpus[i].thread_ok)
+				pthread_join(g->vcpus[i].thread, NULL);
+		free(g->vcpus);
+	}
+	for (unsigned i = 0; i < g->nram; i++) {
+		if (g->ram[i].host)
+			munmap(g->ram[i].host, (size_t)g->ram[i].size);
+		if (g->ram[i].fd >= 0)
+			close(g->ram[i].fd);
+	}
+	pthread_cond_destroy(&g->cond_run);
+	pthread_cond_destroy(&g->cond_ack);
+	pthread_cond_destroy(&g->cond_wake);
+	pthread_mutex_destroy(&g->lock);
+	pthread_mutex_destroy(&g->ctl);
+	free(g);
+}
+
+int ferry_guest_create(const ferry_guest_config *cfg, bool incoming, ferry_guest_t **out)
+{
+	if (!out)
+		return -EINVAL;
+	*out = NULL;
+	if (ferry_guest_config_check(cfg, NULL, 0) < 0)
+		return -EINVAL;
+	ferry_guest_t *g = calloc(1, sizeof(*g));
+	if (!g)
+		return -ENOMEM;
+	g->cfg = *cfg;
+	g->incoming = incoming;
+	pthread_mutex_init(&g->ctl, NULL);
+	pthread_mutex_init(&g->lock, NULL);
+	pthread_cond_init(&g->cond_run, NULL);
+	pthread_cond_init(&g->cond_ack, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&g->cond_wake, &ca);
+	pthread_condattr_destroy(&ca);
+	atomic_init(&g->stop_req, 1);
+	atomic_init(&g->throttle, cfg->throttle);
+
+	int r = ram_create(&g->ram[g->nram++], "pc.ram", cfg->mem_size);
+	if (r == 0 && cfg->vram_size)
+		r = ram_create(&g->ram[g->nram++], "vga.vram", cfg->vram_size);
+	if (r < 0)
+		goto fail;
+	if (!incoming)
+		guest_fill(g);
+
+	void *mem = NULL;
+	if (posix_memalign(&mem, 64, sizeof(guest_vcpu) * cfg->vcpus)) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	memset(mem, 0, sizeof(guest_vcpu) * cfg->vcpus);
+	g->vcpus = mem;
+	g->nvcpus = cfg->vcpus;
+	const uint64_t pages = cfg->mem_size / PAGE;
+	const uint64_t slice = pages / cfg->vcpus;
+	for (unsigned i = 0; i < g->nvcpus; i++) {
+		guest_vcpu *v = &g->vcpus[i];
+		v->g = g;
+		v->index = i;
+		v->l_slice_offset = (uint64_t)i * slice * PAGE;
+		v->l_slice_pages = i + 1 == g->nvcpus ? pages - (uint64_t)i * slice : slice;
+		v->l_wss_pages = v->l_slice_pages;
+		if (cfg->wss && cfg->wss / PAGE < v->l_wss_pages)
+			v->l_wss_pages = cfg->wss / PAGE;
+		v->base = g->ram[0].host + v->l_slice_offset;
+		v->steps = 0;
+		prng_seed(v->prng, cfg->seed, STREAM_VCPU, i);
+		v->workload = (uint32_t)cfg->workload;
+		v->seed = cfg->seed;
+		v->slice_offset = v->l_slice_offset;
+		v->slice_pages = v->l_slice_pages;
+		v->wss_pages = v->l_wss_pages;
+		v->target = UINT64_MAX;
+		v->parked = true;
+	}
+
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	for (unsigned i = 0; i < g->nvcpus && r == 0; i++) {
+		guest_vcpu *v = &g->vcpus[i];
+		r = -pthread_create(&v->thread, NULL, vcpu_thread, v);
+		if (r == 0) {
+			char name[24]; /* "guest/vcpu63" fits the 16 bytes of a thread name */
+			v->thread_ok = true;
+			snprintf(name, sizeof(name), "guest/vcpu%u", i);
+			pthread_setname_np(v->thread, name);
+		}
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r < 0)
+		goto fail;
+	*out = g;
+	return 0;
+fail:
+	ferry_guest_destroy(g);
+	return r;
+}
+
+/* ------------------------------------------------------------------ */
+/* libferry registration.                                              */
+
+/* Thread: a migration thread, while the vCPUs are stopped. */
+static int vcpu_post_load(void *opaque, uint32_t version)
+{
+	guest_vcpu *v = opaque;
+	const ferry_guest_t *g = v->g;
+	(void)version;
+	bool ok = v->workload == (uint32_t)g->cfg.workload && v->seed == g->cfg.seed &&
+		  v->slice_offset == v->l_slice_offset && v->slice_pages == v->l_slice_pages &&
+		  v->wss_pages == v->l_wss_pages;
+	if (ok)
+		return 0;
+	/* Keep the local layout; the migration fails. */
+	v->workload = (uint32_t)g->cfg.workload;
+	v->seed = g->cfg.seed;
+	v->slice_offset = v->l_slice_offset;
+	v->slice_pages = v->l_slice_pages;
+	v->wss_pages = v->l_wss_pages;
+	return FERRY_EMISMATCH; /* already negative */
+}
+
+static const ferry_field vcpu_fields[] = {
+	FERRY_FIELD_U64(guest_vcpu, steps),
+	FERRY_FIELD_U64_ARRAY(guest_vcpu, prng),
+	FERRY_FIELD_U32(guest_vcpu, workload),
+	FERRY_FIELD_U64(guest_vcpu, seed),
+	FERRY_FIELD_U64(guest_vcpu, slice_offset),
+	FERRY_FIELD_U64(guest_vcpu, slice_pages),
+	FERRY_FIELD_U64(guest_vcpu, wss_pages),
+	FERRY_FIELD_END,
+};
+
+static const ferry_vmsd vcpu_vmsd = {
+	.name = "cpu",
+	.version = 1,
+	.min_version = 1,
+	.fields = vcpu_fields,
+	.post_load = vcpu_post_load,
+};
+
+const ferry_vmsd *ferry_guest_vcpu_vmsd(void)
+{
+	return &vcpu_vmsd;
+}
+
+void *ferry_guest_vcpu_opaque(ferry_guest_t *g, unsigned i)
+{
+	return i < g->nvcpus ? &g->vcpus[i] : NULL;
+}
+
+static int op_stop(void *opaque)
+{
+	return ferry_guest_stop(opaque);
+}
+
+static int op_start(void *opaque)
+{
+	return ferry_guest_start(opaque);
+}
+
+static int op_set_throttle(void *opaque, int percent)
+{
+	if (percent < 0)
+		return -EINVAL;
+	return ferry_guest_set_throttle(opaque, (unsigned)percent);
+}
+
+static const ferry_vcpu_ops guest_vcpu_ops = {
+	.stop = op_stop,
+	.start = op_start,
+	.set_throttle = op_set_throttle,
+};
+
+/*
+ * Thread: the control thread, with the guest stopped and no migration
+ * running. libferry is called without g->ctl held (its locks are outer).
+ * On failure the VM holds a partial registration: destroy it.
+ */
+int ferry_guest_attach(ferry_guest_t *g, ferry_vm_t *vm)
+{
+	if (!g || !vm)
+		return -EINVAL;
+	pthread_mutex_lock(&g->ctl);
+	int r = g->vm ? -EALREADY : ferry_guest_running(g) ? -EBUSY : 0;
+	pthread_mutex_unlock(&g->ctl);
+	if (r < 0)
+		return r;
+	for (unsigned i = 0; i < g->nram; i++) {
+		struct guest_ram *ram = &g->ram[i];
+		r = ferry_ram_block_add(vm, ram->name, ram->host, ram->size, ram->fd, &ram->rb);
+		if (r < 0)
+			return r;
+	}
+	for (unsigned i = 0; i < g->nvcpus; i++) {
+		r = ferry_device_register(vm, "cpu", i, &vcpu_vmsd, &g->vcpus[i]);
+		if (r < 0)
+			return r;
+	}
+	r = ferry_vm_set_vcpu_ops(vm, &guest_vcpu_ops, g);
+	if (r < 0)
+		return r;
+	bool explicit_dirty = ferry_vm_dirty_mode(vm) == FERRY_DIRTY_EXPLICIT;
+	pthread_mutex_lock(&g->ctl);
+	pthread_mutex_lock(&g->lock);
+	for (unsigned i = 0; i < g->nvcpus; i++)
+		g->vcpus[i].rb = explicit_dirty ? g->ram[0].rb : NULL;
+	g->vm = vm;
+	pthread_mutex_unlock(&g->lock);
+	pthread_mutex_unlock(&g->ctl);
+	return 0;
+}

@@ -59,12 +59,24 @@ typedef struct ferry_guest ferry_guest_t;
 void ferry_guest_config_init(ferry_guest_config *cfg);
 
 /*
+ * Checks a whole config (sizes page multiples, vcpus 1..64, at least one
+ * pc.ram page per vCPU, throttle 0..99, known enums). Returns 0, or -EINVAL
+ * with a message in err (if err_len > 0). Thread: any.
+ */
+int ferry_guest_config_check(const ferry_guest_config *cfg, char *err, size_t err_len);
+
+/*
  * Parses "mem=1G,vcpus=2,workload=random,rate=200M,wss=64M,fill=random,
  * seed=7,throttle=0,vram=16M,paused" over the defaults already in cfg.
  * Sizes take K/M/G suffixes (powers of 1024); rate takes the same suffixes
  * (bytes/s) or "max" for unthrottled. Returns 0, or -EINVAL with a message
  * in err (e.g. "unknown workload 'foo' (expected idle, stride, random,
- * hotset)").
+ * hotset)"). "paused" alone means paused=on (on/off, yes/no, true/false,
+ * 1/0 are accepted). Empty items (",,", trailing comma) are ignored; a key
+ * given twice takes the last value. The result is checked as a whole with
+ * ferry_guest_config_check(); on error cfg is left unchanged.
+ * `paused` does not change the guest itself (it is always created stopped):
+ * it only tells the embedder (the CLI) not to start it.
  */
 int ferry_guest_config_parse(ferry_guest_config *cfg, const char *spec, char *err,
 			     size_t err_len);
@@ -124,14 +136,43 @@ typedef struct ferry_verify_result {
 	char block[256];
 	uint64_t page;       /* page index in that block */
 	uint64_t pages_compared;
+	uint64_t pages_differing; /* all pages that differ (RAM only) */
 } ferry_verify_result;
 
 /*
  * The oracle: builds a never-migrated twin with the same config, runs each
  * of its vCPUs (synchronously, in the calling thread) to this guest's
  * current step counts, and compares every page. The guest must be stopped.
- * Returns 0 (result in *res, matching or not) or a negative errno.
+ * Returns 0 (result in *res, matching or not) or a negative errno (-EBUSY
+ * if the guest runs).
+ * If RAM matches but a vCPU's PRNG state differs from the twin's (the
+ * device state was not migrated faithfully), matches is false with block
+ * "cpu" and page = the vCPU index.
  */
 int ferry_guest_verify(const ferry_guest_t *g, ferry_verify_result *res);
+
+/* --- internal: shared by guest.c, oracle.c and the tests --- */
+
+/*
+ * Executes n steps of vCPU i directly in the calling thread, with the same
+ * step function the vCPU threads use (the oracle's twin runs this way).
+ * The guest must be stopped (-EBUSY otherwise). Returns 0 or -EINVAL.
+ */
+int ferry_guest_vcpu_exec(ferry_guest_t *g, unsigned i, uint64_t n);
+
+/* vCPU i's migrated state: step count and PRNG state (guest stopped). */
+void ferry_guest_vcpu_state(const ferry_guest_t *g, unsigned i, uint64_t *steps,
+			    uint64_t prng[4]);
+
+/*
+ * vCPU i's device description and the opaque it applies to, as registered
+ * by ferry_guest_attach() (for ferry_vmsd_encode/decode in tests). Read or
+ * write that state only while the guest is stopped.
+ */
+const ferry_vmsd *ferry_guest_vcpu_vmsd(void);
+void *ferry_guest_vcpu_opaque(ferry_guest_t *g, unsigned i);
+
+/* The memfd backing RAM block i (owned by the guest), or -1. */
+int ferry_guest_ram_fd(const ferry_guest_t *g, unsigned i);
 
 #endif /* FERRY_GUEST_H */

@@ -1,1 +1,330 @@
-/* placeholder */
+/* SPDX-License-Identifier: MIT */
+/*
+ * The incoming (destination) side of a migration.
+ *
+ * DESIGN: mig/dst/main accepts the connection (or takes a given fd), checks
+ * the header and loads records until EOF: RAM sections straight into guest
+ * RAM (ram.c), device state (FULL sections) through each device's vmsd,
+ * commands. Everything from the stream is hostile: each length and index is
+ * checked before use, and the first violation ends the migration with a
+ * message naming the stream offset and the record. RAM is loaded without
+ * any lock; applying device state and starting the vCPUs take run_lock.
+ * When EOF arrives the vCPUs start (if the source ran), and SHUT(0) on the
+ * return path tells the source; a failure sends SHUT(error, message).
+ *
+ * The control plane is never blocked by loading: it only reads progress
+ * under stats_lock and may cancel (shutdown of the socket).
+ */
+#include "migration/mig.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "stream/format.h"
+#include "transport/transport.h"
+
+typedef struct loader {
+	struct ferry_migration *m;
+	ferry_vm_t *vm;
+	ferry_chan *c;
+	bool ram_started;
+	bool run_after;
+	struct ferry_ram_block *last;
+	uint64_t pages, zeros;
+	char devmsg[256];
+} loader;
+
+static void send_shut(ferry_chan *c, int status, const char *msg)
+{
+	size_t ml = msg ? strlen(msg) : 0;
+	if (ml > 400)
+		ml = 400;
+	ferry__chan_put_be16(c, FERRY_RP_SHUT);
+	ferry__chan_put_be16(c, (uint16_t)(4 + ml));
+	ferry__chan_put_be32(c, (uint32_t)status);
+	ferry__chan_put(c, msg, ml);
+	ferry__chan_flush(c);
+}
+
+static void load_stats(loader *l)
+{
+	struct ferry_migration *m = l->m;
+	pthread_mutex_lock(&m->stats_lock);
+	m->info.transferred = l->c->in_offset;
+	m->info.normal = l->pages;
+	m->info.normal_bytes = l->pages * FERRY_PAGE_SIZE;
+	m->info.duplicate = l->zeros;
+	pthread_mutex_unlock(&m->stats_lock);
+}
+
+static int check_footer(loader *l, uint32_t id)
+{
+	uint8_t t;
+	uint32_t fid;
+	int r;
+	ferry__chan_ctx(l->c, "section footer");
+	if ((r = ferry__chan_get_u8(l->c, &t)) || (r = ferry__chan_get_be32(l->c, &fid)))
+		return r;
+	if (t != FERRY_REC_FOOTER || fid != id)
+		return ferry__chan_fail(l->c, FERRY_EBADSTREAM,
+					"bad section footer (0x%02x, id %u) for section %u", t, fid, id);
+	return 0;
+}
+
+static int load_device(loader *l, uint32_t id, const char *idstr, uint32_t inst, uint32_t ver)
+{
+	ferry_chan *c = l->c;
+	ferry_vm_t *vm = l->vm;
+	struct ferry_device *d = NULL;
+	for (unsigned i = 0; i < vm->ndevices; i++)
+		if (!strcmp(vm->devices[i].id, idstr) && vm->devices[i].instance == inst)
+			d = &vm->devices[i];
+	ferry__chan_ctx_name(c, "device state");
+	if (!d)
+		return ferry__chan_fail(c, FERRY_EMISMATCH,
+					"unknown device '%s' instance %u", idstr, inst);
+	uint32_t len;
+	int r = ferry__chan_get_be32(c, &len);
+	if (r)
+		return r;
+	if (len > FERRY_DEVICE_STATE_MAX)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM,
+					"device '%s' state of %u bytes (max %u)", idstr, len,
+					FERRY_DEVICE_STATE_MAX);
+	uint8_t *buf = malloc(len ? len : 1);
+	if (!buf)
+		return ferry__chan_fail(c, -ENOMEM, "out of memory for device state");
+	if ((r = ferry__chan_read(c, buf, len))) {
+		free(buf);
+		return r;
+	}
+	char msg[200] = "";
+	/* Device state is applied under run_lock: the only lock loading takes. */
+	pthread_mutex_lock(&vm->run_lock);
+	r = ferry_vmsd_decode(d->vmsd, d->opaque, ver, buf, len, msg, sizeof(msg));
+	pthread_mutex_unlock(&vm->run_lock);
+	free(buf);
+	if (r)
+		return ferry__chan_fail(c, r, "device '%s' instance %u: %s", idstr, inst,
+					msg[0] ? msg : ferry_strerror(r));
+	return check_footer(l, id);
+}
+
+static int load_section_start(loader *l, uint8_t type)
+{
+	ferry_chan *c = l->c;
+	uint32_t id, inst, ver;
+	uint8_t len;
+	char idstr[FERRY_NAME_MAX + 1];
+	int r;
+	ferry__chan_ctx_name(c, type == FERRY_REC_SECTION_FULL ? "section full" : "section start");
+	if ((r = ferry__chan_get_be32(c, &id)) || (r = ferry__chan_get_u8(c, &len)))
+		return r;
+	if (!len)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "empty section name");
+	if ((r = ferry__chan_read(c, idstr, len)))
+		return r;
+	idstr[len] = 0;
+	if (memchr(idstr, 0, len))
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "section name contains NUL");
+	if ((r = ferry__chan_get_be32(c, &inst)) || (r = ferry__chan_get_be32(c, &ver)))
+		return r;
+	if (!strcmp(idstr, FERRY_RAM_IDSTR)) {
+		if (type != FERRY_REC_SECTION_START || id != FERRY_SECTION_RAM || inst != 0)
+			return ferry__chan_fail(c, FERRY_EBADSTREAM,
+						"RAM section must be a start section with id %u",
+						FERRY_SECTION_RAM);
+		if (ver != FERRY_RAM_VERSION)
+			return ferry__chan_fail(c, FERRY_EVERSION,
+						"RAM section version %u (supported: %u)", ver,
+						FERRY_RAM_VERSION);
+		if (l->ram_started)
+			return ferry__chan_fail(c, FERRY_EBADSTREAM, "second RAM setup section");
+		l->ram_started = true;
+		if ((r = ferry__ram_load(l->vm, c, true, &l->last, &l->pages, &l->zeros)))
+			return r;
+		return check_footer(l, id);
+	}
+	if (type != FERRY_REC_SECTION_FULL)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM,
+					"device '%s' sent as an iterative section", idstr);
+	return load_device(l, id, idstr, inst, ver);
+}
+
+static int load_command(loader *l)
+{
+	ferry_chan *c = l->c;
+	uint16_t cmd, len;
+	uint8_t buf[64];
+	int r;
+	ferry__chan_ctx_name(c, "command");
+	if ((r = ferry__chan_get_be16(c, &cmd)) || (r = ferry__chan_get_be16(c, &len)))
+		return r;
+	static const int lens[FERRY_CMD__MAX] = {
+		[FERRY_CMD_PING] = 4, [FERRY_CMD_SWITCHOVER] = 0, [FERRY_CMD_VM_STATE] = 1,
+	};
+	if (cmd == 0 || cmd >= FERRY_CMD__MAX)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "unknown command %u", cmd);
+	if (len != lens[cmd])
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "command %u with %u bytes (expected %d)",
+					cmd, len, lens[cmd]);
+	if ((r = ferry__chan_read(c, buf, len)))
+		return r;
+	switch (cmd) {
+	case FERRY_CMD_PING:
+		ferry__chan_put_be16(c, FERRY_RP_PONG);
+		ferry__chan_put_be16(c, 4);
+		ferry__chan_put(c, buf, 4);
+		return ferry__chan_flush(c);
+	case FERRY_CMD_SWITCHOVER:
+		return 0;
+	case FERRY_CMD_VM_STATE:
+		if (buf[0] > 1)
+			return ferry__chan_fail(c, FERRY_EBADSTREAM, "run state %u", buf[0]);
+		l->run_after = buf[0];
+		return 0;
+	}
+	return 0;
+}
+
+static int load_stream(loader *l)
+{
+	ferry_chan *c = l->c;
+	uint8_t hdr[28];
+	int r;
+	ferry__chan_ctx(c, "stream header");
+	if ((r = ferry__chan_read(c, hdr, sizeof(hdr))))
+		return r;
+	uint32_t magic = ferry__ld_be32(hdr), ver = ferry__ld_be32(hdr + 4);
+	if (magic != FERRY_STREAM_MAGIC)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM,
+					"not a Ferry migration stream (magic 0x%08x)", magic);
+	if (ver != FERRY_STREAM_VERSION)
+		return ferry__chan_fail(c, FERRY_EVERSION, "stream version %u (supported: %u)", ver,
+					FERRY_STREAM_VERSION);
+	uint32_t psize = ferry__ld_be32(hdr + 24);
+	if (psize != FERRY_PAGE_SIZE)
+		return ferry__chan_fail(c, FERRY_EMISMATCH, "page size %u (supported: %u)", psize,
+					FERRY_PAGE_SIZE);
+	ferry__mig_set_status(l->m, FERRY_MIG_ACTIVE);
+	for (;;) {
+		uint8_t type;
+		uint32_t id;
+		ferry__chan_ctx(c, "record");
+		if ((r = ferry__chan_get_u8(c, &type)))
+			return r;
+		switch (type) {
+		case FERRY_REC_EOF:
+			if (!l->ram_started)
+				return ferry__chan_fail(c, FERRY_EBADSTREAM,
+							"stream ended before the RAM setup section");
+			return 0;
+		case FERRY_REC_SECTION_START:
+		case FERRY_REC_SECTION_FULL:
+			r = load_section_start(l, type);
+			break;
+		case FERRY_REC_SECTION_PART:
+		case FERRY_REC_SECTION_END:
+			ferry__chan_ctx_name(c, "section part");
+			if ((r = ferry__chan_get_be32(c, &id)))
+				return r;
+			if (id != FERRY_SECTION_RAM || !l->ram_started)
+				return ferry__chan_fail(c, FERRY_EBADSTREAM,
+							"section %u continued before it started", id);
+			if (type == FERRY_REC_SECTION_END)
+				ferry__mig_set_status(l->m, FERRY_MIG_DEVICE);
+			r = ferry__ram_load(l->vm, c, false, &l->last, &l->pages, &l->zeros);
+			if (!r)
+				r = check_footer(l, id);
+			break;
+		case FERRY_REC_COMMAND:
+			r = load_command(l);
+			break;
+		default:
+			return ferry__chan_fail(c, FERRY_EBADSTREAM, "unknown record type 0x%02x",
+						type);
+		}
+		if (r)
+			return r;
+		load_stats(l);
+		if (ferry__mig_cancelled(l->m))
+			return -ECANCELED;
+	}
+}
+
+void *ferry__dest_thread(void *arg)
+{
+	struct ferry_migration *m = arg;
+	ferry_vm_t *vm = m->vm;
+	ferry_chan *c = &m->chan;
+	loader l = { .m = m, .vm = vm, .c = c };
+	int fd = m->chan.fd, r = 0;
+
+	pthread_setname_np(pthread_self(), "mig/dst/main");
+	if (m->listen_fd >= 0) {
+		r = ferry__sock_accept(m->listen_fd, &fd);
+		close(m->listen_fd);
+		m->listen_fd = -1;
+		if (r) {
+			fd = -1;
+			if (!ferry__mig_cancelled(m))
+				ferry__mig_set_error(m, r, "accept failed: %s", ferry_strerror(r));
+			goto out;
+		}
+	}
+	r = ferry__chan_init(c, fd);
+	if (r) {
+		close(fd);
+		fd = -1;
+		goto out;
+	}
+	atomic_store(&m->chan_fd, fd);
+	if (ferry__mig_cancelled(m)) {
+		r = -ECANCELED;
+		goto out;
+	}
+	/* Fresh destination RAM is zero: nothing of it was received yet. */
+	for (unsigned i = 0; i < vm->nblocks; i++)
+		ferry__bitmap_zero(vm->blocks[i]->received, vm->blocks[i]->npages);
+
+	r = load_stream(&l);
+	load_stats(&l);
+	if (r)
+		goto out;
+	if (l.run_after) {
+		r = ferry_vm_start(vm);
+		if (r) {
+			ferry__mig_set_error(m, r, "cannot start vCPUs: %s", ferry_strerror(r));
+			goto out;
+		}
+		ferry__mig_event(m, FERRY_EVENT_RESUME, 0);
+	}
+	send_shut(c, 0, NULL);
+	ferry__mig_set_status(m, FERRY_MIG_COMPLETED);
+	goto done;
+
+out:
+	if (ferry__mig_cancelled(m))
+		r = -ECANCELED;
+	else if (c->in_err && c->in_errmsg[0])
+		ferry__mig_set_error(m, c->in_err, "%s", c->in_errmsg);
+	else if (r)
+		ferry__mig_set_error(m, r, "incoming migration failed: %s", ferry_strerror(r));
+	if (fd >= 0 && r != -ECANCELED) {
+		pthread_mutex_lock(&m->stats_lock);
+		char msg[256];
+		snprintf(msg, sizeof(msg), "%s", m->info.error_desc);
+		pthread_mutex_unlock(&m->stats_lock);
+		send_shut(c, r, msg);
+	}
+	ferry__mig_set_status(m, r == -ECANCELED ? FERRY_MIG_CANCELLED : FERRY_MIG_FAILED);
+done:
+	if (fd >= 0) {
+		atomic_store(&m->chan_fd, -1);
+		ferry__chan_close(c);
+	}
+	ferry__mig_thread_done(m);
+	return NULL;
+}

@@ -1,1 +1,376 @@
-/* placeholder */
+/* SPDX-License-Identifier: MIT */
+/*
+ * Migration control: start (outgoing and incoming), status and events,
+ * query, cancel and wait. The work itself runs in source.c and dest.c.
+ *
+ * DESIGN: every public call here is short and non-blocking (except
+ * ferry_migration_wait), so an event loop can call them. Status lives under
+ * vm->mig_lock with a condition variable for waiters; progress counters
+ * live under the migration's stats_lock, held only to copy them. Cancel
+ * sets a flag and shuts the socket down, which wakes whatever the
+ * migration thread is blocked on; the thread then cleans up and reports
+ * CANCELLED.
+ */
+#include "migration/mig.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "transport/transport.h"
+
+static const char *const status_names[] = {
+	[FERRY_MIG_NONE] = "none",
+	[FERRY_MIG_SETUP] = "setup",
+	[FERRY_MIG_ACTIVE] = "active",
+	[FERRY_MIG_DEVICE] = "device",
+	[FERRY_MIG_COMPLETED] = "completed",
+	[FERRY_MIG_FAILED] = "failed",
+	[FERRY_MIG_CANCELLING] = "cancelling",
+	[FERRY_MIG_CANCELLED] = "cancelled",
+};
+
+const char *ferry_migration_status_name(ferry_mig_status s)
+{
+	if ((unsigned)s < sizeof(status_names) / sizeof(status_names[0]))
+		return status_names[s];
+	return "unknown";
+}
+
+void ferry_mig_params_init(ferry_mig_params *p)
+{
+	memset(p, 0, sizeof(*p));
+	p->downtime_limit_ms = 300;
+	p->max_bandwidth = 0;
+	p->max_passes = 30;
+}
+
+static bool is_final(ferry_mig_status s)
+{
+	return s == FERRY_MIG_COMPLETED || s == FERRY_MIG_FAILED || s == FERRY_MIG_CANCELLED;
+}
+
+bool ferry__migration_busy(const ferry_vm_t *vm)
+{
+	return vm->mig && !vm->mig->thread_done;
+}
+
+void ferry__mig_event(struct ferry_migration *m, ferry_event_type type, uint32_t pass)
+{
+	ferry_vm_t *vm = m->vm;
+	ferry_event ev = { .type = type, .pass = pass, .timestamp_us = ferry__wall_us() };
+	pthread_mutex_lock(&vm->mig_lock);
+	ev.status = m->status;
+	ferry_event_cb cb = vm->event_cb;
+	void *op = vm->event_opaque;
+	if (cb)
+		cb(op, &ev);
+	pthread_mutex_unlock(&vm->mig_lock);
+}
+
+void ferry__mig_set_status(struct ferry_migration *m, ferry_mig_status s)
+{
+	ferry_vm_t *vm = m->vm;
+	pthread_mutex_lock(&vm->mig_lock);
+	if (m->status == FERRY_MIG_CANCELLING && !is_final(s)) {
+		/* A cancel is under way: only its outcome may follow. */
+		pthread_mutex_unlock(&vm->mig_lock);
+		return;
+	}
+	bool changed = m->status != s;
+	m->status = s;
+	pthread_mutex_unlock(&vm->mig_lock);
+	pthread_mutex_lock(&m->stats_lock);
+	m->info.status = s;
+	if (is_final(s) && !m->end_ns)
+		m->end_ns = ferry__now_ns();
+	pthread_mutex_unlock(&m->stats_lock);
+	if (changed)
+		ferry__mig_event(m, FERRY_EVENT_STATUS, 0);
+	pthread_mutex_lock(&vm->mig_lock);
+	pthread_cond_broadcast(&vm->mig_cond);
+	pthread_mutex_unlock(&vm->mig_lock);
+	ferry_info("migration %s", ferry_migration_status_name(s));
+}
+
+void ferry__mig_set_error(struct ferry_migration *m, int err, const char *fmt, ...)
+{
+	pthread_mutex_lock(&m->stats_lock);
+	if (!m->info.error) {
+		m->info.error = err;
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(m->info.error_desc, sizeof(m->info.error_desc), fmt, ap);
+		va_end(ap);
+		ferry_warn("migration failed: %s", m->info.error_desc);
+	}
+	pthread_mutex_unlock(&m->stats_lock);
+}
+
+int ferry_migration_set_event_cb(ferry_vm_t *vm, ferry_event_cb cb, void *opaque)
+{
+	if (!vm)
+		return -EINVAL;
+	pthread_mutex_lock(&vm->mig_lock);
+	vm->event_cb = cb;
+	vm->event_opaque = opaque;
+	pthread_mutex_unlock(&vm->mig_lock);
+	return 0;
+}
+
+void ferry__migration_free(struct ferry_migration *m)
+{
+	if (!m)
+		return;
+	if (m->thread_started)
+		pthread_join(m->thread, NULL);
+	if (m->listen_fd >= 0)
+		close(m->listen_fd);
+	pthread_mutex_destroy(&m->stats_lock);
+	pthread_mutex_destroy(&m->rp_lock);
+	pthread_cond_destroy(&m->rp_cond);
+	free(m);
+}
+
+static struct ferry_migration *mig_new(ferry_vm_t *vm, bool incoming, const char *uri)
+{
+	struct ferry_migration *m = calloc(1, sizeof(*m));
+	if (!m)
+		return NULL;
+	m->vm = vm;
+	m->incoming = incoming;
+	if (uri)
+		snprintf(m->uri, sizeof(m->uri), "%s", uri);
+	ferry_mig_params_init(&m->params);
+	m->listen_fd = -1;
+	atomic_init(&m->chan_fd, -1);
+	m->chan.fd = -1;
+	pthread_mutex_init(&m->stats_lock, NULL);
+	pthread_mutex_init(&m->rp_lock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&m->rp_cond, &ca);
+	pthread_condattr_destroy(&ca);
+	m->start_ns = ferry__now_ns();
+	m->info.incoming = incoming;
+	uint64_t total = 0;
+	for (unsigned i = 0; i < vm->nblocks; i++)
+		total += vm->blocks[i]->size;
+	m->info.total = total;
+	return m;
+}
+
+/*
+ * Installs m as the VM's migration (freeing a finished predecessor) and
+ * starts its thread. Returns 0, -EBUSY or a pthread error.
+ */
+static int mig_launch(ferry_vm_t *vm, struct ferry_migration *m, void *(*fn)(void *))
+{
+	pthread_mutex_lock(&vm->mig_lock);
+	if (ferry__migration_busy(vm)) {
+		pthread_mutex_unlock(&vm->mig_lock);
+		return -EBUSY;
+	}
+	struct ferry_migration *old = vm->mig;
+	vm->mig = m;
+	m->status = FERRY_MIG_SETUP;
+	m->info.status = FERRY_MIG_SETUP;
+	int r = pthread_create(&m->thread, NULL, fn, m);
+	if (r) {
+		vm->mig = old;
+		pthread_mutex_unlock(&vm->mig_lock);
+		return -r;
+	}
+	m->thread_started = true;
+	pthread_mutex_unlock(&vm->mig_lock);
+	ferry__migration_free(old);
+	ferry__mig_event(m, FERRY_EVENT_STATUS, 0);
+	return 0;
+}
+
+int ferry_uri_validate(const char *uri, char *err, size_t err_len)
+{
+	char tmp[256];
+	if (!err || !err_len) {
+		err = tmp;
+		err_len = sizeof(tmp);
+	}
+	return ferry__uri_check(uri, err, err_len);
+}
+
+static int params_check(const ferry_mig_params *p)
+{
+	if (p->flags || p->downtime_limit_ms > 2000000)
+		return -EINVAL;
+	return 0;
+}
+
+int ferry_migrate_start(ferry_vm_t *vm, const char *uri, const ferry_mig_params *params)
+{
+	char err[256];
+	if (!vm || ferry__uri_check(uri, err, sizeof(err)))
+		return -EINVAL;
+	if (params && params_check(params))
+		return -EINVAL;
+	if (!vm->nblocks)
+		return -EINVAL;
+	struct ferry_migration *m = mig_new(vm, false, uri);
+	if (!m)
+		return -ENOMEM;
+	if (params)
+		m->params = *params;
+	int r = mig_launch(vm, m, ferry__source_thread);
+	if (r)
+		ferry__migration_free(m);
+	return r;
+}
+
+static int incoming_common(ferry_vm_t *vm, struct ferry_migration *m)
+{
+	int r = mig_launch(vm, m, ferry__dest_thread);
+	if (r) {
+		if (m->chan.fd >= 0)
+			close(m->chan.fd);
+		ferry__migration_free(m);
+	}
+	return r;
+}
+
+int ferry_migrate_incoming(ferry_vm_t *vm, const char *uri)
+{
+	char err[256];
+	if (!vm)
+		return -EINVAL;
+	int r = ferry__uri_check(uri, err, sizeof(err));
+	if (r)
+		return r;
+	pthread_mutex_lock(&vm->mig_lock);
+	bool busy = ferry__migration_busy(vm);
+	pthread_mutex_unlock(&vm->mig_lock);
+	if (busy)
+		return -EBUSY;
+	struct ferry_migration *m = mig_new(vm, true, uri);
+	if (!m)
+		return -ENOMEM;
+	r = ferry__sock_listen(uri, &m->listen_fd, err, sizeof(err));
+	if (r) {
+		ferry_warn("%s", err);
+		ferry__migration_free(m);
+		return r;
+	}
+	return incoming_common(vm, m);
+}
+
+int ferry_migrate_incoming_fd(ferry_vm_t *vm, int fd)
+{
+	if (!vm || fd < 0)
+		return -EINVAL;
+	struct ferry_migration *m = mig_new(vm, true, "fd");
+	if (!m)
+		return -ENOMEM;
+	m->chan.fd = fd; /* picked up by the dest thread */
+	return incoming_common(vm, m);
+}
+
+int ferry_migration_query(ferry_vm_t *vm, ferry_mig_info *info)
+{
+	if (!vm || !info)
+		return -EINVAL;
+	memset(info, 0, sizeof(*info));
+	pthread_mutex_lock(&vm->mig_lock);
+	struct ferry_migration *m = vm->mig;
+	if (!m) {
+		pthread_mutex_unlock(&vm->mig_lock);
+		info->status = FERRY_MIG_NONE;
+		return 0;
+	}
+	pthread_mutex_lock(&m->stats_lock);
+	*info = m->info;
+	uint64_t end = m->end_ns ? m->end_ns : ferry__now_ns();
+	info->total_time_ms = (end - m->start_ns) / 1000000;
+	pthread_mutex_unlock(&m->stats_lock);
+	pthread_mutex_unlock(&vm->mig_lock);
+	return 0;
+}
+
+int ferry_migration_cancel(ferry_vm_t *vm)
+{
+	if (!vm)
+		return -EINVAL;
+	pthread_mutex_lock(&vm->mig_lock);
+	struct ferry_migration *m = vm->mig;
+	if (!m || m->thread_done || is_final(m->status)) {
+		pthread_mutex_unlock(&vm->mig_lock);
+		return -ENOENT;
+	}
+	atomic_store(&m->cancel, true);
+	/* Wake the thread wherever it blocks: accept, connect, read or write. */
+	if (m->listen_fd >= 0)
+		shutdown(m->listen_fd, SHUT_RDWR);
+	int fd = atomic_load(&m->chan_fd);
+	if (fd >= 0)
+		shutdown(fd, SHUT_RDWR);
+	bool was = m->status != FERRY_MIG_CANCELLING;
+	m->status = FERRY_MIG_CANCELLING;
+	pthread_mutex_unlock(&vm->mig_lock);
+	pthread_mutex_lock(&m->rp_lock);
+	pthread_cond_broadcast(&m->rp_cond);
+	pthread_mutex_unlock(&m->rp_lock);
+	if (was) {
+		pthread_mutex_lock(&m->stats_lock);
+		m->info.status = FERRY_MIG_CANCELLING;
+		pthread_mutex_unlock(&m->stats_lock);
+		ferry__mig_event(m, FERRY_EVENT_STATUS, 0);
+	}
+	return 0;
+}
+
+int ferry_migration_wait(ferry_vm_t *vm, int timeout_ms)
+{
+	if (!vm)
+		return -EINVAL;
+	struct timespec dl;
+	clock_gettime(CLOCK_MONOTONIC, &dl);
+	if (timeout_ms >= 0) {
+		dl.tv_sec += timeout_ms / 1000;
+		dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+		if (dl.tv_nsec >= 1000000000L) {
+			dl.tv_sec++;
+			dl.tv_nsec -= 1000000000L;
+		}
+	}
+	pthread_mutex_lock(&vm->mig_lock);
+	int r;
+	for (;;) {
+		struct ferry_migration *m = vm->mig;
+		if (!m) {
+			r = FERRY_MIG_NONE;
+			break;
+		}
+		if (m->thread_done) {
+			r = (int)m->status;
+			break;
+		}
+		if (timeout_ms < 0) {
+			pthread_cond_wait(&vm->mig_cond, &vm->mig_lock);
+		} else if (pthread_cond_timedwait(&vm->mig_cond, &vm->mig_lock, &dl) == ETIMEDOUT) {
+			r = -ETIMEDOUT;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&vm->mig_lock);
+	return r;
+}
+
+void ferry__mig_thread_done(struct ferry_migration *m)
+{
+	ferry_vm_t *vm = m->vm;
+	pthread_mutex_lock(&vm->mig_lock);
+	m->thread_done = true;
+	pthread_cond_broadcast(&vm->mig_cond);
+	pthread_mutex_unlock(&vm->mig_lock);
+}

@@ -1,1 +1,401 @@
-/* placeholder */
+/* SPDX-License-Identifier: MIT */
+/*
+ * RAM: the "ram" section on both sides.
+ *
+ * DESIGN (source): the migration thread owns a dirty bitmap per block
+ * (1 bit per page). Setup starts dirty tracking first and then marks every
+ * populated page dirty, so a page written at any moment after setup is in
+ * either the initial set or a later harvest; never-populated pages are not
+ * read at all. A pass walks the bitmap, clears each run of dirty pages, and
+ * sends it as PAGES records (iovecs pointing at guest RAM, no copy) or ZEROS
+ * records (a marker for runs of zero pages). Tracking was re-armed before
+ * the pages are read, so a write racing with the send is caught by the next
+ * harvest.
+ *
+ * DESIGN (destination): records are bounds-checked against the local block
+ * before anything is written; PAGES are received straight into guest RAM.
+ * Destination RAM is zero when registered, so a ZEROS run needs work only
+ * for pages this migration already wrote (the `received` bitmap).
+ *
+ * Thread: the source side runs on mig/src/main, the destination side on
+ * mig/dst/main; neither takes a lock (RAM needs none).
+ */
+#include "migration/mig.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "stream/format.h"
+#include "util/zero.h"
+
+#define FLUSH_BYTES (2u << 20)
+
+static void rs_stats(ferry_ram_saver *rs, uint64_t remaining_pages)
+{
+	struct ferry_migration *m = rs->m;
+	pthread_mutex_lock(&m->stats_lock);
+	m->info.transferred = rs->c->out_bytes;
+	m->info.normal = rs->normal;
+	m->info.normal_bytes = rs->normal * FERRY_PAGE_SIZE;
+	m->info.duplicate = rs->zero;
+	m->info.skipped = rs->skipped;
+	m->info.remaining = remaining_pages * FERRY_PAGE_SIZE;
+	pthread_mutex_unlock(&m->stats_lock);
+}
+
+/* Sleeps as needed to keep within max_bw in 100 ms windows. */
+static void rate_limit(ferry_ram_saver *rs, uint64_t bytes)
+{
+	if (!rs->max_bw)
+		return;
+	uint64_t now = ferry__now_ns();
+	if (now - rs->win_start_ns >= 100000000ull) {
+		rs->win_start_ns = now;
+		rs->win_bytes = 0;
+	}
+	rs->win_bytes += bytes;
+	uint64_t budget = rs->max_bw / 10;
+	if (rs->win_bytes < budget)
+		return;
+	/* Over budget: wait for the window to end, in short naps for cancel. */
+	uint64_t end = rs->win_start_ns + 100000000ull;
+	while ((now = ferry__now_ns()) < end && !ferry__mig_cancelled(rs->m))
+		ferry__sleep_ns(end - now < 10000000ull ? end - now : 10000000ull);
+	rs->win_start_ns = ferry__now_ns();
+	rs->win_bytes = 0;
+}
+
+static int rs_flush(ferry_ram_saver *rs)
+{
+	uint64_t before = rs->c->out_bytes;
+	int r = ferry__chan_flush(rs->c);
+	if (r)
+		return r;
+	rate_limit(rs, rs->c->out_bytes - before);
+	return ferry__mig_cancelled(rs->m) ? -ECANCELED : 0;
+}
+
+static void put_section_header(ferry_chan *c, uint8_t type)
+{
+	ferry__chan_put_u8(c, type);
+	ferry__chan_put_be32(c, FERRY_SECTION_RAM);
+	if (type == FERRY_REC_SECTION_START || type == FERRY_REC_SECTION_FULL) {
+		ferry__chan_put_u8(c, (uint8_t)strlen(FERRY_RAM_IDSTR));
+		ferry__chan_put(c, FERRY_RAM_IDSTR, strlen(FERRY_RAM_IDSTR));
+		ferry__chan_put_be32(c, 0);
+		ferry__chan_put_be32(c, FERRY_RAM_VERSION);
+	}
+}
+
+static void put_section_end(ferry_chan *c)
+{
+	ferry__chan_put_be64(c, FERRY_RAM_EOS);
+	ferry__chan_put_u8(c, FERRY_REC_FOOTER);
+	ferry__chan_put_be32(c, FERRY_SECTION_RAM);
+}
+
+int ferry__ram_save_setup(ferry_ram_saver *rs)
+{
+	ferry_vm_t *vm = rs->vm;
+	int r;
+	for (unsigned i = 0; i < vm->nblocks; i++) {
+		struct ferry_ram_block *rb = vm->blocks[i];
+		if (vm->dirty_mode == FERRY_DIRTY_EXPLICIT) {
+			ferry__bitmap_zero((unsigned long *)rb->mark_log, rb->npages);
+			atomic_store(&rb->marking, true);
+		} else {
+			r = ferry__dirty_track_start(&vm->dirty, rb->host, rb->size);
+			if (r) {
+				ferry__mig_set_error(rs->m, r, "cannot start dirty tracking on '%s': %s",
+						     rb->name, ferry_strerror(r));
+				for (unsigned j = 0; j < i; j++)
+					ferry__dirty_track_stop(&vm->dirty, vm->blocks[j]->host,
+								vm->blocks[j]->size);
+				return r;
+			}
+		}
+	}
+	rs->tracking = true;
+	/* Tracking runs: every page written from now on will be harvested. */
+	rs->dirty_pages = 0;
+	for (unsigned i = 0; i < vm->nblocks; i++) {
+		struct ferry_ram_block *rb = vm->blocks[i];
+		uint64_t n = 0;
+		ferry__bitmap_zero(rb->dirty, rb->npages);
+		r = ferry__ram_scan_populated(rb->host, rb->size, rb->fd, rb->dirty, &n);
+		if (r) {
+			ferry__mig_set_error(rs->m, r, "cannot scan RAM block '%s': %s", rb->name,
+					     ferry_strerror(r));
+			return r;
+		}
+		rs->dirty_pages += n;
+		rs->skipped += rb->npages - n;
+	}
+
+	ferry_chan *c = rs->c;
+	uint64_t total = 0;
+	for (unsigned i = 0; i < vm->nblocks; i++)
+		total += vm->blocks[i]->size;
+	put_section_header(c, FERRY_REC_SECTION_START);
+	ferry__chan_put_be64(c, total | FERRY_RAM_MEM_SIZE);
+	ferry__chan_put_be32(c, vm->nblocks);
+	for (unsigned i = 0; i < vm->nblocks; i++) {
+		struct ferry_ram_block *rb = vm->blocks[i];
+		ferry__chan_put_u8(c, (uint8_t)strlen(rb->name));
+		ferry__chan_put(c, rb->name, strlen(rb->name));
+		ferry__chan_put_be64(c, rb->size);
+	}
+	put_section_end(c);
+	rs->win_start_ns = ferry__now_ns();
+	r = rs_flush(rs);
+	rs_stats(rs, rs->dirty_pages);
+	return r;
+}
+
+int ferry__ram_sync(ferry_ram_saver *rs, uint64_t *newly)
+{
+	ferry_vm_t *vm = rs->vm;
+	uint64_t total = 0;
+	for (unsigned i = 0; i < vm->nblocks; i++) {
+		struct ferry_ram_block *rb = vm->blocks[i];
+		uint64_t n = 0;
+		int r = ferry__dirty_harvest(&vm->dirty, rb->host, rb->size, rb->mark_log, rb->dirty,
+					     &n);
+		if (r) {
+			ferry__mig_set_error(rs->m, r, "dirty log sync failed on '%s': %s", rb->name,
+					     ferry_strerror(r));
+			return r;
+		}
+		total += n;
+	}
+	rs->dirty_pages += total;
+	if (newly)
+		*newly = total;
+	rs_stats(rs, rs->dirty_pages);
+	return 0;
+}
+
+/* Queues one PAGES or ZEROS record for pages [start, start + n) of rb. */
+static int emit(ferry_ram_saver *rs, const struct ferry_ram_block *rb, uint64_t kind,
+		uint64_t start, uint64_t n)
+{
+	ferry_chan *c = rs->c;
+	uint64_t word = (start << FERRY_PAGE_SHIFT) | kind;
+	if (rb == rs->last_block)
+		word |= FERRY_RAM_CONTINUE;
+	ferry__chan_put_be64(c, word);
+	if (rb != rs->last_block) {
+		ferry__chan_put_u8(c, (uint8_t)strlen(rb->name));
+		ferry__chan_put(c, rb->name, strlen(rb->name));
+		rs->last_block = rb;
+	}
+	ferry__chan_put_be32(c, (uint32_t)n);
+	if (kind == FERRY_RAM_PAGES) {
+		ferry__chan_put_external(c, rb->host + (start << FERRY_PAGE_SHIFT),
+					 n << FERRY_PAGE_SHIFT);
+		rs->normal += n;
+	} else {
+		rs->zero += n;
+	}
+	if (ferry__chan_pending(c) >= FLUSH_BYTES)
+		return rs_flush(rs);
+	return 0;
+}
+
+/* Sends dirty pages [page, end) of rb, split into zero and data runs. */
+static int send_run(ferry_ram_saver *rs, const struct ferry_ram_block *rb, uint64_t page,
+		    uint64_t end)
+{
+	while (page < end) {
+		bool zero = ferry__page_is_zero(rb->host + (page << FERRY_PAGE_SHIFT));
+		uint64_t s = page++;
+		while (page < end && page - s < FERRY_RAM_MAX_RUN &&
+		       ferry__page_is_zero(rb->host + (page << FERRY_PAGE_SHIFT)) == zero)
+			page++;
+		int r = emit(rs, rb, zero ? FERRY_RAM_ZEROS : FERRY_RAM_PAGES, s, page - s);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+int ferry__ram_save_pass(ferry_ram_saver *rs, uint8_t section_type)
+{
+	ferry_vm_t *vm = rs->vm;
+	ferry_chan *c = rs->c;
+	uint64_t t0 = ferry__now_ns(), b0 = c->out_bytes, sent = 0, reported = 0;
+	int r = 0;
+
+	put_section_header(c, section_type);
+	rs->last_block = NULL; /* each section names its first block */
+	for (unsigned i = 0; i < vm->nblocks && !r; i++) {
+		struct ferry_ram_block *rb = vm->blocks[i];
+		uint64_t page = ferry__bitmap_next_set(rb->dirty, rb->npages, 0);
+		while (page < rb->npages) {
+			uint64_t end = ferry__bitmap_next_clear(rb->dirty, rb->npages, page);
+			ferry__bitmap_clear_range(rb->dirty, page, end - page);
+			r = send_run(rs, rb, page, end);
+			if (r)
+				break;
+			sent += end - page;
+			if (sent - reported >= 16384) { /* every 64 MiB */
+				rs_stats(rs, rs->dirty_pages - sent);
+				reported = sent;
+			}
+			page = ferry__bitmap_next_set(rb->dirty, rb->npages, end);
+		}
+	}
+	if (!r) {
+		put_section_end(c);
+		r = rs_flush(rs);
+	}
+	rs->dirty_pages = r ? rs->dirty_pages - sent : 0;
+	rs->send_ns += ferry__now_ns() - t0;
+	rs->sent_bytes += c->out_bytes - b0;
+	rs->pass_bytes = c->out_bytes - b0;
+	rs_stats(rs, rs->dirty_pages);
+	return r;
+}
+
+void ferry__ram_save_cleanup(ferry_ram_saver *rs)
+{
+	ferry_vm_t *vm = rs->vm;
+	if (!rs->tracking)
+		return;
+	for (unsigned i = 0; i < vm->nblocks; i++) {
+		struct ferry_ram_block *rb = vm->blocks[i];
+		if (vm->dirty_mode == FERRY_DIRTY_EXPLICIT)
+			atomic_store(&rb->marking, false);
+		else
+			ferry__dirty_track_stop(&vm->dirty, rb->host, rb->size);
+	}
+	rs->tracking = false;
+}
+
+/* ---- destination ---- */
+
+static int read_name(ferry_chan *c, char name[FERRY_NAME_MAX + 1])
+{
+	uint8_t len;
+	int r = ferry__chan_get_u8(c, &len);
+	if (r)
+		return r;
+	if (!len)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "empty RAM block name");
+	r = ferry__chan_read(c, name, len);
+	name[r ? 0 : len] = 0;
+	if (!r && memchr(name, 0, len))
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "RAM block name contains NUL");
+	return r;
+}
+
+static int load_mem_size(ferry_vm_t *vm, ferry_chan *c, uint64_t total)
+{
+	uint32_t n;
+	int r = ferry__chan_get_be32(c, &n);
+	if (r)
+		return r;
+	if (n != vm->nblocks)
+		return ferry__chan_fail(c, FERRY_EMISMATCH,
+					"stream has %u RAM blocks, destination has %u", n,
+					vm->nblocks);
+	uint64_t sum = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		char name[FERRY_NAME_MAX + 1];
+		uint64_t size;
+		if ((r = read_name(c, name)) || (r = ferry__chan_get_be64(c, &size)))
+			return r;
+		struct ferry_ram_block *rb = ferry_ram_block_find(vm, name);
+		if (!rb)
+			return ferry__chan_fail(c, FERRY_EMISMATCH,
+						"RAM block '%s' does not exist on the destination",
+						name);
+		if (rb->size != size)
+			return ferry__chan_fail(c, FERRY_EMISMATCH,
+						"RAM block '%s' is %llu bytes in the stream, %llu here",
+						name, (unsigned long long)size,
+						(unsigned long long)rb->size);
+		sum += size;
+	}
+	if (sum != total)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM,
+					"RAM total %llu does not match the blocks' sum %llu",
+					(unsigned long long)total, (unsigned long long)sum);
+	return 0;
+}
+
+int ferry__ram_load(ferry_vm_t *vm, ferry_chan *c, bool setup, struct ferry_ram_block **last,
+		    uint64_t *pages, uint64_t *zeros)
+{
+	int r;
+	for (;;) {
+		uint64_t word;
+		ferry__chan_ctx(c, "RAM record");
+		if ((r = ferry__chan_get_be64(c, &word)))
+			return r;
+		uint64_t flags = word & FERRY_RAM_FLAG_MASK, addr = word & ~FERRY_RAM_FLAG_MASK;
+		if (flags == FERRY_RAM_EOS) {
+			if (addr)
+				return ferry__chan_fail(c, FERRY_EBADSTREAM,
+							"RAM end-of-section with offset bits set");
+			return 0;
+		}
+		if (flags == FERRY_RAM_MEM_SIZE) {
+			if (!setup)
+				return ferry__chan_fail(c, FERRY_EBADSTREAM,
+							"RAM block list outside the setup section");
+			ferry__chan_ctx_name(c, "RAM block list");
+			if ((r = load_mem_size(vm, c, addr)))
+				return r;
+			continue;
+		}
+		uint64_t kind = flags & ~(uint64_t)FERRY_RAM_CONTINUE;
+		if (kind != FERRY_RAM_PAGES && kind != FERRY_RAM_ZEROS)
+			return ferry__chan_fail(c, FERRY_EBADSTREAM,
+						"unknown RAM record flags 0x%llx",
+						(unsigned long long)flags);
+		ferry__chan_ctx_name(c, kind == FERRY_RAM_PAGES ? "RAM pages" : "RAM zero pages");
+		struct ferry_ram_block *rb;
+		if (flags & FERRY_RAM_CONTINUE) {
+			rb = *last;
+			if (!rb)
+				return ferry__chan_fail(c, FERRY_EBADSTREAM,
+							"RAM record continues a block but none was named");
+		} else {
+			char name[FERRY_NAME_MAX + 1];
+			if ((r = read_name(c, name)))
+				return r;
+			rb = ferry_ram_block_find(vm, name);
+			if (!rb)
+				return ferry__chan_fail(c, FERRY_EBADSTREAM, "unknown RAM block '%s'",
+							name);
+			*last = rb;
+		}
+		uint32_t n;
+		if ((r = ferry__chan_get_be32(c, &n)))
+			return r;
+		uint64_t first = addr >> FERRY_PAGE_SHIFT;
+		if (n == 0 || n > FERRY_RAM_MAX_RUN)
+			return ferry__chan_fail(c, FERRY_EBADSTREAM,
+						"RAM run of %u pages (allowed 1..%u)", n,
+						FERRY_RAM_MAX_RUN);
+		if (first >= rb->npages || n > rb->npages - first)
+			return ferry__chan_fail(c, FERRY_EBADSTREAM,
+						"pages %llu..%llu outside RAM block '%s' (%llu pages)",
+						(unsigned long long)first,
+						(unsigned long long)(first + n - 1), rb->name,
+						(unsigned long long)rb->npages);
+		if (kind == FERRY_RAM_PAGES) {
+			if ((r = ferry__chan_read_direct(c, rb->host + addr,
+							 (size_t)n << FERRY_PAGE_SHIFT)))
+				return r;
+			*pages += n;
+		} else {
+			for (uint64_t p = first; p < first + n; p++)
+				if (ferry__bitmap_test(rb->received, p))
+					memset(rb->host + (p << FERRY_PAGE_SHIFT), 0, FERRY_PAGE_SIZE);
+			*zeros += n;
+		}
+		ferry__bitmap_set_range(rb->received, first, n);
+	}
+}

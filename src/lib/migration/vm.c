@@ -1,1 +1,274 @@
-/* placeholder */
+/* SPDX-License-Identifier: MIT */
+/*
+ * The VM handle: what an embedder registers (RAM blocks, devices, vCPU ops)
+ * and the run state libferry changes through the vCPU ops.
+ *
+ * DESIGN: registration happens before migrations and is refused (-EBUSY)
+ * while one runs, so migration threads read the block and device tables
+ * without locks. The run state is serialised by run_lock so that the
+ * migration thread's stop at switchover and a control thread's stop/cont
+ * never interleave.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void gen_uuid(uint8_t uuid[16])
+{
+	int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? read(fd, uuid, 16) : -1;
+	if (fd >= 0)
+		close(fd);
+	if (n != 16) {
+		uint64_t t = ferry__now_ns() ^ (uint64_t)getpid();
+		memcpy(uuid, &t, 8);
+		t = t * 0x9e3779b97f4a7c15ull;
+		memcpy(uuid + 8, &t, 8);
+	}
+	uuid[6] = (uuid[6] & 0x0f) | 0x40; /* version 4 */
+	uuid[8] = (uuid[8] & 0x3f) | 0x80; /* RFC 4122 variant */
+}
+
+int ferry_vm_create(const ferry_vm_options *opts, ferry_vm_t **out)
+{
+	ferry_vm_options def = { 0 };
+	if (!out)
+		return -EINVAL;
+	*out = NULL;
+	if (!opts)
+		opts = &def;
+	if (opts->flags || opts->dirty_mode > FERRY_DIRTY_EXPLICIT)
+		return -EINVAL;
+	ferry_vm_t *vm = calloc(1, sizeof(*vm));
+	if (!vm)
+		return -ENOMEM;
+	int r = ferry__dirty_tracker_init(&vm->dirty, opts->dirty_mode);
+	if (r < 0) {
+		free(vm);
+		return r;
+	}
+	vm->dirty_mode = vm->dirty.mode;
+	static const uint8_t zero[16];
+	if (memcmp(opts->uuid, zero, 16))
+		memcpy(vm->uuid, opts->uuid, 16);
+	else
+		gen_uuid(vm->uuid);
+	pthread_mutex_init(&vm->run_lock, NULL);
+	pthread_mutex_init(&vm->mig_lock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&vm->mig_cond, &ca);
+	pthread_condattr_destroy(&ca);
+	*out = vm;
+	return 0;
+}
+
+void ferry_vm_destroy(ferry_vm_t *vm)
+{
+	if (!vm)
+		return;
+	ferry_migration_cancel(vm);
+	ferry_migration_wait(vm, -1);
+	pthread_mutex_lock(&vm->mig_lock);
+	struct ferry_migration *m = vm->mig;
+	vm->mig = NULL;
+	pthread_mutex_unlock(&vm->mig_lock);
+	ferry__migration_free(m);
+	for (unsigned i = 0; i < vm->nblocks; i++) {
+		struct ferry_ram_block *rb = vm->blocks[i];
+		free((void *)rb->mark_log);
+		free(rb->dirty);
+		free(rb->received);
+		free(rb);
+	}
+	free(vm->devices);
+	ferry__dirty_tracker_fini(&vm->dirty);
+	pthread_mutex_destroy(&vm->run_lock);
+	pthread_mutex_destroy(&vm->mig_lock);
+	pthread_cond_destroy(&vm->mig_cond);
+	free(vm);
+}
+
+/* Caller must not hold mig_lock. */
+static bool vm_busy(ferry_vm_t *vm)
+{
+	pthread_mutex_lock(&vm->mig_lock);
+	bool busy = ferry__migration_busy(vm);
+	pthread_mutex_unlock(&vm->mig_lock);
+	return busy;
+}
+
+int ferry_vm_set_vcpu_ops(ferry_vm_t *vm, const ferry_vcpu_ops *ops, void *opaque)
+{
+	if (!vm || !ops || !ops->stop || !ops->start)
+		return -EINVAL;
+	if (vm_busy(vm))
+		return -EBUSY;
+	vm->vcpu_ops = *ops;
+	vm->vcpu_opaque = opaque;
+	return 0;
+}
+
+int ferry_vm_stop(ferry_vm_t *vm)
+{
+	int r = 0;
+	pthread_mutex_lock(&vm->run_lock);
+	if (vm->running) {
+		r = vm->vcpu_ops.stop ? vm->vcpu_ops.stop(vm->vcpu_opaque) : 0;
+		if (r == 0)
+			vm->running = false;
+	}
+	pthread_mutex_unlock(&vm->run_lock);
+	return r;
+}
+
+int ferry_vm_start(ferry_vm_t *vm)
+{
+	int r = 0;
+	pthread_mutex_lock(&vm->run_lock);
+	if (!vm->running) {
+		r = vm->vcpu_ops.start ? vm->vcpu_ops.start(vm->vcpu_opaque) : 0;
+		if (r == 0)
+			vm->running = true;
+	}
+	pthread_mutex_unlock(&vm->run_lock);
+	return r;
+}
+
+bool ferry_vm_is_running(const ferry_vm_t *vm)
+{
+	ferry_vm_t *v = (ferry_vm_t *)vm;
+	pthread_mutex_lock(&v->run_lock);
+	bool r = v->running;
+	pthread_mutex_unlock(&v->run_lock);
+	return r;
+}
+
+const uint8_t *ferry_vm_uuid(const ferry_vm_t *vm)
+{
+	return vm->uuid;
+}
+
+ferry_dirty_mode ferry_vm_dirty_mode(const ferry_vm_t *vm)
+{
+	return vm->dirty_mode;
+}
+
+static bool name_ok(const char *name)
+{
+	size_t n = name ? strlen(name) : 0;
+	return n >= 1 && n <= FERRY_NAME_MAX;
+}
+
+int ferry_ram_block_add(ferry_vm_t *vm, const char *name, void *host, uint64_t size,
+			int fd, ferry_ram_block_t **out)
+{
+	if (out)
+		*out = NULL;
+	if (!vm || !name_ok(name) || !host || !size || size % FERRY_PAGE_SIZE ||
+	    (uintptr_t)host % FERRY_PAGE_SIZE)
+		return -EINVAL;
+	if (vm_busy(vm))
+		return -EBUSY;
+	if (ferry_ram_block_find(vm, name))
+		return -EEXIST;
+	if (vm->nblocks == FERRY_MAX_RAM_BLOCKS)
+		return -ENOSPC;
+	struct ferry_ram_block *rb = calloc(1, sizeof(*rb));
+	if (!rb)
+		return -ENOMEM;
+	rb->vm = vm;
+	strcpy(rb->name, name);
+	rb->host = host;
+	rb->size = size;
+	rb->npages = size / FERRY_PAGE_SIZE;
+	rb->fd = fd;
+	rb->mark_log = (_Atomic unsigned long *)ferry__bitmap_new(rb->npages);
+	rb->dirty = ferry__bitmap_new(rb->npages);
+	rb->received = ferry__bitmap_new(rb->npages);
+	if (!rb->mark_log || !rb->dirty || !rb->received) {
+		free((void *)rb->mark_log);
+		free(rb->dirty);
+		free(rb->received);
+		free(rb);
+		return -ENOMEM;
+	}
+	vm->blocks[vm->nblocks++] = rb;
+	if (out)
+		*out = rb;
+	return 0;
+}
+
+ferry_ram_block_t *ferry_ram_block_find(ferry_vm_t *vm, const char *name)
+{
+	for (unsigned i = 0; vm && name && i < vm->nblocks; i++)
+		if (!strcmp(vm->blocks[i]->name, name))
+			return vm->blocks[i];
+	return NULL;
+}
+
+const char *ferry_ram_block_name(const ferry_ram_block_t *rb)
+{
+	return rb->name;
+}
+
+void *ferry_ram_block_host(const ferry_ram_block_t *rb)
+{
+	return rb->host;
+}
+
+uint64_t ferry_ram_block_size(const ferry_ram_block_t *rb)
+{
+	return rb->size;
+}
+
+void ferry_ram_mark_dirty(ferry_ram_block_t *rb, uint64_t offset, uint64_t len)
+{
+	/*
+	 * Relaxed: `marking` only gates the cost; the log itself carries the
+	 * ordering (release in set_range_atomic). Marks made while marking is
+	 * off are not needed: tracking starts with every page dirty.
+	 */
+	if (!len || !atomic_load_explicit(&rb->marking, memory_order_relaxed))
+		return;
+	if (offset >= rb->size || len > rb->size - offset)
+		return; /* outside the block: nothing of ours was written */
+	uint64_t first = offset >> FERRY_PAGE_SHIFT;
+	uint64_t last = (offset + len - 1) >> FERRY_PAGE_SHIFT;
+	ferry__bitmap_set_range_atomic(rb->mark_log, first, last - first + 1);
+}
+
+int ferry_device_register(ferry_vm_t *vm, const char *id, uint32_t instance,
+			  const ferry_vmsd *vmsd, void *opaque)
+{
+	if (!vm || !name_ok(id) || !vmsd)
+		return -EINVAL;
+	int r = ferry__vmsd_validate(vmsd);
+	if (r < 0)
+		return r;
+	if (vm_busy(vm))
+		return -EBUSY;
+	for (unsigned i = 0; i < vm->ndevices; i++)
+		if (!strcmp(vm->devices[i].id, id) && vm->devices[i].instance == instance)
+			return -EEXIST;
+	if (vm->ndevices == vm->devices_cap) {
+		unsigned cap = vm->devices_cap ? vm->devices_cap * 2 : 8;
+		struct ferry_device *d = realloc(vm->devices, cap * sizeof(*d));
+		if (!d)
+			return -ENOMEM;
+		vm->devices = d;
+		vm->devices_cap = cap;
+	}
+	struct ferry_device *d = &vm->devices[vm->ndevices++];
+	memset(d, 0, sizeof(*d));
+	strcpy(d->id, id);
+	d->instance = instance;
+	d->vmsd = vmsd;
+	d->opaque = opaque;
+	return 0;
+}

@@ -1,1 +1,303 @@
-/* placeholder */
+/* SPDX-License-Identifier: MIT */
+/*
+ * Migration channel I/O (see chan.h for the design).
+ */
+#include "stream/chan.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "ferry/common.h"
+
+int ferry__chan_init(ferry_chan *c, int fd)
+{
+	memset(c, 0, sizeof(*c));
+	c->fd = fd;
+	c->obuf = malloc(FERRY_CHAN_OBUF);
+	c->ibuf = malloc(FERRY_CHAN_IBUF);
+	if (!c->obuf || !c->ibuf) {
+		free(c->obuf);
+		free(c->ibuf);
+		c->obuf = c->ibuf = NULL;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void ferry__chan_close(ferry_chan *c)
+{
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+	free(c->obuf);
+	free(c->ibuf);
+	c->obuf = c->ibuf = NULL;
+}
+
+void ferry__chan_shutdown(ferry_chan *c)
+{
+	if (c->fd >= 0)
+		shutdown(c->fd, SHUT_RDWR);
+}
+
+/* ---- output ---- */
+
+/* Moves the obuf bytes not yet described by an iovec into one. */
+static void seal_segment(ferry_chan *c)
+{
+	if (c->olen > c->oseg) {
+		c->iov[c->iovcnt].iov_base = c->obuf + c->oseg;
+		c->iov[c->iovcnt].iov_len = c->olen - c->oseg;
+		c->iov_bytes += c->olen - c->oseg;
+		c->iovcnt++;
+		c->oseg = c->olen;
+	}
+}
+
+int ferry__chan_flush(ferry_chan *c)
+{
+	if (c->out_err)
+		goto drop;
+	seal_segment(c);
+	struct iovec *iov = c->iov;
+	int cnt = c->iovcnt;
+	while (cnt > 0) {
+		/* sendmsg, not writev: MSG_NOSIGNAL turns a dead peer into EPIPE. */
+		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)cnt };
+		ssize_t n = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			c->out_err = -errno;
+			goto drop;
+		}
+		c->out_bytes += (uint64_t)n;
+		while (cnt > 0 && (size_t)n >= iov->iov_len) {
+			n -= (ssize_t)iov->iov_len;
+			iov++;
+			cnt--;
+		}
+		if (cnt > 0) {
+			iov->iov_base = (uint8_t *)iov->iov_base + n;
+			iov->iov_len -= (size_t)n;
+		}
+	}
+drop:
+	c->iovcnt = 0;
+	c->iov_bytes = 0;
+	c->olen = c->oseg = 0;
+	return c->out_err;
+}
+
+size_t ferry__chan_pending(const ferry_chan *c)
+{
+	return c->iov_bytes + (c->olen - c->oseg);
+}
+
+void ferry__chan_put(ferry_chan *c, const void *p, size_t n)
+{
+	const uint8_t *s = p;
+	while (n) {
+		/* Room for one more iovec is kept so seal_segment never overflows. */
+		if (c->olen == FERRY_CHAN_OBUF || c->iovcnt >= FERRY_CHAN_IOV - 1)
+			ferry__chan_flush(c);
+		size_t k = FERRY_CHAN_OBUF - c->olen;
+		if (k > n)
+			k = n;
+		memcpy(c->obuf + c->olen, s, k);
+		c->olen += k;
+		s += k;
+		n -= k;
+	}
+}
+
+void ferry__chan_put_u8(ferry_chan *c, uint8_t v)
+{
+	ferry__chan_put(c, &v, 1);
+}
+
+void ferry__chan_put_be16(ferry_chan *c, uint16_t v)
+{
+	uint8_t b[2];
+	ferry__st_be16(b, v);
+	ferry__chan_put(c, b, 2);
+}
+
+void ferry__chan_put_be32(ferry_chan *c, uint32_t v)
+{
+	uint8_t b[4];
+	ferry__st_be32(b, v);
+	ferry__chan_put(c, b, 4);
+}
+
+void ferry__chan_put_be64(ferry_chan *c, uint64_t v)
+{
+	uint8_t b[8];
+	ferry__st_be64(b, v);
+	ferry__chan_put(c, b, 8);
+}
+
+void ferry__chan_put_external(ferry_chan *c, const void *p, size_t n)
+{
+	if (!n)
+		return;
+	if (c->iovcnt >= FERRY_CHAN_IOV - 2)
+		ferry__chan_flush(c);
+	seal_segment(c);
+	c->iov[c->iovcnt].iov_base = (void *)p;
+	c->iov[c->iovcnt].iov_len = n;
+	c->iov_bytes += n;
+	c->iovcnt++;
+}
+
+/* ---- input ---- */
+
+int ferry__chan_fail(ferry_chan *c, int err, const char *fmt, ...)
+{
+	if (c->in_err)
+		return c->in_err;
+	char msg[200];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (c->in_ctx)
+		snprintf(c->in_errmsg, sizeof(c->in_errmsg), "%s (%s at offset %llu)", msg,
+			 c->in_ctx, (unsigned long long)c->in_rec);
+	else
+		snprintf(c->in_errmsg, sizeof(c->in_errmsg), "%s (at offset %llu)", msg,
+			 (unsigned long long)c->in_offset);
+	c->in_err = err;
+	return err;
+}
+
+static int io_fail(ferry_chan *c, ssize_t n, size_t want)
+{
+	if (n == 0)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM,
+					"truncated stream: end of data with %zu bytes missing", want);
+	int e = errno;
+	return ferry__chan_fail(c, -e, "read error: %s", strerror(e));
+}
+
+/* Refills ibuf (which must be empty) with whatever the socket has. */
+static int refill(ferry_chan *c, size_t want)
+{
+	for (;;) {
+		ssize_t n = recv(c->fd, c->ibuf, FERRY_CHAN_IBUF, 0);
+		if (n > 0) {
+			c->ipos = 0;
+			c->ilen = (size_t)n;
+			return 0;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		return io_fail(c, n, want);
+	}
+}
+
+int ferry__chan_read(ferry_chan *c, void *p, size_t n)
+{
+	uint8_t *d = p;
+	if (c->in_err)
+		return c->in_err;
+	while (n) {
+		if (c->ipos == c->ilen) {
+			int r = refill(c, n);
+			if (r)
+				return r;
+		}
+		size_t k = c->ilen - c->ipos;
+		if (k > n)
+			k = n;
+		memcpy(d, c->ibuf + c->ipos, k);
+		c->ipos += k;
+		c->in_offset += k;
+		d += k;
+		n -= k;
+	}
+	return 0;
+}
+
+int ferry__chan_read_direct(ferry_chan *c, void *p, size_t n)
+{
+	uint8_t *d = p;
+	if (c->in_err)
+		return c->in_err;
+	size_t k = c->ilen - c->ipos;
+	if (k > n)
+		k = n;
+	memcpy(d, c->ibuf + c->ipos, k);
+	c->ipos += k;
+	c->in_offset += k;
+	d += k;
+	n -= k;
+	while (n) {
+		ssize_t r = recv(c->fd, d, n, MSG_WAITALL);
+		if (r > 0) {
+			c->in_offset += (uint64_t)r;
+			d += r;
+			n -= (size_t)r;
+			continue;
+		}
+		if (r < 0 && errno == EINTR)
+			continue;
+		return io_fail(c, r, n);
+	}
+	return 0;
+}
+
+int ferry__chan_skip(ferry_chan *c, size_t n)
+{
+	uint8_t tmp[4096];
+	while (n) {
+		size_t k = n < sizeof(tmp) ? n : sizeof(tmp);
+		int r = ferry__chan_read(c, tmp, k);
+		if (r)
+			return r;
+		n -= k;
+	}
+	return 0;
+}
+
+int ferry__chan_get_u8(ferry_chan *c, uint8_t *v)
+{
+	if (c->ipos < c->ilen) {
+		*v = c->ibuf[c->ipos++];
+		c->in_offset++;
+		return 0;
+	}
+	return ferry__chan_read(c, v, 1);
+}
+
+int ferry__chan_get_be16(ferry_chan *c, uint16_t *v)
+{
+	uint8_t b[2];
+	int r = ferry__chan_read(c, b, 2);
+	if (!r)
+		*v = ferry__ld_be16(b);
+	return r;
+}
+
+int ferry__chan_get_be32(ferry_chan *c, uint32_t *v)
+{
+	uint8_t b[4];
+	int r = ferry__chan_read(c, b, 4);
+	if (!r)
+		*v = ferry__ld_be32(b);
+	return r;
+}
+
+int ferry__chan_get_be64(ferry_chan *c, uint64_t *v)
+{
+	uint8_t b[8];
+	int r = ferry__chan_read(c, b, 8);
+	if (!r)
+		*v = ferry__ld_be64(b);
+	return r;
+}

@@ -52,6 +52,7 @@ typedef struct ferry_chan {
 	int in_err;         /* sticky input error */
 	char in_errmsg[256];
 	const char *in_ctx; /* record being parsed, for messages */
+	uint64_t in_rec;    /* stream offset where that record starts */
 } ferry_chan;
 
 /* Takes ownership of fd. Returns 0 or -ENOMEM. */
@@ -90,9 +91,21 @@ static inline uint64_t ferry__chan_offset(const ferry_chan *c)
 {
 	return c->in_offset;
 }
+/* Names the record about to be parsed (for error messages) and notes its offset. */
+static inline void ferry__chan_ctx(ferry_chan *c, const char *what)
+{
+	c->in_ctx = what;
+	c->in_rec = c->in_offset;
+}
+/* Renames the current record once its kind is known; keeps its offset. */
+static inline void ferry__chan_ctx_name(ferry_chan *c, const char *what)
+{
+	c->in_ctx = what;
+}
 /*
  * Marks the input broken with a protocol error: err (negative) and a
- * message that gets "at offset N (record)" appended. Returns err.
+ * message that gets " (RECORD at offset N)" appended, N being where the
+ * record named by ferry__chan_ctx() starts. Returns err.
  */
 int ferry__chan_fail(ferry_chan *c, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

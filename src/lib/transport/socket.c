@@ -1,1 +1,221 @@
-/* placeholder */
+/* SPDX-License-Identifier: MIT */
+/*
+ * tcp: and unix: transports (see transport.h). Plain blocking sockets: each
+ * migration channel is owned by one thread, and cancellation is a
+ * shutdown(2) from another thread, which wakes any blocked call.
+ */
+#include "transport/transport.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+struct target {
+	int unix_;
+	char host[256];
+	char port[16];
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+};
+
+static int parse(const char *uri, struct target *t, char *err, size_t elen)
+{
+	memset(t, 0, sizeof(*t));
+	if (!uri) {
+		snprintf(err, elen, "no URI given");
+		return -EINVAL;
+	}
+	if (!strncmp(uri, "unix:", 5)) {
+		const char *p = uri + 5;
+		if (!*p || strlen(p) >= sizeof(t->path)) {
+			snprintf(err, elen, "invalid unix socket path in '%s'", uri);
+			return -EINVAL;
+		}
+		t->unix_ = 1;
+		strcpy(t->path, p);
+		return 0;
+	}
+	if (strncmp(uri, "tcp:", 4)) {
+		snprintf(err, elen, "unsupported migration URI '%s' (expected tcp:HOST:PORT or unix:PATH)",
+			 uri);
+		return -EINVAL;
+	}
+	const char *h = uri + 4, *colon;
+	size_t hl;
+	if (*h == '[') {
+		const char *e = strchr(h, ']');
+		if (!e || e[1] != ':') {
+			snprintf(err, elen, "invalid IPv6 address in '%s'", uri);
+			return -EINVAL;
+		}
+		hl = (size_t)(e - h - 1);
+		h++;
+		colon = e + 1;
+	} else {
+		colon = strrchr(h, ':');
+		if (!colon) {
+			snprintf(err, elen, "missing port in '%s' (expected tcp:HOST:PORT)", uri);
+			return -EINVAL;
+		}
+		hl = (size_t)(colon - h);
+	}
+	const char *port = colon + 1;
+	char *end;
+	long pn = strtol(port, &end, 10);
+	if (!*port || *end || pn < 0 || pn > 65535 || hl >= sizeof(t->host)) {
+		snprintf(err, elen, "invalid port in '%s'", uri);
+		return -EINVAL;
+	}
+	memcpy(t->host, h, hl);
+	t->host[hl] = 0;
+	snprintf(t->port, sizeof(t->port), "%ld", pn);
+	return 0;
+}
+
+int ferry__uri_check(const char *uri, char *err, size_t err_len)
+{
+	struct target t;
+	return parse(uri, &t, err, err_len);
+}
+
+void ferry__sock_tune(int fd)
+{
+	int one = 1;
+	/* Return-path messages are small and latency-sensitive. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+static int unix_addr(const struct target *t, struct sockaddr_un *sa)
+{
+	memset(sa, 0, sizeof(*sa));
+	sa->sun_family = AF_UNIX;
+	strcpy(sa->sun_path, t->path);
+	return 0;
+}
+
+int ferry__sock_listen(const char *uri, int *fd, char *err, size_t elen)
+{
+	struct target t;
+	int r = parse(uri, &t, err, elen);
+	if (r)
+		return r;
+	if (t.unix_) {
+		struct sockaddr_un sa;
+		unix_addr(&t, &sa);
+		int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (s < 0)
+			goto sys;
+		unlink(t.path); /* a stale socket file from an earlier run */
+		if (bind(s, (struct sockaddr *)&sa, sizeof(sa)) || listen(s, 16)) {
+			r = -errno;
+			close(s);
+			snprintf(err, elen, "cannot listen on '%s': %s", uri, strerror(-r));
+			return r;
+		}
+		*fd = s;
+		return 0;
+	}
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE }, *ai, *a;
+	int g = getaddrinfo(t.host[0] ? t.host : NULL, t.port, &hints, &ai);
+	if (g) {
+		snprintf(err, elen, "cannot resolve '%s': %s", t.host, gai_strerror(g));
+		return -EHOSTUNREACH;
+	}
+	r = -EADDRNOTAVAIL;
+	for (a = ai; a; a = a->ai_next) {
+		int s = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+		if (s < 0) {
+			r = -errno;
+			continue;
+		}
+		int one = 1;
+		setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(s, a->ai_addr, a->ai_addrlen) == 0 && listen(s, 16) == 0) {
+			freeaddrinfo(ai);
+			*fd = s;
+			return 0;
+		}
+		r = -errno;
+		close(s);
+	}
+	freeaddrinfo(ai);
+	snprintf(err, elen, "cannot listen on '%s': %s", uri, strerror(-r));
+	return r;
+sys:
+	r = -errno;
+	snprintf(err, elen, "socket: %s", strerror(-r));
+	return r;
+}
+
+int ferry__sock_connect(const char *uri, int *fd, char *err, size_t elen)
+{
+	struct target t;
+	int r = parse(uri, &t, err, elen);
+	if (r)
+		return r;
+	if (t.unix_) {
+		struct sockaddr_un sa;
+		unix_addr(&t, &sa);
+		int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (s < 0) {
+			r = -errno;
+			snprintf(err, elen, "socket: %s", strerror(-r));
+			return r;
+		}
+		if (connect(s, (struct sockaddr *)&sa, sizeof(sa))) {
+			r = -errno;
+			close(s);
+			snprintf(err, elen, "cannot connect to '%s': %s", uri, strerror(-r));
+			return r;
+		}
+		*fd = s;
+		return 0;
+	}
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *ai, *a;
+	int g = getaddrinfo(t.host, t.port, &hints, &ai);
+	if (g) {
+		snprintf(err, elen, "cannot resolve '%s': %s", t.host, gai_strerror(g));
+		return -EHOSTUNREACH;
+	}
+	r = -ECONNREFUSED;
+	for (a = ai; a; a = a->ai_next) {
+		int s = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+		if (s < 0) {
+			r = -errno;
+			continue;
+		}
+		if (connect(s, a->ai_addr, a->ai_addrlen) == 0) {
+			freeaddrinfo(ai);
+			ferry__sock_tune(s);
+			*fd = s;
+			return 0;
+		}
+		r = -errno;
+		close(s);
+	}
+	freeaddrinfo(ai);
+	snprintf(err, elen, "cannot connect to '%s': %s", uri, strerror(-r));
+	return r;
+}
+
+int ferry__sock_accept(int lfd, int *fd)
+{
+	for (;;) {
+		int s = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (s >= 0) {
+			ferry__sock_tune(s);
+			*fd = s;
+			return 0;
+		}
+		if (errno == EINTR || errno == ECONNABORTED)
+			continue;
+		return -errno;
+	}
+}

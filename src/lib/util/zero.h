@@ -13,7 +13,7 @@
 #include <stddef.h>
 
 bool ferry__page_is_zero(const void *page);
-/* Same for any length that is a multiple of 128 bytes (portable loop). */
+/* Same for a buffer of any length (vector loop, then a byte tail). */
 bool ferry__buf_is_zero(const void *buf, size_t len);
 /* Which implementation ferry__page_is_zero() uses ("avx2", "sse2"). */
 const char *ferry__zero_impl(void);

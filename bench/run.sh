@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Runs Ferry's benchmarks; each prints one JSON object.
+set -eu
+cd "$(dirname "$0")/.."
+./build/bench/bench-zero
+./build/bench/bench-dirty
+python3 bench/precopy.py "$@"

@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The migration object shared by the source (source.c), destination
+ * (dest.c) and RAM (ram.c) code.
+ *
+ * Ownership: a ferry_migration is created by ferry_migrate_start() /
+ * ferry_migrate_incoming(), owned by its VM (vm->mig) and run by one main
+ * thread. Control threads only read it through ferry_migration_query() and
+ * set `cancel`. It is freed when the next migration replaces it or the VM
+ * is destroyed, after its threads were joined.
+ */
+#ifndef FERRY_MIGRATION_MIG_H
+#define FERRY_MIGRATION_MIG_H
+
+#include "internal.h"
+#include "stream/chan.h"
+
+struct ferry_migration {
+	ferry_vm_t *vm;
+	bool incoming;
+	char uri[512];
+	ferry_mig_params params;
+
+	pthread_t thread;     /* mig/src/main or mig/dst/main */
+	bool thread_started;
+	bool thread_done;     /* protected by vm->mig_lock */
+
+	atomic_bool cancel;   /* set by ferry_migration_cancel() */
+	int listen_fd;        /* destination, until accepted */
+
+	/*
+	 * The channel. `chan` is set up by the main thread before any other
+	 * thread touches it; cancel only calls shutdown on chan_fd.
+	 */
+	ferry_chan chan;
+	atomic_int chan_fd;   /* -1 when not connected */
+
+	/* Protected by vm->mig_lock. */
+	ferry_mig_status status;
+
+	/* Protected by stats_lock: what query-migrate shows. */
+	pthread_mutex_t stats_lock;
+	ferry_mig_info info;
+	uint64_t start_ns;
+	uint64_t end_ns;      /* 0 while running */
+
+	/* Source return path (mig/src/rp); protected by rp_lock. */
+	pthread_t rp_thread;
+	bool rp_started;
+	pthread_mutex_t rp_lock;
+	pthread_cond_t rp_cond;
+	bool rp_shut;         /* SHUT received */
+	bool rp_dead;         /* return path ended (EOF or error) */
+	int rp_status;
+	char rp_msg[200];
+	uint64_t rp_shut_ns;
+};
+
+/* Status change + MIGRATION event; takes vm->mig_lock. */
+void ferry__mig_set_status(struct ferry_migration *m, ferry_mig_status s);
+void ferry__mig_event(struct ferry_migration *m, ferry_event_type type, uint32_t pass);
+/* Records the first error (negative errno and message). */
+void ferry__mig_set_error(struct ferry_migration *m, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static inline bool ferry__mig_cancelled(struct ferry_migration *m)
+{
+	return atomic_load_explicit(&m->cancel, memory_order_relaxed);
+}
+
+/* Called by a migration thread as its very last action. */
+void ferry__mig_thread_done(struct ferry_migration *m);
+
+/* Thread bodies. */
+void *ferry__source_thread(void *arg);
+void *ferry__dest_thread(void *arg);
+
+/* ---- RAM (ram.c) ---- */
+
+typedef struct ferry_ram_saver {
+	struct ferry_migration *m;
+	ferry_vm_t *vm;
+	ferry_chan *c;
+	const struct ferry_ram_block *last_block; /* for CONTINUE */
+	uint64_t dirty_pages;     /* set bits over all blocks */
+	uint64_t pass_bytes;
+	/* Rate limiting: 100 ms windows. */
+	uint64_t max_bw;          /* bytes/s, 0 = unlimited */
+	uint64_t win_start_ns, win_bytes;
+	uint64_t send_ns;         /* time spent sending (for bandwidth) */
+	uint64_t sent_bytes;      /* bytes sent while timing */
+	uint64_t normal, zero, skipped;
+	bool tracking;
+} ferry_ram_saver;
+
+/* Starts dirty tracking, finds populated pages, writes the setup section. */
+int ferry__ram_save_setup(ferry_ram_saver *rs);
+/* Log sync: merges the kernel's dirty state into the bitmaps. */
+int ferry__ram_sync(ferry_ram_saver *rs, uint64_t *newly);
+/* Sends every dirty page as one section of the given type (PART/END). */
+int ferry__ram_save_pass(ferry_ram_saver *rs, uint8_t section_type);
+/* Stops tracking (idempotent). */
+void ferry__ram_save_cleanup(ferry_ram_saver *rs);
+
+/* Loads one RAM section body (records up to EOS). */
+int ferry__ram_load(ferry_vm_t *vm, ferry_chan *c, bool setup,
+		    struct ferry_ram_block **last, uint64_t *pages, uint64_t *zeros);
+
+#endif

@@ -1,0 +1,27 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Socket transports for migration URIs: "tcp:HOST:PORT" (HOST may be a name,
+ * an IPv4 address or a bracketed IPv6 address) and "unix:PATH".
+ * Each function returns 0 or a negative errno and, on failure, writes a
+ * message into err. Thread: any.
+ */
+#ifndef FERRY_TRANSPORT_H
+#define FERRY_TRANSPORT_H
+
+#include <stddef.h>
+
+/* Checks the syntax only. */
+int ferry__uri_check(const char *uri, char *err, size_t err_len);
+/* Binds and listens; *fd is the listening socket (CLOEXEC). */
+int ferry__sock_listen(const char *uri, int *fd, char *err, size_t err_len);
+/* Connects (blocking); *fd is the connected socket. */
+int ferry__sock_connect(const char *uri, int *fd, char *err, size_t err_len);
+/*
+ * Accepts one connection on a listening socket; -EINVAL once the listening
+ * socket was shut down (how a pending accept is cancelled).
+ */
+int ferry__sock_accept(int lfd, int *fd);
+/* Options for a migration data socket (no delay for the return path). */
+void ferry__sock_tune(int fd);
+
+#endif

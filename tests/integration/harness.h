@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Helpers for in-process migration tests: a "side" is a libferry VM with the
+ * synthetic guest attached; migrations run over real sockets between two
+ * sides of the same test process.
+ */
+#ifndef FERRY_TEST_HARNESS_H
+#define FERRY_TEST_HARNESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ferry.h"
+#include "guest.h"
+
+typedef struct side {
+	ferry_vm_t *vm;
+	ferry_guest_t *g;
+} side;
+
+/* Creates a side; aborts the test on failure. */
+void side_create(side *s, const char *spec, ferry_dirty_mode mode, bool incoming);
+void side_destroy(side *s);
+/* A fresh unix: URI for this process. */
+const char *test_uri(void);
+/* Stops the guest and checks it against its twin; returns matches. */
+bool side_verify(side *s);
+/* Destination: runs each vCPU n more steps, then verifies. */
+bool side_run_and_verify(side *s, uint64_t n);
+/* Waits for a final status with a generous timeout; fails the test on hang. */
+int wait_final(ferry_vm_t *vm);
+/* Sleeps ms milliseconds. */
+void msleep(unsigned ms);
+
+#endif
