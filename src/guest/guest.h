@@ -28,7 +28,7 @@
 
 typedef enum ferry_workload {
 	FERRY_WL_IDLE = 0,   /* a step writes nothing */
-	FERRY_WL_STRIDE = 1, /* step k: increment byte (k / npages) % 4096... see guest.c */
+	FERRY_WL_STRIDE = 1, /* step k: page k % wss, byte ((k / wss) * 64) % 4096 += 1 */
 	FERRY_WL_RANDOM = 2, /* seeded PRNG page over the working set */
 	FERRY_WL_HOTSET = 3, /* 80% of steps hit the first 20% of the working set */
 } ferry_workload;
@@ -51,6 +51,11 @@ typedef struct ferry_guest_config {
 	uint64_t seed;        /* default 1 */
 	unsigned throttle;    /* percent of time vCPUs sleep, 0..99 */
 	bool paused;          /* start with vCPUs stopped (like QEMU -S) */
+	/*
+	 * Incoming guest: allocate all RAM at creation (QEMU's prealloc=on),
+	 * before the migration starts, instead of page by page while it runs.
+	 */
+	bool prealloc;
 } ferry_guest_config;
 
 typedef struct ferry_guest ferry_guest_t;

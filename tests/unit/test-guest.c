@@ -170,7 +170,7 @@ static void test_config_bad(void **state)
 		const char *msg;
 	} cases[] = {
 		{ "foo=1", "unknown key 'foo' (expected mem, vram, vcpus, workload, rate, wss, fill, "
-			   "seed, throttle, paused)" },
+			   "seed, throttle, paused, prealloc)" },
 		{ "mem", "missing value for 'mem'" },
 		{ "mem=", "missing value for 'mem'" },
 		{ "=5", "missing key before '=' in '=5'" },
@@ -208,8 +208,9 @@ static void test_config_bad(void **state)
 		{ "throttle=100", "throttle must be 0..99 (got 100)" },
 		{ "throttle=1.5", "bad number '1.5' for throttle" },
 		{ "paused=maybe", "bad value 'maybe' for paused (expected on or off)" },
+		{ "prealloc=2", "bad value '2' for prealloc (expected on or off)" },
 		{ "mem=1G,Mem=2G", "unknown key 'Mem' (expected mem, vram, vcpus, workload, rate, "
-				   "wss, fill, seed, throttle, paused)" },
+				   "wss, fill, seed, throttle, paused, prealloc)" },
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		ferry_guest_config c, before;

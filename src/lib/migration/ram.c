@@ -97,6 +97,7 @@ static void put_section_end(ferry_chan *c)
 int ferry__ram_save_setup(ferry_ram_saver *rs)
 {
 	ferry_vm_t *vm = rs->vm;
+	uint64_t t0 = ferry__now_ns();
 	int r;
 	for (unsigned i = 0; i < vm->nblocks; i++) {
 		struct ferry_ram_block *rb = vm->blocks[i];
@@ -116,6 +117,7 @@ int ferry__ram_save_setup(ferry_ram_saver *rs)
 		}
 	}
 	rs->tracking = true;
+	uint64_t t1 = ferry__now_ns();
 	/* Tracking runs: every page written from now on will be harvested. */
 	rs->dirty_pages = 0;
 	for (unsigned i = 0; i < vm->nblocks; i++) {
@@ -132,6 +134,10 @@ int ferry__ram_save_setup(ferry_ram_saver *rs)
 		rs->skipped += rb->npages - n;
 	}
 
+	ferry_info("setup: dirty tracking started in %.1f ms, populated scan %.1f ms: %llu of %llu pages",
+		   (double)(t1 - t0) / 1e6, (double)(ferry__now_ns() - t1) / 1e6,
+		   (unsigned long long)rs->dirty_pages,
+		   (unsigned long long)(rs->dirty_pages + rs->skipped));
 	ferry_chan *c = rs->c;
 	uint64_t total = 0;
 	for (unsigned i = 0; i < vm->nblocks; i++)
@@ -253,6 +259,8 @@ int ferry__ram_save_pass(ferry_ram_saver *rs, uint8_t section_type)
 	rs->send_ns += ferry__now_ns() - t0;
 	rs->sent_bytes += c->out_bytes - b0;
 	rs->pass_bytes = c->out_bytes - b0;
+	ferry_info("pass: %llu pages (%llu bytes) in %.1f ms", (unsigned long long)sent,
+		   (unsigned long long)rs->pass_bytes, (double)(ferry__now_ns() - t0) / 1e6);
 	rs_stats(rs, rs->dirty_pages);
 	return r;
 }

@@ -89,6 +89,10 @@ void ferry__sock_tune(int fd)
 	int one = 1;
 	/* Return-path messages are small and latency-sensitive. */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	/*
+	 * Buffer sizes are left to the kernel's autotuning: fixed 4 and 16 MiB
+	 * buffers measured no faster on loopback (2 GiB in 552-738 ms either way).
+	 */
 }
 
 static int unix_addr(const struct target *t, struct sockaddr_un *sa)
