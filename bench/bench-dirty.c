@@ -80,7 +80,7 @@ int main(int argc, char **argv)
 	touch(host, npages, 1, 1); /* populate every page */
 
 	uint64_t count = 0, t0 = ferry__now_ns();
-	if (ferry__ram_scan_populated(host, size, fd, bm, &count) < 0 || count != npages) {
+	if (ferry__ram_scan_populated(host, size, fd, 0, bm, &count) < 0 || count != npages) {
 		fprintf(stderr, "bench-dirty: populated scan found %llu pages\n",
 			(unsigned long long)count);
 		return 1;

@@ -4,4 +4,5 @@ set -eu
 cd "$(dirname "$0")/.."
 ./build/bench/bench-zero
 ./build/bench/bench-dirty
+./build/bench/bench-placement
 python3 bench/precopy.py "$@"

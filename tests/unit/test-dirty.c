@@ -353,7 +353,7 @@ static void test_populated(void **state)
 	fixture *f = *state;
 	uint64_t count = UINT64_MAX;
 
-	assert_int_equal(ferry__ram_scan_populated(f->host, f->size, f->fd, f->got, &count), 0);
+	assert_int_equal(ferry__ram_scan_populated(f->host, f->size, f->fd, 0, f->got, &count), 0);
 	assert_int_equal(count, 0);
 
 	uint64_t n = write_pattern(f);
@@ -374,16 +374,16 @@ static void test_populated(void **state)
 		ferry__bitmap_set(f->want, 9000);
 		n++;
 	}
-	assert_int_equal(ferry__ram_scan_populated(f->host, f->size, f->fd, f->got, &count), 0);
+	assert_int_equal(ferry__ram_scan_populated(f->host, f->size, f->fd, 0, f->got, &count), 0);
 	assert_bitmaps_equal(f->got, f->want, f->npages);
 	assert_int_equal(count, n);
 
 	/* The scan ORs: bits already set stay and are counted. */
 	ferry__bitmap_set(f->got, 1);
-	assert_int_equal(ferry__ram_scan_populated(f->host, f->size, f->fd, f->got, &count), 0);
+	assert_int_equal(ferry__ram_scan_populated(f->host, f->size, f->fd, 0, f->got, &count), 0);
 	assert_int_equal(count, n + !ferry__bitmap_test(f->want, 1));
 
-	assert_int_equal(ferry__ram_scan_populated(f->host + 1, PS, -1, f->got, &count), -EINVAL);
+	assert_int_equal(ferry__ram_scan_populated(f->host + 1, PS, -1, 0, f->got, &count), -EINVAL);
 }
 
 /*
@@ -405,7 +405,7 @@ static void test_populated_while_tracking(void **state)
 		ferry__bitmap_set(f->want, p);
 	}
 	uint64_t count = UINT64_MAX;
-	assert_int_equal(ferry__ram_scan_populated(f->host, f->size, f->fd, f->got, &count), 0);
+	assert_int_equal(ferry__ram_scan_populated(f->host, f->size, f->fd, 0, f->got, &count), 0);
 	if (f->kind == MEM_MEMFD) {
 		assert_bitmaps_equal(f->got, f->want, f->npages);
 		assert_int_equal(count, n);
@@ -441,7 +441,7 @@ static void test_populated_private_file(void **state)
 	write_page(f, 20, 1); /* in the file (shared mapping) */
 	ferry__bitmap_set(f->want, 10);
 	ferry__bitmap_set(f->want, 20);
-	assert_int_equal(ferry__ram_scan_populated(priv, f->size, f->fd, f->got, &count), 0);
+	assert_int_equal(ferry__ram_scan_populated(priv, f->size, f->fd, 0, f->got, &count), 0);
 	assert_bitmaps_equal(f->got, f->want, f->npages);
 	assert_int_equal(count, 2);
 
@@ -452,7 +452,7 @@ static void test_populated_private_file(void **state)
 	ferry__bitmap_zero(f->got, f->npages);
 	ferry__bitmap_zero(f->want, f->npages);
 	ferry__bitmap_set(f->want, 20);
-	assert_int_equal(ferry__ram_scan_populated(f->host, f->size, other, f->got, &count), 0);
+	assert_int_equal(ferry__ram_scan_populated(f->host, f->size, other, 0, f->got, &count), 0);
 	assert_bitmaps_equal(f->got, f->want, f->npages);
 	assert_int_equal(count, 1);
 	close(other);

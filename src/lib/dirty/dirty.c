@@ -476,11 +476,12 @@ int ferry__dirty_harvest(ferry_dirty_tracker *t, void *host, uint64_t size,
 }
 
 /*
- * ORs the data extents of fd over [0, size) into bitmap. Works on a private
+ * ORs the data extents of fd over [file_off, file_off + size) into bitmap
+ * (bit 0 = the page at file_off). Works on a private
  * open file description (via /proc/self/fd) so the caller's file offset is
  * not moved; restores it otherwise. Returns 0 or a negative errno.
  */
-static int scan_file_extents(int fd, uint64_t size, unsigned long *bitmap)
+static int scan_file_extents(int fd, uint64_t file_off, uint64_t size, unsigned long *bitmap)
 {
 	const uint64_t npages = size >> PG_SHIFT;
 	char path[40];
@@ -492,30 +493,30 @@ static int scan_file_extents(int fd, uint64_t size, unsigned long *bitmap)
 		return -errno;
 
 	int r = 0;
-	uint64_t off = 0, dummy = 0;
+	uint64_t off = 0, dummy = 0; /* off is relative to file_off */
 	while (off < size) {
-		off_t d = lseek(sfd, (off_t)off, SEEK_DATA);
+		off_t d = lseek(sfd, (off_t)(file_off + off), SEEK_DATA);
 		if (d < 0) {
 			if (errno != ENXIO) /* ENXIO: no data at or after off */
 				r = -errno;
 			break;
 		}
-		if ((uint64_t)d >= size)
+		if ((uint64_t)d >= file_off + size)
 			break;
 		off_t h = lseek(sfd, d, SEEK_HOLE);
 		if (h < 0) {
 			r = -errno;
 			break;
 		}
-		uint64_t first = (uint64_t)d >> PG_SHIFT;
-		uint64_t last = ((uint64_t)h + PG_SIZE - 1) >> PG_SHIFT;
+		uint64_t first = ((uint64_t)d - file_off) >> PG_SHIFT;
+		uint64_t last = ((uint64_t)h - file_off + PG_SIZE - 1) >> PG_SHIFT;
 		if (last > npages)
 			last = npages;
 		if (last > first)
 			dummy += set_range_count(bitmap, first, last - first);
-		if ((uint64_t)h <= off) /* defensive: no progress */
+		if ((uint64_t)h <= file_off + off) /* defensive: no progress */
 			break;
-		off = (uint64_t)h;
+		off = (uint64_t)h - file_off;
 	}
 	(void)dummy;
 	if (own >= 0)
@@ -527,10 +528,10 @@ static int scan_file_extents(int fd, uint64_t size, unsigned long *bitmap)
 
 /*
  * True if [host, host + size) is entirely MAP_SHARED mappings of fd's file
- * with file offset == offset in the range (from /proc/self/maps). Then every
+ * with file offset == file_off + offset in the range (from /proc/self/maps). Then every
  * populated page is in the file, so its data extents are the whole answer.
  */
-static bool shared_mapping_of(int fd, const void *host, uint64_t size)
+static bool shared_mapping_of(int fd, uint64_t file_off, const void *host, uint64_t size)
 {
 	struct stat st;
 	if (fstat(fd, &st) < 0)
@@ -556,7 +557,7 @@ static bool shared_mapping_of(int fd, const void *host, uint64_t size)
 			break; /* a gap: unmapped part */
 		/* File offset of cur in this VMA must equal cur's block offset. */
 		if (perms[3] != 's' || makedev(maj, min) != st.st_dev ||
-		    ino != (unsigned long long)st.st_ino || off + (cur - vs) != cur - base)
+		    ino != (unsigned long long)st.st_ino || off + (cur - vs) != file_off + (cur - base))
 			break;
 		cur = ve;
 	}
@@ -566,8 +567,8 @@ static bool shared_mapping_of(int fd, const void *host, uint64_t size)
 }
 
 /* Thread: any (reentrant). */
-int ferry__ram_scan_populated(void *host, uint64_t size, int fd, unsigned long *bitmap,
-			      uint64_t *count)
+int ferry__ram_scan_populated(void *host, uint64_t size, int fd, uint64_t file_off,
+			      unsigned long *bitmap, uint64_t *count)
 {
 	const uint64_t npages = size >> PG_SHIFT;
 	bool pm_ok = false, fd_ok = fd < 0;
@@ -585,7 +586,7 @@ int ferry__ram_scan_populated(void *host, uint64_t size, int fd, unsigned long *
 	 * would add nothing but uffd-wp markers (reported as swapped) when the
 	 * block is being tracked.
 	 */
-	bool file_only = fd >= 0 && shared_mapping_of(fd, host, size);
+	bool file_only = fd >= 0 && shared_mapping_of(fd, file_off, host, size);
 	int pm = file_only ? -1 : open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 	if (pm >= 0) {
 		struct page_region *vec = malloc(SCAN_VEC_LEN * sizeof(*vec));
@@ -602,7 +603,7 @@ int ferry__ram_scan_populated(void *host, uint64_t size, int fd, unsigned long *
 			ferry_dbg("dirty: PAGEMAP_SCAN populated scan: %s", strerror(-r));
 	}
 	if (fd >= 0) {
-		r = scan_file_extents(fd, size, bitmap);
+		r = scan_file_extents(fd, file_off, size, bitmap);
 		fd_ok = r == 0;
 		if (r < 0)
 			ferry_dbg("dirty: SEEK_DATA scan of fd %d: %s", fd, strerror(-r));

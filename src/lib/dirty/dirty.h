@@ -70,10 +70,10 @@ int ferry__dirty_harvest(ferry_dirty_tracker *t, void *host, uint64_t size,
  * ever been allocated), so never-touched pages can be skipped without being
  * read. Uses PAGEMAP_SCAN (PAGE_IS_PRESENT | PAGE_IS_SWAPPED) where
  * available; for fd-backed RAM (fd >= 0) it also ORs in the file's data
- * extents (SEEK_DATA/SEEK_HOLE) so pages written through another mapping
- * count. Without either it sets every bit. *count = set bits afterwards.
+ * extents (SEEK_DATA/SEEK_HOLE; host maps the file at file_off) so pages
+ * written through another mapping count. Without either it sets every bit. *count = set bits afterwards.
  */
-int ferry__ram_scan_populated(void *host, uint64_t size, int fd, unsigned long *bitmap,
-			      uint64_t *count);
+int ferry__ram_scan_populated(void *host, uint64_t size, int fd, uint64_t file_off,
+			      unsigned long *bitmap, uint64_t *count);
 
 #endif /* FERRY_DIRTY_H */

@@ -14,6 +14,7 @@
 
 #include "internal.h"
 #include "stream/chan.h"
+#include "util/helper.h"
 
 struct ferry_migration {
 	ferry_vm_t *vm;
@@ -90,6 +91,12 @@ typedef struct ferry_ram_saver {
 	uint64_t sent_bytes;      /* bytes sent while timing */
 	uint64_t normal, zero, skipped;
 	bool tracking;
+	/*
+	 * Zero-page detection of a batch is split with this helper thread
+	 * (mig/src/zero) on machines with more than one CPU.
+	 */
+	ferry_helper zero_helper;
+	unsigned long *zmap; /* FERRY_RAM_SCAN_BATCH bits: zero pages of the batch */
 } ferry_ram_saver;
 
 /* Starts dirty tracking, finds populated pages, writes the setup section. */
