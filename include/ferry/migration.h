@@ -133,6 +133,15 @@ FERRY_EXTERN int ferry_migrate_incoming(ferry_vm_t *vm, const char *uri);
  */
 FERRY_EXTERN int ferry_migrate_incoming_fd(ferry_vm_t *vm, int fd);
 
+/*
+ * Changes the parameters of the running outgoing migration (as QEMU's
+ * migrate-set-parameters does during a migration): max_bandwidth applies
+ * from the next 100 ms window, downtime_limit_ms and max_passes at the next
+ * convergence check. Returns 0, -EINVAL, or -ENOENT if no outgoing
+ * migration runs. Thread: any.
+ */
+FERRY_EXTERN int ferry_migration_set_params(ferry_vm_t *vm, const ferry_mig_params *params);
+
 /* Snapshot of progress. Thread: any. */
 FERRY_EXTERN int ferry_migration_query(ferry_vm_t *vm, ferry_mig_info *info);
 

@@ -224,6 +224,45 @@ static void t_no_convergence_then_cancel(void **state)
 	side_destroy(&dst);
 }
 
+/*
+ * migrate-set-parameters during a migration: a migration that cannot
+ * converge within 20 ms converges once the limit is raised, and completes
+ * bit-exact; parameters are refused when nothing runs.
+ */
+static void t_live_params(void **state)
+{
+	(void)state;
+	side src, dst;
+	const char *spec = "mem=256M,vram=4M,vcpus=2,rate=max,wss=64M,workload=random";
+	side_create(&src, spec, FERRY_DIRTY_WP_ASYNC, false);
+	side_create(&dst, spec, FERRY_DIRTY_WP_ASYNC, true);
+	const char *uri = test_uri();
+	ferry_mig_params p;
+	ferry_mig_params_init(&p);
+	assert_int_equal(ferry_migration_set_params(src.vm, &p), -ENOENT);
+	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
+	assert_int_equal(ferry_vm_start(src.vm), 0);
+	p.max_bandwidth = 400 * MiB;
+	p.downtime_limit_ms = 20;
+	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
+	msleep(1500);
+	ferry_mig_info i;
+	ferry_migration_query(src.vm, &i);
+	assert_int_equal(i.status, FERRY_MIG_ACTIVE);
+	assert_true(i.dirty_sync_count >= 2);
+	p.flags = 1;
+	assert_int_equal(ferry_migration_set_params(src.vm, &p), -EINVAL);
+	p.flags = 0;
+	p.max_bandwidth = 0;
+	p.downtime_limit_ms = 100000;
+	assert_int_equal(ferry_migration_set_params(src.vm, &p), 0);
+	assert_int_equal(wait_final(src.vm), FERRY_MIG_COMPLETED);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIG_COMPLETED);
+	assert_true(side_run_and_verify(&dst, 5000));
+	side_destroy(&src);
+	side_destroy(&dst);
+}
+
 /* ---- hostile streams ---- */
 
 typedef struct sbuf {
@@ -533,6 +572,7 @@ int main(void)
 		cmocka_unit_test(t_no_destination),
 		cmocka_unit_test(t_destination_dies_then_retry),
 		cmocka_unit_test(t_no_convergence_then_cancel),
+		cmocka_unit_test(t_live_params),
 		cmocka_unit_test(t_bad_header),
 		cmocka_unit_test(t_bad_records),
 		cmocka_unit_test(t_cancel_incoming),

@@ -20,7 +20,7 @@ struct ferry_migration {
 	ferry_vm_t *vm;
 	bool incoming;
 	char uri[512];
-	ferry_mig_params params;
+	ferry_mig_params params; /* protected by stats_lock (live updates) */
 
 	pthread_t thread;     /* mig/src/main or mig/dst/main */
 	bool thread_started;
@@ -67,6 +67,9 @@ static inline bool ferry__mig_cancelled(struct ferry_migration *m)
 {
 	return atomic_load_explicit(&m->cancel, memory_order_relaxed);
 }
+
+/* Snapshot of the current parameters (they can change while running). */
+void ferry__mig_params(struct ferry_migration *m, ferry_mig_params *out);
 
 /* Called by a migration thread as its very last action. */
 void ferry__mig_thread_done(struct ferry_migration *m);

@@ -276,6 +276,31 @@ int ferry_migrate_incoming_fd(ferry_vm_t *vm, int fd)
 	return incoming_common(vm, m);
 }
 
+int ferry_migration_set_params(ferry_vm_t *vm, const ferry_mig_params *params)
+{
+	if (!vm || !params || params_check(params))
+		return -EINVAL;
+	pthread_mutex_lock(&vm->mig_lock);
+	struct ferry_migration *m = vm->mig;
+	int r = -ENOENT;
+	if (m && !m->incoming && !m->thread_done && !is_final(m->status)) {
+		pthread_mutex_lock(&m->stats_lock);
+		m->params = *params;
+		pthread_mutex_unlock(&m->stats_lock);
+		r = 0;
+	}
+	pthread_mutex_unlock(&vm->mig_lock);
+	return r;
+}
+
+/* Snapshot of the parameters the migration thread uses now. */
+void ferry__mig_params(struct ferry_migration *m, ferry_mig_params *out)
+{
+	pthread_mutex_lock(&m->stats_lock);
+	*out = m->params;
+	pthread_mutex_unlock(&m->stats_lock);
+}
+
 int ferry_migration_query(ferry_vm_t *vm, ferry_mig_info *info)
 {
 	if (!vm || !info)

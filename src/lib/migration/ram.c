@@ -52,14 +52,17 @@ static void rs_stats(ferry_ram_saver *rs, uint64_t remaining_pages)
 /* Sleeps as needed to keep within max_bw in 100 ms windows. */
 static void rate_limit(ferry_ram_saver *rs, uint64_t bytes)
 {
-	if (!rs->max_bw)
-		return;
 	uint64_t now = ferry__now_ns();
 	if (now - rs->win_start_ns >= 100000000ull) {
 		rs->win_start_ns = now;
 		rs->win_bytes = 0;
+		ferry_mig_params p;
+		ferry__mig_params(rs->m, &p); /* picks up migrate-set-parameters */
+		rs->max_bw = p.max_bandwidth;
 	}
 	rs->win_bytes += bytes;
+	if (!rs->max_bw)
+		return;
 	uint64_t budget = rs->max_bw / 10;
 	if (rs->win_bytes < budget)
 		return;

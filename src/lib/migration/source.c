@@ -218,8 +218,10 @@ void *ferry__source_thread(void *arg)
 		/* Bandwidth over all passes so far (bytes/s), including rate-limit naps. */
 		uint64_t bw = rs.send_ns ? (uint64_t)((double)rs.sent_bytes * 1e9 / (double)rs.send_ns) : 0;
 		uint64_t remaining = rs.dirty_pages * FERRY_PAGE_SIZE;
-		double threshold = (double)bw * (double)m->params.downtime_limit_ms / 1000.0;
-		if (!stalled && m->params.max_passes && pass >= m->params.max_passes &&
+		ferry_mig_params params;
+		ferry__mig_params(m, &params);
+		double threshold = (double)bw * (double)params.downtime_limit_ms / 1000.0;
+		if (!stalled && params.max_passes && pass >= params.max_passes &&
 		    (double)remaining > threshold) {
 			stalled = true;
 			ferry_warn("migration does not converge after %u passes: %llu bytes dirty, "
@@ -273,7 +275,6 @@ void *ferry__source_thread(void *arg)
 		ferry__mig_set_error(m, status, "destination failed: %s", m->rp_msg);
 		goto out;
 	}
-	ferry__ram_save_cleanup(&rs);
 	pthread_mutex_lock(&m->stats_lock);
 	m->info.downtime_ms = (m->rp_shut_ns - stop_ns) / 1000000;
 	uint64_t total_ns = ferry__now_ns() - m->start_ns;
@@ -282,6 +283,8 @@ void *ferry__source_thread(void *arg)
 	m->info.remaining = 0;
 	pthread_mutex_unlock(&m->stats_lock);
 	ferry__mig_set_status(m, FERRY_MIG_COMPLETED);
+	/* Housekeeping after completion: unprotecting RAM takes ~10 ms per GiB. */
+	ferry__ram_save_cleanup(&rs);
 	goto done;
 
 out:
