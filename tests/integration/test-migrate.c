@@ -82,6 +82,12 @@ WL_TEST(t_ex_stride, SPEC256 "workload=stride", FERRY_DIRTY_EXPLICIT)
 WL_TEST(t_ex_random, SPEC256 "workload=random", FERRY_DIRTY_EXPLICIT)
 WL_TEST(t_ex_hotset, SPEC256 "workload=hotset", FERRY_DIRTY_EXPLICIT)
 WL_TEST(t_ex_idle, SPEC256 "workload=idle", FERRY_DIRTY_EXPLICIT)
+/*
+ * Sparse RAM that fills up while the first pass runs: pages first written
+ * between the start of tracking and their chunk's scan must not be lost.
+ */
+WL_TEST(t_wp_sparse_running, SPEC256 "workload=random,fill=none", FERRY_DIRTY_WP_ASYNC)
+WL_TEST(t_ex_sparse_running, SPEC256 "workload=hotset,fill=none", FERRY_DIRTY_EXPLICIT)
 
 /*
  * A 1 ms downtime limit forces several passes: what 2 x 50 MB/s dirty
@@ -566,6 +572,8 @@ int main(void)
 		cmocka_unit_test(t_ex_random),
 		cmocka_unit_test(t_ex_hotset),
 		cmocka_unit_test(t_ex_idle),
+		cmocka_unit_test(t_wp_sparse_running),
+		cmocka_unit_test(t_ex_sparse_running),
 		cmocka_unit_test(t_wp_random_multipass),
 		cmocka_unit_test(t_ex_hotset_multipass),
 		cmocka_unit_test(t_counts_paused),

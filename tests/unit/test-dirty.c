@@ -6,7 +6,9 @@
  * drain its log, and the populated scan must find exactly the touched pages.
  *
  * The WP_ASYNC tests skip only when the kernel probe says unsupported
- * (needs Linux 6.7+: UFFD_FEATURE_WP_ASYNC and PAGEMAP_SCAN).
+ * (needs Linux 6.7+: UFFD_FEATURE_WP_ASYNC and PAGEMAP_SCAN). On a 6.7+
+ * kernel an unsupported probe is a failure, not a skip: a broken probe
+ * must not hide every WP test.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -17,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -141,10 +144,22 @@ static uint64_t write_pattern(fixture *f)
 	return ferry__bitmap_count(f->want, f->npages);
 }
 
-#define SKIP_WITHOUT_WP()                                  \
-	do {                                               \
-		if (!ferry__dirty_wp_async_supported())    \
-			skip();                            \
+static bool kernel_has_wp_async(void)
+{
+	struct utsname u;
+	unsigned maj = 0, min = 0;
+	if (uname(&u) || sscanf(u.release, "%u.%u", &maj, &min) != 2)
+		return false;
+	return maj > 6 || (maj == 6 && min >= 7);
+}
+
+#define SKIP_WITHOUT_WP()                                              \
+	do {                                                           \
+		if (!ferry__dirty_wp_async_supported()) {              \
+			if (kernel_has_wp_async())                     \
+				fail_msg("WP_ASYNC probe failed on a 6.7+ kernel"); \
+			skip();                                        \
+		}                                                      \
 	} while (0)
 
 static int setup(void **state)

@@ -195,7 +195,7 @@ static void wp_unregister(int uffd, void *host, uint64_t size)
 		ferry_dbg("dirty: UFFDIO_UNREGISTER: %s", strerror(errno));
 }
 
-/* Registers [host, host + size) in WP mode and write-protects every page. */
+/* Registers [host, host + size) in WP mode (no page is protected yet). */
 static int wp_register(int uffd, void *host, uint64_t size)
 {
 	struct uffdio_register reg = {
@@ -208,10 +208,16 @@ static int wp_register(int uffd, void *host, uint64_t size)
 		wp_unregister(uffd, host, size);
 		return -EOPNOTSUPP;
 	}
-	/*
-	 * With WP_UNPOPULATED this also covers never-populated pages (the
-	 * kernel installs PTE markers), so no first write is missed.
-	 */
+	return 0;
+}
+
+/*
+ * Write-protects every page of a registered range. With WP_UNPOPULATED this
+ * also covers never-populated pages (the kernel installs PTE markers), so no
+ * first write is missed.
+ */
+static int wp_protect(int uffd, void *host, uint64_t size)
+{
 	struct uffdio_writeprotect wp = {
 		.range = {.start = (uintptr_t)host, .len = size},
 		.mode = UFFDIO_WRITEPROTECT_MODE_WP,
@@ -220,12 +226,7 @@ static int wp_register(int uffd, void *host, uint64_t size)
 	do
 		r = ioctl(uffd, UFFDIO_WRITEPROTECT, &wp);
 	while (r < 0 && (errno == EAGAIN || errno == EINTR));
-	if (r < 0) {
-		r = -errno;
-		wp_unregister(uffd, host, size);
-		return r;
-	}
-	return 0;
+	return r < 0 ? -errno : 0;
 }
 
 /*
@@ -333,6 +334,8 @@ static int probe(void)
 		goto out;
 	}
 	r = wp_register(uffd, mem, size);
+	if (r == 0 && (r = wp_protect(uffd, mem, size)) < 0)
+		wp_unregister(uffd, mem, size);
 	if (r < 0)
 		goto out;
 	const uint64_t wpflags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC;
@@ -417,7 +420,7 @@ void ferry__dirty_tracker_fini(ferry_dirty_tracker *t)
 }
 
 /* Thread: the tracker's user (the migration thread). */
-int ferry__dirty_track_start(ferry_dirty_tracker *t, void *host, uint64_t size)
+int ferry__dirty_track_register(ferry_dirty_tracker *t, void *host, uint64_t size)
 {
 	if (!range_ok(host, size))
 		return -EINVAL;
@@ -427,8 +430,34 @@ int ferry__dirty_track_start(ferry_dirty_tracker *t, void *host, uint64_t size)
 		return -EBADF;
 	int r = wp_register(t->uffd, host, size);
 	if (r < 0)
+		ferry_warn("dirty: cannot register %p+0x%llx for write-protect: %s", host,
+			   (unsigned long long)size, strerror(-r));
+	return r;
+}
+
+int ferry__dirty_track_protect(ferry_dirty_tracker *t, void *host, uint64_t size)
+{
+	if (!range_ok(host, size))
+		return -EINVAL;
+	if (t->mode != FERRY_DIRTY_WP_ASYNC || !size)
+		return 0;
+	if (t->uffd < 0)
+		return -EBADF;
+	int r = wp_protect(t->uffd, host, size);
+	if (r < 0)
 		ferry_warn("dirty: cannot write-protect %p+0x%llx: %s", host,
 			   (unsigned long long)size, strerror(-r));
+	return r;
+}
+
+int ferry__dirty_track_start(ferry_dirty_tracker *t, void *host, uint64_t size)
+{
+	int r = ferry__dirty_track_register(t, host, size);
+	if (r == 0) {
+		r = ferry__dirty_track_protect(t, host, size);
+		if (r < 0)
+			ferry__dirty_track_stop(t, host, size);
+	}
 	return r;
 }
 
@@ -567,6 +596,24 @@ static bool shared_mapping_of(int fd, uint64_t file_off, const void *host, uint6
 }
 
 /* Thread: any (reentrant). */
+bool ferry__ram_maps_file(void *host, uint64_t size, int fd)
+{
+	struct stat st;
+	if (fd < 0 || !range_ok(host, size) || fstat(fd, &st) < 0 || (uint64_t)st.st_size != size)
+		return false;
+	return shared_mapping_of(fd, 0, host, size);
+}
+
+int ferry__ram_file_fill(int fd, uint64_t size)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0 || (uint64_t)st.st_size != size)
+		return -1;
+	if (st.st_blocks == 0)
+		return 0;
+	return (uint64_t)st.st_blocks * 512 >= size ? 1 : -1;
+}
+
 int ferry__ram_scan_populated(void *host, uint64_t size, int fd, uint64_t file_off,
 			      unsigned long *bitmap, uint64_t *count)
 {

@@ -51,6 +51,14 @@ bool ferry__dirty_wp_async_supported(void);
  * negative errno.
  */
 int ferry__dirty_track_start(ferry_dirty_tracker *t, void *host, uint64_t size);
+/*
+ * The two halves of ferry__dirty_track_start, for callers that protect a
+ * large range piece by piece (each piece just before they read it):
+ * register the whole range first, then protect each piece. Pages of a piece
+ * not yet protected are not tracked. In EXPLICIT mode both are no-ops.
+ */
+int ferry__dirty_track_register(ferry_dirty_tracker *t, void *host, uint64_t size);
+int ferry__dirty_track_protect(ferry_dirty_tracker *t, void *host, uint64_t size);
 /* Stops tracking (unregisters the range). Idempotent. */
 void ferry__dirty_track_stop(ferry_dirty_tracker *t, void *host, uint64_t size);
 
@@ -75,5 +83,19 @@ int ferry__dirty_harvest(ferry_dirty_tracker *t, void *host, uint64_t size,
  */
 int ferry__ram_scan_populated(void *host, uint64_t size, int fd, uint64_t file_off,
 			      unsigned long *bitmap, uint64_t *count);
+
+/*
+ * True when [host, host + size) is a MAP_SHARED mapping of all of fd from
+ * offset 0: then a page is populated exactly when the file has it, and
+ * ferry__ram_file_fill() answers for the whole range.
+ */
+bool ferry__ram_maps_file(void *host, uint64_t size, int fd);
+/*
+ * From the file's allocated block count (one fstat): 1 if every page of fd
+ * (size bytes) is allocated, 0 if none is, -1 if some are or it cannot
+ * tell. A page populated after the call is not seen: callers protect
+ * first, so later writes are harvested.
+ */
+int ferry__ram_file_fill(int fd, uint64_t size);
 
 #endif /* FERRY_DIRTY_H */

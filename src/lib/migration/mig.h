@@ -99,7 +99,15 @@ typedef struct ferry_ram_saver {
 	 * (mig/src/zero) on machines with more than one CPU.
 	 */
 	ferry_helper zero_helper;
-	unsigned long *zmap; /* FERRY_RAM_SCAN_BATCH bits: zero pages of the batch */
+	unsigned long *zmap; /* SCAN_BATCH bits: zero pages of the chunk */
+	unsigned long *pmap; /* SCAN_BATCH bits: populated pages (first pass) */
+	/*
+	 * The first pass protects and scans every chunk before reading it;
+	 * maps_file[i]: block i is a shared mapping of its whole fd, so the
+	 * file's block count can answer "all/none populated" without a walk.
+	 */
+	bool first_pass;
+	bool maps_file[FERRY_MAX_RAM_BLOCKS];
 } ferry_ram_saver;
 
 /* Starts dirty tracking, finds populated pages, writes the setup section. */

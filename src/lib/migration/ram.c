@@ -31,9 +31,9 @@
 #include "util/zero.h"
 
 #define FLUSH_BYTES (2u << 20)
-/* Pages classified zero/non-zero per round (16 MiB), and the smallest
+/* Pages classified zero/non-zero per round (64 MiB), and the smallest
  * batch worth handing half of to the helper. */
-#define SCAN_BATCH 4096u
+#define SCAN_BATCH 16384u
 #define SPLIT_MIN 512u
 
 static void rs_stats(ferry_ram_saver *rs, uint64_t remaining_pages)
@@ -103,43 +103,6 @@ static void put_section_end(ferry_chan *c)
 	ferry__chan_put_be32(c, FERRY_SECTION_RAM);
 }
 
-/*
- * Part of a block's setup: start tracking pages [first, first + n), then
- * mark those that are populated dirty. Tracking comes first, so a page
- * written at any time is in the populated set or in a later harvest.
- */
-struct setup_part {
-	ferry_vm_t *vm;
-	struct ferry_ram_block *rb;
-	uint64_t first, n; /* first % 64 == 0: parts share no bitmap word */
-	int err;
-	bool tracked;
-	uint64_t populated;
-	const char *what;
-};
-
-static void setup_part_fn(void *arg)
-{
-	struct setup_part *p = arg;
-	struct ferry_ram_block *rb = p->rb;
-	uint8_t *host = rb->host + (p->first << FERRY_PAGE_SHIFT);
-	uint64_t len = p->n << FERRY_PAGE_SHIFT;
-	p->err = 0;
-	p->tracked = false;
-	p->populated = 0;
-	if (p->vm->dirty_mode == FERRY_DIRTY_WP_ASYNC) {
-		p->err = ferry__dirty_track_start(&p->vm->dirty, host, len);
-		p->what = "cannot start dirty tracking";
-		if (p->err)
-			return;
-		p->tracked = true;
-	}
-	p->what = "cannot scan";
-	p->err = ferry__ram_scan_populated(host, len, rb->fd, p->first << FERRY_PAGE_SHIFT,
-					   rb->dirty + p->first / FERRY_BITS_PER_LONG,
-					   &p->populated);
-}
-
 int ferry__ram_save_setup(ferry_ram_saver *rs)
 {
 	ferry_vm_t *vm = rs->vm;
@@ -147,68 +110,40 @@ int ferry__ram_save_setup(ferry_ram_saver *rs)
 	int r = 0;
 
 	rs->zmap = ferry__bitmap_new(SCAN_BATCH);
-	if (!rs->zmap)
+	rs->pmap = ferry__bitmap_new(SCAN_BATCH);
+	if (!rs->zmap || !rs->pmap)
 		return -ENOMEM;
 	if (sysconf(_SC_NPROCESSORS_ONLN) > 1 && ferry__helper_start(&rs->zero_helper, "mig/src/zero"))
-		ferry_warn("no helper thread: zero detection and setup on one core");
+		ferry_warn("no helper thread: zero detection on one core");
 
+	/*
+	 * Tracking is registered here but pages are write-protected chunk by
+	 * chunk during the first pass, right before each chunk is read: setup
+	 * stays short whatever the RAM size, and the protection work is split
+	 * over two threads like zero detection (see first_pass_chunk).
+	 */
 	rs->dirty_pages = 0;
 	for (unsigned i = 0; i < vm->nblocks; i++) {
 		struct ferry_ram_block *rb = vm->blocks[i];
 		ferry__bitmap_zero(rb->dirty, rb->npages);
 		if (vm->dirty_mode == FERRY_DIRTY_EXPLICIT) {
 			ferry__bitmap_zero((unsigned long *)rb->mark_log, rb->npages);
-			/* Marks count from here on; the populated scan follows. */
+			/* Marks count from here on; the first pass reads after this. */
 			atomic_store(&rb->marking, true);
+		} else if ((r = ferry__dirty_track_register(&vm->dirty, rb->host, rb->size))) {
+			ferry__mig_set_error(rs->m, r, "cannot start dirty tracking on '%s': %s",
+					     rb->name, ferry_strerror(r));
+			for (unsigned j = 0; j < i; j++)
+				ferry__dirty_track_stop(&vm->dirty, vm->blocks[j]->host,
+							vm->blocks[j]->size);
+			return r;
 		}
+		rs->maps_file[i] = ferry__ram_maps_file(rb->host, rb->size, rb->fd);
+		rs->dirty_pages += rb->npages;
 	}
 	rs->tracking = true;
-	/*
-	 * Each block in two halves, one on the helper thread: setting up
-	 * write protection and scanning a 2 GiB block take tens of ms each.
-	 */
-	unsigned done = 0;
-	for (unsigned i = 0; i < vm->nblocks && !r; i++, done = i) {
-		struct ferry_ram_block *rb = vm->blocks[i];
-		uint64_t half = (rb->npages / 2) & ~(uint64_t)(FERRY_BITS_PER_LONG - 1);
-		bool split = rs->zero_helper.started && half >= SPLIT_MIN;
-		struct setup_part a = { vm, rb, 0, split ? half : rb->npages, 0, false, 0, NULL };
-		struct setup_part b = { vm, rb, half, rb->npages - half, 0, false, 0, NULL };
-		if (split)
-			ferry__helper_submit(&rs->zero_helper, setup_part_fn, &b);
-		setup_part_fn(&a);
-		if (split)
-			ferry__helper_wait(&rs->zero_helper);
-		struct setup_part *bad = a.err ? &a : split && b.err ? &b : NULL;
-		if (bad) {
-			r = bad->err;
-			ferry__mig_set_error(rs->m, r, "%s on RAM block '%s': %s", bad->what, rb->name,
-					     ferry_strerror(r));
-			/* Undo the half that did start: cleanup only covers whole blocks. */
-			struct setup_part *good = bad == &a ? &b : &a;
-			if (vm->dirty_mode == FERRY_DIRTY_WP_ASYNC && split && good->tracked)
-				ferry__dirty_track_stop(&vm->dirty, rb->host + (good->first << FERRY_PAGE_SHIFT),
-							good->n << FERRY_PAGE_SHIFT);
-			if (bad->tracked)
-				ferry__dirty_track_stop(&vm->dirty, rb->host + (bad->first << FERRY_PAGE_SHIFT),
-							bad->n << FERRY_PAGE_SHIFT);
-			break;
-		}
-		uint64_t n = a.populated + (split ? b.populated : 0);
-		rs->dirty_pages += n;
-		rs->skipped += rb->npages - n;
-	}
-	if (r) {
-		/* Blocks before the failing one are fully tracked: stop them. */
-		for (unsigned j = 0; j < done && vm->dirty_mode == FERRY_DIRTY_WP_ASYNC; j++)
-			ferry__dirty_track_stop(&vm->dirty, vm->blocks[j]->host, vm->blocks[j]->size);
-		if (vm->dirty_mode == FERRY_DIRTY_WP_ASYNC)
-			rs->tracking = false;
-		return r;
-	}
-	ferry_info("setup: dirty tracking and populated scan in %.1f ms: %llu of %llu pages populated",
-		   (double)(ferry__now_ns() - t0) / 1e6, (unsigned long long)rs->dirty_pages,
-		   (unsigned long long)(rs->dirty_pages + rs->skipped));
+	rs->first_pass = true;
+	ferry_info("setup: dirty tracking registered in %.1f ms", (double)(ferry__now_ns() - t0) / 1e6);
 	ferry_chan *c = rs->c;
 	uint64_t total = 0;
 	for (unsigned i = 0; i < vm->nblocks; i++)
@@ -279,69 +214,157 @@ static int emit(ferry_ram_saver *rs, const struct ferry_ram_block *rb, uint64_t 
 	return 0;
 }
 
-struct zscan {
-	const uint8_t *base; /* page 0 of the batch */
-	uint64_t first, n;   /* pages [first, first + n) of the batch; first % 64 == 0 */
-	unsigned long *zmap;
+/*
+ * Work on pages [first, first + n) of a chunk of up to SCAN_BATCH pages
+ * starting at page `base` of rb; first % 64 == 0, so two jobs of one chunk
+ * never write the same bitmap word.
+ *  prepare (first pass only): write-protect the pages, then find which are
+ *  populated (pmap). Protection comes first, so a page is either read after
+ *  its protection (and later writes are harvested) or was never populated.
+ *  Then: zero detection of the (populated) pages into zmap.
+ */
+struct chunk_job {
+	ferry_ram_saver *rs;
+	struct ferry_ram_block *rb;
+	uint64_t base, first, n;
+	bool prepare, maps_file;
+	int err;
+	const char *what;
 };
 
-/* Classifies pages into zmap one whole word at a time (no shared words). */
-static void zscan_fn(void *arg)
+static void chunk_fn(void *arg)
 {
-	const struct zscan *z = arg;
-	for (uint64_t w = z->first / FERRY_BITS_PER_LONG; w * FERRY_BITS_PER_LONG < z->first + z->n;
-	     w++) {
+	struct chunk_job *j = arg;
+	ferry_ram_saver *rs = j->rs;
+	const uint8_t *cbase = j->rb->host + (j->base << FERRY_PAGE_SHIFT);
+	uint64_t w0 = j->first / FERRY_BITS_PER_LONG, w1 = FERRY_BITMAP_LONGS(j->first + j->n);
+	j->err = 0;
+	if (j->prepare) {
+		uint8_t *host = j->rb->host + ((j->base + j->first) << FERRY_PAGE_SHIFT);
+		uint64_t len = j->n << FERRY_PAGE_SHIFT, cnt;
+		j->err = ferry__dirty_track_protect(&rs->vm->dirty, host, len);
+		j->what = "cannot write-protect";
+		if (j->err)
+			return;
+		for (uint64_t w = w0; w < w1; w++)
+			rs->pmap[w] = 0;
+		/* The whole file allocated (or none of it): no need to walk it. */
+		int fill = j->maps_file ? ferry__ram_file_fill(j->rb->fd, j->rb->size) : -1;
+		if (fill == 1) {
+			ferry__bitmap_set_range(rs->pmap, j->first, j->n);
+		} else if (fill == -1) {
+			j->what = "cannot scan";
+			j->err = ferry__ram_scan_populated(host, len, j->rb->fd,
+							   (j->base + j->first) << FERRY_PAGE_SHIFT,
+							   rs->pmap + w0, &cnt);
+			if (j->err)
+				return;
+		}
+	}
+	for (uint64_t w = w0; w < w1; w++) {
 		unsigned long bits = 0;
+		unsigned long want = j->prepare ? rs->pmap[w] : ~0UL;
 		uint64_t p0 = w * FERRY_BITS_PER_LONG, p1 = p0 + FERRY_BITS_PER_LONG;
-		if (p1 > z->first + z->n)
-			p1 = z->first + z->n;
+		if (p1 > j->first + j->n)
+			p1 = j->first + j->n;
 		for (uint64_t p = p0; p < p1; p++)
-			if (ferry__page_is_zero(z->base + (p << FERRY_PAGE_SHIFT)))
+			if (((want >> (p - p0)) & 1) &&
+			    ferry__page_is_zero(cbase + (p << FERRY_PAGE_SHIFT)))
 				bits |= 1UL << (p - p0);
-		z->zmap[w] = bits;
+		rs->zmap[w] = bits;
 	}
 }
 
 /*
- * Fills rs->zmap for n pages at base. Large batches are split with the
- * helper thread: it takes the second half (from a word boundary), this
- * thread the first; zero detection reads every byte of a zero page, so two
- * cores scan nearly twice as fast as one.
+ * Runs chunk_fn over a chunk of n pages, the second half on the helper
+ * thread when the chunk is large: zero detection reads every byte of a zero
+ * page and write protection touches every PTE, so two cores do it nearly
+ * twice as fast as one. Then queues the chunk's records: runs of data
+ * pages (PAGES), of zero pages (ZEROS), and, in the first pass, skips
+ * never-populated pages without reading them.
  */
-static void classify(ferry_ram_saver *rs, const uint8_t *base, uint64_t n)
+static int send_chunk(ferry_ram_saver *rs, struct ferry_ram_block *rb, uint64_t base, uint64_t n,
+		      bool prepare, bool maps_file)
 {
-	struct zscan lo = { base, 0, n, rs->zmap }, hi;
-	if (rs->zero_helper.started && n >= SPLIT_MIN) {
+	struct chunk_job lo = { rs, rb, base, 0, n, prepare, maps_file, 0, NULL }, hi = lo;
+	bool split = rs->zero_helper.started && n >= SPLIT_MIN;
+	if (split) {
 		uint64_t half = (n / 2) & ~(uint64_t)(FERRY_BITS_PER_LONG - 1);
-		hi = (struct zscan){ base, half, n - half, rs->zmap };
+		hi.first = half;
+		hi.n = n - half;
 		lo.n = half;
-		ferry__helper_submit(&rs->zero_helper, zscan_fn, &hi);
-		zscan_fn(&lo);
-		ferry__helper_wait(&rs->zero_helper);
-		return;
+		ferry__helper_submit(&rs->zero_helper, chunk_fn, &hi);
 	}
-	zscan_fn(&lo);
+	chunk_fn(&lo);
+	if (split)
+		ferry__helper_wait(&rs->zero_helper);
+	struct chunk_job *bad = lo.err ? &lo : hi.err ? &hi : NULL;
+	if (bad) {
+		ferry__mig_set_error(rs->m, bad->err, "%s RAM block '%s': %s", bad->what, rb->name,
+				     ferry_strerror(bad->err));
+		return bad->err;
+	}
+	for (uint64_t i = 0; i < n;) {
+		/* 0: never populated (skip), 1: zero page, 2: data page. */
+		int kind = prepare && !ferry__bitmap_test(rs->pmap, i) ? 0
+			   : ferry__bitmap_test(rs->zmap, i)            ? 1
+									 : 2;
+		uint64_t j = i + 1;
+		while (j < n && j - i < FERRY_RAM_MAX_RUN) {
+			int k = prepare && !ferry__bitmap_test(rs->pmap, j) ? 0
+				: ferry__bitmap_test(rs->zmap, j)            ? 1
+									      : 2;
+			if (k != kind)
+				break;
+			j++;
+		}
+		if (kind == 0) {
+			rs->skipped += j - i;
+		} else {
+			int r = emit(rs, rb, kind == 1 ? FERRY_RAM_ZEROS : FERRY_RAM_PAGES, base + i,
+				     j - i);
+			if (r)
+				return r;
+		}
+		i = j;
+	}
+	return 0;
 }
 
 /* Sends dirty pages [page, end) of rb, split into zero and data runs. */
-static int send_run(ferry_ram_saver *rs, const struct ferry_ram_block *rb, uint64_t page,
-		    uint64_t end)
+static int send_run(ferry_ram_saver *rs, struct ferry_ram_block *rb, uint64_t page, uint64_t end)
 {
 	while (page < end) {
 		uint64_t n = end - page < SCAN_BATCH ? end - page : SCAN_BATCH;
-		classify(rs, rb->host + (page << FERRY_PAGE_SHIFT), n);
-		for (uint64_t i = 0; i < n;) {
-			bool zero = ferry__bitmap_test(rs->zmap, i);
-			uint64_t j = i + 1;
-			while (j < n && j - i < FERRY_RAM_MAX_RUN &&
-			       ferry__bitmap_test(rs->zmap, j) == zero)
-				j++;
-			int r = emit(rs, rb, zero ? FERRY_RAM_ZEROS : FERRY_RAM_PAGES, page + i, j - i);
+		int r = send_chunk(rs, rb, page, n, false, false);
+		if (r)
+			return r;
+		page += n;
+	}
+	return 0;
+}
+
+/*
+ * The first pass visits every page of every block, chunk by chunk:
+ * protect, find populated pages, send those.
+ */
+static int first_pass(ferry_ram_saver *rs, uint64_t *done)
+{
+	ferry_vm_t *vm = rs->vm;
+	uint64_t reported = 0;
+	for (unsigned i = 0; i < vm->nblocks; i++) {
+		struct ferry_ram_block *rb = vm->blocks[i];
+		for (uint64_t base = 0; base < rb->npages; base += SCAN_BATCH) {
+			uint64_t n = rb->npages - base < SCAN_BATCH ? rb->npages - base : SCAN_BATCH;
+			int r = send_chunk(rs, rb, base, n, true, rs->maps_file[i]);
 			if (r)
 				return r;
-			i = j;
+			*done += n;
+			if (*done - reported >= 16384) { /* every 64 MiB */
+				rs_stats(rs, rs->dirty_pages - *done);
+				reported = *done;
+			}
 		}
-		page += n;
 	}
 	return 0;
 }
@@ -355,6 +378,10 @@ int ferry__ram_save_pass(ferry_ram_saver *rs, uint8_t section_type)
 
 	put_section_header(c, section_type);
 	rs->last_block = NULL; /* each section names its first block */
+	if (rs->first_pass) {
+		r = first_pass(rs, &sent);
+		rs->first_pass = false;
+	}
 	for (unsigned i = 0; i < vm->nblocks && !r; i++) {
 		struct ferry_ram_block *rb = vm->blocks[i];
 		uint64_t page = ferry__bitmap_next_set(rb->dirty, rb->npages, 0);
@@ -391,7 +418,8 @@ void ferry__ram_save_cleanup(ferry_ram_saver *rs)
 	ferry_vm_t *vm = rs->vm;
 	ferry__helper_stop(&rs->zero_helper);
 	free(rs->zmap);
-	rs->zmap = NULL;
+	free(rs->pmap);
+	rs->zmap = rs->pmap = NULL;
 	if (!rs->tracking)
 		return;
 	for (unsigned i = 0; i < vm->nblocks; i++) {

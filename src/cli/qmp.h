@@ -1,0 +1,142 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A QMP server (QEMU Machine Protocol, as QEMU speaks it) on a ferry_loop:
+ * listening sockets, client connections, message framing, capabilities
+ * negotiation, command dispatch, replies and events. It knows no command
+ * except the protocol's own (qmp_capabilities, query-commands); the
+ * embedder (`ferry host`) supplies a command table.
+ *
+ * Protocol, per connection: the server sends the greeting
+ *   {"QMP": {"version": {"qemu": {"micro": 0, "minor": 1, "major": 0},
+ *            "package": "ferry-0.1.0-dev"}, "capabilities": []}}
+ * and accepts only qmp_capabilities until negotiation completes. A
+ * command is a JSON object {"execute": NAME, "arguments": {...}, "id": ANY};
+ * the reply is {"return": VALUE} or {"error": {"class": ..., "desc": ...}},
+ * with "id" echoed. Replies come in command order; events
+ * {"event": NAME, "data": {...}, "timestamp": {"seconds", "microseconds"}}
+ * go to every negotiated client, interleaved with replies.
+ *
+ * Ownership rules:
+ *  1. ferry_qmp_server_create() success => the caller calls
+ *     ferry_qmp_server_destroy() (before destroying the loop); failure =>
+ *     nothing to free.
+ *  2. A request (ferry_qmp_req) is created by the server for each command
+ *     and handed to the command's handler, which must complete it exactly
+ *     once with ferry_qmp_req_return() or ferry_qmp_req_error(); that frees
+ *     it. Completing may happen after the handler returned (a deferred
+ *     reply); meanwhile the client's later commands wait. If the client
+ *     disconnects first, the request stays valid and its reply is dropped.
+ *     ferry_qmp_server_destroy() does not free outstanding requests.
+ *
+ * Thread: loop thread only.
+ */
+#ifndef FERRY_CLI_QMP_H
+#define FERRY_CLI_QMP_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "loop.h"
+
+typedef struct ferry_qmp_server ferry_qmp_server;
+typedef struct ferry_qmp_req ferry_qmp_req;
+
+/* Error classes QEMU still uses. */
+#define FERRY_QMP_GENERIC "GenericError"
+#define FERRY_QMP_NOT_FOUND "CommandNotFound"
+
+/*
+ * args is the command's "arguments" object ({} when absent), borrowed for
+ * the duration of the call (take a reference to keep it).
+ */
+typedef void (*ferry_qmp_handler)(void *opaque, ferry_qmp_req *req, json_t *args);
+
+typedef struct ferry_qmp_command {
+	const char *name;
+	ferry_qmp_handler fn;
+} ferry_qmp_command;
+
+typedef struct ferry_qmp_config {
+	const ferry_qmp_command *commands; /* ends with { NULL, NULL } */
+	void *opaque;                      /* passed to every handler */
+	unsigned max_clients;              /* 0: 16; more are refused */
+	size_t in_max;                     /* per-client input bound; 0: 64 KiB */
+	size_t out_max;                    /* per-client output bound; 0: 256 KiB */
+} ferry_qmp_config;
+
+/* Returns 0 or -ENOMEM. cfg->commands must outlive the server. */
+int ferry_qmp_server_create(ferry_loop *loop, const ferry_qmp_config *cfg,
+			    ferry_qmp_server **out);
+
+/* Closes every listener and connection (pending output is dropped). */
+void ferry_qmp_server_destroy(ferry_qmp_server *s);
+
+/*
+ * Listens on "unix:PATH" (a stale socket file is replaced; the file is
+ * removed at destroy) or "tcp:HOST:PORT". Returns 0 or a negative errno
+ * with a message in err.
+ */
+int ferry_qmp_server_listen(ferry_qmp_server *s, const char *addr, char *err, size_t err_len);
+
+/*
+ * Sends an event to every negotiated client. data (may be NULL: no "data"
+ * member, as QEMU's STOP) is stolen. timestamp_us: CLOCK_REALTIME.
+ */
+void ferry_qmp_server_event(ferry_qmp_server *s, const char *name, json_t *data,
+			    uint64_t timestamp_us);
+
+/*
+ * Tries to write every client's pending output, waiting at most
+ * timeout_ms (for a reply to `quit` before the process exits).
+ */
+void ferry_qmp_server_flush(ferry_qmp_server *s, int timeout_ms);
+
+/* Completes req with {"return": ret}; ret (NULL means {}) is stolen. */
+void ferry_qmp_req_return(ferry_qmp_req *req, json_t *ret);
+
+/* Completes req with {"error": {"class": cls, "desc": ...}}. */
+void ferry_qmp_req_error(ferry_qmp_req *req, const char *cls, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* The command's name ("migrate"). */
+const char *ferry_qmp_req_command(const ferry_qmp_req *req);
+
+/* Argument types, with the names QEMU's errors use. */
+typedef enum ferry_qmp_type {
+	FERRY_QMP_STR,    /* "string" */
+	FERRY_QMP_BOOL,   /* "boolean" */
+	FERRY_QMP_INT,    /* "integer" (int64) */
+	FERRY_QMP_UINT64, /* "uint64" (non-negative integer) */
+	FERRY_QMP_UINT32, /* "uint32_t" */
+	FERRY_QMP_SIZE,   /* "size" (bytes, non-negative integer) */
+	FERRY_QMP_ARRAY,  /* "array" */
+	FERRY_QMP_OBJECT, /* "object" */
+} ferry_qmp_type;
+
+typedef struct ferry_qmp_arg {
+	const char *name;
+	ferry_qmp_type type;
+	bool optional;
+} ferry_qmp_arg;
+
+/*
+ * Checks obj's members against spec (ends with { NULL }) in QEMU's order
+ * and words: each declared member in turn ("Parameter 'uri' is missing",
+ * "Invalid parameter type for 'uri', expected: string", "Parameter
+ * 'downtime-limit' expects uint64"), then any undeclared one ("Parameter
+ * 'foo' is unexpected"). prefix names a nested object in messages
+ * ("capabilities[0]."; "" at the top). Returns 0, or -EINVAL with the
+ * message in err.
+ */
+int ferry_qmp_check_args(json_t *obj, const ferry_qmp_arg *spec, const char *prefix, char *err,
+			 size_t err_len);
+
+/* ferry_qmp_check_args() on a command's arguments; on error completes req. */
+bool ferry_qmp_req_check_args(ferry_qmp_req *req, json_t *args, const ferry_qmp_arg *spec);
+
+/* CLOCK_REALTIME in microseconds (event timestamps). Thread: any. */
+uint64_t ferry_qmp_wall_us(void);
+
+#endif
