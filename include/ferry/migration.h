@@ -49,8 +49,24 @@ typedef struct ferry_mig_params {
 	 * report. Default 30.
 	 */
 	uint32_t max_passes;
+	/*
+	 * Capability multifd: RAM pages travel over multifd_channels extra
+	 * connections (multifd-channels, default 2, 1..FERRY_MULTIFD_MAX_CHANNELS),
+	 * each with its own thread doing zero detection and, with
+	 * multifd_compression = FERRY_COMPRESS_ZSTD, compression at
+	 * multifd_zstd_level (multifd-zstd-level, default 1, 1..20).
+	 * Both sides must agree on multifd (the destination learns the rest
+	 * from the stream).
+	 */
+	bool multifd;
+	uint32_t multifd_channels;
+	uint32_t multifd_compression;
+	int multifd_zstd_level;
 	/* More fields may be added at any time. */
 } ferry_mig_params;
+
+#define FERRY_MULTIFD_MAX_CHANNELS 16
+enum { FERRY_COMPRESS_NONE = 0, FERRY_COMPRESS_ZSTD = 1 };
 
 FERRY_EXTERN void ferry_mig_params_init(ferry_mig_params *p);
 
@@ -78,6 +94,12 @@ typedef struct ferry_mig_info {
 	uint32_t pass;              /* current pass, 1-based */
 	bool stalled;               /* max_passes exceeded without converging */
 	uint64_t throughput_bps;    /* bytes/s over the whole migration */
+	/* Multifd: bytes over all channels and per channel; compression. */
+	uint32_t multifd_channels;
+	uint64_t multifd_bytes;
+	uint64_t channel_bytes[FERRY_MULTIFD_MAX_CHANNELS];
+	uint64_t compress_in;       /* page bytes given to the compressor */
+	uint64_t compress_out;      /* compressed bytes produced */
 	/* More fields may be added at any time. */
 } ferry_mig_info;
 

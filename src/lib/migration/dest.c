@@ -22,6 +22,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "migration/multifd.h"
 #include "stream/format.h"
 #include "transport/transport.h"
 
@@ -33,7 +34,9 @@ typedef struct loader {
 	bool run_after;
 	struct ferry_ram_block *last;
 	uint64_t pages, zeros;
-	char devmsg[256];
+	uint8_t uuid[16];       /* the source VM's, from the header */
+	ferry_mf_receiver mf;   /* when the stream announced multifd */
+	bool mf_on;
 } loader;
 
 static void send_shut(ferry_chan *c, int status, const char *msg)
@@ -54,8 +57,21 @@ static void load_stats(loader *l)
 	pthread_mutex_lock(&m->stats_lock);
 	m->info.transferred = l->c->in_offset;
 	m->info.normal = l->pages;
-	m->info.normal_bytes = l->pages * FERRY_PAGE_SIZE;
 	m->info.duplicate = l->zeros;
+	if (l->mf_on) {
+		pthread_mutex_lock(&l->mf.lock);
+		m->info.normal += l->mf.pages;
+		m->info.duplicate += l->mf.zeros;
+		m->info.multifd_channels = l->mf.n;
+		m->info.multifd_bytes = 0;
+		for (unsigned i = 0; i < l->mf.n; i++) {
+			m->info.channel_bytes[i] = l->mf.ch[i].in.in_offset;
+			m->info.multifd_bytes += l->mf.ch[i].in.in_offset;
+		}
+		pthread_mutex_unlock(&l->mf.lock);
+		m->info.transferred += m->info.multifd_bytes;
+	}
+	m->info.normal_bytes = m->info.normal * FERRY_PAGE_SIZE;
 	pthread_mutex_unlock(&m->stats_lock);
 }
 
@@ -143,7 +159,7 @@ static int load_section_start(loader *l, uint8_t type)
 		if (l->ram_started)
 			return ferry__chan_fail(c, FERRY_EBADSTREAM, "second RAM setup section");
 		l->ram_started = true;
-		if ((r = ferry__ram_load(l->vm, c, true, &l->last, &l->pages, &l->zeros)))
+		if ((r = ferry__ram_load(l->vm, c, true, l->mf_on ? &l->mf : NULL, &l->last, &l->pages, &l->zeros)))
 			return r;
 		return check_footer(l, id);
 	}
@@ -164,6 +180,7 @@ static int load_command(loader *l)
 		return r;
 	static const int lens[FERRY_CMD__MAX] = {
 		[FERRY_CMD_PING] = 4, [FERRY_CMD_SWITCHOVER] = 0, [FERRY_CMD_VM_STATE] = 1,
+		[FERRY_CMD_MULTIFD] = 5,
 	};
 	if (cmd == 0 || cmd >= FERRY_CMD__MAX)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM, "unknown command %u", cmd);
@@ -185,6 +202,25 @@ static int load_command(loader *l)
 			return ferry__chan_fail(c, FERRY_EBADSTREAM, "run state %u", buf[0]);
 		l->run_after = buf[0];
 		return 0;
+	case FERRY_CMD_MULTIFD: {
+		uint32_t n = ferry__ld_be32(buf);
+		if (l->mf_on || l->ram_started)
+			return ferry__chan_fail(c, FERRY_EBADSTREAM, "multifd announced twice or late");
+		if (n < 1 || n > FERRY_MULTIFD_MAX_CHANNELS || buf[4] > FERRY_COMPRESS_ZSTD)
+			return ferry__chan_fail(c, FERRY_EBADSTREAM,
+						"multifd with %u channels, compression %u", n, buf[4]);
+		l->mf_on = true;
+		struct ferry_migration *m = l->m;
+		int r = ferry__mf_recv_start(&l->mf, m, m->listen_fd, l->uuid, n, buf[4]);
+		if (r)
+			return ferry__chan_fail(c, r, "%s", l->mf.errmsg[0] ? l->mf.errmsg
+									 : ferry_strerror(r));
+		/* Published only now: cancel may shut the channels down from here on. */
+		pthread_mutex_lock(&m->vm->mig_lock);
+		m->mf_recv = &l->mf;
+		pthread_mutex_unlock(&m->vm->mig_lock);
+		return ferry__mig_cancelled(m) ? -ECANCELED : 0;
+	}
 	}
 	return 0;
 }
@@ -204,6 +240,7 @@ static int load_stream(loader *l)
 	if (ver != FERRY_STREAM_VERSION)
 		return ferry__chan_fail(c, FERRY_EVERSION, "stream version %u (supported: %u)", ver,
 					FERRY_STREAM_VERSION);
+	memcpy(l->uuid, hdr + 8, 16);
 	uint32_t psize = ferry__ld_be32(hdr + 24);
 	if (psize != FERRY_PAGE_SIZE)
 		return ferry__chan_fail(c, FERRY_EMISMATCH, "page size %u (supported: %u)", psize,
@@ -235,7 +272,7 @@ static int load_stream(loader *l)
 							"section %u continued before it started", id);
 			if (type == FERRY_REC_SECTION_END)
 				ferry__mig_set_status(l->m, FERRY_MIG_DEVICE);
-			r = ferry__ram_load(l->vm, c, false, &l->last, &l->pages, &l->zeros);
+			r = ferry__ram_load(l->vm, c, false, l->mf_on ? &l->mf : NULL, &l->last, &l->pages, &l->zeros);
 			if (!r)
 				r = check_footer(l, id);
 			break;
@@ -254,6 +291,18 @@ static int load_stream(loader *l)
 	}
 }
 
+/* Joins the receive threads (all pages are placed once the stream ended). */
+static void mf_stop(loader *l)
+{
+	if (!l->mf_on)
+		return;
+	pthread_mutex_lock(&l->m->vm->mig_lock);
+	l->m->mf_recv = NULL;
+	pthread_mutex_unlock(&l->m->vm->mig_lock);
+	ferry__mf_recv_stop(&l->mf);
+	l->mf_on = false;
+}
+
 void *ferry__dest_thread(void *arg)
 {
 	struct ferry_migration *m = arg;
@@ -264,9 +313,8 @@ void *ferry__dest_thread(void *arg)
 
 	pthread_setname_np(pthread_self(), "mig/dst/main");
 	if (m->listen_fd >= 0) {
+		/* The listener stays open for multifd channels until the end. */
 		r = ferry__sock_accept(m->listen_fd, &fd);
-		close(m->listen_fd);
-		m->listen_fd = -1;
 		if (r) {
 			fd = -1;
 			if (!ferry__mig_cancelled(m))
@@ -291,6 +339,9 @@ void *ferry__dest_thread(void *arg)
 
 	r = load_stream(&l);
 	load_stats(&l);
+	if (r && l.mf_on && !ferry__mig_cancelled(m) && ferry__mf_recv_wait_error(&l.mf, 200))
+		ferry__mig_set_error(m, l.mf.err, "%s", l.mf.errmsg); /* a channel failed first */
+	mf_stop(&l);
 	if (r)
 		goto out;
 	if (l.run_after) {
@@ -321,6 +372,13 @@ out:
 	}
 	ferry__mig_set_status(m, r == -ECANCELED ? FERRY_MIG_CANCELLED : FERRY_MIG_FAILED);
 done:
+	mf_stop(&l);
+	pthread_mutex_lock(&vm->mig_lock); /* cancel reads listen_fd under it */
+	int lfd = m->listen_fd;
+	m->listen_fd = -1;
+	pthread_mutex_unlock(&vm->mig_lock);
+	if (lfd >= 0)
+		close(lfd);
 	if (fd >= 0) {
 		atomic_store(&m->chan_fd, -1);
 		ferry__chan_close(c);

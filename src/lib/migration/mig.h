@@ -45,6 +45,13 @@ struct ferry_migration {
 	uint64_t start_ns;
 	uint64_t end_ns;      /* 0 while running */
 
+	/*
+	 * Multifd channels while they exist (protected by vm->mig_lock), so
+	 * that cancel can shut them down too.
+	 */
+	struct ferry_mf_sender *mf_send;
+	struct ferry_mf_receiver *mf_recv;
+
 	/* Source return path (mig/src/rp); protected by rp_lock. */
 	pthread_t rp_thread;
 	bool rp_started;
@@ -108,6 +115,9 @@ typedef struct ferry_ram_saver {
 	 */
 	bool first_pass;
 	bool maps_file[FERRY_MAX_RAM_BLOCKS];
+	/* Multifd: pages go to channels in jobs (NULL: on the main channel). */
+	struct ferry_mf_sender *mf;
+	struct ferry_mf_job *job;
 } ferry_ram_saver;
 
 /* Starts dirty tracking, finds populated pages, writes the setup section. */
@@ -120,7 +130,10 @@ int ferry__ram_save_pass(ferry_ram_saver *rs, uint8_t section_type);
 void ferry__ram_save_cleanup(ferry_ram_saver *rs);
 
 /* Loads one RAM section body (records up to EOS). */
-int ferry__ram_load(ferry_vm_t *vm, ferry_chan *c, bool setup,
+struct ferry_mf_receiver;
+int ferry__ram_load(ferry_vm_t *vm, ferry_chan *c, bool setup, struct ferry_mf_receiver *mf,
 		    struct ferry_ram_block **last, uint64_t *pages, uint64_t *zeros);
+/* Multifd hooks for cancel (migration.c): wake everything up. */
+void ferry__mf_cancel(struct ferry_migration *m);
 
 #endif

@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "migration/multifd.h"
 #include "transport/transport.h"
 
 static const char *const status_names[] = {
@@ -46,6 +47,10 @@ void ferry_mig_params_init(ferry_mig_params *p)
 	p->downtime_limit_ms = 300;
 	p->max_bandwidth = 0;
 	p->max_passes = 30;
+	p->multifd = false;
+	p->multifd_channels = 2;
+	p->multifd_compression = FERRY_COMPRESS_NONE;
+	p->multifd_zstd_level = 1;
 }
 
 static bool is_final(ferry_mig_status s)
@@ -108,6 +113,25 @@ void ferry__mig_set_error(struct ferry_migration *m, int err, const char *fmt, .
 		ferry_warn("migration failed: %s", m->info.error_desc);
 	}
 	pthread_mutex_unlock(&m->stats_lock);
+}
+
+/* Caller holds vm->mig_lock (which keeps mf_send/mf_recv alive). */
+void ferry__mf_cancel(struct ferry_migration *m)
+{
+	if (m->mf_send) {
+		ferry__mf_send_shutdown(m->mf_send);
+		pthread_mutex_lock(&m->mf_send->lock);
+		pthread_cond_broadcast(&m->mf_send->cond);
+		pthread_mutex_unlock(&m->mf_send->lock);
+	}
+	if (m->mf_recv && m->mf_recv->inited) {
+		for (unsigned i = 0; i < m->mf_recv->n; i++)
+			if (m->mf_recv->ch[i].started)
+				ferry__chan_shutdown(&m->mf_recv->ch[i].in);
+		pthread_mutex_lock(&m->mf_recv->lock);
+		pthread_cond_broadcast(&m->mf_recv->cond);
+		pthread_mutex_unlock(&m->mf_recv->lock);
+	}
 }
 
 int ferry_migration_set_event_cb(ferry_vm_t *vm, ferry_event_cb cb, void *opaque)
@@ -205,6 +229,10 @@ int ferry_uri_validate(const char *uri, char *err, size_t err_len)
 static int params_check(const ferry_mig_params *p)
 {
 	if (p->flags || p->downtime_limit_ms > 2000000)
+		return -EINVAL;
+	if (p->multifd_channels < 1 || p->multifd_channels > FERRY_MULTIFD_MAX_CHANNELS ||
+	    p->multifd_compression > FERRY_COMPRESS_ZSTD || p->multifd_zstd_level < 1 ||
+	    p->multifd_zstd_level > 20)
 		return -EINVAL;
 	return 0;
 }
@@ -339,6 +367,7 @@ int ferry_migration_cancel(ferry_vm_t *vm)
 	int fd = atomic_load(&m->chan_fd);
 	if (fd >= 0)
 		shutdown(fd, SHUT_RDWR);
+	ferry__mf_cancel(m);
 	bool was = m->status != FERRY_MIG_CANCELLING;
 	m->status = FERRY_MIG_CANCELLING;
 	pthread_mutex_unlock(&vm->mig_lock);

@@ -27,6 +27,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "migration/multifd.h"
 #include "stream/format.h"
 #include "util/zero.h"
 
@@ -42,8 +43,16 @@ static void rs_stats(ferry_ram_saver *rs, uint64_t remaining_pages)
 	pthread_mutex_lock(&m->stats_lock);
 	m->info.transferred = rs->c->out_bytes;
 	m->info.normal = rs->normal;
-	m->info.normal_bytes = rs->normal * FERRY_PAGE_SIZE;
 	m->info.duplicate = rs->zero;
+	if (rs->mf) {
+		ferry__mf_send_stats(rs->mf, &m->info);
+		pthread_mutex_lock(&rs->mf->lock);
+		m->info.normal += rs->mf->normal;
+		m->info.duplicate += rs->mf->zero;
+		pthread_mutex_unlock(&rs->mf->lock);
+		m->info.transferred += m->info.multifd_bytes;
+	}
+	m->info.normal_bytes = m->info.normal * FERRY_PAGE_SIZE;
 	m->info.skipped = rs->skipped;
 	m->info.remaining = remaining_pages * FERRY_PAGE_SIZE;
 	pthread_mutex_unlock(&m->stats_lock);
@@ -192,6 +201,22 @@ static int emit(ferry_ram_saver *rs, const struct ferry_ram_block *rb, uint64_t 
 		uint64_t start, uint64_t n)
 {
 	ferry_chan *c = rs->c;
+	if (rs->mf) {
+		/* Pages go to the channels, which tell zero pages apart themselves. */
+		ferry_mf_job *j = rs->job;
+		for (uint64_t p = start; p < start + n; p++) {
+			if (j->n && (j->rb != rb || j->n == FERRY_MF_MAX_PAGES)) {
+				int r = ferry__mf_send_job(rs->mf, j);
+				j->n = 0;
+				if (r)
+					return r;
+				rate_limit(rs, (uint64_t)FERRY_MF_MAX_PAGES * FERRY_PAGE_SIZE);
+			}
+			j->rb = rb;
+			j->pages[j->n++] = p;
+		}
+		return ferry__mig_cancelled(rs->m) ? -ECANCELED : 0;
+	}
 	uint64_t word = (start << FERRY_PAGE_SHIFT) | kind;
 	if (rb == rs->last_block)
 		word |= FERRY_RAM_CONTINUE;
@@ -260,6 +285,12 @@ static void chunk_fn(void *arg)
 			if (j->err)
 				return;
 		}
+	}
+	if (rs->mf) {
+		/* Multifd: zero detection happens in the channel threads. */
+		for (uint64_t w = w0; w < w1; w++)
+			rs->zmap[w] = 0;
+		return;
 	}
 	for (uint64_t w = w0; w < w1; w++) {
 		unsigned long bits = 0;
@@ -399,6 +430,17 @@ int ferry__ram_save_pass(ferry_ram_saver *rs, uint8_t section_type)
 			page = ferry__bitmap_next_set(rb->dirty, rb->npages, end);
 		}
 	}
+	if (!r && rs->mf) {
+		/* The pass's last job, then every channel's SYNC, then ours. */
+		if (rs->job->n) {
+			r = ferry__mf_send_job(rs->mf, rs->job);
+			rs->job->n = 0;
+		}
+		if (!r)
+			r = ferry__mf_send_sync(rs->mf);
+		if (!r)
+			ferry__chan_put_be64(c, FERRY_RAM_MULTIFD_SYNC);
+	}
 	if (!r) {
 		put_section_end(c);
 		r = rs_flush(rs);
@@ -484,8 +526,8 @@ static int load_mem_size(ferry_vm_t *vm, ferry_chan *c, uint64_t total)
 	return 0;
 }
 
-int ferry__ram_load(ferry_vm_t *vm, ferry_chan *c, bool setup, struct ferry_ram_block **last,
-		    uint64_t *pages, uint64_t *zeros)
+int ferry__ram_load(ferry_vm_t *vm, ferry_chan *c, bool setup, struct ferry_mf_receiver *mf,
+		    struct ferry_ram_block **last, uint64_t *pages, uint64_t *zeros)
 {
 	int r;
 	for (;;) {
@@ -499,6 +541,16 @@ int ferry__ram_load(ferry_vm_t *vm, ferry_chan *c, bool setup, struct ferry_ram_
 				return ferry__chan_fail(c, FERRY_EBADSTREAM,
 							"RAM end-of-section with offset bits set");
 			return 0;
+		}
+		if (flags == FERRY_RAM_MULTIFD_SYNC) {
+			if (addr || !mf)
+				return ferry__chan_fail(c, FERRY_EBADSTREAM,
+							"multifd sync %s",
+							mf ? "with offset bits set" : "without multifd");
+			ferry__chan_ctx_name(c, "multifd sync");
+			if ((r = ferry__mf_recv_sync(mf)))
+				return r;
+			continue;
 		}
 		if (flags == FERRY_RAM_MEM_SIZE) {
 			if (!setup)

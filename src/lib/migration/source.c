@@ -25,6 +25,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "migration/multifd.h"
 #include "stream/format.h"
 #include "transport/transport.h"
 
@@ -162,6 +163,8 @@ void *ferry__source_thread(void *arg)
 	ferry_chan *c = &m->chan;
 	ferry_ram_saver rs = { .m = m, .vm = vm, .c = c, .max_bw = m->params.max_bandwidth };
 	bool stopped_by_us = false;
+	ferry_mf_sender mf = { .inited = false };
+	ferry_mf_job *mf_job = NULL;
 	char err[256];
 	int fd = -1, r;
 
@@ -192,6 +195,43 @@ void *ferry__source_thread(void *arg)
 	ferry__chan_put_be32(c, FERRY_STREAM_VERSION);
 	ferry__chan_put(c, vm->uuid, 16);
 	ferry__chan_put_be32(c, FERRY_PAGE_SIZE);
+
+	/*
+	 * Multifd settings are fixed for the whole migration (later
+	 * migrate-set-parameters calls change only the live ones).
+	 */
+	ferry_mig_params p0;
+	ferry__mig_params(m, &p0);
+	if (p0.multifd) {
+		uint8_t mc[5];
+		ferry__st_be32(mc, p0.multifd_channels);
+		mc[4] = (uint8_t)p0.multifd_compression;
+		put_cmd(c, FERRY_CMD_MULTIFD, mc, sizeof(mc));
+		if ((r = ferry__chan_flush(c)))
+			goto out;
+		mf_job = calloc(1, sizeof(*mf_job));
+		if (!mf_job) {
+			r = -ENOMEM;
+			goto out;
+		}
+		r = ferry__mf_send_start(&mf, m, p0.multifd_channels, p0.multifd_compression,
+					 p0.multifd_zstd_level);
+		if (r) {
+			if (!ferry__mig_cancelled(m))
+				ferry__mig_set_error(m, r, "%s", mf.errmsg[0] ? mf.errmsg : ferry_strerror(r));
+			goto out;
+		}
+		/* Published only now: cancel may shut the channels down from here on. */
+		pthread_mutex_lock(&vm->mig_lock);
+		m->mf_send = &mf;
+		pthread_mutex_unlock(&vm->mig_lock);
+		if (ferry__mig_cancelled(m)) {
+			r = -ECANCELED;
+			goto out;
+		}
+		rs.mf = &mf;
+		rs.job = mf_job;
+	}
 
 	if ((r = ferry__ram_save_setup(&rs)))
 		goto out;
@@ -263,10 +303,6 @@ void *ferry__source_thread(void *arg)
 	ferry__chan_put_u8(c, FERRY_REC_EOF);
 	if ((r = ferry__chan_flush(c)))
 		goto out;
-	pthread_mutex_lock(&m->stats_lock);
-	m->info.transferred = c->out_bytes;
-	pthread_mutex_unlock(&m->stats_lock);
-
 	int status = 0;
 	if ((r = wait_shut(m, &status)))
 		goto out;
@@ -278,7 +314,9 @@ void *ferry__source_thread(void *arg)
 	pthread_mutex_lock(&m->stats_lock);
 	m->info.downtime_ms = (m->rp_shut_ns - stop_ns) / 1000000;
 	uint64_t total_ns = ferry__now_ns() - m->start_ns;
-	m->info.throughput_bps = (uint64_t)((double)c->out_bytes * 1e9 / (double)total_ns);
+	uint64_t wire = c->out_bytes + (mf.inited ? m->info.multifd_bytes : 0);
+	m->info.transferred = wire;
+	m->info.throughput_bps = (uint64_t)((double)wire * 1e9 / (double)total_ns);
 	m->info.mbps = (double)m->info.throughput_bps * 8 / 1e6;
 	m->info.remaining = 0;
 	pthread_mutex_unlock(&m->stats_lock);
@@ -289,6 +327,8 @@ void *ferry__source_thread(void *arg)
 
 out:
 	ferry__ram_save_cleanup(&rs);
+	if (mf.inited && mf.err && !ferry__mig_cancelled(m))
+		ferry__mig_set_error(m, mf.err, "%s", mf.errmsg); /* a channel failed first */
 	if (ferry__mig_cancelled(m)) {
 		r = -ECANCELED;
 	} else if (r && r != FERRY_EPEER) {
@@ -323,6 +363,11 @@ out:
 	}
 	ferry__mig_set_status(m, r == -ECANCELED ? FERRY_MIG_CANCELLED : FERRY_MIG_FAILED);
 done:
+	pthread_mutex_lock(&vm->mig_lock);
+	m->mf_send = NULL;
+	pthread_mutex_unlock(&vm->mig_lock);
+	ferry__mf_send_stop(&mf);
+	free(mf_job);
 	if (fd >= 0) {
 		atomic_store(&m->chan_fd, -1);
 		ferry__chan_shutdown(c);

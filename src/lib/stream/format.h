@@ -25,6 +25,7 @@ enum {
 	FERRY_CMD_PING = 1,       /* be32 value; answered with RP PONG */
 	FERRY_CMD_SWITCHOVER = 2, /* 0 bytes: the source stopped its vCPUs */
 	FERRY_CMD_VM_STATE = 3,   /* u8 running: start vCPUs after loading */
+	FERRY_CMD_MULTIFD = 4,    /* be32 channels, u8 compression: accept channels */
 	FERRY_CMD__MAX,
 };
 
@@ -43,9 +44,31 @@ enum {
 	FERRY_RAM_PAGES = 0x008,    /* [block] be32 npages; npages * 4096 bytes */
 	FERRY_RAM_EOS = 0x010,      /* end of this section body */
 	FERRY_RAM_CONTINUE = 0x020, /* same block as the previous record */
+	FERRY_RAM_MULTIFD_SYNC = 0x040, /* all channels' pages so far must be placed */
 };
 #define FERRY_RAM_FLAG_MASK 0xfffull
 #define FERRY_RAM_MAX_RUN 256u
+
+/*
+ * Multifd channels. Each extra connection starts with a handshake
+ * (be32 magic, be32 version, 16-byte VM uuid, be32 channel id, be32 channel
+ * count), then carries packets:
+ *   be32 magic, be32 version, be32 flags, be32 normal pages, be32 zero
+ *   pages, be32 compressed length, be64 packet number,
+ *   [u8 block name length, name]   (when pages > 0)
+ *   be64 page index x (normal + zero)
+ *   normal x 4096 bytes, or compressed length bytes of one zstd frame
+ */
+#define FERRY_MF_HS_MAGIC 0x46524d43u  /* "FRMC" */
+#define FERRY_MF_PKT_MAGIC 0x46524d50u /* "FRMP" */
+#define FERRY_MF_VERSION 1u
+#define FERRY_MF_HS_LEN 32u
+#define FERRY_MF_HDR_LEN 32u
+#define FERRY_MF_MAX_PAGES 256u
+enum {
+	FERRY_MF_SYNC = 0x1, /* end of a pass on this channel: no pages */
+	FERRY_MF_ZSTD = 0x2, /* normal pages are one zstd frame */
+};
 
 /* Device state bodies (SECTION_FULL) are bounded. */
 #define FERRY_DEVICE_STATE_MAX (16u << 20)

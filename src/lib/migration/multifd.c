@@ -1,0 +1,676 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Multifd channels, both sides (see multifd.h for the design).
+ */
+#include "migration/multifd.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include "transport/transport.h"
+#include "util/zero.h"
+
+#define HS_TIMEOUT_MS 10000
+
+/* ------------------------------------------------------------------ */
+/* Source.                                                            */
+
+static void send_fail(ferry_mf_sender *s, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void send_fail(ferry_mf_sender *s, int err, const char *fmt, ...)
+{
+	pthread_mutex_lock(&s->lock);
+	if (!s->err) {
+		s->err = err;
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(s->errmsg, sizeof(s->errmsg), fmt, ap);
+		va_end(ap);
+	}
+	pthread_cond_broadcast(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+	/* Wake everyone: the other channels and the main connection. */
+	ferry__mf_send_shutdown(s);
+	int fd = atomic_load(&s->m->chan_fd);
+	if (fd >= 0)
+		shutdown(fd, SHUT_RDWR);
+}
+
+static int write_all(int fd, struct iovec *iov, int cnt)
+{
+	while (cnt > 0) {
+		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)cnt };
+		ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		while (cnt > 0 && (size_t)n >= iov->iov_len) {
+			n -= (ssize_t)iov->iov_len;
+			iov++;
+			cnt--;
+		}
+		if (cnt > 0) {
+			iov->iov_base = (uint8_t *)iov->iov_base + n;
+			iov->iov_len -= (size_t)n;
+		}
+	}
+	return 0;
+}
+
+/* Builds and writes one packet for c->job (or a SYNC packet). */
+static int send_packet(ferry_mf_send_chan *c, bool sync, uint64_t *bytes)
+{
+	ferry_mf_sender *s = c->s;
+	const ferry_mf_job *j = &c->job;
+	uint8_t hdr[FERRY_MF_HDR_LEN + 1 + FERRY_NAME_MAX + 8 * FERRY_MF_MAX_PAGES];
+	struct iovec iov[2 + FERRY_MF_MAX_PAGES];
+	uint64_t normal[FERRY_MF_MAX_PAGES], zero[FERRY_MF_MAX_PAGES];
+	uint32_t nn = 0, nz = 0, flags = sync ? FERRY_MF_SYNC : 0, clen = 0;
+	size_t h = FERRY_MF_HDR_LEN;
+
+	if (!sync) {
+		/* Zero detection here, in the channel thread, not the main one. */
+		for (uint32_t i = 0; i < j->n; i++) {
+			const uint8_t *p = j->rb->host + (j->pages[i] << FERRY_PAGE_SHIFT);
+			if (ferry__page_is_zero(p))
+				zero[nz++] = j->pages[i];
+			else
+				normal[nn++] = j->pages[i];
+		}
+		size_t nl = strlen(j->rb->name);
+		hdr[h++] = (uint8_t)nl;
+		memcpy(hdr + h, j->rb->name, nl);
+		h += nl;
+		for (uint32_t i = 0; i < nn; i++, h += 8)
+			ferry__st_be64(hdr + h, normal[i]);
+		for (uint32_t i = 0; i < nz; i++, h += 8)
+			ferry__st_be64(hdr + h, zero[i]);
+	}
+	int cnt = 1;
+	if (nn && s->compression == FERRY_COMPRESS_ZSTD) {
+		ZSTD_CCtx *cc = c->cctx;
+		ZSTD_CCtx_reset(cc, ZSTD_reset_session_only);
+		ZSTD_outBuffer out = { c->zbuf, c->zcap, 0 };
+		for (uint32_t i = 0; i < nn; i++) {
+			ZSTD_inBuffer in = { j->rb->host + (normal[i] << FERRY_PAGE_SHIFT),
+					     FERRY_PAGE_SIZE, 0 };
+			ZSTD_EndDirective mode = i + 1 == nn ? ZSTD_e_end : ZSTD_e_continue;
+			size_t left;
+			do {
+				left = ZSTD_compressStream2(cc, &out, &in, mode);
+				if (ZSTD_isError(left))
+					return -EIO;
+			} while (mode == ZSTD_e_end ? left != 0 : in.pos < in.size);
+		}
+		flags |= FERRY_MF_ZSTD;
+		clen = (uint32_t)out.pos;
+		iov[cnt].iov_base = c->zbuf;
+		iov[cnt].iov_len = out.pos;
+		cnt++;
+		pthread_mutex_lock(&s->lock);
+		s->compress_in += (uint64_t)nn * FERRY_PAGE_SIZE;
+		s->compress_out += out.pos;
+		pthread_mutex_unlock(&s->lock);
+	} else {
+		/* Coalesce consecutive pages into one iovec each. */
+		for (uint32_t i = 0; i < nn;) {
+			uint32_t k = i + 1;
+			while (k < nn && normal[k] == normal[k - 1] + 1)
+				k++;
+			iov[cnt].iov_base = j->rb->host + (normal[i] << FERRY_PAGE_SHIFT);
+			iov[cnt].iov_len = (size_t)(k - i) << FERRY_PAGE_SHIFT;
+			cnt++;
+			i = k;
+		}
+	}
+	ferry__st_be32(hdr, FERRY_MF_PKT_MAGIC);
+	ferry__st_be32(hdr + 4, FERRY_MF_VERSION);
+	ferry__st_be32(hdr + 8, flags);
+	ferry__st_be32(hdr + 12, nn);
+	ferry__st_be32(hdr + 16, nz);
+	ferry__st_be32(hdr + 20, clen);
+	ferry__st_be64(hdr + 24, c->packet_num++);
+	iov[0].iov_base = hdr;
+	iov[0].iov_len = h;
+	size_t total = 0;
+	for (int i = 0; i < cnt; i++)
+		total += iov[i].iov_len;
+	int r = write_all(c->fd, iov, cnt);
+	if (r)
+		return r;
+	*bytes = total;
+	pthread_mutex_lock(&s->lock);
+	s->normal += nn;
+	s->zero += nz;
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
+static void *send_thread(void *arg)
+{
+	ferry_mf_send_chan *c = arg;
+	ferry_mf_sender *s = c->s;
+	char name[16];
+	snprintf(name, sizeof(name), "mig/src/send_%u", c->id);
+	pthread_setname_np(pthread_self(), name);
+	pthread_mutex_lock(&s->lock);
+	for (;;) {
+		while (!c->busy && !s->quit)
+			pthread_cond_wait(&s->cond, &s->lock);
+		if (s->quit)
+			break;
+		bool sync = c->sync;
+		pthread_mutex_unlock(&s->lock);
+		uint64_t bytes = 0;
+		int r = send_packet(c, sync, &bytes);
+		if (r) {
+			send_fail(s, r, "multifd channel %u: %s", c->id,
+				  r == -EPIPE || r == -ECONNRESET ? "lost the connection to the destination"
+								   : ferry_strerror(r));
+		}
+		pthread_mutex_lock(&s->lock);
+		c->bytes += bytes;
+		c->busy = false;
+		c->sync = false;
+		pthread_cond_broadcast(&s->cond);
+		if (r)
+			break;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return NULL;
+}
+
+int ferry__mf_send_start(ferry_mf_sender *s, struct ferry_migration *m, unsigned n,
+			 uint32_t compression, int level)
+{
+	memset(s, 0, sizeof(*s));
+	s->m = m;
+	s->n = n;
+	s->compression = compression;
+	s->level = level;
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->cond, NULL);
+	s->inited = true;
+	for (unsigned i = 0; i < n; i++)
+		s->ch[i].fd = -1;
+	for (unsigned i = 0; i < n; i++) {
+		ferry_mf_send_chan *c = &s->ch[i];
+		char err[256];
+		c->s = s;
+		c->id = i;
+		c->bytes = FERRY_MF_HS_LEN; /* both sides count the handshake */
+		int r = ferry__sock_connect(m->uri, &c->fd, err, sizeof(err));
+		if (r) {
+			snprintf(s->errmsg, sizeof(s->errmsg), "multifd channel %u: %.170s", i, err);
+			return r;
+		}
+		uint8_t hs[FERRY_MF_HS_LEN];
+		ferry__st_be32(hs, FERRY_MF_HS_MAGIC);
+		ferry__st_be32(hs + 4, FERRY_MF_VERSION);
+		memcpy(hs + 8, m->vm->uuid, 16);
+		ferry__st_be32(hs + 24, i);
+		ferry__st_be32(hs + 28, n);
+		struct iovec iov = { hs, sizeof(hs) };
+		if ((r = write_all(c->fd, &iov, 1))) {
+			snprintf(s->errmsg, sizeof(s->errmsg), "multifd channel %u handshake: %s", i,
+				 ferry_strerror(r));
+			return r;
+		}
+		if (compression == FERRY_COMPRESS_ZSTD) {
+			c->cctx = ZSTD_createCCtx();
+			c->zcap = ZSTD_compressBound((size_t)FERRY_MF_MAX_PAGES * FERRY_PAGE_SIZE);
+			c->zbuf = malloc(c->zcap);
+			if (!c->cctx || !c->zbuf)
+				return -ENOMEM;
+			ZSTD_CCtx_setParameter(c->cctx, ZSTD_c_compressionLevel, level);
+		}
+		if ((r = pthread_create(&c->thread, NULL, send_thread, c)))
+			return -r;
+		c->started = true;
+	}
+	return 0;
+}
+
+int ferry__mf_send_job(ferry_mf_sender *s, const ferry_mf_job *job)
+{
+	pthread_mutex_lock(&s->lock);
+	for (;;) {
+		if (s->err || ferry__mig_cancelled(s->m)) {
+			int e = s->err ? s->err : -ECANCELED;
+			pthread_mutex_unlock(&s->lock);
+			return e;
+		}
+		for (unsigned k = 0; k < s->n; k++) {
+			ferry_mf_send_chan *c = &s->ch[(s->next + k) % s->n];
+			if (!c->busy) {
+				c->job.rb = job->rb;
+				c->job.n = job->n;
+				memcpy(c->job.pages, job->pages, job->n * sizeof(job->pages[0]));
+				c->busy = true;
+				c->sync = false;
+				s->next = (c->id + 1) % s->n;
+				pthread_cond_broadcast(&s->cond);
+				pthread_mutex_unlock(&s->lock);
+				return 0;
+			}
+		}
+		pthread_cond_wait(&s->cond, &s->lock);
+	}
+}
+
+static int wait_all_idle(ferry_mf_sender *s)
+{
+	for (;;) {
+		if (s->err)
+			return s->err;
+		if (ferry__mig_cancelled(s->m))
+			return -ECANCELED;
+		bool idle = true;
+		for (unsigned k = 0; k < s->n; k++)
+			idle &= !s->ch[k].busy;
+		if (idle)
+			return 0;
+		pthread_cond_wait(&s->cond, &s->lock);
+	}
+}
+
+int ferry__mf_send_sync(ferry_mf_sender *s)
+{
+	pthread_mutex_lock(&s->lock);
+	int r = wait_all_idle(s);
+	if (!r) {
+		for (unsigned k = 0; k < s->n; k++) {
+			s->ch[k].busy = true;
+			s->ch[k].sync = true;
+		}
+		pthread_cond_broadcast(&s->cond);
+		r = wait_all_idle(s);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+void ferry__mf_send_shutdown(ferry_mf_sender *s)
+{
+	if (!s->inited)
+		return;
+	for (unsigned i = 0; i < s->n; i++)
+		if (s->ch[i].fd >= 0)
+			shutdown(s->ch[i].fd, SHUT_RDWR);
+}
+
+void ferry__mf_send_stop(ferry_mf_sender *s)
+{
+	if (!s->inited)
+		return;
+	pthread_mutex_lock(&s->lock);
+	s->quit = true;
+	pthread_cond_broadcast(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+	ferry__mf_send_shutdown(s);
+	for (unsigned i = 0; i < s->n; i++) {
+		ferry_mf_send_chan *c = &s->ch[i];
+		if (c->started)
+			pthread_join(c->thread, NULL);
+		if (c->fd >= 0)
+			close(c->fd);
+		ZSTD_freeCCtx(c->cctx);
+		free(c->zbuf);
+	}
+	pthread_mutex_destroy(&s->lock);
+	pthread_cond_destroy(&s->cond);
+	s->inited = false;
+}
+
+void ferry__mf_send_stats(ferry_mf_sender *s, ferry_mig_info *info)
+{
+	if (!s->inited)
+		return;
+	pthread_mutex_lock(&s->lock);
+	info->multifd_channels = s->n;
+	info->multifd_bytes = 0;
+	for (unsigned i = 0; i < s->n; i++) {
+		info->channel_bytes[i] = s->ch[i].bytes;
+		info->multifd_bytes += s->ch[i].bytes;
+	}
+	info->compress_in = s->compress_in;
+	info->compress_out = s->compress_out;
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* ------------------------------------------------------------------ */
+/* Destination.                                                       */
+
+static void recv_fail(ferry_mf_receiver *r, int err, const char *msg)
+{
+	pthread_mutex_lock(&r->lock);
+	if (!r->err) {
+		r->err = err;
+		snprintf(r->errmsg, sizeof(r->errmsg), "%.250s", msg);
+	}
+	pthread_cond_broadcast(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+	for (unsigned i = 0; i < r->n; i++)
+		if (r->ch[i].started)
+			ferry__chan_shutdown(&r->ch[i].in);
+	int fd = atomic_load(&r->m->chan_fd);
+	if (fd >= 0)
+		shutdown(fd, SHUT_RDWR);
+}
+
+/* Reads and places one packet. Returns 1 for SYNC, 0 for pages, <0 error. */
+static int recv_packet(ferry_mf_recv_chan *c)
+{
+	ferry_mf_receiver *r = c->r;
+	ferry_chan *in = &c->in;
+	uint8_t h[FERRY_MF_HDR_LEN];
+	int e;
+	ferry__chan_ctx(in, "multifd packet");
+	if ((e = ferry__chan_read(in, h, sizeof(h))))
+		return e;
+	uint32_t magic = ferry__ld_be32(h), ver = ferry__ld_be32(h + 4), flags = ferry__ld_be32(h + 8);
+	uint32_t nn = ferry__ld_be32(h + 12), nz = ferry__ld_be32(h + 16), clen = ferry__ld_be32(h + 20);
+	if (magic != FERRY_MF_PKT_MAGIC)
+		return ferry__chan_fail(in, FERRY_EBADSTREAM, "bad multifd packet magic 0x%08x", magic);
+	if (ver != FERRY_MF_VERSION)
+		return ferry__chan_fail(in, FERRY_EVERSION, "multifd packet version %u (supported: %u)",
+					ver, FERRY_MF_VERSION);
+	if (flags & ~(uint32_t)(FERRY_MF_SYNC | FERRY_MF_ZSTD))
+		return ferry__chan_fail(in, FERRY_EBADSTREAM, "unknown multifd packet flags 0x%x", flags);
+	if (flags & FERRY_MF_SYNC) {
+		if (nn || nz || clen || (flags & FERRY_MF_ZSTD))
+			return ferry__chan_fail(in, FERRY_EBADSTREAM, "multifd sync packet with pages");
+		return 1;
+	}
+	if (!nn && !nz)
+		return ferry__chan_fail(in, FERRY_EBADSTREAM, "multifd packet without pages");
+	if (nn > FERRY_MF_MAX_PAGES || nz > FERRY_MF_MAX_PAGES - nn)
+		return ferry__chan_fail(in, FERRY_EBADSTREAM,
+					"multifd packet with %u + %u pages (max %u)", nn, nz,
+					FERRY_MF_MAX_PAGES);
+	bool z = flags & FERRY_MF_ZSTD;
+	if (z != (r->compression == FERRY_COMPRESS_ZSTD) || (!z && clen) || (z && !nn) ||
+	    (z && clen > c->zcap))
+		return ferry__chan_fail(in, FERRY_EBADSTREAM,
+					"multifd packet compression (flags 0x%x, %u bytes) does not match the migration's",
+					flags, clen);
+	uint8_t nl;
+	char name[FERRY_NAME_MAX + 1];
+	if ((e = ferry__chan_get_u8(in, &nl)))
+		return e;
+	if ((e = ferry__chan_read(in, name, nl)))
+		return e;
+	name[nl] = 0;
+	struct ferry_ram_block *rb = ferry_ram_block_find(r->vm, name);
+	if (!rb)
+		return ferry__chan_fail(in, FERRY_EBADSTREAM, "multifd packet for unknown RAM block '%s'",
+					name);
+	uint64_t idx[FERRY_MF_MAX_PAGES];
+	uint8_t ib[8 * FERRY_MF_MAX_PAGES];
+	if ((e = ferry__chan_read(in, ib, 8 * (size_t)(nn + nz))))
+		return e;
+	for (uint32_t i = 0; i < nn + nz; i++) {
+		idx[i] = ferry__ld_be64(ib + 8 * i);
+		if (idx[i] >= rb->npages)
+			return ferry__chan_fail(in, FERRY_EBADSTREAM,
+						"multifd page %llu outside RAM block '%s' (%llu pages)",
+						(unsigned long long)idx[i], rb->name,
+						(unsigned long long)rb->npages);
+	}
+	if (!z) {
+		for (uint32_t i = 0; i < nn;) {
+			uint32_t k = i + 1;
+			while (k < nn && idx[k] == idx[k - 1] + 1)
+				k++;
+			if ((e = ferry__chan_read_direct(in, rb->host + (idx[i] << FERRY_PAGE_SHIFT),
+							 (size_t)(k - i) << FERRY_PAGE_SHIFT)))
+				return e;
+			i = k;
+		}
+	} else {
+		if ((e = ferry__chan_read(in, c->zbuf, clen)))
+			return e;
+		ZSTD_DCtx *dc = c->dctx;
+		ZSTD_DCtx_reset(dc, ZSTD_reset_session_only);
+		ZSTD_inBuffer zin = { c->zbuf, clen, 0 };
+		for (uint32_t i = 0; i < nn; i++) {
+			ZSTD_outBuffer out = { rb->host + (idx[i] << FERRY_PAGE_SHIFT), FERRY_PAGE_SIZE, 0 };
+			while (out.pos < out.size) {
+				size_t ret = ZSTD_decompressStream(dc, &out, &zin);
+				if (ZSTD_isError(ret))
+					return ferry__chan_fail(in, FERRY_EBADSTREAM,
+								"multifd zstd data: %s",
+								ZSTD_getErrorName(ret));
+				if (zin.pos == zin.size && out.pos < out.size)
+					return ferry__chan_fail(in, FERRY_EBADSTREAM,
+								"multifd zstd data ends after %u of %u pages",
+								i, nn);
+			}
+		}
+		if (zin.pos != zin.size)
+			return ferry__chan_fail(in, FERRY_EBADSTREAM,
+						"multifd zstd data longer than %u pages", nn);
+	}
+	for (uint32_t i = nn; i < nn + nz; i++)
+		if (ferry__bitmap_test(rb->received, idx[i]))
+			memset(rb->host + (idx[i] << FERRY_PAGE_SHIFT), 0, FERRY_PAGE_SIZE);
+	/*
+	 * `received` is shared by all receive threads: set bits atomically.
+	 * Within a pass each page is sent once; across passes the sync orders
+	 * these updates (the release happens under r->lock).
+	 */
+	for (uint32_t i = 0; i < nn + nz; i++)
+		ferry__bitmap_set_range_atomic((_Atomic unsigned long *)rb->received, idx[i], 1);
+	pthread_mutex_lock(&r->lock);
+	r->pages += nn;
+	r->zeros += nz;
+	pthread_mutex_unlock(&r->lock);
+	return 0;
+}
+
+static void *recv_thread(void *arg)
+{
+	ferry_mf_recv_chan *c = arg;
+	ferry_mf_receiver *r = c->r;
+	char name[16];
+	snprintf(name, sizeof(name), "mig/dst/recv_%u", c->id);
+	pthread_setname_np(pthread_self(), name);
+	for (;;) {
+		int e = recv_packet(c);
+		if (e < 0) {
+			pthread_mutex_lock(&r->lock);
+			bool quit = r->quit;
+			pthread_mutex_unlock(&r->lock);
+			if (!quit) {
+				char msg[300];
+				snprintf(msg, sizeof(msg), "multifd channel %u: %s", c->id,
+					 c->in.in_errmsg[0] ? c->in.in_errmsg : ferry_strerror(e));
+				recv_fail(r, e, msg);
+			}
+			break;
+		}
+		if (e == 1) {
+			pthread_mutex_lock(&r->lock);
+			uint64_t gen = r->generation;
+			r->at_sync++;
+			pthread_cond_broadcast(&r->cond);
+			while (r->generation == gen && !r->quit && !r->err)
+				pthread_cond_wait(&r->cond, &r->lock);
+			bool stop = r->quit || r->err;
+			pthread_mutex_unlock(&r->lock);
+			if (stop)
+				break;
+		}
+	}
+	return NULL;
+}
+
+/* Accepts one connection within the deadline; -ETIMEDOUT otherwise. */
+static int accept_by(int lfd, uint64_t deadline_ns, int *fd)
+{
+	for (;;) {
+		uint64_t now = ferry__now_ns();
+		if (now >= deadline_ns)
+			return -ETIMEDOUT;
+		struct pollfd p = { .fd = lfd, .events = POLLIN };
+		int n = poll(&p, 1, (int)((deadline_ns - now) / 1000000 + 1));
+		if (n < 0 && errno != EINTR)
+			return -errno;
+		if (n > 0) {
+			if (p.revents & (POLLERR | POLLHUP | POLLNVAL))
+				return -EINVAL; /* shut down: cancelled */
+			return ferry__sock_accept(lfd, fd);
+		}
+	}
+}
+
+int ferry__mf_recv_start(ferry_mf_receiver *r, struct ferry_migration *m, int listen_fd,
+			 const uint8_t uuid[16], unsigned n, uint32_t compression)
+{
+	memset(r, 0, sizeof(*r));
+	r->m = m;
+	r->vm = m->vm;
+	r->n = n;
+	r->compression = compression;
+	pthread_mutex_init(&r->lock, NULL);
+	pthread_cond_init(&r->cond, NULL);
+	r->inited = true;
+	if (listen_fd < 0) {
+		snprintf(r->errmsg, sizeof(r->errmsg),
+			 "multifd needs a listening URI on the destination");
+		return -EINVAL;
+	}
+	for (unsigned i = 0; i < n; i++)
+		r->ch[i].in.fd = -1;
+	uint64_t deadline = ferry__now_ns() + (uint64_t)HS_TIMEOUT_MS * 1000000;
+	unsigned have = 0;
+	while (have < n) {
+		int fd, e = accept_by(listen_fd, deadline, &fd);
+		if (e) {
+			if (e == -ETIMEDOUT)
+				snprintf(r->errmsg, sizeof(r->errmsg),
+					 "only %u of %u multifd channels connected within %d s", have, n,
+					 HS_TIMEOUT_MS / 1000);
+			else
+				snprintf(r->errmsg, sizeof(r->errmsg), "multifd accept: %s",
+					 ferry_strerror(e));
+			return e;
+		}
+		/* The handshake must arrive promptly; a silent peer is refused. */
+		struct timeval tv = { 2, 0 };
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		uint8_t hs[FERRY_MF_HS_LEN];
+		ssize_t got = recv(fd, hs, sizeof(hs), MSG_WAITALL);
+		const char *why = NULL;
+		uint32_t id = 0;
+		if (got != (ssize_t)sizeof(hs))
+			why = "no handshake";
+		else if (ferry__ld_be32(hs) != FERRY_MF_HS_MAGIC)
+			why = "not a multifd handshake";
+		else if (ferry__ld_be32(hs + 4) != FERRY_MF_VERSION)
+			why = "unsupported multifd version";
+		else if (memcmp(hs + 8, uuid, 16))
+			why = "VM uuid of another migration";
+		else if ((id = ferry__ld_be32(hs + 24)) >= n || ferry__ld_be32(hs + 28) != n)
+			why = "bad channel id";
+		else if (r->ch[id].in.fd >= 0)
+			why = "duplicate channel id";
+		if (why) {
+			ferry_warn("multifd: refused a connection: %s", why);
+			close(fd);
+			r->refused++;
+			continue;
+		}
+		tv.tv_sec = 0;
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		ferry_mf_recv_chan *c = &r->ch[id];
+		c->r = r;
+		c->id = id;
+		if ((e = ferry__chan_init(&c->in, fd))) {
+			close(fd);
+			return e;
+		}
+		c->in.in_offset = FERRY_MF_HS_LEN; /* offsets count the handshake */
+		have++;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		ferry_mf_recv_chan *c = &r->ch[i];
+		if (compression == FERRY_COMPRESS_ZSTD) {
+			c->dctx = ZSTD_createDCtx();
+			c->zcap = ZSTD_compressBound((size_t)FERRY_MF_MAX_PAGES * FERRY_PAGE_SIZE);
+			c->zbuf = malloc(c->zcap);
+			if (!c->dctx || !c->zbuf)
+				return -ENOMEM;
+		}
+		int e = pthread_create(&c->thread, NULL, recv_thread, c);
+		if (e)
+			return -e;
+		c->started = true;
+	}
+	return 0;
+}
+
+int ferry__mf_recv_wait_error(ferry_mf_receiver *r, int timeout_ms)
+{
+	struct timespec dl;
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_nsec += (long)timeout_ms * 1000000L;
+	dl.tv_sec += dl.tv_nsec / 1000000000L;
+	dl.tv_nsec %= 1000000000L;
+	pthread_mutex_lock(&r->lock);
+	while (!r->err)
+		if (pthread_cond_timedwait(&r->cond, &r->lock, &dl))
+			break;
+	int e = r->err;
+	pthread_mutex_unlock(&r->lock);
+	return e;
+}
+
+int ferry__mf_recv_sync(ferry_mf_receiver *r)
+{
+	pthread_mutex_lock(&r->lock);
+	while (r->at_sync < r->n && !r->err && !ferry__mig_cancelled(r->m))
+		pthread_cond_wait(&r->cond, &r->lock);
+	int e = r->err ? r->err : ferry__mig_cancelled(r->m) ? -ECANCELED : 0;
+	if (!e) {
+		/* Every page of this pass is placed: let the next pass in. */
+		r->at_sync = 0;
+		r->generation++;
+		pthread_cond_broadcast(&r->cond);
+	}
+	pthread_mutex_unlock(&r->lock);
+	return e;
+}
+
+void ferry__mf_recv_stop(ferry_mf_receiver *r)
+{
+	if (!r->inited)
+		return;
+	pthread_mutex_lock(&r->lock);
+	r->quit = true;
+	pthread_cond_broadcast(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+	for (unsigned i = 0; i < r->n; i++) {
+		ferry_mf_recv_chan *c = &r->ch[i];
+		if (c->in.fd >= 0)
+			ferry__chan_shutdown(&c->in);
+		if (c->started)
+			pthread_join(c->thread, NULL);
+		if (c->in.fd >= 0 || c->in.ibuf)
+			ferry__chan_close(&c->in);
+		ZSTD_freeDCtx(c->dctx);
+		free(c->zbuf);
+	}
+	pthread_mutex_destroy(&r->lock);
+	pthread_cond_destroy(&r->cond);
+	r->inited = false;
+}

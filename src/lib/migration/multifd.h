@@ -1,0 +1,138 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Multifd: RAM pages over several extra connections, each with its own
+ * thread on both sides (mig/src/send_N, mig/dst/recv_N).
+ *
+ * DESIGN (source): the migration thread walks the dirty bitmap and hands
+ * lists of up to FERRY_MF_MAX_PAGES pages of one block to the next idle
+ * channel (one job slot per channel, so at most one packet per channel is
+ * being built: bounded memory). The channel thread does the zero detection
+ * and, with zstd, the compression, then writes one packet whose page data
+ * comes straight from guest RAM (iovecs) or from its compression buffer.
+ * At the end of every pass the migration thread waits for all channels to
+ * go idle and makes each send a SYNC packet; the main stream then carries a
+ * MULTIFD_SYNC record.
+ *
+ * DESIGN (destination): each receive thread reads packets, checks them like
+ * any stream input (magic, counts, block, page bounds) and reads page data
+ * straight into guest RAM (or decompresses into it page by page). After a
+ * SYNC packet it waits until the main thread, having read MULTIFD_SYNC on
+ * the main stream and seen every channel reach its SYNC, releases them: so
+ * the pages of pass n are all placed before any page of pass n+1 lands.
+ *
+ * Failure of any channel records the first error, then shuts every channel
+ * and the main connection down so that all threads wake up and fail.
+ */
+#ifndef FERRY_MIGRATION_MULTIFD_H
+#define FERRY_MIGRATION_MULTIFD_H
+
+#include "migration/mig.h"
+#include "stream/format.h"
+
+typedef struct ferry_mf_job {
+	const struct ferry_ram_block *rb;
+	uint32_t n;
+	uint64_t pages[FERRY_MF_MAX_PAGES];
+} ferry_mf_job;
+
+struct ferry_mf_sender;
+
+typedef struct ferry_mf_send_chan {
+	struct ferry_mf_sender *s;
+	unsigned id;
+	int fd;
+	pthread_t thread;
+	bool started;
+	/* Protected by s->lock. */
+	bool busy;         /* a job or a sync is pending or being sent */
+	bool sync;         /* the pending work is a SYNC packet */
+	ferry_mf_job job;
+	uint64_t bytes;
+	/* Owned by the channel thread. */
+	uint64_t packet_num;
+	void *cctx;        /* ZSTD_CCtx */
+	uint8_t *zbuf;
+	size_t zcap;
+} ferry_mf_send_chan;
+
+typedef struct ferry_mf_sender {
+	struct ferry_migration *m;
+	unsigned n;
+	uint32_t compression;
+	int level;
+	ferry_mf_send_chan ch[FERRY_MULTIFD_MAX_CHANNELS];
+	pthread_mutex_t lock;
+	pthread_cond_t cond; /* any change of busy/err/quit */
+	/* Protected by lock. */
+	bool quit;
+	int err;
+	char errmsg[200];
+	unsigned next;       /* round-robin start for the next job */
+	uint64_t normal, zero, compress_in, compress_out;
+	bool inited;
+} ferry_mf_sender;
+
+/* Connects n channels to uri, sends handshakes and starts the threads. */
+int ferry__mf_send_start(ferry_mf_sender *s, struct ferry_migration *m, unsigned n,
+			 uint32_t compression, int level);
+/* Hands a job to the next idle channel (waits for one). 0 or the error. */
+int ferry__mf_send_job(ferry_mf_sender *s, const ferry_mf_job *job);
+/* Waits for all channels to finish, then each sends a SYNC packet. */
+int ferry__mf_send_sync(ferry_mf_sender *s);
+/* Wakes every blocked channel write (cancel); any thread. */
+void ferry__mf_send_shutdown(ferry_mf_sender *s);
+/* Stops and joins the threads, closes the connections. Idempotent. */
+void ferry__mf_send_stop(ferry_mf_sender *s);
+/* Copies counters into info (caller holds m->stats_lock). */
+void ferry__mf_send_stats(ferry_mf_sender *s, ferry_mig_info *info);
+
+struct ferry_mf_receiver;
+
+typedef struct ferry_mf_recv_chan {
+	struct ferry_mf_receiver *r;
+	unsigned id;
+	ferry_chan in;
+	pthread_t thread;
+	bool started;
+	void *dctx;        /* ZSTD_DCtx */
+	uint8_t *zbuf;
+	size_t zcap;
+} ferry_mf_recv_chan;
+
+typedef struct ferry_mf_receiver {
+	struct ferry_migration *m;
+	ferry_vm_t *vm;
+	unsigned n;
+	uint32_t compression;
+	ferry_mf_recv_chan ch[FERRY_MULTIFD_MAX_CHANNELS];
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	/* Protected by lock. */
+	unsigned at_sync;    /* channels waiting after a SYNC packet */
+	uint64_t generation; /* bumped by each release */
+	bool quit;
+	int err;
+	char errmsg[256];
+	uint64_t pages, zeros, bytes;
+	unsigned refused;    /* connections refused during the handshake */
+	bool inited;
+} ferry_mf_receiver;
+
+/*
+ * Accepts n channels on listen_fd (handshakes checked against uuid;
+ * connections from another migration are refused and waited past) and
+ * starts the receive threads. Returns 0 or a negative errno with a message
+ * in r->errmsg.
+ */
+int ferry__mf_recv_start(ferry_mf_receiver *r, struct ferry_migration *m, int listen_fd,
+			 const uint8_t uuid[16], unsigned n, uint32_t compression);
+/* Main thread at MULTIFD_SYNC: waits for every channel's SYNC, releases them. */
+int ferry__mf_recv_sync(ferry_mf_receiver *r);
+/*
+ * After the main connection failed: waits up to timeout_ms for a channel
+ * to report its own failure (the likelier cause). Returns its error or 0.
+ */
+int ferry__mf_recv_wait_error(ferry_mf_receiver *r, int timeout_ms);
+void ferry__mf_recv_stop(ferry_mf_receiver *r);
+
+#endif

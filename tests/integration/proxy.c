@@ -1,0 +1,205 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Fault-injecting forwarder (see proxy.h). One acceptor thread, two pump
+ * threads per connection (one per direction). Settings are read by the
+ * pumps under the proxy's lock before each chunk.
+ */
+#include "proxy.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define MAXC 32
+
+struct conn {
+	int a, b; /* accepted side, target side */
+	uint64_t fwd;
+	unsigned delay_us;
+	uint64_t cut_after; /* 0 = never */
+	bool cut;
+	pthread_t t[2];
+	bool started;
+};
+
+struct proxy {
+	int lfd;
+	char target[108];
+	pthread_t acceptor;
+	pthread_mutex_t lock;
+	struct conn c[MAXC];
+	unsigned n;
+	bool stop;
+};
+
+struct pump {
+	proxy *p;
+	unsigned k;
+	int from, to;
+	bool forward; /* accepted -> target */
+};
+
+static int unix_connect(const char *path)
+{
+	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+	if (s >= 0 && connect(s, (struct sockaddr *)&a, sizeof(a)) == 0)
+		return s;
+	if (s >= 0)
+		close(s);
+	return -1;
+}
+
+static void cut(proxy *p, unsigned k)
+{
+	struct conn *c = &p->c[k];
+	if (!c->cut) {
+		c->cut = true;
+		shutdown(c->a, SHUT_RDWR);
+		shutdown(c->b, SHUT_RDWR);
+	}
+}
+
+static void *pump_main(void *arg)
+{
+	struct pump *u = arg;
+	proxy *p = u->p;
+	char buf[65536];
+	for (;;) {
+		ssize_t n = read(u->from, buf, sizeof(buf));
+		if (n <= 0)
+			break;
+		pthread_mutex_lock(&p->lock);
+		struct conn *c = &p->c[u->k];
+		unsigned d = u->forward ? c->delay_us : 0;
+		bool dead = c->cut;
+		if (u->forward) {
+			c->fwd += (uint64_t)n;
+			if (c->cut_after && c->fwd >= c->cut_after) {
+				cut(p, u->k);
+				dead = true;
+			}
+		}
+		pthread_mutex_unlock(&p->lock);
+		if (dead)
+			break;
+		if (d)
+			usleep(d);
+		for (ssize_t o = 0; o < n;) {
+			ssize_t w = send(u->to, buf + o, (size_t)(n - o), MSG_NOSIGNAL);
+			if (w <= 0)
+				goto out;
+			o += w;
+		}
+	}
+out:
+	shutdown(u->to, SHUT_WR);
+	free(u);
+	return NULL;
+}
+
+static void *accept_main(void *arg)
+{
+	proxy *p = arg;
+	for (;;) {
+		int a = accept4(p->lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (a < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			break;
+		}
+		int b = unix_connect(p->target);
+		pthread_mutex_lock(&p->lock);
+		if (b < 0 || p->n == MAXC || p->stop) {
+			pthread_mutex_unlock(&p->lock);
+			close(a);
+			if (b >= 0)
+				close(b);
+			continue;
+		}
+		unsigned k = p->n++;
+		struct conn *c = &p->c[k];
+		c->a = a;
+		c->b = b;
+		for (int dir = 0; dir < 2; dir++) {
+			struct pump *u = malloc(sizeof(*u));
+			*u = (struct pump){ p, k, dir ? b : a, dir ? a : b, dir == 0 };
+			pthread_create(&c->t[dir], NULL, pump_main, u);
+		}
+		c->started = true;
+		pthread_mutex_unlock(&p->lock);
+	}
+	return NULL;
+}
+
+proxy *proxy_start(const char *listen_path, const char *target_path)
+{
+	proxy *p = calloc(1, sizeof(*p));
+	pthread_mutex_init(&p->lock, NULL);
+	snprintf(p->target, sizeof(p->target), "%s", target_path);
+	p->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", listen_path);
+	unlink(listen_path);
+	if (bind(p->lfd, (struct sockaddr *)&a, sizeof(a)) || listen(p->lfd, 16)) {
+		close(p->lfd);
+		free(p);
+		return NULL;
+	}
+	pthread_create(&p->acceptor, NULL, accept_main, p);
+	return p;
+}
+
+void proxy_set_delay(proxy *p, unsigned k, unsigned delay_us)
+{
+	pthread_mutex_lock(&p->lock);
+	p->c[k].delay_us = delay_us;
+	pthread_mutex_unlock(&p->lock);
+}
+
+void proxy_cut_after(proxy *p, unsigned k, uint64_t after)
+{
+	pthread_mutex_lock(&p->lock);
+	if (k < p->n && p->c[k].fwd >= after)
+		cut(p, k);
+	else
+		p->c[k].cut_after = after ? after : 1;
+	pthread_mutex_unlock(&p->lock);
+}
+
+unsigned proxy_connections(proxy *p)
+{
+	pthread_mutex_lock(&p->lock);
+	unsigned n = p->n;
+	pthread_mutex_unlock(&p->lock);
+	return n;
+}
+
+void proxy_stop(proxy *p)
+{
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->lock);
+	p->stop = true;
+	for (unsigned k = 0; k < p->n; k++)
+		cut(p, k);
+	pthread_mutex_unlock(&p->lock);
+	shutdown(p->lfd, SHUT_RDWR);
+	pthread_join(p->acceptor, NULL);
+	for (unsigned k = 0; k < p->n; k++) {
+		pthread_join(p->c[k].t[0], NULL);
+		pthread_join(p->c[k].t[1], NULL);
+		close(p->c[k].a);
+		close(p->c[k].b);
+	}
+	close(p->lfd);
+	pthread_mutex_destroy(&p->lock);
+	free(p);
+}

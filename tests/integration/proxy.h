@@ -1,0 +1,24 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A fault-injecting forwarder for tests: listens on a unix socket, forwards
+ * each accepted connection to a target unix socket, and can cut a given
+ * connection (by accept order) or slow it down.
+ */
+#ifndef FERRY_TEST_PROXY_H
+#define FERRY_TEST_PROXY_H
+
+#include <stdint.h>
+
+typedef struct proxy proxy;
+
+/* Starts forwarding listen_path -> target_path (unix socket paths). */
+proxy *proxy_start(const char *listen_path, const char *target_path);
+/* Connection k (0 = first accepted) sleeps delay_us after each chunk forwarded. */
+void proxy_set_delay(proxy *p, unsigned k, unsigned delay_us);
+/* Cuts connection k (both directions) once it has forwarded `after` bytes. */
+void proxy_cut_after(proxy *p, unsigned k, uint64_t after);
+/* Number of connections accepted so far. */
+unsigned proxy_connections(proxy *p);
+void proxy_stop(proxy *p);
+
+#endif

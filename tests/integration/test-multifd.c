@@ -1,0 +1,430 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Multifd integration tests: bit-exact migrations over 1, 2 and 4 channels
+ * with and without zstd, deliberately uneven channels (per-pass sync), a
+ * channel cut mid-migration (clean failure, then a retry that succeeds),
+ * and hand-made channel traffic: a connection from another migration is
+ * refused, malformed packets are rejected with exact messages.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "harness.h"
+#include "proxy.h"
+#include "sbuf.h"
+#include "stream/format.h"
+
+#define MiB (1ull << 20)
+
+static void mf_params(ferry_mig_params *p, unsigned n, bool zstd)
+{
+	ferry_mig_params_init(p);
+	p->multifd = true;
+	p->multifd_channels = n;
+	p->multifd_compression = zstd ? FERRY_COMPRESS_ZSTD : FERRY_COMPRESS_NONE;
+}
+
+/* Migrates spec with p over src_uri (the destination listens on dst_uri). */
+static void mf_migrate(const char *spec, const ferry_mig_params *p, ferry_mig_info *out)
+{
+	side src, dst;
+	side_create(&src, spec, FERRY_DIRTY_WP_ASYNC, false);
+	side_create(&dst, spec, FERRY_DIRTY_WP_ASYNC, true);
+	const char *uri = test_uri();
+	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
+	bool paused = ferry_guest_get_config(src.g)->paused;
+	if (!paused) {
+		assert_int_equal(ferry_vm_start(src.vm), 0);
+		msleep(100);
+	}
+	assert_int_equal(ferry_migrate_start(src.vm, uri, p), 0);
+	assert_int_equal(wait_final(src.vm), FERRY_MIG_COMPLETED);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIG_COMPLETED);
+	ferry_mig_info si, di;
+	ferry_migration_query(src.vm, &si);
+	ferry_migration_query(dst.vm, &di);
+	assert_int_equal(si.multifd_channels, p->multifd_channels);
+	assert_int_equal(di.multifd_channels, p->multifd_channels);
+	/* Both sides agree on what crossed, in total and per channel. */
+	assert_int_equal(si.transferred, di.transferred);
+	assert_int_equal(si.multifd_bytes, di.multifd_bytes);
+	for (unsigned i = 0; i < p->multifd_channels; i++) {
+		assert_int_equal(si.channel_bytes[i], di.channel_bytes[i]);
+		assert_true(si.channel_bytes[i] > 0);
+	}
+	assert_int_equal(si.normal, di.normal);
+	assert_int_equal(si.duplicate, di.duplicate);
+	/* Pages went over the channels, not the main connection. */
+	assert_true(si.transferred - si.multifd_bytes < 1 * MiB);
+	assert_true(side_run_and_verify(&dst, 5000));
+	if (out)
+		*out = si;
+	side_destroy(&src);
+	side_destroy(&dst);
+}
+
+#define SPEC "mem=256M,vram=4M,vcpus=2,rate=100M,workload=random"
+
+static void t_mf_1(void **s) { (void)s; ferry_mig_params p; mf_params(&p, 1, false); mf_migrate(SPEC, &p, NULL); }
+static void t_mf_2(void **s) { (void)s; ferry_mig_params p; mf_params(&p, 2, false); mf_migrate(SPEC, &p, NULL); }
+static void t_mf_4(void **s) { (void)s; ferry_mig_params p; mf_params(&p, 4, false); mf_migrate(SPEC, &p, NULL); }
+static void t_mf_1_zstd(void **s) { (void)s; ferry_mig_params p; mf_params(&p, 1, true); mf_migrate(SPEC, &p, NULL); }
+static void t_mf_4_zstd(void **s) { (void)s; ferry_mig_params p; mf_params(&p, 4, true); mf_migrate(SPEC, &p, NULL); }
+
+/* zstd on compressible (text) RAM: exact, and it does compress. */
+static void t_mf_2_zstd_text(void **s)
+{
+	(void)s;
+	ferry_mig_params p;
+	ferry_mig_info i;
+	mf_params(&p, 2, true);
+	mf_migrate("mem=256M,vram=4M,vcpus=2,rate=50M,workload=hotset,fill=text", &p, &i);
+	assert_true(i.compress_in >= 200 * MiB);
+	assert_true(i.compress_out * 2 < i.compress_in);
+	assert_true(i.multifd_bytes < i.compress_in);
+}
+
+/* Paused guest, exact counts: every page of a zero fill is a zero page. */
+static void t_mf_counts(void **s)
+{
+	(void)s;
+	ferry_mig_params p;
+	ferry_mig_info i;
+	mf_params(&p, 2, false);
+	mf_migrate("mem=256M,vram=4M,vcpus=2,paused,fill=zero", &p, &i);
+	assert_int_equal(i.duplicate, (260 * MiB) / 4096);
+	assert_int_equal(i.normal, 0);
+}
+
+/*
+ * One channel much slower than the other while hot pages are resent every
+ * pass: the per-pass sync must keep an old copy from landing after a newer
+ * one. Several passes are forced by a 1 ms downtime limit.
+ */
+static void t_mf_uneven(void **s)
+{
+	(void)s;
+	const char *spec = "mem=256M,vram=4M,vcpus=2,rate=50M,wss=16M,workload=hotset";
+	side src, dst;
+	side_create(&src, spec, FERRY_DIRTY_WP_ASYNC, false);
+	side_create(&dst, spec, FERRY_DIRTY_WP_ASYNC, true);
+	char dpath[108], ppath[108], puri[120];
+	snprintf(dpath, sizeof(dpath), "%s", test_uri() + 5);
+	snprintf(ppath, sizeof(ppath), "%s", test_uri() + 5);
+	snprintf(puri, sizeof(puri), "unix:%s", ppath);
+	char duri[120];
+	snprintf(duri, sizeof(duri), "unix:%s", dpath);
+	assert_int_equal(ferry_migrate_incoming(dst.vm, duri), 0);
+	proxy *px = proxy_start(ppath, dpath);
+	assert_non_null(px);
+	proxy_set_delay(px, 1, 400); /* connection 1 = multifd channel 0 */
+	assert_int_equal(ferry_vm_start(src.vm), 0);
+	ferry_mig_params p;
+	mf_params(&p, 2, false);
+	p.downtime_limit_ms = 1;
+	assert_int_equal(ferry_migrate_start(src.vm, puri, &p), 0);
+	assert_int_equal(wait_final(src.vm), FERRY_MIG_COMPLETED);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIG_COMPLETED);
+	ferry_mig_info i;
+	ferry_migration_query(src.vm, &i);
+	assert_true(i.dirty_sync_count >= 3);
+	/* The slow channel carried less: the channels really were uneven. */
+	assert_true(i.channel_bytes[0] < i.channel_bytes[1]);
+	assert_true(side_run_and_verify(&dst, 5000));
+	proxy_stop(px);
+	side_destroy(&src);
+	side_destroy(&dst);
+}
+
+/* A multifd channel cut mid-migration: clean failure, then a retry works. */
+static void t_mf_channel_cut_then_retry(void **s)
+{
+	(void)s;
+	side src, dst;
+	side_create(&src, SPEC, FERRY_DIRTY_WP_ASYNC, false);
+	side_create(&dst, SPEC, FERRY_DIRTY_WP_ASYNC, true);
+	char dpath[108], ppath[108], puri[120], duri[120];
+	snprintf(dpath, sizeof(dpath), "%s", test_uri() + 5);
+	snprintf(ppath, sizeof(ppath), "%s", test_uri() + 5);
+	snprintf(puri, sizeof(puri), "unix:%s", ppath);
+	snprintf(duri, sizeof(duri), "unix:%s", dpath);
+	assert_int_equal(ferry_migrate_incoming(dst.vm, duri), 0);
+	proxy *px = proxy_start(ppath, dpath);
+	proxy_cut_after(px, 2, 20 * MiB); /* connection 2 = multifd channel 1 */
+	assert_int_equal(ferry_vm_start(src.vm), 0);
+	ferry_mig_params p;
+	mf_params(&p, 2, false);
+	p.max_bandwidth = 100 * MiB;
+	assert_int_equal(ferry_migrate_start(src.vm, puri, &p), 0);
+	assert_int_equal(wait_final(src.vm), FERRY_MIG_FAILED);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIG_FAILED);
+	ferry_mig_info si, di;
+	ferry_migration_query(src.vm, &si);
+	ferry_migration_query(dst.vm, &di);
+	fprintf(stderr, "source: %s\ndestination: %s\n", si.error_desc, di.error_desc);
+	assert_non_null(strstr(si.error_desc, "multifd channel 1") ?: strstr(si.error_desc, "destination"));
+	assert_non_null(strstr(di.error_desc, "multifd channel 1"));
+	assert_true(ferry_vm_is_running(src.vm));
+	proxy_stop(px);
+	side_destroy(&dst);
+	/* Retry straight to a new destination. */
+	side_create(&dst, SPEC, FERRY_DIRTY_WP_ASYNC, true);
+	const char *uri = test_uri();
+	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
+	p.max_bandwidth = 0;
+	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
+	assert_int_equal(wait_final(src.vm), FERRY_MIG_COMPLETED);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIG_COMPLETED);
+	assert_true(side_run_and_verify(&dst, 5000));
+	side_destroy(&src);
+	side_destroy(&dst);
+}
+
+/* ---- hand-made channel traffic ---- */
+
+#define DST_SPEC "mem=16M,vram=4M,vcpus=1,workload=random"
+static const uint8_t UUID_A[16] = { 0xaa, 1, 2, 3 };
+static const uint8_t UUID_B[16] = { 0xbb, 1, 2, 3 };
+
+static int uconnect(const char *uri)
+{
+	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", uri + 5);
+	assert_int_equal(connect(s, (struct sockaddr *)&a, sizeof(a)), 0);
+	return s;
+}
+
+static void sendb(int fd, const sbuf *b)
+{
+	for (size_t o = 0; o < b->len;) {
+		ssize_t n = send(fd, b->p + o, b->len - o, MSG_NOSIGNAL);
+		if (n <= 0)
+			return;
+		o += (size_t)n;
+	}
+}
+
+static void handshake(sbuf *b, const uint8_t uuid[16], uint32_t id, uint32_t n)
+{
+	be32(b, FERRY_MF_HS_MAGIC);
+	be32(b, FERRY_MF_VERSION);
+	put(b, uuid, 16);
+	be32(b, id);
+	be32(b, n);
+}
+
+static void main_prologue(sbuf *b)
+{
+	be32(b, FERRY_STREAM_MAGIC);
+	be32(b, FERRY_STREAM_VERSION);
+	put(b, UUID_A, 16);
+	be32(b, 4096);
+	u8(b, FERRY_REC_COMMAND);
+	be16(b, FERRY_CMD_MULTIFD);
+	be16(b, 5);
+	be32(b, 1);
+	u8(b, 0);
+}
+
+static void ram_setup_and_sync(sbuf *b)
+{
+	u8(b, FERRY_REC_SECTION_START);
+	be32(b, 1);
+	str8(b, "ram");
+	be32(b, 0);
+	be32(b, 1);
+	be64(b, (20 * MiB) | FERRY_RAM_MEM_SIZE);
+	be32(b, 2);
+	str8(b, "pc.ram");
+	be64(b, 16 * MiB);
+	str8(b, "vga.vram");
+	be64(b, 4 * MiB);
+	be64(b, FERRY_RAM_EOS);
+	u8(b, FERRY_REC_FOOTER);
+	be32(b, 1);
+	u8(b, FERRY_REC_SECTION_PART);
+	be32(b, 1);
+	be64(b, FERRY_RAM_MULTIFD_SYNC);
+	be64(b, FERRY_RAM_EOS);
+	u8(b, FERRY_REC_FOOTER);
+	be32(b, 1);
+}
+
+static void pkt_header(sbuf *b, uint32_t flags, uint32_t nn, uint32_t nz, uint32_t clen, uint64_t num)
+{
+	be32(b, FERRY_MF_PKT_MAGIC);
+	be32(b, FERRY_MF_VERSION);
+	be32(b, flags);
+	be32(b, nn);
+	be32(b, nz);
+	be32(b, clen);
+	be64(b, num);
+}
+
+/*
+ * A whole one-channel migration by hand: a connection from another
+ * migration (uuid B) arrives first and is refused; the real channel
+ * carries page 5 of pc.ram and a SYNC. The migration completes.
+ */
+static void t_mf_foreign_channel_refused(void **s)
+{
+	(void)s;
+	side dst;
+	side_create(&dst, DST_SPEC, FERRY_DIRTY_EXPLICIT, true);
+	const char *uri = test_uri();
+	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
+	int mfd = uconnect(uri);
+	sbuf b = { .len = 0 };
+	main_prologue(&b);
+	sendb(mfd, &b);
+	msleep(50);
+	int bogus = uconnect(uri);
+	b.len = 0;
+	handshake(&b, UUID_B, 0, 1);
+	sendb(bogus, &b);
+	/* The destination refuses it: the connection is closed unread. */
+	char x;
+	assert_int_equal(recv(bogus, &x, 1, 0), 0);
+	close(bogus);
+	int cfd = uconnect(uri);
+	b.len = 0;
+	handshake(&b, UUID_A, 0, 1);
+	pkt_header(&b, 0, 1, 1, 0, 0);
+	str8(&b, "pc.ram");
+	be64(&b, 5);
+	be64(&b, 6);
+	uint8_t page[4096];
+	memset(page, 0x5a, sizeof(page));
+	put(&b, page, sizeof(page));
+	pkt_header(&b, FERRY_MF_SYNC, 0, 0, 0, 1);
+	sendb(cfd, &b);
+	b.len = 0;
+	ram_setup_and_sync(&b);
+	u8(&b, FERRY_REC_COMMAND);
+	be16(&b, FERRY_CMD_VM_STATE);
+	be16(&b, 1);
+	u8(&b, 0);
+	u8(&b, FERRY_REC_EOF);
+	sendb(mfd, &b);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIG_COMPLETED);
+	const char *name;
+	uint8_t *host;
+	uint64_t size;
+	ferry_guest_ram(dst.g, 0, &name, &host, &size);
+	assert_string_equal(name, "pc.ram");
+	assert_memory_equal(host + 5 * 4096, page, 4096);
+	ferry_mig_info i;
+	ferry_migration_query(dst.vm, &i);
+	assert_int_equal(i.normal, 1);
+	assert_int_equal(i.duplicate, 1);
+	close(cfd);
+	close(mfd);
+	side_destroy(&dst);
+}
+
+/* Sends one bad packet on a channel and returns the destination's error. */
+static const char *bad_packet(const sbuf *pkt)
+{
+	static char msg[256];
+	side dst;
+	side_create(&dst, DST_SPEC, FERRY_DIRTY_EXPLICIT, true);
+	const char *uri = test_uri();
+	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
+	int mfd = uconnect(uri);
+	sbuf b = { .len = 0 };
+	main_prologue(&b);
+	ram_setup_and_sync(&b);
+	sendb(mfd, &b);
+	int cfd = uconnect(uri);
+	b.len = 0;
+	handshake(&b, UUID_A, 0, 1);
+	sendb(cfd, &b);
+	sendb(cfd, pkt);
+	shutdown(cfd, SHUT_WR);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIG_FAILED);
+	ferry_mig_info i;
+	ferry_migration_query(dst.vm, &i);
+	snprintf(msg, sizeof(msg), "%s", i.error_desc);
+	close(cfd);
+	close(mfd);
+	side_destroy(&dst);
+	return msg;
+}
+
+static void t_mf_packet_fuzz(void **s)
+{
+	(void)s;
+	sbuf b;
+	b.len = 0;
+	be32(&b, 0xdeadbeef);
+	put(&b, (uint8_t[28]){ 0 }, 28);
+	assert_string_equal(bad_packet(&b),
+			    "multifd channel 0: bad multifd packet magic 0xdeadbeef (multifd packet at offset 32)");
+	b.len = 0;
+	pkt_header(&b, 0x80, 1, 0, 0, 0);
+	assert_string_equal(bad_packet(&b),
+			    "multifd channel 0: unknown multifd packet flags 0x80 (multifd packet at offset 32)");
+	b.len = 0;
+	pkt_header(&b, 0, 200, 100, 0, 0);
+	assert_string_equal(bad_packet(&b),
+			    "multifd channel 0: multifd packet with 200 + 100 pages (max 256) (multifd packet at offset 32)");
+	b.len = 0;
+	pkt_header(&b, 0, 0, 0, 0, 0);
+	assert_string_equal(bad_packet(&b),
+			    "multifd channel 0: multifd packet without pages (multifd packet at offset 32)");
+	b.len = 0;
+	pkt_header(&b, FERRY_MF_SYNC, 1, 0, 0, 0);
+	assert_string_equal(bad_packet(&b),
+			    "multifd channel 0: multifd sync packet with pages (multifd packet at offset 32)");
+	b.len = 0;
+	pkt_header(&b, FERRY_MF_ZSTD, 1, 0, 100, 0);
+	assert_string_equal(bad_packet(&b),
+			    "multifd channel 0: multifd packet compression (flags 0x2, 100 bytes) does not match the migration's (multifd packet at offset 32)");
+	b.len = 0;
+	pkt_header(&b, 0, 1, 0, 0, 0);
+	str8(&b, "rom");
+	assert_string_equal(bad_packet(&b),
+			    "multifd channel 0: multifd packet for unknown RAM block 'rom' (multifd packet at offset 32)");
+	b.len = 0;
+	pkt_header(&b, 0, 1, 0, 0, 0);
+	str8(&b, "pc.ram");
+	be64(&b, 4096);
+	assert_string_equal(bad_packet(&b),
+			    "multifd channel 0: multifd page 4096 outside RAM block 'pc.ram' (4096 pages) (multifd packet at offset 32)");
+	b.len = 0;
+	pkt_header(&b, 0, 1, 0, 0, 0);
+	str8(&b, "pc.ram");
+	be64(&b, 7);
+	put(&b, (uint8_t[10]){ 0 }, 10);
+	assert_string_equal(bad_packet(&b),
+			    "multifd channel 0: truncated stream: end of data with 4086 bytes missing (multifd packet at offset 32)");
+}
+
+int main(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(t_mf_1),
+		cmocka_unit_test(t_mf_2),
+		cmocka_unit_test(t_mf_4),
+		cmocka_unit_test(t_mf_1_zstd),
+		cmocka_unit_test(t_mf_4_zstd),
+		cmocka_unit_test(t_mf_2_zstd_text),
+		cmocka_unit_test(t_mf_counts),
+		cmocka_unit_test(t_mf_uneven),
+		cmocka_unit_test(t_mf_channel_cut_then_retry),
+		cmocka_unit_test(t_mf_foreign_channel_refused),
+		cmocka_unit_test(t_mf_packet_fuzz),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
