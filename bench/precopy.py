@@ -2,7 +2,8 @@
 """Precopy benchmark: migrate a paused guest over loopback, one channel.
 
 For each destination mode and each fill (random, zero = populated zero pages, none = never
-touched) it starts a destination and a source `ferry host` process, migrates, and reports GB/s
+touched) it starts a destination and a source `ferry host` process, migrates through QMP
+(`ferry migrate`), and reports GB/s
 (guest RAM size / total migration time), downtime and the destination's startup time (spawn to
 its "listening" line). Prints one JSON object. Usage:
   bench/precopy.py [--ferry build/ferry] [--mem 2G] [--runs 3] [--fills random,zero,none]
@@ -18,7 +19,7 @@ cost of an incoming migration on this machine):
             synthetic guest already madvise(MADV_HUGEPAGE)s its RAM), then restored to its saved
             value whatever happens. Needs root; skipped (with the reason) otherwise.
 """
-import argparse, json, os, select, signal, socket, statistics, subprocess, sys, time
+import argparse, json, os, select, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
 SHMEM_THP = "/sys/kernel/mm/transparent_hugepage/shmem_enabled"
 QEMU_7_2_REFERENCE = {"unit": "GB/s", "source": "machine baseline", "random": 1.69, "zero": 8.5, "none": 1.64}
@@ -53,15 +54,27 @@ def kill(procs):
             pass
 
 
+def qmp(ferry, sock, *cmd, timeout=60):
+    """One QMP command through `ferry qmp`; the reply as JSON (or None)."""
+    r = subprocess.run([ferry, "qmp", "--qmp", sock, *cmd], capture_output=True, text=True, timeout=timeout)
+    try:
+        return json.loads(r.stdout)
+    except ValueError:
+        return None
+
+
 def one(ferry, mem, fill, dst_extra, timeout):
+    """Both hosts are driven through QMP: `ferry migrate` on the source, `ferry qmp` to check and quit."""
     spec = f"mem={mem},vram=0,vcpus=2,paused,fill={fill}"
     procs = []
+    tmp = tempfile.mkdtemp(prefix="ferry-precopy.")
+    dsock, ssock = os.path.join(tmp, "dst.qmp"), os.path.join(tmp, "src.qmp")
     try:
         for attempt in range(3):  # a fresh port per run; retry if someone took it meanwhile
             uri = f"tcp:127.0.0.1:{free_port()}"
             t0 = time.monotonic()
-            dst = subprocess.Popen([ferry, "host", "--guest", spec + dst_extra, "--incoming", uri, "--json"],
-                                   stdout=subprocess.PIPE, bufsize=0)
+            dst = subprocess.Popen([ferry, "host", "--guest", spec + dst_extra, "--incoming", uri,
+                                    "--qmp", "unix:" + dsock, "--json"], stdout=subprocess.PIPE, bufsize=0)
             procs.append(dst)
             line = read_line(dst, t0 + timeout)
             startup = time.monotonic() - t0
@@ -72,22 +85,37 @@ def one(ferry, mem, fill, dst_extra, timeout):
                 raise RuntimeError(f"destination not listening after {timeout} s")
         else:
             raise RuntimeError(f"destination did not start: {line!r}")
-        src = subprocess.Popen([ferry, "host", "--guest", spec, "--migrate", uri, "--json"],
-                               stdout=subprocess.PIPE, text=True)
+        src = subprocess.Popen([ferry, "host", "--guest", spec, "--qmp", "unix:" + ssock, "--json"],
+                               stdout=subprocess.PIPE, bufsize=0)
         procs.append(src)
-        sout, _ = src.communicate(timeout=timeout)
-        dout, _ = dst.communicate(timeout=timeout)
-        lines = sout.strip().splitlines()
+        line = read_line(src, time.monotonic() + timeout)
+        if not line or "listening" not in line:
+            raise RuntimeError(f"source did not start: {line!r}")
+        m = subprocess.run([ferry, "migrate", "--qmp", ssock, uri, "--json"], capture_output=True, text=True,
+                           timeout=timeout)
+        lines = m.stdout.strip().splitlines()
         if not lines:
-            raise RuntimeError(f"source printed nothing (exit {src.returncode})")
-        res = json.loads(lines[-1])["migration"]
+            raise RuntimeError(f"ferry migrate printed nothing (exit {m.returncode}): {m.stderr[-300:]}")
+        res = json.loads(lines[-1])
         if res["status"] != "completed":
             raise RuntimeError(f"migration failed: {res}")
-        if dst.returncode != 0:
-            raise RuntimeError(f"destination exited with {dst.returncode}: {dout.decode()[-300:]}")
+        deadline = time.monotonic() + timeout
+        while True:  # the destination reports completion a moment after the source
+            d = qmp(ferry, dsock, "query-migrate")
+            st = d and d.get("return", {}).get("status")
+            if st == "completed":
+                break
+            if d is None or "x-previous" in d.get("return", {}) or time.monotonic() > deadline:
+                raise RuntimeError(f"destination did not complete: {d}")
+            time.sleep(0.01)
+        for sock, p in ((ssock, src), (dsock, dst)):
+            qmp(ferry, sock, "quit")
+            if p.wait(timeout=timeout) != 0:
+                raise RuntimeError(f"host exited with {p.returncode}")
         return res, startup
     finally:
         kill(procs)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def run_mode(a, size, dst_extra):
@@ -105,7 +133,7 @@ def run_mode(a, size, dst_extra):
             runs.append({"gbps": round(size / t / 1e9, 3), "total_ms": r["total-time"],
                          "downtime_ms": r["downtime"], "dest_startup_ms": round(startup * 1000, 1),
                          "transferred": r["ram"]["transferred"], "normal": r["ram"]["normal"],
-                         "zero": r["ram"]["duplicate"], "skipped": r["ram"]["skipped"]})
+                         "zero": r["ram"]["duplicate"], "skipped": r["ram"]["x-skipped"]})
         ok = [x for x in runs if "error" not in x]
         if not ok:
             cases[fill] = {"error": "every run failed", "runs": runs}

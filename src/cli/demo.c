@@ -1,25 +1,37 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * `ferry demo`: starts a destination and a source `ferry host` process on
- * loopback, live-migrates the running default guest, lets the destination
- * guest run on for a while, stops it at chosen step counts and verifies its
- * RAM bit for bit against a never-migrated twin. Prints a summary (or one
- * JSON object) and exits non-zero unless the migration completed and
- * verified.
+ * `ferry demo`: a live migration between two local `ferry host` processes,
+ * driven entirely through QMP, and verified.
+ *
+ * It starts a destination (`--incoming tcp:127.0.0.1:PORT`) and a source
+ * host, each with a QMP socket in a private temporary directory; lets the
+ * source guest run for 300 ms; applies --set parameters; runs `migrate`
+ * and follows it (ferry_cli_migration_drive, the same code as `ferry
+ * migrate`); then, on the destination, lets the guest run on for 20000 more
+ * steps per vCPU (x-run-until, which leaves it stopped) and asks the
+ * oracle (query-guest-hash with "verify": true) whether its RAM matches a
+ * never-migrated twin bit for bit. Both hosts get `quit`. Prints a summary
+ * (or one JSON object) and exits non-zero unless the migration completed
+ * and verified.
+ *
+ * Thread: main only.
  */
 #include <errno.h>
 #include <getopt.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "cli.h"
+
+#define RUN_ON_STEPS 20000
+#define VERIFY_TIMEOUT_MS 600000
 
 extern char **environ;
 
@@ -37,46 +49,111 @@ static int free_port(void)
 	return ntohs(a.sin_port);
 }
 
-/* Spawns argv with stdout on a pipe; returns the read end as a FILE. */
-static FILE *spawn(char *const argv[], pid_t *pid)
+typedef struct child {
+	pid_t pid;
+	FILE *out;
+	ferry_qmp_conn *qmp;
+	char sock[256];
+} child;
+
+/*
+ * Spawns `ferry host ARGS... --qmp unix:SOCK --json` and waits for its
+ * ready line. Returns 0 or -1 (message printed).
+ */
+static int host_spawn(child *ch, const char *self, const char *dir, const char *name,
+		      char *const extra[])
 {
+	char qmp_addr[300];
+	snprintf(ch->sock, sizeof(ch->sock), "%s/%s.qmp", dir, name);
+	snprintf(qmp_addr, sizeof(qmp_addr), "unix:%s", ch->sock);
+	char *argv[32];
+	int n = 0;
+	argv[n++] = (char *)self;
+	argv[n++] = "host";
+	for (int i = 0; extra[i] && n < 26; i++)
+		argv[n++] = extra[i];
+	argv[n++] = "--qmp";
+	argv[n++] = qmp_addr;
+	argv[n++] = "--json";
+	argv[n] = NULL;
 	int p[2];
-	if (pipe(p))
-		return NULL;
+	if (pipe(p)) {
+		perror("ferry demo: pipe");
+		return -1;
+	}
 	posix_spawn_file_actions_t fa;
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_adddup2(&fa, p[1], 1);
 	posix_spawn_file_actions_addclose(&fa, p[0]);
-	int r = posix_spawn(pid, argv[0], &fa, NULL, argv, environ);
+	int r = posix_spawn(&ch->pid, self, &fa, NULL, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
 	close(p[1]);
 	if (r) {
 		close(p[0]);
-		errno = r;
-		return NULL;
+		ch->pid = 0;
+		fprintf(stderr, "ferry demo: cannot start the %s: %s\n", name, strerror(r));
+		return -1;
 	}
-	return fdopen(p[0], "r");
+	ch->out = fdopen(p[0], "r");
+	char line[4096];
+	if (!ch->out || !fgets(line, sizeof(line), ch->out) || !strstr(line, "\"listening\"")) {
+		fprintf(stderr, "ferry demo: the %s host did not start\n", name);
+		return -1;
+	}
+	char err[512];
+	if (ferry_qmp_client_open(qmp_addr, 10000, &ch->qmp, err, sizeof(err))) {
+		fprintf(stderr, "ferry demo: %s: %s\n", name, err);
+		return -1;
+	}
+	return 0;
 }
 
-/* Reads JSON lines until one has `key`; returns it (or NULL at EOF). */
-static json_t *read_obj(FILE *f, const char *key)
+/* Asks the host to quit (kills it if that fails) and reaps it. */
+static void host_end(child *ch)
 {
-	char line[65536];
-	while (fgets(line, sizeof(line), f)) {
-		json_t *o = json_loads(line, 0, NULL);
-		if (o && json_object_get(o, key))
-			return o;
-		json_decref(o);
+	bool quit = false;
+	if (ch->qmp) {
+		char err[256];
+		json_t *r = ferry_qmp_client_exec(ch->qmp, "quit", NULL, 5000, err, sizeof(err), NULL);
+		quit = r != NULL;
+		json_decref(r);
+		ferry_qmp_client_close(ch->qmp);
+		ch->qmp = NULL;
 	}
-	return NULL;
+	if (ch->pid > 0) {
+		if (!quit)
+			kill(ch->pid, SIGTERM);
+		waitpid(ch->pid, NULL, 0);
+		ch->pid = 0;
+	}
+	if (ch->out)
+		fclose(ch->out);
+	ch->out = NULL;
 }
 
-static json_int_t jint(json_t *o, const char *path1, const char *path2)
+static json_int_t jint(json_t *o, const char *k1, const char *k2)
 {
-	json_t *v = json_object_get(o, path1);
-	if (v && path2)
-		v = json_object_get(v, path2);
+	json_t *v = json_object_get(o, k1);
+	if (v && k2)
+		v = json_object_get(v, k2);
 	return json_is_integer(v) ? json_integer_value(v) : 0;
+}
+
+/* Destination: waits until its incoming migration completed (or ended). */
+static json_t *wait_incoming(child *dst, char *err, size_t elen)
+{
+	for (int i = 0; i < 1000; i++) {
+		json_t *info = ferry_qmp_client_exec(dst->qmp, "query-migrate", NULL, 10000, err, elen, NULL);
+		if (!info)
+			return NULL;
+		const char *st = json_string_value(json_object_get(info, "status"));
+		if (st && (!strcmp(st, "completed") || json_object_get(info, "x-previous")))
+			return info;
+		json_decref(info);
+		usleep(10000);
+	}
+	snprintf(err, elen, "the destination did not finish the incoming migration");
+	return NULL;
 }
 
 int ferry_cli_demo(int argc, char **argv)
@@ -109,8 +186,11 @@ int ferry_cli_demo(int argc, char **argv)
 		case 'f': fill = optarg; break;
 		case 'd': dirty = optarg; break;
 		case 's':
-			if (nsets < 16)
-				sets[nsets++] = optarg;
+			if (nsets == 16) {
+				fprintf(stderr, "ferry demo: too many --set\n");
+				return 2;
+			}
+			sets[nsets++] = optarg;
 			break;
 		case 'j': json = true; break;
 		case 'h':
@@ -121,7 +201,11 @@ int ferry_cli_demo(int argc, char **argv)
 		default: return 2;
 		}
 	}
-	char spec[512], uri[64], self[4096];
+	if (optind != argc) {
+		fprintf(stderr, "ferry demo: unexpected argument '%s'\n", argv[optind]);
+		return 2;
+	}
+	char spec[512], uri[64], self[4096], dir[] = "/tmp/ferry-demo.XXXXXX";
 	snprintf(spec, sizeof(spec), "mem=%s,vcpus=%s,workload=%s,rate=%s,fill=%s", mem, vcpus,
 		 workload, rate, fill);
 	ssize_t sl = readlink("/proc/self/exe", self, sizeof(self) - 1);
@@ -136,76 +220,104 @@ int ferry_cli_demo(int argc, char **argv)
 		return 1;
 	}
 	snprintf(uri, sizeof(uri), "tcp:127.0.0.1:%d", port);
+	if (!mkdtemp(dir)) {
+		perror("ferry demo: mkdtemp");
+		return 1;
+	}
 
-	char *dargv[] = { self, "host", "--guest", spec, "--dirty", (char *)dirty, "--incoming", uri,
-			  "--verify-after", "20000", "--json", NULL };
-	pid_t dpid, spid;
-	FILE *df = spawn(dargv, &dpid);
-	if (!df) {
-		perror("ferry demo: cannot start the destination");
-		return 1;
+	child dst = { 0 }, src = { 0 };
+	json_t *info = NULL, *ver = NULL;
+	char err[512] = "";
+	bool failed_setup = true;
+	char *dargs[] = { "--guest", spec, "--dirty", (char *)dirty, "--incoming", uri, NULL };
+	char *sargs[] = { "--guest", spec, "--dirty", (char *)dirty, NULL };
+	if (host_spawn(&dst, self, dir, "destination", dargs) ||
+	    host_spawn(&src, self, dir, "source", sargs))
+		goto out;
+	if (nsets) {
+		json_t *args = json_object();
+		for (int i = 0; i < nsets; i++) {
+			char name[128];
+			json_t *v;
+			if (ferry_cli_parse_kv(sets[i], name, sizeof(name), &v)) {
+				fprintf(stderr, "ferry demo: --set '%s': expected NAME=VALUE\n", sets[i]);
+				json_decref(args);
+				goto out;
+			}
+			json_object_set_new(args, name, v);
+		}
+		json_t *r = ferry_qmp_client_exec(src.qmp, "migrate-set-parameters", args, 10000, err,
+						  sizeof(err), NULL);
+		if (!r) {
+			fprintf(stderr, "ferry demo: migrate-set-parameters: %s\n", err);
+			goto out;
+		}
+		json_decref(r);
 	}
-	json_t *ready = read_obj(df, "listening");
-	if (!ready) {
-		fprintf(stderr, "ferry demo: the destination did not start\n");
-		waitpid(dpid, NULL, 0);
-		return 1;
-	}
-	json_decref(ready);
+	failed_setup = false;
 	if (!json)
 		fprintf(stderr, "ferry demo: migrating a running %s guest (%s vCPUs, %s workload at %s/s per vCPU) to %s\n",
 			mem, vcpus, workload, rate, uri);
-
-	char *sargv[48];
-	int n = 0;
-	sargv[n++] = self;
-	sargv[n++] = "host";
-	sargv[n++] = "--guest";
-	sargv[n++] = spec;
-	sargv[n++] = "--dirty";
-	sargv[n++] = (char *)dirty;
-	sargv[n++] = "--migrate";
-	sargv[n++] = uri;
-	sargv[n++] = "--migrate-after";
-	sargv[n++] = "300";
-	sargv[n++] = "--json";
-	if (!json && isatty(2))
-		sargv[n++] = "--progress";
-	for (int i = 0; i < nsets; i++) {
-		sargv[n++] = "--set";
-		sargv[n++] = sets[i];
+	usleep(300000); /* let the source guest run and dirty its RAM */
+	ferry_cli_drive d = {
+		.uri = uri,
+		.progress = !json && isatty(2) ? FERRY_PROGRESS_BAR : FERRY_PROGRESS_NONE,
+	};
+	info = ferry_cli_migration_drive(src.qmp, &d, err, sizeof(err));
+	if (!info) {
+		fprintf(stderr, "ferry demo: migrate: %s\n", err);
+		goto out;
 	}
-	sargv[n] = NULL;
-	FILE *sf = spawn(sargv, &spid);
-	if (!sf) {
-		perror("ferry demo: cannot start the source");
-		kill(dpid, SIGTERM);
-		waitpid(dpid, NULL, 0);
+	const char *st = json_string_value(json_object_get(info, "status"));
+	if (st && !strcmp(st, "completed")) {
+		json_t *din = wait_incoming(&dst, err, sizeof(err));
+		const char *ds = din ? json_string_value(json_object_get(din, "status")) : NULL;
+		if (!ds || strcmp(ds, "completed")) {
+			fprintf(stderr, "ferry demo: destination: %s\n", din ? "incoming migration failed" : err);
+			json_decref(din);
+			goto out;
+		}
+		json_decref(din);
+		json_t *r = NULL;
+		if (strcmp(workload, "idle")) {
+			r = ferry_qmp_client_exec(dst.qmp, "x-run-until",
+						  json_pack("{s:i}", "advance", RUN_ON_STEPS),
+						  VERIFY_TIMEOUT_MS, err, sizeof(err), NULL);
+		} else {
+			r = ferry_qmp_client_exec(dst.qmp, "stop", NULL, 10000, err, sizeof(err), NULL);
+		}
+		if (!r) {
+			fprintf(stderr, "ferry demo: destination: %s\n", err);
+			goto out;
+		}
+		json_decref(r);
+		ver = ferry_qmp_client_exec(dst.qmp, "query-guest-hash", json_pack("{s:b}", "verify", 1),
+					    VERIFY_TIMEOUT_MS, err, sizeof(err), NULL);
+		if (!ver)
+			fprintf(stderr, "ferry demo: destination: query-guest-hash: %s\n", err);
+	}
+out:
+	host_end(&src);
+	host_end(&dst);
+	unlink(src.sock);
+	unlink(dst.sock);
+	rmdir(dir);
+	if (failed_setup) {
+		json_decref(info);
 		return 1;
 	}
-	json_t *src = read_obj(sf, "role");
-	int sst, dst;
-	waitpid(spid, &sst, 0);
-	if (!src || !WIFEXITED(sst) || WEXITSTATUS(sst))
-		kill(dpid, SIGTERM);
-	json_t *dres = read_obj(df, "role");
-	waitpid(dpid, &dst, 0);
-	fclose(sf);
-	fclose(df);
 
-	json_t *mig = src ? json_object_get(src, "migration") : NULL;
+	json_t *mig = info;
 	const char *status = mig ? json_string_value(json_object_get(mig, "status")) : NULL;
-	json_t *ver = dres ? json_object_get(dres, "verify") : NULL;
-	bool verified = ver && json_is_true(json_object_get(ver, "matches"));
+	bool verified = ver && json_is_true(json_object_get(ver, "matches-twin"));
 	bool ok = status && !strcmp(status, "completed") && verified;
-
-	json_int_t total = mig ? jint(mig, "total-time", NULL) : 0;
-	json_int_t down = mig ? jint(mig, "downtime", NULL) : 0;
-	json_int_t xfer = mig ? jint(mig, "ram", "transferred") : 0;
-	json_int_t passes = mig ? jint(mig, "ram", "dirty-sync-count") : 0;
-	json_int_t normal = mig ? jint(mig, "ram", "normal") : 0;
-	json_int_t zero = mig ? jint(mig, "ram", "duplicate") : 0;
-	json_int_t skipped = mig ? jint(mig, "ram", "skipped") : 0;
+	json_int_t total = jint(mig, "total-time", NULL);
+	json_int_t down = jint(mig, "downtime", NULL);
+	json_int_t xfer = jint(mig, "ram", "transferred");
+	json_int_t passes = jint(mig, "ram", "dirty-sync-count");
+	json_int_t normal = jint(mig, "ram", "normal");
+	json_int_t zero = jint(mig, "ram", "duplicate");
+	json_int_t skipped = jint(mig, "ram", "x-skipped");
 	double mbps = total ? (double)xfer * 8 / 1e3 / (double)total : 0;
 
 	if (json) {
@@ -251,7 +363,7 @@ int ferry_cli_demo(int argc, char **argv)
 			printf("  NOT VERIFIED the destination did not report a verification\n");
 		}
 	}
-	json_decref(src);
-	json_decref(dres);
+	json_decref(info);
+	json_decref(ver);
 	return ok ? 0 : 1;
 }

@@ -1,93 +1,366 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * `ferry host`: runs the synthetic guest embedded through libferry's public
- * API, and migrates it out (--migrate) or in (--incoming). With --json the
- * outcome is one JSON object per line on stdout (the demo and the tests read
- * it); humans get messages on stderr.
+ * `ferry host`: runs the synthetic guest, embedded through libferry's
+ * public API, and serves QMP on one or more sockets. Every migration is
+ * driven through QMP (`migrate`, `migrate-incoming`, ...; see docs/qmp.md).
  *
- * Thread: main thread only; libferry runs the migration in its own threads
- * and this loop polls ferry_migration_query() for progress.
+ * Flags decide what the host is at start:
+ *   (no --incoming)      a source: the guest is created with its initial
+ *                        fill and starts running (unless the guest spec
+ *                        says `paused`: QEMU's -S, status "prelaunch").
+ *   --incoming URI       a destination listening on URI at once. When the
+ *                        migration completes the host runs the guest and
+ *                        can migrate it on; when it fails or is cancelled
+ *                        the received state is discarded (RAM and vCPUs
+ *                        reset) and it listens on URI again, or exits
+ *                        with status 1 under --exit-on-error.
+ *   --incoming defer     a destination waiting for `migrate-incoming`;
+ *                        after a failure it waits for a new one.
+ * `quit` (or SIGINT/SIGTERM) ends the process with status 0.
+ *
+ * DESIGN: everything happens on the main thread's event loop (loop.c):
+ * QMP connections (qmp.c), one eventfd for the two kinds of hand-back
+ * from other threads, and a signalfd. libferry's event callback runs on
+ * migration threads with libferry's lock held, so it only appends the
+ * event to a bounded ring and writes the eventfd; the loop drains the
+ * ring, turns each event into QMP (MIGRATION, MIGRATION_PASS, STOP,
+ * RESUME) and updates the host's state. Slow guest work (hashing GiBs,
+ * running the oracle's twin, run-until, reset) goes to one worker thread
+ * through the guest-operation queue (host.h), so a `query-migrate` is
+ * never stuck behind it. The ring drops MIGRATION_PASS events first when
+ * it is three quarters full (a loop that far behind has worse problems);
+ * status events always fit.
+ *
+ * Thread: main (the loop) unless a function says otherwise; see host.h.
  */
 #include <errno.h>
 #include <getopt.h>
-#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
 #include <unistd.h>
 
 #include "cli.h"
-#include "guest.h"
+#include "host.h"
 
-static volatile sig_atomic_t interrupted;
-
-static void on_sigint(int sig)
-{
-	(void)sig;
-	interrupted = 1;
-}
+#define MAX_QMP_ADDRS 8
 
 static void host_usage(FILE *f)
 {
 	fprintf(f,
-		"usage: ferry host [options]\n"
+		"usage: ferry host --qmp ADDRESS [--qmp ADDRESS ...] [options]\n"
+		"  --qmp ADDRESS       serve QMP on unix:PATH or tcp:HOST:PORT (at least one)\n"
 		"  --guest SPEC        guest config, e.g. mem=1G,vcpus=2,workload=random,rate=200M,\n"
-		"                      fill=random,wss=0,seed=1,throttle=0,vram=16M,paused\n"
+		"                      fill=random,wss=0,seed=1,throttle=0,vram=16M,paused,prealloc\n"
 		"  --dirty MODE        dirty tracking: auto (default), wp, explicit\n"
-		"  --incoming URI      receive a migration (tcp:HOST:PORT or unix:PATH)\n"
-		"  --migrate URI       send the guest to URI\n"
-		"  --migrate-after MS  let the guest run MS before migrating (default 0)\n"
-		"  --cancel-after MS   cancel the migration after MS (testing)\n"
-		"  --set NAME=VALUE    migration parameter: downtime-limit (ms),\n"
-		"                      max-bandwidth (bytes/s, K/M/G), x-max-passes\n"
-		"  --verify-after N    destination: after arrival run N more steps per vCPU,\n"
-		"                      stop, and verify RAM against the never-migrated twin\n"
-		"  --verify            source: when the guest is still here at the end (no\n"
-		"                      migration, or it failed), stop it and verify it\n"
-		"  --run-for MS        without --migrate/--incoming: run this long, then exit\n"
-		"  --progress          progress line on stderr while migrating\n"
-		"  --json              print results as JSON lines on stdout\n");
+		"  --incoming URI      be a destination listening on tcp:HOST:PORT or unix:PATH;\n"
+		"                      listen again after a failed or cancelled migration\n"
+		"  --incoming defer    be a destination waiting for QMP migrate-incoming\n"
+		"  --exit-on-error     destination: exit (status 1) when an incoming migration\n"
+		"                      fails or is cancelled, instead of waiting again\n"
+		"  --json              print one JSON line on stdout once listening\n"
+		"See docs/qmp.md for the commands; `ferry migrate` and `ferry qmp` are clients.\n");
 }
 
-static void progress_line(const ferry_mig_info *i, bool tty)
+/* ------------------------------------------------------------------ */
+/* Hand-back from other threads.                                       */
+
+/* Thread: any. Wake-ups coalesce: one read drains any number of writes. */
+static void wake(host *h)
 {
-	double pct = i->total ? 100.0 * (double)(i->total - (i->remaining < i->total ? i->remaining : i->total)) /
-					(double)i->total
-			      : 0;
-	fprintf(stderr,
-		"%s%-10s pass %-3u %5.1f%%  %8.1f MB/s  remaining %7.1f MiB  dirty %7.1f MB/s  sent %7.1f MiB%s",
-		tty ? "\r" : "", ferry_migration_status_name(i->status), i->pass, pct,
-		i->mbps / 8, (double)i->remaining / 1048576.0,
-		(double)i->dirty_pages_rate * 4096 / 1e6, (double)i->transferred / 1048576.0,
-		tty ? "\033[K" : "\n");
-	fflush(stderr);
+	uint64_t one = 1;
+	while (write(h->wake_fd, &one, sizeof(one)) < 0 && errno == EINTR)
+		;
+	/* EAGAIN would mean 2^64-1 pending wake-ups: the loop wakes anyway. */
 }
 
-static json_t *verify_json(ferry_guest_t *g, const ferry_verify_result *v)
+static void post(host *h, const ferry_event *ev)
 {
-	unsigned n = ferry_guest_vcpus(g);
-	uint64_t steps[FERRY_GUEST_MAX_VCPUS];
-	ferry_guest_steps(g, steps);
+	pthread_mutex_lock(&h->ev_lock);
+	bool full = h->ring_len == HOST_EVENT_RING ||
+		    (ev->type == FERRY_EVENT_PASS && h->ring_len >= HOST_EVENT_RING * 3 / 4);
+	if (full) {
+		h->ring_dropped++;
+	} else {
+		h->ring[(h->ring_head + h->ring_len) % HOST_EVENT_RING] = *ev;
+		h->ring_len++;
+	}
+	pthread_mutex_unlock(&h->ev_lock);
+	wake(h);
+}
+
+/*
+ * libferry's event callback. Thread: a migration thread (or whichever
+ * thread called ferry_migrate_start/_cancel), with libferry's mig_lock
+ * held: no blocking, no libferry calls.
+ */
+static void on_ferry_event(void *opaque, const ferry_event *ev)
+{
+	post(opaque, ev);
+}
+
+void host_post_event(host *h, ferry_event_type type)
+{
+	ferry_event ev = { .type = type, .timestamp_us = ferry_qmp_wall_us() };
+	post(h, &ev);
+}
+
+static void send_status(host *h, ferry_mig_status s, uint64_t ts)
+{
+	ferry_qmp_server_event(h->qmp, "MIGRATION",
+			       json_pack("{s:s}", "status", ferry_migration_status_name(s)), ts);
+}
+
+static void deliver(host *h, const ferry_event *ev)
+{
+	switch (ev->type) {
+	case FERRY_EVENT_STATUS: {
+		ferry_mig_status s = ev->status;
+		/*
+		 * libferry reads the status when it sends the event, so a status
+		 * that changed quickly can arrive twice, and the first one of a
+		 * migration (sent by the starting thread after the migration
+		 * thread runs) or the cancel's "cancelling" can be overtaken.
+		 * Clients get QEMU's sequence: each status once, setup first,
+		 * cancelling before cancelled.
+		 */
+		if (s == h->ev_last)
+			return;
+		if (h->ev_last == FERRY_MIG_NONE && s != FERRY_MIG_SETUP)
+			send_status(h, FERRY_MIG_SETUP, ev->timestamp_us);
+		if (s == FERRY_MIG_CANCELLED && h->ev_last != FERRY_MIG_CANCELLING)
+			send_status(h, FERRY_MIG_CANCELLING, ev->timestamp_us);
+		send_status(h, s, ev->timestamp_us);
+		h->ev_last = s;
+		host_on_status(h, s);
+		return;
+	}
+	case FERRY_EVENT_PASS:
+		ferry_qmp_server_event(h->qmp, "MIGRATION_PASS",
+				       json_pack("{s:I}", "pass", (json_int_t)ev->pass),
+				       ev->timestamp_us);
+		return;
+	case FERRY_EVENT_STOP:
+		ferry_qmp_server_event(h->qmp, "STOP", NULL, ev->timestamp_us);
+		return;
+	case FERRY_EVENT_RESUME:
+		ferry_qmp_server_event(h->qmp, "RESUME", NULL, ev->timestamp_us);
+		return;
+	}
+}
+
+void host_drain_events(host *h)
+{
+	for (;;) {
+		pthread_mutex_lock(&h->ev_lock);
+		if (!h->ring_len) {
+			uint64_t dropped = h->ring_dropped;
+			h->ring_dropped = 0;
+			pthread_mutex_unlock(&h->ev_lock);
+			if (dropped)
+				fprintf(stderr, "ferry host: %llu MIGRATION_PASS events dropped (loop too slow)\n",
+					(unsigned long long)dropped);
+			return;
+		}
+		ferry_event ev = h->ring[h->ring_head];
+		h->ring_head = (h->ring_head + 1) % HOST_EVENT_RING;
+		h->ring_len--;
+		pthread_mutex_unlock(&h->ev_lock);
+		deliver(h, &ev);
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Guest operations.                                                   */
+
+host_op *host_op_new(const char *what, ferry_qmp_req *req, json_t *args,
+		     bool (*check)(host *h, host_op *op), host_op_fn work, host_op_fn done)
+{
+	host_op *op = calloc(1, sizeof(*op));
+	if (!op) {
+		if (req)
+			ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "Out of memory");
+		return NULL;
+	}
+	op->what = what;
+	op->req = req;
+	op->args = args ? json_incref(args) : NULL;
+	op->check = check;
+	op->work = work;
+	op->done = done;
+	return op;
+}
+
+static void op_free(host_op *op)
+{
+	json_decref(op->args);
+	free(op);
+}
+
+/* Runs the queue until its head needs the worker (or it is empty). */
+static void ops_pump(host *h)
+{
+	static bool pumping; /* the loop thread is the only caller */
+	if (pumping)
+		return;
+	pumping = true;
+	while (h->ops_head && !h->op_on_worker) {
+		/*
+		 * Bring the state up to date with what libferry reported before
+		 * judging the head: a failed incoming migration reported just now
+		 * queues its reset in front of it.
+		 */
+		host_drain_events(h);
+		host_op *op = h->ops_head;
+		if (op->check && !op->check(h, op)) {
+			h->ops_head = op->next;
+			if (!h->ops_head)
+				h->ops_tail = NULL;
+			op_free(op);
+			continue;
+		}
+		if (op->work) {
+			pthread_mutex_lock(&h->ev_lock);
+			h->work_item = op;
+			pthread_cond_signal(&h->work_cond);
+			pthread_mutex_unlock(&h->ev_lock);
+			h->op_on_worker = true;
+			break;
+		}
+		h->ops_head = op->next;
+		if (!h->ops_head)
+			h->ops_tail = NULL;
+		op->done(h, op);
+		op_free(op);
+	}
+	pumping = false;
+}
+
+void host_op_submit_urgent(host *h, host_op *op)
+{
+	if (!op)
+		return;
+	/* After the op the worker runs (it cannot be taken back), else first. */
+	host_op **at = h->op_on_worker ? &h->ops_head->next : &h->ops_head;
+	op->next = *at;
+	*at = op;
+	if (!op->next)
+		h->ops_tail = op;
+	ops_pump(h);
+}
+
+void host_op_submit(host *h, host_op *op)
+{
+	if (!op)
+		return;
+	op->next = NULL;
+	if (h->ops_tail)
+		h->ops_tail->next = op;
+	else
+		h->ops_head = op;
+	h->ops_tail = op;
+	ops_pump(h);
+}
+
+static void *worker_main(void *arg)
+{
+	host *h = arg;
+	pthread_setname_np(pthread_self(), "host/worker");
+	pthread_mutex_lock(&h->ev_lock);
+	for (;;) {
+		while (!h->work_item && !h->worker_quit)
+			pthread_cond_wait(&h->work_cond, &h->ev_lock);
+		host_op *op = h->work_item;
+		if (!op)
+			break;
+		h->work_item = NULL;
+		pthread_mutex_unlock(&h->ev_lock);
+		op->work(h, op);
+		pthread_mutex_lock(&h->ev_lock);
+		op->next = h->done_ops;
+		h->done_ops = op;
+		pthread_mutex_unlock(&h->ev_lock);
+		wake(h);
+		pthread_mutex_lock(&h->ev_lock);
+	}
+	pthread_mutex_unlock(&h->ev_lock);
+	return NULL;
+}
+
+static void on_wake(void *opaque, uint32_t events)
+{
+	host *h = opaque;
+	uint64_t n;
+	(void)events;
+	while (read(h->wake_fd, &n, sizeof(n)) < 0 && errno == EINTR)
+		;
+	/* Events first: a STOP the worker caused goes out before its reply. */
+	host_drain_events(h);
+	pthread_mutex_lock(&h->ev_lock);
+	host_op *back = h->done_ops;
+	h->done_ops = NULL;
+	pthread_mutex_unlock(&h->ev_lock);
+	if (back) {
+		/* Only the queue's head is ever on the worker. */
+		host_op *op = h->ops_head;
+		h->ops_head = op->next;
+		if (!h->ops_head)
+			h->ops_tail = NULL;
+		h->op_on_worker = false;
+		host_drain_events(h);
+		op->done(h, op);
+		op_free(op);
+		ops_pump(h);
+	}
+}
+
+/* Completes every queued operation with an error (the host is stopping). */
+static void ops_abort(host *h)
+{
+	while (h->ops_head) {
+		host_op *op = h->ops_head;
+		h->ops_head = op->next;
+		if (op->req)
+			ferry_qmp_req_error(op->req, FERRY_QMP_GENERIC, "The host is shutting down");
+		op_free(op);
+	}
+	h->ops_tail = NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Process.                                                            */
+
+void host_quit(host *h, int code)
+{
+	h->exit_code = code;
+	ferry_loop_stop(h->loop);
+}
+
+static void on_signal(void *opaque, uint32_t events)
+{
+	host *h = opaque;
+	struct signalfd_siginfo si;
+	(void)events;
+	ssize_t n = read(h->sig_fd, &si, sizeof(si));
+	if (n == (ssize_t)sizeof(si)) {
+		fprintf(stderr, "ferry host: %s, exiting\n", strsignal((int)si.ssi_signo));
+		host_quit(h, 0);
+	}
+}
+
+static void print_ready(const host *h, char **qmp, int nqmp)
+{
 	json_t *a = json_array();
-	for (unsigned i = 0; i < n; i++)
-		json_array_append_new(a, json_integer((json_int_t)steps[i]));
-	char h[32], th[32];
-	snprintf(h, sizeof(h), "%016" PRIx64, v->hash);
-	snprintf(th, sizeof(th), "%016" PRIx64, v->twin_hash);
-	json_t *o = json_pack("{s:b,s:s,s:s,s:I,s:o}", "matches", v->matches, "hash", h,
-			      "twin-hash", th, "pages-compared", (json_int_t)v->pages_compared,
-			      "steps", a);
-	if (!v->matches)
-		json_object_set_new(o, "first-difference",
-				    json_pack("{s:s,s:I}", "block", v->block, "page",
-					      (json_int_t)v->page));
-	return o;
-}
-
-static void emit(json_t *o)
-{
+	for (int i = 0; i < nqmp; i++)
+		json_array_append_new(a, json_string(qmp[i]));
+	json_t *o = json_pack("{s:o,s:o,s:I}", "listening",
+			      h->incoming == HOST_INCOMING_URI ? json_string(h->incoming_uri)
+			      : h->incoming == HOST_INCOMING_DEFER ? json_string("defer")
+								   : json_null(),
+			      "qmp", a, "pid", (json_int_t)getpid());
 	char *s = json_dumps(o, JSON_COMPACT);
 	printf("%s\n", s);
 	fflush(stdout);
@@ -95,25 +368,100 @@ static void emit(json_t *o)
 	json_decref(o);
 }
 
-static int do_verify(ferry_guest_t *g, bool json, json_t *result)
+static int host_setup(host *h, char **qmp, int nqmp, ferry_dirty_mode dmode)
 {
-	ferry_verify_result v;
-	int r = ferry_guest_verify(g, &v);
+	char err[512];
+	int r;
+	ferry_vm_options vo = { .dirty_mode = dmode };
+	if ((r = ferry_vm_create(&vo, &h->vm))) {
+		fprintf(stderr, "ferry host: cannot create VM: %s\n", ferry_strerror(r));
+		return r;
+	}
+	r = ferry_guest_create(&h->cfg, h->incoming != HOST_INCOMING_NONE, &h->g);
+	if (!r)
+		r = ferry_guest_attach(h->g, h->vm);
 	if (r) {
-		fprintf(stderr, "ferry: verify failed: %s\n", ferry_strerror(r));
-		return 1;
+		fprintf(stderr, "ferry host: cannot create guest: %s\n", ferry_strerror(r));
+		return r;
 	}
-	if (!json) {
-		if (v.matches)
-			fprintf(stderr, "verified: RAM matches the never-migrated twin (%" PRIu64
-					" pages, hash %016" PRIx64 ")\n",
-				v.pages_compared, v.hash);
-		else
-			fprintf(stderr, "MISMATCH: block %s page %" PRIu64 " differs from the twin\n",
-				v.block, v.page);
+	if ((r = ferry_loop_create(&h->loop))) {
+		fprintf(stderr, "ferry host: cannot create event loop: %s\n", strerror(-r));
+		return r;
 	}
-	json_object_set_new(result, "verify", verify_json(g, &v));
-	return v.matches ? 0 : 1;
+	h->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (h->wake_fd < 0) {
+		r = -errno;
+		fprintf(stderr, "ferry host: eventfd: %s\n", strerror(-r));
+		return r;
+	}
+	if ((r = ferry_loop_watch_add(h->loop, h->wake_fd, EPOLLIN, on_wake, h, &h->wake_w)) ||
+	    (r = ferry_loop_watch_add(h->loop, h->sig_fd, EPOLLIN, on_signal, h, &h->sig_w))) {
+		fprintf(stderr, "ferry host: epoll: %s\n", strerror(-r));
+		return r;
+	}
+	if ((r = -pthread_create(&h->worker, NULL, worker_main, h))) {
+		fprintf(stderr, "ferry host: cannot start the worker: %s\n", strerror(-r));
+		return r;
+	}
+	h->worker_ok = true;
+	ferry_qmp_config qc = { .commands = host_commands, .opaque = h };
+	if ((r = ferry_qmp_server_create(h->loop, &qc, &h->qmp))) {
+		fprintf(stderr, "ferry host: %s\n", strerror(-r));
+		return r;
+	}
+	for (int i = 0; i < nqmp; i++) {
+		if ((r = ferry_qmp_server_listen(h->qmp, qmp[i], err, sizeof(err)))) {
+			fprintf(stderr, "ferry host: --qmp: %s\n", err);
+			return r;
+		}
+	}
+	ferry_migration_set_event_cb(h->vm, on_ferry_event, h);
+	h->inmigrate = h->incoming != HOST_INCOMING_NONE;
+	if (h->incoming == HOST_INCOMING_URI &&
+	    (r = host_incoming_start(h, h->incoming_uri, err, sizeof(err)))) {
+		fprintf(stderr, "ferry host: --incoming: %s\n", err);
+		return r;
+	}
+	if (h->incoming == HOST_INCOMING_NONE && !h->cfg.paused) {
+		if ((r = ferry_vm_start(h->vm))) {
+			fprintf(stderr, "ferry host: cannot start the guest: %s\n", ferry_strerror(r));
+			return r;
+		}
+		h->ever_ran = true;
+	}
+	return 0;
+}
+
+static void host_teardown(host *h)
+{
+	if (h->vm)
+		ferry_migration_set_event_cb(h->vm, NULL, NULL);
+	if (h->worker_ok) {
+		pthread_mutex_lock(&h->ev_lock);
+		h->worker_quit = true;
+		pthread_cond_signal(&h->work_cond);
+		pthread_mutex_unlock(&h->ev_lock);
+		pthread_join(h->worker, NULL); /* finishes the operation it runs */
+		/* An operation it handed back is still the queue's head: freed below. */
+		h->done_ops = NULL;
+	}
+	ops_abort(h);
+	if (h->qmp) {
+		ferry_qmp_server_flush(h->qmp, 1000);
+		ferry_qmp_server_destroy(h->qmp);
+	}
+	ferry_loop_watch_remove(h->wake_w);
+	ferry_loop_watch_remove(h->sig_w);
+	ferry_loop_destroy(h->loop);
+	ferry_vm_destroy(h->vm); /* cancels a migration and joins its threads */
+	ferry_guest_destroy(h->g);
+	if (h->wake_fd >= 0)
+		close(h->wake_fd);
+	if (h->sig_fd >= 0)
+		close(h->sig_fd);
+	json_decref(h->prev_incoming);
+	pthread_mutex_destroy(&h->ev_lock);
+	pthread_cond_destroy(&h->work_cond);
 }
 
 int ferry_cli_host(int argc, char **argv)
@@ -121,26 +469,19 @@ int ferry_cli_host(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "guest", required_argument, 0, 'g' },
 		{ "dirty", required_argument, 0, 'd' },
+		{ "qmp", required_argument, 0, 'q' },
 		{ "incoming", required_argument, 0, 'i' },
-		{ "migrate", required_argument, 0, 'm' },
-		{ "migrate-after", required_argument, 0, 'a' },
-		{ "cancel-after", required_argument, 0, 'c' },
-		{ "set", required_argument, 0, 's' },
-		{ "verify-after", required_argument, 0, 'V' },
-		{ "verify", no_argument, 0, 'v' },
-		{ "run-for", required_argument, 0, 'r' },
-		{ "progress", no_argument, 0, 'p' },
+		{ "exit-on-error", no_argument, 0, 'e' },
 		{ "json", no_argument, 0, 'j' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 },
 	};
-	const char *spec = "", *incoming = NULL, *migrate = NULL;
+	const char *spec = "", *incoming = NULL;
+	char *qmp[MAX_QMP_ADDRS];
+	int nqmp = 0;
 	ferry_dirty_mode dmode = FERRY_DIRTY_AUTO;
-	ferry_mig_params params;
-	ferry_mig_params_init(&params);
-	uint64_t migrate_after = 0, cancel_after = 0, verify_after = 0, run_for = 0;
-	bool has_verify_after = false, verify = false, progress = false, json = false;
-	char err[256];
+	bool json = false, exit_on_error = false;
+	char err[512];
 	int c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -155,174 +496,104 @@ int ferry_cli_host(int argc, char **argv)
 				return 2;
 			}
 			break;
+		case 'q':
+			if (nqmp == MAX_QMP_ADDRS) {
+				fprintf(stderr, "ferry host: at most %d --qmp addresses\n", MAX_QMP_ADDRS);
+				return 2;
+			}
+			qmp[nqmp++] = optarg;
+			break;
 		case 'i': incoming = optarg; break;
-		case 'm': migrate = optarg; break;
-		case 'a': case 'c': case 'V': case 'r': {
-			uint64_t x;
-			if (ferry_cli_parse_size(optarg, &x)) {
-				fprintf(stderr, "ferry host: invalid number '%s'\n", optarg);
-				return 2;
-			}
-			if (c == 'a') migrate_after = x;
-			else if (c == 'c') cancel_after = x;
-			else if (c == 'r') run_for = x;
-			else { verify_after = x; has_verify_after = true; }
-			break;
-		}
-		case 's':
-			if (ferry_cli_set_param(&params, optarg, err, sizeof(err))) {
-				fprintf(stderr, "ferry host: %s\n", err);
-				return 2;
-			}
-			break;
-		case 'v': verify = true; break;
-		case 'p': progress = true; break;
+		case 'e': exit_on_error = true; break;
 		case 'j': json = true; break;
 		case 'h': host_usage(stdout); return 0;
 		default: host_usage(stderr); return 2;
 		}
 	}
-	if (optind < argc || (incoming && migrate)) {
+	if (optind < argc) {
 		host_usage(stderr);
 		return 2;
 	}
-	if ((incoming && ferry_uri_validate(incoming, err, sizeof(err))) ||
-	    (migrate && ferry_uri_validate(migrate, err, sizeof(err)))) {
+	if (incoming && strcmp(incoming, "defer") && ferry_uri_validate(incoming, err, sizeof(err))) {
 		fprintf(stderr, "ferry host: %s\n", err);
 		return 2;
 	}
-
+	if (incoming && strlen(incoming) >= sizeof(((host *)0)->incoming_uri)) {
+		fprintf(stderr, "ferry host: --incoming URI too long\n");
+		return 2;
+	}
 	ferry_guest_config cfg;
 	ferry_guest_config_init(&cfg);
 	if (ferry_guest_config_parse(&cfg, spec, err, sizeof(err))) {
 		fprintf(stderr, "ferry host: --guest: %s\n", err);
 		return 2;
 	}
-	ferry_vm_options vo = { .dirty_mode = dmode };
-	ferry_vm_t *vm = NULL;
-	ferry_guest_t *g = NULL;
-	int r = ferry_vm_create(&vo, &vm);
-	if (r) {
-		fprintf(stderr, "ferry host: cannot create VM: %s\n", ferry_strerror(r));
+	for (int i = 0; i < nqmp; i++) {
+		if (strncmp(qmp[i], "unix:", 5) && strncmp(qmp[i], "tcp:", 4)) {
+			fprintf(stderr, "ferry host: --qmp: unsupported QMP address '%s' (expected unix:PATH or tcp:HOST:PORT)\n",
+				qmp[i]);
+			return 2;
+		}
+	}
+	if (!nqmp) {
+		fprintf(stderr, "ferry host: at least one --qmp ADDRESS is required (unix:PATH or tcp:HOST:PORT)\n");
+		return 2;
+	}
+
+	host *h = calloc(1, sizeof(*h));
+	if (!h) {
+		fprintf(stderr, "ferry host: out of memory\n");
 		return 1;
 	}
-	r = ferry_guest_create(&cfg, incoming != NULL, &g);
-	if (!r)
-		r = ferry_guest_attach(g, vm);
-	if (r) {
-		fprintf(stderr, "ferry host: cannot create guest: %s\n", ferry_strerror(r));
-		ferry_guest_destroy(g);
-		ferry_vm_destroy(vm);
-		return 1;
+	h->cfg = cfg;
+	h->wake_fd = h->sig_fd = -1;
+	h->cap_events = true;
+	ferry_mig_params_init(&h->params);
+	h->exit_on_error = h->exit_on_error_flag = exit_on_error;
+	if (incoming && !strcmp(incoming, "defer")) {
+		h->incoming = HOST_INCOMING_DEFER;
+	} else if (incoming) {
+		h->incoming = HOST_INCOMING_URI;
+		snprintf(h->incoming_uri, sizeof(h->incoming_uri), "%s", incoming);
 	}
-	signal(SIGINT, on_sigint);
-	signal(SIGTERM, on_sigint);
+	pthread_mutex_init(&h->ev_lock, NULL);
+	pthread_cond_init(&h->work_cond, NULL);
+
+	/*
+	 * Signals are read from a signalfd by the loop. Block them before any
+	 * thread exists (guest vCPUs, libferry, the worker inherit the mask),
+	 * so none of those threads is ever interrupted by one.
+	 */
+	sigset_t sigs;
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
-
-	json_t *result = json_object();
-	int rc = 0;
-	bool tty = isatty(2);
-
-	if (incoming) {
-		json_object_set_new(result, "role", json_string("destination"));
-		r = ferry_migrate_incoming(vm, incoming);
-		if (r) {
-			fprintf(stderr, "ferry host: cannot listen on '%s': %s\n", incoming, ferry_strerror(r));
-			rc = 1;
-			goto out;
-		}
-		if (json)
-			emit(json_pack("{s:s}", "listening", incoming));
-		else
-			fprintf(stderr, "waiting for a migration on %s\n", incoming);
-		int st;
-		while ((st = ferry_migration_wait(vm, 200)) == -ETIMEDOUT)
-			if (interrupted)
-				ferry_migration_cancel(vm);
-		ferry_mig_info info;
-		ferry_migration_query(vm, &info);
-		json_object_set_new(result, "migration", ferry_cli_info_json(&info));
-		if (st != FERRY_MIG_COMPLETED) {
-			fprintf(stderr, "ferry host: incoming migration %s: %s\n",
-				ferry_migration_status_name(info.status), info.error_desc);
-			rc = 1;
-			goto out;
-		}
-		if (has_verify_after) {
-			unsigned n = ferry_guest_vcpus(g);
-			uint64_t t[FERRY_GUEST_MAX_VCPUS];
-			ferry_guest_steps(g, t);
-			for (unsigned i = 0; i < n; i++)
-				t[i] += cfg.workload == FERRY_WL_IDLE ? 0 : verify_after;
-			ferry_vm_stop(vm);
-			ferry_guest_run_until(g, t);
-			rc = do_verify(g, json, result);
-		}
+	h->sig_fd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
+	int rc = 1;
+	if (h->sig_fd < 0) {
+		fprintf(stderr, "ferry host: signalfd: %s\n", strerror(errno));
 		goto out;
 	}
-
-	json_object_set_new(result, "role", json_string("source"));
-	if (!cfg.paused)
-		ferry_vm_start(vm);
-	if (!migrate) {
-		uint64_t end = run_for;
-		for (uint64_t t = 0; t < end && !interrupted; t += 10)
-			usleep(10000);
-		ferry_vm_stop(vm);
-		if (verify)
-			rc = do_verify(g, json, result);
+	if (host_setup(h, qmp, nqmp, dmode))
 		goto out;
-	}
-	for (uint64_t t = 0; t < migrate_after && !interrupted; t += 10)
-		usleep(10000);
-	r = ferry_migrate_start(vm, migrate, &params);
-	if (r) {
-		fprintf(stderr, "ferry host: cannot start migration: %s\n", ferry_strerror(r));
-		rc = 1;
-		goto out;
-	}
-	struct timespec t0;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	int st;
-	uint64_t ticks = 0;
-	bool cancelled = false;
-	while ((st = ferry_migration_wait(vm, 100)) == -ETIMEDOUT) {
-		ticks++;
-		if ((interrupted || (cancel_after && ticks * 100 >= cancel_after)) && !cancelled) {
-			ferry_migration_cancel(vm);
-			cancelled = true;
-		}
-		if (progress && (tty || ticks % 10 == 0)) {
-			ferry_mig_info i;
-			ferry_migration_query(vm, &i);
-			progress_line(&i, tty);
-		}
-	}
-	ferry_mig_info info;
-	ferry_migration_query(vm, &info);
-	if (progress) {
-		progress_line(&info, tty);
-		if (tty)
-			fputc('\n', stderr);
-	}
-	json_object_set_new(result, "migration", ferry_cli_info_json(&info));
-	if (st != FERRY_MIG_COMPLETED) {
-		fprintf(stderr, "ferry host: migration %s%s%s\n", ferry_migration_status_name(info.status),
-			info.error_desc[0] ? ": " : "", info.error_desc);
-		rc = 1;
-		json_object_set_new(result, "guest-running", json_boolean(ferry_vm_is_running(vm)));
-		if (verify) {
-			ferry_vm_stop(vm);
-			if (do_verify(g, json, result))
-				rc = 3;
-		}
-	}
-out:
 	if (json)
-		emit(result);
+		print_ready(h, qmp, nqmp);
 	else
-		json_decref(result);
-	ferry_vm_destroy(vm);
-	ferry_guest_destroy(g);
+		fprintf(stderr, "ferry host: QMP on %s%s; %s\n", qmp[0], nqmp > 1 ? " (and more)" : "",
+			h->incoming == HOST_INCOMING_URI     ? "waiting for a migration"
+			: h->incoming == HOST_INCOMING_DEFER ? "waiting for migrate-incoming"
+							     : "guest running");
+	int r = ferry_loop_run(h->loop);
+	if (r) {
+		fprintf(stderr, "ferry host: event loop: %s\n", strerror(-r));
+		h->exit_code = 1;
+	}
+	rc = h->exit_code;
+out:
+	host_teardown(h);
+	free(h);
 	return rc;
 }

@@ -1,8 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * `ferry`: the command line. Subcommands:
- *   ferry host ...   run the synthetic guest; migrate it out or in
- *   ferry demo ...   a live migration between two local processes, verified
+ *   ferry host ...     run the synthetic guest and serve QMP (host.c)
+ *   ferry migrate ...  drive a migration of a host through QMP (migrate.c)
+ *   ferry qmp ...      send one QMP command to a host (migrate.c)
+ *   ferry plot ...     draw a migration's --stats time series as SVG (plot.c)
+ *   ferry demo ...     a live migration between two local hosts, verified (demo.c)
+ *
+ * Thread: main only; no subcommand calls exit() (main returns their status).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -17,10 +22,14 @@ static void usage(FILE *f)
 		"usage: ferry <command> [options]\n"
 		"\n"
 		"commands:\n"
-		"  host   run a synthetic guest (--guest SPEC) and migrate it (--migrate URI)\n"
-		"         or receive one (--incoming URI); see 'ferry host --help'\n"
-		"  demo   live-migrate the default guest between two processes on loopback\n"
-		"         and verify it bit-exact against a never-migrated twin\n"
+		"  host      run a synthetic guest (--guest SPEC) controlled over QMP (--qmp ADDRESS);\n"
+		"            a destination with --incoming URI|defer; see 'ferry host --help'\n"
+		"  migrate   migrate a host's guest: ferry migrate --qmp ADDRESS URI, with live\n"
+		"            progress, Ctrl-C to cancel, --stats FILE.jsonl for a time series\n"
+		"  qmp       send one QMP command: ferry qmp --qmp ADDRESS '{\"execute\": ...}'\n"
+		"  plot      draw a --stats time series: ferry plot FILE.jsonl -o FILE.svg\n"
+		"  demo      live-migrate the default guest between two processes on loopback\n"
+		"            and verify it bit-exact against a never-migrated twin\n"
 		"  version\n");
 }
 
@@ -52,63 +61,6 @@ int ferry_cli_parse_size(const char *s, uint64_t *out)
 	return 0;
 }
 
-int ferry_cli_set_param(ferry_mig_params *p, const char *kv, char *err, size_t elen)
-{
-	const char *eq = strchr(kv, '=');
-	if (!eq) {
-		snprintf(err, elen, "parameter '%s' needs a value (name=value)", kv);
-		return -EINVAL;
-	}
-	size_t nl = (size_t)(eq - kv);
-	const char *v = eq + 1;
-	uint64_t x;
-	if (ferry_cli_parse_size(v, &x)) {
-		snprintf(err, elen, "parameter '%.*s': invalid value '%s'", (int)nl, kv, v);
-		return -EINVAL;
-	}
-	if (nl == 14 && !strncmp(kv, "downtime-limit", nl))
-		p->downtime_limit_ms = x;
-	else if (nl == 13 && !strncmp(kv, "max-bandwidth", nl))
-		p->max_bandwidth = x;
-	else if (nl == 12 && !strncmp(kv, "x-max-passes", nl))
-		p->max_passes = (uint32_t)x;
-	else {
-		snprintf(err, elen,
-			 "unknown parameter '%.*s' (expected downtime-limit, max-bandwidth, x-max-passes)",
-			 (int)nl, kv);
-		return -EINVAL;
-	}
-	return 0;
-}
-
-json_t *ferry_cli_info_json(const ferry_mig_info *i)
-{
-	json_t *ram = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:I}",
-				"transferred", (json_int_t)i->transferred,
-				"remaining", (json_int_t)i->remaining,
-				"total", (json_int_t)i->total,
-				"duplicate", (json_int_t)i->duplicate,
-				"normal", (json_int_t)i->normal,
-				"normal-bytes", (json_int_t)i->normal_bytes,
-				"skipped", (json_int_t)i->skipped,
-				"dirty-pages-rate", (json_int_t)i->dirty_pages_rate,
-				"dirty-sync-count", (json_int_t)i->dirty_sync_count,
-				"mbps", i->mbps,
-				"pages-per-second", (json_int_t)i->pages_per_second);
-	json_t *o = json_pack("{s:s,s:I,s:I,s:I,s:I,s:o}",
-			      "status", ferry_migration_status_name(i->status),
-			      "total-time", (json_int_t)i->total_time_ms,
-			      "setup-time", (json_int_t)i->setup_time_ms,
-			      "downtime", (json_int_t)i->downtime_ms,
-			      "expected-downtime", (json_int_t)i->expected_downtime_ms,
-			      "ram", ram);
-	if (i->status == FERRY_MIG_FAILED && i->error_desc[0])
-		json_object_set_new(o, "error-desc", json_string(i->error_desc));
-	if (i->stalled)
-		json_object_set_new(o, "x-stalled", json_true());
-	return o;
-}
-
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -120,6 +72,12 @@ int main(int argc, char **argv)
 		return ferry_cli_host(argc - 1, argv + 1);
 	if (!strcmp(cmd, "demo"))
 		return ferry_cli_demo(argc - 1, argv + 1);
+	if (!strcmp(cmd, "migrate"))
+		return ferry_cli_migrate(argc - 1, argv + 1);
+	if (!strcmp(cmd, "qmp"))
+		return ferry_cli_qmp(argc - 1, argv + 1);
+	if (!strcmp(cmd, "plot"))
+		return ferry_cli_plot(argc - 1, argv + 1);
 	if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
 		printf("ferry %s\n", ferry_version_string());
 		return 0;

@@ -70,6 +70,7 @@
 #include "guest.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -1188,6 +1189,47 @@ static void ram_prealloc(ferry_guest_t *g)
 		else
 			prealloc_worker(&b);
 	}
+}
+
+int ferry_guest_reset(ferry_guest_t *g)
+{
+	if (!g)
+		return -EINVAL;
+	int r = 0;
+	pthread_mutex_lock(&g->ctl);
+	if (ferry_guest_running(g)) {
+		r = -EBUSY;
+		goto out;
+	}
+	for (unsigned i = 0; i < g->nram && r == 0; i++) {
+		struct guest_ram *ram = &g->ram[i];
+		/* Frees the pages; the mapping stays and reads zeros from now on. */
+		if (fallocate(ram->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0,
+			      (off_t)ram->size) < 0)
+			r = -errno;
+	}
+	if (r)
+		goto out;
+	if (!g->incoming)
+		guest_fill(g);
+	else if (g->cfg.prealloc)
+		ram_prealloc(g);
+	pthread_mutex_lock(&g->lock);
+	for (unsigned i = 0; i < g->nvcpus; i++) {
+		guest_vcpu *v = &g->vcpus[i];
+		__atomic_store_n(&v->steps, 0, __ATOMIC_RELAXED);
+		prng_seed(v->prng, g->cfg.seed, STREAM_VCPU, i);
+		v->workload = (uint32_t)g->cfg.workload;
+		v->seed = g->cfg.seed;
+		v->slice_offset = v->l_slice_offset;
+		v->slice_pages = v->l_slice_pages;
+		v->wss_pages = v->l_wss_pages;
+		v->target = UINT64_MAX;
+	}
+	pthread_mutex_unlock(&g->lock);
+out:
+	pthread_mutex_unlock(&g->ctl);
+	return r;
 }
 
 /* ------------------------------------------------------------------ */

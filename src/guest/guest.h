@@ -103,6 +103,18 @@ void ferry_guest_destroy(ferry_guest_t *g);
  */
 int ferry_guest_attach(ferry_guest_t *g, ferry_vm_t *vm);
 
+/*
+ * Puts a stopped guest back where ferry_guest_create() left it: every RAM
+ * page a hole again (read as zeros, never populated; memfd punch-hole),
+ * then the initial fill (not for an incoming guest) or, with prealloc, the
+ * RAM populated again; every vCPU at step 0 with its initial PRNG state.
+ * For a destination whose incoming migration failed or was cancelled:
+ * libferry expects fresh, zero-filled RAM for the next one.
+ * Returns 0, -EBUSY (vCPUs running) or a negative errno from fallocate.
+ * Thread: the control thread (or a worker it hands the guest to).
+ */
+int ferry_guest_reset(ferry_guest_t *g);
+
 /* Starts/stops all vCPUs; stop returns when all are at a step boundary. */
 int ferry_guest_start(ferry_guest_t *g);
 int ferry_guest_stop(ferry_guest_t *g);

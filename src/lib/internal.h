@@ -66,6 +66,13 @@ struct ferry_vm {
 
 	pthread_mutex_t run_lock;
 	bool running; /* protected by run_lock */
+	/*
+	 * Protected by run_lock: a migration owns the run state (source from
+	 * switchover to its end; destination while loading), so
+	 * ferry_vm_start() refuses with -EBUSY: vCPUs running then would write
+	 * RAM that was already sent, or that is still arriving.
+	 */
+	bool run_owned;
 
 	pthread_mutex_t mig_lock;
 	pthread_cond_t mig_cond;     /* signalled on every status change */
@@ -78,6 +85,9 @@ struct ferry_vm {
 void ferry__migration_free(struct ferry_migration *m);
 /* True while a migration thread runs. Caller holds vm->mig_lock. */
 bool ferry__migration_busy(const ferry_vm_t *vm);
+
+/* Sets or clears vm->run_owned (vm.c). */
+void ferry__vm_own_run(ferry_vm_t *vm, bool owned);
 
 /* vmstate.c: validates a vmsd table at registration (0 or -EINVAL). */
 int ferry__vmsd_validate(const ferry_vmsd *vmsd);

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# CLI integration tests: `ferry` processes migrating over real sockets.
+# CLI integration tests: `ferry` processes migrating over real sockets, driven
+# through QMP by the `ferry migrate` and `ferry qmp` clients.
 # Usage: cli.sh PATH/TO/ferry
 set -u
 FERRY=${1:?usage: cli.sh PATH/TO/ferry}
@@ -16,73 +17,181 @@ print(eval(sys.argv[2]))' "$1" "$2"; }
 expect_eq() { # name got want
 	if [ "$2" == "$3" ]; then ok "$1"; else fail "$1: got '$2', want '$3'"; fi
 }
+# host NAME ARGS...: starts `ferry host ... --qmp unix:$TMP/NAME.qmp --json` in
+# the background, waits for its ready line; its pid is in $host_pid.
+host() {
+	local name=$1; shift
+	rm -f "$TMP/$name.out"
+	"$FERRY" host --qmp "unix:$TMP/$name.qmp" --json "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+	host_pid=$!
+	for _ in $(seq 200); do grep -q listening "$TMP/$name.out" 2>/dev/null && return 0; sleep 0.05; done
+	fail "host $name did not start: $(cat "$TMP/$name.err")"
+}
+# qmp NAME ARGS...: one QMP command to host NAME; the reply on stdout.
+qmp() { local name=$1; shift; "$FERRY" qmp --qmp "$TMP/$name.qmp" "$@"; }
 
 SPEC=mem=256M,vram=4M,vcpus=2,workload=random,rate=100M
 
-# 1. The demo: a live migration between two processes, verified bit-exact.
+# 1. The demo: a live migration between two hosts driven over QMP, verified.
 "$FERRY" demo --mem 256M --json >"$TMP/demo.json" 2>"$TMP/demo.err"
 rc=$?
 expect_eq "demo exit code" "$rc" 0
 expect_eq "demo status" "$(json "$TMP/demo.json" 'j["status"]')" completed
 expect_eq "demo verified" "$(json "$TMP/demo.json" 'j["verified"]')" True
 expect_eq "demo counted pages" "$(json "$TMP/demo.json" 'j["normal_pages"] > 60000')" True
+expect_eq "demo keys" "$(json "$TMP/demo.json" 'sorted(j)')" \
+	"['downtime_ms', 'mbps', 'normal_pages', 'passes', 'status', 'total_time_ms', 'transferred_bytes', 'verified', 'zero_pages']"
 
-# 2. Destination killed mid-stream: the source fails cleanly, its guest keeps
-#    running and still matches its twin.
-"$FERRY" host --guest "$SPEC" --incoming "unix:$TMP/d.sock" --json >"$TMP/dst.json" 2>/dev/null &
-dpid=$!
-for _ in $(seq 100); do [ -S "$TMP/d.sock" ] && break; sleep 0.05; done
-"$FERRY" host --guest "$SPEC" --migrate "unix:$TMP/d.sock" --set max-bandwidth=40M \
-	--verify --json >"$TMP/src.json" 2>"$TMP/src.err" &
+# 2. `ferry migrate` with --stats, then `ferry plot`; the destination verifies.
+host dst --guest "$SPEC" --incoming "unix:$TMP/m.sock"; dpid=$host_pid
+host src --guest "$SPEC"; spid=$host_pid
+"$FERRY" migrate --qmp "unix:$TMP/src.qmp" "unix:$TMP/m.sock" --set downtime-limit=500 \
+	--cap events=on --stats "$TMP/stats.jsonl" >"$TMP/mig.out" 2>"$TMP/mig.err"
+expect_eq "migrate exit code" "$?" 0
+expect_eq "migrate summary" "$(head -c 20 "$TMP/mig.out")" "migration completed:"
+expect_eq "migrate progress lines (not a TTY)" "$(grep -c '^migrate: ' "$TMP/mig.err" | awk '$1 > 0 {print "yes"}')" yes
+expect_eq "stats: one sample per 100 ms with a timestamp" \
+	"$(python3 -c 'import json,sys
+s=[json.loads(l) for l in open(sys.argv[1])]
+print(len(s) >= 2 and all("timestamp" in x and "status" in x for x in s) and s[-1]["status"] == "completed")' "$TMP/stats.jsonl")" True
+"$FERRY" plot "$TMP/stats.jsonl" -o "$TMP/stats.svg"
+expect_eq "plot exit code" "$?" 0
+expect_eq "plot is an SVG with three panels" \
+	"$(grep -c -e '<polyline' "$TMP/stats.svg")" 3
+for _ in $(seq 100); do qmp dst query-migrate | grep -q completed && break; sleep 0.05; done
+qmp dst x-run-until '{"advance": 5000}' >/dev/null
+qmp dst query-guest-hash '{"verify": true}' >"$TMP/v.json"
+expect_eq "destination verified after ferry migrate" "$(json "$TMP/v.json" 'j["return"]["matches-twin"]')" True
+qmp src query-status >"$TMP/st.json"
+expect_eq "source postmigrate" "$(json "$TMP/st.json" 'j["return"]["status"]')" postmigrate
+out=$(qmp src '{"execute": "migrate", "arguments": {"uri": 1}}'); rc=$?
+expect_eq "ferry qmp error exit code" "$rc" 1
+expect_eq "ferry qmp prints the reply" "$out" \
+	'{"error":{"class":"GenericError","desc":"Invalid parameter type for '"'uri'"', expected: string"}}'
+out=$("$FERRY" migrate --qmp "$TMP/src.qmp" --set foo=1 "unix:$TMP/x" 2>&1); rc=$?
+expect_eq "migrate: unknown parameter exit" "$rc" 2
+expect_eq "migrate: unknown parameter message" "$out" \
+	"ferry migrate: migrate-set-parameters: Parameter 'foo' is unexpected"
+out=$("$FERRY" migrate --qmp "$TMP/src.qmp" --set downtime-limit=abc "unix:$TMP/x" 2>&1)
+expect_eq "migrate: bad value message" "$out" \
+	"ferry migrate: migrate-set-parameters: Parameter 'downtime-limit' expects uint64"
+out=$("$FERRY" migrate --qmp "$TMP/src.qmp" --cap postcopy-ram=on "unix:$TMP/x" 2>&1)
+expect_eq "migrate: unsupported capability" "$out" \
+	"ferry migrate: migrate-set-capabilities: Capability 'postcopy-ram' is not supported by this version of Ferry"
+qmp src quit >/dev/null; qmp dst quit >/dev/null
+wait $spid; expect_eq "source host exit code after quit" "$?" 0
+wait $dpid; expect_eq "destination host exit code after quit" "$?" 0
+
+# 2b. Ctrl-C on `ferry migrate` cancels: exit 1, the guest runs on at the source,
+#     the destination waits again and a second migration is verified.
+host dst --guest "$SPEC" --incoming "unix:$TMP/c.sock"; dpid=$host_pid
+host src --guest "$SPEC"; spid=$host_pid
+"$FERRY" migrate --qmp "$TMP/src.qmp" "unix:$TMP/c.sock" --set max-bandwidth=20M --json \
+	>"$TMP/cancel.json" 2>"$TMP/cancel.err" &
+mpid=$!
+for _ in $(seq 100); do qmp src query-migrate | grep -q '"active"' && break; sleep 0.05; done
+kill -INT $mpid
+wait $mpid
+expect_eq "Ctrl-C: ferry migrate exit code" "$?" 1
+expect_eq "Ctrl-C: cancelled" "$(json "$TMP/cancel.json" 'j["status"]')" cancelled
+expect_eq "Ctrl-C: source guest runs" "$(qmp src query-status)" '{"return":{"running":true,"status":"running"}}'
+for _ in $(seq 200); do qmp dst query-migrate | grep -q '"x-previous"' && break; sleep 0.05; done
+for _ in $(seq 200); do qmp dst query-migrate | grep -q '"status":"setup"' && break; sleep 0.05; done
+"$FERRY" migrate --qmp "$TMP/src.qmp" "unix:$TMP/c.sock" --set max-bandwidth=0 >/dev/null 2>&1
+expect_eq "after Ctrl-C: second migration" "$?" 0
+for _ in $(seq 100); do qmp dst query-migrate | grep -q completed && break; sleep 0.05; done
+qmp dst x-run-until '{"advance": 5000}' >/dev/null
+qmp dst query-guest-hash '{"verify": true}' >"$TMP/v.json"
+expect_eq "after Ctrl-C: destination verified" "$(json "$TMP/v.json" 'j["return"]["matches-twin"]')" True
+qmp src quit >/dev/null; qmp dst quit >/dev/null
+wait $spid $dpid
+
+# 3. Destination killed mid-stream: the source fails cleanly, its guest keeps
+#    running and still matches its twin. QMP over TCP this time.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+host dst --guest "$SPEC" --incoming "unix:$TMP/d.sock"; dpid=$host_pid
+"$FERRY" host --guest "$SPEC" --qmp "tcp:127.0.0.1:$port" --json >"$TMP/tsrc.out" 2>"$TMP/tsrc.err" &
 spid=$!
+for _ in $(seq 200); do grep -q listening "$TMP/tsrc.out" 2>/dev/null && break; sleep 0.05; done
+"$FERRY" migrate --qmp "tcp:127.0.0.1:$port" "unix:$TMP/d.sock" --set max-bandwidth=40M --json \
+	>"$TMP/src.json" 2>"$TMP/src.err" &
+mpid=$!
 sleep 1.5
-kill -9 $dpid
-wait $spid
-rc=$?
-expect_eq "source exit code after destination died" "$rc" 1
-expect_eq "source status" "$(json "$TMP/src.json" 'j["migration"]["status"]')" failed
-expect_eq "source guest still running" "$(json "$TMP/src.json" 'j["guest-running"]')" True
-expect_eq "source guest matches twin" "$(json "$TMP/src.json" 'j["verify"]["matches"]')" True
+kill -9 $dpid; wait $dpid 2>/dev/null
+wait $mpid
+expect_eq "ferry migrate exit code after destination died" "$?" 1
+expect_eq "source status" "$(json "$TMP/src.json" 'j["status"]')" failed
 expect_eq "source error names the peer" \
-	"$(json "$TMP/src.json" '"Connection reset by peer" in j["migration"]["error-desc"] or "Broken pipe" in j["migration"]["error-desc"]')" True
+	"$(json "$TMP/src.json" '"Connection reset by peer" in j["error-desc"] or "Broken pipe" in j["error-desc"]')" True
+"$FERRY" qmp --qmp "tcp:127.0.0.1:$port" query-status >"$TMP/st.json"
+expect_eq "source guest still running" "$(json "$TMP/st.json" 'j["return"]')" "{'running': True, 'status': 'running'}"
+"$FERRY" qmp --qmp "tcp:127.0.0.1:$port" stop >/dev/null
+"$FERRY" qmp --qmp "tcp:127.0.0.1:$port" query-guest-hash '{"verify": true}' >"$TMP/v.json"
+expect_eq "source guest matches twin" "$(json "$TMP/v.json" 'j["return"]["matches-twin"]')" True
+"$FERRY" qmp --qmp "tcp:127.0.0.1:$port" quit >/dev/null
+wait $spid
 
-# 3. Hostile input to a destination process: garbage and a truncated stream.
-feed() { # bytes(hex) -> destination JSON in $TMP/f.json
-	rm -f "$TMP/f.sock"
-	"$FERRY" host --guest mem=16M,vcpus=1 --incoming "unix:$TMP/f.sock" --json >"$TMP/f.json" 2>/dev/null &
-	local p=$!
+# 4. Hostile input to a destination: garbage, then a truncated stream. Each
+#    failure is discarded and the host listens again, reporting it as
+#    x-previous in query-migrate.
+host f --guest mem=16M,vcpus=1 --incoming "unix:$TMP/f.sock"; fpid=$host_pid
+feed() { # bytes(hex): sends them as a migration stream, then waits for the failure report
 	for _ in $(seq 100); do [ -S "$TMP/f.sock" ] && break; sleep 0.05; done
 	python3 -c 'import socket,sys
 s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(bytes.fromhex(sys.argv[2])); s.shutdown(socket.SHUT_WR)
 s.recv(4096)' "$TMP/f.sock" "$1"
-	wait $p
-	echo $?
+	for _ in $(seq 200); do
+		qmp f query-migrate >"$TMP/f.json"
+		[ "$(json "$TMP/f.json" 'j["return"].get("status") == "setup" and j["return"].get("x-previous", {}).get("error-desc") != '"'$2'"'')" == True ] && break
+		sleep 0.05
+	done
 }
-rc=$(feed 4741524241474521000000000000000000000000000000000000000000)
-expect_eq "garbage stream exit code" "$rc" 1
-expect_eq "garbage stream error" "$(json "$TMP/f.json" 'j["migration"]["error-desc"]')" \
+feed 4741524241474521000000000000000000000000000000000000000000 ""
+expect_eq "garbage stream error" "$(json "$TMP/f.json" 'j["return"]["x-previous"]["error-desc"]')" \
 	"not a Ferry migration stream (magic 0x47415242) (stream header at offset 0)"
-rc=$(feed 46525259000000010000000000000000000000000000000000001000)
-expect_eq "truncated stream exit code" "$rc" 1
-expect_eq "truncated stream error" "$(json "$TMP/f.json" 'j["migration"]["error-desc"]')" \
+prev=$(json "$TMP/f.json" 'j["return"]["x-previous"]["error-desc"]')
+feed 46525259000000010000000000000000000000000000000000001000 "$prev"
+expect_eq "truncated stream error" "$(json "$TMP/f.json" 'j["return"]["x-previous"]["error-desc"]')" \
 	"truncated stream: end of data with 1 bytes missing (record at offset 28)"
+expect_eq "destination still waiting" "$(qmp f query-status)" '{"return":{"running":false,"status":"inmigrate"}}'
+qmp f quit >/dev/null
+wait $fpid; expect_eq "hostile input: host exit code" "$?" 0
+# With --exit-on-error the host ends instead (status 1).
+host g --guest mem=16M,vcpus=1 --incoming "unix:$TMP/g.sock" --exit-on-error; gpid=$host_pid
+python3 -c 'import socket,sys
+s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b"GARBAGE!"*8); s.shutdown(socket.SHUT_WR)
+s.recv(4096)' "$TMP/g.sock"
+wait $gpid
+expect_eq "--exit-on-error exit code" "$?" 1
+expect_eq "--exit-on-error message" "$(grep '^ferry host' "$TMP/g.err")" \
+	"ferry host: incoming migration failed: not a Ferry migration stream (magic 0x47415242) (stream header at offset 0)"
 
-# 4. Usage errors are exact and exit 2.
-out=$("$FERRY" host --guest workload=foo 2>&1); rc=$?
+# 5. Usage errors are exact and exit 2.
+out=$("$FERRY" host --guest workload=foo --qmp unix:/tmp/x 2>&1); rc=$?
 expect_eq "bad workload exit" "$rc" 2
 expect_eq "bad workload message" "$out" \
 	"ferry host: --guest: unknown workload 'foo' (expected idle, stride, random, hotset)"
-out=$("$FERRY" host --set foo=1 2>&1); rc=$?
-expect_eq "bad parameter exit" "$rc" 2
-expect_eq "bad parameter message" "$out" \
-	"ferry host: unknown parameter 'foo' (expected downtime-limit, max-bandwidth, x-max-passes)"
-out=$("$FERRY" host --set downtime-limit=abc 2>&1); rc=$?
-expect_eq "bad value message" "$out" "ferry host: parameter 'downtime-limit': invalid value 'abc'"
+out=$("$FERRY" host --guest mem=16M 2>&1); rc=$?
+expect_eq "no --qmp exit" "$rc" 2
+expect_eq "no --qmp message" "$out" \
+	"ferry host: at least one --qmp ADDRESS is required (unix:PATH or tcp:HOST:PORT)"
+out=$("$FERRY" host --qmp ftp:x 2>&1); rc=$?
+expect_eq "bad --qmp exit" "$rc" 2
+expect_eq "bad --qmp message" "$out" \
+	"ferry host: --qmp: unsupported QMP address 'ftp:x' (expected unix:PATH or tcp:HOST:PORT)"
 out=$("$FERRY" frob 2>&1 | head -1); expect_eq "unknown command" "$out" "ferry: unknown command 'frob'"
-out=$("$FERRY" host --guest mem=16M --migrate ftp:x 2>&1); rc=$?
+out=$("$FERRY" host --guest mem=16M --incoming ftp:x --qmp unix:/tmp/x 2>&1); rc=$?
 expect_eq "bad uri exit" "$rc" 2
 expect_eq "bad uri message" "$out" \
 	"ferry host: unsupported migration URI 'ftp:x' (expected tcp:HOST:PORT or unix:PATH)"
+out=$("$FERRY" migrate --qmp /tmp/x ftp:x 2>&1); rc=$?
+expect_eq "migrate bad uri exit" "$rc" 2
+expect_eq "migrate bad uri message" "$out" \
+	"ferry migrate: unsupported migration URI 'ftp:x' (expected tcp:HOST:PORT or unix:PATH)"
+out=$("$FERRY" qmp --qmp "$TMP/nothing.qmp" query-status 2>&1); rc=$?
+expect_eq "qmp: no server exit" "$rc" 1
+expect_eq "qmp: no server message" "$out" \
+	"ferry qmp: cannot connect to '$TMP/nothing.qmp': No such file or directory"
 
 echo "cli: $failures failure(s)"
 [ "$failures" -eq 0 ]

@@ -312,6 +312,8 @@ void *ferry__dest_thread(void *arg)
 	int fd = m->chan.fd, r = 0;
 
 	pthread_setname_np(pthread_self(), "mig/dst/main");
+	/* The guest must not run while its RAM and state arrive. */
+	ferry__vm_own_run(vm, true);
 	if (m->listen_fd >= 0) {
 		/* The listener stays open for multifd channels until the end. */
 		r = ferry__sock_accept(m->listen_fd, &fd);
@@ -344,6 +346,7 @@ void *ferry__dest_thread(void *arg)
 	mf_stop(&l);
 	if (r)
 		goto out;
+	ferry__vm_own_run(vm, false);
 	if (l.run_after) {
 		r = ferry_vm_start(vm);
 		if (r) {
@@ -363,15 +366,17 @@ out:
 		ferry__mig_set_error(m, c->in_err, "%s", c->in_errmsg);
 	else if (r)
 		ferry__mig_set_error(m, r, "incoming migration failed: %s", ferry_strerror(r));
-	if (fd >= 0 && r != -ECANCELED) {
+	if (fd >= 0) {
 		pthread_mutex_lock(&m->stats_lock);
 		char msg[256];
-		snprintf(msg, sizeof(msg), "%s", m->info.error_desc);
+		snprintf(msg, sizeof(msg), "%s",
+			 r == -ECANCELED ? "migration cancelled on the destination" : m->info.error_desc);
 		pthread_mutex_unlock(&m->stats_lock);
 		send_shut(c, r, msg);
 	}
 	ferry__mig_set_status(m, r == -ECANCELED ? FERRY_MIG_CANCELLED : FERRY_MIG_FAILED);
 done:
+	ferry__vm_own_run(vm, false);
 	mf_stop(&l);
 	pthread_mutex_lock(&vm->mig_lock); /* cancel reads listen_fd under it */
 	int lfd = m->listen_fd;

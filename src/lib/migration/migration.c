@@ -63,17 +63,26 @@ bool ferry__migration_busy(const ferry_vm_t *vm)
 	return vm->mig && !vm->mig->thread_done;
 }
 
-void ferry__mig_event(struct ferry_migration *m, ferry_event_type type, uint32_t pass)
+/*
+ * Delivers an event with the status it is about. Caller holds vm->mig_lock:
+ * status changes and their events happen in one critical section, so
+ * every client sees every status exactly once and in order.
+ */
+static void emit_locked(struct ferry_migration *m, ferry_event_type type, ferry_mig_status st,
+			uint32_t pass)
 {
 	ferry_vm_t *vm = m->vm;
-	ferry_event ev = { .type = type, .pass = pass, .timestamp_us = ferry__wall_us() };
-	pthread_mutex_lock(&vm->mig_lock);
-	ev.status = m->status;
-	ferry_event_cb cb = vm->event_cb;
-	void *op = vm->event_opaque;
-	if (cb)
-		cb(op, &ev);
-	pthread_mutex_unlock(&vm->mig_lock);
+	ferry_event ev = { .type = type, .status = st, .pass = pass,
+			   .timestamp_us = ferry__wall_us() };
+	if (vm->event_cb)
+		vm->event_cb(vm->event_opaque, &ev);
+}
+
+void ferry__mig_event(struct ferry_migration *m, ferry_event_type type, uint32_t pass)
+{
+	pthread_mutex_lock(&m->vm->mig_lock);
+	emit_locked(m, type, m->status, pass);
+	pthread_mutex_unlock(&m->vm->mig_lock);
 }
 
 void ferry__mig_set_status(struct ferry_migration *m, ferry_mig_status s)
@@ -87,15 +96,13 @@ void ferry__mig_set_status(struct ferry_migration *m, ferry_mig_status s)
 	}
 	bool changed = m->status != s;
 	m->status = s;
-	pthread_mutex_unlock(&vm->mig_lock);
-	pthread_mutex_lock(&m->stats_lock);
+	pthread_mutex_lock(&m->stats_lock); /* leaf lock, inside mig_lock */
 	m->info.status = s;
 	if (is_final(s) && !m->end_ns)
 		m->end_ns = ferry__now_ns();
 	pthread_mutex_unlock(&m->stats_lock);
 	if (changed)
-		ferry__mig_event(m, FERRY_EVENT_STATUS, 0);
-	pthread_mutex_lock(&vm->mig_lock);
+		emit_locked(m, FERRY_EVENT_STATUS, s, 0);
 	pthread_cond_broadcast(&vm->mig_cond);
 	pthread_mutex_unlock(&vm->mig_lock);
 	ferry_info("migration %s", ferry_migration_status_name(s));
@@ -210,9 +217,10 @@ static int mig_launch(ferry_vm_t *vm, struct ferry_migration *m, void *(*fn)(voi
 		return -r;
 	}
 	m->thread_started = true;
+	/* Before unlocking: the new thread's first status change waits for it. */
+	emit_locked(m, FERRY_EVENT_STATUS, FERRY_MIG_SETUP, 0);
 	pthread_mutex_unlock(&vm->mig_lock);
 	ferry__migration_free(old);
-	ferry__mig_event(m, FERRY_EVENT_STATUS, 0);
 	return 0;
 }
 
@@ -365,21 +373,24 @@ int ferry_migration_cancel(ferry_vm_t *vm)
 	if (m->listen_fd >= 0)
 		shutdown(m->listen_fd, SHUT_RDWR);
 	int fd = atomic_load(&m->chan_fd);
+	/*
+	 * The destination only stops reading: it still tells the source why
+	 * (SHUT "cancelled on the destination") before it closes.
+	 */
 	if (fd >= 0)
-		shutdown(fd, SHUT_RDWR);
+		shutdown(fd, m->incoming ? SHUT_RD : SHUT_RDWR);
 	ferry__mf_cancel(m);
-	bool was = m->status != FERRY_MIG_CANCELLING;
-	m->status = FERRY_MIG_CANCELLING;
+	if (m->status != FERRY_MIG_CANCELLING) {
+		m->status = FERRY_MIG_CANCELLING;
+		pthread_mutex_lock(&m->stats_lock);
+		m->info.status = FERRY_MIG_CANCELLING;
+		pthread_mutex_unlock(&m->stats_lock);
+		emit_locked(m, FERRY_EVENT_STATUS, FERRY_MIG_CANCELLING, 0);
+	}
 	pthread_mutex_unlock(&vm->mig_lock);
 	pthread_mutex_lock(&m->rp_lock);
 	pthread_cond_broadcast(&m->rp_cond);
 	pthread_mutex_unlock(&m->rp_lock);
-	if (was) {
-		pthread_mutex_lock(&m->stats_lock);
-		m->info.status = FERRY_MIG_CANCELLING;
-		pthread_mutex_unlock(&m->stats_lock);
-		ferry__mig_event(m, FERRY_EVENT_STATUS, 0);
-	}
 	return 0;
 }
 

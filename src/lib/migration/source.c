@@ -286,6 +286,8 @@ void *ferry__source_thread(void *arg)
 		vm->running = false;
 		stopped_by_us = true;
 	}
+	/* From here on the run state is ours: ferry_vm_start() says -EBUSY. */
+	vm->run_owned = true;
 	pthread_mutex_unlock(&vm->run_lock);
 	if (stopped_by_us)
 		ferry__mig_event(m, FERRY_EVENT_STOP, 0);
@@ -320,6 +322,7 @@ void *ferry__source_thread(void *arg)
 	m->info.mbps = (double)m->info.throughput_bps * 8 / 1e6;
 	m->info.remaining = 0;
 	pthread_mutex_unlock(&m->stats_lock);
+	ferry__vm_own_run(vm, false);
 	ferry__mig_set_status(m, FERRY_MIG_COMPLETED);
 	/* Housekeeping after completion: unprotecting RAM takes ~10 ms per GiB. */
 	ferry__ram_save_cleanup(&rs);
@@ -327,8 +330,21 @@ void *ferry__source_thread(void *arg)
 
 out:
 	ferry__ram_save_cleanup(&rs);
-	if (mf.inited && mf.err && !ferry__mig_cancelled(m))
-		ferry__mig_set_error(m, mf.err, "%s", mf.errmsg); /* a channel failed first */
+	if (r && mf.inited && !ferry__mig_cancelled(m)) {
+		/* A channel failure shuts the main connection down: prefer its message. */
+		struct timespec dl;
+		clock_gettime(CLOCK_REALTIME, &dl);
+		dl.tv_nsec += 200000000L;
+		dl.tv_sec += dl.tv_nsec / 1000000000L;
+		dl.tv_nsec %= 1000000000L;
+		pthread_mutex_lock(&mf.lock);
+		while (!mf.err && pthread_cond_timedwait(&mf.cond, &mf.lock, &dl) == 0)
+			;
+		int merr = mf.err;
+		pthread_mutex_unlock(&mf.lock);
+		if (merr)
+			ferry__mig_set_error(m, merr, "%s", mf.errmsg);
+	}
 	if (ferry__mig_cancelled(m)) {
 		r = -ECANCELED;
 	} else if (r && r != FERRY_EPEER) {
@@ -356,6 +372,7 @@ out:
 		else
 			ferry__mig_set_error(m, r, "%s", ferry_strerror(r));
 	}
+	ferry__vm_own_run(vm, false);
 	if (stopped_by_us) {
 		/* Precopy failed: the source guest runs on as if nothing happened. */
 		if (ferry_vm_start(vm) == 0)

@@ -127,10 +127,21 @@ int ferry_vm_stop(ferry_vm_t *vm)
 	return r;
 }
 
+void ferry__vm_own_run(ferry_vm_t *vm, bool owned)
+{
+	pthread_mutex_lock(&vm->run_lock);
+	vm->run_owned = owned;
+	pthread_mutex_unlock(&vm->run_lock);
+}
+
 int ferry_vm_start(ferry_vm_t *vm)
 {
 	int r = 0;
 	pthread_mutex_lock(&vm->run_lock);
+	if (vm->run_owned) {
+		pthread_mutex_unlock(&vm->run_lock);
+		return -EBUSY;
+	}
 	if (!vm->running) {
 		r = vm->vcpu_ops.start ? vm->vcpu_ops.start(vm->vcpu_opaque) : 0;
 		if (r == 0)

@@ -1,0 +1,766 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The QMP commands of `ferry host` (docs/qmp.md is their reference).
+ *
+ * DESIGN: arguments are checked when a command arrives, with QEMU's
+ * messages. Commands that touch the guest (stop, cont, migrate,
+ * migrate-incoming, query-guest-hash, x-run-until) then go through the
+ * guest-operation queue (host.h): their state checks run when they reach
+ * the head of the queue, so they see the state the earlier operations left,
+ * and their reply follows the events they caused (STOP before the reply to
+ * `stop`, MIGRATION "setup" before the reply to `migrate`). Queries,
+ * parameters, capabilities, migrate_cancel and quit answer at once, even
+ * while a long operation (a twin verification) runs.
+ *
+ * Status rules, from QEMU where it has one:
+ *  - "inmigrate": a destination waiting for or receiving a migration; it
+ *    refuses migrate, stop, cont and x-run-until.
+ *  - A migration is "in progress" from setup to its final status; while an
+ *    outgoing one (or a connected incoming one) is, capabilities cannot
+ *    change, and cont, verification and x-run-until are refused (a cont
+ *    could restart vCPUs the migration just stopped for switchover).
+ *  - Parameters may change at any time; during an outgoing migration they
+ *    apply live (ferry_migration_set_params).
+ *
+ * Thread: loop thread, except the *_work functions (worker thread), which
+ * touch only their op and the guest.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "host.h"
+
+#define MAX_DOWNTIME_MS 2000000u /* QEMU's MAX_MIGRATE_DOWNTIME */
+
+static const char *const msg_in_progress = "There's a migration process in progress";
+static const char *const msg_inmigrate = "Guest is waiting for an incoming migration";
+
+/* ------------------------------------------------------------------ */
+/* State.                                                              */
+
+static ferry_mig_status mig_status(host *h)
+{
+	ferry_mig_info i;
+	ferry_migration_query(h->vm, &i);
+	return i.status;
+}
+
+static bool status_busy(ferry_mig_status s)
+{
+	return s == FERRY_MIG_SETUP || s == FERRY_MIG_ACTIVE || s == FERRY_MIG_DEVICE ||
+	       s == FERRY_MIG_CANCELLING;
+}
+
+static bool status_final(ferry_mig_status s)
+{
+	return s == FERRY_MIG_COMPLETED || s == FERRY_MIG_FAILED || s == FERRY_MIG_CANCELLED;
+}
+
+/* An outgoing migration, or an incoming one with a peer, is under way. */
+static bool migration_running(host *h)
+{
+	ferry_mig_status s = mig_status(h);
+	if (h->dir == HOST_DIR_OUT)
+		return status_busy(s);
+	if (h->dir == HOST_DIR_IN)
+		return s == FERRY_MIG_ACTIVE || s == FERRY_MIG_DEVICE || s == FERRY_MIG_CANCELLING;
+	return false;
+}
+
+/* downtime_limit_ms: what expected-downtime starts at (QEMU's rule). */
+static json_t *info_json(const ferry_mig_info *i, uint64_t downtime_limit_ms)
+{
+	json_t *o = json_pack("{s:s}", "status", ferry_migration_status_name(i->status));
+	if (i->status == FERRY_MIG_NONE)
+		return o;
+	json_object_set_new(o, "total-time", json_integer((json_int_t)i->total_time_ms));
+	json_object_set_new(o, "setup-time", json_integer((json_int_t)i->setup_time_ms));
+	if (!i->incoming && i->status == FERRY_MIG_COMPLETED)
+		json_object_set_new(o, "downtime", json_integer((json_int_t)i->downtime_ms));
+	if (!i->incoming && (i->status == FERRY_MIG_ACTIVE || i->status == FERRY_MIG_DEVICE)) {
+		/* Until a pass measured the bandwidth there is no estimate yet. */
+		uint64_t e = i->expected_downtime_ms ? i->expected_downtime_ms : downtime_limit_ms;
+		json_object_set_new(o, "expected-downtime", json_integer((json_int_t)e));
+	}
+	json_object_set_new(
+		o, "ram",
+		json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:I,s:I}", "transferred",
+			  (json_int_t)i->transferred, "remaining", (json_int_t)i->remaining, "total",
+			  (json_int_t)i->total, "duplicate", (json_int_t)i->duplicate, "normal",
+			  (json_int_t)i->normal, "normal-bytes", (json_int_t)i->normal_bytes,
+			  "dirty-pages-rate", (json_int_t)i->dirty_pages_rate, "dirty-sync-count",
+			  (json_int_t)i->dirty_sync_count, "mbps", i->mbps, "pages-per-second",
+			  (json_int_t)i->pages_per_second, "x-skipped", (json_int_t)i->skipped));
+	if (i->multifd_channels) {
+		json_t *ram = json_object_get(o, "ram");
+		json_object_set_new(ram, "multifd-bytes", json_integer((json_int_t)i->multifd_bytes));
+		json_t *ch = json_array();
+		for (uint32_t k = 0; k < i->multifd_channels && k < FERRY_MULTIFD_MAX_CHANNELS; k++)
+			json_array_append_new(ch, json_integer((json_int_t)i->channel_bytes[k]));
+		json_object_set_new(o, "x-multifd", json_pack("{s:I,s:o}", "channels",
+							    (json_int_t)i->multifd_channels,
+							    "channel-bytes", ch));
+		if (i->compress_in)
+			json_object_set_new(json_object_get(o, "x-multifd"), "compression",
+					    json_pack("{s:I,s:I,s:f}", "in", (json_int_t)i->compress_in,
+						      "out", (json_int_t)i->compress_out, "ratio",
+						      i->compress_out ? (double)i->compress_in /
+									(double)i->compress_out
+								      : 0.0));
+	}
+	if (i->status == FERRY_MIG_FAILED)
+		json_object_set_new(o, "error-desc", json_string(i->error_desc));
+	json_object_set_new(o, "x-incoming", json_boolean(i->incoming));
+	if (!i->incoming)
+		json_object_set_new(o, "x-stalled", json_boolean(i->stalled));
+	return o;
+}
+
+json_t *host_query_migrate(host *h)
+{
+	ferry_mig_info i;
+	ferry_migration_query(h->vm, &i);
+	/* QEMU answers {} before the first migration. */
+	json_t *o = i.status == FERRY_MIG_NONE ? json_object()
+					       : info_json(&i, h->params.downtime_limit_ms);
+	if (h->prev_incoming)
+		json_object_set(o, "x-previous", h->prev_incoming);
+	return o;
+}
+
+/* Completes an op's request after the events it caused went out. */
+static void op_return(host *h, host_op *op, json_t *ret)
+{
+	host_drain_events(h);
+	if (op->req)
+		ferry_qmp_req_return(op->req, ret);
+	else
+		json_decref(ret);
+}
+
+#define op_error(h, op, ...)                                                    \
+	do {                                                                    \
+		host_drain_events(h);                                           \
+		if ((op)->req)                                                  \
+			ferry_qmp_req_error((op)->req, FERRY_QMP_GENERIC, __VA_ARGS__); \
+	} while (0)
+
+static json_t *steps_json(const host *h, const uint64_t *steps)
+{
+	json_t *a = json_array();
+	for (unsigned i = 0; i < ferry_guest_vcpus(h->g); i++)
+		json_array_append_new(a, json_integer((json_int_t)steps[i]));
+	return a;
+}
+
+/* ------------------------------------------------------------------ */
+/* Destination life cycle.                                             */
+
+int host_incoming_start(host *h, const char *uri, char *err, size_t elen)
+{
+	int r = ferry_uri_validate(uri, err, elen);
+	if (r)
+		return r;
+	host_drain_events(h); /* the previous migration's events, with the old direction */
+	h->ev_last = FERRY_MIG_NONE;
+	h->dir = HOST_DIR_IN;
+	r = ferry_migrate_incoming(h->vm, uri);
+	if (r == -EBUSY) {
+		snprintf(err, elen, "%s", msg_in_progress);
+		return r;
+	}
+	if (r) {
+		snprintf(err, elen, "Failed to listen on '%s': %s", uri, ferry_strerror(r));
+		return r;
+	}
+	h->incoming_started = true;
+	h->inmigrate = true;
+	host_drain_events(h);
+	return 0;
+}
+
+/* Worker: waits for the failed migration's thread, then wipes the guest. */
+static void reset_work(host *h, host_op *op)
+{
+	ferry_migration_wait(h->vm, -1);
+	ferry_vm_stop(h->vm);
+	op->result = ferry_guest_reset(h->g);
+}
+
+static void reset_done(host *h, host_op *op)
+{
+	char err[512];
+	if (op->result) {
+		fprintf(stderr, "ferry host: cannot reset the guest for the next migration: %s\n",
+			ferry_strerror(op->result));
+		host_quit(h, 1);
+		return;
+	}
+	h->incoming_started = false;
+	if (h->incoming == HOST_INCOMING_URI &&
+	    host_incoming_start(h, h->incoming_uri, err, sizeof(err))) {
+		fprintf(stderr, "ferry host: cannot wait for a migration again: %s\n", err);
+		host_quit(h, 1);
+	}
+}
+
+void host_on_status(host *h, ferry_mig_status s)
+{
+	if (!status_final(s))
+		return;
+	if (h->dir == HOST_DIR_OUT) {
+		if (s == FERRY_MIG_COMPLETED)
+			h->postmigrate = true;
+		return;
+	}
+	if (h->dir != HOST_DIR_IN)
+		return;
+	if (s == FERRY_MIG_COMPLETED) {
+		h->inmigrate = false;
+		h->ever_ran = true;
+		json_decref(h->prev_incoming);
+		h->prev_incoming = NULL;
+		return;
+	}
+	ferry_mig_info i;
+	ferry_migration_query(h->vm, &i);
+	json_decref(h->prev_incoming);
+	h->prev_incoming = info_json(&i, 0);
+	json_object_set_new(h->prev_incoming, "status", json_string(ferry_migration_status_name(s)));
+	if (h->exit_on_error) {
+		fprintf(stderr, "ferry host: incoming migration %s%s%s\n", ferry_migration_status_name(s),
+			i.error_desc[0] ? ": " : "", i.error_desc);
+		host_quit(h, 1);
+		return;
+	}
+	fprintf(stderr, "ferry host: incoming migration %s%s%s; discarding it and waiting again\n",
+		ferry_migration_status_name(s), i.error_desc[0] ? ": " : "", i.error_desc);
+	host_op_submit_urgent(h, host_op_new("reset", NULL, NULL, NULL, reset_work, reset_done));
+}
+
+/* ------------------------------------------------------------------ */
+/* migrate, migrate-incoming, migrate_cancel, query-migrate.           */
+
+static void migrate_done(host *h, host_op *op)
+{
+	const char *uri = json_string_value(json_object_get(op->args, "uri"));
+	char err[512];
+	if (h->inmigrate) {
+		op_error(h, op, "%s", msg_inmigrate);
+		return;
+	}
+	if (status_busy(mig_status(h))) {
+		op_error(h, op, "%s", msg_in_progress);
+		return;
+	}
+	if (ferry_uri_validate(uri, err, sizeof(err))) {
+		op_error(h, op, "%s", err);
+		return;
+	}
+	host_drain_events(h);
+	h->ev_last = FERRY_MIG_NONE;
+	h->dir = HOST_DIR_OUT;
+	int r = ferry_migrate_start(h->vm, uri, &h->params);
+	if (r == -EBUSY)
+		op_error(h, op, "%s", msg_in_progress);
+	else if (r)
+		op_error(h, op, "Cannot start the migration: %s", ferry_strerror(r));
+	else
+		op_return(h, op, NULL);
+}
+
+static void cmd_migrate(void *opaque, ferry_qmp_req *req, json_t *args)
+{
+	static const ferry_qmp_arg spec[] = {
+		{ "uri", FERRY_QMP_STR, false },
+		{ "resume", FERRY_QMP_BOOL, true },
+		{ NULL },
+	};
+	if (!ferry_qmp_req_check_args(req, args, spec))
+		return;
+	if (json_is_true(json_object_get(args, "resume"))) {
+		ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
+				    "Migration resume is not supported by this version of Ferry");
+		return;
+	}
+	host_op_submit(opaque, host_op_new("migrate", req, args, NULL, NULL, migrate_done));
+}
+
+static void incoming_done(host *h, host_op *op)
+{
+	char err[512];
+	if (h->incoming != HOST_INCOMING_DEFER) {
+		op_error(h, op, "'-incoming' was not specified on the command line");
+		return;
+	}
+	if (h->incoming_started || !h->inmigrate) {
+		op_error(h, op, "The incoming migration has already been started");
+		return;
+	}
+	json_t *eoe = json_object_get(op->args, "exit-on-error");
+	h->exit_on_error = eoe ? json_is_true(eoe) : h->exit_on_error_flag;
+	if (host_incoming_start(h, json_string_value(json_object_get(op->args, "uri")), err,
+				sizeof(err)))
+		op_error(h, op, "%s", err);
+	else
+		op_return(h, op, NULL);
+}
+
+static void cmd_migrate_incoming(void *opaque, ferry_qmp_req *req, json_t *args)
+{
+	static const ferry_qmp_arg spec[] = {
+		{ "uri", FERRY_QMP_STR, false },
+		{ "exit-on-error", FERRY_QMP_BOOL, true },
+		{ NULL },
+	};
+	if (!ferry_qmp_req_check_args(req, args, spec))
+		return;
+	host_op_submit(opaque,
+		       host_op_new("migrate-incoming", req, args, NULL, NULL, incoming_done));
+}
+
+static void cmd_migrate_cancel(void *opaque, ferry_qmp_req *req, json_t *args)
+{
+	static const ferry_qmp_arg spec[] = { { NULL } };
+	host *h = opaque;
+	if (!ferry_qmp_req_check_args(req, args, spec))
+		return;
+	/* Nothing to cancel is not an error (QEMU's migrate_cancel neither). */
+	ferry_migration_cancel(h->vm);
+	host_drain_events(h);
+	ferry_qmp_req_return(req, NULL);
+}
+
+static void cmd_query_migrate(void *opaque, ferry_qmp_req *req, json_t *args)
+{
+	static const ferry_qmp_arg spec[] = { { NULL } };
+	if (ferry_qmp_req_check_args(req, args, spec))
+		ferry_qmp_req_return(req, host_query_migrate(opaque));
+}
+
+/* ------------------------------------------------------------------ */
+/* Capabilities and parameters.                                        */
+
+/* QEMU's MigrationCapability names Ferry knows but does not implement. */
+static const char *const qemu_caps[] = {
+	"xbzrle", "rdma-pin-all", "auto-converge", "postcopy-ram", "x-colo", "release-ram",
+	"return-path", "pause-before-switchover", "multifd", "dirty-bitmaps",
+	"postcopy-blocktime", "late-block-activate", "x-ignore-shared", "validate-uuid",
+	"background-snapshot", "zero-copy-send", "postcopy-preempt", "switchover-ack",
+	"dirty-limit", "mapped-ram", NULL,
+};
+
+static bool qemu_cap(const char *name)
+{
+	for (const char *const *c = qemu_caps; *c; c++)
+		if (!strcmp(*c, name))
+			return true;
+	return false;
+}
+
+static void cmd_set_capabilities(void *opaque, ferry_qmp_req *req, json_t *args)
+{
+	static const ferry_qmp_arg spec[] = { { "capabilities", FERRY_QMP_ARRAY, false }, { NULL } };
+	static const ferry_qmp_arg cap_spec[] = {
+		{ "capability", FERRY_QMP_STR, false },
+		{ "state", FERRY_QMP_BOOL, false },
+		{ NULL },
+	};
+	host *h = opaque;
+	char err[512], prefix[48];
+	if (!ferry_qmp_req_check_args(req, args, spec))
+		return;
+	json_t *caps = json_object_get(args, "capabilities"), *c;
+	size_t i;
+	/* Like QEMU: the arguments are parsed first, then the state checked. */
+	json_array_foreach(caps, i, c) {
+		snprintf(prefix, sizeof(prefix), "capabilities[%zu]", i);
+		if (!json_is_object(c)) {
+			ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
+					    "Invalid parameter type for '%s', expected: object", prefix);
+			return;
+		}
+		strcat(prefix, ".");
+		if (ferry_qmp_check_args(c, cap_spec, prefix, err, sizeof(err))) {
+			ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "%s", err);
+			return;
+		}
+		const char *name = json_string_value(json_object_get(c, "capability"));
+		if (strcmp(name, "events") && strcmp(name, "multifd") && !qemu_cap(name)) {
+			ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "Invalid parameter '%s'", name);
+			return;
+		}
+	}
+	if (migration_running(h)) {
+		ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "%s", msg_in_progress);
+		return;
+	}
+	json_array_foreach(caps, i, c) {
+		const char *name = json_string_value(json_object_get(c, "capability"));
+		if (strcmp(name, "multifd") && qemu_cap(name) &&
+		    json_is_true(json_object_get(c, "state"))) {
+			ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
+					    "Capability '%s' is not supported by this version of Ferry",
+					    name);
+			return;
+		}
+	}
+	/* "events" is accepted either way: Ferry always sends migration events. */
+	json_array_foreach(caps, i, c)
+		if (!strcmp(json_string_value(json_object_get(c, "capability")), "multifd"))
+			h->params.multifd = json_is_true(json_object_get(c, "state"));
+	ferry_qmp_req_return(req, NULL);
+}
+
+static void cmd_query_capabilities(void *opaque, ferry_qmp_req *req, json_t *args)
+{
+	static const ferry_qmp_arg spec[] = { { NULL } };
+	host *h = opaque;
+	if (ferry_qmp_req_check_args(req, args, spec))
+		ferry_qmp_req_return(req, json_pack("[{s:s,s:b},{s:s,s:b}]", "capability", "events",
+						    "state", h->cap_events, "capability", "multifd",
+						    "state", h->params.multifd));
+}
+
+static void cmd_set_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
+{
+	static const ferry_qmp_arg spec[] = {
+		{ "downtime-limit", FERRY_QMP_UINT64, true },
+		{ "max-bandwidth", FERRY_QMP_SIZE, true },
+		{ "x-max-passes", FERRY_QMP_UINT32, true },
+		{ "multifd-channels", FERRY_QMP_UINT32, true },
+		{ "multifd-compression", FERRY_QMP_STR, true },
+		{ "multifd-zstd-level", FERRY_QMP_UINT32, true },
+		{ NULL },
+	};
+	host *h = opaque;
+	if (!ferry_qmp_req_check_args(req, args, spec))
+		return;
+	ferry_mig_params p = h->params;
+	json_t *v;
+	if ((v = json_object_get(args, "multifd-channels"))) {
+		json_int_t n = json_integer_value(v);
+		if (n < 1 || n > FERRY_MULTIFD_MAX_CHANNELS) {
+			ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
+					    "Parameter 'multifd-channels' expects a value between 1 and %d",
+					    FERRY_MULTIFD_MAX_CHANNELS);
+			return;
+		}
+		p.multifd_channels = (uint32_t)n;
+	}
+	if ((v = json_object_get(args, "multifd-compression"))) {
+		const char *c = json_string_value(v);
+		if (!strcmp(c, "none"))
+			p.multifd_compression = FERRY_COMPRESS_NONE;
+		else if (!strcmp(c, "zstd"))
+			p.multifd_compression = FERRY_COMPRESS_ZSTD;
+		else {
+			ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
+					    "Parameter 'multifd-compression' does not accept value '%s'", c);
+			return;
+		}
+	}
+	if ((v = json_object_get(args, "multifd-zstd-level"))) {
+		json_int_t n = json_integer_value(v);
+		if (n < 1 || n > 20) {
+			ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
+					    "Parameter 'multifd-zstd-level' expects a value between 1 and 20");
+			return;
+		}
+		p.multifd_zstd_level = (int)n;
+	}
+	if ((v = json_object_get(args, "downtime-limit")))
+		p.downtime_limit_ms = (uint64_t)json_integer_value(v);
+	if ((v = json_object_get(args, "max-bandwidth")))
+		p.max_bandwidth = (uint64_t)json_integer_value(v);
+	if ((v = json_object_get(args, "x-max-passes")))
+		p.max_passes = (uint32_t)json_integer_value(v);
+	if (p.downtime_limit_ms > MAX_DOWNTIME_MS) {
+		ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
+				    "Parameter 'downtime_limit' expects an integer in the range of 0 to %u ms",
+				    MAX_DOWNTIME_MS);
+		return;
+	}
+	if (h->dir == HOST_DIR_OUT && status_busy(mig_status(h))) {
+		int r = ferry_migration_set_params(h->vm, &p);
+		if (r && r != -ENOENT) { /* -ENOENT: it just ended; the values stay for the next */
+			ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
+					    "Cannot apply the parameters to the running migration: %s",
+					    ferry_strerror(r));
+			return;
+		}
+	}
+	h->params = p;
+	ferry_qmp_req_return(req, NULL);
+}
+
+static void cmd_query_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
+{
+	static const ferry_qmp_arg spec[] = { { NULL } };
+	host *h = opaque;
+	if (ferry_qmp_req_check_args(req, args, spec))
+		ferry_qmp_req_return(
+			req, json_pack("{s:I,s:I,s:I,s:I,s:s,s:I}", "downtime-limit",
+				       (json_int_t)h->params.downtime_limit_ms, "max-bandwidth",
+				       (json_int_t)h->params.max_bandwidth, "x-max-passes",
+				       (json_int_t)h->params.max_passes, "multifd-channels",
+				       (json_int_t)h->params.multifd_channels, "multifd-compression",
+				       h->params.multifd_compression == FERRY_COMPRESS_ZSTD ? "zstd"
+											  : "none",
+				       "multifd-zstd-level", (json_int_t)h->params.multifd_zstd_level));
+}
+
+/* ------------------------------------------------------------------ */
+/* Run state.                                                          */
+
+static void stop_done(host *h, host_op *op)
+{
+	if (h->inmigrate) {
+		op_error(h, op, "%s", msg_inmigrate);
+		return;
+	}
+	bool was = ferry_vm_is_running(h->vm);
+	int r = ferry_vm_stop(h->vm);
+	if (r) {
+		op_error(h, op, "Cannot stop the guest: %s", ferry_strerror(r));
+		return;
+	}
+	if (was)
+		host_post_event(h, FERRY_EVENT_STOP);
+	op_return(h, op, NULL);
+}
+
+static void cont_done(host *h, host_op *op)
+{
+	if (h->inmigrate) {
+		op_error(h, op, "%s", msg_inmigrate);
+		return;
+	}
+	if (h->dir == HOST_DIR_OUT && status_busy(mig_status(h))) {
+		op_error(h, op, "%s", msg_in_progress);
+		return;
+	}
+	bool was = ferry_vm_is_running(h->vm);
+	int r = ferry_vm_start(h->vm);
+	if (r) {
+		op_error(h, op, "Cannot start the guest: %s", ferry_strerror(r));
+		return;
+	}
+	if (!was)
+		host_post_event(h, FERRY_EVENT_RESUME);
+	h->postmigrate = false;
+	h->ever_ran = true;
+	op_return(h, op, NULL);
+}
+
+static void cmd_stop(void *opaque, ferry_qmp_req *req, json_t *args)
+{
+	static const ferry_qmp_arg spec[] = { { NULL } };
+	if (ferry_qmp_req_check_args(req, args, spec))
+		host_op_submit(opaque, host_op_new("stop", req, NULL, NULL, NULL, stop_done));
+}
+
+static void cmd_cont(void *opaque, ferry_qmp_req *req, json_t *args)
+{
+	static const ferry_qmp_arg spec[] = { { NULL } };
+	if (ferry_qmp_req_check_args(req, args, spec))
+		host_op_submit(opaque, host_op_new("cont", req, NULL, NULL, NULL, cont_done));
+}
+
+static void cmd_query_status(void *opaque, ferry_qmp_req *req, json_t *args)
+{
+	static const ferry_qmp_arg spec[] = { { NULL } };
+	host *h = opaque;
+	if (!ferry_qmp_req_check_args(req, args, spec))
+		return;
+	bool running = false;
+	const char *st;
+	if (h->run_job) {
+		running = true;
+		st = "running";
+	} else if (h->inmigrate) {
+		st = "inmigrate";
+	} else if (h->dir == HOST_DIR_OUT && mig_status(h) == FERRY_MIG_DEVICE) {
+		st = "finish-migrate";
+	} else if ((running = ferry_vm_is_running(h->vm))) {
+		st = "running";
+	} else if (h->postmigrate) {
+		st = "postmigrate";
+	} else {
+		st = h->ever_ran ? "paused" : "prelaunch";
+	}
+	ferry_qmp_req_return(req, json_pack("{s:b,s:s}", "running", running, "status", st));
+}
+
+static void cmd_quit(void *opaque, ferry_qmp_req *req, json_t *args)
+{
+	static const ferry_qmp_arg spec[] = { { NULL } };
+	host *h = opaque;
+	if (!ferry_qmp_req_check_args(req, args, spec))
+		return;
+	ferry_qmp_req_return(req, NULL);
+	ferry_qmp_server_event(h->qmp, "SHUTDOWN",
+			       json_pack("{s:b,s:s}", "guest", 0, "reason", "host-qmp-quit"),
+			       ferry_qmp_wall_us());
+	host_quit(h, 0);
+}
+
+/* ------------------------------------------------------------------ */
+/* Ferry's own: query-guest-hash, x-run-until.                         */
+
+static bool hash_check(host *h, host_op *op)
+{
+	op->verify = json_is_true(json_object_get(op->args, "verify"));
+	if (!op->verify)
+		return true;
+	const char *why = NULL;
+	if (ferry_vm_is_running(h->vm))
+		why = "Guest must be stopped to verify";
+	else if (migration_running(h))
+		why = msg_in_progress;
+	if (!why)
+		return true;
+	op_error(h, op, "%s", why);
+	return false;
+}
+
+static void hash_work(host *h, host_op *op)
+{
+	op->was_running = ferry_guest_running(h->g);
+	if (op->verify) {
+		op->result = ferry_guest_verify(h->g, &op->vr);
+		op->hash = op->vr.hash;
+	} else {
+		op->hash = ferry_guest_hash(h->g);
+	}
+	ferry_guest_steps(h->g, op->steps);
+}
+
+static void hash_done(host *h, host_op *op)
+{
+	if (op->result) {
+		op_error(h, op, "Cannot verify the guest: %s", ferry_strerror(op->result));
+		return;
+	}
+	char hex[24];
+	snprintf(hex, sizeof(hex), "%016" PRIx64, op->hash);
+	json_t *o = json_pack("{s:s,s:o,s:b}", "hash", hex, "steps", steps_json(h, op->steps),
+			      "running", op->was_running);
+	if (op->verify) {
+		const ferry_verify_result *v = &op->vr;
+		snprintf(hex, sizeof(hex), "%016" PRIx64, v->twin_hash);
+		json_object_set_new(o, "matches-twin", json_boolean(v->matches));
+		json_object_set_new(o, "twin-hash", json_string(hex));
+		json_object_set_new(o, "pages-compared", json_integer((json_int_t)v->pages_compared));
+		json_object_set_new(o, "pages-differing", json_integer((json_int_t)v->pages_differing));
+		if (!v->matches)
+			json_object_set_new(o, "first-difference",
+					    json_pack("{s:s,s:I}", "block", v->block, "page",
+						      (json_int_t)v->page));
+	}
+	op_return(h, op, o);
+}
+
+static void cmd_query_guest_hash(void *opaque, ferry_qmp_req *req, json_t *args)
+{
+	static const ferry_qmp_arg spec[] = { { "verify", FERRY_QMP_BOOL, true }, { NULL } };
+	if (ferry_qmp_req_check_args(req, args, spec))
+		host_op_submit(opaque, host_op_new("query-guest-hash", req, args, hash_check,
+						   hash_work, hash_done));
+}
+
+static bool run_check(host *h, host_op *op)
+{
+	const char *why = h->inmigrate ? msg_inmigrate : migration_running(h) ? msg_in_progress : NULL;
+	if (why) {
+		op_error(h, op, "%s", why);
+		return false;
+	}
+	h->run_job = true;
+	return true;
+}
+
+static void run_work(host *h, host_op *op)
+{
+	unsigned n = ferry_guest_vcpus(h->g);
+	op->was_running = ferry_vm_is_running(h->vm);
+	op->result = ferry_vm_stop(h->vm);
+	if (op->result)
+		return;
+	if (op->was_running)
+		host_post_event(h, FERRY_EVENT_STOP);
+	uint64_t t[FERRY_GUEST_MAX_VCPUS];
+	json_t *steps = json_object_get(op->args, "steps");
+	ferry_guest_steps(h->g, t);
+	for (unsigned i = 0; i < n; i++)
+		t[i] = steps ? (uint64_t)json_integer_value(json_array_get(steps, i))
+			     : t[i] + (uint64_t)json_integer_value(json_object_get(op->args, "advance"));
+	op->result = ferry_guest_run_until(h->g, t);
+	ferry_guest_steps(h->g, op->steps);
+}
+
+static void run_done(host *h, host_op *op)
+{
+	h->run_job = false;
+	h->ever_ran = true;
+	if (op->result == -EINVAL)
+		op_error(h, op, "The vCPUs of an idle guest never step");
+	else if (op->result)
+		op_error(h, op, "Cannot run the guest: %s", ferry_strerror(op->result));
+	else
+		op_return(h, op, json_pack("{s:o}", "steps", steps_json(h, op->steps)));
+}
+
+static void cmd_run_until(void *opaque, ferry_qmp_req *req, json_t *args)
+{
+	static const ferry_qmp_arg spec[] = {
+		{ "steps", FERRY_QMP_ARRAY, true },
+		{ "advance", FERRY_QMP_UINT64, true },
+		{ NULL },
+	};
+	host *h = opaque;
+	if (!ferry_qmp_req_check_args(req, args, spec))
+		return;
+	json_t *steps = json_object_get(args, "steps");
+	bool adv = json_object_get(args, "advance") != NULL;
+	if (!steps == !adv) {
+		ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "%s",
+				    adv ? "Parameters 'steps' and 'advance' are mutually exclusive"
+					: "Parameter 'steps' or 'advance' is required");
+		return;
+	}
+	unsigned n = ferry_guest_vcpus(h->g);
+	size_t i;
+	json_t *v;
+	bool ok = !steps || json_array_size(steps) == n;
+	json_array_foreach(steps, i, v)
+		ok = ok && json_is_integer(v) && json_integer_value(v) >= 0;
+	if (!ok) {
+		ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
+				    "Parameter 'steps' expects an array of %u step counts (one per vCPU)",
+				    n);
+		return;
+	}
+	host_op_submit(h, host_op_new("x-run-until", req, args, run_check, run_work, run_done));
+}
+
+const ferry_qmp_command host_commands[] = {
+	{ "migrate", cmd_migrate },
+	{ "migrate-incoming", cmd_migrate_incoming },
+	{ "migrate_cancel", cmd_migrate_cancel },
+	{ "query-migrate", cmd_query_migrate },
+	{ "migrate-set-capabilities", cmd_set_capabilities },
+	{ "query-migrate-capabilities", cmd_query_capabilities },
+	{ "migrate-set-parameters", cmd_set_parameters },
+	{ "query-migrate-parameters", cmd_query_parameters },
+	{ "stop", cmd_stop },
+	{ "cont", cmd_cont },
+	{ "query-status", cmd_query_status },
+	{ "quit", cmd_quit },
+	{ "query-guest-hash", cmd_query_guest_hash },
+	{ "x-run-until", cmd_run_until },
+	{ NULL, NULL },
+};

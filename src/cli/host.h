@@ -1,0 +1,160 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * `ferry host` internals shared by host.c (process, event loop, event
+ * queue, guest operations) and host-qmp.c (the QMP commands).
+ *
+ * Threads and ownership:
+ *  - main (the loop thread) owns struct host and everything in it that is
+ *    not marked otherwise; it is the only thread that calls ferry_migrate_*
+ *    and the QMP server.
+ *  - libferry's migration threads call on_ferry_event() (through
+ *    ferry_migration_set_event_cb), with libferry's mig_lock held: they only
+ *    append to the event ring (ev_lock) and write the eventfd.
+ *  - "host/worker" runs the slow guest operations (RAM hash, twin
+ *    verification, run-until, reset) one at a time; it touches only the op
+ *    it was handed and the guest, and hands the op back through done_ops
+ *    (ev_lock) and the same eventfd.
+ * Lock order: libferry's locks, then ev_lock (a leaf).
+ */
+#ifndef FERRY_CLI_HOST_H
+#define FERRY_CLI_HOST_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ferry.h"
+#include "guest.h"
+#include "loop.h"
+#include "qmp.h"
+
+#define HOST_EVENT_RING 4096
+
+typedef struct host host;
+typedef struct host_op host_op;
+typedef void (*host_op_fn)(host *h, host_op *op);
+
+/*
+ * A guest operation. Every command that changes or inspects the guest
+ * (stop, cont, migrate, migrate-incoming, query-guest-hash, x-run-until)
+ * and the internal reset of a destination go through one FIFO queue, so
+ * they run in order and never overlap: `work` (optional) runs on the
+ * worker thread, then `done` on the loop thread, which completes req.
+ */
+struct host_op {
+	host_op *next;
+	const char *what;
+	/*
+	 * Loop thread, when the op reaches the head of the queue: checks the
+	 * state at that moment. Returning false means it completed req with
+	 * an error and the op ends there (no work, no done).
+	 */
+	bool (*check)(host *h, host_op *op);
+	host_op_fn work;  /* worker thread; NULL: nothing to do there */
+	host_op_fn done;  /* loop thread; always called, then op is freed */
+	ferry_qmp_req *req; /* NULL for internal operations */
+	json_t *args;     /* the command's arguments (a reference), or NULL */
+	/* Results of work (worker writes, loop reads after the hand-back). */
+	int result;
+	bool verify;
+	bool was_running;
+	uint64_t hash;
+	uint64_t steps[FERRY_GUEST_MAX_VCPUS];
+	ferry_verify_result vr;
+};
+
+typedef enum host_incoming {
+	HOST_INCOMING_NONE = 0, /* a source: the guest starts with its initial fill */
+	HOST_INCOMING_URI,      /* --incoming URI: listen at start, and again after a failure */
+	HOST_INCOMING_DEFER,    /* --incoming defer: wait for migrate-incoming */
+} host_incoming;
+
+typedef enum host_dir { HOST_DIR_NONE = 0, HOST_DIR_OUT, HOST_DIR_IN } host_dir;
+
+struct host {
+	ferry_loop *loop;
+	ferry_qmp_server *qmp;
+	ferry_vm_t *vm;
+	ferry_guest_t *g;
+	ferry_guest_config cfg;
+
+	/* Control-plane settings (migrate-set-parameters / -capabilities). */
+	ferry_mig_params params;
+	bool cap_events;
+
+	/* Run state as the control plane sees it. */
+	host_incoming incoming;
+	char incoming_uri[512];
+	bool exit_on_error;     /* a failed incoming migration ends the process */
+	bool exit_on_error_flag; /* --exit-on-error: the default for migrate-incoming */
+	bool inmigrate;         /* waiting for, or receiving, an incoming migration */
+	bool incoming_started;  /* ferry_migrate_incoming() called for this wait */
+	host_dir dir;           /* direction of the current (or last) migration */
+	bool postmigrate;       /* the guest left by migration and was not resumed */
+	bool ever_ran;          /* false: "prelaunch" */
+	bool run_job;           /* x-run-until is running the vCPUs */
+	json_t *prev_incoming;  /* query-migrate of the last failed incoming (x-previous) */
+
+	/* Event ring: producers on any thread, consumer the loop. */
+	pthread_mutex_t ev_lock;
+	ferry_event ring[HOST_EVENT_RING]; /* protected by ev_lock */
+	unsigned ring_head, ring_len;      /* protected by ev_lock */
+	uint64_t ring_dropped;             /* protected by ev_lock */
+	host_op *done_ops;                 /* protected by ev_lock: worker -> loop */
+	int wake_fd;                       /* eventfd; wake-ups coalesce */
+	ferry_loop_watch *wake_w;
+	ferry_mig_status ev_last;          /* loop: last MIGRATION status sent */
+
+	/* Guest operations: queue owned by the loop; head is the current one. */
+	host_op *ops_head, *ops_tail;
+	bool op_on_worker;                 /* head was handed to the worker */
+	pthread_t worker;
+	bool worker_ok;
+	pthread_cond_t work_cond;          /* with ev_lock */
+	host_op *work_item;                /* protected by ev_lock */
+	bool worker_quit;                  /* protected by ev_lock */
+
+	int sig_fd;
+	ferry_loop_watch *sig_w;
+	int exit_code;
+};
+
+/* host.c */
+
+/* Queues an event as if libferry had sent it (stop/cont). Thread: any. */
+void host_post_event(host *h, ferry_event_type type);
+
+/* Delivers every queued event to the QMP clients now. Loop thread. */
+void host_drain_events(host *h);
+
+/*
+ * Queues a guest operation (takes ownership of op); it starts at once if
+ * the queue was empty. Loop thread.
+ */
+void host_op_submit(host *h, host_op *op);
+
+/* Same, ahead of every queued operation not yet started. Loop thread. */
+void host_op_submit_urgent(host *h, host_op *op);
+
+/* A zeroed op, or NULL (then req, if any, was completed with an error). */
+host_op *host_op_new(const char *what, ferry_qmp_req *req, json_t *args,
+		     bool (*check)(host *h, host_op *op), host_op_fn work, host_op_fn done);
+
+/* Ends the process after the current callback, with this exit status. */
+void host_quit(host *h, int code);
+
+/* host-qmp.c */
+
+extern const ferry_qmp_command host_commands[];
+
+/* Reacts to a MIGRATION status the loop just broadcast. Loop thread. */
+void host_on_status(host *h, ferry_mig_status s);
+
+/* Starts listening for an incoming migration on uri. Loop thread. */
+int host_incoming_start(host *h, const char *uri, char *err, size_t err_len);
+
+/* query-migrate's reply for the current state. Loop thread. */
+json_t *host_query_migrate(host *h);
+
+#endif

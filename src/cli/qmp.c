@@ -1,0 +1,1011 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The QMP server (see qmp.h): listeners, connections, framing, negotiation,
+ * dispatch, replies and events.
+ *
+ * DESIGN:
+ *  - Framing. QMP has no length prefix: a command is one JSON object, with
+ *    any whitespace around it. Each connection has a bounded input buffer
+ *    (in_max). jansson parses one value from its start
+ *    (json_loadb with JSON_DISABLE_EOF_CHECK); error.position then says how
+ *    many bytes the value used, and they are consumed. A value cut short by
+ *    the end of the buffer (jansson's "premature end of input", or a token
+ *    or escape that reaches the end, or a partial UTF-8 sequence) waits for
+ *    more bytes, and is parsed again only once bytes arrive that can end a
+ *    value ('}', ']') or a line. Anything else is garbage: the client gets
+ *    one GenericError "JSON parse error, ..." and the rest of that line is
+ *    discarded (`skipping`), so a flood of garbage costs one error per
+ *    line, not one per read. A value that does not fit in in_max is
+ *    treated as garbage.
+ *  - Order. While a command's reply is deferred (the request is pending),
+ *    the connection's input is not read or parsed: replies keep command
+ *    order, as QEMU's do. Events are written immediately to every
+ *    negotiated connection. A deferred completion does not re-enter the
+ *    connection's parser: it marks the connection and a zero-delay timer
+ *    resumes it from the loop.
+ *  - Output. Each connection writes straight to its non-blocking socket
+ *    and keeps what did not fit in a buffer drained on EPOLLOUT. A client
+ *    whose buffered output would exceed out_max (it stopped reading) is
+ *    dropped, so a slow client can never block the loop or grow memory.
+ *  - Lifetime. A connection closed while its own code is on the stack
+ *    (depth > 0) is only marked dead (fd closed, watch removed) and freed
+ *    by the outermost frame; a pending request is detached (its reply is
+ *    dropped when it completes).
+ *
+ * Thread: loop thread only.
+ */
+#include "qmp.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ferry.h"
+
+#define DEFAULT_MAX_CLIENTS 16
+#define DEFAULT_IN_MAX (64u << 10)
+#define DEFAULT_OUT_MAX (256u << 10)
+#define READS_PER_WAKE 4
+#define ACCEPTS_PER_WAKE 16
+#define ACCEPT_BACKOFF_MS 100
+
+typedef struct qmp_client qmp_client;
+typedef struct qmp_listener qmp_listener;
+
+struct qmp_listener {
+	ferry_qmp_server *s;
+	qmp_listener *next;
+	int fd;
+	ferry_loop_watch *w;
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* unix: to unlink */
+	ferry_loop_timer backoff; /* accept paused after EMFILE and the like */
+};
+
+struct qmp_client {
+	ferry_qmp_server *s;
+	qmp_client *prev, *next;
+	unsigned id;
+	int fd;
+	ferry_loop_watch *w;
+	bool negotiated;
+	bool skipping;   /* discarding input up to the next newline */
+	bool dead;       /* closed; freed when depth drops to 0 */
+	bool resume;     /* a deferred reply completed: parse buffered input */
+	unsigned depth;  /* frames of this connection's code on the stack */
+	ferry_qmp_req *pending; /* command whose reply is deferred */
+	char *in;        /* in_max bytes; unparsed input is [in_off, in_len) */
+	size_t in_off, in_len;
+	bool may_parse;  /* the input may hold a complete value (see client_io) */
+	char *out;
+	size_t out_off, out_len, out_cap;
+};
+
+struct ferry_qmp_req {
+	ferry_qmp_server *s;
+	qmp_client *c; /* NULL once the client is gone */
+	json_t *id;    /* echoed; may be NULL */
+	char *name;
+};
+
+struct ferry_qmp_server {
+	ferry_loop *loop;
+	ferry_qmp_config cfg;
+	qmp_listener *listeners;
+	qmp_client *clients;
+	unsigned nclients;
+	unsigned next_id;
+	ferry_loop_timer resume_timer;
+};
+
+static void client_leave(qmp_client *c);
+static void client_process(qmp_client *c);
+
+uint64_t ferry_qmp_wall_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* ------------------------------------------------------------------ */
+/* Connections: output.                                                */
+
+static void client_close(qmp_client *c, const char *why)
+{
+	if (c->dead)
+		return;
+	if (why)
+		fprintf(stderr, "ferry host: QMP client %u dropped: %s\n", c->id, why);
+	c->dead = true;
+	ferry_loop_watch_remove(c->w);
+	c->w = NULL;
+	close(c->fd);
+	c->fd = -1;
+	if (c->pending) {
+		c->pending->c = NULL;
+		c->pending = NULL;
+	}
+	c->s->nclients--;
+}
+
+static void client_free(qmp_client *c)
+{
+	ferry_qmp_server *s = c->s;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		s->clients = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	free(c->in);
+	free(c->out);
+	free(c);
+}
+
+static void client_update_interest(qmp_client *c)
+{
+	if (c->dead)
+		return;
+	uint32_t ev = EPOLLRDHUP;
+	if (!c->pending)
+		ev |= EPOLLIN;
+	if (c->out_len > c->out_off)
+		ev |= EPOLLOUT;
+	int r = ferry_loop_watch_set(c->w, ev);
+	if (r < 0)
+		client_close(c, strerror(-r));
+}
+
+/* Writes buffered output. Returns 0, or -1 if the client was closed. */
+static int client_flush(qmp_client *c)
+{
+	while (!c->dead && c->out_len > c->out_off) {
+		ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n > 0) {
+			c->out_off += (size_t)n;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return 0;
+		client_close(c, NULL); /* the peer went away: nothing worth a message */
+		return -1;
+	}
+	if (c->dead)
+		return -1;
+	c->out_off = c->out_len = 0;
+	return 0;
+}
+
+/* Queues len bytes; drops the client if its backlog would exceed out_max. */
+static void client_write(qmp_client *c, const char *buf, size_t len)
+{
+	if (c->dead)
+		return;
+	if (c->out_len == c->out_off) {
+		c->out_off = c->out_len = 0;
+		while (len) {
+			ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+			if (n > 0) {
+				buf += n;
+				len -= (size_t)n;
+				continue;
+			}
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+				break;
+			client_close(c, NULL);
+			return;
+		}
+		if (!len)
+			return;
+	}
+	size_t backlog = c->out_len - c->out_off;
+	if (backlog + len > c->s->cfg.out_max) {
+		char why[96];
+		snprintf(why, sizeof(why), "it stopped reading (more than %zu bytes of output pending)",
+			 c->s->cfg.out_max);
+		client_close(c, why);
+		return;
+	}
+	if (c->out_off && c->out_len + len > c->out_cap) {
+		memmove(c->out, c->out + c->out_off, backlog);
+		c->out_off = 0;
+		c->out_len = backlog;
+	}
+	if (c->out_len + len > c->out_cap) {
+		size_t cap = c->out_cap ? c->out_cap : 4096;
+		while (cap < c->out_len + len)
+			cap *= 2;
+		char *p = realloc(c->out, cap);
+		if (!p) {
+			client_close(c, "out of memory");
+			return;
+		}
+		c->out = p;
+		c->out_cap = cap;
+	}
+	memcpy(c->out + c->out_len, buf, len);
+	c->out_len += len;
+	if (c->depth == 0)
+		client_update_interest(c);
+}
+
+/* Sends one JSON message (QEMU's separators, CRLF-terminated); steals msg. */
+static void client_send(qmp_client *c, json_t *msg)
+{
+	/* 12 significant digits print mbps as 7853.49068800, not 7853.4906879999999. */
+	char *s = json_dumps(msg, JSON_ENCODE_ANY | JSON_REAL_PRECISION(12));
+	json_decref(msg);
+	if (!s) {
+		client_close(c, "out of memory");
+		return;
+	}
+	size_t n = strlen(s);
+	char *line = realloc(s, n + 3);
+	if (!line) {
+		free(s);
+		client_close(c, "out of memory");
+		return;
+	}
+	memcpy(line + n, "\r\n", 3);
+	client_write(c, line, n + 2);
+	free(line);
+}
+
+static json_t *error_obj(const char *cls, const char *desc)
+{
+	return json_pack("{s:{s:s,s:s}}", "error", "class", cls, "desc", desc);
+}
+
+/* An error reply outside any request (bad framing), with id if known. */
+static void client_error(qmp_client *c, json_t *id, const char *cls, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static void client_error(qmp_client *c, json_t *id, const char *cls, const char *fmt, ...)
+{
+	char desc[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(desc, sizeof(desc), fmt, ap);
+	va_end(ap);
+	json_t *m = error_obj(cls, desc);
+	if (id)
+		json_object_set(m, "id", id);
+	client_send(c, m);
+}
+
+/* ------------------------------------------------------------------ */
+/* Requests.                                                           */
+
+const char *ferry_qmp_req_command(const ferry_qmp_req *req)
+{
+	return req->name;
+}
+
+static void resume_clients(void *opaque)
+{
+	ferry_qmp_server *s = opaque;
+	/*
+	 * A command of one client can drop another (an event it causes may
+	 * overflow that client's output): rescan from the head after each.
+	 */
+	for (bool again = true; again;) {
+		again = false;
+		for (qmp_client *c = s->clients; c; c = c->next) {
+			if (c->dead || !c->resume)
+				continue;
+			c->resume = false;
+			c->may_parse = true;
+			c->depth++;
+			client_process(c);
+			client_leave(c);
+			again = true;
+			break;
+		}
+	}
+}
+
+static void req_complete(ferry_qmp_req *req, json_t *msg)
+{
+	qmp_client *c = req->c;
+	if (c && !c->dead) {
+		if (req->id)
+			json_object_set(msg, "id", req->id);
+		c->pending = NULL;
+		client_send(c, msg);
+		if (!c->dead && c->depth == 0) {
+			/* Deferred completion: resume parsing from the loop. */
+			c->resume = true;
+			client_update_interest(c);
+			ferry_loop_timer_start(req->s->loop, &req->s->resume_timer, 0, resume_clients,
+					       req->s);
+		}
+	} else {
+		json_decref(msg);
+	}
+	json_decref(req->id);
+	free(req->name);
+	free(req);
+}
+
+void ferry_qmp_req_return(ferry_qmp_req *req, json_t *ret)
+{
+	req_complete(req, json_pack("{s:o}", "return", ret ? ret : json_object()));
+}
+
+void ferry_qmp_req_error(ferry_qmp_req *req, const char *cls, const char *fmt, ...)
+{
+	char desc[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(desc, sizeof(desc), fmt, ap);
+	va_end(ap);
+	req_complete(req, error_obj(cls, desc));
+}
+
+/* ------------------------------------------------------------------ */
+/* Arguments.                                                          */
+
+static const char *type_name(ferry_qmp_type t)
+{
+	switch (t) {
+	case FERRY_QMP_STR: return "string";
+	case FERRY_QMP_BOOL: return "boolean";
+	case FERRY_QMP_INT: return "integer";
+	case FERRY_QMP_UINT64: return "uint64";
+	case FERRY_QMP_UINT32: return "uint32_t";
+	case FERRY_QMP_SIZE: return "size";
+	case FERRY_QMP_ARRAY: return "array";
+	case FERRY_QMP_OBJECT: return "object";
+	}
+	return "?";
+}
+
+int ferry_qmp_check_args(json_t *obj, const ferry_qmp_arg *spec, const char *prefix, char *err,
+			 size_t elen)
+{
+	for (const ferry_qmp_arg *a = spec; a->name; a++) {
+		json_t *v = json_object_get(obj, a->name);
+		if (!v) {
+			if (a->optional)
+				continue;
+			snprintf(err, elen, "Parameter '%s%s' is missing", prefix, a->name);
+			return -EINVAL;
+		}
+		bool ok = true, range = false;
+		switch (a->type) {
+		case FERRY_QMP_STR: ok = json_is_string(v); break;
+		case FERRY_QMP_BOOL: ok = json_is_boolean(v); break;
+		case FERRY_QMP_INT: ok = json_is_integer(v); break;
+		case FERRY_QMP_UINT64:
+		case FERRY_QMP_SIZE:
+			range = true;
+			ok = json_is_integer(v) && json_integer_value(v) >= 0;
+			break;
+		case FERRY_QMP_UINT32:
+			range = true;
+			ok = json_is_integer(v) && json_integer_value(v) >= 0 &&
+			     json_integer_value(v) <= (json_int_t)UINT32_MAX;
+			break;
+		case FERRY_QMP_ARRAY: ok = json_is_array(v); break;
+		case FERRY_QMP_OBJECT: ok = json_is_object(v); break;
+		}
+		if (ok)
+			continue;
+		/* QEMU's visitor words unsigned and size mismatches as "expects". */
+		if (range)
+			snprintf(err, elen, "Parameter '%s%s' expects %s", prefix, a->name,
+				 type_name(a->type));
+		else
+			snprintf(err, elen, "Invalid parameter type for '%s%s', expected: %s", prefix,
+				 a->name, type_name(a->type));
+		return -EINVAL;
+	}
+	const char *key;
+	json_t *v;
+	json_object_foreach(obj, key, v) {
+		const ferry_qmp_arg *a = spec;
+		while (a->name && strcmp(a->name, key))
+			a++;
+		if (!a->name) {
+			snprintf(err, elen, "Parameter '%s%s' is unexpected", prefix, key);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+bool ferry_qmp_req_check_args(ferry_qmp_req *req, json_t *args, const ferry_qmp_arg *spec)
+{
+	char err[512];
+	if (ferry_qmp_check_args(args, spec, "", err, sizeof(err)) == 0)
+		return true;
+	ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "%s", err);
+	return false;
+}
+
+/* ------------------------------------------------------------------ */
+/* Built-in commands and dispatch.                                     */
+
+static void cmd_capabilities(qmp_client *c, ferry_qmp_req *req, json_t *args)
+{
+	static const ferry_qmp_arg spec[] = { { "enable", FERRY_QMP_ARRAY, true }, { NULL } };
+	if (!ferry_qmp_req_check_args(req, args, spec))
+		return;
+	size_t i;
+	json_t *v;
+	json_array_foreach(json_object_get(args, "enable"), i, v) {
+		if (!json_is_string(v)) {
+			ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
+					    "Invalid parameter type for 'enable[%zu]', expected: string", i);
+			return;
+		}
+		/* The greeting offers no capability (no out-of-band execution). */
+		ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "Capability %s not available",
+				    json_string_value(v));
+		return;
+	}
+	c->negotiated = true;
+	ferry_qmp_req_return(req, NULL);
+}
+
+static void cmd_query_commands(ferry_qmp_server *s, ferry_qmp_req *req, json_t *args)
+{
+	static const ferry_qmp_arg spec[] = { { NULL } };
+	if (!ferry_qmp_req_check_args(req, args, spec))
+		return;
+	json_t *a = json_array();
+	json_array_append_new(a, json_pack("{s:s}", "name", "qmp_capabilities"));
+	json_array_append_new(a, json_pack("{s:s}", "name", "query-commands"));
+	for (const ferry_qmp_command *cmd = s->cfg.commands; cmd->name; cmd++)
+		json_array_append_new(a, json_pack("{s:s}", "name", cmd->name));
+	ferry_qmp_req_return(req, a);
+}
+
+/* Checks the envelope as QEMU's qmp_dispatch_check_obj does. */
+static const char *check_envelope(json_t *v, char *err, size_t elen)
+{
+	const char *key, *name = NULL;
+	json_t *m;
+	json_object_foreach(v, key, m) {
+		if (!strcmp(key, "execute")) {
+			if (!json_is_string(m)) {
+				snprintf(err, elen, "QMP input member 'execute' must be a string");
+				return NULL;
+			}
+			name = json_string_value(m);
+		} else if (!strcmp(key, "arguments")) {
+			if (!json_is_object(m)) {
+				snprintf(err, elen, "QMP input member 'arguments' must be an object");
+				return NULL;
+			}
+		} else if (strcmp(key, "id")) {
+			snprintf(err, elen, "QMP input member '%s' is unexpected", key);
+			return NULL;
+		}
+	}
+	if (!name)
+		snprintf(err, elen, "QMP input lacks member 'execute'");
+	return name;
+}
+
+static void dispatch(qmp_client *c, json_t *v)
+{
+	ferry_qmp_server *s = c->s;
+	char err[256];
+	if (!json_is_object(v)) {
+		client_error(c, NULL, FERRY_QMP_GENERIC, "QMP input must be a JSON object");
+		return;
+	}
+	json_t *id = json_object_get(v, "id");
+	const char *name = check_envelope(v, err, sizeof(err));
+	if (!name) {
+		client_error(c, id, FERRY_QMP_GENERIC, "%s", err);
+		return;
+	}
+	const ferry_qmp_command *cmd = NULL;
+	bool builtin = !strcmp(name, "qmp_capabilities") || !strcmp(name, "query-commands");
+	if (!c->negotiated) {
+		if (strcmp(name, "qmp_capabilities")) {
+			client_error(c, id, FERRY_QMP_NOT_FOUND,
+				     "Expecting capabilities negotiation with 'qmp_capabilities'");
+			return;
+		}
+	} else if (!strcmp(name, "qmp_capabilities")) {
+		client_error(c, id, FERRY_QMP_NOT_FOUND,
+			     "Capabilities negotiation is already complete, command ignored");
+		return;
+	} else if (!builtin) {
+		for (cmd = s->cfg.commands; cmd->name && strcmp(cmd->name, name); cmd++)
+			;
+		if (!cmd->name) {
+			client_error(c, id, FERRY_QMP_NOT_FOUND, "The command %s has not been found",
+				     name);
+			return;
+		}
+	}
+	ferry_qmp_req *req = calloc(1, sizeof(*req));
+	char *nm = strdup(name);
+	if (!req || !nm) {
+		free(req);
+		free(nm);
+		client_error(c, id, FERRY_QMP_GENERIC, "Out of memory");
+		return;
+	}
+	req->s = s;
+	req->c = c;
+	req->id = id ? json_incref(id) : NULL;
+	req->name = nm;
+	c->pending = req;
+	json_t *args = json_object_get(v, "arguments");
+	json_t *empty = args ? NULL : json_object();
+	if (!args)
+		args = empty;
+	if (!strcmp(name, "qmp_capabilities"))
+		cmd_capabilities(c, req, args);
+	else if (!strcmp(name, "query-commands"))
+		cmd_query_commands(s, req, args);
+	else
+		cmd->fn(s->cfg.opaque, req, args);
+	json_decref(empty);
+}
+
+/* ------------------------------------------------------------------ */
+/* Connections: input.                                                 */
+
+static void consume(qmp_client *c, size_t n)
+{
+	c->in_off += n < c->in_len - c->in_off ? n : c->in_len - c->in_off;
+}
+
+/* Moves the unparsed input to the start of the buffer (once per batch). */
+static void compact(qmp_client *c)
+{
+	if (!c->in_off)
+		return;
+	memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
+	c->in_len -= c->in_off;
+	c->in_off = 0;
+}
+
+/* Whether buf ends inside a UTF-8 sequence (more bytes may complete it). */
+static bool partial_utf8_tail(const unsigned char *buf, size_t len)
+{
+	for (size_t k = 1; k <= 3 && k <= len; k++) {
+		unsigned char b = buf[len - k];
+		if ((b & 0xc0) == 0x80)
+			continue; /* continuation byte: look further back */
+		size_t need = (b & 0xe0) == 0xc0 ? 2 : (b & 0xf0) == 0xe0 ? 3 : (b & 0xf8) == 0xf0 ? 4 : 1;
+		return need > k;
+	}
+	return false;
+}
+
+/* Whether a parse error may only mean "the value is not complete yet". */
+static bool maybe_incomplete(const json_error_t *e, const char *buf, size_t len)
+{
+	enum json_error_code code = json_error_code(e);
+	if (code == json_error_premature_end_of_input)
+		return true;
+	if (code == json_error_invalid_utf8)
+		return partial_utf8_tail((const unsigned char *)buf, len);
+	if (e->position < 0 || (size_t)e->position < len || !len)
+		return false;
+	/* The lexer stopped at the end inside a token ("tru", "1e", "\u00"). */
+	char last = buf[len - 1];
+	return (last >= 'a' && last <= 'z') || (last >= 'A' && last <= 'Z') ||
+	       (last >= '0' && last <= '9') || last == '-' || last == '+' || last == '.' ||
+	       last == '\\';
+}
+
+/*
+ * Parses and dispatches complete commands while no reply is deferred.
+ * A value that is not complete yet is parsed again only when more input
+ * could complete it (may_parse), so a client dripping a long value byte by
+ * byte costs one parse per brace or newline, not one per byte.
+ */
+static void client_process(qmp_client *c)
+{
+	size_t in_max = c->s->cfg.in_max;
+	while (!c->dead && !c->pending && c->in_off < c->in_len) {
+		char *p = c->in + c->in_off;
+		size_t len = c->in_len - c->in_off;
+		if (c->skipping) {
+			char *nl = memchr(p, '\n', len);
+			consume(c, nl ? (size_t)(nl - p) + 1 : len);
+			if (nl)
+				c->skipping = false;
+			continue;
+		}
+		size_t ws = 0;
+		while (ws < len && (p[ws] == ' ' || p[ws] == '\t' || p[ws] == '\r' || p[ws] == '\n'))
+			ws++;
+		if (ws) {
+			consume(c, ws);
+			continue;
+		}
+		bool full = c->in_off == 0 && c->in_len == in_max;
+		if (!c->may_parse && !full)
+			break;
+		json_error_t e;
+		json_t *v = json_loadb(p, len, JSON_DISABLE_EOF_CHECK | JSON_REJECT_DUPLICATES, &e);
+		if (v) {
+			consume(c, e.position > 0 ? (size_t)e.position : len);
+			dispatch(c, v);
+			json_decref(v);
+			continue;
+		}
+		if (maybe_incomplete(&e, p, len)) {
+			if (!full) {
+				c->may_parse = false; /* wait for bytes that can complete it */
+				break;
+			}
+			client_error(c, NULL, FERRY_QMP_GENERIC,
+				     "JSON parse error, input exceeds %zu bytes without a complete value",
+				     in_max);
+			consume(c, len);
+			c->skipping = true;
+			continue;
+		}
+		client_error(c, NULL, FERRY_QMP_GENERIC, "JSON parse error, %s", e.text);
+		consume(c, e.position > 0 ? (size_t)e.position : 1);
+		c->skipping = true;
+	}
+	compact(c);
+}
+
+/* Drops one frame; frees c if it was the last one of a dead client. */
+static void client_leave(qmp_client *c)
+{
+	if (--c->depth)
+		return;
+	if (c->dead)
+		client_free(c);
+	else
+		client_update_interest(c);
+}
+
+static void client_io(void *opaque, uint32_t events)
+{
+	qmp_client *c = opaque;
+	c->depth++;
+	if ((events & EPOLLOUT) && client_flush(c) < 0)
+		goto out;
+	bool eof = false;
+	if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && !c->pending) {
+		for (int i = 0; i < READS_PER_WAKE && !c->dead; i++) {
+			size_t room = c->s->cfg.in_max - c->in_len;
+			if (!room) {
+				client_process(c); /* makes room, or reports the oversized value */
+				room = c->s->cfg.in_max - c->in_len;
+				if (!room || c->pending)
+					break;
+			}
+			ssize_t n = recv(c->fd, c->in + c->in_len, room, MSG_DONTWAIT);
+			if (n > 0) {
+				/* Only these bytes can end a JSON object or array, or a garbage line. */
+				const char *b = c->in + c->in_len;
+				for (ssize_t k = 0; k < n && !c->may_parse; k++)
+					c->may_parse = b[k] == '}' || b[k] == ']' || b[k] == '\n';
+				c->in_len += (size_t)n;
+				continue;
+			}
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+				break;
+			eof = true; /* 0 = orderly EOF; other errors end the connection too */
+			break;
+		}
+		client_process(c);
+	} else if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+		eof = true; /* gone while its reply is deferred */
+	}
+	if (eof && !c->dead) {
+		client_flush(c);
+		client_close(c, NULL);
+	}
+out:
+	client_leave(c);
+}
+
+/* ------------------------------------------------------------------ */
+/* Listeners.                                                          */
+
+static void listener_accept(void *opaque, uint32_t events);
+
+static void listener_resume(void *opaque)
+{
+	qmp_listener *L = opaque;
+	ferry_loop_watch_set(L->w, EPOLLIN);
+}
+
+static void client_add(ferry_qmp_server *s, int fd)
+{
+	if (s->nclients >= s->cfg.max_clients) {
+		char msg[160];
+		int n = snprintf(msg, sizeof(msg),
+				 "{\"error\": {\"class\": \"GenericError\", \"desc\": \"Too many QMP "
+				 "connections (at most %u)\"}}\r\n",
+				 s->cfg.max_clients);
+		if (send(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+			/* Nothing more to do for a client we refuse anyway. */
+		}
+		close(fd);
+		return;
+	}
+	qmp_client *c = calloc(1, sizeof(*c));
+	char *in = malloc(s->cfg.in_max);
+	if (!c || !in) {
+		free(c);
+		free(in);
+		close(fd);
+		return;
+	}
+	c->s = s;
+	c->fd = fd;
+	c->in = in;
+	c->id = ++s->next_id;
+	int r = ferry_loop_watch_add(s->loop, fd, EPOLLIN | EPOLLRDHUP, client_io, c, &c->w);
+	if (r < 0) {
+		fprintf(stderr, "ferry host: QMP: cannot watch a client: %s\n", strerror(-r));
+		free(in);
+		free(c);
+		close(fd);
+		return;
+	}
+	c->next = s->clients;
+	if (s->clients)
+		s->clients->prev = c;
+	s->clients = c;
+	s->nclients++;
+	unsigned v = ferry_version();
+	char pkg[64];
+	snprintf(pkg, sizeof(pkg), "ferry-%s", ferry_version_string());
+	json_t *g = json_pack("{s:{s:{s:{s:i,s:i,s:i},s:s},s:[]}}", "QMP", "version", "qemu",
+			      "micro", (int)(v & 0xff), "minor", (int)((v >> 8) & 0xff), "major",
+			      (int)(v >> 16), "package", pkg, "capabilities");
+	c->depth++;
+	client_send(c, g);
+	client_leave(c);
+}
+
+static void listener_accept(void *opaque, uint32_t events)
+{
+	qmp_listener *L = opaque;
+	(void)events;
+	for (int i = 0; i < ACCEPTS_PER_WAKE; i++) {
+		int fd = accept4(L->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd >= 0) {
+			client_add(L->s, fd);
+			continue;
+		}
+		if (errno == EINTR || errno == ECONNABORTED)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return;
+		/* EMFILE, ENFILE, ENOBUFS, ENOMEM: back off instead of spinning. */
+		fprintf(stderr, "ferry host: QMP accept: %s\n", strerror(errno));
+		ferry_loop_watch_set(L->w, 0);
+		ferry_loop_timer_start(L->s->loop, &L->backoff, ACCEPT_BACKOFF_MS, listener_resume, L);
+		return;
+	}
+}
+
+static int listen_unix(const char *path, qmp_listener *L, char *err, size_t elen)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	if (!*path || strlen(path) >= sizeof(sa.sun_path)) {
+		snprintf(err, elen, "invalid unix socket path '%s'", path);
+		return -EINVAL;
+	}
+	strcpy(sa.sun_path, path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		int r = -errno;
+		snprintf(err, elen, "socket: %s", strerror(-r));
+		return r;
+	}
+	unlink(path); /* a stale socket file from an earlier run */
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) || listen(fd, 16)) {
+		int r = -errno;
+		snprintf(err, elen, "cannot listen on 'unix:%s': %s", path, strerror(-r));
+		close(fd);
+		return r;
+	}
+	L->fd = fd;
+	strcpy(L->path, path);
+	return 0;
+}
+
+static int listen_tcp(const char *hp, qmp_listener *L, char *err, size_t elen)
+{
+	char host[256];
+	const char *colon, *h = hp;
+	size_t hl;
+	if (*h == '[') {
+		const char *e = strchr(h, ']');
+		if (!e || e[1] != ':')
+			goto bad;
+		h++;
+		hl = (size_t)(e - h);
+		colon = e + 1;
+	} else {
+		colon = strrchr(h, ':');
+		if (!colon)
+			goto bad;
+		hl = (size_t)(colon - h);
+	}
+	if (hl >= sizeof(host) || !colon[1])
+		goto bad;
+	memcpy(host, h, hl);
+	host[hl] = 0;
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE }, *ai;
+	int g = getaddrinfo(hl ? host : NULL, colon + 1, &hints, &ai);
+	if (g) {
+		snprintf(err, elen, "cannot resolve 'tcp:%s': %s", hp, gai_strerror(g));
+		return -EHOSTUNREACH;
+	}
+	int r = -EADDRNOTAVAIL;
+	for (struct addrinfo *a = ai; a; a = a->ai_next) {
+		int fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+				a->ai_protocol);
+		if (fd < 0) {
+			r = -errno;
+			continue;
+		}
+		int one = 1;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, 16) == 0) {
+			freeaddrinfo(ai);
+			L->fd = fd;
+			return 0;
+		}
+		r = -errno;
+		close(fd);
+	}
+	freeaddrinfo(ai);
+	snprintf(err, elen, "cannot listen on 'tcp:%s': %s", hp, strerror(-r));
+	return r;
+bad:
+	snprintf(err, elen, "invalid QMP address 'tcp:%s' (expected tcp:HOST:PORT)", hp);
+	return -EINVAL;
+}
+
+int ferry_qmp_server_listen(ferry_qmp_server *s, const char *addr, char *err, size_t elen)
+{
+	qmp_listener *L = calloc(1, sizeof(*L));
+	if (!L) {
+		snprintf(err, elen, "out of memory");
+		return -ENOMEM;
+	}
+	L->s = s;
+	L->fd = -1;
+	int r;
+	if (!strncmp(addr, "unix:", 5)) {
+		r = listen_unix(addr + 5, L, err, elen);
+	} else if (!strncmp(addr, "tcp:", 4)) {
+		r = listen_tcp(addr + 4, L, err, elen);
+	} else {
+		snprintf(err, elen, "unsupported QMP address '%s' (expected unix:PATH or tcp:HOST:PORT)",
+			 addr);
+		r = -EINVAL;
+	}
+	if (r == 0) {
+		r = ferry_loop_watch_add(s->loop, L->fd, EPOLLIN, listener_accept, L, &L->w);
+		if (r < 0) {
+			snprintf(err, elen, "cannot watch '%s': %s", addr, strerror(-r));
+			close(L->fd);
+			if (L->path[0])
+				unlink(L->path);
+		}
+	}
+	if (r < 0) {
+		free(L);
+		return r;
+	}
+	L->next = s->listeners;
+	s->listeners = L;
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Server.                                                             */
+
+int ferry_qmp_server_create(ferry_loop *loop, const ferry_qmp_config *cfg, ferry_qmp_server **out)
+{
+	*out = NULL;
+	ferry_qmp_server *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->loop = loop;
+	s->cfg = *cfg;
+	if (!s->cfg.max_clients)
+		s->cfg.max_clients = DEFAULT_MAX_CLIENTS;
+	if (!s->cfg.in_max)
+		s->cfg.in_max = DEFAULT_IN_MAX;
+	if (!s->cfg.out_max)
+		s->cfg.out_max = DEFAULT_OUT_MAX;
+	*out = s;
+	return 0;
+}
+
+void ferry_qmp_server_destroy(ferry_qmp_server *s)
+{
+	if (!s)
+		return;
+	while (s->listeners) {
+		qmp_listener *L = s->listeners;
+		s->listeners = L->next;
+		ferry_loop_timer_stop(s->loop, &L->backoff);
+		ferry_loop_watch_remove(L->w);
+		close(L->fd);
+		if (L->path[0])
+			unlink(L->path);
+		free(L);
+	}
+	while (s->clients) {
+		qmp_client *c = s->clients;
+		client_close(c, NULL);
+		client_free(c);
+	}
+	ferry_loop_timer_stop(s->loop, &s->resume_timer);
+	free(s);
+}
+
+void ferry_qmp_server_event(ferry_qmp_server *s, const char *name, json_t *data,
+			    uint64_t timestamp_us)
+{
+	json_t *ev = json_pack("{s:s}", "event", name);
+	if (data)
+		json_object_set_new(ev, "data", data);
+	json_object_set_new(ev, "timestamp",
+			    json_pack("{s:I,s:I}", "seconds", (json_int_t)(timestamp_us / 1000000u),
+				      "microseconds", (json_int_t)(timestamp_us % 1000000u)));
+	for (qmp_client *c = s->clients, *next; c; c = next) {
+		next = c->next;
+		if (c->dead || !c->negotiated)
+			continue;
+		c->depth++;
+		client_send(c, json_incref(ev));
+		client_leave(c);
+	}
+	json_decref(ev);
+}
+
+void ferry_qmp_server_flush(ferry_qmp_server *s, int timeout_ms)
+{
+	uint64_t end = ferry_loop_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
+	for (;;) {
+		struct pollfd pf[64];
+		nfds_t n = 0;
+		for (qmp_client *c = s->clients; c && n < 64; c = c->next)
+			if (!c->dead && c->out_len > c->out_off)
+				pf[n++] = (struct pollfd){ .fd = c->fd, .events = POLLOUT };
+		uint64_t now = ferry_loop_now_ms();
+		if (!n || now >= end)
+			return;
+		if (poll(pf, n, (int)(end - now)) <= 0)
+			return;
+		for (qmp_client *c = s->clients, *next; c; c = next) {
+			next = c->next;
+			if (c->dead || c->out_len == c->out_off)
+				continue;
+			c->depth++;
+			client_flush(c);
+			client_leave(c);
+		}
+	}
+}

@@ -1,0 +1,757 @@
+#!/usr/bin/env python3
+"""QMP conformance test for `ferry host`, speaking raw JSON over the socket.
+
+Usage: test-qmp.py PATH/TO/ferry [CASE...]
+
+Each case starts its own host processes (guests of 64-128 MiB) in a private
+temporary directory and asserts exact reply strings. Every migration ends
+with the oracle: query-guest-hash {"verify": true} on the destination (after
+x-run-until) must answer "matches-twin": true. Prints "ok:"/"FAIL:" lines
+and exits 1 if anything failed.
+"""
+import json, os, random, select, shutil, socket, subprocess, sys, tempfile, time
+
+FERRY = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build/ferry"
+SPEC = "mem=64M,vram=4M,vcpus=2,workload=random,rate=50M"
+BIG = "mem=128M,vram=4M,vcpus=2,workload=random,rate=50M"
+TIMEOUT = 60.0
+
+failures = 0
+checks = 0
+
+
+def ok(name):
+    global checks
+    checks += 1
+    print(f"ok: {name}")
+
+
+def fail(name, msg):
+    global failures, checks
+    checks += 1
+    failures += 1
+    print(f"FAIL: {name}: {msg}")
+
+
+def eq(name, got, want):
+    if got == want:
+        ok(name)
+    else:
+        fail(name, f"got {got!r}, want {want!r}")
+
+
+def true(name, cond, detail=""):
+    if cond:
+        ok(name)
+    else:
+        fail(name, detail or "condition is false")
+
+
+def generic(desc):
+    return {"error": {"class": "GenericError", "desc": desc}}
+
+
+def not_found(desc):
+    return {"error": {"class": "CommandNotFound", "desc": desc}}
+
+
+class QMP:
+    """One raw QMP connection: bytes in, JSON lines out, events kept aside."""
+
+    def __init__(self, path, negotiate=True):
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.s.connect(path)
+        self.buf = b""
+        self.events = []
+        self.greeting = self.recv()
+        if negotiate:
+            r = self.cmd("qmp_capabilities")
+            assert r == {"return": {}}, r
+
+    def close(self):
+        self.s.close()
+
+    def send(self, data):
+        self.s.sendall(data if isinstance(data, bytes) else data.encode())
+
+    def recv(self, timeout=TIMEOUT):
+        """The next message (event or reply), or None on timeout/EOF."""
+        end = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([self.s], [], [], left)[0]:
+                return None
+            try:
+                d = self.s.recv(65536)
+            except ConnectionResetError:
+                return None
+            if not d:
+                return None
+            self.buf += d
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def reply(self, timeout=TIMEOUT):
+        """The next non-event message; events go to self.events."""
+        while True:
+            m = self.recv(timeout)
+            if m is None or "event" not in m:
+                return m
+            self.events.append(m)
+
+    def cmd(self, name, args=None, id=None, timeout=TIMEOUT):
+        o = {"execute": name}
+        if args is not None:
+            o["arguments"] = args
+        if id is not None:
+            o["id"] = id
+        self.send(json.dumps(o) + "\n")
+        return self.reply(timeout)
+
+    def ret(self, name, args=None, timeout=TIMEOUT):
+        r = self.cmd(name, args, timeout=timeout)
+        if r is None or "return" not in r:
+            raise AssertionError(f"{name} {args}: {r}")
+        return r["return"]
+
+    def wait_event(self, pred, timeout=TIMEOUT):
+        """Returns the first kept or incoming event matching pred."""
+        end = time.monotonic() + timeout
+        while True:
+            for i, e in enumerate(self.events):
+                if pred(e):
+                    return e
+            left = end - time.monotonic()
+            if left <= 0:
+                return None
+            m = self.recv(left)
+            if m is None:
+                return None
+            if "event" in m:
+                self.events.append(m)
+
+    def statuses(self):
+        return [e["data"]["status"] for e in self.events if e["event"] == "MIGRATION"]
+
+
+def is_status(st):
+    return lambda e: e["event"] == "MIGRATION" and e["data"]["status"] == st
+
+
+def is_final(e):
+    return e["event"] == "MIGRATION" and e["data"]["status"] in ("completed", "failed", "cancelled")
+
+
+class Host:
+    """A `ferry host` process with a QMP socket in the test's directory."""
+
+    def __init__(self, tmp, name, spec=SPEC, extra=()):
+        self.name = name
+        self.sock = os.path.join(tmp, name + ".qmp")
+        self.errpath = os.path.join(tmp, name + ".err")
+        self.err = open(self.errpath, "w")
+        self.p = subprocess.Popen([FERRY, "host", "--guest", spec, "--qmp", "unix:" + self.sock, "--json",
+                                   *extra], stdout=subprocess.PIPE, stderr=self.err)
+        r, _, _ = select.select([self.p.stdout], [], [], TIMEOUT)
+        line = self.p.stdout.readline() if r else b""
+        if b"listening" not in line:
+            raise AssertionError(f"{name} host did not start: {line!r} {open(self.errpath).read()}")
+        self.ready = json.loads(line)
+
+    def qmp(self, negotiate=True):
+        return QMP(self.sock, negotiate)
+
+    def stderr(self):
+        self.err.flush()
+        return open(self.errpath).read()
+
+    def stop(self):
+        for _ in range(50):  # a client slot may free up only a moment later
+            if self.p.poll() is not None:
+                break
+            try:
+                q = self.qmp()
+                q.cmd("quit", timeout=5)
+                q.close()
+                break
+            except (OSError, AssertionError):
+                time.sleep(0.1)
+        try:
+            rc = self.p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            rc = self.p.wait()
+        self.err.close()
+        # A sanitizer report (leak, UB) also shows as a non-zero status.
+        eq(f"{self.name} host exits with status 0", rc, 0)
+        return rc
+
+
+def wait_for(fn, timeout=TIMEOUT, step=0.02):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = fn()
+        if v:
+            return v
+        time.sleep(step)
+    return None
+
+
+def verify_destination(name, q, advance=3000):
+    """The oracle on a destination: run on, stop, compare with the twin."""
+    r = q.ret("x-run-until", {"advance": advance})
+    v = q.ret("query-guest-hash", {"verify": True}, timeout=120)
+    true(f"{name}: destination matches its never-migrated twin", v.get("matches-twin") is True, str(v))
+    eq(f"{name}: verified at the steps run", v["steps"], r["steps"])
+
+
+def verify_source(name, q):
+    """The source guest after a failed/cancelled migration: stop, verify, cont."""
+    q.ret("stop")
+    v = q.ret("query-guest-hash", {"verify": True}, timeout=120)
+    true(f"{name}: source guest still matches its twin", v.get("matches-twin") is True, str(v))
+    q.ret("cont")
+
+
+# ---------------------------------------------------------------------------
+# Cases
+
+
+def case_greeting_and_negotiation(tmp):
+    h = Host(tmp, "src")
+    try:
+        ver = subprocess.run([FERRY, "version"], capture_output=True, text=True).stdout.split()[1]
+        major, minor, micro = (int(x) for x in ver.split("-")[0].split("."))
+        q = h.qmp(negotiate=False)
+        eq("greeting", q.greeting, {"QMP": {"version": {"qemu": {"micro": micro, "minor": minor, "major": major},
+                                                        "package": "ferry-" + ver}, "capabilities": []}})
+        need = not_found("Expecting capabilities negotiation with 'qmp_capabilities'")
+        eq("command before negotiation", q.cmd("query-status"), need)
+        eq("unknown command before negotiation", q.cmd("frobnicate"), need)
+        eq("no event before negotiation", q.events, [])
+        eq("qmp_capabilities with oob", q.cmd("qmp_capabilities", {"enable": ["oob"]}),
+           generic("Capability oob not available"))
+        eq("qmp_capabilities with an unknown argument", q.cmd("qmp_capabilities", {"x": 1}),
+           generic("Parameter 'x' is unexpected"))
+        eq("qmp_capabilities", q.cmd("qmp_capabilities", id=7), {"return": {}, "id": 7})
+        eq("qmp_capabilities twice", q.cmd("qmp_capabilities"),
+           not_found("Capabilities negotiation is already complete, command ignored"))
+        eq("id echoed (any JSON)", q.cmd("query-status", id={"a": [1, "b"]}),
+           {"return": {"running": True, "status": "running"}, "id": {"a": [1, "b"]}})
+        eq("id echoed on errors", q.cmd("nope", id="x1"),
+           {"error": {"class": "CommandNotFound", "desc": "The command nope has not been found"}, "id": "x1"})
+        # Framing and envelope errors (QEMU's words).
+        q.send("[1, 2]\n")
+        eq("non-object input", q.reply(), generic("QMP input must be a JSON object"))
+        q.send('{"execute": 1}\n')
+        eq("execute not a string", q.reply(), generic("QMP input member 'execute' must be a string"))
+        q.send('{"arguments": {}, "id": 3}\n')
+        eq("execute missing", q.reply(), {**generic("QMP input lacks member 'execute'"), "id": 3})
+        q.send('{"execute": "query-status", "arguments": []}\n')
+        eq("arguments not an object", q.reply(), generic("QMP input member 'arguments' must be an object"))
+        q.send('{"execute": "query-status", "foo": 1}\n')
+        eq("unexpected envelope member", q.reply(), generic("QMP input member 'foo' is unexpected"))
+        q.send("hello world\n")
+        r = q.reply()
+        eq("garbage line: one GenericError", r and r["error"]["class"], "GenericError")
+        true("garbage line: JSON parse error", r and r["error"]["desc"].startswith("JSON parse error, "), str(r))
+        eq("next line works after garbage", q.cmd("query-status", id=1)["id"], 1)
+        # One command split over many writes, then two in one write.
+        for b in b'{"execute": "query-status", "id": "split"}':
+            q.send(bytes([b]))
+            time.sleep(0.001)
+        eq("a command split byte by byte", q.reply().get("id"), "split")
+        q.send('{"execute":"query-status","id":1}{"execute":"query-status","id":2}\r\n')
+        eq("two commands in one write, in order", [q.reply()["id"], q.reply()["id"]], [1, 2])
+        q.send('{"execute": "query-status", "id": "' + "a" * 70000 + '"}\n')
+        eq("a value over 64 KiB", q.reply(),
+           generic("JSON parse error, input exceeds 65536 bytes without a complete value"))
+        eq("next command after the long value", q.cmd("query-status", id=2)["id"], 2)
+        q.send('{"execute": "query-status",')
+        time.sleep(0.05)
+        q.send(' "id": "late"}')
+        eq("a command completed by a later write (no newline)", q.reply().get("id"), "late")
+        q.send('{"execute": "query-status", "id": "\\u00e9t\\u00e9"}\n')
+        eq("unicode id", q.reply()["id"], "été")
+        q.send('{"execute": "query-status", "execute": "quit"}\n')
+        r = q.reply()
+        true("duplicate keys refused", r and r["error"]["desc"].startswith("JSON parse error, duplicate"), str(r))
+        names = sorted(c["name"] for c in q.ret("query-commands"))
+        eq("query-commands", names, sorted([
+            "qmp_capabilities", "query-commands", "migrate", "migrate-incoming", "migrate_cancel",
+            "query-migrate", "migrate-set-capabilities", "query-migrate-capabilities",
+            "migrate-set-parameters", "query-migrate-parameters", "stop", "cont", "query-status", "quit",
+            "query-guest-hash", "x-run-until"]))
+        eq("unknown command", q.cmd("foo"), not_found("The command foo has not been found"))
+        eq("query-commands with arguments", q.cmd("query-commands", {"a": 1}),
+           generic("Parameter 'a' is unexpected"))
+        # Too many clients: the 17th is refused.
+        conns = [socket.socket(socket.AF_UNIX) for _ in range(16)]
+        for c in conns[:15]:
+            c.connect(h.sock)
+        last = conns[15]
+        last.connect(h.sock)
+        last.settimeout(10)
+        data = b""
+        while not data.endswith(b"\n"):
+            d = last.recv(4096)
+            if not d:
+                break
+            data += d
+        eq("17th client refused", json.loads(data),
+           generic("Too many QMP connections (at most 16)"))
+        for c in conns:
+            c.close()
+        q.close()
+    finally:
+        h.stop()
+
+
+def case_commands(tmp):
+    h = Host(tmp, "src")
+    try:
+        q = h.qmp()
+        eq("query-status running", q.ret("query-status"), {"running": True, "status": "running"})
+        eq("query-migrate before any migration", q.ret("query-migrate"), {})
+        eq("migrate_cancel with nothing to cancel", q.cmd("migrate_cancel"), {"return": {}})
+        # stop / cont and their events.
+        eq("stop", q.cmd("stop"), {"return": {}})
+        eq("STOP event before the reply", [e["event"] for e in q.events], ["STOP"])
+        e = q.events[0]
+        true("event timestamp shape", set(e) == {"event", "timestamp"} and
+             set(e["timestamp"]) == {"seconds", "microseconds"} and 0 <= e["timestamp"]["microseconds"] < 10**6,
+             str(e))
+        eq("query-status paused", q.ret("query-status"), {"running": False, "status": "paused"})
+        q.events.clear()
+        eq("stop when stopped", q.cmd("stop"), {"return": {}})
+        eq("no second STOP", q.events, [])
+        eq("cont", q.cmd("cont"), {"return": {}})
+        eq("RESUME event", [e["event"] for e in q.events], ["RESUME"])
+        eq("stop with arguments", q.cmd("stop", {"now": True}), generic("Parameter 'now' is unexpected"))
+        # migrate errors.
+        eq("migrate: uri missing", q.cmd("migrate", {}), generic("Parameter 'uri' is missing"))
+        eq("migrate: uri not a string", q.cmd("migrate", {"uri": 5}),
+           generic("Invalid parameter type for 'uri', expected: string"))
+        eq("migrate: unknown argument", q.cmd("migrate", {"uri": "unix:/x", "x": 1}),
+           generic("Parameter 'x' is unexpected"))
+        eq("migrate: resume", q.cmd("migrate", {"uri": "unix:/x", "resume": True}),
+           generic("Migration resume is not supported by this version of Ferry"))
+        eq("migrate: resume wrong type", q.cmd("migrate", {"uri": "unix:/x", "resume": "yes"}),
+           generic("Invalid parameter type for 'resume', expected: boolean"))
+        eq("migrate: bad uri", q.cmd("migrate", {"uri": "ftp:x"}),
+           generic("unsupported migration URI 'ftp:x' (expected tcp:HOST:PORT or unix:PATH)"))
+        eq("migrate-incoming without --incoming defer", q.cmd("migrate-incoming", {"uri": "unix:/x"}),
+           generic("'-incoming' was not specified on the command line"))
+        # Parameters.
+        eq("query-migrate-parameters defaults", q.ret("query-migrate-parameters"),
+           {"downtime-limit": 300, "max-bandwidth": 0, "x-max-passes": 30,
+            "multifd-channels": 2, "multifd-compression": "none", "multifd-zstd-level": 1})
+        eq("migrate-set-parameters", q.cmd("migrate-set-parameters",
+                                           {"downtime-limit": 500, "max-bandwidth": 100 << 20, "x-max-passes": 10}),
+           {"return": {}})
+        eq("parameters read back", q.ret("query-migrate-parameters"),
+           {"downtime-limit": 500, "max-bandwidth": 100 << 20, "x-max-passes": 10,
+            "multifd-channels": 2, "multifd-compression": "none", "multifd-zstd-level": 1})
+        eq("downtime-limit out of range", q.cmd("migrate-set-parameters", {"downtime-limit": 2000001}),
+           generic("Parameter 'downtime_limit' expects an integer in the range of 0 to 2000000 ms"))
+        eq("downtime-limit not a number", q.cmd("migrate-set-parameters", {"downtime-limit": "1s"}),
+           generic("Parameter 'downtime-limit' expects uint64"))
+        eq("max-bandwidth negative", q.cmd("migrate-set-parameters", {"max-bandwidth": -1}),
+           generic("Parameter 'max-bandwidth' expects size"))
+        eq("x-max-passes too big", q.cmd("migrate-set-parameters", {"x-max-passes": 1 << 32}),
+           generic("Parameter 'x-max-passes' expects uint32_t"))
+        eq("unknown parameter", q.cmd("migrate-set-parameters", {"multifd-foo": 4}),
+           generic("Parameter 'multifd-foo' is unexpected"))
+        eq("multifd-channels out of range", q.cmd("migrate-set-parameters", {"multifd-channels": 17}),
+           generic("Parameter 'multifd-channels' expects a value between 1 and 16"))
+        eq("multifd-compression unknown", q.cmd("migrate-set-parameters", {"multifd-compression": "zlib"}),
+           generic("Parameter 'multifd-compression' does not accept value 'zlib'"))
+        eq("multifd-zstd-level out of range", q.cmd("migrate-set-parameters", {"multifd-zstd-level": 21}),
+           generic("Parameter 'multifd-zstd-level' expects a value between 1 and 20"))
+        eq("a refused set changes nothing", q.ret("query-migrate-parameters"),
+           {"downtime-limit": 500, "max-bandwidth": 100 << 20, "x-max-passes": 10,
+            "multifd-channels": 2, "multifd-compression": "none", "multifd-zstd-level": 1})
+        eq("multifd parameters", q.cmd("migrate-set-parameters",
+                                       {"multifd-channels": 4, "multifd-compression": "zstd",
+                                        "multifd-zstd-level": 3}), {"return": {}})
+        eq("multifd parameters read back", q.ret("query-migrate-parameters"),
+           {"downtime-limit": 500, "max-bandwidth": 100 << 20, "x-max-passes": 10,
+            "multifd-channels": 4, "multifd-compression": "zstd", "multifd-zstd-level": 3})
+        q.cmd("migrate-set-parameters", {"multifd-channels": 2, "multifd-compression": "none",
+                                         "multifd-zstd-level": 1})
+        # Capabilities.
+        eq("query-migrate-capabilities", q.ret("query-migrate-capabilities"),
+           [{"capability": "events", "state": True}, {"capability": "multifd", "state": False}])
+        eq("set events", q.cmd("migrate-set-capabilities",
+                               {"capabilities": [{"capability": "events", "state": True}]}), {"return": {}})
+        eq("set multifd", q.cmd("migrate-set-capabilities",
+                                {"capabilities": [{"capability": "multifd", "state": True}]}), {"return": {}})
+        eq("multifd read back", q.ret("query-migrate-capabilities"),
+           [{"capability": "events", "state": True}, {"capability": "multifd", "state": True}])
+        for cap in ("postcopy-ram", "postcopy-preempt", "auto-converge"):
+            eq(f"capability {cap} refused", q.cmd("migrate-set-capabilities",
+                                                   {"capabilities": [{"capability": cap, "state": True}]}),
+               generic(f"Capability '{cap}' is not supported by this version of Ferry"))
+        eq("unsupported capability off is fine", q.cmd("migrate-set-capabilities",
+                                                        {"capabilities": [{"capability": "multifd", "state": False}]}),
+           {"return": {}})
+        eq("unknown capability", q.cmd("migrate-set-capabilities",
+                                       {"capabilities": [{"capability": "foo", "state": True}]}),
+           generic("Invalid parameter 'foo'"))
+        eq("capability state missing", q.cmd("migrate-set-capabilities",
+                                             {"capabilities": [{"capability": "events"}]}),
+           generic("Parameter 'capabilities[0].state' is missing"))
+        eq("capability state wrong type", q.cmd("migrate-set-capabilities",
+                                                {"capabilities": [{"capability": "events", "state": 1}]}),
+           generic("Invalid parameter type for 'capabilities[0].state', expected: boolean"))
+        eq("capability entry not an object", q.cmd("migrate-set-capabilities", {"capabilities": ["events"]}),
+           generic("Invalid parameter type for 'capabilities[0]', expected: object"))
+        eq("capabilities not a list", q.cmd("migrate-set-capabilities", {"capabilities": {}}),
+           generic("Invalid parameter type for 'capabilities', expected: array"))
+        eq("capabilities missing", q.cmd("migrate-set-capabilities", {}),
+           generic("Parameter 'capabilities' is missing"))
+        # query-guest-hash and x-run-until.
+        r = q.ret("query-guest-hash")
+        true("query-guest-hash on a running guest", len(r["hash"]) == 16 and r["running"] is True and
+             len(r["steps"]) == 2, str(r))
+        eq("verify needs a stopped guest", q.cmd("query-guest-hash", {"verify": True}),
+           generic("Guest must be stopped to verify"))
+        eq("query-guest-hash: verify wrong type", q.cmd("query-guest-hash", {"verify": "yes"}),
+           generic("Invalid parameter type for 'verify', expected: boolean"))
+        eq("x-run-until: no argument", q.cmd("x-run-until", {}),
+           generic("Parameter 'steps' or 'advance' is required"))
+        eq("x-run-until: both", q.cmd("x-run-until", {"steps": [1, 2], "advance": 1}),
+           generic("Parameters 'steps' and 'advance' are mutually exclusive"))
+        eq("x-run-until: wrong count", q.cmd("x-run-until", {"steps": [1]}),
+           generic("Parameter 'steps' expects an array of 2 step counts (one per vCPU)"))
+        q.events.clear()
+        r1 = q.ret("x-run-until", {"advance": 1000})
+        eq("x-run-until stops a running guest (STOP)", [e["event"] for e in q.events], ["STOP"])
+        eq("query-status after x-run-until", q.ret("query-status"), {"running": False, "status": "paused"})
+        r2 = q.ret("x-run-until", {"steps": [r1["steps"][0] + 10, r1["steps"][1] + 20]})
+        eq("x-run-until to exact steps", r2["steps"], [r1["steps"][0] + 10, r1["steps"][1] + 20])
+        v = q.ret("query-guest-hash", {"verify": True}, timeout=120)
+        eq("verify a stopped guest: matches", v["matches-twin"], True)
+        eq("verify: hash equals twin's", v["hash"], v["twin-hash"])
+        eq("verify: steps", v["steps"], r2["steps"])
+        eq("verify: pages compared", v["pages-compared"], (64 + 4) * 256)
+        eq("plain hash equals verified hash", q.ret("query-guest-hash")["hash"], v["hash"])
+        q.ret("cont")
+        q.close()
+    finally:
+        h.stop()
+
+
+def case_full_migration_two_clients(tmp):
+    dst = Host(tmp, "dst", BIG, ["--incoming", "unix:" + os.path.join(tmp, "mig.sock")])
+    src = Host(tmp, "src", BIG)
+    try:
+        dq = dst.qmp()
+        eq("destination query-status", dq.ret("query-status"), {"running": False, "status": "inmigrate"})
+        eq("destination refuses migrate", dq.cmd("migrate", {"uri": "unix:/x"}),
+           generic("Guest is waiting for an incoming migration"))
+        eq("destination refuses stop", dq.cmd("stop"), generic("Guest is waiting for an incoming migration"))
+        eq("destination refuses x-run-until", dq.cmd("x-run-until", {"advance": 1}),
+           generic("Guest is waiting for an incoming migration"))
+        a, b = src.qmp(), src.qmp()
+        time.sleep(0.2)
+        eq("migrate", a.cmd("migrate", {"uri": "unix:" + os.path.join(tmp, "mig.sock")}), {"return": {}})
+        eq("migrate twice", a.cmd("migrate", {"uri": "unix:/x"}), generic("There's a migration process in progress"))
+        eq("capabilities locked during migration", a.cmd(
+            "migrate-set-capabilities", {"capabilities": [{"capability": "events", "state": True}]}),
+            generic("There's a migration process in progress"))
+        for name, q in (("client A", a), ("client B", b)):
+            true(f"{name}: completed event", q.wait_event(is_final) is not None)
+            eq(f"{name}: MIGRATION statuses in order", q.statuses(), ["setup", "active", "device", "completed"])
+            ev = [e for e in q.events if e["event"] in ("MIGRATION", "MIGRATION_PASS", "STOP")]
+            kinds = [e["event"] if e["event"] != "MIGRATION" else e["data"]["status"] for e in ev]
+            passes = [e["data"]["pass"] for e in ev if e["event"] == "MIGRATION_PASS"]
+            true(f"{name}: passes numbered 1..n", passes == list(range(1, len(passes) + 1)) and passes, str(passes))
+            true(f"{name}: passes while active, then STOP, then device",
+                 kinds[:2] == ["setup", "active"] and kinds[-3:] == ["STOP", "device", "completed"] and
+                 set(kinds[2:-3]) == {"MIGRATION_PASS"}, str(kinds))
+            ts = [e["timestamp"]["seconds"] * 10**6 + e["timestamp"]["microseconds"] for e in q.events]
+            eq(f"{name}: timestamps never go back", ts, sorted(ts))
+        info = a.ret("query-migrate")
+        eq("source query-migrate status", info["status"], "completed")
+        true("source query-migrate shape", {"status", "total-time", "setup-time", "downtime", "ram"} <= set(info) and
+             set(info["ram"]) >= {"transferred", "remaining", "total", "duplicate", "normal", "normal-bytes",
+                                  "dirty-pages-rate", "dirty-sync-count", "mbps", "pages-per-second"}, str(info))
+        eq("source ram.total", info["ram"]["total"], (128 + 4) << 20)
+        eq("source remaining", info["ram"]["remaining"], 0)
+        eq("source query-status after migration", a.ret("query-status"), {"running": False, "status": "postmigrate"})
+        true("destination completed", dq.wait_event(is_status("completed")) is not None)
+        true("destination RESUME", dq.wait_event(lambda e: e["event"] == "RESUME") is not None)
+        eq("destination running", dq.ret("query-status"), {"running": True, "status": "running"})
+        eq("destination query-migrate", dq.ret("query-migrate")["status"], "completed")
+        verify_destination("full migration", dq)
+        for q in (a, b, dq):
+            q.close()
+    finally:
+        src.stop()
+        dst.stop()
+
+
+def case_cancel_setup(tmp):
+    """Cancel while the source is still in setup: its connect is stuck on a full backlog."""
+    bl = os.path.join(tmp, "backlog.sock")
+    L = socket.socket(socket.AF_UNIX)
+    L.bind(bl)
+    L.listen(0)
+    filler = socket.socket(socket.AF_UNIX)
+    filler.connect(bl)  # the one pending connection a backlog of 0 takes
+    src = Host(tmp, "src")
+    dst = Host(tmp, "dst", SPEC, ["--incoming", "unix:" + os.path.join(tmp, "mig.sock")])
+    try:
+        q = src.qmp()
+        eq("migrate to a stuck peer", q.cmd("migrate", {"uri": "unix:" + bl}), {"return": {}})
+        time.sleep(0.3)
+        eq("still in setup", q.ret("query-migrate")["status"], "setup")
+        eq("migrate_cancel in setup", q.cmd("migrate_cancel"), {"return": {}})
+        true("cancelling event", q.wait_event(is_status("cancelling"), 10) is not None)
+        L.close()  # libferry cannot interrupt a blocked connect(); let it fail now
+        filler.close()
+        true("cancelled event", q.wait_event(is_status("cancelled")) is not None)
+        eq("setup cancel: statuses", q.statuses(), ["setup", "cancelling", "cancelled"])
+        eq("setup cancel: query-migrate", q.ret("query-migrate")["status"], "cancelled")
+        eq("setup cancel: guest still running", q.ret("query-status"), {"running": True, "status": "running"})
+        verify_source("setup cancel", q)
+        q.events.clear()
+        eq("migrate after the cancel", q.cmd("migrate", {"uri": "unix:" + os.path.join(tmp, "mig.sock")}),
+           {"return": {}})
+        e = q.wait_event(is_final)
+        eq("migration after setup cancel completes", e and e["data"]["status"], "completed")
+        dq = dst.qmp()
+        wait_for(lambda: dq.ret("query-migrate").get("status") == "completed")
+        verify_destination("after setup cancel", dq)
+        q.close()
+        dq.close()
+    finally:
+        src.stop()
+        dst.stop()
+
+
+def case_cancel_active(tmp):
+    mig = "unix:" + os.path.join(tmp, "mig.sock")
+    dst = Host(tmp, "dst", BIG, ["--incoming", mig])
+    src = Host(tmp, "src", BIG)
+    try:
+        q, dq = src.qmp(), dst.qmp()
+        q.ret("migrate-set-parameters", {"max-bandwidth": 20 << 20})
+        eq("slow migrate", q.cmd("migrate", {"uri": mig}), {"return": {}})
+        true("active", q.wait_event(lambda e: e["event"] == "MIGRATION_PASS") is not None)
+        time.sleep(0.5)
+        eq("still active", q.ret("query-migrate")["status"], "active")
+        eq("live parameter change", q.cmd("migrate-set-parameters", {"max-bandwidth": 10 << 20}), {"return": {}})
+        eq("migrate_cancel while active", q.cmd("migrate_cancel"), {"return": {}})
+        true("cancelled", q.wait_event(is_status("cancelled")) is not None)
+        eq("active cancel: statuses", q.statuses(), ["setup", "active", "cancelling", "cancelled"])
+        eq("active cancel: source runs", q.ret("query-status"), {"running": True, "status": "running"})
+        verify_source("active cancel", q)
+        # The destination lost its peer: it discards what it got and listens again.
+        e = dq.wait_event(is_status("failed"))
+        true("destination: incoming failed", e is not None)
+        info = wait_for(lambda: (lambda i: i if i.get("status") == "setup" else None)(dq.ret("query-migrate")))
+        true("destination listens again", info is not None, str(info))
+        true("destination reports the previous failure", info and info.get("x-previous", {}).get("status") == "failed",
+             str(info))
+        eq("destination back to inmigrate", dq.ret("query-status"), {"running": False, "status": "inmigrate"})
+        h = dq.ret("query-guest-hash")
+        eq("destination RAM was reset (steps)", h["steps"], [0, 0])
+        # A following migration at full speed is bit-exact.
+        q.ret("migrate-set-parameters", {"max-bandwidth": 0})
+        q.events.clear()
+        eq("migrate again", q.cmd("migrate", {"uri": mig}), {"return": {}})
+        e = q.wait_event(is_final)
+        eq("second migration completes", e and e["data"]["status"], "completed")
+        true("destination completed", dq.wait_event(is_status("completed")) is not None)
+        eq("x-previous cleared after success", "x-previous" in dq.ret("query-migrate"), False)
+        verify_destination("after active cancel", dq)
+        q.close()
+        dq.close()
+    finally:
+        src.stop()
+        dst.stop()
+
+
+def case_cancel_on_destination(tmp):
+    mig = "unix:" + os.path.join(tmp, "mig.sock")
+    dst = Host(tmp, "dst", BIG, ["--incoming", "defer"])
+    src = Host(tmp, "src", BIG)
+    try:
+        q, dq = src.qmp(), dst.qmp()
+        eq("defer: query-status", dq.ret("query-status"), {"running": False, "status": "inmigrate"})
+        eq("defer: query-migrate before migrate-incoming", dq.ret("query-migrate"), {})
+        eq("migrate-incoming: uri missing", dq.cmd("migrate-incoming", {}), generic("Parameter 'uri' is missing"))
+        eq("migrate-incoming: bad uri", dq.cmd("migrate-incoming", {"uri": "udp:x"}),
+           generic("unsupported migration URI 'udp:x' (expected tcp:HOST:PORT or unix:PATH)"))
+        eq("migrate-incoming", dq.cmd("migrate-incoming", {"uri": mig}), {"return": {}})
+        eq("migrate-incoming twice", dq.cmd("migrate-incoming", {"uri": mig}),
+           generic("The incoming migration has already been started"))
+        q.ret("migrate-set-parameters", {"max-bandwidth": 20 << 20})
+        q.ret("migrate", {"uri": mig})
+        true("destination active", dq.wait_event(is_status("active")) is not None)
+        time.sleep(0.3)
+        eq("migrate_cancel on the destination", dq.cmd("migrate_cancel"), {"return": {}})
+        true("destination cancelled", dq.wait_event(is_status("cancelled")) is not None)
+        eq("destination statuses", dq.statuses(), ["setup", "active", "cancelling", "cancelled"])
+        e = q.wait_event(is_final)
+        eq("source fails when the destination cancels", e and e["data"]["status"], "failed")
+        eq("source guest runs", q.ret("query-status"), {"running": True, "status": "running"})
+        verify_source("destination cancel", q)
+        # Back to waiting for a new migrate-incoming (queued after the reset).
+        eq("migrate-incoming again", dq.cmd("migrate-incoming", {"uri": mig}), {"return": {}})
+        eq("destination steps reset", dq.ret("query-guest-hash")["steps"], [0, 0])
+        q.ret("migrate-set-parameters", {"max-bandwidth": 0})
+        q.events.clear()
+        q.ret("migrate", {"uri": mig})
+        e = q.wait_event(is_final)
+        eq("migration after a destination cancel completes", e and e["data"]["status"], "completed")
+        true("destination completed", dq.wait_event(is_status("completed")) is not None)
+        verify_destination("after destination cancel", dq)
+        q.close()
+        dq.close()
+    finally:
+        src.stop()
+        dst.stop()
+
+
+def case_garbage_and_slow_clients(tmp):
+    mig = "unix:" + os.path.join(tmp, "mig.sock")
+    dst = Host(tmp, "dst", BIG, ["--incoming", mig])
+    src = Host(tmp, "src", BIG)
+    try:
+        a, dq = src.qmp(), dst.qmp()
+        a.ret("migrate-set-parameters", {"max-bandwidth": 50 << 20})
+        a.ret("migrate", {"uri": mig})
+        true("migration active", a.wait_event(lambda e: e["event"] == "MIGRATION_PASS") is not None)
+        # Client B: 1 MiB of garbage, then half a command, then gone.
+        bq = src.qmp()
+        rnd = random.Random(3)
+        junk = bytes(rnd.getrandbits(8) for _ in range(1 << 20))
+        errors = []
+        slowest = 0.0
+        for off in range(0, len(junk), 64 << 10):
+            bq.send(junk[off:off + (64 << 10)])
+            t = time.monotonic()
+            st = a.ret("query-migrate")["status"]  # the other client is served meanwhile
+            slowest = max(slowest, time.monotonic() - t)
+            if st not in ("active", "device", "completed"):
+                fail("garbage: the other client's migration goes on", st)
+        bq.send(b'\n{"execute": "query-mig')
+        while True:
+            m = bq.recv(0.5)
+            if m is None:
+                break
+            errors.append(m)
+        bq.close()
+        true("garbage: JSON parse errors returned", errors and all(
+            m.get("error", {}).get("class") == "GenericError" and
+            m["error"]["desc"].startswith("JSON parse error, ") for m in errors), str(errors[:3]))
+        true("garbage: at most one error per line", len(errors) <= junk.count(b"\n") + 2, str(len(errors)))
+        true(f"query-migrate answered within 1 s during the flood (slowest {slowest * 1000:.1f} ms)", slowest < 1.0)
+        # Client C stops reading: dropped once its output backlog passes the bound.
+        c = socket.socket(socket.AF_UNIX)
+        c.connect(src.sock)
+        c.sendall(b'{"execute": "qmp_capabilities"}\n')
+        dropped = False
+        try:
+            for _ in range(40):
+                c.sendall(b'{"execute": "query-status"}\n' * 1000)
+        except (BrokenPipeError, ConnectionResetError):
+            dropped = True
+        c.settimeout(10)
+        try:
+            while c.recv(1 << 20):
+                pass
+            dropped = True
+        except (ConnectionResetError, socket.timeout):
+            dropped = dropped or False
+        c.close()
+        true("a client that stops reading is dropped", dropped and "stopped reading" in src.stderr(),
+             src.stderr()[-300:])
+        e = a.wait_event(is_final)
+        eq("the migration completed through it all", e and e["data"]["status"], "completed")
+        true("destination completed", dq.wait_event(is_status("completed")) is not None)
+        verify_destination("after garbage", dq)
+        a.close()
+        dq.close()
+    finally:
+        src.stop()
+        dst.stop()
+
+
+
+
+def case_multifd_zstd(tmp):
+    """Multifd with zstd through QMP: capability and parameters, bit-exact result."""
+    mig = "unix:" + os.path.join(tmp, "mig.sock")
+    dst = Host(tmp, "dst", BIG, ["--incoming", mig])
+    src = Host(tmp, "src", BIG)
+    try:
+        dq, q = dst.qmp(), src.qmp()
+        eq("multifd on", q.cmd("migrate-set-capabilities",
+                               {"capabilities": [{"capability": "multifd", "state": True}]}), {"return": {}})
+        eq("multifd parameters", q.cmd("migrate-set-parameters",
+                                       {"multifd-channels": 3, "multifd-compression": "zstd"}), {"return": {}})
+        eq("migrate", q.cmd("migrate", {"uri": mig}), {"return": {}})
+        true("multifd: completed", q.wait_event(is_final) is not None)
+        info = q.ret("query-migrate")
+        eq("multifd: status", info["status"], "completed")
+        mf = info.get("x-multifd", {})
+        eq("multifd: channels", mf.get("channels"), 3)
+        true("multifd: every channel carried data", len(mf.get("channel-bytes", [])) == 3 and
+             all(b > 0 for b in mf["channel-bytes"]), str(mf))
+        eq("multifd: multifd-bytes is the channels' sum", info["ram"].get("multifd-bytes"),
+           sum(mf.get("channel-bytes", [0])))
+        true("multifd: zstd counted", mf.get("compression", {}).get("in", 0) > 0, str(mf))
+        true("destination completed", dq.wait_event(is_status("completed")) is not None)
+        verify_destination("multifd zstd", dq)
+        q.close()
+        dq.close()
+    finally:
+        src.stop()
+        dst.stop()
+
+
+CASES = [
+    case_greeting_and_negotiation,
+    case_commands,
+    case_full_migration_two_clients,
+    case_cancel_setup,
+    case_cancel_active,
+    case_cancel_on_destination,
+    case_garbage_and_slow_clients,
+    case_multifd_zstd,
+]
+
+
+def main():
+    want = set(sys.argv[2:])
+    t0 = time.monotonic()
+    for case in CASES:
+        if want and case.__name__ not in want:
+            continue
+        tmp = tempfile.mkdtemp(prefix="ferry-qmp.")
+        t = time.monotonic()
+        print(f"--- {case.__name__}")
+        try:
+            case(tmp)
+        except Exception as e:  # a broken case must not hide the others
+            import traceback
+            traceback.print_exc()
+            fail(case.__name__, f"{type(e).__name__}: {e}")
+        finally:
+            for f in os.listdir(tmp):
+                if f.endswith(".err"):
+                    txt = open(os.path.join(tmp, f)).read().strip()
+                    if txt:
+                        print(f"[{f}] " + txt.replace("\n", f"\n[{f}] "))
+            shutil.rmtree(tmp, ignore_errors=True)
+        print(f"--- {case.__name__}: {time.monotonic() - t:.1f} s")
+    print(f"qmp: {checks} checks, {failures} failure(s), {time.monotonic() - t0:.1f} s")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
