@@ -43,29 +43,6 @@ static void send_fail(ferry_mf_sender *s, int err, const char *fmt, ...)
 		shutdown(fd, SHUT_RDWR);
 }
 
-static int write_all(int fd, struct iovec *iov, int cnt)
-{
-	while (cnt > 0) {
-		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)cnt };
-		ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		while (cnt > 0 && (size_t)n >= iov->iov_len) {
-			n -= (ssize_t)iov->iov_len;
-			iov++;
-			cnt--;
-		}
-		if (cnt > 0) {
-			iov->iov_base = (uint8_t *)iov->iov_base + n;
-			iov->iov_len -= (size_t)n;
-		}
-	}
-	return 0;
-}
-
 /* Builds and writes one packet for c->job (or a SYNC packet). */
 static int send_packet(ferry_mf_send_chan *c, bool sync, uint64_t *bytes)
 {
@@ -144,7 +121,7 @@ static int send_packet(ferry_mf_send_chan *c, bool sync, uint64_t *bytes)
 	size_t total = 0;
 	for (int i = 0; i < cnt; i++)
 		total += iov[i].iov_len;
-	int r = write_all(c->fd, iov, cnt);
+	int r = ferry__sock_send_all(c->fd, iov, cnt, NULL);
 	if (r)
 		return r;
 	*bytes = total;
@@ -220,7 +197,7 @@ int ferry__mf_send_start(ferry_mf_sender *s, struct ferry_migration *m, unsigned
 		ferry__st_be32(hs + 24, i);
 		ferry__st_be32(hs + 28, n);
 		struct iovec iov = { hs, sizeof(hs) };
-		if ((r = write_all(c->fd, &iov, 1))) {
+		if ((r = ferry__sock_send_all(c->fd, &iov, 1, NULL))) {
 			snprintf(s->errmsg, sizeof(s->errmsg), "multifd channel %u handshake: %s", i,
 				 ferry_strerror(r));
 			return r;

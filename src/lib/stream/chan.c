@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "ferry/common.h"
+#include "transport/transport.h"
 
 int ferry__chan_init(ferry_chan *c, int fd)
 {
@@ -64,29 +65,9 @@ int ferry__chan_flush(ferry_chan *c)
 	if (c->out_err)
 		goto drop;
 	seal_segment(c);
-	struct iovec *iov = c->iov;
-	int cnt = c->iovcnt;
-	while (cnt > 0) {
-		/* sendmsg, not writev: MSG_NOSIGNAL turns a dead peer into EPIPE. */
-		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)cnt };
-		ssize_t n = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			c->out_err = -errno;
-			goto drop;
-		}
-		c->out_bytes += (uint64_t)n;
-		while (cnt > 0 && (size_t)n >= iov->iov_len) {
-			n -= (ssize_t)iov->iov_len;
-			iov++;
-			cnt--;
-		}
-		if (cnt > 0) {
-			iov->iov_base = (uint8_t *)iov->iov_base + n;
-			iov->iov_len -= (size_t)n;
-		}
-	}
+	int r = ferry__sock_send_all(c->fd, c->iov, c->iovcnt, &c->out_bytes);
+	if (r)
+		c->out_err = r;
 drop:
 	c->iovcnt = 0;
 	c->iov_bytes = 0;

@@ -21,6 +21,15 @@ int ferry__sock_connect(const char *uri, int *fd, char *err, size_t err_len);
  * socket was shut down (how a pending accept is cancelled).
  */
 int ferry__sock_accept(int lfd, int *fd);
+/*
+ * Writes all of iov[0..cnt) to a socket, retrying partial writes; the iovecs
+ * are consumed (modified). sendmsg with MSG_NOSIGNAL, so a dead peer is
+ * -EPIPE, not a signal. *sent (if not NULL) grows by the bytes written,
+ * also on failure. Returns 0 or a negative errno.
+ */
+struct iovec;
+#include <stdint.h>
+int ferry__sock_send_all(int fd, struct iovec *iov, int cnt, uint64_t *sent);
 /* Options for a migration data socket (no delay for the return path). */
 void ferry__sock_tune(int fd);
 
