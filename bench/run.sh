@@ -6,3 +6,4 @@ cd "$(dirname "$0")/.."
 ./build/bench/bench-dirty
 ./build/bench/bench-placement
 python3 bench/precopy.py "$@"
+python3 bench/vs-qemu/run.py  # Ferry and QEMU side by side (installs qemu-system-x86 if absent)

@@ -88,16 +88,25 @@ static int send_packet(ferry_mf_send_chan *c, bool sync, uint64_t *bytes)
 					return -EIO;
 			} while (mode == ZSTD_e_end ? left != 0 : in.pos < in.size);
 		}
-		flags |= FERRY_MF_ZSTD;
-		clen = (uint32_t)out.pos;
-		iov[cnt].iov_base = c->zbuf;
-		iov[cnt].iov_len = out.pos;
-		cnt++;
 		pthread_mutex_lock(&s->lock);
 		s->compress_in += (uint64_t)nn * FERRY_PAGE_SIZE;
-		s->compress_out += out.pos;
+		s->compress_out += out.pos < (size_t)nn * FERRY_PAGE_SIZE ? out.pos
+									    : (size_t)nn * FERRY_PAGE_SIZE;
 		pthread_mutex_unlock(&s->lock);
-	} else {
+		if (out.pos < (size_t)nn * FERRY_PAGE_SIZE) {
+			flags |= FERRY_MF_ZSTD;
+			clen = (uint32_t)out.pos;
+			iov[cnt].iov_base = c->zbuf;
+			iov[cnt].iov_len = out.pos;
+			cnt++;
+		}
+	}
+	if (!(flags & FERRY_MF_ZSTD)) {
+		/*
+		 * Raw pages, also when zstd did not shrink them (random data): the
+		 * destination then reads them straight into guest RAM instead of
+		 * decompressing a stored copy.
+		 */
 		/* Coalesce consecutive pages into one iovec each. */
 		for (uint32_t i = 0; i < nn;) {
 			uint32_t k = i + 1;
@@ -375,7 +384,8 @@ static int recv_packet(ferry_mf_recv_chan *c)
 					"multifd packet with %u + %u pages (max %u)", nn, nz,
 					FERRY_MF_MAX_PAGES);
 	bool z = flags & FERRY_MF_ZSTD;
-	if (z != (r->compression == FERRY_COMPRESS_ZSTD) || (!z && clen) || (z && !nn) ||
+	/* Raw packets are fine in a zstd migration (data that did not compress). */
+	if ((z && r->compression != FERRY_COMPRESS_ZSTD) || (!z && clen) || (z && !nn) ||
 	    (z && clen > c->zcap))
 		return ferry__chan_fail(in, FERRY_EBADSTREAM,
 					"multifd packet compression (flags 0x%x, %u bytes) does not match the migration's",
