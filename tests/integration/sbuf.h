@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "stream/format.h"
+
 typedef struct sbuf {
 	uint8_t p[1 << 16];
 	size_t len;
@@ -24,4 +26,24 @@ static inline void be64(sbuf *b, uint64_t v) { be32(b, (uint32_t)(v >> 32)); be3
 static inline void str8(sbuf *b, const char *s) { u8(b, (uint8_t)strlen(s)); put(b, s, strlen(s)); }
 
 
+/* The guest spec of hand-made-stream destinations, and its RAM setup section. */
+#define DST_SPEC "mem=16M,vram=4M,vcpus=1,workload=random"
+
+static inline void ram_setup(sbuf *b)
+{
+	u8(b, FERRY_REC_SECTION_START);
+	be32(b, 1);
+	str8(b, "ram");
+	be32(b, 0);
+	be32(b, 1);
+	be64(b, (20ull << 20) | FERRY_RAM_MEM_SIZE);
+	be32(b, 2);
+	str8(b, "pc.ram");
+	be64(b, 16ull << 20);
+	str8(b, "vga.vram");
+	be64(b, 4ull << 20);
+	be64(b, FERRY_RAM_EOS);
+	u8(b, FERRY_REC_FOOTER);
+	be32(b, 1);
+}
 #endif

@@ -283,26 +283,6 @@ static void header(sbuf *b)
 	be32(b, 4096);
 }
 
-#define DST_SPEC "mem=16M,vram=4M,vcpus=1,workload=random"
-
-/* RAM setup section matching DST_SPEC. */
-static void ram_setup(sbuf *b)
-{
-	u8(b, FERRY_REC_SECTION_START);
-	be32(b, 1);
-	str8(b, "ram");
-	be32(b, 0);
-	be32(b, 1);
-	be64(b, (20 * MiB) | FERRY_RAM_MEM_SIZE);
-	be32(b, 2);
-	str8(b, "pc.ram");
-	be64(b, 16 * MiB);
-	str8(b, "vga.vram");
-	be64(b, 4 * MiB);
-	be64(b, FERRY_RAM_EOS);
-	u8(b, FERRY_REC_FOOTER);
-	be32(b, 1);
-}
 
 static void part_begin(sbuf *b)
 {

@@ -196,7 +196,6 @@ static void t_mf_channel_cut_then_retry(void **s)
 
 /* ---- hand-made channel traffic ---- */
 
-#define DST_SPEC "mem=16M,vram=4M,vcpus=1,workload=random"
 static const uint8_t UUID_A[16] = { 0xaa, 1, 2, 3 };
 static const uint8_t UUID_B[16] = { 0xbb, 1, 2, 3 };
 
@@ -243,20 +242,7 @@ static void main_prologue(sbuf *b)
 
 static void ram_setup_and_sync(sbuf *b)
 {
-	u8(b, FERRY_REC_SECTION_START);
-	be32(b, 1);
-	str8(b, "ram");
-	be32(b, 0);
-	be32(b, 1);
-	be64(b, (20 * MiB) | FERRY_RAM_MEM_SIZE);
-	be32(b, 2);
-	str8(b, "pc.ram");
-	be64(b, 16 * MiB);
-	str8(b, "vga.vram");
-	be64(b, 4 * MiB);
-	be64(b, FERRY_RAM_EOS);
-	u8(b, FERRY_REC_FOOTER);
-	be32(b, 1);
+	ram_setup(b);
 	u8(b, FERRY_REC_SECTION_PART);
 	be32(b, 1);
 	be64(b, FERRY_RAM_MULTIFD_SYNC);
