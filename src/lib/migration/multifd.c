@@ -194,7 +194,7 @@ int ferry__mf_send_start(ferry_mf_sender *s, struct ferry_migration *m, unsigned
 		c->s = s;
 		c->id = i;
 		c->bytes = FERRY_MF_HS_LEN; /* both sides count the handshake */
-		int r = ferry__sock_connect(m->uri, &c->fd, err, sizeof(err));
+		int r = ferry__sock_connect(m->uri, &c->fd, &m->cancel, err, sizeof(err));
 		if (r) {
 			snprintf(s->errmsg, sizeof(s->errmsg), "multifd channel %u: %.170s", i, err);
 			return r;

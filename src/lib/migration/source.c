@@ -170,9 +170,10 @@ void *ferry__source_thread(void *arg)
 
 	pthread_setname_np(pthread_self(), "mig/src/main");
 
-	r = ferry__sock_connect(m->uri, &fd, err, sizeof(err));
+	r = ferry__sock_connect(m->uri, &fd, &m->cancel, err, sizeof(err));
 	if (r) {
-		ferry__mig_set_error(m, r, "%s", err);
+		if (r != -ECANCELED)
+			ferry__mig_set_error(m, r, "%s", err);
 		goto out;
 	}
 	r = ferry__chan_init(c, fd);

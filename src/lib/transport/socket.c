@@ -7,7 +7,10 @@
 #include "transport/transport.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
+#include <poll.h>
+#include <stdatomic.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -15,6 +18,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -159,7 +163,58 @@ sys:
 	return r;
 }
 
-int ferry__sock_connect(const char *uri, int *fd, char *err, size_t elen)
+/*
+ * connect(2) that a cancel flag can interrupt: non-blocking connect, then
+ * poll in 100 ms slices checking *cancel. A unix socket whose listener's
+ * backlog is full answers EAGAIN: retried every 10 ms. Returns 0, -ECANCELED
+ * or the connect error; the socket is blocking again on success.
+ */
+static int connect_cancellable(int s, const struct sockaddr *sa, socklen_t len,
+			       const atomic_bool *cancel)
+{
+	int fl = fcntl(s, F_GETFL);
+	if (fl < 0 || fcntl(s, F_SETFL, fl | O_NONBLOCK) < 0)
+		return -errno;
+	int r;
+	for (;;) {
+		if (cancel && atomic_load(cancel))
+			return -ECANCELED;
+		if (connect(s, sa, len) == 0) {
+			r = 0;
+			break;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN) {
+			struct timespec ts = { 0, 10000000L };
+			nanosleep(&ts, NULL);
+			continue;
+		}
+		if (errno != EINPROGRESS)
+			return -errno;
+		for (;;) {
+			if (cancel && atomic_load(cancel))
+				return -ECANCELED;
+			struct pollfd p = { .fd = s, .events = POLLOUT };
+			int n = poll(&p, 1, 100);
+			if (n < 0 && errno != EINTR)
+				return -errno;
+			if (n > 0)
+				break;
+		}
+		int e = 0;
+		socklen_t el = sizeof(e);
+		if (getsockopt(s, SOL_SOCKET, SO_ERROR, &e, &el) < 0)
+			return -errno;
+		r = -e;
+		break;
+	}
+	if (r == 0 && fcntl(s, F_SETFL, fl) < 0)
+		r = -errno;
+	return r;
+}
+
+int ferry__sock_connect(const char *uri, int *fd, const atomic_bool *cancel, char *err, size_t elen)
 {
 	struct target t;
 	int r = parse(uri, &t, err, elen);
@@ -174,8 +229,7 @@ int ferry__sock_connect(const char *uri, int *fd, char *err, size_t elen)
 			snprintf(err, elen, "socket: %s", strerror(-r));
 			return r;
 		}
-		if (connect(s, (struct sockaddr *)&sa, sizeof(sa))) {
-			r = -errno;
+		if ((r = connect_cancellable(s, (struct sockaddr *)&sa, sizeof(sa), cancel))) {
 			close(s);
 			snprintf(err, elen, "cannot connect to '%s': %s", uri, strerror(-r));
 			return r;
@@ -196,14 +250,15 @@ int ferry__sock_connect(const char *uri, int *fd, char *err, size_t elen)
 			r = -errno;
 			continue;
 		}
-		if (connect(s, a->ai_addr, a->ai_addrlen) == 0) {
+		if ((r = connect_cancellable(s, a->ai_addr, a->ai_addrlen, cancel)) == 0) {
 			freeaddrinfo(ai);
 			ferry__sock_tune(s);
 			*fd = s;
 			return 0;
 		}
-		r = -errno;
 		close(s);
+		if (r == -ECANCELED)
+			break;
 	}
 	freeaddrinfo(ai);
 	snprintf(err, elen, "cannot connect to '%s': %s", uri, strerror(-r));

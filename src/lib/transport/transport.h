@@ -8,14 +8,19 @@
 #ifndef FERRY_TRANSPORT_H
 #define FERRY_TRANSPORT_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 
 /* Checks the syntax only. */
 int ferry__uri_check(const char *uri, char *err, size_t err_len);
 /* Binds and listens; *fd is the listening socket (CLOEXEC). */
 int ferry__sock_listen(const char *uri, int *fd, char *err, size_t err_len);
-/* Connects (blocking); *fd is the connected socket. */
-int ferry__sock_connect(const char *uri, int *fd, char *err, size_t err_len);
+/*
+ * Connects; *fd is the connected (blocking) socket. A set *cancel (may be
+ * NULL) interrupts the connect within 100 ms: -ECANCELED.
+ */
+int ferry__sock_connect(const char *uri, int *fd, const atomic_bool *cancel, char *err,
+			size_t err_len);
 /*
  * Accepts one connection on a listening socket; -EINVAL once the listening
  * socket was shut down (how a pending accept is cancelled).
