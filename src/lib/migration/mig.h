@@ -100,6 +100,8 @@ typedef struct ferry_ram_saver {
 	uint64_t send_ns;         /* time spent sending (for bandwidth) */
 	uint64_t sent_bytes;      /* bytes sent while timing */
 	uint64_t normal, zero, skipped;
+	uint64_t processed;       /* pages sent or skipped in the current pass */
+	uint64_t mbps_t0, mbps_b0; /* start of the current mbps window */
 	bool tracking;
 	/*
 	 * Zero-page detection of a batch is split with this helper thread

@@ -55,7 +55,37 @@ static void rs_stats(ferry_ram_saver *rs, uint64_t remaining_pages)
 	m->info.normal_bytes = m->info.normal * FERRY_PAGE_SIZE;
 	m->info.skipped = rs->skipped;
 	m->info.remaining = remaining_pages * FERRY_PAGE_SIZE;
+	/* mbps over the last window of at least 100 ms (QEMU's definition). */
+	uint64_t now = ferry__now_ns();
+	if (!rs->mbps_t0) {
+		rs->mbps_t0 = now;
+		rs->mbps_b0 = m->info.transferred;
+	} else if (now - rs->mbps_t0 >= 100000000ull) {
+		m->info.mbps = (double)(m->info.transferred - rs->mbps_b0) * 8 * 1e3 /
+			       (double)(now - rs->mbps_t0);
+		rs->mbps_t0 = now;
+		rs->mbps_b0 = m->info.transferred;
+	}
 	pthread_mutex_unlock(&m->stats_lock);
+}
+
+/* Bytes written so far: the main connection plus every multifd channel. */
+static uint64_t wire_bytes(ferry_ram_saver *rs)
+{
+	uint64_t b = rs->c->out_bytes;
+	if (rs->mf) {
+		pthread_mutex_lock(&rs->mf->lock);
+		for (unsigned i = 0; i < rs->mf->n; i++)
+			b += rs->mf->ch[i].bytes;
+		pthread_mutex_unlock(&rs->mf->lock);
+	}
+	return b;
+}
+
+/* Progress within the current pass (cheap: called every ~1-2 MiB sent). */
+static void rs_progress(ferry_ram_saver *rs)
+{
+	rs_stats(rs, rs->dirty_pages - rs->processed);
 }
 
 /* Sleeps as needed to keep within max_bw in 100 ms windows. */
@@ -90,6 +120,7 @@ static int rs_flush(ferry_ram_saver *rs)
 	if (r)
 		return r;
 	rate_limit(rs, rs->c->out_bytes - before);
+	rs_progress(rs);
 	return ferry__mig_cancelled(rs->m) ? -ECANCELED : 0;
 }
 
@@ -211,9 +242,11 @@ static int emit(ferry_ram_saver *rs, const struct ferry_ram_block *rb, uint64_t 
 				if (r)
 					return r;
 				rate_limit(rs, (uint64_t)FERRY_MF_MAX_PAGES * FERRY_PAGE_SIZE);
+				rs_progress(rs);
 			}
 			j->rb = rb;
 			j->pages[j->n++] = p;
+			rs->processed++;
 		}
 		return ferry__mig_cancelled(rs->m) ? -ECANCELED : 0;
 	}
@@ -227,6 +260,7 @@ static int emit(ferry_ram_saver *rs, const struct ferry_ram_block *rb, uint64_t 
 		rs->last_block = rb;
 	}
 	ferry__chan_put_be32(c, (uint32_t)n);
+	rs->processed += n;
 	if (kind == FERRY_RAM_PAGES) {
 		ferry__chan_put_external(c, rb->host + (start << FERRY_PAGE_SHIFT),
 					 n << FERRY_PAGE_SHIFT);
@@ -351,6 +385,7 @@ static int send_chunk(ferry_ram_saver *rs, struct ferry_ram_block *rb, uint64_t 
 		}
 		if (kind == 0) {
 			rs->skipped += j - i;
+			rs->processed += j - i;
 		} else {
 			int r = emit(rs, rb, kind == 1 ? FERRY_RAM_ZEROS : FERRY_RAM_PAGES, base + i,
 				     j - i);
@@ -379,10 +414,9 @@ static int send_run(ferry_ram_saver *rs, struct ferry_ram_block *rb, uint64_t pa
  * The first pass visits every page of every block, chunk by chunk:
  * protect, find populated pages, send those.
  */
-static int first_pass(ferry_ram_saver *rs, uint64_t *done)
+static int first_pass(ferry_ram_saver *rs)
 {
 	ferry_vm_t *vm = rs->vm;
-	uint64_t reported = 0;
 	for (unsigned i = 0; i < vm->nblocks; i++) {
 		struct ferry_ram_block *rb = vm->blocks[i];
 		for (uint64_t base = 0; base < rb->npages; base += SCAN_BATCH) {
@@ -390,11 +424,6 @@ static int first_pass(ferry_ram_saver *rs, uint64_t *done)
 			int r = send_chunk(rs, rb, base, n, true, rs->maps_file[i]);
 			if (r)
 				return r;
-			*done += n;
-			if (*done - reported >= 16384) { /* every 64 MiB */
-				rs_stats(rs, rs->dirty_pages - *done);
-				reported = *done;
-			}
 		}
 	}
 	return 0;
@@ -404,13 +433,14 @@ int ferry__ram_save_pass(ferry_ram_saver *rs, uint8_t section_type)
 {
 	ferry_vm_t *vm = rs->vm;
 	ferry_chan *c = rs->c;
-	uint64_t t0 = ferry__now_ns(), b0 = c->out_bytes, sent = 0, reported = 0;
+	uint64_t t0 = ferry__now_ns(), b0 = wire_bytes(rs);
 	int r = 0;
 
+	rs->processed = 0;
 	put_section_header(c, section_type);
 	rs->last_block = NULL; /* each section names its first block */
 	if (rs->first_pass) {
-		r = first_pass(rs, &sent);
+		r = first_pass(rs);
 		rs->first_pass = false;
 	}
 	for (unsigned i = 0; i < vm->nblocks && !r; i++) {
@@ -422,11 +452,6 @@ int ferry__ram_save_pass(ferry_ram_saver *rs, uint8_t section_type)
 			r = send_run(rs, rb, page, end);
 			if (r)
 				break;
-			sent += end - page;
-			if (sent - reported >= 16384) { /* every 64 MiB */
-				rs_stats(rs, rs->dirty_pages - sent);
-				reported = sent;
-			}
 			page = ferry__bitmap_next_set(rb->dirty, rb->npages, end);
 		}
 	}
@@ -445,11 +470,11 @@ int ferry__ram_save_pass(ferry_ram_saver *rs, uint8_t section_type)
 		put_section_end(c);
 		r = rs_flush(rs);
 	}
-	rs->dirty_pages = r ? rs->dirty_pages - sent : 0;
+	rs->dirty_pages = r ? rs->dirty_pages - rs->processed : 0;
 	rs->send_ns += ferry__now_ns() - t0;
-	rs->sent_bytes += c->out_bytes - b0;
-	rs->pass_bytes = c->out_bytes - b0;
-	ferry_info("pass: %llu pages (%llu bytes) in %.1f ms", (unsigned long long)sent,
+	rs->pass_bytes = wire_bytes(rs) - b0;
+	rs->sent_bytes += rs->pass_bytes;
+	ferry_info("pass: %llu pages (%llu bytes) in %.1f ms", (unsigned long long)rs->processed,
 		   (unsigned long long)rs->pass_bytes, (double)(ferry__now_ns() - t0) / 1e6);
 	rs_stats(rs, rs->dirty_pages);
 	return r;

@@ -149,8 +149,8 @@ static void update_info(struct ferry_migration *m, ferry_ram_saver *rs, uint32_t
 	m->info.dirty_pages_rate = dirty_rate;
 	m->info.stalled = stalled;
 	if (bw) {
+		/* mbps itself is the last 100 ms window (ram.c). */
 		m->info.expected_downtime_ms = rs->dirty_pages * FERRY_PAGE_SIZE * 1000 / bw;
-		m->info.mbps = (double)bw * 8 / 1e6;
 		m->info.pages_per_second = bw / FERRY_PAGE_SIZE;
 	}
 	pthread_mutex_unlock(&m->stats_lock);
