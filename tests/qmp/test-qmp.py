@@ -467,9 +467,10 @@ def case_full_migration_two_clients(tmp):
             kinds = [e["event"] if e["event"] != "MIGRATION" else e["data"]["status"] for e in ev]
             passes = [e["data"]["pass"] for e in ev if e["event"] == "MIGRATION_PASS"]
             true(f"{name}: passes numbered 1..n", passes == list(range(1, len(passes) + 1)) and passes, str(passes))
-            true(f"{name}: passes while active, then STOP, then device",
-                 kinds[:2] == ["setup", "active"] and kinds[-3:] == ["STOP", "device", "completed"] and
-                 set(kinds[2:-3]) == {"MIGRATION_PASS"}, str(kinds))
+            true(f"{name}: passes while active, then STOP, device, the switchover pass",
+                 kinds[:2] == ["setup", "active"] and
+                 kinds[-4:] == ["STOP", "device", "MIGRATION_PASS", "completed"] and
+                 set(kinds[2:-4]) == {"MIGRATION_PASS"}, str(kinds))
             ts = [e["timestamp"]["seconds"] * 10**6 + e["timestamp"]["microseconds"] for e in q.events]
             eq(f"{name}: timestamps never go back", ts, sorted(ts))
         info = a.ret("query-migrate")

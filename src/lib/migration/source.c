@@ -297,6 +297,8 @@ void *ferry__source_thread(void *arg)
 	if ((r = ferry__ram_sync(&rs, NULL)))
 		goto out;
 	update_info(m, &rs, pass + 1, m->info.dirty_pages_rate, 0, stalled);
+	/* As QEMU: every dirty sync is a MIGRATION_PASS, the switchover one too. */
+	ferry__mig_event(m, FERRY_EVENT_PASS, pass + 1);
 	if ((r = ferry__ram_save_pass(&rs, FERRY_REC_SECTION_END)))
 		goto out;
 	if ((r = save_devices(m, c)))
