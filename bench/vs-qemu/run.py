@@ -319,9 +319,18 @@ def migrate(a, sq, dq, uri, deadline):
             elif st in ("failed", "cancelled"):
                 raise BenchError(f"destination migration {st}: {d.get('error-desc', d)}")
         time.sleep(POLL_S)
+    # QEMU 7.2 can answer "completed" before it has filled in total-time (seen: 0 ms):
+    # ask once more, and fall back to the wall time to the source's completion.
+    final = sq.ret("query-migrate", deadline=deadline)
+    if final.get("status") == "completed":
+        info = final
+    wall_fallback = not info.get("total-time")
+    if wall_fallback:
+        info["total-time"] = round((src_done - t0) * 1000)
     ram = info.get("ram", {})
     total = max(info["total-time"], 1)
     return {"gbps": round(parse_size(a.mem) / (total / 1000) / 1e9, 3), "total_ms": info["total-time"],
+            **({"total_time_from_wall_clock": True} if wall_fallback else {}),
             "downtime_ms": info.get("downtime"), "setup_ms": info.get("setup-time"),
             "wall_to_dst_completed_ms": round((dst_done - t0) * 1000, 1),
             "transferred": ram.get("transferred"), "multifd_bytes": ram.get("multifd-bytes"),
