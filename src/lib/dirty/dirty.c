@@ -419,8 +419,12 @@ void ferry__dirty_tracker_fini(ferry_dirty_tracker *t)
 	t->pagemap_fd = -1;
 }
 
-/* Thread: the tracker's user (the migration thread). */
-int ferry__dirty_track_register(ferry_dirty_tracker *t, void *host, uint64_t size)
+/*
+ * Runs a WP-mode uffd operation on a range after the checks both
+ * register and protect need. Thread: the tracker's user.
+ */
+static int wp_op(ferry_dirty_tracker *t, void *host, uint64_t size,
+		 int (*op)(int uffd, void *host, uint64_t size), const char *what)
 {
 	if (!range_ok(host, size))
 		return -EINVAL;
@@ -428,26 +432,21 @@ int ferry__dirty_track_register(ferry_dirty_tracker *t, void *host, uint64_t siz
 		return 0;
 	if (t->uffd < 0)
 		return -EBADF;
-	int r = wp_register(t->uffd, host, size);
+	int r = op(t->uffd, host, size);
 	if (r < 0)
-		ferry_warn("dirty: cannot register %p+0x%llx for write-protect: %s", host,
-			   (unsigned long long)size, strerror(-r));
+		ferry_warn("dirty: cannot %s %p+0x%llx: %s", what, host, (unsigned long long)size,
+			   strerror(-r));
 	return r;
+}
+
+int ferry__dirty_track_register(ferry_dirty_tracker *t, void *host, uint64_t size)
+{
+	return wp_op(t, host, size, wp_register, "register for write-protect");
 }
 
 int ferry__dirty_track_protect(ferry_dirty_tracker *t, void *host, uint64_t size)
 {
-	if (!range_ok(host, size))
-		return -EINVAL;
-	if (t->mode != FERRY_DIRTY_WP_ASYNC || !size)
-		return 0;
-	if (t->uffd < 0)
-		return -EBADF;
-	int r = wp_protect(t->uffd, host, size);
-	if (r < 0)
-		ferry_warn("dirty: cannot write-protect %p+0x%llx: %s", host,
-			   (unsigned long long)size, strerror(-r));
-	return r;
+	return wp_op(t, host, size, wp_protect, "write-protect");
 }
 
 int ferry__dirty_track_start(ferry_dirty_tracker *t, void *host, uint64_t size)
