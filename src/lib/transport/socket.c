@@ -11,6 +11,7 @@
 #include <netdb.h>
 #include <poll.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -108,6 +109,20 @@ static int unix_addr(const struct target *t, struct sockaddr_un *sa)
 	return 0;
 }
 
+/* getaddrinfo for a tcp: target; passive = for listening (empty host = any). */
+static int resolve(const struct target *t, bool passive, struct addrinfo **ai, char *err,
+		   size_t elen)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				  .ai_flags = passive ? AI_PASSIVE : 0 };
+	int g = getaddrinfo(passive && !t->host[0] ? NULL : t->host, t->port, &hints, ai);
+	if (g) {
+		snprintf(err, elen, "cannot resolve '%s': %s", t->host, gai_strerror(g));
+		return -EHOSTUNREACH;
+	}
+	return 0;
+}
+
 int ferry__sock_listen(const char *uri, int *fd, char *err, size_t elen)
 {
 	struct target t;
@@ -130,13 +145,9 @@ int ferry__sock_listen(const char *uri, int *fd, char *err, size_t elen)
 		*fd = s;
 		return 0;
 	}
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_PASSIVE }, *ai, *a;
-	int g = getaddrinfo(t.host[0] ? t.host : NULL, t.port, &hints, &ai);
-	if (g) {
-		snprintf(err, elen, "cannot resolve '%s': %s", t.host, gai_strerror(g));
-		return -EHOSTUNREACH;
-	}
+	struct addrinfo *ai, *a;
+	if ((r = resolve(&t, true, &ai, err, elen)))
+		return r;
 	r = -EADDRNOTAVAIL;
 	for (a = ai; a; a = a->ai_next) {
 		int s = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
@@ -237,12 +248,9 @@ int ferry__sock_connect(const char *uri, int *fd, const atomic_bool *cancel, cha
 		*fd = s;
 		return 0;
 	}
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *ai, *a;
-	int g = getaddrinfo(t.host, t.port, &hints, &ai);
-	if (g) {
-		snprintf(err, elen, "cannot resolve '%s': %s", t.host, gai_strerror(g));
-		return -EHOSTUNREACH;
-	}
+	struct addrinfo *ai, *a;
+	if ((r = resolve(&t, false, &ai, err, elen)))
+		return r;
 	r = -ECONNREFUSED;
 	for (a = ai; a; a = a->ai_next) {
 		int s = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
