@@ -34,6 +34,16 @@ typedef enum ferry_mig_status {
 	FERRY_MIG_FAILED,
 	FERRY_MIG_CANCELLING,
 	FERRY_MIG_CANCELLED,
+	/*
+	 * Postcopy: the destination runs the guest while RAM still arrives.
+	 * From here on neither side can go back: a broken connection pauses
+	 * both (POSTCOPY_PAUSED) until ferry_migration_recover() on the
+	 * destination and ferry_migrate_resume() on the source reconnect them
+	 * (POSTCOPY_RECOVER while they do).
+	 */
+	FERRY_MIG_POSTCOPY_ACTIVE,
+	FERRY_MIG_POSTCOPY_PAUSED,
+	FERRY_MIG_POSTCOPY_RECOVER,
 } ferry_mig_status;
 
 FERRY_EXTERN const char *ferry_migration_status_name(ferry_mig_status s);
@@ -62,6 +72,23 @@ typedef struct ferry_mig_params {
 	uint32_t multifd_channels;
 	uint32_t multifd_compression;
 	int multifd_zstd_level;
+	/*
+	 * Capability postcopy-ram (both sides; on the destination through
+	 * ferry_migration_set_incoming_params): the migration may switch to
+	 * postcopy, on ferry_migration_start_postcopy() or automatically after
+	 * postcopy_after_passes passes (x-postcopy-after-passes, 0 = only on
+	 * request). Capability postcopy-preempt (source): requested pages travel
+	 * on their own connection so they never wait behind background pages.
+	 */
+	bool postcopy;
+	bool postcopy_preempt;
+	uint32_t postcopy_after_passes;
+	/*
+	 * x-link-timeout (ms, default 10000, 100..600000): in postcopy, a
+	 * connection that carries nothing for this long (no data, no
+	 * heartbeat) counts as broken and pauses the migration.
+	 */
+	uint32_t link_timeout_ms;
 	/* More fields may be added at any time. */
 } ferry_mig_params;
 
@@ -100,6 +127,24 @@ typedef struct ferry_mig_info {
 	uint64_t channel_bytes[FERRY_MULTIFD_MAX_CHANNELS];
 	uint64_t compress_in;       /* page bytes given to the compressor */
 	uint64_t compress_out;      /* compressed bytes produced */
+	/*
+	 * Postcopy. Source: requests served, bytes sent after the switch.
+	 * Destination: faults seen, pages requested, faults resolved locally
+	 * (pages the source never had: placed as zero pages), and the fault
+	 * latency (fault read to page placed) of requested pages; vcpu
+	 * blocktime sums those waits.
+	 */
+	bool postcopy;              /* the migration switched to postcopy */
+	uint64_t postcopy_requests;
+	uint64_t postcopy_bytes;
+	uint64_t postcopy_faults;
+	uint64_t postcopy_local_zero;
+	uint64_t postcopy_latency_samples;
+	uint64_t postcopy_latency_p50_us;
+	uint64_t postcopy_latency_p99_us;
+	uint64_t postcopy_latency_max_us;
+	uint64_t postcopy_blocktime_ms;
+	uint32_t postcopy_recoveries; /* times the migration resumed after a pause */
 	/* More fields may be added at any time. */
 } ferry_mig_info;
 
@@ -164,12 +209,43 @@ FERRY_EXTERN int ferry_migrate_incoming_fd(ferry_vm_t *vm, int fd);
  */
 FERRY_EXTERN int ferry_migration_set_params(ferry_vm_t *vm, const ferry_mig_params *params);
 
+/*
+ * Switches the running outgoing migration to postcopy after its current
+ * pass (QMP migrate-start-postcopy). Returns 0, -ENOENT (no outgoing
+ * migration) or -EINVAL (postcopy not enabled). Thread: any.
+ */
+FERRY_EXTERN int ferry_migration_start_postcopy(ferry_vm_t *vm);
+
+/*
+ * Destination-side parameters for incoming migrations that start (send
+ * their first postcopy command) after this call: postcopy, link_timeout_ms.
+ * Thread: any.
+ */
+FERRY_EXTERN int ferry_migration_set_incoming_params(ferry_vm_t *vm,
+						     const ferry_mig_params *params);
+
+/*
+ * Postcopy recovery. ferry_migration_pause() breaks the connection of a
+ * postcopy migration by hand (QMP migrate-pause) so both sides pause.
+ * On the destination, ferry_migration_recover() listens on uri for the
+ * source to come back (QMP migrate-recover); on the source,
+ * ferry_migrate_resume() reconnects to it (QMP migrate with resume=true).
+ * Return 0, -EINVAL (bad uri), -ENOENT (no migration in the right state:
+ * postcopy-active for pause, postcopy-paused for the others) or
+ * -EADDRINUSE (recover). Thread: any.
+ */
+FERRY_EXTERN int ferry_migration_pause(ferry_vm_t *vm);
+FERRY_EXTERN int ferry_migration_recover(ferry_vm_t *vm, const char *uri);
+FERRY_EXTERN int ferry_migrate_resume(ferry_vm_t *vm, const char *uri);
+
 /* Snapshot of progress. Thread: any. */
 FERRY_EXTERN int ferry_migration_query(ferry_vm_t *vm, ferry_mig_info *info);
 
 /*
  * Cancels the running migration (either direction). Returns 0 if a cancel
- * was started, -ENOENT if nothing runs. Completion shows as CANCELLED.
+ * was started, -ENOENT if nothing runs, -EBUSY in postcopy (the guest runs
+ * on the destination with part of its RAM still on the source: there is
+ * nothing to go back to). Completion shows as CANCELLED.
  * Thread: any.
  */
 FERRY_EXTERN int ferry_migration_cancel(ferry_vm_t *vm);

@@ -79,6 +79,8 @@ struct ferry_vm {
 	struct ferry_migration *mig; /* protected by mig_lock; NULL if none ever ran */
 	ferry_event_cb event_cb;     /* protected by mig_lock */
 	void *event_opaque;
+	/* Destination parameters (postcopy, link timeout); protected by mig_lock. */
+	ferry_mig_params in_params;
 };
 
 /* Frees a finished migration object (vm.c / migration code). */

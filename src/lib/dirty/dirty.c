@@ -118,7 +118,7 @@ static uint64_t set_range_count(unsigned long *map, uint64_t start, uint64_t n)
  * writes. Tries the syscall, then /dev/userfaultfd (whose permissions, not
  * vm.unprivileged_userfaultfd, decide). Returns the fd or a negative errno.
  */
-static int uffd_open(void)
+int ferry__uffd_open(void)
 {
 	const int flags = O_CLOEXEC | O_NONBLOCK;
 	int fd, err = ENOSYS;
@@ -169,7 +169,7 @@ static int wp_open(int *uffd_out, int *pagemap_out)
 	if (uffd_features_offered & UFFD_FEATURE_WP_HUGETLBFS_SHMEM)
 		features |= UFFD_FEATURE_WP_HUGETLBFS_SHMEM;
 
-	int uffd = uffd_open();
+	int uffd = ferry__uffd_open();
 	if (uffd < 0)
 		return uffd;
 	int r = uffd_api(uffd, features, NULL);
@@ -291,7 +291,7 @@ static int pagemap_scan(int pagemap_fd, struct page_region *vec, void *host, uin
  */
 static int probe(void)
 {
-	int fd = uffd_open();
+	int fd = ferry__uffd_open();
 	if (fd < 0) {
 		ferry_dbg("dirty: no userfaultfd: %s", strerror(-fd));
 		return fd;

@@ -98,4 +98,11 @@ bool ferry__ram_maps_file(void *host, uint64_t size, int fd);
  */
 int ferry__ram_file_fill(int fd, uint64_t size);
 
+/*
+ * Opens a userfaultfd (O_CLOEXEC | O_NONBLOCK; faults from user mode only
+ * where the kernel supports that). Shared with postcopy. Returns the fd or a
+ * negative errno.
+ */
+int ferry__uffd_open(void);
+
 #endif /* FERRY_DIRTY_H */

@@ -20,9 +20,11 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "migration/multifd.h"
+#include "migration/postcopy.h"
 #include "stream/format.h"
 #include "transport/transport.h"
 
@@ -32,11 +34,21 @@ typedef struct loader {
 	ferry_chan *c;
 	bool ram_started;
 	bool run_after;
-	struct ferry_ram_block *last;
-	uint64_t pages, zeros;
+	ferry_ram_loader ram;   /* the main channel's RAM loading state */
 	uint8_t uuid[16];       /* the source VM's, from the header */
 	ferry_mf_receiver mf;   /* when the stream announced multifd */
 	bool mf_on;
+	/* Postcopy (from ADVISE). */
+	ferry_pc_dst *pc;
+	bool pc_listening;      /* LISTEN done: RAM is placed, never written */
+	bool pc_running;        /* RUN received: the rest comes in postcopy */
+	bool pre_on;            /* preempt channel negotiated */
+	ferry_chan pre;         /* read by mig/dst/preempt */
+	ferry_ram_loader pre_ram;
+	pthread_t pre_thread;
+	bool pre_started;
+	atomic_bool pre_quit;   /* the preempt channel is being closed on purpose */
+	int listen_r;           /* mig/dst/listen's result */
 } loader;
 
 static void send_shut(ferry_chan *c, int status, const char *msg)
@@ -56,8 +68,8 @@ static void load_stats(loader *l)
 	struct ferry_migration *m = l->m;
 	pthread_mutex_lock(&m->stats_lock);
 	m->info.transferred = l->c->in_offset;
-	m->info.normal = l->pages;
-	m->info.duplicate = l->zeros;
+	m->info.normal = l->ram.pages + l->pre_ram.pages;
+	m->info.duplicate = l->ram.zeros + l->pre_ram.zeros;
 	if (l->mf_on) {
 		pthread_mutex_lock(&l->mf.lock);
 		m->info.normal += l->mf.pages;
@@ -159,7 +171,8 @@ static int load_section_start(loader *l, uint8_t type)
 		if (l->ram_started)
 			return ferry__chan_fail(c, FERRY_EBADSTREAM, "second RAM setup section");
 		l->ram_started = true;
-		if ((r = ferry__ram_load(l->vm, c, true, l->mf_on ? &l->mf : NULL, &l->last, &l->pages, &l->zeros)))
+		l->ram.mf = l->mf_on ? &l->mf : NULL;
+		if ((r = ferry__ram_load(&l->ram, true)))
 			return r;
 		return check_footer(l, id);
 	}
@@ -167,6 +180,152 @@ static int load_section_start(loader *l, uint8_t type)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM,
 					"device '%s' sent as an iterative section", idstr);
 	return load_device(l, id, idstr, inst, ver);
+}
+
+/* Joins the receive threads (all pages are placed once the stream ended). */
+static void mf_stop(loader *l)
+{
+	if (!l->mf_on)
+		return;
+	pthread_mutex_lock(&l->m->vm->mig_lock);
+	l->m->mf_recv = NULL;
+	pthread_mutex_unlock(&l->m->vm->mig_lock);
+	ferry__mf_recv_stop(&l->mf);
+	l->mf_on = false;
+}
+
+static void *preempt_thread(void *arg);
+static int pc_accept_preempt(loader *l, int lfd, char *err, size_t len);
+
+/* ADVISE: this destination must allow postcopy and be able to do it. */
+static int pc_advise(loader *l, uint32_t flags)
+{
+	struct ferry_migration *m = l->m;
+	ferry_vm_t *vm = l->vm;
+	ferry_chan *c = l->c;
+	char err[256];
+	if (l->pc || l->ram_started)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "postcopy advised twice or late");
+	if (flags & ~FERRY_PC_PREEMPT)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "postcopy flags 0x%x", flags);
+	pthread_mutex_lock(&vm->mig_lock);
+	ferry_mig_params ip = vm->in_params;
+	pthread_mutex_unlock(&vm->mig_lock);
+	if (!ip.postcopy)
+		return ferry__chan_fail(c, FERRY_EMISMATCH,
+					"the source asks for postcopy but postcopy-ram is not enabled on the destination");
+	pthread_mutex_lock(&m->stats_lock);
+	m->params.postcopy = true;
+	m->params.link_timeout_ms = ip.link_timeout_ms;
+	pthread_mutex_unlock(&m->stats_lock);
+	int r = ferry__pc_dst_probe(vm, err, sizeof(err));
+	if (r)
+		return ferry__chan_fail(c, r, "%s", err);
+	ferry_pc_dst *pc = calloc(1, sizeof(*pc));
+	if (!pc)
+		return ferry__chan_fail(c, -ENOMEM, "out of memory for postcopy");
+	if ((r = ferry__pc_dst_init(pc, m))) {
+		ferry__pc_dst_fini(pc);
+		free(pc);
+		return ferry__chan_fail(c, r, "out of memory for postcopy bitmaps");
+	}
+	pthread_mutex_lock(&vm->mig_lock);
+	l->pc = pc;
+	m->pc_dst = pc;
+	pthread_mutex_unlock(&vm->mig_lock);
+	if (!(flags & FERRY_PC_PREEMPT))
+		return 0;
+	if (m->listen_fd < 0)
+		return ferry__chan_fail(c, -EOPNOTSUPP,
+					"postcopy-preempt needs a destination that listens for connections");
+	if ((r = pc_accept_preempt(l, m->listen_fd, err, sizeof(err))))
+		return ferry__chan_fail(c, r, "%s", err);
+	l->pre_on = true;
+	return 0;
+}
+
+/* Reads a preempt connection's handshake from lfd. */
+static int pc_accept_preempt(loader *l, int lfd, char *err, size_t len)
+{
+	int fd, r = ferry__sock_accept(lfd, &fd);
+	if (r) {
+		snprintf(err, len, "accepting the postcopy preempt channel: %s", ferry_strerror(r));
+		return r;
+	}
+	if ((r = ferry__chan_init(&l->pre, fd))) {
+		close(fd);
+		return r;
+	}
+	uint8_t hs[FERRY_PC_HS_LEN];
+	ferry__chan_ctx(&l->pre, "preempt channel handshake");
+	if ((r = ferry__chan_read(&l->pre, hs, sizeof(hs)))) {
+		snprintf(err, len, "%s", l->pre.in_errmsg);
+		return r;
+	}
+	if (ferry__ld_be32(hs) != FERRY_PC_HS_MAGIC || ferry__ld_be32(hs + 4) != FERRY_STREAM_VERSION ||
+	    memcmp(hs + 8, l->uuid, 16)) {
+		snprintf(err, len, "the postcopy preempt channel's handshake does not match this migration");
+		return FERRY_EBADSTREAM;
+	}
+	atomic_store(&l->m->preempt_fd, fd);
+	return 0;
+}
+
+static int pre_start(loader *l)
+{
+	l->pre_ram = (ferry_ram_loader){ .vm = l->vm, .c = &l->pre, .pc = l->pc,
+					 .pages = l->pre_ram.pages, .zeros = l->pre_ram.zeros };
+	l->pre_ram.bounce = malloc((size_t)FERRY_RAM_MAX_RUN << FERRY_PAGE_SHIFT);
+	if (!l->pre_ram.bounce)
+		return -ENOMEM;
+	atomic_store(&l->pre_quit, false);
+	int r = -pthread_create(&l->pre_thread, NULL, preempt_thread, l);
+	l->pre_started = !r;
+	return r;
+}
+
+static void pre_stop(loader *l)
+{
+	atomic_store(&l->pre_quit, true);
+	atomic_store(&l->m->preempt_fd, -1);
+	if (l->pre.ibuf)
+		ferry__chan_shutdown(&l->pre);
+	if (l->pre_started)
+		pthread_join(l->pre_thread, NULL);
+	l->pre_started = false;
+	if (l->pre.ibuf)
+		ferry__chan_close(&l->pre);
+	l->pre.fd = -1;
+	free(l->pre_ram.bounce);
+	l->pre_ram.bounce = NULL;
+}
+
+static int pc_listen(loader *l)
+{
+	ferry_chan *c = l->c;
+	char err[256];
+	if (!l->pc || l->pc_listening)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "postcopy listen %s",
+					l->pc ? "twice" : "without advise");
+	/* Precopy is over: the multifd receivers have placed all they had. */
+	mf_stop(l);
+	int r = ferry__pc_dst_listen(l->pc, c, err, sizeof(err));
+	if (r)
+		return ferry__chan_fail(c, r, "%s", err);
+	l->pc_listening = true;
+	l->ram.pc = l->pc;
+	l->ram.bounce = malloc((size_t)FERRY_RAM_MAX_RUN << FERRY_PAGE_SHIFT);
+	if (!l->ram.bounce)
+		return ferry__chan_fail(c, -ENOMEM, "out of memory for postcopy");
+	ferry_mig_params p;
+	ferry__mig_params(l->m, &p);
+	ferry__sock_set_link_timeout(c->fd, p.link_timeout_ms);
+	if (l->pre_on) {
+		ferry__sock_set_link_timeout(l->pre.fd, p.link_timeout_ms);
+		if ((r = pre_start(l)))
+			return ferry__chan_fail(c, r, "cannot start the preempt thread");
+	}
+	return 0;
 }
 
 static int load_command(loader *l)
@@ -180,10 +339,27 @@ static int load_command(loader *l)
 		return r;
 	static const int lens[FERRY_CMD__MAX] = {
 		[FERRY_CMD_PING] = 4, [FERRY_CMD_SWITCHOVER] = 0, [FERRY_CMD_VM_STATE] = 1,
-		[FERRY_CMD_MULTIFD] = 5,
+		[FERRY_CMD_MULTIFD] = 5, [FERRY_CMD_POSTCOPY_ADVISE] = 4,
+		[FERRY_CMD_POSTCOPY_DISCARD] = -1, [FERRY_CMD_POSTCOPY_LISTEN] = 0,
+		[FERRY_CMD_POSTCOPY_RUN] = 1, [FERRY_CMD_POSTCOPY_RESUME] = -2,
 	};
 	if (cmd == 0 || cmd >= FERRY_CMD__MAX)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM, "unknown command %u", cmd);
+	if (cmd == FERRY_CMD_POSTCOPY_RESUME)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "postcopy resume outside a recovery");
+	if (cmd == FERRY_CMD_POSTCOPY_DISCARD) {
+		if (!l->pc || l->pc_listening)
+			return ferry__chan_fail(c, FERRY_EBADSTREAM, "postcopy discard %s",
+						l->pc ? "after listen" : "without advise");
+		uint8_t *big = malloc(len ? len : 1);
+		if (!big)
+			return ferry__chan_fail(c, -ENOMEM, "out of memory for a discard bitmap");
+		r = ferry__chan_read(c, big, len);
+		if (!r)
+			r = ferry__pc_dst_discard(l->pc, c, big, len);
+		free(big);
+		return r;
+	}
 	if (len != lens[cmd])
 		return ferry__chan_fail(c, FERRY_EBADSTREAM, "command %u with %u bytes (expected %d)",
 					cmd, len, lens[cmd]);
@@ -191,10 +367,23 @@ static int load_command(loader *l)
 		return r;
 	switch (cmd) {
 	case FERRY_CMD_PING:
+		if (l->pc_listening) /* other threads write the return path too */
+			return ferry__pc_rp_send(l->pc, FERRY_RP_PONG, buf, 4, NULL, 0);
 		ferry__chan_put_be16(c, FERRY_RP_PONG);
 		ferry__chan_put_be16(c, 4);
 		ferry__chan_put(c, buf, 4);
 		return ferry__chan_flush(c);
+	case FERRY_CMD_POSTCOPY_ADVISE:
+		return pc_advise(l, ferry__ld_be32(buf));
+	case FERRY_CMD_POSTCOPY_LISTEN:
+		return pc_listen(l);
+	case FERRY_CMD_POSTCOPY_RUN:
+		if (!l->pc_listening || buf[0] > 1)
+			return ferry__chan_fail(c, FERRY_EBADSTREAM, "postcopy run %s",
+						l->pc_listening ? "with a bad run state" : "before listen");
+		l->run_after = buf[0];
+		l->pc_running = true;
+		return 0;
 	case FERRY_CMD_SWITCHOVER:
 		return 0;
 	case FERRY_CMD_VM_STATE:
@@ -272,7 +461,8 @@ static int load_stream(loader *l)
 							"section %u continued before it started", id);
 			if (type == FERRY_REC_SECTION_END)
 				ferry__mig_set_status(l->m, FERRY_MIG_DEVICE);
-			r = ferry__ram_load(l->vm, c, false, l->mf_on ? &l->mf : NULL, &l->last, &l->pages, &l->zeros);
+			l->ram.mf = l->mf_on ? &l->mf : NULL;
+			r = ferry__ram_load(&l->ram, false);
 			if (!r)
 				r = check_footer(l, id);
 			break;
@@ -288,19 +478,213 @@ static int load_stream(loader *l)
 		load_stats(l);
 		if (ferry__mig_cancelled(l->m))
 			return -ECANCELED;
+		if (l->pc_running)
+			return 0; /* the rest is postcopy: pc_incoming() */
 	}
 }
 
-/* Joins the receive threads (all pages are placed once the stream ended). */
-static void mf_stop(loader *l)
+/* ---- postcopy (destination) ---- */
+
+/*
+ * mig/dst/preempt: requested pages from the preempt connection. If it
+ * breaks while in use, the main connection is shut down too so that both
+ * pause together.
+ */
+static void *preempt_thread(void *arg)
 {
-	if (!l->mf_on)
+	loader *l = arg;
+	pthread_setname_np(pthread_self(), "mig/dst/preempt");
+	ferry__ram_load(&l->pre_ram, false);
+	if (!atomic_load(&l->pre_quit)) {
+		ferry_warn("postcopy preempt channel: %s",
+			   l->pre.in_errmsg[0] ? l->pre.in_errmsg : "ended");
+		int fd = atomic_load(&l->m->chan_fd);
+		if (fd >= 0)
+			shutdown(fd, SHUT_RDWR);
+	}
+	return NULL;
+}
+
+/* mig/dst/listen: the background pages on the main connection, until EOF. */
+static void *listen_thread(void *arg)
+{
+	loader *l = arg;
+	ferry_chan *c = l->c;
+	pthread_setname_np(pthread_self(), "mig/dst/listen");
+	int r = 0;
+	for (;;) {
+		uint8_t type;
+		uint32_t id;
+		ferry__chan_ctx(c, "record");
+		if ((r = ferry__chan_get_u8(c, &type)))
+			break;
+		if (type == FERRY_REC_EOF)
+			break;
+		if (type == FERRY_REC_SECTION_PART) {
+			ferry__chan_ctx_name(c, "section part");
+			if ((r = ferry__chan_get_be32(c, &id)))
+				break;
+			if (id != FERRY_SECTION_RAM) {
+				r = ferry__chan_fail(c, FERRY_EBADSTREAM, "section %u in postcopy", id);
+				break;
+			}
+			if ((r = ferry__ram_load(&l->ram, false)) || (r = check_footer(l, id)))
+				break;
+		} else if (type == FERRY_REC_COMMAND) {
+			if ((r = load_command(l)))
+				break;
+		} else {
+			r = ferry__chan_fail(c, FERRY_EBADSTREAM, "record type 0x%02x in postcopy", type);
+			break;
+		}
+		load_stats(l);
+	}
+	l->listen_r = r;
+	return NULL;
+}
+
+/* A recovered connection: header of the same source, then RESUME. */
+static int pc_accept_resume(loader *l, int lfd, char *err, size_t len)
+{
+	ferry_chan *c = l->c;
+	int fd, r = ferry__sock_accept(lfd, &fd);
+	if (r) {
+		snprintf(err, len, "accept failed: %s", ferry_strerror(r));
+		return r;
+	}
+	if ((r = ferry__chan_init(c, fd))) {
+		close(fd);
+		return r;
+	}
+	atomic_store(&l->m->chan_fd, fd);
+	uint8_t hdr[28];
+	uint8_t t;
+	uint16_t cmd, clen;
+	ferry__chan_ctx(c, "stream header");
+	if ((r = ferry__chan_read(c, hdr, sizeof(hdr))))
+		goto bad;
+	if (ferry__ld_be32(hdr) != FERRY_STREAM_MAGIC || ferry__ld_be32(hdr + 4) != FERRY_STREAM_VERSION ||
+	    memcmp(hdr + 8, l->uuid, 16)) {
+		r = ferry__chan_fail(c, FERRY_EMISMATCH, "the connection is not from this migration's source");
+		goto bad;
+	}
+	ferry__chan_ctx(c, "command");
+	if ((r = ferry__chan_get_u8(c, &t)) || (r = ferry__chan_get_be16(c, &cmd)) ||
+	    (r = ferry__chan_get_be16(c, &clen)))
+		goto bad;
+	if (t != FERRY_REC_COMMAND || cmd != FERRY_CMD_POSTCOPY_RESUME || clen) {
+		r = ferry__chan_fail(c, FERRY_EBADSTREAM, "expected postcopy resume");
+		goto bad;
+	}
+	if (l->pre_on && (r = pc_accept_preempt(l, lfd, err, len)))
+		return r;
+	ferry_mig_params p;
+	ferry__mig_params(l->m, &p);
+	ferry__sock_set_link_timeout(fd, p.link_timeout_ms);
+	if (l->pre_on)
+		ferry__sock_set_link_timeout(l->pre.fd, p.link_timeout_ms);
+	return 0;
+bad:
+	snprintf(err, len, "%s", c->in_errmsg[0] ? c->in_errmsg : ferry_strerror(r));
+	return r;
+}
+
+/* Drops the connections of a broken postcopy; the guest keeps running. */
+static void pc_disconnect(loader *l)
+{
+	ferry__pc_dst_set_rp(l->pc, NULL);
+	atomic_store(&l->m->chan_fd, -1);
+	if (l->c->ibuf) {
+		ferry__chan_shutdown(l->c);
+		ferry__chan_close(l->c);
+	}
+	l->c->fd = -1;
+	if (l->pre_on)
+		pre_stop(l);
+}
+
+/*
+ * After RUN: mig/dst/listen takes the main connection until EOF. A broken
+ * connection pauses; ferry_migration_recover() brings a new one. Returns 0
+ * once every page is placed, or a negative errno.
+ */
+static int pc_incoming(loader *l)
+{
+	struct ferry_migration *m = l->m;
+	ferry_vm_t *vm = l->vm;
+	for (;;) {
+		pthread_t t;
+		int r = -pthread_create(&t, NULL, listen_thread, l);
+		if (r)
+			return r;
+		pthread_join(t, NULL);
+		if (!l->listen_r) {
+			if (ferry__pc_dst_complete(l->pc))
+				return 0;
+			return ferry__chan_fail(l->c, FERRY_EBADSTREAM,
+						"the source ended postcopy with pages still missing");
+		}
+		char why[300];
+		snprintf(why, sizeof(why), "%s",
+			 l->c->in_errmsg[0] ? l->c->in_errmsg : ferry_strerror(l->listen_r));
+		pc_disconnect(l);
+		ferry_warn("postcopy paused: %s", why);
+		ferry__mig_set_status(m, FERRY_MIG_POSTCOPY_PAUSED);
+		for (;;) {
+			pthread_mutex_lock(&vm->mig_lock);
+			while (m->recover_fd < 0)
+				pthread_cond_wait(&vm->mig_cond, &vm->mig_lock);
+			int lfd = m->recover_fd;
+			pthread_mutex_unlock(&vm->mig_lock);
+			ferry__mig_set_status(m, FERRY_MIG_POSTCOPY_RECOVER);
+			char err[256];
+			r = pc_accept_resume(l, lfd, err, sizeof(err));
+			/* One recovery per listener: the next pause needs a new one. */
+			pthread_mutex_lock(&vm->mig_lock);
+			m->recover_fd = -1;
+			pthread_mutex_unlock(&vm->mig_lock);
+			close(lfd);
+			if (!r) {
+				ferry__pc_dst_set_rp(l->pc, l->c);
+				if (l->pre_on)
+					r = pre_start(l);
+				if (!r)
+					r = ferry__pc_dst_resync(l->pc);
+				if (!r)
+					break;
+				snprintf(err, sizeof(err), "resync failed: %s", ferry_strerror(r));
+			}
+			ferry_warn("postcopy recovery failed: %s", err);
+			pc_disconnect(l);
+			ferry__mig_set_status(m, FERRY_MIG_POSTCOPY_PAUSED);
+		}
+		pthread_mutex_lock(&m->stats_lock);
+		m->info.postcopy_recoveries++;
+		pthread_mutex_unlock(&m->stats_lock);
+		ferry__mig_set_status(m, FERRY_MIG_POSTCOPY_ACTIVE);
+	}
+}
+
+/* Ends postcopy: unregisters RAM (waking any waiter), stops its threads. */
+static void pc_end(loader *l)
+{
+	if (!l->pc)
 		return;
-	pthread_mutex_lock(&l->m->vm->mig_lock);
-	l->m->mf_recv = NULL;
-	pthread_mutex_unlock(&l->m->vm->mig_lock);
-	ferry__mf_recv_stop(&l->mf);
-	l->mf_on = false;
+	if (l->pre_on)
+		pre_stop(l);
+	ferry__pc_dst_set_rp(l->pc, NULL);
+	pthread_mutex_lock(&l->m->stats_lock); /* keep the final figures */
+	ferry__pc_dst_stats(l->pc, &l->m->info);
+	pthread_mutex_unlock(&l->m->stats_lock);
+	pthread_mutex_lock(&l->vm->mig_lock);
+	l->m->pc_dst = NULL;
+	pthread_mutex_unlock(&l->vm->mig_lock);
+	ferry__pc_dst_fini(l->pc);
+	free(l->pc);
+	l->pc = NULL;
+	free(l->ram.bounce);
+	l->ram.bounce = NULL;
+	l->ram.pc = NULL;
 }
 
 void *ferry__dest_thread(void *arg)
@@ -308,7 +692,8 @@ void *ferry__dest_thread(void *arg)
 	struct ferry_migration *m = arg;
 	ferry_vm_t *vm = m->vm;
 	ferry_chan *c = &m->chan;
-	loader l = { .m = m, .vm = vm, .c = c };
+	loader l = { .m = m, .vm = vm, .c = c, .ram = { .vm = vm, .c = c } };
+	l.pre.fd = -1;
 	int fd = m->chan.fd, r = 0;
 
 	pthread_setname_np(pthread_self(), "mig/dst/main");
@@ -355,11 +740,31 @@ void *ferry__dest_thread(void *arg)
 		}
 		ferry__mig_event(m, FERRY_EVENT_RESUME, 0);
 	}
+	if (l.pc_running) {
+		/* The guest runs; its missing pages fault and are fetched. */
+		pthread_mutex_lock(&m->stats_lock);
+		m->info.postcopy = true;
+		pthread_mutex_unlock(&m->stats_lock);
+		ferry__pc_rp_send(l.pc, FERRY_RP_RUNNING, NULL, 0, NULL, 0);
+		ferry__mig_set_status(m, FERRY_MIG_POSTCOPY_ACTIVE);
+		r = pc_incoming(&l);
+		load_stats(&l);
+		pc_end(&l);
+		if (r)
+			goto out;
+	}
 	send_shut(c, 0, NULL);
 	ferry__mig_set_status(m, FERRY_MIG_COMPLETED);
 	goto done;
 
 out:
+	if (l.pc) {
+		/* Before SHUT: the fault thread writes the return path too. */
+		bool ran = l.pc_running;
+		pc_end(&l);
+		if (ran && ferry_vm_stop(vm) == 0)
+			ferry__mig_event(m, FERRY_EVENT_STOP, 0);
+	}
 	if (ferry__mig_cancelled(m))
 		r = -ECANCELED;
 	else if (c->in_err && c->in_errmsg[0])

@@ -62,6 +62,20 @@ struct ferry_migration {
 	int rp_status;
 	char rp_msg[200];
 	uint64_t rp_shut_ns;
+
+	/*
+	 * Postcopy. pc_src (source) and pc_dst (destination) are set by the
+	 * main thread before the threads that use them start, and freed
+	 * after they were joined.
+	 */
+	atomic_bool pc_start;        /* source: switch after the current pass */
+	struct ferry_pc_src *pc_src;
+	struct ferry_pc_dst *pc_dst;
+	atomic_int preempt_fd;       /* -1 when none; pause shuts it down */
+	/* Recovery requests: protected by vm->mig_lock, signalled on mig_cond. */
+	char resume_uri[512];        /* source: ferry_migrate_resume() */
+	bool resume_req;
+	int recover_fd;              /* destination: listener from ferry_migration_recover() */
 };
 
 /* Status change + MIGRATION event; takes vm->mig_lock. */
@@ -120,6 +134,8 @@ typedef struct ferry_ram_saver {
 	/* Multifd: pages go to channels in jobs (NULL: on the main channel). */
 	struct ferry_mf_sender *mf;
 	struct ferry_mf_job *job;
+	/* Postcopy: no rate limit, small flushes (requests wait behind them). */
+	bool postcopy;
 } ferry_ram_saver;
 
 /* Starts dirty tracking, finds populated pages, writes the setup section. */
@@ -130,11 +146,39 @@ int ferry__ram_sync(ferry_ram_saver *rs, uint64_t *newly);
 int ferry__ram_save_pass(ferry_ram_saver *rs, uint8_t section_type);
 /* Stops tracking (idempotent). */
 void ferry__ram_save_cleanup(ferry_ram_saver *rs);
+/*
+ * Postcopy background pass: one PART section with every dirty page, in
+ * small runs whose bits are cleared under `lock` (the return path thread
+ * clears bits of pages it sends on the preempt channel). serve(opaque) runs
+ * between runs (requested pages first). Returns 0 or a negative errno.
+ */
+int ferry__ram_postcopy_pass(ferry_ram_saver *rs, pthread_mutex_t *lock,
+			     int (*serve)(void *opaque), void *opaque);
+/* Sends pages [first, first + n) of rb as one PAGES record and flushes. */
+int ferry__ram_send_pages(ferry_ram_saver *rs, const struct ferry_ram_block *rb,
+			  uint64_t first, uint32_t n);
 
-/* Loads one RAM section body (records up to EOS). */
+/*
+ * Destination RAM loading state for one input channel. With pc set
+ * (postcopy), pages are read into `bounce` (FERRY_RAM_MAX_RUN pages) and
+ * placed atomically instead of being received straight into RAM.
+ */
 struct ferry_mf_receiver;
-int ferry__ram_load(ferry_vm_t *vm, ferry_chan *c, bool setup, struct ferry_mf_receiver *mf,
-		    struct ferry_ram_block **last, uint64_t *pages, uint64_t *zeros);
+struct ferry_pc_dst;
+typedef struct ferry_ram_loader {
+	ferry_vm_t *vm;
+	ferry_chan *c;
+	struct ferry_mf_receiver *mf;
+	struct ferry_pc_dst *pc;
+	uint8_t *bounce;
+	struct ferry_ram_block *last; /* for CONTINUE */
+	uint64_t pages, zeros;
+} ferry_ram_loader;
+/*
+ * Loads one RAM section body (records up to EOS). The preempt channel is
+ * one endless body: its loader returns only on error or end of data.
+ */
+int ferry__ram_load(ferry_ram_loader *l, bool setup);
 /* Multifd hooks for cancel (migration.c): wake everything up. */
 void ferry__mf_cancel(struct ferry_migration *m);
 

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "migration/multifd.h"
+#include "migration/postcopy.h"
 #include "transport/transport.h"
 
 static const char *const status_names[] = {
@@ -32,6 +33,9 @@ static const char *const status_names[] = {
 	[FERRY_MIG_FAILED] = "failed",
 	[FERRY_MIG_CANCELLING] = "cancelling",
 	[FERRY_MIG_CANCELLED] = "cancelled",
+	[FERRY_MIG_POSTCOPY_ACTIVE] = "postcopy-active",
+	[FERRY_MIG_POSTCOPY_PAUSED] = "postcopy-paused",
+	[FERRY_MIG_POSTCOPY_RECOVER] = "postcopy-recover",
 };
 
 const char *ferry_migration_status_name(ferry_mig_status s)
@@ -51,11 +55,21 @@ void ferry_mig_params_init(ferry_mig_params *p)
 	p->multifd_channels = 2;
 	p->multifd_compression = FERRY_COMPRESS_NONE;
 	p->multifd_zstd_level = 1;
+	p->postcopy = false;
+	p->postcopy_preempt = false;
+	p->postcopy_after_passes = 0;
+	p->link_timeout_ms = 10000;
 }
 
 static bool is_final(ferry_mig_status s)
 {
 	return s == FERRY_MIG_COMPLETED || s == FERRY_MIG_FAILED || s == FERRY_MIG_CANCELLED;
+}
+
+static bool is_postcopy(ferry_mig_status s)
+{
+	return s == FERRY_MIG_POSTCOPY_ACTIVE || s == FERRY_MIG_POSTCOPY_PAUSED ||
+	       s == FERRY_MIG_POSTCOPY_RECOVER;
 }
 
 bool ferry__migration_busy(const ferry_vm_t *vm)
@@ -160,6 +174,8 @@ void ferry__migration_free(struct ferry_migration *m)
 		pthread_join(m->thread, NULL);
 	if (m->listen_fd >= 0)
 		close(m->listen_fd);
+	if (m->recover_fd >= 0)
+		close(m->recover_fd);
 	pthread_mutex_destroy(&m->stats_lock);
 	pthread_mutex_destroy(&m->rp_lock);
 	pthread_cond_destroy(&m->rp_cond);
@@ -177,7 +193,14 @@ static struct ferry_migration *mig_new(ferry_vm_t *vm, bool incoming, const char
 		snprintf(m->uri, sizeof(m->uri), "%s", uri);
 	ferry_mig_params_init(&m->params);
 	m->listen_fd = -1;
+	m->recover_fd = -1;
 	atomic_init(&m->chan_fd, -1);
+	atomic_init(&m->preempt_fd, -1);
+	if (incoming) {
+		pthread_mutex_lock(&vm->mig_lock);
+		m->params = vm->in_params;
+		pthread_mutex_unlock(&vm->mig_lock);
+	}
 	m->chan.fd = -1;
 	pthread_mutex_init(&m->stats_lock, NULL);
 	pthread_mutex_init(&m->rp_lock, NULL);
@@ -241,6 +264,9 @@ static int params_check(const ferry_mig_params *p)
 	if (p->multifd_channels < 1 || p->multifd_channels > FERRY_MULTIFD_MAX_CHANNELS ||
 	    p->multifd_compression > FERRY_COMPRESS_ZSTD || p->multifd_zstd_level < 1 ||
 	    p->multifd_zstd_level > 20)
+		return -EINVAL;
+	if ((p->postcopy_preempt && !p->postcopy) || p->link_timeout_ms < 100 ||
+	    p->link_timeout_ms > 600000)
 		return -EINVAL;
 	return 0;
 }
@@ -353,6 +379,8 @@ int ferry_migration_query(ferry_vm_t *vm, ferry_mig_info *info)
 	*info = m->info;
 	uint64_t end = m->end_ns ? m->end_ns : ferry__now_ns();
 	info->total_time_ms = (end - m->start_ns) / 1000000;
+	if (m->pc_dst) /* set and cleared under mig_lock */
+		ferry__pc_dst_stats(m->pc_dst, info);
 	pthread_mutex_unlock(&m->stats_lock);
 	pthread_mutex_unlock(&vm->mig_lock);
 	return 0;
@@ -367,6 +395,10 @@ int ferry_migration_cancel(ferry_vm_t *vm)
 	if (!m || m->thread_done || is_final(m->status)) {
 		pthread_mutex_unlock(&vm->mig_lock);
 		return -ENOENT;
+	}
+	if (is_postcopy(m->status)) {
+		pthread_mutex_unlock(&vm->mig_lock);
+		return -EBUSY;
 	}
 	atomic_store(&m->cancel, true);
 	/* Wake the thread wherever it blocks: accept, connect, read or write. */
@@ -438,4 +470,98 @@ void ferry__mig_thread_done(struct ferry_migration *m)
 	m->thread_done = true;
 	pthread_cond_broadcast(&vm->mig_cond);
 	pthread_mutex_unlock(&vm->mig_lock);
+}
+
+int ferry_migration_start_postcopy(ferry_vm_t *vm)
+{
+	if (!vm)
+		return -EINVAL;
+	pthread_mutex_lock(&vm->mig_lock);
+	struct ferry_migration *m = vm->mig;
+	int r = -ENOENT;
+	if (m && !m->incoming && !m->thread_done && !is_final(m->status)) {
+		pthread_mutex_lock(&m->stats_lock);
+		bool on = m->params.postcopy;
+		pthread_mutex_unlock(&m->stats_lock);
+		r = on ? 0 : -EINVAL;
+		if (on)
+			atomic_store(&m->pc_start, true);
+	}
+	pthread_mutex_unlock(&vm->mig_lock);
+	return r;
+}
+
+int ferry_migration_set_incoming_params(ferry_vm_t *vm, const ferry_mig_params *params)
+{
+	if (!vm || !params || params_check(params))
+		return -EINVAL;
+	pthread_mutex_lock(&vm->mig_lock);
+	vm->in_params = *params;
+	pthread_mutex_unlock(&vm->mig_lock);
+	return 0;
+}
+
+int ferry_migration_pause(ferry_vm_t *vm)
+{
+	if (!vm)
+		return -EINVAL;
+	pthread_mutex_lock(&vm->mig_lock);
+	struct ferry_migration *m = vm->mig;
+	int r = -ENOENT;
+	if (m && !m->thread_done && m->status == FERRY_MIG_POSTCOPY_ACTIVE) {
+		/* Both directions: whichever thread blocks there fails and pauses. */
+		int fd = atomic_load(&m->chan_fd);
+		if (fd >= 0)
+			shutdown(fd, SHUT_RDWR);
+		fd = atomic_load(&m->preempt_fd);
+		if (fd >= 0)
+			shutdown(fd, SHUT_RDWR);
+		r = 0;
+	}
+	pthread_mutex_unlock(&vm->mig_lock);
+	return r;
+}
+
+int ferry_migration_recover(ferry_vm_t *vm, const char *uri)
+{
+	char err[256];
+	if (!vm || ferry__uri_check(uri, err, sizeof(err)))
+		return -EINVAL;
+	pthread_mutex_lock(&vm->mig_lock);
+	struct ferry_migration *m = vm->mig;
+	if (!m || !m->incoming || m->thread_done || m->status != FERRY_MIG_POSTCOPY_PAUSED ||
+	    m->recover_fd >= 0) {
+		pthread_mutex_unlock(&vm->mig_lock);
+		return -ENOENT;
+	}
+	int fd;
+	int r = ferry__sock_listen(uri, &fd, err, sizeof(err));
+	if (r) {
+		pthread_mutex_unlock(&vm->mig_lock);
+		ferry_warn("%s", err);
+		return r;
+	}
+	m->recover_fd = fd;
+	pthread_cond_broadcast(&vm->mig_cond);
+	pthread_mutex_unlock(&vm->mig_lock);
+	return 0;
+}
+
+int ferry_migrate_resume(ferry_vm_t *vm, const char *uri)
+{
+	char err[256];
+	if (!vm || ferry__uri_check(uri, err, sizeof(err)))
+		return -EINVAL;
+	pthread_mutex_lock(&vm->mig_lock);
+	struct ferry_migration *m = vm->mig;
+	int r = -ENOENT;
+	if (m && !m->incoming && !m->thread_done && m->status == FERRY_MIG_POSTCOPY_PAUSED &&
+	    !m->resume_req) {
+		snprintf(m->resume_uri, sizeof(m->resume_uri), "%s", uri);
+		m->resume_req = true;
+		pthread_cond_broadcast(&vm->mig_cond);
+		r = 0;
+	}
+	pthread_mutex_unlock(&vm->mig_lock);
+	return r;
 }

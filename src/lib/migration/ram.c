@@ -28,10 +28,14 @@
 #include <unistd.h>
 
 #include "migration/multifd.h"
+#include "migration/postcopy.h"
 #include "stream/format.h"
 #include "util/zero.h"
 
 #define FLUSH_BYTES (2u << 20)
+/* Postcopy: background runs of at most this many pages, flushed often. */
+#define PC_RUN 64u
+#define PC_FLUSH_BYTES (256u << 10)
 /* Pages classified zero/non-zero per round (64 MiB), and the smallest
  * batch worth handing half of to the helper. */
 #define SCAN_BATCH 16384u
@@ -91,6 +95,8 @@ static void rs_progress(ferry_ram_saver *rs)
 /* Sleeps as needed to keep within max_bw in 100 ms windows. */
 static void rate_limit(ferry_ram_saver *rs, uint64_t bytes)
 {
+	if (rs->postcopy) /* QEMU's max-postcopy-bandwidth default: unlimited */
+		return;
 	uint64_t now = ferry__now_ns();
 	if (now - rs->win_start_ns >= 100000000ull) {
 		rs->win_start_ns = now;
@@ -268,7 +274,7 @@ static int emit(ferry_ram_saver *rs, const struct ferry_ram_block *rb, uint64_t 
 	} else {
 		rs->zero += n;
 	}
-	if (ferry__chan_pending(c) >= FLUSH_BYTES)
+	if (ferry__chan_pending(c) >= (rs->postcopy ? PC_FLUSH_BYTES : FLUSH_BYTES))
 		return rs_flush(rs);
 	return 0;
 }
@@ -480,6 +486,64 @@ int ferry__ram_save_pass(ferry_ram_saver *rs, uint8_t section_type)
 	return r;
 }
 
+int ferry__ram_send_pages(ferry_ram_saver *rs, const struct ferry_ram_block *rb,
+			  uint64_t first, uint32_t n)
+{
+	uint64_t before = rs->processed;
+	int r = emit(rs, rb, FERRY_RAM_PAGES, first, n);
+	rs->processed = before; /* not part of the background pass's count */
+	return r ? r : rs_flush(rs);
+}
+
+int ferry__ram_postcopy_pass(ferry_ram_saver *rs, pthread_mutex_t *lock,
+			     int (*serve)(void *opaque), void *opaque)
+{
+	ferry_vm_t *vm = rs->vm;
+	ferry_chan *c = rs->c;
+	int r = 0;
+	rs->processed = 0;
+	put_section_header(c, FERRY_REC_SECTION_PART);
+	rs->last_block = NULL;
+	for (unsigned i = 0; i < vm->nblocks && !r; i++) {
+		struct ferry_ram_block *rb = vm->blocks[i];
+		uint64_t page = 0;
+		for (;;) {
+			if ((r = serve(opaque)))
+				break;
+			pthread_mutex_lock(lock);
+			page = ferry__bitmap_next_set(rb->dirty, rb->npages, page);
+			uint64_t end = page;
+			if (page < rb->npages) {
+				end = ferry__bitmap_next_clear(rb->dirty, rb->npages, page);
+				if (end - page > PC_RUN)
+					end = page + PC_RUN;
+				ferry__bitmap_clear_range(rb->dirty, page, end - page);
+			}
+			pthread_mutex_unlock(lock);
+			if (page >= rb->npages)
+				break;
+			/* Zero runs and data runs; source vCPUs are stopped, RAM is stable. */
+			for (uint64_t p = page; p < end && !r;) {
+				bool z = ferry__page_is_zero(rb->host + (p << FERRY_PAGE_SHIFT));
+				uint64_t q = p + 1;
+				while (q < end && ferry__page_is_zero(rb->host + (q << FERRY_PAGE_SHIFT)) == z)
+					q++;
+				r = emit(rs, rb, z ? FERRY_RAM_ZEROS : FERRY_RAM_PAGES, p, q - p);
+				p = q;
+			}
+			if (r)
+				break;
+			page = end;
+		}
+	}
+	if (!r) {
+		put_section_end(c);
+		r = rs_flush(rs);
+	}
+	rs_stats(rs, 0);
+	return r;
+}
+
 void ferry__ram_save_cleanup(ferry_ram_saver *rs)
 {
 	ferry_vm_t *vm = rs->vm;
@@ -551,9 +615,12 @@ static int load_mem_size(ferry_vm_t *vm, ferry_chan *c, uint64_t total)
 	return 0;
 }
 
-int ferry__ram_load(ferry_vm_t *vm, ferry_chan *c, bool setup, struct ferry_mf_receiver *mf,
-		    struct ferry_ram_block **last, uint64_t *pages, uint64_t *zeros)
+int ferry__ram_load(ferry_ram_loader *l, bool setup)
 {
+	ferry_vm_t *vm = l->vm;
+	ferry_chan *c = l->c;
+	struct ferry_mf_receiver *mf = l->mf;
+	struct ferry_ram_block **last = &l->last;
 	int r;
 	for (;;) {
 		uint64_t word;
@@ -622,16 +689,31 @@ int ferry__ram_load(ferry_vm_t *vm, ferry_chan *c, bool setup, struct ferry_mf_r
 						(unsigned long long)first,
 						(unsigned long long)(first + n - 1), rb->name,
 						(unsigned long long)rb->npages);
+		if (l->pc) {
+			/* Postcopy: RAM may be in use; place whole pages atomically. */
+			unsigned bi = ferry__block_index(vm, rb);
+			if (kind == FERRY_RAM_PAGES &&
+			    (r = ferry__chan_read(c, l->bounce, (size_t)n << FERRY_PAGE_SHIFT)))
+				return r;
+			if ((r = ferry__pc_place(l->pc, bi, first, n,
+						 kind == FERRY_RAM_PAGES ? l->bounce : NULL)))
+				return ferry__chan_fail(c, r, "cannot place pages %llu..%llu of '%s': %s",
+							(unsigned long long)first,
+							(unsigned long long)(first + n - 1), rb->name,
+							ferry_strerror(r));
+			*(kind == FERRY_RAM_PAGES ? &l->pages : &l->zeros) += n;
+			continue;
+		}
 		if (kind == FERRY_RAM_PAGES) {
 			if ((r = ferry__chan_read_direct(c, rb->host + addr,
 							 (size_t)n << FERRY_PAGE_SHIFT)))
 				return r;
-			*pages += n;
+			l->pages += n;
 		} else {
 			for (uint64_t p = first; p < first + n; p++)
 				if (ferry__bitmap_test(rb->received, p))
 					memset(rb->host + (p << FERRY_PAGE_SHIFT), 0, FERRY_PAGE_SIZE);
-			*zeros += n;
+			l->zeros += n;
 		}
 		ferry__bitmap_set_range(rb->received, first, n);
 	}

@@ -26,21 +26,115 @@
 #include <unistd.h>
 
 #include "migration/multifd.h"
+#include "migration/postcopy.h"
 #include "stream/format.h"
 #include "transport/transport.h"
+
+/*
+ * Postcopy state of the source. The return path thread serves page
+ * requests: with preempt it sends them itself on the preempt channel,
+ * otherwise it queues them for the main thread.
+ */
+#define PC_QUEUE 4096
+typedef struct ferry_pc_src {
+	pthread_mutex_t lock; /* the dirty bitmaps once in postcopy; all below */
+	pthread_cond_t cond;
+	struct { const struct ferry_ram_block *rb; uint64_t page; uint32_t n; } q[PC_QUEUE];
+	unsigned qhead, qlen;
+	bool preempt;
+	ferry_chan pre;       /* written by mig/src/rp only, once pre_up */
+	bool pre_up;
+	bool missing_end;     /* recovery: the destination's bitmaps are in */
+	uint64_t running_ns;  /* RP RUNNING: the destination's vCPUs run */
+	bool phase;           /* past the switch: a dead return path pauses */
+	uint64_t requests, dropped;
+} ferry_pc_src;
+
+/* A page request (mig/src/rp). Returns 0 or a protocol/I-O error. */
+static int rp_request(struct ferry_migration *m, ferry_chan *c, const uint8_t *b, size_t len)
+{
+	ferry_vm_t *vm = m->vm;
+	ferry_pc_src *pc = m->pc_src;
+	if (!pc || len < 13 || len != 13u + b[12])
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "page request of %zu bytes%s", len,
+					pc ? "" : " without postcopy");
+	char name[FERRY_NAME_MAX + 1];
+	memcpy(name, b + 13, b[12]);
+	name[b[12]] = 0;
+	uint64_t first = ferry__ld_be64(b);
+	uint32_t n = ferry__ld_be32(b + 8);
+	struct ferry_ram_block *rb = ferry_ram_block_find(vm, name);
+	if (!rb || n == 0 || n > FERRY_RAM_MAX_RUN || first >= rb->npages || n > rb->npages - first)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM,
+					"page request for pages %llu+%u of '%s' outside guest RAM",
+					(unsigned long long)first, n, name);
+	pthread_mutex_lock(&pc->lock);
+	pc->requests++;
+	if (pc->preempt && pc->pre_up) {
+		/* Not again in the background: it goes now, on its own channel. */
+		ferry__bitmap_clear_range(rb->dirty, first, n);
+		pthread_mutex_unlock(&pc->lock);
+		ferry_chan *pre = &pc->pre;
+		size_t nl = strlen(rb->name);
+		ferry__chan_put_be64(pre, (first << FERRY_PAGE_SHIFT) | FERRY_RAM_PAGES);
+		ferry__chan_put_u8(pre, (uint8_t)nl);
+		ferry__chan_put(pre, rb->name, nl);
+		ferry__chan_put_be32(pre, n);
+		ferry__chan_put_external(pre, rb->host + (first << FERRY_PAGE_SHIFT),
+					 (size_t)n << FERRY_PAGE_SHIFT);
+		int r = ferry__chan_flush(pre);
+		if (r) {
+			/* The main connection must notice too: both pause together. */
+			pthread_mutex_lock(&pc->lock);
+			pc->pre_up = false;
+			pthread_mutex_unlock(&pc->lock);
+			ferry__chan_shutdown(c);
+		}
+		return 0;
+	}
+	if (pc->qlen < PC_QUEUE) {
+		unsigned i = (pc->qhead + pc->qlen++) % PC_QUEUE;
+		pc->q[i].rb = rb;
+		pc->q[i].page = first;
+		pc->q[i].n = n;
+	} else {
+		pc->dropped++; /* a flood: the background stream brings them anyway */
+	}
+	pthread_mutex_unlock(&pc->lock);
+	return 0;
+}
+
+/* Recovery: the destination's bitmap of pages it still misses (mig/src/rp). */
+static int rp_missing(struct ferry_migration *m, ferry_chan *c, const uint8_t *b, size_t len)
+{
+	ferry_vm_t *vm = m->vm;
+	ferry_pc_src *pc = m->pc_src;
+	if (!pc)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "missing-page bitmap without postcopy");
+	unsigned long *maps[FERRY_MAX_RAM_BLOCKS];
+	for (unsigned i = 0; i < vm->nblocks; i++)
+		maps[i] = vm->blocks[i]->dirty;
+	unsigned bi;
+	uint64_t first, n;
+	pthread_mutex_lock(&pc->lock);
+	int r = ferry__pc_bitmap_decode(vm, c, b, len, maps, &bi, &first, &n);
+	pthread_mutex_unlock(&pc->lock);
+	return r;
+}
 
 static void *rp_thread(void *arg)
 {
 	struct ferry_migration *m = arg;
 	ferry_chan *c = &m->chan;
 	pthread_setname_np(pthread_self(), "mig/src/rp");
-	for (;;) {
+	size_t cap = 1 + FERRY_NAME_MAX + 8 + FERRY_PC_BITMAP_CHUNK;
+	uint8_t *buf = malloc(cap);
+	while (buf) {
 		uint16_t type, len;
-		uint8_t buf[512];
 		ferry__chan_ctx(c, "return path message");
 		if (ferry__chan_get_be16(c, &type) || ferry__chan_get_be16(c, &len))
 			break;
-		if (len > sizeof(buf)) {
+		if (len > cap) {
 			ferry__chan_fail(c, FERRY_EBADSTREAM, "return path message of %u bytes", len);
 			break;
 		}
@@ -61,15 +155,53 @@ static void *rp_thread(void *arg)
 			break;
 		} else if (type == FERRY_RP_PONG && len == 4) {
 			continue;
+		} else if (type == FERRY_RP_REQ_PAGES) {
+			if (rp_request(m, c, buf, len))
+				break;
+			continue;
+		} else if (type == FERRY_RP_HEARTBEAT && len == 0 && m->pc_src) {
+			continue;
+		} else if (type == FERRY_RP_RUNNING && len == 0 && m->pc_src) {
+			pthread_mutex_lock(&m->pc_src->lock);
+			m->pc_src->running_ns = ferry__now_ns();
+			pthread_mutex_unlock(&m->pc_src->lock);
+			continue;
+		} else if (type == FERRY_RP_MISSING) {
+			if (rp_missing(m, c, buf, len))
+				break;
+			continue;
+		} else if (type == FERRY_RP_MISSING_END && len == 0 && m->pc_src) {
+			pthread_mutex_lock(&m->pc_src->lock);
+			m->pc_src->missing_end = true;
+			pthread_cond_broadcast(&m->pc_src->cond);
+			pthread_mutex_unlock(&m->pc_src->lock);
+			continue;
 		}
 		ferry__chan_fail(c, FERRY_EBADSTREAM, "unknown return path message %u (len %u)", type,
 				 len);
 		break;
 	}
+	free(buf);
+	if (m->pc_src) {
+		pthread_mutex_lock(&m->pc_src->lock);
+		bool phase = m->pc_src->phase;
+		pthread_mutex_unlock(&m->pc_src->lock);
+		pthread_mutex_lock(&m->rp_lock);
+		bool shut = m->rp_shut;
+		pthread_mutex_unlock(&m->rp_lock);
+		/* A silent or broken return path must stop the sender too. */
+		if (phase && !shut)
+			ferry__chan_shutdown(c);
+	}
 	pthread_mutex_lock(&m->rp_lock);
 	m->rp_dead = true;
 	pthread_cond_broadcast(&m->rp_cond);
 	pthread_mutex_unlock(&m->rp_lock);
+	if (m->pc_src) {
+		pthread_mutex_lock(&m->pc_src->lock);
+		pthread_cond_broadcast(&m->pc_src->cond);
+		pthread_mutex_unlock(&m->pc_src->lock);
+	}
 	return NULL;
 }
 
@@ -140,6 +272,270 @@ static void put_cmd(ferry_chan *c, uint16_t cmd, const void *p, uint16_t len)
 	ferry__chan_put(c, p, len);
 }
 
+/* ---- postcopy (source) ---- */
+
+/* Connects the preempt channel to uri and sends its handshake. */
+static int pc_connect_preempt(struct ferry_migration *m, const char *uri)
+{
+	ferry_pc_src *pc = m->pc_src;
+	char err[256];
+	int fd, r = ferry__sock_connect(uri, &fd, &m->cancel, err, sizeof(err));
+	if (r) {
+		ferry_warn("postcopy preempt channel: %s", err);
+		return r;
+	}
+	uint8_t hs[FERRY_PC_HS_LEN];
+	ferry__st_be32(hs, FERRY_PC_HS_MAGIC);
+	ferry__st_be32(hs + 4, FERRY_STREAM_VERSION);
+	memcpy(hs + 8, m->vm->uuid, 16);
+	struct iovec iov = {hs, sizeof(hs)};
+	if ((r = ferry__sock_send_all(fd, &iov, 1, NULL)) || (r = ferry__chan_init(&pc->pre, fd))) {
+		close(fd);
+		return r;
+	}
+	atomic_store(&m->preempt_fd, fd);
+	pthread_mutex_lock(&pc->lock);
+	pc->pre_up = true;
+	pthread_mutex_unlock(&pc->lock);
+	return 0;
+}
+
+/*
+ * Drops both connections (main and preempt) and joins the return path
+ * thread, which is the preempt channel's only writer.
+ */
+static void pc_disconnect(struct ferry_migration *m)
+{
+	ferry_pc_src *pc = m->pc_src;
+	atomic_store(&m->chan_fd, -1);
+	atomic_store(&m->preempt_fd, -1);
+	if (m->chan.fd >= 0)
+		ferry__chan_shutdown(&m->chan);
+	pthread_mutex_lock(&pc->lock);
+	bool pre = pc->pre_up || pc->pre.fd >= 0;
+	pc->pre_up = false;
+	pthread_mutex_unlock(&pc->lock);
+	if (pre && pc->pre.ibuf)
+		ferry__chan_shutdown(&pc->pre);
+	if (m->rp_started)
+		pthread_join(m->rp_thread, NULL);
+	m->rp_started = false;
+	if (m->chan.fd >= 0 || m->chan.ibuf)
+		ferry__chan_close(&m->chan);
+	m->chan.fd = -1;
+	if (pc->pre.fd >= 0 || pc->pre.ibuf)
+		ferry__chan_close(&pc->pre);
+	pc->pre.fd = -1;
+}
+
+static int start_rp(struct ferry_migration *m)
+{
+	pthread_mutex_lock(&m->rp_lock);
+	m->rp_shut = m->rp_dead = false;
+	pthread_mutex_unlock(&m->rp_lock);
+	int r = -pthread_create(&m->rp_thread, NULL, rp_thread, m);
+	m->rp_started = !r;
+	return r;
+}
+
+/* Link supervision for the postcopy phase (both connections). */
+static void pc_set_timeouts(struct ferry_migration *m)
+{
+	ferry_mig_params p;
+	ferry__mig_params(m, &p);
+	int fd = atomic_load(&m->chan_fd);
+	if (fd >= 0)
+		ferry__sock_set_link_timeout(fd, p.link_timeout_ms);
+	fd = atomic_load(&m->preempt_fd);
+	if (fd >= 0)
+		ferry__sock_set_link_timeout(fd, p.link_timeout_ms);
+}
+
+/* Reconnects to uri after a pause. 0 once the destination said what it misses. */
+static int pc_reconnect(struct ferry_migration *m, const char *uri, ferry_ram_saver *rs)
+{
+	ferry_vm_t *vm = m->vm;
+	ferry_pc_src *pc = m->pc_src;
+	ferry_chan *c = &m->chan;
+	char err[256];
+	int fd, r = ferry__sock_connect(uri, &fd, &m->cancel, err, sizeof(err));
+	if (r) {
+		ferry_warn("postcopy resume: %s", err);
+		return r;
+	}
+	if ((r = ferry__chan_init(c, fd))) {
+		close(fd);
+		return r;
+	}
+	atomic_store(&m->chan_fd, fd);
+	/* Everything is sent again unless the destination says it has it. */
+	pthread_mutex_lock(&pc->lock);
+	for (unsigned i = 0; i < vm->nblocks; i++)
+		ferry__bitmap_zero(vm->blocks[i]->dirty, vm->blocks[i]->npages);
+	pc->missing_end = false;
+	pc->qlen = 0;
+	pthread_mutex_unlock(&pc->lock);
+	if ((r = start_rp(m)))
+		goto fail;
+	ferry__chan_put_be32(c, FERRY_STREAM_MAGIC);
+	ferry__chan_put_be32(c, FERRY_STREAM_VERSION);
+	ferry__chan_put(c, vm->uuid, 16);
+	ferry__chan_put_be32(c, FERRY_PAGE_SIZE);
+	put_cmd(c, FERRY_CMD_POSTCOPY_RESUME, NULL, 0);
+	if ((r = ferry__chan_flush(c)))
+		goto fail;
+	if (pc->preempt && (r = pc_connect_preempt(m, uri)))
+		goto fail;
+	pc_set_timeouts(m);
+	ferry_mig_params p;
+	ferry__mig_params(m, &p);
+	struct timespec dl;
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_sec += p.link_timeout_ms / 1000 + 1;
+	pthread_mutex_lock(&pc->lock);
+	while (!pc->missing_end && !r) {
+		pthread_mutex_lock(&m->rp_lock);
+		bool dead = m->rp_dead;
+		pthread_mutex_unlock(&m->rp_lock);
+		if (dead)
+			r = c->in_err ? c->in_err : -EPIPE;
+		else if (pthread_cond_timedwait(&pc->cond, &pc->lock, &dl) == ETIMEDOUT)
+			r = -ETIMEDOUT;
+	}
+	pthread_mutex_unlock(&pc->lock);
+	if (r)
+		goto fail;
+	rs->last_block = NULL; /* a new stream names its first block */
+	return 0;
+fail:
+	ferry_warn("postcopy resume failed: %s",
+		   c->in_errmsg[0] ? c->in_errmsg : ferry_strerror(r));
+	pc_disconnect(m);
+	return r;
+}
+
+/*
+ * The link broke in postcopy: neither side can go back. Waits, paused, for
+ * ferry_migrate_resume() and reconnects; returns once the migration is
+ * active again.
+ */
+static void pc_pause(struct ferry_migration *m, ferry_ram_saver *rs)
+{
+	ferry_vm_t *vm = m->vm;
+	char why[256];
+	snprintf(why, sizeof(why), "%s",
+		 m->chan.in_errmsg[0] ? m->chan.in_errmsg : ferry_strerror(m->chan.out_err));
+	pc_disconnect(m);
+	ferry_warn("postcopy paused: %s", why);
+	ferry__mig_set_status(m, FERRY_MIG_POSTCOPY_PAUSED);
+	for (;;) {
+		char uri[512];
+		pthread_mutex_lock(&vm->mig_lock);
+		while (!m->resume_req)
+			pthread_cond_wait(&vm->mig_cond, &vm->mig_lock);
+		snprintf(uri, sizeof(uri), "%s", m->resume_uri);
+		m->resume_req = false;
+		pthread_mutex_unlock(&vm->mig_lock);
+		ferry__mig_set_status(m, FERRY_MIG_POSTCOPY_RECOVER);
+		if (pc_reconnect(m, uri, rs) == 0)
+			break;
+		ferry__mig_set_status(m, FERRY_MIG_POSTCOPY_PAUSED);
+	}
+	pthread_mutex_lock(&m->stats_lock);
+	m->info.postcopy_recoveries++;
+	pthread_mutex_unlock(&m->stats_lock);
+	ferry__mig_set_status(m, FERRY_MIG_POSTCOPY_ACTIVE);
+}
+
+struct serve_ctx {
+	struct ferry_migration *m;
+	ferry_ram_saver *rs;
+};
+
+/* Without preempt: requested pages go first on the main channel. */
+static int pc_serve(void *opaque)
+{
+	struct serve_ctx *x = opaque;
+	ferry_pc_src *pc = x->m->pc_src;
+	for (;;) {
+		pthread_mutex_lock(&pc->lock);
+		if (!pc->qlen) {
+			pthread_mutex_unlock(&pc->lock);
+			return 0;
+		}
+		const struct ferry_ram_block *rb = pc->q[pc->qhead].rb;
+		uint64_t page = pc->q[pc->qhead].page;
+		uint32_t n = pc->q[pc->qhead].n;
+		pc->qhead = (pc->qhead + 1) % PC_QUEUE;
+		pc->qlen--;
+		ferry__bitmap_clear_range(rb->dirty, page, n);
+		pthread_mutex_unlock(&pc->lock);
+		int r = ferry__ram_send_pages(x->rs, rb, page, n);
+		if (r)
+			return r;
+	}
+}
+
+/*
+ * The switch: with the vCPUs stopped, the final dirty bitmap goes out as
+ * DISCARD bitmaps, then LISTEN, the device state and RUN. Returns 0 once
+ * RUN is flushed: from then on the destination may run the guest.
+ */
+static int pc_switch(struct ferry_migration *m, ferry_ram_saver *rs, bool running)
+{
+	ferry_vm_t *vm = m->vm;
+	ferry_chan *c = &m->chan;
+	int r;
+	if ((r = ferry__ram_sync(rs, NULL)))
+		return r;
+	uint8_t *buf = malloc(1 + FERRY_NAME_MAX + 8 + FERRY_PC_BITMAP_CHUNK);
+	if (!buf)
+		return -ENOMEM;
+	for (unsigned i = 0; i < vm->nblocks; i++) {
+		struct ferry_ram_block *rb = vm->blocks[i];
+		for (uint64_t f = 0; f < rb->npages; f += (uint64_t)FERRY_PC_BITMAP_CHUNK * 8) {
+			size_t l = ferry__pc_bitmap_encode(rb, rb->dirty, f, buf);
+			if (l)
+				put_cmd(c, FERRY_CMD_POSTCOPY_DISCARD, buf, (uint16_t)l);
+		}
+	}
+	free(buf);
+	put_cmd(c, FERRY_CMD_POSTCOPY_LISTEN, NULL, 0);
+	if ((r = save_devices(m, c)))
+		return r;
+	uint8_t run = running;
+	put_cmd(c, FERRY_CMD_POSTCOPY_RUN, &run, 1);
+	return ferry__chan_flush(c);
+}
+
+/*
+ * After the switch: the background stream, requests, pauses and
+ * recoveries until the destination has every page. Returns 0 (completed)
+ * or the destination's failure.
+ */
+static int pc_run(struct ferry_migration *m, ferry_ram_saver *rs)
+{
+	struct serve_ctx x = {m, rs};
+	ferry_chan *c = &m->chan;
+	for (;;) {
+		int r = ferry__ram_postcopy_pass(rs, &m->pc_src->lock, pc_serve, &x);
+		if (!r) {
+			ferry__chan_put_u8(c, FERRY_REC_EOF);
+			r = ferry__chan_flush(c);
+		}
+		int status = 0;
+		if (!r)
+			r = wait_shut(m, &status);
+		if (!r && status) {
+			ferry__mig_set_error(m, status, "destination failed in postcopy: %s", m->rp_msg);
+			return FERRY_EPEER;
+		}
+		if (!r)
+			return 0;
+		pc_pause(m, rs);
+	}
+}
+
 static void update_info(struct ferry_migration *m, ferry_ram_saver *rs, uint32_t pass,
 			uint64_t dirty_rate, uint64_t bw, bool stalled)
 {
@@ -162,7 +558,7 @@ void *ferry__source_thread(void *arg)
 	ferry_vm_t *vm = m->vm;
 	ferry_chan *c = &m->chan;
 	ferry_ram_saver rs = { .m = m, .vm = vm, .c = c, .max_bw = m->params.max_bandwidth };
-	bool stopped_by_us = false;
+	bool stopped_by_us = false, committed = false;
 	ferry_mf_sender mf = { .inited = false };
 	ferry_mf_job *mf_job = NULL;
 	char err[256];
@@ -187,9 +583,27 @@ void *ferry__source_thread(void *arg)
 		r = -ECANCELED;
 		goto out;
 	}
-	if ((r = -pthread_create(&m->rp_thread, NULL, rp_thread, m)))
+	ferry_mig_params p0;
+	ferry__mig_params(m, &p0);
+	if (p0.postcopy) {
+		/* Before the return path thread starts: it reads m->pc_src. */
+		ferry_pc_src *pc = calloc(1, sizeof(*pc));
+		if (!pc) {
+			r = -ENOMEM;
+			goto out;
+		}
+		pthread_mutex_init(&pc->lock, NULL);
+		pthread_condattr_t ca;
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_REALTIME);
+		pthread_cond_init(&pc->cond, &ca);
+		pthread_condattr_destroy(&ca);
+		pc->pre.fd = -1;
+		pc->preempt = p0.postcopy_preempt;
+		m->pc_src = pc;
+	}
+	if ((r = start_rp(m)))
 		goto out;
-	m->rp_started = true;
 
 	/* Header. */
 	ferry__chan_put_be32(c, FERRY_STREAM_MAGIC);
@@ -198,11 +612,9 @@ void *ferry__source_thread(void *arg)
 	ferry__chan_put_be32(c, FERRY_PAGE_SIZE);
 
 	/*
-	 * Multifd settings are fixed for the whole migration (later
-	 * migrate-set-parameters calls change only the live ones).
+	 * Multifd and postcopy settings are fixed for the whole migration
+	 * (later migrate-set-parameters calls change only the live ones).
 	 */
-	ferry_mig_params p0;
-	ferry__mig_params(m, &p0);
 	if (p0.multifd) {
 		uint8_t mc[5];
 		ferry__st_be32(mc, p0.multifd_channels);
@@ -234,6 +646,18 @@ void *ferry__source_thread(void *arg)
 		rs.job = mf_job;
 	}
 
+	if (p0.postcopy) {
+		uint8_t f[4];
+		ferry__st_be32(f, p0.postcopy_preempt ? FERRY_PC_PREEMPT : 0);
+		put_cmd(c, FERRY_CMD_POSTCOPY_ADVISE, f, sizeof(f));
+		if ((r = ferry__chan_flush(c)))
+			goto out;
+		if (p0.postcopy_preempt && (r = pc_connect_preempt(m, m->uri))) {
+			ferry__mig_set_error(m, r, "cannot open the postcopy preempt channel: %s",
+					     ferry_strerror(r));
+			goto out;
+		}
+	}
 	if ((r = ferry__ram_save_setup(&rs)))
 		goto out;
 	pthread_mutex_lock(&m->stats_lock);
@@ -242,7 +666,7 @@ void *ferry__source_thread(void *arg)
 	ferry__mig_set_status(m, FERRY_MIG_ACTIVE);
 
 	uint32_t pass = 0;
-	bool stalled = false;
+	bool stalled = false, postcopy = false;
 	uint64_t last_sync = ferry__now_ns();
 	for (;;) {
 		pass++;
@@ -272,6 +696,11 @@ void *ferry__source_thread(void *arg)
 		update_info(m, &rs, pass, rate, bw, stalled);
 		if ((double)remaining <= threshold)
 			break;
+		if (p0.postcopy && (atomic_load(&m->pc_start) || (params.postcopy_after_passes &&
+								   pass >= params.postcopy_after_passes))) {
+			postcopy = true;
+			break;
+		}
 	}
 
 	/* Switchover. */
@@ -294,6 +723,35 @@ void *ferry__source_thread(void *arg)
 		ferry__mig_event(m, FERRY_EVENT_STOP, 0);
 	ferry__mig_set_status(m, FERRY_MIG_DEVICE);
 	put_cmd(c, FERRY_CMD_SWITCHOVER, NULL, 0);
+	if (postcopy) {
+		/* Pages now go on the main (and preempt) channel only. */
+		rs.mf = NULL;
+		if ((r = pc_switch(m, &rs, stopped_by_us)))
+			goto out;
+		/* Point of no return: the destination may run the guest now. */
+		committed = true;
+		rs.postcopy = true;
+		pthread_mutex_lock(&m->pc_src->lock);
+		m->pc_src->phase = true;
+		pthread_mutex_unlock(&m->pc_src->lock);
+		pthread_mutex_lock(&m->stats_lock);
+		m->info.postcopy = true;
+		pthread_mutex_unlock(&m->stats_lock);
+		pc_set_timeouts(m);
+		ferry__mig_set_status(m, FERRY_MIG_POSTCOPY_ACTIVE);
+		uint64_t b0 = c->out_bytes;
+		if ((r = pc_run(m, &rs)))
+			goto out;
+		pthread_mutex_lock(&m->pc_src->lock);
+		uint64_t run_ns = m->pc_src->running_ns, reqs = m->pc_src->requests;
+		pthread_mutex_unlock(&m->pc_src->lock);
+		pthread_mutex_lock(&m->stats_lock);
+		m->info.downtime_ms = run_ns > stop_ns ? (run_ns - stop_ns) / 1000000 : 0;
+		m->info.postcopy_requests = reqs;
+		m->info.postcopy_bytes = c->out_bytes - b0; /* this connection's share */
+		pthread_mutex_unlock(&m->stats_lock);
+		goto completed;
+	}
 	if ((r = ferry__ram_sync(&rs, NULL)))
 		goto out;
 	update_info(m, &rs, pass + 1, m->info.dirty_pages_rate, 0, stalled);
@@ -318,6 +776,9 @@ void *ferry__source_thread(void *arg)
 	}
 	pthread_mutex_lock(&m->stats_lock);
 	m->info.downtime_ms = (m->rp_shut_ns - stop_ns) / 1000000;
+	pthread_mutex_unlock(&m->stats_lock);
+completed:
+	pthread_mutex_lock(&m->stats_lock);
 	uint64_t total_ns = ferry__now_ns() - m->start_ns;
 	uint64_t wire = c->out_bytes + (mf.inited ? m->info.multifd_bytes : 0);
 	m->info.transferred = wire;
@@ -376,7 +837,13 @@ out:
 			ferry__mig_set_error(m, r, "%s", ferry_strerror(r));
 	}
 	ferry__vm_own_run(vm, false);
-	if (stopped_by_us) {
+	if (committed) {
+		/*
+		 * The destination ran the guest: starting it here too would fork
+		 * it. It stays stopped; the destination's copy is the guest.
+		 */
+		ferry_warn("postcopy failed after the switch: the source guest stays stopped");
+	} else if (stopped_by_us) {
 		/* Precopy failed: the source guest runs on as if nothing happened. */
 		if (ferry_vm_start(vm) == 0)
 			ferry__mig_event(m, FERRY_EVENT_RESUME, 0);
@@ -388,7 +855,13 @@ done:
 	pthread_mutex_unlock(&vm->mig_lock);
 	ferry__mf_send_stop(&mf);
 	free(mf_job);
-	if (fd >= 0) {
+	if (m->pc_src) {
+		pc_disconnect(m);
+		pthread_mutex_destroy(&m->pc_src->lock);
+		pthread_cond_destroy(&m->pc_src->cond);
+		free(m->pc_src);
+		m->pc_src = NULL;
+	} else if (fd >= 0) {
 		atomic_store(&m->chan_fd, -1);
 		ferry__chan_shutdown(c);
 		if (m->rp_started)

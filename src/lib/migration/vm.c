@@ -62,6 +62,7 @@ int ferry_vm_create(const ferry_vm_options *opts, ferry_vm_t **out)
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	ferry_mig_params_init(&vm->in_params);
 	pthread_cond_init(&vm->mig_cond, &ca);
 	pthread_condattr_destroy(&ca);
 	*out = vm;

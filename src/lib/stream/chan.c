@@ -163,6 +163,8 @@ static int io_fail(ferry_chan *c, ssize_t n, size_t want)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM,
 					"truncated stream: end of data with %zu bytes missing", want);
 	int e = errno;
+	if (e == EAGAIN || e == EWOULDBLOCK) /* SO_RCVTIMEO: see ferry__sock_set_link_timeout */
+		return ferry__chan_fail(c, -ETIMEDOUT, "link silent: nothing received within the link timeout");
 	return ferry__chan_fail(c, -e, "read error: %s", strerror(e));
 }
 

@@ -26,6 +26,21 @@ enum {
 	FERRY_CMD_SWITCHOVER = 2, /* 0 bytes: the source stopped its vCPUs */
 	FERRY_CMD_VM_STATE = 3,   /* u8 running: start vCPUs after loading */
 	FERRY_CMD_MULTIFD = 4,    /* be32 channels, u8 compression: accept channels */
+	/*
+	 * Postcopy (see docs/wire-format.md, "Postcopy"):
+	 * ADVISE: be32 flags (FERRY_PC_PREEMPT): postcopy may follow; with
+	 *   preempt, one more connection (FERRY_PC_HS_MAGIC handshake) follows.
+	 * DISCARD: u8 name length, name, be64 first page (multiple of 64), then
+	 *   little-endian 64-bit bitmap words: pages the source will send again.
+	 * LISTEN: 0 bytes: register RAM for missing-page faults.
+	 * RUN: u8 running: start the vCPUs; RAM keeps arriving after this.
+	 * RESUME: 0 bytes: first command of a recovered connection.
+	 */
+	FERRY_CMD_POSTCOPY_ADVISE = 5,
+	FERRY_CMD_POSTCOPY_DISCARD = 6,
+	FERRY_CMD_POSTCOPY_LISTEN = 7,
+	FERRY_CMD_POSTCOPY_RUN = 8,
+	FERRY_CMD_POSTCOPY_RESUME = 9,
 	FERRY_CMD__MAX,
 };
 
@@ -77,6 +92,18 @@ enum {
 enum {
 	FERRY_RP_SHUT = 1, /* be32 status (0 or negative errno), message bytes */
 	FERRY_RP_PONG = 2, /* be32 value */
+	/* Postcopy: */
+	FERRY_RP_REQ_PAGES = 3, /* be64 first page, be32 count, u8 name length, name */
+	FERRY_RP_RUNNING = 4,   /* 0 bytes: the destination's vCPUs run */
+	FERRY_RP_MISSING = 5,   /* recovery: like CMD_POSTCOPY_DISCARD's payload */
+	FERRY_RP_MISSING_END = 6, /* 0 bytes: the MISSING bitmaps are complete */
+	FERRY_RP_HEARTBEAT = 7, /* 0 bytes: the destination is alive */
 };
+
+#define FERRY_PC_PREEMPT 0x1u
+#define FERRY_PC_HS_MAGIC 0x46525043u /* "FRPC": preempt channel handshake */
+#define FERRY_PC_HS_LEN 24u           /* be32 magic, be32 version, 16-byte uuid */
+/* Bitmap bytes per DISCARD/MISSING message (262144 pages = 1 GiB). */
+#define FERRY_PC_BITMAP_CHUNK 32768u
 
 #endif

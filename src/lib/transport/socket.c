@@ -101,6 +101,27 @@ void ferry__sock_tune(int fd)
 	 */
 }
 
+void ferry__sock_set_link_timeout(int fd, unsigned ms)
+{
+	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (long)(ms % 1000) * 1000};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	int dom = 0;
+	socklen_t dl = sizeof(dom);
+	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &dl) || (dom != AF_INET && dom != AF_INET6))
+		return;
+	/* Unacknowledged data or a peer that stopped answering probes: fail. */
+	unsigned ut = ms;
+	int on = ms ? 1 : 0, idle = ms / 3000 ? (int)(ms / 3000) : 1, intvl = 1, cnt = 3;
+	setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, sizeof(ut));
+	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+	if (on) {
+		setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+		setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+		setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+	}
+}
+
 static int unix_addr(const struct target *t, struct sockaddr_un *sa)
 {
 	memset(sa, 0, sizeof(*sa));
