@@ -8,5 +8,6 @@
 #include "ferry/vm.h"
 #include "ferry/vmstate.h"
 #include "ferry/migration.h"
+#include "ferry/virtio.h"
 
 #endif /* FERRY_H */
