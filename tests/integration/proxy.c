@@ -24,6 +24,7 @@ struct conn {
 	unsigned delay_us;
 	uint64_t cut_after; /* 0 = never */
 	bool cut;
+	bool frozen; /* hold everything: a silent link */
 	pthread_t t[2];
 	bool started;
 };
@@ -79,6 +80,11 @@ static void *pump_main(void *arg)
 		pthread_mutex_lock(&p->lock);
 		struct conn *c = &p->c[u->k];
 		unsigned d = u->forward ? c->delay_us : 0;
+		while (c->frozen && !c->cut) {
+			pthread_mutex_unlock(&p->lock);
+			usleep(1000);
+			pthread_mutex_lock(&p->lock);
+		}
 		bool dead = c->cut;
 		if (u->forward) {
 			c->fwd += (uint64_t)n;
@@ -171,6 +177,22 @@ void proxy_cut_after(proxy *p, unsigned k, uint64_t after)
 		cut(p, k);
 	else
 		p->c[k].cut_after = after ? after : 1;
+	pthread_mutex_unlock(&p->lock);
+}
+
+void proxy_freeze(proxy *p, unsigned k)
+{
+	pthread_mutex_lock(&p->lock);
+	if (k < MAXC)
+		p->c[k].frozen = true;
+	pthread_mutex_unlock(&p->lock);
+}
+
+void proxy_cut_now(proxy *p, unsigned k)
+{
+	pthread_mutex_lock(&p->lock);
+	if (k < p->n)
+		cut(p, k);
 	pthread_mutex_unlock(&p->lock);
 }
 

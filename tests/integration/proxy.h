@@ -17,6 +17,10 @@ proxy *proxy_start(const char *listen_path, const char *target_path);
 void proxy_set_delay(proxy *p, unsigned k, unsigned delay_us);
 /* Cuts connection k (both directions) once it has forwarded `after` bytes. */
 void proxy_cut_after(proxy *p, unsigned k, uint64_t after);
+/* Connection k stops forwarding in both directions but stays open (a silent link). */
+void proxy_freeze(proxy *p, unsigned k);
+/* Cuts connection k (both directions) now. */
+void proxy_cut_now(proxy *p, unsigned k);
 /* Number of connections accepted so far. */
 unsigned proxy_connections(proxy *p);
 void proxy_stop(proxy *p);

@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -78,20 +80,337 @@ static void pc_migrate(const char *spec, const ferry_mig_params *p, ferry_mig_in
 	side_destroy(&dst);
 }
 
+/* Polls until vm's migration shows status st (fails the test after 20 s). */
+static void wait_status(ferry_vm_t *vm, ferry_mig_status st)
+{
+	for (int i = 0; i < 20000; i++) {
+		ferry_mig_info info;
+		ferry_migration_query(vm, &info);
+		if (info.status == st)
+			return;
+		if (info.status == FERRY_MIG_FAILED || info.status == FERRY_MIG_COMPLETED)
+			fail_msg("status %s while waiting for %s (%s)",
+				 ferry_migration_status_name(info.status),
+				 ferry_migration_status_name(st), info.error_desc);
+		msleep(1);
+	}
+	fail_msg("timed out waiting for %s", ferry_migration_status_name(st));
+}
+
+static void print_stats(const char *what, const ferry_mig_info *si, const ferry_mig_info *di)
+{
+	fprintf(stderr,
+		"%s: requests %llu, faults %llu, local zero %llu, latency p50 %llu p99 %llu max %llu us, "
+		"blocktime %llu ms, downtime %llu ms, recoveries %u/%u\n",
+		what, (unsigned long long)di->postcopy_requests, (unsigned long long)di->postcopy_faults,
+		(unsigned long long)di->postcopy_local_zero,
+		(unsigned long long)di->postcopy_latency_p50_us,
+		(unsigned long long)di->postcopy_latency_p99_us,
+		(unsigned long long)di->postcopy_latency_max_us,
+		(unsigned long long)di->postcopy_blocktime_ms, (unsigned long long)si->downtime_ms,
+		si->postcopy_recoveries, di->postcopy_recoveries);
+}
+
 #define SPEC "mem=128M,vram=4M,vcpus=2,rate=200M"
 
-static void t_pc_random(void **s)
+static void run_workload(const char *wl, bool preempt)
+{
+	char spec[200];
+	snprintf(spec, sizeof(spec), SPEC ",workload=%s", wl);
+	ferry_mig_params p;
+	ferry_mig_info si, di;
+	pc_params(&p, preempt);
+	pc_migrate(spec, &p, &si, &di);
+	/* Requests seen by the destination were all served by the source. */
+	assert_int_equal(si.postcopy_requests, di.postcopy_requests);
+	assert_int_equal(di.postcopy_latency_samples + 0 <= di.postcopy_requests, 1);
+	char what[64];
+	snprintf(what, sizeof(what), "%s%s", wl, preempt ? "+preempt" : "");
+	print_stats(what, &si, &di);
+}
+
+static void t_pc_random(void **s) { (void)s; run_workload("random", false); }
+static void t_pc_stride(void **s) { (void)s; run_workload("stride", false); }
+static void t_pc_hotset(void **s) { (void)s; run_workload("hotset", false); }
+static void t_pc_idle(void **s) { (void)s; run_workload("idle", false); }
+static void t_pc_random_preempt(void **s) { (void)s; run_workload("random", true); }
+static void t_pc_stride_preempt(void **s) { (void)s; run_workload("stride", true); }
+static void t_pc_hotset_preempt(void **s) { (void)s; run_workload("hotset", true); }
+static void t_pc_idle_preempt(void **s) { (void)s; run_workload("idle", true); }
+
+/* Multifd carries the precopy passes, then the main and preempt channels. */
+static void t_pc_multifd(void **s)
 {
 	(void)s;
 	ferry_mig_params p;
 	ferry_mig_info si, di;
-	pc_params(&p, false);
+	pc_params(&p, true);
+	p.multifd = true;
+	p.multifd_channels = 2;
 	pc_migrate(SPEC ",workload=random", &p, &si, &di);
-	fprintf(stderr, "requests src %llu dst %llu faults %llu local0 %llu p50 %llu p99 %llu max %llu us, downtime %llu\n",
-		(unsigned long long)si.postcopy_requests, (unsigned long long)di.postcopy_requests,
-		(unsigned long long)di.postcopy_faults, (unsigned long long)di.postcopy_local_zero,
-		(unsigned long long)di.postcopy_latency_p50_us, (unsigned long long)di.postcopy_latency_p99_us,
-		(unsigned long long)di.postcopy_latency_max_us, (unsigned long long)si.downtime_ms);
+	assert_true(si.multifd_bytes > 64 * MiB); /* the first pass went there */
+	print_stats("multifd+preempt", &si, &di);
+}
+
+/*
+ * A guest dirtying 2 x 200 MB/s over a link limited to 20 MB/s never
+ * converges; migrate-start-postcopy ends it, bit-exact.
+ */
+static void t_pc_slow_link(void **s)
+{
+	(void)s;
+	const char *spec = "mem=64M,vram=4M,vcpus=2,rate=200M,workload=random";
+	side src, dst;
+	side_create(&src, spec, FERRY_DIRTY_WP_ASYNC, false);
+	side_create(&dst, spec, FERRY_DIRTY_WP_ASYNC, true);
+	dst_allow(&dst, 0);
+	const char *uri = test_uri();
+	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
+	assert_int_equal(ferry_vm_start(src.vm), 0);
+	ferry_mig_params p;
+	ferry_mig_params_init(&p);
+	p.postcopy = true;
+	p.max_bandwidth = 20 * MiB;
+	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
+	/* Not converging: still precopy after several passes. */
+	ferry_mig_info si;
+	do {
+		msleep(50);
+		ferry_migration_query(src.vm, &si);
+	} while (si.pass < 3 && si.status == FERRY_MIG_ACTIVE);
+	assert_int_equal(si.status, FERRY_MIG_ACTIVE);
+	assert_int_equal(ferry_migration_start_postcopy(src.vm), 0);
+	ferry_mig_info di;
+	pc_check(&src, &dst, &si, &di);
+	assert_true(si.pass >= 3);
+	print_stats("slow link", &si, &di);
+	side_destroy(&src);
+	side_destroy(&dst);
+}
+
+/* migrate-start-postcopy without the capability, or with no migration. */
+static void t_pc_start_errors(void **s)
+{
+	(void)s;
+	side src;
+	side_create(&src, "mem=16M,vram=0,vcpus=1,paused", FERRY_DIRTY_WP_ASYNC, false);
+	assert_int_equal(ferry_migration_start_postcopy(src.vm), -ENOENT);
+	assert_int_equal(ferry_migration_pause(src.vm), -ENOENT);
+	assert_int_equal(ferry_migrate_resume(src.vm, "unix:/nonexistent"), -ENOENT);
+	assert_int_equal(ferry_migration_recover(src.vm, "unix:/nonexistent"), -ENOENT);
+	ferry_mig_params p;
+	ferry_mig_params_init(&p);
+	p.postcopy_preempt = true; /* preempt needs postcopy */
+	assert_int_equal(ferry_migrate_start(src.vm, test_uri(), &p), -EINVAL);
+	side_destroy(&src);
+}
+
+/* The destination did not enable postcopy: a clear failure, source runs on. */
+static void t_pc_not_enabled(void **s)
+{
+	(void)s;
+	const char *spec = "mem=32M,vram=0,vcpus=1,rate=50M";
+	side src, dst;
+	side_create(&src, spec, FERRY_DIRTY_WP_ASYNC, false);
+	side_create(&dst, spec, FERRY_DIRTY_WP_ASYNC, true);
+	const char *uri = test_uri();
+	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
+	assert_int_equal(ferry_vm_start(src.vm), 0);
+	ferry_mig_params p;
+	pc_params(&p, false);
+	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
+	assert_int_equal(wait_final(src.vm), FERRY_MIG_FAILED);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIG_FAILED);
+	ferry_mig_info si;
+	ferry_migration_query(src.vm, &si);
+	assert_string_equal(si.error_desc,
+			    "destination failed: the source asks for postcopy but postcopy-ram is not "
+			    "enabled on the destination (command at offset 28)");
+	assert_true(ferry_vm_is_running(src.vm));
+	assert_true(side_verify(&src));
+	side_destroy(&src);
+	side_destroy(&dst);
+}
+
+/*
+ * The destination guest is paused; a thread reads its RAM from the last
+ * page to the first while the background stream goes the other way: the
+ * worst case for the stream, every touch is a request.
+ */
+struct rev { side *dst; uint64_t sum; };
+static void *reverse_reader(void *arg)
+{
+	struct rev *r = arg;
+	const char *name;
+	uint8_t *host;
+	uint64_t size;
+	ferry_guest_ram(r->dst->g, 0, &name, &host, &size);
+	for (uint64_t off = size; off >= 4096; off -= 4096)
+		r->sum += ((volatile uint8_t *)host)[off - 4096 + 7];
+	return NULL;
+}
+
+static void t_pc_reverse(void **s)
+{
+	(void)s;
+	const char *spec = "mem=256M,vram=4M,vcpus=2,paused,workload=random";
+	side src, dst;
+	side_create(&src, spec, FERRY_DIRTY_WP_ASYNC, false);
+	side_create(&dst, spec, FERRY_DIRTY_WP_ASYNC, true);
+	dst_allow(&dst, 0);
+	const char *uri = test_uri();
+	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
+	ferry_mig_params p;
+	pc_params(&p, true);
+	/* Switch at once: before the first pass sends anything. */
+	p.postcopy_after_passes = 0;
+	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
+	assert_int_equal(ferry_migration_start_postcopy(src.vm), 0);
+	wait_status(dst.vm, FERRY_MIG_POSTCOPY_ACTIVE);
+	struct rev r = { &dst, 0 };
+	pthread_t t;
+	pthread_create(&t, NULL, reverse_reader, &r);
+	pthread_join(t, NULL);
+	assert_int_equal(wait_final(src.vm), FERRY_MIG_COMPLETED);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIG_COMPLETED);
+	ferry_mig_info si, di;
+	ferry_migration_query(src.vm, &si);
+	ferry_migration_query(dst.vm, &di);
+	print_stats("reverse", &si, &di);
+	assert_true(side_verify(&dst));
+	side_destroy(&src);
+	side_destroy(&dst);
+}
+
+static const char *unix_path(char *buf, size_t n)
+{
+	const char *u = test_uri(); /* "unix:PATH" */
+	snprintf(buf, n, "%s", u + 5);
+	return buf;
+}
+
+/*
+ * Recovery: the link (through a proxy) breaks `cuts` times at a random
+ * moment of postcopy (or goes silent); each time both sides pause, then
+ * migrate-recover and migrate resume=true bring them back; bit-exact end.
+ */
+static void recovery(unsigned cuts, bool silent, bool preempt)
+{
+	const char *spec = "mem=256M,vram=4M,vcpus=2,rate=max,workload=random";
+	side src, dst;
+	side_create(&src, spec, FERRY_DIRTY_WP_ASYNC, false);
+	side_create(&dst, spec, FERRY_DIRTY_WP_ASYNC, true);
+	dst_allow(&dst, silent ? 1000 : 0);
+	char dpath[108], ppath[108], uri[120];
+	unix_path(dpath, sizeof(dpath));
+	unix_path(ppath, sizeof(ppath));
+	snprintf(uri, sizeof(uri), "unix:%s", dpath);
+	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
+	proxy *px = proxy_start(ppath, dpath);
+	assert_non_null(px);
+	proxy_set_delay(px, 0, 100); /* a slower link: postcopy lasts a while */
+	assert_int_equal(ferry_vm_start(src.vm), 0);
+	msleep(50);
+	ferry_mig_params p;
+	pc_params(&p, preempt);
+	if (silent)
+		p.link_timeout_ms = 1000;
+	snprintf(uri, sizeof(uri), "unix:%s", ppath);
+	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
+	proxy *old[4] = { px };
+	srand((unsigned)time(NULL));
+	for (unsigned k = 0; k < cuts; k++) {
+		wait_status(src.vm, FERRY_MIG_POSTCOPY_ACTIVE);
+		msleep((unsigned)(rand() % 40));
+		uint64_t t0 = 0;
+		if (silent) {
+			struct timespec ts;
+			clock_gettime(CLOCK_MONOTONIC, &ts);
+			t0 = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+			proxy_freeze(px, 0);
+		} else {
+			proxy_cut_now(px, 0);
+		}
+		wait_status(src.vm, FERRY_MIG_POSTCOPY_PAUSED);
+		wait_status(dst.vm, FERRY_MIG_POSTCOPY_PAUSED);
+		if (silent) {
+			struct timespec ts;
+			clock_gettime(CLOCK_MONOTONIC, &ts);
+			uint64_t t1 = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+			fprintf(stderr, "silent link detected on both sides after %llu ms\n",
+				(unsigned long long)(t1 - t0));
+		}
+		/* Neither side can go back: cancel is refused. */
+		assert_int_equal(ferry_migration_cancel(src.vm), -EBUSY);
+		assert_int_equal(ferry_migration_cancel(dst.vm), -EBUSY);
+		/* The next link: through a new proxy, except after the last cut. */
+		char rpath[108], npath[108];
+		unix_path(rpath, sizeof(rpath));
+		snprintf(uri, sizeof(uri), "unix:%s", rpath);
+		assert_int_equal(ferry_migration_recover(dst.vm, uri), 0);
+		px = NULL;
+		if (k + 1 < cuts) {
+			unix_path(npath, sizeof(npath));
+			px = proxy_start(npath, rpath);
+			assert_non_null(px);
+			proxy_set_delay(px, 0, 100);
+			old[k + 1] = px;
+			snprintf(uri, sizeof(uri), "unix:%s", npath);
+		}
+		assert_int_equal(ferry_migrate_resume(src.vm, uri), 0);
+	}
+	ferry_mig_info si, di;
+	pc_check(&src, &dst, &si, &di);
+	assert_int_equal(si.postcopy_recoveries, cuts);
+	assert_int_equal(di.postcopy_recoveries, cuts);
+	print_stats(silent ? "silent" : "cut", &si, &di);
+	for (unsigned k = 0; k < 4; k++)
+		proxy_stop(old[k]);
+	side_destroy(&src);
+	side_destroy(&dst);
+}
+
+static void t_pc_cut_once(void **s) { (void)s; recovery(1, false, false); }
+static void t_pc_cut_twice(void **s) { (void)s; recovery(2, false, true); }
+static void t_pc_silent(void **s) { (void)s; recovery(1, true, true); }
+
+/* migrate-pause by hand on the source, then recovery. */
+static void t_pc_pause(void **s)
+{
+	(void)s;
+	const char *spec = "mem=256M,vram=4M,vcpus=2,rate=max,workload=random";
+	side src, dst;
+	side_create(&src, spec, FERRY_DIRTY_WP_ASYNC, false);
+	side_create(&dst, spec, FERRY_DIRTY_WP_ASYNC, true);
+	dst_allow(&dst, 0);
+	const char *uri = test_uri();
+	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
+	assert_int_equal(ferry_vm_start(src.vm), 0);
+	msleep(50);
+	ferry_mig_params p;
+	pc_params(&p, false);
+	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
+	wait_status(src.vm, FERRY_MIG_POSTCOPY_ACTIVE);
+	int r = ferry_migration_pause(src.vm);
+	if (r == -ENOENT) { /* postcopy was already over: nothing to pause */
+		ferry_mig_info si, di;
+		pc_check(&src, &dst, &si, &di);
+	} else {
+		assert_int_equal(r, 0);
+		wait_status(src.vm, FERRY_MIG_POSTCOPY_PAUSED);
+		wait_status(dst.vm, FERRY_MIG_POSTCOPY_PAUSED);
+		uri = test_uri();
+		assert_int_equal(ferry_migrate_resume(src.vm, uri), 0); /* before recover: fails, stays paused */
+		wait_status(src.vm, FERRY_MIG_POSTCOPY_PAUSED);
+		assert_int_equal(ferry_migration_recover(dst.vm, uri), 0);
+		assert_int_equal(ferry_migration_recover(dst.vm, uri), -ENOENT);
+		assert_int_equal(ferry_migrate_resume(src.vm, uri), 0);
+		ferry_mig_info si, di;
+		pc_check(&src, &dst, &si, &di);
+		assert_int_equal(si.postcopy_recoveries, 1);
+	}
+	side_destroy(&src);
+	side_destroy(&dst);
 }
 
 int main(void)
@@ -99,6 +418,22 @@ int main(void)
 	signal(SIGPIPE, SIG_IGN);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(t_pc_random),
+		cmocka_unit_test(t_pc_stride),
+		cmocka_unit_test(t_pc_hotset),
+		cmocka_unit_test(t_pc_idle),
+		cmocka_unit_test(t_pc_random_preempt),
+		cmocka_unit_test(t_pc_stride_preempt),
+		cmocka_unit_test(t_pc_hotset_preempt),
+		cmocka_unit_test(t_pc_idle_preempt),
+		cmocka_unit_test(t_pc_multifd),
+		cmocka_unit_test(t_pc_slow_link),
+		cmocka_unit_test(t_pc_start_errors),
+		cmocka_unit_test(t_pc_not_enabled),
+		cmocka_unit_test(t_pc_reverse),
+		cmocka_unit_test(t_pc_pause),
+		cmocka_unit_test(t_pc_cut_once),
+		cmocka_unit_test(t_pc_cut_twice),
+		cmocka_unit_test(t_pc_silent),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

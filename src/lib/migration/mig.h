@@ -136,6 +136,8 @@ typedef struct ferry_ram_saver {
 	struct ferry_mf_job *job;
 	/* Postcopy: no rate limit, small flushes (requests wait behind them). */
 	bool postcopy;
+	/* Set (m->pc_start) when a switch to postcopy is wanted: passes end early. */
+	atomic_bool *pc_start;
 } ferry_ram_saver;
 
 /* Starts dirty tracking, finds populated pages, writes the setup section. */

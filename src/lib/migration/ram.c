@@ -416,6 +416,12 @@ static int send_run(ferry_ram_saver *rs, struct ferry_ram_block *rb, uint64_t pa
 	return 0;
 }
 
+/* migrate-start-postcopy: the pass ends early, what it did not send stays dirty. */
+static bool switch_requested(ferry_ram_saver *rs)
+{
+	return rs->pc_start && atomic_load_explicit(rs->pc_start, memory_order_relaxed);
+}
+
 /*
  * The first pass visits every page of every block, chunk by chunk:
  * protect, find populated pages, send those.
@@ -427,6 +433,13 @@ static int first_pass(ferry_ram_saver *rs)
 		struct ferry_ram_block *rb = vm->blocks[i];
 		for (uint64_t base = 0; base < rb->npages; base += SCAN_BATCH) {
 			uint64_t n = rb->npages - base < SCAN_BATCH ? rb->npages - base : SCAN_BATCH;
+			if (switch_requested(rs)) {
+				/* Postcopy now: what this pass did not visit is all still to send. */
+				ferry__bitmap_set_range(rb->dirty, base, rb->npages - base);
+				for (unsigned k = i + 1; k < vm->nblocks; k++)
+					ferry__bitmap_fill(vm->blocks[k]->dirty, vm->blocks[k]->npages);
+				return 0;
+			}
 			int r = send_chunk(rs, rb, base, n, true, rs->maps_file[i]);
 			if (r)
 				return r;
@@ -452,8 +465,10 @@ int ferry__ram_save_pass(ferry_ram_saver *rs, uint8_t section_type)
 	for (unsigned i = 0; i < vm->nblocks && !r; i++) {
 		struct ferry_ram_block *rb = vm->blocks[i];
 		uint64_t page = ferry__bitmap_next_set(rb->dirty, rb->npages, 0);
-		while (page < rb->npages) {
+		while (page < rb->npages && !switch_requested(rs)) {
 			uint64_t end = ferry__bitmap_next_clear(rb->dirty, rb->npages, page);
+			if (end - page > SCAN_BATCH)
+				end = page + SCAN_BATCH; /* a pending switch is seen within 64 MiB */
 			ferry__bitmap_clear_range(rb->dirty, page, end - page);
 			r = send_run(rs, rb, page, end);
 			if (r)

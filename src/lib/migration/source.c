@@ -424,7 +424,9 @@ static void pc_pause(struct ferry_migration *m, ferry_ram_saver *rs)
 	ferry_vm_t *vm = m->vm;
 	char why[256];
 	snprintf(why, sizeof(why), "%s",
-		 m->chan.in_errmsg[0] ? m->chan.in_errmsg : ferry_strerror(m->chan.out_err));
+		 m->chan.in_errmsg[0] ? m->chan.in_errmsg
+		 : m->chan.out_err == -EAGAIN ? "link silent: nothing could be sent within the link timeout"
+					      : ferry_strerror(m->chan.out_err));
 	pc_disconnect(m);
 	ferry_warn("postcopy paused: %s", why);
 	ferry__mig_set_status(m, FERRY_MIG_POSTCOPY_PAUSED);
@@ -658,6 +660,8 @@ void *ferry__source_thread(void *arg)
 			goto out;
 		}
 	}
+	if (p0.postcopy)
+		rs.pc_start = &m->pc_start;
 	if ((r = ferry__ram_save_setup(&rs)))
 		goto out;
 	pthread_mutex_lock(&m->stats_lock);
@@ -694,13 +698,14 @@ void *ferry__source_thread(void *arg)
 				   pass, (unsigned long long)remaining, threshold);
 		}
 		update_info(m, &rs, pass, rate, bw, stalled);
-		if ((double)remaining <= threshold)
-			break;
+		/* A requested switch wins over convergence (as QEMU's). */
 		if (p0.postcopy && (atomic_load(&m->pc_start) || (params.postcopy_after_passes &&
 								   pass >= params.postcopy_after_passes))) {
 			postcopy = true;
 			break;
 		}
+		if ((double)remaining <= threshold)
+			break;
 	}
 
 	/* Switchover. */

@@ -103,7 +103,12 @@ void ferry__sock_tune(int fd)
 
 void ferry__sock_set_link_timeout(int fd, unsigned ms)
 {
-	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (long)(ms % 1000) * 1000};
+	/*
+	 * Half the timeout per blocking call: detection may take two calls
+	 * (a partial read, then the wait for the rest).
+	 */
+	unsigned half = ms / 2;
+	struct timeval tv = {.tv_sec = half / 1000, .tv_usec = (long)(half % 1000) * 1000};
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	int dom = 0;

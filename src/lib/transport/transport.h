@@ -39,7 +39,7 @@ int ferry__sock_send_all(int fd, struct iovec *iov, int cnt, uint64_t *sent);
 void ferry__sock_tune(int fd);
 /*
  * Postcopy link supervision: a read or write that makes no progress for
- * ms fails (SO_RCVTIMEO/SO_SNDTIMEO, -EAGAIN); on TCP also
+ * ms / 2 fails (SO_RCVTIMEO/SO_SNDTIMEO, -EAGAIN); on TCP also
  * TCP_USER_TIMEOUT and keepalive probes. ms = 0 clears the timeouts.
  */
 void ferry__sock_set_link_timeout(int fd, unsigned ms);
