@@ -7,7 +7,7 @@ set -euo pipefail
 pkgs=(
   build-essential pkg-config meson ninja-build
   libzstd-dev libjansson-dev libxxhash-dev libcmocka-dev
-  linux-libc-dev python3
+  linux-libc-dev python3 clang
 )
 
 missing=()
