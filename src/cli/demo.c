@@ -167,6 +167,8 @@ int ferry_cli_demo(int argc, char **argv)
 		{ "dirty", required_argument, 0, 'd' },
 		{ "set", required_argument, 0, 's' },
 		{ "json", no_argument, 0, 'j' },
+		{ "postcopy", no_argument, 0, 'p' },
+		{ "preempt", no_argument, 0, 'P' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 },
 	};
@@ -174,7 +176,7 @@ int ferry_cli_demo(int argc, char **argv)
 		   *fill = "random", *dirty = "auto";
 	char *sets[16];
 	int nsets = 0;
-	bool json = false;
+	bool json = false, postcopy = false, preempt = false;
 	int c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -193,10 +195,15 @@ int ferry_cli_demo(int argc, char **argv)
 			sets[nsets++] = optarg;
 			break;
 		case 'j': json = true; break;
+		case 'p': postcopy = true; break;
+		case 'P': postcopy = preempt = true; break;
 		case 'h':
 			printf("usage: ferry demo [--mem 1G] [--vcpus 2] [--workload random|stride|hotset|idle]\n"
 			       "                  [--rate 200M|max] [--fill random|text|zero|none]\n"
-			       "                  [--dirty auto|wp|explicit] [--set NAME=VALUE] [--json]\n");
+			       "                  [--dirty auto|wp|explicit] [--set NAME=VALUE] [--json]\n"
+			       "                  [--postcopy [--preempt]]\n"
+			       "  --postcopy  switch to postcopy after the first pass (capability postcopy-ram\n"
+			       "              on both hosts); --preempt adds the postcopy-preempt channel\n");
 			return 0;
 		default: return 2;
 		}
@@ -226,7 +233,7 @@ int ferry_cli_demo(int argc, char **argv)
 	}
 
 	child dst = { 0 }, src = { 0 };
-	json_t *info = NULL, *ver = NULL;
+	json_t *info = NULL, *ver = NULL, *dpc = NULL;
 	char err[512] = "";
 	bool failed_setup = true;
 	char *dargs[] = { "--guest", spec, "--dirty", (char *)dirty, "--incoming", uri, NULL };
@@ -234,6 +241,29 @@ int ferry_cli_demo(int argc, char **argv)
 	if (host_spawn(&dst, self, dir, "destination", dargs) ||
 	    host_spawn(&src, self, dir, "source", sargs))
 		goto out;
+	if (postcopy) {
+		json_t *caps = json_pack("[{s:s,s:b},{s:s,s:b}]", "capability", "postcopy-ram", "state", 1,
+					 "capability", "postcopy-preempt", "state", preempt);
+		json_t *r1 = ferry_qmp_client_exec(dst.qmp, "migrate-set-capabilities",
+						   json_pack("{s:O}", "capabilities", caps), 10000, err,
+						   sizeof(err), NULL);
+		json_t *r2 = r1 ? ferry_qmp_client_exec(src.qmp, "migrate-set-capabilities",
+							json_pack("{s:O}", "capabilities", caps), 10000,
+							err, sizeof(err), NULL)
+				: NULL;
+		json_t *r3 = r2 ? ferry_qmp_client_exec(src.qmp, "migrate-set-parameters",
+							json_pack("{s:i}", "x-postcopy-after-passes", 1),
+							10000, err, sizeof(err), NULL)
+				: NULL;
+		json_decref(caps);
+		json_decref(r1);
+		json_decref(r2);
+		if (!r3) {
+			fprintf(stderr, "ferry demo: enabling postcopy: %s\n", err);
+			goto out;
+		}
+		json_decref(r3);
+	}
 	if (nsets) {
 		json_t *args = json_object();
 		for (int i = 0; i < nsets; i++) {
@@ -276,6 +306,10 @@ int ferry_cli_demo(int argc, char **argv)
 			fprintf(stderr, "ferry demo: destination: %s\n", din ? "incoming migration failed" : err);
 			json_decref(din);
 			goto out;
+		}
+		if (json_object_get(din, "x-postcopy")) {
+			dpc = json_deep_copy(json_object_get(din, "x-postcopy"));
+			json_object_set(dpc, "blocktime-ms", json_object_get(din, "postcopy-blocktime"));
 		}
 		json_decref(din);
 		json_t *r = NULL;
@@ -320,12 +354,15 @@ out:
 	json_int_t skipped = jint(mig, "ram", "x-skipped");
 	double mbps = total ? (double)xfer * 8 / 1e3 / (double)total : 0;
 
+	json_t *lat = dpc ? json_object_get(dpc, "fault-latency") : NULL;
 	if (json) {
 		json_t *o = json_pack("{s:s,s:b,s:I,s:I,s:I,s:f,s:I,s:I,s:I}", "status",
 				      status ? status : "failed", "verified", verified,
 				      "total_time_ms", total, "downtime_ms", down,
 				      "transferred_bytes", xfer, "mbps", mbps, "passes", passes,
 				      "normal_pages", normal, "zero_pages", zero);
+		if (dpc)
+			json_object_set(o, "postcopy", dpc);
 		char *s = json_dumps(o, JSON_COMPACT);
 		printf("%s\n", s);
 		free(s);
@@ -340,6 +377,13 @@ out:
 		printf("  transferred  %.1f MiB: %lld pages with data, %lld zero pages, %lld never-populated pages skipped\n",
 		       (double)xfer / 1048576.0, (long long)normal, (long long)zero, (long long)skipped);
 		printf("  throughput   %.0f Mbit/s\n", mbps);
+		if (dpc)
+			printf("  postcopy     %lld page requests (%lld faults), fault latency p50 %lld us, "
+			       "p99 %lld us, max %lld us; vCPUs blocked %lld ms in all\n",
+			       (long long)jint(dpc, "requests", NULL), (long long)jint(dpc, "faults", NULL),
+			       (long long)jint(lat, "p50-us", NULL), (long long)jint(lat, "p99-us", NULL),
+			       (long long)jint(lat, "max-us", NULL),
+			       (long long)jint(dpc, "blocktime-ms", NULL));
 		if (ver) {
 			json_t *steps = json_object_get(ver, "steps");
 			char sbuf[256] = "";
@@ -365,5 +409,6 @@ out:
 	}
 	json_decref(info);
 	json_decref(ver);
+	json_decref(dpc);
 	return ok ? 0 : 1;
 }

@@ -48,10 +48,16 @@ static ferry_mig_status mig_status(host *h)
 	return i.status;
 }
 
+static bool status_postcopy(ferry_mig_status s)
+{
+	return s == FERRY_MIG_POSTCOPY_ACTIVE || s == FERRY_MIG_POSTCOPY_PAUSED ||
+	       s == FERRY_MIG_POSTCOPY_RECOVER;
+}
+
 static bool status_busy(ferry_mig_status s)
 {
 	return s == FERRY_MIG_SETUP || s == FERRY_MIG_ACTIVE || s == FERRY_MIG_DEVICE ||
-	       s == FERRY_MIG_CANCELLING;
+	       s == FERRY_MIG_CANCELLING || status_postcopy(s);
 }
 
 static bool status_final(ferry_mig_status s)
@@ -66,7 +72,8 @@ static bool migration_running(host *h)
 	if (h->dir == HOST_DIR_OUT)
 		return status_busy(s);
 	if (h->dir == HOST_DIR_IN)
-		return s == FERRY_MIG_ACTIVE || s == FERRY_MIG_DEVICE || s == FERRY_MIG_CANCELLING;
+		return s == FERRY_MIG_ACTIVE || s == FERRY_MIG_DEVICE || s == FERRY_MIG_CANCELLING ||
+		       status_postcopy(s);
 	return false;
 }
 
@@ -111,7 +118,26 @@ static json_t *info_json(const ferry_mig_info *i, uint64_t downtime_limit_ms)
 									(double)i->compress_out
 								      : 0.0));
 	}
-	if (i->status == FERRY_MIG_FAILED)
+	if (i->postcopy || status_postcopy(i->status)) {
+		json_t *ram = json_object_get(o, "ram");
+		json_object_set_new(ram, "postcopy-requests", json_integer((json_int_t)i->postcopy_requests));
+		json_object_set_new(ram, "postcopy-bytes", json_integer((json_int_t)i->postcopy_bytes));
+		if (i->incoming)
+			json_object_set_new(o, "postcopy-blocktime",
+					    json_integer((json_int_t)i->postcopy_blocktime_ms));
+		json_object_set_new(
+			o, "x-postcopy",
+			json_pack("{s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I,s:I}}", "faults",
+				  (json_int_t)i->postcopy_faults, "requests",
+				  (json_int_t)i->postcopy_requests, "local-zero-pages",
+				  (json_int_t)i->postcopy_local_zero, "recoveries",
+				  (json_int_t)i->postcopy_recoveries, "fault-latency", "samples",
+				  (json_int_t)i->postcopy_latency_samples, "p50-us",
+				  (json_int_t)i->postcopy_latency_p50_us, "p99-us",
+				  (json_int_t)i->postcopy_latency_p99_us, "max-us",
+				  (json_int_t)i->postcopy_latency_max_us));
+	}
+	if (i->status == FERRY_MIG_FAILED || (status_postcopy(i->status) && i->error_desc[0]))
 		json_object_set_new(o, "error-desc", json_string(i->error_desc));
 	json_object_set_new(o, "x-incoming", json_boolean(i->incoming));
 	if (!i->incoming)
@@ -282,8 +308,20 @@ static void cmd_migrate(void *opaque, ferry_qmp_req *req, json_t *args)
 	if (!ferry_qmp_req_check_args(req, args, spec))
 		return;
 	if (json_is_true(json_object_get(args, "resume"))) {
-		ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
-				    "Migration resume is not supported by this version of Ferry");
+		/* Postcopy recovery: answered at once, the reconnect happens in libferry. */
+		host *h = opaque;
+		char err[512];
+		const char *uri = json_string_value(json_object_get(args, "uri"));
+		if (ferry_uri_validate(uri, err, sizeof(err))) {
+			ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "%s", err);
+			return;
+		}
+		if (h->dir != HOST_DIR_OUT || ferry_migrate_resume(h->vm, uri)) {
+			ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
+					    "Cannot resume if there is no paused migration");
+			return;
+		}
+		ferry_qmp_req_return(req, NULL);
 		return;
 	}
 	host_op_submit(opaque, host_op_new("migrate", req, args, NULL, NULL, migrate_done));
@@ -389,7 +427,7 @@ static void cmd_set_capabilities(void *opaque, ferry_qmp_req *req, json_t *args)
 			return;
 		}
 		const char *name = json_string_value(json_object_get(c, "capability"));
-		if (strcmp(name, "events") && strcmp(name, "multifd") && !qemu_cap(name)) {
+		if (strcmp(name, "events") && !qemu_cap(name)) {
 			ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "Invalid parameter '%s'", name);
 			return;
 		}
@@ -398,20 +436,30 @@ static void cmd_set_capabilities(void *opaque, ferry_qmp_req *req, json_t *args)
 		ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "%s", msg_in_progress);
 		return;
 	}
+	ferry_mig_params p = h->params;
 	json_array_foreach(caps, i, c) {
 		const char *name = json_string_value(json_object_get(c, "capability"));
-		if (strcmp(name, "multifd") && qemu_cap(name) &&
-		    json_is_true(json_object_get(c, "state"))) {
+		bool on = json_is_true(json_object_get(c, "state"));
+		if (!strcmp(name, "multifd"))
+			p.multifd = on;
+		else if (!strcmp(name, "postcopy-ram"))
+			p.postcopy = on;
+		else if (!strcmp(name, "postcopy-preempt"))
+			p.postcopy_preempt = on;
+		else if (qemu_cap(name) && on) {
 			ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
 					    "Capability '%s' is not supported by this version of Ferry",
 					    name);
 			return;
 		}
 	}
+	if (p.postcopy_preempt && !p.postcopy) {
+		ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "Postcopy preempt requires postcopy-ram");
+		return;
+	}
 	/* "events" is accepted either way: Ferry always sends migration events. */
-	json_array_foreach(caps, i, c)
-		if (!strcmp(json_string_value(json_object_get(c, "capability")), "multifd"))
-			h->params.multifd = json_is_true(json_object_get(c, "state"));
+	h->params = p;
+	ferry_migration_set_incoming_params(h->vm, &h->params); /* the destination's part */
 	ferry_qmp_req_return(req, NULL);
 }
 
@@ -420,9 +468,13 @@ static void cmd_query_capabilities(void *opaque, ferry_qmp_req *req, json_t *arg
 	static const ferry_qmp_arg spec[] = { { NULL } };
 	host *h = opaque;
 	if (ferry_qmp_req_check_args(req, args, spec))
-		ferry_qmp_req_return(req, json_pack("[{s:s,s:b},{s:s,s:b}]", "capability", "events",
-						    "state", h->cap_events, "capability", "multifd",
-						    "state", h->params.multifd));
+		ferry_qmp_req_return(req, json_pack("[{s:s,s:b},{s:s,s:b},{s:s,s:b},{s:s,s:b}]",
+						    "capability", "events", "state", h->cap_events,
+						    "capability", "multifd", "state", h->params.multifd,
+						    "capability", "postcopy-ram", "state",
+						    h->params.postcopy, "capability",
+						    "postcopy-preempt", "state",
+						    h->params.postcopy_preempt));
 }
 
 static void cmd_set_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
@@ -434,6 +486,8 @@ static void cmd_set_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
 		{ "multifd-channels", FERRY_QMP_UINT32, true },
 		{ "multifd-compression", FERRY_QMP_STR, true },
 		{ "multifd-zstd-level", FERRY_QMP_UINT32, true },
+		{ "x-postcopy-after-passes", FERRY_QMP_UINT32, true },
+		{ "x-link-timeout", FERRY_QMP_UINT32, true },
 		{ NULL },
 	};
 	host *h = opaque;
@@ -441,6 +495,17 @@ static void cmd_set_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
 		return;
 	ferry_mig_params p = h->params;
 	json_t *v;
+	if ((v = json_object_get(args, "x-link-timeout"))) {
+		json_int_t n = json_integer_value(v);
+		if (n < 100 || n > 600000) {
+			ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
+					    "Parameter 'x-link-timeout' expects a value between 100 and 600000 ms");
+			return;
+		}
+		p.link_timeout_ms = (uint32_t)n;
+	}
+	if ((v = json_object_get(args, "x-postcopy-after-passes")))
+		p.postcopy_after_passes = (uint32_t)json_integer_value(v);
 	if ((v = json_object_get(args, "multifd-channels"))) {
 		json_int_t n = json_integer_value(v);
 		if (n < 1 || n > FERRY_MULTIFD_MAX_CHANNELS) {
@@ -494,6 +559,7 @@ static void cmd_set_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
 		}
 	}
 	h->params = p;
+	ferry_migration_set_incoming_params(h->vm, &h->params);
 	ferry_qmp_req_return(req, NULL);
 }
 
@@ -503,14 +569,17 @@ static void cmd_query_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
 	host *h = opaque;
 	if (ferry_qmp_req_check_args(req, args, spec))
 		ferry_qmp_req_return(
-			req, json_pack("{s:I,s:I,s:I,s:I,s:s,s:I}", "downtime-limit",
+			req, json_pack("{s:I,s:I,s:I,s:I,s:s,s:I,s:I,s:I}", "downtime-limit",
 				       (json_int_t)h->params.downtime_limit_ms, "max-bandwidth",
 				       (json_int_t)h->params.max_bandwidth, "x-max-passes",
 				       (json_int_t)h->params.max_passes, "multifd-channels",
 				       (json_int_t)h->params.multifd_channels, "multifd-compression",
 				       h->params.multifd_compression == FERRY_COMPRESS_ZSTD ? "zstd"
 											  : "none",
-				       "multifd-zstd-level", (json_int_t)h->params.multifd_zstd_level));
+				       "multifd-zstd-level", (json_int_t)h->params.multifd_zstd_level,
+				       "x-postcopy-after-passes",
+				       (json_int_t)h->params.postcopy_after_passes, "x-link-timeout",
+				       (json_int_t)h->params.link_timeout_ms));
 }
 
 /* ------------------------------------------------------------------ */
@@ -747,7 +816,66 @@ static void cmd_run_until(void *opaque, ferry_qmp_req *req, json_t *args)
 	host_op_submit(h, host_op_new("x-run-until", req, args, run_check, run_work, run_done));
 }
 
+/* ------------------------------------------------------------------ */
+/* Postcopy: migrate-start-postcopy, migrate-pause, migrate-recover.    */
+
+static void cmd_start_postcopy(void *opaque, ferry_qmp_req *req, json_t *args)
+{
+	static const ferry_qmp_arg spec[] = { { NULL } };
+	host *h = opaque;
+	if (!ferry_qmp_req_check_args(req, args, spec))
+		return;
+	int r = h->dir == HOST_DIR_OUT ? ferry_migration_start_postcopy(h->vm) : -ENOENT;
+	if (r == -EINVAL)
+		ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
+				    "Enable postcopy with migrate_set_capability before the start of migration");
+	else if (r)
+		ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
+				    "Postcopy must be started after migration has been started");
+	else
+		ferry_qmp_req_return(req, NULL);
+}
+
+static void cmd_migrate_pause(void *opaque, ferry_qmp_req *req, json_t *args)
+{
+	static const ferry_qmp_arg spec[] = { { NULL } };
+	host *h = opaque;
+	if (!ferry_qmp_req_check_args(req, args, spec))
+		return;
+	if (ferry_migration_pause(h->vm))
+		ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
+				    "migrate-pause is currently only supported during postcopy-active state");
+	else
+		ferry_qmp_req_return(req, NULL);
+}
+
+static void cmd_migrate_recover(void *opaque, ferry_qmp_req *req, json_t *args)
+{
+	static const ferry_qmp_arg spec[] = { { "uri", FERRY_QMP_STR, false }, { NULL } };
+	host *h = opaque;
+	char err[512];
+	if (!ferry_qmp_req_check_args(req, args, spec))
+		return;
+	const char *uri = json_string_value(json_object_get(args, "uri"));
+	if (ferry_uri_validate(uri, err, sizeof(err))) {
+		ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "%s", err);
+		return;
+	}
+	int r = h->dir == HOST_DIR_IN ? ferry_migration_recover(h->vm, uri) : -ENOENT;
+	if (r == -ENOENT)
+		ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
+				    "Migrate recover can only be run when postcopy is paused.");
+	else if (r)
+		ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "Failed to listen on '%s': %s", uri,
+				    ferry_strerror(r));
+	else
+		ferry_qmp_req_return(req, NULL);
+}
+
 const ferry_qmp_command host_commands[] = {
+	{ "migrate-start-postcopy", cmd_start_postcopy },
+	{ "migrate-pause", cmd_migrate_pause },
+	{ "migrate-recover", cmd_migrate_recover },
 	{ "migrate", cmd_migrate },
 	{ "migrate-incoming", cmd_migrate_incoming },
 	{ "migrate_cancel", cmd_migrate_cancel },

@@ -309,7 +309,9 @@ static int pc_listen(loader *l)
 					l->pc ? "twice" : "without advise");
 	/* Precopy is over: the multifd receivers have placed all they had. */
 	mf_stop(l);
+	uint64_t t0 = ferry__now_ns();
 	int r = ferry__pc_dst_listen(l->pc, c, err, sizeof(err));
+	ferry_dbg("postcopy: listening (RAM registered) in %.2f ms", (double)(ferry__now_ns() - t0) / 1e6);
 	if (r)
 		return ferry__chan_fail(c, r, "%s", err);
 	l->pc_listening = true;

@@ -52,6 +52,8 @@ typedef struct ferry_pc_dst {
 
 	/* Per block. pending: read-only after LISTEN. */
 	unsigned long *pending[FERRY_MAX_RAM_BLOCKS];
+	unsigned long *scratch[FERRY_MAX_RAM_BLOCKS]; /* one DISCARD message's bits */
+	bool maps_file[FERRY_MAX_RAM_BLOCKS];          /* discard with fallocate */
 	_Atomic unsigned long *placed[FERRY_MAX_RAM_BLOCKS];
 	_Atomic unsigned long *requested[FERRY_MAX_RAM_BLOCKS];
 	uint64_t npending;

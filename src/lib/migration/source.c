@@ -36,6 +36,9 @@
  * otherwise it queues them for the main thread.
  */
 #define PC_QUEUE 4096
+/* Pre-discard rounds before the stop, and what is little enough to stop. */
+#define PC_PREDISCARD_ROUNDS 6
+#define PC_PREDISCARD_ENOUGH 2048
 typedef struct ferry_pc_src {
 	pthread_mutex_t lock; /* the dirty bitmaps once in postcopy; all below */
 	pthread_cond_t cond;
@@ -48,6 +51,9 @@ typedef struct ferry_pc_src {
 	uint64_t running_ns;  /* RP RUNNING: the destination's vCPUs run */
 	bool phase;           /* past the switch: a dead return path pauses */
 	uint64_t requests, dropped;
+	uint32_t pong;        /* last PONG value seen */
+	/* Pages discarded on the destination before the stop (main thread only). */
+	unsigned long *prediscarded[FERRY_MAX_RAM_BLOCKS];
 } ferry_pc_src;
 
 /* A page request (mig/src/rp). Returns 0 or a protocol/I-O error. */
@@ -154,6 +160,12 @@ static void *rp_thread(void *arg)
 			pthread_mutex_unlock(&m->rp_lock);
 			break;
 		} else if (type == FERRY_RP_PONG && len == 4) {
+			if (m->pc_src) {
+				pthread_mutex_lock(&m->pc_src->lock);
+				m->pc_src->pong = ferry__ld_be32(buf);
+				pthread_cond_broadcast(&m->pc_src->cond);
+				pthread_mutex_unlock(&m->pc_src->lock);
+			}
 			continue;
 		} else if (type == FERRY_RP_REQ_PAGES) {
 			if (rp_request(m, c, buf, len))
@@ -479,6 +491,86 @@ static int pc_serve(void *opaque)
 }
 
 /*
+ * Before the stop, while the guest still runs: the pages dirtied during
+ * the last pass will be sent again in postcopy, so the destination can drop
+ * them now (DISCARD), which takes it ~2 us per run of pages. The PING/PONG
+ * round trip waits until it has; the switch then discards only the pages
+ * dirtied since (see pc_switch), keeping that work out of the downtime.
+ */
+static int pc_prediscard(struct ferry_migration *m, ferry_ram_saver *rs)
+{
+	ferry_vm_t *vm = m->vm;
+	ferry_pc_src *pc = m->pc_src;
+	ferry_chan *c = &m->chan;
+	uint8_t *buf = malloc(1 + FERRY_NAME_MAX + 8 + FERRY_PC_BITMAP_CHUNK);
+	unsigned long *delta[FERRY_MAX_RAM_BLOCKS] = { NULL };
+	int r = buf ? 0 : -ENOMEM;
+	for (unsigned i = 0; i < vm->nblocks && !r; i++) {
+		pc->prediscarded[i] = ferry__bitmap_new(vm->blocks[i]->npages);
+		delta[i] = ferry__bitmap_new(vm->blocks[i]->npages);
+		if (!pc->prediscarded[i] || !delta[i])
+			r = -ENOMEM;
+	}
+	ferry_mig_params p;
+	ferry__mig_params(m, &p);
+	/*
+	 * Rounds, like precopy passes: each discards what was dirtied during
+	 * the previous one, until little is left for the stopped guest.
+	 */
+	for (uint32_t round = 1; !r && round <= PC_PREDISCARD_ROUNDS; round++) {
+		uint64_t t0 = ferry__now_ns(), newbits = 0;
+		if (round > 1 && (r = ferry__ram_sync(rs, NULL)))
+			break;
+		for (unsigned i = 0; i < vm->nblocks; i++) {
+			struct ferry_ram_block *rb = vm->blocks[i];
+			for (uint64_t w = 0; w < FERRY_BITMAP_LONGS(rb->npages); w++) {
+				delta[i][w] = rb->dirty[w] & ~pc->prediscarded[i][w];
+				newbits += (uint64_t)__builtin_popcountl(delta[i][w]);
+			}
+		}
+		if (round > 1 && newbits <= PC_PREDISCARD_ENOUGH)
+			break; /* few enough: the switch discards these */
+		for (unsigned i = 0; i < vm->nblocks; i++) {
+			struct ferry_ram_block *rb = vm->blocks[i];
+			for (uint64_t w = 0; w < FERRY_BITMAP_LONGS(rb->npages); w++)
+				pc->prediscarded[i][w] |= delta[i][w];
+			for (uint64_t f = 0; f < rb->npages; f += (uint64_t)FERRY_PC_BITMAP_CHUNK * 8) {
+				size_t l = ferry__pc_bitmap_encode(rb, delta[i], f, buf);
+				if (l)
+					put_cmd(c, FERRY_CMD_POSTCOPY_DISCARD, buf, (uint16_t)l);
+			}
+		}
+		const uint32_t token = 0x50434400u + round; /* "PCD" + round */
+		uint8_t tb[4];
+		ferry__st_be32(tb, token);
+		put_cmd(c, FERRY_CMD_PING, tb, 4);
+		r = ferry__chan_flush(c);
+		struct timespec dl;
+		clock_gettime(CLOCK_REALTIME, &dl);
+		dl.tv_sec += p.link_timeout_ms / 1000 + 1;
+		pthread_mutex_lock(&pc->lock);
+		while (!r && pc->pong != token) {
+			pthread_mutex_lock(&m->rp_lock);
+			bool dead = m->rp_dead || m->rp_shut;
+			pthread_mutex_unlock(&m->rp_lock);
+			if (ferry__mig_cancelled(m))
+				r = -ECANCELED;
+			else if (dead)
+				r = m->chan.in_err ? m->chan.in_err : -EPIPE;
+			else if (pthread_cond_timedwait(&pc->cond, &pc->lock, &dl) == ETIMEDOUT)
+				r = -ETIMEDOUT;
+		}
+		pthread_mutex_unlock(&pc->lock);
+		ferry_dbg("postcopy: pre-discard round %u: %llu pages, acknowledged in %.2f ms", round,
+			  (unsigned long long)newbits, (double)(ferry__now_ns() - t0) / 1e6);
+	}
+	for (unsigned i = 0; i < vm->nblocks; i++)
+		free(delta[i]);
+	free(buf);
+	return r;
+}
+
+/*
  * The switch: with the vCPUs stopped, the final dirty bitmap goes out as
  * DISCARD bitmaps, then LISTEN, the device state and RUN. Returns 0 once
  * RUN is flushed: from then on the destination may run the guest.
@@ -488,15 +580,25 @@ static int pc_switch(struct ferry_migration *m, ferry_ram_saver *rs, bool runnin
 	ferry_vm_t *vm = m->vm;
 	ferry_chan *c = &m->chan;
 	int r;
+	uint64_t t0 = ferry__now_ns();
 	if ((r = ferry__ram_sync(rs, NULL)))
 		return r;
+	ferry_dbg("postcopy switch: final sync %.2f ms", (double)(ferry__now_ns() - t0) / 1e6);
 	uint8_t *buf = malloc(1 + FERRY_NAME_MAX + 8 + FERRY_PC_BITMAP_CHUNK);
 	if (!buf)
 		return -ENOMEM;
+	ferry_pc_src *pc = m->pc_src;
 	for (unsigned i = 0; i < vm->nblocks; i++) {
 		struct ferry_ram_block *rb = vm->blocks[i];
+		/* Only what was not discarded before the stop (pc_prediscard). */
+		unsigned long *delta = rb->dirty;
+		if (pc->prediscarded[i]) {
+			delta = pc->prediscarded[i];
+			for (uint64_t w = 0; w < FERRY_BITMAP_LONGS(rb->npages); w++)
+				delta[w] = rb->dirty[w] & ~delta[w];
+		}
 		for (uint64_t f = 0; f < rb->npages; f += (uint64_t)FERRY_PC_BITMAP_CHUNK * 8) {
-			size_t l = ferry__pc_bitmap_encode(rb, rb->dirty, f, buf);
+			size_t l = ferry__pc_bitmap_encode(rb, delta, f, buf);
 			if (l)
 				put_cmd(c, FERRY_CMD_POSTCOPY_DISCARD, buf, (uint16_t)l);
 		}
@@ -507,7 +609,9 @@ static int pc_switch(struct ferry_migration *m, ferry_ram_saver *rs, bool runnin
 		return r;
 	uint8_t run = running;
 	put_cmd(c, FERRY_CMD_POSTCOPY_RUN, &run, 1);
-	return ferry__chan_flush(c);
+	r = ferry__chan_flush(c);
+	ferry_dbg("postcopy switch: sent in %.2f ms", (double)(ferry__now_ns() - t0) / 1e6);
+	return r;
 }
 
 /*
@@ -708,9 +812,13 @@ void *ferry__source_thread(void *arg)
 			break;
 	}
 
+	if (postcopy && (r = pc_prediscard(m, &rs)))
+		goto out;
+
 	/* Switchover. */
 	pthread_mutex_lock(&vm->run_lock);
 	uint64_t stop_ns = ferry__now_ns();
+	ferry_dbg("switchover: stopping vCPUs");
 	if (vm->running) {
 		r = vm->vcpu_ops.stop ? vm->vcpu_ops.stop(vm->vcpu_opaque) : 0;
 		if (r) {
@@ -862,6 +970,8 @@ done:
 	free(mf_job);
 	if (m->pc_src) {
 		pc_disconnect(m);
+		for (unsigned i = 0; i < vm->nblocks; i++)
+			free(m->pc_src->prediscarded[i]);
 		pthread_mutex_destroy(&m->pc_src->lock);
 		pthread_cond_destroy(&m->pc_src->cond);
 		free(m->pc_src);
