@@ -7,3 +7,4 @@ cd "$(dirname "$0")/.."
 ./build/bench/bench-placement
 python3 bench/precopy.py "$@"
 python3 bench/vs-qemu/run.py  # Ferry and QEMU side by side (installs qemu-system-x86 if absent)
+python3 bench/postcopy.py

@@ -496,6 +496,7 @@ static void *preempt_thread(void *arg)
 {
 	loader *l = arg;
 	pthread_setname_np(pthread_self(), "mig/dst/preempt");
+	ferry__pc_boost_thread();
 	ferry__ram_load(&l->pre_ram, false);
 	if (!atomic_load(&l->pre_quit)) {
 		ferry_warn("postcopy preempt channel: %s",

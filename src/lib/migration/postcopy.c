@@ -15,11 +15,23 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "stream/format.h"
 
 static const uint8_t zero_page[FERRY_PAGE_SIZE] __attribute__((aligned(FERRY_PAGE_SIZE)));
+
+void ferry__pc_boost_thread(void)
+{
+	/*
+	 * A vCPU waits on this thread: run it before the (busy) vCPU threads.
+	 * Best effort: needs CAP_SYS_NICE, and nothing breaks without it.
+	 */
+	if (setpriority(PRIO_PROCESS, (id_t)gettid(), -10))
+		ferry_dbg("postcopy: cannot raise the priority of a fault-path thread: %s",
+			  strerror(errno));
+}
 
 unsigned ferry__block_index(const ferry_vm_t *vm, const struct ferry_ram_block *rb)
 {
@@ -402,6 +414,7 @@ static void *fault_thread(void *arg)
 {
 	ferry_pc_dst *pc = arg;
 	pthread_setname_np(pthread_self(), "mig/dst/fault");
+	ferry__pc_boost_thread();
 	struct pollfd fds[2] = {{.fd = pc->uffd, .events = POLLIN}, {.fd = pc->wake_fd, .events = POLLIN}};
 	for (;;) {
 		int n = poll(fds, 2, (int)pc->heartbeat_ms);
