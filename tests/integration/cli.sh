@@ -75,9 +75,9 @@ expect_eq "migrate: unknown parameter message" "$out" \
 out=$("$FERRY" migrate --qmp "$TMP/src.qmp" --set downtime-limit=abc "unix:$TMP/x" 2>&1)
 expect_eq "migrate: bad value message" "$out" \
 	"ferry migrate: migrate-set-parameters: Parameter 'downtime-limit' expects uint64"
-out=$("$FERRY" migrate --qmp "$TMP/src.qmp" --cap postcopy-ram=on "unix:$TMP/x" 2>&1)
+out=$("$FERRY" migrate --qmp "$TMP/src.qmp" --cap auto-converge=on "unix:$TMP/x" 2>&1)
 expect_eq "migrate: unsupported capability" "$out" \
-	"ferry migrate: migrate-set-capabilities: Capability 'postcopy-ram' is not supported by this version of Ferry"
+	"ferry migrate: migrate-set-capabilities: Capability 'auto-converge' is not supported by this version of Ferry"
 qmp src quit >/dev/null; qmp dst quit >/dev/null
 wait $spid; expect_eq "source host exit code after quit" "$?" 0
 wait $dpid; expect_eq "destination host exit code after quit" "$?" 0

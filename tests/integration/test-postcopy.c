@@ -404,7 +404,11 @@ static void t_pc_pause(void **s)
 		wait_status(src.vm, FERRY_MIG_POSTCOPY_PAUSED);
 		assert_int_equal(ferry_migration_recover(dst.vm, uri), 0);
 		assert_int_equal(ferry_migration_recover(dst.vm, uri), -ENOENT);
-		assert_int_equal(ferry_migrate_resume(src.vm, uri), 0);
+		/* Until the failed attempt is over (postcopy-recover), resume is refused. */
+		int rr;
+		for (int i = 0; i < 5000 && (rr = ferry_migrate_resume(src.vm, uri)) == -ENOENT; i++)
+			msleep(1);
+		assert_int_equal(rr, 0);
 		ferry_mig_info si, di;
 		pc_check(&src, &dst, &si, &di);
 		assert_int_equal(si.postcopy_recoveries, 1);

@@ -281,7 +281,7 @@ def case_greeting_and_negotiation(tmp):
             "qmp_capabilities", "query-commands", "migrate", "migrate-incoming", "migrate_cancel",
             "query-migrate", "migrate-set-capabilities", "query-migrate-capabilities",
             "migrate-set-parameters", "query-migrate-parameters", "stop", "cont", "query-status", "quit",
-            "query-guest-hash", "x-run-until"]))
+            "query-guest-hash", "x-run-until", "migrate-start-postcopy", "migrate-pause", "migrate-recover"]))
         eq("unknown command", q.cmd("foo"), not_found("The command foo has not been found"))
         eq("query-commands with arguments", q.cmd("query-commands", {"a": 1}),
            generic("Parameter 'a' is unexpected"))
@@ -334,8 +334,17 @@ def case_commands(tmp):
            generic("Invalid parameter type for 'uri', expected: string"))
         eq("migrate: unknown argument", q.cmd("migrate", {"uri": "unix:/x", "x": 1}),
            generic("Parameter 'x' is unexpected"))
-        eq("migrate: resume", q.cmd("migrate", {"uri": "unix:/x", "resume": True}),
-           generic("Migration resume is not supported by this version of Ferry"))
+        eq("migrate: resume without a paused migration", q.cmd("migrate", {"uri": "unix:/x", "resume": True}),
+           generic("Cannot resume if there is no paused migration"))
+        eq("migrate-start-postcopy without a migration", q.cmd("migrate-start-postcopy"),
+           generic("Postcopy must be started after migration has been started"))
+        eq("migrate-pause without postcopy", q.cmd("migrate-pause"),
+           generic("migrate-pause is currently only supported during postcopy-active state"))
+        eq("migrate-recover on a source", q.cmd("migrate-recover", {"uri": "unix:/x"}),
+           generic("Migrate recover can only be run when postcopy is paused."))
+        eq("migrate-recover: uri missing", q.cmd("migrate-recover", {}), generic("Parameter 'uri' is missing"))
+        eq("migrate-recover: bad uri", q.cmd("migrate-recover", {"uri": "ftp:x"}),
+           generic("unsupported migration URI 'ftp:x' (expected tcp:HOST:PORT or unix:PATH)"))
         eq("migrate: resume wrong type", q.cmd("migrate", {"uri": "unix:/x", "resume": "yes"}),
            generic("Invalid parameter type for 'resume', expected: boolean"))
         eq("migrate: bad uri", q.cmd("migrate", {"uri": "ftp:x"}),
@@ -345,13 +354,15 @@ def case_commands(tmp):
         # Parameters.
         eq("query-migrate-parameters defaults", q.ret("query-migrate-parameters"),
            {"downtime-limit": 300, "max-bandwidth": 0, "x-max-passes": 30,
-            "multifd-channels": 2, "multifd-compression": "none", "multifd-zstd-level": 1})
+            "multifd-channels": 2, "multifd-compression": "none", "multifd-zstd-level": 1,
+            "x-postcopy-after-passes": 0, "x-link-timeout": 10000})
         eq("migrate-set-parameters", q.cmd("migrate-set-parameters",
                                            {"downtime-limit": 500, "max-bandwidth": 100 << 20, "x-max-passes": 10}),
            {"return": {}})
         eq("parameters read back", q.ret("query-migrate-parameters"),
            {"downtime-limit": 500, "max-bandwidth": 100 << 20, "x-max-passes": 10,
-            "multifd-channels": 2, "multifd-compression": "none", "multifd-zstd-level": 1})
+            "multifd-channels": 2, "multifd-compression": "none", "multifd-zstd-level": 1,
+            "x-postcopy-after-passes": 0, "x-link-timeout": 10000})
         eq("downtime-limit out of range", q.cmd("migrate-set-parameters", {"downtime-limit": 2000001}),
            generic("Parameter 'downtime_limit' expects an integer in the range of 0 to 2000000 ms"))
         eq("downtime-limit not a number", q.cmd("migrate-set-parameters", {"downtime-limit": "1s"}),
@@ -370,25 +381,49 @@ def case_commands(tmp):
            generic("Parameter 'multifd-zstd-level' expects a value between 1 and 20"))
         eq("a refused set changes nothing", q.ret("query-migrate-parameters"),
            {"downtime-limit": 500, "max-bandwidth": 100 << 20, "x-max-passes": 10,
-            "multifd-channels": 2, "multifd-compression": "none", "multifd-zstd-level": 1})
+            "multifd-channels": 2, "multifd-compression": "none", "multifd-zstd-level": 1,
+            "x-postcopy-after-passes": 0, "x-link-timeout": 10000})
         eq("multifd parameters", q.cmd("migrate-set-parameters",
                                        {"multifd-channels": 4, "multifd-compression": "zstd",
                                         "multifd-zstd-level": 3}), {"return": {}})
         eq("multifd parameters read back", q.ret("query-migrate-parameters"),
            {"downtime-limit": 500, "max-bandwidth": 100 << 20, "x-max-passes": 10,
-            "multifd-channels": 4, "multifd-compression": "zstd", "multifd-zstd-level": 3})
+            "multifd-channels": 4, "multifd-compression": "zstd", "multifd-zstd-level": 3,
+            "x-postcopy-after-passes": 0, "x-link-timeout": 10000})
         q.cmd("migrate-set-parameters", {"multifd-channels": 2, "multifd-compression": "none",
                                          "multifd-zstd-level": 1})
+        eq("x-link-timeout out of range", q.cmd("migrate-set-parameters", {"x-link-timeout": 50}),
+           generic("Parameter 'x-link-timeout' expects a value between 100 and 600000 ms"))
+        eq("postcopy parameters", q.cmd("migrate-set-parameters",
+                                        {"x-postcopy-after-passes": 2, "x-link-timeout": 3000}), {"return": {}})
+        eq("postcopy parameters read back",
+           {k: v for k, v in q.ret("query-migrate-parameters").items() if k.startswith("x-") and k != "x-max-passes"},
+           {"x-postcopy-after-passes": 2, "x-link-timeout": 3000})
+        q.cmd("migrate-set-parameters", {"x-postcopy-after-passes": 0, "x-link-timeout": 10000})
         # Capabilities.
         eq("query-migrate-capabilities", q.ret("query-migrate-capabilities"),
-           [{"capability": "events", "state": True}, {"capability": "multifd", "state": False}])
+           [{"capability": "events", "state": True}, {"capability": "multifd", "state": False},
+            {"capability": "postcopy-ram", "state": False}, {"capability": "postcopy-preempt", "state": False}])
         eq("set events", q.cmd("migrate-set-capabilities",
                                {"capabilities": [{"capability": "events", "state": True}]}), {"return": {}})
         eq("set multifd", q.cmd("migrate-set-capabilities",
                                 {"capabilities": [{"capability": "multifd", "state": True}]}), {"return": {}})
         eq("multifd read back", q.ret("query-migrate-capabilities"),
-           [{"capability": "events", "state": True}, {"capability": "multifd", "state": True}])
-        for cap in ("postcopy-ram", "postcopy-preempt", "auto-converge"):
+           [{"capability": "events", "state": True}, {"capability": "multifd", "state": True},
+            {"capability": "postcopy-ram", "state": False}, {"capability": "postcopy-preempt", "state": False}])
+        eq("postcopy-preempt needs postcopy-ram", q.cmd("migrate-set-capabilities",
+                                                        {"capabilities": [{"capability": "postcopy-preempt", "state": True}]}),
+           generic("Postcopy preempt requires postcopy-ram"))
+        eq("postcopy capabilities", q.cmd("migrate-set-capabilities", {"capabilities": [
+            {"capability": "postcopy-ram", "state": True}, {"capability": "postcopy-preempt", "state": True}]}),
+           {"return": {}})
+        eq("postcopy capabilities read back", q.ret("query-migrate-capabilities")[2:],
+           [{"capability": "postcopy-ram", "state": True}, {"capability": "postcopy-preempt", "state": True}])
+        eq("migrate-start-postcopy before migrate", q.cmd("migrate-start-postcopy"),
+           generic("Postcopy must be started after migration has been started"))
+        q.cmd("migrate-set-capabilities", {"capabilities": [
+            {"capability": "postcopy-ram", "state": False}, {"capability": "postcopy-preempt", "state": False}]})
+        for cap in ("auto-converge", "xbzrle"):
             eq(f"capability {cap} refused", q.cmd("migrate-set-capabilities",
                                                    {"capabilities": [{"capability": cap, "state": True}]}),
                generic(f"Capability '{cap}' is not supported by this version of Ferry"))
@@ -716,6 +751,73 @@ def case_multifd_zstd(tmp):
         dst.stop()
 
 
+def case_postcopy_pause_recover(tmp):
+    """Postcopy over QMP: start it by command, pause by hand, recover on a new URI, bit-exact."""
+    spec = "mem=384M,vram=4M,vcpus=2,workload=random,rate=max"
+    mig = "unix:" + os.path.join(tmp, "mig.sock")
+    dst = Host(tmp, "dst", spec, ["--incoming", mig])
+    src = Host(tmp, "src", spec)
+    try:
+        dq, q = dst.qmp(), src.qmp()
+        caps = {"capabilities": [{"capability": "postcopy-ram", "state": True},
+                                 {"capability": "postcopy-preempt", "state": True}]}
+        eq("destination: postcopy capabilities", dq.cmd("migrate-set-capabilities", caps), {"return": {}})
+        eq("source: postcopy capabilities", q.cmd("migrate-set-capabilities", caps), {"return": {}})
+        eq("migrate", q.cmd("migrate", {"uri": mig}), {"return": {}})
+        eq("migrate-start-postcopy", q.cmd("migrate-start-postcopy"), {"return": {}})
+        true("source: postcopy-active", q.wait_event(is_status("postcopy-active")) is not None, str(q.statuses()))
+        eq("migrate_cancel is refused in postcopy (nothing to go back to)", q.cmd("migrate_cancel"), {"return": {}})
+        eq("source: still postcopy-active after the refused cancel", q.ret("query-migrate")["status"] in
+           ("postcopy-active", "completed"), True)
+        r = q.cmd("migrate-pause")
+        if r != {"return": {}}:
+            # Postcopy already over on this machine: nothing to pause; still verify.
+            eq("migrate-pause came too late", r,
+               generic("migrate-pause is currently only supported during postcopy-active state"))
+        else:
+            true("source: postcopy-paused", q.wait_event(is_status("postcopy-paused")) is not None, str(q.statuses()))
+            true("destination: postcopy-paused", dq.wait_event(is_status("postcopy-paused")) is not None,
+                 str(dq.statuses()))
+            info = dq.ret("query-migrate")
+            eq("destination query-migrate while paused", info["status"], "postcopy-paused")
+            true("destination x-postcopy while paused", "x-postcopy" in info and
+                 "fault-latency" in info["x-postcopy"], str(info))
+            eq("destination: migrate-pause again", dq.cmd("migrate-pause"),
+               generic("migrate-pause is currently only supported during postcopy-active state"))
+            eq("source: migrate-recover is for destinations", q.cmd("migrate-recover", {"uri": mig}),
+               generic("Migrate recover can only be run when postcopy is paused."))
+            new = "unix:" + os.path.join(tmp, "recover.sock")
+            eq("destination: migrate-recover", dq.cmd("migrate-recover", {"uri": new}), {"return": {}})
+            eq("destination: migrate-recover twice", dq.cmd("migrate-recover", {"uri": new}),
+               generic("Migrate recover can only be run when postcopy is paused."))
+            eq("source: migrate resume", q.cmd("migrate", {"uri": new, "resume": True}), {"return": {}})
+        true("source: completed", q.wait_event(is_final) is not None)
+        true("destination: completed", dq.wait_event(is_final) is not None)
+        want = ["setup", "active", "device", "postcopy-active"]
+        if r == {"return": {}}:
+            want += ["postcopy-paused", "postcopy-recover", "postcopy-active"]
+        eq("source: MIGRATION statuses in order", q.statuses(), want + ["completed"])
+        # (the destination's "setup" went out before this client connected)
+        dwant = ["active", "postcopy-active"] + want[4:] + ["completed"]
+        eq("destination: MIGRATION statuses in order", dq.statuses(), dwant)
+        info, dinfo = q.ret("query-migrate"), dq.ret("query-migrate")
+        eq("source: completed", info["status"], "completed")
+        true("source: postcopy-requests in ram", "postcopy-requests" in info["ram"], str(info))
+        true("destination: fault latency reported", {"samples", "p50-us", "p99-us", "max-us"} <=
+             set(dinfo.get("x-postcopy", {}).get("fault-latency", {})), str(dinfo))
+        # A recovery re-sends the requests that were in flight: the source may count more.
+        true("requests: every one the destination made reached the source",
+             info["ram"]["postcopy-requests"] >= dinfo["ram"]["postcopy-requests"] > 0, str((info["ram"], dinfo["ram"])))
+        true("destination: postcopy-blocktime", "postcopy-blocktime" in dinfo, str(dinfo))
+        eq("destination running", dq.ret("query-status"), {"running": True, "status": "running"})
+        verify_destination("postcopy with pause and recovery", dq)
+        q.close()
+        dq.close()
+    finally:
+        src.stop()
+        dst.stop()
+
+
 CASES = [
     case_greeting_and_negotiation,
     case_commands,
@@ -725,6 +827,7 @@ CASES = [
     case_cancel_on_destination,
     case_garbage_and_slow_clients,
     case_multifd_zstd,
+    case_postcopy_pause_recover,
 ]
 
 
