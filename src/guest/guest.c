@@ -27,9 +27,26 @@
  *      idle:   writes nothing. Idle vCPU threads never step: they stay
  *              parked (blocked on a condition variable) even while the
  *              guest runs, so their step count stays 0.
+ *      churn:  the working set is managed by a free-page list kept in
+ *              guest RAM at its start (struct churn_meta: header, then a
+ *              permutation of the n managed pages whose first nalloc
+ *              entries are allocated). op = prng() % 8: 0-1 allocate (free
+ *              if none is free), 2-3 free (allocate if none is allocated),
+ *              4-7 write (allocate if none is). Allocate: j = nalloc +
+ *              prng() % (n - nalloc), swap entries nalloc and j, and write
+ *              the whole page (word i = (k + 1) * phi ^ i * c), so a freed
+ *              page's old contents are never read. Free: j = prng() %
+ *              nalloc, swap with the last allocated entry. Write: page
+ *              perm[prng() % nalloc], then off and value as for random.
+ *              Each step holds the vCPU's allocator lock (host memory),
+ *              so the balloon driver can snapshot the free list while the
+ *              vCPUs run.
  *    Explicit dirty tracking: when the VM the guest is attached to tracks
  *    dirty pages explicitly, each write is followed by
  *    ferry_ram_mark_dirty() (after the data is written).
+ *  - cfg.virtio reserves the last FERRY_GUEST_VIRTIO_SIZE bytes of pc.ram
+ *    (zeroed at create) for the virtio driver; the vCPU slices are cut
+ *    from the pages before it. Off, the layout is exactly as without it.
  *
  * DESIGN:
  *  - One step function (exec_steps) is used both by the vCPU threads and by
@@ -44,6 +61,11 @@
  *    broadcasts, so a stop never waits out a throttle sleep.
  *  - ferry_guest_run_until() gives each vCPU a target; a vCPU parks by
  *    itself when it reaches its target, so step counts are exact.
+ *  - A guest activity (ferry_guest_add_activity(), e.g. the balloon
+ *    driver) is one more thread under the same run control: it runs rounds
+ *    while want_run is set, and counts as parked between rounds, so a stop
+ *    also waits for its round in progress. Its writes to RAM, like the
+ *    vCPUs', are therefore all done before a stop returns.
  *  - Pacing (cfg.rate, bytes/s per vCPU, one 4 KiB page per step): a token
  *    bucket with 10 ms of credit, checked every ~1 ms worth of steps
  *    against CLOCK_MONOTONIC. Throttle p%: run 10 ms, then sleep
@@ -61,11 +83,12 @@
  *
  * Threads: "guest/vcpu%u" per vCPU (created at ferry_guest_create, parked
  * until started, joined at destroy), "guest/fill" helpers during the
- * initial fill only. Control functions are serialised by g->ctl; they may be
+ * initial fill only, "guest/activity" if one was added (joined at destroy). Control functions are serialised by g->ctl; they may be
  * called from the embedder's control thread or libferry's migration threads
  * (through the vCPU ops). g->ctl is always the innermost lock of any
  * libferry lock: the guest never calls libferry while holding it.
- * Lock order: g->ctl, then g->lock.
+ * Lock order: g->ctl, then g->lock. A vCPU's churn_lock is a leaf (held
+ * for one step, or for one free-list snapshot).
  */
 #include "guest.h"
 
@@ -94,6 +117,17 @@
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
 #endif
+
+#define CHURN_MAGIC 0x316e726863797272ull /* "rrychrn1" */
+
+/* The churn workload's free-page list, at the start of a vCPU's slice. */
+struct churn_meta {
+	uint64_t magic;
+	uint64_t npages; /* n: managed pages, following the meta pages */
+	uint64_t first;  /* slice page of managed page 0 (= meta pages) */
+	uint64_t nalloc; /* perm[0, nalloc) are allocated, the rest free */
+	uint32_t perm[];
+};
 
 /* PRNG stream ids (so no two users of the seed share a sequence). */
 #define STREAM_FILL 0x100 /* + block index; sub = fill chunk index */
@@ -185,6 +219,9 @@ typedef struct guest_vcpu {
 	uint64_t l_slice_pages;
 	uint64_t l_wss_pages;
 	ferry_ram_block_t *rb;     /* pc.ram if explicit dirty tracking, else NULL */
+	uint64_t churn_first;      /* churn: meta pages at the slice start */
+	uint64_t churn_n;          /* churn: managed pages after them (>= 1) */
+	pthread_mutex_t churn_lock; /* the free list in RAM (leaf lock) */
 
 	/* Run control, under g->lock. */
 	uint64_t target;           /* stop by itself at this step count */
@@ -201,6 +238,14 @@ struct ferry_guest {
 	unsigned nvcpus;
 	guest_vcpu *vcpus;
 	ferry_vm_t *vm;
+	uint64_t usable_pages;     /* pc.ram pages before the virtio area */
+
+	/* The guest activity; under lock but act_fn/act_opaque (immutable). */
+	ferry_guest_activity_fn act_fn;
+	void *act_opaque;
+	bool act_ok;
+	bool act_parked;
+	pthread_t act_thread;
 
 	pthread_mutex_t ctl;       /* serialises the control functions */
 	pthread_mutex_t lock;      /* run state below */
@@ -234,6 +279,7 @@ void ferry_guest_config_init(ferry_guest_config *cfg)
 	cfg->throttle = 0;
 	cfg->paused = false;
 	cfg->prealloc = false;
+	cfg->virtio = false;
 }
 
 static int fail(char *err, size_t err_len, const char *fmt, ...)
@@ -270,7 +316,17 @@ int ferry_guest_config_check(const ferry_guest_config *cfg, char *err, size_t er
 		return fail(err, err_len,
 			    "mem (%llu pages) is too small for %u vcpus (at least one page each)",
 			    (unsigned long long)(cfg->mem_size / PAGE), cfg->vcpus);
-	if ((unsigned)cfg->workload > FERRY_WL_HOTSET)
+	const uint64_t vpages = cfg->virtio ? FERRY_GUEST_VIRTIO_SIZE / PAGE : 0;
+	if (cfg->virtio && cfg->mem_size / PAGE < vpages + cfg->vcpus)
+		return fail(err, err_len,
+			    "mem (%llu pages) is too small for %u vcpus and the virtio area (%llu "
+			    "pages)",
+			    (unsigned long long)(cfg->mem_size / PAGE), cfg->vcpus,
+			    (unsigned long long)vpages);
+	if (cfg->workload == FERRY_WL_CHURN &&
+	    ((cfg->mem_size / PAGE - vpages) / cfg->vcpus < 2 || (cfg->wss && cfg->wss < 2 * PAGE)))
+		return fail(err, err_len, "churn needs a working set of at least 2 pages per vcpu");
+	if ((unsigned)cfg->workload > FERRY_WL_CHURN)
 		return fail(err, err_len, "unknown workload %u", (unsigned)cfg->workload);
 	if ((unsigned)cfg->fill > FERRY_FILL_TEXT)
 		return fail(err, err_len, "unknown fill %u", (unsigned)cfg->fill);
@@ -748,6 +804,38 @@ static void guest_fill(ferry_guest_t *g)
 		pthread_join(th[i], NULL);
 }
 
+/*
+ * Pages of meta needed at the start of a working set of w pages: the
+ * header and one u32 per managed page, n = w - meta.
+ */
+static uint64_t churn_meta_pages(uint64_t w)
+{
+	return (sizeof(struct churn_meta) + 4 * w + PAGE + 4 - 1) / (PAGE + 4);
+}
+
+/*
+ * The initial state that is part of the guest's definition (not for an
+ * incoming guest: it arrives by migration): every churn page free, in
+ * order; the virtio area zeroed.
+ */
+static void guest_init_state(ferry_guest_t *g)
+{
+	if (g->cfg.workload == FERRY_WL_CHURN) {
+		for (unsigned i = 0; i < g->nvcpus; i++) {
+			guest_vcpu *v = &g->vcpus[i];
+			struct churn_meta *m = (void *)v->base;
+			m->magic = CHURN_MAGIC;
+			m->npages = v->churn_n;
+			m->first = v->churn_first;
+			m->nalloc = 0;
+			for (uint64_t p = 0; p < v->churn_n; p++)
+				m->perm[p] = (uint32_t)p;
+		}
+	}
+	if (g->cfg.virtio)
+		memset(g->ram[0].host + g->usable_pages * PAGE, 0, FERRY_GUEST_VIRTIO_SIZE);
+}
+
 /* ------------------------------------------------------------------ */
 /* The step function: shared by the vCPU threads and the oracle.       */
 
@@ -757,6 +845,9 @@ struct step_ctx {
 	uint64_t wss;        /* working set pages, >= 1 */
 	uint64_t hot;        /* hotset: hot pages, >= 1 */
 	ferry_ram_block_t *rb;
+	uint64_t churn_n;    /* churn: managed pages, >= 1 */
+	uint8_t *churn_pages; /* churn: managed page 0 */
+	pthread_mutex_t *churn_lock;
 };
 
 /*
@@ -795,6 +886,65 @@ static inline void step_hotset(const struct step_ctx *c, uint64_t s[4], uint64_t
 	step_write8(c, s, k, p);
 }
 
+static inline void mark(const struct step_ctx *c, const void *p, uint64_t len)
+{
+	if (c->rb)
+		ferry_ram_mark_dirty(c->rb, c->slice_off + (uint64_t)((const uint8_t *)p - c->base),
+				     len);
+}
+
+static inline void swap_u32(uint32_t *a, uint32_t *b)
+{
+	uint32_t t = *a;
+	*a = *b;
+	*b = t;
+}
+
+/*
+ * Churn step k. Page numbers read from RAM are reduced modulo n: a bad
+ * migration stream must not make a vCPU write outside its working set.
+ */
+static inline void step_churn(const struct step_ctx *c, uint64_t s[4], uint64_t k)
+{
+	struct churn_meta *m = (void *)c->base;
+	const uint64_t n = c->churn_n;
+	pthread_mutex_lock(c->churn_lock);
+	const uint64_t na = m->nalloc < n ? m->nalloc : n;
+	unsigned op = (unsigned)(prng_next(s) % 8);
+	if (op < 2)
+		op = na < n ? 0 : 1;
+	else if (op < 4)
+		op = na ? 1 : 0;
+	else
+		op = na ? 2 : 0;
+	if (op == 0) { /* allocate, then initialise the whole page */
+		uint64_t j = na + prng_next(s) % (n - na);
+		swap_u32(&m->perm[na], &m->perm[j]);
+		uint64_t *q = (void *)(c->churn_pages + (m->perm[na] % n) * PAGE);
+		const uint64_t v = (k + 1) * 0x9e3779b97f4a7c15ull;
+		for (unsigned i = 0; i < PAGE / 8; i++)
+			q[i] = v ^ (i * 0xd1b54a32d192ed03ull);
+		m->nalloc = na + 1;
+		mark(c, q, PAGE);
+		mark(c, &m->perm[na], 4);
+		mark(c, &m->perm[j], 4);
+	} else if (op == 1) { /* free: contents left as they are */
+		uint64_t j = prng_next(s) % na;
+		swap_u32(&m->perm[j], &m->perm[na - 1]);
+		m->nalloc = na - 1;
+		mark(c, &m->perm[j], 4);
+		mark(c, &m->perm[na - 1], 4);
+	} else { /* write 8 bytes of an allocated page */
+		uint8_t *pg = c->churn_pages + (m->perm[prng_next(s) % na] % n) * PAGE;
+		uint64_t off = (prng_next(s) % 512) * 8;
+		uint64_t val = prng_next(s) ^ k;
+		memcpy(pg + off, &val, 8);
+		mark(c, pg + off, 8);
+	}
+	mark(c, m, sizeof(*m));
+	pthread_mutex_unlock(c->churn_lock);
+}
+
 #define STEP_LOOP(body)                                                              \
 	for (i = 0; i < n; i++) {                                                    \
 		if (stop && atomic_load_explicit(stop, memory_order_relaxed))        \
@@ -806,7 +956,7 @@ static inline void step_hotset(const struct step_ctx *c, uint64_t s[4], uint64_t
  * Runs up to n steps of v starting at step k0 with PRNG state s (updated).
  * Checks *stop (if not NULL) before every step. Returns the steps done.
  */
-static uint64_t exec_steps(const guest_vcpu *v, uint64_t s[4], uint64_t k0, uint64_t n,
+static uint64_t exec_steps(guest_vcpu *v, uint64_t s[4], uint64_t k0, uint64_t n,
 			   const atomic_int *stop)
 {
 	const struct step_ctx c = {
@@ -815,6 +965,9 @@ static uint64_t exec_steps(const guest_vcpu *v, uint64_t s[4], uint64_t k0, uint
 		.wss = v->l_wss_pages,
 		.hot = v->l_wss_pages / 5 ? v->l_wss_pages / 5 : 1,
 		.rb = v->rb,
+		.churn_n = v->churn_n,
+		.churn_pages = v->base + v->churn_first * PAGE,
+		.churn_lock = &v->churn_lock,
 	};
 	uint64_t st[4] = { s[0], s[1], s[2], s[3] };
 	uint64_t i;
@@ -829,6 +982,9 @@ static uint64_t exec_steps(const guest_vcpu *v, uint64_t s[4], uint64_t k0, uint
 		break;
 	case FERRY_WL_HOTSET:
 		STEP_LOOP(step_hotset(&c, st, k0 + i));
+		break;
+	case FERRY_WL_CHURN:
+		STEP_LOOP(step_churn(&c, st, k0 + i));
 		break;
 	case FERRY_WL_IDLE:
 	default:
@@ -953,7 +1109,7 @@ static bool all_parked(const ferry_guest_t *g)
 	for (unsigned i = 0; i < g->nvcpus; i++)
 		if (!g->vcpus[i].parked)
 			return false;
-	return true;
+	return !g->act_ok || g->act_parked;
 }
 
 /* Caller holds g->ctl and g->lock. */
@@ -1210,10 +1366,12 @@ int ferry_guest_reset(ferry_guest_t *g)
 	}
 	if (r)
 		goto out;
-	if (!g->incoming)
+	if (!g->incoming) {
 		guest_fill(g);
-	else if (g->cfg.prealloc)
+		guest_init_state(g);
+	} else if (g->cfg.prealloc) {
 		ram_prealloc(g);
+	}
 	pthread_mutex_lock(&g->lock);
 	for (unsigned i = 0; i < g->nvcpus; i++) {
 		guest_vcpu *v = &g->vcpus[i];
@@ -1249,6 +1407,10 @@ void ferry_guest_destroy(ferry_guest_t *g)
 		for (unsigned i = 0; i < g->nvcpus; i++)
 			if (g->vcpus[i].thread_ok)
 				pthread_join(g->vcpus[i].thread, NULL);
+		if (g->act_ok)
+			pthread_join(g->act_thread, NULL);
+		for (unsigned i = 0; i < g->nvcpus; i++)
+			pthread_mutex_destroy(&g->vcpus[i].churn_lock);
 		free(g->vcpus);
 	}
 	for (unsigned i = 0; i < g->nram; i++) {
@@ -1307,7 +1469,8 @@ int ferry_guest_create(const ferry_guest_config *cfg, bool incoming, ferry_guest
 	memset(mem, 0, sizeof(guest_vcpu) * cfg->vcpus);
 	g->vcpus = mem;
 	g->nvcpus = cfg->vcpus;
-	const uint64_t pages = cfg->mem_size / PAGE;
+	g->usable_pages = cfg->mem_size / PAGE - (cfg->virtio ? FERRY_GUEST_VIRTIO_SIZE / PAGE : 0);
+	const uint64_t pages = g->usable_pages;
 	const uint64_t slice = pages / cfg->vcpus;
 	for (unsigned i = 0; i < g->nvcpus; i++) {
 		guest_vcpu *v = &g->vcpus[i];
@@ -1328,7 +1491,14 @@ int ferry_guest_create(const ferry_guest_config *cfg, bool incoming, ferry_guest
 		v->wss_pages = v->l_wss_pages;
 		v->target = UINT64_MAX;
 		v->parked = true;
+		if (cfg->workload == FERRY_WL_CHURN) {
+			v->churn_first = churn_meta_pages(v->l_wss_pages);
+			v->churn_n = v->l_wss_pages - v->churn_first;
+		}
+		pthread_mutex_init(&v->churn_lock, NULL);
 	}
+	if (!incoming)
+		guest_init_state(g);
 
 	sigset_t all, old;
 	sigfillset(&all);
@@ -1465,4 +1635,210 @@ int ferry_guest_attach(ferry_guest_t *g, ferry_vm_t *vm)
 	pthread_mutex_unlock(&g->lock);
 	pthread_mutex_unlock(&g->ctl);
 	return 0;
+}
+
+ferry_vm_t *ferry_guest_vm(const ferry_guest_t *g)
+{
+	return g ? g->vm : NULL;
+}
+
+ferry_ram_block_t *ferry_guest_ram_block(const ferry_guest_t *g, unsigned i)
+{
+	return g && i < g->nram ? g->ram[i].rb : NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Guest-physical layout, the virtio area, free pages.                 */
+
+int ferry_guest_gpa_regions(const ferry_guest_t *g, ferry_gpa_region *out, unsigned cap)
+{
+	if (!g || !g->vm || (cap && !out))
+		return -EINVAL;
+	uint64_t gpa = 0;
+	for (unsigned i = 0; i < g->nram; i++) {
+		if (i < cap) {
+			out[i].rb = g->ram[i].rb;
+			out[i].gpa = gpa;
+		}
+		gpa += g->ram[i].size;
+	}
+	return (int)g->nram;
+}
+
+void ferry_guest_virtio_area(const ferry_guest_t *g, uint8_t **host, uint64_t *gpa,
+			     uint64_t *size)
+{
+	const bool on = g && g->cfg.virtio;
+	if (host)
+		*host = on ? g->ram[0].host + g->usable_pages * PAGE : NULL;
+	if (gpa)
+		*gpa = on ? g->usable_pages * PAGE : 0; /* pc.ram is at gpa 0 */
+	if (size)
+		*size = on ? FERRY_GUEST_VIRTIO_SIZE : 0;
+}
+
+/* Reads exactly len bytes at off of a memfd (holes read as zeros). */
+static bool pread_all(int fd, void *buf, size_t len, uint64_t off)
+{
+	uint8_t *p = buf;
+	while (len) {
+		ssize_t n = pread(fd, p, len, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return false;
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return true;
+}
+
+#define PERM_CHUNK 16384 /* u32 entries read at a time */
+
+uint64_t ferry_guest_undefined_pages(const ferry_guest_t *g, unsigned i, uint64_t *bits)
+{
+	if (!g || i != 0 || !bits) /* only pc.ram holds such pages */
+		return 0;
+	uint64_t count = 0;
+	if (g->cfg.virtio) {
+		for (uint64_t p = g->usable_pages; p < g->cfg.mem_size / PAGE; p++)
+			bits[p / 64] |= 1ull << (p % 64);
+		count += FERRY_GUEST_VIRTIO_SIZE / PAGE;
+	}
+	if (g->cfg.workload != FERRY_WL_CHURN)
+		return count;
+	uint32_t *perm = malloc(PERM_CHUNK * sizeof(uint32_t));
+	if (!perm)
+		return count;
+	const int fd = g->ram[0].fd;
+	for (unsigned c = 0; c < g->nvcpus; c++) {
+		const guest_vcpu *v = &g->vcpus[c];
+		struct churn_meta m;
+		if (!pread_all(fd, &m, sizeof(m), v->l_slice_offset) || m.magic != CHURN_MAGIC ||
+		    m.npages != v->churn_n || m.first != v->churn_first || m.nalloc > m.npages)
+			continue; /* not a free list we know: exclude nothing */
+		const uint64_t page0 = v->l_slice_offset / PAGE + v->churn_first;
+		for (uint64_t j = m.nalloc; j < m.npages;) {
+			uint64_t k = m.npages - j < PERM_CHUNK ? m.npages - j : PERM_CHUNK;
+			if (!pread_all(fd, perm, k * 4, v->l_slice_offset + sizeof(m) + j * 4))
+				break;
+			for (uint64_t e = 0; e < k; e++) {
+				if (perm[e] >= m.npages)
+					continue;
+				uint64_t p = page0 + perm[e];
+				if (!(bits[p / 64] >> (p % 64) & 1)) {
+					bits[p / 64] |= 1ull << (p % 64);
+					count++;
+				}
+			}
+			j += k;
+		}
+	}
+	free(perm);
+	return count;
+}
+
+int64_t ferry_guest_free_ranges(ferry_guest_t *g, ferry_guest_free_fn fn, void *opaque)
+{
+	if (!g || !fn)
+		return -EINVAL;
+	if (g->cfg.workload != FERRY_WL_CHURN)
+		return 0;
+	int64_t total = 0;
+	for (unsigned c = 0; c < g->nvcpus; c++) {
+		guest_vcpu *v = &g->vcpus[c];
+		const uint64_t n = v->churn_n;
+		uint64_t *free_bits = calloc((n + 63) / 64, sizeof(uint64_t));
+		if (!free_bits)
+			return -ENOMEM;
+		/* The snapshot: free entries of the permutation, under the lock. */
+		const struct churn_meta *m = (const void *)v->base;
+		pthread_mutex_lock(&v->churn_lock);
+		for (uint64_t j = m->nalloc < n ? m->nalloc : n; j < n; j++) {
+			uint32_t p = m->perm[j];
+			if (p < n)
+				free_bits[p / 64] |= 1ull << (p % 64);
+		}
+		pthread_mutex_unlock(&v->churn_lock);
+		/* Runs of free pages, in guest-physical terms (pc.ram is at 0). */
+		const uint64_t gpa0 = v->l_slice_offset + v->churn_first * PAGE;
+		int r = 0;
+		for (uint64_t p = 0; p < n && r == 0;) {
+			if (!(free_bits[p / 64] >> (p % 64) & 1)) {
+				p++;
+				continue;
+			}
+			uint64_t e = p + 1;
+			while (e < n && (free_bits[e / 64] >> (e % 64) & 1))
+				e++;
+			r = fn(opaque, gpa0 + p * PAGE, (e - p) * PAGE);
+			total += (int64_t)(e - p);
+			p = e;
+		}
+		free(free_bits);
+		if (r < 0)
+			return r;
+	}
+	return total;
+}
+
+/* ------------------------------------------------------------------ */
+/* Guest activity.                                                     */
+
+static void *activity_thread(void *arg)
+{
+	ferry_guest_t *g = arg;
+	pthread_mutex_lock(&g->lock);
+	for (;;) {
+		while (!g->quit && !g->want_run)
+			pthread_cond_wait(&g->cond_run, &g->lock);
+		if (g->quit)
+			break;
+		g->act_parked = false;
+		pthread_mutex_unlock(&g->lock);
+		g->act_fn(g->act_opaque, &g->stop_req);
+		pthread_mutex_lock(&g->lock);
+		g->act_parked = true;
+		pthread_cond_broadcast(&g->cond_ack);
+		if (!g->quit && g->want_run) {
+			/* About 1 ms between rounds; a stop broadcasts cond_wake. */
+			uint64_t t = now_ns() + 1000000;
+			struct timespec ts = { .tv_sec = (time_t)(t / NS_PER_S),
+					       .tv_nsec = (long)(t % NS_PER_S) };
+			pthread_cond_timedwait(&g->cond_wake, &g->lock, &ts);
+		}
+	}
+	pthread_mutex_unlock(&g->lock);
+	return NULL;
+}
+
+int ferry_guest_add_activity(ferry_guest_t *g, ferry_guest_activity_fn fn, void *opaque)
+{
+	if (!g || !fn)
+		return -EINVAL;
+	int r = 0;
+	pthread_mutex_lock(&g->ctl);
+	pthread_mutex_lock(&g->lock);
+	if (g->want_run) {
+		r = -EBUSY;
+	} else if (g->act_ok) {
+		r = -EEXIST;
+	} else {
+		g->act_fn = fn;
+		g->act_opaque = opaque;
+		g->act_parked = true;
+		sigset_t all, old;
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old);
+		r = -pthread_create(&g->act_thread, NULL, activity_thread, g);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		if (r == 0) {
+			g->act_ok = true;
+			pthread_setname_np(g->act_thread, "guest/activity");
+		}
+	}
+	pthread_mutex_unlock(&g->lock);
+	pthread_mutex_unlock(&g->ctl);
+	return r;
 }

@@ -18,6 +18,7 @@
 #ifndef FERRY_GUEST_H
 #define FERRY_GUEST_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -31,7 +32,23 @@ typedef enum ferry_workload {
 	FERRY_WL_STRIDE = 1, /* step k: page k % wss, byte ((k / wss) * 64) % 4096 += 1 */
 	FERRY_WL_RANDOM = 2, /* seeded PRNG page over the working set */
 	FERRY_WL_HOTSET = 3, /* 80% of steps hit the first 20% of the working set */
+	/*
+	 * Pages come from a free-page list kept in guest RAM: a step allocates
+	 * a page (and writes all of it), frees one, or writes 8 bytes of an
+	 * allocated one. A free page's contents are never read: they are
+	 * undefined, and the oracle skips them. Not in the spec parser (its
+	 * messages list the other workloads); set cfg.workload directly.
+	 */
+	FERRY_WL_CHURN = 4,
 } ferry_workload;
+
+/*
+ * With cfg.virtio, the last FERRY_GUEST_VIRTIO_SIZE bytes of "pc.ram" are
+ * the virtio area: the guest's virtio driver keeps its rings and buffers
+ * there, workloads never touch it, and the oracle skips it (its contents
+ * depend on timing).
+ */
+#define FERRY_GUEST_VIRTIO_SIZE (256u << 10)
 
 typedef enum ferry_fill {
 	FERRY_FILL_NONE = 0,   /* never touched: RAM stays unpopulated */
@@ -56,6 +73,8 @@ typedef struct ferry_guest_config {
 	 * before the migration starts, instead of page by page while it runs.
 	 */
 	bool prealloc;
+	/* Reserve the virtio area (see FERRY_GUEST_VIRTIO_SIZE). Default off. */
+	bool virtio;
 } ferry_guest_config;
 
 typedef struct ferry_guest ferry_guest_t;
@@ -147,6 +166,12 @@ uint64_t ferry_guest_hash(const ferry_guest_t *g);
 
 typedef struct ferry_verify_result {
 	bool matches;
+	/*
+	 * Pages skipped because their contents are undefined (free pages of
+	 * the churn workload, the virtio area), per the twin's free lists.
+	 * Not included in pages_compared.
+	 */
+	uint64_t pages_excluded;
 	uint64_t hash;       /* this guest's RAM hash */
 	uint64_t twin_hash;  /* the never-migrated twin's */
 	/* First differing page when !matches. */
@@ -191,5 +216,52 @@ void *ferry_guest_vcpu_opaque(ferry_guest_t *g, unsigned i);
 
 /* The memfd backing RAM block i (owned by the guest), or -1. */
 int ferry_guest_ram_fd(const ferry_guest_t *g, unsigned i);
+
+/*
+ * Pages of RAM block i whose contents are undefined: free pages of the
+ * churn workload (read from the free lists in this guest's RAM, through
+ * the memfd so that no hole gets allocated; a list that does not look
+ * right excludes nothing) and the virtio area. Sets their bits in `bits`
+ * (one per page of the block, zeroed by the caller) and returns their
+ * count. The guest should be stopped for an exact answer.
+ */
+uint64_t ferry_guest_undefined_pages(const ferry_guest_t *g, unsigned i, uint64_t *bits);
+
+/*
+ * Guest-physical layout: "pc.ram" at 0, "vga.vram" right after it (at
+ * cfg.mem_size). Fills up to cap regions (needs ferry_guest_attach()
+ * first) and returns how many there are, or -EINVAL.
+ */
+int ferry_guest_gpa_regions(const ferry_guest_t *g, ferry_gpa_region *out, unsigned cap);
+
+/* The virtio area: host address, guest-physical address, size (0 if none). */
+void ferry_guest_virtio_area(const ferry_guest_t *g, uint8_t **host, uint64_t *gpa,
+			     uint64_t *size);
+
+/*
+ * Calls fn for each run of free pages of the churn workload, in
+ * guest-physical terms, from a snapshot of each vCPU's free list taken
+ * under that vCPU's allocator lock (so the vCPUs may run). Returns the
+ * number of pages reported or a negative errno. Pages free at the
+ * snapshot may be allocated again right after it.
+ */
+typedef int (*ferry_guest_free_fn)(void *opaque, uint64_t gpa, uint64_t len);
+int64_t ferry_guest_free_ranges(ferry_guest_t *g, ferry_guest_free_fn fn, void *opaque);
+
+/*
+ * A guest activity (a guest "kernel thread", e.g. the balloon driver):
+ * fn(opaque, stop) runs over and over, about every millisecond, on its own
+ * thread while the guest runs, and never while it is stopped (ferry_guest_
+ * stop() waits for the round in progress, which must return soon after
+ * *stop becomes non-zero). One per guest; add it while stopped. Returns 0,
+ * -EBUSY (running), -EEXIST or a negative errno from pthread_create.
+ */
+typedef void (*ferry_guest_activity_fn)(void *opaque, const atomic_int *stop);
+int ferry_guest_add_activity(ferry_guest_t *g, ferry_guest_activity_fn fn, void *opaque);
+
+/* The VM the guest is attached to (NULL before ferry_guest_attach()). */
+ferry_vm_t *ferry_guest_vm(const ferry_guest_t *g);
+/* RAM block i as registered with the VM (NULL before attach). */
+ferry_ram_block_t *ferry_guest_ram_block(const ferry_guest_t *g, unsigned i);
 
 #endif /* FERRY_GUEST_H */

@@ -18,6 +18,13 @@
  * sees as never populated. The twin's vCPUs run one after the other in the
  * calling thread, in tight loops (no threads, no pacing).
  *
+ * Undefined pages: free pages of the churn workload and the virtio area
+ * (ferry_guest_undefined_pages()) may hold anything (a free page hinted to
+ * the migration is not sent). They are hashed as zero pages and not
+ * compared; verify takes the list from the twin, so a guest whose free
+ * lists differ from the twin's fails on the (compared) list pages
+ * themselves. Every allocated page must match bit for bit.
+ *
  * Thread: the caller's (the guest's control thread), with the guest
  * stopped. The twin lives only for the duration of ferry_guest_verify().
  */
@@ -25,6 +32,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -81,6 +89,22 @@ static const uint8_t *page_at(struct extents *e, const uint8_t *host, uint64_t o
 	return extents_has_data(e, off) ? host + off : zero_page;
 }
 
+/* Undefined pages of block b of g (NULL if none or out of memory). */
+static uint64_t *undefined_bits(const ferry_guest_t *g, unsigned b, uint64_t size)
+{
+	uint64_t *bits = calloc((size / PAGE + 63) / 64, sizeof(uint64_t));
+	if (bits && !ferry_guest_undefined_pages(g, b, bits)) {
+		free(bits);
+		bits = NULL;
+	}
+	return bits;
+}
+
+static bool bit(const uint64_t *bits, uint64_t page)
+{
+	return bits && bits[page / 64] >> (page % 64) & 1;
+}
+
 uint64_t ferry_guest_hash(const ferry_guest_t *g)
 {
 	XXH3_state_t *st = XXH3_createState();
@@ -94,8 +118,12 @@ uint64_t ferry_guest_hash(const ferry_guest_t *g)
 		struct extents e;
 		ferry_guest_ram(g, b, &name, &host, &size);
 		extents_init(&e, ferry_guest_ram_fd(g, b), size);
+		uint64_t *undef = undefined_bits(g, b, size);
 		for (uint64_t off = 0; off < size; off += PAGE)
-			XXH3_64bits_update(st, page_at(&e, host, off), PAGE);
+			XXH3_64bits_update(st, bit(undef, off / PAGE) ? zero_page
+								      : page_at(&e, host, off),
+					   PAGE);
+		free(undef);
 	}
 	uint64_t h = XXH3_64bits_digest(st);
 	XXH3_freeState(st);
@@ -142,7 +170,14 @@ int ferry_guest_verify(const ferry_guest_t *g, ferry_verify_result *res)
 		}
 		extents_init(&eg, ferry_guest_ram_fd(g, b), size);
 		extents_init(&et, ferry_guest_ram_fd(twin, b), size);
+		uint64_t *undef = undefined_bits(twin, b, size);
 		for (uint64_t off = 0; off < size; off += PAGE) {
+			if (bit(undef, off / PAGE)) {
+				XXH3_64bits_update(sg, zero_page, PAGE);
+				XXH3_64bits_update(st, zero_page, PAGE);
+				res->pages_excluded++;
+				continue;
+			}
 			const uint8_t *pg = page_at(&eg, host, off);
 			const uint8_t *pt = page_at(&et, thost, off);
 			XXH3_64bits_update(sg, pg, PAGE);
@@ -157,6 +192,7 @@ int ferry_guest_verify(const ferry_guest_t *g, ferry_verify_result *res)
 				res->pages_differing++;
 			}
 		}
+		free(undef);
 	}
 	res->hash = XXH3_64bits_digest(sg);
 	res->twin_hash = XXH3_64bits_digest(st);

@@ -5,12 +5,15 @@
  * and a hostile mode that writes malformed rings.
  *
  * DESIGN: the layout in the given area is, each 16-byte aligned: the
- * descriptor table (16 * num), the avail ring (6 + 2 * num, used_event
- * included), the used ring (6 + 8 * num, avail_event included), then num
- * indirect tables of FERRY_GVQ_MAX_CHAIN entries (table t belongs to the
- * chain whose head is t, so tables never need allocating). Free ring
- * descriptors are chained through their `next` fields; a posted chain's
- * length is remembered per head so reaping never trusts the device.
+ * driver's state (struct ferry_gvq_state), the descriptor table
+ * (16 * num), the avail ring (6 + 2 * num, used_event included), the used
+ * ring (6 + 8 * num, avail_event included), then num indirect tables of
+ * FERRY_GVQ_MAX_CHAIN entries (table t belongs to the chain whose head is
+ * t, so tables never need allocating). Free ring descriptors are chained
+ * through their `next` fields; a posted chain's length is remembered per
+ * head so reaping never trusts the device. The state is in guest RAM like
+ * the rings, so it migrates with them; the host-side ferry_gvq only holds
+ * pointers, rebuilt by ferry_gvq_attach().
  *
  * Barriers (the driver's half of each pairing in src/lib/virtio/vring.c):
  *  - add: descriptors and the avail entry are written, then a release
@@ -35,10 +38,16 @@
 
 #define ALIGN16(x) (((x) + 15) & ~(uint64_t)15)
 #define TABLE_BYTES (FERRY_GVQ_MAX_CHAIN * sizeof(struct vring_desc))
+#define GVQ_MAGIC 0x3176716779727266ull /* "ferrygvq1" */
+
+static uint64_t off_desc(void)
+{
+	return ALIGN16(sizeof(struct ferry_gvq_state));
+}
 
 static uint64_t off_avail(uint16_t num)
 {
-	return 16ull * num;
+	return off_desc() + 16ull * num;
 }
 
 static uint64_t off_used(uint16_t num)
@@ -82,37 +91,82 @@ static void desc_write(void *dst, uint64_t addr, uint32_t len, uint16_t flags, u
 	memcpy(dst, &d, sizeof(d));
 }
 
-int ferry_gvq_init(ferry_gvq *q, uint8_t *host, uint64_t gpa, uint64_t size, uint16_t num,
-		   uint64_t features)
+static bool num_ok(unsigned num)
 {
-	if (!q || !host || !num || num > 1024 || (num & (num - 1)) || gpa % 16 ||
-	    (uintptr_t)host % 16 || size < ferry_gvq_area_size(num))
-		return -EINVAL;
+	return num && num <= 1024 && !(num & (num - 1));
+}
+
+/* Host pointers and addresses of a queue of st->num entries at host/gpa. */
+static void set_pointers(ferry_gvq *q, uint8_t *host, uint64_t gpa, uint64_t size)
+{
+	const uint16_t num = ((struct ferry_gvq_state *)(void *)host)->num;
 	memset(q, 0, sizeof(*q));
-	memset(host, 0, ferry_gvq_area_size(num));
-	q->num = num;
-	q->features = features;
+	q->st = (void *)host;
 	q->vr.num = num;
-	q->vr.desc = (void *)host;
+	q->vr.desc = (void *)(host + off_desc());
 	q->vr.avail = (void *)(host + off_avail(num));
 	q->vr.used = (void *)(host + off_used(num));
 	q->indirect = host + off_indirect(num);
-	q->desc_gpa = gpa;
+	q->area_gpa = gpa;
+	q->area_size = size;
+	q->desc_gpa = gpa + off_desc();
 	q->avail_gpa = gpa + off_avail(num);
 	q->used_gpa = gpa + off_used(num);
 	q->indirect_gpa = gpa + off_indirect(num);
+}
+
+/* Logs [p, p + len) of the area as written (explicit dirty tracking). */
+static void dirty(const ferry_gvq *q, const void *p, uint64_t len)
+{
+	if (q->dirty_rb)
+		ferry_ram_mark_dirty(q->dirty_rb,
+				     q->dirty_off + (uint64_t)((const uint8_t *)p - (uint8_t *)q->st),
+				     len);
+}
+
+int ferry_gvq_init(ferry_gvq *q, uint8_t *host, uint64_t gpa, uint64_t size, uint16_t num,
+		   uint64_t features)
+{
+	if (!q || !host || !num_ok(num) || gpa % 16 || (uintptr_t)host % 16 ||
+	    size < ferry_gvq_area_size(num))
+		return -EINVAL;
+	memset(host, 0, ferry_gvq_area_size(num));
+	struct ferry_gvq_state *st = (void *)host;
+	st->num = num;
+	set_pointers(q, host, gpa, size);
+	st->features = features;
 	for (uint16_t i = 0; i < num; i++)
 		desc_write(&q->vr.desc[i], 0, 0, 0, (uint16_t)(i + 1 < num ? i + 1 : 0));
-	q->free_head = 0;
-	q->num_free = num;
+	st->free_head = 0;
+	st->num_free = num;
+	st->magic = GVQ_MAGIC;
 	return 0;
+}
+
+int ferry_gvq_attach(ferry_gvq *q, uint8_t *host, uint64_t gpa, uint64_t size)
+{
+	if (!q || !host || gpa % 16 || (uintptr_t)host % 16 ||
+	    size < sizeof(struct ferry_gvq_state))
+		return -EINVAL;
+	const struct ferry_gvq_state *st = (const void *)host;
+	if (st->magic != GVQ_MAGIC || !num_ok(st->num) || size < ferry_gvq_area_size(st->num) ||
+	    st->free_head >= st->num || st->num_free > st->num)
+		return -EINVAL;
+	set_pointers(q, host, gpa, size);
+	return 0;
+}
+
+void ferry_gvq_set_dirty_log(ferry_gvq *q, ferry_ram_block_t *rb, uint64_t off)
+{
+	q->dirty_rb = rb;
+	q->dirty_off = off;
 }
 
 void ferry_gvq_config(const ferry_gvq *q, ferry_vq_config *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
-	cfg->features = q->features;
-	cfg->num = q->num;
+	cfg->features = q->st->features;
+	cfg->num = q->st->num;
 	cfg->desc = q->desc_gpa;
 	cfg->avail = q->avail_gpa;
 	cfg->used = q->used_gpa;
@@ -120,21 +174,24 @@ void ferry_gvq_config(const ferry_gvq *q, ferry_vq_config *cfg)
 
 static uint16_t desc_next(const ferry_gvq *q, uint16_t i)
 {
-	return ld16(&q->vr.desc[i].next);
+	return ld16(&q->vr.desc[i].next) & (q->st->num - 1); /* our RAM, but stay inside */
 }
 
 /* Publishes head in the next avail slot. */
 static void publish(ferry_gvq *q, uint16_t head)
 {
-	st16(&q->vr.avail->ring[q->avail_idx & (q->num - 1)], head);
+	struct ferry_gvq_state *st = q->st;
+	st16(&q->vr.avail->ring[st->avail_idx & (st->num - 1)], head);
 	/*
 	 * Release: the descriptors and the avail entry written above are
 	 * visible before the new avail->idx (pairs with the device's acquire
 	 * after it loads avail->idx).
 	 */
 	__atomic_thread_fence(__ATOMIC_RELEASE);
-	q->avail_idx++;
-	st16(&q->vr.avail->idx, q->avail_idx);
+	st->avail_idx++;
+	st16(&q->vr.avail->idx, st->avail_idx);
+	/* The whole area but the used ring (the device's) and the tables. */
+	dirty(q, st, (uint64_t)((uint8_t *)q->vr.used - (uint8_t *)st));
 }
 
 int ferry_gvq_add(ferry_gvq *q, const ferry_gbuf *out, unsigned nout, const ferry_gbuf *in,
@@ -143,12 +200,13 @@ int ferry_gvq_add(ferry_gvq *q, const ferry_gbuf *out, unsigned nout, const ferr
 	const unsigned total = nout + nin;
 	if (!q || !total || total > FERRY_GVQ_MAX_CHAIN)
 		return -EINVAL;
-	if (indirect && !(q->features >> VIRTIO_RING_F_INDIRECT_DESC & 1))
+	struct ferry_gvq_state *st = q->st;
+	if (indirect && !(st->features >> VIRTIO_RING_F_INDIRECT_DESC & 1))
 		return -EINVAL;
 	const unsigned need = indirect ? 1 : total;
-	if (q->num_free < need)
+	if (st->num_free < need)
 		return -ENOSPC;
-	const uint16_t head = q->free_head;
+	const uint16_t head = st->free_head;
 	if (indirect) {
 		uint8_t *t = q->indirect + (size_t)head * TABLE_BYTES;
 		for (unsigned k = 0; k < total; k++) {
@@ -158,10 +216,11 @@ int ferry_gvq_add(ferry_gvq *q, const ferry_gbuf *out, unsigned nout, const ferr
 			desc_write(t + k * sizeof(struct vring_desc), b->gpa, b->len, fl,
 				   (uint16_t)(k + 1));
 		}
+		dirty(q, t, total * sizeof(struct vring_desc));
 		uint16_t nx = desc_next(q, head);
 		desc_write(&q->vr.desc[head], ferry_gvq_indirect_gpa(q, head),
 			   (uint32_t)(total * sizeof(struct vring_desc)), VRING_DESC_F_INDIRECT, nx);
-		q->free_head = nx;
+		st->free_head = nx;
 	} else {
 		uint16_t i = head;
 		for (unsigned k = 0; k < total; k++) {
@@ -171,65 +230,71 @@ int ferry_gvq_add(ferry_gvq *q, const ferry_gbuf *out, unsigned nout, const ferr
 						 (k + 1 < total ? VRING_DESC_F_NEXT : 0));
 			desc_write(&q->vr.desc[i], b->gpa, b->len, fl, nx);
 			if (k + 1 == total)
-				q->free_head = nx;
+				st->free_head = nx;
 			i = nx;
 		}
 	}
-	q->num_free = (uint16_t)(q->num_free - need);
-	q->chain_len[head] = (uint8_t)need;
+	st->num_free = (uint16_t)(st->num_free - need);
+	st->chain_len[head] = (uint8_t)need;
 	publish(q, head);
 	return head;
 }
 
 bool ferry_gvq_kick_needed(ferry_gvq *q)
 {
-	const uint16_t old = q->kicked_idx, cur = q->avail_idx;
-	q->kicked_idx = cur;
+	struct ferry_gvq_state *st = q->st;
+	const uint16_t old = st->kicked_idx, cur = st->avail_idx;
+	st->kicked_idx = cur;
 	/*
 	 * Full barrier: our store of avail->idx is visible before we read the
 	 * device's flag / avail event (pairs with the device's full fence after
 	 * it re-enabled notifications and before it re-reads avail->idx).
 	 */
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
-	if (q->features >> VIRTIO_RING_F_EVENT_IDX & 1)
+	if (st->features >> VIRTIO_RING_F_EVENT_IDX & 1)
 		return vring_need_event(ld16(&vring_avail_event(&q->vr)), cur, old);
 	return !(ld16(&q->vr.used->flags) & VRING_USED_F_NO_NOTIFY);
 }
 
 int ferry_gvq_get_used(ferry_gvq *q, uint32_t *len)
 {
-	if (ld16(&q->vr.used->idx) == q->last_used)
+	struct ferry_gvq_state *st = q->st;
+	if (ld16(&q->vr.used->idx) == st->last_used)
 		return -EAGAIN;
 	/*
 	 * Acquire: the load of used->idx above happens before the element is
 	 * read (pairs with the device's release before it stored used->idx).
 	 */
 	__atomic_thread_fence(__ATOMIC_ACQUIRE);
-	const vring_used_elem_t *u = &q->vr.used->ring[q->last_used & (q->num - 1)];
+	const vring_used_elem_t *u = &q->vr.used->ring[st->last_used & (st->num - 1)];
 	uint32_t id = ld32(&u->id);
-	if (id >= q->num || !q->chain_len[id])
+	if (id >= st->num || !st->chain_len[id])
 		return -EPROTO;
 	if (len)
 		*len = ld32(&u->len);
-	q->last_used++;
+	st->last_used++;
 	/* Give the chain's ring descriptors back, trusting only our own count. */
-	uint16_t n = q->chain_len[id], last = (uint16_t)id;
+	uint16_t n = st->chain_len[id], last = (uint16_t)id;
 	for (uint16_t k = 1; k < n; k++)
-		last = desc_next(q, last);
-	desc_write(&q->vr.desc[last], 0, 0, 0, q->free_head);
-	q->free_head = (uint16_t)id;
-	q->num_free = (uint16_t)(q->num_free + n);
-	q->chain_len[id] = 0;
+		last = desc_next(q, last) & (st->num - 1);
+	desc_write(&q->vr.desc[last], 0, 0, 0, st->free_head);
+	st->free_head = (uint16_t)id;
+	st->num_free = (uint16_t)(st->num_free + n);
+	st->chain_len[id] = 0;
+	dirty(q, st, (uint64_t)((uint8_t *)q->vr.avail - (uint8_t *)st));
 	return (int)id;
 }
 
 void ferry_gvq_enable_interrupts(ferry_gvq *q, bool enable)
 {
-	if (q->features >> VIRTIO_RING_F_EVENT_IDX & 1)
+	const struct ferry_gvq_state *st = q->st;
+	if (st->features >> VIRTIO_RING_F_EVENT_IDX & 1)
 		/* Interrupt when the device uses the entry after those reaped. */
-		st16(&vring_used_event(&q->vr), enable ? q->last_used : (uint16_t)(q->last_used - 1));
+		st16(&vring_used_event(&q->vr),
+		     enable ? st->last_used : (uint16_t)(st->last_used - 1));
 	else
 		st16(&q->vr.avail->flags, enable ? 0 : VRING_AVAIL_F_NO_INTERRUPT);
+	dirty(q, q->vr.avail, (uint64_t)((uint8_t *)q->vr.used - (uint8_t *)q->vr.avail));
 	/*
 	 * Full barrier: the event / flag is visible before the caller re-reads
 	 * used->idx (pairs with the device's full fence in need_notify).
@@ -239,7 +304,7 @@ void ferry_gvq_enable_interrupts(ferry_gvq *q, bool enable)
 
 unsigned ferry_gvq_outstanding(const ferry_gvq *q)
 {
-	return (uint16_t)(q->avail_idx - q->last_used);
+	return (uint16_t)(q->st->avail_idx - q->st->last_used);
 }
 
 /* ------------------------------------------------------------------ */
@@ -248,33 +313,33 @@ unsigned ferry_gvq_outstanding(const ferry_gvq *q)
 void ferry_gvq_raw_desc(ferry_gvq *q, uint16_t i, uint64_t addr, uint32_t len, uint16_t flags,
 			uint16_t next)
 {
-	desc_write(&q->vr.desc[i & (q->num - 1)], addr, len, flags, next);
+	desc_write(&q->vr.desc[i & (q->st->num - 1)], addr, len, flags, next);
 }
 
 void ferry_gvq_raw_avail(ferry_gvq *q, uint16_t idx, uint16_t head)
 {
-	st16(&q->vr.avail->ring[idx & (q->num - 1)], head);
+	st16(&q->vr.avail->ring[idx & (q->st->num - 1)], head);
 	__atomic_thread_fence(__ATOMIC_RELEASE); /* as publish() */
-	q->avail_idx = (uint16_t)(idx + 1);
-	st16(&q->vr.avail->idx, q->avail_idx);
+	q->st->avail_idx = (uint16_t)(idx + 1);
+	st16(&q->vr.avail->idx, q->st->avail_idx);
 }
 
 void ferry_gvq_raw_avail_idx(ferry_gvq *q, uint16_t idx)
 {
 	__atomic_thread_fence(__ATOMIC_RELEASE); /* as publish() */
-	q->avail_idx = idx;
+	q->st->avail_idx = idx;
 	st16(&q->vr.avail->idx, idx);
 }
 
 uint64_t ferry_gvq_indirect_gpa(const ferry_gvq *q, uint16_t t)
 {
-	return q->indirect_gpa + (uint64_t)(t & (q->num - 1)) * TABLE_BYTES;
+	return q->indirect_gpa + (uint64_t)(t & (q->st->num - 1)) * TABLE_BYTES;
 }
 
 void ferry_gvq_raw_indirect(ferry_gvq *q, uint16_t t, uint16_t i, uint64_t addr, uint32_t len,
 			    uint16_t flags, uint16_t next)
 {
-	uint8_t *tb = q->indirect + (size_t)(t & (q->num - 1)) * TABLE_BYTES;
+	uint8_t *tb = q->indirect + (size_t)(t & (q->st->num - 1)) * TABLE_BYTES;
 	desc_write(tb + (size_t)(i % FERRY_GVQ_MAX_CHAIN) * sizeof(struct vring_desc), addr, len,
 		   flags, next);
 }
@@ -282,21 +347,22 @@ void ferry_gvq_raw_indirect(ferry_gvq *q, uint16_t t, uint16_t i, uint64_t addr,
 int ferry_gvq_post_malformed(ferry_gvq *q, ferry_gvq_malformed kind, uint64_t buf,
 			     uint64_t outside, uint64_t straddle)
 {
-	if (!q || q->num < 4)
+	if (!q || q->st->num < 4)
 		return -EINVAL;
+	const uint16_t num = q->st->num;
 	const uint16_t N = VRING_DESC_F_NEXT, W = VRING_DESC_F_WRITE, I = VRING_DESC_F_INDIRECT;
-	const uint16_t at = q->avail_idx;
+	const uint16_t at = q->st->avail_idx;
 	const uint64_t tbl = ferry_gvq_indirect_gpa(q, 0);
 	switch (kind) {
 	case FERRY_GVQ_BAD_AVAIL_IDX:
 		ferry_gvq_raw_desc(q, 0, buf, 16, 0, 0);
-		ferry_gvq_raw_avail_idx(q, (uint16_t)(at + q->num + 1));
+		ferry_gvq_raw_avail_idx(q, (uint16_t)(at + num + 1));
 		return 0;
 	case FERRY_GVQ_BAD_HEAD:
-		ferry_gvq_raw_avail(q, at, q->num);
+		ferry_gvq_raw_avail(q, at, num);
 		return 0;
 	case FERRY_GVQ_BAD_NEXT:
-		ferry_gvq_raw_desc(q, 0, buf, 16, N, q->num);
+		ferry_gvq_raw_desc(q, 0, buf, 16, N, num);
 		break;
 	case FERRY_GVQ_LOOP:
 		ferry_gvq_raw_desc(q, 0, buf, 16, N, 1);
@@ -344,8 +410,8 @@ int ferry_gvq_post_malformed(ferry_gvq *q, ferry_gvq_malformed kind, uint64_t bu
 		ferry_gvq_raw_desc(q, 1, buf + 16, 0, W, 0);
 		break;
 	case FERRY_GVQ_LONG_CHAIN:
-		for (uint16_t i = 0; i < q->num; i++)
-			ferry_gvq_raw_desc(q, i, buf, 4, (uint16_t)(i + 1 < q->num ? N : 0),
+		for (uint16_t i = 0; i < num; i++)
+			ferry_gvq_raw_desc(q, i, buf, 4, (uint16_t)(i + 1 < num ? N : 0),
 					   (uint16_t)(i + 1));
 		break;
 	case FERRY_GVQ_HEAD_REUSED:

@@ -4,8 +4,10 @@
  * virtqueue whose rings live in guest RAM, as a real driver's do.
  *
  * The driver is given an area of guest RAM (host pointer and its
- * guest-physical address) and lays out in it the descriptor table, the
- * avail ring, the used ring and one indirect table per descriptor. It posts
+ * guest-physical address) and lays out in it its own state (indices, free
+ * list), the descriptor table, the avail ring, the used ring and one
+ * indirect table per descriptor. Everything lives in guest RAM, so a
+ * migrated guest re-attaches to its queue (ferry_gvq_attach()). It posts
  * chains of guest-physical buffers, decides kicks (VRING_USED_F_NO_NOTIFY or
  * the avail event index) and reaps used elements. ferry_gvq_config() gives
  * what a device needs for ferry_vq_setup().
@@ -28,18 +30,29 @@
 /* Most buffers a chain may have (indirect tables have this many entries). */
 #define FERRY_GVQ_MAX_CHAIN 16u
 
-typedef struct ferry_gvq {
-	uint16_t num;
+/* The driver's state, at the start of its area in guest RAM. */
+struct ferry_gvq_state {
+	uint64_t magic;
 	uint64_t features;
-	struct vring vr;        /* host pointers into guest RAM */
-	uint8_t *indirect;      /* num tables of FERRY_GVQ_MAX_CHAIN entries */
-	uint64_t desc_gpa, avail_gpa, used_gpa, indirect_gpa;
-	uint16_t free_head;     /* free descriptors, chained through desc.next */
+	uint16_t num;
+	uint16_t free_head;      /* free descriptors, chained through desc.next */
 	uint16_t num_free;
-	uint16_t avail_idx;     /* our copy of avail->idx (we are its only writer) */
-	uint16_t kicked_idx;    /* avail_idx at the last kick decision */
-	uint16_t last_used;     /* next used entry to reap */
+	uint16_t avail_idx;      /* our copy of avail->idx (we are its only writer) */
+	uint16_t kicked_idx;     /* avail_idx at the last kick decision */
+	uint16_t last_used;      /* next used entry to reap */
 	uint8_t chain_len[1024]; /* ring descriptors used by the chain at each head */
+};
+
+/* Host-side view of a queue: pointers into guest RAM, rebuilt on attach. */
+typedef struct ferry_gvq {
+	struct ferry_gvq_state *st; /* in guest RAM */
+	struct vring vr;            /* host pointers into guest RAM */
+	uint8_t *indirect;          /* num tables of FERRY_GVQ_MAX_CHAIN entries */
+	uint64_t area_gpa, desc_gpa, avail_gpa, used_gpa, indirect_gpa;
+	uint64_t area_size;
+	/* Explicit dirty tracking: the block holding the area, and its offset. */
+	ferry_ram_block_t *dirty_rb;
+	uint64_t dirty_off;
 } ferry_gvq;
 
 /* A buffer in guest-physical space. */
@@ -59,6 +72,19 @@ uint64_t ferry_gvq_area_size(uint16_t num);
  */
 int ferry_gvq_init(ferry_gvq *q, uint8_t *host, uint64_t gpa, uint64_t size, uint16_t num,
 		   uint64_t features);
+
+/*
+ * Re-attaches to a queue ferry_gvq_init() laid out in this area earlier
+ * (after a migration: the state arrived with guest RAM). Returns 0, or
+ * -EINVAL if the area holds no valid queue state.
+ */
+int ferry_gvq_attach(ferry_gvq *q, uint8_t *host, uint64_t gpa, uint64_t size);
+
+/*
+ * Explicit dirty tracking: every driver write to the area is followed by
+ * ferry_ram_mark_dirty(rb, off + ...). rb NULL: none (the default).
+ */
+void ferry_gvq_set_dirty_log(ferry_gvq *q, ferry_ram_block_t *rb, uint64_t off);
 
 /* What the device is told at queue enable. */
 void ferry_gvq_config(const ferry_gvq *q, ferry_vq_config *cfg);

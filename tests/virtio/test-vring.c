@@ -527,18 +527,17 @@ static void test_event_idx(void **state)
 /* ------------------------------------------------------------------------ */
 /* Migration of the ring state                                              */
 
-/* A second fixture whose RAM is a copy of f's, and f's driver rebased. */
+/*
+ * A second fixture whose RAM is a copy of f's (a migration), with the
+ * guest's driver re-attached to its state in that RAM.
+ */
 static void fx_clone(const struct fx *f, struct fx *d)
 {
 	memset(d, 0, sizeof(*d));
 	const uint8_t *init[NBLK] = { f->ram[0], f->ram[1], f->ram[2] };
 	fx_ram(d, init);
-	d->q = f->q;
-	ptrdiff_t delta = d->ram[0] - f->ram[0];
-	d->q.vr.desc = (void *)((uint8_t *)f->q.vr.desc + delta);
-	d->q.vr.avail = (void *)((uint8_t *)f->q.vr.avail + delta);
-	d->q.vr.used = (void *)((uint8_t *)f->q.vr.used + delta);
-	d->q.indirect = f->q.indirect + delta;
+	assert_int_equal(ferry_gvq_attach(&d->q, d->ram[0], RING_GPA, 0x20000), 0);
+	assert_int_equal(ferry_gvq_outstanding(&d->q), ferry_gvq_outstanding(&f->q));
 }
 
 static int64_t save(ferry_vq_t *vq, uint8_t *buf, size_t cap)
