@@ -195,7 +195,7 @@ FERRY_EXTERN void ferry_vq_set_notification(ferry_vq_t *vq, bool enable);
 FERRY_EXTERN bool ferry_vq_need_notify(ferry_vq_t *vq);
 
 FERRY_EXTERN bool ferry_vq_is_broken(const ferry_vq_t *vq);
-/* Why the queue is broken ("" if it is not). Valid until the next call. */
+/* Why the queue is broken ("" if it is not). Valid until reset or destroy. */
 FERRY_EXTERN const char *ferry_vq_error(const ferry_vq_t *vq);
 
 /*
