@@ -3,6 +3,8 @@
 #include "harness.h"
 
 #include <errno.h>
+#include <stdlib.h>
+#include <sys/socket.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -10,6 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
+
+#include "sbuf.h"
 
 void side_create(side *s, const char *spec, ferry_dirty_mode mode, bool incoming)
 {
@@ -73,3 +77,61 @@ void msleep(unsigned ms)
 	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
 	nanosleep(&ts, NULL);
 }
+
+/*
+ * Feeds a hand-made stream to a fresh destination (guest DST_SPEC) and
+ * returns its error (static buffer); postcopy: the destination allows it.
+ * Checks: the migration FAILED, the return path said the same, and guest
+ * RAM outside the pages the stream legitimately wrote is untouched (zero).
+ */
+const char *feed_stream(const void *data, size_t len, bool postcopy)
+{
+	static char msg[256];
+	side dst;
+	side_create(&dst, DST_SPEC, FERRY_DIRTY_EXPLICIT, true);
+	if (postcopy) {
+		ferry_mig_params ip;
+		ferry_mig_params_init(&ip);
+		ip.postcopy = true;
+		assert_int_equal(ferry_migration_set_incoming_params(dst.vm, &ip), 0);
+	}
+	const uint8_t *p = data;
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	assert_int_equal(ferry_migrate_incoming_fd(dst.vm, sv[1]), 0);
+	size_t off = 0;
+	while (off < len) {
+		ssize_t n = send(sv[0], p + off, len - off, MSG_NOSIGNAL);
+		if (n <= 0)
+			break;
+		off += (size_t)n;
+	}
+	shutdown(sv[0], SHUT_WR);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIG_FAILED);
+	ferry_mig_info i;
+	ferry_migration_query(dst.vm, &i);
+	snprintf(msg, sizeof(msg), "%s", i.error_desc);
+	/* The return path carries the same message to the source. */
+	uint8_t rp[512];
+	ssize_t n = recv(sv[0], rp, sizeof(rp), MSG_WAITALL);
+	assert_true(n >= 8);
+	assert_int_equal(rp[0] << 8 | rp[1], FERRY_RP_SHUT);
+	size_t rlen = (size_t)(rp[2] << 8 | rp[3]);
+	assert_int_equal((size_t)n, 4 + rlen);
+	assert_memory_equal(rp + 8, msg, rlen - 4);
+	assert_false(ferry_vm_is_running(dst.vm));
+	/* None of these streams carries page data: guest RAM must be untouched. */
+	for (unsigned k = 0; k < ferry_guest_ram_count(dst.g); k++) {
+		const char *name;
+		uint8_t *host;
+		uint64_t size;
+		ferry_guest_ram(dst.g, k, &name, &host, &size);
+		for (uint64_t o = 0; o < size; o++)
+			if (host[o])
+				fail_msg("block %s byte %llu was written", name, (unsigned long long)o);
+	}
+	close(sv[0]);
+	side_destroy(&dst);
+	return msg;
+}
+

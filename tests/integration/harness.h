@@ -30,6 +30,13 @@ bool side_verify(side *s);
 bool side_run_and_verify(side *s, uint64_t n);
 /* Waits for a final status with a generous timeout; fails the test on hang. */
 int wait_final(ferry_vm_t *vm);
+/*
+ * Feeds a hand-made stream to a fresh destination (guest DST_SPEC of
+ * sbuf.h) and returns its error message (static buffer). Checks that the
+ * migration FAILED, that the return path said the same, and that guest RAM
+ * was not touched. postcopy: the destination allows postcopy.
+ */
+const char *feed_stream(const void *data, size_t len, bool postcopy);
 /* Sleeps ms milliseconds. */
 void msleep(unsigned ms);
 

@@ -26,6 +26,16 @@ static inline void be64(sbuf *b, uint64_t v) { be32(b, (uint32_t)(v >> 32)); be3
 static inline void str8(sbuf *b, const char *s) { u8(b, (uint8_t)strlen(s)); put(b, s, strlen(s)); }
 
 
+static inline void header(sbuf *b)
+{
+	be32(b, FERRY_STREAM_MAGIC);
+	be32(b, FERRY_STREAM_VERSION);
+	uint8_t uuid[16] = { 1 };
+	put(b, uuid, 16);
+	be32(b, 4096);
+}
+
+
 /* The guest spec of hand-made-stream destinations, and its RAM setup section. */
 #define DST_SPEC "mem=16M,vram=4M,vcpus=1,workload=random"
 

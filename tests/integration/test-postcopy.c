@@ -21,6 +21,7 @@
 
 #include "harness.h"
 #include "proxy.h"
+#include "sbuf.h"
 
 #define MiB (1ull << 20)
 
@@ -399,9 +400,10 @@ static void t_pc_pause(void **s)
 		assert_int_equal(r, 0);
 		wait_status(src.vm, FERRY_MIG_POSTCOPY_PAUSED);
 		wait_status(dst.vm, FERRY_MIG_POSTCOPY_PAUSED);
-		uri = test_uri();
-		assert_int_equal(ferry_migrate_resume(src.vm, uri), 0); /* before recover: fails, stays paused */
+		/* Nobody listens there: the attempt fails and the source stays paused. */
+		assert_int_equal(ferry_migrate_resume(src.vm, test_uri()), 0);
 		wait_status(src.vm, FERRY_MIG_POSTCOPY_PAUSED);
+		uri = test_uri();
 		assert_int_equal(ferry_migration_recover(dst.vm, uri), 0);
 		assert_int_equal(ferry_migration_recover(dst.vm, uri), -ENOENT);
 		/* Until the failed attempt is over (postcopy-recover), resume is refused. */
@@ -415,6 +417,103 @@ static void t_pc_pause(void **s)
 	}
 	side_destroy(&src);
 	side_destroy(&dst);
+}
+
+/* ---- hostile postcopy commands (before RUN: the destination fails cleanly) ---- */
+
+static void cmd(sbuf *b, uint16_t c, const void *p, uint16_t len)
+{
+	u8(b, FERRY_REC_COMMAND);
+	be16(b, c);
+	be16(b, len);
+	if (len)
+		put(b, p, len);
+}
+
+static void advise(sbuf *b, uint32_t flags)
+{
+	uint8_t f[4] = { flags >> 24, flags >> 16, flags >> 8, flags };
+	cmd(b, FERRY_CMD_POSTCOPY_ADVISE, f, 4);
+}
+
+/* A DISCARD payload: block name, first page, n little-endian words of ones. */
+static uint16_t discard_payload(uint8_t *p, const char *name, uint64_t first, unsigned words)
+{
+	size_t o = 0, nl = strlen(name);
+	p[o++] = (uint8_t)nl;
+	memcpy(p + o, name, nl);
+	o += nl;
+	for (int i = 7; i >= 0; i--)
+		p[o++] = (uint8_t)(first >> (8 * i));
+	memset(p + o, 0xff, (size_t)words * 8);
+	return (uint16_t)(o + (size_t)words * 8);
+}
+
+static const char *pfeed(const sbuf *b) { return feed_stream(b->p, b->len, true); }
+
+static void t_pc_hostile(void **state)
+{
+	(void)state;
+	sbuf b;
+	uint8_t d[300];
+	uint16_t dl;
+
+	b.len = 0; header(&b); advise(&b, 0);
+	assert_string_equal(feed_stream(b.p, b.len, false),
+			    "the source asks for postcopy but postcopy-ram is not enabled on the "
+			    "destination (command at offset 28)");
+	b.len = 0; header(&b); advise(&b, 4);
+	assert_string_equal(pfeed(&b), "postcopy flags 0x4 (command at offset 28)");
+	b.len = 0; header(&b); ram_setup(&b); advise(&b, 0);
+	assert_string_equal(pfeed(&b), "postcopy advised twice or late (command at offset 102)");
+	b.len = 0; header(&b); advise(&b, 0); advise(&b, 0);
+	assert_string_equal(pfeed(&b), "postcopy advised twice or late (command at offset 37)");
+	b.len = 0; header(&b); dl = discard_payload(d, "pc.ram", 0, 1);
+	cmd(&b, FERRY_CMD_POSTCOPY_DISCARD, d, dl);
+	assert_string_equal(pfeed(&b), "postcopy discard without advise (command at offset 28)");
+	b.len = 0; header(&b); advise(&b, 0); ram_setup(&b);
+	dl = discard_payload(d, "nope", 0, 1);
+	cmd(&b, FERRY_CMD_POSTCOPY_DISCARD, d, dl);
+	assert_string_equal(pfeed(&b), "page bitmap for unknown RAM block 'nope' (command at offset 111)");
+	b.len = 0; header(&b); advise(&b, 0); ram_setup(&b);
+	dl = discard_payload(d, "vga.vram", 1024, 1); /* vga.vram has 1024 pages */
+	cmd(&b, FERRY_CMD_POSTCOPY_DISCARD, d, dl);
+	assert_string_equal(pfeed(&b), "page bitmap of RAM block 'vga.vram' at page 1024, 8 bytes: "
+				       "outside the block (1024 pages) (command at offset 111)");
+	b.len = 0; header(&b); advise(&b, 0); ram_setup(&b);
+	dl = discard_payload(d, "vga.vram", 960, 2); /* 128 pages from 960: past the end */
+	cmd(&b, FERRY_CMD_POSTCOPY_DISCARD, d, dl);
+	assert_string_equal(pfeed(&b), "page bitmap of RAM block 'vga.vram' at page 960, 16 bytes: "
+				       "outside the block (1024 pages) (command at offset 111)");
+	b.len = 0; header(&b); advise(&b, 0); ram_setup(&b);
+	dl = discard_payload(d, "vga.vram", 3, 1); /* not a multiple of 64 */
+	cmd(&b, FERRY_CMD_POSTCOPY_DISCARD, d, dl);
+	assert_string_equal(pfeed(&b), "page bitmap of RAM block 'vga.vram' at page 3, 8 bytes: "
+				       "outside the block (1024 pages) (command at offset 111)");
+	b.len = 0; header(&b); advise(&b, 0); ram_setup(&b);
+	cmd(&b, FERRY_CMD_POSTCOPY_DISCARD, (uint8_t[]){ 3 }, 1);
+	assert_string_equal(pfeed(&b), "page bitmap of 1 bytes (command at offset 111)");
+	b.len = 0; header(&b); ram_setup(&b); cmd(&b, FERRY_CMD_POSTCOPY_LISTEN, NULL, 0);
+	assert_string_equal(pfeed(&b), "postcopy listen without advise (command at offset 102)");
+	b.len = 0; header(&b); advise(&b, 0); ram_setup(&b);
+	cmd(&b, FERRY_CMD_POSTCOPY_RUN, (uint8_t[]){ 1 }, 1);
+	assert_string_equal(pfeed(&b), "postcopy run before listen (command at offset 111)");
+	b.len = 0; header(&b); advise(&b, 0); ram_setup(&b);
+	cmd(&b, FERRY_CMD_POSTCOPY_RESUME, NULL, 0);
+	assert_string_equal(pfeed(&b), "postcopy resume outside a recovery (command at offset 111)");
+	/* After LISTEN (RAM registered for faults): still a clean failure. */
+	b.len = 0; header(&b); advise(&b, 0); ram_setup(&b);
+	cmd(&b, FERRY_CMD_POSTCOPY_LISTEN, NULL, 0);
+	cmd(&b, FERRY_CMD_POSTCOPY_LISTEN, NULL, 0);
+	assert_string_equal(pfeed(&b), "postcopy listen twice (command at offset 116)");
+	b.len = 0; header(&b); advise(&b, 0); ram_setup(&b);
+	cmd(&b, FERRY_CMD_POSTCOPY_LISTEN, NULL, 0);
+	cmd(&b, FERRY_CMD_POSTCOPY_RUN, (uint8_t[]){ 2 }, 1);
+	assert_string_equal(pfeed(&b), "postcopy run with a bad run state (command at offset 116)");
+	/* Preempt needs a listening destination (this one was given an fd). */
+	b.len = 0; header(&b); advise(&b, FERRY_PC_PREEMPT);
+	assert_string_equal(pfeed(&b), "postcopy-preempt needs a destination that listens for "
+				       "connections (command at offset 28)");
 }
 
 int main(void)
@@ -433,6 +532,7 @@ int main(void)
 		cmocka_unit_test(t_pc_slow_link),
 		cmocka_unit_test(t_pc_start_errors),
 		cmocka_unit_test(t_pc_not_enabled),
+		cmocka_unit_test(t_pc_hostile),
 		cmocka_unit_test(t_pc_reverse),
 		cmocka_unit_test(t_pc_pause),
 		cmocka_unit_test(t_pc_cut_once),
