@@ -89,6 +89,16 @@ typedef struct ferry_mig_params {
 	 * heartbeat) counts as broken and pauses the migration.
 	 */
 	uint32_t link_timeout_ms;
+	/*
+	 * Free page hints (x-free-page-hints, default on; they need a balloon
+	 * attached with ferry_vm_set_balloon): at the start of each pass a new
+	 * command id is published and the migration waits up to
+	 * hint_wait_ms (x-free-page-hint-wait, default 100, 0..10000) for the
+	 * guest's report, so that a silent guest cannot stall it; pages
+	 * reported free for the current id are not sent.
+	 */
+	bool free_page_hints;
+	uint32_t hint_wait_ms;
 	/* More fields may be added at any time. */
 } ferry_mig_params;
 
@@ -145,6 +155,10 @@ typedef struct ferry_mig_info {
 	uint64_t postcopy_latency_max_us;
 	uint64_t postcopy_blocktime_ms;
 	uint32_t postcopy_recoveries; /* times the migration resumed after a pause */
+	/* Free page hints (source): commands sent, pages not sent, time waited. */
+	uint64_t hint_cmds;
+	uint64_t hint_skipped;
+	uint64_t hint_wait_ms;
 	/* More fields may be added at any time. */
 } ferry_mig_info;
 

@@ -300,6 +300,15 @@ FERRY_EXTERN bool ferry_balloon_hint_complete(const ferry_balloon_t *b);
 
 FERRY_EXTERN void ferry_balloon_get_stats(ferry_balloon_t *b, ferry_balloon_stats *st);
 
+/*
+ * Attaches balloon b to vm (NULL detaches): outgoing migrations then ask
+ * it for free page hints at the start of every pass (unless
+ * ferry_mig_params.free_page_hints is off) and do not send the pages the
+ * guest reports free. b must stay alive while attached. Returns 0,
+ * -EINVAL or -EBUSY (a migration runs). Thread: the embedder's.
+ */
+FERRY_EXTERN int ferry_vm_set_balloon(ferry_vm_t *vm, ferry_balloon_t *b);
+
 #ifdef __cplusplus
 }
 #endif

@@ -137,6 +137,11 @@ static json_t *info_json(const ferry_mig_info *i, uint64_t downtime_limit_ms)
 				  (json_int_t)i->postcopy_latency_p99_us, "max-us",
 				  (json_int_t)i->postcopy_latency_max_us));
 	}
+	if (i->hint_cmds)
+		json_object_set_new(o, "x-free-page-hints",
+				    json_pack("{s:I,s:I,s:I}", "commands", (json_int_t)i->hint_cmds,
+					      "skipped-pages", (json_int_t)i->hint_skipped, "wait-ms",
+					      (json_int_t)i->hint_wait_ms));
 	if (i->status == FERRY_MIG_FAILED || (status_postcopy(i->status) && i->error_desc[0]))
 		json_object_set_new(o, "error-desc", json_string(i->error_desc));
 	json_object_set_new(o, "x-incoming", json_boolean(i->incoming));
@@ -488,6 +493,8 @@ static void cmd_set_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
 		{ "multifd-zstd-level", FERRY_QMP_UINT32, true },
 		{ "x-postcopy-after-passes", FERRY_QMP_UINT32, true },
 		{ "x-link-timeout", FERRY_QMP_UINT32, true },
+		{ "x-free-page-hints", FERRY_QMP_BOOL, true },
+		{ "x-free-page-hint-wait", FERRY_QMP_UINT32, true },
 		{ NULL },
 	};
 	host *h = opaque;
@@ -504,6 +511,17 @@ static void cmd_set_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
 		}
 		p.link_timeout_ms = (uint32_t)n;
 	}
+	if ((v = json_object_get(args, "x-free-page-hint-wait"))) {
+		json_int_t n = json_integer_value(v);
+		if (n > 10000) {
+			ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
+					    "Parameter 'x-free-page-hint-wait' expects a value between 0 and 10000 ms");
+			return;
+		}
+		p.hint_wait_ms = (uint32_t)n;
+	}
+	if ((v = json_object_get(args, "x-free-page-hints")))
+		p.free_page_hints = json_is_true(v);
 	if ((v = json_object_get(args, "x-postcopy-after-passes")))
 		p.postcopy_after_passes = (uint32_t)json_integer_value(v);
 	if ((v = json_object_get(args, "multifd-channels"))) {
@@ -569,7 +587,7 @@ static void cmd_query_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
 	host *h = opaque;
 	if (ferry_qmp_req_check_args(req, args, spec))
 		ferry_qmp_req_return(
-			req, json_pack("{s:I,s:I,s:I,s:I,s:s,s:I,s:I,s:I}", "downtime-limit",
+			req, json_pack("{s:I,s:I,s:I,s:I,s:s,s:I,s:I,s:I,s:b,s:I}", "downtime-limit",
 				       (json_int_t)h->params.downtime_limit_ms, "max-bandwidth",
 				       (json_int_t)h->params.max_bandwidth, "x-max-passes",
 				       (json_int_t)h->params.max_passes, "multifd-channels",
@@ -579,7 +597,9 @@ static void cmd_query_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
 				       "multifd-zstd-level", (json_int_t)h->params.multifd_zstd_level,
 				       "x-postcopy-after-passes",
 				       (json_int_t)h->params.postcopy_after_passes, "x-link-timeout",
-				       (json_int_t)h->params.link_timeout_ms));
+				       (json_int_t)h->params.link_timeout_ms, "x-free-page-hints",
+				       h->params.free_page_hints, "x-free-page-hint-wait",
+				       (json_int_t)h->params.hint_wait_ms));
 }
 
 /* ------------------------------------------------------------------ */

@@ -45,6 +45,7 @@
 
 #include "cli.h"
 #include "host.h"
+#include "balloon-drv.h"
 
 #define MAX_QMP_ADDRS 8
 
@@ -368,6 +369,36 @@ static void print_ready(const host *h, char **qmp, int nqmp)
 	json_decref(o);
 }
 
+/*
+ * A virtio-balloon with free page hints over the guest's physical layout:
+ * its free page queue is device state (both sides register it, so it
+ * migrates), it is attached to the VM (outgoing migrations ask it for
+ * hints), and a source guest gets its driver, answering in the background.
+ * An incoming guest gets no driver: its rings arrive with its RAM, and
+ * laying out fresh ones would write RAM that is still arriving.
+ */
+static int balloon_setup(host *h)
+{
+	ferry_gpa_region reg[4];
+	int n = ferry_guest_gpa_regions(h->g, reg, 4), r;
+	if (n < 0 || (r = ferry_gpa_map_create(reg, (unsigned)n, &h->gpa)) ||
+	    (r = ferry_balloon_create(h->gpa, &h->balloon)) ||
+	    (r = ferry_device_register(h->vm, "virtio-balloon-fpq", 0, ferry_vq_vmsd(),
+				       ferry_balloon_free_page_vq(h->balloon))) ||
+	    (r = ferry_vm_set_balloon(h->vm, h->balloon))) {
+		r = n < 0 ? n : r;
+		fprintf(stderr, "ferry host: cannot set up the balloon: %s\n", ferry_strerror(r));
+		return r;
+	}
+	if (h->incoming != HOST_INCOMING_NONE)
+		return 0;
+	ferry_guest_balloon_opts bo = { .background = true };
+	if ((r = ferry_guest_balloon_create(h->g, h->balloon, &bo, &h->bdrv)))
+		fprintf(stderr, "ferry host: cannot start the guest's balloon driver: %s\n",
+			ferry_strerror(r));
+	return r;
+}
+
 static int host_setup(host *h, char **qmp, int nqmp, ferry_dirty_mode dmode)
 {
 	char err[512];
@@ -384,6 +415,8 @@ static int host_setup(host *h, char **qmp, int nqmp, ferry_dirty_mode dmode)
 		fprintf(stderr, "ferry host: cannot create guest: %s\n", ferry_strerror(r));
 		return r;
 	}
+	if (h->cfg.balloon && (r = balloon_setup(h)))
+		return r;
 	if ((r = ferry_loop_create(&h->loop))) {
 		fprintf(stderr, "ferry host: cannot create event loop: %s\n", strerror(-r));
 		return r;
@@ -455,6 +488,10 @@ static void host_teardown(host *h)
 	ferry_loop_destroy(h->loop);
 	ferry_vm_destroy(h->vm); /* cancels a migration and joins its threads */
 	ferry_guest_destroy(h->g);
+	if (h->bdrv) /* after the guest: its activity thread used the driver */
+		ferry_guest_balloon_destroy(h->bdrv);
+	ferry_balloon_destroy(h->balloon);
+	ferry_gpa_map_destroy(h->gpa);
 	if (h->wake_fd >= 0)
 		close(h->wake_fd);
 	if (h->sig_fd >= 0)

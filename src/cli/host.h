@@ -78,6 +78,10 @@ struct host {
 	ferry_vm_t *vm;
 	ferry_guest_t *g;
 	ferry_guest_config cfg;
+	/* cfg.balloon: a virtio-balloon (free page hints) and, on a source, the guest's driver. */
+	ferry_gpa_map_t *gpa;
+	ferry_balloon_t *balloon;
+	struct ferry_guest_balloon *bdrv;
 
 	/* Control-plane settings (migrate-set-parameters / -capabilities). */
 	ferry_mig_params params;

@@ -397,13 +397,16 @@ static bool key_is(const char *k, size_t klen, const char *name)
 static int parse_item(ferry_guest_config *c, const char *k, size_t klen, const char *v,
 		      size_t vlen, bool has_v, char *err, size_t el)
 {
-	static const char *const workloads[] = { "idle", "stride", "random", "hotset" };
+	static const char *const workloads[] = { "idle", "stride", "random", "hotset", "churn" };
 	static const char *const fills[] = { "none", "zero", "random", "text" };
 	const int ki = (int)klen, vi = (int)vlen;
 	uint64_t n;
 
-	bool *flag = key_is(k, klen, "paused") ? &c->paused
-		     : key_is(k, klen, "prealloc") ? &c->prealloc : NULL;
+	bool *flag = key_is(k, klen, "paused")     ? &c->paused
+		     : key_is(k, klen, "prealloc") ? &c->prealloc
+		     : key_is(k, klen, "virtio")   ? &c->virtio
+		     : key_is(k, klen, "balloon")  ? &c->balloon
+						   : NULL;
 	if (flag) {
 		static const char *const on[] = { "on", "yes", "true", "1" };
 		static const char *const off[] = { "off", "no", "false", "0" };
@@ -425,10 +428,11 @@ static int parse_item(ferry_guest_config *c, const char *k, size_t klen, const c
 	}
 	if (!key_is(k, klen, "mem") && !key_is(k, klen, "vram") && !key_is(k, klen, "vcpus") &&
 	    !key_is(k, klen, "workload") && !key_is(k, klen, "rate") && !key_is(k, klen, "wss") &&
-	    !key_is(k, klen, "fill") && !key_is(k, klen, "seed") && !key_is(k, klen, "throttle"))
+	    !key_is(k, klen, "fill") && !key_is(k, klen, "seed") && !key_is(k, klen, "throttle") &&
+	    !key_is(k, klen, "alloc"))
 		return fail(err, el,
 			    "unknown key '%.*s' (expected mem, vram, vcpus, workload, rate, wss, "
-			    "fill, seed, throttle, paused, prealloc)",
+			    "fill, seed, throttle, alloc, paused, prealloc, virtio, balloon)",
 			    ki, k);
 	if (!has_v || !vlen)
 		return fail(err, el, "missing value for '%.*s'", ki, k);
@@ -469,6 +473,12 @@ static int parse_item(ferry_guest_config *c, const char *k, size_t klen, const c
 		c->vcpus = (unsigned)n;
 		return 0;
 	}
+	if (key_is(k, klen, "alloc")) {
+		if (!parse_u64(v, vlen, &n) || n > 100)
+			return fail(err, el, "alloc must be a percentage 0..100 (got %.*s)", vi, v);
+		c->alloc = (unsigned)n;
+		return 0;
+	}
 	if (key_is(k, klen, "throttle")) {
 		if (!parse_u64(v, vlen, &n))
 			return fail(err, el, "bad number '%.*s' for throttle", vi, v);
@@ -484,13 +494,14 @@ static int parse_item(ferry_guest_config *c, const char *k, size_t klen, const c
 		return 0;
 	}
 	if (key_is(k, klen, "workload")) {
-		for (unsigned i = 0; i < 4; i++) {
+		for (unsigned i = 0; i < 5; i++) {
 			if (key_is(v, vlen, workloads[i])) {
 				c->workload = (ferry_workload)i;
 				return 0;
 			}
 		}
-		return fail(err, el, "unknown workload '%.*s' (expected idle, stride, random, hotset)",
+		return fail(err, el,
+			    "unknown workload '%.*s' (expected idle, stride, random, hotset, churn)",
 			    vi, v);
 	}
 	/* fill */
@@ -530,6 +541,8 @@ int ferry_guest_config_parse(ferry_guest_config *cfg, const char *spec, char *er
 		}
 		p = *end ? end + 1 : end;
 	}
+	if (c.balloon)
+		c.virtio = true; /* the driver's rings live in the virtio area */
 	int r = ferry_guest_config_check(&c, err, err_len);
 	if (r < 0)
 		return r;
@@ -827,7 +840,8 @@ static void guest_init_state(ferry_guest_t *g)
 			m->magic = CHURN_MAGIC;
 			m->npages = v->churn_n;
 			m->first = v->churn_first;
-			m->nalloc = 0;
+			/* cfg.alloc percent start allocated, holding the initial fill. */
+			m->nalloc = v->churn_n * g->cfg.alloc / 100;
 			for (uint64_t p = 0; p < v->churn_n; p++)
 				m->perm[p] = (uint32_t)p;
 		}

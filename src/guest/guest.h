@@ -36,8 +36,8 @@ typedef enum ferry_workload {
 	 * Pages come from a free-page list kept in guest RAM: a step allocates
 	 * a page (and writes all of it), frees one, or writes 8 bytes of an
 	 * allocated one. A free page's contents are never read: they are
-	 * undefined, and the oracle skips them. Not in the spec parser (its
-	 * messages list the other workloads); set cfg.workload directly.
+	 * undefined, and the oracle skips them. cfg.alloc percent of the pages
+	 * start allocated (holding the initial fill), the rest free.
 	 */
 	FERRY_WL_CHURN = 4,
 } ferry_workload;
@@ -75,6 +75,14 @@ typedef struct ferry_guest_config {
 	bool prealloc;
 	/* Reserve the virtio area (see FERRY_GUEST_VIRTIO_SIZE). Default off. */
 	bool virtio;
+	/*
+	 * Spec key "balloon": tells the embedder to attach a virtio-balloon
+	 * with free page hints and the guest's driver (balloon-drv.h); it
+	 * implies virtio. The guest itself only records it.
+	 */
+	bool balloon;
+	/* churn: percent of the managed pages allocated at creation (0..100). */
+	unsigned alloc;
 } ferry_guest_config;
 
 typedef struct ferry_guest ferry_guest_t;
@@ -95,7 +103,7 @@ int ferry_guest_config_check(const ferry_guest_config *cfg, char *err, size_t er
  * Sizes take K/M/G suffixes (powers of 1024); rate takes the same suffixes
  * (bytes/s) or "max" for unthrottled. Returns 0, or -EINVAL with a message
  * in err (e.g. "unknown workload 'foo' (expected idle, stride, random,
- * hotset)"). "paused" alone means paused=on (on/off, yes/no, true/false,
+ * hotset, churn)"). Also: alloc=PERCENT, virtio, balloon. "paused" alone means paused=on (on/off, yes/no, true/false,
  * 1/0 are accepted). Empty items (",,", trailing comma) are ignored; a key
  * given twice takes the last value. The result is checked as a whole with
  * ferry_guest_config_check(); on error cfg is left unchanged.

@@ -81,6 +81,8 @@ struct ferry_vm {
 	void *event_opaque;
 	/* Destination parameters (postcopy, link timeout); protected by mig_lock. */
 	ferry_mig_params in_params;
+	/* Free page hints for outgoing migrations (ferry_vm_set_balloon); registration-time. */
+	struct ferry_balloon *balloon;
 };
 
 /* Frees a finished migration object (vm.c / migration code). */

@@ -170,7 +170,7 @@ expect_eq "--exit-on-error message" "$(grep '^ferry host' "$TMP/g.err")" \
 out=$("$FERRY" host --guest workload=foo --qmp unix:/tmp/x 2>&1); rc=$?
 expect_eq "bad workload exit" "$rc" 2
 expect_eq "bad workload message" "$out" \
-	"ferry host: --guest: unknown workload 'foo' (expected idle, stride, random, hotset)"
+	"ferry host: --guest: unknown workload 'foo' (expected idle, stride, random, hotset, churn)"
 out=$("$FERRY" host --guest mem=16M 2>&1); rc=$?
 expect_eq "no --qmp exit" "$rc" 2
 expect_eq "no --qmp message" "$out" \

@@ -510,6 +510,28 @@ static void t_pc_hostile(void **state)
 	cmd(&b, FERRY_CMD_POSTCOPY_LISTEN, NULL, 0);
 	cmd(&b, FERRY_CMD_POSTCOPY_RUN, (uint8_t[]){ 2 }, 1);
 	assert_string_equal(pfeed(&b), "postcopy run with a bad run state (command at offset 116)");
+	/* The package (device state + RUN) is checked like the stream. */
+	uint8_t l4[4] = { 0, 0, 0, 0 };
+	b.len = 0; header(&b); advise(&b, 0); ram_setup(&b);
+	cmd(&b, FERRY_CMD_POSTCOPY_PACKAGE, l4, 4);
+	assert_string_equal(pfeed(&b), "postcopy package before listen (command at offset 111)");
+	b.len = 0; header(&b); advise(&b, 0); ram_setup(&b);
+	cmd(&b, FERRY_CMD_POSTCOPY_LISTEN, NULL, 0);
+	cmd(&b, FERRY_CMD_POSTCOPY_PACKAGE, l4, 4);
+	assert_string_equal(pfeed(&b), "postcopy package of 0 bytes (max 67108864) (command at offset 116)");
+	b.len = 0; header(&b); advise(&b, 0); ram_setup(&b);
+	cmd(&b, FERRY_CMD_POSTCOPY_LISTEN, NULL, 0);
+	l4[3] = 1;
+	cmd(&b, FERRY_CMD_POSTCOPY_PACKAGE, l4, 4);
+	u8(&b, 0x33);
+	assert_string_equal(pfeed(&b), "record type 0x33 in the postcopy package (postcopy package "
+				       "record at offset 0)");
+	b.len = 0; header(&b); advise(&b, 0); ram_setup(&b);
+	cmd(&b, FERRY_CMD_POSTCOPY_LISTEN, NULL, 0);
+	l4[3] = 5;
+	cmd(&b, FERRY_CMD_POSTCOPY_PACKAGE, l4, 4);
+	cmd(&b, FERRY_CMD_SWITCHOVER, NULL, 0);
+	assert_string_equal(pfeed(&b), "postcopy package without run (command at offset 0)");
 	/* Preempt needs a listening destination (this one was given an fd). */
 	b.len = 0; header(&b); advise(&b, FERRY_PC_PREEMPT);
 	assert_string_equal(pfeed(&b), "postcopy-preempt needs a destination that listens for "

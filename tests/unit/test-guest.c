@@ -170,7 +170,7 @@ static void test_config_bad(void **state)
 		const char *msg;
 	} cases[] = {
 		{ "foo=1", "unknown key 'foo' (expected mem, vram, vcpus, workload, rate, wss, fill, "
-			   "seed, throttle, paused, prealloc)" },
+			   "seed, throttle, alloc, paused, prealloc, virtio, balloon)" },
 		{ "mem", "missing value for 'mem'" },
 		{ "mem=", "missing value for 'mem'" },
 		{ "=5", "missing key before '=' in '=5'" },
@@ -196,9 +196,11 @@ static void test_config_bad(void **state)
 		{ "vcpus=2,mem=4K", "mem (1 pages) is too small for 2 vcpus (at least one page each)" },
 		{ "mem=12K,vcpus=4", "mem (3 pages) is too small for 4 vcpus (at least one page "
 				     "each)" },
-		{ "workload=foo", "unknown workload 'foo' (expected idle, stride, random, hotset)" },
+		{ "workload=foo", "unknown workload 'foo' (expected idle, stride, random, hotset, churn)" },
 		{ "workload=Random", "unknown workload 'Random' (expected idle, stride, random, "
-				     "hotset)" },
+				     "hotset, churn)" },
+		{ "alloc=101", "alloc must be a percentage 0..100 (got 101)" },
+		{ "balloon=maybe", "bad value 'maybe' for balloon (expected on or off)" },
 		{ "fill=ones", "unknown fill 'ones' (expected none, zero, random, text)" },
 		{ "rate=fast", "bad rate 'fast' (expected bytes/s with an optional K, M or G suffix, "
 			       "or max)" },
@@ -210,7 +212,7 @@ static void test_config_bad(void **state)
 		{ "paused=maybe", "bad value 'maybe' for paused (expected on or off)" },
 		{ "prealloc=2", "bad value '2' for prealloc (expected on or off)" },
 		{ "mem=1G,Mem=2G", "unknown key 'Mem' (expected mem, vram, vcpus, workload, rate, "
-				   "wss, fill, seed, throttle, paused, prealloc)" },
+				   "wss, fill, seed, throttle, alloc, paused, prealloc, virtio, balloon)" },
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		ferry_guest_config c, before;

@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -48,6 +49,8 @@ typedef struct loader {
 	pthread_t pre_thread;
 	bool pre_started;
 	atomic_bool pre_quit;   /* the preempt channel is being closed on purpose */
+	int pkg_fd;             /* PACKAGE received: its bytes in a memfd, or -1 */
+	uint32_t pkg_len;
 	int listen_r;           /* mig/dst/listen's result */
 } loader;
 
@@ -330,6 +333,44 @@ static int pc_listen(loader *l)
 	return 0;
 }
 
+/*
+ * PACKAGE: its bytes go to a memfd, so that the main connection is free for
+ * mig/dst/listen while the device state loads (pc_load_package).
+ */
+static int pc_read_package(loader *l, uint32_t len)
+{
+	ferry_chan *c = l->c;
+	if (!l->pc_listening || l->pkg_fd >= 0)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "postcopy package %s",
+					l->pc_listening ? "twice" : "before listen");
+	if (len == 0 || len > FERRY_PC_PACKAGE_MAX)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "postcopy package of %u bytes (max %u)",
+					len, FERRY_PC_PACKAGE_MAX);
+	int fd = memfd_create("ferry-package", MFD_CLOEXEC);
+	if (fd < 0)
+		return ferry__chan_fail(c, -errno, "memfd for the postcopy package: %s", strerror(errno));
+	uint8_t tmp[65536];
+	int r = 0;
+	for (uint32_t done = 0; done < len && !r;) {
+		uint32_t k = len - done < sizeof(tmp) ? len - done : (uint32_t)sizeof(tmp);
+		if ((r = ferry__chan_read(c, tmp, k)))
+			break;
+		if (write(fd, tmp, k) != (ssize_t)k)
+			r = ferry__chan_fail(c, -EIO, "writing the postcopy package: %s", strerror(errno));
+		done += k;
+	}
+	if (!r && lseek(fd, 0, SEEK_SET) != 0)
+		r = ferry__chan_fail(c, -errno, "postcopy package: %s", strerror(errno));
+	if (r) {
+		close(fd);
+		return r;
+	}
+	l->pkg_fd = fd;
+	l->pkg_len = len;
+	l->pc_running = true; /* load_stream returns: the rest is postcopy */
+	return 0;
+}
+
 static int load_command(loader *l)
 {
 	ferry_chan *c = l->c;
@@ -344,6 +385,7 @@ static int load_command(loader *l)
 		[FERRY_CMD_MULTIFD] = 5, [FERRY_CMD_POSTCOPY_ADVISE] = 4,
 		[FERRY_CMD_POSTCOPY_DISCARD] = -1, [FERRY_CMD_POSTCOPY_LISTEN] = 0,
 		[FERRY_CMD_POSTCOPY_RUN] = 1, [FERRY_CMD_POSTCOPY_RESUME] = -2,
+		[FERRY_CMD_POSTCOPY_PACKAGE] = 4,
 	};
 	if (cmd == 0 || cmd >= FERRY_CMD__MAX)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM, "unknown command %u", cmd);
@@ -379,6 +421,8 @@ static int load_command(loader *l)
 		return pc_advise(l, ferry__ld_be32(buf));
 	case FERRY_CMD_POSTCOPY_LISTEN:
 		return pc_listen(l);
+	case FERRY_CMD_POSTCOPY_PACKAGE:
+		return pc_read_package(l, ferry__ld_be32(buf));
 	case FERRY_CMD_POSTCOPY_RUN:
 		if (!l->pc_listening || buf[0] > 1)
 			return ferry__chan_fail(c, FERRY_EBADSTREAM, "postcopy run %s",
@@ -546,6 +590,43 @@ static void *listen_thread(void *arg)
 	return NULL;
 }
 
+/*
+ * Loads the package (device state, then RUN) while mig/dst/listen already
+ * reads the main connection. Returns 0 once RUN was seen.
+ */
+static int pc_load_package(loader *l)
+{
+	ferry_chan pk;
+	int r = ferry__chan_init(&pk, l->pkg_fd);
+	if (r)
+		return r;
+	l->pkg_fd = -1; /* the channel owns it */
+	loader pl = { .m = l->m, .vm = l->vm, .c = &pk, .ram_started = true, .pc = l->pc,
+		      .pc_listening = true, .pkg_fd = -1 };
+	while (!r && ferry__chan_offset(&pk) < l->pkg_len) {
+		uint8_t type;
+		ferry__chan_ctx(&pk, "postcopy package record");
+		if ((r = ferry__chan_get_u8(&pk, &type)))
+			break;
+		if (type == FERRY_REC_SECTION_FULL)
+			r = load_section_start(&pl, type);
+		else if (type == FERRY_REC_COMMAND && !pl.pc_running)
+			r = load_command(&pl);
+		else
+			r = ferry__chan_fail(&pk, FERRY_EBADSTREAM, "record type 0x%02x in the postcopy package",
+					     type);
+	}
+	if (!r && !pl.pc_running)
+		r = ferry__chan_fail(&pk, FERRY_EBADSTREAM, "postcopy package without run");
+	if (r) {
+		struct ferry_migration *m = l->m;
+		ferry__mig_set_error(m, r, "%s", pk.in_errmsg[0] ? pk.in_errmsg : ferry_strerror(r));
+	}
+	l->run_after = pl.run_after;
+	ferry__chan_close(&pk);
+	return r;
+}
+
 /* A recovered connection: header of the same source, then RESUME. */
 static int pc_accept_resume(loader *l, int lfd, char *err, size_t len)
 {
@@ -611,15 +692,19 @@ static void pc_disconnect(loader *l)
  * connection pauses; ferry_migration_recover() brings a new one. Returns 0
  * once every page is placed, or a negative errno.
  */
-static int pc_incoming(loader *l)
+static int pc_incoming(loader *l, pthread_t *running)
 {
 	struct ferry_migration *m = l->m;
 	ferry_vm_t *vm = l->vm;
 	for (;;) {
 		pthread_t t;
-		int r = -pthread_create(&t, NULL, listen_thread, l);
-		if (r)
+		int r = 0;
+		if (running) { /* the first one: started before the package loaded */
+			t = *running;
+			running = NULL;
+		} else if ((r = -pthread_create(&t, NULL, listen_thread, l))) {
 			return r;
+		}
 		pthread_join(t, NULL);
 		if (!l->listen_r) {
 			if (ferry__pc_dst_complete(l->pc))
@@ -695,7 +780,7 @@ void *ferry__dest_thread(void *arg)
 	struct ferry_migration *m = arg;
 	ferry_vm_t *vm = m->vm;
 	ferry_chan *c = &m->chan;
-	loader l = { .m = m, .vm = vm, .c = c, .ram = { .vm = vm, .c = c } };
+	loader l = { .m = m, .vm = vm, .c = c, .ram = { .vm = vm, .c = c }, .pkg_fd = -1 };
 	l.pre.fd = -1;
 	int fd = m->chan.fd, r = 0;
 
@@ -734,11 +819,29 @@ void *ferry__dest_thread(void *arg)
 	mf_stop(&l);
 	if (r)
 		goto out;
+	pthread_t lt;
+	bool lt_started = false;
+	if (l.pkg_fd >= 0) {
+		/* The main connection goes to mig/dst/listen while devices load. */
+		if ((r = -pthread_create(&lt, NULL, listen_thread, &l)))
+			goto out;
+		lt_started = true;
+		if ((r = pc_load_package(&l))) {
+			/* The listen thread stops; the return path still says why. */
+			shutdown(c->fd, SHUT_RD);
+			pthread_join(lt, NULL);
+			goto out;
+		}
+	}
 	ferry__vm_own_run(vm, false);
 	if (l.run_after) {
 		r = ferry_vm_start(vm);
 		if (r) {
 			ferry__mig_set_error(m, r, "cannot start vCPUs: %s", ferry_strerror(r));
+			if (lt_started) {
+				shutdown(c->fd, SHUT_RD);
+				pthread_join(lt, NULL);
+			}
 			goto out;
 		}
 		ferry__mig_event(m, FERRY_EVENT_RESUME, 0);
@@ -750,7 +853,7 @@ void *ferry__dest_thread(void *arg)
 		pthread_mutex_unlock(&m->stats_lock);
 		ferry__pc_rp_send(l.pc, FERRY_RP_RUNNING, NULL, 0, NULL, 0);
 		ferry__mig_set_status(m, FERRY_MIG_POSTCOPY_ACTIVE);
-		r = pc_incoming(&l);
+		r = pc_incoming(&l, lt_started ? &lt : NULL);
 		load_stats(&l);
 		pc_end(&l);
 		if (r)
@@ -784,6 +887,8 @@ out:
 	}
 	ferry__mig_set_status(m, r == -ECANCELED ? FERRY_MIG_CANCELLED : FERRY_MIG_FAILED);
 done:
+	if (l.pkg_fd >= 0)
+		close(l.pkg_fd);
 	ferry__vm_own_run(vm, false);
 	mf_stop(&l);
 	pthread_mutex_lock(&vm->mig_lock); /* cancel reads listen_fd under it */

@@ -138,6 +138,17 @@ typedef struct ferry_ram_saver {
 	bool postcopy;
 	/* Set (m->pc_start) when a switch to postcopy is wanted: passes end early. */
 	atomic_bool *pc_start;
+	/*
+	 * Free page hints (NULL: none). All RAM is write-protected at setup
+	 * (protect_all), so tracking covers every page before the first id is
+	 * published; hinted[i]: pages of block i reported free for the
+	 * current id, skipped by the pass.
+	 */
+	ferry_balloon_t *balloon;
+	bool protect_all;
+	unsigned long *hinted[FERRY_MAX_RAM_BLOCKS];
+	uint64_t hint_cmds, hint_skipped, hint_wait_ns;
+	uint32_t hint_wait_ms;
 } ferry_ram_saver;
 
 /* Starts dirty tracking, finds populated pages, writes the setup section. */
@@ -148,6 +159,13 @@ int ferry__ram_sync(ferry_ram_saver *rs, uint64_t *newly);
 int ferry__ram_save_pass(ferry_ram_saver *rs, uint8_t section_type);
 /* Stops tracking (idempotent). */
 void ferry__ram_save_cleanup(ferry_ram_saver *rs);
+/*
+ * Free page hints: begin publishes a new command id (right after a log
+ * sync) and waits, bounded, for the guest's report; end stops it (right
+ * before the next sync: hints of an id are only valid until then).
+ */
+void ferry__ram_hints_begin(ferry_ram_saver *rs);
+void ferry__ram_hints_end(ferry_ram_saver *rs);
 /*
  * Postcopy background pass: one PART section with every dirty page, in
  * small runs whose bits are cleared under `lock` (the return path thread

@@ -59,6 +59,8 @@ void ferry_mig_params_init(ferry_mig_params *p)
 	p->postcopy_preempt = false;
 	p->postcopy_after_passes = 0;
 	p->link_timeout_ms = 10000;
+	p->free_page_hints = true;
+	p->hint_wait_ms = 100;
 }
 
 static bool is_final(ferry_mig_status s)
@@ -266,7 +268,7 @@ static int params_check(const ferry_mig_params *p)
 	    p->multifd_zstd_level > 20)
 		return -EINVAL;
 	if ((p->postcopy_preempt && !p->postcopy) || p->link_timeout_ms < 100 ||
-	    p->link_timeout_ms > 600000)
+	    p->link_timeout_ms > 600000 || p->hint_wait_ms > 10000)
 		return -EINVAL;
 	return 0;
 }

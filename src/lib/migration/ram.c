@@ -58,6 +58,9 @@ static void rs_stats(ferry_ram_saver *rs, uint64_t remaining_pages)
 	}
 	m->info.normal_bytes = m->info.normal * FERRY_PAGE_SIZE;
 	m->info.skipped = rs->skipped;
+	m->info.hint_cmds = rs->hint_cmds;
+	m->info.hint_skipped = rs->hint_skipped;
+	m->info.hint_wait_ms = rs->hint_wait_ns / 1000000;
 	m->info.remaining = remaining_pages * FERRY_PAGE_SIZE;
 	/* mbps over the last window of at least 100 ms (QEMU's definition). */
 	uint64_t now = ferry__now_ns();
@@ -186,6 +189,23 @@ int ferry__ram_save_setup(ferry_ram_saver *rs)
 		}
 		rs->maps_file[i] = ferry__ram_maps_file(rb->host, rb->size, rb->fd);
 		rs->dirty_pages += rb->npages;
+		if (rs->balloon && !(rs->hinted[i] = ferry__bitmap_new(rb->npages)))
+			r = -ENOMEM;
+		/*
+		 * With hints, every page must be tracked before the first
+		 * command id goes out: a page reported free and then written is
+		 * sent only because the write is harvested.
+		 */
+		if (!r && rs->protect_all &&
+		    (r = ferry__dirty_track_protect(&vm->dirty, rb->host, rb->size)))
+			ferry__mig_set_error(rs->m, r, "cannot write-protect RAM block '%s': %s",
+					     rb->name, ferry_strerror(r));
+		if (r) {
+			for (unsigned j = 0; j <= i; j++)
+				ferry__dirty_track_stop(&vm->dirty, vm->blocks[j]->host,
+							vm->blocks[j]->size);
+			return r;
+		}
 	}
 	rs->tracking = true;
 	rs->first_pass = true;
@@ -307,7 +327,7 @@ static void chunk_fn(void *arg)
 	if (j->prepare) {
 		uint8_t *host = j->rb->host + ((j->base + j->first) << FERRY_PAGE_SHIFT);
 		uint64_t len = j->n << FERRY_PAGE_SHIFT, cnt;
-		j->err = ferry__dirty_track_protect(&rs->vm->dirty, host, len);
+		j->err = rs->protect_all ? 0 : ferry__dirty_track_protect(&rs->vm->dirty, host, len);
 		j->what = "cannot write-protect";
 		if (j->err)
 			return;
@@ -347,6 +367,22 @@ static void chunk_fn(void *arg)
 }
 
 /*
+ * Page i of a chunk starting at page base: 0 never populated (first pass;
+ * skipped), 3 reported free for the current hint id (skipped), 1 zero
+ * page, 2 data page. Hints are polled between chunks, so a hint that
+ * arrives after the chunk's zero check only counts from the next chunk.
+ */
+static int page_kind(ferry_ram_saver *rs, const unsigned long *hinted, uint64_t base, uint64_t i,
+		     bool prepare)
+{
+	if (prepare && !ferry__bitmap_test(rs->pmap, i))
+		return 0;
+	if (hinted && ferry__bitmap_test(hinted, base + i))
+		return 3;
+	return ferry__bitmap_test(rs->zmap, i) ? 1 : 2;
+}
+
+/*
  * Runs chunk_fn over a chunk of n pages, the second half on the helper
  * thread when the chunk is large: zero detection reads every byte of a zero
  * page and write protection touches every PTE, so two cores do it nearly
@@ -375,22 +411,14 @@ static int send_chunk(ferry_ram_saver *rs, struct ferry_ram_block *rb, uint64_t 
 				     ferry_strerror(bad->err));
 		return bad->err;
 	}
+	unsigned long *hinted = rs->hinted[ferry__block_index(rs->vm, rb)];
 	for (uint64_t i = 0; i < n;) {
-		/* 0: never populated (skip), 1: zero page, 2: data page. */
-		int kind = prepare && !ferry__bitmap_test(rs->pmap, i) ? 0
-			   : ferry__bitmap_test(rs->zmap, i)            ? 1
-									 : 2;
+		int kind = page_kind(rs, hinted, base, i, prepare);
 		uint64_t j = i + 1;
-		while (j < n && j - i < FERRY_RAM_MAX_RUN) {
-			int k = prepare && !ferry__bitmap_test(rs->pmap, j) ? 0
-				: ferry__bitmap_test(rs->zmap, j)            ? 1
-									      : 2;
-			if (k != kind)
-				break;
+		while (j < n && j - i < FERRY_RAM_MAX_RUN && page_kind(rs, hinted, base, j, prepare) == kind)
 			j++;
-		}
-		if (kind == 0) {
-			rs->skipped += j - i;
+		if (kind == 0 || kind == 3) {
+			*(kind == 0 ? &rs->skipped : &rs->hint_skipped) += j - i;
 			rs->processed += j - i;
 		} else {
 			int r = emit(rs, rb, kind == 1 ? FERRY_RAM_ZEROS : FERRY_RAM_PAGES, base + i,
@@ -414,6 +442,71 @@ static int send_run(ferry_ram_saver *rs, struct ferry_ram_block *rb, uint64_t pa
 		page += n;
 	}
 	return 0;
+}
+
+/*
+ * A hint for the current id (balloon lock held; mig/src/main, inside
+ * ferry_balloon_hint_poll). The pages were free when the guest reported
+ * them, after the id was published and so after the last sync: a write
+ * since then is caught by the next harvest, so they need not be sent now.
+ */
+static void on_hint(void *opaque, ferry_ram_block_t *rb, uint64_t first, uint64_t n)
+{
+	ferry_ram_saver *rs = opaque;
+	unsigned bi = ferry__block_index(rs->vm, rb);
+	if (first >= rb->npages || n > rb->npages - first)
+		return; /* the device checked; never trust twice-removed input blindly */
+	for (uint64_t p = first; p < first + n; p++) {
+		if (ferry__bitmap_test(rb->dirty, p)) {
+			ferry__bitmap_clear(rb->dirty, p);
+			if (rs->dirty_pages)
+				rs->dirty_pages--;
+		}
+	}
+	ferry__bitmap_set_range(rs->hinted[bi], first, n);
+}
+
+static void hints_poll(ferry_ram_saver *rs)
+{
+	if (rs->balloon && ferry_balloon_hint_poll(rs->balloon, on_hint, rs) < 0)
+		ferry_warn("free page hints: the guest's free page queue is broken; hints stop");
+}
+
+void ferry__ram_hints_begin(ferry_ram_saver *rs)
+{
+	if (!rs->balloon)
+		return;
+	for (unsigned i = 0; i < rs->vm->nblocks; i++)
+		ferry__bitmap_zero(rs->hinted[i], rs->vm->blocks[i]->npages);
+	ferry_balloon_hint_start(rs->balloon);
+	rs->hint_cmds++;
+	/* Bounded: a guest that never answers costs at most hint_wait_ms a pass. */
+	uint64_t t0 = ferry__now_ns(), end = t0 + (uint64_t)rs->hint_wait_ms * 1000000;
+	for (;;) {
+		if (ferry_balloon_hint_poll(rs->balloon, on_hint, rs) < 0)
+			break;
+		if (ferry_balloon_hint_complete(rs->balloon) || ferry__now_ns() >= end ||
+		    ferry__mig_cancelled(rs->m))
+			break;
+		ferry__sleep_ns(200000);
+	}
+	rs->hint_wait_ns += ferry__now_ns() - t0;
+	rs_stats(rs, rs->dirty_pages);
+}
+
+void ferry__ram_hints_end(ferry_ram_saver *rs)
+{
+	if (!rs->balloon)
+		return;
+	hints_poll(rs); /* what arrived for this id is still good */
+	ferry_balloon_hint_stop(rs->balloon);
+	/*
+	 * The id expires with the coming sync: a hinted page may be written
+	 * again and harvested, and must then be sent (the switchover's pass
+	 * too). Its dirty bit was cleared when the hint came; the mark goes.
+	 */
+	for (unsigned i = 0; i < rs->vm->nblocks; i++)
+		ferry__bitmap_zero(rs->hinted[i], rs->vm->blocks[i]->npages);
 }
 
 /* migrate-start-postcopy: the pass ends early, what it did not send stays dirty. */
@@ -440,6 +533,7 @@ static int first_pass(ferry_ram_saver *rs)
 					ferry__bitmap_fill(vm->blocks[k]->dirty, vm->blocks[k]->npages);
 				return 0;
 			}
+			hints_poll(rs);
 			int r = send_chunk(rs, rb, base, n, true, rs->maps_file[i]);
 			if (r)
 				return r;
@@ -469,6 +563,12 @@ int ferry__ram_save_pass(ferry_ram_saver *rs, uint8_t section_type)
 			uint64_t end = ferry__bitmap_next_clear(rb->dirty, rb->npages, page);
 			if (end - page > SCAN_BATCH)
 				end = page + SCAN_BATCH; /* a pending switch is seen within 64 MiB */
+			hints_poll(rs); /* may clear bits of this run: look again */
+			if (!ferry__bitmap_test(rb->dirty, page)) {
+				page = ferry__bitmap_next_set(rb->dirty, rb->npages, page);
+				continue;
+			}
+			end = ferry__bitmap_next_clear(rb->dirty, end, page);
 			ferry__bitmap_clear_range(rb->dirty, page, end - page);
 			r = send_run(rs, rb, page, end);
 			if (r)
@@ -566,6 +666,15 @@ void ferry__ram_save_cleanup(ferry_ram_saver *rs)
 	free(rs->zmap);
 	free(rs->pmap);
 	rs->zmap = rs->pmap = NULL;
+	for (unsigned i = 0; i < vm->nblocks; i++) {
+		free(rs->hinted[i]);
+		rs->hinted[i] = NULL;
+	}
+	if (rs->balloon) {
+		ferry_balloon_hint_stop(rs->balloon);
+		ferry_balloon_hint_done(rs->balloon); /* the guest may reuse its report memory */
+		rs->balloon = NULL;
+	}
 	if (!rs->tracking)
 		return;
 	for (unsigned i = 0; i < vm->nblocks; i++) {

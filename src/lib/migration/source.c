@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "migration/multifd.h"
@@ -573,6 +574,46 @@ static int pc_prediscard(struct ferry_migration *m, ferry_ram_saver *rs)
 }
 
 /*
+ * The device state and RUN as one PACKAGE (see format.h): built in a memfd
+ * through a channel of its own, then queued on c straight from its mapping.
+ */
+static int pc_package(struct ferry_migration *m, ferry_chan *c, bool running)
+{
+	int pfd = memfd_create("ferry-package", MFD_CLOEXEC), r;
+	if (pfd < 0)
+		return -errno;
+	ferry_chan pk;
+	if ((r = ferry__chan_init(&pk, pfd))) {
+		close(pfd);
+		return r;
+	}
+	uint8_t run = running;
+	if (!(r = save_devices(m, &pk))) {
+		put_cmd(&pk, FERRY_CMD_POSTCOPY_RUN, &run, 1);
+		r = ferry__chan_flush(&pk);
+	}
+	uint64_t len = pk.out_bytes;
+	if (!r && len > FERRY_PC_PACKAGE_MAX) {
+		ferry__mig_set_error(m, -E2BIG, "device state of %llu bytes (max %u in postcopy)",
+				     (unsigned long long)len, FERRY_PC_PACKAGE_MAX);
+		r = -E2BIG;
+	}
+	void *map = MAP_FAILED;
+	if (!r && (map = mmap(NULL, len, PROT_READ, MAP_SHARED, pfd, 0)) == MAP_FAILED)
+		r = -errno;
+	if (!r) {
+		uint8_t l4[4];
+		ferry__st_be32(l4, (uint32_t)len);
+		put_cmd(c, FERRY_CMD_POSTCOPY_PACKAGE, l4, 4);
+		ferry__chan_put_external(c, map, len);
+		r = ferry__chan_flush(c); /* before the mapping goes */
+		munmap(map, len);
+	}
+	ferry__chan_close(&pk);
+	return r;
+}
+
+/*
  * The switch: with the vCPUs stopped, the final dirty bitmap goes out as
  * DISCARD bitmaps, then LISTEN, the device state and RUN. Returns 0 once
  * RUN is flushed: from then on the destination may run the guest.
@@ -607,10 +648,8 @@ static int pc_switch(struct ferry_migration *m, ferry_ram_saver *rs, bool runnin
 	}
 	free(buf);
 	put_cmd(c, FERRY_CMD_POSTCOPY_LISTEN, NULL, 0);
-	if ((r = save_devices(m, c)))
+	if ((r = pc_package(m, c, running)))
 		return r;
-	uint8_t run = running;
-	put_cmd(c, FERRY_CMD_POSTCOPY_RUN, &run, 1);
 	r = ferry__chan_flush(c);
 	ferry_dbg("postcopy switch: sent in %.2f ms", (double)(ferry__now_ns() - t0) / 1e6);
 	return r;
@@ -768,6 +807,11 @@ void *ferry__source_thread(void *arg)
 	}
 	if (p0.postcopy)
 		rs.pc_start = &m->pc_start;
+	if (p0.free_page_hints && vm->balloon) {
+		rs.balloon = vm->balloon;
+		rs.protect_all = vm->dirty_mode != FERRY_DIRTY_EXPLICIT;
+		rs.hint_wait_ms = p0.hint_wait_ms;
+	}
 	if ((r = ferry__ram_save_setup(&rs)))
 		goto out;
 	pthread_mutex_lock(&m->stats_lock);
@@ -782,7 +826,10 @@ void *ferry__source_thread(void *arg)
 		pass++;
 		ferry__mig_event(m, FERRY_EVENT_PASS, pass);
 		update_info(m, &rs, pass, m->info.dirty_pages_rate, 0, stalled);
-		if ((r = ferry__ram_save_pass(&rs, FERRY_REC_SECTION_PART)))
+		ferry__ram_hints_begin(&rs); /* a new command id, after the last sync */
+		r = ferry__ram_save_pass(&rs, FERRY_REC_SECTION_PART);
+		ferry__ram_hints_end(&rs); /* before the sync: that id's hints expire */
+		if (r)
 			goto out;
 		uint64_t newly;
 		if ((r = ferry__ram_sync(&rs, &newly)))

@@ -115,6 +115,16 @@ int ferry_vm_set_vcpu_ops(ferry_vm_t *vm, const ferry_vcpu_ops *ops, void *opaqu
 	return 0;
 }
 
+int ferry_vm_set_balloon(ferry_vm_t *vm, ferry_balloon_t *b)
+{
+	if (!vm)
+		return -EINVAL;
+	if (vm_busy(vm))
+		return -EBUSY;
+	vm->balloon = b;
+	return 0;
+}
+
 int ferry_vm_stop(ferry_vm_t *vm)
 {
 	int r = 0;

@@ -173,6 +173,8 @@ static int refill(ferry_chan *c, size_t want)
 {
 	for (;;) {
 		ssize_t n = recv(c->fd, c->ibuf, FERRY_CHAN_IBUF, 0);
+		if (n < 0 && errno == ENOTSOCK) /* a file: postcopy's device package */
+			n = read(c->fd, c->ibuf, FERRY_CHAN_IBUF);
 		if (n > 0) {
 			c->ipos = 0;
 			c->ilen = (size_t)n;
@@ -222,6 +224,8 @@ int ferry__chan_read_direct(ferry_chan *c, void *p, size_t n)
 	n -= k;
 	while (n) {
 		ssize_t r = recv(c->fd, d, n, MSG_WAITALL);
+		if (r < 0 && errno == ENOTSOCK)
+			r = read(c->fd, d, n);
 		if (r > 0) {
 			c->in_offset += (uint64_t)r;
 			d += r;

@@ -41,6 +41,13 @@ enum {
 	FERRY_CMD_POSTCOPY_LISTEN = 7,
 	FERRY_CMD_POSTCOPY_RUN = 8,
 	FERRY_CMD_POSTCOPY_RESUME = 9,
+	/*
+	 * PACKAGE: be32 length L, then L bytes: the device state (FULL
+	 * sections) and RUN. The destination reads it whole, hands the main
+	 * connection to its listen thread, then loads it: a device whose
+	 * state load touches guest RAM faults, and the page can still arrive.
+	 */
+	FERRY_CMD_POSTCOPY_PACKAGE = 10,
 	FERRY_CMD__MAX,
 };
 
@@ -87,6 +94,8 @@ enum {
 
 /* Device state bodies (SECTION_FULL) are bounded. */
 #define FERRY_DEVICE_STATE_MAX (16u << 20)
+/* A postcopy package is bounded too. */
+#define FERRY_PC_PACKAGE_MAX (64u << 20)
 
 /* Return path messages: be16 type, be16 len, payload. */
 enum {

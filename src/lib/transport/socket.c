@@ -319,6 +319,8 @@ int ferry__sock_send_all(int fd, struct iovec *iov, int cnt, uint64_t *sent)
 	while (cnt > 0) {
 		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)cnt };
 		ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL);
+		if (n < 0 && errno == ENOTSOCK) /* a file (postcopy package) */
+			n = writev(fd, iov, cnt);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;

@@ -1,0 +1,203 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Free page hints in real migrations: a churn guest (pages allocated,
+ * written, freed over and over) with a virtio-balloon whose driver reports
+ * the guest's free pages; pages reported free for the current command id
+ * are not sent. Every allocated page must match the never-migrated twin
+ * bit for bit (free pages are excluded: their contents are undefined), in
+ * precopy and in postcopy, with WP and explicit dirty tracking. A page
+ * freed, hinted, then allocated and written again must be sent: the churn
+ * workload does exactly that all the time while the migration runs.
+ * Also: a guest that never answers (no driver) costs at most the bounded
+ * wait per pass, and hints can be switched off.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "balloon-drv.h"
+#include "harness.h"
+
+#define MiB (1ull << 20)
+
+typedef struct bside {
+	side s;
+	ferry_gpa_map_t *map;
+	ferry_balloon_t *b;
+	ferry_guest_balloon_t *d;
+} bside;
+
+/* A side with a balloon device (both sides: its queue is device state) and, if driver, the guest's driver. */
+static void bside_create(bside *x, const char *spec, ferry_dirty_mode mode, bool incoming, bool driver)
+{
+	memset(x, 0, sizeof(*x));
+	side_create(&x->s, spec, mode, incoming);
+	ferry_gpa_region reg[4];
+	int n = ferry_guest_gpa_regions(x->s.g, reg, 4);
+	assert_true(n > 0);
+	assert_int_equal(ferry_gpa_map_create(reg, (unsigned)n, &x->map), 0);
+	assert_int_equal(ferry_balloon_create(x->map, &x->b), 0);
+	assert_int_equal(ferry_device_register(x->s.vm, "virtio-balloon-fpq", 0, ferry_vq_vmsd(),
+					       ferry_balloon_free_page_vq(x->b)),
+			 0);
+	assert_int_equal(ferry_vm_set_balloon(x->s.vm, x->b), 0);
+	if (driver) {
+		ferry_guest_balloon_opts bo = { .background = true };
+		assert_int_equal(ferry_guest_balloon_create(x->s.g, x->b, &bo, &x->d), 0);
+	}
+}
+
+static void bside_destroy(bside *x)
+{
+	side_destroy(&x->s); /* the guest first: its activity thread uses the driver */
+	if (x->d)
+		ferry_guest_balloon_destroy(x->d);
+	ferry_balloon_destroy(x->b);
+	ferry_gpa_map_destroy(x->map);
+}
+
+static void hint_migrate(const char *spec, ferry_dirty_mode mode, ferry_mig_params *p, bool driver,
+			 ferry_mig_info *out)
+{
+	bside src, dst;
+	bside_create(&src, spec, mode, false, driver);
+	bside_create(&dst, spec, mode, true, false);
+	if (p->postcopy) {
+		ferry_mig_params ip;
+		ferry_mig_params_init(&ip);
+		ip.postcopy = true;
+		assert_int_equal(ferry_migration_set_incoming_params(dst.s.vm, &ip), 0);
+	}
+	const char *uri = test_uri();
+	assert_int_equal(ferry_migrate_incoming(dst.s.vm, uri), 0);
+	assert_int_equal(ferry_vm_start(src.s.vm), 0);
+	msleep(100);
+	assert_int_equal(ferry_migrate_start(src.s.vm, uri, p), 0);
+	assert_int_equal(wait_final(src.s.vm), FERRY_MIG_COMPLETED);
+	assert_int_equal(wait_final(dst.s.vm), FERRY_MIG_COMPLETED);
+	ferry_mig_info si;
+	ferry_migration_query(src.s.vm, &si);
+	fprintf(stderr, "hints: %llu commands, %llu pages skipped, waited %llu ms; %llu normal, %llu zero, %llu bytes, passes %u%s\n",
+		(unsigned long long)si.hint_cmds, (unsigned long long)si.hint_skipped,
+		(unsigned long long)si.hint_wait_ms, (unsigned long long)si.normal,
+		(unsigned long long)si.duplicate, (unsigned long long)si.transferred, si.pass,
+		si.postcopy ? ", postcopy" : "");
+	assert_true(side_run_and_verify(&dst.s, 2000));
+	*out = si;
+	bside_destroy(&src);
+	bside_destroy(&dst);
+}
+
+/* 256 MiB, 10% of the churn pages allocated at first, churning at 50 MB/s per vCPU. */
+#define SPEC "mem=256M,vram=4M,vcpus=2,workload=churn,alloc=10,rate=50M,balloon"
+
+static void t_hints_precopy(void **s)
+{
+	(void)s;
+	ferry_mig_params p;
+	ferry_mig_info i;
+	ferry_mig_params_init(&p);
+	p.downtime_limit_ms = 50;
+	hint_migrate(SPEC, FERRY_DIRTY_WP_ASYNC, &p, true, &i);
+	assert_true(i.hint_cmds >= 1);
+	/* Most of the 90% free pages were not sent. */
+	assert_true(i.hint_skipped > (200 * MiB) / 4096);
+	assert_true(i.normal < (100 * MiB) / 4096);
+}
+
+static void t_hints_explicit(void **s)
+{
+	(void)s;
+	ferry_mig_params p;
+	ferry_mig_info i;
+	ferry_mig_params_init(&p);
+	p.downtime_limit_ms = 50;
+	hint_migrate(SPEC, FERRY_DIRTY_EXPLICIT, &p, true, &i);
+	assert_true(i.hint_skipped > (200 * MiB) / 4096);
+}
+
+/* Several passes, then postcopy: a new command id for each pass. */
+static void t_hints_multipass(void **s)
+{
+	(void)s;
+	ferry_mig_params p;
+	ferry_mig_info i;
+	ferry_mig_params_init(&p);
+	p.downtime_limit_ms = 0; /* a churning guest never gets there */
+	p.max_passes = 0;
+	p.postcopy = true;               /* ends the otherwise endless precopy */
+	p.postcopy_after_passes = 4;
+	hint_migrate(SPEC, FERRY_DIRTY_WP_ASYNC, &p, true, &i);
+	assert_true(i.postcopy);
+	/* One command per precopy pass. */
+	assert_int_equal(i.hint_cmds, 4);
+}
+
+/* Postcopy with preempt straight after the first (hinted) pass. */
+static void t_hints_postcopy(void **s)
+{
+	(void)s;
+	ferry_mig_params p;
+	ferry_mig_info i;
+	ferry_mig_params_init(&p);
+	p.postcopy = true;
+	p.postcopy_preempt = true;
+	p.postcopy_after_passes = 1;
+	p.downtime_limit_ms = 1;
+	hint_migrate(SPEC, FERRY_DIRTY_WP_ASYNC, &p, true, &i);
+	assert_true(i.postcopy);
+	assert_true(i.hint_skipped > (200 * MiB) / 4096);
+}
+
+/* A guest that never answers: the bounded wait, then everything is sent. */
+static void t_hints_silent_guest(void **s)
+{
+	(void)s;
+	ferry_mig_params p;
+	ferry_mig_info i;
+	ferry_mig_params_init(&p);
+	p.hint_wait_ms = 30;
+	p.downtime_limit_ms = 50;
+	hint_migrate(SPEC, FERRY_DIRTY_WP_ASYNC, &p, false, &i);
+	assert_int_equal(i.hint_skipped, 0);
+	assert_true(i.hint_cmds >= 1);
+	/* Each command waited about 30 ms, never much longer. */
+	assert_true(i.hint_wait_ms >= 30 * i.hint_cmds - 1);
+	assert_true(i.hint_wait_ms <= 30 * i.hint_cmds + 50 * i.hint_cmds);
+	assert_true(i.normal > (200 * MiB) / 4096);
+}
+
+/* x-free-page-hints off: no command, every page sent. */
+static void t_hints_off(void **s)
+{
+	(void)s;
+	ferry_mig_params p;
+	ferry_mig_info i;
+	ferry_mig_params_init(&p);
+	p.free_page_hints = false;
+	p.downtime_limit_ms = 50;
+	hint_migrate(SPEC, FERRY_DIRTY_WP_ASYNC, &p, true, &i);
+	assert_int_equal(i.hint_cmds, 0);
+	assert_int_equal(i.hint_skipped, 0);
+	assert_true(i.normal > (200 * MiB) / 4096);
+}
+
+int main(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(t_hints_precopy),
+		cmocka_unit_test(t_hints_explicit),
+		cmocka_unit_test(t_hints_multipass),
+		cmocka_unit_test(t_hints_postcopy),
+		cmocka_unit_test(t_hints_silent_guest),
+		cmocka_unit_test(t_hints_off),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
