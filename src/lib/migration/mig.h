@@ -147,6 +147,12 @@ typedef struct ferry_ram_saver {
 	ferry_balloon_t *balloon;
 	bool protect_all;
 	unsigned long *hinted[FERRY_MAX_RAM_BLOCKS];
+	/*
+	 * The last expired id's hinted pages; at a postcopy switch, those not
+	 * dirty since: sent as ZEROS after the background pages, so the
+	 * destination places them without a fault.
+	 */
+	unsigned long *hinted_last[FERRY_MAX_RAM_BLOCKS];
 	uint64_t hint_cmds, hint_skipped, hint_wait_ns;
 	uint32_t hint_wait_ms;
 } ferry_ram_saver;
@@ -174,6 +180,11 @@ void ferry__ram_hints_end(ferry_ram_saver *rs);
  */
 int ferry__ram_postcopy_pass(ferry_ram_saver *rs, pthread_mutex_t *lock,
 			     int (*serve)(void *opaque), void *opaque);
+/*
+ * At the postcopy switch, after the final sync: keeps of the last hint id's
+ * pages those not dirty since (the background sends them as zeros).
+ */
+void ferry__ram_postcopy_hint_zeros(ferry_ram_saver *rs);
 /* Sends pages [first, first + n) of rb as one PAGES record and flushes. */
 int ferry__ram_send_pages(ferry_ram_saver *rs, const struct ferry_ram_block *rb,
 			  uint64_t first, uint32_t n);

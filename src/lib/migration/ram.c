@@ -189,7 +189,8 @@ int ferry__ram_save_setup(ferry_ram_saver *rs)
 		}
 		rs->maps_file[i] = ferry__ram_maps_file(rb->host, rb->size, rb->fd);
 		rs->dirty_pages += rb->npages;
-		if (rs->balloon && !(rs->hinted[i] = ferry__bitmap_new(rb->npages)))
+		if (rs->balloon && (!(rs->hinted[i] = ferry__bitmap_new(rb->npages)) ||
+				    !(rs->hinted_last[i] = ferry__bitmap_new(rb->npages))))
 			r = -ENOMEM;
 		/*
 		 * With hints, every page must be tracked before the first
@@ -505,8 +506,11 @@ void ferry__ram_hints_end(ferry_ram_saver *rs)
 	 * again and harvested, and must then be sent (the switchover's pass
 	 * too). Its dirty bit was cleared when the hint came; the mark goes.
 	 */
-	for (unsigned i = 0; i < rs->vm->nblocks; i++)
+	for (unsigned i = 0; i < rs->vm->nblocks; i++) {
+		memcpy(rs->hinted_last[i], rs->hinted[i],
+		       FERRY_BITMAP_LONGS(rs->vm->blocks[i]->npages) * sizeof(unsigned long));
 		ferry__bitmap_zero(rs->hinted[i], rs->vm->blocks[i]->npages);
+	}
 }
 
 /* migrate-start-postcopy: the pass ends early, what it did not send stays dirty. */
@@ -651,12 +655,37 @@ int ferry__ram_postcopy_pass(ferry_ram_saver *rs, pthread_mutex_t *lock,
 			page = end;
 		}
 	}
+	/* Pages the guest reported free (and did not write since): zero pages, placed now. */
+	for (unsigned i = 0; i < vm->nblocks && !r && rs->hinted_last[i]; i++) {
+		struct ferry_ram_block *rb = vm->blocks[i];
+		uint64_t page = ferry__bitmap_next_set(rs->hinted_last[i], rb->npages, 0);
+		while (page < rb->npages && !r) {
+			if ((r = serve(opaque)))
+				break;
+			uint64_t end = ferry__bitmap_next_clear(rs->hinted_last[i], rb->npages, page);
+			if (end - page > FERRY_RAM_MAX_RUN)
+				end = page + FERRY_RAM_MAX_RUN;
+			ferry__bitmap_clear_range(rs->hinted_last[i], page, end - page);
+			r = emit(rs, rb, FERRY_RAM_ZEROS, page, end - page);
+			page = ferry__bitmap_next_set(rs->hinted_last[i], rb->npages, end);
+		}
+	}
 	if (!r) {
 		put_section_end(c);
 		r = rs_flush(rs);
 	}
 	rs_stats(rs, 0);
 	return r;
+}
+
+void ferry__ram_postcopy_hint_zeros(ferry_ram_saver *rs)
+{
+	for (unsigned i = 0; i < rs->vm->nblocks && rs->hinted_last[i]; i++) {
+		struct ferry_ram_block *rb = rs->vm->blocks[i];
+		/* A page written after its hint is dirty: its data goes, never a zero. */
+		for (uint64_t w = 0; w < FERRY_BITMAP_LONGS(rb->npages); w++)
+			rs->hinted_last[i][w] &= ~rb->dirty[w];
+	}
 }
 
 void ferry__ram_save_cleanup(ferry_ram_saver *rs)
@@ -668,7 +697,8 @@ void ferry__ram_save_cleanup(ferry_ram_saver *rs)
 	rs->zmap = rs->pmap = NULL;
 	for (unsigned i = 0; i < vm->nblocks; i++) {
 		free(rs->hinted[i]);
-		rs->hinted[i] = NULL;
+		free(rs->hinted_last[i]);
+		rs->hinted[i] = rs->hinted_last[i] = NULL;
 	}
 	if (rs->balloon) {
 		ferry_balloon_hint_stop(rs->balloon);

@@ -626,6 +626,7 @@ static int pc_switch(struct ferry_migration *m, ferry_ram_saver *rs, bool runnin
 	uint64_t t0 = ferry__now_ns();
 	if ((r = ferry__ram_sync(rs, NULL)))
 		return r;
+	ferry__ram_postcopy_hint_zeros(rs);
 	ferry_dbg("postcopy switch: final sync %.2f ms", (double)(ferry__now_ns() - t0) / 1e6);
 	uint8_t *buf = malloc(1 + FERRY_NAME_MAX + 8 + FERRY_PC_BITMAP_CHUNK);
 	if (!buf)
