@@ -55,6 +55,10 @@ def one(ferry, mem, alloc, hints):
                             "--set", f"x-free-page-hints={'true' if hints else 'false'}"],
                            capture_output=True, text=True, timeout=900)
         info = json.loads(m.stdout.strip().splitlines()[-1])
+        # The source's RAM goes before the twin is built: source + destination + twin of an
+        # 8 GiB guest would not fit in 24 GiB.
+        qmp(ferry, sq, "quit")
+        src.wait(timeout=60)
         qmp(ferry, dq, "stop")
         v = qmp(ferry, dq, "query-guest-hash", '{"verify": true}').get("return", {})
         h = info.get("x-free-page-hints", {})
@@ -65,7 +69,8 @@ def one(ferry, mem, alloc, hints):
     finally:
         for s, p in ((sq, src), (dq, dst)):
             try:
-                qmp(ferry, s, "quit")
+                if p.poll() is None:
+                    qmp(ferry, s, "quit")
             except Exception:
                 pass
             try:

@@ -364,6 +364,9 @@ static void recovery(unsigned cuts, bool silent, bool preempt)
 	pc_check(&src, &dst, &si, &di);
 	assert_int_equal(si.postcopy_recoveries, cuts);
 	assert_int_equal(di.postcopy_recoveries, cuts);
+	/* Bytes after the switch, over every connection: some, and not absurd. */
+	assert_true(si.postcopy_bytes > 0 && si.postcopy_bytes < 3 * si.total);
+	assert_true(si.transferred > si.postcopy_bytes);
 	print_stats(silent ? "silent" : "cut", &si, &di);
 	for (unsigned k = 0; k < 4; k++)
 		proxy_stop(old[k]);

@@ -53,6 +53,7 @@ typedef struct ferry_pc_src {
 	bool phase;           /* past the switch: a dead return path pauses */
 	uint64_t requests, dropped;
 	uint32_t pong;        /* last PONG value seen */
+	uint64_t closed_bytes; /* main thread: bytes of connections closed after the switch */
 	/* Pages discarded on the destination before the stop (main thread only). */
 	unsigned long *prediscarded[FERRY_MAX_RAM_BLOCKS];
 } ferry_pc_src;
@@ -329,7 +330,10 @@ static void pc_disconnect(struct ferry_migration *m)
 	pthread_mutex_lock(&pc->lock);
 	bool pre = pc->pre_up || pc->pre.fd >= 0;
 	pc->pre_up = false;
+	bool phase = pc->phase;
 	pthread_mutex_unlock(&pc->lock);
+	if (phase) /* counted once: the channels are reset below */
+		pc->closed_bytes += m->chan.out_bytes + pc->pre.out_bytes;
 	if (pre && pc->pre.ibuf)
 		ferry__chan_shutdown(&pc->pre);
 	if (m->rp_started)
@@ -338,9 +342,11 @@ static void pc_disconnect(struct ferry_migration *m)
 	if (m->chan.fd >= 0 || m->chan.ibuf)
 		ferry__chan_close(&m->chan);
 	m->chan.fd = -1;
+	m->chan.out_bytes = 0;
 	if (pc->pre.fd >= 0 || pc->pre.ibuf)
 		ferry__chan_close(&pc->pre);
 	pc->pre.fd = -1;
+	pc->pre.out_bytes = 0;
 }
 
 static int start_rp(struct ferry_migration *m)
@@ -902,7 +908,7 @@ void *ferry__source_thread(void *arg)
 		pthread_mutex_unlock(&m->stats_lock);
 		pc_set_timeouts(m);
 		ferry__mig_set_status(m, FERRY_MIG_POSTCOPY_ACTIVE);
-		uint64_t b0 = c->out_bytes;
+		uint64_t b0 = c->out_bytes + m->pc_src->pre.out_bytes;
 		if ((r = pc_run(m, &rs)))
 			goto out;
 		pthread_mutex_lock(&m->pc_src->lock);
@@ -911,7 +917,9 @@ void *ferry__source_thread(void *arg)
 		pthread_mutex_lock(&m->stats_lock);
 		m->info.downtime_ms = run_ns > stop_ns ? (run_ns - stop_ns) / 1000000 : 0;
 		m->info.postcopy_requests = reqs;
-		m->info.postcopy_bytes = c->out_bytes - b0; /* this connection's share */
+		/* Every connection after the switch, main and preempt, across recoveries. */
+		m->info.postcopy_bytes = m->pc_src->closed_bytes + c->out_bytes +
+					 m->pc_src->pre.out_bytes - b0;
 		pthread_mutex_unlock(&m->stats_lock);
 		goto completed;
 	}
@@ -944,6 +952,8 @@ completed:
 	pthread_mutex_lock(&m->stats_lock);
 	uint64_t total_ns = ferry__now_ns() - m->start_ns;
 	uint64_t wire = c->out_bytes + (mf.inited ? m->info.multifd_bytes : 0);
+	if (m->pc_src) /* connections closed by pauses, and the preempt channel */
+		wire += m->pc_src->closed_bytes + m->pc_src->pre.out_bytes;
 	m->info.transferred = wire;
 	m->info.throughput_bps = (uint64_t)((double)wire * 1e9 / (double)total_ns);
 	m->info.mbps = (double)m->info.throughput_bps * 8 / 1e6;
