@@ -44,6 +44,26 @@ static void dst_allow(side *dst, unsigned timeout_ms)
 	assert_int_equal(ferry_migration_set_incoming_params(dst->vm, &ip), 0);
 }
 
+/*
+ * Source and destination sides with spec; the destination listens (and
+ * allows postcopy if allow); the source guest runs for a moment if start.
+ * Returns the migration URI.
+ */
+static const char *pc_sides(side *src, side *dst, const char *spec, bool allow, bool start)
+{
+	side_create(src, spec, FERRY_DIRTY_WP_ASYNC, false);
+	side_create(dst, spec, FERRY_DIRTY_WP_ASYNC, true);
+	if (allow)
+		dst_allow(dst, 0);
+	const char *uri = test_uri();
+	assert_int_equal(ferry_migrate_incoming(dst->vm, uri), 0);
+	if (start) {
+		assert_int_equal(ferry_vm_start(src->vm), 0);
+		msleep(50);
+	}
+	return uri;
+}
+
 /* Source and destination both completed, in postcopy; the twin agrees. */
 static void pc_check(side *src, side *dst, ferry_mig_info *si_out, ferry_mig_info *di_out)
 {
@@ -68,13 +88,7 @@ static void pc_migrate(const char *spec, const ferry_mig_params *p, ferry_mig_in
 		       ferry_mig_info *di)
 {
 	side src, dst;
-	side_create(&src, spec, FERRY_DIRTY_WP_ASYNC, false);
-	side_create(&dst, spec, FERRY_DIRTY_WP_ASYNC, true);
-	dst_allow(&dst, 0);
-	const char *uri = test_uri();
-	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
-	assert_int_equal(ferry_vm_start(src.vm), 0);
-	msleep(50);
+	const char *uri = pc_sides(&src, &dst, spec, true, true);
 	assert_int_equal(ferry_migrate_start(src.vm, uri, p), 0);
 	pc_check(&src, &dst, si, di);
 	side_destroy(&src);
@@ -162,12 +176,7 @@ static void t_pc_slow_link(void **s)
 	(void)s;
 	const char *spec = "mem=64M,vram=4M,vcpus=2,rate=200M,workload=random";
 	side src, dst;
-	side_create(&src, spec, FERRY_DIRTY_WP_ASYNC, false);
-	side_create(&dst, spec, FERRY_DIRTY_WP_ASYNC, true);
-	dst_allow(&dst, 0);
-	const char *uri = test_uri();
-	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
-	assert_int_equal(ferry_vm_start(src.vm), 0);
+	const char *uri = pc_sides(&src, &dst, spec, true, true);
 	ferry_mig_params p;
 	ferry_mig_params_init(&p);
 	p.postcopy = true;
@@ -212,11 +221,7 @@ static void t_pc_not_enabled(void **s)
 	(void)s;
 	const char *spec = "mem=32M,vram=0,vcpus=1,rate=50M";
 	side src, dst;
-	side_create(&src, spec, FERRY_DIRTY_WP_ASYNC, false);
-	side_create(&dst, spec, FERRY_DIRTY_WP_ASYNC, true);
-	const char *uri = test_uri();
-	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
-	assert_int_equal(ferry_vm_start(src.vm), 0);
+	const char *uri = pc_sides(&src, &dst, spec, false, true);
 	ferry_mig_params p;
 	pc_params(&p, false);
 	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
@@ -256,11 +261,7 @@ static void t_pc_reverse(void **s)
 	(void)s;
 	const char *spec = "mem=256M,vram=4M,vcpus=2,paused,workload=random";
 	side src, dst;
-	side_create(&src, spec, FERRY_DIRTY_WP_ASYNC, false);
-	side_create(&dst, spec, FERRY_DIRTY_WP_ASYNC, true);
-	dst_allow(&dst, 0);
-	const char *uri = test_uri();
-	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
+	const char *uri = pc_sides(&src, &dst, spec, true, false);
 	ferry_mig_params p;
 	pc_params(&p, true);
 	/* Switch at once: before the first pass sends anything. */
@@ -384,13 +385,7 @@ static void t_pc_pause(void **s)
 	(void)s;
 	const char *spec = "mem=256M,vram=4M,vcpus=2,rate=max,workload=random";
 	side src, dst;
-	side_create(&src, spec, FERRY_DIRTY_WP_ASYNC, false);
-	side_create(&dst, spec, FERRY_DIRTY_WP_ASYNC, true);
-	dst_allow(&dst, 0);
-	const char *uri = test_uri();
-	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
-	assert_int_equal(ferry_vm_start(src.vm), 0);
-	msleep(50);
+	const char *uri = pc_sides(&src, &dst, spec, true, true);
 	ferry_mig_params p;
 	pc_params(&p, false);
 	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
