@@ -155,6 +155,7 @@ typedef struct ferry_ram_saver {
 	unsigned long *hinted_last[FERRY_MAX_RAM_BLOCKS];
 	uint64_t hint_cmds, hint_skipped, hint_wait_ns;
 	uint32_t hint_wait_ms;
+	bool hint_broken;  /* the free page queue broke: no more hints */
 } ferry_ram_saver;
 
 /* Starts dirty tracking, finds populated pages, writes the setup section. */

@@ -469,8 +469,14 @@ static void on_hint(void *opaque, ferry_ram_block_t *rb, uint64_t first, uint64_
 
 static void hints_poll(ferry_ram_saver *rs)
 {
-	if (rs->balloon && ferry_balloon_hint_poll(rs->balloon, on_hint, rs) < 0)
-		ferry_warn("free page hints: the guest's free page queue is broken; hints stop");
+	if (!rs->balloon || rs->hint_broken)
+		return;
+	if (ferry_balloon_hint_poll(rs->balloon, on_hint, rs) < 0) {
+		/* A hostile or buggy guest: no more hints; the marks of this id stay valid. */
+		ferry_warn("free page hints: the guest's free page queue is broken (%s); no more hints",
+			   ferry_vq_error(ferry_balloon_free_page_vq(rs->balloon)));
+		rs->hint_broken = true;
+	}
 }
 
 void ferry__ram_hints_begin(ferry_ram_saver *rs)
@@ -479,15 +485,16 @@ void ferry__ram_hints_begin(ferry_ram_saver *rs)
 		return;
 	for (unsigned i = 0; i < rs->vm->nblocks; i++)
 		ferry__bitmap_zero(rs->hinted[i], rs->vm->blocks[i]->npages);
+	if (rs->hint_broken)
+		return;
 	ferry_balloon_hint_start(rs->balloon);
 	rs->hint_cmds++;
 	/* Bounded: a guest that never answers costs at most hint_wait_ms a pass. */
 	uint64_t t0 = ferry__now_ns(), end = t0 + (uint64_t)rs->hint_wait_ms * 1000000;
 	for (;;) {
-		if (ferry_balloon_hint_poll(rs->balloon, on_hint, rs) < 0)
-			break;
-		if (ferry_balloon_hint_complete(rs->balloon) || ferry__now_ns() >= end ||
-		    ferry__mig_cancelled(rs->m))
+		hints_poll(rs);
+		if (rs->hint_broken || ferry_balloon_hint_complete(rs->balloon) ||
+		    ferry__now_ns() >= end || ferry__mig_cancelled(rs->m))
 			break;
 		ferry__sleep_ns(200000);
 	}
