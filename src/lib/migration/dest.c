@@ -707,6 +707,16 @@ static int pc_incoming(loader *l, pthread_t *running)
 		}
 		pthread_join(t, NULL);
 		if (!l->listen_r) {
+			/*
+			 * EOF on the main connection: requested pages the source
+			 * sent on the preempt connection (and left out of the
+			 * background) may still be on their way there.
+			 */
+			ferry_mig_params p;
+			ferry__mig_params(m, &p);
+			uint64_t end = ferry__now_ns() + (uint64_t)p.link_timeout_ms * 1000000;
+			while (!ferry__pc_dst_complete(l->pc) && l->pre_on && ferry__now_ns() < end)
+				ferry__sleep_ns(1000000);
 			if (ferry__pc_dst_complete(l->pc))
 				return 0;
 			return ferry__chan_fail(l->c, FERRY_EBADSTREAM,
