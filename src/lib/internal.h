@@ -90,6 +90,9 @@ void ferry__migration_free(struct ferry_migration *m);
 /* True while a migration thread runs. Caller holds vm->mig_lock. */
 bool ferry__migration_busy(const ferry_vm_t *vm);
 
+/* Cancels the VM's migration whatever its state, postcopy too (destroy). */
+void ferry__migration_abort(ferry_vm_t *vm);
+
 /* Sets or clears vm->run_owned (vm.c). */
 void ferry__vm_own_run(ferry_vm_t *vm, bool owned);
 

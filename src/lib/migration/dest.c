@@ -730,10 +730,12 @@ static int pc_incoming(loader *l, pthread_t *running)
 		ferry__mig_set_status(m, FERRY_MIG_POSTCOPY_PAUSED);
 		for (;;) {
 			pthread_mutex_lock(&vm->mig_lock);
-			while (m->recover_fd < 0)
+			while (m->recover_fd < 0 && !ferry__mig_cancelled(m))
 				pthread_cond_wait(&vm->mig_cond, &vm->mig_lock);
 			int lfd = m->recover_fd;
 			pthread_mutex_unlock(&vm->mig_lock);
+			if (ferry__mig_cancelled(m)) /* the VM is being destroyed */
+				return -ECANCELED;
 			ferry__mig_set_status(m, FERRY_MIG_POSTCOPY_RECOVER);
 			char err[256];
 			r = pc_accept_resume(l, lfd, err, sizeof(err));
@@ -887,7 +889,7 @@ out:
 		ferry__mig_set_error(m, c->in_err, "%s", c->in_errmsg);
 	else if (r)
 		ferry__mig_set_error(m, r, "incoming migration failed: %s", ferry_strerror(r));
-	if (fd >= 0) {
+	if (c->fd >= 0 && c->obuf) { /* a paused postcopy may have none left */
 		pthread_mutex_lock(&m->stats_lock);
 		char msg[256];
 		snprintf(msg, sizeof(msg), "%s",
@@ -907,7 +909,7 @@ done:
 	pthread_mutex_unlock(&vm->mig_lock);
 	if (lfd >= 0)
 		close(lfd);
-	if (fd >= 0) {
+	if (c->fd >= 0 || c->obuf) {
 		atomic_store(&m->chan_fd, -1);
 		ferry__chan_close(c);
 	}

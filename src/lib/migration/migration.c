@@ -388,7 +388,11 @@ int ferry_migration_query(ferry_vm_t *vm, ferry_mig_info *info)
 	return 0;
 }
 
-int ferry_migration_cancel(ferry_vm_t *vm)
+/*
+ * force: also in postcopy (only ferry_vm_destroy: the VM goes away, and
+ * with it the half of the guest this side holds).
+ */
+static int mig_cancel(ferry_vm_t *vm, bool force)
 {
 	if (!vm)
 		return -EINVAL;
@@ -398,11 +402,19 @@ int ferry_migration_cancel(ferry_vm_t *vm)
 		pthread_mutex_unlock(&vm->mig_lock);
 		return -ENOENT;
 	}
-	if (is_postcopy(m->status)) {
+	if (is_postcopy(m->status) && !force) {
 		pthread_mutex_unlock(&vm->mig_lock);
 		return -EBUSY;
 	}
 	atomic_store(&m->cancel, true);
+	if (force) {
+		int pfd = atomic_load(&m->preempt_fd);
+		if (pfd >= 0)
+			shutdown(pfd, SHUT_RDWR);
+		if (m->recover_fd >= 0)
+			shutdown(m->recover_fd, SHUT_RDWR);
+		pthread_cond_broadcast(&vm->mig_cond); /* a paused postcopy waits there */
+	}
 	/* Wake the thread wherever it blocks: accept, connect, read or write. */
 	if (m->listen_fd >= 0)
 		shutdown(m->listen_fd, SHUT_RDWR);
@@ -426,6 +438,16 @@ int ferry_migration_cancel(ferry_vm_t *vm)
 	pthread_cond_broadcast(&m->rp_cond);
 	pthread_mutex_unlock(&m->rp_lock);
 	return 0;
+}
+
+int ferry_migration_cancel(ferry_vm_t *vm)
+{
+	return mig_cancel(vm, false);
+}
+
+void ferry__migration_abort(ferry_vm_t *vm)
+{
+	mig_cancel(vm, true);
 }
 
 int ferry_migration_wait(ferry_vm_t *vm, int timeout_ms)

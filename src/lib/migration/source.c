@@ -440,7 +440,7 @@ fail:
  * ferry_migrate_resume() and reconnects; returns once the migration is
  * active again.
  */
-static void pc_pause(struct ferry_migration *m, ferry_ram_saver *rs)
+static int pc_pause(struct ferry_migration *m, ferry_ram_saver *rs)
 {
 	ferry_vm_t *vm = m->vm;
 	char why[256];
@@ -454,11 +454,13 @@ static void pc_pause(struct ferry_migration *m, ferry_ram_saver *rs)
 	for (;;) {
 		char uri[512];
 		pthread_mutex_lock(&vm->mig_lock);
-		while (!m->resume_req)
+		while (!m->resume_req && !ferry__mig_cancelled(m))
 			pthread_cond_wait(&vm->mig_cond, &vm->mig_lock);
 		snprintf(uri, sizeof(uri), "%s", m->resume_uri);
 		m->resume_req = false;
 		pthread_mutex_unlock(&vm->mig_lock);
+		if (ferry__mig_cancelled(m)) /* the VM is being destroyed */
+			return -ECANCELED;
 		ferry__mig_set_status(m, FERRY_MIG_POSTCOPY_RECOVER);
 		if (pc_reconnect(m, uri, rs) == 0)
 			break;
@@ -468,6 +470,7 @@ static void pc_pause(struct ferry_migration *m, ferry_ram_saver *rs)
 	m->info.postcopy_recoveries++;
 	pthread_mutex_unlock(&m->stats_lock);
 	ferry__mig_set_status(m, FERRY_MIG_POSTCOPY_ACTIVE);
+	return 0;
 }
 
 struct serve_ctx {
@@ -686,7 +689,8 @@ static int pc_run(struct ferry_migration *m, ferry_ram_saver *rs)
 		}
 		if (!r)
 			return 0;
-		pc_pause(m, rs);
+		if (ferry__mig_cancelled(m) || pc_pause(m, rs))
+			return -ECANCELED;
 	}
 }
 

@@ -73,7 +73,7 @@ void ferry_vm_destroy(ferry_vm_t *vm)
 {
 	if (!vm)
 		return;
-	ferry_migration_cancel(vm);
+	ferry__migration_abort(vm);
 	ferry_migration_wait(vm, -1);
 	pthread_mutex_lock(&vm->mig_lock);
 	struct ferry_migration *m = vm->mig;
