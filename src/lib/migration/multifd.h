@@ -97,6 +97,7 @@ typedef struct ferry_mf_recv_chan {
 	void *dctx;        /* ZSTD_DCtx */
 	uint8_t *zbuf;
 	size_t zcap;
+	uint8_t *bounce;   /* one packet's pages, for file-backed blocks */
 } ferry_mf_recv_chan;
 
 typedef struct ferry_mf_receiver {
