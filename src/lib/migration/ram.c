@@ -591,7 +591,8 @@ void ferry__ram_save_cleanup(ferry_ram_saver *rs)
  * socket locked); a pwrite() of a new page allocates it without zeroing or
  * mapping it. The extra copy out of the cache-hot bounce costs less than
  * what it saves (docs/architecture.md has the numbers). Other blocks
- * (anonymous memory) are received straight into the mapping.
+ * (anonymous memory, or a memfd whose every page is allocated already, as
+ * with prealloc) are received straight into the mapping.
  */
 
 /*
@@ -618,7 +619,13 @@ void ferry__ram_place_setup(ferry_vm_t *vm)
 	bool advise = shmem_thp_advise();
 	for (unsigned i = 0; i < vm->nblocks; i++) {
 		struct ferry_ram_block *rb = vm->blocks[i];
-		rb->place_file = !advise && ferry__ram_maps_file(rb->host, rb->size, rb->fd);
+		/*
+		 * Fully allocated RAM (prealloc) needs no page allocation: a
+		 * recv() straight into it (already mapped) then saves the
+		 * bounce copy.
+		 */
+		rb->place_file = !advise && ferry__ram_maps_file(rb->host, rb->size, rb->fd) &&
+				 ferry__ram_file_fill(rb->fd, rb->size) != 1;
 		ferry_dbg("destination: RAM block '%s' placed %s", rb->name,
 			  rb->place_file ? "with pwrite() into its file" : "through its mapping");
 	}
