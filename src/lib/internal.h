@@ -40,6 +40,12 @@ struct ferry_ram_block {
 	unsigned long *dirty;
 	/* Destination: pages written by the incoming migration. */
 	unsigned long *received;
+	/*
+	 * Destination: host maps fd at offset 0 (MAP_SHARED), so precopy pages
+	 * are written with pwrite() instead of through the mapping. Set by
+	 * mig/dst/main before any receive thread starts; read-only after.
+	 */
+	bool place_file;
 };
 
 struct ferry_device {

@@ -4,7 +4,9 @@
  * with and without zstd, deliberately uneven channels (per-pass sync), a
  * channel cut mid-migration (clean failure, then a retry that succeeds),
  * and hand-made channel traffic: a connection from another migration is
- * refused, malformed packets are rejected with exact messages.
+ * refused, malformed packets are rejected with exact messages. Both ways of
+ * placing pages on the destination (pwrite() into the memfd of a file-backed
+ * block, straight into the mapping of an anonymous one) give the same RAM.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -13,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -401,6 +404,94 @@ static void t_mf_packet_fuzz(void **s)
 			    "multifd channel 0: truncated stream: end of data with 4086 bytes missing (multifd packet at offset 32)");
 }
 
+/* ---- placement paths (bare VMs, no guest) ---- */
+
+#define PL_PAGES 2048u /* 8 MiB per block */
+
+/* A block of PL_PAGES pages: a memfd mapped shared at offset 0, or anonymous. */
+static uint8_t *pl_ram(bool file, int *fd)
+{
+	size_t len = (size_t)PL_PAGES * FERRY_PAGE_SIZE;
+	*fd = -1;
+	if (file) {
+		*fd = memfd_create("pl", MFD_CLOEXEC);
+		assert_true(*fd >= 0);
+		assert_int_equal(ftruncate(*fd, (off_t)len), 0);
+	}
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       file ? MAP_SHARED : MAP_PRIVATE | MAP_ANONYMOUS, *fd, 0);
+	assert_true(p != MAP_FAILED);
+	return p;
+}
+
+/*
+ * Source pages: runs of data pages, single data pages between zero pages and
+ * never-touched pages, so that destination packets hold runs of several
+ * lengths as well as isolated pages.
+ */
+static void pl_fill(uint8_t *ram, unsigned salt)
+{
+	for (uint64_t i = 0; i < PL_PAGES; i++) {
+		if (i % 7 == 3 || (i / 64) % 5 == 4)
+			continue; /* zero or never written */
+		uint64_t *w = (uint64_t *)(ram + i * FERRY_PAGE_SIZE);
+		for (unsigned k = 0; k < FERRY_PAGE_SIZE / 8; k += 8)
+			w[k] = (i + 1) * 0x9e3779b97f4a7c15ull + k + salt;
+	}
+}
+
+static void pl_migrate(const ferry_mig_params *p)
+{
+	static const char *const names[] = { "file", "anon" };
+	ferry_vm_options o = { .dirty_mode = FERRY_DIRTY_EXPLICIT };
+	ferry_vm_t *src, *dst;
+	assert_int_equal(ferry_vm_create(&o, &src), 0);
+	assert_int_equal(ferry_vm_create(&o, &dst), 0);
+	uint8_t *sram[2], *dram[2];
+	int sfd[2], dfd[2];
+	for (unsigned b = 0; b < 2; b++) {
+		sram[b] = pl_ram(true, &sfd[b]);
+		dram[b] = pl_ram(b == 0, &dfd[b]);
+		pl_fill(sram[b], b);
+		ferry_ram_block_t *rb;
+		size_t len = (size_t)PL_PAGES * FERRY_PAGE_SIZE;
+		assert_int_equal(ferry_ram_block_add(src, names[b], sram[b], len, sfd[b], &rb), 0);
+		assert_int_equal(ferry_ram_block_add(dst, names[b], dram[b], len, dfd[b], &rb), 0);
+	}
+	const char *uri = test_uri();
+	assert_int_equal(ferry_migrate_incoming(dst, uri), 0);
+	assert_int_equal(ferry_migrate_start(src, uri, p), 0);
+	assert_int_equal(wait_final(src), FERRY_MIG_COMPLETED);
+	assert_int_equal(wait_final(dst), FERRY_MIG_COMPLETED);
+	for (unsigned b = 0; b < 2; b++) {
+		for (uint64_t i = 0; i < PL_PAGES; i++) {
+			const uint8_t *s = sram[b] + i * FERRY_PAGE_SIZE, *d = dram[b] + i * FERRY_PAGE_SIZE;
+			if (memcmp(s, d, FERRY_PAGE_SIZE))
+				fail_msg("block '%s' page %llu differs", names[b], (unsigned long long)i);
+		}
+	}
+	ferry_vm_destroy(src);
+	ferry_vm_destroy(dst);
+	for (unsigned b = 0; b < 2; b++) {
+		munmap(sram[b], (size_t)PL_PAGES * FERRY_PAGE_SIZE);
+		munmap(dram[b], (size_t)PL_PAGES * FERRY_PAGE_SIZE);
+		close(sfd[b]);
+		if (dfd[b] >= 0)
+			close(dfd[b]);
+	}
+}
+
+static void t_place_precopy(void **s)
+{
+	(void)s;
+	ferry_mig_params p;
+	ferry_mig_params_init(&p);
+	pl_migrate(&p);
+}
+
+static void t_place_mf_2(void **s) { (void)s; ferry_mig_params p; mf_params(&p, 2, false); pl_migrate(&p); }
+static void t_place_mf_2_zstd(void **s) { (void)s; ferry_mig_params p; mf_params(&p, 2, true); pl_migrate(&p); }
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -416,6 +507,9 @@ int main(void)
 		cmocka_unit_test(t_mf_channel_cut_then_retry),
 		cmocka_unit_test(t_mf_foreign_channel_refused),
 		cmocka_unit_test(t_mf_packet_fuzz),
+		cmocka_unit_test(t_place_precopy),
+		cmocka_unit_test(t_place_mf_2),
+		cmocka_unit_test(t_place_mf_2_zstd),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

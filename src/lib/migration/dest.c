@@ -319,7 +319,8 @@ static int pc_listen(loader *l)
 		return ferry__chan_fail(c, r, "%s", err);
 	l->pc_listening = true;
 	l->ram.pc = l->pc;
-	l->ram.bounce = malloc((size_t)FERRY_RAM_MAX_RUN << FERRY_PAGE_SHIFT);
+	if (!l->ram.bounce) /* may exist already: precopy pages were read through it */
+		l->ram.bounce = malloc((size_t)FERRY_RAM_MAX_RUN << FERRY_PAGE_SHIFT);
 	if (!l->ram.bounce)
 		return ferry__chan_fail(c, -ENOMEM, "out of memory for postcopy");
 	ferry_mig_params p;
@@ -823,6 +824,7 @@ void *ferry__dest_thread(void *arg)
 	/* Fresh destination RAM is zero: nothing of it was received yet. */
 	for (unsigned i = 0; i < vm->nblocks; i++)
 		ferry__bitmap_zero(vm->blocks[i]->received, vm->blocks[i]->npages);
+	ferry__ram_place_setup(vm);
 
 	r = load_stream(&l);
 	load_stats(&l);
@@ -903,6 +905,7 @@ done:
 		close(l.pkg_fd);
 	ferry__vm_own_run(vm, false);
 	mf_stop(&l);
+	free(l.ram.bounce);
 	pthread_mutex_lock(&vm->mig_lock); /* cancel reads listen_fd under it */
 	int lfd = m->listen_fd;
 	m->listen_fd = -1;

@@ -211,6 +211,23 @@ typedef struct ferry_ram_loader {
  * one endless body: its loader returns only on error or end of data.
  */
 int ferry__ram_load(ferry_ram_loader *l, bool setup);
+/*
+ * Precopy placement on the destination (mig/dst/main, before any receive
+ * thread starts): decides per block whether pages are written through its
+ * file (ferry_ram_block.place_file).
+ */
+void ferry__ram_place_setup(ferry_vm_t *vm);
+/*
+ * Reads n pages of page data from c and places them at pages idx[0..n) of rb
+ * (first + i when idx is NULL), every index already checked against the
+ * block. bounce holds at least n pages (used for file-backed blocks only).
+ * Any thread; 0 or a negative errno (failed on c).
+ */
+int ferry__ram_recv_pages(ferry_chan *c, struct ferry_ram_block *rb, const uint64_t *idx,
+			  uint64_t first, uint32_t n, uint8_t *bounce);
+/* Places n pages held in buf the same way (checked indices). */
+int ferry__ram_place_buf(ferry_chan *c, struct ferry_ram_block *rb, const uint64_t *idx,
+			 uint64_t first, uint32_t n, const uint8_t *buf);
 /* Multifd hooks for cancel (migration.c): wake everything up. */
 void ferry__mf_cancel(struct ferry_migration *m);
 

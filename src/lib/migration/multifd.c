@@ -414,23 +414,19 @@ static int recv_packet(ferry_mf_recv_chan *c)
 						(unsigned long long)rb->npages);
 	}
 	if (!z) {
-		for (uint32_t i = 0; i < nn;) {
-			uint32_t k = i + 1;
-			while (k < nn && idx[k] == idx[k - 1] + 1)
-				k++;
-			if ((e = ferry__chan_read_direct(in, rb->host + (idx[i] << FERRY_PAGE_SHIFT),
-							 (size_t)(k - i) << FERRY_PAGE_SHIFT)))
-				return e;
-			i = k;
-		}
+		if ((e = ferry__ram_recv_pages(in, rb, idx, 0, nn, c->bounce)))
+			return e;
 	} else {
 		if ((e = ferry__chan_read(in, c->zbuf, clen)))
 			return e;
 		ZSTD_DCtx *dc = c->dctx;
 		ZSTD_DCtx_reset(dc, ZSTD_reset_session_only);
 		ZSTD_inBuffer zin = { c->zbuf, clen, 0 };
+		/* File-backed blocks: into the bounce, then written like raw pages. */
 		for (uint32_t i = 0; i < nn; i++) {
-			ZSTD_outBuffer out = { rb->host + (idx[i] << FERRY_PAGE_SHIFT), FERRY_PAGE_SIZE, 0 };
+			ZSTD_outBuffer out = { rb->place_file ? c->bounce + ((size_t)i << FERRY_PAGE_SHIFT)
+							      : rb->host + (idx[i] << FERRY_PAGE_SHIFT),
+					       FERRY_PAGE_SIZE, 0 };
 			while (out.pos < out.size) {
 				size_t ret = ZSTD_decompressStream(dc, &out, &zin);
 				if (ZSTD_isError(ret))
@@ -446,6 +442,8 @@ static int recv_packet(ferry_mf_recv_chan *c)
 		if (zin.pos != zin.size)
 			return ferry__chan_fail(in, FERRY_EBADSTREAM,
 						"multifd zstd data longer than %u pages", nn);
+		if (rb->place_file && (e = ferry__ram_place_buf(in, rb, idx, 0, nn, c->bounce)))
+			return e;
 	}
 	for (uint32_t i = nn; i < nn + nz; i++)
 		if (ferry__bitmap_test(rb->received, idx[i]))
@@ -591,6 +589,9 @@ int ferry__mf_recv_start(ferry_mf_receiver *r, struct ferry_migration *m, int li
 	}
 	for (unsigned i = 0; i < n; i++) {
 		ferry_mf_recv_chan *c = &r->ch[i];
+		c->bounce = malloc((size_t)FERRY_MF_MAX_PAGES << FERRY_PAGE_SHIFT);
+		if (!c->bounce)
+			return -ENOMEM;
 		if (compression == FERRY_COMPRESS_ZSTD) {
 			c->dctx = ZSTD_createDCtx();
 			c->zcap = ZSTD_compressBound((size_t)FERRY_MF_MAX_PAGES * FERRY_PAGE_SIZE);
@@ -656,6 +657,7 @@ void ferry__mf_recv_stop(ferry_mf_receiver *r)
 			ferry__chan_close(&c->in);
 		ZSTD_freeDCtx(c->dctx);
 		free(c->zbuf);
+		free(c->bounce);
 	}
 	pthread_mutex_destroy(&r->lock);
 	pthread_cond_destroy(&r->cond);

@@ -14,8 +14,11 @@
  * MULTIFD_SYNC record.
  *
  * DESIGN (destination): each receive thread reads packets, checks them like
- * any stream input (magic, counts, block, page bounds) and reads page data
- * straight into guest RAM (or decompresses into it page by page). After a
+ * any stream input (magic, counts, block, page bounds) and places the page
+ * data with ferry__ram_recv_pages(): for a memfd-backed block one recv()
+ * into the channel's bounce buffer and one pwrite() per run of consecutive
+ * pages, otherwise straight into guest RAM (zstd: decompressed into the
+ * bounce, or into guest RAM page by page). After a
  * SYNC packet it waits until the main thread, having read MULTIFD_SYNC on
  * the main stream and seen every channel reach its SYNC, releases them: so
  * the pages of pass n are all placed before any page of pass n+1 lands.
@@ -97,6 +100,7 @@ typedef struct ferry_mf_recv_chan {
 	void *dctx;        /* ZSTD_DCtx */
 	uint8_t *zbuf;
 	size_t zcap;
+	uint8_t *bounce;   /* one packet's pages, for file-backed blocks */
 } ferry_mf_recv_chan;
 
 typedef struct ferry_mf_receiver {

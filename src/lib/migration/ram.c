@@ -23,6 +23,7 @@
 #include "migration/mig.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -726,6 +727,113 @@ void ferry__ram_save_cleanup(ferry_ram_saver *rs)
 
 /* ---- destination ---- */
 
+/*
+ * Placement of precopy pages (guest stopped, RAM not registered): when the
+ * block is a MAP_SHARED mapping of its fd at offset 0, the page data is
+ * received into a bounce buffer (one recv for the whole record or packet)
+ * and written into the file with pwrite(), one call per run of consecutive
+ * pages. A first write through the mapping instead takes a page fault per
+ * 4 KiB page that allocates, zeroes and maps it inside recv() (with the
+ * socket locked); a pwrite() of a new page allocates it without zeroing or
+ * mapping it. The extra copy out of the cache-hot bounce costs less than
+ * what it saves (docs/architecture.md has the numbers). Other blocks
+ * (anonymous memory, or a memfd whose every page is allocated already, as
+ * with prealloc) are received straight into the mapping.
+ */
+
+/*
+ * Whether shmem transparent huge pages are only given to mappings that asked
+ * for them (shmem_enabled "advise"): then a fault through a MADV_HUGEPAGE
+ * mapping allocates 2 MiB at once while pwrite() (no mapping) gets 4 KiB
+ * pages, so placing through the file would lose the huge pages. With
+ * "never"/"deny" neither path gets them; with "always"/"within_size"/
+ * "force" both do.
+ */
+static bool shmem_thp_advise(void)
+{
+	char buf[128] = "";
+	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/shmem_enabled", "re");
+	if (!f)
+		return false;
+	bool advise = fgets(buf, sizeof(buf), f) && strstr(buf, "[advise]");
+	fclose(f);
+	return advise;
+}
+
+void ferry__ram_place_setup(ferry_vm_t *vm)
+{
+	bool advise = shmem_thp_advise();
+	for (unsigned i = 0; i < vm->nblocks; i++) {
+		struct ferry_ram_block *rb = vm->blocks[i];
+		/*
+		 * Fully allocated RAM (prealloc) needs no page allocation: a
+		 * recv() straight into it (already mapped) then saves the
+		 * bounce copy.
+		 */
+		rb->place_file = !advise && ferry__ram_maps_file(rb->host, rb->size, rb->fd) &&
+				 ferry__ram_file_fill(rb->fd, rb->size) != 1;
+		ferry_dbg("destination: RAM block '%s' placed %s", rb->name,
+			  rb->place_file ? "with pwrite() into its file" : "through its mapping");
+	}
+}
+
+int ferry__ram_place_buf(ferry_chan *c, struct ferry_ram_block *rb, const uint64_t *idx,
+			 uint64_t first, uint32_t n, const uint8_t *buf)
+{
+	for (uint32_t i = 0; i < n;) {
+		uint32_t k = idx ? i + 1 : n;
+		while (k < n && idx[k] == idx[k - 1] + 1)
+			k++;
+		uint64_t page = idx ? idx[i] : first + i;
+		const uint8_t *p = buf + ((size_t)i << FERRY_PAGE_SHIFT);
+		size_t len = (size_t)(k - i) << FERRY_PAGE_SHIFT;
+		if (!rb->place_file) {
+			memcpy(rb->host + (page << FERRY_PAGE_SHIFT), p, len);
+			i = k;
+			continue;
+		}
+		off_t off = (off_t)(page << FERRY_PAGE_SHIFT);
+		while (len) {
+			ssize_t w = pwrite(rb->fd, p, len, off);
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w <= 0) {
+				int e = w < 0 ? -errno : -EIO;
+				return ferry__chan_fail(c, e, "cannot write page %llu of RAM block '%s': %s",
+							(unsigned long long)((uint64_t)off >> FERRY_PAGE_SHIFT),
+							rb->name, ferry_strerror(e));
+			}
+			p += w;
+			off += w;
+			len -= (size_t)w;
+		}
+		i = k;
+	}
+	return 0;
+}
+
+int ferry__ram_recv_pages(ferry_chan *c, struct ferry_ram_block *rb, const uint64_t *idx,
+			  uint64_t first, uint32_t n, uint8_t *bounce)
+{
+	int r;
+	if (rb->place_file) {
+		if ((r = ferry__chan_read_direct(c, bounce, (size_t)n << FERRY_PAGE_SHIFT)))
+			return r;
+		return ferry__ram_place_buf(c, rb, idx, first, n, bounce);
+	}
+	for (uint32_t i = 0; i < n;) {
+		uint32_t k = idx ? i + 1 : n;
+		while (k < n && idx[k] == idx[k - 1] + 1)
+			k++;
+		uint64_t page = idx ? idx[i] : first + i;
+		if ((r = ferry__chan_read_direct(c, rb->host + (page << FERRY_PAGE_SHIFT),
+						 (size_t)(k - i) << FERRY_PAGE_SHIFT)))
+			return r;
+		i = k;
+	}
+	return 0;
+}
+
 static int read_name(ferry_chan *c, char name[FERRY_NAME_MAX + 1])
 {
 	uint8_t len;
@@ -866,8 +974,10 @@ int ferry__ram_load(ferry_ram_loader *l, bool setup)
 			continue;
 		}
 		if (kind == FERRY_RAM_PAGES) {
-			if ((r = ferry__chan_read_direct(c, rb->host + addr,
-							 (size_t)n << FERRY_PAGE_SHIFT)))
+			if (rb->place_file && !l->bounce &&
+			    !(l->bounce = malloc((size_t)FERRY_RAM_MAX_RUN << FERRY_PAGE_SHIFT)))
+				return ferry__chan_fail(c, -ENOMEM, "out of memory for a RAM buffer");
+			if ((r = ferry__ram_recv_pages(c, rb, NULL, first, n, l->bounce)))
 				return r;
 			l->pages += n;
 		} else {
