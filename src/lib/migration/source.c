@@ -92,11 +92,16 @@ static int rp_request(struct ferry_migration *m, ferry_chan *c, const uint8_t *b
 					 (size_t)n << FERRY_PAGE_SHIFT);
 		int r = ferry__chan_flush(pre);
 		if (r) {
-			/* The main connection must notice too: both pause together. */
+			/*
+			 * Requests wait for the main thread from now on. If the
+			 * link broke, the destination's preempt thread notices and
+			 * breaks the main connection, so both sides pause; if the
+			 * destination just completed, its SHUT is still to be read
+			 * on this connection: it must not be shut down here.
+			 */
 			pthread_mutex_lock(&pc->lock);
 			pc->pre_up = false;
 			pthread_mutex_unlock(&pc->lock);
-			ferry__chan_shutdown(c);
 		}
 		return 0;
 	}
