@@ -167,8 +167,7 @@ int ferry__pc_dst_discard(ferry_pc_dst *pc, ferry_chan *c, const uint8_t *p, siz
 {
 	unsigned bi;
 	uint64_t first, n;
-	for (unsigned i = 0; i < pc->vm->nblocks; i++)
-		ferry__bitmap_zero(pc->scratch[i], pc->vm->blocks[i]->npages);
+	/* scratch is all zero between messages: each clears its own words below. */
 	int r = ferry__pc_bitmap_decode(pc->vm, c, p, len, pc->scratch, &bi, &first, &n);
 	if (r)
 		return r;
@@ -201,6 +200,8 @@ int ferry__pc_dst_discard(ferry_pc_dst *pc, ferry_chan *c, const uint8_t *p, siz
 		s = ferry__bitmap_next_set(msg, end, e);
 		runs++;
 	}
+	for (uint64_t w = first / FERRY_BITS_PER_LONG; w < FERRY_BITMAP_LONGS(first + n); w++)
+		msg[w] = 0;
 	ferry_dbg("postcopy: discarded %llu runs of '%s' in %.2f ms", (unsigned long long)runs,
 		  rb->name, (double)(ferry__now_ns() - t0) / 1e6);
 	return 0;
