@@ -99,8 +99,29 @@ typedef struct ferry_mig_params {
 	 */
 	bool free_page_hints;
 	uint32_t hint_wait_ms;
+	/*
+	 * x-placement (destination; Ferry's own): how precopy pages are
+	 * written into a RAM block that maps a file (a memfd) and is not
+	 * fully allocated yet. FERRY_PLACE_AUTO (default): userfaultfd when
+	 * the kernel lets this process use it, else pwrite. FERRY_PLACE_UFFD:
+	 * UFFDIO_COPY per run of new pages (allocates and maps them in one
+	 * step; the receive threads do not share a lock), the migration fails
+	 * if userfaultfd is unavailable. FERRY_PLACE_PWRITE: pwrite() into the
+	 * file (one writer at a time: the file's lock). FERRY_PLACE_MAPPING:
+	 * straight into the mapping (a page fault per new page). Anonymous
+	 * blocks, fully allocated files and shmem huge pages on "advise" are
+	 * always written through the mapping.
+	 */
+	uint32_t placement;
 	/* More fields may be added at any time. */
 } ferry_mig_params;
+
+enum {
+	FERRY_PLACE_AUTO = 0,
+	FERRY_PLACE_UFFD = 1,
+	FERRY_PLACE_PWRITE = 2,
+	FERRY_PLACE_MAPPING = 3,
+};
 
 #define FERRY_MULTIFD_MAX_CHANNELS 16
 enum { FERRY_COMPRESS_NONE = 0, FERRY_COMPRESS_ZSTD = 1 };
@@ -136,7 +157,8 @@ typedef struct ferry_mig_info {
 	uint64_t multifd_bytes;
 	uint64_t channel_bytes[FERRY_MULTIFD_MAX_CHANNELS];
 	uint64_t compress_in;       /* page bytes given to the compressor */
-	uint64_t compress_out;      /* compressed bytes produced */
+	uint64_t compress_out;      /* bytes sent for them (raw when zstd did not pay) */
+	uint64_t compress_skipped;  /* page bytes sent raw without trying (incompressible data) */
 	/*
 	 * Postcopy. Source: requests served, bytes sent after the switch.
 	 * Destination: faults seen, pages requested, faults resolved locally
@@ -159,6 +181,11 @@ typedef struct ferry_mig_info {
 	uint64_t hint_cmds;
 	uint64_t hint_skipped;
 	uint64_t hint_wait_ms;
+	/*
+	 * Destination: how precopy pages were placed into file-backed RAM
+	 * (FERRY_PLACE_UFFD/PWRITE/MAPPING; FERRY_PLACE_AUTO before setup).
+	 */
+	uint32_t placement;
 	/* More fields may be added at any time. */
 } ferry_mig_info;
 

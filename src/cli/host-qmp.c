@@ -48,6 +48,9 @@ static ferry_mig_status mig_status(host *h)
 	return i.status;
 }
 
+/* x-placement values, indexed by FERRY_PLACE_*. */
+static const char *const placement_names[] = { "auto", "userfaultfd", "pwrite", "mapping" };
+
 static bool status_postcopy(ferry_mig_status s)
 {
 	return s == FERRY_MIG_POSTCOPY_ACTIVE || s == FERRY_MIG_POSTCOPY_PAUSED ||
@@ -112,11 +115,12 @@ static json_t *info_json(const ferry_mig_info *i, uint64_t downtime_limit_ms)
 							    "channel-bytes", ch));
 		if (i->compress_in)
 			json_object_set_new(json_object_get(o, "x-multifd"), "compression",
-					    json_pack("{s:I,s:I,s:f}", "in", (json_int_t)i->compress_in,
+					    json_pack("{s:I,s:I,s:f,s:I}", "in", (json_int_t)i->compress_in,
 						      "out", (json_int_t)i->compress_out, "ratio",
 						      i->compress_out ? (double)i->compress_in /
 									(double)i->compress_out
-								      : 0.0));
+								      : 0.0,
+						      "skipped", (json_int_t)i->compress_skipped));
 	}
 	if (i->postcopy || status_postcopy(i->status)) {
 		json_t *ram = json_object_get(o, "ram");
@@ -145,6 +149,8 @@ static json_t *info_json(const ferry_mig_info *i, uint64_t downtime_limit_ms)
 	if (i->status == FERRY_MIG_FAILED || (status_postcopy(i->status) && i->error_desc[0]))
 		json_object_set_new(o, "error-desc", json_string(i->error_desc));
 	json_object_set_new(o, "x-incoming", json_boolean(i->incoming));
+	if (i->incoming && i->placement)
+		json_object_set_new(o, "x-placement", json_string(placement_names[i->placement]));
 	if (!i->incoming)
 		json_object_set_new(o, "x-stalled", json_boolean(i->stalled));
 	return o;
@@ -495,6 +501,7 @@ static void cmd_set_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
 		{ "x-link-timeout", FERRY_QMP_UINT32, true },
 		{ "x-free-page-hints", FERRY_QMP_BOOL, true },
 		{ "x-free-page-hint-wait", FERRY_QMP_UINT32, true },
+		{ "x-placement", FERRY_QMP_STR, true },
 		{ NULL },
 	};
 	host *h = opaque;
@@ -546,6 +553,19 @@ static void cmd_set_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
 			return;
 		}
 	}
+	if ((v = json_object_get(args, "x-placement"))) {
+		const char *c = json_string_value(v);
+		unsigned k;
+		for (k = 0; k < 4 && strcmp(c, placement_names[k]); k++)
+			;
+		if (k == 4) {
+			ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
+					    "Parameter 'x-placement' does not accept value '%s' (auto, userfaultfd, pwrite or mapping)",
+					    c);
+			return;
+		}
+		p.placement = k;
+	}
 	if ((v = json_object_get(args, "multifd-zstd-level"))) {
 		json_int_t n = json_integer_value(v);
 		if (n < 1 || n > 20) {
@@ -587,7 +607,7 @@ static void cmd_query_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
 	host *h = opaque;
 	if (ferry_qmp_req_check_args(req, args, spec))
 		ferry_qmp_req_return(
-			req, json_pack("{s:I,s:I,s:I,s:I,s:s,s:I,s:I,s:I,s:b,s:I}", "downtime-limit",
+			req, json_pack("{s:I,s:I,s:I,s:I,s:s,s:I,s:I,s:I,s:b,s:I,s:s}", "downtime-limit",
 				       (json_int_t)h->params.downtime_limit_ms, "max-bandwidth",
 				       (json_int_t)h->params.max_bandwidth, "x-max-passes",
 				       (json_int_t)h->params.max_passes, "multifd-channels",
@@ -599,7 +619,8 @@ static void cmd_query_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
 				       (json_int_t)h->params.postcopy_after_passes, "x-link-timeout",
 				       (json_int_t)h->params.link_timeout_ms, "x-free-page-hints",
 				       h->params.free_page_hints, "x-free-page-hint-wait",
-				       (json_int_t)h->params.hint_wait_ms));
+				       (json_int_t)h->params.hint_wait_ms, "x-placement",
+				       placement_names[h->params.placement]));
 }
 
 /* ------------------------------------------------------------------ */

@@ -41,11 +41,11 @@ struct ferry_ram_block {
 	/* Destination: pages written by the incoming migration. */
 	unsigned long *received;
 	/*
-	 * Destination: host maps fd at offset 0 (MAP_SHARED), so precopy pages
-	 * are written with pwrite() instead of through the mapping. Set by
+	 * Destination: how precopy pages are written (FERRY_PLACE_UFFD,
+	 * _PWRITE or _MAPPING; see ferry__ram_place_setup). Set by
 	 * mig/dst/main before any receive thread starts; read-only after.
 	 */
-	bool place_file;
+	uint8_t place;
 };
 
 struct ferry_device {
@@ -87,6 +87,14 @@ struct ferry_vm {
 	void *event_opaque;
 	/* Destination parameters (postcopy, link timeout); protected by mig_lock. */
 	ferry_mig_params in_params;
+	/*
+	 * Destination: the userfaultfd that blocks placed with UFFDIO_COPY are
+	 * registered with (MISSING) during an incoming precopy, or -1. Owned by
+	 * mig/dst/main: opened before the receive threads start, closed after
+	 * they were joined.
+	 */
+	int place_uffd;
+	bool place_registered; /* mig/dst/main only */
 	/* Free page hints for outgoing migrations (ferry_vm_set_balloon); registration-time. */
 	struct ferry_balloon *balloon;
 };

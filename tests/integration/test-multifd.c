@@ -4,11 +4,15 @@
  * with and without zstd, deliberately uneven channels (per-pass sync), a
  * channel cut mid-migration (clean failure, then a retry that succeeds),
  * and hand-made channel traffic: a connection from another migration is
- * refused, malformed packets are rejected with exact messages. Both ways of
- * placing pages on the destination (pwrite() into the memfd of a file-backed
- * block, straight into the mapping of an anonymous one) give the same RAM.
+ * refused, malformed packets are rejected with exact messages. Every way of
+ * placing pages on the destination (UFFDIO_COPY or pwrite() into a fresh
+ * memfd-backed block, straight into the mapping of an anonymous one) gives
+ * the same RAM, also when later passes send pages again over placed pages
+ * and zero pages over holes.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -94,6 +98,26 @@ static void t_mf_2_zstd_text(void **s)
 	assert_true(i.compress_in >= 200 * MiB);
 	assert_true(i.compress_out * 2 < i.compress_in);
 	assert_true(i.multifd_bytes < i.compress_in);
+	assert_int_equal(i.compress_skipped, 0); /* every packet paid: none skipped */
+}
+
+/*
+ * zstd on incompressible (random) RAM, one channel, paused: 260 packets of
+ * 256 pages; each failed attempt sends raw and skips the next 0, 1, 2, 4 ..
+ * 64 packets, so exactly packets 0, 1, 3, 6, 11, 20, 37, 70, 135 and 200 are
+ * tried: 10 MiB given to zstd, 250 MiB sent raw without trying.
+ */
+static void t_mf_zstd_incompressible(void **s)
+{
+	(void)s;
+	ferry_mig_params p;
+	ferry_mig_info i;
+	mf_params(&p, 1, true);
+	mf_migrate("mem=256M,vram=4M,vcpus=2,paused,fill=random", &p, &i);
+	assert_int_equal(i.normal, (260 * MiB) / 4096);
+	assert_int_equal(i.compress_in, 10 * MiB);
+	assert_int_equal(i.compress_out, 10 * MiB); /* sent raw: zstd did not pay */
+	assert_int_equal(i.compress_skipped, 250 * MiB);
 }
 
 /* Paused guest, exact counts: every page of a zero fill is a zero page. */
@@ -489,6 +513,133 @@ static void t_place_precopy(void **s)
 	pl_migrate(&p);
 }
 
+/*
+ * Several passes: a writer thread (the "vCPU", stopped and started through
+ * the vCPU ops) rewrites pages for a while during the migration: data over
+ * data, zero over data, zero over zero or never-written pages, data over
+ * those; the bandwidth limit makes the first pass outlast it, so later
+ * passes send pages again over placed pages and over holes.
+ */
+struct pl_writer {
+	uint8_t *ram;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool run, running, quit;
+	unsigned rounds;
+};
+
+static void *pl_writer_main(void *arg)
+{
+	struct pl_writer *w = arg;
+	pthread_mutex_lock(&w->lock);
+	for (unsigned gen = 1;; gen++) {
+		w->running = w->run;
+		pthread_cond_broadcast(&w->cond);
+		while (!w->run && !w->quit)
+			pthread_cond_wait(&w->cond, &w->lock);
+		if (w->quit || w->rounds >= 12)
+			break;
+		w->running = true;
+		pthread_mutex_unlock(&w->lock);
+		for (uint64_t i = gen % 3; i < PL_PAGES; i += 3) {
+			uint8_t *p = w->ram + i * FERRY_PAGE_SIZE;
+			if ((i + gen) % 4 == 0)
+				memset(p, 0, FERRY_PAGE_SIZE);
+			else
+				for (unsigned k = 0; k < FERRY_PAGE_SIZE; k += 512)
+					p[k] = (uint8_t)(gen + i + k / 512 + 1);
+		}
+		msleep(15);
+		pthread_mutex_lock(&w->lock);
+		w->rounds++;
+	}
+	w->running = false;
+	pthread_cond_broadcast(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+	return NULL;
+}
+
+static int pl_writer_set(struct pl_writer *w, bool run)
+{
+	pthread_mutex_lock(&w->lock);
+	w->run = run;
+	pthread_cond_broadcast(&w->cond);
+	/* stop returns once the writer is between rounds (a round is short) */
+	while (!run && w->running)
+		pthread_cond_wait(&w->cond, &w->lock);
+	pthread_mutex_unlock(&w->lock);
+	return 0;
+}
+
+static int pl_stop(void *o) { return pl_writer_set(o, false); }
+static int pl_start(void *o) { return pl_writer_set(o, true); }
+
+static void pl_passes(uint32_t placement, bool multifd)
+{
+	ferry_vm_options o = { .dirty_mode = FERRY_DIRTY_WP_ASYNC };
+	ferry_vm_t *src, *dst;
+	assert_int_equal(ferry_vm_create(&o, &src), 0);
+	assert_int_equal(ferry_vm_create(&o, &dst), 0);
+	int sfd, dfd;
+	size_t len = (size_t)PL_PAGES * FERRY_PAGE_SIZE;
+	uint8_t *sram = pl_ram(true, &sfd), *dram = pl_ram(true, &dfd);
+	pl_fill(sram, 7);
+	ferry_ram_block_t *rb;
+	assert_int_equal(ferry_ram_block_add(src, "ram", sram, len, sfd, &rb), 0);
+	assert_int_equal(ferry_ram_block_add(dst, "ram", dram, len, dfd, &rb), 0);
+	struct pl_writer w = { .ram = sram };
+	pthread_mutex_init(&w.lock, NULL);
+	pthread_cond_init(&w.cond, NULL);
+	ferry_vcpu_ops ops = { .stop = pl_stop, .start = pl_start };
+	assert_int_equal(ferry_vm_set_vcpu_ops(src, &ops, &w), 0);
+	assert_int_equal(pthread_create(&w.thread, NULL, pl_writer_main, &w), 0);
+	assert_int_equal(ferry_vm_start(src), 0);
+
+	ferry_mig_params ip;
+	ferry_mig_params_init(&ip);
+	ip.placement = placement;
+	assert_int_equal(ferry_migration_set_incoming_params(dst, &ip), 0);
+	ferry_mig_params p;
+	if (multifd)
+		mf_params(&p, 2, false);
+	else
+		ferry_mig_params_init(&p);
+	p.max_bandwidth = 40 * MiB; /* the first pass takes ~150 ms */
+	p.downtime_limit_ms = 10;   /* converges once the writer is done */
+	const char *uri = test_uri();
+	assert_int_equal(ferry_migrate_incoming(dst, uri), 0);
+	assert_int_equal(ferry_migrate_start(src, uri, &p), 0);
+	assert_int_equal(wait_final(src), FERRY_MIG_COMPLETED);
+	assert_int_equal(wait_final(dst), FERRY_MIG_COMPLETED);
+	ferry_mig_info si, di;
+	ferry_migration_query(src, &si);
+	ferry_migration_query(dst, &di);
+	assert_true(si.dirty_sync_count >= 3); /* pages were sent again */
+	assert_true(si.duplicate > 0 && si.normal > PL_PAGES);
+	assert_int_equal(di.placement, placement);
+	assert_false(ferry_vm_is_running(src));
+	for (uint64_t i = 0; i < PL_PAGES; i++)
+		if (memcmp(sram + i * FERRY_PAGE_SIZE, dram + i * FERRY_PAGE_SIZE, FERRY_PAGE_SIZE))
+			fail_msg("page %llu differs", (unsigned long long)i);
+	pthread_mutex_lock(&w.lock);
+	w.quit = true;
+	pthread_cond_broadcast(&w.cond);
+	pthread_mutex_unlock(&w.lock);
+	pthread_join(w.thread, NULL);
+	ferry_vm_destroy(src);
+	ferry_vm_destroy(dst);
+	munmap(sram, len);
+	munmap(dram, len);
+	close(sfd);
+	close(dfd);
+}
+
+static void t_place_passes_uffd(void **s) { (void)s; pl_passes(FERRY_PLACE_UFFD, false); }
+static void t_place_passes_uffd_mf(void **s) { (void)s; pl_passes(FERRY_PLACE_UFFD, true); }
+static void t_place_passes_pwrite_mf(void **s) { (void)s; pl_passes(FERRY_PLACE_PWRITE, true); }
+static void t_place_passes_mapping(void **s) { (void)s; pl_passes(FERRY_PLACE_MAPPING, false); }
+
 static void t_place_mf_2(void **s) { (void)s; ferry_mig_params p; mf_params(&p, 2, false); pl_migrate(&p); }
 static void t_place_mf_2_zstd(void **s) { (void)s; ferry_mig_params p; mf_params(&p, 2, true); pl_migrate(&p); }
 
@@ -502,6 +653,7 @@ int main(void)
 		cmocka_unit_test(t_mf_1_zstd),
 		cmocka_unit_test(t_mf_4_zstd),
 		cmocka_unit_test(t_mf_2_zstd_text),
+		cmocka_unit_test(t_mf_zstd_incompressible),
 		cmocka_unit_test(t_mf_counts),
 		cmocka_unit_test(t_mf_uneven),
 		cmocka_unit_test(t_mf_channel_cut_then_retry),
@@ -510,6 +662,10 @@ int main(void)
 		cmocka_unit_test(t_place_precopy),
 		cmocka_unit_test(t_place_mf_2),
 		cmocka_unit_test(t_place_mf_2_zstd),
+		cmocka_unit_test(t_place_passes_uffd),
+		cmocka_unit_test(t_place_passes_uffd_mf),
+		cmocka_unit_test(t_place_passes_pwrite_mf),
+		cmocka_unit_test(t_place_passes_mapping),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -356,7 +356,8 @@ def case_commands(tmp):
            {"downtime-limit": 300, "max-bandwidth": 0, "x-max-passes": 30,
             "multifd-channels": 2, "multifd-compression": "none", "multifd-zstd-level": 1,
             "x-postcopy-after-passes": 0, "x-link-timeout": 10000,
-            "x-free-page-hints": True, "x-free-page-hint-wait": 100})
+            "x-free-page-hints": True, "x-free-page-hint-wait": 100,
+            "x-placement": "auto"})
         eq("migrate-set-parameters", q.cmd("migrate-set-parameters",
                                            {"downtime-limit": 500, "max-bandwidth": 100 << 20, "x-max-passes": 10}),
            {"return": {}})
@@ -364,7 +365,8 @@ def case_commands(tmp):
            {"downtime-limit": 500, "max-bandwidth": 100 << 20, "x-max-passes": 10,
             "multifd-channels": 2, "multifd-compression": "none", "multifd-zstd-level": 1,
             "x-postcopy-after-passes": 0, "x-link-timeout": 10000,
-            "x-free-page-hints": True, "x-free-page-hint-wait": 100})
+            "x-free-page-hints": True, "x-free-page-hint-wait": 100,
+            "x-placement": "auto"})
         eq("downtime-limit out of range", q.cmd("migrate-set-parameters", {"downtime-limit": 2000001}),
            generic("Parameter 'downtime_limit' expects an integer in the range of 0 to 2000000 ms"))
         eq("downtime-limit not a number", q.cmd("migrate-set-parameters", {"downtime-limit": "1s"}),
@@ -379,13 +381,16 @@ def case_commands(tmp):
            generic("Parameter 'multifd-channels' expects a value between 1 and 16"))
         eq("multifd-compression unknown", q.cmd("migrate-set-parameters", {"multifd-compression": "zlib"}),
            generic("Parameter 'multifd-compression' does not accept value 'zlib'"))
+        eq("x-placement unknown", q.cmd("migrate-set-parameters", {"x-placement": "splice"}),
+           generic("Parameter 'x-placement' does not accept value 'splice' (auto, userfaultfd, pwrite or mapping)"))
         eq("multifd-zstd-level out of range", q.cmd("migrate-set-parameters", {"multifd-zstd-level": 21}),
            generic("Parameter 'multifd-zstd-level' expects a value between 1 and 20"))
         eq("a refused set changes nothing", q.ret("query-migrate-parameters"),
            {"downtime-limit": 500, "max-bandwidth": 100 << 20, "x-max-passes": 10,
             "multifd-channels": 2, "multifd-compression": "none", "multifd-zstd-level": 1,
             "x-postcopy-after-passes": 0, "x-link-timeout": 10000,
-            "x-free-page-hints": True, "x-free-page-hint-wait": 100})
+            "x-free-page-hints": True, "x-free-page-hint-wait": 100,
+            "x-placement": "auto"})
         eq("multifd parameters", q.cmd("migrate-set-parameters",
                                        {"multifd-channels": 4, "multifd-compression": "zstd",
                                         "multifd-zstd-level": 3}), {"return": {}})
@@ -393,7 +398,8 @@ def case_commands(tmp):
            {"downtime-limit": 500, "max-bandwidth": 100 << 20, "x-max-passes": 10,
             "multifd-channels": 4, "multifd-compression": "zstd", "multifd-zstd-level": 3,
             "x-postcopy-after-passes": 0, "x-link-timeout": 10000,
-            "x-free-page-hints": True, "x-free-page-hint-wait": 100})
+            "x-free-page-hints": True, "x-free-page-hint-wait": 100,
+            "x-placement": "auto"})
         q.cmd("migrate-set-parameters", {"multifd-channels": 2, "multifd-compression": "none",
                                          "multifd-zstd-level": 1})
         eq("x-free-page-hint-wait out of range", q.cmd("migrate-set-parameters", {"x-free-page-hint-wait": 10001}),
@@ -408,7 +414,8 @@ def case_commands(tmp):
            {k: v for k, v in q.ret("query-migrate-parameters").items() if k in ("x-postcopy-after-passes", "x-link-timeout")},
            {"x-postcopy-after-passes": 2, "x-link-timeout": 3000})
         q.cmd("migrate-set-parameters", {"x-postcopy-after-passes": 0, "x-link-timeout": 10000,
-            "x-free-page-hints": True, "x-free-page-hint-wait": 100})
+            "x-free-page-hints": True, "x-free-page-hint-wait": 100,
+            "x-placement": "auto"})
         # Capabilities.
         eq("query-migrate-capabilities", q.ret("query-migrate-capabilities"),
            [{"capability": "events", "state": True}, {"capability": "multifd", "state": False},
@@ -528,7 +535,9 @@ def case_full_migration_two_clients(tmp):
         true("destination completed", dq.wait_event(is_status("completed")) is not None)
         true("destination RESUME", dq.wait_event(lambda e: e["event"] == "RESUME") is not None)
         eq("destination running", dq.ret("query-status"), {"running": True, "status": "running"})
-        eq("destination query-migrate", dq.ret("query-migrate")["status"], "completed")
+        dinfo = dq.ret("query-migrate")
+        eq("destination query-migrate", dinfo["status"], "completed")
+        eq("destination placed pages with userfaultfd (the default)", dinfo.get("x-placement"), "userfaultfd")
         verify_destination("full migration", dq)
         for q in (a, b, dq):
             q.close()
@@ -736,6 +745,8 @@ def case_multifd_zstd(tmp):
     src = Host(tmp, "src", BIG)
     try:
         dq, q = dst.qmp(), src.qmp()
+        eq("destination placement pwrite", dq.cmd("migrate-set-parameters", {"x-placement": "pwrite"}),
+           {"return": {}})
         eq("multifd on", q.cmd("migrate-set-capabilities",
                                {"capabilities": [{"capability": "multifd", "state": True}]}), {"return": {}})
         eq("multifd parameters", q.cmd("migrate-set-parameters",
@@ -752,6 +763,7 @@ def case_multifd_zstd(tmp):
            sum(mf.get("channel-bytes", [0])))
         true("multifd: zstd counted", mf.get("compression", {}).get("in", 0) > 0, str(mf))
         true("destination completed", dq.wait_event(is_status("completed")) is not None)
+        eq("destination placed pages with pwrite", dq.ret("query-migrate").get("x-placement"), "pwrite")
         verify_destination("multifd zstd", dq)
         q.close()
         dq.close()

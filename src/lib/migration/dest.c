@@ -132,6 +132,8 @@ static int load_device(loader *l, uint32_t id, const char *idstr, uint32_t inst,
 		return r;
 	}
 	char msg[200] = "";
+	/* RAM is complete before any device state: ordinary memory from here. */
+	ferry__ram_place_end(vm);
 	/* Device state is applied under run_lock: the only lock loading takes. */
 	pthread_mutex_lock(&vm->run_lock);
 	r = ferry_vmsd_decode(d->vmsd, d->opaque, ver, buf, len, msg, sizeof(msg));
@@ -312,6 +314,7 @@ static int pc_listen(loader *l)
 					l->pc ? "twice" : "without advise");
 	/* Precopy is over: the multifd receivers have placed all they had. */
 	mf_stop(l);
+	ferry__ram_place_fini(l->vm); /* RAM is registered for postcopy instead */
 	uint64_t t0 = ferry__now_ns();
 	int r = ferry__pc_dst_listen(l->pc, c, err, sizeof(err));
 	ferry_dbg("postcopy: listening (RAM registered) in %.2f ms", (double)(ferry__now_ns() - t0) / 1e6);
@@ -824,7 +827,19 @@ void *ferry__dest_thread(void *arg)
 	/* Fresh destination RAM is zero: nothing of it was received yet. */
 	for (unsigned i = 0; i < vm->nblocks; i++)
 		ferry__bitmap_zero(vm->blocks[i]->received, vm->blocks[i]->npages);
-	ferry__ram_place_setup(vm);
+	char perr[256];
+	uint32_t placement;
+	/* Destination parameters as they are now (set after the listen too). */
+	pthread_mutex_lock(&vm->mig_lock);
+	uint32_t want = vm->in_params.placement;
+	pthread_mutex_unlock(&vm->mig_lock);
+	if ((r = ferry__ram_place_setup(vm, want, &placement, perr, sizeof(perr)))) {
+		ferry__mig_set_error(m, r, "%s", perr);
+		goto out;
+	}
+	pthread_mutex_lock(&m->stats_lock);
+	m->info.placement = placement;
+	pthread_mutex_unlock(&m->stats_lock);
 
 	r = load_stream(&l);
 	load_stats(&l);
@@ -905,6 +920,7 @@ done:
 		close(l.pkg_fd);
 	ferry__vm_own_run(vm, false);
 	mf_stop(&l);
+	ferry__ram_place_fini(vm);
 	free(l.ram.bounce);
 	pthread_mutex_lock(&vm->mig_lock); /* cancel reads listen_fd under it */
 	int lfd = m->listen_fd;

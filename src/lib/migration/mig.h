@@ -111,6 +111,7 @@ typedef struct ferry_ram_saver {
 	/* Rate limiting: 100 ms windows. */
 	uint64_t max_bw;          /* bytes/s, 0 = unlimited */
 	uint64_t win_start_ns, win_bytes;
+	uint64_t limited_out; /* c->out_bytes already counted by the rate limit */
 	uint64_t send_ns;         /* time spent sending (for bandwidth) */
 	uint64_t sent_bytes;      /* bytes sent while timing */
 	uint64_t normal, zero, skipped;
@@ -213,10 +214,21 @@ typedef struct ferry_ram_loader {
 int ferry__ram_load(ferry_ram_loader *l, bool setup);
 /*
  * Precopy placement on the destination (mig/dst/main, before any receive
- * thread starts): decides per block whether pages are written through its
- * file (ferry_ram_block.place_file).
+ * thread starts): decides per block how pages are written
+ * (ferry_ram_block.place) from want (FERRY_PLACE_*), opening and
+ * registering vm->place_uffd when used. *used: the placement of the
+ * file-backed blocks (FERRY_PLACE_MAPPING if none). Fails (with err) only
+ * when userfaultfd was asked for and is unavailable.
  */
-void ferry__ram_place_setup(ferry_vm_t *vm);
+int ferry__ram_place_setup(ferry_vm_t *vm, uint32_t want, uint32_t *used, char *err, size_t len);
+/*
+ * End of the precopy RAM phase (mig/dst/main; the receive threads are
+ * idle): unregisters the userfaultfd placement, so that device state,
+ * vCPUs and postcopy find ordinary memory. Idempotent.
+ */
+void ferry__ram_place_end(ferry_vm_t *vm);
+/* After the receive threads were joined: ends and closes it all. */
+void ferry__ram_place_fini(ferry_vm_t *vm);
 /*
  * Reads n pages of page data from c and places them at pages idx[0..n) of rb
  * (first + i when idx is NULL), every index already checked against the
@@ -228,6 +240,12 @@ int ferry__ram_recv_pages(ferry_chan *c, struct ferry_ram_block *rb, const uint6
 /* Places n pages held in buf the same way (checked indices). */
 int ferry__ram_place_buf(ferry_chan *c, struct ferry_ram_block *rb, const uint64_t *idx,
 			 uint64_t first, uint32_t n, const uint8_t *buf);
+/*
+ * A zero page received for page (checked): clears it if it was received
+ * before (fresh RAM is zero), without faulting in a missing page. Any
+ * thread (each page has one writer per pass).
+ */
+int ferry__ram_place_zero(ferry_chan *c, struct ferry_ram_block *rb, uint64_t page);
 /* Multifd hooks for cancel (migration.c): wake everything up. */
 void ferry__mf_cancel(struct ferry_migration *m);
 

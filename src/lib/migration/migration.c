@@ -61,6 +61,7 @@ void ferry_mig_params_init(ferry_mig_params *p)
 	p->link_timeout_ms = 10000;
 	p->free_page_hints = true;
 	p->hint_wait_ms = 100;
+	p->placement = FERRY_PLACE_AUTO;
 }
 
 static bool is_final(ferry_mig_status s)
@@ -268,7 +269,8 @@ static int params_check(const ferry_mig_params *p)
 	    p->multifd_zstd_level > 20)
 		return -EINVAL;
 	if ((p->postcopy_preempt && !p->postcopy) || p->link_timeout_ms < 100 ||
-	    p->link_timeout_ms > 600000 || p->hint_wait_ms > 10000)
+	    p->link_timeout_ms > 600000 || p->hint_wait_ms > 10000 ||
+	    p->placement > FERRY_PLACE_MAPPING)
 		return -EINVAL;
 	return 0;
 }

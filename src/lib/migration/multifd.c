@@ -73,7 +73,15 @@ static int send_packet(ferry_mf_send_chan *c, bool sync, uint64_t *bytes)
 			ferry__st_be64(hdr + h, zero[i]);
 	}
 	int cnt = 1;
-	if (nn && s->compression == FERRY_COMPRESS_ZSTD) {
+	bool try_zstd = nn && s->compression == FERRY_COMPRESS_ZSTD;
+	if (try_zstd && c->zskip) {
+		c->zskip--;
+		try_zstd = false;
+		pthread_mutex_lock(&s->lock);
+		s->compress_skipped += (uint64_t)nn * FERRY_PAGE_SIZE;
+		pthread_mutex_unlock(&s->lock);
+	}
+	if (try_zstd) {
 		ZSTD_CCtx *cc = c->cctx;
 		ZSTD_CCtx_reset(cc, ZSTD_reset_session_only);
 		ZSTD_outBuffer out = { c->zbuf, c->zcap, 0 };
@@ -88,12 +96,18 @@ static int send_packet(ferry_mf_send_chan *c, bool sync, uint64_t *bytes)
 					return -EIO;
 			} while (mode == ZSTD_e_end ? left != 0 : in.pos < in.size);
 		}
+		size_t raw = (size_t)nn * FERRY_PAGE_SIZE;
+		bool worth = out.pos <= raw - raw / 16;
 		pthread_mutex_lock(&s->lock);
-		s->compress_in += (uint64_t)nn * FERRY_PAGE_SIZE;
-		s->compress_out += out.pos < (size_t)nn * FERRY_PAGE_SIZE ? out.pos
-									    : (size_t)nn * FERRY_PAGE_SIZE;
+		s->compress_in += raw;
+		s->compress_out += worth ? out.pos : raw;
 		pthread_mutex_unlock(&s->lock);
-		if (out.pos < (size_t)nn * FERRY_PAGE_SIZE) {
+		if (!worth) {
+			/* Not worth it: raw, and do not try the next zbackoff packets. */
+			c->zskip = c->zbackoff;
+			c->zbackoff = c->zbackoff ? (c->zbackoff < 64 ? 2 * c->zbackoff : 64) : 1;
+		} else {
+			c->zbackoff = 0;
 			flags |= FERRY_MF_ZSTD;
 			clen = (uint32_t)out.pos;
 			iov[cnt].iov_base = c->zbuf;
@@ -330,6 +344,7 @@ void ferry__mf_send_stats(ferry_mf_sender *s, ferry_mig_info *info)
 	}
 	info->compress_in = s->compress_in;
 	info->compress_out = s->compress_out;
+	info->compress_skipped = s->compress_skipped;
 	pthread_mutex_unlock(&s->lock);
 }
 
@@ -424,7 +439,7 @@ static int recv_packet(ferry_mf_recv_chan *c)
 		ZSTD_inBuffer zin = { c->zbuf, clen, 0 };
 		/* File-backed blocks: into the bounce, then written like raw pages. */
 		for (uint32_t i = 0; i < nn; i++) {
-			ZSTD_outBuffer out = { rb->place_file ? c->bounce + ((size_t)i << FERRY_PAGE_SHIFT)
+			ZSTD_outBuffer out = { rb->place != FERRY_PLACE_MAPPING ? c->bounce + ((size_t)i << FERRY_PAGE_SHIFT)
 							      : rb->host + (idx[i] << FERRY_PAGE_SHIFT),
 					       FERRY_PAGE_SIZE, 0 };
 			while (out.pos < out.size) {
@@ -442,12 +457,12 @@ static int recv_packet(ferry_mf_recv_chan *c)
 		if (zin.pos != zin.size)
 			return ferry__chan_fail(in, FERRY_EBADSTREAM,
 						"multifd zstd data longer than %u pages", nn);
-		if (rb->place_file && (e = ferry__ram_place_buf(in, rb, idx, 0, nn, c->bounce)))
+		if (rb->place != FERRY_PLACE_MAPPING && (e = ferry__ram_place_buf(in, rb, idx, 0, nn, c->bounce)))
 			return e;
 	}
 	for (uint32_t i = nn; i < nn + nz; i++)
-		if (ferry__bitmap_test(rb->received, idx[i]))
-			memset(rb->host + (idx[i] << FERRY_PAGE_SHIFT), 0, FERRY_PAGE_SIZE);
+		if ((e = ferry__ram_place_zero(in, rb, idx[i])))
+			return e;
 	/*
 	 * `received` is shared by all receive threads: set bits atomically.
 	 * Within a pass each page is sent once; across passes the sync orders

@@ -13,12 +13,18 @@
  * go idle and makes each send a SYNC packet; the main stream then carries a
  * MULTIFD_SYNC record.
  *
+ * Incompressible data (zstd): a packet that zstd shrinks by less than 1/16
+ * goes raw, and the channel then sends its next packets raw without trying
+ * (1, 2, 4 .. 64 packets, doubling while the data keeps failing; one packet
+ * that compresses resets it). Random data so costs 1/65 of the compression
+ * work instead of all of it; compressible data is always compressed.
+ *
  * DESIGN (destination): each receive thread reads packets, checks them like
  * any stream input (magic, counts, block, page bounds) and places the page
  * data with ferry__ram_recv_pages(): for a memfd-backed block one recv()
- * into the channel's bounce buffer and one pwrite() per run of consecutive
- * pages, otherwise straight into guest RAM (zstd: decompressed into the
- * bounce, or into guest RAM page by page). After a
+ * into the channel's bounce buffer and one UFFDIO_COPY (or pwrite) per run
+ * of consecutive pages, otherwise straight into guest RAM (zstd:
+ * decompressed into the bounce, or into guest RAM page by page). After a
  * SYNC packet it waits until the main thread, having read MULTIFD_SYNC on
  * the main stream and seen every channel reach its SYNC, releases them: so
  * the pages of pass n are all placed before any page of pass n+1 lands.
@@ -56,6 +62,8 @@ typedef struct ferry_mf_send_chan {
 	void *cctx;        /* ZSTD_CCtx */
 	uint8_t *zbuf;
 	size_t zcap;
+	uint32_t zskip;    /* packets still to send raw without trying zstd */
+	uint32_t zbackoff; /* raw packets after the next failed attempt */
 } ferry_mf_send_chan;
 
 typedef struct ferry_mf_sender {
@@ -72,6 +80,7 @@ typedef struct ferry_mf_sender {
 	char errmsg[200];
 	unsigned next;       /* round-robin start for the next job */
 	uint64_t normal, zero, compress_in, compress_out;
+	uint64_t compress_skipped; /* page bytes sent raw without trying zstd */
 	bool inited;
 } ferry_mf_sender;
 

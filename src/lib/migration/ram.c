@@ -25,7 +25,9 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <linux/userfaultfd.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "migration/multifd.h"
@@ -125,11 +127,13 @@ static void rate_limit(ferry_ram_saver *rs, uint64_t bytes)
 
 static int rs_flush(ferry_ram_saver *rs)
 {
-	uint64_t before = rs->c->out_bytes;
 	int r = ferry__chan_flush(rs->c);
 	if (r)
 		return r;
-	rate_limit(rs, rs->c->out_bytes - before);
+	/* Also what the channel flushed by itself (its iovec array was full). */
+	uint64_t out = rs->c->out_bytes; /* restarts from 0 after a postcopy reconnect */
+	rate_limit(rs, out > rs->limited_out ? out - rs->limited_out : 0);
+	rs->limited_out = out;
 	rs_progress(rs);
 	return ferry__mig_cancelled(rs->m) ? -ECANCELED : 0;
 }
@@ -728,26 +732,39 @@ void ferry__ram_save_cleanup(ferry_ram_saver *rs)
 /* ---- destination ---- */
 
 /*
- * Placement of precopy pages (guest stopped, RAM not registered): when the
- * block is a MAP_SHARED mapping of its fd at offset 0, the page data is
- * received into a bounce buffer (one recv for the whole record or packet)
- * and written into the file with pwrite(), one call per run of consecutive
- * pages. A first write through the mapping instead takes a page fault per
- * 4 KiB page that allocates, zeroes and maps it inside recv() (with the
- * socket locked); a pwrite() of a new page allocates it without zeroing or
- * mapping it. The extra copy out of the cache-hot bounce costs less than
- * what it saves (docs/architecture.md has the numbers). Other blocks
- * (anonymous memory, or a memfd whose every page is allocated already, as
- * with prealloc) are received straight into the mapping.
+ * Placement of precopy pages (the destination guest does not run). A block
+ * that maps its fd at offset 0 (MAP_SHARED memfd) and is not allocated yet
+ * gets brand-new pages: a first write through the mapping takes a page
+ * fault per 4 KiB page that allocates, zeroes and maps it (inside recv(),
+ * with the socket locked). Two placements avoid that; both receive the
+ * page data of a record or packet into a bounce buffer first (one recv),
+ * then:
+ *  - FERRY_PLACE_UFFD: the block is registered with a userfaultfd in
+ *    MISSING mode for the RAM phase, and each run of consecutive pages is
+ *    placed with one UFFDIO_COPY, which allocates, fills and maps the
+ *    pages without zeroing them first and without a file-wide lock, so
+ *    the multifd receive threads place in parallel. A page that exists
+ *    already (sent again in a later pass) answers EEXIST and is written
+ *    through the mapping. Nothing may touch a missing page meanwhile: a
+ *    user-space reader would wait until the RAM phase ends
+ *    (ferry__ram_place_end unregisters, which wakes it).
+ *  - FERRY_PLACE_PWRITE: pwrite() per run into the file: no faults and no
+ *    zeroing either, but the file's lock (i_rwsem) lets one writer in at a
+ *    time, so receive threads queue on it (measured: two threads place no
+ *    faster than one). The fallback when userfaultfd is unavailable.
+ * Other blocks (anonymous memory, a file whose every page is allocated, as
+ * with prealloc, or shmem huge pages on "advise", which only a fault
+ * through a MADV_HUGEPAGE mapping gets) are received straight into the
+ * mapping (FERRY_PLACE_MAPPING). docs/architecture.md has the numbers.
  */
 
 /*
  * Whether shmem transparent huge pages are only given to mappings that asked
  * for them (shmem_enabled "advise"): then a fault through a MADV_HUGEPAGE
- * mapping allocates 2 MiB at once while pwrite() (no mapping) gets 4 KiB
- * pages, so placing through the file would lose the huge pages. With
- * "never"/"deny" neither path gets them; with "always"/"within_size"/
- * "force" both do.
+ * mapping allocates 2 MiB at once while pwrite() or UFFDIO_COPY (no fault)
+ * get 4 KiB pages, so placing through them would lose the huge pages. With
+ * "never"/"deny" no path gets them; with "always"/"within_size"/"force"
+ * pwrite does too.
  */
 static bool shmem_thp_advise(void)
 {
@@ -760,9 +777,54 @@ static bool shmem_thp_advise(void)
 	return advise;
 }
 
-void ferry__ram_place_setup(ferry_vm_t *vm)
+static const char *place_name(unsigned p)
 {
-	bool advise = shmem_thp_advise();
+	return p == FERRY_PLACE_UFFD	 ? "userfaultfd"
+	       : p == FERRY_PLACE_PWRITE ? "pwrite"
+					 : "mapping";
+}
+
+/* Opens vm->place_uffd and registers every FERRY_PLACE_UFFD block. */
+static int place_uffd_open(ferry_vm_t *vm, char *err, size_t len)
+{
+	int fd = ferry__uffd_open();
+	if (fd < 0) {
+		snprintf(err, len, "userfaultfd: %s", ferry_strerror(fd));
+		return fd;
+	}
+	struct uffdio_api api = {.api = UFFD_API};
+	if (ioctl(fd, UFFDIO_API, &api) < 0) {
+		int r = -errno;
+		close(fd);
+		snprintf(err, len, "UFFDIO_API: %s", ferry_strerror(r));
+		return r;
+	}
+	vm->place_uffd = fd;
+	for (unsigned i = 0; i < vm->nblocks; i++) {
+		struct ferry_ram_block *rb = vm->blocks[i];
+		if (rb->place != FERRY_PLACE_UFFD)
+			continue;
+		struct uffdio_register reg = {
+			.range = {.start = (uintptr_t)rb->host, .len = rb->size},
+			.mode = UFFDIO_REGISTER_MODE_MISSING,
+		};
+		if (ioctl(fd, UFFDIO_REGISTER, &reg) < 0) {
+			int r = -errno;
+			snprintf(err, len, "cannot register RAM block '%.64s' with userfaultfd: %s",
+				 rb->name, ferry_strerror(r));
+			ferry__ram_place_end(vm);
+			ferry__ram_place_fini(vm);
+			return r;
+		}
+		vm->place_registered = true;
+	}
+	return 0;
+}
+
+int ferry__ram_place_setup(ferry_vm_t *vm, uint32_t want, uint32_t *used, char *err, size_t len)
+{
+	bool advise = shmem_thp_advise(), any = false;
+	*used = FERRY_PLACE_AUTO;
 	for (unsigned i = 0; i < vm->nblocks; i++) {
 		struct ferry_ram_block *rb = vm->blocks[i];
 		/*
@@ -770,11 +832,100 @@ void ferry__ram_place_setup(ferry_vm_t *vm)
 		 * recv() straight into it (already mapped) then saves the
 		 * bounce copy.
 		 */
-		rb->place_file = !advise && ferry__ram_maps_file(rb->host, rb->size, rb->fd) &&
-				 ferry__ram_file_fill(rb->fd, rb->size) != 1;
-		ferry_dbg("destination: RAM block '%s' placed %s", rb->name,
-			  rb->place_file ? "with pwrite() into its file" : "through its mapping");
+		bool fresh_file = !advise && ferry__ram_maps_file(rb->host, rb->size, rb->fd) &&
+				  ferry__ram_file_fill(rb->fd, rb->size) != 1;
+		rb->place = !fresh_file			     ? FERRY_PLACE_MAPPING
+			    : want == FERRY_PLACE_AUTO ? FERRY_PLACE_UFFD
+						       : (uint8_t)want;
+		any |= rb->place == FERRY_PLACE_UFFD;
 	}
+	if (any) {
+		char why[200];
+		int r = place_uffd_open(vm, why, sizeof(why));
+		if (r && want == FERRY_PLACE_UFFD) {
+			snprintf(err, len, "x-placement userfaultfd: %.200s", why);
+			return r;
+		}
+		if (r) {
+			ferry_dbg("destination: %s; placing with pwrite()", why);
+			for (unsigned i = 0; i < vm->nblocks; i++)
+				if (vm->blocks[i]->place == FERRY_PLACE_UFFD)
+					vm->blocks[i]->place = FERRY_PLACE_PWRITE;
+		}
+	}
+	for (unsigned i = 0; i < vm->nblocks; i++) {
+		struct ferry_ram_block *rb = vm->blocks[i];
+		if (rb->place != FERRY_PLACE_MAPPING || *used == FERRY_PLACE_AUTO)
+			*used = rb->place;
+		ferry_dbg("destination: RAM block '%s' placed through %s", rb->name,
+			  place_name(rb->place));
+	}
+	return 0;
+}
+
+void ferry__ram_place_end(ferry_vm_t *vm)
+{
+	if (!vm->place_registered)
+		return;
+	/* Also wakes any thread that touched a missing page meanwhile. */
+	for (unsigned i = 0; i < vm->nblocks; i++) {
+		struct ferry_ram_block *rb = vm->blocks[i];
+		struct uffdio_range rg = {.start = (uintptr_t)rb->host, .len = rb->size};
+		if (rb->place == FERRY_PLACE_UFFD)
+			ioctl(vm->place_uffd, UFFDIO_UNREGISTER, &rg);
+	}
+	vm->place_registered = false;
+}
+
+void ferry__ram_place_fini(ferry_vm_t *vm)
+{
+	ferry__ram_place_end(vm);
+	if (vm->place_uffd >= 0)
+		close(vm->place_uffd);
+	vm->place_uffd = -1;
+}
+
+static int place_fail(ferry_chan *c, struct ferry_ram_block *rb, uint64_t page, int e)
+{
+	return ferry__chan_fail(c, e, "cannot write page %llu of RAM block '%s': %s",
+				(unsigned long long)page, rb->name, ferry_strerror(e));
+}
+
+/* UFFDIO_COPY of n pages from p to page; pages that exist are copied over. */
+static int place_uffd(ferry_chan *c, struct ferry_ram_block *rb, uint64_t page, uint32_t n,
+		      const uint8_t *p)
+{
+	int uffd = rb->vm->place_uffd;
+	while (n) {
+		struct uffdio_copy cp = {
+			.dst = (uintptr_t)rb->host + (page << FERRY_PAGE_SHIFT),
+			.src = (uintptr_t)p,
+			.len = (uint64_t)n << FERRY_PAGE_SHIFT,
+			.mode = UFFDIO_COPY_MODE_DONTWAKE, /* nobody waits on these pages */
+		};
+		if (ioctl(uffd, UFFDIO_COPY, &cp) == 0)
+			return 0;
+		int e = errno;
+		if (cp.copy > 0) { /* a prefix was placed (the call says EAGAIN) */
+			uint32_t k = (uint32_t)((uint64_t)cp.copy >> FERRY_PAGE_SHIFT);
+			page += k;
+			p += (size_t)k << FERRY_PAGE_SHIFT;
+			n -= k;
+			continue;
+		}
+		if (e == EEXIST) {
+			/* Placed in an earlier pass: mapped, so a plain write is safe. */
+			memcpy(rb->host + (page << FERRY_PAGE_SHIFT), p, FERRY_PAGE_SIZE);
+			page++;
+			p += FERRY_PAGE_SIZE;
+			n--;
+			continue;
+		}
+		if (e == EAGAIN || e == EINTR)
+			continue; /* the mapping was changing */
+		return place_fail(c, rb, page, -e);
+	}
+	return 0;
 }
 
 int ferry__ram_place_buf(ferry_chan *c, struct ferry_ram_block *rb, const uint64_t *idx,
@@ -787,28 +938,52 @@ int ferry__ram_place_buf(ferry_chan *c, struct ferry_ram_block *rb, const uint64
 		uint64_t page = idx ? idx[i] : first + i;
 		const uint8_t *p = buf + ((size_t)i << FERRY_PAGE_SHIFT);
 		size_t len = (size_t)(k - i) << FERRY_PAGE_SHIFT;
-		if (!rb->place_file) {
+		int r;
+		if (rb->place == FERRY_PLACE_MAPPING) {
 			memcpy(rb->host + (page << FERRY_PAGE_SHIFT), p, len);
-			i = k;
-			continue;
-		}
-		off_t off = (off_t)(page << FERRY_PAGE_SHIFT);
-		while (len) {
-			ssize_t w = pwrite(rb->fd, p, len, off);
-			if (w < 0 && errno == EINTR)
-				continue;
-			if (w <= 0) {
-				int e = w < 0 ? -errno : -EIO;
-				return ferry__chan_fail(c, e, "cannot write page %llu of RAM block '%s': %s",
-							(unsigned long long)((uint64_t)off >> FERRY_PAGE_SHIFT),
-							rb->name, ferry_strerror(e));
+		} else if (rb->place == FERRY_PLACE_UFFD) {
+			if ((r = place_uffd(c, rb, page, k - i, p)))
+				return r;
+		} else {
+			off_t off = (off_t)(page << FERRY_PAGE_SHIFT);
+			while (len) {
+				ssize_t w = pwrite(rb->fd, p, len, off);
+				if (w < 0 && errno == EINTR)
+					continue;
+				if (w <= 0)
+					return place_fail(c, rb, (uint64_t)off >> FERRY_PAGE_SHIFT,
+							  w < 0 ? -errno : -EIO);
+				p += w;
+				off += w;
+				len -= (size_t)w;
 			}
-			p += w;
-			off += w;
-			len -= (size_t)w;
 		}
 		i = k;
 	}
+	return 0;
+}
+
+int ferry__ram_place_zero(ferry_chan *c, struct ferry_ram_block *rb, uint64_t page)
+{
+	uint8_t *a = rb->host + (page << FERRY_PAGE_SHIFT);
+	if (!ferry__bitmap_test(rb->received, page))
+		return 0; /* fresh RAM reads as zero */
+	if (rb->place == FERRY_PLACE_UFFD) {
+		/* The page may be a hole (it was zero before too): never fault it. */
+		for (;;) {
+			struct uffdio_zeropage zp = {
+				.range = {.start = (uintptr_t)a, .len = FERRY_PAGE_SIZE},
+				.mode = UFFDIO_ZEROPAGE_MODE_DONTWAKE,
+			};
+			if (ioctl(rb->vm->place_uffd, UFFDIO_ZEROPAGE, &zp) == 0)
+				return 0;
+			if (errno == EEXIST)
+				break;
+			if (errno != EAGAIN && errno != EINTR)
+				return place_fail(c, rb, page, -errno);
+		}
+	}
+	memset(a, 0, FERRY_PAGE_SIZE);
 	return 0;
 }
 
@@ -816,7 +991,7 @@ int ferry__ram_recv_pages(ferry_chan *c, struct ferry_ram_block *rb, const uint6
 			  uint64_t first, uint32_t n, uint8_t *bounce)
 {
 	int r;
-	if (rb->place_file) {
+	if (rb->place != FERRY_PLACE_MAPPING) {
 		if ((r = ferry__chan_read_direct(c, bounce, (size_t)n << FERRY_PAGE_SHIFT)))
 			return r;
 		return ferry__ram_place_buf(c, rb, idx, first, n, bounce);
@@ -974,7 +1149,7 @@ int ferry__ram_load(ferry_ram_loader *l, bool setup)
 			continue;
 		}
 		if (kind == FERRY_RAM_PAGES) {
-			if (rb->place_file && !l->bounce &&
+			if (rb->place != FERRY_PLACE_MAPPING && !l->bounce &&
 			    !(l->bounce = malloc((size_t)FERRY_RAM_MAX_RUN << FERRY_PAGE_SHIFT)))
 				return ferry__chan_fail(c, -ENOMEM, "out of memory for a RAM buffer");
 			if ((r = ferry__ram_recv_pages(c, rb, NULL, first, n, l->bounce)))
@@ -982,8 +1157,8 @@ int ferry__ram_load(ferry_ram_loader *l, bool setup)
 			l->pages += n;
 		} else {
 			for (uint64_t p = first; p < first + n; p++)
-				if (ferry__bitmap_test(rb->received, p))
-					memset(rb->host + (p << FERRY_PAGE_SHIFT), 0, FERRY_PAGE_SIZE);
+				if ((r = ferry__ram_place_zero(c, rb, p)))
+					return r;
 			l->zeros += n;
 		}
 		ferry__bitmap_set_range(rb->received, first, n);

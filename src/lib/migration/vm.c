@@ -63,6 +63,7 @@ int ferry_vm_create(const ferry_vm_options *opts, ferry_vm_t **out)
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	ferry_mig_params_init(&vm->in_params);
+	vm->place_uffd = -1;
 	pthread_cond_init(&vm->mig_cond, &ca);
 	pthread_condattr_destroy(&ca);
 	*out = vm;
