@@ -43,11 +43,11 @@ static void send_fail(ferry_mf_sender *s, int err, const char *fmt, ...)
 		shutdown(fd, SHUT_RDWR);
 }
 
-/* Builds and writes one packet for c->job (or a SYNC packet). */
-static int send_packet(ferry_mf_send_chan *c, bool sync, uint64_t *bytes)
+/* Builds and writes one packet for j (pages or SYNC). */
+static int send_packet(ferry_mf_send_chan *c, const ferry_mf_job *j, uint64_t *bytes)
 {
 	ferry_mf_sender *s = c->s;
-	const ferry_mf_job *j = &c->job;
+	bool sync = j->sync;
 	uint8_t hdr[FERRY_MF_HDR_LEN + 1 + FERRY_NAME_MAX + 8 * FERRY_MF_MAX_PAGES];
 	struct iovec iov[2 + FERRY_MF_MAX_PAGES];
 	uint64_t normal[FERRY_MF_MAX_PAGES], zero[FERRY_MF_MAX_PAGES];
@@ -164,14 +164,14 @@ static void *send_thread(void *arg)
 	pthread_setname_np(pthread_self(), name);
 	pthread_mutex_lock(&s->lock);
 	for (;;) {
-		while (!c->busy && !s->quit)
-			pthread_cond_wait(&s->cond, &s->lock);
+		while (!c->queued && !s->quit)
+			pthread_cond_wait(&c->cond, &s->lock);
 		if (s->quit)
 			break;
-		bool sync = c->sync;
+		const ferry_mf_job *j = &c->jobs[c->head];
 		pthread_mutex_unlock(&s->lock);
 		uint64_t bytes = 0;
-		int r = send_packet(c, sync, &bytes);
+		int r = send_packet(c, j, &bytes);
 		if (r) {
 			send_fail(s, r, "multifd channel %u: %s", c->id,
 				  r == -EPIPE || r == -ECONNRESET ? "lost the connection to the destination"
@@ -179,9 +179,9 @@ static void *send_thread(void *arg)
 		}
 		pthread_mutex_lock(&s->lock);
 		c->bytes += bytes;
-		c->busy = false;
-		c->sync = false;
-		pthread_cond_broadcast(&s->cond);
+		c->head = (c->head + 1) % FERRY_MF_QUEUE;
+		c->queued--;
+		pthread_cond_signal(&s->cond); /* only the migration thread waits on it */
 		if (r)
 			break;
 	}
@@ -199,9 +199,11 @@ int ferry__mf_send_start(ferry_mf_sender *s, struct ferry_migration *m, unsigned
 	s->level = level;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
-	s->inited = true;
-	for (unsigned i = 0; i < n; i++)
+	for (unsigned i = 0; i < n; i++) {
 		s->ch[i].fd = -1;
+		pthread_cond_init(&s->ch[i].cond, NULL);
+	}
+	s->inited = true;
 	for (unsigned i = 0; i < n; i++) {
 		ferry_mf_send_chan *c = &s->ch[i];
 		char err[256];
@@ -249,19 +251,24 @@ int ferry__mf_send_job(ferry_mf_sender *s, const ferry_mf_job *job)
 			pthread_mutex_unlock(&s->lock);
 			return e;
 		}
-		for (unsigned k = 0; k < s->n; k++) {
-			ferry_mf_send_chan *c = &s->ch[(s->next + k) % s->n];
-			if (!c->busy) {
-				c->job.rb = job->rb;
-				c->job.n = job->n;
-				memcpy(c->job.pages, job->pages, job->n * sizeof(job->pages[0]));
-				c->busy = true;
-				c->sync = false;
-				s->next = (c->id + 1) % s->n;
-				pthread_cond_broadcast(&s->cond);
-				pthread_mutex_unlock(&s->lock);
-				return 0;
-			}
+		/* An idle channel first, else the next one with room. */
+		ferry_mf_send_chan *c = NULL;
+		for (unsigned k = 0; k < s->n && (!c || c->queued); k++) {
+			ferry_mf_send_chan *x = &s->ch[(s->next + k) % s->n];
+			if (x->queued < FERRY_MF_QUEUE && (!c || x->queued < c->queued))
+				c = x;
+		}
+		if (c) {
+			ferry_mf_job *j = &c->jobs[(c->head + c->queued) % FERRY_MF_QUEUE];
+			j->rb = job->rb;
+			j->n = job->n;
+			j->sync = false;
+			memcpy(j->pages, job->pages, job->n * sizeof(job->pages[0]));
+			c->queued++;
+			s->next = (c->id + 1) % s->n;
+			pthread_cond_signal(&c->cond);
+			pthread_mutex_unlock(&s->lock);
+			return 0;
 		}
 		pthread_cond_wait(&s->cond, &s->lock);
 	}
@@ -276,7 +283,7 @@ static int wait_all_idle(ferry_mf_sender *s)
 			return -ECANCELED;
 		bool idle = true;
 		for (unsigned k = 0; k < s->n; k++)
-			idle &= !s->ch[k].busy;
+			idle &= !s->ch[k].queued;
 		if (idle)
 			return 0;
 		pthread_cond_wait(&s->cond, &s->lock);
@@ -289,10 +296,11 @@ int ferry__mf_send_sync(ferry_mf_sender *s)
 	int r = wait_all_idle(s);
 	if (!r) {
 		for (unsigned k = 0; k < s->n; k++) {
-			s->ch[k].busy = true;
-			s->ch[k].sync = true;
+			ferry_mf_send_chan *c = &s->ch[k];
+			c->jobs[c->head].sync = true; /* idle: head is the next slot */
+			c->queued = 1;
+			pthread_cond_signal(&c->cond);
 		}
-		pthread_cond_broadcast(&s->cond);
 		r = wait_all_idle(s);
 	}
 	pthread_mutex_unlock(&s->lock);
@@ -314,7 +322,8 @@ void ferry__mf_send_stop(ferry_mf_sender *s)
 		return;
 	pthread_mutex_lock(&s->lock);
 	s->quit = true;
-	pthread_cond_broadcast(&s->cond);
+	for (unsigned i = 0; i < s->n; i++)
+		pthread_cond_signal(&s->ch[i].cond);
 	pthread_mutex_unlock(&s->lock);
 	ferry__mf_send_shutdown(s);
 	for (unsigned i = 0; i < s->n; i++) {
@@ -325,6 +334,7 @@ void ferry__mf_send_stop(ferry_mf_sender *s)
 			close(c->fd);
 		ZSTD_freeCCtx(c->cctx);
 		free(c->zbuf);
+		pthread_cond_destroy(&c->cond);
 	}
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->cond);

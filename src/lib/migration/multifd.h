@@ -4,9 +4,9 @@
  * thread on both sides (mig/src/send_N, mig/dst/recv_N).
  *
  * DESIGN (source): the migration thread walks the dirty bitmap and hands
- * lists of up to FERRY_MF_MAX_PAGES pages of one block to the next idle
- * channel (one job slot per channel, so at most one packet per channel is
- * being built: bounded memory). The channel thread does the zero detection
+ * lists of up to FERRY_MF_MAX_PAGES pages of one block to an idle channel,
+ * else to the next one with room in its queue (FERRY_MF_QUEUE jobs per
+ * channel, so memory stays bounded). The channel thread does the zero detection
  * and, with zstd, the compression, then writes one packet whose page data
  * comes straight from guest RAM (iovecs) or from its compression buffer.
  * At the end of every pass the migration thread waits for all channels to
@@ -41,8 +41,16 @@
 typedef struct ferry_mf_job {
 	const struct ferry_ram_block *rb;
 	uint32_t n;
+	bool sync; /* a SYNC packet instead of pages */
 	uint64_t pages[FERRY_MF_MAX_PAGES];
 } ferry_mf_job;
+
+/*
+ * Jobs queued per channel: the one being sent and the next, so that a
+ * channel goes straight on to its next packet instead of waiting for the
+ * migration thread to wake up and hand it one.
+ */
+#define FERRY_MF_QUEUE 2
 
 struct ferry_mf_sender;
 
@@ -52,10 +60,15 @@ typedef struct ferry_mf_send_chan {
 	int fd;
 	pthread_t thread;
 	bool started;
-	/* Protected by s->lock. */
-	bool busy;         /* a job or a sync is pending or being sent */
-	bool sync;         /* the pending work is a SYNC packet */
-	ferry_mf_job job;
+	pthread_cond_t cond; /* work was queued for this channel, or quit */
+	/*
+	 * Protected by s->lock: the queue jobs[head .. head + queued) (mod
+	 * FERRY_MF_QUEUE); jobs[head] is the one being sent, which the channel
+	 * thread reads without the lock while the migration thread fills only
+	 * the free slots.
+	 */
+	ferry_mf_job jobs[FERRY_MF_QUEUE];
+	unsigned head, queued;
 	uint64_t bytes;
 	/* Owned by the channel thread. */
 	uint64_t packet_num;
@@ -73,7 +86,7 @@ typedef struct ferry_mf_sender {
 	int level;
 	ferry_mf_send_chan ch[FERRY_MULTIFD_MAX_CHANNELS];
 	pthread_mutex_t lock;
-	pthread_cond_t cond; /* any change of busy/err/quit */
+	pthread_cond_t cond; /* for the migration thread: a job done, or err */
 	/* Protected by lock. */
 	bool quit;
 	int err;
