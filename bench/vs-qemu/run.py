@@ -279,13 +279,13 @@ def perf_report(path, sort, limit):
     return out
 
 
-def drive(row, a, sq, dq, port, deadline, j=None, perf_path=None):
+def drive(row, a, sq, dq, port, deadline, j=None, perf_path=None, extra=None):
     """Sets both sides up, migrates, polls until done. Returns the run's figures."""
     caps, params = params_for(row, a)
     for q in (dq, sq):
         if caps:
             q.ret("migrate-set-capabilities", {"capabilities": caps}, deadline)
-        q.ret("migrate-set-parameters", params, deadline)
+        q.ret("migrate-set-parameters", dict(params, **(extra or {})), deadline)
     uri = f"tcp:127.0.0.1:{port}"
     dq.ret("migrate-incoming", {"uri": uri}, deadline)
     perf = perf_start(j, perf_path, deadline) if perf_path else None
@@ -386,7 +386,7 @@ def run_ferry(row, a, j, tag, perf_path=None):
         sq = QMP(ssock, deadline, s)
         qs.append(sq)
         try:
-            return drive(row, a, sq, dq, free_port(), deadline, j, perf_path)
+            return drive(row, a, sq, dq, free_port(), deadline, j, perf_path, a.ferry_set)
         except BenchError as e:
             raise BenchError(f"{e} [ferry src: {j.stderr_tail(s)}] [ferry dst: {j.stderr_tail(d)}]")
     finally:
@@ -584,7 +584,14 @@ def main():
     ap.add_argument("--wait-idle", type=float, default=60,
                     help="before each run, wait up to this many seconds for the machine's load to "
                          "drop below 15%% of its CPUs (0: do not wait)")
+    ap.add_argument("--ferry-set", action="append", default=[], metavar="PARAM=JSON",
+                    help="one more migrate-set-parameters argument for both Ferry sides, e.g. "
+                         "x-placement='\"pwrite\"' or x-send-splice=false (repeatable)")
     a = ap.parse_args()
+    try:
+        a.ferry_set = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in a.ferry_set)}
+    except ValueError as e:
+        ap.error(f"--ferry-set: {e}")
     rows = [r for r in a.rows.split(",") if r]
     for r in rows:
         if r not in ROWS:
@@ -622,7 +629,8 @@ def main():
             "qemu": "-accel tcg -S, memory-backend-file on /dev/shm (share=on), -incoming defer, "
                     "source file = a copy of ferry's guest RAM for the same fill (bit-identical)",
             "ferry": "ferry host --guest " + ferry_spec(a, "FILL") + "; destination --incoming defer",
-            "order": "per run, QEMU and Ferry alternate which goes first"}
+            "order": "per run, QEMU and Ferry alternate which goes first",
+            "ferry_extra_parameters": a.ferry_set}
         fills = []
         for r in rows:
             if ROWS[r][0] not in fills:

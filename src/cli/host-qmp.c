@@ -502,6 +502,7 @@ static void cmd_set_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
 		{ "x-free-page-hints", FERRY_QMP_BOOL, true },
 		{ "x-free-page-hint-wait", FERRY_QMP_UINT32, true },
 		{ "x-placement", FERRY_QMP_STR, true },
+		{ "x-send-splice", FERRY_QMP_BOOL, true },
 		{ NULL },
 	};
 	host *h = opaque;
@@ -527,6 +528,8 @@ static void cmd_set_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
 		}
 		p.hint_wait_ms = (uint32_t)n;
 	}
+	if ((v = json_object_get(args, "x-send-splice")))
+		p.send_splice = json_is_true(v);
 	if ((v = json_object_get(args, "x-free-page-hints")))
 		p.free_page_hints = json_is_true(v);
 	if ((v = json_object_get(args, "x-postcopy-after-passes")))
@@ -607,7 +610,7 @@ static void cmd_query_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
 	host *h = opaque;
 	if (ferry_qmp_req_check_args(req, args, spec))
 		ferry_qmp_req_return(
-			req, json_pack("{s:I,s:I,s:I,s:I,s:s,s:I,s:I,s:I,s:b,s:I,s:s}", "downtime-limit",
+			req, json_pack("{s:I,s:I,s:I,s:I,s:s,s:I,s:I,s:I,s:b,s:I,s:s,s:b}", "downtime-limit",
 				       (json_int_t)h->params.downtime_limit_ms, "max-bandwidth",
 				       (json_int_t)h->params.max_bandwidth, "x-max-passes",
 				       (json_int_t)h->params.max_passes, "multifd-channels",
@@ -620,7 +623,8 @@ static void cmd_query_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
 				       (json_int_t)h->params.link_timeout_ms, "x-free-page-hints",
 				       h->params.free_page_hints, "x-free-page-hint-wait",
 				       (json_int_t)h->params.hint_wait_ms, "x-placement",
-				       placement_names[h->params.placement]));
+				       placement_names[h->params.placement], "x-send-splice",
+				       h->params.send_splice));
 }
 
 /* ------------------------------------------------------------------ */

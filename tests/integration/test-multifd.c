@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Multifd integration tests: bit-exact migrations over 1, 2 and 4 channels
- * with and without zstd, deliberately uneven channels (per-pass sync), a
+ * with and without zstd, page data spliced (default) or copied, deliberately uneven channels (per-pass sync), a
  * channel cut mid-migration (clean failure, then a retry that succeeds),
  * and hand-made channel traffic: a connection from another migration is
  * refused, malformed packets are rejected with exact messages. Every way of
@@ -84,6 +84,15 @@ static void mf_migrate(const char *spec, const ferry_mig_params *p, ferry_mig_in
 static void t_mf_1(void **s) { (void)s; ferry_mig_params p; mf_params(&p, 1, false); mf_migrate(SPEC, &p, NULL); }
 static void t_mf_2(void **s) { (void)s; ferry_mig_params p; mf_params(&p, 2, false); mf_migrate(SPEC, &p, NULL); }
 static void t_mf_4(void **s) { (void)s; ferry_mig_params p; mf_params(&p, 4, false); mf_migrate(SPEC, &p, NULL); }
+/* Channels copying page data into the socket (x-send-splice off) instead of splicing it. */
+static void t_mf_2_copy(void **s)
+{
+	(void)s;
+	ferry_mig_params p;
+	mf_params(&p, 2, false);
+	p.send_splice = false;
+	mf_migrate(SPEC, &p, NULL);
+}
 static void t_mf_1_zstd(void **s) { (void)s; ferry_mig_params p; mf_params(&p, 1, true); mf_migrate(SPEC, &p, NULL); }
 static void t_mf_4_zstd(void **s) { (void)s; ferry_mig_params p; mf_params(&p, 4, true); mf_migrate(SPEC, &p, NULL); }
 
@@ -650,6 +659,7 @@ int main(void)
 		cmocka_unit_test(t_mf_1),
 		cmocka_unit_test(t_mf_2),
 		cmocka_unit_test(t_mf_4),
+		cmocka_unit_test(t_mf_2_copy),
 		cmocka_unit_test(t_mf_1_zstd),
 		cmocka_unit_test(t_mf_4_zstd),
 		cmocka_unit_test(t_mf_2_zstd_text),

@@ -62,6 +62,7 @@ void ferry_mig_params_init(ferry_mig_params *p)
 	p->free_page_hints = true;
 	p->hint_wait_ms = 100;
 	p->placement = FERRY_PLACE_AUTO;
+	p->send_splice = true;
 }
 
 static bool is_final(ferry_mig_status s)

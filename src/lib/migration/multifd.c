@@ -50,6 +50,7 @@ static int send_packet(ferry_mf_send_chan *c, const ferry_mf_job *j, uint64_t *b
 	bool sync = j->sync;
 	uint8_t hdr[FERRY_MF_HDR_LEN + 1 + FERRY_NAME_MAX + 8 * FERRY_MF_MAX_PAGES];
 	struct iovec iov[2 + FERRY_MF_MAX_PAGES];
+	uint8_t ref[2 + FERRY_MF_MAX_PAGES] = { 0 }; /* iovecs of guest RAM */
 	uint64_t normal[FERRY_MF_MAX_PAGES], zero[FERRY_MF_MAX_PAGES];
 	uint32_t nn = 0, nz = 0, flags = sync ? FERRY_MF_SYNC : 0, clen = 0;
 	size_t h = FERRY_MF_HDR_LEN;
@@ -128,6 +129,7 @@ static int send_packet(ferry_mf_send_chan *c, const ferry_mf_job *j, uint64_t *b
 				k++;
 			iov[cnt].iov_base = j->rb->host + (normal[i] << FERRY_PAGE_SHIFT);
 			iov[cnt].iov_len = (size_t)(k - i) << FERRY_PAGE_SHIFT;
+			ref[cnt] = 1;
 			cnt++;
 			i = k;
 		}
@@ -144,7 +146,8 @@ static int send_packet(ferry_mf_send_chan *c, const ferry_mf_job *j, uint64_t *b
 	size_t total = 0;
 	for (int i = 0; i < cnt; i++)
 		total += iov[i].iov_len;
-	int r = ferry__sock_send_all(c->fd, iov, cnt, NULL);
+	int r = c->pipefd[0] >= 0 ? ferry__sock_send_ref(c->fd, c->pipefd, iov, ref, cnt, NULL)
+				   : ferry__sock_send_all(c->fd, iov, cnt, NULL);
 	if (r)
 		return r;
 	*bytes = total;
@@ -190,7 +193,7 @@ static void *send_thread(void *arg)
 }
 
 int ferry__mf_send_start(ferry_mf_sender *s, struct ferry_migration *m, unsigned n,
-			 uint32_t compression, int level)
+			 uint32_t compression, int level, bool splice)
 {
 	memset(s, 0, sizeof(*s));
 	s->m = m;
@@ -201,6 +204,7 @@ int ferry__mf_send_start(ferry_mf_sender *s, struct ferry_migration *m, unsigned
 	pthread_cond_init(&s->cond, NULL);
 	for (unsigned i = 0; i < n; i++) {
 		s->ch[i].fd = -1;
+		s->ch[i].pipefd[0] = s->ch[i].pipefd[1] = -1;
 		pthread_cond_init(&s->ch[i].cond, NULL);
 	}
 	s->inited = true;
@@ -235,6 +239,8 @@ int ferry__mf_send_start(ferry_mf_sender *s, struct ferry_migration *m, unsigned
 				return -ENOMEM;
 			ZSTD_CCtx_setParameter(c->cctx, ZSTD_c_compressionLevel, level);
 		}
+		if (splice && ferry__pipe_open(c->pipefd))
+			c->pipefd[0] = c->pipefd[1] = -1; /* copies then */
 		if ((r = pthread_create(&c->thread, NULL, send_thread, c)))
 			return -r;
 		c->started = true;
@@ -335,6 +341,9 @@ void ferry__mf_send_stop(ferry_mf_sender *s)
 		ZSTD_freeCCtx(c->cctx);
 		free(c->zbuf);
 		pthread_cond_destroy(&c->cond);
+		for (int k = 0; k < 2; k++)
+			if (c->pipefd[k] >= 0)
+				close(c->pipefd[k]);
 	}
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->cond);

@@ -75,6 +75,7 @@ typedef struct ferry_mf_send_chan {
 	void *cctx;        /* ZSTD_CCtx */
 	uint8_t *zbuf;
 	size_t zcap;
+	int pipefd[2];     /* for sends by reference, or -1 (x-send-splice off) */
 	uint32_t zskip;    /* packets still to send raw without trying zstd */
 	uint32_t zbackoff; /* raw packets after the next failed attempt */
 } ferry_mf_send_chan;
@@ -99,7 +100,7 @@ typedef struct ferry_mf_sender {
 
 /* Connects n channels to uri, sends handshakes and starts the threads. */
 int ferry__mf_send_start(ferry_mf_sender *s, struct ferry_migration *m, unsigned n,
-			 uint32_t compression, int level);
+			 uint32_t compression, int level, bool splice);
 /* Hands a job to the next idle channel (waits for one). 0 or the error. */
 int ferry__mf_send_job(ferry_mf_sender *s, const ferry_mf_job *job);
 /* Waits for all channels to finish, then each sends a SYNC packet. */

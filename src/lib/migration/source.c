@@ -791,7 +791,7 @@ void *ferry__source_thread(void *arg)
 			goto out;
 		}
 		r = ferry__mf_send_start(&mf, m, p0.multifd_channels, p0.multifd_compression,
-					 p0.multifd_zstd_level);
+					 p0.multifd_zstd_level, p0.send_splice);
 		if (r) {
 			if (!ferry__mig_cancelled(m))
 				ferry__mig_set_error(m, r, "%s", mf.errmsg[0] ? mf.errmsg : ferry_strerror(r));

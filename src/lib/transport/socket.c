@@ -314,11 +314,11 @@ int ferry__sock_accept(int lfd, int *fd)
 	}
 }
 
-int ferry__sock_send_all(int fd, struct iovec *iov, int cnt, uint64_t *sent)
+static int send_iov(int fd, struct iovec *iov, int cnt, int flags, uint64_t *sent)
 {
 	while (cnt > 0) {
 		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)cnt };
-		ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL);
+		ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL | flags);
 		if (n < 0 && errno == ENOTSOCK) /* a file (postcopy package) */
 			n = writev(fd, iov, cnt);
 		if (n < 0) {
@@ -337,6 +337,75 @@ int ferry__sock_send_all(int fd, struct iovec *iov, int cnt, uint64_t *sent)
 			iov->iov_base = (uint8_t *)iov->iov_base + n;
 			iov->iov_len -= (size_t)n;
 		}
+	}
+	return 0;
+}
+
+int ferry__sock_send_all(int fd, struct iovec *iov, int cnt, uint64_t *sent)
+{
+	return send_iov(fd, iov, cnt, 0, sent);
+}
+
+int ferry__pipe_open(int pipefd[2])
+{
+	if (pipe2(pipefd, O_CLOEXEC) < 0)
+		return -errno;
+	/* 1 MiB holds a whole multifd packet (fewer calls); 64 KiB works too. */
+	(void)fcntl(pipefd[1], F_SETPIPE_SZ, 1 << 20);
+	return 0;
+}
+
+/* vmsplice + splice of iov[0..cnt) (all by reference). */
+static int splice_iov(int fd, const int pipefd[2], struct iovec *iov, int cnt, bool more,
+		      uint64_t *sent)
+{
+	while (cnt > 0) {
+		ssize_t n = vmsplice(pipefd[1], iov, (unsigned long)cnt, 0);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		/* Consume what the pipe took before draining it. */
+		size_t left = (size_t)n;
+		while (cnt > 0 && left >= iov->iov_len) {
+			left -= iov->iov_len;
+			iov++;
+			cnt--;
+		}
+		if (cnt > 0) {
+			iov->iov_base = (uint8_t *)iov->iov_base + left;
+			iov->iov_len -= left;
+		}
+		unsigned flags = SPLICE_F_MOVE | (more || cnt > 0 ? SPLICE_F_MORE : 0);
+		for (size_t todo = (size_t)n; todo;) {
+			ssize_t w = splice(pipefd[0], NULL, fd, NULL, todo, flags);
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w < 0)
+				return -errno;
+			if (w == 0)
+				return -EPIPE;
+			todo -= (size_t)w;
+			if (sent)
+				*sent += (uint64_t)w;
+		}
+	}
+	return 0;
+}
+
+int ferry__sock_send_ref(int fd, const int pipefd[2], struct iovec *iov, const uint8_t *ref,
+			 int cnt, uint64_t *sent)
+{
+	for (int i = 0; i < cnt;) {
+		int j = i + 1;
+		while (j < cnt && !ref[j] == !ref[i])
+			j++;
+		int r = ref[i] ? splice_iov(fd, pipefd, iov + i, j - i, j < cnt, sent)
+			       : send_iov(fd, iov + i, j - i, j < cnt ? MSG_MORE : 0, sent);
+		if (r)
+			return r;
+		i = j;
 	}
 	return 0;
 }

@@ -35,6 +35,28 @@ int ferry__sock_accept(int lfd, int *fd);
 struct iovec;
 #include <stdint.h>
 int ferry__sock_send_all(int fd, struct iovec *iov, int cnt, uint64_t *sent);
+
+/*
+ * Sending guest RAM by reference. ferry__sock_send_ref() writes iov[0..cnt)
+ * like ferry__sock_send_all(), except that the iovecs with ref[i] set (guest
+ * pages) are not copied into socket buffers: vmsplice() puts references to
+ * their pages into pipefd, splice() moves them into the socket, and the
+ * peer's recv() copies straight out of guest RAM. The others (headers,
+ * buffers the caller reuses) are sent with sendmsg(MSG_MORE) as usual.
+ *
+ * Callers must accept that a referenced page is read when it leaves, not
+ * when it was queued: a write to it in between shows in the data. Precopy
+ * accepts that: the page was harvested before it was queued, so the write
+ * marks it dirty again and a later pass (with the vCPUs stopped at the
+ * last) sends it again. Memory must stay mapped only until the call
+ * returns (the pipe and the socket hold page references).
+ *
+ * pipefd: ferry__pipe_open(); after an error it may hold data: close it.
+ * Returns 0 or a negative errno (-EINVAL: this fd cannot be spliced to).
+ */
+int ferry__pipe_open(int pipefd[2]);
+int ferry__sock_send_ref(int fd, const int pipefd[2], struct iovec *iov, const uint8_t *ref,
+			 int cnt, uint64_t *sent);
 /* Options for a migration data socket (no delay for the return path). */
 void ferry__sock_tune(int fd);
 /*
