@@ -11,6 +11,7 @@
  * and zero pages over holes.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <setjmp.h>
@@ -644,6 +645,57 @@ static void pl_passes(uint32_t placement, bool multifd)
 	close(dfd);
 }
 
+/*
+ * A destination block whose file descriptor is read-only: pwrite() of the
+ * first data page fails in the placement thread (a single connection), the
+ * destination reports which page and why, and the source guest keeps
+ * running.
+ */
+static void t_place_fail_pwrite(void **s)
+{
+	(void)s;
+	ferry_vm_options o = { .dirty_mode = FERRY_DIRTY_EXPLICIT };
+	ferry_vm_t *src, *dst;
+	assert_int_equal(ferry_vm_create(&o, &src), 0);
+	assert_int_equal(ferry_vm_create(&o, &dst), 0);
+	size_t len = (size_t)PL_PAGES * FERRY_PAGE_SIZE;
+	int sfd, dfd;
+	uint8_t *sram = pl_ram(true, &sfd), *dram = pl_ram(true, &dfd);
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", dfd);
+	int rofd = open(path, O_RDONLY | O_CLOEXEC);
+	assert_true(rofd >= 0);
+	pl_fill(sram, 3);
+	ferry_ram_block_t *rb;
+	assert_int_equal(ferry_ram_block_add(src, "ram", sram, len, sfd, &rb), 0);
+	assert_int_equal(ferry_ram_block_add(dst, "ram", dram, len, rofd, &rb), 0);
+	assert_int_equal(ferry_vm_start(src), 0);
+	ferry_mig_params ip, p;
+	ferry_mig_params_init(&ip);
+	ip.placement = FERRY_PLACE_PWRITE;
+	assert_int_equal(ferry_migration_set_incoming_params(dst, &ip), 0);
+	ferry_mig_params_init(&p);
+	const char *uri = test_uri();
+	assert_int_equal(ferry_migrate_incoming(dst, uri), 0);
+	assert_int_equal(ferry_migrate_start(src, uri, &p), 0);
+	assert_int_equal(wait_final(dst), FERRY_MIG_FAILED);
+	assert_int_equal(wait_final(src), FERRY_MIG_FAILED);
+	assert_true(ferry_vm_is_running(src));
+	const char *want = "cannot write page 0 of RAM block 'ram': Bad file descriptor (";
+	ferry_mig_info di;
+	ferry_migration_query(dst, &di);
+	if (strncmp(di.error_desc, want, strlen(want)))
+		fail_msg("destination error '%s', want '%s...'", di.error_desc, want);
+	ferry_vm_destroy(src);
+	ferry_vm_destroy(dst);
+	munmap(sram, len);
+	munmap(dram, len);
+	close(sfd);
+	close(dfd);
+	close(rofd);
+}
+
+static void t_place_passes_pwrite(void **s) { (void)s; pl_passes(FERRY_PLACE_PWRITE, false); }
 static void t_place_passes_uffd(void **s) { (void)s; pl_passes(FERRY_PLACE_UFFD, false); }
 static void t_place_passes_uffd_mf(void **s) { (void)s; pl_passes(FERRY_PLACE_UFFD, true); }
 static void t_place_passes_pwrite_mf(void **s) { (void)s; pl_passes(FERRY_PLACE_PWRITE, true); }
@@ -673,6 +725,8 @@ int main(void)
 		cmocka_unit_test(t_place_mf_2),
 		cmocka_unit_test(t_place_mf_2_zstd),
 		cmocka_unit_test(t_place_passes_uffd),
+		cmocka_unit_test(t_place_passes_pwrite),
+		cmocka_unit_test(t_place_fail_pwrite),
 		cmocka_unit_test(t_place_passes_uffd_mf),
 		cmocka_unit_test(t_place_passes_pwrite_mf),
 		cmocka_unit_test(t_place_passes_mapping),

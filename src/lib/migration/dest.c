@@ -920,6 +920,7 @@ done:
 		close(l.pkg_fd);
 	ferry__vm_own_run(vm, false);
 	mf_stop(&l);
+	ferry__ram_loader_fini(&l.ram);
 	ferry__ram_place_fini(vm);
 	free(l.ram.bounce);
 	pthread_mutex_lock(&vm->mig_lock); /* cancel reads listen_fd under it */

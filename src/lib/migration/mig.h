@@ -198,6 +198,7 @@ int ferry__ram_send_pages(ferry_ram_saver *rs, const struct ferry_ram_block *rb,
  */
 struct ferry_mf_receiver;
 struct ferry_pc_dst;
+struct ferry_ram_placer;
 typedef struct ferry_ram_loader {
 	ferry_vm_t *vm;
 	ferry_chan *c;
@@ -206,12 +207,15 @@ typedef struct ferry_ram_loader {
 	uint8_t *bounce;
 	struct ferry_ram_block *last; /* for CONTINUE */
 	uint64_t pages, zeros;
+	struct ferry_ram_placer *placer; /* mig/dst/place, started on demand */
 } ferry_ram_loader;
 /*
  * Loads one RAM section body (records up to EOS). The preempt channel is
  * one endless body: its loader returns only on error or end of data.
  */
 int ferry__ram_load(ferry_ram_loader *l, bool setup);
+/* Stops the loader's placement thread, if any (idle: ferry__ram_load drained it). */
+void ferry__ram_loader_fini(ferry_ram_loader *l);
 /*
  * Precopy placement on the destination (mig/dst/main, before any receive
  * thread starts): decides per block how pages are written

@@ -13,16 +13,20 @@
  * harvest.
  *
  * DESIGN (destination): records are bounds-checked against the local block
- * before anything is written; PAGES are received straight into guest RAM.
- * Destination RAM is zero when registered, so a ZEROS run needs work only
- * for pages this migration already wrote (the `received` bitmap).
+ * before anything is written; PAGES are placed per block as
+ * ferry__ram_place_setup decided (UFFDIO_COPY or pwrite() from a bounce
+ * buffer, or received straight into the mapping). Destination RAM is zero
+ * when registered, so a ZEROS run needs work only for pages this migration
+ * already wrote (the `received` bitmap).
  *
  * Thread: the source side runs on mig/src/main, the destination side on
- * mig/dst/main; neither takes a lock (RAM needs none).
+ * mig/dst/main, which may hand placement to mig/dst/place (the placement
+ * pipeline below). RAM itself takes no lock.
  */
 #include "migration/mig.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <linux/userfaultfd.h>
@@ -885,14 +889,36 @@ void ferry__ram_place_fini(ferry_vm_t *vm)
 	vm->place_uffd = -1;
 }
 
-static int place_fail(ferry_chan *c, struct ferry_ram_block *rb, uint64_t page, int e)
+/* Placement failures: an errno and the page it hit, reported by the caller. */
+#define FERRY_PLACE_MSG_MAX (FERRY_NAME_MAX + 320)
+struct place_err {
+	int err;
+	uint64_t page;
+};
+
+static int place_err(struct place_err *pe, uint64_t page, int e)
 {
-	return ferry__chan_fail(c, e, "cannot write page %llu of RAM block '%s': %s",
-				(unsigned long long)page, rb->name, ferry_strerror(e));
+	pe->err = e;
+	pe->page = page;
+	return e;
+}
+
+static void place_err_msg(const struct ferry_ram_block *rb, const struct place_err *pe, char *buf,
+			  size_t len)
+{
+	snprintf(buf, len, "cannot write page %llu of RAM block '%s': %s",
+		 (unsigned long long)pe->page, rb->name, ferry_strerror(pe->err));
+}
+
+static int place_fail(ferry_chan *c, const struct ferry_ram_block *rb, const struct place_err *pe)
+{
+	char msg[FERRY_PLACE_MSG_MAX];
+	place_err_msg(rb, pe, msg, sizeof(msg));
+	return ferry__chan_fail(c, pe->err, "%s", msg);
 }
 
 /* UFFDIO_COPY of n pages from p to page; pages that exist are copied over. */
-static int place_uffd(ferry_chan *c, struct ferry_ram_block *rb, uint64_t page, uint32_t n,
+static int place_uffd(struct place_err *pe, struct ferry_ram_block *rb, uint64_t page, uint32_t n,
 		      const uint8_t *p)
 {
 	int uffd = rb->vm->place_uffd;
@@ -923,13 +949,13 @@ static int place_uffd(ferry_chan *c, struct ferry_ram_block *rb, uint64_t page, 
 		}
 		if (e == EAGAIN || e == EINTR)
 			continue; /* the mapping was changing */
-		return place_fail(c, rb, page, -e);
+		return place_err(pe, page, -e);
 	}
 	return 0;
 }
 
-int ferry__ram_place_buf(ferry_chan *c, struct ferry_ram_block *rb, const uint64_t *idx,
-			 uint64_t first, uint32_t n, const uint8_t *buf)
+static int place_buf(struct place_err *pe, struct ferry_ram_block *rb, const uint64_t *idx,
+		     uint64_t first, uint32_t n, const uint8_t *buf)
 {
 	for (uint32_t i = 0; i < n;) {
 		uint32_t k = idx ? i + 1 : n;
@@ -942,7 +968,7 @@ int ferry__ram_place_buf(ferry_chan *c, struct ferry_ram_block *rb, const uint64
 		if (rb->place == FERRY_PLACE_MAPPING) {
 			memcpy(rb->host + (page << FERRY_PAGE_SHIFT), p, len);
 		} else if (rb->place == FERRY_PLACE_UFFD) {
-			if ((r = place_uffd(c, rb, page, k - i, p)))
+			if ((r = place_uffd(pe, rb, page, k - i, p)))
 				return r;
 		} else {
 			off_t off = (off_t)(page << FERRY_PAGE_SHIFT);
@@ -951,8 +977,8 @@ int ferry__ram_place_buf(ferry_chan *c, struct ferry_ram_block *rb, const uint64
 				if (w < 0 && errno == EINTR)
 					continue;
 				if (w <= 0)
-					return place_fail(c, rb, (uint64_t)off >> FERRY_PAGE_SHIFT,
-							  w < 0 ? -errno : -EIO);
+					return place_err(pe, (uint64_t)off >> FERRY_PAGE_SHIFT,
+							 w < 0 ? -errno : -EIO);
 				p += w;
 				off += w;
 				len -= (size_t)w;
@@ -963,7 +989,14 @@ int ferry__ram_place_buf(ferry_chan *c, struct ferry_ram_block *rb, const uint64
 	return 0;
 }
 
-int ferry__ram_place_zero(ferry_chan *c, struct ferry_ram_block *rb, uint64_t page)
+int ferry__ram_place_buf(ferry_chan *c, struct ferry_ram_block *rb, const uint64_t *idx,
+			 uint64_t first, uint32_t n, const uint8_t *buf)
+{
+	struct place_err pe;
+	return place_buf(&pe, rb, idx, first, n, buf) ? place_fail(c, rb, &pe) : 0;
+}
+
+static int place_zero(struct place_err *pe, struct ferry_ram_block *rb, uint64_t page)
 {
 	uint8_t *a = rb->host + (page << FERRY_PAGE_SHIFT);
 	if (!ferry__bitmap_test(rb->received, page))
@@ -980,11 +1013,17 @@ int ferry__ram_place_zero(ferry_chan *c, struct ferry_ram_block *rb, uint64_t pa
 			if (errno == EEXIST)
 				break;
 			if (errno != EAGAIN && errno != EINTR)
-				return place_fail(c, rb, page, -errno);
+				return place_err(pe, page, -errno);
 		}
 	}
 	memset(a, 0, FERRY_PAGE_SIZE);
 	return 0;
+}
+
+int ferry__ram_place_zero(ferry_chan *c, struct ferry_ram_block *rb, uint64_t page)
+{
+	struct place_err pe;
+	return place_zero(&pe, rb, page) ? place_fail(c, rb, &pe) : 0;
 }
 
 int ferry__ram_recv_pages(ferry_chan *c, struct ferry_ram_block *rb, const uint64_t *idx,
@@ -1059,7 +1098,182 @@ static int load_mem_size(ferry_vm_t *vm, ferry_chan *c, uint64_t total)
 	return 0;
 }
 
+/*
+ * The placement pipeline: precopy over the main connection alone (no
+ * multifd, no postcopy) into blocks placed by userfaultfd or pwrite().
+ * One thread would receive each record and then place it, and both halves
+ * cost about the same (a copy out of the socket; page allocation and a
+ * copy into fresh memory), so mig/dst/main receives PAGES into a free slot
+ * and queues it, and mig/dst/place writes the queued slots in order.
+ * ZEROS runs queue too: every write to guest RAM and to `received` keeps the
+ * stream's order (a later pass's copy of a page lands after the earlier
+ * one). ferry__ram_load drains the queue before it returns, so between
+ * sections nothing is in flight: device state, discards and postcopy see
+ * RAM as the stream left it.
+ */
+#define PLACER_SLOTS 4u
+
+struct place_job {
+	struct ferry_ram_block *rb;
+	uint64_t first;
+	uint32_t n;
+	bool zero; /* a ZEROS run; else PAGES held in buf */
+	uint8_t *buf; /* FERRY_RAM_MAX_RUN pages, the slot's own */
+};
+
+struct ferry_ram_placer {
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond; /* a job was queued or done, or stop */
+	/* The queue: slots head .. head + queued - 1, oldest first. A queued
+	 * slot belongs to mig/dst/place; a free one to mig/dst/main. */
+	struct place_job job[PLACER_SLOTS];
+	unsigned head, queued; /* protected by lock */
+	bool stop;             /* protected by lock */
+	int err;               /* protected by lock: the first failure, sticky */
+	char msg[FERRY_PLACE_MSG_MAX]; /* protected by lock: err's message */
+};
+
+/* Thread: mig/dst/place. Places queued jobs until told to stop. */
+static void *placer_main(void *arg)
+{
+	struct ferry_ram_placer *pl = arg;
+	pthread_setname_np(pthread_self(), "mig/dst/place");
+	pthread_mutex_lock(&pl->lock);
+	for (;;) {
+		while (!pl->queued && !pl->stop)
+			pthread_cond_wait(&pl->cond, &pl->lock);
+		if (!pl->queued)
+			break;
+		struct place_job j = pl->job[pl->head];
+		bool skip = pl->err != 0; /* after a failure, jobs are only dropped */
+		pthread_mutex_unlock(&pl->lock);
+		struct place_err pe = {0};
+		int r = 0;
+		if (!skip && j.zero) {
+			for (uint64_t p = j.first; p < j.first + j.n && !r; p++)
+				r = place_zero(&pe, j.rb, p);
+		} else if (!skip) {
+			r = place_buf(&pe, j.rb, NULL, j.first, j.n, j.buf);
+		}
+		if (!skip && !r)
+			ferry__bitmap_set_range(j.rb->received, j.first, j.n);
+		pthread_mutex_lock(&pl->lock);
+		if (r) {
+			pl->err = r;
+			place_err_msg(j.rb, &pe, pl->msg, sizeof(pl->msg));
+		}
+		pl->head = (pl->head + 1) % PLACER_SLOTS;
+		pl->queued--;
+		pthread_cond_broadcast(&pl->cond);
+	}
+	pthread_mutex_unlock(&pl->lock);
+	return NULL;
+}
+
+/* The placer's failure, reported on c (0 if none). Called with pl->lock held. */
+static int placer_err(ferry_chan *c, struct ferry_ram_placer *pl)
+{
+	return pl->err ? ferry__chan_fail(c, pl->err, "%s", pl->msg) : 0;
+}
+
+/*
+ * Starts the pipeline for l if it applies and is not running: 1 if it runs,
+ * 0 if records are placed inline (one CPU, or no thread could be started).
+ */
+static int placer_want(ferry_ram_loader *l)
+{
+	if (l->pc || l->mf)
+		return 0;
+	if (l->placer)
+		return 1;
+	if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
+		return 0;
+	struct ferry_ram_placer *pl = calloc(1, sizeof(*pl));
+	if (!pl)
+		return 0;
+	unsigned i = 0;
+	for (; i < PLACER_SLOTS; i++)
+		if (!(pl->job[i].buf = malloc((size_t)FERRY_RAM_MAX_RUN << FERRY_PAGE_SHIFT)))
+			break;
+	pthread_mutex_init(&pl->lock, NULL);
+	pthread_cond_init(&pl->cond, NULL);
+	if (i < PLACER_SLOTS || pthread_create(&pl->thread, NULL, placer_main, pl)) {
+		while (i--)
+			free(pl->job[i].buf);
+		pthread_mutex_destroy(&pl->lock);
+		pthread_cond_destroy(&pl->cond);
+		free(pl);
+		return 0;
+	}
+	l->placer = pl;
+	return 1;
+}
+
+/* A free slot's job (waits for one), or NULL with the placer's failure in *r. */
+static struct place_job *placer_slot(ferry_chan *c, struct ferry_ram_placer *pl, int *r)
+{
+	pthread_mutex_lock(&pl->lock);
+	while (pl->queued == PLACER_SLOTS && !pl->err)
+		pthread_cond_wait(&pl->cond, &pl->lock);
+	*r = placer_err(c, pl);
+	struct place_job *j = *r ? NULL : &pl->job[(pl->head + pl->queued) % PLACER_SLOTS];
+	pthread_mutex_unlock(&pl->lock);
+	return j;
+}
+
+/* Queues the free slot's job (filled in by the caller). */
+static void placer_push(struct ferry_ram_placer *pl)
+{
+	pthread_mutex_lock(&pl->lock);
+	pl->queued++;
+	pthread_cond_broadcast(&pl->cond);
+	pthread_mutex_unlock(&pl->lock);
+}
+
+/* Waits until every queued job is placed; the placer's failure, if any. */
+static int placer_drain(ferry_chan *c, struct ferry_ram_placer *pl)
+{
+	pthread_mutex_lock(&pl->lock);
+	while (pl->queued)
+		pthread_cond_wait(&pl->cond, &pl->lock);
+	int r = placer_err(c, pl);
+	pthread_mutex_unlock(&pl->lock);
+	return r;
+}
+
+void ferry__ram_loader_fini(ferry_ram_loader *l)
+{
+	struct ferry_ram_placer *pl = l->placer;
+	if (!pl)
+		return;
+	pthread_mutex_lock(&pl->lock);
+	pl->stop = true;
+	pthread_cond_broadcast(&pl->cond);
+	pthread_mutex_unlock(&pl->lock);
+	pthread_join(pl->thread, NULL);
+	for (unsigned i = 0; i < PLACER_SLOTS; i++)
+		free(pl->job[i].buf);
+	pthread_mutex_destroy(&pl->lock);
+	pthread_cond_destroy(&pl->cond);
+	free(pl);
+	l->placer = NULL;
+}
+
+static int ram_load_records(ferry_ram_loader *l, bool setup);
+
 int ferry__ram_load(ferry_ram_loader *l, bool setup)
+{
+	int r = ram_load_records(l, setup);
+	if (l->placer) {
+		int e = placer_drain(l->c, l->placer);
+		if (!r)
+			r = e;
+	}
+	return r;
+}
+
+static int ram_load_records(ferry_ram_loader *l, bool setup)
 {
 	ferry_vm_t *vm = l->vm;
 	ferry_chan *c = l->c;
@@ -1145,6 +1359,19 @@ int ferry__ram_load(ferry_ram_loader *l, bool setup)
 							(unsigned long long)first,
 							(unsigned long long)(first + n - 1), rb->name,
 							ferry_strerror(r));
+			*(kind == FERRY_RAM_PAGES ? &l->pages : &l->zeros) += n;
+			continue;
+		}
+		if (rb->place != FERRY_PLACE_MAPPING && placer_want(l)) {
+			struct place_job *j = placer_slot(c, l->placer, &r);
+			if (!j)
+				return r;
+			if (kind == FERRY_RAM_PAGES &&
+			    (r = ferry__chan_read_direct(c, j->buf, (size_t)n << FERRY_PAGE_SHIFT)))
+				return r;
+			*j = (struct place_job){.rb = rb, .first = first, .n = n,
+						.zero = kind == FERRY_RAM_ZEROS, .buf = j->buf};
+			placer_push(l->placer);
 			*(kind == FERRY_RAM_PAGES ? &l->pages : &l->zeros) += n;
 			continue;
 		}
