@@ -44,6 +44,9 @@ typedef struct ferry_chan {
 	size_t iov_bytes; /* bytes queued in iov */
 	uint64_t out_bytes; /* bytes handed to the kernel so far */
 	int out_err;      /* sticky output error (negative errno) */
+	bool splice;      /* pipefd is open: iovecs with ref[i] set go by reference */
+	int pipefd[2];
+	uint8_t ref[FERRY_CHAN_IOV];
 
 	/* Input side (the reader thread). */
 	uint8_t *ibuf;
@@ -69,6 +72,13 @@ void ferry__chan_put_be16(ferry_chan *c, uint16_t v);
 void ferry__chan_put_be32(ferry_chan *c, uint32_t v);
 void ferry__chan_put_be64(ferry_chan *c, uint64_t v);
 /* Queues n bytes at p without copying; p must stay valid until flush. */
+/*
+ * Like ferry__chan_put_external, for guest RAM: with `splice` set (the
+ * owner opened pipefd) the bytes go to the socket by reference
+ * (ferry__sock_send_ref), so they are read when they leave, not when
+ * queued; otherwise they are copied like any external buffer.
+ */
+void ferry__chan_put_ref(ferry_chan *c, const void *p, size_t n);
 void ferry__chan_put_external(ferry_chan *c, const void *p, size_t n);
 /* Writes everything queued. Returns 0 or the sticky negative errno. */
 int ferry__chan_flush(ferry_chan *c);
