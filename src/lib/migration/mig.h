@@ -208,6 +208,7 @@ typedef struct ferry_ram_loader {
 	struct ferry_ram_block *last; /* for CONTINUE */
 	uint64_t pages, zeros;
 	struct ferry_ram_placer *placer; /* mig/dst/place, started on demand */
+	bool placer_tried;               /* started it, or found it cannot start */
 } ferry_ram_loader;
 /*
  * Loads one RAM section body (records up to EOS). The preempt channel is

@@ -1185,8 +1185,9 @@ static int placer_want(ferry_ram_loader *l)
 {
 	if (l->pc || l->mf)
 		return 0;
-	if (l->placer)
-		return 1;
+	if (l->placer_tried) /* decided once: no syscall or retry per record */
+		return l->placer != NULL;
+	l->placer_tried = true;
 	if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
 		return 0;
 	struct ferry_ram_placer *pl = calloc(1, sizeof(*pl));
