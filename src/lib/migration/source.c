@@ -395,8 +395,8 @@ static int pc_reconnect(struct ferry_migration *m, const char *uri, ferry_ram_sa
 	}
 	ferry_mig_params p;
 	ferry__mig_params(m, &p);
-	if (p.send_splice && !ferry__pipe_open(c->pipefd)) /* the old pipe went with the old link */
-		c->splice = true;
+	if (p.send_splice) /* a new pipe: the old one went with the old link */
+		ferry__chan_splice_open(c);
 	atomic_store(&m->chan_fd, fd);
 	/* Everything is sent again unless the destination says it has it. */
 	pthread_mutex_lock(&pc->lock);
@@ -750,9 +750,8 @@ void *ferry__source_thread(void *arg)
 	}
 	ferry_mig_params p0;
 	ferry__mig_params(m, &p0);
-	/* RAM pages leave by reference (ferry__chan_put_ref); copies if no pipe. */
-	if (p0.send_splice && !ferry__pipe_open(c->pipefd))
-		c->splice = true;
+	if (p0.send_splice) /* RAM pages leave by reference (ferry__chan_put_ref) */
+		ferry__chan_splice_open(c);
 	if (p0.postcopy) {
 		/* Before the return path thread starts: it reads m->pc_src. */
 		ferry_pc_src *pc = calloc(1, sizeof(*pc));

@@ -130,6 +130,12 @@ void ferry__chan_put_be64(ferry_chan *c, uint64_t v)
 	ferry__chan_put(c, b, 8);
 }
 
+void ferry__chan_splice_open(ferry_chan *c)
+{
+	if (!c->splice && !ferry__pipe_open(c->pipefd))
+		c->splice = true;
+}
+
 void ferry__chan_put_ref(ferry_chan *c, const void *p, size_t n)
 {
 	ferry__chan_put_external(c, p, n);
