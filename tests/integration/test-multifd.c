@@ -691,6 +691,12 @@ static void t_place_fail_pwrite(void **s)
 	assert_int_equal(wait_final(dst), FERRY_MIG_FAILED);
 	assert_int_equal(wait_final(src), FERRY_MIG_FAILED);
 	assert_true(ferry_vm_is_running(src));
+	/* Nothing lost on the source: its RAM is still exactly what it was filled with. */
+	uint8_t *ref = pl_ram(false, &(int){-1});
+	pl_fill(ref, 3);
+	if (memcmp(sram, ref, len))
+		fail_msg("source RAM changed by the failed migration");
+	munmap(ref, len);
 	const char *want = "cannot write page 0 of RAM block 'ram': Bad file descriptor (";
 	ferry_mig_info di;
 	ferry_migration_query(dst, &di);
