@@ -114,12 +114,13 @@ typedef struct ferry_mig_params {
 	 */
 	uint32_t placement;
 	/*
-	 * x-send-splice (source; Ferry's own, default on): RAM pages, on the
-	 * main connection and on multifd channels, are sent by reference
-	 * (vmsplice + splice into the socket) instead of being copied into
-	 * socket buffers. A page written after it was queued may leave with
-	 * the new data; it is dirty then and sent again, so nothing is lost.
-	 * Off: sendmsg() copies, as QEMU does.
+	 * x-send-splice (source; Ferry's own, default on): multifd channels
+	 * send page data by reference (vmsplice + splice into the socket)
+	 * instead of copying it into socket buffers. A page written after it
+	 * was queued may leave with the new data; it is dirty then and sent
+	 * again, so nothing is lost. Off: sendmsg() copies, as QEMU does. (The
+	 * main connection always copies: by reference it measured slower, see
+	 * docs/architecture.md.)
 	 */
 	bool send_splice;
 	/* More fields may be added at any time. */

@@ -523,16 +523,6 @@ static void t_place_precopy(void **s)
 	pl_migrate(&p);
 }
 
-/* The same with the main connection copying page data (x-send-splice off). */
-static void t_place_precopy_copy(void **s)
-{
-	(void)s;
-	ferry_mig_params p;
-	ferry_mig_params_init(&p);
-	p.send_splice = false;
-	pl_migrate(&p);
-}
-
 /*
  * Several passes: a writer thread (the "vCPU", stopped and started through
  * the vCPU ops) rewrites pages for a while during the migration: data over
@@ -738,7 +728,6 @@ int main(void)
 		cmocka_unit_test(t_mf_foreign_channel_refused),
 		cmocka_unit_test(t_mf_packet_fuzz),
 		cmocka_unit_test(t_place_precopy),
-		cmocka_unit_test(t_place_precopy_copy),
 		cmocka_unit_test(t_place_mf_2),
 		cmocka_unit_test(t_place_mf_2_zstd),
 		cmocka_unit_test(t_place_passes_uffd),

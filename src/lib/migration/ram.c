@@ -298,8 +298,8 @@ static int emit(ferry_ram_saver *rs, const struct ferry_ram_block *rb, uint64_t 
 	ferry__chan_put_be32(c, (uint32_t)n);
 	rs->processed += n;
 	if (kind == FERRY_RAM_PAGES) {
-		ferry__chan_put_ref(c, rb->host + (start << FERRY_PAGE_SHIFT),
-				    n << FERRY_PAGE_SHIFT);
+		ferry__chan_put_external(c, rb->host + (start << FERRY_PAGE_SHIFT),
+					 n << FERRY_PAGE_SHIFT);
 		rs->normal += n;
 	} else {
 		rs->zero += n;

@@ -393,10 +393,6 @@ static int pc_reconnect(struct ferry_migration *m, const char *uri, ferry_ram_sa
 		close(fd);
 		return r;
 	}
-	ferry_mig_params p;
-	ferry__mig_params(m, &p);
-	if (p.send_splice) /* a new pipe: the old one went with the old link */
-		ferry__chan_splice_open(c);
 	atomic_store(&m->chan_fd, fd);
 	/* Everything is sent again unless the destination says it has it. */
 	pthread_mutex_lock(&pc->lock);
@@ -417,6 +413,8 @@ static int pc_reconnect(struct ferry_migration *m, const char *uri, ferry_ram_sa
 	if (pc->preempt && (r = pc_connect_preempt(m, uri)))
 		goto fail;
 	pc_set_timeouts(m);
+	ferry_mig_params p;
+	ferry__mig_params(m, &p);
 	struct timespec dl;
 	clock_gettime(CLOCK_REALTIME, &dl);
 	dl.tv_sec += p.link_timeout_ms / 1000 + 1;
@@ -750,8 +748,6 @@ void *ferry__source_thread(void *arg)
 	}
 	ferry_mig_params p0;
 	ferry__mig_params(m, &p0);
-	if (p0.send_splice) /* RAM pages leave by reference (ferry__chan_put_ref) */
-		ferry__chan_splice_open(c);
 	if (p0.postcopy) {
 		/* Before the return path thread starts: it reads m->pc_src. */
 		ferry_pc_src *pc = calloc(1, sizeof(*pc));

@@ -35,11 +35,6 @@ void ferry__chan_close(ferry_chan *c)
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;
-	if (c->splice) {
-		close(c->pipefd[0]);
-		close(c->pipefd[1]);
-		c->splice = false;
-	}
 	free(c->obuf);
 	free(c->ibuf);
 	c->obuf = c->ibuf = NULL;
@@ -70,12 +65,10 @@ int ferry__chan_flush(ferry_chan *c)
 	if (c->out_err)
 		goto drop;
 	seal_segment(c);
-	int r = c->splice ? ferry__sock_send_ref(c->fd, c->pipefd, c->iov, c->ref, c->iovcnt, &c->out_bytes)
-			  : ferry__sock_send_all(c->fd, c->iov, c->iovcnt, &c->out_bytes);
+	int r = ferry__sock_send_all(c->fd, c->iov, c->iovcnt, &c->out_bytes);
 	if (r)
 		c->out_err = r;
 drop:
-	memset(c->ref, 0, sizeof(c->ref));
 	c->iovcnt = 0;
 	c->iov_bytes = 0;
 	c->olen = c->oseg = 0;
@@ -128,19 +121,6 @@ void ferry__chan_put_be64(ferry_chan *c, uint64_t v)
 	uint8_t b[8];
 	ferry__st_be64(b, v);
 	ferry__chan_put(c, b, 8);
-}
-
-void ferry__chan_splice_open(ferry_chan *c)
-{
-	if (!c->splice && !ferry__pipe_open(c->pipefd))
-		c->splice = true;
-}
-
-void ferry__chan_put_ref(ferry_chan *c, const void *p, size_t n)
-{
-	ferry__chan_put_external(c, p, n);
-	if (n)
-		c->ref[c->iovcnt - 1] = 1;
 }
 
 void ferry__chan_put_external(ferry_chan *c, const void *p, size_t n)

@@ -44,9 +44,6 @@ typedef struct ferry_chan {
 	size_t iov_bytes; /* bytes queued in iov */
 	uint64_t out_bytes; /* bytes handed to the kernel so far */
 	int out_err;      /* sticky output error (negative errno) */
-	bool splice;      /* pipefd is open: iovecs with ref[i] set go by reference */
-	int pipefd[2];
-	uint8_t ref[FERRY_CHAN_IOV];
 
 	/* Input side (the reader thread). */
 	uint8_t *ibuf;
@@ -73,15 +70,6 @@ void ferry__chan_put_be32(ferry_chan *c, uint32_t v);
 void ferry__chan_put_be64(ferry_chan *c, uint64_t v);
 /* Queues n bytes at p without copying; p must stay valid until flush. */
 void ferry__chan_put_external(ferry_chan *c, const void *p, size_t n);
-/*
- * Like ferry__chan_put_external, for guest RAM: after
- * ferry__chan_splice_open the bytes go to the socket by reference
- * (ferry__sock_send_ref), so they are read when they leave, not when
- * queued; otherwise they are copied like any external buffer.
- */
-void ferry__chan_put_ref(ferry_chan *c, const void *p, size_t n);
-/* Opens the pipe that ferry__chan_put_ref needs; without it, bytes are copied. */
-void ferry__chan_splice_open(ferry_chan *c);
 /* Writes everything queued. Returns 0 or the sticky negative errno. */
 int ferry__chan_flush(ferry_chan *c);
 /* Bytes queued but not yet flushed. */
