@@ -72,6 +72,34 @@ int wait_final(ferry_vm_t *vm)
 	return st;
 }
 
+int wait_src_converge(ferry_vm_t *vm, const ferry_mig_params *p, uint32_t after_pass)
+{
+	ferry_mig_params q;
+	if (p)
+		q = *p;
+	else
+		ferry_mig_params_init(&q);
+	bool raised = false;
+	for (int waited = 0; waited < 120000; waited += 50) {
+		int st = ferry_migration_wait(vm, 50);
+		if (st != -ETIMEDOUT)
+			return st;
+		ferry_mig_info i;
+		if (raised || ferry_migration_query(vm, &i) || i.status != FERRY_MIG_ACTIVE ||
+		    i.pass <= after_pass)
+			continue;
+		fprintf(stderr, "harness: pass %u and no switchover (%llu MB dirty, %.0f MB/s): "
+			"downtime-limit raised to 30 s\n", i.pass,
+			(unsigned long long)(i.remaining >> 20), i.mbps / 8);
+		q.downtime_limit_ms = 30000;
+		q.max_bandwidth = 0;
+		assert_int_equal(ferry_migration_set_params(vm, &q), 0);
+		raised = true;
+	}
+	fail_msg("the migration did not end within 120 s");
+	return -ETIMEDOUT;
+}
+
 void msleep(unsigned ms)
 {
 	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };

@@ -31,6 +31,18 @@ bool side_run_and_verify(side *s, uint64_t n);
 /* Waits for a final status with a generous timeout; fails the test on hang. */
 int wait_final(ferry_vm_t *vm);
 /*
+ * Source side of a migration whose guest runs: waits for a final status
+ * like wait_final, but once the migration has passed pass after_pass
+ * without switching over, raises its downtime limit to 30 s (and lifts
+ * max-bandwidth) so that it converges, as QEMU's tests do
+ * (migrate_ensure_converge). Tests whose subject is not convergence use
+ * it: whether a guest that dirties RAM converges under a tight limit is
+ * a matter of the machine's speed (ASan, a loaded CI host). p: the
+ * parameters the migration started with (NULL = defaults). Says so on
+ * stderr when it raises the limit.
+ */
+int wait_src_converge(ferry_vm_t *vm, const ferry_mig_params *p, uint32_t after_pass);
+/*
  * Feeds a hand-made stream to a fresh destination (guest DST_SPEC of
  * sbuf.h) and returns its error message (static buffer). Checks that the
  * migration FAILED, that the return path said the same, and that guest RAM

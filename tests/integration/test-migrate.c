@@ -41,7 +41,8 @@ static void migrate_ok_p(const char *spec, ferry_dirty_mode mode, uint32_t min_p
 	ferry_mig_params_init(&p);
 	p.downtime_limit_ms = downtime_ms;
 	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
-	assert_int_equal(wait_final(src.vm), FERRY_MIG_COMPLETED);
+	assert_int_equal(wait_src_converge(src.vm, &p, min_passes > 5 ? min_passes : 5),
+			 FERRY_MIG_COMPLETED);
 	assert_int_equal(wait_final(dst.vm), FERRY_MIG_COMPLETED);
 	ferry_mig_info si, di;
 	ferry_migration_query(src.vm, &si);
@@ -188,7 +189,7 @@ static void t_destination_dies_then_retry(void **state)
 	uri = test_uri();
 	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
 	assert_int_equal(ferry_migrate_start(src.vm, uri, NULL), 0);
-	assert_int_equal(wait_final(src.vm), FERRY_MIG_COMPLETED);
+	assert_int_equal(wait_src_converge(src.vm, NULL, 5), FERRY_MIG_COMPLETED);
 	assert_int_equal(wait_final(dst.vm), FERRY_MIG_COMPLETED);
 	assert_true(side_run_and_verify(&dst, 5000));
 	side_destroy(&src);
@@ -214,10 +215,13 @@ static void t_no_convergence_then_cancel(void **state)
 	p.max_passes = 3;
 	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
 	ferry_mig_info i;
-	for (int k = 0; k < 60; k++) {
+	/* 6 s at least, and until it reports the stall (a slow host takes longer). */
+	for (int k = 0; k < 600; k++) {
 		msleep(100);
 		ferry_migration_query(src.vm, &i);
 		assert_int_equal(i.status, FERRY_MIG_ACTIVE);
+		if (k >= 60 && i.stalled)
+			break;
 	}
 	assert_true(i.dirty_sync_count >= 3);
 	assert_true(i.stalled);
@@ -254,10 +258,15 @@ static void t_live_params(void **state)
 	p.max_bandwidth = 400 * MiB;
 	p.downtime_limit_ms = 20;
 	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
-	msleep(1500);
+	/* Two passes at least (however slow this host is), and still no switchover. */
 	ferry_mig_info i;
-	ferry_migration_query(src.vm, &i);
-	assert_int_equal(i.status, FERRY_MIG_ACTIVE);
+	for (int k = 0; k < 1200; k++) {
+		msleep(50);
+		ferry_migration_query(src.vm, &i);
+		assert_int_equal(i.status, FERRY_MIG_ACTIVE);
+		if (i.dirty_sync_count >= 2 && k >= 30)
+			break;
+	}
 	assert_true(i.dirty_sync_count >= 2);
 	p.flags = 1;
 	assert_int_equal(ferry_migration_set_params(src.vm, &p), -EINVAL);

@@ -55,7 +55,7 @@ static void mf_migrate(const char *spec, const ferry_mig_params *p, ferry_mig_in
 		msleep(100);
 	}
 	assert_int_equal(ferry_migrate_start(src.vm, uri, p), 0);
-	assert_int_equal(wait_final(src.vm), FERRY_MIG_COMPLETED);
+	assert_int_equal(wait_src_converge(src.vm, p, 5), FERRY_MIG_COMPLETED);
 	assert_int_equal(wait_final(dst.vm), FERRY_MIG_COMPLETED);
 	ferry_mig_info si, di;
 	ferry_migration_query(src.vm, &si);
@@ -169,7 +169,7 @@ static void t_mf_uneven(void **s)
 	mf_params(&p, 2, false);
 	p.downtime_limit_ms = 1;
 	assert_int_equal(ferry_migrate_start(src.vm, puri, &p), 0);
-	assert_int_equal(wait_final(src.vm), FERRY_MIG_COMPLETED);
+	assert_int_equal(wait_src_converge(src.vm, &p, 5), FERRY_MIG_COMPLETED);
 	assert_int_equal(wait_final(dst.vm), FERRY_MIG_COMPLETED);
 	ferry_mig_info i;
 	ferry_migration_query(src.vm, &i);
@@ -224,7 +224,7 @@ static void t_mf_channel_cut_then_retry(void **s)
 	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
 	p.max_bandwidth = 0;
 	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
-	assert_int_equal(wait_final(src.vm), FERRY_MIG_COMPLETED);
+	assert_int_equal(wait_src_converge(src.vm, &p, 5), FERRY_MIG_COMPLETED);
 	assert_int_equal(wait_final(dst.vm), FERRY_MIG_COMPLETED);
 	assert_true(side_run_and_verify(&dst, 5000));
 	side_destroy(&src);
