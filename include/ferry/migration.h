@@ -123,6 +123,29 @@ typedef struct ferry_mig_params {
 	 * docs/architecture.md.)
 	 */
 	bool send_splice;
+	/*
+	 * Capability auto-converge (source): when, over a period of at least
+	 * 1 s, the guest dirtied more than throttle_trigger_threshold percent
+	 * (throttle-trigger-threshold, 1..100, default 50) of the bytes sent,
+	 * for the second time, its vCPUs are throttled through
+	 * ferry_vcpu_ops.set_throttle (which the VMM must provide:
+	 * ferry_migrate_start says -ENOTSUP otherwise): first to
+	 * cpu_throttle_initial percent (cpu-throttle-initial, 1..99, default
+	 * 20), then up by cpu_throttle_increment (cpu-throttle-increment,
+	 * 1..99, default 10; with cpu_throttle_tailslow, cpu-throttle-tailslow,
+	 * by no more than brings the dirty rate down to the threshold), never
+	 * above max_cpu_throttle (max-cpu-throttle, cpu_throttle_initial..99,
+	 * default 99). The throttle goes back to 0 when the migration ends,
+	 * however it ends. The percentages and the threshold can change while
+	 * the migration runs (ferry_migration_set_params); auto_converge itself
+	 * cannot.
+	 */
+	bool auto_converge;
+	uint32_t throttle_trigger_threshold;
+	uint32_t cpu_throttle_initial;
+	uint32_t cpu_throttle_increment;
+	bool cpu_throttle_tailslow;
+	uint32_t max_cpu_throttle;
 	/* More fields may be added at any time. */
 } ferry_mig_params;
 
@@ -196,6 +219,14 @@ typedef struct ferry_mig_info {
 	 * (FERRY_PLACE_UFFD/PWRITE/MAPPING; FERRY_PLACE_AUTO before setup).
 	 */
 	uint32_t placement;
+	/*
+	 * Auto-converge (source): the vCPU throttle now (cpu-throttle-percentage;
+	 * 0 once the migration has ended), the highest it reached, and how many
+	 * times it was raised.
+	 */
+	uint32_t cpu_throttle_percentage;
+	uint32_t cpu_throttle_peak;
+	uint32_t cpu_throttle_raises;
 	/* More fields may be added at any time. */
 } ferry_mig_info;
 
@@ -232,7 +263,8 @@ FERRY_EXTERN int ferry_uri_validate(const char *uri, char *err, size_t err_len);
 /*
  * Starts an outgoing migration to uri. Returns 0 once the migration thread
  * runs (connection errors then show as FAILED with error_desc), or -EINVAL
- * (bad uri or params), -EBUSY (a migration already runs), -ENOMEM.
+ * (bad uri or params), -EBUSY (a migration already runs), -ENOMEM,
+ * -ENOTSUP (auto_converge without a set_throttle vCPU operation).
  */
 FERRY_EXTERN int ferry_migrate_start(ferry_vm_t *vm, const char *uri,
 				     const ferry_mig_params *params);

@@ -169,6 +169,7 @@ int ferry_cli_demo(int argc, char **argv)
 		{ "json", no_argument, 0, 'j' },
 		{ "postcopy", no_argument, 0, 'p' },
 		{ "preempt", no_argument, 0, 'P' },
+		{ "no-auto-converge", no_argument, 0, 'A' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 },
 	};
@@ -176,7 +177,7 @@ int ferry_cli_demo(int argc, char **argv)
 		   *fill = "random", *dirty = "auto";
 	char *sets[16];
 	int nsets = 0;
-	bool json = false, postcopy = false, preempt = false;
+	bool json = false, postcopy = false, preempt = false, auto_converge = true;
 	int c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -197,13 +198,17 @@ int ferry_cli_demo(int argc, char **argv)
 		case 'j': json = true; break;
 		case 'p': postcopy = true; break;
 		case 'P': postcopy = preempt = true; break;
+		case 'A': auto_converge = false; break;
 		case 'h':
 			printf("usage: ferry demo [--mem 1G] [--vcpus 2] [--workload random|stride|hotset|idle]\n"
 			       "                  [--rate 200M|max] [--fill random|text|zero|none]\n"
 			       "                  [--dirty auto|wp|explicit] [--set NAME=VALUE] [--json]\n"
-			       "                  [--postcopy [--preempt]]\n"
+			       "                  [--postcopy [--preempt]] [--no-auto-converge]\n"
 			       "  --postcopy  switch to postcopy after the first pass (capability postcopy-ram\n"
-			       "              on both hosts); --preempt adds the postcopy-preempt channel\n");
+			       "              on both hosts); --preempt adds the postcopy-preempt channel\n"
+			       "  auto-converge is on (the source's vCPUs are throttled if the guest dirties\n"
+			       "  RAM faster than it is sent, so the demo ends on any machine);\n"
+			       "  --no-auto-converge turns it off\n");
 			return 0;
 		default: return 2;
 		}
@@ -263,6 +268,17 @@ int ferry_cli_demo(int argc, char **argv)
 			goto out;
 		}
 		json_decref(r3);
+	}
+	if (auto_converge) {
+		json_t *r = ferry_qmp_client_exec(
+			src.qmp, "migrate-set-capabilities",
+			json_pack("{s:[{s:s,s:b}]}", "capabilities", "capability", "auto-converge", "state", 1),
+			10000, err, sizeof(err), NULL);
+		if (!r) {
+			fprintf(stderr, "ferry demo: enabling auto-converge: %s\n", err);
+			goto out;
+		}
+		json_decref(r);
 	}
 	if (nsets) {
 		json_t *args = json_object();
@@ -352,6 +368,7 @@ out:
 	json_int_t normal = jint(mig, "ram", "normal");
 	json_int_t zero = jint(mig, "ram", "duplicate");
 	json_int_t skipped = jint(mig, "ram", "x-skipped");
+	json_int_t thr_peak = jint(mig, "x-cpu-throttle", "peak");
 	double mbps = total ? (double)xfer * 8 / 1e3 / (double)total : 0;
 
 	json_t *lat = dpc ? json_object_get(dpc, "fault-latency") : NULL;
@@ -361,6 +378,7 @@ out:
 				      "total_time_ms", total, "downtime_ms", down,
 				      "transferred_bytes", xfer, "mbps", mbps, "passes", passes,
 				      "normal_pages", normal, "zero_pages", zero);
+		json_object_set_new(o, "cpu_throttle_peak", json_integer(thr_peak));
 		if (dpc)
 			json_object_set(o, "postcopy", dpc);
 		char *s = json_dumps(o, JSON_COMPACT);
@@ -377,6 +395,9 @@ out:
 		printf("  transferred  %.1f MiB: %lld pages with data, %lld zero pages, %lld never-populated pages skipped\n",
 		       (double)xfer / 1048576.0, (long long)normal, (long long)zero, (long long)skipped);
 		printf("  throughput   %.0f Mbit/s\n", mbps);
+		if (thr_peak)
+			printf("  throttled    auto-converge slowed the source vCPUs, up to %lld%% (%lld raises)\n",
+			       (long long)thr_peak, (long long)jint(mig, "x-cpu-throttle", "raises"));
 		if (dpc)
 			printf("  postcopy     %lld page requests (%lld faults), fault latency p50 %lld us, "
 			       "p99 %lld us, max %lld us; vCPUs blocked %lld ms in all\n",

@@ -27,6 +27,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -153,6 +154,14 @@ static json_t *info_json(const ferry_mig_info *i, uint64_t downtime_limit_ms)
 		json_object_set_new(o, "x-placement", json_string(placement_names[i->placement]));
 	if (!i->incoming)
 		json_object_set_new(o, "x-stalled", json_boolean(i->stalled));
+	/* QEMU shows cpu-throttle-percentage while a throttle is on. */
+	if (i->cpu_throttle_percentage)
+		json_object_set_new(o, "cpu-throttle-percentage",
+				    json_integer((json_int_t)i->cpu_throttle_percentage));
+	if (i->cpu_throttle_peak)
+		json_object_set_new(o, "x-cpu-throttle",
+				    json_pack("{s:I,s:I}", "peak", (json_int_t)i->cpu_throttle_peak,
+					      "raises", (json_int_t)i->cpu_throttle_raises));
 	return o;
 }
 
@@ -453,6 +462,8 @@ static void cmd_set_capabilities(void *opaque, ferry_qmp_req *req, json_t *args)
 		bool on = json_is_true(json_object_get(c, "state"));
 		if (!strcmp(name, "multifd"))
 			p.multifd = on;
+		else if (!strcmp(name, "auto-converge"))
+			p.auto_converge = on;
 		else if (!strcmp(name, "postcopy-ram"))
 			p.postcopy = on;
 		else if (!strcmp(name, "postcopy-preempt"))
@@ -479,13 +490,15 @@ static void cmd_query_capabilities(void *opaque, ferry_qmp_req *req, json_t *arg
 	static const ferry_qmp_arg spec[] = { { NULL } };
 	host *h = opaque;
 	if (ferry_qmp_req_check_args(req, args, spec))
-		ferry_qmp_req_return(req, json_pack("[{s:s,s:b},{s:s,s:b},{s:s,s:b},{s:s,s:b}]",
+		ferry_qmp_req_return(req, json_pack("[{s:s,s:b},{s:s,s:b},{s:s,s:b},{s:s,s:b},{s:s,s:b}]",
 						    "capability", "events", "state", h->cap_events,
 						    "capability", "multifd", "state", h->params.multifd,
 						    "capability", "postcopy-ram", "state",
 						    h->params.postcopy, "capability",
 						    "postcopy-preempt", "state",
-						    h->params.postcopy_preempt));
+						    h->params.postcopy_preempt, "capability",
+						    "auto-converge", "state",
+						    h->params.auto_converge));
 }
 
 static void cmd_set_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
@@ -503,13 +516,52 @@ static void cmd_set_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
 		{ "x-free-page-hint-wait", FERRY_QMP_UINT32, true },
 		{ "x-placement", FERRY_QMP_STR, true },
 		{ "x-send-splice", FERRY_QMP_BOOL, true },
+		{ "throttle-trigger-threshold", FERRY_QMP_UINT32, true },
+		{ "cpu-throttle-initial", FERRY_QMP_UINT32, true },
+		{ "cpu-throttle-increment", FERRY_QMP_UINT32, true },
+		{ "cpu-throttle-tailslow", FERRY_QMP_BOOL, true },
+		{ "max-cpu-throttle", FERRY_QMP_UINT32, true },
 		{ NULL },
+	};
+	/* Ranges and messages as QEMU's migrate_params_check. */
+	static const struct {
+		const char *arg, *name;
+		unsigned lo, hi;
+		size_t off;
+	} pct_params[] = {
+		{ "throttle-trigger-threshold", "throttle_trigger_threshold", 1, 100,
+		  offsetof(ferry_mig_params, throttle_trigger_threshold) },
+		{ "cpu-throttle-initial", "cpu_throttle_initial", 1, 99,
+		  offsetof(ferry_mig_params, cpu_throttle_initial) },
+		{ "cpu-throttle-increment", "cpu_throttle_increment", 1, 99,
+		  offsetof(ferry_mig_params, cpu_throttle_increment) },
 	};
 	host *h = opaque;
 	if (!ferry_qmp_req_check_args(req, args, spec))
 		return;
 	ferry_mig_params p = h->params;
 	json_t *v;
+	for (size_t k = 0; k < sizeof(pct_params) / sizeof(pct_params[0]); k++) {
+		if (!(v = json_object_get(args, pct_params[k].arg)))
+			continue;
+		json_int_t n = json_integer_value(v);
+		if (n < pct_params[k].lo || n > pct_params[k].hi) {
+			ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
+					    "Parameter '%s' expects an integer in the range of %u to %u",
+					    pct_params[k].name, pct_params[k].lo, pct_params[k].hi);
+			return;
+		}
+		*(uint32_t *)((char *)&p + pct_params[k].off) = (uint32_t)n;
+	}
+	if ((v = json_object_get(args, "max-cpu-throttle")))
+		p.max_cpu_throttle = json_integer_value(v) > 99 ? 100 : (uint32_t)json_integer_value(v);
+	if (p.max_cpu_throttle < p.cpu_throttle_initial || p.max_cpu_throttle > 99) {
+		ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
+				    "Parameter 'max_cpu_throttle' expects an integer in the range of cpu_throttle_initial to 99");
+		return;
+	}
+	if ((v = json_object_get(args, "cpu-throttle-tailslow")))
+		p.cpu_throttle_tailslow = json_is_true(v);
 	if ((v = json_object_get(args, "x-link-timeout"))) {
 		json_int_t n = json_integer_value(v);
 		if (n < 100 || n > 600000) {
@@ -610,7 +662,8 @@ static void cmd_query_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
 	host *h = opaque;
 	if (ferry_qmp_req_check_args(req, args, spec))
 		ferry_qmp_req_return(
-			req, json_pack("{s:I,s:I,s:I,s:I,s:s,s:I,s:I,s:I,s:b,s:I,s:s,s:b}", "downtime-limit",
+			req, json_pack("{s:I,s:I,s:I,s:I,s:s,s:I,s:I,s:I,s:b,s:I,s:s,s:b,s:I,s:I,s:I,s:b,s:I}",
+				       "downtime-limit",
 				       (json_int_t)h->params.downtime_limit_ms, "max-bandwidth",
 				       (json_int_t)h->params.max_bandwidth, "x-max-passes",
 				       (json_int_t)h->params.max_passes, "multifd-channels",
@@ -624,7 +677,13 @@ static void cmd_query_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
 				       h->params.free_page_hints, "x-free-page-hint-wait",
 				       (json_int_t)h->params.hint_wait_ms, "x-placement",
 				       placement_names[h->params.placement], "x-send-splice",
-				       h->params.send_splice));
+				       h->params.send_splice, "throttle-trigger-threshold",
+				       (json_int_t)h->params.throttle_trigger_threshold,
+				       "cpu-throttle-initial", (json_int_t)h->params.cpu_throttle_initial,
+				       "cpu-throttle-increment",
+				       (json_int_t)h->params.cpu_throttle_increment,
+				       "cpu-throttle-tailslow", h->params.cpu_throttle_tailslow,
+				       "max-cpu-throttle", (json_int_t)h->params.max_cpu_throttle));
 }
 
 /* ------------------------------------------------------------------ */

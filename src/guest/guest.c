@@ -255,7 +255,8 @@ struct ferry_guest {
 	bool want_run;             /* written under lock; read atomically */
 	bool quit;
 	unsigned wake_gen;         /* bumped to end naps early */
-	_Atomic unsigned throttle;
+	_Atomic unsigned throttle;     /* the user's (config, ferry_guest_set_throttle) */
+	_Atomic unsigned mig_throttle; /* auto-converge's (vcpu_ops.set_throttle); the higher wins */
 
 	/* Read by every vCPU before every step: keep it on its own line. */
 	_Alignas(64) atomic_int stop_req;
@@ -1051,6 +1052,9 @@ static void vcpu_run(guest_vcpu *v, uint64_t target)
 
 	while (k < target) {
 		unsigned thr = atomic_load_explicit(&g->throttle, memory_order_relaxed);
+		unsigned mthr = atomic_load_explicit(&g->mig_throttle, memory_order_relaxed);
+		if (mthr > thr)
+			thr = mthr;
 		uint64_t chunk = pace_chunk;
 		if (thr && chunk > THROTTLE_CHUNK)
 			chunk = THROTTLE_CHUNK;
@@ -1214,16 +1218,31 @@ out:
 	return r;
 }
 
-int ferry_guest_set_throttle(ferry_guest_t *g, unsigned percent)
+static int set_throttle(ferry_guest_t *g, _Atomic unsigned *which, unsigned percent)
 {
 	if (!g || percent > 99)
 		return -EINVAL;
 	pthread_mutex_lock(&g->lock);
-	atomic_store(&g->throttle, percent);
+	atomic_store(which, percent);
 	g->wake_gen++;
 	pthread_cond_broadcast(&g->cond_wake);
 	pthread_mutex_unlock(&g->lock);
 	return 0;
+}
+
+int ferry_guest_set_throttle(ferry_guest_t *g, unsigned percent)
+{
+	return g ? set_throttle(g, &g->throttle, percent) : -EINVAL;
+}
+
+int ferry_guest_set_mig_throttle(ferry_guest_t *g, unsigned percent)
+{
+	return g ? set_throttle(g, &g->mig_throttle, percent) : -EINVAL;
+}
+
+unsigned ferry_guest_mig_throttle(const ferry_guest_t *g)
+{
+	return atomic_load(&g->mig_throttle);
 }
 
 void ferry_guest_steps(const ferry_guest_t *g, uint64_t *steps)
@@ -1464,6 +1483,7 @@ int ferry_guest_create(const ferry_guest_config *cfg, bool incoming, ferry_guest
 	pthread_condattr_destroy(&ca);
 	atomic_init(&g->stop_req, 1);
 	atomic_init(&g->throttle, cfg->throttle);
+	atomic_init(&g->mig_throttle, 0);
 
 	int r = ram_create(&g->ram[g->nram++], "pc.ram", cfg->mem_size);
 	if (r == 0 && cfg->vram_size)
@@ -1603,7 +1623,7 @@ static int op_set_throttle(void *opaque, int percent)
 {
 	if (percent < 0)
 		return -EINVAL;
-	return ferry_guest_set_throttle(opaque, (unsigned)percent);
+	return ferry_guest_set_mig_throttle(opaque, (unsigned)percent);
 }
 
 static const ferry_vcpu_ops guest_vcpu_ops = {

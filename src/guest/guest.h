@@ -159,8 +159,16 @@ void ferry_guest_steps(const ferry_guest_t *g, uint64_t *steps);
 unsigned ferry_guest_vcpus(const ferry_guest_t *g);
 const ferry_guest_config *ferry_guest_get_config(const ferry_guest_t *g);
 
-/* Sets the throttle percentage (0..99) at run time. */
+/*
+ * Sets the throttle percentage (0..99) at run time. The migration's own
+ * throttle (auto-converge, through ferry_vcpu_ops.set_throttle) is kept
+ * apart, ferry_guest_set_mig_throttle(): the vCPUs follow the higher of
+ * the two, and the migration setting its throttle back to 0 leaves the
+ * user's in place. ferry_guest_mig_throttle() reads the migration's.
+ */
 int ferry_guest_set_throttle(ferry_guest_t *g, unsigned percent);
+int ferry_guest_set_mig_throttle(ferry_guest_t *g, unsigned percent);
+unsigned ferry_guest_mig_throttle(const ferry_guest_t *g);
 
 /* RAM blocks, for the oracle and tests. */
 unsigned ferry_guest_ram_count(const ferry_guest_t *g);

@@ -40,7 +40,13 @@ expect_eq "demo status" "$(json "$TMP/demo.json" 'j["status"]')" completed
 expect_eq "demo verified" "$(json "$TMP/demo.json" 'j["verified"]')" True
 expect_eq "demo counted pages" "$(json "$TMP/demo.json" 'j["normal_pages"] > 60000')" True
 expect_eq "demo keys" "$(json "$TMP/demo.json" 'sorted(j)')" \
-	"['downtime_ms', 'mbps', 'normal_pages', 'passes', 'status', 'total_time_ms', 'transferred_bytes', 'verified', 'zero_pages']"
+	"['cpu_throttle_peak', 'downtime_ms', 'mbps', 'normal_pages', 'passes', 'status', 'total_time_ms', 'transferred_bytes', 'verified', 'zero_pages']"
+# A guest dirtying 200 MB/s over a 30 MiB/s link: the demo's auto-converge ends it.
+"$FERRY" demo --mem 64M --rate 100M --set max-bandwidth=31457280 --set downtime-limit=50 \
+	--set cpu-throttle-initial=60 --set cpu-throttle-increment=30 --json >"$TMP/demo2.json" 2>"$TMP/demo2.err"
+expect_eq "throttled demo exit code" "$?" 0
+expect_eq "throttled demo verified" "$(json "$TMP/demo2.json" 'j["verified"]')" True
+expect_eq "throttled demo: the throttle rose" "$(json "$TMP/demo2.json" 'j["cpu_throttle_peak"] in (60, 90, 99)')" True
 
 # 2. `ferry migrate` with --stats, then `ferry plot`; the destination verifies.
 host dst --guest "$SPEC" --incoming "unix:$TMP/m.sock"; dpid=$host_pid
@@ -75,9 +81,9 @@ expect_eq "migrate: unknown parameter message" "$out" \
 out=$("$FERRY" migrate --qmp "$TMP/src.qmp" --set downtime-limit=abc "unix:$TMP/x" 2>&1)
 expect_eq "migrate: bad value message" "$out" \
 	"ferry migrate: migrate-set-parameters: Parameter 'downtime-limit' expects uint64"
-out=$("$FERRY" migrate --qmp "$TMP/src.qmp" --cap auto-converge=on "unix:$TMP/x" 2>&1)
+out=$("$FERRY" migrate --qmp "$TMP/src.qmp" --cap xbzrle=on "unix:$TMP/x" 2>&1)
 expect_eq "migrate: unsupported capability" "$out" \
-	"ferry migrate: migrate-set-capabilities: Capability 'auto-converge' is not supported by this version of Ferry"
+	"ferry migrate: migrate-set-capabilities: Capability 'xbzrle' is not supported by this version of Ferry"
 qmp src quit >/dev/null; qmp dst quit >/dev/null
 wait $spid; expect_eq "source host exit code after quit" "$?" 0
 wait $dpid; expect_eq "destination host exit code after quit" "$?" 0

@@ -6,6 +6,7 @@
  * bandwidth too low to converge) and hostile streams fed to a destination.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -281,6 +282,194 @@ static void t_live_params(void **state)
 	side_destroy(&dst);
 }
 
+/* ---- auto-converge ---- */
+
+/*
+ * vCPU operations that forward to the synthetic guest and record every
+ * throttle the migration asks for (an embedder's view of auto-converge).
+ */
+typedef struct thr_rec {
+	ferry_guest_t *g;
+	pthread_mutex_t lock;
+	int calls[64];
+	unsigned n;
+} thr_rec;
+
+static int rec_stop(void *o) { return ferry_guest_stop(((thr_rec *)o)->g); }
+static int rec_start(void *o) { return ferry_guest_start(((thr_rec *)o)->g); }
+static int rec_throttle(void *o, int pct)
+{
+	thr_rec *t = o;
+	pthread_mutex_lock(&t->lock);
+	if (t->n < 64)
+		t->calls[t->n++] = pct;
+	pthread_mutex_unlock(&t->lock);
+	return ferry_guest_set_mig_throttle(t->g, (unsigned)pct);
+}
+
+static void rec_attach(thr_rec *t, side *s)
+{
+	memset(t, 0, sizeof(*t));
+	t->g = s->g;
+	pthread_mutex_init(&t->lock, NULL);
+	static const ferry_vcpu_ops ops = { .stop = rec_stop, .start = rec_start,
+					    .set_throttle = rec_throttle };
+	assert_int_equal(ferry_vm_set_vcpu_ops(s->vm, &ops, t), 0);
+}
+
+static unsigned rec_calls(thr_rec *t, int *out)
+{
+	pthread_mutex_lock(&t->lock);
+	unsigned n = t->n;
+	memcpy(out, t->calls, sizeof(t->calls));
+	pthread_mutex_unlock(&t->lock);
+	return n;
+}
+
+/* 2 x 100 MB/s of random writes over 64 MiB against a 100 MiB/s link. */
+#define AC_SPEC "mem=256M,vram=4M,vcpus=2,rate=100M,wss=64M,workload=random"
+
+/*
+ * A guest that dirties twice as fast as the link sends cannot converge;
+ * with auto-converge the throttle rises (40, then +20 per raise) until it
+ * does, completes bit-exact, and goes back to 0 before COMPLETED shows.
+ */
+static void t_auto_converge(void **state)
+{
+	(void)state;
+	side src, dst;
+	thr_rec rec;
+	side_create(&src, AC_SPEC, FERRY_DIRTY_WP_ASYNC, false);
+	side_create(&dst, AC_SPEC, FERRY_DIRTY_WP_ASYNC, true);
+	rec_attach(&rec, &src);
+	const char *uri = test_uri();
+	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
+	assert_int_equal(ferry_vm_start(src.vm), 0);
+	ferry_mig_params p;
+	ferry_mig_params_init(&p);
+	p.max_bandwidth = 100 * MiB;
+	p.downtime_limit_ms = 50;
+	p.auto_converge = true;
+	p.cpu_throttle_initial = 40;
+	p.cpu_throttle_increment = 20;
+	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
+	assert_int_equal(wait_final(src.vm), FERRY_MIG_COMPLETED);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIG_COMPLETED);
+	ferry_mig_info i;
+	ferry_migration_query(src.vm, &i);
+	int calls[64];
+	unsigned n = rec_calls(&rec, calls);
+	fprintf(stderr, "auto-converge: %u passes, throttle", i.pass);
+	for (unsigned k = 0; k < n; k++)
+		fprintf(stderr, " %d", calls[k]);
+	fprintf(stderr, "\n");
+	/* At least one raise, each by the increment, then 0 at the end. */
+	assert_true(n >= 2);
+	assert_int_equal(calls[0], 40);
+	for (unsigned k = 1; k + 1 < n; k++)
+		assert_int_equal(calls[k], calls[k - 1] + 20 > 99 ? 99 : calls[k - 1] + 20);
+	assert_int_equal(calls[n - 1], 0);
+	assert_int_equal(i.cpu_throttle_peak, calls[n - 2]);
+	assert_int_equal(i.cpu_throttle_raises, n - 1);
+	assert_int_equal(i.cpu_throttle_percentage, 0);
+	assert_int_equal(ferry_guest_mig_throttle(src.g), 0);
+	assert_true(side_run_and_verify(&dst, 5000));
+	side_destroy(&src);
+	side_destroy(&dst);
+}
+
+/*
+ * The cap, and the end of a failed migration: a limit that cannot be met
+ * (downtime 0, and a link so slow that every pass outlasts the throttle's
+ * sleeps: 16 MiB dirtied over and over, sent at 20 MiB/s) takes the
+ * throttle to max-cpu-throttle and no further; cancel sets it back to 0
+ * and the source guest runs on, exact.
+ */
+static void t_auto_converge_cap_then_cancel(void **state)
+{
+	(void)state;
+	side src, dst;
+	thr_rec rec;
+	const char *spec = "mem=32M,vram=4M,vcpus=2,rate=100M,wss=16M,workload=random";
+	side_create(&src, spec, FERRY_DIRTY_WP_ASYNC, false);
+	side_create(&dst, spec, FERRY_DIRTY_WP_ASYNC, true);
+	rec_attach(&rec, &src);
+	const char *uri = test_uri();
+	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
+	assert_int_equal(ferry_vm_start(src.vm), 0);
+	ferry_mig_params p;
+	ferry_mig_params_init(&p);
+	p.max_bandwidth = 20 * MiB;
+	p.downtime_limit_ms = 0;
+	p.auto_converge = true;
+	p.cpu_throttle_initial = 30;
+	p.cpu_throttle_increment = 20;
+	p.max_cpu_throttle = 40;
+	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
+	ferry_mig_info i;
+	int k;
+	for (k = 0; k < 1200; k++) {
+		msleep(50);
+		ferry_migration_query(src.vm, &i);
+		assert_int_equal(i.status, FERRY_MIG_ACTIVE);
+		if (i.cpu_throttle_percentage == 40)
+			break;
+	}
+	assert_int_equal(i.cpu_throttle_percentage, 40);
+	assert_int_equal(ferry_guest_mig_throttle(src.g), 40);
+	/* Two more periods: still 40 (30 + 20 capped), no further call. */
+	msleep(2500);
+	ferry_migration_query(src.vm, &i);
+	assert_int_equal(i.status, FERRY_MIG_ACTIVE);
+	assert_int_equal(i.cpu_throttle_percentage, 40);
+	int calls[64];
+	assert_int_equal(rec_calls(&rec, calls), 2);
+	assert_int_equal(calls[0], 30);
+	assert_int_equal(calls[1], 40);
+	assert_int_equal(ferry_migration_cancel(src.vm), 0);
+	assert_int_equal(wait_final(src.vm), FERRY_MIG_CANCELLED);
+	assert_int_equal(rec_calls(&rec, calls), 3);
+	assert_int_equal(calls[2], 0);
+	ferry_migration_query(src.vm, &i);
+	assert_int_equal(i.cpu_throttle_percentage, 0);
+	assert_int_equal(i.cpu_throttle_peak, 40);
+	assert_int_equal(i.cpu_throttle_raises, 2);
+	assert_int_equal(ferry_guest_mig_throttle(src.g), 0);
+	assert_true(ferry_vm_is_running(src.vm));
+	assert_true(side_verify(&src));
+	side_destroy(&src);
+	side_destroy(&dst);
+}
+
+/* A VMM without set_throttle cannot have auto-converge; bad ranges are refused. */
+static void t_auto_converge_refused(void **state)
+{
+	(void)state;
+	side src;
+	side_create(&src, "mem=16M,vram=4M,vcpus=1,paused", FERRY_DIRTY_WP_ASYNC, false);
+	ferry_mig_params p;
+	ferry_mig_params_init(&p);
+	p.cpu_throttle_initial = 0;
+	assert_int_equal(ferry_migrate_start(src.vm, test_uri(), &p), -EINVAL);
+	ferry_mig_params_init(&p);
+	p.max_cpu_throttle = 100;
+	assert_int_equal(ferry_migrate_start(src.vm, test_uri(), &p), -EINVAL);
+	ferry_mig_params_init(&p);
+	p.cpu_throttle_initial = 60;
+	p.max_cpu_throttle = 50;
+	assert_int_equal(ferry_migrate_start(src.vm, test_uri(), &p), -EINVAL);
+	ferry_mig_params_init(&p);
+	p.throttle_trigger_threshold = 101;
+	assert_int_equal(ferry_migrate_start(src.vm, test_uri(), &p), -EINVAL);
+	ferry_mig_params_init(&p);
+	p.auto_converge = true;
+	static const ferry_vcpu_ops ops = { .stop = rec_stop, .start = rec_start };
+	thr_rec rec = { .g = src.g };
+	assert_int_equal(ferry_vm_set_vcpu_ops(src.vm, &ops, &rec), 0);
+	assert_int_equal(ferry_migrate_start(src.vm, test_uri(), &p), -ENOTSUP);
+	side_destroy(&src);
+}
+
 /* ---- hostile streams ---- */
 
 static void part_begin(sbuf *b)
@@ -506,6 +695,9 @@ int main(void)
 		cmocka_unit_test(t_destination_dies_then_retry),
 		cmocka_unit_test(t_no_convergence_then_cancel),
 		cmocka_unit_test(t_live_params),
+		cmocka_unit_test(t_auto_converge),
+		cmocka_unit_test(t_auto_converge_cap_then_cancel),
+		cmocka_unit_test(t_auto_converge_refused),
 		cmocka_unit_test(t_bad_header),
 		cmocka_unit_test(t_bad_records),
 		cmocka_unit_test(t_cancel_incoming),

@@ -187,6 +187,11 @@ class Host:
         return rc
 
 
+# Auto-converge parameters at their defaults (QEMU's).
+THROTTLE = {"throttle-trigger-threshold": 50, "cpu-throttle-initial": 20, "cpu-throttle-increment": 10,
+            "cpu-throttle-tailslow": False, "max-cpu-throttle": 99}
+
+
 def wait_for(fn, timeout=TIMEOUT, step=0.02):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -357,7 +362,7 @@ def case_commands(tmp):
             "multifd-channels": 2, "multifd-compression": "none", "multifd-zstd-level": 1,
             "x-postcopy-after-passes": 0, "x-link-timeout": 10000,
             "x-free-page-hints": True, "x-free-page-hint-wait": 100,
-            "x-placement": "auto", "x-send-splice": True})
+            "x-placement": "auto", "x-send-splice": True, **THROTTLE})
         eq("migrate-set-parameters", q.cmd("migrate-set-parameters",
                                            {"downtime-limit": 500, "max-bandwidth": 100 << 20, "x-max-passes": 10}),
            {"return": {}})
@@ -366,7 +371,7 @@ def case_commands(tmp):
             "multifd-channels": 2, "multifd-compression": "none", "multifd-zstd-level": 1,
             "x-postcopy-after-passes": 0, "x-link-timeout": 10000,
             "x-free-page-hints": True, "x-free-page-hint-wait": 100,
-            "x-placement": "auto", "x-send-splice": True})
+            "x-placement": "auto", "x-send-splice": True, **THROTTLE})
         eq("downtime-limit out of range", q.cmd("migrate-set-parameters", {"downtime-limit": 2000001}),
            generic("Parameter 'downtime_limit' expects an integer in the range of 0 to 2000000 ms"))
         eq("downtime-limit not a number", q.cmd("migrate-set-parameters", {"downtime-limit": "1s"}),
@@ -390,7 +395,7 @@ def case_commands(tmp):
             "multifd-channels": 2, "multifd-compression": "none", "multifd-zstd-level": 1,
             "x-postcopy-after-passes": 0, "x-link-timeout": 10000,
             "x-free-page-hints": True, "x-free-page-hint-wait": 100,
-            "x-placement": "auto", "x-send-splice": True})
+            "x-placement": "auto", "x-send-splice": True, **THROTTLE})
         eq("multifd parameters", q.cmd("migrate-set-parameters",
                                        {"multifd-channels": 4, "multifd-compression": "zstd",
                                         "multifd-zstd-level": 3}), {"return": {}})
@@ -399,7 +404,7 @@ def case_commands(tmp):
             "multifd-channels": 4, "multifd-compression": "zstd", "multifd-zstd-level": 3,
             "x-postcopy-after-passes": 0, "x-link-timeout": 10000,
             "x-free-page-hints": True, "x-free-page-hint-wait": 100,
-            "x-placement": "auto", "x-send-splice": True})
+            "x-placement": "auto", "x-send-splice": True, **THROTTLE})
         q.cmd("migrate-set-parameters", {"multifd-channels": 2, "multifd-compression": "none",
                                          "multifd-zstd-level": 1})
         eq("x-free-page-hint-wait out of range", q.cmd("migrate-set-parameters", {"x-free-page-hint-wait": 10001}),
@@ -408,6 +413,26 @@ def case_commands(tmp):
            generic("Invalid parameter type for 'x-free-page-hints', expected: boolean"))
         eq("x-link-timeout out of range", q.cmd("migrate-set-parameters", {"x-link-timeout": 50}),
            generic("Parameter 'x-link-timeout' expects a value between 100 and 600000 ms"))
+        # Auto-converge: QEMU's parameters, ranges and messages.
+        eq("throttle parameters", q.cmd("migrate-set-parameters",
+                                        {"throttle-trigger-threshold": 80, "cpu-throttle-initial": 30,
+                                         "cpu-throttle-increment": 5, "cpu-throttle-tailslow": True,
+                                         "max-cpu-throttle": 90}), {"return": {}})
+        eq("throttle parameters read back",
+           {k: v for k, v in q.ret("query-migrate-parameters").items() if k in THROTTLE},
+           {"throttle-trigger-threshold": 80, "cpu-throttle-initial": 30, "cpu-throttle-increment": 5,
+            "cpu-throttle-tailslow": True, "max-cpu-throttle": 90})
+        for name, val, want in (
+                ("throttle-trigger-threshold", 0, "Parameter 'throttle_trigger_threshold' expects an integer in the range of 1 to 100"),
+                ("throttle-trigger-threshold", 101, "Parameter 'throttle_trigger_threshold' expects an integer in the range of 1 to 100"),
+                ("cpu-throttle-initial", 0, "Parameter 'cpu_throttle_initial' expects an integer in the range of 1 to 99"),
+                ("cpu-throttle-increment", 100, "Parameter 'cpu_throttle_increment' expects an integer in the range of 1 to 99"),
+                ("max-cpu-throttle", 100, "Parameter 'max_cpu_throttle' expects an integer in the range of cpu_throttle_initial to 99"),
+                ("max-cpu-throttle", 29, "Parameter 'max_cpu_throttle' expects an integer in the range of cpu_throttle_initial to 99"),
+                ("cpu-throttle-initial", 91, "Parameter 'max_cpu_throttle' expects an integer in the range of cpu_throttle_initial to 99"),
+                ("cpu-throttle-tailslow", 1, "Invalid parameter type for 'cpu-throttle-tailslow', expected: boolean")):
+            eq(f"{name}={val} refused", q.cmd("migrate-set-parameters", {name: val}), generic(want))
+        q.cmd("migrate-set-parameters", THROTTLE)
         eq("postcopy parameters", q.cmd("migrate-set-parameters",
                                         {"x-postcopy-after-passes": 2, "x-link-timeout": 3000}), {"return": {}})
         eq("postcopy parameters read back",
@@ -415,31 +440,34 @@ def case_commands(tmp):
            {"x-postcopy-after-passes": 2, "x-link-timeout": 3000})
         q.cmd("migrate-set-parameters", {"x-postcopy-after-passes": 0, "x-link-timeout": 10000,
             "x-free-page-hints": True, "x-free-page-hint-wait": 100,
-            "x-placement": "auto", "x-send-splice": True})
+            "x-placement": "auto", "x-send-splice": True, **THROTTLE})
         # Capabilities.
         eq("query-migrate-capabilities", q.ret("query-migrate-capabilities"),
            [{"capability": "events", "state": True}, {"capability": "multifd", "state": False},
-            {"capability": "postcopy-ram", "state": False}, {"capability": "postcopy-preempt", "state": False}])
+            {"capability": "postcopy-ram", "state": False}, {"capability": "postcopy-preempt", "state": False},
+            {"capability": "auto-converge", "state": False}])
         eq("set events", q.cmd("migrate-set-capabilities",
                                {"capabilities": [{"capability": "events", "state": True}]}), {"return": {}})
         eq("set multifd", q.cmd("migrate-set-capabilities",
                                 {"capabilities": [{"capability": "multifd", "state": True}]}), {"return": {}})
         eq("multifd read back", q.ret("query-migrate-capabilities"),
            [{"capability": "events", "state": True}, {"capability": "multifd", "state": True},
-            {"capability": "postcopy-ram", "state": False}, {"capability": "postcopy-preempt", "state": False}])
+            {"capability": "postcopy-ram", "state": False}, {"capability": "postcopy-preempt", "state": False},
+            {"capability": "auto-converge", "state": False}])
         eq("postcopy-preempt needs postcopy-ram", q.cmd("migrate-set-capabilities",
                                                         {"capabilities": [{"capability": "postcopy-preempt", "state": True}]}),
            generic("Postcopy preempt requires postcopy-ram"))
         eq("postcopy capabilities", q.cmd("migrate-set-capabilities", {"capabilities": [
             {"capability": "postcopy-ram", "state": True}, {"capability": "postcopy-preempt", "state": True}]}),
            {"return": {}})
-        eq("postcopy capabilities read back", q.ret("query-migrate-capabilities")[2:],
+        eq("postcopy capabilities read back", q.ret("query-migrate-capabilities")[2:4],
            [{"capability": "postcopy-ram", "state": True}, {"capability": "postcopy-preempt", "state": True}])
         eq("migrate-start-postcopy before migrate", q.cmd("migrate-start-postcopy"),
            generic("Postcopy must be started after migration has been started"))
         q.cmd("migrate-set-capabilities", {"capabilities": [
-            {"capability": "postcopy-ram", "state": False}, {"capability": "postcopy-preempt", "state": False}]})
-        for cap in ("auto-converge", "xbzrle"):
+            {"capability": "postcopy-ram", "state": False}, {"capability": "postcopy-preempt", "state": False},
+            {"capability": "auto-converge", "state": False}]})
+        for cap in ("xbzrle", "dirty-limit"):
             eq(f"capability {cap} refused", q.cmd("migrate-set-capabilities",
                                                    {"capabilities": [{"capability": cap, "state": True}]}),
                generic(f"Capability '{cap}' is not supported by this version of Ferry"))
@@ -775,6 +803,49 @@ def case_multifd_zstd(tmp):
         dst.stop()
 
 
+def case_auto_converge(tmp):
+    """A guest dirtying faster than max-bandwidth converges with auto-converge: the throttle
+    shows in query-migrate while it runs, is gone at the end, and the result is bit-exact."""
+    mig = "unix:" + os.path.join(tmp, "mig.sock")
+    spec = "mem=64M,vram=4M,vcpus=2,workload=random,rate=100M,wss=32M"
+    dst = Host(tmp, "dst", spec, ["--incoming", mig])
+    src = Host(tmp, "src", spec)
+    try:
+        dq, q = dst.qmp(), src.qmp()
+        eq("auto-converge on", q.cmd("migrate-set-capabilities",
+                                     {"capabilities": [{"capability": "auto-converge", "state": True}]}),
+           {"return": {}})
+        eq("auto-converge read back", q.ret("query-migrate-capabilities")[-1],
+           {"capability": "auto-converge", "state": True})
+        eq("throttle parameters", q.cmd("migrate-set-parameters",
+                                        {"max-bandwidth": 50 << 20, "downtime-limit": 50,
+                                         "cpu-throttle-initial": 50, "cpu-throttle-increment": 25}),
+           {"return": {}})
+        eq("migrate", q.cmd("migrate", {"uri": mig}), {"return": {}})
+        seen = set()
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            info = q.ret("query-migrate")
+            if "cpu-throttle-percentage" in info:
+                seen.add(info["cpu-throttle-percentage"])
+            if info["status"] in ("completed", "failed", "cancelled"):
+                break
+            time.sleep(0.05)
+        eq("auto-converge: completed", info["status"], "completed")
+        true("auto-converge: cpu-throttle-percentage seen while active", seen and seen <= {50, 75, 99}, str(seen))
+        true("auto-converge: no throttle shown at the end", "cpu-throttle-percentage" not in info, str(info))
+        thr = info.get("x-cpu-throttle", {})
+        true("auto-converge: peak and raises", thr.get("peak", 0) >= 50 and thr.get("raises", 0) >= 1 and
+             thr["peak"] == {1: 50, 2: 75}.get(thr["raises"], 99), str(thr))
+        true("destination completed", dq.wait_event(is_status("completed")) is not None)
+        verify_destination("auto-converge", dq)
+        q.close()
+        dq.close()
+    finally:
+        src.stop()
+        dst.stop()
+
+
 def case_postcopy_pause_recover(tmp):
     """Postcopy over QMP: start it by command, pause by hand, recover on a new URI, bit-exact."""
     spec = "mem=384M,vram=4M,vcpus=2,workload=random,rate=max"
@@ -851,6 +922,7 @@ CASES = [
     case_cancel_on_destination,
     case_garbage_and_slow_clients,
     case_multifd_zstd,
+    case_auto_converge,
     case_postcopy_pause_recover,
 ]
 

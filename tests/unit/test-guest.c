@@ -263,6 +263,18 @@ static void test_create_bad(void **state)
 /* ------------------------------------------------------------------------ */
 /* Determinism and the oracle                                               */
 
+/* Waits (up to 10 s: a loaded host may not run a vCPU for a while) until every vCPU passed min. */
+static void wait_steps_above(ferry_guest_t *g, const uint64_t *min)
+{
+	uint64_t s[2];
+	for (int k = 0; k < 1000; k++) {
+		ferry_guest_steps(g, s);
+		if (s[0] > min[0] && s[1] > min[1])
+			return;
+		sleep_ms(10);
+	}
+}
+
 static void run_stop_verify(const char *spec)
 {
 	ferry_guest_t *g = make_guest(spec, false);
@@ -273,6 +285,8 @@ static void run_stop_verify(const char *spec)
 	assert_true(ferry_guest_running(g));
 	assert_int_equal(ferry_guest_start(g), 0); /* idempotent */
 	sleep_ms(50);
+	const uint64_t zero[2] = { 0, 0 };
+	wait_steps_above(g, zero);
 	assert_int_equal(ferry_guest_stop(g), 0);
 	assert_false(ferry_guest_running(g));
 	ferry_guest_steps(g, s1);
@@ -280,6 +294,7 @@ static void run_stop_verify(const char *spec)
 	assert_int_equal(ferry_guest_stop(g), 0); /* idempotent */
 	assert_int_equal(ferry_guest_start(g), 0);
 	sleep_ms(20);
+	wait_steps_above(g, s1);
 	assert_int_equal(ferry_guest_stop(g), 0);
 	ferry_guest_steps(g, s2);
 	assert_true(s2[0] > s1[0] && s2[1] > s1[1]);
@@ -627,11 +642,23 @@ static void test_throttle(void **state)
 	assert_true(throttled * 2 < free_run);
 	assert_int_equal(ferry_guest_set_throttle(g, 100), -EINVAL);
 	assert_int_equal(ferry_guest_set_throttle(g, 0), 0);
+	/* The migration's throttle (auto-converge) is its own: the higher one wins. */
+	assert_int_equal(ferry_guest_set_mig_throttle(g, 90), 0);
+	assert_int_equal(ferry_guest_mig_throttle(g), 90);
+	throttled = steps_in_window(g, 200);
+	assert_true(throttled * 2 < free_run);
+	assert_int_equal(ferry_guest_set_mig_throttle(g, 100), -EINVAL);
+	assert_int_equal(ferry_guest_set_mig_throttle(g, 0), 0);
+	assert_int_equal(ferry_guest_mig_throttle(g), 0);
 	assert_verify_matches(g);
 	ferry_guest_destroy(g);
 
-	/* throttle= in the config applies from the start. */
+	/* throttle= in the config applies from the start, and stays when the migration's ends. */
 	g = make_guest("mem=64M,vcpus=1,workload=random,throttle=90", false);
+	throttled = steps_in_window(g, 200);
+	assert_true(throttled * 2 < free_run);
+	assert_int_equal(ferry_guest_set_mig_throttle(g, 20), 0);
+	assert_int_equal(ferry_guest_set_mig_throttle(g, 0), 0);
 	throttled = steps_in_window(g, 200);
 	assert_true(throttled * 2 < free_run);
 	ferry_guest_destroy(g);

@@ -63,6 +63,12 @@ void ferry_mig_params_init(ferry_mig_params *p)
 	p->hint_wait_ms = 100;
 	p->placement = FERRY_PLACE_AUTO;
 	p->send_splice = true;
+	p->auto_converge = false;
+	p->throttle_trigger_threshold = 50;
+	p->cpu_throttle_initial = 20;
+	p->cpu_throttle_increment = 10;
+	p->cpu_throttle_tailslow = false;
+	p->max_cpu_throttle = 99;
 }
 
 static bool is_final(ferry_mig_status s)
@@ -273,6 +279,11 @@ static int params_check(const ferry_mig_params *p)
 	    p->link_timeout_ms > 600000 || p->hint_wait_ms > 10000 ||
 	    p->placement > FERRY_PLACE_MAPPING)
 		return -EINVAL;
+	if (p->throttle_trigger_threshold < 1 || p->throttle_trigger_threshold > 100 ||
+	    p->cpu_throttle_initial < 1 || p->cpu_throttle_initial > 99 ||
+	    p->cpu_throttle_increment < 1 || p->cpu_throttle_increment > 99 ||
+	    p->max_cpu_throttle < p->cpu_throttle_initial || p->max_cpu_throttle > 99)
+		return -EINVAL;
 	return 0;
 }
 
@@ -285,6 +296,8 @@ int ferry_migrate_start(ferry_vm_t *vm, const char *uri, const ferry_mig_params 
 		return -EINVAL;
 	if (!vm->nblocks)
 		return -EINVAL;
+	if (params && params->auto_converge && !vm->vcpu_ops.set_throttle)
+		return -ENOTSUP;
 	struct ferry_migration *m = mig_new(vm, false, uri);
 	if (!m)
 		return -ENOMEM;

@@ -9,7 +9,10 @@
  * stopped, the last dirty pages go out in the END section, followed by every
  * device's state (FULL sections), the run state and EOF. The destination
  * answers SHUT on the return path once its vCPUs run (or it failed); the
- * time from our stop to that answer is the downtime.
+ * time from our stop to that answer is the downtime. With auto-converge,
+ * each log sync also feeds the throttle decision (throttle.h), which may
+ * slow the guest's vCPUs down; they run at full speed again when the
+ * migration ends.
  *
  * mig/src/rp reads the return path. It shares only rp_* fields with the main
  * thread, under rp_lock.
@@ -28,6 +31,7 @@
 
 #include "migration/multifd.h"
 #include "migration/postcopy.h"
+#include "migration/throttle.h"
 #include "stream/format.h"
 #include "transport/transport.h"
 
@@ -699,6 +703,33 @@ static int pc_run(struct ferry_migration *m, ferry_ram_saver *rs)
 	}
 }
 
+/* Auto-converge: applies a new vCPU throttle percentage and shows it. */
+static void throttle_apply(struct ferry_migration *m, ferry_throttle *t, unsigned pct)
+{
+	ferry_vm_t *vm = m->vm;
+	int r = vm->vcpu_ops.set_throttle(vm->vcpu_opaque, (int)pct);
+	if (r)
+		ferry_warn("auto-converge: cannot throttle the vCPUs to %u%%: %s", pct,
+			   ferry_strerror(r));
+	else if (pct)
+		ferry_info("auto-converge: vCPUs throttled to %u%%", pct);
+	t->pct = pct;
+	pthread_mutex_lock(&m->stats_lock);
+	m->info.cpu_throttle_percentage = pct;
+	if (pct > m->info.cpu_throttle_peak) {
+		m->info.cpu_throttle_peak = pct;
+		m->info.cpu_throttle_raises++;
+	}
+	pthread_mutex_unlock(&m->stats_lock);
+}
+
+/* The migration ends (any outcome): the guest runs at full speed again. */
+static void throttle_end(struct ferry_migration *m, ferry_throttle *t)
+{
+	if (t->pct)
+		throttle_apply(m, t, 0);
+}
+
 static void update_info(struct ferry_migration *m, ferry_ram_saver *rs, uint32_t pass,
 			uint64_t dirty_rate, uint64_t bw, bool stalled)
 {
@@ -724,6 +755,7 @@ void *ferry__source_thread(void *arg)
 	bool stopped_by_us = false, committed = false;
 	ferry_mf_sender mf = { .inited = false };
 	ferry_mf_job *mf_job = NULL;
+	ferry_throttle thr = { .pct = 0 };
 	char err[256];
 	int fd = -1, r;
 
@@ -838,6 +870,7 @@ void *ferry__source_thread(void *arg)
 	uint32_t pass = 0;
 	bool stalled = false, postcopy = false;
 	uint64_t last_sync = ferry__now_ns();
+	ferry__throttle_init(&thr, last_sync, rs.sent_bytes);
 	for (;;) {
 		pass++;
 		ferry__mig_event(m, FERRY_EVENT_PASS, pass);
@@ -875,6 +908,12 @@ void *ferry__source_thread(void *arg)
 		}
 		if ((double)remaining <= threshold)
 			break;
+		if (p0.auto_converge) {
+			int pct = ferry__throttle_sync(&thr, &params, now, newly * FERRY_PAGE_SIZE,
+						       rs.sent_bytes);
+			if (pct >= 0)
+				throttle_apply(m, &thr, (unsigned)pct);
+		}
 	}
 
 	if (postcopy && (r = pc_prediscard(m, &rs)))
@@ -968,6 +1007,7 @@ completed:
 	m->info.mbps = (double)m->info.throughput_bps * 8 / 1e6;
 	m->info.remaining = 0;
 	pthread_mutex_unlock(&m->stats_lock);
+	throttle_end(m, &thr);
 	ferry__vm_own_run(vm, false);
 	ferry__mig_set_status(m, FERRY_MIG_COMPLETED);
 	/* Housekeeping after completion: unprotecting RAM takes ~10 ms per GiB. */
@@ -1018,6 +1058,7 @@ out:
 		else
 			ferry__mig_set_error(m, r, "%s", ferry_strerror(r));
 	}
+	throttle_end(m, &thr);
 	ferry__vm_own_run(vm, false);
 	if (committed) {
 		/*
