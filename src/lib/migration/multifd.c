@@ -483,11 +483,12 @@ static int recv_packet(ferry_mf_recv_chan *c)
 		if ((e = ferry__ram_place_zero(in, rb, idx[i])))
 			return e;
 	/*
-	 * `received` is shared by all receive threads: set bits atomically.
+	 * `received` (pages holding data: zero pages are left as they were,
+	 * see ram.c) is shared by all receive threads: set bits atomically.
 	 * Within a pass each page is sent once; across passes the sync orders
 	 * these updates (the release happens under r->lock).
 	 */
-	for (uint32_t i = 0; i < nn + nz; i++)
+	for (uint32_t i = 0; i < nn; i++)
 		ferry__bitmap_set_range_atomic((_Atomic unsigned long *)rb->received, idx[i], 1);
 	pthread_mutex_lock(&r->lock);
 	r->pages += nn;

@@ -197,6 +197,8 @@ int ferry__pc_dst_discard(ferry_pc_dst *pc, ferry_chan *c, const uint8_t *p, siz
 			return ferry__chan_fail(c, -errno, "cannot discard pages %llu..%llu of '%s': %s",
 						(unsigned long long)s, (unsigned long long)e - 1,
 						rb->name, strerror(errno));
+		/* Holes again: nothing may write them but a placement (see place_uffd). */
+		ferry__bitmap_clear_range(rb->received, s, e - s);
 		s = ferry__bitmap_next_set(msg, end, e);
 		runs++;
 	}

@@ -31,6 +31,13 @@ static inline bool ferry__bitmap_test(const unsigned long *map, uint64_t bit)
 	return (map[bit / FERRY_BITS_PER_LONG] >> (bit % FERRY_BITS_PER_LONG)) & 1;
 }
 
+/* Reads a bit of a map whose other bits other threads may set atomically. */
+static inline bool ferry__bitmap_test_atomic(const unsigned long *map, uint64_t bit)
+{
+	unsigned long w = __atomic_load_n(&map[bit / FERRY_BITS_PER_LONG], __ATOMIC_RELAXED);
+	return (w >> (bit % FERRY_BITS_PER_LONG)) & 1;
+}
+
 static inline void ferry__bitmap_set(unsigned long *map, uint64_t bit)
 {
 	map[bit / FERRY_BITS_PER_LONG] |= 1UL << (bit % FERRY_BITS_PER_LONG);
