@@ -9,3 +9,4 @@ python3 bench/precopy.py "$@"
 python3 bench/vs-qemu/run.py  # Ferry and QEMU side by side (installs qemu-system-x86 if absent)
 python3 bench/postcopy.py
 python3 bench/hints.py
+python3 bench/autoconverge.py

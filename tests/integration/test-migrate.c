@@ -197,18 +197,26 @@ static void t_destination_dies_then_retry(void **state)
 	side_destroy(&dst);
 }
 
+/*
+ * Two sides of spec: the destination listens on the returned URI, the
+ * source guest runs.
+ */
+static const char *running_pair(side *src, side *dst, const char *spec)
+{
+	side_create(src, spec, FERRY_DIRTY_WP_ASYNC, false);
+	side_create(dst, spec, FERRY_DIRTY_WP_ASYNC, true);
+	const char *uri = test_uri();
+	assert_int_equal(ferry_migrate_incoming(dst->vm, uri), 0);
+	assert_int_equal(ferry_vm_start(src->vm), 0);
+	return uri;
+}
+
 /* A guest dirtying faster than max-bandwidth never switches over; cancel. */
 static void t_no_convergence_then_cancel(void **state)
 {
 	(void)state;
 	side src, dst;
-	side_create(&src, "mem=256M,vram=4M,vcpus=2,rate=max,wss=64M,workload=random",
-		    FERRY_DIRTY_WP_ASYNC, false);
-	side_create(&dst, "mem=256M,vram=4M,vcpus=2,rate=max,wss=64M,workload=random",
-		    FERRY_DIRTY_WP_ASYNC, true);
-	const char *uri = test_uri();
-	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
-	assert_int_equal(ferry_vm_start(src.vm), 0);
+	const char *uri = running_pair(&src, &dst, "mem=256M,vram=4M,vcpus=2,rate=max,wss=64M,workload=random");
 	ferry_mig_params p;
 	ferry_mig_params_init(&p);
 	p.max_bandwidth = 400 * MiB;
@@ -247,15 +255,10 @@ static void t_live_params(void **state)
 {
 	(void)state;
 	side src, dst;
-	const char *spec = "mem=256M,vram=4M,vcpus=2,rate=max,wss=64M,workload=random";
-	side_create(&src, spec, FERRY_DIRTY_WP_ASYNC, false);
-	side_create(&dst, spec, FERRY_DIRTY_WP_ASYNC, true);
-	const char *uri = test_uri();
+	const char *uri = running_pair(&src, &dst, "mem=256M,vram=4M,vcpus=2,rate=max,wss=64M,workload=random");
 	ferry_mig_params p;
 	ferry_mig_params_init(&p);
-	assert_int_equal(ferry_migration_set_params(src.vm, &p), -ENOENT);
-	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
-	assert_int_equal(ferry_vm_start(src.vm), 0);
+	assert_int_equal(ferry_migration_set_params(src.vm, &p), -ENOENT); /* nothing runs yet */
 	p.max_bandwidth = 400 * MiB;
 	p.downtime_limit_ms = 20;
 	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
@@ -339,12 +342,8 @@ static void t_auto_converge(void **state)
 	(void)state;
 	side src, dst;
 	thr_rec rec;
-	side_create(&src, AC_SPEC, FERRY_DIRTY_WP_ASYNC, false);
-	side_create(&dst, AC_SPEC, FERRY_DIRTY_WP_ASYNC, true);
+	const char *uri = running_pair(&src, &dst, AC_SPEC);
 	rec_attach(&rec, &src);
-	const char *uri = test_uri();
-	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
-	assert_int_equal(ferry_vm_start(src.vm), 0);
 	ferry_mig_params p;
 	ferry_mig_params_init(&p);
 	p.max_bandwidth = 100 * MiB;
@@ -390,13 +389,8 @@ static void t_auto_converge_cap_then_cancel(void **state)
 	(void)state;
 	side src, dst;
 	thr_rec rec;
-	const char *spec = "mem=32M,vram=4M,vcpus=2,rate=100M,wss=16M,workload=random";
-	side_create(&src, spec, FERRY_DIRTY_WP_ASYNC, false);
-	side_create(&dst, spec, FERRY_DIRTY_WP_ASYNC, true);
+	const char *uri = running_pair(&src, &dst, "mem=32M,vram=4M,vcpus=2,rate=100M,wss=16M,workload=random");
 	rec_attach(&rec, &src);
-	const char *uri = test_uri();
-	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
-	assert_int_equal(ferry_vm_start(src.vm), 0);
 	ferry_mig_params p;
 	ferry_mig_params_init(&p);
 	p.max_bandwidth = 20 * MiB;
