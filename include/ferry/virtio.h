@@ -274,6 +274,18 @@ FERRY_EXTERN int ferry_balloon_setup_vq(ferry_balloon_t *b, const ferry_vq_confi
 FERRY_EXTERN ferry_vq_t *ferry_balloon_free_page_vq(ferry_balloon_t *b);
 
 /*
+ * The balloon's own device state ("virtio-balloon", version 1): the next
+ * command id and the one published in the config. Register it for b on
+ * both sides, next to its free page queue:
+ *   ferry_device_register(vm, "virtio-balloon", 0, ferry_balloon_vmsd(), b)
+ * so that command ids are never reused after a migration (a report the
+ * guest queued before switchover is then ignored on the destination, never
+ * taken for a later migration's). Loading it publishes the source's id,
+ * for which nothing is hinted. Not while b is polled.
+ */
+FERRY_EXTERN const ferry_vmsd *ferry_balloon_vmsd(void);
+
+/*
  * Publishes a new command id (returned): hints from now on are for it
  * only. The migration calls it right after each dirty-log sync.
  */

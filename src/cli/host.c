@@ -371,11 +371,12 @@ static void print_ready(const host *h, char **qmp, int nqmp)
 
 /*
  * A virtio-balloon with free page hints over the guest's physical layout:
- * its free page queue is device state (both sides register it, so it
- * migrates), it is attached to the VM (outgoing migrations ask it for
- * hints), and a source guest gets its driver, answering in the background.
- * An incoming guest gets no driver: its rings arrive with its RAM, and
- * laying out fresh ones would write RAM that is still arriving.
+ * its state and its free page queue's are device state (both sides
+ * register them, so they migrate), it is attached to the VM (outgoing
+ * migrations ask it for hints), and the guest gets its driver, answering
+ * in the background. An incoming guest's driver attaches in its first
+ * round, once the guest runs on the destination: its rings arrive with its
+ * RAM, so it can answer hints when the guest migrates on.
  */
 static int balloon_setup(host *h)
 {
@@ -383,6 +384,8 @@ static int balloon_setup(host *h)
 	int n = ferry_guest_gpa_regions(h->g, reg, 4), r;
 	if (n < 0 || (r = ferry_gpa_map_create(reg, (unsigned)n, &h->gpa)) ||
 	    (r = ferry_balloon_create(h->gpa, &h->balloon)) ||
+	    (r = ferry_device_register(h->vm, "virtio-balloon", 0, ferry_balloon_vmsd(),
+				       h->balloon)) ||
 	    (r = ferry_device_register(h->vm, "virtio-balloon-fpq", 0, ferry_vq_vmsd(),
 				       ferry_balloon_free_page_vq(h->balloon))) ||
 	    (r = ferry_vm_set_balloon(h->vm, h->balloon))) {
@@ -390,9 +393,8 @@ static int balloon_setup(host *h)
 		fprintf(stderr, "ferry host: cannot set up the balloon: %s\n", ferry_strerror(r));
 		return r;
 	}
-	if (h->incoming != HOST_INCOMING_NONE)
-		return 0;
-	ferry_guest_balloon_opts bo = { .background = true };
+	ferry_guest_balloon_opts bo = { .background = true,
+					.deferred = h->incoming != HOST_INCOMING_NONE };
 	if ((r = ferry_guest_balloon_create(h->g, h->balloon, &bo, &h->bdrv)))
 		fprintf(stderr, "ferry host: cannot start the guest's balloon driver: %s\n",
 			ferry_strerror(r));

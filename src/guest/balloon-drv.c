@@ -55,6 +55,8 @@ struct ferry_guest_balloon {
 	ferry_ram_block_t *dirty_rb; /* pc.ram in explicit dirty mode, else NULL */
 	unsigned cmd_next;
 	uint32_t last_id;     /* last id answered or abandoned */
+	bool attached;        /* rings laid out or re-attached */
+	int attach_err;       /* why that failed (then every round says so) */
 	ferry_guest_balloon_stats stats;
 };
 
@@ -154,11 +156,56 @@ static int post_range(void *opaque, uint64_t gpa, uint64_t len)
 	return 0;
 }
 
+/*
+ * Lays out the rings and enables the queue, or, if the device's queue is
+ * enabled already (its state was migrated), re-attaches to the rings in
+ * guest RAM. Caller holds d->lock or owns d alone.
+ */
+static int attach_rings(ferry_guest_balloon_t *d)
+{
+	uint8_t *host;
+	uint64_t gpa, size;
+	ferry_guest_virtio_area(d->g, &host, &gpa, &size);
+	const uint64_t ring = (ferry_gvq_area_size(FREE_PAGE_RING) + 15) & ~15ull;
+	int r;
+	ferry_vq_t *vq = ferry_balloon_free_page_vq(d->dev);
+	if (ferry_vq_ready(vq)) {
+		/* Migrated: the rings and the driver's state are in guest RAM. */
+		r = ferry_gvq_attach(&d->q, host, gpa, ring);
+	} else {
+		const uint64_t features = ferry_balloon_features(d->dev) &
+					  (1ull << VIRTIO_RING_F_EVENT_IDX |
+					   1ull << VIRTIO_RING_F_INDIRECT_DESC);
+		r = ferry_gvq_init(&d->q, host, gpa, ring, FREE_PAGE_RING, features);
+		if (r == 0) {
+			ferry_vq_config cfg;
+			ferry_gvq_config(&d->q, &cfg);
+			r = ferry_balloon_setup_vq(d->dev, &cfg);
+		}
+		if (d->dirty_rb)
+			ferry_ram_mark_dirty(d->dirty_rb, gpa, size);
+	}
+	if (r == 0) {
+		ferry_gvq_set_dirty_log(&d->q, d->dirty_rb, gpa);
+		/* The guest does not take interrupts: it reaps when it needs room. */
+		ferry_gvq_enable_interrupts(&d->q, false);
+	}
+	d->attach_err = r;
+	d->attached = r == 0;
+	return r;
+}
+
 static int64_t service(ferry_guest_balloon_t *d, const atomic_int *stop)
 {
 	pthread_mutex_lock(&d->lock);
-	reap(d);
 	int64_t r = 0;
+	if (!d->attached) {
+		/* Deferred: the first round, the guest running (its RAM is here). */
+		r = d->attach_err ? d->attach_err : attach_rings(d);
+		if (r < 0)
+			goto out;
+	}
+	reap(d);
 	const uint32_t id = config_id(d);
 	if (id < FERRY_BALLOON_CMD_ID_MIN || id == d->last_id)
 		goto out;
@@ -222,31 +269,9 @@ int ferry_guest_balloon_create(ferry_guest_t *g, ferry_balloon_t *dev,
 	if (ferry_vm_dirty_mode(ferry_guest_vm(g)) == FERRY_DIRTY_EXPLICIT)
 		d->dirty_rb = ferry_guest_ram_block(g, 0);
 
-	int r;
-	ferry_vq_t *vq = ferry_balloon_free_page_vq(dev);
-	if (ferry_vq_ready(vq)) {
-		/* Migrated: the rings and the driver's state are in guest RAM. */
-		r = ferry_gvq_attach(&d->q, host, gpa, ring);
-	} else {
-		const uint64_t features = ferry_balloon_features(dev) &
-					  (1ull << VIRTIO_RING_F_EVENT_IDX |
-					   1ull << VIRTIO_RING_F_INDIRECT_DESC);
-		r = ferry_gvq_init(&d->q, host, gpa, ring, FREE_PAGE_RING, features);
-		if (r == 0) {
-			ferry_vq_config cfg;
-			ferry_gvq_config(&d->q, &cfg);
-			r = ferry_balloon_setup_vq(dev, &cfg);
-		}
-		if (d->dirty_rb)
-			ferry_ram_mark_dirty(d->dirty_rb, gpa, size);
-	}
-	if (r == 0) {
-		ferry_gvq_set_dirty_log(&d->q, d->dirty_rb, gpa);
-		/* The guest does not take interrupts: it reaps when it needs room. */
-		ferry_gvq_enable_interrupts(&d->q, false);
-		if (d->o.background)
-			r = ferry_guest_add_activity(g, activity, d);
-	}
+	int r = d->o.deferred ? 0 : attach_rings(d);
+	if (r == 0 && d->o.background)
+		r = ferry_guest_add_activity(g, activity, d);
 	if (r < 0) {
 		ferry_guest_balloon_destroy(d);
 		return r;

@@ -30,6 +30,13 @@ typedef struct ferry_guest_balloon_opts {
 	bool background;
 	/* Give up a report when the ring stays full this long; 0 = 1000 ms. */
 	unsigned wait_ms;
+	/*
+	 * Lay out (or re-attach to) the rings in the first round instead of
+	 * now: for an incoming guest, whose rings and driver state arrive with
+	 * its RAM and whose device state (queue enabled or not) is not loaded
+	 * yet. The first round runs once the guest runs on the destination.
+	 */
+	bool deferred;
 } ferry_guest_balloon_opts;
 
 typedef struct ferry_guest_balloon_stats {
@@ -45,6 +52,7 @@ typedef struct ferry_guest_balloon_stats {
  * ferry_guest_gpa_regions()). If the device's free page queue is already
  * enabled (its state was migrated), the driver re-attaches to its rings in
  * guest RAM; otherwise it lays them out afresh and enables the queue.
+ * With opts->deferred that choice is made in the first round instead.
  * Needs cfg.virtio and an attached guest, stopped. Returns 0, -EINVAL
  * (no virtio area, not attached, no valid rings to re-attach to), -EBUSY,
  * -ENOMEM or an error from the device.

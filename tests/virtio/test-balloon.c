@@ -12,8 +12,11 @@
  *  - ids start at 0x80000000 and increase; the config shows STOP / DONE;
  *  - malformed free page chains (command buffer size, mixed buffers, two
  *    command buffers, a range outside RAM) break the queue with a message;
- *    only whole pages of a range are hinted.
+ *    only whole pages of a range are hinted;
+ *  - the balloon's state migrates: a report queued before switchover is
+ *    stale on the destination, and impossible ids are refused.
  */
+#include <endian.h>
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -480,6 +483,108 @@ static void test_partial_pages(void **state)
 	rfx_teardown(&f);
 }
 
+/* Encodes vmsd of opaque on one side and loads it into opaque2 on the other. */
+static int move_state(const ferry_vmsd *v, void *from, void *to, char *err, size_t len)
+{
+	uint8_t buf[4096];
+	int64_t n = ferry_vmsd_encode(v, from, buf, sizeof(buf));
+	assert_true(n > 0 && n <= (int64_t)sizeof(buf));
+	return ferry_vmsd_decode(v, to, v->version, buf, (size_t)n, err, len);
+}
+
+/*
+ * A report the guest queued before switchover is still in its rings on the
+ * destination (they arrive with its RAM). The balloon's state migrates, so
+ * the destination's next id is new and that report stays stale: nothing
+ * of it is hinted (were the ids to start over at 0x80000000, its buffers
+ * would pass for the new report, and pages written since would be dropped).
+ */
+static void test_migrated_report_stale(void **state)
+{
+	(void)state;
+	struct hfx f;
+	hfx_setup(&f, 4 * MiB, 1, 20);
+	run_to(&f, 3000);
+	f.auto_poll = false; /* the source never polls this report */
+	uint32_t id1 = ferry_balloon_hint_start(f.b);
+	assert_int_equal(id1, FERRY_BALLOON_CMD_ID_MIN);
+	int64_t r = ferry_guest_balloon_service(f.d);
+	assert_true(r > 0 || r == -ETIMEDOUT);
+	ferry_balloon_hint_done(f.b); /* switchover */
+
+	/* The destination's balloon, over the same guest RAM. */
+	ferry_balloon_t *b2;
+	char err[256] = "";
+	assert_int_equal(ferry_balloon_create(f.map, &b2), 0);
+	assert_int_equal(move_state(ferry_balloon_vmsd(), f.b, b2, err, sizeof(err)), 0);
+	assert_int_equal(move_state(ferry_vq_vmsd(), ferry_balloon_free_page_vq(f.b),
+				    ferry_balloon_free_page_vq(b2), err, sizeof(err)),
+			 0);
+	struct virtio_balloon_config c;
+	ferry_balloon_config_read(b2, &c);
+	assert_int_equal(le32toh(c.free_page_hint_cmd_id), VIRTIO_BALLOON_CMD_ID_DONE);
+
+	/* The guest migrates on: the destination asks for hints. */
+	uint32_t id2 = ferry_balloon_hint_start(b2);
+	assert_int_equal(id2, id1 + 1);
+	int n = ferry_balloon_hint_poll(b2, on_hint, &f);
+	assert_true(n > 1);
+	ferry_balloon_stats s;
+	ferry_balloon_get_stats(b2, &s);
+	ferry_guest_balloon_stats gs;
+	ferry_guest_balloon_get_stats(f.d, &gs);
+	assert_true(gs.buffers > 0);
+	assert_int_equal(f.callbacks, 0);
+	assert_int_equal(s.pages_hinted, 0);
+	assert_int_equal(s.ignored_buffers, 1 + gs.buffers);
+	assert_false(ferry_balloon_hint_complete(b2));
+	ferry_balloon_destroy(b2);
+	hfx_teardown(&f);
+}
+
+/* Sets u32 field `name` in an encoded vmsd body (tag 0x01, type, name, size, value). */
+static void patch_u32(uint8_t *buf, size_t len, const char *name, uint32_t v)
+{
+	size_t nl = strlen(name);
+	for (size_t i = 0; i + 3 + nl + 8 <= len; i++) {
+		if (buf[i] != 0x01 || buf[i + 2] != nl || memcmp(buf + i + 3, name, nl))
+			continue;
+		uint8_t *p = buf + i + 3 + nl;
+		assert_int_equal(p[3], 4); /* size, big-endian */
+		p[4] = (uint8_t)(v >> 24), p[5] = (uint8_t)(v >> 16), p[6] = (uint8_t)(v >> 8), p[7] = (uint8_t)v;
+		return;
+	}
+	fail_msg("field %s not found", name);
+}
+
+/* Balloon state that cannot be right is refused; the balloon keeps its ids. */
+static void test_bad_state(void **state)
+{
+	(void)state;
+	struct hfx f;
+	hfx_setup(&f, 4 * MiB, 1, 20);
+	ferry_balloon_t *b2;
+	assert_int_equal(ferry_balloon_create(f.map, &b2), 0);
+	static const struct {
+		uint32_t next, id;
+	} bad[] = { { 5, VIRTIO_BALLOON_CMD_ID_DONE }, { FERRY_BALLOON_CMD_ID_MIN, 2 } };
+	for (unsigned i = 0; i < 2; i++) {
+		uint8_t buf[256];
+		int64_t n = ferry_vmsd_encode(ferry_balloon_vmsd(), f.b, buf, sizeof(buf));
+		assert_true(n > 8 && n <= (int64_t)sizeof(buf));
+		patch_u32(buf, (size_t)n, "next_cmd_id", bad[i].next);
+		patch_u32(buf, (size_t)n, "free_page_hint_cmd_id", bad[i].id);
+		char err[256] = "";
+		assert_int_equal(ferry_vmsd_decode(ferry_balloon_vmsd(), b2, 1, buf, (size_t)n, err,
+						   sizeof(err)),
+				 FERRY_EBADSTREAM);
+		assert_string_equal(err, "virtio-balloon: post_load failed: corrupt or truncated migration stream");
+	}
+	assert_int_equal(ferry_balloon_hint_start(b2), FERRY_BALLOON_CMD_ID_MIN);
+	ferry_balloon_destroy(b2);
+	hfx_teardown(&f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -494,6 +599,8 @@ int main(void)
 		cmocka_unit_test(test_two_cmds),
 		cmocka_unit_test(test_range_outside),
 		cmocka_unit_test(test_partial_pages),
+		cmocka_unit_test(test_migrated_report_stale),
+		cmocka_unit_test(test_bad_state),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

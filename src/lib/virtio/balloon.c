@@ -32,6 +32,14 @@
  * with length 0 (the device writes nothing). Only whole pages inside a
  * range are hinted: a partial page may hold live data.
  *
+ * Migration: the next id and the published one are device state
+ * (ferry_balloon_vmsd), as QEMU migrates free_page_hint_cmd_id: ids are
+ * never reused across hosts, so buffers of a report the guest had queued
+ * before switchover (its rings arrive with its RAM) can never pass for a
+ * report of a later migration from the destination, whose hints would
+ * then drop pages written since. A loaded id is never current: whatever
+ * the rings still hold for it is ignored.
+ *
  * Thread: the config's command id is an atomic (the guest reads it from
  * its own threads). Everything else, the queue included, is protected by
  * b->lock, so that start/stop/done are atomic with respect to a poll: once
@@ -63,6 +71,11 @@ struct ferry_balloon {
 	bool stopped;       /* STOP or DONE published since cur_id */
 	uint32_t report_id; /* id the guest's open report announced, 0 if none */
 	ferry_balloon_stats stats;
+	/* Device state (ferry_balloon_vmsd): filled by pre_save, read by post_load. */
+	struct {
+		uint32_t next_id;
+		uint32_t cmd_id;
+	} mig;
 	struct iovec iov[CHAIN_MAX];
 	uint64_t gpa[CHAIN_MAX];
 };
@@ -289,4 +302,65 @@ void ferry_balloon_get_stats(ferry_balloon_t *b, ferry_balloon_stats *st)
 	pthread_mutex_lock(&b->lock);
 	*st = b->stats;
 	pthread_mutex_unlock(&b->lock);
+}
+
+/* ------------------------------------------------------------------ */
+/* Device state.                                                      */
+
+static int balloon_pre_save(void *opaque)
+{
+	ferry_balloon_t *b = opaque;
+	pthread_mutex_lock(&b->lock);
+	b->mig.next_id = b->next_id;
+	b->mig.cmd_id = atomic_load(&b->cmd_id);
+	pthread_mutex_unlock(&b->lock);
+	return 0;
+}
+
+static int balloon_post_load(void *opaque, uint32_t version)
+{
+	ferry_balloon_t *b = opaque;
+	(void)version;
+	const uint32_t next = b->mig.next_id, id = b->mig.cmd_id;
+	if (next < FERRY_BALLOON_CMD_ID_MIN) {
+		ferry_warn("virtio-balloon state: next command id 0x%x is below 0x%x", next,
+			   FERRY_BALLOON_CMD_ID_MIN);
+		return FERRY_EBADSTREAM;
+	}
+	if (id > VIRTIO_BALLOON_CMD_ID_DONE && id < FERRY_BALLOON_CMD_ID_MIN) {
+		ferry_warn("virtio-balloon state: published command id 0x%x is neither STOP, DONE "
+			   "nor >= 0x%x",
+			   id, FERRY_BALLOON_CMD_ID_MIN);
+		return FERRY_EBADSTREAM;
+	}
+	pthread_mutex_lock(&b->lock);
+	b->next_id = next;
+	/* The guest keeps seeing the id it saw; nothing is hinted for it here. */
+	b->cur_id = id >= FERRY_BALLOON_CMD_ID_MIN ? id : 0;
+	b->stopped = true;
+	b->report_id = 0;
+	atomic_store(&b->complete, false);
+	publish(b, id);
+	pthread_mutex_unlock(&b->lock);
+	return 0;
+}
+
+static const ferry_field balloon_fields[] = {
+	{ "next_cmd_id", FERRY_FT_U32, offsetof(struct ferry_balloon, mig.next_id), 4, 0 },
+	{ "free_page_hint_cmd_id", FERRY_FT_U32, offsetof(struct ferry_balloon, mig.cmd_id), 4, 0 },
+	FERRY_FIELD_END,
+};
+
+static const ferry_vmsd balloon_vmsd = {
+	.name = "virtio-balloon",
+	.version = 1,
+	.min_version = 1,
+	.fields = balloon_fields,
+	.pre_save = balloon_pre_save,
+	.post_load = balloon_post_load,
+};
+
+const ferry_vmsd *ferry_balloon_vmsd(void)
+{
+	return &balloon_vmsd;
 }
