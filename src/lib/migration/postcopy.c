@@ -12,6 +12,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -26,8 +27,17 @@ void ferry__pc_boost_thread(void)
 {
 	/*
 	 * A vCPU waits on this thread: run it before the (busy) vCPU threads.
-	 * Best effort: needs CAP_SYS_NICE, and nothing breaks without it.
+	 * SCHED_FIFO at the lowest real-time priority, so that it preempts them
+	 * the moment it wakes. Measured (bench/postcopy.py, preempt, 6 runs
+	 * each): p99 fault latency 344-884 us, against 557-2359 us at nice -10
+	 * and 786-1703 us with nice -10 plus a 100 us EEVDF slice. It sleeps
+	 * in read()/poll() between faults, and the kernel's real-time
+	 * throttling bounds it anyway. Without the right (CAP_SYS_NICE or
+	 * RLIMIT_RTPRIO) nice -10; without that either, nothing breaks.
 	 */
+	struct sched_param sp = { .sched_priority = 1 };
+	if (pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) == 0)
+		return;
 	if (setpriority(PRIO_PROCESS, (id_t)gettid(), -10))
 		ferry_dbg("postcopy: cannot raise the priority of a fault-path thread: %s",
 			  strerror(errno));
