@@ -5,7 +5,7 @@
  *
  * It starts a destination (`--incoming tcp:127.0.0.1:PORT`) and a source
  * host, each with a QMP socket in a private temporary directory; lets the
- * source guest run for 300 ms; applies --set parameters; runs `migrate`
+ * source guest run for 300 ms; applies --set parameters (to both sides); runs `migrate`
  * and follows it (ferry_cli_migration_drive, the same code as `ferry
  * migrate`); then, on the destination, lets the guest run on for 20000 more
  * steps per vCPU (x-run-until, which leaves it stopped) and asks the
@@ -292,13 +292,18 @@ int ferry_cli_demo(int argc, char **argv)
 			}
 			json_object_set_new(args, name, v);
 		}
-		json_t *r = ferry_qmp_client_exec(src.qmp, "migrate-set-parameters", args, 10000, err,
-						  sizeof(err), NULL);
-		if (!r) {
+		/* Both sides: some parameters are the destination's (x-placement, x-postcopy-cpu). */
+		json_t *r = ferry_qmp_client_exec(dst.qmp, "migrate-set-parameters", json_incref(args),
+						  10000, err, sizeof(err), NULL);
+		json_t *r2 = r ? ferry_qmp_client_exec(src.qmp, "migrate-set-parameters", args, 10000,
+						       err, sizeof(err), NULL)
+			       : (json_decref(args), NULL);
+		json_decref(r);
+		if (!r2) {
 			fprintf(stderr, "ferry demo: migrate-set-parameters: %s\n", err);
 			goto out;
 		}
-		json_decref(r);
+		json_decref(r2);
 	}
 	failed_setup = false;
 	if (!json)

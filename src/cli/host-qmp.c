@@ -30,6 +30,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sched.h>
 #include <string.h>
 
 #include "host.h"
@@ -501,6 +502,27 @@ static void cmd_query_capabilities(void *opaque, ferry_qmp_req *req, json_t *arg
 						    h->params.auto_converge));
 }
 
+/* The CPUs this process may run on, as "0-3,6". */
+static void cpu_list(char *buf, size_t len)
+{
+	cpu_set_t cs;
+	size_t n = 0;
+	buf[0] = 0;
+	if (sched_getaffinity(0, sizeof(cs), &cs))
+		return;
+	for (int c = 0; c < CPU_SETSIZE && n < len; c++) {
+		if (!CPU_ISSET(c, &cs))
+			continue;
+		int e = c;
+		while (e + 1 < CPU_SETSIZE && CPU_ISSET(e + 1, &cs))
+			e++;
+		int w = e > c ? snprintf(buf + n, len - n, "%s%d-%d", n ? "," : "", c, e)
+			      : snprintf(buf + n, len - n, "%s%d", n ? "," : "", c);
+		n += w > 0 ? (size_t)w : 0;
+		c = e;
+	}
+}
+
 static void cmd_set_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
 {
 	static const ferry_qmp_arg spec[] = {
@@ -512,6 +534,7 @@ static void cmd_set_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
 		{ "multifd-zstd-level", FERRY_QMP_UINT32, true },
 		{ "x-postcopy-after-passes", FERRY_QMP_UINT32, true },
 		{ "x-link-timeout", FERRY_QMP_UINT32, true },
+		{ "x-postcopy-cpu", FERRY_QMP_INT, true },
 		{ "x-free-page-hints", FERRY_QMP_BOOL, true },
 		{ "x-free-page-hint-wait", FERRY_QMP_UINT32, true },
 		{ "x-placement", FERRY_QMP_STR, true },
@@ -570,6 +593,20 @@ static void cmd_set_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
 			return;
 		}
 		p.link_timeout_ms = (uint32_t)n;
+	}
+	if ((v = json_object_get(args, "x-postcopy-cpu"))) {
+		json_int_t n = json_integer_value(v);
+		cpu_set_t cs;
+		if (n < -1 || n >= CPU_SETSIZE ||
+		    (n >= 0 && (sched_getaffinity(0, sizeof(cs), &cs) || !CPU_ISSET((int)n, &cs)))) {
+			char cpus[128];
+			cpu_list(cpus, sizeof(cpus));
+			ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
+					    "Parameter 'x-postcopy-cpu' expects -1 or a CPU this process may run on (%s)",
+					    cpus);
+			return;
+		}
+		p.postcopy_cpu = (int32_t)n;
 	}
 	if ((v = json_object_get(args, "x-free-page-hint-wait"))) {
 		json_int_t n = json_integer_value(v);
@@ -662,7 +699,7 @@ static void cmd_query_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
 	host *h = opaque;
 	if (ferry_qmp_req_check_args(req, args, spec))
 		ferry_qmp_req_return(
-			req, json_pack("{s:I,s:I,s:I,s:I,s:s,s:I,s:I,s:I,s:b,s:I,s:s,s:b,s:I,s:I,s:I,s:b,s:I}",
+			req, json_pack("{s:I,s:I,s:I,s:I,s:s,s:I,s:I,s:I,s:I,s:b,s:I,s:s,s:b,s:I,s:I,s:I,s:b,s:I}",
 				       "downtime-limit",
 				       (json_int_t)h->params.downtime_limit_ms, "max-bandwidth",
 				       (json_int_t)h->params.max_bandwidth, "x-max-passes",
@@ -673,7 +710,8 @@ static void cmd_query_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
 				       "multifd-zstd-level", (json_int_t)h->params.multifd_zstd_level,
 				       "x-postcopy-after-passes",
 				       (json_int_t)h->params.postcopy_after_passes, "x-link-timeout",
-				       (json_int_t)h->params.link_timeout_ms, "x-free-page-hints",
+				       (json_int_t)h->params.link_timeout_ms, "x-postcopy-cpu",
+				       (json_int_t)h->params.postcopy_cpu, "x-free-page-hints",
 				       h->params.free_page_hints, "x-free-page-hint-wait",
 				       (json_int_t)h->params.hint_wait_ms, "x-placement",
 				       placement_names[h->params.placement], "x-send-splice",

@@ -7,7 +7,9 @@
  * order; links cut (once, twice) or silenced during postcopy, then
  * recovered.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -555,6 +557,102 @@ static void t_pc_destroy_paused(void **s)
 	side_destroy(&src);
 }
 
+/*
+ * Affinity of this process's thread named name ("" if none such), as
+ * /proc/self/task/TID/status says it (Cpus_allowed_list).
+ */
+static void thread_cpus(const char *name, char *out, size_t len)
+{
+	out[0] = 0;
+	DIR *d = opendir("/proc/self/task");
+	assert_non_null(d);
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		char path[300], comm[32] = "", line[256];
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+		FILE *f = fopen(path, "re");
+		if (!f)
+			continue;
+		if (!fgets(comm, sizeof(comm), f))
+			comm[0] = 0;
+		fclose(f);
+		comm[strcspn(comm, "\n")] = 0;
+		if (strcmp(comm, name))
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/status", e->d_name);
+		if (!(f = fopen(path, "re")))
+			continue;
+		while (fgets(line, sizeof(line), f))
+			if (!strncmp(line, "Cpus_allowed_list:", 18))
+				snprintf(out, len, "%s", line + 18 + strspn(line + 18, " \t"));
+		fclose(f);
+		out[strcspn(out, "\n")] = 0;
+	}
+	closedir(d);
+}
+
+/*
+ * x-postcopy-cpu: the fault-path threads of both sides run on that CPU
+ * (read back from /proc while postcopy runs), the result is bit-exact, and
+ * a CPU the process may not run on is refused.
+ */
+static void t_pc_pinned(void **s)
+{
+	(void)s;
+	cpu_set_t cs;
+	assert_int_equal(sched_getaffinity(0, sizeof(cs), &cs), 0);
+	int cpu = -1;
+	for (int c = 0; c < CPU_SETSIZE; c++)
+		if (CPU_ISSET(c, &cs))
+			cpu = c; /* the last one */
+	assert_true(cpu >= 0);
+	side src, dst;
+	side_create(&src, SPEC ",workload=random", FERRY_DIRTY_WP_ASYNC, false);
+	side_create(&dst, SPEC ",workload=random", FERRY_DIRTY_WP_ASYNC, true);
+	ferry_mig_params ip;
+	ferry_mig_params_init(&ip);
+	ip.postcopy = true;
+	ip.postcopy_cpu = CPU_SETSIZE;
+	assert_int_equal(ferry_migration_set_incoming_params(dst.vm, &ip), -EINVAL);
+	ip.postcopy_cpu = -2;
+	assert_int_equal(ferry_migration_set_incoming_params(dst.vm, &ip), -EINVAL);
+	if (cpu + 1 < CPU_SETSIZE) {
+		ip.postcopy_cpu = cpu + 1; /* not ours */
+		assert_int_equal(ferry_migration_set_incoming_params(dst.vm, &ip), -EINVAL);
+	}
+	ip.postcopy_cpu = cpu;
+	assert_int_equal(ferry_migration_set_incoming_params(dst.vm, &ip), 0);
+	const char *uri = test_uri();
+	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
+	assert_int_equal(ferry_vm_start(src.vm), 0);
+	msleep(50);
+	ferry_mig_params p;
+	pc_params(&p, true);
+	p.max_bandwidth = 40 * MiB; /* a few seconds of postcopy to look at */
+	p.postcopy_cpu = cpu;
+	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
+	wait_status(dst.vm, FERRY_MIG_POSTCOPY_ACTIVE);
+	char want[16], got[64];
+	snprintf(want, sizeof(want), "%d", cpu);
+	static const char *const names[] = { "mig/dst/fault", "mig/dst/preempt", "mig/src/rp" };
+	for (unsigned i = 0; i < 3; i++) {
+		/* Each pins itself when it starts: give it a moment. */
+		for (int t = 0; t < 2000; t++) {
+			thread_cpus(names[i], got, sizeof(got));
+			if (!strcmp(got, want))
+				break;
+			msleep(1);
+		}
+		if (strcmp(got, want))
+			fail_msg("%s runs on CPUs '%s', not %s", names[i], got, want);
+	}
+	ferry_mig_info si, di;
+	pc_check(&src, &dst, &si, &di);
+	print_stats("pinned", &si, &di);
+	side_destroy(&src);
+	side_destroy(&dst);
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -578,6 +676,7 @@ int main(void)
 		cmocka_unit_test(t_pc_cut_twice),
 		cmocka_unit_test(t_pc_silent),
 		cmocka_unit_test(t_pc_destroy_paused),
+		cmocka_unit_test(t_pc_pinned),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -47,6 +47,17 @@ def true(name, cond, detail=""):
         fail(name, detail or "condition is false")
 
 
+def _ranges(xs):
+    """[0, 1, 2, 5] -> [(0, 2), (5, 5)]"""
+    out = []
+    for x in xs:
+        if out and out[-1][1] == x - 1:
+            out[-1] = (out[-1][0], x)
+        else:
+            out.append((x, x))
+    return out
+
+
 def generic(desc):
     return {"error": {"class": "GenericError", "desc": desc}}
 
@@ -360,7 +371,7 @@ def case_commands(tmp):
         eq("query-migrate-parameters defaults", q.ret("query-migrate-parameters"),
            {"downtime-limit": 300, "max-bandwidth": 0, "x-max-passes": 30,
             "multifd-channels": 2, "multifd-compression": "none", "multifd-zstd-level": 1,
-            "x-postcopy-after-passes": 0, "x-link-timeout": 10000,
+            "x-postcopy-after-passes": 0, "x-link-timeout": 10000, "x-postcopy-cpu": -1,
             "x-free-page-hints": True, "x-free-page-hint-wait": 100,
             "x-placement": "auto", "x-send-splice": True, **THROTTLE})
         eq("migrate-set-parameters", q.cmd("migrate-set-parameters",
@@ -369,7 +380,7 @@ def case_commands(tmp):
         eq("parameters read back", q.ret("query-migrate-parameters"),
            {"downtime-limit": 500, "max-bandwidth": 100 << 20, "x-max-passes": 10,
             "multifd-channels": 2, "multifd-compression": "none", "multifd-zstd-level": 1,
-            "x-postcopy-after-passes": 0, "x-link-timeout": 10000,
+            "x-postcopy-after-passes": 0, "x-link-timeout": 10000, "x-postcopy-cpu": -1,
             "x-free-page-hints": True, "x-free-page-hint-wait": 100,
             "x-placement": "auto", "x-send-splice": True, **THROTTLE})
         eq("downtime-limit out of range", q.cmd("migrate-set-parameters", {"downtime-limit": 2000001}),
@@ -393,7 +404,7 @@ def case_commands(tmp):
         eq("a refused set changes nothing", q.ret("query-migrate-parameters"),
            {"downtime-limit": 500, "max-bandwidth": 100 << 20, "x-max-passes": 10,
             "multifd-channels": 2, "multifd-compression": "none", "multifd-zstd-level": 1,
-            "x-postcopy-after-passes": 0, "x-link-timeout": 10000,
+            "x-postcopy-after-passes": 0, "x-link-timeout": 10000, "x-postcopy-cpu": -1,
             "x-free-page-hints": True, "x-free-page-hint-wait": 100,
             "x-placement": "auto", "x-send-splice": True, **THROTTLE})
         eq("multifd parameters", q.cmd("migrate-set-parameters",
@@ -402,7 +413,7 @@ def case_commands(tmp):
         eq("multifd parameters read back", q.ret("query-migrate-parameters"),
            {"downtime-limit": 500, "max-bandwidth": 100 << 20, "x-max-passes": 10,
             "multifd-channels": 4, "multifd-compression": "zstd", "multifd-zstd-level": 3,
-            "x-postcopy-after-passes": 0, "x-link-timeout": 10000,
+            "x-postcopy-after-passes": 0, "x-link-timeout": 10000, "x-postcopy-cpu": -1,
             "x-free-page-hints": True, "x-free-page-hint-wait": 100,
             "x-placement": "auto", "x-send-splice": True, **THROTTLE})
         q.cmd("migrate-set-parameters", {"multifd-channels": 2, "multifd-compression": "none",
@@ -413,6 +424,14 @@ def case_commands(tmp):
            generic("Invalid parameter type for 'x-free-page-hints', expected: boolean"))
         eq("x-link-timeout out of range", q.cmd("migrate-set-parameters", {"x-link-timeout": 50}),
            generic("Parameter 'x-link-timeout' expects a value between 100 and 600000 ms"))
+        cpus = sorted(os.sched_getaffinity(0))
+        cpu_text = ",".join(f"{a}-{b}" if a != b else f"{a}" for a, b in _ranges(cpus))
+        for bad in (-2, 4096, max(cpus) + 1):
+            eq(f"x-postcopy-cpu={bad} refused", q.cmd("migrate-set-parameters", {"x-postcopy-cpu": bad}),
+               generic(f"Parameter 'x-postcopy-cpu' expects -1 or a CPU this process may run on ({cpu_text})"))
+        eq("x-postcopy-cpu", q.cmd("migrate-set-parameters", {"x-postcopy-cpu": cpus[-1]}), {"return": {}})
+        eq("x-postcopy-cpu read back", q.ret("query-migrate-parameters")["x-postcopy-cpu"], cpus[-1])
+        q.cmd("migrate-set-parameters", {"x-postcopy-cpu": -1})
         # Auto-converge: QEMU's parameters, ranges and messages.
         eq("throttle parameters", q.cmd("migrate-set-parameters",
                                         {"throttle-trigger-threshold": 80, "cpu-throttle-initial": 30,
@@ -438,7 +457,7 @@ def case_commands(tmp):
         eq("postcopy parameters read back",
            {k: v for k, v in q.ret("query-migrate-parameters").items() if k in ("x-postcopy-after-passes", "x-link-timeout")},
            {"x-postcopy-after-passes": 2, "x-link-timeout": 3000})
-        q.cmd("migrate-set-parameters", {"x-postcopy-after-passes": 0, "x-link-timeout": 10000,
+        q.cmd("migrate-set-parameters", {"x-postcopy-after-passes": 0, "x-link-timeout": 10000, "x-postcopy-cpu": -1,
             "x-free-page-hints": True, "x-free-page-hint-wait": 100,
             "x-placement": "auto", "x-send-splice": True, **THROTTLE})
         # Capabilities.

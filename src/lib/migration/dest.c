@@ -222,6 +222,7 @@ static int pc_advise(loader *l, uint32_t flags)
 	pthread_mutex_lock(&m->stats_lock);
 	m->params.postcopy = true;
 	m->params.link_timeout_ms = ip.link_timeout_ms;
+	m->params.postcopy_cpu = ip.postcopy_cpu;
 	pthread_mutex_unlock(&m->stats_lock);
 	int r = ferry__pc_dst_probe(vm, err, sizeof(err));
 	if (r)
@@ -544,7 +545,9 @@ static void *preempt_thread(void *arg)
 {
 	loader *l = arg;
 	pthread_setname_np(pthread_self(), "mig/dst/preempt");
-	ferry__pc_boost_thread();
+	ferry_mig_params p;
+	ferry__mig_params(l->m, &p);
+	ferry__pc_boost_thread(p.postcopy_cpu);
 	ferry__ram_load(&l->pre_ram, false);
 	if (!atomic_load(&l->pre_quit)) {
 		ferry_warn("postcopy preempt channel: %s",

@@ -14,6 +14,7 @@
 #include "migration/mig.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +60,7 @@ void ferry_mig_params_init(ferry_mig_params *p)
 	p->postcopy_preempt = false;
 	p->postcopy_after_passes = 0;
 	p->link_timeout_ms = 10000;
+	p->postcopy_cpu = -1;
 	p->free_page_hints = true;
 	p->hint_wait_ms = 100;
 	p->placement = FERRY_PLACE_AUTO;
@@ -279,6 +281,13 @@ static int params_check(const ferry_mig_params *p)
 	    p->link_timeout_ms > 600000 || p->hint_wait_ms > 10000 ||
 	    p->placement > FERRY_PLACE_MAPPING)
 		return -EINVAL;
+	if (p->postcopy_cpu < -1 || p->postcopy_cpu >= CPU_SETSIZE)
+		return -EINVAL;
+	if (p->postcopy_cpu >= 0) {
+		cpu_set_t cs;
+		if (sched_getaffinity(0, sizeof(cs), &cs) || !CPU_ISSET(p->postcopy_cpu, &cs))
+			return -EINVAL;
+	}
 	if (p->throttle_trigger_threshold < 1 || p->throttle_trigger_threshold > 100 ||
 	    p->cpu_throttle_initial < 1 || p->cpu_throttle_initial > 99 ||
 	    p->cpu_throttle_increment < 1 || p->cpu_throttle_increment > 99 ||
