@@ -96,10 +96,13 @@ FERRY_EXTERN ferry_dirty_mode ferry_vm_dirty_mode(const ferry_vm_t *vm);
 
 /*
  * Registers guest RAM. host must be page aligned, size a multiple of
- * FERRY_PAGE_SIZE; name unique, 1..255 bytes. fd is the backing file (memfd)
- * or -1; libferry uses it only to find never-populated pages faster.
- * On the destination, RAM must be zero-filled at registration (fresh memory).
- * Returns 0 (and *out if out != NULL), -EINVAL, -EEXIST, -EBUSY, -ENOMEM.
+ * FERRY_PAGE_SIZE; name unique, 1..255 bytes. fd is the backing file (memfd),
+ * mapped at host from offset 0 and at least size bytes long, or -1; libferry
+ * uses it to find never-populated pages faster and, on the destination, to
+ * place pages. On the destination, RAM must be zero-filled at registration
+ * (fresh memory). Returns 0 (and *out if out != NULL), -EINVAL (also: a
+ * regular file shorter than size), -EBADF (fd is not open), -EEXIST, -EBUSY,
+ * -ENOSPC, -ENOMEM.
  */
 FERRY_EXTERN int ferry_ram_block_add(ferry_vm_t *vm, const char *name, void *host,
 				     uint64_t size, int fd, ferry_ram_block_t **out);

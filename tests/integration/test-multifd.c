@@ -710,6 +710,33 @@ static void t_place_passes_mapping(void **s) { (void)s; pl_passes(FERRY_PLACE_MA
 static void t_place_mf_2(void **s) { (void)s; ferry_mig_params p; mf_params(&p, 2, false); pl_migrate(&p); }
 static void t_place_mf_2_zstd(void **s) { (void)s; ferry_mig_params p; mf_params(&p, 2, true); pl_migrate(&p); }
 
+/*
+ * A backing file shorter than its block is refused at registration (the
+ * destination would fault writing past its end), as is a closed fd; a
+ * file as long as the block, or none, is fine.
+ */
+static void t_ram_block_fd_checks(void **s)
+{
+	(void)s;
+	ferry_vm_options o = { .dirty_mode = FERRY_DIRTY_EXPLICIT };
+	ferry_vm_t *vm;
+	assert_int_equal(ferry_vm_create(&o, &vm), 0);
+	int fd;
+	uint8_t *ram = pl_ram(true, &fd);
+	size_t len = (size_t)PL_PAGES * FERRY_PAGE_SIZE;
+	assert_int_equal(ftruncate(fd, (off_t)(len - FERRY_PAGE_SIZE)), 0);
+	assert_int_equal(ferry_ram_block_add(vm, "short", ram, len, fd, NULL), -EINVAL);
+	int dead = dup(fd);
+	close(dead);
+	assert_int_equal(ferry_ram_block_add(vm, "closed", ram, len, dead, NULL), -EBADF);
+	assert_int_equal(ferry_ram_block_add(vm, "nofd", ram, len, -1, NULL), 0);
+	assert_int_equal(ftruncate(fd, (off_t)len), 0);
+	assert_int_equal(ferry_ram_block_add(vm, "whole", ram, len, fd, NULL), 0);
+	ferry_vm_destroy(vm);
+	munmap(ram, len);
+	close(fd);
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -733,6 +760,7 @@ int main(void)
 		cmocka_unit_test(t_place_passes_uffd),
 		cmocka_unit_test(t_place_passes_pwrite),
 		cmocka_unit_test(t_place_fail_pwrite),
+		cmocka_unit_test(t_ram_block_fd_checks),
 		cmocka_unit_test(t_place_passes_uffd_mf),
 		cmocka_unit_test(t_place_passes_pwrite_mf),
 		cmocka_unit_test(t_place_passes_mapping),

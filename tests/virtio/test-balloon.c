@@ -33,6 +33,7 @@
 #include "balloon-drv.h"
 #include "guest.h"
 #include "vring-drv.h"
+#include "vmsd-patch.h"
 
 #define PAGE 4096u
 #define MiB (1ull << 20)
@@ -542,21 +543,6 @@ static void test_migrated_report_stale(void **state)
 	hfx_teardown(&f);
 }
 
-/* Sets u32 field `name` in an encoded vmsd body (tag 0x01, type, name, size, value). */
-static void patch_u32(uint8_t *buf, size_t len, const char *name, uint32_t v)
-{
-	size_t nl = strlen(name);
-	for (size_t i = 0; i + 3 + nl + 8 <= len; i++) {
-		if (buf[i] != 0x01 || buf[i + 2] != nl || memcmp(buf + i + 3, name, nl))
-			continue;
-		uint8_t *p = buf + i + 3 + nl;
-		assert_int_equal(p[3], 4); /* size, big-endian */
-		p[4] = (uint8_t)(v >> 24), p[5] = (uint8_t)(v >> 16), p[6] = (uint8_t)(v >> 8), p[7] = (uint8_t)v;
-		return;
-	}
-	fail_msg("field %s not found", name);
-}
-
 /* Balloon state that cannot be right is refused; the balloon keeps its ids. */
 static void test_bad_state(void **state)
 {
@@ -572,8 +558,8 @@ static void test_bad_state(void **state)
 		uint8_t buf[256];
 		int64_t n = ferry_vmsd_encode(ferry_balloon_vmsd(), f.b, buf, sizeof(buf));
 		assert_true(n > 8 && n <= (int64_t)sizeof(buf));
-		patch_u32(buf, (size_t)n, "next_cmd_id", bad[i].next);
-		patch_u32(buf, (size_t)n, "free_page_hint_cmd_id", bad[i].id);
+		patch_field(buf, (size_t)n, "next_cmd_id", bad[i].next);
+		patch_field(buf, (size_t)n, "free_page_hint_cmd_id", bad[i].id);
 		char err[256] = "";
 		assert_int_equal(ferry_vmsd_decode(ferry_balloon_vmsd(), b2, 1, buf, (size_t)n, err,
 						   sizeof(err)),

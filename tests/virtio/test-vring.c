@@ -26,6 +26,7 @@
 
 #include "ferry.h"
 #include "vring-drv.h"
+#include "vmsd-patch.h"
 
 #define PAGE 4096u
 #define NBLK 3
@@ -551,26 +552,6 @@ static int load(ferry_vq_t *vq, const uint8_t *buf, size_t len, char *err, size_
 {
 	return ferry_vmsd_decode(ferry_vq_vmsd(), vq, ferry_vq_vmsd()->version, buf, len, err,
 				 err_len);
-}
-
-/*
- * Rewrites the data of field `name` in an encoded state (tag 0x01, type,
- * name length, name, be32 size, big-endian data).
- */
-static void patch_field(uint8_t *buf, size_t len, const char *name, uint64_t value)
-{
-	size_t nl = strlen(name);
-	for (size_t i = 0; i + 3 + nl + 4 <= len; i++) {
-		if (buf[i] != 0x01 || buf[i + 2] != nl || memcmp(buf + i + 3, name, nl))
-			continue;
-		uint8_t *sz = buf + i + 3 + nl;
-		uint32_t size = (uint32_t)sz[0] << 24 | sz[1] << 16 | sz[2] << 8 | sz[3];
-		assert_true(size <= 8 && i + 3 + nl + 4 + size <= len);
-		for (uint32_t k = 0; k < size; k++)
-			sz[4 + k] = (uint8_t)(value >> (8 * (size - 1 - k)));
-		return;
-	}
-	fail_msg("field %s not found", name);
 }
 
 /* Request i: a readable u32 (the request number) and an 8-byte answer. */

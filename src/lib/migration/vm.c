@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void gen_uuid(uint8_t uuid[16])
@@ -202,6 +203,18 @@ int ferry_ram_block_add(ferry_vm_t *vm, const char *name, void *host, uint64_t s
 		return -EEXIST;
 	if (vm->nblocks == FERRY_MAX_RAM_BLOCKS)
 		return -ENOSPC;
+	if (fd >= 0) {
+		/*
+		 * The destination writes pages through the file (pwrite,
+		 * fallocate) and the mapping: past the file's end the mapping
+		 * faults (SIGBUS, or "Bad address" from a recv() into it).
+		 */
+		struct stat st;
+		if (fstat(fd, &st))
+			return -EBADF;
+		if (S_ISREG(st.st_mode) && (uint64_t)st.st_size < size)
+			return -EINVAL;
+	}
 	struct ferry_ram_block *rb = calloc(1, sizeof(*rb));
 	if (!rb)
 		return -ENOMEM;
