@@ -65,6 +65,13 @@ typedef struct ferry_vmsd {
 	/* Optional hooks; each returns 0 or a negative errno. */
 	int (*pre_save)(void *opaque);
 	int (*post_load)(void *opaque, uint32_t version);
+	/*
+	 * Like post_load (set one or the other), for state that can only be
+	 * judged whole: on failure it writes why into msg (msg_len > 0), and
+	 * the load's error says that ("device 'x': ring size 3 is not a power
+	 * of two") instead of only the errno.
+	 */
+	int (*post_load_msg)(void *opaque, uint32_t version, char *msg, size_t msg_len);
 } ferry_vmsd;
 
 #define FERRY__FIELD(st, m, t, v) \

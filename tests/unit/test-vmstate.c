@@ -1099,6 +1099,44 @@ static void test_post_load_error(void **state)
 	free(buf);
 }
 
+/* post_load_msg: the hook's own words make the error; without words, strerror. */
+static int dev_post_load_msg(void *opaque, uint32_t version, char *msg, size_t len)
+{
+	struct dev *d = opaque;
+	d->post_loads++;
+	if (d->post_load_ret && d->post_load_ret != -EIO)
+		snprintf(msg, len, "steps %u is more than version %u allows", 7u, version);
+	return d->post_load_ret;
+}
+
+static const ferry_vmsd cpu_v2_msg = {
+	.name = "cpu", .version = 2, .min_version = 1, .fields = cpu_v2_fields,
+	.subsections = cpu_subs, .pre_save = dev_pre_save, .post_load_msg = dev_post_load_msg,
+};
+
+static void test_post_load_msg(void **state)
+{
+	(void)state;
+	struct dev src, dst;
+	dev_fill(&src);
+	size_t n;
+	uint8_t *buf = encode(&cpu_v2_msg, &src, &n);
+	char err[256];
+	dev_init(&dst);
+	assert_int_equal(ferry_vmsd_decode(&cpu_v2_msg, &dst, 2, buf, n, err, sizeof(err)), 0);
+	assert_int_equal(dst.post_loads, 1);
+	dev_init(&dst);
+	dst.post_load_ret = FERRY_EBADSTREAM;
+	assert_int_equal(ferry_vmsd_decode(&cpu_v2_msg, &dst, 2, buf, n, err, sizeof(err)),
+			 FERRY_EBADSTREAM);
+	assert_string_equal(err, "cpu: steps 7 is more than version 2 allows");
+	dev_init(&dst);
+	dst.post_load_ret = -EIO;
+	assert_int_equal(ferry_vmsd_decode(&cpu_v2_msg, &dst, 2, buf, n, err, sizeof(err)), -EIO);
+	assert_string_equal(err, "cpu: Input/output error");
+	free(buf);
+}
+
 static void test_err_buffer(void **state)
 {
 	(void)state;
@@ -1448,6 +1486,7 @@ int main(void)
 		cmocka_unit_test(test_bad_tags_and_trailing),
 		cmocka_unit_test(test_bad_subsections),
 		cmocka_unit_test(test_post_load_error),
+		cmocka_unit_test(test_post_load_msg),
 		cmocka_unit_test(test_err_buffer),
 		cmocka_unit_test(test_truncation_every_length),
 		cmocka_unit_test(test_fuzz),

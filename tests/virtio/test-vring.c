@@ -709,12 +709,21 @@ static void test_migrate_revalidate(void **state)
 		const char *field;
 		uint64_t value;
 		int err;
+		const char *msg; /* the load's error */
 	} edits[] = {
-		{ "num", 6, FERRY_EBADSTREAM },        /* not a power of two */
-		{ "num", 2048, FERRY_EBADSTREAM },     /* too large */
-		{ "used_idx", 1, FERRY_EBADSTREAM },   /* in flight: 1 head, indices say 0 */
-		{ "last_avail_idx", 3, FERRY_EBADSTREAM },
-		{ "desc_gpa", 0x200000, FERRY_EMISMATCH }, /* not guest RAM here */
+		{ "num", 6, FERRY_EBADSTREAM,
+		  "virtqueue: ring size 6 is not a power of two in 1..1024" },
+		{ "num", 2048, FERRY_EBADSTREAM,
+		  "virtqueue: ring size 2048 is not a power of two in 1..1024" },
+		/* in flight: 1 head, indices say 0 */
+		{ "used_idx", 1, FERRY_EBADSTREAM,
+		  "virtqueue: in-flight heads (1) do not match the indices "
+		  "(last avail 1, used 1, ring size 8)" },
+		{ "last_avail_idx", 3, FERRY_EBADSTREAM,
+		  "virtqueue: in-flight heads (1) do not match the indices "
+		  "(last avail 3, used 0, ring size 8)" },
+		{ "desc_gpa", 0x200000, FERRY_EMISMATCH, /* not guest RAM here */
+		  "virtqueue: descriptor ring [0x200000, +0x80) is outside guest RAM" },
 	};
 	for (size_t i = 0; i < sizeof(edits) / sizeof(edits[0]); i++) {
 		uint8_t b2[4096];
@@ -725,6 +734,7 @@ static void test_migrate_revalidate(void **state)
 		if (r != edits[i].err)
 			fail_msg("edit %s=%llu: r=%d (%s), expected %d", edits[i].field,
 				 (unsigned long long)edits[i].value, r, err, edits[i].err);
+		assert_string_equal(err, edits[i].msg);
 		ferry_vq_destroy(t);
 	}
 

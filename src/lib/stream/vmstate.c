@@ -640,6 +640,12 @@ done:
 		if (r < 0)
 			return fail(c, r, pd, "post_load failed: %s", ferry_strerror(r));
 	}
+	if (c->apply && v->post_load_msg) {
+		char msg[256] = "";
+		r = v->post_load_msg(c->opaque, ver, msg, sizeof(msg));
+		if (r < 0)
+			return fail(c, r, pd, "%s", msg[0] ? msg : ferry_strerror(r));
+	}
 	return 0;
 }
 

@@ -317,20 +317,19 @@ static int balloon_pre_save(void *opaque)
 	return 0;
 }
 
-static int balloon_post_load(void *opaque, uint32_t version)
+static int balloon_post_load(void *opaque, uint32_t version, char *msg, size_t len)
 {
 	ferry_balloon_t *b = opaque;
 	(void)version;
 	const uint32_t next = b->mig.next_id, id = b->mig.cmd_id;
 	if (next < FERRY_BALLOON_CMD_ID_MIN) {
-		ferry_warn("virtio-balloon state: next command id 0x%x is below 0x%x", next,
-			   FERRY_BALLOON_CMD_ID_MIN);
+		snprintf(msg, len, "next command id 0x%x is below 0x%x", next,
+			 FERRY_BALLOON_CMD_ID_MIN);
 		return FERRY_EBADSTREAM;
 	}
 	if (id > VIRTIO_BALLOON_CMD_ID_DONE && id < FERRY_BALLOON_CMD_ID_MIN) {
-		ferry_warn("virtio-balloon state: published command id 0x%x is neither STOP, DONE "
-			   "nor >= 0x%x",
-			   id, FERRY_BALLOON_CMD_ID_MIN);
+		snprintf(msg, len, "published command id 0x%x is neither STOP, DONE nor >= 0x%x", id,
+			 FERRY_BALLOON_CMD_ID_MIN);
 		return FERRY_EBADSTREAM;
 	}
 	pthread_mutex_lock(&b->lock);
@@ -357,7 +356,7 @@ static const ferry_vmsd balloon_vmsd = {
 	.min_version = 1,
 	.fields = balloon_fields,
 	.pre_save = balloon_pre_save,
-	.post_load = balloon_post_load,
+	.post_load_msg = balloon_post_load,
 };
 
 const ferry_vmsd *ferry_balloon_vmsd(void)

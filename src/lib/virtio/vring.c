@@ -631,14 +631,13 @@ const char *ferry_vq_error(const ferry_vq_t *vq)
 /* ------------------------------------------------------------------ */
 /* Migration.                                                          */
 
-int ferry_vq_revalidate(ferry_vq_t *vq)
+/* ferry_vq_revalidate(), saying why in msg when the state is refused. */
+static int revalidate(ferry_vq_t *vq, char *msg, size_t len)
 {
-	if (!vq)
-		return -EINVAL;
 	vq->mapped = false;
 	memset(vq->redeliver, 0, sizeof(vq->redeliver));
 	if (!memchr(vq->error, '\0', sizeof(vq->error))) {
-		ferry_warn("virtqueue state: error message is not terminated");
+		snprintf(msg, len, "error message is not terminated");
 		return FERRY_EBADSTREAM;
 	}
 	if (!vq->broken)
@@ -651,8 +650,8 @@ int ferry_vq_revalidate(ferry_vq_t *vq)
 		return 0;
 	}
 	if (!size_ok(vq->num)) {
-		ferry_warn("virtqueue state: ring size %u is not a power of two in 1..%u", vq->num,
-			   FERRY_VQ_MAX_SIZE);
+		snprintf(msg, len, "ring size %u is not a power of two in 1..%u",
+			 vq->num, FERRY_VQ_MAX_SIZE);
 		return FERRY_EBADSTREAM;
 	}
 	for (unsigned i = vq->num; i < FERRY_VQ_MAX_SIZE; i++)
@@ -661,9 +660,9 @@ int ferry_vq_revalidate(ferry_vq_t *vq)
 	const unsigned inflight = ferry_vq_inflight(vq);
 	if (inflight != (uint16_t)(vq->last_avail_idx - vq->used_idx))
 		goto bad_inflight;
-	char msg[FERRY_VQ_ERROR_MAX];
-	if (map_rings(vq, msg, sizeof(msg)) < 0) {
-		ferry_warn("virtqueue state: %s", msg);
+	char why[FERRY_VQ_ERROR_MAX];
+	if (map_rings(vq, why, sizeof(why)) < 0) {
+		snprintf(msg, len, "%s", why);
 		return FERRY_EMISMATCH;
 	}
 	if (vq->broken)
@@ -684,16 +683,28 @@ int ferry_vq_revalidate(ferry_vq_t *vq)
 	memcpy(vq->redeliver, vq->inflight, sizeof(vq->redeliver));
 	return 0;
 bad_inflight:
-	ferry_warn("virtqueue state: in-flight heads (%u) do not match the indices "
-		   "(last avail %u, used %u, ring size %u)",
-		   ferry_vq_inflight(vq), vq->last_avail_idx, vq->used_idx, vq->num);
+	snprintf(msg, len,
+		 "in-flight heads (%u) do not match the indices "
+		 "(last avail %u, used %u, ring size %u)",
+		 ferry_vq_inflight(vq), vq->last_avail_idx, vq->used_idx, vq->num);
 	return FERRY_EBADSTREAM;
 }
 
-static int vq_post_load(void *opaque, uint32_t version)
+int ferry_vq_revalidate(ferry_vq_t *vq)
+{
+	if (!vq)
+		return -EINVAL;
+	char msg[FERRY_VQ_ERROR_MAX + 64];
+	int r = revalidate(vq, msg, sizeof(msg));
+	if (r < 0)
+		ferry_warn("virtqueue state: %s", msg);
+	return r;
+}
+
+static int vq_post_load(void *opaque, uint32_t version, char *msg, size_t len)
 {
 	(void)version;
-	return ferry_vq_revalidate(opaque);
+	return revalidate(opaque, msg, len);
 }
 
 static const ferry_field vq_fields[] = {
@@ -719,7 +730,7 @@ static const ferry_vmsd vq_vmsd = {
 	.version = 1,
 	.min_version = 1,
 	.fields = vq_fields,
-	.post_load = vq_post_load,
+	.post_load_msg = vq_post_load,
 };
 
 const ferry_vmsd *ferry_vq_vmsd(void)
