@@ -96,10 +96,11 @@ typedef struct ferry_mig_params {
 	 * with preempt), -1 for wherever the scheduler puts them. A page
 	 * request wakes three of them in turn; on one CPU each wakeup is a
 	 * local one instead of an inter-processor interrupt (bench/postcopy.py
-	 * here, busy vCPUs on two cores, 5 runs each: preempt p50 fault
-	 * latency 53-77 us unpinned, 34-53 us pinned; p99 no better). Put
-	 * them where the vCPUs are not, if you can. Must be a CPU the process
-	 * may run on (else -EINVAL).
+	 * here, busy vCPUs on two cores, 10 runs each: preempt p50 fault
+	 * latency 53-77 us unpinned, 34-57 us pinned; but p99 344-1179 us
+	 * unpinned, 327-1507 us pinned: the three share one CPU with a vCPU).
+	 * Put them where the vCPUs are not, if you can. Must be a CPU the
+	 * process may run on (else -EINVAL).
 	 */
 	int32_t postcopy_cpu;
 	/*
