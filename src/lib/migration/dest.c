@@ -545,9 +545,7 @@ static void *preempt_thread(void *arg)
 {
 	loader *l = arg;
 	pthread_setname_np(pthread_self(), "mig/dst/preempt");
-	ferry_mig_params p;
-	ferry__mig_params(l->m, &p);
-	ferry__pc_boost_thread(p.postcopy_cpu);
+	ferry__pc_boost_thread(l->m);
 	ferry__ram_load(&l->pre_ram, false);
 	if (!atomic_load(&l->pre_quit)) {
 		ferry_warn("postcopy preempt channel: %s",

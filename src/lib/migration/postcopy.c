@@ -23,8 +23,11 @@
 
 static const uint8_t zero_page[FERRY_PAGE_SIZE] __attribute__((aligned(FERRY_PAGE_SIZE)));
 
-void ferry__pc_boost_thread(int cpu)
+void ferry__pc_boost_thread(struct ferry_migration *m)
 {
+	ferry_mig_params p;
+	ferry__mig_params(m, &p);
+	const int cpu = p.postcopy_cpu;
 	/*
 	 * Pinned to cpu (x-postcopy-cpu) if asked: the threads of one page
 	 * request then wake each other on one CPU, without an inter-processor
@@ -442,9 +445,7 @@ static void *fault_thread(void *arg)
 {
 	ferry_pc_dst *pc = arg;
 	pthread_setname_np(pthread_self(), "mig/dst/fault");
-	ferry_mig_params p;
-	ferry__mig_params(pc->m, &p);
-	ferry__pc_boost_thread(p.postcopy_cpu);
+	ferry__pc_boost_thread(pc->m);
 	struct pollfd fds[2] = {{.fd = pc->uffd, .events = POLLIN}, {.fd = pc->wake_fd, .events = POLLIN}};
 	for (;;) {
 		int n = poll(fds, 2, (int)pc->heartbeat_ms);

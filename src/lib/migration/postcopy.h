@@ -118,8 +118,11 @@ int ferry__pc_bitmap_decode(ferry_vm_t *vm, ferry_chan *c, const uint8_t *p, siz
 			    unsigned long **maps, unsigned *block, uint64_t *first,
 			    uint64_t *npages);
 
-/* Fault-path threads: pins the caller to cpu (>= 0) and raises its priority, if allowed. */
-void ferry__pc_boost_thread(int cpu);
+/*
+ * Fault-path threads of m: pins the caller to m's x-postcopy-cpu (if set)
+ * and raises its priority, if allowed.
+ */
+void ferry__pc_boost_thread(struct ferry_migration *m);
 
 /* Block index of rb in vm (rb must be registered). */
 unsigned ferry__block_index(const ferry_vm_t *vm, const struct ferry_ram_block *rb);

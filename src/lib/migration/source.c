@@ -144,11 +144,8 @@ static void *rp_thread(void *arg)
 	struct ferry_migration *m = arg;
 	ferry_chan *c = &m->chan;
 	pthread_setname_np(pthread_self(), "mig/src/rp");
-	if (m->pc_src && m->pc_src->preempt) {
-		ferry_mig_params p;
-		ferry__mig_params(m, &p);
-		ferry__pc_boost_thread(p.postcopy_cpu); /* it serves page requests */
-	}
+	if (m->pc_src && m->pc_src->preempt)
+		ferry__pc_boost_thread(m); /* it serves page requests */
 	size_t cap = 1 + FERRY_NAME_MAX + 8 + FERRY_PC_BITMAP_CHUNK;
 	uint8_t *buf = malloc(cap);
 	while (buf) {
