@@ -10,7 +10,7 @@ See README.md beside this file. Usage:
                        [--one-channel precopy|multifd] [--perf ROW] [--wait-idle 60] [--no-warmup]
                        [--ferry build/ferry] [--qemu qemu-system-x86_64] [--mem 2G] [--timeout 300]
 """
-import argparse, json, os, platform, select, shutil, signal, socket, statistics, subprocess, sys
+import argparse, json, mmap, os, platform, select, shutil, signal, socket, statistics, subprocess, sys
 import tempfile, threading, time
 
 GIB = 1 << 30
@@ -189,13 +189,14 @@ def read_line(proc, deadline):
 # --------------------------------------------------------------------------------------------
 # Source RAM contents for QEMU: a copy of the Ferry guest's own RAM (bit-identical).
 
-def ferry_spec(a, fill):
-    return f"mem={a.mem},vram=0,vcpus=2,paused,fill={fill}"
+def ferry_spec(a, fill, incoming=False):
+    return f"mem={a.mem},vram=0,vcpus=2,paused,fill={fill}" + (",prealloc" if incoming and a.prealloc else "")
 
 
 def start_ferry(a, j, name, fill, extra, deadline):
     sock = os.path.join(j.tmp, name + ".qmp")
-    p = j.spawn([a.ferry, "host", "--guest", ferry_spec(a, fill), "--qmp", "unix:" + sock, "--json", *extra],
+    spec = ferry_spec(a, fill, "--incoming" in extra)
+    p = j.spawn([a.ferry, "host", "--guest", spec, "--qmp", "unix:" + sock, "--json", *extra],
                 name)
     line = read_line(p, deadline)
     if not line or "listening" not in line:
@@ -288,9 +289,10 @@ def drive(row, a, sq, dq, port, deadline, j=None, perf_path=None, extra=None):
         q.ret("migrate-set-parameters", dict(params, **(extra or {})), deadline)
     uri = f"tcp:127.0.0.1:{port}"
     dq.ret("migrate-incoming", {"uri": uri}, deadline)
+    settled = settle(a.settle, deadline)
     perf = perf_start(j, perf_path, deadline) if perf_path else None
     try:
-        return migrate(a, sq, dq, uri, deadline)
+        return dict(migrate(a, sq, dq, uri, deadline), settle_s=settled)
     finally:
         if perf:
             perf_stop(j, perf)
@@ -342,7 +344,8 @@ def qemu_argv(a, mem_path, qmp_sock, incoming):
     m = a.mem.upper().removesuffix("B").removesuffix("I")
     argv = [a.qemu, "-name", "vs-qemu,debug-threads=on",  # thread names for --perf
             "-accel", "tcg", "-S", "-display", "none", "-nodefaults", "-m", m,
-            "-object", f"memory-backend-file,id=mem,size={m},mem-path={mem_path},share=on",
+            "-object", f"memory-backend-file,id=mem,size={m},mem-path={mem_path},share=on"
+            + (",prealloc=on" if incoming and a.prealloc else ""),
             "-machine", "pc,memory-backend=mem", "-qmp", f"unix:{qmp_sock},server=on,wait=off"]
     return argv + (["-incoming", "defer"] if incoming else [])
 
@@ -521,9 +524,54 @@ def loopback_gbps(seconds=0.5, reps=3):
     return round(best, 2)
 
 
+REPORTED_KIB = "/sys/module/page_reporting/parameters/reported_kib"
+
+
+def reported_kib():
+    try:
+        with open(REPORTED_KIB) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def settle(quiet_s, deadline, limit_s=30.0):
+    """This machine is a VM that hands freed memory back to its host (free page reporting), and
+    a first write to such memory costs ~10x a write to memory it still holds. Freed memory is
+    reported over seconds, so a destination started right after another run's processes exit
+    gets some warm memory by chance. Before each timed migration, wait until no memory has
+    been reported for quiet_s seconds, so that every destination starts cold. Returns the
+    seconds waited (None where the kernel does not report)."""
+    if quiet_s <= 0 or reported_kib() is None:
+        return None
+    t0 = last_change = time.monotonic()
+    last = reported_kib()
+    while True:
+        now = time.monotonic()
+        if now - last_change >= quiet_s or now - t0 >= limit_s or now > deadline:
+            return round(now - t0, 1)
+        time.sleep(0.25)
+        cur = reported_kib()
+        if cur != last:
+            last, last_change = cur, time.monotonic()
+
+
+def first_touch_gbps(mib=256):
+    """GB/s of first writes (one byte per 4 KiB page) to newly mapped memory: the cost of
+    populating a destination, which on this machine depends on what its host holds."""
+    m = mmap.mmap(-1, mib << 20)
+    try:
+        t = time.perf_counter()
+        for off in range(0, mib << 20, 4096):
+            m[off] = 1
+        return round((mib << 20) / (time.perf_counter() - t) / 1e9, 2)
+    finally:
+        m.close()
+
+
 def probes():
     return {"memcpy_gbps": memcpy_gbps(), "loopback_1_stream_gbps": loopback_gbps(),
-            "busy_share": wait_idle(0)}
+            "first_touch_gbps": first_touch_gbps(), "busy_share": wait_idle(0)}
 
 
 def loadavg():
@@ -578,6 +626,12 @@ def main():
                     help="what the 1-channel row runs on both engines (default: plain precopy)")
     ap.add_argument("--engines", default="qemu,ferry", help="qemu, ferry or both (default)")
     ap.add_argument("--no-warmup", action="store_true")
+    ap.add_argument("--settle", type=float, default=3.0, metavar="S",
+                    help="before each timed migration, wait until the kernel has reported no freed "
+                         "memory to the host for S seconds (every destination starts cold; 0: don't)")
+    ap.add_argument("--prealloc", action="store_true",
+                    help="both destinations allocate all guest RAM before the migration starts "
+                         "(QEMU: memory-backend-file prealloc=on; Ferry: --guest ...,prealloc)")
     ap.add_argument("--perf", metavar="ROW", help="after ROW's runs, one more run of each engine under "
                     "`perf record -a` (not counted); top threads and symbols go into the JSON")
     ap.add_argument("--timeout", type=float, default=300, help="seconds for any one run")
@@ -630,6 +684,9 @@ def main():
                     "source file = a copy of ferry's guest RAM for the same fill (bit-identical)",
             "ferry": "ferry host --guest " + ferry_spec(a, "FILL") + "; destination --incoming defer",
             "order": "per run, QEMU and Ferry alternate which goes first",
+            "destination_ram": ("preallocated before the migration (--prealloc)" if a.prealloc
+                                else "allocated as pages arrive"),
+            "settle_s": a.settle,
             "ferry_extra_parameters": a.ferry_set}
         fills = []
         for r in rows:

@@ -649,6 +649,88 @@ static void t_bad_records(void **state)
 	assert_non_null(strstr(m, "version 9"));
 }
 
+static void send_all(int fd, const void *p, size_t len)
+{
+	for (size_t off = 0; off < len;) {
+		ssize_t n = send(fd, (const uint8_t *)p + off, len - off, MSG_NOSIGNAL);
+		assert_true(n > 0);
+		off += (size_t)n;
+	}
+}
+
+/*
+ * Pages sent more than once within one section land in stream order. On a
+ * fresh memfd destination without multifd, records are placed by two
+ * threads (mig/dst/place_N) from a queue: runs of distinct pages in any
+ * order, a run overlapping one still being placed after it. 600 runs
+ * (PAGES and ZEROS) over pages 0..159 of pc.ram, half of them in
+ * 0..31, against a model of the block.
+ */
+static void t_place_order(void **state)
+{
+	(void)state;
+	side dst;
+	side_create(&dst, DST_SPEC, FERRY_DIRTY_EXPLICIT, true);
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	assert_int_equal(ferry_migrate_incoming_fd(dst.vm, sv[1]), 0);
+	sbuf b = { .len = 0 };
+	header(&b);
+	ram_setup(&b);
+	part_begin(&b);
+	send_all(sv[0], b.p, b.len);
+	enum { PAGES = 160, MAXRUN = 24 };
+	static uint8_t model[PAGES * 4096], data[MAXRUN * 4096];
+	memset(model, 0, sizeof(model));
+	uint32_t x = 12345;
+	unsigned zeros = 0;
+	for (unsigned i = 0; i < 600; i++) {
+		x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+		uint32_t n = 1 + x % MAXRUN;
+		uint32_t first = (x >> 8) % (i % 2 ? 32 : PAGES - n + 1);
+		if (first + n > PAGES)
+			n = PAGES - first;
+		bool zero = (x >> 20) % 5 == 0;
+		b.len = 0;
+		be64(&b, ((uint64_t)first << 12) | (zero ? FERRY_RAM_ZEROS : FERRY_RAM_PAGES));
+		str8(&b, "pc.ram");
+		be32(&b, n);
+		send_all(sv[0], b.p, b.len);
+		if (zero) {
+			memset(model + (size_t)first * 4096, 0, (size_t)n * 4096);
+			zeros++;
+			continue;
+		}
+		for (uint32_t k = 0; k < n; k++) /* each page's bytes name the run and the page */
+			for (unsigned o = 0; o < 4096; o += 4) {
+				uint32_t v = (i << 16) | ((first + k) << 4) | 1;
+				memcpy(data + k * 4096 + o, &v, 4);
+			}
+		send_all(sv[0], data, (size_t)n * 4096);
+		memcpy(model + (size_t)first * 4096, data, (size_t)n * 4096);
+	}
+	assert_true(zeros > 50);
+	b.len = 0;
+	be64(&b, FERRY_RAM_EOS);
+	u8(&b, FERRY_REC_FOOTER);
+	be32(&b, 1);
+	send_all(sv[0], b.p, b.len);
+	shutdown(sv[0], SHUT_WR); /* the section was loaded whole; then the stream ends */
+	assert_int_equal(wait_final(dst.vm), FERRY_MIG_FAILED);
+	const char *name;
+	uint8_t *host;
+	uint64_t size;
+	ferry_guest_ram(dst.g, 0, &name, &host, &size);
+	assert_string_equal(name, "pc.ram");
+	for (unsigned pg = 0; pg < PAGES; pg++)
+		if (memcmp(host + (size_t)pg * 4096, model + (size_t)pg * 4096, 4096))
+			fail_msg("page %u: want run %u, have run %u", pg,
+				 (unsigned)(model[pg * 4096 + 2] | model[pg * 4096 + 3] << 8),
+				 (unsigned)(host[pg * 4096 + 2] | host[pg * 4096 + 3] << 8));
+	close(sv[0]);
+	side_destroy(&dst);
+}
+
 /* Cancel of an incoming migration that waits for its connection. */
 static void t_cancel_incoming(void **state)
 {
@@ -671,6 +753,8 @@ static void t_cancel_incoming(void **state)
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
+	if (getenv("FERRY_TEST_FILTER")) /* e.g. t_place_order, or t_auto* */
+		cmocka_set_test_filter(getenv("FERRY_TEST_FILTER"));
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(t_wp_stride),
 		cmocka_unit_test(t_wp_random),
@@ -694,6 +778,7 @@ int main(void)
 		cmocka_unit_test(t_auto_converge_refused),
 		cmocka_unit_test(t_bad_header),
 		cmocka_unit_test(t_bad_records),
+		cmocka_unit_test(t_place_order),
 		cmocka_unit_test(t_cancel_incoming),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -207,7 +207,7 @@ typedef struct ferry_ram_loader {
 	uint8_t *bounce;
 	struct ferry_ram_block *last; /* for CONTINUE */
 	uint64_t pages, zeros;
-	struct ferry_ram_placer *placer; /* mig/dst/place, started on demand */
+	struct ferry_ram_placer *placer; /* mig/dst/place_N, started on demand */
 	bool placer_tried;               /* started it, or found it cannot start */
 } ferry_ram_loader;
 /*

@@ -23,10 +23,11 @@
  * in the block's memory": place_uffd writes such pages with memcpy.
  *
  * Thread: the source side runs on mig/src/main, the destination side on
- * mig/dst/main, which may hand placement to mig/dst/place (the placement
+ * mig/dst/main, which may hand placement to mig/dst/place_N (the placement
  * pipeline below). RAM itself takes no lock.
  */
 #include "migration/mig.h"
+#include "migration/placeq.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -1027,7 +1028,8 @@ int ferry__ram_place_buf(ferry_chan *c, struct ferry_ram_block *rb, const uint64
 static int place_zero(struct place_err *pe, struct ferry_ram_block *rb, uint64_t page)
 {
 	uint8_t *a = rb->host + (page << FERRY_PAGE_SHIFT);
-	if (!ferry__bitmap_test(rb->received, page))
+	/* Atomic: placing threads set bits of other pages in the same word. */
+	if (!ferry__bitmap_test_atomic(rb->received, page))
 		return 0; /* fresh RAM reads as zero */
 	if (rb->place == FERRY_PLACE_UFFD) {
 		/* The page may be a hole (it was zero before too): never fault it. */
@@ -1129,17 +1131,26 @@ static int load_mem_size(ferry_vm_t *vm, ferry_chan *c, uint64_t total)
 /*
  * The placement pipeline: precopy over the main connection alone (no
  * multifd, no postcopy) into blocks placed by userfaultfd or pwrite().
- * One thread would receive each record and then place it, and both halves
- * cost about the same (a copy out of the socket; page allocation and a
- * copy into fresh memory), so mig/dst/main receives PAGES into a free slot
- * and queues it, and mig/dst/place writes the queued slots in order.
- * ZEROS runs queue too: every write to guest RAM and to `received` keeps the
- * stream's order (a later pass's copy of a page lands after the earlier
- * one). ferry__ram_load drains the queue before it returns, so between
- * sections nothing is in flight: device state, discards and postcopy see
- * RAM as the stream left it.
+ * One thread would receive each record and then place it, and placing
+ * costs the most: page allocation and a copy into fresh memory, whose
+ * first write is expensive where the machine is itself a VM that hands
+ * freed memory back to its host (see docs/architecture.md). So mig/dst/main
+ * receives PAGES into a free slot and queues it, and PLACER_THREADS threads
+ * (mig/dst/place_N) place the queued slots: on a two-CPU machine both CPUs
+ * then take first-write faults, where one placing thread left the other
+ * mostly idle.
+ *
+ * Order: every write to guest RAM and to `received` keeps the stream's
+ * order where it matters, i.e. for the same page (a later pass's copy lands
+ * after the earlier one). Placing threads take queued slots oldest first,
+ * and a slot whose pages overlap a slot still being placed waits for it;
+ * slots of distinct pages are placed in any order (placeq.h, unit-tested).
+ * ZEROS runs queue too.
+ * ferry__ram_load drains the queue before it returns, so between sections
+ * nothing is in flight: device state, discards and postcopy see RAM as the
+ * stream left it.
  */
-#define PLACER_SLOTS 4u
+#define PLACER_THREADS 2u
 
 struct place_job {
 	struct ferry_ram_block *rb;
@@ -1150,30 +1161,38 @@ struct place_job {
 };
 
 struct ferry_ram_placer {
-	pthread_t thread;
+	pthread_t thread[PLACER_THREADS];
+	unsigned started;       /* threads running; mig/dst/main's */
+	_Atomic unsigned named; /* for the threads' names */
 	pthread_mutex_t lock;
-	pthread_cond_t cond; /* a job was queued or done, or stop */
-	/* The queue: slots head .. head + queued - 1, oldest first. A queued
-	 * slot belongs to mig/dst/place; a free one to mig/dst/main. */
-	struct place_job job[PLACER_SLOTS];
-	unsigned head, queued; /* protected by lock */
+	pthread_cond_t cond; /* a job was queued, taken or done, or stop */
+	/*
+	 * job[i] goes with q.slot[i]: a FREE slot outside q's ring belongs to
+	 * mig/dst/main, a taken one to the placing thread that took it.
+	 */
+	struct place_job job[FERRY_PLACEQ_SLOTS];
+	struct ferry_placeq q; /* protected by lock */
 	bool stop;             /* protected by lock */
 	int err;               /* protected by lock: the first failure, sticky */
 	char msg[FERRY_PLACE_MSG_MAX]; /* protected by lock: err's message */
 };
 
-/* Thread: mig/dst/place. Places queued jobs until told to stop. */
+/* Thread: mig/dst/place_N. Places queued jobs until told to stop. */
 static void *placer_main(void *arg)
 {
 	struct ferry_ram_placer *pl = arg;
-	pthread_setname_np(pthread_self(), "mig/dst/place");
+	char name[16];
+	snprintf(name, sizeof(name), "mig/dst/place_%u", atomic_fetch_add(&pl->named, 1));
+	pthread_setname_np(pthread_self(), name);
 	pthread_mutex_lock(&pl->lock);
 	for (;;) {
-		while (!pl->queued && !pl->stop)
+		int i;
+		while ((i = ferry__placeq_take(&pl->q)) < 0 &&
+		       !(pl->stop && ferry__placeq_none_queued(&pl->q)))
 			pthread_cond_wait(&pl->cond, &pl->lock);
-		if (!pl->queued)
+		if (i < 0)
 			break;
-		struct place_job j = pl->job[pl->head];
+		struct place_job j = pl->job[i];
 		bool skip = pl->err != 0; /* after a failure, jobs are only dropped */
 		pthread_mutex_unlock(&pl->lock);
 		struct place_err pe = {0};
@@ -1185,14 +1204,14 @@ static void *placer_main(void *arg)
 			r = place_buf(&pe, j.rb, NULL, j.first, j.n, j.buf);
 		}
 		if (!skip && !r && !j.zero) /* holes stay holes: `received` only for data */
-			ferry__bitmap_set_range(j.rb->received, j.first, j.n);
+			ferry__bitmap_set_range_atomic((_Atomic unsigned long *)j.rb->received,
+						       j.first, j.n);
 		pthread_mutex_lock(&pl->lock);
-		if (r) {
+		if (r && !pl->err) {
 			pl->err = r;
 			place_err_msg(j.rb, &pe, pl->msg, sizeof(pl->msg));
 		}
-		pl->head = (pl->head + 1) % PLACER_SLOTS;
-		pl->queued--;
+		ferry__placeq_done(&pl->q, i);
 		pthread_cond_broadcast(&pl->cond);
 	}
 	pthread_mutex_unlock(&pl->lock);
@@ -1216,18 +1235,23 @@ static int placer_want(ferry_ram_loader *l)
 	if (l->placer_tried) /* decided once: no syscall or retry per record */
 		return l->placer != NULL;
 	l->placer_tried = true;
-	if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	if (cpus < 2)
 		return 0;
 	struct ferry_ram_placer *pl = calloc(1, sizeof(*pl));
 	if (!pl)
 		return 0;
-	unsigned i = 0;
-	for (; i < PLACER_SLOTS; i++)
+	unsigned i = 0, t = 0;
+	for (; i < FERRY_PLACEQ_SLOTS; i++)
 		if (!(pl->job[i].buf = malloc((size_t)FERRY_RAM_MAX_RUN << FERRY_PAGE_SHIFT)))
 			break;
 	pthread_mutex_init(&pl->lock, NULL);
 	pthread_cond_init(&pl->cond, NULL);
-	if (i < PLACER_SLOTS || pthread_create(&pl->thread, NULL, placer_main, pl)) {
+	unsigned want = (unsigned)(cpus < PLACER_THREADS ? cpus : PLACER_THREADS);
+	if (i == FERRY_PLACEQ_SLOTS)
+		while (t < want && pthread_create(&pl->thread[t], NULL, placer_main, pl) == 0)
+			t++;
+	if (!t) {
 		while (i--)
 			free(pl->job[i].buf);
 		pthread_mutex_destroy(&pl->lock);
@@ -1235,6 +1259,7 @@ static int placer_want(ferry_ram_loader *l)
 		free(pl);
 		return 0;
 	}
+	pl->started = t;
 	l->placer = pl;
 	return 1;
 }
@@ -1243,19 +1268,20 @@ static int placer_want(ferry_ram_loader *l)
 static struct place_job *placer_slot(ferry_chan *c, struct ferry_ram_placer *pl, int *r)
 {
 	pthread_mutex_lock(&pl->lock);
-	while (pl->queued == PLACER_SLOTS && !pl->err)
+	int i;
+	while ((i = ferry__placeq_free_slot(&pl->q)) < 0 && !pl->err)
 		pthread_cond_wait(&pl->cond, &pl->lock);
 	*r = placer_err(c, pl);
-	struct place_job *j = *r ? NULL : &pl->job[(pl->head + pl->queued) % PLACER_SLOTS];
+	struct place_job *j = *r ? NULL : &pl->job[i];
 	pthread_mutex_unlock(&pl->lock);
 	return j;
 }
 
-/* Queues the free slot's job (filled in by the caller). */
-static void placer_push(struct ferry_ram_placer *pl)
+/* Queues the free slot's job j (filled in by the caller). */
+static void placer_push(struct ferry_ram_placer *pl, const struct place_job *j)
 {
 	pthread_mutex_lock(&pl->lock);
-	pl->queued++;
+	ferry__placeq_push(&pl->q, j->rb, j->first, j->n);
 	pthread_cond_broadcast(&pl->cond);
 	pthread_mutex_unlock(&pl->lock);
 }
@@ -1264,7 +1290,7 @@ static void placer_push(struct ferry_ram_placer *pl)
 static int placer_drain(ferry_chan *c, struct ferry_ram_placer *pl)
 {
 	pthread_mutex_lock(&pl->lock);
-	while (pl->queued)
+	while (pl->q.used)
 		pthread_cond_wait(&pl->cond, &pl->lock);
 	int r = placer_err(c, pl);
 	pthread_mutex_unlock(&pl->lock);
@@ -1280,8 +1306,9 @@ void ferry__ram_loader_fini(ferry_ram_loader *l)
 	pl->stop = true;
 	pthread_cond_broadcast(&pl->cond);
 	pthread_mutex_unlock(&pl->lock);
-	pthread_join(pl->thread, NULL);
-	for (unsigned i = 0; i < PLACER_SLOTS; i++)
+	for (unsigned t = 0; t < pl->started; t++)
+		pthread_join(pl->thread[t], NULL);
+	for (unsigned i = 0; i < FERRY_PLACEQ_SLOTS; i++)
 		free(pl->job[i].buf);
 	pthread_mutex_destroy(&pl->lock);
 	pthread_cond_destroy(&pl->cond);
@@ -1400,7 +1427,7 @@ static int ram_load_records(ferry_ram_loader *l, bool setup)
 				return r;
 			*j = (struct place_job){.rb = rb, .first = first, .n = n,
 						.zero = kind == FERRY_RAM_ZEROS, .buf = j->buf};
-			placer_push(l->placer);
+			placer_push(l->placer, j);
 			*(kind == FERRY_RAM_PAGES ? &l->pages : &l->zeros) += n;
 			continue;
 		}
