@@ -1235,8 +1235,7 @@ static int placer_want(ferry_ram_loader *l)
 	if (l->placer_tried) /* decided once: no syscall or retry per record */
 		return l->placer != NULL;
 	l->placer_tried = true;
-	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-	if (cpus < 2)
+	if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
 		return 0;
 	struct ferry_ram_placer *pl = calloc(1, sizeof(*pl));
 	if (!pl)
@@ -1247,9 +1246,8 @@ static int placer_want(ferry_ram_loader *l)
 			break;
 	pthread_mutex_init(&pl->lock, NULL);
 	pthread_cond_init(&pl->cond, NULL);
-	unsigned want = (unsigned)(cpus < PLACER_THREADS ? cpus : PLACER_THREADS);
 	if (i == FERRY_PLACEQ_SLOTS)
-		while (t < want && pthread_create(&pl->thread[t], NULL, placer_main, pl) == 0)
+		while (t < PLACER_THREADS && pthread_create(&pl->thread[t], NULL, placer_main, pl) == 0)
 			t++;
 	if (!t) {
 		while (i--)
