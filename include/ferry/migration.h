@@ -128,13 +128,14 @@ typedef struct ferry_mig_params {
 	 */
 	uint32_t placement;
 	/*
-	 * x-send-splice (source; Ferry's own, default on): multifd channels
+	 * x-send-splice (source; Ferry's own, default off): multifd channels
 	 * send page data by reference (vmsplice + splice into the socket)
 	 * instead of copying it into socket buffers. A page written after it
 	 * was queued may leave with the new data; it is dirty then and sent
-	 * again, so nothing is lost. Off: sendmsg() copies, as QEMU does. (The
-	 * main connection always copies: by reference it measured slower, see
-	 * docs/architecture.md.)
+	 * again, so nothing is lost. Off: sendmsg() copies, as QEMU does, which
+	 * measured faster end to end on loopback (the receiver then copies
+	 * from cache-warm socket buffers instead of from guest RAM; see
+	 * docs/architecture.md). The main connection always copies.
 	 */
 	bool send_splice;
 	/*

@@ -85,13 +85,13 @@ static void mf_migrate(const char *spec, const ferry_mig_params *p, ferry_mig_in
 static void t_mf_1(void **s) { (void)s; ferry_mig_params p; mf_params(&p, 1, false); mf_migrate(SPEC, &p, NULL); }
 static void t_mf_2(void **s) { (void)s; ferry_mig_params p; mf_params(&p, 2, false); mf_migrate(SPEC, &p, NULL); }
 static void t_mf_4(void **s) { (void)s; ferry_mig_params p; mf_params(&p, 4, false); mf_migrate(SPEC, &p, NULL); }
-/* Channels copying page data into the socket (x-send-splice off) instead of splicing it. */
-static void t_mf_2_copy(void **s)
+/* Channels splicing page data into the socket (x-send-splice on) instead of copying it. */
+static void t_mf_2_splice(void **s)
 {
 	(void)s;
 	ferry_mig_params p;
 	mf_params(&p, 2, false);
-	p.send_splice = false;
+	p.send_splice = true;
 	mf_migrate(SPEC, &p, NULL);
 }
 static void t_mf_1_zstd(void **s) { (void)s; ferry_mig_params p; mf_params(&p, 1, true); mf_migrate(SPEC, &p, NULL); }
@@ -744,7 +744,7 @@ int main(void)
 		cmocka_unit_test(t_mf_1),
 		cmocka_unit_test(t_mf_2),
 		cmocka_unit_test(t_mf_4),
-		cmocka_unit_test(t_mf_2_copy),
+		cmocka_unit_test(t_mf_2_splice),
 		cmocka_unit_test(t_mf_1_zstd),
 		cmocka_unit_test(t_mf_4_zstd),
 		cmocka_unit_test(t_mf_2_zstd_text),

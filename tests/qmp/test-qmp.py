@@ -373,7 +373,7 @@ def case_commands(tmp):
             "multifd-channels": 2, "multifd-compression": "none", "multifd-zstd-level": 1,
             "x-postcopy-after-passes": 0, "x-link-timeout": 10000, "x-postcopy-cpu": -1,
             "x-free-page-hints": True, "x-free-page-hint-wait": 100,
-            "x-placement": "auto", "x-send-splice": True, **THROTTLE})
+            "x-placement": "auto", "x-send-splice": False, **THROTTLE})
         eq("migrate-set-parameters", q.cmd("migrate-set-parameters",
                                            {"downtime-limit": 500, "max-bandwidth": 100 << 20, "x-max-passes": 10}),
            {"return": {}})
@@ -382,7 +382,7 @@ def case_commands(tmp):
             "multifd-channels": 2, "multifd-compression": "none", "multifd-zstd-level": 1,
             "x-postcopy-after-passes": 0, "x-link-timeout": 10000, "x-postcopy-cpu": -1,
             "x-free-page-hints": True, "x-free-page-hint-wait": 100,
-            "x-placement": "auto", "x-send-splice": True, **THROTTLE})
+            "x-placement": "auto", "x-send-splice": False, **THROTTLE})
         eq("downtime-limit out of range", q.cmd("migrate-set-parameters", {"downtime-limit": 2000001}),
            generic("Parameter 'downtime_limit' expects an integer in the range of 0 to 2000000 ms"))
         eq("downtime-limit not a number", q.cmd("migrate-set-parameters", {"downtime-limit": "1s"}),
@@ -406,7 +406,7 @@ def case_commands(tmp):
             "multifd-channels": 2, "multifd-compression": "none", "multifd-zstd-level": 1,
             "x-postcopy-after-passes": 0, "x-link-timeout": 10000, "x-postcopy-cpu": -1,
             "x-free-page-hints": True, "x-free-page-hint-wait": 100,
-            "x-placement": "auto", "x-send-splice": True, **THROTTLE})
+            "x-placement": "auto", "x-send-splice": False, **THROTTLE})
         eq("multifd parameters", q.cmd("migrate-set-parameters",
                                        {"multifd-channels": 4, "multifd-compression": "zstd",
                                         "multifd-zstd-level": 3}), {"return": {}})
@@ -415,7 +415,7 @@ def case_commands(tmp):
             "multifd-channels": 4, "multifd-compression": "zstd", "multifd-zstd-level": 3,
             "x-postcopy-after-passes": 0, "x-link-timeout": 10000, "x-postcopy-cpu": -1,
             "x-free-page-hints": True, "x-free-page-hint-wait": 100,
-            "x-placement": "auto", "x-send-splice": True, **THROTTLE})
+            "x-placement": "auto", "x-send-splice": False, **THROTTLE})
         q.cmd("migrate-set-parameters", {"multifd-channels": 2, "multifd-compression": "none",
                                          "multifd-zstd-level": 1})
         eq("x-free-page-hint-wait out of range", q.cmd("migrate-set-parameters", {"x-free-page-hint-wait": 10001}),
@@ -459,7 +459,7 @@ def case_commands(tmp):
            {"x-postcopy-after-passes": 2, "x-link-timeout": 3000})
         q.cmd("migrate-set-parameters", {"x-postcopy-after-passes": 0, "x-link-timeout": 10000, "x-postcopy-cpu": -1,
             "x-free-page-hints": True, "x-free-page-hint-wait": 100,
-            "x-placement": "auto", "x-send-splice": True, **THROTTLE})
+            "x-placement": "auto", "x-send-splice": False, **THROTTLE})
         # Capabilities.
         eq("query-migrate-capabilities", q.ret("query-migrate-capabilities"),
            [{"capability": "events", "state": True}, {"capability": "multifd", "state": False},

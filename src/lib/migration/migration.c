@@ -64,7 +64,7 @@ void ferry_mig_params_init(ferry_mig_params *p)
 	p->free_page_hints = true;
 	p->hint_wait_ms = 100;
 	p->placement = FERRY_PLACE_AUTO;
-	p->send_splice = true;
+	p->send_splice = false;
 	p->auto_converge = false;
 	p->throttle_trigger_threshold = 50;
 	p->cpu_throttle_initial = 20;
