@@ -217,13 +217,7 @@ def make_source_file(a, j, fill, path):
                 src = f"/proc/{p.pid}/fd/{fd}"
         if not src:
             raise BenchError(f"no {size}-byte pc.ram memfd in ferry pid {p.pid}")
-        with open(src, "rb") as fi, open(path, "wb") as fo:
-            off, chunk = 0, 64 << 20
-            while off < size:
-                n = os.sendfile(fo.fileno(), fi.fileno(), off, min(chunk, size - off))
-                if n <= 0:
-                    raise BenchError(f"short copy from {src} at {off}")
-                off += n
+        copy_file(src, path, size)
         st = os.stat(path)
         if st.st_size != size or st.st_blocks * 512 < size:
             raise BenchError(f"{path}: size {st.st_size}, allocated {st.st_blocks * 512}, want {size} populated")
@@ -280,8 +274,19 @@ def perf_report(path, sort, limit):
     return out
 
 
-def drive(row, a, sq, dq, port, deadline, j=None, perf_path=None, extra=None):
-    """Sets both sides up, migrates, polls until done. Returns the run's figures."""
+def proc_cpu_s(proc):
+    """User + system CPU seconds of a process, all its threads (live and exited)."""
+    try:
+        with open(f"/proc/{proc.pid}/stat") as f:
+            v = f.read().rsplit(")", 1)[1].split()
+        return (int(v[11]) + int(v[12])) / CLK_TCK  # utime, stime (fields 14 and 15)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def drive(row, a, sq, dq, port, deadline, j=None, perf_path=None, extra=None, procs=None):
+    """Sets both sides up, migrates, polls until done. Returns the run's figures.
+    procs = (source, destination) processes: their CPU time over the migration is recorded."""
     caps, params = params_for(row, a)
     for q in (dq, sq):
         if caps:
@@ -292,13 +297,14 @@ def drive(row, a, sq, dq, port, deadline, j=None, perf_path=None, extra=None):
     settled = settle(a.settle, deadline)
     perf = perf_start(j, perf_path, deadline) if perf_path else None
     try:
-        return dict(migrate(a, sq, dq, uri, deadline), settle_s=settled)
+        return dict(migrate(a, sq, dq, uri, deadline, procs), settle_s=settled)
     finally:
         if perf:
             perf_stop(j, perf)
 
 
-def migrate(a, sq, dq, uri, deadline):
+def migrate(a, sq, dq, uri, deadline, procs=None):
+    cpu0 = [proc_cpu_s(p) for p in procs] if procs else None
     t0 = time.monotonic()
     sq.ret("migrate", {"uri": uri}, deadline)
     src_done = dst_done = None
@@ -321,6 +327,11 @@ def migrate(a, sq, dq, uri, deadline):
             elif st in ("failed", "cancelled"):
                 raise BenchError(f"destination migration {st}: {d.get('error-desc', d)}")
         time.sleep(POLL_S)
+    cpu = None
+    if cpu0:
+        cpu1 = [proc_cpu_s(p) for p in procs]
+        if None not in cpu0 + cpu1:
+            cpu = {"src_cpu_s": round(cpu1[0] - cpu0[0], 2), "dst_cpu_s": round(cpu1[1] - cpu0[1], 2)}
     # QEMU 7.2 can answer "completed" before it has filled in total-time (seen: 0 ms):
     # ask once more, and fall back to the wall time to the source's completion.
     final = sq.ret("query-migrate", deadline=deadline)
@@ -337,7 +348,8 @@ def migrate(a, sq, dq, uri, deadline):
             "wall_to_dst_completed_ms": round((dst_done - t0) * 1000, 1),
             "transferred": ram.get("transferred"), "multifd_bytes": ram.get("multifd-bytes"),
             "zero_pages": ram.get("duplicate"), "normal_pages": ram.get("normal"),
-            **({"x_multifd": info["x-multifd"]} if "x-multifd" in info else {})}
+            **({"x_multifd": info["x-multifd"]} if "x-multifd" in info else {}),
+            **(cpu or {})}
 
 
 def qemu_argv(a, mem_path, qmp_sock, incoming):
@@ -350,22 +362,37 @@ def qemu_argv(a, mem_path, qmp_sock, incoming):
     return argv + (["-incoming", "defer"] if incoming else [])
 
 
+def copy_file(src, dst, size):
+    with open(src, "rb") as fi, open(dst, "wb") as fo:
+        off, chunk = 0, 64 << 20
+        while off < size:
+            n = os.sendfile(fo.fileno(), fi.fileno(), off, min(chunk, size - off))
+            if n <= 0:
+                raise BenchError(f"short copy from {src} at {off}")
+            off += n
+
+
 def run_qemu(row, a, j, src_file, tag, perf_path=None):
     deadline = time.monotonic() + a.timeout
     dst_file = j.shm(f"qemu-dst-{tag}")
     j.unlink(dst_file)
+    # The source's RAM is allocated afresh for every run, as a Ferry source fills its
+    # RAM at start-up: both then take their memory from the same pool right before
+    # the migration (see "Destination memory" in README.md).
+    run_src = j.shm(f"qemu-src-{tag}")
+    copy_file(src_file, run_src, parse_size(a.mem))
     ssock, dsock = os.path.join(j.tmp, f"qs-{tag}.qmp"), os.path.join(j.tmp, f"qd-{tag}.qmp")
     procs, qs = [], []
     try:
         d = j.spawn(qemu_argv(a, dst_file, dsock, True), f"qemu-dst-{tag}")
-        s = j.spawn(qemu_argv(a, src_file, ssock, False), f"qemu-src-{tag}")
+        s = j.spawn(qemu_argv(a, run_src, ssock, False), f"qemu-src-{tag}")
         procs = [d, s]
         dq = QMP(dsock, deadline, d)
         qs.append(dq)
         sq = QMP(ssock, deadline, s)
         qs.append(sq)
         try:
-            return drive(row, a, sq, dq, free_port(), deadline, j, perf_path)
+            return drive(row, a, sq, dq, free_port(), deadline, j, perf_path, procs=(s, d))
         except BenchError as e:
             raise BenchError(f"{e} [qemu src: {j.stderr_tail(s)}] [qemu dst: {j.stderr_tail(d)}]")
     finally:
@@ -373,6 +400,7 @@ def run_qemu(row, a, j, src_file, tag, perf_path=None):
             q.close()
         j.kill(procs)
         j.unlink(dst_file)
+        j.unlink(run_src)
 
 
 def run_ferry(row, a, j, tag, perf_path=None):
@@ -389,7 +417,7 @@ def run_ferry(row, a, j, tag, perf_path=None):
         sq = QMP(ssock, deadline, s)
         qs.append(sq)
         try:
-            return drive(row, a, sq, dq, free_port(), deadline, j, perf_path, a.ferry_set)
+            return drive(row, a, sq, dq, free_port(), deadline, j, perf_path, a.ferry_set, (s, d))
         except BenchError as e:
             raise BenchError(f"{e} [ferry src: {j.stderr_tail(s)}] [ferry dst: {j.stderr_tail(d)}]")
     finally:
@@ -589,14 +617,15 @@ def summarise(runs, size):
     g = [r["gbps"] for r in ok]
     dt = [r["downtime_ms"] for r in ok if r["downtime_ms"] is not None]
     w = [r["wall_to_dst_completed_ms"] for r in ok]
-    return {"gbps": round(statistics.median(g), 2), "min": round(min(g), 2), "max": round(max(g), 2),
+    cpu = [r["src_cpu_s"] + r["dst_cpu_s"] for r in ok if "src_cpu_s" in r]
+    return {"cpu_s": round(statistics.median(cpu), 2) if cpu else None,"gbps": round(statistics.median(g), 2), "min": round(min(g), 2), "max": round(max(g), 2),
             "downtime_ms": statistics.median(dt) if dt else None,
             "wall_gbps": round(statistics.median(size / 1e9 / (x / 1000) for x in w), 2)}
 
 
 def table(rows, a):
     hdr = (f"{'row':<15} {'QEMU GB/s [min..max]':<22} {'Ferry GB/s [min..max]':<22} {'ratio':>6} "
-           f"{'QEMU dt ms':>10} {'Ferry dt ms':>11}")
+           f"{'QEMU dt ms':>10} {'Ferry dt ms':>11} {'CPU s Q/F':>11}")
     out = [hdr, "-" * len(hdr)]
     for name, r in rows.items():
         def cell(e):
@@ -605,8 +634,9 @@ def table(rows, a):
         ratio = f"{r['ratio']:.2f}" if r.get("ratio") is not None else "-"
         qd = r.get("qemu_downtime_ms")
         fd = r.get("ferry_downtime_ms")
+        cpu = "/".join("-" if r.get(e) is None else f"{r[e]:.2f}" for e in ("qemu_cpu_s", "ferry_cpu_s"))
         out.append(f"{name:<15} {cell('qemu'):<22} {cell('ferry'):<22} {ratio:>6} "
-                   f"{'-' if qd is None else qd:>10} {'-' if fd is None else fd:>11}")
+                   f"{'-' if qd is None else qd:>10} {'-' if fd is None else fd:>11} {cpu:>11}")
     return "\n".join(out)
 
 
@@ -769,6 +799,7 @@ def main():
             "qemu_gbps_to_dst_completed": q and q["wall_gbps"],
             "ferry_gbps_to_dst_completed": f and f["wall_gbps"],
             "ratio_to_dst_completed": round(f["wall_gbps"] / q["wall_gbps"], 2) if q and f else None,
+            "qemu_cpu_s": q and q["cpu_s"], "ferry_cpu_s": f and f["cpu_s"],
             "qemu_baseline_gbps": QEMU_BASELINE_GBPS.get(row),
             "runs": runs[row], "_qemu": q, "_ferry": f}
     if out:
