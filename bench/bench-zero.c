@@ -9,8 +9,6 @@
  *    a buffer of zero pages (the worst case: every byte is read);
  *  - random_pages_mpps: millions of random pages rejected per second (the
  *    common case for guest RAM: the first 128 bytes decide);
- *  - random_pages_prefetch_mpps: the same, prefetching FERRY_ZERO_PREFETCH
- *    pages ahead as the migration's page walks do;
  *  - memcmp_style_gbps: the baseline, memcmp() of each zero page against a
  *    static zero page, in GB/s.
  *
@@ -53,26 +51,6 @@ static uint64_t time_page_is_zero(const uint8_t *buf, size_t npages, size_t *nze
 		uint64_t t0 = ferry__now_ns();
 		for (size_t i = 0; i < npages; i++)
 			z += ferry__page_is_zero(buf + i * PS);
-		uint64_t dt = ferry__now_ns() - t0;
-		if (dt < best)
-			best = dt;
-		*nzero = z;
-	}
-	return best ? best : 1;
-}
-
-/* The same walk prefetching ahead, as the migration's callers do. */
-static uint64_t time_page_is_zero_prefetch(const uint8_t *buf, size_t npages, size_t *nzero)
-{
-	uint64_t best = UINT64_MAX;
-	for (int r = 0; r < REPS; r++) {
-		size_t z = 0;
-		uint64_t t0 = ferry__now_ns();
-		for (size_t i = 0; i < npages; i++) {
-			if (i + FERRY_ZERO_PREFETCH < npages)
-				ferry__page_prefetch(buf + (i + FERRY_ZERO_PREFETCH) * PS);
-			z += ferry__page_is_zero(buf + i * PS);
-		}
 		uint64_t dt = ferry__now_ns() - t0;
 		if (dt < best)
 			best = dt;
@@ -140,17 +118,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "bench-zero: %zu random pages reported zero\n", nzero);
 		return 1;
 	}
-	uint64_t t_rand_pf = time_page_is_zero_prefetch(buf, npages, &nzero);
-	if (nzero != 0) {
-		fprintf(stderr, "bench-zero: %zu random pages reported zero (prefetching)\n", nzero);
-		return 1;
-	}
 
 	printf("{\"impl\": \"%s\", \"zero_pages_gbps\": %.2f, \"random_pages_mpps\": %.1f, "
-	       "\"random_pages_prefetch_mpps\": %.1f, \"memcmp_style_gbps\": %.2f}\n",
+	       "\"memcmp_style_gbps\": %.2f}\n",
 	       ferry__zero_impl(), (double)size / (double)t_zero,
-	       (double)npages * 1e3 / (double)t_rand, (double)npages * 1e3 / (double)t_rand_pf,
-	       (double)size / (double)t_memcmp);
+	       (double)npages * 1e3 / (double)t_rand, (double)size / (double)t_memcmp);
 	munmap(buf, size);
 	return 0;
 }

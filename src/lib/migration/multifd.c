@@ -59,9 +59,6 @@ static int send_packet(ferry_mf_send_chan *c, const ferry_mf_job *j, uint64_t *b
 		/* Zero detection here, in the channel thread, not the main one. */
 		for (uint32_t i = 0; i < j->n; i++) {
 			const uint8_t *p = j->rb->host + (j->pages[i] << FERRY_PAGE_SHIFT);
-			if (i + FERRY_ZERO_PREFETCH < j->n)
-				ferry__page_prefetch(j->rb->host + (j->pages[i + FERRY_ZERO_PREFETCH]
-								    << FERRY_PAGE_SHIFT));
 			if (ferry__page_is_zero(p))
 				zero[nz++] = j->pages[i];
 			else

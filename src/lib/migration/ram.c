@@ -372,14 +372,10 @@ static void chunk_fn(void *arg)
 		uint64_t p0 = w * FERRY_BITS_PER_LONG, p1 = p0 + FERRY_BITS_PER_LONG;
 		if (p1 > j->first + j->n)
 			p1 = j->first + j->n;
-		for (uint64_t p = p0; p < p1; p++) {
-			/* Within the word only: `want` says which pages exist. */
-			if (p + FERRY_ZERO_PREFETCH < p1 && ((want >> (p + FERRY_ZERO_PREFETCH - p0)) & 1))
-				ferry__page_prefetch(cbase + ((p + FERRY_ZERO_PREFETCH) << FERRY_PAGE_SHIFT));
+		for (uint64_t p = p0; p < p1; p++)
 			if (((want >> (p - p0)) & 1) &&
 			    ferry__page_is_zero(cbase + (p << FERRY_PAGE_SHIFT)))
 				bits |= 1UL << (p - p0);
-		}
 		rs->zmap[w] = bits;
 	}
 }
