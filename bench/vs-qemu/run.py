@@ -618,7 +618,8 @@ def summarise(runs, size):
     dt = [r["downtime_ms"] for r in ok if r["downtime_ms"] is not None]
     w = [r["wall_to_dst_completed_ms"] for r in ok]
     cpu = [r["src_cpu_s"] + r["dst_cpu_s"] for r in ok if "src_cpu_s" in r]
-    return {"cpu_s": round(statistics.median(cpu), 2) if cpu else None,"gbps": round(statistics.median(g), 2), "min": round(min(g), 2), "max": round(max(g), 2),
+    return {"gbps": round(statistics.median(g), 2), "min": round(min(g), 2), "max": round(max(g), 2),
+            "cpu_s": round(statistics.median(cpu), 2) if cpu else None,
             "downtime_ms": statistics.median(dt) if dt else None,
             "wall_gbps": round(statistics.median(size / 1e9 / (x / 1000) for x in w), 2)}
 
