@@ -27,6 +27,7 @@
 #include <cmocka.h>
 
 #include "harness.h"
+#include "capcheck.h"
 #include "proxy.h"
 #include "sbuf.h"
 #include "stream/format.h"
@@ -86,6 +87,17 @@ static void t_mf_1(void **s) { (void)s; ferry_mig_params p; mf_params(&p, 1, fal
 static void t_mf_2(void **s) { (void)s; ferry_mig_params p; mf_params(&p, 2, false); mf_migrate(SPEC, &p, NULL); }
 static void t_mf_4(void **s) { (void)s; ferry_mig_params p; mf_params(&p, 4, false); mf_migrate(SPEC, &p, NULL); }
 /* Channels splicing page data into the socket (x-send-splice on) instead of copying it. */
+/* max-bandwidth is the total over the main connection and every channel. */
+static void t_mf_bandwidth_cap(void **s)
+{
+	(void)s;
+	ferry_mig_params p;
+	mf_params(&p, 2, false);
+	p.max_bandwidth = 40 * 1000 * 1000;
+	ferry_mig_info i = cap_migrate(&p);
+	assert_true(i.channel_bytes[0] > 8 * MiB && i.channel_bytes[1] > 8 * MiB);
+}
+
 static void t_mf_2_splice(void **s)
 {
 	(void)s;
@@ -745,6 +757,7 @@ int main(void)
 		cmocka_unit_test(t_mf_2),
 		cmocka_unit_test(t_mf_4),
 		cmocka_unit_test(t_mf_2_splice),
+		cmocka_unit_test(t_mf_bandwidth_cap),
 		cmocka_unit_test(t_mf_1_zstd),
 		cmocka_unit_test(t_mf_4_zstd),
 		cmocka_unit_test(t_mf_2_zstd_text),

@@ -35,6 +35,12 @@ struct ferry_migration {
 	 */
 	ferry_chan chan;
 	atomic_int chan_fd;   /* -1 when not connected */
+	/*
+	 * max-bandwidth over the main channel and every multifd channel
+	 * (ratelimit.h; thread-safe). Source only: the cap follows
+	 * ferry_migration_set_params; postcopy turns it off.
+	 */
+	ferry_ratelimit rl;
 
 	/* Protected by vm->mig_lock. */
 	ferry_mig_status status;

@@ -188,6 +188,7 @@ void ferry__migration_free(struct ferry_migration *m)
 		close(m->listen_fd);
 	if (m->recover_fd >= 0)
 		close(m->recover_fd);
+	ferry__rl_destroy(&m->rl);
 	pthread_mutex_destroy(&m->stats_lock);
 	pthread_mutex_destroy(&m->rp_lock);
 	pthread_cond_destroy(&m->rp_cond);
@@ -214,6 +215,7 @@ static struct ferry_migration *mig_new(ferry_vm_t *vm, bool incoming, const char
 		pthread_mutex_unlock(&vm->mig_lock);
 	}
 	m->chan.fd = -1;
+	ferry__rl_init(&m->rl, 0, &m->cancel, NULL);
 	pthread_mutex_init(&m->stats_lock, NULL);
 	pthread_mutex_init(&m->rp_lock, NULL);
 	pthread_condattr_t ca;
@@ -404,6 +406,7 @@ int ferry_migration_query(ferry_vm_t *vm, ferry_mig_info *info)
 	}
 	pthread_mutex_lock(&m->stats_lock);
 	*info = m->info;
+	info->bandwidth_peak_window_bytes = ferry__rl_peak(&m->rl); /* leaf lock */
 	uint64_t end = m->end_ns ? m->end_ns : ferry__now_ns();
 	info->total_time_ms = (end - m->start_ns) / 1000000;
 	if (m->pc_dst) /* set and cleared under mig_lock */

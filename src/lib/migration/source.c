@@ -774,6 +774,7 @@ void *ferry__source_thread(void *arg)
 		goto out;
 	}
 	atomic_store(&m->chan_fd, fd);
+	c->rl = &m->rl; /* every byte of the main connection counts against max-bandwidth */
 	if (ferry__mig_cancelled(m)) { /* a cancel that raced with connect */
 		r = -ECANCELED;
 		goto out;

@@ -60,12 +60,23 @@ static void seal_segment(ferry_chan *c)
 	}
 }
 
+/* One grant's worth of the queued iovecs (ferry__rl_send). */
+static int send_piece(void *ctx, struct iovec *iov, int cnt, int first)
+{
+	ferry_chan *c = ctx;
+	(void)first;
+	int r = ferry__sock_send_all(c->fd, iov, cnt, &c->out_bytes);
+	if (!r && c->on_write)
+		c->on_write(c->on_write_opaque);
+	return r;
+}
+
 int ferry__chan_flush(ferry_chan *c)
 {
 	if (c->out_err)
 		goto drop;
 	seal_segment(c);
-	int r = ferry__sock_send_all(c->fd, c->iov, c->iovcnt, &c->out_bytes);
+	int r = ferry__rl_send(c->rl, c->iov, c->iovcnt, send_piece, c);
 	if (r)
 		c->out_err = r;
 drop:

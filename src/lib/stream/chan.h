@@ -15,6 +15,13 @@
  * naming the stream offset, and every later call fails with it. Reads
  * never write past the buffer they were given.
  *
+ * Rate limit: with `rl` set, every write to the kernel (each flush, also
+ * the ones the channel does by itself when its iovec array or buffer is
+ * full) goes out in grants of the migration's limiter (ratelimit.h), so a
+ * writev never carries more than the limiter allows at that moment.
+ * `on_write`, if set, runs on the writer thread after each piece written
+ * (progress counters move while a long flush is throttled).
+ *
  * Thread: one reader and one writer at a time; they may be different
  * threads (the return path writes on the destination while its main thread
  * reads) because input and output state are disjoint. Cancel from any
@@ -27,6 +34,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/uio.h>
+
+#include "stream/ratelimit.h"
 
 #define FERRY_CHAN_OBUF 65536
 #define FERRY_CHAN_IBUF 65536
@@ -44,6 +53,9 @@ typedef struct ferry_chan {
 	size_t iov_bytes; /* bytes queued in iov */
 	uint64_t out_bytes; /* bytes handed to the kernel so far */
 	int out_err;      /* sticky output error (negative errno) */
+	ferry_ratelimit *rl; /* NULL: not limited; set by the writer before use */
+	void (*on_write)(void *opaque); /* after each piece written, or NULL */
+	void *on_write_opaque;
 
 	/* Input side (the reader thread). */
 	uint8_t *ibuf;
