@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -253,6 +254,12 @@ static void t_no_convergence_then_cancel(void **state)
 	assert_int_equal(ferry_migration_cancel(src.vm), 0);
 	assert_int_equal(wait_final(src.vm), FERRY_MIG_CANCELLED);
 	assert_true(ferry_vm_is_running(src.vm));
+	/* The destination was told: a cancel, not a truncated stream. */
+	assert_int_equal(wait_final(dst.vm), FERRY_MIG_FAILED);
+	ferry_mig_info di;
+	ferry_migration_query(dst.vm, &di);
+	assert_string_equal(di.error_desc, "migration cancelled by the source");
+	assert_int_equal(di.error, FERRY_EPEER);
 	assert_true(side_verify(&src));
 	side_destroy(&src);
 	side_destroy(&dst);
@@ -525,7 +532,91 @@ static void t_bad_header(void **state)
 			    "truncated stream: end of data with 24 bytes missing (stream header at offset 0)");
 	b.len = 0;
 	assert_string_equal(feed(&b),
-			    "truncated stream: end of data with 28 bytes missing (stream header at offset 0)");
+			    "the source closed the connection before the migration completed "
+			    "(stream header at offset 0)");
+}
+
+/*
+ * A stream that ends between records reads as a close, not as damage; a
+ * cancel notice, between records or inside the RAM section, as a cancel.
+ */
+static void t_source_closed_or_cancelled(void **state)
+{
+	(void)state;
+	sbuf b = { .len = 0 };
+	header(&b);
+	assert_string_equal(feed(&b), "the source closed the connection before the migration "
+				      "completed (record at offset 28)");
+	u8(&b, FERRY_REC_CANCELLED);
+	assert_string_equal(feed(&b), "migration cancelled by the source");
+	b.len = 0;
+	header(&b);
+	ram_setup(&b);
+	part_begin(&b);
+	be64(&b, FERRY_RAM_ZEROS); /* a whole record (feed_stream wants RAM untouched) */
+	str8(&b, "pc.ram");
+	be32(&b, 1);
+	size_t at = b.len;
+	char want[160];
+	snprintf(want, sizeof(want), "the source closed the connection before the migration "
+				     "completed (RAM record at offset %zu)", at);
+	assert_string_equal(feed(&b), want);
+	be64(&b, FERRY_RAM_CANCELLED);
+	assert_string_equal(feed(&b), "migration cancelled by the source");
+	/* With offset bits it is no notice. */
+	b.len = at;
+	be64(&b, 4096 | FERRY_RAM_CANCELLED);
+	snprintf(want, sizeof(want), "unknown RAM record flags 0x80 (RAM record at offset %zu)", at);
+	assert_string_equal(feed(&b), want);
+}
+
+/* A monitor's QMP listener: greets, then reads and drops whatever comes. */
+static void *qmp_listener(void *arg)
+{
+	int lfd = *(int *)arg, fd = accept(lfd, NULL, NULL);
+	if (fd < 0)
+		return NULL;
+	static const char greeting[] = "{\"QMP\": {\"version\": {}, \"capabilities\": []}}\r\n";
+	if (write(fd, greeting, sizeof(greeting) - 1) < 0)
+		perror("qmp_listener");
+	char buf[65536];
+	while (read(fd, buf, sizeof(buf)) > 0)
+		;
+	close(fd);
+	return NULL;
+}
+
+/* A migration sent to a QMP socket by mistake says so, and the guest runs on. */
+static void t_peer_is_qmp(void **state)
+{
+	(void)state;
+	side src;
+	side_create(&src, SPEC256 "workload=random", FERRY_DIRTY_WP_ASYNC, false);
+	assert_int_equal(ferry_vm_start(src.vm), 0);
+	const char *uri = test_uri();
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", uri + strlen("unix:"));
+	int lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+	assert_true(lfd >= 0);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(lfd, 4), 0);
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, qmp_listener, &lfd), 0);
+	assert_int_equal(ferry_migrate_start(src.vm, uri, NULL), 0);
+	assert_int_equal(wait_final(src.vm), FERRY_MIG_FAILED);
+	ferry_mig_info i;
+	ferry_migration_query(src.vm, &i);
+	char want[600];
+	snprintf(want, sizeof(want), "the peer at '%s' is a QMP monitor, not a migration destination",
+		 uri);
+	assert_string_equal(i.error_desc, want);
+	assert_int_equal(i.error, -EPROTO);
+	assert_true(ferry_vm_is_running(src.vm));
+	pthread_join(t, NULL);
+	close(lfd);
+	unlink(sa.sun_path);
+	assert_true(side_verify(&src));
+	side_destroy(&src);
 }
 
 static void t_bad_records(void **state)
@@ -800,12 +891,14 @@ int main(void)
 		cmocka_unit_test(t_destination_dies_then_retry),
 		cmocka_unit_test(t_no_convergence_then_cancel),
 		cmocka_unit_test(t_bandwidth_cap),
+		cmocka_unit_test(t_peer_is_qmp),
 		cmocka_unit_test(t_live_params),
 		cmocka_unit_test(t_auto_converge),
 		cmocka_unit_test(t_auto_converge_cap_then_cancel),
 		cmocka_unit_test(t_auto_converge_refused),
 		cmocka_unit_test(t_bad_header),
 		cmocka_unit_test(t_bad_records),
+		cmocka_unit_test(t_source_closed_or_cancelled),
 		cmocka_unit_test(t_place_order),
 		cmocka_unit_test(t_cancel_incoming),
 	};

@@ -778,5 +778,7 @@ int main(void)
 		cmocka_unit_test(t_place_passes_pwrite_mf),
 		cmocka_unit_test(t_place_passes_mapping),
 	};
+	if (getenv("FERRY_TEST_FILTER")) /* e.g. t_mf_bandwidth_cap */
+		cmocka_set_test_filter(getenv("FERRY_TEST_FILTER"));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -149,10 +149,11 @@ void ferry__mig_set_error(struct ferry_migration *m, int err, const char *fmt, .
 }
 
 /* Caller holds vm->mig_lock (which keeps mf_send/mf_recv alive). */
-void ferry__mf_cancel(struct ferry_migration *m)
+void ferry__mf_cancel(struct ferry_migration *m, bool shut)
 {
 	if (m->mf_send) {
-		ferry__mf_send_shutdown(m->mf_send);
+		if (shut)
+			ferry__mf_send_shutdown(m->mf_send);
 		pthread_mutex_lock(&m->mf_send->lock);
 		pthread_cond_broadcast(&m->mf_send->cond);
 		pthread_mutex_unlock(&m->mf_send->lock);
@@ -314,6 +315,7 @@ int ferry_migrate_start(ferry_vm_t *vm, const char *uri, const ferry_mig_params 
 		return -ENOMEM;
 	if (params)
 		m->params = *params;
+	ferry__rl_set_rate(&m->rl, m->params.max_bandwidth);
 	int r = mig_launch(vm, m, ferry__source_thread);
 	if (r)
 		ferry__migration_free(m);
@@ -378,6 +380,7 @@ int ferry_migration_set_params(ferry_vm_t *vm, const ferry_mig_params *params)
 		pthread_mutex_lock(&m->stats_lock);
 		m->params = *params;
 		pthread_mutex_unlock(&m->stats_lock);
+		ferry__rl_set_rate(&m->rl, params->max_bandwidth); /* waits under way too */
 		r = 0;
 	}
 	pthread_mutex_unlock(&vm->mig_lock);
@@ -448,12 +451,17 @@ static int mig_cancel(ferry_vm_t *vm, bool force)
 		shutdown(m->listen_fd, SHUT_RDWR);
 	int fd = atomic_load(&m->chan_fd);
 	/*
-	 * The destination only stops reading: it still tells the source why
-	 * (SHUT "cancelled on the destination") before it closes.
+	 * Both sides only stop reading at first. The destination still tells
+	 * the source why (SHUT "cancelled on the destination") before it
+	 * closes. On the source this wakes the return path thread, which gives
+	 * the main thread a moment to finish its write and send the cancel
+	 * notice (FERRY_REC_CANCELLED) before it cuts every connection
+	 * (source.c, await_bye); the multifd channels finish their packet.
 	 */
+	bool cut = force && !m->incoming;
 	if (fd >= 0)
-		shutdown(fd, m->incoming ? SHUT_RD : SHUT_RDWR);
-	ferry__mf_cancel(m);
+		shutdown(fd, cut ? SHUT_RDWR : SHUT_RD);
+	ferry__mf_cancel(m, cut || m->incoming);
 	if (m->status != FERRY_MIG_CANCELLING) {
 		m->status = FERRY_MIG_CANCELLING;
 		pthread_mutex_lock(&m->stats_lock);

@@ -642,6 +642,7 @@ int ferry__mf_recv_start(ferry_mf_receiver *r, struct ferry_migration *m, int li
 			return e;
 		}
 		c->in.in_offset = FERRY_MF_HS_LEN; /* offsets count the handshake */
+		c->in.peer = "source";
 		have++;
 	}
 	for (unsigned i = 0; i < n; i++) {

@@ -168,8 +168,20 @@ int ferry__chan_fail(ferry_chan *c, int err, const char *fmt, ...)
 	return err;
 }
 
+int ferry__chan_fail_msg(ferry_chan *c, int err, const char *msg)
+{
+	if (c->in_err)
+		return c->in_err;
+	snprintf(c->in_errmsg, sizeof(c->in_errmsg), "%s", msg);
+	c->in_err = err;
+	return err;
+}
+
 static int io_fail(ferry_chan *c, ssize_t n, size_t want)
 {
+	if (n == 0 && c->in_ctx && c->in_offset == c->in_rec) /* between records: a close, not damage */
+		return ferry__chan_fail(c, -EPIPE, "the %s closed the connection before the migration completed",
+					c->peer ? c->peer : "peer");
 	if (n == 0)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM,
 					"truncated stream: end of data with %zu bytes missing", want);

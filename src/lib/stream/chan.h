@@ -64,6 +64,7 @@ typedef struct ferry_chan {
 	int in_err;         /* sticky input error */
 	char in_errmsg[256];
 	const char *in_ctx; /* record being parsed, for messages */
+	const char *peer;   /* who writes to us, for messages ("source"); NULL: "peer" */
 	uint64_t in_rec;    /* stream offset where that record starts */
 } ferry_chan;
 
@@ -89,7 +90,9 @@ size_t ferry__chan_pending(const ferry_chan *c);
 
 /*
  * Input. Each returns 0 or the sticky negative errno; on EOF in the middle
- * of an item the error is -FERRY_EBADSTREAM with "truncated".
+ * of an item the error is FERRY_EBADSTREAM with "truncated"; on EOF before
+ * the first byte of the record named by ferry__chan_ctx(), -EPIPE with
+ * "the PEER closed the connection before the migration completed".
  */
 int ferry__chan_read(ferry_chan *c, void *p, size_t n);
 int ferry__chan_read_direct(ferry_chan *c, void *p, size_t n);
@@ -121,6 +124,8 @@ static inline void ferry__chan_ctx_name(ferry_chan *c, const char *what)
  */
 int ferry__chan_fail(ferry_chan *c, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* The same with msg as the whole message (no record or offset appended). */
+int ferry__chan_fail_msg(ferry_chan *c, int err, const char *msg);
 
 /* Big-endian helpers for buffers. */
 static inline void ferry__st_be16(uint8_t *p, uint16_t v) { p[0] = v >> 8; p[1] = (uint8_t)v; }
