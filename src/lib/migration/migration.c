@@ -9,7 +9,10 @@
  * live under the migration's stats_lock, held only to copy them. Cancel
  * sets a flag and shuts the socket down, which wakes whatever the
  * migration thread is blocked on; the thread then cleans up and reports
- * CANCELLED.
+ * CANCELLED. A source's socket is shut for reading only, so that the
+ * cancel notice can still go out (source.c, say_cancelled/await_bye).
+ * max-bandwidth changes reach the running migration's limiter (m->rl) at
+ * once.
  */
 #include "migration/mig.h"
 
