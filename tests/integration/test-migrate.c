@@ -20,6 +20,7 @@
 
 #include "harness.h"
 #include "capcheck.h"
+#include "proxy.h"
 #include "sbuf.h"
 #include "stream/format.h"
 
@@ -627,6 +628,55 @@ static void t_source_closed_or_cancelled(void **state)
 	assert_string_equal(feed(&b), want);
 }
 
+/*
+ * Cancel while the destination reads nothing (its link frozen, the
+ * source blocked in a write): the source cuts the connection after its
+ * grace for the cancel notice and ends CANCELLED, the guest running.
+ */
+static void t_cancel_frozen_link(void **state)
+{
+	(void)state;
+	side src, dst;
+	side_create(&src, SPEC256 "workload=random", FERRY_DIRTY_WP_ASYNC, false);
+	side_create(&dst, SPEC256 "workload=random", FERRY_DIRTY_WP_ASYNC, true);
+	char dpath[108], ppath[108], duri[120], puri[120];
+	snprintf(dpath, sizeof(dpath), "%s", test_uri() + 5);
+	snprintf(ppath, sizeof(ppath), "%s", test_uri() + 5);
+	snprintf(duri, sizeof(duri), "unix:%s", dpath);
+	snprintf(puri, sizeof(puri), "unix:%s", ppath);
+	assert_int_equal(ferry_migrate_incoming(dst.vm, duri), 0);
+	proxy *px = proxy_start(ppath, dpath);
+	assert_non_null(px);
+	assert_int_equal(ferry_vm_start(src.vm), 0);
+	ferry_mig_params p;
+	ferry_mig_params_init(&p);
+	p.max_bandwidth = 100 * 1000 * 1000; /* ~2.6 s for the guest: time to freeze it */
+	assert_int_equal(ferry_migrate_start(src.vm, puri, &p), 0);
+	ferry_mig_info i = { .transferred = 0 };
+	for (int k = 0; k < 1500 && i.transferred < 16 * MiB; k++) {
+		assert_int_equal(ferry_migration_wait(src.vm, 20), -ETIMEDOUT);
+		ferry_migration_query(src.vm, &i);
+	}
+	proxy_freeze(px, 0);
+	/* Until the source is stuck in a write: transferred stops moving. */
+	uint64_t last = 0;
+	int still = 0;
+	for (int k = 0; k < 1500 && still < 10; k++) {
+		assert_int_equal(ferry_migration_wait(src.vm, 20), -ETIMEDOUT);
+		ferry_migration_query(src.vm, &i);
+		still = i.transferred == last ? still + 1 : 0;
+		last = i.transferred;
+	}
+	assert_int_equal(still, 10);
+	assert_int_equal(ferry_migration_cancel(src.vm), 0);
+	assert_int_equal(ferry_migration_wait(src.vm, 10000), FERRY_MIG_CANCELLED);
+	assert_true(ferry_vm_is_running(src.vm));
+	assert_true(side_verify(&src));
+	side_destroy(&dst);
+	proxy_stop(px);
+	side_destroy(&src);
+}
+
 /* A monitor's QMP listener: greets, then reads and drops whatever comes. */
 static void *qmp_listener(void *arg)
 {
@@ -949,6 +999,7 @@ int main(void)
 		cmocka_unit_test(t_no_convergence_then_cancel),
 		cmocka_unit_test(t_bandwidth_cap),
 		cmocka_unit_test(t_peer_is_qmp),
+		cmocka_unit_test(t_cancel_frozen_link),
 		cmocka_unit_test(t_cap_lowered),
 		cmocka_unit_test(t_live_params),
 		cmocka_unit_test(t_auto_converge),
