@@ -413,6 +413,18 @@ int ferry_migration_query(ferry_vm_t *vm, ferry_mig_info *info)
 	pthread_mutex_lock(&m->stats_lock);
 	*info = m->info;
 	info->bandwidth_peak_window_bytes = ferry__rl_peak(&m->rl); /* leaf lock */
+	if (!m->incoming && info->status == FERRY_MIG_ACTIVE) {
+		/*
+		 * Live: the limiter grants every byte of the main connection and
+		 * the channels just before it is written (the same bytes as
+		 * `transferred`), also while mig/src/main waits for a channel and
+		 * so does not refresh the counters.
+		 */
+		uint64_t granted, waited;
+		ferry__rl_stats(&m->rl, &granted, &waited);
+		if (granted > info->transferred)
+			info->transferred = granted;
+	}
 	uint64_t end = m->end_ns ? m->end_ns : ferry__now_ns();
 	info->total_time_ms = (end - m->start_ns) / 1000000;
 	if (m->pc_dst) /* set and cleared under mig_lock */
