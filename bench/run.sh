@@ -5,6 +5,7 @@ cd "$(dirname "$0")/.."
 ./build/bench/bench-zero
 ./build/bench/bench-dirty
 ./build/bench/bench-placement
+./build/bench/bench-bandwidth  # max-bandwidth: peak 100 ms window / cap, main and multifd
 python3 bench/precopy.py "$@"
 python3 bench/vs-qemu/run.py  # Ferry and QEMU side by side (installs qemu-system-x86 if absent)
 python3 bench/postcopy.py

@@ -242,6 +242,13 @@ typedef struct ferry_mig_info {
 	uint32_t cpu_throttle_percentage;
 	uint32_t cpu_throttle_peak;
 	uint32_t cpu_throttle_raises;
+	/*
+	 * Source: the most bytes handed to the kernel (main connection and
+	 * multifd channels together) within any 100 ms window so far,
+	 * measured in 1 ms steps where the bytes are written. With
+	 * max-bandwidth B it stays within B / 10 plus one 5 ms grant.
+	 */
+	uint64_t bandwidth_peak_window_bytes;
 	/* More fields may be added at any time. */
 } ferry_mig_info;
 

@@ -14,10 +14,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include <cmocka.h>
 
 #include "harness.h"
+#include "capcheck.h"
+#include "proxy.h"
 #include "sbuf.h"
 #include "stream/format.h"
 
@@ -252,7 +255,85 @@ static void t_no_convergence_then_cancel(void **state)
 	assert_int_equal(ferry_migration_cancel(src.vm), 0);
 	assert_int_equal(wait_final(src.vm), FERRY_MIG_CANCELLED);
 	assert_true(ferry_vm_is_running(src.vm));
+	/* The destination was told: a cancel, not a truncated stream. */
+	assert_int_equal(wait_final(dst.vm), FERRY_MIG_FAILED);
+	ferry_mig_info di;
+	ferry_migration_query(dst.vm, &di);
+	assert_string_equal(di.error_desc, "migration cancelled by the source");
+	assert_int_equal(di.error, FERRY_EPEER);
 	assert_true(side_verify(&src));
+	side_destroy(&src);
+	side_destroy(&dst);
+}
+
+/*
+ * max-bandwidth on the main connection holds in every 100 ms window while a
+ * guest dirties scattered pages (the channel then flushes by itself, its
+ * iovec array full, long before ram.c's flush threshold), and progress
+ * shows while the sending waits.
+ */
+static void t_bandwidth_cap(void **state)
+{
+	(void)state;
+	ferry_mig_params p;
+	ferry_mig_params_init(&p);
+	p.max_bandwidth = 40 * 1000 * 1000;
+	cap_migrate(&p);
+}
+
+/* Waits (on status, bounded) until the source has made `syncs` dirty syncs; returns its info. */
+static ferry_mig_info wait_syncs(ferry_vm_t *vm, uint64_t syncs)
+{
+	ferry_mig_info i;
+	for (int k = 0; k < 3000; k++) {
+		assert_int_equal(ferry_migration_wait(vm, 20), -ETIMEDOUT);
+		ferry_migration_query(vm, &i);
+		assert_int_equal(i.status, FERRY_MIG_ACTIVE);
+		if (i.dirty_sync_count >= syncs)
+			return i;
+	}
+	fail_msg("no dirty sync %llu within 60 s", (unsigned long long)syncs);
+	return i;
+}
+
+/*
+ * A cap lowered while the migration runs (migrate-set-parameters) holds at
+ * once, and what query-migrate estimates follows it: the bandwidth behind
+ * expected-downtime (pages-per-second) is no more than the new cap, though
+ * the passes before went ~20 times faster; mbps (the last 100 ms) is within
+ * 110% of it; the dirty rate is that of the last pass.
+ */
+static void t_cap_lowered(void **state)
+{
+	(void)state;
+	side src, dst;
+	const char *uri = running_pair(&src, &dst, "mem=128M,vram=4M,vcpus=2,rate=max,wss=8M,workload=random");
+	ferry_mig_params p;
+	ferry_mig_params_init(&p);
+	p.max_bandwidth = 400 * MiB;
+	p.downtime_limit_ms = 1; /* never converges: this is about the estimates */
+	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
+	ferry_mig_info i = wait_syncs(src.vm, 2);
+	uint64_t cap = 20 * 1000 * 1000;
+	p.max_bandwidth = cap;
+	assert_int_equal(ferry_migration_set_params(src.vm, &p), 0);
+	uint64_t peak0 = i.bandwidth_peak_window_bytes;
+	i = wait_syncs(src.vm, i.dirty_sync_count + 2);
+	fprintf(stderr, "after the cap went to 20 MB/s: pages/s %llu (%.3f of the cap), mbps %.1f, "
+		"expected downtime %llu ms, dirty pages/s %llu, peak window before %llu\n",
+		(unsigned long long)i.pages_per_second,
+		(double)i.pages_per_second * 4096 / (double)cap, i.mbps,
+		(unsigned long long)i.expected_downtime_ms, (unsigned long long)i.dirty_pages_rate,
+		(unsigned long long)peak0);
+	assert_true(i.pages_per_second * 4096 <= cap);
+	assert_true(i.pages_per_second * 4096 * 2 >= cap); /* the cap, not some floor */
+	assert_true(i.mbps <= (double)cap * 8 / 1e6 * 1.1);
+	assert_true(i.dirty_pages_rate > 0);
+	/* What is dirty, at the cap: the working set (2 x 8 MiB) takes ~800 ms. */
+	assert_true(i.expected_downtime_ms >= 200);
+	assert_int_equal(ferry_migration_cancel(src.vm), 0);
+	assert_int_equal(wait_final(src.vm), FERRY_MIG_CANCELLED);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIG_FAILED);
 	side_destroy(&src);
 	side_destroy(&dst);
 }
@@ -509,7 +590,140 @@ static void t_bad_header(void **state)
 			    "truncated stream: end of data with 24 bytes missing (stream header at offset 0)");
 	b.len = 0;
 	assert_string_equal(feed(&b),
-			    "truncated stream: end of data with 28 bytes missing (stream header at offset 0)");
+			    "the source closed the connection before the migration completed "
+			    "(stream header at offset 0)");
+}
+
+/*
+ * A stream that ends between records reads as a close, not as damage; a
+ * cancel notice, between records or inside the RAM section, as a cancel.
+ */
+static void t_source_closed_or_cancelled(void **state)
+{
+	(void)state;
+	sbuf b = { .len = 0 };
+	header(&b);
+	assert_string_equal(feed(&b), "the source closed the connection before the migration "
+				      "completed (record at offset 28)");
+	u8(&b, FERRY_REC_CANCELLED);
+	assert_string_equal(feed(&b), "migration cancelled by the source");
+	b.len = 0;
+	header(&b);
+	ram_setup(&b);
+	part_begin(&b);
+	be64(&b, FERRY_RAM_ZEROS); /* a whole record (feed_stream wants RAM untouched) */
+	str8(&b, "pc.ram");
+	be32(&b, 1);
+	size_t at = b.len;
+	char want[160];
+	snprintf(want, sizeof(want), "the source closed the connection before the migration "
+				     "completed (RAM record at offset %zu)", at);
+	assert_string_equal(feed(&b), want);
+	be64(&b, FERRY_RAM_CANCELLED);
+	assert_string_equal(feed(&b), "migration cancelled by the source");
+	/* With offset bits it is no notice. */
+	b.len = at;
+	be64(&b, 4096 | FERRY_RAM_CANCELLED);
+	snprintf(want, sizeof(want), "unknown RAM record flags 0x80 (RAM record at offset %zu)", at);
+	assert_string_equal(feed(&b), want);
+}
+
+/*
+ * Cancel while the destination reads nothing (its link frozen, the
+ * source blocked in a write): the source cuts the connection after its
+ * grace for the cancel notice and ends CANCELLED, the guest running.
+ */
+static void t_cancel_frozen_link(void **state)
+{
+	(void)state;
+	side src, dst;
+	side_create(&src, SPEC256 "workload=random", FERRY_DIRTY_WP_ASYNC, false);
+	side_create(&dst, SPEC256 "workload=random", FERRY_DIRTY_WP_ASYNC, true);
+	char dpath[108], ppath[108], duri[120], puri[120];
+	snprintf(dpath, sizeof(dpath), "%s", test_uri() + 5);
+	snprintf(ppath, sizeof(ppath), "%s", test_uri() + 5);
+	snprintf(duri, sizeof(duri), "unix:%s", dpath);
+	snprintf(puri, sizeof(puri), "unix:%s", ppath);
+	assert_int_equal(ferry_migrate_incoming(dst.vm, duri), 0);
+	proxy *px = proxy_start(ppath, dpath);
+	assert_non_null(px);
+	assert_int_equal(ferry_vm_start(src.vm), 0);
+	ferry_mig_params p;
+	ferry_mig_params_init(&p);
+	p.max_bandwidth = 100 * 1000 * 1000; /* ~2.6 s for the guest: time to freeze it */
+	assert_int_equal(ferry_migrate_start(src.vm, puri, &p), 0);
+	ferry_mig_info i = { .transferred = 0 };
+	for (int k = 0; k < 1500 && i.transferred < 16 * MiB; k++) {
+		assert_int_equal(ferry_migration_wait(src.vm, 20), -ETIMEDOUT);
+		ferry_migration_query(src.vm, &i);
+	}
+	proxy_freeze(px, 0);
+	/* Until the source is stuck in a write: transferred stops moving. */
+	uint64_t last = 0;
+	int still = 0;
+	for (int k = 0; k < 1500 && still < 10; k++) {
+		assert_int_equal(ferry_migration_wait(src.vm, 20), -ETIMEDOUT);
+		ferry_migration_query(src.vm, &i);
+		still = i.transferred == last ? still + 1 : 0;
+		last = i.transferred;
+	}
+	assert_int_equal(still, 10);
+	assert_int_equal(ferry_migration_cancel(src.vm), 0);
+	assert_int_equal(ferry_migration_wait(src.vm, 10000), FERRY_MIG_CANCELLED);
+	assert_true(ferry_vm_is_running(src.vm));
+	assert_true(side_verify(&src));
+	side_destroy(&dst);
+	proxy_stop(px);
+	side_destroy(&src);
+}
+
+/* A monitor's QMP listener: greets, then reads and drops whatever comes. */
+static void *qmp_listener(void *arg)
+{
+	int lfd = *(int *)arg, fd = accept(lfd, NULL, NULL);
+	if (fd < 0)
+		return NULL;
+	static const char greeting[] = "{\"QMP\": {\"version\": {}, \"capabilities\": []}}\r\n";
+	if (write(fd, greeting, sizeof(greeting) - 1) < 0)
+		perror("qmp_listener");
+	char buf[65536];
+	while (read(fd, buf, sizeof(buf)) > 0)
+		;
+	close(fd);
+	return NULL;
+}
+
+/* A migration sent to a QMP socket by mistake says so, and the guest runs on. */
+static void t_peer_is_qmp(void **state)
+{
+	(void)state;
+	side src;
+	side_create(&src, SPEC256 "workload=random", FERRY_DIRTY_WP_ASYNC, false);
+	assert_int_equal(ferry_vm_start(src.vm), 0);
+	const char *uri = test_uri();
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", uri + strlen("unix:"));
+	int lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+	assert_true(lfd >= 0);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(lfd, 4), 0);
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, qmp_listener, &lfd), 0);
+	assert_int_equal(ferry_migrate_start(src.vm, uri, NULL), 0);
+	assert_int_equal(wait_final(src.vm), FERRY_MIG_FAILED);
+	ferry_mig_info i;
+	ferry_migration_query(src.vm, &i);
+	char want[600];
+	snprintf(want, sizeof(want), "the peer at '%s' is a QMP monitor, not a migration destination",
+		 uri);
+	assert_string_equal(i.error_desc, want);
+	assert_int_equal(i.error, -EPROTO);
+	assert_true(ferry_vm_is_running(src.vm));
+	pthread_join(t, NULL);
+	close(lfd);
+	unlink(sa.sun_path);
+	assert_true(side_verify(&src));
+	side_destroy(&src);
 }
 
 static void t_bad_records(void **state)
@@ -783,12 +997,17 @@ int main(void)
 		cmocka_unit_test(t_no_destination),
 		cmocka_unit_test(t_destination_dies_then_retry),
 		cmocka_unit_test(t_no_convergence_then_cancel),
+		cmocka_unit_test(t_bandwidth_cap),
+		cmocka_unit_test(t_peer_is_qmp),
+		cmocka_unit_test(t_cancel_frozen_link),
+		cmocka_unit_test(t_cap_lowered),
 		cmocka_unit_test(t_live_params),
 		cmocka_unit_test(t_auto_converge),
 		cmocka_unit_test(t_auto_converge_cap_then_cancel),
 		cmocka_unit_test(t_auto_converge_refused),
 		cmocka_unit_test(t_bad_header),
 		cmocka_unit_test(t_bad_records),
+		cmocka_unit_test(t_source_closed_or_cancelled),
 		cmocka_unit_test(t_place_order),
 		cmocka_unit_test(t_cancel_incoming),
 	};

@@ -27,6 +27,7 @@
 #include <cmocka.h>
 
 #include "harness.h"
+#include "capcheck.h"
 #include "proxy.h"
 #include "sbuf.h"
 #include "stream/format.h"
@@ -86,6 +87,51 @@ static void t_mf_1(void **s) { (void)s; ferry_mig_params p; mf_params(&p, 1, fal
 static void t_mf_2(void **s) { (void)s; ferry_mig_params p; mf_params(&p, 2, false); mf_migrate(SPEC, &p, NULL); }
 static void t_mf_4(void **s) { (void)s; ferry_mig_params p; mf_params(&p, 4, false); mf_migrate(SPEC, &p, NULL); }
 /* Channels splicing page data into the socket (x-send-splice on) instead of copying it. */
+/* max-bandwidth is the total over the main connection and every channel. */
+static void t_mf_bandwidth_cap(void **s)
+{
+	(void)s;
+	ferry_mig_params p;
+	mf_params(&p, 2, false);
+	p.max_bandwidth = 40 * 1000 * 1000;
+	ferry_mig_info i = cap_migrate(&p);
+	assert_true(i.channel_bytes[0] > 8 * MiB && i.channel_bytes[1] > 8 * MiB);
+}
+
+/*
+ * A source cancelled while its channels send: the channels finish their
+ * packet, the main connection carries the cancel notice, and the
+ * destination says so instead of reporting a truncated channel.
+ */
+static void t_mf_cancel_told(void **s)
+{
+	(void)s;
+	side src, dst;
+	side_create(&src, CAP_SPEC, FERRY_DIRTY_WP_ASYNC, false);
+	side_create(&dst, CAP_SPEC, FERRY_DIRTY_WP_ASYNC, true);
+	const char *uri = test_uri();
+	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
+	assert_int_equal(ferry_vm_start(src.vm), 0);
+	ferry_mig_params p;
+	mf_params(&p, 2, false);
+	p.max_bandwidth = 40 * 1000 * 1000;
+	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
+	ferry_mig_info i = { .transferred = 0 };
+	for (int k = 0; k < 1500 && i.multifd_bytes < 8 * MiB; k++) {
+		assert_int_equal(ferry_migration_wait(src.vm, 20), -ETIMEDOUT);
+		ferry_migration_query(src.vm, &i);
+	}
+	assert_true(i.multifd_bytes >= 8 * MiB);
+	assert_int_equal(ferry_migration_cancel(src.vm), 0);
+	assert_int_equal(wait_final(src.vm), FERRY_MIG_CANCELLED);
+	assert_true(ferry_vm_is_running(src.vm));
+	assert_int_equal(wait_final(dst.vm), FERRY_MIG_FAILED);
+	ferry_migration_query(dst.vm, &i);
+	assert_string_equal(i.error_desc, "migration cancelled by the source");
+	side_destroy(&src);
+	side_destroy(&dst);
+}
+
 static void t_mf_2_splice(void **s)
 {
 	(void)s;
@@ -745,6 +791,8 @@ int main(void)
 		cmocka_unit_test(t_mf_2),
 		cmocka_unit_test(t_mf_4),
 		cmocka_unit_test(t_mf_2_splice),
+		cmocka_unit_test(t_mf_bandwidth_cap),
+		cmocka_unit_test(t_mf_cancel_told),
 		cmocka_unit_test(t_mf_1_zstd),
 		cmocka_unit_test(t_mf_4_zstd),
 		cmocka_unit_test(t_mf_2_zstd_text),
@@ -765,5 +813,7 @@ int main(void)
 		cmocka_unit_test(t_place_passes_pwrite_mf),
 		cmocka_unit_test(t_place_passes_mapping),
 	};
+	if (getenv("FERRY_TEST_FILTER")) /* e.g. t_mf_bandwidth_cap */
+		cmocka_set_test_filter(getenv("FERRY_TEST_FILTER"));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

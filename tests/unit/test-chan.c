@@ -104,6 +104,36 @@ static void t_truncated_and_sticky(void **state)
 	ferry__chan_close(&r);
 }
 
+/* EOF before a record's first byte is a close by the peer, named as set; no record named: truncated. */
+static void t_closed_between_records(void **state)
+{
+	(void)state;
+	ferry_chan w, r;
+	pair(&w, &r);
+	r.peer = "source";
+	ferry__chan_put_u8(&w, 7);
+	assert_int_equal(ferry__chan_flush(&w), 0);
+	shutdown(w.fd, SHUT_WR);
+	uint8_t v;
+	ferry__chan_ctx(&r, "record");
+	assert_int_equal(ferry__chan_get_u8(&r, &v), 0);
+	ferry__chan_ctx(&r, "record");
+	assert_int_equal(ferry__chan_get_u8(&r, &v), -EPIPE);
+	assert_string_equal(r.in_errmsg, "the source closed the connection before the migration "
+					 "completed (record at offset 1)");
+	ferry__chan_close(&w);
+	ferry__chan_close(&r);
+	pair(&w, &r);
+	shutdown(w.fd, SHUT_WR);
+	assert_int_equal(ferry__chan_get_u8(&r, &v), FERRY_EBADSTREAM);
+	assert_string_equal(r.in_errmsg, "truncated stream: end of data with 1 bytes missing (at offset 0)");
+	/* A message taken whole. */
+	assert_int_equal(ferry__chan_fail_msg(&w, FERRY_EPEER, "as is"), FERRY_EPEER);
+	assert_string_equal(w.in_errmsg, "as is");
+	ferry__chan_close(&w);
+	ferry__chan_close(&r);
+}
+
 static void t_write_to_closed_peer(void **state)
 {
 	(void)state;
@@ -126,6 +156,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(t_roundtrip),
 		cmocka_unit_test(t_truncated_and_sticky),
+		cmocka_unit_test(t_closed_between_records),
 		cmocka_unit_test(t_write_to_closed_peer),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

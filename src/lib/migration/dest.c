@@ -262,6 +262,7 @@ static int pc_accept_preempt(loader *l, int lfd, char *err, size_t len)
 		close(fd);
 		return r;
 	}
+	l->pre.peer = "source";
 	uint8_t hs[FERRY_PC_HS_LEN];
 	ferry__chan_ctx(&l->pre, "preempt channel handshake");
 	if ((r = ferry__chan_read(&l->pre, hs, sizeof(hs)))) {
@@ -520,6 +521,8 @@ static int load_stream(loader *l)
 		case FERRY_REC_COMMAND:
 			r = load_command(l);
 			break;
+		case FERRY_REC_CANCELLED:
+			return ferry__chan_fail_msg(c, FERRY_EPEER, FERRY_CANCELLED_MSG);
 		default:
 			return ferry__chan_fail(c, FERRY_EBADSTREAM, "unknown record type 0x%02x",
 						type);
@@ -645,6 +648,7 @@ static int pc_accept_resume(loader *l, int lfd, char *err, size_t len)
 		close(fd);
 		return r;
 	}
+	c->peer = "source";
 	atomic_store(&l->m->chan_fd, fd);
 	uint8_t hdr[28];
 	uint8_t t;
@@ -820,6 +824,7 @@ void *ferry__dest_thread(void *arg)
 		fd = -1;
 		goto out;
 	}
+	c->peer = "source";
 	atomic_store(&m->chan_fd, fd);
 	if (ferry__mig_cancelled(m)) {
 		r = -ECANCELED;
@@ -844,6 +849,9 @@ void *ferry__dest_thread(void *arg)
 
 	r = load_stream(&l);
 	load_stats(&l);
+	/* The source said it cancelled (the only FERRY_EPEER of the stream): that, before any channel's EOF. */
+	if (r && c->in_err == FERRY_EPEER)
+		ferry__mig_set_error(m, c->in_err, "%s", c->in_errmsg);
 	if (r && l.mf_on && !ferry__mig_cancelled(m) && ferry__mf_recv_wait_error(&l.mf, 200))
 		ferry__mig_set_error(m, l.mf.err, "%s", l.mf.errmsg); /* a channel failed first */
 	mf_stop(&l);

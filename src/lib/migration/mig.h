@@ -35,6 +35,12 @@ struct ferry_migration {
 	 */
 	ferry_chan chan;
 	atomic_int chan_fd;   /* -1 when not connected */
+	/*
+	 * max-bandwidth over the main channel and every multifd channel
+	 * (ratelimit.h; thread-safe). Source only: the cap follows
+	 * ferry_migration_set_params; postcopy turns it off.
+	 */
+	ferry_ratelimit rl;
 
 	/* Protected by vm->mig_lock. */
 	ferry_mig_status status;
@@ -62,6 +68,8 @@ struct ferry_migration {
 	int rp_status;
 	char rp_msg[200];
 	uint64_t rp_shut_ns;
+	bool rp_qmp;          /* the peer greeted like a QMP monitor */
+	bool rp_bye;          /* main thread: done writing after a cancel */
 
 	/*
 	 * Postcopy. pc_src (source) and pc_dst (destination) are set by the
@@ -108,10 +116,12 @@ typedef struct ferry_ram_saver {
 	const struct ferry_ram_block *last_block; /* for CONTINUE */
 	uint64_t dirty_pages;     /* set bits over all blocks */
 	uint64_t pass_bytes;
-	/* Rate limiting: 100 ms windows. */
-	uint64_t max_bw;          /* bytes/s, 0 = unlimited */
-	uint64_t win_start_ns, win_bytes;
-	uint64_t limited_out; /* c->out_bytes already counted by the rate limit */
+	/*
+	 * max-bandwidth is applied where bytes are written (m->rl, used by
+	 * the channels); the saver only refreshes the counters, at most every
+	 * STATS_NS, from the channel's on_write hook too.
+	 */
+	uint64_t stats_ns;        /* when rs_stats last ran */
 	uint64_t send_ns;         /* time spent sending (for bandwidth) */
 	uint64_t sent_bytes;      /* bytes sent while timing */
 	uint64_t normal, zero, skipped;
@@ -137,6 +147,7 @@ typedef struct ferry_ram_saver {
 	struct ferry_mf_job *job;
 	/* Postcopy: no rate limit, small flushes (requests wait behind them). */
 	bool postcopy;
+	bool in_section;  /* a RAM section body is open on c (for the cancel notice) */
 	/* Set (m->pc_start) when a switch to postcopy is wanted: passes end early. */
 	atomic_bool *pc_start;
 	/*
@@ -187,6 +198,11 @@ int ferry__ram_postcopy_pass(ferry_ram_saver *rs, pthread_mutex_t *lock,
  * pages those not dirty since (the background sends them as zeros).
  */
 void ferry__ram_postcopy_hint_zeros(ferry_ram_saver *rs);
+/*
+ * Queues the cancel notice: FERRY_RAM_CANCELLED inside a RAM section body,
+ * FERRY_REC_CANCELLED between records. Only at a record boundary.
+ */
+void ferry__ram_put_cancelled(ferry_ram_saver *rs);
 /* Sends pages [first, first + n) of rb as one PAGES record and flushes. */
 int ferry__ram_send_pages(ferry_ram_saver *rs, const struct ferry_ram_block *rb,
 			  uint64_t first, uint32_t n);
@@ -252,6 +268,7 @@ int ferry__ram_place_buf(ferry_chan *c, struct ferry_ram_block *rb, const uint64
  */
 int ferry__ram_place_zero(ferry_chan *c, struct ferry_ram_block *rb, uint64_t page);
 /* Multifd hooks for cancel (migration.c): wake everything up. */
-void ferry__mf_cancel(struct ferry_migration *m);
+/* shut: also shut the source's channels down (else they finish their packet). */
+void ferry__mf_cancel(struct ferry_migration *m, bool shut);
 
 #endif

@@ -9,7 +9,10 @@
  * live under the migration's stats_lock, held only to copy them. Cancel
  * sets a flag and shuts the socket down, which wakes whatever the
  * migration thread is blocked on; the thread then cleans up and reports
- * CANCELLED.
+ * CANCELLED. A source's socket is shut for reading only, so that the
+ * cancel notice can still go out (source.c, say_cancelled/await_bye).
+ * max-bandwidth changes reach the running migration's limiter (m->rl) at
+ * once.
  */
 #include "migration/mig.h"
 
@@ -149,10 +152,11 @@ void ferry__mig_set_error(struct ferry_migration *m, int err, const char *fmt, .
 }
 
 /* Caller holds vm->mig_lock (which keeps mf_send/mf_recv alive). */
-void ferry__mf_cancel(struct ferry_migration *m)
+void ferry__mf_cancel(struct ferry_migration *m, bool shut)
 {
 	if (m->mf_send) {
-		ferry__mf_send_shutdown(m->mf_send);
+		if (shut)
+			ferry__mf_send_shutdown(m->mf_send);
 		pthread_mutex_lock(&m->mf_send->lock);
 		pthread_cond_broadcast(&m->mf_send->cond);
 		pthread_mutex_unlock(&m->mf_send->lock);
@@ -188,6 +192,7 @@ void ferry__migration_free(struct ferry_migration *m)
 		close(m->listen_fd);
 	if (m->recover_fd >= 0)
 		close(m->recover_fd);
+	ferry__rl_destroy(&m->rl);
 	pthread_mutex_destroy(&m->stats_lock);
 	pthread_mutex_destroy(&m->rp_lock);
 	pthread_cond_destroy(&m->rp_cond);
@@ -214,6 +219,7 @@ static struct ferry_migration *mig_new(ferry_vm_t *vm, bool incoming, const char
 		pthread_mutex_unlock(&vm->mig_lock);
 	}
 	m->chan.fd = -1;
+	ferry__rl_init(&m->rl, 0, &m->cancel, NULL);
 	pthread_mutex_init(&m->stats_lock, NULL);
 	pthread_mutex_init(&m->rp_lock, NULL);
 	pthread_condattr_t ca;
@@ -312,6 +318,7 @@ int ferry_migrate_start(ferry_vm_t *vm, const char *uri, const ferry_mig_params 
 		return -ENOMEM;
 	if (params)
 		m->params = *params;
+	ferry__rl_set_rate(&m->rl, m->params.max_bandwidth);
 	int r = mig_launch(vm, m, ferry__source_thread);
 	if (r)
 		ferry__migration_free(m);
@@ -376,6 +383,7 @@ int ferry_migration_set_params(ferry_vm_t *vm, const ferry_mig_params *params)
 		pthread_mutex_lock(&m->stats_lock);
 		m->params = *params;
 		pthread_mutex_unlock(&m->stats_lock);
+		ferry__rl_set_rate(&m->rl, params->max_bandwidth); /* waits under way too */
 		r = 0;
 	}
 	pthread_mutex_unlock(&vm->mig_lock);
@@ -404,6 +412,19 @@ int ferry_migration_query(ferry_vm_t *vm, ferry_mig_info *info)
 	}
 	pthread_mutex_lock(&m->stats_lock);
 	*info = m->info;
+	info->bandwidth_peak_window_bytes = ferry__rl_peak(&m->rl); /* leaf lock */
+	if (!m->incoming && info->status == FERRY_MIG_ACTIVE) {
+		/*
+		 * Live: the limiter grants every byte of the main connection and
+		 * the channels just before it is written (the same bytes as
+		 * `transferred`), also while mig/src/main waits for a channel and
+		 * so does not refresh the counters.
+		 */
+		uint64_t granted, waited;
+		ferry__rl_stats(&m->rl, &granted, &waited);
+		if (granted > info->transferred)
+			info->transferred = granted;
+	}
 	uint64_t end = m->end_ns ? m->end_ns : ferry__now_ns();
 	info->total_time_ms = (end - m->start_ns) / 1000000;
 	if (m->pc_dst) /* set and cleared under mig_lock */
@@ -445,12 +466,17 @@ static int mig_cancel(ferry_vm_t *vm, bool force)
 		shutdown(m->listen_fd, SHUT_RDWR);
 	int fd = atomic_load(&m->chan_fd);
 	/*
-	 * The destination only stops reading: it still tells the source why
-	 * (SHUT "cancelled on the destination") before it closes.
+	 * Both sides only stop reading at first. The destination still tells
+	 * the source why (SHUT "cancelled on the destination") before it
+	 * closes. On the source this wakes the return path thread, which gives
+	 * the main thread a moment to finish its write and send the cancel
+	 * notice (FERRY_REC_CANCELLED) before it cuts every connection
+	 * (source.c, await_bye); the multifd channels finish their packet.
 	 */
+	bool cut = force && !m->incoming;
 	if (fd >= 0)
-		shutdown(fd, m->incoming ? SHUT_RD : SHUT_RDWR);
-	ferry__mf_cancel(m);
+		shutdown(fd, cut ? SHUT_RDWR : SHUT_RD);
+	ferry__mf_cancel(m, cut || m->incoming);
 	if (m->status != FERRY_MIG_CANCELLING) {
 		m->status = FERRY_MIG_CANCELLING;
 		pthread_mutex_lock(&m->stats_lock);

@@ -43,8 +43,35 @@ static void send_fail(ferry_mf_sender *s, int err, const char *fmt, ...)
 		shutdown(fd, SHUT_RDWR);
 }
 
-/* Builds and writes one packet for j (pages or SYNC). */
-static int send_packet(ferry_mf_send_chan *c, const ferry_mf_job *j, uint64_t *bytes)
+/* One grant's worth of a packet's iovecs (ferry__rl_send). */
+struct piece_ctx {
+	ferry_mf_send_chan *c;
+	const uint8_t *ref;
+};
+
+static int send_piece(void *ctx, struct iovec *iov, int cnt, int first)
+{
+	struct piece_ctx *p = ctx;
+	ferry_mf_send_chan *c = p->c;
+	uint64_t n = 0;
+	for (int i = 0; i < cnt; i++)
+		n += iov[i].iov_len;
+	int r = c->pipefd[0] >= 0 ? ferry__sock_send_ref(c->fd, c->pipefd, iov, p->ref + first, cnt, NULL)
+				  : ferry__sock_send_all(c->fd, iov, cnt, NULL);
+	if (r)
+		return r;
+	/* Per piece, so that `transferred` moves while a packet is throttled. */
+	pthread_mutex_lock(&c->s->lock);
+	c->bytes += n;
+	pthread_mutex_unlock(&c->s->lock);
+	return 0;
+}
+
+/*
+ * Builds and writes one packet for j (pages or SYNC), in grants of the
+ * migration's limiter: the cap is the total over all channels.
+ */
+static int send_packet(ferry_mf_send_chan *c, const ferry_mf_job *j)
 {
 	ferry_mf_sender *s = c->s;
 	bool sync = j->sync;
@@ -143,14 +170,10 @@ static int send_packet(ferry_mf_send_chan *c, const ferry_mf_job *j, uint64_t *b
 	ferry__st_be64(hdr + 24, c->packet_num++);
 	iov[0].iov_base = hdr;
 	iov[0].iov_len = h;
-	size_t total = 0;
-	for (int i = 0; i < cnt; i++)
-		total += iov[i].iov_len;
-	int r = c->pipefd[0] >= 0 ? ferry__sock_send_ref(c->fd, c->pipefd, iov, ref, cnt, NULL)
-				   : ferry__sock_send_all(c->fd, iov, cnt, NULL);
+	struct piece_ctx pc = { c, ref };
+	int r = ferry__rl_send(&s->m->rl, iov, cnt, send_piece, &pc);
 	if (r)
 		return r;
-	*bytes = total;
 	pthread_mutex_lock(&s->lock);
 	s->normal += nn;
 	s->zero += nz;
@@ -173,15 +196,13 @@ static void *send_thread(void *arg)
 			break;
 		const ferry_mf_job *j = &c->jobs[c->head];
 		pthread_mutex_unlock(&s->lock);
-		uint64_t bytes = 0;
-		int r = send_packet(c, j, &bytes);
+		int r = send_packet(c, j);
 		if (r) {
 			send_fail(s, r, "multifd channel %u: %s", c->id,
 				  r == -EPIPE || r == -ECONNRESET ? "lost the connection to the destination"
 								   : ferry_strerror(r));
 		}
 		pthread_mutex_lock(&s->lock);
-		c->bytes += bytes;
 		c->head = (c->head + 1) % FERRY_MF_QUEUE;
 		c->queued--;
 		pthread_cond_signal(&s->cond); /* only the migration thread waits on it */
@@ -231,6 +252,7 @@ int ferry__mf_send_start(ferry_mf_sender *s, struct ferry_migration *m, unsigned
 				 ferry_strerror(r));
 			return r;
 		}
+		ferry__rl_charge(&m->rl, FERRY_MF_HS_LEN);
 		if (compression == FERRY_COMPRESS_ZSTD) {
 			c->cctx = ZSTD_createCCtx();
 			c->zcap = ZSTD_compressBound((size_t)FERRY_MF_MAX_PAGES * FERRY_PAGE_SIZE);
@@ -620,6 +642,7 @@ int ferry__mf_recv_start(ferry_mf_receiver *r, struct ferry_migration *m, int li
 			return e;
 		}
 		c->in.in_offset = FERRY_MF_HS_LEN; /* offsets count the handshake */
+		c->in.peer = "source";
 		have++;
 	}
 	for (unsigned i = 0; i < n; i++) {

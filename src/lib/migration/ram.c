@@ -44,6 +44,8 @@
 #include "util/zero.h"
 
 #define FLUSH_BYTES (2u << 20)
+/* query-migrate's counters are refreshed at least this often while sending. */
+#define STATS_NS 20000000ull
 /* Postcopy: background runs of at most this many pages, flushed often. */
 #define PC_RUN 64u
 #define PC_FLUSH_BYTES (256u << 10)
@@ -75,6 +77,7 @@ static void rs_stats(ferry_ram_saver *rs, uint64_t remaining_pages)
 	m->info.remaining = remaining_pages * FERRY_PAGE_SIZE;
 	/* mbps over the last window of at least 100 ms (QEMU's definition). */
 	uint64_t now = ferry__now_ns();
+	rs->stats_ns = now;
 	if (!rs->mbps_t0) {
 		rs->mbps_t0 = now;
 		rs->mbps_b0 = m->info.transferred;
@@ -106,31 +109,16 @@ static void rs_progress(ferry_ram_saver *rs)
 	rs_stats(rs, rs->dirty_pages - rs->processed);
 }
 
-/* Sleeps as needed to keep within max_bw in 100 ms windows. */
-static void rate_limit(ferry_ram_saver *rs, uint64_t bytes)
+/*
+ * The main channel's on_write hook: refreshes the counters while a long
+ * flush goes out in grants of the rate limit (and when the channel
+ * flushes by itself, its iovec array full, long before FLUSH_BYTES).
+ */
+static void rs_tick(void *opaque)
 {
-	if (rs->postcopy) /* QEMU's max-postcopy-bandwidth default: unlimited */
-		return;
-	uint64_t now = ferry__now_ns();
-	if (now - rs->win_start_ns >= 100000000ull) {
-		rs->win_start_ns = now;
-		rs->win_bytes = 0;
-		ferry_mig_params p;
-		ferry__mig_params(rs->m, &p); /* picks up migrate-set-parameters */
-		rs->max_bw = p.max_bandwidth;
-	}
-	rs->win_bytes += bytes;
-	if (!rs->max_bw)
-		return;
-	uint64_t budget = rs->max_bw / 10;
-	if (rs->win_bytes < budget)
-		return;
-	/* Over budget: wait for the window to end, in short naps for cancel. */
-	uint64_t end = rs->win_start_ns + 100000000ull;
-	while ((now = ferry__now_ns()) < end && !ferry__mig_cancelled(rs->m))
-		ferry__sleep_ns(end - now < 10000000ull ? end - now : 10000000ull);
-	rs->win_start_ns = ferry__now_ns();
-	rs->win_bytes = 0;
+	ferry_ram_saver *rs = opaque;
+	if (ferry__now_ns() - rs->stats_ns >= STATS_NS)
+		rs_progress(rs);
 }
 
 static int rs_flush(ferry_ram_saver *rs)
@@ -138,10 +126,6 @@ static int rs_flush(ferry_ram_saver *rs)
 	int r = ferry__chan_flush(rs->c);
 	if (r)
 		return r;
-	/* Also what the channel flushed by itself (its iovec array was full). */
-	uint64_t out = rs->c->out_bytes; /* restarts from 0 after a postcopy reconnect */
-	rate_limit(rs, out > rs->limited_out ? out - rs->limited_out : 0);
-	rs->limited_out = out;
 	rs_progress(rs);
 	return ferry__mig_cancelled(rs->m) ? -ECANCELED : 0;
 }
@@ -238,7 +222,8 @@ int ferry__ram_save_setup(ferry_ram_saver *rs)
 		ferry__chan_put_be64(c, rb->size);
 	}
 	put_section_end(c);
-	rs->win_start_ns = ferry__now_ns();
+	c->on_write = rs_tick;
+	c->on_write_opaque = rs;
 	r = rs_flush(rs);
 	rs_stats(rs, rs->dirty_pages);
 	return r;
@@ -281,7 +266,6 @@ static int emit(ferry_ram_saver *rs, const struct ferry_ram_block *rb, uint64_t 
 				j->n = 0;
 				if (r)
 					return r;
-				rate_limit(rs, (uint64_t)FERRY_MF_MAX_PAGES * FERRY_PAGE_SIZE);
 				rs_progress(rs);
 			}
 			j->rb = rb;
@@ -575,6 +559,7 @@ int ferry__ram_save_pass(ferry_ram_saver *rs, uint8_t section_type)
 
 	rs->processed = 0;
 	put_section_header(c, section_type);
+	rs->in_section = true;
 	rs->last_block = NULL; /* each section names its first block */
 	if (rs->first_pass) {
 		r = first_pass(rs);
@@ -613,6 +598,7 @@ int ferry__ram_save_pass(ferry_ram_saver *rs, uint8_t section_type)
 	}
 	if (!r) {
 		put_section_end(c);
+		rs->in_section = false;
 		r = rs_flush(rs);
 	}
 	rs->dirty_pages = r ? rs->dirty_pages - rs->processed : 0;
@@ -623,6 +609,14 @@ int ferry__ram_save_pass(ferry_ram_saver *rs, uint8_t section_type)
 		   (unsigned long long)rs->pass_bytes, (double)(ferry__now_ns() - t0) / 1e6);
 	rs_stats(rs, rs->dirty_pages);
 	return r;
+}
+
+void ferry__ram_put_cancelled(ferry_ram_saver *rs)
+{
+	if (rs->in_section)
+		ferry__chan_put_be64(rs->c, FERRY_RAM_CANCELLED);
+	else
+		ferry__chan_put_u8(rs->c, FERRY_REC_CANCELLED);
 }
 
 int ferry__ram_send_pages(ferry_ram_saver *rs, const struct ferry_ram_block *rb,
@@ -1356,6 +1350,8 @@ static int ram_load_records(ferry_ram_loader *l, bool setup)
 				return r;
 			continue;
 		}
+		if (flags == FERRY_RAM_CANCELLED && !addr)
+			return ferry__chan_fail_msg(c, FERRY_EPEER, FERRY_CANCELLED_MSG);
 		if (flags == FERRY_RAM_MEM_SIZE) {
 			if (!setup)
 				return ferry__chan_fail(c, FERRY_EBADSTREAM,

@@ -139,6 +139,57 @@ static int rp_missing(struct ferry_migration *m, ferry_chan *c, const uint8_t *b
 	return r;
 }
 
+/* How long a cancelled source waits to write its cancel notice before it cuts the links. */
+#define CANCEL_GRACE_S 1
+
+/*
+ * A QMP monitor greets first, {"QMP": {...; read as a return path message
+ * that is type '{"', length 'QM', then 'P"'.
+ */
+static bool qmp_greeting(ferry_chan *c, uint16_t type, uint16_t len)
+{
+	uint8_t b[2];
+	return type == ('{' << 8 | '"') && len == ('Q' << 8 | 'M') && !ferry__chan_read(c, b, 2) &&
+	       b[0] == 'P' && b[1] == '"';
+}
+
+/* The main thread has written all it will after a cancel (the notice, or nothing). */
+static void rp_bye(struct ferry_migration *m)
+{
+	pthread_mutex_lock(&m->rp_lock);
+	m->rp_bye = true;
+	pthread_cond_broadcast(&m->rp_cond);
+	pthread_mutex_unlock(&m->rp_lock);
+}
+
+/*
+ * Cancel (mig/src/rp, woken by ferry_migration_cancel's shutdown(SHUT_RD)):
+ * the links stay up for the main thread to finish its current write and
+ * send the cancel notice; if that takes more than CANCEL_GRACE_S (a
+ * destination that does not read), every connection is cut, which fails
+ * the blocked write.
+ */
+static void await_bye(struct ferry_migration *m)
+{
+	struct timespec dl;
+	clock_gettime(CLOCK_MONOTONIC, &dl); /* rp_cond's clock */
+	dl.tv_sec += CANCEL_GRACE_S;
+	pthread_mutex_lock(&m->rp_lock);
+	while (!m->rp_bye)
+		if (pthread_cond_timedwait(&m->rp_cond, &m->rp_lock, &dl))
+			break;
+	bool bye = m->rp_bye;
+	pthread_mutex_unlock(&m->rp_lock);
+	if (bye)
+		return;
+	ferry_warn("cancel: the destination does not read; closing the connections");
+	ferry__chan_shutdown(&m->chan);
+	pthread_mutex_lock(&m->vm->mig_lock); /* keeps mf_send alive */
+	if (m->mf_send)
+		ferry__mf_send_shutdown(m->mf_send);
+	pthread_mutex_unlock(&m->vm->mig_lock);
+}
+
 static void *rp_thread(void *arg)
 {
 	struct ferry_migration *m = arg;
@@ -148,11 +199,18 @@ static void *rp_thread(void *arg)
 		ferry__pc_boost_thread(m); /* it serves page requests */
 	size_t cap = 1 + FERRY_NAME_MAX + 8 + FERRY_PC_BITMAP_CHUNK;
 	uint8_t *buf = malloc(cap);
-	while (buf) {
+	for (bool first = true; buf; first = false) {
 		uint16_t type, len;
 		ferry__chan_ctx(c, "return path message");
 		if (ferry__chan_get_be16(c, &type) || ferry__chan_get_be16(c, &len))
 			break;
+		if (first && qmp_greeting(c, type, len)) {
+			pthread_mutex_lock(&m->rp_lock);
+			m->rp_qmp = true;
+			pthread_mutex_unlock(&m->rp_lock);
+			ferry__chan_shutdown(c); /* the main thread's next write fails */
+			break;
+		}
 		if (len > cap) {
 			ferry__chan_fail(c, FERRY_EBADSTREAM, "return path message of %u bytes", len);
 			break;
@@ -217,6 +275,10 @@ static void *rp_thread(void *arg)
 		/* A silent or broken return path must stop the sender too. */
 		if (phase && !shut)
 			ferry__chan_shutdown(c);
+		if (!phase && ferry__mig_cancelled(m))
+			await_bye(m);
+	} else if (ferry__mig_cancelled(m)) {
+		await_bye(m);
 	}
 	pthread_mutex_lock(&m->rp_lock);
 	m->rp_dead = true;
@@ -397,6 +459,7 @@ static int pc_reconnect(struct ferry_migration *m, const char *uri, ferry_ram_sa
 		close(fd);
 		return r;
 	}
+	c->peer = "destination";
 	atomic_store(&m->chan_fd, fd);
 	/* Everything is sent again unless the destination says it has it. */
 	pthread_mutex_lock(&pc->lock);
@@ -730,6 +793,38 @@ static void throttle_end(struct ferry_migration *m, ferry_throttle *t)
 		throttle_apply(m, t, 0);
 }
 
+/*
+ * A cancelled precopy tells the destination (best effort): every cancel
+ * check of the sender sits between records, so what is queued ends at a
+ * record boundary and the notice can follow. Then the return path thread
+ * may let the connections go.
+ */
+static void say_cancelled(struct ferry_migration *m, ferry_ram_saver *rs, bool stream_open)
+{
+	ferry_chan *c = &m->chan;
+	if (stream_open && c->fd >= 0 && c->obuf && !c->out_err) {
+		ferry__ram_put_cancelled(rs);
+		if (!ferry__chan_flush(c))
+			ferry_info("cancel: the destination was told");
+	}
+	rp_bye(m);
+}
+
+/* After a failure: gives the return path up to 1 s to end (the peer may say why). */
+static void rp_settle(struct ferry_migration *m)
+{
+	if (!m->rp_started)
+		return;
+	pthread_mutex_lock(&m->rp_lock);
+	struct timespec dl;
+	clock_gettime(CLOCK_MONOTONIC, &dl);
+	dl.tv_sec += 1;
+	while (!m->rp_shut && !m->rp_dead)
+		if (pthread_cond_timedwait(&m->rp_cond, &m->rp_lock, &dl))
+			break;
+	pthread_mutex_unlock(&m->rp_lock);
+}
+
 static void update_info(struct ferry_migration *m, ferry_ram_saver *rs, uint32_t pass,
 			uint64_t dirty_rate, uint64_t bw, bool stalled)
 {
@@ -751,8 +846,9 @@ void *ferry__source_thread(void *arg)
 	struct ferry_migration *m = arg;
 	ferry_vm_t *vm = m->vm;
 	ferry_chan *c = &m->chan;
-	ferry_ram_saver rs = { .m = m, .vm = vm, .c = c, .max_bw = m->params.max_bandwidth };
+	ferry_ram_saver rs = { .m = m, .vm = vm, .c = c };
 	bool stopped_by_us = false, committed = false;
+	bool stream_open = false; /* the header is out, EOF is not: a cancel notice may follow */
 	ferry_mf_sender mf = { .inited = false };
 	ferry_mf_job *mf_job = NULL;
 	ferry_throttle thr = { .pct = 0 };
@@ -774,6 +870,8 @@ void *ferry__source_thread(void *arg)
 		goto out;
 	}
 	atomic_store(&m->chan_fd, fd);
+	c->rl = &m->rl; /* every byte of the main connection counts against max-bandwidth */
+	c->peer = "destination";
 	if (ferry__mig_cancelled(m)) { /* a cancel that raced with connect */
 		r = -ECANCELED;
 		goto out;
@@ -805,6 +903,7 @@ void *ferry__source_thread(void *arg)
 	ferry__chan_put_be32(c, FERRY_STREAM_VERSION);
 	ferry__chan_put(c, vm->uuid, 16);
 	ferry__chan_put_be32(c, FERRY_PAGE_SIZE);
+	stream_open = true;
 
 	/*
 	 * Multifd and postcopy settings are fixed for the whole migration
@@ -891,6 +990,9 @@ void *ferry__source_thread(void *arg)
 		uint64_t remaining = rs.dirty_pages * FERRY_PAGE_SIZE;
 		ferry_mig_params params;
 		ferry__mig_params(m, &params);
+		/* A cap lowered since (migrate-set-parameters) is what the rest goes at. */
+		if (params.max_bandwidth && bw > params.max_bandwidth)
+			bw = params.max_bandwidth;
 		double threshold = (double)bw * (double)params.downtime_limit_ms / 1000.0;
 		if (!stalled && params.max_passes && pass >= params.max_passes &&
 		    (double)remaining > threshold) {
@@ -941,8 +1043,10 @@ void *ferry__source_thread(void *arg)
 	ferry__mig_set_status(m, FERRY_MIG_DEVICE);
 	put_cmd(c, FERRY_CMD_SWITCHOVER, NULL, 0);
 	if (postcopy) {
-		/* Pages now go on the main (and preempt) channel only. */
+		/* Pages now go on the main (and preempt) channel only, unlimited (as QEMU's). */
 		rs.mf = NULL;
+		ferry__rl_set_off(&m->rl, true);
+		stream_open = false; /* no cancel from here on */
 		if ((r = pc_switch(m, &rs, stopped_by_us)))
 			goto out;
 		/* Point of no return: the destination may run the guest now. */
@@ -983,6 +1087,7 @@ void *ferry__source_thread(void *arg)
 	uint8_t running = stopped_by_us;
 	put_cmd(c, FERRY_CMD_VM_STATE, &running, 1);
 	ferry__chan_put_u8(c, FERRY_REC_EOF);
+	stream_open = false;
 	if ((r = ferry__chan_flush(c)))
 		goto out;
 	int status = 0;
@@ -1015,7 +1120,20 @@ completed:
 	goto done;
 
 out:
+	if (ferry__mig_cancelled(m))
+		say_cancelled(m, &rs, stream_open);
 	ferry__ram_save_cleanup(&rs);
+	if (r && !ferry__mig_cancelled(m)) {
+		/* Sent to a monitor by mistake: say so rather than "Broken pipe". */
+		rp_settle(m);
+		pthread_mutex_lock(&m->rp_lock);
+		bool qmp = m->rp_qmp;
+		pthread_mutex_unlock(&m->rp_lock);
+		if (qmp)
+			ferry__mig_set_error(m, -EPROTO,
+					     "the peer at '%s' is a QMP monitor, not a migration destination",
+					     m->uri);
+	}
 	if (r && mf.inited && !ferry__mig_cancelled(m)) {
 		/* A channel failure shuts the main connection down: prefer its message. */
 		struct timespec dl;
@@ -1039,13 +1157,8 @@ out:
 		 * first and said why on the return path; give it a moment.
 		 */
 		if (m->rp_started) {
+			rp_settle(m);
 			pthread_mutex_lock(&m->rp_lock);
-			struct timespec dl;
-			clock_gettime(CLOCK_MONOTONIC, &dl);
-			dl.tv_sec += 1;
-			while (!m->rp_shut && !m->rp_dead)
-				if (pthread_cond_timedwait(&m->rp_cond, &m->rp_lock, &dl))
-					break;
 			bool shut = m->rp_shut && m->rp_status;
 			pthread_mutex_unlock(&m->rp_lock);
 			if (shut)
@@ -1079,6 +1192,7 @@ done:
 	ferry__mf_send_stop(&mf);
 	free(mf_job);
 	if (m->pc_src) {
+		rp_bye(m);
 		pc_disconnect(m);
 		for (unsigned i = 0; i < vm->nblocks; i++)
 			free(m->pc_src->prediscarded[i]);
@@ -1089,6 +1203,7 @@ done:
 	} else if (fd >= 0) {
 		atomic_store(&m->chan_fd, -1);
 		ferry__chan_shutdown(c);
+		rp_bye(m); /* a cancel that came after the end: the rp thread need not wait */
 		if (m->rp_started)
 			pthread_join(m->rp_thread, NULL);
 		ferry__chan_close(c);

@@ -60,12 +60,23 @@ static void seal_segment(ferry_chan *c)
 	}
 }
 
+/* One grant's worth of the queued iovecs (ferry__rl_send). */
+static int send_piece(void *ctx, struct iovec *iov, int cnt, int first)
+{
+	ferry_chan *c = ctx;
+	(void)first;
+	int r = ferry__sock_send_all(c->fd, iov, cnt, &c->out_bytes);
+	if (!r && c->on_write)
+		c->on_write(c->on_write_opaque);
+	return r;
+}
+
 int ferry__chan_flush(ferry_chan *c)
 {
 	if (c->out_err)
 		goto drop;
 	seal_segment(c);
-	int r = ferry__sock_send_all(c->fd, c->iov, c->iovcnt, &c->out_bytes);
+	int r = ferry__rl_send(c->rl, c->iov, c->iovcnt, send_piece, c);
 	if (r)
 		c->out_err = r;
 drop:
@@ -157,8 +168,20 @@ int ferry__chan_fail(ferry_chan *c, int err, const char *fmt, ...)
 	return err;
 }
 
+int ferry__chan_fail_msg(ferry_chan *c, int err, const char *msg)
+{
+	if (c->in_err)
+		return c->in_err;
+	snprintf(c->in_errmsg, sizeof(c->in_errmsg), "%s", msg);
+	c->in_err = err;
+	return err;
+}
+
 static int io_fail(ferry_chan *c, ssize_t n, size_t want)
 {
+	if (n == 0 && c->in_ctx && c->in_offset == c->in_rec) /* between records: a close, not damage */
+		return ferry__chan_fail(c, -EPIPE, "the %s closed the connection before the migration completed",
+					c->peer ? c->peer : "peer");
 	if (n == 0)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM,
 					"truncated stream: end of data with %zu bytes missing", want);

@@ -15,6 +15,13 @@
  * naming the stream offset, and every later call fails with it. Reads
  * never write past the buffer they were given.
  *
+ * Rate limit: with `rl` set, every write to the kernel (each flush, also
+ * the ones the channel does by itself when its iovec array or buffer is
+ * full) goes out in grants of the migration's limiter (ratelimit.h), so a
+ * writev never carries more than the limiter allows at that moment.
+ * `on_write`, if set, runs on the writer thread after each piece written
+ * (progress counters move while a long flush is throttled).
+ *
  * Thread: one reader and one writer at a time; they may be different
  * threads (the return path writes on the destination while its main thread
  * reads) because input and output state are disjoint. Cancel from any
@@ -27,6 +34,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/uio.h>
+
+#include "stream/ratelimit.h"
 
 #define FERRY_CHAN_OBUF 65536
 #define FERRY_CHAN_IBUF 65536
@@ -44,6 +53,9 @@ typedef struct ferry_chan {
 	size_t iov_bytes; /* bytes queued in iov */
 	uint64_t out_bytes; /* bytes handed to the kernel so far */
 	int out_err;      /* sticky output error (negative errno) */
+	ferry_ratelimit *rl; /* NULL: not limited; set by the writer before use */
+	void (*on_write)(void *opaque); /* after each piece written, or NULL */
+	void *on_write_opaque;
 
 	/* Input side (the reader thread). */
 	uint8_t *ibuf;
@@ -52,6 +64,7 @@ typedef struct ferry_chan {
 	int in_err;         /* sticky input error */
 	char in_errmsg[256];
 	const char *in_ctx; /* record being parsed, for messages */
+	const char *peer;   /* who writes to us, for messages ("source"); NULL: "peer" */
 	uint64_t in_rec;    /* stream offset where that record starts */
 } ferry_chan;
 
@@ -77,7 +90,9 @@ size_t ferry__chan_pending(const ferry_chan *c);
 
 /*
  * Input. Each returns 0 or the sticky negative errno; on EOF in the middle
- * of an item the error is -FERRY_EBADSTREAM with "truncated".
+ * of an item the error is FERRY_EBADSTREAM with "truncated"; on EOF before
+ * the first byte of the record named by ferry__chan_ctx(), -EPIPE with
+ * "the PEER closed the connection before the migration completed".
  */
 int ferry__chan_read(ferry_chan *c, void *p, size_t n);
 int ferry__chan_read_direct(ferry_chan *c, void *p, size_t n);
@@ -109,6 +124,8 @@ static inline void ferry__chan_ctx_name(ferry_chan *c, const char *what)
  */
 int ferry__chan_fail(ferry_chan *c, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* The same with msg as the whole message (no record or offset appended). */
+int ferry__chan_fail_msg(ferry_chan *c, int err, const char *msg);
 
 /* Big-endian helpers for buffers. */
 static inline void ferry__st_be16(uint8_t *p, uint16_t v) { p[0] = v >> 8; p[1] = (uint8_t)v; }

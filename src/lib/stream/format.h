@@ -17,6 +17,7 @@ enum {
 	FERRY_REC_SECTION_END = 0x03,
 	FERRY_REC_SECTION_FULL = 0x04,
 	FERRY_REC_COMMAND = 0x08,
+	FERRY_REC_CANCELLED = 0x09, /* 0 bytes: the source cancelled; nothing follows */
 	FERRY_REC_FOOTER = 0x7e,
 };
 
@@ -51,6 +52,9 @@ enum {
 	FERRY_CMD__MAX,
 };
 
+/* What a destination reports when it reads FERRY_REC_CANCELLED or FERRY_RAM_CANCELLED. */
+#define FERRY_CANCELLED_MSG "migration cancelled by the source"
+
 /* Section ids: RAM is 1; devices follow in registration order. */
 #define FERRY_SECTION_RAM 1u
 #define FERRY_RAM_IDSTR "ram"
@@ -67,6 +71,7 @@ enum {
 	FERRY_RAM_EOS = 0x010,      /* end of this section body */
 	FERRY_RAM_CONTINUE = 0x020, /* same block as the previous record */
 	FERRY_RAM_MULTIFD_SYNC = 0x040, /* all channels' pages so far must be placed */
+	FERRY_RAM_CANCELLED = 0x080, /* word = flag only: the source cancelled; nothing follows */
 };
 #define FERRY_RAM_FLAG_MASK 0xfffull
 #define FERRY_RAM_MAX_RUN 256u
