@@ -173,20 +173,20 @@ expect_eq "--exit-on-error message" "$(grep '^ferry host' "$TMP/g.err")" \
 	"ferry host: incoming migration failed: not a Ferry migration stream (magic 0x47415242) (stream header at offset 0)"
 
 # 5. Usage errors are exact and exit 2.
-out=$("$FERRY" host --guest workload=foo --qmp unix:/tmp/x 2>&1 | head -1); rc=${PIPESTATUS[0]}
+out=$("$FERRY" host --guest workload=foo --qmp unix:/tmp/x 2>&1); rc=$?; out=$(head -1 <<<"$out")
 expect_eq "bad workload exit" "$rc" 2
 expect_eq "bad workload message" "$out" \
 	"ferry host: --guest: unknown workload 'foo' (expected idle, stride, random, hotset, churn)"
-out=$("$FERRY" host --guest mem=16M 2>&1 | head -1); rc=${PIPESTATUS[0]}
+out=$("$FERRY" host --guest mem=16M 2>&1); rc=$?; out=$(head -1 <<<"$out")
 expect_eq "no --qmp exit" "$rc" 2
 expect_eq "no --qmp message" "$out" \
 	"ferry host: at least one --qmp ADDRESS is required (unix:PATH or tcp:HOST:PORT)"
-out=$("$FERRY" host --qmp ftp:x 2>&1 | head -1); rc=${PIPESTATUS[0]}
+out=$("$FERRY" host --qmp ftp:x 2>&1); rc=$?; out=$(head -1 <<<"$out")
 expect_eq "bad --qmp exit" "$rc" 2
 expect_eq "bad --qmp message" "$out" \
 	"ferry host: --qmp: unsupported QMP address 'ftp:x' (expected unix:PATH or tcp:HOST:PORT)"
 out=$("$FERRY" frob 2>&1 | head -1); expect_eq "unknown command" "$out" "ferry: unknown command 'frob'"
-out=$("$FERRY" host --guest mem=16M --incoming ftp:x --qmp unix:/tmp/x 2>&1 | head -1); rc=${PIPESTATUS[0]}
+out=$("$FERRY" host --guest mem=16M --incoming ftp:x --qmp unix:/tmp/x 2>&1); rc=$?; out=$(head -1 <<<"$out")
 expect_eq "bad uri exit" "$rc" 2
 expect_eq "bad uri message" "$out" \
 	"ferry host: --incoming: unsupported migration URI 'ftp:x' (expected tcp:HOST:PORT or unix:PATH)"
