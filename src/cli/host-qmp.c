@@ -1010,8 +1010,8 @@ static void run_work(host *h, host_op *op)
 	for (unsigned i = 0; i < n; i++) {
 		if (t[i] < op->steps[i]) {
 			op->result = -ERANGE;
-			if (op->was_running) /* refused: as if it never came */
-				op->result = ferry_vm_start(h->vm) ? op->result : -ERANGE;
+			if (op->was_running && ferry_vm_start(h->vm)) /* refused: as if it never came */
+				fprintf(stderr, "ferry host: cannot restart the guest after a refused x-run-until\n");
 			return;
 		}
 	}

@@ -16,7 +16,12 @@
  *                        with status 1 under --exit-on-error.
  *   --incoming defer     a destination waiting for `migrate-incoming`;
  *                        after a failure it waits for a new one.
- * `quit` (or SIGINT/SIGTERM) ends the process with status 0.
+ * `quit` (or SIGINT/SIGTERM) ends the process with status 0, at once: it
+ * interrupts the guest operation the worker runs (x-run-until: a cancel
+ * flag the guest's run loop checks, host_ops_interrupt) before joining it,
+ * and removes the unix socket files the host bound if they are still its
+ * own (ferry_sock_file, qmp.h); a live server's socket or any other file
+ * at a --qmp or --incoming path is refused, never replaced.
  *
  * DESIGN: everything happens on the main thread's event loop (loop.c):
  * QMP connections (qmp.c), one eventfd for the two kinds of hand-back

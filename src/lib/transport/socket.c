@@ -3,6 +3,9 @@
  * tcp: and unix: transports (see transport.h). Plain blocking sockets: each
  * migration channel is owned by one thread, and cancellation is a
  * shutdown(2) from another thread, which wakes any blocked call.
+ * A unix listener never takes over a path: only a missing one or a stale
+ * socket (connect gets ECONNREFUSED) is bound; removing the file when done
+ * is the caller's (it knows when the listener's life ends).
  */
 #include "transport/transport.h"
 
