@@ -300,6 +300,16 @@ FERRY_EXTERN int ferry_migrate_start(ferry_vm_t *vm, const char *uri,
 FERRY_EXTERN int ferry_migrate_incoming(ferry_vm_t *vm, const char *uri);
 
 /*
+ * The address the last ferry_migrate_incoming() listened on, as a URI:
+ * "tcp:HOST:PORT" with the port the kernel chose for port 0 (IPv6 hosts in
+ * brackets), or "unix:PATH". It stays readable after the migration ended
+ * (until the next one). A unix: socket file is the caller's to remove.
+ * Returns 0, -ENOENT (no incoming migration on a URI) or -EINVAL.
+ * Thread: any.
+ */
+FERRY_EXTERN int ferry_migration_incoming_address(ferry_vm_t *vm, char *buf, size_t len);
+
+/*
  * Incoming from an already-connected fd (for tests and embedders that
  * accept connections themselves). libferry takes ownership of fd.
  */

@@ -166,6 +166,31 @@ static json_t *info_json(const ferry_mig_info *i, uint64_t downtime_limit_ms)
 	return o;
 }
 
+/*
+ * QEMU's socket-address: the addresses an incoming migration listens on,
+ * as SocketAddress ({"type": "inet", "host", "port"} with the port a
+ * string, or {"type": "unix", "path"}). NULL if it has none.
+ */
+static json_t *socket_address(host *h)
+{
+	char uri[512];
+	if (ferry_migration_incoming_address(h->vm, uri, sizeof(uri)))
+		return NULL;
+	if (!strncmp(uri, "unix:", 5))
+		return json_pack("[{s:s,s:s}]", "type", "unix", "path", uri + 5);
+	char *colon = strrchr(uri, ':');
+	if (strncmp(uri, "tcp:", 4) || !colon || colon < uri + 4)
+		return NULL;
+	*colon = 0;
+	char *host = uri + 4;
+	size_t hl = strlen(host);
+	if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
+		host[hl - 1] = 0;
+		host++;
+	}
+	return json_pack("[{s:s,s:s,s:s}]", "type", "inet", "host", host, "port", colon + 1);
+}
+
 json_t *host_query_migrate(host *h)
 {
 	ferry_mig_info i;
@@ -173,6 +198,11 @@ json_t *host_query_migrate(host *h)
 	/* QEMU answers {} before the first migration. */
 	json_t *o = i.status == FERRY_MIG_NONE ? json_object()
 					       : info_json(&i, h->params.downtime_limit_ms);
+	if (h->dir == HOST_DIR_IN && h->inmigrate && h->incoming_started) {
+		json_t *sa = socket_address(h);
+		if (sa)
+			json_object_set_new(o, "socket-address", sa);
+	}
 	if (h->prev_incoming)
 		json_object_set(o, "x-previous", h->prev_incoming);
 	return o;
@@ -206,6 +236,34 @@ static json_t *steps_json(const host *h, const uint64_t *steps)
 /* ------------------------------------------------------------------ */
 /* Destination life cycle.                                             */
 
+/* "Failed to listen on 'unix:/x': /x is in use by another server". */
+static void listen_error(const char *uri, int r, char *err, size_t elen)
+{
+	bool unix_ = !strncmp(uri, "unix:", 5);
+	if (unix_ && r == -EADDRINUSE)
+		snprintf(err, elen, "Failed to listen on '%s': %s is in use by another server", uri,
+			 uri + 5);
+	else if (unix_ && r == -ENOTSOCK)
+		snprintf(err, elen, "Failed to listen on '%s': %s exists and is not a socket", uri,
+			 uri + 5);
+	else
+		snprintf(err, elen, "Failed to listen on '%s': %s", uri, ferry_strerror(r));
+}
+
+/* Records the socket file a listen on uri just created, to remove it later. */
+static void note_sock(ferry_sock_file *f, const char *uri)
+{
+	ferry_sock_file_remove(f); /* a previous one, if still there */
+	if (!strncmp(uri, "unix:", 5))
+		ferry_sock_file_note(f, uri + 5);
+}
+
+void host_incoming_release(host *h)
+{
+	ferry_sock_file_remove(&h->in_sock);
+	ferry_sock_file_remove(&h->recover_sock);
+}
+
 int host_incoming_start(host *h, const char *uri, char *err, size_t elen)
 {
 	int r = ferry_uri_validate(uri, err, elen);
@@ -214,19 +272,49 @@ int host_incoming_start(host *h, const char *uri, char *err, size_t elen)
 	host_drain_events(h); /* the previous migration's events, with the old direction */
 	h->ev_last = FERRY_MIG_NONE;
 	h->dir = HOST_DIR_IN;
+	h->in_ran = false;
 	r = ferry_migrate_incoming(h->vm, uri);
 	if (r == -EBUSY) {
 		snprintf(err, elen, "%s", msg_in_progress);
 		return r;
 	}
 	if (r) {
-		snprintf(err, elen, "Failed to listen on '%s': %s", uri, ferry_strerror(r));
+		listen_error(uri, r, err, elen);
 		return r;
 	}
+	note_sock(&h->in_sock, uri);
+	/* A port 0 listener listens again on the port it got (--incoming). */
+	if (h->incoming == HOST_INCOMING_URI)
+		ferry_migration_incoming_address(h->vm, h->incoming_uri, sizeof(h->incoming_uri));
 	h->incoming_started = true;
 	h->inmigrate = true;
 	host_drain_events(h);
 	return 0;
+}
+
+void host_on_resume(host *h)
+{
+	if (h->dir != HOST_DIR_IN || h->in_ran || !h->incoming_started)
+		return;
+	h->in_ran = true;
+	fprintf(stderr, "ferry host: incoming migration: the guest runs here now\n");
+}
+
+/* One line on stderr for a migration that ended. */
+static void log_final(host *h, ferry_mig_status s, const ferry_mig_info *i)
+{
+	const char *dir = h->dir == HOST_DIR_IN ? "incoming migration" : "migration";
+	if (s == FERRY_MIG_COMPLETED && h->dir == HOST_DIR_OUT)
+		fprintf(stderr, "ferry host: migration completed in %" PRIu64 " ms (downtime %" PRIu64
+			" ms, %" PRIu64 " bytes sent)\n",
+			i->total_time_ms, i->downtime_ms, i->transferred);
+	else if (s == FERRY_MIG_COMPLETED)
+		fprintf(stderr, "ferry host: incoming migration completed in %" PRIu64 " ms (%" PRIu64
+			" bytes received)\n",
+			i->total_time_ms, i->transferred);
+	else if (h->dir == HOST_DIR_OUT)
+		fprintf(stderr, "ferry host: %s %s%s%s\n", dir, ferry_migration_status_name(s),
+			i->error_desc[0] ? ": " : "", i->error_desc);
 }
 
 /* Worker: waits for the failed migration's thread, then wipes the guest. */
@@ -256,15 +344,17 @@ static void reset_done(host *h, host_op *op)
 
 void host_on_status(host *h, ferry_mig_status s)
 {
-	if (!status_final(s))
+	if (!status_final(s) || h->dir == HOST_DIR_NONE)
 		return;
+	ferry_mig_info i;
+	ferry_migration_query(h->vm, &i);
+	log_final(h, s, &i);
 	if (h->dir == HOST_DIR_OUT) {
 		if (s == FERRY_MIG_COMPLETED)
 			h->postmigrate = true;
 		return;
 	}
-	if (h->dir != HOST_DIR_IN)
-		return;
+	host_incoming_release(h); /* the listener is done with */
 	if (s == FERRY_MIG_COMPLETED) {
 		h->inmigrate = false;
 		h->ever_ran = true;
@@ -272,8 +362,6 @@ void host_on_status(host *h, ferry_mig_status s)
 		h->prev_incoming = NULL;
 		return;
 	}
-	ferry_mig_info i;
-	ferry_migration_query(h->vm, &i);
 	json_decref(h->prev_incoming);
 	h->prev_incoming = info_json(&i, 0);
 	json_object_set_new(h->prev_incoming, "status", json_string(ferry_migration_status_name(s)));
@@ -770,8 +858,10 @@ static void cont_done(host *h, host_op *op)
 static void cmd_stop(void *opaque, ferry_qmp_req *req, json_t *args)
 {
 	static const ferry_qmp_arg spec[] = { { NULL } };
-	if (ferry_qmp_req_check_args(req, args, spec))
-		host_op_submit(opaque, host_op_new("stop", req, NULL, NULL, NULL, stop_done));
+	if (!ferry_qmp_req_check_args(req, args, spec))
+		return;
+	host_ops_interrupt(opaque, "stop"); /* a running x-run-until ends first */
+	host_op_submit(opaque, host_op_new("stop", req, NULL, NULL, NULL, stop_done));
 }
 
 static void cmd_cont(void *opaque, ferry_qmp_req *req, json_t *args)
@@ -894,30 +984,65 @@ static bool run_check(host *h, host_op *op)
 	return true;
 }
 
+/* The targets: "steps", or the current counts plus "advance". */
+static void run_targets(host *h, host_op *op, const uint64_t *cur, uint64_t *t)
+{
+	json_t *steps = json_object_get(op->args, "steps");
+	uint64_t adv = (uint64_t)json_integer_value(json_object_get(op->args, "advance"));
+	for (unsigned i = 0; i < ferry_guest_vcpus(h->g); i++)
+		t[i] = steps ? (uint64_t)json_integer_value(json_array_get(steps, i)) : cur[i] + adv;
+}
+
 static void run_work(host *h, host_op *op)
 {
+	if (atomic_load(&op->cancel)) { /* interrupted before it started */
+		op->result = -EINTR;
+		return;
+	}
 	unsigned n = ferry_guest_vcpus(h->g);
+	uint64_t t[FERRY_GUEST_MAX_VCPUS];
 	op->was_running = ferry_vm_is_running(h->vm);
 	op->result = ferry_vm_stop(h->vm);
 	if (op->result)
 		return;
+	ferry_guest_steps(h->g, op->steps); /* exact now: the vCPUs are stopped */
+	run_targets(h, op, op->steps, t);
+	for (unsigned i = 0; i < n; i++) {
+		if (t[i] < op->steps[i]) {
+			op->result = -ERANGE;
+			if (op->was_running && ferry_vm_start(h->vm)) /* refused: as if it never came */
+				fprintf(stderr, "ferry host: cannot restart the guest after a refused x-run-until\n");
+			return;
+		}
+	}
 	if (op->was_running)
 		host_post_event(h, FERRY_EVENT_STOP);
-	uint64_t t[FERRY_GUEST_MAX_VCPUS];
-	json_t *steps = json_object_get(op->args, "steps");
-	ferry_guest_steps(h->g, t);
-	for (unsigned i = 0; i < n; i++)
-		t[i] = steps ? (uint64_t)json_integer_value(json_array_get(steps, i))
-			     : t[i] + (uint64_t)json_integer_value(json_object_get(op->args, "advance"));
-	op->result = ferry_guest_run_until(h->g, t);
+	op->result = ferry_guest_run_until_ex(h->g, t, &op->cancel);
 	ferry_guest_steps(h->g, op->steps);
+}
+
+static void run_interrupt(host *h, host_op *op)
+{
+	(void)op;
+	ferry_guest_kick(h->g);
 }
 
 static void run_done(host *h, host_op *op)
 {
 	h->run_job = false;
+	if (op->result == -ERANGE) {
+		json_t *a = steps_json(h, op->steps);
+		char *cur = json_dumps(a, 0);
+		op_error(h, op, "Parameter 'steps' is below the current step counts %s", cur);
+		free(cur);
+		json_decref(a);
+		return;
+	}
 	h->ever_ran = true;
-	if (op->result == -EINVAL)
+	if (op->result == -EINTR)
+		op_error(h, op, "x-run-until was interrupted by '%s'",
+			 op->cancelled_by ? op->cancelled_by : "quit");
+	else if (op->result == -EINVAL)
 		op_error(h, op, "The vCPUs of an idle guest never step");
 	else if (op->result)
 		op_error(h, op, "Cannot run the guest: %s", ferry_strerror(op->result));
@@ -955,7 +1080,10 @@ static void cmd_run_until(void *opaque, ferry_qmp_req *req, json_t *args)
 				    n);
 		return;
 	}
-	host_op_submit(h, host_op_new("x-run-until", req, args, run_check, run_work, run_done));
+	host_op *op = host_op_new("x-run-until", req, args, run_check, run_work, run_done);
+	if (op)
+		op->interrupt = run_interrupt;
+	host_op_submit(h, op);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1004,14 +1132,16 @@ static void cmd_migrate_recover(void *opaque, ferry_qmp_req *req, json_t *args)
 		return;
 	}
 	int r = h->dir == HOST_DIR_IN ? ferry_migration_recover(h->vm, uri) : -ENOENT;
-	if (r == -ENOENT)
+	if (r == -ENOENT) {
 		ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
 				    "Migrate recover can only be run when postcopy is paused.");
-	else if (r)
-		ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "Failed to listen on '%s': %s", uri,
-				    ferry_strerror(r));
-	else
+	} else if (r) {
+		listen_error(uri, r, err, sizeof(err));
+		ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "%s", err);
+	} else {
+		note_sock(&h->recover_sock, uri);
 		ferry_qmp_req_return(req, NULL);
+	}
 }
 
 const ferry_qmp_command host_commands[] = {

@@ -21,6 +21,7 @@
 
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -53,6 +54,13 @@ struct host_op {
 	bool (*check)(host *h, host_op *op);
 	host_op_fn work;  /* worker thread; NULL: nothing to do there */
 	host_op_fn done;  /* loop thread; always called, then op is freed */
+	/*
+	 * Loop thread, optional: makes a long `work` end early (x-run-until);
+	 * called after `cancel` is set, whether work runs, is queued or done.
+	 */
+	host_op_fn interrupt;
+	atomic_bool cancel; /* set by host_ops_interrupt(); work reads it */
+	const char *cancelled_by; /* loop: "stop", or NULL (the host is quitting) */
 	ferry_qmp_req *req; /* NULL for internal operations */
 	json_t *args;     /* the command's arguments (a reference), or NULL */
 	/* Results of work (worker writes, loop reads after the hand-back). */
@@ -98,6 +106,10 @@ struct host {
 	bool postmigrate;       /* the guest left by migration and was not resumed */
 	bool ever_ran;          /* false: "prelaunch" */
 	bool run_job;           /* x-run-until is running the vCPUs */
+	bool quitting;          /* host_quit() was called */
+	bool in_ran;            /* the incoming guest runs here ("guest running" logged) */
+	/* Migration socket files this host bound (removed when done with). */
+	ferry_sock_file in_sock, recover_sock;
 	json_t *prev_incoming;  /* query-migrate of the last failed incoming (x-previous) */
 
 	/* Event ring: producers on any thread, consumer the loop. */
@@ -105,7 +117,7 @@ struct host {
 	ferry_event ring[HOST_EVENT_RING]; /* protected by ev_lock */
 	unsigned ring_head, ring_len;      /* protected by ev_lock */
 	uint64_t ring_dropped;             /* protected by ev_lock */
-	host_op *done_ops;                 /* protected by ev_lock: worker -> loop */
+	host_op *done_ops;                 /* protected by ev_lock: the op the worker finished */
 	int wake_fd;                       /* eventfd; wake-ups coalesce */
 	ferry_loop_watch *wake_w;
 	ferry_mig_status ev_last;          /* loop: last MIGRATION status sent */
@@ -145,7 +157,17 @@ void host_op_submit_urgent(host *h, host_op *op);
 host_op *host_op_new(const char *what, ferry_qmp_req *req, json_t *args,
 		     bool (*check)(host *h, host_op *op), host_op_fn work, host_op_fn done);
 
-/* Ends the process after the current callback, with this exit status. */
+/*
+ * Sets `cancel` on every queued operation (the one on the worker too) and
+ * calls their interrupt hooks; by is what the reply names ("stop"), or
+ * NULL when the host is quitting. Loop thread.
+ */
+void host_ops_interrupt(host *h, const char *by);
+
+/*
+ * Ends the process after the current callback, with this exit status;
+ * interrupts the guest operations first. Loop thread.
+ */
 void host_quit(host *h, int code);
 
 /* host-qmp.c */
@@ -157,6 +179,12 @@ void host_on_status(host *h, ferry_mig_status s);
 
 /* Starts listening for an incoming migration on uri. Loop thread. */
 int host_incoming_start(host *h, const char *uri, char *err, size_t err_len);
+
+/* Removes the migration socket files this host bound. Loop thread. */
+void host_incoming_release(host *h);
+
+/* Logs that the incoming guest runs here (once per migration). Loop thread. */
+void host_on_resume(host *h);
 
 /* query-migrate's reply for the current state. Loop thread. */
 json_t *host_query_migrate(host *h);

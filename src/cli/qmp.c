@@ -44,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -65,7 +66,8 @@ struct qmp_listener {
 	qmp_listener *next;
 	int fd;
 	ferry_loop_watch *w;
-	char path[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* unix: to unlink */
+	ferry_sock_file file; /* unix: the socket file it bound, removed at destroy */
+	char addr[300];       /* the bound address: tcp:127.0.0.1:41234 */
 	ferry_loop_timer backoff; /* accept paused after EMFILE and the like */
 };
 
@@ -803,6 +805,74 @@ static void listener_accept(void *opaque, uint32_t events)
 	}
 }
 
+/*
+ * Unix socket files. A path is taken only if nothing is there, or if it
+ * is a socket nobody answers on (a stale file from a process that died):
+ * a live server's socket and any other kind of file are left alone.
+ */
+int ferry_sock_file_claim(const char *path, char *err, size_t elen)
+{
+	struct stat st;
+	if (lstat(path, &st)) {
+		if (errno == ENOENT)
+			return 0;
+		int r = -errno;
+		snprintf(err, elen, "%s: %s", path, strerror(-r));
+		return r;
+	}
+	if (!S_ISSOCK(st.st_mode)) {
+		snprintf(err, elen, "%s exists and is not a socket", path);
+		return -ENOTSOCK;
+	}
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		snprintf(err, elen, "invalid unix socket path '%s'", path);
+		return -EINVAL;
+	}
+	strcpy(sa.sun_path, path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		int r = -errno;
+		snprintf(err, elen, "socket: %s", strerror(-r));
+		return r;
+	}
+	int c = connect(fd, (struct sockaddr *)&sa, sizeof(sa)), e = errno;
+	close(fd);
+	if (!c || e == EAGAIN) { /* EAGAIN: a live server with a full backlog */
+		snprintf(err, elen, "%s is in use by another server", path);
+		return -EADDRINUSE;
+	}
+	if (e != ECONNREFUSED) {
+		snprintf(err, elen, "%s: %s", path, strerror(e));
+		return -e;
+	}
+	if (unlink(path) && errno != ENOENT) {
+		int r = -errno;
+		snprintf(err, elen, "cannot remove the stale socket %s: %s", path, strerror(-r));
+		return r;
+	}
+	return 0;
+}
+
+void ferry_sock_file_note(ferry_sock_file *f, const char *path)
+{
+	struct stat st;
+	memset(f, 0, sizeof(*f));
+	if (strlen(path) >= sizeof(f->path) || lstat(path, &st) || !S_ISSOCK(st.st_mode))
+		return;
+	strcpy(f->path, path);
+	f->dev = st.st_dev;
+	f->ino = st.st_ino;
+}
+
+void ferry_sock_file_remove(ferry_sock_file *f)
+{
+	struct stat st;
+	if (f->path[0] && !lstat(f->path, &st) && st.st_dev == f->dev && st.st_ino == f->ino)
+		unlink(f->path);
+	f->path[0] = 0;
+}
+
 static int listen_unix(const char *path, qmp_listener *L, char *err, size_t elen)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -811,22 +881,49 @@ static int listen_unix(const char *path, qmp_listener *L, char *err, size_t elen
 		return -EINVAL;
 	}
 	strcpy(sa.sun_path, path);
+	char why[400];
+	int r = ferry_sock_file_claim(path, why, sizeof(why));
+	if (r) {
+		snprintf(err, elen, "cannot listen on 'unix:%s': %s", path, why);
+		return r;
+	}
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
-		int r = -errno;
+		r = -errno;
 		snprintf(err, elen, "socket: %s", strerror(-r));
 		return r;
 	}
-	unlink(path); /* a stale socket file from an earlier run */
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) || listen(fd, 16)) {
-		int r = -errno;
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+		r = -errno;
 		snprintf(err, elen, "cannot listen on 'unix:%s': %s", path, strerror(-r));
 		close(fd);
 		return r;
 	}
+	ferry_sock_file_note(&L->file, path);
+	if (listen(fd, 16)) {
+		r = -errno;
+		snprintf(err, elen, "cannot listen on 'unix:%s': %s", path, strerror(-r));
+		close(fd);
+		ferry_sock_file_remove(&L->file);
+		return r;
+	}
 	L->fd = fd;
-	strcpy(L->path, path);
+	snprintf(L->addr, sizeof(L->addr), "unix:%s", path);
 	return 0;
+}
+
+/* "tcp:HOST:PORT" for a bound socket, with the port the kernel chose. */
+static void tcp_bound(int fd, char *buf, size_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char host[NI_MAXHOST], port[NI_MAXSERV];
+	buf[0] = 0;
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) ||
+	    getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), port, sizeof(port),
+			NI_NUMERICHOST | NI_NUMERICSERV))
+		return;
+	snprintf(buf, len, ss.ss_family == AF_INET6 ? "tcp:[%s]:%s" : "tcp:%s:%s", host, port);
 }
 
 static int listen_tcp(const char *hp, qmp_listener *L, char *err, size_t elen)
@@ -871,6 +968,7 @@ static int listen_tcp(const char *hp, qmp_listener *L, char *err, size_t elen)
 		if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, 16) == 0) {
 			freeaddrinfo(ai);
 			L->fd = fd;
+			tcp_bound(fd, L->addr, sizeof(L->addr));
 			return 0;
 		}
 		r = -errno;
@@ -884,7 +982,8 @@ bad:
 	return -EINVAL;
 }
 
-int ferry_qmp_server_listen(ferry_qmp_server *s, const char *addr, char *err, size_t elen)
+int ferry_qmp_server_listen(ferry_qmp_server *s, const char *addr, char *bound, size_t bound_len,
+			    char *err, size_t elen)
 {
 	qmp_listener *L = calloc(1, sizeof(*L));
 	if (!L) {
@@ -908,14 +1007,15 @@ int ferry_qmp_server_listen(ferry_qmp_server *s, const char *addr, char *err, si
 		if (r < 0) {
 			snprintf(err, elen, "cannot watch '%s': %s", addr, strerror(-r));
 			close(L->fd);
-			if (L->path[0])
-				unlink(L->path);
+			ferry_sock_file_remove(&L->file);
 		}
 	}
 	if (r < 0) {
 		free(L);
 		return r;
 	}
+	if (bound)
+		snprintf(bound, bound_len, "%s", L->addr[0] ? L->addr : addr);
 	L->next = s->listeners;
 	s->listeners = L;
 	return 0;
@@ -952,8 +1052,7 @@ void ferry_qmp_server_destroy(ferry_qmp_server *s)
 		ferry_loop_timer_stop(s->loop, &L->backoff);
 		ferry_loop_watch_remove(L->w);
 		close(L->fd);
-		if (L->path[0])
-			unlink(L->path);
+		ferry_sock_file_remove(&L->file);
 		free(L);
 	}
 	while (s->clients) {

@@ -60,7 +60,10 @@
  *    (rate pacing, throttling) are timed waits on g->cond_wake, which stop
  *    broadcasts, so a stop never waits out a throttle sleep.
  *  - ferry_guest_run_until() gives each vCPU a target; a vCPU parks by
- *    itself when it reaches its target, so step counts are exact.
+ *    itself when it reaches its target, so step counts are exact. Its
+ *    _ex form also ends when a cancel flag is set: the flag is read under
+ *    g->lock and ferry_guest_kick() broadcasts cond_ack under it, so a
+ *    cancel is never missed; the vCPUs then stop where they are.
  *  - A guest activity (ferry_guest_add_activity(), e.g. the balloon
  *    driver) is one more thread under the same run control: it runs rounds
  *    while want_run is set, and counts as parked between rounds, so a stop
@@ -1179,12 +1182,21 @@ bool ferry_guest_running(const ferry_guest_t *g)
 
 int ferry_guest_run_until(ferry_guest_t *g, const uint64_t *targets)
 {
+	return ferry_guest_run_until_ex(g, targets, NULL);
+}
+
+int ferry_guest_run_until_ex(ferry_guest_t *g, const uint64_t *targets, const atomic_bool *cancel)
+{
 	if (!g || !targets)
 		return -EINVAL;
 	int r = 0;
 	pthread_mutex_lock(&g->ctl);
 	pthread_mutex_lock(&g->lock);
 	stop_locked(g);
+	if (cancel && atomic_load(cancel)) {
+		r = -EINTR;
+		goto out;
+	}
 	if (g->cfg.workload == FERRY_WL_IDLE) {
 		for (unsigned i = 0; i < g->nvcpus; i++)
 			if (targets[i] > g->vcpus[i].steps)
@@ -1209,6 +1221,11 @@ int ferry_guest_run_until(ferry_guest_t *g, const uint64_t *targets)
 		}
 		if (done)
 			break;
+		/* Read under g->lock: ferry_guest_kick() takes it after the store. */
+		if (cancel && atomic_load(cancel)) {
+			r = -EINTR;
+			break;
+		}
 		pthread_cond_wait(&g->cond_ack, &g->lock);
 	}
 	stop_locked(g);
@@ -1216,6 +1233,15 @@ out:
 	pthread_mutex_unlock(&g->lock);
 	pthread_mutex_unlock(&g->ctl);
 	return r;
+}
+
+void ferry_guest_kick(ferry_guest_t *g)
+{
+	if (!g)
+		return;
+	pthread_mutex_lock(&g->lock);
+	pthread_cond_broadcast(&g->cond_ack);
+	pthread_mutex_unlock(&g->lock);
 }
 
 static int set_throttle(ferry_guest_t *g, _Atomic unsigned *which, unsigned percent)

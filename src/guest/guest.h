@@ -154,6 +154,21 @@ bool ferry_guest_running(const ferry_guest_t *g);
  */
 int ferry_guest_run_until(ferry_guest_t *g, const uint64_t *targets);
 
+/*
+ * Same, interruptible: once *cancel (may be NULL) is set and
+ * ferry_guest_kick() called, the vCPUs stop where they are and it returns
+ * -EINTR (also at once if *cancel is already set).
+ */
+int ferry_guest_run_until_ex(ferry_guest_t *g, const uint64_t *targets,
+			     const atomic_bool *cancel);
+
+/*
+ * Wakes a ferry_guest_run_until_ex() to look at its cancel flag; call it
+ * after setting the flag. Never blocks on a running run-until.
+ * Thread: any.
+ */
+void ferry_guest_kick(ferry_guest_t *g);
+
 /* Steps done so far by each vCPU (read while stopped for exact values). */
 void ferry_guest_steps(const ferry_guest_t *g, uint64_t *steps);
 unsigned ferry_guest_vcpus(const ferry_guest_t *g);

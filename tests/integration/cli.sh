@@ -173,23 +173,23 @@ expect_eq "--exit-on-error message" "$(grep '^ferry host' "$TMP/g.err")" \
 	"ferry host: incoming migration failed: not a Ferry migration stream (magic 0x47415242) (stream header at offset 0)"
 
 # 5. Usage errors are exact and exit 2.
-out=$("$FERRY" host --guest workload=foo --qmp unix:/tmp/x 2>&1); rc=$?
+out=$("$FERRY" host --guest workload=foo --qmp unix:/tmp/x 2>&1); rc=$?; out=$(head -1 <<<"$out")
 expect_eq "bad workload exit" "$rc" 2
 expect_eq "bad workload message" "$out" \
 	"ferry host: --guest: unknown workload 'foo' (expected idle, stride, random, hotset, churn)"
-out=$("$FERRY" host --guest mem=16M 2>&1); rc=$?
+out=$("$FERRY" host --guest mem=16M 2>&1); rc=$?; out=$(head -1 <<<"$out")
 expect_eq "no --qmp exit" "$rc" 2
 expect_eq "no --qmp message" "$out" \
 	"ferry host: at least one --qmp ADDRESS is required (unix:PATH or tcp:HOST:PORT)"
-out=$("$FERRY" host --qmp ftp:x 2>&1); rc=$?
+out=$("$FERRY" host --qmp ftp:x 2>&1); rc=$?; out=$(head -1 <<<"$out")
 expect_eq "bad --qmp exit" "$rc" 2
 expect_eq "bad --qmp message" "$out" \
 	"ferry host: --qmp: unsupported QMP address 'ftp:x' (expected unix:PATH or tcp:HOST:PORT)"
 out=$("$FERRY" frob 2>&1 | head -1); expect_eq "unknown command" "$out" "ferry: unknown command 'frob'"
-out=$("$FERRY" host --guest mem=16M --incoming ftp:x --qmp unix:/tmp/x 2>&1); rc=$?
+out=$("$FERRY" host --guest mem=16M --incoming ftp:x --qmp unix:/tmp/x 2>&1); rc=$?; out=$(head -1 <<<"$out")
 expect_eq "bad uri exit" "$rc" 2
 expect_eq "bad uri message" "$out" \
-	"ferry host: unsupported migration URI 'ftp:x' (expected tcp:HOST:PORT or unix:PATH)"
+	"ferry host: --incoming: unsupported migration URI 'ftp:x' (expected tcp:HOST:PORT or unix:PATH)"
 out=$("$FERRY" migrate --qmp /tmp/x ftp:x 2>&1); rc=$?
 expect_eq "migrate bad uri exit" "$rc" 2
 expect_eq "migrate bad uri message" "$out" \
@@ -198,6 +198,148 @@ out=$("$FERRY" qmp --qmp "$TMP/nothing.qmp" query-status 2>&1); rc=$?
 expect_eq "qmp: no server exit" "$rc" 1
 expect_eq "qmp: no server message" "$out" \
 	"ferry qmp: cannot connect to '$TMP/nothing.qmp': No such file or directory"
+
+# 6. `ferry host` (issue 15): its unix sockets, its command line, its log.
+# 6a. A live socket is never taken over, a regular file never deleted, a
+#     stale socket is replaced, and a host removes the sockets it bound.
+host_sockets() {
+	local out rc apid
+	host a --guest mem=16M,vcpus=1; apid=$host_pid
+	out=$("$FERRY" host --guest mem=16M,vcpus=1 --qmp "unix:$TMP/a.qmp" 2>&1); rc=$?
+	expect_eq "second host on a live QMP socket: exit" "$rc" 1
+	expect_eq "second host on a live QMP socket: message" "$out" \
+		"ferry host: --qmp: cannot listen on 'unix:$TMP/a.qmp': $TMP/a.qmp is in use by another server"
+	"$FERRY" host --guest mem=16M,vcpus=1 --qmp "$TMP/b.qmp" --incoming "unix:$TMP/a.qmp" \
+		>/dev/null 2>"$TMP/b.err"
+	expect_eq "--incoming on a live socket: exit" "$?" 1
+	expect_eq "--incoming on a live socket: message" "$(grep '^ferry host' "$TMP/b.err")" \
+		"ferry host: --incoming: Failed to listen on 'unix:$TMP/a.qmp': $TMP/a.qmp is in use by another server"
+	expect_eq "the refused host removed its own QMP socket" "$([ -e "$TMP/b.qmp" ] && echo left || echo gone)" gone
+	expect_eq "first host still answers" "$(qmp a query-status)" '{"return":{"running":true,"status":"running"}}'
+	echo keep >"$TMP/plain"
+	out=$("$FERRY" host --guest mem=16M,vcpus=1 --qmp "unix:$TMP/plain" 2>&1); rc=$?
+	expect_eq "--qmp on a regular file: exit" "$rc" 1
+	expect_eq "--qmp on a regular file: message" "$out" \
+		"ferry host: --qmp: cannot listen on 'unix:$TMP/plain': $TMP/plain exists and is not a socket"
+	"$FERRY" host --guest mem=16M,vcpus=1 --qmp "$TMP/c.qmp" --incoming "unix:$TMP/plain" \
+		>/dev/null 2>"$TMP/c.err"
+	expect_eq "--incoming on a regular file: message" "$(grep '^ferry host' "$TMP/c.err")" \
+		"ferry host: --incoming: Failed to listen on 'unix:$TMP/plain': $TMP/plain exists and is not a socket"
+	expect_eq "regular file untouched" "$(cat "$TMP/plain")" keep
+	qmp a quit >/dev/null; wait $apid
+	expect_eq "QMP socket removed after quit" "$([ -e "$TMP/a.qmp" ] && echo left || echo gone)" gone
+	# A stale socket (its server died without removing it) is replaced.
+	python3 -c 'import socket,sys
+for p in sys.argv[1:]: socket.socket(socket.AF_UNIX).bind(p)' "$TMP/stale.qmp" "$TMP/stale.sock"
+	expect_eq "stale sockets exist" "$([ -S "$TMP/stale.qmp" ] && [ -S "$TMP/stale.sock" ] && echo yes)" yes
+	host stale --guest mem=16M,vcpus=1 --incoming "unix:$TMP/stale.sock"; apid=$host_pid
+	expect_eq "host on stale sockets answers" "$(qmp stale query-status)" \
+		'{"return":{"running":false,"status":"inmigrate"}}'
+	qmp stale quit >/dev/null; wait $apid
+	expect_eq "incoming socket removed after quit" \
+		"$([ -e "$TMP/stale.sock" ] || [ -e "$TMP/stale.qmp" ] && echo left || echo gone)" gone
+	# SIGTERM: exit status 0, sockets removed.
+	host t --guest mem=16M,vcpus=1 --incoming "unix:$TMP/t.sock"; apid=$host_pid
+	kill -TERM $apid; wait $apid
+	expect_eq "SIGTERM: exit status" "$?" 0
+	expect_eq "SIGTERM: message" "$(tail -1 "$TMP/t.err")" "ferry host: Terminated, exiting"
+	expect_eq "SIGTERM: sockets removed" \
+		"$([ -e "$TMP/t.sock" ] || [ -e "$TMP/t.qmp" ] && echo left || echo gone)" gone
+}
+host_sockets
+
+# 6b. The command line: -h, exact usage errors (exit 2, then the usage),
+#     bare --qmp PATH, -S, the memory check.
+host_cli() {
+	local out rc
+	out=$("$FERRY" host -h 2>/dev/null); rc=$?
+	expect_eq "host -h: exit" "$rc" 0
+	expect_eq "host -h: usage on stdout" "$(head -1 <<<"$out")" \
+		"usage: ferry host --qmp ADDRESS [--qmp ADDRESS ...] [options]"
+	expect_eq "host --help: at most 100 columns" "$("$FERRY" host --help | awk 'length > 100' | wc -l)" 0
+	for key in mem vram vcpus workload rate wss fill seed throttle alloc paused prealloc virtio balloon; do
+		grep -q "^  $key[=[]" <<<"$out" || fail "host --help: guest key $key not documented"
+	done
+	usage_err() { # name want ARGS...: exit 2, the message, then the usage, on stderr
+		local name=$1 want=$2; shift 2
+		"$FERRY" host "$@" >"$TMP/u.out" 2>"$TMP/u.err"
+		expect_eq "$name: exit" "$?" 2
+		expect_eq "$name: message" "$(head -1 "$TMP/u.err")" "$want"
+		expect_eq "$name: then the usage" "$(sed -n 2p "$TMP/u.err")" \
+			"usage: ferry host --qmp ADDRESS [--qmp ADDRESS ...] [options]"
+		expect_eq "$name: nothing on stdout" "$(wc -c <"$TMP/u.out")" 0
+	}
+	usage_err "unknown long option" "ferry host: unknown option '--frob'" --frob=1 --qmp /tmp/x
+	usage_err "unknown short option" "ferry host: unknown option '-x'" -x --qmp /tmp/x
+	usage_err "option without its value" "ferry host: option '--guest' needs a value" --qmp /tmp/x --guest
+	usage_err "--qmp tcp:localhost" \
+		"ferry host: --qmp: missing port in 'tcp:localhost' (expected tcp:HOST:PORT)" --qmp tcp:localhost
+	usage_err "--qmp foo:/x" \
+		"ferry host: --qmp: unsupported QMP address 'foo:/x' (expected unix:PATH or tcp:HOST:PORT)" --qmp foo:/x
+	usage_err "--incoming tcp:localhost" \
+		"ferry host: --incoming: missing port in 'tcp:localhost' (expected tcp:HOST:PORT)" \
+		--qmp /tmp/x --incoming tcp:localhost
+	usage_err "--incoming foo:/x" \
+		"ferry host: --incoming: unsupported migration URI 'foo:/x' (expected tcp:HOST:PORT or unix:PATH)" \
+		--qmp /tmp/x --incoming foo:/x
+	usage_err "extra argument" "ferry host: unexpected argument 'now'" --qmp /tmp/x now
+	usage_err "bad dirty mode" "ferry host: unknown dirty mode 'x' (expected auto, wp, explicit)" \
+		--qmp /tmp/x --dirty x
+	# The guest must fit in MemAvailable (1048576G = 1 PiB fits nowhere).
+	"$FERRY" host --qmp "$TMP/m.qmp" --guest mem=1048576G >/dev/null 2>"$TMP/u.err"
+	expect_eq "mem above MemAvailable: exit" "$?" 2
+	if [[ "$(head -1 "$TMP/u.err")" =~ ^"ferry host: --guest: mem=1048576G is more than this machine's available memory ("[0-9]+\.[0-9]" GiB); --no-mem-check allows it without prealloc"$ ]]
+	then ok "mem above MemAvailable: message"
+	else fail "mem above MemAvailable: message: $(head -1 "$TMP/u.err")"; fi
+	"$FERRY" host --qmp "$TMP/m.qmp" --guest mem=1048576G,prealloc --no-mem-check >/dev/null 2>"$TMP/u.err"
+	expect_eq "prealloc: --no-mem-check does not apply" "$?" 2
+	expect_eq "prealloc: no hint" "$(head -1 "$TMP/u.err" | grep -c 'no-mem-check')" 0
+	# --qmp PATH, -S / --stopped.
+	"$FERRY" host --qmp "$TMP/bare.qmp" -S --guest mem=16M,vcpus=1 --json >"$TMP/bare.out" 2>"$TMP/bare.err" &
+	local bpid=$!
+	for _ in $(seq 200); do grep -q listening "$TMP/bare.out" 2>/dev/null && break; sleep 0.05; done
+	expect_eq "bare --qmp PATH: listening on unix:PATH" "$(json "$TMP/bare.out" 'j["qmp"]')" "['unix:$TMP/bare.qmp']"
+	expect_eq "-S: prelaunch" "$(qmp bare query-status)" '{"return":{"running":false,"status":"prelaunch"}}'
+	qmp bare cont >/dev/null
+	expect_eq "-S: cont starts the guest" "$(qmp bare query-status)" '{"return":{"running":true,"status":"running"}}'
+	qmp bare quit >/dev/null; wait $bpid
+	expect_eq "bare --qmp host exit" "$?" 0
+}
+host_cli
+
+# 6c. Each host logs how a migration ended, and the destination when it runs the guest.
+host_log() {
+	local spid dpid line
+	host dst --guest mem=32M,vcpus=1,rate=10M --incoming "unix:$TMP/l.sock"; dpid=$host_pid
+	host src --guest mem=32M,vcpus=1,rate=10M; spid=$host_pid
+	qmp src migrate "{\"uri\": \"unix:$TMP/l.sock\"}" >/dev/null
+	for _ in $(seq 400); do grep -q 'incoming migration completed' "$TMP/dst.err" && break; sleep 0.05; done
+	for _ in $(seq 400); do grep -q 'migration completed' "$TMP/src.err" && break; sleep 0.05; done
+	line=$(grep 'migration completed' "$TMP/src.err")
+	if [[ "$line" =~ ^"ferry host: migration completed in "[0-9]+" ms (downtime "[0-9]+" ms, "[0-9]+" bytes sent)"$ ]]
+	then ok "source log: completed"; else fail "source log: completed: '$line'"; fi
+	line=$(grep 'incoming migration completed' "$TMP/dst.err")
+	if [[ "$line" =~ ^"ferry host: incoming migration completed in "[0-9]+" ms ("[0-9]+" bytes received)"$ ]]
+	then ok "destination log: completed"; else fail "destination log: completed: '$line'"; fi
+	expect_eq "destination log: the guest runs" "$(grep -c '^ferry host: incoming migration: the guest runs here now$' "$TMP/dst.err")" 1
+	# A cancelled migration: the source logs it.
+	host dst2 --guest mem=32M,vcpus=1,rate=10M --incoming "unix:$TMP/l2.sock"; local d2=$host_pid
+	qmp dst quit >/dev/null; wait $dpid
+	qmp src cont >/dev/null
+	qmp src migrate-set-parameters '{"max-bandwidth": 1048576}' >/dev/null
+	qmp src migrate "{\"uri\": \"unix:$TMP/l2.sock\"}" >/dev/null
+	qmp src migrate_cancel >/dev/null
+	for _ in $(seq 400); do grep -q 'migration cancelled' "$TMP/src.err" && break; sleep 0.05; done
+	expect_eq "source log: cancelled" "$(grep -c '^ferry host: migration cancelled$' "$TMP/src.err")" 1
+	# A failed one: the destination went away.
+	qmp dst2 quit >/dev/null; wait $d2
+	qmp src migrate "{\"uri\": \"unix:$TMP/l2.sock\"}" >/dev/null
+	for _ in $(seq 400); do grep -q 'migration failed' "$TMP/src.err" && break; sleep 0.05; done
+	expect_eq "source log: failed" "$(grep '^ferry host: migration failed' "$TMP/src.err")" \
+		"ferry host: migration failed: $(qmp src query-migrate | python3 -c 'import json,sys; print(json.load(sys.stdin)["return"]["error-desc"])')"
+	qmp src quit >/dev/null; wait $spid
+}
+host_log
 
 echo "cli: $failures failure(s)"
 [ "$failures" -eq 0 ]

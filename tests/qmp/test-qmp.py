@@ -932,6 +932,129 @@ def case_postcopy_pause_recover(tmp):
         dst.stop()
 
 
+# ---------------------------------------------------------------------------
+# Host daemon cases (issue 15): interruptible x-run-until, port-0 listeners.
+
+SLOW = "mem=64M,vram=4M,vcpus=2,workload=random,rate=10M"
+LONG_RUN = {"advance": 100000000}  # about 10^8 pages: hours at rate=10M
+
+
+def start_long_run(h):
+    """Sends a long x-run-until on its own connection; returns it once it runs."""
+    q = h.qmp()
+    q.send(json.dumps({"execute": "x-run-until", "arguments": LONG_RUN}) + "\n")
+    probe = h.qmp()
+    running = wait_for(lambda: probe.ret("query-status") == {"running": True, "status": "running"})
+    probe.close()
+    true("x-run-until runs", running is not None)
+    return q
+
+
+def wait_exit(h, name):
+    """The host process ends by itself within 15 s; its status and socket."""
+    try:
+        rc = h.p.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        h.p.kill()
+        rc = "still running after 15 s"
+    h.err.close()
+    eq(f"{name}: host exits with status 0", rc, 0)
+    eq(f"{name}: QMP socket removed", os.path.exists(h.sock), False)
+
+
+def case_run_until_interrupt(tmp):
+    h = Host(tmp, "src", SLOW)
+    try:
+        q = start_long_run(h)
+        c = h.qmp()
+        t = time.monotonic()
+        eq("stop during a long x-run-until", c.cmd("stop", timeout=10), {"return": {}})
+        true("stop answers promptly", time.monotonic() - t < 5, f"{time.monotonic() - t:.1f} s")
+        eq("x-run-until reply after stop", q.reply(timeout=10), generic("x-run-until was interrupted by 'stop'"))
+        eq("paused after the interrupted run", c.ret("query-status"), {"running": False, "status": "paused"})
+        steps = c.ret("query-guest-hash")["steps"]
+        eq("x-run-until below the current steps", c.cmd("x-run-until", {"steps": [0, steps[1]]}),
+           generic(f"Parameter 'steps' is below the current step counts [{steps[0]}, {steps[1]}]"))
+        eq("steps unchanged by the refused run", c.ret("query-guest-hash")["steps"], steps)
+        eq("x-run-until to the current steps", c.ret("x-run-until", {"steps": steps}), {"steps": steps})
+        # A refused run leaves a running guest running (no STOP, no RESUME).
+        c.ret("cont")
+        c.events.clear()
+        r = c.cmd("x-run-until", {"steps": [0, 0]})
+        true("running guest: below-current refused", r["error"]["desc"].startswith(
+            "Parameter 'steps' is below the current step counts ["), str(r))
+        eq("running guest: still running", c.ret("query-status"), {"running": True, "status": "running"})
+        eq("running guest: no STOP", [e["event"] for e in c.events], [])
+        q.close()
+        c.close()
+    finally:
+        h.stop()
+    # quit during the run: it answers, the run's reply says why, the process ends.
+    h = Host(tmp, "quit", SLOW)
+    q = start_long_run(h)
+    c = h.qmp()
+    eq("quit during a long x-run-until", c.cmd("quit", timeout=10), {"return": {}})
+    eq("x-run-until reply after quit", q.reply(timeout=10), generic("The host is shutting down"))
+    wait_exit(h, "quit during x-run-until")
+    # SIGTERM during the run.
+    h = Host(tmp, "term", SLOW)
+    q = start_long_run(h)
+    h.p.send_signal(15)
+    wait_exit(h, "SIGTERM during x-run-until")
+    eq("SIGTERM: logged", open(h.errpath).read().strip().splitlines()[-1], "ferry host: Terminated, exiting")
+
+
+def case_port0_listeners(tmp):
+    """tcp:HOST:0 listeners report the port they got (--json, query-migrate)."""
+    dst = Host(tmp, "dst", SPEC, ["--incoming", "tcp:127.0.0.1:0"])
+    src = Host(tmp, "src", SPEC)
+    try:
+        addr = dst.ready["listening"]
+        port = addr.rsplit(":", 1)[1]
+        true("--json shows the bound port", addr.startswith("tcp:127.0.0.1:") and port.isdigit() and port != "0",
+             addr)
+        dq = dst.qmp()
+        info = dq.ret("query-migrate")
+        eq("destination socket-address", info.get("socket-address"),
+           [{"type": "inet", "host": "127.0.0.1", "port": port}])
+        q = src.qmp()
+        eq("source query-migrate has no socket-address", "socket-address" in q.ret("query-migrate"), False)
+        eq("migrate to the printed address", q.cmd("migrate", {"uri": addr}), {"return": {}})
+        e = q.wait_event(is_final)
+        eq("source completed", e and e["data"]["status"], "completed")
+        true("destination completed", dq.wait_event(is_status("completed")) is not None)
+        eq("no socket-address once completed", "socket-address" in dq.ret("query-migrate"), False)
+        verify_destination("port-0 migration", dq)
+        q.close()
+        dq.close()
+    finally:
+        src.stop()
+        dst.stop()
+    # A unix destination reports its path; QMP on tcp port 0 reports its port.
+    mig = os.path.join(tmp, "m.sock")
+    err = open(os.path.join(tmp, "tcp.err"), "w")
+    p = subprocess.Popen([FERRY, "host", "--guest", SPEC, "--qmp", "tcp:127.0.0.1:0", "--qmp",
+                          os.path.join(tmp, "bare.qmp"), "--incoming", "unix:" + mig, "--json"],
+                         stdout=subprocess.PIPE, stderr=err)
+    r, _, _ = select.select([p.stdout], [], [], TIMEOUT)
+    ready = json.loads(p.stdout.readline() if r else b"{}")
+    qmp_addrs = ready.get("qmp", [])
+    true("--json: QMP tcp port 0 shows the bound port", len(qmp_addrs) == 2 and
+         qmp_addrs[0].startswith("tcp:127.0.0.1:") and not qmp_addrs[0].endswith(":0"), str(ready))
+    eq("--json: a bare --qmp PATH is unix:PATH", qmp_addrs[1:], ["unix:" + os.path.join(tmp, "bare.qmp")])
+    q = QMP(os.path.join(tmp, "bare.qmp"))
+    eq("unix destination socket-address", q.ret("query-migrate").get("socket-address"),
+       [{"type": "unix", "path": mig}])
+    s = socket.create_connection(("127.0.0.1", int(qmp_addrs[0].rsplit(":", 1)[1])), timeout=10)
+    true("QMP answers on the bound tcp port", b'"QMP"' in s.recv(4096))
+    s.close()
+    eq("quit", q.cmd("quit"), {"return": {}})
+    eq("tcp/bare host exits with status 0", p.wait(timeout=15), 0)
+    err.close()
+    eq("incoming socket removed after quit", os.path.exists(mig), False)
+    eq("bare QMP socket removed after quit", os.path.exists(os.path.join(tmp, "bare.qmp")), False)
+
+
 CASES = [
     case_greeting_and_negotiation,
     case_commands,
@@ -943,6 +1066,8 @@ CASES = [
     case_multifd_zstd,
     case_auto_converge,
     case_postcopy_pause_recover,
+    case_run_until_interrupt,
+    case_port0_listeners,
 ]
 
 

@@ -358,7 +358,24 @@ int ferry_migrate_incoming(ferry_vm_t *vm, const char *uri)
 		ferry__migration_free(m);
 		return r;
 	}
+	/* A destination never connects to its uri: keep the bound address. */
+	ferry__sock_bound(m->listen_fd, m->uri, sizeof(m->uri));
 	return incoming_common(vm, m);
+}
+
+int ferry_migration_incoming_address(ferry_vm_t *vm, char *buf, size_t len)
+{
+	if (!vm || !buf || !len)
+		return -EINVAL;
+	pthread_mutex_lock(&vm->mig_lock);
+	struct ferry_migration *m = vm->mig;
+	int r = -ENOENT;
+	if (m && m->incoming && strcmp(m->uri, "fd")) {
+		snprintf(buf, len, "%s", m->uri);
+		r = 0;
+	}
+	pthread_mutex_unlock(&vm->mig_lock);
+	return r;
 }
 
 int ferry_migrate_incoming_fd(ferry_vm_t *vm, int fd)

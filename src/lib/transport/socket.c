@@ -3,6 +3,9 @@
  * tcp: and unix: transports (see transport.h). Plain blocking sockets: each
  * migration channel is owned by one thread, and cancellation is a
  * shutdown(2) from another thread, which wakes any blocked call.
+ * A unix listener never takes over a path: only a missing one or a stale
+ * socket (connect gets ECONNREFUSED) is bound; removing the file when done
+ * is the caller's (it knows when the listener's life ends).
  */
 #include "transport/transport.h"
 
@@ -14,10 +17,12 @@
 #include <stdbool.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <sys/un.h>
@@ -149,6 +154,59 @@ static int resolve(const struct target *t, bool passive, struct addrinfo **ai, c
 	return 0;
 }
 
+int ferry__sock_bound(int fd, char *buf, size_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char host[NI_MAXHOST], port[NI_MAXSERV];
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl))
+		return -errno;
+	if (ss.ss_family == AF_UNIX) {
+		const struct sockaddr_un *su = (const struct sockaddr_un *)&ss;
+		snprintf(buf, len, "unix:%.*s", (int)(sl - offsetof(struct sockaddr_un, sun_path)),
+			 su->sun_path);
+		return 0;
+	}
+	int g = getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), port, sizeof(port),
+			    NI_NUMERICHOST | NI_NUMERICSERV);
+	if (g)
+		return -EINVAL;
+	snprintf(buf, len, ss.ss_family == AF_INET6 ? "tcp:[%s]:%s" : "tcp:%s:%s", host, port);
+	return 0;
+}
+
+/*
+ * Prepares a unix socket path for bind(): a socket nobody answers on is a
+ * stale file and removed; a live server's socket (-EADDRINUSE) and any
+ * other kind of file (-ENOTSOCK) are refused and left alone.
+ */
+static int claim_path(const char *uri, const struct sockaddr_un *sa, char *err, size_t elen)
+{
+	struct stat st;
+	const char *path = sa->sun_path;
+	if (lstat(path, &st))
+		return 0; /* ENOENT, or bind will say what is wrong */
+	if (!S_ISSOCK(st.st_mode)) {
+		snprintf(err, elen, "cannot listen on '%s': %s exists and is not a socket", uri, path);
+		return -ENOTSOCK;
+	}
+	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (s < 0) {
+		int r = -errno;
+		snprintf(err, elen, "socket: %s", strerror(-r));
+		return r;
+	}
+	int c = connect(s, (const struct sockaddr *)sa, sizeof(*sa)), e = errno;
+	close(s);
+	if (!c || e == EAGAIN) { /* EAGAIN: a live server with a full backlog */
+		snprintf(err, elen, "cannot listen on '%s': %s is in use by another server", uri, path);
+		return -EADDRINUSE;
+	}
+	if (e == ECONNREFUSED)
+		unlink(path); /* stale: its server is gone */
+	return 0;
+}
+
 int ferry__sock_listen(const char *uri, int *fd, char *err, size_t elen)
 {
 	struct target t;
@@ -158,10 +216,11 @@ int ferry__sock_listen(const char *uri, int *fd, char *err, size_t elen)
 	if (t.unix_) {
 		struct sockaddr_un sa;
 		unix_addr(&t, &sa);
+		if ((r = claim_path(uri, &sa, err, elen)))
+			return r;
 		int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		if (s < 0)
 			goto sys;
-		unlink(t.path); /* a stale socket file from an earlier run */
 		if (bind(s, (struct sockaddr *)&sa, sizeof(sa)) || listen(s, 16)) {
 			r = -errno;
 			close(s);

@@ -13,8 +13,19 @@
 
 /* Checks the syntax only. */
 int ferry__uri_check(const char *uri, char *err, size_t err_len);
-/* Binds and listens; *fd is the listening socket (CLOEXEC). */
+/*
+ * Binds and listens; *fd is the listening socket (CLOEXEC). A unix: path
+ * that is a live server's socket (-EADDRINUSE) or not a socket at all
+ * (-ENOTSOCK) is refused; a stale socket file (connect: ECONNREFUSED) is
+ * replaced. The caller removes the file it created (see ferry__sock_bound).
+ */
 int ferry__sock_listen(const char *uri, int *fd, char *err, size_t err_len);
+/*
+ * The address a listening socket is bound to, as a URI: "tcp:HOST:PORT"
+ * with the port the kernel chose for port 0 (IPv6 hosts bracketed), or
+ * "unix:PATH". Returns 0 or a negative errno.
+ */
+int ferry__sock_bound(int fd, char *buf, size_t len);
 /*
  * Connects; *fd is the connected (blocking) socket. A set *cancel (may be
  * NULL) interrupts the connect within 100 ms: -ECANCELED.
