@@ -153,8 +153,12 @@ static json_t *info_json(const ferry_mig_info *i, uint64_t downtime_limit_ms)
 	json_object_set_new(o, "x-incoming", json_boolean(i->incoming));
 	if (i->incoming && i->placement)
 		json_object_set_new(o, "x-placement", json_string(placement_names[i->placement]));
-	if (!i->incoming)
+	if (!i->incoming) {
 		json_object_set_new(o, "x-stalled", json_boolean(i->stalled));
+		/* The most bytes sent in any 100 ms window (what max-bandwidth caps). */
+		json_object_set_new(json_object_get(o, "ram"), "x-bandwidth-peak-window-bytes",
+				    json_integer((json_int_t)i->bandwidth_peak_window_bytes));
+	}
 	/* QEMU shows cpu-throttle-percentage while a throttle is on. */
 	if (i->cpu_throttle_percentage)
 		json_object_set_new(o, "cpu-throttle-percentage",

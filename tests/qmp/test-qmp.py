@@ -1055,6 +1055,47 @@ def case_port0_listeners(tmp):
     eq("bare QMP socket removed after quit", os.path.exists(os.path.join(tmp, "bare.qmp")), False)
 
 
+def case_bandwidth_cap(tmp):
+    """max-bandwidth holds in every 100 ms window, and the counters keep moving."""
+    cap = 40 << 20
+    spec = "mem=64M,vram=4M,vcpus=2,workload=random,rate=4M"
+    mig = "unix:" + os.path.join(tmp, "mig.sock")
+    dst = Host(tmp, "dst", spec, ["--incoming", mig])
+    src = Host(tmp, "src", spec)
+    try:
+        q, dq = src.qmp(), dst.qmp()
+        q.ret("migrate-set-parameters", {"max-bandwidth": cap})
+        eq("capped migrate", q.cmd("migrate", {"uri": mig}), {"return": {}})
+        samples, stuck = [], []
+        while True:
+            info = q.ret("query-migrate")
+            if info["status"] in ("completed", "failed", "cancelled"):
+                break
+            if info["status"] == "active":
+                t = time.monotonic()
+                cur = (t, info["ram"]["transferred"], info["ram"]["remaining"])
+                old = [s for s in samples if t - s[0] >= 0.15]
+                if old and old[-1][1:] == cur[1:]:
+                    stuck.append(round(t - old[-1][0], 3))
+                samples.append(cur)
+            q.wait_event(lambda e: False, timeout=0.03)  # paces the polling
+        eq("capped migration completes", info["status"], "completed")
+        true("capped migration sampled while active", len(samples) >= 10, str(len(samples)))
+        eq("transferred/remaining move within every 150 ms", stuck, [])
+        peak = info["ram"]["x-bandwidth-peak-window-bytes"]
+        true("no 100 ms window above 110% of max-bandwidth", 0 < peak <= cap / 10 * 1.1,
+             f"peak {peak} bytes, cap/10 {cap // 10}")
+        avg = info["ram"]["transferred"] / (info["total-time"] / 1000.0)
+        true("average rate within the cap", avg <= cap * 1.1, f"{avg / 2**20:.1f} MiB/s")
+        true("destination completed", dq.wait_event(is_status("completed")) is not None)
+        verify_destination("capped migration", dq)
+        q.close()
+        dq.close()
+    finally:
+        src.stop()
+        dst.stop()
+
+
 CASES = [
     case_greeting_and_negotiation,
     case_commands,
@@ -1068,6 +1109,7 @@ CASES = [
     case_postcopy_pause_recover,
     case_run_until_interrupt,
     case_port0_listeners,
+    case_bandwidth_cap,
 ]
 
 
