@@ -123,7 +123,7 @@ typedef struct tracker {
 	unsigned ring_n;
 	double rate;             /* bytes/s */
 	json_int_t pass, base_done, last_done;
-	bool stalled_told, postcopy_told, timeout_told;
+	bool stalled_told, postcopy_told, timeout_told, in_postcopy;
 	double last_line, last_bar;
 } tracker;
 
@@ -153,9 +153,12 @@ static void tracker_update(tracker *tr, json_t *info)
 		}
 	}
 	json_int_t pass = jint(ram, "dirty-sync-count", NULL), done = pages_done(ram);
-	if (pass != tr->pass) {
+	/* The switch to postcopy starts a phase of its own, as a pass does. */
+	bool pc = postcopy_status(info);
+	if (pass != tr->pass || pc != tr->in_postcopy) {
 		tr->base_done = tr->pass ? tr->last_done : 0;
 		tr->pass = pass;
+		tr->in_postcopy = pc;
 	}
 	tr->last_done = done;
 }
@@ -193,6 +196,13 @@ static void progress_text(char *buf, size_t n, json_t *info, const tracker *tr, 
 	double remaining = (double)jint(ram, "remaining", NULL);
 	double dirty = (double)jint(ram, "dirty-pages-rate", NULL) * 4096.0;
 	double sent = (double)(pages_done(ram) - tr->base_done) * 4096.0;
+	if (!tr->pass) { /* setup: the first pass will send all of it */
+		char b[32];
+		*pct = 0;
+		snprintf(buf, n, "%s, %s to send", st ? st : "?",
+			 fmt_bytes(b, sizeof(b), (double)jint(ram, "total", NULL)));
+		return;
+	}
 	double set = sent + remaining;
 	*pct = set > 0 ? 100.0 * sent / set : 100.0;
 	char b1[32], b2[32], b3[32], eta[160];
