@@ -483,7 +483,7 @@ static void postcopy_print(FILE *f, json_t *info, const ferry_cli_drive *d)
 		fprintf(f, "switched after %.2f s; ", d->postcopy_after_s);
 	fprintf(f, "%lld page requests, %lld faults", (long long)jint(ram, "postcopy-requests", NULL),
 		(long long)jint(pc, "faults", NULL));
-	if (json_object_get(ram, "postcopy-bytes"))
+	if (json_object_get(ram, "postcopy-bytes") && !json_is_true(json_object_get(info, "x-incoming")))
 		fprintf(f, ", %s sent after the switch",
 			fmt_bytes(b, sizeof(b), (double)jint(ram, "postcopy-bytes", NULL)));
 	if (jint(lat, "samples", NULL))
@@ -506,10 +506,16 @@ void ferry_cli_summary_print(FILE *f, json_t *info, const ferry_cli_drive *d)
 	json_int_t npass = jint(ram, "dirty-sync-count", NULL);
 	char b1[32], b2[32], b3[32], b4[32], down[96];
 	bool pc = json_object_get(info, "x-postcopy") != NULL;
-	if (st && !strcmp(st, "completed")) {
+	bool incoming = json_is_true(json_object_get(info, "x-incoming"));
+	if (st && !strcmp(st, "completed") && incoming) {
+		fprintf(f, "migration completed%s in %.2f s: %s received for a %s guest (average %s)\n",
+			pc ? " (postcopy)" : "", total_s, fmt_bytes(b1, sizeof(b1), xfer),
+			fmt_bytes(b2, sizeof(b2), (double)jint(ram, "total", NULL)),
+			fmt_rate(b3, sizeof(b3), total_s > 0 ? xfer / total_s : 0));
+		fprintf(f, "  pages: %lld with data, %lld zero\n", (long long)jint(ram, "normal", NULL),
+			(long long)jint(ram, "duplicate", NULL));
+	} else if (st && !strcmp(st, "completed")) {
 		downtime_text(down, sizeof(down), info, d);
-		if (json_is_true(json_object_get(info, "x-incoming")))
-			snprintf(down, sizeof(down), "downtime measured on the source");
 		fprintf(f, "migration completed%s in %.2f s: %s sent for a %s guest (average %s), %s, %s\n",
 			pc ? " (postcopy)" : "", total_s, fmt_bytes(b1, sizeof(b1), xfer),
 			fmt_bytes(b2, sizeof(b2), (double)jint(ram, "total", NULL)),
@@ -623,7 +629,7 @@ static int print_status(ferry_qmp_conn *c)
 		fprintf(stderr, "ferry migrate: query-migrate: %s\n", err);
 		return 1;
 	}
-	ferry_cli_drive d = { .who = "migrate" };
+	ferry_cli_drive d = { .who = "migrate", .postcopy_after_s = -1 };
 	read_settings(c, &d);
 	const char *side = json_is_true(json_object_get(info, "x-incoming")) ? "incoming" : "outgoing";
 	if (!json_object_get(info, "status")) {
