@@ -123,7 +123,7 @@ typedef struct tracker {
 	unsigned ring_n;
 	double rate;             /* bytes/s */
 	json_int_t pass, base_done, last_done;
-	bool stalled_told, postcopy_told, timeout_told, in_postcopy;
+	bool stalled_told, postcopy_told, timeout_told, in_postcopy, rate_known;
 	double last_line, last_bar;
 } tracker;
 
@@ -147,8 +147,9 @@ static void tracker_update(tracker *tr, json_t *info)
 	for (j = 1; j < kept; j++) {
 		unsigned o = (tr->ring_n - 1 - j) % RING;
 		if (t - tr->ring_t[o] >= FERRY_CLI_RATE_WINDOW_MS / 1000.0 || j == kept - 1) {
-			if (t > tr->ring_t[o])
-				tr->rate = (x - tr->ring_x[o]) / (t - tr->ring_t[o]);
+			/* Under 100 ms of history (the start) says too little: no rate yet. */
+			tr->rate_known = t - tr->ring_t[o] >= 0.1;
+			tr->rate = tr->rate_known ? (x - tr->ring_x[o]) / (t - tr->ring_t[o]) : 0;
 			break;
 		}
 	}
@@ -172,6 +173,8 @@ static void eta_text(char *buf, size_t n, json_t *info, const tracker *tr)
 	char b1[32], b2[32];
 	if (!is_status(info, "active") && !postcopy_status(info)) {
 		buf[0] = 0; /* setup, device (switching over), or ended: no ETA */
+	} else if (!tr->rate_known) {
+		snprintf(buf, n, "ETA not known yet");
 	} else if (!(tr->rate > 0)) {
 		snprintf(buf, n, "ETA unknown (nothing sent in the last %u ms)", FERRY_CLI_RATE_WINDOW_MS);
 	} else if (postcopy_status(info)) {
@@ -642,6 +645,7 @@ static int print_status(ferry_qmp_conn *c)
 		tracker tr = { 0 };
 		tracker_update(&tr, info);
 		tr.rate = json_number_value(json_object_get(json_object_get(info, "ram"), "mbps")) * 1e6 / 8;
+		tr.rate_known = true;
 		double pct;
 		progress_text(line, sizeof(line), info, &tr, &pct);
 		printf("%s migration %s after %.2f s\n", side, line,
