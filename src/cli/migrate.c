@@ -245,11 +245,11 @@ static void stall_text(char *buf, size_t n, json_t *info, const ferry_cli_drive 
 	json_int_t limit = param_int(d, "downtime-limit", 300);
 	json_int_t need = rate > 0 ? (json_int_t)(remaining / rate * 1000.0 + 0.999) : 0;
 	const char *addr = d && d->qmp_addr ? d->qmp_addr : "ADDRESS";
-	char b1[32], b2[32];
+	char b1[32], b2[32], b3[32];
 	size_t l = (size_t)snprintf(
-		buf, n, "stalled: not converging after %lld passes; %s dirty at %s needs %lld ms of "
+		buf, n, "stalled: not converging after %s; %s dirty at %s needs %lld ms of "
 			"downtime (limit %lld ms). To finish: ",
-		(long long)jint(ram, "dirty-sync-count", NULL), fmt_bytes(b1, sizeof(b1), remaining),
+		passes(b3, sizeof(b3), jint(ram, "dirty-sync-count", NULL)), fmt_bytes(b1, sizeof(b1), remaining),
 		fmt_rate(b2, sizeof(b2), rate), (long long)need, (long long)limit);
 	if (l < n)
 		l += (size_t)snprintf(buf + l, n - l,
