@@ -171,8 +171,10 @@ static void eta_text(char *buf, size_t n, json_t *info, const tracker *tr)
 	double remaining = (double)jint(ram, "remaining", NULL);
 	double dirty = (double)jint(ram, "dirty-pages-rate", NULL) * 4096.0;
 	char b1[32], b2[32];
-	if (!is_status(info, "active") && !postcopy_status(info)) {
-		buf[0] = 0; /* setup, device (switching over), or ended: no ETA */
+	if (is_status(info, "device")) {
+		snprintf(buf, n, "switching over (the guest is stopped)");
+	} else if (!is_status(info, "active") && !postcopy_status(info)) {
+		buf[0] = 0; /* setup or ended: no ETA */
 	} else if (!tr->rate_known) {
 		snprintf(buf, n, "ETA not known yet");
 	} else if (!(tr->rate > 0)) {
@@ -637,6 +639,8 @@ static int print_status(ferry_qmp_conn *c)
 	const char *side = json_is_true(json_object_get(info, "x-incoming")) ? "incoming" : "outgoing";
 	if (!json_object_get(info, "status")) {
 		printf("no migration yet\n");
+	} else if (is_status(info, "setup") && json_is_true(json_object_get(info, "x-incoming"))) {
+		printf("incoming migration: waiting for the source (setup)\n");
 	} else if (final_status(info)) {
 		printf("%s ", side);
 		ferry_cli_summary_print(stdout, info, &d);

@@ -266,6 +266,8 @@ client_migrate_tests() {
 	host dst --guest "$SMALL" --incoming "unix:$TMP/k.sock"; dpid=$host_pid
 	host src --guest "$SMALL"; spid=$host_pid
 	expect_eq "--status before a migration" "$("$FERRY" migrate --qmp "$TMP/src.qmp" --status)" "no migration yet"
+	expect_eq "--status of a waiting destination" "$("$FERRY" migrate --qmp "$TMP/dst.qmp" --status)" \
+		"incoming migration: waiting for the source (setup)"
 	# 100 MiB/s dirtied, 16 MiB/s sent: stalled after the first pass, not converging.
 	"$FERRY" migrate --qmp "$TMP/src.qmp" "unix:$TMP/k.sock" --set max-bandwidth=16M \
 		--set x-max-passes=1 --set downtime-limit=1 >"$TMP/stall.out" 2>"$TMP/stall.err" &
