@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "guest.h"
 
 #define RUN_ON_STEPS 20000
 #define VERIFY_TIMEOUT_MS 600000
@@ -156,7 +157,82 @@ static json_t *wait_incoming(child *dst, char *err, size_t elen)
 	return NULL;
 }
 
-int ferry_cli_demo(int argc, char **argv)
+static void demo_usage(FILE *f)
+{
+	fprintf(f,
+		"usage: ferry demo [--mem 1G] [--vcpus 2] [--workload random|stride|hotset|churn|idle]\n"
+		"                  [--rate 200M|max] [--fill random|text|zero|none]\n"
+		"                  [--dirty auto|wp|explicit] [--set NAME=VALUE]... [--json]\n"
+		"                  [--postcopy [--preempt]] [--no-auto-converge]\n"
+		"  --postcopy  switch to postcopy after the first pass (capability postcopy-ram\n"
+		"              on both hosts); --preempt (only with --postcopy) adds the\n"
+		"              postcopy-preempt channel\n"
+		"  auto-converge is on (the source's vCPUs are throttled if the guest dirties\n"
+		"  RAM faster than it is sent, so the demo ends on any machine);\n"
+		"  --no-auto-converge turns it off\n"
+		"Progress as `ferry migrate` shows it, on stderr (not with --json).\n"
+		"Units: MiB/GiB and MiB/s (powers of 1024), times in s, downtime in ms.\n"
+		"Exit status: 0 migrated and verified, 1 not, 2 usage error.\n");
+}
+
+typedef struct demo_opts {
+	const char *mem, *vcpus, *workload, *rate, *fill, *dirty;
+	char *sets[16];
+	int nsets;
+	bool json, postcopy, preempt, auto_converge;
+} demo_opts;
+
+/* Checks one guest option through the guest's own parser ("mem=abc"). */
+static int check_guest_opt(const char *opt, const char *key, const char *value)
+{
+	char item[256], err[256];
+	ferry_guest_config cfg;
+	ferry_guest_config_init(&cfg);
+	snprintf(item, sizeof(item), "%s=%s", key, value);
+	if (!strchr(value, ',') && !ferry_guest_config_parse(&cfg, item, err, sizeof(err)))
+		return 0;
+	if (strchr(value, ','))
+		snprintf(err, sizeof(err), "a single value expected");
+	return ferry_cli_usage_error("demo", demo_usage, "%s '%s': %s", opt, value, err);
+}
+
+/* Everything is checked before a host is spawned; returns -1 to go on, else the exit status. */
+static int demo_check(const demo_opts *o)
+{
+	static const char *const dirty[] = { "auto", "wp", "explicit" };
+	if (check_guest_opt("--mem", "mem", o->mem) || check_guest_opt("--vcpus", "vcpus", o->vcpus) ||
+	    check_guest_opt("--workload", "workload", o->workload) ||
+	    check_guest_opt("--rate", "rate", o->rate) || check_guest_opt("--fill", "fill", o->fill))
+		return 2;
+	char spec[512], err[256];
+	ferry_guest_config cfg;
+	ferry_guest_config_init(&cfg);
+	snprintf(spec, sizeof(spec), "mem=%s,vcpus=%s", o->mem, o->vcpus);
+	if (ferry_guest_config_parse(&cfg, spec, err, sizeof(err)))
+		return ferry_cli_usage_error("demo", demo_usage, "--mem %s with --vcpus %s: %s", o->mem,
+					     o->vcpus, err);
+	size_t k;
+	for (k = 0; k < 3 && strcmp(o->dirty, dirty[k]); k++)
+		;
+	if (k == 3)
+		return ferry_cli_usage_error("demo", demo_usage,
+					     "--dirty '%s': expected auto, wp or explicit", o->dirty);
+	for (int i = 0; i < o->nsets; i++) {
+		char name[128];
+		json_t *v;
+		if (ferry_cli_parse_kv(o->sets[i], name, sizeof(name), &v))
+			return ferry_cli_usage_error("demo", demo_usage,
+						     "--set '%s': expected NAME=VALUE", o->sets[i]);
+		json_decref(v);
+	}
+	if (o->preempt && !o->postcopy)
+		return ferry_cli_usage_error("demo", demo_usage,
+					     "--preempt needs --postcopy (postcopy-preempt requires "
+					     "postcopy-ram)");
+	return -1;
+}
+
+static int demo_parse(int argc, char **argv, demo_opts *o)
 {
 	static const struct option opts[] = {
 		{ "mem", required_argument, 0, 'm' },
@@ -173,50 +249,49 @@ int ferry_cli_demo(int argc, char **argv)
 		{ "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 },
 	};
-	const char *mem = "1G", *vcpus = "2", *workload = "random", *rate = "200M",
-		   *fill = "random", *dirty = "auto";
-	char *sets[16];
-	int nsets = 0;
-	bool json = false, postcopy = false, preempt = false, auto_converge = true;
+	*o = (demo_opts){ .mem = "1G", .vcpus = "2", .workload = "random", .rate = "200M",
+			  .fill = "random", .dirty = "auto", .auto_converge = true };
 	int c;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
 		switch (c) {
-		case 'm': mem = optarg; break;
-		case 'c': vcpus = optarg; break;
-		case 'w': workload = optarg; break;
-		case 'r': rate = optarg; break;
-		case 'f': fill = optarg; break;
-		case 'd': dirty = optarg; break;
+		case 'm': o->mem = optarg; break;
+		case 'c': o->vcpus = optarg; break;
+		case 'w': o->workload = optarg; break;
+		case 'r': o->rate = optarg; break;
+		case 'f': o->fill = optarg; break;
+		case 'd': o->dirty = optarg; break;
 		case 's':
-			if (nsets == 16) {
-				fprintf(stderr, "ferry demo: too many --set\n");
-				return 2;
-			}
-			sets[nsets++] = optarg;
+			if (o->nsets == 16)
+				return ferry_cli_usage_error("demo", demo_usage, "too many --set (at most 16)");
+			o->sets[o->nsets++] = optarg;
 			break;
-		case 'j': json = true; break;
-		case 'p': postcopy = true; break;
-		case 'P': postcopy = preempt = true; break;
-		case 'A': auto_converge = false; break;
-		case 'h':
-			printf("usage: ferry demo [--mem 1G] [--vcpus 2] [--workload random|stride|hotset|idle]\n"
-			       "                  [--rate 200M|max] [--fill random|text|zero|none]\n"
-			       "                  [--dirty auto|wp|explicit] [--set NAME=VALUE] [--json]\n"
-			       "                  [--postcopy [--preempt]] [--no-auto-converge]\n"
-			       "  --postcopy  switch to postcopy after the first pass (capability postcopy-ram\n"
-			       "              on both hosts); --preempt adds the postcopy-preempt channel\n"
-			       "  auto-converge is on (the source's vCPUs are throttled if the guest dirties\n"
-			       "  RAM faster than it is sent, so the demo ends on any machine);\n"
-			       "  --no-auto-converge turns it off\n");
-			return 0;
-		default: return 2;
+		case 'j': o->json = true; break;
+		case 'p': o->postcopy = true; break;
+		case 'P': o->preempt = true; break;
+		case 'A': o->auto_converge = false; break;
+		case 'h': demo_usage(stdout); return 0;
+		default: return ferry_cli_bad_option("demo", c, argv, demo_usage);
 		}
 	}
-	if (optind != argc) {
-		fprintf(stderr, "ferry demo: unexpected argument '%s'\n", argv[optind]);
-		return 2;
-	}
+	if (optind != argc)
+		return ferry_cli_usage_error("demo", demo_usage, "unexpected argument '%s'",
+					     argv[optind]);
+	return demo_check(o);
+}
+
+int ferry_cli_demo(int argc, char **argv)
+{
+	demo_opts o;
+	int prc = demo_parse(argc, argv, &o);
+	if (prc >= 0)
+		return prc;
+	const char *mem = o.mem, *vcpus = o.vcpus, *workload = o.workload, *rate = o.rate,
+		   *fill = o.fill, *dirty = o.dirty;
+	char **sets = o.sets;
+	int nsets = o.nsets;
+	bool json = o.json, postcopy = o.postcopy, preempt = o.preempt,
+	     auto_converge = o.auto_converge;
 	char spec[512], uri[64], self[4096], dir[] = "/tmp/ferry-demo.XXXXXX";
 	snprintf(spec, sizeof(spec), "mem=%s,vcpus=%s,workload=%s,rate=%s,fill=%s", mem, vcpus,
 		 workload, rate, fill);
@@ -238,6 +313,7 @@ int ferry_cli_demo(int argc, char **argv)
 	}
 
 	child dst = { 0 }, src = { 0 };
+	ferry_cli_drive d = { 0 };
 	json_t *info = NULL, *ver = NULL, *dpc = NULL;
 	char err[512] = "";
 	bool failed_setup = true;
@@ -310,9 +386,13 @@ int ferry_cli_demo(int argc, char **argv)
 		fprintf(stderr, "ferry demo: migrating a running %s guest (%s vCPUs, %s workload at %s/s per vCPU) to %s\n",
 			mem, vcpus, workload, rate, uri);
 	usleep(300000); /* let the source guest run and dirty its RAM */
-	ferry_cli_drive d = {
+	d = (ferry_cli_drive){
+		.who = "demo",
 		.uri = uri,
-		.progress = !json && isatty(2) ? FERRY_PROGRESS_BAR : FERRY_PROGRESS_NONE,
+		.qmp_addr = src.sock,
+		.progress = json ? FERRY_PROGRESS_NONE
+			    : isatty(2) ? FERRY_PROGRESS_BAR
+					: FERRY_PROGRESS_LINES,
 	};
 	info = ferry_cli_migration_drive(src.qmp, &d, err, sizeof(err));
 	if (!info) {
@@ -359,6 +439,8 @@ out:
 	rmdir(dir);
 	if (failed_setup) {
 		json_decref(info);
+		json_decref(d.params);
+		json_decref(d.caps);
 		return 1;
 	}
 
@@ -391,20 +473,32 @@ out:
 		free(s);
 		json_decref(o);
 	} else {
+		char b1[32], b2[32];
+		json_int_t limit = json_integer_value(json_object_get(d.params, "downtime-limit"));
+		double total_s = (double)total / 1000.0;
 		printf("Ferry demo: %s guest, %s vCPUs, workload %s, %s\n", mem, vcpus, workload, uri);
-		printf("  status       %s after %lld passes\n", status ? status : "failed", (long long)passes);
+		printf("  status       %s after %lld pass%s\n", status ? status : "failed",
+		       (long long)passes, passes == 1 ? "" : "es");
 		if (mig && json_object_get(mig, "error-desc"))
 			printf("  error        %s\n", json_string_value(json_object_get(mig, "error-desc")));
-		printf("  total time   %lld ms\n", (long long)total);
-		printf("  downtime     %lld ms (source stop to destination running)\n", (long long)down);
-		printf("  transferred  %.1f MiB: %lld pages with data, %lld zero pages, %lld never-populated pages skipped\n",
-		       (double)xfer / 1048576.0, (long long)normal, (long long)zero, (long long)skipped);
-		printf("  throughput   %.0f Mbit/s\n", mbps);
+		printf("  total time   %.2f s\n", total_s);
+		if (json_object_get(mig, "downtime"))
+			printf("  downtime     %lld ms %s %lld ms limit (source stop to destination running)\n",
+			       (long long)down, down > limit ? "ABOVE the" : "within the", (long long)limit);
+		printf("  transferred  %s: %lld pages with data, %lld zero pages, %lld never-populated pages skipped\n",
+		       ferry_cli_fmt_bytes(b1, sizeof(b1), (double)xfer), (long long)normal,
+		       (long long)zero, (long long)skipped);
+		printf("  throughput   %s on average (transferred / total time)\n",
+		       ferry_cli_fmt_rate(b2, sizeof(b2), total_s > 0 ? (double)xfer / total_s : 0));
 		if (thr_peak)
 			printf("  throttled    auto-converge slowed the source vCPUs, up to %lld%% (%lld raises)\n",
 			       (long long)thr_peak, (long long)jint(mig, "x-cpu-throttle", "raises"));
+		if (dpc && d.postcopy_after_s >= 0)
+			printf("  postcopy     switched after %.2f s; ", d.postcopy_after_s);
+		else if (dpc)
+			printf("  postcopy     ");
 		if (dpc)
-			printf("  postcopy     %lld page requests (%lld faults), fault latency p50 %lld us, "
+			printf("%lld page requests (%lld faults), fault latency p50 %lld us, "
 			       "p99 %lld us, max %lld us; vCPUs blocked %lld ms in all\n",
 			       (long long)jint(dpc, "requests", NULL), (long long)jint(dpc, "faults", NULL),
 			       (long long)jint(lat, "p50-us", NULL), (long long)jint(lat, "p99-us", NULL),
@@ -436,5 +530,7 @@ out:
 	json_decref(info);
 	json_decref(ver);
 	json_decref(dpc);
+	json_decref(d.params);
+	json_decref(d.caps);
 	return ok ? 0 : 1;
 }

@@ -2,17 +2,24 @@
 /*
  * QMP clients of `ferry host`:
  *   ferry migrate --qmp ADDR URI [--set NAME=VALUE]... [--cap NAME=on|off]...
- *                 [--json] [--stats FILE.jsonl]
- *       drives a source host: sets parameters and capabilities, starts the
- *       migration, follows it with query-migrate every 100 ms (a progress
- *       bar on a TTY, plain lines otherwise), cancels it on Ctrl-C, prints
- *       a summary (or, with --json, the final query-migrate reply). Exit
- *       status 0 only if the migration completed.
+ *                 [--timeout S] [--json] [--stats FILE.jsonl]
+ *       drives a source host: sets parameters and capabilities, reads them
+ *       back, starts the migration, follows it with query-migrate (every
+ *       20 ms for 5 s, then 100 ms; a progress bar on a TTY, a line a
+ *       second otherwise), cancels it on Ctrl-C or --timeout, prints a
+ *       summary (or, with --json, the final query-migrate reply).
+ *   ferry migrate --qmp ADDR --status
+ *       one query-migrate, for people (QEMU's `info migrate`).
  *   ferry qmp --qmp ADDR '{"execute": ...}' | COMMAND ['{ARGS}']
  *       sends one command (after negotiation) and prints the reply.
  *
- * Throughput is computed here from `ram.transferred` between samples
- * (libferry's `mbps` is an average updated once per pass).
+ * One definition of each figure for progress, summary and `ferry plot`:
+ * time is the host's total-time; the send rate is ram.transferred's change
+ * over the last FERRY_CLI_RATE_WINDOW_MS of it; the average is transferred
+ * over total-time; units are MiB and MiB/s (cli.h).
+ *
+ * Exit status: 0 completed, 1 failed/cancelled/runtime error, 2 usage
+ * error, 3 --timeout expired (the migration was cancelled).
  *
  * Thread: main only. The first SIGINT sets a flag (no SA_RESTART); a
  * second one gets the default action.
@@ -74,157 +81,469 @@ int ferry_cli_parse_kv(const char *kv, char *name, size_t nlen, json_t **value)
 	return 0;
 }
 
-/* "1.5 GiB", "512.0 MiB" */
-static const char *fmt_bytes(char *buf, size_t n, double b)
+#define fmt_bytes ferry_cli_fmt_bytes
+#define fmt_rate ferry_cli_fmt_rate
+
+static bool is_status(json_t *info, const char *name)
 {
-	if (b >= 1024.0 * 1024 * 1024)
-		snprintf(buf, n, "%.2f GiB", b / (1024.0 * 1024 * 1024));
-	else
-		snprintf(buf, n, "%.1f MiB", b / (1024.0 * 1024));
+	const char *st = json_string_value(json_object_get(info, "status"));
+	return st && !strcmp(st, name);
+}
+
+static bool final_status(json_t *info)
+{
+	return is_status(info, "completed") || is_status(info, "failed") ||
+	       is_status(info, "cancelled");
+}
+
+static bool postcopy_status(json_t *info)
+{
+	const char *st = json_string_value(json_object_get(info, "status"));
+	return st && !strncmp(st, "postcopy-", 9);
+}
+
+/* "1 pass", "3 passes" */
+static const char *passes(char *buf, size_t n, json_int_t k)
+{
+	snprintf(buf, n, "%lld pass%s", (long long)k, k == 1 ? "" : "es");
 	return buf;
 }
 
-/* "1.9 GB/s", "120 MB/s" (decimal, as network rates are) */
-static const char *fmt_rate(char *buf, size_t n, double bps)
+/*
+ * What the progress display remembers between samples. The send rate is
+ * ram.transferred's change over the last FERRY_CLI_RATE_WINDOW_MS of
+ * total-time (libferry updates it every ~2 MiB, so one 20 ms step says
+ * little); `ferry plot` computes the same. The current pass's dirty set is
+ * the pages sent in it so far (pages done since the last sample of the
+ * previous pass) plus ram.remaining.
+ */
+#define RING 64
+typedef struct tracker {
+	double ring_t[RING], ring_x[RING]; /* total-time (s), transferred */
+	unsigned ring_n;
+	double rate;             /* bytes/s */
+	json_int_t pass, base_done, last_done;
+	bool stalled_told, postcopy_told, timeout_told, in_postcopy, rate_known;
+	double last_line, last_bar;
+} tracker;
+
+static json_int_t pages_done(json_t *ram)
 {
-	if (bps >= 1e9)
-		snprintf(buf, n, "%.2f GB/s", bps / 1e9);
-	else
-		snprintf(buf, n, "%.0f MB/s", bps / 1e6);
-	return buf;
+	return jint(ram, "normal", NULL) + jint(ram, "duplicate", NULL) + jint(ram, "x-skipped", NULL);
 }
 
-static void show_progress(ferry_progress mode, json_t *info, double thr, bool cancelling)
+static void tracker_update(tracker *tr, json_t *info)
+{
+	json_t *ram = json_object_get(info, "ram");
+	if (!ram)
+		return;
+	double t = (double)jint(info, "total-time", NULL) / 1000.0;
+	double x = (double)jint(ram, "transferred", NULL);
+	unsigned k = tr->ring_n++ % RING;
+	tr->ring_t[k] = t;
+	tr->ring_x[k] = x;
+	/* The newest sample at least a window old (or the oldest kept). */
+	unsigned kept = tr->ring_n < RING ? tr->ring_n : RING, j;
+	for (j = 1; j < kept; j++) {
+		unsigned o = (tr->ring_n - 1 - j) % RING;
+		if (t - tr->ring_t[o] >= FERRY_CLI_RATE_WINDOW_MS / 1000.0 || j == kept - 1) {
+			/* Under 100 ms of history (the start) says too little: no rate yet. */
+			tr->rate_known = t - tr->ring_t[o] >= 0.1;
+			tr->rate = tr->rate_known ? (x - tr->ring_x[o]) / (t - tr->ring_t[o]) : 0;
+			break;
+		}
+	}
+	json_int_t pass = jint(ram, "dirty-sync-count", NULL), done = pages_done(ram);
+	/* The switch to postcopy starts a phase of its own, as a pass does. */
+	bool pc = postcopy_status(info);
+	if (pass != tr->pass || pc != tr->in_postcopy) {
+		tr->base_done = tr->pass ? tr->last_done : 0;
+		tr->pass = pass;
+		tr->in_postcopy = pc;
+	}
+	tr->last_done = done;
+}
+
+/* The ETA, or why there is none: "ETA 1.5 s", "not converging (...)". */
+static void eta_text(char *buf, size_t n, json_t *info, const tracker *tr)
+{
+	json_t *ram = json_object_get(info, "ram");
+	double remaining = (double)jint(ram, "remaining", NULL);
+	double dirty = (double)jint(ram, "dirty-pages-rate", NULL) * 4096.0;
+	char b1[32], b2[32];
+	if (is_status(info, "device")) {
+		snprintf(buf, n, "switching over (the guest is stopped)");
+	} else if (!is_status(info, "active") && !postcopy_status(info)) {
+		buf[0] = 0; /* setup or ended: no ETA */
+	} else if (!tr->rate_known) {
+		snprintf(buf, n, "ETA not known yet");
+	} else if (!(tr->rate > 0)) {
+		snprintf(buf, n, "ETA unknown (nothing sent in the last %u ms)", FERRY_CLI_RATE_WINDOW_MS);
+	} else if (postcopy_status(info)) {
+		/* The guest runs on the destination: nothing is dirtied here any more. */
+		snprintf(buf, n, "ETA %.1f s", remaining / tr->rate);
+	} else if (tr->pass <= 1) {
+		/* The dirty rate is measured at the end of pass 1. */
+		snprintf(buf, n, "ETA >= %.1f s", remaining / tr->rate);
+	} else if (tr->rate > dirty) {
+		snprintf(buf, n, "ETA %.1f s", remaining / (tr->rate - dirty));
+	} else {
+		snprintf(buf, n, "not converging (dirtying %s >= sending %s)",
+			 fmt_rate(b1, sizeof(b1), dirty), fmt_rate(b2, sizeof(b2), tr->rate));
+	}
+}
+
+/* "active, pass 3: 42% of 120.0 MiB, sending 85.3 MiB/s, dirtying ..., ETA 1.5 s" */
+static void progress_text(char *buf, size_t n, json_t *info, const tracker *tr, double *pct)
 {
 	json_t *ram = json_object_get(info, "ram");
 	const char *st = json_string_value(json_object_get(info, "status"));
 	double remaining = (double)jint(ram, "remaining", NULL);
-	double done = (double)(jint(ram, "normal", NULL) + jint(ram, "duplicate", NULL) +
-			       jint(ram, "x-skipped", NULL)) * 4096.0;
-	double pct = done + remaining > 0 ? 100.0 * done / (done + remaining) : 0;
 	double dirty = (double)jint(ram, "dirty-pages-rate", NULL) * 4096.0;
-	json_int_t pass = jint(ram, "dirty-sync-count", NULL);
-	char b1[32], b2[32], b3[32], eta[32] = "-";
-	if (thr > 0 && remaining > 0)
-		snprintf(eta, sizeof(eta), "%.1f s", remaining / thr);
-	else if (st && !strcmp(st, "completed"))
-		snprintf(eta, sizeof(eta), "0.0 s");
-	if (mode == FERRY_PROGRESS_BAR) {
-		char bar[31];
+	double sent = (double)(pages_done(ram) - tr->base_done) * 4096.0;
+	if (!tr->pass) { /* setup: the first pass will send all of it */
+		char b[32];
+		*pct = 0;
+		snprintf(buf, n, "%s, %s to send", st ? st : "?",
+			 fmt_bytes(b, sizeof(b), (double)jint(ram, "total", NULL)));
+		return;
+	}
+	double set = sent + remaining;
+	*pct = set > 0 ? 100.0 * sent / set : 100.0;
+	char b1[32], b2[32], b3[32], eta[160];
+	eta_text(eta, sizeof(eta), info, tr);
+	size_t l = (size_t)snprintf(buf, n, "%s, pass %lld: %.0f%% of %s, %s left, sending %s",
+				    st ? st : "?", (long long)tr->pass, *pct,
+				    fmt_bytes(b1, sizeof(b1), set), fmt_bytes(b2, sizeof(b2), remaining),
+				    fmt_rate(b3, sizeof(b3), tr->rate));
+	if (l < n && tr->pass > 1 && !postcopy_status(info))
+		l += (size_t)snprintf(buf + l, n - l, ", dirtying %s", fmt_rate(b1, sizeof(b1), dirty));
+	if (l < n && jint(info, "cpu-throttle-percentage", NULL))
+		l += (size_t)snprintf(buf + l, n - l, ", throttle %lld%%",
+				      (long long)jint(info, "cpu-throttle-percentage", NULL));
+	if (l < n && postcopy_status(info))
+		l += (size_t)snprintf(buf + l, n - l, ", %lld page requests",
+				      (long long)jint(ram, "postcopy-requests", NULL));
+	if (l < n && eta[0])
+		snprintf(buf + l, n - l, ", %s", eta);
+}
+
+static json_int_t param_int(const ferry_cli_drive *d, const char *name, json_int_t dflt)
+{
+	json_t *v = d ? json_object_get(d->params, name) : NULL;
+	return json_is_integer(v) ? json_integer_value(v) : dflt;
+}
+
+static bool cap_on(const ferry_cli_drive *d, const char *name)
+{
+	return d && json_is_true(json_object_get(d->caps, name));
+}
+
+/* The x-stalled line: what it would take, and how to get there. */
+static void stall_text(char *buf, size_t n, json_t *info, const ferry_cli_drive *d, double rate)
+{
+	json_t *ram = json_object_get(info, "ram");
+	double remaining = (double)jint(ram, "remaining", NULL);
+	json_int_t limit = param_int(d, "downtime-limit", 300);
+	json_int_t need = rate > 0 ? (json_int_t)(remaining / rate * 1000.0 + 0.999) : 0;
+	const char *addr = d && d->qmp_addr ? d->qmp_addr : "ADDRESS";
+	char b1[32], b2[32], b3[32];
+	size_t l = (size_t)snprintf(
+		buf, n, "stalled: not converging after %s; %s dirty at %s needs %lld ms of "
+			"downtime (limit %lld ms). To finish: ",
+		passes(b3, sizeof(b3), jint(ram, "dirty-sync-count", NULL)), fmt_bytes(b1, sizeof(b1), remaining),
+		fmt_rate(b2, sizeof(b2), rate), (long long)need, (long long)limit);
+	if (l < n)
+		l += (size_t)snprintf(buf + l, n - l,
+				      "raise the limit now (ferry qmp --qmp %s migrate-set-parameters "
+				      "'{\"downtime-limit\": %lld}')",
+				      addr, (long long)need);
+	if (l < n && cap_on(d, "postcopy-ram"))
+		l += (size_t)snprintf(buf + l, n - l,
+				      ", or switch to postcopy (ferry qmp --qmp %s migrate-start-postcopy)",
+				      addr);
+	if (l < n && !cap_on(d, "auto-converge"))
+		l += (size_t)snprintf(buf + l, n - l, ", or migrate again with --cap auto-converge=on");
+	if (l < n && !cap_on(d, "postcopy-ram"))
+		snprintf(buf + l, n - l, ", or again with postcopy (--cap postcopy-ram=on here and on "
+					 "the destination, then migrate-start-postcopy)");
+}
+
+/* Ends a bar being redrawn, so that a message gets its own line. */
+static void bar_break(const ferry_cli_drive *d, bool *bar_open)
+{
+	if (d->progress == FERRY_PROGRESS_BAR && *bar_open)
+		fputc('\n', stderr);
+	*bar_open = false;
+}
+
+/* One sample's output: progress, and once each the stall and the switch to postcopy. */
+static void show_progress(ferry_cli_drive *d, tracker *tr, json_t *info, double now,
+			  bool cancelling, bool *bar_open)
+{
+	char line[1024], pct_bar[31];
+	double pct;
+	bool fin = final_status(info);
+	if (postcopy_status(info) && !tr->postcopy_told) {
+		tr->postcopy_told = true;
+		d->postcopy_after_s = (double)jint(info, "total-time", NULL) / 1000.0;
+		if (d->progress != FERRY_PROGRESS_NONE) {
+			bar_break(d, bar_open);
+			fprintf(stderr, "ferry %s: switched to postcopy after %.2f s (pass %lld): the guest "
+					"runs on the destination now\n",
+				d->who, d->postcopy_after_s, (long long)tr->pass);
+		}
+	}
+	if (json_is_true(json_object_get(info, "x-stalled")) && !tr->stalled_told && !fin) {
+		tr->stalled_told = true;
+		if (d->progress != FERRY_PROGRESS_NONE) {
+			stall_text(line, sizeof(line), info, d, tr->rate);
+			bar_break(d, bar_open);
+			fprintf(stderr, "ferry %s: %s\n", d->who, line);
+		}
+	}
+	if (d->progress == FERRY_PROGRESS_NONE || !json_object_get(info, "ram"))
+		return;
+	bool due = d->progress == FERRY_PROGRESS_BAR ? now - tr->last_bar >= 0.1
+						     : now - tr->last_line >= 1.0;
+	if (!due && !fin)
+		return;
+	progress_text(line, sizeof(line), info, tr, &pct);
+	if (d->progress == FERRY_PROGRESS_BAR) {
 		int fill = (int)(pct * 30 / 100);
 		for (int i = 0; i < 30; i++)
-			bar[i] = i < fill ? '#' : '-';
-		bar[30] = 0;
-		fprintf(stderr, "\r[%s] %5.1f%%  pass %-3lld %10s  dirty %9s  remaining %10s  ETA %-7s %s%s\033[K",
-			bar, pct, (long long)pass, fmt_rate(b1, sizeof(b1), thr),
-			fmt_rate(b2, sizeof(b2), dirty), fmt_bytes(b3, sizeof(b3), remaining), eta,
-			st ? st : "?", cancelling ? " (cancelling)" : "");
+			pct_bar[i] = i < fill ? '#' : '-';
+		pct_bar[30] = 0;
+		fprintf(stderr, "\r[%s] %s%s\033[K", pct_bar, line, cancelling ? " (cancelling)" : "");
+		*bar_open = true;
+		tr->last_bar = now;
 	} else {
-		fprintf(stderr, "migrate: %-10s pass %lld  %5.1f%%  %s  dirty %s  remaining %s  ETA %s%s\n",
-			st ? st : "?", (long long)pass, pct, fmt_rate(b1, sizeof(b1), thr),
-			fmt_rate(b2, sizeof(b2), dirty), fmt_bytes(b3, sizeof(b3), remaining), eta,
-			cancelling ? "  (cancelling)" : "");
+		fprintf(stderr, "ferry %s: %s%s\n", d->who, line, cancelling ? " (cancelling)" : "");
+		tr->last_line = now;
 	}
 	fflush(stderr);
 }
 
-static bool final_status(const char *s)
+/* {"name": state} from query-migrate-capabilities' list. */
+static json_t *caps_object(json_t *list)
 {
-	return s && (!strcmp(s, "completed") || !strcmp(s, "failed") || !strcmp(s, "cancelled"));
+	json_t *o = json_object(), *v;
+	size_t i;
+	json_array_foreach(list, i, v) {
+		const char *name = json_string_value(json_object_get(v, "capability"));
+		if (name)
+			json_object_set(o, name, json_object_get(v, "state"));
+	}
+	return o;
 }
 
-json_t *ferry_cli_migration_drive(ferry_qmp_conn *c, const ferry_cli_drive *d, char *err,
-				  size_t elen)
+/* Reads what the migration will run with (for the header, the stall hint, the summary). */
+static void read_settings(ferry_qmp_conn *c, ferry_cli_drive *d)
 {
-	unsigned interval = d->interval_ms ? d->interval_ms : 100;
+	char err[256];
+	d->params = ferry_qmp_client_exec(c, "query-migrate-parameters", NULL, CALL_TIMEOUT_MS, err,
+					  sizeof(err), NULL);
+	json_t *caps = ferry_qmp_client_exec(c, "query-migrate-capabilities", NULL, CALL_TIMEOUT_MS,
+					     err, sizeof(err), NULL);
+	d->caps = caps ? caps_object(caps) : NULL;
+	json_decref(caps);
+}
+
+static void stats_write(FILE *f, json_t *o)
+{
+	char *line = json_dumps(o, JSON_COMPACT);
+	if (line) {
+		fprintf(f, "%s\n", line);
+		free(line);
+	}
+}
+
+/* The stats file's first line: what `ferry plot` puts in its caption. */
+static void stats_header(const ferry_cli_drive *d, json_t *info)
+{
+	json_t *h = json_pack("{s:i,s:s}", "ferry-stats", 1, "uri", d->uri);
+	json_t *total = json_object_get(json_object_get(info, "ram"), "total");
+	if (total)
+		json_object_set(h, "guest-bytes", total);
+	if (d->params)
+		json_object_set(h, "parameters", d->params);
+	if (d->caps)
+		json_object_set(h, "capabilities", d->caps);
+	stats_write(d->stats, h);
+	json_decref(h);
+}
+
+static void stats_sample(FILE *f, json_t *info, double t)
+{
+	json_t *s = json_deep_copy(info);
+	json_object_set_new(s, "timestamp", json_real(t));
+	stats_write(f, s);
+	json_decref(s);
+}
+
+/* Sends migrate_cancel (Ctrl-C or --timeout); false with err if the host did not answer. */
+static bool cancel(ferry_qmp_conn *c, char *err, size_t elen)
+{
+	bool is_error;
+	json_t *r = ferry_qmp_client_exec(c, "migrate_cancel", NULL, CALL_TIMEOUT_MS, err, elen,
+					  &is_error);
+	json_decref(r);
+	return r || is_error;
+}
+
+/*
+ * Ctrl-C and --timeout: cancel once. In postcopy there is nothing to
+ * cancel (the guest runs on the destination): say so and follow it on.
+ */
+static bool check_cancel(ferry_qmp_conn *c, ferry_cli_drive *d, tracker *tr, json_t *info,
+			 double elapsed, bool *cancelling, bool *bar_open, char *err, size_t elen)
+{
+	bool timeout = d->timeout_s > 0 && elapsed >= d->timeout_s;
+	bool intr = d->interrupted && *d->interrupted;
+	if (*cancelling || (!timeout && !intr))
+		return true;
+	if (postcopy_status(info)) {
+		if (!tr->timeout_told && d->progress != FERRY_PROGRESS_NONE) {
+			bar_break(d, bar_open);
+			fprintf(stderr, "ferry %s: %s during postcopy, which cannot be cancelled (the guest "
+					"runs on the destination): following it to the end\n",
+				d->who, intr ? "interrupted" : "--timeout expired");
+		}
+		tr->timeout_told = true;
+		return true;
+	}
+	*cancelling = true;
+	d->timed_out = timeout && !intr;
+	return cancel(c, err, elen);
+}
+
+json_t *ferry_cli_migration_drive(ferry_qmp_conn *c, ferry_cli_drive *d, char *err, size_t elen)
+{
+	tracker tr = { .last_line = -1e9, .last_bar = -1e9 };
+	d->postcopy_after_s = -1;
+	d->timed_out = false;
+	if (!d->who)
+		d->who = "migrate";
+	read_settings(c, d);
 	json_t *r = ferry_qmp_client_exec(c, "migrate", json_pack("{s:s}", "uri", d->uri),
 					  CALL_TIMEOUT_MS, err, elen, NULL);
 	if (!r)
 		return NULL;
 	json_decref(r);
-	bool cancelling = false;
-	double prev_t = 0, thr = 0, last_line = 0;
-	json_int_t prev_x = 0;
-	for (unsigned tick = 0;; tick++) {
-		if (d->interrupted && *d->interrupted && !cancelling) {
-			cancelling = true;
-			r = ferry_qmp_client_exec(c, "migrate_cancel", NULL, CALL_TIMEOUT_MS, err, elen, NULL);
-			if (!r)
-				return NULL;
-			json_decref(r);
-		}
+	bool cancelling = false, bar_open = false, header = false;
+	double t0 = wall_s();
+	for (;;) {
 		json_t *info = ferry_qmp_client_exec(c, "query-migrate", NULL, CALL_TIMEOUT_MS, err,
 						     elen, NULL);
 		if (!info)
 			return NULL;
 		double t = wall_s();
-		json_int_t x = jint(info, "ram", "transferred");
-		/*
-		 * libferry updates `transferred` in steps (once per scan batch):
-		 * measure the rate from one change to the next, not per sample.
-		 */
-		if (prev_t == 0) {
-			prev_t = t;
-			prev_x = x;
-		} else if (x != prev_x && t > prev_t) {
-			thr = (double)(x - prev_x) / (t - prev_t);
-			prev_t = t;
-			prev_x = x;
+		if (!check_cancel(c, d, &tr, info, t - t0, &cancelling, &bar_open, err, elen)) {
+			json_decref(info);
+			return NULL;
 		}
+		tracker_update(&tr, info);
 		if (d->stats) {
-			json_t *s = json_deep_copy(info);
-			json_object_set_new(s, "timestamp", json_real(t));
-			char *line = json_dumps(s, JSON_COMPACT);
-			json_decref(s);
-			if (line) {
-				fprintf(d->stats, "%s\n", line);
-				free(line);
-			}
+			if (!header)
+				stats_header(d, info);
+			header = true;
+			stats_sample(d->stats, info, t);
 		}
-		const char *st = json_string_value(json_object_get(info, "status"));
-		bool fin = final_status(st);
-		if (d->progress == FERRY_PROGRESS_BAR ||
-		    (d->progress == FERRY_PROGRESS_LINES && (t - last_line >= 1.0 || fin))) {
-			show_progress(d->progress, info, thr, cancelling);
-			last_line = t;
-		}
-		if (fin) {
-			if (d->progress == FERRY_PROGRESS_BAR)
-				fputc('\n', stderr);
+		show_progress(d, &tr, info, t, cancelling, &bar_open);
+		if (final_status(info)) {
+			bar_break(d, &bar_open);
 			if (d->stats)
 				fflush(d->stats);
 			return info;
 		}
 		json_decref(info);
-		struct timespec ts = { .tv_sec = interval / 1000,
-				       .tv_nsec = (long)(interval % 1000) * 1000000L };
+		/* Short migrations get enough points: 20 ms for 5 s, then 100 ms. */
+		unsigned ms = d->interval_ms ? d->interval_ms : t - t0 < 5.0 ? 20 : 100;
+		struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
 		nanosleep(&ts, NULL); /* Ctrl-C cuts it short: cancel sooner */
-		(void)tick;
 	}
 }
 
-void ferry_cli_summary_print(FILE *f, json_t *info)
+/* "; downtime 110 ms ABOVE the 100 ms limit" or "; downtime 19 ms (limit 300 ms)" */
+static void downtime_text(char *buf, size_t n, json_t *info, const ferry_cli_drive *d)
 {
-	const char *st = json_string_value(json_object_get(info, "status"));
-	json_t *ram = json_object_get(info, "ram");
-	json_int_t total = jint(info, "total-time", NULL), xfer = jint(ram, "transferred", NULL);
+	json_int_t down = jint(info, "downtime", NULL), limit = param_int(d, "downtime-limit", -1);
+	if (limit < 0)
+		snprintf(buf, n, "downtime %lld ms", (long long)down);
+	else if (down > limit)
+		snprintf(buf, n, "downtime %lld ms ABOVE the %lld ms limit", (long long)down,
+			 (long long)limit);
+	else
+		snprintf(buf, n, "downtime %lld ms (limit %lld ms)", (long long)down, (long long)limit);
+}
+
+/* The postcopy line: the switch, the requests, the fault latency where it is measured. */
+static void postcopy_print(FILE *f, json_t *info, const ferry_cli_drive *d)
+{
+	json_t *pc = json_object_get(info, "x-postcopy"), *ram = json_object_get(info, "ram");
+	json_t *lat = json_object_get(pc, "fault-latency");
 	char b[32];
-	if (st && !strcmp(st, "completed")) {
-		fprintf(f, "migration completed: %s in %lld ms (%.0f Mbit/s), %lld passes, downtime %lld ms\n",
-			fmt_bytes(b, sizeof(b), (double)xfer), (long long)total,
-			total ? (double)xfer * 8 / 1e3 / (double)total : 0.0,
-			(long long)jint(ram, "dirty-sync-count", NULL),
-			(long long)jint(info, "downtime", NULL));
+	fprintf(f, "  postcopy: ");
+	if (d && d->postcopy_after_s >= 0)
+		fprintf(f, "switched after %.2f s; ", d->postcopy_after_s);
+	fprintf(f, "%lld page requests, %lld faults", (long long)jint(ram, "postcopy-requests", NULL),
+		(long long)jint(pc, "faults", NULL));
+	if (json_object_get(ram, "postcopy-bytes") && !json_is_true(json_object_get(info, "x-incoming")))
+		fprintf(f, ", %s sent after the switch",
+			fmt_bytes(b, sizeof(b), (double)jint(ram, "postcopy-bytes", NULL)));
+	if (jint(lat, "samples", NULL))
+		fprintf(f, "; fault latency p50 %lld us, p99 %lld us, max %lld us\n",
+			(long long)jint(lat, "p50-us", NULL), (long long)jint(lat, "p99-us", NULL),
+			(long long)jint(lat, "max-us", NULL));
+	else if (!json_is_true(json_object_get(info, "x-incoming")))
+		fprintf(f, "; faults and their latency are counted on the destination "
+			   "(ferry migrate --qmp DESTINATION --status)\n");
+	else
+		fputc('\n', f);
+}
+
+void ferry_cli_summary_print(FILE *f, json_t *info, const ferry_cli_drive *d)
+{
+	json_t *ram = json_object_get(info, "ram");
+	const char *st = json_string_value(json_object_get(info, "status"));
+	double total_s = (double)jint(info, "total-time", NULL) / 1000.0;
+	double xfer = (double)jint(ram, "transferred", NULL);
+	json_int_t npass = jint(ram, "dirty-sync-count", NULL);
+	char b1[32], b2[32], b3[32], b4[32], down[96];
+	bool pc = json_object_get(info, "x-postcopy") != NULL;
+	bool incoming = json_is_true(json_object_get(info, "x-incoming"));
+	if (st && !strcmp(st, "completed") && incoming) {
+		fprintf(f, "migration completed%s in %.2f s: %s received for a %s guest (average %s)\n",
+			pc ? " (postcopy)" : "", total_s, fmt_bytes(b1, sizeof(b1), xfer),
+			fmt_bytes(b2, sizeof(b2), (double)jint(ram, "total", NULL)),
+			fmt_rate(b3, sizeof(b3), total_s > 0 ? xfer / total_s : 0));
+		fprintf(f, "  pages: %lld with data, %lld zero\n", (long long)jint(ram, "normal", NULL),
+			(long long)jint(ram, "duplicate", NULL));
+	} else if (st && !strcmp(st, "completed")) {
+		downtime_text(down, sizeof(down), info, d);
+		fprintf(f, "migration completed%s in %.2f s: %s sent for a %s guest (average %s), %s, %s\n",
+			pc ? " (postcopy)" : "", total_s, fmt_bytes(b1, sizeof(b1), xfer),
+			fmt_bytes(b2, sizeof(b2), (double)jint(ram, "total", NULL)),
+			fmt_rate(b3, sizeof(b3), total_s > 0 ? xfer / total_s : 0),
+			passes(b4, sizeof(b4), npass), down);
 		fprintf(f, "  pages: %lld with data, %lld zero, %lld never populated (skipped)\n",
 			(long long)jint(ram, "normal", NULL), (long long)jint(ram, "duplicate", NULL),
 			(long long)jint(ram, "x-skipped", NULL));
 	} else if (st && !strcmp(st, "failed")) {
-		fprintf(f, "migration failed after %lld ms: %s\n", (long long)total,
-			json_string_value(json_object_get(info, "error-desc")));
+		fprintf(f, "migration failed after %.2f s (%s, %s sent): %s\n", total_s,
+			passes(b4, sizeof(b4), npass), fmt_bytes(b1, sizeof(b1), xfer),
+			json_string_value(json_object_get(info, "error-desc")) ?: "no reason given");
 	} else {
-		fprintf(f, "migration %s after %lld ms; the guest runs on here\n", st ? st : "?",
-			(long long)total);
+		fprintf(f, "migration %s after %.2f s (%s, %s sent); the guest runs on here\n",
+			st ? st : "?", total_s, passes(b4, sizeof(b4), npass),
+			fmt_bytes(b1, sizeof(b1), xfer));
 	}
+	json_t *thr = json_object_get(info, "x-cpu-throttle");
+	if (thr)
+		fprintf(f, "  throttle: auto-converge slowed the vCPUs, up to %lld%% (%lld raises)\n",
+			(long long)jint(thr, "peak", NULL), (long long)jint(thr, "raises", NULL));
+	if (pc)
+		postcopy_print(f, info, d);
 }
 
 /* Applies --set (parameters) and --cap (capabilities). Returns 0 or 2. */
@@ -280,77 +599,214 @@ static void migrate_usage(FILE *f)
 {
 	fprintf(f,
 		"usage: ferry migrate --qmp ADDRESS URI [options]\n"
+		"       ferry migrate --qmp ADDRESS --status\n"
 		"  --qmp ADDRESS      the source host's QMP socket (unix:PATH, PATH or tcp:HOST:PORT)\n"
 		"  URI                where to: tcp:HOST:PORT or unix:PATH (a destination host)\n"
 		"  --set NAME=VALUE   migration parameter before starting: downtime-limit (ms),\n"
-		"                     max-bandwidth (bytes/s, K/M/G), x-max-passes\n"
-		"  --cap NAME=on|off  migration capability before starting\n"
-		"  --stats FILE       write one query-migrate sample per line (JSON) every 100 ms\n"
+		"                     max-bandwidth (bytes/s, K/M/G/T), x-max-passes, ...\n"
+		"  --cap NAME=on|off  migration capability before starting (auto-converge,\n"
+		"                     postcopy-ram, multifd, ...)\n"
+		"  --timeout SECONDS  cancel the migration if it has not ended after this long\n"
+		"                     (fractions allowed, e.g. 2.5; default: none, wait for the end)\n"
+		"  --stats FILE       write a header line, then one query-migrate sample per line\n"
+		"                     (JSON), every 20 ms for 5 s then every 100 ms\n"
 		"                     (`ferry plot FILE -o FILE.svg` draws them)\n"
 		"  --json             print the final query-migrate reply on stdout\n"
-		"Ctrl-C cancels the migration (the guest runs on here). Exit status 0 only if\n"
-		"the migration completed.\n");
+		"  --status           print the host's current query-migrate for people, and exit\n"
+		"Progress on stderr (a bar on a terminal, a line a second otherwise): the pass,\n"
+		"how much of its dirty set was sent, the send rate (the last 250 ms), the dirty\n"
+		"rate (the last pass), the throttle, and the ETA = remaining / (send - dirty rate),\n"
+		"a lower bound (>=) in pass 1, or 'not converging' when the guest dirties faster.\n"
+		"A stalled migration (x-stalled) is reported once, with what would end it.\n"
+		"Units: MiB/GiB and MiB/s (powers of 1024), times in s, downtime in ms.\n"
+		"Ctrl-C cancels the migration (the guest runs on here; not in postcopy).\n"
+		"Exit status: 0 completed (or --status printed), 1 failed or cancelled,\n"
+		"2 usage error, 3 --timeout expired and the migration was cancelled.\n");
 }
 
-int ferry_cli_migrate(int argc, char **argv)
+/* --status: one query-migrate, for people (like QEMU's `info migrate`). */
+static int print_status(ferry_qmp_conn *c)
+{
+	char err[512], line[1024];
+	json_t *info = ferry_qmp_client_exec(c, "query-migrate", NULL, CALL_TIMEOUT_MS, err,
+					     sizeof(err), NULL);
+	if (!info) {
+		fprintf(stderr, "ferry migrate: query-migrate: %s\n", err);
+		return 1;
+	}
+	ferry_cli_drive d = { .who = "migrate", .postcopy_after_s = -1 };
+	read_settings(c, &d);
+	const char *side = json_is_true(json_object_get(info, "x-incoming")) ? "incoming" : "outgoing";
+	if (!json_object_get(info, "status")) {
+		printf("no migration yet\n");
+	} else if (is_status(info, "setup") && json_is_true(json_object_get(info, "x-incoming"))) {
+		printf("incoming migration: waiting for the source (setup)\n");
+	} else if (final_status(info)) {
+		printf("%s ", side);
+		ferry_cli_summary_print(stdout, info, &d);
+	} else {
+		/* One sample: the send rate is the host's (ram.mbps, its last 100 ms). */
+		tracker tr = { 0 };
+		tracker_update(&tr, info);
+		tr.rate = json_number_value(json_object_get(json_object_get(info, "ram"), "mbps")) * 1e6 / 8;
+		tr.rate_known = true;
+		double pct;
+		progress_text(line, sizeof(line), info, &tr, &pct);
+		printf("%s migration %s after %.2f s\n", side, line,
+		       (double)jint(info, "total-time", NULL) / 1000.0);
+		if (json_object_get(info, "expected-downtime"))
+			printf("  expected downtime %lld ms (limit %lld ms)\n",
+			       (long long)jint(info, "expected-downtime", NULL),
+			       (long long)param_int(&d, "downtime-limit", 300));
+		if (json_is_true(json_object_get(info, "x-stalled"))) {
+			stall_text(line, sizeof(line), info, &d, tr.rate);
+			printf("  %s\n", line);
+		}
+		if (json_object_get(info, "x-postcopy"))
+			postcopy_print(stdout, info, NULL);
+	}
+	json_t *prev = json_object_get(info, "x-previous");
+	if (prev)
+		printf("  previous incoming migration: %s%s%s\n",
+		       json_string_value(json_object_get(prev, "status")) ?: "?",
+		       json_object_get(prev, "error-desc") ? ": " : "",
+		       json_string_value(json_object_get(prev, "error-desc")) ?: "");
+	json_decref(info);
+	json_decref(d.params);
+	json_decref(d.caps);
+	return 0;
+}
+
+/* A QMP address the client can use: a path, unix:PATH or tcp:HOST:PORT. */
+static int qmp_addr_check(const char *cmd, const char *addr, void (*usage)(FILE *))
+{
+	const char *colon = !strncmp(addr, "tcp:", 4) ? strrchr(addr + 4, ':') : NULL;
+	if (!*addr || !strcmp(addr, "unix:") ||
+	    (!strncmp(addr, "tcp:", 4) && (!colon || colon == addr + 4 || !colon[1])))
+		return ferry_cli_usage_error(cmd, usage,
+					     "--qmp: invalid QMP address '%s' (expected unix:PATH, "
+					     "PATH or tcp:HOST:PORT)",
+					     addr);
+	return 0;
+}
+
+typedef struct migrate_opts {
+	const char *qmp, *stats_path, *uri;
+	char *sets[MAX_KV], *caps[MAX_KV];
+	int nsets, ncaps;
+	bool json, status;
+	double timeout_s;
+} migrate_opts;
+
+/* Parses the command line; returns -1 to go on, else the exit status. */
+static int migrate_parse(int argc, char **argv, migrate_opts *o)
 {
 	static const struct option opts[] = {
 		{ "qmp", required_argument, 0, 'q' },
 		{ "set", required_argument, 0, 's' },
 		{ "cap", required_argument, 0, 'c' },
 		{ "stats", required_argument, 0, 'S' },
+		{ "timeout", required_argument, 0, 't' },
 		{ "json", no_argument, 0, 'j' },
+		{ "status", no_argument, 0, 'i' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 },
 	};
-	const char *qmp = NULL, *stats_path = NULL;
-	char *sets[MAX_KV], *caps[MAX_KV];
-	int nsets = 0, ncaps = 0, c;
-	bool json = false;
+	int c;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
 		switch (c) {
-		case 'q': qmp = optarg; break;
+		case 'q': o->qmp = optarg; break;
 		case 's':
 		case 'c':
-			if ((c == 's' ? nsets : ncaps) == MAX_KV) {
-				fprintf(stderr, "ferry migrate: too many --%s\n", c == 's' ? "set" : "cap");
-				return 2;
-			}
+			if ((c == 's' ? o->nsets : o->ncaps) == MAX_KV)
+				return ferry_cli_usage_error("migrate", migrate_usage, "too many --%s",
+							     c == 's' ? "set" : "cap");
 			if (c == 's')
-				sets[nsets++] = optarg;
+				o->sets[o->nsets++] = optarg;
 			else
-				caps[ncaps++] = optarg;
+				o->caps[o->ncaps++] = optarg;
 			break;
-		case 'S': stats_path = optarg; break;
-		case 'j': json = true; break;
+		case 'S': o->stats_path = optarg; break;
+		case 't':
+			if (ferry_cli_parse_seconds(optarg, 1e9, &o->timeout_s))
+				return ferry_cli_usage_error("migrate", migrate_usage,
+							     "--timeout '%s': expected seconds > 0 (e.g. 2.5)",
+							     optarg);
+			break;
+		case 'j': o->json = true; break;
+		case 'i': o->status = true; break;
 		case 'h': migrate_usage(stdout); return 0;
-		default: migrate_usage(stderr); return 2;
+		default: return ferry_cli_bad_option("migrate", c, argv, migrate_usage);
 		}
 	}
-	if (!qmp || optind != argc - 1) {
-		migrate_usage(stderr);
+	if (!o->qmp)
+		return ferry_cli_usage_error("migrate", migrate_usage, "--qmp ADDRESS is required");
+	if (qmp_addr_check("migrate", o->qmp, migrate_usage))
 		return 2;
+	if (o->status) {
+		if (optind != argc || o->nsets || o->ncaps || o->stats_path || o->json || o->timeout_s)
+			return ferry_cli_usage_error("migrate", migrate_usage,
+						     "--status takes no URI and no other options");
+		return -1;
 	}
-	const char *uri = argv[optind];
+	if (optind != argc - 1)
+		return ferry_cli_usage_error("migrate", migrate_usage, "expected one URI, got %d",
+					     argc - optind);
+	o->uri = argv[optind];
 	char err[512];
-	if (ferry_uri_validate(uri, err, sizeof(err))) {
-		fprintf(stderr, "ferry migrate: %s\n", err);
-		return 2;
+	if (ferry_uri_validate(o->uri, err, sizeof(err)))
+		return ferry_cli_usage_error("migrate", migrate_usage, "%s", err);
+	return -1;
+}
+
+/* The end of a driven migration: summary or JSON, and the exit status. */
+static int migrate_report(json_t *info, const ferry_cli_drive *d, const migrate_opts *o)
+{
+	if (o->json) {
+		char *s = json_dumps(info, JSON_COMPACT);
+		printf("%s\n", s);
+		free(s);
+	} else {
+		ferry_cli_summary_print(stdout, info, d);
 	}
+	if (is_status(info, "completed"))
+		return 0;
+	if (d->timed_out && is_status(info, "cancelled")) {
+		char b[32];
+		fprintf(stderr, "ferry migrate: --timeout %g s expired: the migration was cancelled "
+				"at pass %lld with %s left; the guest runs on here\n",
+			o->timeout_s, (long long)jint(info, "ram", "dirty-sync-count"),
+			fmt_bytes(b, sizeof(b), (double)jint(info, "ram", "remaining")));
+		return 3;
+	}
+	return 1;
+}
+
+int ferry_cli_migrate(int argc, char **argv)
+{
+	migrate_opts o = { 0 };
+	int rc = migrate_parse(argc, argv, &o);
+	if (rc >= 0)
+		return rc;
+	char err[512];
 	FILE *stats = NULL;
-	if (stats_path && !(stats = fopen(stats_path, "w"))) {
-		fprintf(stderr, "ferry migrate: %s: %s\n", stats_path, strerror(errno));
-		return 2;
+	if (o.stats_path && !(stats = fopen(o.stats_path, "w"))) {
+		fprintf(stderr, "ferry migrate: %s: %s\n", o.stats_path, strerror(errno));
+		return 1;
 	}
 	ferry_qmp_conn *conn;
-	if (ferry_qmp_client_open(qmp, CALL_TIMEOUT_MS, &conn, err, sizeof(err))) {
+	if (ferry_qmp_client_open(o.qmp, CALL_TIMEOUT_MS, &conn, err, sizeof(err))) {
 		fprintf(stderr, "ferry migrate: %s\n", err);
 		if (stats)
 			fclose(stats);
 		return 1;
 	}
-	int rc = apply_settings(conn, "migrate", sets, nsets, caps, ncaps);
+	if (o.status) {
+		rc = print_status(conn);
+		goto out;
+	}
+	rc = apply_settings(conn, "migrate", o.sets, o.nsets, o.caps, o.ncaps);
 	if (rc)
 		goto out;
 	/* No SA_RESTART: sleeps end early. SA_RESETHAND: a second Ctrl-C ends the client. */
@@ -359,33 +815,30 @@ int ferry_cli_migrate(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	ferry_cli_drive d = {
-		.uri = uri,
-		.progress = json ? FERRY_PROGRESS_NONE
+		.who = "migrate",
+		.uri = o.uri,
+		.qmp_addr = o.qmp,
+		.progress = o.json ? FERRY_PROGRESS_NONE
 			    : isatty(2) ? FERRY_PROGRESS_BAR
 					: FERRY_PROGRESS_LINES,
 		.stats = stats,
+		.timeout_s = o.timeout_s,
 		.interrupted = &interrupted,
 	};
 	json_t *info = ferry_cli_migration_drive(conn, &d, err, sizeof(err));
 	if (!info) {
 		fprintf(stderr, "ferry migrate: %s\n", err);
 		rc = 1;
-		goto out;
-	}
-	const char *st = json_string_value(json_object_get(info, "status"));
-	rc = st && !strcmp(st, "completed") ? 0 : 1;
-	if (json) {
-		char *s = json_dumps(info, JSON_COMPACT);
-		printf("%s\n", s);
-		free(s);
 	} else {
-		ferry_cli_summary_print(stdout, info);
+		rc = migrate_report(info, &d, &o);
 	}
 	json_decref(info);
+	json_decref(d.params);
+	json_decref(d.caps);
 out:
 	ferry_qmp_client_close(conn);
 	if (stats && fclose(stats)) {
-		fprintf(stderr, "ferry migrate: %s: %s\n", stats_path, strerror(errno));
+		fprintf(stderr, "ferry migrate: %s: %s\n", o.stats_path, strerror(errno));
 		rc = rc ? rc : 1;
 	}
 	return rc;
@@ -394,10 +847,46 @@ out:
 static void qmp_usage(FILE *f)
 {
 	fprintf(f,
-		"usage: ferry qmp --qmp ADDRESS [--timeout S] '{\"execute\": ...}'\n"
-		"       ferry qmp --qmp ADDRESS [--timeout S] COMMAND ['{ARGUMENTS}']\n"
+		"usage: ferry qmp --qmp ADDRESS [options] '{\"execute\": ...}'\n"
+		"       ferry qmp --qmp ADDRESS [options] COMMAND ['{ARGUMENTS}']\n"
 		"Sends one QMP command (after capabilities negotiation) and prints the reply.\n"
-		"Exit status 0 for a \"return\", 1 for an \"error\" or a failure.\n");
+		"  --timeout SECONDS  how long to wait for the reply (fractions allowed;\n"
+		"                     default 300, at most 86400)\n"
+		"  --pretty           print the reply indented (the default on a terminal)\n"
+		"  --compact          print the reply on one line (the default otherwise)\n"
+		"Exit status 0 for a \"return\", 1 for an \"error\" or a failure, 2 usage error.\n");
+}
+
+/* The command to send: raw JSON text, or COMMAND ['{ARGS}']. NULL: usage error printed. */
+static char *qmp_command(int left, char **args)
+{
+	const char *first = args[0];
+	while (*first == ' ' || *first == '\t' || *first == '\n')
+		first++;
+	if (*first == '{') {
+		if (left != 1) {
+			ferry_cli_usage_error("qmp", qmp_usage,
+					      "a JSON command takes no further arguments");
+			return NULL;
+		}
+		return strdup(first);
+	}
+	json_t *o = json_pack("{s:s}", "execute", first);
+	if (left == 2) {
+		json_error_t je;
+		json_t *a = json_loads(args[1], 0, &je);
+		if (!json_is_object(a)) {
+			ferry_cli_usage_error("qmp", qmp_usage, "arguments must be a JSON object%s%s",
+					      a ? "" : ": ", a ? "" : je.text);
+			json_decref(a);
+			json_decref(o);
+			return NULL;
+		}
+		json_object_set_new(o, "arguments", a);
+	}
+	char *text = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	return text;
 }
 
 int ferry_cli_qmp(int argc, char **argv)
@@ -405,58 +894,41 @@ int ferry_cli_qmp(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "qmp", required_argument, 0, 'q' },
 		{ "timeout", required_argument, 0, 't' },
+		{ "pretty", no_argument, 0, 'p' },
+		{ "compact", no_argument, 0, 'C' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 },
 	};
 	const char *qmp = NULL;
-	uint64_t timeout_s = 300;
-	int c;
+	double timeout_s = 300;
+	int c, pretty = -1;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'q': qmp = optarg; break;
 		case 't':
-			if (ferry_cli_parse_size(optarg, &timeout_s) || !timeout_s || timeout_s > 86400) {
-				fprintf(stderr, "ferry qmp: invalid --timeout '%s'\n", optarg);
-				return 2;
-			}
+			if (ferry_cli_parse_seconds(optarg, 86400, &timeout_s))
+				return ferry_cli_usage_error(
+					"qmp", qmp_usage,
+					"--timeout '%s': expected seconds > 0 and <= 86400 (e.g. 2.5)", optarg);
 			break;
+		case 'p': pretty = 1; break;
+		case 'C': pretty = 0; break;
 		case 'h': qmp_usage(stdout); return 0;
-		default: qmp_usage(stderr); return 2;
+		default: return ferry_cli_bad_option("qmp", c, argv, qmp_usage);
 		}
 	}
 	int left = argc - optind;
-	if (!qmp || left < 1 || left > 2) {
-		qmp_usage(stderr);
+	if (!qmp)
+		return ferry_cli_usage_error("qmp", qmp_usage, "--qmp ADDRESS is required");
+	if (qmp_addr_check("qmp", qmp, qmp_usage))
 		return 2;
-	}
-	char *text;
-	const char *first = argv[optind];
-	while (*first == ' ' || *first == '\t' || *first == '\n')
-		first++;
-	if (*first == '{') {
-		if (left != 1) {
-			qmp_usage(stderr);
-			return 2;
-		}
-		text = strdup(first);
-	} else {
-		json_t *o = json_pack("{s:s}", "execute", first);
-		if (left == 2) {
-			json_error_t je;
-			json_t *a = json_loads(argv[optind + 1], 0, &je);
-			if (!json_is_object(a)) {
-				fprintf(stderr, "ferry qmp: arguments must be a JSON object%s%s\n",
-					a ? "" : ": ", a ? "" : je.text);
-				json_decref(a);
-				json_decref(o);
-				return 2;
-			}
-			json_object_set_new(o, "arguments", a);
-		}
-		text = json_dumps(o, JSON_COMPACT);
-		json_decref(o);
-	}
+	if (left < 1 || left > 2)
+		return ferry_cli_usage_error("qmp", qmp_usage, "expected a command, got %d arguments",
+					     left);
+	char *text = qmp_command(left, argv + optind);
+	if (!text)
+		return 2;
 	char err[512];
 	ferry_qmp_conn *conn;
 	if (ferry_qmp_client_open(qmp, CALL_TIMEOUT_MS, &conn, err, sizeof(err))) {
@@ -464,14 +936,17 @@ int ferry_cli_qmp(int argc, char **argv)
 		free(text);
 		return 1;
 	}
-	json_t *reply = ferry_qmp_client_raw(conn, text, (int)(timeout_s * 1000), err, sizeof(err));
+	json_t *reply = ferry_qmp_client_raw(conn, text, (int)(timeout_s * 1000 + 0.5), err,
+					     sizeof(err));
 	free(text);
 	ferry_qmp_client_close(conn);
 	if (!reply) {
 		fprintf(stderr, "ferry qmp: %s\n", err);
 		return 1;
 	}
-	char *s = json_dumps(reply, JSON_COMPACT);
+	if (pretty < 0)
+		pretty = isatty(1);
+	char *s = json_dumps(reply, pretty ? JSON_INDENT(2) | JSON_PRESERVE_ORDER : JSON_COMPACT);
 	printf("%s\n", s);
 	free(s);
 	int rc = json_object_get(reply, "return") ? 0 : 1;
