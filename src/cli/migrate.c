@@ -118,11 +118,16 @@ static const char *passes(char *buf, size_t n, json_int_t k)
  * previous pass) plus ram.remaining.
  */
 #define RING 64
+#define SETS 8 /* passes whose dirty sets are remembered */
 typedef struct tracker {
 	double ring_t[RING], ring_x[RING]; /* total-time (s), transferred */
 	unsigned ring_n;
 	double rate;             /* bytes/s */
 	json_int_t pass, base_done, last_done;
+	double sets[SETS];       /* dirty set of each pass seen (bytes), oldest first */
+	unsigned nsets;
+	double limit_s;          /* downtime-limit (s), for the convergence estimate */
+	double cap;              /* max-bandwidth (bytes/s), 0 unlimited */
 	bool stalled_told, postcopy_told, timeout_told, in_postcopy, rate_known;
 	double last_line, last_bar;
 } tracker;
@@ -160,8 +165,58 @@ static void tracker_update(tracker *tr, json_t *info)
 		tr->base_done = tr->pass ? tr->last_done : 0;
 		tr->pass = pass;
 		tr->in_postcopy = pc;
+		/* The pass's dirty set: what it has sent (first sample: little) plus what is left. */
+		if (pass > 1 && !pc) {
+			if (tr->nsets == SETS)
+				memmove(tr->sets, tr->sets + 1, sizeof(tr->sets) - sizeof(tr->sets[0]));
+			else
+				tr->nsets++;
+			tr->sets[tr->nsets - 1] = (double)(done - tr->base_done) * 4096.0 +
+						  (double)jint(ram, "remaining", NULL);
+		}
 	}
 	tr->last_done = done;
+}
+
+/*
+ * Precopy's ETA. The migration switches over at the end of a pass whose
+ * dirty set fits the downtime limit at the send rate (threshold). Each pass
+ * lasts set / rate and leaves about set * q dirty, q = dirty / rate, so the
+ * passes shrink geometrically when q < 1: the ETA is the rest of this pass
+ * plus the passes until the threshold. When the remembered passes have not
+ * shrunk (a guest dirtying at the send rate, whatever one sample says) or
+ * q >= 1, there is none: the text says why.
+ */
+static void precopy_eta(char *buf, size_t n, json_t *info, const tracker *tr)
+{
+	json_t *ram = json_object_get(info, "ram");
+	double remaining = (double)jint(ram, "remaining", NULL);
+	double dirty = (double)jint(ram, "dirty-pages-rate", NULL) * 4096.0;
+	double rate = tr->cap && tr->cap < tr->rate ? tr->cap : tr->rate;
+	double threshold = rate * tr->limit_s, q = dirty / rate;
+	char b1[32], b2[32];
+	if (tr->nsets >= 4) {
+		const double *s = tr->sets + tr->nsets - 4;
+		double newest = s[3], least = s[1] < s[2] ? s[1] : s[2];
+		least = least < newest ? least : newest;
+		if (newest > threshold && least >= 0.9 * s[0]) {
+			snprintf(buf, n, "not converging (passes stay at about %s; the %.0f ms limit allows %s)",
+				 fmt_bytes(b1, sizeof(b1), newest), tr->limit_s * 1000.0,
+				 fmt_bytes(b2, sizeof(b2), threshold));
+			return;
+		}
+	}
+	if (q >= 1) {
+		snprintf(buf, n, "not converging (dirtying %s >= sending %s)",
+			 fmt_rate(b1, sizeof(b1), dirty), fmt_rate(b2, sizeof(b2), tr->rate));
+		return;
+	}
+	double t = remaining / rate, set = tr->nsets ? tr->sets[tr->nsets - 1] : remaining;
+	for (int k = 0; k < 1000 && set > threshold; k++) { /* the passes after this one */
+		set *= q;
+		t += set / rate;
+	}
+	snprintf(buf, n, "ETA %.1f s", t);
 }
 
 /* The ETA, or why there is none: "ETA 1.5 s", "not converging (...)". */
@@ -169,8 +224,6 @@ static void eta_text(char *buf, size_t n, json_t *info, const tracker *tr)
 {
 	json_t *ram = json_object_get(info, "ram");
 	double remaining = (double)jint(ram, "remaining", NULL);
-	double dirty = (double)jint(ram, "dirty-pages-rate", NULL) * 4096.0;
-	char b1[32], b2[32];
 	if (is_status(info, "device")) {
 		snprintf(buf, n, "switching over (the guest is stopped)");
 	} else if (!is_status(info, "active") && !postcopy_status(info)) {
@@ -185,11 +238,8 @@ static void eta_text(char *buf, size_t n, json_t *info, const tracker *tr)
 	} else if (tr->pass <= 1) {
 		/* The dirty rate is measured at the end of pass 1. */
 		snprintf(buf, n, "ETA >= %.1f s", remaining / tr->rate);
-	} else if (tr->rate > dirty) {
-		snprintf(buf, n, "ETA %.1f s", remaining / (tr->rate - dirty));
 	} else {
-		snprintf(buf, n, "not converging (dirtying %s >= sending %s)",
-			 fmt_rate(b1, sizeof(b1), dirty), fmt_rate(b2, sizeof(b2), tr->rate));
+		precopy_eta(buf, n, info, tr);
 	}
 }
 
@@ -237,6 +287,13 @@ static json_int_t param_int(const ferry_cli_drive *d, const char *name, json_int
 static bool cap_on(const ferry_cli_drive *d, const char *name)
 {
 	return d && json_is_true(json_object_get(d->caps, name));
+}
+
+/* What the convergence estimate needs of the parameters read at the start. */
+static void tracker_settings(tracker *tr, const ferry_cli_drive *d)
+{
+	tr->limit_s = (double)param_int(d, "downtime-limit", 300) / 1000.0;
+	tr->cap = (double)param_int(d, "max-bandwidth", 0);
 }
 
 /* The x-stalled line: what it would take, and how to get there. */
@@ -425,6 +482,7 @@ json_t *ferry_cli_migration_drive(ferry_qmp_conn *c, ferry_cli_drive *d, char *e
 	if (!d->who)
 		d->who = "migrate";
 	read_settings(c, d);
+	tracker_settings(&tr, d);
 	json_t *r = ferry_qmp_client_exec(c, "migrate", json_pack("{s:s}", "uri", d->uri),
 					  CALL_TIMEOUT_MS, err, elen, NULL);
 	if (!r)
@@ -615,8 +673,10 @@ static void migrate_usage(FILE *f)
 		"  --status           print the host's current query-migrate for people, and exit\n"
 		"Progress on stderr (a bar on a terminal, a line a second otherwise): the pass,\n"
 		"how much of its dirty set was sent, the send rate (the last 250 ms), the dirty\n"
-		"rate (the last pass), the throttle, and the ETA = remaining / (send - dirty rate),\n"
-		"a lower bound (>=) in pass 1, or 'not converging' when the guest dirties faster.\n"
+		"rate (the last pass), the throttle, and the ETA: the rest of this pass plus the\n"
+		"passes until one fits downtime-limit, each dirty / send rate times the last (a\n"
+		"lower bound (>=) in pass 1), or 'not converging' when the guest dirties as fast as\n"
+		"it is sent or the last passes did not shrink.\n"
 		"A stalled migration (x-stalled) is reported once, with what would end it.\n"
 		"Units: MiB/GiB and MiB/s (powers of 1024), times in s, downtime in ms.\n"
 		"Ctrl-C cancels the migration (the guest runs on here; not in postcopy).\n"
@@ -647,6 +707,7 @@ static int print_status(ferry_qmp_conn *c)
 	} else {
 		/* One sample: the send rate is the host's (ram.mbps, its last 100 ms). */
 		tracker tr = { 0 };
+		tracker_settings(&tr, &d);
 		tracker_update(&tr, info);
 		tr.rate = json_number_value(json_object_get(json_object_get(info, "ram"), "mbps")) * 1e6 / 8;
 		tr.rate_known = true;

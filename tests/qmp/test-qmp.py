@@ -1096,6 +1096,34 @@ def case_bandwidth_cap(tmp):
         dst.stop()
 
 
+def case_bandwidth_cap_cancel(tmp):
+    """A cancel in a scattered pass stops within the cap: no burst of the pass's rest."""
+    cap = 20 << 20
+    spec = "mem=64M,vram=4M,vcpus=2,workload=random,rate=20M"
+    mig = "unix:" + os.path.join(tmp, "mig.sock")
+    dst = Host(tmp, "dst", spec, ["--incoming", mig])
+    src = Host(tmp, "src", spec)
+    try:
+        q = src.qmp()
+        q.ret("migrate-set-parameters", {"max-bandwidth": cap})
+        eq("capped migrate (not converging)", q.cmd("migrate", {"uri": mig}), {"return": {}})
+        info = wait_for(lambda: (lambda i: i if i.get("ram", {}).get("dirty-sync-count", 0) >= 3 else None)(
+            q.ret("query-migrate")))
+        true("capped migration reaches pass 3", info is not None and info["status"] == "active", str(info))
+        eq("migrate_cancel in a scattered pass", q.cmd("migrate_cancel"), {"return": {}})
+        true("cancelled", q.wait_event(is_status("cancelled")) is not None)
+        info = q.ret("query-migrate")
+        peak = info["ram"]["x-bandwidth-peak-window-bytes"]
+        true("no 100 ms window above 110% of max-bandwidth, the cancel included", 0 < peak <= cap / 10 * 1.1,
+             f"peak {peak} bytes, cap/10 {cap // 10}")
+        eq("cancelled source runs", q.ret("query-status"), {"running": True, "status": "running"})
+        verify_source("capped cancel", q)
+        q.close()
+    finally:
+        src.stop()
+        dst.stop()
+
+
 CASES = [
     case_greeting_and_negotiation,
     case_commands,
@@ -1110,6 +1138,7 @@ CASES = [
     case_run_until_interrupt,
     case_port0_listeners,
     case_bandwidth_cap,
+    case_bandwidth_cap_cancel,
 ]
 
 

@@ -5,8 +5,8 @@
  * more than 110% of the cap into any 100 ms window, checked against a log of
  * every grant, not the limiter's own measure (which is checked against the
  * log too); bytes sent without a grant are debt that later grants pay;
- * a cap changed mid-way holds from then on; unlimited and cancelled grants
- * do not wait; ferry__rl_send splits iovecs into grants in order.
+ * a cap changed mid-way holds from then on; unlimited grants do not wait,
+ * cancelled ones only after FERRY_RL_CANCEL_NS; ferry__rl_send splits iovecs into grants in order.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -178,11 +178,21 @@ static void t_off_and_cancel(void **s)
 	ferry__rl_set_off(&rl, false);
 	write_n(&rl, 100000); /* 100 ms at 1 MB/s */
 	assert_true(clk_state.now >= t0 + 90 * MS);
-	/* Cancelled: grants at once, so a write under way ends quickly. */
+	/* Cancelled: the cap still holds (the sender stops at its next record)... */
 	atomic_store(&cancel, true);
 	uint64_t t1 = clk_state.now;
+	write_n(&rl, 100000);
+	assert_true(clk_state.now >= t1 + 90 * MS);
+	/* ...for FERRY_RL_CANCEL_NS; after that grants come at once, debt or not. */
+	ferry__rl_charge(&rl, 50 * MB); /* 50 s of debt at 1 MB/s */
+	uint64_t t2 = clk_state.now;
+	assert_int_equal(ferry__rl_take(&rl, 1000), 1000);
+	assert_true(clk_state.now <= t1 + FERRY_RL_CANCEL_NS + FERRY_RL_NAP_NS);
+	assert_true(clk_state.now >= t2);
 	assert_int_equal(ferry__rl_take(&rl, 5 * MB), 5 * MB);
-	assert_int_equal(clk_state.now, t1);
+	uint64_t t3 = clk_state.now;
+	assert_int_equal(ferry__rl_take(&rl, 5 * MB), 5 * MB);
+	assert_int_equal(clk_state.now, t3);
 	ferry__rl_destroy(&rl);
 }
 

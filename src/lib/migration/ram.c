@@ -294,7 +294,13 @@ static int emit(ferry_ram_saver *rs, const struct ferry_ram_block *rb, uint64_t 
 	}
 	if (ferry__chan_pending(c) >= (rs->postcopy ? PC_FLUSH_BYTES : FLUSH_BYTES))
 		return rs_flush(rs);
-	return 0;
+	/*
+	 * Scattered pages fill the channel's iovecs long before FLUSH_BYTES, so
+	 * it flushes by itself and rs_flush's check may not come for a whole
+	 * chunk: look at cancel after every record (a record boundary, where
+	 * the cancel notice can follow).
+	 */
+	return ferry__mig_cancelled(rs->m) ? -ECANCELED : 0;
 }
 
 /*

@@ -67,10 +67,16 @@ static void record(ferry_ratelimit *rl, uint64_t now, uint64_t n)
 	rl->total += n;
 }
 
-static bool limited(const ferry_ratelimit *rl)
+/* Whether grants wait for the cap now; a cancel lifts it FERRY_RL_CANCEL_NS later. */
+static bool limited(ferry_ratelimit *rl, uint64_t now)
 {
-	return rl->rate && !rl->off &&
-	       !(rl->cancel && atomic_load_explicit(rl->cancel, memory_order_relaxed));
+	if (!rl->rate || rl->off)
+		return false;
+	if (!rl->cancel || !atomic_load_explicit(rl->cancel, memory_order_relaxed))
+		return true;
+	if (!rl->cancel_ns)
+		rl->cancel_ns = now;
+	return now - rl->cancel_ns < FERRY_RL_CANCEL_NS;
 }
 
 void ferry__rl_set_rate(ferry_ratelimit *rl, uint64_t rate)
@@ -103,7 +109,7 @@ size_t ferry__rl_take(ferry_ratelimit *rl, size_t want)
 	pthread_mutex_lock(&rl->lock);
 	for (;;) {
 		uint64_t now = rl->clk.now_ns(rl->clk.opaque);
-		if (!limited(rl)) {
+		if (!limited(rl, now)) {
 			record(rl, now, want);
 			break;
 		}
@@ -136,7 +142,7 @@ void ferry__rl_charge(ferry_ratelimit *rl, size_t n)
 	pthread_mutex_lock(&rl->lock);
 	uint64_t now = rl->clk.now_ns(rl->clk.opaque);
 	record(rl, now, n);
-	if (limited(rl))
+	if (limited(rl, now))
 		rl->tat_ns = (rl->tat_ns > now ? rl->tat_ns : now) + ns_for(n, rl->rate);
 	pthread_mutex_unlock(&rl->lock);
 }

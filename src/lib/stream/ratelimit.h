@@ -20,8 +20,11 @@
  * Waits are naps of at most FERRY_RL_NAP_NS that look at the migration's
  * cancel flag and at the cap (ferry__rl_set_rate from
  * migrate-set-parameters takes effect within a nap; a cap lifted to
- * unlimited ends the waits). Cancelled, a grant is given at once: the
- * caller finishes its current write quickly and stops at the next check.
+ * unlimited ends the waits). A cancel does not lift the cap at once: the
+ * sender stops at its next record boundary, at most one flush later, and
+ * the cap holds until then. Only a cancel older than FERRY_RL_CANCEL_NS (a
+ * tiny cap, or debt that would take longer) gets its grants at once, so a
+ * cancel never waits on the cap for longer than that.
  *
  * It also measures: bytes per 1 ms slot over the last FERRY_RL_SLOTS slots,
  * and the largest sum of 100 consecutive slots seen (the peak 100 ms
@@ -46,7 +49,8 @@
 #define FERRY_RL_NAP_NS 5000000ull      /* longest sleep between cancel checks */
 #define FERRY_RL_SLOT_NS 1000000ull     /* measuring resolution */
 #define FERRY_RL_SLOTS 100u             /* FERRY_RL_WINDOW_NS / FERRY_RL_SLOT_NS */
-#define FERRY_RL_MIN_GRANT 1024u        /* grants are never smaller (tiny caps) */
+#define FERRY_RL_MIN_GRANT 1024u
+#define FERRY_RL_CANCEL_NS 1000000000ull /* a cancel waits on the cap at most this long */        /* grants are never smaller (tiny caps) */
 
 typedef struct ferry_rl_clock {
 	uint64_t (*now_ns)(void *opaque);
@@ -66,6 +70,7 @@ typedef struct ferry_ratelimit {
 	uint64_t peak;      /* largest win_sum seen */
 	uint64_t total;     /* bytes granted or charged */
 	uint64_t waited_ns; /* time callers slept for the cap, summed over threads */
+	uint64_t cancel_ns; /* when a grant first saw the cancel flag (0: not yet) */
 	/* Set at init, read-only after. */
 	const atomic_bool *cancel; /* NULL: never cancelled */
 	ferry_rl_clock clk;
@@ -84,7 +89,7 @@ void ferry__rl_set_rate(ferry_ratelimit *rl, uint64_t rate);
 void ferry__rl_set_off(ferry_ratelimit *rl, bool off);
 /*
  * Waits until up to `want` bytes may be sent and returns how many (1..want;
- * want itself when unlimited or cancelled). The caller writes them right
+ * want itself when unlimited or cancelled for FERRY_RL_CANCEL_NS). The caller writes them right
  * away. want must be > 0.
  */
 size_t ferry__rl_take(ferry_ratelimit *rl, size_t want);
