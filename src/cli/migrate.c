@@ -180,41 +180,50 @@ static void tracker_update(tracker *tr, json_t *info)
 
 /*
  * Precopy's ETA. The migration switches over at the end of a pass whose
- * dirty set fits the downtime limit at the send rate (threshold). Each pass
- * lasts set / rate and leaves about set * q dirty, q = dirty / rate, so the
- * passes shrink geometrically when q < 1: the ETA is the rest of this pass
- * plus the passes until the threshold. When the remembered passes have not
- * shrunk (a guest dirtying at the send rate, whatever one sample says) or
- * q >= 1, there is none: the text says why.
+ * dirty set fits the downtime limit at the bandwidth (threshold; the
+ * library's own pass-measured figure, pages-per-second, capped by
+ * max-bandwidth as the library does). Each pass leaves about q times the
+ * last one dirty: q = dirty / bandwidth from the last pass, or, once four
+ * passes were seen, the mean ratio they actually shrank by per pass (a guest
+ * dirtying near the send rate makes one sample's q say little). The ETA is
+ * the rest of this pass plus the passes until the threshold; with q >= 1,
+ * or passes that shrink by less than 5% each, there is none: the text says
+ * why.
  */
 static void precopy_eta(char *buf, size_t n, json_t *info, const tracker *tr)
 {
 	json_t *ram = json_object_get(info, "ram");
 	double remaining = (double)jint(ram, "remaining", NULL);
 	double dirty = (double)jint(ram, "dirty-pages-rate", NULL) * 4096.0;
-	double rate = tr->cap && tr->cap < tr->rate ? tr->cap : tr->rate;
-	double threshold = rate * tr->limit_s, q = dirty / rate;
+	double bw = (double)jint(ram, "pages-per-second", NULL) * 4096.0;
+	if (!(bw > 0))
+		bw = tr->rate;
+	if (tr->cap && tr->cap < bw)
+		bw = tr->cap;
+	double threshold = bw * tr->limit_s, q = dirty / bw;
 	char b1[32], b2[32];
+	if (q >= 1) {
+		snprintf(buf, n, "not converging (dirtying %s >= sending %s)",
+			 fmt_rate(b1, sizeof(b1), dirty), fmt_rate(b2, sizeof(b2), bw));
+		return;
+	}
+	double newest = tr->nsets ? tr->sets[tr->nsets - 1] : remaining;
 	if (tr->nsets >= 4) {
-		const double *s = tr->sets + tr->nsets - 4;
-		double newest = s[3], least = s[1] < s[2] ? s[1] : s[2];
-		least = least < newest ? least : newest;
-		if (newest > threshold && least >= 0.9 * s[0]) {
+		double sum = 0; /* the mean shrink per pass */
+		for (unsigned k = 1; k < tr->nsets; k++)
+			sum += tr->sets[k - 1] > 0 ? tr->sets[k] / tr->sets[k - 1] : 1;
+		q = sum / (double)(tr->nsets - 1);
+		if (q >= 0.95 && newest > threshold) {
 			snprintf(buf, n, "not converging (passes stay at about %s; the %.0f ms limit allows %s)",
 				 fmt_bytes(b1, sizeof(b1), newest), tr->limit_s * 1000.0,
 				 fmt_bytes(b2, sizeof(b2), threshold));
 			return;
 		}
 	}
-	if (q >= 1) {
-		snprintf(buf, n, "not converging (dirtying %s >= sending %s)",
-			 fmt_rate(b1, sizeof(b1), dirty), fmt_rate(b2, sizeof(b2), tr->rate));
-		return;
-	}
-	double t = remaining / rate, set = tr->nsets ? tr->sets[tr->nsets - 1] : remaining;
+	double t = remaining / bw, set = newest;
 	for (int k = 0; k < 1000 && set > threshold; k++) { /* the passes after this one */
 		set *= q;
-		t += set / rate;
+		t += set / bw;
 	}
 	snprintf(buf, n, "ETA %.1f s", t);
 }
