@@ -368,7 +368,7 @@ static void test_run_until(void **state)
 	assert_verify_matches(g);
 	/* From a running guest: it is stopped first, then runs to the targets. */
 	assert_int_equal(ferry_guest_start(g), 0);
-	sleep_ms(5);
+	wait_steps_above(g, s);
 	ferry_guest_steps(g, s);
 	uint64_t t5[3] = { s[0] + 300000, s[1] + 3, s[2] + 300000 };
 	assert_int_equal(ferry_guest_run_until(g, t5), 0);
