@@ -122,7 +122,15 @@ for _ in $(seq 200); do grep -q listening "$TMP/tsrc.out" 2>/dev/null && break; 
 "$FERRY" migrate --qmp "tcp:127.0.0.1:$port" "unix:$TMP/d.sock" --set max-bandwidth=40M --json \
 	>"$TMP/src.json" 2>"$TMP/src.err" &
 mpid=$!
-sleep 1.5
+# Mid-stream: 16 MiB of the 260 sent (at 40 MB/s the rest takes seconds).
+mid=False
+for _ in $(seq 600); do
+	"$FERRY" qmp --qmp "tcp:127.0.0.1:$port" query-migrate >"$TMP/mid.json" 2>/dev/null &&
+		mid=$(json "$TMP/mid.json" 'j["return"].get("status") == "active" and j["return"]["ram"]["transferred"] >= 16 << 20')
+	[ "$mid" == True ] && break
+	sleep 0.05
+done
+expect_eq "source mid-stream when the destination dies" "$mid" True
 kill -9 $dpid; wait $dpid 2>/dev/null
 wait $mpid
 expect_eq "ferry migrate exit code after destination died" "$?" 1

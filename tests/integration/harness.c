@@ -100,6 +100,61 @@ int wait_src_converge(ferry_vm_t *vm, const ferry_mig_params *p, uint32_t after_
 	return -ETIMEDOUT;
 }
 
+/* The helpers below poll every POLL_MS for at most WAIT_MS. */
+#define POLL_MS 1
+#define WAIT_MS 60000
+
+void side_wait_steps(side *s, uint64_t n)
+{
+	if (ferry_guest_get_config(s->g)->workload == FERRY_WL_IDLE)
+		return;
+	unsigned nv = ferry_guest_vcpus(s->g);
+	uint64_t t0[FERRY_GUEST_MAX_VCPUS], t[FERRY_GUEST_MAX_VCPUS];
+	ferry_guest_steps(s->g, t0);
+	for (int waited = 0; waited < WAIT_MS; waited += POLL_MS) {
+		ferry_guest_steps(s->g, t);
+		unsigned i = 0;
+		while (i < nv && t[i] >= t0[i] + n)
+			i++;
+		if (i == nv)
+			return;
+		msleep(POLL_MS);
+	}
+	fail_msg("the guest did not run %llu steps on every vCPU within %d s",
+		 (unsigned long long)n, WAIT_MS / 1000);
+}
+
+void wait_transferred(ferry_vm_t *vm, uint64_t bytes, ferry_mig_info *i)
+{
+	for (int waited = 0; waited < WAIT_MS; waited += POLL_MS) {
+		assert_int_equal(ferry_migration_query(vm, i), 0);
+		if (i->status != FERRY_MIG_ACTIVE && i->status != FERRY_MIG_SETUP)
+			fail_msg("status %s before %llu bytes were sent (%llu; %s)",
+				 ferry_migration_status_name(i->status), (unsigned long long)bytes,
+				 (unsigned long long)i->transferred, i->error_desc);
+		if (i->status == FERRY_MIG_ACTIVE && i->transferred >= bytes)
+			return;
+		msleep(POLL_MS);
+	}
+	fail_msg("%llu bytes were not sent within %d s", (unsigned long long)bytes, WAIT_MS / 1000);
+}
+
+void wait_status(ferry_vm_t *vm, ferry_mig_status st)
+{
+	for (int waited = 0; waited < WAIT_MS; waited += POLL_MS) {
+		ferry_mig_info info;
+		assert_int_equal(ferry_migration_query(vm, &info), 0);
+		if (info.status == st)
+			return;
+		if (info.status == FERRY_MIG_FAILED || info.status == FERRY_MIG_COMPLETED)
+			fail_msg("status %s while waiting for %s (%s)",
+				 ferry_migration_status_name(info.status),
+				 ferry_migration_status_name(st), info.error_desc);
+		msleep(POLL_MS);
+	}
+	fail_msg("timed out waiting for %s", ferry_migration_status_name(st));
+}
+
 void msleep(unsigned ms)
 {
 	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };

@@ -49,7 +49,24 @@ int wait_src_converge(ferry_vm_t *vm, const ferry_mig_params *p, uint32_t after_
  * was not touched. postcopy: the destination allows postcopy.
  */
 const char *feed_stream(const void *data, size_t len, bool postcopy);
-/* Sleeps ms milliseconds. */
+/*
+ * Waits until every vCPU of s's guest has done n steps more than when
+ * called: the guest ran (and dirtied RAM) meanwhile. Returns at once for
+ * an idle workload, whose vCPUs never step. Fails the test after 60 s.
+ */
+void side_wait_steps(side *s, uint64_t n);
+/*
+ * Waits until vm's migration is ACTIVE with at least bytes on the wire,
+ * i.e. mid-stream; fails the test if it leaves ACTIVE first, or after
+ * 60 s. *i: the snapshot that met the condition.
+ */
+void wait_transferred(ferry_vm_t *vm, uint64_t bytes, ferry_mig_info *i);
+/*
+ * Polls until vm's migration shows status st; fails the test if it ends
+ * (COMPLETED, FAILED) first, or after 60 s.
+ */
+void wait_status(ferry_vm_t *vm, ferry_mig_status st);
+/* Sleeps ms milliseconds: for pacing a poll, never to wait for an event. */
 void msleep(unsigned ms);
 
 #endif

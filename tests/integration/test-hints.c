@@ -94,7 +94,7 @@ static void hint_migrate_x(const char *spec, ferry_dirty_mode mode, ferry_mig_pa
 	const char *uri = test_uri();
 	assert_int_equal(ferry_migrate_incoming(dst.s.vm, uri), 0);
 	assert_int_equal(ferry_vm_start(src.s.vm), 0);
-	msleep(100);
+	side_wait_steps(&src.s, 1024);
 	assert_int_equal(ferry_migrate_start(src.s.vm, uri, p), 0);
 	/* Postcopy cases end by switching; the others must not hang on a slow host. */
 	if (p->postcopy)
@@ -267,12 +267,12 @@ static void t_hints_chain(void **s)
 	bside_create(&a, SPEC, FERRY_DIRTY_WP_ASYNC, false, true);
 	bside_create(&b, SPEC, FERRY_DIRTY_WP_ASYNC, true, true);
 	assert_int_equal(ferry_vm_start(a.s.vm), 0);
-	msleep(100);
+	side_wait_steps(&a.s, 1024);
 	hop(&a, &b, &i1);
 	ferry_guest_balloon_stats ga;
 	ferry_guest_balloon_get_stats(a.d, &ga);
 	bside_destroy(&a);
-	msleep(100); /* the guest runs on B */
+	side_wait_steps(&b.s, 1024); /* the guest runs on B */
 	bside_create(&c, SPEC, FERRY_DIRTY_WP_ASYNC, true, false);
 	hop(&b, &c, &i2);
 	ferry_guest_balloon_stats gb;

@@ -39,7 +39,7 @@ static void migrate_ok_p(const char *spec, ferry_dirty_mode mode, uint32_t min_p
 	bool paused = ferry_guest_get_config(src.g)->paused;
 	if (!paused) {
 		assert_int_equal(ferry_vm_start(src.vm), 0);
-		msleep(100);
+		side_wait_steps(&src, 2048); /* 8 MiB written before the first pass */
 	}
 	ferry_mig_params p;
 	ferry_mig_params_init(&p);
@@ -153,7 +153,7 @@ static void t_no_destination(void **state)
 			    "cannot connect to 'unix:/nonexistent/ferry.sock': No such file or directory");
 	assert_int_equal(i.error, -ENOENT);
 	assert_true(ferry_vm_is_running(src.vm));
-	msleep(50);
+	side_wait_steps(&src, 1024); /* and runs on */
 	assert_true(side_verify(&src));
 	/* Bad URIs are refused up front. */
 	assert_int_equal(ferry_migrate_start(src.vm, "ftp:x", NULL), -EINVAL);
@@ -174,11 +174,8 @@ static void t_destination_dies_then_retry(void **state)
 	ferry_mig_params_init(&p);
 	p.max_bandwidth = 64 * MiB; /* ~4 s for 260 MiB: time to cut it mid-stream */
 	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
-	msleep(800);
 	ferry_mig_info si;
-	ferry_migration_query(src.vm, &si);
-	assert_int_equal(si.status, FERRY_MIG_ACTIVE);
-	assert_true(si.transferred > 0);
+	wait_transferred(src.vm, 32 * MiB, &si);
 	/* The destination goes away mid-stream. */
 	side_destroy(&dst);
 	assert_int_equal(wait_final(src.vm), FERRY_MIG_FAILED);
@@ -226,6 +223,7 @@ static void t_no_convergence_then_cancel(void **state)
 	p.downtime_limit_ms = 20;
 	p.max_passes = 3;
 	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
+	wait_status(src.vm, FERRY_MIG_ACTIVE); /* setup (RAM registration) may take a while */
 	ferry_mig_info i;
 	/* 6 s at least, and until it reports the stall (a slow host takes longer). */
 	for (int k = 0; k < 600; k++) {
@@ -354,6 +352,7 @@ static void t_live_params(void **state)
 	p.max_bandwidth = 400 * MiB;
 	p.downtime_limit_ms = 20;
 	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
+	wait_status(src.vm, FERRY_MIG_ACTIVE); /* setup (RAM registration) may take a while */
 	/* Two passes at least (however slow this host is), and still no switchover. */
 	ferry_mig_info i;
 	for (int k = 0; k < 1200; k++) {
@@ -492,6 +491,7 @@ static void t_auto_converge_cap_then_cancel(void **state)
 	p.cpu_throttle_increment = 20;
 	p.max_cpu_throttle = 40;
 	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
+	wait_status(src.vm, FERRY_MIG_ACTIVE); /* setup (RAM registration) may take a while */
 	ferry_mig_info i;
 	int k;
 	for (k = 0; k < 1200; k++) {
@@ -503,11 +503,20 @@ static void t_auto_converge_cap_then_cancel(void **state)
 	}
 	assert_int_equal(i.cpu_throttle_percentage, 40);
 	assert_int_equal(ferry_guest_mig_throttle(src.g), 40);
-	/* Two more periods: still 40 (30 + 20 capped), no further call. */
-	msleep(2500);
-	ferry_migration_query(src.vm, &i);
-	assert_int_equal(i.status, FERRY_MIG_ACTIVE);
-	assert_int_equal(i.cpu_throttle_percentage, 40);
+	/*
+	 * Two more periods (a period is a second or more, ended by a sync):
+	 * 2.5 s and two syncs at least, and 40 (30 + 20 capped) throughout.
+	 */
+	uint64_t syncs = i.dirty_sync_count;
+	for (int waited = 0; waited < 2500 || i.dirty_sync_count < syncs + 2; waited += 50) {
+		if (waited >= 60000)
+			fail_msg("2 syncs took more than 60 s (%llu)",
+				 (unsigned long long)(i.dirty_sync_count - syncs));
+		msleep(50);
+		ferry_migration_query(src.vm, &i);
+		assert_int_equal(i.status, FERRY_MIG_ACTIVE);
+		assert_int_equal(i.cpu_throttle_percentage, 40);
+	}
 	int calls[64];
 	assert_int_equal(rec_calls(&rec, calls), 2);
 	assert_int_equal(calls[0], 30);

@@ -53,7 +53,7 @@ static void mf_migrate(const char *spec, const ferry_mig_params *p, ferry_mig_in
 	bool paused = ferry_guest_get_config(src.g)->paused;
 	if (!paused) {
 		assert_int_equal(ferry_vm_start(src.vm), 0);
-		msleep(100);
+		side_wait_steps(&src, 2048); /* 8 MiB written before the first pass */
 	}
 	assert_int_equal(ferry_migrate_start(src.vm, uri, p), 0);
 	assert_int_equal(wait_src_converge(src.vm, p, 5), FERRY_MIG_COMPLETED);
@@ -361,7 +361,7 @@ static void t_mf_foreign_channel_refused(void **s)
 	sbuf b = { .len = 0 };
 	main_prologue(&b);
 	sendb(mfd, &b);
-	msleep(50);
+	wait_status(dst.vm, FERRY_MIG_ACTIVE); /* the header read: uuid A is known */
 	int bogus = uconnect(uri);
 	b.len = 0;
 	handshake(&b, UUID_B, 0, 1);

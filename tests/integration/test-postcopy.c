@@ -61,7 +61,7 @@ static const char *pc_sides(side *src, side *dst, const char *spec, bool allow, 
 	assert_int_equal(ferry_migrate_incoming(dst->vm, uri), 0);
 	if (start) {
 		assert_int_equal(ferry_vm_start(src->vm), 0);
-		msleep(50);
+		side_wait_steps(src, 1024);
 	}
 	return uri;
 }
@@ -95,23 +95,6 @@ static void pc_migrate(const char *spec, const ferry_mig_params *p, ferry_mig_in
 	pc_check(&src, &dst, si, di);
 	side_destroy(&src);
 	side_destroy(&dst);
-}
-
-/* Polls until vm's migration shows status st (fails the test after 20 s). */
-static void wait_status(ferry_vm_t *vm, ferry_mig_status st)
-{
-	for (int i = 0; i < 20000; i++) {
-		ferry_mig_info info;
-		ferry_migration_query(vm, &info);
-		if (info.status == st)
-			return;
-		if (info.status == FERRY_MIG_FAILED || info.status == FERRY_MIG_COMPLETED)
-			fail_msg("status %s while waiting for %s (%s)",
-				 ferry_migration_status_name(info.status),
-				 ferry_migration_status_name(st), info.error_desc);
-		msleep(1);
-	}
-	fail_msg("timed out waiting for %s", ferry_migration_status_name(st));
 }
 
 static void print_stats(const char *what, const ferry_mig_info *si, const ferry_mig_info *di)
@@ -314,7 +297,7 @@ static void recovery(unsigned cuts, bool silent, bool preempt)
 	assert_non_null(px);
 	proxy_set_delay(px, 0, 100); /* a slower link: postcopy lasts a while */
 	assert_int_equal(ferry_vm_start(src.vm), 0);
-	msleep(50);
+	side_wait_steps(&src, 1024);
 	ferry_mig_params p;
 	pc_params(&p, preempt);
 	if (silent)
@@ -625,7 +608,7 @@ static void t_pc_pinned(void **s)
 	const char *uri = test_uri();
 	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
 	assert_int_equal(ferry_vm_start(src.vm), 0);
-	msleep(50);
+	side_wait_steps(&src, 1024);
 	ferry_mig_params p;
 	pc_params(&p, true);
 	p.max_bandwidth = 40 * MiB; /* a few seconds of postcopy to look at */

@@ -120,7 +120,8 @@ static void t_inflight_across_migration(void **state)
 	const char *uri = test_uri();
 	assert_int_equal(ferry_migrate_incoming(dst.s.vm, uri), 0);
 	assert_int_equal(ferry_migrate_start(src.s.vm, uri, &p), 0);
-	msleep(100);
+	ferry_mig_info mi;
+	wait_transferred(src.s.vm, 1 << 20, &mi);
 	/* While RAM moves the guest posts two more; the device does not take them. */
 	post(&src, &q, 10);
 	post(&src, &q, 11);

@@ -213,6 +213,14 @@ def wait_for(fn, timeout=TIMEOUT, step=0.02):
     return None
 
 
+def wait_sent(q, nbytes):
+    """query-migrate once nbytes of RAM crossed, or once the migration is no longer active."""
+    def mid():
+        i = q.ret("query-migrate")
+        return i if i.get("status") != "active" or i["ram"]["transferred"] >= nbytes else None
+    return wait_for(mid) or {}
+
+
 def verify_destination(name, q, advance=3000):
     """The oracle on a destination: run on, stop, compare with the twin."""
     r = q.ret("x-run-until", {"advance": advance})
@@ -551,8 +559,7 @@ def case_full_migration_two_clients(tmp):
         eq("destination refuses stop", dq.cmd("stop"), generic("Guest is waiting for an incoming migration"))
         eq("destination refuses x-run-until", dq.cmd("x-run-until", {"advance": 1}),
            generic("Guest is waiting for an incoming migration"))
-        a, b = src.qmp(), src.qmp()
-        time.sleep(0.2)
+        a, b = src.qmp(), src.qmp()  # both negotiated: both get the events
         eq("migrate", a.cmd("migrate", {"uri": "unix:" + os.path.join(tmp, "mig.sock")}), {"return": {}})
         eq("migrate twice", a.cmd("migrate", {"uri": "unix:/x"}), generic("There's a migration process in progress"))
         eq("capabilities locked during migration", a.cmd(
@@ -642,8 +649,7 @@ def case_cancel_active(tmp):
         q.ret("migrate-set-parameters", {"max-bandwidth": 20 << 20})
         eq("slow migrate", q.cmd("migrate", {"uri": mig}), {"return": {}})
         true("active", q.wait_event(lambda e: e["event"] == "MIGRATION_PASS") is not None)
-        time.sleep(0.5)
-        eq("still active", q.ret("query-migrate")["status"], "active")
+        eq("still active with 8 MiB sent", wait_sent(q, 8 << 20).get("status"), "active")
         eq("live parameter change", q.cmd("migrate-set-parameters", {"max-bandwidth": 10 << 20}), {"return": {}})
         eq("migrate_cancel while active", q.cmd("migrate_cancel"), {"return": {}})
         true("cancelled", q.wait_event(is_status("cancelled")) is not None)
@@ -693,7 +699,7 @@ def case_cancel_on_destination(tmp):
         q.ret("migrate-set-parameters", {"max-bandwidth": 20 << 20})
         q.ret("migrate", {"uri": mig})
         true("destination active", dq.wait_event(is_status("active")) is not None)
-        time.sleep(0.3)
+        eq("destination still active with 4 MiB received", wait_sent(dq, 4 << 20).get("status"), "active")
         eq("migrate_cancel on the destination", dq.cmd("migrate_cancel"), {"return": {}})
         true("destination cancelled", dq.wait_event(is_status("cancelled")) is not None)
         eq("destination statuses", dq.statuses(), ["setup", "active", "cancelling", "cancelled"])

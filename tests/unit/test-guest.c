@@ -8,6 +8,7 @@
  * including a hand-made "migration" of RAM and vCPU state through
  * ferry_vmsd_encode/decode.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -28,11 +29,16 @@
 #define PAGE 4096u
 #define MiB (1ull << 20)
 
-static uint64_t now_ms(void)
+static uint64_t now_ns(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	return (uint64_t)ts.tv_sec * 1000000000 + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t now_ms(void)
+{
+	return now_ns() / 1000000;
 }
 
 static void sleep_ms(unsigned ms)
@@ -263,16 +269,24 @@ static void test_create_bad(void **state)
 /* ------------------------------------------------------------------------ */
 /* Determinism and the oracle                                               */
 
-/* Waits (up to 10 s: a loaded host may not run a vCPU for a while) until every vCPU passed min. */
+/*
+ * Waits until every vCPU passed min (one entry per vCPU); fails after 10 s
+ * (a loaded host may not run a vCPU for a while).
+ */
 static void wait_steps_above(ferry_guest_t *g, const uint64_t *min)
 {
-	uint64_t s[2];
+	uint64_t s[FERRY_GUEST_MAX_VCPUS];
+	unsigned n = ferry_guest_vcpus(g);
 	for (int k = 0; k < 1000; k++) {
 		ferry_guest_steps(g, s);
-		if (s[0] > min[0] && s[1] > min[1])
+		unsigned i = 0;
+		while (i < n && s[i] > min[i])
+			i++;
+		if (i == n)
 			return;
 		sleep_ms(10);
 	}
+	fail_msg("a vCPU did not step within 10 s");
 }
 
 static void run_stop_verify(const char *spec)
@@ -284,7 +298,6 @@ static void run_stop_verify(const char *spec)
 	assert_int_equal(ferry_guest_start(g), 0);
 	assert_true(ferry_guest_running(g));
 	assert_int_equal(ferry_guest_start(g), 0); /* idempotent */
-	sleep_ms(50);
 	const uint64_t zero[2] = { 0, 0 };
 	wait_steps_above(g, zero);
 	assert_int_equal(ferry_guest_stop(g), 0);
@@ -293,7 +306,6 @@ static void run_stop_verify(const char *spec)
 	assert_true(s1[0] > 0 && s1[1] > 0);
 	assert_int_equal(ferry_guest_stop(g), 0); /* idempotent */
 	assert_int_equal(ferry_guest_start(g), 0);
-	sleep_ms(20);
 	wait_steps_above(g, s1);
 	assert_int_equal(ferry_guest_stop(g), 0);
 	ferry_guest_steps(g, s2);
@@ -356,7 +368,7 @@ static void test_run_until(void **state)
 	assert_verify_matches(g);
 	/* From a running guest: it is stopped first, then runs to the targets. */
 	assert_int_equal(ferry_guest_start(g), 0);
-	sleep_ms(5);
+	wait_steps_above(g, s);
 	ferry_guest_steps(g, s);
 	uint64_t t5[3] = { s[0] + 300000, s[1] + 3, s[2] + 300000 };
 	assert_int_equal(ferry_guest_run_until(g, t5), 0);
@@ -664,33 +676,61 @@ static void test_throttle(void **state)
 	ferry_guest_destroy(g);
 }
 
+/* ns per step at rate bytes/s, as the guest computes it (one page per step). */
+static uint64_t ns_per_step(uint64_t rate)
+{
+	return (uint64_t)((double)PAGE * 1e9 / (double)rate);
+}
+
+/*
+ * Pacing is a token bucket that starts empty when a vCPU starts and never
+ * holds more than the steps due by then: step k + 1 runs no earlier than
+ * k step times after the start, and each step's time is waited out after
+ * it. So in E ns a vCPU does at most E / step + 1 steps, and reaching n
+ * steps takes at least (n - 1) steps' time. A loaded host may make a vCPU
+ * slower, never faster: the lower bound on the rate is only "within 10 s".
+ */
 static void test_rate(void **state)
 {
 	(void)state;
-	/* 4 MiB/s = 1024 steps/s per vCPU: ~300 steps in 300 ms. */
+	/* 4 MiB/s = 1024 steps/s per vCPU: 307 steps in ~300 ms. */
+	const uint64_t step = ns_per_step(4 * MiB), want = 307;
+	assert_int_equal(step, 976562);
 	ferry_guest_t *g = make_guest("mem=64M,vcpus=2,workload=random,rate=4M", false);
-	uint64_t a[2], b[2];
-	ferry_guest_steps(g, a);
+	uint64_t b[2] = { 0, 0 };
+	uint64_t t0 = now_ns();
 	assert_int_equal(ferry_guest_start(g), 0);
-	sleep_ms(300);
+	while ((b[0] < want || b[1] < want) && now_ns() - t0 < 10000000000ull) {
+		sleep_ms(5);
+		ferry_guest_steps(g, b);
+	}
+	uint64_t reached = now_ns() - t0;
 	assert_int_equal(ferry_guest_stop(g), 0);
+	uint64_t el = now_ns() - t0;
 	ferry_guest_steps(g, b);
-	print_message("    rate 4M: %llu and %llu steps in 300 ms (expect ~307)\n",
-		      (unsigned long long)b[0], (unsigned long long)b[1]);
-	for (int i = 0; i < 2; i++)
-		assert_true(b[i] > 30 && b[i] < 3000);
+	print_message("    rate 4M: %llu and %llu steps, %llu reached after %.1f ms, stopped after %.1f ms\n",
+		      (unsigned long long)b[0], (unsigned long long)b[1], (unsigned long long)want,
+		      (double)reached / 1e6, (double)el / 1e6);
+	assert_true(reached >= (want - 1) * step);
+	for (int i = 0; i < 2; i++) {
+		assert_true(b[i] >= want);
+		assert_true(b[i] <= el / step + 1);
+	}
 	assert_verify_matches(g);
 	ferry_guest_destroy(g);
 
-	/* Pacing also works in run_until (slowly): 1 step per ~4 ms. */
+	/*
+	 * Pacing also works in run_until: 20 steps at 1 MiB/s (256 steps/s)
+	 * take at least 20 step times, the last one waited out included.
+	 */
 	g = make_guest("mem=8M,vcpus=1,workload=stride,rate=1M", false);
 	uint64_t t[1] = { 20 };
-	uint64_t t0 = now_ms();
+	t0 = now_ns();
 	assert_int_equal(ferry_guest_run_until(g, t), 0);
-	uint64_t el = now_ms() - t0;
+	el = now_ns() - t0;
 	ferry_guest_steps(g, b);
 	assert_int_equal(b[0], 20);
-	assert_true(el >= 40); /* 20 steps at 256 steps/s: ~78 ms */
+	assert_true(el >= 20 * ns_per_step(1 * MiB)); /* 78.125 ms */
 	ferry_guest_destroy(g);
 }
 
@@ -730,14 +770,32 @@ static void test_stop_prompt(void **state)
 	ferry_guest_destroy(g);
 }
 
-/* Destroy while running: threads are stopped and joined. */
+/* Threads of this process, from /proc/self/task. */
+static unsigned thread_count(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	assert_non_null(d);
+	unsigned n = 0;
+	for (struct dirent *e; (e = readdir(d));)
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+/* Destroy while running: the vCPU threads, one per vCPU, are stopped and joined. */
 static void test_destroy_running(void **state)
 {
 	(void)state;
+	unsigned before = thread_count();
 	ferry_guest_t *g = make_guest("mem=16M,vcpus=4,workload=random,throttle=50", false);
+	assert_int_equal(ferry_guest_vcpus(g), 4);
+	assert_int_equal(thread_count(), before + 4);
 	assert_int_equal(ferry_guest_start(g), 0);
-	sleep_ms(20);
+	const uint64_t zero[4] = { 0 };
+	wait_steps_above(g, zero);
+	assert_true(ferry_guest_running(g));
 	ferry_guest_destroy(g);
+	assert_int_equal(thread_count(), before);
 	ferry_guest_destroy(NULL);
 }
 
@@ -768,7 +826,8 @@ static void test_attach(void **state)
 	/* The vCPU ops drive the guest. */
 	assert_int_equal(ferry_vm_start(vm), 0);
 	assert_true(ferry_guest_running(g));
-	sleep_ms(20);
+	const uint64_t zero[2] = { 0, 0 };
+	wait_steps_above(g, zero);
 	assert_int_equal(ferry_vm_stop(vm), 0);
 	assert_false(ferry_guest_running(g));
 	assert_verify_matches(g); /* marking dirty changes nothing in RAM */
@@ -803,7 +862,7 @@ static void test_attach(void **state)
 	assert_int_equal(ferry_guest_hash(d), ferry_guest_hash(g));
 	/* The destination continues where the source stopped. */
 	assert_int_equal(ferry_guest_start(d), 0);
-	sleep_ms(20);
+	wait_steps_above(d, sd);
 	assert_int_equal(ferry_guest_stop(d), 0);
 	assert_verify_matches(d);
 

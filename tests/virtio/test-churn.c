@@ -108,9 +108,13 @@ static void determinism(bool virtio)
 {
 	ferry_guest_t *g = churn_guest(32 * MiB, 2, virtio, false);
 	assert_int_equal(ferry_guest_start(g), 0);
-	sleep_ms(100);
+	/* Until both vCPUs did over 1000 steps (10 s at most on a loaded host). */
+	uint64_t steps[2] = { 0, 0 };
+	for (int k = 0; k < 10000 && (steps[0] <= 1000 || steps[1] <= 1000); k++) {
+		sleep_ms(1);
+		ferry_guest_steps(g, steps);
+	}
 	assert_int_equal(ferry_guest_stop(g), 0);
-	uint64_t steps[2];
 	ferry_guest_steps(g, steps);
 	assert_true(steps[0] > 1000 && steps[1] > 1000);
 	ferry_verify_result res = verify(g);
