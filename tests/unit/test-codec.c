@@ -213,14 +213,17 @@ static void t_sections_and_commands(void **state)
 	assert_int_equal(cmd, FERRY_CMD_MULTIFD);
 	assert_int_equal(clen, ferry__wire_cmd_len(cmd));
 	assert_int_equal(ferry__chan_read(&r, b, clen), 0);
-	assert_int_equal(ferry__ld_be32(b + FERRY_CMD_MULTIFD_COUNT_OFF), 4);
-	assert_int_equal(b[FERRY_CMD_MULTIFD_COMP_OFF], 1);
+	uint32_t ch;
+	uint8_t comp;
+	ferry__wire_cmd_multifd_decode(b, &ch, &comp);
+	assert_int_equal(ch, 4);
+	assert_int_equal(comp, 1);
 	assert_int_equal(ferry__wire_get_record(&r, &t), 0);
 	assert_int_equal(ferry__wire_get_cmd(&r, &cmd, &clen), 0);
 	assert_int_equal(cmd, FERRY_CMD_PING);
 	assert_int_equal(clen, FERRY_CMD_PING_LEN);
 	assert_int_equal(ferry__chan_read(&r, b, clen), 0);
-	assert_int_equal(ferry__ld_be32(b), 0xdeadbeef);
+	assert_int_equal(ferry__wire_cmd_be32(b), 0xdeadbeef);
 	assert_int_equal(ferry__wire_get_record(&r, &t), 0);
 	assert_int_equal(ferry__wire_get_cmd(&r, &cmd, &clen), 0);
 	assert_int_equal(cmd, FERRY_CMD_VM_STATE);
@@ -276,6 +279,8 @@ static void t_return_path(void **state)
 	assert_int_equal(ferry__wire_get_rp(&r, &type, &len), 0);
 	assert_int_equal(type, FERRY_RP_PONG);
 	assert_int_equal(len, FERRY_RP_PONG_LEN);
+	assert_int_equal(ferry__chan_read(&r, buf, len), 0);
+	assert_int_equal(ferry__wire_rp_pong_decode(buf), 42);
 
 	/* A page request. */
 	uint8_t q[FERRY_RP_REQ_MAX];

@@ -391,11 +391,11 @@ static int load_command(loader *l)
 		ferry__wire_put_rp(c, FERRY_RP_PONG, buf, FERRY_RP_PONG_LEN, NULL, 0);
 		return ferry__chan_flush(c);
 	case FERRY_CMD_POSTCOPY_ADVISE:
-		return pc_advise(l, ferry__ld_be32(buf));
+		return pc_advise(l, ferry__wire_cmd_be32(buf));
 	case FERRY_CMD_POSTCOPY_LISTEN:
 		return pc_listen(l);
 	case FERRY_CMD_POSTCOPY_PACKAGE:
-		return pc_read_package(l, ferry__ld_be32(buf));
+		return pc_read_package(l, ferry__wire_cmd_be32(buf));
 	case FERRY_CMD_POSTCOPY_RUN:
 		if (!l->pc_listening || buf[0] > 1)
 			return ferry__chan_fail(c, FERRY_EBADSTREAM, "postcopy run %s",
@@ -411,8 +411,9 @@ static int load_command(loader *l)
 		l->run_after = buf[0];
 		return 0;
 	case FERRY_CMD_MULTIFD: {
-		uint32_t n = ferry__ld_be32(buf + FERRY_CMD_MULTIFD_COUNT_OFF);
-		uint8_t comp = buf[FERRY_CMD_MULTIFD_COMP_OFF];
+		uint32_t n;
+		uint8_t comp;
+		ferry__wire_cmd_multifd_decode(buf, &n, &comp);
 		if (l->mf_on || l->ram_started)
 			return ferry__chan_fail(c, FERRY_EBADSTREAM, "multifd announced twice or late");
 		if (n < 1 || n > FERRY_MULTIFD_MAX_CHANNELS || comp > FERRY_COMPRESS_ZSTD)

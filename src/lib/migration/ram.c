@@ -1058,7 +1058,7 @@ int ferry__ram_recv_pages(ferry_chan *c, struct ferry_ram_block *rb, const uint6
 static int load_mem_size(ferry_vm_t *vm, ferry_chan *c, uint64_t total)
 {
 	uint32_t n;
-	int r = ferry__chan_get_be32(c, &n);
+	int r = ferry__wire_get_mem_size(c, &n);
 	if (r)
 		return r;
 	if (n != vm->nblocks)

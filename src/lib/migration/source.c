@@ -233,7 +233,7 @@ static void *rp_thread(void *arg)
 		} else if (type == FERRY_RP_PONG && len == FERRY_RP_PONG_LEN) {
 			if (m->pc_src) {
 				pthread_mutex_lock(&m->pc_src->lock);
-				m->pc_src->pong = ferry__ld_be32(buf);
+				m->pc_src->pong = ferry__wire_rp_pong_decode(buf);
 				pthread_cond_broadcast(&m->pc_src->cond);
 				pthread_mutex_unlock(&m->pc_src->lock);
 			}

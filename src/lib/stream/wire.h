@@ -253,6 +253,18 @@ void ferry__wire_put_cmd_be32(ferry_chan *c, uint16_t cmd, uint32_t v);
 void ferry__wire_put_cmd_u8(ferry_chan *c, uint16_t cmd, uint8_t v);
 /* Queues MULTIFD: be32 channel count, u8 compression. */
 void ferry__wire_put_cmd_multifd(ferry_chan *c, uint32_t channels, uint8_t compression);
+/* The value of a command whose payload is one be32 (PING, ADVISE, PACKAGE). */
+static inline uint32_t ferry__wire_cmd_be32(const uint8_t *payload)
+{
+	return ferry__ld_be32(payload);
+}
+/* Splits a MULTIFD payload (FERRY_CMD_MULTIFD_LEN bytes). */
+static inline void ferry__wire_cmd_multifd_decode(const uint8_t *payload, uint32_t *channels,
+						  uint8_t *compression)
+{
+	*channels = ferry__ld_be32(payload + FERRY_CMD_MULTIFD_COUNT_OFF);
+	*compression = payload[FERRY_CMD_MULTIFD_COMP_OFF];
+}
 /* Reads a command's id and length (after the type byte). */
 int ferry__wire_get_cmd(ferry_chan *c, uint16_t *cmd, uint16_t *len);
 /* The payload length cmd must have, or FERRY_CMD_LEN_*; cmd in 1..FERRY_CMD__MAX-1. */
@@ -303,6 +315,11 @@ int ferry__wire_get_ram_count(ferry_chan *c, uint32_t *n);
 
 /* MEM_SIZE: the word with the total, be32 block count; then one entry per block. */
 void ferry__wire_put_mem_size(ferry_chan *c, uint64_t total, uint32_t nblocks);
+/* Reads the block count after the MEM_SIZE word. */
+static inline int ferry__wire_get_mem_size(ferry_chan *c, uint32_t *nblocks)
+{
+	return ferry__chan_get_be32(c, nblocks);
+}
 void ferry__wire_put_block_entry(ferry_chan *c, const char *name, uint64_t size);
 int ferry__wire_get_block_entry(ferry_chan *c, char name[FERRY_NAME_MAX + 1], uint64_t *size);
 
@@ -316,6 +333,11 @@ int ferry__wire_get_block_entry(ferry_chan *c, char name[FERRY_NAME_MAX + 1], ui
 #define FERRY_RP_SHUT_MSG_MAX 400u
 #define FERRY_RP_PONG_LEN 4u
 
+/* The value a PONG carries back (its payload is the PING's). */
+static inline uint32_t ferry__wire_rp_pong_decode(const uint8_t *payload)
+{
+	return ferry__ld_be32(payload);
+}
 /* Queues message type with the payload p1 then p2 (either may be empty). */
 void ferry__wire_put_rp(ferry_chan *c, uint16_t type, const void *p1, size_t l1,
 			const void *p2, size_t l2);
