@@ -443,22 +443,20 @@ static void t_name_rule_buffers(void **state)
 	expect_msg(&r, "empty RAM block name", "return path message");
 	unpair(&w, &r);
 	/* A bitmap naming "pc\0x", and one with an empty name. */
-	uint8_t bm[1 + 4 + 8 + 8] = { 4, 'p', 'c', 0, 'x' };
-	const uint8_t *words;
-	size_t bytes;
-	pair(&w, &r);
-	ferry__chan_ctx(&r, "command");
-	assert_int_equal(ferry__wire_bitmap_decode(&r, bm, sizeof(bm), name, &first, &words, &bytes),
-			 FERRY_EBADSTREAM);
-	expect_msg(&r, "RAM block name contains NUL", "command");
-	unpair(&w, &r);
-	uint8_t be[1 + 8 + 8] = { 0 };
-	pair(&w, &r);
-	ferry__chan_ctx(&r, "command");
-	assert_int_equal(ferry__wire_bitmap_decode(&r, be, sizeof(be), name, &first, &words, &bytes),
-			 FERRY_EBADSTREAM);
-	expect_msg(&r, "empty RAM block name", "command");
-	unpair(&w, &r);
+	static const struct { uint8_t p[1 + 4 + 8 + 8]; size_t len; const char *msg; } bm[] = {
+		{ { 4, 'p', 'c', 0, 'x' }, 1 + 4 + 8 + 8, "RAM block name contains NUL" },
+		{ { 0 }, 1 + 8 + 8, "empty RAM block name" },
+	};
+	for (unsigned i = 0; i < 2; i++) {
+		const uint8_t *words;
+		size_t bytes;
+		pair(&w, &r);
+		ferry__chan_ctx(&r, "command");
+		assert_int_equal(ferry__wire_bitmap_decode(&r, bm[i].p, bm[i].len, name, &first,
+							   &words, &bytes), FERRY_EBADSTREAM);
+		expect_msg(&r, bm[i].msg, "command");
+		unpair(&w, &r);
+	}
 	/* Over-long: the rule itself (a one-byte length cannot say more than 255). */
 	char big[FERRY_NAME_MAX + 1];
 	memset(big, 'a', sizeof(big));
