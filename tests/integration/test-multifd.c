@@ -783,6 +783,29 @@ static void t_ram_block_fd_checks(void **s)
 	close(fd);
 }
 
+/*
+ * The block-name rule on the multifd path (stream/wire.h): a name with an
+ * embedded NUL ("pc.ram\0", once read as 'pc.ram') and an empty name are
+ * refused like on the main stream.
+ */
+static void t_mf_packet_name_rule(void **s)
+{
+	(void)s;
+	sbuf b;
+	b.len = 0;
+	pkt_header(&b, 0, 1, 0, 0, 0);
+	put(&b, "\x07pc.ram\0", 8);
+	be64(&b, 0);
+	assert_string_equal(bad_packet(&b),
+			    "multifd channel 0: RAM block name contains NUL (multifd packet at offset 32)");
+	b.len = 0;
+	pkt_header(&b, 0, 1, 0, 0, 0);
+	u8(&b, 0);
+	be64(&b, 0);
+	assert_string_equal(bad_packet(&b),
+			    "multifd channel 0: empty RAM block name (multifd packet at offset 32)");
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -812,6 +835,7 @@ int main(void)
 		cmocka_unit_test(t_place_passes_uffd_mf),
 		cmocka_unit_test(t_place_passes_pwrite_mf),
 		cmocka_unit_test(t_place_passes_mapping),
+		cmocka_unit_test(t_mf_packet_name_rule),
 	};
 	if (getenv("FERRY_TEST_FILTER")) /* e.g. t_mf_bandwidth_cap */
 		cmocka_set_test_filter(getenv("FERRY_TEST_FILTER"));

@@ -636,6 +636,26 @@ static void t_pc_pinned(void **s)
 	side_destroy(&dst);
 }
 
+/*
+ * The block-name rule on page bitmaps (stream/wire.h): a name with an
+ * embedded NUL or an empty one is refused with the message of the rule,
+ * like in RAM records and multifd packets.
+ */
+static void t_pc_bitmap_name_rule(void **state)
+{
+	(void)state;
+	sbuf b;
+	uint8_t d[32] = { 7, 'p', 'c', '.', 'r', 'a', 'm', 0 }; /* "pc.ram\0" */
+	memset(d + 8 + 8, 0xff, 8); /* first page 0, one word */
+	b.len = 0; header(&b); advise(&b, 0); ram_setup(&b);
+	cmd(&b, FERRY_CMD_POSTCOPY_DISCARD, d, 8 + 8 + 8);
+	assert_string_equal(pfeed(&b), "RAM block name contains NUL (command at offset 111)");
+	uint8_t e[17] = { 0 }; /* empty name, first page 0, one word */
+	b.len = 0; header(&b); advise(&b, 0); ram_setup(&b);
+	cmd(&b, FERRY_CMD_POSTCOPY_DISCARD, e, sizeof(e));
+	assert_string_equal(pfeed(&b), "empty RAM block name (command at offset 111)");
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -660,6 +680,7 @@ int main(void)
 		cmocka_unit_test(t_pc_silent),
 		cmocka_unit_test(t_pc_destroy_paused),
 		cmocka_unit_test(t_pc_pinned),
+		cmocka_unit_test(t_pc_bitmap_name_rule),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -27,6 +27,7 @@
 #include "migration/multifd.h"
 #include "migration/postcopy.h"
 #include "stream/format.h"
+#include "stream/wire.h"
 #include "transport/transport.h"
 
 typedef struct loader {
@@ -56,13 +57,7 @@ typedef struct loader {
 
 static void send_shut(ferry_chan *c, int status, const char *msg)
 {
-	size_t ml = msg ? strlen(msg) : 0;
-	if (ml > 400)
-		ml = 400;
-	ferry__chan_put_be16(c, FERRY_RP_SHUT);
-	ferry__chan_put_be16(c, (uint16_t)(4 + ml));
-	ferry__chan_put_be32(c, (uint32_t)status);
-	ferry__chan_put(c, msg, ml);
+	ferry__wire_put_rp_shut(c, status, msg);
 	ferry__chan_flush(c);
 }
 
@@ -92,16 +87,7 @@ static void load_stats(loader *l)
 
 static int check_footer(loader *l, uint32_t id)
 {
-	uint8_t t;
-	uint32_t fid;
-	int r;
-	ferry__chan_ctx(l->c, "section footer");
-	if ((r = ferry__chan_get_u8(l->c, &t)) || (r = ferry__chan_get_be32(l->c, &fid)))
-		return r;
-	if (t != FERRY_REC_FOOTER || fid != id)
-		return ferry__chan_fail(l->c, FERRY_EBADSTREAM,
-					"bad section footer (0x%02x, id %u) for section %u", t, fid, id);
-	return 0;
+	return ferry__wire_get_footer(l->c, id);
 }
 
 static int load_device(loader *l, uint32_t id, const char *idstr, uint32_t inst, uint32_t ver)
@@ -117,7 +103,7 @@ static int load_device(loader *l, uint32_t id, const char *idstr, uint32_t inst,
 		return ferry__chan_fail(c, FERRY_EMISMATCH,
 					"unknown device '%s' instance %u", idstr, inst);
 	uint32_t len;
-	int r = ferry__chan_get_be32(c, &len);
+	int r = ferry__wire_get_device_len(c, &len);
 	if (r)
 		return r;
 	if (len > FERRY_DEVICE_STATE_MAX)
@@ -149,20 +135,10 @@ static int load_section_start(loader *l, uint8_t type)
 {
 	ferry_chan *c = l->c;
 	uint32_t id, inst, ver;
-	uint8_t len;
 	char idstr[FERRY_NAME_MAX + 1];
 	int r;
 	ferry__chan_ctx_name(c, type == FERRY_REC_SECTION_FULL ? "section full" : "section start");
-	if ((r = ferry__chan_get_be32(c, &id)) || (r = ferry__chan_get_u8(c, &len)))
-		return r;
-	if (!len)
-		return ferry__chan_fail(c, FERRY_EBADSTREAM, "empty section name");
-	if ((r = ferry__chan_read(c, idstr, len)))
-		return r;
-	idstr[len] = 0;
-	if (memchr(idstr, 0, len))
-		return ferry__chan_fail(c, FERRY_EBADSTREAM, "section name contains NUL");
-	if ((r = ferry__chan_get_be32(c, &inst)) || (r = ferry__chan_get_be32(c, &ver)))
+	if ((r = ferry__wire_get_section_start(c, &id, idstr, &inst, &ver)))
 		return r;
 	if (!strcmp(idstr, FERRY_RAM_IDSTR)) {
 		if (type != FERRY_REC_SECTION_START || id != FERRY_SECTION_RAM || inst != 0)
@@ -269,8 +245,7 @@ static int pc_accept_preempt(loader *l, int lfd, char *err, size_t len)
 		snprintf(err, len, "%s", l->pre.in_errmsg);
 		return r;
 	}
-	if (ferry__ld_be32(hs) != FERRY_PC_HS_MAGIC || ferry__ld_be32(hs + 4) != FERRY_STREAM_VERSION ||
-	    memcmp(hs + 8, l->uuid, 16)) {
+	if (!ferry__wire_pc_hs_match(hs, l->uuid)) {
 		snprintf(err, len, "the postcopy preempt channel's handshake does not match this migration");
 		return FERRY_EBADSTREAM;
 	}
@@ -381,18 +356,11 @@ static int load_command(loader *l)
 {
 	ferry_chan *c = l->c;
 	uint16_t cmd, len;
-	uint8_t buf[64];
+	uint8_t buf[FERRY_CMD_FIXED_MAX];
 	int r;
 	ferry__chan_ctx_name(c, "command");
-	if ((r = ferry__chan_get_be16(c, &cmd)) || (r = ferry__chan_get_be16(c, &len)))
+	if ((r = ferry__wire_get_cmd(c, &cmd, &len)))
 		return r;
-	static const int lens[FERRY_CMD__MAX] = {
-		[FERRY_CMD_PING] = 4, [FERRY_CMD_SWITCHOVER] = 0, [FERRY_CMD_VM_STATE] = 1,
-		[FERRY_CMD_MULTIFD] = 5, [FERRY_CMD_POSTCOPY_ADVISE] = 4,
-		[FERRY_CMD_POSTCOPY_DISCARD] = -1, [FERRY_CMD_POSTCOPY_LISTEN] = 0,
-		[FERRY_CMD_POSTCOPY_RUN] = 1, [FERRY_CMD_POSTCOPY_RESUME] = -2,
-		[FERRY_CMD_POSTCOPY_PACKAGE] = 4,
-	};
 	if (cmd == 0 || cmd >= FERRY_CMD__MAX)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM, "unknown command %u", cmd);
 	if (cmd == FERRY_CMD_POSTCOPY_RESUME)
@@ -410,25 +378,24 @@ static int load_command(loader *l)
 		free(big);
 		return r;
 	}
-	if (len != lens[cmd])
+	int want = ferry__wire_cmd_len(cmd);
+	if (len != want)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM, "command %u with %u bytes (expected %d)",
-					cmd, len, lens[cmd]);
+					cmd, len, want);
 	if ((r = ferry__chan_read(c, buf, len)))
 		return r;
 	switch (cmd) {
 	case FERRY_CMD_PING:
 		if (l->pc_listening) /* other threads write the return path too */
-			return ferry__pc_rp_send(l->pc, FERRY_RP_PONG, buf, 4, NULL, 0);
-		ferry__chan_put_be16(c, FERRY_RP_PONG);
-		ferry__chan_put_be16(c, 4);
-		ferry__chan_put(c, buf, 4);
+			return ferry__pc_rp_send(l->pc, FERRY_RP_PONG, buf, FERRY_RP_PONG_LEN, NULL, 0);
+		ferry__wire_put_rp(c, FERRY_RP_PONG, buf, FERRY_RP_PONG_LEN, NULL, 0);
 		return ferry__chan_flush(c);
 	case FERRY_CMD_POSTCOPY_ADVISE:
-		return pc_advise(l, ferry__ld_be32(buf));
+		return pc_advise(l, ferry__wire_cmd_be32(buf));
 	case FERRY_CMD_POSTCOPY_LISTEN:
 		return pc_listen(l);
 	case FERRY_CMD_POSTCOPY_PACKAGE:
-		return pc_read_package(l, ferry__ld_be32(buf));
+		return pc_read_package(l, ferry__wire_cmd_be32(buf));
 	case FERRY_CMD_POSTCOPY_RUN:
 		if (!l->pc_listening || buf[0] > 1)
 			return ferry__chan_fail(c, FERRY_EBADSTREAM, "postcopy run %s",
@@ -444,15 +411,17 @@ static int load_command(loader *l)
 		l->run_after = buf[0];
 		return 0;
 	case FERRY_CMD_MULTIFD: {
-		uint32_t n = ferry__ld_be32(buf);
+		uint32_t n;
+		uint8_t comp;
+		ferry__wire_cmd_multifd_decode(buf, &n, &comp);
 		if (l->mf_on || l->ram_started)
 			return ferry__chan_fail(c, FERRY_EBADSTREAM, "multifd announced twice or late");
-		if (n < 1 || n > FERRY_MULTIFD_MAX_CHANNELS || buf[4] > FERRY_COMPRESS_ZSTD)
+		if (n < 1 || n > FERRY_MULTIFD_MAX_CHANNELS || comp > FERRY_COMPRESS_ZSTD)
 			return ferry__chan_fail(c, FERRY_EBADSTREAM,
-						"multifd with %u channels, compression %u", n, buf[4]);
+						"multifd with %u channels, compression %u", n, comp);
 		l->mf_on = true;
 		struct ferry_migration *m = l->m;
-		int r = ferry__mf_recv_start(&l->mf, m, m->listen_fd, l->uuid, n, buf[4]);
+		int r = ferry__mf_recv_start(&l->mf, m, m->listen_fd, l->uuid, n, comp);
 		if (r)
 			return ferry__chan_fail(c, r, "%s", l->mf.errmsg[0] ? l->mf.errmsg
 									 : ferry_strerror(r));
@@ -469,29 +438,27 @@ static int load_command(loader *l)
 static int load_stream(loader *l)
 {
 	ferry_chan *c = l->c;
-	uint8_t hdr[28];
+	ferry_wire_hdr hdr;
 	int r;
 	ferry__chan_ctx(c, "stream header");
-	if ((r = ferry__chan_read(c, hdr, sizeof(hdr))))
+	if ((r = ferry__wire_get_header(c, &hdr)))
 		return r;
-	uint32_t magic = ferry__ld_be32(hdr), ver = ferry__ld_be32(hdr + 4);
-	if (magic != FERRY_STREAM_MAGIC)
+	if (hdr.magic != FERRY_STREAM_MAGIC)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM,
-					"not a Ferry migration stream (magic 0x%08x)", magic);
-	if (ver != FERRY_STREAM_VERSION)
-		return ferry__chan_fail(c, FERRY_EVERSION, "stream version %u (supported: %u)", ver,
-					FERRY_STREAM_VERSION);
-	memcpy(l->uuid, hdr + 8, 16);
-	uint32_t psize = ferry__ld_be32(hdr + 24);
-	if (psize != FERRY_PAGE_SIZE)
-		return ferry__chan_fail(c, FERRY_EMISMATCH, "page size %u (supported: %u)", psize,
-					FERRY_PAGE_SIZE);
+					"not a Ferry migration stream (magic 0x%08x)", hdr.magic);
+	if (hdr.version != FERRY_STREAM_VERSION)
+		return ferry__chan_fail(c, FERRY_EVERSION, "stream version %u (supported: %u)",
+					hdr.version, FERRY_STREAM_VERSION);
+	memcpy(l->uuid, hdr.uuid, FERRY_UUID_LEN);
+	if (hdr.page_size != FERRY_PAGE_SIZE)
+		return ferry__chan_fail(c, FERRY_EMISMATCH, "page size %u (supported: %u)",
+					hdr.page_size, FERRY_PAGE_SIZE);
 	ferry__mig_set_status(l->m, FERRY_MIG_ACTIVE);
 	for (;;) {
 		uint8_t type;
 		uint32_t id;
 		ferry__chan_ctx(c, "record");
-		if ((r = ferry__chan_get_u8(c, &type)))
+		if ((r = ferry__wire_get_record(c, &type)))
 			return r;
 		switch (type) {
 		case FERRY_REC_EOF:
@@ -506,7 +473,7 @@ static int load_stream(loader *l)
 		case FERRY_REC_SECTION_PART:
 		case FERRY_REC_SECTION_END:
 			ferry__chan_ctx_name(c, "section part");
-			if ((r = ferry__chan_get_be32(c, &id)))
+			if ((r = ferry__wire_get_section_id(c, &id)))
 				return r;
 			if (id != FERRY_SECTION_RAM || !l->ram_started)
 				return ferry__chan_fail(c, FERRY_EBADSTREAM,
@@ -571,13 +538,13 @@ static void *listen_thread(void *arg)
 		uint8_t type;
 		uint32_t id;
 		ferry__chan_ctx(c, "record");
-		if ((r = ferry__chan_get_u8(c, &type)))
+		if ((r = ferry__wire_get_record(c, &type)))
 			break;
 		if (type == FERRY_REC_EOF)
 			break;
 		if (type == FERRY_REC_SECTION_PART) {
 			ferry__chan_ctx_name(c, "section part");
-			if ((r = ferry__chan_get_be32(c, &id)))
+			if ((r = ferry__wire_get_section_id(c, &id)))
 				break;
 			if (id != FERRY_SECTION_RAM) {
 				r = ferry__chan_fail(c, FERRY_EBADSTREAM, "section %u in postcopy", id);
@@ -614,7 +581,7 @@ static int pc_load_package(loader *l)
 	while (!r && ferry__chan_offset(&pk) < l->pkg_len) {
 		uint8_t type;
 		ferry__chan_ctx(&pk, "postcopy package record");
-		if ((r = ferry__chan_get_u8(&pk, &type)))
+		if ((r = ferry__wire_get_record(&pk, &type)))
 			break;
 		if (type == FERRY_REC_SECTION_FULL)
 			r = load_section_start(&pl, type);
@@ -650,20 +617,19 @@ static int pc_accept_resume(loader *l, int lfd, char *err, size_t len)
 	}
 	c->peer = "source";
 	atomic_store(&l->m->chan_fd, fd);
-	uint8_t hdr[28];
+	ferry_wire_hdr hdr;
 	uint8_t t;
 	uint16_t cmd, clen;
 	ferry__chan_ctx(c, "stream header");
-	if ((r = ferry__chan_read(c, hdr, sizeof(hdr))))
+	if ((r = ferry__wire_get_header(c, &hdr)))
 		goto bad;
-	if (ferry__ld_be32(hdr) != FERRY_STREAM_MAGIC || ferry__ld_be32(hdr + 4) != FERRY_STREAM_VERSION ||
-	    memcmp(hdr + 8, l->uuid, 16)) {
+	if (hdr.magic != FERRY_STREAM_MAGIC || hdr.version != FERRY_STREAM_VERSION ||
+	    memcmp(hdr.uuid, l->uuid, FERRY_UUID_LEN)) {
 		r = ferry__chan_fail(c, FERRY_EMISMATCH, "the connection is not from this migration's source");
 		goto bad;
 	}
 	ferry__chan_ctx(c, "command");
-	if ((r = ferry__chan_get_u8(c, &t)) || (r = ferry__chan_get_be16(c, &cmd)) ||
-	    (r = ferry__chan_get_be16(c, &clen)))
+	if ((r = ferry__wire_get_record(c, &t)) || (r = ferry__wire_get_cmd(c, &cmd, &clen)))
 		goto bad;
 	if (t != FERRY_REC_COMMAND || cmd != FERRY_CMD_POSTCOPY_RESUME || clen) {
 		r = ferry__chan_fail(c, FERRY_EBADSTREAM, "expected postcopy resume");

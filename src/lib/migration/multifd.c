@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <zstd.h>
 
+#include "stream/wire.h"
 #include "transport/transport.h"
 #include "util/zero.h"
 
@@ -75,7 +76,7 @@ static int send_packet(ferry_mf_send_chan *c, const ferry_mf_job *j)
 {
 	ferry_mf_sender *s = c->s;
 	bool sync = j->sync;
-	uint8_t hdr[FERRY_MF_HDR_LEN + 1 + FERRY_NAME_MAX + 8 * FERRY_MF_MAX_PAGES];
+	uint8_t hdr[FERRY_MF_HDR_MAX];
 	struct iovec iov[2 + FERRY_MF_MAX_PAGES];
 	uint8_t ref[2 + FERRY_MF_MAX_PAGES] = { 0 }; /* iovecs of guest RAM */
 	uint64_t normal[FERRY_MF_MAX_PAGES], zero[FERRY_MF_MAX_PAGES];
@@ -91,14 +92,9 @@ static int send_packet(ferry_mf_send_chan *c, const ferry_mf_job *j)
 			else
 				normal[nn++] = j->pages[i];
 		}
-		size_t nl = strlen(j->rb->name);
-		hdr[h++] = (uint8_t)nl;
-		memcpy(hdr + h, j->rb->name, nl);
-		h += nl;
-		for (uint32_t i = 0; i < nn; i++, h += 8)
-			ferry__st_be64(hdr + h, normal[i]);
-		for (uint32_t i = 0; i < nz; i++, h += 8)
-			ferry__st_be64(hdr + h, zero[i]);
+		h += ferry__wire_st_name(hdr + h, j->rb->name);
+		h += ferry__wire_st_indices(hdr + h, normal, nn);
+		h += ferry__wire_st_indices(hdr + h, zero, nz);
 	}
 	int cnt = 1;
 	bool try_zstd = nn && s->compression == FERRY_COMPRESS_ZSTD;
@@ -161,13 +157,9 @@ static int send_packet(ferry_mf_send_chan *c, const ferry_mf_job *j)
 			i = k;
 		}
 	}
-	ferry__st_be32(hdr, FERRY_MF_PKT_MAGIC);
-	ferry__st_be32(hdr + 4, FERRY_MF_VERSION);
-	ferry__st_be32(hdr + 8, flags);
-	ferry__st_be32(hdr + 12, nn);
-	ferry__st_be32(hdr + 16, nz);
-	ferry__st_be32(hdr + 20, clen);
-	ferry__st_be64(hdr + 24, c->packet_num++);
+	ferry_wire_mf_pkt pkt = { .flags = flags, .normal = nn, .zero = nz, .clen = clen,
+				  .num = c->packet_num++ };
+	ferry__wire_mf_pkt_encode(hdr, &pkt);
 	iov[0].iov_base = hdr;
 	iov[0].iov_len = h;
 	struct piece_ctx pc = { c, ref };
@@ -241,11 +233,7 @@ int ferry__mf_send_start(ferry_mf_sender *s, struct ferry_migration *m, unsigned
 			return r;
 		}
 		uint8_t hs[FERRY_MF_HS_LEN];
-		ferry__st_be32(hs, FERRY_MF_HS_MAGIC);
-		ferry__st_be32(hs + 4, FERRY_MF_VERSION);
-		memcpy(hs + 8, m->vm->uuid, 16);
-		ferry__st_be32(hs + 24, i);
-		ferry__st_be32(hs + 28, n);
+		ferry__wire_mf_hs_encode(hs, m->vm->uuid, i, n);
 		struct iovec iov = { hs, sizeof(hs) };
 		if ((r = ferry__sock_send_all(c->fd, &iov, 1, NULL))) {
 			snprintf(s->errmsg, sizeof(s->errmsg), "multifd channel %u handshake: %s", i,
@@ -419,8 +407,10 @@ static int recv_packet(ferry_mf_recv_chan *c)
 	ferry__chan_ctx(in, "multifd packet");
 	if ((e = ferry__chan_read(in, h, sizeof(h))))
 		return e;
-	uint32_t magic = ferry__ld_be32(h), ver = ferry__ld_be32(h + 4), flags = ferry__ld_be32(h + 8);
-	uint32_t nn = ferry__ld_be32(h + 12), nz = ferry__ld_be32(h + 16), clen = ferry__ld_be32(h + 20);
+	ferry_wire_mf_pkt pkt;
+	ferry__wire_mf_pkt_decode(h, &pkt);
+	uint32_t magic = pkt.magic, ver = pkt.version, flags = pkt.flags;
+	uint32_t nn = pkt.normal, nz = pkt.zero, clen = pkt.clen;
 	if (magic != FERRY_MF_PKT_MAGIC)
 		return ferry__chan_fail(in, FERRY_EBADSTREAM, "bad multifd packet magic 0x%08x", magic);
 	if (ver != FERRY_MF_VERSION)
@@ -446,23 +436,19 @@ static int recv_packet(ferry_mf_recv_chan *c)
 		return ferry__chan_fail(in, FERRY_EBADSTREAM,
 					"multifd packet compression (flags 0x%x, %u bytes) does not match the migration's",
 					flags, clen);
-	uint8_t nl;
 	char name[FERRY_NAME_MAX + 1];
-	if ((e = ferry__chan_get_u8(in, &nl)))
+	if ((e = ferry__wire_get_name(in, FERRY_WIRE_BLOCK, name)))
 		return e;
-	if ((e = ferry__chan_read(in, name, nl)))
-		return e;
-	name[nl] = 0;
 	struct ferry_ram_block *rb = ferry_ram_block_find(r->vm, name);
 	if (!rb)
 		return ferry__chan_fail(in, FERRY_EBADSTREAM, "multifd packet for unknown RAM block '%s'",
 					name);
 	uint64_t idx[FERRY_MF_MAX_PAGES];
-	uint8_t ib[8 * FERRY_MF_MAX_PAGES];
-	if ((e = ferry__chan_read(in, ib, 8 * (size_t)(nn + nz))))
+	uint8_t ib[FERRY_MF_INDEX_LEN * FERRY_MF_MAX_PAGES];
+	if ((e = ferry__chan_read(in, ib, FERRY_MF_INDEX_LEN * (size_t)(nn + nz))))
 		return e;
+	ferry__wire_ld_indices(ib, idx, nn + nz);
 	for (uint32_t i = 0; i < nn + nz; i++) {
-		idx[i] = ferry__ld_be64(ib + 8 * i);
 		if (idx[i] >= rb->npages)
 			return ferry__chan_fail(in, FERRY_EBADSTREAM,
 						"multifd page %llu outside RAM block '%s' (%llu pages)",
@@ -614,15 +600,17 @@ int ferry__mf_recv_start(ferry_mf_receiver *r, struct ferry_migration *m, int li
 		ssize_t got = recv(fd, hs, sizeof(hs), MSG_WAITALL);
 		const char *why = NULL;
 		uint32_t id = 0;
+		ferry_wire_mf_hs d;
+		ferry__wire_mf_hs_decode(hs, &d);
 		if (got != (ssize_t)sizeof(hs))
 			why = "no handshake";
-		else if (ferry__ld_be32(hs) != FERRY_MF_HS_MAGIC)
+		else if (d.magic != FERRY_MF_HS_MAGIC)
 			why = "not a multifd handshake";
-		else if (ferry__ld_be32(hs + 4) != FERRY_MF_VERSION)
+		else if (d.version != FERRY_MF_VERSION)
 			why = "unsupported multifd version";
-		else if (memcmp(hs + 8, uuid, 16))
+		else if (memcmp(d.uuid, uuid, FERRY_UUID_LEN))
 			why = "VM uuid of another migration";
-		else if ((id = ferry__ld_be32(hs + 24)) >= n || ferry__ld_be32(hs + 28) != n)
+		else if ((id = d.id) >= n || d.count != n)
 			why = "bad channel id";
 		else if (r->ch[id].in.fd >= 0)
 			why = "duplicate channel id";

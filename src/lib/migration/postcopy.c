@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "stream/format.h"
+#include "stream/wire.h"
 
 static const uint8_t zero_page[FERRY_PAGE_SIZE] __attribute__((aligned(FERRY_PAGE_SIZE)));
 
@@ -126,44 +127,21 @@ int ferry__pc_dst_probe(ferry_vm_t *vm, char *err, size_t len)
 	return r;
 }
 
-size_t ferry__pc_bitmap_encode(const struct ferry_ram_block *rb, const unsigned long *map,
-			       uint64_t first, uint8_t *buf)
-{
-	uint64_t chunk_pages = (uint64_t)FERRY_PC_BITMAP_CHUNK * 8;
-	uint64_t end = first + chunk_pages < rb->npages ? first + chunk_pages : rb->npages;
-	if (ferry__bitmap_next_set(map, end, first) >= end)
-		return 0;
-	size_t nl = strlen(rb->name), o = 0;
-	buf[o++] = (uint8_t)nl;
-	memcpy(buf + o, rb->name, nl);
-	o += nl;
-	ferry__st_be64(buf + o, first);
-	o += 8;
-	for (uint64_t w = first / 64; w < (end + 63) / 64; w++) {
-		uint64_t v = map[w]; /* unsigned long is 64 bits here (LP64) */
-		for (int b = 0; b < 8; b++)
-			buf[o++] = (uint8_t)(v >> (8 * b));
-	}
-	return o;
-}
-
 int ferry__pc_bitmap_decode(ferry_vm_t *vm, ferry_chan *c, const uint8_t *p, size_t len,
 			    unsigned long **maps, unsigned *block, uint64_t *first,
 			    uint64_t *npages)
 {
-	if (len < 1 || len < 1 + (size_t)p[0] + 8)
-		return ferry__chan_fail(c, FERRY_EBADSTREAM, "page bitmap of %zu bytes", len);
 	char name[FERRY_NAME_MAX + 1];
-	size_t nl = p[0];
-	memcpy(name, p + 1, nl);
-	name[nl] = 0;
-	struct ferry_ram_block *rb = nl && !memchr(name, 0, nl) ? ferry_ram_block_find(vm, name)
-							      : NULL;
+	const uint8_t *q;
+	uint64_t f;
+	size_t body;
+	int r = ferry__wire_bitmap_decode(c, p, len, name, &f, &q, &body);
+	if (r)
+		return r;
+	struct ferry_ram_block *rb = ferry_ram_block_find(vm, name);
 	if (!rb)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM, "page bitmap for unknown RAM block '%s'",
 					name);
-	uint64_t f = ferry__ld_be64(p + 1 + nl);
-	size_t body = len - 1 - nl - 8;
 	if (f % 64 || f >= rb->npages || body % 8 || body == 0 || body > FERRY_PC_BITMAP_CHUNK ||
 	    body * 8 > ((rb->npages - f + 63) & ~(uint64_t)63))
 		return ferry__chan_fail(c, FERRY_EBADSTREAM,
@@ -172,14 +150,11 @@ int ferry__pc_bitmap_decode(ferry_vm_t *vm, ferry_chan *c, const uint8_t *p, siz
 					rb->name, (unsigned long long)f, body,
 					(unsigned long long)rb->npages);
 	unsigned bi = ferry__block_index(vm, rb);
-	const uint8_t *q = p + 1 + nl + 8;
 	uint64_t n = body * 8;
 	if (n > rb->npages - f)
 		n = rb->npages - f;
-	for (size_t w = 0; w < body / 8; w++) {
-		uint64_t v = 0;
-		for (int b = 0; b < 8; b++)
-			v |= (uint64_t)q[w * 8 + b] << (8 * b);
+	for (size_t w = 0; w < body / FERRY_BITMAP_WORD_LEN; w++) {
+		uint64_t v = ferry__wire_bitmap_word(q, w);
 		uint64_t page0 = f + w * 64;
 		if (page0 + 64 > rb->npages) /* bits past the block's end are ignored */
 			v &= (1ULL << (rb->npages - page0)) - 1;
@@ -243,12 +218,7 @@ int ferry__pc_rp_send(ferry_pc_dst *pc, uint16_t type, const void *p1, size_t l1
 	pthread_mutex_lock(&pc->rp_lock);
 	int r = -EPIPE;
 	if (pc->rp) {
-		ferry__chan_put_be16(pc->rp, type);
-		ferry__chan_put_be16(pc->rp, (uint16_t)(l1 + l2));
-		if (l1)
-			ferry__chan_put(pc->rp, p1, l1);
-		if (l2)
-			ferry__chan_put(pc->rp, p2, l2);
+		ferry__wire_put_rp(pc->rp, type, p1, l1, p2, l2);
 		r = ferry__chan_flush(pc->rp);
 		pc->rp_last_ns = ferry__now_ns();
 	}
@@ -266,13 +236,9 @@ void ferry__pc_dst_set_rp(ferry_pc_dst *pc, ferry_chan *rp)
 static int send_request(ferry_pc_dst *pc, unsigned bi, uint64_t page)
 {
 	const struct ferry_ram_block *rb = pc->vm->blocks[bi];
-	uint8_t m[12 + 1 + FERRY_NAME_MAX];
-	size_t nl = strlen(rb->name);
-	ferry__st_be64(m, page);
-	ferry__st_be32(m + 8, 1);
-	m[12] = (uint8_t)nl;
-	memcpy(m + 13, rb->name, nl);
-	return ferry__pc_rp_send(pc, FERRY_RP_REQ_PAGES, m, 13 + nl, NULL, 0);
+	uint8_t m[FERRY_RP_REQ_MAX];
+	size_t l = ferry__wire_req_encode(m, page, 1, rb->name);
+	return ferry__pc_rp_send(pc, FERRY_RP_REQ_PAGES, m, l, NULL, 0);
 }
 
 static unsigned hist_bucket(uint64_t ns)
@@ -533,11 +499,15 @@ int ferry__pc_dst_listen(ferry_pc_dst *pc, ferry_chan *rp, char *err, size_t len
 	return 0;
 }
 
+static int send_missing(void *opaque, const uint8_t *msg, size_t len)
+{
+	return ferry__pc_rp_send(opaque, FERRY_RP_MISSING, msg, len, NULL, 0);
+}
+
 int ferry__pc_dst_resync(ferry_pc_dst *pc)
 {
 	ferry_vm_t *vm = pc->vm;
-	uint8_t *buf = malloc(1 + FERRY_NAME_MAX + 8 + FERRY_PC_BITMAP_CHUNK);
-	int r = buf ? 0 : -ENOMEM;
+	int r = 0;
 	for (unsigned i = 0; i < vm->nblocks && !r; i++) {
 		struct ferry_ram_block *rb = vm->blocks[i];
 		unsigned long *missing = ferry__bitmap_new(rb->npages);
@@ -548,14 +518,9 @@ int ferry__pc_dst_resync(ferry_pc_dst *pc)
 		for (uint64_t w = 0; w < FERRY_BITMAP_LONGS(rb->npages); w++)
 			missing[w] = pc->pending[i][w] &
 				     ~atomic_load_explicit(&pc->placed[i][w], memory_order_relaxed);
-		for (uint64_t f = 0; f < rb->npages && !r; f += (uint64_t)FERRY_PC_BITMAP_CHUNK * 8) {
-			size_t l = ferry__pc_bitmap_encode(rb, missing, f, buf);
-			if (l)
-				r = ferry__pc_rp_send(pc, FERRY_RP_MISSING, buf, l, NULL, 0);
-		}
+		r = ferry__wire_bitmap_each(rb->name, rb->npages, missing, send_missing, pc);
 		free(missing);
 	}
-	free(buf);
 	if (!r)
 		r = ferry__pc_rp_send(pc, FERRY_RP_MISSING_END, NULL, 0, NULL, 0);
 	/* Requests lost with the old connection: ask again. */

@@ -101,16 +101,9 @@ void ferry__pc_dst_stats(ferry_pc_dst *pc, ferry_mig_info *info);
 void ferry__pc_dst_fini(ferry_pc_dst *pc);
 
 /*
- * Bitmap messages (DISCARD and MISSING): u8 name length, name, be64 first
- * page, LE words. Encodes one message for the chunk of rb's bitmap that
- * starts at page `first` into buf (at least 1 + 255 + 8 +
- * FERRY_PC_BITMAP_CHUNK bytes). Returns the length, or 0 when the chunk has
- * no set bit (nothing to send).
- */
-size_t ferry__pc_bitmap_encode(const struct ferry_ram_block *rb, const unsigned long *map,
-			       uint64_t first, uint8_t *buf);
-/*
- * Decodes one: checks name, alignment and bounds (messages into c's error
+ * Bitmap messages (DISCARD and MISSING) are encoded by the wire codec
+ * (stream/wire.h: ferry__wire_bitmap_each).
+ * Decodes one: checks name, alignment and bounds, alignment and bounds (messages into c's error
  * on failure) and ORs the bits into maps[block] (the block's index in the
  * VM). Returns 0 or a negative errno.
  */

@@ -41,6 +41,7 @@
 #include "migration/multifd.h"
 #include "migration/postcopy.h"
 #include "stream/format.h"
+#include "stream/wire.h"
 #include "util/zero.h"
 
 #define FLUSH_BYTES (2u << 20)
@@ -132,21 +133,17 @@ static int rs_flush(ferry_ram_saver *rs)
 
 static void put_section_header(ferry_chan *c, uint8_t type)
 {
-	ferry__chan_put_u8(c, type);
-	ferry__chan_put_be32(c, FERRY_SECTION_RAM);
-	if (type == FERRY_REC_SECTION_START || type == FERRY_REC_SECTION_FULL) {
-		ferry__chan_put_u8(c, (uint8_t)strlen(FERRY_RAM_IDSTR));
-		ferry__chan_put(c, FERRY_RAM_IDSTR, strlen(FERRY_RAM_IDSTR));
-		ferry__chan_put_be32(c, 0);
-		ferry__chan_put_be32(c, FERRY_RAM_VERSION);
-	}
+	if (type == FERRY_REC_SECTION_START || type == FERRY_REC_SECTION_FULL)
+		ferry__wire_put_section_start(c, type, FERRY_SECTION_RAM, FERRY_RAM_IDSTR, 0,
+					      FERRY_RAM_VERSION);
+	else
+		ferry__wire_put_section_part(c, type, FERRY_SECTION_RAM);
 }
 
 static void put_section_end(ferry_chan *c)
 {
-	ferry__chan_put_be64(c, FERRY_RAM_EOS);
-	ferry__chan_put_u8(c, FERRY_REC_FOOTER);
-	ferry__chan_put_be32(c, FERRY_SECTION_RAM);
+	ferry__wire_put_ram_flag(c, FERRY_RAM_EOS);
+	ferry__wire_put_footer(c, FERRY_SECTION_RAM);
 }
 
 int ferry__ram_save_setup(ferry_ram_saver *rs)
@@ -213,14 +210,9 @@ int ferry__ram_save_setup(ferry_ram_saver *rs)
 	for (unsigned i = 0; i < vm->nblocks; i++)
 		total += vm->blocks[i]->size;
 	put_section_header(c, FERRY_REC_SECTION_START);
-	ferry__chan_put_be64(c, total | FERRY_RAM_MEM_SIZE);
-	ferry__chan_put_be32(c, vm->nblocks);
-	for (unsigned i = 0; i < vm->nblocks; i++) {
-		struct ferry_ram_block *rb = vm->blocks[i];
-		ferry__chan_put_u8(c, (uint8_t)strlen(rb->name));
-		ferry__chan_put(c, rb->name, strlen(rb->name));
-		ferry__chan_put_be64(c, rb->size);
-	}
+	ferry__wire_put_mem_size(c, total, vm->nblocks);
+	for (unsigned i = 0; i < vm->nblocks; i++)
+		ferry__wire_put_block_entry(c, vm->blocks[i]->name, vm->blocks[i]->size);
 	put_section_end(c);
 	c->on_write = rs_tick;
 	c->on_write_opaque = rs;
@@ -274,20 +266,11 @@ static int emit(ferry_ram_saver *rs, const struct ferry_ram_block *rb, uint64_t 
 		}
 		return ferry__mig_cancelled(rs->m) ? -ECANCELED : 0;
 	}
-	uint64_t word = (start << FERRY_PAGE_SHIFT) | kind;
-	if (rb == rs->last_block)
-		word |= FERRY_RAM_CONTINUE;
-	ferry__chan_put_be64(c, word);
-	if (rb != rs->last_block) {
-		ferry__chan_put_u8(c, (uint8_t)strlen(rb->name));
-		ferry__chan_put(c, rb->name, strlen(rb->name));
-		rs->last_block = rb;
-	}
-	ferry__chan_put_be32(c, (uint32_t)n);
+	ferry__wire_put_ram_run(c, kind, rb == rs->last_block ? NULL : rb->name, start,
+				(uint32_t)n, rb->host + (start << FERRY_PAGE_SHIFT));
+	rs->last_block = rb;
 	rs->processed += n;
 	if (kind == FERRY_RAM_PAGES) {
-		ferry__chan_put_external(c, rb->host + (start << FERRY_PAGE_SHIFT),
-					 n << FERRY_PAGE_SHIFT);
 		rs->normal += n;
 	} else {
 		rs->zero += n;
@@ -600,7 +583,7 @@ int ferry__ram_save_pass(ferry_ram_saver *rs, uint8_t section_type)
 		if (!r)
 			r = ferry__mf_send_sync(rs->mf);
 		if (!r)
-			ferry__chan_put_be64(c, FERRY_RAM_MULTIFD_SYNC);
+			ferry__wire_put_ram_flag(c, FERRY_RAM_MULTIFD_SYNC);
 	}
 	if (!r) {
 		put_section_end(c);
@@ -620,9 +603,9 @@ int ferry__ram_save_pass(ferry_ram_saver *rs, uint8_t section_type)
 void ferry__ram_put_cancelled(ferry_ram_saver *rs)
 {
 	if (rs->in_section)
-		ferry__chan_put_be64(rs->c, FERRY_RAM_CANCELLED);
+		ferry__wire_put_ram_flag(rs->c, FERRY_RAM_CANCELLED);
 	else
-		ferry__chan_put_u8(rs->c, FERRY_REC_CANCELLED);
+		ferry__wire_put_record(rs->c, FERRY_REC_CANCELLED);
 }
 
 int ferry__ram_send_pages(ferry_ram_saver *rs, const struct ferry_ram_block *rb,
@@ -1078,25 +1061,10 @@ int ferry__ram_recv_pages(ferry_chan *c, struct ferry_ram_block *rb, const uint6
 	return 0;
 }
 
-static int read_name(ferry_chan *c, char name[FERRY_NAME_MAX + 1])
-{
-	uint8_t len;
-	int r = ferry__chan_get_u8(c, &len);
-	if (r)
-		return r;
-	if (!len)
-		return ferry__chan_fail(c, FERRY_EBADSTREAM, "empty RAM block name");
-	r = ferry__chan_read(c, name, len);
-	name[r ? 0 : len] = 0;
-	if (!r && memchr(name, 0, len))
-		return ferry__chan_fail(c, FERRY_EBADSTREAM, "RAM block name contains NUL");
-	return r;
-}
-
 static int load_mem_size(ferry_vm_t *vm, ferry_chan *c, uint64_t total)
 {
 	uint32_t n;
-	int r = ferry__chan_get_be32(c, &n);
+	int r = ferry__wire_get_mem_size(c, &n);
 	if (r)
 		return r;
 	if (n != vm->nblocks)
@@ -1107,7 +1075,7 @@ static int load_mem_size(ferry_vm_t *vm, ferry_chan *c, uint64_t total)
 	for (uint32_t i = 0; i < n; i++) {
 		char name[FERRY_NAME_MAX + 1];
 		uint64_t size;
-		if ((r = read_name(c, name)) || (r = ferry__chan_get_be64(c, &size)))
+		if ((r = ferry__wire_get_block_entry(c, name, &size)))
 			return r;
 		struct ferry_ram_block *rb = ferry_ram_block_find(vm, name);
 		if (!rb)
@@ -1335,11 +1303,10 @@ static int ram_load_records(ferry_ram_loader *l, bool setup)
 	struct ferry_ram_block **last = &l->last;
 	int r;
 	for (;;) {
-		uint64_t word;
+		uint64_t flags, addr;
 		ferry__chan_ctx(c, "RAM record");
-		if ((r = ferry__chan_get_be64(c, &word)))
+		if ((r = ferry__wire_get_ram_word(c, &flags, &addr)))
 			return r;
-		uint64_t flags = word & FERRY_RAM_FLAG_MASK, addr = word & ~FERRY_RAM_FLAG_MASK;
 		if (flags == FERRY_RAM_EOS) {
 			if (addr)
 				return ferry__chan_fail(c, FERRY_EBADSTREAM,
@@ -1381,7 +1348,7 @@ static int ram_load_records(ferry_ram_loader *l, bool setup)
 							"RAM record continues a block but none was named");
 		} else {
 			char name[FERRY_NAME_MAX + 1];
-			if ((r = read_name(c, name)))
+			if ((r = ferry__wire_get_name(c, FERRY_WIRE_BLOCK, name)))
 				return r;
 			rb = ferry_ram_block_find(vm, name);
 			if (!rb)
@@ -1390,13 +1357,9 @@ static int ram_load_records(ferry_ram_loader *l, bool setup)
 			*last = rb;
 		}
 		uint32_t n;
-		if ((r = ferry__chan_get_be32(c, &n)))
+		if ((r = ferry__wire_get_ram_count(c, &n)))
 			return r;
 		uint64_t first = addr >> FERRY_PAGE_SHIFT;
-		if (n == 0 || n > FERRY_RAM_MAX_RUN)
-			return ferry__chan_fail(c, FERRY_EBADSTREAM,
-						"RAM run of %u pages (allowed 1..%u)", n,
-						FERRY_RAM_MAX_RUN);
 		if (first >= rb->npages || n > rb->npages - first)
 			return ferry__chan_fail(c, FERRY_EBADSTREAM,
 						"pages %llu..%llu outside RAM block '%s' (%llu pages)",

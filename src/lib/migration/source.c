@@ -33,6 +33,7 @@
 #include "migration/postcopy.h"
 #include "migration/throttle.h"
 #include "stream/format.h"
+#include "stream/wire.h"
 #include "transport/transport.h"
 
 /*
@@ -67,14 +68,15 @@ static int rp_request(struct ferry_migration *m, ferry_chan *c, const uint8_t *b
 {
 	ferry_vm_t *vm = m->vm;
 	ferry_pc_src *pc = m->pc_src;
-	if (!pc || len < 13 || len != 13u + b[12])
+	if (!pc || !ferry__wire_req_len_ok(b, len))
 		return ferry__chan_fail(c, FERRY_EBADSTREAM, "page request of %zu bytes%s", len,
 					pc ? "" : " without postcopy");
 	char name[FERRY_NAME_MAX + 1];
-	memcpy(name, b + 13, b[12]);
-	name[b[12]] = 0;
-	uint64_t first = ferry__ld_be64(b);
-	uint32_t n = ferry__ld_be32(b + 8);
+	uint64_t first;
+	uint32_t n;
+	int r = ferry__wire_req_decode(c, b, &first, &n, name);
+	if (r)
+		return r;
 	struct ferry_ram_block *rb = ferry_ram_block_find(vm, name);
 	if (!rb || n == 0 || n > FERRY_RAM_MAX_RUN || first >= rb->npages || n > rb->npages - first)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM,
@@ -87,14 +89,9 @@ static int rp_request(struct ferry_migration *m, ferry_chan *c, const uint8_t *b
 		ferry__bitmap_clear_range(rb->dirty, first, n);
 		pthread_mutex_unlock(&pc->lock);
 		ferry_chan *pre = &pc->pre;
-		size_t nl = strlen(rb->name);
-		ferry__chan_put_be64(pre, (first << FERRY_PAGE_SHIFT) | FERRY_RAM_PAGES);
-		ferry__chan_put_u8(pre, (uint8_t)nl);
-		ferry__chan_put(pre, rb->name, nl);
-		ferry__chan_put_be32(pre, n);
-		ferry__chan_put_external(pre, rb->host + (first << FERRY_PAGE_SHIFT),
-					 (size_t)n << FERRY_PAGE_SHIFT);
-		int r = ferry__chan_flush(pre);
+		ferry__wire_put_ram_run(pre, FERRY_RAM_PAGES, rb->name, first, n,
+					rb->host + (first << FERRY_PAGE_SHIFT));
+		r = ferry__chan_flush(pre);
 		if (r) {
 			/*
 			 * Requests wait for the main thread from now on. If the
@@ -197,12 +194,12 @@ static void *rp_thread(void *arg)
 	pthread_setname_np(pthread_self(), "mig/src/rp");
 	if (m->pc_src && m->pc_src->preempt)
 		ferry__pc_boost_thread(m); /* it serves page requests */
-	size_t cap = 1 + FERRY_NAME_MAX + 8 + FERRY_PC_BITMAP_CHUNK;
+	size_t cap = FERRY_RP_PAYLOAD_MAX;
 	uint8_t *buf = malloc(cap);
 	for (bool first = true; buf; first = false) {
 		uint16_t type, len;
 		ferry__chan_ctx(c, "return path message");
-		if (ferry__chan_get_be16(c, &type) || ferry__chan_get_be16(c, &len))
+		if (ferry__wire_get_rp(c, &type, &len))
 			break;
 		if (first && qmp_greeting(c, type, len)) {
 			pthread_mutex_lock(&m->rp_lock);
@@ -217,23 +214,26 @@ static void *rp_thread(void *arg)
 		}
 		if (ferry__chan_read(c, buf, len))
 			break;
-		if (type == FERRY_RP_SHUT && len >= 4) {
+		if (type == FERRY_RP_SHUT && len >= FERRY_RP_SHUT_STATUS_LEN) {
+			const uint8_t *msg;
+			size_t ml;
+			int status;
+			ferry__wire_rp_shut_decode(buf, len, &status, &msg, &ml);
 			pthread_mutex_lock(&m->rp_lock);
 			m->rp_shut = true;
 			m->rp_shut_ns = ferry__now_ns();
-			m->rp_status = (int32_t)ferry__ld_be32(buf);
-			size_t ml = (size_t)len - 4;
+			m->rp_status = status;
 			if (ml > sizeof(m->rp_msg) - 1)
 				ml = sizeof(m->rp_msg) - 1;
-			memcpy(m->rp_msg, buf + 4, ml);
+			memcpy(m->rp_msg, msg, ml);
 			m->rp_msg[ml] = 0;
 			pthread_cond_broadcast(&m->rp_cond);
 			pthread_mutex_unlock(&m->rp_lock);
 			break;
-		} else if (type == FERRY_RP_PONG && len == 4) {
+		} else if (type == FERRY_RP_PONG && len == FERRY_RP_PONG_LEN) {
 			if (m->pc_src) {
 				pthread_mutex_lock(&m->pc_src->lock);
-				m->pc_src->pong = ferry__ld_be32(buf);
+				m->pc_src->pong = ferry__wire_rp_pong_decode(buf);
 				pthread_cond_broadcast(&m->pc_src->cond);
 				pthread_mutex_unlock(&m->pc_src->lock);
 			}
@@ -336,27 +336,13 @@ static int save_devices(struct ferry_migration *m, ferry_chan *c)
 			return -EIO;
 		}
 		uint32_t id = FERRY_SECTION_RAM + 1 + i;
-		ferry__chan_put_u8(c, FERRY_REC_SECTION_FULL);
-		ferry__chan_put_be32(c, id);
-		ferry__chan_put_u8(c, (uint8_t)strlen(d->id));
-		ferry__chan_put(c, d->id, strlen(d->id));
-		ferry__chan_put_be32(c, d->instance);
-		ferry__chan_put_be32(c, d->vmsd->version);
-		ferry__chan_put_be32(c, (uint32_t)n);
-		ferry__chan_put(c, buf, (size_t)n);
-		ferry__chan_put_u8(c, FERRY_REC_FOOTER);
-		ferry__chan_put_be32(c, id);
+		ferry__wire_put_section_start(c, FERRY_REC_SECTION_FULL, id, d->id, d->instance,
+					      d->vmsd->version);
+		ferry__wire_put_device_state(c, buf, (uint32_t)n);
+		ferry__wire_put_footer(c, id);
 		free(buf);
 	}
 	return 0;
-}
-
-static void put_cmd(ferry_chan *c, uint16_t cmd, const void *p, uint16_t len)
-{
-	ferry__chan_put_u8(c, FERRY_REC_COMMAND);
-	ferry__chan_put_be16(c, cmd);
-	ferry__chan_put_be16(c, len);
-	ferry__chan_put(c, p, len);
 }
 
 /* ---- postcopy (source) ---- */
@@ -372,9 +358,7 @@ static int pc_connect_preempt(struct ferry_migration *m, const char *uri)
 		return r;
 	}
 	uint8_t hs[FERRY_PC_HS_LEN];
-	ferry__st_be32(hs, FERRY_PC_HS_MAGIC);
-	ferry__st_be32(hs + 4, FERRY_STREAM_VERSION);
-	memcpy(hs + 8, m->vm->uuid, 16);
+	ferry__wire_pc_hs_encode(hs, m->vm->uuid);
 	struct iovec iov = {hs, sizeof(hs)};
 	if ((r = ferry__sock_send_all(fd, &iov, 1, NULL)) || (r = ferry__chan_init(&pc->pre, fd))) {
 		close(fd);
@@ -470,11 +454,8 @@ static int pc_reconnect(struct ferry_migration *m, const char *uri, ferry_ram_sa
 	pthread_mutex_unlock(&pc->lock);
 	if ((r = start_rp(m)))
 		goto fail;
-	ferry__chan_put_be32(c, FERRY_STREAM_MAGIC);
-	ferry__chan_put_be32(c, FERRY_STREAM_VERSION);
-	ferry__chan_put(c, vm->uuid, 16);
-	ferry__chan_put_be32(c, FERRY_PAGE_SIZE);
-	put_cmd(c, FERRY_CMD_POSTCOPY_RESUME, NULL, 0);
+	ferry__wire_put_header(c, vm->uuid);
+	ferry__wire_put_cmd(c, FERRY_CMD_POSTCOPY_RESUME, NULL, 0);
 	if ((r = ferry__chan_flush(c)))
 		goto fail;
 	if (pc->preempt && (r = pc_connect_preempt(m, uri)))
@@ -581,14 +562,25 @@ static int pc_serve(void *opaque)
  * round trip waits until it has; the switch then discards only the pages
  * dirtied since (see pc_switch), keeping that work out of the downtime.
  */
+static int discard_one(void *opaque, const uint8_t *msg, size_t len)
+{
+	ferry__wire_put_cmd(opaque, FERRY_CMD_POSTCOPY_DISCARD, msg, (uint16_t)len);
+	return 0;
+}
+
+/* Queues the DISCARD bitmaps of the pages set in map (all of rb's). */
+static int put_discard(ferry_chan *c, const struct ferry_ram_block *rb, const unsigned long *map)
+{
+	return ferry__wire_bitmap_each(rb->name, rb->npages, map, discard_one, c);
+}
+
 static int pc_prediscard(struct ferry_migration *m, ferry_ram_saver *rs)
 {
 	ferry_vm_t *vm = m->vm;
 	ferry_pc_src *pc = m->pc_src;
 	ferry_chan *c = &m->chan;
-	uint8_t *buf = malloc(1 + FERRY_NAME_MAX + 8 + FERRY_PC_BITMAP_CHUNK);
 	unsigned long *delta[FERRY_MAX_RAM_BLOCKS] = { NULL };
-	int r = buf ? 0 : -ENOMEM;
+	int r = 0;
 	for (unsigned i = 0; i < vm->nblocks && !r; i++) {
 		pc->prediscarded[i] = ferry__bitmap_new(vm->blocks[i]->npages);
 		delta[i] = ferry__bitmap_new(vm->blocks[i]->npages);
@@ -618,17 +610,13 @@ static int pc_prediscard(struct ferry_migration *m, ferry_ram_saver *rs)
 			struct ferry_ram_block *rb = vm->blocks[i];
 			for (uint64_t w = 0; w < FERRY_BITMAP_LONGS(rb->npages); w++)
 				pc->prediscarded[i][w] |= delta[i][w];
-			for (uint64_t f = 0; f < rb->npages; f += (uint64_t)FERRY_PC_BITMAP_CHUNK * 8) {
-				size_t l = ferry__pc_bitmap_encode(rb, delta[i], f, buf);
-				if (l)
-					put_cmd(c, FERRY_CMD_POSTCOPY_DISCARD, buf, (uint16_t)l);
-			}
+			if (!r)
+				r = put_discard(c, rb, delta[i]);
 		}
 		const uint32_t token = 0x50434400u + round; /* "PCD" + round */
-		uint8_t tb[4];
-		ferry__st_be32(tb, token);
-		put_cmd(c, FERRY_CMD_PING, tb, 4);
-		r = ferry__chan_flush(c);
+		ferry__wire_put_cmd_be32(c, FERRY_CMD_PING, token);
+		if (!r)
+			r = ferry__chan_flush(c);
 		struct timespec dl;
 		clock_gettime(CLOCK_REALTIME, &dl);
 		dl.tv_sec += p.link_timeout_ms / 1000 + 1;
@@ -650,7 +638,6 @@ static int pc_prediscard(struct ferry_migration *m, ferry_ram_saver *rs)
 	}
 	for (unsigned i = 0; i < vm->nblocks; i++)
 		free(delta[i]);
-	free(buf);
 	return r;
 }
 
@@ -670,7 +657,7 @@ static int pc_package(struct ferry_migration *m, ferry_chan *c, bool running)
 	}
 	uint8_t run = running;
 	if (!(r = save_devices(m, &pk))) {
-		put_cmd(&pk, FERRY_CMD_POSTCOPY_RUN, &run, 1);
+		ferry__wire_put_cmd_u8(&pk, FERRY_CMD_POSTCOPY_RUN, run);
 		r = ferry__chan_flush(&pk);
 	}
 	uint64_t len = pk.out_bytes;
@@ -683,9 +670,7 @@ static int pc_package(struct ferry_migration *m, ferry_chan *c, bool running)
 	if (!r && (map = mmap(NULL, len, PROT_READ, MAP_SHARED, pfd, 0)) == MAP_FAILED)
 		r = -errno;
 	if (!r) {
-		uint8_t l4[4];
-		ferry__st_be32(l4, (uint32_t)len);
-		put_cmd(c, FERRY_CMD_POSTCOPY_PACKAGE, l4, 4);
+		ferry__wire_put_cmd_be32(c, FERRY_CMD_POSTCOPY_PACKAGE, (uint32_t)len);
 		ferry__chan_put_external(c, map, len);
 		r = ferry__chan_flush(c); /* before the mapping goes */
 		munmap(map, len);
@@ -709,9 +694,6 @@ static int pc_switch(struct ferry_migration *m, ferry_ram_saver *rs, bool runnin
 		return r;
 	ferry__ram_postcopy_hint_zeros(rs);
 	ferry_dbg("postcopy switch: final sync %.2f ms", (double)(ferry__now_ns() - t0) / 1e6);
-	uint8_t *buf = malloc(1 + FERRY_NAME_MAX + 8 + FERRY_PC_BITMAP_CHUNK);
-	if (!buf)
-		return -ENOMEM;
 	ferry_pc_src *pc = m->pc_src;
 	for (unsigned i = 0; i < vm->nblocks; i++) {
 		struct ferry_ram_block *rb = vm->blocks[i];
@@ -722,14 +704,10 @@ static int pc_switch(struct ferry_migration *m, ferry_ram_saver *rs, bool runnin
 			for (uint64_t w = 0; w < FERRY_BITMAP_LONGS(rb->npages); w++)
 				delta[w] = rb->dirty[w] & ~delta[w];
 		}
-		for (uint64_t f = 0; f < rb->npages; f += (uint64_t)FERRY_PC_BITMAP_CHUNK * 8) {
-			size_t l = ferry__pc_bitmap_encode(rb, delta, f, buf);
-			if (l)
-				put_cmd(c, FERRY_CMD_POSTCOPY_DISCARD, buf, (uint16_t)l);
-		}
+		if ((r = put_discard(c, rb, delta)))
+			return r;
 	}
-	free(buf);
-	put_cmd(c, FERRY_CMD_POSTCOPY_LISTEN, NULL, 0);
+	ferry__wire_put_cmd(c, FERRY_CMD_POSTCOPY_LISTEN, NULL, 0);
 	if ((r = pc_package(m, c, running)))
 		return r;
 	r = ferry__chan_flush(c);
@@ -749,7 +727,7 @@ static int pc_run(struct ferry_migration *m, ferry_ram_saver *rs)
 	for (;;) {
 		int r = ferry__ram_postcopy_pass(rs, &m->pc_src->lock, pc_serve, &x);
 		if (!r) {
-			ferry__chan_put_u8(c, FERRY_REC_EOF);
+			ferry__wire_put_record(c, FERRY_REC_EOF);
 			r = ferry__chan_flush(c);
 		}
 		int status = 0;
@@ -899,10 +877,7 @@ void *ferry__source_thread(void *arg)
 		goto out;
 
 	/* Header. */
-	ferry__chan_put_be32(c, FERRY_STREAM_MAGIC);
-	ferry__chan_put_be32(c, FERRY_STREAM_VERSION);
-	ferry__chan_put(c, vm->uuid, 16);
-	ferry__chan_put_be32(c, FERRY_PAGE_SIZE);
+	ferry__wire_put_header(c, vm->uuid);
 	stream_open = true;
 
 	/*
@@ -910,10 +885,7 @@ void *ferry__source_thread(void *arg)
 	 * (later migrate-set-parameters calls change only the live ones).
 	 */
 	if (p0.multifd) {
-		uint8_t mc[5];
-		ferry__st_be32(mc, p0.multifd_channels);
-		mc[4] = (uint8_t)p0.multifd_compression;
-		put_cmd(c, FERRY_CMD_MULTIFD, mc, sizeof(mc));
+		ferry__wire_put_cmd_multifd(c, p0.multifd_channels, (uint8_t)p0.multifd_compression);
 		if ((r = ferry__chan_flush(c)))
 			goto out;
 		mf_job = calloc(1, sizeof(*mf_job));
@@ -941,9 +913,8 @@ void *ferry__source_thread(void *arg)
 	}
 
 	if (p0.postcopy) {
-		uint8_t f[4];
-		ferry__st_be32(f, p0.postcopy_preempt ? FERRY_PC_PREEMPT : 0);
-		put_cmd(c, FERRY_CMD_POSTCOPY_ADVISE, f, sizeof(f));
+		ferry__wire_put_cmd_be32(c, FERRY_CMD_POSTCOPY_ADVISE,
+					 p0.postcopy_preempt ? FERRY_PC_PREEMPT : 0);
 		if ((r = ferry__chan_flush(c)))
 			goto out;
 		if (p0.postcopy_preempt && (r = pc_connect_preempt(m, m->uri))) {
@@ -1041,7 +1012,7 @@ void *ferry__source_thread(void *arg)
 	if (stopped_by_us)
 		ferry__mig_event(m, FERRY_EVENT_STOP, 0);
 	ferry__mig_set_status(m, FERRY_MIG_DEVICE);
-	put_cmd(c, FERRY_CMD_SWITCHOVER, NULL, 0);
+	ferry__wire_put_cmd(c, FERRY_CMD_SWITCHOVER, NULL, 0);
 	if (postcopy) {
 		/* Pages now go on the main (and preempt) channel only, unlimited (as QEMU's). */
 		rs.mf = NULL;
@@ -1085,8 +1056,8 @@ void *ferry__source_thread(void *arg)
 	if ((r = save_devices(m, c)))
 		goto out;
 	uint8_t running = stopped_by_us;
-	put_cmd(c, FERRY_CMD_VM_STATE, &running, 1);
-	ferry__chan_put_u8(c, FERRY_REC_EOF);
+	ferry__wire_put_cmd_u8(c, FERRY_CMD_VM_STATE, running);
+	ferry__wire_put_record(c, FERRY_REC_EOF);
 	stream_open = false;
 	if ((r = ferry__chan_flush(c)))
 		goto out;

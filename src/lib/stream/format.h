@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Constants of Ferry's migration stream and return path. docs/wire-format.md
- * describes every record; keep the two in step. All integers big-endian.
+ * Constants of Ferry's migration stream and return path: record types,
+ * commands, flags, magics, limits. docs/wire-format.md describes every
+ * record; the wire codec (wire.h) encodes and decodes them and names their
+ * offsets. Keep the three in step. All integers big-endian.
  */
 #ifndef FERRY_STREAM_FORMAT_H
 #define FERRY_STREAM_FORMAT_H
