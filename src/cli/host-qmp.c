@@ -258,8 +258,7 @@ static void listen_error(const char *uri, int r, char *err, size_t elen)
 static void note_sock(ferry_sock_file *f, const char *uri)
 {
 	ferry_sock_file_remove(f); /* a previous one, if still there */
-	if (!strncmp(uri, "unix:", 5))
-		ferry_sock_file_note(f, uri + 5);
+	ferry_sock_file_note(f, uri);
 }
 
 void host_incoming_release(host *h)

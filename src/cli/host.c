@@ -20,7 +20,7 @@
  * interrupts the guest operation the worker runs (x-run-until: a cancel
  * flag the guest's run loop checks, host_ops_interrupt) before joining it,
  * and removes the unix socket files the host bound if they are still its
- * own (ferry_sock_file, qmp.h); a live server's socket or any other file
+ * own (ferry_sock_file, ferry/transport.h); a live server's socket or any other file
  * at a --qmp or --incoming path is refused, never replaced.
  *
  * DESIGN: everything happens on the main thread's event loop (loop.c):
