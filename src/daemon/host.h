@@ -16,8 +16,8 @@
  *    (ev_lock) and the same eventfd.
  * Lock order: libferry's locks, then ev_lock (a leaf).
  */
-#ifndef FERRY_CLI_HOST_H
-#define FERRY_CLI_HOST_H
+#ifndef FERRY_DAEMON_HOST_H
+#define FERRY_DAEMON_HOST_H
 
 #include <jansson.h>
 #include <pthread.h>

@@ -49,7 +49,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
-#include "cli.h"
+#include "daemon.h"
 #include "host.h"
 #include "balloon-drv.h"
 
@@ -667,7 +667,7 @@ static int mem_check(const ferry_guest_config *cfg, bool skip)
 			   cfg->prealloc ? "" : "; --no-mem-check allows it without prealloc");
 }
 
-int ferry_cli_host(int argc, char **argv)
+int ferry_host_main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "guest", required_argument, 0, 'g' },

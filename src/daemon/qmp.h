@@ -30,8 +30,8 @@
  *
  * Thread: loop thread only.
  */
-#ifndef FERRY_CLI_QMP_H
-#define FERRY_CLI_QMP_H
+#ifndef FERRY_DAEMON_QMP_H
+#define FERRY_DAEMON_QMP_H
 
 #include <jansson.h>
 #include <stdbool.h>
