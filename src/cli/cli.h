@@ -11,6 +11,7 @@
 #include "client.h"
 #include "ferry.h"
 
+int ferry_cli_host(int argc, char **argv);
 int ferry_cli_demo(int argc, char **argv);
 int ferry_cli_migrate(int argc, char **argv);
 int ferry_cli_qmp(int argc, char **argv);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * `ferry`: the command line. Subcommands:
- *   ferry host ...     run the synthetic guest and serve QMP (src/daemon/)
+ *   ferry host ...     run the synthetic guest and serve QMP (host-cmd.c, src/daemon/)
  *   ferry migrate ...  drive a migration of a host through QMP (migrate.c)
  *   ferry qmp ...      send one QMP command to a host (migrate.c)
  *   ferry plot ...     draw a migration's --stats time series as SVG (plot.c)
@@ -18,7 +18,6 @@
 #include <string.h>
 
 #include "cli.h"
-#include "daemon.h"
 
 static void usage(FILE *f)
 {
@@ -139,7 +138,7 @@ static int dispatch(const char *cmd, int argc, char **argv)
 		const char *name;
 		int (*run)(int, char **);
 	} cmds[] = {
-		{ "host", ferry_host_main },       { "demo", ferry_cli_demo },
+		{ "host", ferry_cli_host },       { "demo", ferry_cli_demo },
 		{ "migrate", ferry_cli_migrate }, { "qmp", ferry_cli_qmp },
 		{ "plot", ferry_cli_plot },
 	};

@@ -25,6 +25,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "daemon.h"
 #include "ferry.h"
 #include "guest.h"
 #include "loop.h"
@@ -97,7 +98,7 @@ struct host {
 
 	/* Run state as the control plane sees it. */
 	host_incoming incoming;
-	char incoming_uri[512];
+	char incoming_uri[FERRY_HOST_ADDR_MAX];
 	bool exit_on_error;     /* a failed incoming migration ends the process */
 	bool exit_on_error_flag; /* --exit-on-error: the default for migrate-incoming */
 	bool inmigrate;         /* waiting for, or receiving, an incoming migration */
