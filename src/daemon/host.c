@@ -513,38 +513,36 @@ static void host_teardown(host *h)
 	pthread_cond_destroy(&h->work_cond);
 }
 
-int ferry_host_run(const ferry_host_config *cfg)
+/* A host in its initial state, from cfg; NULL if out of memory. */
+static host *host_new(const ferry_host_config *cfg)
 {
-	char qmp[FERRY_HOST_MAX_QMP][HOST_ADDR_MAX];
-	int nqmp = cfg->nqmp;
-	for (int i = 0; i < nqmp; i++)
-		snprintf(qmp[i], sizeof(qmp[i]), "%s", cfg->qmp[i]);
-	const char *incoming = cfg->incoming;
-	bool json = cfg->json;
 	host *h = calloc(1, sizeof(*h));
-	if (!h) {
-		fprintf(stderr, "ferry host: out of memory\n");
-		return 1;
-	}
+	if (!h)
+		return NULL;
 	h->cfg = cfg->guest;
 	h->wake_fd = h->sig_fd = -1;
 	h->cap_events = true;
 	ferry_mig_params_init(&h->params);
 	h->exit_on_error = h->exit_on_error_flag = cfg->exit_on_error;
-	if (incoming && !strcmp(incoming, "defer")) {
+	if (cfg->incoming && !strcmp(cfg->incoming, "defer")) {
 		h->incoming = HOST_INCOMING_DEFER;
-	} else if (incoming) {
+	} else if (cfg->incoming) {
 		h->incoming = HOST_INCOMING_URI;
-		snprintf(h->incoming_uri, sizeof(h->incoming_uri), "%s", incoming);
+		snprintf(h->incoming_uri, sizeof(h->incoming_uri), "%s", cfg->incoming);
 	}
 	pthread_mutex_init(&h->ev_lock, NULL);
 	pthread_cond_init(&h->work_cond, NULL);
+	return h;
+}
 
-	/*
-	 * Signals are read from a signalfd by the loop. Block them before any
-	 * thread exists (guest vCPUs, libferry, the worker inherit the mask),
-	 * so none of those threads is ever interrupted by one.
-	 */
+/*
+ * Signals are read from a signalfd by the loop. They are blocked before any
+ * thread exists (guest vCPUs, libferry, the worker inherit the mask), so
+ * none of those threads is ever interrupted by one. Returns the signalfd
+ * or a negative errno.
+ */
+static int signals_take(void)
+{
 	sigset_t sigs;
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGINT);
@@ -552,23 +550,42 @@ int ferry_host_run(const ferry_host_config *cfg)
 	sigaddset(&sigs, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	h->sig_fd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
-	int rc = 1;
-	if (h->sig_fd < 0) {
-		fprintf(stderr, "ferry host: signalfd: %s\n", strerror(errno));
+	int fd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+/* The line on stderr once the host listens (without --json). */
+static void print_start(const host *h, const char *qmp0, int nqmp)
+{
+	fprintf(stderr, "ferry host: QMP on %s%s; %s%s\n", qmp0, nqmp > 1 ? " (and more)" : "",
+		h->incoming == HOST_INCOMING_URI     ? "waiting for a migration on "
+		: h->incoming == HOST_INCOMING_DEFER ? "waiting for migrate-incoming"
+		: h->cfg.paused			     ? "guest stopped (prelaunch)"
+						     : "guest running",
+		h->incoming == HOST_INCOMING_URI ? h->incoming_uri : "");
+}
+
+int ferry_host_run(const ferry_host_config *cfg)
+{
+	char qmp[FERRY_HOST_MAX_QMP][HOST_ADDR_MAX]; /* bound addresses replace them */
+	int nqmp = cfg->nqmp, rc = 1;
+	for (int i = 0; i < nqmp; i++)
+		snprintf(qmp[i], sizeof(qmp[i]), "%s", cfg->qmp[i]);
+	host *h = host_new(cfg);
+	if (!h) {
+		fprintf(stderr, "ferry host: out of memory\n");
+		return 1;
+	}
+	if ((h->sig_fd = signals_take()) < 0) {
+		fprintf(stderr, "ferry host: signalfd: %s\n", strerror(-h->sig_fd));
 		goto out;
 	}
 	if (host_setup(h, qmp, nqmp, cfg->dirty))
 		goto out;
-	if (json)
+	if (cfg->json)
 		print_ready(h, qmp, nqmp);
 	else
-		fprintf(stderr, "ferry host: QMP on %s%s; %s%s\n", qmp[0], nqmp > 1 ? " (and more)" : "",
-			h->incoming == HOST_INCOMING_URI     ? "waiting for a migration on "
-			: h->incoming == HOST_INCOMING_DEFER ? "waiting for migrate-incoming"
-			: h->cfg.paused			     ? "guest stopped (prelaunch)"
-							     : "guest running",
-			h->incoming == HOST_INCOMING_URI ? h->incoming_uri : "");
+		print_start(h, qmp[0], nqmp);
 	int r = ferry_loop_run(h->loop);
 	if (r) {
 		fprintf(stderr, "ferry host: event loop: %s\n", strerror(-r));
