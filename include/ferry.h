@@ -9,5 +9,6 @@
 #include "ferry/vmstate.h"
 #include "ferry/migration.h"
 #include "ferry/virtio.h"
+#include "ferry/transport.h"
 
 #endif /* FERRY_H */

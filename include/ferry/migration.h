@@ -176,6 +176,71 @@ enum { FERRY_COMPRESS_NONE = 0, FERRY_COMPRESS_ZSTD = 1 };
 
 FERRY_EXTERN void ferry_mig_params_init(ferry_mig_params *p);
 
+/*
+ * The parameter table, for control planes: one entry per parameter that a
+ * control plane sets by name (QMP's migrate-set-parameters), with its
+ * field, type and limits, in the order of QMP's query-migrate-parameters.
+ * Capabilities (multifd, postcopy, postcopy_preempt, auto_converge) and
+ * flags are not in it.
+ */
+typedef enum ferry_mig_param_type {
+	FERRY_MIG_PARAM_BOOL = 1, /* bool */
+	FERRY_MIG_PARAM_U32,      /* uint32_t */
+	FERRY_MIG_PARAM_I32,      /* int32_t */
+	FERRY_MIG_PARAM_INT,      /* int */
+	FERRY_MIG_PARAM_U64,      /* uint64_t */
+	FERRY_MIG_PARAM_SIZE,     /* uint64_t, bytes (or bytes/s) */
+	FERRY_MIG_PARAM_ENUM,     /* uint32_t, an index into values */
+} ferry_mig_param_type;
+
+typedef struct ferry_mig_param_desc {
+	const char *name;          /* QMP's: "downtime-limit" */
+	ferry_mig_param_type type;
+	size_t offset;             /* of the field in ferry_mig_params */
+	bool ranged;               /* integers: min and max apply */
+	int64_t min, max;          /* inclusive */
+	const char *min_param;     /* non-NULL: the lower limit is this parameter's value */
+	const char *unit;          /* "ms", "bytes/s", "%" or NULL */
+	const char *const *values; /* ENUM: the names by value, NULL-terminated */
+	const char *help;          /* ENUM: a list of the values for messages, or NULL */
+} ferry_mig_param_desc;
+
+/* The table (*count entries); static, never NULL. Thread: any. */
+FERRY_EXTERN const ferry_mig_param_desc *ferry_mig_params_table(size_t *count);
+
+/* The entry named name (QMP's), or NULL. Thread: any. */
+FERRY_EXTERN const ferry_mig_param_desc *ferry_mig_param_find(const char *name);
+
+/*
+ * A parameter's value as an integer (bools 0 or 1, enums their index,
+ * U64/SIZE cast), and setting it from one. Setting stores v in the field's
+ * type; a v outside a ranged parameter's limits is stored as a value just
+ * outside them (min - 1 or max + 1), so that it cannot wrap into range:
+ * ferry_mig_param_check() then refuses it. Thread: any.
+ */
+FERRY_EXTERN int64_t ferry_mig_param_get(const ferry_mig_params *p,
+					 const ferry_mig_param_desc *d);
+FERRY_EXTERN void ferry_mig_param_set(ferry_mig_params *p, const ferry_mig_param_desc *d,
+				      int64_t v);
+
+/*
+ * Checks one parameter of p against its limits, including the ones that
+ * depend on another (max_cpu_throttle >= cpu_throttle_initial) or on the
+ * process (postcopy_cpu: a CPU this process may run on). Returns 0, or
+ * -EINVAL with QEMU's words in err ("Parameter 'multifd-channels' expects
+ * a value between 1 and 16"). err may be NULL. Thread: any.
+ */
+FERRY_EXTERN int ferry_mig_param_check(const ferry_mig_params *p, const ferry_mig_param_desc *d,
+				       char *err, size_t err_len);
+
+/*
+ * Checks all of p, as ferry_migrate_start() and ferry_migration_set_params()
+ * do: flags, every parameter in table order, postcopy_preempt only with
+ * postcopy. Returns 0 or -EINVAL with the first problem in err (may be
+ * NULL). Thread: any.
+ */
+FERRY_EXTERN int ferry_mig_params_check(const ferry_mig_params *p, char *err, size_t err_len);
+
 /* What query-migrate shows. All byte counts are of RAM unless named. */
 typedef struct ferry_mig_info {
 	ferry_mig_status status;

@@ -8,20 +8,23 @@
  * oldest are dropped past 4096), so a caller that waits for an event after
  * a command sees the ones the command caused.
  *
+ * The socket is libferry's (ferry/transport.h): the same address syntax
+ * and connect as the migration channels.
+ *
  * Thread: the caller's.
  */
 #include "client.h"
 
 #include <errno.h>
-#include <netdb.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "ferry/transport.h"
 
 #define LINE_MAX_BYTES (16u << 20)
 #define EVENTS_MAX 4096
@@ -40,58 +43,25 @@ static uint64_t now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/*
+ * Connects with libferry's ferry_sock_connect(). A bare PATH (no "unix:")
+ * is a unix socket too; unix messages name the address as given.
+ */
 static int connect_addr(const char *addr, char *err, size_t elen)
 {
+	int fd, r;
 	if (!strncmp(addr, "tcp:", 4)) {
-		const char *hp = addr + 4, *colon = strrchr(hp, ':');
-		char host[256];
-		if (!colon || (size_t)(colon - hp) >= sizeof(host)) {
-			snprintf(err, elen, "invalid QMP address '%s'", addr);
-			return -EINVAL;
-		}
-		size_t hl = (size_t)(colon - hp);
-		if (hl >= 2 && hp[0] == '[' && hp[hl - 1] == ']') {
-			hp++;
-			hl -= 2;
-		}
-		memcpy(host, hp, hl);
-		host[hl] = 0;
-		struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *ai;
-		int g = getaddrinfo(host, colon + 1, &hints, &ai);
-		if (g) {
-			snprintf(err, elen, "cannot resolve '%s': %s", host, gai_strerror(g));
-			return -EHOSTUNREACH;
-		}
-		int r = -ECONNREFUSED;
-		for (struct addrinfo *a = ai; a; a = a->ai_next) {
-			int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
-			if (fd < 0) {
-				r = -errno;
-				continue;
-			}
-			if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
-				freeaddrinfo(ai);
-				return fd;
-			}
-			r = -errno;
-			close(fd);
-		}
-		freeaddrinfo(ai);
-		snprintf(err, elen, "cannot connect to '%s': %s", addr, strerror(-r));
-		return r;
+		r = ferry_sock_connect(addr, &fd, err, elen);
+		return r ? r : fd;
 	}
 	const char *path = !strncmp(addr, "unix:", 5) ? addr + 5 : addr;
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	if (!*path || strlen(path) >= sizeof(sa.sun_path)) {
+	char uri[sizeof("unix:") + 108];
+	if (!*path || strlen(path) >= sizeof(uri) - 6) {
 		snprintf(err, elen, "invalid unix socket path '%s'", path);
 		return -EINVAL;
 	}
-	strcpy(sa.sun_path, path);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		int r = -errno;
-		if (fd >= 0)
-			close(fd);
+	snprintf(uri, sizeof(uri), "unix:%s", path);
+	if ((r = ferry_sock_connect(uri, &fd, err, elen))) {
 		snprintf(err, elen, "cannot connect to '%s': %s", addr, strerror(-r));
 		return r;
 	}

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * `ferry`: the command line. Subcommands:
- *   ferry host ...     run the synthetic guest and serve QMP (host.c)
+ *   ferry host ...     run the synthetic guest and serve QMP (host-cmd.c, src/daemon/)
  *   ferry migrate ...  drive a migration of a host through QMP (migrate.c)
  *   ferry qmp ...      send one QMP command to a host (migrate.c)
  *   ferry plot ...     draw a migration's --stats time series as SVG (plot.c)

@@ -275,31 +275,10 @@ int ferry_uri_validate(const char *uri, char *err, size_t err_len)
 	return ferry__uri_check(uri, err, err_len);
 }
 
+/* The limits live in params.c, shared with control planes. */
 static int params_check(const ferry_mig_params *p)
 {
-	if (p->flags || p->downtime_limit_ms > 2000000)
-		return -EINVAL;
-	if (p->multifd_channels < 1 || p->multifd_channels > FERRY_MULTIFD_MAX_CHANNELS ||
-	    p->multifd_compression > FERRY_COMPRESS_ZSTD || p->multifd_zstd_level < 1 ||
-	    p->multifd_zstd_level > 20)
-		return -EINVAL;
-	if ((p->postcopy_preempt && !p->postcopy) || p->link_timeout_ms < 100 ||
-	    p->link_timeout_ms > 600000 || p->hint_wait_ms > 10000 ||
-	    p->placement > FERRY_PLACE_MAPPING)
-		return -EINVAL;
-	if (p->postcopy_cpu < -1 || p->postcopy_cpu >= CPU_SETSIZE)
-		return -EINVAL;
-	if (p->postcopy_cpu >= 0) {
-		cpu_set_t cs;
-		if (sched_getaffinity(0, sizeof(cs), &cs) || !CPU_ISSET(p->postcopy_cpu, &cs))
-			return -EINVAL;
-	}
-	if (p->throttle_trigger_threshold < 1 || p->throttle_trigger_threshold > 100 ||
-	    p->cpu_throttle_initial < 1 || p->cpu_throttle_initial > 99 ||
-	    p->cpu_throttle_increment < 1 || p->cpu_throttle_increment > 99 ||
-	    p->max_cpu_throttle < p->cpu_throttle_initial || p->max_cpu_throttle > 99)
-		return -EINVAL;
-	return 0;
+	return ferry_mig_params_check(p, NULL, 0);
 }
 
 int ferry_migrate_start(ferry_vm_t *vm, const char *uri, const ferry_mig_params *params)

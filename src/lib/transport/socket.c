@@ -5,7 +5,11 @@
  * shutdown(2) from another thread, which wakes any blocked call.
  * A unix listener never takes over a path: only a missing one or a stale
  * socket (connect gets ECONNREFUSED) is bound; removing the file when done
- * is the caller's (it knows when the listener's life ends).
+ * is the caller's (it knows when the listener's life ends; ferry_sock_file).
+ * The same code serves migration channels and, through ferry/transport.h,
+ * control planes such as `ferry host`'s QMP listeners and client.
+ *
+ * Thread: any; every object (fd, ferry_sock_file) is its caller's.
  */
 #include "transport/transport.h"
 
@@ -176,23 +180,30 @@ int ferry__sock_bound(int fd, char *buf, size_t len)
 }
 
 /*
- * Prepares a unix socket path for bind(): a socket nobody answers on is a
- * stale file and removed; a live server's socket (-EADDRINUSE) and any
- * other kind of file (-ENOTSOCK) are refused and left alone.
+ * Prepares a unix socket path for bind(): nothing there is fine; a socket
+ * nobody answers on is a stale file and removed; a live server's socket
+ * (-EADDRINUSE) and any other kind of file (-ENOTSOCK) are refused and left
+ * alone. Messages: "cannot listen on 'URI': WHY".
  */
 static int claim_path(const char *uri, const struct sockaddr_un *sa, char *err, size_t elen)
 {
 	struct stat st;
 	const char *path = sa->sun_path;
-	if (lstat(path, &st))
-		return 0; /* ENOENT, or bind will say what is wrong */
+	int r;
+	if (lstat(path, &st)) {
+		if (errno == ENOENT)
+			return 0;
+		r = -errno;
+		snprintf(err, elen, "cannot listen on '%s': %s: %s", uri, path, strerror(-r));
+		return r;
+	}
 	if (!S_ISSOCK(st.st_mode)) {
 		snprintf(err, elen, "cannot listen on '%s': %s exists and is not a socket", uri, path);
 		return -ENOTSOCK;
 	}
 	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (s < 0) {
-		int r = -errno;
+		r = -errno;
 		snprintf(err, elen, "socket: %s", strerror(-r));
 		return r;
 	}
@@ -202,8 +213,43 @@ static int claim_path(const char *uri, const struct sockaddr_un *sa, char *err, 
 		snprintf(err, elen, "cannot listen on '%s': %s is in use by another server", uri, path);
 		return -EADDRINUSE;
 	}
-	if (e == ECONNREFUSED)
-		unlink(path); /* stale: its server is gone */
+	if (e != ECONNREFUSED) {
+		snprintf(err, elen, "cannot listen on '%s': %s: %s", uri, path, strerror(e));
+		return -e;
+	}
+	if (unlink(path) && errno != ENOENT) { /* stale: its server is gone */
+		r = -errno;
+		snprintf(err, elen, "cannot listen on '%s': cannot remove the stale socket %s: %s", uri,
+			 path, strerror(-r));
+		return r;
+	}
+	return 0;
+}
+
+/* Binds and listens on a claimed unix path; a failed listen removes the file. */
+static int listen_unix(const char *uri, const struct sockaddr_un *sa, int *fd, char *err,
+		       size_t elen)
+{
+	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), r;
+	if (s < 0) {
+		r = -errno;
+		snprintf(err, elen, "socket: %s", strerror(-r));
+		return r;
+	}
+	if (bind(s, (const struct sockaddr *)sa, sizeof(*sa))) {
+		r = -errno;
+		close(s);
+		snprintf(err, elen, "cannot listen on '%s': %s", uri, strerror(-r));
+		return r;
+	}
+	if (listen(s, 16)) {
+		r = -errno;
+		close(s);
+		unlink(sa->sun_path); /* ours: bind just created it */
+		snprintf(err, elen, "cannot listen on '%s': %s", uri, strerror(-r));
+		return r;
+	}
+	*fd = s;
 	return 0;
 }
 
@@ -218,17 +264,7 @@ int ferry__sock_listen(const char *uri, int *fd, char *err, size_t elen)
 		unix_addr(&t, &sa);
 		if ((r = claim_path(uri, &sa, err, elen)))
 			return r;
-		int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (s < 0)
-			goto sys;
-		if (bind(s, (struct sockaddr *)&sa, sizeof(sa)) || listen(s, 16)) {
-			r = -errno;
-			close(s);
-			snprintf(err, elen, "cannot listen on '%s': %s", uri, strerror(-r));
-			return r;
-		}
-		*fd = s;
-		return 0;
+		return listen_unix(uri, &sa, fd, err, elen);
 	}
 	struct addrinfo *ai, *a;
 	if ((r = resolve(&t, true, &ai, err, elen)))
@@ -252,10 +288,6 @@ int ferry__sock_listen(const char *uri, int *fd, char *err, size_t elen)
 	}
 	freeaddrinfo(ai);
 	snprintf(err, elen, "cannot listen on '%s': %s", uri, strerror(-r));
-	return r;
-sys:
-	r = -errno;
-	snprintf(err, elen, "socket: %s", strerror(-r));
 	return r;
 }
 
@@ -371,6 +403,60 @@ int ferry__sock_accept(int lfd, int *fd)
 			continue;
 		return -errno;
 	}
+}
+
+/* ------------------------------------------------------------------ */
+/* The public face (ferry/transport.h), for control planes.            */
+
+int ferry_sock_listen(const char *addr, unsigned flags, int *fd, char *err, size_t err_len)
+{
+	if (flags & ~FERRY_SOCK_NONBLOCK) {
+		snprintf(err, err_len, "unknown flags 0x%x", flags);
+		return -EINVAL;
+	}
+	int s, r = ferry__sock_listen(addr, &s, err, err_len);
+	if (r)
+		return r;
+	if ((flags & FERRY_SOCK_NONBLOCK) && fcntl(s, F_SETFL, fcntl(s, F_GETFL) | O_NONBLOCK)) {
+		r = -errno;
+		close(s);
+		snprintf(err, err_len, "cannot listen on '%s': %s", addr, strerror(-r));
+		return r;
+	}
+	*fd = s;
+	return 0;
+}
+
+int ferry_sock_connect(const char *addr, int *fd, char *err, size_t err_len)
+{
+	return ferry__sock_connect(addr, fd, NULL, err, err_len);
+}
+
+int ferry_sock_bound(int fd, char *buf, size_t len)
+{
+	return ferry__sock_bound(fd, buf, len);
+}
+
+void ferry_sock_file_note(ferry_sock_file *f, const char *addr)
+{
+	struct stat st;
+	memset(f, 0, sizeof(*f));
+	if (strncmp(addr, "unix:", 5))
+		return;
+	const char *path = addr + 5;
+	if (strlen(path) >= sizeof(f->path) || lstat(path, &st) || !S_ISSOCK(st.st_mode))
+		return;
+	strcpy(f->path, path);
+	f->dev = st.st_dev;
+	f->ino = st.st_ino;
+}
+
+void ferry_sock_file_remove(ferry_sock_file *f)
+{
+	struct stat st;
+	if (f->path[0] && !lstat(f->path, &st) && st.st_dev == f->dev && st.st_ino == f->ino)
+		unlink(f->path);
+	f->path[0] = 0;
 }
 
 static int send_iov(int fd, struct iovec *iov, int cnt, int flags, uint64_t *sent)

@@ -3,13 +3,16 @@
  * Socket transports for migration URIs: "tcp:HOST:PORT" (HOST may be a name,
  * an IPv4 address or a bracketed IPv6 address) and "unix:PATH".
  * Each function returns 0 or a negative errno and, on failure, writes a
- * message into err. Thread: any.
+ * message into err. Thread: any. The public face of these, for control
+ * planes (listen, connect, bound, socket files), is ferry/transport.h.
  */
-#ifndef FERRY_TRANSPORT_H
-#define FERRY_TRANSPORT_H
+#ifndef FERRY_LIB_TRANSPORT_H
+#define FERRY_LIB_TRANSPORT_H
 
 #include <stdatomic.h>
 #include <stddef.h>
+
+#include "ferry/transport.h"
 
 /* Checks the syntax only. */
 int ferry__uri_check(const char *uri, char *err, size_t err_len);
@@ -17,7 +20,7 @@ int ferry__uri_check(const char *uri, char *err, size_t err_len);
  * Binds and listens; *fd is the listening socket (CLOEXEC). A unix: path
  * that is a live server's socket (-EADDRINUSE) or not a socket at all
  * (-ENOTSOCK) is refused; a stale socket file (connect: ECONNREFUSED) is
- * replaced. The caller removes the file it created (see ferry__sock_bound).
+ * replaced. The caller removes the file it created (ferry_sock_file_note).
  */
 int ferry__sock_listen(const char *uri, int *fd, char *err, size_t err_len);
 /*

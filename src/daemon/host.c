@@ -4,7 +4,8 @@
  * public API, and serves QMP on one or more sockets. Every migration is
  * driven through QMP (`migrate`, `migrate-incoming`, ...; see docs/qmp.md).
  *
- * Flags decide what the host is at start:
+ * Its configuration (ferry_host_config, daemon.h; on the command line the
+ * flags of src/cli/host-cmd.c) decides what the host is at start:
  *   (no --incoming)      a source: the guest is created with its initial
  *                        fill and starts running (unless the guest spec
  *                        says `paused`: QEMU's -S, status "prelaunch").
@@ -20,8 +21,8 @@
  * interrupts the guest operation the worker runs (x-run-until: a cancel
  * flag the guest's run loop checks, host_ops_interrupt) before joining it,
  * and removes the unix socket files the host bound if they are still its
- * own (ferry_sock_file, qmp.h); a live server's socket or any other file
- * at a --qmp or --incoming path is refused, never replaced.
+ * own (ferry_sock_file, ferry/transport.h); a live server's socket or any
+ * other file at a --qmp or --incoming path is refused, never replaced.
  *
  * DESIGN: everything happens on the main thread's event loop (loop.c):
  * QMP connections (qmp.c), one eventfd for the two kinds of hand-back
@@ -39,9 +40,7 @@
  * Thread: main (the loop) unless a function says otherwise; see host.h.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,62 +48,11 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
-#include "cli.h"
+#include "daemon.h"
 #include "host.h"
 #include "balloon-drv.h"
 
-#define MAX_QMP_ADDRS 8
-#define HOST_ADDR_MAX 512
-
-static void host_usage(FILE *f)
-{
-	fputs("usage: ferry host --qmp ADDRESS [--qmp ADDRESS ...] [options]\n"
-	      "Runs a synthetic guest and serves QMP on it (docs/qmp.md); `ferry migrate` and\n"
-	      "`ferry qmp` are its clients.\n"
-	      "\n"
-	      "  --qmp ADDRESS      serve QMP on unix:PATH (or a bare PATH) or tcp:HOST:PORT (port 0:\n"
-	      "                     any free one, shown by --json); at least one, at most 8\n"
-	      "  --guest SPEC       the guest, as KEY=VALUE,... (keys below)\n"
-	      "  -S, --stopped      start with the vCPUs stopped (QEMU's -S, status \"prelaunch\");\n"
-	      "                     `cont` starts them (the guest key `paused` does the same)\n"
-	      "  --dirty MODE       dirty tracking: auto (default), wp, explicit\n"
-	      "  --incoming URI     be a destination listening on tcp:HOST:PORT (port 0: any free\n"
-	      "                     one, shown by --json and query-migrate) or unix:PATH; listen\n"
-	      "                     again after a failed or cancelled migration\n"
-	      "  --incoming defer   be a destination waiting for QMP migrate-incoming\n"
-	      "  --exit-on-error    destination: exit (status 1) when an incoming migration fails\n"
-	      "                     or is cancelled, instead of waiting again\n"
-	      "  --no-mem-check     allow mem+vram above MemAvailable (/proc/meminfo); not with\n"
-	      "                     prealloc\n"
-	      "  --json             print one JSON line on stdout once listening\n"
-	      "  -h, --help         print this help and exit\n"
-	      "\n"
-	      "Guest keys (SIZE: bytes with an optional K, M or G suffix, powers of 1024):\n"
-	      "  mem=SIZE           guest RAM (\"pc.ram\"), split in one slice per vCPU; default 1G\n"
-	      "  vram=SIZE          video RAM (\"vga.vram\"), written by the initial fill only;\n"
-	      "                     default 16M, 0 for none\n"
-	      "  vcpus=N            vCPUs, 1..64; default 2\n"
-	      "  workload=W         what a vCPU step (one 4 KiB page write) does: idle (nothing),\n"
-	      "                     stride (pages in order), random (seeded random pages; default),\n"
-	      "                     hotset (80% of the steps in the first 20% of the working set),\n"
-	      "                     churn (allocates, frees and writes pages of a free list in RAM)\n"
-	      "  rate=SIZE|max      bytes each vCPU dirties per second; default max (unpaced)\n"
-	      "  wss=SIZE           working set: the part of its slice a vCPU writes; default 0,\n"
-	      "                     the whole slice\n"
-	      "  fill=F             initial RAM contents: none (left unpopulated), zero, random\n"
-	      "                     (default), text (compressible)\n"
-	      "  seed=N             seed of the fill and of the workloads' choices; default 1\n"
-	      "  throttle=P         percent of the time the vCPUs sleep, 0..99; default 0\n"
-	      "  alloc=P            churn: percent of the pages allocated at start, 0..100; default 0\n"
-	      "  paused[=on|off]    start with the vCPUs stopped, as -S; default off\n"
-	      "  prealloc[=on|off]  destination: allocate all RAM at start, not page by page as it\n"
-	      "                     arrives (QEMU's prealloc=on); default off\n"
-	      "  virtio[=on|off]    reserve the last 256 KiB of mem for virtio rings; default off\n"
-	      "  balloon[=on|off]   add a virtio-balloon with free page hints (implies virtio);\n"
-	      "                     default off\n"
-	      "Example: ferry host --qmp /tmp/src.qmp --guest mem=1G,vcpus=2,rate=200M\n",
-	      f);
-}
+#define HOST_ADDR_MAX FERRY_HOST_ADDR_MAX
 
 /* ------------------------------------------------------------------ */
 /* Hand-back from other threads.                                       */
@@ -565,201 +513,36 @@ static void host_teardown(host *h)
 	pthread_cond_destroy(&h->work_cond);
 }
 
-/* A usage error: the message, then the usage, on stderr; exit status 2. */
-__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
+/* A host in its initial state, from cfg; NULL if out of memory. */
+static host *host_new(const ferry_host_config *cfg)
 {
-	va_list ap;
-	fputs("ferry host: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	host_usage(stderr);
-	return 2;
-}
-
-/* The option getopt stopped at, without "=VALUE": "--foo", "-x". */
-static const char *bad_option(char **argv, char *buf, size_t len)
-{
-	const char *a = argv[optind - 1];
-	if (optopt && (a[0] != '-' || a[1] != '-'))
-		snprintf(buf, len, "-%c", optopt);
-	else
-		snprintf(buf, len, "%.*s", (int)strcspn(a, "="), a);
-	return buf;
-}
-
-/*
- * A --qmp ADDRESS: unix:PATH, tcp:HOST:PORT, or a bare PATH (no "scheme:"
- * before the first '/'). Writes the unix:/tcp: form to out. Returns 0 or
- * -EINVAL with the message in err.
- */
-static int qmp_address(const char *a, char *out, size_t len, char *err, size_t elen)
-{
-	size_t scheme = strspn(a, "abcdefghijklmnopqrstuvwxyz0123456789+-.");
-	if (a[scheme] != ':' || !scheme) {
-		if (!*a) {
-			snprintf(err, elen, "--qmp: empty address");
-			return -EINVAL;
-		}
-		snprintf(out, len, "unix:%s", a);
-	} else if (!strncmp(a, "unix:", 5) || !strncmp(a, "tcp:", 4)) {
-		snprintf(out, len, "%s", a);
-	} else {
-		snprintf(err, elen,
-			 "--qmp: unsupported QMP address '%s' (expected unix:PATH or tcp:HOST:PORT)", a);
-		return -EINVAL;
-	}
-	if (strlen(out) >= len - 1 || ferry_uri_validate(out, err + 7, elen - 7)) {
-		if (strlen(out) >= len - 1)
-			snprintf(err, elen, "--qmp: address too long");
-		else
-			memcpy(err, "--qmp: ", 7);
-		return -EINVAL;
-	}
-	return 0;
-}
-
-/* MemAvailable from /proc/meminfo in bytes, or 0 if unknown. */
-static uint64_t mem_available(void)
-{
-	FILE *f = fopen("/proc/meminfo", "r");
-	char line[128];
-	unsigned long long kb = 0;
-	while (f && fgets(line, sizeof(line), f))
-		if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
-			break;
-	if (f)
-		fclose(f);
-	return (uint64_t)kb << 10;
-}
-
-/* "1024G", "1536M", "4096K" or bytes: as short as the value allows. */
-static void fmt_size(uint64_t n, char *buf, size_t len)
-{
-	static const char suf[] = "GMK";
-	for (int i = 0; i < 3; i++) {
-		uint64_t unit = 1ull << (30 - 10 * i);
-		if (n && n % unit == 0) {
-			snprintf(buf, len, "%llu%c", (unsigned long long)(n / unit), suf[i]);
-			return;
-		}
-	}
-	snprintf(buf, len, "%llu", (unsigned long long)n);
-}
-
-/*
- * The guest must fit in the memory available now, or it would be killed
- * (or swap) part way through a migration. --no-mem-check lets an
- * unpopulated guest be larger (its pages are allocated as they are
- * written); a preallocated one is always checked.
- */
-static int mem_check(const ferry_guest_config *cfg, bool skip)
-{
-	uint64_t avail = mem_available(), need = cfg->mem_size + cfg->vram_size;
-	if (!avail || need <= avail || (skip && !cfg->prealloc))
-		return 0;
-	char m[32];
-	fmt_size(cfg->mem_size, m, sizeof(m));
-	return usage_error("--guest: mem=%s is more than this machine's available memory "
-			   "(%.1f GiB)%s",
-			   m, (double)avail / (1ull << 30),
-			   cfg->prealloc ? "" : "; --no-mem-check allows it without prealloc");
-}
-
-int ferry_cli_host(int argc, char **argv)
-{
-	static const struct option opts[] = {
-		{ "guest", required_argument, 0, 'g' },
-		{ "dirty", required_argument, 0, 'd' },
-		{ "qmp", required_argument, 0, 'q' },
-		{ "incoming", required_argument, 0, 'i' },
-		{ "exit-on-error", no_argument, 0, 'e' },
-		{ "json", no_argument, 0, 'j' },
-		{ "stopped", no_argument, 0, 'S' },
-		{ "no-mem-check", no_argument, 0, 'M' },
-		{ "help", no_argument, 0, 'h' },
-		{ 0, 0, 0, 0 },
-	};
-	const char *spec = "", *incoming = NULL;
-	char qmp[MAX_QMP_ADDRS][HOST_ADDR_MAX], opt[64];
-	int nqmp = 0;
-	ferry_dirty_mode dmode = FERRY_DIRTY_AUTO;
-	bool json = false, exit_on_error = false, stopped = false, no_mem_check = false;
-	char err[512];
-	int c;
-	optind = 1;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":hS", opts, NULL)) != -1) {
-		switch (c) {
-		case 'g': spec = optarg; break;
-		case 'd':
-			if (!strcmp(optarg, "auto")) dmode = FERRY_DIRTY_AUTO;
-			else if (!strcmp(optarg, "wp")) dmode = FERRY_DIRTY_WP_ASYNC;
-			else if (!strcmp(optarg, "explicit")) dmode = FERRY_DIRTY_EXPLICIT;
-			else
-				return usage_error("unknown dirty mode '%s' (expected auto, wp, explicit)",
-						   optarg);
-			break;
-		case 'q':
-			if (nqmp == MAX_QMP_ADDRS)
-				return usage_error("at most %d --qmp addresses", MAX_QMP_ADDRS);
-			if (qmp_address(optarg, qmp[nqmp], HOST_ADDR_MAX, err, sizeof(err)))
-				return usage_error("%s", err);
-			nqmp++;
-			break;
-		case 'i': incoming = optarg; break;
-		case 'e': exit_on_error = true; break;
-		case 'j': json = true; break;
-		case 'S': stopped = true; break;
-		case 'M': no_mem_check = true; break;
-		case 'h': host_usage(stdout); return 0;
-		case ':':
-			return usage_error("option '%s' needs a value", bad_option(argv, opt, sizeof(opt)));
-		default:
-			return usage_error("unknown option '%s'", bad_option(argv, opt, sizeof(opt)));
-		}
-	}
-	if (optind < argc)
-		return usage_error("unexpected argument '%s'", argv[optind]);
-	if (incoming && strcmp(incoming, "defer") && ferry_uri_validate(incoming, err, sizeof(err)))
-		return usage_error("--incoming: %s", err);
-	if (incoming && strlen(incoming) >= sizeof(((host *)0)->incoming_uri))
-		return usage_error("--incoming URI too long");
-	ferry_guest_config cfg;
-	ferry_guest_config_init(&cfg);
-	if (ferry_guest_config_parse(&cfg, spec, err, sizeof(err)))
-		return usage_error("--guest: %s", err);
-	if (!nqmp)
-		return usage_error("at least one --qmp ADDRESS is required (unix:PATH or tcp:HOST:PORT)");
-	if ((c = mem_check(&cfg, no_mem_check)))
-		return c;
-	cfg.paused |= stopped;
-
 	host *h = calloc(1, sizeof(*h));
-	if (!h) {
-		fprintf(stderr, "ferry host: out of memory\n");
-		return 1;
-	}
-	h->cfg = cfg;
+	if (!h)
+		return NULL;
+	h->cfg = cfg->guest;
 	h->wake_fd = h->sig_fd = -1;
 	h->cap_events = true;
 	ferry_mig_params_init(&h->params);
-	h->exit_on_error = h->exit_on_error_flag = exit_on_error;
-	if (incoming && !strcmp(incoming, "defer")) {
+	h->exit_on_error = h->exit_on_error_flag = cfg->exit_on_error;
+	if (cfg->incoming && !strcmp(cfg->incoming, "defer")) {
 		h->incoming = HOST_INCOMING_DEFER;
-	} else if (incoming) {
+	} else if (cfg->incoming) {
 		h->incoming = HOST_INCOMING_URI;
-		snprintf(h->incoming_uri, sizeof(h->incoming_uri), "%s", incoming);
+		snprintf(h->incoming_uri, sizeof(h->incoming_uri), "%s", cfg->incoming);
 	}
 	pthread_mutex_init(&h->ev_lock, NULL);
 	pthread_cond_init(&h->work_cond, NULL);
+	return h;
+}
 
-	/*
-	 * Signals are read from a signalfd by the loop. Block them before any
-	 * thread exists (guest vCPUs, libferry, the worker inherit the mask),
-	 * so none of those threads is ever interrupted by one.
-	 */
+/*
+ * Signals are read from a signalfd by the loop. They are blocked before any
+ * thread exists (guest vCPUs, libferry, the worker inherit the mask), so
+ * none of those threads is ever interrupted by one. Returns the signalfd
+ * or a negative errno.
+ */
+static int signals_take(void)
+{
 	sigset_t sigs;
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGINT);
@@ -767,23 +550,42 @@ int ferry_cli_host(int argc, char **argv)
 	sigaddset(&sigs, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	h->sig_fd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
-	int rc = 1;
-	if (h->sig_fd < 0) {
-		fprintf(stderr, "ferry host: signalfd: %s\n", strerror(errno));
+	int fd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+/* The line on stderr once the host listens (without --json). */
+static void print_start(const host *h, const char *qmp0, int nqmp)
+{
+	fprintf(stderr, "ferry host: QMP on %s%s; %s%s\n", qmp0, nqmp > 1 ? " (and more)" : "",
+		h->incoming == HOST_INCOMING_URI     ? "waiting for a migration on "
+		: h->incoming == HOST_INCOMING_DEFER ? "waiting for migrate-incoming"
+		: h->cfg.paused			     ? "guest stopped (prelaunch)"
+						     : "guest running",
+		h->incoming == HOST_INCOMING_URI ? h->incoming_uri : "");
+}
+
+int ferry_host_run(const ferry_host_config *cfg)
+{
+	char qmp[FERRY_HOST_MAX_QMP][HOST_ADDR_MAX]; /* bound addresses replace them */
+	int nqmp = cfg->nqmp, rc = 1;
+	for (int i = 0; i < nqmp; i++)
+		snprintf(qmp[i], sizeof(qmp[i]), "%s", cfg->qmp[i]);
+	host *h = host_new(cfg);
+	if (!h) {
+		fprintf(stderr, "ferry host: out of memory\n");
+		return 1;
+	}
+	if ((h->sig_fd = signals_take()) < 0) {
+		fprintf(stderr, "ferry host: signalfd: %s\n", strerror(-h->sig_fd));
 		goto out;
 	}
-	if (host_setup(h, qmp, nqmp, dmode))
+	if (host_setup(h, qmp, nqmp, cfg->dirty))
 		goto out;
-	if (json)
+	if (cfg->json)
 		print_ready(h, qmp, nqmp);
 	else
-		fprintf(stderr, "ferry host: QMP on %s%s; %s%s\n", qmp[0], nqmp > 1 ? " (and more)" : "",
-			h->incoming == HOST_INCOMING_URI     ? "waiting for a migration on "
-			: h->incoming == HOST_INCOMING_DEFER ? "waiting for migrate-incoming"
-			: h->cfg.paused			     ? "guest stopped (prelaunch)"
-							     : "guest running",
-			h->incoming == HOST_INCOMING_URI ? h->incoming_uri : "");
+		print_start(h, qmp[0], nqmp);
 	int r = ferry_loop_run(h->loop);
 	if (r) {
 		fprintf(stderr, "ferry host: event loop: %s\n", strerror(-r));

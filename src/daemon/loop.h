@@ -23,8 +23,8 @@
  * ferry_loop_run()). Other threads wake the loop through an eventfd they
  * write to, watched like any other fd.
  */
-#ifndef FERRY_CLI_LOOP_H
-#define FERRY_CLI_LOOP_H
+#ifndef FERRY_DAEMON_LOOP_H
+#define FERRY_DAEMON_LOOP_H
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -37,15 +37,12 @@
 #include "qmp.h"
 
 #include <errno.h>
-#include <netdb.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -805,183 +802,6 @@ static void listener_accept(void *opaque, uint32_t events)
 	}
 }
 
-/*
- * Unix socket files. A path is taken only if nothing is there, or if it
- * is a socket nobody answers on (a stale file from a process that died):
- * a live server's socket and any other kind of file are left alone.
- */
-int ferry_sock_file_claim(const char *path, char *err, size_t elen)
-{
-	struct stat st;
-	if (lstat(path, &st)) {
-		if (errno == ENOENT)
-			return 0;
-		int r = -errno;
-		snprintf(err, elen, "%s: %s", path, strerror(-r));
-		return r;
-	}
-	if (!S_ISSOCK(st.st_mode)) {
-		snprintf(err, elen, "%s exists and is not a socket", path);
-		return -ENOTSOCK;
-	}
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		snprintf(err, elen, "invalid unix socket path '%s'", path);
-		return -EINVAL;
-	}
-	strcpy(sa.sun_path, path);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		int r = -errno;
-		snprintf(err, elen, "socket: %s", strerror(-r));
-		return r;
-	}
-	int c = connect(fd, (struct sockaddr *)&sa, sizeof(sa)), e = errno;
-	close(fd);
-	if (!c || e == EAGAIN) { /* EAGAIN: a live server with a full backlog */
-		snprintf(err, elen, "%s is in use by another server", path);
-		return -EADDRINUSE;
-	}
-	if (e != ECONNREFUSED) {
-		snprintf(err, elen, "%s: %s", path, strerror(e));
-		return -e;
-	}
-	if (unlink(path) && errno != ENOENT) {
-		int r = -errno;
-		snprintf(err, elen, "cannot remove the stale socket %s: %s", path, strerror(-r));
-		return r;
-	}
-	return 0;
-}
-
-void ferry_sock_file_note(ferry_sock_file *f, const char *path)
-{
-	struct stat st;
-	memset(f, 0, sizeof(*f));
-	if (strlen(path) >= sizeof(f->path) || lstat(path, &st) || !S_ISSOCK(st.st_mode))
-		return;
-	strcpy(f->path, path);
-	f->dev = st.st_dev;
-	f->ino = st.st_ino;
-}
-
-void ferry_sock_file_remove(ferry_sock_file *f)
-{
-	struct stat st;
-	if (f->path[0] && !lstat(f->path, &st) && st.st_dev == f->dev && st.st_ino == f->ino)
-		unlink(f->path);
-	f->path[0] = 0;
-}
-
-static int listen_unix(const char *path, qmp_listener *L, char *err, size_t elen)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	if (!*path || strlen(path) >= sizeof(sa.sun_path)) {
-		snprintf(err, elen, "invalid unix socket path '%s'", path);
-		return -EINVAL;
-	}
-	strcpy(sa.sun_path, path);
-	char why[400];
-	int r = ferry_sock_file_claim(path, why, sizeof(why));
-	if (r) {
-		snprintf(err, elen, "cannot listen on 'unix:%s': %s", path, why);
-		return r;
-	}
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		r = -errno;
-		snprintf(err, elen, "socket: %s", strerror(-r));
-		return r;
-	}
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa))) {
-		r = -errno;
-		snprintf(err, elen, "cannot listen on 'unix:%s': %s", path, strerror(-r));
-		close(fd);
-		return r;
-	}
-	ferry_sock_file_note(&L->file, path);
-	if (listen(fd, 16)) {
-		r = -errno;
-		snprintf(err, elen, "cannot listen on 'unix:%s': %s", path, strerror(-r));
-		close(fd);
-		ferry_sock_file_remove(&L->file);
-		return r;
-	}
-	L->fd = fd;
-	snprintf(L->addr, sizeof(L->addr), "unix:%s", path);
-	return 0;
-}
-
-/* "tcp:HOST:PORT" for a bound socket, with the port the kernel chose. */
-static void tcp_bound(int fd, char *buf, size_t len)
-{
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	char host[NI_MAXHOST], port[NI_MAXSERV];
-	buf[0] = 0;
-	if (getsockname(fd, (struct sockaddr *)&ss, &sl) ||
-	    getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), port, sizeof(port),
-			NI_NUMERICHOST | NI_NUMERICSERV))
-		return;
-	snprintf(buf, len, ss.ss_family == AF_INET6 ? "tcp:[%s]:%s" : "tcp:%s:%s", host, port);
-}
-
-static int listen_tcp(const char *hp, qmp_listener *L, char *err, size_t elen)
-{
-	char host[256];
-	const char *colon, *h = hp;
-	size_t hl;
-	if (*h == '[') {
-		const char *e = strchr(h, ']');
-		if (!e || e[1] != ':')
-			goto bad;
-		h++;
-		hl = (size_t)(e - h);
-		colon = e + 1;
-	} else {
-		colon = strrchr(h, ':');
-		if (!colon)
-			goto bad;
-		hl = (size_t)(colon - h);
-	}
-	if (hl >= sizeof(host) || !colon[1])
-		goto bad;
-	memcpy(host, h, hl);
-	host[hl] = 0;
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_PASSIVE }, *ai;
-	int g = getaddrinfo(hl ? host : NULL, colon + 1, &hints, &ai);
-	if (g) {
-		snprintf(err, elen, "cannot resolve 'tcp:%s': %s", hp, gai_strerror(g));
-		return -EHOSTUNREACH;
-	}
-	int r = -EADDRNOTAVAIL;
-	for (struct addrinfo *a = ai; a; a = a->ai_next) {
-		int fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-				a->ai_protocol);
-		if (fd < 0) {
-			r = -errno;
-			continue;
-		}
-		int one = 1;
-		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, 16) == 0) {
-			freeaddrinfo(ai);
-			L->fd = fd;
-			tcp_bound(fd, L->addr, sizeof(L->addr));
-			return 0;
-		}
-		r = -errno;
-		close(fd);
-	}
-	freeaddrinfo(ai);
-	snprintf(err, elen, "cannot listen on 'tcp:%s': %s", hp, strerror(-r));
-	return r;
-bad:
-	snprintf(err, elen, "invalid QMP address 'tcp:%s' (expected tcp:HOST:PORT)", hp);
-	return -EINVAL;
-}
-
 int ferry_qmp_server_listen(ferry_qmp_server *s, const char *addr, char *bound, size_t bound_len,
 			    char *err, size_t elen)
 {
@@ -993,16 +813,13 @@ int ferry_qmp_server_listen(ferry_qmp_server *s, const char *addr, char *bound, 
 	L->s = s;
 	L->fd = -1;
 	int r;
-	if (!strncmp(addr, "unix:", 5)) {
-		r = listen_unix(addr + 5, L, err, elen);
-	} else if (!strncmp(addr, "tcp:", 4)) {
-		r = listen_tcp(addr + 4, L, err, elen);
-	} else {
+	if (strncmp(addr, "unix:", 5) && strncmp(addr, "tcp:", 4)) {
 		snprintf(err, elen, "unsupported QMP address '%s' (expected unix:PATH or tcp:HOST:PORT)",
 			 addr);
 		r = -EINVAL;
-	}
-	if (r == 0) {
+	} else if (!(r = ferry_sock_listen(addr, FERRY_SOCK_NONBLOCK, &L->fd, err, elen))) {
+		ferry_sock_file_note(&L->file, addr);
+		ferry_sock_bound(L->fd, L->addr, sizeof(L->addr));
 		r = ferry_loop_watch_add(s->loop, L->fd, EPOLLIN, listener_accept, L, &L->w);
 		if (r < 0) {
 			snprintf(err, elen, "cannot watch '%s': %s", addr, strerror(-r));

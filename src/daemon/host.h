@@ -16,8 +16,8 @@
  *    (ev_lock) and the same eventfd.
  * Lock order: libferry's locks, then ev_lock (a leaf).
  */
-#ifndef FERRY_CLI_HOST_H
-#define FERRY_CLI_HOST_H
+#ifndef FERRY_DAEMON_HOST_H
+#define FERRY_DAEMON_HOST_H
 
 #include <jansson.h>
 #include <pthread.h>
@@ -25,6 +25,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "daemon.h"
 #include "ferry.h"
 #include "guest.h"
 #include "loop.h"
@@ -97,7 +98,7 @@ struct host {
 
 	/* Run state as the control plane sees it. */
 	host_incoming incoming;
-	char incoming_uri[512];
+	char incoming_uri[FERRY_HOST_ADDR_MAX];
 	bool exit_on_error;     /* a failed incoming migration ends the process */
 	bool exit_on_error_flag; /* --exit-on-error: the default for migrate-incoming */
 	bool inmigrate;         /* waiting for, or receiving, an incoming migration */

@@ -35,8 +35,6 @@
 
 #include "host.h"
 
-#define MAX_DOWNTIME_MS 2000000u /* QEMU's MAX_MIGRATE_DOWNTIME */
-
 static const char *const msg_in_progress = "There's a migration process in progress";
 static const char *const msg_inmigrate = "Guest is waiting for an incoming migration";
 
@@ -49,9 +47,6 @@ static ferry_mig_status mig_status(host *h)
 	ferry_migration_query(h->vm, &i);
 	return i.status;
 }
-
-/* x-placement values, indexed by FERRY_PLACE_*. */
-static const char *const placement_names[] = { "auto", "userfaultfd", "pwrite", "mapping" };
 
 static bool status_postcopy(ferry_mig_status s)
 {
@@ -152,7 +147,7 @@ static json_t *info_json(const ferry_mig_info *i, uint64_t downtime_limit_ms)
 		json_object_set_new(o, "error-desc", json_string(i->error_desc));
 	json_object_set_new(o, "x-incoming", json_boolean(i->incoming));
 	if (i->incoming && i->placement)
-		json_object_set_new(o, "x-placement", json_string(placement_names[i->placement]));
+		json_object_set_new(o, "x-placement", json_string(ferry_mig_param_find("x-placement")->values[i->placement]));
 	if (!i->incoming) {
 		json_object_set_new(o, "x-stalled", json_boolean(i->stalled));
 		/* The most bytes sent in any 100 ms window (what max-bandwidth caps). */
@@ -258,8 +253,7 @@ static void listen_error(const char *uri, int r, char *err, size_t elen)
 static void note_sock(ferry_sock_file *f, const char *uri)
 {
 	ferry_sock_file_remove(f); /* a previous one, if still there */
-	if (!strncmp(uri, "unix:", 5))
-		ferry_sock_file_note(f, uri + 5);
+	ferry_sock_file_note(f, uri);
 }
 
 void host_incoming_release(host *h)
@@ -594,182 +588,73 @@ static void cmd_query_capabilities(void *opaque, ferry_qmp_req *req, json_t *arg
 						    h->params.auto_converge));
 }
 
-/* The CPUs this process may run on, as "0-3,6". */
-static void cpu_list(char *buf, size_t len)
+/* The QMP type of a libferry parameter (QEMU's schema names). */
+static ferry_qmp_type qmp_type(ferry_mig_param_type t)
 {
-	cpu_set_t cs;
-	size_t n = 0;
-	buf[0] = 0;
-	if (sched_getaffinity(0, sizeof(cs), &cs))
-		return;
-	for (int c = 0; c < CPU_SETSIZE && n < len; c++) {
-		if (!CPU_ISSET(c, &cs))
-			continue;
-		int e = c;
-		while (e + 1 < CPU_SETSIZE && CPU_ISSET(e + 1, &cs))
-			e++;
-		int w = e > c ? snprintf(buf + n, len - n, "%s%d-%d", n ? "," : "", c, e)
-			      : snprintf(buf + n, len - n, "%s%d", n ? "," : "", c);
-		n += w > 0 ? (size_t)w : 0;
-		c = e;
+	switch (t) {
+	case FERRY_MIG_PARAM_BOOL: return FERRY_QMP_BOOL;
+	case FERRY_MIG_PARAM_I32: return FERRY_QMP_INT;
+	case FERRY_MIG_PARAM_U64: return FERRY_QMP_UINT64;
+	case FERRY_MIG_PARAM_SIZE: return FERRY_QMP_SIZE;
+	case FERRY_MIG_PARAM_ENUM: return FERRY_QMP_STR;
+	default: return FERRY_QMP_UINT32; /* U32, and INT (multifd-zstd-level) */
 	}
 }
 
+/*
+ * One parameter from its JSON value (already type-checked) into p: an
+ * enum by name, anything else as an integer. Returns false with the reply
+ * sent if the name is not one of the values.
+ */
+static bool param_from_json(ferry_qmp_req *req, ferry_mig_params *p, const ferry_mig_param_desc *d,
+			    json_t *v)
+{
+	if (d->type != FERRY_MIG_PARAM_ENUM) {
+		ferry_mig_param_set(p, d, json_is_boolean(v) ? json_is_true(v) : json_integer_value(v));
+		return true;
+	}
+	const char *c = json_string_value(v);
+	for (int64_t k = 0; d->values[k]; k++)
+		if (!strcmp(c, d->values[k])) {
+			ferry_mig_param_set(p, d, k);
+			return true;
+		}
+	ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "Parameter '%s' does not accept value '%s'%s%s%s",
+			    d->name, c, d->help ? " (" : "", d->help ? d->help : "",
+			    d->help ? ")" : "");
+	return false;
+}
+
+/*
+ * migrate-set-parameters: libferry's parameter table gives the names, the
+ * types and the limits (and the limits' messages). Each given parameter
+ * is set and checked in table order, and so is one whose lower limit is a
+ * given one (max-cpu-throttle after cpu-throttle-initial): the first
+ * problem is the reply and nothing changes.
+ */
 static void cmd_set_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
 {
-	static const ferry_qmp_arg spec[] = {
-		{ "downtime-limit", FERRY_QMP_UINT64, true },
-		{ "max-bandwidth", FERRY_QMP_SIZE, true },
-		{ "x-max-passes", FERRY_QMP_UINT32, true },
-		{ "multifd-channels", FERRY_QMP_UINT32, true },
-		{ "multifd-compression", FERRY_QMP_STR, true },
-		{ "multifd-zstd-level", FERRY_QMP_UINT32, true },
-		{ "x-postcopy-after-passes", FERRY_QMP_UINT32, true },
-		{ "x-link-timeout", FERRY_QMP_UINT32, true },
-		{ "x-postcopy-cpu", FERRY_QMP_INT, true },
-		{ "x-free-page-hints", FERRY_QMP_BOOL, true },
-		{ "x-free-page-hint-wait", FERRY_QMP_UINT32, true },
-		{ "x-placement", FERRY_QMP_STR, true },
-		{ "x-send-splice", FERRY_QMP_BOOL, true },
-		{ "throttle-trigger-threshold", FERRY_QMP_UINT32, true },
-		{ "cpu-throttle-initial", FERRY_QMP_UINT32, true },
-		{ "cpu-throttle-increment", FERRY_QMP_UINT32, true },
-		{ "cpu-throttle-tailslow", FERRY_QMP_BOOL, true },
-		{ "max-cpu-throttle", FERRY_QMP_UINT32, true },
-		{ NULL },
-	};
-	/* Ranges and messages as QEMU's migrate_params_check. */
-	static const struct {
-		const char *arg, *name;
-		unsigned lo, hi;
-		size_t off;
-	} pct_params[] = {
-		{ "throttle-trigger-threshold", "throttle_trigger_threshold", 1, 100,
-		  offsetof(ferry_mig_params, throttle_trigger_threshold) },
-		{ "cpu-throttle-initial", "cpu_throttle_initial", 1, 99,
-		  offsetof(ferry_mig_params, cpu_throttle_initial) },
-		{ "cpu-throttle-increment", "cpu_throttle_increment", 1, 99,
-		  offsetof(ferry_mig_params, cpu_throttle_increment) },
-	};
+	size_t n;
+	const ferry_mig_param_desc *t = ferry_mig_params_table(&n);
+	ferry_qmp_arg spec[n + 1];
+	for (size_t i = 0; i < n; i++)
+		spec[i] = (ferry_qmp_arg){ t[i].name, qmp_type(t[i].type), true };
+	spec[n] = (ferry_qmp_arg){ NULL };
 	host *h = opaque;
 	if (!ferry_qmp_req_check_args(req, args, spec))
 		return;
 	ferry_mig_params p = h->params;
-	json_t *v;
-	for (size_t k = 0; k < sizeof(pct_params) / sizeof(pct_params[0]); k++) {
-		if (!(v = json_object_get(args, pct_params[k].arg)))
+	char err[256];
+	for (size_t i = 0; i < n; i++) {
+		json_t *v = json_object_get(args, t[i].name);
+		if (v && !param_from_json(req, &p, &t[i], v))
+			return;
+		if (!v && !(t[i].min_param && json_object_get(args, t[i].min_param)))
 			continue;
-		json_int_t n = json_integer_value(v);
-		if (n < pct_params[k].lo || n > pct_params[k].hi) {
-			ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
-					    "Parameter '%s' expects an integer in the range of %u to %u",
-					    pct_params[k].name, pct_params[k].lo, pct_params[k].hi);
+		if (ferry_mig_param_check(&p, &t[i], err, sizeof(err))) {
+			ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "%s", err);
 			return;
 		}
-		*(uint32_t *)((char *)&p + pct_params[k].off) = (uint32_t)n;
-	}
-	if ((v = json_object_get(args, "max-cpu-throttle")))
-		p.max_cpu_throttle = json_integer_value(v) > 99 ? 100 : (uint32_t)json_integer_value(v);
-	if (p.max_cpu_throttle < p.cpu_throttle_initial || p.max_cpu_throttle > 99) {
-		ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
-				    "Parameter 'max_cpu_throttle' expects an integer in the range of cpu_throttle_initial to 99");
-		return;
-	}
-	if ((v = json_object_get(args, "cpu-throttle-tailslow")))
-		p.cpu_throttle_tailslow = json_is_true(v);
-	if ((v = json_object_get(args, "x-link-timeout"))) {
-		json_int_t n = json_integer_value(v);
-		if (n < 100 || n > 600000) {
-			ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
-					    "Parameter 'x-link-timeout' expects a value between 100 and 600000 ms");
-			return;
-		}
-		p.link_timeout_ms = (uint32_t)n;
-	}
-	if ((v = json_object_get(args, "x-postcopy-cpu"))) {
-		json_int_t n = json_integer_value(v);
-		cpu_set_t cs;
-		if (n < -1 || n >= CPU_SETSIZE ||
-		    (n >= 0 && (sched_getaffinity(0, sizeof(cs), &cs) || !CPU_ISSET((int)n, &cs)))) {
-			char cpus[128];
-			cpu_list(cpus, sizeof(cpus));
-			ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
-					    "Parameter 'x-postcopy-cpu' expects -1 or a CPU this process may run on (%s)",
-					    cpus);
-			return;
-		}
-		p.postcopy_cpu = (int32_t)n;
-	}
-	if ((v = json_object_get(args, "x-free-page-hint-wait"))) {
-		json_int_t n = json_integer_value(v);
-		if (n > 10000) {
-			ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
-					    "Parameter 'x-free-page-hint-wait' expects a value between 0 and 10000 ms");
-			return;
-		}
-		p.hint_wait_ms = (uint32_t)n;
-	}
-	if ((v = json_object_get(args, "x-send-splice")))
-		p.send_splice = json_is_true(v);
-	if ((v = json_object_get(args, "x-free-page-hints")))
-		p.free_page_hints = json_is_true(v);
-	if ((v = json_object_get(args, "x-postcopy-after-passes")))
-		p.postcopy_after_passes = (uint32_t)json_integer_value(v);
-	if ((v = json_object_get(args, "multifd-channels"))) {
-		json_int_t n = json_integer_value(v);
-		if (n < 1 || n > FERRY_MULTIFD_MAX_CHANNELS) {
-			ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
-					    "Parameter 'multifd-channels' expects a value between 1 and %d",
-					    FERRY_MULTIFD_MAX_CHANNELS);
-			return;
-		}
-		p.multifd_channels = (uint32_t)n;
-	}
-	if ((v = json_object_get(args, "multifd-compression"))) {
-		const char *c = json_string_value(v);
-		if (!strcmp(c, "none"))
-			p.multifd_compression = FERRY_COMPRESS_NONE;
-		else if (!strcmp(c, "zstd"))
-			p.multifd_compression = FERRY_COMPRESS_ZSTD;
-		else {
-			ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
-					    "Parameter 'multifd-compression' does not accept value '%s'", c);
-			return;
-		}
-	}
-	if ((v = json_object_get(args, "x-placement"))) {
-		const char *c = json_string_value(v);
-		unsigned k;
-		for (k = 0; k < 4 && strcmp(c, placement_names[k]); k++)
-			;
-		if (k == 4) {
-			ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
-					    "Parameter 'x-placement' does not accept value '%s' (auto, userfaultfd, pwrite or mapping)",
-					    c);
-			return;
-		}
-		p.placement = k;
-	}
-	if ((v = json_object_get(args, "multifd-zstd-level"))) {
-		json_int_t n = json_integer_value(v);
-		if (n < 1 || n > 20) {
-			ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
-					    "Parameter 'multifd-zstd-level' expects a value between 1 and 20");
-			return;
-		}
-		p.multifd_zstd_level = (int)n;
-	}
-	if ((v = json_object_get(args, "downtime-limit")))
-		p.downtime_limit_ms = (uint64_t)json_integer_value(v);
-	if ((v = json_object_get(args, "max-bandwidth")))
-		p.max_bandwidth = (uint64_t)json_integer_value(v);
-	if ((v = json_object_get(args, "x-max-passes")))
-		p.max_passes = (uint32_t)json_integer_value(v);
-	if (p.downtime_limit_ms > MAX_DOWNTIME_MS) {
-		ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
-				    "Parameter 'downtime_limit' expects an integer in the range of 0 to %u ms",
-				    MAX_DOWNTIME_MS);
-		return;
 	}
 	if (h->dir == HOST_DIR_OUT && status_busy(mig_status(h))) {
 		int r = ferry_migration_set_params(h->vm, &p);
@@ -785,35 +670,24 @@ static void cmd_set_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
 	ferry_qmp_req_return(req, NULL);
 }
 
+/* query-migrate-parameters: every entry of the table, in its order. */
 static void cmd_query_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
 {
 	static const ferry_qmp_arg spec[] = { { NULL } };
 	host *h = opaque;
-	if (ferry_qmp_req_check_args(req, args, spec))
-		ferry_qmp_req_return(
-			req, json_pack("{s:I,s:I,s:I,s:I,s:s,s:I,s:I,s:I,s:I,s:b,s:I,s:s,s:b,s:I,s:I,s:I,s:b,s:I}",
-				       "downtime-limit",
-				       (json_int_t)h->params.downtime_limit_ms, "max-bandwidth",
-				       (json_int_t)h->params.max_bandwidth, "x-max-passes",
-				       (json_int_t)h->params.max_passes, "multifd-channels",
-				       (json_int_t)h->params.multifd_channels, "multifd-compression",
-				       h->params.multifd_compression == FERRY_COMPRESS_ZSTD ? "zstd"
-											  : "none",
-				       "multifd-zstd-level", (json_int_t)h->params.multifd_zstd_level,
-				       "x-postcopy-after-passes",
-				       (json_int_t)h->params.postcopy_after_passes, "x-link-timeout",
-				       (json_int_t)h->params.link_timeout_ms, "x-postcopy-cpu",
-				       (json_int_t)h->params.postcopy_cpu, "x-free-page-hints",
-				       h->params.free_page_hints, "x-free-page-hint-wait",
-				       (json_int_t)h->params.hint_wait_ms, "x-placement",
-				       placement_names[h->params.placement], "x-send-splice",
-				       h->params.send_splice, "throttle-trigger-threshold",
-				       (json_int_t)h->params.throttle_trigger_threshold,
-				       "cpu-throttle-initial", (json_int_t)h->params.cpu_throttle_initial,
-				       "cpu-throttle-increment",
-				       (json_int_t)h->params.cpu_throttle_increment,
-				       "cpu-throttle-tailslow", h->params.cpu_throttle_tailslow,
-				       "max-cpu-throttle", (json_int_t)h->params.max_cpu_throttle));
+	if (!ferry_qmp_req_check_args(req, args, spec))
+		return;
+	size_t n;
+	const ferry_mig_param_desc *t = ferry_mig_params_table(&n);
+	json_t *o = json_object();
+	for (size_t i = 0; i < n; i++) {
+		int64_t v = ferry_mig_param_get(&h->params, &t[i]);
+		json_object_set_new(o, t[i].name,
+				    t[i].type == FERRY_MIG_PARAM_BOOL ? json_boolean(v)
+				    : t[i].type == FERRY_MIG_PARAM_ENUM ? json_string(t[i].values[v])
+									 : json_integer(v));
+	}
+	ferry_qmp_req_return(req, o);
 }
 
 /* ------------------------------------------------------------------ */

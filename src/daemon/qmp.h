@@ -30,8 +30,8 @@
  *
  * Thread: loop thread only.
  */
-#ifndef FERRY_CLI_QMP_H
-#define FERRY_CLI_QMP_H
+#ifndef FERRY_DAEMON_QMP_H
+#define FERRY_DAEMON_QMP_H
 
 #include <jansson.h>
 #include <stdbool.h>
@@ -74,10 +74,10 @@ int ferry_qmp_server_create(ferry_loop *loop, const ferry_qmp_config *cfg,
 void ferry_qmp_server_destroy(ferry_qmp_server *s);
 
 /*
- * Listens on "unix:PATH" or "tcp:HOST:PORT". A unix PATH is claimed with
- * ferry_sock_file_claim() (a live server's socket or another kind of file
- * is refused) and the socket file removed at destroy if it is still the
- * one bound. bound (may be NULL) gets the address listened on, with the
+ * Listens on "unix:PATH" or "tcp:HOST:PORT" with libferry's
+ * ferry_sock_listen() (a live server's unix socket or another kind of file
+ * is refused), and removes the socket file at destroy if it is still the
+ * one bound (ferry_sock_file). bound (may be NULL) gets the address listened on, with the
  * port the kernel chose for "tcp:HOST:0". Returns 0 or a negative errno
  * with a message in err.
  */
@@ -139,27 +139,6 @@ int ferry_qmp_check_args(json_t *obj, const ferry_qmp_arg *spec, const char *pre
 
 /* ferry_qmp_check_args() on a command's arguments; on error completes req. */
 bool ferry_qmp_req_check_args(ferry_qmp_req *req, json_t *args, const ferry_qmp_arg *spec);
-
-/*
- * Unix socket files, for QMP and migration listeners alike.
- *
- * ferry_sock_file_claim() prepares path for bind(): nothing there is fine;
- * a socket no server answers on (connect: ECONNREFUSED) is stale and
- * removed; a socket a server answers on is -EADDRINUSE ("PATH is in use by
- * another server"), anything else -ENOTSOCK ("PATH exists and is not a
- * socket"); message in err.
- * ferry_sock_file_note() records the socket file now at path (after bind);
- * ferry_sock_file_remove() removes it if path still is that file (same
- * device and inode: not a successor's), then forgets it.
- */
-typedef struct ferry_sock_file {
-	char path[108];
-	unsigned long long dev, ino;
-} ferry_sock_file;
-
-int ferry_sock_file_claim(const char *path, char *err, size_t err_len);
-void ferry_sock_file_note(ferry_sock_file *f, const char *path);
-void ferry_sock_file_remove(ferry_sock_file *f);
 
 /* CLOCK_REALTIME in microseconds (event timestamps). Thread: any. */
 uint64_t ferry_qmp_wall_us(void);
