@@ -28,15 +28,22 @@ static uint64_t cap_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* A running CAP_SPEC source and a destination listening at the returned URI. */
+static const char *cap_pair(side *src, side *dst)
+{
+	side_create(src, CAP_SPEC, FERRY_DIRTY_WP_ASYNC, false);
+	side_create(dst, CAP_SPEC, FERRY_DIRTY_WP_ASYNC, true);
+	const char *uri = test_uri();
+	assert_int_equal(ferry_migrate_incoming(dst->vm, uri), 0);
+	assert_int_equal(ferry_vm_start(src->vm), 0);
+	return uri;
+}
+
 /* Migrates CAP_SPEC with p (p->max_bandwidth set); returns the source's final info. */
 static ferry_mig_info cap_migrate(const ferry_mig_params *p)
 {
 	side src, dst;
-	side_create(&src, CAP_SPEC, FERRY_DIRTY_WP_ASYNC, false);
-	side_create(&dst, CAP_SPEC, FERRY_DIRTY_WP_ASYNC, true);
-	const char *uri = test_uri();
-	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
-	assert_int_equal(ferry_vm_start(src.vm), 0);
+	const char *uri = cap_pair(&src, &dst);
 	assert_int_equal(ferry_migrate_start(src.vm, uri, p), 0);
 	/* The sample compared against: the last one at least 150 ms older. */
 	ferry_mig_info ref = { .status = FERRY_MIG_NONE }, i;

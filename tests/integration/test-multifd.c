@@ -107,11 +107,7 @@ static void t_mf_cancel_told(void **s)
 {
 	(void)s;
 	side src, dst;
-	side_create(&src, CAP_SPEC, FERRY_DIRTY_WP_ASYNC, false);
-	side_create(&dst, CAP_SPEC, FERRY_DIRTY_WP_ASYNC, true);
-	const char *uri = test_uri();
-	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
-	assert_int_equal(ferry_vm_start(src.vm), 0);
+	const char *uri = cap_pair(&src, &dst);
 	ferry_mig_params p;
 	mf_params(&p, 2, false);
 	p.max_bandwidth = 40 * 1000 * 1000;
