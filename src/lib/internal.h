@@ -13,7 +13,14 @@
 #include <stdatomic.h>
 #include <stdio.h>
 
-#include "ferry.h"
+/* Not ferry.h: the core never sees a device (ferry/virtio.h is virtio/'s). */
+#include "ferry/version.h"
+#include "ferry/common.h"
+#include "ferry/vm.h"
+#include "ferry/vmstate.h"
+#include "ferry/migration.h"
+#include "ferry/hint.h"
+#include "ferry/transport.h"
 #include "dirty/dirty.h"
 #include "util/bitmap.h"
 #include "util/clock.h"
@@ -95,8 +102,12 @@ struct ferry_vm {
 	 */
 	int place_uffd;
 	bool place_registered; /* mig/dst/main only */
-	/* Free page hints for outgoing migrations (ferry_vm_set_balloon); registration-time. */
-	struct ferry_balloon *balloon;
+	/*
+	 * Free page hint provider for outgoing migrations
+	 * (ferry_vm_set_hint_ops; hint_ops.start NULL: none). Registration.
+	 */
+	ferry_hint_ops hint_ops;
+	void *hint_opaque;
 };
 
 /* Frees a finished migration object (vm.c / migration code). */

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Free page hints, source side: the RAM saver asks the VM's balloon which
- * pages are free and does not send them.
+ * Free page hints, source side: the RAM saver asks the VM's hint provider
+ * (ferry/hint.h; Ferry's balloon device is one) which pages are free and
+ * does not send them.
  *
  * DESIGN: one round per precopy pass. ferry__ram_hints_begin starts a
  * round right after a dirty-log sync and polls, bounded by hint_wait_ms,
@@ -17,13 +18,13 @@
  * as ZEROS after the background pages: the destination places them
  * without faulting on them.
  *
- * A free page queue that breaks (poll < 0) is not asked again in this
+ * A provider that fails (start or poll < 0) is not asked again in this
  * migration; the marks of the current round stay valid (they were taken
  * before the failure). However the migration ends, cleanup stops the
- * balloon and tells it done.
+ * provider and tells it done.
  *
  * Thread: mig/src/main only; the saver's state takes no lock. The
- * balloon's callback (on_hint) runs inside its poll, on that thread.
+ * provider's callback (on_hint) runs inside its poll, on that thread.
  */
 #include "migration/mig.h"
 
@@ -40,9 +41,10 @@
 void ferry__ram_hints_setup(ferry_ram_saver *rs, const ferry_mig_params *p)
 {
 	ferry_vm_t *vm = rs->vm;
-	if (!p->free_page_hints || !vm->balloon)
+	if (!p->free_page_hints || !vm->hint_ops.start)
 		return;
-	rs->hints.balloon = vm->balloon;
+	rs->hints.ops = &vm->hint_ops;
+	rs->hints.opaque = vm->hint_opaque;
 	rs->hints.wait_ms = p->hint_wait_ms;
 	rs->protect_all = vm->dirty_mode != FERRY_DIRTY_EXPLICIT;
 }
@@ -50,7 +52,7 @@ void ferry__ram_hints_setup(ferry_ram_saver *rs, const ferry_mig_params *p)
 int ferry__ram_hints_alloc(ferry_ram_saver *rs)
 {
 	struct ferry_ram_hints *h = &rs->hints;
-	for (unsigned i = 0; h->balloon && i < rs->vm->nblocks; i++) {
+	for (unsigned i = 0; h->ops && i < rs->vm->nblocks; i++) {
 		uint64_t npages = rs->vm->blocks[i]->npages;
 		if (!(h->hinted[i] = ferry__bitmap_new(npages)) ||
 		    !(h->hinted_last[i] = ferry__bitmap_new(npages)))
@@ -60,18 +62,18 @@ int ferry__ram_hints_alloc(ferry_ram_saver *rs)
 }
 
 /*
- * A hint for the current round (balloon lock held, inside
- * ferry_balloon_hint_poll). The pages
- * were free when the guest reported them, after the round started and so
- * after the last sync: a write since then is caught by the next harvest,
- * so they need not be sent now.
+ * A hint for the current round (inside the provider's poll). The pages were
+ * free when the guest reported them, after the round started and so after
+ * the last sync: a write since then is caught by the next harvest, so they
+ * need not be sent now.
  */
 static void on_hint(void *opaque, ferry_ram_block_t *rb, uint64_t first, uint64_t n)
 {
 	ferry_ram_saver *rs = opaque;
+	/* The provider is the embedder's: never trust its ranges blindly. */
+	if (!rb || rb->vm != rs->vm || first >= rb->npages || n > rb->npages - first)
+		return;
 	unsigned bi = ferry__block_index(rs->vm, rb);
-	if (first >= rb->npages || n > rb->npages - first)
-		return; /* the device checked; never trust twice-removed input blindly */
 	for (uint64_t p = first; p < first + n; p++) {
 		if (ferry__bitmap_test(rb->dirty, p)) {
 			ferry__bitmap_clear(rb->dirty, p);
@@ -82,17 +84,23 @@ static void on_hint(void *opaque, ferry_ram_block_t *rb, uint64_t first, uint64_
 	ferry__bitmap_set_range(rs->hints.hinted[bi], first, n);
 }
 
+/* The provider failed (r < 0): no more hints; the marks of this round stay valid. */
+static void provider_failed(struct ferry_ram_hints *h, const char *op, int r)
+{
+	const char *why = h->ops->error ? h->ops->error(h->opaque) : NULL;
+	ferry_warn("free page hints: the provider's %s failed (%s); no more hints",
+		   op, why && *why ? why : ferry_strerror(r));
+	h->broken = true;
+}
+
 void ferry__ram_hints_poll(ferry_ram_saver *rs)
 {
 	struct ferry_ram_hints *h = &rs->hints;
-	if (!h->balloon || h->broken)
+	if (!h->ops || h->broken)
 		return;
-	if (ferry_balloon_hint_poll(h->balloon, on_hint, rs) < 0) {
-		/* A hostile or buggy guest: no more hints; the marks of this round stay valid. */
-		ferry_warn("free page hints: the guest's free page queue is broken (%s); no more hints",
-			   ferry_vq_error(ferry_balloon_free_page_vq(h->balloon)));
-		h->broken = true;
-	}
+	int r = h->ops->poll(h->opaque, on_hint, rs);
+	if (r < 0)
+		provider_failed(h, "poll", r);
 }
 
 static void hinted_zero(ferry_ram_saver *rs, unsigned long **maps)
@@ -104,18 +112,22 @@ static void hinted_zero(ferry_ram_saver *rs, unsigned long **maps)
 void ferry__ram_hints_begin(ferry_ram_saver *rs)
 {
 	struct ferry_ram_hints *h = &rs->hints;
-	if (!h->balloon)
+	if (!h->ops)
 		return;
 	hinted_zero(rs, h->hinted);
 	if (h->broken)
 		return;
-	ferry_balloon_hint_start(h->balloon);
+	int r = h->ops->start(h->opaque);
+	if (r < 0) {
+		provider_failed(h, "start", r);
+		return;
+	}
 	h->cmds++;
 	/* Bounded: a guest that never answers costs at most wait_ms a pass. */
 	uint64_t t0 = ferry__now_ns(), end = t0 + (uint64_t)h->wait_ms * 1000000;
 	for (;;) {
 		ferry__ram_hints_poll(rs);
-		if (h->broken || ferry_balloon_hint_complete(h->balloon) || ferry__now_ns() >= end ||
+		if (h->broken || h->ops->complete(h->opaque) || ferry__now_ns() >= end ||
 		    ferry__mig_cancelled(rs->m))
 			break;
 		ferry__sleep_ns(WAIT_POLL_NS);
@@ -127,10 +139,10 @@ void ferry__ram_hints_begin(ferry_ram_saver *rs)
 void ferry__ram_hints_end(ferry_ram_saver *rs)
 {
 	struct ferry_ram_hints *h = &rs->hints;
-	if (!h->balloon)
+	if (!h->ops)
 		return;
 	ferry__ram_hints_poll(rs); /* what arrived for this round is still good */
-	ferry_balloon_hint_stop(h->balloon);
+	h->ops->stop(h->opaque);
 	/*
 	 * The round expires with the coming sync: a hinted page may be
 	 * written again and harvested, and must then be sent (the
@@ -194,9 +206,10 @@ void ferry__ram_hints_cleanup(ferry_ram_saver *rs)
 		free(h->hinted_last[i]);
 		h->hinted[i] = h->hinted_last[i] = NULL;
 	}
-	if (h->balloon) {
-		ferry_balloon_hint_stop(h->balloon);
-		ferry_balloon_hint_done(h->balloon); /* the guest may reuse its report memory */
-		h->balloon = NULL;
+	if (h->ops) {
+		h->ops->stop(h->opaque);
+		if (h->ops->done)
+			h->ops->done(h->opaque); /* the guest may reuse its report memory */
+		h->ops = NULL;
 	}
 }

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Free page hints in the RAM saver (hints.c).
+ * Free page hints in the RAM saver (hints.c): the saver's side of the
+ * provider interface of ferry/hint.h.
  *
  * Thread: mig/src/main only, like the rest of the saver (the provider's
  * callback runs inside its poll, on that thread).
@@ -14,9 +15,10 @@ typedef struct ferry_ram_saver ferry_ram_saver;
 
 /* The saver's hint state (ferry_ram_saver.hints); owned by mig/src/main. */
 struct ferry_ram_hints {
-	ferry_balloon_t *balloon;  /* the VM's; NULL: no hints */
+	const ferry_hint_ops *ops; /* the VM's provider; NULL: no hints */
+	void *opaque;
 	uint32_t wait_ms;          /* ferry_mig_params.hint_wait_ms */
-	bool broken;               /* the free page queue broke: no more hints */
+	bool broken;               /* the provider failed: no more hints */
 	/* Pages of block i reported free for the current round: not sent. */
 	unsigned long *hinted[FERRY_MAX_RAM_BLOCKS];
 	/*
@@ -32,7 +34,7 @@ struct ferry_ram_hints {
 };
 
 /*
- * Before ferry__ram_save_setup: takes the VM's balloon if p asks for
+ * Before ferry__ram_save_setup: takes the VM's provider if p asks for
  * hints. Then all RAM is write-protected at setup (rs->protect_all), so
  * tracking covers every page before the first round starts.
  */
@@ -61,7 +63,7 @@ bool ferry__ram_hints_next_zeros(ferry_ram_saver *rs, struct ferry_ram_block **r
 				 uint64_t *first, uint64_t *n);
 /* The hint counters of query-migrate. Caller holds m->stats_lock. */
 void ferry__ram_hints_stats(const ferry_ram_saver *rs, ferry_mig_info *info);
-/* End of the migration: stops the balloon, tells it done, frees. Idempotent. */
+/* End of the migration: stops the provider, tells it done, frees. Idempotent. */
 void ferry__ram_hints_cleanup(ferry_ram_saver *rs);
 
 #endif

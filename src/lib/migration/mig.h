@@ -151,7 +151,7 @@ typedef struct ferry_ram_saver {
 	bool in_section;  /* a RAM section body is open on c (for the cancel notice) */
 	/* Set (m->pc_start) when a switch to postcopy is wanted: passes end early. */
 	atomic_bool *pc_start;
-	/* Free page hints (hints.h); hints.balloon NULL: none. */
+	/* Free page hints (hints.h); hints.ops NULL: none. */
 	struct ferry_ram_hints hints;
 	/* Write-protect all RAM at setup (set by ferry__ram_hints_setup). */
 	bool protect_all;

@@ -117,13 +117,15 @@ int ferry_vm_set_vcpu_ops(ferry_vm_t *vm, const ferry_vcpu_ops *ops, void *opaqu
 	return 0;
 }
 
-int ferry_vm_set_balloon(ferry_vm_t *vm, ferry_balloon_t *b)
+int ferry_vm_set_hint_ops(ferry_vm_t *vm, const ferry_hint_ops *ops, void *opaque)
 {
-	if (!vm)
+	static const ferry_hint_ops none;
+	if (!vm || (ops && (!ops->start || !ops->poll || !ops->complete || !ops->stop)))
 		return -EINVAL;
 	if (vm_busy(vm))
 		return -EBUSY;
-	vm->balloon = b;
+	vm->hint_ops = ops ? *ops : none;
+	vm->hint_opaque = ops ? opaque : NULL;
 	return 0;
 }
 
