@@ -328,15 +328,21 @@ static void t_hints_off(void **s)
  * (each round stopped, done once and last; the balloon reports nothing
  * outside a round) and skips what it reports.
  */
+/* A precopy of SPEC (the guest's driver answering) with rec as the source's provider. */
+static void provider_migrate(rec_provider *rec, ferry_mig_info *i)
+{
+	ferry_mig_params p;
+	ferry_mig_params_init(&p);
+	p.downtime_limit_ms = 50;
+	hint_migrate_x(SPEC, FERRY_DIRTY_WP_ASYNC, &p, true, false, rec, i);
+}
+
 static void t_hints_provider(void **s)
 {
 	(void)s;
-	ferry_mig_params p;
 	ferry_mig_info i;
 	rec_provider rec = { 0 };
-	ferry_mig_params_init(&p);
-	p.downtime_limit_ms = 50;
-	hint_migrate_x(SPEC, FERRY_DIRTY_WP_ASYNC, &p, true, false, &rec, &i);
+	provider_migrate(&rec, &i);
 	assert_true(i.hint_cmds >= 1);
 	assert_int_equal(rec.starts, i.hint_cmds);
 	assert_true(rec.polls >= rec.starts);
@@ -352,12 +358,9 @@ static void t_hints_provider(void **s)
 static void t_hints_provider_fails(void **s)
 {
 	(void)s;
-	ferry_mig_params p;
 	ferry_mig_info i;
 	rec_provider rec = { .start_err = -EIO };
-	ferry_mig_params_init(&p);
-	p.downtime_limit_ms = 50;
-	hint_migrate_x(SPEC, FERRY_DIRTY_WP_ASYNC, &p, true, false, &rec, &i);
+	provider_migrate(&rec, &i);
 	assert_int_equal(i.hint_cmds, 0);
 	assert_int_equal(i.hint_skipped, 0);
 	assert_int_equal(rec.polls, 0);
