@@ -8,6 +8,7 @@
 #include "ferry/vm.h"
 #include "ferry/vmstate.h"
 #include "ferry/migration.h"
+#include "ferry/hint.h"
 #include "ferry/virtio.h"
 #include "ferry/transport.h"
 

@@ -104,9 +104,9 @@ typedef struct ferry_mig_params {
 	 */
 	int32_t postcopy_cpu;
 	/*
-	 * Free page hints (x-free-page-hints, default on; they need a balloon
-	 * attached with ferry_vm_set_balloon): at the start of each pass a new
-	 * command id is published and the migration waits up to
+	 * Free page hints (x-free-page-hints, default on; they need a provider
+	 * registered with ferry_vm_set_hint_ops, ferry/hint.h): at the start of
+	 * each pass a new round (command id) starts and the migration waits up to
 	 * hint_wait_ms (x-free-page-hint-wait, default 100, 0..10000) for the
 	 * guest's report, so that a silent guest cannot stall it; pages
 	 * reported free for the current id are not sent.

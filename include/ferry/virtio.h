@@ -47,6 +47,7 @@
 #include <linux/virtio_balloon.h>
 #include <linux/virtio_ring.h>
 
+#include "ferry/hint.h"
 #include "ferry/vm.h"
 #include "ferry/vmstate.h"
 
@@ -242,12 +243,11 @@ typedef struct ferry_balloon ferry_balloon_t;
 
 /*
  * Pages [first_page, first_page + npages) of rb (FERRY_PAGE_SIZE units,
- * block-relative) are free in the guest. Called from
+ * block-relative) are free in the guest (ferry/hint.h). Called from
  * ferry_balloon_hint_poll() with the balloon's lock held: it must not
  * call ferry_balloon_* functions.
  */
-typedef void (*ferry_balloon_hint_fn)(void *opaque, ferry_ram_block_t *rb, uint64_t first_page,
-				      uint64_t npages);
+typedef ferry_hint_fn ferry_balloon_hint_fn;
 
 typedef struct ferry_balloon_stats {
 	uint64_t hint_cmds;       /* command ids published */
@@ -313,13 +313,16 @@ FERRY_EXTERN bool ferry_balloon_hint_complete(const ferry_balloon_t *b);
 FERRY_EXTERN void ferry_balloon_get_stats(ferry_balloon_t *b, ferry_balloon_stats *st);
 
 /*
- * Attaches balloon b to vm (NULL detaches): outgoing migrations then ask
- * it for free page hints at the start of every pass (unless
- * ferry_mig_params.free_page_hints is off) and do not send the pages the
- * guest reports free. b must stay alive while attached. Returns 0,
- * -EINVAL or -EBUSY (a migration runs). Thread: the embedder's.
+ * The balloon as a free page hint provider (ferry/hint.h), opaque the
+ * ferry_balloon_t: start, stop and done are ferry_balloon_hint_start/stop/
+ * done, poll is ferry_balloon_hint_poll, complete is
+ * ferry_balloon_hint_complete, error is ferry_vq_error() of its free page
+ * queue. Outgoing migrations of vm then skip the pages the guest reports
+ * free (b must stay alive while registered):
+ *   ferry_vm_set_hint_ops(vm, ferry_balloon_hint_ops(), b)
+ * Thread: any (a constant table).
  */
-FERRY_EXTERN int ferry_vm_set_balloon(ferry_vm_t *vm, ferry_balloon_t *b);
+FERRY_EXTERN const ferry_hint_ops *ferry_balloon_hint_ops(void);
 
 #ifdef __cplusplus
 }

@@ -393,7 +393,7 @@ static int balloon_setup(host *h)
 				       h->balloon)) ||
 	    (r = ferry_device_register(h->vm, "virtio-balloon-fpq", 0, ferry_vq_vmsd(),
 				       ferry_balloon_free_page_vq(h->balloon))) ||
-	    (r = ferry_vm_set_balloon(h->vm, h->balloon))) {
+	    (r = ferry_vm_set_hint_ops(h->vm, ferry_balloon_hint_ops(), h->balloon))) {
 		r = n < 0 ? n : r;
 		fprintf(stderr, "ferry host: cannot set up the balloon: %s\n", ferry_strerror(r));
 		return r;

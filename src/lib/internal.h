@@ -5,6 +5,12 @@
  *
  * Lock order (outer first): vm->mig_lock, then vm->run_lock. The migration
  * threads take run_lock only to stop/start vCPUs and to apply device state.
+ *
+ * Thread: every field of struct ferry_vm and struct ferry_ram_block says
+ * what protects it. "Registration" means: written by the embedder's
+ * control thread under vm->mig_lock while no migration runs (vm.c,
+ * reg_lock), read without a lock by the migration threads, which only
+ * exist when no registration can happen.
  */
 #ifndef FERRY_INTERNAL_H
 #define FERRY_INTERNAL_H
@@ -13,7 +19,14 @@
 #include <stdatomic.h>
 #include <stdio.h>
 
-#include "ferry.h"
+/* Not ferry.h: the core never sees a device (ferry/virtio.h is virtio/'s). */
+#include "ferry/version.h"
+#include "ferry/common.h"
+#include "ferry/vm.h"
+#include "ferry/vmstate.h"
+#include "ferry/migration.h"
+#include "ferry/hint.h"
+#include "ferry/transport.h"
 #include "dirty/dirty.h"
 #include "util/bitmap.h"
 #include "util/clock.h"
@@ -23,9 +36,10 @@
 #define FERRY_NAME_MAX 255
 
 struct ferry_ram_block {
+	/* Immutable after ferry_ram_block_add(): any thread. */
 	ferry_vm_t *vm;
-	char name[FERRY_NAME_MAX + 1]; /* immutable after add */
-	uint8_t *host;                 /* immutable after add */
+	char name[FERRY_NAME_MAX + 1];
+	uint8_t *host;
 	uint64_t size;
 	uint64_t npages;
 	int fd;
@@ -36,9 +50,18 @@ struct ferry_ram_block {
 	_Atomic unsigned long *mark_log;
 	/* Whether ferry_ram_mark_dirty() records anything (explicit mode). */
 	atomic_bool marking;
-	/* Owned by the migration thread while one runs. */
+	/*
+	 * Owned by the migration thread while one runs (source: mig/src/main;
+	 * in postcopy mig/src/rp clears bits too, under the postcopy lock).
+	 */
 	unsigned long *dirty;
-	/* Destination: pages written by the incoming migration. */
+	/*
+	 * Destination: pages written by the incoming migration. Set with
+	 * atomic bit operations by whichever destination thread places a page
+	 * (main, receive, placing or postcopy threads; one writer per page at
+	 * a time); zeroed and cleared by mig/dst/main while no other thread
+	 * places pages.
+	 */
 	unsigned long *received;
 	/*
 	 * Destination: how precopy pages are written (FERRY_PLACE_UFFD,
@@ -58,16 +81,18 @@ struct ferry_device {
 struct ferry_migration;
 
 struct ferry_vm {
+	/* Immutable after ferry_vm_create(): any thread. */
 	uint8_t uuid[16];
 	ferry_dirty_mode dirty_mode; /* resolved at create */
+	/* Used by the running migration's threads only (dirty.h says which). */
 	ferry_dirty_tracker dirty;
 
-	/* Registration: written before migrations, read by them. */
+	/* Registration (see above). */
 	struct ferry_ram_block *blocks[FERRY_MAX_RAM_BLOCKS];
 	unsigned nblocks;
 	struct ferry_device *devices;
 	unsigned ndevices, devices_cap;
-	ferry_vcpu_ops vcpu_ops;
+	ferry_vcpu_ops vcpu_ops; /* called under run_lock (vm.c) */
 	void *vcpu_opaque;
 
 	pthread_mutex_t run_lock;
@@ -83,8 +108,8 @@ struct ferry_vm {
 	pthread_mutex_t mig_lock;
 	pthread_cond_t mig_cond;     /* signalled on every status change */
 	struct ferry_migration *mig; /* protected by mig_lock; NULL if none ever ran */
-	ferry_event_cb event_cb;     /* protected by mig_lock */
-	void *event_opaque;
+	ferry_event_cb event_cb;     /* protected by mig_lock (called with it held) */
+	void *event_opaque;          /* protected by mig_lock */
 	/* Destination parameters (postcopy, link timeout); protected by mig_lock. */
 	ferry_mig_params in_params;
 	/*
@@ -95,22 +120,30 @@ struct ferry_vm {
 	 */
 	int place_uffd;
 	bool place_registered; /* mig/dst/main only */
-	/* Free page hints for outgoing migrations (ferry_vm_set_balloon); registration-time. */
-	struct ferry_balloon *balloon;
+	/*
+	 * Free page hint provider for outgoing migrations
+	 * (ferry_vm_set_hint_ops; hint_ops.start NULL: none). Registration;
+	 * mig/src/main calls the ops (migration/hints.c).
+	 */
+	ferry_hint_ops hint_ops;
+	void *hint_opaque;
 };
 
-/* Frees a finished migration object (vm.c / migration code). */
+/*
+ * Frees a finished migration object (vm.c / migration code). Thread: the
+ * one that took it out of vm->mig, after its threads were joined.
+ */
 void ferry__migration_free(struct ferry_migration *m);
 /* True while a migration thread runs. Caller holds vm->mig_lock. */
 bool ferry__migration_busy(const ferry_vm_t *vm);
 
-/* Cancels the VM's migration whatever its state, postcopy too (destroy). */
+/* Cancels the VM's migration whatever its state, postcopy too (destroy). Thread: control. */
 void ferry__migration_abort(ferry_vm_t *vm);
 
-/* Sets or clears vm->run_owned (vm.c). */
+/* Sets or clears vm->run_owned (vm.c). Thread: mig/src/main, mig/dst/main. */
 void ferry__vm_own_run(ferry_vm_t *vm, bool owned);
 
-/* vmstate.c: validates a vmsd table at registration (0 or -EINVAL). */
+/* vmstate.c: validates a vmsd table at registration (0 or -EINVAL). Thread: any. */
 int ferry__vmsd_validate(const ferry_vmsd *vmsd);
 
 #endif /* FERRY_INTERNAL_H */

@@ -9,8 +9,9 @@
  * freed, hinted, then allocated and written again must be sent: the churn
  * workload does exactly that all the time while the migration runs.
  * Also: a guest that never answers (no driver) costs at most the bounded
- * wait per pass, hints can be switched off, and a guest migrated on from
- * its destination answers there too (A -> B -> C).
+ * wait per pass, hints can be switched off, a provider of the embedder's
+ * own is called as ferry/hint.h says, and a guest migrated on from its
+ * destination answers there too (A -> B -> C).
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -53,7 +54,7 @@ static void bside_create(bside *x, const char *spec, ferry_dirty_mode mode, bool
 	assert_int_equal(ferry_device_register(x->s.vm, "virtio-balloon-fpq", 0, ferry_vq_vmsd(),
 					       ferry_balloon_free_page_vq(x->b)),
 			 0);
-	assert_int_equal(ferry_vm_set_balloon(x->s.vm, x->b), 0);
+	assert_int_equal(ferry_vm_set_hint_ops(x->s.vm, ferry_balloon_hint_ops(), x->b), 0);
 	if (driver) {
 		ferry_guest_balloon_opts bo = { .background = true, .deferred = incoming };
 		assert_int_equal(ferry_guest_balloon_create(x->s.g, x->b, &bo, &x->d), 0);
@@ -69,11 +70,96 @@ static void bside_destroy(bside *x)
 	ferry_gpa_map_destroy(x->map);
 }
 
+/*
+ * A provider of the embedder's own (ferry/hint.h), here one that passes the
+ * balloon's hints on and checks the order of the migration's calls; or,
+ * with start_err, one whose start fails.
+ */
+typedef struct rec_provider {
+	ferry_balloon_t *b;
+	int start_err;
+	bool in_round;
+	unsigned starts, stops, dones, polls, hints;
+	unsigned hints_outside; /* ranges reported outside start..stop */
+	unsigned after_done;    /* calls after done */
+	ferry_hint_fn fn;       /* the migration's, during a poll */
+	void *fn_opaque;
+} rec_provider;
+
+static const ferry_hint_ops *bops(rec_provider *r)
+{
+	if (r->dones)
+		r->after_done++;
+	return ferry_balloon_hint_ops();
+}
+
+static int rec_start(void *o)
+{
+	rec_provider *r = o;
+	const ferry_hint_ops *ops = bops(r);
+	if (r->start_err)
+		return r->start_err;
+	r->starts++;
+	r->in_round = true;
+	return ops->start(r->b);
+}
+
+static void rec_hint(void *o, ferry_ram_block_t *rb, uint64_t first, uint64_t n)
+{
+	rec_provider *r = o;
+	r->hints++;
+	r->hints_outside += !r->in_round;
+	r->fn(r->fn_opaque, rb, first, n);
+}
+
+static int rec_poll(void *o, ferry_hint_fn fn, void *fn_opaque)
+{
+	rec_provider *r = o;
+	r->polls++;
+	r->fn = fn;
+	r->fn_opaque = fn_opaque;
+	return bops(r)->poll(r->b, rec_hint, r);
+}
+
+static bool rec_complete(void *o)
+{
+	rec_provider *r = o;
+	return bops(r)->complete(r->b);
+}
+
+static void rec_stop(void *o)
+{
+	rec_provider *r = o;
+	r->stops++;
+	r->in_round = false;
+	bops(r)->stop(r->b);
+}
+
+static void rec_done(void *o)
+{
+	rec_provider *r = o;
+	bops(r)->done(r->b);
+	r->dones++;
+}
+
+static const ferry_hint_ops rec_ops = {
+	.start = rec_start,
+	.poll = rec_poll,
+	.complete = rec_complete,
+	.stop = rec_stop,
+	.done = rec_done,
+};
+
+/* rec: the source's provider instead of its balloon (NULL: the balloon). */
 static void hint_migrate_x(const char *spec, ferry_dirty_mode mode, ferry_mig_params *p, bool driver,
-			   bool hostile, ferry_mig_info *out)
+			   bool hostile, rec_provider *rec, ferry_mig_info *out)
 {
 	bside src, dst;
 	bside_create(&src, spec, mode, false, driver);
+	if (rec) {
+		rec->b = src.b;
+		assert_int_equal(ferry_vm_set_hint_ops(src.s.vm, &rec_ops, rec), 0);
+	}
 	if (hostile) {
 		/* A driver that sets the queue up but does not serve it; then the guest
 		 * scribbles over its rings: the device must break the queue, nothing else. */
@@ -96,6 +182,8 @@ static void hint_migrate_x(const char *spec, ferry_dirty_mode mode, ferry_mig_pa
 	assert_int_equal(ferry_vm_start(src.s.vm), 0);
 	side_wait_steps(&src.s, 1024);
 	assert_int_equal(ferry_migrate_start(src.s.vm, uri, p), 0);
+	if (rec) /* registration waits until the migration is over */
+		assert_int_equal(ferry_vm_set_hint_ops(src.s.vm, NULL, NULL), -EBUSY);
 	/* Postcopy cases end by switching; the others must not hang on a slow host. */
 	if (p->postcopy)
 		assert_int_equal(wait_final(src.s.vm), FERRY_MIG_COMPLETED);
@@ -118,7 +206,7 @@ static void hint_migrate_x(const char *spec, ferry_dirty_mode mode, ferry_mig_pa
 static void hint_migrate(const char *spec, ferry_dirty_mode mode, ferry_mig_params *p, bool driver,
 			 ferry_mig_info *out)
 {
-	hint_migrate_x(spec, mode, p, driver, false, out);
+	hint_migrate_x(spec, mode, p, driver, false, NULL, out);
 }
 
 /* 256 MiB, 10% of the churn pages allocated at first, churning at 50 MB/s per vCPU. */
@@ -214,7 +302,7 @@ static void t_hints_hostile_guest(void **s)
 	ferry_mig_info i;
 	ferry_mig_params_init(&p);
 	p.downtime_limit_ms = 50;
-	hint_migrate_x(SPEC, FERRY_DIRTY_WP_ASYNC, &p, false, true, &i);
+	hint_migrate_x(SPEC, FERRY_DIRTY_WP_ASYNC, &p, false, true, NULL, &i);
 	assert_int_equal(i.hint_skipped, 0);
 	assert_int_equal(i.hint_cmds, 1); /* the first one saw the broken queue; no more */
 	assert_true(i.normal > (200 * MiB) / 4096);
@@ -233,6 +321,68 @@ static void t_hints_off(void **s)
 	assert_int_equal(i.hint_cmds, 0);
 	assert_int_equal(i.hint_skipped, 0);
 	assert_true(i.normal > (200 * MiB) / 4096);
+}
+
+/*
+ * The embedder's provider: the migration calls it as ferry/hint.h says
+ * (each round stopped, done once and last; the balloon reports nothing
+ * outside a round) and skips what it reports.
+ */
+/* A precopy of SPEC (the guest's driver answering) with rec as the source's provider. */
+static void provider_migrate(rec_provider *rec, ferry_mig_info *i)
+{
+	ferry_mig_params p;
+	ferry_mig_params_init(&p);
+	p.downtime_limit_ms = 50;
+	hint_migrate_x(SPEC, FERRY_DIRTY_WP_ASYNC, &p, true, false, rec, i);
+}
+
+static void t_hints_provider(void **s)
+{
+	(void)s;
+	ferry_mig_info i;
+	rec_provider rec = { 0 };
+	provider_migrate(&rec, &i);
+	assert_true(i.hint_cmds >= 1);
+	assert_int_equal(rec.starts, i.hint_cmds);
+	assert_true(rec.polls >= rec.starts);
+	assert_true(rec.hints > 0);
+	assert_int_equal(rec.hints_outside, 0);
+	assert_true(rec.stops > rec.starts); /* each round, and at the end */
+	assert_int_equal(rec.dones, 1);
+	assert_int_equal(rec.after_done, 0);
+	assert_true(i.hint_skipped > (200 * MiB) / 4096);
+}
+
+/* A provider whose start fails: no hints, every page sent, still stopped and done. */
+static void t_hints_provider_fails(void **s)
+{
+	(void)s;
+	ferry_mig_info i;
+	rec_provider rec = { .start_err = -EIO };
+	provider_migrate(&rec, &i);
+	assert_int_equal(i.hint_cmds, 0);
+	assert_int_equal(i.hint_skipped, 0);
+	assert_int_equal(rec.polls, 0);
+	assert_int_equal(rec.dones, 1);
+	assert_true(i.normal > (200 * MiB) / 4096);
+}
+
+/* Registration: the required ops, and NULL to detach. */
+static void t_hints_set_ops(void **s)
+{
+	(void)s;
+	ferry_vm_t *vm;
+	assert_int_equal(ferry_vm_create(NULL, &vm), 0);
+	ferry_hint_ops ops = rec_ops;
+	assert_int_equal(ferry_vm_set_hint_ops(NULL, &ops, NULL), -EINVAL);
+	ops.poll = NULL;
+	assert_int_equal(ferry_vm_set_hint_ops(vm, &ops, NULL), -EINVAL);
+	ops = rec_ops;
+	ops.done = NULL; /* optional, like error */
+	assert_int_equal(ferry_vm_set_hint_ops(vm, &ops, NULL), 0);
+	assert_int_equal(ferry_vm_set_hint_ops(vm, NULL, NULL), 0);
+	ferry_vm_destroy(vm);
 }
 
 /* Migrates a (running) to b (incoming) with hints; returns a's stats. */
@@ -299,6 +449,9 @@ int main(void)
 		cmocka_unit_test(t_hints_silent_guest),
 		cmocka_unit_test(t_hints_hostile_guest),
 		cmocka_unit_test(t_hints_off),
+		cmocka_unit_test(t_hints_provider),
+		cmocka_unit_test(t_hints_provider_fails),
+		cmocka_unit_test(t_hints_set_ops),
 		cmocka_unit_test(t_hints_chain),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

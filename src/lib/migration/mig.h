@@ -13,6 +13,7 @@
 #define FERRY_MIGRATION_MIG_H
 
 #include "internal.h"
+#include "migration/hints.h"
 #include "stream/chan.h"
 #include "util/helper.h"
 
@@ -150,41 +151,22 @@ typedef struct ferry_ram_saver {
 	bool in_section;  /* a RAM section body is open on c (for the cancel notice) */
 	/* Set (m->pc_start) when a switch to postcopy is wanted: passes end early. */
 	atomic_bool *pc_start;
-	/*
-	 * Free page hints (NULL: none). All RAM is write-protected at setup
-	 * (protect_all), so tracking covers every page before the first id is
-	 * published; hinted[i]: pages of block i reported free for the
-	 * current id, skipped by the pass.
-	 */
-	ferry_balloon_t *balloon;
+	/* Free page hints (hints.h); hints.ops NULL: none. */
+	struct ferry_ram_hints hints;
+	/* Write-protect all RAM at setup (set by ferry__ram_hints_setup). */
 	bool protect_all;
-	unsigned long *hinted[FERRY_MAX_RAM_BLOCKS];
-	/*
-	 * The last expired id's hinted pages; at a postcopy switch, those not
-	 * dirty since: sent as ZEROS after the background pages, so the
-	 * destination places them without a fault.
-	 */
-	unsigned long *hinted_last[FERRY_MAX_RAM_BLOCKS];
-	uint64_t hint_cmds, hint_skipped, hint_wait_ns;
-	uint32_t hint_wait_ms;
-	bool hint_broken;  /* the free page queue broke: no more hints */
 } ferry_ram_saver;
 
 /* Starts dirty tracking, finds populated pages, writes the setup section. */
 int ferry__ram_save_setup(ferry_ram_saver *rs);
 /* Log sync: merges the kernel's dirty state into the bitmaps. */
 int ferry__ram_sync(ferry_ram_saver *rs, uint64_t *newly);
+/* Refreshes query-migrate's counters now (remaining: every dirty page). */
+void ferry__ram_stats(ferry_ram_saver *rs);
 /* Sends every dirty page as one section of the given type (PART/END). */
 int ferry__ram_save_pass(ferry_ram_saver *rs, uint8_t section_type);
 /* Stops tracking (idempotent). */
 void ferry__ram_save_cleanup(ferry_ram_saver *rs);
-/*
- * Free page hints: begin publishes a new command id (right after a log
- * sync) and waits, bounded, for the guest's report; end stops it (right
- * before the next sync: hints of an id are only valid until then).
- */
-void ferry__ram_hints_begin(ferry_ram_saver *rs);
-void ferry__ram_hints_end(ferry_ram_saver *rs);
 /*
  * Postcopy background pass: one PART section with every dirty page, in
  * small runs whose bits are cleared under `lock` (the return path thread
@@ -193,11 +175,6 @@ void ferry__ram_hints_end(ferry_ram_saver *rs);
  */
 int ferry__ram_postcopy_pass(ferry_ram_saver *rs, pthread_mutex_t *lock,
 			     int (*serve)(void *opaque), void *opaque);
-/*
- * At the postcopy switch, after the final sync: keeps of the last hint id's
- * pages those not dirty since (the background sends them as zeros).
- */
-void ferry__ram_postcopy_hint_zeros(ferry_ram_saver *rs);
 /*
  * Queues the cancel notice: FERRY_RAM_CANCELLED inside a RAM section body,
  * FERRY_REC_CANCELLED between records. Only at a record boundary.

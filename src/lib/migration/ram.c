@@ -10,7 +10,7 @@
  * sends it as PAGES records (iovecs pointing at guest RAM, no copy) or ZEROS
  * records (a marker for runs of zero pages). Tracking was re-armed before
  * the pages are read, so a write racing with the send is caught by the next
- * harvest.
+ * harvest. Pages the guest reported free are skipped (hints.c).
  *
  * DESIGN (destination): records are bounds-checked against the local block
  * before anything is written; PAGES are placed per block as
@@ -72,9 +72,7 @@ static void rs_stats(ferry_ram_saver *rs, uint64_t remaining_pages)
 	}
 	m->info.normal_bytes = m->info.normal * FERRY_PAGE_SIZE;
 	m->info.skipped = rs->skipped;
-	m->info.hint_cmds = rs->hint_cmds;
-	m->info.hint_skipped = rs->hint_skipped;
-	m->info.hint_wait_ms = rs->hint_wait_ns / 1000000;
+	ferry__ram_hints_stats(rs, &m->info);
 	m->info.remaining = remaining_pages * FERRY_PAGE_SIZE;
 	/* mbps over the last window of at least 100 ms (QEMU's definition). */
 	uint64_t now = ferry__now_ns();
@@ -108,6 +106,11 @@ static uint64_t wire_bytes(ferry_ram_saver *rs)
 static void rs_progress(ferry_ram_saver *rs)
 {
 	rs_stats(rs, rs->dirty_pages - rs->processed);
+}
+
+void ferry__ram_stats(ferry_ram_saver *rs)
+{
+	rs_stats(rs, rs->dirty_pages);
 }
 
 /*
@@ -156,6 +159,8 @@ int ferry__ram_save_setup(ferry_ram_saver *rs)
 	rs->pmap = ferry__bitmap_new(SCAN_BATCH);
 	if (!rs->zmap || !rs->pmap)
 		return -ENOMEM;
+	if ((r = ferry__ram_hints_alloc(rs)))
+		return r;
 	if (sysconf(_SC_NPROCESSORS_ONLN) > 1 && ferry__helper_start(&rs->zero_helper, "mig/src/zero"))
 		ferry_warn("no helper thread: zero detection on one core");
 
@@ -183,9 +188,6 @@ int ferry__ram_save_setup(ferry_ram_saver *rs)
 		}
 		rs->maps_file[i] = ferry__ram_maps_file(rb->host, rb->size, rb->fd);
 		rs->dirty_pages += rb->npages;
-		if (rs->balloon && (!(rs->hinted[i] = ferry__bitmap_new(rb->npages)) ||
-				    !(rs->hinted_last[i] = ferry__bitmap_new(rb->npages))))
-			r = -ENOMEM;
 		/*
 		 * With hints, every page must be tracked before the first
 		 * command id goes out: a page reported free and then written is
@@ -398,14 +400,14 @@ static int send_chunk(ferry_ram_saver *rs, struct ferry_ram_block *rb, uint64_t 
 				     ferry_strerror(bad->err));
 		return bad->err;
 	}
-	unsigned long *hinted = rs->hinted[ferry__block_index(rs->vm, rb)];
+	unsigned long *hinted = rs->hints.hinted[ferry__block_index(rs->vm, rb)];
 	for (uint64_t i = 0; i < n;) {
 		int kind = page_kind(rs, hinted, base, i, prepare);
 		uint64_t j = i + 1;
 		while (j < n && j - i < FERRY_RAM_MAX_RUN && page_kind(rs, hinted, base, j, prepare) == kind)
 			j++;
 		if (kind == 0 || kind == 3) {
-			*(kind == 0 ? &rs->skipped : &rs->hint_skipped) += j - i;
+			*(kind == 0 ? &rs->skipped : &rs->hints.skipped) += j - i;
 			rs->processed += j - i;
 		} else {
 			int r = emit(rs, rb, kind == 1 ? FERRY_RAM_ZEROS : FERRY_RAM_PAGES, base + i,
@@ -429,81 +431,6 @@ static int send_run(ferry_ram_saver *rs, struct ferry_ram_block *rb, uint64_t pa
 		page += n;
 	}
 	return 0;
-}
-
-/*
- * A hint for the current id (balloon lock held; mig/src/main, inside
- * ferry_balloon_hint_poll). The pages were free when the guest reported
- * them, after the id was published and so after the last sync: a write
- * since then is caught by the next harvest, so they need not be sent now.
- */
-static void on_hint(void *opaque, ferry_ram_block_t *rb, uint64_t first, uint64_t n)
-{
-	ferry_ram_saver *rs = opaque;
-	unsigned bi = ferry__block_index(rs->vm, rb);
-	if (first >= rb->npages || n > rb->npages - first)
-		return; /* the device checked; never trust twice-removed input blindly */
-	for (uint64_t p = first; p < first + n; p++) {
-		if (ferry__bitmap_test(rb->dirty, p)) {
-			ferry__bitmap_clear(rb->dirty, p);
-			if (rs->dirty_pages)
-				rs->dirty_pages--;
-		}
-	}
-	ferry__bitmap_set_range(rs->hinted[bi], first, n);
-}
-
-static void hints_poll(ferry_ram_saver *rs)
-{
-	if (!rs->balloon || rs->hint_broken)
-		return;
-	if (ferry_balloon_hint_poll(rs->balloon, on_hint, rs) < 0) {
-		/* A hostile or buggy guest: no more hints; the marks of this id stay valid. */
-		ferry_warn("free page hints: the guest's free page queue is broken (%s); no more hints",
-			   ferry_vq_error(ferry_balloon_free_page_vq(rs->balloon)));
-		rs->hint_broken = true;
-	}
-}
-
-void ferry__ram_hints_begin(ferry_ram_saver *rs)
-{
-	if (!rs->balloon)
-		return;
-	for (unsigned i = 0; i < rs->vm->nblocks; i++)
-		ferry__bitmap_zero(rs->hinted[i], rs->vm->blocks[i]->npages);
-	if (rs->hint_broken)
-		return;
-	ferry_balloon_hint_start(rs->balloon);
-	rs->hint_cmds++;
-	/* Bounded: a guest that never answers costs at most hint_wait_ms a pass. */
-	uint64_t t0 = ferry__now_ns(), end = t0 + (uint64_t)rs->hint_wait_ms * 1000000;
-	for (;;) {
-		hints_poll(rs);
-		if (rs->hint_broken || ferry_balloon_hint_complete(rs->balloon) ||
-		    ferry__now_ns() >= end || ferry__mig_cancelled(rs->m))
-			break;
-		ferry__sleep_ns(200000);
-	}
-	rs->hint_wait_ns += ferry__now_ns() - t0;
-	rs_stats(rs, rs->dirty_pages);
-}
-
-void ferry__ram_hints_end(ferry_ram_saver *rs)
-{
-	if (!rs->balloon)
-		return;
-	hints_poll(rs); /* what arrived for this id is still good */
-	ferry_balloon_hint_stop(rs->balloon);
-	/*
-	 * The id expires with the coming sync: a hinted page may be written
-	 * again and harvested, and must then be sent (the switchover's pass
-	 * too). Its dirty bit was cleared when the hint came; the mark goes.
-	 */
-	for (unsigned i = 0; i < rs->vm->nblocks; i++) {
-		memcpy(rs->hinted_last[i], rs->hinted[i],
-		       FERRY_BITMAP_LONGS(rs->vm->blocks[i]->npages) * sizeof(unsigned long));
-		ferry__bitmap_zero(rs->hinted[i], rs->vm->blocks[i]->npages);
-	}
 }
 
 /* migrate-start-postcopy: the pass ends early, what it did not send stays dirty. */
@@ -530,7 +457,7 @@ static int first_pass(ferry_ram_saver *rs)
 					ferry__bitmap_fill(vm->blocks[k]->dirty, vm->blocks[k]->npages);
 				return 0;
 			}
-			hints_poll(rs);
+			ferry__ram_hints_poll(rs);
 			int r = send_chunk(rs, rb, base, n, true, rs->maps_file[i]);
 			if (r)
 				return r;
@@ -561,7 +488,7 @@ int ferry__ram_save_pass(ferry_ram_saver *rs, uint8_t section_type)
 			uint64_t end = ferry__bitmap_next_clear(rb->dirty, rb->npages, page);
 			if (end - page > SCAN_BATCH)
 				end = page + SCAN_BATCH; /* a pending switch is seen within 64 MiB */
-			hints_poll(rs); /* may clear bits of this run: look again */
+			ferry__ram_hints_poll(rs); /* may clear bits of this run: look again */
 			if (!ferry__bitmap_test(rb->dirty, page)) {
 				page = ferry__bitmap_next_set(rb->dirty, rb->npages, page);
 				continue;
@@ -659,36 +586,17 @@ int ferry__ram_postcopy_pass(ferry_ram_saver *rs, pthread_mutex_t *lock,
 		}
 	}
 	/* Pages the guest reported free (and did not write since): zero pages, placed now. */
-	for (unsigned i = 0; i < vm->nblocks && !r && rs->hinted_last[i]; i++) {
-		struct ferry_ram_block *rb = vm->blocks[i];
-		uint64_t page = ferry__bitmap_next_set(rs->hinted_last[i], rb->npages, 0);
-		while (page < rb->npages && !r) {
-			if ((r = serve(opaque)))
-				break;
-			uint64_t end = ferry__bitmap_next_clear(rs->hinted_last[i], rb->npages, page);
-			if (end - page > FERRY_RAM_MAX_RUN)
-				end = page + FERRY_RAM_MAX_RUN;
-			ferry__bitmap_clear_range(rs->hinted_last[i], page, end - page);
-			r = emit(rs, rb, FERRY_RAM_ZEROS, page, end - page);
-			page = ferry__bitmap_next_set(rs->hinted_last[i], rb->npages, end);
-		}
-	}
+	struct ferry_ram_block *zrb;
+	uint64_t zfirst, zn;
+	while (!r && ferry__ram_hints_next_zeros(rs, &zrb, &zfirst, &zn))
+		if (!(r = serve(opaque)))
+			r = emit(rs, zrb, FERRY_RAM_ZEROS, zfirst, zn);
 	if (!r) {
 		put_section_end(c);
 		r = rs_flush(rs);
 	}
 	rs_stats(rs, 0);
 	return r;
-}
-
-void ferry__ram_postcopy_hint_zeros(ferry_ram_saver *rs)
-{
-	for (unsigned i = 0; i < rs->vm->nblocks && rs->hinted_last[i]; i++) {
-		struct ferry_ram_block *rb = rs->vm->blocks[i];
-		/* A page written after its hint is dirty: its data goes, never a zero. */
-		for (uint64_t w = 0; w < FERRY_BITMAP_LONGS(rb->npages); w++)
-			rs->hinted_last[i][w] &= ~rb->dirty[w];
-	}
 }
 
 void ferry__ram_save_cleanup(ferry_ram_saver *rs)
@@ -698,16 +606,7 @@ void ferry__ram_save_cleanup(ferry_ram_saver *rs)
 	free(rs->zmap);
 	free(rs->pmap);
 	rs->zmap = rs->pmap = NULL;
-	for (unsigned i = 0; i < vm->nblocks; i++) {
-		free(rs->hinted[i]);
-		free(rs->hinted_last[i]);
-		rs->hinted[i] = rs->hinted_last[i] = NULL;
-	}
-	if (rs->balloon) {
-		ferry_balloon_hint_stop(rs->balloon);
-		ferry_balloon_hint_done(rs->balloon); /* the guest may reuse its report memory */
-		rs->balloon = NULL;
-	}
+	ferry__ram_hints_cleanup(rs);
 	if (!rs->tracking)
 		return;
 	for (unsigned i = 0; i < vm->nblocks; i++) {

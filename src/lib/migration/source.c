@@ -925,11 +925,7 @@ void *ferry__source_thread(void *arg)
 	}
 	if (p0.postcopy)
 		rs.pc_start = &m->pc_start;
-	if (p0.free_page_hints && vm->balloon) {
-		rs.balloon = vm->balloon;
-		rs.protect_all = vm->dirty_mode != FERRY_DIRTY_EXPLICIT;
-		rs.hint_wait_ms = p0.hint_wait_ms;
-	}
+	ferry__ram_hints_setup(&rs, &p0);
 	if ((r = ferry__ram_save_setup(&rs)))
 		goto out;
 	pthread_mutex_lock(&m->stats_lock);

@@ -8,6 +8,17 @@
  * without locks. The run state is serialised by run_lock so that the
  * migration thread's stop at switchover and a control thread's stop/cont
  * never interleave.
+ *
+ * Thread: each function below says who may call it. Registration
+ * (ferry_vm_set_vcpu_ops, ferry_vm_set_hint_ops, ferry_ram_block_add,
+ * ferry_device_register) runs on the embedder's control thread, one call
+ * at a time and not concurrently with ferry_migrate_start() /
+ * ferry_migrate_incoming() on the same VM (ferry/vm.h: one thread at a
+ * time). It checks for a running migration and writes the tables under
+ * vm->mig_lock (reg_lock), the lock mig_launch (migration.c) holds while
+ * it installs a migration and starts its thread: a migration thread thus
+ * either sees the whole registration or makes it fail with -EBUSY. Lock
+ * order: vm->mig_lock, then vm->run_lock (internal.h).
  */
 #include "internal.h"
 
@@ -34,6 +45,7 @@ static void gen_uuid(uint8_t uuid[16])
 	uuid[8] = (uuid[8] & 0x3f) | 0x80; /* RFC 4122 variant */
 }
 
+/* Thread: any. */
 int ferry_vm_create(const ferry_vm_options *opts, ferry_vm_t **out)
 {
 	ferry_vm_options def = { 0 };
@@ -71,6 +83,10 @@ int ferry_vm_create(const ferry_vm_options *opts, ferry_vm_t **out)
 	return 0;
 }
 
+/*
+ * Thread: the embedder's control thread; never a libferry callback (vCPU
+ * ops, the event callback): it joins the migration threads that run them.
+ */
 void ferry_vm_destroy(ferry_vm_t *vm)
 {
 	if (!vm)
@@ -97,36 +113,52 @@ void ferry_vm_destroy(ferry_vm_t *vm)
 	free(vm);
 }
 
-/* Caller must not hold mig_lock. */
-static bool vm_busy(ferry_vm_t *vm)
+/*
+ * Registration: takes vm->mig_lock and returns 0 with it held, or -EBUSY
+ * (not held) while a migration runs. Caller must not hold mig_lock; it
+ * writes the registration tables, then unlocks.
+ */
+static int reg_lock(ferry_vm_t *vm)
 {
 	pthread_mutex_lock(&vm->mig_lock);
-	bool busy = ferry__migration_busy(vm);
+	if (!ferry__migration_busy(vm))
+		return 0;
 	pthread_mutex_unlock(&vm->mig_lock);
-	return busy;
+	return -EBUSY;
 }
 
+/* Thread: the embedder's control thread (registration). */
 int ferry_vm_set_vcpu_ops(ferry_vm_t *vm, const ferry_vcpu_ops *ops, void *opaque)
 {
 	if (!vm || !ops || !ops->stop || !ops->start)
 		return -EINVAL;
-	if (vm_busy(vm))
+	if (reg_lock(vm))
 		return -EBUSY;
 	vm->vcpu_ops = *ops;
 	vm->vcpu_opaque = opaque;
+	pthread_mutex_unlock(&vm->mig_lock);
 	return 0;
 }
 
-int ferry_vm_set_balloon(ferry_vm_t *vm, ferry_balloon_t *b)
+/* Thread: the embedder's control thread (registration). */
+int ferry_vm_set_hint_ops(ferry_vm_t *vm, const ferry_hint_ops *ops, void *opaque)
 {
-	if (!vm)
+	static const ferry_hint_ops none;
+	if (!vm || (ops && (!ops->start || !ops->poll || !ops->complete || !ops->stop)))
 		return -EINVAL;
-	if (vm_busy(vm))
+	if (reg_lock(vm))
 		return -EBUSY;
-	vm->balloon = b;
+	vm->hint_ops = ops ? *ops : none;
+	vm->hint_opaque = ops ? opaque : NULL;
+	pthread_mutex_unlock(&vm->mig_lock);
 	return 0;
 }
 
+/*
+ * Thread: any (control threads, and the migration threads at switchover
+ * or on failure); takes run_lock and calls the vCPU ops under it, so never
+ * from inside a vCPU op.
+ */
 int ferry_vm_stop(ferry_vm_t *vm)
 {
 	int r = 0;
@@ -140,6 +172,7 @@ int ferry_vm_stop(ferry_vm_t *vm)
 	return r;
 }
 
+/* Thread: mig/src/main, mig/dst/main. Caller does not hold run_lock. */
 void ferry__vm_own_run(ferry_vm_t *vm, bool owned)
 {
 	pthread_mutex_lock(&vm->run_lock);
@@ -147,6 +180,7 @@ void ferry__vm_own_run(ferry_vm_t *vm, bool owned)
 	pthread_mutex_unlock(&vm->run_lock);
 }
 
+/* Thread: any, as ferry_vm_stop(); -EBUSY while a migration owns the run state. */
 int ferry_vm_start(ferry_vm_t *vm)
 {
 	int r = 0;
@@ -164,6 +198,7 @@ int ferry_vm_start(ferry_vm_t *vm)
 	return r;
 }
 
+/* Thread: any (takes run_lock). */
 bool ferry_vm_is_running(const ferry_vm_t *vm)
 {
 	ferry_vm_t *v = (ferry_vm_t *)vm;
@@ -173,11 +208,13 @@ bool ferry_vm_is_running(const ferry_vm_t *vm)
 	return r;
 }
 
+/* Thread: any (immutable after create). */
 const uint8_t *ferry_vm_uuid(const ferry_vm_t *vm)
 {
 	return vm->uuid;
 }
 
+/* Thread: any (immutable after create). */
 ferry_dirty_mode ferry_vm_dirty_mode(const ferry_vm_t *vm)
 {
 	return vm->dirty_mode;
@@ -189,16 +226,10 @@ static bool name_ok(const char *name)
 	return n >= 1 && n <= FERRY_NAME_MAX;
 }
 
-int ferry_ram_block_add(ferry_vm_t *vm, const char *name, void *host, uint64_t size,
-			int fd, ferry_ram_block_t **out)
+/* ferry_ram_block_add with valid arguments. Caller holds reg_lock. */
+static int block_add(ferry_vm_t *vm, const char *name, void *host, uint64_t size, int fd,
+		     ferry_ram_block_t **out)
 {
-	if (out)
-		*out = NULL;
-	if (!vm || !name_ok(name) || !host || !size || size % FERRY_PAGE_SIZE ||
-	    (uintptr_t)host % FERRY_PAGE_SIZE)
-		return -EINVAL;
-	if (vm_busy(vm))
-		return -EBUSY;
 	if (ferry_ram_block_find(vm, name))
 		return -EEXIST;
 	if (vm->nblocks == FERRY_MAX_RAM_BLOCKS)
@@ -240,6 +271,26 @@ int ferry_ram_block_add(ferry_vm_t *vm, const char *name, void *host, uint64_t s
 	return 0;
 }
 
+/* Thread: the embedder's control thread (registration). */
+int ferry_ram_block_add(ferry_vm_t *vm, const char *name, void *host, uint64_t size,
+			int fd, ferry_ram_block_t **out)
+{
+	if (out)
+		*out = NULL;
+	if (!vm || !name_ok(name) || !host || !size || size % FERRY_PAGE_SIZE ||
+	    (uintptr_t)host % FERRY_PAGE_SIZE)
+		return -EINVAL;
+	if (reg_lock(vm))
+		return -EBUSY;
+	int r = block_add(vm, name, host, size, fd, out);
+	pthread_mutex_unlock(&vm->mig_lock);
+	return r;
+}
+
+/*
+ * Thread: any, as long as no registration runs at the same time (the
+ * tables do not change while a migration runs).
+ */
 ferry_ram_block_t *ferry_ram_block_find(ferry_vm_t *vm, const char *name)
 {
 	for (unsigned i = 0; vm && name && i < vm->nblocks; i++)
@@ -248,6 +299,7 @@ ferry_ram_block_t *ferry_ram_block_find(ferry_vm_t *vm, const char *name)
 	return NULL;
 }
 
+/* Thread: any (a block's name, host and size never change). */
 const char *ferry_ram_block_name(const ferry_ram_block_t *rb)
 {
 	return rb->name;
@@ -263,6 +315,7 @@ uint64_t ferry_ram_block_size(const ferry_ram_block_t *rb)
 	return rb->size;
 }
 
+/* Thread: any (vCPU threads); lock-free. */
 void ferry_ram_mark_dirty(ferry_ram_block_t *rb, uint64_t offset, uint64_t len)
 {
 	/*
@@ -279,16 +332,10 @@ void ferry_ram_mark_dirty(ferry_ram_block_t *rb, uint64_t offset, uint64_t len)
 	ferry__bitmap_set_range_atomic(rb->mark_log, first, last - first + 1);
 }
 
-int ferry_device_register(ferry_vm_t *vm, const char *id, uint32_t instance,
-			  const ferry_vmsd *vmsd, void *opaque)
+/* ferry_device_register with valid arguments. Caller holds reg_lock. */
+static int device_add(ferry_vm_t *vm, const char *id, uint32_t instance, const ferry_vmsd *vmsd,
+		      void *opaque)
 {
-	if (!vm || !name_ok(id) || !vmsd)
-		return -EINVAL;
-	int r = ferry__vmsd_validate(vmsd);
-	if (r < 0)
-		return r;
-	if (vm_busy(vm))
-		return -EBUSY;
 	for (unsigned i = 0; i < vm->ndevices; i++)
 		if (!strcmp(vm->devices[i].id, id) && vm->devices[i].instance == instance)
 			return -EEXIST;
@@ -307,4 +354,20 @@ int ferry_device_register(ferry_vm_t *vm, const char *id, uint32_t instance,
 	d->vmsd = vmsd;
 	d->opaque = opaque;
 	return 0;
+}
+
+/* Thread: the embedder's control thread (registration). */
+int ferry_device_register(ferry_vm_t *vm, const char *id, uint32_t instance,
+			  const ferry_vmsd *vmsd, void *opaque)
+{
+	if (!vm || !name_ok(id) || !vmsd)
+		return -EINVAL;
+	int r = ferry__vmsd_validate(vmsd);
+	if (r < 0)
+		return r;
+	if (reg_lock(vm))
+		return -EBUSY;
+	r = device_add(vm, id, instance, vmsd, opaque);
+	pthread_mutex_unlock(&vm->mig_lock);
+	return r;
 }

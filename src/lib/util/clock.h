@@ -3,6 +3,7 @@
 #ifndef FERRY_UTIL_CLOCK_H
 #define FERRY_UTIL_CLOCK_H
 
+#include <errno.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -25,10 +26,11 @@ static inline uint64_t ferry__wall_us(void)
 	return (uint64_t)ts.tv_sec * 1000000ull + (uint64_t)ts.tv_nsec / 1000;
 }
 
+/* Sleeps ns, the rest again after a signal (only then: any other failure returns). */
 static inline void ferry__sleep_ns(uint64_t ns)
 {
 	struct timespec ts = { (time_t)(ns / 1000000000ull), (long)(ns % 1000000000ull) };
-	while (nanosleep(&ts, &ts) != 0)
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
 		;
 }
 

@@ -5,7 +5,14 @@
  */
 #include "internal.h"
 
+#include <limits.h>
 #include <string.h>
+
+/* The errno of a code of either sign (INT_MIN, which has no positive, as INT_MAX: unknown). */
+static int errno_of(int err)
+{
+	return err == INT_MIN ? INT_MAX : err < 0 ? -err : err;
+}
 
 const char *ferry_strerror(int err)
 {
@@ -21,7 +28,7 @@ const char *ferry_strerror(int err)
 	if (err == 0)
 		return "success";
 	/* strerror() is thread-safe in glibc for valid codes (static strings). */
-	return strerror(err < 0 ? -err : err);
+	return strerror(errno_of(err));
 }
 
 const char *ferry_err_name(int err)
@@ -37,7 +44,7 @@ const char *ferry_err_name(int err)
 	}
 	if (err == 0)
 		return "OK";
-	const char *n = strerrorname_np(err < 0 ? -err : err);
+	const char *n = strerrorname_np(errno_of(err));
 	return n ? n : "EUNKNOWN";
 }
 

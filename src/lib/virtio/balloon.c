@@ -292,6 +292,54 @@ out:
 	return r < 0 ? r : n;
 }
 
+/* ------------------------------------------------------------------ */
+/* Free page hint provider (ferry/hint.h).                            */
+
+static int ops_start(void *opaque)
+{
+	ferry_balloon_hint_start(opaque);
+	return 0;
+}
+
+static int ops_poll(void *opaque, ferry_hint_fn fn, void *fn_opaque)
+{
+	return ferry_balloon_hint_poll(opaque, fn, fn_opaque);
+}
+
+static bool ops_complete(void *opaque)
+{
+	return ferry_balloon_hint_complete(opaque);
+}
+
+static void ops_stop(void *opaque)
+{
+	ferry_balloon_hint_stop(opaque);
+}
+
+static void ops_done(void *opaque)
+{
+	ferry_balloon_hint_done(opaque);
+}
+
+static const char *ops_error(void *opaque)
+{
+	return ferry_vq_error(ferry_balloon_free_page_vq(opaque));
+}
+
+static const ferry_hint_ops hint_ops = {
+	.start = ops_start,
+	.poll = ops_poll,
+	.complete = ops_complete,
+	.stop = ops_stop,
+	.done = ops_done,
+	.error = ops_error,
+};
+
+const ferry_hint_ops *ferry_balloon_hint_ops(void)
+{
+	return &hint_ops;
+}
+
 void ferry_balloon_get_stats(ferry_balloon_t *b, ferry_balloon_stats *st)
 {
 	if (!st)

@@ -79,13 +79,13 @@ int ferry__gpa_lookup(const struct ferry_gpa_map *m, uint64_t gpa, uint64_t len,
 			hi = mid;
 	}
 	if (lo == 0)
-		return GPA_OUTSIDE;
+		return -EFAULT;
 	const struct gpa_slot *s = &m->slot[lo - 1];
 	if (gpa >= s->end || !len)
-		return GPA_OUTSIDE;
+		return -EFAULT;
 	*slot = s;
 	if (len <= s->end - gpa)
-		return GPA_OK;
+		return 0;
 	/*
 	 * Runs past the block. If blocks directly following it cover the rest,
 	 * it straddles (named by the first two), else part of it is a hole.
@@ -95,18 +95,18 @@ int ferry__gpa_lookup(const struct ferry_gpa_map *m, uint64_t gpa, uint64_t len,
 		if (rest <= m->slot[i].end - m->slot[i].gpa) {
 			if (next)
 				*next = &m->slot[lo];
-			return GPA_STRADDLE;
+			return -EXDEV;
 		}
 		rest -= m->slot[i].end - m->slot[i].gpa;
 	}
-	return GPA_OUTSIDE;
+	return -EFAULT;
 }
 
 void *ferry_gpa_map_translate(const ferry_gpa_map_t *map, uint64_t gpa, uint64_t len,
 			      ferry_ram_block_t **rb, uint64_t *offset)
 {
 	const struct gpa_slot *s;
-	if (!map || ferry__gpa_lookup(map, gpa, len, &s, NULL) != GPA_OK)
+	if (!map || ferry__gpa_lookup(map, gpa, len, &s, NULL) < 0)
 		return NULL;
 	if (rb)
 		*rb = s->rb;
@@ -121,9 +121,9 @@ void ferry_gpa_map_mark_dirty(const ferry_gpa_map_t *map, uint64_t gpa, uint64_t
 	while (map && len) {
 		const struct gpa_slot *s, *nx;
 		int r = ferry__gpa_lookup(map, gpa, len, &s, &nx);
-		if (r == GPA_OUTSIDE)
+		if (r == -EFAULT)
 			return;
-		uint64_t part = r == GPA_OK ? len : s->end - gpa;
+		uint64_t part = r == 0 ? len : s->end - gpa; /* -EXDEV: up to the block's end */
 		ferry_ram_mark_dirty(s->rb, gpa - s->gpa, part);
 		gpa += part;
 		len -= part;

@@ -27,16 +27,11 @@ struct ferry_gpa_map {
 	struct gpa_slot slot[];
 };
 
-enum {
-	GPA_OK = 0,
-	GPA_OUTSIDE = 1,  /* some byte is not guest RAM */
-	GPA_STRADDLE = 2, /* starts in one block and runs into the next */
-};
-
 /*
- * Translates [gpa, gpa + len), len >= 1. Returns GPA_OK with *slot set, or
- * GPA_OUTSIDE, or GPA_STRADDLE with *slot the block it starts in and *next
- * the one it runs into.
+ * Translates [gpa, gpa + len), len >= 1. Returns 0 with *slot set,
+ * -EFAULT (some byte is not guest RAM), or -EXDEV (it starts in one block
+ * and runs into the next: *slot is the block it starts in, *next the one
+ * it runs into).
  */
 int ferry__gpa_lookup(const struct ferry_gpa_map *m, uint64_t gpa, uint64_t len,
 		      const struct gpa_slot **slot, const struct gpa_slot **next);

@@ -224,7 +224,7 @@ bool ferry_vq_ready(const ferry_vq_t *vq)
 	return vq && vq->ready;
 }
 
-/* Translates one ring area (for setup and load): 0 or GPA_* failure. */
+/* Translates one ring area (for setup and load): 0, or -EINVAL and why in msg. */
 static int map_area(const ferry_vq_t *vq, const char *what, uint64_t gpa, uint64_t len,
 		    unsigned align, void **host, char *msg, size_t msg_len)
 {
@@ -232,22 +232,22 @@ static int map_area(const ferry_vq_t *vq, const char *what, uint64_t gpa, uint64
 	if (gpa % align) {
 		snprintf(msg, msg_len, "%s ring at 0x%" PRIx64 " is not %u-byte aligned", what,
 			 gpa, align);
-		return GPA_OUTSIDE;
+		return -EINVAL;
 	}
 	int r = ferry__gpa_lookup(vq->map, gpa, len, &s, &nx);
-	if (r == GPA_STRADDLE) {
+	if (r == -EXDEV) {
 		snprintf(msg, msg_len,
 			 "%s ring [0x%" PRIx64 ", +0x%" PRIx64 ") straddles RAM blocks '%s' and '%s'",
 			 what, gpa, len, s->name, nx->name);
-		return r;
+		return -EINVAL;
 	}
-	if (r != GPA_OK) {
+	if (r < 0) {
 		snprintf(msg, msg_len, "%s ring [0x%" PRIx64 ", +0x%" PRIx64 ") is outside guest RAM",
 			 what, gpa, len);
-		return r;
+		return -EINVAL;
 	}
 	*host = s->host + (gpa - s->gpa);
-	return GPA_OK;
+	return 0;
 }
 
 /* Sets vq->vr from the migrated addresses. 0, or a message in msg. */
@@ -341,13 +341,13 @@ static int add_buffer(ferry_vq_t *vq, struct walk *w, const struct desc_pos *p,
 			       w->head, w->e->cap);
 	const struct gpa_slot *s, *nx;
 	int r = ferry__gpa_lookup(vq->map, d->addr, d->len, &s, &nx);
-	if (r == GPA_STRADDLE)
+	if (r == -EXDEV)
 		return vq_fail(vq,
 			       "%s: buffer [0x%" PRIx64 ", +0x%" PRIx32
 			       ") straddles RAM blocks '%s' and '%s'",
 			       pos_name(nm, sizeof(nm), p), (uint64_t)d->addr, (uint32_t)d->len,
 			       s->name, nx->name);
-	if (r != GPA_OK)
+	if (r < 0)
 		return vq_fail(vq, "%s: buffer [0x%" PRIx64 ", +0x%" PRIx32 ") is outside guest RAM",
 			       pos_name(nm, sizeof(nm), p), (uint64_t)d->addr, (uint32_t)d->len);
 	w->e->iov[w->n].iov_base = s->host + (d->addr - s->gpa);
@@ -382,12 +382,12 @@ static int walk_indirect(ferry_vq_t *vq, struct walk *w, unsigned parent,
 			       parent, (uint32_t)d->len);
 	const struct gpa_slot *s, *nx;
 	int r = ferry__gpa_lookup(vq->map, d->addr, d->len, &s, &nx);
-	if (r == GPA_STRADDLE)
+	if (r == -EXDEV)
 		return vq_fail(vq,
 			       "descriptor %u: indirect table [0x%" PRIx64 ", +0x%" PRIx32
 			       ") straddles RAM blocks '%s' and '%s'",
 			       parent, (uint64_t)d->addr, (uint32_t)d->len, s->name, nx->name);
-	if (r != GPA_OK)
+	if (r < 0)
 		return vq_fail(vq,
 			       "descriptor %u: indirect table [0x%" PRIx64 ", +0x%" PRIx32
 			       ") is outside guest RAM",
