@@ -422,11 +422,14 @@ static int pc_prediscard(struct ferry_migration *m, ferry_ram_saver *rs)
 }
 
 /*
- * The device state and RUN as one PACKAGE (see format.h): built in a memfd
- * through a channel of its own, then queued on c straight from its mapping.
+ * The state that cannot come after the switch (every participant's but
+ * RAM's: device state) and RUN as one PACKAGE (see format.h): built in a
+ * memfd through a channel of its own, then queued on c straight from its
+ * mapping.
  */
-static int pc_package(struct ferry_migration *m, ferry_chan *c, bool running)
+static int pc_package(struct src_ctx *x, ferry_chan *c)
 {
+	struct ferry_migration *m = x->m;
 	int pfd = memfd_create("ferry-package", MFD_CLOEXEC), r;
 	if (pfd < 0)
 		return -errno;
@@ -435,8 +438,8 @@ static int pc_package(struct ferry_migration *m, ferry_chan *c, bool running)
 		close(pfd);
 		return r;
 	}
-	uint8_t run = running;
-	if (!(r = ferry__src_save_devices(m, &pk))) {
+	uint8_t run = x->stopped_by_us;
+	if (!(r = ferry__parts_save_complete(&x->parts, &pk, true))) {
 		ferry__wire_put_cmd_u8(&pk, FERRY_CMD_POSTCOPY_RUN, run);
 		r = ferry__chan_flush(&pk);
 	}
@@ -464,15 +467,16 @@ static int pc_package(struct ferry_migration *m, ferry_chan *c, bool running)
  * DISCARD bitmaps, then LISTEN, the device state and RUN. Returns 0 once
  * RUN is flushed: from then on the destination may run the guest.
  */
-static int pc_switch(struct ferry_migration *m, ferry_ram_saver *rs, bool running)
+static int pc_switch(struct src_ctx *x)
 {
+	struct ferry_migration *m = x->m;
 	ferry_vm_t *vm = m->vm;
 	ferry_chan *c = &m->chan;
 	int r;
 	uint64_t t0 = ferry__now_ns();
-	if ((r = ferry__ram_sync(rs, NULL)))
+	if ((r = ferry__parts_sync(&x->parts, NULL)))
 		return r;
-	ferry__ram_postcopy_hint_zeros(rs);
+	ferry__ram_postcopy_hint_zeros(&x->rs);
 	ferry_dbg("postcopy switch: final sync %.2f ms", (double)(ferry__now_ns() - t0) / 1e6);
 	ferry_pc_src *pc = m->pc_src;
 	for (unsigned i = 0; i < vm->nblocks; i++) {
@@ -488,7 +492,7 @@ static int pc_switch(struct ferry_migration *m, ferry_ram_saver *rs, bool runnin
 			return r;
 	}
 	ferry__wire_put_cmd(c, FERRY_CMD_POSTCOPY_LISTEN, NULL, 0);
-	if ((r = pc_package(m, c, running)))
+	if ((r = pc_package(x, c)))
 		return r;
 	r = ferry__chan_flush(c);
 	ferry_dbg("postcopy switch: sent in %.2f ms", (double)(ferry__now_ns() - t0) / 1e6);
@@ -600,7 +604,7 @@ int ferry__pc_src_run(struct src_ctx *x)
 	x->rs.mf = NULL;
 	ferry__rl_set_off(&m->rl, true);
 	x->stream_open = false; /* no cancel from here on */
-	int r = pc_switch(m, &x->rs, x->stopped_by_us);
+	int r = pc_switch(x);
 	if (r)
 		return r;
 	pc_commit(x);

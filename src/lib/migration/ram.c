@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "migration/multifd.h"
+#include "migration/participant.h"
 #include "migration/postcopy.h"
 #include "stream/format.h"
 #include "stream/wire.h"
@@ -719,6 +720,59 @@ void ferry__ram_save_cleanup(ferry_ram_saver *rs)
 	}
 	rs->tracking = false;
 }
+
+/* ---- the RAM participant (participant.h; opaque: the saver) ---- */
+
+static int ram_part_setup(void *opaque, ferry_chan *c)
+{
+	(void)c; /* the saver writes on rs->c, the same channel */
+	return ferry__ram_save_setup(opaque);
+}
+
+static int ram_part_iterate(void *opaque, ferry_chan *c)
+{
+	(void)c;
+	return ferry__ram_save_pass(opaque, FERRY_REC_SECTION_PART);
+}
+
+static int ram_part_sync(void *opaque, uint64_t *dirtied)
+{
+	uint64_t newly = 0;
+	int r = ferry__ram_sync(opaque, &newly);
+	*dirtied += newly * FERRY_PAGE_SIZE;
+	return r;
+}
+
+/* Every dirty page can go while the guest runs. */
+static void ram_part_pending(void *opaque, uint64_t *precopy, uint64_t *stopcopy)
+{
+	const ferry_ram_saver *rs = opaque;
+	(void)stopcopy;
+	*precopy += rs->dirty_pages * FERRY_PAGE_SIZE;
+}
+
+static int ram_part_complete(void *opaque, ferry_chan *c)
+{
+	(void)c;
+	return ferry__ram_save_pass(opaque, FERRY_REC_SECTION_END);
+}
+
+static void ram_part_cleanup(void *opaque)
+{
+	ferry__ram_save_cleanup(opaque);
+}
+
+/* After a postcopy switch, the rest of RAM goes in the background pass. */
+const ferry_participant ferry__ram_participant = {
+	.name = "ram",
+	.flags = FERRY_PART_POSTCOPY,
+	.save_setup = ram_part_setup,
+	.save_iterate = ram_part_iterate,
+	.sync = ram_part_sync,
+	.pending = ram_part_pending,
+	.save_complete = ram_part_complete,
+	.save_cleanup = ram_part_cleanup,
+};
 
 /* ---- destination ---- */
 

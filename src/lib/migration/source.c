@@ -176,42 +176,6 @@ int ferry__src_rp_wait_shut(struct ferry_migration *m, int *status)
 	return r;
 }
 
-int ferry__src_save_devices(struct ferry_migration *m, ferry_chan *c)
-{
-	ferry_vm_t *vm = m->vm;
-	for (unsigned i = 0; i < vm->ndevices; i++) {
-		struct ferry_device *d = &vm->devices[i];
-		int64_t n = ferry_vmsd_encode(d->vmsd, d->opaque, NULL, 0);
-		if (n < 0) {
-			ferry__mig_set_error(m, (int)n, "cannot save device '%s' instance %u: %s",
-					     d->id, d->instance, ferry_strerror((int)n));
-			return (int)n;
-		}
-		if ((uint64_t)n > FERRY_DEVICE_STATE_MAX) {
-			ferry__mig_set_error(m, -E2BIG, "device '%s' state is %lld bytes (max %u)",
-					     d->id, (long long)n, FERRY_DEVICE_STATE_MAX);
-			return -E2BIG;
-		}
-		uint8_t *buf = malloc((size_t)n ? (size_t)n : 1);
-		if (!buf)
-			return -ENOMEM;
-		int64_t k = ferry_vmsd_encode(d->vmsd, d->opaque, buf, (size_t)n);
-		if (k != n) {
-			free(buf);
-			ferry__mig_set_error(m, -EIO, "device '%s' state changed size while saved",
-					     d->id);
-			return -EIO;
-		}
-		uint32_t id = FERRY_SECTION_RAM + 1 + i;
-		ferry__wire_put_section_start(c, FERRY_REC_SECTION_FULL, id, d->id, d->instance,
-					      d->vmsd->version);
-		ferry__wire_put_device_state(c, buf, (uint32_t)n);
-		ferry__wire_put_footer(c, id);
-		free(buf);
-	}
-	return 0;
-}
-
 int ferry__src_rp_start(struct ferry_migration *m)
 {
 	pthread_mutex_lock(&m->rp_lock);
@@ -375,7 +339,7 @@ static int phase_negotiate(struct src_ctx *x)
 	return ferry__pc_src_advise(x);
 }
 
-/* Setup: the RAM setup section; the migration is active from here. */
+/* Setup: everything that migrates registers and sets up; the migration is active from here. */
 static int phase_setup(struct src_ctx *x)
 {
 	struct ferry_migration *m = x->m;
@@ -386,7 +350,10 @@ static int phase_setup(struct src_ctx *x)
 		x->rs.protect_all = vm->dirty_mode != FERRY_DIRTY_EXPLICIT;
 		x->rs.hint_wait_ms = x->p0.hint_wait_ms;
 	}
-	if ((r = ferry__ram_save_setup(&x->rs)))
+	if ((r = ferry__parts_add(&x->parts, &ferry__ram_participant, &x->rs)) ||
+	    (r = ferry__parts_add(&x->parts, &ferry__hints_participant, &x->rs)) ||
+	    (r = ferry__parts_add(&x->parts, &ferry__vmsd_participant, m)) ||
+	    (r = ferry__parts_save_setup(&x->parts, x->c)))
 		return r;
 	pthread_mutex_lock(&m->stats_lock);
 	m->info.setup_time_ms = (ferry__now_ns() - m->start_ns) / 1000000;
@@ -403,14 +370,7 @@ static int pass_run(struct src_ctx *x, uint64_t *dirtied)
 	x->pass++;
 	ferry__mig_event(x->m, FERRY_EVENT_PASS, x->pass);
 	update_info(x, x->pass, 0, 0);
-	ferry__ram_hints_begin(&x->rs); /* a new command id, after the last sync */
-	int r = ferry__ram_save_pass(&x->rs, FERRY_REC_SECTION_PART);
-	ferry__ram_hints_end(&x->rs); /* before the sync: that id's hints expire */
-	uint64_t newly = 0;
-	if (!r)
-		r = ferry__ram_sync(&x->rs, &newly);
-	*dirtied = newly * FERRY_PAGE_SIZE;
-	return r;
+	return ferry__parts_pass(&x->parts, x->c, dirtied);
 }
 
 /*
@@ -427,7 +387,7 @@ static bool pass_decide(struct src_ctx *x, uint64_t dirtied)
 	x->last_sync_ns = now;
 	/* Bandwidth over all passes so far (bytes/s), including rate-limit naps. */
 	uint64_t bw = rs->send_ns ? (uint64_t)((double)rs->sent_bytes * 1e9 / (double)rs->send_ns) : 0;
-	uint64_t remaining = rs->dirty_pages * FERRY_PAGE_SIZE;
+	uint64_t remaining = ferry__parts_pending(&x->parts, NULL, NULL);
 	ferry_mig_params p;
 	ferry__mig_params(x->m, &p);
 	/* A cap lowered since (migrate-set-parameters) is what the rest goes at. */
@@ -494,19 +454,18 @@ static int phase_switchover(struct src_ctx *x)
 	return 0;
 }
 
-/* Complete (precopy): the last pass, device state, EOF; waits for SHUT. */
+/* Complete (precopy): the last sync, every participant's rest, EOF; waits for SHUT. */
 static int phase_complete(struct src_ctx *x)
 {
 	struct ferry_migration *m = x->m;
 	ferry_chan *c = x->c;
 	int r, status = 0;
-	if ((r = ferry__ram_sync(&x->rs, NULL)))
+	if ((r = ferry__parts_sync(&x->parts, NULL)))
 		return r;
 	update_info(x, x->pass + 1, 0, 0);
 	/* As QEMU: every dirty sync is a MIGRATION_PASS, the switchover one too. */
 	ferry__mig_event(m, FERRY_EVENT_PASS, x->pass + 1);
-	if ((r = ferry__ram_save_pass(&x->rs, FERRY_REC_SECTION_END)) ||
-	    (r = ferry__src_save_devices(m, c)))
+	if ((r = ferry__parts_save_complete(&x->parts, c, false)))
 		return r;
 	ferry__wire_put_cmd_u8(c, FERRY_CMD_VM_STATE, (uint8_t)x->stopped_by_us);
 	ferry__wire_put_record(c, FERRY_REC_EOF);
@@ -542,7 +501,7 @@ static void phase_completed(struct src_ctx *x)
 	ferry__vm_own_run(x->vm, false);
 	ferry__mig_set_status(m, FERRY_MIG_COMPLETED);
 	/* Housekeeping after completion: unprotecting RAM takes ~10 ms per GiB. */
-	ferry__ram_save_cleanup(&x->rs);
+	ferry__parts_save_cleanup(&x->parts);
 }
 
 /* A failed multifd channel shuts the main connection down: prefer its message. */
@@ -607,7 +566,7 @@ static void phase_fail(struct src_ctx *x, int r)
 	struct ferry_migration *m = x->m;
 	if (ferry__mig_cancelled(m))
 		say_cancelled(x);
-	ferry__ram_save_cleanup(&x->rs);
+	ferry__parts_save_cleanup(&x->parts);
 	if (ferry__mig_cancelled(m))
 		r = -ECANCELED;
 	else

@@ -14,6 +14,7 @@
 
 #include "migration/mig.h"
 #include "migration/multifd.h"
+#include "migration/participant.h"
 #include "migration/throttle.h"
 
 struct src_ctx {
@@ -21,7 +22,8 @@ struct src_ctx {
 	ferry_vm_t *vm;
 	ferry_chan *c;            /* &m->chan */
 	ferry_mig_params p0;      /* parameters at the start (multifd and postcopy stay fixed) */
-	ferry_ram_saver rs;
+	ferry_parts parts;        /* everything that migrates (registered at setup) */
+	ferry_ram_saver rs;       /* the RAM participant's state */
 	ferry_mf_sender mf;       /* multifd channels (mf.inited: started) */
 	ferry_mf_job *mf_job;
 	ferry_throttle thr;       /* auto-converge */
@@ -45,8 +47,5 @@ int ferry__src_rp_start(struct ferry_migration *m);
 int ferry__src_rp_wait_shut(struct ferry_migration *m, int *status);
 /* The main thread has written all it will after a cancel; mig/src/main. */
 void ferry__src_rp_bye(struct ferry_migration *m);
-
-/* Writes every device's vmsd as FULL sections on c. mig/src/main, vCPUs stopped. */
-int ferry__src_save_devices(struct ferry_migration *m, ferry_chan *c);
 
 #endif
