@@ -13,6 +13,7 @@
 #define FERRY_MIGRATION_MIG_H
 
 #include "internal.h"
+#include "migration/sink.h"
 #include "stream/chan.h"
 #include "util/helper.h"
 
@@ -142,9 +143,12 @@ typedef struct ferry_ram_saver {
 	 */
 	bool first_pass;
 	bool maps_file[FERRY_MAX_RAM_BLOCKS];
-	/* Multifd: pages go to channels in jobs (NULL: on the main channel). */
-	struct ferry_mf_sender *mf;
-	struct ferry_mf_job *job;
+	/*
+	 * Where pages go (sink.h): chan_sink, PAGES/ZEROS records on c, unless
+	 * ferry__ram_set_sink() chose another carrier (multifd).
+	 */
+	ferry_page_sink chan_sink;
+	ferry_page_sink *sink;
 	/* Postcopy: no rate limit, small flushes (requests wait behind them). */
 	bool postcopy;
 	bool in_section;  /* a RAM section body is open on c (for the cancel notice) */
@@ -170,6 +174,11 @@ typedef struct ferry_ram_saver {
 	bool hint_broken;  /* the free page queue broke: no more hints */
 } ferry_ram_saver;
 
+/*
+ * Chooses the carrier of the saver's pages (NULL: the main channel, the
+ * default). mig/src/main, between passes.
+ */
+void ferry__ram_set_sink(ferry_ram_saver *rs, ferry_page_sink *sink);
 /* Starts dirty tracking, finds populated pages, writes the setup section. */
 int ferry__ram_save_setup(ferry_ram_saver *rs);
 /* Log sync: merges the kernel's dirty state into the bitmaps. */

@@ -53,6 +53,7 @@ typedef struct ferry_pc_src {
 	unsigned qhead, qlen;
 	bool preempt;
 	ferry_chan pre;       /* written by mig/src/rp only, once pre_up */
+	ferry_page_sink pre_sink; /* the preempt writer: requested pages on pre */
 	bool pre_up;
 	bool missing_end;     /* recovery: the destination's bitmaps are in */
 	uint64_t running_ns;  /* RP RUNNING: the destination's vCPUs run */
@@ -63,6 +64,23 @@ typedef struct ferry_pc_src {
 	/* Pages discarded on the destination before the stop (main thread only). */
 	unsigned long *prediscarded[FERRY_MAX_RAM_BLOCKS];
 } ferry_pc_src;
+
+/*
+ * The preempt channel's page sink (mig/src/rp): each requested run goes
+ * out at once as one PAGES record naming its block.
+ */
+static int pre_put(ferry_page_sink *s, const struct ferry_ram_block *rb, uint64_t kind,
+		   uint64_t first, uint32_t n)
+{
+	ferry_pc_src *pc = ferry_container_of(s, ferry_pc_src, pre_sink);
+	ferry__wire_put_ram_run(&pc->pre, kind, rb->name, first, n,
+				rb->host + (first << FERRY_PAGE_SHIFT));
+	return ferry__chan_flush(&pc->pre);
+}
+
+static const ferry_page_sink_ops pre_sink_ops = {
+	.put = pre_put,
+};
 
 /* A page request (mig/src/rp). Returns 0 or a protocol/I-O error. */
 static int rp_request(struct ferry_migration *m, ferry_chan *c, const uint8_t *b, size_t len)
@@ -89,10 +107,7 @@ static int rp_request(struct ferry_migration *m, ferry_chan *c, const uint8_t *b
 		/* Not again in the background: it goes now, on its own channel. */
 		ferry__bitmap_clear_range(rb->dirty, first, n);
 		pthread_mutex_unlock(&pc->lock);
-		ferry_chan *pre = &pc->pre;
-		ferry__wire_put_ram_run(pre, FERRY_RAM_PAGES, rb->name, first, n,
-					rb->host + (first << FERRY_PAGE_SHIFT));
-		r = ferry__chan_flush(pre);
+		r = pc->pre_sink.ops->put(&pc->pre_sink, rb, FERRY_RAM_PAGES, first, n);
 		if (r) {
 			/*
 			 * Requests wait for the main thread from now on. If the
@@ -544,6 +559,7 @@ int ferry__pc_src_open(struct src_ctx *x)
 	pthread_cond_init(&pc->cond, &ca);
 	pthread_condattr_destroy(&ca);
 	pc->pre.fd = -1;
+	pc->pre_sink.ops = &pre_sink_ops;
 	pc->preempt = x->p0.postcopy_preempt;
 	x->m->pc_src = pc;
 	return 0;
@@ -601,7 +617,7 @@ int ferry__pc_src_run(struct src_ctx *x)
 	struct ferry_migration *m = x->m;
 	ferry_pc_src *pc = m->pc_src;
 	/* Pages now go on the main (and preempt) channel only, unlimited (as QEMU's). */
-	x->rs.mf = NULL;
+	ferry__ram_set_sink(&x->rs, NULL);
 	ferry__rl_set_off(&m->rl, true);
 	x->stream_open = false; /* no cancel from here on */
 	int r = pc_switch(x);

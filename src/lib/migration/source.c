@@ -290,7 +290,7 @@ static int phase_connect(struct src_ctx *x)
 	return ferry__mig_cancelled(m) ? -ECANCELED : 0;
 }
 
-/* Negotiate, multifd: MULTIFD, then the channels, published for cancel. */
+/* Negotiate, multifd: MULTIFD, then the channels (published for cancel), the saver's sink. */
 static int mf_open(struct src_ctx *x)
 {
 	struct ferry_migration *m = x->m;
@@ -301,8 +301,6 @@ static int mf_open(struct src_ctx *x)
 	ferry__wire_put_cmd_multifd(x->c, p->multifd_channels, (uint8_t)p->multifd_compression);
 	if ((r = ferry__chan_flush(x->c)))
 		return r;
-	if (!(x->mf_job = calloc(1, sizeof(*x->mf_job))))
-		return -ENOMEM;
 	r = ferry__mf_send_start(&x->mf, m, p->multifd_channels, p->multifd_compression,
 				 p->multifd_zstd_level, p->send_splice);
 	if (r) {
@@ -316,8 +314,10 @@ static int mf_open(struct src_ctx *x)
 	pthread_mutex_unlock(&x->vm->mig_lock);
 	if (ferry__mig_cancelled(m))
 		return -ECANCELED;
-	x->rs.mf = &x->mf;
-	x->rs.job = x->mf_job;
+	ferry_page_sink *sink;
+	if ((r = ferry__mf_sink_init(&x->mf, x->c, &sink)))
+		return r;
+	ferry__ram_set_sink(&x->rs, sink);
 	return 0;
 }
 
@@ -595,7 +595,6 @@ static void phase_cleanup(struct src_ctx *x)
 	m->mf_send = NULL;
 	pthread_mutex_unlock(&x->vm->mig_lock);
 	ferry__mf_send_stop(&x->mf);
-	free(x->mf_job);
 	if (ferry__pc_src_close(x) || x->fd < 0)
 		return;
 	atomic_store(&m->chan_fd, -1);
