@@ -529,11 +529,12 @@ static int pc_run(struct ferry_migration *m, ferry_ram_saver *rs)
 			ferry__wire_put_record(c, FERRY_REC_EOF);
 			r = ferry__chan_flush(c);
 		}
-		int status = 0;
+		struct ferry_rp_shut shut = { .status = 0 };
 		if (!r)
-			r = ferry__src_rp_wait_shut(m, &status);
-		if (!r && status) {
-			ferry__mig_set_error(m, status, "destination failed in postcopy: %s", m->rp_msg);
+			r = ferry__src_rp_wait_shut(m, &shut);
+		if (!r && shut.status) {
+			ferry__mig_set_error(m, shut.status, "destination failed in postcopy: %s",
+					     shut.msg);
 			return FERRY_EPEER;
 		}
 		if (!r)

@@ -43,7 +43,7 @@
 
 /*
  * A QMP monitor greets first, {"QMP": {...; read as a return path message
- * that is type '{"', length 'QM', then 'P"'.
+ * that is type '{"', length 'QM', then 'P"'. mig/src/rp.
  */
 static bool qmp_greeting(ferry_chan *c, uint16_t type, uint16_t len)
 {
@@ -52,7 +52,7 @@ static bool qmp_greeting(ferry_chan *c, uint16_t type, uint16_t len)
 	       b[0] == 'P' && b[1] == '"';
 }
 
-/* The main thread has written all it will after a cancel (the notice, or nothing). */
+/* The main thread has written all it will after a cancel (the notice, or nothing); mig/src/main. */
 void ferry__src_rp_bye(struct ferry_migration *m)
 {
 	pthread_mutex_lock(&m->rp_lock);
@@ -89,6 +89,11 @@ static void await_bye(struct ferry_migration *m)
 	pthread_mutex_unlock(&m->vm->mig_lock);
 }
 
+/*
+ * mig/src/rp: reads return path messages until SHUT, EOF or an error.
+ * SHUT and the QMP check are its own (results under rp_lock); postcopy's
+ * messages go to postcopy-src.c. It writes only on the preempt channel.
+ */
 static void *rp_thread(void *arg)
 {
 	struct ferry_migration *m = arg;
@@ -160,15 +165,17 @@ static void *rp_thread(void *arg)
 }
 
 /* Waits for SHUT. Returns 0 (and the destination's status) or an error. */
-int ferry__src_rp_wait_shut(struct ferry_migration *m, int *status)
+int ferry__src_rp_wait_shut(struct ferry_migration *m, struct ferry_rp_shut *out)
 {
 	pthread_mutex_lock(&m->rp_lock);
 	while (!m->rp_shut && !m->rp_dead && !ferry__mig_cancelled(m))
 		pthread_cond_wait(&m->rp_cond, &m->rp_lock);
 	int r = 0;
-	if (m->rp_shut)
-		*status = m->rp_status;
-	else if (ferry__mig_cancelled(m))
+	if (m->rp_shut) {
+		out->status = m->rp_status;
+		out->ns = m->rp_shut_ns;
+		snprintf(out->msg, sizeof(out->msg), "%s", m->rp_msg);
+	} else if (ferry__mig_cancelled(m))
 		r = -ECANCELED;
 	else
 		r = m->chan.in_err ? m->chan.in_err : -EPIPE;
@@ -185,6 +192,8 @@ int ferry__src_rp_start(struct ferry_migration *m)
 	m->rp_started = !r;
 	return r;
 }
+/* ---- everything below runs on mig/src/main ---- */
+
 /* Auto-converge: applies a new vCPU throttle percentage and shows it. */
 static void throttle_apply(struct ferry_migration *m, ferry_throttle *t, unsigned pct)
 {
@@ -459,7 +468,8 @@ static int phase_complete(struct src_ctx *x)
 {
 	struct ferry_migration *m = x->m;
 	ferry_chan *c = x->c;
-	int r, status = 0;
+	struct ferry_rp_shut shut;
+	int r;
 	if ((r = ferry__parts_sync(&x->parts, NULL)))
 		return r;
 	update_info(x, x->pass + 1, 0, 0);
@@ -470,14 +480,14 @@ static int phase_complete(struct src_ctx *x)
 	ferry__wire_put_cmd_u8(c, FERRY_CMD_VM_STATE, (uint8_t)x->stopped_by_us);
 	ferry__wire_put_record(c, FERRY_REC_EOF);
 	x->stream_open = false;
-	if ((r = ferry__chan_flush(c)) || (r = ferry__src_rp_wait_shut(m, &status)))
+	if ((r = ferry__chan_flush(c)) || (r = ferry__src_rp_wait_shut(m, &shut)))
 		return r;
-	if (status) {
-		ferry__mig_set_error(m, status, "destination failed: %s", m->rp_msg);
+	if (shut.status) {
+		ferry__mig_set_error(m, shut.status, "destination failed: %s", shut.msg);
 		return FERRY_EPEER;
 	}
 	pthread_mutex_lock(&m->stats_lock);
-	m->info.downtime_ms = (m->rp_shut_ns - x->stop_ns) / 1000000;
+	m->info.downtime_ms = (shut.ns - x->stop_ns) / 1000000;
 	pthread_mutex_unlock(&m->stats_lock);
 	return 0;
 }
@@ -544,11 +554,15 @@ static void fail_reason(struct src_ctx *x, int r)
 	 */
 	if (m->rp_started) {
 		rp_settle(m);
+		struct ferry_rp_shut shut = { .status = 0 };
 		pthread_mutex_lock(&m->rp_lock);
-		bool shut = m->rp_shut && m->rp_status;
+		if (m->rp_shut && m->rp_status) {
+			shut.status = m->rp_status;
+			snprintf(shut.msg, sizeof(shut.msg), "%s", m->rp_msg);
+		}
 		pthread_mutex_unlock(&m->rp_lock);
-		if (shut)
-			ferry__mig_set_error(m, m->rp_status, "destination failed: %s", m->rp_msg);
+		if (shut.status)
+			ferry__mig_set_error(m, shut.status, "destination failed: %s", shut.msg);
 	}
 	if (r == -EPIPE || r == -ECONNRESET)
 		ferry__mig_set_error(m, r, "lost the connection to the destination: %s",

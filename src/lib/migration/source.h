@@ -42,8 +42,14 @@ struct src_ctx {
 
 /* Starts mig/src/rp on m->chan (again after a postcopy reconnect). mig/src/main. */
 int ferry__src_rp_start(struct ferry_migration *m);
-/* Waits for SHUT. 0 (and the destination's status) or an error. mig/src/main. */
-int ferry__src_rp_wait_shut(struct ferry_migration *m, int *status);
+/* What the destination said in SHUT (a copy taken under rp_lock). */
+struct ferry_rp_shut {
+	int status;    /* 0: it runs the guest; else its negative errno */
+	uint64_t ns;   /* when SHUT arrived */
+	char msg[200]; /* its reason, when status is not 0 */
+};
+/* Waits for SHUT. 0 (and *out) or an error. mig/src/main. */
+int ferry__src_rp_wait_shut(struct ferry_migration *m, struct ferry_rp_shut *out);
 /* The main thread has written all it will after a cancel; mig/src/main. */
 void ferry__src_rp_bye(struct ferry_migration *m);
 
