@@ -410,8 +410,10 @@ static bool pass_decide(struct src_ctx *x, uint64_t dirtied)
 			   x->pass, (unsigned long long)remaining, threshold);
 	}
 	update_info(x, x->pass, bw, remaining);
-	if (ferry__pc_src_wanted(x, &p))
-		return x->postcopy = true;
+	if (ferry__pc_src_wanted(x, &p)) {
+		x->postcopy = true;
+		return true;
+	}
 	if ((double)remaining <= threshold)
 		return true;
 	if (x->p0.auto_converge) {
