@@ -8,12 +8,24 @@
  * thread. Control threads only read it through ferry_migration_query() and
  * set `cancel`. It is freed when the next migration replaces it or the VM
  * is destroyed, after its threads were joined.
+ *
+ * Thread: on the source, mig/src/main runs the migration (source.c,
+ * postcopy-src.c, ram.c's saver), mig/src/rp reads the return path,
+ * mig/src/send_N are the multifd channels and mig/src/zero helps the saver;
+ * control threads call the public functions of migration.c. Each field
+ * below says what protects it; a field without a note is written before
+ * the threads that read it start. Lock order (outer first):
+ *   vm->mig_lock > m->stats_lock > (m->rl's lock, mf_send->lock);
+ *   vm->mig_lock > mf_send->lock (cancel);
+ *   pc_src->lock > m->rp_lock (postcopy waits look at the return path).
+ * stats_lock is held only to copy figures in or out; nothing blocks under it.
  */
 #ifndef FERRY_MIGRATION_MIG_H
 #define FERRY_MIGRATION_MIG_H
 
 #include "internal.h"
 #include "migration/hints.h"
+#include "migration/sink.h"
 #include "stream/chan.h"
 #include "util/helper.h"
 
@@ -59,7 +71,11 @@ struct ferry_migration {
 	struct ferry_mf_sender *mf_send;
 	struct ferry_mf_receiver *mf_recv;
 
-	/* Source return path (mig/src/rp); protected by rp_lock. */
+	/*
+	 * Source return path (mig/src/rp). rp_thread and rp_started belong to
+	 * mig/src/main, which starts and joins the thread; the rest is
+	 * protected by rp_lock (copied out under it: see ferry__src_rp_wait_shut).
+	 */
 	pthread_t rp_thread;
 	bool rp_started;
 	pthread_mutex_t rp_lock;
@@ -87,10 +103,10 @@ struct ferry_migration {
 	int recover_fd;              /* destination: listener from ferry_migration_recover() */
 };
 
-/* Status change + MIGRATION event; takes vm->mig_lock. */
+/* Status change + MIGRATION event; takes vm->mig_lock. Any migration thread. */
 void ferry__mig_set_status(struct ferry_migration *m, ferry_mig_status s);
 void ferry__mig_event(struct ferry_migration *m, ferry_event_type type, uint32_t pass);
-/* Records the first error (negative errno and message). */
+/* Records the first error (negative errno and message); takes stats_lock. Any thread. */
 void ferry__mig_set_error(struct ferry_migration *m, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 static inline bool ferry__mig_cancelled(struct ferry_migration *m)
@@ -98,18 +114,25 @@ static inline bool ferry__mig_cancelled(struct ferry_migration *m)
 	return atomic_load_explicit(&m->cancel, memory_order_relaxed);
 }
 
-/* Snapshot of the current parameters (they can change while running). */
+/* Snapshot of the current parameters (they can change while running); takes stats_lock. */
 void ferry__mig_params(struct ferry_migration *m, ferry_mig_params *out);
 
-/* Called by a migration thread as its very last action. */
+/* Called by a migration's main thread as its very last action; takes vm->mig_lock. */
 void ferry__mig_thread_done(struct ferry_migration *m);
 
-/* Thread bodies. */
+/* Thread bodies: mig/src/main and mig/dst/main. */
 void *ferry__source_thread(void *arg);
 void *ferry__dest_thread(void *arg);
 
 /* ---- RAM (ram.c) ---- */
 
+/*
+ * The RAM saver: owned by mig/src/main, which calls every ferry__ram_*
+ * save function below (the free page hint callbacks run on it too, inside
+ * ferry__ram_hints_*). Its helper mig/src/zero touches only the chunk it
+ * was handed, between submit and wait. Once in postcopy, mig/src/rp clears
+ * dirty bits too, under the lock passed to ferry__ram_postcopy_pass.
+ */
 typedef struct ferry_ram_saver {
 	struct ferry_migration *m;
 	ferry_vm_t *vm;
@@ -143,9 +166,12 @@ typedef struct ferry_ram_saver {
 	 */
 	bool first_pass;
 	bool maps_file[FERRY_MAX_RAM_BLOCKS];
-	/* Multifd: pages go to channels in jobs (NULL: on the main channel). */
-	struct ferry_mf_sender *mf;
-	struct ferry_mf_job *job;
+	/*
+	 * Where pages go (sink.h): chan_sink, PAGES/ZEROS records on c, unless
+	 * ferry__ram_set_sink() chose another carrier (multifd).
+	 */
+	ferry_page_sink chan_sink;
+	ferry_page_sink *sink;
 	/* Postcopy: no rate limit, small flushes (requests wait behind them). */
 	bool postcopy;
 	bool in_section;  /* a RAM section body is open on c (for the cancel notice) */
@@ -157,6 +183,11 @@ typedef struct ferry_ram_saver {
 	bool protect_all;
 } ferry_ram_saver;
 
+/*
+ * Chooses the carrier of the saver's pages (NULL: the main channel, the
+ * default). mig/src/main, between passes.
+ */
+void ferry__ram_set_sink(ferry_ram_saver *rs, ferry_page_sink *sink);
 /* Starts dirty tracking, finds populated pages, writes the setup section. */
 int ferry__ram_save_setup(ferry_ram_saver *rs);
 /* Log sync: merges the kernel's dirty state into the bitmaps. */

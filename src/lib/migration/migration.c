@@ -13,6 +13,15 @@
  * cancel notice can still go out (source.c, say_cancelled/await_bye).
  * max-bandwidth changes reach the running migration's limiter (m->rl) at
  * once.
+ *
+ * Thread: the public ferry_migrat* functions may be called from any thread
+ * (the embedder's control threads); each takes vm->mig_lock, and
+ * stats_lock inside it only to copy figures. The ferry__mig_* helpers are
+ * called by the migration's threads (mig/src/main, mig/src/rp, mig/dst/main
+ * and its helpers): set_status and event take vm->mig_lock, set_error and
+ * params stats_lock, so none may be called with stats_lock held. What each lock protects and
+ * the lock order are in mig.h. The event callback runs under vm->mig_lock,
+ * on whichever thread changed the status.
  */
 #include "migration/mig.h"
 
@@ -151,7 +160,10 @@ void ferry__mig_set_error(struct ferry_migration *m, int err, const char *fmt, .
 	pthread_mutex_unlock(&m->stats_lock);
 }
 
-/* Caller holds vm->mig_lock (which keeps mf_send/mf_recv alive). */
+/*
+ * Caller holds vm->mig_lock (which keeps mf_send/mf_recv alive); takes
+ * their locks inside it. Control threads (mig_cancel).
+ */
 void ferry__mf_cancel(struct ferry_migration *m, bool shut)
 {
 	if (m->mf_send) {

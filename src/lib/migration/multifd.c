@@ -258,7 +258,8 @@ int ferry__mf_send_start(ferry_mf_sender *s, struct ferry_migration *m, unsigned
 	return 0;
 }
 
-int ferry__mf_send_job(ferry_mf_sender *s, const ferry_mf_job *job)
+/* Hands a job to the next idle channel (waits for one). 0 or the error. */
+static int send_job(ferry_mf_sender *s, const ferry_mf_job *job)
 {
 	pthread_mutex_lock(&s->lock);
 	for (;;) {
@@ -306,7 +307,8 @@ static int wait_all_idle(ferry_mf_sender *s)
 	}
 }
 
-int ferry__mf_send_sync(ferry_mf_sender *s)
+/* Waits for all channels to finish, then each sends a SYNC packet. */
+static int send_sync(ferry_mf_sender *s)
 {
 	pthread_mutex_lock(&s->lock);
 	int r = wait_all_idle(s);
@@ -357,6 +359,8 @@ void ferry__mf_send_stop(ferry_mf_sender *s)
 	}
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->cond);
+	free(s->job);
+	s->job = NULL;
 	s->inited = false;
 }
 
@@ -375,6 +379,84 @@ void ferry__mf_send_stats(ferry_mf_sender *s, ferry_mig_info *info)
 	info->compress_out = s->compress_out;
 	info->compress_skipped = s->compress_skipped;
 	pthread_mutex_unlock(&s->lock);
+}
+
+/* ---- the multifd page sink (sink.h; mig/src/main) ---- */
+
+static int sink_put(ferry_page_sink *ps, const struct ferry_ram_block *rb, uint64_t kind,
+		    uint64_t first, uint32_t n)
+{
+	ferry_mf_sender *s = ferry_container_of(ps, ferry_mf_sender, sink);
+	ferry_mf_job *j = s->job;
+	(void)kind; /* the channels tell zero pages apart themselves */
+	for (uint64_t p = first; p < first + n; p++) {
+		if (j->n && (j->rb != rb || j->n == FERRY_MF_MAX_PAGES)) {
+			int r = send_job(s, j);
+			j->n = 0;
+			if (r)
+				return r;
+			if (ps->on_sent)
+				ps->on_sent(ps->on_sent_opaque);
+		}
+		j->rb = rb;
+		j->pages[j->n++] = p;
+	}
+	return 0;
+}
+
+/* The pass's last job, then every channel's SYNC, then the main stream's. */
+static int sink_pass_end(ferry_page_sink *ps)
+{
+	ferry_mf_sender *s = ferry_container_of(ps, ferry_mf_sender, sink);
+	int r = 0;
+	if (s->job->n) {
+		r = send_job(s, s->job);
+		s->job->n = 0;
+	}
+	if (!r)
+		r = send_sync(s);
+	if (!r)
+		ferry__wire_put_ram_flag(s->main, FERRY_RAM_MULTIFD_SYNC);
+	return r;
+}
+
+static void sink_stats(ferry_page_sink *ps, ferry_mig_info *info)
+{
+	ferry_mf_sender *s = ferry_container_of(ps, ferry_mf_sender, sink);
+	ferry__mf_send_stats(s, info);
+	pthread_mutex_lock(&s->lock);
+	info->normal += s->normal;
+	info->duplicate += s->zero;
+	pthread_mutex_unlock(&s->lock);
+	info->transferred += info->multifd_bytes;
+}
+
+static uint64_t sink_bytes(ferry_page_sink *ps)
+{
+	ferry_mf_sender *s = ferry_container_of(ps, ferry_mf_sender, sink);
+	uint64_t b = 0;
+	pthread_mutex_lock(&s->lock);
+	for (unsigned i = 0; i < s->n; i++)
+		b += s->ch[i].bytes;
+	pthread_mutex_unlock(&s->lock);
+	return b;
+}
+
+static const ferry_page_sink_ops sink_ops = {
+	.put = sink_put,
+	.pass_end = sink_pass_end,
+	.stats = sink_stats,
+	.bytes = sink_bytes,
+};
+
+int ferry__mf_sink_init(ferry_mf_sender *s, ferry_chan *main, ferry_page_sink **out)
+{
+	if (!(s->job = calloc(1, sizeof(*s->job))))
+		return -ENOMEM;
+	s->main = main;
+	s->sink = (ferry_page_sink){ .ops = &sink_ops, .finds_zero = true };
+	*out = &s->sink;
+	return 0;
 }
 
 /* ------------------------------------------------------------------ */

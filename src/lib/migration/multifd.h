@@ -96,15 +96,22 @@ typedef struct ferry_mf_sender {
 	uint64_t normal, zero, compress_in, compress_out;
 	uint64_t compress_skipped; /* page bytes sent raw without trying zstd */
 	bool inited;
+	/* The page sink; owned by the migration thread. */
+	ferry_page_sink sink;
+	ferry_mf_job *job;   /* the job being filled */
+	ferry_chan *main;    /* the main channel, for MULTIFD_SYNC */
 } ferry_mf_sender;
 
 /* Connects n channels to uri, sends handshakes and starts the threads. */
 int ferry__mf_send_start(ferry_mf_sender *s, struct ferry_migration *m, unsigned n,
 			 uint32_t compression, int level, bool splice);
-/* Hands a job to the next idle channel (waits for one). 0 or the error. */
-int ferry__mf_send_job(ferry_mf_sender *s, const ferry_mf_job *job);
-/* Waits for all channels to finish, then each sends a SYNC packet. */
-int ferry__mf_send_sync(ferry_mf_sender *s);
+/*
+ * The multifd page sink (sink.h) over the started sender s: pages go to
+ * the channels in jobs of up to FERRY_MF_MAX_PAGES pages of one block; a
+ * pass ends when every channel sent its SYNC packet, then MULTIFD_SYNC
+ * goes on main. mig/src/main. 0 or -ENOMEM.
+ */
+int ferry__mf_sink_init(ferry_mf_sender *s, ferry_chan *main, ferry_page_sink **out);
 /* Wakes every blocked channel write (cancel); any thread. */
 void ferry__mf_send_shutdown(ferry_mf_sender *s);
 /* Stops and joins the threads, closes the connections. Idempotent. */

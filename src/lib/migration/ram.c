@@ -7,10 +7,12 @@
  * populated page dirty, so a page written at any moment after setup is in
  * either the initial set or a later harvest; never-populated pages are not
  * read at all. A pass walks the bitmap, clears each run of dirty pages, and
- * sends it as PAGES records (iovecs pointing at guest RAM, no copy) or ZEROS
- * records (a marker for runs of zero pages). Tracking was re-armed before
- * the pages are read, so a write racing with the send is caught by the next
- * harvest. Pages the guest reported free are skipped (hints.c).
+ * hands it to the saver's page sink (sink.h): on the main channel, PAGES
+ * records (iovecs pointing at guest RAM, no copy) or ZEROS records (a marker
+ * for runs of zero pages); with multifd, jobs for the channel threads
+ * (multifd.c). Tracking was re-armed before the pages are read, so a write
+ * racing with the send is caught by the next harvest. Pages the guest
+ * reported free are skipped (hints.c).
  *
  * DESIGN (destination): records are bounds-checked against the local block
  * before anything is written; PAGES are placed per block as
@@ -39,6 +41,7 @@
 #include <unistd.h>
 
 #include "migration/multifd.h"
+#include "migration/participant.h"
 #include "migration/postcopy.h"
 #include "stream/format.h"
 #include "stream/wire.h"
@@ -62,14 +65,8 @@ static void rs_stats(ferry_ram_saver *rs, uint64_t remaining_pages)
 	m->info.transferred = rs->c->out_bytes;
 	m->info.normal = rs->normal;
 	m->info.duplicate = rs->zero;
-	if (rs->mf) {
-		ferry__mf_send_stats(rs->mf, &m->info);
-		pthread_mutex_lock(&rs->mf->lock);
-		m->info.normal += rs->mf->normal;
-		m->info.duplicate += rs->mf->zero;
-		pthread_mutex_unlock(&rs->mf->lock);
-		m->info.transferred += m->info.multifd_bytes;
-	}
+	if (rs->sink && rs->sink->ops->stats)
+		rs->sink->ops->stats(rs->sink, &m->info);
 	m->info.normal_bytes = m->info.normal * FERRY_PAGE_SIZE;
 	m->info.skipped = rs->skipped;
 	ferry__ram_hints_stats(rs, &m->info);
@@ -89,16 +86,12 @@ static void rs_stats(ferry_ram_saver *rs, uint64_t remaining_pages)
 	pthread_mutex_unlock(&m->stats_lock);
 }
 
-/* Bytes written so far: the main connection plus every multifd channel. */
+/* Bytes written so far: the main connection plus the sink's own channels. */
 static uint64_t wire_bytes(ferry_ram_saver *rs)
 {
 	uint64_t b = rs->c->out_bytes;
-	if (rs->mf) {
-		pthread_mutex_lock(&rs->mf->lock);
-		for (unsigned i = 0; i < rs->mf->n; i++)
-			b += rs->mf->ch[i].bytes;
-		pthread_mutex_unlock(&rs->mf->lock);
-	}
+	if (rs->sink->ops->bytes)
+		b += rs->sink->ops->bytes(rs->sink);
 	return b;
 }
 
@@ -155,6 +148,8 @@ int ferry__ram_save_setup(ferry_ram_saver *rs)
 	uint64_t t0 = ferry__now_ns();
 	int r = 0;
 
+	if (!rs->sink)
+		ferry__ram_set_sink(rs, NULL);
 	rs->zmap = ferry__bitmap_new(SCAN_BATCH);
 	rs->pmap = ferry__bitmap_new(SCAN_BATCH);
 	if (!rs->zmap || !rs->pmap)
@@ -246,32 +241,19 @@ int ferry__ram_sync(ferry_ram_saver *rs, uint64_t *newly)
 	return 0;
 }
 
-/* Queues one PAGES or ZEROS record for pages [start, start + n) of rb. */
-static int emit(ferry_ram_saver *rs, const struct ferry_ram_block *rb, uint64_t kind,
-		uint64_t start, uint64_t n)
+/*
+ * The main channel's sink: one PAGES or ZEROS record per run, naming the
+ * block only when it changes; flushed every FLUSH_BYTES (PC_FLUSH_BYTES in
+ * postcopy, where requests wait behind the background).
+ */
+static int chan_put(ferry_page_sink *s, const struct ferry_ram_block *rb, uint64_t kind,
+		    uint64_t start, uint32_t n)
 {
+	ferry_ram_saver *rs = ferry_container_of(s, ferry_ram_saver, chan_sink);
 	ferry_chan *c = rs->c;
-	if (rs->mf) {
-		/* Pages go to the channels, which tell zero pages apart themselves. */
-		ferry_mf_job *j = rs->job;
-		for (uint64_t p = start; p < start + n; p++) {
-			if (j->n && (j->rb != rb || j->n == FERRY_MF_MAX_PAGES)) {
-				int r = ferry__mf_send_job(rs->mf, j);
-				j->n = 0;
-				if (r)
-					return r;
-				rs_progress(rs);
-			}
-			j->rb = rb;
-			j->pages[j->n++] = p;
-			rs->processed++;
-		}
-		return ferry__mig_cancelled(rs->m) ? -ECANCELED : 0;
-	}
-	ferry__wire_put_ram_run(c, kind, rb == rs->last_block ? NULL : rb->name, start,
-				(uint32_t)n, rb->host + (start << FERRY_PAGE_SHIFT));
+	ferry__wire_put_ram_run(c, kind, rb == rs->last_block ? NULL : rb->name, start, n,
+				rb->host + (start << FERRY_PAGE_SHIFT));
 	rs->last_block = rb;
-	rs->processed += n;
 	if (kind == FERRY_RAM_PAGES) {
 		rs->normal += n;
 	} else {
@@ -279,6 +261,35 @@ static int emit(ferry_ram_saver *rs, const struct ferry_ram_block *rb, uint64_t 
 	}
 	if (ferry__chan_pending(c) >= (rs->postcopy ? PC_FLUSH_BYTES : FLUSH_BYTES))
 		return rs_flush(rs);
+	return 0;
+}
+
+static const ferry_page_sink_ops chan_sink_ops = {
+	.put = chan_put,
+};
+
+/* A batch went to another carrier: refresh the counters as a flush does. */
+static void rs_sent(void *opaque)
+{
+	rs_progress(opaque);
+}
+
+void ferry__ram_set_sink(ferry_ram_saver *rs, ferry_page_sink *sink)
+{
+	rs->chan_sink.ops = &chan_sink_ops;
+	rs->sink = sink ? sink : &rs->chan_sink;
+	rs->sink->on_sent = rs_sent;
+	rs->sink->on_sent_opaque = rs;
+}
+
+/* Queues pages [start, start + n) of rb, of the given kind, on the saver's sink. */
+static int emit(ferry_ram_saver *rs, const struct ferry_ram_block *rb, uint64_t kind,
+		uint64_t start, uint64_t n)
+{
+	rs->processed += n;
+	int r = rs->sink->ops->put(rs->sink, rb, kind, start, (uint32_t)n);
+	if (r)
+		return r;
 	/*
 	 * Scattered pages fill the channel's iovecs long before FLUSH_BYTES, so
 	 * it flushes by itself and rs_flush's check may not come for a whole
@@ -335,7 +346,7 @@ static void chunk_fn(void *arg)
 				return;
 		}
 	}
-	if (rs->mf) {
+	if (rs->sink->finds_zero) {
 		/* Multifd: zero detection happens in the channel threads. */
 		for (uint64_t w = w0; w < w1; w++)
 			rs->zmap[w] = 0;
@@ -501,17 +512,8 @@ int ferry__ram_save_pass(ferry_ram_saver *rs, uint8_t section_type)
 			page = ferry__bitmap_next_set(rb->dirty, rb->npages, end);
 		}
 	}
-	if (!r && rs->mf) {
-		/* The pass's last job, then every channel's SYNC, then ours. */
-		if (rs->job->n) {
-			r = ferry__mf_send_job(rs->mf, rs->job);
-			rs->job->n = 0;
-		}
-		if (!r)
-			r = ferry__mf_send_sync(rs->mf);
-		if (!r)
-			ferry__wire_put_ram_flag(c, FERRY_RAM_MULTIFD_SYNC);
-	}
+	if (!r && rs->sink->ops->pass_end)
+		r = rs->sink->ops->pass_end(rs->sink);
 	if (!r) {
 		put_section_end(c);
 		rs->in_section = false;
@@ -618,6 +620,59 @@ void ferry__ram_save_cleanup(ferry_ram_saver *rs)
 	}
 	rs->tracking = false;
 }
+
+/* ---- the RAM participant (participant.h; opaque: the saver) ---- */
+
+static int ram_part_setup(void *opaque, ferry_chan *c)
+{
+	(void)c; /* the saver writes on rs->c, the same channel */
+	return ferry__ram_save_setup(opaque);
+}
+
+static int ram_part_iterate(void *opaque, ferry_chan *c)
+{
+	(void)c;
+	return ferry__ram_save_pass(opaque, FERRY_REC_SECTION_PART);
+}
+
+static int ram_part_sync(void *opaque, uint64_t *dirtied)
+{
+	uint64_t newly = 0;
+	int r = ferry__ram_sync(opaque, &newly);
+	*dirtied += newly * FERRY_PAGE_SIZE;
+	return r;
+}
+
+/* Every dirty page can go while the guest runs. */
+static void ram_part_pending(void *opaque, uint64_t *precopy, uint64_t *stopcopy)
+{
+	const ferry_ram_saver *rs = opaque;
+	(void)stopcopy;
+	*precopy += rs->dirty_pages * FERRY_PAGE_SIZE;
+}
+
+static int ram_part_complete(void *opaque, ferry_chan *c)
+{
+	(void)c;
+	return ferry__ram_save_pass(opaque, FERRY_REC_SECTION_END);
+}
+
+static void ram_part_cleanup(void *opaque)
+{
+	ferry__ram_save_cleanup(opaque);
+}
+
+/* After a postcopy switch, the rest of RAM goes in the background pass. */
+const ferry_participant ferry__ram_participant = {
+	.name = "ram",
+	.flags = FERRY_PART_POSTCOPY,
+	.save_setup = ram_part_setup,
+	.save_iterate = ram_part_iterate,
+	.sync = ram_part_sync,
+	.pending = ram_part_pending,
+	.save_complete = ram_part_complete,
+	.save_cleanup = ram_part_cleanup,
+};
 
 /* ---- destination ---- */
 

@@ -1,0 +1,180 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The participant table's walks (participant.h), and the two small
+ * built-in participants: device vmsd state and free page hints. RAM's
+ * handlers live with the saver in ram.c.
+ *
+ * Thread: the walks run on the driver's main thread (mig/src/main on the
+ * source); the table is not changed while they run, so it takes no lock.
+ */
+#include "migration/participant.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+#include "migration/mig.h"
+#include "stream/format.h"
+#include "stream/wire.h"
+
+int ferry__parts_add(ferry_parts *t, const ferry_participant *ops, void *opaque)
+{
+	if (t->n == FERRY_PARTS_MAX)
+		return -ENOSPC;
+	t->p[t->n].ops = ops;
+	t->p[t->n].opaque = opaque;
+	t->n++;
+	return 0;
+}
+
+int ferry__parts_save_setup(ferry_parts *t, ferry_chan *c)
+{
+	int r = 0;
+	for (unsigned i = 0; i < t->n && !r; i++)
+		if (t->p[i].ops->save_setup)
+			r = t->p[i].ops->save_setup(t->p[i].opaque, c);
+	return r;
+}
+
+int ferry__parts_sync(ferry_parts *t, uint64_t *dirtied)
+{
+	int r = 0;
+	uint64_t d = 0;
+	for (unsigned i = 0; i < t->n && !r; i++)
+		if (t->p[i].ops->sync)
+			r = t->p[i].ops->sync(t->p[i].opaque, &d);
+	if (dirtied)
+		*dirtied = d;
+	return r;
+}
+
+int ferry__parts_pass(ferry_parts *t, ferry_chan *c, uint64_t *dirtied)
+{
+	int r = 0;
+	for (unsigned i = 0; i < t->n; i++)
+		if (t->p[i].ops->pass_begin)
+			t->p[i].ops->pass_begin(t->p[i].opaque);
+	for (unsigned i = 0; i < t->n && !r; i++)
+		if (t->p[i].ops->save_iterate)
+			r = t->p[i].ops->save_iterate(t->p[i].opaque, c);
+	for (unsigned i = t->n; i-- > 0;)
+		if (t->p[i].ops->pass_end)
+			t->p[i].ops->pass_end(t->p[i].opaque);
+	return r ? r : ferry__parts_sync(t, dirtied);
+}
+
+uint64_t ferry__parts_pending(ferry_parts *t, uint64_t *precopy, uint64_t *stopcopy)
+{
+	uint64_t pre = 0, stop = 0;
+	for (unsigned i = 0; i < t->n; i++)
+		if (t->p[i].ops->pending)
+			t->p[i].ops->pending(t->p[i].opaque, &pre, &stop);
+	if (precopy)
+		*precopy = pre;
+	if (stopcopy)
+		*stopcopy = stop;
+	return pre + stop;
+}
+
+int ferry__parts_save_complete(ferry_parts *t, ferry_chan *c, bool postcopy)
+{
+	int r = 0;
+	for (unsigned i = 0; i < t->n && !r; i++) {
+		const ferry_participant *ops = t->p[i].ops;
+		if (ops->save_complete && !(postcopy && (ops->flags & FERRY_PART_POSTCOPY)))
+			r = ops->save_complete(t->p[i].opaque, c);
+	}
+	/* Participants whose complete went on in threads of their own. */
+	for (unsigned i = 0; i < t->n; i++) {
+		if (!t->p[i].ops->complete_wait)
+			continue;
+		int w = t->p[i].ops->complete_wait(t->p[i].opaque);
+		if (!r)
+			r = w;
+	}
+	return r;
+}
+
+void ferry__parts_save_cleanup(ferry_parts *t)
+{
+	for (unsigned i = t->n; i-- > 0;)
+		if (t->p[i].ops->save_cleanup)
+			t->p[i].ops->save_cleanup(t->p[i].opaque);
+}
+
+/* ---- device vmsd state (opaque: the migration) ---- */
+
+/* Every device's vmsd as FULL sections on c, in registration order; vCPUs stopped. */
+static int vmsd_save_complete(void *opaque, ferry_chan *c)
+{
+	struct ferry_migration *m = opaque;
+	ferry_vm_t *vm = m->vm;
+	for (unsigned i = 0; i < vm->ndevices; i++) {
+		struct ferry_device *d = &vm->devices[i];
+		int64_t n = ferry_vmsd_encode(d->vmsd, d->opaque, NULL, 0);
+		if (n < 0) {
+			ferry__mig_set_error(m, (int)n, "cannot save device '%s' instance %u: %s",
+					     d->id, d->instance, ferry_strerror((int)n));
+			return (int)n;
+		}
+		if ((uint64_t)n > FERRY_DEVICE_STATE_MAX) {
+			ferry__mig_set_error(m, -E2BIG, "device '%s' state is %lld bytes (max %u)",
+					     d->id, (long long)n, FERRY_DEVICE_STATE_MAX);
+			return -E2BIG;
+		}
+		uint8_t *buf = malloc((size_t)n ? (size_t)n : 1);
+		if (!buf)
+			return -ENOMEM;
+		int64_t k = ferry_vmsd_encode(d->vmsd, d->opaque, buf, (size_t)n);
+		if (k != n) {
+			free(buf);
+			ferry__mig_set_error(m, -EIO, "device '%s' state changed size while saved",
+					     d->id);
+			return -EIO;
+		}
+		uint32_t id = FERRY_SECTION_RAM + 1 + i;
+		ferry__wire_put_section_start(c, FERRY_REC_SECTION_FULL, id, d->id, d->instance,
+					      d->vmsd->version);
+		ferry__wire_put_device_state(c, buf, (uint32_t)n);
+		ferry__wire_put_footer(c, id);
+		free(buf);
+	}
+	return 0;
+}
+
+const ferry_participant ferry__vmsd_participant = {
+	.name = "vmsd",
+	.save_complete = vmsd_save_complete,
+};
+
+/* ---- free page hints (opaque: the RAM saver) ---- */
+
+/*
+ * Before RAM's setup (it is registered first): takes the VM's hint provider
+ * when free-page-hints is on, and asks RAM to protect all of itself.
+ */
+static int hints_save_setup(void *opaque, ferry_chan *c)
+{
+	ferry_ram_saver *rs = opaque;
+	ferry_mig_params p;
+	(void)c;
+	ferry__mig_params(rs->m, &p);
+	ferry__ram_hints_setup(rs, &p);
+	return 0;
+}
+
+static void hints_pass_begin(void *opaque)
+{
+	ferry__ram_hints_begin(opaque); /* a new command id, after the last sync */
+}
+
+static void hints_pass_end(void *opaque)
+{
+	ferry__ram_hints_end(opaque); /* before the sync: that id's hints expire */
+}
+
+const ferry_participant ferry__hints_participant = {
+	.name = "free-page-hints",
+	.save_setup = hints_save_setup,
+	.pass_begin = hints_pass_begin,
+	.pass_end = hints_pass_end,
+};

@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Participants: everything that migrates, behind one table of handlers the
+ * drivers call at their phases. The drivers (source.c, dest.c) name no
+ * feature; RAM, device vmsd state and free page hints are participants,
+ * and so will be live devices (issue 17).
+ *
+ * DESIGN (source), in the order mig/src/main calls the handlers:
+ *   save_setup      once, before the first pass (the migration is not
+ *                   active yet); may write a setup section on c.
+ *   pass_begin      before each precopy pass, all participants first;
+ *   save_iterate    the pass itself: send what changed (may write on c);
+ *   pass_end        after the pass, in reverse order, before the sync;
+ *   sync            the log sync closing a pass (and once after the stop):
+ *                   adds the bytes dirtied since the last sync to *dirtied;
+ *   pending         what is left to send, added to *precopy (can go while
+ *                   the guest runs) and *stopcopy (only after the stop): the
+ *                   convergence estimate sums every participant's;
+ *   save_complete   after the vCPUs stopped: the rest of the state. With
+ *                   postcopy, participants marked FERRY_PART_POSTCOPY are
+ *                   skipped here (their rest goes after the switch) and the
+ *                   others' complete runs into the switch package;
+ *   save_cleanup    once, at the end (any outcome), in reverse order; also
+ *                   after a failed save_setup.
+ * A NULL handler is skipped. Return values are 0 or a negative errno (the
+ * participant recorded the message with ferry__mig_set_error); the first
+ * error stops the walk.
+ *
+ * DESIGN (destination), declared for the destination driver:
+ *   load_setup      before the stream's first section;
+ *   load            one section body of record type `type` (START, PART,
+ *                   END or FULL) and version `version`, read from c;
+ *   load_buf        a buffer of the participant's state that came outside
+ *                   the main stream (e.g. a multifd device-state packet),
+ *                   in `index` order per participant;
+ *   load_cleanup    at the end (any outcome).
+ *
+ * For live devices (issue 17): pending reports a device's precopy and
+ * stop-copy bytes; save_complete may hand its work to a thread of its own
+ * and return, and the driver then waits for it through complete_wait
+ * before EOF; load_buf receives the device's buffers on the destination.
+ *
+ * Thread: every handler runs on the driver's main thread (mig/src/main or
+ * mig/dst/main) unless its participant starts threads of its own; the
+ * table is built before the migration starts and not changed while it runs.
+ */
+#ifndef FERRY_MIGRATION_PARTICIPANT_H
+#define FERRY_MIGRATION_PARTICIPANT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "stream/chan.h"
+
+/* The participant's remaining state can be sent after a postcopy switch. */
+#define FERRY_PART_POSTCOPY 0x1u
+
+typedef struct ferry_participant {
+	const char *name;
+	unsigned flags; /* FERRY_PART_* */
+	/* ---- source ---- */
+	int (*save_setup)(void *opaque, ferry_chan *c);
+	void (*pass_begin)(void *opaque);
+	int (*save_iterate)(void *opaque, ferry_chan *c);
+	void (*pass_end)(void *opaque);
+	int (*sync)(void *opaque, uint64_t *dirtied);
+	void (*pending)(void *opaque, uint64_t *precopy, uint64_t *stopcopy);
+	int (*save_complete)(void *opaque, ferry_chan *c);
+	int (*complete_wait)(void *opaque);
+	void (*save_cleanup)(void *opaque);
+	/* ---- destination ---- */
+	int (*load_setup)(void *opaque);
+	int (*load)(void *opaque, ferry_chan *c, uint8_t type, uint32_t version);
+	int (*load_buf)(void *opaque, const void *buf, size_t len, uint32_t index);
+	void (*load_cleanup)(void *opaque);
+} ferry_participant;
+
+#define FERRY_PARTS_MAX 8
+
+/* The participants of one migration, in registration (= call) order. */
+typedef struct ferry_parts {
+	unsigned n;
+	struct {
+		const ferry_participant *ops;
+		void *opaque;
+	} p[FERRY_PARTS_MAX];
+} ferry_parts;
+
+/* Adds a participant; -ENOSPC when the table is full. */
+int ferry__parts_add(ferry_parts *t, const ferry_participant *ops, void *opaque);
+
+/* Source walks (mig/src/main). */
+int ferry__parts_save_setup(ferry_parts *t, ferry_chan *c);
+/* One pass: pass_begin, save_iterate, pass_end, sync. */
+int ferry__parts_pass(ferry_parts *t, ferry_chan *c, uint64_t *dirtied);
+int ferry__parts_sync(ferry_parts *t, uint64_t *dirtied);
+/* Bytes still to send, precopy plus stop-copy (each also returned if asked). */
+uint64_t ferry__parts_pending(ferry_parts *t, uint64_t *precopy, uint64_t *stopcopy);
+/* postcopy: skip FERRY_PART_POSTCOPY participants. */
+int ferry__parts_save_complete(ferry_parts *t, ferry_chan *c, bool postcopy);
+void ferry__parts_save_cleanup(ferry_parts *t);
+
+/* The built-in participants; opaque: the ferry_ram_saver (device state: the migration). */
+extern const ferry_participant ferry__ram_participant;   /* ram.c */
+extern const ferry_participant ferry__hints_participant; /* participant.c */
+extern const ferry_participant ferry__vmsd_participant;  /* participant.c */
+
+#endif
