@@ -144,7 +144,7 @@ typedef struct ferry_mig_params {
 	 * (throttle-trigger-threshold, 1..100, default 50) of the bytes sent,
 	 * for the second time, its vCPUs are throttled through
 	 * ferry_vcpu_ops.set_throttle (which the VMM must provide:
-	 * ferry_migrate_start says -ENOTSUP otherwise): first to
+	 * ferry_migrate_start says -EOPNOTSUPP otherwise): first to
 	 * cpu_throttle_initial percent (cpu-throttle-initial, 1..99, default
 	 * 20), then up by cpu_throttle_increment (cpu-throttle-increment,
 	 * 1..99, default 10; with cpu_throttle_tailslow, cpu-throttle-tailslow,
@@ -351,7 +351,7 @@ FERRY_EXTERN int ferry_uri_validate(const char *uri, char *err, size_t err_len);
  * Starts an outgoing migration to uri. Returns 0 once the migration thread
  * runs (connection errors then show as FAILED with error_desc), or -EINVAL
  * (bad uri or params), -EBUSY (a migration already runs), -ENOMEM,
- * -ENOTSUP (auto_converge without a set_throttle vCPU operation).
+ * -EOPNOTSUPP (auto_converge without a set_throttle vCPU operation).
  */
 FERRY_EXTERN int ferry_migrate_start(ferry_vm_t *vm, const char *uri,
 				     const ferry_mig_params *params);

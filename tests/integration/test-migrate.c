@@ -561,7 +561,7 @@ static void t_auto_converge_refused(void **state)
 	static const ferry_vcpu_ops ops = { .stop = rec_stop, .start = rec_start };
 	thr_rec rec = { .g = src.g };
 	assert_int_equal(ferry_vm_set_vcpu_ops(src.vm, &ops, &rec), 0);
-	assert_int_equal(ferry_migrate_start(src.vm, test_uri(), &p), -ENOTSUP);
+	assert_int_equal(ferry_migrate_start(src.vm, test_uri(), &p), -EOPNOTSUPP);
 	side_destroy(&src);
 }
 

@@ -123,20 +123,22 @@ static void t_periods(void **s)
 	ferry_mig_params p = params();
 	ferry_throttle t;
 	ferry__throttle_init(&t, 10 * SEC, 5000);
+	unsigned pct = 0;
 	/* Period 1: 3 syncs, 3 x 400 dirtied while 1000 were sent: high (1). */
-	assert_int_equal(ferry__throttle_sync(&t, &p, 10 * SEC + SEC / 3, 400, 5300), -1);
-	assert_int_equal(ferry__throttle_sync(&t, &p, 10 * SEC + SEC / 2, 400, 5600), -1);
-	assert_int_equal(ferry__throttle_sync(&t, &p, 11 * SEC, 400, 6000), -1);
+	assert_false(ferry__throttle_sync(&t, &p, 10 * SEC + SEC / 3, 400, 5300, &pct));
+	assert_false(ferry__throttle_sync(&t, &p, 10 * SEC + SEC / 2, 400, 5600, &pct));
+	assert_false(ferry__throttle_sync(&t, &p, 11 * SEC, 400, 6000, &pct));
 	assert_int_equal(t.high_cnt, 1);
 	assert_int_equal(t.period_dirty, 0);
 	assert_int_equal(t.period_sent0, 6000);
 	/* Period 2 high as well: 20. */
-	assert_int_equal(ferry__throttle_sync(&t, &p, 12 * SEC - 1, 600, 7000), -1);
-	assert_int_equal(ferry__throttle_sync(&t, &p, 12 * SEC, 0, 7000), 20);
+	assert_false(ferry__throttle_sync(&t, &p, 12 * SEC - 1, 600, 7000, &pct));
+	assert_true(ferry__throttle_sync(&t, &p, 12 * SEC, 0, 7000, &pct));
+	assert_int_equal(pct, 20);
 	assert_int_equal(t.pct, 20);
 	/* Two low periods: no change, nothing applied. */
-	assert_int_equal(ferry__throttle_sync(&t, &p, 13 * SEC, 10, 8000), -1);
-	assert_int_equal(ferry__throttle_sync(&t, &p, 14 * SEC, 10, 9000), -1);
+	assert_false(ferry__throttle_sync(&t, &p, 13 * SEC, 10, 8000, &pct));
+	assert_false(ferry__throttle_sync(&t, &p, 14 * SEC, 10, 9000, &pct));
 	assert_int_equal(t.pct, 20);
 	assert_int_equal(t.high_cnt, 0);
 }

@@ -303,7 +303,7 @@ int ferry_migrate_start(ferry_vm_t *vm, const char *uri, const ferry_mig_params 
 	if (!vm->nblocks)
 		return -EINVAL;
 	if (params && params->auto_converge && !vm->vcpu_ops.set_throttle)
-		return -ENOTSUP;
+		return -EOPNOTSUPP;
 	struct ferry_migration *m = mig_new(vm, false, uri);
 	if (!m)
 		return -ENOMEM;

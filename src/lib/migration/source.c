@@ -412,9 +412,9 @@ static bool pass_decide(struct src_ctx *x, uint64_t dirtied)
 	if ((double)remaining <= threshold)
 		return true;
 	if (x->p0.auto_converge) {
-		int pct = ferry__throttle_sync(&x->thr, &p, now, dirtied, rs->sent_bytes);
-		if (pct >= 0)
-			throttle_apply(x->m, &x->thr, (unsigned)pct);
+		unsigned pct;
+		if (ferry__throttle_sync(&x->thr, &p, now, dirtied, rs->sent_bytes, &pct))
+			throttle_apply(x->m, &x->thr, pct);
 	}
 	return false;
 }

@@ -39,19 +39,20 @@ unsigned ferry__throttle_next(const ferry_mig_params *p, unsigned pct, uint64_t 
 	return next < pct ? pct : next;
 }
 
-int ferry__throttle_sync(ferry_throttle *t, const ferry_mig_params *p, uint64_t now_ns,
-			 uint64_t newly_bytes, uint64_t sent_total)
+bool ferry__throttle_sync(ferry_throttle *t, const ferry_mig_params *p, uint64_t now_ns,
+			  uint64_t newly_bytes, uint64_t sent_total, unsigned *pct)
 {
 	t->period_dirty += newly_bytes;
 	if (now_ns - t->period_start_ns < FERRY_THROTTLE_PERIOD_NS)
-		return -1;
+		return false;
 	unsigned next = ferry__throttle_next(p, t->pct, t->period_dirty,
 					     sent_total - t->period_sent0, &t->high_cnt);
 	t->period_start_ns = now_ns;
 	t->period_dirty = 0;
 	t->period_sent0 = sent_total;
 	if (next == t->pct)
-		return -1;
+		return false;
 	t->pct = next;
-	return (int)next;
+	*pct = next;
+	return true;
 }

@@ -50,10 +50,10 @@ unsigned ferry__throttle_next(const ferry_mig_params *p, unsigned pct, uint64_t 
 
 /*
  * At a dirty-log sync that found newly_bytes newly dirtied, with
- * sent_total bytes sent so far. Returns the percentage to apply now, or
- * -1 when the throttle stays as it is.
+ * sent_total bytes sent so far. True when the throttle changes, with
+ * the percentage to apply now in *pct; false when it stays as it is.
  */
-int ferry__throttle_sync(ferry_throttle *t, const ferry_mig_params *p, uint64_t now_ns,
-			 uint64_t newly_bytes, uint64_t sent_total);
+bool ferry__throttle_sync(ferry_throttle *t, const ferry_mig_params *p, uint64_t now_ns,
+			  uint64_t newly_bytes, uint64_t sent_total, unsigned *pct);
 
 #endif
