@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "migration/multifd.h"
+#include "migration/place.h"
 #include "migration/postcopy.h"
 #include "stream/format.h"
 #include "stream/wire.h"
@@ -119,7 +120,7 @@ static int load_device(loader *l, uint32_t id, const char *idstr, uint32_t inst,
 	}
 	char msg[200] = "";
 	/* RAM is complete before any device state: ordinary memory from here. */
-	ferry__ram_place_end(vm);
+	ferry__place_end(vm);
 	/* Device state is applied under run_lock: the only lock loading takes. */
 	pthread_mutex_lock(&vm->run_lock);
 	r = ferry_vmsd_decode(d->vmsd, d->opaque, ver, buf, len, msg, sizeof(msg));
@@ -291,7 +292,7 @@ static int pc_listen(loader *l)
 					l->pc ? "twice" : "without advise");
 	/* Precopy is over: the multifd receivers have placed all they had. */
 	mf_stop(l);
-	ferry__ram_place_fini(l->vm); /* RAM is registered for postcopy instead */
+	ferry__place_fini(l->vm); /* RAM is registered for postcopy instead */
 	uint64_t t0 = ferry__now_ns();
 	int r = ferry__pc_dst_listen(l->pc, c, err, sizeof(err));
 	ferry_dbg("postcopy: listening (RAM registered) in %.2f ms", (double)(ferry__now_ns() - t0) / 1e6);
@@ -805,7 +806,7 @@ void *ferry__dest_thread(void *arg)
 	pthread_mutex_lock(&vm->mig_lock);
 	uint32_t want = vm->in_params.placement;
 	pthread_mutex_unlock(&vm->mig_lock);
-	if ((r = ferry__ram_place_setup(vm, want, &placement, perr, sizeof(perr)))) {
+	if ((r = ferry__place_setup(vm, want, &placement, perr, sizeof(perr)))) {
 		ferry__mig_set_error(m, r, "%s", perr);
 		goto out;
 	}
@@ -896,7 +897,7 @@ done:
 	ferry__vm_own_run(vm, false);
 	mf_stop(&l);
 	ferry__ram_loader_fini(&l.ram);
-	ferry__ram_place_fini(vm);
+	ferry__place_fini(vm);
 	free(l.ram.bounce);
 	pthread_mutex_lock(&vm->mig_lock); /* cancel reads listen_fd under it */
 	int lfd = m->listen_fd;

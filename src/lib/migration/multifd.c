@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <zstd.h>
 
+#include "migration/place.h"
 #include "stream/wire.h"
 #include "transport/transport.h"
 #include "util/zero.h"
@@ -456,7 +457,7 @@ static int recv_packet(ferry_mf_recv_chan *c)
 						(unsigned long long)rb->npages);
 	}
 	if (!z) {
-		if ((e = ferry__ram_recv_pages(in, rb, idx, 0, nn, c->bounce)))
+		if ((e = ferry__place_recv(in, rb, idx, 0, nn, c->bounce)))
 			return e;
 	} else {
 		if ((e = ferry__chan_read(in, c->zbuf, clen)))
@@ -466,7 +467,7 @@ static int recv_packet(ferry_mf_recv_chan *c)
 		ZSTD_inBuffer zin = { c->zbuf, clen, 0 };
 		/* File-backed blocks: into the bounce, then written like raw pages. */
 		for (uint32_t i = 0; i < nn; i++) {
-			ZSTD_outBuffer out = { rb->place != FERRY_PLACE_MAPPING ? c->bounce + ((size_t)i << FERRY_PAGE_SHIFT)
+			ZSTD_outBuffer out = { !ferry__place_in_mapping(rb) ? c->bounce + ((size_t)i << FERRY_PAGE_SHIFT)
 							      : rb->host + (idx[i] << FERRY_PAGE_SHIFT),
 					       FERRY_PAGE_SIZE, 0 };
 			while (out.pos < out.size) {
@@ -484,15 +485,15 @@ static int recv_packet(ferry_mf_recv_chan *c)
 		if (zin.pos != zin.size)
 			return ferry__chan_fail(in, FERRY_EBADSTREAM,
 						"multifd zstd data longer than %u pages", nn);
-		if (rb->place != FERRY_PLACE_MAPPING && (e = ferry__ram_place_buf(in, rb, idx, 0, nn, c->bounce)))
+		if (!ferry__place_in_mapping(rb) && (e = ferry__place_buf(in, rb, idx, 0, nn, c->bounce)))
 			return e;
 	}
 	for (uint32_t i = nn; i < nn + nz; i++)
-		if ((e = ferry__ram_place_zero(in, rb, idx[i])))
+		if ((e = ferry__place_zero(in, rb, idx[i])))
 			return e;
 	/*
 	 * `received` (pages holding data: zero pages are left as they were,
-	 * see ram.c) is shared by all receive threads: set bits atomically.
+	 * see ram-load.c) is shared by all receive threads: set bits atomically.
 	 * Within a pass each page is sent once; across passes the sync orders
 	 * these updates (the release happens under r->lock).
 	 */
