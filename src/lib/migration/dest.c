@@ -1,27 +1,42 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The incoming (destination) side of a migration.
+ * The incoming (destination) side of a migration: the driver.
  *
- * DESIGN: mig/dst/main accepts the connection (or takes a given fd), checks
- * the header and loads records until EOF: RAM sections straight into guest
- * RAM (ram-load.c), device state (FULL sections) through each device's vmsd,
- * commands (postcopy's go to postcopy-dst.c, which the driver also calls
- * at fixed phase points). Everything from the stream is hostile: each
- * length and index is checked before use, and the first violation ends the
- * migration with a message naming the stream offset and the record. RAM is loaded without
- * any lock; applying device state and starting the vCPUs take run_lock.
- * When EOF arrives the vCPUs start (if the source ran), and SHUT(0) on the
- * return path tells the source; a failure sends SHUT(error, message).
+ * DESIGN: ferry__dest_thread (mig/dst/main) runs the phases in order over
+ * one context (ferry_dst, dest.h):
+ *   connect    accept the connection (or take a given fd)
+ *   setup      decide the page placement (place.h)
+ *   negotiate  check the stream header
+ *   load       records until EOF: RAM sections to the RAM loader
+ *              (ram-load.c, which places through place.c), device state
+ *              (FULL sections) through each device's vmsd, commands
+ *              (postcopy's go to postcopy-dst.c); multifd channels are
+ *              received and placed by mig/dst/recv_N (multifd.c)
+ *   package    postcopy only: the device state of PACKAGE (postcopy-dst.c)
+ *   start      the vCPUs, if the source's ran
+ *   postcopy   postcopy only: the guest runs while pages fault in
+ *   complete   SHUT(0) on the return path tells the source
+ *   fail       or SHUT(error, message), and postcopy's guest is stopped
+ *   cleanup    always
+ * Everything from the stream is hostile: each length and index is checked
+ * before use, and the first violation ends the migration with a message
+ * naming the stream offset and the record.
  *
- * The control plane is never blocked by loading: it only reads progress
- * under stats_lock and may cancel (shutdown of the socket).
+ * Thread: all of this file runs on mig/dst/main, except ferry__dst_stats,
+ * ferry__dst_load_section and ferry__dst_load_command, which postcopy also
+ * calls on mig/dst/listen (for the background stream; mig/dst/main then
+ * waits for it) and for the package. RAM is loaded without any lock;
+ * applying device state and starting the vCPUs take vm->run_lock.
+ * Publishing m->mf_recv and m->pc_dst takes vm->mig_lock (cancel reads
+ * them), progress takes m->stats_lock and then mf.lock. The control plane
+ * is never blocked by loading: it only reads progress under stats_lock and
+ * may cancel (shutdown of the socket).
  */
 #include "migration/dest.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -38,6 +53,7 @@ static void send_shut(ferry_chan *c, int status, const char *msg)
 	ferry__chan_flush(c);
 }
 
+/* Thread: mig/dst/main or mig/dst/listen (never both at once). */
 void ferry__dst_stats(ferry_dst *l)
 {
 	struct ferry_migration *m = l->m;
@@ -219,7 +235,8 @@ int ferry__dst_load_command(ferry_dst *l)
 	return 0;
 }
 
-static int load_stream(ferry_dst *l)
+/* Phase negotiate: the stream header (this Ferry's version, page size). */
+static int dst_negotiate(ferry_dst *l)
 {
 	ferry_chan *c = l->c;
 	ferry_wire_hdr hdr;
@@ -238,6 +255,14 @@ static int load_stream(ferry_dst *l)
 		return ferry__chan_fail(c, FERRY_EMISMATCH, "page size %u (supported: %u)",
 					hdr.page_size, FERRY_PAGE_SIZE);
 	ferry__mig_set_status(l->m, FERRY_MIG_ACTIVE);
+	return 0;
+}
+
+/* Phase load: precopy records until EOF, or until RUN hands over to postcopy. */
+static int dst_load_stream(ferry_dst *l)
+{
+	ferry_chan *c = l->c;
+	int r;
 	for (;;) {
 		uint8_t type;
 		uint32_t id;
@@ -288,40 +313,55 @@ static int load_stream(ferry_dst *l)
 	}
 }
 
-void *ferry__dest_thread(void *arg)
+/*
+ * The end of the precopy stream (or its failure at r): progress, which
+ * error is reported when several channels failed, and the multifd
+ * receivers joined (every page they had is placed).
+ */
+static int dst_load_end(ferry_dst *l, int r)
 {
-	struct ferry_migration *m = arg;
-	ferry_vm_t *vm = m->vm;
-	ferry_chan *c = &m->chan;
-	ferry_dst l = { .m = m, .vm = vm, .c = c, .ram = { .vm = vm, .c = c }, .pkg_fd = -1 };
-	l.pre.fd = -1;
-	int fd = m->chan.fd, r = 0;
+	struct ferry_migration *m = l->m;
+	ferry_chan *c = l->c;
+	ferry__dst_stats(l);
+	/* The source said it cancelled (the only FERRY_EPEER of the stream): that, before any channel's EOF. */
+	if (r && c->in_err == FERRY_EPEER)
+		ferry__mig_set_error(m, c->in_err, "%s", c->in_errmsg);
+	if (r && l->mf_on && !ferry__mig_cancelled(m) && ferry__mf_recv_wait_error(&l->mf, 200))
+		ferry__mig_set_error(m, l->mf.err, "%s", l->mf.errmsg); /* a channel failed first */
+	ferry__dst_mf_stop(l);
+	return r;
+}
 
-	pthread_setname_np(pthread_self(), "mig/dst/main");
-	/* The guest must not run while its RAM and state arrive. */
-	ferry__vm_own_run(vm, true);
+/* Phase connect: accepts the source's connection (or takes the given fd). */
+static int dst_connect(ferry_dst *l)
+{
+	struct ferry_migration *m = l->m;
+	ferry_chan *c = l->c;
+	int fd = m->chan.fd, r;
 	if (m->listen_fd >= 0) {
 		/* The listener stays open for multifd channels until the end. */
 		r = ferry__sock_accept(m->listen_fd, &fd);
 		if (r) {
-			fd = -1;
 			if (!ferry__mig_cancelled(m))
 				ferry__mig_set_error(m, r, "accept failed: %s", ferry_strerror(r));
-			goto out;
+			return r;
 		}
 	}
 	r = ferry__chan_init(c, fd);
 	if (r) {
 		close(fd);
-		fd = -1;
-		goto out;
+		return r;
 	}
 	c->peer = "source";
 	atomic_store(&m->chan_fd, fd);
-	if (ferry__mig_cancelled(m)) {
-		r = -ECANCELED;
-		goto out;
-	}
+	return ferry__mig_cancelled(m) ? -ECANCELED : 0;
+}
+
+/* Phase setup: how pages will be placed (place.h), on RAM that holds nothing yet. */
+static int dst_setup(ferry_dst *l)
+{
+	struct ferry_migration *m = l->m;
+	ferry_vm_t *vm = l->vm;
 	/* Fresh destination RAM is zero: nothing of it was received yet. */
 	for (unsigned i = 0; i < vm->nblocks; i++)
 		ferry__bitmap_zero(vm->blocks[i]->received, vm->blocks[i]->npages);
@@ -331,45 +371,45 @@ void *ferry__dest_thread(void *arg)
 	pthread_mutex_lock(&vm->mig_lock);
 	uint32_t want = vm->in_params.placement;
 	pthread_mutex_unlock(&vm->mig_lock);
-	if ((r = ferry__place_setup(vm, want, &placement, perr, sizeof(perr)))) {
+	int r = ferry__place_setup(vm, want, &placement, perr, sizeof(perr));
+	if (r) {
 		ferry__mig_set_error(m, r, "%s", perr);
-		goto out;
+		return r;
 	}
 	pthread_mutex_lock(&m->stats_lock);
 	m->info.placement = placement;
 	pthread_mutex_unlock(&m->stats_lock);
+	return 0;
+}
 
-	r = load_stream(&l);
-	ferry__dst_stats(&l);
-	/* The source said it cancelled (the only FERRY_EPEER of the stream): that, before any channel's EOF. */
-	if (r && c->in_err == FERRY_EPEER)
-		ferry__mig_set_error(m, c->in_err, "%s", c->in_errmsg);
-	if (r && l.mf_on && !ferry__mig_cancelled(m) && ferry__mf_recv_wait_error(&l.mf, 200))
-		ferry__mig_set_error(m, l.mf.err, "%s", l.mf.errmsg); /* a channel failed first */
-	ferry__dst_mf_stop(&l);
-	if (r)
-		goto out;
-	/* A postcopy package: its device state, while mig/dst/listen reads on. */
-	if ((r = ferry__postcopy_package(&l)))
-		goto out;
-	ferry__vm_own_run(vm, false);
-	if (l.run_after) {
-		r = ferry_vm_start(vm);
-		if (r) {
-			ferry__mig_set_error(m, r, "cannot start vCPUs: %s", ferry_strerror(r));
-			goto out;
-		}
-		ferry__mig_event(m, FERRY_EVENT_RESUME, 0);
+/* Phase start: the guest may run again; its vCPUs start if the source's ran. */
+static int dst_start_vcpus(ferry_dst *l)
+{
+	ferry__vm_own_run(l->vm, false);
+	if (!l->run_after)
+		return 0;
+	int r = ferry_vm_start(l->vm);
+	if (r) {
+		ferry__mig_set_error(l->m, r, "cannot start vCPUs: %s", ferry_strerror(r));
+		return r;
 	}
-	/* The guest runs; its missing pages fault and are fetched. */
-	if ((r = ferry__postcopy_incoming(&l)))
-		goto out;
-	send_shut(c, 0, NULL);
-	ferry__mig_set_status(m, FERRY_MIG_COMPLETED);
-	goto done;
+	ferry__mig_event(l->m, FERRY_EVENT_RESUME, 0);
+	return 0;
+}
 
-out:
-	ferry__postcopy_fail(&l);
+/* Phase complete: SHUT(0) tells the source that the destination took over. */
+static void dst_complete(ferry_dst *l)
+{
+	send_shut(l->c, 0, NULL);
+	ferry__mig_set_status(l->m, FERRY_MIG_COMPLETED);
+}
+
+/* Phase fail: stops postcopy, records the error and tells the source why. */
+static void dst_fail(ferry_dst *l, int r)
+{
+	struct ferry_migration *m = l->m;
+	ferry_chan *c = l->c;
+	ferry__postcopy_fail(l);
 	if (ferry__mig_cancelled(m))
 		r = -ECANCELED;
 	else if (c->in_err && c->in_errmsg[0])
@@ -385,14 +425,21 @@ out:
 		send_shut(c, r, msg);
 	}
 	ferry__mig_set_status(m, r == -ECANCELED ? FERRY_MIG_CANCELLED : FERRY_MIG_FAILED);
-done:
-	if (l.pkg_fd >= 0)
-		close(l.pkg_fd);
+}
+
+/* Phase cleanup, always: closes what the phases opened, in reverse. */
+static void dst_cleanup(ferry_dst *l)
+{
+	struct ferry_migration *m = l->m;
+	ferry_vm_t *vm = l->vm;
+	ferry_chan *c = l->c;
+	if (l->pkg_fd >= 0)
+		close(l->pkg_fd);
 	ferry__vm_own_run(vm, false);
-	ferry__dst_mf_stop(&l);
-	ferry__ram_loader_fini(&l.ram);
+	ferry__dst_mf_stop(l);
+	ferry__ram_loader_fini(&l->ram);
 	ferry__place_fini(vm);
-	free(l.ram.bounce);
+	free(l->ram.bounce);
 	pthread_mutex_lock(&vm->mig_lock); /* cancel reads listen_fd under it */
 	int lfd = m->listen_fd;
 	m->listen_fd = -1;
@@ -403,6 +450,43 @@ done:
 		atomic_store(&m->chan_fd, -1);
 		ferry__chan_close(c);
 	}
+}
+
+/*
+ * Thread: mig/dst/main, the whole incoming migration, one phase after the
+ * other. The precopy stream ends at EOF, or at RUN when postcopy takes
+ * over; postcopy's phases do nothing when it was not advised.
+ */
+void *ferry__dest_thread(void *arg)
+{
+	struct ferry_migration *m = arg;
+	ferry_dst d = { .m = m, .vm = m->vm, .c = &m->chan, .pkg_fd = -1 };
+	d.ram = (ferry_ram_loader){ .vm = m->vm, .c = &m->chan };
+	d.pre.fd = -1;
+
+	pthread_setname_np(pthread_self(), "mig/dst/main");
+	/* The guest must not run while its RAM and state arrive. */
+	ferry__vm_own_run(m->vm, true);
+	int r = dst_connect(&d);
+	if (!r)
+		r = dst_setup(&d);
+	if (!r) {
+		r = dst_negotiate(&d);
+		if (!r)
+			r = dst_load_stream(&d);
+		r = dst_load_end(&d, r);
+	}
+	if (!r) /* a postcopy package: its device state, while mig/dst/listen reads on */
+		r = ferry__postcopy_package(&d);
+	if (!r)
+		r = dst_start_vcpus(&d);
+	if (!r) /* the guest runs; its missing pages fault and are fetched */
+		r = ferry__postcopy_incoming(&d);
+	if (!r)
+		dst_complete(&d);
+	else
+		dst_fail(&d, r);
+	dst_cleanup(&d);
 	ferry__mig_thread_done(m);
 	return NULL;
 }

@@ -105,6 +105,7 @@ void ferry__mig_thread_done(struct ferry_migration *m);
 
 /* Thread bodies. */
 void *ferry__source_thread(void *arg);
+/* mig/dst/main (dest.c): the whole incoming migration, as phases; arg is m. */
 void *ferry__dest_thread(void *arg);
 
 /* ---- RAM (ram.c) ---- */
