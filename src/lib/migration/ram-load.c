@@ -83,6 +83,57 @@ static struct ferry_placer *placer_want(ferry_ram_loader *l)
 	return l->placer;
 }
 
+/*
+ * One PAGES (zero false) or ZEROS run of rb, its bounds checked: hands it
+ * to postcopy's atomic placement after LISTEN, else to the placer (queued
+ * to the placing threads when they run, else placed here).
+ */
+static int load_run(ferry_ram_loader *l, struct ferry_ram_block *rb, bool zero, uint64_t first,
+		    uint32_t n)
+{
+	ferry_chan *c = l->c;
+	int r;
+	if (l->pc) {
+		/* Postcopy: RAM may be in use; place whole pages atomically. */
+		unsigned bi = ferry__block_index(l->vm, rb);
+		if (!zero && (r = ferry__chan_read(c, l->bounce, (size_t)n << FERRY_PAGE_SHIFT)))
+			return r;
+		if ((r = ferry__pc_place(l->pc, bi, first, n, zero ? NULL : l->bounce)))
+			return ferry__chan_fail(c, r, "cannot place pages %llu..%llu of '%s': %s",
+						(unsigned long long)first,
+						(unsigned long long)(first + n - 1), rb->name,
+						ferry_strerror(r));
+		*(zero ? &l->zeros : &l->pages) += n;
+		return 0;
+	}
+	struct ferry_placer *pl;
+	if (!ferry__place_in_mapping(rb) && (pl = placer_want(l))) {
+		uint8_t *buf = ferry__placer_slot(c, pl, &r);
+		if (!buf)
+			return r;
+		if (!zero && (r = ferry__chan_read_direct(c, buf, (size_t)n << FERRY_PAGE_SHIFT)))
+			return r;
+		ferry__placer_push(pl, rb, first, n, zero);
+		*(zero ? &l->zeros : &l->pages) += n;
+		return 0;
+	}
+	if (zero) {
+		for (uint64_t p = first; p < first + n; p++)
+			if ((r = ferry__place_zero(c, rb, p)))
+				return r;
+		l->zeros += n;
+		return 0; /* holes stay holes: `received` only for data */
+	}
+	if (!ferry__place_in_mapping(rb) && !l->bounce &&
+	    !(l->bounce = malloc((size_t)FERRY_RAM_MAX_RUN << FERRY_PAGE_SHIFT)))
+		return ferry__chan_fail(c, -ENOMEM, "out of memory for a RAM buffer");
+	if ((r = ferry__place_recv(c, rb, NULL, first, n, l->bounce)))
+		return r;
+	l->pages += n;
+	ferry__bitmap_set_range(rb->received, first, n);
+	return 0;
+}
+
 void ferry__ram_loader_fini(ferry_ram_loader *l)
 {
 	ferry__placer_stop(l->placer);
@@ -173,48 +224,8 @@ static int ram_load_records(ferry_ram_loader *l, bool setup)
 						(unsigned long long)first,
 						(unsigned long long)(first + n - 1), rb->name,
 						(unsigned long long)rb->npages);
-		if (l->pc) {
-			/* Postcopy: RAM may be in use; place whole pages atomically. */
-			unsigned bi = ferry__block_index(vm, rb);
-			if (kind == FERRY_RAM_PAGES &&
-			    (r = ferry__chan_read(c, l->bounce, (size_t)n << FERRY_PAGE_SHIFT)))
-				return r;
-			if ((r = ferry__pc_place(l->pc, bi, first, n,
-						 kind == FERRY_RAM_PAGES ? l->bounce : NULL)))
-				return ferry__chan_fail(c, r, "cannot place pages %llu..%llu of '%s': %s",
-							(unsigned long long)first,
-							(unsigned long long)(first + n - 1), rb->name,
-							ferry_strerror(r));
-			*(kind == FERRY_RAM_PAGES ? &l->pages : &l->zeros) += n;
-			continue;
-		}
-		struct ferry_placer *pl;
-		if (!ferry__place_in_mapping(rb) && (pl = placer_want(l))) {
-			uint8_t *buf = ferry__placer_slot(c, pl, &r);
-			if (!buf)
-				return r;
-			if (kind == FERRY_RAM_PAGES &&
-			    (r = ferry__chan_read_direct(c, buf, (size_t)n << FERRY_PAGE_SHIFT)))
-				return r;
-			ferry__placer_push(pl, rb, first, n, kind == FERRY_RAM_ZEROS);
-			*(kind == FERRY_RAM_PAGES ? &l->pages : &l->zeros) += n;
-			continue;
-		}
-		if (kind == FERRY_RAM_PAGES) {
-			if (!ferry__place_in_mapping(rb) && !l->bounce &&
-			    !(l->bounce = malloc((size_t)FERRY_RAM_MAX_RUN << FERRY_PAGE_SHIFT)))
-				return ferry__chan_fail(c, -ENOMEM, "out of memory for a RAM buffer");
-			if ((r = ferry__place_recv(c, rb, NULL, first, n, l->bounce)))
-				return r;
-			l->pages += n;
-		} else {
-			for (uint64_t p = first; p < first + n; p++)
-				if ((r = ferry__place_zero(c, rb, p)))
-					return r;
-			l->zeros += n;
-			continue; /* holes stay holes: `received` only for data */
-		}
-		ferry__bitmap_set_range(rb->received, first, n);
+		if ((r = load_run(l, rb, kind == FERRY_RAM_ZEROS, first, n)))
+			return r;
 	}
 }
 
