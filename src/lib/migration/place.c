@@ -72,6 +72,8 @@
 #include "migration/placeq.h"
 #include "stream/format.h"
 
+static const uint8_t zero_page[FERRY_PAGE_SIZE] __attribute__((aligned(FERRY_PAGE_SIZE)));
+
 /*
  * Whether shmem transparent huge pages are only given to mappings that asked
  * for them (shmem_enabled "advise"): then a fault through a MADV_HUGEPAGE
@@ -380,6 +382,61 @@ int ferry__place_recv(ferry_chan *c, struct ferry_ram_block *rb, const uint64_t 
 						 (size_t)(k - i) << FERRY_PAGE_SHIFT)))
 			return r;
 		i = k;
+	}
+	return 0;
+}
+
+/*
+ * Postcopy's placement: UFFDIO_COPY (or UFFDIO_ZEROPAGE) of whole pages,
+ * which maps each page at once and wakes the threads that fault on it. A
+ * page already there (EEXIST: placed first by another thread, e.g. a
+ * requested page that arrived on the preempt channel and again in the
+ * background) counts as placed.
+ */
+int ferry__place_atomic(const struct ferry_place_atomic *pa, struct ferry_ram_block *rb,
+			uint64_t first, uint32_t n, const uint8_t *data)
+{
+	uint64_t done = 0;
+	while (done < n) {
+		uint64_t addr = (uint64_t)(uintptr_t)rb->host + ((first + done) << FERRY_PAGE_SHIFT);
+		uint64_t len = (n - done) << FERRY_PAGE_SHIFT;
+		int64_t res;
+		int ret;
+		if (data) {
+			struct uffdio_copy cp = {
+				.dst = addr,
+				.src = (uint64_t)(uintptr_t)(data + (done << FERRY_PAGE_SHIFT)),
+				.len = len,
+			};
+			ret = ioctl(pa->uffd, UFFDIO_COPY, &cp);
+			res = cp.copy;
+		} else if (pa->zeropage) {
+			struct uffdio_zeropage zp = {.range = {.start = addr, .len = len}};
+			ret = ioctl(pa->uffd, UFFDIO_ZEROPAGE, &zp);
+			res = zp.zeropage;
+		} else {
+			struct uffdio_copy cp = {
+				.dst = addr, .src = (uint64_t)(uintptr_t)zero_page, .len = FERRY_PAGE_SIZE,
+			};
+			ret = ioctl(pa->uffd, UFFDIO_COPY, &cp);
+			res = cp.copy;
+		}
+		int e = ret < 0 ? errno : 0;
+		uint64_t k = res > 0 ? (uint64_t)res >> FERRY_PAGE_SHIFT : 0;
+		if (!e && !k)
+			k = len >> FERRY_PAGE_SHIFT;
+		if (k)
+			pa->placed(pa->opaque, first + done, k);
+		done += k;
+		if (!e)
+			continue;
+		if (e == EEXIST) {
+			/* That page is already there: someone placed it first. */
+			pa->placed(pa->opaque, first + done, 1);
+			done++;
+		} else if (e != EAGAIN && e != EINTR) {
+			return -e;
+		}
 	}
 	return 0;
 }

@@ -5,10 +5,10 @@
  *
  * Callers: the RAM loader (ram-load.c, records of the main channel, on
  * mig/dst/main), the multifd receivers (multifd.c, mig/dst/recv_N) and the
- * placing threads below (mig/dst/place_N). Postcopy (postcopy-dst.c) takes
- * over once RAM is registered for LISTEN: ferry__place_fini() hands RAM
- * over to it, and its own atomic UFFDIO_COPY placement (ferry__pc_place)
- * replaces these strategies while the guest runs.
+ * placing threads below (mig/dst/place_N), and postcopy (postcopy-dst.c):
+ * at LISTEN, ferry__place_fini() ends the precopy strategies and RAM is
+ * registered for postcopy, whose page bookkeeping (ferry__pc_place) then
+ * places through ferry__place_atomic() while the guest runs.
  *
  * One page's path: a loader or receiver checks the record against the
  * block, then ferry__place_recv() reads its data from the channel straight
@@ -68,6 +68,27 @@ int ferry__place_buf(ferry_chan *c, struct ferry_ram_block *rb, const uint64_t *
  * Thread: as above (each page has one writer per pass).
  */
 int ferry__place_zero(ferry_chan *c, struct ferry_ram_block *rb, uint64_t page);
+
+/*
+ * Postcopy's strategy, once RAM is registered for it (the guest may run):
+ * pages are placed whole and atomically through uffd. placed(opaque,
+ * first, n) reports each run that is now in RAM (also a page that was
+ * there already).
+ */
+struct ferry_place_atomic {
+	int uffd;      /* postcopy's userfaultfd, every block registered MISSING */
+	bool zeropage; /* UFFDIO_ZEROPAGE works (else zeros are copied) */
+	void (*placed)(void *opaque, uint64_t first, uint64_t n);
+	void *opaque;
+};
+/*
+ * n pages of rb from first: data (n pages) or zeros (data NULL).
+ * Thread: any postcopy thread (mig/dst/listen, mig/dst/preempt,
+ * mig/dst/fault, mig/dst/main for the package); the kernel serialises
+ * placements of one page, so writers need no lock.
+ */
+int ferry__place_atomic(const struct ferry_place_atomic *pa, struct ferry_ram_block *rb,
+			uint64_t first, uint32_t n, const uint8_t *data);
 
 /*
  * Placing threads (mig/dst/place_N) behind an ordering queue: the filler

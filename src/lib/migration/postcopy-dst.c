@@ -36,8 +36,6 @@
 #include "stream/wire.h"
 #include "transport/transport.h"
 
-static const uint8_t zero_page[FERRY_PAGE_SIZE] __attribute__((aligned(FERRY_PAGE_SIZE)));
-
 /* Sets bit and returns whether it was set before (any thread). */
 static bool test_and_set(_Atomic unsigned long *map, uint64_t bit)
 {
@@ -237,53 +235,25 @@ static void mark_placed(ferry_pc_dst *pc, unsigned bi, uint64_t first, uint64_t 
  * Thread: mig/dst/listen, mig/dst/preempt, mig/dst/fault and the package
  * loader on mig/dst/main; placed/requested are atomic, stats take stat_lock.
  */
+/* ferry__place_atomic's report of pages that landed. */
+struct placed_ctx {
+	ferry_pc_dst *pc;
+	unsigned bi;
+};
+
+static void on_placed(void *opaque, uint64_t first, uint64_t n)
+{
+	struct placed_ctx *p = opaque;
+	mark_placed(p->pc, p->bi, first, n);
+}
+
 int ferry__pc_place(ferry_pc_dst *pc, unsigned bi, uint64_t first, uint32_t n,
 		    const uint8_t *data)
 {
-	struct ferry_ram_block *rb = pc->vm->blocks[bi];
-	uint64_t done = 0;
-	while (done < n) {
-		uint64_t addr = (uint64_t)(uintptr_t)rb->host + ((first + done) << FERRY_PAGE_SHIFT);
-		uint64_t len = (n - done) << FERRY_PAGE_SHIFT;
-		int64_t res;
-		int ret;
-		if (data) {
-			struct uffdio_copy cp = {
-				.dst = addr,
-				.src = (uint64_t)(uintptr_t)(data + (done << FERRY_PAGE_SHIFT)),
-				.len = len,
-			};
-			ret = ioctl(pc->uffd, UFFDIO_COPY, &cp);
-			res = cp.copy;
-		} else if (pc->zeropage_ok) {
-			struct uffdio_zeropage zp = {.range = {.start = addr, .len = len}};
-			ret = ioctl(pc->uffd, UFFDIO_ZEROPAGE, &zp);
-			res = zp.zeropage;
-		} else {
-			struct uffdio_copy cp = {
-				.dst = addr, .src = (uint64_t)(uintptr_t)zero_page, .len = FERRY_PAGE_SIZE,
-			};
-			ret = ioctl(pc->uffd, UFFDIO_COPY, &cp);
-			res = cp.copy;
-		}
-		int e = ret < 0 ? errno : 0;
-		uint64_t k = res > 0 ? (uint64_t)res >> FERRY_PAGE_SHIFT : 0;
-		if (!e && !k)
-			k = len >> FERRY_PAGE_SHIFT;
-		if (k)
-			mark_placed(pc, bi, first + done, k);
-		done += k;
-		if (!e)
-			continue;
-		if (e == EEXIST) {
-			/* That page is already there: someone placed it first. */
-			mark_placed(pc, bi, first + done, 1);
-			done++;
-		} else if (e != EAGAIN && e != EINTR) {
-			return -e;
-		}
-	}
-	return 0;
+	struct placed_ctx ctx = {.pc = pc, .bi = bi};
+	const struct ferry_place_atomic pa = {
+		.uffd = pc->uffd, .zeropage = pc->zeropage_ok, .placed = on_placed, .opaque = &ctx};
+	return ferry__place_atomic(&pa, pc->vm->blocks[bi], first, n, data);
 }
 
 /* Thread: mig/dst/main (placed pages counted under stat_lock). */

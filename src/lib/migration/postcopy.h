@@ -83,7 +83,8 @@ int ferry__pc_dst_discard(ferry_pc_dst *pc, ferry_chan *c, const uint8_t *p, siz
 int ferry__pc_dst_listen(ferry_pc_dst *pc, ferry_chan *rp, char *err, size_t len);
 /*
  * Places pages [first, first + n) of block bi: data (n pages) or zeros
- * (data == NULL). Pages already present are skipped. 0 or a negative errno.
+ * (data == NULL), through ferry__place_atomic (place.h), and marks them
+ * placed. Pages already present are skipped. 0 or a negative errno.
  */
 int ferry__pc_place(ferry_pc_dst *pc, unsigned bi, uint64_t first, uint32_t n,
 		    const uint8_t *data);
