@@ -27,7 +27,13 @@ struct ferry_migration {
 	bool thread_done;     /* protected by vm->mig_lock */
 
 	atomic_bool cancel;   /* set by ferry_migration_cancel() */
-	int listen_fd;        /* destination, until accepted */
+	/*
+	 * Destination: the listener, or -1; opened by ferry_migrate_incoming()
+	 * before mig/dst/main starts. mig/dst/main accepts the main, multifd
+	 * and preempt connections on it and closes it at the end (cleared
+	 * under vm->mig_lock: cancel shuts it down under that lock).
+	 */
+	int listen_fd;
 
 	/*
 	 * The channel. `chan` is set up by the main thread before any other
