@@ -53,14 +53,19 @@ static void send_shut(ferry_chan *c, int status, const char *msg)
 	ferry__chan_flush(c);
 }
 
-/* Thread: mig/dst/main or mig/dst/listen (never both at once). */
+/*
+ * Thread: mig/dst/main or mig/dst/listen (never both at once), while
+ * mig/dst/preempt may be counting pre_ram.
+ */
 void ferry__dst_stats(ferry_dst *l)
 {
 	struct ferry_migration *m = l->m;
 	pthread_mutex_lock(&m->stats_lock);
 	m->info.transferred = l->c->in_offset;
-	m->info.normal = l->ram.pages + l->pre_ram.pages;
-	m->info.duplicate = l->ram.zeros + l->pre_ram.zeros;
+	m->info.normal = atomic_load_explicit(&l->ram.pages, memory_order_relaxed) +
+			 atomic_load_explicit(&l->pre_ram.pages, memory_order_relaxed);
+	m->info.duplicate = atomic_load_explicit(&l->ram.zeros, memory_order_relaxed) +
+			    atomic_load_explicit(&l->pre_ram.zeros, memory_order_relaxed);
 	if (l->mf_on) {
 		pthread_mutex_lock(&l->mf.lock);
 		m->info.normal += l->mf.pages;

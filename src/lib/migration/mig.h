@@ -233,7 +233,11 @@ typedef struct ferry_ram_loader {
 	struct ferry_pc_dst *pc;
 	uint8_t *bounce;
 	struct ferry_ram_block *last; /* for CONTINUE */
-	uint64_t pages, zeros;        /* read by load_stats on the same thread */
+	/*
+	 * Written by the owner only; read by ferry__dst_stats on another
+	 * thread too (the preempt loader's, by mig/dst/listen): atomic.
+	 */
+	_Atomic uint64_t pages, zeros;
 	struct ferry_placer *placer;  /* mig/dst/place_N, started on demand */
 	bool placer_tried;            /* started it, or found it cannot start */
 } ferry_ram_loader;

@@ -83,6 +83,12 @@ static struct ferry_placer *placer_want(ferry_ram_loader *l)
 	return l->placer;
 }
 
+/* Progress: relaxed, only counters (ferry__dst_stats reads them on another thread). */
+static void count(ferry_ram_loader *l, bool zero, uint32_t n)
+{
+	atomic_fetch_add_explicit(zero ? &l->zeros : &l->pages, n, memory_order_relaxed);
+}
+
 /*
  * One PAGES (zero false) or ZEROS run of rb, its bounds checked: hands it
  * to postcopy's atomic placement after LISTEN, else to the placer (queued
@@ -103,7 +109,7 @@ static int load_run(ferry_ram_loader *l, struct ferry_ram_block *rb, bool zero, 
 						(unsigned long long)first,
 						(unsigned long long)(first + n - 1), rb->name,
 						ferry_strerror(r));
-		*(zero ? &l->zeros : &l->pages) += n;
+		count(l, zero, n);
 		return 0;
 	}
 	struct ferry_placer *pl;
@@ -114,14 +120,14 @@ static int load_run(ferry_ram_loader *l, struct ferry_ram_block *rb, bool zero, 
 		if (!zero && (r = ferry__chan_read_direct(c, buf, (size_t)n << FERRY_PAGE_SHIFT)))
 			return r;
 		ferry__placer_push(pl, rb, first, n, zero);
-		*(zero ? &l->zeros : &l->pages) += n;
+		count(l, zero, n);
 		return 0;
 	}
 	if (zero) {
 		for (uint64_t p = first; p < first + n; p++)
 			if ((r = ferry__place_zero(c, rb, p)))
 				return r;
-		l->zeros += n;
+		count(l, true, n);
 		return 0; /* holes stay holes: `received` only for data */
 	}
 	if (!ferry__place_in_mapping(rb) && !l->bounce &&
@@ -129,7 +135,7 @@ static int load_run(ferry_ram_loader *l, struct ferry_ram_block *rb, bool zero, 
 		return ferry__chan_fail(c, -ENOMEM, "out of memory for a RAM buffer");
 	if ((r = ferry__place_recv(c, rb, NULL, first, n, l->bounce)))
 		return r;
-	l->pages += n;
+	count(l, false, n);
 	ferry__bitmap_set_range(rb->received, first, n);
 	return 0;
 }
