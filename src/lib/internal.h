@@ -65,7 +65,7 @@ struct ferry_ram_block {
 	unsigned long *received;
 	/*
 	 * Destination: how precopy pages are written (FERRY_PLACE_UFFD,
-	 * _PWRITE or _MAPPING; see ferry__ram_place_setup). Set by
+	 * _PWRITE or _MAPPING; see ferry__place_setup, place.c). Set by
 	 * mig/dst/main before any receive thread starts; read-only after.
 	 */
 	uint8_t place;

@@ -40,7 +40,13 @@ struct ferry_migration {
 	bool thread_done;     /* protected by vm->mig_lock */
 
 	atomic_bool cancel;   /* set by ferry_migration_cancel() */
-	int listen_fd;        /* destination, until accepted */
+	/*
+	 * Destination: the listener, or -1; opened by ferry_migrate_incoming()
+	 * before mig/dst/main starts. mig/dst/main accepts the main, multifd
+	 * and preempt connections on it and closes it at the end (cleared
+	 * under vm->mig_lock: cancel shuts it down under that lock).
+	 */
+	int listen_fd;
 
 	/*
 	 * The channel. `chan` is set up by the main thread before any other
@@ -122,6 +128,7 @@ void ferry__mig_thread_done(struct ferry_migration *m);
 
 /* Thread bodies: mig/src/main and mig/dst/main. */
 void *ferry__source_thread(void *arg);
+/* mig/dst/main (dest.c): the whole incoming migration, as phases; arg is m. */
 void *ferry__dest_thread(void *arg);
 
 /* ---- RAM (ram.c) ---- */
@@ -215,14 +222,18 @@ void ferry__ram_put_cancelled(ferry_ram_saver *rs);
 int ferry__ram_send_pages(ferry_ram_saver *rs, const struct ferry_ram_block *rb,
 			  uint64_t first, uint32_t n);
 
+/* ---- RAM loader (ram-load.c; the placer it calls is in place.h) ---- */
+
 /*
- * Destination RAM loading state for one input channel. With pc set
- * (postcopy), pages are read into `bounce` (FERRY_RAM_MAX_RUN pages) and
- * placed atomically instead of being received straight into RAM.
+ * Destination RAM loading state for one input channel, owned by the thread
+ * that reads that channel (mig/dst/main, mig/dst/listen or
+ * mig/dst/preempt). With pc set (postcopy), pages are read into `bounce`
+ * (FERRY_RAM_MAX_RUN pages) and placed atomically instead of being
+ * received straight into RAM.
  */
 struct ferry_mf_receiver;
 struct ferry_pc_dst;
-struct ferry_ram_placer;
+struct ferry_placer;
 typedef struct ferry_ram_loader {
 	ferry_vm_t *vm;
 	ferry_chan *c;
@@ -230,51 +241,22 @@ typedef struct ferry_ram_loader {
 	struct ferry_pc_dst *pc;
 	uint8_t *bounce;
 	struct ferry_ram_block *last; /* for CONTINUE */
-	uint64_t pages, zeros;
-	struct ferry_ram_placer *placer; /* mig/dst/place_N, started on demand */
-	bool placer_tried;               /* started it, or found it cannot start */
+	/*
+	 * Written by the owner only; read by ferry__dst_stats on another
+	 * thread too (the preempt loader's, by mig/dst/listen): atomic.
+	 */
+	_Atomic uint64_t pages, zeros;
+	struct ferry_placer *placer;  /* mig/dst/place_N, started on demand */
+	bool placer_tried;            /* started it, or found it cannot start */
 } ferry_ram_loader;
 /*
  * Loads one RAM section body (records up to EOS). The preempt channel is
  * one endless body: its loader returns only on error or end of data.
+ * Thread: the loader's owner. Returns with every page placed.
  */
 int ferry__ram_load(ferry_ram_loader *l, bool setup);
-/* Stops the loader's placement thread, if any (idle: ferry__ram_load drained it). */
+/* Stops the loader's placing threads, if any (idle: ferry__ram_load drained them). */
 void ferry__ram_loader_fini(ferry_ram_loader *l);
-/*
- * Precopy placement on the destination (mig/dst/main, before any receive
- * thread starts): decides per block how pages are written
- * (ferry_ram_block.place) from want (FERRY_PLACE_*), opening and
- * registering vm->place_uffd when used. *used: the placement of the
- * file-backed blocks (FERRY_PLACE_MAPPING if none). Fails (with err) only
- * when userfaultfd was asked for and is unavailable.
- */
-int ferry__ram_place_setup(ferry_vm_t *vm, uint32_t want, uint32_t *used, char *err, size_t len);
-/*
- * End of the precopy RAM phase (mig/dst/main; the receive threads are
- * idle): unregisters the userfaultfd placement, so that device state,
- * vCPUs and postcopy find ordinary memory. Idempotent.
- */
-void ferry__ram_place_end(ferry_vm_t *vm);
-/* After the receive threads were joined: ends and closes it all. */
-void ferry__ram_place_fini(ferry_vm_t *vm);
-/*
- * Reads n pages of page data from c and places them at pages idx[0..n) of rb
- * (first + i when idx is NULL), every index already checked against the
- * block. bounce holds at least n pages (used for file-backed blocks only).
- * Any thread; 0 or a negative errno (failed on c).
- */
-int ferry__ram_recv_pages(ferry_chan *c, struct ferry_ram_block *rb, const uint64_t *idx,
-			  uint64_t first, uint32_t n, uint8_t *bounce);
-/* Places n pages held in buf the same way (checked indices). */
-int ferry__ram_place_buf(ferry_chan *c, struct ferry_ram_block *rb, const uint64_t *idx,
-			 uint64_t first, uint32_t n, const uint8_t *buf);
-/*
- * A zero page received for page (checked): clears it if it was received
- * before (fresh RAM is zero), without faulting in a missing page. Any
- * thread (each page has one writer per pass).
- */
-int ferry__ram_place_zero(ferry_chan *c, struct ferry_ram_block *rb, uint64_t page);
 /* Multifd hooks for cancel (migration.c): wake everything up. */
 /* shut: also shut the source's channels down (else they finish their packet). */
 void ferry__mf_cancel(struct ferry_migration *m, bool shut);

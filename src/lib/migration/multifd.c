@@ -1,6 +1,20 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Multifd channels, both sides (see multifd.h for the design).
+ *
+ * Thread (source): ferry__mf_send_start/_job/_sync/_stop run on
+ * mig/src/main; send_thread is mig/src/send_N, one per channel;
+ * ferry__mf_send_shutdown is called from any thread (cancel, a failing
+ * channel); ferry__mf_send_stats under m->stats_lock by whoever reports
+ * progress. s->lock protects each channel's job queue and the sender's
+ * error and counters; c->cond wakes channel N, s->cond the migration thread.
+ *
+ * Thread (destination): ferry__mf_recv_start/_sync/_wait_error/_stop run
+ * on mig/dst/main; recv_thread is mig/dst/recv_N, one per channel, and
+ * places what it receives through place.h. r->lock protects the sync
+ * rendezvous (at_sync, generation), quit, the first error and the
+ * counters; r->cond is broadcast on each of their changes. Lock order:
+ * m->stats_lock before r->lock (ferry__dst_stats).
  */
 #include "migration/multifd.h"
 
@@ -13,6 +27,7 @@
 #include <unistd.h>
 #include <zstd.h>
 
+#include "migration/place.h"
 #include "stream/wire.h"
 #include "transport/transport.h"
 #include "util/zero.h"
@@ -25,6 +40,7 @@
 static void send_fail(ferry_mf_sender *s, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/* Thread: mig/src/send_N. Records the first error (takes s->lock) and wakes every writer. */
 static void send_fail(ferry_mf_sender *s, int err, const char *fmt, ...)
 {
 	pthread_mutex_lock(&s->lock);
@@ -50,6 +66,7 @@ struct piece_ctx {
 	const uint8_t *ref;
 };
 
+/* Thread: mig/src/send_N (through ferry__rl_send). */
 static int send_piece(void *ctx, struct iovec *iov, int cnt, int first)
 {
 	struct piece_ctx *p = ctx;
@@ -72,6 +89,7 @@ static int send_piece(void *ctx, struct iovec *iov, int cnt, int first)
  * Builds and writes one packet for j (pages or SYNC), in grants of the
  * migration's limiter: the cap is the total over all channels.
  */
+/* Thread: mig/src/send_N, without s->lock (the job at head is its own) but for the counters. */
 static int send_packet(ferry_mf_send_chan *c, const ferry_mf_job *j)
 {
 	ferry_mf_sender *s = c->s;
@@ -173,6 +191,7 @@ static int send_packet(ferry_mf_send_chan *c, const ferry_mf_job *j)
 	return 0;
 }
 
+/* Thread: mig/src/send_N. Sends its queued jobs (s->lock held only around the queue). */
 static void *send_thread(void *arg)
 {
 	ferry_mf_send_chan *c = arg;
@@ -205,6 +224,7 @@ static void *send_thread(void *arg)
 	return NULL;
 }
 
+/* Thread: mig/src/main. */
 int ferry__mf_send_start(ferry_mf_sender *s, struct ferry_migration *m, unsigned n,
 			 uint32_t compression, int level, bool splice)
 {
@@ -258,7 +278,10 @@ int ferry__mf_send_start(ferry_mf_sender *s, struct ferry_migration *m, unsigned
 	return 0;
 }
 
-/* Hands a job to the next idle channel (waits for one). 0 or the error. */
+/*
+ * Hands a job to the next idle channel (waits for one). 0 or the error.
+ * Thread: mig/src/main; takes s->lock.
+ */
 static int send_job(ferry_mf_sender *s, const ferry_mf_job *job)
 {
 	pthread_mutex_lock(&s->lock);
@@ -291,6 +314,7 @@ static int send_job(ferry_mf_sender *s, const ferry_mf_job *job)
 	}
 }
 
+/* Thread: mig/src/main, with s->lock held. */
 static int wait_all_idle(ferry_mf_sender *s)
 {
 	for (;;) {
@@ -307,7 +331,10 @@ static int wait_all_idle(ferry_mf_sender *s)
 	}
 }
 
-/* Waits for all channels to finish, then each sends a SYNC packet. */
+/*
+ * Waits for all channels to finish, then each sends a SYNC packet.
+ * Thread: mig/src/main; takes s->lock.
+ */
 static int send_sync(ferry_mf_sender *s)
 {
 	pthread_mutex_lock(&s->lock);
@@ -325,6 +352,7 @@ static int send_sync(ferry_mf_sender *s)
 	return r;
 }
 
+/* Thread: any (cancel, send_fail); only shutdown(2) on the fds, no lock. */
 void ferry__mf_send_shutdown(ferry_mf_sender *s)
 {
 	if (!s->inited)
@@ -334,6 +362,7 @@ void ferry__mf_send_shutdown(ferry_mf_sender *s)
 			shutdown(s->ch[i].fd, SHUT_RDWR);
 }
 
+/* Thread: mig/src/main; joins mig/src/send_N. */
 void ferry__mf_send_stop(ferry_mf_sender *s)
 {
 	if (!s->inited)
@@ -364,6 +393,7 @@ void ferry__mf_send_stop(ferry_mf_sender *s)
 	s->inited = false;
 }
 
+/* Thread: any, with m->stats_lock held; takes s->lock. */
 void ferry__mf_send_stats(ferry_mf_sender *s, ferry_mig_info *info)
 {
 	if (!s->inited)
@@ -462,6 +492,7 @@ int ferry__mf_sink_init(ferry_mf_sender *s, ferry_chan *main, ferry_page_sink **
 /* ------------------------------------------------------------------ */
 /* Destination.                                                       */
 
+/* Thread: mig/dst/recv_N. Records the first error (takes r->lock) and shuts every channel down. */
 static void recv_fail(ferry_mf_receiver *r, int err, const char *msg)
 {
 	pthread_mutex_lock(&r->lock);
@@ -479,7 +510,10 @@ static void recv_fail(ferry_mf_receiver *r, int err, const char *msg)
 		shutdown(fd, SHUT_RDWR);
 }
 
-/* Reads and places one packet. Returns 1 for SYNC, 0 for pages, <0 error. */
+/*
+ * Thread: mig/dst/recv_N, without r->lock except for the counters.
+ * Reads and places one packet. Returns 1 for SYNC, 0 for pages, <0 error.
+ */
 static int recv_packet(ferry_mf_recv_chan *c)
 {
 	ferry_mf_receiver *r = c->r;
@@ -538,7 +572,7 @@ static int recv_packet(ferry_mf_recv_chan *c)
 						(unsigned long long)rb->npages);
 	}
 	if (!z) {
-		if ((e = ferry__ram_recv_pages(in, rb, idx, 0, nn, c->bounce)))
+		if ((e = ferry__place_recv(in, rb, idx, 0, nn, c->bounce)))
 			return e;
 	} else {
 		if ((e = ferry__chan_read(in, c->zbuf, clen)))
@@ -548,7 +582,7 @@ static int recv_packet(ferry_mf_recv_chan *c)
 		ZSTD_inBuffer zin = { c->zbuf, clen, 0 };
 		/* File-backed blocks: into the bounce, then written like raw pages. */
 		for (uint32_t i = 0; i < nn; i++) {
-			ZSTD_outBuffer out = { rb->place != FERRY_PLACE_MAPPING ? c->bounce + ((size_t)i << FERRY_PAGE_SHIFT)
+			ZSTD_outBuffer out = { !ferry__place_in_mapping(rb) ? c->bounce + ((size_t)i << FERRY_PAGE_SHIFT)
 							      : rb->host + (idx[i] << FERRY_PAGE_SHIFT),
 					       FERRY_PAGE_SIZE, 0 };
 			while (out.pos < out.size) {
@@ -566,15 +600,15 @@ static int recv_packet(ferry_mf_recv_chan *c)
 		if (zin.pos != zin.size)
 			return ferry__chan_fail(in, FERRY_EBADSTREAM,
 						"multifd zstd data longer than %u pages", nn);
-		if (rb->place != FERRY_PLACE_MAPPING && (e = ferry__ram_place_buf(in, rb, idx, 0, nn, c->bounce)))
+		if (!ferry__place_in_mapping(rb) && (e = ferry__place_buf(in, rb, idx, 0, nn, c->bounce)))
 			return e;
 	}
 	for (uint32_t i = nn; i < nn + nz; i++)
-		if ((e = ferry__ram_place_zero(in, rb, idx[i])))
+		if ((e = ferry__place_zero(in, rb, idx[i])))
 			return e;
 	/*
 	 * `received` (pages holding data: zero pages are left as they were,
-	 * see ram.c) is shared by all receive threads: set bits atomically.
+	 * see ram-load.c) is shared by all receive threads: set bits atomically.
 	 * Within a pass each page is sent once; across passes the sync orders
 	 * these updates (the release happens under r->lock).
 	 */
@@ -587,6 +621,7 @@ static int recv_packet(ferry_mf_recv_chan *c)
 	return 0;
 }
 
+/* Thread: mig/dst/recv_N. Packets until an error or quit; waits under r->lock after each SYNC. */
 static void *recv_thread(void *arg)
 {
 	ferry_mf_recv_chan *c = arg;
@@ -625,6 +660,7 @@ static void *recv_thread(void *arg)
 }
 
 /* Accepts one connection within the deadline; -ETIMEDOUT otherwise. */
+/* Thread: mig/dst/main. */
 static int accept_by(int lfd, uint64_t deadline_ns, int *fd)
 {
 	for (;;) {
@@ -643,6 +679,7 @@ static int accept_by(int lfd, uint64_t deadline_ns, int *fd)
 	}
 }
 
+/* Thread: mig/dst/main, before any receive thread runs (r is its own until then). */
 int ferry__mf_recv_start(ferry_mf_receiver *r, struct ferry_migration *m, int listen_fd,
 			 const uint8_t uuid[16], unsigned n, uint32_t compression)
 {
@@ -735,6 +772,7 @@ int ferry__mf_recv_start(ferry_mf_receiver *r, struct ferry_migration *m, int li
 	return 0;
 }
 
+/* Thread: mig/dst/main; takes r->lock. */
 int ferry__mf_recv_wait_error(ferry_mf_receiver *r, int timeout_ms)
 {
 	struct timespec dl;
@@ -751,6 +789,7 @@ int ferry__mf_recv_wait_error(ferry_mf_receiver *r, int timeout_ms)
 	return e;
 }
 
+/* Thread: mig/dst/main at MULTIFD_SYNC; takes r->lock. */
 int ferry__mf_recv_sync(ferry_mf_receiver *r)
 {
 	pthread_mutex_lock(&r->lock);
@@ -767,6 +806,7 @@ int ferry__mf_recv_sync(ferry_mf_receiver *r)
 	return e;
 }
 
+/* Thread: mig/dst/main; joins mig/dst/recv_N. */
 void ferry__mf_recv_stop(ferry_mf_receiver *r)
 {
 	if (!r->inited)

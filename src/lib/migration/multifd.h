@@ -21,7 +21,7 @@
  *
  * DESIGN (destination): each receive thread reads packets, checks them like
  * any stream input (magic, counts, block, page bounds) and places the page
- * data with ferry__ram_recv_pages(): for a memfd-backed block one recv()
+ * data with ferry__place_recv() (place.h): for a memfd-backed block one recv()
  * into the channel's bounce buffer and one UFFDIO_COPY (or pwrite) per run
  * of consecutive pages, otherwise straight into guest RAM (zstd:
  * decompressed into the bounce, or into guest RAM page by page). After a

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The placement queue's bookkeeping (the pipeline in ram.c): a ring of
+ * The placement queue's bookkeeping (the placer in place.c): a ring of
  * FERRY_PLACEQ_SLOTS slots that mig/dst/main fills in stream order and
  * several placing threads empty. Pure logic, no locks and no I/O, so that
  * its ordering rule is unit-tested (tests/unit/test-placeq.c):
@@ -13,7 +13,7 @@
  * parallel. A slot done out of order stays in the ring (FREE) until the
  * older ones are done, so the filler always gets the slot after the newest.
  *
- * Thread: none of its own; the caller serialises every call (ram.c: under
+ * Thread: none of its own; the caller serialises every call (place.c: under
  * the placer's lock).
  */
 #ifndef FERRY_MIGRATION_PLACEQ_H

@@ -2,7 +2,8 @@
 /*
  * Postcopy: the destination runs the guest before all of its RAM arrived.
  *
- * DESIGN (destination, postcopy.c): at the switch the source sends the
+ * DESIGN (destination, postcopy-dst.c; the driver's side of it in
+ * postcopy-dst.h): at the switch the source sends the
  * pages it will send again (DISCARD bitmaps); they become `pending`, and
  * those the destination already holds are punched out of RAM so that they
  * fault. LISTEN registers every block with a userfaultfd in MISSING mode
@@ -82,7 +83,8 @@ int ferry__pc_dst_discard(ferry_pc_dst *pc, ferry_chan *c, const uint8_t *p, siz
 int ferry__pc_dst_listen(ferry_pc_dst *pc, ferry_chan *rp, char *err, size_t len);
 /*
  * Places pages [first, first + n) of block bi: data (n pages) or zeros
- * (data == NULL). Pages already present are skipped. 0 or a negative errno.
+ * (data == NULL), through ferry__place_atomic (place.h), and marks them
+ * placed. Pages already present are skipped. 0 or a negative errno.
  */
 int ferry__pc_place(ferry_pc_dst *pc, unsigned bi, uint64_t first, uint32_t n,
 		    const uint8_t *data);
@@ -100,10 +102,12 @@ void ferry__pc_dst_stats(ferry_pc_dst *pc, ferry_mig_info *info);
 /* Stops the fault thread, unregisters RAM, frees everything. Idempotent. */
 void ferry__pc_dst_fini(ferry_pc_dst *pc);
 
+/* ---- shared with the source (postcopy.c) ---- */
+
 /*
  * Bitmap messages (DISCARD and MISSING) are encoded by the wire codec
  * (stream/wire.h: ferry__wire_bitmap_each).
- * Decodes one: checks name, alignment and bounds, alignment and bounds (messages into c's error
+ * Decodes one: checks name, alignment and bounds (messages into c's error
  * on failure) and ORs the bits into maps[block] (the block's index in the
  * VM). Returns 0 or a negative errno.
  */

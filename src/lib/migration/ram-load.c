@@ -1,0 +1,237 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The RAM loader: parses the records of the "ram" section's bodies on one
+ * input channel (the main connection, a postcopy package's listener, the
+ * preempt connection) and hands their pages to the placer (place.h).
+ *
+ * DESIGN: records are bounds-checked against the local block before
+ * anything is written. Before postcopy's LISTEN, PAGES and ZEROS go to the
+ * placer: queued to its placing threads when it runs (the main connection
+ * without multifd or postcopy), else placed inline. Destination RAM is zero
+ * when registered, so a ZEROS run needs work only for pages this migration
+ * already wrote data to: the `received` bitmap, set by PAGES only (a zero
+ * page that was a hole stays one, and its bit clear), and cleared again
+ * where postcopy discard punches pages. A set bit thus means "the page is
+ * in the block's memory": the placer writes such pages with memcpy. After
+ * LISTEN (l->pc set) the guest may run: pages are read whole into the
+ * bounce buffer and placed atomically by postcopy (ferry__pc_place).
+ *
+ * Thread: one loader belongs to the thread that reads its channel:
+ * mig/dst/main, mig/dst/listen or mig/dst/preempt. It takes no lock of its
+ * own; the placer and the multifd receiver lock what they share.
+ */
+#include "migration/mig.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+#include "migration/multifd.h"
+#include "migration/place.h"
+#include "migration/postcopy.h"
+#include "stream/format.h"
+#include "stream/wire.h"
+
+static int load_mem_size(ferry_vm_t *vm, ferry_chan *c, uint64_t total)
+{
+	uint32_t n;
+	int r = ferry__wire_get_mem_size(c, &n);
+	if (r)
+		return r;
+	if (n != vm->nblocks)
+		return ferry__chan_fail(c, FERRY_EMISMATCH,
+					"stream has %u RAM blocks, destination has %u", n,
+					vm->nblocks);
+	uint64_t sum = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		char name[FERRY_NAME_MAX + 1];
+		uint64_t size;
+		if ((r = ferry__wire_get_block_entry(c, name, &size)))
+			return r;
+		struct ferry_ram_block *rb = ferry_ram_block_find(vm, name);
+		if (!rb)
+			return ferry__chan_fail(c, FERRY_EMISMATCH,
+						"RAM block '%s' does not exist on the destination",
+						name);
+		if (rb->size != size)
+			return ferry__chan_fail(c, FERRY_EMISMATCH,
+						"RAM block '%s' is %llu bytes in the stream, %llu here",
+						name, (unsigned long long)size,
+						(unsigned long long)rb->size);
+		sum += size;
+	}
+	if (sum != total)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM,
+					"RAM total %llu does not match the blocks' sum %llu",
+					(unsigned long long)total, (unsigned long long)sum);
+	return 0;
+}
+
+/*
+ * The placing threads for l, started on the first record that can use
+ * them: only for the main channel of a precopy without multifd or
+ * postcopy. NULL when records are placed inline (one CPU, or no thread
+ * could be started).
+ */
+static struct ferry_placer *placer_want(ferry_ram_loader *l)
+{
+	if (l->pc || l->mf)
+		return NULL;
+	if (!l->placer_tried) { /* decided once: no syscall or retry per record */
+		l->placer_tried = true;
+		l->placer = ferry__placer_start();
+	}
+	return l->placer;
+}
+
+/* Progress: relaxed, only counters (ferry__dst_stats reads them on another thread). */
+static void count(ferry_ram_loader *l, bool zero, uint32_t n)
+{
+	atomic_fetch_add_explicit(zero ? &l->zeros : &l->pages, n, memory_order_relaxed);
+}
+
+/*
+ * One PAGES (zero false) or ZEROS run of rb, its bounds checked: hands it
+ * to postcopy's atomic placement after LISTEN, else to the placer (queued
+ * to the placing threads when they run, else placed here).
+ */
+static int load_run(ferry_ram_loader *l, struct ferry_ram_block *rb, bool zero, uint64_t first,
+		    uint32_t n)
+{
+	ferry_chan *c = l->c;
+	int r;
+	if (l->pc) {
+		/* Postcopy: RAM may be in use; place whole pages atomically. */
+		unsigned bi = ferry__block_index(l->vm, rb);
+		if (!zero && (r = ferry__chan_read(c, l->bounce, (size_t)n << FERRY_PAGE_SHIFT)))
+			return r;
+		if ((r = ferry__pc_place(l->pc, bi, first, n, zero ? NULL : l->bounce)))
+			return ferry__chan_fail(c, r, "cannot place pages %llu..%llu of '%s': %s",
+						(unsigned long long)first,
+						(unsigned long long)(first + n - 1), rb->name,
+						ferry_strerror(r));
+		count(l, zero, n);
+		return 0;
+	}
+	struct ferry_placer *pl;
+	if (!ferry__place_in_mapping(rb) && (pl = placer_want(l))) {
+		uint8_t *buf = ferry__placer_slot(c, pl, &r);
+		if (!buf)
+			return r;
+		if (!zero && (r = ferry__chan_read_direct(c, buf, (size_t)n << FERRY_PAGE_SHIFT)))
+			return r;
+		ferry__placer_push(pl, rb, first, n, zero);
+		count(l, zero, n);
+		return 0;
+	}
+	if (zero) {
+		for (uint64_t p = first; p < first + n; p++)
+			if ((r = ferry__place_zero(c, rb, p)))
+				return r;
+		count(l, true, n);
+		return 0; /* holes stay holes: `received` only for data */
+	}
+	if (!ferry__place_in_mapping(rb) && !l->bounce &&
+	    !(l->bounce = malloc((size_t)FERRY_RAM_MAX_RUN << FERRY_PAGE_SHIFT)))
+		return ferry__chan_fail(c, -ENOMEM, "out of memory for a RAM buffer");
+	if ((r = ferry__place_recv(c, rb, NULL, first, n, l->bounce)))
+		return r;
+	count(l, false, n);
+	ferry__bitmap_set_range(rb->received, first, n);
+	return 0;
+}
+
+void ferry__ram_loader_fini(ferry_ram_loader *l)
+{
+	ferry__placer_stop(l->placer);
+	l->placer = NULL;
+}
+
+static int ram_load_records(ferry_ram_loader *l, bool setup);
+
+int ferry__ram_load(ferry_ram_loader *l, bool setup)
+{
+	int r = ram_load_records(l, setup);
+	if (l->placer) {
+		int e = ferry__placer_drain(l->c, l->placer);
+		if (!r)
+			r = e;
+	}
+	return r;
+}
+
+static int ram_load_records(ferry_ram_loader *l, bool setup)
+{
+	ferry_vm_t *vm = l->vm;
+	ferry_chan *c = l->c;
+	struct ferry_mf_receiver *mf = l->mf;
+	struct ferry_ram_block **last = &l->last;
+	int r;
+	for (;;) {
+		uint64_t flags, addr;
+		ferry__chan_ctx(c, "RAM record");
+		if ((r = ferry__wire_get_ram_word(c, &flags, &addr)))
+			return r;
+		if (flags == FERRY_RAM_EOS) {
+			if (addr)
+				return ferry__chan_fail(c, FERRY_EBADSTREAM,
+							"RAM end-of-section with offset bits set");
+			return 0;
+		}
+		if (flags == FERRY_RAM_MULTIFD_SYNC) {
+			if (addr || !mf)
+				return ferry__chan_fail(c, FERRY_EBADSTREAM,
+							"multifd sync %s",
+							mf ? "with offset bits set" : "without multifd");
+			ferry__chan_ctx_name(c, "multifd sync");
+			if ((r = ferry__mf_recv_sync(mf)))
+				return r;
+			continue;
+		}
+		if (flags == FERRY_RAM_CANCELLED && !addr)
+			return ferry__chan_fail_msg(c, FERRY_EPEER, FERRY_CANCELLED_MSG);
+		if (flags == FERRY_RAM_MEM_SIZE) {
+			if (!setup)
+				return ferry__chan_fail(c, FERRY_EBADSTREAM,
+							"RAM block list outside the setup section");
+			ferry__chan_ctx_name(c, "RAM block list");
+			if ((r = load_mem_size(vm, c, addr)))
+				return r;
+			continue;
+		}
+		uint64_t kind = flags & ~(uint64_t)FERRY_RAM_CONTINUE;
+		if (kind != FERRY_RAM_PAGES && kind != FERRY_RAM_ZEROS)
+			return ferry__chan_fail(c, FERRY_EBADSTREAM,
+						"unknown RAM record flags 0x%llx",
+						(unsigned long long)flags);
+		ferry__chan_ctx_name(c, kind == FERRY_RAM_PAGES ? "RAM pages" : "RAM zero pages");
+		struct ferry_ram_block *rb;
+		if (flags & FERRY_RAM_CONTINUE) {
+			rb = *last;
+			if (!rb)
+				return ferry__chan_fail(c, FERRY_EBADSTREAM,
+							"RAM record continues a block but none was named");
+		} else {
+			char name[FERRY_NAME_MAX + 1];
+			if ((r = ferry__wire_get_name(c, FERRY_WIRE_BLOCK, name)))
+				return r;
+			rb = ferry_ram_block_find(vm, name);
+			if (!rb)
+				return ferry__chan_fail(c, FERRY_EBADSTREAM, "unknown RAM block '%s'",
+							name);
+			*last = rb;
+		}
+		uint32_t n;
+		if ((r = ferry__wire_get_ram_count(c, &n)))
+			return r;
+		uint64_t first = addr >> FERRY_PAGE_SHIFT;
+		if (first >= rb->npages || n > rb->npages - first)
+			return ferry__chan_fail(c, FERRY_EBADSTREAM,
+						"pages %llu..%llu outside RAM block '%s' (%llu pages)",
+						(unsigned long long)first,
+						(unsigned long long)(first + n - 1), rb->name,
+						(unsigned long long)rb->npages);
+		if ((r = load_run(l, rb, kind == FERRY_RAM_ZEROS, first, n)))
+			return r;
+	}
+}
+
