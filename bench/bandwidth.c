@@ -65,26 +65,26 @@ static int run(const char *name, unsigned mem_mib, uint64_t cap, unsigned channe
 		return r;
 	char uri[128];
 	snprintf(uri, sizeof(uri), "unix:/tmp/ferry-bench-bw-%d-%s.sock", (int)getpid(), name);
-	ferry_mig_params p;
-	ferry_mig_params_init(&p);
+	ferry_migration_params p;
+	ferry_migration_params_init(&p);
 	p.max_bandwidth = cap;
 	p.multifd = channels > 0;
 	if (channels)
 		p.multifd_channels = channels;
-	if ((r = ferry_migrate_incoming(dvm, uri)) || (r = ferry_vm_start(svm)) ||
-	    (r = ferry_migrate_start(svm, uri, &p)))
+	if ((r = ferry_migration_incoming(dvm, uri)) || (r = ferry_vm_start(svm)) ||
+	    (r = ferry_migration_start(svm, uri, &p)))
 		return r;
 	size_t n = 0;
-	ferry_mig_info i;
+	ferry_migration_info i;
 	while (ferry_migration_wait(svm, 10) == -ETIMEDOUT) {
 		ferry_migration_query(svm, &i);
-		if (i.status == FERRY_MIG_ACTIVE && n < MAX_SAMPLES) {
+		if (i.status == FERRY_MIGRATION_ACTIVE && n < MAX_SAMPLES) {
 			st[n] = now_ns();
 			sb[n++] = i.transferred;
 		}
 	}
 	ferry_migration_query(svm, &i);
-	int ok = ferry_migration_wait(dvm, 60000) == FERRY_MIG_COMPLETED && i.status == FERRY_MIG_COMPLETED;
+	int ok = ferry_migration_wait(dvm, 60000) == FERRY_MIGRATION_COMPLETED && i.status == FERRY_MIGRATION_COMPLETED;
 	/* Client view: the most `transferred` grew within 100 ms of samples. */
 	uint64_t client = 0;
 	for (size_t a = 0, b = 0; b < n; b++) {

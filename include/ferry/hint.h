@@ -13,7 +13,7 @@
  *  1. start, right after a dirty-log sync: a new round begins, and
  *     everything reported from now on belongs to it;
  *  2. poll: first in a loop, until complete() says the guest's report is
- *     whole or ferry_mig_params.hint_wait_ms passed, then between chunks
+ *     whole or ferry_migration_params.hint_wait_ms passed, then between chunks
  *     of the pass; the provider calls fn for each range reported free
  *     since its last poll, and the pass skips those pages;
  *  3. stop, right before the next sync: the round's reports expire.
@@ -81,7 +81,7 @@ typedef struct ferry_hint_ops {
 /*
  * Registers the VM's free page hint provider (ops NULL: none); ops is
  * copied, opaque must stay valid while registered. Outgoing migrations
- * use it unless ferry_mig_params.free_page_hints is off. Returns 0,
+ * use it unless ferry_migration_params.free_page_hints is off. Returns 0,
  * -EINVAL (vm NULL, or a required op missing) or -EBUSY (a migration
  * runs). Thread: the embedder's (registration, see ferry/vm.h).
  */

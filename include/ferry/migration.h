@@ -25,31 +25,31 @@ extern "C" {
 #endif
 
 /* Status, with QEMU's names (ferry_migration_status_name()). */
-typedef enum ferry_mig_status {
-	FERRY_MIG_NONE = 0,
-	FERRY_MIG_SETUP,
-	FERRY_MIG_ACTIVE,
-	FERRY_MIG_DEVICE,
-	FERRY_MIG_COMPLETED,
-	FERRY_MIG_FAILED,
-	FERRY_MIG_CANCELLING,
-	FERRY_MIG_CANCELLED,
+typedef enum ferry_migration_status {
+	FERRY_MIGRATION_NONE = 0,
+	FERRY_MIGRATION_SETUP,
+	FERRY_MIGRATION_ACTIVE,
+	FERRY_MIGRATION_DEVICE,
+	FERRY_MIGRATION_COMPLETED,
+	FERRY_MIGRATION_FAILED,
+	FERRY_MIGRATION_CANCELLING,
+	FERRY_MIGRATION_CANCELLED,
 	/*
 	 * Postcopy: the destination runs the guest while RAM still arrives.
 	 * From here on neither side can go back: a broken connection pauses
 	 * both (POSTCOPY_PAUSED) until ferry_migration_recover() on the
-	 * destination and ferry_migrate_resume() on the source reconnect them
+	 * destination and ferry_migration_resume() on the source reconnect them
 	 * (POSTCOPY_RECOVER while they do).
 	 */
-	FERRY_MIG_POSTCOPY_ACTIVE,
-	FERRY_MIG_POSTCOPY_PAUSED,
-	FERRY_MIG_POSTCOPY_RECOVER,
-} ferry_mig_status;
+	FERRY_MIGRATION_POSTCOPY_ACTIVE,
+	FERRY_MIGRATION_POSTCOPY_PAUSED,
+	FERRY_MIGRATION_POSTCOPY_RECOVER,
+} ferry_migration_status;
 
-FERRY_EXTERN const char *ferry_migration_status_name(ferry_mig_status s);
+FERRY_EXTERN const char *ferry_migration_status_name(ferry_migration_status s);
 
-/* Parameters (QEMU's names in comments). Start from ferry_mig_params_init(). */
-typedef struct ferry_mig_params {
+/* Parameters (QEMU's names in comments). Start from ferry_migration_params_init(). */
+typedef struct ferry_migration_params {
 	uint32_t flags; /* none defined yet; must be 0 */
 	uint64_t downtime_limit_ms; /* downtime-limit, default 300 */
 	uint64_t max_bandwidth;     /* max-bandwidth, bytes/s; 0 = unlimited (default) */
@@ -144,7 +144,7 @@ typedef struct ferry_mig_params {
 	 * (throttle-trigger-threshold, 1..100, default 50) of the bytes sent,
 	 * for the second time, its vCPUs are throttled through
 	 * ferry_vcpu_ops.set_throttle (which the VMM must provide:
-	 * ferry_migrate_start says -EOPNOTSUPP otherwise): first to
+	 * ferry_migration_start says -EOPNOTSUPP otherwise): first to
 	 * cpu_throttle_initial percent (cpu-throttle-initial, 1..99, default
 	 * 20), then up by cpu_throttle_increment (cpu-throttle-increment,
 	 * 1..99, default 10; with cpu_throttle_tailslow, cpu-throttle-tailslow,
@@ -162,7 +162,7 @@ typedef struct ferry_mig_params {
 	bool cpu_throttle_tailslow;
 	uint32_t max_cpu_throttle;
 	/* More fields may be added at any time. */
-} ferry_mig_params;
+} ferry_migration_params;
 
 enum {
 	FERRY_PLACE_AUTO = 0,
@@ -174,7 +174,7 @@ enum {
 #define FERRY_MULTIFD_MAX_CHANNELS 16
 enum { FERRY_COMPRESS_NONE = 0, FERRY_COMPRESS_ZSTD = 1 };
 
-FERRY_EXTERN void ferry_mig_params_init(ferry_mig_params *p);
+FERRY_EXTERN void ferry_migration_params_init(ferry_migration_params *p);
 
 /*
  * The parameter table, for control planes: one entry per parameter that a
@@ -183,45 +183,45 @@ FERRY_EXTERN void ferry_mig_params_init(ferry_mig_params *p);
  * Capabilities (multifd, postcopy, postcopy_preempt, auto_converge) and
  * flags are not in it.
  */
-typedef enum ferry_mig_param_type {
-	FERRY_MIG_PARAM_BOOL = 1, /* bool */
-	FERRY_MIG_PARAM_U32,      /* uint32_t */
-	FERRY_MIG_PARAM_I32,      /* int32_t */
-	FERRY_MIG_PARAM_INT,      /* int */
-	FERRY_MIG_PARAM_U64,      /* uint64_t */
-	FERRY_MIG_PARAM_SIZE,     /* uint64_t, bytes (or bytes/s) */
-	FERRY_MIG_PARAM_ENUM,     /* uint32_t, an index into values */
-} ferry_mig_param_type;
+typedef enum ferry_migration_param_type {
+	FERRY_MIGRATION_PARAM_BOOL = 1, /* bool */
+	FERRY_MIGRATION_PARAM_U32,      /* uint32_t */
+	FERRY_MIGRATION_PARAM_I32,      /* int32_t */
+	FERRY_MIGRATION_PARAM_INT,      /* int */
+	FERRY_MIGRATION_PARAM_U64,      /* uint64_t */
+	FERRY_MIGRATION_PARAM_SIZE,     /* uint64_t, bytes (or bytes/s) */
+	FERRY_MIGRATION_PARAM_ENUM,     /* uint32_t, an index into values */
+} ferry_migration_param_type;
 
-typedef struct ferry_mig_param_desc {
+typedef struct ferry_migration_param_desc {
 	const char *name;          /* QMP's: "downtime-limit" */
-	ferry_mig_param_type type;
-	size_t offset;             /* of the field in ferry_mig_params */
+	ferry_migration_param_type type;
+	size_t offset;             /* of the field in ferry_migration_params */
 	bool ranged;               /* integers: min and max apply */
 	int64_t min, max;          /* inclusive */
 	const char *min_param;     /* non-NULL: the lower limit is this parameter's value */
 	const char *unit;          /* "ms", "bytes/s", "%" or NULL */
 	const char *const *values; /* ENUM: the names by value, NULL-terminated */
 	const char *help;          /* ENUM: a list of the values for messages, or NULL */
-} ferry_mig_param_desc;
+} ferry_migration_param_desc;
 
 /* The table (*count entries); static, never NULL. Thread: any. */
-FERRY_EXTERN const ferry_mig_param_desc *ferry_mig_params_table(size_t *count);
+FERRY_EXTERN const ferry_migration_param_desc *ferry_migration_params_table(size_t *count);
 
 /* The entry named name (QMP's), or NULL. Thread: any. */
-FERRY_EXTERN const ferry_mig_param_desc *ferry_mig_param_find(const char *name);
+FERRY_EXTERN const ferry_migration_param_desc *ferry_migration_param_find(const char *name);
 
 /*
  * A parameter's value as an integer (bools 0 or 1, enums their index,
  * U64/SIZE cast), and setting it from one. Setting stores v in the field's
  * type; a v outside a ranged parameter's limits is stored as a value just
  * outside them (min - 1 or max + 1), so that it cannot wrap into range:
- * ferry_mig_param_check() then refuses it. Thread: any.
+ * ferry_migration_param_check() then refuses it. Thread: any.
  */
-FERRY_EXTERN int64_t ferry_mig_param_get(const ferry_mig_params *p,
-					 const ferry_mig_param_desc *d);
-FERRY_EXTERN void ferry_mig_param_set(ferry_mig_params *p, const ferry_mig_param_desc *d,
-				      int64_t v);
+FERRY_EXTERN int64_t ferry_migration_param_get(const ferry_migration_params *p,
+					       const ferry_migration_param_desc *d);
+FERRY_EXTERN void ferry_migration_param_set(ferry_migration_params *p,
+					    const ferry_migration_param_desc *d, int64_t v);
 
 /*
  * Checks one parameter of p against its limits, including the ones that
@@ -230,20 +230,22 @@ FERRY_EXTERN void ferry_mig_param_set(ferry_mig_params *p, const ferry_mig_param
  * -EINVAL with QEMU's words in err ("Parameter 'multifd-channels' expects
  * a value between 1 and 16"). err may be NULL. Thread: any.
  */
-FERRY_EXTERN int ferry_mig_param_check(const ferry_mig_params *p, const ferry_mig_param_desc *d,
-				       char *err, size_t err_len);
+FERRY_EXTERN int ferry_migration_param_check(const ferry_migration_params *p,
+					     const ferry_migration_param_desc *d, char *err,
+					     size_t err_len);
 
 /*
- * Checks all of p, as ferry_migrate_start() and ferry_migration_set_params()
+ * Checks all of p, as ferry_migration_start() and ferry_migration_set_params()
  * do: flags, every parameter in table order, postcopy_preempt only with
  * postcopy. Returns 0 or -EINVAL with the first problem in err (may be
  * NULL). Thread: any.
  */
-FERRY_EXTERN int ferry_mig_params_check(const ferry_mig_params *p, char *err, size_t err_len);
+FERRY_EXTERN int ferry_migration_params_check(const ferry_migration_params *p, char *err,
+					      size_t err_len);
 
 /* What query-migrate shows. All byte counts are of RAM unless named. */
-typedef struct ferry_mig_info {
-	ferry_mig_status status;
+typedef struct ferry_migration_info {
+	ferry_migration_status status;
 	bool incoming;
 	int error;                  /* negative errno when FAILED */
 	char error_desc[256];       /* human message when FAILED */
@@ -315,7 +317,7 @@ typedef struct ferry_mig_info {
 	 */
 	uint64_t bandwidth_peak_window_bytes;
 	/* More fields may be added at any time. */
-} ferry_mig_info;
+} ferry_migration_info;
 
 /* Events, delivered to the callback set with ferry_migration_set_event_cb. */
 typedef enum ferry_event_type {
@@ -327,14 +329,14 @@ typedef enum ferry_event_type {
 
 typedef struct ferry_event {
 	ferry_event_type type;
-	ferry_mig_status status; /* for STATUS */
+	ferry_migration_status status; /* for STATUS */
 	uint32_t pass;           /* for PASS */
 	uint64_t timestamp_us;   /* CLOCK_REALTIME, microseconds */
 } ferry_event;
 
 /*
  * Thread: the callback runs on a migration thread; it must not block and
- * must not call ferry_migrate_* (post the event to your own loop instead).
+ * must not call ferry_migration_* (post the event to your own loop instead).
  */
 typedef void (*ferry_event_cb)(void *opaque, const ferry_event *ev);
 FERRY_EXTERN int ferry_migration_set_event_cb(ferry_vm_t *vm, ferry_event_cb cb,
@@ -353,8 +355,8 @@ FERRY_EXTERN int ferry_uri_validate(const char *uri, char *err, size_t err_len);
  * (bad uri or params), -EBUSY (a migration already runs), -ENOMEM,
  * -EOPNOTSUPP (auto_converge without a set_throttle vCPU operation).
  */
-FERRY_EXTERN int ferry_migrate_start(ferry_vm_t *vm, const char *uri,
-				     const ferry_mig_params *params);
+FERRY_EXTERN int ferry_migration_start(ferry_vm_t *vm, const char *uri,
+				     const ferry_migration_params *params);
 
 /*
  * Listens on uri for one incoming migration. Binding happens before the
@@ -362,10 +364,10 @@ FERRY_EXTERN int ferry_migrate_start(ferry_vm_t *vm, const char *uri,
  * destination's vCPUs must be stopped; they are started when the stream
  * says the source ran.
  */
-FERRY_EXTERN int ferry_migrate_incoming(ferry_vm_t *vm, const char *uri);
+FERRY_EXTERN int ferry_migration_incoming(ferry_vm_t *vm, const char *uri);
 
 /*
- * The address the last ferry_migrate_incoming() listened on, as a URI:
+ * The address the last ferry_migration_incoming() listened on, as a URI:
  * "tcp:HOST:PORT" with the port the kernel chose for port 0 (IPv6 hosts in
  * brackets), or "unix:PATH". It stays readable after the migration ended
  * (until the next one). A unix: socket file is the caller's to remove.
@@ -378,7 +380,7 @@ FERRY_EXTERN int ferry_migration_incoming_address(ferry_vm_t *vm, char *buf, siz
  * Incoming from an already-connected fd (for tests and embedders that
  * accept connections themselves). libferry takes ownership of fd.
  */
-FERRY_EXTERN int ferry_migrate_incoming_fd(ferry_vm_t *vm, int fd);
+FERRY_EXTERN int ferry_migration_incoming_fd(ferry_vm_t *vm, int fd);
 
 /*
  * Changes the parameters of the running outgoing migration (as QEMU's
@@ -387,7 +389,7 @@ FERRY_EXTERN int ferry_migrate_incoming_fd(ferry_vm_t *vm, int fd);
  * convergence check. Returns 0, -EINVAL, or -ENOENT if no outgoing
  * migration runs. Thread: any.
  */
-FERRY_EXTERN int ferry_migration_set_params(ferry_vm_t *vm, const ferry_mig_params *params);
+FERRY_EXTERN int ferry_migration_set_params(ferry_vm_t *vm, const ferry_migration_params *params);
 
 /*
  * Switches the running outgoing migration to postcopy after its current
@@ -402,24 +404,24 @@ FERRY_EXTERN int ferry_migration_start_postcopy(ferry_vm_t *vm);
  * Thread: any.
  */
 FERRY_EXTERN int ferry_migration_set_incoming_params(ferry_vm_t *vm,
-						     const ferry_mig_params *params);
+						     const ferry_migration_params *params);
 
 /*
  * Postcopy recovery. ferry_migration_pause() breaks the connection of a
  * postcopy migration by hand (QMP migrate-pause) so both sides pause.
  * On the destination, ferry_migration_recover() listens on uri for the
  * source to come back (QMP migrate-recover); on the source,
- * ferry_migrate_resume() reconnects to it (QMP migrate with resume=true).
+ * ferry_migration_resume() reconnects to it (QMP migrate with resume=true).
  * Return 0, -EINVAL (bad uri), -ENOENT (no migration in the right state:
  * postcopy-active for pause, postcopy-paused for the others) or
  * -EADDRINUSE (recover). Thread: any.
  */
 FERRY_EXTERN int ferry_migration_pause(ferry_vm_t *vm);
 FERRY_EXTERN int ferry_migration_recover(ferry_vm_t *vm, const char *uri);
-FERRY_EXTERN int ferry_migrate_resume(ferry_vm_t *vm, const char *uri);
+FERRY_EXTERN int ferry_migration_resume(ferry_vm_t *vm, const char *uri);
 
 /* Snapshot of progress. Thread: any. */
-FERRY_EXTERN int ferry_migration_query(ferry_vm_t *vm, ferry_mig_info *info);
+FERRY_EXTERN int ferry_migration_query(ferry_vm_t *vm, ferry_migration_info *info);
 
 /*
  * Cancels the running migration (either direction). Returns 0 if a cancel

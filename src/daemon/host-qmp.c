@@ -41,53 +41,53 @@ static const char *const msg_inmigrate = "Guest is waiting for an incoming migra
 /* ------------------------------------------------------------------ */
 /* State.                                                              */
 
-static ferry_mig_status mig_status(host *h)
+static ferry_migration_status mig_status(host *h)
 {
-	ferry_mig_info i;
+	ferry_migration_info i;
 	ferry_migration_query(h->vm, &i);
 	return i.status;
 }
 
-static bool status_postcopy(ferry_mig_status s)
+static bool status_postcopy(ferry_migration_status s)
 {
-	return s == FERRY_MIG_POSTCOPY_ACTIVE || s == FERRY_MIG_POSTCOPY_PAUSED ||
-	       s == FERRY_MIG_POSTCOPY_RECOVER;
+	return s == FERRY_MIGRATION_POSTCOPY_ACTIVE || s == FERRY_MIGRATION_POSTCOPY_PAUSED ||
+	       s == FERRY_MIGRATION_POSTCOPY_RECOVER;
 }
 
-static bool status_busy(ferry_mig_status s)
+static bool status_busy(ferry_migration_status s)
 {
-	return s == FERRY_MIG_SETUP || s == FERRY_MIG_ACTIVE || s == FERRY_MIG_DEVICE ||
-	       s == FERRY_MIG_CANCELLING || status_postcopy(s);
+	return s == FERRY_MIGRATION_SETUP || s == FERRY_MIGRATION_ACTIVE || s == FERRY_MIGRATION_DEVICE ||
+	       s == FERRY_MIGRATION_CANCELLING || status_postcopy(s);
 }
 
-static bool status_final(ferry_mig_status s)
+static bool status_final(ferry_migration_status s)
 {
-	return s == FERRY_MIG_COMPLETED || s == FERRY_MIG_FAILED || s == FERRY_MIG_CANCELLED;
+	return s == FERRY_MIGRATION_COMPLETED || s == FERRY_MIGRATION_FAILED || s == FERRY_MIGRATION_CANCELLED;
 }
 
 /* An outgoing migration, or an incoming one with a peer, is under way. */
 static bool migration_running(host *h)
 {
-	ferry_mig_status s = mig_status(h);
+	ferry_migration_status s = mig_status(h);
 	if (h->dir == HOST_DIR_OUT)
 		return status_busy(s);
 	if (h->dir == HOST_DIR_IN)
-		return s == FERRY_MIG_ACTIVE || s == FERRY_MIG_DEVICE || s == FERRY_MIG_CANCELLING ||
+		return s == FERRY_MIGRATION_ACTIVE || s == FERRY_MIGRATION_DEVICE || s == FERRY_MIGRATION_CANCELLING ||
 		       status_postcopy(s);
 	return false;
 }
 
 /* downtime_limit_ms: what expected-downtime starts at (QEMU's rule). */
-static json_t *info_json(const ferry_mig_info *i, uint64_t downtime_limit_ms)
+static json_t *info_json(const ferry_migration_info *i, uint64_t downtime_limit_ms)
 {
 	json_t *o = json_pack("{s:s}", "status", ferry_migration_status_name(i->status));
-	if (i->status == FERRY_MIG_NONE)
+	if (i->status == FERRY_MIGRATION_NONE)
 		return o;
 	json_object_set_new(o, "total-time", json_integer((json_int_t)i->total_time_ms));
 	json_object_set_new(o, "setup-time", json_integer((json_int_t)i->setup_time_ms));
-	if (!i->incoming && i->status == FERRY_MIG_COMPLETED)
+	if (!i->incoming && i->status == FERRY_MIGRATION_COMPLETED)
 		json_object_set_new(o, "downtime", json_integer((json_int_t)i->downtime_ms));
-	if (!i->incoming && (i->status == FERRY_MIG_ACTIVE || i->status == FERRY_MIG_DEVICE)) {
+	if (!i->incoming && (i->status == FERRY_MIGRATION_ACTIVE || i->status == FERRY_MIGRATION_DEVICE)) {
 		/* Until a pass measured the bandwidth there is no estimate yet. */
 		uint64_t e = i->expected_downtime_ms ? i->expected_downtime_ms : downtime_limit_ms;
 		json_object_set_new(o, "expected-downtime", json_integer((json_int_t)e));
@@ -143,11 +143,11 @@ static json_t *info_json(const ferry_mig_info *i, uint64_t downtime_limit_ms)
 				    json_pack("{s:I,s:I,s:I}", "commands", (json_int_t)i->hint_cmds,
 					      "skipped-pages", (json_int_t)i->hint_skipped, "wait-ms",
 					      (json_int_t)i->hint_wait_ms));
-	if (i->status == FERRY_MIG_FAILED || (status_postcopy(i->status) && i->error_desc[0]))
+	if (i->status == FERRY_MIGRATION_FAILED || (status_postcopy(i->status) && i->error_desc[0]))
 		json_object_set_new(o, "error-desc", json_string(i->error_desc));
 	json_object_set_new(o, "x-incoming", json_boolean(i->incoming));
 	if (i->incoming && i->placement)
-		json_object_set_new(o, "x-placement", json_string(ferry_mig_param_find("x-placement")->values[i->placement]));
+		json_object_set_new(o, "x-placement", json_string(ferry_migration_param_find("x-placement")->values[i->placement]));
 	if (!i->incoming) {
 		json_object_set_new(o, "x-stalled", json_boolean(i->stalled));
 		/* The most bytes sent in any 100 ms window (what max-bandwidth caps). */
@@ -192,10 +192,10 @@ static json_t *socket_address(host *h)
 
 json_t *host_query_migrate(host *h)
 {
-	ferry_mig_info i;
+	ferry_migration_info i;
 	ferry_migration_query(h->vm, &i);
 	/* QEMU answers {} before the first migration. */
-	json_t *o = i.status == FERRY_MIG_NONE ? json_object()
+	json_t *o = i.status == FERRY_MIGRATION_NONE ? json_object()
 					       : info_json(&i, h->params.downtime_limit_ms);
 	if (h->dir == HOST_DIR_IN && h->inmigrate && h->incoming_started) {
 		json_t *sa = socket_address(h);
@@ -268,10 +268,10 @@ int host_incoming_start(host *h, const char *uri, char *err, size_t elen)
 	if (r)
 		return r;
 	host_drain_events(h); /* the previous migration's events, with the old direction */
-	h->ev_last = FERRY_MIG_NONE;
+	h->ev_last = FERRY_MIGRATION_NONE;
 	h->dir = HOST_DIR_IN;
 	h->in_ran = false;
-	r = ferry_migrate_incoming(h->vm, uri);
+	r = ferry_migration_incoming(h->vm, uri);
 	if (r == -EBUSY) {
 		snprintf(err, elen, "%s", msg_in_progress);
 		return r;
@@ -299,14 +299,14 @@ void host_on_resume(host *h)
 }
 
 /* One line on stderr for a migration that ended. */
-static void log_final(host *h, ferry_mig_status s, const ferry_mig_info *i)
+static void log_final(host *h, ferry_migration_status s, const ferry_migration_info *i)
 {
 	const char *dir = h->dir == HOST_DIR_IN ? "incoming migration" : "migration";
-	if (s == FERRY_MIG_COMPLETED && h->dir == HOST_DIR_OUT)
+	if (s == FERRY_MIGRATION_COMPLETED && h->dir == HOST_DIR_OUT)
 		fprintf(stderr, "ferry host: migration completed in %" PRIu64 " ms (downtime %" PRIu64
 			" ms, %" PRIu64 " bytes sent)\n",
 			i->total_time_ms, i->downtime_ms, i->transferred);
-	else if (s == FERRY_MIG_COMPLETED)
+	else if (s == FERRY_MIGRATION_COMPLETED)
 		fprintf(stderr, "ferry host: incoming migration completed in %" PRIu64 " ms (%" PRIu64
 			" bytes received)\n",
 			i->total_time_ms, i->transferred);
@@ -340,20 +340,20 @@ static void reset_done(host *h, host_op *op)
 	}
 }
 
-void host_on_status(host *h, ferry_mig_status s)
+void host_on_status(host *h, ferry_migration_status s)
 {
 	if (!status_final(s) || h->dir == HOST_DIR_NONE)
 		return;
-	ferry_mig_info i;
+	ferry_migration_info i;
 	ferry_migration_query(h->vm, &i);
 	log_final(h, s, &i);
 	if (h->dir == HOST_DIR_OUT) {
-		if (s == FERRY_MIG_COMPLETED)
+		if (s == FERRY_MIGRATION_COMPLETED)
 			h->postmigrate = true;
 		return;
 	}
 	host_incoming_release(h); /* the listener is done with */
-	if (s == FERRY_MIG_COMPLETED) {
+	if (s == FERRY_MIGRATION_COMPLETED) {
 		h->inmigrate = false;
 		h->ever_ran = true;
 		json_decref(h->prev_incoming);
@@ -394,9 +394,9 @@ static void migrate_done(host *h, host_op *op)
 		return;
 	}
 	host_drain_events(h);
-	h->ev_last = FERRY_MIG_NONE;
+	h->ev_last = FERRY_MIGRATION_NONE;
 	h->dir = HOST_DIR_OUT;
-	int r = ferry_migrate_start(h->vm, uri, &h->params);
+	int r = ferry_migration_start(h->vm, uri, &h->params);
 	if (r == -EBUSY)
 		op_error(h, op, "%s", msg_in_progress);
 	else if (r)
@@ -423,7 +423,7 @@ static void cmd_migrate(void *opaque, ferry_qmp_req *req, json_t *args)
 			ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "%s", err);
 			return;
 		}
-		if (h->dir != HOST_DIR_OUT || ferry_migrate_resume(h->vm, uri)) {
+		if (h->dir != HOST_DIR_OUT || ferry_migration_resume(h->vm, uri)) {
 			ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
 					    "Cannot resume if there is no paused migration");
 			return;
@@ -543,7 +543,7 @@ static void cmd_set_capabilities(void *opaque, ferry_qmp_req *req, json_t *args)
 		ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "%s", msg_in_progress);
 		return;
 	}
-	ferry_mig_params p = h->params;
+	ferry_migration_params p = h->params;
 	json_array_foreach(caps, i, c) {
 		const char *name = json_string_value(json_object_get(c, "capability"));
 		bool on = json_is_true(json_object_get(c, "state"));
@@ -589,14 +589,14 @@ static void cmd_query_capabilities(void *opaque, ferry_qmp_req *req, json_t *arg
 }
 
 /* The QMP type of a libferry parameter (QEMU's schema names). */
-static ferry_qmp_type qmp_type(ferry_mig_param_type t)
+static ferry_qmp_type qmp_type(ferry_migration_param_type t)
 {
 	switch (t) {
-	case FERRY_MIG_PARAM_BOOL: return FERRY_QMP_BOOL;
-	case FERRY_MIG_PARAM_I32: return FERRY_QMP_INT;
-	case FERRY_MIG_PARAM_U64: return FERRY_QMP_UINT64;
-	case FERRY_MIG_PARAM_SIZE: return FERRY_QMP_SIZE;
-	case FERRY_MIG_PARAM_ENUM: return FERRY_QMP_STR;
+	case FERRY_MIGRATION_PARAM_BOOL: return FERRY_QMP_BOOL;
+	case FERRY_MIGRATION_PARAM_I32: return FERRY_QMP_INT;
+	case FERRY_MIGRATION_PARAM_U64: return FERRY_QMP_UINT64;
+	case FERRY_MIGRATION_PARAM_SIZE: return FERRY_QMP_SIZE;
+	case FERRY_MIGRATION_PARAM_ENUM: return FERRY_QMP_STR;
 	default: return FERRY_QMP_UINT32; /* U32, and INT (multifd-zstd-level) */
 	}
 }
@@ -606,17 +606,17 @@ static ferry_qmp_type qmp_type(ferry_mig_param_type t)
  * enum by name, anything else as an integer. Returns false with the reply
  * sent if the name is not one of the values.
  */
-static bool param_from_json(ferry_qmp_req *req, ferry_mig_params *p, const ferry_mig_param_desc *d,
+static bool param_from_json(ferry_qmp_req *req, ferry_migration_params *p, const ferry_migration_param_desc *d,
 			    json_t *v)
 {
-	if (d->type != FERRY_MIG_PARAM_ENUM) {
-		ferry_mig_param_set(p, d, json_is_boolean(v) ? json_is_true(v) : json_integer_value(v));
+	if (d->type != FERRY_MIGRATION_PARAM_ENUM) {
+		ferry_migration_param_set(p, d, json_is_boolean(v) ? json_is_true(v) : json_integer_value(v));
 		return true;
 	}
 	const char *c = json_string_value(v);
 	for (int64_t k = 0; d->values[k]; k++)
 		if (!strcmp(c, d->values[k])) {
-			ferry_mig_param_set(p, d, k);
+			ferry_migration_param_set(p, d, k);
 			return true;
 		}
 	ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "Parameter '%s' does not accept value '%s'%s%s%s",
@@ -635,7 +635,7 @@ static bool param_from_json(ferry_qmp_req *req, ferry_mig_params *p, const ferry
 static void cmd_set_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
 {
 	size_t n;
-	const ferry_mig_param_desc *t = ferry_mig_params_table(&n);
+	const ferry_migration_param_desc *t = ferry_migration_params_table(&n);
 	ferry_qmp_arg spec[n + 1];
 	for (size_t i = 0; i < n; i++)
 		spec[i] = (ferry_qmp_arg){ t[i].name, qmp_type(t[i].type), true };
@@ -643,7 +643,7 @@ static void cmd_set_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
 	host *h = opaque;
 	if (!ferry_qmp_req_check_args(req, args, spec))
 		return;
-	ferry_mig_params p = h->params;
+	ferry_migration_params p = h->params;
 	char err[256];
 	for (size_t i = 0; i < n; i++) {
 		json_t *v = json_object_get(args, t[i].name);
@@ -651,7 +651,7 @@ static void cmd_set_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
 			return;
 		if (!v && !(t[i].min_param && json_object_get(args, t[i].min_param)))
 			continue;
-		if (ferry_mig_param_check(&p, &t[i], err, sizeof(err))) {
+		if (ferry_migration_param_check(&p, &t[i], err, sizeof(err))) {
 			ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "%s", err);
 			return;
 		}
@@ -678,13 +678,13 @@ static void cmd_query_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
 	if (!ferry_qmp_req_check_args(req, args, spec))
 		return;
 	size_t n;
-	const ferry_mig_param_desc *t = ferry_mig_params_table(&n);
+	const ferry_migration_param_desc *t = ferry_migration_params_table(&n);
 	json_t *o = json_object();
 	for (size_t i = 0; i < n; i++) {
-		int64_t v = ferry_mig_param_get(&h->params, &t[i]);
+		int64_t v = ferry_migration_param_get(&h->params, &t[i]);
 		json_object_set_new(o, t[i].name,
-				    t[i].type == FERRY_MIG_PARAM_BOOL ? json_boolean(v)
-				    : t[i].type == FERRY_MIG_PARAM_ENUM ? json_string(t[i].values[v])
+				    t[i].type == FERRY_MIGRATION_PARAM_BOOL ? json_boolean(v)
+				    : t[i].type == FERRY_MIGRATION_PARAM_ENUM ? json_string(t[i].values[v])
 									 : json_integer(v));
 	}
 	ferry_qmp_req_return(req, o);
@@ -762,7 +762,7 @@ static void cmd_query_status(void *opaque, ferry_qmp_req *req, json_t *args)
 		st = "running";
 	} else if (h->inmigrate) {
 		st = "inmigrate";
-	} else if (h->dir == HOST_DIR_OUT && mig_status(h) == FERRY_MIG_DEVICE) {
+	} else if (h->dir == HOST_DIR_OUT && mig_status(h) == FERRY_MIGRATION_DEVICE) {
 		st = "finish-migrate";
 	} else if ((running = ferry_vm_is_running(h->vm))) {
 		st = "running";

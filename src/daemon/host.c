@@ -83,7 +83,7 @@ static void post(host *h, const ferry_event *ev)
 
 /*
  * libferry's event callback. Thread: a migration thread (or whichever
- * thread called ferry_migrate_start/_cancel), with libferry's mig_lock
+ * thread called ferry_migration_start/_cancel), with libferry's mig_lock
  * held: no blocking, no libferry calls.
  */
 static void on_ferry_event(void *opaque, const ferry_event *ev)
@@ -97,7 +97,7 @@ void host_post_event(host *h, ferry_event_type type)
 	post(h, &ev);
 }
 
-static void send_status(host *h, ferry_mig_status s, uint64_t ts)
+static void send_status(host *h, ferry_migration_status s, uint64_t ts)
 {
 	ferry_qmp_server_event(h->qmp, "MIGRATION",
 			       json_pack("{s:s}", "status", ferry_migration_status_name(s)), ts);
@@ -107,7 +107,7 @@ static void deliver(host *h, const ferry_event *ev)
 {
 	switch (ev->type) {
 	case FERRY_EVENT_STATUS: {
-		ferry_mig_status s = ev->status;
+		ferry_migration_status s = ev->status;
 		/*
 		 * libferry reads the status when it sends the event, so a status
 		 * that changed quickly can arrive twice, and the first one of a
@@ -118,10 +118,10 @@ static void deliver(host *h, const ferry_event *ev)
 		 */
 		if (s == h->ev_last)
 			return;
-		if (h->ev_last == FERRY_MIG_NONE && s != FERRY_MIG_SETUP)
-			send_status(h, FERRY_MIG_SETUP, ev->timestamp_us);
-		if (s == FERRY_MIG_CANCELLED && h->ev_last != FERRY_MIG_CANCELLING)
-			send_status(h, FERRY_MIG_CANCELLING, ev->timestamp_us);
+		if (h->ev_last == FERRY_MIGRATION_NONE && s != FERRY_MIGRATION_SETUP)
+			send_status(h, FERRY_MIGRATION_SETUP, ev->timestamp_us);
+		if (s == FERRY_MIGRATION_CANCELLED && h->ev_last != FERRY_MIGRATION_CANCELLING)
+			send_status(h, FERRY_MIGRATION_CANCELLING, ev->timestamp_us);
 		send_status(h, s, ev->timestamp_us);
 		h->ev_last = s;
 		host_on_status(h, s);
@@ -522,7 +522,7 @@ static host *host_new(const ferry_host_config *cfg)
 	h->cfg = cfg->guest;
 	h->wake_fd = h->sig_fd = -1;
 	h->cap_events = true;
-	ferry_mig_params_init(&h->params);
+	ferry_migration_params_init(&h->params);
 	h->exit_on_error = h->exit_on_error_flag = cfg->exit_on_error;
 	if (cfg->incoming && !strcmp(cfg->incoming, "defer")) {
 		h->incoming = HOST_INCOMING_DEFER;

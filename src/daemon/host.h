@@ -5,7 +5,7 @@
  *
  * Threads and ownership:
  *  - main (the loop thread) owns struct host and everything in it that is
- *    not marked otherwise; it is the only thread that calls ferry_migrate_*
+ *    not marked otherwise; it is the only thread that calls ferry_migration_*
  *    and the QMP server.
  *  - libferry's migration threads call on_ferry_event() (through
  *    ferry_migration_set_event_cb), with libferry's mig_lock held: they only
@@ -93,7 +93,7 @@ struct host {
 	struct ferry_guest_balloon *bdrv;
 
 	/* Control-plane settings (migrate-set-parameters / -capabilities). */
-	ferry_mig_params params;
+	ferry_migration_params params;
 	bool cap_events;
 
 	/* Run state as the control plane sees it. */
@@ -102,7 +102,7 @@ struct host {
 	bool exit_on_error;     /* a failed incoming migration ends the process */
 	bool exit_on_error_flag; /* --exit-on-error: the default for migrate-incoming */
 	bool inmigrate;         /* waiting for, or receiving, an incoming migration */
-	bool incoming_started;  /* ferry_migrate_incoming() called for this wait */
+	bool incoming_started;  /* ferry_migration_incoming() called for this wait */
 	host_dir dir;           /* direction of the current (or last) migration */
 	bool postmigrate;       /* the guest left by migration and was not resumed */
 	bool ever_ran;          /* false: "prelaunch" */
@@ -121,7 +121,7 @@ struct host {
 	host_op *done_ops;                 /* protected by ev_lock: the op the worker finished */
 	int wake_fd;                       /* eventfd; wake-ups coalesce */
 	ferry_loop_watch *wake_w;
-	ferry_mig_status ev_last;          /* loop: last MIGRATION status sent */
+	ferry_migration_status ev_last;          /* loop: last MIGRATION status sent */
 
 	/* Guest operations: queue owned by the loop; head is the current one. */
 	host_op *ops_head, *ops_tail;
@@ -176,7 +176,7 @@ void host_quit(host *h, int code);
 extern const ferry_qmp_command host_commands[];
 
 /* Reacts to a MIGRATION status the loop just broadcast. Loop thread. */
-void host_on_status(host *h, ferry_mig_status s);
+void host_on_status(host *h, ferry_migration_status s);
 
 /* Starts listening for an incoming migration on uri. Loop thread. */
 int host_incoming_start(host *h, const char *uri, char *err, size_t err_len);

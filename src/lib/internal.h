@@ -111,7 +111,7 @@ struct ferry_vm {
 	ferry_event_cb event_cb;     /* protected by mig_lock (called with it held) */
 	void *event_opaque;          /* protected by mig_lock */
 	/* Destination parameters (postcopy, link timeout); protected by mig_lock. */
-	ferry_mig_params in_params;
+	ferry_migration_params in_params;
 	/*
 	 * Destination: the userfaultfd that blocks placed with UFFDIO_COPY are
 	 * registered with (MISSING) during an incoming precopy, or -1. Owned by

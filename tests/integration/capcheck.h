@@ -34,19 +34,19 @@ static const char *cap_pair(side *src, side *dst)
 	side_create(src, CAP_SPEC, FERRY_DIRTY_WP_ASYNC, false);
 	side_create(dst, CAP_SPEC, FERRY_DIRTY_WP_ASYNC, true);
 	const char *uri = test_uri();
-	assert_int_equal(ferry_migrate_incoming(dst->vm, uri), 0);
+	assert_int_equal(ferry_migration_incoming(dst->vm, uri), 0);
 	assert_int_equal(ferry_vm_start(src->vm), 0);
 	return uri;
 }
 
 /* Migrates CAP_SPEC with p (p->max_bandwidth set); returns the source's final info. */
-static ferry_mig_info cap_migrate(const ferry_mig_params *p)
+static ferry_migration_info cap_migrate(const ferry_migration_params *p)
 {
 	side src, dst;
 	const char *uri = cap_pair(&src, &dst);
-	assert_int_equal(ferry_migrate_start(src.vm, uri, p), 0);
+	assert_int_equal(ferry_migration_start(src.vm, uri, p), 0);
 	/* The sample compared against: the last one at least 150 ms older. */
-	ferry_mig_info ref = { .status = FERRY_MIG_NONE }, i;
+	ferry_migration_info ref = { .status = FERRY_MIGRATION_NONE }, i;
 	uint64_t ref_ns = 0;
 	unsigned compared = 0;
 	int st = -ETIMEDOUT;
@@ -54,11 +54,11 @@ static ferry_mig_info cap_migrate(const ferry_mig_params *p)
 		st = ferry_migration_wait(src.vm, 20);
 		uint64_t now = cap_now_ns();
 		ferry_migration_query(src.vm, &i);
-		if (i.status != FERRY_MIG_ACTIVE) {
-			ref.status = FERRY_MIG_NONE;
+		if (i.status != FERRY_MIGRATION_ACTIVE) {
+			ref.status = FERRY_MIGRATION_NONE;
 			continue;
 		}
-		if (ref.status != FERRY_MIG_ACTIVE) {
+		if (ref.status != FERRY_MIGRATION_ACTIVE) {
 			ref = i;
 			ref_ns = now;
 			continue;
@@ -77,8 +77,8 @@ static ferry_mig_info cap_migrate(const ferry_mig_params *p)
 		ref = i;
 		ref_ns = now;
 	}
-	assert_int_equal(st, FERRY_MIG_COMPLETED);
-	assert_int_equal(wait_final(dst.vm), FERRY_MIG_COMPLETED);
+	assert_int_equal(st, FERRY_MIGRATION_COMPLETED);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_COMPLETED);
 	ferry_migration_query(src.vm, &i);
 	uint64_t win_cap = p->max_bandwidth / 10;
 	fprintf(stderr, "cap %llu B/s: peak 100 ms window %llu bytes (%.3f of the cap), "

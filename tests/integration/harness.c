@@ -72,20 +72,20 @@ int wait_final(ferry_vm_t *vm)
 	return st;
 }
 
-int wait_src_converge(ferry_vm_t *vm, const ferry_mig_params *p, uint32_t after_pass)
+int wait_src_converge(ferry_vm_t *vm, const ferry_migration_params *p, uint32_t after_pass)
 {
-	ferry_mig_params q;
+	ferry_migration_params q;
 	if (p)
 		q = *p;
 	else
-		ferry_mig_params_init(&q);
+		ferry_migration_params_init(&q);
 	bool raised = false;
 	for (int waited = 0; waited < 120000; waited += 50) {
 		int st = ferry_migration_wait(vm, 50);
 		if (st != -ETIMEDOUT)
 			return st;
-		ferry_mig_info i;
-		if (raised || ferry_migration_query(vm, &i) || i.status != FERRY_MIG_ACTIVE ||
+		ferry_migration_info i;
+		if (raised || ferry_migration_query(vm, &i) || i.status != FERRY_MIGRATION_ACTIVE ||
 		    i.pass <= after_pass)
 			continue;
 		fprintf(stderr, "harness: pass %u and no switchover (%llu MB dirty, %.0f MB/s): "
@@ -124,29 +124,29 @@ void side_wait_steps(side *s, uint64_t n)
 		 (unsigned long long)n, WAIT_MS / 1000);
 }
 
-void wait_transferred(ferry_vm_t *vm, uint64_t bytes, ferry_mig_info *i)
+void wait_transferred(ferry_vm_t *vm, uint64_t bytes, ferry_migration_info *i)
 {
 	for (int waited = 0; waited < WAIT_MS; waited += POLL_MS) {
 		assert_int_equal(ferry_migration_query(vm, i), 0);
-		if (i->status != FERRY_MIG_ACTIVE && i->status != FERRY_MIG_SETUP)
+		if (i->status != FERRY_MIGRATION_ACTIVE && i->status != FERRY_MIGRATION_SETUP)
 			fail_msg("status %s before %llu bytes were sent (%llu; %s)",
 				 ferry_migration_status_name(i->status), (unsigned long long)bytes,
 				 (unsigned long long)i->transferred, i->error_desc);
-		if (i->status == FERRY_MIG_ACTIVE && i->transferred >= bytes)
+		if (i->status == FERRY_MIGRATION_ACTIVE && i->transferred >= bytes)
 			return;
 		msleep(POLL_MS);
 	}
 	fail_msg("%llu bytes were not sent within %d s", (unsigned long long)bytes, WAIT_MS / 1000);
 }
 
-void wait_status(ferry_vm_t *vm, ferry_mig_status st)
+void wait_status(ferry_vm_t *vm, ferry_migration_status st)
 {
 	for (int waited = 0; waited < WAIT_MS; waited += POLL_MS) {
-		ferry_mig_info info;
+		ferry_migration_info info;
 		assert_int_equal(ferry_migration_query(vm, &info), 0);
 		if (info.status == st)
 			return;
-		if (info.status == FERRY_MIG_FAILED || info.status == FERRY_MIG_COMPLETED)
+		if (info.status == FERRY_MIGRATION_FAILED || info.status == FERRY_MIGRATION_COMPLETED)
 			fail_msg("status %s while waiting for %s (%s)",
 				 ferry_migration_status_name(info.status),
 				 ferry_migration_status_name(st), info.error_desc);
@@ -173,15 +173,15 @@ const char *feed_stream(const void *data, size_t len, bool postcopy)
 	side dst;
 	side_create(&dst, DST_SPEC, FERRY_DIRTY_EXPLICIT, true);
 	if (postcopy) {
-		ferry_mig_params ip;
-		ferry_mig_params_init(&ip);
+		ferry_migration_params ip;
+		ferry_migration_params_init(&ip);
 		ip.postcopy = true;
 		assert_int_equal(ferry_migration_set_incoming_params(dst.vm, &ip), 0);
 	}
 	const uint8_t *p = data;
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-	assert_int_equal(ferry_migrate_incoming_fd(dst.vm, sv[1]), 0);
+	assert_int_equal(ferry_migration_incoming_fd(dst.vm, sv[1]), 0);
 	size_t off = 0;
 	while (off < len) {
 		ssize_t n = send(sv[0], p + off, len - off, MSG_NOSIGNAL);
@@ -190,8 +190,8 @@ const char *feed_stream(const void *data, size_t len, bool postcopy)
 		off += (size_t)n;
 	}
 	shutdown(sv[0], SHUT_WR);
-	assert_int_equal(wait_final(dst.vm), FERRY_MIG_FAILED);
-	ferry_mig_info i;
+	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_FAILED);
+	ferry_migration_info i;
 	ferry_migration_query(dst.vm, &i);
 	snprintf(msg, sizeof(msg), "%s", i.error_desc);
 	/* The return path carries the same message to the source. */

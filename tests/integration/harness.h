@@ -41,7 +41,7 @@ int wait_final(ferry_vm_t *vm);
  * parameters the migration started with (NULL = defaults). Says so on
  * stderr when it raises the limit.
  */
-int wait_src_converge(ferry_vm_t *vm, const ferry_mig_params *p, uint32_t after_pass);
+int wait_src_converge(ferry_vm_t *vm, const ferry_migration_params *p, uint32_t after_pass);
 /*
  * Feeds a hand-made stream to a fresh destination (guest DST_SPEC of
  * sbuf.h) and returns its error message (static buffer). Checks that the
@@ -60,12 +60,12 @@ void side_wait_steps(side *s, uint64_t n);
  * i.e. mid-stream; fails the test if it leaves ACTIVE first, or after
  * 60 s. *i: the snapshot that met the condition.
  */
-void wait_transferred(ferry_vm_t *vm, uint64_t bytes, ferry_mig_info *i);
+void wait_transferred(ferry_vm_t *vm, uint64_t bytes, ferry_migration_info *i);
 /*
  * Polls until vm's migration shows status st; fails the test if it ends
  * (COMPLETED, FAILED) first, or after 60 s.
  */
-void wait_status(ferry_vm_t *vm, ferry_mig_status st);
+void wait_status(ferry_vm_t *vm, ferry_migration_status st);
 /* Sleeps ms milliseconds: for pacing a poll, never to wait for an event. */
 void msleep(unsigned ms);
 

@@ -151,8 +151,8 @@ static const ferry_hint_ops rec_ops = {
 };
 
 /* rec: the source's provider instead of its balloon (NULL: the balloon). */
-static void hint_migrate_x(const char *spec, ferry_dirty_mode mode, ferry_mig_params *p, bool driver,
-			   bool hostile, rec_provider *rec, ferry_mig_info *out)
+static void hint_migrate_x(const char *spec, ferry_dirty_mode mode, ferry_migration_params *p, bool driver,
+			   bool hostile, rec_provider *rec, ferry_migration_info *out)
 {
 	bside src, dst;
 	bside_create(&src, spec, mode, false, driver);
@@ -172,25 +172,25 @@ static void hint_migrate_x(const char *spec, ferry_dirty_mode mode, ferry_mig_pa
 	}
 	bside_create(&dst, spec, mode, true, false);
 	if (p->postcopy) {
-		ferry_mig_params ip;
-		ferry_mig_params_init(&ip);
+		ferry_migration_params ip;
+		ferry_migration_params_init(&ip);
 		ip.postcopy = true;
 		assert_int_equal(ferry_migration_set_incoming_params(dst.s.vm, &ip), 0);
 	}
 	const char *uri = test_uri();
-	assert_int_equal(ferry_migrate_incoming(dst.s.vm, uri), 0);
+	assert_int_equal(ferry_migration_incoming(dst.s.vm, uri), 0);
 	assert_int_equal(ferry_vm_start(src.s.vm), 0);
 	side_wait_steps(&src.s, 1024);
-	assert_int_equal(ferry_migrate_start(src.s.vm, uri, p), 0);
+	assert_int_equal(ferry_migration_start(src.s.vm, uri, p), 0);
 	if (rec) /* registration waits until the migration is over */
 		assert_int_equal(ferry_vm_set_hint_ops(src.s.vm, NULL, NULL), -EBUSY);
 	/* Postcopy cases end by switching; the others must not hang on a slow host. */
 	if (p->postcopy)
-		assert_int_equal(wait_final(src.s.vm), FERRY_MIG_COMPLETED);
+		assert_int_equal(wait_final(src.s.vm), FERRY_MIGRATION_COMPLETED);
 	else
-		assert_int_equal(wait_src_converge(src.s.vm, p, 5), FERRY_MIG_COMPLETED);
-	assert_int_equal(wait_final(dst.s.vm), FERRY_MIG_COMPLETED);
-	ferry_mig_info si;
+		assert_int_equal(wait_src_converge(src.s.vm, p, 5), FERRY_MIGRATION_COMPLETED);
+	assert_int_equal(wait_final(dst.s.vm), FERRY_MIGRATION_COMPLETED);
+	ferry_migration_info si;
 	ferry_migration_query(src.s.vm, &si);
 	fprintf(stderr, "hints: %llu commands, %llu pages skipped, waited %llu ms; %llu normal, %llu zero, %llu bytes, passes %u%s\n",
 		(unsigned long long)si.hint_cmds, (unsigned long long)si.hint_skipped,
@@ -203,8 +203,8 @@ static void hint_migrate_x(const char *spec, ferry_dirty_mode mode, ferry_mig_pa
 	bside_destroy(&dst);
 }
 
-static void hint_migrate(const char *spec, ferry_dirty_mode mode, ferry_mig_params *p, bool driver,
-			 ferry_mig_info *out)
+static void hint_migrate(const char *spec, ferry_dirty_mode mode, ferry_migration_params *p, bool driver,
+			 ferry_migration_info *out)
 {
 	hint_migrate_x(spec, mode, p, driver, false, NULL, out);
 }
@@ -215,9 +215,9 @@ static void hint_migrate(const char *spec, ferry_dirty_mode mode, ferry_mig_para
 static void t_hints_precopy(void **s)
 {
 	(void)s;
-	ferry_mig_params p;
-	ferry_mig_info i;
-	ferry_mig_params_init(&p);
+	ferry_migration_params p;
+	ferry_migration_info i;
+	ferry_migration_params_init(&p);
 	p.downtime_limit_ms = 50;
 	hint_migrate(SPEC, FERRY_DIRTY_WP_ASYNC, &p, true, &i);
 	assert_true(i.hint_cmds >= 1);
@@ -229,9 +229,9 @@ static void t_hints_precopy(void **s)
 static void t_hints_explicit(void **s)
 {
 	(void)s;
-	ferry_mig_params p;
-	ferry_mig_info i;
-	ferry_mig_params_init(&p);
+	ferry_migration_params p;
+	ferry_migration_info i;
+	ferry_migration_params_init(&p);
 	p.downtime_limit_ms = 50;
 	hint_migrate(SPEC, FERRY_DIRTY_EXPLICIT, &p, true, &i);
 	assert_true(i.hint_skipped > (200 * MiB) / 4096);
@@ -241,9 +241,9 @@ static void t_hints_explicit(void **s)
 static void t_hints_multipass(void **s)
 {
 	(void)s;
-	ferry_mig_params p;
-	ferry_mig_info i;
-	ferry_mig_params_init(&p);
+	ferry_migration_params p;
+	ferry_migration_info i;
+	ferry_migration_params_init(&p);
 	p.downtime_limit_ms = 0; /* a churning guest never gets there */
 	p.max_passes = 0;
 	p.postcopy = true;               /* ends the otherwise endless precopy */
@@ -258,9 +258,9 @@ static void t_hints_multipass(void **s)
 static void t_hints_postcopy(void **s)
 {
 	(void)s;
-	ferry_mig_params p;
-	ferry_mig_info i;
-	ferry_mig_params_init(&p);
+	ferry_migration_params p;
+	ferry_migration_info i;
+	ferry_migration_params_init(&p);
 	p.postcopy = true;
 	p.postcopy_preempt = true;
 	p.postcopy_after_passes = 1;
@@ -276,9 +276,9 @@ static void t_hints_postcopy(void **s)
 static void t_hints_silent_guest(void **s)
 {
 	(void)s;
-	ferry_mig_params p;
-	ferry_mig_info i;
-	ferry_mig_params_init(&p);
+	ferry_migration_params p;
+	ferry_migration_info i;
+	ferry_migration_params_init(&p);
 	p.hint_wait_ms = 30;
 	p.downtime_limit_ms = 50;
 	hint_migrate(SPEC, FERRY_DIRTY_WP_ASYNC, &p, false, &i);
@@ -298,9 +298,9 @@ static void t_hints_silent_guest(void **s)
 static void t_hints_hostile_guest(void **s)
 {
 	(void)s;
-	ferry_mig_params p;
-	ferry_mig_info i;
-	ferry_mig_params_init(&p);
+	ferry_migration_params p;
+	ferry_migration_info i;
+	ferry_migration_params_init(&p);
 	p.downtime_limit_ms = 50;
 	hint_migrate_x(SPEC, FERRY_DIRTY_WP_ASYNC, &p, false, true, NULL, &i);
 	assert_int_equal(i.hint_skipped, 0);
@@ -312,9 +312,9 @@ static void t_hints_hostile_guest(void **s)
 static void t_hints_off(void **s)
 {
 	(void)s;
-	ferry_mig_params p;
-	ferry_mig_info i;
-	ferry_mig_params_init(&p);
+	ferry_migration_params p;
+	ferry_migration_info i;
+	ferry_migration_params_init(&p);
 	p.free_page_hints = false;
 	p.downtime_limit_ms = 50;
 	hint_migrate(SPEC, FERRY_DIRTY_WP_ASYNC, &p, true, &i);
@@ -329,10 +329,10 @@ static void t_hints_off(void **s)
  * outside a round) and skips what it reports.
  */
 /* A precopy of SPEC (the guest's driver answering) with rec as the source's provider. */
-static void provider_migrate(rec_provider *rec, ferry_mig_info *i)
+static void provider_migrate(rec_provider *rec, ferry_migration_info *i)
 {
-	ferry_mig_params p;
-	ferry_mig_params_init(&p);
+	ferry_migration_params p;
+	ferry_migration_params_init(&p);
 	p.downtime_limit_ms = 50;
 	hint_migrate_x(SPEC, FERRY_DIRTY_WP_ASYNC, &p, true, false, rec, i);
 }
@@ -340,7 +340,7 @@ static void provider_migrate(rec_provider *rec, ferry_mig_info *i)
 static void t_hints_provider(void **s)
 {
 	(void)s;
-	ferry_mig_info i;
+	ferry_migration_info i;
 	rec_provider rec = { 0 };
 	provider_migrate(&rec, &i);
 	assert_true(i.hint_cmds >= 1);
@@ -358,7 +358,7 @@ static void t_hints_provider(void **s)
 static void t_hints_provider_fails(void **s)
 {
 	(void)s;
-	ferry_mig_info i;
+	ferry_migration_info i;
 	rec_provider rec = { .start_err = -EIO };
 	provider_migrate(&rec, &i);
 	assert_int_equal(i.hint_cmds, 0);
@@ -386,16 +386,16 @@ static void t_hints_set_ops(void **s)
 }
 
 /* Migrates a (running) to b (incoming) with hints; returns a's stats. */
-static void hop(bside *a, bside *b, ferry_mig_info *out)
+static void hop(bside *a, bside *b, ferry_migration_info *out)
 {
-	ferry_mig_params p;
-	ferry_mig_params_init(&p);
+	ferry_migration_params p;
+	ferry_migration_params_init(&p);
 	p.downtime_limit_ms = 50;
 	const char *uri = test_uri();
-	assert_int_equal(ferry_migrate_incoming(b->s.vm, uri), 0);
-	assert_int_equal(ferry_migrate_start(a->s.vm, uri, &p), 0);
-	assert_int_equal(wait_src_converge(a->s.vm, &p, 5), FERRY_MIG_COMPLETED);
-	assert_int_equal(wait_final(b->s.vm), FERRY_MIG_COMPLETED);
+	assert_int_equal(ferry_migration_incoming(b->s.vm, uri), 0);
+	assert_int_equal(ferry_migration_start(a->s.vm, uri, &p), 0);
+	assert_int_equal(wait_src_converge(a->s.vm, &p, 5), FERRY_MIGRATION_COMPLETED);
+	assert_int_equal(wait_final(b->s.vm), FERRY_MIGRATION_COMPLETED);
 	ferry_migration_query(a->s.vm, out);
 	fprintf(stderr, "hop: %llu commands, %llu pages skipped, %llu normal, passes %u\n",
 		(unsigned long long)out->hint_cmds, (unsigned long long)out->hint_skipped,
@@ -413,7 +413,7 @@ static void t_hints_chain(void **s)
 {
 	(void)s;
 	bside a, b, c;
-	ferry_mig_info i1, i2;
+	ferry_migration_info i1, i2;
 	bside_create(&a, SPEC, FERRY_DIRTY_WP_ASYNC, false, true);
 	bside_create(&b, SPEC, FERRY_DIRTY_WP_ASYNC, true, true);
 	assert_int_equal(ferry_vm_start(a.s.vm), 0);

@@ -29,26 +29,26 @@
 /* ---- full migrations ---- */
 
 static void migrate_ok_p(const char *spec, ferry_dirty_mode mode, uint32_t min_passes,
-			 uint64_t downtime_ms, ferry_mig_info *out)
+			 uint64_t downtime_ms, ferry_migration_info *out)
 {
 	side src, dst;
 	side_create(&src, spec, mode, false);
 	side_create(&dst, spec, mode, true);
 	const char *uri = test_uri();
-	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
+	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
 	bool paused = ferry_guest_get_config(src.g)->paused;
 	if (!paused) {
 		assert_int_equal(ferry_vm_start(src.vm), 0);
 		side_wait_steps(&src, 2048); /* 8 MiB written before the first pass */
 	}
-	ferry_mig_params p;
-	ferry_mig_params_init(&p);
+	ferry_migration_params p;
+	ferry_migration_params_init(&p);
 	p.downtime_limit_ms = downtime_ms;
-	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
+	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
 	assert_int_equal(wait_src_converge(src.vm, &p, min_passes > 5 ? min_passes : 5),
-			 FERRY_MIG_COMPLETED);
-	assert_int_equal(wait_final(dst.vm), FERRY_MIG_COMPLETED);
-	ferry_mig_info si, di;
+			 FERRY_MIGRATION_COMPLETED);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_COMPLETED);
+	ferry_migration_info si, di;
 	ferry_migration_query(src.vm, &si);
 	ferry_migration_query(dst.vm, &di);
 	assert_true(si.dirty_sync_count >= min_passes);
@@ -67,7 +67,7 @@ static void migrate_ok_p(const char *spec, ferry_dirty_mode mode, uint32_t min_p
 }
 
 static void migrate_ok(const char *spec, ferry_dirty_mode mode, uint32_t min_passes,
-		       ferry_mig_info *out)
+		       ferry_migration_info *out)
 {
 	migrate_ok_p(spec, mode, min_passes, 300, out);
 }
@@ -120,7 +120,7 @@ static void t_counts_paused(void **state)
 {
 	(void)state;
 	const uint64_t pages = (256 * MiB + 4 * MiB) / 4096;
-	ferry_mig_info i;
+	ferry_migration_info i;
 	migrate_ok("mem=256M,vram=4M,vcpus=2,paused,fill=none", FERRY_DIRTY_WP_ASYNC, 1, &i);
 	assert_int_equal(i.skipped, pages);
 	assert_int_equal(i.normal, 0);
@@ -145,9 +145,9 @@ static void t_no_destination(void **state)
 	side src;
 	side_create(&src, SPEC256 "workload=random", FERRY_DIRTY_WP_ASYNC, false);
 	assert_int_equal(ferry_vm_start(src.vm), 0);
-	assert_int_equal(ferry_migrate_start(src.vm, "unix:/nonexistent/ferry.sock", NULL), 0);
-	assert_int_equal(wait_final(src.vm), FERRY_MIG_FAILED);
-	ferry_mig_info i;
+	assert_int_equal(ferry_migration_start(src.vm, "unix:/nonexistent/ferry.sock", NULL), 0);
+	assert_int_equal(wait_final(src.vm), FERRY_MIGRATION_FAILED);
+	ferry_migration_info i;
 	ferry_migration_query(src.vm, &i);
 	assert_string_equal(i.error_desc,
 			    "cannot connect to 'unix:/nonexistent/ferry.sock': No such file or directory");
@@ -156,8 +156,8 @@ static void t_no_destination(void **state)
 	side_wait_steps(&src, 1024); /* and runs on */
 	assert_true(side_verify(&src));
 	/* Bad URIs are refused up front. */
-	assert_int_equal(ferry_migrate_start(src.vm, "ftp:x", NULL), -EINVAL);
-	assert_int_equal(ferry_migrate_start(src.vm, "tcp:127.0.0.1", NULL), -EINVAL);
+	assert_int_equal(ferry_migration_start(src.vm, "ftp:x", NULL), -EINVAL);
+	assert_int_equal(ferry_migration_start(src.vm, "tcp:127.0.0.1", NULL), -EINVAL);
 	side_destroy(&src);
 }
 
@@ -168,17 +168,17 @@ static void t_destination_dies_then_retry(void **state)
 	side_create(&src, SPEC256 "workload=random", FERRY_DIRTY_WP_ASYNC, false);
 	side_create(&dst, SPEC256 "workload=random", FERRY_DIRTY_WP_ASYNC, true);
 	const char *uri = test_uri();
-	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
+	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
 	assert_int_equal(ferry_vm_start(src.vm), 0);
-	ferry_mig_params p;
-	ferry_mig_params_init(&p);
+	ferry_migration_params p;
+	ferry_migration_params_init(&p);
 	p.max_bandwidth = 64 * MiB; /* ~4 s for 260 MiB: time to cut it mid-stream */
-	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
-	ferry_mig_info si;
+	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
+	ferry_migration_info si;
 	wait_transferred(src.vm, 32 * MiB, &si);
 	/* The destination goes away mid-stream. */
 	side_destroy(&dst);
-	assert_int_equal(wait_final(src.vm), FERRY_MIG_FAILED);
+	assert_int_equal(wait_final(src.vm), FERRY_MIGRATION_FAILED);
 	ferry_migration_query(src.vm, &si);
 	/* Destroying a VM cancels its incoming migration, which says so. */
 	assert_true(strstr(si.error_desc, "destination failed: migration cancelled on the destination") ||
@@ -188,10 +188,10 @@ static void t_destination_dies_then_retry(void **state)
 	/* A second migration to a new destination succeeds bit-exact. */
 	side_create(&dst, SPEC256 "workload=random", FERRY_DIRTY_WP_ASYNC, true);
 	uri = test_uri();
-	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
-	assert_int_equal(ferry_migrate_start(src.vm, uri, NULL), 0);
-	assert_int_equal(wait_src_converge(src.vm, NULL, 5), FERRY_MIG_COMPLETED);
-	assert_int_equal(wait_final(dst.vm), FERRY_MIG_COMPLETED);
+	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
+	assert_int_equal(ferry_migration_start(src.vm, uri, NULL), 0);
+	assert_int_equal(wait_src_converge(src.vm, NULL, 5), FERRY_MIGRATION_COMPLETED);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_COMPLETED);
 	assert_true(side_run_and_verify(&dst, 5000));
 	side_destroy(&src);
 	side_destroy(&dst);
@@ -206,7 +206,7 @@ static const char *running_pair(side *src, side *dst, const char *spec)
 	side_create(src, spec, FERRY_DIRTY_WP_ASYNC, false);
 	side_create(dst, spec, FERRY_DIRTY_WP_ASYNC, true);
 	const char *uri = test_uri();
-	assert_int_equal(ferry_migrate_incoming(dst->vm, uri), 0);
+	assert_int_equal(ferry_migration_incoming(dst->vm, uri), 0);
 	assert_int_equal(ferry_vm_start(src->vm), 0);
 	return uri;
 }
@@ -217,19 +217,19 @@ static void t_no_convergence_then_cancel(void **state)
 	(void)state;
 	side src, dst;
 	const char *uri = running_pair(&src, &dst, "mem=256M,vram=4M,vcpus=2,rate=max,wss=64M,workload=random");
-	ferry_mig_params p;
-	ferry_mig_params_init(&p);
+	ferry_migration_params p;
+	ferry_migration_params_init(&p);
 	p.max_bandwidth = 400 * MiB;
 	p.downtime_limit_ms = 20;
 	p.max_passes = 3;
-	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
-	wait_status(src.vm, FERRY_MIG_ACTIVE); /* setup (RAM registration) may take a while */
-	ferry_mig_info i;
+	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
+	wait_status(src.vm, FERRY_MIGRATION_ACTIVE); /* setup (RAM registration) may take a while */
+	ferry_migration_info i;
 	/* 6 s at least, and until it reports the stall (a slow host takes longer). */
 	for (int k = 0; k < 600; k++) {
 		msleep(100);
 		ferry_migration_query(src.vm, &i);
-		assert_int_equal(i.status, FERRY_MIG_ACTIVE);
+		assert_int_equal(i.status, FERRY_MIGRATION_ACTIVE);
 		if (k >= 60 && i.stalled)
 			break;
 	}
@@ -246,16 +246,16 @@ static void t_no_convergence_then_cancel(void **state)
 	for (int k = 0; k < 50 && i.remaining == 0; k++) {
 		msleep(20);
 		ferry_migration_query(src.vm, &i);
-		assert_int_equal(i.status, FERRY_MIG_ACTIVE);
+		assert_int_equal(i.status, FERRY_MIGRATION_ACTIVE);
 	}
 	assert_true(i.remaining > 0);
 	assert_true(ferry_vm_is_running(src.vm));
 	assert_int_equal(ferry_migration_cancel(src.vm), 0);
-	assert_int_equal(wait_final(src.vm), FERRY_MIG_CANCELLED);
+	assert_int_equal(wait_final(src.vm), FERRY_MIGRATION_CANCELLED);
 	assert_true(ferry_vm_is_running(src.vm));
 	/* The destination was told: a cancel, not a truncated stream. */
-	assert_int_equal(wait_final(dst.vm), FERRY_MIG_FAILED);
-	ferry_mig_info di;
+	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_FAILED);
+	ferry_migration_info di;
 	ferry_migration_query(dst.vm, &di);
 	assert_string_equal(di.error_desc, "migration cancelled by the source");
 	assert_int_equal(di.error, FERRY_EPEER);
@@ -273,20 +273,20 @@ static void t_no_convergence_then_cancel(void **state)
 static void t_bandwidth_cap(void **state)
 {
 	(void)state;
-	ferry_mig_params p;
-	ferry_mig_params_init(&p);
+	ferry_migration_params p;
+	ferry_migration_params_init(&p);
 	p.max_bandwidth = 40 * 1000 * 1000;
 	cap_migrate(&p);
 }
 
 /* Waits (on status, bounded) until the source has made `syncs` dirty syncs; returns its info. */
-static ferry_mig_info wait_syncs(ferry_vm_t *vm, uint64_t syncs)
+static ferry_migration_info wait_syncs(ferry_vm_t *vm, uint64_t syncs)
 {
-	ferry_mig_info i;
+	ferry_migration_info i;
 	for (int k = 0; k < 3000; k++) {
 		assert_int_equal(ferry_migration_wait(vm, 20), -ETIMEDOUT);
 		ferry_migration_query(vm, &i);
-		assert_int_equal(i.status, FERRY_MIG_ACTIVE);
+		assert_int_equal(i.status, FERRY_MIGRATION_ACTIVE);
 		if (i.dirty_sync_count >= syncs)
 			return i;
 	}
@@ -306,12 +306,12 @@ static void t_cap_lowered(void **state)
 	(void)state;
 	side src, dst;
 	const char *uri = running_pair(&src, &dst, "mem=128M,vram=4M,vcpus=2,rate=max,wss=8M,workload=random");
-	ferry_mig_params p;
-	ferry_mig_params_init(&p);
+	ferry_migration_params p;
+	ferry_migration_params_init(&p);
 	p.max_bandwidth = 400 * MiB;
 	p.downtime_limit_ms = 1; /* never converges: this is about the estimates */
-	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
-	ferry_mig_info i = wait_syncs(src.vm, 2);
+	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
+	ferry_migration_info i = wait_syncs(src.vm, 2);
 	uint64_t cap = 20 * 1000 * 1000;
 	p.max_bandwidth = cap;
 	assert_int_equal(ferry_migration_set_params(src.vm, &p), 0);
@@ -330,8 +330,8 @@ static void t_cap_lowered(void **state)
 	/* What is dirty, at the cap: the working set (2 x 8 MiB) takes ~800 ms. */
 	assert_true(i.expected_downtime_ms >= 200);
 	assert_int_equal(ferry_migration_cancel(src.vm), 0);
-	assert_int_equal(wait_final(src.vm), FERRY_MIG_CANCELLED);
-	assert_int_equal(wait_final(dst.vm), FERRY_MIG_FAILED);
+	assert_int_equal(wait_final(src.vm), FERRY_MIGRATION_CANCELLED);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_FAILED);
 	side_destroy(&src);
 	side_destroy(&dst);
 }
@@ -346,19 +346,19 @@ static void t_live_params(void **state)
 	(void)state;
 	side src, dst;
 	const char *uri = running_pair(&src, &dst, "mem=256M,vram=4M,vcpus=2,rate=max,wss=64M,workload=random");
-	ferry_mig_params p;
-	ferry_mig_params_init(&p);
+	ferry_migration_params p;
+	ferry_migration_params_init(&p);
 	assert_int_equal(ferry_migration_set_params(src.vm, &p), -ENOENT); /* nothing runs yet */
 	p.max_bandwidth = 400 * MiB;
 	p.downtime_limit_ms = 20;
-	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
-	wait_status(src.vm, FERRY_MIG_ACTIVE); /* setup (RAM registration) may take a while */
+	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
+	wait_status(src.vm, FERRY_MIGRATION_ACTIVE); /* setup (RAM registration) may take a while */
 	/* Two passes at least (however slow this host is), and still no switchover. */
-	ferry_mig_info i;
+	ferry_migration_info i;
 	for (int k = 0; k < 1200; k++) {
 		msleep(50);
 		ferry_migration_query(src.vm, &i);
-		assert_int_equal(i.status, FERRY_MIG_ACTIVE);
+		assert_int_equal(i.status, FERRY_MIGRATION_ACTIVE);
 		if (i.dirty_sync_count >= 2 && k >= 30)
 			break;
 	}
@@ -369,8 +369,8 @@ static void t_live_params(void **state)
 	p.max_bandwidth = 0;
 	p.downtime_limit_ms = 100000;
 	assert_int_equal(ferry_migration_set_params(src.vm, &p), 0);
-	assert_int_equal(wait_final(src.vm), FERRY_MIG_COMPLETED);
-	assert_int_equal(wait_final(dst.vm), FERRY_MIG_COMPLETED);
+	assert_int_equal(wait_final(src.vm), FERRY_MIGRATION_COMPLETED);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_COMPLETED);
 	assert_true(side_run_and_verify(&dst, 5000));
 	side_destroy(&src);
 	side_destroy(&dst);
@@ -435,17 +435,17 @@ static void t_auto_converge(void **state)
 	thr_rec rec;
 	const char *uri = running_pair(&src, &dst, AC_SPEC);
 	rec_attach(&rec, &src);
-	ferry_mig_params p;
-	ferry_mig_params_init(&p);
+	ferry_migration_params p;
+	ferry_migration_params_init(&p);
 	p.max_bandwidth = 100 * MiB;
 	p.downtime_limit_ms = 50;
 	p.auto_converge = true;
 	p.cpu_throttle_initial = 40;
 	p.cpu_throttle_increment = 20;
-	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
-	assert_int_equal(wait_final(src.vm), FERRY_MIG_COMPLETED);
-	assert_int_equal(wait_final(dst.vm), FERRY_MIG_COMPLETED);
-	ferry_mig_info i;
+	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
+	assert_int_equal(wait_final(src.vm), FERRY_MIGRATION_COMPLETED);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_COMPLETED);
+	ferry_migration_info i;
 	ferry_migration_query(src.vm, &i);
 	int calls[64];
 	unsigned n = rec_calls(&rec, calls);
@@ -482,22 +482,22 @@ static void t_auto_converge_cap_then_cancel(void **state)
 	thr_rec rec;
 	const char *uri = running_pair(&src, &dst, "mem=32M,vram=4M,vcpus=2,rate=100M,wss=16M,workload=random");
 	rec_attach(&rec, &src);
-	ferry_mig_params p;
-	ferry_mig_params_init(&p);
+	ferry_migration_params p;
+	ferry_migration_params_init(&p);
 	p.max_bandwidth = 20 * MiB;
 	p.downtime_limit_ms = 0;
 	p.auto_converge = true;
 	p.cpu_throttle_initial = 30;
 	p.cpu_throttle_increment = 20;
 	p.max_cpu_throttle = 40;
-	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
-	wait_status(src.vm, FERRY_MIG_ACTIVE); /* setup (RAM registration) may take a while */
-	ferry_mig_info i;
+	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
+	wait_status(src.vm, FERRY_MIGRATION_ACTIVE); /* setup (RAM registration) may take a while */
+	ferry_migration_info i;
 	int k;
 	for (k = 0; k < 1200; k++) {
 		msleep(50);
 		ferry_migration_query(src.vm, &i);
-		assert_int_equal(i.status, FERRY_MIG_ACTIVE);
+		assert_int_equal(i.status, FERRY_MIGRATION_ACTIVE);
 		if (i.cpu_throttle_percentage == 40)
 			break;
 	}
@@ -514,7 +514,7 @@ static void t_auto_converge_cap_then_cancel(void **state)
 				 (unsigned long long)(i.dirty_sync_count - syncs));
 		msleep(50);
 		ferry_migration_query(src.vm, &i);
-		assert_int_equal(i.status, FERRY_MIG_ACTIVE);
+		assert_int_equal(i.status, FERRY_MIGRATION_ACTIVE);
 		assert_int_equal(i.cpu_throttle_percentage, 40);
 	}
 	int calls[64];
@@ -522,7 +522,7 @@ static void t_auto_converge_cap_then_cancel(void **state)
 	assert_int_equal(calls[0], 30);
 	assert_int_equal(calls[1], 40);
 	assert_int_equal(ferry_migration_cancel(src.vm), 0);
-	assert_int_equal(wait_final(src.vm), FERRY_MIG_CANCELLED);
+	assert_int_equal(wait_final(src.vm), FERRY_MIGRATION_CANCELLED);
 	assert_int_equal(rec_calls(&rec, calls), 3);
 	assert_int_equal(calls[2], 0);
 	ferry_migration_query(src.vm, &i);
@@ -542,26 +542,26 @@ static void t_auto_converge_refused(void **state)
 	(void)state;
 	side src;
 	side_create(&src, "mem=16M,vram=4M,vcpus=1,paused", FERRY_DIRTY_WP_ASYNC, false);
-	ferry_mig_params p;
-	ferry_mig_params_init(&p);
+	ferry_migration_params p;
+	ferry_migration_params_init(&p);
 	p.cpu_throttle_initial = 0;
-	assert_int_equal(ferry_migrate_start(src.vm, test_uri(), &p), -EINVAL);
-	ferry_mig_params_init(&p);
+	assert_int_equal(ferry_migration_start(src.vm, test_uri(), &p), -EINVAL);
+	ferry_migration_params_init(&p);
 	p.max_cpu_throttle = 100;
-	assert_int_equal(ferry_migrate_start(src.vm, test_uri(), &p), -EINVAL);
-	ferry_mig_params_init(&p);
+	assert_int_equal(ferry_migration_start(src.vm, test_uri(), &p), -EINVAL);
+	ferry_migration_params_init(&p);
 	p.cpu_throttle_initial = 60;
 	p.max_cpu_throttle = 50;
-	assert_int_equal(ferry_migrate_start(src.vm, test_uri(), &p), -EINVAL);
-	ferry_mig_params_init(&p);
+	assert_int_equal(ferry_migration_start(src.vm, test_uri(), &p), -EINVAL);
+	ferry_migration_params_init(&p);
 	p.throttle_trigger_threshold = 101;
-	assert_int_equal(ferry_migrate_start(src.vm, test_uri(), &p), -EINVAL);
-	ferry_mig_params_init(&p);
+	assert_int_equal(ferry_migration_start(src.vm, test_uri(), &p), -EINVAL);
+	ferry_migration_params_init(&p);
 	p.auto_converge = true;
 	static const ferry_vcpu_ops ops = { .stop = rec_stop, .start = rec_start };
 	thr_rec rec = { .g = src.g };
 	assert_int_equal(ferry_vm_set_vcpu_ops(src.vm, &ops, &rec), 0);
-	assert_int_equal(ferry_migrate_start(src.vm, test_uri(), &p), -EOPNOTSUPP);
+	assert_int_equal(ferry_migration_start(src.vm, test_uri(), &p), -EOPNOTSUPP);
 	side_destroy(&src);
 }
 
@@ -653,15 +653,15 @@ static void t_cancel_frozen_link(void **state)
 	snprintf(ppath, sizeof(ppath), "%s", test_uri() + 5);
 	snprintf(duri, sizeof(duri), "unix:%s", dpath);
 	snprintf(puri, sizeof(puri), "unix:%s", ppath);
-	assert_int_equal(ferry_migrate_incoming(dst.vm, duri), 0);
+	assert_int_equal(ferry_migration_incoming(dst.vm, duri), 0);
 	proxy *px = proxy_start(ppath, dpath);
 	assert_non_null(px);
 	assert_int_equal(ferry_vm_start(src.vm), 0);
-	ferry_mig_params p;
-	ferry_mig_params_init(&p);
+	ferry_migration_params p;
+	ferry_migration_params_init(&p);
 	p.max_bandwidth = 100 * 1000 * 1000; /* ~2.6 s for the guest: time to freeze it */
-	assert_int_equal(ferry_migrate_start(src.vm, puri, &p), 0);
-	ferry_mig_info i = { .transferred = 0 };
+	assert_int_equal(ferry_migration_start(src.vm, puri, &p), 0);
+	ferry_migration_info i = { .transferred = 0 };
 	for (int k = 0; k < 1500 && i.transferred < 16 * MiB; k++) {
 		assert_int_equal(ferry_migration_wait(src.vm, 20), -ETIMEDOUT);
 		ferry_migration_query(src.vm, &i);
@@ -678,7 +678,7 @@ static void t_cancel_frozen_link(void **state)
 	}
 	assert_int_equal(still, 10);
 	assert_int_equal(ferry_migration_cancel(src.vm), 0);
-	assert_int_equal(ferry_migration_wait(src.vm, 10000), FERRY_MIG_CANCELLED);
+	assert_int_equal(ferry_migration_wait(src.vm, 10000), FERRY_MIGRATION_CANCELLED);
 	assert_true(ferry_vm_is_running(src.vm));
 	assert_true(side_verify(&src));
 	side_destroy(&dst);
@@ -718,9 +718,9 @@ static void t_peer_is_qmp(void **state)
 	assert_int_equal(listen(lfd, 4), 0);
 	pthread_t t;
 	assert_int_equal(pthread_create(&t, NULL, qmp_listener, &lfd), 0);
-	assert_int_equal(ferry_migrate_start(src.vm, uri, NULL), 0);
-	assert_int_equal(wait_final(src.vm), FERRY_MIG_FAILED);
-	ferry_mig_info i;
+	assert_int_equal(ferry_migration_start(src.vm, uri, NULL), 0);
+	assert_int_equal(wait_final(src.vm), FERRY_MIGRATION_FAILED);
+	ferry_migration_info i;
 	ferry_migration_query(src.vm, &i);
 	char want[600];
 	snprintf(want, sizeof(want), "the peer at '%s' is a QMP monitor, not a migration destination",
@@ -907,7 +907,7 @@ static void t_place_order(void **state)
 	side_create(&dst, DST_SPEC, FERRY_DIRTY_EXPLICIT, true);
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-	assert_int_equal(ferry_migrate_incoming_fd(dst.vm, sv[1]), 0);
+	assert_int_equal(ferry_migration_incoming_fd(dst.vm, sv[1]), 0);
 	sbuf b = { .len = 0 };
 	header(&b);
 	ram_setup(&b);
@@ -950,7 +950,7 @@ static void t_place_order(void **state)
 	be32(&b, 1);
 	send_all(sv[0], b.p, b.len);
 	shutdown(sv[0], SHUT_WR); /* the section was loaded whole; then the stream ends */
-	assert_int_equal(wait_final(dst.vm), FERRY_MIG_FAILED);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_FAILED);
 	const char *name;
 	uint8_t *host;
 	uint64_t size;
@@ -972,14 +972,14 @@ static void t_cancel_incoming(void **state)
 	side dst;
 	side_create(&dst, DST_SPEC, FERRY_DIRTY_EXPLICIT, true);
 	const char *uri = test_uri();
-	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
-	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), -EBUSY);
+	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
+	assert_int_equal(ferry_migration_incoming(dst.vm, uri), -EBUSY);
 	msleep(20);
 	/* The incoming migration owns the run state: no vCPU may run. */
 	assert_int_equal(ferry_vm_start(dst.vm), -EBUSY);
 	assert_false(ferry_vm_is_running(dst.vm));
 	assert_int_equal(ferry_migration_cancel(dst.vm), 0);
-	assert_int_equal(wait_final(dst.vm), FERRY_MIG_CANCELLED);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_CANCELLED);
 	assert_int_equal(ferry_migration_cancel(dst.vm), -ENOENT);
 	side_destroy(&dst);
 }

@@ -34,31 +34,31 @@
 
 #define MiB (1ull << 20)
 
-static void mf_params(ferry_mig_params *p, unsigned n, bool zstd)
+static void mf_params(ferry_migration_params *p, unsigned n, bool zstd)
 {
-	ferry_mig_params_init(p);
+	ferry_migration_params_init(p);
 	p->multifd = true;
 	p->multifd_channels = n;
 	p->multifd_compression = zstd ? FERRY_COMPRESS_ZSTD : FERRY_COMPRESS_NONE;
 }
 
 /* Migrates spec with p over src_uri (the destination listens on dst_uri). */
-static void mf_migrate(const char *spec, const ferry_mig_params *p, ferry_mig_info *out)
+static void mf_migrate(const char *spec, const ferry_migration_params *p, ferry_migration_info *out)
 {
 	side src, dst;
 	side_create(&src, spec, FERRY_DIRTY_WP_ASYNC, false);
 	side_create(&dst, spec, FERRY_DIRTY_WP_ASYNC, true);
 	const char *uri = test_uri();
-	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
+	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
 	bool paused = ferry_guest_get_config(src.g)->paused;
 	if (!paused) {
 		assert_int_equal(ferry_vm_start(src.vm), 0);
 		side_wait_steps(&src, 2048); /* 8 MiB written before the first pass */
 	}
-	assert_int_equal(ferry_migrate_start(src.vm, uri, p), 0);
-	assert_int_equal(wait_src_converge(src.vm, p, 5), FERRY_MIG_COMPLETED);
-	assert_int_equal(wait_final(dst.vm), FERRY_MIG_COMPLETED);
-	ferry_mig_info si, di;
+	assert_int_equal(ferry_migration_start(src.vm, uri, p), 0);
+	assert_int_equal(wait_src_converge(src.vm, p, 5), FERRY_MIGRATION_COMPLETED);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_COMPLETED);
+	ferry_migration_info si, di;
 	ferry_migration_query(src.vm, &si);
 	ferry_migration_query(dst.vm, &di);
 	assert_int_equal(si.multifd_channels, p->multifd_channels);
@@ -83,18 +83,18 @@ static void mf_migrate(const char *spec, const ferry_mig_params *p, ferry_mig_in
 
 #define SPEC "mem=256M,vram=4M,vcpus=2,rate=100M,workload=random"
 
-static void t_mf_1(void **s) { (void)s; ferry_mig_params p; mf_params(&p, 1, false); mf_migrate(SPEC, &p, NULL); }
-static void t_mf_2(void **s) { (void)s; ferry_mig_params p; mf_params(&p, 2, false); mf_migrate(SPEC, &p, NULL); }
-static void t_mf_4(void **s) { (void)s; ferry_mig_params p; mf_params(&p, 4, false); mf_migrate(SPEC, &p, NULL); }
+static void t_mf_1(void **s) { (void)s; ferry_migration_params p; mf_params(&p, 1, false); mf_migrate(SPEC, &p, NULL); }
+static void t_mf_2(void **s) { (void)s; ferry_migration_params p; mf_params(&p, 2, false); mf_migrate(SPEC, &p, NULL); }
+static void t_mf_4(void **s) { (void)s; ferry_migration_params p; mf_params(&p, 4, false); mf_migrate(SPEC, &p, NULL); }
 /* Channels splicing page data into the socket (x-send-splice on) instead of copying it. */
 /* max-bandwidth is the total over the main connection and every channel. */
 static void t_mf_bandwidth_cap(void **s)
 {
 	(void)s;
-	ferry_mig_params p;
+	ferry_migration_params p;
 	mf_params(&p, 2, false);
 	p.max_bandwidth = 40 * 1000 * 1000;
-	ferry_mig_info i = cap_migrate(&p);
+	ferry_migration_info i = cap_migrate(&p);
 	assert_true(i.channel_bytes[0] > 8 * MiB && i.channel_bytes[1] > 8 * MiB);
 }
 
@@ -108,20 +108,20 @@ static void t_mf_cancel_told(void **s)
 	(void)s;
 	side src, dst;
 	const char *uri = cap_pair(&src, &dst);
-	ferry_mig_params p;
+	ferry_migration_params p;
 	mf_params(&p, 2, false);
 	p.max_bandwidth = 40 * 1000 * 1000;
-	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
-	ferry_mig_info i = { .transferred = 0 };
+	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
+	ferry_migration_info i = { .transferred = 0 };
 	for (int k = 0; k < 1500 && i.multifd_bytes < 8 * MiB; k++) {
 		assert_int_equal(ferry_migration_wait(src.vm, 20), -ETIMEDOUT);
 		ferry_migration_query(src.vm, &i);
 	}
 	assert_true(i.multifd_bytes >= 8 * MiB);
 	assert_int_equal(ferry_migration_cancel(src.vm), 0);
-	assert_int_equal(wait_final(src.vm), FERRY_MIG_CANCELLED);
+	assert_int_equal(wait_final(src.vm), FERRY_MIGRATION_CANCELLED);
 	assert_true(ferry_vm_is_running(src.vm));
-	assert_int_equal(wait_final(dst.vm), FERRY_MIG_FAILED);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_FAILED);
 	ferry_migration_query(dst.vm, &i);
 	assert_string_equal(i.error_desc, "migration cancelled by the source");
 	side_destroy(&src);
@@ -131,20 +131,20 @@ static void t_mf_cancel_told(void **s)
 static void t_mf_2_splice(void **s)
 {
 	(void)s;
-	ferry_mig_params p;
+	ferry_migration_params p;
 	mf_params(&p, 2, false);
 	p.send_splice = true;
 	mf_migrate(SPEC, &p, NULL);
 }
-static void t_mf_1_zstd(void **s) { (void)s; ferry_mig_params p; mf_params(&p, 1, true); mf_migrate(SPEC, &p, NULL); }
-static void t_mf_4_zstd(void **s) { (void)s; ferry_mig_params p; mf_params(&p, 4, true); mf_migrate(SPEC, &p, NULL); }
+static void t_mf_1_zstd(void **s) { (void)s; ferry_migration_params p; mf_params(&p, 1, true); mf_migrate(SPEC, &p, NULL); }
+static void t_mf_4_zstd(void **s) { (void)s; ferry_migration_params p; mf_params(&p, 4, true); mf_migrate(SPEC, &p, NULL); }
 
 /* zstd on compressible (text) RAM: exact, and it does compress. */
 static void t_mf_2_zstd_text(void **s)
 {
 	(void)s;
-	ferry_mig_params p;
-	ferry_mig_info i;
+	ferry_migration_params p;
+	ferry_migration_info i;
 	mf_params(&p, 2, true);
 	mf_migrate("mem=256M,vram=4M,vcpus=2,rate=50M,workload=hotset,fill=text", &p, &i);
 	assert_true(i.compress_in >= 200 * MiB);
@@ -162,8 +162,8 @@ static void t_mf_2_zstd_text(void **s)
 static void t_mf_zstd_incompressible(void **s)
 {
 	(void)s;
-	ferry_mig_params p;
-	ferry_mig_info i;
+	ferry_migration_params p;
+	ferry_migration_info i;
 	mf_params(&p, 1, true);
 	mf_migrate("mem=256M,vram=4M,vcpus=2,paused,fill=random", &p, &i);
 	assert_int_equal(i.normal, (260 * MiB) / 4096);
@@ -176,8 +176,8 @@ static void t_mf_zstd_incompressible(void **s)
 static void t_mf_counts(void **s)
 {
 	(void)s;
-	ferry_mig_params p;
-	ferry_mig_info i;
+	ferry_migration_params p;
+	ferry_migration_info i;
 	mf_params(&p, 2, false);
 	mf_migrate("mem=256M,vram=4M,vcpus=2,paused,fill=zero", &p, &i);
 	assert_int_equal(i.duplicate, (260 * MiB) / 4096);
@@ -202,18 +202,18 @@ static void t_mf_uneven(void **s)
 	snprintf(puri, sizeof(puri), "unix:%s", ppath);
 	char duri[120];
 	snprintf(duri, sizeof(duri), "unix:%s", dpath);
-	assert_int_equal(ferry_migrate_incoming(dst.vm, duri), 0);
+	assert_int_equal(ferry_migration_incoming(dst.vm, duri), 0);
 	proxy *px = proxy_start(ppath, dpath);
 	assert_non_null(px);
 	proxy_set_delay(px, 1, 400); /* connection 1 = multifd channel 0 */
 	assert_int_equal(ferry_vm_start(src.vm), 0);
-	ferry_mig_params p;
+	ferry_migration_params p;
 	mf_params(&p, 2, false);
 	p.downtime_limit_ms = 1;
-	assert_int_equal(ferry_migrate_start(src.vm, puri, &p), 0);
-	assert_int_equal(wait_src_converge(src.vm, &p, 5), FERRY_MIG_COMPLETED);
-	assert_int_equal(wait_final(dst.vm), FERRY_MIG_COMPLETED);
-	ferry_mig_info i;
+	assert_int_equal(ferry_migration_start(src.vm, puri, &p), 0);
+	assert_int_equal(wait_src_converge(src.vm, &p, 5), FERRY_MIGRATION_COMPLETED);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_COMPLETED);
+	ferry_migration_info i;
 	ferry_migration_query(src.vm, &i);
 	assert_true(i.dirty_sync_count >= 3);
 	/* The slow channel carried less: the channels really were uneven. */
@@ -236,17 +236,17 @@ static void t_mf_channel_cut_then_retry(void **s)
 	snprintf(ppath, sizeof(ppath), "%s", test_uri() + 5);
 	snprintf(puri, sizeof(puri), "unix:%s", ppath);
 	snprintf(duri, sizeof(duri), "unix:%s", dpath);
-	assert_int_equal(ferry_migrate_incoming(dst.vm, duri), 0);
+	assert_int_equal(ferry_migration_incoming(dst.vm, duri), 0);
 	proxy *px = proxy_start(ppath, dpath);
 	proxy_cut_after(px, 2, 20 * MiB); /* connection 2 = multifd channel 1 */
 	assert_int_equal(ferry_vm_start(src.vm), 0);
-	ferry_mig_params p;
+	ferry_migration_params p;
 	mf_params(&p, 2, false);
 	p.max_bandwidth = 100 * MiB;
-	assert_int_equal(ferry_migrate_start(src.vm, puri, &p), 0);
-	assert_int_equal(wait_final(src.vm), FERRY_MIG_FAILED);
-	assert_int_equal(wait_final(dst.vm), FERRY_MIG_FAILED);
-	ferry_mig_info si, di;
+	assert_int_equal(ferry_migration_start(src.vm, puri, &p), 0);
+	assert_int_equal(wait_final(src.vm), FERRY_MIGRATION_FAILED);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_FAILED);
+	ferry_migration_info si, di;
 	ferry_migration_query(src.vm, &si);
 	ferry_migration_query(dst.vm, &di);
 	/*
@@ -263,11 +263,11 @@ static void t_mf_channel_cut_then_retry(void **s)
 	/* Retry straight to a new destination. */
 	side_create(&dst, SPEC, FERRY_DIRTY_WP_ASYNC, true);
 	const char *uri = test_uri();
-	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
+	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
 	p.max_bandwidth = 0;
-	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
-	assert_int_equal(wait_src_converge(src.vm, &p, 5), FERRY_MIG_COMPLETED);
-	assert_int_equal(wait_final(dst.vm), FERRY_MIG_COMPLETED);
+	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
+	assert_int_equal(wait_src_converge(src.vm, &p, 5), FERRY_MIGRATION_COMPLETED);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_COMPLETED);
 	assert_true(side_run_and_verify(&dst, 5000));
 	side_destroy(&src);
 	side_destroy(&dst);
@@ -352,12 +352,12 @@ static void t_mf_foreign_channel_refused(void **s)
 	side dst;
 	side_create(&dst, DST_SPEC, FERRY_DIRTY_EXPLICIT, true);
 	const char *uri = test_uri();
-	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
+	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
 	int mfd = uconnect(uri);
 	sbuf b = { .len = 0 };
 	main_prologue(&b);
 	sendb(mfd, &b);
-	wait_status(dst.vm, FERRY_MIG_ACTIVE); /* the header read: uuid A is known */
+	wait_status(dst.vm, FERRY_MIGRATION_ACTIVE); /* the header read: uuid A is known */
 	int bogus = uconnect(uri);
 	b.len = 0;
 	handshake(&b, UUID_B, 0, 1);
@@ -386,14 +386,14 @@ static void t_mf_foreign_channel_refused(void **s)
 	u8(&b, 0);
 	u8(&b, FERRY_REC_EOF);
 	sendb(mfd, &b);
-	assert_int_equal(wait_final(dst.vm), FERRY_MIG_COMPLETED);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_COMPLETED);
 	const char *name;
 	uint8_t *host;
 	uint64_t size;
 	ferry_guest_ram(dst.g, 0, &name, &host, &size);
 	assert_string_equal(name, "pc.ram");
 	assert_memory_equal(host + 5 * 4096, page, 4096);
-	ferry_mig_info i;
+	ferry_migration_info i;
 	ferry_migration_query(dst.vm, &i);
 	assert_int_equal(i.normal, 1);
 	assert_int_equal(i.duplicate, 1);
@@ -409,7 +409,7 @@ static const char *bad_packet(const sbuf *pkt)
 	side dst;
 	side_create(&dst, DST_SPEC, FERRY_DIRTY_EXPLICIT, true);
 	const char *uri = test_uri();
-	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
+	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
 	int mfd = uconnect(uri);
 	sbuf b = { .len = 0 };
 	main_prologue(&b);
@@ -421,8 +421,8 @@ static const char *bad_packet(const sbuf *pkt)
 	sendb(cfd, &b);
 	sendb(cfd, pkt);
 	shutdown(cfd, SHUT_WR);
-	assert_int_equal(wait_final(dst.vm), FERRY_MIG_FAILED);
-	ferry_mig_info i;
+	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_FAILED);
+	ferry_migration_info i;
 	ferry_migration_query(dst.vm, &i);
 	snprintf(msg, sizeof(msg), "%s", i.error_desc);
 	close(cfd);
@@ -516,7 +516,7 @@ static void pl_fill(uint8_t *ram, unsigned salt)
 	}
 }
 
-static void pl_migrate(const ferry_mig_params *p)
+static void pl_migrate(const ferry_migration_params *p)
 {
 	static const char *const names[] = { "file", "anon" };
 	ferry_vm_options o = { .dirty_mode = FERRY_DIRTY_EXPLICIT };
@@ -535,10 +535,10 @@ static void pl_migrate(const ferry_mig_params *p)
 		assert_int_equal(ferry_ram_block_add(dst, names[b], dram[b], len, dfd[b], &rb), 0);
 	}
 	const char *uri = test_uri();
-	assert_int_equal(ferry_migrate_incoming(dst, uri), 0);
-	assert_int_equal(ferry_migrate_start(src, uri, p), 0);
-	assert_int_equal(wait_final(src), FERRY_MIG_COMPLETED);
-	assert_int_equal(wait_final(dst), FERRY_MIG_COMPLETED);
+	assert_int_equal(ferry_migration_incoming(dst, uri), 0);
+	assert_int_equal(ferry_migration_start(src, uri, p), 0);
+	assert_int_equal(wait_final(src), FERRY_MIGRATION_COMPLETED);
+	assert_int_equal(wait_final(dst), FERRY_MIGRATION_COMPLETED);
 	for (unsigned b = 0; b < 2; b++) {
 		for (uint64_t i = 0; i < PL_PAGES; i++) {
 			const uint8_t *s = sram[b] + i * FERRY_PAGE_SIZE, *d = dram[b] + i * FERRY_PAGE_SIZE;
@@ -560,8 +560,8 @@ static void pl_migrate(const ferry_mig_params *p)
 static void t_place_precopy(void **s)
 {
 	(void)s;
-	ferry_mig_params p;
-	ferry_mig_params_init(&p);
+	ferry_migration_params p;
+	ferry_migration_params_init(&p);
 	pl_migrate(&p);
 }
 
@@ -648,23 +648,23 @@ static void pl_passes(uint32_t placement, bool multifd)
 	assert_int_equal(pthread_create(&w.thread, NULL, pl_writer_main, &w), 0);
 	assert_int_equal(ferry_vm_start(src), 0);
 
-	ferry_mig_params ip;
-	ferry_mig_params_init(&ip);
+	ferry_migration_params ip;
+	ferry_migration_params_init(&ip);
 	ip.placement = placement;
 	assert_int_equal(ferry_migration_set_incoming_params(dst, &ip), 0);
-	ferry_mig_params p;
+	ferry_migration_params p;
 	if (multifd)
 		mf_params(&p, 2, false);
 	else
-		ferry_mig_params_init(&p);
+		ferry_migration_params_init(&p);
 	p.max_bandwidth = 40 * MiB; /* the first pass takes ~150 ms */
 	p.downtime_limit_ms = 10;   /* converges once the writer is done */
 	const char *uri = test_uri();
-	assert_int_equal(ferry_migrate_incoming(dst, uri), 0);
-	assert_int_equal(ferry_migrate_start(src, uri, &p), 0);
-	assert_int_equal(wait_final(src), FERRY_MIG_COMPLETED);
-	assert_int_equal(wait_final(dst), FERRY_MIG_COMPLETED);
-	ferry_mig_info si, di;
+	assert_int_equal(ferry_migration_incoming(dst, uri), 0);
+	assert_int_equal(ferry_migration_start(src, uri, &p), 0);
+	assert_int_equal(wait_final(src), FERRY_MIGRATION_COMPLETED);
+	assert_int_equal(wait_final(dst), FERRY_MIGRATION_COMPLETED);
+	ferry_migration_info si, di;
 	ferry_migration_query(src, &si);
 	ferry_migration_query(dst, &di);
 	assert_true(si.dirty_sync_count >= 3); /* pages were sent again */
@@ -712,16 +712,16 @@ static void t_place_fail_pwrite(void **s)
 	assert_int_equal(ferry_ram_block_add(src, "ram", sram, len, sfd, &rb), 0);
 	assert_int_equal(ferry_ram_block_add(dst, "ram", dram, len, rofd, &rb), 0);
 	assert_int_equal(ferry_vm_start(src), 0);
-	ferry_mig_params ip, p;
-	ferry_mig_params_init(&ip);
+	ferry_migration_params ip, p;
+	ferry_migration_params_init(&ip);
 	ip.placement = FERRY_PLACE_PWRITE;
 	assert_int_equal(ferry_migration_set_incoming_params(dst, &ip), 0);
-	ferry_mig_params_init(&p);
+	ferry_migration_params_init(&p);
 	const char *uri = test_uri();
-	assert_int_equal(ferry_migrate_incoming(dst, uri), 0);
-	assert_int_equal(ferry_migrate_start(src, uri, &p), 0);
-	assert_int_equal(wait_final(dst), FERRY_MIG_FAILED);
-	assert_int_equal(wait_final(src), FERRY_MIG_FAILED);
+	assert_int_equal(ferry_migration_incoming(dst, uri), 0);
+	assert_int_equal(ferry_migration_start(src, uri, &p), 0);
+	assert_int_equal(wait_final(dst), FERRY_MIGRATION_FAILED);
+	assert_int_equal(wait_final(src), FERRY_MIGRATION_FAILED);
 	assert_true(ferry_vm_is_running(src));
 	/* Nothing lost on the source: its RAM is still exactly what it was filled with. */
 	uint8_t *ref = pl_ram(false, &(int){-1});
@@ -730,7 +730,7 @@ static void t_place_fail_pwrite(void **s)
 		fail_msg("source RAM changed by the failed migration");
 	munmap(ref, len);
 	const char *want = "cannot write page 0 of RAM block 'ram': Bad file descriptor (";
-	ferry_mig_info di;
+	ferry_migration_info di;
 	ferry_migration_query(dst, &di);
 	if (strncmp(di.error_desc, want, strlen(want)))
 		fail_msg("destination error '%s', want '%s...'", di.error_desc, want);
@@ -749,8 +749,8 @@ static void t_place_passes_uffd_mf(void **s) { (void)s; pl_passes(FERRY_PLACE_UF
 static void t_place_passes_pwrite_mf(void **s) { (void)s; pl_passes(FERRY_PLACE_PWRITE, true); }
 static void t_place_passes_mapping(void **s) { (void)s; pl_passes(FERRY_PLACE_MAPPING, false); }
 
-static void t_place_mf_2(void **s) { (void)s; ferry_mig_params p; mf_params(&p, 2, false); pl_migrate(&p); }
-static void t_place_mf_2_zstd(void **s) { (void)s; ferry_mig_params p; mf_params(&p, 2, true); pl_migrate(&p); }
+static void t_place_mf_2(void **s) { (void)s; ferry_migration_params p; mf_params(&p, 2, false); pl_migrate(&p); }
+static void t_place_mf_2_zstd(void **s) { (void)s; ferry_migration_params p; mf_params(&p, 2, true); pl_migrate(&p); }
 
 /*
  * A backing file shorter than its block is refused at registration (the

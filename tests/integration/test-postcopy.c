@@ -27,9 +27,9 @@
 
 #define MiB (1ull << 20)
 
-static void pc_params(ferry_mig_params *p, bool preempt)
+static void pc_params(ferry_migration_params *p, bool preempt)
 {
-	ferry_mig_params_init(p);
+	ferry_migration_params_init(p);
 	p->postcopy = true;
 	p->postcopy_preempt = preempt;
 	p->postcopy_after_passes = 1;
@@ -38,8 +38,8 @@ static void pc_params(ferry_mig_params *p, bool preempt)
 
 static void dst_allow(side *dst, unsigned timeout_ms)
 {
-	ferry_mig_params ip;
-	ferry_mig_params_init(&ip);
+	ferry_migration_params ip;
+	ferry_migration_params_init(&ip);
 	ip.postcopy = true;
 	if (timeout_ms)
 		ip.link_timeout_ms = timeout_ms;
@@ -58,7 +58,7 @@ static const char *pc_sides(side *src, side *dst, const char *spec, bool allow, 
 	if (allow)
 		dst_allow(dst, 0);
 	const char *uri = test_uri();
-	assert_int_equal(ferry_migrate_incoming(dst->vm, uri), 0);
+	assert_int_equal(ferry_migration_incoming(dst->vm, uri), 0);
 	if (start) {
 		assert_int_equal(ferry_vm_start(src->vm), 0);
 		side_wait_steps(src, 1024);
@@ -67,11 +67,11 @@ static const char *pc_sides(side *src, side *dst, const char *spec, bool allow, 
 }
 
 /* Source and destination both completed, in postcopy; the twin agrees. */
-static void pc_check(side *src, side *dst, ferry_mig_info *si_out, ferry_mig_info *di_out)
+static void pc_check(side *src, side *dst, ferry_migration_info *si_out, ferry_migration_info *di_out)
 {
-	assert_int_equal(wait_final(src->vm), FERRY_MIG_COMPLETED);
-	assert_int_equal(wait_final(dst->vm), FERRY_MIG_COMPLETED);
-	ferry_mig_info si, di;
+	assert_int_equal(wait_final(src->vm), FERRY_MIGRATION_COMPLETED);
+	assert_int_equal(wait_final(dst->vm), FERRY_MIGRATION_COMPLETED);
+	ferry_migration_info si, di;
 	ferry_migration_query(src->vm, &si);
 	ferry_migration_query(dst->vm, &di);
 	assert_true(si.postcopy);
@@ -86,18 +86,18 @@ static void pc_check(side *src, side *dst, ferry_mig_info *si_out, ferry_mig_inf
 		*di_out = di;
 }
 
-static void pc_migrate(const char *spec, const ferry_mig_params *p, ferry_mig_info *si,
-		       ferry_mig_info *di)
+static void pc_migrate(const char *spec, const ferry_migration_params *p, ferry_migration_info *si,
+		       ferry_migration_info *di)
 {
 	side src, dst;
 	const char *uri = pc_sides(&src, &dst, spec, true, true);
-	assert_int_equal(ferry_migrate_start(src.vm, uri, p), 0);
+	assert_int_equal(ferry_migration_start(src.vm, uri, p), 0);
 	pc_check(&src, &dst, si, di);
 	side_destroy(&src);
 	side_destroy(&dst);
 }
 
-static void print_stats(const char *what, const ferry_mig_info *si, const ferry_mig_info *di)
+static void print_stats(const char *what, const ferry_migration_info *si, const ferry_migration_info *di)
 {
 	fprintf(stderr,
 		"%s: requests %llu, faults %llu, local zero %llu, latency p50 %llu p99 %llu max %llu us, "
@@ -117,8 +117,8 @@ static void run_workload(const char *wl, bool preempt)
 {
 	char spec[200];
 	snprintf(spec, sizeof(spec), SPEC ",workload=%s", wl);
-	ferry_mig_params p;
-	ferry_mig_info si, di;
+	ferry_migration_params p;
+	ferry_migration_info si, di;
 	pc_params(&p, preempt);
 	pc_migrate(spec, &p, &si, &di);
 	/* Requests seen by the destination were all served by the source. */
@@ -142,8 +142,8 @@ static void t_pc_idle_preempt(void **s) { (void)s; run_workload("idle", true); }
 static void t_pc_multifd(void **s)
 {
 	(void)s;
-	ferry_mig_params p;
-	ferry_mig_info si, di;
+	ferry_migration_params p;
+	ferry_migration_info si, di;
 	pc_params(&p, true);
 	p.multifd = true;
 	p.multifd_channels = 2;
@@ -162,20 +162,20 @@ static void t_pc_slow_link(void **s)
 	const char *spec = "mem=64M,vram=4M,vcpus=2,rate=200M,workload=random";
 	side src, dst;
 	const char *uri = pc_sides(&src, &dst, spec, true, true);
-	ferry_mig_params p;
-	ferry_mig_params_init(&p);
+	ferry_migration_params p;
+	ferry_migration_params_init(&p);
 	p.postcopy = true;
 	p.max_bandwidth = 20 * MiB;
-	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
+	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
 	/* Not converging: still precopy after several passes. */
-	ferry_mig_info si;
+	ferry_migration_info si;
 	do {
 		msleep(50);
 		ferry_migration_query(src.vm, &si);
-	} while (si.pass < 3 && si.status == FERRY_MIG_ACTIVE);
-	assert_int_equal(si.status, FERRY_MIG_ACTIVE);
+	} while (si.pass < 3 && si.status == FERRY_MIGRATION_ACTIVE);
+	assert_int_equal(si.status, FERRY_MIGRATION_ACTIVE);
 	assert_int_equal(ferry_migration_start_postcopy(src.vm), 0);
-	ferry_mig_info di;
+	ferry_migration_info di;
 	pc_check(&src, &dst, &si, &di);
 	assert_true(si.pass >= 3);
 	print_stats("slow link", &si, &di);
@@ -191,12 +191,12 @@ static void t_pc_start_errors(void **s)
 	side_create(&src, "mem=16M,vram=0,vcpus=1,paused", FERRY_DIRTY_WP_ASYNC, false);
 	assert_int_equal(ferry_migration_start_postcopy(src.vm), -ENOENT);
 	assert_int_equal(ferry_migration_pause(src.vm), -ENOENT);
-	assert_int_equal(ferry_migrate_resume(src.vm, "unix:/nonexistent"), -ENOENT);
+	assert_int_equal(ferry_migration_resume(src.vm, "unix:/nonexistent"), -ENOENT);
 	assert_int_equal(ferry_migration_recover(src.vm, "unix:/nonexistent"), -ENOENT);
-	ferry_mig_params p;
-	ferry_mig_params_init(&p);
+	ferry_migration_params p;
+	ferry_migration_params_init(&p);
 	p.postcopy_preempt = true; /* preempt needs postcopy */
-	assert_int_equal(ferry_migrate_start(src.vm, test_uri(), &p), -EINVAL);
+	assert_int_equal(ferry_migration_start(src.vm, test_uri(), &p), -EINVAL);
 	side_destroy(&src);
 }
 
@@ -207,12 +207,12 @@ static void t_pc_not_enabled(void **s)
 	const char *spec = "mem=32M,vram=0,vcpus=1,rate=50M";
 	side src, dst;
 	const char *uri = pc_sides(&src, &dst, spec, false, true);
-	ferry_mig_params p;
+	ferry_migration_params p;
 	pc_params(&p, false);
-	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
-	assert_int_equal(wait_final(src.vm), FERRY_MIG_FAILED);
-	assert_int_equal(wait_final(dst.vm), FERRY_MIG_FAILED);
-	ferry_mig_info si;
+	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
+	assert_int_equal(wait_final(src.vm), FERRY_MIGRATION_FAILED);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_FAILED);
+	ferry_migration_info si;
 	ferry_migration_query(src.vm, &si);
 	assert_string_equal(si.error_desc,
 			    "destination failed: the source asks for postcopy but postcopy-ram is not "
@@ -247,20 +247,20 @@ static void t_pc_reverse(void **s)
 	const char *spec = "mem=256M,vram=4M,vcpus=2,paused,workload=random";
 	side src, dst;
 	const char *uri = pc_sides(&src, &dst, spec, true, false);
-	ferry_mig_params p;
+	ferry_migration_params p;
 	pc_params(&p, true);
 	/* Switch at once: before the first pass sends anything. */
 	p.postcopy_after_passes = 0;
-	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
+	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
 	assert_int_equal(ferry_migration_start_postcopy(src.vm), 0);
-	wait_status(dst.vm, FERRY_MIG_POSTCOPY_ACTIVE);
+	wait_status(dst.vm, FERRY_MIGRATION_POSTCOPY_ACTIVE);
 	struct rev r = { &dst, 0 };
 	pthread_t t;
 	pthread_create(&t, NULL, reverse_reader, &r);
 	pthread_join(t, NULL);
-	assert_int_equal(wait_final(src.vm), FERRY_MIG_COMPLETED);
-	assert_int_equal(wait_final(dst.vm), FERRY_MIG_COMPLETED);
-	ferry_mig_info si, di;
+	assert_int_equal(wait_final(src.vm), FERRY_MIGRATION_COMPLETED);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_COMPLETED);
+	ferry_migration_info si, di;
 	ferry_migration_query(src.vm, &si);
 	ferry_migration_query(dst.vm, &di);
 	print_stats("reverse", &si, &di);
@@ -292,22 +292,22 @@ static void recovery(unsigned cuts, bool silent, bool preempt)
 	unix_path(dpath, sizeof(dpath));
 	unix_path(ppath, sizeof(ppath));
 	snprintf(uri, sizeof(uri), "unix:%s", dpath);
-	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
+	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
 	proxy *px = proxy_start(ppath, dpath);
 	assert_non_null(px);
 	proxy_set_delay(px, 0, 100); /* a slower link: postcopy lasts a while */
 	assert_int_equal(ferry_vm_start(src.vm), 0);
 	side_wait_steps(&src, 1024);
-	ferry_mig_params p;
+	ferry_migration_params p;
 	pc_params(&p, preempt);
 	if (silent)
 		p.link_timeout_ms = 1000;
 	snprintf(uri, sizeof(uri), "unix:%s", ppath);
-	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
+	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
 	proxy *old[4] = { px };
 	srand((unsigned)time(NULL));
 	for (unsigned k = 0; k < cuts; k++) {
-		wait_status(src.vm, FERRY_MIG_POSTCOPY_ACTIVE);
+		wait_status(src.vm, FERRY_MIGRATION_POSTCOPY_ACTIVE);
 		msleep((unsigned)(rand() % 40));
 		uint64_t t0 = 0;
 		if (silent) {
@@ -318,8 +318,8 @@ static void recovery(unsigned cuts, bool silent, bool preempt)
 		} else {
 			proxy_cut_now(px, 0);
 		}
-		wait_status(src.vm, FERRY_MIG_POSTCOPY_PAUSED);
-		wait_status(dst.vm, FERRY_MIG_POSTCOPY_PAUSED);
+		wait_status(src.vm, FERRY_MIGRATION_POSTCOPY_PAUSED);
+		wait_status(dst.vm, FERRY_MIGRATION_POSTCOPY_PAUSED);
 		if (silent) {
 			struct timespec ts;
 			clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -344,9 +344,9 @@ static void recovery(unsigned cuts, bool silent, bool preempt)
 			old[k + 1] = px;
 			snprintf(uri, sizeof(uri), "unix:%s", npath);
 		}
-		assert_int_equal(ferry_migrate_resume(src.vm, uri), 0);
+		assert_int_equal(ferry_migration_resume(src.vm, uri), 0);
 	}
-	ferry_mig_info si, di;
+	ferry_migration_info si, di;
 	pc_check(&src, &dst, &si, &di);
 	assert_int_equal(si.postcopy_recoveries, cuts);
 	assert_int_equal(di.postcopy_recoveries, cuts);
@@ -371,30 +371,30 @@ static void t_pc_pause(void **s)
 	const char *spec = "mem=256M,vram=4M,vcpus=2,rate=max,workload=random";
 	side src, dst;
 	const char *uri = pc_sides(&src, &dst, spec, true, true);
-	ferry_mig_params p;
+	ferry_migration_params p;
 	pc_params(&p, false);
-	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
-	wait_status(src.vm, FERRY_MIG_POSTCOPY_ACTIVE);
+	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
+	wait_status(src.vm, FERRY_MIGRATION_POSTCOPY_ACTIVE);
 	int r = ferry_migration_pause(src.vm);
 	if (r == -ENOENT) { /* postcopy was already over: nothing to pause */
-		ferry_mig_info si, di;
+		ferry_migration_info si, di;
 		pc_check(&src, &dst, &si, &di);
 	} else {
 		assert_int_equal(r, 0);
-		wait_status(src.vm, FERRY_MIG_POSTCOPY_PAUSED);
-		wait_status(dst.vm, FERRY_MIG_POSTCOPY_PAUSED);
+		wait_status(src.vm, FERRY_MIGRATION_POSTCOPY_PAUSED);
+		wait_status(dst.vm, FERRY_MIGRATION_POSTCOPY_PAUSED);
 		/* Nobody listens there: the attempt fails and the source stays paused. */
-		assert_int_equal(ferry_migrate_resume(src.vm, test_uri()), 0);
-		wait_status(src.vm, FERRY_MIG_POSTCOPY_PAUSED);
+		assert_int_equal(ferry_migration_resume(src.vm, test_uri()), 0);
+		wait_status(src.vm, FERRY_MIGRATION_POSTCOPY_PAUSED);
 		uri = test_uri();
 		assert_int_equal(ferry_migration_recover(dst.vm, uri), 0);
 		assert_int_equal(ferry_migration_recover(dst.vm, uri), -ENOENT);
 		/* Until the failed attempt is over (postcopy-recover), resume is refused. */
 		int rr;
-		for (int i = 0; i < 5000 && (rr = ferry_migrate_resume(src.vm, uri)) == -ENOENT; i++)
+		for (int i = 0; i < 5000 && (rr = ferry_migration_resume(src.vm, uri)) == -ENOENT; i++)
 			msleep(1);
 		assert_int_equal(rr, 0);
-		ferry_mig_info si, di;
+		ferry_migration_info si, di;
 		pc_check(&src, &dst, &si, &di);
 		assert_int_equal(si.postcopy_recoveries, 1);
 	}
@@ -528,13 +528,13 @@ static void t_pc_destroy_paused(void **s)
 	const char *spec = "mem=256M,vram=4M,vcpus=2,rate=max,workload=random";
 	side src, dst;
 	const char *uri = pc_sides(&src, &dst, spec, true, true);
-	ferry_mig_params p;
+	ferry_migration_params p;
 	pc_params(&p, true);
-	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
-	wait_status(src.vm, FERRY_MIG_POSTCOPY_ACTIVE);
+	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
+	wait_status(src.vm, FERRY_MIGRATION_POSTCOPY_ACTIVE);
 	if (ferry_migration_pause(src.vm) == 0) {
-		wait_status(src.vm, FERRY_MIG_POSTCOPY_PAUSED);
-		wait_status(dst.vm, FERRY_MIG_POSTCOPY_PAUSED);
+		wait_status(src.vm, FERRY_MIGRATION_POSTCOPY_PAUSED);
+		wait_status(dst.vm, FERRY_MIGRATION_POSTCOPY_PAUSED);
 	}
 	side_destroy(&dst); /* its vCPUs may wait on missing pages: they are woken */
 	side_destroy(&src);
@@ -592,8 +592,8 @@ static void t_pc_pinned(void **s)
 	side src, dst;
 	side_create(&src, SPEC ",workload=random", FERRY_DIRTY_WP_ASYNC, false);
 	side_create(&dst, SPEC ",workload=random", FERRY_DIRTY_WP_ASYNC, true);
-	ferry_mig_params ip;
-	ferry_mig_params_init(&ip);
+	ferry_migration_params ip;
+	ferry_migration_params_init(&ip);
 	ip.postcopy = true;
 	ip.postcopy_cpu = CPU_SETSIZE;
 	assert_int_equal(ferry_migration_set_incoming_params(dst.vm, &ip), -EINVAL);
@@ -606,15 +606,15 @@ static void t_pc_pinned(void **s)
 	ip.postcopy_cpu = cpu;
 	assert_int_equal(ferry_migration_set_incoming_params(dst.vm, &ip), 0);
 	const char *uri = test_uri();
-	assert_int_equal(ferry_migrate_incoming(dst.vm, uri), 0);
+	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
 	assert_int_equal(ferry_vm_start(src.vm), 0);
 	side_wait_steps(&src, 1024);
-	ferry_mig_params p;
+	ferry_migration_params p;
 	pc_params(&p, true);
 	p.max_bandwidth = 40 * MiB; /* a few seconds of postcopy to look at */
 	p.postcopy_cpu = cpu;
-	assert_int_equal(ferry_migrate_start(src.vm, uri, &p), 0);
-	wait_status(dst.vm, FERRY_MIG_POSTCOPY_ACTIVE);
+	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
+	wait_status(dst.vm, FERRY_MIGRATION_POSTCOPY_ACTIVE);
 	char want[16], got[64];
 	snprintf(want, sizeof(want), "%d", cpu);
 	static const char *const names[] = { "mig/dst/fault", "mig/dst/preempt", "mig/src/rp" };
@@ -629,7 +629,7 @@ static void t_pc_pinned(void **s)
 		if (strcmp(got, want))
 			fail_msg("%s runs on CPUs '%s', not %s", names[i], got, want);
 	}
-	ferry_mig_info si, di;
+	ferry_migration_info si, di;
 	pc_check(&src, &dst, &si, &di);
 	print_stats("pinned", &si, &di);
 	side_destroy(&src);

@@ -113,21 +113,21 @@ static void t_inflight_across_migration(void **state)
 	complete(&src, &held[4], done);
 	assert_int_equal(ferry_vq_inflight(src.vq), 4);
 
-	ferry_mig_params p;
-	ferry_mig_params_init(&p);
+	ferry_migration_params p;
+	ferry_migration_params_init(&p);
 	p.downtime_limit_ms = 50;
 	p.max_bandwidth = 200ull << 20; /* a few passes: the posts below land mid-migration */
 	const char *uri = test_uri();
-	assert_int_equal(ferry_migrate_incoming(dst.s.vm, uri), 0);
-	assert_int_equal(ferry_migrate_start(src.s.vm, uri, &p), 0);
-	ferry_mig_info mi;
+	assert_int_equal(ferry_migration_incoming(dst.s.vm, uri), 0);
+	assert_int_equal(ferry_migration_start(src.s.vm, uri, &p), 0);
+	ferry_migration_info mi;
 	wait_transferred(src.s.vm, 1 << 20, &mi);
 	/* While RAM moves the guest posts two more; the device does not take them. */
 	post(&src, &q, 10);
 	post(&src, &q, 11);
-	assert_int_equal(wait_src_converge(src.s.vm, &p, 5), FERRY_MIG_COMPLETED);
-	assert_int_equal(wait_final(dst.s.vm), FERRY_MIG_COMPLETED);
-	ferry_mig_info si;
+	assert_int_equal(wait_src_converge(src.s.vm, &p, 5), FERRY_MIGRATION_COMPLETED);
+	assert_int_equal(wait_final(dst.s.vm), FERRY_MIGRATION_COMPLETED);
+	ferry_migration_info si;
 	ferry_migration_query(src.s.vm, &si);
 	fprintf(stderr, "vq: %u passes, downtime %llu ms, %llu pages\n", si.pass,
 		(unsigned long long)si.downtime_ms, (unsigned long long)si.normal);

@@ -15,10 +15,10 @@
 
 #define SEC 1000000000ull
 
-static ferry_mig_params params(void)
+static ferry_migration_params params(void)
 {
-	ferry_mig_params p;
-	ferry_mig_params_init(&p);
+	ferry_migration_params p;
+	ferry_migration_params_init(&p);
 	p.auto_converge = true;
 	return p;
 }
@@ -26,7 +26,7 @@ static ferry_mig_params params(void)
 static void t_defaults(void **s)
 {
 	(void)s;
-	ferry_mig_params p = params();
+	ferry_migration_params p = params();
 	assert_int_equal(p.throttle_trigger_threshold, 50);
 	assert_int_equal(p.cpu_throttle_initial, 20);
 	assert_int_equal(p.cpu_throttle_increment, 10);
@@ -38,7 +38,7 @@ static void t_defaults(void **s)
 static void t_trigger_twice(void **s)
 {
 	(void)s;
-	ferry_mig_params p = params();
+	ferry_migration_params p = params();
 	unsigned hc = 0;
 	assert_int_equal(ferry__throttle_next(&p, 0, 500, 1000, &hc), 0); /* exactly 50%: no */
 	assert_int_equal(hc, 0);
@@ -59,7 +59,7 @@ static void t_trigger_twice(void **s)
 static void t_cap(void **s)
 {
 	(void)s;
-	ferry_mig_params p = params();
+	ferry_migration_params p = params();
 	unsigned hc = 1;
 	assert_int_equal(ferry__throttle_next(&p, 95, 900, 1000, &hc), 99);
 	hc = 1;
@@ -88,7 +88,7 @@ static void t_cap(void **s)
 static void t_tailslow(void **s)
 {
 	(void)s;
-	ferry_mig_params p = params();
+	ferry_migration_params p = params();
 	p.cpu_throttle_tailslow = true;
 	unsigned hc = 1;
 	assert_int_equal(ferry__throttle_next(&p, 20, 520, 1000, &hc), 24);
@@ -103,7 +103,7 @@ static void t_tailslow(void **s)
 static void t_threshold(void **s)
 {
 	(void)s;
-	ferry_mig_params p = params();
+	ferry_migration_params p = params();
 	unsigned hc = 1;
 	/* 199 x 50% = 99.5 -> 99: 99 is not above it, 100 is. */
 	assert_int_equal(ferry__throttle_next(&p, 0, 99, 199, &hc), 0);
@@ -120,7 +120,7 @@ static void t_threshold(void **s)
 static void t_periods(void **s)
 {
 	(void)s;
-	ferry_mig_params p = params();
+	ferry_migration_params p = params();
 	ferry_throttle t;
 	ferry__throttle_init(&t, 10 * SEC, 5000);
 	unsigned pct = 0;

@@ -259,7 +259,7 @@ static int dst_negotiate(ferry_dst *l)
 	if (hdr.page_size != FERRY_PAGE_SIZE)
 		return ferry__chan_fail(c, FERRY_EMISMATCH, "page size %u (supported: %u)",
 					hdr.page_size, FERRY_PAGE_SIZE);
-	ferry__mig_set_status(l->m, FERRY_MIG_ACTIVE);
+	ferry__mig_set_status(l->m, FERRY_MIGRATION_ACTIVE);
 	return 0;
 }
 
@@ -293,7 +293,7 @@ static int dst_load_stream(ferry_dst *l)
 				return ferry__chan_fail(c, FERRY_EBADSTREAM,
 							"section %u continued before it started", id);
 			if (type == FERRY_REC_SECTION_END)
-				ferry__mig_set_status(l->m, FERRY_MIG_DEVICE);
+				ferry__mig_set_status(l->m, FERRY_MIGRATION_DEVICE);
 			l->ram.mf = l->mf_on ? &l->mf : NULL;
 			r = ferry__ram_load(&l->ram, false);
 			if (!r)
@@ -406,7 +406,7 @@ static int dst_start_vcpus(ferry_dst *l)
 static void dst_complete(ferry_dst *l)
 {
 	send_shut(l->c, 0, NULL);
-	ferry__mig_set_status(l->m, FERRY_MIG_COMPLETED);
+	ferry__mig_set_status(l->m, FERRY_MIGRATION_COMPLETED);
 }
 
 /* Phase fail: stops postcopy, records the error and tells the source why. */
@@ -429,7 +429,7 @@ static void dst_fail(ferry_dst *l, int r)
 		pthread_mutex_unlock(&m->stats_lock);
 		send_shut(c, r, msg);
 	}
-	ferry__mig_set_status(m, r == -ECANCELED ? FERRY_MIG_CANCELLED : FERRY_MIG_FAILED);
+	ferry__mig_set_status(m, r == -ECANCELED ? FERRY_MIGRATION_CANCELLED : FERRY_MIGRATION_FAILED);
 }
 
 /* Phase cleanup, always: closes what the phases opened, in reverse. */

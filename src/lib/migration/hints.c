@@ -38,7 +38,7 @@
 /* How often the bounded wait of a round polls the provider. */
 #define WAIT_POLL_NS 200000ull
 
-void ferry__ram_hints_setup(ferry_ram_saver *rs, const ferry_mig_params *p)
+void ferry__ram_hints_setup(ferry_ram_saver *rs, const ferry_migration_params *p)
 {
 	ferry_vm_t *vm = rs->vm;
 	if (!p->free_page_hints || !vm->hint_ops.start)
@@ -191,7 +191,7 @@ bool ferry__ram_hints_next_zeros(ferry_ram_saver *rs, struct ferry_ram_block **r
 	return false;
 }
 
-void ferry__ram_hints_stats(const ferry_ram_saver *rs, ferry_mig_info *info)
+void ferry__ram_hints_stats(const ferry_ram_saver *rs, ferry_migration_info *info)
 {
 	info->hint_cmds = rs->hints.cmds;
 	info->hint_skipped = rs->hints.skipped;

@@ -17,7 +17,7 @@ typedef struct ferry_ram_saver ferry_ram_saver;
 struct ferry_ram_hints {
 	const ferry_hint_ops *ops; /* the VM's provider; NULL: no hints */
 	void *opaque;
-	uint32_t wait_ms;          /* ferry_mig_params.hint_wait_ms */
+	uint32_t wait_ms;          /* ferry_migration_params.hint_wait_ms */
 	bool broken;               /* the provider failed: no more hints */
 	/* Pages of block i reported free for the current round: not sent. */
 	unsigned long *hinted[FERRY_MAX_RAM_BLOCKS];
@@ -38,7 +38,7 @@ struct ferry_ram_hints {
  * hints. Then all RAM is write-protected at setup (rs->protect_all), so
  * tracking covers every page before the first round starts.
  */
-void ferry__ram_hints_setup(ferry_ram_saver *rs, const ferry_mig_params *p);
+void ferry__ram_hints_setup(ferry_ram_saver *rs, const ferry_migration_params *p);
 /* In ferry__ram_save_setup: the hinted bitmaps. 0 or -ENOMEM. */
 int ferry__ram_hints_alloc(ferry_ram_saver *rs);
 /*
@@ -62,7 +62,7 @@ void ferry__ram_postcopy_hint_zeros(ferry_ram_saver *rs);
 bool ferry__ram_hints_next_zeros(ferry_ram_saver *rs, struct ferry_ram_block **rb,
 				 uint64_t *first, uint64_t *n);
 /* The hint counters of query-migrate. Caller holds m->stats_lock. */
-void ferry__ram_hints_stats(const ferry_ram_saver *rs, ferry_mig_info *info);
+void ferry__ram_hints_stats(const ferry_ram_saver *rs, ferry_migration_info *info);
 /* End of the migration: stops the provider, tells it done, frees. Idempotent. */
 void ferry__ram_hints_cleanup(ferry_ram_saver *rs);
 

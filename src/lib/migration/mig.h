@@ -3,8 +3,8 @@
  * The migration object shared by the source (source.c), destination
  * (dest.c) and RAM (ram.c) code.
  *
- * Ownership: a ferry_migration is created by ferry_migrate_start() /
- * ferry_migrate_incoming(), owned by its VM (vm->mig) and run by one main
+ * Ownership: a ferry_migration is created by ferry_migration_start() /
+ * ferry_migration_incoming(), owned by its VM (vm->mig) and run by one main
  * thread. Control threads only read it through ferry_migration_query() and
  * set `cancel`. It is freed when the next migration replaces it or the VM
  * is destroyed, after its threads were joined.
@@ -33,7 +33,7 @@ struct ferry_migration {
 	ferry_vm_t *vm;
 	bool incoming;
 	char uri[512];
-	ferry_mig_params params; /* protected by stats_lock (live updates) */
+	ferry_migration_params params; /* protected by stats_lock (live updates) */
 
 	pthread_t thread;     /* mig/src/main or mig/dst/main */
 	bool thread_started;
@@ -41,7 +41,7 @@ struct ferry_migration {
 
 	atomic_bool cancel;   /* set by ferry_migration_cancel() */
 	/*
-	 * Destination: the listener, or -1; opened by ferry_migrate_incoming()
+	 * Destination: the listener, or -1; opened by ferry_migration_incoming()
 	 * before mig/dst/main starts. mig/dst/main accepts the main, multifd
 	 * and preempt connections on it and closes it at the end (cleared
 	 * under vm->mig_lock: cancel shuts it down under that lock).
@@ -62,11 +62,11 @@ struct ferry_migration {
 	ferry_ratelimit rl;
 
 	/* Protected by vm->mig_lock. */
-	ferry_mig_status status;
+	ferry_migration_status status;
 
 	/* Protected by stats_lock: what query-migrate shows. */
 	pthread_mutex_t stats_lock;
-	ferry_mig_info info;
+	ferry_migration_info info;
 	uint64_t start_ns;
 	uint64_t end_ns;      /* 0 while running */
 
@@ -104,13 +104,13 @@ struct ferry_migration {
 	struct ferry_pc_dst *pc_dst;
 	atomic_int preempt_fd;       /* -1 when none; pause shuts it down */
 	/* Recovery requests: protected by vm->mig_lock, signalled on mig_cond. */
-	char resume_uri[512];        /* source: ferry_migrate_resume() */
+	char resume_uri[512];        /* source: ferry_migration_resume() */
 	bool resume_req;
 	int recover_fd;              /* destination: listener from ferry_migration_recover() */
 };
 
 /* Status change + MIGRATION event; takes vm->mig_lock. Any migration thread. */
-void ferry__mig_set_status(struct ferry_migration *m, ferry_mig_status s);
+void ferry__mig_set_status(struct ferry_migration *m, ferry_migration_status s);
 void ferry__mig_event(struct ferry_migration *m, ferry_event_type type, uint32_t pass);
 /* Records the first error (negative errno and message); takes stats_lock. Any thread. */
 void ferry__mig_set_error(struct ferry_migration *m, int err, const char *fmt, ...)
@@ -121,7 +121,7 @@ static inline bool ferry__mig_cancelled(struct ferry_migration *m)
 }
 
 /* Snapshot of the current parameters (they can change while running); takes stats_lock. */
-void ferry__mig_params(struct ferry_migration *m, ferry_mig_params *out);
+void ferry__mig_params(struct ferry_migration *m, ferry_migration_params *out);
 
 /* Called by a migration's main thread as its very last action; takes vm->mig_lock. */
 void ferry__mig_thread_done(struct ferry_migration *m);

@@ -38,27 +38,27 @@
 #include "transport/transport.h"
 
 static const char *const status_names[] = {
-	[FERRY_MIG_NONE] = "none",
-	[FERRY_MIG_SETUP] = "setup",
-	[FERRY_MIG_ACTIVE] = "active",
-	[FERRY_MIG_DEVICE] = "device",
-	[FERRY_MIG_COMPLETED] = "completed",
-	[FERRY_MIG_FAILED] = "failed",
-	[FERRY_MIG_CANCELLING] = "cancelling",
-	[FERRY_MIG_CANCELLED] = "cancelled",
-	[FERRY_MIG_POSTCOPY_ACTIVE] = "postcopy-active",
-	[FERRY_MIG_POSTCOPY_PAUSED] = "postcopy-paused",
-	[FERRY_MIG_POSTCOPY_RECOVER] = "postcopy-recover",
+	[FERRY_MIGRATION_NONE] = "none",
+	[FERRY_MIGRATION_SETUP] = "setup",
+	[FERRY_MIGRATION_ACTIVE] = "active",
+	[FERRY_MIGRATION_DEVICE] = "device",
+	[FERRY_MIGRATION_COMPLETED] = "completed",
+	[FERRY_MIGRATION_FAILED] = "failed",
+	[FERRY_MIGRATION_CANCELLING] = "cancelling",
+	[FERRY_MIGRATION_CANCELLED] = "cancelled",
+	[FERRY_MIGRATION_POSTCOPY_ACTIVE] = "postcopy-active",
+	[FERRY_MIGRATION_POSTCOPY_PAUSED] = "postcopy-paused",
+	[FERRY_MIGRATION_POSTCOPY_RECOVER] = "postcopy-recover",
 };
 
-const char *ferry_migration_status_name(ferry_mig_status s)
+const char *ferry_migration_status_name(ferry_migration_status s)
 {
 	if ((unsigned)s < sizeof(status_names) / sizeof(status_names[0]))
 		return status_names[s];
 	return "unknown";
 }
 
-void ferry_mig_params_init(ferry_mig_params *p)
+void ferry_migration_params_init(ferry_migration_params *p)
 {
 	memset(p, 0, sizeof(*p));
 	p->downtime_limit_ms = 300;
@@ -85,15 +85,15 @@ void ferry_mig_params_init(ferry_mig_params *p)
 	p->max_cpu_throttle = 99;
 }
 
-static bool is_final(ferry_mig_status s)
+static bool is_final(ferry_migration_status s)
 {
-	return s == FERRY_MIG_COMPLETED || s == FERRY_MIG_FAILED || s == FERRY_MIG_CANCELLED;
+	return s == FERRY_MIGRATION_COMPLETED || s == FERRY_MIGRATION_FAILED || s == FERRY_MIGRATION_CANCELLED;
 }
 
-static bool is_postcopy(ferry_mig_status s)
+static bool is_postcopy(ferry_migration_status s)
 {
-	return s == FERRY_MIG_POSTCOPY_ACTIVE || s == FERRY_MIG_POSTCOPY_PAUSED ||
-	       s == FERRY_MIG_POSTCOPY_RECOVER;
+	return s == FERRY_MIGRATION_POSTCOPY_ACTIVE || s == FERRY_MIGRATION_POSTCOPY_PAUSED ||
+	       s == FERRY_MIGRATION_POSTCOPY_RECOVER;
 }
 
 bool ferry__migration_busy(const ferry_vm_t *vm)
@@ -106,7 +106,7 @@ bool ferry__migration_busy(const ferry_vm_t *vm)
  * status changes and their events happen in one critical section, so
  * every client sees every status exactly once and in order.
  */
-static void emit_locked(struct ferry_migration *m, ferry_event_type type, ferry_mig_status st,
+static void emit_locked(struct ferry_migration *m, ferry_event_type type, ferry_migration_status st,
 			uint32_t pass)
 {
 	ferry_vm_t *vm = m->vm;
@@ -123,11 +123,11 @@ void ferry__mig_event(struct ferry_migration *m, ferry_event_type type, uint32_t
 	pthread_mutex_unlock(&m->vm->mig_lock);
 }
 
-void ferry__mig_set_status(struct ferry_migration *m, ferry_mig_status s)
+void ferry__mig_set_status(struct ferry_migration *m, ferry_migration_status s)
 {
 	ferry_vm_t *vm = m->vm;
 	pthread_mutex_lock(&vm->mig_lock);
-	if (m->status == FERRY_MIG_CANCELLING && !is_final(s)) {
+	if (m->status == FERRY_MIGRATION_CANCELLING && !is_final(s)) {
 		/* A cancel is under way: only its outcome may follow. */
 		pthread_mutex_unlock(&vm->mig_lock);
 		return;
@@ -220,7 +220,7 @@ static struct ferry_migration *mig_new(ferry_vm_t *vm, bool incoming, const char
 	m->incoming = incoming;
 	if (uri)
 		snprintf(m->uri, sizeof(m->uri), "%s", uri);
-	ferry_mig_params_init(&m->params);
+	ferry_migration_params_init(&m->params);
 	m->listen_fd = -1;
 	m->recover_fd = -1;
 	atomic_init(&m->chan_fd, -1);
@@ -261,8 +261,8 @@ static int mig_launch(ferry_vm_t *vm, struct ferry_migration *m, void *(*fn)(voi
 	}
 	struct ferry_migration *old = vm->mig;
 	vm->mig = m;
-	m->status = FERRY_MIG_SETUP;
-	m->info.status = FERRY_MIG_SETUP;
+	m->status = FERRY_MIGRATION_SETUP;
+	m->info.status = FERRY_MIGRATION_SETUP;
 	int r = pthread_create(&m->thread, NULL, fn, m);
 	if (r) {
 		vm->mig = old;
@@ -271,7 +271,7 @@ static int mig_launch(ferry_vm_t *vm, struct ferry_migration *m, void *(*fn)(voi
 	}
 	m->thread_started = true;
 	/* Before unlocking: the new thread's first status change waits for it. */
-	emit_locked(m, FERRY_EVENT_STATUS, FERRY_MIG_SETUP, 0);
+	emit_locked(m, FERRY_EVENT_STATUS, FERRY_MIGRATION_SETUP, 0);
 	pthread_mutex_unlock(&vm->mig_lock);
 	ferry__migration_free(old);
 	return 0;
@@ -288,12 +288,12 @@ int ferry_uri_validate(const char *uri, char *err, size_t err_len)
 }
 
 /* The limits live in params.c, shared with control planes. */
-static int params_check(const ferry_mig_params *p)
+static int params_check(const ferry_migration_params *p)
 {
-	return ferry_mig_params_check(p, NULL, 0);
+	return ferry_migration_params_check(p, NULL, 0);
 }
 
-int ferry_migrate_start(ferry_vm_t *vm, const char *uri, const ferry_mig_params *params)
+int ferry_migration_start(ferry_vm_t *vm, const char *uri, const ferry_migration_params *params)
 {
 	char err[256];
 	if (!vm || ferry__uri_check(uri, err, sizeof(err)))
@@ -327,7 +327,7 @@ static int incoming_common(ferry_vm_t *vm, struct ferry_migration *m)
 	return r;
 }
 
-int ferry_migrate_incoming(ferry_vm_t *vm, const char *uri)
+int ferry_migration_incoming(ferry_vm_t *vm, const char *uri)
 {
 	char err[256];
 	if (!vm)
@@ -369,7 +369,7 @@ int ferry_migration_incoming_address(ferry_vm_t *vm, char *buf, size_t len)
 	return r;
 }
 
-int ferry_migrate_incoming_fd(ferry_vm_t *vm, int fd)
+int ferry_migration_incoming_fd(ferry_vm_t *vm, int fd)
 {
 	if (!vm || fd < 0)
 		return -EINVAL;
@@ -380,7 +380,7 @@ int ferry_migrate_incoming_fd(ferry_vm_t *vm, int fd)
 	return incoming_common(vm, m);
 }
 
-int ferry_migration_set_params(ferry_vm_t *vm, const ferry_mig_params *params)
+int ferry_migration_set_params(ferry_vm_t *vm, const ferry_migration_params *params)
 {
 	if (!vm || !params || params_check(params))
 		return -EINVAL;
@@ -399,14 +399,14 @@ int ferry_migration_set_params(ferry_vm_t *vm, const ferry_mig_params *params)
 }
 
 /* Snapshot of the parameters the migration thread uses now. */
-void ferry__mig_params(struct ferry_migration *m, ferry_mig_params *out)
+void ferry__mig_params(struct ferry_migration *m, ferry_migration_params *out)
 {
 	pthread_mutex_lock(&m->stats_lock);
 	*out = m->params;
 	pthread_mutex_unlock(&m->stats_lock);
 }
 
-int ferry_migration_query(ferry_vm_t *vm, ferry_mig_info *info)
+int ferry_migration_query(ferry_vm_t *vm, ferry_migration_info *info)
 {
 	if (!vm || !info)
 		return -EINVAL;
@@ -415,13 +415,13 @@ int ferry_migration_query(ferry_vm_t *vm, ferry_mig_info *info)
 	struct ferry_migration *m = vm->mig;
 	if (!m) {
 		pthread_mutex_unlock(&vm->mig_lock);
-		info->status = FERRY_MIG_NONE;
+		info->status = FERRY_MIGRATION_NONE;
 		return 0;
 	}
 	pthread_mutex_lock(&m->stats_lock);
 	*info = m->info;
 	info->bandwidth_peak_window_bytes = ferry__rl_peak(&m->rl); /* leaf lock */
-	if (!m->incoming && info->status == FERRY_MIG_ACTIVE) {
+	if (!m->incoming && info->status == FERRY_MIGRATION_ACTIVE) {
 		/*
 		 * Live: the limiter grants every byte of the main connection and
 		 * the channels just before it is written (the same bytes as
@@ -485,12 +485,12 @@ static int mig_cancel(ferry_vm_t *vm, bool force)
 	if (fd >= 0)
 		shutdown(fd, cut ? SHUT_RDWR : SHUT_RD);
 	ferry__mf_cancel(m, cut || m->incoming);
-	if (m->status != FERRY_MIG_CANCELLING) {
-		m->status = FERRY_MIG_CANCELLING;
+	if (m->status != FERRY_MIGRATION_CANCELLING) {
+		m->status = FERRY_MIGRATION_CANCELLING;
 		pthread_mutex_lock(&m->stats_lock);
-		m->info.status = FERRY_MIG_CANCELLING;
+		m->info.status = FERRY_MIGRATION_CANCELLING;
 		pthread_mutex_unlock(&m->stats_lock);
-		emit_locked(m, FERRY_EVENT_STATUS, FERRY_MIG_CANCELLING, 0);
+		emit_locked(m, FERRY_EVENT_STATUS, FERRY_MIGRATION_CANCELLING, 0);
 	}
 	pthread_mutex_unlock(&vm->mig_lock);
 	pthread_mutex_lock(&m->rp_lock);
@@ -528,7 +528,7 @@ int ferry_migration_wait(ferry_vm_t *vm, int timeout_ms)
 	for (;;) {
 		struct ferry_migration *m = vm->mig;
 		if (!m) {
-			r = FERRY_MIG_NONE;
+			r = FERRY_MIGRATION_NONE;
 			break;
 		}
 		if (m->thread_done) {
@@ -574,7 +574,7 @@ int ferry_migration_start_postcopy(ferry_vm_t *vm)
 	return r;
 }
 
-int ferry_migration_set_incoming_params(ferry_vm_t *vm, const ferry_mig_params *params)
+int ferry_migration_set_incoming_params(ferry_vm_t *vm, const ferry_migration_params *params)
 {
 	if (!vm || !params || params_check(params))
 		return -EINVAL;
@@ -591,7 +591,7 @@ int ferry_migration_pause(ferry_vm_t *vm)
 	pthread_mutex_lock(&vm->mig_lock);
 	struct ferry_migration *m = vm->mig;
 	int r = -ENOENT;
-	if (m && !m->thread_done && m->status == FERRY_MIG_POSTCOPY_ACTIVE) {
+	if (m && !m->thread_done && m->status == FERRY_MIGRATION_POSTCOPY_ACTIVE) {
 		/* Both directions: whichever thread blocks there fails and pauses. */
 		int fd = atomic_load(&m->chan_fd);
 		if (fd >= 0)
@@ -612,7 +612,7 @@ int ferry_migration_recover(ferry_vm_t *vm, const char *uri)
 		return -EINVAL;
 	pthread_mutex_lock(&vm->mig_lock);
 	struct ferry_migration *m = vm->mig;
-	if (!m || !m->incoming || m->thread_done || m->status != FERRY_MIG_POSTCOPY_PAUSED ||
+	if (!m || !m->incoming || m->thread_done || m->status != FERRY_MIGRATION_POSTCOPY_PAUSED ||
 	    m->recover_fd >= 0) {
 		pthread_mutex_unlock(&vm->mig_lock);
 		return -ENOENT;
@@ -630,7 +630,7 @@ int ferry_migration_recover(ferry_vm_t *vm, const char *uri)
 	return 0;
 }
 
-int ferry_migrate_resume(ferry_vm_t *vm, const char *uri)
+int ferry_migration_resume(ferry_vm_t *vm, const char *uri)
 {
 	char err[256];
 	if (!vm || ferry__uri_check(uri, err, sizeof(err)))
@@ -638,7 +638,7 @@ int ferry_migrate_resume(ferry_vm_t *vm, const char *uri)
 	pthread_mutex_lock(&vm->mig_lock);
 	struct ferry_migration *m = vm->mig;
 	int r = -ENOENT;
-	if (m && !m->incoming && !m->thread_done && m->status == FERRY_MIG_POSTCOPY_PAUSED &&
+	if (m && !m->incoming && !m->thread_done && m->status == FERRY_MIGRATION_POSTCOPY_PAUSED &&
 	    !m->resume_req) {
 		snprintf(m->resume_uri, sizeof(m->resume_uri), "%s", uri);
 		m->resume_req = true;

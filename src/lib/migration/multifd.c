@@ -394,7 +394,7 @@ void ferry__mf_send_stop(ferry_mf_sender *s)
 }
 
 /* Thread: any, with m->stats_lock held; takes s->lock. */
-void ferry__mf_send_stats(ferry_mf_sender *s, ferry_mig_info *info)
+void ferry__mf_send_stats(ferry_mf_sender *s, ferry_migration_info *info)
 {
 	if (!s->inited)
 		return;
@@ -450,7 +450,7 @@ static int sink_pass_end(ferry_page_sink *ps)
 	return r;
 }
 
-static void sink_stats(ferry_page_sink *ps, ferry_mig_info *info)
+static void sink_stats(ferry_page_sink *ps, ferry_migration_info *info)
 {
 	ferry_mf_sender *s = ferry_container_of(ps, ferry_mf_sender, sink);
 	ferry__mf_send_stats(s, info);

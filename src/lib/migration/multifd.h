@@ -117,7 +117,7 @@ void ferry__mf_send_shutdown(ferry_mf_sender *s);
 /* Stops and joins the threads, closes the connections. Idempotent. */
 void ferry__mf_send_stop(ferry_mf_sender *s);
 /* Copies counters into info (caller holds m->stats_lock). */
-void ferry__mf_send_stats(ferry_mf_sender *s, ferry_mig_info *info);
+void ferry__mf_send_stats(ferry_mf_sender *s, ferry_migration_info *info);
 
 struct ferry_mf_receiver;
 

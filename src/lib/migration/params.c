@@ -2,7 +2,7 @@
 /*
  * The migration parameter table (see ferry/migration.h): names, fields,
  * types and limits of the parameters a control plane sets by name, and the
- * one check that ferry_migrate_start(), ferry_migration_set_params() and
+ * one check that ferry_migration_start(), ferry_migration_set_params() and
  * control planes (`ferry host`'s migrate-set-parameters) all use.
  *
  * DESIGN: the public table says what a parameter is; a parallel private
@@ -21,41 +21,41 @@
 #include <stdio.h>
 #include <string.h>
 
-#define F(field) offsetof(ferry_mig_params, field)
+#define F(field) offsetof(ferry_migration_params, field)
 #define RANGE(lo, hi) .ranged = true, .min = (lo), .max = (hi)
 
 static const char *const compression_names[] = { "none", "zstd", NULL };
 /* Indexed by FERRY_PLACE_*. */
 static const char *const placement_names[] = { "auto", "userfaultfd", "pwrite", "mapping", NULL };
 
-static const ferry_mig_param_desc table[] = {
-	{ "downtime-limit", FERRY_MIG_PARAM_U64, F(downtime_limit_ms), RANGE(0, 2000000),
+static const ferry_migration_param_desc table[] = {
+	{ "downtime-limit", FERRY_MIGRATION_PARAM_U64, F(downtime_limit_ms), RANGE(0, 2000000),
 	  .unit = "ms" },
-	{ "max-bandwidth", FERRY_MIG_PARAM_SIZE, F(max_bandwidth), .unit = "bytes/s" },
-	{ "x-max-passes", FERRY_MIG_PARAM_U32, F(max_passes) },
-	{ "multifd-channels", FERRY_MIG_PARAM_U32, F(multifd_channels),
+	{ "max-bandwidth", FERRY_MIGRATION_PARAM_SIZE, F(max_bandwidth), .unit = "bytes/s" },
+	{ "x-max-passes", FERRY_MIGRATION_PARAM_U32, F(max_passes) },
+	{ "multifd-channels", FERRY_MIGRATION_PARAM_U32, F(multifd_channels),
 	  RANGE(1, FERRY_MULTIFD_MAX_CHANNELS) },
-	{ "multifd-compression", FERRY_MIG_PARAM_ENUM, F(multifd_compression),
+	{ "multifd-compression", FERRY_MIGRATION_PARAM_ENUM, F(multifd_compression),
 	  .values = compression_names },
-	{ "multifd-zstd-level", FERRY_MIG_PARAM_INT, F(multifd_zstd_level), RANGE(1, 20) },
-	{ "x-postcopy-after-passes", FERRY_MIG_PARAM_U32, F(postcopy_after_passes) },
-	{ "x-link-timeout", FERRY_MIG_PARAM_U32, F(link_timeout_ms), RANGE(100, 600000),
+	{ "multifd-zstd-level", FERRY_MIGRATION_PARAM_INT, F(multifd_zstd_level), RANGE(1, 20) },
+	{ "x-postcopy-after-passes", FERRY_MIGRATION_PARAM_U32, F(postcopy_after_passes) },
+	{ "x-link-timeout", FERRY_MIGRATION_PARAM_U32, F(link_timeout_ms), RANGE(100, 600000),
 	  .unit = "ms" },
-	{ "x-postcopy-cpu", FERRY_MIG_PARAM_I32, F(postcopy_cpu), RANGE(-1, CPU_SETSIZE - 1) },
-	{ "x-free-page-hints", FERRY_MIG_PARAM_BOOL, F(free_page_hints) },
-	{ "x-free-page-hint-wait", FERRY_MIG_PARAM_U32, F(hint_wait_ms), RANGE(0, 10000),
+	{ "x-postcopy-cpu", FERRY_MIGRATION_PARAM_I32, F(postcopy_cpu), RANGE(-1, CPU_SETSIZE - 1) },
+	{ "x-free-page-hints", FERRY_MIGRATION_PARAM_BOOL, F(free_page_hints) },
+	{ "x-free-page-hint-wait", FERRY_MIGRATION_PARAM_U32, F(hint_wait_ms), RANGE(0, 10000),
 	  .unit = "ms" },
-	{ "x-placement", FERRY_MIG_PARAM_ENUM, F(placement), .values = placement_names,
+	{ "x-placement", FERRY_MIGRATION_PARAM_ENUM, F(placement), .values = placement_names,
 	  .help = "auto, userfaultfd, pwrite or mapping" },
-	{ "x-send-splice", FERRY_MIG_PARAM_BOOL, F(send_splice) },
-	{ "throttle-trigger-threshold", FERRY_MIG_PARAM_U32, F(throttle_trigger_threshold),
+	{ "x-send-splice", FERRY_MIGRATION_PARAM_BOOL, F(send_splice) },
+	{ "throttle-trigger-threshold", FERRY_MIGRATION_PARAM_U32, F(throttle_trigger_threshold),
 	  RANGE(1, 100), .unit = "%" },
-	{ "cpu-throttle-initial", FERRY_MIG_PARAM_U32, F(cpu_throttle_initial), RANGE(1, 99),
+	{ "cpu-throttle-initial", FERRY_MIGRATION_PARAM_U32, F(cpu_throttle_initial), RANGE(1, 99),
 	  .unit = "%" },
-	{ "cpu-throttle-increment", FERRY_MIG_PARAM_U32, F(cpu_throttle_increment), RANGE(1, 99),
+	{ "cpu-throttle-increment", FERRY_MIGRATION_PARAM_U32, F(cpu_throttle_increment), RANGE(1, 99),
 	  .unit = "%" },
-	{ "cpu-throttle-tailslow", FERRY_MIG_PARAM_BOOL, F(cpu_throttle_tailslow) },
-	{ "max-cpu-throttle", FERRY_MIG_PARAM_U32, F(max_cpu_throttle), RANGE(1, 99), .unit = "%",
+	{ "cpu-throttle-tailslow", FERRY_MIGRATION_PARAM_BOOL, F(cpu_throttle_tailslow) },
+	{ "max-cpu-throttle", FERRY_MIGRATION_PARAM_U32, F(max_cpu_throttle), RANGE(1, 99), .unit = "%",
 	  .min_param = "cpu-throttle-initial" },
 };
 #define N_PARAMS (sizeof(table) / sizeof(table[0]))
@@ -76,14 +76,14 @@ static const enum words words[N_PARAMS] = {
 	[17] = WORDS_QEMU,  /* max-cpu-throttle */
 };
 
-const ferry_mig_param_desc *ferry_mig_params_table(size_t *count)
+const ferry_migration_param_desc *ferry_migration_params_table(size_t *count)
 {
 	if (count)
 		*count = N_PARAMS;
 	return table;
 }
 
-const ferry_mig_param_desc *ferry_mig_param_find(const char *name)
+const ferry_migration_param_desc *ferry_migration_param_find(const char *name)
 {
 	for (size_t i = 0; name && i < N_PARAMS; i++)
 		if (!strcmp(table[i].name, name))
@@ -91,34 +91,34 @@ const ferry_mig_param_desc *ferry_mig_param_find(const char *name)
 	return NULL;
 }
 
-int64_t ferry_mig_param_get(const ferry_mig_params *p, const ferry_mig_param_desc *d)
+int64_t ferry_migration_param_get(const ferry_migration_params *p, const ferry_migration_param_desc *d)
 {
 	const char *f = (const char *)p + d->offset;
 	switch (d->type) {
-	case FERRY_MIG_PARAM_BOOL: return *(const bool *)f;
-	case FERRY_MIG_PARAM_U32:
-	case FERRY_MIG_PARAM_ENUM: return *(const uint32_t *)f;
-	case FERRY_MIG_PARAM_I32: return *(const int32_t *)f;
-	case FERRY_MIG_PARAM_INT: return *(const int *)f;
-	case FERRY_MIG_PARAM_U64:
-	case FERRY_MIG_PARAM_SIZE: return (int64_t)*(const uint64_t *)f;
+	case FERRY_MIGRATION_PARAM_BOOL: return *(const bool *)f;
+	case FERRY_MIGRATION_PARAM_U32:
+	case FERRY_MIGRATION_PARAM_ENUM: return *(const uint32_t *)f;
+	case FERRY_MIGRATION_PARAM_I32: return *(const int32_t *)f;
+	case FERRY_MIGRATION_PARAM_INT: return *(const int *)f;
+	case FERRY_MIGRATION_PARAM_U64:
+	case FERRY_MIGRATION_PARAM_SIZE: return (int64_t)*(const uint64_t *)f;
 	}
 	return 0;
 }
 
-void ferry_mig_param_set(ferry_mig_params *p, const ferry_mig_param_desc *d, int64_t v)
+void ferry_migration_param_set(ferry_migration_params *p, const ferry_migration_param_desc *d, int64_t v)
 {
 	char *f = (char *)p + d->offset;
-	if (d->ranged && d->type != FERRY_MIG_PARAM_U64 && d->type != FERRY_MIG_PARAM_SIZE)
+	if (d->ranged && d->type != FERRY_MIGRATION_PARAM_U64 && d->type != FERRY_MIGRATION_PARAM_SIZE)
 		v = v < d->min ? d->min - 1 : v > d->max ? d->max + 1 : v;
 	switch (d->type) {
-	case FERRY_MIG_PARAM_BOOL: *(bool *)f = v != 0; break;
-	case FERRY_MIG_PARAM_U32:
-	case FERRY_MIG_PARAM_ENUM: *(uint32_t *)f = (uint32_t)v; break;
-	case FERRY_MIG_PARAM_I32: *(int32_t *)f = (int32_t)v; break;
-	case FERRY_MIG_PARAM_INT: *(int *)f = (int)v; break;
-	case FERRY_MIG_PARAM_U64:
-	case FERRY_MIG_PARAM_SIZE: *(uint64_t *)f = (uint64_t)v; break;
+	case FERRY_MIGRATION_PARAM_BOOL: *(bool *)f = v != 0; break;
+	case FERRY_MIGRATION_PARAM_U32:
+	case FERRY_MIGRATION_PARAM_ENUM: *(uint32_t *)f = (uint32_t)v; break;
+	case FERRY_MIGRATION_PARAM_I32: *(int32_t *)f = (int32_t)v; break;
+	case FERRY_MIGRATION_PARAM_INT: *(int *)f = (int)v; break;
+	case FERRY_MIGRATION_PARAM_U64:
+	case FERRY_MIGRATION_PARAM_SIZE: *(uint64_t *)f = (uint64_t)v; break;
 	}
 }
 
@@ -158,7 +158,7 @@ static void c_name(const char *name, char *buf, size_t len)
 }
 
 /* Writes the message for d's limit; returns -EINVAL. */
-static int limit_error(const ferry_mig_param_desc *d, int64_t v, char *err, size_t elen)
+static int limit_error(const ferry_migration_param_desc *d, int64_t v, char *err, size_t elen)
 {
 	char qname[64], lo[64], cpus[128];
 	const char *ms = d->unit && !strcmp(d->unit, "ms") ? " ms" : "";
@@ -178,7 +178,7 @@ static int limit_error(const ferry_mig_param_desc *d, int64_t v, char *err, size
 			 d->name, cpus);
 		break;
 	case WORDS_FERRY:
-		if (d->type == FERRY_MIG_PARAM_ENUM)
+		if (d->type == FERRY_MIGRATION_PARAM_ENUM)
 			snprintf(err, elen, "Parameter '%s' does not accept value %lld", d->name,
 				 (long long)v);
 		else
@@ -190,10 +190,10 @@ static int limit_error(const ferry_mig_param_desc *d, int64_t v, char *err, size
 }
 
 /* Whether d's value in p is outside its limits. */
-static bool out_of_range(const ferry_mig_params *p, const ferry_mig_param_desc *d)
+static bool out_of_range(const ferry_migration_params *p, const ferry_migration_param_desc *d)
 {
-	int64_t v = ferry_mig_param_get(p, d);
-	if (d->type == FERRY_MIG_PARAM_ENUM) {
+	int64_t v = ferry_migration_param_get(p, d);
+	if (d->type == FERRY_MIGRATION_PARAM_ENUM) {
 		size_t n = 0;
 		while (d->values[n])
 			n++;
@@ -201,13 +201,13 @@ static bool out_of_range(const ferry_mig_params *p, const ferry_mig_param_desc *
 	}
 	if (!d->ranged)
 		return false;
-	if (d->type == FERRY_MIG_PARAM_U64 || d->type == FERRY_MIG_PARAM_SIZE)
+	if (d->type == FERRY_MIGRATION_PARAM_U64 || d->type == FERRY_MIGRATION_PARAM_SIZE)
 		return (uint64_t)v < (uint64_t)d->min || (uint64_t)v > (uint64_t)d->max;
-	int64_t lo = d->min_param ? ferry_mig_param_get(p, ferry_mig_param_find(d->min_param)) : d->min;
+	int64_t lo = d->min_param ? ferry_migration_param_get(p, ferry_migration_param_find(d->min_param)) : d->min;
 	return v < lo || v > d->max || (words[d - table] == WORDS_CPU && !may_run_on(v));
 }
 
-int ferry_mig_param_check(const ferry_mig_params *p, const ferry_mig_param_desc *d, char *err,
+int ferry_migration_param_check(const ferry_migration_params *p, const ferry_migration_param_desc *d, char *err,
 			  size_t err_len)
 {
 	char tmp[256];
@@ -219,10 +219,10 @@ int ferry_mig_param_check(const ferry_mig_params *p, const ferry_mig_param_desc 
 		snprintf(err, err_len, "not a migration parameter");
 		return -EINVAL;
 	}
-	return out_of_range(p, d) ? limit_error(d, ferry_mig_param_get(p, d), err, err_len) : 0;
+	return out_of_range(p, d) ? limit_error(d, ferry_migration_param_get(p, d), err, err_len) : 0;
 }
 
-int ferry_mig_params_check(const ferry_mig_params *p, char *err, size_t err_len)
+int ferry_migration_params_check(const ferry_migration_params *p, char *err, size_t err_len)
 {
 	char tmp[256];
 	if (!err || !err_len) {
@@ -234,7 +234,7 @@ int ferry_mig_params_check(const ferry_mig_params *p, char *err, size_t err_len)
 		return -EINVAL;
 	}
 	for (size_t i = 0; i < N_PARAMS; i++) {
-		int r = ferry_mig_param_check(p, &table[i], err, err_len);
+		int r = ferry_migration_param_check(p, &table[i], err, err_len);
 		if (r)
 			return r;
 	}

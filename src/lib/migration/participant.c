@@ -155,7 +155,7 @@ const ferry_participant ferry__vmsd_participant = {
 static int hints_save_setup(void *opaque, ferry_chan *c)
 {
 	ferry_ram_saver *rs = opaque;
-	ferry_mig_params p;
+	ferry_migration_params p;
 	(void)c;
 	ferry__mig_params(rs->m, &p);
 	ferry__ram_hints_setup(rs, &p);

@@ -399,7 +399,7 @@ int ferry__pc_dst_listen(ferry_pc_dst *pc, ferry_chan *rp, char *err, size_t len
 		snprintf(err, len, "postcopy: eventfd: %s", ferry_strerror(r));
 		return r;
 	}
-	ferry_mig_params p;
+	ferry_migration_params p;
 	ferry__mig_params(pc->m, &p);
 	pc->heartbeat_ms = p.link_timeout_ms / 4 < 25 ? 25 : p.link_timeout_ms / 4;
 	ferry__pc_dst_set_rp(pc, rp);
@@ -447,7 +447,7 @@ int ferry__pc_dst_resync(ferry_pc_dst *pc)
 }
 
 /* Thread: any, with m->stats_lock held; takes stat_lock. */
-void ferry__pc_dst_stats(ferry_pc_dst *pc, ferry_mig_info *info)
+void ferry__pc_dst_stats(ferry_pc_dst *pc, ferry_migration_info *info)
 {
 	pthread_mutex_lock(&pc->stat_lock);
 	info->postcopy_faults = pc->faults;
@@ -530,7 +530,7 @@ int ferry__postcopy_advise(ferry_dst *l, uint32_t flags)
 	if (flags & ~FERRY_PC_PREEMPT)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM, "postcopy flags 0x%x", flags);
 	pthread_mutex_lock(&vm->mig_lock);
-	ferry_mig_params ip = vm->in_params;
+	ferry_migration_params ip = vm->in_params;
 	pthread_mutex_unlock(&vm->mig_lock);
 	if (!ip.postcopy)
 		return ferry__chan_fail(c, FERRY_EMISMATCH,
@@ -646,7 +646,7 @@ int ferry__postcopy_listen(ferry_dst *l)
 		l->ram.bounce = malloc((size_t)FERRY_RAM_MAX_RUN << FERRY_PAGE_SHIFT);
 	if (!l->ram.bounce)
 		return ferry__chan_fail(c, -ENOMEM, "out of memory for postcopy");
-	ferry_mig_params p;
+	ferry_migration_params p;
 	ferry__mig_params(l->m, &p);
 	ferry__sock_set_link_timeout(c->fd, p.link_timeout_ms);
 	if (l->pre_on) {
@@ -826,7 +826,7 @@ static int pc_accept_resume(ferry_dst *l, int lfd, char *err, size_t len)
 	}
 	if (l->pre_on && (r = pc_accept_preempt(l, lfd, err, len)))
 		return r;
-	ferry_mig_params p;
+	ferry_migration_params p;
 	ferry__mig_params(l->m, &p);
 	ferry__sock_set_link_timeout(fd, p.link_timeout_ms);
 	if (l->pre_on)
@@ -876,7 +876,7 @@ static int pc_incoming(ferry_dst *l)
 			 * sent on the preempt connection (and left out of the
 			 * background) may still be on their way there.
 			 */
-			ferry_mig_params p;
+			ferry_migration_params p;
 			ferry__mig_params(m, &p);
 			uint64_t end = ferry__now_ns() + (uint64_t)p.link_timeout_ms * 1000000;
 			while (!ferry__pc_dst_complete(l->pc) && l->pre_on && ferry__now_ns() < end)
@@ -891,7 +891,7 @@ static int pc_incoming(ferry_dst *l)
 			 l->c->in_errmsg[0] ? l->c->in_errmsg : ferry_strerror(l->listen_r));
 		pc_disconnect(l);
 		ferry_warn("postcopy paused: %s", why);
-		ferry__mig_set_status(m, FERRY_MIG_POSTCOPY_PAUSED);
+		ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_PAUSED);
 		for (;;) {
 			pthread_mutex_lock(&vm->mig_lock);
 			while (m->recover_fd < 0 && !ferry__mig_cancelled(m))
@@ -900,7 +900,7 @@ static int pc_incoming(ferry_dst *l)
 			pthread_mutex_unlock(&vm->mig_lock);
 			if (ferry__mig_cancelled(m)) /* the VM is being destroyed */
 				return -ECANCELED;
-			ferry__mig_set_status(m, FERRY_MIG_POSTCOPY_RECOVER);
+			ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_RECOVER);
 			char err[256];
 			r = pc_accept_resume(l, lfd, err, sizeof(err));
 			/* One recovery per listener: the next pause needs a new one. */
@@ -920,12 +920,12 @@ static int pc_incoming(ferry_dst *l)
 			}
 			ferry_warn("postcopy recovery failed: %s", err);
 			pc_disconnect(l);
-			ferry__mig_set_status(m, FERRY_MIG_POSTCOPY_PAUSED);
+			ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_PAUSED);
 		}
 		pthread_mutex_lock(&m->stats_lock);
 		m->info.postcopy_recoveries++;
 		pthread_mutex_unlock(&m->stats_lock);
-		ferry__mig_set_status(m, FERRY_MIG_POSTCOPY_ACTIVE);
+		ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_ACTIVE);
 	}
 }
 
@@ -1011,7 +1011,7 @@ int ferry__postcopy_incoming(ferry_dst *l)
 	m->info.postcopy = true;
 	pthread_mutex_unlock(&m->stats_lock);
 	ferry__pc_rp_send(l->pc, FERRY_RP_RUNNING, NULL, 0, NULL, 0);
-	ferry__mig_set_status(m, FERRY_MIG_POSTCOPY_ACTIVE);
+	ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_ACTIVE);
 	int r = pc_incoming(l);
 	ferry__dst_stats(l);
 	pc_end(l);

@@ -16,7 +16,7 @@
  * them itself on the preempt channel; otherwise it queues them (PC_QUEUE)
  * for mig/src/main, which sends them between runs of the background.
  * A broken link pauses the migration (POSTCOPY_PAUSED) until
- * ferry_migrate_resume(); the reconnect asks the destination which pages
+ * ferry_migration_resume(); the reconnect asks the destination which pages
  * it still misses (MISSING bitmaps) and starts the background again.
  *
  * Thread: mig/src/main runs the ferry__pc_src_* phase functions; mig/src/rp
@@ -212,7 +212,7 @@ static void pc_disconnect(struct ferry_migration *m)
 /* Link supervision for the postcopy phase (both connections). */
 static void pc_set_timeouts(struct ferry_migration *m)
 {
-	ferry_mig_params p;
+	ferry_migration_params p;
 	ferry__mig_params(m, &p);
 	int fd = atomic_load(&m->chan_fd);
 	if (fd >= 0)
@@ -256,7 +256,7 @@ static int pc_reconnect(struct ferry_migration *m, const char *uri, ferry_ram_sa
 	if (pc->preempt && (r = pc_connect_preempt(m, uri)))
 		goto fail;
 	pc_set_timeouts(m);
-	ferry_mig_params p;
+	ferry_migration_params p;
 	ferry__mig_params(m, &p);
 	struct timespec dl;
 	clock_gettime(CLOCK_REALTIME, &dl);
@@ -285,7 +285,7 @@ fail:
 
 /*
  * The link broke in postcopy: neither side can go back. Waits, paused, for
- * ferry_migrate_resume() and reconnects; returns once the migration is
+ * ferry_migration_resume() and reconnects; returns once the migration is
  * active again.
  */
 static int pc_pause(struct ferry_migration *m, ferry_ram_saver *rs)
@@ -298,7 +298,7 @@ static int pc_pause(struct ferry_migration *m, ferry_ram_saver *rs)
 					      : ferry_strerror(m->chan.out_err));
 	pc_disconnect(m);
 	ferry_warn("postcopy paused: %s", why);
-	ferry__mig_set_status(m, FERRY_MIG_POSTCOPY_PAUSED);
+	ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_PAUSED);
 	for (;;) {
 		char uri[512];
 		pthread_mutex_lock(&vm->mig_lock);
@@ -309,15 +309,15 @@ static int pc_pause(struct ferry_migration *m, ferry_ram_saver *rs)
 		pthread_mutex_unlock(&vm->mig_lock);
 		if (ferry__mig_cancelled(m)) /* the VM is being destroyed */
 			return -ECANCELED;
-		ferry__mig_set_status(m, FERRY_MIG_POSTCOPY_RECOVER);
+		ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_RECOVER);
 		if (pc_reconnect(m, uri, rs) == 0)
 			break;
-		ferry__mig_set_status(m, FERRY_MIG_POSTCOPY_PAUSED);
+		ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_PAUSED);
 	}
 	pthread_mutex_lock(&m->stats_lock);
 	m->info.postcopy_recoveries++;
 	pthread_mutex_unlock(&m->stats_lock);
-	ferry__mig_set_status(m, FERRY_MIG_POSTCOPY_ACTIVE);
+	ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_ACTIVE);
 	return 0;
 }
 
@@ -382,7 +382,7 @@ static int pc_prediscard(struct ferry_migration *m, ferry_ram_saver *rs)
 		if (!pc->prediscarded[i] || !delta[i])
 			r = -ENOMEM;
 	}
-	ferry_mig_params p;
+	ferry_migration_params p;
 	ferry__mig_params(m, &p);
 	/*
 	 * Rounds, like precopy passes: each discards what was dirtied during
@@ -585,7 +585,7 @@ int ferry__pc_src_advise(struct src_ctx *x)
 	return 0;
 }
 
-bool ferry__pc_src_wanted(struct src_ctx *x, const ferry_mig_params *p)
+bool ferry__pc_src_wanted(struct src_ctx *x, const ferry_migration_params *p)
 {
 	/* A requested switch wins over convergence (as QEMU's). */
 	return x->p0.postcopy && (atomic_load(&x->m->pc_start) ||
@@ -610,7 +610,7 @@ static void pc_commit(struct src_ctx *x)
 	m->info.postcopy = true;
 	pthread_mutex_unlock(&m->stats_lock);
 	pc_set_timeouts(m);
-	ferry__mig_set_status(m, FERRY_MIG_POSTCOPY_ACTIVE);
+	ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_ACTIVE);
 }
 
 int ferry__pc_src_run(struct src_ctx *x)

@@ -21,7 +21,7 @@ int ferry__pc_src_open(struct src_ctx *x);
 /* Negotiate, after the multifd command: POSTCOPY_ADVISE and the preempt channel. */
 int ferry__pc_src_advise(struct src_ctx *x);
 /* After a pass's sync: true when the migration should switch to postcopy now. */
-bool ferry__pc_src_wanted(struct src_ctx *x, const ferry_mig_params *p);
+bool ferry__pc_src_wanted(struct src_ctx *x, const ferry_migration_params *p);
 /* Before the stop: the destination drops what will be sent again after it. */
 int ferry__pc_src_prediscard(struct src_ctx *x);
 /*

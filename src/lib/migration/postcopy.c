@@ -21,7 +21,7 @@
 
 void ferry__pc_boost_thread(struct ferry_migration *m)
 {
-	ferry_mig_params p;
+	ferry_migration_params p;
 	ferry__mig_params(m, &p);
 	const int cpu = p.postcopy_cpu;
 	/*

@@ -98,7 +98,7 @@ int ferry__pc_rp_send(ferry_pc_dst *pc, uint16_t type, const void *p1, size_t l1
 /* Recovery: sends MISSING bitmaps + MISSING_END, then re-sends requests. */
 int ferry__pc_dst_resync(ferry_pc_dst *pc);
 /* Copies statistics into info (caller holds m->stats_lock). */
-void ferry__pc_dst_stats(ferry_pc_dst *pc, ferry_mig_info *info);
+void ferry__pc_dst_stats(ferry_pc_dst *pc, ferry_migration_info *info);
 /* Stops the fault thread, unregisters RAM, frees everything. Idempotent. */
 void ferry__pc_dst_fini(ferry_pc_dst *pc);
 

@@ -38,7 +38,7 @@ typedef struct ferry_page_sink_ops {
 	/* The end of a pass (NULL: nothing to do). 0 or -errno. */
 	int (*pass_end)(ferry_page_sink *s);
 	/* Adds the carrier's own counters to info (caller holds stats_lock); NULL: none. */
-	void (*stats)(ferry_page_sink *s, ferry_mig_info *info);
+	void (*stats)(ferry_page_sink *s, ferry_migration_info *info);
 	/* Bytes the carrier wrote beyond the main channel (NULL: none). */
 	uint64_t (*bytes)(ferry_page_sink *s);
 } ferry_page_sink_ops;

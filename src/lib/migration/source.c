@@ -303,7 +303,7 @@ static int phase_connect(struct src_ctx *x)
 static int mf_open(struct src_ctx *x)
 {
 	struct ferry_migration *m = x->m;
-	const ferry_mig_params *p = &x->p0;
+	const ferry_migration_params *p = &x->p0;
 	int r;
 	if (!p->multifd)
 		return 0;
@@ -362,7 +362,7 @@ static int phase_setup(struct src_ctx *x)
 	pthread_mutex_lock(&m->stats_lock);
 	m->info.setup_time_ms = (ferry__now_ns() - m->start_ns) / 1000000;
 	pthread_mutex_unlock(&m->stats_lock);
-	ferry__mig_set_status(m, FERRY_MIG_ACTIVE);
+	ferry__mig_set_status(m, FERRY_MIGRATION_ACTIVE);
 	x->last_sync_ns = ferry__now_ns();
 	ferry__throttle_init(&x->thr, x->last_sync_ns, x->rs.sent_bytes);
 	return 0;
@@ -392,7 +392,7 @@ static bool pass_decide(struct src_ctx *x, uint64_t dirtied)
 	/* Bandwidth over all passes so far (bytes/s), including rate-limit naps. */
 	uint64_t bw = rs->send_ns ? (uint64_t)((double)rs->sent_bytes * 1e9 / (double)rs->send_ns) : 0;
 	uint64_t remaining = ferry__parts_pending(&x->parts, NULL, NULL);
-	ferry_mig_params p;
+	ferry_migration_params p;
 	ferry__mig_params(x->m, &p);
 	/* A cap lowered since (migrate-set-parameters) is what the rest goes at. */
 	if (p.max_bandwidth && bw > p.max_bandwidth)
@@ -455,7 +455,7 @@ static int phase_switchover(struct src_ctx *x)
 	pthread_mutex_unlock(&vm->run_lock);
 	if (x->stopped_by_us)
 		ferry__mig_event(m, FERRY_EVENT_STOP, 0);
-	ferry__mig_set_status(m, FERRY_MIG_DEVICE);
+	ferry__mig_set_status(m, FERRY_MIGRATION_DEVICE);
 	ferry__wire_put_cmd(x->c, FERRY_CMD_SWITCHOVER, NULL, 0);
 	return 0;
 }
@@ -506,7 +506,7 @@ static void phase_completed(struct src_ctx *x)
 	pthread_mutex_unlock(&m->stats_lock);
 	throttle_end(m, &x->thr);
 	ferry__vm_own_run(x->vm, false);
-	ferry__mig_set_status(m, FERRY_MIG_COMPLETED);
+	ferry__mig_set_status(m, FERRY_MIGRATION_COMPLETED);
 	/* Housekeeping after completion: unprotecting RAM takes ~10 ms per GiB. */
 	ferry__parts_save_cleanup(&x->parts);
 }
@@ -595,7 +595,7 @@ static void phase_fail(struct src_ctx *x, int r)
 		if (ferry_vm_start(x->vm) == 0)
 			ferry__mig_event(m, FERRY_EVENT_RESUME, 0);
 	}
-	ferry__mig_set_status(m, r == -ECANCELED ? FERRY_MIG_CANCELLED : FERRY_MIG_FAILED);
+	ferry__mig_set_status(m, r == -ECANCELED ? FERRY_MIGRATION_CANCELLED : FERRY_MIGRATION_FAILED);
 }
 
 /* Cleanup (any outcome): the channels and the return path go. */

@@ -21,7 +21,7 @@ struct src_ctx {
 	struct ferry_migration *m;
 	ferry_vm_t *vm;
 	ferry_chan *c;            /* &m->chan */
-	ferry_mig_params p0;      /* parameters at the start (multifd and postcopy stay fixed) */
+	ferry_migration_params p0;      /* parameters at the start (multifd and postcopy stay fixed) */
 	ferry_parts parts;        /* everything that migrates (registered at setup) */
 	ferry_ram_saver rs;       /* the RAM participant's state */
 	ferry_mf_sender mf;       /* multifd channels (mf.inited: started) */

@@ -7,7 +7,7 @@ void ferry__throttle_init(ferry_throttle *t, uint64_t now_ns, uint64_t sent_tota
 	*t = (ferry_throttle){ .period_start_ns = now_ns, .period_sent0 = sent_total };
 }
 
-unsigned ferry__throttle_next(const ferry_mig_params *p, unsigned pct, uint64_t dirty,
+unsigned ferry__throttle_next(const ferry_migration_params *p, unsigned pct, uint64_t dirty,
 			      uint64_t sent, unsigned *high_cnt)
 {
 	/* Integer arithmetic on bytes: 100 x a period's bytes fits in 64 bits. */
@@ -39,7 +39,7 @@ unsigned ferry__throttle_next(const ferry_mig_params *p, unsigned pct, uint64_t 
 	return next < pct ? pct : next;
 }
 
-bool ferry__throttle_sync(ferry_throttle *t, const ferry_mig_params *p, uint64_t now_ns,
+bool ferry__throttle_sync(ferry_throttle *t, const ferry_migration_params *p, uint64_t now_ns,
 			  uint64_t newly_bytes, uint64_t sent_total, unsigned *pct)
 {
 	t->period_dirty += newly_bytes;

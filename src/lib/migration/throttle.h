@@ -45,7 +45,7 @@ void ferry__throttle_init(ferry_throttle *t, uint64_t now_ns, uint64_t sent_tota
  * threshold so far (updated). Returns the new throttle percentage (pct
  * when it stays).
  */
-unsigned ferry__throttle_next(const ferry_mig_params *p, unsigned pct, uint64_t dirty,
+unsigned ferry__throttle_next(const ferry_migration_params *p, unsigned pct, uint64_t dirty,
 			      uint64_t sent, unsigned *high_cnt);
 
 /*
@@ -53,7 +53,7 @@ unsigned ferry__throttle_next(const ferry_mig_params *p, unsigned pct, uint64_t 
  * sent_total bytes sent so far. True when the throttle changes, with
  * the percentage to apply now in *pct; false when it stays as it is.
  */
-bool ferry__throttle_sync(ferry_throttle *t, const ferry_mig_params *p, uint64_t now_ns,
+bool ferry__throttle_sync(ferry_throttle *t, const ferry_migration_params *p, uint64_t now_ns,
 			  uint64_t newly_bytes, uint64_t sent_total, unsigned *pct);
 
 #endif

@@ -12,8 +12,8 @@
  * Thread: each function below says who may call it. Registration
  * (ferry_vm_set_vcpu_ops, ferry_vm_set_hint_ops, ferry_ram_block_add,
  * ferry_device_register) runs on the embedder's control thread, one call
- * at a time and not concurrently with ferry_migrate_start() /
- * ferry_migrate_incoming() on the same VM (ferry/vm.h: one thread at a
+ * at a time and not concurrently with ferry_migration_start() /
+ * ferry_migration_incoming() on the same VM (ferry/vm.h: one thread at a
  * time). It checks for a running migration and writes the tables under
  * vm->mig_lock (reg_lock), the lock mig_launch (migration.c) holds while
  * it installs a migration and starts its thread: a migration thread thus
@@ -75,7 +75,7 @@ int ferry_vm_create(const ferry_vm_options *opts, ferry_vm_t **out)
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	ferry_mig_params_init(&vm->in_params);
+	ferry_migration_params_init(&vm->in_params);
 	vm->place_uffd = -1;
 	pthread_cond_init(&vm->mig_cond, &ca);
 	pthread_condattr_destroy(&ca);

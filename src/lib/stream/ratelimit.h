@@ -28,7 +28,7 @@
  *
  * It also measures: bytes per 1 ms slot over the last FERRY_RL_SLOTS slots,
  * and the largest sum of 100 consecutive slots seen (the peak 100 ms
- * window, ferry_mig_info.bandwidth_peak_window_bytes). That is recorded
+ * window, ferry_migration_info.bandwidth_peak_window_bytes). That is recorded
  * when a grant is handed out, immediately before the caller writes it.
  *
  * Thread: any; all state below is protected by `lock`. The clock is
