@@ -234,11 +234,7 @@ static struct ferry_migration *mig_new(ferry_vm_t *vm, bool incoming, const char
 	ferry__rl_init(&m->rl, 0, &m->cancel, NULL);
 	pthread_mutex_init(&m->stats_lock, NULL);
 	pthread_mutex_init(&m->rp_lock, NULL);
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&m->rp_cond, &ca);
-	pthread_condattr_destroy(&ca);
+	ferry__cond_init_monotonic(&m->rp_cond);
 	m->start_ns = ferry__now_ns();
 	m->info.incoming = incoming;
 	uint64_t total = 0;

@@ -554,11 +554,7 @@ int ferry__pc_src_open(struct src_ctx *x)
 	if (!pc)
 		return -ENOMEM;
 	pthread_mutex_init(&pc->lock, NULL);
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_REALTIME);
-	pthread_cond_init(&pc->cond, &ca);
-	pthread_condattr_destroy(&ca);
+	pthread_cond_init(&pc->cond, NULL); /* timed waits: CLOCK_REALTIME deadlines */
 	pc->pre.fd = -1;
 	pc->pre_sink.ops = &pre_sink_ops;
 	pc->preempt = x->p0.postcopy_preempt;

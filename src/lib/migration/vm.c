@@ -72,13 +72,9 @@ int ferry_vm_create(const ferry_vm_options *opts, ferry_vm_t **out)
 		gen_uuid(vm->uuid);
 	pthread_mutex_init(&vm->run_lock, NULL);
 	pthread_mutex_init(&vm->mig_lock, NULL);
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	ferry__cond_init_monotonic(&vm->mig_cond);
 	ferry_migration_params_init(&vm->in_params);
 	vm->place_uffd = -1;
-	pthread_cond_init(&vm->mig_cond, &ca);
-	pthread_condattr_destroy(&ca);
 	*out = vm;
 	return 0;
 }
