@@ -2,6 +2,7 @@
 /* Helpers for in-process migration tests (see harness.h). */
 #include "harness.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -153,6 +154,45 @@ void wait_status(ferry_vm_t *vm, ferry_migration_status st)
 		msleep(POLL_MS);
 	}
 	fail_msg("timed out waiting for %s", ferry_migration_status_name(st));
+}
+
+/* The system call the thread tid of this process is blocked in, or -1 (running, unknown). */
+static long thread_syscall(const char *tid, const char *comm)
+{
+	char path[320], buf[64];
+	snprintf(path, sizeof(path), "/proc/self/task/%s/comm", tid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	bool named = fgets(buf, sizeof(buf), f) && !strncmp(buf, comm, strlen(comm)) &&
+		     buf[strlen(comm)] == '\n';
+	fclose(f);
+	if (!named)
+		return -1;
+	snprintf(path, sizeof(path), "/proc/self/task/%s/syscall", tid);
+	long nr = -1;
+	if ((f = fopen(path, "r"))) {
+		if (fscanf(f, "%ld", &nr) != 1) /* "running" */
+			nr = -1;
+		fclose(f);
+	}
+	return nr;
+}
+
+void wait_thread_in_syscall(const char *comm, long nr)
+{
+	for (int waited = 0; waited < WAIT_MS; waited += POLL_MS) {
+		DIR *d = opendir("/proc/self/task");
+		assert_non_null(d);
+		bool found = false;
+		for (struct dirent *e; !found && (e = readdir(d));)
+			found = e->d_name[0] != '.' && thread_syscall(e->d_name, comm) == nr;
+		closedir(d);
+		if (found)
+			return;
+		msleep(POLL_MS);
+	}
+	fail_msg("timed out waiting for thread %s to block in system call %ld", comm, nr);
 }
 
 void msleep(unsigned ms)

@@ -66,6 +66,12 @@ void wait_transferred(ferry_vm_t *vm, uint64_t bytes, ferry_migration_info *i);
  * (COMPLETED, FAILED) first, or after 60 s.
  */
 void wait_status(ferry_vm_t *vm, ferry_migration_status st);
+/*
+ * Polls until this process's thread named comm (e.g. "mig/dst/main") is
+ * blocked in system call nr (e.g. SYS_accept4), read from
+ * /proc/self/task/TID/syscall; fails the test after 60 s.
+ */
+void wait_thread_in_syscall(const char *comm, long nr);
 /* Sleeps ms milliseconds: for pacing a poll, never to wait for an event. */
 void msleep(unsigned ms);
 

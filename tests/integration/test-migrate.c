@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -974,7 +975,7 @@ static void t_cancel_incoming(void **state)
 	const char *uri = test_uri();
 	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
 	assert_int_equal(ferry_migration_incoming(dst.vm, uri), -EBUSY);
-	msleep(20);
+	wait_thread_in_syscall("mig/dst/main", SYS_accept4); /* the cancel must end a blocked accept */
 	/* The incoming migration owns the run state: no vCPU may run. */
 	assert_int_equal(ferry_vm_start(dst.vm), -EBUSY);
 	assert_false(ferry_vm_is_running(dst.vm));

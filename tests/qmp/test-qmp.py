@@ -9,7 +9,7 @@ with the oracle: query-guest-hash {"verify": true} on the destination (after
 x-run-until) must answer "matches-twin": true. Prints "ok:"/"FAIL:" lines
 and exits 1 if anything failed.
 """
-import json, os, random, select, shutil, socket, subprocess, sys, tempfile, time
+import json, os, platform, random, select, shutil, socket, subprocess, sys, tempfile, time
 
 FERRY = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build/ferry"
 SPEC = "mem=64M,vram=4M,vcpus=2,workload=random,rate=50M"
@@ -45,6 +45,28 @@ def true(name, cond, detail=""):
         ok(name)
     else:
         fail(name, detail or "condition is false")
+
+
+# nanosleep and clock_nanosleep, per architecture (/proc/PID/task/TID/syscall's first field).
+SLEEP_SYSCALLS = {"x86_64": (35, 230), "aarch64": (101, 115)}
+
+
+def thread_in_syscall(pid, comm, nrs, timeout=TIMEOUT):
+    """Polls until process pid's thread named comm is blocked in one of the system calls nrs."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                    if f.read().strip() != comm:
+                        continue
+                with open(f"/proc/{pid}/task/{tid}/syscall") as f:
+                    if f.read().split()[0] in [str(n) for n in nrs]:
+                        return True
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+        time.sleep(0.001)
+    return False
 
 
 def _ranges(xs):
@@ -613,7 +635,9 @@ def case_cancel_setup(tmp):
     try:
         q = src.qmp()
         eq("migrate to a stuck peer", q.cmd("migrate", {"uri": "unix:" + bl}), {"return": {}})
-        time.sleep(0.3)
+        # The connect found the backlog full and waits to try again (connect_cancellable).
+        true("connect waits on the full backlog",
+             thread_in_syscall(src.p.pid, "mig/src/main", SLEEP_SYSCALLS[platform.machine()]))
         eq("still in setup", q.ret("query-migrate")["status"], "setup")
         eq("migrate_cancel in setup", q.cmd("migrate_cancel"), {"return": {}})
         true("cancelling event", q.wait_event(is_status("cancelling"), 10) is not None)
