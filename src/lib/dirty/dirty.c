@@ -603,14 +603,14 @@ bool ferry__ram_maps_file(void *host, uint64_t size, int fd)
 	return shared_mapping_of(fd, 0, host, size);
 }
 
-int ferry__ram_file_fill(int fd, uint64_t size)
+ferry_file_fill ferry__ram_file_fill(int fd, uint64_t size)
 {
 	struct stat st;
 	if (fstat(fd, &st) < 0 || (uint64_t)st.st_size != size)
-		return -1;
+		return FERRY_FILL_SOME;
 	if (st.st_blocks == 0)
-		return 0;
-	return (uint64_t)st.st_blocks * 512 >= size ? 1 : -1;
+		return FERRY_FILL_NONE;
+	return (uint64_t)st.st_blocks * 512 >= size ? FERRY_FILL_ALL : FERRY_FILL_SOME;
 }
 
 int ferry__ram_scan_populated(void *host, uint64_t size, int fd, uint64_t file_off,

@@ -90,13 +90,20 @@ int ferry__ram_scan_populated(void *host, uint64_t size, int fd, uint64_t file_o
  * ferry__ram_file_fill() answers for the whole range.
  */
 bool ferry__ram_maps_file(void *host, uint64_t size, int fd);
+/* How much of a file is allocated (ferry__ram_file_fill). */
+typedef enum ferry_file_fill {
+	FERRY_FILL_SOME, /* some pages, or it cannot tell: scan */
+	FERRY_FILL_NONE,
+	FERRY_FILL_ALL,
+} ferry_file_fill;
+
 /*
- * From the file's allocated block count (one fstat): 1 if every page of fd
- * (size bytes) is allocated, 0 if none is, -1 if some are or it cannot
- * tell. A page populated after the call is not seen: callers protect
- * first, so later writes are harvested.
+ * From the file's allocated block count (one fstat): whether every page of
+ * fd (size bytes) is allocated, none is, or some are (or it cannot tell). A
+ * page populated after the call is not seen: callers protect first, so
+ * later writes are harvested.
  */
-int ferry__ram_file_fill(int fd, uint64_t size);
+ferry_file_fill ferry__ram_file_fill(int fd, uint64_t size);
 
 /*
  * Opens a userfaultfd (O_CLOEXEC | O_NONBLOCK; faults from user mode only

@@ -512,9 +512,9 @@ static void recv_fail(ferry_mf_receiver *r, int err, const char *msg)
 
 /*
  * Thread: mig/dst/recv_N, without r->lock except for the counters.
- * Reads and places one packet. Returns 1 for SYNC, 0 for pages, <0 error.
+ * Reads and places one packet (*sync: it was a SYNC). 0 or a negative errno.
  */
-static int recv_packet(ferry_mf_recv_chan *c)
+static int recv_packet(ferry_mf_recv_chan *c, bool *sync)
 {
 	ferry_mf_receiver *r = c->r;
 	ferry_chan *in = &c->in;
@@ -537,7 +537,8 @@ static int recv_packet(ferry_mf_recv_chan *c)
 	if (flags & FERRY_MF_SYNC) {
 		if (nn || nz || clen || (flags & FERRY_MF_ZSTD))
 			return ferry__chan_fail(in, FERRY_EBADSTREAM, "multifd sync packet with pages");
-		return 1;
+		*sync = true;
+		return 0;
 	}
 	if (!nn && !nz)
 		return ferry__chan_fail(in, FERRY_EBADSTREAM, "multifd packet without pages");
@@ -630,7 +631,8 @@ static void *recv_thread(void *arg)
 	snprintf(name, sizeof(name), "mig/dst/recv_%u", c->id);
 	pthread_setname_np(pthread_self(), name);
 	for (;;) {
-		int e = recv_packet(c);
+		bool sync = false;
+		int e = recv_packet(c, &sync);
 		if (e < 0) {
 			pthread_mutex_lock(&r->lock);
 			bool quit = r->quit;
@@ -643,7 +645,7 @@ static void *recv_thread(void *arg)
 			}
 			break;
 		}
-		if (e == 1) {
+		if (sync) {
 			pthread_mutex_lock(&r->lock);
 			uint64_t gen = r->generation;
 			r->at_sync++;

@@ -149,7 +149,7 @@ int ferry__place_setup(ferry_vm_t *vm, uint32_t want, uint32_t *used, char *err,
 		 * bounce copy.
 		 */
 		bool fresh_file = !advise && ferry__ram_maps_file(rb->host, rb->size, rb->fd) &&
-				  ferry__ram_file_fill(rb->fd, rb->size) != 1;
+				  ferry__ram_file_fill(rb->fd, rb->size) != FERRY_FILL_ALL;
 		rb->place = !fresh_file			     ? FERRY_PLACE_MAPPING
 			    : want == FERRY_PLACE_AUTO ? FERRY_PLACE_UFFD
 						       : (uint8_t)want;

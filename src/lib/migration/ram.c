@@ -323,10 +323,11 @@ static void chunk_fn(void *arg)
 		for (uint64_t w = w0; w < w1; w++)
 			rs->pmap[w] = 0;
 		/* The whole file allocated (or none of it): no need to walk it. */
-		int fill = j->maps_file ? ferry__ram_file_fill(j->rb->fd, j->rb->size) : -1;
-		if (fill == 1) {
+		ferry_file_fill fill = j->maps_file ? ferry__ram_file_fill(j->rb->fd, j->rb->size)
+						    : FERRY_FILL_SOME;
+		if (fill == FERRY_FILL_ALL) {
 			ferry__bitmap_set_range(rs->pmap, j->first, j->n);
-		} else if (fill == -1) {
+		} else if (fill == FERRY_FILL_SOME) {
 			j->what = "cannot scan";
 			j->err = ferry__ram_scan_populated(host, len, j->rb->fd,
 							   (j->base + j->first) << FERRY_PAGE_SHIFT,
