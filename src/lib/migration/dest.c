@@ -5,11 +5,12 @@
  * DESIGN: ferry__dest_thread (mig/dst/main) runs the phases in order over
  * one context (ferry_dst, dest.h):
  *   connect    accept the connection (or take a given fd)
- *   setup      decide the page placement (place.h)
+ *   setup      register the participants that load sections (RAM,
+ *              devices: participant.h) and decide the page placement
  *   negotiate  check the stream header
- *   load       records until EOF: RAM sections to the RAM loader
- *              (ram-load.c, which places through place.c), device state
- *              (FULL sections) through each device's vmsd, commands
+ *   load       records until EOF: sections to their participant
+ *              (ferry__parts_load: RAM to ram-load.c, which places through
+ *              place.c; device state to each device's vmsd), commands
  *              (postcopy's go to postcopy-dst.c); multifd channels are
  *              received and placed by mig/dst/recv_N (multifd.c)
  *   package    postcopy only: the device state of PACKAGE (postcopy-dst.c)
@@ -83,82 +84,14 @@ void ferry__dst_stats(ferry_dst *l)
 	pthread_mutex_unlock(&m->stats_lock);
 }
 
-static int check_footer(ferry_dst *l, uint32_t id)
-{
-	return ferry__wire_get_footer(l->c, id);
-}
-
-static int load_device(ferry_dst *l, uint32_t id, const char *idstr, uint32_t inst, uint32_t ver)
-{
-	ferry_chan *c = l->c;
-	ferry_vm_t *vm = l->vm;
-	struct ferry_device *d = NULL;
-	for (unsigned i = 0; i < vm->ndevices; i++)
-		if (!strcmp(vm->devices[i].id, idstr) && vm->devices[i].instance == inst)
-			d = &vm->devices[i];
-	ferry__chan_ctx_name(c, "device state");
-	if (!d)
-		return ferry__chan_fail(c, FERRY_EMISMATCH,
-					"unknown device '%s' instance %u", idstr, inst);
-	uint32_t len;
-	int r = ferry__wire_get_device_len(c, &len);
-	if (r)
-		return r;
-	if (len > FERRY_DEVICE_STATE_MAX)
-		return ferry__chan_fail(c, FERRY_EBADSTREAM,
-					"device '%s' state of %u bytes (max %u)", idstr, len,
-					FERRY_DEVICE_STATE_MAX);
-	uint8_t *buf = malloc(len ? len : 1);
-	if (!buf)
-		return ferry__chan_fail(c, -ENOMEM, "out of memory for device state");
-	if ((r = ferry__chan_read(c, buf, len))) {
-		free(buf);
-		return r;
-	}
-	char msg[200] = "";
-	/* RAM is complete before any device state: ordinary memory from here. */
-	ferry__place_end(vm);
-	/* Device state is applied under run_lock: the only lock loading takes. */
-	pthread_mutex_lock(&vm->run_lock);
-	r = ferry_vmsd_decode(d->vmsd, d->opaque, ver, buf, len, msg, sizeof(msg));
-	pthread_mutex_unlock(&vm->run_lock);
-	free(buf);
-	if (r)
-		return ferry__chan_fail(c, r, "device '%s' instance %u: %s", idstr, inst,
-					msg[0] ? msg : ferry_strerror(r));
-	return check_footer(l, id);
-}
-
 int ferry__dst_load_section(ferry_dst *l, uint8_t type)
 {
 	ferry_chan *c = l->c;
-	uint32_t id, inst, ver;
 	char idstr[FERRY_NAME_MAX + 1];
-	int r;
+	ferry_section s = { .type = type, .idstr = idstr };
 	ferry__chan_ctx_name(c, type == FERRY_REC_SECTION_FULL ? "section full" : "section start");
-	if ((r = ferry__wire_get_section_start(c, &id, idstr, &inst, &ver)))
-		return r;
-	if (!strcmp(idstr, FERRY_RAM_IDSTR)) {
-		if (type != FERRY_REC_SECTION_START || id != FERRY_SECTION_RAM || inst != 0)
-			return ferry__chan_fail(c, FERRY_EBADSTREAM,
-						"RAM section must be a start section with id %u",
-						FERRY_SECTION_RAM);
-		if (ver != FERRY_RAM_VERSION)
-			return ferry__chan_fail(c, FERRY_EVERSION,
-						"RAM section version %u (supported: %u)", ver,
-						FERRY_RAM_VERSION);
-		if (l->ram_started)
-			return ferry__chan_fail(c, FERRY_EBADSTREAM, "second RAM setup section");
-		l->ram_started = true;
-		l->ram.mf = l->mf_on ? &l->mf : NULL;
-		if ((r = ferry__ram_load(&l->ram, true)))
-			return r;
-		return check_footer(l, id);
-	}
-	if (type != FERRY_REC_SECTION_FULL)
-		return ferry__chan_fail(c, FERRY_EBADSTREAM,
-					"device '%s' sent as an iterative section", idstr);
-	return load_device(l, id, idstr, inst, ver);
+	int r = ferry__wire_get_section_start(c, &s.id, idstr, &s.instance, &s.version);
+	return r ? r : ferry__parts_load(&l->parts, c, &s);
 }
 
 /* Joins the receive threads (all pages are placed once the stream ended). */
@@ -219,12 +152,13 @@ int ferry__dst_load_command(ferry_dst *l)
 		uint32_t n;
 		uint8_t comp;
 		ferry__wire_cmd_multifd_decode(buf, &n, &comp);
-		if (l->mf_on || l->ram_started)
+		if (l->mf_on || l->ram.started)
 			return ferry__chan_fail(c, FERRY_EBADSTREAM, "multifd announced twice or late");
 		if (n < 1 || n > FERRY_MULTIFD_MAX_CHANNELS || comp > FERRY_COMPRESS_ZSTD)
 			return ferry__chan_fail(c, FERRY_EBADSTREAM,
 						"multifd with %u channels, compression %u", n, comp);
 		l->mf_on = true;
+		l->ram.mf = &l->mf; /* RAM's sections wait for the channels' pages too */
 		struct ferry_migration *m = l->m;
 		int r = ferry__mf_recv_start(&l->mf, m, m->listen_fd, l->uuid, n, comp);
 		if (r)
@@ -270,13 +204,12 @@ static int dst_load_stream(ferry_dst *l)
 	int r;
 	for (;;) {
 		uint8_t type;
-		uint32_t id;
 		ferry__chan_ctx(c, "record");
 		if ((r = ferry__wire_get_record(c, &type)))
 			return r;
 		switch (type) {
 		case FERRY_REC_EOF:
-			if (!l->ram_started)
+			if (!l->ram.started)
 				return ferry__chan_fail(c, FERRY_EBADSTREAM,
 							"stream ended before the RAM setup section");
 			return 0;
@@ -285,20 +218,19 @@ static int dst_load_stream(ferry_dst *l)
 			r = ferry__dst_load_section(l, type);
 			break;
 		case FERRY_REC_SECTION_PART:
-		case FERRY_REC_SECTION_END:
+		case FERRY_REC_SECTION_END: {
+			ferry_section sec = { .type = type };
 			ferry__chan_ctx_name(c, "section part");
-			if ((r = ferry__wire_get_section_id(c, &id)))
+			if ((r = ferry__wire_get_section_id(c, &sec.id)))
 				return r;
-			if (id != FERRY_SECTION_RAM || !l->ram_started)
-				return ferry__chan_fail(c, FERRY_EBADSTREAM,
-							"section %u continued before it started", id);
+			int k = ferry__parts_find(&l->parts, c, sec.id);
+			if (k < 0)
+				return k;
 			if (type == FERRY_REC_SECTION_END)
 				ferry__mig_set_status(l->m, FERRY_MIGRATION_DEVICE);
-			l->ram.mf = l->mf_on ? &l->mf : NULL;
-			r = ferry__ram_load(&l->ram, false);
-			if (!r)
-				r = check_footer(l, id);
+			r = ferry__parts_load_at(&l->parts, k, c, &sec);
 			break;
+		}
 		case FERRY_REC_COMMAND:
 			r = ferry__dst_load_command(l);
 			break;
@@ -370,13 +302,19 @@ static int dst_setup(ferry_dst *l)
 	/* Fresh destination RAM is zero: nothing of it was received yet. */
 	for (unsigned i = 0; i < vm->nblocks; i++)
 		ferry__bitmap_zero(vm->blocks[i]->received, vm->blocks[i]->npages);
+	/* What loads sections, in the order they are tried: RAM, then devices. */
+	int r = ferry__parts_add(&l->parts, &ferry__ram_participant, &l->ram);
+	if (!r)
+		r = ferry__parts_add(&l->parts, &ferry__vmsd_participant, m);
+	if (r)
+		return r;
 	char perr[256];
 	uint32_t placement;
 	/* Destination parameters as they are now (set after the listen too). */
 	pthread_mutex_lock(&vm->mig_lock);
 	uint32_t want = vm->in_params.placement;
 	pthread_mutex_unlock(&vm->mig_lock);
-	int r = ferry__place_setup(vm, want, &placement, perr, sizeof(perr));
+	r = ferry__place_setup(vm, want, &placement, perr, sizeof(perr));
 	if (r) {
 		ferry__mig_set_error(m, r, "%s", perr);
 		return r;

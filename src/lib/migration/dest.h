@@ -14,6 +14,7 @@
 
 #include "migration/mig.h"
 #include "migration/multifd.h"
+#include "migration/participant.h"
 
 struct ferry_pc_dst;
 
@@ -21,8 +22,8 @@ typedef struct ferry_dst {
 	struct ferry_migration *m;
 	ferry_vm_t *vm;
 	ferry_chan *c;          /* the main channel (&m->chan) */
-	bool ram_started;
 	bool run_after;
+	ferry_parts parts;      /* what loads sections: RAM (opaque &ram), devices (m) */
 	ferry_ram_loader ram;   /* the main channel's RAM loading state */
 	uint8_t uuid[16];       /* the source VM's, from the header */
 	ferry_mf_receiver mf;   /* when the stream announced multifd (own lock) */
@@ -49,7 +50,7 @@ typedef struct ferry_dst {
  * mig/dst/listen and for the package. Each returns 0 or a negative errno
  * (failed on d->c).
  */
-/* A START or FULL section record (RAM setup or a device's state). */
+/* A START or FULL section record, to the participant it names. */
 int ferry__dst_load_section(ferry_dst *d, uint8_t type);
 /* A COMMAND record; postcopy commands go to postcopy-dst.c. */
 int ferry__dst_load_command(ferry_dst *d);

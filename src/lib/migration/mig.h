@@ -248,6 +248,7 @@ typedef struct ferry_ram_loader {
 	_Atomic uint64_t pages, zeros;
 	struct ferry_placer *placer;  /* mig/dst/place_N, started on demand */
 	bool placer_tried;            /* started it, or found it cannot start */
+	bool started;                 /* the RAM setup section was loaded */
 } ferry_ram_loader;
 /*
  * Loads one RAM section body (records up to EOS). The preempt channel is
@@ -255,6 +256,12 @@ typedef struct ferry_ram_loader {
  * Thread: the loader's owner. Returns with every page placed.
  */
 int ferry__ram_load(ferry_ram_loader *l, bool setup);
+/*
+ * RAM's destination participant handler (participant.h; opaque: the
+ * loader): the setup section (START, checked) or a PART/END body.
+ */
+struct ferry_section;
+int ferry__ram_part_load(void *opaque, ferry_chan *c, const struct ferry_section *s);
 /* Stops the loader's placing threads, if any (idle: ferry__ram_load drained them). */
 void ferry__ram_loader_fini(ferry_ram_loader *l);
 /* Multifd hooks for cancel (migration.c): wake everything up. */

@@ -11,8 +11,10 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "migration/mig.h"
+#include "migration/place.h"
 #include "stream/format.h"
 #include "stream/wire.h"
 
@@ -101,6 +103,52 @@ void ferry__parts_save_cleanup(ferry_parts *t)
 			t->p[i].ops->save_cleanup(t->p[i].opaque);
 }
 
+/* The participant that loads START/FULL sections named idstr: by name, else devices' (-1: none). */
+static int load_owner(ferry_parts *t, const char *idstr)
+{
+	int any = -1;
+	for (unsigned i = 0; i < t->n; i++) {
+		const ferry_participant *ops = t->p[i].ops;
+		if (!ops->load)
+			continue;
+		if (ops->section && !strcmp(ops->section, idstr))
+			return (int)i;
+		if (!ops->section && any < 0)
+			any = (int)i;
+	}
+	return any;
+}
+
+int ferry__parts_load(ferry_parts *t, ferry_chan *c, ferry_section *s)
+{
+	int k = load_owner(t, s->idstr);
+	if (k < 0)
+		return ferry__chan_fail(c, FERRY_EMISMATCH, "unknown section '%s' instance %u",
+					s->idstr, s->instance);
+	int r = ferry__parts_load_at(t, k, c, s);
+	if (!r && s->type == FERRY_REC_SECTION_START) {
+		t->p[k].started = true;
+		t->p[k].section_id = s->id;
+	}
+	return r;
+}
+
+int ferry__parts_find(ferry_parts *t, ferry_chan *c, uint32_t id)
+{
+	for (unsigned i = 0; i < t->n; i++)
+		if (t->p[i].started && t->p[i].section_id == id)
+			return (int)i;
+	return ferry__chan_fail(c, FERRY_EBADSTREAM, "section %u continued before it started", id);
+}
+
+int ferry__parts_load_at(ferry_parts *t, int k, ferry_chan *c, ferry_section *s)
+{
+	if (s->type == FERRY_REC_SECTION_PART || s->type == FERRY_REC_SECTION_END)
+		s->idstr = t->p[k].ops->section;
+	int r = t->p[k].ops->load(t->p[k].opaque, c, s);
+	return r ? r : ferry__wire_get_footer(c, s->id);
+}
+
 /* ---- device vmsd state (opaque: the migration) ---- */
 
 /* Every device's vmsd as FULL sections on c, in registration order; vCPUs stopped. */
@@ -141,9 +189,53 @@ static int vmsd_save_complete(void *opaque, ferry_chan *c)
 	return 0;
 }
 
+/* A device's FULL section: its vmsd, applied under run_lock (mig/dst/main). */
+static int vmsd_load(void *opaque, ferry_chan *c, const ferry_section *s)
+{
+	struct ferry_migration *m = opaque;
+	ferry_vm_t *vm = m->vm;
+	struct ferry_device *d = NULL;
+	if (s->type != FERRY_REC_SECTION_FULL)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM,
+					"device '%s' sent as an iterative section", s->idstr);
+	for (unsigned i = 0; i < vm->ndevices; i++)
+		if (!strcmp(vm->devices[i].id, s->idstr) && vm->devices[i].instance == s->instance)
+			d = &vm->devices[i];
+	ferry__chan_ctx_name(c, "device state");
+	if (!d)
+		return ferry__chan_fail(c, FERRY_EMISMATCH, "unknown device '%s' instance %u",
+					s->idstr, s->instance);
+	uint32_t len;
+	int r = ferry__wire_get_device_len(c, &len);
+	if (r)
+		return r;
+	if (len > FERRY_DEVICE_STATE_MAX)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "device '%s' state of %u bytes (max %u)",
+					s->idstr, len, FERRY_DEVICE_STATE_MAX);
+	uint8_t *buf = malloc(len ? len : 1);
+	if (!buf)
+		return ferry__chan_fail(c, -ENOMEM, "out of memory for device state");
+	if ((r = ferry__chan_read(c, buf, len))) {
+		free(buf);
+		return r;
+	}
+	char msg[200] = "";
+	/* RAM is complete before any device state: ordinary memory from here. */
+	ferry__place_end(vm);
+	pthread_mutex_lock(&vm->run_lock);
+	r = ferry_vmsd_decode(d->vmsd, d->opaque, s->version, buf, len, msg, sizeof(msg));
+	pthread_mutex_unlock(&vm->run_lock);
+	free(buf);
+	if (r)
+		return ferry__chan_fail(c, r, "device '%s' instance %u: %s", s->idstr, s->instance,
+					msg[0] ? msg : ferry_strerror(r));
+	return 0;
+}
+
 const ferry_participant ferry__vmsd_participant = {
 	.name = "vmsd",
 	.save_complete = vmsd_save_complete,
+	.load = vmsd_load,
 };
 
 /* ---- free page hints (opaque: the RAM saver) ---- */

@@ -26,14 +26,20 @@
  * participant recorded the message with ferry__mig_set_error); the first
  * error stops the walk.
  *
- * DESIGN (destination), declared for the destination driver:
+ * DESIGN (destination), in the order mig/dst/main calls the handlers:
  *   load_setup      before the stream's first section;
- *   load            one section body of record type `type` (START, PART,
- *                   END or FULL) and version `version`, read from c;
+ *   load            one section body, read from c: a START or FULL section
+ *                   whose name is the participant's `section` (NULL: the
+ *                   participant that loads devices by name, tried last),
+ *                   or a PART/END section continuing the participant's
+ *                   START (by section id; ferry__parts_load finds it and
+ *                   checks the footer after the body);
  *   load_buf        a buffer of the participant's state that came outside
  *                   the main stream (e.g. a multifd device-state packet),
  *                   in `index` order per participant;
  *   load_cleanup    at the end (any outcome).
+ * Every handler reads hostile input: it checks each field before use and
+ * fails on c (ferry__chan_fail) with a message naming what was wrong.
  *
  * For live devices (issue 17): pending reports a device's precopy and
  * stop-copy bytes; save_complete may hand its work to a thread of its own
@@ -52,6 +58,15 @@
 
 #include "stream/chan.h"
 
+/* A section as the destination read its header (stream/wire.h). */
+typedef struct ferry_section {
+	uint8_t type;       /* FERRY_REC_SECTION_START, _PART, _END or _FULL */
+	uint32_t id;
+	const char *idstr;  /* START/FULL: its name; PART/END: the participant's `section` */
+	uint32_t instance;  /* START/FULL only */
+	uint32_t version;   /* START/FULL only */
+} ferry_section;
+
 /* The participant's remaining state can be sent after a postcopy switch. */
 #define FERRY_PART_POSTCOPY 0x1u
 
@@ -69,8 +84,9 @@ typedef struct ferry_participant {
 	int (*complete_wait)(void *opaque);
 	void (*save_cleanup)(void *opaque);
 	/* ---- destination ---- */
+	const char *section; /* the name of its sections (NULL: devices, by their names) */
 	int (*load_setup)(void *opaque);
-	int (*load)(void *opaque, ferry_chan *c, uint8_t type, uint32_t version);
+	int (*load)(void *opaque, ferry_chan *c, const ferry_section *s);
 	int (*load_buf)(void *opaque, const void *buf, size_t len, uint32_t index);
 	void (*load_cleanup)(void *opaque);
 } ferry_participant;
@@ -83,6 +99,8 @@ typedef struct ferry_parts {
 	struct {
 		const ferry_participant *ops;
 		void *opaque;
+		bool started;        /* destination: its START section was loaded */
+		uint32_t section_id; /* that section's id */
 	} p[FERRY_PARTS_MAX];
 } ferry_parts;
 
@@ -100,7 +118,23 @@ uint64_t ferry__parts_pending(ferry_parts *t, uint64_t *precopy, uint64_t *stopc
 int ferry__parts_save_complete(ferry_parts *t, ferry_chan *c, bool postcopy);
 void ferry__parts_save_cleanup(ferry_parts *t);
 
-/* The built-in participants; opaque: the ferry_ram_saver (device state: the migration). */
+/*
+ * Destination (mig/dst/main, and mig/dst/listen for the postcopy package).
+ * ferry__parts_load: a START or FULL section to the participant it names,
+ * then its footer. ferry__parts_find: the participant whose START had
+ * section id `id` (PART/END continue it), or the negative errno of failing
+ * on c with "section N continued before it started"; ferry__parts_load_at loads such
+ * a section there, then its footer. 0 or a negative errno (failed on c).
+ */
+int ferry__parts_load(ferry_parts *t, ferry_chan *c, ferry_section *s);
+int ferry__parts_find(ferry_parts *t, ferry_chan *c, uint32_t id);
+int ferry__parts_load_at(ferry_parts *t, int k, ferry_chan *c, ferry_section *s);
+
+/*
+ * The built-in participants. opaque: RAM's is the side's ferry_ram_saver
+ * (source) or ferry_ram_loader (destination); hints' the saver; device
+ * state's the migration.
+ */
 extern const ferry_participant ferry__ram_participant;   /* ram.c */
 extern const ferry_participant ferry__hints_participant; /* participant.c */
 extern const ferry_participant ferry__vmsd_participant;  /* participant.c */

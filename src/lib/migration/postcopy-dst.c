@@ -525,7 +525,7 @@ int ferry__postcopy_advise(ferry_dst *l, uint32_t flags)
 	ferry_vm_t *vm = l->vm;
 	ferry_chan *c = l->c;
 	char err[256];
-	if (l->pc || l->ram_started)
+	if (l->pc || l->ram.started)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM, "postcopy advised twice or late");
 	if (flags & ~FERRY_PC_PREEMPT)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM, "postcopy flags 0x%x", flags);
@@ -765,8 +765,9 @@ static int pc_load_package(ferry_dst *l)
 	if (r)
 		return r;
 	l->pkg_fd = -1; /* the channel owns it */
-	ferry_dst pl = { .m = l->m, .vm = l->vm, .c = &pk, .ram_started = true, .pc = l->pc,
+	ferry_dst pl = { .m = l->m, .vm = l->vm, .c = &pk, .parts = l->parts, .pc = l->pc,
 		      .pc_listening = true, .pkg_fd = -1 };
+	pl.ram.started = true; /* no RAM setup (nor multifd, nor advise) in a package */
 	while (!r && ferry__chan_offset(&pk) < l->pkg_len) {
 		uint8_t type;
 		ferry__chan_ctx(&pk, "postcopy package record");

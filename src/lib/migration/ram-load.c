@@ -26,6 +26,7 @@
 #include <stdlib.h>
 
 #include "migration/multifd.h"
+#include "migration/participant.h"
 #include "migration/place.h"
 #include "migration/postcopy.h"
 #include "stream/format.h"
@@ -138,6 +139,24 @@ static int load_run(ferry_ram_loader *l, struct ferry_ram_block *rb, bool zero, 
 	count(l, false, n);
 	ferry__bitmap_set_range(rb->received, first, n);
 	return 0;
+}
+
+int ferry__ram_part_load(void *opaque, ferry_chan *c, const ferry_section *s)
+{
+	ferry_ram_loader *l = opaque;
+	if (s->type == FERRY_REC_SECTION_PART || s->type == FERRY_REC_SECTION_END)
+		return ferry__ram_load(l, false);
+	if (s->type != FERRY_REC_SECTION_START || s->id != FERRY_SECTION_RAM || s->instance != 0)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM,
+					"RAM section must be a start section with id %u",
+					FERRY_SECTION_RAM);
+	if (s->version != FERRY_RAM_VERSION)
+		return ferry__chan_fail(c, FERRY_EVERSION, "RAM section version %u (supported: %u)",
+					s->version, FERRY_RAM_VERSION);
+	if (l->started)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "second RAM setup section");
+	l->started = true;
+	return ferry__ram_load(l, true);
 }
 
 void ferry__ram_loader_fini(ferry_ram_loader *l)

@@ -662,5 +662,7 @@ const ferry_participant ferry__ram_participant = {
 	.pending = ram_part_pending,
 	.save_complete = ram_part_complete,
 	.save_cleanup = ram_part_cleanup,
+	.section = FERRY_RAM_IDSTR,
+	.load = ferry__ram_part_load, /* ram-load.c */
 };
 
