@@ -47,8 +47,11 @@
  * before EOF; load_buf receives the device's buffers on the destination.
  *
  * Thread: every handler runs on the driver's main thread (mig/src/main or
- * mig/dst/main) unless its participant starts threads of its own; the
- * table is built before the migration starts and not changed while it runs.
+ * mig/dst/main) unless its participant starts threads of its own; after a
+ * postcopy switch, the destination's background PART sections load on
+ * mig/dst/listen while mig/dst/main loads the package through a copy of the
+ * table. The table is built before the migration starts; only `started`
+ * changes while it runs, on the thread that loads START sections.
  */
 #ifndef FERRY_MIGRATION_PARTICIPANT_H
 #define FERRY_MIGRATION_PARTICIPANT_H

@@ -716,6 +716,23 @@ static void *preempt_thread(void *arg)
 	return NULL;
 }
 
+/*
+ * A PART section of the background stream, to its participant: only one
+ * that may go on after the switch (RAM). Thread: mig/dst/listen.
+ */
+static int load_part(ferry_dst *l)
+{
+	ferry_section sec = { .type = FERRY_REC_SECTION_PART };
+	ferry__chan_ctx_name(l->c, "section part");
+	int r = ferry__wire_get_section_id(l->c, &sec.id);
+	if (r)
+		return r;
+	int k = ferry__parts_find(&l->parts, l->c, sec.id);
+	if (k >= 0 && !(l->parts.p[k].ops->flags & FERRY_PART_POSTCOPY))
+		k = ferry__chan_fail(l->c, FERRY_EBADSTREAM, "section %u in postcopy", sec.id);
+	return k < 0 ? k : ferry__parts_load_at(&l->parts, k, l->c, &sec);
+}
+
 /* Thread: mig/dst/listen. The background pages on the main connection, until EOF. */
 static void *listen_thread(void *arg)
 {
@@ -725,21 +742,13 @@ static void *listen_thread(void *arg)
 	int r = 0;
 	for (;;) {
 		uint8_t type;
-		uint32_t id;
 		ferry__chan_ctx(c, "record");
 		if ((r = ferry__wire_get_record(c, &type)))
 			break;
 		if (type == FERRY_REC_EOF)
 			break;
 		if (type == FERRY_REC_SECTION_PART) {
-			ferry__chan_ctx_name(c, "section part");
-			if ((r = ferry__wire_get_section_id(c, &id)))
-				break;
-			if (id != FERRY_SECTION_RAM) {
-				r = ferry__chan_fail(c, FERRY_EBADSTREAM, "section %u in postcopy", id);
-				break;
-			}
-			if ((r = ferry__ram_load(&l->ram, false)) || (r = ferry__wire_get_footer(l->c, id)))
+			if ((r = load_part(l)))
 				break;
 		} else if (type == FERRY_REC_COMMAND) {
 			if ((r = ferry__dst_load_command(l)))
