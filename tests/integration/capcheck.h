@@ -28,22 +28,11 @@ static uint64_t cap_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* A running CAP_SPEC source and a destination listening at the returned URI. */
-static const char *cap_pair(side *src, side *dst)
-{
-	side_create(src, CAP_SPEC, FERRY_DIRTY_WP_ASYNC, false);
-	side_create(dst, CAP_SPEC, FERRY_DIRTY_WP_ASYNC, true);
-	const char *uri = test_uri();
-	assert_int_equal(ferry_migration_incoming(dst->vm, uri), 0);
-	assert_int_equal(ferry_vm_start(src->vm), 0);
-	return uri;
-}
-
 /* Migrates CAP_SPEC with p (p->max_bandwidth set); returns the source's final info. */
 static ferry_migration_info cap_migrate(const ferry_migration_params *p)
 {
 	side src, dst;
-	const char *uri = cap_pair(&src, &dst);
+	const char *uri = running_pair(&src, &dst, CAP_SPEC);
 	assert_int_equal(ferry_migration_start(src.vm, uri, p), 0);
 	/* The sample compared against: the last one at least 150 ms older. */
 	ferry_migration_info ref = { .status = FERRY_MIGRATION_NONE }, i;

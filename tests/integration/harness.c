@@ -156,6 +156,16 @@ void wait_status(ferry_vm_t *vm, ferry_migration_status st)
 	fail_msg("timed out waiting for %s", ferry_migration_status_name(st));
 }
 
+const char *running_pair(side *src, side *dst, const char *spec)
+{
+	side_create(src, spec, FERRY_DIRTY_WP_ASYNC, false);
+	side_create(dst, spec, FERRY_DIRTY_WP_ASYNC, true);
+	const char *uri = test_uri();
+	assert_int_equal(ferry_migration_incoming(dst->vm, uri), 0);
+	assert_int_equal(ferry_vm_start(src->vm), 0);
+	return uri;
+}
+
 /* The system call the thread tid of this process is blocked in, or -1 (running, unknown). */
 static long thread_syscall(const char *tid, const char *comm)
 {

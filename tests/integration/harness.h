@@ -72,6 +72,11 @@ void wait_status(ferry_vm_t *vm, ferry_migration_status st);
  * /proc/self/task/TID/syscall; fails the test after 60 s.
  */
 void wait_thread_in_syscall(const char *comm, long nr);
+/*
+ * Two sides of spec with WP-async tracking: the destination listens on the
+ * returned URI, the source guest runs.
+ */
+const char *running_pair(side *src, side *dst, const char *spec);
 /* Sleeps ms milliseconds: for pacing a poll, never to wait for an event. */
 void msleep(unsigned ms);
 

@@ -198,20 +198,6 @@ static void t_destination_dies_then_retry(void **state)
 	side_destroy(&dst);
 }
 
-/*
- * Two sides of spec: the destination listens on the returned URI, the
- * source guest runs.
- */
-static const char *running_pair(side *src, side *dst, const char *spec)
-{
-	side_create(src, spec, FERRY_DIRTY_WP_ASYNC, false);
-	side_create(dst, spec, FERRY_DIRTY_WP_ASYNC, true);
-	const char *uri = test_uri();
-	assert_int_equal(ferry_migration_incoming(dst->vm, uri), 0);
-	assert_int_equal(ferry_vm_start(src->vm), 0);
-	return uri;
-}
-
 /* A guest dirtying faster than max-bandwidth never switches over; cancel. */
 static void t_no_convergence_then_cancel(void **state)
 {

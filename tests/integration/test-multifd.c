@@ -107,7 +107,7 @@ static void t_mf_cancel_told(void **s)
 {
 	(void)s;
 	side src, dst;
-	const char *uri = cap_pair(&src, &dst);
+	const char *uri = running_pair(&src, &dst, CAP_SPEC);
 	ferry_migration_params p;
 	mf_params(&p, 2, false);
 	p.max_bandwidth = 40 * 1000 * 1000;
