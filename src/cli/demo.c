@@ -280,257 +280,318 @@ static int demo_parse(int argc, char **argv, demo_opts *o)
 	return demo_check(o);
 }
 
+/* Both hosts' session: the processes, the URI, and what came back. */
+typedef struct demo_run {
+	char spec[512], uri[64], self[4096], dir[32];
+	child dst, src;
+	ferry_cli_drive d;
+	json_t *info; /* the source's final query-migrate */
+	json_t *ver;  /* the destination's query-guest-hash */
+	json_t *dpc;  /* the destination's x-postcopy, with blocktime-ms */
+	char err[512];
+} demo_run;
+
+/* Our own path, a free port and a private directory. 0 or -1 (message printed). */
+static int demo_env(demo_run *r, const demo_opts *o)
+{
+	snprintf(r->spec, sizeof(r->spec), "mem=%s,vcpus=%s,workload=%s,rate=%s,fill=%s", o->mem,
+		 o->vcpus, o->workload, o->rate, o->fill);
+	ssize_t sl = readlink("/proc/self/exe", r->self, sizeof(r->self) - 1);
+	if (sl < 0) {
+		perror("ferry demo: /proc/self/exe");
+		return -1;
+	}
+	r->self[sl] = 0;
+	int port = free_port();
+	if (port < 0) {
+		perror("ferry demo: no free port");
+		return -1;
+	}
+	snprintf(r->uri, sizeof(r->uri), "tcp:127.0.0.1:%d", port);
+	snprintf(r->dir, sizeof(r->dir), "/tmp/ferry-demo.XXXXXX");
+	if (!mkdtemp(r->dir)) {
+		perror("ferry demo: mkdtemp");
+		return -1;
+	}
+	return 0;
+}
+
+/* One QMP command; NULL (message in r->err) on failure. Takes args. */
+static json_t *demo_exec(demo_run *r, child *ch, const char *cmd, json_t *args)
+{
+	return ferry_qmp_client_exec(ch->qmp, cmd, args, 10000, r->err, sizeof(r->err), NULL);
+}
+
+/* Sets args (taken) on ch; 0 or -1 with "ferry demo: WHAT: error" printed. */
+static int demo_set(demo_run *r, child *ch, const char *cmd, json_t *args, const char *what)
+{
+	json_t *res = demo_exec(r, ch, cmd, args);
+	if (!res) {
+		fprintf(stderr, "ferry demo: %s: %s\n", what, r->err);
+		return -1;
+	}
+	json_decref(res);
+	return 0;
+}
+
+/* Capabilities and --set parameters, on the hosts that need them. 0 or -1. */
+static int demo_configure(demo_run *r, const demo_opts *o)
+{
+	if (o->postcopy) {
+		json_t *caps = json_pack("[{s:s,s:b},{s:s,s:b}]", "capability", "postcopy-ram", "state", 1,
+					 "capability", "postcopy-preempt", "state", o->preempt);
+		int e = demo_set(r, &r->dst, "migrate-set-capabilities", json_pack("{s:O}", "capabilities", caps),
+				 "enabling postcopy") ||
+			demo_set(r, &r->src, "migrate-set-capabilities", json_pack("{s:O}", "capabilities", caps),
+				 "enabling postcopy") ||
+			demo_set(r, &r->src, "migrate-set-parameters",
+				 json_pack("{s:i}", "x-postcopy-after-passes", 1), "enabling postcopy");
+		json_decref(caps);
+		if (e)
+			return -1;
+	}
+	if (o->auto_converge &&
+	    demo_set(r, &r->src, "migrate-set-capabilities",
+		     json_pack("{s:[{s:s,s:b}]}", "capabilities", "capability", "auto-converge", "state", 1),
+		     "enabling auto-converge"))
+		return -1;
+	if (!o->nsets)
+		return 0;
+	json_t *args = json_object();
+	for (int i = 0; i < o->nsets; i++) {
+		char name[128];
+		json_t *v;
+		if (ferry_cli_parse_kv(o->sets[i], name, sizeof(name), &v)) {
+			fprintf(stderr, "ferry demo: --set '%s': expected NAME=VALUE\n", o->sets[i]);
+			json_decref(args);
+			return -1;
+		}
+		json_object_set_new(args, name, v);
+	}
+	/* Both sides: some parameters are the destination's (x-placement, x-postcopy-cpu). */
+	if (demo_set(r, &r->dst, "migrate-set-parameters", json_incref(args), "migrate-set-parameters")) {
+		json_decref(args);
+		return -1;
+	}
+	return demo_set(r, &r->src, "migrate-set-parameters", args, "migrate-set-parameters");
+}
+
+/*
+ * After the source completed: the destination's outcome, then its guest runs
+ * on (or stops, if idle) and the oracle is asked. 0 or -1 (message printed).
+ */
+static int demo_verify(demo_run *r, const demo_opts *o)
+{
+	json_t *din = wait_incoming(&r->dst, r->err, sizeof(r->err));
+	const char *ds = din ? json_string_value(json_object_get(din, "status")) : NULL;
+	if (!ds || strcmp(ds, "completed")) {
+		fprintf(stderr, "ferry demo: destination: %s\n", din ? "incoming migration failed" : r->err);
+		json_decref(din);
+		return -1;
+	}
+	if (json_object_get(din, "x-postcopy")) {
+		r->dpc = json_deep_copy(json_object_get(din, "x-postcopy"));
+		json_object_set(r->dpc, "blocktime-ms", json_object_get(din, "postcopy-blocktime"));
+	}
+	json_decref(din);
+	json_t *res = strcmp(o->workload, "idle")
+			      ? ferry_qmp_client_exec(r->dst.qmp, "x-run-until",
+						      json_pack("{s:i}", "advance", RUN_ON_STEPS),
+						      VERIFY_TIMEOUT_MS, r->err, sizeof(r->err), NULL)
+			      : demo_exec(r, &r->dst, "stop", NULL);
+	if (!res) {
+		fprintf(stderr, "ferry demo: destination: %s\n", r->err);
+		return -1;
+	}
+	json_decref(res);
+	r->ver = ferry_qmp_client_exec(r->dst.qmp, "query-guest-hash", json_pack("{s:b}", "verify", 1),
+				       VERIFY_TIMEOUT_MS, r->err, sizeof(r->err), NULL);
+	if (!r->ver)
+		fprintf(stderr, "ferry demo: destination: query-guest-hash: %s\n", r->err);
+	return r->ver ? 0 : -1;
+}
+
+/* Spawns both hosts and configures them. 0 or -1 (message printed). */
+static int demo_setup(demo_run *r, const demo_opts *o)
+{
+	char *dargs[] = { "--guest", r->spec, "--dirty", (char *)o->dirty, "--incoming", r->uri, NULL };
+	char *sargs[] = { "--guest", r->spec, "--dirty", (char *)o->dirty, NULL };
+	if (host_spawn(&r->dst, r->self, r->dir, "destination", dargs) ||
+	    host_spawn(&r->src, r->self, r->dir, "source", sargs))
+		return -1;
+	return demo_configure(r, o);
+}
+
+/* The migration itself, followed as `ferry migrate` follows it, then the verification. */
+static void demo_migrate(demo_run *r, const demo_opts *o)
+{
+	if (!o->json)
+		fprintf(stderr, "ferry demo: migrating a running %s guest (%s vCPUs, %s workload at %s/s per vCPU) to %s\n",
+			o->mem, o->vcpus, o->workload, o->rate, r->uri);
+	usleep(300000); /* let the source guest run and dirty its RAM (a demo, not a test) */
+	r->d = (ferry_cli_drive){
+		.who = "demo",
+		.uri = r->uri,
+		.qmp_addr = r->src.sock,
+		.progress = o->json ? FERRY_PROGRESS_NONE
+			    : isatty(2) ? FERRY_PROGRESS_BAR
+					: FERRY_PROGRESS_LINES,
+	};
+	r->info = ferry_cli_migration_drive(r->src.qmp, &r->d, r->err, sizeof(r->err));
+	if (!r->info) {
+		fprintf(stderr, "ferry demo: migrate: %s\n", r->err);
+		return;
+	}
+	const char *st = json_string_value(json_object_get(r->info, "status"));
+	if (st && !strcmp(st, "completed"))
+		demo_verify(r, o);
+}
+
+static bool demo_verified(const demo_run *r)
+{
+	return r->ver && json_is_true(json_object_get(r->ver, "matches-twin"));
+}
+
+static void demo_print_json(const demo_run *r)
+{
+	json_t *mig = r->info;
+	const char *status = mig ? json_string_value(json_object_get(mig, "status")) : NULL;
+	json_int_t total = jint(mig, "total-time", NULL), xfer = jint(mig, "ram", "transferred");
+	json_t *o = json_pack("{s:s,s:b,s:I,s:I,s:I,s:f,s:I,s:I,s:I}", "status",
+			      status ? status : "failed", "verified", demo_verified(r),
+			      "total_time_ms", total, "downtime_ms", jint(mig, "downtime", NULL),
+			      "transferred_bytes", xfer, "mbps",
+			      total ? (double)xfer * 8 / 1e3 / (double)total : 0, "passes",
+			      jint(mig, "ram", "dirty-sync-count"), "normal_pages",
+			      jint(mig, "ram", "normal"), "zero_pages", jint(mig, "ram", "duplicate"));
+	json_object_set_new(o, "cpu_throttle_peak", json_integer(jint(mig, "x-cpu-throttle", "peak")));
+	if (r->dpc)
+		json_object_set(o, "postcopy", r->dpc);
+	char *s = json_dumps(o, JSON_COMPACT);
+	printf("%s\n", s);
+	free(s);
+	json_decref(o);
+}
+
+/* The postcopy line of the summary. */
+static void demo_print_postcopy(const demo_run *r)
+{
+	json_t *dpc = r->dpc, *lat = json_object_get(dpc, "fault-latency");
+	if (r->d.postcopy_after_s >= 0)
+		printf("  postcopy     switched after %.2f s; ", r->d.postcopy_after_s);
+	else
+		printf("  postcopy     ");
+	printf("%lld page requests (%lld faults), fault latency p50 %lld us, "
+	       "p99 %lld us, max %lld us; vCPUs blocked %lld ms in all\n",
+	       (long long)jint(dpc, "requests", NULL), (long long)jint(dpc, "faults", NULL),
+	       (long long)jint(lat, "p50-us", NULL), (long long)jint(lat, "p99-us", NULL),
+	       (long long)jint(lat, "max-us", NULL), (long long)jint(dpc, "blocktime-ms", NULL));
+}
+
+/* The verification lines of the summary. */
+static void demo_print_verify(const demo_run *r)
+{
+	json_t *ver = r->ver;
+	if (!ver) {
+		printf("  NOT VERIFIED the destination did not report a verification\n");
+		return;
+	}
+	char sbuf[256] = "";
+	size_t i;
+	json_t *v;
+	json_array_foreach(json_object_get(ver, "steps"), i, v) {
+		size_t l = strlen(sbuf);
+		snprintf(sbuf + l, sizeof(sbuf) - l, "%s%lld", i ? "," : "", (long long)json_integer_value(v));
+	}
+	json_t *diff = json_object_get(ver, "first-difference");
+	if (demo_verified(r))
+		printf("  verified     destination RAM matches the never-migrated twin bit for bit\n"
+		       "               (%lld pages, vCPU steps %s, hash %s)\n",
+		       (long long)jint(ver, "pages-compared", NULL), sbuf,
+		       json_string_value(json_object_get(ver, "hash")));
+	else
+		printf("  NOT VERIFIED first difference: block %s page %lld\n",
+		       json_string_value(json_object_get(diff, "block")), (long long)jint(diff, "page", NULL));
+}
+
+static void demo_print_text(const demo_run *r, const demo_opts *o)
+{
+	json_t *mig = r->info;
+	const char *status = mig ? json_string_value(json_object_get(mig, "status")) : NULL;
+	json_int_t total = jint(mig, "total-time", NULL), down = jint(mig, "downtime", NULL);
+	json_int_t xfer = jint(mig, "ram", "transferred"), passes = jint(mig, "ram", "dirty-sync-count");
+	json_int_t thr_peak = jint(mig, "x-cpu-throttle", "peak");
+	json_int_t limit = json_integer_value(json_object_get(r->d.params, "downtime-limit"));
+	double total_s = (double)total / 1000.0;
+	char b1[32], b2[32];
+	printf("Ferry demo: %s guest, %s vCPUs, workload %s, %s\n", o->mem, o->vcpus, o->workload, r->uri);
+	printf("  status       %s after %lld pass%s\n", status ? status : "failed", (long long)passes,
+	       passes == 1 ? "" : "es");
+	if (mig && json_object_get(mig, "error-desc"))
+		printf("  error        %s\n", json_string_value(json_object_get(mig, "error-desc")));
+	printf("  total time   %.2f s\n", total_s);
+	if (json_object_get(mig, "downtime"))
+		printf("  downtime     %lld ms %s %lld ms limit (source stop to destination running)\n",
+		       (long long)down, down > limit ? "ABOVE the" : "within the", (long long)limit);
+	printf("  transferred  %s: %lld pages with data, %lld zero pages, %lld never-populated pages skipped\n",
+	       ferry_cli_fmt_bytes(b1, sizeof(b1), (double)xfer), (long long)jint(mig, "ram", "normal"),
+	       (long long)jint(mig, "ram", "duplicate"), (long long)jint(mig, "ram", "x-skipped"));
+	printf("  throughput   %s on average (transferred / total time)\n",
+	       ferry_cli_fmt_rate(b2, sizeof(b2), total_s > 0 ? (double)xfer / total_s : 0));
+	if (thr_peak)
+		printf("  throttled    auto-converge slowed the source vCPUs, up to %lld%% (%lld raises)\n",
+		       (long long)thr_peak, (long long)jint(mig, "x-cpu-throttle", "raises"));
+	if (r->dpc)
+		demo_print_postcopy(r);
+	demo_print_verify(r);
+}
+
+/* Quits both hosts, removes the directory, frees the replies. */
+static void demo_end(demo_run *r)
+{
+	host_end(&r->src);
+	host_end(&r->dst);
+	unlink(r->src.sock);
+	unlink(r->dst.sock);
+	rmdir(r->dir);
+	json_decref(r->info);
+	json_decref(r->ver);
+	json_decref(r->dpc);
+	json_decref(r->d.params);
+	json_decref(r->d.caps);
+}
+
+/*
+ * The demo in phases: options, environment, both hosts up and configured,
+ * the migration and its verification, the summary, the end.
+ */
 int ferry_cli_demo(int argc, char **argv)
 {
 	demo_opts o;
 	int prc = demo_parse(argc, argv, &o);
 	if (prc >= 0)
 		return prc;
-	const char *mem = o.mem, *vcpus = o.vcpus, *workload = o.workload, *rate = o.rate,
-		   *fill = o.fill, *dirty = o.dirty;
-	char **sets = o.sets;
-	int nsets = o.nsets;
-	bool json = o.json, postcopy = o.postcopy, preempt = o.preempt,
-	     auto_converge = o.auto_converge;
-	char spec[512], uri[64], self[4096], dir[] = "/tmp/ferry-demo.XXXXXX";
-	snprintf(spec, sizeof(spec), "mem=%s,vcpus=%s,workload=%s,rate=%s,fill=%s", mem, vcpus,
-		 workload, rate, fill);
-	ssize_t sl = readlink("/proc/self/exe", self, sizeof(self) - 1);
-	if (sl < 0) {
-		perror("ferry demo: /proc/self/exe");
+	demo_run *r = calloc(1, sizeof(*r));
+	if (!r || demo_env(r, &o)) {
+		if (!r)
+			fprintf(stderr, "ferry demo: out of memory\n");
+		free(r);
 		return 1;
 	}
-	self[sl] = 0;
-	int port = free_port();
-	if (port < 0) {
-		perror("ferry demo: no free port");
-		return 1;
+	bool ok = false;
+	if (!demo_setup(r, &o)) {
+		demo_migrate(r, &o);
+		const char *st = r->info ? json_string_value(json_object_get(r->info, "status")) : NULL;
+		ok = st && !strcmp(st, "completed") && demo_verified(r);
+		/* Quit the hosts before printing (demo_end's host_end is then a no-op). */
+		host_end(&r->src);
+		host_end(&r->dst);
+		if (o.json)
+			demo_print_json(r);
+		else
+			demo_print_text(r, &o);
 	}
-	snprintf(uri, sizeof(uri), "tcp:127.0.0.1:%d", port);
-	if (!mkdtemp(dir)) {
-		perror("ferry demo: mkdtemp");
-		return 1;
-	}
-
-	child dst = { 0 }, src = { 0 };
-	ferry_cli_drive d = { 0 };
-	json_t *info = NULL, *ver = NULL, *dpc = NULL;
-	char err[512] = "";
-	bool failed_setup = true;
-	char *dargs[] = { "--guest", spec, "--dirty", (char *)dirty, "--incoming", uri, NULL };
-	char *sargs[] = { "--guest", spec, "--dirty", (char *)dirty, NULL };
-	if (host_spawn(&dst, self, dir, "destination", dargs) ||
-	    host_spawn(&src, self, dir, "source", sargs))
-		goto out;
-	if (postcopy) {
-		json_t *caps = json_pack("[{s:s,s:b},{s:s,s:b}]", "capability", "postcopy-ram", "state", 1,
-					 "capability", "postcopy-preempt", "state", preempt);
-		json_t *r1 = ferry_qmp_client_exec(dst.qmp, "migrate-set-capabilities",
-						   json_pack("{s:O}", "capabilities", caps), 10000, err,
-						   sizeof(err), NULL);
-		json_t *r2 = r1 ? ferry_qmp_client_exec(src.qmp, "migrate-set-capabilities",
-							json_pack("{s:O}", "capabilities", caps), 10000,
-							err, sizeof(err), NULL)
-				: NULL;
-		json_t *r3 = r2 ? ferry_qmp_client_exec(src.qmp, "migrate-set-parameters",
-							json_pack("{s:i}", "x-postcopy-after-passes", 1),
-							10000, err, sizeof(err), NULL)
-				: NULL;
-		json_decref(caps);
-		json_decref(r1);
-		json_decref(r2);
-		if (!r3) {
-			fprintf(stderr, "ferry demo: enabling postcopy: %s\n", err);
-			goto out;
-		}
-		json_decref(r3);
-	}
-	if (auto_converge) {
-		json_t *r = ferry_qmp_client_exec(
-			src.qmp, "migrate-set-capabilities",
-			json_pack("{s:[{s:s,s:b}]}", "capabilities", "capability", "auto-converge", "state", 1),
-			10000, err, sizeof(err), NULL);
-		if (!r) {
-			fprintf(stderr, "ferry demo: enabling auto-converge: %s\n", err);
-			goto out;
-		}
-		json_decref(r);
-	}
-	if (nsets) {
-		json_t *args = json_object();
-		for (int i = 0; i < nsets; i++) {
-			char name[128];
-			json_t *v;
-			if (ferry_cli_parse_kv(sets[i], name, sizeof(name), &v)) {
-				fprintf(stderr, "ferry demo: --set '%s': expected NAME=VALUE\n", sets[i]);
-				json_decref(args);
-				goto out;
-			}
-			json_object_set_new(args, name, v);
-		}
-		/* Both sides: some parameters are the destination's (x-placement, x-postcopy-cpu). */
-		json_t *r = ferry_qmp_client_exec(dst.qmp, "migrate-set-parameters", json_incref(args),
-						  10000, err, sizeof(err), NULL);
-		json_t *r2 = r ? ferry_qmp_client_exec(src.qmp, "migrate-set-parameters", args, 10000,
-						       err, sizeof(err), NULL)
-			       : (json_decref(args), NULL);
-		json_decref(r);
-		if (!r2) {
-			fprintf(stderr, "ferry demo: migrate-set-parameters: %s\n", err);
-			goto out;
-		}
-		json_decref(r2);
-	}
-	failed_setup = false;
-	if (!json)
-		fprintf(stderr, "ferry demo: migrating a running %s guest (%s vCPUs, %s workload at %s/s per vCPU) to %s\n",
-			mem, vcpus, workload, rate, uri);
-	usleep(300000); /* let the source guest run and dirty its RAM */
-	d = (ferry_cli_drive){
-		.who = "demo",
-		.uri = uri,
-		.qmp_addr = src.sock,
-		.progress = json ? FERRY_PROGRESS_NONE
-			    : isatty(2) ? FERRY_PROGRESS_BAR
-					: FERRY_PROGRESS_LINES,
-	};
-	info = ferry_cli_migration_drive(src.qmp, &d, err, sizeof(err));
-	if (!info) {
-		fprintf(stderr, "ferry demo: migrate: %s\n", err);
-		goto out;
-	}
-	const char *st = json_string_value(json_object_get(info, "status"));
-	if (st && !strcmp(st, "completed")) {
-		json_t *din = wait_incoming(&dst, err, sizeof(err));
-		const char *ds = din ? json_string_value(json_object_get(din, "status")) : NULL;
-		if (!ds || strcmp(ds, "completed")) {
-			fprintf(stderr, "ferry demo: destination: %s\n", din ? "incoming migration failed" : err);
-			json_decref(din);
-			goto out;
-		}
-		if (json_object_get(din, "x-postcopy")) {
-			dpc = json_deep_copy(json_object_get(din, "x-postcopy"));
-			json_object_set(dpc, "blocktime-ms", json_object_get(din, "postcopy-blocktime"));
-		}
-		json_decref(din);
-		json_t *r = NULL;
-		if (strcmp(workload, "idle")) {
-			r = ferry_qmp_client_exec(dst.qmp, "x-run-until",
-						  json_pack("{s:i}", "advance", RUN_ON_STEPS),
-						  VERIFY_TIMEOUT_MS, err, sizeof(err), NULL);
-		} else {
-			r = ferry_qmp_client_exec(dst.qmp, "stop", NULL, 10000, err, sizeof(err), NULL);
-		}
-		if (!r) {
-			fprintf(stderr, "ferry demo: destination: %s\n", err);
-			goto out;
-		}
-		json_decref(r);
-		ver = ferry_qmp_client_exec(dst.qmp, "query-guest-hash", json_pack("{s:b}", "verify", 1),
-					    VERIFY_TIMEOUT_MS, err, sizeof(err), NULL);
-		if (!ver)
-			fprintf(stderr, "ferry demo: destination: query-guest-hash: %s\n", err);
-	}
-out:
-	host_end(&src);
-	host_end(&dst);
-	unlink(src.sock);
-	unlink(dst.sock);
-	rmdir(dir);
-	if (failed_setup) {
-		json_decref(info);
-		json_decref(d.params);
-		json_decref(d.caps);
-		return 1;
-	}
-
-	json_t *mig = info;
-	const char *status = mig ? json_string_value(json_object_get(mig, "status")) : NULL;
-	bool verified = ver && json_is_true(json_object_get(ver, "matches-twin"));
-	bool ok = status && !strcmp(status, "completed") && verified;
-	json_int_t total = jint(mig, "total-time", NULL);
-	json_int_t down = jint(mig, "downtime", NULL);
-	json_int_t xfer = jint(mig, "ram", "transferred");
-	json_int_t passes = jint(mig, "ram", "dirty-sync-count");
-	json_int_t normal = jint(mig, "ram", "normal");
-	json_int_t zero = jint(mig, "ram", "duplicate");
-	json_int_t skipped = jint(mig, "ram", "x-skipped");
-	json_int_t thr_peak = jint(mig, "x-cpu-throttle", "peak");
-	double mbps = total ? (double)xfer * 8 / 1e3 / (double)total : 0;
-
-	json_t *lat = dpc ? json_object_get(dpc, "fault-latency") : NULL;
-	if (json) {
-		json_t *o = json_pack("{s:s,s:b,s:I,s:I,s:I,s:f,s:I,s:I,s:I}", "status",
-				      status ? status : "failed", "verified", verified,
-				      "total_time_ms", total, "downtime_ms", down,
-				      "transferred_bytes", xfer, "mbps", mbps, "passes", passes,
-				      "normal_pages", normal, "zero_pages", zero);
-		json_object_set_new(o, "cpu_throttle_peak", json_integer(thr_peak));
-		if (dpc)
-			json_object_set(o, "postcopy", dpc);
-		char *s = json_dumps(o, JSON_COMPACT);
-		printf("%s\n", s);
-		free(s);
-		json_decref(o);
-	} else {
-		char b1[32], b2[32];
-		json_int_t limit = json_integer_value(json_object_get(d.params, "downtime-limit"));
-		double total_s = (double)total / 1000.0;
-		printf("Ferry demo: %s guest, %s vCPUs, workload %s, %s\n", mem, vcpus, workload, uri);
-		printf("  status       %s after %lld pass%s\n", status ? status : "failed",
-		       (long long)passes, passes == 1 ? "" : "es");
-		if (mig && json_object_get(mig, "error-desc"))
-			printf("  error        %s\n", json_string_value(json_object_get(mig, "error-desc")));
-		printf("  total time   %.2f s\n", total_s);
-		if (json_object_get(mig, "downtime"))
-			printf("  downtime     %lld ms %s %lld ms limit (source stop to destination running)\n",
-			       (long long)down, down > limit ? "ABOVE the" : "within the", (long long)limit);
-		printf("  transferred  %s: %lld pages with data, %lld zero pages, %lld never-populated pages skipped\n",
-		       ferry_cli_fmt_bytes(b1, sizeof(b1), (double)xfer), (long long)normal,
-		       (long long)zero, (long long)skipped);
-		printf("  throughput   %s on average (transferred / total time)\n",
-		       ferry_cli_fmt_rate(b2, sizeof(b2), total_s > 0 ? (double)xfer / total_s : 0));
-		if (thr_peak)
-			printf("  throttled    auto-converge slowed the source vCPUs, up to %lld%% (%lld raises)\n",
-			       (long long)thr_peak, (long long)jint(mig, "x-cpu-throttle", "raises"));
-		if (dpc && d.postcopy_after_s >= 0)
-			printf("  postcopy     switched after %.2f s; ", d.postcopy_after_s);
-		else if (dpc)
-			printf("  postcopy     ");
-		if (dpc)
-			printf("%lld page requests (%lld faults), fault latency p50 %lld us, "
-			       "p99 %lld us, max %lld us; vCPUs blocked %lld ms in all\n",
-			       (long long)jint(dpc, "requests", NULL), (long long)jint(dpc, "faults", NULL),
-			       (long long)jint(lat, "p50-us", NULL), (long long)jint(lat, "p99-us", NULL),
-			       (long long)jint(lat, "max-us", NULL),
-			       (long long)jint(dpc, "blocktime-ms", NULL));
-		if (ver) {
-			json_t *steps = json_object_get(ver, "steps");
-			char sbuf[256] = "";
-			size_t i;
-			json_t *v;
-			json_array_foreach(steps, i, v) {
-				size_t l = strlen(sbuf);
-				snprintf(sbuf + l, sizeof(sbuf) - l, "%s%lld", i ? "," : "",
-					 (long long)json_integer_value(v));
-			}
-			if (verified)
-				printf("  verified     destination RAM matches the never-migrated twin bit for bit\n"
-				       "               (%lld pages, vCPU steps %s, hash %s)\n",
-				       (long long)jint(ver, "pages-compared", NULL), sbuf,
-				       json_string_value(json_object_get(ver, "hash")));
-			else
-				printf("  NOT VERIFIED first difference: block %s page %lld\n",
-				       json_string_value(json_object_get(json_object_get(ver, "first-difference"), "block")),
-				       (long long)jint(json_object_get(ver, "first-difference"), "page", NULL));
-		} else {
-			printf("  NOT VERIFIED the destination did not report a verification\n");
-		}
-	}
-	json_decref(info);
-	json_decref(ver);
-	json_decref(dpc);
-	json_decref(d.params);
-	json_decref(d.caps);
+	demo_end(r);
+	free(r);
 	return ok ? 0 : 1;
 }
