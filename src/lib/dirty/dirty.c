@@ -289,7 +289,8 @@ static int pagemap_scan(int pagemap_fd, struct page_region *vec, void *host, uin
  * on a 4-page mapping (memfd when shmem WP is offered, else anonymous) must
  * report exactly the page written. Returns 0 if WP_ASYNC works.
  */
-static int probe(void)
+/* The kernel offers userfaultfd with the WP_ASYNC features; 0 or a negative errno. */
+static int probe_features(void)
 {
 	int fd = ferry__uffd_open();
 	if (fd < 0) {
@@ -307,40 +308,38 @@ static int probe(void)
 			  (unsigned long long)uffd_features_offered);
 		return -EOPNOTSUPP;
 	}
+	return 0;
+}
 
-	const uint64_t size = 4 * PG_SIZE;
-	int uffd = -1, pm = -1, mfd = -1;
-	void *mem = MAP_FAILED;
-	struct page_region *vec = NULL;
+/*
+ * Probe memory of the kind guest RAM will be (shmem when it can be
+ * write-protected) in *mem; 0, or -errno of memfd_create/ftruncate, or
+ * -ENOMEM (mmap).
+ */
+static int probe_map(uint64_t size, void **mem, int *mfd)
+{
+	if (uffd_features_offered & UFFD_FEATURE_WP_HUGETLBFS_SHMEM) {
+		*mfd = memfd_create("ferry-dirty-probe", MFD_CLOEXEC);
+		if (*mfd < 0 || ftruncate(*mfd, (off_t)size) < 0)
+			return -errno;
+		*mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, *mfd, 0);
+	} else {
+		*mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	}
+	return *mem == MAP_FAILED ? -ENOMEM : 0;
+}
+
+/*
+ * On protected memory, a scan finds nothing written; after one write, it
+ * finds exactly that page. 0, -EPROTO on a wrong answer, or the scan's error.
+ */
+static int probe_scan(int pm, struct page_region *vec, void *mem, uint64_t size)
+{
+	const uint64_t wpflags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC;
 	unsigned long bm[1] = {0};
 	uint64_t newly = 0;
-
-	r = wp_open(&uffd, &pm);
-	if (r < 0)
-		goto out;
-	if (uffd_features_offered & UFFD_FEATURE_WP_HUGETLBFS_SHMEM) {
-		mfd = memfd_create("ferry-dirty-probe", MFD_CLOEXEC);
-		if (mfd < 0 || ftruncate(mfd, (off_t)size) < 0) {
-			r = -errno;
-			goto out;
-		}
-		mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
-	} else {
-		mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	}
-	vec = malloc(SCAN_VEC_LEN * sizeof(*vec));
-	if (mem == MAP_FAILED || !vec) {
-		r = -ENOMEM;
-		goto out;
-	}
-	r = wp_register(uffd, mem, size);
-	if (r == 0 && (r = wp_protect(uffd, mem, size)) < 0)
-		wp_unregister(uffd, mem, size);
-	if (r < 0)
-		goto out;
-	const uint64_t wpflags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC;
-	r = pagemap_scan(pm, vec, mem, size, wpflags, PAGE_IS_WRITTEN, 0, PAGE_IS_WRITTEN, bm,
-			 &newly);
+	int r = pagemap_scan(pm, vec, mem, size, wpflags, PAGE_IS_WRITTEN, 0, PAGE_IS_WRITTEN, bm,
+			     &newly);
 	if (r == 0 && newly != 0)
 		r = -EPROTO;
 	if (r == 0) {
@@ -350,6 +349,33 @@ static int probe(void)
 		if (r == 0 && (newly != 1 || bm[0] != 1UL << 2))
 			r = -EPROTO;
 	}
+	return r;
+}
+
+/* A WP_ASYNC + PAGEMAP_SCAN round trip on four pages; 0 or a negative errno. */
+static int probe_round_trip(void)
+{
+	const uint64_t size = 4 * PG_SIZE;
+	int uffd = -1, pm = -1, mfd = -1;
+	void *mem = MAP_FAILED;
+	struct page_region *vec = NULL;
+
+	int r = wp_open(&uffd, &pm);
+	if (r < 0)
+		goto out;
+	if ((r = probe_map(size, &mem, &mfd)) < 0)
+		goto out;
+	vec = malloc(SCAN_VEC_LEN * sizeof(*vec));
+	if (!vec) {
+		r = -ENOMEM;
+		goto out;
+	}
+	r = wp_register(uffd, mem, size);
+	if (r == 0 && (r = wp_protect(uffd, mem, size)) < 0)
+		wp_unregister(uffd, mem, size);
+	if (r < 0)
+		goto out;
+	r = probe_scan(pm, vec, mem, size);
 	wp_unregister(uffd, mem, size);
 	if (r < 0)
 		ferry_dbg("dirty: WP_ASYNC round trip failed: %s", strerror(-r));
@@ -364,6 +390,12 @@ out:
 	if (uffd >= 0)
 		close(uffd);
 	return r;
+}
+
+static int probe(void)
+{
+	int r = probe_features();
+	return r ? r : probe_round_trip();
 }
 
 static void probe_run(void)
@@ -613,6 +645,30 @@ ferry_file_fill ferry__ram_file_fill(int fd, uint64_t size)
 	return (uint64_t)st.st_blocks * 512 >= size ? FERRY_FILL_ALL : FERRY_FILL_SOME;
 }
 
+/*
+ * Shortcut for the common extremes: shmem counts allocated blocks, so a
+ * file with every byte (or none) allocated needs no walk (a SEEK_DATA walk
+ * visits every page, about 10 ms per GiB here). True when it answered.
+ */
+static bool file_extremes(int fd, uint64_t file_off, uint64_t size, unsigned long *bitmap,
+			  uint64_t *count)
+{
+	const uint64_t npages = size >> PG_SHIFT;
+	struct stat st;
+	if (fstat(fd, &st) || file_off != 0 || (uint64_t)st.st_size != size)
+		return false;
+	if ((uint64_t)st.st_blocks * 512 >= size) {
+		ferry__bitmap_set_range(bitmap, 0, npages);
+		*count = npages;
+		return true;
+	}
+	if (st.st_blocks == 0) {
+		*count = ferry__bitmap_count(bitmap, npages);
+		return true;
+	}
+	return false;
+}
+
 int ferry__ram_scan_populated(void *host, uint64_t size, int fd, uint64_t file_off,
 			      unsigned long *bitmap, uint64_t *count)
 {
@@ -648,25 +704,8 @@ int ferry__ram_scan_populated(void *host, uint64_t size, int fd, uint64_t file_o
 		if (r < 0 && r != -ENOTTY)
 			ferry_dbg("dirty: PAGEMAP_SCAN populated scan: %s", strerror(-r));
 	}
-	if (fd >= 0 && file_only) {
-		/*
-		 * Shortcut for the common extremes: shmem counts allocated blocks,
-		 * so a file with every byte (or none) allocated needs no walk. A
-		 * SEEK_DATA walk visits every page (about 10 ms per GiB here).
-		 */
-		struct stat st;
-		if (fstat(fd, &st) == 0 && file_off == 0 && (uint64_t)st.st_size == size) {
-			if ((uint64_t)st.st_blocks * 512 >= size) {
-				ferry__bitmap_set_range(bitmap, 0, npages);
-				*count = npages;
-				return 0;
-			}
-			if (st.st_blocks == 0) {
-				*count = ferry__bitmap_count(bitmap, npages);
-				return 0;
-			}
-		}
-	}
+	if (file_only && file_extremes(fd, file_off, size, bitmap, count))
+		return 0;
 	if (fd >= 0) {
 		r = scan_file_extents(fd, file_off, size, bitmap);
 		fd_ok = r == 0;
