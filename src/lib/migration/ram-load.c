@@ -178,79 +178,91 @@ int ferry__ram_load(ferry_ram_loader *l, bool setup)
 	return r;
 }
 
-static int ram_load_records(ferry_ram_loader *l, bool setup)
+/* The block a PAGES/ZEROS record names, or the last one (CONTINUE). */
+static int record_block(ferry_ram_loader *l, uint64_t flags, struct ferry_ram_block **out)
 {
-	ferry_vm_t *vm = l->vm;
 	ferry_chan *c = l->c;
-	struct ferry_mf_receiver *mf = l->mf;
-	struct ferry_ram_block **last = &l->last;
-	int r;
-	for (;;) {
-		uint64_t flags, addr;
-		ferry__chan_ctx(c, "RAM record");
-		if ((r = ferry__wire_get_ram_word(c, &flags, &addr)))
-			return r;
-		if (flags == FERRY_RAM_EOS) {
-			if (addr)
-				return ferry__chan_fail(c, FERRY_EBADSTREAM,
-							"RAM end-of-section with offset bits set");
-			return 0;
-		}
-		if (flags == FERRY_RAM_MULTIFD_SYNC) {
-			if (addr || !mf)
-				return ferry__chan_fail(c, FERRY_EBADSTREAM,
-							"multifd sync %s",
-							mf ? "with offset bits set" : "without multifd");
-			ferry__chan_ctx_name(c, "multifd sync");
-			if ((r = ferry__mf_recv_sync(mf)))
-				return r;
-			continue;
-		}
-		if (flags == FERRY_RAM_CANCELLED && !addr)
-			return ferry__chan_fail_msg(c, FERRY_EPEER, FERRY_CANCELLED_MSG);
-		if (flags == FERRY_RAM_MEM_SIZE) {
-			if (!setup)
-				return ferry__chan_fail(c, FERRY_EBADSTREAM,
-							"RAM block list outside the setup section");
-			ferry__chan_ctx_name(c, "RAM block list");
-			if ((r = load_mem_size(vm, c, addr)))
-				return r;
-			continue;
-		}
-		uint64_t kind = flags & ~(uint64_t)FERRY_RAM_CONTINUE;
-		if (kind != FERRY_RAM_PAGES && kind != FERRY_RAM_ZEROS)
+	if (flags & FERRY_RAM_CONTINUE) {
+		if (!l->last)
 			return ferry__chan_fail(c, FERRY_EBADSTREAM,
-						"unknown RAM record flags 0x%llx",
-						(unsigned long long)flags);
-		ferry__chan_ctx_name(c, kind == FERRY_RAM_PAGES ? "RAM pages" : "RAM zero pages");
-		struct ferry_ram_block *rb;
-		if (flags & FERRY_RAM_CONTINUE) {
-			rb = *last;
-			if (!rb)
-				return ferry__chan_fail(c, FERRY_EBADSTREAM,
-							"RAM record continues a block but none was named");
-		} else {
-			char name[FERRY_NAME_MAX + 1];
-			if ((r = ferry__wire_get_name(c, FERRY_WIRE_BLOCK, name)))
-				return r;
-			rb = ferry_ram_block_find(vm, name);
-			if (!rb)
-				return ferry__chan_fail(c, FERRY_EBADSTREAM, "unknown RAM block '%s'",
-							name);
-			*last = rb;
-		}
-		uint32_t n;
-		if ((r = ferry__wire_get_ram_count(c, &n)))
-			return r;
-		uint64_t first = addr >> FERRY_PAGE_SHIFT;
-		if (first >= rb->npages || n > rb->npages - first)
-			return ferry__chan_fail(c, FERRY_EBADSTREAM,
-						"pages %llu..%llu outside RAM block '%s' (%llu pages)",
-						(unsigned long long)first,
-						(unsigned long long)(first + n - 1), rb->name,
-						(unsigned long long)rb->npages);
-		if ((r = load_run(l, rb, kind == FERRY_RAM_ZEROS, first, n)))
-			return r;
+						"RAM record continues a block but none was named");
+		*out = l->last;
+		return 0;
 	}
+	char name[FERRY_NAME_MAX + 1];
+	int r = ferry__wire_get_name(c, FERRY_WIRE_BLOCK, name);
+	if (r)
+		return r;
+	struct ferry_ram_block *rb = ferry_ram_block_find(l->vm, name);
+	if (!rb)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "unknown RAM block '%s'", name);
+	*out = l->last = rb;
+	return 0;
 }
 
+/* A PAGES or ZEROS record: its block, count and range checked, then placed. */
+static int load_pages_record(ferry_ram_loader *l, uint64_t flags, uint64_t addr)
+{
+	ferry_chan *c = l->c;
+	uint64_t kind = flags & ~(uint64_t)FERRY_RAM_CONTINUE;
+	if (kind != FERRY_RAM_PAGES && kind != FERRY_RAM_ZEROS)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "unknown RAM record flags 0x%llx",
+					(unsigned long long)flags);
+	ferry__chan_ctx_name(c, kind == FERRY_RAM_PAGES ? "RAM pages" : "RAM zero pages");
+	struct ferry_ram_block *rb;
+	uint32_t n;
+	int r;
+	if ((r = record_block(l, flags, &rb)) || (r = ferry__wire_get_ram_count(c, &n)))
+		return r;
+	uint64_t first = addr >> FERRY_PAGE_SHIFT;
+	if (first >= rb->npages || n > rb->npages - first)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM,
+					"pages %llu..%llu outside RAM block '%s' (%llu pages)",
+					(unsigned long long)first, (unsigned long long)(first + n - 1),
+					rb->name, (unsigned long long)rb->npages);
+	return load_run(l, rb, kind == FERRY_RAM_ZEROS, first, n);
+}
+
+/* One record after its RAM word; *eos set at the end of the section. */
+static int load_record(ferry_ram_loader *l, uint64_t flags, uint64_t addr, bool setup, bool *eos)
+{
+	ferry_chan *c = l->c;
+	switch (flags) {
+	case FERRY_RAM_EOS:
+		*eos = true;
+		return addr ? ferry__chan_fail(c, FERRY_EBADSTREAM,
+					       "RAM end-of-section with offset bits set")
+			    : 0;
+	case FERRY_RAM_MULTIFD_SYNC:
+		if (addr || !l->mf)
+			return ferry__chan_fail(c, FERRY_EBADSTREAM, "multifd sync %s",
+						l->mf ? "with offset bits set" : "without multifd");
+		ferry__chan_ctx_name(c, "multifd sync");
+		return ferry__mf_recv_sync(l->mf);
+	case FERRY_RAM_CANCELLED:
+		if (!addr)
+			return ferry__chan_fail_msg(c, FERRY_EPEER, FERRY_CANCELLED_MSG);
+		break;
+	case FERRY_RAM_MEM_SIZE:
+		if (!setup)
+			return ferry__chan_fail(c, FERRY_EBADSTREAM,
+						"RAM block list outside the setup section");
+		ferry__chan_ctx_name(c, "RAM block list");
+		return load_mem_size(l->vm, c, addr);
+	}
+	return load_pages_record(l, flags, addr);
+}
+
+static int ram_load_records(ferry_ram_loader *l, bool setup)
+{
+	bool eos = false;
+	int r;
+	while (!eos) {
+		uint64_t flags, addr;
+		ferry__chan_ctx(l->c, "RAM record");
+		if ((r = ferry__wire_get_ram_word(l->c, &flags, &addr)) ||
+		    (r = load_record(l, flags, addr, setup, &eos)))
+			return r;
+	}
+	return 0;
+}

@@ -131,9 +131,81 @@ static void put_section_end(ferry_chan *c)
 	ferry__wire_put_footer(c, FERRY_SECTION_RAM);
 }
 
-int ferry__ram_save_setup(ferry_ram_saver *rs)
+/*
+ * Starts tracking block i: its dirty log cleared, registered (or, for
+ * explicit marking, marks counting from now), and with hints protected
+ * whole. On failure block i is left untracked; 0 or a negative errno
+ * (recorded on the migration).
+ */
+static int track_block(ferry_ram_saver *rs, unsigned i)
 {
 	ferry_vm_t *vm = rs->vm;
+	struct ferry_ram_block *rb = vm->blocks[i];
+	int r;
+	ferry__bitmap_zero(rb->dirty, rb->npages);
+	if (vm->dirty_mode == FERRY_DIRTY_EXPLICIT) {
+		ferry__bitmap_zero((unsigned long *)rb->mark_log, rb->npages);
+		/* Marks count from here on; the first pass reads after this. */
+		atomic_store(&rb->marking, true);
+	} else if ((r = ferry__dirty_track_register(&vm->dirty, rb->host, rb->size))) {
+		ferry__mig_set_error(rs->m, r, "cannot start dirty tracking on '%s': %s", rb->name,
+				     ferry_strerror(r));
+		return r;
+	}
+	rs->maps_file[i] = ferry__ram_maps_file(rb->host, rb->size, rb->fd);
+	rs->dirty_pages += rb->npages;
+	/*
+	 * With hints, every page must be tracked before the first command id
+	 * goes out: a page reported free and then written is sent only because
+	 * the write is harvested.
+	 */
+	if (rs->protect_all && (r = ferry__dirty_track_protect(&vm->dirty, rb->host, rb->size))) {
+		ferry__mig_set_error(rs->m, r, "cannot write-protect RAM block '%s': %s", rb->name,
+				     ferry_strerror(r));
+		ferry__dirty_track_stop(&vm->dirty, rb->host, rb->size);
+		return r;
+	}
+	return 0;
+}
+
+/*
+ * Tracking is registered here but pages are write-protected chunk by chunk
+ * during the first pass, right before each chunk is read: setup stays short
+ * whatever the RAM size, and the protection work is split over two threads
+ * like zero detection (see first_pass_chunk). All blocks or none.
+ */
+static int track_start(ferry_ram_saver *rs)
+{
+	ferry_vm_t *vm = rs->vm;
+	rs->dirty_pages = 0;
+	for (unsigned i = 0; i < vm->nblocks; i++) {
+		int r = track_block(rs, i);
+		if (r) {
+			for (unsigned j = 0; j < i; j++)
+				ferry__dirty_track_stop(&vm->dirty, vm->blocks[j]->host,
+							vm->blocks[j]->size);
+			return r;
+		}
+	}
+	return 0;
+}
+
+/* RAM's START section: total size and every block's name and size (wire.h). */
+static void put_ram_start(ferry_ram_saver *rs)
+{
+	ferry_vm_t *vm = rs->vm;
+	uint64_t total = 0;
+	for (unsigned i = 0; i < vm->nblocks; i++)
+		total += vm->blocks[i]->size;
+	put_section_header(rs->c, FERRY_REC_SECTION_START);
+	ferry__wire_put_mem_size(rs->c, total, vm->nblocks);
+	for (unsigned i = 0; i < vm->nblocks; i++)
+		ferry__wire_put_block_entry(rs->c, vm->blocks[i]->name, vm->blocks[i]->size);
+	put_section_end(rs->c);
+}
+
+int ferry__ram_save_setup(ferry_ram_saver *rs)
+{
 	uint64_t t0 = ferry__now_ns();
 	int r = 0;
 
@@ -148,58 +220,13 @@ int ferry__ram_save_setup(ferry_ram_saver *rs)
 	if (sysconf(_SC_NPROCESSORS_ONLN) > 1 && ferry__helper_start(&rs->zero_helper, "mig/src/zero"))
 		ferry_warn("no helper thread: zero detection on one core");
 
-	/*
-	 * Tracking is registered here but pages are write-protected chunk by
-	 * chunk during the first pass, right before each chunk is read: setup
-	 * stays short whatever the RAM size, and the protection work is split
-	 * over two threads like zero detection (see first_pass_chunk).
-	 */
-	rs->dirty_pages = 0;
-	for (unsigned i = 0; i < vm->nblocks; i++) {
-		struct ferry_ram_block *rb = vm->blocks[i];
-		ferry__bitmap_zero(rb->dirty, rb->npages);
-		if (vm->dirty_mode == FERRY_DIRTY_EXPLICIT) {
-			ferry__bitmap_zero((unsigned long *)rb->mark_log, rb->npages);
-			/* Marks count from here on; the first pass reads after this. */
-			atomic_store(&rb->marking, true);
-		} else if ((r = ferry__dirty_track_register(&vm->dirty, rb->host, rb->size))) {
-			ferry__mig_set_error(rs->m, r, "cannot start dirty tracking on '%s': %s",
-					     rb->name, ferry_strerror(r));
-			for (unsigned j = 0; j < i; j++)
-				ferry__dirty_track_stop(&vm->dirty, vm->blocks[j]->host,
-							vm->blocks[j]->size);
-			return r;
-		}
-		rs->maps_file[i] = ferry__ram_maps_file(rb->host, rb->size, rb->fd);
-		rs->dirty_pages += rb->npages;
-		/*
-		 * With hints, every page must be tracked before the first
-		 * command id goes out: a page reported free and then written is
-		 * sent only because the write is harvested.
-		 */
-		if (!r && rs->protect_all &&
-		    (r = ferry__dirty_track_protect(&vm->dirty, rb->host, rb->size)))
-			ferry__mig_set_error(rs->m, r, "cannot write-protect RAM block '%s': %s",
-					     rb->name, ferry_strerror(r));
-		if (r) {
-			for (unsigned j = 0; j <= i; j++)
-				ferry__dirty_track_stop(&vm->dirty, vm->blocks[j]->host,
-							vm->blocks[j]->size);
-			return r;
-		}
-	}
+	if ((r = track_start(rs)))
+		return r;
 	rs->tracking = true;
 	rs->first_pass = true;
 	ferry_info("setup: dirty tracking registered in %.1f ms", (double)(ferry__now_ns() - t0) / 1e6);
+	put_ram_start(rs);
 	ferry_chan *c = rs->c;
-	uint64_t total = 0;
-	for (unsigned i = 0; i < vm->nblocks; i++)
-		total += vm->blocks[i]->size;
-	put_section_header(c, FERRY_REC_SECTION_START);
-	ferry__wire_put_mem_size(c, total, vm->nblocks);
-	for (unsigned i = 0; i < vm->nblocks; i++)
-		ferry__wire_put_block_entry(c, vm->blocks[i]->name, vm->blocks[i]->size);
-	put_section_end(c);
 	c->on_write = rs_tick;
 	c->on_write_opaque = rs;
 	r = rs_flush(rs);
