@@ -261,8 +261,8 @@ static int dst_load_end(ferry_dst *l, int r)
 	ferry_chan *c = l->c;
 	ferry__dst_stats(l);
 	/* The source said it cancelled (the only FERRY_EPEER of the stream): that, before any channel's EOF. */
-	if (r && c->in_err == FERRY_EPEER)
-		ferry__mig_set_error(m, c->in_err, "%s", c->in_errmsg);
+	if (r && c->in_err.code == FERRY_EPEER)
+		ferry__mig_set_error_from(m, &c->in_err);
 	if (r && l->mf_on && !ferry__mig_cancelled(m) && ferry__mf_recv_wait_error(&l->mf, 200))
 		ferry__mig_set_error(m, l->mf.err, "%s", l->mf.errmsg); /* a channel failed first */
 	ferry__dst_mf_stop(l);
@@ -355,8 +355,8 @@ static void dst_fail(ferry_dst *l, int r)
 	ferry__postcopy_fail(l);
 	if (ferry__mig_cancelled(m))
 		r = -ECANCELED;
-	else if (c->in_err && c->in_errmsg[0])
-		ferry__mig_set_error(m, c->in_err, "%s", c->in_errmsg);
+	else if (c->in_err.code)
+		ferry__mig_set_error_from(m, &c->in_err);
 	else if (r)
 		ferry__mig_set_error(m, r, "incoming migration failed: %s", ferry_strerror(r));
 	if (c->fd >= 0 && c->obuf) { /* a paused postcopy may have none left */

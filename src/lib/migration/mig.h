@@ -112,7 +112,16 @@ struct ferry_migration {
 /* Status change + MIGRATION event; takes vm->mig_lock. Any migration thread. */
 void ferry__mig_set_status(struct ferry_migration *m, ferry_migration_status s);
 void ferry__mig_event(struct ferry_migration *m, ferry_event_type type, uint32_t pass);
-/* Records the first error (negative errno and message); takes stats_lock. Any thread. */
+/*
+ * How an error reaches query-migrate: ferry__mig_set_error_from records e
+ * (code and message) as the migration's error unless one was recorded
+ * before (the first wins); it is the only writer of info.error and
+ * info.error_desc. ferry__mig_set_error is the same with a formatted
+ * message. Both take stats_lock; any thread. Where several errors compete
+ * (a channel's, a multifd channel's, the peer's), the drivers choose with
+ * one function per side: src_pick_error (source.c), dst_pick_error (dest.c).
+ */
+void ferry__mig_set_error_from(struct ferry_migration *m, const ferry_error *e);
 void ferry__mig_set_error(struct ferry_migration *m, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 static inline bool ferry__mig_cancelled(struct ferry_migration *m)

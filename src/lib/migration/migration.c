@@ -146,18 +146,28 @@ void ferry__mig_set_status(struct ferry_migration *m, ferry_migration_status s)
 	ferry_info("migration %s", ferry_migration_status_name(s));
 }
 
-void ferry__mig_set_error(struct ferry_migration *m, int err, const char *fmt, ...)
+/* The only writer of info.error / info.error_desc: every error arrives here. */
+void ferry__mig_set_error_from(struct ferry_migration *m, const ferry_error *e)
 {
+	if (!e->code)
+		return;
 	pthread_mutex_lock(&m->stats_lock);
 	if (!m->info.error) {
-		m->info.error = err;
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(m->info.error_desc, sizeof(m->info.error_desc), fmt, ap);
-		va_end(ap);
+		m->info.error = e->code;
+		snprintf(m->info.error_desc, sizeof(m->info.error_desc), "%s", e->msg);
 		ferry_warn("migration failed: %s", m->info.error_desc);
 	}
 	pthread_mutex_unlock(&m->stats_lock);
+}
+
+void ferry__mig_set_error(struct ferry_migration *m, int err, const char *fmt, ...)
+{
+	ferry_error e = { 0 };
+	va_list ap;
+	va_start(ap, fmt);
+	ferry__error_setv(&e, err, fmt, ap);
+	va_end(ap);
+	ferry__mig_set_error_from(m, &e);
 }
 
 /*

@@ -640,7 +640,7 @@ static void *recv_thread(void *arg)
 			if (!quit) {
 				char msg[300];
 				snprintf(msg, sizeof(msg), "multifd channel %u: %s", c->id,
-					 c->in.in_errmsg[0] ? c->in.in_errmsg : ferry_strerror(e));
+					 ferry__error_text(&c->in.in_err, e));
 				recv_fail(r, e, msg);
 			}
 			break;

@@ -582,7 +582,7 @@ static int pc_accept_preempt(ferry_dst *l, int lfd, char *err, size_t len)
 	uint8_t hs[FERRY_PC_HS_LEN];
 	ferry__chan_ctx(&l->pre, "preempt channel handshake");
 	if ((r = ferry__chan_read(&l->pre, hs, sizeof(hs)))) {
-		snprintf(err, len, "%s", l->pre.in_errmsg);
+		snprintf(err, len, "%s", l->pre.in_err.msg);
 		return r;
 	}
 	if (!ferry__wire_pc_hs_match(hs, l->uuid)) {
@@ -708,7 +708,7 @@ static void *preempt_thread(void *arg)
 	ferry__ram_load(&l->pre_ram, false);
 	if (!atomic_load(&l->pre_quit)) {
 		ferry_warn("postcopy preempt channel: %s",
-			   l->pre.in_errmsg[0] ? l->pre.in_errmsg : "ended");
+			   l->pre.in_err.msg[0] ? l->pre.in_err.msg : "ended");
 		int fd = atomic_load(&l->m->chan_fd);
 		if (fd >= 0)
 			shutdown(fd, SHUT_RDWR);
@@ -794,7 +794,7 @@ static int pc_load_package(ferry_dst *l)
 		r = ferry__chan_fail(&pk, FERRY_EBADSTREAM, "postcopy package without run");
 	if (r) {
 		struct ferry_migration *m = l->m;
-		ferry__mig_set_error(m, r, "%s", pk.in_errmsg[0] ? pk.in_errmsg : ferry_strerror(r));
+		ferry__mig_set_error(m, r, "%s", ferry__error_text(&pk.in_err, r));
 	}
 	l->run_after = pl.run_after;
 	ferry__chan_close(&pk);
@@ -843,7 +843,7 @@ static int pc_accept_resume(ferry_dst *l, int lfd, char *err, size_t len)
 		ferry__sock_set_link_timeout(l->pre.fd, p.link_timeout_ms);
 	return 0;
 bad:
-	snprintf(err, len, "%s", c->in_errmsg[0] ? c->in_errmsg : ferry_strerror(r));
+	snprintf(err, len, "%s", ferry__error_text(&c->in_err, r));
 	return r;
 }
 
@@ -898,7 +898,7 @@ static int pc_incoming(ferry_dst *l)
 		}
 		char why[300];
 		snprintf(why, sizeof(why), "%s",
-			 l->c->in_errmsg[0] ? l->c->in_errmsg : ferry_strerror(l->listen_r));
+			 ferry__error_text(&l->c->in_err, l->listen_r));
 		pc_disconnect(l);
 		ferry_warn("postcopy paused: %s", why);
 		ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_PAUSED);

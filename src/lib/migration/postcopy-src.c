@@ -267,7 +267,7 @@ static int pc_reconnect(struct ferry_migration *m, const char *uri, ferry_ram_sa
 		bool dead = m->rp_dead;
 		pthread_mutex_unlock(&m->rp_lock);
 		if (dead)
-			r = c->in_err ? c->in_err : -EPIPE;
+			r = c->in_err.code ? c->in_err.code : -EPIPE;
 		else if (pthread_cond_timedwait(&pc->cond, &pc->lock, &dl) == ETIMEDOUT)
 			r = -ETIMEDOUT;
 	}
@@ -278,7 +278,7 @@ static int pc_reconnect(struct ferry_migration *m, const char *uri, ferry_ram_sa
 	return 0;
 fail:
 	ferry_warn("postcopy resume failed: %s",
-		   c->in_errmsg[0] ? c->in_errmsg : ferry_strerror(r));
+		   ferry__error_text(&c->in_err, r));
 	pc_disconnect(m);
 	return r;
 }
@@ -293,7 +293,7 @@ static int pc_pause(struct ferry_migration *m, ferry_ram_saver *rs)
 	ferry_vm_t *vm = m->vm;
 	char why[256];
 	snprintf(why, sizeof(why), "%s",
-		 m->chan.in_errmsg[0] ? m->chan.in_errmsg
+		 m->chan.in_err.msg[0] ? m->chan.in_err.msg
 		 : m->chan.out_err == -EAGAIN ? "link silent: nothing could be sent within the link timeout"
 					      : ferry_strerror(m->chan.out_err));
 	pc_disconnect(m);
@@ -423,7 +423,7 @@ static int pc_prediscard(struct ferry_migration *m, ferry_ram_saver *rs)
 			if (ferry__mig_cancelled(m))
 				r = -ECANCELED;
 			else if (dead)
-				r = m->chan.in_err ? m->chan.in_err : -EPIPE;
+				r = m->chan.in_err.code ? m->chan.in_err.code : -EPIPE;
 			else if (pthread_cond_timedwait(&pc->cond, &pc->lock, &dl) == ETIMEDOUT)
 				r = -ETIMEDOUT;
 		}

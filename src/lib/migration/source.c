@@ -178,7 +178,7 @@ int ferry__src_rp_wait_shut(struct ferry_migration *m, struct ferry_rp_shut *out
 	} else if (ferry__mig_cancelled(m))
 		r = -ECANCELED;
 	else
-		r = m->chan.in_err ? m->chan.in_err : -EPIPE;
+		r = m->chan.in_err.code ? m->chan.in_err.code : -EPIPE;
 	pthread_mutex_unlock(&m->rp_lock);
 	return r;
 }
