@@ -34,6 +34,29 @@
 
 #define HS_TIMEOUT_MS 10000
 
+/*
+ * Either side, the migration thread after its main connection failed: waits
+ * up to timeout_ms for *err (protected by lock, signalled on cond) to be
+ * set, copies it into *out under the lock and returns its code (0: none).
+ */
+static int wait_error(pthread_mutex_t *lock, pthread_cond_t *cond, const ferry_error *err,
+		      int timeout_ms, ferry_error *out)
+{
+	struct timespec dl;
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_nsec += (long)timeout_ms * 1000000L;
+	dl.tv_sec += dl.tv_nsec / 1000000000L;
+	dl.tv_nsec %= 1000000000L;
+	pthread_mutex_lock(lock);
+	while (!err->code)
+		if (pthread_cond_timedwait(cond, lock, &dl))
+			break;
+	int e = err->code;
+	ferry__error_copy(out, err);
+	pthread_mutex_unlock(lock);
+	return e;
+}
+
 /* ------------------------------------------------------------------ */
 /* Source.                                                            */
 
@@ -43,16 +66,13 @@ static void send_fail(ferry_mf_sender *s, int err, const char *fmt, ...)
 /* Thread: mig/src/send_N. Records the first error (takes s->lock) and wakes every writer. */
 static void send_fail(ferry_mf_sender *s, int err, const char *fmt, ...)
 {
+	va_list ap;
+	va_start(ap, fmt);
 	pthread_mutex_lock(&s->lock);
-	if (!s->err) {
-		s->err = err;
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(s->errmsg, sizeof(s->errmsg), fmt, ap);
-		va_end(ap);
-	}
+	ferry__error_setv(&s->err, err, fmt, ap);
 	pthread_cond_broadcast(&s->cond);
 	pthread_mutex_unlock(&s->lock);
+	va_end(ap);
 	/* Wake everyone: the other channels and the main connection. */
 	ferry__mf_send_shutdown(s);
 	int fd = atomic_load(&s->m->chan_fd);
@@ -226,7 +246,7 @@ static void *send_thread(void *arg)
 
 /* Thread: mig/src/main. */
 int ferry__mf_send_start(ferry_mf_sender *s, struct ferry_migration *m, unsigned n,
-			 uint32_t compression, int level, bool splice)
+			 uint32_t compression, int level, bool splice, ferry_error *err)
 {
 	memset(s, 0, sizeof(*s));
 	s->m = m;
@@ -243,23 +263,19 @@ int ferry__mf_send_start(ferry_mf_sender *s, struct ferry_migration *m, unsigned
 	s->inited = true;
 	for (unsigned i = 0; i < n; i++) {
 		ferry_mf_send_chan *c = &s->ch[i];
-		char err[256];
+		char cerr[256];
 		c->s = s;
 		c->id = i;
 		c->bytes = FERRY_MF_HS_LEN; /* both sides count the handshake */
-		int r = ferry__sock_connect(m->uri, &c->fd, &m->cancel, err, sizeof(err));
-		if (r) {
-			snprintf(s->errmsg, sizeof(s->errmsg), "multifd channel %u: %.170s", i, err);
-			return r;
-		}
+		int r = ferry__sock_connect(m->uri, &c->fd, &m->cancel, cerr, sizeof(cerr));
+		if (r)
+			return ferry__error_set(err, r, "multifd channel %u: %.170s", i, cerr);
 		uint8_t hs[FERRY_MF_HS_LEN];
 		ferry__wire_mf_hs_encode(hs, m->vm->uuid, i, n);
 		struct iovec iov = { hs, sizeof(hs) };
-		if ((r = ferry__sock_send_all(c->fd, &iov, 1, NULL))) {
-			snprintf(s->errmsg, sizeof(s->errmsg), "multifd channel %u handshake: %s", i,
-				 ferry_strerror(r));
-			return r;
-		}
+		if ((r = ferry__sock_send_all(c->fd, &iov, 1, NULL)))
+			return ferry__error_set(err, r, "multifd channel %u handshake: %s", i,
+						ferry_strerror(r));
 		ferry__rl_charge(&m->rl, FERRY_MF_HS_LEN);
 		if (compression == FERRY_COMPRESS_ZSTD) {
 			c->cctx = ZSTD_createCCtx();
@@ -286,8 +302,8 @@ static int send_job(ferry_mf_sender *s, const ferry_mf_job *job)
 {
 	pthread_mutex_lock(&s->lock);
 	for (;;) {
-		if (s->err || ferry__mig_cancelled(s->m)) {
-			int e = s->err ? s->err : -ECANCELED;
+		if (s->err.code || ferry__mig_cancelled(s->m)) {
+			int e = s->err.code ? s->err.code : -ECANCELED;
 			pthread_mutex_unlock(&s->lock);
 			return e;
 		}
@@ -314,12 +330,18 @@ static int send_job(ferry_mf_sender *s, const ferry_mf_job *job)
 	}
 }
 
+/* Thread: mig/src/main; takes s->lock. */
+int ferry__mf_send_wait_error(ferry_mf_sender *s, int timeout_ms, ferry_error *out)
+{
+	return wait_error(&s->lock, &s->cond, &s->err, timeout_ms, out);
+}
+
 /* Thread: mig/src/main, with s->lock held. */
 static int wait_all_idle(ferry_mf_sender *s)
 {
 	for (;;) {
-		if (s->err)
-			return s->err;
+		if (s->err.code)
+			return s->err.code;
 		if (ferry__mig_cancelled(s->m))
 			return -ECANCELED;
 		bool idle = true;
@@ -496,10 +518,7 @@ int ferry__mf_sink_init(ferry_mf_sender *s, ferry_chan *main, ferry_page_sink **
 static void recv_fail(ferry_mf_receiver *r, int err, const char *msg)
 {
 	pthread_mutex_lock(&r->lock);
-	if (!r->err) {
-		r->err = err;
-		snprintf(r->errmsg, sizeof(r->errmsg), "%.250s", msg);
-	}
+	ferry__error_set(&r->err, err, "%.250s", msg);
 	pthread_cond_broadcast(&r->cond);
 	pthread_mutex_unlock(&r->lock);
 	for (unsigned i = 0; i < r->n; i++)
@@ -650,9 +669,9 @@ static void *recv_thread(void *arg)
 			uint64_t gen = r->generation;
 			r->at_sync++;
 			pthread_cond_broadcast(&r->cond);
-			while (r->generation == gen && !r->quit && !r->err)
+			while (r->generation == gen && !r->quit && !r->err.code)
 				pthread_cond_wait(&r->cond, &r->lock);
-			bool stop = r->quit || r->err;
+			bool stop = r->quit || r->err.code;
 			pthread_mutex_unlock(&r->lock);
 			if (stop)
 				break;
@@ -683,7 +702,7 @@ static int accept_by(int lfd, uint64_t deadline_ns, int *fd)
 
 /* Thread: mig/dst/main, before any receive thread runs (r is its own until then). */
 int ferry__mf_recv_start(ferry_mf_receiver *r, struct ferry_migration *m, int listen_fd,
-			 const uint8_t uuid[16], unsigned n, uint32_t compression)
+			 const uint8_t uuid[16], unsigned n, uint32_t compression, ferry_error *err)
 {
 	memset(r, 0, sizeof(*r));
 	r->m = m;
@@ -693,27 +712,19 @@ int ferry__mf_recv_start(ferry_mf_receiver *r, struct ferry_migration *m, int li
 	pthread_mutex_init(&r->lock, NULL);
 	pthread_cond_init(&r->cond, NULL);
 	r->inited = true;
-	if (listen_fd < 0) {
-		snprintf(r->errmsg, sizeof(r->errmsg),
-			 "multifd needs a listening URI on the destination");
-		return -EINVAL;
-	}
+	if (listen_fd < 0)
+		return ferry__error_set(err, -EINVAL, "multifd needs a listening URI on the destination");
 	for (unsigned i = 0; i < n; i++)
 		r->ch[i].in.fd = -1;
 	uint64_t deadline = ferry__now_ns() + (uint64_t)HS_TIMEOUT_MS * 1000000;
 	unsigned have = 0;
 	while (have < n) {
 		int fd, e = accept_by(listen_fd, deadline, &fd);
-		if (e) {
-			if (e == -ETIMEDOUT)
-				snprintf(r->errmsg, sizeof(r->errmsg),
-					 "only %u of %u multifd channels connected within %d s", have, n,
-					 HS_TIMEOUT_MS / 1000);
-			else
-				snprintf(r->errmsg, sizeof(r->errmsg), "multifd accept: %s",
-					 ferry_strerror(e));
-			return e;
-		}
+		if (e == -ETIMEDOUT)
+			return ferry__error_set(err, e, "only %u of %u multifd channels connected within %d s",
+						have, n, HS_TIMEOUT_MS / 1000);
+		if (e)
+			return ferry__error_set(err, e, "multifd accept: %s", ferry_strerror(e));
 		/* The handshake must arrive promptly; a silent peer is refused. */
 		struct timeval tv = { 2, 0 };
 		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -775,29 +786,18 @@ int ferry__mf_recv_start(ferry_mf_receiver *r, struct ferry_migration *m, int li
 }
 
 /* Thread: mig/dst/main; takes r->lock. */
-int ferry__mf_recv_wait_error(ferry_mf_receiver *r, int timeout_ms)
+int ferry__mf_recv_wait_error(ferry_mf_receiver *r, int timeout_ms, ferry_error *out)
 {
-	struct timespec dl;
-	clock_gettime(CLOCK_REALTIME, &dl);
-	dl.tv_nsec += (long)timeout_ms * 1000000L;
-	dl.tv_sec += dl.tv_nsec / 1000000000L;
-	dl.tv_nsec %= 1000000000L;
-	pthread_mutex_lock(&r->lock);
-	while (!r->err)
-		if (pthread_cond_timedwait(&r->cond, &r->lock, &dl))
-			break;
-	int e = r->err;
-	pthread_mutex_unlock(&r->lock);
-	return e;
+	return wait_error(&r->lock, &r->cond, &r->err, timeout_ms, out);
 }
 
 /* Thread: mig/dst/main at MULTIFD_SYNC; takes r->lock. */
 int ferry__mf_recv_sync(ferry_mf_receiver *r)
 {
 	pthread_mutex_lock(&r->lock);
-	while (r->at_sync < r->n && !r->err && !ferry__mig_cancelled(r->m))
+	while (r->at_sync < r->n && !r->err.code && !ferry__mig_cancelled(r->m))
 		pthread_cond_wait(&r->cond, &r->lock);
-	int e = r->err ? r->err : ferry__mig_cancelled(r->m) ? -ECANCELED : 0;
+	int e = r->err.code ? r->err.code : ferry__mig_cancelled(r->m) ? -ECANCELED : 0;
 	if (!e) {
 		/* Every page of this pass is placed: let the next pass in. */
 		r->at_sync = 0;
