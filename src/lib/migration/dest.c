@@ -307,15 +307,15 @@ static int dst_setup(ferry_dst *l)
 		r = ferry__parts_add(&l->parts, &ferry__vmsd_participant, m);
 	if (r)
 		return r;
-	char perr[256];
+	ferry_error perr = { 0 };
 	uint32_t placement;
 	/* Destination parameters as they are now (set after the listen too). */
 	pthread_mutex_lock(&vm->mig_lock);
 	uint32_t want = vm->in_params.placement;
 	pthread_mutex_unlock(&vm->mig_lock);
-	r = ferry__place_setup(vm, want, &placement, perr, sizeof(perr));
+	r = ferry__place_setup(vm, want, &placement, &perr);
 	if (r) {
-		ferry__mig_set_error(m, r, "%s", perr);
+		ferry__mig_set_error_from(m, &perr);
 		return r;
 	}
 	pthread_mutex_lock(&m->stats_lock);

@@ -285,12 +285,8 @@ static int mig_launch(ferry_vm_t *vm, struct ferry_migration *m, void *(*fn)(voi
 
 int ferry_uri_validate(const char *uri, char *err, size_t err_len)
 {
-	char tmp[256];
-	if (!err || !err_len) {
-		err = tmp;
-		err_len = sizeof(tmp);
-	}
-	return ferry__uri_check(uri, err, err_len);
+	ferry_error e = { 0 };
+	return ferry__error_out(ferry__uri_check(uri, &e), &e, err, err_len);
 }
 
 /* The limits live in params.c, shared with control planes. */
@@ -301,8 +297,8 @@ static int params_check(const ferry_migration_params *p)
 
 int ferry_migration_start(ferry_vm_t *vm, const char *uri, const ferry_migration_params *params)
 {
-	char err[256];
-	if (!vm || ferry__uri_check(uri, err, sizeof(err)))
+	ferry_error err = { 0 };
+	if (!vm || ferry__uri_check(uri, &err))
 		return -EINVAL;
 	if (params && params_check(params))
 		return -EINVAL;
@@ -335,10 +331,10 @@ static int incoming_common(ferry_vm_t *vm, struct ferry_migration *m)
 
 int ferry_migration_incoming(ferry_vm_t *vm, const char *uri)
 {
-	char err[256];
+	ferry_error err = { 0 };
 	if (!vm)
 		return -EINVAL;
-	int r = ferry__uri_check(uri, err, sizeof(err));
+	int r = ferry__uri_check(uri, &err);
 	if (r)
 		return r;
 	pthread_mutex_lock(&vm->mig_lock);
@@ -349,9 +345,9 @@ int ferry_migration_incoming(ferry_vm_t *vm, const char *uri)
 	struct ferry_migration *m = mig_new(vm, true, uri);
 	if (!m)
 		return -ENOMEM;
-	r = ferry__sock_listen(uri, &m->listen_fd, err, sizeof(err));
+	r = ferry__sock_listen(uri, &m->listen_fd, &err);
 	if (r) {
-		ferry_warn("%s", err);
+		ferry_warn("%s", err.msg);
 		ferry__migration_free(m);
 		return r;
 	}
@@ -613,8 +609,8 @@ int ferry_migration_pause(ferry_vm_t *vm)
 
 int ferry_migration_recover(ferry_vm_t *vm, const char *uri)
 {
-	char err[256];
-	if (!vm || ferry__uri_check(uri, err, sizeof(err)))
+	ferry_error err = { 0 };
+	if (!vm || ferry__uri_check(uri, &err))
 		return -EINVAL;
 	pthread_mutex_lock(&vm->mig_lock);
 	struct ferry_migration *m = vm->mig;
@@ -624,10 +620,10 @@ int ferry_migration_recover(ferry_vm_t *vm, const char *uri)
 		return -ENOENT;
 	}
 	int fd;
-	int r = ferry__sock_listen(uri, &fd, err, sizeof(err));
+	int r = ferry__sock_listen(uri, &fd, &err);
 	if (r) {
 		pthread_mutex_unlock(&vm->mig_lock);
-		ferry_warn("%s", err);
+		ferry_warn("%s", err.msg);
 		return r;
 	}
 	m->recover_fd = fd;
@@ -638,8 +634,8 @@ int ferry_migration_recover(ferry_vm_t *vm, const char *uri)
 
 int ferry_migration_resume(ferry_vm_t *vm, const char *uri)
 {
-	char err[256];
-	if (!vm || ferry__uri_check(uri, err, sizeof(err)))
+	ferry_error err = { 0 };
+	if (!vm || ferry__uri_check(uri, &err))
 		return -EINVAL;
 	pthread_mutex_lock(&vm->mig_lock);
 	struct ferry_migration *m = vm->mig;

@@ -263,13 +263,13 @@ int ferry__mf_send_start(ferry_mf_sender *s, struct ferry_migration *m, unsigned
 	s->inited = true;
 	for (unsigned i = 0; i < n; i++) {
 		ferry_mf_send_chan *c = &s->ch[i];
-		char cerr[256];
+		ferry_error cerr = { 0 };
 		c->s = s;
 		c->id = i;
 		c->bytes = FERRY_MF_HS_LEN; /* both sides count the handshake */
-		int r = ferry__sock_connect(m->uri, &c->fd, &m->cancel, cerr, sizeof(cerr));
+		int r = ferry__sock_connect(m->uri, &c->fd, &m->cancel, &cerr);
 		if (r)
-			return ferry__error_set(err, r, "multifd channel %u: %.170s", i, cerr);
+			return ferry__error_set(err, r, "multifd channel %u: %.170s", i, cerr.msg);
 		uint8_t hs[FERRY_MF_HS_LEN];
 		ferry__wire_mf_hs_encode(hs, m->vm->uuid, i, n);
 		struct iovec iov = { hs, sizeof(hs) };

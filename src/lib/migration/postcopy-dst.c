@@ -79,20 +79,20 @@ int ferry__pc_dst_init(ferry_pc_dst *pc, struct ferry_migration *m)
 }
 
 /* Thread: mig/dst/main (ADVISE). */
-int ferry__pc_dst_probe(ferry_vm_t *vm, char *err, size_t len)
+int ferry__pc_dst_probe(ferry_vm_t *vm, ferry_error *err)
 {
 	(void)vm;
 	int fd = ferry__uffd_open();
-	if (fd < 0) {
-		snprintf(err, len, "postcopy needs userfaultfd: %s", ferry_strerror(fd));
-		return fd;
-	}
+	if (fd < 0)
+		return ferry__error_set(err, fd,
+					"postcopy needs userfaultfd: %s", ferry_strerror(fd));
 	struct uffdio_api api = {.api = UFFD_API};
 	int r = ioctl(fd, UFFDIO_API, &api) < 0 ? -errno : 0;
 	close(fd);
 	if (r)
-		snprintf(err, len, "postcopy needs userfaultfd: UFFDIO_API: %s", ferry_strerror(r));
-	return r;
+		return ferry__error_set(err, r, "postcopy needs userfaultfd: UFFDIO_API: %s",
+					ferry_strerror(r));
+	return 0;
 }
 
 /* Thread: mig/dst/main, before LISTEN: pending and scratch are its own. */
@@ -353,7 +353,7 @@ static void *fault_thread(void *arg)
 }
 
 /* Thread: mig/dst/main (LISTEN); starts mig/dst/fault. */
-int ferry__pc_dst_listen(ferry_pc_dst *pc, ferry_chan *rp, char *err, size_t len)
+int ferry__pc_dst_listen(ferry_pc_dst *pc, ferry_chan *rp, ferry_error *err)
 {
 	ferry_vm_t *vm = pc->vm;
 	int r;
@@ -363,14 +363,12 @@ int ferry__pc_dst_listen(ferry_pc_dst *pc, ferry_chan *rp, char *err, size_t len
 	pc->uffd = ferry__uffd_open();
 	if (pc->uffd < 0) {
 		r = pc->uffd;
-		snprintf(err, len, "postcopy: userfaultfd: %s", ferry_strerror(r));
-		return r;
+		return ferry__error_set(err, r, "postcopy: userfaultfd: %s", ferry_strerror(r));
 	}
 	struct uffdio_api api = {.api = UFFD_API};
 	if (ioctl(pc->uffd, UFFDIO_API, &api) < 0) {
 		r = -errno;
-		snprintf(err, len, "postcopy: UFFDIO_API: %s", ferry_strerror(r));
-		return r;
+		return ferry__error_set(err, r, "postcopy: UFFDIO_API: %s", ferry_strerror(r));
 	}
 	pc->zeropage_ok = true;
 	for (unsigned i = 0; i < vm->nblocks; i++) {
@@ -381,14 +379,15 @@ int ferry__pc_dst_listen(ferry_pc_dst *pc, ferry_chan *rp, char *err, size_t len
 		};
 		if (ioctl(pc->uffd, UFFDIO_REGISTER, &reg) < 0) {
 			r = -errno;
-			snprintf(err, len, "postcopy: cannot register RAM block '%s' for missing-page faults: %s",
-				 rb->name, ferry_strerror(r));
-			return r;
+			return ferry__error_set(err, r,
+						"postcopy: cannot register RAM block '%s' for missing-page faults: %s",
+						rb->name, ferry_strerror(r));
 		}
 		pc->registered = true;
 		if (!(reg.ioctls & (1ULL << _UFFDIO_COPY))) {
-			snprintf(err, len, "postcopy: RAM block '%s' does not support UFFDIO_COPY", rb->name);
-			return -EOPNOTSUPP;
+			return ferry__error_set(err, -EOPNOTSUPP,
+						"postcopy: RAM block '%s' does not support UFFDIO_COPY",
+						rb->name);
 		}
 		if (!(reg.ioctls & (1ULL << _UFFDIO_ZEROPAGE)))
 			pc->zeropage_ok = false;
@@ -396,16 +395,16 @@ int ferry__pc_dst_listen(ferry_pc_dst *pc, ferry_chan *rp, char *err, size_t len
 	pc->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (pc->wake_fd < 0) {
 		r = -errno;
-		snprintf(err, len, "postcopy: eventfd: %s", ferry_strerror(r));
-		return r;
+		return ferry__error_set(err, r, "postcopy: eventfd: %s", ferry_strerror(r));
 	}
 	ferry_migration_params p;
 	ferry__mig_params(pc->m, &p);
 	pc->heartbeat_ms = p.link_timeout_ms / 4 < 25 ? 25 : p.link_timeout_ms / 4;
 	ferry__pc_dst_set_rp(pc, rp);
 	if ((r = -pthread_create(&pc->fault_thread, NULL, fault_thread, pc))) {
-		snprintf(err, len, "postcopy: cannot start the fault thread: %s", ferry_strerror(r));
-		return r;
+		return ferry__error_set(err, r,
+					"postcopy: cannot start the fault thread: %s",
+					ferry_strerror(r));
 	}
 	pc->fault_started = true;
 	return 0;
@@ -516,7 +515,7 @@ void ferry__pc_dst_fini(ferry_pc_dst *pc)
 /* ---- the commands and phases the driver calls (postcopy-dst.h) ---- */
 
 static void *preempt_thread(void *arg);
-static int pc_accept_preempt(ferry_dst *l, int lfd, char *err, size_t len);
+static int pc_accept_preempt(ferry_dst *l, int lfd, ferry_error *err);
 
 /* ADVISE: this destination must allow postcopy and be able to do it. Thread: mig/dst/main. */
 int ferry__postcopy_advise(ferry_dst *l, uint32_t flags)
@@ -524,7 +523,7 @@ int ferry__postcopy_advise(ferry_dst *l, uint32_t flags)
 	struct ferry_migration *m = l->m;
 	ferry_vm_t *vm = l->vm;
 	ferry_chan *c = l->c;
-	char err[256];
+	ferry_error err = { 0 };
 	if (l->pc || l->ram.started)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM, "postcopy advised twice or late");
 	if (flags & ~FERRY_PC_PREEMPT)
@@ -540,9 +539,9 @@ int ferry__postcopy_advise(ferry_dst *l, uint32_t flags)
 	m->params.link_timeout_ms = ip.link_timeout_ms;
 	m->params.postcopy_cpu = ip.postcopy_cpu;
 	pthread_mutex_unlock(&m->stats_lock);
-	int r = ferry__pc_dst_probe(vm, err, sizeof(err));
+	int r = ferry__pc_dst_probe(vm, &err);
 	if (r)
-		return ferry__chan_fail(c, r, "%s", err);
+		return ferry__chan_fail(c, r, "%s", err.msg);
 	ferry_pc_dst *pc = calloc(1, sizeof(*pc));
 	if (!pc)
 		return ferry__chan_fail(c, -ENOMEM, "out of memory for postcopy");
@@ -560,19 +559,20 @@ int ferry__postcopy_advise(ferry_dst *l, uint32_t flags)
 	if (m->listen_fd < 0)
 		return ferry__chan_fail(c, -EOPNOTSUPP,
 					"postcopy-preempt needs a destination that listens for connections");
-	if ((r = pc_accept_preempt(l, m->listen_fd, err, sizeof(err))))
-		return ferry__chan_fail(c, r, "%s", err);
+	if ((r = pc_accept_preempt(l, m->listen_fd, &err)))
+		return ferry__chan_fail(c, r, "%s", err.msg);
 	l->pre_on = true;
 	return 0;
 }
 
 /* Reads a preempt connection's handshake from lfd. Thread: mig/dst/main. */
-static int pc_accept_preempt(ferry_dst *l, int lfd, char *err, size_t len)
+static int pc_accept_preempt(ferry_dst *l, int lfd, ferry_error *err)
 {
 	int fd, r = ferry__sock_accept(lfd, &fd);
 	if (r) {
-		snprintf(err, len, "accepting the postcopy preempt channel: %s", ferry_strerror(r));
-		return r;
+		return ferry__error_set(err, r,
+					"accepting the postcopy preempt channel: %s",
+					ferry_strerror(r));
 	}
 	if ((r = ferry__chan_init(&l->pre, fd))) {
 		close(fd);
@@ -582,12 +582,11 @@ static int pc_accept_preempt(ferry_dst *l, int lfd, char *err, size_t len)
 	uint8_t hs[FERRY_PC_HS_LEN];
 	ferry__chan_ctx(&l->pre, "preempt channel handshake");
 	if ((r = ferry__chan_read(&l->pre, hs, sizeof(hs)))) {
-		snprintf(err, len, "%s", l->pre.in_err.msg);
-		return r;
+		return ferry__error_set(err, r, "%s", l->pre.in_err.msg);
 	}
 	if (!ferry__wire_pc_hs_match(hs, l->uuid)) {
-		snprintf(err, len, "the postcopy preempt channel's handshake does not match this migration");
-		return FERRY_EBADSTREAM;
+		return ferry__error_set(err, FERRY_EBADSTREAM,
+					"the postcopy preempt channel's handshake does not match this migration");
 	}
 	atomic_store(&l->m->preempt_fd, fd);
 	return 0;
@@ -628,7 +627,7 @@ static void pre_stop(ferry_dst *l)
 int ferry__postcopy_listen(ferry_dst *l)
 {
 	ferry_chan *c = l->c;
-	char err[256];
+	ferry_error err = { 0 };
 	if (!l->pc || l->pc_listening)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM, "postcopy listen %s",
 					l->pc ? "twice" : "without advise");
@@ -636,10 +635,10 @@ int ferry__postcopy_listen(ferry_dst *l)
 	ferry__dst_mf_stop(l);
 	ferry__place_fini(l->vm); /* RAM is registered for postcopy instead */
 	uint64_t t0 = ferry__now_ns();
-	int r = ferry__pc_dst_listen(l->pc, c, err, sizeof(err));
+	int r = ferry__pc_dst_listen(l->pc, c, &err);
 	ferry_dbg("postcopy: listening (RAM registered) in %.2f ms", (double)(ferry__now_ns() - t0) / 1e6);
 	if (r)
-		return ferry__chan_fail(c, r, "%s", err);
+		return ferry__chan_fail(c, r, "%s", err.msg);
 	l->pc_listening = true;
 	l->ram.pc = l->pc;
 	if (!l->ram.bounce) /* may exist already: precopy pages were read through it */
@@ -802,13 +801,12 @@ static int pc_load_package(ferry_dst *l)
 }
 
 /* A recovered connection: header of the same source, then RESUME. Thread: mig/dst/main. */
-static int pc_accept_resume(ferry_dst *l, int lfd, char *err, size_t len)
+static int pc_accept_resume(ferry_dst *l, int lfd, ferry_error *err)
 {
 	ferry_chan *c = l->c;
 	int fd, r = ferry__sock_accept(lfd, &fd);
 	if (r) {
-		snprintf(err, len, "accept failed: %s", ferry_strerror(r));
-		return r;
+		return ferry__error_set(err, r, "accept failed: %s", ferry_strerror(r));
 	}
 	if ((r = ferry__chan_init(c, fd))) {
 		close(fd);
@@ -834,7 +832,7 @@ static int pc_accept_resume(ferry_dst *l, int lfd, char *err, size_t len)
 		r = ferry__chan_fail(c, FERRY_EBADSTREAM, "expected postcopy resume");
 		goto bad;
 	}
-	if (l->pre_on && (r = pc_accept_preempt(l, lfd, err, len)))
+	if (l->pre_on && (r = pc_accept_preempt(l, lfd, err)))
 		return r;
 	ferry_migration_params p;
 	ferry__mig_params(l->m, &p);
@@ -843,8 +841,7 @@ static int pc_accept_resume(ferry_dst *l, int lfd, char *err, size_t len)
 		ferry__sock_set_link_timeout(l->pre.fd, p.link_timeout_ms);
 	return 0;
 bad:
-	snprintf(err, len, "%s", ferry__error_text(&c->in_err, r));
-	return r;
+	return ferry__error_set(err, r, "%s", ferry__error_text(&c->in_err, r));
 }
 
 /* Drops the connections of a broken postcopy; the guest keeps running. Thread: mig/dst/main. */
@@ -911,8 +908,8 @@ static int pc_incoming(ferry_dst *l)
 			if (ferry__mig_cancelled(m)) /* the VM is being destroyed */
 				return -ECANCELED;
 			ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_RECOVER);
-			char err[256];
-			r = pc_accept_resume(l, lfd, err, sizeof(err));
+			ferry_error err = { 0 };
+			r = pc_accept_resume(l, lfd, &err);
 			/* One recovery per listener: the next pause needs a new one. */
 			pthread_mutex_lock(&vm->mig_lock);
 			m->recover_fd = -1;
@@ -926,9 +923,9 @@ static int pc_incoming(ferry_dst *l)
 					r = ferry__pc_dst_resync(l->pc);
 				if (!r)
 					break;
-				snprintf(err, sizeof(err), "resync failed: %s", ferry_strerror(r));
+				ferry__error_set(&err, r, "resync failed: %s", ferry_strerror(r));
 			}
-			ferry_warn("postcopy recovery failed: %s", err);
+			ferry_warn("postcopy recovery failed: %s", err.msg);
 			pc_disconnect(l);
 			ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_PAUSED);
 		}

@@ -156,10 +156,10 @@ static int rp_missing(struct ferry_migration *m, ferry_chan *c, const uint8_t *b
 static int pc_connect_preempt(struct ferry_migration *m, const char *uri)
 {
 	ferry_pc_src *pc = m->pc_src;
-	char err[256];
-	int fd, r = ferry__sock_connect(uri, &fd, &m->cancel, err, sizeof(err));
+	ferry_error err = { 0 };
+	int fd, r = ferry__sock_connect(uri, &fd, &m->cancel, &err);
 	if (r) {
-		ferry_warn("postcopy preempt channel: %s", err);
+		ferry_warn("postcopy preempt channel: %s", err.msg);
 		return r;
 	}
 	uint8_t hs[FERRY_PC_HS_LEN];
@@ -228,10 +228,10 @@ static int pc_reconnect(struct ferry_migration *m, const char *uri, ferry_ram_sa
 	ferry_vm_t *vm = m->vm;
 	ferry_pc_src *pc = m->pc_src;
 	ferry_chan *c = &m->chan;
-	char err[256];
-	int fd, r = ferry__sock_connect(uri, &fd, &m->cancel, err, sizeof(err));
+	ferry_error err = { 0 };
+	int fd, r = ferry__sock_connect(uri, &fd, &m->cancel, &err);
 	if (r) {
-		ferry_warn("postcopy resume: %s", err);
+		ferry_warn("postcopy resume: %s", err.msg);
 		return r;
 	}
 	if ((r = ferry__chan_init(c, fd))) {

@@ -76,11 +76,11 @@ typedef struct ferry_pc_dst {
 /* Allocates the bitmaps and opens nothing yet. 0 or -ENOMEM. */
 int ferry__pc_dst_init(ferry_pc_dst *pc, struct ferry_migration *m);
 /* Checks that this host can do postcopy (userfaultfd MISSING on RAM). */
-int ferry__pc_dst_probe(ferry_vm_t *vm, char *err, size_t len);
+int ferry__pc_dst_probe(ferry_vm_t *vm, ferry_error *err);
 /* DISCARD payload (already read) -> pending bits; punches those pages out. */
 int ferry__pc_dst_discard(ferry_pc_dst *pc, ferry_chan *c, const uint8_t *p, size_t len);
 /* LISTEN: registers RAM (MISSING mode) and starts mig/dst/fault. */
-int ferry__pc_dst_listen(ferry_pc_dst *pc, ferry_chan *rp, char *err, size_t len);
+int ferry__pc_dst_listen(ferry_pc_dst *pc, ferry_chan *rp, ferry_error *err);
 /*
  * Places pages [first, first + n) of block bi: data (n pages) or zeros
  * (data == NULL), through ferry__place_atomic (place.h), and marks them

@@ -279,11 +279,11 @@ static void update_info(struct src_ctx *x, uint32_t pass, uint64_t bw, uint64_t 
 static int phase_connect(struct src_ctx *x)
 {
 	struct ferry_migration *m = x->m;
-	char err[256];
-	int r = ferry__sock_connect(m->uri, &x->fd, &m->cancel, err, sizeof(err));
+	ferry_error err = { 0 };
+	int r = ferry__sock_connect(m->uri, &x->fd, &m->cancel, &err);
 	if (r) {
 		if (r != -ECANCELED)
-			ferry__mig_set_error(m, r, "%s", err);
+			ferry__mig_set_error_from(m, &err);
 		x->fd = -1;
 		return r;
 	}

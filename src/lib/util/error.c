@@ -74,6 +74,13 @@ int ferry__error_copy(ferry_error *dst, const ferry_error *src)
 	return src->code ? ferry__error_set(dst, src->code, "%s", src->msg) : dst->code;
 }
 
+int ferry__error_out(int r, const ferry_error *e, char *buf, size_t len)
+{
+	if (r && buf && len)
+		snprintf(buf, len, "%s", e->msg);
+	return r;
+}
+
 const char *ferry__error_text(const ferry_error *e, int code)
 {
 	return e->msg[0] ? e->msg : ferry_strerror(code);

@@ -18,6 +18,7 @@
 #define FERRY_UTIL_ERROR_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 typedef struct ferry_error {
 	int code;      /* 0: no error; else a negative errno or FERRY_E* code */
@@ -34,6 +35,11 @@ int ferry__error_setv(ferry_error *e, int code, const char *fmt, va_list ap)
 	__attribute__((format(printf, 3, 0)));
 /* Copies src into dst the same way (sticky; nothing if src holds none). Returns dst->code. */
 int ferry__error_copy(ferry_error *dst, const ferry_error *src);
+/*
+ * A public function's out-parameter: on failure (r != 0) copies e's message
+ * into buf (len bytes; nothing when buf is NULL or len 0). Returns r.
+ */
+int ferry__error_out(int r, const ferry_error *e, char *buf, size_t len);
 /* e's message, or, when e holds none, the text of code (ferry_strerror). */
 const char *ferry__error_text(const ferry_error *e, int code);
 
