@@ -106,6 +106,32 @@ void ferry__dst_mf_stop(ferry_dst *l)
 	l->mf_on = false;
 }
 
+/* MULTIFD (payload buf): accepts the channels and starts their receivers. */
+static int cmd_multifd(ferry_dst *l, const uint8_t *buf)
+{
+	struct ferry_migration *m = l->m;
+	ferry_chan *c = l->c;
+	uint32_t n;
+	uint8_t comp;
+	ferry__wire_cmd_multifd_decode(buf, &n, &comp);
+	if (l->mf_on || l->ram.started)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "multifd announced twice or late");
+	if (n < 1 || n > FERRY_MULTIFD_MAX_CHANNELS || comp > FERRY_COMPRESS_ZSTD)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "multifd with %u channels, compression %u",
+					n, comp);
+	l->mf_on = true;
+	l->ram.mf = &l->mf; /* RAM's sections wait for the channels' pages too */
+	ferry_error e = { 0 };
+	int r = ferry__mf_recv_start(&l->mf, m, m->listen_fd, l->uuid, n, comp, &e);
+	if (r)
+		return ferry__chan_fail(c, r, "%s", ferry__error_text(&e, r));
+	/* Published only now: cancel may shut the channels down from here on. */
+	pthread_mutex_lock(&m->vm->mig_lock);
+	m->mf_recv = &l->mf;
+	pthread_mutex_unlock(&m->vm->mig_lock);
+	return ferry__mig_cancelled(m) ? -ECANCELED : 0;
+}
+
 int ferry__dst_load_command(ferry_dst *l)
 {
 	ferry_chan *c = l->c;
@@ -148,28 +174,8 @@ int ferry__dst_load_command(ferry_dst *l)
 			return ferry__chan_fail(c, FERRY_EBADSTREAM, "run state %u", buf[0]);
 		l->run_after = buf[0];
 		return 0;
-	case FERRY_CMD_MULTIFD: {
-		uint32_t n;
-		uint8_t comp;
-		ferry__wire_cmd_multifd_decode(buf, &n, &comp);
-		if (l->mf_on || l->ram.started)
-			return ferry__chan_fail(c, FERRY_EBADSTREAM, "multifd announced twice or late");
-		if (n < 1 || n > FERRY_MULTIFD_MAX_CHANNELS || comp > FERRY_COMPRESS_ZSTD)
-			return ferry__chan_fail(c, FERRY_EBADSTREAM,
-						"multifd with %u channels, compression %u", n, comp);
-		l->mf_on = true;
-		l->ram.mf = &l->mf; /* RAM's sections wait for the channels' pages too */
-		struct ferry_migration *m = l->m;
-		ferry_error e = { 0 };
-		int r = ferry__mf_recv_start(&l->mf, m, m->listen_fd, l->uuid, n, comp, &e);
-		if (r)
-			return ferry__chan_fail(c, r, "%s", ferry__error_text(&e, r));
-		/* Published only now: cancel may shut the channels down from here on. */
-		pthread_mutex_lock(&m->vm->mig_lock);
-		m->mf_recv = &l->mf;
-		pthread_mutex_unlock(&m->vm->mig_lock);
-		return ferry__mig_cancelled(m) ? -ECANCELED : 0;
-	}
+	case FERRY_CMD_MULTIFD:
+		return cmd_multifd(l, buf);
 	}
 	return 0;
 }

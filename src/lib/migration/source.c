@@ -89,6 +89,81 @@ static void await_bye(struct ferry_migration *m)
 	pthread_mutex_unlock(&m->vm->mig_lock);
 }
 
+/* SHUT (payload buf of len bytes): the destination's status and message, under rp_lock. */
+static void rp_got_shut(struct ferry_migration *m, const uint8_t *buf, uint16_t len)
+{
+	const uint8_t *msg;
+	size_t ml;
+	int status;
+	ferry__wire_rp_shut_decode(buf, len, &status, &msg, &ml);
+	pthread_mutex_lock(&m->rp_lock);
+	m->rp_shut = true;
+	m->rp_shut_ns = ferry__now_ns();
+	m->rp_status = status;
+	if (ml > sizeof(m->rp_msg) - 1)
+		ml = sizeof(m->rp_msg) - 1;
+	memcpy(m->rp_msg, msg, ml);
+	m->rp_msg[ml] = 0;
+	pthread_cond_broadcast(&m->rp_cond);
+	pthread_mutex_unlock(&m->rp_lock);
+}
+
+/*
+ * Reads and handles one return path message (buf: cap bytes). Returns true
+ * to read on, false at SHUT, EOF, an error or a QMP greeting.
+ */
+static bool rp_message(struct ferry_migration *m, uint8_t *buf, size_t cap, bool first)
+{
+	ferry_chan *c = &m->chan;
+	uint16_t type, len;
+	ferry__chan_ctx(c, "return path message");
+	if (ferry__wire_get_rp(c, &type, &len))
+		return false;
+	if (first && qmp_greeting(c, type, len)) {
+		pthread_mutex_lock(&m->rp_lock);
+		m->rp_qmp = true;
+		pthread_mutex_unlock(&m->rp_lock);
+		ferry__chan_shutdown(c); /* the main thread's next write fails */
+		return false;
+	}
+	if (len > cap) {
+		ferry__chan_fail(c, FERRY_EBADSTREAM, "return path message of %u bytes", len);
+		return false;
+	}
+	if (ferry__chan_read(c, buf, len))
+		return false;
+	if (type == FERRY_RP_SHUT && len >= FERRY_RP_SHUT_STATUS_LEN) {
+		rp_got_shut(m, buf, len);
+		return false;
+	}
+	int r = ferry__pc_src_rp_msg(m, c, type, buf, len);
+	if (r == -ENOMSG)
+		ferry__chan_fail(c, FERRY_EBADSTREAM, "unknown return path message %u (len %u)", type,
+				 len);
+	return r == 0;
+}
+
+/*
+ * The return path ended: after a postcopy switch a silent or broken one
+ * stops the sender too; a cancelled precopy waits for the main thread's
+ * bye. Then rp_dead, under rp_lock.
+ */
+static void rp_end(struct ferry_migration *m)
+{
+	bool phase = ferry__pc_src_switched(m);
+	pthread_mutex_lock(&m->rp_lock);
+	bool shut = m->rp_shut;
+	pthread_mutex_unlock(&m->rp_lock);
+	if (phase && !shut)
+		ferry__chan_shutdown(&m->chan);
+	if (!phase && ferry__mig_cancelled(m))
+		await_bye(m);
+	pthread_mutex_lock(&m->rp_lock);
+	m->rp_dead = true;
+	pthread_cond_broadcast(&m->rp_cond);
+	pthread_mutex_unlock(&m->rp_lock);
+}
+
 /*
  * mig/src/rp: reads return path messages until SHUT, EOF or an error.
  * SHUT and the QMP check are its own (results under rp_lock); postcopy's
@@ -97,69 +172,13 @@ static void await_bye(struct ferry_migration *m)
 static void *rp_thread(void *arg)
 {
 	struct ferry_migration *m = arg;
-	ferry_chan *c = &m->chan;
 	pthread_setname_np(pthread_self(), "mig/src/rp");
 	ferry__pc_src_rp_begin(m);
-	size_t cap = FERRY_RP_PAYLOAD_MAX;
-	uint8_t *buf = malloc(cap);
-	for (bool first = true; buf; first = false) {
-		uint16_t type, len;
-		ferry__chan_ctx(c, "return path message");
-		if (ferry__wire_get_rp(c, &type, &len))
-			break;
-		if (first && qmp_greeting(c, type, len)) {
-			pthread_mutex_lock(&m->rp_lock);
-			m->rp_qmp = true;
-			pthread_mutex_unlock(&m->rp_lock);
-			ferry__chan_shutdown(c); /* the main thread's next write fails */
-			break;
-		}
-		if (len > cap) {
-			ferry__chan_fail(c, FERRY_EBADSTREAM, "return path message of %u bytes", len);
-			break;
-		}
-		if (ferry__chan_read(c, buf, len))
-			break;
-		if (type == FERRY_RP_SHUT && len >= FERRY_RP_SHUT_STATUS_LEN) {
-			const uint8_t *msg;
-			size_t ml;
-			int status;
-			ferry__wire_rp_shut_decode(buf, len, &status, &msg, &ml);
-			pthread_mutex_lock(&m->rp_lock);
-			m->rp_shut = true;
-			m->rp_shut_ns = ferry__now_ns();
-			m->rp_status = status;
-			if (ml > sizeof(m->rp_msg) - 1)
-				ml = sizeof(m->rp_msg) - 1;
-			memcpy(m->rp_msg, msg, ml);
-			m->rp_msg[ml] = 0;
-			pthread_cond_broadcast(&m->rp_cond);
-			pthread_mutex_unlock(&m->rp_lock);
-			break;
-		}
-		int r = ferry__pc_src_rp_msg(m, c, type, buf, len);
-		if (r == 0)
-			continue;
-		if (r != -ENOMSG)
-			break;
-		ferry__chan_fail(c, FERRY_EBADSTREAM, "unknown return path message %u (len %u)", type,
-				 len);
-		break;
-	}
+	uint8_t *buf = malloc(FERRY_RP_PAYLOAD_MAX);
+	for (bool first = true; buf && rp_message(m, buf, FERRY_RP_PAYLOAD_MAX, first); first = false)
+		;
 	free(buf);
-	bool phase = ferry__pc_src_switched(m);
-	pthread_mutex_lock(&m->rp_lock);
-	bool shut = m->rp_shut;
-	pthread_mutex_unlock(&m->rp_lock);
-	/* After a postcopy switch, a silent or broken return path must stop the sender too. */
-	if (phase && !shut)
-		ferry__chan_shutdown(c);
-	if (!phase && ferry__mig_cancelled(m))
-		await_bye(m);
-	pthread_mutex_lock(&m->rp_lock);
-	m->rp_dead = true;
-	pthread_cond_broadcast(&m->rp_cond);
-	pthread_mutex_unlock(&m->rp_lock);
+	rp_end(m);
 	ferry__pc_src_rp_end(m);
 	return NULL;
 }
