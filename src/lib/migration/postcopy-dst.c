@@ -859,80 +859,140 @@ static void pc_disconnect(ferry_dst *l)
 }
 
 /*
+ * Runs mig/dst/listen on the main connection until it ends (its
+ * l->listen_r says how). The first one was started before the package
+ * loaded; each later one reads a recovered connection. Thread: mig/dst/main.
+ */
+static int listen_run(ferry_dst *l)
+{
+	pthread_t t;
+	if (l->listen_started) {
+		t = l->listen_thread;
+		l->listen_started = false;
+	} else {
+		int r = -pthread_create(&t, NULL, listen_thread, l);
+		if (r)
+			return r;
+	}
+	pthread_join(t, NULL);
+	return 0;
+}
+
+/*
+ * EOF on the main connection: requested pages the source sent on the
+ * preempt connection (and left out of the background) may still be on
+ * their way there. 0 once every page is placed. Thread: mig/dst/main.
+ */
+static int pc_drain(ferry_dst *l)
+{
+	ferry_migration_params p;
+	ferry__mig_params(l->m, &p);
+	uint64_t end = ferry__now_ns() + (uint64_t)p.link_timeout_ms * 1000000;
+	while (!ferry__pc_dst_complete(l->pc) && l->pre_on && ferry__now_ns() < end)
+		ferry__sleep_ns(1000000);
+	if (ferry__pc_dst_complete(l->pc))
+		return 0;
+	return ferry__chan_fail(l->c, FERRY_EBADSTREAM,
+				"the source ended postcopy with pages still missing");
+}
+
+/* The main connection broke: drops the links and pauses. Thread: mig/dst/main. */
+static void pc_pause(ferry_dst *l)
+{
+	char why[300];
+	snprintf(why, sizeof(why), "%s", ferry__error_text(&l->c->in_err, l->listen_r));
+	pc_disconnect(l);
+	ferry_warn("postcopy paused: %s", why);
+	ferry__mig_set_status(l->m, FERRY_MIGRATION_POSTCOPY_PAUSED);
+}
+
+/*
+ * Waits for the listener ferry_migration_recover() hands over. Returns its
+ * fd, or -ECANCELED when the VM is being destroyed. Thread: mig/dst/main.
+ */
+static int recover_wait(ferry_dst *l)
+{
+	struct ferry_migration *m = l->m;
+	ferry_vm_t *vm = l->vm;
+	pthread_mutex_lock(&vm->mig_lock);
+	while (m->recover_fd < 0 && !ferry__mig_cancelled(m))
+		pthread_cond_wait(&vm->mig_cond, &vm->mig_lock);
+	int lfd = m->recover_fd;
+	pthread_mutex_unlock(&vm->mig_lock);
+	if (ferry__mig_cancelled(m))
+		return -ECANCELED;
+	return lfd;
+}
+
+/*
+ * One recovery on listener lfd (closed here): the source's new connection,
+ * then the return path, the preempt reader and the resync. 0, or a
+ * negative errno with err saying why. Thread: mig/dst/main.
+ */
+static int pc_resume(ferry_dst *l, int lfd, ferry_error *err)
+{
+	struct ferry_migration *m = l->m;
+	int r = pc_accept_resume(l, lfd, err);
+	/* One recovery per listener: the next pause needs a new one. */
+	pthread_mutex_lock(&l->vm->mig_lock);
+	m->recover_fd = -1;
+	pthread_mutex_unlock(&l->vm->mig_lock);
+	close(lfd);
+	if (r)
+		return r;
+	ferry__pc_dst_set_rp(l->pc, l->c);
+	if (l->pre_on)
+		r = pre_start(l);
+	if (!r)
+		r = ferry__pc_dst_resync(l->pc);
+	if (r)
+		ferry__error_set(err, r, "resync failed: %s", ferry_strerror(r));
+	return r;
+}
+
+/*
+ * Paused: recovers on each listener handed over until one recovery
+ * succeeds, then postcopy is active again. 0 or -ECANCELED.
+ * Thread: mig/dst/main.
+ */
+static int pc_recover(ferry_dst *l)
+{
+	struct ferry_migration *m = l->m;
+	for (;;) {
+		int lfd = recover_wait(l);
+		if (lfd < 0)
+			return lfd;
+		ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_RECOVER);
+		ferry_error err = { 0 };
+		if (!pc_resume(l, lfd, &err))
+			break;
+		ferry_warn("postcopy recovery failed: %s", err.msg);
+		pc_disconnect(l);
+		ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_PAUSED);
+	}
+	pthread_mutex_lock(&m->stats_lock);
+	m->info.postcopy_recoveries++;
+	pthread_mutex_unlock(&m->stats_lock);
+	ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_ACTIVE);
+	return 0;
+}
+
+/*
  * After RUN: mig/dst/listen takes the main connection until EOF. A broken
  * connection pauses; ferry_migration_recover() brings a new one. Returns 0
  * once every page is placed, or a negative errno. Thread: mig/dst/main.
  */
 static int pc_incoming(ferry_dst *l)
 {
-	struct ferry_migration *m = l->m;
-	ferry_vm_t *vm = l->vm;
 	for (;;) {
-		pthread_t t;
-		int r = 0;
-		if (l->listen_started) { /* the first one: started before the package loaded */
-			t = l->listen_thread;
-			l->listen_started = false;
-		} else if ((r = -pthread_create(&t, NULL, listen_thread, l))) {
+		int r = listen_run(l);
+		if (r)
 			return r;
-		}
-		pthread_join(t, NULL);
-		if (!l->listen_r) {
-			/*
-			 * EOF on the main connection: requested pages the source
-			 * sent on the preempt connection (and left out of the
-			 * background) may still be on their way there.
-			 */
-			ferry_migration_params p;
-			ferry__mig_params(m, &p);
-			uint64_t end = ferry__now_ns() + (uint64_t)p.link_timeout_ms * 1000000;
-			while (!ferry__pc_dst_complete(l->pc) && l->pre_on && ferry__now_ns() < end)
-				ferry__sleep_ns(1000000);
-			if (ferry__pc_dst_complete(l->pc))
-				return 0;
-			return ferry__chan_fail(l->c, FERRY_EBADSTREAM,
-						"the source ended postcopy with pages still missing");
-		}
-		char why[300];
-		snprintf(why, sizeof(why), "%s",
-			 ferry__error_text(&l->c->in_err, l->listen_r));
-		pc_disconnect(l);
-		ferry_warn("postcopy paused: %s", why);
-		ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_PAUSED);
-		for (;;) {
-			pthread_mutex_lock(&vm->mig_lock);
-			while (m->recover_fd < 0 && !ferry__mig_cancelled(m))
-				pthread_cond_wait(&vm->mig_cond, &vm->mig_lock);
-			int lfd = m->recover_fd;
-			pthread_mutex_unlock(&vm->mig_lock);
-			if (ferry__mig_cancelled(m)) /* the VM is being destroyed */
-				return -ECANCELED;
-			ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_RECOVER);
-			ferry_error err = { 0 };
-			r = pc_accept_resume(l, lfd, &err);
-			/* One recovery per listener: the next pause needs a new one. */
-			pthread_mutex_lock(&vm->mig_lock);
-			m->recover_fd = -1;
-			pthread_mutex_unlock(&vm->mig_lock);
-			close(lfd);
-			if (!r) {
-				ferry__pc_dst_set_rp(l->pc, l->c);
-				if (l->pre_on)
-					r = pre_start(l);
-				if (!r)
-					r = ferry__pc_dst_resync(l->pc);
-				if (!r)
-					break;
-				ferry__error_set(&err, r, "resync failed: %s", ferry_strerror(r));
-			}
-			ferry_warn("postcopy recovery failed: %s", err.msg);
-			pc_disconnect(l);
-			ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_PAUSED);
-		}
-		pthread_mutex_lock(&m->stats_lock);
-		m->info.postcopy_recoveries++;
-		pthread_mutex_unlock(&m->stats_lock);
-		ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_ACTIVE);
+		if (!l->listen_r)
+			return pc_drain(l);
+		pc_pause(l);
+		if ((r = pc_recover(l)))
+			return r;
 	}
 }
 
