@@ -273,6 +273,12 @@ struct ferry_section;
 int ferry__ram_part_load(void *opaque, ferry_chan *c, const struct ferry_section *s);
 /* Stops the loader's placing threads, if any (idle: ferry__ram_load drained them). */
 void ferry__ram_loader_fini(ferry_ram_loader *l);
+/*
+ * Postcopy hook for query-migrate (migration.c; postcopy-dst.c): copies
+ * the destination's postcopy statistics into info, if m->pc_dst is set.
+ * The caller holds vm->mig_lock and m->stats_lock.
+ */
+void ferry__pc_dst_query(struct ferry_migration *m, ferry_migration_info *info);
 /* Multifd hooks for cancel (migration.c): wake everything up. */
 /* shut: also shut the source's channels down (else they finish their packet). */
 void ferry__mf_cancel(struct ferry_migration *m, bool shut);

@@ -34,7 +34,6 @@
 #include <unistd.h>
 
 #include "migration/multifd.h"
-#include "migration/postcopy.h"
 #include "transport/transport.h"
 
 static const char *const status_names[] = {
@@ -437,8 +436,7 @@ int ferry_migration_query(ferry_vm_t *vm, ferry_migration_info *info)
 	}
 	uint64_t end = m->end_ns ? m->end_ns : ferry__now_ns();
 	info->total_time_ms = (end - m->start_ns) / 1000000;
-	if (m->pc_dst) /* set and cleared under mig_lock */
-		ferry__pc_dst_stats(m->pc_dst, info);
+	ferry__pc_dst_query(m, info);
 	pthread_mutex_unlock(&m->stats_lock);
 	pthread_mutex_unlock(&vm->mig_lock);
 	return 0;

@@ -5,16 +5,16 @@
  * background stream after RUN (mig/dst/listen), the package's device state,
  * pause and recovery, and underneath them discard, userfaultfd
  * registration, the fault thread (mig/dst/fault), page requests, atomic
- * page placement and the statistics. The DESIGN and the rules on what each
- * thread touches are in postcopy.h; the driver's view (the phases
- * dest.c calls) in postcopy-dst.h.
+ * page placement and the statistics. The DESIGN, the rules on what each
+ * thread touches and the driver's view (the phases dest.c calls) are in
+ * postcopy-dst.h.
  *
  * Thread: the commands run on the thread that reads the record (mig/dst/main
  * before RUN, mig/dst/listen after); the phases on mig/dst/main;
  * ferry__pc_place on mig/dst/main, mig/dst/listen, mig/dst/preempt and
  * mig/dst/fault (placed/requested are atomic bitmaps); return-path writes
  * take pc->rp_lock, statistics pc->stat_lock (m->stats_lock first, when
- * both: ferry__pc_dst_stats).
+ * both: pc_stats).
  */
 #include "migration/postcopy-dst.h"
 
@@ -445,8 +445,8 @@ int ferry__pc_dst_resync(ferry_pc_dst *pc)
 	return r;
 }
 
-/* Thread: any, with m->stats_lock held; takes stat_lock. */
-void ferry__pc_dst_stats(ferry_pc_dst *pc, ferry_migration_info *info)
+/* Copies the statistics into info. Thread: any, with m->stats_lock held; takes stat_lock. */
+static void pc_stats(ferry_pc_dst *pc, ferry_migration_info *info)
 {
 	pthread_mutex_lock(&pc->stat_lock);
 	info->postcopy_faults = pc->faults;
@@ -470,6 +470,13 @@ void ferry__pc_dst_stats(ferry_pc_dst *pc, ferry_migration_info *info)
 		}
 	}
 	pthread_mutex_unlock(&pc->stat_lock);
+}
+
+/* Thread: any, with vm->mig_lock (m->pc_dst is set and cleared under it) and m->stats_lock held. */
+void ferry__pc_dst_query(struct ferry_migration *m, ferry_migration_info *info)
+{
+	if (m->pc_dst)
+		pc_stats(m->pc_dst, info);
 }
 
 /* Thread: mig/dst/main, after every other postcopy thread was stopped. */
@@ -1005,7 +1012,7 @@ static void pc_end(ferry_dst *l)
 		pre_stop(l);
 	ferry__pc_dst_set_rp(l->pc, NULL);
 	pthread_mutex_lock(&l->m->stats_lock); /* keep the final figures */
-	ferry__pc_dst_stats(l->pc, &l->m->info);
+	pc_stats(l->pc, &l->m->info);
 	pthread_mutex_unlock(&l->m->stats_lock);
 	pthread_mutex_lock(&l->vm->mig_lock);
 	l->m->pc_dst = NULL;
