@@ -977,10 +977,7 @@ static int pc_recover(ferry_dst *l)
 		pc_disconnect(l);
 		ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_PAUSED);
 	}
-	pthread_mutex_lock(&m->stats_lock);
-	m->info.postcopy_recoveries++;
-	pthread_mutex_unlock(&m->stats_lock);
-	ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_ACTIVE);
+	ferry__pc_recovered(m);
 	return 0;
 }
 

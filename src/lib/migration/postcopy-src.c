@@ -314,10 +314,7 @@ static int pc_pause(struct ferry_migration *m, ferry_ram_saver *rs)
 			break;
 		ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_PAUSED);
 	}
-	pthread_mutex_lock(&m->stats_lock);
-	m->info.postcopy_recoveries++;
-	pthread_mutex_unlock(&m->stats_lock);
-	ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_ACTIVE);
+	ferry__pc_recovered(m);
 	return 0;
 }
 

@@ -2,8 +2,8 @@
 /*
  * Postcopy: the destination runs the guest before all of its RAM arrived.
  * This header holds what both sides share (postcopy.c): the decoding of
- * a page bitmap message, the fault-path threads' CPU and priority, and a
- * block's index. The destination's postcopy is in postcopy-dst.h (its
+ * a page bitmap message, the fault-path threads' CPU and priority, the end
+ * of a recovery, and a block's index. The destination's postcopy is in postcopy-dst.h (its
  * DESIGN there), the source's in postcopy-src.h.
  *
  * Thread: any; none of these keeps state.
@@ -29,6 +29,9 @@ int ferry__pc_bitmap_decode(ferry_vm_t *vm, ferry_chan *c, const uint8_t *p, siz
  * and raises its priority, if allowed.
  */
 void ferry__pc_boost_thread(struct ferry_migration *m);
+
+/* A recovery succeeded (either side): counts it; postcopy is active again. */
+void ferry__pc_recovered(struct ferry_migration *m);
 
 /* Block index of rb in vm (rb must be registered). */
 unsigned ferry__block_index(const ferry_vm_t *vm, const struct ferry_ram_block *rb);
