@@ -93,12 +93,12 @@ static void t_truncated_and_sticky(void **state)
 	assert_int_equal(v16, 0xabcd);
 	ferry__chan_ctx(&r, "test record");
 	assert_int_equal(ferry__chan_get_be32(&r, &v32), FERRY_EBADSTREAM);
-	assert_string_equal(r.in_errmsg,
+	assert_string_equal(r.in_err.msg,
 			    "truncated stream: end of data with 3 bytes missing (test record at offset 2)");
 	/* Sticky: later reads fail the same way and the message stays the first. */
 	assert_int_equal(ferry__chan_get_be16(&r, &v16), FERRY_EBADSTREAM);
 	assert_int_equal(ferry__chan_fail(&r, -EINVAL, "other"), FERRY_EBADSTREAM);
-	assert_string_equal(r.in_errmsg,
+	assert_string_equal(r.in_err.msg,
 			    "truncated stream: end of data with 3 bytes missing (test record at offset 2)");
 	ferry__chan_close(&w);
 	ferry__chan_close(&r);
@@ -119,17 +119,17 @@ static void t_closed_between_records(void **state)
 	assert_int_equal(ferry__chan_get_u8(&r, &v), 0);
 	ferry__chan_ctx(&r, "record");
 	assert_int_equal(ferry__chan_get_u8(&r, &v), -EPIPE);
-	assert_string_equal(r.in_errmsg, "the source closed the connection before the migration "
+	assert_string_equal(r.in_err.msg, "the source closed the connection before the migration "
 					 "completed (record at offset 1)");
 	ferry__chan_close(&w);
 	ferry__chan_close(&r);
 	pair(&w, &r);
 	shutdown(w.fd, SHUT_WR);
 	assert_int_equal(ferry__chan_get_u8(&r, &v), FERRY_EBADSTREAM);
-	assert_string_equal(r.in_errmsg, "truncated stream: end of data with 1 bytes missing (at offset 0)");
+	assert_string_equal(r.in_err.msg, "truncated stream: end of data with 1 bytes missing (at offset 0)");
 	/* A message taken whole. */
 	assert_int_equal(ferry__chan_fail_msg(&w, FERRY_EPEER, "as is"), FERRY_EPEER);
-	assert_string_equal(w.in_errmsg, "as is");
+	assert_string_equal(w.in_err.msg, "as is");
 	ferry__chan_close(&w);
 	ferry__chan_close(&r);
 }

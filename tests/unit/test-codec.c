@@ -165,7 +165,7 @@ static void t_ram_count_refused(void **state)
 		ferry__chan_ctx(&r, "RAM pages");
 		uint32_t n;
 		assert_int_equal(ferry__wire_get_ram_count(&r, &n), FERRY_EBADSTREAM);
-		assert_string_equal(r.in_errmsg, msg[i]);
+		assert_string_equal(r.in_err.msg, msg[i]);
 		unpair(&w, &r);
 	}
 }
@@ -234,7 +234,7 @@ static void t_sections_and_commands(void **state)
 	assert_int_equal(t, FERRY_REC_EOF);
 	/* A footer that closes another section. */
 	assert_int_equal(ferry__wire_get_footer(&r, 1), FERRY_EBADSTREAM);
-	assert_string_equal(r.in_errmsg,
+	assert_string_equal(r.in_err.msg,
 			    "bad section footer (0x7e, id 5) for section 1 (section footer at offset 60)");
 
 	assert_int_equal(ferry__wire_cmd_len(FERRY_CMD_POSTCOPY_DISCARD), FERRY_CMD_LEN_VARIABLE);
@@ -350,7 +350,7 @@ static void t_bitmap(void **state)
 	ferry__chan_ctx(&r, "command");
 	assert_int_equal(ferry__wire_bitmap_decode(&r, got.msg[1], 10, name, &first, &words, &bytes),
 			 FERRY_EBADSTREAM);
-	assert_string_equal(r.in_errmsg, "page bitmap of 10 bytes (command at offset 0)");
+	assert_string_equal(r.in_err.msg, "page bitmap of 10 bytes (command at offset 0)");
 	unpair(&w, &r);
 	free(map);
 }
@@ -377,7 +377,7 @@ static void expect_msg(ferry_chan *r, const char *msg, const char *ctx)
 {
 	char want[300];
 	snprintf(want, sizeof(want), "%s (%s at offset 0)", msg, ctx);
-	assert_string_equal(r->in_errmsg, want);
+	assert_string_equal(r->in_err.msg, want);
 }
 
 static void t_name_rule_chan(void **state)

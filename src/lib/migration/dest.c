@@ -106,6 +106,32 @@ void ferry__dst_mf_stop(ferry_dst *l)
 	l->mf_on = false;
 }
 
+/* MULTIFD (payload buf): accepts the channels and starts their receivers. */
+static int cmd_multifd(ferry_dst *l, const uint8_t *buf)
+{
+	struct ferry_migration *m = l->m;
+	ferry_chan *c = l->c;
+	uint32_t n;
+	uint8_t comp;
+	ferry__wire_cmd_multifd_decode(buf, &n, &comp);
+	if (l->mf_on || l->ram.started)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "multifd announced twice or late");
+	if (n < 1 || n > FERRY_MULTIFD_MAX_CHANNELS || comp > FERRY_COMPRESS_ZSTD)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "multifd with %u channels, compression %u",
+					n, comp);
+	l->mf_on = true;
+	l->ram.mf = &l->mf; /* RAM's sections wait for the channels' pages too */
+	ferry_error e = { 0 };
+	int r = ferry__mf_recv_start(&l->mf, m, m->listen_fd, l->uuid, n, comp, &e);
+	if (r)
+		return ferry__chan_fail(c, r, "%s", ferry__error_text(&e, r));
+	/* Published only now: cancel may shut the channels down from here on. */
+	pthread_mutex_lock(&m->vm->mig_lock);
+	m->mf_recv = &l->mf;
+	pthread_mutex_unlock(&m->vm->mig_lock);
+	return ferry__mig_cancelled(m) ? -ECANCELED : 0;
+}
+
 int ferry__dst_load_command(ferry_dst *l)
 {
 	ferry_chan *c = l->c;
@@ -148,28 +174,8 @@ int ferry__dst_load_command(ferry_dst *l)
 			return ferry__chan_fail(c, FERRY_EBADSTREAM, "run state %u", buf[0]);
 		l->run_after = buf[0];
 		return 0;
-	case FERRY_CMD_MULTIFD: {
-		uint32_t n;
-		uint8_t comp;
-		ferry__wire_cmd_multifd_decode(buf, &n, &comp);
-		if (l->mf_on || l->ram.started)
-			return ferry__chan_fail(c, FERRY_EBADSTREAM, "multifd announced twice or late");
-		if (n < 1 || n > FERRY_MULTIFD_MAX_CHANNELS || comp > FERRY_COMPRESS_ZSTD)
-			return ferry__chan_fail(c, FERRY_EBADSTREAM,
-						"multifd with %u channels, compression %u", n, comp);
-		l->mf_on = true;
-		l->ram.mf = &l->mf; /* RAM's sections wait for the channels' pages too */
-		struct ferry_migration *m = l->m;
-		int r = ferry__mf_recv_start(&l->mf, m, m->listen_fd, l->uuid, n, comp);
-		if (r)
-			return ferry__chan_fail(c, r, "%s", l->mf.errmsg[0] ? l->mf.errmsg
-									 : ferry_strerror(r));
-		/* Published only now: cancel may shut the channels down from here on. */
-		pthread_mutex_lock(&m->vm->mig_lock);
-		m->mf_recv = &l->mf;
-		pthread_mutex_unlock(&m->vm->mig_lock);
-		return ferry__mig_cancelled(m) ? -ECANCELED : 0;
-	}
+	case FERRY_CMD_MULTIFD:
+		return cmd_multifd(l, buf);
 	}
 	return 0;
 }
@@ -250,21 +256,20 @@ static int dst_load_stream(ferry_dst *l)
 	}
 }
 
+/* Grace for a failed multifd channel's own error after the main connection broke. */
+#define MF_GRACE_MS 200
+
 /*
- * The end of the precopy stream (or its failure at r): progress, which
- * error is reported when several channels failed, and the multifd
+ * The end of the precopy stream (or its failure at r): progress, a multifd
+ * channel's error kept for dst_pick_error (waited for up to MF_GRACE_MS:
+ * a failing channel shuts the main connection down), and the multifd
  * receivers joined (every page they had is placed).
  */
 static int dst_load_end(ferry_dst *l, int r)
 {
-	struct ferry_migration *m = l->m;
-	ferry_chan *c = l->c;
 	ferry__dst_stats(l);
-	/* The source said it cancelled (the only FERRY_EPEER of the stream): that, before any channel's EOF. */
-	if (r && c->in_err == FERRY_EPEER)
-		ferry__mig_set_error(m, c->in_err, "%s", c->in_errmsg);
-	if (r && l->mf_on && !ferry__mig_cancelled(m) && ferry__mf_recv_wait_error(&l->mf, 200))
-		ferry__mig_set_error(m, l->mf.err, "%s", l->mf.errmsg); /* a channel failed first */
+	if (r && l->mf_on && !ferry__mig_cancelled(l->m))
+		ferry__mf_recv_wait_error(&l->mf, MF_GRACE_MS, &l->mf_err);
 	ferry__dst_mf_stop(l);
 	return r;
 }
@@ -308,15 +313,15 @@ static int dst_setup(ferry_dst *l)
 		r = ferry__parts_add(&l->parts, &ferry__vmsd_participant, m);
 	if (r)
 		return r;
-	char perr[256];
+	ferry_error perr = { 0 };
 	uint32_t placement;
 	/* Destination parameters as they are now (set after the listen too). */
 	pthread_mutex_lock(&vm->mig_lock);
 	uint32_t want = vm->in_params.placement;
 	pthread_mutex_unlock(&vm->mig_lock);
-	r = ferry__place_setup(vm, want, &placement, perr, sizeof(perr));
+	r = ferry__place_setup(vm, want, &placement, &perr);
 	if (r) {
-		ferry__mig_set_error(m, r, "%s", perr);
+		ferry__mig_set_error_from(m, &perr);
 		return r;
 	}
 	pthread_mutex_lock(&m->stats_lock);
@@ -347,18 +352,44 @@ static void dst_complete(ferry_dst *l)
 	ferry__mig_set_status(l->m, FERRY_MIGRATION_COMPLETED);
 }
 
+/*
+ * Which error the destination reports for a failure r. Candidates, best
+ * first (the first one found is recorded):
+ *   1. the source said it cancelled (FERRY_EPEER, the only one the stream
+ *      carries, on the main channel), also when cancelled here too;
+ *   unless cancelled here:
+ *   2. a multifd channel's own error (l->mf_err, kept by dst_load_end): a
+ *      failing channel shuts the main connection down, so that
+ *      connection's EOF is only a symptom;
+ *   3. the main channel's error, whose message names record and offset;
+ *   4. r's bare text: "incoming migration failed: ...".
+ * An error a phase recorded itself before (ferry__mig_set_error: accept,
+ * placement, vCPUs, the postcopy package) wins over all of these.
+ */
+static void dst_pick_error(ferry_dst *l, int r)
+{
+	ferry_chan *c = l->c;
+	ferry_error e = { 0 };
+	if (c->in_err.code == FERRY_EPEER)
+		ferry__error_copy(&e, &c->in_err);
+	if (!ferry__mig_cancelled(l->m)) {
+		ferry__error_copy(&e, &l->mf_err);
+		ferry__error_copy(&e, &c->in_err);
+		if (r)
+			ferry__error_set(&e, r, "incoming migration failed: %s", ferry_strerror(r));
+	}
+	ferry__mig_set_error_from(l->m, &e);
+}
+
 /* Phase fail: stops postcopy, records the error and tells the source why. */
 static void dst_fail(ferry_dst *l, int r)
 {
 	struct ferry_migration *m = l->m;
 	ferry_chan *c = l->c;
 	ferry__postcopy_fail(l);
+	dst_pick_error(l, r);
 	if (ferry__mig_cancelled(m))
 		r = -ECANCELED;
-	else if (c->in_err && c->in_errmsg[0])
-		ferry__mig_set_error(m, c->in_err, "%s", c->in_errmsg);
-	else if (r)
-		ferry__mig_set_error(m, r, "incoming migration failed: %s", ferry_strerror(r));
 	if (c->fd >= 0 && c->obuf) { /* a paused postcopy may have none left */
 		pthread_mutex_lock(&m->stats_lock);
 		char msg[256];

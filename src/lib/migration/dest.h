@@ -27,6 +27,7 @@ typedef struct ferry_dst {
 	ferry_ram_loader ram;   /* the main channel's RAM loading state */
 	uint8_t uuid[16];       /* the source VM's, from the header */
 	ferry_mf_receiver mf;   /* when the stream announced multifd (own lock) */
+	ferry_error mf_err;     /* a multifd channel's error, copied under mf.lock at the end of the stream */
 	bool mf_on;
 	/* Postcopy (from ADVISE); see postcopy-dst.h. */
 	struct ferry_pc_dst *pc; /* also published as m->pc_dst under vm->mig_lock */

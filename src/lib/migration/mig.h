@@ -112,7 +112,16 @@ struct ferry_migration {
 /* Status change + MIGRATION event; takes vm->mig_lock. Any migration thread. */
 void ferry__mig_set_status(struct ferry_migration *m, ferry_migration_status s);
 void ferry__mig_event(struct ferry_migration *m, ferry_event_type type, uint32_t pass);
-/* Records the first error (negative errno and message); takes stats_lock. Any thread. */
+/*
+ * How an error reaches query-migrate: ferry__mig_set_error_from records e
+ * (code and message) as the migration's error unless one was recorded
+ * before (the first wins); it is the only writer of info.error and
+ * info.error_desc. ferry__mig_set_error is the same with a formatted
+ * message. Both take stats_lock; any thread. Where several errors compete
+ * (a channel's, a multifd channel's, the peer's), the drivers choose with
+ * one function per side: src_pick_error (source.c), dst_pick_error (dest.c).
+ */
+void ferry__mig_set_error_from(struct ferry_migration *m, const ferry_error *e);
 void ferry__mig_set_error(struct ferry_migration *m, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 static inline bool ferry__mig_cancelled(struct ferry_migration *m)
@@ -264,6 +273,12 @@ struct ferry_section;
 int ferry__ram_part_load(void *opaque, ferry_chan *c, const struct ferry_section *s);
 /* Stops the loader's placing threads, if any (idle: ferry__ram_load drained them). */
 void ferry__ram_loader_fini(ferry_ram_loader *l);
+/*
+ * Postcopy hook for query-migrate (migration.c; postcopy-dst.c): copies
+ * the destination's postcopy statistics into info, if m->pc_dst is set.
+ * The caller holds vm->mig_lock and m->stats_lock.
+ */
+void ferry__pc_dst_query(struct ferry_migration *m, ferry_migration_info *info);
 /* Multifd hooks for cancel (migration.c): wake everything up. */
 /* shut: also shut the source's channels down (else they finish their packet). */
 void ferry__mf_cancel(struct ferry_migration *m, bool shut);

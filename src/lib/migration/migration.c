@@ -34,7 +34,6 @@
 #include <unistd.h>
 
 #include "migration/multifd.h"
-#include "migration/postcopy.h"
 #include "transport/transport.h"
 
 static const char *const status_names[] = {
@@ -146,18 +145,28 @@ void ferry__mig_set_status(struct ferry_migration *m, ferry_migration_status s)
 	ferry_info("migration %s", ferry_migration_status_name(s));
 }
 
-void ferry__mig_set_error(struct ferry_migration *m, int err, const char *fmt, ...)
+/* The only writer of info.error / info.error_desc: every error arrives here. */
+void ferry__mig_set_error_from(struct ferry_migration *m, const ferry_error *e)
 {
+	if (!e->code)
+		return;
 	pthread_mutex_lock(&m->stats_lock);
 	if (!m->info.error) {
-		m->info.error = err;
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(m->info.error_desc, sizeof(m->info.error_desc), fmt, ap);
-		va_end(ap);
+		m->info.error = e->code;
+		snprintf(m->info.error_desc, sizeof(m->info.error_desc), "%s", e->msg);
 		ferry_warn("migration failed: %s", m->info.error_desc);
 	}
 	pthread_mutex_unlock(&m->stats_lock);
+}
+
+void ferry__mig_set_error(struct ferry_migration *m, int err, const char *fmt, ...)
+{
+	ferry_error e = { 0 };
+	va_list ap;
+	va_start(ap, fmt);
+	ferry__error_setv(&e, err, fmt, ap);
+	va_end(ap);
+	ferry__mig_set_error_from(m, &e);
 }
 
 /*
@@ -275,12 +284,8 @@ static int mig_launch(ferry_vm_t *vm, struct ferry_migration *m, void *(*fn)(voi
 
 int ferry_uri_validate(const char *uri, char *err, size_t err_len)
 {
-	char tmp[256];
-	if (!err || !err_len) {
-		err = tmp;
-		err_len = sizeof(tmp);
-	}
-	return ferry__uri_check(uri, err, err_len);
+	ferry_error e = { 0 };
+	return ferry__error_out(ferry__uri_check(uri, &e), &e, err, err_len);
 }
 
 /* The limits live in params.c, shared with control planes. */
@@ -291,8 +296,8 @@ static int params_check(const ferry_migration_params *p)
 
 int ferry_migration_start(ferry_vm_t *vm, const char *uri, const ferry_migration_params *params)
 {
-	char err[256];
-	if (!vm || ferry__uri_check(uri, err, sizeof(err)))
+	ferry_error err = { 0 };
+	if (!vm || ferry__uri_check(uri, &err))
 		return -EINVAL;
 	if (params && params_check(params))
 		return -EINVAL;
@@ -325,10 +330,10 @@ static int incoming_common(ferry_vm_t *vm, struct ferry_migration *m)
 
 int ferry_migration_incoming(ferry_vm_t *vm, const char *uri)
 {
-	char err[256];
+	ferry_error err = { 0 };
 	if (!vm)
 		return -EINVAL;
-	int r = ferry__uri_check(uri, err, sizeof(err));
+	int r = ferry__uri_check(uri, &err);
 	if (r)
 		return r;
 	pthread_mutex_lock(&vm->mig_lock);
@@ -339,9 +344,9 @@ int ferry_migration_incoming(ferry_vm_t *vm, const char *uri)
 	struct ferry_migration *m = mig_new(vm, true, uri);
 	if (!m)
 		return -ENOMEM;
-	r = ferry__sock_listen(uri, &m->listen_fd, err, sizeof(err));
+	r = ferry__sock_listen(uri, &m->listen_fd, &err);
 	if (r) {
-		ferry_warn("%s", err);
+		ferry_warn("%s", err.msg);
 		ferry__migration_free(m);
 		return r;
 	}
@@ -431,8 +436,7 @@ int ferry_migration_query(ferry_vm_t *vm, ferry_migration_info *info)
 	}
 	uint64_t end = m->end_ns ? m->end_ns : ferry__now_ns();
 	info->total_time_ms = (end - m->start_ns) / 1000000;
-	if (m->pc_dst) /* set and cleared under mig_lock */
-		ferry__pc_dst_stats(m->pc_dst, info);
+	ferry__pc_dst_query(m, info);
 	pthread_mutex_unlock(&m->stats_lock);
 	pthread_mutex_unlock(&vm->mig_lock);
 	return 0;
@@ -603,8 +607,8 @@ int ferry_migration_pause(ferry_vm_t *vm)
 
 int ferry_migration_recover(ferry_vm_t *vm, const char *uri)
 {
-	char err[256];
-	if (!vm || ferry__uri_check(uri, err, sizeof(err)))
+	ferry_error err = { 0 };
+	if (!vm || ferry__uri_check(uri, &err))
 		return -EINVAL;
 	pthread_mutex_lock(&vm->mig_lock);
 	struct ferry_migration *m = vm->mig;
@@ -614,10 +618,10 @@ int ferry_migration_recover(ferry_vm_t *vm, const char *uri)
 		return -ENOENT;
 	}
 	int fd;
-	int r = ferry__sock_listen(uri, &fd, err, sizeof(err));
+	int r = ferry__sock_listen(uri, &fd, &err);
 	if (r) {
 		pthread_mutex_unlock(&vm->mig_lock);
-		ferry_warn("%s", err);
+		ferry_warn("%s", err.msg);
 		return r;
 	}
 	m->recover_fd = fd;
@@ -628,8 +632,8 @@ int ferry_migration_recover(ferry_vm_t *vm, const char *uri)
 
 int ferry_migration_resume(ferry_vm_t *vm, const char *uri)
 {
-	char err[256];
-	if (!vm || ferry__uri_check(uri, err, sizeof(err)))
+	ferry_error err = { 0 };
+	if (!vm || ferry__uri_check(uri, &err))
 		return -EINVAL;
 	pthread_mutex_lock(&vm->mig_lock);
 	struct ferry_migration *m = vm->mig;

@@ -34,6 +34,29 @@
 
 #define HS_TIMEOUT_MS 10000
 
+/*
+ * Either side, the migration thread after its main connection failed: waits
+ * up to timeout_ms for *err (protected by lock, signalled on cond) to be
+ * set, copies it into *out under the lock and returns its code (0: none).
+ */
+static int wait_error(pthread_mutex_t *lock, pthread_cond_t *cond, const ferry_error *err,
+		      int timeout_ms, ferry_error *out)
+{
+	struct timespec dl;
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_nsec += (long)timeout_ms * 1000000L;
+	dl.tv_sec += dl.tv_nsec / 1000000000L;
+	dl.tv_nsec %= 1000000000L;
+	pthread_mutex_lock(lock);
+	while (!err->code)
+		if (pthread_cond_timedwait(cond, lock, &dl))
+			break;
+	int e = err->code;
+	ferry__error_copy(out, err);
+	pthread_mutex_unlock(lock);
+	return e;
+}
+
 /* ------------------------------------------------------------------ */
 /* Source.                                                            */
 
@@ -43,16 +66,13 @@ static void send_fail(ferry_mf_sender *s, int err, const char *fmt, ...)
 /* Thread: mig/src/send_N. Records the first error (takes s->lock) and wakes every writer. */
 static void send_fail(ferry_mf_sender *s, int err, const char *fmt, ...)
 {
+	va_list ap;
+	va_start(ap, fmt);
 	pthread_mutex_lock(&s->lock);
-	if (!s->err) {
-		s->err = err;
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(s->errmsg, sizeof(s->errmsg), fmt, ap);
-		va_end(ap);
-	}
+	ferry__error_setv(&s->err, err, fmt, ap);
 	pthread_cond_broadcast(&s->cond);
 	pthread_mutex_unlock(&s->lock);
+	va_end(ap);
 	/* Wake everyone: the other channels and the main connection. */
 	ferry__mf_send_shutdown(s);
 	int fd = atomic_load(&s->m->chan_fd);
@@ -85,110 +105,157 @@ static int send_piece(void *ctx, struct iovec *iov, int cnt, int first)
 	return 0;
 }
 
-/*
- * Builds and writes one packet for j (pages or SYNC), in grants of the
- * migration's limiter: the cap is the total over all channels.
- */
-/* Thread: mig/src/send_N, without s->lock (the job at head is its own) but for the counters. */
-static int send_packet(ferry_mf_send_chan *c, const ferry_mf_job *j)
+/* A packet being built by send_packet: header, iovecs and the pages' split. */
+struct out_packet {
+	uint8_t hdr[FERRY_MF_HDR_MAX];
+	size_t h;                            /* header bytes */
+	struct iovec iov[2 + FERRY_MF_MAX_PAGES];
+	uint8_t ref[2 + FERRY_MF_MAX_PAGES]; /* iovecs of guest RAM */
+	int cnt;
+	uint64_t normal[FERRY_MF_MAX_PAGES], zero[FERRY_MF_MAX_PAGES];
+	uint32_t nn, nz, flags, clen;
+};
+
+/* Sorts j's pages into data and zero pages (here, not in the main thread) and names them. */
+static void packet_pages(const ferry_mf_job *j, struct out_packet *p)
+{
+	for (uint32_t i = 0; i < j->n; i++) {
+		const uint8_t *page = j->rb->host + (j->pages[i] << FERRY_PAGE_SHIFT);
+		if (ferry__page_is_zero(page))
+			p->zero[p->nz++] = j->pages[i];
+		else
+			p->normal[p->nn++] = j->pages[i];
+	}
+	p->h += ferry__wire_st_name(p->hdr + p->h, j->rb->name);
+	p->h += ferry__wire_st_indices(p->hdr + p->h, p->normal, p->nn);
+	p->h += ferry__wire_st_indices(p->hdr + p->h, p->zero, p->nz);
+}
+
+/* Whether to try zstd on nn data pages: not while backing off (those count as skipped). */
+static bool zstd_wanted(ferry_mf_send_chan *c, uint32_t nn)
 {
 	ferry_mf_sender *s = c->s;
-	bool sync = j->sync;
-	uint8_t hdr[FERRY_MF_HDR_MAX];
-	struct iovec iov[2 + FERRY_MF_MAX_PAGES];
-	uint8_t ref[2 + FERRY_MF_MAX_PAGES] = { 0 }; /* iovecs of guest RAM */
-	uint64_t normal[FERRY_MF_MAX_PAGES], zero[FERRY_MF_MAX_PAGES];
-	uint32_t nn = 0, nz = 0, flags = sync ? FERRY_MF_SYNC : 0, clen = 0;
-	size_t h = FERRY_MF_HDR_LEN;
+	if (!nn || s->compression != FERRY_COMPRESS_ZSTD)
+		return false;
+	if (!c->zskip)
+		return true;
+	c->zskip--;
+	pthread_mutex_lock(&s->lock);
+	s->compress_skipped += (uint64_t)nn * FERRY_PAGE_SIZE;
+	pthread_mutex_unlock(&s->lock);
+	return false;
+}
 
-	if (!sync) {
-		/* Zero detection here, in the channel thread, not the main one. */
-		for (uint32_t i = 0; i < j->n; i++) {
-			const uint8_t *p = j->rb->host + (j->pages[i] << FERRY_PAGE_SHIFT);
-			if (ferry__page_is_zero(p))
-				zero[nz++] = j->pages[i];
-			else
-				normal[nn++] = j->pages[i];
-		}
-		h += ferry__wire_st_name(hdr + h, j->rb->name);
-		h += ferry__wire_st_indices(hdr + h, normal, nn);
-		h += ferry__wire_st_indices(hdr + h, zero, nz);
+/* Compresses the data pages into c->zbuf; *len: the compressed size. 0 or -EIO. */
+static int zstd_pages(ferry_mf_send_chan *c, const ferry_mf_job *j, const struct out_packet *p,
+		      size_t *len)
+{
+	ZSTD_CCtx *cc = c->cctx;
+	ZSTD_CCtx_reset(cc, ZSTD_reset_session_only);
+	ZSTD_outBuffer out = { c->zbuf, c->zcap, 0 };
+	for (uint32_t i = 0; i < p->nn; i++) {
+		ZSTD_inBuffer in = { j->rb->host + (p->normal[i] << FERRY_PAGE_SHIFT), FERRY_PAGE_SIZE,
+				     0 };
+		ZSTD_EndDirective mode = i + 1 == p->nn ? ZSTD_e_end : ZSTD_e_continue;
+		size_t left;
+		do {
+			left = ZSTD_compressStream2(cc, &out, &in, mode);
+			if (ZSTD_isError(left))
+				return -EIO;
+		} while (mode == ZSTD_e_end ? left != 0 : in.pos < in.size);
 	}
-	int cnt = 1;
-	bool try_zstd = nn && s->compression == FERRY_COMPRESS_ZSTD;
-	if (try_zstd && c->zskip) {
-		c->zskip--;
-		try_zstd = false;
-		pthread_mutex_lock(&s->lock);
-		s->compress_skipped += (uint64_t)nn * FERRY_PAGE_SIZE;
-		pthread_mutex_unlock(&s->lock);
+	*len = out.pos;
+	return 0;
+}
+
+/*
+ * The data pages compressed, if that shrinks them by 1/16 at least: then
+ * one iovec of c->zbuf and FERRY_MF_ZSTD. Otherwise the packet goes raw
+ * and the next zbackoff packets do not try. 0 or -EIO.
+ */
+static int packet_zstd(ferry_mf_send_chan *c, const ferry_mf_job *j, struct out_packet *p)
+{
+	ferry_mf_sender *s = c->s;
+	size_t len;
+	int r = zstd_pages(c, j, p, &len);
+	if (r)
+		return r;
+	size_t raw = (size_t)p->nn * FERRY_PAGE_SIZE;
+	bool worth = len <= raw - raw / 16;
+	pthread_mutex_lock(&s->lock);
+	s->compress_in += raw;
+	s->compress_out += worth ? len : raw;
+	pthread_mutex_unlock(&s->lock);
+	if (!worth) {
+		c->zskip = c->zbackoff;
+		c->zbackoff = c->zbackoff ? (c->zbackoff < 64 ? 2 * c->zbackoff : 64) : 1;
+		return 0;
 	}
-	if (try_zstd) {
-		ZSTD_CCtx *cc = c->cctx;
-		ZSTD_CCtx_reset(cc, ZSTD_reset_session_only);
-		ZSTD_outBuffer out = { c->zbuf, c->zcap, 0 };
-		for (uint32_t i = 0; i < nn; i++) {
-			ZSTD_inBuffer in = { j->rb->host + (normal[i] << FERRY_PAGE_SHIFT),
-					     FERRY_PAGE_SIZE, 0 };
-			ZSTD_EndDirective mode = i + 1 == nn ? ZSTD_e_end : ZSTD_e_continue;
-			size_t left;
-			do {
-				left = ZSTD_compressStream2(cc, &out, &in, mode);
-				if (ZSTD_isError(left))
-					return -EIO;
-			} while (mode == ZSTD_e_end ? left != 0 : in.pos < in.size);
-		}
-		size_t raw = (size_t)nn * FERRY_PAGE_SIZE;
-		bool worth = out.pos <= raw - raw / 16;
-		pthread_mutex_lock(&s->lock);
-		s->compress_in += raw;
-		s->compress_out += worth ? out.pos : raw;
-		pthread_mutex_unlock(&s->lock);
-		if (!worth) {
-			/* Not worth it: raw, and do not try the next zbackoff packets. */
-			c->zskip = c->zbackoff;
-			c->zbackoff = c->zbackoff ? (c->zbackoff < 64 ? 2 * c->zbackoff : 64) : 1;
-		} else {
-			c->zbackoff = 0;
-			flags |= FERRY_MF_ZSTD;
-			clen = (uint32_t)out.pos;
-			iov[cnt].iov_base = c->zbuf;
-			iov[cnt].iov_len = out.pos;
-			cnt++;
-		}
+	c->zbackoff = 0;
+	p->flags |= FERRY_MF_ZSTD;
+	p->clen = (uint32_t)len;
+	p->iov[p->cnt].iov_base = c->zbuf;
+	p->iov[p->cnt].iov_len = len;
+	p->cnt++;
+	return 0;
+}
+
+/*
+ * Raw pages, also when zstd did not shrink them (random data): the
+ * destination then reads them straight into guest RAM instead of
+ * decompressing a stored copy. One iovec per run of consecutive pages.
+ */
+static void packet_raw(const ferry_mf_job *j, struct out_packet *p)
+{
+	for (uint32_t i = 0; i < p->nn;) {
+		uint32_t k = i + 1;
+		while (k < p->nn && p->normal[k] == p->normal[k - 1] + 1)
+			k++;
+		p->iov[p->cnt].iov_base = j->rb->host + (p->normal[i] << FERRY_PAGE_SHIFT);
+		p->iov[p->cnt].iov_len = (size_t)(k - i) << FERRY_PAGE_SHIFT;
+		p->ref[p->cnt] = 1;
+		p->cnt++;
+		i = k;
 	}
-	if (!(flags & FERRY_MF_ZSTD)) {
-		/*
-		 * Raw pages, also when zstd did not shrink them (random data): the
-		 * destination then reads them straight into guest RAM instead of
-		 * decompressing a stored copy.
-		 */
-		/* Coalesce consecutive pages into one iovec each. */
-		for (uint32_t i = 0; i < nn;) {
-			uint32_t k = i + 1;
-			while (k < nn && normal[k] == normal[k - 1] + 1)
-				k++;
-			iov[cnt].iov_base = j->rb->host + (normal[i] << FERRY_PAGE_SHIFT);
-			iov[cnt].iov_len = (size_t)(k - i) << FERRY_PAGE_SHIFT;
-			ref[cnt] = 1;
-			cnt++;
-			i = k;
-		}
-	}
-	ferry_wire_mf_pkt pkt = { .flags = flags, .normal = nn, .zero = nz, .clen = clen,
-				  .num = c->packet_num++ };
-	ferry__wire_mf_pkt_encode(hdr, &pkt);
-	iov[0].iov_base = hdr;
-	iov[0].iov_len = h;
-	struct piece_ctx pc = { c, ref };
-	int r = ferry__rl_send(&s->m->rl, iov, cnt, send_piece, &pc);
+}
+
+/* Encodes the header and writes the packet in grants of the limiter; counts its pages. */
+static int packet_send(ferry_mf_send_chan *c, struct out_packet *p)
+{
+	ferry_mf_sender *s = c->s;
+	ferry_wire_mf_pkt pkt = { .flags = p->flags, .normal = p->nn, .zero = p->nz,
+				  .clen = p->clen, .num = c->packet_num++ };
+	ferry__wire_mf_pkt_encode(p->hdr, &pkt);
+	p->iov[0].iov_base = p->hdr;
+	p->iov[0].iov_len = p->h;
+	struct piece_ctx pc = { c, p->ref };
+	int r = ferry__rl_send(&s->m->rl, p->iov, p->cnt, send_piece, &pc);
 	if (r)
 		return r;
 	pthread_mutex_lock(&s->lock);
-	s->normal += nn;
-	s->zero += nz;
+	s->normal += p->nn;
+	s->zero += p->nz;
 	pthread_mutex_unlock(&s->lock);
 	return 0;
+}
+
+/*
+ * Builds and writes one packet for j (pages or SYNC), in grants of the
+ * migration's limiter: the cap is the total over all channels.
+ * Thread: mig/src/send_N, without s->lock (the job at head is its own) but for the counters.
+ */
+static int send_packet(ferry_mf_send_chan *c, const ferry_mf_job *j)
+{
+	struct out_packet p = { .h = FERRY_MF_HDR_LEN, .cnt = 1,
+				.flags = j->sync ? FERRY_MF_SYNC : 0 };
+	if (!j->sync)
+		packet_pages(j, &p);
+	int r = zstd_wanted(c, p.nn) ? packet_zstd(c, j, &p) : 0;
+	if (r)
+		return r;
+	if (!(p.flags & FERRY_MF_ZSTD))
+		packet_raw(j, &p);
+	return packet_send(c, &p);
 }
 
 /* Thread: mig/src/send_N. Sends its queued jobs (s->lock held only around the queue). */
@@ -226,7 +293,7 @@ static void *send_thread(void *arg)
 
 /* Thread: mig/src/main. */
 int ferry__mf_send_start(ferry_mf_sender *s, struct ferry_migration *m, unsigned n,
-			 uint32_t compression, int level, bool splice)
+			 uint32_t compression, int level, bool splice, ferry_error *err)
 {
 	memset(s, 0, sizeof(*s));
 	s->m = m;
@@ -243,23 +310,19 @@ int ferry__mf_send_start(ferry_mf_sender *s, struct ferry_migration *m, unsigned
 	s->inited = true;
 	for (unsigned i = 0; i < n; i++) {
 		ferry_mf_send_chan *c = &s->ch[i];
-		char err[256];
+		ferry_error cerr = { 0 };
 		c->s = s;
 		c->id = i;
 		c->bytes = FERRY_MF_HS_LEN; /* both sides count the handshake */
-		int r = ferry__sock_connect(m->uri, &c->fd, &m->cancel, err, sizeof(err));
-		if (r) {
-			snprintf(s->errmsg, sizeof(s->errmsg), "multifd channel %u: %.170s", i, err);
-			return r;
-		}
+		int r = ferry__sock_connect(m->uri, &c->fd, &m->cancel, &cerr);
+		if (r)
+			return ferry__error_set(err, r, "multifd channel %u: %.170s", i, cerr.msg);
 		uint8_t hs[FERRY_MF_HS_LEN];
 		ferry__wire_mf_hs_encode(hs, m->vm->uuid, i, n);
 		struct iovec iov = { hs, sizeof(hs) };
-		if ((r = ferry__sock_send_all(c->fd, &iov, 1, NULL))) {
-			snprintf(s->errmsg, sizeof(s->errmsg), "multifd channel %u handshake: %s", i,
-				 ferry_strerror(r));
-			return r;
-		}
+		if ((r = ferry__sock_send_all(c->fd, &iov, 1, NULL)))
+			return ferry__error_set(err, r, "multifd channel %u handshake: %s", i,
+						ferry_strerror(r));
 		ferry__rl_charge(&m->rl, FERRY_MF_HS_LEN);
 		if (compression == FERRY_COMPRESS_ZSTD) {
 			c->cctx = ZSTD_createCCtx();
@@ -286,8 +349,8 @@ static int send_job(ferry_mf_sender *s, const ferry_mf_job *job)
 {
 	pthread_mutex_lock(&s->lock);
 	for (;;) {
-		if (s->err || ferry__mig_cancelled(s->m)) {
-			int e = s->err ? s->err : -ECANCELED;
+		if (s->err.code || ferry__mig_cancelled(s->m)) {
+			int e = s->err.code ? s->err.code : -ECANCELED;
 			pthread_mutex_unlock(&s->lock);
 			return e;
 		}
@@ -314,12 +377,18 @@ static int send_job(ferry_mf_sender *s, const ferry_mf_job *job)
 	}
 }
 
+/* Thread: mig/src/main; takes s->lock. */
+int ferry__mf_send_wait_error(ferry_mf_sender *s, int timeout_ms, ferry_error *out)
+{
+	return wait_error(&s->lock, &s->cond, &s->err, timeout_ms, out);
+}
+
 /* Thread: mig/src/main, with s->lock held. */
 static int wait_all_idle(ferry_mf_sender *s)
 {
 	for (;;) {
-		if (s->err)
-			return s->err;
+		if (s->err.code)
+			return s->err.code;
 		if (ferry__mig_cancelled(s->m))
 			return -ECANCELED;
 		bool idle = true;
@@ -496,10 +565,7 @@ int ferry__mf_sink_init(ferry_mf_sender *s, ferry_chan *main, ferry_page_sink **
 static void recv_fail(ferry_mf_receiver *r, int err, const char *msg)
 {
 	pthread_mutex_lock(&r->lock);
-	if (!r->err) {
-		r->err = err;
-		snprintf(r->errmsg, sizeof(r->errmsg), "%.250s", msg);
-	}
+	ferry__error_set(&r->err, err, "%.250s", msg);
 	pthread_cond_broadcast(&r->cond);
 	pthread_mutex_unlock(&r->lock);
 	for (unsigned i = 0; i < r->n; i++)
@@ -511,22 +577,20 @@ static void recv_fail(ferry_mf_receiver *r, int err, const char *msg)
 }
 
 /*
- * Thread: mig/dst/recv_N, without r->lock except for the counters.
- * Reads and places one packet (*sync: it was a SYNC). 0 or a negative errno.
+ * Reads and checks a packet header (magic, version, flags, counts, the
+ * compression against the migration's). Thread: mig/dst/recv_N.
  */
-static int recv_packet(ferry_mf_recv_chan *c, bool *sync)
+static int recv_header(ferry_mf_recv_chan *c, ferry_wire_mf_pkt *pkt)
 {
-	ferry_mf_receiver *r = c->r;
 	ferry_chan *in = &c->in;
 	uint8_t h[FERRY_MF_HDR_LEN];
 	int e;
 	ferry__chan_ctx(in, "multifd packet");
 	if ((e = ferry__chan_read(in, h, sizeof(h))))
 		return e;
-	ferry_wire_mf_pkt pkt;
-	ferry__wire_mf_pkt_decode(h, &pkt);
-	uint32_t magic = pkt.magic, ver = pkt.version, flags = pkt.flags;
-	uint32_t nn = pkt.normal, nz = pkt.zero, clen = pkt.clen;
+	ferry__wire_mf_pkt_decode(h, pkt);
+	uint32_t magic = pkt->magic, ver = pkt->version, flags = pkt->flags;
+	uint32_t nn = pkt->normal, nz = pkt->zero, clen = pkt->clen;
 	if (magic != FERRY_MF_PKT_MAGIC)
 		return ferry__chan_fail(in, FERRY_EBADSTREAM, "bad multifd packet magic 0x%08x", magic);
 	if (ver != FERRY_MF_VERSION)
@@ -534,12 +598,10 @@ static int recv_packet(ferry_mf_recv_chan *c, bool *sync)
 					ver, FERRY_MF_VERSION);
 	if (flags & ~(uint32_t)(FERRY_MF_SYNC | FERRY_MF_ZSTD))
 		return ferry__chan_fail(in, FERRY_EBADSTREAM, "unknown multifd packet flags 0x%x", flags);
-	if (flags & FERRY_MF_SYNC) {
-		if (nn || nz || clen || (flags & FERRY_MF_ZSTD))
-			return ferry__chan_fail(in, FERRY_EBADSTREAM, "multifd sync packet with pages");
-		*sync = true;
-		return 0;
-	}
+	if (flags & FERRY_MF_SYNC)
+		return nn || nz || clen || (flags & FERRY_MF_ZSTD)
+			       ? ferry__chan_fail(in, FERRY_EBADSTREAM, "multifd sync packet with pages")
+			       : 0;
 	if (!nn && !nz)
 		return ferry__chan_fail(in, FERRY_EBADSTREAM, "multifd packet without pages");
 	if (nn > FERRY_MF_MAX_PAGES || nz > FERRY_MF_MAX_PAGES - nn)
@@ -548,64 +610,85 @@ static int recv_packet(ferry_mf_recv_chan *c, bool *sync)
 					FERRY_MF_MAX_PAGES);
 	bool z = flags & FERRY_MF_ZSTD;
 	/* Raw packets are fine in a zstd migration (data that did not compress). */
-	if ((z && r->compression != FERRY_COMPRESS_ZSTD) || (!z && clen) || (z && !nn) ||
+	if ((z && c->r->compression != FERRY_COMPRESS_ZSTD) || (!z && clen) || (z && !nn) ||
 	    (z && clen > c->zcap))
 		return ferry__chan_fail(in, FERRY_EBADSTREAM,
 					"multifd packet compression (flags 0x%x, %u bytes) does not match the migration's",
 					flags, clen);
+	return 0;
+}
+
+/* The packet's block and its n page indices, each checked against the block. */
+static int recv_pages_of(ferry_mf_recv_chan *c, uint32_t n, struct ferry_ram_block **rbp,
+			 uint64_t idx[FERRY_MF_MAX_PAGES])
+{
+	ferry_chan *in = &c->in;
 	char name[FERRY_NAME_MAX + 1];
+	int e;
 	if ((e = ferry__wire_get_name(in, FERRY_WIRE_BLOCK, name)))
 		return e;
-	struct ferry_ram_block *rb = ferry_ram_block_find(r->vm, name);
+	struct ferry_ram_block *rb = ferry_ram_block_find(c->r->vm, name);
 	if (!rb)
 		return ferry__chan_fail(in, FERRY_EBADSTREAM, "multifd packet for unknown RAM block '%s'",
 					name);
-	uint64_t idx[FERRY_MF_MAX_PAGES];
 	uint8_t ib[FERRY_MF_INDEX_LEN * FERRY_MF_MAX_PAGES];
-	if ((e = ferry__chan_read(in, ib, FERRY_MF_INDEX_LEN * (size_t)(nn + nz))))
+	if ((e = ferry__chan_read(in, ib, FERRY_MF_INDEX_LEN * (size_t)n)))
 		return e;
-	ferry__wire_ld_indices(ib, idx, nn + nz);
-	for (uint32_t i = 0; i < nn + nz; i++) {
+	ferry__wire_ld_indices(ib, idx, n);
+	for (uint32_t i = 0; i < n; i++) {
 		if (idx[i] >= rb->npages)
 			return ferry__chan_fail(in, FERRY_EBADSTREAM,
 						"multifd page %llu outside RAM block '%s' (%llu pages)",
 						(unsigned long long)idx[i], rb->name,
 						(unsigned long long)rb->npages);
 	}
-	if (!z) {
-		if ((e = ferry__place_recv(in, rb, idx, 0, nn, c->bounce)))
-			return e;
-	} else {
-		if ((e = ferry__chan_read(in, c->zbuf, clen)))
-			return e;
-		ZSTD_DCtx *dc = c->dctx;
-		ZSTD_DCtx_reset(dc, ZSTD_reset_session_only);
-		ZSTD_inBuffer zin = { c->zbuf, clen, 0 };
-		/* File-backed blocks: into the bounce, then written like raw pages. */
-		for (uint32_t i = 0; i < nn; i++) {
-			ZSTD_outBuffer out = { !ferry__place_in_mapping(rb) ? c->bounce + ((size_t)i << FERRY_PAGE_SHIFT)
-							      : rb->host + (idx[i] << FERRY_PAGE_SHIFT),
-					       FERRY_PAGE_SIZE, 0 };
-			while (out.pos < out.size) {
-				size_t ret = ZSTD_decompressStream(dc, &out, &zin);
-				if (ZSTD_isError(ret))
-					return ferry__chan_fail(in, FERRY_EBADSTREAM,
-								"multifd zstd data: %s",
-								ZSTD_getErrorName(ret));
-				if (zin.pos == zin.size && out.pos < out.size)
-					return ferry__chan_fail(in, FERRY_EBADSTREAM,
-								"multifd zstd data ends after %u of %u pages",
-								i, nn);
-			}
+	*rbp = rb;
+	return 0;
+}
+
+/*
+ * clen bytes of zstd data holding nn pages: decompressed into guest RAM,
+ * or for file-backed blocks into the bounce and then written like raw pages.
+ */
+static int recv_zstd(ferry_mf_recv_chan *c, struct ferry_ram_block *rb, const uint64_t *idx,
+		     uint32_t nn, uint32_t clen)
+{
+	ferry_chan *in = &c->in;
+	int e;
+	if ((e = ferry__chan_read(in, c->zbuf, clen)))
+		return e;
+	ZSTD_DCtx *dc = c->dctx;
+	ZSTD_DCtx_reset(dc, ZSTD_reset_session_only);
+	ZSTD_inBuffer zin = { c->zbuf, clen, 0 };
+	for (uint32_t i = 0; i < nn; i++) {
+		ZSTD_outBuffer out = { !ferry__place_in_mapping(rb) ? c->bounce + ((size_t)i << FERRY_PAGE_SHIFT)
+						      : rb->host + (idx[i] << FERRY_PAGE_SHIFT),
+				       FERRY_PAGE_SIZE, 0 };
+		while (out.pos < out.size) {
+			size_t ret = ZSTD_decompressStream(dc, &out, &zin);
+			if (ZSTD_isError(ret))
+				return ferry__chan_fail(in, FERRY_EBADSTREAM, "multifd zstd data: %s",
+							ZSTD_getErrorName(ret));
+			if (zin.pos == zin.size && out.pos < out.size)
+				return ferry__chan_fail(in, FERRY_EBADSTREAM,
+							"multifd zstd data ends after %u of %u pages", i, nn);
 		}
-		if (zin.pos != zin.size)
-			return ferry__chan_fail(in, FERRY_EBADSTREAM,
-						"multifd zstd data longer than %u pages", nn);
-		if (!ferry__place_in_mapping(rb) && (e = ferry__place_buf(in, rb, idx, 0, nn, c->bounce)))
-			return e;
 	}
+	if (zin.pos != zin.size)
+		return ferry__chan_fail(in, FERRY_EBADSTREAM, "multifd zstd data longer than %u pages", nn);
+	if (!ferry__place_in_mapping(rb))
+		return ferry__place_buf(in, rb, idx, 0, nn, c->bounce);
+	return 0;
+}
+
+/* The nz zero pages after the nn data pages placed; the data pages marked received; counters. */
+static int recv_done(ferry_mf_recv_chan *c, struct ferry_ram_block *rb, const uint64_t *idx,
+		     uint32_t nn, uint32_t nz)
+{
+	ferry_mf_receiver *r = c->r;
+	int e;
 	for (uint32_t i = nn; i < nn + nz; i++)
-		if ((e = ferry__place_zero(in, rb, idx[i])))
+		if ((e = ferry__place_zero(&c->in, rb, idx[i])))
 			return e;
 	/*
 	 * `received` (pages holding data: zero pages are left as they were,
@@ -620,6 +703,27 @@ static int recv_packet(ferry_mf_recv_chan *c, bool *sync)
 	r->zeros += nz;
 	pthread_mutex_unlock(&r->lock);
 	return 0;
+}
+
+/*
+ * Thread: mig/dst/recv_N, without r->lock except for the counters.
+ * Reads and places one packet (*sync: it was a SYNC). 0 or a negative errno.
+ */
+static int recv_packet(ferry_mf_recv_chan *c, bool *sync)
+{
+	ferry_wire_mf_pkt pkt;
+	struct ferry_ram_block *rb = NULL;
+	uint64_t idx[FERRY_MF_MAX_PAGES];
+	int e = recv_header(c, &pkt);
+	if (e || (*sync = pkt.flags & FERRY_MF_SYNC))
+		return e;
+	if ((e = recv_pages_of(c, pkt.normal + pkt.zero, &rb, idx)))
+		return e;
+	if (pkt.flags & FERRY_MF_ZSTD)
+		e = recv_zstd(c, rb, idx, pkt.normal, pkt.clen);
+	else
+		e = ferry__place_recv(&c->in, rb, idx, 0, pkt.normal, c->bounce);
+	return e ? e : recv_done(c, rb, idx, pkt.normal, pkt.zero);
 }
 
 /* Thread: mig/dst/recv_N. Packets until an error or quit; waits under r->lock after each SYNC. */
@@ -640,7 +744,7 @@ static void *recv_thread(void *arg)
 			if (!quit) {
 				char msg[300];
 				snprintf(msg, sizeof(msg), "multifd channel %u: %s", c->id,
-					 c->in.in_errmsg[0] ? c->in.in_errmsg : ferry_strerror(e));
+					 ferry__error_text(&c->in.in_err, e));
 				recv_fail(r, e, msg);
 			}
 			break;
@@ -650,9 +754,9 @@ static void *recv_thread(void *arg)
 			uint64_t gen = r->generation;
 			r->at_sync++;
 			pthread_cond_broadcast(&r->cond);
-			while (r->generation == gen && !r->quit && !r->err)
+			while (r->generation == gen && !r->quit && !r->err.code)
 				pthread_cond_wait(&r->cond, &r->lock);
-			bool stop = r->quit || r->err;
+			bool stop = r->quit || r->err.code;
 			pthread_mutex_unlock(&r->lock);
 			if (stop)
 				break;
@@ -681,85 +785,70 @@ static int accept_by(int lfd, uint64_t deadline_ns, int *fd)
 	}
 }
 
-/* Thread: mig/dst/main, before any receive thread runs (r is its own until then). */
-int ferry__mf_recv_start(ferry_mf_receiver *r, struct ferry_migration *m, int listen_fd,
-			 const uint8_t uuid[16], unsigned n, uint32_t compression)
+/* Why the handshake hs (got bytes) of a new connection is refused, or NULL; *id: its channel. */
+static const char *hs_refusal(const ferry_mf_receiver *r, const uint8_t *hs, ssize_t got,
+			      const uint8_t uuid[16], uint32_t *id)
 {
-	memset(r, 0, sizeof(*r));
-	r->m = m;
-	r->vm = m->vm;
-	r->n = n;
-	r->compression = compression;
-	pthread_mutex_init(&r->lock, NULL);
-	pthread_cond_init(&r->cond, NULL);
-	r->inited = true;
-	if (listen_fd < 0) {
-		snprintf(r->errmsg, sizeof(r->errmsg),
-			 "multifd needs a listening URI on the destination");
-		return -EINVAL;
+	ferry_wire_mf_hs d;
+	ferry__wire_mf_hs_decode(hs, &d);
+	if (got != (ssize_t)FERRY_MF_HS_LEN)
+		return "no handshake";
+	if (d.magic != FERRY_MF_HS_MAGIC)
+		return "not a multifd handshake";
+	if (d.version != FERRY_MF_VERSION)
+		return "unsupported multifd version";
+	if (memcmp(d.uuid, uuid, FERRY_UUID_LEN))
+		return "VM uuid of another migration";
+	if ((*id = d.id) >= r->n || d.count != r->n)
+		return "bad channel id";
+	if (r->ch[*id].in.fd >= 0)
+		return "duplicate channel id";
+	return NULL;
+}
+
+/*
+ * Takes connection fd as a channel if its handshake (due within 2 s)
+ * belongs to this migration, else refuses it (*taken false). 0 or an error.
+ */
+static int take_channel(ferry_mf_receiver *r, int fd, const uint8_t uuid[16], bool *taken)
+{
+	struct timeval tv = { 2, 0 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	uint8_t hs[FERRY_MF_HS_LEN];
+	ssize_t got = recv(fd, hs, sizeof(hs), MSG_WAITALL);
+	uint32_t id = 0;
+	const char *why = hs_refusal(r, hs, got, uuid, &id);
+	*taken = !why;
+	if (why) {
+		ferry_warn("multifd: refused a connection: %s", why);
+		close(fd);
+		r->refused++;
+		return 0;
 	}
-	for (unsigned i = 0; i < n; i++)
-		r->ch[i].in.fd = -1;
-	uint64_t deadline = ferry__now_ns() + (uint64_t)HS_TIMEOUT_MS * 1000000;
-	unsigned have = 0;
-	while (have < n) {
-		int fd, e = accept_by(listen_fd, deadline, &fd);
-		if (e) {
-			if (e == -ETIMEDOUT)
-				snprintf(r->errmsg, sizeof(r->errmsg),
-					 "only %u of %u multifd channels connected within %d s", have, n,
-					 HS_TIMEOUT_MS / 1000);
-			else
-				snprintf(r->errmsg, sizeof(r->errmsg), "multifd accept: %s",
-					 ferry_strerror(e));
-			return e;
-		}
-		/* The handshake must arrive promptly; a silent peer is refused. */
-		struct timeval tv = { 2, 0 };
-		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-		uint8_t hs[FERRY_MF_HS_LEN];
-		ssize_t got = recv(fd, hs, sizeof(hs), MSG_WAITALL);
-		const char *why = NULL;
-		uint32_t id = 0;
-		ferry_wire_mf_hs d;
-		ferry__wire_mf_hs_decode(hs, &d);
-		if (got != (ssize_t)sizeof(hs))
-			why = "no handshake";
-		else if (d.magic != FERRY_MF_HS_MAGIC)
-			why = "not a multifd handshake";
-		else if (d.version != FERRY_MF_VERSION)
-			why = "unsupported multifd version";
-		else if (memcmp(d.uuid, uuid, FERRY_UUID_LEN))
-			why = "VM uuid of another migration";
-		else if ((id = d.id) >= n || d.count != n)
-			why = "bad channel id";
-		else if (r->ch[id].in.fd >= 0)
-			why = "duplicate channel id";
-		if (why) {
-			ferry_warn("multifd: refused a connection: %s", why);
-			close(fd);
-			r->refused++;
-			continue;
-		}
-		tv.tv_sec = 0;
-		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-		ferry_mf_recv_chan *c = &r->ch[id];
-		c->r = r;
-		c->id = id;
-		if ((e = ferry__chan_init(&c->in, fd))) {
-			close(fd);
-			return e;
-		}
-		c->in.in_offset = FERRY_MF_HS_LEN; /* offsets count the handshake */
-		c->in.peer = "source";
-		have++;
+	tv.tv_sec = 0;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	ferry_mf_recv_chan *c = &r->ch[id];
+	c->r = r;
+	c->id = id;
+	int e = ferry__chan_init(&c->in, fd);
+	if (e) {
+		close(fd);
+		return e;
 	}
-	for (unsigned i = 0; i < n; i++) {
+	c->in.in_offset = FERRY_MF_HS_LEN; /* offsets count the handshake */
+	c->in.peer = "source";
+	return 0;
+}
+
+/* Buffers (and zstd contexts) of every channel, then its thread. */
+static int start_receivers(ferry_mf_receiver *r)
+{
+	for (unsigned i = 0; i < r->n; i++) {
 		ferry_mf_recv_chan *c = &r->ch[i];
 		c->bounce = malloc((size_t)FERRY_MF_MAX_PAGES << FERRY_PAGE_SHIFT);
 		if (!c->bounce)
 			return -ENOMEM;
-		if (compression == FERRY_COMPRESS_ZSTD) {
+		if (r->compression == FERRY_COMPRESS_ZSTD) {
 			c->dctx = ZSTD_createDCtx();
 			c->zcap = ZSTD_compressBound((size_t)FERRY_MF_MAX_PAGES * FERRY_PAGE_SIZE);
 			c->zbuf = malloc(c->zcap);
@@ -774,30 +863,52 @@ int ferry__mf_recv_start(ferry_mf_receiver *r, struct ferry_migration *m, int li
 	return 0;
 }
 
-/* Thread: mig/dst/main; takes r->lock. */
-int ferry__mf_recv_wait_error(ferry_mf_receiver *r, int timeout_ms)
+/* Thread: mig/dst/main, before any receive thread runs (r is its own until then). */
+int ferry__mf_recv_start(ferry_mf_receiver *r, struct ferry_migration *m, int listen_fd,
+			 const uint8_t uuid[16], unsigned n, uint32_t compression, ferry_error *err)
 {
-	struct timespec dl;
-	clock_gettime(CLOCK_REALTIME, &dl);
-	dl.tv_nsec += (long)timeout_ms * 1000000L;
-	dl.tv_sec += dl.tv_nsec / 1000000000L;
-	dl.tv_nsec %= 1000000000L;
-	pthread_mutex_lock(&r->lock);
-	while (!r->err)
-		if (pthread_cond_timedwait(&r->cond, &r->lock, &dl))
-			break;
-	int e = r->err;
-	pthread_mutex_unlock(&r->lock);
-	return e;
+	memset(r, 0, sizeof(*r));
+	r->m = m;
+	r->vm = m->vm;
+	r->n = n;
+	r->compression = compression;
+	pthread_mutex_init(&r->lock, NULL);
+	pthread_cond_init(&r->cond, NULL);
+	r->inited = true;
+	if (listen_fd < 0)
+		return ferry__error_set(err, -EINVAL, "multifd needs a listening URI on the destination");
+	for (unsigned i = 0; i < n; i++)
+		r->ch[i].in.fd = -1;
+	uint64_t deadline = ferry__now_ns() + (uint64_t)HS_TIMEOUT_MS * 1000000;
+	unsigned have = 0;
+	while (have < n) {
+		int fd, e = accept_by(listen_fd, deadline, &fd);
+		if (e == -ETIMEDOUT)
+			return ferry__error_set(err, e, "only %u of %u multifd channels connected within %d s",
+						have, n, HS_TIMEOUT_MS / 1000);
+		if (e)
+			return ferry__error_set(err, e, "multifd accept: %s", ferry_strerror(e));
+		bool taken;
+		if ((e = take_channel(r, fd, uuid, &taken)))
+			return e;
+		have += taken;
+	}
+	return start_receivers(r);
+}
+
+/* Thread: mig/dst/main; takes r->lock. */
+int ferry__mf_recv_wait_error(ferry_mf_receiver *r, int timeout_ms, ferry_error *out)
+{
+	return wait_error(&r->lock, &r->cond, &r->err, timeout_ms, out);
 }
 
 /* Thread: mig/dst/main at MULTIFD_SYNC; takes r->lock. */
 int ferry__mf_recv_sync(ferry_mf_receiver *r)
 {
 	pthread_mutex_lock(&r->lock);
-	while (r->at_sync < r->n && !r->err && !ferry__mig_cancelled(r->m))
+	while (r->at_sync < r->n && !r->err.code && !ferry__mig_cancelled(r->m))
 		pthread_cond_wait(&r->cond, &r->lock);
-	int e = r->err ? r->err : ferry__mig_cancelled(r->m) ? -ECANCELED : 0;
+	int e = r->err.code ? r->err.code : ferry__mig_cancelled(r->m) ? -ECANCELED : 0;
 	if (!e) {
 		/* Every page of this pass is placed: let the next pass in. */
 		r->at_sync = 0;

@@ -29,8 +29,12 @@
  * the main stream and seen every channel reach its SYNC, releases them: so
  * the pages of pass n are all placed before any page of pass n+1 lands.
  *
- * Failure of any channel records the first error, then shuts every channel
- * and the main connection down so that all threads wake up and fail.
+ * Failure of any channel records the first error (a ferry_error, error.h),
+ * then shuts every channel and the main connection down so that all threads
+ * wake up and fail. The main connection's failure is then only a symptom:
+ * the migration thread asks for the channel's error with
+ * ferry__mf_send/recv_wait_error (a grace period for it to arrive) and
+ * prefers it (source.c's src_pick_error, dest.c's dst_pick_error).
  */
 #ifndef FERRY_MIGRATION_MULTIFD_H
 #define FERRY_MIGRATION_MULTIFD_H
@@ -90,8 +94,7 @@ typedef struct ferry_mf_sender {
 	pthread_cond_t cond; /* for the migration thread: a job done, or err */
 	/* Protected by lock. */
 	bool quit;
-	int err;
-	char errmsg[200];
+	ferry_error err;     /* the first channel's failure; read under lock */
 	unsigned next;       /* round-robin start for the next job */
 	uint64_t normal, zero, compress_in, compress_out;
 	uint64_t compress_skipped; /* page bytes sent raw without trying zstd */
@@ -102,9 +105,18 @@ typedef struct ferry_mf_sender {
 	ferry_chan *main;    /* the main channel, for MULTIFD_SYNC */
 } ferry_mf_sender;
 
-/* Connects n channels to uri, sends handshakes and starts the threads. */
+/*
+ * Connects n channels to uri, sends handshakes and starts the threads.
+ * Returns 0 or a negative errno, with a message in *err when there is one.
+ */
 int ferry__mf_send_start(ferry_mf_sender *s, struct ferry_migration *m, unsigned n,
-			 uint32_t compression, int level, bool splice);
+			 uint32_t compression, int level, bool splice, ferry_error *err);
+/*
+ * After the main connection failed: waits up to timeout_ms for a channel
+ * to report its own failure, copies it into *out (sticky) under s->lock.
+ * Returns its code or 0.
+ */
+int ferry__mf_send_wait_error(ferry_mf_sender *s, int timeout_ms, ferry_error *out);
 /*
  * The multifd page sink (sink.h) over the started sender s: pages go to
  * the channels in jobs of up to FERRY_MF_MAX_PAGES pages of one block; a
@@ -145,8 +157,7 @@ typedef struct ferry_mf_receiver {
 	unsigned at_sync;    /* channels waiting after a SYNC packet */
 	uint64_t generation; /* bumped by each release */
 	bool quit;
-	int err;
-	char errmsg[256];
+	ferry_error err;     /* the first channel's failure; read under lock */
 	uint64_t pages, zeros, bytes;
 	unsigned refused;    /* connections refused during the handshake */
 	bool inited;
@@ -155,18 +166,19 @@ typedef struct ferry_mf_receiver {
 /*
  * Accepts n channels on listen_fd (handshakes checked against uuid;
  * connections from another migration are refused and waited past) and
- * starts the receive threads. Returns 0 or a negative errno with a message
- * in r->errmsg.
+ * starts the receive threads. Returns 0 or a negative errno, with a message
+ * in *err when there is one.
  */
 int ferry__mf_recv_start(ferry_mf_receiver *r, struct ferry_migration *m, int listen_fd,
-			 const uint8_t uuid[16], unsigned n, uint32_t compression);
+			 const uint8_t uuid[16], unsigned n, uint32_t compression, ferry_error *err);
 /* Main thread at MULTIFD_SYNC: waits for every channel's SYNC, releases them. */
 int ferry__mf_recv_sync(ferry_mf_receiver *r);
 /*
  * After the main connection failed: waits up to timeout_ms for a channel
- * to report its own failure (the likelier cause). Returns its error or 0.
+ * to report its own failure (the likelier cause), copies it into *out
+ * (sticky) under r->lock. Returns its code or 0.
  */
-int ferry__mf_recv_wait_error(ferry_mf_receiver *r, int timeout_ms);
+int ferry__mf_recv_wait_error(ferry_mf_receiver *r, int timeout_ms, ferry_error *out);
 void ferry__mf_recv_stop(ferry_mf_receiver *r);
 
 #endif

@@ -101,19 +101,17 @@ static const char *place_name(unsigned p)
 }
 
 /* Opens vm->place_uffd and registers every FERRY_PLACE_UFFD block. */
-static int place_uffd_open(ferry_vm_t *vm, char *err, size_t len)
+static int place_uffd_open(ferry_vm_t *vm, ferry_error *err)
 {
 	int fd = ferry__uffd_open();
 	if (fd < 0) {
-		snprintf(err, len, "userfaultfd: %s", ferry_strerror(fd));
-		return fd;
+		return ferry__error_set(err, fd, "userfaultfd: %s", ferry_strerror(fd));
 	}
 	struct uffdio_api api = {.api = UFFD_API};
 	if (ioctl(fd, UFFDIO_API, &api) < 0) {
 		int r = -errno;
 		close(fd);
-		snprintf(err, len, "UFFDIO_API: %s", ferry_strerror(r));
-		return r;
+		return ferry__error_set(err, r, "UFFDIO_API: %s", ferry_strerror(r));
 	}
 	vm->place_uffd = fd;
 	for (unsigned i = 0; i < vm->nblocks; i++) {
@@ -126,8 +124,8 @@ static int place_uffd_open(ferry_vm_t *vm, char *err, size_t len)
 		};
 		if (ioctl(fd, UFFDIO_REGISTER, &reg) < 0) {
 			int r = -errno;
-			snprintf(err, len, "cannot register RAM block '%.64s' with userfaultfd: %s",
-				 rb->name, ferry_strerror(r));
+			ferry__error_set(err, r, "cannot register RAM block '%.64s' with userfaultfd: %s",
+					 rb->name, ferry_strerror(r));
 			ferry__place_end(vm);
 			ferry__place_fini(vm);
 			return r;
@@ -137,7 +135,7 @@ static int place_uffd_open(ferry_vm_t *vm, char *err, size_t len)
 	return 0;
 }
 
-int ferry__place_setup(ferry_vm_t *vm, uint32_t want, uint32_t *used, char *err, size_t len)
+int ferry__place_setup(ferry_vm_t *vm, uint32_t want, uint32_t *used, ferry_error *err)
 {
 	bool advise = shmem_thp_advise(), any = false;
 	*used = FERRY_PLACE_AUTO;
@@ -156,14 +154,12 @@ int ferry__place_setup(ferry_vm_t *vm, uint32_t want, uint32_t *used, char *err,
 		any |= rb->place == FERRY_PLACE_UFFD;
 	}
 	if (any) {
-		char why[200];
-		int r = place_uffd_open(vm, why, sizeof(why));
-		if (r && want == FERRY_PLACE_UFFD) {
-			snprintf(err, len, "x-placement userfaultfd: %.200s", why);
-			return r;
-		}
+		ferry_error why = { 0 };
+		int r = place_uffd_open(vm, &why);
+		if (r && want == FERRY_PLACE_UFFD)
+			return ferry__error_set(err, r, "x-placement userfaultfd: %.200s", why.msg);
 		if (r) {
-			ferry_dbg("destination: %s; placing with pwrite()", why);
+			ferry_dbg("destination: %s; placing with pwrite()", why.msg);
 			for (unsigned i = 0; i < vm->nblocks; i++)
 				if (vm->blocks[i]->place == FERRY_PLACE_UFFD)
 					vm->blocks[i]->place = FERRY_PLACE_PWRITE;

@@ -34,7 +34,7 @@
  * asked for and is unavailable.
  * Thread: mig/dst/main, before any receive thread starts.
  */
-int ferry__place_setup(ferry_vm_t *vm, uint32_t want, uint32_t *used, char *err, size_t len);
+int ferry__place_setup(ferry_vm_t *vm, uint32_t want, uint32_t *used, ferry_error *err);
 /*
  * End of the precopy RAM phase: unregisters the userfaultfd placement, so
  * that device state, vCPUs and postcopy find ordinary memory. Idempotent.

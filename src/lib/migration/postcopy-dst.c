@@ -5,16 +5,16 @@
  * background stream after RUN (mig/dst/listen), the package's device state,
  * pause and recovery, and underneath them discard, userfaultfd
  * registration, the fault thread (mig/dst/fault), page requests, atomic
- * page placement and the statistics. The DESIGN and the rules on what each
- * thread touches are in postcopy.h; the driver's view (the phases
- * dest.c calls) in postcopy-dst.h.
+ * page placement and the statistics. The DESIGN, the rules on what each
+ * thread touches and the driver's view (the phases dest.c calls) are in
+ * postcopy-dst.h.
  *
  * Thread: the commands run on the thread that reads the record (mig/dst/main
  * before RUN, mig/dst/listen after); the phases on mig/dst/main;
  * ferry__pc_place on mig/dst/main, mig/dst/listen, mig/dst/preempt and
  * mig/dst/fault (placed/requested are atomic bitmaps); return-path writes
  * take pc->rp_lock, statistics pc->stat_lock (m->stats_lock first, when
- * both: ferry__pc_dst_stats).
+ * both: pc_stats).
  */
 #include "migration/postcopy-dst.h"
 
@@ -79,20 +79,20 @@ int ferry__pc_dst_init(ferry_pc_dst *pc, struct ferry_migration *m)
 }
 
 /* Thread: mig/dst/main (ADVISE). */
-int ferry__pc_dst_probe(ferry_vm_t *vm, char *err, size_t len)
+int ferry__pc_dst_probe(ferry_vm_t *vm, ferry_error *err)
 {
 	(void)vm;
 	int fd = ferry__uffd_open();
-	if (fd < 0) {
-		snprintf(err, len, "postcopy needs userfaultfd: %s", ferry_strerror(fd));
-		return fd;
-	}
+	if (fd < 0)
+		return ferry__error_set(err, fd,
+					"postcopy needs userfaultfd: %s", ferry_strerror(fd));
 	struct uffdio_api api = {.api = UFFD_API};
 	int r = ioctl(fd, UFFDIO_API, &api) < 0 ? -errno : 0;
 	close(fd);
 	if (r)
-		snprintf(err, len, "postcopy needs userfaultfd: UFFDIO_API: %s", ferry_strerror(r));
-	return r;
+		return ferry__error_set(err, r, "postcopy needs userfaultfd: UFFDIO_API: %s",
+					ferry_strerror(r));
+	return 0;
 }
 
 /* Thread: mig/dst/main, before LISTEN: pending and scratch are its own. */
@@ -353,7 +353,7 @@ static void *fault_thread(void *arg)
 }
 
 /* Thread: mig/dst/main (LISTEN); starts mig/dst/fault. */
-int ferry__pc_dst_listen(ferry_pc_dst *pc, ferry_chan *rp, char *err, size_t len)
+int ferry__pc_dst_listen(ferry_pc_dst *pc, ferry_chan *rp, ferry_error *err)
 {
 	ferry_vm_t *vm = pc->vm;
 	int r;
@@ -363,14 +363,12 @@ int ferry__pc_dst_listen(ferry_pc_dst *pc, ferry_chan *rp, char *err, size_t len
 	pc->uffd = ferry__uffd_open();
 	if (pc->uffd < 0) {
 		r = pc->uffd;
-		snprintf(err, len, "postcopy: userfaultfd: %s", ferry_strerror(r));
-		return r;
+		return ferry__error_set(err, r, "postcopy: userfaultfd: %s", ferry_strerror(r));
 	}
 	struct uffdio_api api = {.api = UFFD_API};
 	if (ioctl(pc->uffd, UFFDIO_API, &api) < 0) {
 		r = -errno;
-		snprintf(err, len, "postcopy: UFFDIO_API: %s", ferry_strerror(r));
-		return r;
+		return ferry__error_set(err, r, "postcopy: UFFDIO_API: %s", ferry_strerror(r));
 	}
 	pc->zeropage_ok = true;
 	for (unsigned i = 0; i < vm->nblocks; i++) {
@@ -381,14 +379,15 @@ int ferry__pc_dst_listen(ferry_pc_dst *pc, ferry_chan *rp, char *err, size_t len
 		};
 		if (ioctl(pc->uffd, UFFDIO_REGISTER, &reg) < 0) {
 			r = -errno;
-			snprintf(err, len, "postcopy: cannot register RAM block '%s' for missing-page faults: %s",
-				 rb->name, ferry_strerror(r));
-			return r;
+			return ferry__error_set(err, r,
+						"postcopy: cannot register RAM block '%s' for missing-page faults: %s",
+						rb->name, ferry_strerror(r));
 		}
 		pc->registered = true;
 		if (!(reg.ioctls & (1ULL << _UFFDIO_COPY))) {
-			snprintf(err, len, "postcopy: RAM block '%s' does not support UFFDIO_COPY", rb->name);
-			return -EOPNOTSUPP;
+			return ferry__error_set(err, -EOPNOTSUPP,
+						"postcopy: RAM block '%s' does not support UFFDIO_COPY",
+						rb->name);
 		}
 		if (!(reg.ioctls & (1ULL << _UFFDIO_ZEROPAGE)))
 			pc->zeropage_ok = false;
@@ -396,16 +395,16 @@ int ferry__pc_dst_listen(ferry_pc_dst *pc, ferry_chan *rp, char *err, size_t len
 	pc->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (pc->wake_fd < 0) {
 		r = -errno;
-		snprintf(err, len, "postcopy: eventfd: %s", ferry_strerror(r));
-		return r;
+		return ferry__error_set(err, r, "postcopy: eventfd: %s", ferry_strerror(r));
 	}
 	ferry_migration_params p;
 	ferry__mig_params(pc->m, &p);
 	pc->heartbeat_ms = p.link_timeout_ms / 4 < 25 ? 25 : p.link_timeout_ms / 4;
 	ferry__pc_dst_set_rp(pc, rp);
 	if ((r = -pthread_create(&pc->fault_thread, NULL, fault_thread, pc))) {
-		snprintf(err, len, "postcopy: cannot start the fault thread: %s", ferry_strerror(r));
-		return r;
+		return ferry__error_set(err, r,
+					"postcopy: cannot start the fault thread: %s",
+					ferry_strerror(r));
 	}
 	pc->fault_started = true;
 	return 0;
@@ -446,8 +445,8 @@ int ferry__pc_dst_resync(ferry_pc_dst *pc)
 	return r;
 }
 
-/* Thread: any, with m->stats_lock held; takes stat_lock. */
-void ferry__pc_dst_stats(ferry_pc_dst *pc, ferry_migration_info *info)
+/* Copies the statistics into info. Thread: any, with m->stats_lock held; takes stat_lock. */
+static void pc_stats(ferry_pc_dst *pc, ferry_migration_info *info)
 {
 	pthread_mutex_lock(&pc->stat_lock);
 	info->postcopy_faults = pc->faults;
@@ -471,6 +470,13 @@ void ferry__pc_dst_stats(ferry_pc_dst *pc, ferry_migration_info *info)
 		}
 	}
 	pthread_mutex_unlock(&pc->stat_lock);
+}
+
+/* Thread: any, with vm->mig_lock (m->pc_dst is set and cleared under it) and m->stats_lock held. */
+void ferry__pc_dst_query(struct ferry_migration *m, ferry_migration_info *info)
+{
+	if (m->pc_dst)
+		pc_stats(m->pc_dst, info);
 }
 
 /* Thread: mig/dst/main, after every other postcopy thread was stopped. */
@@ -516,7 +522,7 @@ void ferry__pc_dst_fini(ferry_pc_dst *pc)
 /* ---- the commands and phases the driver calls (postcopy-dst.h) ---- */
 
 static void *preempt_thread(void *arg);
-static int pc_accept_preempt(ferry_dst *l, int lfd, char *err, size_t len);
+static int pc_accept_preempt(ferry_dst *l, int lfd, ferry_error *err);
 
 /* ADVISE: this destination must allow postcopy and be able to do it. Thread: mig/dst/main. */
 int ferry__postcopy_advise(ferry_dst *l, uint32_t flags)
@@ -524,7 +530,7 @@ int ferry__postcopy_advise(ferry_dst *l, uint32_t flags)
 	struct ferry_migration *m = l->m;
 	ferry_vm_t *vm = l->vm;
 	ferry_chan *c = l->c;
-	char err[256];
+	ferry_error err = { 0 };
 	if (l->pc || l->ram.started)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM, "postcopy advised twice or late");
 	if (flags & ~FERRY_PC_PREEMPT)
@@ -540,9 +546,9 @@ int ferry__postcopy_advise(ferry_dst *l, uint32_t flags)
 	m->params.link_timeout_ms = ip.link_timeout_ms;
 	m->params.postcopy_cpu = ip.postcopy_cpu;
 	pthread_mutex_unlock(&m->stats_lock);
-	int r = ferry__pc_dst_probe(vm, err, sizeof(err));
+	int r = ferry__pc_dst_probe(vm, &err);
 	if (r)
-		return ferry__chan_fail(c, r, "%s", err);
+		return ferry__chan_fail(c, r, "%s", err.msg);
 	ferry_pc_dst *pc = calloc(1, sizeof(*pc));
 	if (!pc)
 		return ferry__chan_fail(c, -ENOMEM, "out of memory for postcopy");
@@ -560,19 +566,20 @@ int ferry__postcopy_advise(ferry_dst *l, uint32_t flags)
 	if (m->listen_fd < 0)
 		return ferry__chan_fail(c, -EOPNOTSUPP,
 					"postcopy-preempt needs a destination that listens for connections");
-	if ((r = pc_accept_preempt(l, m->listen_fd, err, sizeof(err))))
-		return ferry__chan_fail(c, r, "%s", err);
+	if ((r = pc_accept_preempt(l, m->listen_fd, &err)))
+		return ferry__chan_fail(c, r, "%s", err.msg);
 	l->pre_on = true;
 	return 0;
 }
 
 /* Reads a preempt connection's handshake from lfd. Thread: mig/dst/main. */
-static int pc_accept_preempt(ferry_dst *l, int lfd, char *err, size_t len)
+static int pc_accept_preempt(ferry_dst *l, int lfd, ferry_error *err)
 {
 	int fd, r = ferry__sock_accept(lfd, &fd);
 	if (r) {
-		snprintf(err, len, "accepting the postcopy preempt channel: %s", ferry_strerror(r));
-		return r;
+		return ferry__error_set(err, r,
+					"accepting the postcopy preempt channel: %s",
+					ferry_strerror(r));
 	}
 	if ((r = ferry__chan_init(&l->pre, fd))) {
 		close(fd);
@@ -582,12 +589,11 @@ static int pc_accept_preempt(ferry_dst *l, int lfd, char *err, size_t len)
 	uint8_t hs[FERRY_PC_HS_LEN];
 	ferry__chan_ctx(&l->pre, "preempt channel handshake");
 	if ((r = ferry__chan_read(&l->pre, hs, sizeof(hs)))) {
-		snprintf(err, len, "%s", l->pre.in_errmsg);
-		return r;
+		return ferry__error_set(err, r, "%s", l->pre.in_err.msg);
 	}
 	if (!ferry__wire_pc_hs_match(hs, l->uuid)) {
-		snprintf(err, len, "the postcopy preempt channel's handshake does not match this migration");
-		return FERRY_EBADSTREAM;
+		return ferry__error_set(err, FERRY_EBADSTREAM,
+					"the postcopy preempt channel's handshake does not match this migration");
 	}
 	atomic_store(&l->m->preempt_fd, fd);
 	return 0;
@@ -628,7 +634,7 @@ static void pre_stop(ferry_dst *l)
 int ferry__postcopy_listen(ferry_dst *l)
 {
 	ferry_chan *c = l->c;
-	char err[256];
+	ferry_error err = { 0 };
 	if (!l->pc || l->pc_listening)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM, "postcopy listen %s",
 					l->pc ? "twice" : "without advise");
@@ -636,10 +642,10 @@ int ferry__postcopy_listen(ferry_dst *l)
 	ferry__dst_mf_stop(l);
 	ferry__place_fini(l->vm); /* RAM is registered for postcopy instead */
 	uint64_t t0 = ferry__now_ns();
-	int r = ferry__pc_dst_listen(l->pc, c, err, sizeof(err));
+	int r = ferry__pc_dst_listen(l->pc, c, &err);
 	ferry_dbg("postcopy: listening (RAM registered) in %.2f ms", (double)(ferry__now_ns() - t0) / 1e6);
 	if (r)
-		return ferry__chan_fail(c, r, "%s", err);
+		return ferry__chan_fail(c, r, "%s", err.msg);
 	l->pc_listening = true;
 	l->ram.pc = l->pc;
 	if (!l->ram.bounce) /* may exist already: precopy pages were read through it */
@@ -708,7 +714,7 @@ static void *preempt_thread(void *arg)
 	ferry__ram_load(&l->pre_ram, false);
 	if (!atomic_load(&l->pre_quit)) {
 		ferry_warn("postcopy preempt channel: %s",
-			   l->pre.in_errmsg[0] ? l->pre.in_errmsg : "ended");
+			   l->pre.in_err.msg[0] ? l->pre.in_err.msg : "ended");
 		int fd = atomic_load(&l->m->chan_fd);
 		if (fd >= 0)
 			shutdown(fd, SHUT_RDWR);
@@ -794,7 +800,7 @@ static int pc_load_package(ferry_dst *l)
 		r = ferry__chan_fail(&pk, FERRY_EBADSTREAM, "postcopy package without run");
 	if (r) {
 		struct ferry_migration *m = l->m;
-		ferry__mig_set_error(m, r, "%s", pk.in_errmsg[0] ? pk.in_errmsg : ferry_strerror(r));
+		ferry__mig_set_error(m, r, "%s", ferry__error_text(&pk.in_err, r));
 	}
 	l->run_after = pl.run_after;
 	ferry__chan_close(&pk);
@@ -802,13 +808,12 @@ static int pc_load_package(ferry_dst *l)
 }
 
 /* A recovered connection: header of the same source, then RESUME. Thread: mig/dst/main. */
-static int pc_accept_resume(ferry_dst *l, int lfd, char *err, size_t len)
+static int pc_accept_resume(ferry_dst *l, int lfd, ferry_error *err)
 {
 	ferry_chan *c = l->c;
 	int fd, r = ferry__sock_accept(lfd, &fd);
 	if (r) {
-		snprintf(err, len, "accept failed: %s", ferry_strerror(r));
-		return r;
+		return ferry__error_set(err, r, "accept failed: %s", ferry_strerror(r));
 	}
 	if ((r = ferry__chan_init(c, fd))) {
 		close(fd);
@@ -834,7 +839,7 @@ static int pc_accept_resume(ferry_dst *l, int lfd, char *err, size_t len)
 		r = ferry__chan_fail(c, FERRY_EBADSTREAM, "expected postcopy resume");
 		goto bad;
 	}
-	if (l->pre_on && (r = pc_accept_preempt(l, lfd, err, len)))
+	if (l->pre_on && (r = pc_accept_preempt(l, lfd, err)))
 		return r;
 	ferry_migration_params p;
 	ferry__mig_params(l->m, &p);
@@ -843,8 +848,7 @@ static int pc_accept_resume(ferry_dst *l, int lfd, char *err, size_t len)
 		ferry__sock_set_link_timeout(l->pre.fd, p.link_timeout_ms);
 	return 0;
 bad:
-	snprintf(err, len, "%s", c->in_errmsg[0] ? c->in_errmsg : ferry_strerror(r));
-	return r;
+	return ferry__error_set(err, r, "%s", ferry__error_text(&c->in_err, r));
 }
 
 /* Drops the connections of a broken postcopy; the guest keeps running. Thread: mig/dst/main. */
@@ -862,80 +866,137 @@ static void pc_disconnect(ferry_dst *l)
 }
 
 /*
+ * Runs mig/dst/listen on the main connection until it ends (its
+ * l->listen_r says how). The first one was started before the package
+ * loaded; each later one reads a recovered connection. Thread: mig/dst/main.
+ */
+static int listen_run(ferry_dst *l)
+{
+	pthread_t t;
+	if (l->listen_started) {
+		t = l->listen_thread;
+		l->listen_started = false;
+	} else {
+		int r = -pthread_create(&t, NULL, listen_thread, l);
+		if (r)
+			return r;
+	}
+	pthread_join(t, NULL);
+	return 0;
+}
+
+/*
+ * EOF on the main connection: requested pages the source sent on the
+ * preempt connection (and left out of the background) may still be on
+ * their way there. 0 once every page is placed. Thread: mig/dst/main.
+ */
+static int pc_drain(ferry_dst *l)
+{
+	ferry_migration_params p;
+	ferry__mig_params(l->m, &p);
+	uint64_t end = ferry__now_ns() + (uint64_t)p.link_timeout_ms * 1000000;
+	while (!ferry__pc_dst_complete(l->pc) && l->pre_on && ferry__now_ns() < end)
+		ferry__sleep_ns(1000000);
+	if (ferry__pc_dst_complete(l->pc))
+		return 0;
+	return ferry__chan_fail(l->c, FERRY_EBADSTREAM,
+				"the source ended postcopy with pages still missing");
+}
+
+/* The main connection broke: drops the links and pauses. Thread: mig/dst/main. */
+static void pc_pause(ferry_dst *l)
+{
+	char why[300];
+	snprintf(why, sizeof(why), "%s", ferry__error_text(&l->c->in_err, l->listen_r));
+	pc_disconnect(l);
+	ferry_warn("postcopy paused: %s", why);
+	ferry__mig_set_status(l->m, FERRY_MIGRATION_POSTCOPY_PAUSED);
+}
+
+/*
+ * Waits for the listener ferry_migration_recover() hands over. Returns its
+ * fd, or -ECANCELED when the VM is being destroyed. Thread: mig/dst/main.
+ */
+static int recover_wait(ferry_dst *l)
+{
+	struct ferry_migration *m = l->m;
+	ferry_vm_t *vm = l->vm;
+	pthread_mutex_lock(&vm->mig_lock);
+	while (m->recover_fd < 0 && !ferry__mig_cancelled(m))
+		pthread_cond_wait(&vm->mig_cond, &vm->mig_lock);
+	int lfd = m->recover_fd;
+	pthread_mutex_unlock(&vm->mig_lock);
+	if (ferry__mig_cancelled(m))
+		return -ECANCELED;
+	return lfd;
+}
+
+/*
+ * One recovery on listener lfd (closed here): the source's new connection,
+ * then the return path, the preempt reader and the resync. 0, or a
+ * negative errno with err saying why. Thread: mig/dst/main.
+ */
+static int pc_resume(ferry_dst *l, int lfd, ferry_error *err)
+{
+	struct ferry_migration *m = l->m;
+	int r = pc_accept_resume(l, lfd, err);
+	/* One recovery per listener: the next pause needs a new one. */
+	pthread_mutex_lock(&l->vm->mig_lock);
+	m->recover_fd = -1;
+	pthread_mutex_unlock(&l->vm->mig_lock);
+	close(lfd);
+	if (r)
+		return r;
+	ferry__pc_dst_set_rp(l->pc, l->c);
+	if (l->pre_on)
+		r = pre_start(l);
+	if (!r)
+		r = ferry__pc_dst_resync(l->pc);
+	if (r)
+		ferry__error_set(err, r, "resync failed: %s", ferry_strerror(r));
+	return r;
+}
+
+/*
+ * Paused: recovers on each listener handed over until one recovery
+ * succeeds, then postcopy is active again. 0 or -ECANCELED.
+ * Thread: mig/dst/main.
+ */
+static int pc_recover(ferry_dst *l)
+{
+	struct ferry_migration *m = l->m;
+	for (;;) {
+		int lfd = recover_wait(l);
+		if (lfd < 0)
+			return lfd;
+		ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_RECOVER);
+		ferry_error err = { 0 };
+		if (!pc_resume(l, lfd, &err))
+			break;
+		ferry_warn("postcopy recovery failed: %s", err.msg);
+		pc_disconnect(l);
+		ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_PAUSED);
+	}
+	ferry__pc_recovered(m);
+	return 0;
+}
+
+/*
  * After RUN: mig/dst/listen takes the main connection until EOF. A broken
  * connection pauses; ferry_migration_recover() brings a new one. Returns 0
  * once every page is placed, or a negative errno. Thread: mig/dst/main.
  */
 static int pc_incoming(ferry_dst *l)
 {
-	struct ferry_migration *m = l->m;
-	ferry_vm_t *vm = l->vm;
 	for (;;) {
-		pthread_t t;
-		int r = 0;
-		if (l->listen_started) { /* the first one: started before the package loaded */
-			t = l->listen_thread;
-			l->listen_started = false;
-		} else if ((r = -pthread_create(&t, NULL, listen_thread, l))) {
+		int r = listen_run(l);
+		if (r)
 			return r;
-		}
-		pthread_join(t, NULL);
-		if (!l->listen_r) {
-			/*
-			 * EOF on the main connection: requested pages the source
-			 * sent on the preempt connection (and left out of the
-			 * background) may still be on their way there.
-			 */
-			ferry_migration_params p;
-			ferry__mig_params(m, &p);
-			uint64_t end = ferry__now_ns() + (uint64_t)p.link_timeout_ms * 1000000;
-			while (!ferry__pc_dst_complete(l->pc) && l->pre_on && ferry__now_ns() < end)
-				ferry__sleep_ns(1000000);
-			if (ferry__pc_dst_complete(l->pc))
-				return 0;
-			return ferry__chan_fail(l->c, FERRY_EBADSTREAM,
-						"the source ended postcopy with pages still missing");
-		}
-		char why[300];
-		snprintf(why, sizeof(why), "%s",
-			 l->c->in_errmsg[0] ? l->c->in_errmsg : ferry_strerror(l->listen_r));
-		pc_disconnect(l);
-		ferry_warn("postcopy paused: %s", why);
-		ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_PAUSED);
-		for (;;) {
-			pthread_mutex_lock(&vm->mig_lock);
-			while (m->recover_fd < 0 && !ferry__mig_cancelled(m))
-				pthread_cond_wait(&vm->mig_cond, &vm->mig_lock);
-			int lfd = m->recover_fd;
-			pthread_mutex_unlock(&vm->mig_lock);
-			if (ferry__mig_cancelled(m)) /* the VM is being destroyed */
-				return -ECANCELED;
-			ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_RECOVER);
-			char err[256];
-			r = pc_accept_resume(l, lfd, err, sizeof(err));
-			/* One recovery per listener: the next pause needs a new one. */
-			pthread_mutex_lock(&vm->mig_lock);
-			m->recover_fd = -1;
-			pthread_mutex_unlock(&vm->mig_lock);
-			close(lfd);
-			if (!r) {
-				ferry__pc_dst_set_rp(l->pc, l->c);
-				if (l->pre_on)
-					r = pre_start(l);
-				if (!r)
-					r = ferry__pc_dst_resync(l->pc);
-				if (!r)
-					break;
-				snprintf(err, sizeof(err), "resync failed: %s", ferry_strerror(r));
-			}
-			ferry_warn("postcopy recovery failed: %s", err);
-			pc_disconnect(l);
-			ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_PAUSED);
-		}
-		pthread_mutex_lock(&m->stats_lock);
-		m->info.postcopy_recoveries++;
-		pthread_mutex_unlock(&m->stats_lock);
-		ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_ACTIVE);
+		if (!l->listen_r)
+			return pc_drain(l);
+		pc_pause(l);
+		if ((r = pc_recover(l)))
+			return r;
 	}
 }
 
@@ -948,7 +1009,7 @@ static void pc_end(ferry_dst *l)
 		pre_stop(l);
 	ferry__pc_dst_set_rp(l->pc, NULL);
 	pthread_mutex_lock(&l->m->stats_lock); /* keep the final figures */
-	ferry__pc_dst_stats(l->pc, &l->m->info);
+	pc_stats(l->pc, &l->m->info);
 	pthread_mutex_unlock(&l->m->stats_lock);
 	pthread_mutex_lock(&l->vm->mig_lock);
 	l->m->pc_dst = NULL;

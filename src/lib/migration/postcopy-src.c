@@ -156,10 +156,10 @@ static int rp_missing(struct ferry_migration *m, ferry_chan *c, const uint8_t *b
 static int pc_connect_preempt(struct ferry_migration *m, const char *uri)
 {
 	ferry_pc_src *pc = m->pc_src;
-	char err[256];
-	int fd, r = ferry__sock_connect(uri, &fd, &m->cancel, err, sizeof(err));
+	ferry_error err = { 0 };
+	int fd, r = ferry__sock_connect(uri, &fd, &m->cancel, &err);
 	if (r) {
-		ferry_warn("postcopy preempt channel: %s", err);
+		ferry_warn("postcopy preempt channel: %s", err.msg);
 		return r;
 	}
 	uint8_t hs[FERRY_PC_HS_LEN];
@@ -228,10 +228,10 @@ static int pc_reconnect(struct ferry_migration *m, const char *uri, ferry_ram_sa
 	ferry_vm_t *vm = m->vm;
 	ferry_pc_src *pc = m->pc_src;
 	ferry_chan *c = &m->chan;
-	char err[256];
-	int fd, r = ferry__sock_connect(uri, &fd, &m->cancel, err, sizeof(err));
+	ferry_error err = { 0 };
+	int fd, r = ferry__sock_connect(uri, &fd, &m->cancel, &err);
 	if (r) {
-		ferry_warn("postcopy resume: %s", err);
+		ferry_warn("postcopy resume: %s", err.msg);
 		return r;
 	}
 	if ((r = ferry__chan_init(c, fd))) {
@@ -267,7 +267,7 @@ static int pc_reconnect(struct ferry_migration *m, const char *uri, ferry_ram_sa
 		bool dead = m->rp_dead;
 		pthread_mutex_unlock(&m->rp_lock);
 		if (dead)
-			r = c->in_err ? c->in_err : -EPIPE;
+			r = c->in_err.code ? c->in_err.code : -EPIPE;
 		else if (pthread_cond_timedwait(&pc->cond, &pc->lock, &dl) == ETIMEDOUT)
 			r = -ETIMEDOUT;
 	}
@@ -278,7 +278,7 @@ static int pc_reconnect(struct ferry_migration *m, const char *uri, ferry_ram_sa
 	return 0;
 fail:
 	ferry_warn("postcopy resume failed: %s",
-		   c->in_errmsg[0] ? c->in_errmsg : ferry_strerror(r));
+		   ferry__error_text(&c->in_err, r));
 	pc_disconnect(m);
 	return r;
 }
@@ -293,7 +293,7 @@ static int pc_pause(struct ferry_migration *m, ferry_ram_saver *rs)
 	ferry_vm_t *vm = m->vm;
 	char why[256];
 	snprintf(why, sizeof(why), "%s",
-		 m->chan.in_errmsg[0] ? m->chan.in_errmsg
+		 m->chan.in_err.msg[0] ? m->chan.in_err.msg
 		 : m->chan.out_err == -EAGAIN ? "link silent: nothing could be sent within the link timeout"
 					      : ferry_strerror(m->chan.out_err));
 	pc_disconnect(m);
@@ -314,10 +314,7 @@ static int pc_pause(struct ferry_migration *m, ferry_ram_saver *rs)
 			break;
 		ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_PAUSED);
 	}
-	pthread_mutex_lock(&m->stats_lock);
-	m->info.postcopy_recoveries++;
-	pthread_mutex_unlock(&m->stats_lock);
-	ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_ACTIVE);
+	ferry__pc_recovered(m);
 	return 0;
 }
 
@@ -369,12 +366,9 @@ static int put_discard(ferry_chan *c, const struct ferry_ram_block *rb, const un
 	return ferry__wire_bitmap_each(rb->name, rb->npages, map, discard_one, c);
 }
 
-static int pc_prediscard(struct ferry_migration *m, ferry_ram_saver *rs)
+/* pc->prediscarded, and delta (one round's new bits), for every block. 0 or -ENOMEM. */
+static int prediscard_maps(ferry_vm_t *vm, ferry_pc_src *pc, unsigned long **delta)
 {
-	ferry_vm_t *vm = m->vm;
-	ferry_pc_src *pc = m->pc_src;
-	ferry_chan *c = &m->chan;
-	unsigned long *delta[FERRY_MAX_RAM_BLOCKS] = { NULL };
 	int r = 0;
 	for (unsigned i = 0; i < vm->nblocks && !r; i++) {
 		pc->prediscarded[i] = ferry__bitmap_new(vm->blocks[i]->npages);
@@ -382,52 +376,95 @@ static int pc_prediscard(struct ferry_migration *m, ferry_ram_saver *rs)
 		if (!pc->prediscarded[i] || !delta[i])
 			r = -ENOMEM;
 	}
+	return r;
+}
+
+/* delta = dirty pages not discarded yet, per block. Returns how many. */
+static uint64_t prediscard_delta(ferry_vm_t *vm, ferry_pc_src *pc, unsigned long **delta)
+{
+	uint64_t newbits = 0;
+	for (unsigned i = 0; i < vm->nblocks; i++) {
+		struct ferry_ram_block *rb = vm->blocks[i];
+		for (uint64_t w = 0; w < FERRY_BITMAP_LONGS(rb->npages); w++) {
+			delta[i][w] = rb->dirty[w] & ~pc->prediscarded[i][w];
+			newbits += (uint64_t)__builtin_popcountl(delta[i][w]);
+		}
+	}
+	return newbits;
+}
+
+/* Marks delta discarded and queues its DISCARD bitmaps on c. 0 or the first error. */
+static int prediscard_put(ferry_vm_t *vm, ferry_pc_src *pc, ferry_chan *c,
+			  unsigned long **delta)
+{
+	int r = 0;
+	for (unsigned i = 0; i < vm->nblocks; i++) {
+		struct ferry_ram_block *rb = vm->blocks[i];
+		for (uint64_t w = 0; w < FERRY_BITMAP_LONGS(rb->npages); w++)
+			pc->prediscarded[i][w] |= delta[i][w];
+		if (!r)
+			r = put_discard(c, rb, delta[i]);
+	}
+	return r;
+}
+
+/*
+ * Waits for the PONG of token (the destination has applied everything
+ * before its PING), at most timeout_ms plus a second. 0, or -ECANCELED,
+ * the return path's error, or -ETIMEDOUT.
+ */
+static int prediscard_wait_pong(struct ferry_migration *m, uint32_t token,
+				uint32_t timeout_ms)
+{
+	ferry_pc_src *pc = m->pc_src;
+	int r = 0;
+	struct timespec dl;
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_sec += timeout_ms / 1000 + 1;
+	pthread_mutex_lock(&pc->lock);
+	while (!r && pc->pong != token) {
+		pthread_mutex_lock(&m->rp_lock);
+		bool dead = m->rp_dead || m->rp_shut;
+		pthread_mutex_unlock(&m->rp_lock);
+		if (ferry__mig_cancelled(m))
+			r = -ECANCELED;
+		else if (dead)
+			r = m->chan.in_err.code ? m->chan.in_err.code : -EPIPE;
+		else if (pthread_cond_timedwait(&pc->cond, &pc->lock, &dl) == ETIMEDOUT)
+			r = -ETIMEDOUT;
+	}
+	pthread_mutex_unlock(&pc->lock);
+	return r;
+}
+
+/*
+ * Rounds, like precopy passes: each discards what was dirtied during the
+ * previous one and waits for its PING's PONG, until little is left for
+ * the stopped guest. Thread: mig/src/main.
+ */
+static int pc_prediscard(struct ferry_migration *m, ferry_ram_saver *rs)
+{
+	ferry_vm_t *vm = m->vm;
+	ferry_pc_src *pc = m->pc_src;
+	ferry_chan *c = &m->chan;
+	unsigned long *delta[FERRY_MAX_RAM_BLOCKS] = { NULL };
+	int r = prediscard_maps(vm, pc, delta);
 	ferry_migration_params p;
 	ferry__mig_params(m, &p);
-	/*
-	 * Rounds, like precopy passes: each discards what was dirtied during
-	 * the previous one, until little is left for the stopped guest.
-	 */
 	for (uint32_t round = 1; !r && round <= PC_PREDISCARD_ROUNDS; round++) {
-		uint64_t t0 = ferry__now_ns(), newbits = 0;
+		uint64_t t0 = ferry__now_ns();
 		if (round > 1 && (r = ferry__ram_sync(rs, NULL)))
 			break;
-		for (unsigned i = 0; i < vm->nblocks; i++) {
-			struct ferry_ram_block *rb = vm->blocks[i];
-			for (uint64_t w = 0; w < FERRY_BITMAP_LONGS(rb->npages); w++) {
-				delta[i][w] = rb->dirty[w] & ~pc->prediscarded[i][w];
-				newbits += (uint64_t)__builtin_popcountl(delta[i][w]);
-			}
-		}
+		uint64_t newbits = prediscard_delta(vm, pc, delta);
 		if (round > 1 && newbits <= PC_PREDISCARD_ENOUGH)
 			break; /* few enough: the switch discards these */
-		for (unsigned i = 0; i < vm->nblocks; i++) {
-			struct ferry_ram_block *rb = vm->blocks[i];
-			for (uint64_t w = 0; w < FERRY_BITMAP_LONGS(rb->npages); w++)
-				pc->prediscarded[i][w] |= delta[i][w];
-			if (!r)
-				r = put_discard(c, rb, delta[i]);
-		}
+		r = prediscard_put(vm, pc, c, delta);
 		const uint32_t token = 0x50434400u + round; /* "PCD" + round */
 		ferry__wire_put_cmd_be32(c, FERRY_CMD_PING, token);
 		if (!r)
 			r = ferry__chan_flush(c);
-		struct timespec dl;
-		clock_gettime(CLOCK_REALTIME, &dl);
-		dl.tv_sec += p.link_timeout_ms / 1000 + 1;
-		pthread_mutex_lock(&pc->lock);
-		while (!r && pc->pong != token) {
-			pthread_mutex_lock(&m->rp_lock);
-			bool dead = m->rp_dead || m->rp_shut;
-			pthread_mutex_unlock(&m->rp_lock);
-			if (ferry__mig_cancelled(m))
-				r = -ECANCELED;
-			else if (dead)
-				r = m->chan.in_err ? m->chan.in_err : -EPIPE;
-			else if (pthread_cond_timedwait(&pc->cond, &pc->lock, &dl) == ETIMEDOUT)
-				r = -ETIMEDOUT;
-		}
-		pthread_mutex_unlock(&pc->lock);
+		if (!r)
+			r = prediscard_wait_pong(m, token, p.link_timeout_ms);
 		ferry_dbg("postcopy: pre-discard round %u: %llu pages, acknowledged in %.2f ms", round,
 			  (unsigned long long)newbits, (double)(ferry__now_ns() - t0) / 1e6);
 	}

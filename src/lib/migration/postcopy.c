@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Postcopy helpers both sides use (postcopy.h): the fault-path threads'
- * CPU and priority, a block's index, and the decoding of one page bitmap
- * message (DISCARD on the destination, MISSING on the source). The
- * destination's postcopy is in postcopy-dst.c.
+ * CPU and priority, the end of a recovery, a block's index, and the
+ * decoding of one page bitmap message (DISCARD on the destination, MISSING
+ * on the source). The destination's postcopy is in postcopy-dst.c.
  *
  * Thread: any; none of these keeps state.
  */
@@ -55,6 +55,15 @@ void ferry__pc_boost_thread(struct ferry_migration *m)
 	if (setpriority(PRIO_PROCESS, (id_t)gettid(), -10))
 		ferry_dbg("postcopy: cannot raise the priority of a fault-path thread: %s",
 			  strerror(errno));
+}
+
+/* Takes stats_lock, then vm->mig_lock (not both at once). */
+void ferry__pc_recovered(struct ferry_migration *m)
+{
+	pthread_mutex_lock(&m->stats_lock);
+	m->info.postcopy_recoveries++;
+	pthread_mutex_unlock(&m->stats_lock);
+	ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_ACTIVE);
 }
 
 unsigned ferry__block_index(const ferry_vm_t *vm, const struct ferry_ram_block *rb)

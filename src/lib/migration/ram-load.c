@@ -28,7 +28,7 @@
 #include "migration/multifd.h"
 #include "migration/participant.h"
 #include "migration/place.h"
-#include "migration/postcopy.h"
+#include "migration/postcopy-dst.h"
 #include "stream/format.h"
 #include "stream/wire.h"
 

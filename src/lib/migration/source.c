@@ -89,6 +89,81 @@ static void await_bye(struct ferry_migration *m)
 	pthread_mutex_unlock(&m->vm->mig_lock);
 }
 
+/* SHUT (payload buf of len bytes): the destination's status and message, under rp_lock. */
+static void rp_got_shut(struct ferry_migration *m, const uint8_t *buf, uint16_t len)
+{
+	const uint8_t *msg;
+	size_t ml;
+	int status;
+	ferry__wire_rp_shut_decode(buf, len, &status, &msg, &ml);
+	pthread_mutex_lock(&m->rp_lock);
+	m->rp_shut = true;
+	m->rp_shut_ns = ferry__now_ns();
+	m->rp_status = status;
+	if (ml > sizeof(m->rp_msg) - 1)
+		ml = sizeof(m->rp_msg) - 1;
+	memcpy(m->rp_msg, msg, ml);
+	m->rp_msg[ml] = 0;
+	pthread_cond_broadcast(&m->rp_cond);
+	pthread_mutex_unlock(&m->rp_lock);
+}
+
+/*
+ * Reads and handles one return path message (buf: cap bytes). Returns true
+ * to read on, false at SHUT, EOF, an error or a QMP greeting.
+ */
+static bool rp_message(struct ferry_migration *m, uint8_t *buf, size_t cap, bool first)
+{
+	ferry_chan *c = &m->chan;
+	uint16_t type, len;
+	ferry__chan_ctx(c, "return path message");
+	if (ferry__wire_get_rp(c, &type, &len))
+		return false;
+	if (first && qmp_greeting(c, type, len)) {
+		pthread_mutex_lock(&m->rp_lock);
+		m->rp_qmp = true;
+		pthread_mutex_unlock(&m->rp_lock);
+		ferry__chan_shutdown(c); /* the main thread's next write fails */
+		return false;
+	}
+	if (len > cap) {
+		ferry__chan_fail(c, FERRY_EBADSTREAM, "return path message of %u bytes", len);
+		return false;
+	}
+	if (ferry__chan_read(c, buf, len))
+		return false;
+	if (type == FERRY_RP_SHUT && len >= FERRY_RP_SHUT_STATUS_LEN) {
+		rp_got_shut(m, buf, len);
+		return false;
+	}
+	int r = ferry__pc_src_rp_msg(m, c, type, buf, len);
+	if (r == -ENOMSG)
+		ferry__chan_fail(c, FERRY_EBADSTREAM, "unknown return path message %u (len %u)", type,
+				 len);
+	return r == 0;
+}
+
+/*
+ * The return path ended: after a postcopy switch a silent or broken one
+ * stops the sender too; a cancelled precopy waits for the main thread's
+ * bye. Then rp_dead, under rp_lock.
+ */
+static void rp_end(struct ferry_migration *m)
+{
+	bool phase = ferry__pc_src_switched(m);
+	pthread_mutex_lock(&m->rp_lock);
+	bool shut = m->rp_shut;
+	pthread_mutex_unlock(&m->rp_lock);
+	if (phase && !shut)
+		ferry__chan_shutdown(&m->chan);
+	if (!phase && ferry__mig_cancelled(m))
+		await_bye(m);
+	pthread_mutex_lock(&m->rp_lock);
+	m->rp_dead = true;
+	pthread_cond_broadcast(&m->rp_cond);
+	pthread_mutex_unlock(&m->rp_lock);
+}
+
 /*
  * mig/src/rp: reads return path messages until SHUT, EOF or an error.
  * SHUT and the QMP check are its own (results under rp_lock); postcopy's
@@ -97,69 +172,13 @@ static void await_bye(struct ferry_migration *m)
 static void *rp_thread(void *arg)
 {
 	struct ferry_migration *m = arg;
-	ferry_chan *c = &m->chan;
 	pthread_setname_np(pthread_self(), "mig/src/rp");
 	ferry__pc_src_rp_begin(m);
-	size_t cap = FERRY_RP_PAYLOAD_MAX;
-	uint8_t *buf = malloc(cap);
-	for (bool first = true; buf; first = false) {
-		uint16_t type, len;
-		ferry__chan_ctx(c, "return path message");
-		if (ferry__wire_get_rp(c, &type, &len))
-			break;
-		if (first && qmp_greeting(c, type, len)) {
-			pthread_mutex_lock(&m->rp_lock);
-			m->rp_qmp = true;
-			pthread_mutex_unlock(&m->rp_lock);
-			ferry__chan_shutdown(c); /* the main thread's next write fails */
-			break;
-		}
-		if (len > cap) {
-			ferry__chan_fail(c, FERRY_EBADSTREAM, "return path message of %u bytes", len);
-			break;
-		}
-		if (ferry__chan_read(c, buf, len))
-			break;
-		if (type == FERRY_RP_SHUT && len >= FERRY_RP_SHUT_STATUS_LEN) {
-			const uint8_t *msg;
-			size_t ml;
-			int status;
-			ferry__wire_rp_shut_decode(buf, len, &status, &msg, &ml);
-			pthread_mutex_lock(&m->rp_lock);
-			m->rp_shut = true;
-			m->rp_shut_ns = ferry__now_ns();
-			m->rp_status = status;
-			if (ml > sizeof(m->rp_msg) - 1)
-				ml = sizeof(m->rp_msg) - 1;
-			memcpy(m->rp_msg, msg, ml);
-			m->rp_msg[ml] = 0;
-			pthread_cond_broadcast(&m->rp_cond);
-			pthread_mutex_unlock(&m->rp_lock);
-			break;
-		}
-		int r = ferry__pc_src_rp_msg(m, c, type, buf, len);
-		if (r == 0)
-			continue;
-		if (r != -ENOMSG)
-			break;
-		ferry__chan_fail(c, FERRY_EBADSTREAM, "unknown return path message %u (len %u)", type,
-				 len);
-		break;
-	}
+	uint8_t *buf = malloc(FERRY_RP_PAYLOAD_MAX);
+	for (bool first = true; buf && rp_message(m, buf, FERRY_RP_PAYLOAD_MAX, first); first = false)
+		;
 	free(buf);
-	bool phase = ferry__pc_src_switched(m);
-	pthread_mutex_lock(&m->rp_lock);
-	bool shut = m->rp_shut;
-	pthread_mutex_unlock(&m->rp_lock);
-	/* After a postcopy switch, a silent or broken return path must stop the sender too. */
-	if (phase && !shut)
-		ferry__chan_shutdown(c);
-	if (!phase && ferry__mig_cancelled(m))
-		await_bye(m);
-	pthread_mutex_lock(&m->rp_lock);
-	m->rp_dead = true;
-	pthread_cond_broadcast(&m->rp_cond);
-	pthread_mutex_unlock(&m->rp_lock);
+	rp_end(m);
 	ferry__pc_src_rp_end(m);
 	return NULL;
 }
@@ -178,7 +197,7 @@ int ferry__src_rp_wait_shut(struct ferry_migration *m, struct ferry_rp_shut *out
 	} else if (ferry__mig_cancelled(m))
 		r = -ECANCELED;
 	else
-		r = m->chan.in_err ? m->chan.in_err : -EPIPE;
+		r = m->chan.in_err.code ? m->chan.in_err.code : -EPIPE;
 	pthread_mutex_unlock(&m->rp_lock);
 	return r;
 }
@@ -279,11 +298,11 @@ static void update_info(struct src_ctx *x, uint32_t pass, uint64_t bw, uint64_t 
 static int phase_connect(struct src_ctx *x)
 {
 	struct ferry_migration *m = x->m;
-	char err[256];
-	int r = ferry__sock_connect(m->uri, &x->fd, &m->cancel, err, sizeof(err));
+	ferry_error err = { 0 };
+	int r = ferry__sock_connect(m->uri, &x->fd, &m->cancel, &err);
 	if (r) {
 		if (r != -ECANCELED)
-			ferry__mig_set_error(m, r, "%s", err);
+			ferry__mig_set_error_from(m, &err);
 		x->fd = -1;
 		return r;
 	}
@@ -310,11 +329,13 @@ static int mf_open(struct src_ctx *x)
 	ferry__wire_put_cmd_multifd(x->c, p->multifd_channels, (uint8_t)p->multifd_compression);
 	if ((r = ferry__chan_flush(x->c)))
 		return r;
+	ferry_error e = { 0 };
 	r = ferry__mf_send_start(&x->mf, m, p->multifd_channels, p->multifd_compression,
-				 p->multifd_zstd_level, p->send_splice);
+				 p->multifd_zstd_level, p->send_splice, &e);
 	if (r) {
+		ferry__error_set(&e, r, "%s", ferry_strerror(r)); /* when it had no message */
 		if (!ferry__mig_cancelled(m))
-			ferry__mig_set_error(m, r, "%s", x->mf.errmsg[0] ? x->mf.errmsg : ferry_strerror(r));
+			ferry__mig_set_error_from(m, &e);
 		return r;
 	}
 	/* Published only now: cancel may shut the channels down from here on. */
@@ -511,61 +532,64 @@ static void phase_completed(struct src_ctx *x)
 	ferry__parts_save_cleanup(&x->parts);
 }
 
-/* A failed multifd channel shuts the main connection down: prefer its message. */
-static void mf_fail_reason(struct src_ctx *x)
-{
-	struct timespec dl;
-	clock_gettime(CLOCK_REALTIME, &dl);
-	dl.tv_nsec += 200000000L;
-	dl.tv_sec += dl.tv_nsec / 1000000000L;
-	dl.tv_nsec %= 1000000000L;
-	pthread_mutex_lock(&x->mf.lock);
-	while (!x->mf.err && pthread_cond_timedwait(&x->mf.cond, &x->mf.lock, &dl) == 0)
-		;
-	int merr = x->mf.err;
-	pthread_mutex_unlock(&x->mf.lock);
-	if (merr)
-		ferry__mig_set_error(x->m, merr, "%s", x->mf.errmsg);
-}
+/* Grace for a failed multifd channel's own error after the main connection broke. */
+#define MF_GRACE_MS 200
 
-/* Records why a migration that was not cancelled failed with r. */
-static void fail_reason(struct src_ctx *x, int r)
+/* Did the peer greet like a QMP monitor? (after rp_settle) */
+static bool src_peer_is_qmp(struct ferry_migration *m)
 {
-	struct ferry_migration *m = x->m;
-	/* Sent to a monitor by mistake: say so rather than "Broken pipe". */
 	rp_settle(m);
 	pthread_mutex_lock(&m->rp_lock);
 	bool qmp = m->rp_qmp;
 	pthread_mutex_unlock(&m->rp_lock);
-	if (qmp)
-		ferry__mig_set_error(m, -EPROTO,
-				     "the peer at '%s' is a QMP monitor, not a migration destination",
-				     m->uri);
-	if (x->mf.inited)
-		mf_fail_reason(x);
-	if (r == FERRY_EPEER)
+	return qmp;
+}
+
+/* The destination's SHUT(error), if it said why within rp_settle's second: into *e. */
+static void src_shut_error(struct ferry_migration *m, ferry_error *e)
+{
+	if (!m->rp_started)
 		return;
-	/*
-	 * An I/O error on the channel: the destination may have failed first
-	 * and said why on the return path; give it a moment.
-	 */
-	if (m->rp_started) {
-		rp_settle(m);
-		struct ferry_rp_shut shut = { .status = 0 };
-		pthread_mutex_lock(&m->rp_lock);
-		if (m->rp_shut && m->rp_status) {
-			shut.status = m->rp_status;
-			snprintf(shut.msg, sizeof(shut.msg), "%s", m->rp_msg);
-		}
-		pthread_mutex_unlock(&m->rp_lock);
-		if (shut.status)
-			ferry__mig_set_error(m, shut.status, "destination failed: %s", shut.msg);
+	rp_settle(m);
+	pthread_mutex_lock(&m->rp_lock);
+	if (m->rp_shut && m->rp_status)
+		ferry__error_set(e, m->rp_status, "destination failed: %s", m->rp_msg);
+	pthread_mutex_unlock(&m->rp_lock);
+}
+
+/*
+ * Which error the source reports for a failure r that was not a cancel.
+ * Candidates, best first (the first one found is recorded):
+ *   1. the peer greeted like a QMP monitor: it is no destination;
+ *   2. a multifd channel's own error, waited for up to MF_GRACE_MS: a
+ *      failing channel shuts the main connection down, so the main
+ *      connection's EPIPE is only a symptom;
+ *   3. r == FERRY_EPEER: the destination's word was recorded where it
+ *      arrived; nothing further;
+ *   4. the destination's SHUT(error) message (given up to 1 s to arrive);
+ *   5. r itself: "lost the connection to the destination: ..." for
+ *      EPIPE/ECONNRESET, else its bare text.
+ * An error a phase recorded itself before (ferry__mig_set_error) wins over
+ * all of these.
+ */
+static void src_pick_error(struct src_ctx *x, int r)
+{
+	struct ferry_migration *m = x->m;
+	ferry_error e = { 0 };
+	if (src_peer_is_qmp(m))
+		ferry__error_set(&e, -EPROTO, "the peer at '%s' is a QMP monitor, not a migration destination",
+				 m->uri);
+	if (x->mf.inited)
+		ferry__mf_send_wait_error(&x->mf, MF_GRACE_MS, &e);
+	if (r != FERRY_EPEER) {
+		src_shut_error(m, &e);
+		if (r == -EPIPE || r == -ECONNRESET)
+			ferry__error_set(&e, r, "lost the connection to the destination: %s",
+					 ferry_strerror(r));
+		else
+			ferry__error_set(&e, r, "%s", ferry_strerror(r));
 	}
-	if (r == -EPIPE || r == -ECONNRESET)
-		ferry__mig_set_error(m, r, "lost the connection to the destination: %s",
-				     ferry_strerror(r));
-	else
-		ferry__mig_set_error(m, r, "%s", ferry_strerror(r));
+	ferry__mig_set_error_from(m, &e);
 }
 
 /*
@@ -581,7 +605,7 @@ static void phase_fail(struct src_ctx *x, int r)
 	if (ferry__mig_cancelled(m))
 		r = -ECANCELED;
 	else
-		fail_reason(x, r);
+		src_pick_error(x, r);
 	throttle_end(m, &x->thr);
 	ferry__vm_own_run(x->vm, false);
 	if (x->committed) {

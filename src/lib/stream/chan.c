@@ -151,30 +151,23 @@ void ferry__chan_put_external(ferry_chan *c, const void *p, size_t n)
 
 int ferry__chan_fail(ferry_chan *c, int err, const char *fmt, ...)
 {
-	if (c->in_err)
-		return c->in_err;
+	if (c->in_err.code)
+		return c->in_err.code;
 	char msg[200];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	if (c->in_ctx)
-		snprintf(c->in_errmsg, sizeof(c->in_errmsg), "%s (%s at offset %llu)", msg,
-			 c->in_ctx, (unsigned long long)c->in_rec);
-	else
-		snprintf(c->in_errmsg, sizeof(c->in_errmsg), "%s (at offset %llu)", msg,
-			 (unsigned long long)c->in_offset);
-	c->in_err = err;
-	return err;
+		return ferry__error_set(&c->in_err, err, "%s (%s at offset %llu)", msg, c->in_ctx,
+					(unsigned long long)c->in_rec);
+	return ferry__error_set(&c->in_err, err, "%s (at offset %llu)", msg,
+				(unsigned long long)c->in_offset);
 }
 
 int ferry__chan_fail_msg(ferry_chan *c, int err, const char *msg)
 {
-	if (c->in_err)
-		return c->in_err;
-	snprintf(c->in_errmsg, sizeof(c->in_errmsg), "%s", msg);
-	c->in_err = err;
-	return err;
+	return ferry__error_set(&c->in_err, err, "%s", msg);
 }
 
 static int io_fail(ferry_chan *c, ssize_t n, size_t want)
@@ -212,8 +205,8 @@ static int refill(ferry_chan *c, size_t want)
 int ferry__chan_read(ferry_chan *c, void *p, size_t n)
 {
 	uint8_t *d = p;
-	if (c->in_err)
-		return c->in_err;
+	if (c->in_err.code)
+		return c->in_err.code;
 	while (n) {
 		if (c->ipos == c->ilen) {
 			int r = refill(c, n);
@@ -235,8 +228,8 @@ int ferry__chan_read(ferry_chan *c, void *p, size_t n)
 int ferry__chan_read_direct(ferry_chan *c, void *p, size_t n)
 {
 	uint8_t *d = p;
-	if (c->in_err)
-		return c->in_err;
+	if (c->in_err.code)
+		return c->in_err.code;
 	size_t k = c->ilen - c->ipos;
 	if (k > n)
 		k = n;

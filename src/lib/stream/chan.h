@@ -11,8 +11,10 @@
  * rest straight into its destination (guest RAM on the destination).
  *
  * Errors are sticky: the first failure (I/O error, EOF, or a protocol error
- * reported by the parser with ferry__chan_fail) is kept with a message
- * naming the stream offset, and every later call fails with it. Reads
+ * reported by the parser with ferry__chan_fail) is kept in in_err, a
+ * ferry_error (util/error.h) whose message names the stream offset, and
+ * every later call fails with it. The migration drivers hand in_err on to
+ * what query-migrate reports (mig.h: ferry__mig_set_error_from). Reads
  * never write past the buffer they were given.
  *
  * Rate limit: with `rl` set, every write to the kernel (each flush, also
@@ -36,6 +38,7 @@
 #include <sys/uio.h>
 
 #include "stream/ratelimit.h"
+#include "util/error.h"
 
 #define FERRY_CHAN_OBUF 65536
 #define FERRY_CHAN_IBUF 65536
@@ -61,8 +64,7 @@ typedef struct ferry_chan {
 	uint8_t *ibuf;
 	size_t ipos, ilen;
 	uint64_t in_offset; /* stream offset of ibuf[ipos] */
-	int in_err;         /* sticky input error */
-	char in_errmsg[256];
+	ferry_error in_err; /* sticky input error (error.h), with its message */
 	const char *in_ctx; /* record being parsed, for messages */
 	const char *peer;   /* who writes to us, for messages ("source"); NULL: "peer" */
 	uint64_t in_rec;    /* stream offset where that record starts */

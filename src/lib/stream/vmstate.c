@@ -476,70 +476,117 @@ static int check_version(struct dctx *c, unsigned npath, const ferry_vmsd *v, ui
 	return 0;
 }
 
+/* A field entry's header, as read from the stream (after its tag). */
+struct field_hdr {
+	uint8_t type;
+	uint8_t nl;                  /* name length, not 0 */
+	const uint8_t *name;         /* in the buffer; not terminated */
+	uint32_t size;               /* of the data that follows */
+	char nm[FERRY_NAME_MAX + 1]; /* the name, printable, for messages */
+};
+
+/* Reads the field header at *ppos into h and moves *ppos past it. */
+static int field_header(struct dctx *c, unsigned pd, const uint8_t *buf, size_t len,
+			size_t *ppos, struct field_hdr *h)
+{
+	size_t pos = *ppos;
+	if (len - pos < 2)
+		return fail(c, FERRY_EBADSTREAM, pd, "truncated field header");
+	h->type = buf[pos];
+	h->nl = buf[pos + 1];
+	pos += 2;
+	if (!h->nl)
+		return fail(c, FERRY_EBADSTREAM, pd, "field with an empty name");
+	if (len - pos < h->nl)
+		return fail(c, FERRY_EBADSTREAM, pd, "truncated field header");
+	h->name = buf + pos;
+	pos += h->nl;
+	show_name(h->nm, h->name, h->nl);
+	if (len - pos < 4)
+		return fail(c, FERRY_EBADSTREAM, pd, "truncated in field '%s'", h->nm);
+	h->size = be32_from(buf + pos);
+	*ppos = pos + 4;
+	return 0;
+}
+
+/*
+ * The local field h names into *pf. It must be next, the field a
+ * version-ver stream carries at this point; otherwise the message says
+ * how the stream differs from v.
+ */
+static int field_match(struct dctx *c, unsigned pd, const ferry_vmsd *v, uint32_t ver,
+		       const struct field_hdr *h, const ferry_field *next,
+		       const ferry_field **pf)
+{
+	if (!is_end(next) && name_eq(next->name, h->name, h->nl)) {
+		*pf = next;
+		return 0;
+	}
+	const ferry_field *f;
+	for (f = fields_of(v); !is_end(f); f++)
+		if (name_eq(f->name, h->name, h->nl))
+			break;
+	if (is_end(f))
+		return fail(c, FERRY_EBADSTREAM, pd, "unknown field '%s'", h->nm);
+	if (f->since_version > ver)
+		return fail(c, FERRY_EVERSION, pd,
+			    "field '%s' is from version %" PRIu32 ", stream has version %" PRIu32,
+			    h->nm, f->since_version, ver);
+	/* f is expected in a version-ver stream, so it is not skipped. */
+	if (f < next)
+		return fail(c, FERRY_EBADSTREAM, pd, "duplicate field '%s'", h->nm);
+	return fail(c, FERRY_EBADSTREAM, pd, "missing field '%s'", next->name);
+}
+
+/* h's type and size against f, and its data (avail bytes left at data). */
+static int field_check(struct dctx *c, unsigned pd, const ferry_field *f,
+		       const struct field_hdr *h, const uint8_t *data, size_t avail)
+{
+	if (h->type != f->type) {
+		const char *tn = type_name(h->type);
+		if (tn)
+			return fail(c, FERRY_EBADSTREAM, pd,
+				    "field '%s': type %s in stream, %s expected", h->nm, tn,
+				    type_name(f->type));
+		return fail(c, FERRY_EBADSTREAM, pd,
+			    "field '%s': type %u in stream, %s expected", h->nm, h->type,
+			    type_name(f->type));
+	}
+	if (h->size != wire_size(f))
+		return fail(c, FERRY_EBADSTREAM, pd,
+			    "field '%s': size %" PRIu32 " in stream, %zu expected", h->nm, h->size,
+			    wire_size(f));
+	if (avail < h->size)
+		return fail(c, FERRY_EBADSTREAM, pd, "truncated in field '%s'", h->nm);
+	if (h->type == FERRY_FT_BOOL && data[0] > 1)
+		return fail(c, FERRY_EBADSTREAM, pd, "field '%s': invalid bool value %u", h->nm,
+			    data[0]);
+	return 0;
+}
+
+/*
+ * One field entry at *ppos (past its tag): header, the local field it
+ * must be, its checks, then (applying pass) the store. Moves *ppos past
+ * it and *pnext to the field expected after it.
+ */
 static int decode_field(struct dctx *c, unsigned pd, const ferry_vmsd *v, uint32_t ver,
 			const uint8_t *buf, size_t len, size_t *ppos,
 			const ferry_field **pnext)
 {
 	size_t pos = *ppos;
-	char nm[FERRY_NAME_MAX + 1];
-
-	if (len - pos < 2)
-		return fail(c, FERRY_EBADSTREAM, pd, "truncated field header");
-	uint8_t type = buf[pos], nl = buf[pos + 1];
-	pos += 2;
-	if (!nl)
-		return fail(c, FERRY_EBADSTREAM, pd, "field with an empty name");
-	if (len - pos < nl)
-		return fail(c, FERRY_EBADSTREAM, pd, "truncated field header");
-	const uint8_t *name = buf + pos;
-	pos += nl;
-	show_name(nm, name, nl);
-	if (len - pos < 4)
-		return fail(c, FERRY_EBADSTREAM, pd, "truncated in field '%s'", nm);
-	uint32_t size = be32_from(buf + pos);
-	pos += 4;
-
-	const ferry_field *next = *pnext, *f = next;
-	if (is_end(f) || !name_eq(f->name, name, nl)) {
-		for (f = fields_of(v); !is_end(f); f++)
-			if (name_eq(f->name, name, nl))
-				break;
-		if (is_end(f))
-			return fail(c, FERRY_EBADSTREAM, pd, "unknown field '%s'", nm);
-		if (f->since_version > ver)
-			return fail(c, FERRY_EVERSION, pd,
-				    "field '%s' is from version %" PRIu32
-				    ", stream has version %" PRIu32,
-				    nm, f->since_version, ver);
-		/* f is expected in a version-ver stream, so it is not skipped. */
-		if (f < next)
-			return fail(c, FERRY_EBADSTREAM, pd, "duplicate field '%s'", nm);
-		return fail(c, FERRY_EBADSTREAM, pd, "missing field '%s'", next->name);
-	}
-	if (type != f->type) {
-		const char *tn = type_name(type);
-		if (tn)
-			return fail(c, FERRY_EBADSTREAM, pd,
-				    "field '%s': type %s in stream, %s expected", nm, tn,
-				    type_name(f->type));
-		return fail(c, FERRY_EBADSTREAM, pd,
-			    "field '%s': type %u in stream, %s expected", nm, type,
-			    type_name(f->type));
-	}
-	if (size != wire_size(f))
-		return fail(c, FERRY_EBADSTREAM, pd,
-			    "field '%s': size %" PRIu32 " in stream, %zu expected", nm, size,
-			    wire_size(f));
-	if (len - pos < size)
-		return fail(c, FERRY_EBADSTREAM, pd, "truncated in field '%s'", nm);
-	if (type == FERRY_FT_BOOL && buf[pos] > 1)
-		return fail(c, FERRY_EBADSTREAM, pd, "field '%s': invalid bool value %u", nm,
-			    buf[pos]);
+	struct field_hdr h;
+	const ferry_field *f = NULL;
+	int r = field_header(c, pd, buf, len, &pos, &h);
+	if (r < 0)
+		return r;
+	if ((r = field_match(c, pd, v, ver, &h, *pnext, &f)) < 0)
+		return r;
+	if ((r = field_check(c, pd, f, &h, buf + pos, len - pos)) < 0)
+		return r;
 	if (c->apply)
 		store_field(c->opaque, f, buf + pos);
-	pos += size;
 	*pnext = expected_from(f + 1, ver);
-	*ppos = pos;
+	*ppos = pos + h.size;
 	return 0;
 }
 

@@ -39,35 +39,33 @@ struct target {
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 };
 
-static int parse(const char *uri, struct target *t, char *err, size_t elen)
+static int parse(const char *uri, struct target *t, ferry_error *err)
 {
 	memset(t, 0, sizeof(*t));
 	if (!uri) {
-		snprintf(err, elen, "no URI given");
-		return -EINVAL;
+		return ferry__error_set(err, -EINVAL, "no URI given");
 	}
 	if (!strncmp(uri, "unix:", 5)) {
 		const char *p = uri + 5;
 		if (!*p || strlen(p) >= sizeof(t->path)) {
-			snprintf(err, elen, "invalid unix socket path in '%s'", uri);
-			return -EINVAL;
+			return ferry__error_set(err, -EINVAL,
+						"invalid unix socket path in '%s'", uri);
 		}
 		t->unix_ = 1;
 		strcpy(t->path, p);
 		return 0;
 	}
 	if (strncmp(uri, "tcp:", 4)) {
-		snprintf(err, elen, "unsupported migration URI '%s' (expected tcp:HOST:PORT or unix:PATH)",
-			 uri);
-		return -EINVAL;
+		return ferry__error_set(err, -EINVAL,
+					"unsupported migration URI '%s' (expected tcp:HOST:PORT or unix:PATH)",
+					uri);
 	}
 	const char *h = uri + 4, *colon;
 	size_t hl;
 	if (*h == '[') {
 		const char *e = strchr(h, ']');
 		if (!e || e[1] != ':') {
-			snprintf(err, elen, "invalid IPv6 address in '%s'", uri);
-			return -EINVAL;
+			return ferry__error_set(err, -EINVAL, "invalid IPv6 address in '%s'", uri);
 		}
 		hl = (size_t)(e - h - 1);
 		h++;
@@ -75,8 +73,9 @@ static int parse(const char *uri, struct target *t, char *err, size_t elen)
 	} else {
 		colon = strrchr(h, ':');
 		if (!colon) {
-			snprintf(err, elen, "missing port in '%s' (expected tcp:HOST:PORT)", uri);
-			return -EINVAL;
+			return ferry__error_set(err, -EINVAL,
+						"missing port in '%s' (expected tcp:HOST:PORT)",
+						uri);
 		}
 		hl = (size_t)(colon - h);
 	}
@@ -84,8 +83,7 @@ static int parse(const char *uri, struct target *t, char *err, size_t elen)
 	char *end;
 	long pn = strtol(port, &end, 10);
 	if (!*port || *end || pn < 0 || pn > 65535 || hl >= sizeof(t->host)) {
-		snprintf(err, elen, "invalid port in '%s'", uri);
-		return -EINVAL;
+		return ferry__error_set(err, -EINVAL, "invalid port in '%s'", uri);
 	}
 	memcpy(t->host, h, hl);
 	t->host[hl] = 0;
@@ -93,10 +91,10 @@ static int parse(const char *uri, struct target *t, char *err, size_t elen)
 	return 0;
 }
 
-int ferry__uri_check(const char *uri, char *err, size_t err_len)
+int ferry__uri_check(const char *uri, ferry_error *err)
 {
 	struct target t;
-	return parse(uri, &t, err, err_len);
+	return parse(uri, &t, err);
 }
 
 void ferry__sock_tune(int fd)
@@ -145,16 +143,14 @@ static int unix_addr(const struct target *t, struct sockaddr_un *sa)
 }
 
 /* getaddrinfo for a tcp: target; passive = for listening (empty host = any). */
-static int resolve(const struct target *t, bool passive, struct addrinfo **ai, char *err,
-		   size_t elen)
+static int resolve(const struct target *t, bool passive, struct addrinfo **ai, ferry_error *err)
 {
 	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
 				  .ai_flags = passive ? AI_PASSIVE : 0 };
 	int g = getaddrinfo(passive && !t->host[0] ? NULL : t->host, t->port, &hints, ai);
-	if (g) {
-		snprintf(err, elen, "cannot resolve '%s': %s", t->host, gai_strerror(g));
-		return -EHOSTUNREACH;
-	}
+	if (g)
+		return ferry__error_set(err, -EHOSTUNREACH, "cannot resolve '%s': %s", t->host,
+					gai_strerror(g));
 	return 0;
 }
 
@@ -185,7 +181,7 @@ int ferry__sock_bound(int fd, char *buf, size_t len)
  * (-EADDRINUSE) and any other kind of file (-ENOTSOCK) are refused and left
  * alone. Messages: "cannot listen on 'URI': WHY".
  */
-static int claim_path(const char *uri, const struct sockaddr_un *sa, char *err, size_t elen)
+static int claim_path(const char *uri, const struct sockaddr_un *sa, ferry_error *err)
 {
 	struct stat st;
 	const char *path = sa->sun_path;
@@ -194,80 +190,77 @@ static int claim_path(const char *uri, const struct sockaddr_un *sa, char *err, 
 		if (errno == ENOENT)
 			return 0;
 		r = -errno;
-		snprintf(err, elen, "cannot listen on '%s': %s: %s", uri, path, strerror(-r));
-		return r;
+		return ferry__error_set(err, r,
+					"cannot listen on '%s': %s: %s", uri, path, strerror(-r));
 	}
 	if (!S_ISSOCK(st.st_mode)) {
-		snprintf(err, elen, "cannot listen on '%s': %s exists and is not a socket", uri, path);
-		return -ENOTSOCK;
+		return ferry__error_set(err, -ENOTSOCK,
+					"cannot listen on '%s': %s exists and is not a socket",
+					uri, path);
 	}
 	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (s < 0) {
 		r = -errno;
-		snprintf(err, elen, "socket: %s", strerror(-r));
-		return r;
+		return ferry__error_set(err, r, "socket: %s", strerror(-r));
 	}
 	int c = connect(s, (const struct sockaddr *)sa, sizeof(*sa)), e = errno;
 	close(s);
 	if (!c || e == EAGAIN) { /* EAGAIN: a live server with a full backlog */
-		snprintf(err, elen, "cannot listen on '%s': %s is in use by another server", uri, path);
-		return -EADDRINUSE;
+		return ferry__error_set(err, -EADDRINUSE,
+					"cannot listen on '%s': %s is in use by another server",
+					uri, path);
 	}
 	if (e != ECONNREFUSED) {
-		snprintf(err, elen, "cannot listen on '%s': %s: %s", uri, path, strerror(e));
-		return -e;
+		return ferry__error_set(err, -e,
+					"cannot listen on '%s': %s: %s", uri, path, strerror(e));
 	}
 	if (unlink(path) && errno != ENOENT) { /* stale: its server is gone */
 		r = -errno;
-		snprintf(err, elen, "cannot listen on '%s': cannot remove the stale socket %s: %s", uri,
-			 path, strerror(-r));
-		return r;
+		return ferry__error_set(err, r,
+					"cannot listen on '%s': cannot remove the stale socket %s: %s",
+					uri, path, strerror(-r));
 	}
 	return 0;
 }
 
 /* Binds and listens on a claimed unix path; a failed listen removes the file. */
-static int listen_unix(const char *uri, const struct sockaddr_un *sa, int *fd, char *err,
-		       size_t elen)
+static int listen_unix(const char *uri, const struct sockaddr_un *sa, int *fd, ferry_error *err)
 {
 	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), r;
 	if (s < 0) {
 		r = -errno;
-		snprintf(err, elen, "socket: %s", strerror(-r));
-		return r;
+		return ferry__error_set(err, r, "socket: %s", strerror(-r));
 	}
 	if (bind(s, (const struct sockaddr *)sa, sizeof(*sa))) {
 		r = -errno;
 		close(s);
-		snprintf(err, elen, "cannot listen on '%s': %s", uri, strerror(-r));
-		return r;
+		return ferry__error_set(err, r, "cannot listen on '%s': %s", uri, strerror(-r));
 	}
 	if (listen(s, 16)) {
 		r = -errno;
 		close(s);
 		unlink(sa->sun_path); /* ours: bind just created it */
-		snprintf(err, elen, "cannot listen on '%s': %s", uri, strerror(-r));
-		return r;
+		return ferry__error_set(err, r, "cannot listen on '%s': %s", uri, strerror(-r));
 	}
 	*fd = s;
 	return 0;
 }
 
-int ferry__sock_listen(const char *uri, int *fd, char *err, size_t elen)
+int ferry__sock_listen(const char *uri, int *fd, ferry_error *err)
 {
 	struct target t;
-	int r = parse(uri, &t, err, elen);
+	int r = parse(uri, &t, err);
 	if (r)
 		return r;
 	if (t.unix_) {
 		struct sockaddr_un sa;
 		unix_addr(&t, &sa);
-		if ((r = claim_path(uri, &sa, err, elen)))
+		if ((r = claim_path(uri, &sa, err)))
 			return r;
-		return listen_unix(uri, &sa, fd, err, elen);
+		return listen_unix(uri, &sa, fd, err);
 	}
 	struct addrinfo *ai, *a;
-	if ((r = resolve(&t, true, &ai, err, elen)))
+	if ((r = resolve(&t, true, &ai, err)))
 		return r;
 	r = -EADDRNOTAVAIL;
 	for (a = ai; a; a = a->ai_next) {
@@ -287,8 +280,7 @@ int ferry__sock_listen(const char *uri, int *fd, char *err, size_t elen)
 		close(s);
 	}
 	freeaddrinfo(ai);
-	snprintf(err, elen, "cannot listen on '%s': %s", uri, strerror(-r));
-	return r;
+	return ferry__error_set(err, r, "cannot listen on '%s': %s", uri, strerror(-r));
 }
 
 /*
@@ -342,10 +334,10 @@ static int connect_cancellable(int s, const struct sockaddr *sa, socklen_t len,
 	return r;
 }
 
-int ferry__sock_connect(const char *uri, int *fd, const atomic_bool *cancel, char *err, size_t elen)
+int ferry__sock_connect(const char *uri, int *fd, const atomic_bool *cancel, ferry_error *err)
 {
 	struct target t;
-	int r = parse(uri, &t, err, elen);
+	int r = parse(uri, &t, err);
 	if (r)
 		return r;
 	if (t.unix_) {
@@ -354,19 +346,18 @@ int ferry__sock_connect(const char *uri, int *fd, const atomic_bool *cancel, cha
 		int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		if (s < 0) {
 			r = -errno;
-			snprintf(err, elen, "socket: %s", strerror(-r));
-			return r;
+			return ferry__error_set(err, r, "socket: %s", strerror(-r));
 		}
 		if ((r = connect_cancellable(s, (struct sockaddr *)&sa, sizeof(sa), cancel))) {
 			close(s);
-			snprintf(err, elen, "cannot connect to '%s': %s", uri, strerror(-r));
-			return r;
+			return ferry__error_set(err, r,
+						"cannot connect to '%s': %s", uri, strerror(-r));
 		}
 		*fd = s;
 		return 0;
 	}
 	struct addrinfo *ai, *a;
-	if ((r = resolve(&t, false, &ai, err, elen)))
+	if ((r = resolve(&t, false, &ai, err)))
 		return r;
 	r = -ECONNREFUSED;
 	for (a = ai; a; a = a->ai_next) {
@@ -386,8 +377,7 @@ int ferry__sock_connect(const char *uri, int *fd, const atomic_bool *cancel, cha
 			break;
 	}
 	freeaddrinfo(ai);
-	snprintf(err, elen, "cannot connect to '%s': %s", uri, strerror(-r));
-	return r;
+	return ferry__error_set(err, r, "cannot connect to '%s': %s", uri, strerror(-r));
 }
 
 int ferry__sock_accept(int lfd, int *fd)
@@ -408,28 +398,32 @@ int ferry__sock_accept(int lfd, int *fd)
 /* ------------------------------------------------------------------ */
 /* The public face (ferry/transport.h), for control planes.            */
 
-int ferry_sock_listen(const char *addr, unsigned flags, int *fd, char *err, size_t err_len)
+static int sock_listen_flags(const char *addr, unsigned flags, int *fd, ferry_error *err)
 {
-	if (flags & ~FERRY_SOCK_NONBLOCK) {
-		snprintf(err, err_len, "unknown flags 0x%x", flags);
-		return -EINVAL;
-	}
-	int s, r = ferry__sock_listen(addr, &s, err, err_len);
+	if (flags & ~FERRY_SOCK_NONBLOCK)
+		return ferry__error_set(err, -EINVAL, "unknown flags 0x%x", flags);
+	int s, r = ferry__sock_listen(addr, &s, err);
 	if (r)
 		return r;
 	if ((flags & FERRY_SOCK_NONBLOCK) && fcntl(s, F_SETFL, fcntl(s, F_GETFL) | O_NONBLOCK)) {
 		r = -errno;
 		close(s);
-		snprintf(err, err_len, "cannot listen on '%s': %s", addr, strerror(-r));
-		return r;
+		return ferry__error_set(err, r, "cannot listen on '%s': %s", addr, strerror(-r));
 	}
 	*fd = s;
 	return 0;
 }
 
+int ferry_sock_listen(const char *addr, unsigned flags, int *fd, char *err, size_t err_len)
+{
+	ferry_error e = { 0 };
+	return ferry__error_out(sock_listen_flags(addr, flags, fd, &e), &e, err, err_len);
+}
+
 int ferry_sock_connect(const char *addr, int *fd, char *err, size_t err_len)
 {
-	return ferry__sock_connect(addr, fd, NULL, err, err_len);
+	ferry_error e = { 0 };
+	return ferry__error_out(ferry__sock_connect(addr, fd, NULL, &e), &e, err, err_len);
 }
 
 int ferry_sock_bound(int fd, char *buf, size_t len)

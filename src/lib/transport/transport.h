@@ -2,8 +2,9 @@
 /*
  * Socket transports for migration URIs: "tcp:HOST:PORT" (HOST may be a name,
  * an IPv4 address or a bracketed IPv6 address) and "unix:PATH".
- * Each function returns 0 or a negative errno and, on failure, writes a
- * message into err. Thread: any. The public face of these, for control
+ * Each function returns 0 or a negative errno and, on failure, sets *err
+ * (util/error.h) with a message; the public wrappers copy it into their
+ * char buffer. Thread: any. The public face of these, for control
  * planes (listen, connect, bound, socket files), is ferry/transport.h.
  */
 #ifndef FERRY_LIB_TRANSPORT_H
@@ -13,16 +14,17 @@
 #include <stddef.h>
 
 #include "ferry/transport.h"
+#include "util/error.h"
 
 /* Checks the syntax only. */
-int ferry__uri_check(const char *uri, char *err, size_t err_len);
+int ferry__uri_check(const char *uri, ferry_error *err);
 /*
  * Binds and listens; *fd is the listening socket (CLOEXEC). A unix: path
  * that is a live server's socket (-EADDRINUSE) or not a socket at all
  * (-ENOTSOCK) is refused; a stale socket file (connect: ECONNREFUSED) is
  * replaced. The caller removes the file it created (ferry_sock_file_note).
  */
-int ferry__sock_listen(const char *uri, int *fd, char *err, size_t err_len);
+int ferry__sock_listen(const char *uri, int *fd, ferry_error *err);
 /*
  * The address a listening socket is bound to, as a URI: "tcp:HOST:PORT"
  * with the port the kernel chose for port 0 (IPv6 hosts bracketed), or
@@ -33,8 +35,8 @@ int ferry__sock_bound(int fd, char *buf, size_t len);
  * Connects; *fd is the connected (blocking) socket. A set *cancel (may be
  * NULL) interrupts the connect within 100 ms: -ECANCELED.
  */
-int ferry__sock_connect(const char *uri, int *fd, const atomic_bool *cancel, char *err,
-			size_t err_len);
+int ferry__sock_connect(const char *uri, int *fd, const atomic_bool *cancel,
+			ferry_error *err);
 /*
  * Accepts one connection on a listening socket; -EINVAL once the listening
  * socket was shut down (how a pending accept is cancelled).
