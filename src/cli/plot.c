@@ -271,6 +271,138 @@ static void plot_usage(FILE *f)
 		   "summary; the caption the guest and the settings. Units: MiB and MiB/s.\n");
 }
 
+/* The SVG's prologue: size, styles, white background. */
+static void svg_head(FILE *o, int h)
+{
+	fprintf(o, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+		   "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+		   "viewBox=\"0 0 %d %d\" font-family=\"DejaVu Sans, Helvetica, Arial, sans-serif\">\n"
+		   "<style>.title{font-size:14px;font-weight:bold;fill:#222}"
+		   ".tick{font-size:11px;fill:#444}.frame{fill:#fcfcfc;stroke:#888}"
+		   ".grid{stroke:#e2e2e2}.pass{stroke:#999;stroke-dasharray:4,3}"
+		   ".limit{stroke:#9467bd;stroke-width:1.2;stroke-dasharray:6,3}"
+		   ".caption{font-size:12px;fill:#444}"
+		   ".switch{stroke:#d62728;stroke-width:1.5}.label{font-size:10px;fill:#777}</style>\n"
+		   "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
+		W, h, W, h);
+}
+
+/* "Migration completed in 1.94 s" in bold, the rest of the summary under it. */
+static void svg_titles(FILE *o, const series *ser)
+{
+	char title[512], caption[512];
+	title_text(title, sizeof(title), ser);
+	caption_text(caption, sizeof(caption), ser);
+	int head = (int)strcspn(title, ":");
+	fprintf(o, "<text x=\"%d\" y=\"22\" class=\"title\" font-size=\"16\">%.*s</text>\n", 20,
+		head, title);
+	fprintf(o, "<text x=\"%d\" y=\"42\" class=\"caption\">%s</text>\n", 20,
+		title[head] ? title + head + 2 : "");
+	fprintf(o, "<text x=\"%d\" y=\"60\" class=\"caption\">%s</text>\n", 20, caption);
+}
+
+/* The three panels: send rate (with the cap), dirty rate, remaining dirty RAM. */
+static void svg_panels(FILE *o, const series *ser, double tmax)
+{
+	char cap_label[64], b[32];
+	double bw = (double)json_integer_value(
+		json_object_get(json_object_get(ser->header, "parameters"), "max-bandwidth"));
+	snprintf(cap_label, sizeof(cap_label), "max-bandwidth %s",
+		 ferry_cli_fmt_rate(b, sizeof(b), bw));
+	panel(o, 0, "Send rate (last 250 ms)", "MiB/s", ser->s, ser->n, offsetof(sample, thr), tmax,
+	      "#1f77b4", bw / FERRY_CLI_MIB, cap_label);
+	panel(o, 1, "Dirty rate (last pass)", "MiB/s", ser->s, ser->n, offsetof(sample, dirty), tmax,
+	      "#ff7f0e", 0, NULL);
+	panel(o, 2, "Remaining dirty RAM", "MiB", ser->s, ser->n, offsetof(sample, remaining), tmax,
+	      "#2ca02c", 0, NULL);
+}
+
+/* Pass boundaries and the switchover (or postcopy switch), across all panels. */
+static void svg_marks(FILE *o, const sample *s, long n, double tmax, int ytop, int ybot)
+{
+	int pw = W - LEFT - RIGHT;
+	bool switched = false;
+	for (long i = 0; i < n; i++) {
+		double x = LEFT + s[i].t / tmax * pw;
+		if (s[i].pass > (i ? s[i - 1].pass : 0)) {
+			fprintf(o, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" class=\"pass\"/>\n", x,
+				ytop, x, ybot);
+			fprintf(o, "<text x=\"%.1f\" y=\"%d\" class=\"label\">%lld</text>\n", x + 2,
+				ytop + 11, s[i].pass);
+		}
+		if (i && !switched && (!strcmp(s[i].status, "device") ||
+				       !strcmp(s[i].status, "postcopy-active"))) {
+			switched = true;
+			fprintf(o, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" class=\"switch\"/>\n",
+				x, ytop, x, ybot);
+			bool right = x > LEFT + pw * 0.85; /* keep the label inside the frame */
+			fprintf(o, "<text x=\"%.1f\" y=\"%d\" class=\"label\" fill=\"#d62728\" "
+				   "text-anchor=\"%s\">%s</text>\n",
+				right ? x - 3 : x + 3, ybot - 4, right ? "end" : "start",
+				strcmp(s[i].status, "device") ? "postcopy" : "switchover");
+		}
+	}
+}
+
+/* The time axis under the last panel. */
+static void svg_axis(FILE *o, double tmax, int ybot)
+{
+	int pw = W - LEFT - RIGHT;
+	double step = nice_step(tmax / 8);
+	for (double t = 0; t <= tmax + 1e-9; t += step) {
+		char b[32];
+		fmt_num(b, sizeof(b), t);
+		fprintf(o, "<text x=\"%.1f\" y=\"%d\" class=\"tick\" text-anchor=\"middle\">%s</text>\n",
+			LEFT + t / tmax * pw, ybot + 16, b);
+	}
+	fprintf(o, "<text x=\"%d\" y=\"%d\" class=\"tick\" text-anchor=\"middle\">time (s); "
+		   "dashed lines: start of pass N</text>\n",
+		LEFT + pw / 2, ybot + 34);
+}
+
+/* The whole SVG of a series of at least 2 samples. */
+static void svg_write(FILE *o, const series *ser)
+{
+	const sample *s = ser->s;
+	double tmax = s[ser->n - 1].t > 0 ? s[ser->n - 1].t : 1;
+	int ytop = TOP, ybot = TOP + PANELS * (PANEL_H + GAP) - GAP;
+	svg_head(o, TOP + PANELS * (PANEL_H + GAP) + 10);
+	svg_titles(o, ser);
+	svg_panels(o, ser, tmax);
+	svg_marks(o, s, ser->n, tmax, ytop, ybot);
+	svg_axis(o, tmax, ybot);
+	fprintf(o, "</svg>\n");
+}
+
+/* Reads the series in `in` and writes its SVG to `out`: 0, or 1 with the reason printed. */
+static int plot_file(const char *in, const char *out)
+{
+	series ser = { 0 };
+	if (read_series(in, &ser))
+		return 1;
+	int rc = 1;
+	FILE *o = NULL;
+	if (ser.n < 2) {
+		fprintf(stderr, "ferry plot: %s: need at least 2 samples, found %ld\n", in, ser.n);
+		goto out;
+	}
+	if (!(o = fopen(out, "w"))) {
+		fprintf(stderr, "ferry plot: %s: %s\n", out, strerror(errno));
+		goto out;
+	}
+	svg_write(o, &ser);
+	rc = 0;
+out:
+	if (o && fclose(o)) {
+		fprintf(stderr, "ferry plot: %s: %s\n", out, strerror(errno));
+		rc = 1;
+	}
+	free(ser.s);
+	json_decref(ser.header);
+	json_decref(ser.last);
+	return rc;
+}
+
 int ferry_cli_plot(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -293,97 +425,5 @@ int ferry_cli_plot(int argc, char **argv)
 	if (optind != argc - 1)
 		return ferry_cli_usage_error("plot", plot_usage, "expected one FILE.jsonl, got %d",
 					     argc - optind);
-	series ser = { 0 };
-	if (read_series(argv[optind], &ser))
-		return 1;
-	sample *s = ser.s;
-	long n = ser.n;
-	int rc = 1;
-	FILE *o = NULL;
-	if (n < 2) {
-		fprintf(stderr, "ferry plot: %s: need at least 2 samples, found %ld\n", argv[optind], n);
-		goto out;
-	}
-	if (!(o = fopen(out, "w"))) {
-		fprintf(stderr, "ferry plot: %s: %s\n", out, strerror(errno));
-		goto out;
-	}
-	double tmax = s[n - 1].t > 0 ? s[n - 1].t : 1;
-	int pw = W - LEFT - RIGHT, H = TOP + PANELS * (PANEL_H + GAP) + 10;
-	fprintf(o, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-		   "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
-		   "viewBox=\"0 0 %d %d\" font-family=\"DejaVu Sans, Helvetica, Arial, sans-serif\">\n"
-		   "<style>.title{font-size:14px;font-weight:bold;fill:#222}"
-		   ".tick{font-size:11px;fill:#444}.frame{fill:#fcfcfc;stroke:#888}"
-		   ".grid{stroke:#e2e2e2}.pass{stroke:#999;stroke-dasharray:4,3}"
-		   ".limit{stroke:#9467bd;stroke-width:1.2;stroke-dasharray:6,3}"
-		   ".caption{font-size:12px;fill:#444}"
-		   ".switch{stroke:#d62728;stroke-width:1.5}.label{font-size:10px;fill:#777}</style>\n"
-		   "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
-		W, H, W, H);
-	char title[512], caption[512], cap_label[64], b[32];
-	title_text(title, sizeof(title), &ser);
-	caption_text(caption, sizeof(caption), &ser);
-	/* "Migration completed in 1.94 s" in bold, the rest of the summary under it. */
-	int head = (int)strcspn(title, ":");
-	fprintf(o, "<text x=\"%d\" y=\"22\" class=\"title\" font-size=\"16\">%.*s</text>\n", 20,
-		head, title);
-	fprintf(o, "<text x=\"%d\" y=\"42\" class=\"caption\">%s</text>\n", 20,
-		title[head] ? title + head + 2 : "");
-	fprintf(o, "<text x=\"%d\" y=\"60\" class=\"caption\">%s</text>\n", 20, caption);
-	double bw = (double)json_integer_value(
-		json_object_get(json_object_get(ser.header, "parameters"), "max-bandwidth"));
-	snprintf(cap_label, sizeof(cap_label), "max-bandwidth %s",
-		 ferry_cli_fmt_rate(b, sizeof(b), bw));
-	panel(o, 0, "Send rate (last 250 ms)", "MiB/s", s, n, offsetof(sample, thr), tmax, "#1f77b4",
-	      bw / FERRY_CLI_MIB, cap_label);
-	panel(o, 1, "Dirty rate (last pass)", "MiB/s", s, n, offsetof(sample, dirty), tmax, "#ff7f0e",
-	      0, NULL);
-	panel(o, 2, "Remaining dirty RAM", "MiB", s, n, offsetof(sample, remaining), tmax, "#2ca02c",
-	      0, NULL);
-	/* Pass boundaries and switchover, across all panels. */
-	int ytop = TOP, ybot = TOP + PANELS * (PANEL_H + GAP) - GAP;
-	bool switched = false;
-	for (long i = 0; i < n; i++) {
-		double x = LEFT + s[i].t / tmax * pw;
-		if (s[i].pass > (i ? s[i - 1].pass : 0)) {
-			fprintf(o, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" class=\"pass\"/>\n", x,
-				ytop, x, ybot);
-			fprintf(o, "<text x=\"%.1f\" y=\"%d\" class=\"label\">%lld</text>\n", x + 2,
-				ytop + 11, s[i].pass);
-		}
-		if (i && !switched && (!strcmp(s[i].status, "device") ||
-				       !strcmp(s[i].status, "postcopy-active"))) {
-			switched = true;
-			fprintf(o, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" class=\"switch\"/>\n",
-				x, ytop, x, ybot);
-			bool right = x > LEFT + pw * 0.85; /* keep the label inside the frame */
-			fprintf(o, "<text x=\"%.1f\" y=\"%d\" class=\"label\" fill=\"#d62728\" "
-				   "text-anchor=\"%s\">%s</text>\n",
-				right ? x - 3 : x + 3, ybot - 4, right ? "end" : "start",
-				strcmp(s[i].status, "device") ? "postcopy" : "switchover");
-		}
-	}
-	/* Time axis under the last panel. */
-	double step = nice_step(tmax / 8);
-	for (double t = 0; t <= tmax + 1e-9; t += step) {
-		char b[32];
-		fmt_num(b, sizeof(b), t);
-		fprintf(o, "<text x=\"%.1f\" y=\"%d\" class=\"tick\" text-anchor=\"middle\">%s</text>\n",
-			LEFT + t / tmax * pw, ybot + 16, b);
-	}
-	fprintf(o, "<text x=\"%d\" y=\"%d\" class=\"tick\" text-anchor=\"middle\">time (s); "
-		   "dashed lines: start of pass N</text>\n",
-		LEFT + pw / 2, ybot + 34);
-	fprintf(o, "</svg>\n");
-	rc = 0;
-out:
-	if (o && fclose(o)) {
-		fprintf(stderr, "ferry plot: %s: %s\n", out, strerror(errno));
-		rc = 1;
-	}
-	free(s);
-	json_decref(ser.header);
-	json_decref(ser.last);
-	return rc;
+	return plot_file(argv[optind], out);
 }

@@ -77,12 +77,60 @@ static bool migration_running(host *h)
 	return false;
 }
 
-/* downtime_limit_ms: what expected-downtime starts at (QEMU's rule). */
-static json_t *info_json(const ferry_migration_info *i, uint64_t downtime_limit_ms)
+/* query-migrate's "ram": what the RAM saver or loader moved. */
+static json_t *info_ram(const ferry_migration_info *i)
 {
-	json_t *o = json_pack("{s:s}", "status", ferry_migration_status_name(i->status));
-	if (i->status == FERRY_MIGRATION_NONE)
-		return o;
+	json_t *ram = json_pack(
+		"{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:I,s:I}", "transferred", (json_int_t)i->transferred,
+		"remaining", (json_int_t)i->remaining, "total", (json_int_t)i->total, "duplicate",
+		(json_int_t)i->duplicate, "normal", (json_int_t)i->normal, "normal-bytes",
+		(json_int_t)i->normal_bytes, "dirty-pages-rate", (json_int_t)i->dirty_pages_rate,
+		"dirty-sync-count", (json_int_t)i->dirty_sync_count, "mbps", i->mbps, "pages-per-second",
+		(json_int_t)i->pages_per_second, "x-skipped", (json_int_t)i->skipped);
+	if (i->multifd_channels)
+		json_object_set_new(ram, "multifd-bytes", json_integer((json_int_t)i->multifd_bytes));
+	if (i->postcopy || status_postcopy(i->status)) {
+		json_object_set_new(ram, "postcopy-requests", json_integer((json_int_t)i->postcopy_requests));
+		json_object_set_new(ram, "postcopy-bytes", json_integer((json_int_t)i->postcopy_bytes));
+	}
+	/* The most bytes sent in any 100 ms window (what max-bandwidth caps). */
+	if (!i->incoming)
+		json_object_set_new(ram, "x-bandwidth-peak-window-bytes",
+				    json_integer((json_int_t)i->bandwidth_peak_window_bytes));
+	return ram;
+}
+
+/* "x-multifd": bytes per channel and, with zstd, the compression. */
+static json_t *info_multifd(const ferry_migration_info *i)
+{
+	json_t *ch = json_array();
+	for (uint32_t k = 0; k < i->multifd_channels && k < FERRY_MULTIFD_MAX_CHANNELS; k++)
+		json_array_append_new(ch, json_integer((json_int_t)i->channel_bytes[k]));
+	json_t *mf = json_pack("{s:I,s:o}", "channels", (json_int_t)i->multifd_channels, "channel-bytes", ch);
+	if (i->compress_in) {
+		double ratio = i->compress_out ? (double)i->compress_in / (double)i->compress_out : 0.0;
+		json_object_set_new(mf, "compression",
+				    json_pack("{s:I,s:I,s:f,s:I}", "in", (json_int_t)i->compress_in, "out",
+					      (json_int_t)i->compress_out, "ratio", ratio, "skipped",
+					      (json_int_t)i->compress_skipped));
+	}
+	return mf;
+}
+
+/* "x-postcopy": faults, requests and the fault latency. */
+static json_t *info_postcopy(const ferry_migration_info *i)
+{
+	return json_pack("{s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I,s:I}}", "faults", (json_int_t)i->postcopy_faults,
+			 "requests", (json_int_t)i->postcopy_requests, "local-zero-pages",
+			 (json_int_t)i->postcopy_local_zero, "recoveries", (json_int_t)i->postcopy_recoveries,
+			 "fault-latency", "samples", (json_int_t)i->postcopy_latency_samples, "p50-us",
+			 (json_int_t)i->postcopy_latency_p50_us, "p99-us", (json_int_t)i->postcopy_latency_p99_us,
+			 "max-us", (json_int_t)i->postcopy_latency_max_us);
+}
+
+/* Times, and the downtime: measured once completed, expected while it runs. */
+static void info_times(json_t *o, const ferry_migration_info *i, uint64_t downtime_limit_ms)
+{
 	json_object_set_new(o, "total-time", json_integer((json_int_t)i->total_time_ms));
 	json_object_set_new(o, "setup-time", json_integer((json_int_t)i->setup_time_ms));
 	if (!i->incoming && i->status == FERRY_MIGRATION_COMPLETED)
@@ -92,68 +140,16 @@ static json_t *info_json(const ferry_migration_info *i, uint64_t downtime_limit_
 		uint64_t e = i->expected_downtime_ms ? i->expected_downtime_ms : downtime_limit_ms;
 		json_object_set_new(o, "expected-downtime", json_integer((json_int_t)e));
 	}
-	json_object_set_new(
-		o, "ram",
-		json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:I,s:I}", "transferred",
-			  (json_int_t)i->transferred, "remaining", (json_int_t)i->remaining, "total",
-			  (json_int_t)i->total, "duplicate", (json_int_t)i->duplicate, "normal",
-			  (json_int_t)i->normal, "normal-bytes", (json_int_t)i->normal_bytes,
-			  "dirty-pages-rate", (json_int_t)i->dirty_pages_rate, "dirty-sync-count",
-			  (json_int_t)i->dirty_sync_count, "mbps", i->mbps, "pages-per-second",
-			  (json_int_t)i->pages_per_second, "x-skipped", (json_int_t)i->skipped));
-	if (i->multifd_channels) {
-		json_t *ram = json_object_get(o, "ram");
-		json_object_set_new(ram, "multifd-bytes", json_integer((json_int_t)i->multifd_bytes));
-		json_t *ch = json_array();
-		for (uint32_t k = 0; k < i->multifd_channels && k < FERRY_MULTIFD_MAX_CHANNELS; k++)
-			json_array_append_new(ch, json_integer((json_int_t)i->channel_bytes[k]));
-		json_object_set_new(o, "x-multifd", json_pack("{s:I,s:o}", "channels",
-							    (json_int_t)i->multifd_channels,
-							    "channel-bytes", ch));
-		if (i->compress_in)
-			json_object_set_new(json_object_get(o, "x-multifd"), "compression",
-					    json_pack("{s:I,s:I,s:f,s:I}", "in", (json_int_t)i->compress_in,
-						      "out", (json_int_t)i->compress_out, "ratio",
-						      i->compress_out ? (double)i->compress_in /
-									(double)i->compress_out
-								      : 0.0,
-						      "skipped", (json_int_t)i->compress_skipped));
-	}
-	if (i->postcopy || status_postcopy(i->status)) {
-		json_t *ram = json_object_get(o, "ram");
-		json_object_set_new(ram, "postcopy-requests", json_integer((json_int_t)i->postcopy_requests));
-		json_object_set_new(ram, "postcopy-bytes", json_integer((json_int_t)i->postcopy_bytes));
-		if (i->incoming)
-			json_object_set_new(o, "postcopy-blocktime",
-					    json_integer((json_int_t)i->postcopy_blocktime_ms));
-		json_object_set_new(
-			o, "x-postcopy",
-			json_pack("{s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I,s:I}}", "faults",
-				  (json_int_t)i->postcopy_faults, "requests",
-				  (json_int_t)i->postcopy_requests, "local-zero-pages",
-				  (json_int_t)i->postcopy_local_zero, "recoveries",
-				  (json_int_t)i->postcopy_recoveries, "fault-latency", "samples",
-				  (json_int_t)i->postcopy_latency_samples, "p50-us",
-				  (json_int_t)i->postcopy_latency_p50_us, "p99-us",
-				  (json_int_t)i->postcopy_latency_p99_us, "max-us",
-				  (json_int_t)i->postcopy_latency_max_us));
-	}
-	if (i->hint_cmds)
-		json_object_set_new(o, "x-free-page-hints",
-				    json_pack("{s:I,s:I,s:I}", "commands", (json_int_t)i->hint_cmds,
-					      "skipped-pages", (json_int_t)i->hint_skipped, "wait-ms",
-					      (json_int_t)i->hint_wait_ms));
-	if (i->status == FERRY_MIGRATION_FAILED || (status_postcopy(i->status) && i->error_desc[0]))
-		json_object_set_new(o, "error-desc", json_string(i->error_desc));
+}
+
+/* What this side alone reports: placement (destination), stall and throttle (source). */
+static void info_side(json_t *o, const ferry_migration_info *i)
+{
 	json_object_set_new(o, "x-incoming", json_boolean(i->incoming));
 	if (i->incoming && i->placement)
 		json_object_set_new(o, "x-placement", json_string(ferry_migration_param_find("x-placement")->values[i->placement]));
-	if (!i->incoming) {
+	if (!i->incoming)
 		json_object_set_new(o, "x-stalled", json_boolean(i->stalled));
-		/* The most bytes sent in any 100 ms window (what max-bandwidth caps). */
-		json_object_set_new(json_object_get(o, "ram"), "x-bandwidth-peak-window-bytes",
-				    json_integer((json_int_t)i->bandwidth_peak_window_bytes));
-	}
 	/* QEMU shows cpu-throttle-percentage while a throttle is on. */
 	if (i->cpu_throttle_percentage)
 		json_object_set_new(o, "cpu-throttle-percentage",
@@ -162,6 +158,32 @@ static json_t *info_json(const ferry_migration_info *i, uint64_t downtime_limit_
 		json_object_set_new(o, "x-cpu-throttle",
 				    json_pack("{s:I,s:I}", "peak", (json_int_t)i->cpu_throttle_peak,
 					      "raises", (json_int_t)i->cpu_throttle_raises));
+}
+
+/* query-migrate's answer. downtime_limit_ms: what expected-downtime starts at (QEMU's rule). */
+static json_t *info_json(const ferry_migration_info *i, uint64_t downtime_limit_ms)
+{
+	json_t *o = json_pack("{s:s}", "status", ferry_migration_status_name(i->status));
+	if (i->status == FERRY_MIGRATION_NONE)
+		return o;
+	info_times(o, i, downtime_limit_ms);
+	json_object_set_new(o, "ram", info_ram(i));
+	if (i->multifd_channels)
+		json_object_set_new(o, "x-multifd", info_multifd(i));
+	if (i->postcopy || status_postcopy(i->status)) {
+		if (i->incoming)
+			json_object_set_new(o, "postcopy-blocktime",
+					    json_integer((json_int_t)i->postcopy_blocktime_ms));
+		json_object_set_new(o, "x-postcopy", info_postcopy(i));
+	}
+	if (i->hint_cmds)
+		json_object_set_new(o, "x-free-page-hints",
+				    json_pack("{s:I,s:I,s:I}", "commands", (json_int_t)i->hint_cmds,
+					      "skipped-pages", (json_int_t)i->hint_skipped, "wait-ms",
+					      (json_int_t)i->hint_wait_ms));
+	if (i->status == FERRY_MIGRATION_FAILED || (status_postcopy(i->status) && i->error_desc[0]))
+		json_object_set_new(o, "error-desc", json_string(i->error_desc));
+	info_side(o, i);
 	return o;
 }
 
@@ -506,66 +528,84 @@ static bool qemu_cap(const char *name)
 	return false;
 }
 
-static void cmd_set_capabilities(void *opaque, ferry_qmp_req *req, json_t *args)
+/* Like QEMU, every entry is parsed before any state is checked. false: req answered. */
+static bool caps_parse(ferry_qmp_req *req, json_t *caps)
 {
-	static const ferry_qmp_arg spec[] = { { "capabilities", FERRY_QMP_ARRAY, false }, { NULL } };
 	static const ferry_qmp_arg cap_spec[] = {
 		{ "capability", FERRY_QMP_STR, false },
 		{ "state", FERRY_QMP_BOOL, false },
 		{ NULL },
 	};
-	host *h = opaque;
 	char err[512], prefix[48];
-	if (!ferry_qmp_req_check_args(req, args, spec))
-		return;
-	json_t *caps = json_object_get(args, "capabilities"), *c;
+	json_t *c;
 	size_t i;
-	/* Like QEMU: the arguments are parsed first, then the state checked. */
 	json_array_foreach(caps, i, c) {
 		snprintf(prefix, sizeof(prefix), "capabilities[%zu]", i);
 		if (!json_is_object(c)) {
 			ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
 					    "Invalid parameter type for '%s', expected: object", prefix);
-			return;
+			return false;
 		}
 		strcat(prefix, ".");
 		if (ferry_qmp_check_args(c, cap_spec, prefix, err, sizeof(err))) {
 			ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "%s", err);
-			return;
+			return false;
 		}
 		const char *name = json_string_value(json_object_get(c, "capability"));
 		if (strcmp(name, "events") && !qemu_cap(name)) {
 			ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "Invalid parameter '%s'", name);
-			return;
+			return false;
 		}
 	}
+	return true;
+}
+
+/* The parsed capabilities applied to p; false (req answered) for one Ferry lacks. */
+static bool caps_apply(ferry_qmp_req *req, json_t *caps, ferry_migration_params *p)
+{
+	json_t *c;
+	size_t i;
+	json_array_foreach(caps, i, c) {
+		const char *name = json_string_value(json_object_get(c, "capability"));
+		bool on = json_is_true(json_object_get(c, "state"));
+		if (!strcmp(name, "multifd"))
+			p->multifd = on;
+		else if (!strcmp(name, "auto-converge"))
+			p->auto_converge = on;
+		else if (!strcmp(name, "postcopy-ram"))
+			p->postcopy = on;
+		else if (!strcmp(name, "postcopy-preempt"))
+			p->postcopy_preempt = on;
+		else if (qemu_cap(name) && on) {
+			ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
+					    "Capability '%s' is not supported by this version of Ferry",
+					    name);
+			return false;
+		}
+	}
+	if (p->postcopy_preempt && !p->postcopy) {
+		ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "Postcopy preempt requires postcopy-ram");
+		return false;
+	}
+	return true;
+}
+
+static void cmd_set_capabilities(void *opaque, ferry_qmp_req *req, json_t *args)
+{
+	static const ferry_qmp_arg spec[] = { { "capabilities", FERRY_QMP_ARRAY, false }, { NULL } };
+	host *h = opaque;
+	if (!ferry_qmp_req_check_args(req, args, spec))
+		return;
+	json_t *caps = json_object_get(args, "capabilities");
+	if (!caps_parse(req, caps))
+		return;
 	if (migration_running(h)) {
 		ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "%s", msg_in_progress);
 		return;
 	}
 	ferry_migration_params p = h->params;
-	json_array_foreach(caps, i, c) {
-		const char *name = json_string_value(json_object_get(c, "capability"));
-		bool on = json_is_true(json_object_get(c, "state"));
-		if (!strcmp(name, "multifd"))
-			p.multifd = on;
-		else if (!strcmp(name, "auto-converge"))
-			p.auto_converge = on;
-		else if (!strcmp(name, "postcopy-ram"))
-			p.postcopy = on;
-		else if (!strcmp(name, "postcopy-preempt"))
-			p.postcopy_preempt = on;
-		else if (qemu_cap(name) && on) {
-			ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
-					    "Capability '%s' is not supported by this version of Ferry",
-					    name);
-			return;
-		}
-	}
-	if (p.postcopy_preempt && !p.postcopy) {
-		ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "Postcopy preempt requires postcopy-ram");
+	if (!caps_apply(req, caps, &p))
 		return;
-	}
 	/* "events" is accepted either way: Ferry always sends migration events. */
 	h->params = p;
 	ferry_migration_set_incoming_params(h->vm, &h->params); /* the destination's part */

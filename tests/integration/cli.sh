@@ -503,9 +503,12 @@ h=json.load(sys.stdin); print(h["ferry-stats"], h["guest-bytes"], h["parameters"
 p=re.findall(r"<polyline[^>]*points=\"([^\"]*)\"", open(sys.argv[1]).read())[2].split()
 pts=[tuple(map(float, x.split(","))) for x in p]
 print(pts[0][0], pts[0][1] == min(y for _, y in pts))' "$TMP/stats.svg")" "80.0 True"
-	expect_eq "stats: a sample every 20 ms (at least one per 50 ms) in a short migration" "$(python3 -c 'import json,sys
-s=[json.loads(l) for l in open(sys.argv[1])][1:]
-print(len(s), len(s) >= s[-1]["total-time"] / 50)' "$TMP/stats.jsonl" | cut -d" " -f2)" True
+	# The 20 ms schedule, as a loaded host cannot hide it: the closest two samples are
+	# under 50 ms apart (a 100 ms schedule never is), none is closer than the 20 ms sleep.
+	expect_eq "stats: a sample every 20 ms in a short migration" "$(python3 -c 'import json,sys
+s=[json.loads(l)["timestamp"] for l in list(open(sys.argv[1]))[1:]]
+g=[b - a for a, b in zip(s, s[1:])]
+print(len(g) >= 2 and 0.020 <= min(g) < 0.050)' "$TMP/stats.jsonl")" True
 }
 
 client_demo_tests() {
