@@ -341,6 +341,7 @@ static void provider_migrate(rec_provider *rec, ferry_migration_info *i)
 	ferry_migration_params p;
 	ferry_migration_params_init(&p);
 	p.downtime_limit_ms = 50;
+	p.hint_wait_ms = 10000; /* the first pass waits for the whole report: see t_hints_precopy */
 	hint_migrate_x(SPEC, FERRY_DIRTY_WP_ASYNC, &p, true, false, rec, i);
 }
 
