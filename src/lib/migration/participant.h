@@ -49,7 +49,7 @@
  * Every handler reads hostile input: it checks each field before use and
  * fails on c (ferry__chan_fail) with a message naming what was wrong.
  *
- * For live devices (issue 17): pending reports their stop-copy bytes;
+ * Live devices (live-dev.c): pending reports their stop-copy bytes;
  * save_complete starts a save thread per device and returns, and the
  * driver then waits for them through complete_wait before EOF; load_buf
  * receives the devices' buffers on the destination.
@@ -185,5 +185,6 @@ int ferry__vmsd_apply(ferry_vm_t *vm, const ferry_vmsd *vmsd, void *opaque, uint
 extern const ferry_participant ferry__ram_participant;   /* ram.c */
 extern const ferry_participant ferry__hints_participant; /* participant.c */
 extern const ferry_participant ferry__vmsd_participant;  /* participant.c */
+extern const ferry_participant ferry__live_participant;  /* live-dev.c; opaque: the migration */
 
 #endif
