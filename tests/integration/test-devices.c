@@ -1,0 +1,447 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Integration tests for live devices (ferry/device.h) over the main
+ * channel: bit-exact migrations of running guests with 1, 2 and 4
+ * synthetic devices (guest RAM and device memory against the twin), a VM
+ * with vmsd-only and live devices (one without config), cancel while the
+ * save threads read (the source runs on, its devices RUNNING again, and a
+ * second migration matches the twin), a device whose write fails on the
+ * destination, and hostile live-device records, each with its message.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <cmocka.h>
+
+#include "harness.h"
+#include "sbuf.h"
+#include "stream/format.h"
+
+/* A running guest whose vCPUs also write device memory. */
+#define DEV_SPEC "mem=64M,vram=4M,vcpus=2,rate=50M,workload=random,devmem=4M,devrate=200M,"
+
+static void expect_dev_states(side *s, int want)
+{
+	for (unsigned i = 0; i < ferry_guest_dev_count(s->g); i++) {
+		assert_int_equal(ferry_guest_dev_state(s->g, i), want);
+		assert_int_equal(ferry_live_device_state(s->vm, "gdev", i), want);
+	}
+}
+
+/* Migrates src to dst (listening on uri); both COMPLETED. */
+static void migrate_pair(side *src, side *dst, const char *uri)
+{
+	ferry_migration_params p;
+	ferry_migration_params_init(&p);
+	assert_int_equal(ferry_migration_start(src->vm, uri, &p), 0);
+	assert_int_equal(wait_src_converge(src->vm, &p, 5), FERRY_MIGRATION_COMPLETED);
+	assert_int_equal(wait_final(dst->vm), FERRY_MIGRATION_COMPLETED);
+	ferry_migration_info si, di;
+	ferry_migration_query(src->vm, &si);
+	ferry_migration_query(dst->vm, &di);
+	assert_int_equal(si.transferred, di.transferred);
+}
+
+static void migrate_devices(const char *spec)
+{
+	side src, dst;
+	const char *uri = running_pair(&src, &dst, spec);
+	side_wait_steps(&src, 2048);
+	migrate_pair(&src, &dst, uri);
+	expect_dev_states(&src, FERRY_LIVE_STOP);
+	expect_dev_states(&dst, FERRY_LIVE_RUNNING);
+	assert_true(ferry_vm_is_running(dst.vm));
+	assert_true(side_run_and_verify(&dst, 5000));
+	side_destroy(&src);
+	side_destroy(&dst);
+}
+
+static void t_one_device(void **state)
+{
+	(void)state;
+	migrate_devices(DEV_SPEC "devices=1");
+}
+
+static void t_two_devices(void **state)
+{
+	(void)state;
+	migrate_devices(DEV_SPEC "devices=2");
+}
+
+static void t_four_devices(void **state)
+{
+	(void)state;
+	migrate_devices(DEV_SPEC "devices=4,devrate=max");
+}
+
+/* ---- a VM with vmsd-only and live devices (one without config) ---- */
+
+typedef struct blob {
+	uint8_t mem[3000];
+	size_t pos;
+	uint64_t counter; /* the vmsd-only device's state */
+	int fail_at;      /* write: -EIO at this buffer (-1: never) */
+	int writes;
+} blob;
+
+static int blob_state(void *o, ferry_live_state to)
+{
+	blob *b = o;
+	if (to == FERRY_LIVE_STOP_COPY || to == FERRY_LIVE_RESUMING)
+		b->pos = 0;
+	return 0;
+}
+
+/* 1000 bytes a read, so several buffers. */
+static ssize_t blob_read(void *o, void *buf, size_t len)
+{
+	blob *b = o;
+	size_t n = sizeof(b->mem) - b->pos < 1000 ? sizeof(b->mem) - b->pos : 1000;
+	assert_true(len >= n);
+	memcpy(buf, b->mem + b->pos, n);
+	b->pos += n;
+	return (ssize_t)n;
+}
+
+static ssize_t blob_write(void *o, const void *buf, size_t len)
+{
+	blob *b = o;
+	if (b->writes++ == b->fail_at)
+		return -EIO;
+	if (len > sizeof(b->mem) - b->pos)
+		return -EINVAL;
+	memcpy(b->mem + b->pos, buf, len);
+	b->pos += len;
+	return (ssize_t)len;
+}
+
+static const ferry_live_device_ops blob_ops = {
+	.set_state = blob_state, .read = blob_read, .write = blob_write,
+};
+
+static const ferry_field counter_fields[] = { FERRY_FIELD_U64(blob, counter), FERRY_FIELD_END };
+static const ferry_vmsd counter_vmsd = { .name = "counter", .version = 1, .fields = counter_fields };
+
+static void blob_attach(side *s, blob *b)
+{
+	assert_int_equal(ferry_live_device_register(s->vm, "blob", 7, &blob_ops, NULL, b), 0);
+	assert_int_equal(ferry_device_register(s->vm, "counter", 0, &counter_vmsd, b), 0);
+}
+
+static void t_mixed_devices(void **state)
+{
+	(void)state;
+	static blob bs, bd;
+	side src, dst;
+	bs = (blob){ .counter = 0x1234567887654321ull, .fail_at = -1 };
+	bd = (blob){ .fail_at = -1 };
+	for (size_t i = 0; i < sizeof(bs.mem); i++)
+		bs.mem[i] = (uint8_t)(i * 7 + 3);
+	side_create(&src, DEV_SPEC "devices=2", FERRY_DIRTY_WP_ASYNC, false);
+	side_create(&dst, DEV_SPEC "devices=2", FERRY_DIRTY_WP_ASYNC, true);
+	blob_attach(&src, &bs);
+	blob_attach(&dst, &bd);
+	/* Registration rules. */
+	assert_int_equal(ferry_live_device_register(src.vm, "blob", 7, &blob_ops, NULL, &bs), -EEXIST);
+	assert_int_equal(ferry_live_device_register(src.vm, "", 7, &blob_ops, NULL, &bs), -EINVAL);
+	ferry_live_device_ops no_read = blob_ops;
+	no_read.read = NULL;
+	assert_int_equal(ferry_live_device_register(src.vm, "x", 0, &no_read, NULL, &bs), -EINVAL);
+	const char *uri = test_uri();
+	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
+	assert_int_equal(ferry_live_device_register(dst.vm, "y", 0, &blob_ops, NULL, &bd), -EBUSY);
+	assert_int_equal(ferry_vm_start(src.vm), 0);
+	side_wait_steps(&src, 2048);
+	migrate_pair(&src, &dst, uri);
+	assert_memory_equal(bd.mem, bs.mem, sizeof(bs.mem));
+	assert_int_equal(bd.counter, bs.counter);
+	assert_int_equal(bd.writes, 3);
+	assert_int_equal(ferry_live_device_state(dst.vm, "blob", 7), FERRY_LIVE_RUNNING);
+	assert_true(side_run_and_verify(&dst, 5000));
+	side_destroy(&src);
+	side_destroy(&dst);
+}
+
+/* ---- cancel while the save threads read ---- */
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void wait_dev_state(side *s, unsigned i, int st)
+{
+	for (int waited = 0; ferry_guest_dev_state(s->g, i) != st; waited++) {
+		if (waited == 60000)
+			fail_msg("device %u never reached state %d", i, st);
+		msleep(1);
+	}
+}
+
+static void t_cancel_streaming(void **state)
+{
+	(void)state;
+	side src, dst;
+	/* 4 MiB at 2 MB/s: each device reads for 2 s, in 20 KB chunks. */
+	const char *spec = "mem=64M,vram=4M,vcpus=2,rate=50M,devices=2,devmem=4M,devrate=2M";
+	const char *uri = running_pair(&src, &dst, spec);
+	side_wait_steps(&src, 2048);
+	ferry_migration_params p;
+	ferry_migration_params_init(&p);
+	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
+	wait_status(src.vm, FERRY_MIGRATION_DEVICE);
+	wait_dev_state(&src, 1, FERRY_LIVE_STOP_COPY);
+	ferry_migration_info i;
+	uint64_t t0 = now_ms();
+	assert_int_equal(ferry_migration_cancel(src.vm), 0);
+	assert_int_equal(wait_final(src.vm), FERRY_MIGRATION_CANCELLED);
+	/* Promptly: a read is 10 ms of data; the whole state would take 2 s. */
+	assert_true(now_ms() - t0 < 1000);
+	assert_true(ferry_vm_is_running(src.vm));
+	expect_dev_states(&src, FERRY_LIVE_RUNNING);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_FAILED);
+	ferry_migration_query(dst.vm, &i);
+	assert_string_equal(i.error_desc, "migration cancelled by the source");
+	/* Again, to a fresh destination: the devices go through it all again. */
+	ferry_guest_reset(dst.g);
+	uri = test_uri();
+	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
+	side_wait_steps(&src, 2048);
+	migrate_pair(&src, &dst, uri);
+	expect_dev_states(&dst, FERRY_LIVE_RUNNING);
+	assert_true(side_run_and_verify(&dst, 5000));
+	side_destroy(&src);
+	side_destroy(&dst);
+}
+
+/* ---- a device whose write fails on the destination ---- */
+
+static void t_write_fails(void **state)
+{
+	(void)state;
+	static blob bs, bd;
+	side src, dst;
+	bs = (blob){ .fail_at = -1 };
+	bd = (blob){ .fail_at = 2 };
+	const char *spec = "mem=16M,vram=4M,vcpus=1,rate=50M";
+	side_create(&src, spec, FERRY_DIRTY_WP_ASYNC, false);
+	side_create(&dst, spec, FERRY_DIRTY_WP_ASYNC, true);
+	blob_attach(&src, &bs);
+	blob_attach(&dst, &bd);
+	const char *uri = test_uri();
+	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
+	assert_int_equal(ferry_vm_start(src.vm), 0);
+	ferry_migration_params p;
+	ferry_migration_params_init(&p);
+	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_FAILED);
+	assert_int_equal(wait_final(src.vm), FERRY_MIGRATION_FAILED);
+	ferry_migration_info i;
+	ferry_migration_query(dst.vm, &i);
+	assert_string_equal(i.error_desc,
+			    "live device 'blob' instance 7: write of buffer 2 failed: Input/output error");
+	ferry_migration_query(src.vm, &i);
+	assert_string_equal(i.error_desc, "destination failed: live device 'blob' instance 7: "
+					  "write of buffer 2 failed: Input/output error");
+	/* The source guest runs on, its device RUNNING again. */
+	assert_true(ferry_vm_is_running(src.vm));
+	assert_int_equal(ferry_live_device_state(src.vm, "blob", 7), FERRY_LIVE_RUNNING);
+	side_destroy(&src);
+	side_destroy(&dst);
+}
+
+/* ---- hostile streams ---- */
+
+/* A destination with one synthetic device ("gdev" 0, with config), RAM as DST_SPEC's. */
+#define HOSTILE_SPEC DST_SPEC ",devices=1,devmem=64K"
+#define LIVE_ID 3u /* any id: the destination keys PART/END on the START's */
+
+/*
+ * Header, RAM setup, the live devices' setup listing (name, instance),
+ * the state section's start. Returns the offset of the listing's record.
+ */
+static size_t live_setup(sbuf *b, const char *name, uint32_t instance)
+{
+	header(b);
+	ram_setup(b);
+	size_t at = b->len;
+	u8(b, FERRY_REC_SECTION_START);
+	be32(b, LIVE_ID);
+	str8(b, FERRY_LIVE_IDSTR);
+	be32(b, 0);
+	be32(b, FERRY_LIVE_VERSION);
+	be32(b, 1);
+	str8(b, name);
+	be32(b, instance);
+	u8(b, 1);
+	be32(b, 1);
+	u8(b, FERRY_REC_FOOTER);
+	be32(b, LIVE_ID);
+	u8(b, FERRY_REC_SECTION_END);
+	be32(b, LIVE_ID);
+	return at;
+}
+
+/* "gdev" 0's config: fields index (u32) 0, size (u64) 64 KiB, seed (u64) 1. */
+static void gdev_config(sbuf *b)
+{
+	u8(b, FERRY_DEV_CONFIG);
+	be32(b, 0);
+	be32(b, 1);
+	be32(b, 55);
+	put(b, (uint8_t[]){ 1, 3, 5 }, 3);
+	put(b, "index", 5);
+	be32(b, 4);
+	be32(b, 0);
+	put(b, (uint8_t[]){ 1, 4, 4 }, 3);
+	put(b, "size", 4);
+	be32(b, 8);
+	be64(b, 65536);
+	put(b, (uint8_t[]){ 1, 4, 4 }, 3);
+	put(b, "seed", 4);
+	be32(b, 8);
+	be64(b, 1);
+	u8(b, 0);
+}
+
+/* A DEV_STATE record holding one valid "gdev" frame of 8 bytes at offset 0. */
+static void dev_buf(sbuf *b, uint32_t dev, uint32_t index)
+{
+	u8(b, FERRY_DEV_STATE);
+	be32(b, dev);
+	be32(b, index);
+	be32(b, 0);
+	be32(b, 24);
+	be32(b, 0x46444556);
+	be32(b, 8);
+	be64(b, 0);
+	be64(b, 0x0102030405060708ull);
+}
+
+static const char *feed_live(const sbuf *b)
+{
+	return feed_stream_spec(HOSTILE_SPEC, b->p, b->len, false);
+}
+
+static void t_hostile(void **state)
+{
+	(void)state;
+	static sbuf b;
+	char want[256];
+	size_t at;
+	/* A device the destination does not have. */
+	b.len = 0;
+	at = live_setup(&b, "nic", 0);
+	snprintf(want, sizeof(want), "unknown live device 'nic' instance 0 (live device list at offset %zu)", at);
+	assert_string_equal(feed_live(&b), want);
+	/* The destination's device not in the stream at all. */
+	b.len = 0;
+	header(&b);
+	ram_setup(&b);
+	at = b.len;
+	u8(&b, FERRY_REC_EOF);
+	snprintf(want, sizeof(want), "live device 'gdev' instance 0 is not in the stream (record at offset %zu)", at);
+	assert_string_equal(feed_live(&b), want);
+	/* Unknown device number. */
+	b.len = 0;
+	live_setup(&b, "gdev", 0);
+	at = b.len;
+	dev_buf(&b, 5, 0);
+	snprintf(want, sizeof(want), "state of live device number 5 (1 devices) (device state at offset %zu)", at);
+	assert_string_equal(feed_live(&b), want);
+	/* Duplicate index. */
+	b.len = 0;
+	live_setup(&b, "gdev", 0);
+	dev_buf(&b, 0, 0);
+	at = b.len;
+	dev_buf(&b, 0, 0);
+	snprintf(want, sizeof(want), "live device 'gdev' instance 0: duplicate buffer index 0 (device state at offset %zu)", at);
+	assert_string_equal(feed_live(&b), want);
+	/* An index as far ahead of the first missing one as the bound. */
+	b.len = 0;
+	live_setup(&b, "gdev", 0);
+	dev_buf(&b, 0, 0);
+	at = b.len;
+	dev_buf(&b, 0, 65);
+	snprintf(want, sizeof(want), "live device 'gdev' instance 0: buffer index 65 is 64 ahead of 1 "
+		 "(x-device-state-max-queued 64) (device state at offset %zu)", at);
+	assert_string_equal(feed_live(&b), want);
+	/* The body ends without the end marker. */
+	b.len = 0;
+	live_setup(&b, "gdev", 0);
+	dev_buf(&b, 0, 0);
+	dev_buf(&b, 0, 1);
+	at = b.len;
+	u8(&b, FERRY_DEV_EOS);
+	snprintf(want, sizeof(want), "live device 'gdev' instance 0: no end of state marker (2 buffers "
+		 "received) (device state at offset %zu)", at);
+	assert_string_equal(feed_live(&b), want);
+	/* An end marker that leaves a gap. */
+	b.len = 0;
+	live_setup(&b, "gdev", 0);
+	dev_buf(&b, 0, 1);
+	u8(&b, FERRY_DEV_STATE);
+	be32(&b, 0);
+	be32(&b, 2);
+	be32(&b, FERRY_DEV_F_END);
+	be32(&b, 0);
+	at = b.len;
+	u8(&b, FERRY_DEV_EOS);
+	snprintf(want, sizeof(want), "live device 'gdev' instance 0: buffer index 0 missing (end marker "
+		 "after 2 buffers) (device state at offset %zu)", at);
+	assert_string_equal(feed_live(&b), want);
+	/* An oversized buffer: refused before anything is allocated. */
+	b.len = 0;
+	live_setup(&b, "gdev", 0);
+	at = b.len;
+	u8(&b, FERRY_DEV_STATE);
+	be32(&b, 0);
+	be32(&b, 0);
+	be32(&b, 0);
+	be32(&b, FERRY_DEV_BUF_MAX + 1);
+	snprintf(want, sizeof(want), "device 0 buffer 0 of 1048577 bytes (1..1048576) (device state at offset %zu)", at);
+	assert_string_equal(feed_live(&b), want);
+	/* A frame the device refuses (offset past its memory): the write fails, nothing is written. */
+	b.len = 0;
+	live_setup(&b, "gdev", 0);
+	u8(&b, FERRY_DEV_STATE);
+	be32(&b, 0);
+	be32(&b, 0);
+	be32(&b, 0);
+	be32(&b, 24);
+	be32(&b, 0x46444556);
+	be32(&b, 8);
+	be64(&b, 65536 - 4);
+	be64(&b, 0);
+	u8(&b, FERRY_DEV_STATE);
+	be32(&b, 0);
+	be32(&b, 1);
+	be32(&b, FERRY_DEV_F_END);
+	be32(&b, 0);
+	gdev_config(&b);
+	u8(&b, FERRY_DEV_EOS);
+	u8(&b, FERRY_REC_FOOTER);
+	be32(&b, LIVE_ID);
+	u8(&b, FERRY_REC_EOF);
+	assert_string_equal(feed_live(&b), "live device 'gdev' instance 0: write of buffer 0 failed: Invalid argument");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(t_one_device),
+		cmocka_unit_test(t_two_devices),
+		cmocka_unit_test(t_four_devices),
+		cmocka_unit_test(t_mixed_devices),
+		cmocka_unit_test(t_cancel_streaming),
+		cmocka_unit_test(t_write_fails),
+		cmocka_unit_test(t_hostile),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
