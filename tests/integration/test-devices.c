@@ -12,6 +12,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -288,6 +289,15 @@ static size_t live_setup(sbuf *b, const char *name, uint32_t instance)
 	return at;
 }
 
+/* A vmsd field entry's header (docs/wire-format.md, "Field entry"). */
+static void vmsd_field(sbuf *b, uint8_t type, const char *name, uint32_t size)
+{
+	u8(b, 1);
+	u8(b, type);
+	str8(b, name);
+	be32(b, size);
+}
+
 /* "gdev" 0's config: fields index (u32) 0, size (u64) 64 KiB, seed (u64) 1. */
 static void gdev_config(sbuf *b)
 {
@@ -295,32 +305,32 @@ static void gdev_config(sbuf *b)
 	be32(b, 0);
 	be32(b, 1);
 	be32(b, 55);
-	put(b, (uint8_t[]){ 1, 3, 5 }, 3);
-	put(b, "index", 5);
-	be32(b, 4);
+	vmsd_field(b, FERRY_FT_U32, "index", 4);
 	be32(b, 0);
-	put(b, (uint8_t[]){ 1, 4, 4 }, 3);
-	put(b, "size", 4);
-	be32(b, 8);
+	vmsd_field(b, FERRY_FT_U64, "size", 8);
 	be64(b, 65536);
-	put(b, (uint8_t[]){ 1, 4, 4 }, 3);
-	put(b, "seed", 4);
-	be32(b, 8);
+	vmsd_field(b, FERRY_FT_U64, "seed", 8);
 	be64(b, 1);
 	u8(b, 0);
 }
 
-/* A DEV_STATE record holding one valid "gdev" frame of 8 bytes at offset 0. */
-static void dev_buf(sbuf *b, uint32_t dev, uint32_t index)
+/* A DEV_STATE record's tag and header. */
+static void dev_hdr(sbuf *b, uint32_t dev, uint32_t index, uint32_t flags, uint32_t len)
 {
 	u8(b, FERRY_DEV_STATE);
 	be32(b, dev);
 	be32(b, index);
-	be32(b, 0);
-	be32(b, 24);
+	be32(b, flags);
+	be32(b, len);
+}
+
+/* A DEV_STATE record holding one "gdev" frame of 8 bytes at offset `at`. */
+static void dev_frame(sbuf *b, uint32_t index, uint64_t at)
+{
+	dev_hdr(b, 0, index, 0, 24);
 	be32(b, 0x46444556);
 	be32(b, 8);
-	be64(b, 0);
+	be64(b, at);
 	be64(b, 0x0102030405060708ull);
 }
 
@@ -329,107 +339,119 @@ static const char *feed_live(const sbuf *b)
 	return feed_stream_spec(HOSTILE_SPEC, b->p, b->len, false);
 }
 
+/*
+ * The hostile streams: each builder writes one into b and returns the
+ * offset of the record the destination must name.
+ */
+static size_t h_unknown_device(sbuf *b)
+{
+	return live_setup(b, "nic", 0);
+}
+
+static size_t h_missing_device(sbuf *b)
+{
+	header(b);
+	ram_setup(b);
+	u8(b, FERRY_REC_EOF);
+	return b->len - 1;
+}
+
+static size_t h_unknown_number(sbuf *b)
+{
+	live_setup(b, "gdev", 0);
+	dev_hdr(b, 5, 0, 0, 24);
+	put(b, (uint8_t[24]){ 0 }, 24);
+	return b->len - 41;
+}
+
+static size_t h_duplicate(sbuf *b)
+{
+	live_setup(b, "gdev", 0);
+	dev_frame(b, 0, 0);
+	dev_frame(b, 0, 0);
+	return b->len - 41;
+}
+
+static size_t h_too_far(sbuf *b)
+{
+	live_setup(b, "gdev", 0);
+	dev_frame(b, 0, 0);
+	dev_frame(b, 65, 0);
+	return b->len - 41;
+}
+
+static size_t h_no_end(sbuf *b)
+{
+	live_setup(b, "gdev", 0);
+	dev_frame(b, 0, 0);
+	dev_frame(b, 1, 0);
+	u8(b, FERRY_DEV_EOS);
+	return b->len - 1;
+}
+
+static size_t h_gap(sbuf *b)
+{
+	live_setup(b, "gdev", 0);
+	dev_frame(b, 1, 0);
+	dev_hdr(b, 0, 2, FERRY_DEV_F_END, 0);
+	u8(b, FERRY_DEV_EOS);
+	return b->len - 1;
+}
+
+static size_t h_oversized(sbuf *b)
+{
+	live_setup(b, "gdev", 0);
+	dev_hdr(b, 0, 0, 0, FERRY_DEV_BUF_MAX + 1);
+	return b->len - 17;
+}
+
+/* A frame past the device's memory: the write fails, nothing is written (no offset). */
+static size_t h_bad_frame(sbuf *b)
+{
+	live_setup(b, "gdev", 0);
+	dev_frame(b, 0, 65536 - 4);
+	dev_hdr(b, 0, 1, FERRY_DEV_F_END, 0);
+	gdev_config(b);
+	u8(b, FERRY_DEV_EOS);
+	u8(b, FERRY_REC_FOOTER);
+	be32(b, LIVE_ID);
+	u8(b, FERRY_REC_EOF);
+	return SIZE_MAX;
+}
+
 static void t_hostile(void **state)
 {
 	(void)state;
+	static const struct {
+		size_t (*build)(sbuf *b);
+		const char *msg;
+		const char *ctx; /* the record named with the offset */
+	} cases[] = {
+		{ h_unknown_device, "unknown live device 'nic' instance 0", "live device list" },
+		{ h_missing_device, "live device 'gdev' instance 0 is not in the stream", "record" },
+		{ h_unknown_number, "state of live device number 5 (1 devices)", "device state" },
+		{ h_duplicate, "live device 'gdev' instance 0: duplicate buffer index 0", "device state" },
+		{ h_too_far, "live device 'gdev' instance 0: buffer index 65 is 64 ahead of 1 "
+			     "(x-device-state-max-queued 64)", "device state" },
+		{ h_no_end, "live device 'gdev' instance 0: no end of state marker (2 buffers "
+			    "received)", "device state" },
+		{ h_gap, "live device 'gdev' instance 0: buffer index 0 missing (end marker after 2 "
+			 "buffers)", "device state" },
+		{ h_oversized, "device 0 buffer 0 of 1048577 bytes (1..1048576)", "device state" },
+		{ h_bad_frame, "live device 'gdev' instance 0: write of buffer 0 failed: Invalid "
+			       "argument", NULL },
+	};
 	static sbuf b;
-	char want[256];
-	size_t at;
-	/* A device the destination does not have. */
-	b.len = 0;
-	at = live_setup(&b, "nic", 0);
-	snprintf(want, sizeof(want), "unknown live device 'nic' instance 0 (live device list at offset %zu)", at);
-	assert_string_equal(feed_live(&b), want);
-	/* The destination's device not in the stream at all. */
-	b.len = 0;
-	header(&b);
-	ram_setup(&b);
-	at = b.len;
-	u8(&b, FERRY_REC_EOF);
-	snprintf(want, sizeof(want), "live device 'gdev' instance 0 is not in the stream (record at offset %zu)", at);
-	assert_string_equal(feed_live(&b), want);
-	/* Unknown device number. */
-	b.len = 0;
-	live_setup(&b, "gdev", 0);
-	at = b.len;
-	dev_buf(&b, 5, 0);
-	snprintf(want, sizeof(want), "state of live device number 5 (1 devices) (device state at offset %zu)", at);
-	assert_string_equal(feed_live(&b), want);
-	/* Duplicate index. */
-	b.len = 0;
-	live_setup(&b, "gdev", 0);
-	dev_buf(&b, 0, 0);
-	at = b.len;
-	dev_buf(&b, 0, 0);
-	snprintf(want, sizeof(want), "live device 'gdev' instance 0: duplicate buffer index 0 (device state at offset %zu)", at);
-	assert_string_equal(feed_live(&b), want);
-	/* An index as far ahead of the first missing one as the bound. */
-	b.len = 0;
-	live_setup(&b, "gdev", 0);
-	dev_buf(&b, 0, 0);
-	at = b.len;
-	dev_buf(&b, 0, 65);
-	snprintf(want, sizeof(want), "live device 'gdev' instance 0: buffer index 65 is 64 ahead of 1 "
-		 "(x-device-state-max-queued 64) (device state at offset %zu)", at);
-	assert_string_equal(feed_live(&b), want);
-	/* The body ends without the end marker. */
-	b.len = 0;
-	live_setup(&b, "gdev", 0);
-	dev_buf(&b, 0, 0);
-	dev_buf(&b, 0, 1);
-	at = b.len;
-	u8(&b, FERRY_DEV_EOS);
-	snprintf(want, sizeof(want), "live device 'gdev' instance 0: no end of state marker (2 buffers "
-		 "received) (device state at offset %zu)", at);
-	assert_string_equal(feed_live(&b), want);
-	/* An end marker that leaves a gap. */
-	b.len = 0;
-	live_setup(&b, "gdev", 0);
-	dev_buf(&b, 0, 1);
-	u8(&b, FERRY_DEV_STATE);
-	be32(&b, 0);
-	be32(&b, 2);
-	be32(&b, FERRY_DEV_F_END);
-	be32(&b, 0);
-	at = b.len;
-	u8(&b, FERRY_DEV_EOS);
-	snprintf(want, sizeof(want), "live device 'gdev' instance 0: buffer index 0 missing (end marker "
-		 "after 2 buffers) (device state at offset %zu)", at);
-	assert_string_equal(feed_live(&b), want);
-	/* An oversized buffer: refused before anything is allocated. */
-	b.len = 0;
-	live_setup(&b, "gdev", 0);
-	at = b.len;
-	u8(&b, FERRY_DEV_STATE);
-	be32(&b, 0);
-	be32(&b, 0);
-	be32(&b, 0);
-	be32(&b, FERRY_DEV_BUF_MAX + 1);
-	snprintf(want, sizeof(want), "device 0 buffer 0 of 1048577 bytes (1..1048576) (device state at offset %zu)", at);
-	assert_string_equal(feed_live(&b), want);
-	/* A frame the device refuses (offset past its memory): the write fails, nothing is written. */
-	b.len = 0;
-	live_setup(&b, "gdev", 0);
-	u8(&b, FERRY_DEV_STATE);
-	be32(&b, 0);
-	be32(&b, 0);
-	be32(&b, 0);
-	be32(&b, 24);
-	be32(&b, 0x46444556);
-	be32(&b, 8);
-	be64(&b, 65536 - 4);
-	be64(&b, 0);
-	u8(&b, FERRY_DEV_STATE);
-	be32(&b, 0);
-	be32(&b, 1);
-	be32(&b, FERRY_DEV_F_END);
-	be32(&b, 0);
-	gdev_config(&b);
-	u8(&b, FERRY_DEV_EOS);
-	u8(&b, FERRY_REC_FOOTER);
-	be32(&b, LIVE_ID);
-	u8(&b, FERRY_REC_EOF);
-	assert_string_equal(feed_live(&b), "live device 'gdev' instance 0: write of buffer 0 failed: Invalid argument");
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char want[320];
+		b.len = 0;
+		size_t at = cases[i].build(&b);
+		if (cases[i].ctx)
+			snprintf(want, sizeof(want), "%s (%s at offset %zu)", cases[i].msg, cases[i].ctx, at);
+		else
+			snprintf(want, sizeof(want), "%s", cases[i].msg);
+		assert_string_equal(feed_live(&b), want);
+	}
 }
 
 int main(void)

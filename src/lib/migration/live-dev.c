@@ -135,6 +135,22 @@ static int live_goto(struct ferry_live_device *d, ferry_live_state to, char *msg
 	return 0;
 }
 
+/* At the end (cleanup): d to `to`, unless it is in ERROR (nothing more is asked of it). */
+static void settle(struct ferry_live_device *d, ferry_live_state to)
+{
+	char msg[320];
+	if (atomic_load(&d->state) != FERRY_LIVE_ERROR && live_goto(d, to, msg, sizeof(msg)))
+		ferry_warn("%s", msg);
+}
+
+/* Wakes every waiter on cond. */
+static void wake(pthread_mutex_t *lock, pthread_cond_t *cond)
+{
+	pthread_mutex_lock(lock);
+	pthread_cond_broadcast(cond);
+	pthread_mutex_unlock(lock);
+}
+
 /* Waits on cond for at most POLL_MS (a CLOCK_MONOTONIC condvar). */
 static void wait_poll(pthread_cond_t *cond, pthread_mutex_t *lock)
 {
@@ -153,6 +169,22 @@ static bool mig_completed(struct ferry_migration *m)
 	bool ok = m->status == FERRY_MIGRATION_COMPLETED;
 	pthread_mutex_unlock(&m->vm->mig_lock);
 	return ok;
+}
+
+/*
+ * Setup (either side): 0 when the VM has no live device (nothing to do),
+ * 1 with m's parameters in p, or -EOPNOTSUPP when they ask for postcopy:
+ * live device state cannot be fetched on demand yet.
+ */
+static int live_wanted(struct ferry_migration *m, ferry_migration_params *p)
+{
+	if (!m->vm->nlive)
+		return 0;
+	ferry__mig_params(m, p);
+	if (!p->postcopy)
+		return 1;
+	ferry__mig_set_error(m, -EOPNOTSUPP, "live devices cannot migrate with postcopy yet");
+	return -EOPNOTSUPP;
 }
 
 /* ================================ source ================================ */
@@ -263,11 +295,8 @@ static void *save_thread(void *arg)
 	int r = 0;
 	while (!r)
 		r = src_aborted(v->s) ? -ECANCELED : read_one(v);
-	if (r == -ECANCELED) { /* wake a drain that waits for this thread */
-		pthread_mutex_lock(&v->s->lock);
-		pthread_cond_broadcast(&v->s->cond);
-		pthread_mutex_unlock(&v->s->lock);
-	}
+	if (r == -ECANCELED) /* wake a drain that waits for this thread */
+		wake(&v->s->lock, &v->s->cond);
 	return NULL;
 }
 
@@ -277,13 +306,9 @@ static int live_save_setup(void *opaque, ferry_chan *c)
 	struct ferry_migration *m = opaque;
 	ferry_vm_t *vm = m->vm;
 	ferry_migration_params p;
-	if (!vm->nlive)
-		return 0;
-	ferry__mig_params(m, &p);
-	if (p.postcopy) {
-		ferry__mig_set_error(m, -EOPNOTSUPP, "live devices cannot migrate with postcopy yet");
-		return -EOPNOTSUPP;
-	}
+	int r = live_wanted(m, &p);
+	if (r <= 0)
+		return r;
 	struct ferry_live_src *s = calloc(1, sizeof(*s));
 	if (!s || !(s->q = calloc(vm->nlive * QCAP_PER_DEV, sizeof(*s->q)))) {
 		free(s);
@@ -443,7 +468,6 @@ static void live_save_cleanup(void *opaque)
 {
 	struct ferry_migration *m = opaque;
 	struct ferry_live_src *s = m->live_src;
-	char msg[320];
 	if (!s)
 		return;
 	atomic_store(&s->abort, true);
@@ -452,9 +476,7 @@ static void live_save_cleanup(void *opaque)
 		free(s->q[s->qhead].data);
 	if (s->copying && !mig_completed(m))
 		for (unsigned i = 0; i < s->vm->nlive; i++)
-			if (atomic_load(&s->vm->live[i].state) != FERRY_LIVE_ERROR &&
-			    live_goto(&s->vm->live[i], FERRY_LIVE_RUNNING, msg, sizeof(msg)))
-				ferry_warn("%s", msg);
+			settle(&s->vm->live[i], FERRY_LIVE_RUNNING);
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->cond);
 	free(s->q);
@@ -506,27 +528,22 @@ struct ferry_live_dst {
 static int live_load_setup(void *opaque)
 {
 	struct ferry_migration *m = opaque;
-	ferry_vm_t *vm = m->vm;
 	ferry_migration_params p;
-	if (!vm->nlive)
-		return 0;
-	ferry__mig_params(m, &p);
-	if (p.postcopy) {
-		ferry__mig_set_error(m, -EOPNOTSUPP, "live devices cannot migrate with postcopy yet");
-		return -EOPNOTSUPP;
-	}
+	int r = live_wanted(m, &p);
+	if (r <= 0)
+		return r;
 	struct ferry_live_dst *t = calloc(1, sizeof(*t));
 	if (!t)
 		return -ENOMEM;
 	t->m = m;
-	t->vm = vm;
+	t->vm = m->vm;
 	t->max = p.device_state_max_queued;
 	pthread_mutex_init(&t->lock, NULL);
 	ferry__cond_init_monotonic(&t->cond);
 	m->live_dst = t;
-	for (unsigned i = 0; i < vm->nlive; i++) {
+	for (unsigned i = 0; i < t->vm->nlive; i++) {
 		struct live_loader *v = &t->dev[i];
-		*v = (struct live_loader){ .t = t, .d = &vm->live[i], .n = i };
+		*v = (struct live_loader){ .t = t, .d = &t->vm->live[i], .n = i };
 		if (!(v->ring = calloc(t->max, sizeof(*v->ring))))
 			return -ENOMEM;
 	}
@@ -896,13 +913,10 @@ static void live_load_cleanup(void *opaque)
 {
 	struct ferry_migration *m = opaque;
 	struct ferry_live_dst *t = m->live_dst;
-	char msg[320];
 	if (!t)
 		return;
 	atomic_store(&t->abort, true);
-	pthread_mutex_lock(&t->lock);
-	pthread_cond_broadcast(&t->cond);
-	pthread_mutex_unlock(&t->lock);
+	wake(&t->lock, &t->cond);
 	bool run = mig_completed(m) && ferry_vm_is_running(t->vm);
 	for (unsigned i = 0; i < t->vm->nlive; i++) {
 		struct live_loader *v = &t->dev[i];
@@ -912,11 +926,8 @@ static void live_load_cleanup(void *opaque)
 			free(v->ring[k].data);
 		free(v->ring);
 		free(v->config);
-		int st = atomic_load(&v->d->state);
-		ferry_live_state to = run ? FERRY_LIVE_RUNNING : FERRY_LIVE_STOP;
-		if (st != FERRY_LIVE_ERROR && (st == FERRY_LIVE_RESUMING || run) &&
-		    live_goto(v->d, to, msg, sizeof(msg)))
-			ferry_warn("%s", msg);
+		if (run || atomic_load(&v->d->state) == FERRY_LIVE_RESUMING)
+			settle(v->d, run ? FERRY_LIVE_RUNNING : FERRY_LIVE_STOP);
 	}
 	pthread_mutex_destroy(&t->lock);
 	pthread_cond_destroy(&t->cond);
