@@ -38,6 +38,9 @@
  * its config vmsd is applied. It goes to RUNNING once the migration
  * completed with the destination's vCPUs running.
  *
+ * Postcopy: not with live devices yet (ferry_migration_start says
+ * -EOPNOTSUPP): their state cannot be fetched after the switch.
+ *
  * Thread contract:
  *   - read is called only from mig/src/dev_N (never the caller's thread);
  *     write only from mig/dst/devload_N. No libferry lock is held during
@@ -127,7 +130,8 @@ FERRY_EXTERN int ferry_live_device_register(ferry_vm_t *vm, const char *id, uint
 /*
  * The state libferry last moved a live device to (or FERRY_LIVE_RUNNING
  * if it never did), -ENOENT if no such device is registered.
- * Thread: any; the answer may be stale while a migration runs.
+ * Thread: any, but not concurrently with a registration on the same VM;
+ * the answer may be stale while a migration runs.
  */
 FERRY_EXTERN int ferry_live_device_state(ferry_vm_t *vm, const char *id, uint32_t instance);
 

@@ -257,6 +257,19 @@ static void t_write_fails(void **state)
 	side_destroy(&dst);
 }
 
+/* Postcopy cannot carry live device state yet: the source refuses to start. */
+static void t_postcopy_refused(void **state)
+{
+	(void)state;
+	side src;
+	side_create(&src, "mem=16M,vram=4M,vcpus=1,devices=1,devmem=64K", FERRY_DIRTY_WP_ASYNC, false);
+	ferry_migration_params p;
+	ferry_migration_params_init(&p);
+	p.postcopy = true;
+	assert_int_equal(ferry_migration_start(src.vm, test_uri(), &p), -EOPNOTSUPP);
+	side_destroy(&src);
+}
+
 /* ---- hostile streams ---- */
 
 /* A destination with one synthetic device ("gdev" 0, with config), RAM as DST_SPEC's. */
@@ -264,13 +277,11 @@ static void t_write_fails(void **state)
 #define LIVE_ID 3u /* any id: the destination keys PART/END on the START's */
 
 /*
- * Header, RAM setup, the live devices' setup listing (name, instance),
- * the state section's start. Returns the offset of the listing's record.
+ * The live devices' setup listing (name, instance), the state section's
+ * start. Returns the offset of the listing's record.
  */
-static size_t live_setup(sbuf *b, const char *name, uint32_t instance)
+static size_t live_list(sbuf *b, const char *name, uint32_t instance)
 {
-	header(b);
-	ram_setup(b);
 	size_t at = b->len;
 	u8(b, FERRY_REC_SECTION_START);
 	be32(b, LIVE_ID);
@@ -296,6 +307,14 @@ static void vmsd_field(sbuf *b, uint8_t type, const char *name, uint32_t size)
 	u8(b, type);
 	str8(b, name);
 	be32(b, size);
+}
+
+/* Header, RAM setup, live_list. */
+static size_t live_setup(sbuf *b, const char *name, uint32_t instance)
+{
+	header(b);
+	ram_setup(b);
+	return live_list(b, name, instance);
 }
 
 /* "gdev" 0's config: fields index (u32) 0, size (u64) 64 KiB, seed (u64) 1. */
@@ -334,11 +353,6 @@ static void dev_frame(sbuf *b, uint32_t index, uint64_t at)
 	be64(b, 0x0102030405060708ull);
 }
 
-static const char *feed_live(const sbuf *b)
-{
-	return feed_stream_spec(HOSTILE_SPEC, b->p, b->len, false);
-}
-
 /*
  * The hostile streams: each builder writes one into b and returns the
  * offset of the record the destination must name.
@@ -354,6 +368,18 @@ static size_t h_missing_device(sbuf *b)
 	ram_setup(b);
 	u8(b, FERRY_REC_EOF);
 	return b->len - 1;
+}
+
+/* Postcopy advised (flags 0): live devices cannot follow. */
+static size_t h_postcopy(sbuf *b)
+{
+	header(b);
+	u8(b, FERRY_REC_COMMAND);
+	be16(b, FERRY_CMD_POSTCOPY_ADVISE);
+	be16(b, 4);
+	be32(b, 0);
+	ram_setup(b);
+	return live_list(b, "gdev", 0);
 }
 
 static size_t h_unknown_number(sbuf *b)
@@ -426,9 +452,11 @@ static void t_hostile(void **state)
 		size_t (*build)(sbuf *b);
 		const char *msg;
 		const char *ctx; /* the record named with the offset */
+		bool postcopy;   /* the destination allows postcopy */
 	} cases[] = {
 		{ h_unknown_device, "unknown live device 'nic' instance 0", "live device list" },
 		{ h_missing_device, "live device 'gdev' instance 0 is not in the stream", "record" },
+		{ h_postcopy, "live devices cannot migrate with postcopy yet", "live device list", true },
 		{ h_unknown_number, "state of live device number 5 (1 devices)", "device state" },
 		{ h_duplicate, "live device 'gdev' instance 0: duplicate buffer index 0", "device state" },
 		{ h_too_far, "live device 'gdev' instance 0: buffer index 65 is 64 ahead of 1 "
@@ -450,7 +478,7 @@ static void t_hostile(void **state)
 			snprintf(want, sizeof(want), "%s (%s at offset %zu)", cases[i].msg, cases[i].ctx, at);
 		else
 			snprintf(want, sizeof(want), "%s", cases[i].msg);
-		assert_string_equal(feed_live(&b), want);
+		assert_string_equal(feed_stream_spec(HOSTILE_SPEC, b.p, b.len, cases[i].postcopy), want);
 	}
 }
 
@@ -463,6 +491,7 @@ int main(void)
 		cmocka_unit_test(t_mixed_devices),
 		cmocka_unit_test(t_cancel_streaming),
 		cmocka_unit_test(t_write_fails),
+		cmocka_unit_test(t_postcopy_refused),
 		cmocka_unit_test(t_hostile),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

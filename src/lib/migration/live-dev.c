@@ -171,19 +171,24 @@ static bool mig_completed(struct ferry_migration *m)
 	return ok;
 }
 
+/* Why a migration with live devices cannot switch to postcopy. */
+#define NO_POSTCOPY_MSG "live devices cannot migrate with postcopy yet"
+
 /*
  * Setup (either side): 0 when the VM has no live device (nothing to do),
- * 1 with m's parameters in p, or -EOPNOTSUPP when they ask for postcopy:
- * live device state cannot be fetched on demand yet.
+ * else 1 with m's parameters in p; on the source -EOPNOTSUPP when they ask
+ * for postcopy (ferry_migration_start refuses that already): live device
+ * state cannot be fetched on demand yet. A destination merely allowing
+ * postcopy is fine; one whose stream advises it fails at the device list.
  */
 static int live_wanted(struct ferry_migration *m, ferry_migration_params *p)
 {
 	if (!m->vm->nlive)
 		return 0;
 	ferry__mig_params(m, p);
-	if (!p->postcopy)
+	if (m->incoming || !p->postcopy)
 		return 1;
-	ferry__mig_set_error(m, -EOPNOTSUPP, "live devices cannot migrate with postcopy yet");
+	ferry__mig_set_error(m, -EOPNOTSUPP, NO_POSTCOPY_MSG);
 	return -EOPNOTSUPP;
 }
 
@@ -583,6 +588,15 @@ static int load_setup_entry(struct ferry_live_dst *t, ferry_chan *c, unsigned k,
 	return 0;
 }
 
+/* Whether the stream advised postcopy (m->pc_dst is published under vm->mig_lock). */
+static bool pc_advised(struct ferry_migration *m)
+{
+	pthread_mutex_lock(&m->vm->mig_lock);
+	bool advised = m->pc_dst != NULL;
+	pthread_mutex_unlock(&m->vm->mig_lock);
+	return advised;
+}
+
 /* The setup section (START): exactly our devices. */
 static int load_setup_section(struct ferry_live_dst *t, ferry_chan *c, const ferry_section *s)
 {
@@ -595,6 +609,8 @@ static int load_setup_section(struct ferry_live_dst *t, ferry_chan *c, const fer
 					s->version, FERRY_LIVE_VERSION);
 	if (t && t->seen)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM, "live devices set up twice");
+	if (t && pc_advised(t->m))
+		return ferry__chan_fail(c, -EOPNOTSUPP, NO_POSTCOPY_MSG);
 	if ((r = ferry__wire_get_live_count(c, &n)))
 		return r;
 	for (unsigned k = 0; k < n; k++)

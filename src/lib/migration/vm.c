@@ -11,7 +11,8 @@
  *
  * Thread: each function below says who may call it. Registration
  * (ferry_vm_set_vcpu_ops, ferry_vm_set_hint_ops, ferry_ram_block_add,
- * ferry_device_register) runs on the embedder's control thread, one call
+ * ferry_device_register, ferry_live_device_register) runs on the
+ * embedder's control thread, one call
  * at a time and not concurrently with ferry_migration_start() /
  * ferry_migration_incoming() on the same VM (ferry/vm.h: one thread at a
  * time). It checks for a running migration and writes the tables under
