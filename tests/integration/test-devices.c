@@ -5,8 +5,9 @@
  * synthetic devices (guest RAM and device memory against the twin), a VM
  * with vmsd-only and live devices (one without config), cancel while the
  * save threads read (the source runs on, its devices RUNNING again, and a
- * second migration matches the twin), a device whose write fails on the
- * destination, and hostile live-device records, each with its message.
+ * second migration matches the twin), a device whose read fails on the
+ * source or whose write fails on the destination, postcopy refused, and
+ * hostile live-device records, each with its message.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -87,6 +88,8 @@ typedef struct blob {
 	uint64_t counter; /* the vmsd-only device's state */
 	int fail_at;      /* write: -EIO at this buffer (-1: never) */
 	int writes;
+	int fail_read_at; /* read: -EIO at this read (0: never) */
+	int reads;
 } blob;
 
 static int blob_state(void *o, ferry_live_state to)
@@ -101,6 +104,8 @@ static int blob_state(void *o, ferry_live_state to)
 static ssize_t blob_read(void *o, void *buf, size_t len)
 {
 	blob *b = o;
+	if (++b->reads == b->fail_read_at)
+		return -EIO;
 	size_t n = sizeof(b->mem) - b->pos < 1000 ? sizeof(b->mem) - b->pos : 1000;
 	assert_true(len >= n);
 	memcpy(buf, b->mem + b->pos, n);
@@ -221,7 +226,25 @@ static void t_cancel_streaming(void **state)
 	side_destroy(&dst);
 }
 
-/* ---- a device whose write fails on the destination ---- */
+/* ---- devices that fail ---- */
+
+/* Two small sides with the blob devices; a migration between them that fails on both. */
+static void blob_migrate(side *src, side *dst, blob *bs, blob *bd)
+{
+	const char *spec = "mem=16M,vram=4M,vcpus=1,rate=50M";
+	side_create(src, spec, FERRY_DIRTY_WP_ASYNC, false);
+	side_create(dst, spec, FERRY_DIRTY_WP_ASYNC, true);
+	blob_attach(src, bs);
+	blob_attach(dst, bd);
+	const char *uri = test_uri();
+	assert_int_equal(ferry_migration_incoming(dst->vm, uri), 0);
+	assert_int_equal(ferry_vm_start(src->vm), 0);
+	ferry_migration_params p;
+	ferry_migration_params_init(&p);
+	assert_int_equal(ferry_migration_start(src->vm, uri, &p), 0);
+	assert_int_equal(wait_final(dst->vm), FERRY_MIGRATION_FAILED);
+	assert_int_equal(wait_final(src->vm), FERRY_MIGRATION_FAILED);
+}
 
 static void t_write_fails(void **state)
 {
@@ -230,19 +253,7 @@ static void t_write_fails(void **state)
 	side src, dst;
 	bs = (blob){ .fail_at = -1 };
 	bd = (blob){ .fail_at = 2 };
-	const char *spec = "mem=16M,vram=4M,vcpus=1,rate=50M";
-	side_create(&src, spec, FERRY_DIRTY_WP_ASYNC, false);
-	side_create(&dst, spec, FERRY_DIRTY_WP_ASYNC, true);
-	blob_attach(&src, &bs);
-	blob_attach(&dst, &bd);
-	const char *uri = test_uri();
-	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
-	assert_int_equal(ferry_vm_start(src.vm), 0);
-	ferry_migration_params p;
-	ferry_migration_params_init(&p);
-	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
-	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_FAILED);
-	assert_int_equal(wait_final(src.vm), FERRY_MIGRATION_FAILED);
+	blob_migrate(&src, &dst, &bs, &bd);
 	ferry_migration_info i;
 	ferry_migration_query(dst.vm, &i);
 	assert_string_equal(i.error_desc,
@@ -251,6 +262,25 @@ static void t_write_fails(void **state)
 	assert_string_equal(i.error_desc, "destination failed: live device 'blob' instance 7: "
 					  "write of buffer 2 failed: Input/output error");
 	/* The source guest runs on, its device RUNNING again. */
+	assert_true(ferry_vm_is_running(src.vm));
+	assert_int_equal(ferry_live_device_state(src.vm, "blob", 7), FERRY_LIVE_RUNNING);
+	side_destroy(&src);
+	side_destroy(&dst);
+}
+
+/* A device whose read fails on the source: the migration fails, the guest runs on. */
+static void t_read_fails(void **state)
+{
+	(void)state;
+	static blob bs, bd;
+	side src, dst;
+	bs = (blob){ .fail_at = -1, .fail_read_at = 2 };
+	bd = (blob){ .fail_at = -1 };
+	blob_migrate(&src, &dst, &bs, &bd);
+	ferry_migration_info i;
+	ferry_migration_query(src.vm, &i);
+	assert_string_equal(i.error_desc,
+			    "live device 'blob' instance 7: read of buffer 1 failed: Input/output error");
 	assert_true(ferry_vm_is_running(src.vm));
 	assert_int_equal(ferry_live_device_state(src.vm, "blob", 7), FERRY_LIVE_RUNNING);
 	side_destroy(&src);
@@ -491,6 +521,7 @@ int main(void)
 		cmocka_unit_test(t_mixed_devices),
 		cmocka_unit_test(t_cancel_streaming),
 		cmocka_unit_test(t_write_fails),
+		cmocka_unit_test(t_read_fails),
 		cmocka_unit_test(t_postcopy_refused),
 		cmocka_unit_test(t_hostile),
 	};
