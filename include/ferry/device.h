@@ -15,9 +15,9 @@
  *
  * State arcs. libferry requests only the arcs the uAPI allows, stepping
  * through the intermediate states itself (set_state is always asked for
- * one arc): RUNNING -> STOP -> STOP_COPY -> STOP on the source,
- * RUNNING -> PRE_COPY -> STOP_COPY for a PRE_COPY device, STOP -> RESUMING
- * -> STOP on the destination, and back to RUNNING (STOP_COPY -> STOP ->
+ * one arc): RUNNING -> STOP -> STOP_COPY -> STOP on the source (RUNNING ->
+ * PRE_COPY -> STOP_COPY for a PRE_COPY device, once PRE_COPY is used: not
+ * in this version), STOP -> RESUMING -> STOP on the destination, and back to RUNNING (STOP_COPY -> STOP ->
  * RUNNING) when a migration fails or is cancelled on the source (the guest
  * keeps running). A registered device is taken to be RUNNING. When
  * set_state fails, libferry considers the device to be in ERROR, fails the
