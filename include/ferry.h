@@ -7,6 +7,7 @@
 #include "ferry/common.h"
 #include "ferry/vm.h"
 #include "ferry/vmstate.h"
+#include "ferry/device.h"
 #include "ferry/migration.h"
 #include "ferry/hint.h"
 #include "ferry/virtio.h"

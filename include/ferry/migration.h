@@ -161,6 +161,16 @@ typedef struct ferry_migration_params {
 	uint32_t cpu_throttle_increment;
 	bool cpu_throttle_tailslow;
 	uint32_t max_cpu_throttle;
+	/*
+	 * x-device-state-max-queued (destination; Ferry's own, default 64,
+	 * 1..4096): how many buffers of one live device (ferry/device.h) may
+	 * wait for its load thread. A buffer whose index is that far or
+	 * farther ahead of the first one still missing fails the migration
+	 * ("buffer index N is M ahead of K"), so a hostile or broken stream
+	 * cannot make the destination hold unbounded memory. Buffers are at
+	 * most 1 MiB each.
+	 */
+	uint32_t device_state_max_queued;
 	/* More fields may be added at any time. */
 } ferry_migration_params;
 
@@ -353,7 +363,8 @@ FERRY_EXTERN int ferry_uri_validate(const char *uri, char *err, size_t err_len);
  * Starts an outgoing migration to uri. Returns 0 once the migration thread
  * runs (connection errors then show as FAILED with error_desc), or -EINVAL
  * (bad uri or params), -EBUSY (a migration already runs), -ENOMEM,
- * -EOPNOTSUPP (auto_converge without a set_throttle vCPU operation).
+ * -EOPNOTSUPP (auto_converge without a set_throttle vCPU operation;
+ * postcopy with live devices registered, ferry/device.h).
  */
 FERRY_EXTERN int ferry_migration_start(ferry_vm_t *vm, const char *uri,
 				     const ferry_migration_params *params);

@@ -44,6 +44,10 @@
  *    Explicit dirty tracking: when the VM the guest is attached to tracks
  *    dirty pages explicitly, each write is followed by
  *    ferry_ram_mark_dirty() (after the data is written).
+ *  - Live devices (cfg.devices, devices.c): memory of their own, outside
+ *    guest RAM; every step of vCPU i also writes 8 bytes of device (k mod
+ *    N) in vCPU i's slice of it, derived from the PRNG state after the
+ *    step (the same step loop for the vCPU threads and the twin).
  *  - cfg.virtio reserves the last FERRY_GUEST_VIRTIO_SIZE bytes of pc.ram
  *    (zeroed at create) for the virtio driver; the vCPU slices are cut
  *    from the pages before it. Off, the layout is exactly as without it.
@@ -94,6 +98,7 @@
  * for one step, or for one free-list snapshot).
  */
 #include "guest.h"
+#include "devices.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -242,6 +247,7 @@ struct ferry_guest {
 	guest_vcpu *vcpus;
 	ferry_vm_t *vm;
 	uint64_t usable_pages;     /* pc.ram pages before the virtio area */
+	guest_devs *devs;          /* live devices (devices.c), NULL if none */
 
 	/* The guest activity; under lock but act_fn/act_opaque (immutable). */
 	ferry_guest_activity_fn act_fn;
@@ -284,6 +290,9 @@ void ferry_guest_config_init(ferry_guest_config *cfg)
 	cfg->paused = false;
 	cfg->prealloc = false;
 	cfg->virtio = false;
+	cfg->devices = 0;
+	cfg->devmem = 64ull << 20;
+	cfg->devrate = 500ull << 20;
 }
 
 static int fail(char *err, size_t err_len, const char *fmt, ...)
@@ -336,6 +345,12 @@ int ferry_guest_config_check(const ferry_guest_config *cfg, char *err, size_t er
 		return fail(err, err_len, "unknown fill %u", (unsigned)cfg->fill);
 	if (cfg->throttle > 99)
 		return fail(err, err_len, "throttle must be 0..99 (got %u)", cfg->throttle);
+	if (cfg->devices > 16)
+		return fail(err, err_len, "devices must be 0..16 (got %u)", cfg->devices);
+	if (cfg->devices && (!cfg->devmem || cfg->devmem % PAGE || cfg->devmem / cfg->vcpus < 64))
+		return fail(err, err_len,
+			    "devmem must be a non-zero multiple of 4096 bytes with at least 64 per "
+			    "vcpu (got %llu)", (unsigned long long)cfg->devmem);
 	return 0;
 }
 
@@ -398,6 +413,32 @@ static bool key_is(const char *k, size_t klen, const char *name)
 	return strlen(name) == klen && !memcmp(k, name, klen);
 }
 
+/* devices=N, devmem=SIZE, devrate=RATE|max. */
+static int parse_dev_item(ferry_guest_config *c, const char *k, size_t klen, const char *v,
+			  size_t vlen, char *err, size_t el)
+{
+	const int ki = (int)klen, vi = (int)vlen;
+	uint64_t n;
+	if (key_is(k, klen, "devices")) {
+		if (!parse_u64(v, vlen, &n) || n > 16)
+			return fail(err, el, "devices must be 0..16 (got %.*s)", vi, v);
+		c->devices = (unsigned)n;
+		return 0;
+	}
+	if (key_is(k, klen, "devrate") && key_is(v, vlen, "max")) {
+		c->devrate = 0;
+		return 0;
+	}
+	if (!parse_size(v, vlen, &n))
+		return fail(err, el, "bad size '%.*s' for %.*s (expected bytes with an optional K, M "
+			    "or G suffix%s)", vi, v, ki, k, k[3] == 'r' ? ", or max" : "");
+	if (k[3] == 'r')
+		c->devrate = n;
+	else
+		c->devmem = n;
+	return 0;
+}
+
 static int parse_item(ferry_guest_config *c, const char *k, size_t klen, const char *v,
 		      size_t vlen, bool has_v, char *err, size_t el)
 {
@@ -433,14 +474,18 @@ static int parse_item(ferry_guest_config *c, const char *k, size_t klen, const c
 	if (!key_is(k, klen, "mem") && !key_is(k, klen, "vram") && !key_is(k, klen, "vcpus") &&
 	    !key_is(k, klen, "workload") && !key_is(k, klen, "rate") && !key_is(k, klen, "wss") &&
 	    !key_is(k, klen, "fill") && !key_is(k, klen, "seed") && !key_is(k, klen, "throttle") &&
-	    !key_is(k, klen, "alloc"))
+	    !key_is(k, klen, "alloc") && !key_is(k, klen, "devices") &&
+	    !key_is(k, klen, "devmem") && !key_is(k, klen, "devrate"))
 		return fail(err, el,
 			    "unknown key '%.*s' (expected mem, vram, vcpus, workload, rate, wss, "
-			    "fill, seed, throttle, alloc, paused, prealloc, virtio, balloon)",
+			    "fill, seed, throttle, alloc, paused, prealloc, virtio, balloon, "
+			    "devices, devmem, devrate)",
 			    ki, k);
 	if (!has_v || !vlen)
 		return fail(err, el, "missing value for '%.*s'", ki, k);
 
+	if (key_is(k, klen, "devices") || key_is(k, klen, "devmem") || key_is(k, klen, "devrate"))
+		return parse_dev_item(c, k, klen, v, vlen, err, el);
 	if (key_is(k, klen, "mem") || key_is(k, klen, "vram") || key_is(k, klen, "wss")) {
 		if (!parse_size(v, vlen, &n))
 			return fail(err, el,
@@ -968,14 +1013,21 @@ static inline void step_churn(const struct step_ctx *c, uint64_t s[4], uint64_t 
 		if (stop && atomic_load_explicit(stop, memory_order_relaxed))        \
 			break;                                                       \
 		body;                                                                \
+		if (devs)                                                            \
+			ferry_guest_devs_step(devs, v->index, k0 + i, st[0]);        \
 	}
 
 /*
- * Runs up to n steps of v starting at step k0 with PRNG state s (updated).
- * Checks *stop (if not NULL) before every step. Returns the steps done.
+ * Runs up to n steps of v starting at step k0 with PRNG state s (updated),
+ * each followed by the live devices' step when devs is not NULL. Checks
+ * *stop (if not NULL) before every step. Returns the steps done. Always
+ * inlined, so that exec_steps' devs == NULL copy has neither the branch
+ * nor the call in its loops: a guest without devices steps as fast as
+ * before they existed.
  */
-static uint64_t exec_steps(guest_vcpu *v, uint64_t s[4], uint64_t k0, uint64_t n,
-			   const atomic_int *stop)
+static inline __attribute__((always_inline)) uint64_t
+run_steps(guest_vcpu *v, uint64_t s[4], uint64_t k0, uint64_t n, const atomic_int *stop,
+	  guest_devs *devs)
 {
 	const struct step_ctx c = {
 		.base = v->base,
@@ -1011,6 +1063,13 @@ static uint64_t exec_steps(guest_vcpu *v, uint64_t s[4], uint64_t k0, uint64_t n
 	}
 	memcpy(s, st, sizeof(st));
 	return i;
+}
+
+static uint64_t exec_steps(guest_vcpu *v, uint64_t s[4], uint64_t k0, uint64_t n,
+			   const atomic_int *stop)
+{
+	guest_devs *devs = v->g->devs;
+	return devs ? run_steps(v, s, k0, n, stop, devs) : run_steps(v, s, k0, n, stop, NULL);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1431,6 +1490,7 @@ int ferry_guest_reset(ferry_guest_t *g)
 	} else if (g->cfg.prealloc) {
 		ram_prealloc(g);
 	}
+	ferry_guest_devs_reset(g->devs, g->incoming);
 	pthread_mutex_lock(&g->lock);
 	for (unsigned i = 0; i < g->nvcpus; i++) {
 		guest_vcpu *v = &g->vcpus[i];
@@ -1472,6 +1532,7 @@ void ferry_guest_destroy(ferry_guest_t *g)
 			pthread_mutex_destroy(&g->vcpus[i].churn_lock);
 		free(g->vcpus);
 	}
+	ferry_guest_devs_destroy(g->devs);
 	for (unsigned i = 0; i < g->nram; i++) {
 		if (g->ram[i].host)
 			munmap(g->ram[i].host, (size_t)g->ram[i].size);
@@ -1520,6 +1581,8 @@ int ferry_guest_create(const ferry_guest_config *cfg, bool incoming, ferry_guest
 		guest_fill(g);
 	else if (cfg->prealloc)
 		ram_prealloc(g);
+	if ((r = ferry_guest_devs_create(cfg, incoming, &g->devs)) < 0)
+		goto fail;
 
 	void *mem = NULL;
 	if (posix_memalign(&mem, 64, sizeof(guest_vcpu) * cfg->vcpus)) {
@@ -1683,6 +1746,8 @@ int ferry_guest_attach(ferry_guest_t *g, ferry_vm_t *vm)
 		if (r < 0)
 			return r;
 	}
+	if ((r = ferry_guest_devs_attach(g->devs, vm)) < 0)
+		return r;
 	r = ferry_vm_set_vcpu_ops(vm, &guest_vcpu_ops, g);
 	if (r < 0)
 		return r;
@@ -1695,6 +1760,21 @@ int ferry_guest_attach(ferry_guest_t *g, ferry_vm_t *vm)
 	pthread_mutex_unlock(&g->lock);
 	pthread_mutex_unlock(&g->ctl);
 	return 0;
+}
+
+unsigned ferry_guest_dev_count(const ferry_guest_t *g)
+{
+	return ferry_guest_devs_count(g->devs);
+}
+
+void ferry_guest_dev_mem(const ferry_guest_t *g, unsigned i, uint8_t **host, uint64_t *size)
+{
+	ferry_guest_devs_mem(g->devs, i, host, size);
+}
+
+int ferry_guest_dev_state(const ferry_guest_t *g, unsigned i)
+{
+	return ferry_guest_devs_state(g->devs, i);
 }
 
 ferry_vm_t *ferry_guest_vm(const ferry_guest_t *g)

@@ -83,6 +83,16 @@ typedef struct ferry_guest_config {
 	bool balloon;
 	/* churn: percent of the managed pages allocated at creation (0..100). */
 	unsigned alloc;
+	/*
+	 * Live devices (devices.c; ferry/device.h): `devices` (0..16, default
+	 * 0) devices "gdev" instance 0..N-1, each with devmem bytes of its own
+	 * memory (default 64 MiB; a multiple of 4096, at least 64 bytes per
+	 * vCPU) that the vCPU steps change and the oracle compares, read out
+	 * at no more than devrate bytes/s (default 500M; 0 = unlimited).
+	 */
+	unsigned devices;
+	uint64_t devmem;
+	uint64_t devrate;
 } ferry_guest_config;
 
 typedef struct ferry_guest ferry_guest_t;
@@ -99,9 +109,10 @@ int ferry_guest_config_check(const ferry_guest_config *cfg, char *err, size_t er
 
 /*
  * Parses "mem=1G,vcpus=2,workload=random,rate=200M,wss=64M,fill=random,
- * seed=7,throttle=0,vram=16M,paused" over the defaults already in cfg.
+ * seed=7,throttle=0,vram=16M,paused,devices=2,devmem=64M,devrate=500M"
+ * over the defaults already in cfg.
  * Sizes take K/M/G suffixes (powers of 1024); rate takes the same suffixes
- * (bytes/s) or "max" for unthrottled. Returns 0, or -EINVAL with a message
+ * (bytes/s) or "max" for unthrottled; so does devrate. Returns 0, or -EINVAL with a message
  * in err (e.g. "unknown workload 'foo' (expected idle, stride, random,
  * hotset, churn)"). Also: alloc=PERCENT, virtio, balloon. "paused" alone means paused=on (on/off, yes/no, true/false,
  * 1/0 are accepted). Empty items (",,", trailing comma) are ignored; a key
@@ -124,7 +135,8 @@ void ferry_guest_destroy(ferry_guest_t *g);
 /*
  * Registers the guest with a libferry VM: its RAM blocks, one device per
  * vCPU ("cpu", instance i: step counter, PRNG state, workload parameters)
- * and the vCPU ops. If the VM tracks dirty pages explicitly
+ * the live devices ("gdev", instance i, ferry_live_device_register, with
+ * a config vmsd "gdev") and the vCPU ops. If the VM tracks dirty pages explicitly
  * (ferry_vm_dirty_mode() == FERRY_DIRTY_EXPLICIT), the vCPUs call
  * ferry_ram_mark_dirty() after each write. Returns 0 or a negative errno.
  */
@@ -185,6 +197,15 @@ int ferry_guest_set_throttle(ferry_guest_t *g, unsigned percent);
 int ferry_guest_set_mig_throttle(ferry_guest_t *g, unsigned percent);
 unsigned ferry_guest_mig_throttle(const ferry_guest_t *g);
 
+/*
+ * Live device i's memory (for the oracle and tests; read it while the
+ * guest is stopped), and the state the device was last moved to
+ * (ferry_live_state, as the device itself saw the set_state calls).
+ */
+unsigned ferry_guest_dev_count(const ferry_guest_t *g);
+void ferry_guest_dev_mem(const ferry_guest_t *g, unsigned i, uint8_t **host, uint64_t *size);
+int ferry_guest_dev_state(const ferry_guest_t *g, unsigned i);
+
 /* RAM blocks, for the oracle and tests. */
 unsigned ferry_guest_ram_count(const ferry_guest_t *g);
 void ferry_guest_ram(const ferry_guest_t *g, unsigned i, const char **name, uint8_t **host,
@@ -209,7 +230,7 @@ typedef struct ferry_verify_result {
 	char block[256];
 	uint64_t page;       /* page index in that block */
 	uint64_t pages_compared;
-	uint64_t pages_differing; /* all pages that differ (RAM only) */
+	uint64_t pages_differing; /* all pages that differ (RAM and device memory) */
 } ferry_verify_result;
 
 /*

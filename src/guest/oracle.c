@@ -25,6 +25,10 @@
  * lists differ from the twin's fails on the (compared) list pages
  * themselves. Every allocated page must match bit for bit.
  *
+ * Live devices: after RAM, each device's memory (ferry_guest_dev_mem(),
+ * in device order) is hashed and compared page by page too; a difference
+ * reads as block "gdevN". A guest without devices hashes as before.
+ *
  * Thread: the caller's (the guest's control thread), with the guest
  * stopped. The twin lives only for the duration of ferry_guest_verify().
  */
@@ -105,6 +109,34 @@ static bool bit(const uint64_t *bits, uint64_t page)
 	return bits && bits[page / 64] >> (page % 64) & 1;
 }
 
+/* Hashes device memory into st; with twin, also into tst and compares (res). */
+static void devs_pass(const ferry_guest_t *g, const ferry_guest_t *twin, XXH3_state_t *st,
+		      XXH3_state_t *tst, ferry_verify_result *res)
+{
+	for (unsigned i = 0; i < ferry_guest_dev_count(g); i++) {
+		uint8_t *mem, *tmem = NULL;
+		uint64_t size, tsize = 0;
+		ferry_guest_dev_mem(g, i, &mem, &size);
+		if (twin)
+			ferry_guest_dev_mem(twin, i, &tmem, &tsize);
+		for (uint64_t off = 0; off < size; off += PAGE) {
+			XXH3_64bits_update(st, mem + off, PAGE);
+			if (!twin)
+				continue;
+			XXH3_64bits_update(tst, tmem + off, PAGE);
+			res->pages_compared++;
+			if (!memcmp(mem + off, tmem + off, PAGE))
+				continue;
+			if (res->matches) {
+				res->matches = false;
+				snprintf(res->block, sizeof(res->block), "gdev%u", i);
+				res->page = off / PAGE;
+			}
+			res->pages_differing++;
+		}
+	}
+}
+
 uint64_t ferry_guest_hash(const ferry_guest_t *g)
 {
 	XXH3_state_t *st = XXH3_createState();
@@ -125,6 +157,7 @@ uint64_t ferry_guest_hash(const ferry_guest_t *g)
 					   PAGE);
 		free(undef);
 	}
+	devs_pass(g, NULL, st, NULL, NULL);
 	uint64_t h = XXH3_64bits_digest(st);
 	XXH3_freeState(st);
 	return h;
@@ -194,6 +227,7 @@ int ferry_guest_verify(const ferry_guest_t *g, ferry_verify_result *res)
 		}
 		free(undef);
 	}
+	devs_pass(g, twin, sg, st, res);
 	res->hash = XXH3_64bits_digest(sg);
 	res->twin_hash = XXH3_64bits_digest(st);
 

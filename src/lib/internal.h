@@ -24,6 +24,7 @@
 #include "ferry/common.h"
 #include "ferry/vm.h"
 #include "ferry/vmstate.h"
+#include "ferry/device.h"
 #include "ferry/migration.h"
 #include "ferry/hint.h"
 #include "ferry/transport.h"
@@ -78,6 +79,21 @@ struct ferry_device {
 	void *opaque;
 };
 
+/* A live device (ferry/device.h); migration/live-dev.c drives it. */
+struct ferry_live_device {
+	char id[FERRY_NAME_MAX + 1];
+	uint32_t instance;
+	ferry_live_device_ops ops;
+	const ferry_vmsd *config; /* NULL: none */
+	void *opaque;
+	/*
+	 * The state libferry last moved it to (ferry_live_state): written by
+	 * the one migration thread driving it at a time, read by
+	 * ferry_live_device_state() from any thread.
+	 */
+	atomic_int state;
+};
+
 struct ferry_migration;
 
 struct ferry_vm {
@@ -92,6 +108,8 @@ struct ferry_vm {
 	unsigned nblocks;
 	struct ferry_device *devices;
 	unsigned ndevices, devices_cap;
+	struct ferry_live_device *live; /* FERRY_LIVE_DEVICES_MAX, allocated on first use */
+	unsigned nlive;
 	ferry_vcpu_ops vcpu_ops; /* called under run_lock (vm.c) */
 	void *vcpu_opaque;
 

@@ -219,9 +219,14 @@ void msleep(unsigned ms)
  */
 const char *feed_stream(const void *data, size_t len, bool postcopy)
 {
+	return feed_stream_spec(DST_SPEC, data, len, postcopy);
+}
+
+const char *feed_stream_spec(const char *spec, const void *data, size_t len, bool postcopy)
+{
 	static char msg[256];
 	side dst;
-	side_create(&dst, DST_SPEC, FERRY_DIRTY_EXPLICIT, true);
+	side_create(&dst, spec, FERRY_DIRTY_EXPLICIT, true);
 	if (postcopy) {
 		ferry_migration_params ip;
 		ferry_migration_params_init(&ip);

@@ -49,6 +49,8 @@ int wait_src_converge(ferry_vm_t *vm, const ferry_migration_params *p, uint32_t 
  * was not touched. postcopy: the destination allows postcopy.
  */
 const char *feed_stream(const void *data, size_t len, bool postcopy);
+/* The same, to a destination whose guest is spec (its RAM as DST_SPEC's). */
+const char *feed_stream_spec(const char *spec, const void *data, size_t len, bool postcopy);
 /*
  * Waits until every vCPU of s's guest has done n steps more than when
  * called: the guest ran (and dirtied RAM) meanwhile. Returns at once for

@@ -223,6 +223,8 @@ class Host:
 # Auto-converge parameters at their defaults (QEMU's).
 THROTTLE = {"throttle-trigger-threshold": 50, "cpu-throttle-initial": 20, "cpu-throttle-increment": 10,
             "cpu-throttle-tailslow": False, "max-cpu-throttle": 99}
+# Live device state parameters at their defaults.
+DEVSTATE = {"x-device-state-max-queued": 64}
 
 
 def wait_for(fn, timeout=TIMEOUT, step=0.02):
@@ -403,7 +405,7 @@ def case_commands(tmp):
             "multifd-channels": 2, "multifd-compression": "none", "multifd-zstd-level": 1,
             "x-postcopy-after-passes": 0, "x-link-timeout": 10000, "x-postcopy-cpu": -1,
             "x-free-page-hints": True, "x-free-page-hint-wait": 100,
-            "x-placement": "auto", "x-send-splice": False, **THROTTLE})
+            "x-placement": "auto", "x-send-splice": False, **THROTTLE, **DEVSTATE})
         eq("migrate-set-parameters", q.cmd("migrate-set-parameters",
                                            {"downtime-limit": 500, "max-bandwidth": 100 << 20, "x-max-passes": 10}),
            {"return": {}})
@@ -412,7 +414,7 @@ def case_commands(tmp):
             "multifd-channels": 2, "multifd-compression": "none", "multifd-zstd-level": 1,
             "x-postcopy-after-passes": 0, "x-link-timeout": 10000, "x-postcopy-cpu": -1,
             "x-free-page-hints": True, "x-free-page-hint-wait": 100,
-            "x-placement": "auto", "x-send-splice": False, **THROTTLE})
+            "x-placement": "auto", "x-send-splice": False, **THROTTLE, **DEVSTATE})
         eq("downtime-limit out of range", q.cmd("migrate-set-parameters", {"downtime-limit": 2000001}),
            generic("Parameter 'downtime_limit' expects an integer in the range of 0 to 2000000 ms"))
         eq("downtime-limit not a number", q.cmd("migrate-set-parameters", {"downtime-limit": "1s"}),
@@ -436,7 +438,7 @@ def case_commands(tmp):
             "multifd-channels": 2, "multifd-compression": "none", "multifd-zstd-level": 1,
             "x-postcopy-after-passes": 0, "x-link-timeout": 10000, "x-postcopy-cpu": -1,
             "x-free-page-hints": True, "x-free-page-hint-wait": 100,
-            "x-placement": "auto", "x-send-splice": False, **THROTTLE})
+            "x-placement": "auto", "x-send-splice": False, **THROTTLE, **DEVSTATE})
         eq("multifd parameters", q.cmd("migrate-set-parameters",
                                        {"multifd-channels": 4, "multifd-compression": "zstd",
                                         "multifd-zstd-level": 3}), {"return": {}})
@@ -445,7 +447,7 @@ def case_commands(tmp):
             "multifd-channels": 4, "multifd-compression": "zstd", "multifd-zstd-level": 3,
             "x-postcopy-after-passes": 0, "x-link-timeout": 10000, "x-postcopy-cpu": -1,
             "x-free-page-hints": True, "x-free-page-hint-wait": 100,
-            "x-placement": "auto", "x-send-splice": False, **THROTTLE})
+            "x-placement": "auto", "x-send-splice": False, **THROTTLE, **DEVSTATE})
         q.cmd("migrate-set-parameters", {"multifd-channels": 2, "multifd-compression": "none",
                                          "multifd-zstd-level": 1})
         eq("x-free-page-hint-wait out of range", q.cmd("migrate-set-parameters", {"x-free-page-hint-wait": 10001}),
@@ -489,7 +491,7 @@ def case_commands(tmp):
            {"x-postcopy-after-passes": 2, "x-link-timeout": 3000})
         q.cmd("migrate-set-parameters", {"x-postcopy-after-passes": 0, "x-link-timeout": 10000, "x-postcopy-cpu": -1,
             "x-free-page-hints": True, "x-free-page-hint-wait": 100,
-            "x-placement": "auto", "x-send-splice": False, **THROTTLE})
+            "x-placement": "auto", "x-send-splice": False, **THROTTLE, **DEVSTATE})
         # Capabilities.
         eq("query-migrate-capabilities", q.ret("query-migrate-capabilities"),
            [{"capability": "events", "state": True}, {"capability": "multifd", "state": False},

@@ -170,6 +170,105 @@ static void t_ram_count_refused(void **state)
 	}
 }
 
+/* Live devices: the setup list, DEV_STATE headers at their offsets, DEV_CONFIG, refusals. */
+static void t_live_records(void **state)
+{
+	(void)state;
+	ferry_chan w, r;
+	pair(&w, &r);
+	ferry_wire_live_dev e = { .id = "gpu", .instance = 3, .has_config = 1, .config_version = 2 };
+	ferry__wire_put_live_count(&w, 1);
+	ferry__wire_put_live_dev(&w, &e);
+	static const uint8_t data[5] = { 9, 8, 7, 6, 5 };
+	ferry_wire_dev_hdr h = { .dev = 1, .index = 0x01020304, .flags = 0, .len = 5 };
+	ferry__wire_put_dev_state(&w, &h, data);
+	ferry__wire_put_dev_config(&w, 1, 2, data, 3);
+	ferry__wire_put_dev_eos(&w);
+	assert_int_equal(ferry__chan_flush(&w), 0);
+	uint8_t raw_bytes[4 + 4 + 4 + 1 + 4 + 1 + FERRY_DEV_HDR_LEN];
+	assert_int_equal(ferry__chan_read(&r, raw_bytes, sizeof(raw_bytes)), 0);
+	static const uint8_t want[] = { 0, 0, 0, 1, 3, 'g', 'p', 'u', 0, 0, 0, 3, 1, 0, 0, 0, 2,
+					FERRY_DEV_STATE, 0, 0, 0, 1, 1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 5 };
+	assert_memory_equal(raw_bytes, want, sizeof(want));
+	ferry_wire_dev_hdr g;
+	ferry__wire_ld_dev_hdr(raw_bytes + 18, &g);
+	assert_memory_equal(&g, &h, sizeof(g));
+	uint8_t got[5], tag;
+	assert_int_equal(ferry__chan_read(&r, got, 5), 0);
+	assert_memory_equal(got, data, 5);
+	uint32_t dev, version, len;
+	assert_int_equal(ferry__chan_get_u8(&r, &tag), 0);
+	assert_int_equal(tag, FERRY_DEV_CONFIG);
+	assert_int_equal(ferry__wire_get_dev_config(&r, &dev, &version, &len), 0);
+	assert_true(dev == 1 && version == 2 && len == 3);
+	assert_int_equal(ferry__chan_read(&r, got, 3), 0);
+	assert_int_equal(ferry__chan_get_u8(&r, &tag), 0);
+	assert_int_equal(tag, FERRY_DEV_EOS);
+	unpair(&w, &r);
+	/* The same bytes read back through the decoders. */
+	pair(&w, &r);
+	uint32_t n;
+	ferry__wire_put_live_count(&w, 1);
+	ferry__wire_put_live_dev(&w, &e);
+	ferry__wire_put_dev_state(&w, &h, data);
+	assert_int_equal(ferry__chan_flush(&w), 0);
+	ferry_wire_live_dev f;
+	assert_int_equal(ferry__wire_get_live_count(&r, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(ferry__wire_get_live_dev(&r, &f), 0);
+	assert_string_equal(f.id, "gpu");
+	assert_true(f.instance == 3 && f.has_config == 1 && f.config_version == 2);
+	assert_int_equal(ferry__chan_get_u8(&r, &tag), 0);
+	assert_int_equal(ferry__wire_get_dev_hdr(&r, &g), 0);
+	assert_memory_equal(&g, &h, sizeof(g));
+	unpair(&w, &r);
+}
+
+static void t_live_refused(void **state)
+{
+	(void)state;
+	static const uint32_t hdr[][4] = {
+		{ 0, 1, 0x4, 8 }, { 2, 7, FERRY_DEV_F_END, 1 }, { 0, 0, 0, 0 },
+		{ 0, 3, 0, FERRY_DEV_BUF_MAX + 1 },
+	};
+	static const char *const msg[] = {
+		"device 0 buffer 1: unknown flags 0x4 (device state at offset 0)",
+		"device 2: end of state marker with 1 bytes (device state at offset 0)",
+		"device 0 buffer 0 of 0 bytes (1..1048576) (device state at offset 0)",
+		"device 0 buffer 3 of 1048577 bytes (1..1048576) (device state at offset 0)",
+	};
+	for (unsigned i = 0; i < 4; i++) {
+		ferry_chan w, r;
+		pair(&w, &r);
+		for (unsigned k = 0; k < 4; k++)
+			ferry__chan_put_be32(&w, hdr[i][k]);
+		assert_int_equal(ferry__chan_flush(&w), 0);
+		ferry__chan_ctx(&r, "device state");
+		ferry_wire_dev_hdr h;
+		assert_int_equal(ferry__wire_get_dev_hdr(&r, &h), FERRY_EBADSTREAM);
+		assert_string_equal(r.in_errmsg, msg[i]);
+		unpair(&w, &r);
+	}
+	ferry_chan w, r;
+	pair(&w, &r);
+	ferry__chan_put_be32(&w, 0);
+	assert_int_equal(ferry__chan_flush(&w), 0);
+	ferry__chan_ctx(&r, "live device list");
+	uint32_t n;
+	assert_int_equal(ferry__wire_get_live_count(&r, &n), FERRY_EBADSTREAM);
+	assert_string_equal(r.in_errmsg, "0 live devices (1..64) (live device list at offset 0)");
+	unpair(&w, &r);
+	pair(&w, &r);
+	ferry_wire_live_dev e = { .id = "nic", .has_config = 2 };
+	ferry__wire_put_live_dev(&w, &e);
+	ferry__wire_put_dev_config(&w, 0, 1, "", 0);
+	assert_int_equal(ferry__chan_flush(&w), 0);
+	ferry__chan_ctx(&r, "live device list");
+	assert_int_equal(ferry__wire_get_live_dev(&r, &e), FERRY_EBADSTREAM);
+	assert_string_equal(r.in_errmsg, "live device 'nic' has-config byte 2 (live device list at offset 0)");
+	unpair(&w, &r);
+}
+
 static void t_sections_and_commands(void **state)
 {
 	(void)state;
@@ -480,6 +579,8 @@ int main(void)
 		cmocka_unit_test(t_mf_packet),
 		cmocka_unit_test(t_ram_records),
 		cmocka_unit_test(t_ram_count_refused),
+		cmocka_unit_test(t_live_records),
+		cmocka_unit_test(t_live_refused),
 		cmocka_unit_test(t_sections_and_commands),
 		cmocka_unit_test(t_return_path),
 		cmocka_unit_test(t_bitmap),

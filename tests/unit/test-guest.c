@@ -166,6 +166,19 @@ static void test_config_good(void **state)
 	assert_int_equal(ferry_guest_config_parse(&c, "mem=16K,vcpus=4", err, sizeof(err)), 0);
 	/* A remainder goes to the last vCPU. */
 	assert_int_equal(ferry_guest_config_parse(&c, "mem=20K,vcpus=3", err, sizeof(err)), 0);
+
+	/* Live devices: defaults, sizes, devrate=max. */
+	ferry_guest_config_init(&c);
+	assert_int_equal(c.devices, 0);
+	assert_int_equal(c.devmem, 64 * MiB);
+	assert_int_equal(c.devrate, 500 * MiB);
+	assert_int_equal(ferry_guest_config_parse(&c, "devices=16,devmem=8M,devrate=max", err,
+						  sizeof(err)), 0);
+	assert_int_equal(c.devices, 16);
+	assert_int_equal(c.devmem, 8 * MiB);
+	assert_int_equal(c.devrate, 0);
+	assert_int_equal(ferry_guest_config_parse(&c, "devrate=1M", err, sizeof(err)), 0);
+	assert_int_equal(c.devrate, MiB);
 }
 
 static void test_config_bad(void **state)
@@ -176,7 +189,8 @@ static void test_config_bad(void **state)
 		const char *msg;
 	} cases[] = {
 		{ "foo=1", "unknown key 'foo' (expected mem, vram, vcpus, workload, rate, wss, fill, "
-			   "seed, throttle, alloc, paused, prealloc, virtio, balloon)" },
+			   "seed, throttle, alloc, paused, prealloc, virtio, balloon, devices, devmem, "
+			   "devrate)" },
 		{ "mem", "missing value for 'mem'" },
 		{ "mem=", "missing value for 'mem'" },
 		{ "=5", "missing key before '=' in '=5'" },
@@ -218,7 +232,15 @@ static void test_config_bad(void **state)
 		{ "paused=maybe", "bad value 'maybe' for paused (expected on or off)" },
 		{ "prealloc=2", "bad value '2' for prealloc (expected on or off)" },
 		{ "mem=1G,Mem=2G", "unknown key 'Mem' (expected mem, vram, vcpus, workload, rate, "
-				   "wss, fill, seed, throttle, alloc, paused, prealloc, virtio, balloon)" },
+				   "wss, fill, seed, throttle, alloc, paused, prealloc, virtio, balloon, "
+				   "devices, devmem, devrate)" },
+		{ "devices=17", "devices must be 0..16 (got 17)" },
+		{ "devices=2,devmem=1000", "devmem must be a non-zero multiple of 4096 bytes with at "
+					   "least 64 per vcpu (got 1000)" },
+		{ "devmem=1x", "bad size '1x' for devmem (expected bytes with an optional K, M or G "
+			       "suffix)" },
+		{ "devrate=fast", "bad size 'fast' for devrate (expected bytes with an optional K, M "
+				  "or G suffix, or max)" },
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		ferry_guest_config c, before;

@@ -218,7 +218,7 @@ static int dst_load_stream(ferry_dst *l)
 			if (!l->ram.started)
 				return ferry__chan_fail(c, FERRY_EBADSTREAM,
 							"stream ended before the RAM setup section");
-			return 0;
+			return ferry__parts_load_complete(&l->parts, c);
 		case FERRY_REC_SECTION_START:
 		case FERRY_REC_SECTION_FULL:
 			r = ferry__dst_load_section(l, type);
@@ -311,6 +311,10 @@ static int dst_setup(ferry_dst *l)
 	int r = ferry__parts_add(&l->parts, &ferry__ram_participant, &l->ram);
 	if (!r)
 		r = ferry__parts_add(&l->parts, &ferry__vmsd_participant, m);
+	if (!r)
+		r = ferry__parts_add(&l->parts, &ferry__live_participant, m);
+	if (!r)
+		r = ferry__parts_load_setup(&l->parts);
 	if (r)
 		return r;
 	ferry_error perr = { 0 };
@@ -410,6 +414,7 @@ static void dst_cleanup(ferry_dst *l)
 	if (l->pkg_fd >= 0)
 		close(l->pkg_fd);
 	ferry__vm_own_run(vm, false);
+	ferry__parts_load_cleanup(&l->parts);
 	ferry__dst_mf_stop(l);
 	ferry__ram_loader_fini(&l->ram);
 	ferry__place_fini(vm);

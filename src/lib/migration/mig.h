@@ -107,6 +107,13 @@ struct ferry_migration {
 	char resume_uri[512];        /* source: ferry_migration_resume() */
 	bool resume_req;
 	int recover_fd;              /* destination: listener from ferry_migration_recover() */
+	/*
+	 * Live devices (live-dev.c), when the VM has any: created by the
+	 * participant's setup handler and freed by its cleanup, on the main
+	 * thread; its own threads use it in between.
+	 */
+	struct ferry_live_src *live_src;
+	struct ferry_live_dst *live_dst;
 };
 
 /* Status change + MIGRATION event; takes vm->mig_lock. Any migration thread. */

@@ -82,6 +82,7 @@ void ferry_migration_params_init(ferry_migration_params *p)
 	p->cpu_throttle_increment = 10;
 	p->cpu_throttle_tailslow = false;
 	p->max_cpu_throttle = 99;
+	p->device_state_max_queued = 64;
 }
 
 static bool is_final(ferry_migration_status s)
@@ -305,6 +306,8 @@ int ferry_migration_start(ferry_vm_t *vm, const char *uri, const ferry_migration
 		return -EINVAL;
 	if (params && params->auto_converge && !vm->vcpu_ops.set_throttle)
 		return -EOPNOTSUPP;
+	if (params && params->postcopy && vm->nlive)
+		return -EOPNOTSUPP; /* live device state cannot be fetched on demand (yet) */
 	struct ferry_migration *m = mig_new(vm, false, uri);
 	if (!m)
 		return -ENOMEM;

@@ -57,9 +57,11 @@ static const ferry_migration_param_desc table[] = {
 	{ "cpu-throttle-tailslow", FERRY_MIGRATION_PARAM_BOOL, F(cpu_throttle_tailslow) },
 	{ "max-cpu-throttle", FERRY_MIGRATION_PARAM_U32, F(max_cpu_throttle), RANGE(1, 99), .unit = "%",
 	  .min_param = "cpu-throttle-initial" },
+	{ "x-device-state-max-queued", FERRY_MIGRATION_PARAM_U32, F(device_state_max_queued),
+	  RANGE(1, 4096) },
 };
 #define N_PARAMS (sizeof(table) / sizeof(table[0]))
-_Static_assert(N_PARAMS == 18, "words[] below names the entries by index");
+_Static_assert(N_PARAMS == 19, "words[] below names the entries by index");
 
 /* How a limit is worded in messages. */
 enum words {

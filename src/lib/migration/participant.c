@@ -149,7 +149,71 @@ int ferry__parts_load_at(ferry_parts *t, int k, ferry_chan *c, ferry_section *s)
 	return r ? r : ferry__wire_get_footer(c, s->id);
 }
 
+int ferry__parts_load_setup(ferry_parts *t)
+{
+	int r = 0;
+	for (unsigned i = 0; i < t->n && !r; i++)
+		if (t->p[i].ops->load_setup)
+			r = t->p[i].ops->load_setup(t->p[i].opaque);
+	return r;
+}
+
+int ferry__parts_load_complete(ferry_parts *t, ferry_chan *c)
+{
+	int r = 0;
+	for (unsigned i = 0; i < t->n && !r; i++)
+		if (t->p[i].ops->load_complete)
+			r = t->p[i].ops->load_complete(t->p[i].opaque, c);
+	return r;
+}
+
+void ferry__parts_load_cleanup(ferry_parts *t)
+{
+	for (unsigned i = t->n; i-- > 0;)
+		if (t->p[i].ops->load_cleanup)
+			t->p[i].ops->load_cleanup(t->p[i].opaque);
+}
+
 /* ---- device vmsd state (opaque: the migration) ---- */
+
+int ferry__vmsd_save(struct ferry_migration *m, const char *id, uint32_t instance,
+		     const ferry_vmsd *vmsd, void *opaque, uint8_t **buf, uint32_t *len)
+{
+	int64_t n = ferry_vmsd_encode(vmsd, opaque, NULL, 0);
+	if (n < 0) {
+		ferry__mig_set_error(m, (int)n, "cannot save device '%s' instance %u: %s", id, instance,
+				     ferry_strerror((int)n));
+		return (int)n;
+	}
+	if ((uint64_t)n > FERRY_DEVICE_STATE_MAX) {
+		ferry__mig_set_error(m, -E2BIG, "device '%s' state is %lld bytes (max %u)", id,
+				     (long long)n, FERRY_DEVICE_STATE_MAX);
+		return -E2BIG;
+	}
+	uint8_t *b = malloc((size_t)n ? (size_t)n : 1);
+	if (!b)
+		return -ENOMEM;
+	int64_t k = ferry_vmsd_encode(vmsd, opaque, b, (size_t)n);
+	if (k != n) {
+		free(b);
+		ferry__mig_set_error(m, -EIO, "device '%s' state changed size while saved", id);
+		return -EIO;
+	}
+	*buf = b;
+	*len = (uint32_t)n;
+	return 0;
+}
+
+int ferry__vmsd_apply(ferry_vm_t *vm, const ferry_vmsd *vmsd, void *opaque, uint32_t version,
+		      const uint8_t *buf, uint32_t len, char *msg, size_t msg_len)
+{
+	/* RAM is complete before any device state: ordinary memory from here. */
+	ferry__place_end(vm);
+	pthread_mutex_lock(&vm->run_lock);
+	int r = ferry_vmsd_decode(vmsd, opaque, version, buf, len, msg, msg_len);
+	pthread_mutex_unlock(&vm->run_lock);
+	return r;
+}
 
 /* Every device's vmsd as FULL sections on c, in registration order; vCPUs stopped. */
 static int vmsd_save_complete(void *opaque, ferry_chan *c)
@@ -158,31 +222,15 @@ static int vmsd_save_complete(void *opaque, ferry_chan *c)
 	ferry_vm_t *vm = m->vm;
 	for (unsigned i = 0; i < vm->ndevices; i++) {
 		struct ferry_device *d = &vm->devices[i];
-		int64_t n = ferry_vmsd_encode(d->vmsd, d->opaque, NULL, 0);
-		if (n < 0) {
-			ferry__mig_set_error(m, (int)n, "cannot save device '%s' instance %u: %s",
-					     d->id, d->instance, ferry_strerror((int)n));
-			return (int)n;
-		}
-		if ((uint64_t)n > FERRY_DEVICE_STATE_MAX) {
-			ferry__mig_set_error(m, -E2BIG, "device '%s' state is %lld bytes (max %u)",
-					     d->id, (long long)n, FERRY_DEVICE_STATE_MAX);
-			return -E2BIG;
-		}
-		uint8_t *buf = malloc((size_t)n ? (size_t)n : 1);
-		if (!buf)
-			return -ENOMEM;
-		int64_t k = ferry_vmsd_encode(d->vmsd, d->opaque, buf, (size_t)n);
-		if (k != n) {
-			free(buf);
-			ferry__mig_set_error(m, -EIO, "device '%s' state changed size while saved",
-					     d->id);
-			return -EIO;
-		}
+		uint8_t *buf;
+		uint32_t n;
+		int r = ferry__vmsd_save(m, d->id, d->instance, d->vmsd, d->opaque, &buf, &n);
+		if (r)
+			return r;
 		uint32_t id = FERRY_SECTION_RAM + 1 + i;
 		ferry__wire_put_section_start(c, FERRY_REC_SECTION_FULL, id, d->id, d->instance,
 					      d->vmsd->version);
-		ferry__wire_put_device_state(c, buf, (uint32_t)n);
+		ferry__wire_put_device_state(c, buf, n);
 		ferry__wire_put_footer(c, id);
 		free(buf);
 	}
@@ -220,11 +268,7 @@ static int vmsd_load(void *opaque, ferry_chan *c, const ferry_section *s)
 		return r;
 	}
 	char msg[200] = "";
-	/* RAM is complete before any device state: ordinary memory from here. */
-	ferry__place_end(vm);
-	pthread_mutex_lock(&vm->run_lock);
-	r = ferry_vmsd_decode(d->vmsd, d->opaque, s->version, buf, len, msg, sizeof(msg));
-	pthread_mutex_unlock(&vm->run_lock);
+	r = ferry__vmsd_apply(vm, d->vmsd, d->opaque, s->version, buf, len, msg, sizeof(msg));
 	free(buf);
 	if (r)
 		return ferry__chan_fail(c, r, "device '%s' instance %u: %s", s->idstr, s->instance,

@@ -34,17 +34,25 @@
  *                   or a PART/END section continuing the participant's
  *                   START (by section id; ferry__parts_load finds it and
  *                   checks the footer after the body);
- *   load_buf        a buffer of the participant's state that came outside
- *                   the main stream (e.g. a multifd device-state packet),
- *                   in `index` order per participant;
- *   load_cleanup    at the end (any outcome).
+ *   load_buf        a buffer of the participant's state with its carrier's
+ *                   header (ferry_part_buf: device number, index, flags),
+ *                   in any index order: the participant reorders. Live
+ *                   devices' main-channel records reach it from their
+ *                   section body; a carrier outside the main stream (the
+ *                   multifd device-state packets to come) calls it through
+ *                   the table;
+ *   load_complete   at EOF, before the vCPUs start: what the participant
+ *                   still has to finish (live devices: wait for their load
+ *                   threads, apply their config);
+ *   load_cleanup    at the end (any outcome), in reverse order; status
+ *                   COMPLETED is already set when the migration succeeded.
  * Every handler reads hostile input: it checks each field before use and
  * fails on c (ferry__chan_fail) with a message naming what was wrong.
  *
- * For live devices (issue 17): pending reports a device's precopy and
- * stop-copy bytes; save_complete may hand its work to a thread of its own
- * and return, and the driver then waits for it through complete_wait
- * before EOF; load_buf receives the device's buffers on the destination.
+ * Live devices (live-dev.c): pending reports their stop-copy bytes;
+ * save_complete starts a save thread per device and returns, and the
+ * driver then waits for them through complete_wait before EOF; load_buf
+ * receives the devices' buffers on the destination.
  *
  * Thread: every handler runs on the driver's main thread (mig/src/main or
  * mig/dst/main) unless its participant starts threads of its own; after a
@@ -59,6 +67,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "internal.h"
 #include "stream/chan.h"
 
 /* A section as the destination read its header (stream/wire.h). */
@@ -69,6 +78,18 @@ typedef struct ferry_section {
 	uint32_t instance;  /* START/FULL only */
 	uint32_t version;   /* START/FULL only */
 } ferry_section;
+
+/*
+ * A buffer of a participant's state as a carrier delivers it. data is
+ * malloc'd; load_buf takes it (frees it, also on error).
+ */
+typedef struct ferry_part_buf {
+	uint32_t dev;    /* the participant's own numbering (live devices: setup order) */
+	uint32_t index;
+	uint32_t flags;
+	uint32_t len;
+	void *data;
+} ferry_part_buf;
 
 /* The participant's remaining state can be sent after a postcopy switch. */
 #define FERRY_PART_POSTCOPY 0x1u
@@ -90,7 +111,8 @@ typedef struct ferry_participant {
 	const char *section; /* the name of its sections (NULL: devices, by their names) */
 	int (*load_setup)(void *opaque);
 	int (*load)(void *opaque, ferry_chan *c, const ferry_section *s);
-	int (*load_buf)(void *opaque, const void *buf, size_t len, uint32_t index);
+	int (*load_buf)(void *opaque, ferry_chan *c, ferry_part_buf *b);
+	int (*load_complete)(void *opaque, ferry_chan *c);
 	void (*load_cleanup)(void *opaque);
 } ferry_participant;
 
@@ -132,6 +154,28 @@ void ferry__parts_save_cleanup(ferry_parts *t);
 int ferry__parts_load(ferry_parts *t, ferry_chan *c, ferry_section *s);
 int ferry__parts_find(ferry_parts *t, ferry_chan *c, uint32_t id);
 int ferry__parts_load_at(ferry_parts *t, int k, ferry_chan *c, ferry_section *s);
+/*
+ * The other destination walks (mig/dst/main): load_setup before the
+ * stream, load_complete at its EOF (c: the main channel, for messages),
+ * load_cleanup at the end (reverse order). 0 or a negative errno.
+ */
+int ferry__parts_load_setup(ferry_parts *t);
+int ferry__parts_load_complete(ferry_parts *t, ferry_chan *c);
+void ferry__parts_load_cleanup(ferry_parts *t);
+
+/*
+ * Device vmsd helpers shared by the participants that save one:
+ * ferry__vmsd_save encodes vmsd over opaque into a malloc'd *buf (caller
+ * frees) and records the error as "cannot save device 'ID' instance N:
+ * ..." on m; ferry__vmsd_apply decodes len bytes into it on mig/dst/main,
+ * with RAM complete (placement ended) and under vm->run_lock, the message
+ * in msg.
+ */
+struct ferry_migration;
+int ferry__vmsd_save(struct ferry_migration *m, const char *id, uint32_t instance,
+		     const ferry_vmsd *vmsd, void *opaque, uint8_t **buf, uint32_t *len);
+int ferry__vmsd_apply(ferry_vm_t *vm, const ferry_vmsd *vmsd, void *opaque, uint32_t version,
+		      const uint8_t *buf, uint32_t len, char *msg, size_t msg_len);
 
 /*
  * The built-in participants. opaque: RAM's is the side's ferry_ram_saver
@@ -141,5 +185,6 @@ int ferry__parts_load_at(ferry_parts *t, int k, ferry_chan *c, ferry_section *s)
 extern const ferry_participant ferry__ram_participant;   /* ram.c */
 extern const ferry_participant ferry__hints_participant; /* participant.c */
 extern const ferry_participant ferry__vmsd_participant;  /* participant.c */
+extern const ferry_participant ferry__live_participant;  /* live-dev.c; opaque: the migration */
 
 #endif

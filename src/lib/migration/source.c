@@ -378,6 +378,7 @@ static int phase_setup(struct src_ctx *x)
 	if ((r = ferry__parts_add(&x->parts, &ferry__hints_participant, &x->rs)) ||
 	    (r = ferry__parts_add(&x->parts, &ferry__ram_participant, &x->rs)) ||
 	    (r = ferry__parts_add(&x->parts, &ferry__vmsd_participant, m)) ||
+	    (r = ferry__parts_add(&x->parts, &ferry__live_participant, m)) ||
 	    (r = ferry__parts_save_setup(&x->parts, x->c)))
 		return r;
 	pthread_mutex_lock(&m->stats_lock);

@@ -11,7 +11,8 @@
  *
  * Thread: each function below says who may call it. Registration
  * (ferry_vm_set_vcpu_ops, ferry_vm_set_hint_ops, ferry_ram_block_add,
- * ferry_device_register) runs on the embedder's control thread, one call
+ * ferry_device_register, ferry_live_device_register) runs on the
+ * embedder's control thread, one call
  * at a time and not concurrently with ferry_migration_start() /
  * ferry_migration_incoming() on the same VM (ferry/vm.h: one thread at a
  * time). It checks for a running migration and writes the tables under
@@ -102,6 +103,7 @@ void ferry_vm_destroy(ferry_vm_t *vm)
 		free(rb);
 	}
 	free(vm->devices);
+	free(vm->live);
 	ferry__dirty_tracker_fini(&vm->dirty);
 	pthread_mutex_destroy(&vm->run_lock);
 	pthread_mutex_destroy(&vm->mig_lock);
@@ -366,4 +368,61 @@ int ferry_device_register(ferry_vm_t *vm, const char *id, uint32_t instance,
 	r = device_add(vm, id, instance, vmsd, opaque);
 	pthread_mutex_unlock(&vm->mig_lock);
 	return r;
+}
+
+/* The ops a live device must have (ferry/device.h). */
+static bool live_ops_ok(const ferry_live_device_ops *ops)
+{
+	if (!ops || !ops->set_state || !ops->read || !ops->write)
+		return false;
+	if (ops->flags & ~FERRY_LIVE_PRE_COPY_FLAG)
+		return false;
+	return !(ops->flags & FERRY_LIVE_PRE_COPY_FLAG) || ops->precopy_info;
+}
+
+/* ferry_live_device_register with valid arguments. Caller holds reg_lock. */
+static int live_add(ferry_vm_t *vm, const char *id, uint32_t instance,
+		    const ferry_live_device_ops *ops, const ferry_vmsd *config, void *opaque)
+{
+	for (unsigned i = 0; i < vm->nlive; i++)
+		if (!strcmp(vm->live[i].id, id) && vm->live[i].instance == instance)
+			return -EEXIST;
+	if (vm->nlive == FERRY_LIVE_DEVICES_MAX)
+		return -ENOSPC;
+	if (!vm->live && !(vm->live = calloc(FERRY_LIVE_DEVICES_MAX, sizeof(*vm->live))))
+		return -ENOMEM;
+	struct ferry_live_device *d = &vm->live[vm->nlive++];
+	strcpy(d->id, id);
+	d->instance = instance;
+	d->ops = *ops;
+	d->config = config;
+	d->opaque = opaque;
+	atomic_init(&d->state, FERRY_LIVE_RUNNING);
+	return 0;
+}
+
+/* Thread: the embedder's control thread (registration). */
+int ferry_live_device_register(ferry_vm_t *vm, const char *id, uint32_t instance,
+			       const ferry_live_device_ops *ops, const ferry_vmsd *config,
+			       void *opaque)
+{
+	if (!vm || !name_ok(id) || !live_ops_ok(ops))
+		return -EINVAL;
+	int r = config ? ferry__vmsd_validate(config) : 0;
+	if (r < 0)
+		return r;
+	if (reg_lock(vm))
+		return -EBUSY;
+	r = live_add(vm, id, instance, ops, config, opaque);
+	pthread_mutex_unlock(&vm->mig_lock);
+	return r;
+}
+
+/* Thread: any (the table does not change while a migration runs; state is atomic). */
+int ferry_live_device_state(ferry_vm_t *vm, const char *id, uint32_t instance)
+{
+	for (unsigned i = 0; vm && id && i < vm->nlive; i++)
+		if (!strcmp(vm->live[i].id, id) && vm->live[i].instance == instance)
+			return atomic_load(&vm->live[i].state);
+	return -ENOENT;
 }

@@ -99,6 +99,34 @@ enum {
 	FERRY_MF_ZSTD = 0x2, /* normal pages are one zstd frame */
 };
 
+/*
+ * Live devices (ferry/device.h): one section "live-devices". Its START
+ * (setup) body is be32 n, then n x {u8 name length, name, be32 instance,
+ * u8 has config, be32 config version}. Its END body is a sequence of
+ * records, each a u8 tag:
+ *   DEV_STATE  be32 device number (setup order), be32 index, be32 flags,
+ *              be32 length, then length bytes (1..FERRY_DEV_BUF_MAX; 0
+ *              with FERRY_DEV_F_END, whose index is the device's number of
+ *              data buffers: the end-of-state marker);
+ *   DEV_CONFIG be32 device number, be32 vmsd version, be32 length, then
+ *              the device's config vmsd (<= FERRY_DEVICE_STATE_MAX);
+ *   CANCELLED  the source cancelled; nothing follows;
+ *   DEV_EOS    end of the body.
+ */
+#define FERRY_LIVE_IDSTR "live-devices"
+#define FERRY_LIVE_VERSION 1u
+#define FERRY_DEV_BUF_MAX (1u << 20)
+#define FERRY_DEV_HDR_LEN 16u /* DEV_STATE after its tag: dev, index, flags, length */
+enum {
+	FERRY_DEV_EOS = 0x00,
+	FERRY_DEV_STATE = 0x01,
+	FERRY_DEV_CONFIG = 0x02,
+	FERRY_DEV_CANCELLED = 0x09, /* = FERRY_REC_CANCELLED: the source's notice */
+};
+enum {
+	FERRY_DEV_F_END = 0x1, /* end-of-state marker: no data, index = buffer count */
+};
+
 /* Device state bodies (SECTION_FULL) are bounded. */
 #define FERRY_DEVICE_STATE_MAX (16u << 20)
 /* A postcopy package is bounded too. */

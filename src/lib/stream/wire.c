@@ -163,6 +163,95 @@ void ferry__wire_put_device_state(ferry_chan *c, const void *p, uint32_t len)
 	ferry__chan_put(c, p, len);
 }
 
+/* ---- live devices ---- */
+
+void ferry__wire_put_live_count(ferry_chan *c, uint32_t n)
+{
+	ferry__chan_put_be32(c, n);
+}
+
+int ferry__wire_get_live_count(ferry_chan *c, uint32_t *n)
+{
+	int r = ferry__chan_get_be32(c, n);
+	if (!r && (*n < 1 || *n > FERRY_LIVE_DEVICES_MAX))
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "%u live devices (1..%u)", *n,
+					FERRY_LIVE_DEVICES_MAX);
+	return r;
+}
+
+void ferry__wire_put_live_dev(ferry_chan *c, const ferry_wire_live_dev *d)
+{
+	ferry__wire_put_name(c, d->id);
+	ferry__chan_put_be32(c, d->instance);
+	ferry__chan_put_u8(c, d->has_config);
+	ferry__chan_put_be32(c, d->config_version);
+}
+
+int ferry__wire_get_live_dev(ferry_chan *c, ferry_wire_live_dev *d)
+{
+	int r;
+	if ((r = ferry__wire_get_name(c, FERRY_WIRE_DEVICE, d->id)) ||
+	    (r = ferry__chan_get_be32(c, &d->instance)) || (r = ferry__chan_get_u8(c, &d->has_config)) ||
+	    (r = ferry__chan_get_be32(c, &d->config_version)))
+		return r;
+	if (d->has_config > 1)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "live device '%s' has-config byte %u",
+					d->id, d->has_config);
+	return 0;
+}
+
+void ferry__wire_put_dev_state(ferry_chan *c, const ferry_wire_dev_hdr *h, const void *data)
+{
+	uint8_t b[FERRY_DEV_HDR_LEN];
+	ferry__wire_st_dev_hdr(b, h);
+	ferry__chan_put_u8(c, FERRY_DEV_STATE);
+	ferry__chan_put(c, b, sizeof(b));
+	if (h->len)
+		ferry__chan_put_external(c, data, h->len);
+}
+
+int ferry__wire_get_dev_hdr(ferry_chan *c, ferry_wire_dev_hdr *h)
+{
+	uint8_t b[FERRY_DEV_HDR_LEN];
+	int r = ferry__chan_read(c, b, sizeof(b));
+	if (r)
+		return r;
+	ferry__wire_ld_dev_hdr(b, h);
+	if (h->flags & ~(uint32_t)FERRY_DEV_F_END)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "device %u buffer %u: unknown flags 0x%x",
+					h->dev, h->index, h->flags);
+	if ((h->flags & FERRY_DEV_F_END) && h->len)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM,
+					"device %u: end of state marker with %u bytes", h->dev, h->len);
+	if (!(h->flags & FERRY_DEV_F_END) && (!h->len || h->len > FERRY_DEV_BUF_MAX))
+		return ferry__chan_fail(c, FERRY_EBADSTREAM,
+					"device %u buffer %u of %u bytes (1..%u)", h->dev, h->index,
+					h->len, FERRY_DEV_BUF_MAX);
+	return 0;
+}
+
+void ferry__wire_put_dev_config(ferry_chan *c, uint32_t dev, uint32_t version, const void *p,
+				uint32_t len)
+{
+	ferry__chan_put_u8(c, FERRY_DEV_CONFIG);
+	ferry__chan_put_be32(c, dev);
+	ferry__chan_put_be32(c, version);
+	ferry__chan_put_be32(c, len);
+	ferry__chan_put(c, p, len);
+}
+
+int ferry__wire_get_dev_config(ferry_chan *c, uint32_t *dev, uint32_t *version, uint32_t *len)
+{
+	int r;
+	if ((r = ferry__chan_get_be32(c, dev)) || (r = ferry__chan_get_be32(c, version)) ||
+	    (r = ferry__chan_get_be32(c, len)))
+		return r;
+	if (*len > FERRY_DEVICE_STATE_MAX)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "device %u config state of %u bytes (max %u)",
+					*dev, *len, FERRY_DEVICE_STATE_MAX);
+	return 0;
+}
+
 /* ---- commands ---- */
 
 void ferry__wire_put_cmd(ferry_chan *c, uint16_t cmd, const void *p, uint16_t len)

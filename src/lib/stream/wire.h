@@ -46,6 +46,7 @@ _Static_assert(FERRY_NAME_MAX <= 255, "a name's length travels in one byte");
 /* What a name names, for messages: "RAM block", "section". */
 #define FERRY_WIRE_BLOCK "RAM block"
 #define FERRY_WIRE_SECTION "section"
+#define FERRY_WIRE_DEVICE "live device"
 
 /* Bytes a name takes on the wire: its length byte and the name. */
 static inline size_t ferry__wire_name_len(const char *name)
@@ -226,6 +227,74 @@ static inline int ferry__wire_get_device_len(ferry_chan *c, uint32_t *len)
 {
 	return ferry__chan_get_be32(c, len);
 }
+
+/* ---- live devices (section "live-devices", format.h) ---- */
+
+/* One device of the setup body. */
+typedef struct ferry_wire_live_dev {
+	char id[FERRY_NAME_MAX + 1];
+	uint32_t instance;
+	uint8_t has_config;  /* 0 or 1 */
+	uint32_t config_version;
+} ferry_wire_live_dev;
+
+/* The setup body: be32 count (1..FERRY_LIVE_DEVICES_MAX), then count devices. */
+void ferry__wire_put_live_count(ferry_chan *c, uint32_t n);
+int ferry__wire_get_live_count(ferry_chan *c, uint32_t *n);
+void ferry__wire_put_live_dev(ferry_chan *c, const ferry_wire_live_dev *d);
+/* Reads one; refuses a has-config byte other than 0 or 1. */
+int ferry__wire_get_live_dev(ferry_chan *c, ferry_wire_live_dev *d);
+
+/*
+ * A device-state buffer's header (DEV_STATE after its tag): the same 16
+ * bytes whichever carrier takes the buffer (main channel; multifd later).
+ */
+typedef struct ferry_wire_dev_hdr {
+	uint32_t dev;
+	uint32_t index;
+	uint32_t flags;  /* FERRY_DEV_F_* */
+	uint32_t len;
+} ferry_wire_dev_hdr;
+
+#define FERRY_DEV_DEV_OFF 0u
+#define FERRY_DEV_INDEX_OFF 4u
+#define FERRY_DEV_FLAGS_OFF 8u
+#define FERRY_DEV_LEN_OFF 12u
+
+static inline void ferry__wire_st_dev_hdr(uint8_t b[FERRY_DEV_HDR_LEN], const ferry_wire_dev_hdr *h)
+{
+	ferry__st_be32(b + FERRY_DEV_DEV_OFF, h->dev);
+	ferry__st_be32(b + FERRY_DEV_INDEX_OFF, h->index);
+	ferry__st_be32(b + FERRY_DEV_FLAGS_OFF, h->flags);
+	ferry__st_be32(b + FERRY_DEV_LEN_OFF, h->len);
+}
+
+static inline void ferry__wire_ld_dev_hdr(const uint8_t b[FERRY_DEV_HDR_LEN], ferry_wire_dev_hdr *h)
+{
+	h->dev = ferry__ld_be32(b + FERRY_DEV_DEV_OFF);
+	h->index = ferry__ld_be32(b + FERRY_DEV_INDEX_OFF);
+	h->flags = ferry__ld_be32(b + FERRY_DEV_FLAGS_OFF);
+	h->len = ferry__ld_be32(b + FERRY_DEV_LEN_OFF);
+}
+
+/* Queues a DEV_STATE record: tag, header, and data (not copied: valid until flush). */
+void ferry__wire_put_dev_state(ferry_chan *c, const ferry_wire_dev_hdr *h, const void *data);
+/*
+ * Reads a DEV_STATE header (after its tag) and checks what the layout
+ * alone makes wrong: unknown flags, an end marker with data, a data
+ * buffer of 0 or more than FERRY_DEV_BUF_MAX bytes.
+ */
+int ferry__wire_get_dev_hdr(ferry_chan *c, ferry_wire_dev_hdr *h);
+/* Queues the end of the state body (DEV_EOS). */
+static inline void ferry__wire_put_dev_eos(ferry_chan *c)
+{
+	ferry__chan_put_u8(c, FERRY_DEV_EOS);
+}
+/* Queues a DEV_CONFIG record: tag, device, version, length, the vmsd bytes (copied). */
+void ferry__wire_put_dev_config(ferry_chan *c, uint32_t dev, uint32_t version, const void *p,
+				uint32_t len);
+/* Reads a DEV_CONFIG header after its tag; refuses a length above FERRY_DEVICE_STATE_MAX. */
+int ferry__wire_get_dev_config(ferry_chan *c, uint32_t *dev, uint32_t *version, uint32_t *len);
 
 /* ---- commands ---- */
 

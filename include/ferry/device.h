@@ -1,0 +1,141 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Live devices: devices whose state is read from the device itself while
+ * the guest is stopped (a VFIO-passed-through GPU, NIC or NVMe controller),
+ * too large or too slow for a ferry_vmsd.
+ *
+ * The interface follows the VFIO migration uAPI v2 (<linux/vfio.h>), so a
+ * VMM with a real VFIO device maps its calls one to one:
+ *   set_state       VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE (SET)
+ *   read / write    read(2) / write(2) on the data fd that SET returned
+ *   precopy_info    VFIO_MIG_GET_PRECOPY_INFO
+ *   stop_copy_size  VFIO_DEVICE_FEATURE_MIG_DATA_SIZE
+ * and the values of ferry_live_state are those of enum
+ * vfio_device_mig_state (libferry checks this at build time).
+ *
+ * State arcs. libferry requests only the arcs the uAPI allows, stepping
+ * through the intermediate states itself (set_state is always asked for
+ * one arc): RUNNING -> STOP -> STOP_COPY -> STOP on the source (RUNNING ->
+ * PRE_COPY -> STOP_COPY for a PRE_COPY device, once PRE_COPY is used: not
+ * in this version), STOP -> RESUMING -> STOP on the destination, and back to RUNNING (STOP_COPY -> STOP ->
+ * RUNNING) when a migration fails or is cancelled on the source (the guest
+ * keeps running). A registered device is taken to be RUNNING. When
+ * set_state fails, libferry considers the device to be in ERROR, fails the
+ * migration with a message naming the device, and asks for nothing more
+ * of it in that migration. The P2P states are not used.
+ *
+ * Source: after the vCPUs stop, each device goes to STOP_COPY and one
+ * thread of libferry's per device (mig/src/dev_N) calls read() until it
+ * returns 0 (end of the device's data); the buffers travel in the
+ * migration stream, indexed per device. Then the optional config vmsd is
+ * saved, and the device goes to STOP (the destination runs the guest
+ * now). stop_copy_size is asked at every pass, so that the convergence
+ * estimate counts the device's data.
+ * Destination: on the first data of a device, one thread of libferry's
+ * (mig/dst/devload_N) moves it to RESUMING and calls write() with each
+ * buffer, strictly in the source's order, each buffer exactly as read()
+ * produced it; at the end of the stream, every device goes to STOP and
+ * its config vmsd is applied. It goes to RUNNING once the migration
+ * completed with the destination's vCPUs running.
+ *
+ * Postcopy: not with live devices yet (ferry_migration_start says
+ * -EOPNOTSUPP): their state cannot be fetched after the switch.
+ *
+ * Thread contract:
+ *   - read is called only from mig/src/dev_N (never the caller's thread);
+ *     write only from mig/dst/devload_N. No libferry lock is held during
+ *     either, so a slow device never blocks the embedder's control thread.
+ *     A read should return within a short chunk time (e.g. 10 ms of data):
+ *     a cancel is seen between two reads.
+ *   - set_state, precopy_info and stop_copy_size are called from
+ *     libferry's migration threads (mig/src/main, mig/src/dev_N,
+ *     mig/dst/main, mig/dst/devload_N), never two at once for one device,
+ *     with no libferry lock held.
+ *   - The config vmsd is saved on mig/src/main with the vCPUs stopped,
+ *     and applied on mig/dst/main under the VM's run lock (the lock of
+ *     ferry_vm_stop/start), one device at a time, in registration order,
+ *     after every device's data was written and before the vCPUs start.
+ */
+#ifndef FERRY_DEVICE_H
+#define FERRY_DEVICE_H
+
+#include <sys/types.h>
+
+#include "ferry/vmstate.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Values of enum vfio_device_mig_state (linux/vfio.h). */
+typedef enum ferry_live_state {
+	FERRY_LIVE_ERROR = 0,
+	FERRY_LIVE_STOP = 1,
+	FERRY_LIVE_RUNNING = 2,
+	FERRY_LIVE_STOP_COPY = 3,
+	FERRY_LIVE_RESUMING = 4,
+	FERRY_LIVE_RUNNING_P2P = 5, /* declared for the mapping; never used */
+	FERRY_LIVE_PRE_COPY = 6,
+	FERRY_LIVE_PRE_COPY_P2P = 7, /* declared for the mapping; never used */
+} ferry_live_state;
+
+/*
+ * The device supports PRE_COPY (initial data while the guest runs). This
+ * version accepts the flag and requires precopy_info with it, but still
+ * sends all data in STOP_COPY.
+ */
+#define FERRY_LIVE_PRE_COPY_FLAG 0x1u
+
+typedef struct ferry_live_device_ops {
+	uint32_t flags; /* FERRY_LIVE_*_FLAG; unknown bits are refused */
+	/* One arc of the uAPI (see above). 0 or a negative errno. Required. */
+	int (*set_state)(void *opaque, ferry_live_state to);
+	/*
+	 * In STOP_COPY: up to len bytes of the device's data into buf. Returns
+	 * the bytes (> 0), 0 at the end of the data, or a negative errno.
+	 * Required.
+	 */
+	ssize_t (*read)(void *opaque, void *buf, size_t len);
+	/*
+	 * In RESUMING: one buffer as read() produced it on the source. Returns
+	 * len, or a negative errno (fails the migration). Treat buf as hostile.
+	 * Required.
+	 */
+	ssize_t (*write)(void *opaque, const void *buf, size_t len);
+	/* PRE_COPY devices: bytes of initial data left, and dirtied since. */
+	int (*precopy_info)(void *opaque, uint64_t *initial_bytes, uint64_t *dirty_bytes);
+	/* Estimate of the bytes read() will yield in STOP_COPY. Optional. */
+	int (*stop_copy_size)(void *opaque, uint64_t *bytes);
+	/* More fields may be added at any time. */
+} ferry_live_device_ops;
+
+/*
+ * Registers a live device: (id, instance) names it in the stream and must
+ * be registered on both sides, with the same config vmsd (config: a small
+ * final state saved after the data, may be NULL). ops is copied; opaque is
+ * passed to every op and is the struct config's field offsets apply to.
+ * Live devices and ferry_device_register()'s vmsd devices can be
+ * registered on one VM (ids are separate name spaces).
+ * Returns 0, -EINVAL (NULL vm, id not 1..255 bytes, a required op missing,
+ * unknown flags, PRE_COPY without precopy_info, a bad config table),
+ * -EEXIST (id and instance registered as a live device already), -EBUSY (a
+ * migration runs), -ENOSPC (more than FERRY_LIVE_DEVICES_MAX), -ENOMEM.
+ * Thread: the embedder's control thread, like every registration.
+ */
+#define FERRY_LIVE_DEVICES_MAX 64
+FERRY_EXTERN int ferry_live_device_register(ferry_vm_t *vm, const char *id, uint32_t instance,
+					    const ferry_live_device_ops *ops,
+					    const ferry_vmsd *config, void *opaque);
+
+/*
+ * The state libferry last moved a live device to (or FERRY_LIVE_RUNNING
+ * if it never did), -ENOENT if no such device is registered.
+ * Thread: any, but not concurrently with a registration on the same VM;
+ * the answer may be stale while a migration runs.
+ */
+FERRY_EXTERN int ferry_live_device_state(ferry_vm_t *vm, const char *id, uint32_t instance);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FERRY_DEVICE_H */

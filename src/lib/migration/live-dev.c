@@ -1,0 +1,967 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Live devices (ferry/device.h): the participant that migrates them, on
+ * both sides. The drivers never name it; they walk the participant table.
+ *
+ * DESIGN (source):
+ *   save_setup     the section "live-devices" START: every device (id,
+ *                  instance, config version), so that the destination
+ *                  refuses an unknown or missing device before any data.
+ *                  Nothing at all when the VM has no live device.
+ *   pending        each device's stop_copy_size, counted as stop-copy
+ *                  bytes in the convergence estimate.
+ *   save_complete  (vCPUs stopped) every device to STOP_COPY, then one
+ *                  save thread per device (mig/src/dev_N) that reads until
+ *                  the device says 0 and puts each buffer, then an end
+ *                  marker, on the carrier (live-dev.h).
+ *   complete_wait  mig/src/main drains the main-channel carrier into the
+ *                  section END body (DEV_STATE records, in the order the
+ *                  threads put them), joins the threads, writes each
+ *                  device's config vmsd (DEV_CONFIG) and the end of the
+ *                  body; the devices go to STOP.
+ *   save_cleanup   stops and joins the threads (a cancel is seen between
+ *                  two reads and while a thread waits for the carrier);
+ *                  unless the migration completed, every device goes back
+ *                  to RUNNING (the guest runs on).
+ * DESIGN (destination):
+ *   load_setup     the per-device queues (x-device-state-max-queued slots);
+ *   load           START: the device list must be exactly ours; END: the
+ *                  body's records, each DEV_STATE to load_buf;
+ *   load_buf       starts the device's load thread (mig/dst/devl_N) on its
+ *                  first buffer; queues the buffer in its slot (index mod
+ *                  the bound), refusing an unknown device number, a
+ *                  duplicate index, an index as far ahead of the first
+ *                  missing one as the bound, data after the end marker; an
+ *                  in-order buffer that finds the queue full waits for the
+ *                  load thread (back-pressure). The thread moves the device
+ *                  to RESUMING and writes the buffers strictly in index
+ *                  order, with no lock held.
+ *   load_complete  at EOF: every device sent its end marker and config,
+ *                  every load thread finished, each device goes to STOP,
+ *                  then the config vmsds are applied in registration order
+ *                  under vm->run_lock, before the vCPUs start.
+ *   load_cleanup   stops and joins the load threads, frees what is queued.
+ *
+ * Thread: the handlers run on mig/src/main and mig/dst/main. struct
+ * ferry_live_src's queue and errors are protected by its lock, struct
+ * ferry_live_dst's queues and loader states by its lock (one for all
+ * devices: the hand-off is per buffer of up to 1 MiB, so it is not
+ * contended). Neither lock is held while a device op runs. A device is
+ * driven by one thread at a time: mig/src/main before and after its save
+ * thread, mig/dst/devl_N while it loads, mig/dst/main after the join.
+ * Lock order: these locks are leaves, but for m->stats_lock
+ * (ferry__mig_set_error) taken under none of them.
+ */
+#include "migration/live-dev.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <linux/vfio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "migration/mig.h"
+#include "stream/format.h"
+#include "stream/wire.h"
+
+/* The public states are the kernel's (ferry/device.h promises it). */
+static_assert((int)FERRY_LIVE_ERROR == (int)VFIO_DEVICE_STATE_ERROR, "vfio state");
+static_assert((int)FERRY_LIVE_STOP == (int)VFIO_DEVICE_STATE_STOP, "vfio state");
+static_assert((int)FERRY_LIVE_RUNNING == (int)VFIO_DEVICE_STATE_RUNNING, "vfio state");
+static_assert((int)FERRY_LIVE_STOP_COPY == (int)VFIO_DEVICE_STATE_STOP_COPY, "vfio state");
+static_assert((int)FERRY_LIVE_RESUMING == (int)VFIO_DEVICE_STATE_RESUMING, "vfio state");
+static_assert((int)FERRY_LIVE_RUNNING_P2P == (int)VFIO_DEVICE_STATE_RUNNING_P2P, "vfio state");
+/* PRE_COPY came with VFIO_MIG_GET_PRECOPY_INFO (Linux 6.2); 6.1's headers lack both. */
+#ifdef VFIO_MIG_GET_PRECOPY_INFO
+static_assert((int)FERRY_LIVE_PRE_COPY == (int)VFIO_DEVICE_STATE_PRE_COPY, "vfio state");
+static_assert((int)FERRY_LIVE_PRE_COPY_P2P == (int)VFIO_DEVICE_STATE_PRE_COPY_P2P, "vfio state");
+#endif
+
+/* How often a waiting thread looks at cancel (the migration's flag is not a condvar). */
+#define POLL_MS 10
+
+static const char *state_name(int s)
+{
+	static const char *const names[] = { "ERROR", "STOP", "RUNNING", "STOP_COPY",
+					     "RESUMING", "RUNNING_P2P", "PRE_COPY", "PRE_COPY_P2P" };
+	return s >= 0 && s < 8 ? names[s] : "?";
+}
+
+ferry_live_state ferry__live_next_state(ferry_live_state from, ferry_live_state to)
+{
+	bool valid = to == FERRY_LIVE_STOP || to == FERRY_LIVE_RUNNING ||
+		     to == FERRY_LIVE_STOP_COPY || to == FERRY_LIVE_RESUMING ||
+		     to == FERRY_LIVE_PRE_COPY;
+	if (!valid)
+		return FERRY_LIVE_ERROR;
+	if (from == to)
+		return to;
+	switch (from) {
+	case FERRY_LIVE_STOP:
+		return to == FERRY_LIVE_RUNNING || to == FERRY_LIVE_PRE_COPY ? FERRY_LIVE_RUNNING : to;
+	case FERRY_LIVE_RUNNING:
+		return to == FERRY_LIVE_PRE_COPY ? to : FERRY_LIVE_STOP;
+	case FERRY_LIVE_PRE_COPY:
+		return to == FERRY_LIVE_STOP_COPY ? to : FERRY_LIVE_RUNNING;
+	case FERRY_LIVE_STOP_COPY:
+	case FERRY_LIVE_RESUMING:
+		return FERRY_LIVE_STOP;
+	default:
+		return FERRY_LIVE_ERROR;
+	}
+}
+
+/*
+ * Moves d to `to` one allowed arc at a time. A failed arc leaves d in
+ * ERROR (nothing more is asked of it) and writes why into msg.
+ * Thread: the one driving d.
+ */
+static int live_goto(struct ferry_live_device *d, ferry_live_state to, char *msg, size_t len)
+{
+	int cur = atomic_load(&d->state);
+	while (cur != (int)to) {
+		ferry_live_state nx = ferry__live_next_state((ferry_live_state)cur, to);
+		int r = nx == FERRY_LIVE_ERROR ? -EIO : d->ops.set_state(d->opaque, nx);
+		if (r) {
+			snprintf(msg, len, "live device '%s' instance %u: cannot go from %s to %s: %s",
+				 d->id, d->instance, state_name(cur), state_name(nx),
+				 ferry_strerror(r < 0 ? r : -EIO));
+			atomic_store(&d->state, FERRY_LIVE_ERROR);
+			return r < 0 ? r : -EIO;
+		}
+		atomic_store(&d->state, (int)nx);
+		cur = (int)nx;
+	}
+	return 0;
+}
+
+/* At the end (cleanup): d to `to`, unless it is in ERROR (nothing more is asked of it). */
+static void settle(struct ferry_live_device *d, ferry_live_state to)
+{
+	char msg[320];
+	if (atomic_load(&d->state) != FERRY_LIVE_ERROR && live_goto(d, to, msg, sizeof(msg)))
+		ferry_warn("%s", msg);
+}
+
+/* Wakes every waiter on cond. */
+static void wake(pthread_mutex_t *lock, pthread_cond_t *cond)
+{
+	pthread_mutex_lock(lock);
+	pthread_cond_broadcast(cond);
+	pthread_mutex_unlock(lock);
+}
+
+/* Waits on cond for at most POLL_MS (a CLOCK_MONOTONIC condvar). */
+static void wait_poll(pthread_cond_t *cond, pthread_mutex_t *lock)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_nsec += POLL_MS * 1000000L;
+	ts.tv_sec += ts.tv_nsec / 1000000000L;
+	ts.tv_nsec %= 1000000000L;
+	pthread_cond_timedwait(cond, lock, &ts);
+}
+
+/* Whether m ended COMPLETED (cleanup handlers: the status is final by then). */
+static bool mig_completed(struct ferry_migration *m)
+{
+	pthread_mutex_lock(&m->vm->mig_lock);
+	bool ok = m->status == FERRY_MIGRATION_COMPLETED;
+	pthread_mutex_unlock(&m->vm->mig_lock);
+	return ok;
+}
+
+/* Why a migration with live devices cannot switch to postcopy. */
+#define NO_POSTCOPY_MSG "live devices cannot migrate with postcopy yet"
+
+/*
+ * Setup (either side): 0 when the VM has no live device (nothing to do),
+ * else 1 with m's parameters in p; on the source -EOPNOTSUPP when they ask
+ * for postcopy (ferry_migration_start refuses that already): live device
+ * state cannot be fetched on demand yet. A destination merely allowing
+ * postcopy is fine; one whose stream advises it fails at the device list.
+ */
+static int live_wanted(struct ferry_migration *m, ferry_migration_params *p)
+{
+	if (!m->vm->nlive)
+		return 0;
+	ferry__mig_params(m, p);
+	if (m->incoming || !p->postcopy)
+		return 1;
+	ferry__mig_set_error(m, -EOPNOTSUPP, NO_POSTCOPY_MSG);
+	return -EOPNOTSUPP;
+}
+
+/* ================================ source ================================ */
+
+struct ferry_live_src;
+
+/* One device's save thread. */
+struct live_saver {
+	struct ferry_live_src *s;
+	struct ferry_live_device *d;
+	unsigned n;          /* device number: registration order */
+	pthread_t thread;
+	bool started;        /* mig/src/main: joined once */
+	uint32_t count;      /* the thread's: data buffers put so far */
+};
+
+/* The main-channel carrier: a bounded FIFO that mig/src/main drains. */
+#define QCAP_PER_DEV 2
+
+struct ferry_live_src {
+	struct ferry_migration *m;
+	ferry_vm_t *vm;
+	ferry_chan *c;               /* save_complete's, for complete_wait */
+	uint32_t section_id;
+	bool copying;                /* devices left RUNNING: go back on failure */
+	atomic_bool abort;
+	ferry_dev_carrier carrier;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;         /* the queue changed, or a thread failed */
+	ferry_part_buf *q;           /* protected by lock: a ring of qcap */
+	unsigned qhead, qlen, qcap;  /* protected by lock */
+	int err;                     /* protected by lock: a save thread's failure */
+	struct live_saver dev[FERRY_LIVE_DEVICES_MAX];
+};
+
+static bool src_aborted(struct ferry_live_src *s)
+{
+	return atomic_load(&s->abort) || ferry__mig_cancelled(s->m);
+}
+
+/* The carrier's put (mig/src/dev_N): waits for room; takes b. */
+static int chan_put(ferry_dev_carrier *cr, ferry_part_buf *b)
+{
+	struct ferry_live_src *s = (struct ferry_live_src *)((char *)cr -
+							     offsetof(struct ferry_live_src, carrier));
+	pthread_mutex_lock(&s->lock);
+	while (s->qlen == s->qcap && !src_aborted(s))
+		wait_poll(&s->cond, &s->lock);
+	bool room = s->qlen < s->qcap && !src_aborted(s);
+	if (room) {
+		s->q[(s->qhead + s->qlen++) % s->qcap] = *b;
+		pthread_cond_broadcast(&s->cond);
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (!room)
+		free(b->data);
+	return room ? 0 : -ECANCELED;
+}
+
+/* A save thread failed: the first failure is the migration's error. */
+static int save_fail(struct live_saver *v, int r, const char *what)
+{
+	struct ferry_live_src *s = v->s;
+	if (!src_aborted(s))
+		ferry__mig_set_error(s->m, r, "live device '%s' instance %u: %s of buffer %u failed: %s",
+				     v->d->id, v->d->instance, what, v->count, ferry_strerror(r));
+	pthread_mutex_lock(&s->lock);
+	if (!s->err)
+		s->err = r;
+	pthread_cond_broadcast(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+/* One read: 0 (a buffer put), 1 (the end marker put) or a negative errno. */
+static int read_one(struct live_saver *v)
+{
+	struct ferry_live_device *d = v->d;
+	uint8_t *buf = malloc(FERRY_DEV_BUF_MAX);
+	if (!buf)
+		return save_fail(v, -ENOMEM, "read");
+	ssize_t n = d->ops.read(d->opaque, buf, FERRY_DEV_BUF_MAX);
+	if (n < 0 || n > (ssize_t)FERRY_DEV_BUF_MAX) {
+		free(buf);
+		return save_fail(v, n < 0 ? (int)n : -EOVERFLOW, "read");
+	}
+	ferry_part_buf b = { .dev = v->n, .index = v->count, .len = (uint32_t)n, .data = buf };
+	if (n == 0) {
+		free(buf);
+		b.data = NULL;
+		b.flags = FERRY_DEV_F_END;
+	} else {
+		uint8_t *shrunk = realloc(buf, (size_t)n); /* a slow device reads small chunks */
+		b.data = shrunk ? shrunk : buf;
+		v->count++;
+	}
+	int r = v->s->carrier.put(&v->s->carrier, &b);
+	return r ? r : n == 0;
+}
+
+/* mig/src/dev_N: reads the device until its end, or a cancel, or a failure. */
+static void *save_thread(void *arg)
+{
+	struct live_saver *v = arg;
+	char name[16];
+	snprintf(name, sizeof(name), "mig/src/dev_%u", v->n);
+	pthread_setname_np(pthread_self(), name);
+	int r = 0;
+	while (!r)
+		r = src_aborted(v->s) ? -ECANCELED : read_one(v);
+	if (r == -ECANCELED) /* wake a drain that waits for this thread */
+		wake(&v->s->lock, &v->s->cond);
+	return NULL;
+}
+
+/* save_setup: the device list (START section); nothing without live devices. */
+static int live_save_setup(void *opaque, ferry_chan *c)
+{
+	struct ferry_migration *m = opaque;
+	ferry_vm_t *vm = m->vm;
+	ferry_migration_params p;
+	int r = live_wanted(m, &p);
+	if (r <= 0)
+		return r;
+	struct ferry_live_src *s = calloc(1, sizeof(*s));
+	if (!s || !(s->q = calloc(vm->nlive * QCAP_PER_DEV, sizeof(*s->q)))) {
+		free(s);
+		return -ENOMEM;
+	}
+	s->m = m;
+	s->vm = vm;
+	s->qcap = vm->nlive * QCAP_PER_DEV;
+	s->carrier.put = chan_put;
+	s->section_id = FERRY_SECTION_RAM + 1 + vm->ndevices; /* after the vmsd devices' */
+	pthread_mutex_init(&s->lock, NULL);
+	ferry__cond_init_monotonic(&s->cond);
+	m->live_src = s;
+	ferry__wire_put_section_start(c, FERRY_REC_SECTION_START, s->section_id, FERRY_LIVE_IDSTR, 0,
+				      FERRY_LIVE_VERSION);
+	ferry__wire_put_live_count(c, vm->nlive);
+	for (unsigned i = 0; i < vm->nlive; i++) {
+		const struct ferry_live_device *d = &vm->live[i];
+		ferry_wire_live_dev e = { .instance = d->instance, .has_config = d->config != NULL,
+					  .config_version = d->config ? d->config->version : 0 };
+		snprintf(e.id, sizeof(e.id), "%s", d->id);
+		ferry__wire_put_live_dev(c, &e);
+	}
+	ferry__wire_put_footer(c, s->section_id);
+	return 0;
+}
+
+/* pending: the devices' stop-copy estimates (mig/src/main, between passes). */
+static void live_pending(void *opaque, uint64_t *precopy, uint64_t *stopcopy)
+{
+	struct ferry_migration *m = opaque;
+	ferry_vm_t *vm = m->vm;
+	(void)precopy;
+	for (unsigned i = 0; i < vm->nlive; i++) {
+		struct ferry_live_device *d = &vm->live[i];
+		uint64_t b;
+		if (d->ops.stop_copy_size && !d->ops.stop_copy_size(d->opaque, &b))
+			*stopcopy += b;
+	}
+}
+
+/* save_complete (vCPUs stopped): STOP_COPY, then a save thread per device. */
+static int live_save_complete(void *opaque, ferry_chan *c)
+{
+	struct ferry_migration *m = opaque;
+	struct ferry_live_src *s = m->live_src;
+	char msg[320];
+	if (!s)
+		return 0;
+	s->c = c;
+	s->copying = true;
+	for (unsigned i = 0; i < s->vm->nlive; i++) {
+		int r = live_goto(&s->vm->live[i], FERRY_LIVE_STOP_COPY, msg, sizeof(msg));
+		if (r) {
+			ferry__mig_set_error(m, r, "%s", msg);
+			return r;
+		}
+	}
+	for (unsigned i = 0; i < s->vm->nlive; i++) {
+		struct live_saver *v = &s->dev[i];
+		*v = (struct live_saver){ .s = s, .d = &s->vm->live[i], .n = i };
+		int r = -pthread_create(&v->thread, NULL, save_thread, v);
+		if (r) {
+			ferry__mig_set_error(m, r, "cannot start a live device save thread: %s",
+					     ferry_strerror(r));
+			return r;
+		}
+		v->started = true;
+	}
+	return 0;
+}
+
+/* The next buffer of the carrier (mig/src/main): 0, -ECANCELED or a thread's error. */
+static int chan_get(struct ferry_live_src *s, ferry_part_buf *b)
+{
+	int r = 0;
+	pthread_mutex_lock(&s->lock);
+	while (!s->qlen && !s->err && !src_aborted(s))
+		wait_poll(&s->cond, &s->lock);
+	if (s->qlen) {
+		*b = s->q[s->qhead];
+		s->qhead = (s->qhead + 1) % s->qcap;
+		s->qlen--;
+		pthread_cond_broadcast(&s->cond);
+	} else {
+		r = s->err ? s->err : -ECANCELED;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+/* The section END body's DEV_STATE records, until every device's end marker. */
+static int drain(struct ferry_live_src *s)
+{
+	ferry_chan *c = s->c;
+	ferry__wire_put_section_part(c, FERRY_REC_SECTION_END, s->section_id);
+	for (unsigned ends = 0; ends < s->vm->nlive;) {
+		ferry_part_buf b;
+		int r = chan_get(s, &b);
+		if (r)
+			return r;
+		ferry_wire_dev_hdr h = { .dev = b.dev, .index = b.index, .flags = b.flags, .len = b.len };
+		ferry__wire_put_dev_state(c, &h, b.data);
+		r = ferry__chan_flush(c);
+		free(b.data);
+		if (r)
+			return r;
+		ends += !!(b.flags & FERRY_DEV_F_END);
+		if (ferry__mig_cancelled(s->m))
+			return -ECANCELED; /* at a record boundary: the cancel notice may follow */
+	}
+	return 0;
+}
+
+static void join_savers(struct ferry_live_src *s)
+{
+	for (unsigned i = 0; i < s->vm->nlive; i++)
+		if (s->dev[i].started) {
+			pthread_join(s->dev[i].thread, NULL);
+			s->dev[i].started = false;
+		}
+}
+
+/* complete_wait: the data, the config vmsds, the end of the body; devices to STOP. */
+static int live_complete_wait(void *opaque)
+{
+	struct ferry_migration *m = opaque;
+	struct ferry_live_src *s = m->live_src;
+	char msg[320];
+	if (!s || !s->c)
+		return 0;
+	int r = drain(s);
+	join_savers(s);
+	for (unsigned i = 0; i < s->vm->nlive && !r; i++) {
+		struct ferry_live_device *d = &s->vm->live[i];
+		uint8_t *buf;
+		uint32_t n;
+		if (!d->config)
+			continue;
+		if (!(r = ferry__vmsd_save(m, d->id, d->instance, d->config, d->opaque, &buf, &n))) {
+			ferry__wire_put_dev_config(s->c, i, d->config->version, buf, n);
+			free(buf);
+		}
+	}
+	if (r)
+		return r;
+	ferry__wire_put_dev_eos(s->c);
+	ferry__wire_put_footer(s->c, s->section_id);
+	for (unsigned i = 0; i < s->vm->nlive && !r; i++)
+		if ((r = live_goto(&s->vm->live[i], FERRY_LIVE_STOP, msg, sizeof(msg))))
+			ferry__mig_set_error(m, r, "%s", msg);
+	return r;
+}
+
+/* save_cleanup: threads stopped; devices RUNNING again unless it completed. */
+static void live_save_cleanup(void *opaque)
+{
+	struct ferry_migration *m = opaque;
+	struct ferry_live_src *s = m->live_src;
+	if (!s)
+		return;
+	atomic_store(&s->abort, true);
+	join_savers(s);
+	for (; s->qlen; s->qlen--, s->qhead = (s->qhead + 1) % s->qcap)
+		free(s->q[s->qhead].data);
+	if (s->copying && !mig_completed(m))
+		for (unsigned i = 0; i < s->vm->nlive; i++)
+			settle(&s->vm->live[i], FERRY_LIVE_RUNNING);
+	pthread_mutex_destroy(&s->lock);
+	pthread_cond_destroy(&s->cond);
+	free(s->q);
+	free(s);
+	m->live_src = NULL;
+}
+
+/* ============================= destination ============================= */
+
+struct ferry_live_dst;
+
+/* One device's load state. */
+struct live_loader {
+	struct ferry_live_dst *t;
+	struct ferry_live_device *d;
+	unsigned n;              /* local number: registration order */
+	pthread_t thread;
+	bool started;            /* mig/dst/main's */
+	/* Protected by t->lock. */
+	ferry_part_buf *ring;    /* t->max slots: index % max; data NULL: empty */
+	uint32_t next;           /* the next index to write */
+	uint32_t frontier;       /* the first index not received */
+	bool ended;              /* the end marker arrived: count is known */
+	uint32_t count;
+	bool done;               /* the thread is finished (err: how) */
+	int err;
+	char msg[320];
+	/* mig/dst/main's. */
+	uint8_t *config;
+	uint32_t config_len, config_version;
+	bool has_config;
+};
+
+struct ferry_live_dst {
+	struct ferry_migration *m;
+	ferry_vm_t *vm;
+	uint32_t max;            /* x-device-state-max-queued */
+	bool seen;               /* the setup section was loaded */
+	bool body_done;          /* the END body's EOS was loaded */
+	unsigned nstream;
+	unsigned map[FERRY_LIVE_DEVICES_MAX]; /* stream device number -> local */
+	atomic_bool abort;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;     /* any loader state changed */
+	struct live_loader dev[FERRY_LIVE_DEVICES_MAX];
+};
+
+/* load_setup: the queues, when the VM has live devices. */
+static int live_load_setup(void *opaque)
+{
+	struct ferry_migration *m = opaque;
+	ferry_migration_params p;
+	int r = live_wanted(m, &p);
+	if (r <= 0)
+		return r;
+	struct ferry_live_dst *t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	t->m = m;
+	t->vm = m->vm;
+	t->max = p.device_state_max_queued;
+	pthread_mutex_init(&t->lock, NULL);
+	ferry__cond_init_monotonic(&t->cond);
+	m->live_dst = t;
+	for (unsigned i = 0; i < t->vm->nlive; i++) {
+		struct live_loader *v = &t->dev[i];
+		*v = (struct live_loader){ .t = t, .d = &t->vm->live[i], .n = i };
+		if (!(v->ring = calloc(t->max, sizeof(*v->ring))))
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+/* Our device (id, instance), or -1. */
+static int local_index(ferry_vm_t *vm, const ferry_wire_live_dev *e)
+{
+	for (unsigned i = 0; i < vm->nlive; i++)
+		if (!strcmp(vm->live[i].id, e->id) && vm->live[i].instance == e->instance)
+			return (int)i;
+	return -1;
+}
+
+/* One entry of the setup list: must be ours, once, with config as ours. */
+static int load_setup_entry(struct ferry_live_dst *t, ferry_chan *c, unsigned k, bool *listed)
+{
+	ferry_wire_live_dev e;
+	int r = ferry__wire_get_live_dev(c, &e);
+	if (r)
+		return r;
+	int j = t ? local_index(t->vm, &e) : -1;
+	if (j < 0)
+		return ferry__chan_fail(c, FERRY_EMISMATCH, "unknown live device '%s' instance %u",
+					e.id, e.instance);
+	if (listed[j])
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "live device '%s' instance %u listed twice",
+					e.id, e.instance);
+	if (e.has_config != (t->vm->live[j].config != NULL))
+		return ferry__chan_fail(c, FERRY_EMISMATCH,
+					"live device '%s' instance %u: config state %s the stream, %s here",
+					e.id, e.instance, e.has_config ? "in" : "not in",
+					e.has_config ? "none" : "one");
+	listed[j] = true;
+	t->map[k] = (unsigned)j;
+	return 0;
+}
+
+/* Whether the stream advised postcopy (m->pc_dst is published under vm->mig_lock). */
+static bool pc_advised(struct ferry_migration *m)
+{
+	pthread_mutex_lock(&m->vm->mig_lock);
+	bool advised = m->pc_dst != NULL;
+	pthread_mutex_unlock(&m->vm->mig_lock);
+	return advised;
+}
+
+/* The setup section (START): exactly our devices. */
+static int load_setup_section(struct ferry_live_dst *t, ferry_chan *c, const ferry_section *s)
+{
+	bool listed[FERRY_LIVE_DEVICES_MAX] = { false };
+	uint32_t n;
+	int r;
+	ferry__chan_ctx_name(c, "live device list");
+	if (s->version != FERRY_LIVE_VERSION)
+		return ferry__chan_fail(c, FERRY_EVERSION, "live devices section version %u (supported: %u)",
+					s->version, FERRY_LIVE_VERSION);
+	if (t && t->seen)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "live devices set up twice");
+	if (t && pc_advised(t->m))
+		return ferry__chan_fail(c, -EOPNOTSUPP, NO_POSTCOPY_MSG);
+	if ((r = ferry__wire_get_live_count(c, &n)))
+		return r;
+	for (unsigned k = 0; k < n; k++)
+		if ((r = load_setup_entry(t, c, k, listed)))
+			return r;
+	for (unsigned j = 0; j < t->vm->nlive; j++)
+		if (!listed[j])
+			return ferry__chan_fail(c, FERRY_EMISMATCH,
+						"live device '%s' instance %u is not in the stream",
+						t->vm->live[j].id, t->vm->live[j].instance);
+	t->nstream = n;
+	t->seen = true;
+	return 0;
+}
+
+/* mig/dst/devl_N: RESUMING, then each buffer in index order. */
+static void *load_thread(void *arg)
+{
+	struct live_loader *v = arg;
+	struct ferry_live_dst *t = v->t;
+	struct ferry_live_device *d = v->d;
+	char name[16], msg[320] = "";
+	snprintf(name, sizeof(name), "mig/dst/devl_%u", v->n);
+	pthread_setname_np(pthread_self(), name);
+	int r = live_goto(d, FERRY_LIVE_RESUMING, msg, sizeof(msg));
+	pthread_mutex_lock(&t->lock);
+	while (!r) {
+		ferry_part_buf *slot = &v->ring[v->next % t->max];
+		if (atomic_load(&t->abort)) {
+			r = -ECANCELED;
+		} else if (slot->data && slot->index == v->next) {
+			ferry_part_buf b = *slot;
+			slot->data = NULL;
+			pthread_mutex_unlock(&t->lock);
+			ssize_t w = d->ops.write(d->opaque, b.data, b.len);
+			free(b.data);
+			if (w != (ssize_t)b.len)
+				r = w < 0 ? (int)w : -EIO;
+			if (r)
+				snprintf(msg, sizeof(msg),
+					 "live device '%s' instance %u: write of buffer %u failed: %s",
+					 d->id, d->instance, b.index, ferry_strerror(r));
+			pthread_mutex_lock(&t->lock);
+			v->next += !r;
+			pthread_cond_broadcast(&t->cond);
+		} else if (v->ended && v->next == v->count) {
+			break;
+		} else {
+			pthread_cond_wait(&t->cond, &t->lock);
+		}
+	}
+	v->done = true;
+	v->err = r;
+	snprintf(v->msg, sizeof(v->msg), "%s", msg);
+	pthread_cond_broadcast(&t->cond);
+	pthread_mutex_unlock(&t->lock);
+	return NULL;
+}
+
+/* The end marker (t->lock held): no data at or past its count. */
+static int accept_end(struct live_loader *v, ferry_chan *c, const ferry_part_buf *b)
+{
+	const struct ferry_live_device *d = v->d;
+	if (v->ended)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM,
+					"live device '%s' instance %u: second end of state marker",
+					d->id, d->instance);
+	/* Any buffer received at or past the count; the highest is named. */
+	uint32_t late = v->frontier > b->index ? v->frontier - 1 : UINT32_MAX;
+	for (uint32_t k = 0; k < v->t->max; k++)
+		if (v->ring[k].data && v->ring[k].index >= b->index &&
+		    (late == UINT32_MAX || v->ring[k].index > late))
+			late = v->ring[k].index;
+	if (late != UINT32_MAX)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM,
+					"live device '%s' instance %u: end of state marker after %u "
+					"buffers, but buffer index %u arrived",
+					d->id, d->instance, b->index, late);
+	v->ended = true;
+	v->count = b->index;
+	return 0;
+}
+
+/* A data buffer (t->lock held): in the window, not seen before; may wait for room. */
+static int accept_buf(struct live_loader *v, ferry_chan *c, ferry_part_buf *b)
+{
+	struct ferry_live_dst *t = v->t;
+	const struct ferry_live_device *d = v->d;
+	if (v->ended && b->index >= v->count)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM,
+					"live device '%s' instance %u: buffer index %u after the end "
+					"of state marker (%u buffers)",
+					d->id, d->instance, b->index, v->count);
+	if (b->index >= v->frontier && b->index - v->frontier >= t->max)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM,
+					"live device '%s' instance %u: buffer index %u is %u ahead of "
+					"%u (x-device-state-max-queued %u)",
+					d->id, d->instance, b->index, b->index - v->frontier,
+					v->frontier, t->max);
+	/* In the window of what is received, but not of what is written: back-pressure. */
+	while (b->index >= v->frontier && b->index - v->next >= t->max && !v->done &&
+	       !ferry__mig_cancelled(t->m))
+		wait_poll(&t->cond, &t->lock);
+	if (v->done && v->err)
+		return ferry__chan_fail_msg(c, v->err, v->msg);
+	if (ferry__mig_cancelled(t->m))
+		return -ECANCELED;
+	ferry_part_buf *slot = &v->ring[b->index % t->max];
+	if (b->index < v->frontier || (slot->data && slot->index == b->index))
+		return ferry__chan_fail(c, FERRY_EBADSTREAM,
+					"live device '%s' instance %u: duplicate buffer index %u",
+					d->id, d->instance, b->index);
+	*slot = *b;
+	b->data = NULL; /* the slot has it */
+	while (v->ring[v->frontier % t->max].data &&
+	       v->ring[v->frontier % t->max].index == v->frontier)
+		v->frontier++;
+	return 0;
+}
+
+/* load_buf: a buffer of a live device, from any carrier. Takes b->data. */
+static int live_load_buf(void *opaque, ferry_chan *c, ferry_part_buf *b)
+{
+	struct ferry_migration *m = opaque;
+	struct ferry_live_dst *t = m->live_dst;
+	int r = 0;
+	if (!t || !t->seen || b->dev >= t->nstream)
+		r = ferry__chan_fail(c, FERRY_EBADSTREAM, "state of live device number %u (%u devices)",
+				     b->dev, t && t->seen ? t->nstream : 0);
+	struct live_loader *v = r ? NULL : &t->dev[t->map[b->dev]];
+	if (v && !v->started) {
+		if ((r = -pthread_create(&v->thread, NULL, load_thread, v)))
+			r = ferry__chan_fail(c, r, "cannot start a live device load thread: %s",
+					     ferry_strerror(r));
+		v->started = !r;
+	}
+	if (v && !r) {
+		pthread_mutex_lock(&t->lock);
+		r = b->flags & FERRY_DEV_F_END ? accept_end(v, c, b) : accept_buf(v, c, b);
+		pthread_cond_broadcast(&t->cond);
+		pthread_mutex_unlock(&t->lock);
+	}
+	free(b->data);
+	b->data = NULL;
+	return r;
+}
+
+/* A DEV_STATE record of the body: its header, its data, to load_buf. */
+static int load_state_rec(struct ferry_migration *m, ferry_chan *c)
+{
+	ferry_wire_dev_hdr h;
+	int r = ferry__wire_get_dev_hdr(c, &h);
+	if (r)
+		return r;
+	ferry_part_buf b = { .dev = h.dev, .index = h.index, .flags = h.flags, .len = h.len };
+	if (h.len) {
+		if (!(b.data = malloc(h.len)))
+			return ferry__chan_fail(c, -ENOMEM, "out of memory for device state");
+		if ((r = ferry__chan_read(c, b.data, h.len))) {
+			free(b.data);
+			return r;
+		}
+	}
+	return live_load_buf(m, c, &b);
+}
+
+/* A DEV_CONFIG record: kept until load_complete applies it. */
+static int load_config_rec(struct ferry_live_dst *t, ferry_chan *c)
+{
+	uint32_t dev, version, len;
+	int r = ferry__wire_get_dev_config(c, &dev, &version, &len);
+	if (r)
+		return r;
+	if (dev >= t->nstream)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "config of live device number %u (%u devices)",
+					dev, t->nstream);
+	struct live_loader *v = &t->dev[t->map[dev]];
+	if (v->has_config)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM,
+					"live device '%s' instance %u: config state sent twice",
+					v->d->id, v->d->instance);
+	if (!(v->config = malloc(len ? len : 1)))
+		return ferry__chan_fail(c, -ENOMEM, "out of memory for device state");
+	v->has_config = true;
+	v->config_len = len;
+	v->config_version = version;
+	return ferry__chan_read(c, v->config, len);
+}
+
+/* The end of the body: every device sent its end marker, and what it announced. */
+static int load_body_end(struct ferry_live_dst *t, ferry_chan *c)
+{
+	for (unsigned k = 0; k < t->nstream; k++) {
+		struct live_loader *v = &t->dev[t->map[k]];
+		const struct ferry_live_device *d = v->d;
+		pthread_mutex_lock(&t->lock);
+		bool ended = v->ended;
+		uint32_t count = v->count, frontier = v->frontier;
+		pthread_mutex_unlock(&t->lock);
+		if (!ended)
+			return ferry__chan_fail(c, FERRY_EBADSTREAM,
+						"live device '%s' instance %u: no end of state marker "
+						"(%u buffers received)", d->id, d->instance, frontier);
+		if (frontier < count)
+			return ferry__chan_fail(c, FERRY_EBADSTREAM,
+						"live device '%s' instance %u: buffer index %u missing "
+						"(end marker after %u buffers)",
+						d->id, d->instance, frontier, count);
+		if (d->config && !v->has_config)
+			return ferry__chan_fail(c, FERRY_EBADSTREAM,
+						"live device '%s' instance %u: no config state",
+						d->id, d->instance);
+	}
+	t->body_done = true;
+	return 0;
+}
+
+/* The section END body: records until DEV_EOS. */
+static int load_body(struct ferry_migration *m, ferry_chan *c)
+{
+	struct ferry_live_dst *t = m->live_dst;
+	for (;;) {
+		uint8_t tag;
+		int r;
+		ferry__chan_ctx(c, "device state");
+		if ((r = ferry__chan_get_u8(c, &tag)))
+			return r;
+		switch (tag) {
+		case FERRY_DEV_EOS:
+			return load_body_end(t, c);
+		case FERRY_DEV_STATE:
+			r = load_state_rec(m, c);
+			break;
+		case FERRY_DEV_CONFIG:
+			r = load_config_rec(t, c);
+			break;
+		case FERRY_DEV_CANCELLED:
+			return ferry__chan_fail_msg(c, FERRY_EPEER, FERRY_CANCELLED_MSG);
+		default:
+			return ferry__chan_fail(c, FERRY_EBADSTREAM, "unknown live device record 0x%02x",
+						tag);
+		}
+		if (r)
+			return r;
+		if (ferry__mig_cancelled(m))
+			return -ECANCELED;
+	}
+}
+
+/* load: the setup section (START) or the state (END, once, after it). */
+static int live_load(void *opaque, ferry_chan *c, const ferry_section *s)
+{
+	struct ferry_migration *m = opaque;
+	struct ferry_live_dst *t = m->live_dst;
+	if (s->type == FERRY_REC_SECTION_START)
+		return load_setup_section(t, c, s);
+	if (s->type != FERRY_REC_SECTION_END || !t || t->body_done)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "live devices sent as section type %u",
+					s->type);
+	return load_body(m, c);
+}
+
+/* Waits for v's thread to finish (mig/dst/main); 0 or its error, message in msg. */
+static int loader_wait(struct live_loader *v, char *msg, size_t len)
+{
+	struct ferry_live_dst *t = v->t;
+	pthread_mutex_lock(&t->lock);
+	while (!v->done && !ferry__mig_cancelled(t->m))
+		wait_poll(&t->cond, &t->lock);
+	int r = v->done ? v->err : -ECANCELED;
+	snprintf(msg, len, "%s", v->msg);
+	pthread_mutex_unlock(&t->lock);
+	return r;
+}
+
+/* load_complete (EOF): threads done, devices STOP, configs applied in registration order. */
+static int live_load_complete(void *opaque, ferry_chan *c)
+{
+	struct ferry_migration *m = opaque;
+	struct ferry_live_dst *t = m->live_dst;
+	char msg[320];
+	if (!t)
+		return 0;
+	if (!t->seen)
+		return ferry__chan_fail(c, FERRY_EMISMATCH, "live device '%s' instance %u is not in "
+					"the stream", t->vm->live[0].id, t->vm->live[0].instance);
+	if (!t->body_done)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "the stream ended before the live "
+					"devices' state");
+	for (unsigned i = 0; i < t->vm->nlive; i++) {
+		int r = loader_wait(&t->dev[i], msg, sizeof(msg));
+		if (!r)
+			r = live_goto(t->dev[i].d, FERRY_LIVE_STOP, msg, sizeof(msg));
+		if (r)
+			return r == -ECANCELED ? r : ferry__chan_fail_msg(c, r, msg);
+	}
+	for (unsigned i = 0; i < t->vm->nlive; i++) {
+		struct live_loader *v = &t->dev[i];
+		const struct ferry_live_device *d = v->d;
+		char err[200] = "";
+		if (!d->config)
+			continue;
+		int r = ferry__vmsd_apply(t->vm, d->config, d->opaque, v->config_version, v->config,
+					  v->config_len, err, sizeof(err));
+		if (r) {
+			snprintf(msg, sizeof(msg), "live device '%.64s' instance %u: %.200s", d->id,
+				 d->instance, err[0] ? err : ferry_strerror(r));
+			return ferry__chan_fail_msg(c, r, msg);
+		}
+	}
+	return 0;
+}
+
+/* load_cleanup: threads stopped and joined, buffers freed, devices settled. */
+static void live_load_cleanup(void *opaque)
+{
+	struct ferry_migration *m = opaque;
+	struct ferry_live_dst *t = m->live_dst;
+	if (!t)
+		return;
+	atomic_store(&t->abort, true);
+	wake(&t->lock, &t->cond);
+	bool run = mig_completed(m) && ferry_vm_is_running(t->vm);
+	for (unsigned i = 0; i < t->vm->nlive; i++) {
+		struct live_loader *v = &t->dev[i];
+		if (v->started)
+			pthread_join(v->thread, NULL);
+		for (uint32_t k = 0; v->ring && k < t->max; k++)
+			free(v->ring[k].data);
+		free(v->ring);
+		free(v->config);
+		if (run || atomic_load(&v->d->state) == FERRY_LIVE_RESUMING)
+			settle(v->d, run ? FERRY_LIVE_RUNNING : FERRY_LIVE_STOP);
+	}
+	pthread_mutex_destroy(&t->lock);
+	pthread_cond_destroy(&t->cond);
+	free(t);
+	m->live_dst = NULL;
+}
+
+const ferry_participant ferry__live_participant = {
+	.name = "live-devices",
+	.save_setup = live_save_setup,
+	.pending = live_pending,
+	.save_complete = live_save_complete,
+	.complete_wait = live_complete_wait,
+	.save_cleanup = live_save_cleanup,
+	.section = FERRY_LIVE_IDSTR,
+	.load_setup = live_load_setup,
+	.load = live_load,
+	.load_buf = live_load_buf,
+	.load_complete = live_load_complete,
+	.load_cleanup = live_load_cleanup,
+};

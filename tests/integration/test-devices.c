@@ -1,0 +1,529 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Integration tests for live devices (ferry/device.h) over the main
+ * channel: bit-exact migrations of running guests with 1, 2 and 4
+ * synthetic devices (guest RAM and device memory against the twin), a VM
+ * with vmsd-only and live devices (one without config), cancel while the
+ * save threads read (the source runs on, its devices RUNNING again, and a
+ * second migration matches the twin), a device whose read fails on the
+ * source or whose write fails on the destination, postcopy refused, and
+ * hostile live-device records, each with its message.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <cmocka.h>
+
+#include "harness.h"
+#include "sbuf.h"
+#include "stream/format.h"
+
+/* A running guest whose vCPUs also write device memory. */
+#define DEV_SPEC "mem=64M,vram=4M,vcpus=2,rate=50M,workload=random,devmem=4M,devrate=200M,"
+
+static void expect_dev_states(side *s, int want)
+{
+	for (unsigned i = 0; i < ferry_guest_dev_count(s->g); i++) {
+		assert_int_equal(ferry_guest_dev_state(s->g, i), want);
+		assert_int_equal(ferry_live_device_state(s->vm, "gdev", i), want);
+	}
+}
+
+/* Migrates src to dst (listening on uri); both COMPLETED. */
+static void migrate_pair(side *src, side *dst, const char *uri)
+{
+	ferry_migration_params p;
+	ferry_migration_params_init(&p);
+	assert_int_equal(ferry_migration_start(src->vm, uri, &p), 0);
+	assert_int_equal(wait_src_converge(src->vm, &p, 5), FERRY_MIGRATION_COMPLETED);
+	assert_int_equal(wait_final(dst->vm), FERRY_MIGRATION_COMPLETED);
+	ferry_migration_info si, di;
+	ferry_migration_query(src->vm, &si);
+	ferry_migration_query(dst->vm, &di);
+	assert_int_equal(si.transferred, di.transferred);
+}
+
+static void migrate_devices(const char *spec)
+{
+	side src, dst;
+	const char *uri = running_pair(&src, &dst, spec);
+	side_wait_steps(&src, 2048);
+	migrate_pair(&src, &dst, uri);
+	expect_dev_states(&src, FERRY_LIVE_STOP);
+	expect_dev_states(&dst, FERRY_LIVE_RUNNING);
+	assert_true(ferry_vm_is_running(dst.vm));
+	assert_true(side_run_and_verify(&dst, 5000));
+	side_destroy(&src);
+	side_destroy(&dst);
+}
+
+static void t_one_device(void **state)
+{
+	(void)state;
+	migrate_devices(DEV_SPEC "devices=1");
+}
+
+static void t_two_devices(void **state)
+{
+	(void)state;
+	migrate_devices(DEV_SPEC "devices=2");
+}
+
+static void t_four_devices(void **state)
+{
+	(void)state;
+	migrate_devices(DEV_SPEC "devices=4,devrate=max");
+}
+
+/* ---- a VM with vmsd-only and live devices (one without config) ---- */
+
+typedef struct blob {
+	uint8_t mem[3000];
+	size_t pos;
+	uint64_t counter; /* the vmsd-only device's state */
+	int fail_at;      /* write: -EIO at this buffer (-1: never) */
+	int writes;
+	int fail_read_at; /* read: -EIO at this read (0: never) */
+	int reads;
+} blob;
+
+static int blob_state(void *o, ferry_live_state to)
+{
+	blob *b = o;
+	if (to == FERRY_LIVE_STOP_COPY || to == FERRY_LIVE_RESUMING)
+		b->pos = 0;
+	return 0;
+}
+
+/* 1000 bytes a read, so several buffers. */
+static ssize_t blob_read(void *o, void *buf, size_t len)
+{
+	blob *b = o;
+	if (++b->reads == b->fail_read_at)
+		return -EIO;
+	size_t n = sizeof(b->mem) - b->pos < 1000 ? sizeof(b->mem) - b->pos : 1000;
+	assert_true(len >= n);
+	memcpy(buf, b->mem + b->pos, n);
+	b->pos += n;
+	return (ssize_t)n;
+}
+
+static ssize_t blob_write(void *o, const void *buf, size_t len)
+{
+	blob *b = o;
+	if (b->writes++ == b->fail_at)
+		return -EIO;
+	if (len > sizeof(b->mem) - b->pos)
+		return -EINVAL;
+	memcpy(b->mem + b->pos, buf, len);
+	b->pos += len;
+	return (ssize_t)len;
+}
+
+static const ferry_live_device_ops blob_ops = {
+	.set_state = blob_state, .read = blob_read, .write = blob_write,
+};
+
+static const ferry_field counter_fields[] = { FERRY_FIELD_U64(blob, counter), FERRY_FIELD_END };
+static const ferry_vmsd counter_vmsd = { .name = "counter", .version = 1, .fields = counter_fields };
+
+static void blob_attach(side *s, blob *b)
+{
+	assert_int_equal(ferry_live_device_register(s->vm, "blob", 7, &blob_ops, NULL, b), 0);
+	assert_int_equal(ferry_device_register(s->vm, "counter", 0, &counter_vmsd, b), 0);
+}
+
+static void t_mixed_devices(void **state)
+{
+	(void)state;
+	static blob bs, bd;
+	side src, dst;
+	bs = (blob){ .counter = 0x1234567887654321ull, .fail_at = -1 };
+	bd = (blob){ .fail_at = -1 };
+	for (size_t i = 0; i < sizeof(bs.mem); i++)
+		bs.mem[i] = (uint8_t)(i * 7 + 3);
+	side_create(&src, DEV_SPEC "devices=2", FERRY_DIRTY_WP_ASYNC, false);
+	side_create(&dst, DEV_SPEC "devices=2", FERRY_DIRTY_WP_ASYNC, true);
+	blob_attach(&src, &bs);
+	blob_attach(&dst, &bd);
+	/* Registration rules. */
+	assert_int_equal(ferry_live_device_register(src.vm, "blob", 7, &blob_ops, NULL, &bs), -EEXIST);
+	assert_int_equal(ferry_live_device_register(src.vm, "", 7, &blob_ops, NULL, &bs), -EINVAL);
+	ferry_live_device_ops no_read = blob_ops;
+	no_read.read = NULL;
+	assert_int_equal(ferry_live_device_register(src.vm, "x", 0, &no_read, NULL, &bs), -EINVAL);
+	const char *uri = test_uri();
+	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
+	assert_int_equal(ferry_live_device_register(dst.vm, "y", 0, &blob_ops, NULL, &bd), -EBUSY);
+	assert_int_equal(ferry_vm_start(src.vm), 0);
+	side_wait_steps(&src, 2048);
+	migrate_pair(&src, &dst, uri);
+	assert_memory_equal(bd.mem, bs.mem, sizeof(bs.mem));
+	assert_int_equal(bd.counter, bs.counter);
+	assert_int_equal(bd.writes, 3);
+	assert_int_equal(ferry_live_device_state(dst.vm, "blob", 7), FERRY_LIVE_RUNNING);
+	assert_true(side_run_and_verify(&dst, 5000));
+	side_destroy(&src);
+	side_destroy(&dst);
+}
+
+/* ---- cancel while the save threads read ---- */
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void wait_dev_state(side *s, unsigned i, int st)
+{
+	for (int waited = 0; ferry_guest_dev_state(s->g, i) != st; waited++) {
+		if (waited == 60000)
+			fail_msg("device %u never reached state %d", i, st);
+		msleep(1);
+	}
+}
+
+static void t_cancel_streaming(void **state)
+{
+	(void)state;
+	side src, dst;
+	/* 4 MiB at 2 MB/s: each device reads for 2 s, in 20 KB chunks. */
+	const char *spec = "mem=64M,vram=4M,vcpus=2,rate=50M,devices=2,devmem=4M,devrate=2M";
+	const char *uri = running_pair(&src, &dst, spec);
+	side_wait_steps(&src, 2048);
+	ferry_migration_params p;
+	ferry_migration_params_init(&p);
+	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
+	wait_status(src.vm, FERRY_MIGRATION_DEVICE);
+	wait_dev_state(&src, 1, FERRY_LIVE_STOP_COPY);
+	ferry_migration_info i;
+	uint64_t t0 = now_ms();
+	assert_int_equal(ferry_migration_cancel(src.vm), 0);
+	assert_int_equal(wait_final(src.vm), FERRY_MIGRATION_CANCELLED);
+	/* Promptly: a read is 10 ms of data; the whole state would take 2 s. */
+	assert_true(now_ms() - t0 < 1000);
+	assert_true(ferry_vm_is_running(src.vm));
+	expect_dev_states(&src, FERRY_LIVE_RUNNING);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_FAILED);
+	ferry_migration_query(dst.vm, &i);
+	assert_string_equal(i.error_desc, "migration cancelled by the source");
+	/* Again, to a fresh destination: the devices go through it all again. */
+	ferry_guest_reset(dst.g);
+	uri = test_uri();
+	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
+	side_wait_steps(&src, 2048);
+	migrate_pair(&src, &dst, uri);
+	expect_dev_states(&dst, FERRY_LIVE_RUNNING);
+	assert_true(side_run_and_verify(&dst, 5000));
+	side_destroy(&src);
+	side_destroy(&dst);
+}
+
+/* ---- devices that fail ---- */
+
+/* Two small sides with the blob devices; a migration between them that fails on both. */
+static void blob_migrate(side *src, side *dst, blob *bs, blob *bd)
+{
+	const char *spec = "mem=16M,vram=4M,vcpus=1,rate=50M";
+	side_create(src, spec, FERRY_DIRTY_WP_ASYNC, false);
+	side_create(dst, spec, FERRY_DIRTY_WP_ASYNC, true);
+	blob_attach(src, bs);
+	blob_attach(dst, bd);
+	const char *uri = test_uri();
+	assert_int_equal(ferry_migration_incoming(dst->vm, uri), 0);
+	assert_int_equal(ferry_vm_start(src->vm), 0);
+	ferry_migration_params p;
+	ferry_migration_params_init(&p);
+	assert_int_equal(ferry_migration_start(src->vm, uri, &p), 0);
+	assert_int_equal(wait_final(dst->vm), FERRY_MIGRATION_FAILED);
+	assert_int_equal(wait_final(src->vm), FERRY_MIGRATION_FAILED);
+}
+
+static void t_write_fails(void **state)
+{
+	(void)state;
+	static blob bs, bd;
+	side src, dst;
+	bs = (blob){ .fail_at = -1 };
+	bd = (blob){ .fail_at = 2 };
+	blob_migrate(&src, &dst, &bs, &bd);
+	ferry_migration_info i;
+	ferry_migration_query(dst.vm, &i);
+	assert_string_equal(i.error_desc,
+			    "live device 'blob' instance 7: write of buffer 2 failed: Input/output error");
+	ferry_migration_query(src.vm, &i);
+	assert_string_equal(i.error_desc, "destination failed: live device 'blob' instance 7: "
+					  "write of buffer 2 failed: Input/output error");
+	/* The source guest runs on, its device RUNNING again. */
+	assert_true(ferry_vm_is_running(src.vm));
+	assert_int_equal(ferry_live_device_state(src.vm, "blob", 7), FERRY_LIVE_RUNNING);
+	side_destroy(&src);
+	side_destroy(&dst);
+}
+
+/* A device whose read fails on the source: the migration fails, the guest runs on. */
+static void t_read_fails(void **state)
+{
+	(void)state;
+	static blob bs, bd;
+	side src, dst;
+	bs = (blob){ .fail_at = -1, .fail_read_at = 2 };
+	bd = (blob){ .fail_at = -1 };
+	blob_migrate(&src, &dst, &bs, &bd);
+	ferry_migration_info i;
+	ferry_migration_query(src.vm, &i);
+	assert_string_equal(i.error_desc,
+			    "live device 'blob' instance 7: read of buffer 1 failed: Input/output error");
+	assert_true(ferry_vm_is_running(src.vm));
+	assert_int_equal(ferry_live_device_state(src.vm, "blob", 7), FERRY_LIVE_RUNNING);
+	side_destroy(&src);
+	side_destroy(&dst);
+}
+
+/* Postcopy cannot carry live device state yet: the source refuses to start. */
+static void t_postcopy_refused(void **state)
+{
+	(void)state;
+	side src;
+	side_create(&src, "mem=16M,vram=4M,vcpus=1,devices=1,devmem=64K", FERRY_DIRTY_WP_ASYNC, false);
+	ferry_migration_params p;
+	ferry_migration_params_init(&p);
+	p.postcopy = true;
+	assert_int_equal(ferry_migration_start(src.vm, test_uri(), &p), -EOPNOTSUPP);
+	side_destroy(&src);
+}
+
+/* ---- hostile streams ---- */
+
+/* A destination with one synthetic device ("gdev" 0, with config), RAM as DST_SPEC's. */
+#define HOSTILE_SPEC DST_SPEC ",devices=1,devmem=64K"
+#define LIVE_ID 3u /* any id: the destination keys PART/END on the START's */
+
+/*
+ * The live devices' setup listing (name, instance), the state section's
+ * start. Returns the offset of the listing's record.
+ */
+static size_t live_list(sbuf *b, const char *name, uint32_t instance)
+{
+	size_t at = b->len;
+	u8(b, FERRY_REC_SECTION_START);
+	be32(b, LIVE_ID);
+	str8(b, FERRY_LIVE_IDSTR);
+	be32(b, 0);
+	be32(b, FERRY_LIVE_VERSION);
+	be32(b, 1);
+	str8(b, name);
+	be32(b, instance);
+	u8(b, 1);
+	be32(b, 1);
+	u8(b, FERRY_REC_FOOTER);
+	be32(b, LIVE_ID);
+	u8(b, FERRY_REC_SECTION_END);
+	be32(b, LIVE_ID);
+	return at;
+}
+
+/* A vmsd field entry's header (docs/wire-format.md, "Field entry"). */
+static void vmsd_field(sbuf *b, uint8_t type, const char *name, uint32_t size)
+{
+	u8(b, 1);
+	u8(b, type);
+	str8(b, name);
+	be32(b, size);
+}
+
+/* Header, RAM setup, live_list. */
+static size_t live_setup(sbuf *b, const char *name, uint32_t instance)
+{
+	header(b);
+	ram_setup(b);
+	return live_list(b, name, instance);
+}
+
+/* "gdev" 0's config: fields index (u32) 0, size (u64) 64 KiB, seed (u64) 1. */
+static void gdev_config(sbuf *b)
+{
+	u8(b, FERRY_DEV_CONFIG);
+	be32(b, 0);
+	be32(b, 1);
+	be32(b, 55);
+	vmsd_field(b, FERRY_FT_U32, "index", 4);
+	be32(b, 0);
+	vmsd_field(b, FERRY_FT_U64, "size", 8);
+	be64(b, 65536);
+	vmsd_field(b, FERRY_FT_U64, "seed", 8);
+	be64(b, 1);
+	u8(b, 0);
+}
+
+/* A DEV_STATE record's tag and header. */
+static void dev_hdr(sbuf *b, uint32_t dev, uint32_t index, uint32_t flags, uint32_t len)
+{
+	u8(b, FERRY_DEV_STATE);
+	be32(b, dev);
+	be32(b, index);
+	be32(b, flags);
+	be32(b, len);
+}
+
+/* A DEV_STATE record holding one "gdev" frame of 8 bytes at offset `at`. */
+static void dev_frame(sbuf *b, uint32_t index, uint64_t at)
+{
+	dev_hdr(b, 0, index, 0, 24);
+	be32(b, 0x46444556);
+	be32(b, 8);
+	be64(b, at);
+	be64(b, 0x0102030405060708ull);
+}
+
+/*
+ * The hostile streams: each builder writes one into b and returns the
+ * offset of the record the destination must name.
+ */
+static size_t h_unknown_device(sbuf *b)
+{
+	return live_setup(b, "nic", 0);
+}
+
+static size_t h_missing_device(sbuf *b)
+{
+	header(b);
+	ram_setup(b);
+	u8(b, FERRY_REC_EOF);
+	return b->len - 1;
+}
+
+/* Postcopy advised (flags 0): live devices cannot follow. */
+static size_t h_postcopy(sbuf *b)
+{
+	header(b);
+	u8(b, FERRY_REC_COMMAND);
+	be16(b, FERRY_CMD_POSTCOPY_ADVISE);
+	be16(b, 4);
+	be32(b, 0);
+	ram_setup(b);
+	return live_list(b, "gdev", 0);
+}
+
+static size_t h_unknown_number(sbuf *b)
+{
+	live_setup(b, "gdev", 0);
+	dev_hdr(b, 5, 0, 0, 24);
+	put(b, (uint8_t[24]){ 0 }, 24);
+	return b->len - 41;
+}
+
+static size_t h_duplicate(sbuf *b)
+{
+	live_setup(b, "gdev", 0);
+	dev_frame(b, 0, 0);
+	dev_frame(b, 0, 0);
+	return b->len - 41;
+}
+
+static size_t h_too_far(sbuf *b)
+{
+	live_setup(b, "gdev", 0);
+	dev_frame(b, 0, 0);
+	dev_frame(b, 65, 0);
+	return b->len - 41;
+}
+
+static size_t h_no_end(sbuf *b)
+{
+	live_setup(b, "gdev", 0);
+	dev_frame(b, 0, 0);
+	dev_frame(b, 1, 0);
+	u8(b, FERRY_DEV_EOS);
+	return b->len - 1;
+}
+
+static size_t h_gap(sbuf *b)
+{
+	live_setup(b, "gdev", 0);
+	dev_frame(b, 1, 0);
+	dev_hdr(b, 0, 2, FERRY_DEV_F_END, 0);
+	u8(b, FERRY_DEV_EOS);
+	return b->len - 1;
+}
+
+static size_t h_oversized(sbuf *b)
+{
+	live_setup(b, "gdev", 0);
+	dev_hdr(b, 0, 0, 0, FERRY_DEV_BUF_MAX + 1);
+	return b->len - 17;
+}
+
+/* A frame past the device's memory: the write fails, nothing is written (no offset). */
+static size_t h_bad_frame(sbuf *b)
+{
+	live_setup(b, "gdev", 0);
+	dev_frame(b, 0, 65536 - 4);
+	dev_hdr(b, 0, 1, FERRY_DEV_F_END, 0);
+	gdev_config(b);
+	u8(b, FERRY_DEV_EOS);
+	u8(b, FERRY_REC_FOOTER);
+	be32(b, LIVE_ID);
+	u8(b, FERRY_REC_EOF);
+	return SIZE_MAX;
+}
+
+static void t_hostile(void **state)
+{
+	(void)state;
+	static const struct {
+		size_t (*build)(sbuf *b);
+		const char *msg;
+		const char *ctx; /* the record named with the offset */
+		bool postcopy;   /* the destination allows postcopy */
+	} cases[] = {
+		{ h_unknown_device, "unknown live device 'nic' instance 0", "live device list" },
+		{ h_missing_device, "live device 'gdev' instance 0 is not in the stream", "record" },
+		{ h_postcopy, "live devices cannot migrate with postcopy yet", "live device list", true },
+		{ h_unknown_number, "state of live device number 5 (1 devices)", "device state" },
+		{ h_duplicate, "live device 'gdev' instance 0: duplicate buffer index 0", "device state" },
+		{ h_too_far, "live device 'gdev' instance 0: buffer index 65 is 64 ahead of 1 "
+			     "(x-device-state-max-queued 64)", "device state" },
+		{ h_no_end, "live device 'gdev' instance 0: no end of state marker (2 buffers "
+			    "received)", "device state" },
+		{ h_gap, "live device 'gdev' instance 0: buffer index 0 missing (end marker after 2 "
+			 "buffers)", "device state" },
+		{ h_oversized, "device 0 buffer 0 of 1048577 bytes (1..1048576)", "device state" },
+		{ h_bad_frame, "live device 'gdev' instance 0: write of buffer 0 failed: Invalid "
+			       "argument", NULL },
+	};
+	static sbuf b;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char want[320];
+		b.len = 0;
+		size_t at = cases[i].build(&b);
+		if (cases[i].ctx)
+			snprintf(want, sizeof(want), "%s (%s at offset %zu)", cases[i].msg, cases[i].ctx, at);
+		else
+			snprintf(want, sizeof(want), "%s", cases[i].msg);
+		assert_string_equal(feed_stream_spec(HOSTILE_SPEC, b.p, b.len, cases[i].postcopy), want);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(t_one_device),
+		cmocka_unit_test(t_two_devices),
+		cmocka_unit_test(t_four_devices),
+		cmocka_unit_test(t_mixed_devices),
+		cmocka_unit_test(t_cancel_streaming),
+		cmocka_unit_test(t_write_fails),
+		cmocka_unit_test(t_read_fails),
+		cmocka_unit_test(t_postcopy_refused),
+		cmocka_unit_test(t_hostile),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
