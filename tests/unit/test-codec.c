@@ -246,7 +246,7 @@ static void t_live_refused(void **state)
 		ferry__chan_ctx(&r, "device state");
 		ferry_wire_dev_hdr h;
 		assert_int_equal(ferry__wire_get_dev_hdr(&r, &h), FERRY_EBADSTREAM);
-		assert_string_equal(r.in_errmsg, msg[i]);
+		assert_string_equal(r.in_err.msg, msg[i]);
 		unpair(&w, &r);
 	}
 	ferry_chan w, r;
@@ -256,7 +256,7 @@ static void t_live_refused(void **state)
 	ferry__chan_ctx(&r, "live device list");
 	uint32_t n;
 	assert_int_equal(ferry__wire_get_live_count(&r, &n), FERRY_EBADSTREAM);
-	assert_string_equal(r.in_errmsg, "0 live devices (1..64) (live device list at offset 0)");
+	assert_string_equal(r.in_err.msg, "0 live devices (1..64) (live device list at offset 0)");
 	unpair(&w, &r);
 	pair(&w, &r);
 	ferry_wire_live_dev e = { .id = "nic", .has_config = 2 };
@@ -265,7 +265,7 @@ static void t_live_refused(void **state)
 	assert_int_equal(ferry__chan_flush(&w), 0);
 	ferry__chan_ctx(&r, "live device list");
 	assert_int_equal(ferry__wire_get_live_dev(&r, &e), FERRY_EBADSTREAM);
-	assert_string_equal(r.in_errmsg, "live device 'nic' has-config byte 2 (live device list at offset 0)");
+	assert_string_equal(r.in_err.msg, "live device 'nic' has-config byte 2 (live device list at offset 0)");
 	unpair(&w, &r);
 }
 
