@@ -113,19 +113,20 @@ ferry_live_state ferry__live_next_state(ferry_live_state from, ferry_live_state 
 
 /*
  * Moves d to `to` one allowed arc at a time. A failed arc leaves d in
- * ERROR (nothing more is asked of it) and writes why into msg.
+ * ERROR (nothing more is asked of it) and records why in *err.
  * Thread: the one driving d.
  */
-static int live_goto(struct ferry_live_device *d, ferry_live_state to, char *msg, size_t len)
+static int live_goto(struct ferry_live_device *d, ferry_live_state to, ferry_error *err)
 {
 	int cur = atomic_load(&d->state);
 	while (cur != (int)to) {
 		ferry_live_state nx = ferry__live_next_state((ferry_live_state)cur, to);
 		int r = nx == FERRY_LIVE_ERROR ? -EIO : d->ops.set_state(d->opaque, nx);
 		if (r) {
-			snprintf(msg, len, "live device '%s' instance %u: cannot go from %s to %s: %s",
-				 d->id, d->instance, state_name(cur), state_name(nx),
-				 ferry_strerror(r < 0 ? r : -EIO));
+			ferry__error_set(err, r < 0 ? r : -EIO,
+					 "live device '%s' instance %u: cannot go from %s to %s: %s",
+					 d->id, d->instance, state_name(cur), state_name(nx),
+					 ferry_strerror(r < 0 ? r : -EIO));
 			atomic_store(&d->state, FERRY_LIVE_ERROR);
 			return r < 0 ? r : -EIO;
 		}
@@ -138,9 +139,9 @@ static int live_goto(struct ferry_live_device *d, ferry_live_state to, char *msg
 /* At the end (cleanup): d to `to`, unless it is in ERROR (nothing more is asked of it). */
 static void settle(struct ferry_live_device *d, ferry_live_state to)
 {
-	char msg[320];
-	if (atomic_load(&d->state) != FERRY_LIVE_ERROR && live_goto(d, to, msg, sizeof(msg)))
-		ferry_warn("%s", msg);
+	ferry_error e = { 0 };
+	if (atomic_load(&d->state) != FERRY_LIVE_ERROR && live_goto(d, to, &e))
+		ferry_warn("%s", e.msg);
 }
 
 /* Wakes every waiter on cond. */
@@ -360,15 +361,15 @@ static int live_save_complete(void *opaque, ferry_chan *c)
 {
 	struct ferry_migration *m = opaque;
 	struct ferry_live_src *s = m->live_src;
-	char msg[320];
+	ferry_error e = { 0 };
 	if (!s)
 		return 0;
 	s->c = c;
 	s->copying = true;
 	for (unsigned i = 0; i < s->vm->nlive; i++) {
-		int r = live_goto(&s->vm->live[i], FERRY_LIVE_STOP_COPY, msg, sizeof(msg));
+		int r = live_goto(&s->vm->live[i], FERRY_LIVE_STOP_COPY, &e);
 		if (r) {
-			ferry__mig_set_error(m, r, "%s", msg);
+			ferry__mig_set_error_from(m, &e);
 			return r;
 		}
 	}
@@ -442,7 +443,7 @@ static int live_complete_wait(void *opaque)
 {
 	struct ferry_migration *m = opaque;
 	struct ferry_live_src *s = m->live_src;
-	char msg[320];
+	ferry_error e = { 0 };
 	if (!s || !s->c)
 		return 0;
 	int r = drain(s);
@@ -463,8 +464,8 @@ static int live_complete_wait(void *opaque)
 	ferry__wire_put_dev_eos(s->c);
 	ferry__wire_put_footer(s->c, s->section_id);
 	for (unsigned i = 0; i < s->vm->nlive && !r; i++)
-		if ((r = live_goto(&s->vm->live[i], FERRY_LIVE_STOP, msg, sizeof(msg))))
-			ferry__mig_set_error(m, r, "%s", msg);
+		if ((r = live_goto(&s->vm->live[i], FERRY_LIVE_STOP, &e)))
+			ferry__mig_set_error_from(m, &e);
 	return r;
 }
 
@@ -507,8 +508,7 @@ struct live_loader {
 	bool ended;              /* the end marker arrived: count is known */
 	uint32_t count;
 	bool done;               /* the thread is finished (err: how) */
-	int err;
-	char msg[320];
+	ferry_error err;
 	/* mig/dst/main's. */
 	uint8_t *config;
 	uint32_t config_len, config_version;
@@ -632,10 +632,11 @@ static void *load_thread(void *arg)
 	struct live_loader *v = arg;
 	struct ferry_live_dst *t = v->t;
 	struct ferry_live_device *d = v->d;
-	char name[16], msg[320] = "";
+	char name[16];
+	ferry_error e = { 0 };
 	snprintf(name, sizeof(name), "mig/dst/devl_%u", v->n);
 	pthread_setname_np(pthread_self(), name);
-	int r = live_goto(d, FERRY_LIVE_RESUMING, msg, sizeof(msg));
+	int r = live_goto(d, FERRY_LIVE_RESUMING, &e);
 	pthread_mutex_lock(&t->lock);
 	while (!r) {
 		ferry_part_buf *slot = &v->ring[v->next % t->max];
@@ -650,9 +651,9 @@ static void *load_thread(void *arg)
 			if (w != (ssize_t)b.len)
 				r = w < 0 ? (int)w : -EIO;
 			if (r)
-				snprintf(msg, sizeof(msg),
-					 "live device '%s' instance %u: write of buffer %u failed: %s",
-					 d->id, d->instance, b.index, ferry_strerror(r));
+				ferry__error_set(&e, r,
+						 "live device '%s' instance %u: write of buffer %u failed: %s",
+						 d->id, d->instance, b.index, ferry_strerror(r));
 			pthread_mutex_lock(&t->lock);
 			v->next += !r;
 			pthread_cond_broadcast(&t->cond);
@@ -663,8 +664,9 @@ static void *load_thread(void *arg)
 		}
 	}
 	v->done = true;
-	v->err = r;
-	snprintf(v->msg, sizeof(v->msg), "%s", msg);
+	if (r && !e.code) /* a cancel: no message of its own */
+		ferry__error_set(&e, r, "%s", ferry_strerror(r));
+	v->err = e;
 	pthread_cond_broadcast(&t->cond);
 	pthread_mutex_unlock(&t->lock);
 	return NULL;
@@ -714,8 +716,8 @@ static int accept_buf(struct live_loader *v, ferry_chan *c, ferry_part_buf *b)
 	while (b->index >= v->frontier && b->index - v->next >= t->max && !v->done &&
 	       !ferry__mig_cancelled(t->m))
 		wait_poll(&t->cond, &t->lock);
-	if (v->done && v->err)
-		return ferry__chan_fail_msg(c, v->err, v->msg);
+	if (v->done && v->err.code)
+		return ferry__chan_fail_msg(c, v->err.code, v->err.msg);
 	if (ferry__mig_cancelled(t->m))
 		return -ECANCELED;
 	ferry_part_buf *slot = &v->ring[b->index % t->max];
@@ -873,15 +875,15 @@ static int live_load(void *opaque, ferry_chan *c, const ferry_section *s)
 	return load_body(m, c);
 }
 
-/* Waits for v's thread to finish (mig/dst/main); 0 or its error, message in msg. */
-static int loader_wait(struct live_loader *v, char *msg, size_t len)
+/* Waits for v's thread to finish (mig/dst/main); 0 or its error, recorded in *err. */
+static int loader_wait(struct live_loader *v, ferry_error *err)
 {
 	struct ferry_live_dst *t = v->t;
 	pthread_mutex_lock(&t->lock);
 	while (!v->done && !ferry__mig_cancelled(t->m))
 		wait_poll(&t->cond, &t->lock);
-	int r = v->done ? v->err : -ECANCELED;
-	snprintf(msg, len, "%s", v->msg);
+	int r = v->done ? v->err.code : -ECANCELED;
+	ferry__error_copy(err, &v->err);
 	pthread_mutex_unlock(&t->lock);
 	return r;
 }
@@ -891,7 +893,7 @@ static int live_load_complete(void *opaque, ferry_chan *c)
 {
 	struct ferry_migration *m = opaque;
 	struct ferry_live_dst *t = m->live_dst;
-	char msg[320];
+	ferry_error e = { 0 };
 	if (!t)
 		return 0;
 	if (!t->seen)
@@ -901,25 +903,22 @@ static int live_load_complete(void *opaque, ferry_chan *c)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM, "the stream ended before the live "
 					"devices' state");
 	for (unsigned i = 0; i < t->vm->nlive; i++) {
-		int r = loader_wait(&t->dev[i], msg, sizeof(msg));
+		int r = loader_wait(&t->dev[i], &e);
 		if (!r)
-			r = live_goto(t->dev[i].d, FERRY_LIVE_STOP, msg, sizeof(msg));
+			r = live_goto(t->dev[i].d, FERRY_LIVE_STOP, &e);
 		if (r)
-			return r == -ECANCELED ? r : ferry__chan_fail_msg(c, r, msg);
+			return r == -ECANCELED ? r : ferry__chan_fail_msg(c, r, e.msg);
 	}
 	for (unsigned i = 0; i < t->vm->nlive; i++) {
 		struct live_loader *v = &t->dev[i];
 		const struct ferry_live_device *d = v->d;
-		char err[200] = "";
 		if (!d->config)
 			continue;
 		int r = ferry__vmsd_apply(t->vm, d->config, d->opaque, v->config_version, v->config,
-					  v->config_len, err, sizeof(err));
-		if (r) {
-			snprintf(msg, sizeof(msg), "live device '%.64s' instance %u: %.200s", d->id,
-				 d->instance, err[0] ? err : ferry_strerror(r));
-			return ferry__chan_fail_msg(c, r, msg);
-		}
+					  v->config_len, &e);
+		if (r)
+			return ferry__chan_fail(c, r, "live device '%.64s' instance %u: %.200s", d->id,
+						d->instance, ferry__error_text(&e, r));
 	}
 	return 0;
 }

@@ -205,13 +205,16 @@ int ferry__vmsd_save(struct ferry_migration *m, const char *id, uint32_t instanc
 }
 
 int ferry__vmsd_apply(ferry_vm_t *vm, const ferry_vmsd *vmsd, void *opaque, uint32_t version,
-		      const uint8_t *buf, uint32_t len, char *msg, size_t msg_len)
+		      const uint8_t *buf, uint32_t len, ferry_error *err)
 {
+	char msg[sizeof(err->msg)] = "";
 	/* RAM is complete before any device state: ordinary memory from here. */
 	ferry__place_end(vm);
 	pthread_mutex_lock(&vm->run_lock);
-	int r = ferry_vmsd_decode(vmsd, opaque, version, buf, len, msg, msg_len);
+	int r = ferry_vmsd_decode(vmsd, opaque, version, buf, len, msg, sizeof(msg));
 	pthread_mutex_unlock(&vm->run_lock);
+	if (r && msg[0])
+		ferry__error_set(err, r, "%s", msg);
 	return r;
 }
 
@@ -267,12 +270,12 @@ static int vmsd_load(void *opaque, ferry_chan *c, const ferry_section *s)
 		free(buf);
 		return r;
 	}
-	char msg[200] = "";
-	r = ferry__vmsd_apply(vm, d->vmsd, d->opaque, s->version, buf, len, msg, sizeof(msg));
+	ferry_error e = { 0 };
+	r = ferry__vmsd_apply(vm, d->vmsd, d->opaque, s->version, buf, len, &e);
 	free(buf);
 	if (r)
 		return ferry__chan_fail(c, r, "device '%s' instance %u: %s", s->idstr, s->instance,
-					msg[0] ? msg : ferry_strerror(r));
+					ferry__error_text(&e, r));
 	return 0;
 }
 

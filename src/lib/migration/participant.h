@@ -168,14 +168,14 @@ void ferry__parts_load_cleanup(ferry_parts *t);
  * ferry__vmsd_save encodes vmsd over opaque into a malloc'd *buf (caller
  * frees) and records the error as "cannot save device 'ID' instance N:
  * ..." on m; ferry__vmsd_apply decodes len bytes into it on mig/dst/main,
- * with RAM complete (placement ended) and under vm->run_lock, the message
- * in msg.
+ * with RAM complete (placement ended) and under vm->run_lock, the
+ * decoder's message (if it gave one) in *err.
  */
 struct ferry_migration;
 int ferry__vmsd_save(struct ferry_migration *m, const char *id, uint32_t instance,
 		     const ferry_vmsd *vmsd, void *opaque, uint8_t **buf, uint32_t *len);
 int ferry__vmsd_apply(ferry_vm_t *vm, const ferry_vmsd *vmsd, void *opaque, uint32_t version,
-		      const uint8_t *buf, uint32_t len, char *msg, size_t msg_len);
+		      const uint8_t *buf, uint32_t len, ferry_error *err);
 
 /*
  * The built-in participants. opaque: RAM's is the side's ferry_ram_saver
