@@ -61,6 +61,7 @@
 #include <string.h>
 
 #include "migration/mig.h"
+#include "migration/multifd.h"
 #include "stream/format.h"
 #include "stream/wire.h"
 
@@ -163,13 +164,18 @@ static void wait_poll(pthread_cond_t *cond, pthread_mutex_t *lock)
 	pthread_cond_timedwait(cond, lock, &ts);
 }
 
+static ferry_migration_status mig_status(struct ferry_migration *m)
+{
+	pthread_mutex_lock(&m->vm->mig_lock);
+	ferry_migration_status st = m->status;
+	pthread_mutex_unlock(&m->vm->mig_lock);
+	return st;
+}
+
 /* Whether m ended COMPLETED (cleanup handlers: the status is final by then). */
 static bool mig_completed(struct ferry_migration *m)
 {
-	pthread_mutex_lock(&m->vm->mig_lock);
-	bool ok = m->status == FERRY_MIGRATION_COMPLETED;
-	pthread_mutex_unlock(&m->vm->mig_lock);
-	return ok;
+	return mig_status(m) == FERRY_MIGRATION_COMPLETED;
 }
 
 /* Why a migration with live devices cannot switch to postcopy. */
@@ -218,11 +224,14 @@ struct ferry_live_src {
 	bool copying;                /* devices left RUNNING: go back on failure */
 	atomic_bool abort;
 	ferry_dev_carrier carrier;
+	ferry_mf_sender *mf;         /* the multifd carrier's channels, or NULL */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;         /* the queue changed, or a thread failed */
 	ferry_part_buf *q;           /* protected by lock: a ring of qcap */
 	unsigned qhead, qlen, qcap;  /* protected by lock */
 	int err;                     /* protected by lock: a save thread's failure */
+	ferry_part_buf end[FERRY_LIVE_DEVICES_MAX]; /* protected by lock: multifd's end markers */
+	bool ended[FERRY_LIVE_DEVICES_MAX];
 	struct live_saver dev[FERRY_LIVE_DEVICES_MAX];
 };
 
@@ -248,6 +257,31 @@ static int chan_put(ferry_dev_carrier *cr, ferry_part_buf *b)
 	if (!room)
 		free(b->data);
 	return room ? 0 : -ECANCELED;
+}
+
+/*
+ * The multifd carrier's put (mig/src/dev_N): a data buffer goes out as a
+ * device-state packet on the channels (waiting while all are busy); the
+ * end marker is kept for mig/src/main, which sends it on the main channel
+ * once the channels' SYNC follows the last packet. A channel's failure is
+ * recorded without a message: the channel has its own, which the driver
+ * reports (src_pick_error).
+ */
+static int mf_put(ferry_dev_carrier *cr, ferry_part_buf *b)
+{
+	struct ferry_live_src *s = ferry_container_of(cr, struct ferry_live_src, carrier);
+	int r = 0;
+	if (!(b->flags & FERRY_DEV_F_END))
+		r = ferry__mf_send_buf(s->mf, b, &s->abort);
+	pthread_mutex_lock(&s->lock);
+	if (!r && (b->flags & FERRY_DEV_F_END)) {
+		s->end[b->dev] = *b;
+		s->ended[b->dev] = true;
+	}
+	if (r && r != -ECANCELED && !s->err)
+		s->err = r;
+	pthread_mutex_unlock(&s->lock);
+	return r;
 }
 
 /* A save thread failed: the first failure is the migration's error. */
@@ -323,7 +357,8 @@ static int live_save_setup(void *opaque, ferry_chan *c)
 	s->m = m;
 	s->vm = vm;
 	s->qcap = vm->nlive * QCAP_PER_DEV;
-	s->carrier.put = chan_put;
+	s->mf = m->mf_send; /* published by this thread (source.c's mf_open) */
+	s->carrier.put = s->mf ? mf_put : chan_put;
 	s->section_id = FERRY_SECTION_RAM + 1 + vm->ndevices; /* after the vmsd devices' */
 	pthread_mutex_init(&s->lock, NULL);
 	ferry__cond_init_monotonic(&s->cond);
@@ -366,6 +401,11 @@ static int live_save_complete(void *opaque, ferry_chan *c)
 		return 0;
 	s->c = c;
 	s->copying = true;
+	/* Before any data, on any channel: the destination starts its load threads. */
+	ferry__wire_put_cmd(c, FERRY_CMD_SWITCHOVER_START, NULL, 0);
+	int fr = ferry__chan_flush(c);
+	if (fr)
+		return fr;
 	for (unsigned i = 0; i < s->vm->nlive; i++) {
 		int r = live_goto(&s->vm->live[i], FERRY_LIVE_STOP_COPY, &e);
 		if (r) {
@@ -438,6 +478,34 @@ static void join_savers(struct ferry_live_src *s)
 		}
 }
 
+/*
+ * The multifd carrier's end (mig/src/main): the save threads joined, every
+ * channel's SYNC after their packets, then the section END body's
+ * DEV_MF_SYNC and each device's end marker.
+ */
+static int mf_finish(struct ferry_live_src *s)
+{
+	ferry_chan *c = s->c;
+	join_savers(s);
+	pthread_mutex_lock(&s->lock);
+	int r = s->err;
+	pthread_mutex_unlock(&s->lock);
+	if (!r && src_aborted(s))
+		r = -ECANCELED;
+	if (!r)
+		r = ferry__mf_send_flush(s->mf);
+	if (r)
+		return r;
+	ferry__wire_put_section_part(c, FERRY_REC_SECTION_END, s->section_id);
+	ferry__wire_put_dev_mf_sync(c);
+	for (unsigned i = 0; i < s->vm->nlive; i++) {
+		ferry_wire_dev_hdr h = { .dev = i, .index = s->end[i].index, .flags = FERRY_DEV_F_END };
+		assert(s->ended[i]); /* a thread that ended without error put it */
+		ferry__wire_put_dev_state(c, &h, NULL);
+	}
+	return 0;
+}
+
 /* complete_wait: the data, the config vmsds, the end of the body; devices to STOP. */
 static int live_complete_wait(void *opaque)
 {
@@ -446,7 +514,7 @@ static int live_complete_wait(void *opaque)
 	ferry_error e = { 0 };
 	if (!s || !s->c)
 		return 0;
-	int r = drain(s);
+	int r = s->mf ? mf_finish(s) : drain(s);
 	join_savers(s);
 	for (unsigned i = 0; i < s->vm->nlive && !r; i++) {
 		struct ferry_live_device *d = &s->vm->live[i];
@@ -520,6 +588,7 @@ struct ferry_live_dst {
 	ferry_vm_t *vm;
 	uint32_t max;            /* x-device-state-max-queued */
 	bool seen;               /* the setup section was loaded */
+	bool loading;            /* SWITCHOVER_START: the load threads run */
 	bool body_done;          /* the END body's EOS was loaded */
 	unsigned nstream;
 	unsigned map[FERRY_LIVE_DEVICES_MAX]; /* stream device number -> local */
@@ -672,6 +741,48 @@ static void *load_thread(void *arg)
 	return NULL;
 }
 
+/*
+ * load_start (SWITCHOVER_START, mig/dst/main): every device's load thread,
+ * which takes it to RESUMING, before its first buffer can arrive. Buffers
+ * are queued (bounded) whenever they come; only the threads write them.
+ */
+static int live_load_start(void *opaque, ferry_chan *c)
+{
+	struct ferry_migration *m = opaque;
+	struct ferry_live_dst *t = m->live_dst;
+	if (!t)
+		return 0;
+	if (!t->seen || t->loading)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "SWITCHOVER_START %s",
+					t->loading ? "twice" : "before the live device list");
+	t->loading = true;
+	for (unsigned i = 0; i < t->vm->nlive; i++) {
+		struct live_loader *v = &t->dev[i];
+		int r = -pthread_create(&v->thread, NULL, load_thread, v);
+		if (r)
+			return ferry__chan_fail(c, r, "cannot start a live device load thread: %s",
+						ferry_strerror(r));
+		v->started = true;
+	}
+	return 0;
+}
+
+/*
+ * Whether a buffer waiting for room gives up (t->lock held; dropped to
+ * read the status): load_cleanup began, or the migration is over (a
+ * multifd receiver may wait while mig/dst/main fails).
+ */
+static bool dst_over(struct ferry_live_dst *t)
+{
+	if (atomic_load(&t->abort) || ferry__mig_cancelled(t->m))
+		return true;
+	pthread_mutex_unlock(&t->lock);
+	ferry_migration_status st = mig_status(t->m);
+	pthread_mutex_lock(&t->lock);
+	return st == FERRY_MIGRATION_FAILED || st == FERRY_MIGRATION_CANCELLED ||
+	       st == FERRY_MIGRATION_COMPLETED;
+}
+
 /* The end marker (t->lock held): no data at or past its count. */
 static int accept_end(struct live_loader *v, ferry_chan *c, const ferry_part_buf *b)
 {
@@ -713,12 +824,13 @@ static int accept_buf(struct live_loader *v, ferry_chan *c, ferry_part_buf *b)
 					d->id, d->instance, b->index, b->index - v->frontier,
 					v->frontier, t->max);
 	/* In the window of what is received, but not of what is written: back-pressure. */
+	bool over = false;
 	while (b->index >= v->frontier && b->index - v->next >= t->max && !v->done &&
-	       !ferry__mig_cancelled(t->m))
+	       !(over = dst_over(t)))
 		wait_poll(&t->cond, &t->lock);
 	if (v->done && v->err.code)
 		return ferry__chan_fail_msg(c, v->err.code, v->err.msg);
-	if (ferry__mig_cancelled(t->m))
+	if (over)
 		return -ECANCELED;
 	ferry_part_buf *slot = &v->ring[b->index % t->max];
 	if (b->index < v->frontier || (slot->data && slot->index == b->index))
@@ -743,13 +855,7 @@ static int live_load_buf(void *opaque, ferry_chan *c, ferry_part_buf *b)
 		r = ferry__chan_fail(c, FERRY_EBADSTREAM, "state of live device number %u (%u devices)",
 				     b->dev, t && t->seen ? t->nstream : 0);
 	struct live_loader *v = r ? NULL : &t->dev[t->map[b->dev]];
-	if (v && !v->started) {
-		if ((r = -pthread_create(&v->thread, NULL, load_thread, v)))
-			r = ferry__chan_fail(c, r, "cannot start a live device load thread: %s",
-					     ferry_strerror(r));
-		v->started = !r;
-	}
-	if (v && !r) {
+	if (v) {
 		pthread_mutex_lock(&t->lock);
 		r = b->flags & FERRY_DEV_F_END ? accept_end(v, c, b) : accept_buf(v, c, b);
 		pthread_cond_broadcast(&t->cond);
@@ -830,10 +936,22 @@ static int load_body_end(struct ferry_live_dst *t, ferry_chan *c)
 	return 0;
 }
 
+/* DEV_MF_SYNC: every device-state packet on the multifd channels was handed over. */
+static int load_mf_sync(struct ferry_migration *m, ferry_chan *c)
+{
+	if (!m->mf_recv) /* published by this thread (dest.c's cmd_multifd) */
+		return ferry__chan_fail(c, FERRY_EBADSTREAM,
+					"live device state sync without multifd channels");
+	return ferry__mf_recv_sync(m->mf_recv);
+}
+
 /* The section END body: records until DEV_EOS. */
 static int load_body(struct ferry_migration *m, ferry_chan *c)
 {
 	struct ferry_live_dst *t = m->live_dst;
+	if (!t->loading)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM,
+					"live devices' state before SWITCHOVER_START");
 	for (;;) {
 		uint8_t tag;
 		int r;
@@ -848,6 +966,9 @@ static int load_body(struct ferry_migration *m, ferry_chan *c)
 			break;
 		case FERRY_DEV_CONFIG:
 			r = load_config_rec(t, c);
+			break;
+		case FERRY_DEV_MF_SYNC:
+			r = load_mf_sync(m, c);
 			break;
 		case FERRY_DEV_CANCELLED:
 			return ferry__chan_fail_msg(c, FERRY_EPEER, FERRY_CANCELLED_MSG);
@@ -960,6 +1081,7 @@ const ferry_participant ferry__live_participant = {
 	.section = FERRY_LIVE_IDSTR,
 	.load_setup = live_load_setup,
 	.load = live_load,
+	.load_start = live_load_start,
 	.load_buf = live_load_buf,
 	.load_complete = live_load_complete,
 	.load_cleanup = live_load_cleanup,

@@ -85,14 +85,14 @@ int ferry__parts_save_complete(ferry_parts *t, ferry_chan *c, bool postcopy)
 		if (ops->save_complete && !(postcopy && (ops->flags & FERRY_PART_POSTCOPY)))
 			r = ops->save_complete(t->p[i].opaque, c);
 	}
-	/* Participants whose complete went on in threads of their own. */
-	for (unsigned i = 0; i < t->n; i++) {
-		if (!t->p[i].ops->complete_wait)
-			continue;
-		int w = t->p[i].ops->complete_wait(t->p[i].opaque);
-		if (!r)
-			r = w;
-	}
+	/*
+	 * Participants whose complete went on in threads of their own; not
+	 * after a failure (another's section may be open on c): save_cleanup
+	 * stops their threads.
+	 */
+	for (unsigned i = 0; i < t->n && !r; i++)
+		if (t->p[i].ops->complete_wait)
+			r = t->p[i].ops->complete_wait(t->p[i].opaque);
 	return r;
 }
 
@@ -156,6 +156,27 @@ int ferry__parts_load_setup(ferry_parts *t)
 		if (t->p[i].ops->load_setup)
 			r = t->p[i].ops->load_setup(t->p[i].opaque);
 	return r;
+}
+
+int ferry__parts_load_start(ferry_parts *t, ferry_chan *c)
+{
+	int r = 0;
+	for (unsigned i = 0; i < t->n && !r; i++)
+		if (t->p[i].ops->load_start)
+			r = t->p[i].ops->load_start(t->p[i].opaque, c);
+	return r;
+}
+
+/* Thread: mig/dst/recv_N; reads only the table's ops and opaques (fixed while it runs). */
+int ferry__parts_load_buf(ferry_parts *t, ferry_chan *c, ferry_part_buf *b)
+{
+	for (unsigned i = 0; i < t->n; i++)
+		if (t->p[i].ops->load_buf)
+			return t->p[i].ops->load_buf(t->p[i].opaque, c, b);
+	free(b->data);
+	b->data = NULL;
+	return ferry__chan_fail(c, FERRY_EBADSTREAM, "device state %u buffer %u, but nothing loads it",
+				b->dev, b->index);
 }
 
 int ferry__parts_load_complete(ferry_parts *t, ferry_chan *c)

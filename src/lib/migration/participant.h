@@ -34,13 +34,16 @@
  *                   or a PART/END section continuing the participant's
  *                   START (by section id; ferry__parts_load finds it and
  *                   checks the footer after the body);
+ *   load_start      at SWITCHOVER_START (the source's vCPUs stopped): what
+ *                   must run before state arrives (live devices: their
+ *                   load threads);
  *   load_buf        a buffer of the participant's state with its carrier's
  *                   header (ferry_part_buf: device number, index, flags),
  *                   in any index order: the participant reorders. Live
  *                   devices' main-channel records reach it from their
- *                   section body; a carrier outside the main stream (the
- *                   multifd device-state packets to come) calls it through
- *                   the table;
+ *                   section body; multifd device-state packets from
+ *                   mig/dst/recv_N through the table (ferry__parts_load_buf),
+ *                   concurrently with mig/dst/main;
  *   load_complete   at EOF, before the vCPUs start: what the participant
  *                   still has to finish (live devices: wait for their load
  *                   threads, apply their config);
@@ -111,6 +114,7 @@ typedef struct ferry_participant {
 	const char *section; /* the name of its sections (NULL: devices, by their names) */
 	int (*load_setup)(void *opaque);
 	int (*load)(void *opaque, ferry_chan *c, const ferry_section *s);
+	int (*load_start)(void *opaque, ferry_chan *c);
 	int (*load_buf)(void *opaque, ferry_chan *c, ferry_part_buf *b);
 	int (*load_complete)(void *opaque, ferry_chan *c);
 	void (*load_cleanup)(void *opaque);
@@ -160,6 +164,14 @@ int ferry__parts_load_at(ferry_parts *t, int k, ferry_chan *c, ferry_section *s)
  * load_cleanup at the end (reverse order). 0 or a negative errno.
  */
 int ferry__parts_load_setup(ferry_parts *t);
+/* SWITCHOVER_START (mig/dst/main): every load_start. */
+int ferry__parts_load_start(ferry_parts *t, ferry_chan *c);
+/*
+ * A buffer from a carrier outside the main stream (multifd device-state
+ * packets; mig/dst/recv_N) to the participant that loads buffers (has a
+ * load_buf); fails on c when none does. Takes b->data.
+ */
+int ferry__parts_load_buf(ferry_parts *t, ferry_chan *c, ferry_part_buf *b);
 int ferry__parts_load_complete(ferry_parts *t, ferry_chan *c);
 void ferry__parts_load_cleanup(ferry_parts *t);
 
