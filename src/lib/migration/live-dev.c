@@ -10,15 +10,20 @@
  *                  Nothing at all when the VM has no live device.
  *   pending        each device's stop_copy_size, counted as stop-copy
  *                  bytes in the convergence estimate.
- *   save_complete  (vCPUs stopped) every device to STOP_COPY, then one
- *                  save thread per device (mig/src/dev_N) that reads until
- *                  the device says 0 and puts each buffer, then an end
- *                  marker, on the carrier (live-dev.h).
+ *   save_complete  (vCPUs stopped; before RAM's, so the threads run during
+ *                  the final RAM pass) SWITCHOVER_START on the main
+ *                  channel, every device to STOP_COPY, then one save
+ *                  thread per device (mig/src/dev_N) that reads until the
+ *                  device says 0 and puts each buffer, then an end marker,
+ *                  on the carrier (live-dev.h): chan_put, or with multifd
+ *                  mf_put (packets on the channels).
  *   complete_wait  mig/src/main drains the main-channel carrier into the
  *                  section END body (DEV_STATE records, in the order the
- *                  threads put them), joins the threads, writes each
- *                  device's config vmsd (DEV_CONFIG) and the end of the
- *                  body; the devices go to STOP.
+ *                  threads put them), or with multifd joins the threads,
+ *                  has every channel send a SYNC and writes DEV_MF_SYNC
+ *                  and the end markers; then each device's config vmsd
+ *                  (DEV_CONFIG) and the end of the body; the devices go
+ *                  to STOP.
  *   save_cleanup   stops and joins the threads (a cancel is seen between
  *                  two reads and while a thread waits for the carrier);
  *                  unless the migration completed, every device goes back
@@ -26,9 +31,12 @@
  * DESIGN (destination):
  *   load_setup     the per-device queues (x-device-state-max-queued slots);
  *   load           START: the device list must be exactly ours; END: the
- *                  body's records, each DEV_STATE to load_buf;
- *   load_buf       starts the device's load thread (mig/dst/devl_N) on its
- *                  first buffer; queues the buffer in its slot (index mod
+ *                  body's records, each DEV_STATE to load_buf, DEV_MF_SYNC
+ *                  waits for every multifd channel's SYNC;
+ *   load_start     SWITCHOVER_START: every device's load thread
+ *                  (mig/dst/devl_N);
+ *   load_buf       (mig/dst/main, or mig/dst/recv_N for multifd packets)
+ *                  queues the buffer in its slot (index mod
  *                  the bound), refusing an unknown device number, a
  *                  duplicate index, an index as far ahead of the first
  *                  missing one as the bound, data after the end marker; an
@@ -42,7 +50,10 @@
  *                  under vm->run_lock, before the vCPUs start.
  *   load_cleanup   stops and joins the load threads, frees what is queued.
  *
- * Thread: the handlers run on mig/src/main and mig/dst/main. struct
+ * Thread: the handlers run on mig/src/main and mig/dst/main, but load_buf
+ * also on mig/dst/recv_N (multifd packets; it reads t->seen, nstream and
+ * map, written by mig/dst/main before the first MULTIFD_SYNC releases the
+ * receivers). struct
  * ferry_live_src's queue and errors are protected by its lock, struct
  * ferry_live_dst's queues and loader states by its lock (one for all
  * devices: the hand-off is per buffer of up to 1 MiB, so it is not
