@@ -26,7 +26,6 @@
 #include <cmocka.h>
 
 #include "harness.h"
-#include "proxy.h"
 #include "sbuf.h"
 #include "stream/format.h"
 
@@ -125,19 +124,9 @@ static void t_mf_out_of_order(void **state)
 {
 	(void)state;
 	side src, dst;
-	const char *spec = DEV_SPEC "devices=2,devrate=max";
-	side_create(&src, spec, FERRY_DIRTY_WP_ASYNC, false);
-	side_create(&dst, spec, FERRY_DIRTY_WP_ASYNC, true);
-	char dpath[108], ppath[108], duri[120], puri[120];
-	snprintf(dpath, sizeof(dpath), "%s", test_uri() + 5);
-	snprintf(ppath, sizeof(ppath), "%s", test_uri() + 5);
-	snprintf(duri, sizeof(duri), "unix:%s", dpath);
-	snprintf(puri, sizeof(puri), "unix:%s", ppath);
-	assert_int_equal(ferry_migration_incoming(dst.vm, duri), 0);
-	proxy *px = proxy_start(ppath, dpath);
-	assert_non_null(px);
+	char puri[120];
+	proxy *px = running_pair_proxied(&src, &dst, DEV_SPEC "devices=2,devrate=max", puri);
 	proxy_set_delay(px, 1, 2000);
-	assert_int_equal(ferry_vm_start(src.vm), 0);
 	side_wait_steps(&src, 2048);
 	migrate_pair(&src, &dst, puri, true);
 	expect_dev_states(&dst, FERRY_LIVE_RUNNING);
@@ -671,10 +660,7 @@ static const char *mf_feed(const sbuf *pkts, void (*tail)(sbuf *b))
 	pkt_header(&b, FERRY_MF_SYNC, 0, 0, 0, 99);
 	int cfd = uconnect(uri);
 	sendb(cfd, &b);
-	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_FAILED);
-	ferry_migration_info i;
-	ferry_migration_query(dst.vm, &i);
-	snprintf(msg, sizeof(msg), "%s", i.error_desc);
+	snprintf(msg, sizeof(msg), "%s", wait_failed(dst.vm));
 	close(cfd);
 	close(mfd);
 	side_destroy(&dst);

@@ -382,10 +382,7 @@ static const char *bad_packet(const sbuf *pkt)
 	sendb(cfd, &b);
 	sendb(cfd, pkt);
 	shutdown(cfd, SHUT_WR);
-	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_FAILED);
-	ferry_migration_info i;
-	ferry_migration_query(dst.vm, &i);
-	snprintf(msg, sizeof(msg), "%s", i.error_desc);
+	snprintf(msg, sizeof(msg), "%s", wait_failed(dst.vm));
 	close(cfd);
 	close(mfd);
 	side_destroy(&dst);
