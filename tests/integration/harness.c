@@ -66,6 +66,16 @@ bool side_run_and_verify(side *s, uint64_t n)
 	return side_verify(s);
 }
 
+const char *wait_failed(ferry_vm_t *vm)
+{
+	static char msg[256];
+	assert_int_equal(wait_final(vm), FERRY_MIGRATION_FAILED);
+	ferry_migration_info i;
+	ferry_migration_query(vm, &i);
+	snprintf(msg, sizeof(msg), "%s", i.error_desc);
+	return msg;
+}
+
 int wait_final(ferry_vm_t *vm)
 {
 	int st = ferry_migration_wait(vm, 120000);
@@ -164,6 +174,22 @@ const char *running_pair(side *src, side *dst, const char *spec)
 	assert_int_equal(ferry_migration_incoming(dst->vm, uri), 0);
 	assert_int_equal(ferry_vm_start(src->vm), 0);
 	return uri;
+}
+
+proxy *running_pair_proxied(side *src, side *dst, const char *spec, char puri[120])
+{
+	char dpath[108], ppath[108], duri[120];
+	side_create(src, spec, FERRY_DIRTY_WP_ASYNC, false);
+	side_create(dst, spec, FERRY_DIRTY_WP_ASYNC, true);
+	snprintf(dpath, sizeof(dpath), "%.100s", test_uri() + 5);
+	snprintf(ppath, sizeof(ppath), "%.100s", test_uri() + 5);
+	snprintf(duri, sizeof(duri), "unix:%s", dpath);
+	snprintf(puri, 120, "unix:%s", ppath);
+	assert_int_equal(ferry_migration_incoming(dst->vm, duri), 0);
+	proxy *px = proxy_start(ppath, dpath);
+	assert_non_null(px);
+	assert_int_equal(ferry_vm_start(src->vm), 0);
+	return px;
 }
 
 /* The system call the thread tid of this process is blocked in, or -1 (running, unknown). */

@@ -13,6 +13,7 @@
 
 #include "ferry.h"
 #include "guest.h"
+#include "proxy.h"
 
 typedef struct side {
 	ferry_vm_t *vm;
@@ -30,6 +31,8 @@ bool side_verify(side *s);
 bool side_run_and_verify(side *s, uint64_t n);
 /* Waits for a final status with a generous timeout; fails the test on hang. */
 int wait_final(ferry_vm_t *vm);
+/* wait_final, which must say FAILED; returns the error message (static buffer). */
+const char *wait_failed(ferry_vm_t *vm);
 /*
  * Source side of a migration whose guest runs: waits for a final status
  * like wait_final, but once the migration has passed pass after_pass
@@ -79,6 +82,12 @@ void wait_thread_in_syscall(const char *comm, long nr);
  * returned URI, the source guest runs.
  */
 const char *running_pair(side *src, side *dst, const char *spec);
+/*
+ * The same with the fault-injecting proxy (proxy.h) in front of the
+ * destination: the source migrates to puri (filled in); connection 0 is
+ * then the main one, 1.. the multifd channels. proxy_stop it at the end.
+ */
+proxy *running_pair_proxied(side *src, side *dst, const char *spec, char puri[120]);
 /* Sleeps ms milliseconds: for pacing a poll, never to wait for an event. */
 void msleep(unsigned ms);
 

@@ -4,7 +4,10 @@
 #define FERRY_TEST_SBUF_H
 
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 #include "stream/format.h"
 
@@ -55,5 +58,49 @@ static inline void ram_setup(sbuf *b)
 	be64(b, FERRY_RAM_EOS);
 	u8(b, FERRY_REC_FOOTER);
 	be32(b, 1);
+}
+
+/* ---- hand-made multifd channel traffic ---- */
+
+/* A connection to a unix: URI. */
+static inline int uconnect(const char *uri)
+{
+	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", uri + 5);
+	assert_int_equal(connect(s, (struct sockaddr *)&a, sizeof(a)), 0);
+	return s;
+}
+
+/* Sends b on fd, as far as the peer takes it. */
+static inline void sendb(int fd, const sbuf *b)
+{
+	for (size_t o = 0; o < b->len;) {
+		ssize_t n = send(fd, b->p + o, b->len - o, MSG_NOSIGNAL);
+		if (n <= 0)
+			return;
+		o += (size_t)n;
+	}
+}
+
+static inline void handshake(sbuf *b, const uint8_t uuid[16], uint32_t id, uint32_t n)
+{
+	be32(b, FERRY_MF_HS_MAGIC);
+	be32(b, FERRY_MF_VERSION);
+	put(b, uuid, 16);
+	be32(b, id);
+	be32(b, n);
+}
+
+static inline void pkt_header(sbuf *b, uint32_t flags, uint32_t nn, uint32_t nz, uint32_t clen,
+			      uint64_t num)
+{
+	be32(b, FERRY_MF_PKT_MAGIC);
+	be32(b, FERRY_MF_VERSION);
+	be32(b, flags);
+	be32(b, nn);
+	be32(b, nz);
+	be32(b, clen);
+	be64(b, num);
 }
 #endif

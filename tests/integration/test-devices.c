@@ -7,7 +7,10 @@
  * save threads read (the source runs on, its devices RUNNING again, and a
  * second migration matches the twin), a device whose read fails on the
  * source or whose write fails on the destination, postcopy refused, and
- * hostile live-device records, each with its message.
+ * hostile live-device records, each with its message. The same over the
+ * multifd channels (device-state packets): 1, 2 and 4 devices, packets
+ * out of order (the proxy slows one channel), cancel while they stream,
+ * and hostile packets.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -16,7 +19,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "harness.h"
@@ -34,11 +40,19 @@ static void expect_dev_states(side *s, int want)
 	}
 }
 
-/* Migrates src to dst (listening on uri); both COMPLETED. */
-static void migrate_pair(side *src, side *dst, const char *uri)
+/* Multifd with 2 channels; else the defaults (the main channel). */
+static void dev_params(ferry_migration_params *p, bool multifd)
+{
+	ferry_migration_params_init(p);
+	p->multifd = multifd;
+	p->multifd_channels = 2;
+}
+
+/* Migrates src to dst (listening on uri), with multifd or not; both COMPLETED. */
+static void migrate_pair(side *src, side *dst, const char *uri, bool multifd)
 {
 	ferry_migration_params p;
-	ferry_migration_params_init(&p);
+	dev_params(&p, multifd);
 	assert_int_equal(ferry_migration_start(src->vm, uri, &p), 0);
 	assert_int_equal(wait_src_converge(src->vm, &p, 5), FERRY_MIGRATION_COMPLETED);
 	assert_int_equal(wait_final(dst->vm), FERRY_MIGRATION_COMPLETED);
@@ -46,14 +60,17 @@ static void migrate_pair(side *src, side *dst, const char *uri)
 	ferry_migration_query(src->vm, &si);
 	ferry_migration_query(dst->vm, &di);
 	assert_int_equal(si.transferred, di.transferred);
+	/* With multifd the device data went on the channels: the main one carried little. */
+	if (multifd)
+		assert_true(si.transferred - si.multifd_bytes < (1u << 20));
 }
 
-static void migrate_devices(const char *spec)
+static void migrate_devices(const char *spec, bool multifd)
 {
 	side src, dst;
 	const char *uri = running_pair(&src, &dst, spec);
 	side_wait_steps(&src, 2048);
-	migrate_pair(&src, &dst, uri);
+	migrate_pair(&src, &dst, uri, multifd);
 	expect_dev_states(&src, FERRY_LIVE_STOP);
 	expect_dev_states(&dst, FERRY_LIVE_RUNNING);
 	assert_true(ferry_vm_is_running(dst.vm));
@@ -65,19 +82,61 @@ static void migrate_devices(const char *spec)
 static void t_one_device(void **state)
 {
 	(void)state;
-	migrate_devices(DEV_SPEC "devices=1");
+	migrate_devices(DEV_SPEC "devices=1", false);
 }
 
 static void t_two_devices(void **state)
 {
 	(void)state;
-	migrate_devices(DEV_SPEC "devices=2");
+	migrate_devices(DEV_SPEC "devices=2", false);
 }
 
 static void t_four_devices(void **state)
 {
 	(void)state;
-	migrate_devices(DEV_SPEC "devices=4,devrate=max");
+	migrate_devices(DEV_SPEC "devices=4,devrate=max", false);
+}
+
+static void t_mf_one_device(void **state)
+{
+	(void)state;
+	migrate_devices(DEV_SPEC "devices=1", true);
+}
+
+static void t_mf_two_devices(void **state)
+{
+	(void)state;
+	migrate_devices(DEV_SPEC "devices=2", true);
+}
+
+static void t_mf_four_devices(void **state)
+{
+	(void)state;
+	migrate_devices(DEV_SPEC "devices=4,devrate=max", true);
+}
+
+/*
+ * Device-state packets out of order: the proxy slows multifd channel 0
+ * (its connection 1), so channel 1's later buffers arrive first and the
+ * destination must reorder them by index. One slow device (small reads,
+ * ~20 buffers): its consecutive buffers go to whichever channel is idle,
+ * so both channels carry some (with two devices at the same rate, each
+ * could stay on one channel, in order). Bit-exact all the same.
+ */
+static void t_mf_out_of_order(void **state)
+{
+	(void)state;
+	side src, dst;
+	char puri[120];
+	proxy *px = running_pair_proxied(&src, &dst, DEV_SPEC "devices=1,devrate=20M", puri);
+	proxy_set_delay(px, 1, 1000);
+	side_wait_steps(&src, 2048);
+	migrate_pair(&src, &dst, puri, true);
+	expect_dev_states(&dst, FERRY_LIVE_RUNNING);
+	assert_true(side_run_and_verify(&dst, 5000));
+	proxy_stop(px);
+	side_destroy(&src);
+	side_destroy(&dst);
 }
 
 /* ---- a VM with vmsd-only and live devices (one without config) ---- */
@@ -162,7 +221,7 @@ static void t_mixed_devices(void **state)
 	assert_int_equal(ferry_live_device_register(dst.vm, "y", 0, &blob_ops, NULL, &bd), -EBUSY);
 	assert_int_equal(ferry_vm_start(src.vm), 0);
 	side_wait_steps(&src, 2048);
-	migrate_pair(&src, &dst, uri);
+	migrate_pair(&src, &dst, uri, false);
 	assert_memory_equal(bd.mem, bs.mem, sizeof(bs.mem));
 	assert_int_equal(bd.counter, bs.counter);
 	assert_int_equal(bd.writes, 3);
@@ -190,16 +249,15 @@ static void wait_dev_state(side *s, unsigned i, int st)
 	}
 }
 
-static void t_cancel_streaming(void **state)
+static void cancel_streaming(bool multifd)
 {
-	(void)state;
 	side src, dst;
 	/* 4 MiB at 2 MB/s: each device reads for 2 s, in 20 KB chunks. */
 	const char *spec = "mem=64M,vram=4M,vcpus=2,rate=50M,devices=2,devmem=4M,devrate=2M";
 	const char *uri = running_pair(&src, &dst, spec);
 	side_wait_steps(&src, 2048);
 	ferry_migration_params p;
-	ferry_migration_params_init(&p);
+	dev_params(&p, multifd);
 	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
 	wait_status(src.vm, FERRY_MIGRATION_DEVICE);
 	wait_dev_state(&src, 1, FERRY_LIVE_STOP_COPY);
@@ -219,11 +277,23 @@ static void t_cancel_streaming(void **state)
 	uri = test_uri();
 	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
 	side_wait_steps(&src, 2048);
-	migrate_pair(&src, &dst, uri);
+	migrate_pair(&src, &dst, uri, multifd);
 	expect_dev_states(&dst, FERRY_LIVE_RUNNING);
 	assert_true(side_run_and_verify(&dst, 5000));
 	side_destroy(&src);
 	side_destroy(&dst);
+}
+
+static void t_cancel_streaming(void **state)
+{
+	(void)state;
+	cancel_streaming(false);
+}
+
+static void t_mf_cancel_streaming(void **state)
+{
+	(void)state;
+	cancel_streaming(true);
 }
 
 /* ---- devices that fail ---- */
@@ -306,13 +376,17 @@ static void t_postcopy_refused(void **state)
 #define HOSTILE_SPEC DST_SPEC ",devices=1,devmem=64K"
 #define LIVE_ID 3u /* any id: the destination keys PART/END on the START's */
 
-/*
- * The live devices' setup listing (name, instance), the state section's
- * start. Returns the offset of the listing's record.
- */
-static size_t live_list(sbuf *b, const char *name, uint32_t instance)
+/* SWITCHOVER_START: the destination's load threads start. */
+static void switchover_start(sbuf *b)
 {
-	size_t at = b->len;
+	u8(b, FERRY_REC_COMMAND);
+	be16(b, FERRY_CMD_SWITCHOVER_START);
+	be16(b, 0);
+}
+
+/* The live devices' setup listing (name, instance): the section START. */
+static void live_start(sbuf *b, const char *name, uint32_t instance)
+{
 	u8(b, FERRY_REC_SECTION_START);
 	be32(b, LIVE_ID);
 	str8(b, FERRY_LIVE_IDSTR);
@@ -325,6 +399,17 @@ static size_t live_list(sbuf *b, const char *name, uint32_t instance)
 	be32(b, 1);
 	u8(b, FERRY_REC_FOOTER);
 	be32(b, LIVE_ID);
+}
+
+/*
+ * The listing, SWITCHOVER_START and the state section's start. Returns the
+ * offset of the listing's record.
+ */
+static size_t live_list(sbuf *b, const char *name, uint32_t instance)
+{
+	size_t at = b->len;
+	live_start(b, name, instance);
+	switchover_start(b);
 	u8(b, FERRY_REC_SECTION_END);
 	be32(b, LIVE_ID);
 	return at;
@@ -373,14 +458,20 @@ static void dev_hdr(sbuf *b, uint32_t dev, uint32_t index, uint32_t flags, uint3
 	be32(b, len);
 }
 
-/* A DEV_STATE record holding one "gdev" frame of 8 bytes at offset `at`. */
-static void dev_frame(sbuf *b, uint32_t index, uint64_t at)
+/* One "gdev" frame (24 bytes): 8 bytes at offset `at`. */
+static void gdev_frame(sbuf *b, uint64_t at)
 {
-	dev_hdr(b, 0, index, 0, 24);
 	be32(b, 0x46444556);
 	be32(b, 8);
 	be64(b, at);
 	be64(b, 0x0102030405060708ull);
+}
+
+/* A DEV_STATE record holding one "gdev" frame of 8 bytes at offset `at`. */
+static void dev_frame(sbuf *b, uint32_t index, uint64_t at)
+{
+	dev_hdr(b, 0, index, 0, 24);
+	gdev_frame(b, at);
 }
 
 /*
@@ -512,18 +603,133 @@ static void t_hostile(void **state)
 	}
 }
 
+/* ---- hostile device-state packets on a multifd channel ---- */
+
+/* A device-state packet: its headers (DEV_STATE's with `flags`), and a gdev frame if len is 24. */
+static void mf_dev(sbuf *b, uint32_t dev, uint32_t index, uint32_t flags, uint32_t len)
+{
+	pkt_header(b, FERRY_MF_DEVICE, 0, 0, 0, 1 + index);
+	be32(b, dev);
+	be32(b, index);
+	be32(b, flags);
+	be32(b, len);
+	if (len == 24)
+		gdev_frame(b, 0);
+}
+
+/*
+ * A destination with "gdev" 0 and one multifd channel, fed by hand. Main:
+ * header, MULTIFD, RAM's setup, the device list, SWITCHOVER_START, a
+ * pass's MULTIFD_SYNC, then the state section's END: DEV_MF_SYNC and
+ * `tail` (NULL: nothing). Channel 0: a SYNC, pkts, a SYNC. Returns the
+ * destination's error (static buffer).
+ */
+static const char *mf_feed(const sbuf *pkts, void (*tail)(sbuf *b))
+{
+	static char msg[256];
+	static sbuf b;
+	static const uint8_t uuid[16] = { 1 }; /* header()'s */
+	side dst;
+	side_create(&dst, HOSTILE_SPEC, FERRY_DIRTY_EXPLICIT, true);
+	const char *uri = test_uri();
+	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
+	b.len = 0;
+	header(&b);
+	u8(&b, FERRY_REC_COMMAND);
+	be16(&b, FERRY_CMD_MULTIFD);
+	be16(&b, 5);
+	be32(&b, 1);
+	u8(&b, 0);
+	ram_setup(&b);
+	live_start(&b, "gdev", 0);
+	switchover_start(&b);
+	u8(&b, FERRY_REC_SECTION_PART);
+	be32(&b, 1);
+	be64(&b, FERRY_RAM_MULTIFD_SYNC);
+	be64(&b, FERRY_RAM_EOS);
+	u8(&b, FERRY_REC_FOOTER);
+	be32(&b, 1);
+	u8(&b, FERRY_REC_SECTION_END);
+	be32(&b, LIVE_ID);
+	u8(&b, FERRY_DEV_MF_SYNC);
+	if (tail)
+		tail(&b);
+	int mfd = uconnect(uri);
+	sendb(mfd, &b);
+	b.len = 0;
+	handshake(&b, uuid, 0, 1);
+	pkt_header(&b, FERRY_MF_SYNC, 0, 0, 0, 0);
+	put(&b, pkts->p, pkts->len);
+	pkt_header(&b, FERRY_MF_SYNC, 0, 0, 0, 99);
+	int cfd = uconnect(uri);
+	sendb(cfd, &b);
+	snprintf(msg, sizeof(msg), "%s", wait_failed(dst.vm));
+	close(cfd);
+	close(mfd);
+	side_destroy(&dst);
+	return msg;
+}
+
+/* After DEV_MF_SYNC: the end marker after 2 buffers, the config, the end of the body. */
+static void tail_two(sbuf *b)
+{
+	dev_hdr(b, 0, 2, FERRY_DEV_F_END, 0);
+	gdev_config(b);
+	u8(b, FERRY_DEV_EOS);
+}
+
+static void t_mf_hostile(void **state)
+{
+	(void)state;
+	static sbuf p;
+	p.len = 0;
+	mf_dev(&p, 5, 0, 0, 24);
+	assert_string_equal(mf_feed(&p, NULL), "multifd channel 0: state of live device number 5 "
+			    "(1 devices) (multifd device state at offset 96)");
+	p.len = 0;
+	mf_dev(&p, 0, 0, 0, 24);
+	mf_dev(&p, 0, 0, 0, 24);
+	assert_string_equal(mf_feed(&p, NULL), "multifd channel 0: live device 'gdev' instance 0: "
+			    "duplicate buffer index 0 (multifd device state at offset 168)");
+	p.len = 0;
+	mf_dev(&p, 0, 0, 0, 24);
+	mf_dev(&p, 0, 65, 0, 24);
+	assert_string_equal(mf_feed(&p, NULL), "multifd channel 0: live device 'gdev' instance 0: "
+			    "buffer index 65 is 64 ahead of 1 (x-device-state-max-queued 64) "
+			    "(multifd device state at offset 168)");
+	p.len = 0;
+	mf_dev(&p, 0, 0, 0, FERRY_DEV_BUF_MAX + 1);
+	assert_string_equal(mf_feed(&p, NULL), "multifd channel 0: device 0 buffer 0 of 1048577 "
+			    "bytes (1..1048576) (multifd device state at offset 96)");
+	p.len = 0;
+	mf_dev(&p, 0, 0, FERRY_DEV_F_END, 0);
+	assert_string_equal(mf_feed(&p, NULL), "multifd channel 0: device 0 buffer 0: unknown "
+			    "flags 0x1 (multifd device state at offset 96)");
+	/* Index 0 never comes: after the channel's SYNC, the end marker names it at DEV_EOS (byte 283). */
+	p.len = 0;
+	mf_dev(&p, 0, 1, 0, 24);
+	assert_string_equal(mf_feed(&p, tail_two), "live device 'gdev' instance 0: buffer index 0 "
+			    "missing (end marker after 2 buffers) (device state at offset 283)");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(t_one_device),
 		cmocka_unit_test(t_two_devices),
 		cmocka_unit_test(t_four_devices),
+		cmocka_unit_test(t_mf_one_device),
+		cmocka_unit_test(t_mf_two_devices),
+		cmocka_unit_test(t_mf_four_devices),
+		cmocka_unit_test(t_mf_out_of_order),
 		cmocka_unit_test(t_mixed_devices),
 		cmocka_unit_test(t_cancel_streaming),
+		cmocka_unit_test(t_mf_cancel_streaming),
 		cmocka_unit_test(t_write_fails),
 		cmocka_unit_test(t_read_fails),
 		cmocka_unit_test(t_postcopy_refused),
 		cmocka_unit_test(t_hostile),
+		cmocka_unit_test(t_mf_hostile),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

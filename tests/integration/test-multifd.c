@@ -278,34 +278,6 @@ static void t_mf_channel_cut_then_retry(void **s)
 static const uint8_t UUID_A[16] = { 0xaa, 1, 2, 3 };
 static const uint8_t UUID_B[16] = { 0xbb, 1, 2, 3 };
 
-static int uconnect(const char *uri)
-{
-	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_un a = { .sun_family = AF_UNIX };
-	snprintf(a.sun_path, sizeof(a.sun_path), "%s", uri + 5);
-	assert_int_equal(connect(s, (struct sockaddr *)&a, sizeof(a)), 0);
-	return s;
-}
-
-static void sendb(int fd, const sbuf *b)
-{
-	for (size_t o = 0; o < b->len;) {
-		ssize_t n = send(fd, b->p + o, b->len - o, MSG_NOSIGNAL);
-		if (n <= 0)
-			return;
-		o += (size_t)n;
-	}
-}
-
-static void handshake(sbuf *b, const uint8_t uuid[16], uint32_t id, uint32_t n)
-{
-	be32(b, FERRY_MF_HS_MAGIC);
-	be32(b, FERRY_MF_VERSION);
-	put(b, uuid, 16);
-	be32(b, id);
-	be32(b, n);
-}
-
 static void main_prologue(sbuf *b)
 {
 	be32(b, FERRY_STREAM_MAGIC);
@@ -328,17 +300,6 @@ static void ram_setup_and_sync(sbuf *b)
 	be64(b, FERRY_RAM_EOS);
 	u8(b, FERRY_REC_FOOTER);
 	be32(b, 1);
-}
-
-static void pkt_header(sbuf *b, uint32_t flags, uint32_t nn, uint32_t nz, uint32_t clen, uint64_t num)
-{
-	be32(b, FERRY_MF_PKT_MAGIC);
-	be32(b, FERRY_MF_VERSION);
-	be32(b, flags);
-	be32(b, nn);
-	be32(b, nz);
-	be32(b, clen);
-	be64(b, num);
 }
 
 /*
@@ -421,10 +382,7 @@ static const char *bad_packet(const sbuf *pkt)
 	sendb(cfd, &b);
 	sendb(cfd, pkt);
 	shutdown(cfd, SHUT_WR);
-	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_FAILED);
-	ferry_migration_info i;
-	ferry_migration_query(dst.vm, &i);
-	snprintf(msg, sizeof(msg), "%s", i.error_desc);
+	snprintf(msg, sizeof(msg), "%s", wait_failed(dst.vm));
 	close(cfd);
 	close(mfd);
 	side_destroy(&dst);

@@ -224,6 +224,35 @@ static void t_live_records(void **state)
 	unpair(&w, &r);
 }
 
+/* The multifd device-state packet: headers encoded, read back, and its flags checked. */
+static void t_mf_dev_packet(void **state)
+{
+	(void)state;
+	uint8_t b[FERRY_MF_DEV_PKT_LEN];
+	ferry_wire_dev_hdr h = { .dev = 3, .index = 0x01020304, .len = 4096 }, g;
+	ferry__wire_mf_dev_encode(b, 9, &h);
+	ferry_wire_mf_pkt q;
+	ferry__wire_mf_pkt_decode(b, &q);
+	assert_int_equal(q.magic, FERRY_MF_PKT_MAGIC);
+	assert_int_equal(q.flags, FERRY_MF_DEVICE);
+	assert_int_equal(q.normal + q.zero + q.clen, 0);
+	assert_true(q.num == 9);
+	ferry_chan w, r;
+	pair(&w, &r);
+	raw(&w, b + FERRY_MF_HDR_LEN, FERRY_DEV_HDR_LEN);
+	assert_int_equal(ferry__wire_get_mf_dev(&r, &g), 0);
+	assert_memory_equal(&g, &h, sizeof(h));
+	h = (ferry_wire_dev_hdr){ .dev = 0, .index = 2, .flags = FERRY_DEV_F_END };
+	ferry__wire_st_dev_hdr(b, &h);
+	raw(&w, b, FERRY_DEV_HDR_LEN);
+	ferry__chan_ctx(&r, "multifd device state");
+	assert_int_equal(ferry__wire_get_mf_dev(&r, &g), FERRY_EBADSTREAM);
+	assert_string_equal(r.in_err.msg,
+			    "device 0 buffer 2: unknown flags 0x1 (multifd device state at offset 16)");
+	unpair(&w, &r);
+	assert_int_equal(ferry__wire_cmd_len(FERRY_CMD_SWITCHOVER_START), 0);
+}
+
 static void t_live_refused(void **state)
 {
 	(void)state;
@@ -580,6 +609,7 @@ int main(void)
 		cmocka_unit_test(t_ram_records),
 		cmocka_unit_test(t_ram_count_refused),
 		cmocka_unit_test(t_live_records),
+		cmocka_unit_test(t_mf_dev_packet),
 		cmocka_unit_test(t_live_refused),
 		cmocka_unit_test(t_sections_and_commands),
 		cmocka_unit_test(t_return_path),

@@ -122,7 +122,7 @@ static int cmd_multifd(ferry_dst *l, const uint8_t *buf)
 	l->mf_on = true;
 	l->ram.mf = &l->mf; /* RAM's sections wait for the channels' pages too */
 	ferry_error e = { 0 };
-	int r = ferry__mf_recv_start(&l->mf, m, m->listen_fd, l->uuid, n, comp, &e);
+	int r = ferry__mf_recv_start(&l->mf, m, &l->parts, m->listen_fd, l->uuid, n, comp, &e);
 	if (r)
 		return ferry__chan_fail(c, r, "%s", ferry__error_text(&e, r));
 	/* Published only now: cancel may shut the channels down from here on. */
@@ -169,6 +169,8 @@ int ferry__dst_load_command(ferry_dst *l)
 		return ferry__postcopy_run(l, buf[0]);
 	case FERRY_CMD_SWITCHOVER:
 		return 0;
+	case FERRY_CMD_SWITCHOVER_START:
+		return ferry__parts_load_start(&l->parts, c);
 	case FERRY_CMD_VM_STATE:
 		if (buf[0] > 1)
 			return ferry__chan_fail(c, FERRY_EBADSTREAM, "run state %u", buf[0]);
@@ -414,8 +416,8 @@ static void dst_cleanup(ferry_dst *l)
 	if (l->pkg_fd >= 0)
 		close(l->pkg_fd);
 	ferry__vm_own_run(vm, false);
+	ferry__dst_mf_stop(l); /* the receivers hand buffers to participants: gone first */
 	ferry__parts_load_cleanup(&l->parts);
-	ferry__dst_mf_stop(l);
 	ferry__ram_loader_fini(&l->ram);
 	ferry__place_fini(vm);
 	free(l->ram.bounce);

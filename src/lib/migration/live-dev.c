@@ -10,15 +10,20 @@
  *                  Nothing at all when the VM has no live device.
  *   pending        each device's stop_copy_size, counted as stop-copy
  *                  bytes in the convergence estimate.
- *   save_complete  (vCPUs stopped) every device to STOP_COPY, then one
- *                  save thread per device (mig/src/dev_N) that reads until
- *                  the device says 0 and puts each buffer, then an end
- *                  marker, on the carrier (live-dev.h).
+ *   save_complete  (vCPUs stopped; before RAM's, so the threads run during
+ *                  the final RAM pass) SWITCHOVER_START on the main
+ *                  channel, every device to STOP_COPY, then one save
+ *                  thread per device (mig/src/dev_N) that reads until the
+ *                  device says 0 and puts each buffer, then an end marker,
+ *                  on the carrier (live-dev.h): chan_put, or with multifd
+ *                  mf_put (packets on the channels).
  *   complete_wait  mig/src/main drains the main-channel carrier into the
  *                  section END body (DEV_STATE records, in the order the
- *                  threads put them), joins the threads, writes each
- *                  device's config vmsd (DEV_CONFIG) and the end of the
- *                  body; the devices go to STOP.
+ *                  threads put them), or with multifd joins the threads,
+ *                  has every channel send a SYNC and writes DEV_MF_SYNC
+ *                  and the end markers; then each device's config vmsd
+ *                  (DEV_CONFIG) and the end of the body; the devices go
+ *                  to STOP.
  *   save_cleanup   stops and joins the threads (a cancel is seen between
  *                  two reads and while a thread waits for the carrier);
  *                  unless the migration completed, every device goes back
@@ -26,9 +31,12 @@
  * DESIGN (destination):
  *   load_setup     the per-device queues (x-device-state-max-queued slots);
  *   load           START: the device list must be exactly ours; END: the
- *                  body's records, each DEV_STATE to load_buf;
- *   load_buf       starts the device's load thread (mig/dst/devl_N) on its
- *                  first buffer; queues the buffer in its slot (index mod
+ *                  body's records, each DEV_STATE to load_buf, DEV_MF_SYNC
+ *                  waits for every multifd channel's SYNC;
+ *   load_start     SWITCHOVER_START: every device's load thread
+ *                  (mig/dst/devl_N);
+ *   load_buf       (mig/dst/main, or mig/dst/recv_N for multifd packets)
+ *                  queues the buffer in its slot (index mod
  *                  the bound), refusing an unknown device number, a
  *                  duplicate index, an index as far ahead of the first
  *                  missing one as the bound, data after the end marker; an
@@ -42,7 +50,10 @@
  *                  under vm->run_lock, before the vCPUs start.
  *   load_cleanup   stops and joins the load threads, frees what is queued.
  *
- * Thread: the handlers run on mig/src/main and mig/dst/main. struct
+ * Thread: the handlers run on mig/src/main and mig/dst/main, but load_buf
+ * also on mig/dst/recv_N (multifd packets; it reads t->seen, nstream and
+ * map, written by mig/dst/main before the first MULTIFD_SYNC releases the
+ * receivers). struct
  * ferry_live_src's queue and errors are protected by its lock, struct
  * ferry_live_dst's queues and loader states by its lock (one for all
  * devices: the hand-off is per buffer of up to 1 MiB, so it is not
@@ -61,6 +72,7 @@
 #include <string.h>
 
 #include "migration/mig.h"
+#include "migration/multifd.h"
 #include "stream/format.h"
 #include "stream/wire.h"
 
@@ -113,19 +125,20 @@ ferry_live_state ferry__live_next_state(ferry_live_state from, ferry_live_state 
 
 /*
  * Moves d to `to` one allowed arc at a time. A failed arc leaves d in
- * ERROR (nothing more is asked of it) and writes why into msg.
+ * ERROR (nothing more is asked of it) and records why in *err.
  * Thread: the one driving d.
  */
-static int live_goto(struct ferry_live_device *d, ferry_live_state to, char *msg, size_t len)
+static int live_goto(struct ferry_live_device *d, ferry_live_state to, ferry_error *err)
 {
 	int cur = atomic_load(&d->state);
 	while (cur != (int)to) {
 		ferry_live_state nx = ferry__live_next_state((ferry_live_state)cur, to);
 		int r = nx == FERRY_LIVE_ERROR ? -EIO : d->ops.set_state(d->opaque, nx);
 		if (r) {
-			snprintf(msg, len, "live device '%s' instance %u: cannot go from %s to %s: %s",
-				 d->id, d->instance, state_name(cur), state_name(nx),
-				 ferry_strerror(r < 0 ? r : -EIO));
+			ferry__error_set(err, r < 0 ? r : -EIO,
+					 "live device '%s' instance %u: cannot go from %s to %s: %s",
+					 d->id, d->instance, state_name(cur), state_name(nx),
+					 ferry_strerror(r < 0 ? r : -EIO));
 			atomic_store(&d->state, FERRY_LIVE_ERROR);
 			return r < 0 ? r : -EIO;
 		}
@@ -138,9 +151,9 @@ static int live_goto(struct ferry_live_device *d, ferry_live_state to, char *msg
 /* At the end (cleanup): d to `to`, unless it is in ERROR (nothing more is asked of it). */
 static void settle(struct ferry_live_device *d, ferry_live_state to)
 {
-	char msg[320];
-	if (atomic_load(&d->state) != FERRY_LIVE_ERROR && live_goto(d, to, msg, sizeof(msg)))
-		ferry_warn("%s", msg);
+	ferry_error e = { 0 };
+	if (atomic_load(&d->state) != FERRY_LIVE_ERROR && live_goto(d, to, &e))
+		ferry_warn("%s", e.msg);
 }
 
 /* Wakes every waiter on cond. */
@@ -162,13 +175,18 @@ static void wait_poll(pthread_cond_t *cond, pthread_mutex_t *lock)
 	pthread_cond_timedwait(cond, lock, &ts);
 }
 
+static ferry_migration_status mig_status(struct ferry_migration *m)
+{
+	pthread_mutex_lock(&m->vm->mig_lock);
+	ferry_migration_status st = m->status;
+	pthread_mutex_unlock(&m->vm->mig_lock);
+	return st;
+}
+
 /* Whether m ended COMPLETED (cleanup handlers: the status is final by then). */
 static bool mig_completed(struct ferry_migration *m)
 {
-	pthread_mutex_lock(&m->vm->mig_lock);
-	bool ok = m->status == FERRY_MIGRATION_COMPLETED;
-	pthread_mutex_unlock(&m->vm->mig_lock);
-	return ok;
+	return mig_status(m) == FERRY_MIGRATION_COMPLETED;
 }
 
 /* Why a migration with live devices cannot switch to postcopy. */
@@ -217,11 +235,14 @@ struct ferry_live_src {
 	bool copying;                /* devices left RUNNING: go back on failure */
 	atomic_bool abort;
 	ferry_dev_carrier carrier;
+	ferry_mf_sender *mf;         /* the multifd carrier's channels, or NULL */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;         /* the queue changed, or a thread failed */
 	ferry_part_buf *q;           /* protected by lock: a ring of qcap */
 	unsigned qhead, qlen, qcap;  /* protected by lock */
 	int err;                     /* protected by lock: a save thread's failure */
+	ferry_part_buf end[FERRY_LIVE_DEVICES_MAX]; /* protected by lock: multifd's end markers */
+	bool ended[FERRY_LIVE_DEVICES_MAX];
 	struct live_saver dev[FERRY_LIVE_DEVICES_MAX];
 };
 
@@ -247,6 +268,31 @@ static int chan_put(ferry_dev_carrier *cr, ferry_part_buf *b)
 	if (!room)
 		free(b->data);
 	return room ? 0 : -ECANCELED;
+}
+
+/*
+ * The multifd carrier's put (mig/src/dev_N): a data buffer goes out as a
+ * device-state packet on the channels (waiting while all are busy); the
+ * end marker is kept for mig/src/main, which sends it on the main channel
+ * once the channels' SYNC follows the last packet. A channel's failure is
+ * recorded without a message: the channel has its own, which the driver
+ * reports (src_pick_error).
+ */
+static int mf_put(ferry_dev_carrier *cr, ferry_part_buf *b)
+{
+	struct ferry_live_src *s = ferry_container_of(cr, struct ferry_live_src, carrier);
+	int r = 0;
+	if (!(b->flags & FERRY_DEV_F_END))
+		r = ferry__mf_send_buf(s->mf, b, &s->abort);
+	pthread_mutex_lock(&s->lock);
+	if (!r && (b->flags & FERRY_DEV_F_END)) {
+		s->end[b->dev] = *b;
+		s->ended[b->dev] = true;
+	}
+	if (r && r != -ECANCELED && !s->err)
+		s->err = r;
+	pthread_mutex_unlock(&s->lock);
+	return r;
 }
 
 /* A save thread failed: the first failure is the migration's error. */
@@ -322,7 +368,8 @@ static int live_save_setup(void *opaque, ferry_chan *c)
 	s->m = m;
 	s->vm = vm;
 	s->qcap = vm->nlive * QCAP_PER_DEV;
-	s->carrier.put = chan_put;
+	s->mf = m->mf_send; /* published by this thread (source.c's mf_open) */
+	s->carrier.put = s->mf ? mf_put : chan_put;
 	s->section_id = FERRY_SECTION_RAM + 1 + vm->ndevices; /* after the vmsd devices' */
 	pthread_mutex_init(&s->lock, NULL);
 	ferry__cond_init_monotonic(&s->cond);
@@ -360,15 +407,20 @@ static int live_save_complete(void *opaque, ferry_chan *c)
 {
 	struct ferry_migration *m = opaque;
 	struct ferry_live_src *s = m->live_src;
-	char msg[320];
+	ferry_error e = { 0 };
 	if (!s)
 		return 0;
 	s->c = c;
 	s->copying = true;
+	/* Before any data, on any channel: the destination starts its load threads. */
+	ferry__wire_put_cmd(c, FERRY_CMD_SWITCHOVER_START, NULL, 0);
+	int fr = ferry__chan_flush(c);
+	if (fr)
+		return fr;
 	for (unsigned i = 0; i < s->vm->nlive; i++) {
-		int r = live_goto(&s->vm->live[i], FERRY_LIVE_STOP_COPY, msg, sizeof(msg));
+		int r = live_goto(&s->vm->live[i], FERRY_LIVE_STOP_COPY, &e);
 		if (r) {
-			ferry__mig_set_error(m, r, "%s", msg);
+			ferry__mig_set_error_from(m, &e);
 			return r;
 		}
 	}
@@ -437,15 +489,43 @@ static void join_savers(struct ferry_live_src *s)
 		}
 }
 
+/*
+ * The multifd carrier's end (mig/src/main): the save threads joined, every
+ * channel's SYNC after their packets, then the section END body's
+ * DEV_MF_SYNC and each device's end marker.
+ */
+static int mf_finish(struct ferry_live_src *s)
+{
+	ferry_chan *c = s->c;
+	join_savers(s);
+	pthread_mutex_lock(&s->lock);
+	int r = s->err;
+	pthread_mutex_unlock(&s->lock);
+	if (!r && src_aborted(s))
+		r = -ECANCELED;
+	if (!r)
+		r = ferry__mf_send_flush(s->mf);
+	if (r)
+		return r;
+	ferry__wire_put_section_part(c, FERRY_REC_SECTION_END, s->section_id);
+	ferry__wire_put_dev_mf_sync(c);
+	for (unsigned i = 0; i < s->vm->nlive; i++) {
+		ferry_wire_dev_hdr h = { .dev = i, .index = s->end[i].index, .flags = FERRY_DEV_F_END };
+		assert(s->ended[i]); /* a thread that ended without error put it */
+		ferry__wire_put_dev_state(c, &h, NULL);
+	}
+	return 0;
+}
+
 /* complete_wait: the data, the config vmsds, the end of the body; devices to STOP. */
 static int live_complete_wait(void *opaque)
 {
 	struct ferry_migration *m = opaque;
 	struct ferry_live_src *s = m->live_src;
-	char msg[320];
+	ferry_error e = { 0 };
 	if (!s || !s->c)
 		return 0;
-	int r = drain(s);
+	int r = s->mf ? mf_finish(s) : drain(s);
 	join_savers(s);
 	for (unsigned i = 0; i < s->vm->nlive && !r; i++) {
 		struct ferry_live_device *d = &s->vm->live[i];
@@ -463,8 +543,8 @@ static int live_complete_wait(void *opaque)
 	ferry__wire_put_dev_eos(s->c);
 	ferry__wire_put_footer(s->c, s->section_id);
 	for (unsigned i = 0; i < s->vm->nlive && !r; i++)
-		if ((r = live_goto(&s->vm->live[i], FERRY_LIVE_STOP, msg, sizeof(msg))))
-			ferry__mig_set_error(m, r, "%s", msg);
+		if ((r = live_goto(&s->vm->live[i], FERRY_LIVE_STOP, &e)))
+			ferry__mig_set_error_from(m, &e);
 	return r;
 }
 
@@ -507,8 +587,7 @@ struct live_loader {
 	bool ended;              /* the end marker arrived: count is known */
 	uint32_t count;
 	bool done;               /* the thread is finished (err: how) */
-	int err;
-	char msg[320];
+	ferry_error err;
 	/* mig/dst/main's. */
 	uint8_t *config;
 	uint32_t config_len, config_version;
@@ -520,6 +599,7 @@ struct ferry_live_dst {
 	ferry_vm_t *vm;
 	uint32_t max;            /* x-device-state-max-queued */
 	bool seen;               /* the setup section was loaded */
+	bool loading;            /* SWITCHOVER_START: the load threads run */
 	bool body_done;          /* the END body's EOS was loaded */
 	unsigned nstream;
 	unsigned map[FERRY_LIVE_DEVICES_MAX]; /* stream device number -> local */
@@ -632,10 +712,11 @@ static void *load_thread(void *arg)
 	struct live_loader *v = arg;
 	struct ferry_live_dst *t = v->t;
 	struct ferry_live_device *d = v->d;
-	char name[16], msg[320] = "";
+	char name[16];
+	ferry_error e = { 0 };
 	snprintf(name, sizeof(name), "mig/dst/devl_%u", v->n);
 	pthread_setname_np(pthread_self(), name);
-	int r = live_goto(d, FERRY_LIVE_RESUMING, msg, sizeof(msg));
+	int r = live_goto(d, FERRY_LIVE_RESUMING, &e);
 	pthread_mutex_lock(&t->lock);
 	while (!r) {
 		ferry_part_buf *slot = &v->ring[v->next % t->max];
@@ -650,9 +731,9 @@ static void *load_thread(void *arg)
 			if (w != (ssize_t)b.len)
 				r = w < 0 ? (int)w : -EIO;
 			if (r)
-				snprintf(msg, sizeof(msg),
-					 "live device '%s' instance %u: write of buffer %u failed: %s",
-					 d->id, d->instance, b.index, ferry_strerror(r));
+				ferry__error_set(&e, r,
+						 "live device '%s' instance %u: write of buffer %u failed: %s",
+						 d->id, d->instance, b.index, ferry_strerror(r));
 			pthread_mutex_lock(&t->lock);
 			v->next += !r;
 			pthread_cond_broadcast(&t->cond);
@@ -663,11 +744,54 @@ static void *load_thread(void *arg)
 		}
 	}
 	v->done = true;
-	v->err = r;
-	snprintf(v->msg, sizeof(v->msg), "%s", msg);
+	if (r && !e.code) /* a cancel: no message of its own */
+		ferry__error_set(&e, r, "%s", ferry_strerror(r));
+	v->err = e;
 	pthread_cond_broadcast(&t->cond);
 	pthread_mutex_unlock(&t->lock);
 	return NULL;
+}
+
+/*
+ * load_start (SWITCHOVER_START, mig/dst/main): every device's load thread,
+ * which takes it to RESUMING, before its first buffer can arrive. Buffers
+ * are queued (bounded) whenever they come; only the threads write them.
+ */
+static int live_load_start(void *opaque, ferry_chan *c)
+{
+	struct ferry_migration *m = opaque;
+	struct ferry_live_dst *t = m->live_dst;
+	if (!t)
+		return 0;
+	if (!t->seen || t->loading)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "SWITCHOVER_START %s",
+					t->loading ? "twice" : "before the live device list");
+	t->loading = true;
+	for (unsigned i = 0; i < t->vm->nlive; i++) {
+		struct live_loader *v = &t->dev[i];
+		int r = -pthread_create(&v->thread, NULL, load_thread, v);
+		if (r)
+			return ferry__chan_fail(c, r, "cannot start a live device load thread: %s",
+						ferry_strerror(r));
+		v->started = true;
+	}
+	return 0;
+}
+
+/*
+ * Whether a buffer waiting for room gives up (t->lock held; dropped to
+ * read the status): load_cleanup began, or the migration is over (a
+ * multifd receiver may wait while mig/dst/main fails).
+ */
+static bool dst_over(struct ferry_live_dst *t)
+{
+	if (atomic_load(&t->abort) || ferry__mig_cancelled(t->m))
+		return true;
+	pthread_mutex_unlock(&t->lock);
+	ferry_migration_status st = mig_status(t->m);
+	pthread_mutex_lock(&t->lock);
+	return st == FERRY_MIGRATION_FAILED || st == FERRY_MIGRATION_CANCELLED ||
+	       st == FERRY_MIGRATION_COMPLETED;
 }
 
 /* The end marker (t->lock held): no data at or past its count. */
@@ -711,12 +835,13 @@ static int accept_buf(struct live_loader *v, ferry_chan *c, ferry_part_buf *b)
 					d->id, d->instance, b->index, b->index - v->frontier,
 					v->frontier, t->max);
 	/* In the window of what is received, but not of what is written: back-pressure. */
+	bool over = false;
 	while (b->index >= v->frontier && b->index - v->next >= t->max && !v->done &&
-	       !ferry__mig_cancelled(t->m))
+	       !(over = dst_over(t)))
 		wait_poll(&t->cond, &t->lock);
-	if (v->done && v->err)
-		return ferry__chan_fail_msg(c, v->err, v->msg);
-	if (ferry__mig_cancelled(t->m))
+	if (v->done && v->err.code)
+		return ferry__chan_fail_msg(c, v->err.code, v->err.msg);
+	if (over)
 		return -ECANCELED;
 	ferry_part_buf *slot = &v->ring[b->index % t->max];
 	if (b->index < v->frontier || (slot->data && slot->index == b->index))
@@ -741,13 +866,7 @@ static int live_load_buf(void *opaque, ferry_chan *c, ferry_part_buf *b)
 		r = ferry__chan_fail(c, FERRY_EBADSTREAM, "state of live device number %u (%u devices)",
 				     b->dev, t && t->seen ? t->nstream : 0);
 	struct live_loader *v = r ? NULL : &t->dev[t->map[b->dev]];
-	if (v && !v->started) {
-		if ((r = -pthread_create(&v->thread, NULL, load_thread, v)))
-			r = ferry__chan_fail(c, r, "cannot start a live device load thread: %s",
-					     ferry_strerror(r));
-		v->started = !r;
-	}
-	if (v && !r) {
+	if (v) {
 		pthread_mutex_lock(&t->lock);
 		r = b->flags & FERRY_DEV_F_END ? accept_end(v, c, b) : accept_buf(v, c, b);
 		pthread_cond_broadcast(&t->cond);
@@ -828,10 +947,22 @@ static int load_body_end(struct ferry_live_dst *t, ferry_chan *c)
 	return 0;
 }
 
+/* DEV_MF_SYNC: every device-state packet on the multifd channels was handed over. */
+static int load_mf_sync(struct ferry_migration *m, ferry_chan *c)
+{
+	if (!m->mf_recv) /* published by this thread (dest.c's cmd_multifd) */
+		return ferry__chan_fail(c, FERRY_EBADSTREAM,
+					"live device state sync without multifd channels");
+	return ferry__mf_recv_sync(m->mf_recv);
+}
+
 /* The section END body: records until DEV_EOS. */
 static int load_body(struct ferry_migration *m, ferry_chan *c)
 {
 	struct ferry_live_dst *t = m->live_dst;
+	if (!t->loading)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM,
+					"live devices' state before SWITCHOVER_START");
 	for (;;) {
 		uint8_t tag;
 		int r;
@@ -846,6 +977,9 @@ static int load_body(struct ferry_migration *m, ferry_chan *c)
 			break;
 		case FERRY_DEV_CONFIG:
 			r = load_config_rec(t, c);
+			break;
+		case FERRY_DEV_MF_SYNC:
+			r = load_mf_sync(m, c);
 			break;
 		case FERRY_DEV_CANCELLED:
 			return ferry__chan_fail_msg(c, FERRY_EPEER, FERRY_CANCELLED_MSG);
@@ -873,15 +1007,15 @@ static int live_load(void *opaque, ferry_chan *c, const ferry_section *s)
 	return load_body(m, c);
 }
 
-/* Waits for v's thread to finish (mig/dst/main); 0 or its error, message in msg. */
-static int loader_wait(struct live_loader *v, char *msg, size_t len)
+/* Waits for v's thread to finish (mig/dst/main); 0 or its error, recorded in *err. */
+static int loader_wait(struct live_loader *v, ferry_error *err)
 {
 	struct ferry_live_dst *t = v->t;
 	pthread_mutex_lock(&t->lock);
 	while (!v->done && !ferry__mig_cancelled(t->m))
 		wait_poll(&t->cond, &t->lock);
-	int r = v->done ? v->err : -ECANCELED;
-	snprintf(msg, len, "%s", v->msg);
+	int r = v->done ? v->err.code : -ECANCELED;
+	ferry__error_copy(err, &v->err);
 	pthread_mutex_unlock(&t->lock);
 	return r;
 }
@@ -891,7 +1025,7 @@ static int live_load_complete(void *opaque, ferry_chan *c)
 {
 	struct ferry_migration *m = opaque;
 	struct ferry_live_dst *t = m->live_dst;
-	char msg[320];
+	ferry_error e = { 0 };
 	if (!t)
 		return 0;
 	if (!t->seen)
@@ -901,25 +1035,22 @@ static int live_load_complete(void *opaque, ferry_chan *c)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM, "the stream ended before the live "
 					"devices' state");
 	for (unsigned i = 0; i < t->vm->nlive; i++) {
-		int r = loader_wait(&t->dev[i], msg, sizeof(msg));
+		int r = loader_wait(&t->dev[i], &e);
 		if (!r)
-			r = live_goto(t->dev[i].d, FERRY_LIVE_STOP, msg, sizeof(msg));
+			r = live_goto(t->dev[i].d, FERRY_LIVE_STOP, &e);
 		if (r)
-			return r == -ECANCELED ? r : ferry__chan_fail_msg(c, r, msg);
+			return r == -ECANCELED ? r : ferry__chan_fail_msg(c, r, e.msg);
 	}
 	for (unsigned i = 0; i < t->vm->nlive; i++) {
 		struct live_loader *v = &t->dev[i];
 		const struct ferry_live_device *d = v->d;
-		char err[200] = "";
 		if (!d->config)
 			continue;
 		int r = ferry__vmsd_apply(t->vm, d->config, d->opaque, v->config_version, v->config,
-					  v->config_len, err, sizeof(err));
-		if (r) {
-			snprintf(msg, sizeof(msg), "live device '%.64s' instance %u: %.200s", d->id,
-				 d->instance, err[0] ? err : ferry_strerror(r));
-			return ferry__chan_fail_msg(c, r, msg);
-		}
+					  v->config_len, &e);
+		if (r)
+			return ferry__chan_fail(c, r, "live device '%.64s' instance %u: %.200s", d->id,
+						d->instance, ferry__error_text(&e, r));
 	}
 	return 0;
 }
@@ -961,6 +1092,7 @@ const ferry_participant ferry__live_participant = {
 	.section = FERRY_LIVE_IDSTR,
 	.load_setup = live_load_setup,
 	.load = live_load,
+	.load_start = live_load_start,
 	.load_buf = live_load_buf,
 	.load_complete = live_load_complete,
 	.load_cleanup = live_load_cleanup,

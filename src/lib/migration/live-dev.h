@@ -6,11 +6,12 @@
  *
  * DESIGN: a carrier takes the buffers that the save threads (mig/src/dev_N)
  * read, each with its header (device number, index, flags, length: the
- * DEV_STATE record of docs/wire-format.md). This slice has one carrier,
- * the main channel: a bounded FIFO that mig/src/main drains into DEV_STATE
- * records. A multifd carrier will put the same headers and data in
- * device-state packets on the multifd channels instead, and the
- * destination's receivers hand them to the participant's load_buf.
+ * DEV_STATE record of docs/wire-format.md). Two carriers: the main
+ * channel, a bounded FIFO that mig/src/main drains into DEV_STATE records;
+ * with multifd, device-state packets in the channels' bounded job queues
+ * (ferry__mf_send_buf), whose end markers mig/src/main sends on the main
+ * channel after every channel's SYNC. The destination's receivers hand
+ * the packets to the participant's load_buf (ferry__parts_load_buf).
  *
  * Thread: put runs on the save threads; the carrier serialises them.
  */

@@ -239,13 +239,30 @@ static int packet_send(ferry_mf_send_chan *c, struct out_packet *p)
 	return 0;
 }
 
+/* A device-state packet: the headers, then the buffer (freed here). */
+static int send_dev_packet(ferry_mf_send_chan *c, ferry_mf_job *j)
+{
+	uint8_t hdr[FERRY_MF_DEV_PKT_LEN];
+	ferry_wire_dev_hdr h = { .dev = j->dev.dev, .index = j->dev.index, .len = j->dev.len };
+	ferry__wire_mf_dev_encode(hdr, c->packet_num++, &h);
+	struct iovec iov[2] = { { hdr, sizeof(hdr) }, { j->dev.data, j->dev.len } };
+	uint8_t ref[2] = { 0, 0 };
+	struct piece_ctx pc = { c, ref };
+	int r = ferry__rl_send(&c->s->m->rl, iov, 2, send_piece, &pc);
+	free(j->dev.data);
+	j->dev.data = NULL;
+	return r;
+}
+
 /*
- * Builds and writes one packet for j (pages or SYNC), in grants of the
- * migration's limiter: the cap is the total over all channels.
+ * Builds and writes one packet for j (pages, SYNC or device state), in
+ * grants of the migration's limiter: the cap is the total over all channels.
  * Thread: mig/src/send_N, without s->lock (the job at head is its own) but for the counters.
  */
-static int send_packet(ferry_mf_send_chan *c, const ferry_mf_job *j)
+static int send_packet(ferry_mf_send_chan *c, ferry_mf_job *j)
 {
+	if (j->dev.data)
+		return send_dev_packet(c, j);
 	struct out_packet p = { .h = FERRY_MF_HDR_LEN, .cnt = 1,
 				.flags = j->sync ? FERRY_MF_SYNC : 0 };
 	if (!j->sync)
@@ -272,7 +289,7 @@ static void *send_thread(void *arg)
 			pthread_cond_wait(&c->cond, &s->lock);
 		if (s->quit)
 			break;
-		const ferry_mf_job *j = &c->jobs[c->head];
+		ferry_mf_job *j = &c->jobs[c->head];
 		pthread_mutex_unlock(&s->lock);
 		int r = send_packet(c, j);
 		if (r) {
@@ -283,7 +300,8 @@ static void *send_thread(void *arg)
 		pthread_mutex_lock(&s->lock);
 		c->head = (c->head + 1) % FERRY_MF_QUEUE;
 		c->queued--;
-		pthread_cond_signal(&s->cond); /* only the migration thread waits on it */
+		/* The migration thread and the save threads (ferry__mf_send_buf) wait on it. */
+		pthread_cond_broadcast(&s->cond);
 		if (r)
 			break;
 	}
@@ -342,19 +360,20 @@ int ferry__mf_send_start(ferry_mf_sender *s, struct ferry_migration *m, unsigned
 }
 
 /*
- * Hands a job to the next idle channel (waits for one). 0 or the error.
- * Thread: mig/src/main; takes s->lock.
+ * With s->lock held: waits for a free job slot, on an idle channel first,
+ * else on the next one with room; *e: 0, or the error (the sender's, or
+ * -ECANCELED: cancel, quit or *abort) and NULL. With abort, waits in
+ * steps of POLL_MS (the flag is not a condvar).
  */
-static int send_job(ferry_mf_sender *s, const ferry_mf_job *job)
+#define POLL_MS 10
+static ferry_mf_job *free_slot(ferry_mf_sender *s, const atomic_bool *abort, int *e)
 {
-	pthread_mutex_lock(&s->lock);
 	for (;;) {
-		if (s->err.code || ferry__mig_cancelled(s->m)) {
-			int e = s->err.code ? s->err.code : -ECANCELED;
-			pthread_mutex_unlock(&s->lock);
-			return e;
+		if (s->err.code || ferry__mig_cancelled(s->m) || s->quit ||
+		    (abort && atomic_load(abort))) {
+			*e = s->err.code ? s->err.code : -ECANCELED;
+			return NULL;
 		}
-		/* An idle channel first, else the next one with room. */
 		ferry_mf_send_chan *c = NULL;
 		for (unsigned k = 0; k < s->n && (!c || c->queued); k++) {
 			ferry_mf_send_chan *x = &s->ch[(s->next + k) % s->n];
@@ -363,18 +382,60 @@ static int send_job(ferry_mf_sender *s, const ferry_mf_job *job)
 		}
 		if (c) {
 			ferry_mf_job *j = &c->jobs[(c->head + c->queued) % FERRY_MF_QUEUE];
-			j->rb = job->rb;
-			j->n = job->n;
 			j->sync = false;
-			memcpy(j->pages, job->pages, job->n * sizeof(job->pages[0]));
 			c->queued++;
 			s->next = (c->id + 1) % s->n;
 			pthread_cond_signal(&c->cond);
-			pthread_mutex_unlock(&s->lock);
-			return 0;
+			*e = 0;
+			return j;
 		}
-		pthread_cond_wait(&s->cond, &s->lock);
+		if (!abort) {
+			pthread_cond_wait(&s->cond, &s->lock);
+			continue;
+		}
+		struct timespec dl;
+		clock_gettime(CLOCK_REALTIME, &dl);
+		dl.tv_nsec += POLL_MS * 1000000L;
+		dl.tv_sec += dl.tv_nsec / 1000000000L;
+		dl.tv_nsec %= 1000000000L;
+		pthread_cond_timedwait(&s->cond, &s->lock, &dl);
 	}
+}
+
+/*
+ * Hands a job to the next idle channel (waits for one). 0 or the error.
+ * Thread: mig/src/main; takes s->lock.
+ */
+static int send_job(ferry_mf_sender *s, const ferry_mf_job *job)
+{
+	int e;
+	pthread_mutex_lock(&s->lock);
+	ferry_mf_job *j = free_slot(s, NULL, &e);
+	if (j) { /* the channel waits for s->lock before it reads the job */
+		j->rb = job->rb;
+		j->n = job->n;
+		j->dev.data = NULL;
+		memcpy(j->pages, job->pages, job->n * sizeof(job->pages[0]));
+	}
+	pthread_mutex_unlock(&s->lock);
+	return e;
+}
+
+/* Thread: a save thread (any); takes s->lock. */
+int ferry__mf_send_buf(ferry_mf_sender *s, ferry_part_buf *b, const atomic_bool *abort)
+{
+	int e;
+	pthread_mutex_lock(&s->lock);
+	ferry_mf_job *j = free_slot(s, abort, &e);
+	if (j) {
+		j->n = 0;
+		j->dev = *b;
+		b->data = NULL;
+	}
+	pthread_mutex_unlock(&s->lock);
+	free(b->data);
+	b->data = NULL;
+	return e;
 }
 
 /* Thread: mig/src/main; takes s->lock. */
@@ -412,6 +473,7 @@ static int send_sync(ferry_mf_sender *s)
 		for (unsigned k = 0; k < s->n; k++) {
 			ferry_mf_send_chan *c = &s->ch[k];
 			c->jobs[c->head].sync = true; /* idle: head is the next slot */
+			c->jobs[c->head].dev.data = NULL;
 			c->queued = 1;
 			pthread_cond_signal(&c->cond);
 		}
@@ -419,6 +481,11 @@ static int send_sync(ferry_mf_sender *s)
 	}
 	pthread_mutex_unlock(&s->lock);
 	return r;
+}
+
+int ferry__mf_send_flush(ferry_mf_sender *s)
+{
+	return send_sync(s);
 }
 
 /* Thread: any (cancel, send_fail); only shutdown(2) on the fds, no lock. */
@@ -440,12 +507,15 @@ void ferry__mf_send_stop(ferry_mf_sender *s)
 	s->quit = true;
 	for (unsigned i = 0; i < s->n; i++)
 		pthread_cond_signal(&s->ch[i].cond);
+	pthread_cond_broadcast(&s->cond);
 	pthread_mutex_unlock(&s->lock);
 	ferry__mf_send_shutdown(s);
 	for (unsigned i = 0; i < s->n; i++) {
 		ferry_mf_send_chan *c = &s->ch[i];
 		if (c->started)
 			pthread_join(c->thread, NULL);
+		for (unsigned k = 0; k < FERRY_MF_QUEUE; k++) /* device buffers never sent */
+			free(c->jobs[k].dev.data);
 		if (c->fd >= 0)
 			close(c->fd);
 		ZSTD_freeCCtx(c->cctx);
@@ -596,8 +666,13 @@ static int recv_header(ferry_mf_recv_chan *c, ferry_wire_mf_pkt *pkt)
 	if (ver != FERRY_MF_VERSION)
 		return ferry__chan_fail(in, FERRY_EVERSION, "multifd packet version %u (supported: %u)",
 					ver, FERRY_MF_VERSION);
-	if (flags & ~(uint32_t)(FERRY_MF_SYNC | FERRY_MF_ZSTD))
+	if (flags & ~(uint32_t)(FERRY_MF_SYNC | FERRY_MF_ZSTD | FERRY_MF_DEVICE))
 		return ferry__chan_fail(in, FERRY_EBADSTREAM, "unknown multifd packet flags 0x%x", flags);
+	if (flags & FERRY_MF_DEVICE)
+		return flags != FERRY_MF_DEVICE || nn || nz || clen
+			       ? ferry__chan_fail(in, FERRY_EBADSTREAM,
+						  "multifd device-state packet with pages (flags 0x%x)", flags)
+			       : 0;
 	if (flags & FERRY_MF_SYNC)
 		return nn || nz || clen || (flags & FERRY_MF_ZSTD)
 			       ? ferry__chan_fail(in, FERRY_EBADSTREAM, "multifd sync packet with pages")
@@ -705,6 +780,25 @@ static int recv_done(ferry_mf_recv_chan *c, struct ferry_ram_block *rb, const ui
 	return 0;
 }
 
+/* A device-state packet's header and data, to its participant (load_buf). */
+static int recv_dev(ferry_mf_recv_chan *c)
+{
+	ferry_chan *in = &c->in;
+	ferry_wire_dev_hdr h;
+	int e;
+	ferry__chan_ctx(in, "multifd device state");
+	if ((e = ferry__wire_get_mf_dev(in, &h)))
+		return e;
+	ferry_part_buf b = { .dev = h.dev, .index = h.index, .flags = h.flags, .len = h.len };
+	if (!(b.data = malloc(h.len)))
+		return ferry__chan_fail(in, -ENOMEM, "out of memory for device state");
+	if ((e = ferry__chan_read(in, b.data, h.len))) {
+		free(b.data);
+		return e;
+	}
+	return ferry__parts_load_buf(c->r->parts, in, &b);
+}
+
 /*
  * Thread: mig/dst/recv_N, without r->lock except for the counters.
  * Reads and places one packet (*sync: it was a SYNC). 0 or a negative errno.
@@ -717,6 +811,8 @@ static int recv_packet(ferry_mf_recv_chan *c, bool *sync)
 	int e = recv_header(c, &pkt);
 	if (e || (*sync = pkt.flags & FERRY_MF_SYNC))
 		return e;
+	if (pkt.flags & FERRY_MF_DEVICE)
+		return recv_dev(c);
 	if ((e = recv_pages_of(c, pkt.normal + pkt.zero, &rb, idx)))
 		return e;
 	if (pkt.flags & FERRY_MF_ZSTD)
@@ -864,11 +960,13 @@ static int start_receivers(ferry_mf_receiver *r)
 }
 
 /* Thread: mig/dst/main, before any receive thread runs (r is its own until then). */
-int ferry__mf_recv_start(ferry_mf_receiver *r, struct ferry_migration *m, int listen_fd,
-			 const uint8_t uuid[16], unsigned n, uint32_t compression, ferry_error *err)
+int ferry__mf_recv_start(ferry_mf_receiver *r, struct ferry_migration *m, ferry_parts *parts,
+			 int listen_fd, const uint8_t uuid[16], unsigned n, uint32_t compression,
+			 ferry_error *err)
 {
 	memset(r, 0, sizeof(*r));
 	r->m = m;
+	r->parts = parts;
 	r->vm = m->vm;
 	r->n = n;
 	r->compression = compression;

@@ -19,6 +19,12 @@
  * that compresses resets it). Random data so costs 1/65 of the compression
  * work instead of all of it; compressible data is always compressed.
  *
+ * Device state (live devices, a participant's carrier): save threads queue
+ * their buffers as device-state packets with ferry__mf_send_buf, into the
+ * same bounded job queues as the pages, so they go out in parallel with
+ * the final RAM pass; ferry__mf_send_flush then makes every channel send a
+ * SYNC after them.
+ *
  * DESIGN (destination): each receive thread reads packets, checks them like
  * any stream input (magic, counts, block, page bounds) and places the page
  * data with ferry__place_recv() (place.h): for a memfd-backed block one recv()
@@ -28,6 +34,9 @@
  * SYNC packet it waits until the main thread, having read MULTIFD_SYNC on
  * the main stream and seen every channel reach its SYNC, releases them: so
  * the pages of pass n are all placed before any page of pass n+1 lands.
+ * A device-state packet goes to the participant that loads such buffers
+ * (ferry__parts_load_buf), which reorders them; after the SYNC that
+ * follows the last of them, every one was handed over.
  *
  * Failure of any channel records the first error (a ferry_error, error.h),
  * then shuts every channel and the main connection down so that all threads
@@ -40,12 +49,14 @@
 #define FERRY_MIGRATION_MULTIFD_H
 
 #include "migration/mig.h"
+#include "migration/participant.h"
 #include "stream/format.h"
 
 typedef struct ferry_mf_job {
 	const struct ferry_ram_block *rb;
 	uint32_t n;
-	bool sync; /* a SYNC packet instead of pages */
+	bool sync;          /* a SYNC packet instead of pages */
+	ferry_part_buf dev; /* dev.data set: a device-state packet instead (the job owns it) */
 	uint64_t pages[FERRY_MF_MAX_PAGES];
 } ferry_mf_job;
 
@@ -124,6 +135,19 @@ int ferry__mf_send_wait_error(ferry_mf_sender *s, int timeout_ms, ferry_error *o
  * goes on main. mig/src/main. 0 or -ENOMEM.
  */
 int ferry__mf_sink_init(ferry_mf_sender *s, ferry_chan *main, ferry_page_sink **out);
+/*
+ * Device state over the channels (a participant's carrier, live-dev.c):
+ * ferry__mf_send_buf queues b (b->data malloc'd, taken: freed once sent,
+ * also on failure) as one device-state packet on the next channel with
+ * room, waiting while every channel's queue is full; 0, the sender's
+ * error, or -ECANCELED once the migration is cancelled, *abort is set or
+ * the sender stops. Thread: any (the save threads), concurrently with the
+ * page sink. ferry__mf_send_flush waits until every channel sent what it
+ * was given, then has each send a SYNC packet (the destination's receivers
+ * stop after it until ferry__mf_recv_sync). mig/src/main; 0 or the error.
+ */
+int ferry__mf_send_buf(ferry_mf_sender *s, ferry_part_buf *b, const atomic_bool *abort);
+int ferry__mf_send_flush(ferry_mf_sender *s);
 /* Wakes every blocked channel write (cancel); any thread. */
 void ferry__mf_send_shutdown(ferry_mf_sender *s);
 /* Stops and joins the threads, closes the connections. Idempotent. */
@@ -148,6 +172,7 @@ typedef struct ferry_mf_recv_chan {
 typedef struct ferry_mf_receiver {
 	struct ferry_migration *m;
 	ferry_vm_t *vm;
+	ferry_parts *parts;  /* device-state packets go to their load_buf */
 	unsigned n;
 	uint32_t compression;
 	ferry_mf_recv_chan ch[FERRY_MULTIFD_MAX_CHANNELS];
@@ -166,11 +191,13 @@ typedef struct ferry_mf_receiver {
 /*
  * Accepts n channels on listen_fd (handshakes checked against uuid;
  * connections from another migration are refused and waited past) and
- * starts the receive threads. Returns 0 or a negative errno, with a message
+ * starts the receive threads, which hand device-state packets to parts
+ * (ferry__parts_load_buf). Returns 0 or a negative errno, with a message
  * in *err when there is one.
  */
-int ferry__mf_recv_start(ferry_mf_receiver *r, struct ferry_migration *m, int listen_fd,
-			 const uint8_t uuid[16], unsigned n, uint32_t compression, ferry_error *err);
+int ferry__mf_recv_start(ferry_mf_receiver *r, struct ferry_migration *m, ferry_parts *parts,
+			 int listen_fd, const uint8_t uuid[16], unsigned n, uint32_t compression,
+			 ferry_error *err);
 /* Main thread at MULTIFD_SYNC: waits for every channel's SYNC, releases them. */
 int ferry__mf_recv_sync(ferry_mf_receiver *r);
 /*

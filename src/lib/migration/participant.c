@@ -85,14 +85,14 @@ int ferry__parts_save_complete(ferry_parts *t, ferry_chan *c, bool postcopy)
 		if (ops->save_complete && !(postcopy && (ops->flags & FERRY_PART_POSTCOPY)))
 			r = ops->save_complete(t->p[i].opaque, c);
 	}
-	/* Participants whose complete went on in threads of their own. */
-	for (unsigned i = 0; i < t->n; i++) {
-		if (!t->p[i].ops->complete_wait)
-			continue;
-		int w = t->p[i].ops->complete_wait(t->p[i].opaque);
-		if (!r)
-			r = w;
-	}
+	/*
+	 * Participants whose complete went on in threads of their own; not
+	 * after a failure (another's section may be open on c): save_cleanup
+	 * stops their threads.
+	 */
+	for (unsigned i = 0; i < t->n && !r; i++)
+		if (t->p[i].ops->complete_wait)
+			r = t->p[i].ops->complete_wait(t->p[i].opaque);
 	return r;
 }
 
@@ -158,6 +158,27 @@ int ferry__parts_load_setup(ferry_parts *t)
 	return r;
 }
 
+int ferry__parts_load_start(ferry_parts *t, ferry_chan *c)
+{
+	int r = 0;
+	for (unsigned i = 0; i < t->n && !r; i++)
+		if (t->p[i].ops->load_start)
+			r = t->p[i].ops->load_start(t->p[i].opaque, c);
+	return r;
+}
+
+/* Thread: mig/dst/recv_N; reads only the table's ops and opaques (fixed while it runs). */
+int ferry__parts_load_buf(ferry_parts *t, ferry_chan *c, ferry_part_buf *b)
+{
+	for (unsigned i = 0; i < t->n; i++)
+		if (t->p[i].ops->load_buf)
+			return t->p[i].ops->load_buf(t->p[i].opaque, c, b);
+	free(b->data);
+	b->data = NULL;
+	return ferry__chan_fail(c, FERRY_EBADSTREAM, "device state %u buffer %u, but nothing loads it",
+				b->dev, b->index);
+}
+
 int ferry__parts_load_complete(ferry_parts *t, ferry_chan *c)
 {
 	int r = 0;
@@ -205,13 +226,16 @@ int ferry__vmsd_save(struct ferry_migration *m, const char *id, uint32_t instanc
 }
 
 int ferry__vmsd_apply(ferry_vm_t *vm, const ferry_vmsd *vmsd, void *opaque, uint32_t version,
-		      const uint8_t *buf, uint32_t len, char *msg, size_t msg_len)
+		      const uint8_t *buf, uint32_t len, ferry_error *err)
 {
+	char msg[sizeof(err->msg)] = "";
 	/* RAM is complete before any device state: ordinary memory from here. */
 	ferry__place_end(vm);
 	pthread_mutex_lock(&vm->run_lock);
-	int r = ferry_vmsd_decode(vmsd, opaque, version, buf, len, msg, msg_len);
+	int r = ferry_vmsd_decode(vmsd, opaque, version, buf, len, msg, sizeof(msg));
 	pthread_mutex_unlock(&vm->run_lock);
+	if (r && msg[0])
+		ferry__error_set(err, r, "%s", msg);
 	return r;
 }
 
@@ -267,12 +291,12 @@ static int vmsd_load(void *opaque, ferry_chan *c, const ferry_section *s)
 		free(buf);
 		return r;
 	}
-	char msg[200] = "";
-	r = ferry__vmsd_apply(vm, d->vmsd, d->opaque, s->version, buf, len, msg, sizeof(msg));
+	ferry_error e = { 0 };
+	r = ferry__vmsd_apply(vm, d->vmsd, d->opaque, s->version, buf, len, &e);
 	free(buf);
 	if (r)
 		return ferry__chan_fail(c, r, "device '%s' instance %u: %s", s->idstr, s->instance,
-					msg[0] ? msg : ferry_strerror(r));
+					ferry__error_text(&e, r));
 	return 0;
 }
 

@@ -34,13 +34,16 @@
  *                   or a PART/END section continuing the participant's
  *                   START (by section id; ferry__parts_load finds it and
  *                   checks the footer after the body);
+ *   load_start      at SWITCHOVER_START (the source's vCPUs stopped): what
+ *                   must run before state arrives (live devices: their
+ *                   load threads);
  *   load_buf        a buffer of the participant's state with its carrier's
  *                   header (ferry_part_buf: device number, index, flags),
  *                   in any index order: the participant reorders. Live
  *                   devices' main-channel records reach it from their
- *                   section body; a carrier outside the main stream (the
- *                   multifd device-state packets to come) calls it through
- *                   the table;
+ *                   section body; multifd device-state packets from
+ *                   mig/dst/recv_N through the table (ferry__parts_load_buf),
+ *                   concurrently with mig/dst/main;
  *   load_complete   at EOF, before the vCPUs start: what the participant
  *                   still has to finish (live devices: wait for their load
  *                   threads, apply their config);
@@ -111,6 +114,7 @@ typedef struct ferry_participant {
 	const char *section; /* the name of its sections (NULL: devices, by their names) */
 	int (*load_setup)(void *opaque);
 	int (*load)(void *opaque, ferry_chan *c, const ferry_section *s);
+	int (*load_start)(void *opaque, ferry_chan *c);
 	int (*load_buf)(void *opaque, ferry_chan *c, ferry_part_buf *b);
 	int (*load_complete)(void *opaque, ferry_chan *c);
 	void (*load_cleanup)(void *opaque);
@@ -160,6 +164,14 @@ int ferry__parts_load_at(ferry_parts *t, int k, ferry_chan *c, ferry_section *s)
  * load_cleanup at the end (reverse order). 0 or a negative errno.
  */
 int ferry__parts_load_setup(ferry_parts *t);
+/* SWITCHOVER_START (mig/dst/main): every load_start. */
+int ferry__parts_load_start(ferry_parts *t, ferry_chan *c);
+/*
+ * A buffer from a carrier outside the main stream (multifd device-state
+ * packets; mig/dst/recv_N) to the participant that loads buffers (has a
+ * load_buf); fails on c when none does. Takes b->data.
+ */
+int ferry__parts_load_buf(ferry_parts *t, ferry_chan *c, ferry_part_buf *b);
 int ferry__parts_load_complete(ferry_parts *t, ferry_chan *c);
 void ferry__parts_load_cleanup(ferry_parts *t);
 
@@ -168,14 +180,14 @@ void ferry__parts_load_cleanup(ferry_parts *t);
  * ferry__vmsd_save encodes vmsd over opaque into a malloc'd *buf (caller
  * frees) and records the error as "cannot save device 'ID' instance N:
  * ..." on m; ferry__vmsd_apply decodes len bytes into it on mig/dst/main,
- * with RAM complete (placement ended) and under vm->run_lock, the message
- * in msg.
+ * with RAM complete (placement ended) and under vm->run_lock, the
+ * decoder's message (if it gave one) in *err.
  */
 struct ferry_migration;
 int ferry__vmsd_save(struct ferry_migration *m, const char *id, uint32_t instance,
 		     const ferry_vmsd *vmsd, void *opaque, uint8_t **buf, uint32_t *len);
 int ferry__vmsd_apply(ferry_vm_t *vm, const ferry_vmsd *vmsd, void *opaque, uint32_t version,
-		      const uint8_t *buf, uint32_t len, char *msg, size_t msg_len);
+		      const uint8_t *buf, uint32_t len, ferry_error *err);
 
 /*
  * The built-in participants. opaque: RAM's is the side's ferry_ram_saver

@@ -374,11 +374,15 @@ static int phase_setup(struct src_ctx *x)
 {
 	struct ferry_migration *m = x->m;
 	int r;
-	/* Hints first: their setup decides how RAM's setup protects memory. */
+	/*
+	 * Hints first: their setup decides how RAM's setup protects memory.
+	 * Live devices before RAM: their save threads start at save_complete,
+	 * so their state streams while the final RAM pass runs.
+	 */
 	if ((r = ferry__parts_add(&x->parts, &ferry__hints_participant, &x->rs)) ||
+	    (r = ferry__parts_add(&x->parts, &ferry__live_participant, m)) ||
 	    (r = ferry__parts_add(&x->parts, &ferry__ram_participant, &x->rs)) ||
 	    (r = ferry__parts_add(&x->parts, &ferry__vmsd_participant, m)) ||
-	    (r = ferry__parts_add(&x->parts, &ferry__live_participant, m)) ||
 	    (r = ferry__parts_save_setup(&x->parts, x->c)))
 		return r;
 	pthread_mutex_lock(&m->stats_lock);

@@ -51,6 +51,13 @@ enum {
 	 * state load touches guest RAM faults, and the page can still arrive.
 	 */
 	FERRY_CMD_POSTCOPY_PACKAGE = 10,
+	/*
+	 * SWITCHOVER_START: 0 bytes, right after the vCPUs stopped when the VM
+	 * has live devices: the destination starts their load threads
+	 * (RESUMING) before the first device-state buffer can arrive, on any
+	 * channel (QEMU's MIG_CMD_SWITCHOVER_START).
+	 */
+	FERRY_CMD_SWITCHOVER_START = 11,
 	FERRY_CMD__MAX,
 };
 
@@ -87,6 +94,11 @@ enum {
  *   [u8 block name length, name]   (when pages > 0)
  *   be64 page index x (normal + zero)
  *   normal x 4096 bytes, or compressed length bytes of one zstd frame
+ * A device-state packet (flags = FERRY_MF_DEVICE alone, no pages, length
+ * 0) carries instead a live device's buffer: the DEV_STATE header (be32
+ * device number, be32 index, be32 flags = 0, be32 length 1..
+ * FERRY_DEV_BUF_MAX), then length bytes. End markers go on the main
+ * channel (DEV_STATE with FERRY_DEV_F_END).
  */
 #define FERRY_MF_HS_MAGIC 0x46524d43u  /* "FRMC" */
 #define FERRY_MF_PKT_MAGIC 0x46524d50u /* "FRMP" */
@@ -97,6 +109,7 @@ enum {
 enum {
 	FERRY_MF_SYNC = 0x1, /* end of a pass on this channel: no pages */
 	FERRY_MF_ZSTD = 0x2, /* normal pages are one zstd frame */
+	FERRY_MF_DEVICE = 0x4, /* a live device's buffer instead of pages */
 };
 
 /*
@@ -110,6 +123,9 @@ enum {
  *              data buffers: the end-of-state marker);
  *   DEV_CONFIG be32 device number, be32 vmsd version, be32 length, then
  *              the device's config vmsd (<= FERRY_DEVICE_STATE_MAX);
+ *   DEV_MF_SYNC 0 bytes: every multifd channel sent a SYNC packet after
+ *              its last device-state packet (the destination waits for
+ *              them: no more device data can come);
  *   CANCELLED  the source cancelled; nothing follows;
  *   DEV_EOS    end of the body.
  */
@@ -121,6 +137,7 @@ enum {
 	FERRY_DEV_EOS = 0x00,
 	FERRY_DEV_STATE = 0x01,
 	FERRY_DEV_CONFIG = 0x02,
+	FERRY_DEV_MF_SYNC = 0x03,
 	FERRY_DEV_CANCELLED = 0x09, /* = FERRY_REC_CANCELLED: the source's notice */
 };
 enum {

@@ -210,14 +210,15 @@ void ferry__wire_put_dev_state(ferry_chan *c, const ferry_wire_dev_hdr *h, const
 		ferry__chan_put_external(c, data, h->len);
 }
 
-int ferry__wire_get_dev_hdr(ferry_chan *c, ferry_wire_dev_hdr *h)
+/* A DEV_STATE header from c, checked; `flags`: the flags it may have. */
+static int get_dev_hdr(ferry_chan *c, ferry_wire_dev_hdr *h, uint32_t flags)
 {
 	uint8_t b[FERRY_DEV_HDR_LEN];
 	int r = ferry__chan_read(c, b, sizeof(b));
 	if (r)
 		return r;
 	ferry__wire_ld_dev_hdr(b, h);
-	if (h->flags & ~(uint32_t)FERRY_DEV_F_END)
+	if (h->flags & ~flags)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM, "device %u buffer %u: unknown flags 0x%x",
 					h->dev, h->index, h->flags);
 	if ((h->flags & FERRY_DEV_F_END) && h->len)
@@ -228,6 +229,24 @@ int ferry__wire_get_dev_hdr(ferry_chan *c, ferry_wire_dev_hdr *h)
 					"device %u buffer %u of %u bytes (1..%u)", h->dev, h->index,
 					h->len, FERRY_DEV_BUF_MAX);
 	return 0;
+}
+
+int ferry__wire_get_dev_hdr(ferry_chan *c, ferry_wire_dev_hdr *h)
+{
+	return get_dev_hdr(c, h, FERRY_DEV_F_END);
+}
+
+void ferry__wire_mf_dev_encode(uint8_t b[FERRY_MF_DEV_PKT_LEN], uint64_t num,
+			       const ferry_wire_dev_hdr *h)
+{
+	ferry_wire_mf_pkt pkt = { .flags = FERRY_MF_DEVICE, .num = num };
+	ferry__wire_mf_pkt_encode(b, &pkt);
+	ferry__wire_st_dev_hdr(b + FERRY_MF_HDR_LEN, h);
+}
+
+int ferry__wire_get_mf_dev(ferry_chan *c, ferry_wire_dev_hdr *h)
+{
+	return get_dev_hdr(c, h, 0);
 }
 
 void ferry__wire_put_dev_config(ferry_chan *c, uint32_t dev, uint32_t version, const void *p,
@@ -303,6 +322,7 @@ int ferry__wire_cmd_len(uint16_t cmd)
 		[FERRY_CMD_POSTCOPY_RUN] = FERRY_CMD_RUN_LEN,
 		[FERRY_CMD_POSTCOPY_RESUME] = FERRY_CMD_LEN_RESUME_ONLY,
 		[FERRY_CMD_POSTCOPY_PACKAGE] = FERRY_CMD_PACKAGE_LEN,
+		[FERRY_CMD_SWITCHOVER_START] = 0,
 	};
 	return cmd < FERRY_CMD__MAX ? lens[cmd] : FERRY_CMD_LEN_RESUME_ONLY;
 }

@@ -285,6 +285,25 @@ void ferry__wire_put_dev_state(ferry_chan *c, const ferry_wire_dev_hdr *h, const
  * buffer of 0 or more than FERRY_DEV_BUF_MAX bytes.
  */
 int ferry__wire_get_dev_hdr(ferry_chan *c, ferry_wire_dev_hdr *h);
+/*
+ * A multifd device-state packet's headers (FERRY_MF_DEV_PKT_LEN bytes:
+ * the multifd header with FERRY_MF_DEVICE and packet number num, then h);
+ * its h->len data bytes follow.
+ */
+#define FERRY_MF_DEV_PKT_LEN (FERRY_MF_HDR_LEN + FERRY_DEV_HDR_LEN)
+void ferry__wire_mf_dev_encode(uint8_t b[FERRY_MF_DEV_PKT_LEN], uint64_t num,
+			       const ferry_wire_dev_hdr *h);
+/*
+ * Reads the DEV_STATE header of a device-state packet (after its multifd
+ * header) and checks it as ferry__wire_get_dev_hdr does, but for an end
+ * marker: those go on the main channel.
+ */
+int ferry__wire_get_mf_dev(ferry_chan *c, ferry_wire_dev_hdr *h);
+/* Queues DEV_MF_SYNC: every multifd channel sent its SYNC after the device packets. */
+static inline void ferry__wire_put_dev_mf_sync(ferry_chan *c)
+{
+	ferry__chan_put_u8(c, FERRY_DEV_MF_SYNC);
+}
 /* Queues the end of the state body (DEV_EOS). */
 static inline void ferry__wire_put_dev_eos(ferry_chan *c)
 {
