@@ -135,6 +135,37 @@ FERRY_EXTERN int ferry_live_device_register(ferry_vm_t *vm, const char *id, uint
  */
 FERRY_EXTERN int ferry_live_device_state(ferry_vm_t *vm, const char *id, uint32_t instance);
 
+/*
+ * One live device's figures for the VM's current (or last) migration.
+ * Source: bytes and buffers read() returned; save_ms from the device's
+ * save thread start (right after STOP_COPY) until its end marker was handed
+ * on. Destination: bytes and buffers write() took; load_ms from its load
+ * thread start (the first buffer arrived) until its last write returned.
+ * apply_ms: destination, the time its config vmsd took to apply (under the
+ * run lock). A figure still running reads 0 until the device is done.
+ */
+typedef struct ferry_live_device_stats {
+	const char *id;          /* the registered id; valid until ferry_vm_destroy() */
+	uint32_t instance;
+	ferry_live_state state;  /* as ferry_live_device_state() */
+	uint64_t bytes;
+	uint64_t buffers;
+	uint64_t save_ms;
+	uint64_t load_ms;
+	uint64_t apply_ms;
+	/* More fields may be added at any time. */
+} ferry_live_device_stats;
+
+/*
+ * The figures of the index-th live device in registration order (0-based),
+ * zeros but for id, instance and state before any migration. Returns 0,
+ * -EINVAL (NULL vm or out), -ENOENT (index >= the number registered).
+ * Thread: any, like ferry_migration_query() (takes vm's migration lock and
+ * the migration's statistics lock, only to copy).
+ */
+FERRY_EXTERN int ferry_live_device_stats_get(ferry_vm_t *vm, unsigned index,
+					     ferry_live_device_stats *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -48,12 +48,48 @@ static void migrate_pair(side *src, side *dst, const char *uri)
 	assert_int_equal(si.transferred, di.transferred);
 }
 
-static void migrate_devices(const char *spec)
+/*
+ * The figures of a completed migration of n "gdev" devices of DEV_SPEC's
+ * 4 MiB: each buffer is one frame (16-byte header and data), so a device's
+ * bytes are 4 MiB plus 16 per buffer, the same on both sides.
+ */
+static void expect_dev_stats(side *src, side *dst, unsigned n)
+{
+	ferry_migration_info si, di;
+	ferry_migration_query(src->vm, &si);
+	ferry_migration_query(dst->vm, &di);
+	uint64_t total = 0;
+	for (unsigned i = 0; i < n; i++) {
+		ferry_live_device_stats s, d;
+		assert_int_equal(ferry_live_device_stats_get(src->vm, i, &s), 0);
+		assert_int_equal(ferry_live_device_stats_get(dst->vm, i, &d), 0);
+		assert_string_equal(s.id, "gdev");
+		assert_int_equal(d.instance, i);
+		assert_int_equal(s.bytes, (4u << 20) + 16 * s.buffers);
+		assert_int_equal(d.bytes, s.bytes);
+		assert_int_equal(d.buffers, s.buffers);
+		assert_int_equal(d.state, FERRY_LIVE_RUNNING);
+		total += s.bytes;
+	}
+	ferry_live_device_stats x;
+	assert_int_equal(ferry_live_device_stats_get(src->vm, n, &x), -ENOENT);
+	assert_int_equal(si.live_devices, n);
+	assert_int_equal(di.live_devices, n);
+	assert_int_equal(si.device_stopcopy_bytes, total);
+	assert_int_equal(di.device_stopcopy_bytes, total);
+	assert_int_equal(si.device_precopy_bytes, 0);
+	/* The split: device data follows RAM on the main channel. */
+	assert_true(si.downtime_device_ms >= si.downtime_ram_ms);
+	assert_true(si.downtime_device_ms + si.downtime_other_ms <= si.downtime_ms + 1);
+}
+
+static void migrate_devices(const char *spec, unsigned n)
 {
 	side src, dst;
 	const char *uri = running_pair(&src, &dst, spec);
 	side_wait_steps(&src, 2048);
 	migrate_pair(&src, &dst, uri);
+	expect_dev_stats(&src, &dst, n);
 	expect_dev_states(&src, FERRY_LIVE_STOP);
 	expect_dev_states(&dst, FERRY_LIVE_RUNNING);
 	assert_true(ferry_vm_is_running(dst.vm));
@@ -65,19 +101,19 @@ static void migrate_devices(const char *spec)
 static void t_one_device(void **state)
 {
 	(void)state;
-	migrate_devices(DEV_SPEC "devices=1");
+	migrate_devices(DEV_SPEC "devices=1", 1);
 }
 
 static void t_two_devices(void **state)
 {
 	(void)state;
-	migrate_devices(DEV_SPEC "devices=2");
+	migrate_devices(DEV_SPEC "devices=2", 2);
 }
 
 static void t_four_devices(void **state)
 {
 	(void)state;
-	migrate_devices(DEV_SPEC "devices=4,devrate=max");
+	migrate_devices(DEV_SPEC "devices=4,devrate=max", 4);
 }
 
 /* ---- a VM with vmsd-only and live devices (one without config) ---- */
