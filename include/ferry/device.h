@@ -55,6 +55,20 @@
  *     and applied on mig/dst/main under the VM's run lock (the lock of
  *     ferry_vm_stop/start), one device at a time, in registration order,
  *     after every device's data was written and before the vCPUs start.
+ *
+ * The loader never blocks the VMM. On the destination, RAM and live device
+ * data load without any lock the embedder's calls need: mig/dst/main
+ * receives, mig/dst/devl_N call write() with no libferry lock held.
+ * The run lock (ferry/vm.h) is taken by libferry only to apply one
+ * device's state (a vmsd device's, or one live device's config, its
+ * post_load included), released between two devices, and to start the
+ * vCPUs; an embedder call waiting for it goes before the next device's
+ * apply. So ferry_vm_stop(), ferry_vm_start() and ferry_vm_is_running()
+ * wait for at most one apply (plus the vCPU start op), and a config whose
+ * post_load is slow delays them by that much only (test-devices:
+ * t_loader_never_blocks). Corollary: a device op or post_load must never
+ * call those functions (they would deadlock), nor wait for a thread that
+ * does.
  */
 #ifndef FERRY_DEVICE_H
 #define FERRY_DEVICE_H

@@ -209,7 +209,7 @@ int ferry__vmsd_apply(ferry_vm_t *vm, const ferry_vmsd *vmsd, void *opaque, uint
 {
 	/* RAM is complete before any device state: ordinary memory from here. */
 	ferry__place_end(vm);
-	pthread_mutex_lock(&vm->run_lock);
+	ferry__vm_run_lock_polite(vm);
 	int r = ferry_vmsd_decode(vmsd, opaque, version, buf, len, msg, msg_len);
 	pthread_mutex_unlock(&vm->run_lock);
 	return r;
