@@ -19,11 +19,13 @@ device-state figures (x-device-state) of both sides, and the latencies. Usage:
 """
 import argparse, importlib.util, json, multiprocessing, os, shutil, statistics, subprocess, sys, tempfile, time
 
-# The QMP client and host start-up of bench/qmp-latency.py.
+# The QMP client and host start-up of bench/qmp-latency.py, precopy.py's kill.
 _spec = importlib.util.spec_from_file_location("qmp_latency", os.path.join(os.path.dirname(__file__),
                                                                          "qmp-latency.py"))
 ql = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ql)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import precopy as pc  # noqa: E402  (kill)
 
 SIZE = {"G": 1 << 30, "M": 1 << 20, "K": 1 << 10}
 TARGET = "the issue: multifd with save threads at least -50% downtime vs main, within 20% of " \
@@ -62,15 +64,12 @@ def summary(lat):
 
 
 def one(a, row):
-    tmp = tempfile.mkdtemp(prefix="ferry-devices.")
-    dsock, ssock = os.path.join(tmp, "dst.qmp"), os.path.join(tmp, "src.qmp")
-    uri = f"tcp:127.0.0.1:{ql.free_port()}"
     spec = f"mem={a.mem},vram=0,vcpus=2,paused,devices={a.devices},devmem={a.devmem},devrate={a.devrate}"
-    procs = []
+    uri, tmp, procs = f"tcp:127.0.0.1:{ql.free_port()}", tempfile.mkdtemp(prefix="ferry-devices."), []
+    dsock, ssock = (os.path.join(tmp, side + ".qmp") for side in ("dst", "src"))
     try:
-        procs.append(ql.start_host(a.ferry, ["--guest", spec, "--incoming", uri, "--qmp", "unix:" + dsock],
-                                   a.timeout))
-        procs.append(ql.start_host(a.ferry, ["--guest", spec, "--qmp", "unix:" + ssock], a.timeout))
+        for sock, extra in ((dsock, ["--incoming", uri]), (ssock, [])):  # the destination first
+            procs.append(ql.start_host(a.ferry, ["--guest", spec, *extra, "--qmp", "unix:" + sock], a.timeout))
         ctl, dctl = ql.QMP(ssock), ql.QMP(dsock)
         if row == "multifd":
             for q in (ctl, dctl):
@@ -113,25 +112,21 @@ def one(a, row):
                 "dest_latency_whole_migration": {c: summary([x[0] for x in lat if x[1] == c])
                                                  for c in ("query-status", "query-migrate")}}
     finally:
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        deadline = time.monotonic() + 10  # asked to quit: a moment to exit, then killed
+        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pc.kill(procs)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--ferry", default=os.path.join(os.path.dirname(__file__), "..", "build", "ferry"))
-    ap.add_argument("--mem", default="1G")
-    ap.add_argument("--devices", type=int, default=4)
-    ap.add_argument("--devmem", default="256M")
-    ap.add_argument("--devrate", default="500M")
-    ap.add_argument("--rows", default="main,multifd")
-    ap.add_argument("--runs", type=int, default=1)
-    ap.add_argument("--downtime-limit", type=int, default=10000, help="ms, on the source")
+    for name, default in (("--mem", "1G"), ("--devmem", "256M"), ("--devrate", "500M"),
+                          ("--rows", "main,multifd")):
+        ap.add_argument(name, default=default)
+    for name, default in (("--devices", 4), ("--runs", 1), ("--downtime-limit", 10000)):
+        ap.add_argument(name, type=int, default=default, help="ms, on the source" if "limit" in name else None)
     ap.add_argument("--timeout", type=float, default=300)
     a = ap.parse_args()
     limit_s = size(a.devmem) / size(a.devrate)  # the devices are read in parallel
