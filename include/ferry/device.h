@@ -55,6 +55,20 @@
  *     and applied on mig/dst/main under the VM's run lock (the lock of
  *     ferry_vm_stop/start), one device at a time, in registration order,
  *     after every device's data was written and before the vCPUs start.
+ *
+ * The loader never blocks the VMM. On the destination, RAM and live device
+ * data load without any lock the embedder's calls need: mig/dst/main
+ * receives, mig/dst/devl_N call write() with no libferry lock held.
+ * The run lock (ferry/vm.h) is taken by libferry only to apply one
+ * device's state (a vmsd device's, or one live device's config, its
+ * post_load included), released between two devices, and to start the
+ * vCPUs; an embedder call waiting for it goes before the next device's
+ * apply. So ferry_vm_stop(), ferry_vm_start() and ferry_vm_is_running()
+ * wait for at most one apply (plus the vCPU start op), and a config whose
+ * post_load is slow delays them by that much only (test-devices:
+ * t_loader_never_blocks). Corollary: a device op or post_load must never
+ * call those functions (they would deadlock), nor wait for a thread that
+ * does.
  */
 #ifndef FERRY_DEVICE_H
 #define FERRY_DEVICE_H
@@ -134,6 +148,37 @@ FERRY_EXTERN int ferry_live_device_register(ferry_vm_t *vm, const char *id, uint
  * the answer may be stale while a migration runs.
  */
 FERRY_EXTERN int ferry_live_device_state(ferry_vm_t *vm, const char *id, uint32_t instance);
+
+/*
+ * One live device's figures for the VM's current (or last) migration.
+ * Source: bytes and buffers read() returned; save_ms from the device's
+ * save thread start (right after STOP_COPY) until its end marker was handed
+ * on. Destination: bytes and buffers write() took; load_ms from its load
+ * thread start (the first buffer arrived) until its last write returned.
+ * apply_ms: destination, the time its config vmsd took to apply (under the
+ * run lock). A figure still running reads 0 until the device is done.
+ */
+typedef struct ferry_live_device_stats {
+	const char *id;          /* the registered id; valid until ferry_vm_destroy() */
+	uint32_t instance;
+	ferry_live_state state;  /* as ferry_live_device_state() */
+	uint64_t bytes;
+	uint64_t buffers;
+	uint64_t save_ms;
+	uint64_t load_ms;
+	uint64_t apply_ms;
+	/* More fields may be added at any time. */
+} ferry_live_device_stats;
+
+/*
+ * The figures of the index-th live device in registration order (0-based),
+ * zeros but for id, instance and state before any migration. Returns 0,
+ * -EINVAL (NULL vm or out), -ENOENT (index >= the number registered).
+ * Thread: any, like ferry_migration_query() (takes vm's migration lock and
+ * the migration's statistics lock, only to copy).
+ */
+FERRY_EXTERN int ferry_live_device_stats_get(ferry_vm_t *vm, unsigned index,
+					     ferry_live_device_stats *out);
 
 #ifdef __cplusplus
 }

@@ -326,6 +326,39 @@ typedef struct ferry_migration_info {
 	 * max-bandwidth B it stays within B / 10 plus one 5 ms grant.
 	 */
 	uint64_t bandwidth_peak_window_bytes;
+	/*
+	 * Live devices (ferry/device.h); per device: ferry_live_device_stats().
+	 * live_devices: the live devices that take part (0: none, and the
+	 * device_* figures stay 0). device_precopy_bytes: device data moved
+	 * while the guest ran (0 in this version: PRE_COPY is not used yet).
+	 * device_stopcopy_bytes: device data moved after the vCPUs stopped.
+	 * "Moved": on the source, the bytes read() returned (each buffer
+	 * counted once its save thread handed it on); on the destination, the
+	 * bytes write() took. Framing of the stream is not counted; the
+	 * device's own format (whatever read() yields) is.
+	 */
+	uint32_t live_devices;
+	uint64_t device_precopy_bytes;
+	uint64_t device_stopcopy_bytes;
+	/*
+	 * The split of a precopy switchover's downtime, every part measured
+	 * from the vCPU stop on the source's clock (0 until COMPLETED; 0 after
+	 * a postcopy switch):
+	 *   downtime_ram_ms     until the final RAM pass was written;
+	 *   downtime_device_ms  until the last live device's end marker was
+	 *                       sent (0 without live devices);
+	 *   downtime_other_ms   downtime_ms - max(ram, device): configs and
+	 *                       vmsd devices, the end of the stream, what the
+	 *                       destination still loads and applies, its
+	 *                       vCPU start and its answer.
+	 * RAM and device data overlap when they travel side by side, so ram +
+	 * device may exceed downtime_ms. On the destination only
+	 * downtime_device_ms is set: from the source's switchover command
+	 * received until the last live device's config was applied.
+	 */
+	uint64_t downtime_ram_ms;
+	uint64_t downtime_device_ms;
+	uint64_t downtime_other_ms;
 	/* More fields may be added at any time. */
 } ferry_migration_info;
 

@@ -82,7 +82,16 @@ FERRY_EXTERN int ferry_vm_set_vcpu_ops(ferry_vm_t *vm, const ferry_vcpu_ops *ops
 /*
  * Run state as libferry sees it (it changes it only through the vCPU ops).
  * ferry_vm_stop()/ferry_vm_start() call the ops and record the state.
- * Thread: any; serialised internally.
+ * Thread: any; serialised internally by the VM's run lock, which these
+ * three take, and under which the vCPU ops run (so never call them from
+ * a vCPU op). libferry's own threads hold the run lock only briefly:
+ *  - source: to stop the vCPUs at switchover (and to restart them after a
+ *    failed or cancelled one);
+ *  - destination: to apply one device's state at a time (a vmsd device's,
+ *    or a live device's config: its post_load runs under it) and to start
+ *    the vCPUs; never while RAM or live device data loads (ferry/device.h,
+ *    "The loader never blocks the VMM"). A call that waits for the lock
+ *    goes before the next device's apply, so it waits at most one apply.
  */
 FERRY_EXTERN int ferry_vm_stop(ferry_vm_t *vm);
 FERRY_EXTERN int ferry_vm_start(ferry_vm_t *vm);

@@ -164,6 +164,9 @@ static void demo_usage(FILE *f)
 		"                  [--rate 200M|max] [--fill random|text|zero|none]\n"
 		"                  [--dirty auto|wp|explicit] [--set NAME=VALUE]... [--json]\n"
 		"                  [--postcopy [--preempt]] [--no-auto-converge]\n"
+		"                  [--devices N [--devmem 64M] [--devrate 500M|max]]\n"
+		"  --devices   N synthetic live devices of devmem bytes each, read at no more\n"
+		"              than devrate bytes/s per device; verified like RAM\n"
 		"  --postcopy  switch to postcopy after the first pass (capability postcopy-ram\n"
 		"              on both hosts); --preempt (only with --postcopy) adds the\n"
 		"              postcopy-preempt channel\n"
@@ -177,6 +180,7 @@ static void demo_usage(FILE *f)
 
 typedef struct demo_opts {
 	const char *mem, *vcpus, *workload, *rate, *fill, *dirty;
+	const char *devices, *devmem, *devrate; /* live devices: "0" is none */
 	char *sets[16];
 	int nsets;
 	bool json, postcopy, preempt, auto_converge;
@@ -202,7 +206,10 @@ static int demo_check(const demo_opts *o)
 	static const char *const dirty[] = { "auto", "wp", "explicit" };
 	if (check_guest_opt("--mem", "mem", o->mem) || check_guest_opt("--vcpus", "vcpus", o->vcpus) ||
 	    check_guest_opt("--workload", "workload", o->workload) ||
-	    check_guest_opt("--rate", "rate", o->rate) || check_guest_opt("--fill", "fill", o->fill))
+	    check_guest_opt("--rate", "rate", o->rate) || check_guest_opt("--fill", "fill", o->fill) ||
+	    check_guest_opt("--devices", "devices", o->devices) ||
+	    check_guest_opt("--devmem", "devmem", o->devmem) ||
+	    check_guest_opt("--devrate", "devrate", o->devrate))
 		return 2;
 	char spec[512], err[256];
 	ferry_guest_config cfg;
@@ -246,11 +253,15 @@ static int demo_parse(int argc, char **argv, demo_opts *o)
 		{ "postcopy", no_argument, 0, 'p' },
 		{ "preempt", no_argument, 0, 'P' },
 		{ "no-auto-converge", no_argument, 0, 'A' },
+		{ "devices", required_argument, 0, 'D' },
+		{ "devmem", required_argument, 0, 'M' },
+		{ "devrate", required_argument, 0, 'R' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 },
 	};
 	*o = (demo_opts){ .mem = "1G", .vcpus = "2", .workload = "random", .rate = "200M",
-			  .fill = "random", .dirty = "auto", .auto_converge = true };
+			  .fill = "random", .dirty = "auto", .auto_converge = true,
+			  .devices = "0", .devmem = "64M", .devrate = "500M" };
 	int c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
@@ -270,6 +281,9 @@ static int demo_parse(int argc, char **argv, demo_opts *o)
 		case 'p': o->postcopy = true; break;
 		case 'P': o->preempt = true; break;
 		case 'A': o->auto_converge = false; break;
+		case 'D': o->devices = optarg; break;
+		case 'M': o->devmem = optarg; break;
+		case 'R': o->devrate = optarg; break;
 		case 'h': demo_usage(stdout); return 0;
 		default: return ferry_cli_bad_option("demo", c, argv, demo_usage);
 		}
@@ -294,8 +308,11 @@ typedef struct demo_run {
 /* Our own path, a free port and a private directory. 0 or -1 (message printed). */
 static int demo_env(demo_run *r, const demo_opts *o)
 {
-	snprintf(r->spec, sizeof(r->spec), "mem=%s,vcpus=%s,workload=%s,rate=%s,fill=%s", o->mem,
-		 o->vcpus, o->workload, o->rate, o->fill);
+	int l = snprintf(r->spec, sizeof(r->spec), "mem=%s,vcpus=%s,workload=%s,rate=%s,fill=%s", o->mem,
+			 o->vcpus, o->workload, o->rate, o->fill);
+	if (strcmp(o->devices, "0"))
+		snprintf(r->spec + l, sizeof(r->spec) - (size_t)l, ",devices=%s,devmem=%s,devrate=%s",
+			 o->devices, o->devmem, o->devrate);
 	ssize_t sl = readlink("/proc/self/exe", r->self, sizeof(r->self) - 1);
 	if (sl < 0) {
 		perror("ferry demo: /proc/self/exe");
@@ -467,6 +484,11 @@ static void demo_print_json(const demo_run *r)
 	json_object_set_new(o, "cpu_throttle_peak", json_integer(jint(mig, "x-cpu-throttle", "peak")));
 	if (r->dpc)
 		json_object_set(o, "postcopy", r->dpc);
+	json_t *ds = json_object_get(mig, "x-device-state");
+	if (ds) {
+		json_object_set(o, "device_state", ds);
+		json_object_set(o, "downtime_split_ms", json_object_get(mig, "x-downtime-split"));
+	}
 	char *s = json_dumps(o, JSON_COMPACT);
 	printf("%s\n", s);
 	free(s);
@@ -505,8 +527,9 @@ static void demo_print_verify(const demo_run *r)
 	}
 	json_t *diff = json_object_get(ver, "first-difference");
 	if (demo_verified(r))
-		printf("  verified     destination RAM matches the never-migrated twin bit for bit\n"
+		printf("  verified     destination RAM %s the never-migrated twin bit for bit\n"
 		       "               (%lld pages, vCPU steps %s, hash %s)\n",
+		       json_object_get(r->info, "x-device-state") ? "and device memory match" : "matches",
 		       (long long)jint(ver, "pages-compared", NULL), sbuf,
 		       json_string_value(json_object_get(ver, "hash")));
 	else
@@ -541,6 +564,9 @@ static void demo_print_text(const demo_run *r, const demo_opts *o)
 	if (thr_peak)
 		printf("  throttled    auto-converge slowed the source vCPUs, up to %lld%% (%lld raises)\n",
 		       (long long)thr_peak, (long long)jint(mig, "x-cpu-throttle", "raises"));
+	char dev[256];
+	if (ferry_cli_device_text(dev, sizeof(dev), mig))
+		printf("  devices      %s\n", dev);
 	if (r->dpc)
 		demo_print_postcopy(r);
 	demo_print_verify(r);

@@ -569,6 +569,32 @@ static void postcopy_print(FILE *f, json_t *info, const ferry_cli_drive *d)
 		fputc('\n', f);
 }
 
+bool ferry_cli_device_text(char *buf, size_t n, json_t *info)
+{
+	json_t *ds = json_object_get(info, "x-device-state"), *split = json_object_get(info, "x-downtime-split");
+	if (!ds)
+		return false;
+	bool incoming = json_is_true(json_object_get(info, "x-incoming"));
+	const char *what = incoming ? "load-ms" : "save-ms";
+	json_int_t slowest = 0, ndev = jint(ds, "devices", NULL);
+	size_t i;
+	json_t *dev;
+	json_array_foreach(json_object_get(ds, "list"), i, dev)
+		if (jint(dev, what, NULL) > slowest)
+			slowest = jint(dev, what, NULL);
+	char b1[32], b2[32];
+	size_t l = (size_t)snprintf(buf, n, "%lld live device%s, %s of device state after the stop (%s before), "
+				    "slowest %s %lld ms", (long long)ndev, ndev == 1 ? "" : "s",
+				    fmt_bytes(b1, sizeof(b1), (double)jint(ds, "stop-copy-bytes", NULL)),
+				    fmt_bytes(b2, sizeof(b2), (double)jint(ds, "precopy-bytes", NULL)),
+				    incoming ? "load" : "save", (long long)slowest);
+	if (json_object_get(split, "ram") && l < n)
+		snprintf(buf + l, n - l, "; downtime: RAM %lld ms, device data %lld ms, other %lld ms",
+			 (long long)jint(split, "ram", NULL), (long long)jint(split, "device", NULL),
+			 (long long)jint(split, "other", NULL));
+	return true;
+}
+
 void ferry_cli_summary_print(FILE *f, json_t *info, const ferry_cli_drive *d)
 {
 	json_t *ram = json_object_get(info, "ram");
@@ -605,6 +631,9 @@ void ferry_cli_summary_print(FILE *f, json_t *info, const ferry_cli_drive *d)
 			st ? st : "?", total_s, passes(b4, sizeof(b4), npass),
 			fmt_bytes(b1, sizeof(b1), xfer));
 	}
+	char dev[256];
+	if (ferry_cli_device_text(dev, sizeof(dev), info))
+		fprintf(f, "  devices: %s\n", dev);
 	json_t *thr = json_object_get(info, "x-cpu-throttle");
 	if (thr)
 		fprintf(f, "  throttle: auto-converge slowed the vCPUs, up to %lld%% (%lld raises)\n",

@@ -160,8 +160,57 @@ static void info_side(json_t *o, const ferry_migration_info *i)
 					      "raises", (json_int_t)i->cpu_throttle_raises));
 }
 
-/* query-migrate's answer. downtime_limit_ms: what expected-downtime starts at (QEMU's rule). */
-static json_t *info_json(const ferry_migration_info *i, uint64_t downtime_limit_ms)
+/* One live device's figures: what this side measured of it. */
+static json_t *info_device(ferry_vm_t *vm, unsigned k, bool incoming)
+{
+	ferry_live_device_stats d;
+	if (ferry_live_device_stats_get(vm, k, &d))
+		return NULL;
+	json_t *o = json_pack("{s:s,s:I,s:I,s:I}", "id", d.id, "instance", (json_int_t)d.instance,
+			      "bytes", (json_int_t)d.bytes, "buffers", (json_int_t)d.buffers);
+	if (incoming) {
+		json_object_set_new(o, "load-ms", json_integer((json_int_t)d.load_ms));
+		json_object_set_new(o, "apply-ms", json_integer((json_int_t)d.apply_ms));
+	} else {
+		json_object_set_new(o, "save-ms", json_integer((json_int_t)d.save_ms));
+	}
+	return o;
+}
+
+/*
+ * "x-device-state" (only with live devices) and "x-downtime-split": the
+ * source's once its downtime is known, the destination's device part.
+ */
+static void info_devices(json_t *o, const ferry_migration_info *i, ferry_vm_t *vm)
+{
+	if (i->live_devices) {
+		json_t *list = json_array();
+		for (unsigned k = 0; k < i->live_devices; k++) {
+			json_t *d = info_device(vm, k, i->incoming);
+			if (d)
+				json_array_append_new(list, d);
+		}
+		json_object_set_new(o, "x-device-state",
+				    json_pack("{s:I,s:I,s:I,s:o}", "devices", (json_int_t)i->live_devices,
+					      "precopy-bytes", (json_int_t)i->device_precopy_bytes,
+					      "stop-copy-bytes", (json_int_t)i->device_stopcopy_bytes,
+					      "list", list));
+	}
+	if (!i->incoming && i->status == FERRY_MIGRATION_COMPLETED && !i->postcopy)
+		json_object_set_new(o, "x-downtime-split",
+				    json_pack("{s:I,s:I,s:I}", "ram", (json_int_t)i->downtime_ram_ms,
+					      "device", (json_int_t)i->downtime_device_ms, "other",
+					      (json_int_t)i->downtime_other_ms));
+	else if (i->incoming && i->live_devices && i->status == FERRY_MIGRATION_COMPLETED)
+		json_object_set_new(o, "x-downtime-split",
+				    json_pack("{s:I}", "device", (json_int_t)i->downtime_device_ms));
+}
+
+/*
+ * query-migrate's answer. downtime_limit_ms: what expected-downtime starts
+ * at (QEMU's rule); vm: the live devices' own figures.
+ */
+static json_t *info_json(const ferry_migration_info *i, uint64_t downtime_limit_ms, ferry_vm_t *vm)
 {
 	json_t *o = json_pack("{s:s}", "status", ferry_migration_status_name(i->status));
 	if (i->status == FERRY_MIGRATION_NONE)
@@ -183,6 +232,7 @@ static json_t *info_json(const ferry_migration_info *i, uint64_t downtime_limit_
 					      (json_int_t)i->hint_wait_ms));
 	if (i->status == FERRY_MIGRATION_FAILED || (status_postcopy(i->status) && i->error_desc[0]))
 		json_object_set_new(o, "error-desc", json_string(i->error_desc));
+	info_devices(o, i, vm);
 	info_side(o, i);
 	return o;
 }
@@ -218,7 +268,7 @@ json_t *host_query_migrate(host *h)
 	ferry_migration_query(h->vm, &i);
 	/* QEMU answers {} before the first migration. */
 	json_t *o = i.status == FERRY_MIGRATION_NONE ? json_object()
-					       : info_json(&i, h->params.downtime_limit_ms);
+					       : info_json(&i, h->params.downtime_limit_ms, h->vm);
 	if (h->dir == HOST_DIR_IN && h->inmigrate && h->incoming_started) {
 		json_t *sa = socket_address(h);
 		if (sa)
@@ -383,7 +433,7 @@ void host_on_status(host *h, ferry_migration_status s)
 		return;
 	}
 	json_decref(h->prev_incoming);
-	h->prev_incoming = info_json(&i, 0);
+	h->prev_incoming = info_json(&i, 0, h->vm);
 	json_object_set_new(h->prev_incoming, "status", json_string(ferry_migration_status_name(s)));
 	if (h->exit_on_error) {
 		fprintf(stderr, "ferry host: incoming migration %s%s%s\n", ferry_migration_status_name(s),

@@ -114,6 +114,8 @@ struct ferry_vm {
 	void *vcpu_opaque;
 
 	pthread_mutex_t run_lock;
+	/* Embedder calls waiting for run_lock (vm.c, ferry__vm_run_lock_polite). */
+	atomic_uint run_waiters;
 	bool running; /* protected by run_lock */
 	/*
 	 * Protected by run_lock: a migration owns the run state (source from
@@ -160,6 +162,14 @@ void ferry__migration_abort(ferry_vm_t *vm);
 
 /* Sets or clears vm->run_owned (vm.c). Thread: mig/src/main, mig/dst/main. */
 void ferry__vm_own_run(ferry_vm_t *vm, bool owned);
+/*
+ * Takes run_lock for one apply of device state on the destination, after
+ * letting the embedder calls that wait for it go first (at most
+ * RUN_POLITE_NS): a mutex is not fair, so a thread that unlocks after one
+ * device and locks again for the next would otherwise keep the embedder
+ * out across every apply. Thread: mig/dst/main.
+ */
+void ferry__vm_run_lock_polite(ferry_vm_t *vm);
 
 /* vmstate.c: validates a vmsd table at registration (0 or -EINVAL). Thread: any. */
 int ferry__vmsd_validate(const ferry_vmsd *vmsd);

@@ -41,6 +41,30 @@ expect_eq "demo verified" "$(json "$TMP/demo.json" 'j["verified"]')" True
 expect_eq "demo counted pages" "$(json "$TMP/demo.json" 'j["normal_pages"] > 60000')" True
 expect_eq "demo keys" "$(json "$TMP/demo.json" 'sorted(j)')" \
 	"['cpu_throttle_peak', 'downtime_ms', 'mbps', 'normal_pages', 'passes', 'status', 'total_time_ms', 'transferred_bytes', 'verified', 'zero_pages']"
+# Live devices: 2 of 8 MiB read at 50 MiB/s, in frames of 512 KiB with a 16-byte header
+# each (16 per device); device memory is verified with RAM. The limit lets 16 MiB of
+# device state fit the downtime.
+"$FERRY" demo --mem 64M --devices 2 --devmem 8M --devrate 50M --set downtime-limit=5000 --json \
+	>"$TMP/demo-dev.json" 2>"$TMP/demo-dev.err"
+expect_eq "devices demo exit code" "$?" 0
+expect_eq "devices demo verified" "$(json "$TMP/demo-dev.json" 'j["verified"]')" True
+expect_eq "devices demo: device state" \
+	"$(json "$TMP/demo-dev.json" '[j["device_state"][k] for k in ("devices", "precopy-bytes", "stop-copy-bytes")]')" \
+	"[2, 0, 16777728]"
+expect_eq "devices demo: per device" \
+	"$(json "$TMP/demo-dev.json" '[(d["id"], d["instance"], d["bytes"], d["buffers"]) for d in j["device_state"]["list"]]')" \
+	"[('gdev', 0, 8388864, 16), ('gdev', 1, 8388864, 16)]"
+expect_eq "devices demo: the split adds up to the downtime" \
+	"$(json "$TMP/demo-dev.json" '(lambda s: s["device"] + s["other"] == j["downtime_ms"] and s["ram"] <= s["device"])(j["downtime_split_ms"])')" True
+"$FERRY" demo --mem 64M --devices 2 --devmem 8M --devrate 50M --set downtime-limit=5000 \
+	>"$TMP/demo-dev.txt" 2>"$TMP/demo-dev.err"
+expect_eq "devices demo text exit code" "$?" 0
+expect_eq "devices demo: the devices line" \
+	"$(grep '^  devices ' "$TMP/demo-dev.txt" | sed 's/slowest save [0-9]* ms; downtime: RAM [0-9]* ms, device data [0-9]* ms, other [0-9]* ms$/slowest save N ms; downtime: RAM N ms, device data N ms, other N ms/')" \
+	"  devices      2 live devices, 16.0 MiB of device state after the stop (0.0 MiB before), slowest save N ms; downtime: RAM N ms, device data N ms, other N ms"
+expect_eq "devices demo: RAM and device memory verified" "$(grep -c '^  verified     destination RAM and device memory match' "$TMP/demo-dev.txt")" 1
+expect_eq "demo --devices bad" "$("$FERRY" demo --devices x 2>&1 | head -1)" \
+	"ferry demo: --devices 'x': devices must be 0..16 (got x)"
 # A guest dirtying 200 MB/s over a 30 MiB/s link: the demo's auto-converge ends it.
 "$FERRY" demo --mem 64M --rate 100M --set max-bandwidth=31457280 --set downtime-limit=50 \
 	--set cpu-throttle-initial=60 --set cpu-throttle-increment=30 --json >"$TMP/demo2.json" 2>"$TMP/demo2.err"

@@ -609,6 +609,7 @@ def case_full_migration_two_clients(tmp):
                                   "dirty-pages-rate", "dirty-sync-count", "mbps", "pages-per-second"}, str(info))
         eq("source ram.total", info["ram"]["total"], (128 + 4) << 20)
         eq("source remaining", info["ram"]["remaining"], 0)
+        true("no x-device-state without live devices", "x-device-state" not in info, str(info))
         eq("source query-status after migration", a.ret("query-status"), {"running": False, "status": "postmigrate"})
         true("destination completed", dq.wait_event(is_status("completed")) is not None)
         true("destination RESUME", dq.wait_event(lambda e: e["event"] == "RESUME") is not None)
@@ -847,6 +848,49 @@ def case_multifd_zstd(tmp):
         true("destination completed", dq.wait_event(is_status("completed")) is not None)
         eq("destination placed pages with pwrite", dq.ret("query-migrate").get("x-placement"), "pwrite")
         verify_destination("multifd zstd", dq)
+        q.close()
+        dq.close()
+    finally:
+        src.stop()
+        dst.stop()
+
+
+def case_live_devices(tmp):
+    """x-device-state and x-downtime-split: 3 devices of 4 MiB at 50 MB/s (frames of 512 KiB)."""
+    spec = SPEC + ",devices=3,devmem=4M,devrate=50M"
+    mig = "unix:" + os.path.join(tmp, "mig.sock")
+    dst = Host(tmp, "dst", spec, ["--incoming", mig])
+    src = Host(tmp, "src", spec)
+    try:
+        dq, q = dst.qmp(), src.qmp()
+        eq("live devices: migrate", q.cmd("migrate", {"uri": mig}), {"return": {}})
+        true("live devices: completed", q.wait_event(is_final) is not None)
+        true("live devices: destination completed", dq.wait_event(is_status("completed")) is not None)
+        info, dinfo = q.ret("query-migrate"), dq.ret("query-migrate")
+        eq("live devices: status", info["status"], "completed")
+        # The guest's frames: (50 << 20) / 100 bytes of memory after a 16-byte header each.
+        frames = (4 << 20) // ((50 << 20) // 100)
+        per_dev = (4 << 20) + 16 * frames
+        for side, i, ms in (("source", info, "save-ms"), ("destination", dinfo, "load-ms")):
+            ds = i.get("x-device-state", {})
+            eq(f"live devices: {side} counts", {k: ds.get(k) for k in ("devices", "precopy-bytes", "stop-copy-bytes")},
+               {"devices": 3, "precopy-bytes": 0, "stop-copy-bytes": 3 * per_dev})
+            eq(f"live devices: {side} list", [{k: d.get(k) for k in ("id", "instance", "bytes", "buffers")}
+                                              for d in ds.get("list", [])],
+               [{"id": "gdev", "instance": k, "bytes": per_dev, "buffers": frames} for k in range(3)])
+            # 4 MiB at 50 MiB/s is 80 ms of reading per device.
+            true(f"live devices: {side} {ms} at least the device's read time",
+                 all(d.get(ms, 0) >= 75 for d in ds.get("list", [])), str(ds))
+        split = info.get("x-downtime-split", {})
+        eq("live devices: source split keys", sorted(split), ["device", "other", "ram"])
+        true("live devices: device data follows RAM on the main channel, and ends within the downtime",
+             split.get("ram", 1 << 30) <= split.get("device", 0) <= info["downtime"] and
+             split["device"] + split["other"] in (info["downtime"], info["downtime"] - 1), str(info))
+        true("live devices: the source's device part is at least one device's read", split["device"] >= 75, str(split))
+        eq("live devices: destination split", sorted(dinfo.get("x-downtime-split", {})), ["device"])
+        true("live devices: apply-ms on the destination",
+             all("apply-ms" in d for d in dinfo["x-device-state"]["list"]), str(dinfo))
+        verify_destination("live devices", dq)
         q.close()
         dq.close()
     finally:
@@ -1165,6 +1209,7 @@ CASES = [
     case_cancel_on_destination,
     case_garbage_and_slow_clients,
     case_multifd_zstd,
+    case_live_devices,
     case_auto_converge,
     case_postcopy_pause_recover,
     case_run_until_interrupt,

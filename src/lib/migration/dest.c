@@ -168,6 +168,7 @@ int ferry__dst_load_command(ferry_dst *l)
 	case FERRY_CMD_POSTCOPY_RUN:
 		return ferry__postcopy_run(l, buf[0]);
 	case FERRY_CMD_SWITCHOVER:
+		l->m->sw_stop_ns = ferry__now_ns(); /* downtime_device_ms counts from here */
 		return 0;
 	case FERRY_CMD_SWITCHOVER_START:
 		return ferry__parts_load_start(&l->parts, c);

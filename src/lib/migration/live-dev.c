@@ -71,6 +71,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "migration/live-stats.h"
 #include "migration/mig.h"
 #include "migration/multifd.h"
 #include "stream/format.h"
@@ -333,6 +334,8 @@ static int read_one(struct live_saver *v)
 		v->count++;
 	}
 	int r = v->s->carrier.put(&v->s->carrier, &b);
+	if (!r && n)
+		ferry__live_stat_buf(v->s->m, v->n, (uint64_t)n);
 	return r ? r : n == 0;
 }
 
@@ -344,8 +347,11 @@ static void *save_thread(void *arg)
 	snprintf(name, sizeof(name), "mig/src/dev_%u", v->n);
 	pthread_setname_np(pthread_self(), name);
 	int r = 0;
+	uint64_t t0 = ferry__now_ns();
 	while (!r)
 		r = src_aborted(v->s) ? -ECANCELED : read_one(v);
+	if (r == 1)
+		ferry__live_stat_time(v->s->m, v->n, FERRY_LIVE_SAVE, t0);
 	if (r == -ECANCELED) /* wake a drain that waits for this thread */
 		wake(&v->s->lock, &v->s->cond);
 	return NULL;
@@ -374,6 +380,7 @@ static int live_save_setup(void *opaque, ferry_chan *c)
 	pthread_mutex_init(&s->lock, NULL);
 	ferry__cond_init_monotonic(&s->cond);
 	m->live_src = s;
+	ferry__live_stat_setup(m, vm->nlive);
 	ferry__wire_put_section_start(c, FERRY_REC_SECTION_START, s->section_id, FERRY_LIVE_IDSTR, 0,
 				      FERRY_LIVE_VERSION);
 	ferry__wire_put_live_count(c, vm->nlive);
@@ -526,6 +533,8 @@ static int live_complete_wait(void *opaque)
 	if (!s || !s->c)
 		return 0;
 	int r = s->mf ? mf_finish(s) : drain(s);
+	if (!r)
+		m->sw_dev_ns = ferry__now_ns();
 	join_savers(s);
 	for (unsigned i = 0; i < s->vm->nlive && !r; i++) {
 		struct ferry_live_device *d = &s->vm->live[i];
@@ -626,6 +635,7 @@ static int live_load_setup(void *opaque)
 	pthread_mutex_init(&t->lock, NULL);
 	ferry__cond_init_monotonic(&t->cond);
 	m->live_dst = t;
+	ferry__live_stat_setup(m, t->vm->nlive);
 	for (unsigned i = 0; i < t->vm->nlive; i++) {
 		struct live_loader *v = &t->dev[i];
 		*v = (struct live_loader){ .t = t, .d = &t->vm->live[i], .n = i };
@@ -716,6 +726,7 @@ static void *load_thread(void *arg)
 	ferry_error e = { 0 };
 	snprintf(name, sizeof(name), "mig/dst/devl_%u", v->n);
 	pthread_setname_np(pthread_self(), name);
+	uint64_t t0 = ferry__now_ns();
 	int r = live_goto(d, FERRY_LIVE_RESUMING, &e);
 	pthread_mutex_lock(&t->lock);
 	while (!r) {
@@ -730,6 +741,8 @@ static void *load_thread(void *arg)
 			free(b.data);
 			if (w != (ssize_t)b.len)
 				r = w < 0 ? (int)w : -EIO;
+			else
+				ferry__live_stat_buf(t->m, v->n, b.len);
 			if (r)
 				ferry__error_set(&e, r,
 						 "live device '%s' instance %u: write of buffer %u failed: %s",
@@ -749,6 +762,8 @@ static void *load_thread(void *arg)
 	v->err = e;
 	pthread_cond_broadcast(&t->cond);
 	pthread_mutex_unlock(&t->lock);
+	if (!r)
+		ferry__live_stat_time(t->m, v->n, FERRY_LIVE_LOAD, t0);
 	return NULL;
 }
 
@@ -1046,12 +1061,15 @@ static int live_load_complete(void *opaque, ferry_chan *c)
 		const struct ferry_live_device *d = v->d;
 		if (!d->config)
 			continue;
+		uint64_t t0 = ferry__now_ns();
 		int r = ferry__vmsd_apply(t->vm, d->config, d->opaque, v->config_version, v->config,
 					  v->config_len, &e);
 		if (r)
 			return ferry__chan_fail(c, r, "live device '%.64s' instance %u: %.200s", d->id,
 						d->instance, ferry__error_text(&e, r));
+		ferry__live_stat_time(m, i, FERRY_LIVE_APPLY, t0);
 	}
+	ferry__live_stat_applied(m);
 	return 0;
 }
 

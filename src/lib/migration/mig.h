@@ -114,6 +114,18 @@ struct ferry_migration {
 	 */
 	struct ferry_live_src *live_src;
 	struct ferry_live_dst *live_dst;
+	/*
+	 * Switchover marks (ferry__now_ns; 0: not reached), written and read
+	 * only by the main thread (mig/src/main, mig/dst/main): the vCPU stop
+	 * (destination: the SWITCHOVER command received), the final RAM pass
+	 * written, the last live device's end marker sent (live-stats.c).
+	 */
+	uint64_t sw_stop_ns, sw_ram_ns, sw_dev_ns;
+	/* Protected by stats_lock: per live device, registration order (live-stats.c). */
+	struct ferry_live_stat {
+		uint64_t bytes, buffers;
+		uint64_t save_ns, load_ns, apply_ns;
+	} live_stats[FERRY_LIVE_DEVICES_MAX];
 };
 
 /* Status change + MIGRATION event; takes vm->mig_lock. Any migration thread. */

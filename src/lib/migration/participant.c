@@ -231,7 +231,7 @@ int ferry__vmsd_apply(ferry_vm_t *vm, const ferry_vmsd *vmsd, void *opaque, uint
 	char msg[sizeof(err->msg)] = "";
 	/* RAM is complete before any device state: ordinary memory from here. */
 	ferry__place_end(vm);
-	pthread_mutex_lock(&vm->run_lock);
+	ferry__vm_run_lock_polite(vm);
 	int r = ferry_vmsd_decode(vmsd, opaque, version, buf, len, msg, sizeof(msg));
 	pthread_mutex_unlock(&vm->run_lock);
 	if (r && msg[0])

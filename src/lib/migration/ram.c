@@ -670,8 +670,11 @@ static void ram_part_pending(void *opaque, uint64_t *precopy, uint64_t *stopcopy
 
 static int ram_part_complete(void *opaque, ferry_chan *c)
 {
+	ferry_ram_saver *rs = opaque;
 	(void)c;
-	return ferry__ram_save_pass(opaque, FERRY_REC_SECTION_END);
+	int r = ferry__ram_save_pass(rs, FERRY_REC_SECTION_END);
+	rs->m->sw_ram_ns = ferry__now_ns(); /* the downtime split's RAM part (live-stats.c) */
+	return r;
 }
 
 static void ram_part_cleanup(void *opaque)

@@ -33,6 +33,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "migration/live-stats.h"
 #include "migration/postcopy-src.h"
 #include "stream/format.h"
 #include "stream/wire.h"
@@ -465,6 +466,7 @@ static int phase_switchover(struct src_ctx *x)
 	ferry_vm_t *vm = x->vm;
 	pthread_mutex_lock(&vm->run_lock);
 	x->stop_ns = ferry__now_ns();
+	m->sw_stop_ns = x->stop_ns;
 	ferry_dbg("switchover: stopping vCPUs");
 	if (vm->running) {
 		int r = vm->vcpu_ops.stop ? vm->vcpu_ops.stop(vm->vcpu_opaque) : 0;
@@ -512,6 +514,7 @@ static int phase_complete(struct src_ctx *x)
 	pthread_mutex_lock(&m->stats_lock);
 	m->info.downtime_ms = (shut.ns - x->stop_ns) / 1000000;
 	pthread_mutex_unlock(&m->stats_lock);
+	ferry__live_stat_split(m, shut.ns);
 	return 0;
 }
 

@@ -25,6 +25,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -153,6 +154,33 @@ int ferry_vm_set_hint_ops(ferry_vm_t *vm, const ferry_hint_ops *ops, void *opaqu
 }
 
 /*
+ * The embedder's way into run_lock (ferry_vm_stop/start/is_running): a
+ * caller that finds it taken counts itself in run_waiters while it waits,
+ * so that the destination's next device apply lets it in first
+ * (ferry__vm_run_lock_polite). This is what keeps the promise of
+ * ferry/vm.h: such a call waits for at most one apply.
+ */
+static void run_lock_embedder(ferry_vm_t *vm)
+{
+	if (!pthread_mutex_trylock(&vm->run_lock))
+		return;
+	atomic_fetch_add(&vm->run_waiters, 1);
+	pthread_mutex_lock(&vm->run_lock);
+	atomic_fetch_sub(&vm->run_waiters, 1);
+}
+
+/* How long an apply lets waiting embedder calls go first, at most. */
+#define RUN_POLITE_NS 5000000ull
+
+void ferry__vm_run_lock_polite(ferry_vm_t *vm)
+{
+	uint64_t t0 = ferry__now_ns();
+	while (atomic_load(&vm->run_waiters) && ferry__now_ns() - t0 < RUN_POLITE_NS)
+		sched_yield(); /* a woken waiter needs a CPU to take the lock and count itself out */
+	pthread_mutex_lock(&vm->run_lock);
+}
+
+/*
  * Thread: any (control threads, and the migration threads at switchover
  * or on failure); takes run_lock and calls the vCPU ops under it, so never
  * from inside a vCPU op.
@@ -160,7 +188,7 @@ int ferry_vm_set_hint_ops(ferry_vm_t *vm, const ferry_hint_ops *ops, void *opaqu
 int ferry_vm_stop(ferry_vm_t *vm)
 {
 	int r = 0;
-	pthread_mutex_lock(&vm->run_lock);
+	run_lock_embedder(vm);
 	if (vm->running) {
 		r = vm->vcpu_ops.stop ? vm->vcpu_ops.stop(vm->vcpu_opaque) : 0;
 		if (r == 0)
@@ -182,7 +210,7 @@ void ferry__vm_own_run(ferry_vm_t *vm, bool owned)
 int ferry_vm_start(ferry_vm_t *vm)
 {
 	int r = 0;
-	pthread_mutex_lock(&vm->run_lock);
+	run_lock_embedder(vm);
 	if (vm->run_owned) {
 		pthread_mutex_unlock(&vm->run_lock);
 		return -EBUSY;
@@ -200,7 +228,7 @@ int ferry_vm_start(ferry_vm_t *vm)
 bool ferry_vm_is_running(const ferry_vm_t *vm)
 {
 	ferry_vm_t *v = (ferry_vm_t *)vm;
-	pthread_mutex_lock(&v->run_lock);
+	run_lock_embedder(v);
 	bool r = v->running;
 	pthread_mutex_unlock(&v->run_lock);
 	return r;
