@@ -11,3 +11,4 @@ python3 bench/vs-qemu/run.py  # Ferry and QEMU side by side (installs qemu-syste
 python3 bench/postcopy.py
 python3 bench/hints.py
 python3 bench/autoconverge.py
+python3 bench/devices.py
