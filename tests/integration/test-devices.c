@@ -904,5 +904,7 @@ int main(void)
 		cmocka_unit_test(t_hostile),
 		cmocka_unit_test(t_mf_hostile),
 	};
+	if (getenv("FERRY_TEST_FILTER")) /* e.g. t_mf_two_devices, or t_mf_* */
+		cmocka_set_test_filter(getenv("FERRY_TEST_FILTER"));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

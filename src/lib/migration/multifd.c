@@ -375,7 +375,8 @@ static ferry_mf_job *free_slot(ferry_mf_sender *s, const atomic_bool *abort, int
 			return NULL;
 		}
 		ferry_mf_send_chan *c = NULL;
-		for (unsigned k = 0; k < s->n && (!c || c->queued); k++) {
+		/* Device buffers (abort != NULL) wait while a sync is queued. */
+		for (unsigned k = 0; k < s->n && (!c || c->queued) && !(abort && s->syncing); k++) {
 			ferry_mf_send_chan *x = &s->ch[(s->next + k) % s->n];
 			if (x->queued < FERRY_MF_QUEUE && (!c || x->queued < c->queued))
 				c = x;
@@ -468,6 +469,7 @@ static int wait_all_idle(ferry_mf_sender *s)
 static int send_sync(ferry_mf_sender *s)
 {
 	pthread_mutex_lock(&s->lock);
+	s->syncing = true;
 	int r = wait_all_idle(s);
 	if (!r) {
 		for (unsigned k = 0; k < s->n; k++) {
@@ -479,6 +481,8 @@ static int send_sync(ferry_mf_sender *s)
 		}
 		r = wait_all_idle(s);
 	}
+	s->syncing = false;
+	pthread_cond_broadcast(&s->cond); /* device buffers may go again */
 	pthread_mutex_unlock(&s->lock);
 	return r;
 }
@@ -586,6 +590,13 @@ static int sink_pass_end(ferry_page_sink *ps)
 		r = send_sync(s);
 	if (!r)
 		ferry__wire_put_ram_flag(s->main, FERRY_RAM_MULTIFD_SYNC);
+	/*
+	 * Now, not with the next record: the receivers wait at their SYNC for
+	 * this record, and device buffers queued behind the SYNC (save threads
+	 * run during the last pass) go only once they read on.
+	 */
+	if (!r)
+		r = ferry__chan_flush(s->main);
 	return r;
 }
 

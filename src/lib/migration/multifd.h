@@ -107,6 +107,13 @@ typedef struct ferry_mf_sender {
 	bool quit;
 	ferry_error err;     /* the first channel's failure; read under lock */
 	unsigned next;       /* round-robin start for the next job */
+	/*
+	 * send_sync is queueing SYNC packets: device buffers wait (free_slot),
+	 * so that no channel has one queued behind its SYNC while the
+	 * migration thread waits for the SYNCs to go (the receiver stops at a
+	 * SYNC until the main stream's sync record is read).
+	 */
+	bool syncing;
 	uint64_t normal, zero, compress_in, compress_out;
 	uint64_t compress_skipped; /* page bytes sent raw without trying zstd */
 	bool inited;
