@@ -76,6 +76,7 @@
 #include "migration/multifd.h"
 #include "stream/format.h"
 #include "stream/wire.h"
+#include "util/bufpool.h"
 
 /* The public states are the kernel's (ferry/device.h promises it). */
 static_assert((int)FERRY_LIVE_ERROR == (int)VFIO_DEVICE_STATE_ERROR, "vfio state");
@@ -267,7 +268,7 @@ static int chan_put(ferry_dev_carrier *cr, ferry_part_buf *b)
 	}
 	pthread_mutex_unlock(&s->lock);
 	if (!room)
-		free(b->data);
+		ferry__buf_put(b->data);
 	return room ? 0 : -ECANCELED;
 }
 
@@ -311,26 +312,40 @@ static int save_fail(struct live_saver *v, int r, const char *what)
 	return r;
 }
 
+/*
+ * A slow device reads small chunks: one of n bytes gets a buffer of its own
+ * size (a plain one, bufpool.h) and the pooled one goes back, so queued
+ * chunks never hold a full buffer each.
+ */
+static void *fit(ferry_bufpool *pool, void *buf, size_t n)
+{
+	void *small = n < FERRY_DEV_BUF_MAX / 4 ? ferry__buf_get(pool, n) : NULL;
+	if (!small)
+		return buf;
+	memcpy(small, buf, n);
+	ferry__buf_put(buf);
+	return small;
+}
+
 /* One read: 0 (a buffer put), 1 (the end marker put) or a negative errno. */
 static int read_one(struct live_saver *v)
 {
 	struct ferry_live_device *d = v->d;
-	uint8_t *buf = malloc(FERRY_DEV_BUF_MAX);
+	uint8_t *buf = ferry__buf_get(v->s->m->bufs, FERRY_DEV_BUF_MAX);
 	if (!buf)
 		return save_fail(v, -ENOMEM, "read");
 	ssize_t n = d->ops.read(d->opaque, buf, FERRY_DEV_BUF_MAX);
 	if (n < 0 || n > (ssize_t)FERRY_DEV_BUF_MAX) {
-		free(buf);
+		ferry__buf_put(buf);
 		return save_fail(v, n < 0 ? (int)n : -EOVERFLOW, "read");
 	}
 	ferry_part_buf b = { .dev = v->n, .index = v->count, .len = (uint32_t)n, .data = buf };
 	if (n == 0) {
-		free(buf);
+		ferry__buf_put(buf);
 		b.data = NULL;
 		b.flags = FERRY_DEV_F_END;
 	} else {
-		uint8_t *shrunk = realloc(buf, (size_t)n); /* a slow device reads small chunks */
-		b.data = shrunk ? shrunk : buf;
+		b.data = fit(v->s->m->bufs, buf, (size_t)n);
 		v->count++;
 	}
 	int r = v->s->carrier.put(&v->s->carrier, &b);
@@ -477,7 +492,7 @@ static int drain(struct ferry_live_src *s)
 		ferry_wire_dev_hdr h = { .dev = b.dev, .index = b.index, .flags = b.flags, .len = b.len };
 		ferry__wire_put_dev_state(c, &h, b.data);
 		r = ferry__chan_flush(c);
-		free(b.data);
+		ferry__buf_put(b.data);
 		if (r)
 			return r;
 		ends += !!(b.flags & FERRY_DEV_F_END);
@@ -567,7 +582,7 @@ static void live_save_cleanup(void *opaque)
 	atomic_store(&s->abort, true);
 	join_savers(s);
 	for (; s->qlen; s->qlen--, s->qhead = (s->qhead + 1) % s->qcap)
-		free(s->q[s->qhead].data);
+		ferry__buf_put(s->q[s->qhead].data);
 	if (s->copying && !mig_completed(m))
 		for (unsigned i = 0; i < s->vm->nlive; i++)
 			settle(&s->vm->live[i], FERRY_LIVE_RUNNING);
@@ -738,7 +753,7 @@ static void *load_thread(void *arg)
 			slot->data = NULL;
 			pthread_mutex_unlock(&t->lock);
 			ssize_t w = d->ops.write(d->opaque, b.data, b.len);
-			free(b.data);
+			ferry__buf_put(b.data);
 			if (w != (ssize_t)b.len)
 				r = w < 0 ? (int)w : -EIO;
 			else
@@ -887,7 +902,7 @@ static int live_load_buf(void *opaque, ferry_chan *c, ferry_part_buf *b)
 		pthread_cond_broadcast(&t->cond);
 		pthread_mutex_unlock(&t->lock);
 	}
-	free(b->data);
+	ferry__buf_put(b->data);
 	b->data = NULL;
 	return r;
 }
@@ -901,10 +916,10 @@ static int load_state_rec(struct ferry_migration *m, ferry_chan *c)
 		return r;
 	ferry_part_buf b = { .dev = h.dev, .index = h.index, .flags = h.flags, .len = h.len };
 	if (h.len) {
-		if (!(b.data = malloc(h.len)))
+		if (!(b.data = ferry__buf_get(m->bufs, h.len)))
 			return ferry__chan_fail(c, -ENOMEM, "out of memory for device state");
 		if ((r = ferry__chan_read(c, b.data, h.len))) {
-			free(b.data);
+			ferry__buf_put(b.data);
 			return r;
 		}
 	}
@@ -1088,7 +1103,7 @@ static void live_load_cleanup(void *opaque)
 		if (v->started)
 			pthread_join(v->thread, NULL);
 		for (uint32_t k = 0; v->ring && k < t->max; k++)
-			free(v->ring[k].data);
+			ferry__buf_put(v->ring[k].data);
 		free(v->ring);
 		free(v->config);
 		if (run || atomic_load(&v->d->state) == FERRY_LIVE_RESUMING)

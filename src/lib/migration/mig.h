@@ -27,6 +27,7 @@
 #include "migration/hints.h"
 #include "migration/sink.h"
 #include "stream/chan.h"
+#include "util/bufpool.h"
 #include "util/helper.h"
 
 struct ferry_migration {
@@ -60,6 +61,12 @@ struct ferry_migration {
 	 * ferry_migration_set_params; postcopy turns it off.
 	 */
 	ferry_ratelimit rl;
+	/*
+	 * Live device buffers (util/bufpool.h; its own lock): every
+	 * ferry_part_buf's data comes from here and goes back with
+	 * ferry__buf_put. Trimmed when the migration thread ends.
+	 */
+	ferry_bufpool *bufs;
 
 	/* Protected by vm->mig_lock. */
 	ferry_migration_status status;

@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "migration/multifd.h"
+#include "stream/format.h"
 #include "transport/transport.h"
 
 static const char *const status_names[] = {
@@ -215,6 +216,7 @@ void ferry__migration_free(struct ferry_migration *m)
 	if (m->recover_fd >= 0)
 		close(m->recover_fd);
 	ferry__rl_destroy(&m->rl);
+	ferry__bufpool_destroy(m->bufs);
 	pthread_mutex_destroy(&m->stats_lock);
 	pthread_mutex_destroy(&m->rp_lock);
 	pthread_cond_destroy(&m->rp_cond);
@@ -224,8 +226,10 @@ void ferry__migration_free(struct ferry_migration *m)
 static struct ferry_migration *mig_new(ferry_vm_t *vm, bool incoming, const char *uri)
 {
 	struct ferry_migration *m = calloc(1, sizeof(*m));
-	if (!m)
+	if (!m || !(m->bufs = ferry__bufpool_create(FERRY_DEV_BUF_MAX))) {
+		free(m);
 		return NULL;
+	}
 	m->vm = vm;
 	m->incoming = incoming;
 	if (uri)
@@ -552,6 +556,7 @@ int ferry_migration_wait(ferry_vm_t *vm, int timeout_ms)
 void ferry__mig_thread_done(struct ferry_migration *m)
 {
 	ferry_vm_t *vm = m->vm;
+	ferry__bufpool_trim(m->bufs); /* every buffer is back: the participants cleaned up */
 	pthread_mutex_lock(&vm->mig_lock);
 	m->thread_done = true;
 	pthread_cond_broadcast(&vm->mig_cond);

@@ -30,6 +30,7 @@
 #include "migration/place.h"
 #include "stream/wire.h"
 #include "transport/transport.h"
+#include "util/bufpool.h"
 #include "util/zero.h"
 
 #define HS_TIMEOUT_MS 10000
@@ -249,7 +250,7 @@ static int send_dev_packet(ferry_mf_send_chan *c, ferry_mf_job *j)
 	uint8_t ref[2] = { 0, 0 };
 	struct piece_ctx pc = { c, ref };
 	int r = ferry__rl_send(&c->s->m->rl, iov, 2, send_piece, &pc);
-	free(j->dev.data);
+	ferry__buf_put(j->dev.data);
 	j->dev.data = NULL;
 	return r;
 }
@@ -434,7 +435,7 @@ int ferry__mf_send_buf(ferry_mf_sender *s, ferry_part_buf *b, const atomic_bool 
 		b->data = NULL;
 	}
 	pthread_mutex_unlock(&s->lock);
-	free(b->data);
+	ferry__buf_put(b->data);
 	b->data = NULL;
 	return e;
 }
@@ -519,7 +520,7 @@ void ferry__mf_send_stop(ferry_mf_sender *s)
 		if (c->started)
 			pthread_join(c->thread, NULL);
 		for (unsigned k = 0; k < FERRY_MF_QUEUE; k++) /* device buffers never sent */
-			free(c->jobs[k].dev.data);
+			ferry__buf_put(c->jobs[k].dev.data);
 		if (c->fd >= 0)
 			close(c->fd);
 		ZSTD_freeCCtx(c->cctx);
@@ -801,10 +802,10 @@ static int recv_dev(ferry_mf_recv_chan *c)
 	if ((e = ferry__wire_get_mf_dev(in, &h)))
 		return e;
 	ferry_part_buf b = { .dev = h.dev, .index = h.index, .flags = h.flags, .len = h.len };
-	if (!(b.data = malloc(h.len)))
+	if (!(b.data = ferry__buf_get(c->r->m->bufs, h.len)))
 		return ferry__chan_fail(in, -ENOMEM, "out of memory for device state");
 	if ((e = ferry__chan_read(in, b.data, h.len))) {
-		free(b.data);
+		ferry__buf_put(b.data);
 		return e;
 	}
 	return ferry__parts_load_buf(c->r->parts, in, &b);

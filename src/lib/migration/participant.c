@@ -17,6 +17,7 @@
 #include "migration/place.h"
 #include "stream/format.h"
 #include "stream/wire.h"
+#include "util/bufpool.h"
 
 int ferry__parts_add(ferry_parts *t, const ferry_participant *ops, void *opaque)
 {
@@ -173,7 +174,7 @@ int ferry__parts_load_buf(ferry_parts *t, ferry_chan *c, ferry_part_buf *b)
 	for (unsigned i = 0; i < t->n; i++)
 		if (t->p[i].ops->load_buf)
 			return t->p[i].ops->load_buf(t->p[i].opaque, c, b);
-	free(b->data);
+	ferry__buf_put(b->data);
 	b->data = NULL;
 	return ferry__chan_fail(c, FERRY_EBADSTREAM, "device state %u buffer %u, but nothing loads it",
 				b->dev, b->index);
