@@ -3,19 +3,20 @@
 
 Migrates a paused guest with live devices (default: 1 GiB RAM, 4 devices x 256 MiB, each read at
 no more than 500 MB/s) between two `ferry host` processes over loopback TCP, driven through QMP.
-A client process on the destination's QMP socket sends query-status and query-migrate back to
-back (each timed from the write to the reply) for the whole migration; the samples taken while
+A client process on the destination's QMP socket sends query-status and query-migrate in turn,
+one every --probe-ms (default 5 ms: far more often than an orchestrator polls, yet not a client
+spinning on one of the machine's two cores, which would slow the migration it measures), each
+timed from the write to the reply, for the whole migration; the samples taken while
 device state loads (the destination's x-device-state.stop-copy-bytes above 0 and below its
 total) are summarised as p50/p99/max per command. Rows:
   main     device state over the main channel (the baseline);
-  multifd  capability multifd on both sides (RAM over 2 channels). Device state goes over the
-           main channel in this version too: the row becomes meaningful once the multifd
-           carrier lands.
+  multifd  capability multifd on both sides: RAM and device state over 2 channels, the devices'
+           save threads putting packets on them.
 Prints one JSON object: per row the source's downtime, its split (x-downtime-split), the
 device-state figures (x-device-state) of both sides, and the latencies. Usage:
   bench/devices.py [--ferry build/ferry] [--mem 1G] [--devices 4] [--devmem 256M]
                    [--devrate 500M] [--rows main,multifd] [--runs 1] [--downtime-limit 10000]
-                   [--timeout 300]
+                   [--probe-ms 5] [--timeout 300]
 """
 import argparse, importlib.util, json, multiprocessing, os, shutil, statistics, subprocess, sys, tempfile, time
 
@@ -36,12 +37,14 @@ def size(s):
     return SIZE[s[-1]] * int(s[:-1]) if s[-1] in SIZE else int(s)
 
 
-def probe(path, stop, out):
+def probe(path, stop, out, every_s):
     """query-status and query-migrate in turn until stop; (ms, command, loading) per sample."""
     q = ql.QMP(path)
-    lat, loading = [], False
+    lat, loading, due = [], False, time.perf_counter()
     while not stop.is_set():
         for name in ("query-status", "query-migrate"):
+            due += every_s
+            time.sleep(max(0.0, due - time.perf_counter()))  # pacing, not waiting for a state
             t = time.perf_counter()
             r = q.cmd(name)
             lat.append(((time.perf_counter() - t) * 1000.0, name, loading))
@@ -82,7 +85,7 @@ def one(a, row):
         if "return" not in r:
             raise RuntimeError(f"downtime-limit: {r}")
         stop, out = multiprocessing.Event(), multiprocessing.Queue()
-        p = multiprocessing.Process(target=probe, args=(dsock, stop, out))
+        p = multiprocessing.Process(target=probe, args=(dsock, stop, out, a.probe_ms / 1000.0))
         p.start()
         r = ctl.cmd("migrate", {"uri": uri})
         if "return" not in r:
@@ -128,11 +131,12 @@ def main():
     for name, default in (("--devices", 4), ("--runs", 1), ("--downtime-limit", 10000)):
         ap.add_argument(name, type=int, default=default, help="ms, on the source" if "limit" in name else None)
     ap.add_argument("--timeout", type=float, default=300)
+    ap.add_argument("--probe-ms", type=float, default=5, help="ms between two QMP latency samples")
     a = ap.parse_args()
     limit_s = size(a.devmem) / size(a.devrate)  # the devices are read in parallel
     out = {"benchmark": "live-devices", "mem": a.mem, "devices": a.devices, "devmem": a.devmem,
            "devrate": a.devrate, "downtime_limit_ms": a.downtime_limit, "transport": "tcp loopback", "guest": "paused",
-           "device_read_limit_ms": round(limit_s * 1000, 1), "target": TARGET, "rows": {}}
+           "device_read_limit_ms": round(limit_s * 1000, 1), "probe_ms": a.probe_ms, "target": TARGET, "rows": {}}
     for row in a.rows.split(","):
         runs = []
         for _ in range(a.runs):

@@ -167,6 +167,11 @@ typedef struct ferry_live_device_stats {
 	uint64_t save_ms;
 	uint64_t load_ms;
 	uint64_t apply_ms;
+	/*
+	 * Destination: buffers that arrived before one of a lower index (the
+	 * multifd channels reorder them; the load thread put them back in order).
+	 */
+	uint64_t reordered;
 	/* More fields may be added at any time. */
 } ferry_live_device_stats;
 

@@ -171,6 +171,7 @@ static json_t *info_device(ferry_vm_t *vm, unsigned k, bool incoming)
 	if (incoming) {
 		json_object_set_new(o, "load-ms", json_integer((json_int_t)d.load_ms));
 		json_object_set_new(o, "apply-ms", json_integer((json_int_t)d.apply_ms));
+		json_object_set_new(o, "reordered", json_integer((json_int_t)d.reordered));
 	} else {
 		json_object_set_new(o, "save-ms", json_integer((json_int_t)d.save_ms));
 	}

@@ -51,9 +51,9 @@
  *   load_cleanup   stops and joins the load threads, frees what is queued.
  *
  * Thread: the handlers run on mig/src/main and mig/dst/main, but load_buf
- * also on mig/dst/recv_N (multifd packets; it reads t->seen, nstream and
- * map, written by mig/dst/main before the first MULTIFD_SYNC releases the
- * receivers). struct
+ * also on mig/dst/recv_N (multifd packets; it reads nstream and map only
+ * after it saw t->seen, which mig/dst/main sets with release once they are
+ * final: a hostile source may send device packets before the list). struct
  * ferry_live_src's queue and errors are protected by its lock, struct
  * ferry_live_dst's queues and loader states by its lock (one for all
  * devices: the hand-off is per buffer of up to 1 MiB, so it is not
@@ -608,6 +608,7 @@ struct live_loader {
 	ferry_part_buf *ring;    /* t->max slots: index % max; data NULL: empty */
 	uint32_t next;           /* the next index to write */
 	uint32_t frontier;       /* the first index not received */
+	uint64_t early;          /* buffers that arrived ahead of the frontier */
 	bool ended;              /* the end marker arrived: count is known */
 	uint32_t count;
 	bool done;               /* the thread is finished (err: how) */
@@ -622,7 +623,12 @@ struct ferry_live_dst {
 	struct ferry_migration *m;
 	ferry_vm_t *vm;
 	uint32_t max;            /* x-device-state-max-queued */
-	bool seen;               /* the setup section was loaded */
+	/*
+	 * The setup section was loaded: set once by mig/dst/main with release
+	 * after nstream and map, which never change after; load_buf (any
+	 * receiver) loads it with acquire before it reads them.
+	 */
+	atomic_bool seen;
 	bool loading;            /* SWITCHOVER_START: the load threads run */
 	bool body_done;          /* the END body's EOS was loaded */
 	unsigned nstream;
@@ -712,7 +718,7 @@ static int load_setup_section(struct ferry_live_dst *t, ferry_chan *c, const fer
 	if (s->version != FERRY_LIVE_VERSION)
 		return ferry__chan_fail(c, FERRY_EVERSION, "live devices section version %u (supported: %u)",
 					s->version, FERRY_LIVE_VERSION);
-	if (t && t->seen)
+	if (t && atomic_load_explicit(&t->seen, memory_order_relaxed)) /* only this thread stores */
 		return ferry__chan_fail(c, FERRY_EBADSTREAM, "live devices set up twice");
 	if (t && pc_advised(t->m))
 		return ferry__chan_fail(c, -EOPNOTSUPP, NO_POSTCOPY_MSG);
@@ -727,7 +733,8 @@ static int load_setup_section(struct ferry_live_dst *t, ferry_chan *c, const fer
 						"live device '%s' instance %u is not in the stream",
 						t->vm->live[j].id, t->vm->live[j].instance);
 	t->nstream = n;
-	t->seen = true;
+	/* Release: a receiver that sees it sees nstream and map (see the field). */
+	atomic_store_explicit(&t->seen, true, memory_order_release);
 	return 0;
 }
 
@@ -775,10 +782,11 @@ static void *load_thread(void *arg)
 	if (r && !e.code) /* a cancel: no message of its own */
 		ferry__error_set(&e, r, "%s", ferry_strerror(r));
 	v->err = e;
+	uint64_t early = v->early; /* every buffer arrived: final */
 	pthread_cond_broadcast(&t->cond);
 	pthread_mutex_unlock(&t->lock);
 	if (!r)
-		ferry__live_stat_time(t->m, v->n, FERRY_LIVE_LOAD, t0);
+		ferry__live_stat_loaded(t->m, v->n, t0, early);
 	return NULL;
 }
 
@@ -793,7 +801,7 @@ static int live_load_start(void *opaque, ferry_chan *c)
 	struct ferry_live_dst *t = m->live_dst;
 	if (!t)
 		return 0;
-	if (!t->seen || t->loading)
+	if (!atomic_load_explicit(&t->seen, memory_order_relaxed) || t->loading)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM, "SWITCHOVER_START %s",
 					t->loading ? "twice" : "before the live device list");
 	t->loading = true;
@@ -878,6 +886,7 @@ static int accept_buf(struct live_loader *v, ferry_chan *c, ferry_part_buf *b)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM,
 					"live device '%s' instance %u: duplicate buffer index %u",
 					d->id, d->instance, b->index);
+	v->early += b->index > v->frontier;
 	*slot = *b;
 	b->data = NULL; /* the slot has it */
 	while (v->ring[v->frontier % t->max].data &&
@@ -892,9 +901,11 @@ static int live_load_buf(void *opaque, ferry_chan *c, ferry_part_buf *b)
 	struct ferry_migration *m = opaque;
 	struct ferry_live_dst *t = m->live_dst;
 	int r = 0;
-	if (!t || !t->seen || b->dev >= t->nstream)
+	/* Acquire: pairs with load_setup_section's release (nstream, map). */
+	bool seen = t && atomic_load_explicit(&t->seen, memory_order_acquire);
+	if (!seen || b->dev >= t->nstream)
 		r = ferry__chan_fail(c, FERRY_EBADSTREAM, "state of live device number %u (%u devices)",
-				     b->dev, t && t->seen ? t->nstream : 0);
+				     b->dev, seen ? t->nstream : 0);
 	struct live_loader *v = r ? NULL : &t->dev[t->map[b->dev]];
 	if (v) {
 		pthread_mutex_lock(&t->lock);
@@ -1058,7 +1069,7 @@ static int live_load_complete(void *opaque, ferry_chan *c)
 	ferry_error e = { 0 };
 	if (!t)
 		return 0;
-	if (!t->seen)
+	if (!atomic_load_explicit(&t->seen, memory_order_relaxed))
 		return ferry__chan_fail(c, FERRY_EMISMATCH, "live device '%s' instance %u is not in "
 					"the stream", t->vm->live[0].id, t->vm->live[0].instance);
 	if (!t->body_done)

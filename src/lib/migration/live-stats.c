@@ -45,6 +45,14 @@ void ferry__live_stat_time(struct ferry_migration *m, unsigned dev, enum ferry_l
 	pthread_mutex_unlock(&m->stats_lock);
 }
 
+void ferry__live_stat_loaded(struct ferry_migration *m, unsigned dev, uint64_t t0_ns, uint64_t early)
+{
+	ferry__live_stat_time(m, dev, FERRY_LIVE_LOAD, t0_ns);
+	pthread_mutex_lock(&m->stats_lock);
+	m->live_stats[dev].reordered = early;
+	pthread_mutex_unlock(&m->stats_lock);
+}
+
 /* ns since the vCPU stop, in ms (0 when either mark is missing). */
 static uint64_t since_stop_ms(const struct ferry_migration *m, uint64_t ns)
 {
@@ -93,6 +101,7 @@ int ferry_live_device_stats_get(ferry_vm_t *vm, unsigned index, ferry_live_devic
 		out->save_ms = s->save_ns / 1000000;
 		out->load_ms = s->load_ns / 1000000;
 		out->apply_ms = s->apply_ns / 1000000;
+		out->reordered = s->reordered;
 		pthread_mutex_unlock(&m->stats_lock);
 	}
 	pthread_mutex_unlock(&vm->mig_lock);

@@ -25,6 +25,8 @@ void ferry__live_stat_buf(struct ferry_migration *m, unsigned dev, uint64_t len)
 /* Device dev finished its save, load or apply, begun at t0_ns. */
 void ferry__live_stat_time(struct ferry_migration *m, unsigned dev, enum ferry_live_stat_time w,
 			   uint64_t t0_ns);
+/* Destination: device dev's last write returned (load begun at t0_ns); early buffers had come ahead of a missing one. */
+void ferry__live_stat_loaded(struct ferry_migration *m, unsigned dev, uint64_t t0_ns, uint64_t early);
 /* Source, precopy completed: the downtime split, the destination running at run_ns. */
 void ferry__live_stat_split(struct ferry_migration *m, uint64_t run_ns);
 /* Destination: the last config applied now (downtime_device_ms). */

@@ -132,6 +132,7 @@ struct ferry_migration {
 	struct ferry_live_stat {
 		uint64_t bytes, buffers;
 		uint64_t save_ns, load_ns, apply_ns;
+		uint64_t reordered; /* destination: buffers that arrived early */
 	} live_stats[FERRY_LIVE_DEVICES_MAX];
 };
 
