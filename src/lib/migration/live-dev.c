@@ -929,7 +929,7 @@ static int load_state_rec(struct ferry_migration *m, ferry_chan *c)
 	if (h.len) {
 		if (!(b.data = ferry__buf_get(m->bufs, h.len)))
 			return ferry__chan_fail(c, -ENOMEM, "out of memory for device state");
-		if ((r = ferry__chan_read(c, b.data, h.len))) {
+		if ((r = ferry__chan_read_direct(c, b.data, h.len))) { /* no copy through c's buffer */
 			ferry__buf_put(b.data);
 			return r;
 		}

@@ -804,7 +804,7 @@ static int recv_dev(ferry_mf_recv_chan *c)
 	ferry_part_buf b = { .dev = h.dev, .index = h.index, .flags = h.flags, .len = h.len };
 	if (!(b.data = ferry__buf_get(c->r->m->bufs, h.len)))
 		return ferry__chan_fail(in, -ENOMEM, "out of memory for device state");
-	if ((e = ferry__chan_read(in, b.data, h.len))) {
+	if ((e = ferry__chan_read_direct(in, b.data, h.len))) { /* no copy through in's buffer */
 		ferry__buf_put(b.data);
 		return e;
 	}
