@@ -345,8 +345,10 @@ typedef struct ferry_migration_info {
 	 * Live devices (ferry/device.h); per device: ferry_live_device_stats().
 	 * live_devices: the live devices that take part (0: none, and the
 	 * device_* figures stay 0). device_precopy_bytes: device data moved
-	 * while the guest ran (0 in this version: PRE_COPY is not used yet).
+	 * while the guest ran (PRE_COPY devices' data read in the precopy
+	 * passes; on the destination, written when it arrived in precopy).
 	 * device_stopcopy_bytes: device data moved after the vCPUs stopped.
+	 * Once completed, their sum is the same on both sides.
 	 * "Moved": on the source, the bytes read() returned (each buffer
 	 * counted once its save thread handed it on); on the destination, the
 	 * bytes write() took. Framing of the stream is not counted; the

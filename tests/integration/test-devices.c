@@ -611,29 +611,15 @@ static void migrate_precopy(const char *spec, unsigned n, bool multifd, bool swa
 	side_destroy(&dst);
 }
 
-/* The guest runs and dirties device memory while precopy reads it. */
-static void t_precopy(void **state)
-{
-	(void)state;
-	migrate_precopy(DEV_SPEC "devices=2,devprecopy", 2, false, false, false);
-}
+/* The PRE_COPY cases (cmocka's initial state): the guest runs and dirties device memory, or is paused. */
+typedef struct precopy_case {
+	bool multifd, swack, paused;
+} precopy_case;
 
-static void t_mf_precopy(void **state)
+static void t_precopy_case(void **state)
 {
-	(void)state;
-	migrate_precopy(DEV_SPEC "devices=2,devprecopy", 2, true, false, false);
-}
-
-static void t_precopy_paused(void **state)
-{
-	(void)state;
-	migrate_precopy(DEV_SPEC "devices=2,devprecopy", 2, false, true, true);
-}
-
-static void t_mf_precopy_swack(void **state)
-{
-	(void)state;
-	migrate_precopy(DEV_SPEC "devices=2,devprecopy", 2, true, true, false);
+	const precopy_case *k = *state;
+	migrate_precopy(DEV_SPEC "devices=2,devprecopy", 2, k->multifd, k->swack, k->paused);
 }
 
 /*
@@ -1164,10 +1150,12 @@ int main(void)
 		cmocka_unit_test(t_write_fails),
 		cmocka_unit_test(t_read_fails),
 		cmocka_unit_test(t_postcopy_refused),
-		cmocka_unit_test(t_precopy),
-		cmocka_unit_test(t_mf_precopy),
-		cmocka_unit_test(t_precopy_paused),
-		cmocka_unit_test(t_mf_precopy_swack),
+		{ "t_precopy", t_precopy_case, NULL, NULL, &(precopy_case){ 0 } },
+		{ "t_mf_precopy", t_precopy_case, NULL, NULL, &(precopy_case){ .multifd = true } },
+		{ "t_precopy_paused", t_precopy_case, NULL, NULL,
+		  &(precopy_case){ .swack = true, .paused = true } },
+		{ "t_mf_precopy_swack", t_precopy_case, NULL, NULL,
+		  &(precopy_case){ .multifd = true, .swack = true } },
 		cmocka_unit_test(t_swack_waits),
 		cmocka_unit_test(t_swack_no_precopy),
 		cmocka_unit_test(t_swack_mismatch),

@@ -188,7 +188,8 @@ static void t_live_records(void **state)
 	assert_int_equal(ferry__chan_flush(&w), 0);
 	uint8_t raw_bytes[4 + 4 + 4 + 1 + 4 + 1 + FERRY_DEV_HDR_LEN];
 	assert_int_equal(ferry__chan_read(&r, raw_bytes, sizeof(raw_bytes)), 0);
-	static const uint8_t want[] = { 0, 0, 0, 1, 3, 'g', 'p', 'u', 0, 0, 0, 3, 1, 0, 0, 0, 2,
+	/* flags byte 3: has config (0x1) and PRE_COPY (0x2). */
+	static const uint8_t want[] = { 0, 0, 0, 1, 3, 'g', 'p', 'u', 0, 0, 0, 3, 3, 0, 0, 0, 2,
 					FERRY_DEV_STATE, 0, 0, 0, 1, 1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 5 };
 	assert_memory_equal(raw_bytes, want, sizeof(want));
 	ferry_wire_dev_hdr g;
