@@ -7,16 +7,20 @@ A client process on the destination's QMP socket sends query-status and query-mi
 one every --probe-ms (default 5 ms: far more often than an orchestrator polls, yet not a client
 spinning on one of the machine's two cores, which would slow the migration it measures), each
 timed from the write to the reply, for the whole migration; the samples taken while
-device state loads (the destination's x-device-state.stop-copy-bytes above 0 and below its
-total) are summarised as p50/p99/max per command. Rows:
+device state loads (the destination's x-device-state precopy-bytes + stop-copy-bytes above 0,
+a device's load not finished) are summarised as p50/p99/max per command. Rows:
   main     device state over the main channel (the baseline);
-  multifd  capability multifd on both sides: RAM and device state over 2 channels, the devices'
-           save threads putting packets on them.
+  multifd  capability multifd on both sides (RAM over 2 channels, device state as device-state
+           packets from one save thread per device);
+  precopy-ack  multifd, PRE_COPY devices (devprecopy: their data is read during the precopy
+           passes) and capability switchover-ack on both sides: the source stops the guest
+           only once the destination wrote every device's initial data, so the downtime
+           carries what was dirtied since (nothing for the paused guest) instead of it all.
 Prints one JSON object: per row the source's downtime, its split (x-downtime-split), the
 device-state figures (x-device-state) of both sides, and the latencies. Usage:
   bench/devices.py [--ferry build/ferry] [--mem 1G] [--devices 4] [--devmem 256M]
-                   [--devrate 500M] [--rows main,multifd] [--runs 1] [--downtime-limit 10000]
-                   [--probe-ms 5] [--timeout 300]
+                   [--devrate 500M] [--rows main,multifd,precopy-ack] [--runs 1]
+                   [--downtime-limit 10000] [--probe-ms 5] [--timeout 300]
 """
 import argparse, importlib.util, json, multiprocessing, os, shutil, statistics, subprocess, sys, tempfile, time
 
@@ -52,7 +56,8 @@ def probe(path, stop, out, every_s):
                 ret = r.get("return", {})
                 ds = ret.get("x-device-state", {})
                 done = ret.get("status") == "completed"
-                loading = not done and ds.get("stop-copy-bytes", 0) > 0 and any(
+                moved = ds.get("stop-copy-bytes", 0) + ds.get("precopy-bytes", 0)
+                loading = not done and moved > 0 and any(
                     d.get("load-ms", 0) == 0 for d in ds.get("list", []))
     q.s.close()
     out.put(lat)
@@ -68,17 +73,19 @@ def summary(lat):
 
 def one(a, row):
     spec = f"mem={a.mem},vram=0,vcpus=2,paused,devices={a.devices},devmem={a.devmem},devrate={a.devrate}"
+    if row == "precopy-ack":
+        spec += ",devprecopy"
     uri, tmp, procs = f"tcp:127.0.0.1:{ql.free_port()}", tempfile.mkdtemp(prefix="ferry-devices."), []
     dsock, ssock = (os.path.join(tmp, side + ".qmp") for side in ("dst", "src"))
     try:
         for sock, extra in ((dsock, ["--incoming", uri]), (ssock, [])):  # the destination first
             procs.append(ql.start_host(a.ferry, ["--guest", spec, *extra, "--qmp", "unix:" + sock], a.timeout))
         ctl, dctl = ql.QMP(ssock), ql.QMP(dsock)
-        if row == "multifd":
-            for q in (ctl, dctl):
-                r = q.cmd("migrate-set-capabilities", {"capabilities": [{"capability": "multifd", "state": True}]})
-                if "return" not in r:
-                    raise RuntimeError(f"multifd: {r}")
+        caps = {"main": [], "multifd": ["multifd"], "precopy-ack": ["multifd", "switchover-ack"]}[row]
+        for q in (ctl, dctl) if caps else ():
+            r = q.cmd("migrate-set-capabilities", {"capabilities": [{"capability": c, "state": True} for c in caps]})
+            if "return" not in r:
+                raise RuntimeError(f"{'+'.join(caps)}: {r}")
         # The devices' stop-copy size counts in the convergence estimate: 1 GiB of device state
         # cannot fit the default 300 ms, so the limit is raised to let the migration switch over.
         r = ctl.cmd("migrate-set-parameters", {"downtime-limit": a.downtime_limit})
@@ -126,7 +133,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--ferry", default=os.path.join(os.path.dirname(__file__), "..", "build", "ferry"))
     for name, default in (("--mem", "1G"), ("--devmem", "256M"), ("--devrate", "500M"),
-                          ("--rows", "main,multifd")):
+                          ("--rows", "main,multifd,precopy-ack")):
         ap.add_argument(name, default=default)
     for name, default in (("--devices", 4), ("--runs", 1), ("--downtime-limit", 10000)):
         ap.add_argument(name, type=int, default=default, help="ms, on the source" if "limit" in name else None)

@@ -15,23 +15,37 @@
  *
  * State arcs. libferry requests only the arcs the uAPI allows, stepping
  * through the intermediate states itself (set_state is always asked for
- * one arc): RUNNING -> STOP -> STOP_COPY -> STOP on the source (RUNNING ->
- * PRE_COPY -> STOP_COPY for a PRE_COPY device, once PRE_COPY is used: not
- * in this version), STOP -> RESUMING -> STOP on the destination, and back to RUNNING (STOP_COPY -> STOP ->
- * RUNNING) when a migration fails or is cancelled on the source (the guest
- * keeps running). A registered device is taken to be RUNNING. When
+ * one arc): RUNNING -> STOP -> STOP_COPY -> STOP on the source, or RUNNING
+ * -> PRE_COPY (at the migration's start) -> STOP_COPY (after the vCPUs
+ * stop) -> STOP for a PRE_COPY device; STOP -> RESUMING -> STOP on the
+ * destination; and back to RUNNING (STOP_COPY -> STOP -> RUNNING, or
+ * PRE_COPY -> RUNNING) when a migration fails or is cancelled on the
+ * source (the guest keeps running). A registered device is taken to be RUNNING. When
  * set_state fails, libferry considers the device to be in ERROR, fails the
  * migration with a message naming the device, and asks for nothing more
  * of it in that migration. The P2P states are not used.
  *
- * Source: after the vCPUs stop, each device goes to STOP_COPY and one
- * thread of libferry's per device (mig/src/dev_N) calls read() until it
- * returns 0 (end of the device's data); the buffers travel in the
- * migration stream, indexed per device. Then the optional config vmsd is
- * saved, and the device goes to STOP (the destination runs the guest
- * now). stop_copy_size is asked at every pass, so that the convergence
- * estimate counts the device's data.
- * Destination: on the first data of a device, one thread of libferry's
+ * Source, PRE_COPY devices (FERRY_LIVE_PRE_COPY_FLAG): right after the
+ * migration's setup the device goes to PRE_COPY, and in each precopy pass,
+ * with the guest running, libferry's migration thread (mig/src/main) calls
+ * read() for up to 100 ms per pass, the devices in turn: as VFIO's
+ * PRE_COPY, read yields the initial data, then data the guest dirtied
+ * since, and returns 0 when there is nothing more for now (libferry asks
+ * again in the next pass). precopy_info is asked after each read and at
+ * every pass: its initial_bytes + dirty_bytes count as precopy bytes in
+ * the convergence estimate, and when initial_bytes reaches 0 the
+ * destination is told (switchover-ack waits for that, ferry/migration.h).
+ * Source, all devices: after the vCPUs stop, each device goes to STOP_COPY
+ * (from PRE_COPY directly) and one thread of libferry's per device
+ * (mig/src/dev_N) calls read() until it returns 0 (end of the device's
+ * data); the buffers travel in the migration stream, indexed per device
+ * with one index across PRE_COPY and STOP_COPY. Then the optional config
+ * vmsd is saved, and the device goes to STOP (the destination runs the
+ * guest now). stop_copy_size is asked at every pass, so that the
+ * convergence estimate counts the device's data (for a PRE_COPY device,
+ * what it exceeds initial_bytes + dirty_bytes by).
+ * Destination: on the first data of a device (precopy data, or the
+ * switchover), one thread of libferry's
  * (mig/dst/devload_N) moves it to RESUMING and calls write() with each
  * buffer, strictly in the source's order, each buffer exactly as read()
  * produced it; at the end of the stream, every device goes to STOP and
@@ -42,8 +56,11 @@
  * -EOPNOTSUPP): their state cannot be fetched after the switch.
  *
  * Thread contract:
- *   - read is called only from mig/src/dev_N (never the caller's thread);
- *     write only from mig/dst/devload_N. No libferry lock is held during
+ *   - read is called only from libferry's threads, never the caller's:
+ *     mig/src/main in PRE_COPY (while the guest's vCPUs run: the device
+ *     must cope with the guest changing its state meanwhile, as a real one
+ *     does), mig/src/dev_N in STOP_COPY; write only from
+ *     mig/dst/devload_N. No libferry lock is held during
  *     either, so a slow device never blocks the embedder's control thread.
  *     A read should return within a short chunk time (e.g. 10 ms of data):
  *     a cancel is seen between two reads.
@@ -94,9 +111,10 @@ typedef enum ferry_live_state {
 } ferry_live_state;
 
 /*
- * The device supports PRE_COPY (initial data while the guest runs). This
- * version accepts the flag and requires precopy_info with it, but still
- * sends all data in STOP_COPY.
+ * The device supports PRE_COPY (initial data while the guest runs; see
+ * above). Requires precopy_info. Both sides must register the device
+ * with the same flag (else the destination refuses it: "PRE_COPY in the
+ * stream, not here").
  */
 #define FERRY_LIVE_PRE_COPY_FLAG 0x1u
 
@@ -105,9 +123,9 @@ typedef struct ferry_live_device_ops {
 	/* One arc of the uAPI (see above). 0 or a negative errno. Required. */
 	int (*set_state)(void *opaque, ferry_live_state to);
 	/*
-	 * In STOP_COPY: up to len bytes of the device's data into buf. Returns
-	 * the bytes (> 0), 0 at the end of the data, or a negative errno.
-	 * Required.
+	 * In STOP_COPY (and PRE_COPY): up to len bytes of the device's data
+	 * into buf. Returns the bytes (> 0), 0 at the end of the data (in
+	 * PRE_COPY: nothing more for now), or a negative errno. Required.
 	 */
 	ssize_t (*read)(void *opaque, void *buf, size_t len);
 	/*
@@ -116,7 +134,11 @@ typedef struct ferry_live_device_ops {
 	 * Required.
 	 */
 	ssize_t (*write)(void *opaque, const void *buf, size_t len);
-	/* PRE_COPY devices: bytes of initial data left, and dirtied since. */
+	/*
+	 * PRE_COPY devices, in PRE_COPY: bytes of initial data left, and
+	 * dirtied since it was read (VFIO_MIG_GET_PRECOPY_INFO). 0 or a
+	 * negative errno (fails the migration).
+	 */
 	int (*precopy_info)(void *opaque, uint64_t *initial_bytes, uint64_t *dirty_bytes);
 	/* Estimate of the bytes read() will yield in STOP_COPY. Optional. */
 	int (*stop_copy_size)(void *opaque, uint64_t *bytes);
@@ -151,7 +173,7 @@ FERRY_EXTERN int ferry_live_device_state(ferry_vm_t *vm, const char *id, uint32_
 
 /*
  * One live device's figures for the VM's current (or last) migration.
- * Source: bytes and buffers read() returned; save_ms from the device's
+ * Source: bytes and buffers read() returned (PRE_COPY and STOP_COPY); save_ms from the device's
  * save thread start (right after STOP_COPY) until its end marker was handed
  * on. Destination: bytes and buffers write() took; load_ms from its load
  * thread start (the first buffer arrived) until its last write returned.

@@ -171,6 +171,20 @@ typedef struct ferry_migration_params {
 	 * most 1 MiB each.
 	 */
 	uint32_t device_state_max_queued;
+	/*
+	 * Capability switchover-ack (both sides, as QEMU: on the destination
+	 * through ferry_migration_set_incoming_params): the source does not
+	 * stop the guest before the destination acknowledged, on the return
+	 * path, that every PRE_COPY live device's initial data is loaded
+	 * (ferry/device.h); without PRE_COPY devices the destination
+	 * acknowledges at once. Both sides must agree: a destination without it
+	 * fails with "the source asks for switchover-ack but switchover-ack is
+	 * not enabled on the destination" (at the start), one with it and a
+	 * source without it with "switchover-ack is enabled on the destination
+	 * but not on the source" (at the end of the stream). The switch to
+	 * postcopy does not wait for it. Default off.
+	 */
+	bool switchover_ack;
 	/* More fields may be added at any time. */
 } ferry_migration_params;
 
@@ -190,7 +204,8 @@ FERRY_EXTERN void ferry_migration_params_init(ferry_migration_params *p);
  * The parameter table, for control planes: one entry per parameter that a
  * control plane sets by name (QMP's migrate-set-parameters), with its
  * field, type and limits, in the order of QMP's query-migrate-parameters.
- * Capabilities (multifd, postcopy, postcopy_preempt, auto_converge) and
+ * Capabilities (multifd, postcopy, postcopy_preempt, auto_converge,
+ * switchover_ack) and
  * flags are not in it.
  */
 typedef enum ferry_migration_param_type {
@@ -330,8 +345,10 @@ typedef struct ferry_migration_info {
 	 * Live devices (ferry/device.h); per device: ferry_live_device_stats().
 	 * live_devices: the live devices that take part (0: none, and the
 	 * device_* figures stay 0). device_precopy_bytes: device data moved
-	 * while the guest ran (0 in this version: PRE_COPY is not used yet).
+	 * while the guest ran (PRE_COPY devices' data read in the precopy
+	 * passes; on the destination, written when it arrived in precopy).
 	 * device_stopcopy_bytes: device data moved after the vCPUs stopped.
+	 * Once completed, their sum is the same on both sides.
 	 * "Moved": on the source, the bytes read() returned (each buffer
 	 * counted once its save thread handed it on); on the destination, the
 	 * bytes write() took. Framing of the stream is not counted; the

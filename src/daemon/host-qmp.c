@@ -627,6 +627,8 @@ static bool caps_apply(ferry_qmp_req *req, json_t *caps, ferry_migration_params 
 			p->postcopy = on;
 		else if (!strcmp(name, "postcopy-preempt"))
 			p->postcopy_preempt = on;
+		else if (!strcmp(name, "switchover-ack"))
+			p->switchover_ack = on;
 		else if (qemu_cap(name) && on) {
 			ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
 					    "Capability '%s' is not supported by this version of Ferry",
@@ -668,7 +670,8 @@ static void cmd_query_capabilities(void *opaque, ferry_qmp_req *req, json_t *arg
 	static const ferry_qmp_arg spec[] = { { NULL } };
 	host *h = opaque;
 	if (ferry_qmp_req_check_args(req, args, spec))
-		ferry_qmp_req_return(req, json_pack("[{s:s,s:b},{s:s,s:b},{s:s,s:b},{s:s,s:b},{s:s,s:b}]",
+		ferry_qmp_req_return(req, json_pack("[{s:s,s:b},{s:s,s:b},{s:s,s:b},{s:s,s:b},{s:s,s:b},"
+						    "{s:s,s:b}]",
 						    "capability", "events", "state", h->cap_events,
 						    "capability", "multifd", "state", h->params.multifd,
 						    "capability", "postcopy-ram", "state",
@@ -676,7 +679,9 @@ static void cmd_query_capabilities(void *opaque, ferry_qmp_req *req, json_t *arg
 						    "postcopy-preempt", "state",
 						    h->params.postcopy_preempt, "capability",
 						    "auto-converge", "state",
-						    h->params.auto_converge));
+						    h->params.auto_converge, "capability",
+						    "switchover-ack", "state",
+						    h->params.switchover_ack));
 }
 
 /* The QMP type of a libferry parameter (QEMU's schema names). */

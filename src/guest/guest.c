@@ -293,6 +293,7 @@ void ferry_guest_config_init(ferry_guest_config *cfg)
 	cfg->devices = 0;
 	cfg->devmem = 64ull << 20;
 	cfg->devrate = 500ull << 20;
+	cfg->devprecopy = false;
 }
 
 static int fail(char *err, size_t err_len, const char *fmt, ...)
@@ -451,6 +452,7 @@ static int parse_item(ferry_guest_config *c, const char *k, size_t klen, const c
 		     : key_is(k, klen, "prealloc") ? &c->prealloc
 		     : key_is(k, klen, "virtio")   ? &c->virtio
 		     : key_is(k, klen, "balloon")  ? &c->balloon
+		     : key_is(k, klen, "devprecopy") ? &c->devprecopy
 						   : NULL;
 	if (flag) {
 		static const char *const on[] = { "on", "yes", "true", "1" };
@@ -479,7 +481,7 @@ static int parse_item(ferry_guest_config *c, const char *k, size_t klen, const c
 		return fail(err, el,
 			    "unknown key '%.*s' (expected mem, vram, vcpus, workload, rate, wss, "
 			    "fill, seed, throttle, alloc, paused, prealloc, virtio, balloon, "
-			    "devices, devmem, devrate)",
+			    "devices, devmem, devrate, devprecopy)",
 			    ki, k);
 	if (!has_v || !vlen)
 		return fail(err, el, "missing value for '%.*s'", ki, k);

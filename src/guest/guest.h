@@ -89,10 +89,13 @@ typedef struct ferry_guest_config {
 	 * memory (default 64 MiB; a multiple of 4096, at least 64 bytes per
 	 * vCPU) that the vCPU steps change and the oracle compares, read out
 	 * at no more than devrate bytes/s (default 500M; 0 = unlimited).
+	 * devprecopy (default off): the devices offer PRE_COPY, with dirty
+	 * tracking of their memory in 64 KiB granules.
 	 */
 	unsigned devices;
 	uint64_t devmem;
 	uint64_t devrate;
+	bool devprecopy;
 } ferry_guest_config;
 
 typedef struct ferry_guest ferry_guest_t;
@@ -114,7 +117,7 @@ int ferry_guest_config_check(const ferry_guest_config *cfg, char *err, size_t er
  * Sizes take K/M/G suffixes (powers of 1024); rate takes the same suffixes
  * (bytes/s) or "max" for unthrottled; so does devrate. Returns 0, or -EINVAL with a message
  * in err (e.g. "unknown workload 'foo' (expected idle, stride, random,
- * hotset, churn)"). Also: alloc=PERCENT, virtio, balloon. "paused" alone means paused=on (on/off, yes/no, true/false,
+ * hotset, churn)"). Also: alloc=PERCENT, virtio, balloon, devprecopy. "paused" alone means paused=on (on/off, yes/no, true/false,
  * 1/0 are accepted). Empty items (",,", trailing comma) are ignored; a key
  * given twice takes the last value. The result is checked as a whole with
  * ferry_guest_config_check(); on error cfg is left unchanged.

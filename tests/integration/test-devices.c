@@ -10,7 +10,11 @@
  * hostile live-device records, each with its message. The same over the
  * multifd channels (device-state packets): 1, 2 and 4 devices, packets
  * out of order (the proxy slows one channel), cancel while they stream,
- * and hostile packets.
+ * and hostile packets. PRE_COPY devices (devprecopy: data while the guest
+ * runs, dirty granules again) with and without multifd, guest running or
+ * paused; switchover-ack (the source waits until the destination wrote
+ * every device's initial data; either side without it is refused); cancel
+ * during PRE_COPY streaming.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -52,21 +56,28 @@ static void dev_params(ferry_migration_params *p, bool multifd)
 	p->multifd_channels = 2;
 }
 
-/* Migrates src to dst (listening on uri), with multifd or not; both COMPLETED. */
-static void migrate_pair(side *src, side *dst, const char *uri, bool multifd)
+/* Migrates src to dst (listening on uri) with p; both COMPLETED. */
+static void migrate_pair_p(side *src, side *dst, const char *uri, const ferry_migration_params *p)
 {
-	ferry_migration_params p;
-	dev_params(&p, multifd);
-	assert_int_equal(ferry_migration_start(src->vm, uri, &p), 0);
-	assert_int_equal(wait_src_converge(src->vm, &p, 5), FERRY_MIGRATION_COMPLETED);
+	bool multifd = p->multifd;
+	assert_int_equal(ferry_migration_start(src->vm, uri, p), 0);
+	assert_int_equal(wait_src_converge(src->vm, p, 5), FERRY_MIGRATION_COMPLETED);
 	assert_int_equal(wait_final(dst->vm), FERRY_MIGRATION_COMPLETED);
 	ferry_migration_info si, di;
 	ferry_migration_query(src->vm, &si);
 	ferry_migration_query(dst->vm, &di);
 	assert_int_equal(si.transferred, di.transferred);
 	/* With multifd the device data went on the channels: the main one carried little. */
-	if (multifd)
+	if (multifd && !si.device_precopy_bytes)
 		assert_true(si.transferred - si.multifd_bytes < (1u << 20));
+}
+
+/* Migrates src to dst (listening on uri), with multifd or not; both COMPLETED. */
+static void migrate_pair(side *src, side *dst, const char *uri, bool multifd)
+{
+	ferry_migration_params p;
+	dev_params(&p, multifd);
+	migrate_pair_p(src, dst, uri, &p);
 }
 
 /*
@@ -593,6 +604,206 @@ static void t_postcopy_refused(void **state)
 	side_destroy(&src);
 }
 
+/* ---- PRE_COPY devices and switchover-ack ---- */
+
+/*
+ * A completed migration of n PRE_COPY "gdev": each device's bytes the same
+ * on both sides, and the totals exact: what was read in PRE_COPY and in
+ * STOP_COPY is what the destination wrote, split the same way.
+ */
+static void expect_precopy_stats(side *src, side *dst, unsigned n)
+{
+	ferry_migration_info si, di;
+	ferry_migration_query(src->vm, &si);
+	ferry_migration_query(dst->vm, &di);
+	uint64_t total = 0;
+	for (unsigned i = 0; i < n; i++) {
+		ferry_live_device_stats s, d;
+		assert_int_equal(ferry_live_device_stats_get(src->vm, i, &s), 0);
+		assert_int_equal(ferry_live_device_stats_get(dst->vm, i, &d), 0);
+		assert_int_equal(d.bytes, s.bytes);
+		assert_int_equal(d.buffers, s.buffers);
+		assert_true(s.bytes >= (4u << 20)); /* all of it at least once */
+		total += s.bytes;
+	}
+	assert_true(si.device_precopy_bytes > 0);
+	assert_int_equal(si.device_precopy_bytes + si.device_stopcopy_bytes, total);
+	assert_int_equal(di.device_precopy_bytes, si.device_precopy_bytes);
+	assert_int_equal(di.device_stopcopy_bytes, si.device_stopcopy_bytes);
+}
+
+/* switchover-ack on p and on dst's incoming parameters (before the stream arrives). */
+static void swack_on(side *dst, ferry_migration_params *p)
+{
+	p->switchover_ack = true;
+	ferry_migration_params ip;
+	ferry_migration_params_init(&ip);
+	ip.switchover_ack = true;
+	assert_int_equal(ferry_migration_set_incoming_params(dst->vm, &ip), 0);
+}
+
+static void migrate_precopy(const char *spec, unsigned n, bool multifd, bool swack, bool paused)
+{
+	side src, dst;
+	const char *uri = running_pair(&src, &dst, spec);
+	side_wait_steps(&src, 2048);
+	if (paused)
+		assert_int_equal(ferry_vm_stop(src.vm), 0);
+	ferry_migration_params p;
+	dev_params(&p, multifd);
+	if (swack)
+		swack_on(&dst, &p);
+	migrate_pair_p(&src, &dst, uri, &p);
+	expect_precopy_stats(&src, &dst, n);
+	expect_dev_states(&src, FERRY_LIVE_STOP);
+	expect_dev_states(&dst, paused ? FERRY_LIVE_STOP : FERRY_LIVE_RUNNING);
+	assert_true(side_run_and_verify(&dst, 5000));
+	side_destroy(&src);
+	side_destroy(&dst);
+}
+
+/* The PRE_COPY cases (cmocka's initial state): the guest runs and dirties device memory, or is paused. */
+typedef struct precopy_case {
+	bool multifd, swack, paused;
+} precopy_case;
+
+static void t_precopy_case(void **state)
+{
+	const precopy_case *k = *state;
+	migrate_precopy(DEV_SPEC "devices=2,devprecopy", 2, k->multifd, k->swack, k->paused);
+}
+
+/*
+ * switchover-ack: with a downtime limit the first pass already meets, the
+ * source would stop the guest at once; with the ack it waits until the
+ * destination wrote each device's initial data (4 MiB, read at 20 MB/s:
+ * about 200 ms a device). So when the source leaves ACTIVE, the
+ * destination has written at least 4 MiB of every device, in precopy.
+ */
+static void t_swack_waits(void **state)
+{
+	(void)state;
+	side src, dst;
+	const char *uri = running_pair(&src, &dst, DEV_SPEC "devices=2,devprecopy,devrate=20M");
+	side_wait_steps(&src, 2048);
+	ferry_migration_params p;
+	dev_params(&p, false);
+	p.downtime_limit_ms = 60000;
+	swack_on(&dst, &p);
+	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
+	ferry_migration_info i;
+	for (int waited = 0; !ferry_migration_query(src.vm, &i) && i.status <= FERRY_MIGRATION_ACTIVE;
+	     waited++) {
+		if (waited == 60000)
+			fail_msg("the source never switched over");
+		msleep(1);
+	}
+	ferry_migration_info di;
+	ferry_migration_query(dst.vm, &di);
+	for (unsigned d = 0; d < 2; d++) {
+		ferry_live_device_stats st;
+		assert_int_equal(ferry_live_device_stats_get(dst.vm, d, &st), 0);
+		assert_true(st.bytes >= (4u << 20));
+	}
+	assert_true(di.device_precopy_bytes >= (8u << 20));
+	assert_int_equal(wait_final(src.vm), FERRY_MIGRATION_COMPLETED);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_COMPLETED);
+	expect_precopy_stats(&src, &dst, 2);
+	assert_true(side_run_and_verify(&dst, 5000));
+	side_destroy(&src);
+	side_destroy(&dst);
+}
+
+/* switchover-ack without PRE_COPY devices: acknowledged at once, and it completes. */
+static void t_swack_no_precopy(void **state)
+{
+	(void)state;
+	side src, dst;
+	const char *uri = running_pair(&src, &dst, DEV_SPEC "devices=1");
+	ferry_migration_params p;
+	dev_params(&p, false);
+	swack_on(&dst, &p);
+	migrate_pair_p(&src, &dst, uri, &p);
+	assert_true(side_run_and_verify(&dst, 5000));
+	side_destroy(&src);
+	side_destroy(&dst);
+}
+
+/* switchover-ack on one side only: refused with its message; the source guest runs on. */
+static void swack_mismatch(bool on_source, const char *msg)
+{
+	side src, dst;
+	const char *uri = running_pair(&src, &dst, DEV_SPEC "devices=1,devprecopy");
+	ferry_migration_params p;
+	dev_params(&p, false);
+	if (on_source)
+		p.switchover_ack = true;
+	else
+		swack_on(&dst, &(ferry_migration_params){ 0 });
+	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_FAILED);
+	assert_int_equal(wait_final(src.vm), FERRY_MIGRATION_FAILED);
+	ferry_migration_info i;
+	ferry_migration_query(dst.vm, &i);
+	assert_string_equal(i.error_desc, msg);
+	ferry_migration_query(src.vm, &i);
+	char want[256];
+	snprintf(want, sizeof(want), "destination failed: %s", msg);
+	assert_string_equal(i.error_desc, want);
+	assert_true(ferry_vm_is_running(src.vm));
+	expect_dev_states(&src, FERRY_LIVE_RUNNING);
+	side_destroy(&src);
+	side_destroy(&dst);
+}
+
+static void t_swack_mismatch(void **state)
+{
+	(void)state;
+	swack_mismatch(true, "the source asks for switchover-ack but switchover-ack is not enabled "
+			     "on the destination");
+	swack_mismatch(false, "switchover-ack is enabled on the destination but not on the source");
+}
+
+/*
+ * Cancel while PRE_COPY data streams (4 MiB at 2 MB/s: 2 s of initial
+ * data, and the ack holds the switchover): the devices go back to
+ * RUNNING, the guest runs on, and a second migration completes.
+ */
+static void t_cancel_precopy(void **state)
+{
+	(void)state;
+	side src, dst;
+	const char *uri = running_pair(&src, &dst, DEV_SPEC "devices=2,devprecopy,devrate=2M");
+	ferry_migration_params p;
+	dev_params(&p, false);
+	swack_on(&dst, &p);
+	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
+	ferry_migration_info i;
+	for (int waited = 0; !ferry_migration_query(src.vm, &i) && !i.device_precopy_bytes; waited++) {
+		if (waited == 60000 || i.status > FERRY_MIGRATION_ACTIVE)
+			fail_msg("no precopy device data while active");
+		msleep(1);
+	}
+	expect_dev_states(&src, FERRY_LIVE_PRE_COPY);
+	assert_int_equal(ferry_migration_cancel(src.vm), 0);
+	assert_int_equal(wait_final(src.vm), FERRY_MIGRATION_CANCELLED);
+	assert_true(ferry_vm_is_running(src.vm));
+	expect_dev_states(&src, FERRY_LIVE_RUNNING);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_FAILED);
+	ferry_migration_query(dst.vm, &i);
+	assert_string_equal(i.error_desc, "migration cancelled by the source");
+	ferry_guest_reset(dst.g);
+	uri = test_uri();
+	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
+	side_wait_steps(&src, 2048);
+	migrate_pair_p(&src, &dst, uri, &p);
+	expect_precopy_stats(&src, &dst, 2);
+	expect_dev_states(&dst, FERRY_LIVE_RUNNING);
+	assert_true(side_run_and_verify(&dst, 5000));
+	side_destroy(&src);
+	side_destroy(&dst);
+}
+
 /* ---- hostile streams ---- */
 
 /* A destination with one synthetic device ("gdev" 0, with config), RAM as DST_SPEC's. */
@@ -775,6 +986,39 @@ static size_t h_oversized(sbuf *b)
 	return b->len - 17;
 }
 
+/* The list says PRE_COPY (flags 3), the destination's device is not. */
+static size_t h_precopy_mismatch(sbuf *b)
+{
+	header(b);
+	ram_setup(b);
+	size_t at = b->len;
+	live_start(b, "gdev", 0);
+	b->p[at + 1 + 4 + 1 + strlen(FERRY_LIVE_IDSTR) + 4 + 4 + 4 + 1 + 4 + 4] = 3;
+	return at;
+}
+
+/* Precopy data (a PART): with an INIT marker, or an END marker. */
+static size_t h_precopy_marker(sbuf *b, uint32_t flags)
+{
+	header(b);
+	ram_setup(b);
+	live_start(b, "gdev", 0);
+	u8(b, FERRY_REC_SECTION_PART);
+	be32(b, LIVE_ID);
+	dev_hdr(b, 0, 0, flags, 0);
+	return b->len - 17;
+}
+
+static size_t h_init_not_precopy(sbuf *b)
+{
+	return h_precopy_marker(b, FERRY_DEV_F_INIT);
+}
+
+static size_t h_end_in_precopy(sbuf *b)
+{
+	return h_precopy_marker(b, FERRY_DEV_F_END);
+}
+
 /* A frame past the device's memory: the write fails, nothing is written (no offset). */
 static size_t h_bad_frame(sbuf *b)
 {
@@ -812,6 +1056,11 @@ static void t_hostile(void **state)
 		{ h_oversized, "device 0 buffer 0 of 1048577 bytes (1..1048576)", "device state" },
 		{ h_bad_frame, "live device 'gdev' instance 0: write of buffer 0 failed: Invalid "
 			       "argument", NULL },
+		{ h_precopy_mismatch, "live device 'gdev' instance 0: PRE_COPY in the stream, not here",
+		  "live device list" },
+		{ h_init_not_precopy, "live device 'gdev' instance 0: initial data marker, but the "
+				      "device is not PRE_COPY", "device state" },
+		{ h_end_in_precopy, "device 0: end of state marker in precopy", "device state" },
 	};
 	static sbuf b;
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -953,6 +1202,16 @@ int main(void)
 		cmocka_unit_test(t_write_fails),
 		cmocka_unit_test(t_read_fails),
 		cmocka_unit_test(t_postcopy_refused),
+		{ "t_precopy", t_precopy_case, NULL, NULL, &(precopy_case){ 0 } },
+		{ "t_mf_precopy", t_precopy_case, NULL, NULL, &(precopy_case){ .multifd = true } },
+		{ "t_precopy_paused", t_precopy_case, NULL, NULL,
+		  &(precopy_case){ .swack = true, .paused = true } },
+		{ "t_mf_precopy_swack", t_precopy_case, NULL, NULL,
+		  &(precopy_case){ .multifd = true, .swack = true } },
+		cmocka_unit_test(t_swack_waits),
+		cmocka_unit_test(t_swack_no_precopy),
+		cmocka_unit_test(t_swack_mismatch),
+		cmocka_unit_test(t_cancel_precopy),
 		cmocka_unit_test(t_hostile),
 		cmocka_unit_test(t_mf_hostile),
 	};

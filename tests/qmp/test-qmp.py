@@ -496,7 +496,7 @@ def case_commands(tmp):
         eq("query-migrate-capabilities", q.ret("query-migrate-capabilities"),
            [{"capability": "events", "state": True}, {"capability": "multifd", "state": False},
             {"capability": "postcopy-ram", "state": False}, {"capability": "postcopy-preempt", "state": False},
-            {"capability": "auto-converge", "state": False}])
+            {"capability": "auto-converge", "state": False}, {"capability": "switchover-ack", "state": False}])
         eq("set events", q.cmd("migrate-set-capabilities",
                                {"capabilities": [{"capability": "events", "state": True}]}), {"return": {}})
         eq("set multifd", q.cmd("migrate-set-capabilities",
@@ -504,7 +504,7 @@ def case_commands(tmp):
         eq("multifd read back", q.ret("query-migrate-capabilities"),
            [{"capability": "events", "state": True}, {"capability": "multifd", "state": True},
             {"capability": "postcopy-ram", "state": False}, {"capability": "postcopy-preempt", "state": False},
-            {"capability": "auto-converge", "state": False}])
+            {"capability": "auto-converge", "state": False}, {"capability": "switchover-ack", "state": False}])
         eq("postcopy-preempt needs postcopy-ram", q.cmd("migrate-set-capabilities",
                                                         {"capabilities": [{"capability": "postcopy-preempt", "state": True}]}),
            generic("Postcopy preempt requires postcopy-ram"))
@@ -518,6 +518,11 @@ def case_commands(tmp):
         q.cmd("migrate-set-capabilities", {"capabilities": [
             {"capability": "postcopy-ram", "state": False}, {"capability": "postcopy-preempt", "state": False},
             {"capability": "auto-converge", "state": False}]})
+        eq("switchover-ack", q.cmd("migrate-set-capabilities",
+                                   {"capabilities": [{"capability": "switchover-ack", "state": True}]}), {"return": {}})
+        eq("switchover-ack read back", q.ret("query-migrate-capabilities")[5],
+           {"capability": "switchover-ack", "state": True})
+        q.cmd("migrate-set-capabilities", {"capabilities": [{"capability": "switchover-ack", "state": False}]})
         for cap in ("xbzrle", "dirty-limit"):
             eq(f"capability {cap} refused", q.cmd("migrate-set-capabilities",
                                                    {"capabilities": [{"capability": cap, "state": True}]}),
@@ -910,7 +915,7 @@ def case_auto_converge(tmp):
         eq("auto-converge on", q.cmd("migrate-set-capabilities",
                                      {"capabilities": [{"capability": "auto-converge", "state": True}]}),
            {"return": {}})
-        eq("auto-converge read back", q.ret("query-migrate-capabilities")[-1],
+        eq("auto-converge read back", q.ret("query-migrate-capabilities")[4],
            {"capability": "auto-converge", "state": True})
         eq("throttle parameters", q.cmd("migrate-set-parameters",
                                         {"max-bandwidth": 50 << 20, "downtime-limit": 50,

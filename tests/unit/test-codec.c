@@ -176,7 +176,8 @@ static void t_live_records(void **state)
 	(void)state;
 	ferry_chan w, r;
 	pair(&w, &r);
-	ferry_wire_live_dev e = { .id = "gpu", .instance = 3, .has_config = 1, .config_version = 2 };
+	ferry_wire_live_dev e = { .id = "gpu", .instance = 3, .has_config = 1, .precopy = 1,
+				  .config_version = 2 };
 	ferry__wire_put_live_count(&w, 1);
 	ferry__wire_put_live_dev(&w, &e);
 	static const uint8_t data[5] = { 9, 8, 7, 6, 5 };
@@ -187,7 +188,8 @@ static void t_live_records(void **state)
 	assert_int_equal(ferry__chan_flush(&w), 0);
 	uint8_t raw_bytes[4 + 4 + 4 + 1 + 4 + 1 + FERRY_DEV_HDR_LEN];
 	assert_int_equal(ferry__chan_read(&r, raw_bytes, sizeof(raw_bytes)), 0);
-	static const uint8_t want[] = { 0, 0, 0, 1, 3, 'g', 'p', 'u', 0, 0, 0, 3, 1, 0, 0, 0, 2,
+	/* flags byte 3: has config (0x1) and PRE_COPY (0x2). */
+	static const uint8_t want[] = { 0, 0, 0, 1, 3, 'g', 'p', 'u', 0, 0, 0, 3, 3, 0, 0, 0, 2,
 					FERRY_DEV_STATE, 0, 0, 0, 1, 1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 5 };
 	assert_memory_equal(raw_bytes, want, sizeof(want));
 	ferry_wire_dev_hdr g;
@@ -217,7 +219,7 @@ static void t_live_records(void **state)
 	assert_int_equal(n, 1);
 	assert_int_equal(ferry__wire_get_live_dev(&r, &f), 0);
 	assert_string_equal(f.id, "gpu");
-	assert_true(f.instance == 3 && f.has_config == 1 && f.config_version == 2);
+	assert_true(f.instance == 3 && f.has_config == 1 && f.precopy == 1 && f.config_version == 2);
 	assert_int_equal(ferry__chan_get_u8(&r, &tag), 0);
 	assert_int_equal(ferry__wire_get_dev_hdr(&r, &g), 0);
 	assert_memory_equal(&g, &h, sizeof(g));
@@ -258,15 +260,18 @@ static void t_live_refused(void **state)
 	(void)state;
 	static const uint32_t hdr[][4] = {
 		{ 0, 1, 0x4, 8 }, { 2, 7, FERRY_DEV_F_END, 1 }, { 0, 0, 0, 0 },
-		{ 0, 3, 0, FERRY_DEV_BUF_MAX + 1 },
+		{ 0, 3, 0, FERRY_DEV_BUF_MAX + 1 }, { 1, 2, FERRY_DEV_F_INIT, 5 },
+		{ 0, 4, FERRY_DEV_F_END | FERRY_DEV_F_INIT, 0 },
 	};
 	static const char *const msg[] = {
 		"device 0 buffer 1: unknown flags 0x4 (device state at offset 0)",
 		"device 2: end of state marker with 1 bytes (device state at offset 0)",
 		"device 0 buffer 0 of 0 bytes (1..1048576) (device state at offset 0)",
 		"device 0 buffer 3 of 1048577 bytes (1..1048576) (device state at offset 0)",
+		"device 1: initial data marker with 5 bytes (device state at offset 0)",
+		"device 0 buffer 4: flags 0x3 (END and INIT) (device state at offset 0)",
 	};
-	for (unsigned i = 0; i < 4; i++) {
+	for (unsigned i = 0; i < 6; i++) {
 		ferry_chan w, r;
 		pair(&w, &r);
 		for (unsigned k = 0; k < 4; k++)
@@ -288,13 +293,16 @@ static void t_live_refused(void **state)
 	assert_string_equal(r.in_err.msg, "0 live devices (1..64) (live device list at offset 0)");
 	unpair(&w, &r);
 	pair(&w, &r);
-	ferry_wire_live_dev e = { .id = "nic", .has_config = 2 };
-	ferry__wire_put_live_dev(&w, &e);
+	ferry_wire_live_dev e = { .id = "nic" };
+	ferry__wire_put_name(&w, "nic");
+	ferry__chan_put_be32(&w, 0);
+	ferry__chan_put_u8(&w, 4); /* flags: only CONFIG (1) and PRECOPY (2) exist */
+	ferry__chan_put_be32(&w, 0);
 	ferry__wire_put_dev_config(&w, 0, 1, "", 0);
 	assert_int_equal(ferry__chan_flush(&w), 0);
 	ferry__chan_ctx(&r, "live device list");
 	assert_int_equal(ferry__wire_get_live_dev(&r, &e), FERRY_EBADSTREAM);
-	assert_string_equal(r.in_err.msg, "live device 'nic' has-config byte 2 (live device list at offset 0)");
+	assert_string_equal(r.in_err.msg, "live device 'nic' flags byte 4 (live device list at offset 0)");
 	unpair(&w, &r);
 }
 

@@ -179,6 +179,11 @@ static void test_config_good(void **state)
 	assert_int_equal(c.devrate, 0);
 	assert_int_equal(ferry_guest_config_parse(&c, "devrate=1M", err, sizeof(err)), 0);
 	assert_int_equal(c.devrate, MiB);
+	assert_false(c.devprecopy);
+	assert_int_equal(ferry_guest_config_parse(&c, "devprecopy", err, sizeof(err)), 0);
+	assert_true(c.devprecopy);
+	assert_int_equal(ferry_guest_config_parse(&c, "devprecopy=off", err, sizeof(err)), 0);
+	assert_false(c.devprecopy);
 }
 
 static void test_config_bad(void **state)
@@ -190,7 +195,7 @@ static void test_config_bad(void **state)
 	} cases[] = {
 		{ "foo=1", "unknown key 'foo' (expected mem, vram, vcpus, workload, rate, wss, fill, "
 			   "seed, throttle, alloc, paused, prealloc, virtio, balloon, devices, devmem, "
-			   "devrate)" },
+			   "devrate, devprecopy)" },
 		{ "mem", "missing value for 'mem'" },
 		{ "mem=", "missing value for 'mem'" },
 		{ "=5", "missing key before '=' in '=5'" },
@@ -233,7 +238,7 @@ static void test_config_bad(void **state)
 		{ "prealloc=2", "bad value '2' for prealloc (expected on or off)" },
 		{ "mem=1G,Mem=2G", "unknown key 'Mem' (expected mem, vram, vcpus, workload, rate, "
 				   "wss, fill, seed, throttle, alloc, paused, prealloc, virtio, balloon, "
-				   "devices, devmem, devrate)" },
+				   "devices, devmem, devrate, devprecopy)" },
 		{ "devices=17", "devices must be 0..16 (got 17)" },
 		{ "devices=2,devmem=1000", "devmem must be a non-zero multiple of 4096 bytes with at "
 					   "least 64 per vcpu (got 1000)" },

@@ -317,6 +317,8 @@ static int dst_setup(ferry_dst *l)
 	if (!r)
 		r = ferry__parts_add(&l->parts, &ferry__live_participant, m);
 	if (!r)
+		r = ferry__parts_add(&l->parts, &ferry__swack_participant, m);
+	if (!r)
 		r = ferry__parts_load_setup(&l->parts);
 	if (r)
 		return r;

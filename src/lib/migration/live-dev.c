@@ -7,14 +7,27 @@
  *   save_setup     the section "live-devices" START: every device (id,
  *                  instance, config version), so that the destination
  *                  refuses an unknown or missing device before any data.
- *                  Nothing at all when the VM has no live device.
- *   pending        each device's stop_copy_size, counted as stop-copy
- *                  bytes in the convergence estimate.
+ *                  Nothing at all when the VM has no live device. Then
+ *                  every PRE_COPY device goes RUNNING -> PRE_COPY.
+ *   save_iterate   (each precopy pass, the guest running) a PART section:
+ *                  mig/src/main reads the PRE_COPY devices in turn, each
+ *                  buffer a DEV_STATE record, until every device said 0
+ *                  (nothing more for now: initial data, then what the
+ *                  guest dirtied, as VFIO's PRE_COPY read) or the pass's
+ *                  PRECOPY_SLICE_MS are up; once a device's precopy_info
+ *                  says no initial bytes are left, an INIT marker (its
+ *                  index: the buffers so far) tells the destination.
+ *   pending        PRE_COPY devices' initial + dirty bytes as precopy
+ *                  bytes; stop_copy_size as stop-copy bytes, less what
+ *                  precopy can still move (a device counts it in both).
  *   save_complete  (vCPUs stopped; before RAM's, so the threads run during
  *                  the final RAM pass) SWITCHOVER_START on the main
- *                  channel, every device to STOP_COPY, then one save
+ *                  channel, every device to STOP_COPY (PRE_COPY devices
+ *                  directly: the uAPI arc), then one save
  *                  thread per device (mig/src/dev_N) that reads until the
- *                  device says 0 and puts each buffer, then an end marker,
+ *                  device says 0 and puts each buffer (indices go on from
+ *                  the precopy ones: one monotonic index per device), then
+ *                  an end marker,
  *                  on the carrier (live-dev.h): chan_put, or with multifd
  *                  mf_put (packets on the channels).
  *   complete_wait  mig/src/main drains the main-channel carrier into the
@@ -30,11 +43,16 @@
  *                  to RUNNING (the guest runs on).
  * DESIGN (destination):
  *   load_setup     the per-device queues (x-device-state-max-queued slots);
- *   load           START: the device list must be exactly ours; END: the
- *                  body's records, each DEV_STATE to load_buf, DEV_MF_SYNC
- *                  waits for every multifd channel's SYNC;
+ *   load           START: the device list must be exactly ours (PRE_COPY
+ *                  or not as ours too); PART (precopy): the load threads
+ *                  start at the first one, each DEV_STATE to load_buf, and
+ *                  an INIT marker waits until the device's load thread
+ *                  wrote every buffer before it, then approves the
+ *                  switchover (swack.h); END: the body's records, each
+ *                  DEV_STATE to load_buf, DEV_MF_SYNC waits for every
+ *                  multifd channel's SYNC;
  *   load_start     SWITCHOVER_START: every device's load thread
- *                  (mig/dst/devl_N);
+ *                  (mig/dst/devl_N), unless precopy started them;
  *   load_buf       (mig/dst/main, or mig/dst/recv_N for multifd packets)
  *                  queues the buffer in its slot (index mod
  *                  the bound), refusing an unknown device number, a
@@ -50,7 +68,8 @@
  *                  under vm->run_lock, before the vCPUs start.
  *   load_cleanup   stops and joins the load threads, frees what is queued.
  *
- * Thread: the handlers run on mig/src/main and mig/dst/main, but load_buf
+ * Thread: the handlers run on mig/src/main and mig/dst/main (so precopy
+ * reads run on mig/src/main, never the caller's thread), but load_buf
  * also on mig/dst/recv_N (multifd packets; it reads nstream and map only
  * after it saw t->seen, which mig/dst/main sets with release once they are
  * final: a hostile source may send device packets before the list). struct
@@ -74,6 +93,7 @@
 #include "migration/live-stats.h"
 #include "migration/mig.h"
 #include "migration/multifd.h"
+#include "migration/swack.h"
 #include "stream/format.h"
 #include "stream/wire.h"
 #include "util/bufpool.h"
@@ -93,6 +113,10 @@ static_assert((int)FERRY_LIVE_PRE_COPY_P2P == (int)VFIO_DEVICE_STATE_PRE_COPY_P2
 
 /* How often a waiting thread looks at cancel (the migration's flag is not a condvar). */
 #define POLL_MS 10
+/* The longest a precopy pass reads PRE_COPY devices (the rest of the pass is RAM's). */
+#define PRECOPY_SLICE_MS 100
+/* ferry_part_buf flags bit (never on the wire): the buffer came in precopy (statistics). */
+#define BUF_PRECOPY 0x80000000u
 
 static const char *state_name(int s)
 {
@@ -223,7 +247,10 @@ struct live_saver {
 	unsigned n;          /* device number: registration order */
 	pthread_t thread;
 	bool started;        /* mig/src/main: joined once */
-	uint32_t count;      /* the thread's: data buffers put so far */
+	bool precopy;        /* mig/src/main's: the device went to PRE_COPY */
+	bool idle;           /* mig/src/main's: said 0 in this pass */
+	bool init_sent;      /* mig/src/main's: the INIT marker went */
+	uint32_t count;      /* data buffers so far: mig/src/main's, then the save thread's */
 };
 
 /* The main-channel carrier: a bounded FIFO that mig/src/main drains. */
@@ -235,6 +262,7 @@ struct ferry_live_src {
 	ferry_chan *c;               /* save_complete's, for complete_wait */
 	uint32_t section_id;
 	bool copying;                /* devices left RUNNING: go back on failure */
+	unsigned npre;               /* devices in PRE_COPY */
 	atomic_bool abort;
 	ferry_dev_carrier carrier;
 	ferry_mf_sender *mf;         /* the multifd carrier's channels, or NULL */
@@ -350,7 +378,7 @@ static int read_one(struct live_saver *v)
 	}
 	int r = v->s->carrier.put(&v->s->carrier, &b);
 	if (!r && n)
-		ferry__live_stat_buf(v->s->m, v->n, (uint64_t)n);
+		ferry__live_stat_buf(v->s->m, v->n, (uint64_t)n, false);
 	return r ? r : n == 0;
 }
 
@@ -370,6 +398,45 @@ static void *save_thread(void *arg)
 	if (r == -ECANCELED) /* wake a drain that waits for this thread */
 		wake(&v->s->lock, &v->s->cond);
 	return NULL;
+}
+
+/* The device list (START section) on c. */
+static void put_list(struct ferry_live_src *s, ferry_chan *c)
+{
+	ferry_vm_t *vm = s->vm;
+	ferry__wire_put_section_start(c, FERRY_REC_SECTION_START, s->section_id, FERRY_LIVE_IDSTR, 0,
+				      FERRY_LIVE_VERSION);
+	ferry__wire_put_live_count(c, vm->nlive);
+	for (unsigned i = 0; i < vm->nlive; i++) {
+		const struct ferry_live_device *d = &vm->live[i];
+		ferry_wire_live_dev e = { .instance = d->instance, .has_config = d->config != NULL,
+					  .precopy = !!(d->ops.flags & FERRY_LIVE_PRE_COPY_FLAG),
+					  .config_version = d->config ? d->config->version : 0 };
+		snprintf(e.id, sizeof(e.id), "%s", d->id);
+		ferry__wire_put_live_dev(c, &e);
+	}
+	ferry__wire_put_footer(c, s->section_id);
+}
+
+/* The savers; every PRE_COPY device RUNNING -> PRE_COPY (mig/src/main). */
+static int precopy_begin(struct ferry_live_src *s)
+{
+	ferry_error e = { 0 };
+	for (unsigned i = 0; i < s->vm->nlive; i++) {
+		struct live_saver *v = &s->dev[i];
+		*v = (struct live_saver){ .s = s, .d = &s->vm->live[i], .n = i };
+		if (!(v->d->ops.flags & FERRY_LIVE_PRE_COPY_FLAG))
+			continue;
+		s->copying = true; /* back to RUNNING unless it completes */
+		int r = live_goto(v->d, FERRY_LIVE_PRE_COPY, &e);
+		if (r) {
+			ferry__mig_set_error_from(s->m, &e);
+			return r;
+		}
+		v->precopy = true;
+		s->npre++;
+	}
+	return 0;
 }
 
 /* save_setup: the device list (START section); nothing without live devices. */
@@ -396,31 +463,119 @@ static int live_save_setup(void *opaque, ferry_chan *c)
 	ferry__cond_init_monotonic(&s->cond);
 	m->live_src = s;
 	ferry__live_stat_setup(m, vm->nlive);
-	ferry__wire_put_section_start(c, FERRY_REC_SECTION_START, s->section_id, FERRY_LIVE_IDSTR, 0,
-				      FERRY_LIVE_VERSION);
-	ferry__wire_put_live_count(c, vm->nlive);
-	for (unsigned i = 0; i < vm->nlive; i++) {
-		const struct ferry_live_device *d = &vm->live[i];
-		ferry_wire_live_dev e = { .instance = d->instance, .has_config = d->config != NULL,
-					  .config_version = d->config ? d->config->version : 0 };
-		snprintf(e.id, sizeof(e.id), "%s", d->id);
-		ferry__wire_put_live_dev(c, &e);
+	put_list(s, c);
+	return precopy_begin(s);
+}
+
+/* precopy_info of v's device; fails the migration when the device does. */
+static int precopy_info(struct live_saver *v, uint64_t *initial, uint64_t *dirty)
+{
+	struct ferry_live_device *d = v->d;
+	int r = d->ops.precopy_info(d->opaque, initial, dirty);
+	if (r)
+		ferry__mig_set_error(v->s->m, r < 0 ? r : -EIO, "live device '%s' instance %u: "
+				     "precopy_info failed: %s", d->id, d->instance,
+				     ferry_strerror(r < 0 ? r : -EIO));
+	return r < 0 ? r : r ? -EIO : 0;
+}
+
+/*
+ * One precopy read of v into buf (mig/src/main): a DEV_STATE record on c,
+ * flushed (buf is reused), then the INIT marker once no initial bytes are
+ * left. 1 when the device has nothing more for now, 0, or a negative errno.
+ */
+static int precopy_read(struct live_saver *v, ferry_chan *c, uint8_t *buf)
+{
+	struct ferry_live_device *d = v->d;
+	ssize_t n = d->ops.read(d->opaque, buf, FERRY_DEV_BUF_MAX);
+	if (n < 0 || n > (ssize_t)FERRY_DEV_BUF_MAX)
+		return save_fail(v, n < 0 ? (int)n : -EOVERFLOW, "precopy read");
+	int r = 0;
+	if (n > 0) {
+		ferry_wire_dev_hdr h = { .dev = v->n, .index = v->count++, .len = (uint32_t)n };
+		ferry__wire_put_dev_state(c, &h, buf);
+		if ((r = ferry__chan_flush(c)))
+			return r;
+		ferry__live_stat_buf(v->s->m, v->n, (uint64_t)n, true);
 	}
-	ferry__wire_put_footer(c, s->section_id);
+	uint64_t initial, dirty;
+	if (!v->init_sent) {
+		if ((r = precopy_info(v, &initial, &dirty)))
+			return r;
+		if (!initial) {
+			ferry_wire_dev_hdr h = { .dev = v->n, .index = v->count, .flags = FERRY_DEV_F_INIT };
+			ferry__wire_put_dev_state(c, &h, NULL);
+			v->init_sent = true;
+		}
+	}
+	return n == 0;
+}
+
+/* Reads the PRE_COPY devices in turn until all said 0, the slice ends or a cancel. */
+static int precopy_slice(struct ferry_live_src *s, ferry_chan *c, uint8_t *buf)
+{
+	uint64_t end = ferry__now_ns() + PRECOPY_SLICE_MS * 1000000ull;
+	for (unsigned i = 0; i < s->vm->nlive; i++)
+		s->dev[i].idle = !s->dev[i].precopy;
+	for (bool busy = true; busy && ferry__now_ns() < end;) {
+		busy = false;
+		for (unsigned i = 0; i < s->vm->nlive; i++) {
+			struct live_saver *v = &s->dev[i];
+			if (v->idle)
+				continue;
+			if (ferry__mig_cancelled(s->m))
+				return -ECANCELED; /* at a record boundary: the notice may follow */
+			int r = precopy_read(v, c, buf);
+			if (r < 0)
+				return r;
+			v->idle = r == 1;
+			busy |= !v->idle;
+		}
+	}
 	return 0;
 }
 
-/* pending: the devices' stop-copy estimates (mig/src/main, between passes). */
+/* save_iterate (a precopy pass, mig/src/main): the PRE_COPY devices' data, a PART section. */
+static int live_save_iterate(void *opaque, ferry_chan *c)
+{
+	struct ferry_migration *m = opaque;
+	struct ferry_live_src *s = m->live_src;
+	if (!s || !s->npre)
+		return 0;
+	uint8_t *buf = malloc(FERRY_DEV_BUF_MAX);
+	if (!buf) {
+		ferry__mig_set_error(m, -ENOMEM, "out of memory for device state");
+		return -ENOMEM;
+	}
+	ferry__wire_put_section_part(c, FERRY_REC_SECTION_PART, s->section_id);
+	int r = precopy_slice(s, c, buf);
+	free(buf);
+	if (r)
+		return r;
+	ferry__wire_put_dev_eos(c);
+	ferry__wire_put_footer(c, s->section_id);
+	return ferry__chan_flush(c);
+}
+
+/*
+ * pending (mig/src/main, between passes): PRE_COPY devices' initial and
+ * dirty bytes as precopy bytes; stop_copy_size as stop-copy bytes, less
+ * what precopy can still move.
+ */
 static void live_pending(void *opaque, uint64_t *precopy, uint64_t *stopcopy)
 {
 	struct ferry_migration *m = opaque;
+	struct ferry_live_src *s = m->live_src;
 	ferry_vm_t *vm = m->vm;
-	(void)precopy;
 	for (unsigned i = 0; i < vm->nlive; i++) {
 		struct ferry_live_device *d = &vm->live[i];
-		uint64_t b;
+		uint64_t b, initial = 0, dirty = 0;
+		if (s && s->dev[i].precopy && atomic_load(&d->state) == FERRY_LIVE_PRE_COPY &&
+		    d->ops.precopy_info(d->opaque, &initial, &dirty))
+			initial = dirty = 0;
+		*precopy += initial + dirty;
 		if (d->ops.stop_copy_size && !d->ops.stop_copy_size(d->opaque, &b))
-			*stopcopy += b;
+			*stopcopy += b > initial + dirty ? b - (initial + dirty) : 0;
 	}
 }
 
@@ -447,8 +602,7 @@ static int live_save_complete(void *opaque, ferry_chan *c)
 		}
 	}
 	for (unsigned i = 0; i < s->vm->nlive; i++) {
-		struct live_saver *v = &s->dev[i];
-		*v = (struct live_saver){ .s = s, .d = &s->vm->live[i], .n = i };
+		struct live_saver *v = &s->dev[i]; /* count goes on from precopy's */
 		int r = -pthread_create(&v->thread, NULL, save_thread, v);
 		if (r) {
 			ferry__mig_set_error(m, r, "cannot start a live device save thread: %s",
@@ -604,6 +758,8 @@ struct live_loader {
 	unsigned n;              /* local number: registration order */
 	pthread_t thread;
 	bool started;            /* mig/dst/main's */
+	bool precopy;            /* mig/dst/main's: PRE_COPY in the stream (and here) */
+	bool init_seen;          /* mig/dst/main's: its INIT marker arrived */
 	/* Protected by t->lock. */
 	ferry_part_buf *ring;    /* t->max slots: index % max; data NULL: empty */
 	uint32_t next;           /* the next index to write */
@@ -629,7 +785,8 @@ struct ferry_live_dst {
 	 * receiver) loads it with acquire before it reads them.
 	 */
 	atomic_bool seen;
-	bool loading;            /* SWITCHOVER_START: the load threads run */
+	bool loading;            /* the load threads run (first precopy data or SWITCHOVER_START) */
+	bool sw_start;           /* SWITCHOVER_START arrived */
 	bool body_done;          /* the END body's EOS was loaded */
 	unsigned nstream;
 	unsigned map[FERRY_LIVE_DEVICES_MAX]; /* stream device number -> local */
@@ -657,12 +814,15 @@ static int live_load_setup(void *opaque)
 	ferry__cond_init_monotonic(&t->cond);
 	m->live_dst = t;
 	ferry__live_stat_setup(m, t->vm->nlive);
+	unsigned npre = 0;
 	for (unsigned i = 0; i < t->vm->nlive; i++) {
 		struct live_loader *v = &t->dev[i];
 		*v = (struct live_loader){ .t = t, .d = &t->vm->live[i], .n = i };
 		if (!(v->ring = calloc(t->max, sizeof(*v->ring))))
 			return -ENOMEM;
+		npre += !!(v->d->ops.flags & FERRY_LIVE_PRE_COPY_FLAG);
 	}
+	ferry__swack_need(m, npre); /* each approves once its initial data is written */
 	return 0;
 }
 
@@ -694,6 +854,11 @@ static int load_setup_entry(struct ferry_live_dst *t, ferry_chan *c, unsigned k,
 					"live device '%s' instance %u: config state %s the stream, %s here",
 					e.id, e.instance, e.has_config ? "in" : "not in",
 					e.has_config ? "none" : "one");
+	if (e.precopy != !!(t->vm->live[j].ops.flags & FERRY_LIVE_PRE_COPY_FLAG))
+		return ferry__chan_fail(c, FERRY_EMISMATCH, "live device '%s' instance %u: %s",
+					e.id, e.instance, e.precopy ? "PRE_COPY in the stream, not here"
+					: "PRE_COPY here, not in the stream");
+	t->dev[j].precopy = e.precopy;
 	listed[j] = true;
 	t->map[k] = (unsigned)j;
 	return 0;
@@ -738,6 +903,8 @@ static int load_setup_section(struct ferry_live_dst *t, ferry_chan *c, const fer
 	return 0;
 }
 
+static int start_loaders(struct ferry_live_dst *t, ferry_chan *c);
+
 /* mig/dst/devl_N: RESUMING, then each buffer in index order. */
 static void *load_thread(void *arg)
 {
@@ -764,7 +931,7 @@ static void *load_thread(void *arg)
 			if (w != (ssize_t)b.len)
 				r = w < 0 ? (int)w : -EIO;
 			else
-				ferry__live_stat_buf(t->m, v->n, b.len);
+				ferry__live_stat_buf(t->m, v->n, b.len, b.flags & BUF_PRECOPY);
 			if (r)
 				ferry__error_set(&e, r,
 						 "live device '%s' instance %u: write of buffer %u failed: %s",
@@ -792,8 +959,9 @@ static void *load_thread(void *arg)
 
 /*
  * load_start (SWITCHOVER_START, mig/dst/main): every device's load thread,
- * which takes it to RESUMING, before its first buffer can arrive. Buffers
- * are queued (bounded) whenever they come; only the threads write them.
+ * which takes it to RESUMING, before its first buffer can arrive (precopy
+ * data started them already). Buffers are queued (bounded) whenever they
+ * come; only the threads write them.
  */
 static int live_load_start(void *opaque, ferry_chan *c)
 {
@@ -801,9 +969,16 @@ static int live_load_start(void *opaque, ferry_chan *c)
 	struct ferry_live_dst *t = m->live_dst;
 	if (!t)
 		return 0;
-	if (!atomic_load_explicit(&t->seen, memory_order_relaxed) || t->loading)
+	if (!atomic_load_explicit(&t->seen, memory_order_relaxed) || t->sw_start)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM, "SWITCHOVER_START %s",
-					t->loading ? "twice" : "before the live device list");
+					t->sw_start ? "twice" : "before the live device list");
+	t->sw_start = true;
+	return t->loading ? 0 : start_loaders(t, c);
+}
+
+/* Every device's load thread (mig/dst/main): at the first precopy data or SWITCHOVER_START. */
+static int start_loaders(struct ferry_live_dst *t, ferry_chan *c)
+{
 	t->loading = true;
 	for (unsigned i = 0; i < t->vm->nlive; i++) {
 		struct live_loader *v = &t->dev[i];
@@ -918,14 +1093,57 @@ static int live_load_buf(void *opaque, ferry_chan *c, ferry_part_buf *b)
 	return r;
 }
 
-/* A DEV_STATE record of the body: its header, its data, to load_buf. */
-static int load_state_rec(struct ferry_migration *m, ferry_chan *c)
+/*
+ * An INIT marker (PART, mig/dst/main): every buffer before it received;
+ * once the load thread wrote them all, the device approves the switchover.
+ */
+static int accept_init(struct live_loader *v, ferry_chan *c, uint32_t index)
+{
+	struct ferry_live_dst *t = v->t;
+	const struct ferry_live_device *d = v->d;
+	if (!v->precopy || v->init_seen)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "live device '%s' instance %u: %s",
+					d->id, d->instance, v->init_seen ? "second initial data marker"
+					: "initial data marker, but the device is not PRE_COPY");
+	v->init_seen = true;
+	pthread_mutex_lock(&t->lock);
+	uint32_t frontier = v->frontier;
+	bool over = false;
+	while (frontier == index && v->next < index && !v->done && !(over = dst_over(t)))
+		wait_poll(&t->cond, &t->lock);
+	bool written = v->next >= index;
+	ferry_error err = v->err;
+	pthread_mutex_unlock(&t->lock);
+	if (frontier != index)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "live device '%s' instance %u: initial "
+					"data marker after %u buffers, but %u received", d->id,
+					d->instance, index, frontier);
+	if (!written)
+		return err.code ? ferry__chan_fail_msg(c, err.code, err.msg) : -ECANCELED;
+	return ferry__swack_approve(t->m, c);
+}
+
+/* A DEV_STATE record of a body (precopy: a PART's): its header, its data, to load_buf. */
+static int load_state_rec(struct ferry_migration *m, ferry_chan *c, bool precopy)
 {
 	ferry_wire_dev_hdr h;
+	struct ferry_live_dst *t = m->live_dst;
 	int r = ferry__wire_get_dev_hdr(c, &h);
 	if (r)
 		return r;
+	if ((h.flags & FERRY_DEV_F_END) && precopy)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "device %u: end of state marker in "
+					"precopy", h.dev);
+	if (h.flags & FERRY_DEV_F_INIT) {
+		if (!precopy || h.dev >= t->nstream)
+			return ferry__chan_fail(c, FERRY_EBADSTREAM, "device %u: initial data marker "
+						"%s", h.dev, precopy ? "of no listed device" :
+						"after the switchover");
+		return accept_init(&t->dev[t->map[h.dev]], c, h.index);
+	}
 	ferry_part_buf b = { .dev = h.dev, .index = h.index, .flags = h.flags, .len = h.len };
+	if (precopy)
+		b.flags |= BUF_PRECOPY;
 	if (h.len) {
 		if (!(b.data = ferry__buf_get(m->bufs, h.len)))
 			return ferry__chan_fail(c, -ENOMEM, "out of memory for device state");
@@ -1001,7 +1219,7 @@ static int load_mf_sync(struct ferry_migration *m, ferry_chan *c)
 static int load_body(struct ferry_migration *m, ferry_chan *c)
 {
 	struct ferry_live_dst *t = m->live_dst;
-	if (!t->loading)
+	if (!t->sw_start)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM,
 					"live devices' state before SWITCHOVER_START");
 	for (;;) {
@@ -1014,7 +1232,7 @@ static int load_body(struct ferry_migration *m, ferry_chan *c)
 		case FERRY_DEV_EOS:
 			return load_body_end(t, c);
 		case FERRY_DEV_STATE:
-			r = load_state_rec(m, c);
+			r = load_state_rec(m, c, false);
 			break;
 		case FERRY_DEV_CONFIG:
 			r = load_config_rec(t, c);
@@ -1035,13 +1253,40 @@ static int load_body(struct ferry_migration *m, ferry_chan *c)
 	}
 }
 
-/* load: the setup section (START) or the state (END, once, after it). */
+/* A PART body (precopy): DEV_STATE records (data, INIT markers) until DEV_EOS. */
+static int load_precopy(struct ferry_migration *m, ferry_chan *c)
+{
+	struct ferry_live_dst *t = m->live_dst;
+	int r = t->loading ? 0 : start_loaders(t, c);
+	while (!r) {
+		uint8_t tag;
+		ferry__chan_ctx(c, "device state");
+		if ((r = ferry__chan_get_u8(c, &tag)))
+			return r;
+		if (tag == FERRY_DEV_EOS)
+			return 0;
+		if (tag == FERRY_DEV_CANCELLED)
+			return ferry__chan_fail_msg(c, FERRY_EPEER, FERRY_CANCELLED_MSG);
+		if (tag != FERRY_DEV_STATE)
+			return ferry__chan_fail(c, FERRY_EBADSTREAM, "live device record 0x%02x in "
+						"precopy", tag);
+		r = load_state_rec(m, c, true);
+		if (!r && ferry__mig_cancelled(m))
+			r = -ECANCELED;
+	}
+	return r;
+}
+
+/* load: the setup section (START), precopy data (PART) or the state (END, once, last). */
 static int live_load(void *opaque, ferry_chan *c, const ferry_section *s)
 {
 	struct ferry_migration *m = opaque;
 	struct ferry_live_dst *t = m->live_dst;
 	if (s->type == FERRY_REC_SECTION_START)
 		return load_setup_section(t, c, s);
+	bool seen = t && atomic_load_explicit(&t->seen, memory_order_relaxed); /* this thread's */
+	if (s->type == FERRY_REC_SECTION_PART && seen && !t->sw_start)
+		return load_precopy(m, c);
 	if (s->type != FERRY_REC_SECTION_END || !t || t->body_done)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM, "live devices sent as section type %u",
 					s->type);
@@ -1129,6 +1374,7 @@ static void live_load_cleanup(void *opaque)
 const ferry_participant ferry__live_participant = {
 	.name = "live-devices",
 	.save_setup = live_save_setup,
+	.save_iterate = live_save_iterate,
 	.pending = live_pending,
 	.save_complete = live_save_complete,
 	.complete_wait = live_complete_wait,

@@ -26,12 +26,12 @@ void ferry__live_stat_setup(struct ferry_migration *m, unsigned n)
 	pthread_mutex_unlock(&m->stats_lock);
 }
 
-void ferry__live_stat_buf(struct ferry_migration *m, unsigned dev, uint64_t len)
+void ferry__live_stat_buf(struct ferry_migration *m, unsigned dev, uint64_t len, bool precopy)
 {
 	pthread_mutex_lock(&m->stats_lock);
 	m->live_stats[dev].bytes += len;
 	m->live_stats[dev].buffers++;
-	m->info.device_stopcopy_bytes += len; /* PRE_COPY is not used yet */
+	*(precopy ? &m->info.device_precopy_bytes : &m->info.device_stopcopy_bytes) += len;
 	pthread_mutex_unlock(&m->stats_lock);
 }
 

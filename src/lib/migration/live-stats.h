@@ -12,6 +12,7 @@
 #ifndef FERRY_MIGRATION_LIVE_STATS_H
 #define FERRY_MIGRATION_LIVE_STATS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct ferry_migration;
@@ -20,8 +21,11 @@ enum ferry_live_stat_time { FERRY_LIVE_SAVE, FERRY_LIVE_LOAD, FERRY_LIVE_APPLY }
 
 /* Setup (either side): n live devices take part; clears their figures. */
 void ferry__live_stat_setup(struct ferry_migration *m, unsigned n);
-/* Device dev moved one buffer of len bytes (save or load thread). */
-void ferry__live_stat_buf(struct ferry_migration *m, unsigned dev, uint64_t len);
+/*
+ * Device dev moved one buffer of len bytes (save or load thread; the
+ * source's mig/src/main in precopy), read in PRE_COPY or in STOP_COPY.
+ */
+void ferry__live_stat_buf(struct ferry_migration *m, unsigned dev, uint64_t len, bool precopy);
 /* Device dev finished its save, load or apply, begun at t0_ns. */
 void ferry__live_stat_time(struct ferry_migration *m, unsigned dev, enum ferry_live_stat_time w,
 			   uint64_t t0_ns);

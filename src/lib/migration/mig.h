@@ -122,6 +122,16 @@ struct ferry_migration {
 	struct ferry_live_src *live_src;
 	struct ferry_live_dst *live_dst;
 	/*
+	 * switchover-ack (swack.c). Source: swack_acked, protected by rp_lock
+	 * (set by mig/src/rp, waited for on rp_cond by mig/src/main).
+	 * Destination, mig/dst/main's: how many PRE_COPY devices have not
+	 * approved yet, whether the source asked for the ack, and whether it
+	 * was sent.
+	 */
+	bool swack_acked;
+	unsigned swack_pending;
+	bool swack_asked, swack_sent;
+	/*
 	 * Switchover marks (ferry__now_ns; 0: not reached), written and read
 	 * only by the main thread (mig/src/main, mig/dst/main): the vCPU stop
 	 * (destination: the SWITCHOVER command received), the final RAM pass

@@ -78,6 +78,7 @@ void ferry_migration_params_init(ferry_migration_params *p)
 	p->placement = FERRY_PLACE_AUTO;
 	p->send_splice = false;
 	p->auto_converge = false;
+	p->switchover_ack = false;
 	p->throttle_trigger_threshold = 50;
 	p->cpu_throttle_initial = 20;
 	p->cpu_throttle_increment = 10;

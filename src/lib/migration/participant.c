@@ -78,6 +78,14 @@ uint64_t ferry__parts_pending(ferry_parts *t, uint64_t *precopy, uint64_t *stopc
 	return pre + stop;
 }
 
+bool ferry__parts_ready(ferry_parts *t)
+{
+	for (unsigned i = 0; i < t->n; i++)
+		if (t->p[i].ops->ready && !t->p[i].ops->ready(t->p[i].opaque))
+			return false;
+	return true;
+}
+
 int ferry__parts_save_complete(ferry_parts *t, ferry_chan *c, bool postcopy)
 {
 	int r = 0;

@@ -16,6 +16,10 @@
  *   pending         what is left to send, added to *precopy (can go while
  *                   the guest runs) and *stopcopy (only after the stop): the
  *                   convergence estimate sums every participant's;
+ *   ready           when the estimate says the rest fits the downtime: false
+ *                   while the participant does not let the guest stop yet
+ *                   (switchover-ack: the destination has not acknowledged);
+ *                   the iteration runs another pass. May wait briefly.
  *   save_complete   after the vCPUs stopped: the rest of the state. With
  *                   postcopy, participants marked FERRY_PART_POSTCOPY are
  *                   skipped here (their rest goes after the switch) and the
@@ -52,7 +56,8 @@
  * Every handler reads hostile input: it checks each field before use and
  * fails on c (ferry__chan_fail) with a message naming what was wrong.
  *
- * Live devices (live-dev.c): pending reports their stop-copy bytes;
+ * Live devices (live-dev.c): save_iterate sends PRE_COPY devices' data
+ * while the guest runs; pending reports their precopy and stop-copy bytes;
  * save_complete starts a save thread per device and returns, and the
  * driver then waits for them through complete_wait before EOF; load_buf
  * receives the devices' buffers on the destination.
@@ -107,6 +112,7 @@ typedef struct ferry_participant {
 	void (*pass_end)(void *opaque);
 	int (*sync)(void *opaque, uint64_t *dirtied);
 	void (*pending)(void *opaque, uint64_t *precopy, uint64_t *stopcopy);
+	bool (*ready)(void *opaque);
 	int (*save_complete)(void *opaque, ferry_chan *c);
 	int (*complete_wait)(void *opaque);
 	void (*save_cleanup)(void *opaque);
@@ -143,6 +149,8 @@ int ferry__parts_pass(ferry_parts *t, ferry_chan *c, uint64_t *dirtied);
 int ferry__parts_sync(ferry_parts *t, uint64_t *dirtied);
 /* Bytes still to send, precopy plus stop-copy (each also returned if asked). */
 uint64_t ferry__parts_pending(ferry_parts *t, uint64_t *precopy, uint64_t *stopcopy);
+/* Whether every participant lets the guest stop now (ready; NULL: yes). */
+bool ferry__parts_ready(ferry_parts *t);
 /* postcopy: skip FERRY_PART_POSTCOPY participants. */
 int ferry__parts_save_complete(ferry_parts *t, ferry_chan *c, bool postcopy);
 void ferry__parts_save_cleanup(ferry_parts *t);
@@ -198,5 +206,6 @@ extern const ferry_participant ferry__ram_participant;   /* ram.c */
 extern const ferry_participant ferry__hints_participant; /* participant.c */
 extern const ferry_participant ferry__vmsd_participant;  /* participant.c */
 extern const ferry_participant ferry__live_participant;  /* live-dev.c; opaque: the migration */
+extern const ferry_participant ferry__swack_participant; /* swack.c; opaque: the migration */
 
 #endif

@@ -35,6 +35,7 @@
 
 #include "migration/live-stats.h"
 #include "migration/postcopy-src.h"
+#include "migration/swack.h"
 #include "stream/format.h"
 #include "stream/wire.h"
 #include "transport/transport.h"
@@ -138,6 +139,8 @@ static bool rp_message(struct ferry_migration *m, uint8_t *buf, size_t cap, bool
 		return false;
 	}
 	int r = ferry__pc_src_rp_msg(m, c, type, buf, len);
+	if (r == -ENOMSG)
+		r = ferry__swack_src_rp_msg(m, type, len);
 	if (r == -ENOMSG)
 		ferry__chan_fail(c, FERRY_EBADSTREAM, "unknown return path message %u (len %u)", type,
 				 len);
@@ -377,10 +380,12 @@ static int phase_setup(struct src_ctx *x)
 	int r;
 	/*
 	 * Hints first: their setup decides how RAM's setup protects memory.
-	 * Live devices before RAM: their save threads start at save_complete,
-	 * so their state streams while the final RAM pass runs.
+	 * switchover-ack's section before any device's. Live devices before
+	 * RAM: their save threads start at save_complete, so their state
+	 * streams while the final RAM pass runs.
 	 */
 	if ((r = ferry__parts_add(&x->parts, &ferry__hints_participant, &x->rs)) ||
+	    (r = ferry__parts_add(&x->parts, &ferry__swack_participant, m)) ||
 	    (r = ferry__parts_add(&x->parts, &ferry__live_participant, m)) ||
 	    (r = ferry__parts_add(&x->parts, &ferry__ram_participant, &x->rs)) ||
 	    (r = ferry__parts_add(&x->parts, &ferry__vmsd_participant, m)) ||
@@ -436,7 +441,7 @@ static bool pass_decide(struct src_ctx *x, uint64_t dirtied)
 		x->postcopy = true;
 		return true;
 	}
-	if ((double)remaining <= threshold)
+	if ((double)remaining <= threshold && ferry__parts_ready(&x->parts))
 		return true;
 	if (x->p0.auto_converge) {
 		unsigned pct;

@@ -115,12 +115,15 @@ enum {
 /*
  * Live devices (ferry/device.h): one section "live-devices". Its START
  * (setup) body is be32 n, then n x {u8 name length, name, be32 instance,
- * u8 has config, be32 config version}. Its END body is a sequence of
- * records, each a u8 tag:
+ * u8 flags (FERRY_LIVE_F_*), be32 config version}. Its PART bodies
+ * (precopy: PRE_COPY devices' data while the guest runs) and its END body
+ * are sequences of records, each a u8 tag:
  *   DEV_STATE  be32 device number (setup order), be32 index, be32 flags,
  *              be32 length, then length bytes (1..FERRY_DEV_BUF_MAX; 0
  *              with FERRY_DEV_F_END, whose index is the device's number of
- *              data buffers: the end-of-state marker);
+ *              data buffers: the end-of-state marker; 0 with
+ *              FERRY_DEV_F_INIT, PART only, whose index is the number of
+ *              buffers sent so far: the device's initial data is complete);
  *   DEV_CONFIG be32 device number, be32 vmsd version, be32 length, then
  *              the device's config vmsd (<= FERRY_DEVICE_STATE_MAX);
  *   DEV_MF_SYNC 0 bytes: every multifd channel sent a SYNC packet after
@@ -142,7 +145,16 @@ enum {
 };
 enum {
 	FERRY_DEV_F_END = 0x1, /* end-of-state marker: no data, index = buffer count */
+	FERRY_DEV_F_INIT = 0x2, /* initial data sent (PRE_COPY): no data, index = buffers so far */
 };
+/* The setup list's flags byte. */
+enum {
+	FERRY_LIVE_F_CONFIG = 0x1,  /* the device has a config vmsd */
+	FERRY_LIVE_F_PRECOPY = 0x2, /* the device streams data in PRE_COPY */
+};
+/* Section "switchover-ack" (SECTION_FULL, empty body): the source waits for RP SWITCHOVER_ACK. */
+#define FERRY_SWACK_IDSTR "switchover-ack"
+#define FERRY_SWACK_VERSION 1u
 
 /* Device state bodies (SECTION_FULL) are bounded. */
 #define FERRY_DEVICE_STATE_MAX (16u << 20)
@@ -159,6 +171,7 @@ enum {
 	FERRY_RP_MISSING = 5,   /* recovery: like CMD_POSTCOPY_DISCARD's payload */
 	FERRY_RP_MISSING_END = 6, /* 0 bytes: the MISSING bitmaps are complete */
 	FERRY_RP_HEARTBEAT = 7, /* 0 bytes: the destination is alive */
+	FERRY_RP_SWITCHOVER_ACK = 8, /* 0 bytes: the source may switch over (switchover-ack) */
 };
 
 #define FERRY_PC_PREEMPT 0x1u

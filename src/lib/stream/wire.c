@@ -183,20 +183,24 @@ void ferry__wire_put_live_dev(ferry_chan *c, const ferry_wire_live_dev *d)
 {
 	ferry__wire_put_name(c, d->id);
 	ferry__chan_put_be32(c, d->instance);
-	ferry__chan_put_u8(c, d->has_config);
+	ferry__chan_put_u8(c, (uint8_t)((d->has_config ? FERRY_LIVE_F_CONFIG : 0) |
+					(d->precopy ? FERRY_LIVE_F_PRECOPY : 0)));
 	ferry__chan_put_be32(c, d->config_version);
 }
 
 int ferry__wire_get_live_dev(ferry_chan *c, ferry_wire_live_dev *d)
 {
 	int r;
+	uint8_t f;
 	if ((r = ferry__wire_get_name(c, FERRY_WIRE_DEVICE, d->id)) ||
-	    (r = ferry__chan_get_be32(c, &d->instance)) || (r = ferry__chan_get_u8(c, &d->has_config)) ||
+	    (r = ferry__chan_get_be32(c, &d->instance)) || (r = ferry__chan_get_u8(c, &f)) ||
 	    (r = ferry__chan_get_be32(c, &d->config_version)))
 		return r;
-	if (d->has_config > 1)
-		return ferry__chan_fail(c, FERRY_EBADSTREAM, "live device '%s' has-config byte %u",
-					d->id, d->has_config);
+	if (f & ~(FERRY_LIVE_F_CONFIG | FERRY_LIVE_F_PRECOPY))
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "live device '%s' flags byte %u",
+					d->id, f);
+	d->has_config = !!(f & FERRY_LIVE_F_CONFIG);
+	d->precopy = !!(f & FERRY_LIVE_F_PRECOPY);
 	return 0;
 }
 
@@ -221,10 +225,15 @@ static int get_dev_hdr(ferry_chan *c, ferry_wire_dev_hdr *h, uint32_t flags)
 	if (h->flags & ~flags)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM, "device %u buffer %u: unknown flags 0x%x",
 					h->dev, h->index, h->flags);
-	if ((h->flags & FERRY_DEV_F_END) && h->len)
-		return ferry__chan_fail(c, FERRY_EBADSTREAM,
-					"device %u: end of state marker with %u bytes", h->dev, h->len);
-	if (!(h->flags & FERRY_DEV_F_END) && (!h->len || h->len > FERRY_DEV_BUF_MAX))
+	uint32_t marker = h->flags & (FERRY_DEV_F_END | FERRY_DEV_F_INIT);
+	if (marker == (FERRY_DEV_F_END | FERRY_DEV_F_INIT))
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "device %u buffer %u: flags 0x%x (END "
+					"and INIT)", h->dev, h->index, h->flags);
+	if (marker && h->len)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "device %u: %s marker with %u bytes",
+					h->dev, marker == FERRY_DEV_F_END ? "end of state" :
+					"initial data", h->len);
+	if (!marker && (!h->len || h->len > FERRY_DEV_BUF_MAX))
 		return ferry__chan_fail(c, FERRY_EBADSTREAM,
 					"device %u buffer %u of %u bytes (1..%u)", h->dev, h->index,
 					h->len, FERRY_DEV_BUF_MAX);
@@ -233,7 +242,7 @@ static int get_dev_hdr(ferry_chan *c, ferry_wire_dev_hdr *h, uint32_t flags)
 
 int ferry__wire_get_dev_hdr(ferry_chan *c, ferry_wire_dev_hdr *h)
 {
-	return get_dev_hdr(c, h, FERRY_DEV_F_END);
+	return get_dev_hdr(c, h, FERRY_DEV_F_END | FERRY_DEV_F_INIT);
 }
 
 void ferry__wire_mf_dev_encode(uint8_t b[FERRY_MF_DEV_PKT_LEN], uint64_t num,

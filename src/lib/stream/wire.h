@@ -234,7 +234,8 @@ static inline int ferry__wire_get_device_len(ferry_chan *c, uint32_t *len)
 typedef struct ferry_wire_live_dev {
 	char id[FERRY_NAME_MAX + 1];
 	uint32_t instance;
-	uint8_t has_config;  /* 0 or 1 */
+	uint8_t has_config;  /* 0 or 1 (FERRY_LIVE_F_CONFIG) */
+	uint8_t precopy;     /* 0 or 1 (FERRY_LIVE_F_PRECOPY) */
 	uint32_t config_version;
 } ferry_wire_live_dev;
 
@@ -242,7 +243,7 @@ typedef struct ferry_wire_live_dev {
 void ferry__wire_put_live_count(ferry_chan *c, uint32_t n);
 int ferry__wire_get_live_count(ferry_chan *c, uint32_t *n);
 void ferry__wire_put_live_dev(ferry_chan *c, const ferry_wire_live_dev *d);
-/* Reads one; refuses a has-config byte other than 0 or 1. */
+/* Reads one; refuses a flags byte with bits other than FERRY_LIVE_F_*. */
 int ferry__wire_get_live_dev(ferry_chan *c, ferry_wire_live_dev *d);
 
 /*
@@ -281,8 +282,8 @@ static inline void ferry__wire_ld_dev_hdr(const uint8_t b[FERRY_DEV_HDR_LEN], fe
 void ferry__wire_put_dev_state(ferry_chan *c, const ferry_wire_dev_hdr *h, const void *data);
 /*
  * Reads a DEV_STATE header (after its tag) and checks what the layout
- * alone makes wrong: unknown flags, an end marker with data, a data
- * buffer of 0 or more than FERRY_DEV_BUF_MAX bytes.
+ * alone makes wrong: unknown flags, a marker (END or INIT, not both) with
+ * data, a data buffer of 0 or more than FERRY_DEV_BUF_MAX bytes.
  */
 int ferry__wire_get_dev_hdr(ferry_chan *c, ferry_wire_dev_hdr *h);
 /*
