@@ -3,7 +3,8 @@
  * Unit tests for the buffer pool (src/lib/util/bufpool.c): a buffer given
  * back is the next one handed out (its pages stay), sizes outside
  * [cap / 4, cap] get plain buffers that are never cached, the pool counts
- * exactly the buffers it made, trim frees the cached ones, and two
+ * exactly the buffers it made, reserve makes only what is missing, trim
+ * frees the cached ones, and two
  * threads passing buffers to each other (a save thread and a sender) end
  * with as many buffers as were ever in flight at once.
  */
@@ -67,6 +68,25 @@ static void test_plain(void **state)
 	ferry__bufpool_destroy(NULL);
 }
 
+static void test_reserve(void **state)
+{
+	(void)state;
+	ferry_bufpool *p = ferry__bufpool_create(CAP);
+	void *out = ferry__buf_get(p, CAP);
+	assert_int_equal(ferry__bufpool_reserve(p, 3), 0);
+	assert_int_equal(ferry__bufpool_bytes(p), 3 * CAP); /* the one out counts */
+	assert_int_equal(ferry__bufpool_reserve(p, 2), 0);   /* enough already: nothing made */
+	assert_int_equal(ferry__bufpool_bytes(p), 3 * CAP);
+	void *a = ferry__buf_get(p, CAP), *b = ferry__buf_get(p, CAP);
+	assert_int_equal(ferry__bufpool_bytes(p), 3 * CAP); /* both from the reserve */
+	const uint8_t zero[CAP] = { 0 };
+	assert_memory_equal((uint8_t *)a + sizeof(void *), zero, CAP - sizeof(void *)); /* touched */
+	ferry__buf_put(a);
+	ferry__buf_put(b);
+	ferry__buf_put(out);
+	ferry__bufpool_destroy(p);
+}
+
 /* A one-slot hand-off: the producer gets, the consumer puts. */
 struct handoff {
 	ferry_bufpool *p;
@@ -123,6 +143,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_reuse),
 		cmocka_unit_test(test_plain),
+		cmocka_unit_test(test_reserve),
 		cmocka_unit_test(test_threads),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

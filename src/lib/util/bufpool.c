@@ -13,8 +13,11 @@
 #include <assert.h>
 #include <pthread.h>
 #include <stdalign.h>
+#include <stdbool.h>
 #include <stdint.h>
+#include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 struct buf_hdr {
 	alignas(16) ferry_bufpool *pool; /* NULL: a plain buffer */
@@ -114,6 +117,32 @@ void ferry__buf_put(void *data)
 	f->next = p->free;
 	p->free = f;
 	pthread_mutex_unlock(&p->lock);
+}
+
+int ferry__bufpool_reserve(ferry_bufpool *p, size_t n)
+{
+	for (;;) {
+		pthread_mutex_lock(&p->lock);
+		bool enough = p->total >= n;
+		if (!enough)
+			p->total++;
+		pthread_mutex_unlock(&p->lock);
+		if (enough)
+			return 0;
+		struct free_buf *f = plain(p, p->cap);
+		if (f)
+			memset(f, 0, p->cap); /* the first touch (see bufpool.h) */
+		pthread_mutex_lock(&p->lock);
+		if (f) {
+			f->next = p->free;
+			p->free = f;
+		} else {
+			p->total--;
+		}
+		pthread_mutex_unlock(&p->lock);
+		if (!f)
+			return -ENOMEM;
+	}
 }
 
 size_t ferry__bufpool_bytes(ferry_bufpool *p)

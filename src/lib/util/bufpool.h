@@ -45,6 +45,13 @@ void ferry__bufpool_trim(ferry_bufpool *p);
  * be NULL: always plain). NULL on ENOMEM. Give it back with ferry__buf_put.
  */
 void *ferry__buf_get(ferry_bufpool *p, size_t len);
+/*
+ * Makes sure n buffers exist (handed out or cached), touching every page of
+ * the new ones, so that their first touch happens now rather than when a
+ * migration's downtime needs them. -ENOMEM if one could not be allocated
+ * (those made so far stay).
+ */
+int ferry__bufpool_reserve(ferry_bufpool *p, size_t n);
 /* Gives a buffer of ferry__buf_get() back (to its pool, or frees it). NULL: no-op. */
 void ferry__buf_put(void *data);
 /* Bytes the pool holds: cached and handed out (for statistics and tests). */
