@@ -172,6 +172,15 @@ typedef struct ferry_migration_params {
 	 */
 	uint32_t device_state_max_queued;
 	/*
+	 * x-device-save-threads (source; Ferry's own, default 0, 0..64): how
+	 * many live devices are read at once after the stop, in registration
+	 * order; 0: all of them, one save thread each. 1 reads them one after
+	 * the other, as QEMU does without multifd device state transfer (its
+	 * migration thread reads each VFIO device in turn): for devices that
+	 * share what limits their reads (a PCIe link), or to compare.
+	 */
+	uint32_t device_save_threads;
+	/*
 	 * Capability switchover-ack (both sides, as QEMU: on the destination
 	 * through ferry_migration_set_incoming_params): the source does not
 	 * stop the guest before the destination acknowledged, on the return

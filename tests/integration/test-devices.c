@@ -209,7 +209,16 @@ typedef struct blob {
 	int writes;
 	int fail_read_at; /* read: -EIO at this read (0: never) */
 	int reads;
+	uint64_t first_ns, end_ns; /* read: the first call, the one that returned 0 */
+	unsigned read_ms;          /* read: a slow device, this long a call */
 } blob;
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 static int blob_state(void *o, ferry_live_state to)
 {
@@ -223,9 +232,15 @@ static int blob_state(void *o, ferry_live_state to)
 static ssize_t blob_read(void *o, void *buf, size_t len)
 {
 	blob *b = o;
+	if (!b->first_ns)
+		b->first_ns = now_ns();
 	if (++b->reads == b->fail_read_at)
 		return -EIO;
+	if (b->read_ms)
+		msleep(b->read_ms); /* the device's own pace, not a wait for an event */
 	size_t n = sizeof(b->mem) - b->pos < 1000 ? sizeof(b->mem) - b->pos : 1000;
+	if (!n)
+		b->end_ns = now_ns();
 	assert_true(len >= n);
 	memcpy(buf, b->mem + b->pos, n);
 	b->pos += n;
@@ -286,6 +301,50 @@ static void t_mixed_devices(void **state)
 	assert_int_equal(bd.counter, bs.counter);
 	assert_int_equal(bd.writes, 3);
 	assert_int_equal(ferry_live_device_state(dst.vm, "blob", 7), FERRY_LIVE_RUNNING);
+	assert_true(side_run_and_verify(&dst, 5000));
+	side_destroy(&src);
+	side_destroy(&dst);
+}
+
+/*
+ * x-device-save-threads 1: the devices are read one after the other, in
+ * registration order (QEMU's way without multifd device state transfer),
+ * and the state arrives whole all the same.
+ */
+static void t_serial_save(void **state)
+{
+	(void)state;
+	enum { N = 3 };
+	static blob bs[N], bd[N];
+	side src, dst;
+	side_create(&src, DEV_SPEC "devices=1", FERRY_DIRTY_WP_ASYNC, false);
+	side_create(&dst, DEV_SPEC "devices=1", FERRY_DIRTY_WP_ASYNC, true);
+	for (unsigned i = 0; i < N; i++) {
+		bs[i] = (blob){ .fail_at = -1, .read_ms = 5 }; /* reads overlap unless serialized */
+		bd[i] = (blob){ .fail_at = -1 };
+		for (size_t k = 0; k < sizeof(bs[i].mem); k++)
+			bs[i].mem[k] = (uint8_t)(k * 5 + i);
+		assert_int_equal(ferry_live_device_register(src.vm, "blob", i, &blob_ops, NULL, &bs[i]), 0);
+		assert_int_equal(ferry_live_device_register(dst.vm, "blob", i, &blob_ops, NULL, &bd[i]), 0);
+	}
+	const char *uri = test_uri();
+	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
+	assert_int_equal(ferry_vm_start(src.vm), 0);
+	side_wait_steps(&src, 2048);
+	ferry_migration_params p;
+	dev_params(&p, false);
+	p.device_save_threads = FERRY_LIVE_DEVICES_MAX + 1;
+	assert_int_equal(ferry_migration_start(src.vm, uri, &p), -EINVAL);
+	p.device_save_threads = 1;
+	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
+	assert_int_equal(wait_final(src.vm), FERRY_MIGRATION_COMPLETED);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_COMPLETED);
+	for (unsigned i = 0; i < N; i++) {
+		assert_memory_equal(bd[i].mem, bs[i].mem, sizeof(bs[i].mem));
+		assert_true(bs[i].end_ns > 0);
+		if (i) /* after the previous device's last read */
+			assert_true(bs[i].first_ns >= bs[i - 1].end_ns);
+	}
 	assert_true(side_run_and_verify(&dst, 5000));
 	side_destroy(&src);
 	side_destroy(&dst);
@@ -413,13 +472,6 @@ typedef struct slowcfg {
 	uint64_t cfg;
 	uint64_t apply_ns; /* the longest apply it measured */
 } slowcfg;
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static int slowcfg_post_load(void *o, uint32_t version)
 {
@@ -1195,6 +1247,7 @@ int main(void)
 		cmocka_unit_test(t_mf_four_devices),
 		cmocka_unit_test(t_mf_out_of_order),
 		cmocka_unit_test(t_mixed_devices),
+		cmocka_unit_test(t_serial_save),
 		cmocka_unit_test(t_cancel_streaming),
 		cmocka_unit_test(t_mf_cancel_streaming),
 		cmocka_unit_test(t_mf_cancel_blocked),

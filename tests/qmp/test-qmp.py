@@ -224,7 +224,7 @@ class Host:
 THROTTLE = {"throttle-trigger-threshold": 50, "cpu-throttle-initial": 20, "cpu-throttle-increment": 10,
             "cpu-throttle-tailslow": False, "max-cpu-throttle": 99}
 # Live device state parameters at their defaults.
-DEVSTATE = {"x-device-state-max-queued": 64}
+DEVSTATE = {"x-device-state-max-queued": 64, "x-device-save-threads": 0}
 
 
 def wait_for(fn, timeout=TIMEOUT, step=0.02):

@@ -287,6 +287,8 @@ struct ferry_live_src {
 	ferry_part_buf *q;           /* protected by lock: a ring of qcap */
 	unsigned qhead, qlen, qcap;  /* protected by lock */
 	int err;                     /* protected by lock: a save thread's failure */
+	/* x-device-save-threads: devices read at once (0: all); their turn, protected by lock. */
+	unsigned gate_limit, gate_next, gate_active;
 	ferry_part_buf end[FERRY_LIVE_DEVICES_MAX]; /* protected by lock: multifd's end markers */
 	bool ended[FERRY_LIVE_DEVICES_MAX];
 	struct live_saver dev[FERRY_LIVE_DEVICES_MAX];
@@ -399,16 +401,49 @@ static int read_one(struct live_saver *v)
 }
 
 /* mig/src/dev_N: reads the device until its end, or a cancel, or a failure. */
+/*
+ * x-device-save-threads: device v reads once the devices before it started
+ * and fewer than the limit read (registration order; 0: no limit).
+ * 0, or -ECANCELED.
+ */
+static int gate_enter(struct live_saver *v)
+{
+	struct ferry_live_src *s = v->s;
+	pthread_mutex_lock(&s->lock);
+	while ((s->gate_next != v->n || (s->gate_limit && s->gate_active >= s->gate_limit)) &&
+	       !src_aborted(s))
+		wait_poll(&s->cond, &s->lock);
+	bool go = !src_aborted(s);
+	if (go) {
+		s->gate_next++;
+		s->gate_active++;
+		pthread_cond_broadcast(&s->cond);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return go ? 0 : -ECANCELED;
+}
+
+static void gate_leave(struct ferry_live_src *s)
+{
+	pthread_mutex_lock(&s->lock);
+	s->gate_active--;
+	pthread_cond_broadcast(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+}
+
 static void *save_thread(void *arg)
 {
 	struct live_saver *v = arg;
 	char name[16];
 	snprintf(name, sizeof(name), "mig/src/dev_%u", v->n);
 	pthread_setname_np(pthread_self(), name);
-	int r = 0;
+	int r = gate_enter(v);
+	bool entered = !r;
 	uint64_t t0 = ferry__now_ns();
 	while (!r)
 		r = src_aborted(v->s) ? -ECANCELED : read_one(v);
+	if (entered)
+		gate_leave(v->s);
 	if (r == 1)
 		ferry__live_stat_time(v->s->m, v->n, FERRY_LIVE_SAVE, t0);
 	if (r == -ECANCELED) /* wake a drain that waits for this thread */
@@ -472,6 +507,7 @@ static int live_save_setup(void *opaque, ferry_chan *c)
 	s->m = m;
 	s->vm = vm;
 	s->qcap = vm->nlive * QCAP_PER_DEV;
+	s->gate_limit = p.device_save_threads;
 	s->mf = m->mf_send; /* published by this thread (source.c's mf_open) */
 	s->carrier.put = s->mf ? mf_put : chan_put;
 	s->section_id = FERRY_SECTION_RAM + 1 + vm->ndevices; /* after the vmsd devices' */
