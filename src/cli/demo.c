@@ -164,9 +164,11 @@ static void demo_usage(FILE *f)
 		"                  [--rate 200M|max] [--fill random|text|zero|none]\n"
 		"                  [--dirty auto|wp|explicit] [--set NAME=VALUE]... [--json]\n"
 		"                  [--postcopy [--preempt]] [--no-auto-converge]\n"
-		"                  [--devices N [--devmem 64M] [--devrate 500M|max]]\n"
+		"                  [--devices N [--devmem 64M] [--devrate 500M|max] [--devprecopy]]\n"
 		"  --devices   N synthetic live devices of devmem bytes each, read at no more\n"
-		"              than devrate bytes/s per device; verified like RAM\n"
+		"              than devrate bytes/s per device; verified like RAM;\n"
+		"              --devprecopy: they offer PRE_COPY (their data moves while the\n"
+		"              guest runs) and switchover-ack is on on both hosts\n"
 		"  --postcopy  switch to postcopy after the first pass (capability postcopy-ram\n"
 		"              on both hosts); --preempt (only with --postcopy) adds the\n"
 		"              postcopy-preempt channel\n"
@@ -183,7 +185,7 @@ typedef struct demo_opts {
 	const char *devices, *devmem, *devrate; /* live devices: "0" is none */
 	char *sets[16];
 	int nsets;
-	bool json, postcopy, preempt, auto_converge;
+	bool json, postcopy, preempt, auto_converge, devprecopy;
 } demo_opts;
 
 /* Checks one guest option through the guest's own parser ("mem=abc"). */
@@ -236,6 +238,8 @@ static int demo_check(const demo_opts *o)
 		return ferry_cli_usage_error("demo", demo_usage,
 					     "--preempt needs --postcopy (postcopy-preempt requires "
 					     "postcopy-ram)");
+	if (o->devprecopy && !strcmp(o->devices, "0"))
+		return ferry_cli_usage_error("demo", demo_usage, "--devprecopy needs --devices N");
 	return -1;
 }
 
@@ -256,6 +260,7 @@ static int demo_parse(int argc, char **argv, demo_opts *o)
 		{ "devices", required_argument, 0, 'D' },
 		{ "devmem", required_argument, 0, 'M' },
 		{ "devrate", required_argument, 0, 'R' },
+		{ "devprecopy", no_argument, 0, 'X' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 },
 	};
@@ -284,6 +289,7 @@ static int demo_parse(int argc, char **argv, demo_opts *o)
 		case 'D': o->devices = optarg; break;
 		case 'M': o->devmem = optarg; break;
 		case 'R': o->devrate = optarg; break;
+		case 'X': o->devprecopy = true; break;
 		case 'h': demo_usage(stdout); return 0;
 		default: return ferry_cli_bad_option("demo", c, argv, demo_usage);
 		}
@@ -311,8 +317,8 @@ static int demo_env(demo_run *r, const demo_opts *o)
 	int l = snprintf(r->spec, sizeof(r->spec), "mem=%s,vcpus=%s,workload=%s,rate=%s,fill=%s", o->mem,
 			 o->vcpus, o->workload, o->rate, o->fill);
 	if (strcmp(o->devices, "0"))
-		snprintf(r->spec + l, sizeof(r->spec) - (size_t)l, ",devices=%s,devmem=%s,devrate=%s",
-			 o->devices, o->devmem, o->devrate);
+		snprintf(r->spec + l, sizeof(r->spec) - (size_t)l, ",devices=%s,devmem=%s,devrate=%s%s",
+			 o->devices, o->devmem, o->devrate, o->devprecopy ? ",devprecopy" : "");
 	ssize_t sl = readlink("/proc/self/exe", r->self, sizeof(r->self) - 1);
 	if (sl < 0) {
 		perror("ferry demo: /proc/self/exe");
@@ -367,6 +373,14 @@ static int demo_configure(demo_run *r, const demo_opts *o)
 		if (e)
 			return -1;
 	}
+	json_t *ack = json_pack("{s:[{s:s,s:b}]}", "capabilities", "capability", "switchover-ack",
+				"state", 1);
+	int e = o->devprecopy &&
+		(demo_set(r, &r->dst, "migrate-set-capabilities", json_incref(ack), "enabling switchover-ack") ||
+		 demo_set(r, &r->src, "migrate-set-capabilities", json_incref(ack), "enabling switchover-ack"));
+	json_decref(ack);
+	if (e)
+		return -1;
 	if (o->auto_converge &&
 	    demo_set(r, &r->src, "migrate-set-capabilities",
 		     json_pack("{s:[{s:s,s:b}]}", "capabilities", "capability", "auto-converge", "state", 1),

@@ -65,6 +65,16 @@ expect_eq "devices demo: the devices line" \
 expect_eq "devices demo: RAM and device memory verified" "$(grep -c '^  verified     destination RAM and device memory match' "$TMP/demo-dev.txt")" 1
 expect_eq "demo --devices bad" "$("$FERRY" demo --devices x 2>&1 | head -1)" \
 	"ferry demo: --devices 'x': devices must be 0..16 (got x)"
+# PRE_COPY devices with switchover-ack: their 16 MiB move while the guest runs, so the
+# precopy bytes hold at least the devices' whole memory, and the total adds up per device.
+"$FERRY" demo --mem 64M --devices 2 --devmem 8M --devrate 50M --devprecopy \
+	--set downtime-limit=5000 --json >"$TMP/demo-pre.json" 2>"$TMP/demo-pre.err"
+expect_eq "devprecopy demo exit code" "$?" 0
+expect_eq "devprecopy demo verified" "$(json "$TMP/demo-pre.json" 'j["verified"]')" True
+expect_eq "devprecopy demo: the initial data moved before the stop" \
+	"$(json "$TMP/demo-pre.json" '(lambda d: d["precopy-bytes"] >= 2 * 8 * 1048576 and d["precopy-bytes"] + d["stop-copy-bytes"] == sum(x["bytes"] for x in d["list"]))(j["device_state"])')" True
+expect_eq "demo --devprecopy without devices" "$("$FERRY" demo --devprecopy 2>&1 | head -1)" \
+	"ferry demo: --devprecopy needs --devices N"
 # A guest dirtying 200 MB/s over a 30 MiB/s link: the demo's auto-converge ends it.
 "$FERRY" demo --mem 64M --rate 100M --set max-bandwidth=31457280 --set downtime-limit=50 \
 	--set cpu-throttle-initial=60 --set cpu-throttle-increment=30 --json >"$TMP/demo2.json" 2>"$TMP/demo2.err"
