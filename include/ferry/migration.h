@@ -396,8 +396,7 @@ FERRY_EXTERN int ferry_uri_validate(const char *uri, char *err, size_t err_len);
  * Starts an outgoing migration to uri. Returns 0 once the migration thread
  * runs (connection errors then show as FAILED with error_desc), or -EINVAL
  * (bad uri or params), -EBUSY (a migration already runs), -ENOMEM,
- * -EOPNOTSUPP (auto_converge without a set_throttle vCPU operation;
- * postcopy with live devices registered, ferry/device.h).
+ * -EOPNOTSUPP (auto_converge without a set_throttle vCPU operation).
  */
 FERRY_EXTERN int ferry_migration_start(ferry_vm_t *vm, const char *uri,
 				     const ferry_migration_params *params);
