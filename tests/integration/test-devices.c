@@ -568,11 +568,8 @@ static void pc_devices(unsigned n, bool multifd, bool preempt)
 	ferry_migration_params p;
 	pc_dev_params(&p, multifd, preempt);
 	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
-	assert_int_equal(wait_final(src.vm), FERRY_MIGRATION_COMPLETED);
-	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_COMPLETED);
 	ferry_migration_info si, di;
-	ferry_migration_query(src.vm, &si);
-	ferry_migration_query(dst.vm, &di);
+	wait_both_final(&src, &dst, FERRY_MIGRATION_COMPLETED, &si, &di);
 	assert_true(si.postcopy && di.postcopy);
 	expect_dev_stats(&src, &dst, n, multifd);
 	print_message("postcopy, %u devices%s%s: downtime %llu ms (ram %llu, device %llu, other "
@@ -592,29 +589,10 @@ static void pc_devices(unsigned n, bool multifd, bool preempt)
 	side_destroy(&dst);
 }
 
-static void t_pc_one_device(void **state)
-{
-	(void)state;
-	pc_devices(1, false, false);
-}
-
-static void t_pc_two_devices_preempt(void **state)
-{
-	(void)state;
-	pc_devices(2, false, true);
-}
-
-static void t_pc_mf_one_device_preempt(void **state)
-{
-	(void)state;
-	pc_devices(1, true, true);
-}
-
-static void t_pc_mf_two_devices(void **state)
-{
-	(void)state;
-	pc_devices(2, true, false);
-}
+static void t_pc_one_device(void **s) { (void)s; pc_devices(1, false, false); }
+static void t_pc_two_devices_preempt(void **s) { (void)s; pc_devices(2, false, true); }
+static void t_pc_mf_one_device_preempt(void **s) { (void)s; pc_devices(1, true, true); }
+static void t_pc_mf_two_devices(void **s) { (void)s; pc_devices(2, true, false); }
 
 /* Waits until each of s's n "gdev" devices has loaded some data: their state streams. */
 static void wait_dev_loaded(side *s, unsigned n)
