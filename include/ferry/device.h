@@ -52,8 +52,17 @@
  * its config vmsd is applied. It goes to RUNNING once the migration
  * completed with the destination's vCPUs running.
  *
- * Postcopy: not with live devices yet (ferry_migration_start says
- * -EOPNOTSUPP): their state cannot be fetched after the switch.
+ * Postcopy: a device's state cannot be fetched on demand, so it is
+ * complete on the destination before the guest runs there. At the
+ * postcopy switch (vCPUs stopped) every device is read and written as
+ * above, before the destination may run the guest; its config is applied
+ * and it goes to STOP before the vCPUs start there, then to RUNNING when
+ * the migration completes. The downtime (query-migrate's downtime and
+ * x-downtime-split) includes the devices' data. A failure before that
+ * point (a read or write error, a broken link) fails the migration as in
+ * precopy: the source guest runs on, its devices RUNNING again. After it,
+ * a broken link pauses postcopy as usual; no device is involved in the
+ * recovery.
  *
  * Thread contract:
  *   - read is called only from libferry's threads, never the caller's:

@@ -367,14 +367,15 @@ typedef struct ferry_migration_info {
 	uint64_t device_precopy_bytes;
 	uint64_t device_stopcopy_bytes;
 	/*
-	 * The split of a precopy switchover's downtime, every part measured
-	 * from the vCPU stop on the source's clock (0 until COMPLETED; 0 after
-	 * a postcopy switch):
-	 *   downtime_ram_ms     until the final RAM pass was written;
+	 * The split of a switchover's downtime, every part measured from the
+	 * vCPU stop on the source's clock (0 until COMPLETED):
+	 *   downtime_ram_ms     until the final RAM pass was written (after a
+	 *                       postcopy switch: its DISCARD bitmaps);
 	 *   downtime_device_ms  until the last live device's end marker was
 	 *                       sent (0 without live devices);
 	 *   downtime_other_ms   downtime_ms - max(ram, device): configs and
-	 *                       vmsd devices, the end of the stream, what the
+	 *                       vmsd devices, the end of the stream (postcopy:
+	 *                       LISTEN and the package), what the
 	 *                       destination still loads and applies, its
 	 *                       vCPU start and its answer.
 	 * RAM and device data overlap when they travel side by side, so ram +
@@ -422,8 +423,7 @@ FERRY_EXTERN int ferry_uri_validate(const char *uri, char *err, size_t err_len);
  * Starts an outgoing migration to uri. Returns 0 once the migration thread
  * runs (connection errors then show as FAILED with error_desc), or -EINVAL
  * (bad uri or params), -EBUSY (a migration already runs), -ENOMEM,
- * -EOPNOTSUPP (auto_converge without a set_throttle vCPU operation;
- * postcopy with live devices registered, ferry/device.h).
+ * -EOPNOTSUPP (auto_converge without a set_throttle vCPU operation).
  */
 FERRY_EXTERN int ferry_migration_start(ferry_vm_t *vm, const char *uri,
 				     const ferry_migration_params *params);

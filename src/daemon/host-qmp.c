@@ -197,7 +197,7 @@ static void info_devices(json_t *o, const ferry_migration_info *i, ferry_vm_t *v
 					      "stop-copy-bytes", (json_int_t)i->device_stopcopy_bytes,
 					      "list", list));
 	}
-	if (!i->incoming && i->status == FERRY_MIGRATION_COMPLETED && !i->postcopy)
+	if (!i->incoming && i->status == FERRY_MIGRATION_COMPLETED) /* precopy or postcopy */
 		json_object_set_new(o, "x-downtime-split",
 				    json_pack("{s:I,s:I,s:I}", "ram", (json_int_t)i->downtime_ram_ms,
 					      "device", (json_int_t)i->downtime_device_ms, "other",

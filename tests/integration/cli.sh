@@ -63,6 +63,16 @@ expect_eq "devices demo: the devices line" \
 	"$(grep '^  devices ' "$TMP/demo-dev.txt" | sed 's/slowest save [0-9]* ms; downtime: RAM [0-9]* ms, device data [0-9]* ms, other [0-9]* ms$/slowest save N ms; downtime: RAM N ms, device data N ms, other N ms/')" \
 	"  devices      2 live devices, 16.0 MiB of device state after the stop (0.0 MiB before), slowest save N ms; downtime: RAM N ms, device data N ms, other N ms"
 expect_eq "devices demo: RAM and device memory verified" "$(grep -c '^  verified     destination RAM and device memory match' "$TMP/demo-dev.txt")" 1
+# Postcopy with live devices: their state is whole before the destination runs, and the
+# downtime (with its split) includes it.
+"$FERRY" demo --mem 64M --devices 2 --devmem 8M --devrate 50M --postcopy --json \
+	>"$TMP/demo-pcdev.json" 2>"$TMP/demo-pcdev.err"
+expect_eq "postcopy devices demo exit code" "$?" 0
+expect_eq "postcopy devices demo verified, in postcopy" \
+	"$(json "$TMP/demo-pcdev.json" '[j["verified"], "faults" in j["postcopy"], j["device_state"]["stop-copy-bytes"]]')" \
+	"[True, True, 16777728]"
+expect_eq "postcopy devices demo: the split adds up to the downtime" \
+	"$(json "$TMP/demo-pcdev.json" '(lambda s: s["device"] > 0 and s["device"] + s["other"] == j["downtime_ms"] and s["ram"] <= s["device"])(j["downtime_split_ms"])')" True
 expect_eq "demo --devices bad" "$("$FERRY" demo --devices x 2>&1 | head -1)" \
 	"ferry demo: --devices 'x': devices must be 0..16 (got x)"
 # PRE_COPY devices with switchover-ack: their 16 MiB move while the guest runs, so the

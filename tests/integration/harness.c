@@ -76,6 +76,15 @@ const char *wait_failed(ferry_vm_t *vm)
 	return msg;
 }
 
+void wait_both_final(side *src, side *dst, int want, ferry_migration_info *si,
+		     ferry_migration_info *di)
+{
+	assert_int_equal(wait_final(src->vm), want);
+	assert_int_equal(wait_final(dst->vm), want);
+	ferry_migration_query(src->vm, si);
+	ferry_migration_query(dst->vm, di);
+}
+
 int wait_final(ferry_vm_t *vm)
 {
 	int st = ferry_migration_wait(vm, 120000);

@@ -31,6 +31,9 @@ bool side_verify(side *s);
 bool side_run_and_verify(side *s, uint64_t n);
 /* Waits for a final status with a generous timeout; fails the test on hang. */
 int wait_final(ferry_vm_t *vm);
+/* wait_final on src then dst, which must both say want; their final figures in *si, *di. */
+void wait_both_final(side *src, side *dst, int want, ferry_migration_info *si,
+		     ferry_migration_info *di);
 /* wait_final, which must say FAILED; returns the error message (static buffer). */
 const char *wait_failed(ferry_vm_t *vm);
 /*

@@ -6,8 +6,11 @@
  * with vmsd-only and live devices (one without config), cancel while the
  * save threads read (the source runs on, its devices RUNNING again, and a
  * second migration matches the twin), a device whose read fails on the
- * source or whose write fails on the destination, postcopy refused, and
- * hostile live-device records, each with its message. The same over the
+ * source or whose write fails on the destination, and hostile
+ * live-device records, each with its message. Postcopy: 1 and 2 devices,
+ * with and without multifd and preempt, bit-exact, the downtime with its
+ * device part; the link cut while the state streams before the switch
+ * (a clean failure, then a second migration). The same over the
  * multifd channels (device-state packets): 1, 2 and 4 devices, packets
  * out of order (the proxy slows one channel), cancel while they stream,
  * and hostile packets. PRE_COPY devices (devprecopy: data while the guest
@@ -643,17 +646,127 @@ static void t_read_fails(void **state)
 	side_destroy(&dst);
 }
 
-/* Postcopy cannot carry live device state yet: the source refuses to start. */
-static void t_postcopy_refused(void **state)
+/* ---- postcopy: the devices' state is whole before the destination runs ---- */
+
+/* Postcopy after the first pass (never converging), with multifd and preempt or not. */
+static void pc_dev_params(ferry_migration_params *p, bool multifd, bool preempt)
+{
+	dev_params(p, multifd);
+	p->postcopy = true;
+	p->postcopy_preempt = preempt;
+	p->postcopy_after_passes = 1;
+	p->downtime_limit_ms = 1;
+}
+
+static void dst_allow_postcopy(side *dst)
+{
+	ferry_migration_params ip;
+	ferry_migration_params_init(&ip);
+	ip.postcopy = true;
+	assert_int_equal(ferry_migration_set_incoming_params(dst->vm, &ip), 0);
+}
+
+/*
+ * A postcopy migration of n devices: both sides COMPLETED in postcopy, the
+ * figures as precopy's, a downtime with its device part, bit-exact guest
+ * RAM and device memory on the destination.
+ */
+static void pc_devices(unsigned n, bool multifd, bool preempt)
+{
+	side src, dst;
+	char spec[160];
+	snprintf(spec, sizeof(spec), DEV_SPEC "devices=%u", n);
+	const char *uri = running_pair(&src, &dst, spec);
+	dst_allow_postcopy(&dst);
+	side_wait_steps(&src, 2048);
+	ferry_migration_params p;
+	pc_dev_params(&p, multifd, preempt);
+	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
+	ferry_migration_info si, di;
+	wait_both_final(&src, &dst, FERRY_MIGRATION_COMPLETED, &si, &di);
+	assert_true(si.postcopy && di.postcopy);
+	expect_dev_stats(&src, &dst, n, multifd);
+	print_message("postcopy, %u devices%s%s: downtime %llu ms (ram %llu, device %llu, other "
+		      "%llu); destination device %llu ms\n", n, multifd ? ", multifd" : "",
+		      preempt ? ", preempt" : "", (unsigned long long)si.downtime_ms,
+		      (unsigned long long)si.downtime_ram_ms, (unsigned long long)si.downtime_device_ms,
+		      (unsigned long long)si.downtime_other_ms, (unsigned long long)di.downtime_device_ms);
+	/* n x 4 MiB at 200 MB/s each: the devices' data is in the downtime. */
+	assert_true(si.downtime_ms > 0 && si.downtime_device_ms > 0 && di.downtime_device_ms > 0);
+	assert_true(si.downtime_ms >= si.downtime_device_ms);
+	expect_dev_states(&src, FERRY_LIVE_STOP);
+	expect_dev_states(&dst, FERRY_LIVE_RUNNING);
+	assert_true(ferry_vm_is_running(dst.vm));
+	assert_false(ferry_vm_is_running(src.vm));
+	assert_true(side_run_and_verify(&dst, 5000));
+	side_destroy(&src);
+	side_destroy(&dst);
+}
+
+static void t_pc_one_device(void **s) { (void)s; pc_devices(1, false, false); }
+static void t_pc_two_devices_preempt(void **s) { (void)s; pc_devices(2, false, true); }
+static void t_pc_mf_one_device_preempt(void **s) { (void)s; pc_devices(1, true, true); }
+static void t_pc_mf_two_devices(void **s) { (void)s; pc_devices(2, true, false); }
+
+/* Waits until each of s's n "gdev" devices has loaded some data: their state streams. */
+static void wait_dev_loaded(side *s, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		ferry_live_device_stats st = { 0 };
+		for (int waited = 0; !st.bytes; waited++) {
+			if (waited == 60000)
+				fail_msg("device %u never loaded data", i);
+			msleep(1);
+			assert_int_equal(ferry_live_device_stats_get(s->vm, i, &st), 0);
+		}
+		assert_int_equal(st.state, FERRY_LIVE_RESUMING);
+	}
+}
+
+/*
+ * The link cut while the devices' state streams at a postcopy switch,
+ * before LISTEN: the destination never ran, so the migration fails like a
+ * precopy one (not paused): the source guest runs on, its devices RUNNING
+ * again, and a second postcopy migration succeeds bit-exact.
+ */
+static void t_pc_cut_streaming(void **state)
 {
 	(void)state;
-	side src;
-	side_create(&src, "mem=16M,vram=4M,vcpus=1,devices=1,devmem=64K", FERRY_DIRTY_WP_ASYNC, false);
+	side src, dst;
+	char puri[120];
+	/* 4 MiB at 2 MB/s: each device reads for 2 s, in 20 KB chunks. */
+	const char *spec = "mem=64M,vram=4M,vcpus=2,rate=50M,devices=2,devmem=4M,devrate=2M";
+	proxy *px = running_pair_proxied(&src, &dst, spec, puri);
+	dst_allow_postcopy(&dst);
+	side_wait_steps(&src, 2048);
 	ferry_migration_params p;
-	ferry_migration_params_init(&p);
-	p.postcopy = true;
-	assert_int_equal(ferry_migration_start(src.vm, test_uri(), &p), -EOPNOTSUPP);
+	pc_dev_params(&p, false, false);
+	assert_int_equal(ferry_migration_start(src.vm, puri, &p), 0);
+	wait_status(src.vm, FERRY_MIGRATION_DEVICE);
+	wait_dev_loaded(&dst, 2);
+	proxy_cut_now(px, 0);
+	assert_string_equal(wait_failed(src.vm), "lost the connection to the destination: Broken pipe");
+	assert_true(ferry_vm_is_running(src.vm));
+	expect_dev_states(&src, FERRY_LIVE_RUNNING);
+	/* The destination was reading the devices' state (its offset: after the first pass). */
+	const char *want = "the source closed the connection before the migration completed "
+			   "(device state at offset ";
+	assert_memory_equal(wait_failed(dst.vm), want, strlen(want));
+	assert_false(ferry_vm_is_running(dst.vm));
+	proxy_stop(px);
+	/* Again, straight to a fresh destination. */
+	ferry_guest_reset(dst.g);
+	const char *uri = test_uri();
+	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
+	side_wait_steps(&src, 2048);
+	p.downtime_limit_ms = 300; /* the devices' 2 s of data */
+	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
+	assert_int_equal(wait_final(src.vm), FERRY_MIGRATION_COMPLETED);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_COMPLETED);
+	expect_dev_states(&dst, FERRY_LIVE_RUNNING);
+	assert_true(side_run_and_verify(&dst, 5000));
 	side_destroy(&src);
+	side_destroy(&dst);
 }
 
 /* ---- PRE_COPY devices and switchover-ack ---- */
@@ -977,7 +1090,11 @@ static size_t h_missing_device(sbuf *b)
 	return b->len - 1;
 }
 
-/* Postcopy advised (flags 0): live devices cannot follow. */
+/*
+ * Postcopy advised (flags 0), the device list, then LISTEN and a package
+ * holding only RUN: the devices' state must come before it. Returns the
+ * offset of RUN in the package.
+ */
 static size_t h_postcopy(sbuf *b)
 {
 	header(b);
@@ -986,7 +1103,19 @@ static size_t h_postcopy(sbuf *b)
 	be16(b, 4);
 	be32(b, 0);
 	ram_setup(b);
-	return live_list(b, "gdev", 0);
+	live_start(b, "gdev", 0);
+	u8(b, FERRY_REC_COMMAND);
+	be16(b, FERRY_CMD_POSTCOPY_LISTEN);
+	be16(b, 0);
+	u8(b, FERRY_REC_COMMAND);
+	be16(b, FERRY_CMD_POSTCOPY_PACKAGE);
+	be16(b, 4);
+	be32(b, 6);
+	u8(b, FERRY_REC_COMMAND);
+	be16(b, FERRY_CMD_POSTCOPY_RUN);
+	be16(b, 1);
+	u8(b, 1);
+	return 0;
 }
 
 static size_t h_unknown_number(sbuf *b)
@@ -1096,7 +1225,7 @@ static void t_hostile(void **state)
 	} cases[] = {
 		{ h_unknown_device, "unknown live device 'nic' instance 0", "live device list" },
 		{ h_missing_device, "live device 'gdev' instance 0 is not in the stream", "record" },
-		{ h_postcopy, "live devices cannot migrate with postcopy yet", "live device list", true },
+		{ h_postcopy, "no live device state before the vCPUs start", "command", true },
 		{ h_unknown_number, "state of live device number 5 (1 devices)", "device state" },
 		{ h_duplicate, "live device 'gdev' instance 0: duplicate buffer index 0", "device state" },
 		{ h_too_far, "live device 'gdev' instance 0: buffer index 65 is 64 ahead of 1 "
@@ -1254,7 +1383,6 @@ int main(void)
 		cmocka_unit_test(t_loader_never_blocks),
 		cmocka_unit_test(t_write_fails),
 		cmocka_unit_test(t_read_fails),
-		cmocka_unit_test(t_postcopy_refused),
 		{ "t_precopy", t_precopy_case, NULL, NULL, &(precopy_case){ 0 } },
 		{ "t_mf_precopy", t_precopy_case, NULL, NULL, &(precopy_case){ .multifd = true } },
 		{ "t_precopy_paused", t_precopy_case, NULL, NULL,
@@ -1265,6 +1393,11 @@ int main(void)
 		cmocka_unit_test(t_swack_no_precopy),
 		cmocka_unit_test(t_swack_mismatch),
 		cmocka_unit_test(t_cancel_precopy),
+		cmocka_unit_test(t_pc_one_device),
+		cmocka_unit_test(t_pc_two_devices_preempt),
+		cmocka_unit_test(t_pc_mf_one_device_preempt),
+		cmocka_unit_test(t_pc_mf_two_devices),
+		cmocka_unit_test(t_pc_cut_streaming),
 		cmocka_unit_test(t_hostile),
 		cmocka_unit_test(t_mf_hostile),
 	};

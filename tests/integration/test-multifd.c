@@ -244,11 +244,8 @@ static void t_mf_channel_cut_then_retry(void **s)
 	mf_params(&p, 2, false);
 	p.max_bandwidth = 100 * MiB;
 	assert_int_equal(ferry_migration_start(src.vm, puri, &p), 0);
-	assert_int_equal(wait_final(src.vm), FERRY_MIGRATION_FAILED);
-	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_FAILED);
 	ferry_migration_info si, di;
-	ferry_migration_query(src.vm, &si);
-	ferry_migration_query(dst.vm, &di);
+	wait_both_final(&src, &dst, FERRY_MIGRATION_FAILED, &si, &di);
 	/*
 	 * Channel 1 is cut; which channel reports first on each side is a
 	 * race (a failure shuts the other connections down), but it is a

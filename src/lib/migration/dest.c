@@ -221,7 +221,7 @@ static int dst_load_stream(ferry_dst *l)
 			if (!l->ram.started)
 				return ferry__chan_fail(c, FERRY_EBADSTREAM,
 							"stream ended before the RAM setup section");
-			return ferry__parts_load_complete(&l->parts, c);
+			return ferry__parts_load_complete(&l->parts, c, false);
 		case FERRY_REC_SECTION_START:
 		case FERRY_REC_SECTION_FULL:
 			r = ferry__dst_load_section(l, type);

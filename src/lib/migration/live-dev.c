@@ -37,6 +37,10 @@
  *                  and the end markers; then each device's config vmsd
  *                  (DEV_CONFIG) and the end of the body; the devices go
  *                  to STOP.
+ *   (postcopy)     FERRY_PART_BEFORE_RUN: save_complete and complete_wait
+ *                  run at the switch before LISTEN, as above (the multifd
+ *                  channels are still up), so the state is whole on the
+ *                  destination before it can run; nothing after the switch.
  *   save_cleanup   stops and joins the threads (a cancel is seen between
  *                  two reads and while a thread waits for the carrier);
  *                  unless the migration completed, every device goes back
@@ -62,7 +66,9 @@
  *                  load thread (back-pressure). The thread moves the device
  *                  to RESUMING and writes the buffers strictly in index
  *                  order, with no lock held.
- *   load_complete  at EOF: every device sent its end marker and config,
+ *   load_complete  at EOF (postcopy: after the package, before its vCPUs
+ *                  start; the END body came before LISTEN): every device
+ *                  sent its end marker and config,
  *                  every load thread finished, each device goes to STOP,
  *                  then the config vmsds are applied in registration order
  *                  under vm->run_lock, before the vCPUs start.
@@ -215,25 +221,16 @@ static bool mig_completed(struct ferry_migration *m)
 	return mig_status(m) == FERRY_MIGRATION_COMPLETED;
 }
 
-/* Why a migration with live devices cannot switch to postcopy. */
-#define NO_POSTCOPY_MSG "live devices cannot migrate with postcopy yet"
-
 /*
  * Setup (either side): 0 when the VM has no live device (nothing to do),
- * else 1 with m's parameters in p; on the source -EOPNOTSUPP when they ask
- * for postcopy (ferry_migration_start refuses that already): live device
- * state cannot be fetched on demand yet. A destination merely allowing
- * postcopy is fine; one whose stream advises it fails at the device list.
+ * else 1 with m's parameters in p.
  */
 static int live_wanted(struct ferry_migration *m, ferry_migration_params *p)
 {
 	if (!m->vm->nlive)
 		return 0;
 	ferry__mig_params(m, p);
-	if (m->incoming || !p->postcopy)
-		return 1;
-	ferry__mig_set_error(m, -EOPNOTSUPP, NO_POSTCOPY_MSG);
-	return -EOPNOTSUPP;
+	return 1;
 }
 
 /* ================================ source ================================ */
@@ -757,6 +754,8 @@ static int live_complete_wait(void *opaque)
 	int r = s->mf ? mf_finish(s) : drain(s);
 	if (!r)
 		m->sw_dev_ns = ferry__now_ns();
+	else /* the link broke: a thread waiting for the carrier gives up */
+		atomic_store(&s->abort, true);
 	join_savers(s);
 	for (unsigned i = 0; i < s->vm->nlive && !r; i++) {
 		struct ferry_live_device *d = &s->vm->live[i];
@@ -918,15 +917,6 @@ static int load_setup_entry(struct ferry_live_dst *t, ferry_chan *c, unsigned k,
 	return 0;
 }
 
-/* Whether the stream advised postcopy (m->pc_dst is published under vm->mig_lock). */
-static bool pc_advised(struct ferry_migration *m)
-{
-	pthread_mutex_lock(&m->vm->mig_lock);
-	bool advised = m->pc_dst != NULL;
-	pthread_mutex_unlock(&m->vm->mig_lock);
-	return advised;
-}
-
 /* The setup section (START): exactly our devices. */
 static int load_setup_section(struct ferry_live_dst *t, ferry_chan *c, const ferry_section *s)
 {
@@ -939,8 +929,6 @@ static int load_setup_section(struct ferry_live_dst *t, ferry_chan *c, const fer
 					s->version, FERRY_LIVE_VERSION);
 	if (t && atomic_load_explicit(&t->seen, memory_order_relaxed)) /* only this thread stores */
 		return ferry__chan_fail(c, FERRY_EBADSTREAM, "live devices set up twice");
-	if (t && pc_advised(t->m))
-		return ferry__chan_fail(c, -EOPNOTSUPP, NO_POSTCOPY_MSG);
 	if ((r = ferry__wire_get_live_count(c, &n)))
 		return r;
 	for (unsigned k = 0; k < n; k++)
@@ -1372,8 +1360,8 @@ static int live_load_complete(void *opaque, ferry_chan *c)
 		return ferry__chan_fail(c, FERRY_EMISMATCH, "live device '%s' instance %u is not in "
 					"the stream", t->vm->live[0].id, t->vm->live[0].instance);
 	if (!t->body_done)
-		return ferry__chan_fail(c, FERRY_EBADSTREAM, "the stream ended before the live "
-					"devices' state");
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "no live device state before the "
+					"vCPUs start");
 	for (unsigned i = 0; i < t->vm->nlive; i++) {
 		int r = loader_wait(&t->dev[i], &e);
 		if (!r)
@@ -1427,6 +1415,7 @@ static void live_load_cleanup(void *opaque)
 
 const ferry_participant ferry__live_participant = {
 	.name = "live-devices",
+	.flags = FERRY_PART_BEFORE_RUN, /* read from the device: never fetched on demand */
 	.save_setup = live_save_setup,
 	.save_iterate = live_save_iterate,
 	.pending = live_pending,

@@ -311,8 +311,6 @@ int ferry_migration_start(ferry_vm_t *vm, const char *uri, const ferry_migration
 		return -EINVAL;
 	if (params && params->auto_converge && !vm->vcpu_ops.set_throttle)
 		return -EOPNOTSUPP;
-	if (params && params->postcopy && vm->nlive)
-		return -EOPNOTSUPP; /* live device state cannot be fetched on demand (yet) */
 	struct ferry_migration *m = mig_new(vm, false, uri);
 	if (!m)
 		return -ENOMEM;

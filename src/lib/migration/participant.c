@@ -86,12 +86,25 @@ bool ferry__parts_ready(ferry_parts *t)
 	return true;
 }
 
-int ferry__parts_save_complete(ferry_parts *t, ferry_chan *c, bool postcopy)
+/* Whether walk runs the participant flagged flags. */
+static bool in_walk(unsigned flags, ferry_parts_walk walk)
+{
+	switch (walk) {
+	case FERRY_WALK_BEFORE_RUN:
+		return flags & FERRY_PART_BEFORE_RUN;
+	case FERRY_WALK_PACKAGE:
+		return !(flags & (FERRY_PART_BEFORE_RUN | FERRY_PART_POSTCOPY));
+	default:
+		return true;
+	}
+}
+
+int ferry__parts_save_complete(ferry_parts *t, ferry_chan *c, ferry_parts_walk walk)
 {
 	int r = 0;
 	for (unsigned i = 0; i < t->n && !r; i++) {
 		const ferry_participant *ops = t->p[i].ops;
-		if (ops->save_complete && !(postcopy && (ops->flags & FERRY_PART_POSTCOPY)))
+		if (ops->save_complete && in_walk(ops->flags, walk))
 			r = ops->save_complete(t->p[i].opaque, c);
 	}
 	/*
@@ -99,9 +112,11 @@ int ferry__parts_save_complete(ferry_parts *t, ferry_chan *c, bool postcopy)
 	 * after a failure (another's section may be open on c): save_cleanup
 	 * stops their threads.
 	 */
-	for (unsigned i = 0; i < t->n && !r; i++)
-		if (t->p[i].ops->complete_wait)
-			r = t->p[i].ops->complete_wait(t->p[i].opaque);
+	for (unsigned i = 0; i < t->n && !r; i++) {
+		const ferry_participant *ops = t->p[i].ops;
+		if (ops->complete_wait && in_walk(ops->flags, walk))
+			r = ops->complete_wait(t->p[i].opaque);
+	}
 	return r;
 }
 
@@ -188,12 +203,14 @@ int ferry__parts_load_buf(ferry_parts *t, ferry_chan *c, ferry_part_buf *b)
 				b->dev, b->index);
 }
 
-int ferry__parts_load_complete(ferry_parts *t, ferry_chan *c)
+int ferry__parts_load_complete(ferry_parts *t, ferry_chan *c, bool postcopy)
 {
 	int r = 0;
-	for (unsigned i = 0; i < t->n && !r; i++)
-		if (t->p[i].ops->load_complete)
-			r = t->p[i].ops->load_complete(t->p[i].opaque, c);
+	for (unsigned i = 0; i < t->n && !r; i++) {
+		const ferry_participant *ops = t->p[i].ops;
+		if (ops->load_complete && !(postcopy && (ops->flags & FERRY_PART_POSTCOPY)))
+			r = ops->load_complete(t->p[i].opaque, c);
+	}
 	return r;
 }
 

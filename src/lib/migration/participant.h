@@ -21,9 +21,13 @@
  *                   (switchover-ack: the destination has not acknowledged);
  *                   the iteration runs another pass. May wait briefly.
  *   save_complete   after the vCPUs stopped: the rest of the state. With
- *                   postcopy, participants marked FERRY_PART_POSTCOPY are
- *                   skipped here (their rest goes after the switch) and the
- *                   others' complete runs into the switch package;
+ *                   postcopy (ferry_parts_walk): participants marked
+ *                   FERRY_PART_BEFORE_RUN complete first, on the main
+ *                   channel, before LISTEN (their state may be large and
+ *                   must be whole before the destination runs); those
+ *                   marked FERRY_PART_POSTCOPY are skipped (their rest goes
+ *                   after the switch); the others' complete runs into the
+ *                   switch package (capped at FERRY_PC_PACKAGE_MAX);
  *   save_cleanup    once, at the end (any outcome), in reverse order; also
  *                   after a failed save_setup.
  * A NULL handler is skipped. Return values are 0 or a negative errno (the
@@ -50,23 +54,28 @@
  *                   concurrently with mig/dst/main;
  *   load_complete   at EOF, before the vCPUs start: what the participant
  *                   still has to finish (live devices: wait for their load
- *                   threads, apply their config);
+ *                   threads, apply their config). With postcopy, once the
+ *                   package (and its RUN) is loaded, before the vCPUs
+ *                   start, for every participant but FERRY_PART_POSTCOPY
+ *                   ones; never at the background stream's EOF;
  *   load_cleanup    at the end (any outcome), in reverse order; status
  *                   COMPLETED is already set when the migration succeeded.
  * Every handler reads hostile input: it checks each field before use and
  * fails on c (ferry__chan_fail) with a message naming what was wrong.
  *
- * Live devices (live-dev.c): save_iterate sends PRE_COPY devices' data
- * while the guest runs; pending reports their precopy and stop-copy bytes;
- * save_complete starts a save thread per device and returns, and the
- * driver then waits for them through complete_wait before EOF; load_buf
- * receives the devices' buffers on the destination.
+ * Live devices (live-dev.c, FERRY_PART_BEFORE_RUN): save_iterate sends
+ * PRE_COPY devices' data while the guest runs; pending reports their
+ * precopy and stop-copy bytes; save_complete starts a save thread per
+ * device and returns, and the driver then waits for them through
+ * complete_wait before EOF (postcopy: before LISTEN); load_buf receives
+ * the devices' buffers on the destination.
  *
  * Thread: every handler runs on the driver's main thread (mig/src/main or
  * mig/dst/main) unless its participant starts threads of its own; after a
  * postcopy switch, the destination's background PART sections load on
  * mig/dst/listen while mig/dst/main loads the package through a copy of the
- * table. The table is built before the migration starts; only `started`
+ * table (and then calls load_complete on that copy). The table is built
+ * before the migration starts; only `started`
  * changes while it runs, on the thread that loads START sections.
  */
 #ifndef FERRY_MIGRATION_PARTICIPANT_H
@@ -101,6 +110,12 @@ typedef struct ferry_part_buf {
 
 /* The participant's remaining state can be sent after a postcopy switch. */
 #define FERRY_PART_POSTCOPY 0x1u
+/*
+ * Its state must be complete on the destination before the guest runs
+ * there, and may be large (more than a postcopy package holds): at a
+ * postcopy switch it completes on the main channel before LISTEN.
+ */
+#define FERRY_PART_BEFORE_RUN 0x2u
 
 typedef struct ferry_participant {
 	const char *name;
@@ -151,8 +166,18 @@ int ferry__parts_sync(ferry_parts *t, uint64_t *dirtied);
 uint64_t ferry__parts_pending(ferry_parts *t, uint64_t *precopy, uint64_t *stopcopy);
 /* Whether every participant lets the guest stop now (ready; NULL: yes). */
 bool ferry__parts_ready(ferry_parts *t);
-/* postcopy: skip FERRY_PART_POSTCOPY participants. */
-int ferry__parts_save_complete(ferry_parts *t, ferry_chan *c, bool postcopy);
+/*
+ * Which participants a completion walk runs: precopy's all of them; a
+ * postcopy switch first the FERRY_PART_BEFORE_RUN ones (before LISTEN),
+ * then, into the package, those neither BEFORE_RUN nor POSTCOPY.
+ */
+typedef enum ferry_parts_walk {
+	FERRY_WALK_ALL,
+	FERRY_WALK_BEFORE_RUN,
+	FERRY_WALK_PACKAGE,
+} ferry_parts_walk;
+/* save_complete, then complete_wait, of the walk's participants. */
+int ferry__parts_save_complete(ferry_parts *t, ferry_chan *c, ferry_parts_walk walk);
 void ferry__parts_save_cleanup(ferry_parts *t);
 
 /*
@@ -180,7 +205,8 @@ int ferry__parts_load_start(ferry_parts *t, ferry_chan *c);
  * load_buf); fails on c when none does. Takes b->data.
  */
 int ferry__parts_load_buf(ferry_parts *t, ferry_chan *c, ferry_part_buf *b);
-int ferry__parts_load_complete(ferry_parts *t, ferry_chan *c);
+/* postcopy: after the package, skipping FERRY_PART_POSTCOPY participants. */
+int ferry__parts_load_complete(ferry_parts *t, ferry_chan *c, bool postcopy);
 void ferry__parts_load_cleanup(ferry_parts *t);
 
 /*

@@ -771,7 +771,10 @@ static void *listen_thread(void *arg)
 
 /*
  * Loads the package (device state, then RUN) while mig/dst/listen already
- * reads the main connection. Returns 0 once RUN was seen. Thread: mig/dst/main.
+ * reads the main connection, then every participant's load_complete but
+ * FERRY_PART_POSTCOPY ones' (live devices: their load threads done, their
+ * configs applied; their data came before LISTEN). Returns 0 once RUN was
+ * seen and those completed. Thread: mig/dst/main.
  */
 static int pc_load_package(ferry_dst *l)
 {
@@ -798,6 +801,8 @@ static int pc_load_package(ferry_dst *l)
 	}
 	if (!r && !pl.pc_running)
 		r = ferry__chan_fail(&pk, FERRY_EBADSTREAM, "postcopy package without run");
+	if (!r) /* what must be whole before the vCPUs start (live devices) */
+		r = ferry__parts_load_complete(&pl.parts, &pk, true);
 	if (r) {
 		struct ferry_migration *m = l->m;
 		ferry__mig_set_error(m, r, "%s", ferry__error_text(&pk.in_err, r));

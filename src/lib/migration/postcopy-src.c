@@ -32,6 +32,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "migration/live-stats.h"
 #include "migration/postcopy.h"
 #include "stream/format.h"
 #include "stream/wire.h"
@@ -474,10 +475,10 @@ static int pc_prediscard(struct ferry_migration *m, ferry_ram_saver *rs)
 }
 
 /*
- * The state that cannot come after the switch (every participant's but
- * RAM's: device state) and RUN as one PACKAGE (see format.h): built in a
- * memfd through a channel of its own, then queued on c straight from its
- * mapping.
+ * The state that cannot come after the switch and is small (every
+ * participant's but RAM's and the FERRY_PART_BEFORE_RUN ones': device
+ * vmsds) and RUN as one PACKAGE (see format.h): built in a memfd through a
+ * channel of its own, then queued on c straight from its mapping.
  */
 static int pc_package(struct src_ctx *x, ferry_chan *c)
 {
@@ -491,7 +492,7 @@ static int pc_package(struct src_ctx *x, ferry_chan *c)
 		return r;
 	}
 	uint8_t run = x->stopped_by_us;
-	if (!(r = ferry__parts_save_complete(&x->parts, &pk, true))) {
+	if (!(r = ferry__parts_save_complete(&x->parts, &pk, FERRY_WALK_PACKAGE))) {
 		ferry__wire_put_cmd_u8(&pk, FERRY_CMD_POSTCOPY_RUN, run);
 		r = ferry__chan_flush(&pk);
 	}
@@ -516,8 +517,14 @@ static int pc_package(struct src_ctx *x, ferry_chan *c)
 
 /*
  * The switch: with the vCPUs stopped, the final dirty bitmap goes out as
- * DISCARD bitmaps, then LISTEN, the device state and RUN. Returns 0 once
- * RUN is flushed: from then on the destination may run the guest.
+ * DISCARD bitmaps; then the state that must be whole before the
+ * destination runs and may be large (FERRY_PART_BEFORE_RUN participants:
+ * live devices, their data on the multifd channels when those are on),
+ * on the main channel while the multifd channels are still up; then
+ * LISTEN, the package and RUN. Up to LISTEN a failure or a cancel is a
+ * precopy one: the destination has not run, the source guest resumes.
+ * Returns 0 once RUN is flushed: from then on the destination may run the
+ * guest.
  */
 static int pc_switch(struct src_ctx *x)
 {
@@ -543,6 +550,10 @@ static int pc_switch(struct src_ctx *x)
 		if ((r = put_discard(c, rb, delta)))
 			return r;
 	}
+	m->sw_ram_ns = ferry__now_ns(); /* the downtime split's RAM part (live-stats.c) */
+	if ((r = ferry__parts_save_complete(&x->parts, c, FERRY_WALK_BEFORE_RUN)))
+		return r;
+	x->stream_open = false; /* no cancel notice from here on */
 	ferry__wire_put_cmd(c, FERRY_CMD_POSTCOPY_LISTEN, NULL, 0);
 	if ((r = pc_package(x, c)))
 		return r;
@@ -653,7 +664,6 @@ int ferry__pc_src_run(struct src_ctx *x)
 	/* Pages now go on the main (and preempt) channel only, unlimited (as QEMU's). */
 	ferry__ram_set_sink(&x->rs, NULL);
 	ferry__rl_set_off(&m->rl, true);
-	x->stream_open = false; /* no cancel from here on */
 	int r = pc_switch(x);
 	if (r)
 		return r;
@@ -670,6 +680,7 @@ int ferry__pc_src_run(struct src_ctx *x)
 	/* Every connection after the switch, main and preempt, across recoveries. */
 	m->info.postcopy_bytes = pc->closed_bytes + x->c->out_bytes + pc->pre.out_bytes - b0;
 	pthread_mutex_unlock(&m->stats_lock);
+	ferry__live_stat_split(m, run_ns);
 	return 0;
 }
 

@@ -505,7 +505,7 @@ static int phase_complete(struct src_ctx *x)
 	update_info(x, x->pass + 1, 0, 0);
 	/* As QEMU: every dirty sync is a MIGRATION_PASS, the switchover one too. */
 	ferry__mig_event(m, FERRY_EVENT_PASS, x->pass + 1);
-	if ((r = ferry__parts_save_complete(&x->parts, c, false)))
+	if ((r = ferry__parts_save_complete(&x->parts, c, FERRY_WALK_ALL)))
 		return r;
 	ferry__wire_put_cmd_u8(c, FERRY_CMD_VM_STATE, (uint8_t)x->stopped_by_us);
 	ferry__wire_put_record(c, FERRY_REC_EOF);
