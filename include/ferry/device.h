@@ -62,7 +62,8 @@
  * point (a read or write error, a broken link) fails the migration as in
  * precopy: the source guest runs on, its devices RUNNING again. After it,
  * a broken link pauses postcopy as usual; no device is involved in the
- * recovery.
+ * recovery, and if postcopy fails for good the source's devices stay in
+ * STOP with its guest (the destination may have run the guest).
  *
  * Thread contract:
  *   - read is called only from libferry's threads, never the caller's:

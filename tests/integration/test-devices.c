@@ -671,11 +671,13 @@ static void dst_allow_postcopy(side *dst)
  * figures as precopy's, a downtime with its device part, bit-exact guest
  * RAM and device memory on the destination.
  */
-static void pc_devices(unsigned n, bool multifd, bool preempt)
+static void expect_precopy_stats(side *src, side *dst, unsigned n);
+
+static void pc_devices_x(unsigned n, bool multifd, bool preempt, bool precopy)
 {
 	side src, dst;
 	char spec[160];
-	snprintf(spec, sizeof(spec), DEV_SPEC "devices=%u", n);
+	snprintf(spec, sizeof(spec), DEV_SPEC "devices=%u%s", n, precopy ? ",devprecopy" : "");
 	const char *uri = running_pair(&src, &dst, spec);
 	dst_allow_postcopy(&dst);
 	side_wait_steps(&src, 2048);
@@ -685,7 +687,10 @@ static void pc_devices(unsigned n, bool multifd, bool preempt)
 	ferry_migration_info si, di;
 	wait_both_final(&src, &dst, FERRY_MIGRATION_COMPLETED, &si, &di);
 	assert_true(si.postcopy && di.postcopy);
-	expect_dev_stats(&src, &dst, n, multifd);
+	if (precopy) /* the initial data went in the first pass, the rest at the switch */
+		expect_precopy_stats(&src, &dst, n);
+	else
+		expect_dev_stats(&src, &dst, n, multifd);
 	print_message("postcopy, %u devices%s%s: downtime %llu ms (ram %llu, device %llu, other "
 		      "%llu); destination device %llu ms\n", n, multifd ? ", multifd" : "",
 		      preempt ? ", preempt" : "", (unsigned long long)si.downtime_ms,
@@ -703,10 +708,17 @@ static void pc_devices(unsigned n, bool multifd, bool preempt)
 	side_destroy(&dst);
 }
 
+static void pc_devices(unsigned n, bool multifd, bool preempt)
+{
+	pc_devices_x(n, multifd, preempt, false);
+}
+
 static void t_pc_one_device(void **s) { (void)s; pc_devices(1, false, false); }
 static void t_pc_two_devices_preempt(void **s) { (void)s; pc_devices(2, false, true); }
 static void t_pc_mf_one_device_preempt(void **s) { (void)s; pc_devices(1, true, true); }
 static void t_pc_mf_two_devices(void **s) { (void)s; pc_devices(2, true, false); }
+/* PRE_COPY devices switching to postcopy: PRE_COPY -> STOP_COPY at the switch. */
+static void t_pc_precopy_devices(void **s) { (void)s; pc_devices_x(2, true, true, true); }
 
 /* Waits until each of s's n "gdev" devices has loaded some data: their state streams. */
 static void wait_dev_loaded(side *s, unsigned n)
@@ -1398,6 +1410,7 @@ int main(void)
 		cmocka_unit_test(t_pc_mf_one_device_preempt),
 		cmocka_unit_test(t_pc_mf_two_devices),
 		cmocka_unit_test(t_pc_cut_streaming),
+		cmocka_unit_test(t_pc_precopy_devices),
 		cmocka_unit_test(t_hostile),
 		cmocka_unit_test(t_mf_hostile),
 	};

@@ -43,8 +43,10 @@
  *                  destination before it can run; nothing after the switch.
  *   save_cleanup   stops and joins the threads (a cancel is seen between
  *                  two reads and while a thread waits for the carrier);
- *                  unless the migration completed, every device goes back
- *                  to RUNNING (the guest runs on).
+ *                  unless the migration completed, or failed after a
+ *                  postcopy switch (the destination may run the guest:
+ *                  the source's stays stopped), every device goes back to
+ *                  RUNNING (the guest runs on).
  * DESIGN (destination):
  *   load_setup     the per-device queues (x-device-state-max-queued slots);
  *   load           START: the device list must be exactly ours (PRE_COPY
@@ -779,6 +781,19 @@ static int live_complete_wait(void *opaque)
 }
 
 /* save_cleanup: threads stopped; devices RUNNING again unless it completed. */
+/*
+ * Whether the destination may run the guest (a postcopy switch went out,
+ * info.postcopy): after a failure past it the source guest stays stopped,
+ * and so do its devices; the destination's are the live ones.
+ */
+static bool handed_over(struct ferry_migration *m)
+{
+	pthread_mutex_lock(&m->stats_lock);
+	bool over = m->info.postcopy;
+	pthread_mutex_unlock(&m->stats_lock);
+	return over;
+}
+
 static void live_save_cleanup(void *opaque)
 {
 	struct ferry_migration *m = opaque;
@@ -789,7 +804,7 @@ static void live_save_cleanup(void *opaque)
 	join_savers(s);
 	for (; s->qlen; s->qlen--, s->qhead = (s->qhead + 1) % s->qcap)
 		ferry__buf_put(s->q[s->qhead].data);
-	if (s->copying && !mig_completed(m))
+	if (s->copying && !mig_completed(m) && !handed_over(m))
 		for (unsigned i = 0; i < s->vm->nlive; i++)
 			settle(&s->vm->live[i], FERRY_LIVE_RUNNING);
 	pthread_mutex_destroy(&s->lock);
