@@ -23,7 +23,8 @@ Prints one JSON object: per row the source's downtime, its split (x-downtime-spl
 device-state figures (x-device-state) of both sides, and the latencies. Usage:
   bench/devices.py [--ferry build/ferry] [--mem 1G] [--devices 4] [--devmem 256M]
                    [--devrate 500M] [--rows serial,main,multifd,precopy-ack] [--runs 1]
-                   [--downtime-limit 10000] [--probe-ms 5] [--timeout 300]
+                   [--downtime-limit 10000] [--probe-ms 5] [--settle 5] [--timeout 300]
+The rows run interleaved (run k: every row, in reverse order for odd k), --settle seconds apart.
 """
 import argparse, importlib.util, json, multiprocessing, os, shutil, statistics, subprocess, sys, tempfile, time
 
@@ -161,20 +162,22 @@ def main():
         ap.add_argument(name, type=int, default=default, help="ms, on the source" if "limit" in name else None)
     ap.add_argument("--timeout", type=float, default=300)
     ap.add_argument("--probe-ms", type=float, default=5, help="ms between two QMP latency samples")
+    ap.add_argument("--settle", type=float, default=5, help="s before each migration")
     a = ap.parse_args()
     limit_s = size(a.devmem) / size(a.devrate)  # the devices are read in parallel
     out = {"benchmark": "live-devices", "mem": a.mem, "devices": a.devices, "devmem": a.devmem,
            "devrate": a.devrate, "downtime_limit_ms": a.downtime_limit, "transport": "tcp loopback", "guest": "paused",
            "device_read_limit_ms": round(limit_s * 1000, 1), "probe_ms": a.probe_ms, "target": TARGET, "rows": {}}
-    for row in a.rows.split(","):
-        runs = []
-        for _ in range(a.runs):
+    rows = a.rows.split(",")
+    out["rows"] = {row: [] for row in rows}
+    for k in range(a.runs):  # the rows interleaved, their order alternated, memory settled between
+        for row in rows if k % 2 == 0 else rows[::-1]:
+            time.sleep(a.settle)  # this VM hands freed memory back to its host within seconds
             try:
-                runs.append(one(a, row))
+                out["rows"][row].append(one(a, row))
             except (RuntimeError, OSError, EOFError, TimeoutError, KeyError, subprocess.TimeoutExpired) as e:
                 print(f"devices.py: {row}: {e}", file=sys.stderr)
-                runs.append({"error": str(e)})
-        out["rows"][row] = runs
+                out["rows"][row].append({"error": str(e)})
     out["ratios"] = ratios(out["rows"], limit_s * 1000)
     print(json.dumps(out, indent=1))
 
