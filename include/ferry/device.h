@@ -45,8 +45,8 @@
  * convergence estimate counts the device's data (for a PRE_COPY device,
  * what it exceeds initial_bytes + dirty_bytes by).
  * Destination: on the first data of a device (precopy data, or the
- * switchover), one thread of libferry's
- * (mig/dst/devload_N) moves it to RESUMING and calls write() with each
+ * switchover), one thread of libferry's (mig/dst/devl_N: "devload"
+ * would not fit a thread name's 15 bytes) moves it to RESUMING and calls write() with each
  * buffer, strictly in the source's order, each buffer exactly as read()
  * produced it; at the end of the stream, every device goes to STOP and
  * its config vmsd is applied. It goes to RUNNING once the migration
@@ -70,13 +70,13 @@
  *     mig/src/main in PRE_COPY (while the guest's vCPUs run: the device
  *     must cope with the guest changing its state meanwhile, as a real one
  *     does), mig/src/dev_N in STOP_COPY; write only from
- *     mig/dst/devload_N. No libferry lock is held during
+ *     mig/dst/devl_N. No libferry lock is held during
  *     either, so a slow device never blocks the embedder's control thread.
  *     A read should return within a short chunk time (e.g. 10 ms of data):
  *     a cancel is seen between two reads.
  *   - set_state, precopy_info and stop_copy_size are called from
  *     libferry's migration threads (mig/src/main, mig/src/dev_N,
- *     mig/dst/main, mig/dst/devload_N), never two at once for one device,
+ *     mig/dst/main, mig/dst/devl_N), never two at once for one device,
  *     with no libferry lock held.
  *   - The config vmsd is saved on mig/src/main with the vCPUs stopped,
  *     and applied on mig/dst/main under the VM's run lock (the lock of
