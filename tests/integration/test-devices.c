@@ -371,6 +371,30 @@ static void wait_dev_state(side *s, unsigned i, int st)
 	}
 }
 
+/*
+ * Cancels src's migration and checks what a cancel promises: done within
+ * 1 s, CANCELLED, the source guest running and its live devices RUNNING,
+ * the destination FAILED with the source's notice. Then dst listens again
+ * with a fresh guest; returns its URI.
+ */
+static const char *cancel_and_check(side *src, side *dst)
+{
+	ferry_migration_info i;
+	uint64_t t0 = now_ms();
+	assert_int_equal(ferry_migration_cancel(src->vm), 0);
+	assert_int_equal(wait_final(src->vm), FERRY_MIGRATION_CANCELLED);
+	assert_true(now_ms() - t0 < 1000); /* a read is 10 ms of data, a wait a poll step */
+	assert_true(ferry_vm_is_running(src->vm));
+	expect_dev_states(src, FERRY_LIVE_RUNNING);
+	assert_int_equal(wait_final(dst->vm), FERRY_MIGRATION_FAILED);
+	ferry_migration_query(dst->vm, &i);
+	assert_string_equal(i.error_desc, "migration cancelled by the source");
+	ferry_guest_reset(dst->g);
+	const char *uri = test_uri();
+	assert_int_equal(ferry_migration_incoming(dst->vm, uri), 0);
+	return uri;
+}
+
 static void cancel_streaming(bool multifd)
 {
 	side src, dst;
@@ -383,21 +407,8 @@ static void cancel_streaming(bool multifd)
 	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
 	wait_status(src.vm, FERRY_MIGRATION_DEVICE);
 	wait_dev_state(&src, 1, FERRY_LIVE_STOP_COPY);
-	ferry_migration_info i;
-	uint64_t t0 = now_ms();
-	assert_int_equal(ferry_migration_cancel(src.vm), 0);
-	assert_int_equal(wait_final(src.vm), FERRY_MIGRATION_CANCELLED);
-	/* Promptly: a read is 10 ms of data; the whole state would take 2 s. */
-	assert_true(now_ms() - t0 < 1000);
-	assert_true(ferry_vm_is_running(src.vm));
-	expect_dev_states(&src, FERRY_LIVE_RUNNING);
-	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_FAILED);
-	ferry_migration_query(dst.vm, &i);
-	assert_string_equal(i.error_desc, "migration cancelled by the source");
-	/* Again, to a fresh destination: the devices go through it all again. */
-	ferry_guest_reset(dst.g);
-	uri = test_uri();
-	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
+	/* Promptly (the whole state would take 2 s); then again: the devices go through it all. */
+	uri = cancel_and_check(&src, &dst);
 	side_wait_steps(&src, 2048);
 	migrate_pair(&src, &dst, uri, multifd);
 	expect_dev_states(&dst, FERRY_LIVE_RUNNING);
@@ -441,18 +452,8 @@ static void t_mf_cancel_blocked(void **state)
 	proxy_freeze(px, 1);
 	proxy_freeze(px, 2);
 	wait_thread_in_syscall("mig/src/dev_0", SYS_futex); /* its put waits for a slot */
-	uint64_t t0 = now_ms();
-	assert_int_equal(ferry_migration_cancel(src.vm), 0);
-	assert_int_equal(wait_final(src.vm), FERRY_MIGRATION_CANCELLED);
-	assert_true(now_ms() - t0 < 1000);
-	assert_true(ferry_vm_is_running(src.vm));
-	expect_dev_states(&src, FERRY_LIVE_RUNNING);
-	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_FAILED);
+	const char *uri = cancel_and_check(&src, &dst); /* again, straight to a fresh destination */
 	proxy_stop(px);
-	/* Again, straight to a fresh destination. */
-	ferry_guest_reset(dst.g);
-	const char *uri = test_uri();
-	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
 	migrate_pair(&src, &dst, uri, true);
 	expect_dev_states(&dst, FERRY_LIVE_RUNNING);
 	assert_true(side_run_and_verify(&dst, 5000));
@@ -962,16 +963,7 @@ static void t_cancel_precopy(void **state)
 		msleep(1);
 	}
 	expect_dev_states(&src, FERRY_LIVE_PRE_COPY);
-	assert_int_equal(ferry_migration_cancel(src.vm), 0);
-	assert_int_equal(wait_final(src.vm), FERRY_MIGRATION_CANCELLED);
-	assert_true(ferry_vm_is_running(src.vm));
-	expect_dev_states(&src, FERRY_LIVE_RUNNING);
-	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_FAILED);
-	ferry_migration_query(dst.vm, &i);
-	assert_string_equal(i.error_desc, "migration cancelled by the source");
-	ferry_guest_reset(dst.g);
-	uri = test_uri();
-	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
+	uri = cancel_and_check(&src, &dst);
 	side_wait_steps(&src, 2048);
 	migrate_pair_p(&src, &dst, uri, &p);
 	expect_precopy_stats(&src, &dst, 2);
