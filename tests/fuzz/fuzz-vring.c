@@ -38,6 +38,8 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "fuzz-check.h"
+
 #define HDR 25
 #define NBLK 3
 
@@ -52,15 +54,6 @@ static const struct {
 
 static struct ferry_ram_block blocks[NBLK];
 static ferry_gpa_map_t *gmap;
-
-#define CHECK(c)                                                                  \
-	do {                                                                      \
-		if (!(c)) {                                                       \
-			fprintf(stderr, "fuzz-vring: check failed: %s (line %d)\n", \
-				#c, __LINE__);                                    \
-			abort();                                                  \
-		}                                                                 \
-	} while (0)
 
 /* The public RAM block API over our own blocks (no VM, no migration code). */
 void *ferry_ram_block_host(const ferry_ram_block_t *rb)

@@ -1,22 +1,45 @@
 #!/usr/bin/env bash
-# Builds the virtqueue fuzzer (tests/fuzz/fuzz-vring.c) with clang and
-# libFuzzer + ASan + UBSan, compiling only the library sources it needs
-# (no meson), then runs it over the committed seed corpus for a bounded
-# time. Any crash, leak or sanitizer report fails the run (exit != 0).
+# Builds one libFuzzer target (tests/fuzz/fuzz-TARGET.c) with clang and
+# libFuzzer + ASan + UBSan, compiling only the sources it needs (no meson),
+# then runs it over its committed seed corpus (tests/fuzz/corpus/TARGET/)
+# for a bounded time. Any crash, leak or sanitizer report fails the run
+# (exit != 0).
 #
-# usage: tests/fuzz/run.sh [WORKDIR]
+# usage: tests/fuzz/run.sh TARGET [WORKDIR]
+#   TARGET   vring (the split virtqueue), devstate (the live device
+#            records and the multifd device-state packet), gdev (the
+#            synthetic guest's device frame parser)
 #   WORKDIR  where the binary, the scratch corpus and crash files go
 #            (default: a new temporary directory)
 #   FUZZ_TIME=seconds   run time (default 30)
 # New inputs the fuzzer finds go to WORKDIR/corpus, never into the repo;
-# add interesting ones to tests/fuzz/corpus/vring/ by hand.
+# add interesting ones to tests/fuzz/corpus/TARGET/ by hand.
 # clang missing is an error, not a skip: scripts/deps.sh installs it.
 set -euo pipefail
 
 src=$(cd "$(dirname "$0")/../.." && pwd)
-work=${1:-$(mktemp -d /tmp/ferry-fuzz.XXXXXX)}
+target=${1:?usage: run.sh TARGET [WORKDIR]}
+work=${2:-$(mktemp -d /tmp/ferry-fuzz.XXXXXX)}
 time=${FUZZ_TIME:-30}
 cc=${CLANG:-clang}
+
+lib=$src/src/lib
+ldflags=()
+case $target in
+  vring)
+    srcs=("$lib/virtio/vring.c" "$lib/virtio/gpa.c" "$lib/stream/vmstate.c"
+          "$lib/util/log.c" "$lib/util/error.c") ;;
+  devstate)
+    srcs=("$lib/stream/wire.c" "$lib/stream/chan.c" "$lib/stream/ratelimit.c"
+          "$lib/transport/socket.c" "$lib/util/bitmap.c" "$lib/util/log.c"
+          "$lib/util/error.c") ;;
+  gdev)
+    srcs=("$src/src/guest/guest.c" "$src/src/guest/devices.c")
+    ldflags=(-Wl,--wrap=mmap) ;; # guard pages around the device memory
+  *)
+    echo "run.sh: unknown target '$target' (vring, devstate, gdev)" >&2
+    exit 2 ;;
+esac
 
 if ! command -v "$cc" >/dev/null 2>&1; then
   echo "run.sh: FAIL: $cc not found; install it (scripts/deps.sh)" >&2
@@ -27,17 +50,15 @@ mkdir -p "$work/corpus" "$work/artifacts"
 "$cc" -g -O1 -std=gnu11 -D_GNU_SOURCE -DFERRY_BUILDING_LIBRARY \
   -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
   -Wall -Wextra -Wno-missing-field-initializers -Werror \
-  -I"$src/include" -I"$src/src/lib" \
-  "$src/tests/fuzz/fuzz-vring.c" \
-  "$src/src/lib/virtio/vring.c" "$src/src/lib/virtio/gpa.c" \
-  "$src/src/lib/stream/vmstate.c" "$src/src/lib/util/log.c" "$src/src/lib/util/error.c" \
-  -o "$work/fuzz-vring"
+  -I"$src/include" -I"$lib" -I"$src/src/guest" \
+  "$src/tests/fuzz/fuzz-$target.c" "${srcs[@]}" "${ldflags[@]}" -lpthread \
+  -o "$work/fuzz-$target"
 
-echo "run.sh: fuzzing for ${time}s in $work" >&2
+echo "run.sh: fuzzing $target for ${time}s in $work" >&2
 set +e
-"$work/fuzz-vring" -max_total_time="$time" -timeout=10 -rss_limit_mb=2048 \
+"$work/fuzz-$target" -max_total_time="$time" -timeout=10 -rss_limit_mb=2048 \
   -artifact_prefix="$work/artifacts/" -print_final_stats=1 \
-  "$work/corpus" "$src/tests/fuzz/corpus/vring" 2>&1 | tee "$work/fuzz.log" | tail -20
+  "$work/corpus" "$src/tests/fuzz/corpus/$target" 2>&1 | tee "$work/fuzz.log" | tail -20
 rc=${PIPESTATUS[0]}
 set -e
 if [ "$rc" -ne 0 ]; then

@@ -104,6 +104,26 @@ static void t_truncated_and_sticky(void **state)
 	ferry__chan_close(&r);
 }
 
+/* A protocol error with bytes still buffered: get_u8's fast path fails too (found by fuzz-devstate). */
+static void t_sticky_with_buffered_bytes(void **state)
+{
+	(void)state;
+	ferry_chan w, r;
+	pair(&w, &r);
+	ferry__chan_put_be32(&w, 7);
+	ferry__chan_put_u8(&w, 9);
+	assert_int_equal(ferry__chan_flush(&w), 0);
+	uint32_t v32;
+	uint8_t v8 = 0;
+	assert_int_equal(ferry__chan_get_be32(&r, &v32), 0);
+	assert_int_equal(ferry__chan_fail(&r, FERRY_EBADSTREAM, "bad %u", v32), FERRY_EBADSTREAM);
+	assert_int_equal(ferry__chan_get_u8(&r, &v8), FERRY_EBADSTREAM);
+	assert_int_equal(v8, 0);
+	assert_int_equal(ferry__chan_offset(&r), 4);
+	ferry__chan_close(&w);
+	ferry__chan_close(&r);
+}
+
 /* EOF before a record's first byte is a close by the peer, named as set; no record named: truncated. */
 static void t_closed_between_records(void **state)
 {
@@ -156,6 +176,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(t_roundtrip),
 		cmocka_unit_test(t_truncated_and_sticky),
+		cmocka_unit_test(t_sticky_with_buffered_bytes),
 		cmocka_unit_test(t_closed_between_records),
 		cmocka_unit_test(t_write_to_closed_peer),
 	};

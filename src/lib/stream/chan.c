@@ -270,7 +270,7 @@ int ferry__chan_skip(ferry_chan *c, size_t n)
 
 int ferry__chan_get_u8(ferry_chan *c, uint8_t *v)
 {
-	if (c->ipos < c->ilen) {
+	if (c->ipos < c->ilen && !c->in_err.code) { /* the fast path keeps errors sticky too */
 		*v = c->ibuf[c->ipos++];
 		c->in_offset++;
 		return 0;
