@@ -186,12 +186,12 @@ typedef struct ferry_migration_params {
 	 * stop the guest before the destination acknowledged, on the return
 	 * path, that every PRE_COPY live device's initial data is loaded
 	 * (ferry/device.h); without PRE_COPY devices the destination
-	 * acknowledges at once. Both sides must agree: a destination without it
-	 * fails with "the source asks for switchover-ack but switchover-ack is
-	 * not enabled on the destination" (at the start), one with it and a
-	 * source without it with "switchover-ack is enabled on the destination
-	 * but not on the source" (at the end of the stream). The switch to
-	 * postcopy does not wait for it. Default off.
+	 * acknowledges at once. A source with it needs a destination with it:
+	 * one without fails with "the source asks for switchover-ack but
+	 * switchover-ack is not enabled on the destination" at the start; a
+	 * destination with it and a source without it migrate as if neither
+	 * had it (QEMU's source ignores an ack it did not ask for). The switch
+	 * to postcopy does not wait for it. Default off.
 	 */
 	bool switchover_ack;
 	/* More fields may be added at any time. */

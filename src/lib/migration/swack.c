@@ -16,11 +16,12 @@
  *                (ferry__swack_need); each approves once its initial data
  *                is written (ferry__swack_approve). SWITCHOVER_ACK goes once
  *                the source asked and none is pending: at once without
- *                PRE_COPY devices. Both sides must agree: a destination
- *                without the capability refuses the section, one with it
- *                refuses, at EOF, a stream without it.
- * Postcopy: the switch to postcopy does not wait for the ack (live devices
- * cannot migrate with postcopy anyway).
+ *                PRE_COPY devices. A destination without the capability
+ *                refuses the section; one with it whose source did not ask
+ *                just sends no ack (QEMU's source ignores an unasked one).
+ * Postcopy: the switch to postcopy does not wait for the ack (the live
+ * devices' state completes at the switch anyway, before the destination
+ * runs).
  *
  * Thread: source handlers on mig/src/main, the message on mig/src/rp
  * (m->swack_acked under rp_lock); destination all on mig/dst/main (its
@@ -41,7 +42,6 @@
 
 #define MISMATCH_SRC "the source asks for switchover-ack but switchover-ack is not enabled " \
 		     "on the destination"
-#define MISMATCH_DST "switchover-ack is enabled on the destination but not on the source"
 
 /* The capability: the source's parameters; the destination's as set now (also after the listen). */
 static bool cap_on(struct ferry_migration *m)
@@ -142,20 +142,10 @@ static int swack_load(void *opaque, ferry_chan *c, const ferry_section *s)
 	return maybe_ack(m, c);
 }
 
-/* load_complete: a destination with the capability had to be asked. */
-static int swack_load_complete(void *opaque, ferry_chan *c)
-{
-	struct ferry_migration *m = opaque;
-	if (cap_on(m) && !m->swack_asked)
-		return ferry__chan_fail_msg(c, FERRY_EMISMATCH, MISMATCH_DST);
-	return 0;
-}
-
 const ferry_participant ferry__swack_participant = {
 	.name = "switchover-ack",
 	.save_setup = swack_save_setup,
 	.ready = swack_ready,
 	.section = FERRY_SWACK_IDSTR,
 	.load = swack_load,
-	.load_complete = swack_load_complete,
 };
