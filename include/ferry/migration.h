@@ -386,6 +386,17 @@ typedef struct ferry_migration_info {
 	uint64_t downtime_ram_ms;
 	uint64_t downtime_device_ms;
 	uint64_t downtime_other_ms;
+	/*
+	 * The transferred bytes split at the switchover, as QEMU's
+	 * precopy-bytes, downtime-bytes and postcopy-bytes (the three add up to
+	 * transferred; postcopy_bytes above is the third): precopy_bytes moved
+	 * while the source's vCPUs ran (the destination: received before the
+	 * source's switchover command), downtime_bytes after they stopped,
+	 * until the postcopy switch or the end, postcopy_bytes after the
+	 * switch. Before the switchover precopy_bytes is transferred.
+	 */
+	uint64_t precopy_bytes;
+	uint64_t downtime_bytes;
 	/* More fields may be added at any time. */
 } ferry_migration_info;
 

@@ -77,22 +77,26 @@ static bool migration_running(host *h)
 	return false;
 }
 
-/* query-migrate's "ram": what the RAM saver or loader moved. */
+/*
+ * query-migrate's "ram": what the RAM saver or loader moved, with every
+ * member QEMU 7.2's MigrationStats has (skipped: QEMU's is always 0; Ferry's
+ * never-populated pages are x-skipped; no zero-copy send, so no misses).
+ */
 static json_t *info_ram(const ferry_migration_info *i)
 {
 	json_t *ram = json_pack(
-		"{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:I,s:I}", "transferred", (json_int_t)i->transferred,
-		"remaining", (json_int_t)i->remaining, "total", (json_int_t)i->total, "duplicate",
-		(json_int_t)i->duplicate, "normal", (json_int_t)i->normal, "normal-bytes",
-		(json_int_t)i->normal_bytes, "dirty-pages-rate", (json_int_t)i->dirty_pages_rate,
-		"dirty-sync-count", (json_int_t)i->dirty_sync_count, "mbps", i->mbps, "pages-per-second",
-		(json_int_t)i->pages_per_second, "x-skipped", (json_int_t)i->skipped);
-	if (i->multifd_channels)
-		json_object_set_new(ram, "multifd-bytes", json_integer((json_int_t)i->multifd_bytes));
-	if (i->postcopy || status_postcopy(i->status)) {
-		json_object_set_new(ram, "postcopy-requests", json_integer((json_int_t)i->postcopy_requests));
-		json_object_set_new(ram, "postcopy-bytes", json_integer((json_int_t)i->postcopy_bytes));
-	}
+		"{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
+		"transferred", (json_int_t)i->transferred, "remaining", (json_int_t)i->remaining, "total",
+		(json_int_t)i->total, "duplicate", (json_int_t)i->duplicate, "skipped", (json_int_t)0,
+		"normal", (json_int_t)i->normal, "normal-bytes", (json_int_t)i->normal_bytes,
+		"dirty-pages-rate", (json_int_t)i->dirty_pages_rate, "dirty-sync-count",
+		(json_int_t)i->dirty_sync_count, "mbps", i->mbps, "postcopy-requests",
+		(json_int_t)i->postcopy_requests, "page-size", (json_int_t)FERRY_PAGE_SIZE,
+		"multifd-bytes", (json_int_t)i->multifd_bytes, "pages-per-second",
+		(json_int_t)i->pages_per_second, "precopy-bytes", (json_int_t)i->precopy_bytes,
+		"downtime-bytes", (json_int_t)i->downtime_bytes, "postcopy-bytes",
+		(json_int_t)i->postcopy_bytes, "dirty-sync-missed-zero-copy", (json_int_t)0, "x-skipped",
+		(json_int_t)i->skipped);
 	/* The most bytes sent in any 100 ms window (what max-bandwidth caps). */
 	if (!i->incoming)
 		json_object_set_new(ram, "x-bandwidth-peak-window-bytes",
@@ -611,15 +615,20 @@ static bool caps_parse(ferry_qmp_req *req, json_t *caps)
 	return true;
 }
 
-/* The parsed capabilities applied to p; false (req answered) for one Ferry lacks. */
-static bool caps_apply(ferry_qmp_req *req, json_t *caps, ferry_migration_params *p)
+/*
+ * The parsed capabilities applied to p and *events; false (req answered)
+ * for one Ferry lacks.
+ */
+static bool caps_apply(ferry_qmp_req *req, json_t *caps, ferry_migration_params *p, bool *events)
 {
 	json_t *c;
 	size_t i;
 	json_array_foreach(caps, i, c) {
 		const char *name = json_string_value(json_object_get(c, "capability"));
 		bool on = json_is_true(json_object_get(c, "state"));
-		if (!strcmp(name, "multifd"))
+		if (!strcmp(name, "events"))
+			*events = on;
+		else if (!strcmp(name, "multifd"))
 			p->multifd = on;
 		else if (!strcmp(name, "auto-converge"))
 			p->auto_converge = on;
@@ -657,9 +666,10 @@ static void cmd_set_capabilities(void *opaque, ferry_qmp_req *req, json_t *args)
 		return;
 	}
 	ferry_migration_params p = h->params;
-	if (!caps_apply(req, caps, &p))
+	bool events = h->cap_events;
+	if (!caps_apply(req, caps, &p, &events))
 		return;
-	/* "events" is accepted either way: Ferry always sends migration events. */
+	h->cap_events = events; /* gates MIGRATION and MIGRATION_PASS (host.c) */
 	h->params = p;
 	ferry_migration_set_incoming_params(h->vm, &h->params); /* the destination's part */
 	ferry_qmp_req_return(req, NULL);
@@ -867,7 +877,9 @@ static void cmd_query_status(void *opaque, ferry_qmp_req *req, json_t *args)
 	} else {
 		st = h->ever_ran ? "paused" : "prelaunch";
 	}
-	ferry_qmp_req_return(req, json_pack("{s:b,s:s}", "running", running, "status", st));
+	/* QEMU 7.2's StatusInfo: singlestep is mandatory (Ferry has no single-step mode). */
+	ferry_qmp_req_return(req, json_pack("{s:b,s:b,s:s}", "running", running, "singlestep", 0,
+					    "status", st));
 }
 
 static void cmd_quit(void *opaque, ferry_qmp_req *req, json_t *args)
@@ -1118,6 +1130,129 @@ static void cmd_migrate_recover(void *opaque, ferry_qmp_req *req, json_t *args)
 	}
 }
 
+/* ------------------------------------------------------------------ */
+/* What the guest is: the queries orchestrators issue on connect.       */
+
+/* The QEMU release whose migration QMP Ferry implements (docs/qmp.md). */
+#define HOST_QEMU_MAJOR 7
+#define HOST_QEMU_MINOR 2
+#define HOST_QEMU_MICRO 0
+
+/* The vCPUs run the host's own code: the target is the build's arch (QEMU's SysEmuTarget names). */
+#if defined(__x86_64__)
+#define HOST_TARGET "x86_64"
+#elif defined(__i386__)
+#define HOST_TARGET "i386"
+#elif defined(__aarch64__)
+#define HOST_TARGET "aarch64"
+#elif defined(__riscv) && __riscv_xlen == 64
+#define HOST_TARGET "riscv64"
+#elif defined(__powerpc64__)
+#define HOST_TARGET "ppc64"
+#elif defined(__s390x__)
+#define HOST_TARGET "s390x"
+#else
+#error "query-target: no QEMU target name for this architecture"
+#endif
+
+/* The synthetic guest's machine type (Ferry's own: x- prefix). */
+#define HOST_MACHINE "x-ferry-synthetic"
+
+json_t *host_version(void)
+{
+	char pkg[64];
+	snprintf(pkg, sizeof(pkg), "ferry-%s", ferry_version_string());
+	return json_pack("{s:{s:i,s:i,s:i},s:s}", "qemu", "major", HOST_QEMU_MAJOR, "minor",
+			 HOST_QEMU_MINOR, "micro", HOST_QEMU_MICRO, "package", pkg);
+}
+
+/* A command without arguments answering a fixed value built by fn. */
+static void reply_noargs(ferry_qmp_req *req, json_t *args, json_t *(*fn)(host *h), host *h)
+{
+	static const ferry_qmp_arg spec[] = { { NULL } };
+	if (ferry_qmp_req_check_args(req, args, spec))
+		ferry_qmp_req_return(req, fn(h));
+}
+
+static json_t *version_json(host *h)
+{
+	return json_deep_copy(h->version);
+}
+
+/* QEMU without -name answers {}: the synthetic guest has no name. */
+static json_t *name_json(host *h)
+{
+	(void)h;
+	return json_object();
+}
+
+static json_t *uuid_json(host *h)
+{
+	const uint8_t *u = ferry_vm_uuid(h->vm);
+	char s[40];
+	snprintf(s, sizeof(s),
+		 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1],
+		 u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
+	return json_pack("{s:s}", "UUID", s);
+}
+
+/* The vCPUs are host threads: no KVM, and Ferry has no KVM accelerator at all. */
+static json_t *kvm_json(host *h)
+{
+	(void)h;
+	return json_pack("{s:b,s:b}", "enabled", 0, "present", 0);
+}
+
+/* One entry per vCPU thread, with its thread id; no topology (props), as it has none. */
+static json_t *cpus_json(host *h)
+{
+	json_t *a = json_array();
+	for (unsigned i = 0; i < ferry_guest_vcpus(h->g); i++) {
+		char path[32];
+		snprintf(path, sizeof(path), "/guest/vcpu%u", i);
+		json_array_append_new(a, json_pack("{s:i,s:s,s:i,s:s}", "cpu-index", (int)i, "qom-path",
+						   path, "thread-id", ferry_guest_vcpu_tid(h->g, i),
+						   "target", HOST_TARGET));
+	}
+	return a;
+}
+
+/* No block devices, no block jobs, no PCI bus: empty lists. */
+static json_t *empty_json(host *h)
+{
+	(void)h;
+	return json_array();
+}
+
+static json_t *machines_json(host *h)
+{
+	(void)h;
+	return json_pack("[{s:s,s:b,s:i,s:b,s:b,s:b,s:s}]", "name", HOST_MACHINE, "is-default", 1,
+			 "cpu-max", FERRY_GUEST_MAX_VCPUS, "hotpluggable-cpus", 0,
+			 "numa-mem-supported", 0, "deprecated", 0, "default-ram-id", "pc.ram");
+}
+
+static json_t *target_json(host *h)
+{
+	(void)h;
+	return json_pack("{s:s}", "arch", HOST_TARGET);
+}
+
+#define NOARGS_CMD(cmd, fn) \
+	static void cmd(void *opaque, ferry_qmp_req *req, json_t *args) \
+	{ \
+		reply_noargs(req, args, fn, opaque); \
+	}
+
+NOARGS_CMD(cmd_query_version, version_json)
+NOARGS_CMD(cmd_query_name, name_json)
+NOARGS_CMD(cmd_query_uuid, uuid_json)
+NOARGS_CMD(cmd_query_kvm, kvm_json)
+NOARGS_CMD(cmd_query_cpus_fast, cpus_json)
+NOARGS_CMD(cmd_query_empty, empty_json)
+NOARGS_CMD(cmd_query_machines, machines_json)
+NOARGS_CMD(cmd_query_target, target_json)
+
 const ferry_qmp_command host_commands[] = {
 	{ "migrate-start-postcopy", cmd_start_postcopy },
 	{ "migrate-pause", cmd_migrate_pause },
@@ -1136,5 +1271,15 @@ const ferry_qmp_command host_commands[] = {
 	{ "quit", cmd_quit },
 	{ "query-guest-hash", cmd_query_guest_hash },
 	{ "x-run-until", cmd_run_until },
+	{ "query-version", cmd_query_version },
+	{ "query-name", cmd_query_name },
+	{ "query-uuid", cmd_query_uuid },
+	{ "query-kvm", cmd_query_kvm },
+	{ "query-cpus-fast", cmd_query_cpus_fast },
+	{ "query-block", cmd_query_empty },
+	{ "query-block-jobs", cmd_query_empty },
+	{ "query-pci", cmd_query_empty },
+	{ "query-machines", cmd_query_machines },
+	{ "query-target", cmd_query_target },
 	{ NULL, NULL },
 };

@@ -97,10 +97,12 @@ void host_post_event(host *h, ferry_event_type type)
 	post(h, &ev);
 }
 
+/* As QEMU's, MIGRATION and MIGRATION_PASS go out only with the "events" capability on. */
 static void send_status(host *h, ferry_migration_status s, uint64_t ts)
 {
-	ferry_qmp_server_event(h->qmp, "MIGRATION",
-			       json_pack("{s:s}", "status", ferry_migration_status_name(s)), ts);
+	if (h->cap_events)
+		ferry_qmp_server_event(h->qmp, "MIGRATION",
+				       json_pack("{s:s}", "status", ferry_migration_status_name(s)), ts);
 }
 
 static void deliver(host *h, const ferry_event *ev)
@@ -128,9 +130,10 @@ static void deliver(host *h, const ferry_event *ev)
 		return;
 	}
 	case FERRY_EVENT_PASS:
-		ferry_qmp_server_event(h->qmp, "MIGRATION_PASS",
-				       json_pack("{s:I}", "pass", (json_int_t)ev->pass),
-				       ev->timestamp_us);
+		if (h->cap_events)
+			ferry_qmp_server_event(h->qmp, "MIGRATION_PASS",
+					       json_pack("{s:I}", "pass", (json_int_t)ev->pass),
+					       ev->timestamp_us);
 		return;
 	case FERRY_EVENT_STOP:
 		ferry_qmp_server_event(h->qmp, "STOP", NULL, ev->timestamp_us);
@@ -445,7 +448,9 @@ static int host_setup(host *h, char (*qmp)[HOST_ADDR_MAX], int nqmp, ferry_dirty
 		return r;
 	}
 	h->worker_ok = true;
-	ferry_qmp_config qc = { .commands = host_commands, .opaque = h };
+	if (!(h->version = host_version()))
+		return -ENOMEM;
+	ferry_qmp_config qc = { .commands = host_commands, .opaque = h, .version = h->version };
 	if ((r = ferry_qmp_server_create(h->loop, &qc, &h->qmp))) {
 		fprintf(stderr, "ferry host: %s\n", strerror(-r));
 		return r;
@@ -509,6 +514,7 @@ static void host_teardown(host *h)
 	if (h->sig_fd >= 0)
 		close(h->sig_fd);
 	json_decref(h->prev_incoming);
+	json_decref(h->version);
 	pthread_mutex_destroy(&h->ev_lock);
 	pthread_cond_destroy(&h->work_cond);
 }
@@ -521,7 +527,7 @@ static host *host_new(const ferry_host_config *cfg)
 		return NULL;
 	h->cfg = cfg->guest;
 	h->wake_fd = h->sig_fd = -1;
-	h->cap_events = true;
+	h->cap_events = false; /* QEMU's default */
 	ferry_migration_params_init(&h->params);
 	h->exit_on_error = h->exit_on_error_flag = cfg->exit_on_error;
 	if (cfg->incoming && !strcmp(cfg->incoming, "defer")) {

@@ -112,6 +112,7 @@ struct host {
 	/* Migration socket files this host bound (removed when done with). */
 	ferry_sock_file in_sock, recover_sock;
 	json_t *prev_incoming;  /* query-migrate of the last failed incoming (x-previous) */
+	json_t *version;        /* QMP greeting and query-version (host_version()) */
 
 	/* Event ring: producers on any thread, consumer the loop. */
 	pthread_mutex_t ev_lock;
@@ -189,5 +190,12 @@ void host_on_resume(host *h);
 
 /* query-migrate's reply for the current state. Loop thread. */
 json_t *host_query_migrate(host *h);
+
+/*
+ * QEMU's VersionInfo for the greeting and query-version: the QEMU release
+ * whose migration QMP Ferry implements (HOST_QEMU_*), and "ferry-VERSION"
+ * (ferry_version_string()) as the package. A new reference.
+ */
+json_t *host_version(void);
 
 #endif

@@ -769,12 +769,7 @@ static void client_add(ferry_qmp_server *s, int fd)
 		s->clients->prev = c;
 	s->clients = c;
 	s->nclients++;
-	unsigned v = ferry_version();
-	char pkg[64];
-	snprintf(pkg, sizeof(pkg), "ferry-%s", ferry_version_string());
-	json_t *g = json_pack("{s:{s:{s:{s:i,s:i,s:i},s:s},s:[]}}", "QMP", "version", "qemu",
-			      "micro", (int)(v & 0xff), "minor", (int)((v >> 8) & 0xff), "major",
-			      (int)(v >> 16), "package", pkg, "capabilities");
+	json_t *g = json_pack("{s:{s:O,s:[]}}", "QMP", "version", s->cfg.version, "capabilities");
 	c->depth++;
 	client_send(c, g);
 	client_leave(c);

@@ -7,8 +7,9 @@
  * embedder (`ferry host`) supplies a command table.
  *
  * Protocol, per connection: the server sends the greeting
- *   {"QMP": {"version": {"qemu": {"micro": 0, "minor": 1, "major": 0},
- *            "package": "ferry-0.1.0-dev"}, "capabilities": []}}
+ *   {"QMP": {"version": VERSION, "capabilities": []}}
+ * with the embedder's VERSION (QEMU's VersionInfo: {"qemu": {"major",
+ * "minor", "micro"}, "package"}),
  * and accepts only qmp_capabilities until negotiation completes. A
  * command is a JSON object {"execute": NAME, "arguments": {...}, "id": ANY};
  * the reply is {"return": VALUE} or {"error": {"class": ..., "desc": ...}},
@@ -61,6 +62,7 @@ typedef struct ferry_qmp_command {
 typedef struct ferry_qmp_config {
 	const ferry_qmp_command *commands; /* ends with { NULL, NULL } */
 	void *opaque;                      /* passed to every handler */
+	json_t *version;                   /* the greeting's "version"; borrowed, outlives the server */
 	unsigned max_clients;              /* 0: 16; more are refused */
 	size_t in_max;                     /* per-client input bound; 0: 64 KiB */
 	size_t out_max;                    /* per-client output bound; 0: 256 KiB */

@@ -236,6 +236,7 @@ typedef struct guest_vcpu {
 	bool parked;
 	bool thread_ok;
 	pthread_t thread;
+	pid_t tid;                 /* the thread's id, once it started (0 before) */
 } __attribute__((aligned(64))) guest_vcpu;
 
 struct ferry_guest {
@@ -1161,11 +1162,25 @@ static bool vcpu_may_run(const ferry_guest_t *g, const guest_vcpu *v)
 	return g->want_run && v->steps < v->target && g->cfg.workload != FERRY_WL_IDLE;
 }
 
+int ferry_guest_vcpu_tid(ferry_guest_t *g, unsigned i)
+{
+	if (i >= g->nvcpus || !g->vcpus[i].thread_ok)
+		return -1;
+	pthread_mutex_lock(&g->lock);
+	while (!g->vcpus[i].tid)
+		pthread_cond_wait(&g->cond_ack, &g->lock);
+	pid_t tid = g->vcpus[i].tid;
+	pthread_mutex_unlock(&g->lock);
+	return tid;
+}
+
 static void *vcpu_thread(void *arg)
 {
 	guest_vcpu *v = arg;
 	ferry_guest_t *g = v->g;
 	pthread_mutex_lock(&g->lock);
+	v->tid = gettid();
+	pthread_cond_broadcast(&g->cond_ack);
 	for (;;) {
 		while (!g->quit && !vcpu_may_run(g, v))
 			pthread_cond_wait(&g->cond_run, &g->lock);

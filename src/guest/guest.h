@@ -187,6 +187,13 @@ void ferry_guest_kick(ferry_guest_t *g);
 /* Steps done so far by each vCPU (read while stopped for exact values). */
 void ferry_guest_steps(const ferry_guest_t *g, uint64_t *steps);
 unsigned ferry_guest_vcpus(const ferry_guest_t *g);
+
+/*
+ * The thread id (gettid()) of vCPU i's thread, waiting for the thread to
+ * have started if it just was created; -1 if there is no such vCPU.
+ * Thread: any.
+ */
+int ferry_guest_vcpu_tid(ferry_guest_t *g, unsigned i);
 const ferry_guest_config *ferry_guest_get_config(const ferry_guest_t *g);
 
 /*

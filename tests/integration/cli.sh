@@ -144,7 +144,7 @@ kill -INT $mpid
 wait $mpid
 expect_eq "Ctrl-C: ferry migrate exit code" "$?" 1
 expect_eq "Ctrl-C: cancelled" "$(json "$TMP/cancel.json" 'j["status"]')" cancelled
-expect_eq "Ctrl-C: source guest runs" "$(qmp src query-status)" '{"return":{"running":true,"status":"running"}}'
+expect_eq "Ctrl-C: source guest runs" "$(qmp src query-status)" '{"return":{"running":true,"singlestep":false,"status":"running"}}'
 for _ in $(seq 200); do qmp dst query-migrate | grep -q '"x-previous"' && break; sleep 0.05; done
 for _ in $(seq 200); do qmp dst query-migrate | grep -q '"status":"setup"' && break; sleep 0.05; done
 "$FERRY" migrate --qmp "$TMP/src.qmp" "unix:$TMP/c.sock" --set max-bandwidth=0 >/dev/null 2>&1
@@ -182,7 +182,7 @@ expect_eq "source status" "$(json "$TMP/src.json" 'j["status"]')" failed
 expect_eq "source error names the peer" \
 	"$(json "$TMP/src.json" '"Connection reset by peer" in j["error-desc"] or "Broken pipe" in j["error-desc"]')" True
 "$FERRY" qmp --qmp "tcp:127.0.0.1:$port" query-status >"$TMP/st.json"
-expect_eq "source guest still running" "$(json "$TMP/st.json" 'j["return"]')" "{'running': True, 'status': 'running'}"
+expect_eq "source guest still running" "$(json "$TMP/st.json" 'j["return"]')" "{'running': True, 'singlestep': False, 'status': 'running'}"
 "$FERRY" qmp --qmp "tcp:127.0.0.1:$port" stop >/dev/null
 "$FERRY" qmp --qmp "tcp:127.0.0.1:$port" query-guest-hash '{"verify": true}' >"$TMP/v.json"
 expect_eq "source guest matches twin" "$(json "$TMP/v.json" 'j["return"]["matches-twin"]')" True
@@ -211,7 +211,7 @@ prev=$(json "$TMP/f.json" 'j["return"]["x-previous"]["error-desc"]')
 feed 46525259000000010000000000000000000000000000000000001000 "$prev"
 expect_eq "truncated stream error" "$(json "$TMP/f.json" 'j["return"]["x-previous"]["error-desc"]')" \
 	"the source closed the connection before the migration completed (record at offset 28)"
-expect_eq "destination still waiting" "$(qmp f query-status)" '{"return":{"running":false,"status":"inmigrate"}}'
+expect_eq "destination still waiting" "$(qmp f query-status)" '{"return":{"running":false,"singlestep":false,"status":"inmigrate"}}'
 qmp f quit >/dev/null
 wait $fpid; expect_eq "hostile input: host exit code" "$?" 0
 # With --exit-on-error the host ends instead (status 1).
@@ -267,7 +267,7 @@ host_sockets() {
 	expect_eq "--incoming on a live socket: message" "$(grep '^ferry host' "$TMP/b.err")" \
 		"ferry host: --incoming: Failed to listen on 'unix:$TMP/a.qmp': $TMP/a.qmp is in use by another server"
 	expect_eq "the refused host removed its own QMP socket" "$([ -e "$TMP/b.qmp" ] && echo left || echo gone)" gone
-	expect_eq "first host still answers" "$(qmp a query-status)" '{"return":{"running":true,"status":"running"}}'
+	expect_eq "first host still answers" "$(qmp a query-status)" '{"return":{"running":true,"singlestep":false,"status":"running"}}'
 	echo keep >"$TMP/plain"
 	out=$("$FERRY" host --guest mem=16M,vcpus=1 --qmp "unix:$TMP/plain" 2>&1); rc=$?
 	expect_eq "--qmp on a regular file: exit" "$rc" 1
@@ -286,7 +286,7 @@ for p in sys.argv[1:]: socket.socket(socket.AF_UNIX).bind(p)' "$TMP/stale.qmp" "
 	expect_eq "stale sockets exist" "$([ -S "$TMP/stale.qmp" ] && [ -S "$TMP/stale.sock" ] && echo yes)" yes
 	host stale --guest mem=16M,vcpus=1 --incoming "unix:$TMP/stale.sock"; apid=$host_pid
 	expect_eq "host on stale sockets answers" "$(qmp stale query-status)" \
-		'{"return":{"running":false,"status":"inmigrate"}}'
+		'{"return":{"running":false,"singlestep":false,"status":"inmigrate"}}'
 	qmp stale quit >/dev/null; wait $apid
 	expect_eq "incoming socket removed after quit" \
 		"$([ -e "$TMP/stale.sock" ] || [ -e "$TMP/stale.qmp" ] && echo left || echo gone)" gone
@@ -351,9 +351,9 @@ host_cli() {
 	local bpid=$!
 	for _ in $(seq 200); do grep -q listening "$TMP/bare.out" 2>/dev/null && break; sleep 0.05; done
 	expect_eq "bare --qmp PATH: listening on unix:PATH" "$(json "$TMP/bare.out" 'j["qmp"]')" "['unix:$TMP/bare.qmp']"
-	expect_eq "-S: prelaunch" "$(qmp bare query-status)" '{"return":{"running":false,"status":"prelaunch"}}'
+	expect_eq "-S: prelaunch" "$(qmp bare query-status)" '{"return":{"running":false,"singlestep":false,"status":"prelaunch"}}'
 	qmp bare cont >/dev/null
-	expect_eq "-S: cont starts the guest" "$(qmp bare query-status)" '{"return":{"running":true,"status":"running"}}'
+	expect_eq "-S: cont starts the guest" "$(qmp bare query-status)" '{"return":{"running":true,"singlestep":false,"status":"running"}}'
 	qmp bare quit >/dev/null; wait $bpid
 	expect_eq "bare --qmp host exit" "$?" 0
 }
@@ -485,16 +485,17 @@ client_migrate_tests() {
 		>"$TMP/to.out" 2>"$TMP/to.err"; rc=$?
 	expect_eq "--timeout exit" "$rc" 3
 	expect_eq "--timeout message" "$(grep -cE '^ferry migrate: --timeout 0.5 s expired: the migration was cancelled at pass 1 with [0-9.]+ MiB left; the guest runs on here$' "$TMP/to.err")" 1
-	expect_eq "--timeout: source runs" "$(qmp src query-status)" '{"return":{"running":true,"status":"running"}}'
+	expect_eq "--timeout: source runs" "$(qmp src query-status)" '{"return":{"running":true,"singlestep":false,"status":"running"}}'
 	# ferry qmp: --pretty indents, --compact (the default off a terminal) does not.
 	expect_eq "qmp --pretty" "$("$FERRY" qmp --qmp "$TMP/src.qmp" --pretty query-status)" '{
   "return": {
     "running": true,
+    "singlestep": false,
     "status": "running"
   }
 }'
 	expect_eq "qmp --compact" "$("$FERRY" qmp --qmp "$TMP/src.qmp" --compact --timeout 2.5 query-status)" \
-		'{"return":{"running":true,"status":"running"}}'
+		'{"return":{"running":true,"singlestep":false,"status":"running"}}'
 	qmp src quit >/dev/null; qmp dst quit >/dev/null
 	wait $spid $dpid
 }

@@ -9,7 +9,7 @@ with the oracle: query-guest-hash {"verify": true} on the destination (after
 x-run-until) must answer "matches-twin": true. Prints "ok:"/"FAIL:" lines
 and exits 1 if anything failed.
 """
-import json, os, platform, random, select, shutil, socket, subprocess, sys, tempfile, time
+import json, os, platform, random, re, select, shutil, socket, subprocess, sys, tempfile, time
 
 FERRY = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build/ferry"
 SPEC = "mem=64M,vram=4M,vcpus=2,workload=random,rate=50M"
@@ -178,7 +178,8 @@ def is_final(e):
 class Host:
     """A `ferry host` process with a QMP socket in the test's directory."""
 
-    def __init__(self, tmp, name, spec=SPEC, extra=()):
+    def __init__(self, tmp, name, spec=SPEC, extra=(), events=True):
+        """events: turn the "events" capability on (QEMU's default is off), as a QEMU client would."""
         self.name = name
         self.sock = os.path.join(tmp, name + ".qmp")
         self.errpath = os.path.join(tmp, name + ".err")
@@ -190,6 +191,10 @@ class Host:
         if b"listening" not in line:
             raise AssertionError(f"{name} host did not start: {line!r} {open(self.errpath).read()}")
         self.ready = json.loads(line)
+        if events:
+            q = self.qmp()
+            q.ret("migrate-set-capabilities", {"capabilities": [{"capability": "events", "state": True}]})
+            q.close()
 
     def qmp(self, negotiate=True):
         return QMP(self.sock, negotiate)
@@ -245,6 +250,30 @@ def wait_sent(q, nbytes):
     return wait_for(mid) or {}
 
 
+# query-migrate's "ram" members: QEMU 7.2's MigrationStats, then Ferry's own.
+RAM_MEMBERS = ["transferred", "remaining", "total", "duplicate", "skipped", "normal", "normal-bytes",
+               "dirty-pages-rate", "dirty-sync-count", "mbps", "postcopy-requests", "page-size", "multifd-bytes",
+               "pages-per-second", "precopy-bytes", "downtime-bytes", "postcopy-bytes",
+               "dirty-sync-missed-zero-copy", "x-skipped"]
+
+
+def check_ram(name, ram, source, postcopy=False, multifd=False):
+    """QEMU's mandatory members, with the values Ferry truly has; the byte split adds up to transferred."""
+    want = RAM_MEMBERS + (["x-bandwidth-peak-window-bytes"] if source else [])
+    eq(f"{name}: ram members", sorted(ram), sorted(want))
+    eq(f"{name}: fixed members", {k: ram[k] for k in ("skipped", "page-size", "dirty-sync-missed-zero-copy")},
+       {"skipped": 0, "page-size": 4096, "dirty-sync-missed-zero-copy": 0})
+    eq(f"{name}: precopy + downtime + postcopy bytes = transferred",
+       ram["precopy-bytes"] + ram["downtime-bytes"] + ram["postcopy-bytes"], ram["transferred"])
+    true(f"{name}: bytes moved while running and while stopped",
+         ram["precopy-bytes"] > 0 and ram["downtime-bytes"] > 0, str(ram))
+    eq(f"{name}: postcopy bytes only with postcopy", ram["postcopy-bytes"] > 0, postcopy)
+    if not postcopy:
+        eq(f"{name}: no postcopy requests", ram["postcopy-requests"], 0)
+    if not multifd:
+        eq(f"{name}: no multifd bytes", ram["multifd-bytes"], 0)
+
+
 def verify_destination(name, q, advance=3000):
     """The oracle on a destination: run on, stop, compare with the twin."""
     r = q.ret("x-run-until", {"advance": advance})
@@ -266,13 +295,14 @@ def verify_source(name, q):
 
 
 def case_greeting_and_negotiation(tmp):
-    h = Host(tmp, "src")
+    h = Host(tmp, "src", events=False)
     try:
         ver = subprocess.run([FERRY, "version"], capture_output=True, text=True).stdout.split()[1]
         major, minor, micro = (int(x) for x in ver.split("-")[0].split("."))
         q = h.qmp(negotiate=False)
-        eq("greeting", q.greeting, {"QMP": {"version": {"qemu": {"micro": micro, "minor": minor, "major": major},
-                                                        "package": "ferry-" + ver}, "capabilities": []}})
+        # QEMU 7.2's migration QMP (docs/qmp.md), Ferry's own version as the package.
+        version = {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": "ferry-" + ver}
+        eq("greeting", q.greeting, {"QMP": {"version": version, "capabilities": []}})
         need = not_found("Expecting capabilities negotiation with 'qmp_capabilities'")
         eq("command before negotiation", q.cmd("query-status"), need)
         eq("unknown command before negotiation", q.cmd("frobnicate"), need)
@@ -285,7 +315,7 @@ def case_greeting_and_negotiation(tmp):
         eq("qmp_capabilities twice", q.cmd("qmp_capabilities"),
            not_found("Capabilities negotiation is already complete, command ignored"))
         eq("id echoed (any JSON)", q.cmd("query-status", id={"a": [1, "b"]}),
-           {"return": {"running": True, "status": "running"}, "id": {"a": [1, "b"]}})
+           {"return": {"running": True, "singlestep": False, "status": "running"}, "id": {"a": [1, "b"]}})
         eq("id echoed on errors", q.cmd("nope", id="x1"),
            {"error": {"class": "CommandNotFound", "desc": "The command nope has not been found"}, "id": "x1"})
         # Framing and envelope errors (QEMU's words).
@@ -329,7 +359,10 @@ def case_greeting_and_negotiation(tmp):
             "qmp_capabilities", "query-commands", "migrate", "migrate-incoming", "migrate_cancel",
             "query-migrate", "migrate-set-capabilities", "query-migrate-capabilities",
             "migrate-set-parameters", "query-migrate-parameters", "stop", "cont", "query-status", "quit",
-            "query-guest-hash", "x-run-until", "migrate-start-postcopy", "migrate-pause", "migrate-recover"]))
+            "query-guest-hash", "x-run-until", "migrate-start-postcopy", "migrate-pause", "migrate-recover",
+            "query-version", "query-name", "query-uuid", "query-kvm", "query-cpus-fast", "query-block",
+            "query-block-jobs", "query-pci", "query-machines", "query-target"]))
+        eq("query-version: the greeting's", q.cmd("query-version"), {"return": version})
         eq("unknown command", q.cmd("foo"), not_found("The command foo has not been found"))
         eq("query-commands with arguments", q.cmd("query-commands", {"a": 1}),
            generic("Parameter 'a' is unexpected"))
@@ -356,10 +389,10 @@ def case_greeting_and_negotiation(tmp):
 
 
 def case_commands(tmp):
-    h = Host(tmp, "src")
+    h = Host(tmp, "src", events=False)
     try:
         q = h.qmp()
-        eq("query-status running", q.ret("query-status"), {"running": True, "status": "running"})
+        eq("query-status running", q.ret("query-status"), {"running": True, "singlestep": False, "status": "running"})
         eq("query-migrate before any migration", q.ret("query-migrate"), {})
         eq("migrate_cancel with nothing to cancel", q.cmd("migrate_cancel"), {"return": {}})
         # stop / cont and their events.
@@ -369,7 +402,7 @@ def case_commands(tmp):
         true("event timestamp shape", set(e) == {"event", "timestamp"} and
              set(e["timestamp"]) == {"seconds", "microseconds"} and 0 <= e["timestamp"]["microseconds"] < 10**6,
              str(e))
-        eq("query-status paused", q.ret("query-status"), {"running": False, "status": "paused"})
+        eq("query-status paused", q.ret("query-status"), {"running": False, "singlestep": False, "status": "paused"})
         q.events.clear()
         eq("stop when stopped", q.cmd("stop"), {"return": {}})
         eq("no second STOP", q.events, [])
@@ -493,12 +526,13 @@ def case_commands(tmp):
             "x-free-page-hints": True, "x-free-page-hint-wait": 100,
             "x-placement": "auto", "x-send-splice": False, **THROTTLE, **DEVSTATE})
         # Capabilities.
-        eq("query-migrate-capabilities", q.ret("query-migrate-capabilities"),
-           [{"capability": "events", "state": True}, {"capability": "multifd", "state": False},
+        eq("query-migrate-capabilities (events off by default, as QEMU)", q.ret("query-migrate-capabilities"),
+           [{"capability": "events", "state": False}, {"capability": "multifd", "state": False},
             {"capability": "postcopy-ram", "state": False}, {"capability": "postcopy-preempt", "state": False},
             {"capability": "auto-converge", "state": False}, {"capability": "switchover-ack", "state": False}])
         eq("set events", q.cmd("migrate-set-capabilities",
                                {"capabilities": [{"capability": "events", "state": True}]}), {"return": {}})
+        eq("events read back", q.ret("query-migrate-capabilities")[0], {"capability": "events", "state": True})
         eq("set multifd", q.cmd("migrate-set-capabilities",
                                 {"capabilities": [{"capability": "multifd", "state": True}]}), {"return": {}})
         eq("multifd read back", q.ret("query-migrate-capabilities"),
@@ -562,7 +596,7 @@ def case_commands(tmp):
         q.events.clear()
         r1 = q.ret("x-run-until", {"advance": 1000})
         eq("x-run-until stops a running guest (STOP)", [e["event"] for e in q.events], ["STOP"])
-        eq("query-status after x-run-until", q.ret("query-status"), {"running": False, "status": "paused"})
+        eq("query-status after x-run-until", q.ret("query-status"), {"running": False, "singlestep": False, "status": "paused"})
         r2 = q.ret("x-run-until", {"steps": [r1["steps"][0] + 10, r1["steps"][1] + 20]})
         eq("x-run-until to exact steps", r2["steps"], [r1["steps"][0] + 10, r1["steps"][1] + 20])
         v = q.ret("query-guest-hash", {"verify": True}, timeout=120)
@@ -582,7 +616,7 @@ def case_full_migration_two_clients(tmp):
     src = Host(tmp, "src", BIG)
     try:
         dq = dst.qmp()
-        eq("destination query-status", dq.ret("query-status"), {"running": False, "status": "inmigrate"})
+        eq("destination query-status", dq.ret("query-status"), {"running": False, "singlestep": False, "status": "inmigrate"})
         eq("destination refuses migrate", dq.cmd("migrate", {"uri": "unix:/x"}),
            generic("Guest is waiting for an incoming migration"))
         eq("destination refuses stop", dq.cmd("stop"), generic("Guest is waiting for an incoming migration"))
@@ -609,18 +643,19 @@ def case_full_migration_two_clients(tmp):
             eq(f"{name}: timestamps never go back", ts, sorted(ts))
         info = a.ret("query-migrate")
         eq("source query-migrate status", info["status"], "completed")
-        true("source query-migrate shape", {"status", "total-time", "setup-time", "downtime", "ram"} <= set(info) and
-             set(info["ram"]) >= {"transferred", "remaining", "total", "duplicate", "normal", "normal-bytes",
-                                  "dirty-pages-rate", "dirty-sync-count", "mbps", "pages-per-second"}, str(info))
+        true("source query-migrate shape", {"status", "total-time", "setup-time", "downtime", "ram"} <= set(info), str(info))
+        check_ram("source", info["ram"], True)
         eq("source ram.total", info["ram"]["total"], (128 + 4) << 20)
         eq("source remaining", info["ram"]["remaining"], 0)
         true("no x-device-state without live devices", "x-device-state" not in info, str(info))
-        eq("source query-status after migration", a.ret("query-status"), {"running": False, "status": "postmigrate"})
+        eq("source query-status after migration", a.ret("query-status"), {"running": False, "singlestep": False, "status": "postmigrate"})
         true("destination completed", dq.wait_event(is_status("completed")) is not None)
         true("destination RESUME", dq.wait_event(lambda e: e["event"] == "RESUME") is not None)
-        eq("destination running", dq.ret("query-status"), {"running": True, "status": "running"})
+        eq("destination running", dq.ret("query-status"), {"running": True, "singlestep": False, "status": "running"})
         dinfo = dq.ret("query-migrate")
         eq("destination query-migrate", dinfo["status"], "completed")
+        check_ram("destination", dinfo["ram"], False)
+        eq("destination received what the source sent", dinfo["ram"]["transferred"], info["ram"]["transferred"])
         eq("destination placed pages with userfaultfd (the default)", dinfo.get("x-placement"), "userfaultfd")
         verify_destination("full migration", dq)
         for q in (a, b, dq):
@@ -655,7 +690,7 @@ def case_cancel_setup(tmp):
         filler.close()
         eq("setup cancel: statuses", q.statuses(), ["setup", "cancelling", "cancelled"])
         eq("setup cancel: query-migrate", q.ret("query-migrate")["status"], "cancelled")
-        eq("setup cancel: guest still running", q.ret("query-status"), {"running": True, "status": "running"})
+        eq("setup cancel: guest still running", q.ret("query-status"), {"running": True, "singlestep": False, "status": "running"})
         verify_source("setup cancel", q)
         q.events.clear()
         eq("migrate after the cancel", q.cmd("migrate", {"uri": "unix:" + os.path.join(tmp, "mig.sock")}),
@@ -686,7 +721,7 @@ def case_cancel_active(tmp):
         eq("migrate_cancel while active", q.cmd("migrate_cancel"), {"return": {}})
         true("cancelled", q.wait_event(is_status("cancelled")) is not None)
         eq("active cancel: statuses", q.statuses(), ["setup", "active", "cancelling", "cancelled"])
-        eq("active cancel: source runs", q.ret("query-status"), {"running": True, "status": "running"})
+        eq("active cancel: source runs", q.ret("query-status"), {"running": True, "singlestep": False, "status": "running"})
         verify_source("active cancel", q)
         # The destination lost its peer: it discards what it got and listens again.
         e = dq.wait_event(is_status("failed"))
@@ -695,7 +730,7 @@ def case_cancel_active(tmp):
         true("destination listens again", info is not None, str(info))
         true("destination reports the previous failure", info and info.get("x-previous", {}).get("status") == "failed",
              str(info))
-        eq("destination back to inmigrate", dq.ret("query-status"), {"running": False, "status": "inmigrate"})
+        eq("destination back to inmigrate", dq.ret("query-status"), {"running": False, "singlestep": False, "status": "inmigrate"})
         h = dq.ret("query-guest-hash")
         eq("destination RAM was reset (steps)", h["steps"], [0, 0])
         # A following migration at full speed is bit-exact.
@@ -720,7 +755,7 @@ def case_cancel_on_destination(tmp):
     src = Host(tmp, "src", BIG)
     try:
         q, dq = src.qmp(), dst.qmp()
-        eq("defer: query-status", dq.ret("query-status"), {"running": False, "status": "inmigrate"})
+        eq("defer: query-status", dq.ret("query-status"), {"running": False, "singlestep": False, "status": "inmigrate"})
         eq("defer: query-migrate before migrate-incoming", dq.ret("query-migrate"), {})
         eq("migrate-incoming: uri missing", dq.cmd("migrate-incoming", {}), generic("Parameter 'uri' is missing"))
         eq("migrate-incoming: bad uri", dq.cmd("migrate-incoming", {"uri": "udp:x"}),
@@ -737,7 +772,7 @@ def case_cancel_on_destination(tmp):
         eq("destination statuses", dq.statuses(), ["setup", "active", "cancelling", "cancelled"])
         e = q.wait_event(is_final)
         eq("source fails when the destination cancels", e and e["data"]["status"], "failed")
-        eq("source guest runs", q.ret("query-status"), {"running": True, "status": "running"})
+        eq("source guest runs", q.ret("query-status"), {"running": True, "singlestep": False, "status": "running"})
         verify_source("destination cancel", q)
         # Back to waiting for a new migrate-incoming (queued after the reset).
         eq("migrate-incoming again", dq.cmd("migrate-incoming", {"uri": mig}), {"return": {}})
@@ -850,6 +885,7 @@ def case_multifd_zstd(tmp):
         eq("multifd: multifd-bytes is the channels' sum", info["ram"].get("multifd-bytes"),
            sum(mf.get("channel-bytes", [0])))
         true("multifd: zstd counted", mf.get("compression", {}).get("in", 0) > 0, str(mf))
+        check_ram("multifd: source", info["ram"], True, multifd=True)
         true("destination completed", dq.wait_event(is_status("completed")) is not None)
         eq("destination placed pages with pwrite", dq.ret("query-migrate").get("x-placement"), "pwrite")
         verify_destination("multifd zstd", dq)
@@ -997,14 +1033,15 @@ def case_postcopy_pause_recover(tmp):
         eq("destination: MIGRATION statuses in order", dq.statuses(), dwant)
         info, dinfo = q.ret("query-migrate"), dq.ret("query-migrate")
         eq("source: completed", info["status"], "completed")
-        true("source: postcopy-requests in ram", "postcopy-requests" in info["ram"], str(info))
+        check_ram("source", info["ram"], True, postcopy=True)
+        check_ram("destination", dinfo["ram"], False, postcopy=True)
         true("destination: fault latency reported", {"samples", "p50-us", "p99-us", "max-us"} <=
              set(dinfo.get("x-postcopy", {}).get("fault-latency", {})), str(dinfo))
         # A recovery re-sends the requests that were in flight: the source may count more.
         true("requests: every one the destination made reached the source",
              info["ram"]["postcopy-requests"] >= dinfo["ram"]["postcopy-requests"] > 0, str((info["ram"], dinfo["ram"])))
         true("destination: postcopy-blocktime", "postcopy-blocktime" in dinfo, str(dinfo))
-        eq("destination running", dq.ret("query-status"), {"running": True, "status": "running"})
+        eq("destination running", dq.ret("query-status"), {"running": True, "singlestep": False, "status": "running"})
         verify_destination("postcopy with pause and recovery", dq)
         q.close()
         dq.close()
@@ -1025,7 +1062,7 @@ def start_long_run(h):
     q = h.qmp()
     q.send(json.dumps({"execute": "x-run-until", "arguments": LONG_RUN}) + "\n")
     probe = h.qmp()
-    running = wait_for(lambda: probe.ret("query-status") == {"running": True, "status": "running"})
+    running = wait_for(lambda: probe.ret("query-status") == {"running": True, "singlestep": False, "status": "running"})
     probe.close()
     true("x-run-until runs", running is not None)
     return q
@@ -1052,7 +1089,7 @@ def case_run_until_interrupt(tmp):
         eq("stop during a long x-run-until", c.cmd("stop", timeout=10), {"return": {}})
         true("stop answers promptly", time.monotonic() - t < 5, f"{time.monotonic() - t:.1f} s")
         eq("x-run-until reply after stop", q.reply(timeout=10), generic("x-run-until was interrupted by 'stop'"))
-        eq("paused after the interrupted run", c.ret("query-status"), {"running": False, "status": "paused"})
+        eq("paused after the interrupted run", c.ret("query-status"), {"running": False, "singlestep": False, "status": "paused"})
         steps = c.ret("query-guest-hash")["steps"]
         eq("x-run-until below the current steps", c.cmd("x-run-until", {"steps": [0, steps[1]]}),
            generic(f"Parameter 'steps' is below the current step counts [{steps[0]}, {steps[1]}]"))
@@ -1064,7 +1101,7 @@ def case_run_until_interrupt(tmp):
         r = c.cmd("x-run-until", {"steps": [0, 0]})
         true("running guest: below-current refused", r["error"]["desc"].startswith(
             "Parameter 'steps' is below the current step counts ["), str(r))
-        eq("running guest: still running", c.ret("query-status"), {"running": True, "status": "running"})
+        eq("running guest: still running", c.ret("query-status"), {"running": True, "singlestep": False, "status": "running"})
         eq("running guest: no STOP", [e["event"] for e in c.events], [])
         q.close()
         c.close()
@@ -1197,9 +1234,81 @@ def case_bandwidth_cap_cancel(tmp):
         peak = info["ram"]["x-bandwidth-peak-window-bytes"]
         true("no 100 ms window above 110% of max-bandwidth, the cancel included", 0 < peak <= cap / 10 * 1.1,
              f"peak {peak} bytes, cap/10 {cap // 10}")
-        eq("cancelled source runs", q.ret("query-status"), {"running": True, "status": "running"})
+        eq("cancelled source runs", q.ret("query-status"), {"running": True, "singlestep": False, "status": "running"})
         verify_source("capped cancel", q)
         q.close()
+    finally:
+        src.stop()
+        dst.stop()
+
+
+def vcpu_tids(pid):
+    """{index: tid} of process pid's threads named guest/vcpuN."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/comm") as f:
+            comm = f.read().strip()
+        if comm.startswith("guest/vcpu"):
+            out[int(comm[len("guest/vcpu"):])] = int(tid)
+    return out
+
+
+def case_guest_queries(tmp):
+    """What orchestrators ask on connect, answered with what the synthetic guest has."""
+    h = Host(tmp, "src", "mem=64M,vram=4M,vcpus=3,workload=random,rate=50M")
+    h2 = Host(tmp, "other")
+    try:
+        q = h.qmp()
+        eq("query-name (no name, as QEMU without -name)", q.ret("query-name"), {})
+        uuid = q.ret("query-uuid")
+        eq("query-uuid shape", sorted(uuid), ["UUID"])
+        true("query-uuid: an RFC 4122 version 4 UUID", re.fullmatch(
+            r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", uuid["UUID"]) is not None, str(uuid))
+        eq("query-uuid is stable", q.ret("query-uuid"), uuid)
+        true("another host has another UUID", h2.qmp().ret("query-uuid") != uuid)
+        eq("query-kvm", q.ret("query-kvm"), {"enabled": False, "present": False})
+        tids = vcpu_tids(h.p.pid)
+        eq("three vCPU threads", sorted(tids), [0, 1, 2])
+        eq("query-cpus-fast: one entry per vCPU thread, with its thread id", q.ret("query-cpus-fast"),
+           [{"cpu-index": i, "qom-path": f"/guest/vcpu{i}", "thread-id": tids[i], "target": platform.machine()}
+            for i in range(3)])
+        eq("query-block", q.ret("query-block"), [])
+        eq("query-block-jobs", q.ret("query-block-jobs"), [])
+        eq("query-pci (no PCI bus)", q.ret("query-pci"), [])
+        eq("query-machines", q.ret("query-machines"),
+           [{"name": "x-ferry-synthetic", "is-default": True, "cpu-max": 64, "hotpluggable-cpus": False,
+             "numa-mem-supported": False, "deprecated": False, "default-ram-id": "pc.ram"}])
+        eq("query-target", q.ret("query-target"), {"arch": platform.machine()})
+        eq("query-version with an argument", q.cmd("query-version", {"a": 1}), generic("Parameter 'a' is unexpected"))
+        eq("query-cpus-fast with an argument", q.cmd("query-cpus-fast", {"a": 1}),
+           generic("Parameter 'a' is unexpected"))
+        q.close()
+    finally:
+        h2.stop()
+        h.stop()
+
+
+def case_events_off(tmp):
+    """With "events" off (QEMU's default) no MIGRATION or MIGRATION_PASS goes out; STOP/RESUME still do."""
+    mig = "unix:" + os.path.join(tmp, "mig.sock")
+    dst = Host(tmp, "dst", SPEC, ["--incoming", mig], events=False)
+    src = Host(tmp, "src", SPEC, events=False)
+    try:
+        q, dq = src.qmp(), dst.qmp()
+        off = [{"capability": "events", "state": False}]
+        eq("events off by default", q.ret("query-migrate-capabilities")[:1], off)
+        eq("set events off", q.cmd("migrate-set-capabilities", {"capabilities": off}), {"return": {}})
+        eq("events off read back", q.ret("query-migrate-capabilities")[:1], off)
+        eq("migrate", q.cmd("migrate", {"uri": mig}), {"return": {}})
+        true("source completed", wait_for(lambda: q.ret("query-migrate")["status"] == "completed"))
+        true("destination completed", wait_for(lambda: dq.ret("query-migrate")["status"] == "completed"))
+        true("destination RESUME", dq.wait_event(lambda e: e["event"] == "RESUME") is not None)
+        true("source STOP", q.wait_event(lambda e: e["event"] == "STOP") is not None)
+        eq("source: only STOP", [e["event"] for e in q.events], ["STOP"])
+        eq("destination: only RESUME", [e["event"] for e in dq.events], ["RESUME"])
+        verify_destination("events off", dq)
+        q.close()
+        dq.close()
     finally:
         src.stop()
         dst.stop()
@@ -1221,6 +1330,8 @@ CASES = [
     case_port0_listeners,
     case_bandwidth_cap,
     case_bandwidth_cap_cancel,
+    case_guest_queries,
+    case_events_off,
 ]
 
 

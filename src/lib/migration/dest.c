@@ -54,6 +54,14 @@ static void send_shut(ferry_chan *c, int status, const char *msg)
 	ferry__chan_flush(c);
 }
 
+void ferry__dst_mark_bytes(ferry_dst *l, uint64_t *mark)
+{
+	ferry__dst_stats(l);
+	pthread_mutex_lock(&l->m->stats_lock);
+	*mark = l->m->info.transferred;
+	pthread_mutex_unlock(&l->m->stats_lock);
+}
+
 /*
  * Thread: mig/dst/main or mig/dst/listen (never both at once), while
  * mig/dst/preempt may be counting pre_ram.
@@ -169,6 +177,7 @@ int ferry__dst_load_command(ferry_dst *l)
 		return ferry__postcopy_run(l, buf[0]);
 	case FERRY_CMD_SWITCHOVER:
 		l->m->sw_stop_ns = ferry__now_ns(); /* downtime_device_ms counts from here */
+		ferry__dst_mark_bytes(l, &l->m->sw_bytes);
 		return 0;
 	case FERRY_CMD_SWITCHOVER_START:
 		return ferry__parts_load_start(&l->parts, c);

@@ -57,6 +57,9 @@ int ferry__dst_load_section(ferry_dst *d, uint8_t type);
 int ferry__dst_load_command(ferry_dst *d);
 /* Publishes progress (takes m->stats_lock, then mf.lock). */
 void ferry__dst_stats(ferry_dst *d);
+
+/* Refreshes the counters and records `transferred` in *mark (under stats_lock). Thread: as ferry__dst_stats. */
+void ferry__dst_mark_bytes(ferry_dst *d, uint64_t *mark);
 /* Joins the multifd receive threads (all their pages are placed). mig/dst/main. */
 void ferry__dst_mf_stop(ferry_dst *d);
 

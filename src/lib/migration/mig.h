@@ -138,6 +138,12 @@ struct ferry_migration {
 	 * written, the last live device's end marker sent (live-stats.c).
 	 */
 	uint64_t sw_stop_ns, sw_ram_ns, sw_dev_ns;
+	/*
+	 * Protected by stats_lock: the bytes transferred at the switchover
+	 * (vCPU stop; destination: SWITCHOVER received) and at the postcopy
+	 * switch (0: not reached), for precopy/downtime/postcopy bytes.
+	 */
+	uint64_t sw_bytes, pc_bytes;
 	/* Protected by stats_lock: per live device, registration order (live-stats.c). */
 	struct ferry_live_stat {
 		uint64_t bytes, buffers;

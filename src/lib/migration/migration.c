@@ -413,6 +413,23 @@ void ferry__mig_params(struct ferry_migration *m, ferry_migration_params *out)
 	pthread_mutex_unlock(&m->stats_lock);
 }
 
+/*
+ * precopy/downtime/postcopy bytes from the switchover marks (under
+ * stats_lock): they add up to transferred, a mark not reached yet counting
+ * as now.
+ */
+static void bytes_split(const struct ferry_migration *m, ferry_migration_info *i)
+{
+	uint64_t t = i->transferred;
+	uint64_t sw = m->sw_bytes && m->sw_bytes < t ? m->sw_bytes : t;
+	uint64_t pc = m->pc_bytes && m->pc_bytes < t ? m->pc_bytes : t;
+	if (pc < sw)
+		pc = sw;
+	i->precopy_bytes = sw;
+	i->downtime_bytes = pc - sw;
+	i->postcopy_bytes = t - pc;
+}
+
 int ferry_migration_query(ferry_vm_t *vm, ferry_migration_info *info)
 {
 	if (!vm || !info)
@@ -440,6 +457,7 @@ int ferry_migration_query(ferry_vm_t *vm, ferry_migration_info *info)
 		if (granted > info->transferred)
 			info->transferred = granted;
 	}
+	bytes_split(m, info);
 	uint64_t end = m->end_ns ? m->end_ns : ferry__now_ns();
 	info->total_time_ms = (end - m->start_ns) / 1000000;
 	ferry__pc_dst_query(m, info);

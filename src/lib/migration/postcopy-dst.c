@@ -698,6 +698,7 @@ int ferry__postcopy_package_read(ferry_dst *l, uint32_t len)
 	l->pkg_fd = fd;
 	l->pkg_len = len;
 	l->pc_running = true; /* load_stream returns: the rest is postcopy */
+	ferry__dst_mark_bytes(l, &l->m->pc_bytes); /* the package came before the switch */
 	return 0;
 }
 

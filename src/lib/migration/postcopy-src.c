@@ -652,6 +652,7 @@ static void pc_commit(struct src_ctx *x)
 	pthread_mutex_unlock(&m->pc_src->lock);
 	pthread_mutex_lock(&m->stats_lock);
 	m->info.postcopy = true;
+	m->pc_bytes = ferry__src_wire_bytes(x);
 	pthread_mutex_unlock(&m->stats_lock);
 	pc_set_timeouts(m);
 	ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_ACTIVE);
@@ -667,8 +668,7 @@ int ferry__pc_src_run(struct src_ctx *x)
 	int r = pc_switch(x);
 	if (r)
 		return r;
-	pc_commit(x);
-	uint64_t b0 = x->c->out_bytes + pc->pre.out_bytes;
+	pc_commit(x); /* marks the bytes sent so far: postcopy_bytes are the rest */
 	if ((r = pc_run(m, &x->rs)))
 		return r;
 	pthread_mutex_lock(&pc->lock);
@@ -677,8 +677,6 @@ int ferry__pc_src_run(struct src_ctx *x)
 	pthread_mutex_lock(&m->stats_lock);
 	m->info.downtime_ms = run_ns > x->stop_ns ? (run_ns - x->stop_ns) / 1000000 : 0;
 	m->info.postcopy_requests = reqs;
-	/* Every connection after the switch, main and preempt, across recoveries. */
-	m->info.postcopy_bytes = pc->closed_bytes + x->c->out_bytes + pc->pre.out_bytes - b0;
 	pthread_mutex_unlock(&m->stats_lock);
 	ferry__live_stat_split(m, run_ns);
 	return 0;

@@ -464,6 +464,14 @@ static int phase_iterate(struct src_ctx *x)
 	}
 }
 
+uint64_t ferry__src_wire_bytes(struct src_ctx *x)
+{
+	struct ferry_migration *m = x->m;
+	if (x->mf.inited) /* the channels' counters as of now, not the last refresh */
+		ferry__mf_send_stats(&x->mf, &m->info);
+	return x->c->out_bytes + (x->mf.inited ? m->info.multifd_bytes : 0) + ferry__pc_src_extra_bytes(m);
+}
+
 /* Switchover: stops the vCPUs (the run state is ours from here on). */
 static int phase_switchover(struct src_ctx *x)
 {
@@ -486,6 +494,9 @@ static int phase_switchover(struct src_ctx *x)
 	/* From here on the run state is ours: ferry_vm_start() says -EBUSY. */
 	vm->run_owned = true;
 	pthread_mutex_unlock(&vm->run_lock);
+	pthread_mutex_lock(&m->stats_lock);
+	m->sw_bytes = ferry__src_wire_bytes(x); /* what went while the guest ran */
+	pthread_mutex_unlock(&m->stats_lock);
 	if (x->stopped_by_us)
 		ferry__mig_event(m, FERRY_EVENT_STOP, 0);
 	ferry__mig_set_status(m, FERRY_MIGRATION_DEVICE);
@@ -528,11 +539,8 @@ static void phase_completed(struct src_ctx *x)
 {
 	struct ferry_migration *m = x->m;
 	pthread_mutex_lock(&m->stats_lock);
-	if (x->mf.inited) /* the channels' counters as of now, not the last refresh */
-		ferry__mf_send_stats(&x->mf, &m->info);
 	uint64_t total_ns = ferry__now_ns() - m->start_ns;
-	uint64_t wire = x->c->out_bytes + (x->mf.inited ? m->info.multifd_bytes : 0) +
-			ferry__pc_src_extra_bytes(m);
+	uint64_t wire = ferry__src_wire_bytes(x);
 	m->info.transferred = wire;
 	m->info.throughput_bps = (uint64_t)((double)wire * 1e9 / (double)total_ns);
 	m->info.mbps = (double)m->info.throughput_bps * 8 / 1e6;

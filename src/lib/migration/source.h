@@ -17,6 +17,15 @@
 #include "migration/participant.h"
 #include "migration/throttle.h"
 
+struct src_ctx;
+
+/*
+ * Bytes on the wire so far: the main connection, the multifd channels
+ * (refreshing info.multifd_bytes) and postcopy's other connections.
+ * Thread: the migration's main thread, under m->stats_lock.
+ */
+uint64_t ferry__src_wire_bytes(struct src_ctx *x);
+
 struct src_ctx {
 	struct ferry_migration *m;
 	ferry_vm_t *vm;
