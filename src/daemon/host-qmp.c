@@ -589,13 +589,16 @@ static void cmd_query_migrate(void *opaque, ferry_qmp_req *req, json_t *args)
 /* ------------------------------------------------------------------ */
 /* Capabilities and parameters.                                        */
 
-/* QEMU's MigrationCapability names Ferry knows but does not implement. */
+/*
+ * QEMU's MigrationCapability names besides events: QEMU 7.2's, then the
+ * later switchover-ack (8.0), dirty-limit (8.1) and mapped-ram (9.0).
+ */
 static const char *const qemu_caps[] = {
-	"xbzrle", "rdma-pin-all", "auto-converge", "postcopy-ram", "x-colo", "release-ram",
-	"return-path", "pause-before-switchover", "multifd", "dirty-bitmaps",
-	"postcopy-blocktime", "late-block-activate", "x-ignore-shared", "validate-uuid",
-	"background-snapshot", "zero-copy-send", "postcopy-preempt", "switchover-ack",
-	"dirty-limit", "mapped-ram", NULL,
+	"xbzrle", "rdma-pin-all", "auto-converge", "zero-blocks", "compress", "postcopy-ram",
+	"x-colo", "release-ram", "block", "return-path", "pause-before-switchover", "multifd",
+	"dirty-bitmaps", "postcopy-blocktime", "late-block-activate", "x-ignore-shared",
+	"validate-uuid", "background-snapshot", "zero-copy-send", "postcopy-preempt",
+	"switchover-ack", "dirty-limit", "mapped-ram", NULL,
 };
 
 static bool qemu_cap(const char *name)
@@ -631,11 +634,27 @@ static bool caps_parse(ferry_qmp_req *req, json_t *caps)
 		}
 		const char *name = json_string_value(json_object_get(c, "capability"));
 		if (strcmp(name, "events") && !qemu_cap(name)) {
-			ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "Invalid parameter '%s'", name);
+			ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
+					    "Parameter 'capability' does not accept value '%s'", name);
 			return false;
 		}
 	}
 	return true;
+}
+
+/*
+ * Why a QEMU capability Ferry lacks cannot be on: QEMU's own message where
+ * a QEMU build can lack it too (block migration, COLO), else Ferry's.
+ */
+static const char *cap_refusal(const char *name)
+{
+	static char buf[128];
+	if (!strcmp(name, "block"))
+		return msg_no_block;
+	if (!strcmp(name, "x-colo"))
+		return "QEMU compiled without replication module can't enable COLO";
+	snprintf(buf, sizeof(buf), "Capability '%s' is not supported by this version of Ferry", name);
+	return buf;
 }
 
 /*
@@ -662,9 +681,7 @@ static bool caps_apply(ferry_qmp_req *req, json_t *caps, ferry_migration_params 
 		else if (!strcmp(name, "switchover-ack"))
 			p->switchover_ack = on;
 		else if (qemu_cap(name) && on) {
-			ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
-					    "Capability '%s' is not supported by this version of Ferry",
-					    name);
+			ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "%s", cap_refusal(name));
 			return false;
 		}
 	}

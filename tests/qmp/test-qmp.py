@@ -459,6 +459,18 @@ def case_commands(tmp):
            generic("Parameter 'x-max-passes' expects uint32_t"))
         eq("unknown parameter", q.cmd("migrate-set-parameters", {"multifd-foo": 4}),
            generic("Parameter 'multifd-foo' is unexpected"))
+        # QEMU's parameters Ferry does not implement: refused as by a QEMU without them, nothing changes.
+        before = q.ret("query-migrate-parameters")
+        for name, v in (("max-postcopy-bandwidth", 0), ("announce-initial", 50), ("x-checkpoint-delay", 200),
+                        ("block-incremental", False), ("tls-creds", ""), ("compress-level", 1),
+                        ("decompress-threads", 2), ("multifd-zlib-level", 1), ("xbzrle-cache-size", 1 << 26),
+                        ("avail-switchover-bandwidth", 0), ("vcpu-dirty-limit", 1)):
+            eq(f"QEMU parameter {name} not implemented", q.cmd("migrate-set-parameters", {name: v, "downtime-limit": 401}),
+               generic(f"Parameter '{name}' is unexpected"))
+            true(f"{name} not listed", name not in q.ret("query-migrate-parameters"))
+        eq("refused parameters changed nothing", q.ret("query-migrate-parameters"), before)
+        eq("multifd-compression zlib (QEMU has it, Ferry not)", q.cmd("migrate-set-parameters", {"multifd-compression": "zlib"}),
+           generic("Parameter 'multifd-compression' does not accept value 'zlib'"))
         eq("multifd-channels out of range", q.cmd("migrate-set-parameters", {"multifd-channels": 17}),
            generic("Parameter 'multifd-channels' expects a value between 1 and 16"))
         eq("multifd-compression unknown", q.cmd("migrate-set-parameters", {"multifd-compression": "zlib"}),
@@ -567,7 +579,23 @@ def case_commands(tmp):
            {"return": {}})
         eq("unknown capability", q.cmd("migrate-set-capabilities",
                                        {"capabilities": [{"capability": "foo", "state": True}]}),
-           generic("Invalid parameter 'foo'"))
+           generic("Parameter 'capability' does not accept value 'foo'"))
+        for cap in ("zero-blocks", "compress", "block", "x-colo"):
+            eq(f"QEMU 7.2 capability {cap} off is accepted", q.cmd("migrate-set-capabilities",
+               {"capabilities": [{"capability": cap, "state": False}]}), {"return": {}})
+        for cap, desc in (("block", "QEMU compiled without old-style (blk/-b, inc/-i) block migration"),
+                          ("x-colo", "QEMU compiled without replication module can't enable COLO"),
+                          ("compress", "Capability 'compress' is not supported by this version of Ferry")):
+            eq(f"capability {cap} on refused", q.cmd("migrate-set-capabilities",
+               {"capabilities": [{"capability": cap, "state": True}]}), generic(desc))
+        eq("capabilities: all parsed before any refused", q.cmd("migrate-set-capabilities",
+           {"capabilities": [{"capability": "xbzrle", "state": True}, {"capability": "foo", "state": True}]}),
+           generic("Parameter 'capability' does not accept value 'foo'"))
+        eq("capabilities: a refusal changes nothing", q.cmd("migrate-set-capabilities",
+           {"capabilities": [{"capability": "multifd", "state": True}, {"capability": "block", "state": True}]}),
+           generic("QEMU compiled without old-style (blk/-b, inc/-i) block migration"))
+        eq("capabilities: multifd still off", q.ret("query-migrate-capabilities")[1],
+           {"capability": "multifd", "state": False})
         eq("capability state missing", q.cmd("migrate-set-capabilities",
                                              {"capabilities": [{"capability": "events"}]}),
            generic("Parameter 'capabilities[0].state' is missing"))
@@ -839,7 +867,8 @@ def case_cancel_on_destination(tmp):
         q, dq = src.qmp(), dst.qmp()
         eq("defer: query-status", dq.ret("query-status"), {"running": False, "singlestep": False, "status": "inmigrate"})
         eq("defer: query-migrate before migrate-incoming", dq.ret("query-migrate"), {})
-        eq("migrate-incoming: uri missing", dq.cmd("migrate-incoming", {}), generic("Parameter 'uri' is missing"))
+        eq("migrate-incoming: uri missing", dq.cmd("migrate-incoming", {}),
+           generic("neither 'uri' or 'channels' argument are specified in 'migrate-incoming' qmp command "))
         eq("migrate-incoming: bad uri", dq.cmd("migrate-incoming", {"uri": "udp:x"}),
            generic("unsupported migration URI 'udp:x' (expected tcp:HOST:PORT or unix:PATH)"))
         eq("migrate-incoming", dq.cmd("migrate-incoming", {"uri": mig}), {"return": {}})
