@@ -37,6 +37,8 @@
 
 static const char *const msg_in_progress = "There's a migration process in progress";
 static const char *const msg_inmigrate = "Guest is waiting for an incoming migration";
+/* QEMU built without CONFIG_LIVE_BLOCK_MIGRATION (blk, inc, the block capability). */
+static const char *const msg_no_block = "QEMU compiled without old-style (blk/-b, inc/-i) block migration";
 
 /* ------------------------------------------------------------------ */
 /* State.                                                              */
@@ -482,33 +484,49 @@ static void migrate_done(host *h, host_op *op)
 		op_return(h, op, NULL);
 }
 
+/* "resume": postcopy recovery, answered at once; the reconnect happens in libferry. */
+static void migrate_resume(host *h, ferry_qmp_req *req, const char *uri)
+{
+	char err[512];
+	if (ferry_uri_validate(uri, err, sizeof(err)))
+		ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "%s", err);
+	else if (h->dir != HOST_DIR_OUT || ferry_migration_resume(h->vm, uri))
+		ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "Cannot resume if there is no paused migration");
+	else
+		ferry_qmp_req_return(req, NULL);
+}
+
+/*
+ * QEMU 7.2's migrate plus 8.2's channels: detach is ignored (as QEMU);
+ * blk and inc are refused when true with the message of a QEMU built
+ * without block migration (Ferry has none).
+ */
 static void cmd_migrate(void *opaque, ferry_qmp_req *req, json_t *args)
 {
 	static const ferry_qmp_arg spec[] = {
-		{ "uri", FERRY_QMP_STR, false },
-		{ "resume", FERRY_QMP_BOOL, true },
+		{ "uri", FERRY_QMP_STR, true },	       { "channels", FERRY_QMP_ARRAY, true },
+		{ "blk", FERRY_QMP_BOOL, true },       { "inc", FERRY_QMP_BOOL, true },
+		{ "detach", FERRY_QMP_BOOL, true },    { "resume", FERRY_QMP_BOOL, true },
 		{ NULL },
 	};
+	char uri[512], err[512];
 	if (!ferry_qmp_req_check_args(req, args, spec))
 		return;
-	if (json_is_true(json_object_get(args, "resume"))) {
-		/* Postcopy recovery: answered at once, the reconnect happens in libferry. */
-		host *h = opaque;
-		char err[512];
-		const char *uri = json_string_value(json_object_get(args, "uri"));
-		if (ferry_uri_validate(uri, err, sizeof(err))) {
-			ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "%s", err);
-			return;
-		}
-		if (h->dir != HOST_DIR_OUT || ferry_migration_resume(h->vm, uri)) {
-			ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
-					    "Cannot resume if there is no paused migration");
-			return;
-		}
-		ferry_qmp_req_return(req, NULL);
+	if (host_migration_uri(args, "migrate", uri, sizeof(uri), err, sizeof(err))) {
+		ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "%s", err);
 		return;
 	}
-	host_op_submit(opaque, host_op_new("migrate", req, args, NULL, NULL, migrate_done));
+	if (json_is_true(json_object_get(args, "blk")) || json_is_true(json_object_get(args, "inc"))) {
+		ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "%s", msg_no_block);
+		return;
+	}
+	if (json_is_true(json_object_get(args, "resume"))) {
+		migrate_resume(opaque, req, uri);
+		return;
+	}
+	json_t *a = json_pack("{s:s}", "uri", uri);
+	host_op_submit(opaque, host_op_new("migrate", req, a, NULL, NULL, migrate_done));
+	json_decref(a);
 }
 
 static void incoming_done(host *h, host_op *op)
@@ -522,10 +540,14 @@ static void incoming_done(host *h, host_op *op)
 		op_error(h, op, "The incoming migration has already been started");
 		return;
 	}
+	char uri[512];
+	if (host_migration_uri(op->args, "migrate-incoming", uri, sizeof(uri), err, sizeof(err))) {
+		op_error(h, op, "%s", err);
+		return;
+	}
 	json_t *eoe = json_object_get(op->args, "exit-on-error");
 	h->exit_on_error = eoe ? json_is_true(eoe) : h->exit_on_error_flag;
-	if (host_incoming_start(h, json_string_value(json_object_get(op->args, "uri")), err,
-				sizeof(err)))
+	if (host_incoming_start(h, uri, err, sizeof(err)))
 		op_error(h, op, "%s", err);
 	else
 		op_return(h, op, NULL);
@@ -534,7 +556,8 @@ static void incoming_done(host *h, host_op *op)
 static void cmd_migrate_incoming(void *opaque, ferry_qmp_req *req, json_t *args)
 {
 	static const ferry_qmp_arg spec[] = {
-		{ "uri", FERRY_QMP_STR, false },
+		{ "uri", FERRY_QMP_STR, true },
+		{ "channels", FERRY_QMP_ARRAY, true },
 		{ "exit-on-error", FERRY_QMP_BOOL, true },
 		{ NULL },
 	};
@@ -566,13 +589,16 @@ static void cmd_query_migrate(void *opaque, ferry_qmp_req *req, json_t *args)
 /* ------------------------------------------------------------------ */
 /* Capabilities and parameters.                                        */
 
-/* QEMU's MigrationCapability names Ferry knows but does not implement. */
+/*
+ * QEMU's MigrationCapability names besides events: QEMU 7.2's, then the
+ * later switchover-ack (8.0), dirty-limit (8.1) and mapped-ram (9.0).
+ */
 static const char *const qemu_caps[] = {
-	"xbzrle", "rdma-pin-all", "auto-converge", "postcopy-ram", "x-colo", "release-ram",
-	"return-path", "pause-before-switchover", "multifd", "dirty-bitmaps",
-	"postcopy-blocktime", "late-block-activate", "x-ignore-shared", "validate-uuid",
-	"background-snapshot", "zero-copy-send", "postcopy-preempt", "switchover-ack",
-	"dirty-limit", "mapped-ram", NULL,
+	"xbzrle", "rdma-pin-all", "auto-converge", "zero-blocks", "compress", "postcopy-ram",
+	"x-colo", "release-ram", "block", "return-path", "pause-before-switchover", "multifd",
+	"dirty-bitmaps", "postcopy-blocktime", "late-block-activate", "x-ignore-shared",
+	"validate-uuid", "background-snapshot", "zero-copy-send", "postcopy-preempt",
+	"switchover-ack", "dirty-limit", "mapped-ram", NULL,
 };
 
 static bool qemu_cap(const char *name)
@@ -608,11 +634,27 @@ static bool caps_parse(ferry_qmp_req *req, json_t *caps)
 		}
 		const char *name = json_string_value(json_object_get(c, "capability"));
 		if (strcmp(name, "events") && !qemu_cap(name)) {
-			ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "Invalid parameter '%s'", name);
+			ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
+					    "Parameter 'capability' does not accept value '%s'", name);
 			return false;
 		}
 	}
 	return true;
+}
+
+/*
+ * Why a QEMU capability Ferry lacks cannot be on: QEMU's own message where
+ * a QEMU build can lack it too (block migration, COLO), else Ferry's.
+ */
+static const char *cap_refusal(const char *name)
+{
+	static char buf[128];
+	if (!strcmp(name, "block"))
+		return msg_no_block;
+	if (!strcmp(name, "x-colo"))
+		return "QEMU compiled without replication module can't enable COLO";
+	snprintf(buf, sizeof(buf), "Capability '%s' is not supported by this version of Ferry", name);
+	return buf;
 }
 
 /*
@@ -639,9 +681,7 @@ static bool caps_apply(ferry_qmp_req *req, json_t *caps, ferry_migration_params 
 		else if (!strcmp(name, "switchover-ack"))
 			p->switchover_ack = on;
 		else if (qemu_cap(name) && on) {
-			ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
-					    "Capability '%s' is not supported by this version of Ferry",
-					    name);
+			ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "%s", cap_refusal(name));
 			return false;
 		}
 	}

@@ -198,4 +198,11 @@ json_t *host_query_migrate(host *h);
  */
 json_t *host_version(void);
 
+/*
+ * The URI of migrate/migrate-incoming (cmd) from its arguments: "uri", or
+ * QEMU 8.2's "channels" (exactly one main socket channel). Returns 0, or
+ * -EINVAL with QEMU's message (or Ferry's, for what it lacks) in err.
+ */
+int host_migration_uri(json_t *args, const char *cmd, char *uri, size_t ulen, char *err, size_t elen);
+
 #endif

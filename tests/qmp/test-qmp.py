@@ -410,7 +410,8 @@ def case_commands(tmp):
         eq("RESUME event", [e["event"] for e in q.events], ["RESUME"])
         eq("stop with arguments", q.cmd("stop", {"now": True}), generic("Parameter 'now' is unexpected"))
         # migrate errors.
-        eq("migrate: uri missing", q.cmd("migrate", {}), generic("Parameter 'uri' is missing"))
+        eq("migrate: uri missing", q.cmd("migrate", {}),
+           generic("neither 'uri' or 'channels' argument are specified in 'migrate' qmp command "))
         eq("migrate: uri not a string", q.cmd("migrate", {"uri": 5}),
            generic("Invalid parameter type for 'uri', expected: string"))
         eq("migrate: unknown argument", q.cmd("migrate", {"uri": "unix:/x", "x": 1}),
@@ -458,6 +459,18 @@ def case_commands(tmp):
            generic("Parameter 'x-max-passes' expects uint32_t"))
         eq("unknown parameter", q.cmd("migrate-set-parameters", {"multifd-foo": 4}),
            generic("Parameter 'multifd-foo' is unexpected"))
+        # QEMU's parameters Ferry does not implement: refused as by a QEMU without them, nothing changes.
+        before = q.ret("query-migrate-parameters")
+        for name, v in (("max-postcopy-bandwidth", 0), ("announce-initial", 50), ("x-checkpoint-delay", 200),
+                        ("block-incremental", False), ("tls-creds", ""), ("compress-level", 1),
+                        ("decompress-threads", 2), ("multifd-zlib-level", 1), ("xbzrle-cache-size", 1 << 26),
+                        ("avail-switchover-bandwidth", 0), ("vcpu-dirty-limit", 1)):
+            eq(f"QEMU parameter {name} not implemented", q.cmd("migrate-set-parameters", {name: v, "downtime-limit": 401}),
+               generic(f"Parameter '{name}' is unexpected"))
+            true(f"{name} not listed", name not in q.ret("query-migrate-parameters"))
+        eq("refused parameters changed nothing", q.ret("query-migrate-parameters"), before)
+        eq("multifd-compression zlib (QEMU has it, Ferry not)", q.cmd("migrate-set-parameters", {"multifd-compression": "zlib"}),
+           generic("Parameter 'multifd-compression' does not accept value 'zlib'"))
         eq("multifd-channels out of range", q.cmd("migrate-set-parameters", {"multifd-channels": 17}),
            generic("Parameter 'multifd-channels' expects a value between 1 and 16"))
         eq("multifd-compression unknown", q.cmd("migrate-set-parameters", {"multifd-compression": "zlib"}),
@@ -566,7 +579,23 @@ def case_commands(tmp):
            {"return": {}})
         eq("unknown capability", q.cmd("migrate-set-capabilities",
                                        {"capabilities": [{"capability": "foo", "state": True}]}),
-           generic("Invalid parameter 'foo'"))
+           generic("Parameter 'capability' does not accept value 'foo'"))
+        for cap in ("zero-blocks", "compress", "block", "x-colo"):
+            eq(f"QEMU 7.2 capability {cap} off is accepted", q.cmd("migrate-set-capabilities",
+               {"capabilities": [{"capability": cap, "state": False}]}), {"return": {}})
+        for cap, desc in (("block", "QEMU compiled without old-style (blk/-b, inc/-i) block migration"),
+                          ("x-colo", "QEMU compiled without replication module can't enable COLO"),
+                          ("compress", "Capability 'compress' is not supported by this version of Ferry")):
+            eq(f"capability {cap} on refused", q.cmd("migrate-set-capabilities",
+               {"capabilities": [{"capability": cap, "state": True}]}), generic(desc))
+        eq("capabilities: all parsed before any refused", q.cmd("migrate-set-capabilities",
+           {"capabilities": [{"capability": "xbzrle", "state": True}, {"capability": "foo", "state": True}]}),
+           generic("Parameter 'capability' does not accept value 'foo'"))
+        eq("capabilities: a refusal changes nothing", q.cmd("migrate-set-capabilities",
+           {"capabilities": [{"capability": "multifd", "state": True}, {"capability": "block", "state": True}]}),
+           generic("QEMU compiled without old-style (blk/-b, inc/-i) block migration"))
+        eq("capabilities: multifd still off", q.ret("query-migrate-capabilities")[1],
+           {"capability": "multifd", "state": False})
         eq("capability state missing", q.cmd("migrate-set-capabilities",
                                              {"capabilities": [{"capability": "events"}]}),
            generic("Parameter 'capabilities[0].state' is missing"))
@@ -665,6 +694,87 @@ def case_full_migration_two_clients(tmp):
         dst.stop()
 
 
+def unix_channel(path):
+    return [{"channel-type": "main", "addr": {"transport": "socket", "type": "unix", "path": path}}]
+
+
+def case_migrate_arguments(tmp):
+    """QEMU's optional migrate arguments and 8.2's channels: every bad shape, then a migration by channels."""
+    sock = os.path.join(tmp, "mig.sock")
+    dst = Host(tmp, "dst", SPEC, ["--incoming", "defer"])
+    src = Host(tmp, "src", SPEC)
+    try:
+        q, dq = src.qmp(), dst.qmp()
+        inet = {"transport": "socket", "type": "inet", "host": "127.0.0.1", "port": "1"}
+        bad = [
+            ({"uri": "unix:/x", "channels": unix_channel("/x")},
+             "'uri' and 'channels' arguments are mutually exclusive; exactly one of the two should be present "
+             "in 'migrate' qmp command "),
+            ({"channels": []}, "neither 'uri' or 'channels' argument are specified in 'migrate' qmp command "),
+            ({"channels": unix_channel("/x") * 2}, "Channel list has more than one entries"),
+            ({"channels": {"channel-type": "main"}}, "Invalid parameter type for 'channels', expected: array"),
+            ({"channels": ["main"]}, "Invalid parameter type for 'channels[0]', expected: object"),
+            ({"channels": [{"addr": inet}]}, "Parameter 'channels[0].channel-type' is missing"),
+            ({"channels": [{"channel-type": "main"}]}, "Parameter 'channels[0].addr' is missing"),
+            ({"channels": [{"channel-type": "main", "addr": "tcp:x:1"}]},
+             "Invalid parameter type for 'channels[0].addr', expected: object"),
+            ({"channels": [{"channel-type": "main", "addr": inet, "x": 1}]}, "Parameter 'channels[0].x' is unexpected"),
+            ({"channels": [{"channel-type": "cpr", "addr": inet}]}, "Parameter 'channel-type' does not accept value 'cpr'"),
+            ({"channels": [{"channel-type": "main", "addr": {"type": "inet"}}]},
+             "Parameter 'channels[0].addr.transport' is missing"),
+            ({"channels": [{"channel-type": "main", "addr": {"transport": 1}}]},
+             "Invalid parameter type for 'channels[0].addr.transport', expected: string"),
+            ({"channels": [{"channel-type": "main", "addr": {"transport": "tcp"}}]},
+             "Parameter 'transport' does not accept value 'tcp'"),
+            ({"channels": [{"channel-type": "main", "addr": {"transport": "exec", "args": ["cat"]}}]},
+             "Migration transport 'exec' is not supported by Ferry (expected socket)"),
+            ({"channels": [{"channel-type": "main", "addr": {"transport": "socket"}}]},
+             "Parameter 'channels[0].addr.type' is missing"),
+            ({"channels": [{"channel-type": "main", "addr": {"transport": "socket", "type": "tcp"}}]},
+             "Parameter 'type' does not accept value 'tcp'"),
+            ({"channels": [{"channel-type": "main", "addr": {"transport": "socket", "type": "fd", "str": "m"}}]},
+             "Socket type 'fd' is not supported by Ferry (expected inet or unix)"),
+            ({"channels": [{"channel-type": "main", "addr": dict(inet, port=1)}]},
+             "Invalid parameter type for 'channels[0].addr.port', expected: string"),
+            ({"channels": [{"channel-type": "main", "addr": {"transport": "socket", "type": "inet", "port": "1"}}]},
+             "Parameter 'channels[0].addr.host' is missing"),
+            ({"channels": [{"channel-type": "main", "addr": dict(inet, numeric=True)}]},
+             "Parameter 'channels[0].addr.numeric' is unexpected"),
+            ({"channels": [{"channel-type": "main", "addr": {"transport": "socket", "type": "unix"}}]},
+             "Parameter 'channels[0].addr.path' is missing"),
+            ({"uri": "unix:/x", "blk": True}, "QEMU compiled without old-style (blk/-b, inc/-i) block migration"),
+            ({"uri": "unix:/x", "inc": True}, "QEMU compiled without old-style (blk/-b, inc/-i) block migration"),
+            ({"uri": "unix:/x", "blk": "no"}, "Invalid parameter type for 'blk', expected: boolean"),
+            ({"uri": "unix:/x", "detach": 1}, "Invalid parameter type for 'detach', expected: boolean"),
+            ({"channels": unix_channel("/x"), "resume": True}, "Cannot resume if there is no paused migration"),
+        ]
+        for args, desc in bad:
+            eq(f"migrate {json.dumps(args)}", q.cmd("migrate", args), generic(desc))
+        eq("migrate-incoming: uri and channels", dq.cmd("migrate-incoming", {"uri": "unix:/x", "channels": unix_channel("/x")}),
+           generic("'uri' and 'channels' arguments are mutually exclusive; exactly one of the two should be "
+                   "present in 'migrate-incoming' qmp command "))
+        eq("migrate-incoming: neither", dq.cmd("migrate-incoming", {}),
+           generic("neither 'uri' or 'channels' argument are specified in 'migrate-incoming' qmp command "))
+        eq("migrate-incoming: bad channel", dq.cmd("migrate-incoming", {"channels": [{"channel-type": "main"}]}),
+           generic("Parameter 'channels[0].addr' is missing"))
+        eq("migrate-incoming: on a source first says so", q.cmd("migrate-incoming", {"channels": []}),
+           generic("'-incoming' was not specified on the command line"))
+        eq("migrate-incoming by channels", dq.cmd("migrate-incoming", {"channels": unix_channel(sock)}), {"return": {}})
+        eq("socket-address from the channel", dq.ret("query-migrate").get("socket-address"),
+           [{"type": "unix", "path": sock}])
+        eq("migrate by channels, detach and blk/inc false",
+           q.cmd("migrate", {"channels": unix_channel(sock), "detach": True, "blk": False, "inc": False}),
+           {"return": {}})
+        true("source completed", q.wait_event(is_status("completed")) is not None)
+        true("destination completed", dq.wait_event(is_status("completed")) is not None)
+        verify_destination("migration by channels", dq)
+        q.close()
+        dq.close()
+    finally:
+        src.stop()
+        dst.stop()
+
+
 def case_cancel_setup(tmp):
     """Cancel while the source is still in setup: its connect is stuck on a full backlog."""
     bl = os.path.join(tmp, "backlog.sock")
@@ -757,7 +867,8 @@ def case_cancel_on_destination(tmp):
         q, dq = src.qmp(), dst.qmp()
         eq("defer: query-status", dq.ret("query-status"), {"running": False, "singlestep": False, "status": "inmigrate"})
         eq("defer: query-migrate before migrate-incoming", dq.ret("query-migrate"), {})
-        eq("migrate-incoming: uri missing", dq.cmd("migrate-incoming", {}), generic("Parameter 'uri' is missing"))
+        eq("migrate-incoming: uri missing", dq.cmd("migrate-incoming", {}),
+           generic("neither 'uri' or 'channels' argument are specified in 'migrate-incoming' qmp command "))
         eq("migrate-incoming: bad uri", dq.cmd("migrate-incoming", {"uri": "udp:x"}),
            generic("unsupported migration URI 'udp:x' (expected tcp:HOST:PORT or unix:PATH)"))
         eq("migrate-incoming", dq.cmd("migrate-incoming", {"uri": mig}), {"return": {}})
@@ -1318,6 +1429,7 @@ CASES = [
     case_greeting_and_negotiation,
     case_commands,
     case_full_migration_two_clients,
+    case_migrate_arguments,
     case_cancel_setup,
     case_cancel_active,
     case_cancel_on_destination,
