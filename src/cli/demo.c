@@ -467,6 +467,8 @@ static void demo_migrate(demo_run *r, const demo_opts *o)
 		.progress = o->json ? FERRY_PROGRESS_NONE
 			    : isatty(2) ? FERRY_PROGRESS_BAR
 					: FERRY_PROGRESS_LINES,
+		/* --json: the switch time to 10 ms, for background throughput (bench/postcopy.py) */
+		.interval_ms = o->json && o->postcopy ? 10 : 0,
 	};
 	r->info = ferry_cli_migration_drive(r->src.qmp, &r->d, r->err, sizeof(r->err));
 	if (!r->info) {
@@ -496,8 +498,13 @@ static void demo_print_json(const demo_run *r)
 			      jint(mig, "ram", "dirty-sync-count"), "normal_pages",
 			      jint(mig, "ram", "normal"), "zero_pages", jint(mig, "ram", "duplicate"));
 	json_object_set_new(o, "cpu_throttle_peak", json_integer(jint(mig, "x-cpu-throttle", "peak")));
-	if (r->dpc)
+	if (r->dpc) {
 		json_object_set(o, "postcopy", r->dpc);
+		/* The phase after the switch: its bytes and when it began (10 ms resolution). */
+		json_object_set_new(o, "postcopy_bytes", json_integer(jint(mig, "ram", "postcopy-bytes")));
+		json_object_set_new(o, "postcopy_after_ms",
+				    json_integer((json_int_t)(r->d.postcopy_after_s * 1000)));
+	}
 	json_t *ds = json_object_get(mig, "x-device-state");
 	if (ds) {
 		json_object_set(o, "device_state", ds);

@@ -266,6 +266,13 @@ void ferry__ram_save_cleanup(ferry_ram_saver *rs);
 int ferry__ram_postcopy_pass(ferry_ram_saver *rs, pthread_mutex_t *lock,
 			     int (*serve)(void *opaque), void *opaque);
 /*
+ * Inside ferry__ram_postcopy_pass's serve: ends the PART section, lets
+ * put(c, opaque) queue records of its own on the channel (a PING) and
+ * opens the next PART section.
+ */
+void ferry__ram_postcopy_break(ferry_ram_saver *rs, void (*put)(ferry_chan *c, void *opaque),
+			       void *opaque);
+/*
  * Queues the cancel notice: FERRY_RAM_CANCELLED inside a RAM section body,
  * FERRY_REC_CANCELLED between records. Only at a record boundary.
  */

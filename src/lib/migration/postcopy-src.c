@@ -47,6 +47,17 @@
 /* Pre-discard rounds before the stop, and what is little enough to stop. */
 #define PC_PREDISCARD_ROUNDS 6
 #define PC_PREDISCARD_ENOUGH 2048
+/*
+ * Flow control without preempt: a PING every PC_FC_BYTES of the main
+ * channel; the background waits while more than PC_FC_AHEAD are
+ * unanswered, so at most ~(PC_FC_AHEAD + 1) * PC_FC_BYTES are ahead of a
+ * requested page, wherever they are queued (see pc_serve). Tokens: "F" and
+ * a 24-bit sequence number.
+ */
+#define PC_FC_BYTES (256u << 10)
+#define PC_FC_AHEAD 2u
+#define PC_FC_TOKEN 0x46000000u
+#define PC_FC_SEQ 0xffffffu
 typedef struct ferry_pc_src {
 	pthread_mutex_t lock; /* the dirty bitmaps once in postcopy; all below */
 	pthread_cond_t cond;
@@ -61,6 +72,8 @@ typedef struct ferry_pc_src {
 	bool phase;           /* past the switch: a dead return path pauses */
 	uint64_t requests, dropped;
 	uint32_t pong;        /* last PONG value seen */
+	uint32_t fc_sent, fc_acked; /* flow-control PINGs sent, answered (sequence numbers) */
+	uint64_t fc_at;       /* main thread: channel bytes at the last flow-control PING */
 	uint64_t closed_bytes; /* main thread: bytes of connections closed after the switch */
 	/* Pages discarded on the destination before the stop (main thread only). */
 	unsigned long *prediscarded[FERRY_MAX_RAM_BLOCKS];
@@ -128,6 +141,7 @@ static int rp_request(struct ferry_migration *m, ferry_chan *c, const uint8_t *b
 		pc->q[i].rb = rb;
 		pc->q[i].page = first;
 		pc->q[i].n = n;
+		pthread_cond_broadcast(&pc->cond); /* mig/src/main may wait in pc_serve */
 	} else {
 		pc->dropped++; /* a flood: the background stream brings them anyway */
 	}
@@ -247,6 +261,8 @@ static int pc_reconnect(struct ferry_migration *m, const char *uri, ferry_ram_sa
 		ferry__bitmap_zero(vm->blocks[i]->dirty, vm->blocks[i]->npages);
 	pc->missing_end = false;
 	pc->qlen = 0;
+	pc->fc_acked = pc->fc_sent; /* the old connection's PINGs are gone */
+	pc->fc_at = 0;
 	pthread_mutex_unlock(&pc->lock);
 	if ((r = ferry__src_rp_start(m)))
 		goto fail;
@@ -319,15 +335,49 @@ static int pc_pause(struct ferry_migration *m, ferry_ram_saver *rs)
 	return 0;
 }
 
+/*
+ * Waits until done(pc, arg) (called under pc->lock, which the return path
+ * thread broadcasts on), at most timeout_ms plus a second. 0, or
+ * -ECANCELED, the return path's error, or -ETIMEDOUT. Thread: mig/src/main.
+ */
+static int pc_wait(struct ferry_migration *m, bool (*done)(const ferry_pc_src *pc, uint32_t arg),
+		   uint32_t arg, uint32_t timeout_ms)
+{
+	ferry_pc_src *pc = m->pc_src;
+	int r = 0;
+	struct timespec dl;
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_sec += timeout_ms / 1000 + 1;
+	pthread_mutex_lock(&pc->lock);
+	while (!r && !done(pc, arg)) {
+		pthread_mutex_lock(&m->rp_lock);
+		bool dead = m->rp_dead || m->rp_shut;
+		pthread_mutex_unlock(&m->rp_lock);
+		if (ferry__mig_cancelled(m))
+			r = -ECANCELED;
+		else if (dead)
+			r = m->chan.in_err.code ? m->chan.in_err.code : -EPIPE;
+		else if (pthread_cond_timedwait(&pc->cond, &pc->lock, &dl) == ETIMEDOUT)
+			r = -ETIMEDOUT;
+	}
+	pthread_mutex_unlock(&pc->lock);
+	return r;
+}
+
+/* The PONG of token came: the destination applied everything before its PING. */
+static bool pong_is(const ferry_pc_src *pc, uint32_t token)
+{
+	return pc->pong == token;
+}
+
 struct serve_ctx {
 	struct ferry_migration *m;
 	ferry_ram_saver *rs;
 };
 
-/* Without preempt: requested pages go first on the main channel. */
-static int pc_serve(void *opaque)
+/* Without preempt: the queued requests go out, before the next background run. */
+static int serve_queued(struct serve_ctx *x)
 {
-	struct serve_ctx *x = opaque;
 	ferry_pc_src *pc = x->m->pc_src;
 	for (;;) {
 		pthread_mutex_lock(&pc->lock);
@@ -346,6 +396,56 @@ static int pc_serve(void *opaque)
 		if (r)
 			return r;
 	}
+}
+
+static void put_fc_ping(ferry_chan *c, void *opaque)
+{
+	ferry__wire_put_cmd_be32(c, FERRY_CMD_PING, *(uint32_t *)opaque);
+}
+
+/* The background may go on: few enough PINGs unanswered, or a request waits. */
+static bool fc_open(const ferry_pc_src *pc, uint32_t ahead)
+{
+	return pc->qlen || ((pc->fc_sent - pc->fc_acked) & PC_FC_SEQ) <= ahead;
+}
+
+/*
+ * Between background runs (mig/src/main). Without preempt a requested page
+ * waits behind whatever is queued ahead of it, in our buffer, the kernel's
+ * send queue and the destination's receive queue (its autotuned buffer
+ * alone held tens of ms of background). Bounding the socket buffers drops
+ * segments on loopback (200 ms retransmits), so the bound is our own: a
+ * PING every PC_FC_BYTES, and no more background while more than
+ * PC_FC_AHEAD are unanswered; a request wakes the wait and goes first.
+ */
+static int pc_serve(void *opaque)
+{
+	struct serve_ctx *x = opaque;
+	ferry_pc_src *pc = x->m->pc_src;
+	ferry_chan *c = &x->m->chan;
+	int r;
+	while (!(r = serve_queued(x)) && !pc->preempt) {
+		uint64_t at = c->out_bytes + ferry__chan_pending(c);
+		if (at - pc->fc_at >= PC_FC_BYTES) {
+			pc->fc_at = at;
+			pthread_mutex_lock(&pc->lock);
+			uint32_t token = PC_FC_TOKEN | (++pc->fc_sent & PC_FC_SEQ);
+			pthread_mutex_unlock(&pc->lock);
+			ferry__ram_postcopy_break(x->rs, put_fc_ping, &token);
+			if ((r = ferry__chan_flush(c)))
+				return r;
+		}
+		pthread_mutex_lock(&pc->lock);
+		bool open = fc_open(pc, PC_FC_AHEAD), queued = pc->qlen;
+		pthread_mutex_unlock(&pc->lock);
+		if (open && !queued)
+			return 0;
+		ferry_migration_params p;
+		ferry__mig_params(x->m, &p);
+		if (!open && (r = pc_wait(x->m, fc_open, PC_FC_AHEAD, p.link_timeout_ms)))
+			return r;
+	}
+	return r;
 }
 
 /*
@@ -410,35 +510,6 @@ static int prediscard_put(ferry_vm_t *vm, ferry_pc_src *pc, ferry_chan *c,
 }
 
 /*
- * Waits for the PONG of token (the destination has applied everything
- * before its PING), at most timeout_ms plus a second. 0, or -ECANCELED,
- * the return path's error, or -ETIMEDOUT.
- */
-static int prediscard_wait_pong(struct ferry_migration *m, uint32_t token,
-				uint32_t timeout_ms)
-{
-	ferry_pc_src *pc = m->pc_src;
-	int r = 0;
-	struct timespec dl;
-	clock_gettime(CLOCK_REALTIME, &dl);
-	dl.tv_sec += timeout_ms / 1000 + 1;
-	pthread_mutex_lock(&pc->lock);
-	while (!r && pc->pong != token) {
-		pthread_mutex_lock(&m->rp_lock);
-		bool dead = m->rp_dead || m->rp_shut;
-		pthread_mutex_unlock(&m->rp_lock);
-		if (ferry__mig_cancelled(m))
-			r = -ECANCELED;
-		else if (dead)
-			r = m->chan.in_err.code ? m->chan.in_err.code : -EPIPE;
-		else if (pthread_cond_timedwait(&pc->cond, &pc->lock, &dl) == ETIMEDOUT)
-			r = -ETIMEDOUT;
-	}
-	pthread_mutex_unlock(&pc->lock);
-	return r;
-}
-
-/*
  * Rounds, like precopy passes: each discards what was dirtied during the
  * previous one and waits for its PING's PONG, until little is left for
  * the stopped guest. Thread: mig/src/main.
@@ -465,7 +536,7 @@ static int pc_prediscard(struct ferry_migration *m, ferry_ram_saver *rs)
 		if (!r)
 			r = ferry__chan_flush(c);
 		if (!r)
-			r = prediscard_wait_pong(m, token, p.link_timeout_ms);
+			r = pc_wait(m, pong_is, token, p.link_timeout_ms);
 		ferry_dbg("postcopy: pre-discard round %u: %llu pages, acknowledged in %.2f ms", round,
 			  (unsigned long long)newbits, (double)(ferry__now_ns() - t0) / 1e6);
 	}
@@ -735,6 +806,8 @@ int ferry__pc_src_rp_msg(struct ferry_migration *m, ferry_chan *c, uint16_t type
 		if (pc) {
 			pthread_mutex_lock(&pc->lock);
 			pc->pong = ferry__wire_rp_pong_decode(b);
+			if ((pc->pong & ~PC_FC_SEQ) == PC_FC_TOKEN)
+				pc->fc_acked = pc->pong & PC_FC_SEQ;
 			pthread_cond_broadcast(&pc->cond);
 			pthread_mutex_unlock(&pc->lock);
 		}

@@ -563,6 +563,15 @@ int ferry__ram_send_pages(ferry_ram_saver *rs, const struct ferry_ram_block *rb,
 	return r ? r : rs_flush(rs);
 }
 
+void ferry__ram_postcopy_break(ferry_ram_saver *rs, void (*put)(ferry_chan *c, void *opaque),
+			       void *opaque)
+{
+	put_section_end(rs->c);
+	put(rs->c, opaque);
+	put_section_header(rs->c, FERRY_REC_SECTION_PART);
+	rs->last_block = NULL; /* a new section names its first block */
+}
+
 int ferry__ram_postcopy_pass(ferry_ram_saver *rs, pthread_mutex_t *lock,
 			     int (*serve)(void *opaque), void *opaque)
 {
