@@ -238,6 +238,21 @@ static void pc_set_timeouts(struct ferry_migration *m)
 }
 
 /* Reconnects to uri after a pause. 0 once the destination said what it misses. */
+/* A recovered connection starts afresh: everything is sent again unless the destination has it. */
+static void pc_reset_for_resume(struct ferry_migration *m)
+{
+	ferry_vm_t *vm = m->vm;
+	ferry_pc_src *pc = m->pc_src;
+	pthread_mutex_lock(&pc->lock);
+	for (unsigned i = 0; i < vm->nblocks; i++)
+		ferry__bitmap_zero(vm->blocks[i]->dirty, vm->blocks[i]->npages);
+	pc->missing_end = false;
+	pc->qlen = 0;
+	pc->fc_acked = pc->fc_sent; /* the old connection's PINGs are gone */
+	pc->fc_at = 0;
+	pthread_mutex_unlock(&pc->lock);
+}
+
 static int pc_reconnect(struct ferry_migration *m, const char *uri, ferry_ram_saver *rs)
 {
 	ferry_vm_t *vm = m->vm;
@@ -255,15 +270,7 @@ static int pc_reconnect(struct ferry_migration *m, const char *uri, ferry_ram_sa
 	}
 	c->peer = "destination";
 	atomic_store(&m->chan_fd, fd);
-	/* Everything is sent again unless the destination says it has it. */
-	pthread_mutex_lock(&pc->lock);
-	for (unsigned i = 0; i < vm->nblocks; i++)
-		ferry__bitmap_zero(vm->blocks[i]->dirty, vm->blocks[i]->npages);
-	pc->missing_end = false;
-	pc->qlen = 0;
-	pc->fc_acked = pc->fc_sent; /* the old connection's PINGs are gone */
-	pc->fc_at = 0;
-	pthread_mutex_unlock(&pc->lock);
+	pc_reset_for_resume(m);
 	if ((r = ferry__src_rp_start(m)))
 		goto fail;
 	ferry__wire_put_header(c, vm->uuid);
