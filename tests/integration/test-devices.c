@@ -174,9 +174,10 @@ static void t_mf_four_devices(void **state)
  * Device-state packets out of order: the proxy slows multifd channel 0
  * (its connection 1), so channel 1's later buffers arrive first and the
  * destination must reorder them by index. One slow device (small reads,
- * ~20 buffers): its consecutive buffers go to whichever channel is idle,
- * so both channels carry some (with two devices at the same rate, each
- * could stay on one channel, in order). The destination's `reordered`
+ * ~20 buffers): it keeps to its own channel while that has room and spills
+ * onto the idle one when the delay fills it (multifd.c, pick_chan), so
+ * both channels carry some (two devices would each keep to their own
+ * channel, in order). The destination's `reordered`
  * count shows that it happened (about half the buffers arrive early with
  * a 5 ms delay per forwarded chunk; 1 of 21 was seen with 1 ms). Bit-exact
  * all the same.
