@@ -8,6 +8,7 @@ pkgs=(
   build-essential pkg-config meson ninja-build
   libzstd-dev libjansson-dev libxxhash-dev libcmocka-dev
   linux-libc-dev python3 clang
+  qemu-system-x86  # tests/qmp/test-conformance.py: Ferry's QMP against QEMU 7.2's
 )
 
 missing=()

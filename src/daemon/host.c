@@ -450,7 +450,11 @@ static int host_setup(host *h, char (*qmp)[HOST_ADDR_MAX], int nqmp, ferry_dirty
 	h->worker_ok = true;
 	if (!(h->version = host_version()))
 		return -ENOMEM;
-	ferry_qmp_config qc = { .commands = host_commands, .opaque = h, .version = h->version };
+	host_qmp_init();
+	ferry_qmp_config qc = { .commands = host_commands,
+				.events = host_events,
+				.opaque = h,
+				.version = h->version };
 	if ((r = ferry_qmp_server_create(h->loop, &qc, &h->qmp))) {
 		fprintf(stderr, "ferry host: %s\n", strerror(-r));
 		return r;

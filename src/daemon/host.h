@@ -174,7 +174,11 @@ void host_quit(host *h, int code);
 
 /* host-qmp.c */
 
+/* The command table (args and replies: see host-schema.c). */
 extern const ferry_qmp_command host_commands[];
+
+/* Fills the table's rows taken from libferry (the parameters); once, before serving. */
+void host_qmp_init(void);
 
 /* Reacts to a MIGRATION status the loop just broadcast. Loop thread. */
 void host_on_status(host *h, ferry_migration_status s);
@@ -204,5 +208,14 @@ json_t *host_version(void);
  * -EINVAL with QEMU's message (or Ferry's, for what it lacks) in err.
  */
 int host_migration_uri(json_t *args, const char *cmd, char *uri, size_t ulen, char *err, size_t elen);
+
+/* host-schema.c: the types of the replies and events (QEMU's names). */
+
+extern const ferry_qmp_event host_events[];
+extern const ferry_qmp_arg host_migration_channel; /* MigrationChannel */
+extern const ferry_qmp_arg host_socket_address;    /* SocketAddress */
+extern const ferry_qmp_arg host_ret_migration_info, host_ret_status, host_ret_steps,
+	host_ret_guest_hash, host_ret_version, host_ret_name, host_ret_uuid, host_ret_kvm,
+	host_ret_cpus, host_ret_machines, host_ret_target, host_ret_empty_list;
 
 #endif

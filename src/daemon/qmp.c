@@ -17,6 +17,11 @@
  *    discarded (`skipping`), so a flood of garbage costs one error per
  *    line, not one per read. A value that does not fit in in_max is
  *    treated as garbage.
+ *  - Dispatch. A command is looked up in the protocol's own table
+ *    (qmp_capabilities, query-commands, query-qmp-schema) and then the
+ *    embedder's; its arguments are checked against its row
+ *    (qmp-schema.c) before its handler runs, so a handler sees only
+ *    arguments of the declared types. Events must be in the event table.
  *  - Order. While a command's reply is deferred (the request is pending),
  *    the connection's input is not read or parsed: replies keep command
  *    order, as QEMU's do. Events are written immediately to every
@@ -36,6 +41,7 @@
  */
 #include "qmp.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -354,122 +360,80 @@ void ferry_qmp_req_error(ferry_qmp_req *req, const char *cls, const char *fmt, .
 }
 
 /* ------------------------------------------------------------------ */
-/* Arguments.                                                          */
-
-static const char *type_name(ferry_qmp_type t)
-{
-	switch (t) {
-	case FERRY_QMP_STR: return "string";
-	case FERRY_QMP_BOOL: return "boolean";
-	case FERRY_QMP_INT: return "integer";
-	case FERRY_QMP_UINT64: return "uint64";
-	case FERRY_QMP_UINT32: return "uint32_t";
-	case FERRY_QMP_SIZE: return "size";
-	case FERRY_QMP_ARRAY: return "array";
-	case FERRY_QMP_OBJECT: return "object";
-	}
-	return "?";
-}
-
-int ferry_qmp_check_args(json_t *obj, const ferry_qmp_arg *spec, const char *prefix, char *err,
-			 size_t elen)
-{
-	for (const ferry_qmp_arg *a = spec; a->name; a++) {
-		json_t *v = json_object_get(obj, a->name);
-		if (!v) {
-			if (a->optional)
-				continue;
-			snprintf(err, elen, "Parameter '%s%s' is missing", prefix, a->name);
-			return -EINVAL;
-		}
-		bool ok = true, range = false;
-		switch (a->type) {
-		case FERRY_QMP_STR: ok = json_is_string(v); break;
-		case FERRY_QMP_BOOL: ok = json_is_boolean(v); break;
-		case FERRY_QMP_INT: ok = json_is_integer(v); break;
-		case FERRY_QMP_UINT64:
-		case FERRY_QMP_SIZE:
-			range = true;
-			ok = json_is_integer(v) && json_integer_value(v) >= 0;
-			break;
-		case FERRY_QMP_UINT32:
-			range = true;
-			ok = json_is_integer(v) && json_integer_value(v) >= 0 &&
-			     json_integer_value(v) <= (json_int_t)UINT32_MAX;
-			break;
-		case FERRY_QMP_ARRAY: ok = json_is_array(v); break;
-		case FERRY_QMP_OBJECT: ok = json_is_object(v); break;
-		}
-		if (ok)
-			continue;
-		/* QEMU's visitor words unsigned and size mismatches as "expects". */
-		if (range)
-			snprintf(err, elen, "Parameter '%s%s' expects %s", prefix, a->name,
-				 type_name(a->type));
-		else
-			snprintf(err, elen, "Invalid parameter type for '%s%s', expected: %s", prefix,
-				 a->name, type_name(a->type));
-		return -EINVAL;
-	}
-	const char *key;
-	json_t *v;
-	json_object_foreach(obj, key, v) {
-		const ferry_qmp_arg *a = spec;
-		while (a->name && strcmp(a->name, key))
-			a++;
-		if (!a->name) {
-			snprintf(err, elen, "Parameter '%s%s' is unexpected", prefix, key);
-			return -EINVAL;
-		}
-	}
-	return 0;
-}
-
-bool ferry_qmp_req_check_args(ferry_qmp_req *req, json_t *args, const ferry_qmp_arg *spec)
-{
-	char err[512];
-	if (ferry_qmp_check_args(args, spec, "", err, sizeof(err)) == 0)
-		return true;
-	ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "%s", err);
-	return false;
-}
-
-/* ------------------------------------------------------------------ */
 /* Built-in commands and dispatch.                                     */
 
-static void cmd_capabilities(qmp_client *c, ferry_qmp_req *req, json_t *args)
+static void cmd_capabilities(void *opaque, ferry_qmp_req *req, json_t *args)
 {
-	static const ferry_qmp_arg spec[] = { { "enable", FERRY_QMP_ARRAY, true }, { NULL } };
-	if (!ferry_qmp_req_check_args(req, args, spec))
-		return;
+	(void)opaque;
 	size_t i;
 	json_t *v;
 	json_array_foreach(json_object_get(args, "enable"), i, v) {
-		if (!json_is_string(v)) {
-			ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
-					    "Invalid parameter type for 'enable[%zu]', expected: string", i);
-			return;
-		}
 		/* The greeting offers no capability (no out-of-band execution). */
 		ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "Capability %s not available",
 				    json_string_value(v));
 		return;
 	}
-	c->negotiated = true;
+	req->c->negotiated = true;
 	ferry_qmp_req_return(req, NULL);
 }
 
-static void cmd_query_commands(ferry_qmp_server *s, ferry_qmp_req *req, json_t *args)
+static const ferry_qmp_command builtin_commands[];
+
+static void cmd_query_commands(void *opaque, ferry_qmp_req *req, json_t *args)
 {
-	static const ferry_qmp_arg spec[] = { { NULL } };
-	if (!ferry_qmp_req_check_args(req, args, spec))
-		return;
+	ferry_qmp_server *s = opaque;
+	(void)args;
 	json_t *a = json_array();
-	json_array_append_new(a, json_pack("{s:s}", "name", "qmp_capabilities"));
-	json_array_append_new(a, json_pack("{s:s}", "name", "query-commands"));
-	for (const ferry_qmp_command *cmd = s->cfg.commands; cmd->name; cmd++)
-		json_array_append_new(a, json_pack("{s:s}", "name", cmd->name));
+	const ferry_qmp_command *const tables[] = { builtin_commands, s->cfg.commands };
+	for (size_t t = 0; t < 2; t++)
+		for (const ferry_qmp_command *cmd = tables[t]; cmd->name; cmd++)
+			json_array_append_new(a, json_pack("{s:s}", "name", cmd->name));
 	ferry_qmp_req_return(req, a);
+}
+
+static void cmd_query_qmp_schema(void *opaque, ferry_qmp_req *req, json_t *args)
+{
+	ferry_qmp_server *s = opaque;
+	(void)args;
+	const ferry_qmp_command *const tables[] = { builtin_commands, s->cfg.commands, NULL };
+	json_t *schema = ferry_qmp_schema(tables, s->cfg.events);
+	if (schema)
+		ferry_qmp_req_return(req, schema);
+	else
+		ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "Out of memory");
+}
+
+/* The protocol's own commands, QEMU's types. */
+static const ferry_qmp_arg cap_enable_elem = { NULL, FERRY_QMP_STR };
+static const ferry_qmp_arg cap_args[] = {
+	{ "enable", FERRY_QMP_ARRAY, true, .elem = &cap_enable_elem },
+	{ NULL },
+};
+static const ferry_qmp_arg command_info[] = { { "name", FERRY_QMP_STR }, { NULL } };
+static const ferry_qmp_arg command_info_t = { NULL, FERRY_QMP_OBJECT, .members = command_info };
+static const ferry_qmp_arg command_list = { NULL, FERRY_QMP_ARRAY, .elem = &command_info_t };
+/* SchemaInfo is a union of eight kinds: described as values here. */
+static const ferry_qmp_arg schema_list = { NULL, FERRY_QMP_ARRAY, .elem = NULL };
+
+static const ferry_qmp_command builtin_commands[] = {
+	{ "qmp_capabilities", cmd_capabilities, cap_args, NULL },
+	{ "query-commands", cmd_query_commands, NULL, &command_list },
+	{ "query-qmp-schema", cmd_query_qmp_schema, NULL, &schema_list },
+	{ NULL },
+};
+
+/* name's row, and the opaque its handler gets (the server for the built-in ones); or NULL. */
+static const ferry_qmp_command *find_command(ferry_qmp_server *s, const char *name, void **opaque)
+{
+	const ferry_qmp_command *const tables[] = { builtin_commands, s->cfg.commands };
+	void *const opaques[] = { s, s->cfg.opaque };
+	for (size_t t = 0; t < 2; t++)
+		for (const ferry_qmp_command *cmd = tables[t]; cmd->name; cmd++)
+			if (!strcmp(cmd->name, name)) {
+				*opaque = opaques[t];
+				return cmd;
+			}
+	return NULL;
 }
 
 /* Checks the envelope as QEMU's qmp_dispatch_check_obj does. */
@@ -499,10 +463,47 @@ static const char *check_envelope(json_t *v, char *err, size_t elen)
 	return name;
 }
 
+/* Who may run what: only qmp_capabilities before negotiation, never after. NULL: refused. */
+static const ferry_qmp_command *admit(qmp_client *c, json_t *id, const char *name, void **opaque)
+{
+	bool caps = !strcmp(name, "qmp_capabilities");
+	if (!c->negotiated && !caps) {
+		client_error(c, id, FERRY_QMP_NOT_FOUND,
+			     "Expecting capabilities negotiation with 'qmp_capabilities'");
+		return NULL;
+	}
+	if (c->negotiated && caps) {
+		client_error(c, id, FERRY_QMP_NOT_FOUND,
+			     "Capabilities negotiation is already complete, command ignored");
+		return NULL;
+	}
+	const ferry_qmp_command *cmd = find_command(c->s, name, opaque);
+	if (!cmd)
+		client_error(c, id, FERRY_QMP_NOT_FOUND, "The command %s has not been found", name);
+	return cmd;
+}
+
+static ferry_qmp_req *req_new(qmp_client *c, json_t *id, const char *name)
+{
+	ferry_qmp_req *req = calloc(1, sizeof(*req));
+	char *nm = strdup(name);
+	if (!req || !nm) {
+		free(req);
+		free(nm);
+		client_error(c, id, FERRY_QMP_GENERIC, "Out of memory");
+		return NULL;
+	}
+	req->s = c->s;
+	req->c = c;
+	req->id = id ? json_incref(id) : NULL;
+	req->name = nm;
+	return req;
+}
+
+/* One command: the envelope, admission, the arguments against the table, then the handler. */
 static void dispatch(qmp_client *c, json_t *v)
 {
-	ferry_qmp_server *s = c->s;
-	char err[256];
+	char err[512];
 	if (!json_is_object(v)) {
 		client_error(c, NULL, FERRY_QMP_GENERIC, "QMP input must be a JSON object");
 		return;
@@ -513,50 +514,23 @@ static void dispatch(qmp_client *c, json_t *v)
 		client_error(c, id, FERRY_QMP_GENERIC, "%s", err);
 		return;
 	}
-	const ferry_qmp_command *cmd = NULL;
-	bool builtin = !strcmp(name, "qmp_capabilities") || !strcmp(name, "query-commands");
-	if (!c->negotiated) {
-		if (strcmp(name, "qmp_capabilities")) {
-			client_error(c, id, FERRY_QMP_NOT_FOUND,
-				     "Expecting capabilities negotiation with 'qmp_capabilities'");
-			return;
-		}
-	} else if (!strcmp(name, "qmp_capabilities")) {
-		client_error(c, id, FERRY_QMP_NOT_FOUND,
-			     "Capabilities negotiation is already complete, command ignored");
+	void *opaque;
+	const ferry_qmp_command *cmd = admit(c, id, name, &opaque);
+	if (!cmd)
 		return;
-	} else if (!builtin) {
-		for (cmd = s->cfg.commands; cmd->name && strcmp(cmd->name, name); cmd++)
-			;
-		if (!cmd->name) {
-			client_error(c, id, FERRY_QMP_NOT_FOUND, "The command %s has not been found",
-				     name);
-			return;
-		}
-	}
-	ferry_qmp_req *req = calloc(1, sizeof(*req));
-	char *nm = strdup(name);
-	if (!req || !nm) {
-		free(req);
-		free(nm);
-		client_error(c, id, FERRY_QMP_GENERIC, "Out of memory");
-		return;
-	}
-	req->s = s;
-	req->c = c;
-	req->id = id ? json_incref(id) : NULL;
-	req->name = nm;
-	c->pending = req;
 	json_t *args = json_object_get(v, "arguments");
 	json_t *empty = args ? NULL : json_object();
 	if (!args)
 		args = empty;
-	if (!strcmp(name, "qmp_capabilities"))
-		cmd_capabilities(c, req, args);
-	else if (!strcmp(name, "query-commands"))
-		cmd_query_commands(s, req, args);
-	else
-		cmd->fn(s->cfg.opaque, req, args);
+	if (ferry_qmp_check_args(args, cmd->args, "", err, sizeof(err))) {
+		client_error(c, id, FERRY_QMP_GENERIC, "%s", err);
+	} else {
+		ferry_qmp_req *req = req_new(c, id, name);
+		if (req) {
+			c->pending = req;
+			cmd->fn(opaque, req, args);
+		}
+	}
 	json_decref(empty);
 }
 
@@ -879,6 +853,10 @@ void ferry_qmp_server_destroy(ferry_qmp_server *s)
 void ferry_qmp_server_event(ferry_qmp_server *s, const char *name, json_t *data,
 			    uint64_t timestamp_us)
 {
+	const ferry_qmp_event *e = s->cfg.events;
+	while (e && e->name && strcmp(e->name, name))
+		e++;
+	assert(e && e->name); /* every event is in the table query-qmp-schema describes */
 	json_t *ev = json_pack("{s:s}", "event", name);
 	if (data)
 		json_object_set_new(ev, "data", data);

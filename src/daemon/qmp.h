@@ -3,7 +3,8 @@
  * A QMP server (QEMU Machine Protocol, as QEMU speaks it) on a ferry_loop:
  * listening sockets, client connections, message framing, capabilities
  * negotiation, command dispatch, replies and events. It knows no command
- * except the protocol's own (qmp_capabilities, query-commands); the
+ * except the protocol's own (qmp_capabilities, query-commands,
+ * query-qmp-schema); the
  * embedder (`ferry host`) supplies a command table.
  *
  * Protocol, per connection: the server sends the greeting
@@ -49,18 +50,77 @@ typedef struct ferry_qmp_req ferry_qmp_req;
 #define FERRY_QMP_NOT_FOUND "CommandNotFound"
 
 /*
+ * The schema. One table of commands (and one of events) is what the
+ * server validates arguments against, dispatches by, lists in
+ * query-commands and describes in query-qmp-schema (QEMU's introspection
+ * format): a command is documented, checked and introspected from one
+ * place.
+ *
+ * Types, with the names QEMU's errors use. In the introspection every
+ * integer type is QEMU's builtin "int", ENUM and OBJECT get a numbered
+ * type of their own, ARRAY "[element]".
+ */
+typedef enum ferry_qmp_type {
+	FERRY_QMP_STR,    /* "string" */
+	FERRY_QMP_BOOL,   /* "boolean" */
+	FERRY_QMP_INT,    /* "integer" (int64) */
+	FERRY_QMP_UINT64, /* "uint64" (non-negative integer) */
+	FERRY_QMP_UINT32, /* "uint32_t" */
+	FERRY_QMP_SIZE,   /* "size" (bytes, non-negative integer) */
+	FERRY_QMP_ARRAY,  /* "array" */
+	FERRY_QMP_OBJECT, /* "object" */
+	FERRY_QMP_ENUM,   /* a string, one of `values` */
+	FERRY_QMP_ANY,    /* any JSON value ("any") */
+	FERRY_QMP_NUMBER, /* "number" (a double) */
+} ferry_qmp_type;
+
+typedef struct ferry_qmp_arg ferry_qmp_arg;
+
+/* One case of a union: when the tag member has `value`, `type` (an OBJECT) adds its members. */
+typedef struct ferry_qmp_variant {
+	const char *value;
+	const ferry_qmp_arg *type;
+} ferry_qmp_variant;
+
+/*
+ * A member of an object (an argument, a member of a reply or of an
+ * event's data), or, with name NULL, a type on its own (an array's
+ * element, a command's reply). Tables of members end with { NULL }.
+ */
+struct ferry_qmp_arg {
+	const char *name;
+	ferry_qmp_type type;
+	bool optional;
+	const ferry_qmp_arg *members;      /* OBJECT: its members; NULL: any object */
+	const ferry_qmp_arg *elem;         /* ARRAY: its elements' type; NULL: any values */
+	const char *const *values;         /* ENUM: the accepted strings, NULL-terminated */
+	const char *tag;                   /* OBJECT union: the ENUM member that picks a variant */
+	const ferry_qmp_variant *variants; /* ... by its value, { NULL }-terminated; a value
+					    * without a variant is left to the handler */
+};
+
+/*
  * args is the command's "arguments" object ({} when absent), borrowed for
- * the duration of the call (take a reference to keep it).
+ * the duration of the call (take a reference to keep it), and already
+ * checked against the command's `args` (ferry_qmp_check_args).
  */
 typedef void (*ferry_qmp_handler)(void *opaque, ferry_qmp_req *req, json_t *args);
 
 typedef struct ferry_qmp_command {
 	const char *name;
 	ferry_qmp_handler fn;
+	const ferry_qmp_arg *args; /* its arguments ({ NULL }-terminated); NULL: none */
+	const ferry_qmp_arg *ret;  /* what it returns (name NULL); NULL: {} */
 } ferry_qmp_command;
 
+typedef struct ferry_qmp_event {
+	const char *name;
+	const ferry_qmp_arg *data; /* its data's members; NULL: no data */
+} ferry_qmp_event;
+
 typedef struct ferry_qmp_config {
-	const ferry_qmp_command *commands; /* ends with { NULL, NULL } */
+	const ferry_qmp_command *commands; /* ends with { NULL } */
+	const ferry_qmp_event *events;     /* the events it may send; ends with { NULL } */
 	void *opaque;                      /* passed to every handler */
 	json_t *version;                   /* the greeting's "version"; borrowed, outlives the server */
 	unsigned max_clients;              /* 0: 16; more are refused */
@@ -68,7 +128,7 @@ typedef struct ferry_qmp_config {
 	size_t out_max;                    /* per-client output bound; 0: 256 KiB */
 } ferry_qmp_config;
 
-/* Returns 0 or -ENOMEM. cfg->commands must outlive the server. */
+/* Returns 0 or -ENOMEM. cfg->commands and cfg->events must outlive the server. */
 int ferry_qmp_server_create(ferry_loop *loop, const ferry_qmp_config *cfg,
 			    ferry_qmp_server **out);
 
@@ -88,7 +148,8 @@ int ferry_qmp_server_listen(ferry_qmp_server *s, const char *addr, char *bound, 
 
 /*
  * Sends an event to every negotiated client. data (may be NULL: no "data"
- * member, as QEMU's STOP) is stolen. timestamp_us: CLOCK_REALTIME.
+ * member, as QEMU's STOP) is stolen. timestamp_us: CLOCK_REALTIME. name
+ * must be one of cfg->events (asserted).
  */
 void ferry_qmp_server_event(ferry_qmp_server *s, const char *name, json_t *data,
 			    uint64_t timestamp_us);
@@ -109,38 +170,25 @@ void ferry_qmp_req_error(ferry_qmp_req *req, const char *cls, const char *fmt, .
 /* The command's name ("migrate"). */
 const char *ferry_qmp_req_command(const ferry_qmp_req *req);
 
-/* Argument types, with the names QEMU's errors use. */
-typedef enum ferry_qmp_type {
-	FERRY_QMP_STR,    /* "string" */
-	FERRY_QMP_BOOL,   /* "boolean" */
-	FERRY_QMP_INT,    /* "integer" (int64) */
-	FERRY_QMP_UINT64, /* "uint64" (non-negative integer) */
-	FERRY_QMP_UINT32, /* "uint32_t" */
-	FERRY_QMP_SIZE,   /* "size" (bytes, non-negative integer) */
-	FERRY_QMP_ARRAY,  /* "array" */
-	FERRY_QMP_OBJECT, /* "object" */
-} ferry_qmp_type;
-
-typedef struct ferry_qmp_arg {
-	const char *name;
-	ferry_qmp_type type;
-	bool optional;
-} ferry_qmp_arg;
-
 /*
  * Checks obj's members against spec (ends with { NULL }) in QEMU's order
- * and words: each declared member in turn ("Parameter 'uri' is missing",
- * "Invalid parameter type for 'uri', expected: string", "Parameter
- * 'downtime-limit' expects uint64"), then any undeclared one ("Parameter
- * 'foo' is unexpected"). prefix names a nested object in messages
- * ("capabilities[0]."; "" at the top). Returns 0, or -EINVAL with the
- * message in err.
+ * and words, as QEMU's input visitor does: each declared member in turn
+ * ("Parameter 'uri' is missing", "Invalid parameter type for 'uri',
+ * expected: string", "Parameter 'downtime-limit' expects uint64",
+ * "Parameter 'capability' does not accept value 'x'"), nested objects and
+ * arrays by path ("capabilities[0].state"), a union's variant after its
+ * base, then any undeclared member ("Parameter 'foo' is unexpected").
+ * prefix names a nested object in messages ("" at the top). Returns 0, or
+ * -EINVAL with the message in err.
  */
 int ferry_qmp_check_args(json_t *obj, const ferry_qmp_arg *spec, const char *prefix, char *err,
 			 size_t err_len);
 
-/* ferry_qmp_check_args() on a command's arguments; on error completes req. */
-bool ferry_qmp_req_check_args(ferry_qmp_req *req, json_t *args, const ferry_qmp_arg *spec);
+/*
+ * The server's own: QEMU's introspection (query-qmp-schema's reply) of the
+ * command tables (a NULL-terminated list) and the events. NULL: no memory.
+ */
+json_t *ferry_qmp_schema(const ferry_qmp_command *const *tables, const ferry_qmp_event *events);
 
 /* CLOCK_REALTIME in microseconds (event timestamps). Thread: any. */
 uint64_t ferry_qmp_wall_us(void);

@@ -88,6 +88,89 @@ def not_found(desc):
     return {"error": {"class": "CommandNotFound", "desc": desc}}
 
 
+# ---------------------------------------------------------------------------
+# The schema: query-qmp-schema (QEMU's introspection) read once, and every
+# reply and event the tests see checked against it.
+
+SCHEMA = None          # name -> SchemaInfo
+schema_checked = 0     # replies and events checked against it
+
+
+def object_members(t, v):
+    """An object type's members, with those of the variant v's tag picks (recursively)."""
+    ms = list(t["members"])
+    for var in t.get("variants", []):
+        if v.get(t["tag"]) == var["case"]:
+            ms += object_members(SCHEMA[var["type"]], v)
+    return ms
+
+
+def schema_problems(v, tname, path="", out=None):
+    """What in value v does not match schema type tname (a list of strings)."""
+    out = [] if out is None else out
+    t = SCHEMA.get(tname)
+    if t is None:
+        out.append(f"{path}: type {tname!r} is not in the schema")
+        return out
+    mt = t["meta-type"]
+    if mt == "builtin":
+        jt = t["json-type"]
+        good = {"string": lambda x: isinstance(x, str), "boolean": lambda x: isinstance(x, bool),
+                "int": lambda x: isinstance(x, int) and not isinstance(x, bool),
+                "number": lambda x: isinstance(x, (int, float)) and not isinstance(x, bool),
+                "null": lambda x: x is None, "value": lambda x: True}[jt]
+        if not good(v):
+            out.append(f"{path}: {v!r} is not {jt}")
+    elif mt == "enum":
+        if v not in t["values"]:
+            out.append(f"{path}: {v!r} is not one of {t['values']}")
+    elif mt == "array":
+        if not isinstance(v, list):
+            out.append(f"{path}: not an array")
+        else:
+            for i, e in enumerate(v):
+                schema_problems(e, t["element-type"], f"{path}[{i}]", out)
+    elif mt == "object":
+        if not isinstance(v, dict):
+            out.append(f"{path}: not an object")
+            return out
+        members = object_members(t, v)
+        names = {m["name"] for m in members}
+        for m in members:
+            if m["name"] in v:
+                schema_problems(v[m["name"]], m["type"], f"{path}.{m['name']}", out)
+            elif "default" not in m:
+                out.append(f"{path}: mandatory member {m['name']!r} is missing")
+        for k in v:
+            if k not in names:
+                out.append(f"{path}: member {k!r} is not in the schema")
+    return out
+
+
+def schema_check(what, v, tname):
+    global schema_checked
+    if SCHEMA is None:
+        return
+    schema_checked += 1
+    p = schema_problems(v, tname, what)
+    if p:
+        fail(f"{what} matches query-qmp-schema", "; ".join(p[:5]))
+
+
+def schema_check_message(m, cmd=None):
+    """A reply to cmd, or an event, against the schema."""
+    if SCHEMA is None:
+        return
+    if "event" in m:
+        e = SCHEMA.get(m["event"])
+        if not e or e["meta-type"] != "event":
+            fail("event is in query-qmp-schema", m["event"])
+        else:
+            schema_check(f"event {m['event']}", m.get("data", {}), e["arg-type"])
+    elif cmd and "return" in m and cmd in SCHEMA:
+        schema_check(f"reply of {cmd}", m["return"], SCHEMA[cmd]["ret-type"])
+
+
 class QMP:
     """One raw QMP connection: bytes in, JSON lines out, events kept aside."""
 
@@ -100,6 +183,7 @@ class QMP:
         if negotiate:
             r = self.cmd("qmp_capabilities")
             assert r == {"return": {}}, r
+            load_schema(self)
 
     def close(self):
         self.s.close()
@@ -122,7 +206,10 @@ class QMP:
                 return None
             self.buf += d
         line, self.buf = self.buf.split(b"\n", 1)
-        return json.loads(line)
+        m = json.loads(line)
+        if isinstance(m, dict) and "event" in m:
+            schema_check_message(m)
+        return m
 
     def reply(self, timeout=TIMEOUT):
         """The next non-event message; events go to self.events."""
@@ -139,7 +226,10 @@ class QMP:
         if id is not None:
             o["id"] = id
         self.send(json.dumps(o) + "\n")
-        return self.reply(timeout)
+        r = self.reply(timeout)
+        if isinstance(r, dict):
+            schema_check_message(r, name)
+        return r
 
     def ret(self, name, args=None, timeout=TIMEOUT):
         r = self.cmd(name, args, timeout=timeout)
@@ -165,6 +255,13 @@ class QMP:
 
     def statuses(self):
         return [e["data"]["status"] for e in self.events if e["event"] == "MIGRATION"]
+
+
+def load_schema(q):
+    """The first negotiated connection reads the schema every later reply is checked against."""
+    global SCHEMA
+    if SCHEMA is None:
+        SCHEMA = {t["name"]: t for t in q.ret("query-qmp-schema")}
 
 
 def is_status(st):
@@ -361,7 +458,7 @@ def case_greeting_and_negotiation(tmp):
             "migrate-set-parameters", "query-migrate-parameters", "stop", "cont", "query-status", "quit",
             "query-guest-hash", "x-run-until", "migrate-start-postcopy", "migrate-pause", "migrate-recover",
             "query-version", "query-name", "query-uuid", "query-kvm", "query-cpus-fast", "query-block",
-            "query-block-jobs", "query-pci", "query-machines", "query-target"]))
+            "query-block-jobs", "query-pci", "query-machines", "query-target", "query-qmp-schema"]))
         eq("query-version: the greeting's", q.cmd("query-version"), {"return": version})
         eq("unknown command", q.cmd("foo"), not_found("The command foo has not been found"))
         eq("query-commands with arguments", q.cmd("query-commands", {"a": 1}),
@@ -418,8 +515,12 @@ def case_commands(tmp):
            generic("Parameter 'x' is unexpected"))
         eq("migrate: resume without a paused migration", q.cmd("migrate", {"uri": "unix:/x", "resume": True}),
            generic("Cannot resume if there is no paused migration"))
+        eq("migrate-start-postcopy without the capability (QEMU checks it first)", q.cmd("migrate-start-postcopy"),
+           generic("Enable postcopy with migrate_set_capability before the start of migration"))
+        q.ret("migrate-set-capabilities", {"capabilities": [{"capability": "postcopy-ram", "state": True}]})
         eq("migrate-start-postcopy without a migration", q.cmd("migrate-start-postcopy"),
            generic("Postcopy must be started after migration has been started"))
+        q.ret("migrate-set-capabilities", {"capabilities": [{"capability": "postcopy-ram", "state": False}]})
         eq("migrate-pause without postcopy", q.cmd("migrate-pause"),
            generic("migrate-pause is currently only supported during postcopy-active state"))
         eq("migrate-recover on a source", q.cmd("migrate-recover", {"uri": "unix:/x"}),
@@ -476,7 +577,7 @@ def case_commands(tmp):
         eq("multifd-compression unknown", q.cmd("migrate-set-parameters", {"multifd-compression": "zlib"}),
            generic("Parameter 'multifd-compression' does not accept value 'zlib'"))
         eq("x-placement unknown", q.cmd("migrate-set-parameters", {"x-placement": "splice"}),
-           generic("Parameter 'x-placement' does not accept value 'splice' (auto, userfaultfd, pwrite or mapping)"))
+           generic("Parameter 'x-placement' does not accept value 'splice'"))
         eq("multifd-zstd-level out of range", q.cmd("migrate-set-parameters", {"multifd-zstd-level": 21}),
            generic("Parameter 'multifd-zstd-level' expects a value between 1 and 20"))
         eq("a refused set changes nothing", q.ret("query-migrate-parameters"),
@@ -1425,8 +1526,142 @@ def case_events_off(tmp):
         dst.stop()
 
 
+DOCS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs", "qmp.md")
+
+# What each integer-typed member may be refused with: the message names the member and its type.
+INT_REFUSALS = ("Invalid parameter type for '{}', expected: integer", "Parameter '{}' expects uint64",
+                "Parameter '{}' expects size", "Parameter '{}' expects uint32_t")
+
+
+def schema_dummy(tname):
+    """A valid value of type tname (required members only)."""
+    t = SCHEMA[tname]
+    mt = t["meta-type"]
+    if mt == "builtin":
+        return {"string": "x", "boolean": False, "int": 0, "number": 0, "null": None, "value": 0}[t["json-type"]]
+    if mt == "enum":
+        return t["values"][0]
+    if mt == "array":
+        return []
+    v = {m["name"]: schema_dummy(m["type"]) for m in t["members"] if "default" not in m}
+    return v if not t.get("variants") else None  # unions: not needed by any command's top level
+
+
+def wrong_value(tname):
+    """A value of the wrong JSON type for tname, and the refusals QEMU's visitor gives it."""
+    t = SCHEMA[tname]
+    mt = t["meta-type"]
+    if mt == "builtin":
+        return {"string": (1, ("Invalid parameter type for '{}', expected: string",)),
+                "boolean": ("x", ("Invalid parameter type for '{}', expected: boolean",)),
+                "int": ("x", INT_REFUSALS),
+                "number": ("x", ("Invalid parameter type for '{}', expected: number",))}.get(t["json-type"])
+    if mt == "enum":
+        return ("no-such-value", ("Parameter '{}' does not accept value 'no-such-value'",))
+    if mt == "array":
+        return (1, ("Invalid parameter type for '{}', expected: array",))
+    return (1, ("Invalid parameter type for '{}', expected: object",))
+
+
+def probe_arguments(q, cmd, arg_type):
+    """Each argument of cmd, as the schema declares it, is what the server checks."""
+    members = SCHEMA[arg_type]["members"]
+    base = {m["name"]: schema_dummy(m["type"]) for m in members if "default" not in m}
+    r = q.cmd(cmd, dict(base, **{"x-no-such-argument": 1}))
+    eq(f"{cmd}: an undeclared argument is refused", r, generic("Parameter 'x-no-such-argument' is unexpected"))
+    for m in members:
+        if "default" not in m:
+            r = q.cmd(cmd, {k: v for k, v in base.items() if k != m["name"]})
+            eq(f"{cmd}: {m['name']} is mandatory", r, generic(f"Parameter '{m['name']}' is missing"))
+        w = wrong_value(m["type"])
+        if w is None:
+            continue
+        r = q.cmd(cmd, dict(base, **{m["name"]: w[0]}))
+        desc = r.get("error", {}).get("desc") if r else None
+        true(f"{cmd}: {m['name']} of the wrong type is refused", desc in [f.format(m["name"]) for f in w[1]],
+             f"{r}")
+
+
+def docs_sections():
+    """docs/qmp.md's command sections: [(heading, text)], and the Events section's text."""
+    text = open(DOCS).read()
+    cmds = text.split("\n## Commands", 1)[1].split("\n## ", 1)[0]
+    events = text.split("\n## Events", 1)[1].split("\n## ", 1)[0]
+    secs = []
+    for part in cmds.split("\n### ")[1:]:
+        head, _, body = part.partition("\n")
+        secs.append((head, body))
+    return secs, events
+
+
+def docs_check(commands, events):
+    """Each command of the schema has a section in docs/qmp.md that names every argument; each event is there."""
+    secs, ev_text = docs_sections()
+    for c in commands:
+        name = c["name"]
+        home = [(h, b) for h, b in secs if name in [w.strip() for w in h.replace(" (Ferry)", "").split(",")]]
+        home = home or [(h, b) for h, b in secs  # or the first column of a section's table
+                        if any(f"`{name}`" in row.split("|")[1] for row in b.split("\n") if row.startswith("| "))]
+        true(f"docs/qmp.md documents {name}", len(home) == 1, f"{len(home)} sections")
+        if len(home) != 1:
+            continue
+        body = home[0][1]
+        for m in SCHEMA[c["arg-type"]]["members"]:
+            true(f"docs/qmp.md: {name}'s argument {m['name']}", f"`{m['name']}`" in body)
+    for e in events:
+        true(f"docs/qmp.md documents event {e}", f"`{e}`" in ev_text)
+    known = {c["name"] for c in commands}
+    for h, _ in secs:
+        for w in h.replace(" (Ferry)", "").split(","):
+            w = w.strip()
+            if re.fullmatch(r"[a-z][a-z0-9_-]*", w):
+                true(f"docs/qmp.md's section {w} is a command", w in known)
+
+
+def case_schema(tmp):
+    """query-qmp-schema: well formed, the commands the server has, the arguments it checks, the docs."""
+    h = Host(tmp, "src", events=False)
+    try:
+        q = h.qmp()
+        raw = q.ret("query-qmp-schema")
+        names = [t["name"] for t in raw]
+        eq("schema: every name once", len(names), len(set(names)))
+        by = {t["name"]: t for t in raw}
+        refs = []
+        for t in raw:
+            mt = t["meta-type"]
+            refs += [t[k] for k in ("arg-type", "ret-type", "element-type") if k in t]
+            refs += [m["type"] for m in t.get("members", []) if "type" in m]
+            refs += [v["type"] for v in t.get("variants", [])]
+            true(f"schema: {t['name']} has a known meta-type", mt in
+                 ("builtin", "enum", "array", "object", "alternate", "command", "event"))
+        eq("schema: every type referred to is described", sorted({r for r in refs if r not in by}), [])
+        eq("schema: the empty object is '0'", by["0"], {"name": "0", "meta-type": "object", "members": []})
+        commands = [t for t in raw if t["meta-type"] == "command"]
+        eq("schema: the commands are query-commands'", sorted(c["name"] for c in commands),
+           sorted(c["name"] for c in q.ret("query-commands")))
+        eq("schema: migrate's arguments (QEMU 7.2's and 8.2's channels)",
+           [(m["name"], m["type"], "default" in m) for m in by[by["migrate"]["arg-type"]]["members"]],
+           [("uri", "str", True), ("channels", by[by["migrate"]["arg-type"]]["members"][1]["type"], True),
+            ("blk", "bool", True), ("inc", "bool", True), ("detach", "bool", True), ("resume", "bool", True)])
+        eq("schema: query-status returns QEMU's StatusInfo",
+           sorted(m["name"] for m in by[by["query-status"]["ret-type"]]["members"]),
+           ["running", "singlestep", "status"])
+        events = sorted(t["name"] for t in raw if t["meta-type"] == "event")
+        eq("schema: the events", events, ["MIGRATION", "MIGRATION_PASS", "RESUME", "SHUTDOWN", "STOP"])
+        for c in commands:
+            if c["name"] != "qmp_capabilities":
+                probe_arguments(q, c["name"], c["arg-type"])
+        docs_check(commands, events)
+        true("schema: replies were checked against it", schema_checked > 0, str(schema_checked))
+        q.close()
+    finally:
+        h.stop()
+
+
 CASES = [
     case_greeting_and_negotiation,
+    case_schema,
     case_commands,
     case_full_migration_two_clients,
     case_migrate_arguments,
