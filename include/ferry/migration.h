@@ -278,6 +278,10 @@ FERRY_EXTERN int ferry_migration_params_check(const ferry_migration_params *p, c
 					      size_t err_len);
 
 /* What query-migrate shows. All byte counts are of RAM unless named. */
+/* Postcopy statistics per vCPU: at most this many vCPUs; histogram buckets (QEMU's 24). */
+#define FERRY_POSTCOPY_MAX_VCPUS 64
+#define FERRY_POSTCOPY_LATENCY_BUCKETS 24
+
 typedef struct ferry_migration_info {
 	ferry_migration_status status;
 	bool incoming;
@@ -325,6 +329,21 @@ typedef struct ferry_migration_info {
 	uint64_t postcopy_latency_p99_us;
 	uint64_t postcopy_latency_max_us;
 	uint64_t postcopy_blocktime_ms;
+	/*
+	 * Destination, QEMU's postcopy-blocktime statistics (per vCPU thread
+	 * registered with ferry_vm_set_vcpu_threads; faults of other threads
+	 * are non-vCPU ones): the time every vCPU waited at once, each vCPU's
+	 * total wait and average fault latency, the average latency of all
+	 * and of non-vCPU faults, and a histogram of the latencies (bucket N:
+	 * [2^N, 2^(N+1)) us; below 1 us in 0, the last open-ended).
+	 */
+	uint32_t postcopy_vcpus;
+	uint64_t postcopy_all_blocktime_ms;
+	uint32_t postcopy_vcpu_blocktime_ms[FERRY_POSTCOPY_MAX_VCPUS];
+	uint64_t postcopy_vcpu_latency_ns[FERRY_POSTCOPY_MAX_VCPUS];
+	uint64_t postcopy_latency_ns;
+	uint64_t postcopy_non_vcpu_latency_ns;
+	uint64_t postcopy_latency_dist[FERRY_POSTCOPY_LATENCY_BUCKETS];
 	uint32_t postcopy_recoveries; /* times the migration resumed after a pause */
 	/* Free page hints (source): commands sent, pages not sent, time waited. */
 	uint64_t hint_cmds;

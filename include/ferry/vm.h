@@ -24,6 +24,8 @@
 #ifndef FERRY_VM_H
 #define FERRY_VM_H
 
+#include <sys/types.h>
+
 #include "ferry/common.h"
 
 #ifdef __cplusplus
@@ -78,6 +80,16 @@ FERRY_EXTERN void ferry_vm_destroy(ferry_vm_t *vm);
 
 FERRY_EXTERN int ferry_vm_set_vcpu_ops(ferry_vm_t *vm, const ferry_vcpu_ops *ops,
 				       void *opaque);
+
+/*
+ * Optional: the vCPU threads' ids (gettid()), tids[i] for vCPU i, so that
+ * an incoming postcopy migration can tell which vCPU waits on a missing
+ * page (ferry_migration_info's postcopy_vcpu_* statistics, QEMU's
+ * postcopy-blocktime); without them every fault counts as a non-vCPU
+ * one. Copied. Registration: not during a migration (-EBUSY); -EINVAL if
+ * n > FERRY_POSTCOPY_MAX_VCPUS.
+ */
+FERRY_EXTERN int ferry_vm_set_vcpu_threads(ferry_vm_t *vm, const pid_t *tids, unsigned n);
 
 /*
  * Run state as libferry sees it (it changes it only through the vCPU ops).

@@ -361,8 +361,9 @@ static int demo_set(demo_run *r, child *ch, const char *cmd, json_t *args, const
 static int demo_configure(demo_run *r, const demo_opts *o)
 {
 	if (o->postcopy) {
-		json_t *caps = json_pack("[{s:s,s:b},{s:s,s:b}]", "capability", "postcopy-ram", "state", 1,
-					 "capability", "postcopy-preempt", "state", o->preempt);
+		json_t *caps = json_pack("[{s:s,s:b},{s:s,s:b},{s:s,s:b}]", "capability", "postcopy-ram",
+					 "state", 1, "capability", "postcopy-preempt", "state", o->preempt,
+					 "capability", "postcopy-blocktime", "state", 1);
 		int e = demo_set(r, &r->dst, "migrate-set-capabilities", json_pack("{s:O}", "capabilities", caps),
 				 "enabling postcopy") ||
 			demo_set(r, &r->src, "migrate-set-capabilities", json_pack("{s:O}", "capabilities", caps),
@@ -525,7 +526,7 @@ static void demo_print_postcopy(const demo_run *r)
 	else
 		printf("  postcopy     ");
 	printf("%lld page requests (%lld faults), fault latency p50 %lld us, "
-	       "p99 %lld us, max %lld us; vCPUs blocked %lld ms in all\n",
+	       "p99 %lld us, max %lld us; every vCPU blocked at once %lld ms\n",
 	       (long long)jint(dpc, "requests", NULL), (long long)jint(dpc, "faults", NULL),
 	       (long long)jint(lat, "p50-us", NULL), (long long)jint(lat, "p99-us", NULL),
 	       (long long)jint(lat, "max-us", NULL), (long long)jint(dpc, "blocktime-ms", NULL));

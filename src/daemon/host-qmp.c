@@ -138,6 +138,29 @@ static json_t *info_postcopy(const ferry_migration_info *i)
 			 "max-us", (json_int_t)i->postcopy_latency_max_us);
 }
 
+/*
+ * The destination's postcopy-blocktime statistics (QEMU's, with the
+ * capability): ms blocked with every vCPU waiting and per vCPU; average
+ * fault latencies (ns); the latency histogram (bucket N: [2^N, 2^(N+1)) us).
+ */
+static void info_blocktime(json_t *o, const ferry_migration_info *i)
+{
+	json_t *bt = json_array(), *lat = json_array(), *dist = json_array();
+	for (uint32_t v = 0; v < i->postcopy_vcpus; v++) {
+		json_array_append_new(bt, json_integer((json_int_t)i->postcopy_vcpu_blocktime_ms[v]));
+		json_array_append_new(lat, json_integer((json_int_t)i->postcopy_vcpu_latency_ns[v]));
+	}
+	for (unsigned b = 0; b < FERRY_POSTCOPY_LATENCY_BUCKETS; b++)
+		json_array_append_new(dist, json_integer((json_int_t)i->postcopy_latency_dist[b]));
+	json_object_set_new(o, "postcopy-blocktime", json_integer((json_int_t)i->postcopy_all_blocktime_ms));
+	json_object_set_new(o, "postcopy-vcpu-blocktime", bt);
+	json_object_set_new(o, "postcopy-latency", json_integer((json_int_t)i->postcopy_latency_ns));
+	json_object_set_new(o, "postcopy-vcpu-latency", lat);
+	json_object_set_new(o, "postcopy-non-vcpu-latency",
+			    json_integer((json_int_t)i->postcopy_non_vcpu_latency_ns));
+	json_object_set_new(o, "postcopy-latency-dist", dist);
+}
+
 /* Times, and the downtime: measured once completed, expected while it runs. */
 static void info_times(json_t *o, const ferry_migration_info *i, uint64_t downtime_limit_ms)
 {
@@ -219,9 +242,11 @@ static void info_devices(json_t *o, const ferry_migration_info *i, ferry_vm_t *v
 
 /*
  * query-migrate's answer. downtime_limit_ms: what expected-downtime starts
- * at (QEMU's rule); vm: the live devices' own figures.
+ * at (QEMU's rule); vm: the live devices' own figures; blocktime: the
+ * capability postcopy-blocktime is on.
  */
-static json_t *info_json(const ferry_migration_info *i, uint64_t downtime_limit_ms, ferry_vm_t *vm)
+static json_t *info_json(const ferry_migration_info *i, uint64_t downtime_limit_ms, ferry_vm_t *vm,
+			 bool blocktime)
 {
 	json_t *o = json_pack("{s:s}", "status", ferry_migration_status_name(i->status));
 	if (i->status == FERRY_MIGRATION_NONE)
@@ -231,9 +256,8 @@ static json_t *info_json(const ferry_migration_info *i, uint64_t downtime_limit_
 	if (i->multifd_channels)
 		json_object_set_new(o, "x-multifd", info_multifd(i));
 	if (i->postcopy || status_postcopy(i->status)) {
-		if (i->incoming)
-			json_object_set_new(o, "postcopy-blocktime",
-					    json_integer((json_int_t)i->postcopy_blocktime_ms));
+		if (i->incoming && blocktime)
+			info_blocktime(o, i);
 		json_object_set_new(o, "x-postcopy", info_postcopy(i));
 	}
 	if (i->hint_cmds)
@@ -279,7 +303,8 @@ json_t *host_query_migrate(host *h)
 	ferry_migration_query(h->vm, &i);
 	/* QEMU answers {} before the first migration. */
 	json_t *o = i.status == FERRY_MIGRATION_NONE ? json_object()
-					       : info_json(&i, h->params.downtime_limit_ms, h->vm);
+					       : info_json(&i, h->params.downtime_limit_ms, h->vm,
+							   h->cap_blocktime);
 	if (h->dir == HOST_DIR_IN && h->inmigrate && h->incoming_started) {
 		json_t *sa = socket_address(h);
 		if (sa)
@@ -444,7 +469,7 @@ void host_on_status(host *h, ferry_migration_status s)
 		return;
 	}
 	json_decref(h->prev_incoming);
-	h->prev_incoming = info_json(&i, 0, h->vm);
+	h->prev_incoming = info_json(&i, 0, h->vm, h->cap_blocktime);
 	json_object_set_new(h->prev_incoming, "status", json_string(ferry_migration_status_name(s)));
 	if (h->exit_on_error) {
 		fprintf(stderr, "ferry host: incoming migration %s%s%s\n", ferry_migration_status_name(s),
@@ -634,7 +659,8 @@ static const char *cap_refusal(const char *name)
  * The parsed capabilities applied to p and *events; false (req answered)
  * for one Ferry lacks.
  */
-static bool caps_apply(ferry_qmp_req *req, json_t *caps, ferry_migration_params *p, bool *events)
+static bool caps_apply(ferry_qmp_req *req, json_t *caps, ferry_migration_params *p, bool *events,
+		       bool *blocktime)
 {
 	json_t *c;
 	size_t i;
@@ -643,6 +669,8 @@ static bool caps_apply(ferry_qmp_req *req, json_t *caps, ferry_migration_params 
 		bool on = json_is_true(json_object_get(c, "state"));
 		if (!strcmp(name, "events"))
 			*events = on;
+		else if (!strcmp(name, "postcopy-blocktime"))
+			*blocktime = on;
 		else if (!strcmp(name, "multifd"))
 			p->multifd = on;
 		else if (!strcmp(name, "auto-converge"))
@@ -674,10 +702,11 @@ static void cmd_set_capabilities(void *opaque, ferry_qmp_req *req, json_t *args)
 		return;
 	}
 	ferry_migration_params p = h->params;
-	bool events = h->cap_events;
-	if (!caps_apply(req, caps, &p, &events))
+	bool events = h->cap_events, blocktime = h->cap_blocktime;
+	if (!caps_apply(req, caps, &p, &events, &blocktime))
 		return;
 	h->cap_events = events; /* gates MIGRATION and MIGRATION_PASS (host.c) */
+	h->cap_blocktime = blocktime; /* gates query-migrate's postcopy-blocktime members */
 	h->params = p;
 	ferry_migration_set_incoming_params(h->vm, &h->params); /* the destination's part */
 	ferry_qmp_req_return(req, NULL);
@@ -687,18 +716,20 @@ static void cmd_query_capabilities(void *opaque, ferry_qmp_req *req, json_t *arg
 {
 	(void)args;
 	host *h = opaque;
-	ferry_qmp_req_return(req, json_pack("[{s:s,s:b},{s:s,s:b},{s:s,s:b},{s:s,s:b},{s:s,s:b},"
-						    "{s:s,s:b}]",
-						    "capability", "events", "state", h->cap_events,
-						    "capability", "multifd", "state", h->params.multifd,
-						    "capability", "postcopy-ram", "state",
-						    h->params.postcopy, "capability",
-						    "postcopy-preempt", "state",
-						    h->params.postcopy_preempt, "capability",
-						    "auto-converge", "state",
-						    h->params.auto_converge, "capability",
-						    "switchover-ack", "state",
-						    h->params.switchover_ack));
+	const struct { const char *name; bool on; } caps[] = {
+		{ "events", h->cap_events },
+		{ "multifd", h->params.multifd },
+		{ "postcopy-ram", h->params.postcopy },
+		{ "postcopy-preempt", h->params.postcopy_preempt },
+		{ "auto-converge", h->params.auto_converge },
+		{ "switchover-ack", h->params.switchover_ack },
+		{ "postcopy-blocktime", h->cap_blocktime },
+	};
+	json_t *list = json_array();
+	for (size_t k = 0; k < sizeof(caps) / sizeof(caps[0]); k++)
+		json_array_append_new(list, json_pack("{s:s,s:b}", "capability", caps[k].name, "state",
+						      caps[k].on));
+	ferry_qmp_req_return(req, list);
 }
 
 /* The QMP type of a libferry parameter (QEMU's schema names). */
@@ -721,7 +752,14 @@ static ferry_qmp_type qmp_type(ferry_migration_param_type t)
  * host_qmp_init().
  */
 #define HOST_MAX_PARAMS 64
-static ferry_qmp_arg params_args[HOST_MAX_PARAMS + 1];
+static ferry_qmp_arg params_args[HOST_MAX_PARAMS + 2];
+
+/*
+ * QEMU's max-postcopy-bandwidth: Ferry never caps postcopy (its rate
+ * limiter is off once postcopy runs), so the only true value is QEMU's
+ * default, 0 (no cap). Accepted as 0, listed as 0.
+ */
+#define POSTCOPY_BW "max-postcopy-bandwidth"
 static const ferry_qmp_arg params_t = { NULL, FERRY_QMP_OBJECT, .members = params_args };
 
 void host_qmp_init(void)
@@ -732,6 +770,7 @@ void host_qmp_init(void)
 	for (size_t i = 0; i < n; i++)
 		params_args[i] = (ferry_qmp_arg){ t[i].name, qmp_type(t[i].type), true,
 						  .values = t[i].values };
+	params_args[n] = (ferry_qmp_arg){ POSTCOPY_BW, FERRY_QMP_SIZE, true };
 }
 
 /* One parameter from its JSON value (already checked) into p: an enum by its index. */
@@ -760,6 +799,12 @@ static void cmd_set_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
 	host *h = opaque;
 	ferry_migration_params p = h->params;
 	char err[256];
+	json_t *pcbw = json_object_get(args, POSTCOPY_BW);
+	if (pcbw && json_integer_value(pcbw)) {
+		ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
+				    "Parameter '" POSTCOPY_BW "' expects 0 (Ferry never caps postcopy)");
+		return;
+	}
 	for (size_t i = 0; i < n; i++) {
 		json_t *v = json_object_get(args, t[i].name);
 		if (v)
@@ -800,6 +845,7 @@ static void cmd_query_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
 				    : t[i].type == FERRY_MIGRATION_PARAM_ENUM ? json_string(t[i].values[v])
 									 : json_integer(v));
 	}
+	json_object_set_new(o, POSTCOPY_BW, json_integer(0));
 	ferry_qmp_req_return(req, o);
 }
 

@@ -95,6 +95,7 @@ struct host {
 	/* Control-plane settings (migrate-set-parameters / -capabilities). */
 	ferry_migration_params params;
 	bool cap_events;
+	bool cap_blocktime; /* postcopy-blocktime: query-migrate's per-vCPU postcopy figures */
 
 	/* Run state as the control plane sees it. */
 	host_incoming incoming;

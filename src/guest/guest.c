@@ -1738,6 +1738,20 @@ static const ferry_vcpu_ops guest_vcpu_ops = {
 	.set_throttle = op_set_throttle,
 };
 
+/* The vCPU threads' ids, for libferry's per-vCPU postcopy statistics. */
+static int register_vcpu_threads(ferry_guest_t *g, ferry_vm_t *vm)
+{
+	pid_t tids[FERRY_POSTCOPY_MAX_VCPUS];
+	unsigned n = g->nvcpus < FERRY_POSTCOPY_MAX_VCPUS ? g->nvcpus : FERRY_POSTCOPY_MAX_VCPUS;
+	for (unsigned i = 0; i < n; i++) {
+		int tid = ferry_guest_vcpu_tid(g, i);
+		if (tid < 0)
+			return 0; /* no thread (yet): every fault counts as a non-vCPU one */
+		tids[i] = tid;
+	}
+	return ferry_vm_set_vcpu_threads(vm, tids, n);
+}
+
 /*
  * Thread: the control thread, with the guest stopped and no migration
  * running. libferry is called without g->ctl held (its locks are outer).
@@ -1767,6 +1781,8 @@ int ferry_guest_attach(ferry_guest_t *g, ferry_vm_t *vm)
 		return r;
 	r = ferry_vm_set_vcpu_ops(vm, &guest_vcpu_ops, g);
 	if (r < 0)
+		return r;
+	if ((r = register_vcpu_threads(g, vm)) < 0)
 		return r;
 	bool explicit_dirty = ferry_vm_dirty_mode(vm) == FERRY_DIRTY_EXPLICIT;
 	pthread_mutex_lock(&g->ctl);

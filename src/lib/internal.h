@@ -112,6 +112,8 @@ struct ferry_vm {
 	unsigned nlive;
 	ferry_vcpu_ops vcpu_ops; /* called under run_lock (vm.c) */
 	void *vcpu_opaque;
+	pid_t vcpu_tids[FERRY_POSTCOPY_MAX_VCPUS]; /* ferry_vm_set_vcpu_threads */
+	unsigned nvcpu_tids;
 
 	pthread_mutex_t run_lock;
 	/* Embedder calls waiting for run_lock (vm.c, ferry__vm_run_lock_polite). */

@@ -63,7 +63,6 @@ for _names, _why in (
         (["block-incremental"], "no block migration"),
         (["xbzrle-cache-size"], "no XBZRLE"),
         (["x-checkpoint-delay"], "no COLO"),
-        (["max-postcopy-bandwidth"], "Ferry never caps postcopy"),
 ):
     for _n in _names:
         INTENDED[("query-migrate-parameters", "-return." + _n)] = _why

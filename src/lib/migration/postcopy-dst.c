@@ -200,10 +200,13 @@ static void placed_requested(ferry_pc_dst *pc, unsigned bi, uint64_t first, uint
 		if (!now)
 			now = ferry__now_ns();
 		pthread_mutex_lock(&pc->stat_lock);
+		ferry__pc_bt_end(&pc->bt, bi, p, now);
 		for (unsigned i = 0; i < pc->nreq; i++) {
 			if (pc->req[i].block != bi || pc->req[i].page != p)
 				continue;
 			uint64_t d = now - pc->req[i].t0;
+			if (pc->req[i].non_vcpu)
+				ferry__pc_bt_non_vcpu(&pc->bt, d);
 			pc->hist[hist_bucket(d)]++;
 			pc->samples++;
 			pc->blocked_ns += d;
@@ -266,7 +269,7 @@ bool ferry__pc_dst_complete(ferry_pc_dst *pc)
 }
 
 /* One fault: request the page, or resolve it here when the source has none. */
-static void handle_fault(ferry_pc_dst *pc, uint64_t addr)
+static void handle_fault(ferry_pc_dst *pc, uint64_t addr, pid_t ptid)
 {
 	ferry_vm_t *vm = pc->vm;
 	unsigned bi;
@@ -298,15 +301,28 @@ static void handle_fault(ferry_pc_dst *pc, uint64_t addr)
 		}
 		return;
 	}
-	if (test_and_set(pc->requested[bi], page))
-		return; /* already asked for; the placement will wake this one too */
+	uint64_t now = ferry__now_ns();
+	pthread_mutex_lock(&pc->stat_lock);
+	bool vcpu = ferry__pc_bt_begin(&pc->bt, ptid, bi, page, now);
+	pthread_mutex_unlock(&pc->stat_lock);
+	if (test_and_set(pc->requested[bi], page)) {
+		/* Already asked for; the placement wakes this one too. If it was
+		 * placed before this vCPU's wait was recorded, end the wait here. */
+		if (vcpu && test_atomic(pc->placed[bi], page)) {
+			pthread_mutex_lock(&pc->stat_lock);
+			ferry__pc_bt_end(&pc->bt, bi, page, ferry__now_ns());
+			pthread_mutex_unlock(&pc->stat_lock);
+		}
+		return;
+	}
 	pthread_mutex_lock(&pc->stat_lock);
 	pc->requests++;
 	if (pc->nreq == FERRY_PC_REQ_MAX) /* forget the oldest timing */
 		memmove(&pc->req[0], &pc->req[1], sizeof(pc->req[0]) * --pc->nreq);
 	pc->req[pc->nreq].block = bi;
 	pc->req[pc->nreq].page = page;
-	pc->req[pc->nreq].t0 = ferry__now_ns();
+	pc->req[pc->nreq].t0 = now;
+	pc->req[pc->nreq].non_vcpu = !vcpu;
 	pc->nreq++;
 	pthread_mutex_unlock(&pc->stat_lock);
 	if (test_atomic(pc->placed[bi], page)) {
@@ -347,9 +363,33 @@ static void *fault_thread(void *arg)
 		}
 		for (size_t i = 0; i < (size_t)k / sizeof(msg[0]); i++)
 			if (msg[i].event == UFFD_EVENT_PAGEFAULT)
-				handle_fault(pc, msg[i].arg.pagefault.address);
+				handle_fault(pc, msg[i].arg.pagefault.address,
+					     (pid_t)msg[i].arg.pagefault.feat.ptid);
 	}
 	return NULL;
+}
+
+/*
+ * A userfaultfd past its API handshake, with the faulting thread's id in
+ * each fault (which vCPU waits: pc-blocktime.h) when the kernel gives it;
+ * without it, every fault counts as a non-vCPU one. fd or negative errno.
+ */
+static int pc_uffd_open(void)
+{
+	for (int with_tid = 1; with_tid >= 0; with_tid--) {
+		int fd = ferry__uffd_open();
+		if (fd < 0)
+			return fd;
+		struct uffdio_api api = {.api = UFFD_API,
+					 .features = with_tid ? UFFD_FEATURE_THREAD_ID : 0};
+		if (ioctl(fd, UFFDIO_API, &api) == 0)
+			return fd;
+		int r = -errno;
+		close(fd);
+		if (r != -EINVAL || !with_tid)
+			return r;
+	}
+	return -EINVAL;
 }
 
 /* Thread: mig/dst/main (LISTEN); starts mig/dst/fault. */
@@ -360,16 +400,14 @@ int ferry__pc_dst_listen(ferry_pc_dst *pc, ferry_chan *rp, ferry_error *err)
 	pc->npending = 0;
 	for (unsigned i = 0; i < vm->nblocks; i++)
 		pc->npending += ferry__bitmap_count(pc->pending[i], vm->blocks[i]->npages);
-	pc->uffd = ferry__uffd_open();
+	pc->uffd = pc_uffd_open();
 	if (pc->uffd < 0) {
 		r = pc->uffd;
 		return ferry__error_set(err, r, "postcopy: userfaultfd: %s", ferry_strerror(r));
 	}
-	struct uffdio_api api = {.api = UFFD_API};
-	if (ioctl(pc->uffd, UFFDIO_API, &api) < 0) {
-		r = -errno;
-		return ferry__error_set(err, r, "postcopy: UFFDIO_API: %s", ferry_strerror(r));
-	}
+	pthread_mutex_lock(&pc->stat_lock);
+	ferry__pc_bt_init(&pc->bt, vm->vcpu_tids, vm->nvcpu_tids);
+	pthread_mutex_unlock(&pc->stat_lock);
 	pc->zeropage_ok = true;
 	for (unsigned i = 0; i < vm->nblocks; i++) {
 		struct ferry_ram_block *rb = vm->blocks[i];
@@ -455,6 +493,7 @@ static void pc_stats(ferry_pc_dst *pc, ferry_migration_info *info)
 	info->postcopy_latency_samples = pc->samples;
 	info->postcopy_latency_max_us = pc->max_ns / 1000;
 	info->postcopy_blocktime_ms = pc->blocked_ns / 1000000;
+	ferry__pc_bt_fill(&pc->bt, info);
 	uint64_t want50 = (pc->samples + 1) / 2, want99 = (pc->samples * 99 + 99) / 100, acc = 0;
 	bool got50 = false;
 	for (unsigned i = 0; i < FERRY_PC_HIST_BUCKETS && pc->samples; i++) {

@@ -48,6 +48,7 @@
 #define FERRY_MIGRATION_POSTCOPY_DST_H
 
 #include "migration/dest.h"
+#include "migration/pc-blocktime.h"
 #include "migration/postcopy.h"
 
 /* ---- the page state (threads and sharing: see DESIGN above) ---- */
@@ -82,11 +83,12 @@ typedef struct ferry_pc_dst {
 
 	/* Protected by stat_lock: outstanding request times and statistics. */
 	pthread_mutex_t stat_lock;
-	struct { unsigned block; uint64_t page; uint64_t t0; } req[FERRY_PC_REQ_MAX];
+	struct { unsigned block; uint64_t page; uint64_t t0; bool non_vcpu; } req[FERRY_PC_REQ_MAX];
 	unsigned nreq;
 	uint64_t hist[FERRY_PC_HIST_BUCKETS];
 	uint64_t samples, max_ns, blocked_ns;
 	uint64_t faults, requests, local_zero, placed_pages;
+	ferry_pc_blocktime bt; /* per-vCPU waits (pc-blocktime.h) */
 } ferry_pc_dst;
 
 /* Allocates the bitmaps and opens nothing yet. 0 or -ENOMEM. */

@@ -140,6 +140,19 @@ int ferry_vm_set_vcpu_ops(ferry_vm_t *vm, const ferry_vcpu_ops *ops, void *opaqu
 }
 
 /* Thread: the embedder's control thread (registration). */
+int ferry_vm_set_vcpu_threads(ferry_vm_t *vm, const pid_t *tids, unsigned n)
+{
+	if (!vm || (n && !tids) || n > FERRY_POSTCOPY_MAX_VCPUS)
+		return -EINVAL;
+	if (reg_lock(vm))
+		return -EBUSY;
+	memcpy(vm->vcpu_tids, tids, n * sizeof(tids[0]));
+	vm->nvcpu_tids = n;
+	pthread_mutex_unlock(&vm->mig_lock);
+	return 0;
+}
+
+/* Thread: the embedder's control thread (registration). */
 int ferry_vm_set_hint_ops(ferry_vm_t *vm, const ferry_hint_ops *ops, void *opaque)
 {
 	static const ferry_hint_ops none;
