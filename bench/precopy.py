@@ -8,6 +8,16 @@ touched) it starts a destination and a source `ferry host` process, migrates thr
 its "listening" line). Prints one JSON object. Usage:
   bench/precopy.py [--ferry build/ferry] [--mem 2G] [--runs 3] [--fills random,zero,none]
                    [--dest-modes default,prealloc,thp] [--timeout 300]
+  bench/precopy.py --scale 1G,2G,4G,8G [--runs 2] [--settle 5]
+
+--scale (how cost grows with the guest): paused random guests of each size, preallocated
+destination, the sizes interleaved (ascending, then descending, ...) with --settle seconds
+between runs. Per size: time per GiB, setup-time, and the memory the migration itself costs
+each side: the peak of the process's anonymous RSS (RssAnon, /proc/PID/status, sampled every
+10 ms; the guest's RAM is a memfd, counted in RssShmem instead) during the migration, per GiB of
+guest: an upper bound of libferry's own (bitmaps, buffers, queues: the rest is the daemon's and
+the synthetic guest's bookkeeping), and its growth during the migration. Ratios: the largest time per GiB over the smallest (target
+<= 1.10), setup-time's spread.
 
 Destination modes (the issue: the destination's first write to fresh memfd memory is the main
 cost of an incoming migration on this machine):
@@ -63,8 +73,42 @@ def qmp(ferry, sock, *cmd, timeout=60):
         return None
 
 
-def one(ferry, mem, fill, dst_extra, timeout):
-    """Both hosts are driven through QMP: `ferry migrate` on the source, `ferry qmp` to check and quit."""
+def rss_anon(pid):
+    """A process's anonymous resident memory (bytes), or 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+class MemSampler:
+    """Samples the RssAnon of some processes every 10 ms: the baseline at start, then the peak."""
+
+    def __init__(self, pids):
+        import threading
+        self.pids, self.base = pids, [rss_anon(p) for p in pids]
+        self.peak, self.done = list(self.base), threading.Event()
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        while not self.done.wait(0.01):
+            self.peak = [max(pk, rss_anon(p)) for pk, p in zip(self.peak, self.pids)]
+
+    def stop(self):
+        """[(peak, growth)] per process."""
+        self.done.set()
+        self.t.join()
+        return [(pk, pk - b) for pk, b in zip(self.peak, self.base)]
+
+
+def one(ferry, mem, fill, dst_extra, timeout, sample_mem=False):
+    """Both hosts are driven through QMP: `ferry migrate` on the source, `ferry qmp` to check and quit.
+    sample_mem: also return the growth of [source, destination] anonymous memory during the migration."""
     spec = f"mem={mem},vram=0,vcpus=2,paused,fill={fill}"
     procs = []
     tmp = tempfile.mkdtemp(prefix="ferry-precopy.")
@@ -91,8 +135,12 @@ def one(ferry, mem, fill, dst_extra, timeout):
         line = read_line(src, time.monotonic() + timeout)
         if not line or "listening" not in line:
             raise RuntimeError(f"source did not start: {line!r}")
-        m = subprocess.run([ferry, "migrate", "--qmp", ssock, uri, "--json"], capture_output=True, text=True,
-                           timeout=timeout)
+        sampler = MemSampler([src.pid, dst.pid]) if sample_mem else None
+        try:
+            m = subprocess.run([ferry, "migrate", "--qmp", ssock, uri, "--json"], capture_output=True, text=True,
+                               timeout=timeout)
+        finally:
+            grown = sampler.stop() if sampler else None
         lines = m.stdout.strip().splitlines()
         if not lines:
             raise RuntimeError(f"ferry migrate printed nothing (exit {m.returncode}): {m.stderr[-300:]}")
@@ -112,7 +160,7 @@ def one(ferry, mem, fill, dst_extra, timeout):
             qmp(ferry, sock, "quit")
             if p.wait(timeout=timeout) != 0:
                 raise RuntimeError(f"host exited with {p.returncode}")
-        return res, startup
+        return (res, startup, grown) if sample_mem else (res, startup)
     finally:
         kill(procs)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -124,7 +172,7 @@ def run_mode(a, size, dst_extra):
         runs = []
         for _ in range(a.runs):
             try:
-                r, startup = one(a.ferry, a.mem, fill, dst_extra, a.timeout)
+                r, startup = one(a.ferry, a.mem, fill, dst_extra, a.timeout)[:2]
             except (RuntimeError, subprocess.TimeoutExpired, ValueError, KeyError) as e:
                 print(f"precopy.py: {fill}: {e}", file=sys.stderr)
                 runs.append({"error": str(e)})
@@ -145,6 +193,51 @@ def run_mode(a, size, dst_extra):
                        "dest_startup_ms_median": round(statistics.median(x["dest_startup_ms"] for x in ok), 1),
                        "runs": runs}
     return cases
+
+
+def parse_size(m):
+    return {"G": 1 << 30, "M": 1 << 20}[m[-1]] * int(m[:-1])
+
+
+def run_scale(a):
+    """How cost grows: the sizes interleaved, order alternated, settled between runs."""
+    sizes = a.scale.split(",")
+    runs = {m: [] for m in sizes}
+    for r in range(a.runs):
+        for m in (sizes if r % 2 == 0 else sizes[::-1]):
+            time.sleep(a.settle)
+            try:
+                res, startup, grown = one(a.ferry, m, "random", ",prealloc", a.timeout, sample_mem=True)
+            except (RuntimeError, subprocess.TimeoutExpired, ValueError, KeyError) as e:
+                print(f"precopy.py: scale {m}: {e}", file=sys.stderr)
+                runs[m].append({"error": str(e)})
+                continue
+            gib = parse_size(m) / (1 << 30)
+            runs[m].append({"total_ms": res["total-time"], "setup_ms": res["setup-time"],
+                            "ms_per_gib": round(res["total-time"] / gib, 1), "downtime_ms": res["downtime"],
+                            "src_anon_peak": grown[0][0], "dst_anon_peak": grown[1][0],
+                            "src_anon_growth": grown[0][1], "dst_anon_growth": grown[1][1],
+                            "src_mem_per_gib": int(grown[0][0] / gib), "dst_mem_per_gib": int(grown[1][0] / gib)})
+    out = {}
+    for m, rs in runs.items():
+        ok = [x for x in rs if "error" not in x]
+        if not ok:
+            out[m] = {"error": "every run failed", "runs": rs}
+            continue
+        med = lambda k: statistics.median(x[k] for x in ok)
+        out[m] = {"ms_per_gib_median": med("ms_per_gib"), "setup_ms_median": med("setup_ms"),
+                  "src_mem_per_gib_median": int(med("src_mem_per_gib")),
+                  "dst_mem_per_gib_median": int(med("dst_mem_per_gib")), "runs": rs}
+    per_gib = [v["ms_per_gib_median"] for v in out.values() if "error" not in v]
+    setup = [v["setup_ms_median"] for v in out.values() if "error" not in v]
+    ratios = {}
+    if per_gib:
+        ratios = {"time_per_gib_max_over_min": round(max(per_gib) / min(per_gib), 3),
+                  "time_per_gib_target": "<= 1.10",
+                  "setup_ms_min_max": [min(setup), max(setup)]}
+    return {"benchmark": "precopy-scale", "fill": "random", "destination": "prealloc", "channels": 1,
+            "transport": "tcp loopback", "runs_per_size": a.runs, "settle_s": a.settle,
+            "sizes": out, "ratios": ratios}
 
 
 def thp_skip_reason():
@@ -178,8 +271,13 @@ def main():
     ap.add_argument("--fills", default="random,zero,none")
     ap.add_argument("--dest-modes", default="default,prealloc,thp")
     ap.add_argument("--timeout", type=float, default=300, help="seconds for each process wait")
+    ap.add_argument("--scale", help="sizes (1G,2G,4G,8G): how cost grows with the guest, see above")
+    ap.add_argument("--settle", type=float, default=5, help="--scale: seconds between runs")
     a = ap.parse_args()
-    size = {"G": 1 << 30, "M": 1 << 20}[a.mem[-1]] * int(a.mem[:-1])
+    if a.scale:
+        print(json.dumps(run_scale(a), indent=1))
+        return
+    size = parse_size(a.mem)
     # SIGTERM/SIGHUP unwind like Ctrl-C, so every finally (process kills, THP restore) runs.
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
