@@ -1295,8 +1295,8 @@ NOARGS_CMD(cmd_query_target, target_json)
 
 const ferry_qmp_command host_commands[] = {
 	{ "migrate-start-postcopy", cmd_start_postcopy },
-	{ "migrate-pause", cmd_migrate_pause },
-	{ "migrate-recover", cmd_migrate_recover },
+	{ "migrate-pause", cmd_migrate_pause, .flags = FERRY_QMP_ALLOW_OOB },
+	{ "migrate-recover", cmd_migrate_recover, .flags = FERRY_QMP_ALLOW_OOB },
 	{ "migrate", cmd_migrate },
 	{ "migrate-incoming", cmd_migrate_incoming },
 	{ "migrate_cancel", cmd_migrate_cancel },

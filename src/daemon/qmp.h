@@ -7,13 +7,17 @@
  * embedder (`ferry host`) supplies a command table.
  *
  * Protocol, per connection: the server sends the greeting
- *   {"QMP": {"version": VERSION, "capabilities": []}}
+ *   {"QMP": {"version": VERSION, "capabilities": ["oob"]}}
  * with the embedder's VERSION (QEMU's VersionInfo: {"qemu": {"major",
  * "minor", "micro"}, "package"}),
  * and accepts only qmp_capabilities until negotiation completes. A
  * command is a JSON object {"execute": NAME, "arguments": {...}, "id": ANY};
  * the reply is {"return": VALUE} or {"error": {"class": ..., "desc": ...}},
- * with "id" echoed. Replies come in command order; events
+ * with "id" echoed. Replies come in command order, except that once the
+ * client enabled "oob" ({"execute": "qmp_capabilities", "arguments":
+ * {"enable": ["oob"]}}), a command sent as {"exec-oob": NAME, ...} runs at
+ * once, even while in-band commands wait, and its reply may overtake
+ * theirs; only commands flagged FERRY_QMP_ALLOW_OOB may. Events
  * {"event": NAME, "data": {...}, "timestamp": {"seconds", "microseconds"}}
  * go to every negotiated client, interleaved with replies.
  *
@@ -25,7 +29,8 @@
  *     and handed to the command's handler, which must complete it exactly
  *     once with ferry_qmp_req_return() or ferry_qmp_req_error(); that frees
  *     it. Completing may happen after the handler returned (a deferred
- *     reply); meanwhile the client's later commands wait. If the client
+ *     reply); meanwhile the client's later in-band commands wait (out-of-band
+ *     ones do not). If the client
  *     disconnects first, the request stays valid and its reply is dropped.
  *     ferry_qmp_server_destroy() does not free outstanding requests.
  *
@@ -54,9 +59,18 @@ typedef struct ferry_qmp_req ferry_qmp_req;
  */
 typedef void (*ferry_qmp_handler)(void *opaque, ferry_qmp_req *req, json_t *args);
 
+/* ferry_qmp_command.flags */
+#define FERRY_QMP_ALLOW_OOB 0x1u /* may run out of band (exec-oob): QEMU's allow-oob */
+
 typedef struct ferry_qmp_command {
 	const char *name;
 	ferry_qmp_handler fn;
+	/*
+	 * FERRY_QMP_ALLOW_OOB: the handler completes its request before it
+	 * returns and never waits for the guest operations' queue, so running
+	 * it while an in-band reply is deferred is safe.
+	 */
+	unsigned flags;
 } ferry_qmp_command;
 
 typedef struct ferry_qmp_config {

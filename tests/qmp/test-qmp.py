@@ -302,13 +302,17 @@ def case_greeting_and_negotiation(tmp):
         q = h.qmp(negotiate=False)
         # QEMU 7.2's migration QMP (docs/qmp.md), Ferry's own version as the package.
         version = {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": "ferry-" + ver}
-        eq("greeting", q.greeting, {"QMP": {"version": version, "capabilities": []}})
+        eq("greeting", q.greeting, {"QMP": {"version": version, "capabilities": ["oob"]}})
         need = not_found("Expecting capabilities negotiation with 'qmp_capabilities'")
         eq("command before negotiation", q.cmd("query-status"), need)
         eq("unknown command before negotiation", q.cmd("frobnicate"), need)
         eq("no event before negotiation", q.events, [])
-        eq("qmp_capabilities with oob", q.cmd("qmp_capabilities", {"enable": ["oob"]}),
-           generic("Capability oob not available"))
+        eq("qmp_capabilities with an unknown capability", q.cmd("qmp_capabilities", {"enable": ["oob", "foo"]}),
+           generic("Parameter 'null' does not accept value 'foo'"))
+        eq("qmp_capabilities with enable not a list", q.cmd("qmp_capabilities", {"enable": "oob"}),
+           generic("Invalid parameter type for 'enable', expected: array"))
+        q.send('{"exec-oob": "qmp_capabilities", "arguments": {"enable": ["oob"]}}\n')
+        eq("exec-oob before negotiation", q.reply(), generic("QMP input member 'exec-oob' is unexpected"))
         eq("qmp_capabilities with an unknown argument", q.cmd("qmp_capabilities", {"x": 1}),
            generic("Parameter 'x' is unexpected"))
         eq("qmp_capabilities", q.cmd("qmp_capabilities", id=7), {"return": {}, "id": 7})
@@ -635,6 +639,72 @@ def case_commands(tmp):
         eq("verify: pages compared", v["pages-compared"], (64 + 4) * 256)
         eq("plain hash equals verified hash", q.ret("query-guest-hash")["hash"], v["hash"])
         q.ret("cont")
+        q.close()
+    finally:
+        h.stop()
+
+
+def oob_send(q, name, args=None, id=None):
+    o = {"exec-oob": name}
+    if args is not None:
+        o["arguments"] = args
+    if id is not None:
+        o["id"] = id
+    q.send(json.dumps(o) + "\n")
+
+
+def case_oob(tmp):
+    """exec-oob: QEMU's errors, and a reply overtaking a deferred in-band one."""
+    h = Host(tmp, "src", SLOW)
+    try:
+        q = h.qmp()  # without oob
+        oob_send(q, "migrate-pause")
+        eq("exec-oob without oob", q.reply(), generic("QMP input member 'exec-oob' is unexpected"))
+        q.close()
+        q = h.qmp(negotiate=False)
+        eq("qmp_capabilities enable oob", q.cmd("qmp_capabilities", {"enable": ["oob", "oob"]}, id=1),
+           {"return": {}, "id": 1})
+        oob_send(q, "query-status", id=2)
+        eq("exec-oob of a command without allow-oob", q.reply(),
+           {**generic("The command query-status does not support OOB"), "id": 2})
+        oob_send(q, "nope")
+        eq("exec-oob of an unknown command", q.reply(), not_found("The command nope has not been found"))
+        q.send('{"exec-oob": 5}\n')
+        eq("exec-oob not a string", q.reply(), generic("QMP input member 'exec-oob' must be a string"))
+        for o in ({"execute": "migrate-pause", "exec-oob": "migrate-pause"},
+                  {"exec-oob": "migrate-pause", "execute": "migrate-pause"}):
+            q.send(json.dumps(o) + "\n")
+            eq("execute and exec-oob", q.reply(), generic("QMP input member 'execute' clashes with 'exec-oob'"))
+        # An in-band command deferred until another client acts: a long x-run-until.
+        q.send(json.dumps({"execute": "x-run-until", "arguments": LONG_RUN, "id": "run"}) + "\n")
+        probe = h.qmp()
+        true("x-run-until runs", wait_for(lambda: probe.ret("query-status")["status"] == "running") is not None)
+        q.send(json.dumps({"execute": "query-status", "id": "queued"}) + "\n")
+        q.send("garbage\n")
+        oob_send(q, "migrate-pause", id="oob")
+        eq("exec-oob migrate-pause overtakes the deferred in-band replies", q.reply(timeout=10),
+           {**generic("migrate-pause is currently only supported during postcopy-active state"), "id": "oob"})
+        oob_send(q, "migrate-recover", {"uri": "unix:" + os.path.join(tmp, "rec.sock")}, id="oob2")
+        eq("exec-oob migrate-recover overtakes too", q.reply(timeout=10),
+           {**generic("Migrate recover can only be run when postcopy is paused."), "id": "oob2"})
+        eq("stop from another client", probe.cmd("stop", timeout=10), {"return": {}})
+        eq("the deferred reply, then the queued ones in order", [q.reply(), q.reply(), q.reply()],
+           [{**generic("x-run-until was interrupted by 'stop'"), "id": "run"},
+            {"return": {"running": False, "singlestep": False, "status": "paused"}, "id": "queued"},
+            generic("JSON parse error, '[' or '{' expected near 'garbage'")])
+        # A full queue stops reading (QEMU suspends the monitor): the queued commands all answer.
+        probe.ret("cont")
+        q.send(json.dumps({"execute": "x-run-until", "arguments": LONG_RUN, "id": "run2"}) + "\n")
+        true("x-run-until runs again", wait_for(lambda: probe.ret("query-status")["status"] == "running") is not None)
+        q.send("".join(json.dumps({"execute": "query-version", "id": i}) + "\n" for i in range(40)))
+        # The exec-oob sent behind them is read only once the queue drains: it answers last.
+        oob_send(q, "migrate-pause", id="late")
+        probe.ret("stop")
+        replies = [q.reply() for _ in range(42)]
+        eq("after a full queue: the deferred reply first", replies[0]["id"], "run2")
+        eq("after a full queue: every command in order, then the exec-oob read last",
+           [r["id"] for r in replies[1:]], list(range(40)) + ["late"])
+        probe.close()
         q.close()
     finally:
         h.stop()
@@ -1439,6 +1509,7 @@ CASES = [
     case_auto_converge,
     case_postcopy_pause_recover,
     case_run_until_interrupt,
+    case_oob,
     case_port0_listeners,
     case_bandwidth_cap,
     case_bandwidth_cap_cancel,
