@@ -341,25 +341,29 @@ void host_incoming_release(host *h)
 	ferry_sock_file_remove(&h->recover_sock);
 }
 
-int host_incoming_start(host *h, const char *uri, char *err, size_t elen)
+/* An incoming migration on uri, or on fd (>= 0; taken). */
+static int incoming_begin(host *h, const char *uri, int fd, char *err, size_t elen)
 {
-	int r = ferry_uri_validate(uri, err, elen);
-	if (r)
-		return r;
 	host_drain_events(h); /* the previous migration's events, with the old direction */
 	h->ev_last = FERRY_MIGRATION_NONE;
 	h->dir = HOST_DIR_IN;
 	h->in_ran = false;
-	r = ferry_migration_incoming(h->vm, uri);
+	int r = fd >= 0 ? ferry_migration_incoming_fd(h->vm, fd) : ferry_migration_incoming(h->vm, uri);
 	if (r == -EBUSY) {
 		snprintf(err, elen, "%s", msg_in_progress);
+		return r;
+	}
+	if (r && fd >= 0) {
+		snprintf(err, elen, "Cannot receive a migration on the file descriptor: %s",
+			 ferry_strerror(r));
 		return r;
 	}
 	if (r) {
 		listen_error(uri, r, err, elen);
 		return r;
 	}
-	note_sock(&h->in_sock, uri);
+	if (fd < 0)
+		note_sock(&h->in_sock, uri);
 	/* A port 0 listener listens again on the port it got (--incoming). */
 	if (h->incoming == HOST_INCOMING_URI)
 		ferry_migration_incoming_address(h->vm, h->incoming_uri, sizeof(h->incoming_uri));
@@ -367,6 +371,17 @@ int host_incoming_start(host *h, const char *uri, char *err, size_t elen)
 	h->inmigrate = true;
 	host_drain_events(h);
 	return 0;
+}
+
+int host_incoming_start(host *h, const char *uri, char *err, size_t elen)
+{
+	int r = ferry_uri_validate(uri, err, elen);
+	return r ? r : incoming_begin(h, uri, -1, err, elen);
+}
+
+int host_incoming_start_fd(host *h, int fd, char *err, size_t elen)
+{
+	return incoming_begin(h, "fd", fd, err, elen);
 }
 
 void host_on_resume(host *h)
@@ -468,14 +483,18 @@ static void migrate_done(host *h, host_op *op)
 		op_error(h, op, "%s", msg_in_progress);
 		return;
 	}
-	if (ferry_uri_validate(uri, err, sizeof(err))) {
+	int fd = -1;
+	if (host_uri_is_fd(uri))
+		fd = host_fd_for_migration(h, op->req, uri, true, err, sizeof(err));
+	if (fd < 0 && (host_uri_is_fd(uri) || ferry_uri_validate(uri, err, sizeof(err)))) {
 		op_error(h, op, "%s", err);
 		return;
 	}
 	host_drain_events(h);
 	h->ev_last = FERRY_MIGRATION_NONE;
 	h->dir = HOST_DIR_OUT;
-	int r = ferry_migration_start(h->vm, uri, &h->params);
+	int r = fd >= 0 ? ferry_migration_start_fd(h->vm, fd, &h->params)
+			: ferry_migration_start(h->vm, uri, &h->params);
 	if (r == -EBUSY)
 		op_error(h, op, "%s", msg_in_progress);
 	else if (r)
@@ -547,7 +566,10 @@ static void incoming_done(host *h, host_op *op)
 	}
 	json_t *eoe = json_object_get(op->args, "exit-on-error");
 	h->exit_on_error = eoe ? json_is_true(eoe) : h->exit_on_error_flag;
-	if (host_incoming_start(h, uri, err, sizeof(err)))
+	int fd = host_uri_is_fd(uri) ? host_fd_for_migration(h, op->req, uri, false, err, sizeof(err))
+				     : -1;
+	if (host_uri_is_fd(uri) ? fd < 0 || host_incoming_start_fd(h, fd, err, sizeof(err))
+				: host_incoming_start(h, uri, err, sizeof(err)))
 		op_error(h, op, "%s", err);
 	else
 		op_return(h, op, NULL);
@@ -1321,5 +1343,10 @@ const ferry_qmp_command host_commands[] = {
 	{ "query-pci", cmd_query_empty },
 	{ "query-machines", cmd_query_machines },
 	{ "query-target", cmd_query_target },
+	{ "getfd", host_cmd_getfd },
+	{ "closefd", host_cmd_closefd },
+	{ "add-fd", host_cmd_add_fd },
+	{ "remove-fd", host_cmd_remove_fd },
+	{ "query-fdsets", host_cmd_query_fdsets },
 	{ NULL, NULL },
 };

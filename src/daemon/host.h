@@ -182,6 +182,12 @@ void host_on_status(host *h, ferry_migration_status s);
 /* Starts listening for an incoming migration on uri. Loop thread. */
 int host_incoming_start(host *h, const char *uri, char *err, size_t err_len);
 
+/*
+ * Starts an incoming migration on fd (a connected or a listening socket,
+ * taken also on failure: ferry_migration_incoming_fd()). Loop thread.
+ */
+int host_incoming_start_fd(host *h, int fd, char *err, size_t err_len);
+
 /* Removes the migration socket files this host bound. Loop thread. */
 void host_incoming_release(host *h);
 
@@ -204,5 +210,26 @@ json_t *host_version(void);
  * -EINVAL with QEMU's message (or Ferry's, for what it lacks) in err.
  */
 int host_migration_uri(json_t *args, const char *cmd, char *uri, size_t ulen, char *err, size_t elen);
+
+/* host-fds.c: getfd, closefd, add-fd, remove-fd, query-fdsets (QEMU's). Loop thread. */
+void host_cmd_getfd(void *opaque, ferry_qmp_req *req, json_t *args);
+void host_cmd_closefd(void *opaque, ferry_qmp_req *req, json_t *args);
+void host_cmd_add_fd(void *opaque, ferry_qmp_req *req, json_t *args);
+void host_cmd_remove_fd(void *opaque, ferry_qmp_req *req, json_t *args);
+void host_cmd_query_fdsets(void *opaque, ferry_qmp_req *req, json_t *args);
+
+/* Whether a migration URI is "fd:NAME". Thread: any. */
+bool host_uri_is_fd(const char *uri);
+
+/*
+ * The socket of a migration to/from "fd:NAME": takes the fd getfd named
+ * NAME on req's connection (the caller owns it). outgoing: refuses
+ * (before taking it) the capabilities that need more connections than
+ * one. Returns the fd, or a negative errno with QEMU's message ("File
+ * descriptor named 'NAME' has not been found") or Ferry's in err.
+ * Loop thread.
+ */
+int host_fd_for_migration(host *h, ferry_qmp_req *req, const char *uri, bool outgoing, char *err,
+			  size_t err_len);
 
 #endif

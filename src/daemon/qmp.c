@@ -30,6 +30,11 @@
  *    immediately to every negotiated connection. A deferred completion
  *    does not re-enter the connection's parser: it marks the connection
  *    and a zero-delay timer resumes it (the queue first) from the loop.
+ *  - File descriptors. Every read is a recvmsg() that also takes the fds
+ *    a client passes with SCM_RIGHTS (qmp-fds.h keeps them, bounded, and
+ *    closes them with the connection); a read that brought fds ends the
+ *    batch of reads, so the command they came with is parsed before a
+ *    later read's fds can replace them.
  *  - Output. Each connection writes straight to its non-blocking socket
  *    and keeps what did not fit in a buffer drained on EPOLLOUT. A client
  *    whose buffered output would exceed out_max (it stopped reading) is
@@ -54,6 +59,7 @@
 #include <unistd.h>
 
 #include "ferry.h"
+#include "qmp-fds.h"
 
 #define DEFAULT_MAX_CLIENTS 16
 #define DEFAULT_IN_MAX (64u << 10)
@@ -98,6 +104,7 @@ struct qmp_client {
 	ferry_qmp_req *oob_req; /* the exec-oob command whose handler runs */
 	qmp_queued queue[QUEUE_MAX]; /* ring: [queue_head, +nqueued) */
 	unsigned queue_head, nqueued;
+	qmp_fdtab fds;   /* passed with SCM_RIGHTS (qmp-fds.h) */
 	char *in;        /* in_max bytes; unparsed input is [in_off, in_len) */
 	size_t in_off, in_len;
 	bool may_parse;  /* the input may hold a complete value (see client_io) */
@@ -154,6 +161,7 @@ static void client_close(qmp_client *c, const char *why)
 		c->oob_req->c = NULL;
 		c->oob_req = NULL;
 	}
+	qmp_fds_clear(&c->fds);
 	for (; c->nqueued; c->nqueued--) {
 		qmp_queued *q = &c->queue[c->queue_head++ % QUEUE_MAX];
 		json_decref(q->v);
@@ -323,6 +331,24 @@ static void client_error(qmp_client *c, json_t *id, const char *cls, const char 
 const char *ferry_qmp_req_command(const ferry_qmp_req *req)
 {
 	return req->name;
+}
+
+int ferry_qmp_req_take_received_fd(ferry_qmp_req *req)
+{
+	return req->c && !req->c->dead ? qmp_fds_take_received(&req->c->fds) : -ENOENT;
+}
+
+int ferry_qmp_req_name_fd(ferry_qmp_req *req, const char *name, int fd)
+{
+	if (req->c && !req->c->dead)
+		return qmp_fds_name(&req->c->fds, name, fd);
+	close(fd);
+	return -ENOENT;
+}
+
+int ferry_qmp_req_take_fd(ferry_qmp_req *req, const char *name)
+{
+	return req->c && !req->c->dead ? qmp_fds_take_named(&req->c->fds, name) : -ENOENT;
 }
 
 static void resume_clients(void *opaque)
@@ -818,7 +844,14 @@ static void client_io(void *opaque, uint32_t events)
 				if (!room || !client_may_parse(c))
 					break;
 			}
-			ssize_t n = recv(c->fd, c->in + c->in_len, room, MSG_DONTWAIT);
+			bool got_fds;
+			ssize_t n = qmp_fds_recv(&c->fds, c->fd, c->in + c->in_len, room, &got_fds);
+			if (n > 0 && got_fds) {
+				/* Parse the command these fds came with before a read brings more. */
+				c->in_len += (size_t)n;
+				c->may_parse = true;
+				break;
+			}
 			if (n > 0) {
 				/* Only these bytes can end a JSON object or array, or a garbage line. */
 				const char *b = c->in + c->in_len;

@@ -123,6 +123,22 @@ void ferry_qmp_req_error(ferry_qmp_req *req, const char *cls, const char *fmt, .
 /* The command's name ("migrate"). */
 const char *ferry_qmp_req_command(const ferry_qmp_req *req);
 
+/*
+ * File descriptors the client passed with SCM_RIGHTS (unix sockets), kept
+ * by its connection (qmp-fds.h) and closed with it: the fds that came
+ * with its last read that carried any, and the ones getfd named.
+ * ferry_qmp_req_take_received_fd() takes the first that came (closing
+ * the others): the fd, which the caller owns, or -ENOENT.
+ * ferry_qmp_req_name_fd() gives fd a name on the connection (replacing,
+ * and closing, the fd of the same name); it takes fd, also on failure;
+ * 0, -E2BIG (too many names), -ENOMEM or -ENOENT (the client is gone).
+ * ferry_qmp_req_take_fd() takes the fd named name: the fd, or -ENOENT.
+ */
+#define FERRY_QMP_FDS_NAMED 32 /* named fds per connection, at most */
+int ferry_qmp_req_take_received_fd(ferry_qmp_req *req);
+int ferry_qmp_req_name_fd(ferry_qmp_req *req, const char *name, int fd);
+int ferry_qmp_req_take_fd(ferry_qmp_req *req, const char *name);
+
 /* Argument types, with the names QEMU's errors use. */
 typedef enum ferry_qmp_type {
 	FERRY_QMP_STR,    /* "string" */

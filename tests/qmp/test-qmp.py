@@ -132,14 +132,25 @@ class QMP:
                 return m
             self.events.append(m)
 
-    def cmd(self, name, args=None, id=None, timeout=TIMEOUT):
-        o = {"execute": name}
+    def send_cmd(self, name, args=None, id=None, key="execute"):
+        """Sends a command (key "exec-oob": out of band) without waiting for its reply."""
+        o = {key: name}
         if args is not None:
             o["arguments"] = args
         if id is not None:
             o["id"] = id
         self.send(json.dumps(o) + "\n")
+
+    def cmd(self, name, args=None, id=None, timeout=TIMEOUT):
+        self.send_cmd(name, args, id)
         return self.reply(timeout)
+
+    def cmd_fds(self, name, args, fds):
+        """A command sent in one sendmsg with fds (SCM_RIGHTS); its reply."""
+        o = {"execute": name} if args is None else {"execute": name, "arguments": args}
+        data = json.dumps(o).encode() + b"\n"
+        socket.send_fds(self.s, [data], fds)
+        return self.reply()
 
     def ret(self, name, args=None, timeout=TIMEOUT):
         r = self.cmd(name, args, timeout=timeout)
@@ -365,7 +376,8 @@ def case_greeting_and_negotiation(tmp):
             "migrate-set-parameters", "query-migrate-parameters", "stop", "cont", "query-status", "quit",
             "query-guest-hash", "x-run-until", "migrate-start-postcopy", "migrate-pause", "migrate-recover",
             "query-version", "query-name", "query-uuid", "query-kvm", "query-cpus-fast", "query-block",
-            "query-block-jobs", "query-pci", "query-machines", "query-target"]))
+            "query-block-jobs", "query-pci", "query-machines", "query-target",
+            "getfd", "closefd", "add-fd", "remove-fd", "query-fdsets"]))
         eq("query-version: the greeting's", q.cmd("query-version"), {"return": version})
         eq("unknown command", q.cmd("foo"), not_found("The command foo has not been found"))
         eq("query-commands with arguments", q.cmd("query-commands", {"a": 1}),
@@ -645,12 +657,7 @@ def case_commands(tmp):
 
 
 def oob_send(q, name, args=None, id=None):
-    o = {"exec-oob": name}
-    if args is not None:
-        o["arguments"] = args
-    if id is not None:
-        o["id"] = id
-    q.send(json.dumps(o) + "\n")
+    q.send_cmd(name, args, id, key="exec-oob")
 
 
 def case_oob(tmp):
@@ -708,6 +715,137 @@ def case_oob(tmp):
         q.close()
     finally:
         h.stop()
+
+
+def open_fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def case_fd_commands(tmp):
+    """getfd/closefd (per connection), add-fd/remove-fd/query-fdsets (global): QEMU's replies and errors."""
+    h = Host(tmp, "src")
+    try:
+        q, other = h.qmp(), h.qmp()
+        base = open_fds(h.p.pid)
+        none = generic("No file descriptor supplied via SCM_RIGHTS")
+        eq("getfd without an fd", q.cmd("getfd", {"fdname": "a"}), none)
+        eq("getfd without fdname", q.cmd("getfd"), generic("Parameter 'fdname' is missing"))
+        r, w = os.pipe()
+        eq("getfd with a name starting with a digit", q.cmd_fds("getfd", {"fdname": "1a"}, [r]),
+           generic("Parameter 'fdname' expects a name not starting with a digit"))
+        eq("the refused fd is closed", open_fds(h.p.pid), base)
+        eq("getfd", q.cmd_fds("getfd", {"fdname": "a"}, [r]), {"return": {}})
+        eq("getfd of the same name replaces", q.cmd_fds("getfd", {"fdname": "a"}, [w]), {"return": {}})
+        eq("getfd with an empty name", q.cmd_fds("getfd", {"fdname": ""}, [w]), {"return": {}})
+        eq("two named fds held", open_fds(h.p.pid), base + 2)
+        eq("an fd is claimed once", q.cmd("getfd", {"fdname": "b"}), none)
+        eq("named fds belong to their connection", other.cmd("closefd", {"fdname": "a"}),
+           generic("File descriptor named 'a' not found"))
+        eq("closefd of an unknown name", q.cmd("closefd", {"fdname": "zz"}),
+           generic("File descriptor named 'zz' not found"))
+        eq("closefd", q.cmd("closefd", {"fdname": "a"}), {"return": {}})
+        eq("closefd twice", q.cmd("closefd", {"fdname": "a"}), generic("File descriptor named 'a' not found"))
+        eq("one named fd left", open_fds(h.p.pid), base + 1)
+        # Many fds at once: the first is taken, the rest closed (beyond 16, by the kernel).
+        eq("getfd with 40 fds", q.cmd_fds("getfd", {"fdname": "many"}, [r] * 40), {"return": {}})
+        eq("only the first of 40 kept", open_fds(h.p.pid), base + 2)
+        # An fd nobody claims is closed when the next batch comes, or with the connection.
+        eq("unclaimed fds with a command", q.cmd_fds("query-status", None, [r, w])["return"]["status"], "running")
+        eq("unclaimed fds held until replaced", open_fds(h.p.pid), base + 4)
+        eq("fd:NAME of an unknown name", q.cmd("migrate", {"uri": "fd:nosuch"}),
+           generic("File descriptor named 'nosuch' has not been found"))
+        q.ret("migrate-set-capabilities", {"capabilities": [{"capability": "multifd", "state": True}]})
+        eq("fd: with multifd", q.cmd("migrate", {"uri": "fd:many"}),
+           generic("Capability multifd needs more connections than one: migrate to 'fd:many' without it, "
+                   "or to a tcp: or unix: URI"))
+        q.ret("migrate-set-capabilities", {"capabilities": [{"capability": "multifd", "state": False}]})
+        eq("migrate-recover refuses fd:", q.cmd("migrate-recover", {"uri": "fd:many"}),
+           generic("unsupported migration URI 'fd:many' (expected tcp:HOST:PORT or unix:PATH)"))
+        q.close()
+        true("a closed connection's fds are closed", wait_for(lambda: open_fds(h.p.pid) == base - 1), str(open_fds(h.p.pid)))
+        # fd sets: shared by every connection.
+        q = h.qmp()
+        eq("add-fd without an fd", q.cmd("add-fd"), none)
+        a1 = q.cmd_fds("add-fd", {"opaque": "hi"}, [r])
+        eq("add-fd: the first free set", a1["return"]["fdset-id"], 0)
+        a2 = q.cmd_fds("add-fd", {}, [w])
+        eq("add-fd: the next free set", a2["return"]["fdset-id"], 1)
+        a3 = q.cmd_fds("add-fd", {"fdset-id": 0}, [w])
+        eq("add-fd to a set", a3["return"]["fdset-id"], 0)
+        eq("add-fd to a negative set", q.cmd_fds("add-fd", {"fdset-id": -1}, [w]),
+           generic("Parameter 'fdset-id' expects a non-negative value"))
+        f1, f2, f3 = a1["return"]["fd"], a2["return"]["fd"], a3["return"]["fd"]
+        true("add-fd: distinct fds", len({f1, f2, f3}) == 3)
+        want = [{"fdset-id": 1, "fds": [{"fd": f2}]}, {"fdset-id": 0, "fds": [{"fd": f1, "opaque": "hi"}, {"fd": f3}]}]
+        eq("query-fdsets (highest set first, as QEMU)", q.ret("query-fdsets"), want)
+        eq("query-fdsets on another connection", other.ret("query-fdsets"), want)
+        eq("remove-fd of an fd of another set", q.cmd("remove-fd", {"fdset-id": 0, "fd": f2}),
+           generic(f"File descriptor named 'fdset-id:0, fd:{f2}' not found"))
+        eq("remove-fd of an unknown set", q.cmd("remove-fd", {"fdset-id": 9}),
+           generic("File descriptor named 'fdset-id:9' not found"))
+        eq("remove-fd without fdset-id", q.cmd("remove-fd", {}), generic("Parameter 'fdset-id' is missing"))
+        eq("remove-fd of one fd", q.cmd("remove-fd", {"fdset-id": 0, "fd": f1}), {"return": {}})
+        eq("query-fdsets after", q.ret("query-fdsets"), [{"fdset-id": 1, "fds": [{"fd": f2}]}, {"fdset-id": 0, "fds": [{"fd": f3}]}])
+        eq("remove-fd of a set", other.cmd("remove-fd", {"fdset-id": 0}), {"return": {}})
+        eq("remove-fd of the last set", q.cmd("remove-fd", {"fdset-id": 1}), {"return": {}})
+        eq("query-fdsets empty", q.ret("query-fdsets"), [])
+        eq("every fd closed", open_fds(h.p.pid), base)
+        os.close(r)
+        os.close(w)
+        q.close()
+        other.close()
+    finally:
+        h.stop()
+
+
+def case_fd_migration(tmp):
+    """Both sides get their socket with getfd and migrate over fd:NAME, bit-exact; then a listening fd with multifd."""
+    dst = Host(tmp, "dst", BIG, ["--incoming", "defer"])
+    src = Host(tmp, "src", BIG)
+    try:
+        dq, sq = dst.qmp(), src.qmp()
+        a, b = socket.socketpair()
+        eq("destination getfd", dq.cmd_fds("getfd", {"fdname": "mig"}, [b.fileno()]), {"return": {}})
+        eq("migrate-incoming fd:mig", dq.cmd("migrate-incoming", {"uri": "fd:mig"}), {"return": {}})
+        eq("the fd was taken", dq.cmd("closefd", {"fdname": "mig"}), generic("File descriptor named 'mig' not found"))
+        eq("source getfd", sq.cmd_fds("getfd", {"fdname": "mig"}, [a.fileno()]), {"return": {}})
+        a.close()
+        b.close()
+        eq("migrate fd:mig", sq.cmd("migrate", {"uri": "fd:mig"}), {"return": {}})
+        true("source completed", sq.wait_event(is_final) == sq.events[-1] and sq.statuses()[-1] == "completed", str(sq.statuses()))
+        true("destination completed", dq.wait_event(is_status("completed")) is not None)
+        eq("source ram.total", sq.ret("query-migrate")["ram"]["total"], (128 + 4) << 20)
+        verify_destination("fd: migration", dq)
+        dq.close()
+        sq.close()
+    finally:
+        src.stop()
+        dst.stop()
+    # A listening socket as the destination's fd: every connection is accepted on it (multifd too).
+    dst = Host(tmp, "dst2", SPEC, ["--incoming", "defer"])
+    src = Host(tmp, "src2", SPEC)
+    try:
+        dq, sq = dst.qmp(), src.qmp()
+        path = os.path.join(tmp, "lst.sock")
+        lst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        lst.bind(path)
+        lst.listen(16)
+        eq("destination getfd of a listener", dq.cmd_fds("getfd", {"fdname": "lst"}, [lst.fileno()]), {"return": {}})
+        lst.close()
+        for q in (dq, sq):
+            q.ret("migrate-set-capabilities", {"capabilities": [{"capability": "multifd", "state": True}]})
+        eq("migrate-incoming fd:lst", dq.cmd("migrate-incoming", {"uri": "fd:lst"}), {"return": {}})
+        eq("migrate to the listener's path, with multifd", sq.cmd("migrate", {"uri": "unix:" + path}), {"return": {}})
+        true("listener: source completed", sq.wait_event(is_final) is not None and sq.statuses()[-1] == "completed",
+             str(sq.statuses()))
+        true("listener: destination completed", dq.wait_event(is_status("completed")) is not None)
+        true("listener: multifd bytes", sq.ret("query-migrate")["ram"]["multifd-bytes"] > 0)
+        verify_destination("fd: listener migration", dq)
+        dq.close()
+        sq.close()
+    finally:
+        src.stop()
+        dst.stop()
 
 
 def case_full_migration_two_clients(tmp):
@@ -1510,6 +1648,8 @@ CASES = [
     case_postcopy_pause_recover,
     case_run_until_interrupt,
     case_oob,
+    case_fd_commands,
+    case_fd_migration,
     case_port0_listeners,
     case_bandwidth_cap,
     case_bandwidth_cap_cancel,
