@@ -517,6 +517,14 @@ FERRY_EXTERN int ferry_migration_pause(ferry_vm_t *vm);
 FERRY_EXTERN int ferry_migration_recover(ferry_vm_t *vm, const char *uri);
 FERRY_EXTERN int ferry_migration_resume(ferry_vm_t *vm, const char *uri);
 
+/*
+ * ferry_migration_recover() on a listening socket the caller opened
+ * (QMP's fd:NAME), made blocking; libferry takes ownership of fd, also on
+ * failure. Returns as ferry_migration_recover(), or -EINVAL when fd is no
+ * listening socket, -ENOTSOCK when it is no socket. Thread: any.
+ */
+FERRY_EXTERN int ferry_migration_recover_fd(ferry_vm_t *vm, int fd);
+
 /* Snapshot of progress. Thread: any. */
 FERRY_EXTERN int ferry_migration_query(ferry_vm_t *vm, ferry_migration_info *info);
 

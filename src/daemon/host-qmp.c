@@ -1175,19 +1175,30 @@ static void cmd_migrate_recover(void *opaque, ferry_qmp_req *req, json_t *args)
 	if (!ferry_qmp_req_check_args(req, args, spec))
 		return;
 	const char *uri = json_string_value(json_object_get(args, "uri"));
-	if (ferry_uri_validate(uri, err, sizeof(err))) {
+	bool paused = h->dir == HOST_DIR_IN && mig_status(h) == FERRY_MIGRATION_POSTCOPY_PAUSED;
+	int fd = host_uri_is_fd(uri) && paused
+			 ? host_fd_for_migration(h, req, uri, false, err, sizeof(err))
+			 : -1;
+	if (host_uri_is_fd(uri) ? paused && fd < 0 : ferry_uri_validate(uri, err, sizeof(err))) {
 		ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "%s", err);
 		return;
 	}
-	int r = h->dir == HOST_DIR_IN ? ferry_migration_recover(h->vm, uri) : -ENOENT;
+	int r = !paused   ? -ENOENT
+		: fd >= 0 ? ferry_migration_recover_fd(h->vm, fd)
+			  : ferry_migration_recover(h->vm, uri);
 	if (r == -ENOENT) {
 		ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
 				    "Migrate recover can only be run when postcopy is paused.");
+	} else if (r && host_uri_is_fd(uri)) {
+		ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
+				    "Ferry recovers a postcopy migration on a listening socket: "
+				    "'%s' is not one (%s)", uri, ferry_strerror(r));
 	} else if (r) {
 		listen_error(uri, r, err, sizeof(err));
 		ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "%s", err);
 	} else {
-		note_sock(&h->recover_sock, uri);
+		if (fd < 0)
+			note_sock(&h->recover_sock, uri);
 		ferry_qmp_req_return(req, NULL);
 	}
 }

@@ -91,14 +91,14 @@ def not_found(desc):
 class QMP:
     """One raw QMP connection: bytes in, JSON lines out, events kept aside."""
 
-    def __init__(self, path, negotiate=True):
+    def __init__(self, path, negotiate=True, oob=False):
         self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.s.connect(path)
         self.buf = b""
         self.events = []
         self.greeting = self.recv()
         if negotiate:
-            r = self.cmd("qmp_capabilities")
+            r = self.cmd("qmp_capabilities", {"enable": ["oob"]} if oob else None)
             assert r == {"return": {}}, r
 
     def close(self):
@@ -207,8 +207,8 @@ class Host:
             q.ret("migrate-set-capabilities", {"capabilities": [{"capability": "events", "state": True}]})
             q.close()
 
-    def qmp(self, negotiate=True):
-        return QMP(self.sock, negotiate)
+    def qmp(self, negotiate=True, oob=False):
+        return QMP(self.sock, negotiate, oob)
 
     def stderr(self):
         self.err.flush()
@@ -759,7 +759,9 @@ def case_fd_commands(tmp):
            generic("Capability multifd needs more connections than one: migrate to 'fd:many' without it, "
                    "or to a tcp: or unix: URI"))
         q.ret("migrate-set-capabilities", {"capabilities": [{"capability": "multifd", "state": False}]})
-        eq("migrate-recover refuses fd:", q.cmd("migrate-recover", {"uri": "fd:many"}),
+        eq("migrate-recover fd: when nothing is paused", q.cmd("migrate-recover", {"uri": "fd:many"}),
+           generic("Migrate recover can only be run when postcopy is paused."))
+        eq("migrate resume to fd:", q.cmd("migrate", {"uri": "fd:many", "resume": True}),
            generic("unsupported migration URI 'fd:many' (expected tcp:HOST:PORT or unix:PATH)"))
         q.close()
         true("a closed connection's fds are closed", wait_for(lambda: open_fds(h.p.pid) == base - 1), str(open_fds(h.p.pid)))
@@ -1302,13 +1304,14 @@ def case_auto_converge(tmp):
 
 
 def case_postcopy_pause_recover(tmp):
-    """Postcopy over QMP: start it by command, pause by hand, recover on a new URI, bit-exact."""
+    """Postcopy over QMP: start it by command, pause by hand (exec-oob), recover (exec-oob) on a
+    listening socket passed with getfd, bit-exact."""
     spec = "mem=384M,vram=4M,vcpus=2,workload=random,rate=max"
     mig = "unix:" + os.path.join(tmp, "mig.sock")
     dst = Host(tmp, "dst", spec, ["--incoming", mig])
     src = Host(tmp, "src", spec)
     try:
-        dq, q = dst.qmp(), src.qmp()
+        dq, q = dst.qmp(oob=True), src.qmp(oob=True)
         caps = {"capabilities": [{"capability": "postcopy-ram", "state": True},
                                  {"capability": "postcopy-preempt", "state": True}]}
         eq("destination: postcopy capabilities", dq.cmd("migrate-set-capabilities", caps), {"return": {}})
@@ -1319,7 +1322,8 @@ def case_postcopy_pause_recover(tmp):
         eq("migrate_cancel is refused in postcopy (nothing to go back to)", q.cmd("migrate_cancel"), {"return": {}})
         eq("source: still postcopy-active after the refused cancel", q.ret("query-migrate")["status"] in
            ("postcopy-active", "completed"), True)
-        r = q.cmd("migrate-pause")
+        oob_send(q, "migrate-pause")
+        r = q.reply()
         if r != {"return": {}}:
             # Postcopy already over on this machine: nothing to pause; still verify.
             eq("migrate-pause came too late", r,
@@ -1337,7 +1341,13 @@ def case_postcopy_pause_recover(tmp):
             eq("source: migrate-recover is for destinations", q.cmd("migrate-recover", {"uri": mig}),
                generic("Migrate recover can only be run when postcopy is paused."))
             new = "unix:" + os.path.join(tmp, "recover.sock")
-            eq("destination: migrate-recover", dq.cmd("migrate-recover", {"uri": new}), {"return": {}})
+            lst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            lst.bind(new[5:])
+            lst.listen(4)
+            eq("destination: getfd of a listener", dq.cmd_fds("getfd", {"fdname": "rec"}, [lst.fileno()]), {"return": {}})
+            lst.close()
+            oob_send(dq, "migrate-recover", {"uri": "fd:rec"})
+            eq("destination: exec-oob migrate-recover on fd:rec", dq.reply(), {"return": {}})
             eq("destination: migrate-recover twice", dq.cmd("migrate-recover", {"uri": new}),
                generic("Migrate recover can only be run when postcopy is paused."))
             eq("source: migrate resume", q.cmd("migrate", {"uri": new, "resume": True}), {"return": {}})

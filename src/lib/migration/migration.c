@@ -686,20 +686,20 @@ int ferry_migration_pause(ferry_vm_t *vm)
 	return r;
 }
 
-int ferry_migration_recover(ferry_vm_t *vm, const char *uri)
+/* The listener a paused destination waits on: listens on uri, or takes fd (>= 0). */
+static int recover_listen(ferry_vm_t *vm, const char *uri, int fd)
 {
 	ferry_error err = { 0 };
-	if (!vm || ferry__uri_check(uri, &err))
-		return -EINVAL;
 	pthread_mutex_lock(&vm->mig_lock);
 	struct ferry_migration *m = vm->mig;
 	if (!m || !m->incoming || m->thread_done || m->status != FERRY_MIGRATION_POSTCOPY_PAUSED ||
 	    m->recover_fd >= 0) {
 		pthread_mutex_unlock(&vm->mig_lock);
+		if (fd >= 0)
+			close(fd);
 		return -ENOENT;
 	}
-	int fd;
-	int r = ferry__sock_listen(uri, &fd, &err);
+	int r = fd >= 0 ? 0 : ferry__sock_listen(uri, &fd, &err);
 	if (r) {
 		pthread_mutex_unlock(&vm->mig_lock);
 		ferry_warn("%s", err.msg);
@@ -709,6 +709,32 @@ int ferry_migration_recover(ferry_vm_t *vm, const char *uri)
 	pthread_cond_broadcast(&vm->mig_cond);
 	pthread_mutex_unlock(&vm->mig_lock);
 	return 0;
+}
+
+int ferry_migration_recover(ferry_vm_t *vm, const char *uri)
+{
+	ferry_error err = { 0 };
+	if (!vm || ferry__uri_check(uri, &err))
+		return -EINVAL;
+	return recover_listen(vm, uri, -1);
+}
+
+int ferry_migration_recover_fd(ferry_vm_t *vm, int fd)
+{
+	if (fd < 0)
+		return -EINVAL;
+	int listening = 0;
+	socklen_t len = sizeof(listening);
+	int r = getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0 ? -errno : 0;
+	if (!r && !listening)
+		r = -EINVAL;
+	if (!r)
+		r = vm ? fd_blocking(fd) : -EINVAL;
+	if (r) {
+		close(fd);
+		return r;
+	}
+	return recover_listen(vm, NULL, fd);
 }
 
 int ferry_migration_resume(ferry_vm_t *vm, const char *uri)
