@@ -8,10 +8,11 @@
  * ("Parameter 'channels[0].addr.host' is missing"), enums by their bare
  * member name ("Parameter 'transport' does not accept value 'x'"). Ferry
  * moves a migration over a socket only: transports and socket types QEMU
- * has and Ferry lacks (exec, rdma, vsock, fd) are refused with a Ferry
- * message; members QEMU's socket addresses have beyond host/port/path
+ * has and Ferry lacks (exec, rdma, vsock) are refused with a Ferry
+ * message; members QEMU's socket addresses have beyond host/port/path/str
  * (numeric, ipv4, keep-alive, abstract, ...) are unexpected, as in a
- * server without them.
+ * server without them. A socket of type fd ({"str": NAME}) is the URI
+ * fd:NAME (host-fds.c).
  *
  * Thread: any (no state).
  */
@@ -58,19 +59,24 @@ static int socket_uri(json_t *addr, const char *path, char *uri, size_t ulen, ch
 		{ "transport", FERRY_QMP_STR, false }, { "type", FERRY_QMP_STR, false },
 		{ "path", FERRY_QMP_STR, false },      { NULL },
 	};
+	static const ferry_qmp_arg fd[] = {
+		{ "transport", FERRY_QMP_STR, false }, { "type", FERRY_QMP_STR, false },
+		{ "str", FERRY_QMP_STR, false },       { NULL },
+	};
 	const char *type = member_str(addr, "type", path, err, elen);
 	if (!type || !enum_ok("type", type, types, err, elen))
 		return -EINVAL;
-	bool is_inet = !strcmp(type, "inet");
-	if (!is_inet && strcmp(type, "unix")) {
-		snprintf(err, elen, "Socket type '%s' is not supported by Ferry (expected inet or unix)",
-			 type);
+	bool is_inet = !strcmp(type, "inet"), is_fd = !strcmp(type, "fd");
+	if (!is_inet && !is_fd && strcmp(type, "unix")) {
+		snprintf(err, elen,
+			 "Socket type '%s' is not supported by Ferry (expected inet, unix or fd)", type);
 		return -EINVAL;
 	}
-	if (ferry_qmp_check_args(addr, is_inet ? inet : unix_, path, err, elen))
+	if (ferry_qmp_check_args(addr, is_inet ? inet : is_fd ? fd : unix_, path, err, elen))
 		return -EINVAL;
 	if (!is_inet) {
-		snprintf(uri, ulen, "unix:%s", json_string_value(json_object_get(addr, "path")));
+		snprintf(uri, ulen, is_fd ? "fd:%s" : "unix:%s",
+			 json_string_value(json_object_get(addr, is_fd ? "str" : "path")));
 		return 0;
 	}
 	const char *host = json_string_value(json_object_get(addr, "host"));
