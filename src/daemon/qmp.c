@@ -377,17 +377,16 @@ static void resume_clients(void *opaque)
 static void req_complete(ferry_qmp_req *req, json_t *msg)
 {
 	qmp_client *c = req->c;
-	if (c && c->oob_req == req) {
-		c->oob_req = NULL; /* out of band: no turn to give back */
+	if (c && !c->dead) {
 		if (req->id)
 			json_object_set(msg, "id", req->id);
+		bool inband = c->oob_req != req; /* out of band: no turn to give back */
+		if (inband)
+			c->pending = NULL;
+		else
+			c->oob_req = NULL;
 		client_send(c, msg);
-	} else if (c && !c->dead) {
-		if (req->id)
-			json_object_set(msg, "id", req->id);
-		c->pending = NULL;
-		client_send(c, msg);
-		if (!c->dead && c->depth == 0) {
+		if (inband && !c->dead && c->depth == 0) {
 			/* Deferred completion: resume parsing from the loop. */
 			c->resume = true;
 			client_update_interest(c);
