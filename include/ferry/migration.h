@@ -477,10 +477,26 @@ FERRY_EXTERN int ferry_migration_incoming(ferry_vm_t *vm, const char *uri);
 FERRY_EXTERN int ferry_migration_incoming_address(ferry_vm_t *vm, char *buf, size_t len);
 
 /*
- * Incoming from an already-connected fd (for tests and embedders that
- * accept connections themselves). libferry takes ownership of fd.
+ * Incoming on an fd the caller opened (QMP's fd:NAME): a connected socket
+ * (or any stream) carries the whole migration, so the source must use one
+ * connection (no multifd, no postcopy-preempt); a listening socket
+ * (SO_ACCEPTCONN) is used as ferry_migration_incoming()'s listener would
+ * be, for every connection. The fd is made blocking. libferry takes
+ * ownership of fd, also on failure. Returns 0, -EINVAL, -EBUSY, -ENOMEM.
  */
 FERRY_EXTERN int ferry_migration_incoming_fd(ferry_vm_t *vm, int fd);
+
+/*
+ * Starts an outgoing migration over fd, a connected socket (or any
+ * stream) the caller opened (QMP's fd:NAME), as ferry_migration_start()
+ * does over the connection it opens. One fd is one connection: params
+ * with multifd or postcopy_preempt are refused (-EINVAL); postcopy
+ * recovery reconnects with ferry_migration_resume() on a URI. The fd is
+ * made blocking. libferry takes ownership of fd, also on failure.
+ * Returns as ferry_migration_start().
+ */
+FERRY_EXTERN int ferry_migration_start_fd(ferry_vm_t *vm, int fd,
+					  const ferry_migration_params *params);
 
 /*
  * Changes the parameters of the running outgoing migration (as QEMU's
@@ -519,6 +535,14 @@ FERRY_EXTERN int ferry_migration_set_incoming_params(ferry_vm_t *vm,
 FERRY_EXTERN int ferry_migration_pause(ferry_vm_t *vm);
 FERRY_EXTERN int ferry_migration_recover(ferry_vm_t *vm, const char *uri);
 FERRY_EXTERN int ferry_migration_resume(ferry_vm_t *vm, const char *uri);
+
+/*
+ * ferry_migration_recover() on a listening socket the caller opened
+ * (QMP's fd:NAME), made blocking; libferry takes ownership of fd, also on
+ * failure. Returns as ferry_migration_recover(), or -EINVAL when fd is no
+ * listening socket, -ENOTSOCK when it is no socket. Thread: any.
+ */
+FERRY_EXTERN int ferry_migration_recover_fd(ferry_vm_t *vm, int fd);
 
 /* Snapshot of progress. Thread: any. */
 FERRY_EXTERN int ferry_migration_query(ferry_vm_t *vm, ferry_migration_info *info);

@@ -9,7 +9,8 @@
  * messages, by path). What is left is QEMU's rules across members (uri
  * or channels, one channel) and what Ferry lacks: it moves a migration
  * over a socket only, so transports and socket types QEMU has and Ferry
- * lacks (exec, rdma, vsock, fd) are refused with a Ferry message.
+ * lacks (exec, rdma, vsock) are refused with a Ferry message. A socket
+ * of type fd ({"str": NAME}) is the URI fd:NAME (host-fds.c).
  *
  * Thread: any (no state).
  */
@@ -29,13 +30,15 @@ static int channel_uri(json_t *ch, char *uri, size_t ulen, char *err, size_t ele
 		return -EINVAL;
 	}
 	const char *type = json_string_value(json_object_get(addr, "type"));
-	if (!strcmp(type, "unix")) {
-		snprintf(uri, ulen, "unix:%s", json_string_value(json_object_get(addr, "path")));
+	bool is_fd = !strcmp(type, "fd");
+	if (is_fd || !strcmp(type, "unix")) {
+		snprintf(uri, ulen, is_fd ? "fd:%s" : "unix:%s",
+			 json_string_value(json_object_get(addr, is_fd ? "str" : "path")));
 		return 0;
 	}
 	if (strcmp(type, "inet")) {
-		snprintf(err, elen, "Socket type '%s' is not supported by Ferry (expected inet or unix)",
-			 type);
+		snprintf(err, elen,
+			 "Socket type '%s' is not supported by Ferry (expected inet, unix or fd)", type);
 		return -EINVAL;
 	}
 	const char *host = json_string_value(json_object_get(addr, "host"));

@@ -370,25 +370,29 @@ void host_incoming_release(host *h)
 	ferry_sock_file_remove(&h->recover_sock);
 }
 
-int host_incoming_start(host *h, const char *uri, char *err, size_t elen)
+/* An incoming migration on uri, or on fd (>= 0; taken). */
+static int incoming_begin(host *h, const char *uri, int fd, char *err, size_t elen)
 {
-	int r = ferry_uri_validate(uri, err, elen);
-	if (r)
-		return r;
 	host_drain_events(h); /* the previous migration's events, with the old direction */
 	h->ev_last = FERRY_MIGRATION_NONE;
 	h->dir = HOST_DIR_IN;
 	h->in_ran = false;
-	r = ferry_migration_incoming(h->vm, uri);
+	int r = fd >= 0 ? ferry_migration_incoming_fd(h->vm, fd) : ferry_migration_incoming(h->vm, uri);
 	if (r == -EBUSY) {
 		snprintf(err, elen, "%s", msg_in_progress);
+		return r;
+	}
+	if (r && fd >= 0) {
+		snprintf(err, elen, "Cannot receive a migration on the file descriptor: %s",
+			 ferry_strerror(r));
 		return r;
 	}
 	if (r) {
 		listen_error(uri, r, err, elen);
 		return r;
 	}
-	note_sock(&h->in_sock, uri);
+	if (fd < 0)
+		note_sock(&h->in_sock, uri);
 	/* A port 0 listener listens again on the port it got (--incoming). */
 	if (h->incoming == HOST_INCOMING_URI)
 		ferry_migration_incoming_address(h->vm, h->incoming_uri, sizeof(h->incoming_uri));
@@ -396,6 +400,17 @@ int host_incoming_start(host *h, const char *uri, char *err, size_t elen)
 	h->inmigrate = true;
 	host_drain_events(h);
 	return 0;
+}
+
+int host_incoming_start(host *h, const char *uri, char *err, size_t elen)
+{
+	int r = ferry_uri_validate(uri, err, elen);
+	return r ? r : incoming_begin(h, uri, -1, err, elen);
+}
+
+int host_incoming_start_fd(host *h, int fd, char *err, size_t elen)
+{
+	return incoming_begin(h, "fd", fd, err, elen);
 }
 
 void host_on_resume(host *h)
@@ -497,14 +512,18 @@ static void migrate_done(host *h, host_op *op)
 		op_error(h, op, "%s", msg_in_progress);
 		return;
 	}
-	if (ferry_uri_validate(uri, err, sizeof(err))) {
+	int fd = -1;
+	if (host_uri_is_fd(uri))
+		fd = host_fd_for_migration(h, op->req, uri, true, err, sizeof(err));
+	if (fd < 0 && (host_uri_is_fd(uri) || ferry_uri_validate(uri, err, sizeof(err)))) {
 		op_error(h, op, "%s", err);
 		return;
 	}
 	host_drain_events(h);
 	h->ev_last = FERRY_MIGRATION_NONE;
 	h->dir = HOST_DIR_OUT;
-	int r = ferry_migration_start(h->vm, uri, &h->params);
+	int r = fd >= 0 ? ferry_migration_start_fd(h->vm, fd, &h->params)
+			: ferry_migration_start(h->vm, uri, &h->params);
 	if (r == -EBUSY)
 		op_error(h, op, "%s", msg_in_progress);
 	else if (r)
@@ -578,7 +597,10 @@ static void incoming_done(host *h, host_op *op)
 	}
 	json_t *eoe = json_object_get(op->args, "exit-on-error");
 	h->exit_on_error = eoe ? json_is_true(eoe) : h->exit_on_error_flag;
-	if (host_incoming_start(h, uri, err, sizeof(err)))
+	int fd = host_uri_is_fd(uri) ? host_fd_for_migration(h, op->req, uri, false, err, sizeof(err))
+				     : -1;
+	if (host_uri_is_fd(uri) ? fd < 0 || host_incoming_start_fd(h, fd, err, sizeof(err))
+				: host_incoming_start(h, uri, err, sizeof(err)))
 		op_error(h, op, "%s", err);
 	else
 		op_return(h, op, NULL);
@@ -1157,19 +1179,30 @@ static void cmd_migrate_recover(void *opaque, ferry_qmp_req *req, json_t *args)
 	host *h = opaque;
 	char err[512];
 	const char *uri = json_string_value(json_object_get(args, "uri"));
-	if (ferry_uri_validate(uri, err, sizeof(err))) {
+	bool paused = h->dir == HOST_DIR_IN && mig_status(h) == FERRY_MIGRATION_POSTCOPY_PAUSED;
+	int fd = host_uri_is_fd(uri) && paused
+			 ? host_fd_for_migration(h, req, uri, false, err, sizeof(err))
+			 : -1;
+	if (host_uri_is_fd(uri) ? paused && fd < 0 : ferry_uri_validate(uri, err, sizeof(err))) {
 		ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "%s", err);
 		return;
 	}
-	int r = h->dir == HOST_DIR_IN ? ferry_migration_recover(h->vm, uri) : -ENOENT;
+	int r = !paused   ? -ENOENT
+		: fd >= 0 ? ferry_migration_recover_fd(h->vm, fd)
+			  : ferry_migration_recover(h->vm, uri);
 	if (r == -ENOENT) {
 		ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
 				    "Migrate recover can only be run when postcopy is paused.");
+	} else if (r && host_uri_is_fd(uri)) {
+		ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
+				    "Ferry recovers a postcopy migration on a listening socket: "
+				    "'%s' is not one (%s)", uri, ferry_strerror(r));
 	} else if (r) {
 		listen_error(uri, r, err, sizeof(err));
 		ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "%s", err);
 	} else {
-		note_sock(&h->recover_sock, uri);
+		if (fd < 0)
+			note_sock(&h->recover_sock, uri);
 		ferry_qmp_req_return(req, NULL);
 	}
 }
@@ -1304,8 +1337,8 @@ NOARGS_CMD(cmd_query_target, target_json)
  */
 const ferry_qmp_command host_commands[] = {
 	{ "migrate-start-postcopy", cmd_start_postcopy, NULL, NULL },
-	{ "migrate-pause", cmd_migrate_pause, NULL, NULL },
-	{ "migrate-recover", cmd_migrate_recover, recover_args, NULL },
+	{ "migrate-pause", cmd_migrate_pause, NULL, NULL, FERRY_QMP_ALLOW_OOB },
+	{ "migrate-recover", cmd_migrate_recover, recover_args, NULL, FERRY_QMP_ALLOW_OOB },
 	{ "migrate", cmd_migrate, migrate_args, NULL },
 	{ "migrate-incoming", cmd_migrate_incoming, incoming_args, NULL },
 	{ "migrate_cancel", cmd_migrate_cancel, NULL, NULL },
@@ -1330,5 +1363,10 @@ const ferry_qmp_command host_commands[] = {
 	{ "query-pci", cmd_query_empty, NULL, &host_ret_empty_list },
 	{ "query-machines", cmd_query_machines, NULL, &host_ret_machines },
 	{ "query-target", cmd_query_target, NULL, &host_ret_target },
+	{ "getfd", host_cmd_getfd, host_getfd_args, NULL },
+	{ "closefd", host_cmd_closefd, host_getfd_args, NULL },
+	{ "add-fd", host_cmd_add_fd, host_add_fd_args, &host_ret_add_fd },
+	{ "remove-fd", host_cmd_remove_fd, host_remove_fd_args, NULL },
+	{ "query-fdsets", host_cmd_query_fdsets, NULL, &host_ret_fdsets },
 	{ NULL },
 };

@@ -60,16 +60,19 @@ static const ferry_qmp_arg inet_members[] = {
 static const ferry_qmp_arg inet_t = { NULL, FERRY_QMP_OBJECT, .members = inet_members };
 static const ferry_qmp_arg unix_members[] = { { "path", FERRY_QMP_STR }, { NULL } };
 static const ferry_qmp_arg unix_t = { NULL, FERRY_QMP_OBJECT, .members = unix_members };
+static const ferry_qmp_arg fd_members[] = { { "str", FERRY_QMP_STR }, { NULL } };
+static const ferry_qmp_arg fd_t = { NULL, FERRY_QMP_OBJECT, .members = fd_members };
 static const ferry_qmp_variant socket_variants[] = {
 	{ "inet", &inet_t },
 	{ "unix", &unix_t },
+	{ "fd", &fd_t },
 	{ NULL },
 };
 static const ferry_qmp_arg socket_base[] = {
 	{ "type", FERRY_QMP_ENUM, .values = socket_types },
 	{ NULL },
 };
-/* QEMU's SocketAddress; Ferry's variants are inet and unix. */
+/* QEMU's SocketAddress; Ferry's variants are inet, unix and fd (a name getfd gave). */
 const ferry_qmp_arg host_socket_address = {
 	NULL, FERRY_QMP_OBJECT, .members = socket_base, .tag = "type", .variants = socket_variants,
 };

@@ -187,6 +187,12 @@ void host_on_status(host *h, ferry_migration_status s);
 /* Starts listening for an incoming migration on uri. Loop thread. */
 int host_incoming_start(host *h, const char *uri, char *err, size_t err_len);
 
+/*
+ * Starts an incoming migration on fd (a connected or a listening socket,
+ * taken also on failure: ferry_migration_incoming_fd()). Loop thread.
+ */
+int host_incoming_start_fd(host *h, int fd, char *err, size_t err_len);
+
 /* Removes the migration socket files this host bound. Loop thread. */
 void host_incoming_release(host *h);
 
@@ -218,5 +224,27 @@ extern const ferry_qmp_arg host_socket_address;    /* SocketAddress */
 extern const ferry_qmp_arg host_ret_migration_info, host_ret_status, host_ret_steps,
 	host_ret_guest_hash, host_ret_version, host_ret_name, host_ret_uuid, host_ret_kvm,
 	host_ret_cpus, host_ret_machines, host_ret_target, host_ret_empty_list;
+/* host-fds.c: getfd, closefd, add-fd, remove-fd, query-fdsets (QEMU's). Loop thread. */
+void host_cmd_getfd(void *opaque, ferry_qmp_req *req, json_t *args);
+void host_cmd_closefd(void *opaque, ferry_qmp_req *req, json_t *args);
+void host_cmd_add_fd(void *opaque, ferry_qmp_req *req, json_t *args);
+void host_cmd_remove_fd(void *opaque, ferry_qmp_req *req, json_t *args);
+void host_cmd_query_fdsets(void *opaque, ferry_qmp_req *req, json_t *args);
+extern const ferry_qmp_arg host_getfd_args[], host_add_fd_args[], host_remove_fd_args[];
+extern const ferry_qmp_arg host_ret_add_fd, host_ret_fdsets;
+
+/* Whether a migration URI is "fd:NAME". Thread: any. */
+bool host_uri_is_fd(const char *uri);
+
+/*
+ * The socket of a migration to/from "fd:NAME": takes the fd getfd named
+ * NAME on req's connection (the caller owns it). outgoing: refuses
+ * (before taking it) the capabilities that need more connections than
+ * one. Returns the fd, or a negative errno with QEMU's message ("File
+ * descriptor named 'NAME' has not been found") or Ferry's in err.
+ * Loop thread.
+ */
+int host_fd_for_migration(host *h, ferry_qmp_req *req, const char *uri, bool outgoing, char *err,
+			  size_t err_len);
 
 #endif

@@ -343,8 +343,11 @@ static void add_command(schema *s, const ferry_qmp_command *c)
 {
 	const char *arg = describe_members(s, c->args);
 	const char *ret = c->ret ? describe(s, c->ret) : describe_members(s, NULL);
-	json_array_append_new(s->out, json_pack("{s:s,s:s,s:s,s:s}", "name", c->name, "meta-type",
-						"command", "arg-type", arg, "ret-type", ret));
+	json_t *o = json_pack("{s:s,s:s,s:s,s:s}", "name", c->name, "meta-type", "command", "arg-type",
+			      arg, "ret-type", ret);
+	if (c->flags & FERRY_QMP_ALLOW_OOB)
+		json_object_set_new(o, "allow-oob", json_true());
+	json_array_append_new(s->out, o);
 }
 
 json_t *ferry_qmp_schema(const ferry_qmp_command *const *tables, const ferry_qmp_event *events)

@@ -22,12 +22,24 @@
  *    embedder's; its arguments are checked against its row
  *    (qmp-schema.c) before its handler runs, so a handler sees only
  *    arguments of the declared types. Events must be in the event table.
- *  - Order. While a command's reply is deferred (the request is pending),
- *    the connection's input is not read or parsed: replies keep command
- *    order, as QEMU's do. Events are written immediately to every
- *    negotiated connection. A deferred completion does not re-enter the
- *    connection's parser: it marks the connection and a zero-delay timer
- *    resumes it from the loop.
+ *  - Order. One in-band command runs at a time per connection: while its
+ *    reply is deferred (the request is pending), later in-band commands
+ *    wait, so replies keep command order, as QEMU's do. Without "oob" the
+ *    input is then not read or parsed at all. With "oob" (QEMU's monitor
+ *    I/O thread) parsing goes on: in-band commands, and the errors of
+ *    input that is no command, queue in order (at most QUEUE_MAX; a full
+ *    queue stops reading, as QEMU suspends the monitor, so a client can
+ *    never grow it), and an exec-oob command is dispatched at once; its
+ *    handler completes before it returns (FERRY_QMP_ALLOW_OOB), so its
+ *    reply overtakes the in-band ones still waiting. Events are written
+ *    immediately to every negotiated connection. A deferred completion
+ *    does not re-enter the connection's parser: it marks the connection
+ *    and a zero-delay timer resumes it (the queue first) from the loop.
+ *  - File descriptors. Every read is a recvmsg() that also takes the fds
+ *    a client passes with SCM_RIGHTS (qmp-fds.h keeps them, bounded, and
+ *    closes them with the connection); a read that brought fds ends the
+ *    batch of reads, so the command they came with is parsed before a
+ *    later read's fds can replace them.
  *  - Output. Each connection writes straight to its non-blocking socket
  *    and keeps what did not fit in a buffer drained on EPOLLOUT. A client
  *    whose buffered output would exceed out_max (it stopped reading) is
@@ -53,6 +65,7 @@
 #include <unistd.h>
 
 #include "ferry.h"
+#include "qmp-fds.h"
 
 #define DEFAULT_MAX_CLIENTS 16
 #define DEFAULT_IN_MAX (64u << 10)
@@ -60,9 +73,16 @@
 #define READS_PER_WAKE 4
 #define ACCEPTS_PER_WAKE 16
 #define ACCEPT_BACKOFF_MS 100
+#define QUEUE_MAX 8 /* in-band commands waiting behind a deferred one (QEMU's QMP_REQ_QUEUE_LEN_MAX) */
 
 typedef struct qmp_client qmp_client;
 typedef struct qmp_listener qmp_listener;
+
+/* An in-band command waiting for its turn, or the error of input that was none. */
+typedef struct qmp_queued {
+	json_t *v;  /* the parsed value, or NULL */
+	char *err;  /* NULL, or a "JSON parse error, ..." to send in its turn */
+} qmp_queued;
 
 struct qmp_listener {
 	ferry_qmp_server *s;
@@ -81,11 +101,16 @@ struct qmp_client {
 	int fd;
 	ferry_loop_watch *w;
 	bool negotiated;
+	bool oob;        /* "oob" enabled at negotiation: exec-oob, queued input */
 	bool skipping;   /* discarding input up to the next newline */
 	bool dead;       /* closed; freed when depth drops to 0 */
 	bool resume;     /* a deferred reply completed: parse buffered input */
 	unsigned depth;  /* frames of this connection's code on the stack */
 	ferry_qmp_req *pending; /* command whose reply is deferred */
+	ferry_qmp_req *oob_req; /* the exec-oob command whose handler runs */
+	qmp_queued queue[QUEUE_MAX]; /* ring: [queue_head, +nqueued) */
+	unsigned queue_head, nqueued;
+	qmp_fdtab fds;   /* passed with SCM_RIGHTS (qmp-fds.h) */
 	char *in;        /* in_max bytes; unparsed input is [in_off, in_len) */
 	size_t in_off, in_len;
 	bool may_parse;  /* the input may hold a complete value (see client_io) */
@@ -138,6 +163,16 @@ static void client_close(qmp_client *c, const char *why)
 		c->pending->c = NULL;
 		c->pending = NULL;
 	}
+	if (c->oob_req) {
+		c->oob_req->c = NULL;
+		c->oob_req = NULL;
+	}
+	qmp_fds_clear(&c->fds);
+	for (; c->nqueued; c->nqueued--) {
+		qmp_queued *q = &c->queue[c->queue_head++ % QUEUE_MAX];
+		json_decref(q->v);
+		free(q->err);
+	}
 	c->s->nclients--;
 }
 
@@ -155,12 +190,18 @@ static void client_free(qmp_client *c)
 	free(c);
 }
 
+/* Whether input may be read and parsed now (see DESIGN, Order). */
+static bool client_may_parse(const qmp_client *c)
+{
+	return c->oob ? c->nqueued < QUEUE_MAX : !c->pending;
+}
+
 static void client_update_interest(qmp_client *c)
 {
 	if (c->dead)
 		return;
 	uint32_t ev = EPOLLRDHUP;
-	if (!c->pending)
+	if (client_may_parse(c))
 		ev |= EPOLLIN;
 	if (c->out_len > c->out_off)
 		ev |= EPOLLOUT;
@@ -298,6 +339,24 @@ const char *ferry_qmp_req_command(const ferry_qmp_req *req)
 	return req->name;
 }
 
+int ferry_qmp_req_take_received_fd(ferry_qmp_req *req)
+{
+	return req->c && !req->c->dead ? qmp_fds_take_received(&req->c->fds) : -ENOENT;
+}
+
+int ferry_qmp_req_name_fd(ferry_qmp_req *req, const char *name, int fd)
+{
+	if (req->c && !req->c->dead)
+		return qmp_fds_name(&req->c->fds, name, fd);
+	close(fd);
+	return -ENOENT;
+}
+
+int ferry_qmp_req_take_fd(ferry_qmp_req *req, const char *name)
+{
+	return req->c && !req->c->dead ? qmp_fds_take_named(&req->c->fds, name) : -ENOENT;
+}
+
 static void resume_clients(void *opaque)
 {
 	ferry_qmp_server *s = opaque;
@@ -327,9 +386,13 @@ static void req_complete(ferry_qmp_req *req, json_t *msg)
 	if (c && !c->dead) {
 		if (req->id)
 			json_object_set(msg, "id", req->id);
-		c->pending = NULL;
+		bool inband = c->oob_req != req; /* out of band: no turn to give back */
+		if (inband)
+			c->pending = NULL;
+		else
+			c->oob_req = NULL;
 		client_send(c, msg);
-		if (!c->dead && c->depth == 0) {
+		if (inband && !c->dead && c->depth == 0) {
 			/* Deferred completion: resume parsing from the loop. */
 			c->resume = true;
 			client_update_interest(c);
@@ -367,13 +430,19 @@ static void cmd_capabilities(void *opaque, ferry_qmp_req *req, json_t *args)
 	(void)opaque;
 	size_t i;
 	json_t *v;
+	bool oob = false;
 	json_array_foreach(json_object_get(args, "enable"), i, v) {
-		/* The greeting offers no capability (no out-of-band execution). */
-		ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "Capability %s not available",
-				    json_string_value(v));
-		return;
+		/* QMPCapability has one member; QEMU 7.2's visitor names a list element 'null'. */
+		if (strcmp(json_string_value(v), "oob")) {
+			ferry_qmp_req_error(req, FERRY_QMP_GENERIC,
+					    "Parameter 'null' does not accept value '%s'",
+					    json_string_value(v));
+			return;
+		}
+		oob = true;
 	}
 	req->c->negotiated = true;
+	req->c->oob = oob;
 	ferry_qmp_req_return(req, NULL);
 }
 
@@ -436,15 +505,29 @@ static const ferry_qmp_command *find_command(ferry_qmp_server *s, const char *na
 	return NULL;
 }
 
-/* Checks the envelope as QEMU's qmp_dispatch_check_obj does. */
-static const char *check_envelope(json_t *v, char *err, size_t elen)
+/* Whether v is an out-of-band command (QEMU's qmp_is_oob). */
+static bool is_oob(json_t *v)
+{
+	return json_object_get(v, "exec-oob") && !json_object_get(v, "execute");
+}
+
+/*
+ * Checks the envelope as QEMU's qmp_dispatch_check_obj does; "exec-oob"
+ * is a member only when oob is enabled.
+ */
+static const char *check_envelope(json_t *v, bool oob, char *err, size_t elen)
 {
 	const char *key, *name = NULL;
 	json_t *m;
 	json_object_foreach(v, key, m) {
-		if (!strcmp(key, "execute")) {
+		if (!strcmp(key, "execute") || (oob && !strcmp(key, "exec-oob"))) {
 			if (!json_is_string(m)) {
-				snprintf(err, elen, "QMP input member 'execute' must be a string");
+				snprintf(err, elen, "QMP input member '%s' must be a string", key);
+				return NULL;
+			}
+			if (name) {
+				/* QEMU's dict order meets "exec-oob" first, whatever the input's. */
+				snprintf(err, elen, "QMP input member 'execute' clashes with 'exec-oob'");
 				return NULL;
 			}
 			name = json_string_value(m);
@@ -500,6 +583,26 @@ static ferry_qmp_req *req_new(qmp_client *c, json_t *id, const char *name)
 	return req;
 }
 
+/* Runs an admitted command whose arguments were checked. */
+static void run(qmp_client *c, const ferry_qmp_command *cmd, void *opaque, json_t *id,
+		const char *name, json_t *args, bool oob)
+{
+	ferry_qmp_req *req = req_new(c, id, name);
+	if (!req)
+		return;
+	if (oob)
+		c->oob_req = req;
+	else
+		c->pending = req;
+	cmd->fn(opaque, req, args);
+	if (oob && c->oob_req == req) {
+		/* A handler broke FERRY_QMP_ALLOW_OOB's promise: its reply will be dropped. */
+		fprintf(stderr, "ferry host: BUG: out-of-band %s did not complete at once\n", name);
+		req->c = NULL;
+		c->oob_req = NULL;
+	}
+}
+
 /* One command: the envelope, admission, the arguments against the table, then the handler. */
 static void dispatch(qmp_client *c, json_t *v)
 {
@@ -509,7 +612,7 @@ static void dispatch(qmp_client *c, json_t *v)
 		return;
 	}
 	json_t *id = json_object_get(v, "id");
-	const char *name = check_envelope(v, err, sizeof(err));
+	const char *name = check_envelope(v, c->oob, err, sizeof(err));
 	if (!name) {
 		client_error(c, id, FERRY_QMP_GENERIC, "%s", err);
 		return;
@@ -518,20 +621,68 @@ static void dispatch(qmp_client *c, json_t *v)
 	const ferry_qmp_command *cmd = admit(c, id, name, &opaque);
 	if (!cmd)
 		return;
+	bool oob = is_oob(v);
+	if (oob && !(cmd->flags & FERRY_QMP_ALLOW_OOB)) {
+		client_error(c, id, FERRY_QMP_GENERIC, "The command %s does not support OOB", name);
+		return;
+	}
 	json_t *args = json_object_get(v, "arguments");
 	json_t *empty = args ? NULL : json_object();
-	if (!args)
-		args = empty;
-	if (ferry_qmp_check_args(args, cmd->args, "", err, sizeof(err))) {
+	if (ferry_qmp_check_args(args ? args : empty, cmd->args, "", err, sizeof(err)))
 		client_error(c, id, FERRY_QMP_GENERIC, "%s", err);
-	} else {
-		ferry_qmp_req *req = req_new(c, id, name);
-		if (req) {
-			c->pending = req;
-			cmd->fn(opaque, req, args);
-		}
-	}
+	else
+		run(c, cmd, opaque, id, name, args ? args : empty, oob);
 	json_decref(empty);
+}
+
+/* Whether the client has in-band work that must go before new input's. */
+static bool client_busy(const qmp_client *c)
+{
+	return c->pending || c->nqueued;
+}
+
+/*
+ * Input that is no command (error, non-NULL) or a parsed value (v): an
+ * exec-oob command runs at once; the rest runs, or waits its turn.
+ */
+static void client_deliver(qmp_client *c, json_t *v, const char *error)
+{
+	if (v && json_is_object(v) && is_oob(v)) {
+		dispatch(c, v);
+		return;
+	}
+	if (!client_busy(c)) {
+		if (v)
+			dispatch(c, v);
+		else
+			client_error(c, NULL, FERRY_QMP_GENERIC, "%s", error);
+		return;
+	}
+	/* client_may_parse() kept the queue from being full. */
+	qmp_queued *q = &c->queue[(c->queue_head + c->nqueued) % QUEUE_MAX];
+	q->v = v ? json_incref(v) : NULL;
+	q->err = error ? strdup(error) : NULL;
+	if (!v && !q->err) {
+		client_close(c, "out of memory");
+		return;
+	}
+	c->nqueued++;
+}
+
+/* Runs the queued in-band input while no reply is deferred. */
+static void client_run_queue(qmp_client *c)
+{
+	while (!c->dead && !c->pending && c->nqueued) {
+		qmp_queued q = c->queue[c->queue_head];
+		c->queue_head = (c->queue_head + 1) % QUEUE_MAX;
+		c->nqueued--;
+		if (q.v)
+			dispatch(c, q.v);
+		else
+			client_error(c, NULL, FERRY_QMP_GENERIC, "%s", q.err);
+		json_decref(q.v);
+		free(q.err);
+	}
 }
 
 /* ------------------------------------------------------------------ */
@@ -583,7 +734,8 @@ static bool maybe_incomplete(const json_error_t *e, const char *buf, size_t len)
 }
 
 /*
- * Parses and dispatches complete commands while no reply is deferred.
+ * Runs the queue, then parses and delivers complete commands while
+ * client_may_parse().
  * A value that is not complete yet is parsed again only when more input
  * could complete it (may_parse), so a client dripping a long value byte by
  * byte costs one parse per brace or newline, not one per byte.
@@ -591,7 +743,10 @@ static bool maybe_incomplete(const json_error_t *e, const char *buf, size_t len)
 static void client_process(qmp_client *c)
 {
 	size_t in_max = c->s->cfg.in_max;
-	while (!c->dead && !c->pending && c->in_off < c->in_len) {
+	for (;;) {
+		client_run_queue(c); /* a command may have completed the deferred one */
+		if (c->dead || !client_may_parse(c) || c->in_off >= c->in_len)
+			break;
 		char *p = c->in + c->in_off;
 		size_t len = c->in_len - c->in_off;
 		if (c->skipping) {
@@ -615,24 +770,25 @@ static void client_process(qmp_client *c)
 		json_t *v = json_loadb(p, len, JSON_DISABLE_EOF_CHECK | JSON_REJECT_DUPLICATES, &e);
 		if (v) {
 			consume(c, e.position > 0 ? (size_t)e.position : len);
-			dispatch(c, v);
+			client_deliver(c, v, NULL);
 			json_decref(v);
 			continue;
 		}
+		char msg[256];
 		if (maybe_incomplete(&e, p, len)) {
 			if (!full) {
 				c->may_parse = false; /* wait for bytes that can complete it */
 				break;
 			}
-			client_error(c, NULL, FERRY_QMP_GENERIC,
-				     "JSON parse error, input exceeds %zu bytes without a complete value",
-				     in_max);
+			snprintf(msg, sizeof(msg),
+				 "JSON parse error, input exceeds %zu bytes without a complete value",
+				 in_max);
 			consume(c, len);
-			c->skipping = true;
-			continue;
+		} else {
+			snprintf(msg, sizeof(msg), "JSON parse error, %s", e.text);
+			consume(c, e.position > 0 ? (size_t)e.position : 1);
 		}
-		client_error(c, NULL, FERRY_QMP_GENERIC, "JSON parse error, %s", e.text);
-		consume(c, e.position > 0 ? (size_t)e.position : 1);
+		client_deliver(c, NULL, msg);
 		c->skipping = true;
 	}
 	compact(c);
@@ -656,16 +812,23 @@ static void client_io(void *opaque, uint32_t events)
 	if ((events & EPOLLOUT) && client_flush(c) < 0)
 		goto out;
 	bool eof = false;
-	if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && !c->pending) {
+	if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && client_may_parse(c)) {
 		for (int i = 0; i < READS_PER_WAKE && !c->dead; i++) {
 			size_t room = c->s->cfg.in_max - c->in_len;
 			if (!room) {
 				client_process(c); /* makes room, or reports the oversized value */
 				room = c->s->cfg.in_max - c->in_len;
-				if (!room || c->pending)
+				if (!room || !client_may_parse(c))
 					break;
 			}
-			ssize_t n = recv(c->fd, c->in + c->in_len, room, MSG_DONTWAIT);
+			bool got_fds;
+			ssize_t n = qmp_fds_recv(&c->fds, c->fd, c->in + c->in_len, room, &got_fds);
+			if (n > 0 && got_fds) {
+				/* Parse the command these fds came with before a read brings more. */
+				c->in_len += (size_t)n;
+				c->may_parse = true;
+				break;
+			}
 			if (n > 0) {
 				/* Only these bytes can end a JSON object or array, or a garbage line. */
 				const char *b = c->in + c->in_len;
@@ -743,7 +906,8 @@ static void client_add(ferry_qmp_server *s, int fd)
 		s->clients->prev = c;
 	s->clients = c;
 	s->nclients++;
-	json_t *g = json_pack("{s:{s:O,s:[]}}", "QMP", "version", s->cfg.version, "capabilities");
+	json_t *g = json_pack("{s:{s:O,s:[s]}}", "QMP", "version", s->cfg.version, "capabilities",
+			      "oob");
 	c->depth++;
 	client_send(c, g);
 	client_leave(c);

@@ -8,13 +8,17 @@
  * embedder (`ferry host`) supplies a command table.
  *
  * Protocol, per connection: the server sends the greeting
- *   {"QMP": {"version": VERSION, "capabilities": []}}
+ *   {"QMP": {"version": VERSION, "capabilities": ["oob"]}}
  * with the embedder's VERSION (QEMU's VersionInfo: {"qemu": {"major",
  * "minor", "micro"}, "package"}),
  * and accepts only qmp_capabilities until negotiation completes. A
  * command is a JSON object {"execute": NAME, "arguments": {...}, "id": ANY};
  * the reply is {"return": VALUE} or {"error": {"class": ..., "desc": ...}},
- * with "id" echoed. Replies come in command order; events
+ * with "id" echoed. Replies come in command order, except that once the
+ * client enabled "oob" ({"execute": "qmp_capabilities", "arguments":
+ * {"enable": ["oob"]}}), a command sent as {"exec-oob": NAME, ...} runs at
+ * once, even while in-band commands wait, and its reply may overtake
+ * theirs; only commands flagged FERRY_QMP_ALLOW_OOB may. Events
  * {"event": NAME, "data": {...}, "timestamp": {"seconds", "microseconds"}}
  * go to every negotiated client, interleaved with replies.
  *
@@ -26,7 +30,8 @@
  *     and handed to the command's handler, which must complete it exactly
  *     once with ferry_qmp_req_return() or ferry_qmp_req_error(); that frees
  *     it. Completing may happen after the handler returned (a deferred
- *     reply); meanwhile the client's later commands wait. If the client
+ *     reply); meanwhile the client's later in-band commands wait (out-of-band
+ *     ones do not). If the client
  *     disconnects first, the request stays valid and its reply is dropped.
  *     ferry_qmp_server_destroy() does not free outstanding requests.
  *
@@ -106,11 +111,20 @@ struct ferry_qmp_arg {
  */
 typedef void (*ferry_qmp_handler)(void *opaque, ferry_qmp_req *req, json_t *args);
 
+/* ferry_qmp_command.flags */
+#define FERRY_QMP_ALLOW_OOB 0x1u /* may run out of band (exec-oob): QEMU's allow-oob */
+
 typedef struct ferry_qmp_command {
 	const char *name;
 	ferry_qmp_handler fn;
 	const ferry_qmp_arg *args; /* its arguments ({ NULL }-terminated); NULL: none */
 	const ferry_qmp_arg *ret;  /* what it returns (name NULL); NULL: {} */
+	/*
+	 * FERRY_QMP_ALLOW_OOB: the handler completes its request before it
+	 * returns and never waits for the guest operations' queue, so running
+	 * it while an in-band reply is deferred is safe.
+	 */
+	unsigned flags;
 } ferry_qmp_command;
 
 typedef struct ferry_qmp_event {
@@ -169,6 +183,22 @@ void ferry_qmp_req_error(ferry_qmp_req *req, const char *cls, const char *fmt, .
 
 /* The command's name ("migrate"). */
 const char *ferry_qmp_req_command(const ferry_qmp_req *req);
+
+/*
+ * File descriptors the client passed with SCM_RIGHTS (unix sockets), kept
+ * by its connection (qmp-fds.h) and closed with it: the fds that came
+ * with its last read that carried any, and the ones getfd named.
+ * ferry_qmp_req_take_received_fd() takes the first that came (closing
+ * the others): the fd, which the caller owns, or -ENOENT.
+ * ferry_qmp_req_name_fd() gives fd a name on the connection (replacing,
+ * and closing, the fd of the same name); it takes fd, also on failure;
+ * 0, -E2BIG (too many names), -ENOMEM or -ENOENT (the client is gone).
+ * ferry_qmp_req_take_fd() takes the fd named name: the fd, or -ENOENT.
+ */
+#define FERRY_QMP_FDS_NAMED 32 /* named fds per connection, at most */
+int ferry_qmp_req_take_received_fd(ferry_qmp_req *req);
+int ferry_qmp_req_name_fd(ferry_qmp_req *req, const char *name, int fd);
+int ferry_qmp_req_take_fd(ferry_qmp_req *req, const char *name);
 
 /*
  * Checks obj's members against spec (ends with { NULL }) in QEMU's order

@@ -27,7 +27,6 @@ INTENDED = {
     ("query-pci", "-return[]"): "the synthetic guest has no PCI bus: an empty list",
     ("query-machines", "-return[].alias"): "one machine, Ferry's own, without an alias",
     ("query-machines", "-return[].default-cpu-type"): "no CPU models: the vCPUs are host threads",
-    ("greeting", "-QMP.capabilities[]"): "no out-of-band execution yet",
     ("migrate-set-parameters negative", "+error"):
         "Ferry refuses a negative size with QEMU's visitor message; QEMU 7.2 accepts -1 for max-bandwidth",
     ("migrate-set-parameters negative", "-return"): "as above",
@@ -136,6 +135,7 @@ class Engine:
     def __init__(self, kind, tmp):
         self.kind, self.tmp, self.procs = kind, tmp, []
         self.src = self.start("src", ["-S"])
+        self.src_sock2 = os.path.join(tmp, f"{kind}-src-2.qmp")  # a second monitor (QEMU: one client each)
         self.dst = self.start("dst", ["--incoming", "defer"] if kind == "ferry" else ["-incoming", "defer"])
 
     def start(self, name, extra):
@@ -143,10 +143,11 @@ class Engine:
         err = open(os.path.join(self.tmp, f"{self.kind}-{name}.err"), "w")
         if self.kind == "ferry":
             argv = [FERRY, "host", "--guest", "mem=64M,vram=4M,vcpus=2,workload=random,rate=50M",
-                    "--qmp", "unix:" + sock, *extra]
+                    "--qmp", "unix:" + sock, "--qmp", "unix:" + sock[:-4] + "-2.qmp", *extra]
         else:
             argv = [QEMU, "-nodefaults", "-display", "none", "-m", "64", "-smp", "2", "-accel", "tcg",
-                    "-qmp", f"unix:{sock},server=on,wait=off", *extra]
+                    "-qmp", f"unix:{sock},server=on,wait=off",
+                    "-qmp", f"unix:{sock[:-4]}-2.qmp,server=on,wait=off", *extra]
         self.procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err))
         return QMP(sock)
 
@@ -267,15 +268,24 @@ BAD = [  # (step, command, arguments): the same refusal expected from both
     ("migrate-pause, no migration", "migrate-pause", None),
     ("migrate-recover on a source", "migrate-recover", {"uri": "unix:/nonexistent"}),
     ("migrate_cancel, no migration", "migrate_cancel", None),
+    ("getfd without an fd", "getfd", {"fdname": "x"}),
+    ("closefd unknown", "closefd", {"fdname": "x"}),
+    ("remove-fd unknown", "remove-fd", {"fdset-id": 7}),
+    ("remove-fd unknown fd", "remove-fd", {"fdset-id": 7, "fd": 99}),
+    ("query-fdsets", "query-fdsets", None),
+    ("add-fd without an fd", "add-fd", {"fdset-id": 1}),
 ]
 
 
 def schema_args(q):
+    """Per command: {argument: optional}, and "allow-oob" when it may run out of band."""
     s = {t["name"]: t for t in q.cmd("query-qmp-schema")["return"]}
     out = {}
     for t in s.values():
         if t["meta-type"] == "command":
             out[t["name"]] = {m["name"]: "default" in m for m in s[t["arg-type"]]["members"]}
+            if t.get("allow-oob"):
+                out[t["name"]][" allow-oob"] = True
     return out
 
 
@@ -312,6 +322,29 @@ def compare_schemas(engines):
             fail(f"schema: {cmd}'s arguments", f"unintended {bad}")
         else:
             ok(f"schema: {cmd}'s arguments are QEMU's" + (f" but {', '.join(diffs)} (intended)" if diffs else ""))
+
+
+def oob(engines):
+    """Out-of-band negotiation and refusals, on a new connection of each source."""
+    conns = [QMP(e.src_sock2) for e in engines]
+    compare("greeting, second connection", conns[0].greeting, conns[1].greeting)
+    r = [c.cmd("qmp_capabilities", {"enable": ["foo"]}) for c in conns]
+    compare("qmp_capabilities enable foo", r[0], r[1])
+    r = [c.cmd("qmp_capabilities", {"enable": ["oob"]}) for c in conns]
+    compare("qmp_capabilities enable oob", r[0], r[1])
+    for what, msg in (("exec-oob of an in-band command", {"exec-oob": "query-status"}),
+                      ("exec-oob and execute", {"exec-oob": "migrate-pause", "execute": "migrate-pause"}),
+                      ("exec-oob migrate-pause, no migration", {"exec-oob": "migrate-pause"})):
+        r = []
+        for c in conns:
+            c.s.sendall((json.dumps(msg) + "\n").encode())
+            m = c.recv()
+            while "event" in m:
+                m = c.recv()
+            r.append(m)
+        compare(what, r[0], r[1])
+    for c in conns:
+        c.s.close()
 
 
 def migrate(engines, tmp):
@@ -363,6 +396,7 @@ def main():
         both(engines, "stop", "src", "stop")
         both(engines, "query-status, paused", "src", "query-status")
         compare_schemas(engines)
+        oob(engines)
         migrate(engines, tmp)
         both(engines, "migrate-incoming, again", "dst", "migrate-incoming", {"uri": "unix:/nonexistent"})
     finally:

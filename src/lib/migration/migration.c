@@ -26,6 +26,7 @@
 #include "migration/mig.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -300,27 +301,65 @@ static int params_check(const ferry_migration_params *p)
 	return ferry_migration_params_check(p, NULL, 0);
 }
 
+/* Starts a source on uri, or on fd (>= 0: uri is "fd"); closes fd on failure. */
+static int start_common(ferry_vm_t *vm, const char *uri, int fd,
+			const ferry_migration_params *params)
+{
+	int r = 0;
+	if (!vm->nblocks || (params && params_check(params)))
+		r = -EINVAL;
+	else if (params && params->auto_converge && !vm->vcpu_ops.set_throttle)
+		r = -EOPNOTSUPP;
+	struct ferry_migration *m = r ? NULL : mig_new(vm, false, uri);
+	if (!r && !m)
+		r = -ENOMEM;
+	if (r) {
+		if (fd >= 0)
+			close(fd);
+		return r;
+	}
+	if (params)
+		m->params = *params;
+	m->chan.fd = fd; /* phase_connect() takes it instead of connecting */
+	ferry__rl_set_rate(&m->rl, m->params.max_bandwidth);
+	r = mig_launch(vm, m, ferry__source_thread);
+	if (r) {
+		if (fd >= 0)
+			close(fd);
+		ferry__migration_free(m);
+	}
+	return r;
+}
+
 int ferry_migration_start(ferry_vm_t *vm, const char *uri, const ferry_migration_params *params)
 {
 	ferry_error err = { 0 };
 	if (!vm || ferry__uri_check(uri, &err))
 		return -EINVAL;
-	if (params && params_check(params))
+	return start_common(vm, uri, -1, params);
+}
+
+/* The migration's socket blocks, as the ones libferry opens do. */
+static int fd_blocking(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0)
+		return -errno;
+	return 0;
+}
+
+int ferry_migration_start_fd(ferry_vm_t *vm, int fd, const ferry_migration_params *params)
+{
+	if (fd < 0)
 		return -EINVAL;
-	if (!vm->nblocks)
-		return -EINVAL;
-	if (params && params->auto_converge && !vm->vcpu_ops.set_throttle)
-		return -EOPNOTSUPP;
-	struct ferry_migration *m = mig_new(vm, false, uri);
-	if (!m)
-		return -ENOMEM;
-	if (params)
-		m->params = *params;
-	ferry__rl_set_rate(&m->rl, m->params.max_bandwidth);
-	int r = mig_launch(vm, m, ferry__source_thread);
-	if (r)
-		ferry__migration_free(m);
-	return r;
+	int r = vm ? fd_blocking(fd) : -EINVAL;
+	if (!r && params && (params->multifd || params->postcopy_preempt))
+		r = -EINVAL; /* more connections than the one fd */
+	if (r) {
+		close(fd);
+		return r;
+	}
+	return start_common(vm, "fd", fd, params);
 }
 
 static int incoming_common(ferry_vm_t *vm, struct ferry_migration *m)
@@ -380,10 +419,27 @@ int ferry_migration_incoming_fd(ferry_vm_t *vm, int fd)
 {
 	if (!vm || fd < 0)
 		return -EINVAL;
-	struct ferry_migration *m = mig_new(vm, true, "fd");
-	if (!m)
-		return -ENOMEM;
-	m->chan.fd = fd; /* picked up by the dest thread */
+	int listening = 0;
+	socklen_t len = sizeof(listening);
+	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0)
+		listening = 0; /* not a socket: a stream all the same */
+	int r = fd_blocking(fd);
+	pthread_mutex_lock(&vm->mig_lock);
+	if (!r && ferry__migration_busy(vm))
+		r = -EBUSY;
+	pthread_mutex_unlock(&vm->mig_lock);
+	struct ferry_migration *m = r ? NULL : mig_new(vm, true, "fd");
+	if (!m) {
+		close(fd);
+		return r ? r : -ENOMEM;
+	}
+	if (!listening) {
+		m->chan.fd = fd; /* picked up by the dest thread */
+		return incoming_common(vm, m);
+	}
+	/* A listener: the main, multifd and preempt connections are accepted on it. */
+	m->listen_fd = fd;
+	ferry__sock_bound(fd, m->uri, sizeof(m->uri));
 	return incoming_common(vm, m);
 }
 
@@ -630,20 +686,20 @@ int ferry_migration_pause(ferry_vm_t *vm)
 	return r;
 }
 
-int ferry_migration_recover(ferry_vm_t *vm, const char *uri)
+/* The listener a paused destination waits on: listens on uri, or takes fd (>= 0). */
+static int recover_listen(ferry_vm_t *vm, const char *uri, int fd)
 {
 	ferry_error err = { 0 };
-	if (!vm || ferry__uri_check(uri, &err))
-		return -EINVAL;
 	pthread_mutex_lock(&vm->mig_lock);
 	struct ferry_migration *m = vm->mig;
 	if (!m || !m->incoming || m->thread_done || m->status != FERRY_MIGRATION_POSTCOPY_PAUSED ||
 	    m->recover_fd >= 0) {
 		pthread_mutex_unlock(&vm->mig_lock);
+		if (fd >= 0)
+			close(fd);
 		return -ENOENT;
 	}
-	int fd;
-	int r = ferry__sock_listen(uri, &fd, &err);
+	int r = fd >= 0 ? 0 : ferry__sock_listen(uri, &fd, &err);
 	if (r) {
 		pthread_mutex_unlock(&vm->mig_lock);
 		ferry_warn("%s", err.msg);
@@ -653,6 +709,32 @@ int ferry_migration_recover(ferry_vm_t *vm, const char *uri)
 	pthread_cond_broadcast(&vm->mig_cond);
 	pthread_mutex_unlock(&vm->mig_lock);
 	return 0;
+}
+
+int ferry_migration_recover(ferry_vm_t *vm, const char *uri)
+{
+	ferry_error err = { 0 };
+	if (!vm || ferry__uri_check(uri, &err))
+		return -EINVAL;
+	return recover_listen(vm, uri, -1);
+}
+
+int ferry_migration_recover_fd(ferry_vm_t *vm, int fd)
+{
+	if (fd < 0)
+		return -EINVAL;
+	int listening = 0;
+	socklen_t len = sizeof(listening);
+	int r = getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0 ? -errno : 0;
+	if (!r && !listening)
+		r = -EINVAL;
+	if (!r)
+		r = vm ? fd_blocking(fd) : -EINVAL;
+	if (r) {
+		close(fd);
+		return r;
+	}
+	return recover_listen(vm, NULL, fd);
 }
 
 int ferry_migration_resume(ferry_vm_t *vm, const char *uri)

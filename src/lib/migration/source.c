@@ -298,12 +298,16 @@ static void update_info(struct src_ctx *x, uint32_t pass, uint64_t bw, uint64_t 
 
 /* ---- phases (mig/src/main) ---- */
 
-/* Connect: the main connection to m->uri. */
+/* Connect: the main connection to m->uri, or the fd of ferry_migration_start_fd(). */
 static int phase_connect(struct src_ctx *x)
 {
 	struct ferry_migration *m = x->m;
 	ferry_error err = { 0 };
-	int r = ferry__sock_connect(m->uri, &x->fd, &m->cancel, &err);
+	int r = 0;
+	if (m->chan.fd >= 0)
+		x->fd = m->chan.fd; /* ferry__chan_init() below takes it over */
+	else
+		r = ferry__sock_connect(m->uri, &x->fd, &m->cancel, &err);
 	if (r) {
 		if (r != -ECANCELED)
 			ferry__mig_set_error_from(m, &err);
