@@ -45,6 +45,14 @@
 #include <stdint.h>
 #include <string.h>
 #include <xxhash.h>
+#if defined(__x86_64__) && __has_include(<xxh_x86dispatch.h>)
+/*
+ * libxxhash's runtime dispatch (AVX2/AVX-512 where the CPU has them): the
+ * plain entry points are built for SSE2 and hash a 4 KiB page ~4x slower
+ * (measured 9.5 vs 39.6 GB/s here).
+ */
+#include <xxh_x86dispatch.h>
+#endif
 
 #include "ferry/migration.h"
 #include "internal.h"
