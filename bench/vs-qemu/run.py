@@ -9,6 +9,7 @@ See README.md beside this file. Usage:
   bench/vs-qemu/run.py [--runs 3] [--rows random-1,random-2,...] [--engines qemu,ferry]
                        [--one-channel precopy|multifd] [--perf ROW] [--wait-idle 60] [--no-warmup]
                        [--ferry build/ferry] [--qemu qemu-system-x86_64] [--mem 2G] [--timeout 300]
+                       [--vs-ferry PARAM=JSON]   (A/B: Ferry against Ferry with PARAM in QEMU's place)
 """
 import argparse, json, mmap, os, platform, select, shutil, signal, socket, statistics, subprocess, sys
 import tempfile, threading, time
@@ -403,7 +404,16 @@ def run_qemu(row, a, j, src_file, tag, perf_path=None):
         j.unlink(run_src)
 
 
-def run_ferry(row, a, j, tag, perf_path=None):
+def run_engine(eng, row, a, j, src_file, tag, perf_path=None):
+    """One run of eng; with --vs-ferry, "qemu" is Ferry with those parameters (the B of an A/B)."""
+    if eng == "qemu" and a.vs_ferry:
+        return run_ferry(row, a, j, "b-" + tag, perf_path, a.vs_ferry)
+    if eng == "qemu":
+        return run_qemu(row, a, j, src_file, tag, perf_path)
+    return run_ferry(row, a, j, tag, perf_path)
+
+
+def run_ferry(row, a, j, tag, perf_path=None, extra=None):
     deadline = time.monotonic() + a.timeout
     fill = ROWS[row][0]
     procs, qs = [], []
@@ -417,7 +427,8 @@ def run_ferry(row, a, j, tag, perf_path=None):
         sq = QMP(ssock, deadline, s)
         qs.append(sq)
         try:
-            return drive(row, a, sq, dq, free_port(), deadline, j, perf_path, a.ferry_set, (s, d))
+            return drive(row, a, sq, dq, free_port(), deadline, j, perf_path,
+                         dict(a.ferry_set, **(extra or {})), (s, d))
         except BenchError as e:
             raise BenchError(f"{e} [ferry src: {j.stderr_tail(s)}] [ferry dst: {j.stderr_tail(d)}]")
     finally:
@@ -672,11 +683,15 @@ def main():
     ap.add_argument("--ferry-set", action="append", default=[], metavar="PARAM=JSON",
                     help="one more migrate-set-parameters argument for both Ferry sides, e.g. "
                          "x-placement='\"pwrite\"' or x-send-splice=false (repeatable)")
+    ap.add_argument("--vs-ferry", action="append", default=[], metavar="PARAM=JSON",
+                    help="A/B instead of QEMU: the 'qemu' columns are Ferry with these parameters "
+                         "too (e.g. x-checksum=false), interleaved with plain Ferry; ratio = A/B")
     a = ap.parse_args()
     try:
         a.ferry_set = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in a.ferry_set)}
+        a.vs_ferry = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in a.vs_ferry)}
     except ValueError as e:
-        ap.error(f"--ferry-set: {e}")
+        ap.error(f"--ferry-set/--vs-ferry: {e}")
     rows = [r for r in a.rows.split(",") if r]
     for r in rows:
         if r not in ROWS:
@@ -718,7 +733,8 @@ def main():
             "destination_ram": ("preallocated before the migration (--prealloc)" if a.prealloc
                                 else "allocated as pages arrive"),
             "settle_s": a.settle,
-            "ferry_extra_parameters": a.ferry_set}
+            "ferry_extra_parameters": a.ferry_set,
+            "vs_ferry": a.vs_ferry or None}
         fills = []
         for r in rows:
             if ROWS[r][0] not in fills:
@@ -736,8 +752,7 @@ def main():
                         warm = False
                         for eng in engines:
                             try:
-                                x = (run_qemu(row, a, j, src_file, "warm") if eng == "qemu"
-                                     else run_ferry(row, a, j, "warm"))
+                                x = run_engine(eng, row, a, j, src_file, "warm")
                                 log(f"warm-up {row} {eng}: {x['gbps']} GB/s (discarded)")
                             except BenchError as e:
                                 log(f"warm-up {row} {eng}: {e}")
@@ -748,8 +763,7 @@ def main():
                             idle = wait_idle(a.wait_idle) if a.wait_idle > 0 else None
                             b0, c0, t0 = cpu_busy_s(), own_cpu_s(), time.monotonic()
                             try:
-                                x = (run_qemu(row, a, j, src_file, f"{row}-{i}") if eng == "qemu"
-                                     else run_ferry(row, a, j, f"{row}-{i}"))
+                                x = run_engine(eng, row, a, j, src_file, f"{row}-{i}")
                             except BenchError as e:
                                 x = {"error": str(e)[:1500]}
                             span = time.monotonic() - t0
@@ -766,8 +780,7 @@ def main():
                         for eng in engines:
                             path = os.path.join(j.tmp, f"perf-{eng}.data")
                             try:
-                                x = (run_qemu(row, a, j, src_file, "perf", path) if eng == "qemu"
-                                     else run_ferry(row, a, j, "perf", path))
+                                x = run_engine(eng, row, a, j, src_file, "perf", path)
                                 profiles[eng] = {
                                     "gbps": x["gbps"],
                                     "threads": perf_report(path, "comm", 1),

@@ -194,6 +194,14 @@ typedef struct ferry_migration_params {
 	 * to postcopy does not wait for it. Default off.
 	 */
 	bool switchover_ack;
+	/*
+	 * x-checksum (source; Ferry's own, default on): every guest-data
+	 * record carries an XXH3-64 checksum of its payload and the stream a
+	 * digest of its records, which the destination verifies (stream
+	 * version 2; docs/wire-format.md, "Checksums"). Off: the stream is
+	 * version 1, without them (for measuring their cost).
+	 */
+	bool checksum;
 	/* More fields may be added at any time. */
 } ferry_migration_params;
 
@@ -354,6 +362,17 @@ typedef struct ferry_migration_info {
 	 * (FERRY_PLACE_UFFD/PWRITE/MAPPING; FERRY_PLACE_AUTO before setup).
 	 */
 	uint32_t placement;
+	/*
+	 * Destination, with checksums (x-checksum): bytes of RAM pages whose
+	 * checksum matched (a page sent n times counts n times; device state
+	 * is verified too but not counted here), and payloads (pages, device
+	 * buffers) whose checksum did not match and that no later copy made
+	 * good: a precopy page the source guest changed while it was sent, and
+	 * a later pass sent again, is not counted (docs/wire-format.md,
+	 * "Checksums").
+	 */
+	uint64_t verified_bytes;
+	uint64_t checksum_mismatches;
 	/*
 	 * Auto-converge (source): the vCPU throttle now (cpu-throttle-percentage;
 	 * 0 once the migration has ended), the highest it reached, and how many

@@ -107,6 +107,10 @@ static json_t *info_ram(const ferry_migration_info *i)
 	if (!i->incoming)
 		json_object_set_new(ram, "x-bandwidth-peak-window-bytes",
 				    json_integer((json_int_t)i->bandwidth_peak_window_bytes));
+	/* Checksums (x-checksum): page bytes verified, payloads that failed (destination). */
+	json_object_set_new(ram, "x-verified-bytes", json_integer((json_int_t)i->verified_bytes));
+	json_object_set_new(ram, "x-checksum-mismatches",
+			    json_integer((json_int_t)i->checksum_mismatches));
 	return ram;
 }
 

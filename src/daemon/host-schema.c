@@ -47,6 +47,8 @@ static const ferry_qmp_arg migration_stats[] = {
 	{ "postcopy-bytes", FERRY_QMP_UINT64 },
 	{ "dirty-sync-missed-zero-copy", FERRY_QMP_UINT64 },
 	{ "x-skipped", FERRY_QMP_UINT64 },
+	{ "x-verified-bytes", FERRY_QMP_UINT64 },
+	{ "x-checksum-mismatches", FERRY_QMP_UINT64 },
 	{ "x-bandwidth-peak-window-bytes", FERRY_QMP_UINT64, OPT },
 	{ NULL },
 };

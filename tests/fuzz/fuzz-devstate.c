@@ -18,11 +18,14 @@
  *
  * Input layout: a sequence of records, each a u8 tag as in a live device
  * body (FERRY_DEV_EOS ends it, FERRY_DEV_STATE, FERRY_DEV_CONFIG,
- * FERRY_DEV_MF_SYNC), plus two tags of this target only: TAG_LIST (a
- * setup body: be32 count, the devices) and TAG_MF (a multifd packet
- * header, FERRY_MF_HDR_LEN bytes, then the DEV_STATE header). Data after a
- * header is skipped as the loader would read it. Any other tag, or the
- * end of the input, ends the run.
+ * FERRY_DEV_MF_SYNC), plus three tags of this target only: TAG_LIST (a
+ * setup body: be32 count, the devices), TAG_MF (a multifd packet header,
+ * FERRY_MF_HDR_LEN bytes, then the DEV_STATE header) and TAG_SUMS (from
+ * here on the stream is version 2: a be64 checksum follows each DEV_STATE
+ * and DEV_CONFIG header, stream/sum.h). Data after a header is skipped as
+ * the loader would read it, or with checksums read and checked: accepted
+ * exactly when the checksum is XXH3-64 of the data with the record's
+ * seed. Any other tag, or the end of the input, ends the run.
  *
  * Built by tests/fuzz/run.sh with only the channel and wire sources.
  * Thread: libFuzzer's one thread.
@@ -37,9 +40,28 @@
 #include "ferry/device.h"
 #include "fuzz-check.h"
 
-enum { TAG_LIST = 0x10, TAG_MF = 0x11, MAX_RECS = 64 };
+enum { TAG_LIST = 0x10, TAG_MF = 0x11, TAG_SUMS = 0x12, MAX_RECS = 64 };
 
 static int memfd = -1;
+static ferry_sums sums;
+
+/* With checksums: the len data bytes and their checksum, judged against seed. */
+static int sum_data(ferry_chan *c, uint32_t len, uint64_t seed, const ferry_wire_dev_hdr *h)
+{
+	uint64_t sum;
+	int r = ferry__wire_get_sum(c, &sum);
+	if (r)
+		return r;
+	uint8_t *d = malloc(len ? len : 1);
+	CHECK(d);
+	if (!(r = ferry__chan_read(c, d, len))) {
+		r = h ? ferry__wire_check_dev_sum(c, h, d, sum)
+		      : ferry__wire_check_sum(c, d, len, seed, sum, "config");
+		CHECK((r == 0) == (ferry__sum_buf(d, len, seed) == sum));
+	}
+	free(d);
+	return r;
+}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -47,6 +69,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	(void)argv;
 	memfd = memfd_create("fuzz-devstate", MFD_CLOEXEC);
 	CHECK(memfd >= 0);
+	CHECK(ferry__sums_init(&sums, NULL) == 0);
 	return 0;
 }
 
@@ -92,6 +115,8 @@ static int state_rec(ferry_chan *c, bool mf)
 	CHECK(marker != (FERRY_DEV_F_END | FERRY_DEV_F_INIT));
 	CHECK(marker ? !h.len : h.len >= 1 && h.len <= FERRY_DEV_BUF_MAX);
 	CHECK(!mf || !h.flags);
+	if (c->sums)
+		return sum_data(c, h.len, ferry__sum_dev_seed(h.dev, h.index), &h);
 	return ferry__chan_skip(c, h.len);
 }
 
@@ -116,6 +141,8 @@ static int config_rec(ferry_chan *c)
 	if (r)
 		return r;
 	CHECK(len <= FERRY_DEVICE_STATE_MAX);
+	if (c->sums)
+		return sum_data(c, len, ferry__sum_dev_seed(dev, UINT32_MAX), NULL);
 	return ferry__chan_skip(c, len);
 }
 
@@ -133,6 +160,7 @@ static int record(ferry_chan *c)
 	case FERRY_DEV_MF_SYNC: return 0;
 	case TAG_LIST: return list_rec(c);
 	case TAG_MF: return mf_rec(c);
+	case TAG_SUMS: ferry__sums_attach(c, &sums, FERRY_SUM_MAIN); return 0;
 	default: return 1;
 	}
 }

@@ -80,7 +80,7 @@ def vring_seeds():
 
 # ---- devstate: tags and layouts of format.h's live device body ----
 DEV_EOS, DEV_STATE, DEV_CONFIG, DEV_MF_SYNC = 0x00, 0x01, 0x02, 0x03
-TAG_LIST, TAG_MF = 0x10, 0x11    # this target's own (fuzz-devstate.c)
+TAG_LIST, TAG_MF, TAG_SUMS = 0x10, 0x11, 0x12    # this target's own (fuzz-devstate.c)
 F_END, F_INIT = 1, 2
 LIVE_F_CONFIG, LIVE_F_PRECOPY = 1, 2
 MF_PKT_MAGIC, MF_VERSION, MF_DEVICE = 0x46524d50, 1, 0x4
@@ -99,6 +99,26 @@ def dev_state(dev, index, flags, data=b''):
 
 def dev_config(dev, version, data):
     return bytes([DEV_CONFIG]) + struct.pack('>III', dev, version, len(data)) + data
+
+
+def xxh3(data, seed):
+    """XXH3-64 with a seed, from the system's libxxhash (stream/sum.h's checksum)."""
+    import ctypes
+    lib = ctypes.CDLL("libxxhash.so.0")
+    lib.XXH3_64bits_withSeed.restype = ctypes.c_uint64
+    lib.XXH3_64bits_withSeed.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint64]
+    return lib.XXH3_64bits_withSeed(data, len(data), seed)
+
+
+def dev_state_sum(dev, index, flags, data=b'', good=True):
+    """DEV_STATE of a version 2 stream: the checksum after the header (wrong unless good)."""
+    s = xxh3(data, dev << 32 | index) ^ (0 if good else 1)
+    return bytes([DEV_STATE]) + struct.pack('>IIIIQ', dev, index, flags, len(data), s) + data
+
+
+def dev_config_sum(dev, version, data):
+    s = xxh3(data, dev << 32 | 0xffffffff)
+    return bytes([DEV_CONFIG]) + struct.pack('>IIIQ', dev, version, len(data), s) + data
 
 
 def mf_dev(num, dev, index, data, flags=MF_DEVICE, hflags=0):
@@ -121,6 +141,9 @@ def devstate_seeds():
         'bad-marker': bytes([DEV_STATE]) + struct.pack('>IIII', 0, 3, F_END, 5),
         'bad-mf-flags': mf_dev(1, 0, 0, b'', hflags=F_END),
         'truncated': dev_state(0, 0, 0, b'abcdef')[:12],
+        'sums': one + bytes([TAG_SUMS]) + dev_state_sum(0, 0, 0, b'FDEV' + bytes(12) + b'x' * 16)
+        + dev_state_sum(0, 1, F_END) + dev_config_sum(0, 1, bytes(20)) + bytes([DEV_EOS]),
+        'sums-bad': one + bytes([TAG_SUMS]) + dev_state_sum(0, 0, 0, b'q' * 9, good=False),
     }
 
 

@@ -30,9 +30,10 @@ case $target in
     srcs=("$lib/virtio/vring.c" "$lib/virtio/gpa.c" "$lib/stream/vmstate.c"
           "$lib/util/log.c" "$lib/util/error.c") ;;
   devstate)
-    srcs=("$lib/stream/wire.c" "$lib/stream/chan.c" "$lib/stream/ratelimit.c"
-          "$lib/transport/socket.c" "$lib/util/bitmap.c" "$lib/util/log.c"
-          "$lib/util/error.c") ;;
+    srcs=("$lib/stream/wire.c" "$lib/stream/sum.c" "$lib/stream/chan.c"
+          "$lib/stream/ratelimit.c" "$lib/transport/socket.c" "$lib/util/bitmap.c"
+          "$lib/util/log.c" "$lib/util/error.c")
+    ldflags=(-lxxhash) ;;
   gdev)
     srcs=("$src/src/guest/guest.c" "$src/src/guest/devices.c")
     ldflags=(-Wl,--wrap=mmap) ;; # guard pages around the device memory

@@ -23,6 +23,8 @@ struct conn {
 	uint64_t fwd;
 	unsigned delay_us;
 	uint64_t cut_after; /* 0 = never */
+	uint64_t flip_at;   /* forward offset of the byte to flip */
+	uint8_t flip_mask;  /* 0 = none (or done) */
 	bool cut;
 	bool frozen; /* hold everything: a silent link */
 	pthread_t t[2];
@@ -87,6 +89,10 @@ static void *pump_main(void *arg)
 		}
 		bool dead = c->cut;
 		if (u->forward) {
+			if (c->flip_mask && c->flip_at >= c->fwd && c->flip_at < c->fwd + (uint64_t)n) {
+				buf[c->flip_at - c->fwd] ^= (char)c->flip_mask;
+				c->flip_mask = 0;
+			}
 			c->fwd += (uint64_t)n;
 			if (c->cut_after && c->fwd >= c->cut_after) {
 				cut(p, u->k);
@@ -178,6 +184,22 @@ void proxy_cut_after(proxy *p, unsigned k, uint64_t after)
 	else
 		p->c[k].cut_after = after ? after : 1;
 	pthread_mutex_unlock(&p->lock);
+}
+
+void proxy_flip_at(proxy *p, unsigned k, uint64_t at, uint8_t mask)
+{
+	pthread_mutex_lock(&p->lock);
+	p->c[k].flip_at = at;
+	p->c[k].flip_mask = mask;
+	pthread_mutex_unlock(&p->lock);
+}
+
+uint64_t proxy_forwarded(proxy *p, unsigned k)
+{
+	pthread_mutex_lock(&p->lock);
+	uint64_t n = p->c[k].fwd;
+	pthread_mutex_unlock(&p->lock);
+	return n;
 }
 
 void proxy_freeze(proxy *p, unsigned k)

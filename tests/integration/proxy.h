@@ -2,7 +2,7 @@
 /*
  * A fault-injecting forwarder for tests: listens on a unix socket, forwards
  * each accepted connection to a target unix socket, and can cut a given
- * connection (by accept order) or slow it down.
+ * connection (by accept order), slow it down or flip bits in it.
  */
 #ifndef FERRY_TEST_PROXY_H
 #define FERRY_TEST_PROXY_H
@@ -17,10 +17,17 @@ proxy *proxy_start(const char *listen_path, const char *target_path);
 void proxy_set_delay(proxy *p, unsigned k, unsigned delay_us);
 /* Cuts connection k (both directions) once it has forwarded `after` bytes. */
 void proxy_cut_after(proxy *p, unsigned k, uint64_t after);
+/*
+ * Connection k XORs mask into the byte at forward offset `at` (0 = its first
+ * byte toward the target), once. One flip per connection.
+ */
+void proxy_flip_at(proxy *p, unsigned k, uint64_t at, uint8_t mask);
 /* Connection k stops forwarding in both directions but stays open (a silent link). */
 void proxy_freeze(proxy *p, unsigned k);
 /* Cuts connection k (both directions) now. */
 void proxy_cut_now(proxy *p, unsigned k);
+/* Bytes connection k has forwarded toward the target so far. */
+uint64_t proxy_forwarded(proxy *p, unsigned k);
 /* Number of connections accepted so far. */
 unsigned proxy_connections(proxy *p);
 void proxy_stop(proxy *p);

@@ -32,7 +32,7 @@ static inline void str8(sbuf *b, const char *s) { u8(b, (uint8_t)strlen(s)); put
 static inline void header(sbuf *b)
 {
 	be32(b, FERRY_STREAM_MAGIC);
-	be32(b, FERRY_STREAM_VERSION);
+	be32(b, FERRY_STREAM_VERSION_PLAIN); /* no checksums: hand-made records */
 	uint8_t uuid[16] = { 1 };
 	put(b, uuid, 16);
 	be32(b, 4096);

@@ -367,6 +367,53 @@ static void recovery(unsigned cuts, bool silent, bool preempt)
 }
 
 static void t_pc_cut_once(void **s) { (void)s; recovery(1, false, false); }
+
+/*
+ * A bit flipped in the background pages after the switch: the destination
+ * finds the page's checksum wrong before UFFDIO_COPY and pauses as for a
+ * broken link; recovery sends the page again; bit-exact end.
+ */
+static void t_pc_flip(void **s)
+{
+	(void)s;
+	const char *spec = "mem=256M,vram=4M,vcpus=2,rate=max,workload=random";
+	side src, dst;
+	side_create(&src, spec, FERRY_DIRTY_WP_ASYNC, false);
+	side_create(&dst, spec, FERRY_DIRTY_WP_ASYNC, true);
+	dst_allow(&dst, 0);
+	char dpath[108], ppath[108], uri[120];
+	unix_path(dpath, sizeof(dpath));
+	unix_path(ppath, sizeof(ppath));
+	snprintf(uri, sizeof(uri), "unix:%s", dpath);
+	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
+	proxy *px = proxy_start(ppath, dpath);
+	assert_non_null(px);
+	proxy_set_delay(px, 0, 100); /* a slower link: postcopy lasts a while */
+	assert_int_equal(ferry_vm_start(src.vm), 0);
+	side_wait_steps(&src, 1024);
+	ferry_migration_params p;
+	pc_params(&p, false);
+	snprintf(uri, sizeof(uri), "unix:%s", ppath);
+	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
+	wait_status(src.vm, FERRY_MIGRATION_POSTCOPY_ACTIVE);
+	/* 2 MiB on: inside background pages (or their checksums) */
+	proxy_flip_at(px, 0, proxy_forwarded(px, 0) + 2 * (1u << 20) + 777, 0x04);
+	wait_status(dst.vm, FERRY_MIGRATION_POSTCOPY_PAUSED);
+	wait_status(src.vm, FERRY_MIGRATION_POSTCOPY_PAUSED);
+	char rpath[108];
+	unix_path(rpath, sizeof(rpath));
+	snprintf(uri, sizeof(uri), "unix:%s", rpath);
+	assert_int_equal(ferry_migration_recover(dst.vm, uri), 0);
+	assert_int_equal(ferry_migration_resume(src.vm, uri), 0);
+	ferry_migration_info si, di;
+	pc_check(&src, &dst, &si, &di);
+	assert_int_equal(di.postcopy_recoveries, 1);
+	assert_int_equal(di.checksum_mismatches, 1); /* the flip (precopy's torn copies were sent again) */
+	assert_true(di.verified_bytes > 0);
+	proxy_stop(px);
+	side_destroy(&src);
+	side_destroy(&dst);
+}
 static void t_pc_cut_twice(void **s) { (void)s; recovery(2, false, true); }
 static void t_pc_silent(void **s) { (void)s; recovery(1, true, true); }
 
@@ -684,6 +731,7 @@ int main(void)
 		cmocka_unit_test(t_pc_reverse),
 		cmocka_unit_test(t_pc_pause),
 		cmocka_unit_test(t_pc_cut_once),
+		cmocka_unit_test(t_pc_flip),
 		cmocka_unit_test(t_pc_cut_twice),
 		cmocka_unit_test(t_pc_silent),
 		cmocka_unit_test(t_pc_destroy_paused),

@@ -339,6 +339,8 @@ THROTTLE = {"throttle-trigger-threshold": 50, "cpu-throttle-initial": 20, "cpu-t
 # Live device state parameters at their defaults.
 DEVSTATE = {"x-device-state-max-queued": 64, "x-device-save-threads": 0,
             "max-postcopy-bandwidth": 0}  # (QEMU's: Ferry never caps postcopy, 0 only)
+# Checksums (docs/wire-format.md, "Checksums"): on by default.
+CHECKSUM = {"x-checksum": True}
 
 
 def wait_for(fn, timeout=TIMEOUT, step=0.02):
@@ -363,7 +365,7 @@ def wait_sent(q, nbytes):
 RAM_MEMBERS = ["transferred", "remaining", "total", "duplicate", "skipped", "normal", "normal-bytes",
                "dirty-pages-rate", "dirty-sync-count", "mbps", "postcopy-requests", "page-size", "multifd-bytes",
                "pages-per-second", "precopy-bytes", "downtime-bytes", "postcopy-bytes",
-               "dirty-sync-missed-zero-copy", "x-skipped"]
+               "dirty-sync-missed-zero-copy", "x-skipped", "x-verified-bytes", "x-checksum-mismatches"]
 
 
 def check_ram(name, ram, source, postcopy=False, multifd=False):
@@ -572,7 +574,7 @@ def case_commands(tmp):
             "multifd-channels": 2, "multifd-compression": "none", "multifd-zstd-level": 1,
             "x-postcopy-after-passes": 0, "x-link-timeout": 10000, "x-postcopy-cpu": -1,
             "x-free-page-hints": True, "x-free-page-hint-wait": 100,
-            "x-placement": "auto", "x-send-splice": False, **THROTTLE, **DEVSTATE})
+            "x-placement": "auto", "x-send-splice": False, **THROTTLE, **DEVSTATE, **CHECKSUM})
         eq("migrate-set-parameters", q.cmd("migrate-set-parameters",
                                            {"downtime-limit": 500, "max-bandwidth": 100 << 20, "x-max-passes": 10}),
            {"return": {}})
@@ -581,7 +583,7 @@ def case_commands(tmp):
             "multifd-channels": 2, "multifd-compression": "none", "multifd-zstd-level": 1,
             "x-postcopy-after-passes": 0, "x-link-timeout": 10000, "x-postcopy-cpu": -1,
             "x-free-page-hints": True, "x-free-page-hint-wait": 100,
-            "x-placement": "auto", "x-send-splice": False, **THROTTLE, **DEVSTATE})
+            "x-placement": "auto", "x-send-splice": False, **THROTTLE, **DEVSTATE, **CHECKSUM})
         eq("downtime-limit out of range", q.cmd("migrate-set-parameters", {"downtime-limit": 2000001}),
            generic("Parameter 'downtime_limit' expects an integer in the range of 0 to 2000000 ms"))
         eq("downtime-limit not a number", q.cmd("migrate-set-parameters", {"downtime-limit": "1s"}),
@@ -622,7 +624,7 @@ def case_commands(tmp):
             "multifd-channels": 2, "multifd-compression": "none", "multifd-zstd-level": 1,
             "x-postcopy-after-passes": 0, "x-link-timeout": 10000, "x-postcopy-cpu": -1,
             "x-free-page-hints": True, "x-free-page-hint-wait": 100,
-            "x-placement": "auto", "x-send-splice": False, **THROTTLE, **DEVSTATE})
+            "x-placement": "auto", "x-send-splice": False, **THROTTLE, **DEVSTATE, **CHECKSUM})
         eq("multifd parameters", q.cmd("migrate-set-parameters",
                                        {"multifd-channels": 4, "multifd-compression": "zstd",
                                         "multifd-zstd-level": 3}), {"return": {}})
@@ -631,7 +633,7 @@ def case_commands(tmp):
             "multifd-channels": 4, "multifd-compression": "zstd", "multifd-zstd-level": 3,
             "x-postcopy-after-passes": 0, "x-link-timeout": 10000, "x-postcopy-cpu": -1,
             "x-free-page-hints": True, "x-free-page-hint-wait": 100,
-            "x-placement": "auto", "x-send-splice": False, **THROTTLE, **DEVSTATE})
+            "x-placement": "auto", "x-send-splice": False, **THROTTLE, **DEVSTATE, **CHECKSUM})
         q.cmd("migrate-set-parameters", {"multifd-channels": 2, "multifd-compression": "none",
                                          "multifd-zstd-level": 1})
         eq("x-free-page-hint-wait out of range", q.cmd("migrate-set-parameters", {"x-free-page-hint-wait": 10001}),
@@ -675,7 +677,7 @@ def case_commands(tmp):
            {"x-postcopy-after-passes": 2, "x-link-timeout": 3000})
         q.cmd("migrate-set-parameters", {"x-postcopy-after-passes": 0, "x-link-timeout": 10000, "x-postcopy-cpu": -1,
             "x-free-page-hints": True, "x-free-page-hint-wait": 100,
-            "x-placement": "auto", "x-send-splice": False, **THROTTLE, **DEVSTATE})
+            "x-placement": "auto", "x-send-splice": False, **THROTTLE, **DEVSTATE, **CHECKSUM})
         # Capabilities.
         eq("query-migrate-capabilities (events off by default, as QEMU)", q.ret("query-migrate-capabilities"),
            [{"capability": "events", "state": False}, {"capability": "multifd", "state": False},
@@ -1019,6 +1021,8 @@ def case_full_migration_two_clients(tmp):
         eq("destination query-migrate", dinfo["status"], "completed")
         check_ram("destination", dinfo["ram"], False)
         eq("destination received what the source sent", dinfo["ram"]["transferred"], info["ram"]["transferred"])
+        true("destination verified page checksums", 0 < dinfo["ram"]["x-verified-bytes"] <= dinfo["ram"]["normal-bytes"],
+             str(dinfo["ram"]))
         eq("destination placed pages with userfaultfd (the default)", dinfo.get("x-placement"), "userfaultfd")
         verify_destination("full migration", dq)
         for q in (a, b, dq):

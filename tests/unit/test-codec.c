@@ -53,7 +53,7 @@ static void t_header(void **state)
 	ferry_wire_hdr h;
 	assert_int_equal(ferry__wire_get_header(&r, &h), 0);
 	assert_int_equal(h.magic, FERRY_STREAM_MAGIC);
-	assert_int_equal(h.version, FERRY_STREAM_VERSION);
+	assert_int_equal(h.version, FERRY_STREAM_VERSION_PLAIN); /* no checksums on w */
 	assert_int_equal(h.page_size, FERRY_PAGE_SIZE);
 	assert_memory_equal(h.uuid, UUID, FERRY_UUID_LEN);
 	unpair(&w, &r);
@@ -114,8 +114,8 @@ static void t_ram_records(void **state)
 	uint8_t *pages = malloc(2 * FERRY_PAGE_SIZE), dst[2 * FERRY_PAGE_SIZE];
 	for (unsigned i = 0; i < 2 * FERRY_PAGE_SIZE; i++)
 		pages[i] = (uint8_t)(i * 13);
-	ferry__wire_put_ram_run(&w, FERRY_RAM_PAGES, "pc.ram", 7, 2, pages);
-	ferry__wire_put_ram_run(&w, FERRY_RAM_ZEROS, NULL, 9, 256, NULL);
+	ferry__wire_put_ram_run(&w, FERRY_RAM_PAGES, "pc.ram", false, 7, 2, pages);
+	ferry__wire_put_ram_run(&w, FERRY_RAM_ZEROS, "pc.ram", true, 9, 256, NULL);
 	ferry__wire_put_mem_size(&w, 1ull << 30, 1);
 	ferry__wire_put_block_entry(&w, "pc.ram", 1ull << 30);
 	ferry__wire_put_ram_flag(&w, FERRY_RAM_EOS);
@@ -306,13 +306,80 @@ static void t_live_refused(void **state)
 	unpair(&w, &r);
 }
 
+/*
+ * Checksums (stream/sum.h): a PAGES run carries one per page after its
+ * count, a device body one after its length; both sides fold the same
+ * records into the same digest; a changed payload fails with its message.
+ */
+static void t_sums(void **state)
+{
+	(void)state;
+	ferry_chan w, r;
+	ferry_sums ws, rs;
+	static uint8_t pages[2 * FERRY_PAGE_SIZE];
+	memset(pages, 0x5a, sizeof(pages));
+	pair(&w, &r);
+	assert_int_equal(ferry__sums_init(&ws, NULL), 0);
+	assert_int_equal(ferry__sums_init(&rs, NULL), 0);
+	ferry__sums_attach(&w, &ws, FERRY_SUM_MAIN);
+	ferry__sums_attach(&r, &rs, FERRY_SUM_MAIN);
+	ferry__wire_put_header(&w, UUID);
+	ferry__wire_put_ram_run(&w, FERRY_RAM_PAGES, "pc.ram", false, 7, 2, pages);
+	ferry__wire_put_ram_run(&w, FERRY_RAM_ZEROS, "pc.ram", true, 9, 3, NULL);
+	ferry__wire_put_device_state(&w, 2, "abc", 3);
+	ferry__wire_put_device_state(&w, 2, "abc", 3);
+	ferry__wire_put_cmd_digest(&w, &ws);
+	assert_int_equal(ferry__chan_flush(&w), 0);
+	assert_int_equal(atomic_load(&ws.records), 4);
+
+	ferry_wire_hdr h;
+	assert_int_equal(ferry__wire_get_header(&r, &h), 0);
+	assert_int_equal(h.version, FERRY_STREAM_VERSION);
+	uint64_t flags, addr, rec, sum;
+	uint32_t n, len;
+	uint8_t sums[FERRY_RAM_MAX_RUN * FERRY_SUM_LEN], b[3];
+	char name[FERRY_NAME_MAX + 1];
+	assert_int_equal(ferry__wire_get_ram_word(&r, &flags, &addr), 0);
+	assert_int_equal(ferry__wire_get_name(&r, FERRY_WIRE_BLOCK, name), 0);
+	assert_int_equal(ferry__wire_get_ram_count(&r, &n), 0);
+	assert_int_equal(ferry__wire_get_ram_sums(&r, FERRY_RAM_PAGES, name, 7, n, sums, &rec), 0);
+	assert_int_equal(rec, 0);
+	uint64_t seed = ferry__sum_seed("pc.ram");
+	assert_int_equal(ferry__ld_be64(sums), ferry__sum_page(pages, seed, 7));
+	assert_int_equal(ferry__ld_be64(sums + 8), ferry__sum_page(pages + FERRY_PAGE_SIZE, seed, 8));
+	assert_int_equal(ferry__chan_skip(&r, sizeof(pages)), 0);
+	assert_int_equal(ferry__wire_get_ram_word(&r, &flags, &addr), 0);
+	assert_int_equal(ferry__wire_get_ram_count(&r, &n), 0);
+	assert_int_equal(ferry__wire_get_ram_sums(&r, FERRY_RAM_ZEROS, name, 9, n, sums, &rec), 0);
+	assert_int_equal(rec, 1);
+	/* The first body verifies; the second is changed after its checksum was read. */
+	for (int k = 0; k < 2; k++) {
+		ferry__chan_ctx(&r, "device state");
+		assert_int_equal(ferry__wire_get_device_len(&r, &len), 0);
+		assert_int_equal(ferry__wire_get_sum(&r, &sum), 0);
+		assert_int_equal(ferry__chan_read(&r, b, 3), 0);
+		b[1] ^= (uint8_t)k;
+		assert_int_equal(ferry__wire_check_sum(&r, b, 3, 2, sum, "device 'cpu' instance 0"),
+				 k ? FERRY_EBADSTREAM : 0);
+	}
+	assert_string_equal(r.in_err.msg, "checksum mismatch: device 'cpu' instance 0, main channel "
+			    "(device state at offset 8282)");
+	assert_int_equal(atomic_load(&rs.mismatches), 1);
+	/* Same records, same order: the same digest. */
+	assert_int_equal(atomic_load(&rs.records), 4);
+	assert_int_equal(atomic_load(&rs.digest), atomic_load(&ws.digest));
+	ferry__sums_fini(&ws);
+	ferry__sums_fini(&rs);
+	unpair(&w, &r);
+}
+
 static void t_sections_and_commands(void **state)
 {
 	(void)state;
 	ferry_chan w, r;
 	pair(&w, &r);
 	ferry__wire_put_section_start(&w, FERRY_REC_SECTION_FULL, 2, "cpu", 1, 3);
-	ferry__wire_put_device_state(&w, "abc", 3);
+	ferry__wire_put_device_state(&w, 2, "abc", 3);
 	ferry__wire_put_footer(&w, 2);
 	ferry__wire_put_section_part(&w, FERRY_REC_SECTION_PART, 1);
 	ferry__wire_put_cmd_multifd(&w, 4, 1);
@@ -624,6 +691,7 @@ int main(void)
 		cmocka_unit_test(t_bitmap),
 		cmocka_unit_test(t_name_rule_chan),
 		cmocka_unit_test(t_name_rule_buffers),
+		cmocka_unit_test(t_sums),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -62,6 +62,15 @@ void ferry__dst_mark_bytes(ferry_dst *l, uint64_t *mark)
 	pthread_mutex_unlock(&l->m->stats_lock);
 }
 
+/* The checksum counters (stream/sum.h) into query-migrate's figures; takes stats_lock. */
+static void sum_stats(struct ferry_migration *m)
+{
+	pthread_mutex_lock(&m->stats_lock);
+	m->info.verified_bytes = atomic_load(&m->sums.verified);
+	m->info.checksum_mismatches = atomic_load(&m->sums.mismatches);
+	pthread_mutex_unlock(&m->stats_lock);
+}
+
 /*
  * Thread: mig/dst/main or mig/dst/listen (never both at once), while
  * mig/dst/preempt may be counting pre_ram.
@@ -90,6 +99,7 @@ void ferry__dst_stats(ferry_dst *l)
 	}
 	m->info.normal_bytes = m->info.normal * FERRY_PAGE_SIZE;
 	pthread_mutex_unlock(&m->stats_lock);
+	sum_stats(m);
 }
 
 int ferry__dst_load_section(ferry_dst *l, uint8_t type)
@@ -140,6 +150,21 @@ static int cmd_multifd(ferry_dst *l, const uint8_t *buf)
 	return ferry__mig_cancelled(m) ? -ECANCELED : 0;
 }
 
+/* DIGEST (payload buf): every guest-data record arrived, once, in order, and verified. */
+static int cmd_digest(ferry_dst *l, const uint8_t *buf)
+{
+	ferry_chan *c = l->c;
+	uint64_t records, digest;
+	ferry__wire_cmd_digest_decode(buf, &records, &digest);
+	if (!c->sums || l->digest_seen || l->pc_listening)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "stream digest %s",
+					!c->sums ? "in a stream without checksums"
+					: l->digest_seen ? "twice" : "in postcopy");
+	l->digest_seen = true;
+	ferry__chan_ctx_name(c, "stream digest");
+	return ferry__sum_finish(c, records, digest);
+}
+
 int ferry__dst_load_command(ferry_dst *l)
 {
 	ferry_chan *c = l->c;
@@ -188,6 +213,8 @@ int ferry__dst_load_command(ferry_dst *l)
 		return 0;
 	case FERRY_CMD_MULTIFD:
 		return cmd_multifd(l, buf);
+	case FERRY_CMD_DIGEST:
+		return cmd_digest(l, buf);
 	}
 	return 0;
 }
@@ -204,9 +231,15 @@ static int dst_negotiate(ferry_dst *l)
 	if (hdr.magic != FERRY_STREAM_MAGIC)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM,
 					"not a Ferry migration stream (magic 0x%08x)", hdr.magic);
-	if (hdr.version != FERRY_STREAM_VERSION)
-		return ferry__chan_fail(c, FERRY_EVERSION, "stream version %u (supported: %u)",
-					hdr.version, FERRY_STREAM_VERSION);
+	if (hdr.version != FERRY_STREAM_VERSION && hdr.version != FERRY_STREAM_VERSION_PLAIN)
+		return ferry__chan_fail(c, FERRY_EVERSION, "stream version %u (supported: %u, %u)",
+					hdr.version, FERRY_STREAM_VERSION_PLAIN, FERRY_STREAM_VERSION);
+	if (hdr.version == FERRY_STREAM_VERSION) {
+		if ((r = ferry__sums_init(&l->m->sums, l->vm)))
+			return ferry__chan_fail(c, r, "out of memory for checksums");
+		l->m->sums_on = true;
+		ferry__sums_attach(c, &l->m->sums, FERRY_SUM_MAIN);
+	}
 	memcpy(l->uuid, hdr.uuid, FERRY_UUID_LEN);
 	if (hdr.page_size != FERRY_PAGE_SIZE)
 		return ferry__chan_fail(c, FERRY_EMISMATCH, "page size %u (supported: %u)",
@@ -230,6 +263,9 @@ static int dst_load_stream(ferry_dst *l)
 			if (!l->ram.started)
 				return ferry__chan_fail(c, FERRY_EBADSTREAM,
 							"stream ended before the RAM setup section");
+			if (c->sums && !l->digest_seen)
+				return ferry__chan_fail(c, FERRY_EBADSTREAM,
+							"stream ended without its digest");
 			return ferry__parts_load_complete(&l->parts, c, false);
 		case FERRY_REC_SECTION_START:
 		case FERRY_REC_SECTION_FULL:
@@ -429,6 +465,7 @@ static void dst_cleanup(ferry_dst *l)
 		close(l->pkg_fd);
 	ferry__vm_own_run(vm, false);
 	ferry__dst_mf_stop(l); /* the receivers hand buffers to participants: gone first */
+	sum_stats(m);          /* final: the receivers folded their last pages */
 	ferry__parts_load_cleanup(&l->parts);
 	ferry__ram_loader_fini(&l->ram);
 	ferry__place_fini(vm);
@@ -443,6 +480,8 @@ static void dst_cleanup(ferry_dst *l)
 		atomic_store(&m->chan_fd, -1);
 		ferry__chan_close(c);
 	}
+	if (m->sums_on) /* its counters stay for query-migrate */
+		ferry__sums_fini(&m->sums);
 }
 
 /*

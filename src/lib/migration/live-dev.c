@@ -95,6 +95,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <linux/vfio.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -1185,8 +1186,11 @@ static int load_state_rec(struct ferry_migration *m, ferry_chan *c, bool precopy
 {
 	ferry_wire_dev_hdr h;
 	struct ferry_live_dst *t = m->live_dst;
+	uint64_t sum;
 	int r = ferry__wire_get_dev_hdr(c, &h);
-	if (r)
+	if (r || (r = ferry__wire_get_sum(c, &sum)))
+		return r;
+	if (!h.len && (r = ferry__wire_check_dev_sum(c, &h, NULL, sum)))
 		return r;
 	if ((h.flags & FERRY_DEV_F_END) && precopy)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM, "device %u: end of state marker in "
@@ -1204,7 +1208,8 @@ static int load_state_rec(struct ferry_migration *m, ferry_chan *c, bool precopy
 	if (h.len) {
 		if (!(b.data = ferry__buf_get(m->bufs, h.len)))
 			return ferry__chan_fail(c, -ENOMEM, "out of memory for device state");
-		if ((r = ferry__chan_read_direct(c, b.data, h.len))) { /* no copy through c's buffer */
+		if ((r = ferry__chan_read_direct(c, b.data, h.len)) || /* no copy through c's buffer */
+		    (r = ferry__wire_check_dev_sum(c, &h, b.data, sum))) {
 			ferry__buf_put(b.data);
 			return r;
 		}
@@ -1216,8 +1221,9 @@ static int load_state_rec(struct ferry_migration *m, ferry_chan *c, bool precopy
 static int load_config_rec(struct ferry_live_dst *t, ferry_chan *c)
 {
 	uint32_t dev, version, len;
+	uint64_t sum;
 	int r = ferry__wire_get_dev_config(c, &dev, &version, &len);
-	if (r)
+	if (r || (r = ferry__wire_get_sum(c, &sum)))
 		return r;
 	if (dev >= t->nstream)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM, "config of live device number %u (%u devices)",
@@ -1232,7 +1238,12 @@ static int load_config_rec(struct ferry_live_dst *t, ferry_chan *c)
 	v->has_config = true;
 	v->config_len = len;
 	v->config_version = version;
-	return ferry__chan_read(c, v->config, len);
+	char what[FERRY_NAME_MAX + 40];
+	snprintf(what, sizeof(what), "live device '%s' instance %u config", v->d->id, v->d->instance);
+	if ((r = ferry__chan_read(c, v->config, len)))
+		return r;
+	return ferry__wire_check_sum(c, v->config, len, ferry__sum_dev_seed(dev, UINT32_MAX), sum,
+				     what);
 }
 
 /* The end of the body: every device sent its end marker, and what it announced. */

@@ -27,6 +27,7 @@
 #include "migration/hints.h"
 #include "migration/sink.h"
 #include "stream/chan.h"
+#include "stream/sum.h"
 #include "util/bufpool.h"
 #include "util/helper.h"
 
@@ -150,6 +151,14 @@ struct ferry_migration {
 		uint64_t save_ns, load_ns, apply_ns;
 		uint64_t reordered; /* destination: buffers that arrived early */
 	} live_stats[FERRY_LIVE_DEVICES_MAX];
+	/*
+	 * Integrity (stream/sum.h; its own atomics and lock): set up by the
+	 * main thread before the stream's header (source: x-checksum on;
+	 * destination: a version 2 header), then attached to every channel
+	 * that carries guest data. sums_on: it was.
+	 */
+	ferry_sums sums;
+	bool sums_on;
 };
 
 /* Status change + MIGRATION event; takes vm->mig_lock. Any migration thread. */

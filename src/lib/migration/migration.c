@@ -86,6 +86,7 @@ void ferry_migration_params_init(ferry_migration_params *p)
 	p->cpu_throttle_tailslow = false;
 	p->max_cpu_throttle = 99;
 	p->device_state_max_queued = 64;
+	p->checksum = true;
 }
 
 static bool is_final(ferry_migration_status s)

@@ -115,10 +115,11 @@ struct out_packet {
 	int cnt;
 	uint64_t normal[FERRY_MF_MAX_PAGES], zero[FERRY_MF_MAX_PAGES];
 	uint32_t nn, nz, flags, clen;
+	size_t idx_off, sums_off; /* in hdr: the index list, the checksums (stream/sum.h) */
 };
 
 /* Sorts j's pages into data and zero pages (here, not in the main thread) and names them. */
-static void packet_pages(const ferry_mf_job *j, struct out_packet *p)
+static void packet_pages(ferry_mf_send_chan *c, const ferry_mf_job *j, struct out_packet *p)
 {
 	for (uint32_t i = 0; i < j->n; i++) {
 		const uint8_t *page = j->rb->host + (j->pages[i] << FERRY_PAGE_SHIFT);
@@ -128,8 +129,25 @@ static void packet_pages(const ferry_mf_job *j, struct out_packet *p)
 			p->normal[p->nn++] = j->pages[i];
 	}
 	p->h += ferry__wire_st_name(p->hdr + p->h, j->rb->name);
+	p->idx_off = p->h;
 	p->h += ferry__wire_st_indices(p->hdr + p->h, p->normal, p->nn);
 	p->h += ferry__wire_st_indices(p->hdr + p->h, p->zero, p->nz);
+	p->sums_off = p->h;
+	if (c->s->m->chan.sums)
+		p->h += ferry__wire_st_mf_sums(p->hdr + p->h, j->rb, p->normal, p->nn);
+}
+
+/* Folds packet num of channel c into the stream digest (stream/sum.h). */
+static void packet_fold(ferry_mf_send_chan *c, const ferry_mf_job *j, const struct out_packet *p,
+			uint64_t num)
+{
+	ferry_sums *sums = c->s->m->chan.sums;
+	if (!sums)
+		return;
+	uint64_t v = j->sync ? ferry__wire_mf_value(NULL, NULL, 0, NULL, 0)
+			     : ferry__wire_mf_value(j->rb->name, p->hdr + p->idx_off, p->nn + p->nz,
+						    p->hdr + p->sums_off, p->nn);
+	ferry__sum_fold(sums, FERRY_SUM_MULTIFD + c->id, num, v);
 }
 
 /* Whether to try zstd on nn data pages: not while backing off (those count as skipped). */
@@ -221,11 +239,12 @@ static void packet_raw(const ferry_mf_job *j, struct out_packet *p)
 }
 
 /* Encodes the header and writes the packet in grants of the limiter; counts its pages. */
-static int packet_send(ferry_mf_send_chan *c, struct out_packet *p)
+static int packet_send(ferry_mf_send_chan *c, const ferry_mf_job *j, struct out_packet *p)
 {
 	ferry_mf_sender *s = c->s;
 	ferry_wire_mf_pkt pkt = { .flags = p->flags, .normal = p->nn, .zero = p->nz,
 				  .clen = p->clen, .num = c->packet_num++ };
+	packet_fold(c, j, p, pkt.num);
 	ferry__wire_mf_pkt_encode(p->hdr, &pkt);
 	p->iov[0].iov_base = p->hdr;
 	p->iov[0].iov_len = p->h;
@@ -243,10 +262,14 @@ static int packet_send(ferry_mf_send_chan *c, struct out_packet *p)
 /* A device-state packet: the headers, then the buffer (freed here). */
 static int send_dev_packet(ferry_mf_send_chan *c, ferry_mf_job *j)
 {
-	uint8_t hdr[FERRY_MF_DEV_PKT_LEN];
+	uint8_t hdr[FERRY_MF_DEV_PKT_LEN + FERRY_SUM_LEN];
 	ferry_wire_dev_hdr h = { .dev = j->dev.dev, .index = j->dev.index, .len = j->dev.len };
-	ferry__wire_mf_dev_encode(hdr, c->packet_num++, &h);
-	struct iovec iov[2] = { { hdr, sizeof(hdr) }, { j->dev.data, j->dev.len } };
+	uint64_t num = c->packet_num++;
+	size_t hl = ferry__wire_mf_dev_encode_sum(hdr, num, &h, j->dev.data, c->s->m->chan.sums);
+	if (c->s->m->chan.sums)
+		ferry__sum_fold(c->s->m->chan.sums, FERRY_SUM_MULTIFD + c->id, num,
+				ferry__ld_be64(hdr + FERRY_MF_DEV_PKT_LEN));
+	struct iovec iov[2] = { { hdr, hl }, { j->dev.data, j->dev.len } };
 	uint8_t ref[2] = { 0, 0 };
 	struct piece_ctx pc = { c, ref };
 	int r = ferry__rl_send(&c->s->m->rl, iov, 2, send_piece, &pc);
@@ -267,13 +290,13 @@ static int send_packet(ferry_mf_send_chan *c, ferry_mf_job *j)
 	struct out_packet p = { .h = FERRY_MF_HDR_LEN, .cnt = 1,
 				.flags = j->sync ? FERRY_MF_SYNC : 0 };
 	if (!j->sync)
-		packet_pages(j, &p);
+		packet_pages(c, j, &p);
 	int r = zstd_wanted(c, p.nn) ? packet_zstd(c, j, &p) : 0;
 	if (r)
 		return r;
 	if (!(p.flags & FERRY_MF_ZSTD))
 		packet_raw(j, &p);
-	return packet_send(c, &p);
+	return packet_send(c, j, &p);
 }
 
 /* Thread: mig/src/send_N. Sends its queued jobs (s->lock held only around the queue). */
@@ -727,9 +750,14 @@ static int recv_header(ferry_mf_recv_chan *c, ferry_wire_mf_pkt *pkt)
 	return 0;
 }
 
-/* The packet's block and its n page indices, each checked against the block. */
-static int recv_pages_of(ferry_mf_recv_chan *c, uint32_t n, struct ferry_ram_block **rbp,
-			 uint64_t idx[FERRY_MF_MAX_PAGES])
+/*
+ * The packet's block and its n page indices, each checked against the
+ * block; with checksums, its nn data pages' checksums into sums, the
+ * packet folded as record *rec of the channel.
+ */
+static int recv_pages_of(ferry_mf_recv_chan *c, uint32_t n, uint32_t nn,
+			 struct ferry_ram_block **rbp, uint64_t idx[FERRY_MF_MAX_PAGES],
+			 uint8_t *sums, uint64_t *rec)
 {
 	ferry_chan *in = &c->in;
 	char name[FERRY_NAME_MAX + 1];
@@ -752,6 +780,12 @@ static int recv_pages_of(ferry_mf_recv_chan *c, uint32_t n, struct ferry_ram_blo
 						(unsigned long long)rb->npages);
 	}
 	*rbp = rb;
+	if (!in->sums)
+		return 0;
+	if ((e = ferry__chan_read(in, sums, (size_t)nn * FERRY_SUM_LEN)))
+		return e;
+	*rec = in->sum_seq;
+	ferry__sum_fold_chan(in, ferry__wire_mf_value(rb->name, ib, n, sums, nn));
 	return 0;
 }
 
@@ -821,12 +855,14 @@ static int recv_dev(ferry_mf_recv_chan *c)
 	ferry_wire_dev_hdr h;
 	int e;
 	ferry__chan_ctx(in, "multifd device state");
-	if ((e = ferry__wire_get_mf_dev(in, &h)))
+	uint64_t sum;
+	if ((e = ferry__wire_get_mf_dev(in, &h)) || (e = ferry__wire_get_sum(in, &sum)))
 		return e;
 	ferry_part_buf b = { .dev = h.dev, .index = h.index, .flags = h.flags, .len = h.len };
 	if (!(b.data = ferry__buf_get(c->r->m->bufs, h.len)))
 		return ferry__chan_fail(in, -ENOMEM, "out of memory for device state");
-	if ((e = ferry__chan_read_direct(in, b.data, h.len))) { /* no copy through in's buffer */
+	if ((e = ferry__chan_read_direct(in, b.data, h.len)) || /* no copy through in's buffer */
+	    (e = ferry__wire_check_dev_sum(in, &h, b.data, sum))) {
 		ferry__buf_put(b.data);
 		return e;
 	}
@@ -841,19 +877,31 @@ static int recv_packet(ferry_mf_recv_chan *c, bool *sync)
 {
 	ferry_wire_mf_pkt pkt;
 	struct ferry_ram_block *rb = NULL;
-	uint64_t idx[FERRY_MF_MAX_PAGES];
+	uint64_t idx[FERRY_MF_MAX_PAGES], rec = 0;
+	uint8_t sums[FERRY_MF_MAX_PAGES * FERRY_SUM_LEN];
 	int e = recv_header(c, &pkt);
-	if (e || (*sync = pkt.flags & FERRY_MF_SYNC))
+	if (e)
 		return e;
+	if ((*sync = pkt.flags & FERRY_MF_SYNC)) {
+		ferry__sum_fold_chan(&c->in, ferry__wire_mf_value(NULL, NULL, 0, NULL, 0));
+		return 0;
+	}
 	if (pkt.flags & FERRY_MF_DEVICE)
 		return recv_dev(c);
-	if ((e = recv_pages_of(c, pkt.normal + pkt.zero, &rb, idx)))
+	if ((e = recv_pages_of(c, pkt.normal + pkt.zero, pkt.normal, &rb, idx, sums, &rec)))
 		return e;
 	if (pkt.flags & FERRY_MF_ZSTD)
 		e = recv_zstd(c, rb, idx, pkt.normal, pkt.clen);
 	else
 		e = ferry__place_recv(&c->in, rb, idx, 0, pkt.normal, c->bounce);
-	return e ? e : recv_done(c, rb, idx, pkt.normal, pkt.zero);
+	if (e)
+		return e;
+	if (c->in.sums) { /* where the data landed: precopy, so bad pages are marked, not fatal */
+		ferry__sum_check_pages(&c->in, rec, rb, idx, 0, pkt.normal,
+				       ferry__place_in_mapping(rb) ? NULL : c->bounce, sums, false);
+		ferry__sum_clear(c->in.sums, rb, idx + pkt.normal, 0, pkt.zero);
+	}
+	return recv_done(c, rb, idx, pkt.normal, pkt.zero);
 }
 
 /* Thread: mig/dst/recv_N. Packets until an error or quit; waits under r->lock after each SYNC. */
@@ -967,6 +1015,8 @@ static int take_channel(ferry_mf_receiver *r, int fd, const uint8_t uuid[16], bo
 	}
 	c->in.in_offset = FERRY_MF_HS_LEN; /* offsets count the handshake */
 	c->in.peer = "source";
+	if (r->m->chan.sums)
+		ferry__sums_attach(&c->in, r->m->chan.sums, FERRY_SUM_MULTIFD + id);
 	return 0;
 }
 

@@ -61,9 +61,10 @@ static const ferry_migration_param_desc table[] = {
 	  RANGE(1, 4096) },
 	{ "x-device-save-threads", FERRY_MIGRATION_PARAM_U32, F(device_save_threads),
 	  RANGE(0, FERRY_LIVE_DEVICES_MAX) },
+	{ "x-checksum", FERRY_MIGRATION_PARAM_BOOL, F(checksum) },
 };
 #define N_PARAMS (sizeof(table) / sizeof(table[0]))
-_Static_assert(N_PARAMS == 20, "words[] below names the entries by index");
+_Static_assert(N_PARAMS == 21, "words[] below names the entries by index");
 
 /* How a limit is worded in messages. */
 enum words {

@@ -10,6 +10,7 @@
 #include "migration/participant.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -280,7 +281,7 @@ static int vmsd_save_complete(void *opaque, ferry_chan *c)
 		uint32_t id = FERRY_SECTION_RAM + 1 + i;
 		ferry__wire_put_section_start(c, FERRY_REC_SECTION_FULL, id, d->id, d->instance,
 					      d->vmsd->version);
-		ferry__wire_put_device_state(c, buf, n);
+		ferry__wire_put_device_state(c, id, buf, n);
 		ferry__wire_put_footer(c, id);
 		free(buf);
 	}
@@ -304,8 +305,9 @@ static int vmsd_load(void *opaque, ferry_chan *c, const ferry_section *s)
 		return ferry__chan_fail(c, FERRY_EMISMATCH, "unknown device '%s' instance %u",
 					s->idstr, s->instance);
 	uint32_t len;
+	uint64_t sum;
 	int r = ferry__wire_get_device_len(c, &len);
-	if (r)
+	if (r || (r = ferry__wire_get_sum(c, &sum)))
 		return r;
 	if (len > FERRY_DEVICE_STATE_MAX)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM, "device '%s' state of %u bytes (max %u)",
@@ -313,7 +315,10 @@ static int vmsd_load(void *opaque, ferry_chan *c, const ferry_section *s)
 	uint8_t *buf = malloc(len ? len : 1);
 	if (!buf)
 		return ferry__chan_fail(c, -ENOMEM, "out of memory for device state");
-	if ((r = ferry__chan_read(c, buf, len))) {
+	char what[FERRY_NAME_MAX + 40];
+	snprintf(what, sizeof(what), "device '%s' instance %u", s->idstr, s->instance);
+	if ((r = ferry__chan_read(c, buf, len)) ||
+	    (r = ferry__wire_check_sum(c, buf, len, s->id, sum, what))) {
 		free(buf);
 		return r;
 	}

@@ -625,6 +625,8 @@ static int pc_accept_preempt(ferry_dst *l, int lfd, ferry_error *err)
 		return r;
 	}
 	l->pre.peer = "source";
+	if (l->m->sums_on)
+		ferry__sums_attach(&l->pre, &l->m->sums, FERRY_SUM_PREEMPT);
 	uint8_t hs[FERRY_PC_HS_LEN];
 	ferry__chan_ctx(&l->pre, "preempt channel handshake");
 	if ((r = ferry__chan_read(&l->pre, hs, sizeof(hs)))) {
@@ -680,8 +682,12 @@ int ferry__postcopy_listen(ferry_dst *l)
 	/* Precopy is over: the multifd receivers have placed all they had. */
 	ferry__dst_mf_stop(l);
 	ferry__place_fini(l->vm); /* RAM is registered for postcopy instead */
+	/* Pages that did not verify in precopy must be among those sent again. */
+	int r = ferry__sum_listen(c, l->pc->pending);
+	if (r)
+		return r;
 	uint64_t t0 = ferry__now_ns();
-	int r = ferry__pc_dst_listen(l->pc, c, &err);
+	r = ferry__pc_dst_listen(l->pc, c, &err);
 	ferry_dbg("postcopy: listening (RAM registered) in %.2f ms", (double)(ferry__now_ns() - t0) / 1e6);
 	if (r)
 		return ferry__chan_fail(c, r, "%s", err.msg);
@@ -822,6 +828,8 @@ static int pc_load_package(ferry_dst *l)
 	int r = ferry__chan_init(&pk, l->pkg_fd);
 	if (r)
 		return r;
+	if (l->m->sums_on)
+		ferry__sums_attach(&pk, &l->m->sums, FERRY_SUM_PACKAGE);
 	l->pkg_fd = -1; /* the channel owns it */
 	ferry_dst pl = { .m = l->m, .vm = l->vm, .c = &pk, .parts = l->parts, .pc = l->pc,
 		      .pc_listening = true, .pkg_fd = -1 };
@@ -866,13 +874,16 @@ static int pc_accept_resume(ferry_dst *l, int lfd, ferry_error *err)
 	}
 	c->peer = "source";
 	atomic_store(&l->m->chan_fd, fd);
+	if (l->m->sums_on)
+		ferry__sums_attach(c, &l->m->sums, FERRY_SUM_MAIN);
 	ferry_wire_hdr hdr;
 	uint8_t t;
 	uint16_t cmd, clen;
 	ferry__chan_ctx(c, "stream header");
 	if ((r = ferry__wire_get_header(c, &hdr)))
 		goto bad;
-	if (hdr.magic != FERRY_STREAM_MAGIC || hdr.version != FERRY_STREAM_VERSION ||
+	uint32_t version = c->sums ? FERRY_STREAM_VERSION : FERRY_STREAM_VERSION_PLAIN;
+	if (hdr.magic != FERRY_STREAM_MAGIC || hdr.version != version ||
 	    memcmp(hdr.uuid, l->uuid, FERRY_UUID_LEN)) {
 		r = ferry__chan_fail(c, FERRY_EMISMATCH, "the connection is not from this migration's source");
 		goto bad;

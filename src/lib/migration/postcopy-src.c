@@ -87,7 +87,7 @@ static int pre_put(ferry_page_sink *s, const struct ferry_ram_block *rb, uint64_
 		   uint64_t first, uint32_t n)
 {
 	ferry_pc_src *pc = ferry_container_of(s, ferry_pc_src, pre_sink);
-	ferry__wire_put_ram_run(&pc->pre, kind, rb->name, first, n,
+	ferry__wire_put_ram_run(&pc->pre, kind, rb->name, false, first, n,
 				rb->host + (first << FERRY_PAGE_SHIFT));
 	return ferry__chan_flush(&pc->pre);
 }
@@ -184,6 +184,8 @@ static int pc_connect_preempt(struct ferry_migration *m, const char *uri)
 		close(fd);
 		return r;
 	}
+	if (m->sums_on)
+		ferry__sums_attach(&pc->pre, &m->sums, FERRY_SUM_PREEMPT);
 	atomic_store(&m->preempt_fd, fd);
 	pthread_mutex_lock(&pc->lock);
 	pc->pre_up = true;
@@ -270,6 +272,8 @@ static int pc_reconnect(struct ferry_migration *m, const char *uri, ferry_ram_sa
 	}
 	c->peer = "destination";
 	atomic_store(&m->chan_fd, fd);
+	if (m->sums_on)
+		ferry__sums_attach(c, &m->sums, FERRY_SUM_MAIN);
 	pc_reset_for_resume(m);
 	if ((r = ferry__src_rp_start(m)))
 		goto fail;
@@ -569,6 +573,8 @@ static int pc_package(struct src_ctx *x, ferry_chan *c)
 		close(pfd);
 		return r;
 	}
+	if (m->sums_on)
+		ferry__sums_attach(&pk, &m->sums, FERRY_SUM_PACKAGE);
 	uint8_t run = x->stopped_by_us;
 	if (!(r = ferry__parts_save_complete(&x->parts, &pk, FERRY_WALK_PACKAGE))) {
 		ferry__wire_put_cmd_u8(&pk, FERRY_CMD_POSTCOPY_RUN, run);

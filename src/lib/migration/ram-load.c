@@ -84,6 +84,16 @@ static struct ferry_placer *placer_want(ferry_ram_loader *l)
 	return l->placer;
 }
 
+/* A PAGES or ZEROS record as read: where, how many, its checksums (stream/sum.h). */
+struct ram_run {
+	struct ferry_ram_block *rb;
+	bool zero;
+	uint64_t first;
+	uint32_t n;
+	uint64_t rec; /* the record's number on its channel */
+	uint8_t sums[FERRY_RAM_MAX_RUN * FERRY_SUM_LEN];
+};
+
 /* Progress: relaxed, only counters (ferry__dst_stats reads them on another thread). */
 static void count(ferry_ram_loader *l, bool zero, uint32_t n)
 {
@@ -91,19 +101,43 @@ static void count(ferry_ram_loader *l, bool zero, uint32_t n)
 }
 
 /*
- * One PAGES (zero false) or ZEROS run of rb, its bounds checked: hands it
- * to postcopy's atomic placement after LISTEN, else to the placer (queued
- * to the placing threads when they run, else placed here).
+ * The run's checksums (stream/sum.h) once its data is in data (NULL: in
+ * guest RAM at its place); zeros make bad pages good. strict: postcopy.
  */
-static int load_run(ferry_ram_loader *l, struct ferry_ram_block *rb, bool zero, uint64_t first,
-		    uint32_t n)
+static int verify_run(ferry_ram_loader *l, const struct ram_run *run, const uint8_t *data,
+		      bool strict)
 {
 	ferry_chan *c = l->c;
+	if (!c->sums)
+		return 0;
+	if (run->zero) {
+		ferry__sum_clear(c->sums, run->rb, NULL, run->first, run->n);
+		return 0;
+	}
+	return ferry__sum_check_pages(c, run->rec, run->rb, NULL, run->first, run->n, data, run->sums,
+				      strict);
+}
+
+/*
+ * One PAGES (zero false) or ZEROS run of rb, its bounds checked: hands it
+ * to postcopy's atomic placement after LISTEN (verified first), else to
+ * the placer (queued to the placing threads when they run, else placed
+ * here), verified as it lands.
+ */
+static int load_run(ferry_ram_loader *l, const struct ram_run *run)
+{
+	ferry_chan *c = l->c;
+	struct ferry_ram_block *rb = run->rb;
+	bool zero = run->zero;
+	uint64_t first = run->first;
+	uint32_t n = run->n;
 	int r;
 	if (l->pc) {
 		/* Postcopy: RAM may be in use; place whole pages atomically. */
 		unsigned bi = ferry__block_index(l->vm, rb);
 		if (!zero && (r = ferry__chan_read(c, l->bounce, (size_t)n << FERRY_PAGE_SHIFT)))
+			return r;
+		if ((r = verify_run(l, run, l->bounce, true)))
 			return r;
 		if ((r = ferry__pc_place(l->pc, bi, first, n, zero ? NULL : l->bounce)))
 			return ferry__chan_fail(c, r, "cannot place pages %llu..%llu of '%s': %s",
@@ -120,6 +154,7 @@ static int load_run(ferry_ram_loader *l, struct ferry_ram_block *rb, bool zero, 
 			return r;
 		if (!zero && (r = ferry__chan_read_direct(c, buf, (size_t)n << FERRY_PAGE_SHIFT)))
 			return r;
+		verify_run(l, run, buf, false);
 		ferry__placer_push(pl, rb, first, n, zero);
 		count(l, zero, n);
 		return 0;
@@ -129,6 +164,7 @@ static int load_run(ferry_ram_loader *l, struct ferry_ram_block *rb, bool zero, 
 			if ((r = ferry__place_zero(c, rb, p)))
 				return r;
 		count(l, true, n);
+		verify_run(l, run, NULL, false);
 		return 0; /* holes stay holes: `received` only for data */
 	}
 	if (!ferry__place_in_mapping(rb) && !l->bounce &&
@@ -136,6 +172,7 @@ static int load_run(ferry_ram_loader *l, struct ferry_ram_block *rb, bool zero, 
 		return ferry__chan_fail(c, -ENOMEM, "out of memory for a RAM buffer");
 	if ((r = ferry__place_recv(c, rb, NULL, first, n, l->bounce)))
 		return r;
+	verify_run(l, run, ferry__place_in_mapping(rb) ? NULL : l->bounce, false);
 	count(l, false, n);
 	ferry__bitmap_set_range(rb->received, first, n);
 	return 0;
@@ -209,18 +246,21 @@ static int load_pages_record(ferry_ram_loader *l, uint64_t flags, uint64_t addr)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM, "unknown RAM record flags 0x%llx",
 					(unsigned long long)flags);
 	ferry__chan_ctx_name(c, kind == FERRY_RAM_PAGES ? "RAM pages" : "RAM zero pages");
-	struct ferry_ram_block *rb;
-	uint32_t n;
+	struct ram_run run = { .zero = kind == FERRY_RAM_ZEROS, .first = addr >> FERRY_PAGE_SHIFT };
 	int r;
-	if ((r = record_block(l, flags, &rb)) || (r = ferry__wire_get_ram_count(c, &n)))
+	if ((r = record_block(l, flags, &run.rb)) || (r = ferry__wire_get_ram_count(c, &run.n)) ||
+	    (r = ferry__wire_get_ram_sums(c, kind, run.rb->name, run.first, run.n, run.sums,
+					  &run.rec)))
 		return r;
-	uint64_t first = addr >> FERRY_PAGE_SHIFT;
+	struct ferry_ram_block *rb = run.rb;
+	uint64_t first = run.first;
+	uint32_t n = run.n;
 	if (first >= rb->npages || n > rb->npages - first)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM,
 					"pages %llu..%llu outside RAM block '%s' (%llu pages)",
 					(unsigned long long)first, (unsigned long long)(first + n - 1),
 					rb->name, (unsigned long long)rb->npages);
-	return load_run(l, rb, kind == FERRY_RAM_ZEROS, first, n);
+	return load_run(l, &run);
 }
 
 /* One record after its RAM word; *eos set at the end of the section. */

@@ -267,7 +267,7 @@ static int chan_put(ferry_page_sink *s, const struct ferry_ram_block *rb, uint64
 {
 	ferry_ram_saver *rs = ferry_container_of(s, ferry_ram_saver, chan_sink);
 	ferry_chan *c = rs->c;
-	ferry__wire_put_ram_run(c, kind, rb == rs->last_block ? NULL : rb->name, start, n,
+	ferry__wire_put_ram_run(c, kind, rb->name, rb == rs->last_block, start, n,
 				rb->host + (start << FERRY_PAGE_SHIFT));
 	rs->last_block = rb;
 	if (kind == FERRY_RAM_PAGES) {

@@ -370,6 +370,11 @@ static int phase_negotiate(struct src_ctx *x)
 	ferry__mig_params(x->m, &x->p0);
 	if ((r = ferry__pc_src_open(x)) || (r = ferry__src_rp_start(x->m)))
 		return r;
+	x->m->sums_on = x->p0.checksum;
+	if (x->m->sums_on) { /* before the header, whose version says so */
+		ferry__sums_init(&x->m->sums, NULL);
+		ferry__sums_attach(x->c, &x->m->sums, FERRY_SUM_MAIN);
+	}
 	ferry__wire_put_header(x->c, x->vm->uuid);
 	x->stream_open = true;
 	if ((r = mf_open(x)))
@@ -522,6 +527,8 @@ static int phase_complete(struct src_ctx *x)
 	ferry__mig_event(m, FERRY_EVENT_PASS, x->pass + 1);
 	if ((r = ferry__parts_save_complete(&x->parts, c, FERRY_WALK_ALL)))
 		return r;
+	if (c->sums) /* every guest-data record is out: multifd's too (the last sync) */
+		ferry__wire_put_cmd_digest(c, c->sums);
 	ferry__wire_put_cmd_u8(c, FERRY_CMD_VM_STATE, (uint8_t)x->stopped_by_us);
 	ferry__wire_put_record(c, FERRY_REC_EOF);
 	x->stream_open = false;
@@ -663,6 +670,8 @@ static void phase_cleanup(struct src_ctx *x)
 	if (m->rp_started)
 		pthread_join(m->rp_thread, NULL);
 	ferry__chan_close(x->c);
+	if (m->sums_on)
+		ferry__sums_fini(&m->sums);
 }
 
 void *ferry__source_thread(void *arg)

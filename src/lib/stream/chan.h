@@ -68,6 +68,16 @@ typedef struct ferry_chan {
 	const char *in_ctx; /* record being parsed, for messages */
 	const char *peer;   /* who writes to us, for messages ("source"); NULL: "peer" */
 	uint64_t in_rec;    /* stream offset where that record starts */
+
+	/*
+	 * Integrity (stream/sum.h): NULL when the stream carries no
+	 * checksums. Set before the channel's first record; sum_seq counts
+	 * the guest-data records of the channel's one data direction
+	 * (written by the source, read by the destination).
+	 */
+	struct ferry_sums *sums;
+	uint32_t sum_carrier;
+	uint64_t sum_seq;
 } ferry_chan;
 
 /* Takes ownership of fd. Returns 0 or -ENOMEM. */

@@ -9,7 +9,13 @@
 #define FERRY_STREAM_FORMAT_H
 
 #define FERRY_STREAM_MAGIC 0x46525259u /* "FRRY" */
-#define FERRY_STREAM_VERSION 1u
+/*
+ * Version 2: guest-data records carry XXH3-64 checksums and the stream
+ * ends with a DIGEST (docs/wire-format.md, "Checksums"). A source with
+ * x-checksum off writes version 1, the layout without them.
+ */
+#define FERRY_STREAM_VERSION 2u
+#define FERRY_STREAM_VERSION_PLAIN 1u
 
 /* Record types (first byte of each top-level record). */
 enum {
@@ -58,6 +64,8 @@ enum {
 	 * channel (QEMU's MIG_CMD_SWITCHOVER_START).
 	 */
 	FERRY_CMD_SWITCHOVER_START = 11,
+	/* DIGEST: be64 records, be64 digest (version 2, before EOF of a precopy stream) */
+	FERRY_CMD_DIGEST = 12,
 	FERRY_CMD__MAX,
 };
 

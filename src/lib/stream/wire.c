@@ -9,6 +9,7 @@
 #include "stream/wire.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "ferry/common.h"
@@ -57,7 +58,8 @@ void ferry__wire_put_header(ferry_chan *c, const uint8_t uuid[FERRY_UUID_LEN])
 {
 	uint8_t b[FERRY_HDR_LEN];
 	ferry__st_be32(b + FERRY_HDR_MAGIC_OFF, FERRY_STREAM_MAGIC);
-	ferry__st_be32(b + FERRY_HDR_VERSION_OFF, FERRY_STREAM_VERSION);
+	ferry__st_be32(b + FERRY_HDR_VERSION_OFF,
+		       c->sums ? FERRY_STREAM_VERSION : FERRY_STREAM_VERSION_PLAIN);
 	memcpy(b + FERRY_HDR_UUID_OFF, uuid, FERRY_UUID_LEN);
 	ferry__st_be32(b + FERRY_HDR_PSIZE_OFF, FERRY_PAGE_SIZE);
 	ferry__chan_put(c, b, sizeof(b));
@@ -157,10 +159,56 @@ int ferry__wire_get_footer(ferry_chan *c, uint32_t id)
 	return 0;
 }
 
-void ferry__wire_put_device_state(ferry_chan *c, const void *p, uint32_t len)
+void ferry__wire_put_device_state(ferry_chan *c, uint32_t id, const void *p, uint32_t len)
 {
 	ferry__chan_put_be32(c, len);
+	ferry__wire_put_sum(c, p, len, id);
 	ferry__chan_put(c, p, len);
+}
+
+/* ---- checksums ---- */
+
+void ferry__wire_put_sum(ferry_chan *c, const void *p, size_t len, uint64_t seed)
+{
+	if (!c->sums)
+		return;
+	uint64_t sum = ferry__sum_buf(p, len, seed);
+	ferry__chan_put_be64(c, sum);
+	ferry__sum_fold_chan(c, sum);
+}
+
+int ferry__wire_get_sum(ferry_chan *c, uint64_t *sum)
+{
+	*sum = 0;
+	return c->sums ? ferry__chan_get_be64(c, sum) : 0;
+}
+
+int ferry__wire_check_sum(ferry_chan *c, const void *p, size_t len, uint64_t seed, uint64_t sum,
+			  const char *what)
+{
+	if (!c->sums)
+		return 0;
+	ferry__sum_fold_chan(c, sum);
+	return ferry__sum_check_buf(c, p, len, seed, sum, what);
+}
+
+size_t ferry__wire_st_mf_sums(uint8_t *b, const struct ferry_ram_block *rb, const uint64_t *idx,
+			      uint32_t nn)
+{
+	uint64_t seed = ferry__sum_seed(rb->name);
+	for (uint32_t i = 0; i < nn; i++)
+		ferry__st_be64(b + (size_t)i * FERRY_SUM_LEN,
+			       ferry__sum_page(rb->host + (idx[i] << FERRY_PAGE_SHIFT), seed, idx[i]));
+	return (size_t)nn * FERRY_SUM_LEN;
+}
+
+uint64_t ferry__wire_mf_value(const char *block, const uint8_t *idx, uint32_t n,
+			      const uint8_t *sums, uint32_t nn)
+{
+	if (!block)
+		return ferry__sum_ram_value(FERRY_MF_SYNC, 0, 0, 0, NULL, 0);
+	return ferry__sum_ram_value(0, ferry__sum_seed(block),
+				    XXH3_64bits(idx, (size_t)n * FERRY_MF_INDEX_LEN), n, sums, nn);
 }
 
 /* ---- live devices ---- */
@@ -210,6 +258,7 @@ void ferry__wire_put_dev_state(ferry_chan *c, const ferry_wire_dev_hdr *h, const
 	ferry__wire_st_dev_hdr(b, h);
 	ferry__chan_put_u8(c, FERRY_DEV_STATE);
 	ferry__chan_put(c, b, sizeof(b));
+	ferry__wire_put_sum(c, data, h->len, ferry__sum_dev_seed(h->dev, h->index));
 	if (h->len)
 		ferry__chan_put_external(c, data, h->len);
 }
@@ -253,9 +302,29 @@ void ferry__wire_mf_dev_encode(uint8_t b[FERRY_MF_DEV_PKT_LEN], uint64_t num,
 	ferry__wire_st_dev_hdr(b + FERRY_MF_HDR_LEN, h);
 }
 
+size_t ferry__wire_mf_dev_encode_sum(uint8_t *b, uint64_t num, const ferry_wire_dev_hdr *h,
+				     const void *data, const ferry_sums *sums)
+{
+	ferry__wire_mf_dev_encode(b, num, h);
+	if (!sums)
+		return FERRY_MF_DEV_PKT_LEN;
+	ferry__st_be64(b + FERRY_MF_DEV_PKT_LEN,
+		       ferry__sum_buf(data, h->len, ferry__sum_dev_seed(h->dev, h->index)));
+	return FERRY_MF_DEV_PKT_LEN + FERRY_SUM_LEN;
+}
+
 int ferry__wire_get_mf_dev(ferry_chan *c, ferry_wire_dev_hdr *h)
 {
 	return get_dev_hdr(c, h, 0);
+}
+
+int ferry__wire_check_dev_sum(ferry_chan *c, const ferry_wire_dev_hdr *h, const void *data,
+			      uint64_t sum)
+{
+	char what[64];
+	snprintf(what, sizeof(what), "live device %u buffer %u", h->dev, h->index);
+	return ferry__wire_check_sum(c, data, h->len, ferry__sum_dev_seed(h->dev, h->index), sum,
+				     what);
 }
 
 void ferry__wire_put_dev_config(ferry_chan *c, uint32_t dev, uint32_t version, const void *p,
@@ -265,6 +334,7 @@ void ferry__wire_put_dev_config(ferry_chan *c, uint32_t dev, uint32_t version, c
 	ferry__chan_put_be32(c, dev);
 	ferry__chan_put_be32(c, version);
 	ferry__chan_put_be32(c, len);
+	ferry__wire_put_sum(c, p, len, ferry__sum_dev_seed(dev, UINT32_MAX));
 	ferry__chan_put(c, p, len);
 }
 
@@ -332,11 +402,49 @@ int ferry__wire_cmd_len(uint16_t cmd)
 		[FERRY_CMD_POSTCOPY_RESUME] = FERRY_CMD_LEN_RESUME_ONLY,
 		[FERRY_CMD_POSTCOPY_PACKAGE] = FERRY_CMD_PACKAGE_LEN,
 		[FERRY_CMD_SWITCHOVER_START] = 0,
+		[FERRY_CMD_DIGEST] = FERRY_CMD_DIGEST_LEN,
 	};
 	return cmd < FERRY_CMD__MAX ? lens[cmd] : FERRY_CMD_LEN_RESUME_ONLY;
 }
 
+void ferry__wire_put_cmd_digest(ferry_chan *c, ferry_sums *s)
+{
+	uint8_t b[FERRY_CMD_DIGEST_LEN];
+	ferry__st_be64(b + FERRY_CMD_DIGEST_RECORDS_OFF, atomic_load(&s->records));
+	ferry__st_be64(b + FERRY_CMD_DIGEST_SUM_OFF, atomic_load(&s->digest));
+	ferry__wire_put_cmd(c, FERRY_CMD_DIGEST, b, sizeof(b));
+}
+
 /* ---- RAM section body ---- */
+
+void ferry__wire_put_ram_sums(ferry_chan *c, uint64_t kind, const char *block, uint64_t first,
+			      uint32_t n, const void *pages)
+{
+	uint8_t b[FERRY_RAM_MAX_RUN * FERRY_SUM_LEN];
+	uint64_t seed = ferry__sum_seed(block);
+	uint32_t ns = kind == FERRY_RAM_PAGES ? n : 0;
+	for (uint32_t i = 0; i < ns; i++)
+		ferry__st_be64(b + (size_t)i * FERRY_SUM_LEN,
+			       ferry__sum_page((const uint8_t *)pages + ((size_t)i << FERRY_PAGE_SHIFT),
+					       seed, first + i));
+	if (ns)
+		ferry__chan_put(c, b, (size_t)ns * FERRY_SUM_LEN);
+	ferry__sum_fold_chan(c, ferry__sum_ram_value(kind, seed, first, n, b, ns));
+}
+
+int ferry__wire_get_ram_sums(ferry_chan *c, uint64_t kind, const char *block, uint64_t first,
+			     uint32_t n, uint8_t *sums, uint64_t *rec)
+{
+	if (!c->sums)
+		return 0;
+	uint32_t ns = kind == FERRY_RAM_PAGES ? n : 0;
+	int r = ns ? ferry__chan_read(c, sums, (size_t)ns * FERRY_SUM_LEN) : 0;
+	if (r)
+		return r;
+	*rec = c->sum_seq;
+	ferry__sum_fold_chan(c, ferry__sum_ram_value(kind, ferry__sum_seed(block), first, n, sums, ns));
+	return 0;
+}
 
 int ferry__wire_get_ram_count(ferry_chan *c, uint32_t *n)
 {

@@ -36,6 +36,7 @@
 #include "internal.h"
 #include "stream/chan.h"
 #include "stream/format.h"
+#include "stream/sum.h"
 
 _Static_assert(FERRY_NAME_MAX <= 255, "a name's length travels in one byte");
 
@@ -142,7 +143,7 @@ _Static_assert(FERRY_MF_NUM_OFF + 8 == FERRY_MF_HDR_LEN, "multifd packet header 
 #define FERRY_MF_INDEX_LEN 8u
 /* The largest header, block name and index list of one packet. */
 #define FERRY_MF_HDR_MAX (FERRY_MF_HDR_LEN + 1 + FERRY_NAME_MAX + \
-			  FERRY_MF_INDEX_LEN * FERRY_MF_MAX_PAGES)
+			  (FERRY_MF_INDEX_LEN + FERRY_SUM_LEN) * FERRY_MF_MAX_PAGES)
 
 typedef struct ferry_wire_mf_pkt {
 	uint32_t magic, version; /* set by decode; encode writes the constants */
@@ -186,6 +187,33 @@ static inline void ferry__wire_ld_indices(const uint8_t *b, uint64_t *idx, uint3
 		idx[i] = ferry__ld_be64(b + FERRY_MF_INDEX_LEN * i);
 }
 
+/*
+ * Checksums of a packet's nn data pages (pages idx[0..nn) of rb, in guest
+ * RAM), stored at b; returns the bytes used (FERRY_SUM_LEN each).
+ */
+size_t ferry__wire_st_mf_sums(uint8_t *b, const struct ferry_ram_block *rb, const uint64_t *idx,
+			      uint32_t nn);
+/*
+ * The digest value of a page packet: its block, the index list (n of them,
+ * as on the wire) and the data pages' checksums (nn, as on the wire). A
+ * SYNC packet's: ferry__wire_mf_value(NULL, NULL, 0, NULL, 0).
+ */
+uint64_t ferry__wire_mf_value(const char *block, const uint8_t *idx, uint32_t n,
+			      const uint8_t *sums, uint32_t nn);
+
+/* ---- checksums of device payloads (stream/sum.h; no-ops without them) ---- */
+
+/* Queues the be64 checksum of p (len bytes, seeded) and folds it as c's next record. */
+void ferry__wire_put_sum(ferry_chan *c, const void *p, size_t len, uint64_t seed);
+/* Reads a be64 checksum (0 without checksums). */
+int ferry__wire_get_sum(ferry_chan *c, uint64_t *sum);
+/*
+ * Folds sum as c's next record and checks the payload p against it; on a
+ * mismatch fails c with "checksum mismatch: WHAT, CARRIER".
+ */
+int ferry__wire_check_sum(ferry_chan *c, const void *p, size_t len, uint64_t seed, uint64_t sum,
+			  const char *what);
+
 /* ---- records ---- */
 
 /* Queues a record that is its type byte alone (EOF, CANCELLED). */
@@ -219,8 +247,8 @@ int ferry__wire_get_section_start(ferry_chan *c, uint32_t *id, char idstr[FERRY_
 /* Reads a footer and checks that it closes section id. */
 int ferry__wire_get_footer(ferry_chan *c, uint32_t id);
 
-/* SECTION_FULL device body: be32 length, then the vmsd encoding. */
-void ferry__wire_put_device_state(ferry_chan *c, const void *p, uint32_t len);
+/* SECTION_FULL device body of section id: be32 length, [be64 checksum,] the vmsd encoding. */
+void ferry__wire_put_device_state(ferry_chan *c, uint32_t id, const void *p, uint32_t len);
 
 /* Reads a device body's be32 length (the caller bounds it). */
 static inline int ferry__wire_get_device_len(ferry_chan *c, uint32_t *len)
@@ -278,7 +306,7 @@ static inline void ferry__wire_ld_dev_hdr(const uint8_t b[FERRY_DEV_HDR_LEN], fe
 	h->len = ferry__ld_be32(b + FERRY_DEV_LEN_OFF);
 }
 
-/* Queues a DEV_STATE record: tag, header, and data (not copied: valid until flush). */
+/* Queues a DEV_STATE record: tag, header, [checksum,] data (not copied: valid until flush). */
 void ferry__wire_put_dev_state(ferry_chan *c, const ferry_wire_dev_hdr *h, const void *data);
 /*
  * Reads a DEV_STATE header (after its tag) and checks what the layout
@@ -295,11 +323,20 @@ int ferry__wire_get_dev_hdr(ferry_chan *c, ferry_wire_dev_hdr *h);
 void ferry__wire_mf_dev_encode(uint8_t b[FERRY_MF_DEV_PKT_LEN], uint64_t num,
 			       const ferry_wire_dev_hdr *h);
 /*
+ * The same, followed by the be64 checksum of data when sums is not NULL
+ * (b has FERRY_MF_DEV_PKT_LEN + FERRY_SUM_LEN bytes); returns the length.
+ */
+size_t ferry__wire_mf_dev_encode_sum(uint8_t *b, uint64_t num, const ferry_wire_dev_hdr *h,
+				     const void *data, const ferry_sums *sums);
+/*
  * Reads the DEV_STATE header of a device-state packet (after its multifd
  * header) and checks it as ferry__wire_get_dev_hdr does, but for an end
  * marker: those go on the main channel.
  */
 int ferry__wire_get_mf_dev(ferry_chan *c, ferry_wire_dev_hdr *h);
+/* A device buffer (h->len bytes of data) against the checksum its record carried. */
+int ferry__wire_check_dev_sum(ferry_chan *c, const ferry_wire_dev_hdr *h, const void *data,
+			      uint64_t sum);
 /* Queues DEV_MF_SYNC: every multifd channel sent its SYNC after the device packets. */
 static inline void ferry__wire_put_dev_mf_sync(ferry_chan *c)
 {
@@ -310,7 +347,7 @@ static inline void ferry__wire_put_dev_eos(ferry_chan *c)
 {
 	ferry__chan_put_u8(c, FERRY_DEV_EOS);
 }
-/* Queues a DEV_CONFIG record: tag, device, version, length, the vmsd bytes (copied). */
+/* Queues a DEV_CONFIG record: tag, device, version, length, [checksum,] the vmsd bytes (copied). */
 void ferry__wire_put_dev_config(ferry_chan *c, uint32_t dev, uint32_t version, const void *p,
 				uint32_t len);
 /* Reads a DEV_CONFIG header after its tag; refuses a length above FERRY_DEVICE_STATE_MAX. */
@@ -328,8 +365,11 @@ enum {
 	FERRY_CMD_ADVISE_LEN = 4,
 	FERRY_CMD_RUN_LEN = 1,
 	FERRY_CMD_PACKAGE_LEN = 4,
+	FERRY_CMD_DIGEST_LEN = 16,
+	FERRY_CMD_DIGEST_RECORDS_OFF = 0,
+	FERRY_CMD_DIGEST_SUM_OFF = 8,
 	/* Largest fixed payload. */
-	FERRY_CMD_FIXED_MAX = 8,
+	FERRY_CMD_FIXED_MAX = 16,
 };
 /* ferry__wire_cmd_len: payload length of a variable (DISCARD) / not-here (RESUME) command. */
 enum { FERRY_CMD_LEN_VARIABLE = -1, FERRY_CMD_LEN_RESUME_ONLY = -2 };
@@ -346,6 +386,14 @@ void ferry__wire_put_cmd_multifd(ferry_chan *c, uint32_t channels, uint8_t compr
 static inline uint32_t ferry__wire_cmd_be32(const uint8_t *payload)
 {
 	return ferry__ld_be32(payload);
+}
+/* Queues DIGEST: the records folded into s so far and their digest. */
+void ferry__wire_put_cmd_digest(ferry_chan *c, ferry_sums *s);
+static inline void ferry__wire_cmd_digest_decode(const uint8_t *payload, uint64_t *records,
+						 uint64_t *digest)
+{
+	*records = ferry__ld_be64(payload + FERRY_CMD_DIGEST_RECORDS_OFF);
+	*digest = ferry__ld_be64(payload + FERRY_CMD_DIGEST_SUM_OFF);
 }
 /* Splits a MULTIFD payload (FERRY_CMD_MULTIFD_LEN bytes). */
 static inline void ferry__wire_cmd_multifd_decode(const uint8_t *payload, uint32_t *channels,
@@ -371,20 +419,25 @@ static inline void ferry__wire_put_ram_flag(ferry_chan *c, uint64_t flag)
 
 /*
  * Queues a PAGES or ZEROS record (kind) for pages [first, first + n) of the
- * block named `block`, or of the previous record's block when block is NULL
- * (CONTINUE). For PAGES, `pages` points at the n pages, queued without a
- * copy (they must stay valid until the flush).
+ * block named `block`, naming it unless cont (CONTINUE: the previous
+ * record's block). For PAGES, `pages` points at the n pages, queued
+ * without a copy (they must stay valid until the flush). With checksums,
+ * the pages' checksums follow the count, and the record is folded.
  */
+void ferry__wire_put_ram_sums(ferry_chan *c, uint64_t kind, const char *block, uint64_t first,
+			      uint32_t n, const void *pages);
 static inline void ferry__wire_put_ram_run(ferry_chan *c, uint64_t kind, const char *block,
-					   uint64_t first, uint32_t n, const void *pages)
+					   bool cont, uint64_t first, uint32_t n, const void *pages)
 {
 	uint64_t word = (first << FERRY_PAGE_SHIFT) | kind;
-	if (!block)
+	if (cont)
 		word |= FERRY_RAM_CONTINUE;
 	ferry__chan_put_be64(c, word);
-	if (block)
+	if (!cont)
 		ferry__wire_put_name(c, block);
 	ferry__chan_put_be32(c, n);
+	if (c->sums)
+		ferry__wire_put_ram_sums(c, kind, block, first, n, pages);
 	if (kind == FERRY_RAM_PAGES)
 		ferry__chan_put_external(c, pages, (size_t)n << FERRY_PAGE_SHIFT);
 }
@@ -401,6 +454,13 @@ static inline int ferry__wire_get_ram_word(ferry_chan *c, uint64_t *flags, uint6
 
 /* Reads a PAGES/ZEROS run's be32 count and checks 1..FERRY_RAM_MAX_RUN. */
 int ferry__wire_get_ram_count(ferry_chan *c, uint32_t *n);
+/*
+ * With checksums, after the count: reads a PAGES run's n checksums into
+ * sums (FERRY_RAM_MAX_RUN * FERRY_SUM_LEN bytes), folds the record (ZEROS
+ * too) and sets *rec to its number on c. A no-op without checksums.
+ */
+int ferry__wire_get_ram_sums(ferry_chan *c, uint64_t kind, const char *block, uint64_t first,
+			     uint32_t n, uint8_t *sums, uint64_t *rec);
 
 /* MEM_SIZE: the word with the total, be32 block count; then one entry per block. */
 void ferry__wire_put_mem_size(ferry_chan *c, uint64_t total, uint32_t nblocks);
