@@ -55,6 +55,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -867,7 +868,8 @@ static void listener_resume(void *opaque)
 	ferry_loop_watch_set(L->w, EPOLLIN);
 }
 
-static void client_add(ferry_qmp_server *s, int fd)
+/* Takes fd as a client and greets it; closes it if refused. Returns 0 or a negative errno. */
+static int client_add(ferry_qmp_server *s, int fd)
 {
 	if (s->nclients >= s->cfg.max_clients) {
 		char msg[160];
@@ -879,7 +881,7 @@ static void client_add(ferry_qmp_server *s, int fd)
 			/* Nothing more to do for a client we refuse anyway. */
 		}
 		close(fd);
-		return;
+		return -EBUSY;
 	}
 	qmp_client *c = calloc(1, sizeof(*c));
 	char *in = malloc(s->cfg.in_max);
@@ -887,7 +889,7 @@ static void client_add(ferry_qmp_server *s, int fd)
 		free(c);
 		free(in);
 		close(fd);
-		return;
+		return -ENOMEM;
 	}
 	c->s = s;
 	c->fd = fd;
@@ -899,7 +901,7 @@ static void client_add(ferry_qmp_server *s, int fd)
 		free(in);
 		free(c);
 		close(fd);
-		return;
+		return r;
 	}
 	c->next = s->clients;
 	if (s->clients)
@@ -911,6 +913,19 @@ static void client_add(ferry_qmp_server *s, int fd)
 	c->depth++;
 	client_send(c, g);
 	client_leave(c);
+	return 0;
+}
+
+int ferry_qmp_server_adopt(ferry_qmp_server *s, int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
+	    fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+		int r = -errno;
+		close(fd);
+		return r;
+	}
+	return client_add(s, fd);
 }
 
 static void listener_accept(void *opaque, uint32_t events)
