@@ -311,9 +311,27 @@ static void client_send(qmp_client *c, json_t *msg)
 	free(line);
 }
 
-static json_t *error_obj(const char *cls, const char *desc)
+static bool partial_utf8_tail(const unsigned char *buf, size_t len);
+
+/*
+ * An error reply. desc was cut to its buffer, maybe inside a UTF-8
+ * sequence of a name the client sent ("Parameter 'ééé..."): the cut
+ * sequence goes, else jansson refuses the string and the client would be
+ * dropped instead of answered.
+ */
+static json_t *error_obj(const char *cls, char *desc)
 {
-	return json_pack("{s:{s:s,s:s}}", "error", "class", cls, "desc", desc);
+	size_t n = strlen(desc);
+	if (partial_utf8_tail((const unsigned char *)desc, n)) {
+		while (n && ((unsigned char)desc[n - 1] & 0xc0) == 0x80)
+			n--;
+		desc[n ? n - 1 : 0] = '\0'; /* the sequence's lead byte */
+	}
+	json_t *m = json_pack("{s:{s:s,s:s}}", "error", "class", cls, "desc", desc);
+	if (!m) /* not UTF-8 for another reason: still an answer */
+		m = json_pack("{s:{s:s,s:s}}", "error", "class", cls, "desc",
+			      "(error message not valid UTF-8)");
+	return m;
 }
 
 /* An error reply outside any request (bad framing), with id if known. */
