@@ -101,16 +101,16 @@ static void cmd_now(void *opaque, ferry_qmp_req *req, json_t *args)
 	ferry_qmp_req_return(req, NULL);
 }
 
+/* Replies later: settle() completes it once the loop is idle. */
 static void cmd_defer(void *opaque, ferry_qmp_req *req, json_t *args)
 {
 	(void)opaque;
+	(void)args;
 	if (ndeferred == DEFER_MAX) {
 		ferry_qmp_req_error(req, FERRY_QMP_GENERIC, "too many deferred");
 		return;
 	}
-	/* The request keeps no reference to args: note what to do in its slot's order. */
 	deferred[ndeferred++] = req;
-	(void)args;
 }
 
 static void cmd_oob(void *opaque, ferry_qmp_req *req, json_t *args)
