@@ -161,8 +161,11 @@ void ferry_loop_timer_start(ferry_loop *l, ferry_loop_timer *t, uint64_t delay_m
 	*p = t;
 }
 
-/* Fires every due timer; returns the epoll timeout until the next one. */
-static int run_timers(ferry_loop *l)
+/*
+ * Fires every due timer (counting them in *fired); returns the epoll
+ * timeout until the next one.
+ */
+static int run_timers(ferry_loop *l, unsigned *fired)
 {
 	for (;;) {
 		ferry_loop_timer *t = l->timers;
@@ -177,32 +180,52 @@ static int run_timers(ferry_loop *l)
 		t->active = false;
 		t->next = NULL;
 		t->fn(t->opaque);
+		(*fired)++;
 		if (l->stop)
 			return 0;
 	}
 }
 
-int ferry_loop_run(ferry_loop *l)
+/* Dispatches one epoll batch (waiting at most timeout ms); returns the events or -errno. */
+static int run_batch(ferry_loop *l, int timeout)
 {
 	struct epoll_event evs[LOOP_BATCH];
+	int n = epoll_wait(l->epfd, evs, LOOP_BATCH, timeout);
+	if (n < 0)
+		return errno == EINTR ? 0 : -errno;
+	for (int i = 0; i < n && !l->stop; i++) {
+		ferry_loop_watch *w = evs[i].data.ptr;
+		if (!w->dead) /* removed by an earlier callback of this batch */
+			w->fn(w->opaque, evs[i].events);
+	}
+	free_graveyard(l);
+	return n;
+}
+
+int ferry_loop_run(ferry_loop *l)
+{
+	unsigned fired = 0;
 	l->stop = false;
 	while (!l->stop) {
-		int timeout = run_timers(l);
+		int timeout = run_timers(l, &fired);
 		if (l->stop)
 			break;
-		int n = epoll_wait(l->epfd, evs, LOOP_BATCH, timeout);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		for (int i = 0; i < n && !l->stop; i++) {
-			ferry_loop_watch *w = evs[i].data.ptr;
-			if (!w->dead) /* removed by an earlier callback of this batch */
-				w->fn(w->opaque, evs[i].events);
-		}
-		free_graveyard(l);
+		int n = run_batch(l, timeout);
+		if (n < 0)
+			return n;
 	}
 	free_graveyard(l);
 	return 0;
+}
+
+int ferry_loop_run_once(ferry_loop *l, int timeout_ms)
+{
+	unsigned fired = 0;
+	l->stop = false;
+	int next = run_timers(l, &fired);
+	if (l->stop)
+		return (int)fired;
+	int timeout = next >= 0 && next < timeout_ms ? next : timeout_ms;
+	int n = run_batch(l, fired ? 0 : timeout);
+	return n < 0 ? n : (int)fired + n;
 }

@@ -58,6 +58,16 @@ void ferry_loop_destroy(ferry_loop *l);
  */
 int ferry_loop_run(ferry_loop *l);
 
+/*
+ * One turn of the loop: fires the due timers, waits at most timeout_ms
+ * (0: not at all; never past the next timer) for fd events and dispatches
+ * them. For embedders and tests that drive the loop themselves (the QMP
+ * fuzz target runs it until nothing is left to do). Returns how many
+ * timers and events it dispatched, or a negative errno if epoll_wait
+ * failed (EINTR counts as nothing dispatched).
+ */
+int ferry_loop_run_once(ferry_loop *l, int timeout_ms);
+
 /* Makes ferry_loop_run() return after the current callback. */
 void ferry_loop_stop(ferry_loop *l);
 

@@ -55,6 +55,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -310,9 +311,27 @@ static void client_send(qmp_client *c, json_t *msg)
 	free(line);
 }
 
-static json_t *error_obj(const char *cls, const char *desc)
+static bool partial_utf8_tail(const unsigned char *buf, size_t len);
+
+/*
+ * An error reply. desc was cut to its buffer, maybe inside a UTF-8
+ * sequence of a name the client sent ("Parameter 'ééé..."): the cut
+ * sequence goes, else jansson refuses the string and the client would be
+ * dropped instead of answered.
+ */
+static json_t *error_obj(const char *cls, char *desc)
 {
-	return json_pack("{s:{s:s,s:s}}", "error", "class", cls, "desc", desc);
+	size_t n = strlen(desc);
+	if (partial_utf8_tail((const unsigned char *)desc, n)) {
+		while (n && ((unsigned char)desc[n - 1] & 0xc0) == 0x80)
+			n--;
+		desc[n ? n - 1 : 0] = '\0'; /* the sequence's lead byte */
+	}
+	json_t *m = json_pack("{s:{s:s,s:s}}", "error", "class", cls, "desc", desc);
+	if (!m) /* not UTF-8 for another reason: still an answer */
+		m = json_pack("{s:{s:s,s:s}}", "error", "class", cls, "desc",
+			      "(error message not valid UTF-8)");
+	return m;
 }
 
 /* An error reply outside any request (bad framing), with id if known. */
@@ -867,7 +886,8 @@ static void listener_resume(void *opaque)
 	ferry_loop_watch_set(L->w, EPOLLIN);
 }
 
-static void client_add(ferry_qmp_server *s, int fd)
+/* Takes fd as a client and greets it; closes it if refused. Returns 0 or a negative errno. */
+static int client_add(ferry_qmp_server *s, int fd)
 {
 	if (s->nclients >= s->cfg.max_clients) {
 		char msg[160];
@@ -879,7 +899,7 @@ static void client_add(ferry_qmp_server *s, int fd)
 			/* Nothing more to do for a client we refuse anyway. */
 		}
 		close(fd);
-		return;
+		return -EBUSY;
 	}
 	qmp_client *c = calloc(1, sizeof(*c));
 	char *in = malloc(s->cfg.in_max);
@@ -887,7 +907,7 @@ static void client_add(ferry_qmp_server *s, int fd)
 		free(c);
 		free(in);
 		close(fd);
-		return;
+		return -ENOMEM;
 	}
 	c->s = s;
 	c->fd = fd;
@@ -899,7 +919,7 @@ static void client_add(ferry_qmp_server *s, int fd)
 		free(in);
 		free(c);
 		close(fd);
-		return;
+		return r;
 	}
 	c->next = s->clients;
 	if (s->clients)
@@ -911,6 +931,19 @@ static void client_add(ferry_qmp_server *s, int fd)
 	c->depth++;
 	client_send(c, g);
 	client_leave(c);
+	return 0;
+}
+
+int ferry_qmp_server_adopt(ferry_qmp_server *s, int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
+	    fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+		int r = -errno;
+		close(fd);
+		return r;
+	}
+	return client_add(s, fd);
 }
 
 static void listener_accept(void *opaque, uint32_t events)

@@ -161,6 +161,16 @@ int ferry_qmp_server_listen(ferry_qmp_server *s, const char *addr, char *bound, 
 			    char *err, size_t err_len);
 
 /*
+ * Takes fd, an already connected stream socket (one end of a
+ * socketpair, a connection the embedder accepted itself), as a client:
+ * made non-blocking and close-on-exec, greeted, served like an accepted
+ * one. The server owns fd from the call on, also on failure (then it is
+ * closed). Returns 0, -EBUSY (max_clients reached: the client gets a
+ * GenericError first), -ENOMEM or a negative errno from fcntl/epoll.
+ */
+int ferry_qmp_server_adopt(ferry_qmp_server *s, int fd);
+
+/*
  * Sends an event to every negotiated client. data (may be NULL: no "data"
  * member, as QEMU's STOP) is stolen. timestamp_us: CLOCK_REALTIME. name
  * must be one of cfg->events (asserted).

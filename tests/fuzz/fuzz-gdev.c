@@ -75,6 +75,12 @@ int ferry_vm_set_vcpu_ops(ferry_vm_t *vm, const ferry_vcpu_ops *ops, void *opaqu
 	return 0;
 }
 
+int ferry_vm_set_vcpu_threads(ferry_vm_t *vm, const pid_t *tids, unsigned n)
+{
+	(void)vm, (void)tids, (void)n;
+	return 0;
+}
+
 ferry_dirty_mode ferry_vm_dirty_mode(const ferry_vm_t *vm)
 {
 	(void)vm;

@@ -6,7 +6,16 @@
 #   devstate  live device records as a source sends them (a setup list,
 #             DEV_STATE data and markers, DEV_CONFIG, a multifd packet) and
 #             a few refused;
-#   gdev      device frames as the guest's read makes them, and bad ones.
+#   gdev      device frames as the guest's read makes them, and bad ones;
+#   qmp       QMP sessions: negotiation, each command of the target's table
+#             with good and bad arguments, oob, deferred replies, garbage,
+#             values cut across writes, UTF-8, an oversized value;
+#   vmsd      SECTION_FULL records of the target's three descriptions at
+#             each version, with and without subsections, and refused ones;
+#   rp        return path messages as a destination sends them (PONG,
+#             requests, MISSING bitmaps of each block, SHUT) and bad ones;
+#   hs        the stream header, multifd hellos, preempt handshakes and a
+#             recovery's opening, good and bad.
 # usage: tests/fuzz/gen-corpus.py [TARGET [OUTDIR]]  (no TARGET: all)
 import os
 import struct
@@ -166,7 +175,200 @@ def gdev_seeds():
     }
 
 
-TARGETS = {'vring': vring_seeds, 'devstate': devstate_seeds, 'gdev': gdev_seeds}
+# ---- qmp: byte 0 picks in_max (256 << b % 5), byte 1 the write size ----
+def qmp(lines, in_max=4, chunk=0):
+    return bytes([in_max, chunk]) + b''.join(
+        (l if isinstance(l, bytes) else l.encode()) + b'\r\n' for l in lines)
+
+
+CAPS = '{"execute": "qmp_capabilities"}'
+CAPS_OOB = '{"execute": "qmp_capabilities", "arguments": {"enable": ["oob"]}}'
+CHANNEL = ('{"channel-type": "main", "addr": {"transport": "socket", "type": "inet", '
+           '"host": "127.0.0.1", "port": "4444"}}')
+
+
+def qmp_seeds():
+    return {
+        'negotiate': qmp([CAPS, '{"execute": "query-commands", "id": 1}']),
+        'schema': qmp([CAPS, '{"execute": "query-qmp-schema", "id": "s"}']),
+        'args': qmp([CAPS, '{"execute": "x-now", "arguments": {"uri": "tcp:1:2", "detach": true, '
+                     '"i": -5, "u": 18446744073709551615, "size": 4096, "f": 1.5, "any": [1, {}], '
+                     '"capabilities": [{"capability": "multifd", "state": true}], '
+                     '"nested": {"n": 4294967295, "tags": [["a"], []], "addr": {"k": 1}}, '
+                     '"channels": [' + CHANNEL + ']}, "id": [1]}']),
+        'bad-args': qmp([CAPS, '{"execute": "x-now", "arguments": {"capabilities": [{"capability": "x", "state": 1}]}}',
+                         '{"execute": "x-now", "arguments": {"nested": {"n": -1}}}',
+                         '{"execute": "x-now", "arguments": {"channels": [{"channel-type": "main", '
+                         '"addr": {"transport": "socket", "type": "unix"}}]}}',
+                         '{"execute": "x-now", "arguments": {"u": -1, "size": 1.5, "bogus": 1}}',
+                         '{"execute": "x-now", "arguments": []}']),
+        'defer': qmp([CAPS, '{"execute": "x-defer", "id": 1, "arguments": {"addrs": [{"type": "fd", "str": "x"}]}}',
+                      '{"execute": "x-now", "id": 2}', '{"execute": "x-defer", "id": 3}',
+                      '{"execute": "x-event"}', '{"execute": "x-fail", "id": 4}'], chunk=7),
+        'oob': qmp([CAPS_OOB, '{"execute": "x-defer", "id": "a"}', '{"execute": "x-now", "id": "b"}',
+                    '{"exec-oob": "x-oob", "id": "c", "arguments": {"value": 7}}',
+                    '{"exec-oob": "x-now", "id": "d"}', '{"exec-oob": "x-fail"}', 'garbage',
+                    '{"execute": "x-oob", "exec-oob": "x-oob"}'] + ['{"execute": "x-now"}'] * 10),
+        'envelope': qmp(['{"execute": "x-now"}', CAPS, CAPS, '[]', '3', '{"execute": 1}',
+                         '{"arguments": {}}', '{"execute": "nope", "id": null}',
+                         '{"execute": "x-now", "extra": 1}', '{"exec-oob": "x-oob"}',
+                         '{"execute": "x-now", "arguments": 5}',
+                         '{"execute": "x-now", "execute": "x-now"}']),
+        'framing': qmp([CAPS, '{"execute": "x-now"}  {"execute": "x-now"}{"execute":"x-now"}',
+                        '}}}]]] garbage "unterminated', 'tru', r'{"execute": "x-now", "id": "\u00e9\ud83d\ude00"}',
+                        b'{"execute": "x-now", "id": "\xc3\xa9\xf0\x9f\x98\x80"}',
+                        b'{"execute": "x-now", "id": "\xc3"}', b'\xff\xfe{}'], chunk=3),
+        'oversized': qmp([CAPS, '{"execute": "x-now", "arguments": {"any": "' + 'x' * 600 + '"}}',
+                          '{"execute": "x-now", "id": 9}'], in_max=1),
+        # A message cut inside a UTF-8 sequence made the reply invalid JSON: the client was dropped.
+        'long-utf8-name': qmp([CAPS, '{"execute": "x-now", "arguments": {"a' + 'é' * 300 + '": 1}, "id": 1}',
+                               '{"execute": "x' + 'é' * 300 + '"}', 'a' + 'é' * 120 + ' garbage',
+                               '{"execute": "x-now", "id": 2}']),
+        'drip': qmp([CAPS, '{"execute": "x-now", "arguments": {"i": 1e5, "f": -0.0}, "id": {"a": [true, false, null]}}'], chunk=1),
+    }
+
+
+# ---- vmsd: the vmstate body (vmstate.c) in a SECTION_FULL record ----
+FT = {'u8': (1, '>B'), 'u16': (2, '>H'), 'u32': (3, '>I'), 'u64': (4, '>Q'), 'i32': (5, '>i'),
+      'i64': (6, '>q'), 'bool': (7, '>B')}
+
+
+def vfield(name, kind, value, ftype=None, size=None):
+    if kind == 'bytes':
+        t, data = 8, value
+    elif kind == 'arr':
+        t, data = 9, b''.join(struct.pack('>Q', x) for x in value)
+    else:
+        t, data = FT[kind][0], struct.pack(FT[kind][1], value)
+    t = t if ftype is None else ftype
+    return bytes([1, t, len(name)]) + name + struct.pack('>I', len(data) if size is None else size) + data
+
+
+def vsub(name, version, body):
+    return bytes([5, len(name)]) + name + struct.pack('>II', version, len(body)) + body
+
+
+def dev_body(version, opt=None, deep=True):
+    b = (vfield(b'u8', 'u8', 7) + vfield(b'u16', 'u16', 0x1234) + vfield(b'u32', 'u32', 5)
+         + vfield(b'u64', 'u64', 1 << 40) + vfield(b'i32', 'i32', -3) + vfield(b'i64', 'i64', -(1 << 50))
+         + vfield(b'flag', 'bool', 1) + vfield(b'bytes', 'bytes', b'b' * 13)
+         + vfield(b'arr', 'arr', [1, 2, 3, 4]))
+    if version >= 2:
+        b += vfield(b'v2', 'u64', 22)
+    if version >= 3:
+        b += vfield(b'v3', 'u32', 33)
+    sub1 = vfield(b'sub_a', 'u32', 9) + vfield(b'sub_b', 'bool', 0)
+    if deep:
+        sub1 += vsub(b'deep', 1, vfield(b'deep', 'bytes', b'd' * 5) + b'\0')
+    b += vsub(b'sub1', 2, sub1 + b'\0')
+    if opt is not None:
+        b += vsub(b'opt', 1, vfield(b'odd', 'u32', opt) + b'\0')
+    return b + b'\0'
+
+
+def section_full(idstr, instance, version, body, sid=2, length=None):
+    n = len(body) if length is None else length
+    return (bytes([0x04]) + struct.pack('>I', sid) + bytes([len(idstr)]) + idstr
+            + struct.pack('>III', instance, version, n) + body + bytes([0x7e]) + struct.pack('>I', sid))
+
+
+def vmsd_seeds():
+    tiny = vfield(b'u8', 'u8', 1) + b'\0'
+    return {
+        'dev-v3': section_full(b'dev', 0, 3, dev_body(3, opt=4)),
+        'dev-v1': section_full(b'dev', 3, 1, dev_body(1, deep=False)),
+        'dev-v2': section_full(b'dev', 6, 2, dev_body(2)) + section_full(b'tiny', 1, 1, tiny, sid=3),
+        'subs': section_full(b'subs', 2, 2, vsub(b'sub1', 1, vfield(b'sub_a', 'u32', 1)
+                                                   + vfield(b'sub_b', 'bool', 1) + b'\0')
+                             + vsub(b'opt', 1, vfield(b'odd', 'u32', 2) + b'\0') + b'\0'),
+        'bad-odd': section_full(b'dev', 0, 3, dev_body(3, opt=5)),
+        'bad-bool': section_full(b'subs', 2, 2, vsub(b'sub1', 1, vfield(b'sub_a', 'u32', 1)
+                                                       + vfield(b'sub_b', 'bool', 2) + b'\0') + b'\0'),
+        'bad-type': section_full(b'tiny', 1, 1, vfield(b'u8', 'u16', 1) + b'\0'),
+        'bad-size': section_full(b'tiny', 1, 1, vfield(b'u8', 'u8', 1, size=2) + b'\0'),
+        'bad-version': section_full(b'dev', 0, 4, dev_body(3)),
+        'bad-sub-order': section_full(b'subs', 2, 2, vsub(b'opt', 1, vfield(b'odd', 'u32', 2) + b'\0')
+                                      + vsub(b'sub1', 1, b'\0') + b'\0'),
+        'bad-trailing': section_full(b'tiny', 1, 1, tiny + b'x'),
+        'bad-len': section_full(b'tiny', 1, 1, tiny, length=0x7fffffff),
+        'bad-footer': section_full(b'tiny', 1, 1, tiny)[:-1] + b'\x09',
+    }
+
+
+# ---- rp: return path messages (format.h); the target's blocks ----
+RP_SHUT, RP_PONG, RP_REQ, RP_RUNNING, RP_MISSING, RP_MISSING_END, RP_HEARTBEAT, RP_SWACK = range(1, 9)
+CHUNK_PAGES = 32768 * 8
+
+
+def rp(t, payload=b''):
+    return struct.pack('>HH', t, len(payload)) + payload
+
+
+def rp_req(first, n, name):
+    return rp(RP_REQ, struct.pack('>QI', first, n) + bytes([len(name)]) + name)
+
+
+def rp_bitmap(name, first, words):
+    return rp(RP_MISSING, bytes([len(name)]) + name + struct.pack('>Q', first)
+              + b''.join(struct.pack('<Q', w) for w in words))
+
+
+def rp_seeds():
+    return {
+        'session': rp(RP_PONG, struct.pack('>I', 7)) + rp(RP_SWACK) + rp(RP_RUNNING)
+        + rp_req(0, 1, b'tiny') + rp_req(60, 9, b'small') + rp(RP_HEARTBEAT)
+        + rp(RP_SHUT, struct.pack('>i', 0) + b'done'),
+        'missing': rp_bitmap(b'tiny', 0, [1]) + rp_bitmap(b'small', 64, [0x1f])
+        + rp_bitmap(b'big', CHUNK_PAGES, [0xffffffffffffffff, 0x3f]) + rp(RP_MISSING_END),
+        'missing-past-end': rp_bitmap(b'small', 0, [0xffffffffffffffff, 0xffffffffffffffff]),
+        'missing-full-chunk': rp_bitmap(b'big', 0, [0xffffffffffffffff] * 4096),
+        'bad-missing': rp_bitmap(b'small', 65, [1]) + rp_bitmap(b'nope', 0, [1]),
+        'bad-missing-short': rp(RP_MISSING, b'\x05small'),
+        'bad-req': rp(RP_REQ, struct.pack('>QI', 0, 1) + b'\x05tiny'),
+        'bad-req-nul': rp_req(0, 1, b'ti\0y'),
+        'bad-len': struct.pack('>HH', RP_MISSING, 0xffff),
+        'shut-error': rp(RP_SHUT, struct.pack('>i', -22) + b'x' * 400),
+    }
+
+
+# ---- hs: the first bytes of each connection (wire.c) ----
+UUID = b'ferry-fuzz-uuid\0'    # fuzz-hs.c's
+STREAM_MAGIC, PAGE = 0x46525259, 4096
+MF_HS_MAGIC, PC_HS_MAGIC = 0x46524d43, 0x46525043
+
+
+def hs_header(magic=STREAM_MAGIC, version=1, uuid=UUID, page=PAGE):
+    return bytes([0]) + struct.pack('>II', magic, version) + uuid + struct.pack('>I', page)
+
+
+def hs_mf(id_, count, magic=MF_HS_MAGIC, version=1, uuid=UUID):
+    return bytes([1]) + struct.pack('>II', magic, version) + uuid + struct.pack('>II', id_, count)
+
+
+def hs_pc(magic=PC_HS_MAGIC, version=1, uuid=UUID):
+    return bytes([2]) + struct.pack('>II', magic, version) + uuid
+
+
+def hs_resume(cmd=9, length=0, rec=0x08):
+    return bytes([3]) + hs_header()[1:] + bytes([rec]) + struct.pack('>HH', cmd, length)
+
+
+def hs_seeds():
+    return {
+        'header': hs_header(),
+        'multifd': hs_mf(0, 2) + hs_mf(1, 2),
+        'preempt': hs_pc(),
+        'resume': hs_resume(),
+        'bad-header': hs_header(magic=0x51455649) + hs_header(version=2) + hs_header(page=65536),
+        'bad-multifd': hs_mf(3, 2) + hs_mf(0, 2, magic=MF_HS_MAGIC + 1) + hs_mf(0, 2, uuid=b'x' * 16),
+        'bad-preempt': hs_pc(version=2) + hs_pc(uuid=b'y' * 16),
+        'bad-resume': hs_resume(cmd=1, length=4),
+        'truncated': hs_mf(0, 2)[:20],
+    }
+
+
+TARGETS = {'vring': vring_seeds, 'devstate': devstate_seeds, 'gdev': gdev_seeds, 'qmp': qmp_seeds,
+           'vmsd': vmsd_seeds, 'rp': rp_seeds, 'hs': hs_seeds}
 
 
 def write(target, out):

@@ -8,7 +8,11 @@
 # usage: tests/fuzz/run.sh TARGET [WORKDIR]
 #   TARGET   vring (the split virtqueue), devstate (the live device
 #            records and the multifd device-state packet), gdev (the
-#            synthetic guest's device frame parser)
+#            synthetic guest's device frame parser), qmp (the QMP server:
+#            framing, envelope, argument checks, dispatch), vmsd (the
+#            device-state decoder behind a SECTION_FULL), rp (the return
+#            path's messages), hs (the stream header and the channels'
+#            handshakes)
 #   WORKDIR  where the binary, the scratch corpus and crash files go
 #            (default: a new temporary directory)
 #   FUZZ_TIME=seconds   run time (default 30)
@@ -37,8 +41,21 @@ case $target in
   gdev)
     srcs=("$src/src/guest/guest.c" "$src/src/guest/devices.c")
     ldflags=(-Wl,--wrap=mmap) ;; # guard pages around the device memory
+  vmsd|rp|hs)
+    srcs=("$lib/stream/wire.c" "$lib/stream/chan.c" "$lib/stream/ratelimit.c"
+          "$lib/transport/socket.c" "$lib/util/bitmap.c" "$lib/util/log.c"
+          "$lib/util/error.c")
+    case $target in
+      vmsd) srcs+=("$lib/stream/vmstate.c") ;;
+      rp) srcs+=("$lib/migration/postcopy.c") ;;
+    esac ;;
+  qmp)
+    d=$src/src/daemon
+    srcs=("$d/qmp.c" "$d/qmp-schema.c" "$d/qmp-fds.c" "$d/loop.c" "$d/host-schema.c"
+          "$lib/transport/socket.c" "$lib/util/log.c" "$lib/util/error.c")
+    ldflags=(-ljansson) ;;
   *)
-    echo "run.sh: unknown target '$target' (vring, devstate, gdev)" >&2
+    echo "run.sh: unknown target '$target' (vring, devstate, gdev, qmp, vmsd, rp, hs)" >&2
     exit 2 ;;
 esac
 
@@ -51,7 +68,7 @@ mkdir -p "$work/corpus" "$work/artifacts"
 "$cc" -g -O1 -std=gnu11 -D_GNU_SOURCE -DFERRY_BUILDING_LIBRARY \
   -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
   -Wall -Wextra -Wno-missing-field-initializers -Werror \
-  -I"$src/include" -I"$lib" -I"$src/src/guest" \
+  -I"$src/include" -I"$lib" -I"$src/src/guest" -I"$src/src/daemon" \
   "$src/tests/fuzz/fuzz-$target.c" "${srcs[@]}" "${ldflags[@]}" -lpthread \
   -o "$work/fuzz-$target"
 
