@@ -9,6 +9,15 @@ its "listening" line). Prints one JSON object. Usage:
   bench/precopy.py [--ferry build/ferry] [--mem 2G] [--runs 3] [--fills random,zero,none]
                    [--dest-modes default,prealloc,thp] [--timeout 300]
   bench/precopy.py --scale 1G,2G,4G,8G [--runs 2] [--settle 5]
+  bench/precopy.py --downtime-grid [--mem 512M] [--rates idle,50M,200M,400M]
+                   [--bandwidths 0,1G,200M] [--limits 50,300] [--grid-timeout 30]
+
+--downtime-grid (downtime that keeps its promise): a running guest (2 vCPUs, workload random,
+each vCPU dirtying RATE per second; idle: workload idle) migrated with every max-bandwidth and
+downtime-limit, to a destination as is (cold). Per cell: whether it switched over, the actual
+downtime, the downtime the switchover was decided on (x-downtime-split.expected) and their
+ratio. Verdicts: every switchover within its limit; every estimate within 20% of the actual.
+A cell that does not converge within --grid-timeout seconds is cancelled (not a switchover).
 
 --scale (how cost grows with the guest): paused random guests of each size, preallocated
 destination, the sizes interleaved (ascending, then descending, ...) with --settle seconds
@@ -195,6 +204,65 @@ def run_mode(a, size, dst_extra):
     return cases
 
 
+def grid_cell(ferry, mem, rate, bw, limit, timeout):
+    """One migration of the grid; its figures, or {"switched": False} when it did not converge."""
+    spec = f"mem={mem},vram=0,vcpus=2," + ("workload=idle" if rate == "idle" else f"workload=random,rate={rate}")
+    tmp = tempfile.mkdtemp(prefix="ferry-grid.")
+    procs = []
+    try:
+        uri = "unix:" + os.path.join(tmp, "mig.sock")
+        socks = [os.path.join(tmp, n + ".qmp") for n in ("dst", "src")]
+        for sock, extra in ((socks[0], ["--incoming", uri]), (socks[1], [])):
+            p = subprocess.Popen([ferry, "host", "--guest", spec, "--qmp", "unix:" + sock, "--json", *extra],
+                                 stdout=subprocess.PIPE, bufsize=0)
+            procs.append(p)
+            line = read_line(p, time.monotonic() + 60)
+            if not line or "listening" not in line:
+                raise RuntimeError(f"host did not start: {line!r}")
+        sets = ["--set", f"downtime-limit={limit}"] + (["--set", f"max-bandwidth={bw}"] if bw != "0" else [])
+        m = subprocess.run([ferry, "migrate", "--qmp", socks[1], uri, "--json", "--timeout", str(timeout), *sets],
+                           capture_output=True, text=True, timeout=timeout + 60)
+        lines = m.stdout.strip().splitlines()
+        res = json.loads(lines[-1]) if lines else {}
+        if res.get("status") != "completed":
+            return {"switched": False, "status": res.get("status", f"exit {m.returncode}"),
+                    "passes": res.get("ram", {}).get("dirty-sync-count")}
+        exp, act = res["x-downtime-split"]["expected"], res["downtime"]
+        return {"switched": True, "downtime_ms": act, "expected_ms": exp,
+                "expected_over_actual": round(exp / act, 2) if act else None,
+                "within_limit": act <= limit, "passes": res["ram"]["dirty-sync-count"],
+                "split": {k: v for k, v in res["x-downtime-split"].items() if k != "expected"}}
+    finally:
+        for sock in ([os.path.join(tmp, "src.qmp"), os.path.join(tmp, "dst.qmp")]):
+            if os.path.exists(sock):
+                qmp(ferry, sock, "quit", timeout=10)
+        kill(procs)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_grid(a):
+    cells = []
+    for rate in a.rates.split(","):
+        for bw in a.bandwidths.split(","):
+            for limit in (int(x) for x in a.limits.split(",")):
+                time.sleep(a.settle)
+                try:
+                    c = grid_cell(a.ferry, a.mem, rate, bw, limit, a.grid_timeout)
+                except (RuntimeError, subprocess.TimeoutExpired, ValueError, KeyError) as e:
+                    c = {"error": str(e)}
+                c.update({"rate_per_vcpu": rate, "max_bandwidth": bw, "downtime_limit_ms": limit})
+                print(f"precopy.py: grid {rate} {bw} {limit}: {c}", file=sys.stderr)
+                cells.append(c)
+    sw = [c for c in cells if c.get("switched")]
+    close = [c for c in sw if c["downtime_ms"] and abs(c["expected_ms"] - c["downtime_ms"]) <= 0.2 * c["downtime_ms"]]
+    return {"benchmark": "precopy-downtime-grid", "mem": a.mem, "vcpus": 2, "destination": "cold",
+            "cells": cells,
+            "verdict": {"switched_over": len(sw), "of": len(cells),
+                        "within_limit": sum(c["within_limit"] for c in sw),
+                        "estimate_within_20pct": len(close),
+                        "target": "every switchover within its limit, every estimate within 20%"}}
+
+
 def parse_size(m):
     return {"G": 1 << 30, "M": 1 << 20}[m[-1]] * int(m[:-1])
 
@@ -272,8 +340,18 @@ def main():
     ap.add_argument("--dest-modes", default="default,prealloc,thp")
     ap.add_argument("--timeout", type=float, default=300, help="seconds for each process wait")
     ap.add_argument("--scale", help="sizes (1G,2G,4G,8G): how cost grows with the guest, see above")
-    ap.add_argument("--settle", type=float, default=5, help="--scale: seconds between runs")
+    ap.add_argument("--settle", type=float, default=5, help="--scale, --downtime-grid: seconds between runs")
+    ap.add_argument("--downtime-grid", action="store_true", help="downtime versus its limit, see above")
+    ap.add_argument("--rates", default="idle,50M,200M,400M")
+    ap.add_argument("--bandwidths", default="0,1G,200M")
+    ap.add_argument("--limits", default="50,300")
+    ap.add_argument("--grid-timeout", type=int, default=30)
     a = ap.parse_args()
+    if a.downtime_grid:
+        if a.mem == "2G":
+            a.mem = "512M"
+        print(json.dumps(run_grid(a), indent=1))
+        return
     if a.scale:
         print(json.dumps(run_scale(a), indent=1))
         return

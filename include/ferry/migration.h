@@ -298,6 +298,11 @@ typedef struct ferry_migration_info {
 	uint64_t total_time_ms;     /* start to completion, or so far */
 	uint64_t setup_time_ms;
 	uint64_t downtime_ms;       /* source stop to destination running */
+	/*
+	 * Source, from the last pass: the downtime a switchover would take now
+	 * (what is left and what the sockets hold, at the link's rate, plus a
+	 * log sync); the switchover comes when it is within downtime-limit.
+	 */
 	uint64_t expected_downtime_ms;
 	uint64_t transferred;       /* bytes on the wire, all records */
 	uint64_t remaining;         /* dirty RAM bytes not yet sent */
@@ -424,6 +429,13 @@ typedef struct ferry_migration_info {
 	uint64_t downtime_ram_ms;
 	uint64_t downtime_device_ms;
 	uint64_t downtime_other_ms;
+	/*
+	 * Source: the downtime the switchover was decided on (expected_downtime_ms
+	 * at the last pass: what was left to send and what the sockets still
+	 * held, at the last dirty pass's rate, plus a log sync as long as the
+	 * last), kept once COMPLETED, to compare with downtime_ms.
+	 */
+	uint64_t downtime_expected_ms;
 	/*
 	 * The transferred bytes split at the switchover, as QEMU's
 	 * precopy-bytes, downtime-bytes and postcopy-bytes (the three add up to

@@ -236,9 +236,10 @@ static void info_devices(json_t *o, const ferry_migration_info *i, ferry_vm_t *v
 	}
 	if (!i->incoming && i->status == FERRY_MIGRATION_COMPLETED) /* precopy or postcopy */
 		json_object_set_new(o, "x-downtime-split",
-				    json_pack("{s:I,s:I,s:I}", "ram", (json_int_t)i->downtime_ram_ms,
+				    json_pack("{s:I,s:I,s:I,s:I}", "ram", (json_int_t)i->downtime_ram_ms,
 					      "device", (json_int_t)i->downtime_device_ms, "other",
-					      (json_int_t)i->downtime_other_ms));
+					      (json_int_t)i->downtime_other_ms, "expected",
+					      (json_int_t)i->downtime_expected_ms));
 	else if (i->incoming && i->live_devices && i->status == FERRY_MIGRATION_COMPLETED)
 		json_object_set_new(o, "x-downtime-split",
 				    json_pack("{s:I}", "device", (json_int_t)i->downtime_device_ms));

@@ -1377,7 +1377,7 @@ def case_live_devices(tmp):
             true(f"live devices: {side} {ms} at least the device's read time",
                  all(d.get(ms, 0) >= 75 for d in ds.get("list", [])), str(ds))
         split = info.get("x-downtime-split", {})
-        eq("live devices: source split keys", sorted(split), ["device", "other", "ram"])
+        eq("live devices: source split keys", sorted(split), ["device", "expected", "other", "ram"])
         true("live devices: device data follows RAM on the main channel, and ends within the downtime",
              split.get("ram", 1 << 30) <= split.get("device", 0) <= info["downtime"] and
              split["device"] + split["other"] in (info["downtime"], info["downtime"] - 1), str(info))

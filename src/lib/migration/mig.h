@@ -208,6 +208,7 @@ typedef struct ferry_ram_saver {
 	const struct ferry_ram_block *last_block; /* for CONTINUE */
 	uint64_t dirty_pages;     /* set bits over all blocks */
 	uint64_t pass_bytes;
+	uint64_t pass_ns;         /* the last pass's duration */
 	/*
 	 * max-bandwidth is applied where bytes are written (m->rl, used by
 	 * the channels); the saver only refreshes the counters, at most every

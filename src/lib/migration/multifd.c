@@ -28,6 +28,7 @@
 #include <zstd.h>
 
 #include "migration/place.h"
+#include "transport/transport.h"
 #include "stream/wire.h"
 #include "transport/transport.h"
 #include "util/bufpool.h"
@@ -583,6 +584,25 @@ void ferry__mf_send_stop(ferry_mf_sender *s)
 }
 
 /* Thread: any, with m->stats_lock held; takes s->lock. */
+/* Bytes handed to the channels and not yet delivered: queued jobs, and what their sockets hold. */
+uint64_t ferry__mf_send_inflight(ferry_mf_sender *s)
+{
+	if (!s->inited)
+		return 0;
+	uint64_t b = 0;
+	pthread_mutex_lock(&s->lock);
+	for (unsigned i = 0; i < s->n; i++) {
+		const ferry_mf_send_chan *ch = &s->ch[i];
+		for (unsigned k = 0; k < ch->queued; k++) {
+			const ferry_mf_job *j = &ch->jobs[(ch->head + k) % FERRY_MF_QUEUE];
+			b += j->dev.data ? j->dev.len : (uint64_t)j->n << FERRY_PAGE_SHIFT;
+		}
+		b += ferry__sock_outq(ch->fd);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return b;
+}
+
 void ferry__mf_send_stats(ferry_mf_sender *s, ferry_migration_info *info)
 {
 	if (!s->inited)

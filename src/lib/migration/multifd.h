@@ -135,6 +135,8 @@ int ferry__mf_send_start(ferry_mf_sender *s, struct ferry_migration *m, unsigned
  * Returns its code or 0.
  */
 int ferry__mf_send_wait_error(ferry_mf_sender *s, int timeout_ms, ferry_error *out);
+/* Bytes queued for the channels or still in their sockets (the downtime estimate). Takes s->lock. */
+uint64_t ferry__mf_send_inflight(ferry_mf_sender *s);
 /*
  * The multifd page sink (sink.h) over the started sender s: pages go to
  * the channels in jobs of up to FERRY_MF_MAX_PAGES pages of one block; a

@@ -51,7 +51,7 @@ int ferry__parts_sync(ferry_parts *t, uint64_t *dirtied)
 	return r;
 }
 
-int ferry__parts_pass(ferry_parts *t, ferry_chan *c, uint64_t *dirtied)
+int ferry__parts_pass(ferry_parts *t, ferry_chan *c)
 {
 	int r = 0;
 	for (unsigned i = 0; i < t->n; i++)
@@ -63,7 +63,7 @@ int ferry__parts_pass(ferry_parts *t, ferry_chan *c, uint64_t *dirtied)
 	for (unsigned i = t->n; i-- > 0;)
 		if (t->p[i].ops->pass_end)
 			t->p[i].ops->pass_end(t->p[i].opaque);
-	return r ? r : ferry__parts_sync(t, dirtied);
+	return r;
 }
 
 uint64_t ferry__parts_pending(ferry_parts *t, uint64_t *precopy, uint64_t *stopcopy)

@@ -159,8 +159,8 @@ int ferry__parts_add(ferry_parts *t, const ferry_participant *ops, void *opaque)
 
 /* Source walks (mig/src/main). */
 int ferry__parts_save_setup(ferry_parts *t, ferry_chan *c);
-/* One pass: pass_begin, save_iterate, pass_end, sync. */
-int ferry__parts_pass(ferry_parts *t, ferry_chan *c, uint64_t *dirtied);
+/* One pass: pass_begin, save_iterate, pass_end (the log sync is ferry__parts_sync). */
+int ferry__parts_pass(ferry_parts *t, ferry_chan *c);
 int ferry__parts_sync(ferry_parts *t, uint64_t *dirtied);
 /* Bytes still to send, precopy plus stop-copy (each also returned if asked). */
 uint64_t ferry__parts_pending(ferry_parts *t, uint64_t *precopy, uint64_t *stopcopy);

@@ -537,7 +537,8 @@ int ferry__ram_save_pass(ferry_ram_saver *rs, uint8_t section_type)
 		r = rs_flush(rs);
 	}
 	rs->dirty_pages = r ? rs->dirty_pages - rs->processed : 0;
-	rs->send_ns += ferry__now_ns() - t0;
+	rs->pass_ns = ferry__now_ns() - t0;
+	rs->send_ns += rs->pass_ns;
 	rs->pass_bytes = wire_bytes(rs) - b0;
 	rs->sent_bytes += rs->pass_bytes;
 	ferry_info("pass: %llu pages (%llu bytes) in %.1f ms", (unsigned long long)rs->processed,

@@ -280,7 +280,7 @@ static void rp_settle(struct ferry_migration *m)
 }
 
 /* query-migrate's pass figures (bw 0: at a pass's start, the estimate stays). */
-static void update_info(struct src_ctx *x, uint32_t pass, uint64_t bw, uint64_t remaining)
+static void update_info(struct src_ctx *x, uint32_t pass, uint64_t bw, uint64_t expected_ms)
 {
 	struct ferry_migration *m = x->m;
 	pthread_mutex_lock(&m->stats_lock);
@@ -290,7 +290,7 @@ static void update_info(struct src_ctx *x, uint32_t pass, uint64_t bw, uint64_t 
 	m->info.stalled = x->stalled;
 	if (bw) {
 		/* mbps itself is the last 100 ms window (ram.c). */
-		m->info.expected_downtime_ms = remaining * 1000 / bw;
+		m->info.expected_downtime_ms = expected_ms;
 		m->info.pages_per_second = bw / FERRY_PAGE_SIZE;
 	}
 	pthread_mutex_unlock(&m->stats_lock);
@@ -415,7 +415,41 @@ static int pass_run(struct src_ctx *x, uint64_t *dirtied)
 	x->pass++;
 	ferry__mig_event(x->m, FERRY_EVENT_PASS, x->pass);
 	update_info(x, x->pass, 0, 0);
-	return ferry__parts_pass(&x->parts, x->c, dirtied);
+	int r = ferry__parts_pass(&x->parts, x->c);
+	if (r)
+		return r;
+	uint64_t t0 = ferry__now_ns();
+	r = ferry__parts_sync(&x->parts, dirtied);
+	x->sync_ns = ferry__now_ns() - t0; /* the final sync, in the downtime, costs about as much */
+	return r;
+}
+
+/*
+ * The downtime if the switchover came now (ns): what is left to send
+ * (dirty pages, devices' stop-copy data) plus what the sockets and the
+ * multifd queues still hold, at the link's rate, plus a log sync as long
+ * as the last one. The rate is the average over all passes, or the last
+ * pass's when it was a pass of dirty pages and slower (the first pass
+ * sends long runs of pages, faster than the scattered dirty ones that are
+ * left at the end); a lower max-bandwidth caps it. *bw: that rate
+ * (bytes/s; 0: nothing measured yet, and UINT64_MAX is returned).
+ */
+static uint64_t downtime_estimate_ns(struct src_ctx *x, const ferry_migration_params *p,
+				     uint64_t remaining, uint64_t *bw)
+{
+	const ferry_ram_saver *rs = &x->rs;
+	*bw = rs->send_ns ? (uint64_t)((double)rs->sent_bytes * 1e9 / (double)rs->send_ns) : 0;
+	if (x->pass >= 2 && rs->pass_ns >= 10000000u && rs->pass_bytes) {
+		uint64_t last = (uint64_t)((double)rs->pass_bytes * 1e9 / (double)rs->pass_ns);
+		if (last < *bw)
+			*bw = last;
+	}
+	if (p->max_bandwidth && *bw > p->max_bandwidth)
+		*bw = p->max_bandwidth; /* a cap lowered since (migrate-set-parameters) */
+	if (!*bw)
+		return UINT64_MAX;
+	uint64_t inflight = ferry__sock_outq(x->fd) + ferry__mf_send_inflight(&x->mf);
+	return (uint64_t)((double)(remaining + inflight) * 1e9 / (double)*bw) + x->sync_ns;
 }
 
 /*
@@ -430,27 +464,23 @@ static bool pass_decide(struct src_ctx *x, uint64_t dirtied)
 	uint64_t dt = now - x->last_sync_ns ? now - x->last_sync_ns : 1;
 	x->dirty_rate = dirtied / FERRY_PAGE_SIZE * 1000000000ull / dt;
 	x->last_sync_ns = now;
-	/* Bandwidth over all passes so far (bytes/s), including rate-limit naps. */
-	uint64_t bw = rs->send_ns ? (uint64_t)((double)rs->sent_bytes * 1e9 / (double)rs->send_ns) : 0;
-	uint64_t remaining = ferry__parts_pending(&x->parts, NULL, NULL);
+	uint64_t remaining = ferry__parts_pending(&x->parts, NULL, NULL), bw;
 	ferry_migration_params p;
 	ferry__mig_params(x->m, &p);
-	/* A cap lowered since (migrate-set-parameters) is what the rest goes at. */
-	if (p.max_bandwidth && bw > p.max_bandwidth)
-		bw = p.max_bandwidth;
-	double threshold = (double)bw * (double)p.downtime_limit_ms / 1000.0;
-	if (!x->stalled && p.max_passes && x->pass >= p.max_passes && (double)remaining > threshold) {
+	x->expected_ns = downtime_estimate_ns(x, &p, remaining, &bw);
+	bool fits = x->expected_ns <= p.downtime_limit_ms * 1000000u;
+	if (!x->stalled && p.max_passes && x->pass >= p.max_passes && !fits) {
 		x->stalled = true;
 		ferry_warn("migration does not converge after %u passes: %llu bytes dirty, "
-			   "%.0f can be sent within the downtime limit; still trying",
-			   x->pass, (unsigned long long)remaining, threshold);
+			   "%.0f ms expected downtime; still trying",
+			   x->pass, (unsigned long long)remaining, (double)x->expected_ns / 1e6);
 	}
-	update_info(x, x->pass, bw, remaining);
+	update_info(x, x->pass, bw, x->expected_ns / 1000000u);
 	if (ferry__pc_src_wanted(x, &p)) {
 		x->postcopy = true;
 		return true;
 	}
-	if ((double)remaining <= threshold && ferry__parts_ready(&x->parts))
+	if (fits && ferry__parts_ready(&x->parts))
 		return true;
 	if (x->p0.auto_converge) {
 		unsigned pct;
@@ -505,6 +535,7 @@ static int phase_switchover(struct src_ctx *x)
 	pthread_mutex_unlock(&vm->run_lock);
 	pthread_mutex_lock(&m->stats_lock);
 	m->sw_bytes = ferry__src_wire_bytes(x); /* what went while the guest ran */
+	m->info.downtime_expected_ms = x->expected_ns == UINT64_MAX ? 0 : x->expected_ns / 1000000u;
 	pthread_mutex_unlock(&m->stats_lock);
 	if (x->stopped_by_us)
 		ferry__mig_event(m, FERRY_EVENT_STOP, 0);

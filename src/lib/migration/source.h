@@ -45,6 +45,8 @@ struct src_ctx {
 	uint64_t last_sync_ns;    /* the last log sync, for the dirty rate */
 	uint64_t dirty_rate;      /* pages dirtied per second at the last sync */
 	uint64_t stop_ns;         /* when the switchover stopped the vCPUs */
+	uint64_t sync_ns;         /* how long the last log sync took */
+	uint64_t expected_ns;     /* the downtime the last pass estimated (downtime_estimate_ns) */
 };
 
 /* ---- return path (source.c) ---- */

@@ -82,4 +82,7 @@ void ferry__sock_tune(int fd);
  */
 void ferry__sock_set_link_timeout(int fd, unsigned ms);
 
+/* Bytes written to fd that the peer has not taken yet (SIOCOUTQ); 0 if unknown. */
+uint64_t ferry__sock_outq(int fd);
+
 #endif
