@@ -6,7 +6,8 @@
  *
  * With tls_creds set in a migration's parameters (ferry/migration.h), every
  * connection of the migration (the main one and its return path, each
- * multifd channel) starts with a TLS 1.3 handshake, and nothing of the
+ * multifd channel, the postcopy preempt channel, the connections of a
+ * postcopy recovery) starts with a TLS 1.3 handshake, and nothing of the
  * guest travels before both sides accepted each other: the server (the
  * destination) tells the client it accepted only after its own checks, and
  * the client sends nothing before it heard so. The record layer is

@@ -6,7 +6,8 @@
  * source guest still running: a client without a certificate, a client
  * certificate from another CA, a hostname mismatch, an expired server
  * certificate, a DN that tls-authz does not allow, and a plaintext peer
- * on either side of a TLS one.
+ * on either side of a TLS one. Postcopy with preempt over TLS, paused and
+ * recovered, bit-exact.
  *
  * The certificates are made at run time with certtool (gnutls-bin) in a
  * fresh directory: ECDSA keys (fast to make), one CA for the good ones and
@@ -251,6 +252,58 @@ static void t_tls_to_plain(void **s)
 	    "the source speaks TLS but tls-creds is not set here");
 }
 
+/*
+ * Postcopy with preempt over TLS, paused and recovered: the preempt
+ * channel and the recovery reconnect are TLS too (a plaintext one would
+ * fail the handshake), and the result is bit-exact.
+ */
+static void t_postcopy_preempt_recover(void **s)
+{
+	(void)s;
+	side src, dst;
+	side_create(&src, "mem=128M,vram=4M,vcpus=2,rate=max,workload=random", FERRY_DIRTY_WP_ASYNC, false);
+	side_create(&dst, "mem=128M,vram=4M,vcpus=2,rate=max,workload=random", FERRY_DIRTY_WP_ASYNC, true);
+	ferry_migration_params sp, dp;
+	ferry_migration_params_init(&sp);
+	ferry_migration_params_init(&dp);
+	dp.postcopy = sp.postcopy = sp.postcopy_preempt = true;
+	sp.postcopy_after_passes = 1;
+	sp.downtime_limit_ms = 1; /* never converge: always switch */
+	apply(&sp, &SRC_OK, FERRY_TLS_ENDPOINT_CLIENT);
+	apply(&dp, &DST_OK, FERRY_TLS_ENDPOINT_SERVER);
+	assert_int_equal(ferry_migration_set_incoming_params(dst.vm, &dp), 0);
+	release(&dp);
+	const char *uri = test_uri();
+	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
+	assert_int_equal(ferry_vm_start(src.vm), 0);
+	side_wait_steps(&src, 1024);
+	assert_int_equal(ferry_migration_start(src.vm, uri, &sp), 0);
+	release(&sp);
+	wait_status(src.vm, FERRY_MIGRATION_POSTCOPY_ACTIVE);
+	int r = ferry_migration_pause(src.vm);
+	if (r != -ENOENT) { /* else postcopy was already over */
+		assert_int_equal(r, 0);
+		wait_status(src.vm, FERRY_MIGRATION_POSTCOPY_PAUSED);
+		wait_status(dst.vm, FERRY_MIGRATION_POSTCOPY_PAUSED);
+		uri = test_uri();
+		assert_int_equal(ferry_migration_recover(dst.vm, uri), 0);
+		int rr;
+		for (int i = 0; i < 5000 && (rr = ferry_migration_resume(src.vm, uri)) == -ENOENT; i++)
+			msleep(1);
+		assert_int_equal(rr, 0);
+	}
+	assert_int_equal(wait_final(src.vm), FERRY_MIGRATION_COMPLETED);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_COMPLETED);
+	ferry_migration_info si;
+	ferry_migration_query(src.vm, &si);
+	assert_true(si.postcopy);
+	if (r != -ENOENT)
+		assert_int_equal(si.postcopy_recoveries, 1);
+	assert_true(side_run_and_verify(&dst, 3000));
+	side_destroy(&src);
+	side_destroy(&dst);
+}
+
 /* x-send-splice cannot work under TLS: refused at the start, with the reason. */
 static void t_splice_refused(void **s)
 {
@@ -282,6 +335,7 @@ int main(void)
 		cmocka_unit_test(t_plain_to_tls),
 		cmocka_unit_test(t_tls_to_plain),
 		cmocka_unit_test(t_splice_refused),
+		cmocka_unit_test(t_postcopy_preempt_recover),
 	};
 	if (system("certtool --version >/dev/null 2>&1"))
 		return 77;
