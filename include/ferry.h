@@ -12,5 +12,6 @@
 #include "ferry/hint.h"
 #include "ferry/virtio.h"
 #include "ferry/transport.h"
+#include "ferry/tls.h"
 
 #endif /* FERRY_H */

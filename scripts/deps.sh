@@ -7,6 +7,8 @@ set -euo pipefail
 pkgs=(
   build-essential pkg-config meson ninja-build
   libzstd-dev libjansson-dev libxxhash-dev libcmocka-dev
+  libgnutls28-dev  # TLS on migration connections (docs/architecture.md, "TLS")
+  gnutls-bin       # certtool: tests make their certificates at run time
   linux-libc-dev python3 clang
   qemu-system-x86  # tests/qmp/test-conformance.py: Ferry's QMP against QEMU 7.2's
 )

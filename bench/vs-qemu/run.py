@@ -10,6 +10,8 @@ See README.md beside this file. Usage:
                        [--one-channel precopy|multifd] [--perf ROW] [--wait-idle 60] [--no-warmup]
                        [--ferry build/ferry] [--qemu qemu-system-x86_64] [--mem 2G] [--timeout 300]
                        [--vs-ferry PARAM=JSON]   (A/B: Ferry against Ferry with PARAM in QEMU's place)
+                       [--tls qemu,ferry]   (TLS on these columns: tls-creds-x509 through QMP, certificates
+                                             made at start with certtool)
 """
 import argparse, json, mmap, os, platform, select, shutil, signal, socket, statistics, subprocess, sys
 import tempfile, threading, time
@@ -285,10 +287,33 @@ def proc_cpu_s(proc):
         return None
 
 
-def drive(row, a, sq, dq, port, deadline, j=None, perf_path=None, extra=None, procs=None):
+def make_certs(tmp):
+    """A CA, a server certificate naming 127.0.0.1 and a client one, in one tls-creds-x509 directory."""
+    d = os.path.join(tmp, "tls")
+    os.mkdir(d)
+    tmpl = {"ca": "cn = CA\nca\ncert_signing_key", "server": "cn = localhost\nip_address = 127.0.0.1\n"
+            "tls_www_server\nsigning_key", "client": "cn = src\ntls_www_client\nsigning_key"}
+    for n, t in tmpl.items():
+        open(os.path.join(d, n + ".info"), "w").write(t + "\nexpiration_days = 2\n")
+        sh(["certtool", "--generate-privkey", "--key-type=ecdsa", "--outfile", os.path.join(d, n + "-key.pem")])
+        ca = [] if n == "ca" else ["--load-ca-certificate", os.path.join(d, "ca-cert.pem"),
+                                   "--load-ca-privkey", os.path.join(d, "ca-key.pem")]
+        sh(["certtool", "--generate-self-signed" if n == "ca" else "--generate-certificate",
+            "--load-privkey", os.path.join(d, n + "-key.pem"), *ca, "--template", os.path.join(d, n + ".info"),
+            "--outfile", os.path.join(d, n + "-cert.pem")])
+    return d
+
+
+def drive(row, a, sq, dq, port, deadline, j=None, perf_path=None, extra=None, procs=None, tls=False):
     """Sets both sides up, migrates, polls until done. Returns the run's figures.
-    procs = (source, destination) processes: their CPU time over the migration is recorded."""
+    procs = (source, destination) processes: their CPU time over the migration is recorded.
+    tls: both sides get tls-creds-x509 (a.tls_dir) and tls-creds, the same QMP for either engine."""
     caps, params = params_for(row, a)
+    if tls:
+        for q, ep in ((dq, "server"), (sq, "client")):
+            q.ret("object-add", {"qom-type": "tls-creds-x509", "id": "tls0", "dir": a.tls_dir,
+                                 "endpoint": ep, "verify-peer": True}, deadline)
+        params = dict(params, **{"tls-creds": "tls0"})
     for q in (dq, sq):
         if caps:
             q.ret("migrate-set-capabilities", {"capabilities": caps}, deadline)
@@ -393,7 +418,8 @@ def run_qemu(row, a, j, src_file, tag, perf_path=None):
         sq = QMP(ssock, deadline, s)
         qs.append(sq)
         try:
-            return drive(row, a, sq, dq, free_port(), deadline, j, perf_path, procs=(s, d))
+            return drive(row, a, sq, dq, free_port(), deadline, j, perf_path, procs=(s, d),
+                         tls="qemu" in a.tls)
         except BenchError as e:
             raise BenchError(f"{e} [qemu src: {j.stderr_tail(s)}] [qemu dst: {j.stderr_tail(d)}]")
     finally:
@@ -428,7 +454,8 @@ def run_ferry(row, a, j, tag, perf_path=None, extra=None):
         qs.append(sq)
         try:
             return drive(row, a, sq, dq, free_port(), deadline, j, perf_path,
-                         dict(a.ferry_set, **(extra or {})), (s, d))
+                         dict(a.ferry_set, **(extra or {})), (s, d),
+                         tls=("qemu" if extra is not None else "ferry") in a.tls)
         except BenchError as e:
             raise BenchError(f"{e} [ferry src: {j.stderr_tail(s)}] [ferry dst: {j.stderr_tail(d)}]")
     finally:
@@ -686,7 +713,14 @@ def main():
     ap.add_argument("--vs-ferry", action="append", default=[], metavar="PARAM=JSON",
                     help="A/B instead of QEMU: the 'qemu' columns are Ferry with these parameters "
                          "too (e.g. x-checksum=false), interleaved with plain Ferry; ratio = A/B")
+    ap.add_argument("--tls", default="", metavar="ENGINES",
+                    help="TLS (tls-creds-x509, verify-peer) on these columns: qemu, ferry or both; with "
+                         "--vs-ferry, 'qemu' is the B column (e.g. --tls ferry --vs-ferry x-checksum=true: "
+                         "Ferry with TLS against Ferry without)")
     a = ap.parse_args()
+    a.tls = [e for e in a.tls.split(",") if e]
+    if set(a.tls) - {"qemu", "ferry"}:
+        ap.error("--tls: qemu, ferry or both")
     try:
         a.ferry_set = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in a.ferry_set)}
         a.vs_ferry = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in a.vs_ferry)}
@@ -717,6 +751,7 @@ def main():
         note = ensure_qemu(a)
         if not os.access(a.ferry, os.X_OK):  # also needed for QEMU: its RAM is a copy of Ferry's
             raise BenchError(f"{a.ferry} not found: build it with `ninja -C build`")
+        a.tls_dir = make_certs(j.tmp) if a.tls else None
         result["machine"] = machine_info(a)
         if note:
             result["machine"]["note"] = note
@@ -734,7 +769,8 @@ def main():
                                 else "allocated as pages arrive"),
             "settle_s": a.settle,
             "ferry_extra_parameters": a.ferry_set,
-            "vs_ferry": a.vs_ferry or None}
+            "vs_ferry": a.vs_ferry or None,
+            "tls": a.tls or None}
         fills = []
         for r in rows:
             if ROWS[r][0] not in fills:

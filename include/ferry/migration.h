@@ -18,6 +18,7 @@
 #ifndef FERRY_MIGRATION_H
 #define FERRY_MIGRATION_H
 
+#include "ferry/tls.h"
 #include "ferry/vm.h"
 
 #ifdef __cplusplus
@@ -199,9 +200,27 @@ typedef struct ferry_migration_params {
 	 * record carries an XXH3-64 checksum of its payload and the stream a
 	 * digest of its records, which the destination verifies (stream
 	 * version 2; docs/wire-format.md, "Checksums"). Off: the stream is
-	 * version 1, without them (for measuring their cost).
+	 * version 1, without them (for measuring their cost). With tls_creds
+	 * set it is off whatever it says: the AEAD authenticates every byte.
 	 */
 	bool checksum;
+	/*
+	 * tls-creds, tls-hostname, tls-authz (both sides, as QEMU;
+	 * ferry/tls.h): with tls_creds set (a client endpoint on the source,
+	 * a server one on the destination), every connection of the migration
+	 * is TLS 1.3, and a peer that the checks refuse gets nothing of the
+	 * guest. tls_hostname: the name the destination's certificate must
+	 * carry ("" = the URI's host). tls_authz: the peer DNs allowed (NULL
+	 * = any the CA vouches for). The pointers are borrowed: the migration
+	 * takes its own references when it starts. With TLS, the AEAD
+	 * authenticates every byte, so x-checksum is not paid twice: the
+	 * stream carries no checksums (version 1) whatever x-checksum says.
+	 * x-send-splice cannot work with TLS (the records are encrypted in
+	 * user space): ferry_migration_start() refuses the two together.
+	 */
+	ferry_tls_creds *tls_creds;
+	ferry_tls_authz *tls_authz;
+	char tls_hostname[256];
 	/* More fields may be added at any time. */
 } ferry_migration_params;
 
@@ -547,7 +566,8 @@ FERRY_EXTERN int ferry_migration_start_postcopy(ferry_vm_t *vm);
 
 /*
  * Destination-side parameters for incoming migrations that start (send
- * their first postcopy command) after this call: postcopy, link_timeout_ms.
+ * their first postcopy command) after this call: postcopy, link_timeout_ms,
+ * the TLS fields (the VM takes its own references on tls_creds and tls_authz).
  * Thread: any.
  */
 FERRY_EXTERN int ferry_migration_set_incoming_params(ferry_vm_t *vm,

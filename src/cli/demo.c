@@ -165,6 +165,9 @@ static void demo_usage(FILE *f)
 		"                  [--dirty auto|wp|explicit] [--set NAME=VALUE]... [--json]\n"
 		"                  [--postcopy [--preempt]] [--no-auto-converge]\n"
 		"                  [--devices N [--devmem 64M] [--devrate 500M|max] [--devprecopy]]\n"
+		"                  [--tls DIR]\n"
+		"  --tls       both hosts with --tls DIR (ferry host --help): TLS 1.3 with mutual\n"
+		"              authentication; the server certificate must name 127.0.0.1\n"
 		"  --devices   N synthetic live devices of devmem bytes each, read at no more\n"
 		"              than devrate bytes/s per device; verified like RAM;\n"
 		"              --devprecopy: they offer PRE_COPY (their data moves while the\n"
@@ -183,6 +186,7 @@ static void demo_usage(FILE *f)
 typedef struct demo_opts {
 	const char *mem, *vcpus, *workload, *rate, *fill, *dirty;
 	const char *devices, *devmem, *devrate; /* live devices: "0" is none */
+	const char *tls;                        /* --tls DIR, or NULL */
 	char *sets[16];
 	int nsets;
 	bool json, postcopy, preempt, auto_converge, devprecopy;
@@ -261,6 +265,7 @@ static int demo_parse(int argc, char **argv, demo_opts *o)
 		{ "devmem", required_argument, 0, 'M' },
 		{ "devrate", required_argument, 0, 'R' },
 		{ "devprecopy", no_argument, 0, 'X' },
+		{ "tls", required_argument, 0, 'T' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 },
 	};
@@ -290,6 +295,7 @@ static int demo_parse(int argc, char **argv, demo_opts *o)
 		case 'M': o->devmem = optarg; break;
 		case 'R': o->devrate = optarg; break;
 		case 'X': o->devprecopy = true; break;
+		case 'T': o->tls = optarg; break;
 		case 'h': demo_usage(stdout); return 0;
 		default: return ferry_cli_bad_option("demo", c, argv, demo_usage);
 		}
@@ -446,8 +452,10 @@ static int demo_verify(demo_run *r, const demo_opts *o)
 /* Spawns both hosts and configures them. 0 or -1 (message printed). */
 static int demo_setup(demo_run *r, const demo_opts *o)
 {
-	char *dargs[] = { "--guest", r->spec, "--dirty", (char *)o->dirty, "--incoming", r->uri, NULL };
-	char *sargs[] = { "--guest", r->spec, "--dirty", (char *)o->dirty, NULL };
+	char *tls = o->tls ? "--tls" : NULL;
+	char *dargs[] = { "--guest", r->spec, "--dirty", (char *)o->dirty, "--incoming", r->uri,
+			  tls, (char *)o->tls, NULL };
+	char *sargs[] = { "--guest", r->spec, "--dirty", (char *)o->dirty, tls, (char *)o->tls, NULL };
 	if (host_spawn(&r->dst, r->self, r->dir, "destination", dargs) ||
 	    host_spawn(&r->src, r->self, r->dir, "source", sargs))
 		return -1;

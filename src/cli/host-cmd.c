@@ -36,6 +36,10 @@ static void host_usage(FILE *f)
 	      "                     or is cancelled, instead of waiting again\n"
 	      "  --no-mem-check     allow mem+vram above MemAvailable (/proc/meminfo); not with\n"
 	      "                     prealloc\n"
+	      "  --tls DIR          TLS 1.3 with mutual authentication on every migration\n"
+	      "                     connection: QMP object tls0 (tls-creds-x509) from DIR\n"
+	      "                     (ca-cert.pem and server-cert/key.pem with --incoming, else\n"
+	      "                     client-cert/key.pem) and parameter tls-creds tls0\n"
 	      "  --json             print one JSON line on stdout once listening\n"
 	      "  -h, --help         print this help and exit\n"
 	      "\n"
@@ -155,10 +159,11 @@ int ferry_cli_host(int argc, char **argv)
 		{ "json", no_argument, 0, 'j' },
 		{ "stopped", no_argument, 0, 'S' },
 		{ "no-mem-check", no_argument, 0, 'M' },
+		{ "tls", required_argument, 0, 't' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 },
 	};
-	const char *spec = "", *incoming = NULL;
+	const char *spec = "", *incoming = NULL, *tls = NULL;
 	char qmp[FERRY_HOST_MAX_QMP][FERRY_HOST_ADDR_MAX];
 	int nqmp = 0;
 	ferry_dirty_mode dmode = FERRY_DIRTY_AUTO;
@@ -186,6 +191,7 @@ int ferry_cli_host(int argc, char **argv)
 			nqmp++;
 			break;
 		case 'i': incoming = optarg; break;
+		case 't': tls = optarg; break;
 		case 'e': exit_on_error = true; break;
 		case 'j': json = true; break;
 		case 'S': stopped = true; break;
@@ -214,7 +220,7 @@ int ferry_cli_host(int argc, char **argv)
 	cfg.paused |= stopped;
 
 	ferry_host_config hc = { .guest = cfg, .dirty = dmode, .nqmp = nqmp, .incoming = incoming,
-				 .exit_on_error = exit_on_error, .json = json };
+				 .exit_on_error = exit_on_error, .json = json, .tls_dir = tls };
 	for (int i = 0; i < nqmp; i++)
 		hc.qmp[i] = qmp[i];
 	return ferry_host_run(&hc);

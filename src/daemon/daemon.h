@@ -34,6 +34,12 @@ typedef struct ferry_host_config {
 	const char *incoming;                /* NULL (a source), "defer" or a migration URI */
 	bool exit_on_error;                  /* destination: exit when an incoming one fails */
 	bool json;                           /* one JSON line on stdout once listening */
+	/*
+	 * NULL, or a tls-creds-x509 directory (--tls): object "tls0" from it
+	 * (a server endpoint with incoming, else a client one; verify-peer)
+	 * and the parameter tls-creds set to it, as if by QMP.
+	 */
+	const char *tls_dir;
 } ferry_host_config;
 
 /*

@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <sched.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "host.h"
 
@@ -378,11 +379,19 @@ void host_incoming_release(host *h)
 /* An incoming migration on uri, or on fd (>= 0; taken). */
 static int incoming_begin(host *h, const char *uri, int fd, char *err, size_t elen)
 {
+	ferry_migration_params p = h->params;
+	int r = host_tls_resolve(&p, true, err, elen);
+	if (r) {
+		if (fd >= 0)
+			close(fd);
+		return r;
+	}
+	ferry_migration_set_incoming_params(h->vm, &p); /* libferry takes its references */
 	host_drain_events(h); /* the previous migration's events, with the old direction */
 	h->ev_last = FERRY_MIGRATION_NONE;
 	h->dir = HOST_DIR_IN;
 	h->in_ran = false;
-	int r = fd >= 0 ? ferry_migration_incoming_fd(h->vm, fd) : ferry_migration_incoming(h->vm, uri);
+	r = fd >= 0 ? ferry_migration_incoming_fd(h->vm, fd) : ferry_migration_incoming(h->vm, uri);
 	if (r == -EBUSY) {
 		snprintf(err, elen, "%s", msg_in_progress);
 		return r;
@@ -524,11 +533,17 @@ static void migrate_done(host *h, host_op *op)
 		op_error(h, op, "%s", err);
 		return;
 	}
+	ferry_migration_params p = h->params;
+	if (host_tls_resolve(&p, false, err, sizeof(err))) {
+		if (fd >= 0)
+			close(fd);
+		op_error(h, op, "%s", err);
+		return;
+	}
 	host_drain_events(h);
 	h->ev_last = FERRY_MIGRATION_NONE;
 	h->dir = HOST_DIR_OUT;
-	int r = fd >= 0 ? ferry_migration_start_fd(h->vm, fd, &h->params)
-			: ferry_migration_start(h->vm, uri, &h->params);
+	int r = fd >= 0 ? ferry_migration_start_fd(h->vm, fd, &p) : ferry_migration_start(h->vm, uri, &p);
 	if (r == -EBUSY)
 		op_error(h, op, "%s", msg_in_progress);
 	else if (r)
@@ -779,7 +794,7 @@ static ferry_qmp_type qmp_type(ferry_migration_param_type t)
  * host_qmp_init().
  */
 #define HOST_MAX_PARAMS 64
-static ferry_qmp_arg params_args[HOST_MAX_PARAMS + 2];
+static ferry_qmp_arg params_args[HOST_MAX_PARAMS + 5];
 
 /*
  * QEMU's max-postcopy-bandwidth: Ferry never caps postcopy (its rate
@@ -798,6 +813,10 @@ void host_qmp_init(void)
 		params_args[i] = (ferry_qmp_arg){ t[i].name, qmp_type(t[i].type), true,
 						  .values = t[i].values };
 	params_args[n] = (ferry_qmp_arg){ POSTCOPY_BW, FERRY_QMP_SIZE, true };
+	/* host-tls.c's: ids of object-add's objects, and a name. */
+	params_args[n + 1] = (ferry_qmp_arg){ "tls-creds", FERRY_QMP_STR, true };
+	params_args[n + 2] = (ferry_qmp_arg){ "tls-hostname", FERRY_QMP_STR, true };
+	params_args[n + 3] = (ferry_qmp_arg){ "tls-authz", FERRY_QMP_STR, true };
 }
 
 /* One parameter from its JSON value (already checked) into p: an enum by its index. */
@@ -832,6 +851,8 @@ static void cmd_set_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
 				    "Parameter '" POSTCOPY_BW "' expects 0 (Ferry never caps postcopy)");
 		return;
 	}
+	if (!host_tls_params_check(req, args))
+		return;
 	for (size_t i = 0; i < n; i++) {
 		json_t *v = json_object_get(args, t[i].name);
 		if (v)
@@ -852,6 +873,7 @@ static void cmd_set_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
 			return;
 		}
 	}
+	host_tls_params_set(args, &p);
 	h->params = p;
 	ferry_migration_set_incoming_params(h->vm, &h->params);
 	ferry_qmp_req_return(req, NULL);
@@ -873,6 +895,7 @@ static void cmd_query_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
 									 : json_integer(v));
 	}
 	json_object_set_new(o, POSTCOPY_BW, json_integer(0));
+	host_tls_params_query(o, &h->params);
 	ferry_qmp_req_return(req, o);
 }
 
@@ -1373,5 +1396,7 @@ const ferry_qmp_command host_commands[] = {
 	{ "add-fd", host_cmd_add_fd, host_add_fd_args, &host_ret_add_fd },
 	{ "remove-fd", host_cmd_remove_fd, host_remove_fd_args, NULL },
 	{ "query-fdsets", host_cmd_query_fdsets, NULL, &host_ret_fdsets },
+	{ "object-add", host_cmd_object_add, NULL, NULL, 0, &host_object_add_args_t },
+	{ "object-del", host_cmd_object_del, host_object_del_args, NULL },
 	{ NULL },
 };

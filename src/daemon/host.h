@@ -94,6 +94,7 @@ struct host {
 
 	/* Control-plane settings (migrate-set-parameters / -capabilities). */
 	ferry_migration_params params;
+	const char *tls_dir; /* ferry_host_config's, or NULL */
 	bool cap_events;
 	bool cap_blocktime; /* postcopy-blocktime: query-migrate's per-vCPU postcopy figures */
 
@@ -232,6 +233,28 @@ void host_cmd_remove_fd(void *opaque, ferry_qmp_req *req, json_t *args);
 void host_cmd_query_fdsets(void *opaque, ferry_qmp_req *req, json_t *args);
 extern const ferry_qmp_arg host_getfd_args[], host_add_fd_args[], host_remove_fd_args[];
 extern const ferry_qmp_arg host_ret_add_fd, host_ret_fdsets;
+
+/*
+ * host-tls.c: object-add (tls-creds-x509, authz-simple), object-del, and
+ * the parameters tls-creds, tls-hostname, tls-authz. Loop thread.
+ */
+void host_cmd_object_add(void *opaque, ferry_qmp_req *req, json_t *args);
+void host_cmd_object_del(void *opaque, ferry_qmp_req *req, json_t *args);
+extern const ferry_qmp_arg host_object_add_args_t, host_object_del_args[];
+/* migrate-set-parameters: refuses over-long values (false: replied). */
+bool host_tls_params_check(ferry_qmp_req *req, json_t *args);
+/* ... and keeps the given ones (tls-hostname in p). */
+void host_tls_params_set(json_t *args, ferry_migration_params *p);
+/* query-migrate-parameters' members, "" when unset. */
+void host_tls_params_query(json_t *o, const ferry_migration_params *p);
+/*
+ * Points p's tls_creds/tls_authz at the objects the parameters name (for
+ * a migration starting now: libferry takes its own references), or fails
+ * with QEMU's message in err ("No TLS credentials with id 'x'").
+ */
+int host_tls_resolve(ferry_migration_params *p, bool server, char *err, size_t len);
+/* --tls DIR: object tls0 from dir (server: a server endpoint) and tls-creds tls0. */
+int host_tls_from_dir(const char *dir, bool server, char *err, size_t len);
 
 /* Whether a migration URI is "fd:NAME". Thread: any. */
 bool host_uri_is_fd(const char *uri);

@@ -190,6 +190,12 @@ int ferry_qmp_check_args(json_t *obj, const ferry_qmp_arg *spec, const char *pre
 	return check_object(obj, &t, prefix, err, elen);
 }
 
+int ferry_qmp_check_type(json_t *obj, const ferry_qmp_arg *type, const char *prefix, char *err,
+			 size_t elen)
+{
+	return check_object(obj, type, prefix, err, elen);
+}
+
 /* ------------------------------------------------------------------ */
 /* Introspection.                                                      */
 
@@ -341,7 +347,7 @@ static void add_builtins(schema *s)
 
 static void add_command(schema *s, const ferry_qmp_command *c)
 {
-	const char *arg = describe_members(s, c->args);
+	const char *arg = c->args_union ? describe(s, c->args_union) : describe_members(s, c->args);
 	const char *ret = c->ret ? describe(s, c->ret) : describe_members(s, NULL);
 	json_t *o = json_pack("{s:s,s:s,s:s,s:s}", "name", c->name, "meta-type", "command", "arg-type",
 			      arg, "ret-type", ret);

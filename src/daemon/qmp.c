@@ -647,7 +647,8 @@ static void dispatch(qmp_client *c, json_t *v)
 	}
 	json_t *args = json_object_get(v, "arguments");
 	json_t *empty = args ? NULL : json_object();
-	if (ferry_qmp_check_args(args ? args : empty, cmd->args, "", err, sizeof(err)))
+	if (cmd->args_union ? ferry_qmp_check_type(args ? args : empty, cmd->args_union, "", err, sizeof(err))
+			    : ferry_qmp_check_args(args ? args : empty, cmd->args, "", err, sizeof(err)))
 		client_error(c, id, FERRY_QMP_GENERIC, "%s", err);
 	else
 		run(c, cmd, opaque, id, name, args ? args : empty, oob);

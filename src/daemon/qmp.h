@@ -125,6 +125,11 @@ typedef struct ferry_qmp_command {
 	 * it while an in-band reply is deferred is safe.
 	 */
 	unsigned flags;
+	/*
+	 * Arguments that are a union (an OBJECT with tag and variants, as
+	 * QEMU's object-add's ObjectOptions), instead of args; NULL: args.
+	 */
+	const ferry_qmp_arg *args_union;
 } ferry_qmp_command;
 
 typedef struct ferry_qmp_event {
@@ -222,6 +227,9 @@ int ferry_qmp_req_take_fd(ferry_qmp_req *req, const char *name);
  * -EINVAL with the message in err.
  */
 int ferry_qmp_check_args(json_t *obj, const ferry_qmp_arg *spec, const char *prefix, char *err,
+			 size_t err_len);
+/* The same against a whole OBJECT type (a union's base and variant). */
+int ferry_qmp_check_type(json_t *obj, const ferry_qmp_arg *type, const char *prefix, char *err,
 			 size_t err_len);
 
 /*

@@ -41,6 +41,34 @@ expect_eq "demo verified" "$(json "$TMP/demo.json" 'j["verified"]')" True
 expect_eq "demo counted pages" "$(json "$TMP/demo.json" 'j["normal_pages"] > 60000')" True
 expect_eq "demo keys" "$(json "$TMP/demo.json" 'sorted(j)')" \
 	"['cpu_throttle_peak', 'downtime_ms', 'mbps', 'normal_pages', 'passes', 'status', 'total_time_ms', 'transferred_bytes', 'verified', 'zero_pages']"
+# TLS: `ferry demo --tls DIR` (certificates made now with certtool: both endpoints' files in one
+# directory, the server's naming 127.0.0.1, the demo's address), then a host whose --tls directory
+# does not exist.
+if command -v certtool >/dev/null; then
+	mkdir "$TMP/tls"
+	(
+		cd "$TMP/tls" || exit 1
+		printf 'cn = CA\nca\ncert_signing_key\nexpiration_days = 2\n' >ca.info
+		printf 'cn = localhost\nip_address = 127.0.0.1\ntls_www_server\nsigning_key\nexpiration_days = 2\n' >server.info
+		printf 'cn = src\ntls_www_client\nsigning_key\nexpiration_days = 2\n' >client.info
+		for n in ca server client; do certtool --generate-privkey --key-type=ecdsa --outfile $n-key.pem; done
+		certtool --generate-self-signed --load-privkey ca-key.pem --template ca.info --outfile ca-cert.pem
+		for n in server client; do
+			certtool --generate-certificate --load-privkey $n-key.pem --load-ca-certificate ca-cert.pem \
+				--load-ca-privkey ca-key.pem --template $n.info --outfile $n-cert.pem
+		done
+	) >/dev/null 2>&1
+	"$FERRY" demo --mem 32M --tls "$TMP/tls" --json >"$TMP/demo-tls.json" 2>"$TMP/demo-tls.err"
+	expect_eq "tls demo exit code" "$?" 0
+	expect_eq "tls demo verified" "$(json "$TMP/demo-tls.json" 'j["verified"]')" True
+	"$FERRY" host --qmp "unix:$TMP/tlsbad.qmp" --guest mem=16M,vram=0 --tls "$TMP/nonexistent" 2>"$TMP/tlsbad.err"
+	expect_eq "host --tls: a missing directory exits 1" "$?" 1
+	expect_eq "host --tls: says which file" \
+		"$(grep -c "ferry host: --tls: cannot load $TMP/nonexistent/ca-cert.pem" "$TMP/tlsbad.err")" 1
+else
+	echo "skip: TLS (no certtool)"
+fi
+
 # Live devices: 2 of 8 MiB read at 50 MiB/s, in frames of 512 KiB with a 16-byte header
 # each (16 per device); device memory is verified with RAM. The limit lets 16 MiB of
 # device state fit the downtime.

@@ -58,7 +58,6 @@ for _names, _why in (
         (["compress-level", "compress-threads", "compress-wait-thread", "decompress-threads"],
          "QEMU's legacy (deprecated) compression: Ferry compresses in multifd, with zstd"),
         (["multifd-zlib-level"], "no zlib: multifd-compression is none or zstd"),
-        (["tls-creds", "tls-hostname", "tls-authz"], "no TLS yet (issue 18)"),
         (["block-incremental"], "no block migration"),
         (["xbzrle-cache-size"], "no XBZRLE"),
         (["x-checkpoint-delay"], "no COLO"),

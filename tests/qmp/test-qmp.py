@@ -341,6 +341,8 @@ DEVSTATE = {"x-device-state-max-queued": 64, "x-device-save-threads": 0,
             "max-postcopy-bandwidth": 0}  # (QEMU's: Ferry never caps postcopy, 0 only)
 # Checksums (docs/wire-format.md, "Checksums"): on by default.
 CHECKSUM = {"x-checksum": True}
+# TLS (case_tls): unset, "" as QEMU lists them.
+TLS = {"tls-creds": "", "tls-hostname": "", "tls-authz": ""}
 
 
 def wait_for(fn, timeout=TIMEOUT, step=0.02):
@@ -492,7 +494,7 @@ def case_greeting_and_negotiation(tmp):
             "query-guest-hash", "x-run-until", "migrate-start-postcopy", "migrate-pause", "migrate-recover",
             "query-version", "query-name", "query-uuid", "query-kvm", "query-cpus-fast", "query-block",
             "query-block-jobs", "query-pci", "query-machines", "query-target", "query-qmp-schema",
-            "getfd", "closefd", "add-fd", "remove-fd", "query-fdsets"]))
+            "getfd", "closefd", "add-fd", "remove-fd", "query-fdsets", "object-add", "object-del"]))
         eq("query-version: the greeting's", q.cmd("query-version"), {"return": version})
         eq("unknown command", q.cmd("foo"), not_found("The command foo has not been found"))
         eq("query-commands with arguments", q.cmd("query-commands", {"a": 1}),
@@ -574,7 +576,7 @@ def case_commands(tmp):
             "multifd-channels": 2, "multifd-compression": "none", "multifd-zstd-level": 1,
             "x-postcopy-after-passes": 0, "x-link-timeout": 10000, "x-postcopy-cpu": -1,
             "x-free-page-hints": True, "x-free-page-hint-wait": 100,
-            "x-placement": "auto", "x-send-splice": False, **THROTTLE, **DEVSTATE, **CHECKSUM})
+            "x-placement": "auto", "x-send-splice": False, **THROTTLE, **DEVSTATE, **CHECKSUM, **TLS})
         eq("migrate-set-parameters", q.cmd("migrate-set-parameters",
                                            {"downtime-limit": 500, "max-bandwidth": 100 << 20, "x-max-passes": 10}),
            {"return": {}})
@@ -583,7 +585,7 @@ def case_commands(tmp):
             "multifd-channels": 2, "multifd-compression": "none", "multifd-zstd-level": 1,
             "x-postcopy-after-passes": 0, "x-link-timeout": 10000, "x-postcopy-cpu": -1,
             "x-free-page-hints": True, "x-free-page-hint-wait": 100,
-            "x-placement": "auto", "x-send-splice": False, **THROTTLE, **DEVSTATE, **CHECKSUM})
+            "x-placement": "auto", "x-send-splice": False, **THROTTLE, **DEVSTATE, **CHECKSUM, **TLS})
         eq("downtime-limit out of range", q.cmd("migrate-set-parameters", {"downtime-limit": 2000001}),
            generic("Parameter 'downtime_limit' expects an integer in the range of 0 to 2000000 ms"))
         eq("downtime-limit not a number", q.cmd("migrate-set-parameters", {"downtime-limit": "1s"}),
@@ -602,7 +604,7 @@ def case_commands(tmp):
            {"max-postcopy-bandwidth": 1 << 20, "downtime-limit": 401}),
            generic("Parameter 'max-postcopy-bandwidth' expects 0 (Ferry never caps postcopy)"))
         for name, v in (("announce-initial", 50), ("x-checkpoint-delay", 200),
-                        ("block-incremental", False), ("tls-creds", ""), ("compress-level", 1),
+                        ("block-incremental", False), ("compress-level", 1),
                         ("decompress-threads", 2), ("multifd-zlib-level", 1), ("xbzrle-cache-size", 1 << 26),
                         ("avail-switchover-bandwidth", 0), ("vcpu-dirty-limit", 1)):
             eq(f"QEMU parameter {name} not implemented", q.cmd("migrate-set-parameters", {name: v, "downtime-limit": 401}),
@@ -624,7 +626,7 @@ def case_commands(tmp):
             "multifd-channels": 2, "multifd-compression": "none", "multifd-zstd-level": 1,
             "x-postcopy-after-passes": 0, "x-link-timeout": 10000, "x-postcopy-cpu": -1,
             "x-free-page-hints": True, "x-free-page-hint-wait": 100,
-            "x-placement": "auto", "x-send-splice": False, **THROTTLE, **DEVSTATE, **CHECKSUM})
+            "x-placement": "auto", "x-send-splice": False, **THROTTLE, **DEVSTATE, **CHECKSUM, **TLS})
         eq("multifd parameters", q.cmd("migrate-set-parameters",
                                        {"multifd-channels": 4, "multifd-compression": "zstd",
                                         "multifd-zstd-level": 3}), {"return": {}})
@@ -633,7 +635,7 @@ def case_commands(tmp):
             "multifd-channels": 4, "multifd-compression": "zstd", "multifd-zstd-level": 3,
             "x-postcopy-after-passes": 0, "x-link-timeout": 10000, "x-postcopy-cpu": -1,
             "x-free-page-hints": True, "x-free-page-hint-wait": 100,
-            "x-placement": "auto", "x-send-splice": False, **THROTTLE, **DEVSTATE, **CHECKSUM})
+            "x-placement": "auto", "x-send-splice": False, **THROTTLE, **DEVSTATE, **CHECKSUM, **TLS})
         q.cmd("migrate-set-parameters", {"multifd-channels": 2, "multifd-compression": "none",
                                          "multifd-zstd-level": 1})
         eq("x-free-page-hint-wait out of range", q.cmd("migrate-set-parameters", {"x-free-page-hint-wait": 10001}),
@@ -677,7 +679,7 @@ def case_commands(tmp):
            {"x-postcopy-after-passes": 2, "x-link-timeout": 3000})
         q.cmd("migrate-set-parameters", {"x-postcopy-after-passes": 0, "x-link-timeout": 10000, "x-postcopy-cpu": -1,
             "x-free-page-hints": True, "x-free-page-hint-wait": 100,
-            "x-placement": "auto", "x-send-splice": False, **THROTTLE, **DEVSTATE, **CHECKSUM})
+            "x-placement": "auto", "x-send-splice": False, **THROTTLE, **DEVSTATE, **CHECKSUM, **TLS})
         # Capabilities.
         eq("query-migrate-capabilities (events off by default, as QEMU)", q.ret("query-migrate-capabilities"),
            [{"capability": "events", "state": False}, {"capability": "multifd", "state": False},
@@ -1915,6 +1917,116 @@ def case_schema(tmp):
     finally:
         h.stop()
 
+def make_certs(tmp):
+    """A CA, a server certificate for localhost and a client one (O=Ferry,CN=src), made now with
+    certtool (ECDSA: fast), in QEMU's directory layout: tmp/srv and tmp/cli. None without certtool."""
+    if not shutil.which("certtool"):
+        return None
+    def cert(name, ca, tmpl):
+        open(os.path.join(tmp, name + ".info"), "w").write(tmpl + "\nexpiration_days = 2\n")
+        run = lambda *a: subprocess.run(["certtool", *a], cwd=tmp, check=True, capture_output=True)
+        run("--generate-privkey", "--key-type=ecdsa", "--outfile", name + "-key.pem")
+        sign = ["--load-ca-certificate", ca + "-cert.pem", "--load-ca-privkey", ca + "-key.pem"] if ca else []
+        run("--generate-self-signed" if not ca else "--generate-certificate", "--load-privkey", name + "-key.pem",
+            *sign, "--template", name + ".info", "--outfile", name + "-cert.pem")
+    cert("ca", None, "cn = Ferry Test CA\nca\ncert_signing_key")
+    cert("server", "ca", "cn = localhost\ndns_name = localhost\ntls_www_server\nsigning_key")
+    cert("client", "ca", "cn = src\norganization = Ferry\ntls_www_client\nsigning_key")
+    for d, role in (("srv", "server"), ("cli", "client")):
+        os.mkdir(os.path.join(tmp, d))
+        shutil.copy(os.path.join(tmp, "ca-cert.pem"), os.path.join(tmp, d, "ca-cert.pem"))
+        for k in ("cert", "key"):
+            shutil.copy(os.path.join(tmp, f"{role}-{k}.pem"), os.path.join(tmp, d, f"{role}-{k}.pem"))
+    return tmp
+
+
+def tls_pair(tmp, identity):
+    """A TLS destination (server creds tls0, tls-authz allowing identity only) and source (client creds
+    tls0, tls-hostname localhost), both with multifd, set up through QMP. None without certtool."""
+    if not make_certs(tmp):
+        print("skip: no certtool")
+        return None
+    dst = Host(tmp, "dst", SPEC, ["--incoming", "defer"])
+    src = Host(tmp, "src", SPEC)
+    dq, q = dst.qmp(), src.qmp()
+    eq("object-add tls-creds-x509 (server)", dq.cmd("object-add", {"qom-type": "tls-creds-x509", "id": "tls0",
+       "dir": os.path.join(tmp, "srv"), "endpoint": "server", "verify-peer": True}), {"return": {}})
+    eq("object-add authz-simple", dq.cmd("object-add", {"qom-type": "authz-simple", "id": "auth0",
+       "identity": identity}), {"return": {}})
+    eq("destination tls parameters", dq.cmd("migrate-set-parameters", {"tls-creds": "tls0", "tls-authz": "auth0"}),
+       {"return": {}})
+    eq("object-add tls-creds-x509 (client)", q.cmd("object-add", {"qom-type": "tls-creds-x509", "id": "tls0",
+       "dir": os.path.join(tmp, "cli"), "endpoint": "client"}), {"return": {}})
+    eq("source tls parameters", q.cmd("migrate-set-parameters", {"tls-creds": "tls0", "tls-hostname": "localhost"}),
+       {"return": {}})
+    for h in (q, dq):
+        eq("multifd on", h.cmd("migrate-set-capabilities",
+                               {"capabilities": [{"capability": "multifd", "state": True}]}), {"return": {}})
+    return src, dst, q, dq
+
+
+def case_tls(tmp):
+    """TLS as QEMU's QMP configures it: object-add tls-creds-x509 and authz-simple (and its errors),
+    the tls-* parameters, a bit-exact multifd migration over TLS, object-del."""
+    pair = tls_pair(tmp, "O=Ferry,CN=src")
+    if not pair:
+        return
+    src, dst, q, dq = pair
+    try:
+        eq("object-add: duplicate id", dq.cmd("object-add", {"qom-type": "authz-simple", "id": "tls0",
+           "identity": "x"}), generic("attempt to add duplicate property 'tls0' to object (type 'container')"))
+        true("object-add: a missing dir is refused with the file", "ca-cert.pem" in dq.cmd("object-add",
+             {"qom-type": "tls-creds-x509", "id": "bad", "dir": "/nonexistent", "endpoint": "server"})
+             .get("error", {}).get("desc", ""))
+        eq("object-add: unknown member", dq.cmd("object-add", {"qom-type": "authz-simple", "id": "a",
+           "identity": "x", "dir": "/"}), generic("Parameter 'dir' is unexpected"))
+        eq("listed", {k: q.ret("query-migrate-parameters")[k] for k in ("tls-creds", "tls-hostname", "tls-authz")},
+           {"tls-creds": "tls0", "tls-hostname": "localhost", "tls-authz": ""})
+        eq("migrate with unknown creds", (q.cmd("migrate-set-parameters", {"tls-creds": "nope"}),
+           q.cmd("migrate", {"uri": "unix:/nonexistent"}))[1], generic("No TLS credentials with id 'nope'"))
+        q.ret("migrate-set-parameters", {"tls-creds": "tls0"})
+        mig = "unix:" + os.path.join(tmp, "mig.sock")
+        eq("migrate-incoming", dq.cmd("migrate-incoming", {"uri": mig}), {"return": {}})
+        eq("migrate", q.cmd("migrate", {"uri": mig}), {"return": {}})
+        true("tls: completed", q.wait_event(is_final) is not None)
+        info = q.ret("query-migrate")
+        eq("tls: status", info["status"], "completed")
+        eq("tls: no checksums (the AEAD authenticates)", info["ram"].get("x-verified-bytes"), 0)
+        true("destination completed", dq.wait_event(is_status("completed")) is not None)
+        verify_destination("tls multifd", dq)
+        eq("object-del", q.cmd("object-del", {"id": "tls0"}), {"return": {}})
+        eq("object-del: gone", q.cmd("object-del", {"id": "tls0"}), generic("object 'tls0' not found"))
+        q.close()
+        dq.close()
+    finally:
+        src.stop()
+        dst.stop()
+
+
+def case_tls_refused(tmp):
+    """A DN that tls-authz does not allow: both sides fail with their reasons, the source keeps running."""
+    pair = tls_pair(tmp, "O=Ferry,CN=someone-else")
+    if not pair:
+        return
+    src, dst, q, dq = pair
+    try:
+        mig = "unix:" + os.path.join(tmp, "mig.sock")
+        eq("migrate-incoming", dq.cmd("migrate-incoming", {"uri": mig}), {"return": {}})
+        eq("migrate", q.cmd("migrate", {"uri": mig}), {"return": {}})
+        true("refused: source failed", q.wait_event(is_final) is not None)
+        info, dinfo = q.ret("query-migrate"), dq.ret("query-migrate")
+        eq("refused: source status", info["status"], "failed")
+        eq("refused: source says why", info.get("error-desc"),
+           "TLS: the destination refused the connection: Access was denied")
+        eq("refused: destination says why", dinfo.get("error-desc"),
+           "TLS: the source's certificate 'O=Ferry,CN=src' is not allowed by tls-authz")
+        eq("refused: source still running", q.ret("query-status")["status"], "running")
+        q.close()
+        dq.close()
+    finally:
+        src.stop()
+        dst.stop()
+
 
 CASES = [
     case_greeting_and_negotiation,
@@ -1927,6 +2039,8 @@ CASES = [
     case_cancel_on_destination,
     case_garbage_and_slow_clients,
     case_multifd_zstd,
+    case_tls,
+    case_tls_refused,
     case_live_devices,
     case_auto_converge,
     case_postcopy_pause_recover,

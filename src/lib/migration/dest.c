@@ -228,6 +228,9 @@ static int dst_negotiate(ferry_dst *l)
 	ferry__chan_ctx(c, "stream header");
 	if ((r = ferry__wire_get_header(c, &hdr)))
 		return r;
+	if (hdr.magic >> 16 == 0x1603 && !l->m->tls.creds) /* a TLS handshake record */
+		return ferry__chan_fail(c, -EPROTO,
+					"the source speaks TLS but tls-creds is not set here");
 	if (hdr.magic != FERRY_STREAM_MAGIC)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM,
 					"not a Ferry migration stream (magic 0x%08x)", hdr.magic);
@@ -344,6 +347,15 @@ static int dst_connect(ferry_dst *l)
 	}
 	c->peer = "source";
 	atomic_store(&m->chan_fd, fd);
+	ferry_error err = { 0 };
+	ferry_migration_params p;
+	ferry__mig_params(m, &p);
+	if ((r = ferry__tls_cfg_check(&m->tls, &p, true, &err)) ||
+	    (r = ferry__chan_tls_open(c, &m->tls, &err))) {
+		if (!ferry__mig_cancelled(m))
+			ferry__mig_set_error_from(m, &err);
+		return r;
+	}
 	return ferry__mig_cancelled(m) ? -ECANCELED : 0;
 }
 

@@ -28,6 +28,7 @@
 #include "migration/sink.h"
 #include "stream/chan.h"
 #include "stream/sum.h"
+#include "transport/tls.h"
 #include "util/bufpool.h"
 #include "util/helper.h"
 
@@ -159,6 +160,12 @@ struct ferry_migration {
 	 */
 	ferry_sums sums;
 	bool sums_on;
+	/*
+	 * TLS (transport/tls.h): taken from the parameters by the main
+	 * thread before its first connection, read-only afterwards; creds
+	 * NULL: plaintext. Dropped when the migration is freed.
+	 */
+	ferry_tls_cfg tls;
 };
 
 /* Status change + MIGRATION event; takes vm->mig_lock. Any migration thread. */

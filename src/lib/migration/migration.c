@@ -219,6 +219,7 @@ void ferry__migration_free(struct ferry_migration *m)
 	if (m->recover_fd >= 0)
 		close(m->recover_fd);
 	ferry__rl_destroy(&m->rl);
+	ferry__tls_cfg_drop(&m->tls);
 	ferry__bufpool_destroy(m->bufs);
 	pthread_mutex_destroy(&m->stats_lock);
 	pthread_mutex_destroy(&m->rp_lock);
@@ -245,6 +246,7 @@ static struct ferry_migration *mig_new(ferry_vm_t *vm, bool incoming, const char
 	if (incoming) {
 		pthread_mutex_lock(&vm->mig_lock);
 		m->params = vm->in_params;
+		ferry__tls_cfg_take(&m->tls, &m->params, NULL);
 		pthread_mutex_unlock(&vm->mig_lock);
 	}
 	m->chan.fd = -1;
@@ -321,6 +323,7 @@ static int start_common(ferry_vm_t *vm, const char *uri, int fd,
 	}
 	if (params)
 		m->params = *params;
+	ferry__tls_cfg_take(&m->tls, &m->params, uri);
 	m->chan.fd = fd; /* phase_connect() takes it instead of connecting */
 	ferry__rl_set_rate(&m->rl, m->params.max_bandwidth);
 	r = mig_launch(vm, m, ferry__source_thread);
@@ -660,9 +663,15 @@ int ferry_migration_set_incoming_params(ferry_vm_t *vm, const ferry_migration_pa
 {
 	if (!vm || !params || params_check(params))
 		return -EINVAL;
+	/* The VM keeps references until the next call (or its end): the caller may drop its own. */
+	ferry_tls_creds_ref(params->tls_creds);
+	ferry_tls_authz_ref(params->tls_authz);
 	pthread_mutex_lock(&vm->mig_lock);
+	ferry_migration_params old = vm->in_params;
 	vm->in_params = *params;
 	pthread_mutex_unlock(&vm->mig_lock);
+	ferry_tls_creds_unref(old.tls_creds);
+	ferry_tls_authz_unref(old.tls_authz);
 	return 0;
 }
 

@@ -96,8 +96,9 @@ static int send_piece(void *ctx, struct iovec *iov, int cnt, int first)
 	uint64_t n = 0;
 	for (int i = 0; i < cnt; i++)
 		n += iov[i].iov_len;
-	int r = c->pipefd[0] >= 0 ? ferry__sock_send_ref(c->fd, c->pipefd, iov, p->ref + first, cnt, NULL)
-				  : ferry__sock_send_all(c->fd, iov, cnt, NULL);
+	int r = c->tls		  ? ferry__tls_send_all(c->tls, iov, cnt, NULL)
+		: c->pipefd[0] >= 0 ? ferry__sock_send_ref(c->fd, c->pipefd, iov, p->ref + first, cnt, NULL)
+				    : ferry__sock_send_all(c->fd, iov, cnt, NULL);
 	if (r)
 		return r;
 	/* Per piece, so that `transferred` moves while a packet is throttled. */
@@ -358,12 +359,15 @@ int ferry__mf_send_start(ferry_mf_sender *s, struct ferry_migration *m, unsigned
 		c->id = i;
 		c->bytes = FERRY_MF_HS_LEN; /* both sides count the handshake */
 		int r = ferry__sock_connect(m->uri, &c->fd, &m->cancel, &cerr);
+		if (!r && m->tls.creds)
+			r = ferry__tls_open(&m->tls, c->fd, "destination", &c->tls, &cerr);
 		if (r)
 			return ferry__error_set(err, r, "multifd channel %u: %.170s", i, cerr.msg);
 		uint8_t hs[FERRY_MF_HS_LEN];
 		ferry__wire_mf_hs_encode(hs, m->vm->uuid, i, n);
 		struct iovec iov = { hs, sizeof(hs) };
-		if ((r = ferry__sock_send_all(c->fd, &iov, 1, NULL)))
+		if ((r = c->tls ? ferry__tls_send_all(c->tls, &iov, 1, NULL)
+				: ferry__sock_send_all(c->fd, &iov, 1, NULL)))
 			return ferry__error_set(err, r, "multifd channel %u handshake: %s", i,
 						ferry_strerror(r));
 		ferry__rl_charge(&m->rl, FERRY_MF_HS_LEN);
@@ -567,6 +571,8 @@ void ferry__mf_send_stop(ferry_mf_sender *s)
 			pthread_join(c->thread, NULL);
 		for (unsigned k = 0; k < FERRY_MF_QUEUE; k++) /* device buffers never sent */
 			ferry__buf_put(c->jobs[k].dev.data);
+		ferry__tls_close(c->tls);
+		c->tls = NULL;
 		if (c->fd >= 0)
 			close(c->fd);
 		ZSTD_freeCCtx(c->cctx);
@@ -1005,6 +1011,29 @@ static const char *hs_refusal(const ferry_mf_receiver *r, const uint8_t *hs, ssi
 }
 
 /*
+ * Reads a new connection's handshake into hs, through TLS when the
+ * migration has it (*tls: the session, or NULL). Returns the bytes read,
+ * or -1 (a failed TLS handshake, which *why then says).
+ */
+static ssize_t recv_hs(ferry_mf_receiver *r, int fd, uint8_t *hs, ferry_tls **tls,
+		       ferry_error *why)
+{
+	*tls = NULL;
+	if (!r->m->tls.creds)
+		return recv(fd, hs, FERRY_MF_HS_LEN, MSG_WAITALL);
+	if (ferry__tls_open(&r->m->tls, fd, "source", tls, why))
+		return -1;
+	size_t got = 0;
+	while (got < FERRY_MF_HS_LEN) {
+		ssize_t n = ferry__tls_recv(*tls, hs + got, FERRY_MF_HS_LEN - got);
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	return (ssize_t)got;
+}
+
+/*
  * Takes connection fd as a channel if its handshake (due within 2 s)
  * belongs to this migration, else refuses it (*taken false). 0 or an error.
  */
@@ -1012,13 +1041,16 @@ static int take_channel(ferry_mf_receiver *r, int fd, const uint8_t uuid[16], bo
 {
 	struct timeval tv = { 2, 0 };
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	uint8_t hs[FERRY_MF_HS_LEN];
-	ssize_t got = recv(fd, hs, sizeof(hs), MSG_WAITALL);
+	uint8_t hs[FERRY_MF_HS_LEN] = { 0 };
+	ferry_tls *tls;
+	ferry_error terr = { 0 };
+	ssize_t got = recv_hs(r, fd, hs, &tls, &terr);
 	uint32_t id = 0;
-	const char *why = hs_refusal(r, hs, got, uuid, &id);
+	const char *why = got < 0 ? terr.msg : hs_refusal(r, hs, got, uuid, &id);
 	*taken = !why;
 	if (why) {
 		ferry_warn("multifd: refused a connection: %s", why);
+		ferry__tls_close(tls);
 		close(fd);
 		r->refused++;
 		return 0;
@@ -1030,9 +1062,11 @@ static int take_channel(ferry_mf_receiver *r, int fd, const uint8_t uuid[16], bo
 	c->id = id;
 	int e = ferry__chan_init(&c->in, fd);
 	if (e) {
+		ferry__tls_close(tls);
 		close(fd);
 		return e;
 	}
+	c->in.tls = tls;
 	c->in.in_offset = FERRY_MF_HS_LEN; /* offsets count the handshake */
 	c->in.peer = "source";
 	if (r->m->chan.sums)

@@ -73,6 +73,7 @@ typedef struct ferry_mf_send_chan {
 	struct ferry_mf_sender *s;
 	unsigned id;
 	int fd;
+	struct ferry_tls *tls; /* TLS session on fd, or NULL (plaintext) */
 	pthread_t thread;
 	bool started;
 	pthread_cond_t cond; /* work was queued for this channel, or quit */

@@ -625,6 +625,8 @@ static int pc_accept_preempt(ferry_dst *l, int lfd, ferry_error *err)
 		return r;
 	}
 	l->pre.peer = "source";
+	if ((r = ferry__chan_tls_open(&l->pre, &l->m->tls, err)))
+		return r;
 	if (l->m->sums_on)
 		ferry__sums_attach(&l->pre, &l->m->sums, FERRY_SUM_PREEMPT);
 	uint8_t hs[FERRY_PC_HS_LEN];
@@ -874,6 +876,8 @@ static int pc_accept_resume(ferry_dst *l, int lfd, ferry_error *err)
 	}
 	c->peer = "source";
 	atomic_store(&l->m->chan_fd, fd);
+	if ((r = ferry__chan_tls_open(c, &l->m->tls, err)))
+		return r;
 	if (l->m->sums_on)
 		ferry__sums_attach(c, &l->m->sums, FERRY_SUM_MAIN);
 	ferry_wire_hdr hdr;

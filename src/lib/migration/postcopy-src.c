@@ -177,11 +177,21 @@ static int pc_connect_preempt(struct ferry_migration *m, const char *uri)
 		ferry_warn("postcopy preempt channel: %s", err.msg);
 		return r;
 	}
+	if ((r = ferry__chan_init(&pc->pre, fd))) {
+		close(fd);
+		return r;
+	}
+	pc->pre.peer = "destination";
 	uint8_t hs[FERRY_PC_HS_LEN];
 	ferry__wire_pc_hs_encode(hs, m->vm->uuid);
 	struct iovec iov = {hs, sizeof(hs)};
-	if ((r = ferry__sock_send_all(fd, &iov, 1, NULL)) || (r = ferry__chan_init(&pc->pre, fd))) {
-		close(fd);
+	if ((r = ferry__chan_tls_open(&pc->pre, &m->tls, &err)))
+		ferry_warn("postcopy preempt channel: %s", err.msg);
+	if (!r)
+		r = pc->pre.tls ? ferry__tls_send_all(pc->pre.tls, &iov, 1, NULL)
+				: ferry__sock_send_all(fd, &iov, 1, NULL);
+	if (r) {
+		ferry__chan_close(&pc->pre);
 		return r;
 	}
 	if (m->sums_on)
@@ -272,6 +282,12 @@ static int pc_reconnect(struct ferry_migration *m, const char *uri, ferry_ram_sa
 	}
 	c->peer = "destination";
 	atomic_store(&m->chan_fd, fd);
+	if ((r = ferry__chan_tls_open(c, &m->tls, &err))) {
+		ferry_warn("postcopy resume: %s", err.msg);
+		atomic_store(&m->chan_fd, -1);
+		ferry__chan_close(c);
+		return r;
+	}
 	if (m->sums_on)
 		ferry__sums_attach(c, &m->sums, FERRY_SUM_MAIN);
 	pc_reset_for_resume(m);

@@ -303,7 +303,16 @@ static int phase_connect(struct src_ctx *x)
 {
 	struct ferry_migration *m = x->m;
 	ferry_error err = { 0 };
-	int r = 0;
+	ferry_migration_params p;
+	ferry__mig_params(m, &p);
+	int r = ferry__tls_cfg_check(&m->tls, &p, false, &err);
+	if (r) {
+		ferry__mig_set_error_from(m, &err);
+		if (m->chan.fd >= 0)
+			close(m->chan.fd);
+		m->chan.fd = x->fd = -1;
+		return r;
+	}
 	if (m->chan.fd >= 0)
 		x->fd = m->chan.fd; /* ferry__chan_init() below takes it over */
 	else
@@ -322,6 +331,11 @@ static int phase_connect(struct src_ctx *x)
 	atomic_store(&m->chan_fd, x->fd);
 	x->c->rl = &m->rl; /* every byte of the main connection counts against max-bandwidth */
 	x->c->peer = "destination";
+	if ((r = ferry__chan_tls_open(x->c, &m->tls, &err))) {
+		if (!ferry__mig_cancelled(m))
+			ferry__mig_set_error_from(m, &err);
+		return r;
+	}
 	/* A cancel that raced with connect. */
 	return ferry__mig_cancelled(m) ? -ECANCELED : 0;
 }
@@ -370,7 +384,7 @@ static int phase_negotiate(struct src_ctx *x)
 	ferry__mig_params(x->m, &x->p0);
 	if ((r = ferry__pc_src_open(x)) || (r = ferry__src_rp_start(x->m)))
 		return r;
-	x->m->sums_on = x->p0.checksum;
+	x->m->sums_on = x->p0.checksum && !x->m->tls.creds; /* the AEAD authenticates already */
 	if (x->m->sums_on) { /* before the header, whose version says so */
 		ferry__sums_init(&x->m->sums, NULL);
 		ferry__sums_attach(x->c, &x->m->sums, FERRY_SUM_MAIN);

@@ -96,6 +96,8 @@ void ferry_vm_destroy(ferry_vm_t *vm)
 	vm->mig = NULL;
 	pthread_mutex_unlock(&vm->mig_lock);
 	ferry__migration_free(m);
+	ferry_tls_creds_unref(vm->in_params.tls_creds); /* ferry_migration_set_incoming_params's */
+	ferry_tls_authz_unref(vm->in_params.tls_authz);
 	for (unsigned i = 0; i < vm->nblocks; i++) {
 		struct ferry_ram_block *rb = vm->blocks[i];
 		free((void *)rb->mark_log);

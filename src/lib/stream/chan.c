@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "ferry/common.h"
+#include "transport/tls.h"
 #include "transport/transport.h"
 
 int ferry__chan_init(ferry_chan *c, int fd)
@@ -30,8 +31,17 @@ int ferry__chan_init(ferry_chan *c, int fd)
 	return 0;
 }
 
+int ferry__chan_tls_open(ferry_chan *c, const ferry_tls_cfg *cfg, ferry_error *err)
+{
+	if (!cfg->creds || c->tls)
+		return 0;
+	return ferry__tls_open(cfg, c->fd, c->peer ? c->peer : "peer", &c->tls, err);
+}
+
 void ferry__chan_close(ferry_chan *c)
 {
+	ferry__tls_close(c->tls);
+	c->tls = NULL;
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;
@@ -65,7 +75,8 @@ static int send_piece(void *ctx, struct iovec *iov, int cnt, int first)
 {
 	ferry_chan *c = ctx;
 	(void)first;
-	int r = ferry__sock_send_all(c->fd, iov, cnt, &c->out_bytes);
+	int r = c->tls ? ferry__tls_send_all(c->tls, iov, cnt, &c->out_bytes)
+		       : ferry__sock_send_all(c->fd, iov, cnt, &c->out_bytes);
 	if (!r && c->on_write)
 		c->on_write(c->on_write_opaque);
 	return r;
@@ -181,6 +192,8 @@ static int io_fail(ferry_chan *c, ssize_t n, size_t want)
 	int e = errno;
 	if (e == EAGAIN || e == EWOULDBLOCK) /* SO_RCVTIMEO: see ferry__sock_set_link_timeout */
 		return ferry__chan_fail(c, -ETIMEDOUT, "link silent: nothing received within the link timeout");
+	if (e == EPROTO && c->tls)
+		return ferry__chan_fail(c, -EPROTO, "%s", ferry__tls_error(c->tls));
 	return ferry__chan_fail(c, -e, "read error: %s", strerror(e));
 }
 
@@ -188,7 +201,8 @@ static int io_fail(ferry_chan *c, ssize_t n, size_t want)
 static int refill(ferry_chan *c, size_t want)
 {
 	for (;;) {
-		ssize_t n = recv(c->fd, c->ibuf, FERRY_CHAN_IBUF, 0);
+		ssize_t n = c->tls ? ferry__tls_recv(c->tls, c->ibuf, FERRY_CHAN_IBUF)
+				   : recv(c->fd, c->ibuf, FERRY_CHAN_IBUF, 0);
 		if (n < 0 && errno == ENOTSOCK) /* a file: postcopy's device package */
 			n = read(c->fd, c->ibuf, FERRY_CHAN_IBUF);
 		if (n > 0) {
@@ -239,7 +253,7 @@ int ferry__chan_read_direct(ferry_chan *c, void *p, size_t n)
 	d += k;
 	n -= k;
 	while (n) {
-		ssize_t r = recv(c->fd, d, n, MSG_WAITALL);
+		ssize_t r = c->tls ? ferry__tls_recv(c->tls, d, n) : recv(c->fd, d, n, MSG_WAITALL);
 		if (r < 0 && errno == ENOTSOCK)
 			r = read(c->fd, d, n);
 		if (r > 0) {

@@ -46,6 +46,11 @@
 
 typedef struct ferry_chan {
 	int fd;
+	/*
+	 * TLS (transport/tls.h): NULL for plaintext; else every read and
+	 * write goes through the session, which the channel owns.
+	 */
+	struct ferry_tls *tls;
 
 	/* Output side (the writer thread). */
 	uint8_t *obuf;
@@ -82,6 +87,13 @@ typedef struct ferry_chan {
 
 /* Takes ownership of fd. Returns 0 or -ENOMEM. */
 int ferry__chan_init(ferry_chan *c, int fd);
+/*
+ * Starts TLS on the channel's connection when cfg has creds (as the
+ * endpoint they are; peer names the other side), before anything else
+ * was read or written. 0 or a negative errno with *err set.
+ */
+struct ferry_tls_cfg;
+int ferry__chan_tls_open(ferry_chan *c, const struct ferry_tls_cfg *cfg, ferry_error *err);
 /* Closes fd and frees buffers. */
 void ferry__chan_close(ferry_chan *c);
 /* Wakes any blocked read/write (shutdown(2)); any thread. */

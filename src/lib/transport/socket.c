@@ -99,6 +99,16 @@ int ferry__uri_check(const char *uri, ferry_error *err)
 	return parse(uri, &t, err);
 }
 
+int ferry__uri_host(const char *uri, char *buf, size_t len)
+{
+	struct target t;
+	ferry_error e = { 0 };
+	int r = parse(uri, &t, &e);
+	if (!r)
+		snprintf(buf, len, "%s", t.unix_ ? "" : t.host);
+	return r;
+}
+
 void ferry__sock_tune(int fd)
 {
 	int one = 1;

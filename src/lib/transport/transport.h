@@ -18,6 +18,8 @@
 
 /* Checks the syntax only. */
 int ferry__uri_check(const char *uri, ferry_error *err);
+/* The HOST of a tcp: URI (IPv6 without brackets), "" for unix:. 0 or -EINVAL. */
+int ferry__uri_host(const char *uri, char *buf, size_t len);
 /*
  * Binds and listens; *fd is the listening socket (CLOEXEC). A unix: path
  * that is a live server's socket (-EADDRINUSE) or not a socket at all
