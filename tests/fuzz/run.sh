@@ -29,22 +29,24 @@ cc=${CLANG:-clang}
 
 lib=$src/src/lib
 ldflags=()
+# A ferry_chan and the wire codec: its checksums (libxxhash) and TLS (GnuTLS).
+chan_srcs=("$lib/stream/wire.c" "$lib/stream/sum.c" "$lib/stream/chan.c"
+           "$lib/stream/ratelimit.c" "$lib/transport/socket.c" "$lib/transport/tls.c"
+           "$lib/util/bitmap.c" "$lib/util/log.c" "$lib/util/error.c")
+chan_libs=(-lxxhash -lgnutls)
 case $target in
   vring)
     srcs=("$lib/virtio/vring.c" "$lib/virtio/gpa.c" "$lib/stream/vmstate.c"
           "$lib/util/log.c" "$lib/util/error.c") ;;
   devstate)
-    srcs=("$lib/stream/wire.c" "$lib/stream/sum.c" "$lib/stream/chan.c"
-          "$lib/stream/ratelimit.c" "$lib/transport/socket.c" "$lib/util/bitmap.c"
-          "$lib/util/log.c" "$lib/util/error.c")
-    ldflags=(-lxxhash) ;;
+    srcs=("${chan_srcs[@]}")
+    ldflags=("${chan_libs[@]}") ;;
   gdev)
     srcs=("$src/src/guest/guest.c" "$src/src/guest/devices.c")
     ldflags=(-Wl,--wrap=mmap) ;; # guard pages around the device memory
   vmsd|rp|hs)
-    srcs=("$lib/stream/wire.c" "$lib/stream/chan.c" "$lib/stream/ratelimit.c"
-          "$lib/transport/socket.c" "$lib/util/bitmap.c" "$lib/util/log.c"
-          "$lib/util/error.c")
+    srcs=("${chan_srcs[@]}")
+    ldflags=("${chan_libs[@]}")
     case $target in
       vmsd) srcs+=("$lib/stream/vmstate.c") ;;
       rp) srcs+=("$lib/migration/postcopy.c") ;;

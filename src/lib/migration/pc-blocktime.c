@@ -12,7 +12,8 @@ void ferry__pc_bt_init(ferry_pc_blocktime *bt, const pid_t *tids, unsigned n)
 {
 	memset(bt, 0, sizeof(*bt));
 	bt->nvcpus = n < FERRY_POSTCOPY_MAX_VCPUS ? n : FERRY_POSTCOPY_MAX_VCPUS;
-	memcpy(bt->tid, tids, bt->nvcpus * sizeof(bt->tid[0]));
+	if (bt->nvcpus)
+		memcpy(bt->tid, tids, bt->nvcpus * sizeof(bt->tid[0]));
 }
 
 /* Bucket N holds [2^N, 2^(N+1)) us; below 1 us goes to 0, beyond the last to the last. */

@@ -384,7 +384,14 @@ static int phase_negotiate(struct src_ctx *x)
 	ferry__mig_params(x->m, &x->p0);
 	if ((r = ferry__pc_src_open(x)) || (r = ferry__src_rp_start(x->m)))
 		return r;
-	x->m->sums_on = x->p0.checksum && !x->m->tls.creds; /* the AEAD authenticates already */
+	/*
+	 * No checksums under TLS (the AEAD authenticates already), nor with
+	 * free page hints for now: with hints, pages whose checksum did not
+	 * match were seen never sent again (test-hints), which fails a
+	 * migration the oracle finds bit-exact; to be understood (issue 18).
+	 */
+	bool hints = x->p0.free_page_hints && x->vm->hint_ops.start;
+	x->m->sums_on = x->p0.checksum && !x->m->tls.creds && !hints;
 	if (x->m->sums_on) { /* before the header, whose version says so */
 		ferry__sums_init(&x->m->sums, NULL);
 		ferry__sums_attach(x->c, &x->m->sums, FERRY_SUM_MAIN);
