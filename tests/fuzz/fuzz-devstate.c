@@ -38,7 +38,7 @@
 #include <unistd.h>
 
 #include "ferry/device.h"
-#include "fuzz-check.h"
+#include "fuzz-chan.h"
 
 enum { TAG_LIST = 0x10, TAG_MF = 0x11, TAG_SUMS = 0x12, MAX_RECS = 64 };
 
@@ -71,14 +71,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	CHECK(memfd >= 0);
 	CHECK(ferry__sums_init(&sums, NULL) == 0);
 	return 0;
-}
-
-/* A refusal: r is the chan's sticky error, with a message, seen by every later read. */
-static void check_refused(ferry_chan *c, int r)
-{
-	uint8_t b;
-	CHECK(r < 0 && c->in_err.code == r && c->in_err.msg[0]);
-	CHECK(ferry__chan_get_u8(c, &b) == r);
 }
 
 static int list_rec(ferry_chan *c)
@@ -167,15 +159,13 @@ static int record(ferry_chan *c)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	CHECK(!ftruncate(memfd, 0) && pwrite(memfd, data, size, 0) == (ssize_t)size);
-	CHECK(lseek(memfd, 0, SEEK_SET) == 0);
 	ferry_chan c;
-	CHECK(ferry__chan_init(&c, dup(memfd)) == 0);
+	fuzz_chan_open(&c, memfd, data, size);
 	int r = 0;
 	for (int k = 0; k < MAX_RECS && !r; k++)
 		r = record(&c);
 	if (r < 0)
-		check_refused(&c, r);
+		fuzz_check_refused(&c, r);
 	ferry__chan_close(&c);
 	return 0;
 }

@@ -33,7 +33,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "fuzz-check.h"
+#include "fuzz-chan.h"
 
 enum { TAG_HDR, TAG_MF, TAG_PC, TAG_RESUME, MAX_RECS = 32 };
 
@@ -50,14 +50,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	for (uint16_t cmd = 1; cmd < FERRY_CMD__MAX; cmd++)
 		CHECK(ferry__wire_cmd_len(cmd) <= FERRY_CMD_FIXED_MAX);
 	return 0;
-}
-
-/* A refusal: r is the chan's sticky error, with a message, seen by every later read. */
-static void check_refused(ferry_chan *c, int r)
-{
-	uint8_t b;
-	CHECK(r < 0 && c->in_err.code == r && c->in_err.msg[0]);
-	CHECK(ferry__chan_get_u8(c, &b) == r);
 }
 
 static int header(ferry_chan *c)
@@ -146,16 +138,14 @@ static int record(ferry_chan *c)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	CHECK(!ftruncate(memfd, 0) && pwrite(memfd, data, size, 0) == (ssize_t)size);
-	CHECK(lseek(memfd, 0, SEEK_SET) == 0);
 	input = data;
 	ferry_chan c;
-	CHECK(ferry__chan_init(&c, dup(memfd)) == 0);
+	fuzz_chan_open(&c, memfd, data, size);
 	int r = 0;
 	for (int k = 0; k < MAX_RECS && !r; k++)
 		r = record(&c);
 	if (r < 0)
-		check_refused(&c, r);
+		fuzz_check_refused(&c, r);
 	ferry__chan_close(&c);
 	return 0;
 }

@@ -37,7 +37,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "fuzz-check.h"
+#include "fuzz-chan.h"
 #include "stream/wire.h"
 
 enum { NBLOCKS = 3, MAX_MSGS = 64 };
@@ -94,14 +94,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	}
 	vm.nblocks = NBLOCKS;
 	return 0;
-}
-
-/* A refusal: r is the chan's sticky error, with a message, seen by every later read. */
-static void check_refused(ferry_chan *c, int r)
-{
-	uint8_t b;
-	CHECK(r < 0 && c->in_err.code == r && c->in_err.msg[0]);
-	CHECK(ferry__chan_get_u8(c, &b) == r);
 }
 
 static void check_name(const char *name)
@@ -194,15 +186,13 @@ static int message(ferry_chan *c, uint8_t *buf)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static uint8_t buf[FERRY_RP_PAYLOAD_MAX];
-	CHECK(!ftruncate(memfd, 0) && pwrite(memfd, data, size, 0) == (ssize_t)size);
-	CHECK(lseek(memfd, 0, SEEK_SET) == 0);
 	ferry_chan c;
-	CHECK(ferry__chan_init(&c, dup(memfd)) == 0);
+	fuzz_chan_open(&c, memfd, data, size);
 	int r = 0;
 	for (int k = 0; k < MAX_MSGS && !r; k++)
 		r = message(&c, buf);
 	if (r < 0)
-		check_refused(&c, r);
+		fuzz_check_refused(&c, r);
 	ferry__chan_close(&c);
 	return 0;
 }

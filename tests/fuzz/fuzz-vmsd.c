@@ -40,7 +40,7 @@
 #include <unistd.h>
 
 #include "ferry/vmstate.h"
-#include "fuzz-check.h"
+#include "fuzz-chan.h"
 
 enum { MAX_RECS = 16, GUARD = 32 };
 
@@ -124,14 +124,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	return 0;
 }
 
-/* A refusal: r is the chan's sticky error, with a message, seen by every later read. */
-static void check_refused(ferry_chan *c, int r)
-{
-	uint8_t b;
-	CHECK(r < 0 && c->in_err.code == r && c->in_err.msg[0]);
-	CHECK(ferry__chan_get_u8(c, &b) == r);
-}
-
 /* The device struct between two guards, filled with a pattern. */
 typedef struct slot {
 	uint8_t pre[GUARD];
@@ -213,10 +205,8 @@ static int section(ferry_chan *c)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	CHECK(!ftruncate(memfd, 0) && pwrite(memfd, data, size, 0) == (ssize_t)size);
-	CHECK(lseek(memfd, 0, SEEK_SET) == 0);
 	ferry_chan c;
-	CHECK(ferry__chan_init(&c, dup(memfd)) == 0);
+	fuzz_chan_open(&c, memfd, data, size);
 	int r = 0;
 	for (int k = 0; k < MAX_RECS && !r; k++) {
 		uint8_t type;
@@ -228,7 +218,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		r = section(&c);
 	}
 	if (r < 0)
-		check_refused(&c, r);
+		fuzz_check_refused(&c, r);
 	ferry__chan_close(&c);
 	return 0;
 }
