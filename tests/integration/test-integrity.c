@@ -7,6 +7,9 @@
  * and a second migration completes bit-exact; a clean migration verifies
  * exactly the bytes of the pages it sent.
  *
+ * A bit flipped in a control byte (VM_STATE) fails at DIGEST by the
+ * control hash.
+ *
  * The guest is idle (no vCPU writes RAM) and multifd has one channel, so
  * each stream is the same every run and the flipped byte falls in page
  * data; the page the message names must be the one page whose bytes
@@ -138,6 +141,88 @@ static void t_flip_multifd(void **state)
 	side_destroy(&src);
 }
 
+/*
+ * A bit flipped in a control byte: the source's VM_STATE (0 or 1; a flip
+ * of bit 0 gives the other valid value), 39 bytes before the end of the
+ * main channel (EOF, DIGEST of 37 bytes, the payload byte). No payload
+ * checksum covers it; the control hash in DIGEST must catch it. The
+ * stream of the idle guest is the same every run: a clean migration
+ * through the proxy measures its length first.
+ */
+static void t_flip_control(void **state)
+{
+	(void)state;
+	side src, dst;
+	char puri[120];
+	ferry_migration_params p;
+	ferry_migration_params_init(&p);
+	proxy *px = running_pair_proxied(&src, &dst, SPEC, puri);
+	assert_int_equal(ferry_migration_start(src.vm, puri, &p), 0);
+	ferry_migration_info si, di;
+	wait_both_final(&src, &dst, FERRY_MIGRATION_COMPLETED, &si, &di);
+	uint64_t total = proxy_forwarded(px, 0);
+	proxy_stop(px);
+	side_destroy(&dst);
+	side_destroy(&src);
+
+	px = running_pair_proxied(&src, &dst, SPEC, puri);
+	proxy_flip_at(px, 0, total - 39, 0x01);
+	assert_int_equal(ferry_migration_start(src.vm, puri, &p), 0);
+	const char *want = "checksum mismatch: the main channel's records, commands and headers hash to ";
+	char msg[512];
+	snprintf(msg, sizeof(msg), "%s", wait_failed(dst.vm));
+	assert_true(strncmp(msg, want, strlen(want)) == 0);
+	assert_non_null(strstr(msg, " (stream digest at offset "));
+	char srcwant[600];
+	snprintf(srcwant, sizeof(srcwant), "destination failed: %s", msg);
+	assert_string_equal(wait_failed(src.vm), srcwant);
+	assert_true(ferry_vm_is_running(src.vm));
+	assert_int_equal(ferry_migration_query(dst.vm, &di), 0);
+	assert_int_equal(di.checksum_mismatches, 1);
+	proxy_stop(px);
+	side_destroy(&dst);
+	migrate_clean(&src, &p);
+	side_destroy(&src);
+}
+
+/*
+ * Postcopy, a page of the first pass flipped on the main channel: the idle
+ * guest never writes it again, so it is not among the pages DISCARD says
+ * will come again, and the destination fails at LISTEN, before it could
+ * run the guest. The source learns it from the SHUT without RUNNING: the
+ * migration fails like a precopy one and the source's guest runs on.
+ */
+static void t_flip_before_run(void **state)
+{
+	(void)state;
+	side src, dst;
+	char puri[120];
+	proxy *px = running_pair_proxied(&src, &dst, SPEC, puri);
+	ferry_migration_params ip;
+	ferry_migration_params_init(&ip);
+	ip.postcopy = true;
+	assert_int_equal(ferry_migration_set_incoming_params(dst.vm, &ip), 0);
+	proxy_flip_at(px, 0, FLIP_AT, 0x10);
+	ferry_migration_params p;
+	ferry_migration_params_init(&p);
+	p.postcopy = true;
+	p.postcopy_after_passes = 1;
+	p.downtime_limit_ms = 1; /* never converge: always switch */
+	assert_int_equal(ferry_migration_start(src.vm, puri, &p), 0);
+	char msg[512], want[600];
+	snprintf(msg, sizeof(msg), "%s", wait_failed(dst.vm));
+	assert_true(strncmp(msg, "checksum mismatch: page ", 24) == 0);
+	snprintf(want, sizeof(want), "destination failed before it ran the guest: %s", msg);
+	assert_string_equal(wait_failed(src.vm), want);
+	assert_true(ferry_vm_is_running(src.vm));
+	assert_false(ferry_vm_is_running(dst.vm));
+	proxy_stop(px);
+	side_destroy(&dst);
+	ferry_migration_params_init(&p);
+	migrate_clean(&src, &p);
+	side_destroy(&src);
+}
+
 /* Without checksums (x-checksum off): a version 1 stream, nothing verified. */
 static void t_checksum_off(void **state)
 {
@@ -161,6 +246,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(t_flip_main),
 		cmocka_unit_test(t_flip_multifd),
+		cmocka_unit_test(t_flip_control),
+		cmocka_unit_test(t_flip_before_run),
 		cmocka_unit_test(t_checksum_off),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

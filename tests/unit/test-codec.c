@@ -324,17 +324,20 @@ static void t_sums(void **state)
 	ferry__sums_attach(&w, &ws, FERRY_SUM_MAIN);
 	ferry__sums_attach(&r, &rs, FERRY_SUM_MAIN);
 	ferry__wire_put_header(&w, UUID);
+	ferry__chan_ctl_start(&w);
 	ferry__wire_put_ram_run(&w, FERRY_RAM_PAGES, "pc.ram", false, 7, 2, pages);
 	ferry__wire_put_ram_run(&w, FERRY_RAM_ZEROS, "pc.ram", true, 9, 3, NULL);
 	ferry__wire_put_device_state(&w, 2, "abc", 3);
 	ferry__wire_put_device_state(&w, 2, "abc", 3);
-	ferry__wire_put_cmd_digest(&w, &ws);
+	ferry__wire_put_cmd_digest(&w, (ferry_wire_digest){ atomic_load(&ws.records),
+							     atomic_load(&ws.digest) });
 	assert_int_equal(ferry__chan_flush(&w), 0);
 	assert_int_equal(atomic_load(&ws.records), 4);
 
 	ferry_wire_hdr h;
 	assert_int_equal(ferry__wire_get_header(&r, &h), 0);
 	assert_int_equal(h.version, FERRY_STREAM_VERSION);
+	ferry__chan_ctl_start(&r);
 	uint64_t flags, addr, rec, sum;
 	uint32_t n, len;
 	uint8_t sums[FERRY_RAM_MAX_RUN * FERRY_SUM_LEN], b[3];
@@ -347,7 +350,8 @@ static void t_sums(void **state)
 	uint64_t seed = ferry__sum_seed("pc.ram");
 	assert_int_equal(ferry__ld_be64(sums), ferry__sum_page(pages, seed, 7));
 	assert_int_equal(ferry__ld_be64(sums + 8), ferry__sum_page(pages + FERRY_PAGE_SIZE, seed, 8));
-	assert_int_equal(ferry__chan_skip(&r, sizeof(pages)), 0);
+	static uint8_t got[sizeof(pages)];
+	assert_int_equal(ferry__chan_read_direct(&r, got, sizeof(got)), 0); /* payload: not hashed */
 	assert_int_equal(ferry__wire_get_ram_word(&r, &flags, &addr), 0);
 	assert_int_equal(ferry__wire_get_ram_count(&r, &n), 0);
 	assert_int_equal(ferry__wire_get_ram_sums(&r, FERRY_RAM_ZEROS, name, 9, n, sums, &rec), 0);
@@ -363,11 +367,68 @@ static void t_sums(void **state)
 				 k ? FERRY_EBADSTREAM : 0);
 	}
 	assert_string_equal(r.in_err.msg, "checksum mismatch: device 'cpu' instance 0, main channel "
-			    "(device state at offset 8282)");
+			    "(device state at offset 8290)");
 	assert_int_equal(atomic_load(&rs.mismatches), 1);
 	/* Same records, same order: the same digest. */
 	assert_int_equal(atomic_load(&rs.records), 4);
 	assert_int_equal(atomic_load(&rs.digest), atomic_load(&ws.digest));
+	/* Every byte but the pages and the device payloads: the same control hash. */
+	memset(&r.in_err, 0, sizeof(r.in_err)); /* the test's own mismatch above is sticky */
+	uint8_t type, buf[FERRY_CMD_DIGEST_LEN];
+	uint16_t cmd, clen;
+	assert_int_equal(ferry__chan_get_u8(&r, &type), 0);
+	assert_int_equal(ferry__wire_get_cmd(&r, &cmd, &clen), 0);
+	assert_int_equal(cmd, FERRY_CMD_DIGEST);
+	uint64_t ctl = ferry__chan_ctl_in(&r);
+	assert_int_equal(ferry__chan_read(&r, buf, clen), 0);
+	ferry_wire_digest d;
+	ferry__wire_cmd_digest_decode(buf, &d);
+	assert_int_equal(d.records, 4);
+	assert_int_equal(d.digest, atomic_load(&ws.digest));
+	assert_int_equal(d.ctl, ctl);
+	assert_int_not_equal(ctl, 0);
+	assert_int_equal(d.package, 0);
+	ferry__sums_fini(&ws);
+	ferry__sums_fini(&rs);
+	unpair(&w, &r);
+}
+
+/*
+ * A ZEROS or FREE record carries its own value as its checksum: one whose
+ * place or count changed on the way fails with its message.
+ */
+static void t_sums_zeros(void **state)
+{
+	(void)state;
+	ferry_chan w, r;
+	ferry_sums ws, rs;
+	pair(&w, &r);
+	assert_int_equal(ferry__sums_init(&ws, NULL), 0);
+	assert_int_equal(ferry__sums_init(&rs, NULL), 0);
+	ferry__sums_attach(&w, &ws, FERRY_SUM_MAIN);
+	ferry__sums_attach(&r, &rs, FERRY_SUM_MAIN);
+	ferry__wire_put_ram_run(&w, FERRY_RAM_FREE, "pc.ram", false, 4, 2, NULL);
+	ferry__wire_put_ram_run(&w, FERRY_RAM_ZEROS, "pc.ram", true, 9, 3, NULL);
+	assert_int_equal(ferry__chan_flush(&w), 0);
+
+	uint64_t flags, addr, rec;
+	uint32_t n;
+	uint8_t sums[FERRY_RAM_MAX_RUN * FERRY_SUM_LEN];
+	char name[FERRY_NAME_MAX + 1];
+	assert_int_equal(ferry__wire_get_ram_word(&r, &flags, &addr), 0);
+	assert_int_equal(flags, FERRY_RAM_FREE);
+	assert_int_equal(ferry__wire_get_name(&r, FERRY_WIRE_BLOCK, name), 0);
+	assert_int_equal(ferry__wire_get_ram_count(&r, &n), 0);
+	assert_int_equal(ferry__wire_get_ram_sums(&r, FERRY_RAM_FREE, name, 4, n, sums, &rec), 0);
+	ferry__chan_ctx(&r, "RAM record");
+	assert_int_equal(ferry__wire_get_ram_word(&r, &flags, &addr), 0);
+	assert_int_equal(ferry__wire_get_ram_count(&r, &n), 0);
+	/* As if a bit of the offset had flipped: page 10, not 9. */
+	assert_int_equal(ferry__wire_get_ram_sums(&r, FERRY_RAM_ZEROS, name, 10, n, sums, &rec),
+			 FERRY_EBADSTREAM);
+	assert_string_equal(r.in_err.msg, "checksum mismatch: zero pages record 1 (pages 10..12 of "
+			    "RAM block 'pc.ram'), main channel (RAM record at offset 27)");
+	assert_int_equal(atomic_load(&rs.mismatches), 1);
 	ferry__sums_fini(&ws);
 	ferry__sums_fini(&rs);
 	unpair(&w, &r);
@@ -692,6 +753,7 @@ int main(void)
 		cmocka_unit_test(t_name_rule_chan),
 		cmocka_unit_test(t_name_rule_buffers),
 		cmocka_unit_test(t_sums),
+		cmocka_unit_test(t_sums_zeros),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

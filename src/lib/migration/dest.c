@@ -151,18 +151,24 @@ static int cmd_multifd(ferry_dst *l, const uint8_t *buf)
 }
 
 /* DIGEST (payload buf): every guest-data record arrived, once, in order, and verified. */
-static int cmd_digest(ferry_dst *l, const uint8_t *buf)
+/*
+ * DIGEST (ctl: this side's control hash at its payload): precopy's last
+ * command but EOF, or postcopy's right before the PACKAGE, whose hash it
+ * carries. Postcopy judges no page here: LISTEN did.
+ */
+static int cmd_digest(ferry_dst *l, const uint8_t *buf, uint64_t ctl)
 {
 	ferry_chan *c = l->c;
-	uint64_t records, digest;
-	ferry__wire_cmd_digest_decode(buf, &records, &digest);
-	if (!c->sums || l->digest_seen || l->pc_listening)
+	ferry_wire_digest d;
+	ferry__wire_cmd_digest_decode(buf, &d);
+	if (!c->sums || l->digest_seen || (l->pc_listening && l->pkg_fd >= 0))
 		return ferry__chan_fail(c, FERRY_EBADSTREAM, "stream digest %s",
 					!c->sums ? "in a stream without checksums"
-					: l->digest_seen ? "twice" : "in postcopy");
+					: l->digest_seen ? "twice" : "after the postcopy package");
 	l->digest_seen = true;
+	l->pkg_sum = d.package;
 	ferry__chan_ctx_name(c, "stream digest");
-	return ferry__sum_finish(c, records, digest);
+	return ferry__sum_finish(c, d.records, d.digest, d.ctl, ctl, !l->pc_listening);
 }
 
 int ferry__dst_load_command(ferry_dst *l)
@@ -184,6 +190,8 @@ int ferry__dst_load_command(ferry_dst *l)
 	if (len != want)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM, "command %u with %u bytes (expected %d)",
 					cmd, len, want);
+	/* DIGEST compares the control hash up to its payload: taken before it is read. */
+	uint64_t ctl = cmd == FERRY_CMD_DIGEST ? ferry__chan_ctl_in(c) : 0;
 	if ((r = ferry__chan_read(c, buf, len)))
 		return r;
 	switch (cmd) {
@@ -214,7 +222,7 @@ int ferry__dst_load_command(ferry_dst *l)
 	case FERRY_CMD_MULTIFD:
 		return cmd_multifd(l, buf);
 	case FERRY_CMD_DIGEST:
-		return cmd_digest(l, buf);
+		return cmd_digest(l, buf, ctl);
 	}
 	return 0;
 }
@@ -242,6 +250,7 @@ static int dst_negotiate(ferry_dst *l)
 			return ferry__chan_fail(c, r, "out of memory for checksums");
 		l->m->sums_on = true;
 		ferry__sums_attach(c, &l->m->sums, FERRY_SUM_MAIN);
+		ferry__chan_ctl_start(c); /* from the first byte after the header, as the source */
 	}
 	memcpy(l->uuid, hdr.uuid, FERRY_UUID_LEN);
 	if (hdr.page_size != FERRY_PAGE_SIZE)
@@ -399,6 +408,7 @@ static int dst_setup(ferry_dst *l)
 /* Phase start: the guest may run again; its vCPUs start if the source's ran. */
 static int dst_start_vcpus(ferry_dst *l)
 {
+	ferry__postcopy_may_run(l); /* before the guest may run: the source relies on it */
 	ferry__vm_own_run(l->vm, false);
 	if (!l->run_after)
 		return 0;

@@ -42,6 +42,7 @@ typedef struct ferry_dst {
 	atomic_bool pre_quit;   /* the preempt channel is being closed on purpose */
 	int pkg_fd;             /* PACKAGE received: its bytes in a memfd, or -1 */
 	uint32_t pkg_len;
+	uint64_t pkg_sum;       /* XXH3-64 the PACKAGE must have (DIGEST, checksums on) */
 	pthread_t listen_thread; /* mig/dst/listen, started for the package */
 	bool listen_started;     /* and not joined yet */
 	int listen_r;           /* mig/dst/listen's result, read after the join */

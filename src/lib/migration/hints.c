@@ -18,6 +18,17 @@
  * as ZEROS after the background pages: the destination places them
  * without faulting on them.
  *
+ * With checksums, a page whose dirty bit a hint cleared also goes as a
+ * FREE record: its copy at the destination may be torn (sent while the
+ * guest wrote it, which is why it was dirty) and no pass replaces it, so
+ * the destination must not judge it. FREE records go on the main channel
+ * inside the pass whose round cleared the bits (drained after every poll
+ * in a section, and at a section's start for the polls of begin), before
+ * the pass's multifd sync: so a FREE never overtakes a later copy of its
+ * page. end does not poll then: after a pass cut short by a postcopy
+ * switch, its FREE records would have no pass left to go in before
+ * LISTEN judges the pages.
+ *
  * A provider that fails (start or poll < 0) is not asked again in this
  * migration; the marks of the current round stay valid (they were taken
  * before the failure). However the migration ends, cleanup stops the
@@ -34,6 +45,7 @@
 
 #include "migration/postcopy.h"
 #include "stream/format.h"
+#include "stream/wire.h"
 
 /* How often the bounded wait of a round polls the provider. */
 #define WAIT_POLL_NS 200000ull
@@ -67,6 +79,26 @@ int ferry__ram_hints_alloc(ferry_ram_saver *rs)
  * the last sync: a write since then is caught by the next harvest, so they
  * need not be sent now.
  */
+/* Queues page p of block bi for a FREE record; false when out of memory. */
+static bool freed_add(struct ferry_ram_hints *h, unsigned bi, uint64_t p)
+{
+	struct ferry_free_run *last = h->nfreed ? &h->freed[h->nfreed - 1] : NULL;
+	if (last && last->block == bi && last->first + last->n == p && last->n < FERRY_RAM_MAX_RUN) {
+		last->n++;
+		return true;
+	}
+	if (h->nfreed == h->freed_cap) {
+		size_t cap = h->freed_cap ? h->freed_cap * 2 : 256;
+		struct ferry_free_run *f = realloc(h->freed, cap * sizeof(*f));
+		if (!f)
+			return false;
+		h->freed = f;
+		h->freed_cap = cap;
+	}
+	h->freed[h->nfreed++] = (struct ferry_free_run){ bi, p, 1 };
+	return true;
+}
+
 static void on_hint(void *opaque, ferry_ram_block_t *rb, uint64_t first, uint64_t n)
 {
 	ferry_ram_saver *rs = opaque;
@@ -76,6 +108,9 @@ static void on_hint(void *opaque, ferry_ram_block_t *rb, uint64_t first, uint64_
 	unsigned bi = ferry__block_index(rs->vm, rb);
 	for (uint64_t p = first; p < first + n; p++) {
 		if (ferry__bitmap_test(rb->dirty, p)) {
+			/* Out of memory for its FREE record: the page is sent instead. */
+			if (rs->c->sums && !freed_add(&rs->hints, bi, p))
+				continue;
 			ferry__bitmap_clear(rb->dirty, p);
 			if (rs->dirty_pages)
 				rs->dirty_pages--;
@@ -93,6 +128,18 @@ static void provider_failed(struct ferry_ram_hints *h, const char *op, int r)
 	h->broken = true;
 }
 
+void ferry__ram_hints_put_freed(ferry_ram_saver *rs)
+{
+	struct ferry_ram_hints *h = &rs->hints;
+	for (size_t i = 0; i < h->nfreed; i++) {
+		struct ferry_ram_block *rb = rs->vm->blocks[h->freed[i].block];
+		ferry__wire_put_ram_run(rs->c, FERRY_RAM_FREE, rb->name, rb == rs->last_block,
+					h->freed[i].first, h->freed[i].n, NULL);
+		rs->last_block = rb;
+	}
+	h->nfreed = 0;
+}
+
 void ferry__ram_hints_poll(ferry_ram_saver *rs)
 {
 	struct ferry_ram_hints *h = &rs->hints;
@@ -101,6 +148,8 @@ void ferry__ram_hints_poll(ferry_ram_saver *rs)
 	int r = h->ops->poll(h->opaque, on_hint, rs);
 	if (r < 0)
 		provider_failed(h, "poll", r);
+	if (rs->in_section)
+		ferry__ram_hints_put_freed(rs);
 }
 
 static void hinted_zero(ferry_ram_saver *rs, unsigned long **maps)
@@ -141,7 +190,8 @@ void ferry__ram_hints_end(ferry_ram_saver *rs)
 	struct ferry_ram_hints *h = &rs->hints;
 	if (!h->ops)
 		return;
-	ferry__ram_hints_poll(rs); /* what arrived for this round is still good */
+	if (!rs->c->sums) /* what arrived for this round is still good (see the top) */
+		ferry__ram_hints_poll(rs);
 	h->ops->stop(h->opaque);
 	/*
 	 * The round expires with the coming sync: a hinted page may be
@@ -206,6 +256,9 @@ void ferry__ram_hints_cleanup(ferry_ram_saver *rs)
 		free(h->hinted_last[i]);
 		h->hinted[i] = h->hinted_last[i] = NULL;
 	}
+	free(h->freed);
+	h->freed = NULL;
+	h->nfreed = h->freed_cap = 0;
 	if (h->ops) {
 		h->ops->stop(h->opaque);
 		if (h->ops->done)

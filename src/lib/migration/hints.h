@@ -31,6 +31,18 @@ struct ferry_ram_hints {
 	unsigned zeros_block;
 	uint64_t zeros_page;
 	uint64_t cmds, skipped, wait_ns; /* for query-migrate */
+	/*
+	 * With checksums: runs of pages whose dirty bit a hint cleared,
+	 * waiting to go as FREE records. Such a page's copy at the destination
+	 * may be a torn one (the guest wrote it while it was sent) that no
+	 * later pass replaces; FREE tells the destination not to judge it.
+	 */
+	struct ferry_free_run {
+		unsigned block;
+		uint64_t first;
+		uint32_t n;
+	} *freed;
+	size_t nfreed, freed_cap;
 };
 
 /*
@@ -48,8 +60,14 @@ int ferry__ram_hints_alloc(ferry_ram_saver *rs);
  */
 void ferry__ram_hints_begin(ferry_ram_saver *rs);
 void ferry__ram_hints_end(ferry_ram_saver *rs);
-/* Between chunks of a pass: takes what the guest reported since (may clear dirty bits). */
+/*
+ * Between chunks of a pass: takes what the guest reported since (may clear
+ * dirty bits), and in a section queues the FREE records of the pages it
+ * cleared.
+ */
 void ferry__ram_hints_poll(ferry_ram_saver *rs);
+/* At a pass's section start: queues the FREE records of begin's polls. */
+void ferry__ram_hints_put_freed(ferry_ram_saver *rs);
 /*
  * At the postcopy switch, after the final sync: keeps of the last round's
  * pages those not dirty since (the background sends them as zeros).

@@ -723,19 +723,26 @@ int ferry__postcopy_package_read(ferry_dst *l, uint32_t len)
 	if (len == 0 || len > FERRY_PC_PACKAGE_MAX)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM, "postcopy package of %u bytes (max %u)",
 					len, FERRY_PC_PACKAGE_MAX);
+	if (c->sums && !l->digest_seen)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM, "postcopy package without its digest");
 	int fd = memfd_create("ferry-package", MFD_CLOEXEC);
 	if (fd < 0)
 		return ferry__chan_fail(c, -errno, "memfd for the postcopy package: %s", strerror(errno));
 	uint8_t tmp[65536];
+	XXH3_state_t sum; /* the package's own checksum (DIGEST's), not the control hash's */
+	XXH3_64bits_reset(&sum);
 	int r = 0;
 	for (uint32_t done = 0; done < len && !r;) {
 		uint32_t k = len - done < sizeof(tmp) ? len - done : (uint32_t)sizeof(tmp);
-		if ((r = ferry__chan_read(c, tmp, k)))
+		if ((r = ferry__chan_read_direct(c, tmp, k)))
 			break;
+		XXH3_64bits_update(&sum, tmp, k);
 		if (write(fd, tmp, k) != (ssize_t)k)
 			r = ferry__chan_fail(c, -EIO, "writing the postcopy package: %s", strerror(errno));
 		done += k;
 	}
+	if (!r && c->sums)
+		r = ferry__sum_check_value(c, XXH3_64bits_digest(&sum), l->pkg_sum, "postcopy package");
 	if (!r && lseek(fd, 0, SEEK_SET) != 0)
 		r = ferry__chan_fail(c, -errno, "postcopy package: %s", strerror(errno));
 	if (r) {
@@ -1132,6 +1139,12 @@ int ferry__postcopy_package(ferry_dst *l)
 	return pc_load_package(l);
 }
 
+void ferry__postcopy_may_run(ferry_dst *l)
+{
+	if (l->pc_running)
+		ferry__pc_rp_send(l->pc, FERRY_RP_RUNNING, NULL, 0, NULL, 0);
+}
+
 /* Phase: after RUN (and the vCPUs' start): the guest runs, its missing pages fault in. */
 int ferry__postcopy_incoming(ferry_dst *l)
 {
@@ -1141,7 +1154,6 @@ int ferry__postcopy_incoming(ferry_dst *l)
 	pthread_mutex_lock(&m->stats_lock);
 	m->info.postcopy = true;
 	pthread_mutex_unlock(&m->stats_lock);
-	ferry__pc_rp_send(l->pc, FERRY_RP_RUNNING, NULL, 0, NULL, 0);
 	ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_ACTIVE);
 	int r = pc_incoming(l);
 	ferry__dst_stats(l);

@@ -129,6 +129,13 @@ int ferry__postcopy_run(ferry_dst *d, uint8_t run);
 
 /* Phases. Each is a no-op when its part of postcopy did not happen. */
 int ferry__postcopy_package(ferry_dst *d);
+/*
+ * Right before the guest may run (its vCPUs start, or the embedder may
+ * start them): after a postcopy RUN, tells the source with RP RUNNING. A
+ * destination that fails before this never ran the guest, and the source
+ * resumes its own (postcopy-src.c, dst_never_ran).
+ */
+void ferry__postcopy_may_run(ferry_dst *d);
 int ferry__postcopy_incoming(ferry_dst *d);
 void ferry__postcopy_fail(ferry_dst *d);
 

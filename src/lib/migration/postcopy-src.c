@@ -589,6 +589,8 @@ static int pc_package(struct src_ctx *x, ferry_chan *c)
 		close(pfd);
 		return r;
 	}
+	/* DIGEST's records: those before the package (the destination folds its records later). */
+	ferry_wire_digest d = { atomic_load(&m->sums.records), atomic_load(&m->sums.digest) };
 	if (m->sums_on)
 		ferry__sums_attach(&pk, &m->sums, FERRY_SUM_PACKAGE);
 	uint8_t run = x->stopped_by_us;
@@ -605,6 +607,10 @@ static int pc_package(struct src_ctx *x, ferry_chan *c)
 	void *map = MAP_FAILED;
 	if (!r && (map = mmap(NULL, len, PROT_READ, MAP_SHARED, pfd, 0)) == MAP_FAILED)
 		r = -errno;
+	if (!r && m->sums_on) {
+		d.package = XXH3_64bits(map, len);
+		ferry__wire_put_cmd_digest(c, d);
+	}
 	if (!r) {
 		ferry__wire_put_cmd_be32(c, FERRY_CMD_POSTCOPY_PACKAGE, (uint32_t)len);
 		ferry__chan_put_external(c, map, len);
@@ -663,11 +669,34 @@ static int pc_switch(struct src_ctx *x)
 }
 
 /*
- * After the switch: the background stream, requests, pauses and
- * recoveries until the destination has every page. Returns 0 (completed)
- * or the destination's failure.
+ * After a failure or a failing SHUT: did the destination fail before its
+ * guest could run? It sends RUNNING before its vCPUs may start, so a SHUT
+ * with an error and no RUNNING before it means the source's guest is
+ * still the only one: the migration fails like a precopy one, and the
+ * source guest resumes. Waits for the return path's SHUT or end.
  */
-static int pc_run(struct ferry_migration *m, ferry_ram_saver *rs)
+static bool dst_never_ran(struct ferry_migration *m)
+{
+	struct ferry_rp_shut shut = { .status = 0 };
+	if (ferry__src_rp_wait_shut(m, &shut) || !shut.status)
+		return false;
+	pthread_mutex_lock(&m->pc_src->lock);
+	bool ran = m->pc_src->running_ns != 0;
+	pthread_mutex_unlock(&m->pc_src->lock);
+	if (ran)
+		return false;
+	ferry__mig_set_error(m, shut.status, "destination failed before it ran the guest: %s",
+			     shut.msg);
+	return true;
+}
+
+/*
+ * After the switch: the background stream, requests, pauses and
+ * recoveries until the destination has every page. Returns 0 (completed),
+ * the destination's failure, or FERRY_EPEER with *unrun set when the
+ * destination failed before its guest could run.
+ */
+static int pc_run(struct ferry_migration *m, ferry_ram_saver *rs, bool *unrun)
 {
 	struct serve_ctx x = {m, rs};
 	ferry_chan *c = &m->chan;
@@ -680,6 +709,8 @@ static int pc_run(struct ferry_migration *m, ferry_ram_saver *rs)
 		struct ferry_rp_shut shut = { .status = 0 };
 		if (!r)
 			r = ferry__src_rp_wait_shut(m, &shut);
+		if ((r || shut.status) && r != -ECANCELED && (*unrun = dst_never_ran(m)))
+			return FERRY_EPEER;
 		if (!r && shut.status) {
 			ferry__mig_set_error(m, shut.status, "destination failed in postcopy: %s",
 					     shut.msg);
@@ -769,8 +800,12 @@ int ferry__pc_src_run(struct src_ctx *x)
 	if (r)
 		return r;
 	pc_commit(x); /* marks the bytes sent so far: postcopy_bytes are the rest */
-	if ((r = pc_run(m, &x->rs)))
+	bool unrun = false;
+	if ((r = pc_run(m, &x->rs, &unrun))) {
+		if (unrun) /* the source's guest is the only one: it resumes (source.c) */
+			x->committed = false;
 		return r;
+	}
 	pthread_mutex_lock(&pc->lock);
 	uint64_t run_ns = pc->running_ns, reqs = pc->requests;
 	pthread_mutex_unlock(&pc->lock);

@@ -242,10 +242,12 @@ static int load_pages_record(ferry_ram_loader *l, uint64_t flags, uint64_t addr)
 {
 	ferry_chan *c = l->c;
 	uint64_t kind = flags & ~(uint64_t)FERRY_RAM_CONTINUE;
-	if (kind != FERRY_RAM_PAGES && kind != FERRY_RAM_ZEROS)
+	bool free_run = kind == FERRY_RAM_FREE && c->sums;
+	if (kind != FERRY_RAM_PAGES && kind != FERRY_RAM_ZEROS && !free_run)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM, "unknown RAM record flags 0x%llx",
 					(unsigned long long)flags);
-	ferry__chan_ctx_name(c, kind == FERRY_RAM_PAGES ? "RAM pages" : "RAM zero pages");
+	ferry__chan_ctx_name(c, kind == FERRY_RAM_PAGES ? "RAM pages"
+				: kind == FERRY_RAM_ZEROS ? "RAM zero pages" : "RAM free pages");
 	struct ram_run run = { .zero = kind == FERRY_RAM_ZEROS, .first = addr >> FERRY_PAGE_SHIFT };
 	int r;
 	if ((r = record_block(l, flags, &run.rb)) || (r = ferry__wire_get_ram_count(c, &run.n)) ||
@@ -260,6 +262,10 @@ static int load_pages_record(ferry_ram_loader *l, uint64_t flags, uint64_t addr)
 					"pages %llu..%llu outside RAM block '%s' (%llu pages)",
 					(unsigned long long)first, (unsigned long long)(first + n - 1),
 					rb->name, (unsigned long long)rb->npages);
+	if (free_run) { /* hinted free: whatever copy is here does not matter */
+		ferry__sum_clear(c->sums, rb, NULL, first, n);
+		return 0;
+	}
 	return load_run(l, &run);
 }
 

@@ -505,6 +505,7 @@ int ferry__ram_save_pass(ferry_ram_saver *rs, uint8_t section_type)
 	put_section_header(c, section_type);
 	rs->in_section = true;
 	rs->last_block = NULL; /* each section names its first block */
+	ferry__ram_hints_put_freed(rs);
 	if (rs->first_pass) {
 		r = first_pass(rs);
 		rs->first_pass = false;

@@ -132,9 +132,21 @@ static bool rp_message(struct ferry_migration *m, uint8_t *buf, size_t cap, bool
 		ferry__chan_fail(c, FERRY_EBADSTREAM, "return path message of %u bytes", len);
 		return false;
 	}
-	if (ferry__chan_read(c, buf, len))
+	bool summed;
+	if (ferry__chan_read(c, buf, len) || ferry__wire_get_rp_sum(c, type, len, buf, &type, &summed))
 		return false;
-	if (type == FERRY_RP_SHUT && len >= FERRY_RP_SHUT_STATUS_LEN) {
+	/*
+	 * With checksums every message has one, but a destination that failed
+	 * before it read the stream header sends its SHUT without: only a
+	 * failure may come so, never the success that lets the guest go.
+	 */
+	bool shut = type == FERRY_RP_SHUT && len >= FERRY_RP_SHUT_STATUS_LEN;
+	if (c->sums && !summed && (!shut || !ferry__ld_be32(buf))) {
+		ferry__chan_fail(c, FERRY_EBADSTREAM, "return path message %u without its checksum",
+				 type);
+		return false;
+	}
+	if (shut) {
 		rp_got_shut(m, buf, len);
 		return false;
 	}
@@ -397,6 +409,8 @@ static int phase_negotiate(struct src_ctx *x)
 		ferry__sums_attach(x->c, &x->m->sums, FERRY_SUM_MAIN);
 	}
 	ferry__wire_put_header(x->c, x->vm->uuid);
+	if (x->m->sums_on) /* from the first byte after the header, as the destination */
+		ferry__chan_ctl_start(x->c);
 	x->stream_open = true;
 	if ((r = mf_open(x)))
 		return r;
@@ -579,9 +593,10 @@ static int phase_complete(struct src_ctx *x)
 	ferry__mig_event(m, FERRY_EVENT_PASS, x->pass + 1);
 	if ((r = ferry__parts_save_complete(&x->parts, c, FERRY_WALK_ALL)))
 		return r;
-	if (c->sums) /* every guest-data record is out: multifd's too (the last sync) */
-		ferry__wire_put_cmd_digest(c, c->sums);
 	ferry__wire_put_cmd_u8(c, FERRY_CMD_VM_STATE, (uint8_t)x->stopped_by_us);
+	if (c->sums) /* every guest-data record is out (multifd's: the last sync), and every command */
+		ferry__wire_put_cmd_digest(c, (ferry_wire_digest){ atomic_load(&c->sums->records),
+								   atomic_load(&c->sums->digest) });
 	ferry__wire_put_record(c, FERRY_REC_EOF);
 	x->stream_open = false;
 	if ((r = ferry__chan_flush(c)) || (r = ferry__src_rp_wait_shut(m, &shut)))

@@ -38,6 +38,45 @@ int ferry__chan_tls_open(ferry_chan *c, const ferry_tls_cfg *cfg, ferry_error *e
 	return ferry__tls_open(cfg, c->fd, c->peer ? c->peer : "peer", &c->tls, err);
 }
 
+void ferry__chan_ctl_start(ferry_chan *c)
+{
+	if (c->ctl)
+		return;
+	c->ctl = true;
+	XXH3_64bits_reset(&c->ctl_out);
+	XXH3_64bits_reset(&c->ctl_in);
+	c->ohashed = c->olen;
+	c->ihashed = c->ipos;
+}
+
+/* Folds obuf's bytes not hashed yet into ctl_out. */
+static void hash_out(ferry_chan *c)
+{
+	if (c->ctl && c->olen > c->ohashed)
+		XXH3_64bits_update(&c->ctl_out, c->obuf + c->ohashed, c->olen - c->ohashed);
+	c->ohashed = c->olen;
+}
+
+/* Folds the ibuf bytes consumed by buffered reads and not hashed yet into ctl_in. */
+static void hash_in(ferry_chan *c)
+{
+	if (c->ctl && c->ipos > c->ihashed)
+		XXH3_64bits_update(&c->ctl_in, c->ibuf + c->ihashed, c->ipos - c->ihashed);
+	c->ihashed = c->ipos;
+}
+
+uint64_t ferry__chan_ctl_out(ferry_chan *c)
+{
+	hash_out(c);
+	return c->ctl ? XXH3_64bits_digest(&c->ctl_out) : 0;
+}
+
+uint64_t ferry__chan_ctl_in(ferry_chan *c)
+{
+	hash_in(c);
+	return c->ctl ? XXH3_64bits_digest(&c->ctl_in) : 0;
+}
+
 void ferry__chan_close(ferry_chan *c)
 {
 	ferry__tls_close(c->tls);
@@ -61,6 +100,7 @@ void ferry__chan_shutdown(ferry_chan *c)
 /* Moves the obuf bytes not yet described by an iovec into one. */
 static void seal_segment(ferry_chan *c)
 {
+	hash_out(c);
 	if (c->olen > c->oseg) {
 		c->iov[c->iovcnt].iov_base = c->obuf + c->oseg;
 		c->iov[c->iovcnt].iov_len = c->olen - c->oseg;
@@ -93,7 +133,7 @@ int ferry__chan_flush(ferry_chan *c)
 drop:
 	c->iovcnt = 0;
 	c->iov_bytes = 0;
-	c->olen = c->oseg = 0;
+	c->olen = c->oseg = c->ohashed = 0;
 	return c->out_err;
 }
 
@@ -200,13 +240,14 @@ static int io_fail(ferry_chan *c, ssize_t n, size_t want)
 /* Refills ibuf (which must be empty) with whatever the socket has. */
 static int refill(ferry_chan *c, size_t want)
 {
+	hash_in(c);
 	for (;;) {
 		ssize_t n = c->tls ? ferry__tls_recv(c->tls, c->ibuf, FERRY_CHAN_IBUF)
 				   : recv(c->fd, c->ibuf, FERRY_CHAN_IBUF, 0);
 		if (n < 0 && errno == ENOTSOCK) /* a file: postcopy's device package */
 			n = read(c->fd, c->ibuf, FERRY_CHAN_IBUF);
 		if (n > 0) {
-			c->ipos = 0;
+			c->ipos = c->ihashed = 0;
 			c->ilen = (size_t)n;
 			return 0;
 		}
@@ -244,11 +285,13 @@ int ferry__chan_read_direct(ferry_chan *c, void *p, size_t n)
 	uint8_t *d = p;
 	if (c->in_err.code)
 		return c->in_err.code;
+	hash_in(c);
 	size_t k = c->ilen - c->ipos;
 	if (k > n)
 		k = n;
 	memcpy(d, c->ibuf + c->ipos, k);
 	c->ipos += k;
+	c->ihashed = c->ipos; /* payload: not control bytes */
 	c->in_offset += k;
 	d += k;
 	n -= k;

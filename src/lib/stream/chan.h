@@ -24,6 +24,15 @@
  * `on_write`, if set, runs on the writer thread after each piece written
  * (progress counters move while a long flush is throttled).
  *
+ * Control hash: with ferry__chan_ctl_start(), each direction keeps an
+ * XXH3-64 of its "control bytes": everything written with put (not
+ * put_external) and everything read with read/get/skip (not read_direct).
+ * Payloads go external/direct on both sides and carry their own
+ * checksums, so the two ends' hashes agree exactly when every other byte
+ * arrived as sent (stream/sum.h: DIGEST compares them). Hashing is lazy:
+ * obuf's bytes when a segment is sealed, ibuf's before a refill or a
+ * direct read, so a be32 costs no call.
+ *
  * Thread: one reader and one writer at a time; they may be different
  * threads (the return path writes on the destination while its main thread
  * reads) because input and output state are disjoint. Cancel from any
@@ -36,6 +45,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/uio.h>
+
+#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t inline: nothing to allocate */
+#include <xxhash.h>
 
 #include "stream/ratelimit.h"
 #include "util/error.h"
@@ -83,6 +95,14 @@ typedef struct ferry_chan {
 	struct ferry_sums *sums;
 	uint32_t sum_carrier;
 	uint64_t sum_seq;
+	/*
+	 * Control hashes (ctl false: off): ctl_out by the writer, over obuf up to
+	 * ohashed; ctl_in by the reader, over ibuf up to ihashed (bytes before
+	 * ihashed were hashed or went to a direct read).
+	 */
+	bool ctl;
+	XXH3_state_t ctl_out, ctl_in;
+	size_t ohashed, ihashed;
 } ferry_chan;
 
 /* Takes ownership of fd. Returns 0 or -ENOMEM. */
@@ -94,6 +114,11 @@ int ferry__chan_init(ferry_chan *c, int fd);
  */
 struct ferry_tls_cfg;
 int ferry__chan_tls_open(ferry_chan *c, const struct ferry_tls_cfg *cfg, ferry_error *err);
+/* Starts both directions' control hashes (see the top), from the next byte. */
+void ferry__chan_ctl_start(ferry_chan *c);
+/* The control hash of the bytes written so far (writer) / read so far (reader). */
+uint64_t ferry__chan_ctl_out(ferry_chan *c);
+uint64_t ferry__chan_ctl_in(ferry_chan *c);
 /* Closes fd and frees buffers. */
 void ferry__chan_close(ferry_chan *c);
 /* Wakes any blocked read/write (shutdown(2)); any thread. */

@@ -10,11 +10,13 @@
 
 #define FERRY_STREAM_MAGIC 0x46525259u /* "FRRY" */
 /*
- * Version 2: guest-data records carry XXH3-64 checksums and the stream
- * ends with a DIGEST (docs/wire-format.md, "Checksums"). A source with
- * x-checksum off writes version 1, the layout without them.
+ * Version 3: guest-data records carry XXH3-64 checksums, control bytes are
+ * hashed, and the stream ends with a DIGEST (docs/wire-format.md,
+ * "Checksums"). A source with x-checksum off writes version 1, the layout
+ * without them. (Version 2, an earlier layout of the checksums, was never
+ * released: refused.)
  */
-#define FERRY_STREAM_VERSION 2u
+#define FERRY_STREAM_VERSION 3u
 #define FERRY_STREAM_VERSION_PLAIN 1u
 
 /* Record types (first byte of each top-level record). */
@@ -89,6 +91,12 @@ enum {
 	FERRY_RAM_CONTINUE = 0x020, /* same block as the previous record */
 	FERRY_RAM_MULTIFD_SYNC = 0x040, /* all channels' pages so far must be placed */
 	FERRY_RAM_CANCELLED = 0x080, /* word = flag only: the source cancelled; nothing follows */
+	/*
+	 * [block] be32 npages, checksums only: free page hints said these
+	 * pages are free, and the source will not send them again; whatever
+	 * copy the destination holds does not matter (not judged).
+	 */
+	FERRY_RAM_FREE = 0x100,
 };
 #define FERRY_RAM_FLAG_MASK 0xfffull
 #define FERRY_RAM_MAX_RUN 256u
@@ -181,6 +189,12 @@ enum {
 	FERRY_RP_HEARTBEAT = 7, /* 0 bytes: the destination is alive */
 	FERRY_RP_SWITCHOVER_ACK = 8, /* 0 bytes: the source may switch over (switchover-ack) */
 };
+/*
+ * OR-ed into a return path message's type by a destination whose stream
+ * has checksums: a be64 XXH3-64 of the message (type, length, payload)
+ * follows the payload.
+ */
+#define FERRY_RP_F_SUM 0x8000u
 
 #define FERRY_PC_PREEMPT 0x1u
 #define FERRY_PC_HS_MAGIC 0x46525043u /* "FRPC": preempt channel handshake */

@@ -177,10 +177,14 @@ void ferry__sum_clear(ferry_sums *s, struct ferry_ram_block *rb, const uint64_t 
 int ferry__sum_check_buf(ferry_chan *c, const void *p, size_t len, uint64_t seed, uint64_t want,
 			 const char *what)
 {
-	ferry_sums *s = c->sums;
-	if (ferry__sum_buf(p, len, seed) == want)
+	return ferry__sum_check_value(c, ferry__sum_buf(p, len, seed), want, what);
+}
+
+int ferry__sum_check_value(ferry_chan *c, uint64_t got, uint64_t want, const char *what)
+{
+	if (got == want)
 		return 0;
-	atomic_fetch_add(&s->mismatches, 1);
+	atomic_fetch_add(&c->sums->mismatches, 1);
 	char who[40];
 	carrier_name(c->sum_carrier, who, sizeof(who));
 	return ferry__chan_fail(c, FERRY_EBADSTREAM, "checksum mismatch: %s, %s", what, who);
@@ -235,12 +239,19 @@ int ferry__sum_listen(ferry_chan *c, unsigned long *const *pending)
 	return report_bad(c);
 }
 
-int ferry__sum_finish(ferry_chan *c, uint64_t records, uint64_t digest)
+int ferry__sum_finish(ferry_chan *c, uint64_t records, uint64_t digest, uint64_t ctl_sent,
+		      uint64_t ctl_here, bool pages)
 {
 	ferry_sums *s = c->sums;
-	int r = report_bad(c);
+	int r = pages ? report_bad(c) : 0;
 	if (r)
 		return r;
+	if (ctl_sent != ctl_here) {
+		atomic_fetch_add(&s->mismatches, 1);
+		return ferry__chan_fail(c, FERRY_EBADSTREAM,
+					"checksum mismatch: the main channel's records, commands and headers hash to %016llx at the source, %016llx here",
+					(unsigned long long)ctl_sent, (unsigned long long)ctl_here);
+	}
 	uint64_t have = atomic_load(&s->records), sum = atomic_load(&s->digest);
 	if (have != records || sum != digest)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM,

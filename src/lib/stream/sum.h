@@ -154,6 +154,8 @@ void ferry__sum_clear(ferry_sums *s, struct ferry_ram_block *rb, const uint64_t 
 /* Destination: a device payload against its checksum; fails c on a mismatch. */
 int ferry__sum_check_buf(ferry_chan *c, const void *p, size_t len, uint64_t seed, uint64_t want,
 			 const char *what);
+/* Destination: a computed checksum against the one the record carried (what: the record). */
+int ferry__sum_check_value(ferry_chan *c, uint64_t got, uint64_t want, const char *what);
 /*
  * Destination, at postcopy's LISTEN (every precopy page placed): bad pages
  * the source sends again (set in pending[block]) are bad no longer; any
@@ -161,9 +163,11 @@ int ferry__sum_check_buf(ferry_chan *c, const void *p, size_t len, uint64_t seed
  */
 int ferry__sum_listen(ferry_chan *c, unsigned long *const *pending);
 /*
- * Destination, at the end of a precopy stream: the source's digest of
- * `records` terms against ours, then no page may still be bad. Fails c.
+ * Destination, at DIGEST: with pages (the end of a precopy stream) no page
+ * may still be bad; then the source's control hash of the main channel
+ * against ours, and its digest of `records` terms against ours. Fails c.
  */
-int ferry__sum_finish(ferry_chan *c, uint64_t records, uint64_t digest);
+int ferry__sum_finish(ferry_chan *c, uint64_t records, uint64_t digest, uint64_t ctl_sent,
+		      uint64_t ctl_here, bool pages);
 
 #endif /* FERRY_STREAM_SUM_H */

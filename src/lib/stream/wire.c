@@ -407,12 +407,18 @@ int ferry__wire_cmd_len(uint16_t cmd)
 	return cmd < FERRY_CMD__MAX ? lens[cmd] : FERRY_CMD_LEN_RESUME_ONLY;
 }
 
-void ferry__wire_put_cmd_digest(ferry_chan *c, ferry_sums *s)
+void ferry__wire_put_cmd_digest(ferry_chan *c, ferry_wire_digest d)
 {
+	ferry__chan_put_u8(c, FERRY_REC_COMMAND);
+	ferry__chan_put_be16(c, FERRY_CMD_DIGEST);
+	ferry__chan_put_be16(c, FERRY_CMD_DIGEST_LEN);
+	d.ctl = ferry__chan_ctl_out(c); /* the destination takes its own at the same byte */
 	uint8_t b[FERRY_CMD_DIGEST_LEN];
-	ferry__st_be64(b + FERRY_CMD_DIGEST_RECORDS_OFF, atomic_load(&s->records));
-	ferry__st_be64(b + FERRY_CMD_DIGEST_SUM_OFF, atomic_load(&s->digest));
-	ferry__wire_put_cmd(c, FERRY_CMD_DIGEST, b, sizeof(b));
+	ferry__st_be64(b + FERRY_CMD_DIGEST_RECORDS_OFF, d.records);
+	ferry__st_be64(b + FERRY_CMD_DIGEST_SUM_OFF, d.digest);
+	ferry__st_be64(b + FERRY_CMD_DIGEST_CTL_OFF, d.ctl);
+	ferry__st_be64(b + FERRY_CMD_DIGEST_PACKAGE_OFF, d.package);
+	ferry__chan_put(c, b, sizeof(b));
 }
 
 /* ---- RAM section body ---- */
@@ -429,7 +435,10 @@ void ferry__wire_put_ram_sums(ferry_chan *c, uint64_t kind, const char *block, u
 					       seed, first + i));
 	if (ns)
 		ferry__chan_put(c, b, (size_t)ns * FERRY_SUM_LEN);
-	ferry__sum_fold_chan(c, ferry__sum_ram_value(kind, seed, first, n, b, ns));
+	uint64_t v = ferry__sum_ram_value(kind, seed, first, n, b, ns);
+	if (!ns) /* ZEROS, FREE: the record's own value is its checksum */
+		ferry__chan_put_be64(c, v);
+	ferry__sum_fold_chan(c, v);
 }
 
 int ferry__wire_get_ram_sums(ferry_chan *c, uint64_t kind, const char *block, uint64_t first,
@@ -438,11 +447,23 @@ int ferry__wire_get_ram_sums(ferry_chan *c, uint64_t kind, const char *block, ui
 	if (!c->sums)
 		return 0;
 	uint32_t ns = kind == FERRY_RAM_PAGES ? n : 0;
-	int r = ns ? ferry__chan_read(c, sums, (size_t)ns * FERRY_SUM_LEN) : 0;
+	uint64_t want = 0;
+	int r = ns ? ferry__chan_read(c, sums, (size_t)ns * FERRY_SUM_LEN)
+		   : ferry__chan_get_be64(c, &want);
 	if (r)
 		return r;
 	*rec = c->sum_seq;
-	ferry__sum_fold_chan(c, ferry__sum_ram_value(kind, ferry__sum_seed(block), first, n, sums, ns));
+	uint64_t v = ferry__sum_ram_value(kind, ferry__sum_seed(block), first, n, sums, ns);
+	if (!ns) {
+		char what[FERRY_NAME_MAX + 80];
+		snprintf(what, sizeof(what), "%s record %llu (pages %llu..%llu of RAM block '%s')",
+			 kind == FERRY_RAM_ZEROS ? "zero pages" : "free pages",
+			 (unsigned long long)*rec, (unsigned long long)first,
+			 (unsigned long long)(first + n - 1), block);
+		if ((r = ferry__sum_check_value(c, v, want, what)))
+			return r;
+	}
+	ferry__sum_fold_chan(c, v);
 	return 0;
 }
 
@@ -479,15 +500,53 @@ int ferry__wire_get_block_entry(ferry_chan *c, char name[FERRY_NAME_MAX + 1], ui
 
 /* ---- return path ---- */
 
+/* XXH3-64 of a return path message: its be16 type (flag included), be16 length, payload. */
+static uint64_t rp_sum(uint16_t type, const void *p1, size_t l1, const void *p2, size_t l2)
+{
+	XXH3_state_t st;
+	uint8_t h[4];
+	ferry__st_be16(h, type);
+	ferry__st_be16(h + 2, (uint16_t)(l1 + l2));
+	XXH3_64bits_reset(&st);
+	XXH3_64bits_update(&st, h, sizeof(h));
+	if (l1)
+		XXH3_64bits_update(&st, p1, l1);
+	if (l2)
+		XXH3_64bits_update(&st, p2, l2);
+	return XXH3_64bits_digest(&st);
+}
+
 void ferry__wire_put_rp(ferry_chan *c, uint16_t type, const void *p1, size_t l1,
 			const void *p2, size_t l2)
 {
+	if (c->sums)
+		type |= FERRY_RP_F_SUM;
 	ferry__chan_put_be16(c, type);
 	ferry__chan_put_be16(c, (uint16_t)(l1 + l2));
 	if (l1)
 		ferry__chan_put(c, p1, l1);
 	if (l2)
 		ferry__chan_put(c, p2, l2);
+	if (c->sums)
+		ferry__chan_put_be64(c, rp_sum(type, p1, l1, p2, l2));
+}
+
+int ferry__wire_get_rp_sum(ferry_chan *c, uint16_t raw, uint16_t len, const uint8_t *p,
+			   uint16_t *type, bool *summed)
+{
+	*type = raw & ~FERRY_RP_F_SUM;
+	*summed = raw & FERRY_RP_F_SUM;
+	if (!*summed)
+		return 0;
+	uint64_t want;
+	int r = ferry__chan_get_be64(c, &want);
+	if (r)
+		return r;
+	if (rp_sum(raw, p, len, NULL, 0) != want)
+		return ferry__chan_fail(c, FERRY_EBADSTREAM,
+					"checksum mismatch: return path message %u (%u bytes)", *type,
+					len);
+	return 0;
 }
 
 int ferry__wire_get_rp(ferry_chan *c, uint16_t *type, uint16_t *len)

@@ -365,11 +365,13 @@ enum {
 	FERRY_CMD_ADVISE_LEN = 4,
 	FERRY_CMD_RUN_LEN = 1,
 	FERRY_CMD_PACKAGE_LEN = 4,
-	FERRY_CMD_DIGEST_LEN = 16,
+	FERRY_CMD_DIGEST_LEN = 32,
 	FERRY_CMD_DIGEST_RECORDS_OFF = 0,
 	FERRY_CMD_DIGEST_SUM_OFF = 8,
+	FERRY_CMD_DIGEST_CTL_OFF = 16,
+	FERRY_CMD_DIGEST_PACKAGE_OFF = 24,
 	/* Largest fixed payload. */
-	FERRY_CMD_FIXED_MAX = 16,
+	FERRY_CMD_FIXED_MAX = 32,
 };
 /* ferry__wire_cmd_len: payload length of a variable (DISCARD) / not-here (RESUME) command. */
 enum { FERRY_CMD_LEN_VARIABLE = -1, FERRY_CMD_LEN_RESUME_ONLY = -2 };
@@ -387,13 +389,20 @@ static inline uint32_t ferry__wire_cmd_be32(const uint8_t *payload)
 {
 	return ferry__ld_be32(payload);
 }
-/* Queues DIGEST: the records folded into s so far and their digest. */
-void ferry__wire_put_cmd_digest(ferry_chan *c, ferry_sums *s);
-static inline void ferry__wire_cmd_digest_decode(const uint8_t *payload, uint64_t *records,
-						 uint64_t *digest)
+/* DIGEST's payload (docs/wire-format.md, "Checksums"). */
+typedef struct ferry_wire_digest {
+	uint64_t records, digest; /* guest-data records folded so far, their digest */
+	uint64_t ctl;             /* c's control hash up to this payload */
+	uint64_t package;         /* XXH3-64 of the PACKAGE that follows (postcopy), or 0 */
+} ferry_wire_digest;
+/* Queues DIGEST with d (its ctl is c's control hash, taken here). */
+void ferry__wire_put_cmd_digest(ferry_chan *c, ferry_wire_digest d);
+static inline void ferry__wire_cmd_digest_decode(const uint8_t *payload, ferry_wire_digest *d)
 {
-	*records = ferry__ld_be64(payload + FERRY_CMD_DIGEST_RECORDS_OFF);
-	*digest = ferry__ld_be64(payload + FERRY_CMD_DIGEST_SUM_OFF);
+	d->records = ferry__ld_be64(payload + FERRY_CMD_DIGEST_RECORDS_OFF);
+	d->digest = ferry__ld_be64(payload + FERRY_CMD_DIGEST_SUM_OFF);
+	d->ctl = ferry__ld_be64(payload + FERRY_CMD_DIGEST_CTL_OFF);
+	d->package = ferry__ld_be64(payload + FERRY_CMD_DIGEST_PACKAGE_OFF);
 }
 /* Splits a MULTIFD payload (FERRY_CMD_MULTIFD_LEN bytes). */
 static inline void ferry__wire_cmd_multifd_decode(const uint8_t *payload, uint32_t *channels,
@@ -487,7 +496,18 @@ static inline uint32_t ferry__wire_rp_pong_decode(const uint8_t *payload)
 {
 	return ferry__ld_be32(payload);
 }
-/* Queues message type with the payload p1 then p2 (either may be empty). */
+/*
+ * Reads the checksum of a message just read (raw type as on the wire, its
+ * len payload bytes in p) when the type carries FERRY_RP_F_SUM, checks it
+ * and strips the flag into *type; *summed says whether it had one. Fails c
+ * on a mismatch.
+ */
+int ferry__wire_get_rp_sum(ferry_chan *c, uint16_t raw, uint16_t len, const uint8_t *p,
+			   uint16_t *type, bool *summed);
+/*
+ * Queues message type with the payload p1 then p2 (either may be empty),
+ * and its checksum when c has checksums.
+ */
 void ferry__wire_put_rp(ferry_chan *c, uint16_t type, const void *p1, size_t l1,
 			const void *p2, size_t l2);
 /* Reads a message's type and payload length. */
