@@ -12,3 +12,4 @@ python3 bench/postcopy.py
 python3 bench/hints.py
 python3 bench/autoconverge.py
 python3 bench/devices.py
+bench/flip.sh 200  # integrity: random bit flips, zero silent corruptions
