@@ -673,12 +673,15 @@ static int pc_switch(struct src_ctx *x)
  * guest could run? It sends RUNNING before its vCPUs may start, so a SHUT
  * with an error and no RUNNING before it means the source's guest is
  * still the only one: the migration fails like a precopy one, and the
- * source guest resumes. Waits for the return path's SHUT or end.
+ * source guest resumes. Waits for the return path's SHUT or end, at most
+ * SHUT_WAIT_MS: a destination that failed sends SHUT and closes at once;
+ * a silent link must go on to pause.
  */
+#define SHUT_WAIT_MS 1000u
 static bool dst_never_ran(struct ferry_migration *m)
 {
 	struct ferry_rp_shut shut = { .status = 0 };
-	if (ferry__src_rp_wait_shut(m, &shut) || !shut.status)
+	if (ferry__src_rp_wait_shut_ms(m, &shut, SHUT_WAIT_MS) || !shut.status)
 		return false;
 	pthread_mutex_lock(&m->pc_src->lock);
 	bool ran = m->pc_src->running_ns != 0;

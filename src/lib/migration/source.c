@@ -202,9 +202,28 @@ static void *rp_thread(void *arg)
 /* Waits for SHUT. Returns 0 (and the destination's status) or an error. */
 int ferry__src_rp_wait_shut(struct ferry_migration *m, struct ferry_rp_shut *out)
 {
+	return ferry__src_rp_wait_shut_ms(m, out, 0);
+}
+
+int ferry__src_rp_wait_shut_ms(struct ferry_migration *m, struct ferry_rp_shut *out,
+			       uint32_t timeout_ms)
+{
+	struct timespec dl;
+	clock_gettime(CLOCK_MONOTONIC, &dl); /* rp_cond's clock (ferry__cond_init_monotonic) */
+	dl.tv_sec += timeout_ms / 1000;
+	dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+	if (dl.tv_nsec >= 1000000000) {
+		dl.tv_sec++;
+		dl.tv_nsec -= 1000000000;
+	}
 	pthread_mutex_lock(&m->rp_lock);
-	while (!m->rp_shut && !m->rp_dead && !ferry__mig_cancelled(m))
-		pthread_cond_wait(&m->rp_cond, &m->rp_lock);
+	bool late = false;
+	while (!m->rp_shut && !m->rp_dead && !ferry__mig_cancelled(m) && !late) {
+		if (!timeout_ms)
+			pthread_cond_wait(&m->rp_cond, &m->rp_lock);
+		else
+			late = pthread_cond_timedwait(&m->rp_cond, &m->rp_lock, &dl) == ETIMEDOUT;
+	}
 	int r = 0;
 	if (m->rp_shut) {
 		out->status = m->rp_status;
@@ -212,6 +231,8 @@ int ferry__src_rp_wait_shut(struct ferry_migration *m, struct ferry_rp_shut *out
 		snprintf(out->msg, sizeof(out->msg), "%s", m->rp_msg);
 	} else if (ferry__mig_cancelled(m))
 		r = -ECANCELED;
+	else if (late)
+		r = -ETIMEDOUT;
 	else
 		r = m->chan.in_err.code ? m->chan.in_err.code : -EPIPE;
 	pthread_mutex_unlock(&m->rp_lock);

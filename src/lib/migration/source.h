@@ -61,6 +61,9 @@ struct ferry_rp_shut {
 };
 /* Waits for SHUT. 0 (and *out) or an error. mig/src/main. */
 int ferry__src_rp_wait_shut(struct ferry_migration *m, struct ferry_rp_shut *out);
+/* The same for at most timeout_ms (0: no limit); -ETIMEDOUT when it passed. */
+int ferry__src_rp_wait_shut_ms(struct ferry_migration *m, struct ferry_rp_shut *out,
+			       uint32_t timeout_ms);
 /* The main thread has written all it will after a cancel; mig/src/main. */
 void ferry__src_rp_bye(struct ferry_migration *m);
 
