@@ -3,11 +3,14 @@
  * TLS for migration connections, on GnuTLS (see tls.h and ferry/tls.h for
  * the design; docs/architecture.md, "TLS", for why GnuTLS).
  *
- * Everything that touches GnuTLS is here: credentials, authz lists, the
- * handshake and its checks, and the record I/O the channels use. No
- * crypto and no certificate parsing of our own: GnuTLS verifies the chain,
- * the dates and the hostname (gnutls_session_set_verify_cert) and prints
- * the distinguished name the authz list is matched against.
+ * Everything that touches GnuTLS is here: credentials (x509 and PSK),
+ * authz lists, the handshake and its checks, and the record I/O the
+ * channels use. No crypto and no certificate parsing of our own: GnuTLS
+ * verifies the chain, the dates and the hostname
+ * (gnutls_session_set_verify_cert) and prints the distinguished name the
+ * authz list is matched against; with PSK it reads the server's keys.psk
+ * and decodes the client's hex key, proves the key in the handshake and
+ * names the client's username. Ours is only finding the client's line.
  */
 #include "transport/tls.h"
 
@@ -29,6 +32,7 @@
 #define TLS_PRIORITY_PSK TLS_PRIORITY ":+ECDHE-PSK:+DHE-PSK"
 #define PSK_FILE "keys.psk"
 #define PSK_USERNAME_MAX 255
+#define PSK_HEX_MAX 1024 /* psktool's largest key, 512 bytes */
 #define TLS_HANDSHAKE_MS 10000
 #define TLS_ACCEPTED 0x01 /* the server's one byte: "you may send" */
 
@@ -125,10 +129,10 @@ static int psk_lookup(const char *file, const char *username, char *key, size_t 
 		snprintf(err, len, "cannot read %s: %s", file, strerror(e));
 		return -e;
 	}
-	char line[1024];
-	size_t ul = strlen(username);
+	char *line = NULL;
+	size_t cap = 0, ul = strlen(username);
 	int r = -ENOENT;
-	while (r == -ENOENT && fgets(line, sizeof(line), f)) {
+	while (r == -ENOENT && getline(&line, &cap, f) > 0) {
 		if (strncmp(line, username, ul) || line[ul] != ':')
 			continue;
 		char *hex = line + ul + 1;
@@ -136,7 +140,9 @@ static int psk_lookup(const char *file, const char *username, char *key, size_t 
 		r = strlen(hex) < key_len ? 0 : -EINVAL;
 		snprintf(key, key_len, "%s", r ? "" : hex);
 	}
-	explicit_bzero(line, sizeof(line));
+	if (line)
+		explicit_bzero(line, cap); /* the keys: not left in freed memory */
+	free(line);
 	fclose(f);
 	if (r == -ENOENT)
 		snprintf(err, len, "no key for username '%s' in %s", username, file);
@@ -159,7 +165,7 @@ static int psk_load(ferry_tls_creds *c, const char *dir, const char *username, c
 			snprintf(err, len, "cannot load %s: %s", c->psk_file, gnutls_strerror(r));
 		return r < 0 ? -EINVAL : 0;
 	}
-	char hex[1024];
+	char hex[PSK_HEX_MAX + 1];
 	int r = psk_lookup(c->psk_file, username, hex, sizeof(hex), err, len);
 	if (!r) {
 		gnutls_datum_t key = { (unsigned char *)hex, (unsigned)strlen(hex) };
@@ -304,7 +310,7 @@ int ferry__tls_cfg_check(const ferry_tls_cfg *cfg, const ferry_migration_params 
 		return ferry__error_set(err, -EINVAL,
 					"Expecting TLS credentials with a %s endpoint",
 					server ? "server" : "client");
-	if (cfg->creds->x509 == NULL && cfg->authz && !server)
+	if (!cfg->creds->x509 && cfg->authz && !server)
 		return ferry__error_set(err, -EINVAL,
 					"tls-authz with tls-creds-psk works on the destination only "
 					"(it names the source's PSK username)");
