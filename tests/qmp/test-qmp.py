@@ -2067,6 +2067,8 @@ def case_tls_refused(tmp):
         eq("migrate-incoming", dq.cmd("migrate-incoming", {"uri": mig}), {"return": {}})
         eq("migrate", q.cmd("migrate", {"uri": mig}), {"return": {}})
         true("refused: source failed", q.wait_event(is_final) is not None)
+        # The destination may learn of it after the source: wait for its own failure.
+        true("refused: destination failed", dq.wait_event(is_status("failed")) is not None)
         info, dinfo = q.ret("query-migrate"), dq.ret("query-migrate")
         eq("refused: source status", info["status"], "failed")
         eq("refused: source says why", info.get("error-desc"),
