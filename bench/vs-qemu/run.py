@@ -12,6 +12,7 @@ See README.md beside this file. Usage:
                        [--vs-ferry PARAM=JSON]   (A/B: Ferry against Ferry with PARAM in QEMU's place)
                        [--tls qemu,ferry]   (TLS on these columns: tls-creds-x509 through QMP, certificates
                                              made at start with certtool)
+                       [--tls-psk]   (with --tls: tls-creds-psk instead, a random key made with psktool)
 """
 import argparse, json, mmap, os, platform, select, shutil, signal, socket, statistics, subprocess, sys
 import tempfile, threading, time
@@ -304,15 +305,25 @@ def make_certs(tmp):
     return d
 
 
+def make_psk(tmp):
+    """A tls-creds-psk directory: keys.psk with a random key for username qemu (QEMU's default)."""
+    d = os.path.join(tmp, "psk")
+    os.mkdir(d)
+    sh(["psktool", "-u", "qemu", "-p", os.path.join(d, "keys.psk")])
+    return d
+
+
 def drive(row, a, sq, dq, port, deadline, j=None, perf_path=None, extra=None, procs=None, tls=False):
     """Sets both sides up, migrates, polls until done. Returns the run's figures.
     procs = (source, destination) processes: their CPU time over the migration is recorded.
-    tls: both sides get tls-creds-x509 (a.tls_dir) and tls-creds, the same QMP for either engine."""
+    tls: both sides get tls-creds-x509 (or tls-creds-psk with --tls-psk) from a.tls_dir and tls-creds,
+    the same QMP for either engine."""
     caps, params = params_for(row, a)
     if tls:
         for q, ep in ((dq, "server"), (sq, "client")):
-            q.ret("object-add", {"qom-type": "tls-creds-x509", "id": "tls0", "dir": a.tls_dir,
-                                 "endpoint": ep, "verify-peer": True}, deadline)
+            creds = ({"qom-type": "tls-creds-psk"} if a.tls_psk
+                     else {"qom-type": "tls-creds-x509", "verify-peer": True})
+            q.ret("object-add", dict(creds, id="tls0", dir=a.tls_dir, endpoint=ep), deadline)
         params = dict(params, **{"tls-creds": "tls0"})
     for q in (dq, sq):
         if caps:
@@ -717,6 +728,8 @@ def main():
                     help="TLS (tls-creds-x509, verify-peer) on these columns: qemu, ferry or both; with "
                          "--vs-ferry, 'qemu' is the B column (e.g. --tls ferry --vs-ferry x-checksum=true: "
                          "Ferry with TLS against Ferry without)")
+    ap.add_argument("--tls-psk", action="store_true",
+                    help="with --tls: tls-creds-psk (a random key made with psktool) instead of tls-creds-x509")
     a = ap.parse_args()
     a.tls = [e for e in a.tls.split(",") if e]
     if set(a.tls) - {"qemu", "ferry"}:
@@ -751,7 +764,7 @@ def main():
         note = ensure_qemu(a)
         if not os.access(a.ferry, os.X_OK):  # also needed for QEMU: its RAM is a copy of Ferry's
             raise BenchError(f"{a.ferry} not found: build it with `ninja -C build`")
-        a.tls_dir = make_certs(j.tmp) if a.tls else None
+        a.tls_dir = (make_psk if a.tls_psk else make_certs)(j.tmp) if a.tls else None
         result["machine"] = machine_info(a)
         if note:
             result["machine"]["note"] = note
@@ -770,7 +783,8 @@ def main():
             "settle_s": a.settle,
             "ferry_extra_parameters": a.ferry_set,
             "vs_ferry": a.vs_ferry or None,
-            "tls": a.tls or None}
+            "tls": a.tls or None,
+            "tls_creds": ("tls-creds-psk" if a.tls_psk else "tls-creds-x509") if a.tls else None}
         fills = []
         for r in rows:
             if ROWS[r][0] not in fills:

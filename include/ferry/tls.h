@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * TLS for migration connections: credentials and an authorization list,
- * configured the way QEMU's QMP does it (objects tls-creds-x509 and
- * authz-simple; migration parameters tls-creds, tls-hostname, tls-authz).
+ * configured the way QEMU's QMP does it (objects tls-creds-x509,
+ * tls-creds-psk and authz-simple; migration parameters tls-creds, tls-hostname, tls-authz).
  *
  * With tls_creds set in a migration's parameters (ferry/migration.h), every
  * connection of the migration (the main one and its return path, each
@@ -22,6 +22,16 @@
  * hostname (tls-hostname, else the URI's host). An authz list names the
  * peer distinguished names allowed ("CN=src,O=Ferry", as GnuTLS prints
  * them: gnutls_x509_crt_get_dn2); the side that has one refuses any other.
+ *
+ * PSK credentials (tls-creds-psk) come from dir/keys.psk, lines
+ * "username:hexkey" as psktool writes them: a server accepts any username
+ * of the file with its key (GnuTLS reads the file at each handshake); a
+ * client takes its username's key (username NULL: "qemu", QEMU's default)
+ * when the credentials are made. Both sides prove the key in the
+ * handshake (TLS 1.3 psk_dhe_ke: an ECDHE or DHE exchange too, for
+ * forward secrecy); no certificate and no hostname are involved. An authz
+ * list on a server names the PSK usernames allowed (QEMU's rule); a client
+ * with PSK credentials cannot have one.
  *
  * Objects are reference counted: a migration takes its own references when
  * it starts, so a control plane may drop its own at any time.
@@ -55,6 +65,14 @@ typedef enum ferry_tls_endpoint {
 FERRY_EXTERN int ferry_tls_creds_new_x509(const char *dir, ferry_tls_endpoint endpoint,
 					  bool verify_peer, ferry_tls_creds **out, char *err,
 					  size_t err_len);
+/*
+ * Loads PSK credentials from dir/keys.psk (a client: username's key, NULL:
+ * "qemu"). Returns 0 and *out (one reference), or a negative errno with a
+ * message in err ("no key for username 'src' in /d/keys.psk").
+ */
+FERRY_EXTERN int ferry_tls_creds_new_psk(const char *dir, ferry_tls_endpoint endpoint,
+					 const char *username, ferry_tls_creds **out, char *err,
+					 size_t err_len);
 FERRY_EXTERN ferry_tls_creds *ferry_tls_creds_ref(ferry_tls_creds *c);
 /* Drops a reference; NULL is fine. */
 FERRY_EXTERN void ferry_tls_creds_unref(ferry_tls_creds *c);

@@ -165,9 +165,11 @@ static void demo_usage(FILE *f)
 		"                  [--dirty auto|wp|explicit] [--set NAME=VALUE]... [--json]\n"
 		"                  [--postcopy [--preempt]] [--no-auto-converge]\n"
 		"                  [--devices N [--devmem 64M] [--devrate 500M|max] [--devprecopy]]\n"
-		"                  [--tls DIR]\n"
+		"                  [--tls DIR | --tls-psk DIR]\n"
 		"  --tls       both hosts with --tls DIR (ferry host --help): TLS 1.3 with mutual\n"
 		"              authentication; the server certificate must name 127.0.0.1\n"
+		"  --tls-psk   both hosts with --tls-psk DIR: TLS 1.3 with a pre-shared key\n"
+		"              (DIR/keys.psk with a line for username qemu: psktool -u qemu)\n"
 		"  --devices   N synthetic live devices of devmem bytes each, read at no more\n"
 		"              than devrate bytes/s per device; verified like RAM;\n"
 		"              --devprecopy: they offer PRE_COPY (their data moves while the\n"
@@ -186,10 +188,10 @@ static void demo_usage(FILE *f)
 typedef struct demo_opts {
 	const char *mem, *vcpus, *workload, *rate, *fill, *dirty;
 	const char *devices, *devmem, *devrate; /* live devices: "0" is none */
-	const char *tls;                        /* --tls DIR, or NULL */
+	const char *tls;                        /* --tls DIR or --tls-psk DIR, or NULL */
 	char *sets[16];
 	int nsets;
-	bool json, postcopy, preempt, auto_converge, devprecopy;
+	bool json, postcopy, preempt, auto_converge, devprecopy, tls_psk;
 } demo_opts;
 
 /* Checks one guest option through the guest's own parser ("mem=abc"). */
@@ -266,6 +268,7 @@ static int demo_parse(int argc, char **argv, demo_opts *o)
 		{ "devrate", required_argument, 0, 'R' },
 		{ "devprecopy", no_argument, 0, 'X' },
 		{ "tls", required_argument, 0, 'T' },
+		{ "tls-psk", required_argument, 0, 'K' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 },
 	};
@@ -295,7 +298,13 @@ static int demo_parse(int argc, char **argv, demo_opts *o)
 		case 'M': o->devmem = optarg; break;
 		case 'R': o->devrate = optarg; break;
 		case 'X': o->devprecopy = true; break;
-		case 'T': o->tls = optarg; break;
+		case 'T':
+		case 'K':
+			if (o->tls && o->tls_psk != (c == 'K'))
+				return ferry_cli_usage_error("demo", demo_usage, "--tls and --tls-psk exclude each other");
+			o->tls = optarg;
+			o->tls_psk = c == 'K';
+			break;
 		case 'h': demo_usage(stdout); return 0;
 		default: return ferry_cli_bad_option("demo", c, argv, demo_usage);
 		}
@@ -452,7 +461,7 @@ static int demo_verify(demo_run *r, const demo_opts *o)
 /* Spawns both hosts and configures them. 0 or -1 (message printed). */
 static int demo_setup(demo_run *r, const demo_opts *o)
 {
-	char *tls = o->tls ? "--tls" : NULL;
+	char *tls = !o->tls ? NULL : o->tls_psk ? "--tls-psk" : "--tls";
 	char *dargs[] = { "--guest", r->spec, "--dirty", (char *)o->dirty, "--incoming", r->uri,
 			  tls, (char *)o->tls, NULL };
 	char *sargs[] = { "--guest", r->spec, "--dirty", (char *)o->dirty, tls, (char *)o->tls, NULL };

@@ -40,6 +40,9 @@ static void host_usage(FILE *f)
 	      "                     connection: QMP object tls0 (tls-creds-x509) from DIR\n"
 	      "                     (ca-cert.pem and server-cert/key.pem with --incoming, else\n"
 	      "                     client-cert/key.pem) and parameter tls-creds tls0\n"
+	      "  --tls-psk DIR      the same with a pre-shared key: tls0 is tls-creds-psk from\n"
+	      "                     DIR/keys.psk (psktool's username:hexkey lines; the source\n"
+	      "                     uses username qemu, the destination accepts any of the file)\n"
 	      "  --json             print one JSON line on stdout once listening\n"
 	      "  -h, --help         print this help and exit\n"
 	      "\n"
@@ -160,6 +163,7 @@ int ferry_cli_host(int argc, char **argv)
 		{ "stopped", no_argument, 0, 'S' },
 		{ "no-mem-check", no_argument, 0, 'M' },
 		{ "tls", required_argument, 0, 't' },
+		{ "tls-psk", required_argument, 0, 'P' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 },
 	};
@@ -167,7 +171,7 @@ int ferry_cli_host(int argc, char **argv)
 	char qmp[FERRY_HOST_MAX_QMP][FERRY_HOST_ADDR_MAX];
 	int nqmp = 0;
 	ferry_dirty_mode dmode = FERRY_DIRTY_AUTO;
-	bool json = false, exit_on_error = false, stopped = false, no_mem_check = false;
+	bool json = false, exit_on_error = false, stopped = false, no_mem_check = false, psk = false;
 	char err[512];
 	int c;
 	optind = 1;
@@ -191,7 +195,13 @@ int ferry_cli_host(int argc, char **argv)
 			nqmp++;
 			break;
 		case 'i': incoming = optarg; break;
-		case 't': tls = optarg; break;
+		case 't':
+		case 'P':
+			if (tls && psk != (c == 'P'))
+				return ferry_cli_usage_error("host", host_usage, "--tls and --tls-psk exclude each other");
+			tls = optarg;
+			psk = c == 'P';
+			break;
 		case 'e': exit_on_error = true; break;
 		case 'j': json = true; break;
 		case 'S': stopped = true; break;
@@ -220,7 +230,8 @@ int ferry_cli_host(int argc, char **argv)
 	cfg.paused |= stopped;
 
 	ferry_host_config hc = { .guest = cfg, .dirty = dmode, .nqmp = nqmp, .incoming = incoming,
-				 .exit_on_error = exit_on_error, .json = json, .tls_dir = tls };
+				 .exit_on_error = exit_on_error, .json = json, .tls_dir = tls,
+				 .tls_psk = psk };
 	for (int i = 0; i < nqmp; i++)
 		hc.qmp[i] = qmp[i];
 	return ferry_host_run(&hc);

@@ -40,6 +40,7 @@ typedef struct ferry_host_config {
 	 * and the parameter tls-creds set to it, as if by QMP.
 	 */
 	const char *tls_dir;
+	bool tls_psk; /* tls_dir is a tls-creds-psk one (--tls-psk; username "qemu") */
 } ferry_host_config;
 
 /*

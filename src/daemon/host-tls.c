@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * TLS objects and parameters, as QEMU's monitor has them: object-add of
- * qom-type tls-creds-x509 (id, dir, endpoint, verify-peer) and
- * authz-simple (id, identity), object-del, and the migration parameters
+ * qom-type tls-creds-x509 (id, dir, endpoint, verify-peer), tls-creds-psk
+ * (id, dir, endpoint, verify-peer, username) and authz-simple (id,
+ * identity), object-del, and the migration parameters
  * tls-creds, tls-hostname, tls-authz ("" when unset), which name the
  * objects a migration uses. The ids are resolved when a migration starts
  * (migrate, migrate-incoming), as QEMU does: libferry takes its own
@@ -26,7 +27,7 @@
 
 typedef struct host_object {
 	char id[OBJ_ID_MAX + 1];
-	ferry_tls_creds *creds; /* tls-creds-x509, or NULL */
+	ferry_tls_creds *creds; /* tls-creds-x509 or tls-creds-psk, or NULL */
 	ferry_tls_authz *authz; /* authz-simple, or NULL */
 } host_object;
 
@@ -34,7 +35,7 @@ static host_object objects[HOST_OBJECTS];
 /* migrate-set-parameters' tls-creds and tls-authz: ids, "" when unset. */
 static char param_creds[OBJ_ID_MAX + 1], param_authz[OBJ_ID_MAX + 1];
 
-static const char *const qom_types[] = { "tls-creds-x509", "authz-simple", NULL };
+static const char *const qom_types[] = { "tls-creds-x509", "tls-creds-psk", "authz-simple", NULL };
 static const char *const endpoints[] = { "client", "server", NULL };
 static const ferry_qmp_arg x509_members[] = {
 	{ "dir", FERRY_QMP_STR, true },
@@ -43,10 +44,20 @@ static const ferry_qmp_arg x509_members[] = {
 	{ NULL },
 };
 static const ferry_qmp_arg x509_t = { NULL, FERRY_QMP_OBJECT, .members = x509_members };
+/* QEMU's TlsCredsPskProperties: verify-peer is accepted (a PSK always authenticates both sides). */
+static const ferry_qmp_arg psk_members[] = {
+	{ "dir", FERRY_QMP_STR, true },
+	{ "endpoint", FERRY_QMP_ENUM, true, .values = endpoints },
+	{ "verify-peer", FERRY_QMP_BOOL, true },
+	{ "username", FERRY_QMP_STR, true },
+	{ NULL },
+};
+static const ferry_qmp_arg psk_t = { NULL, FERRY_QMP_OBJECT, .members = psk_members };
 static const ferry_qmp_arg authz_members[] = { { "identity", FERRY_QMP_STR }, { NULL } };
 static const ferry_qmp_arg authz_t = { NULL, FERRY_QMP_OBJECT, .members = authz_members };
 static const ferry_qmp_variant object_variants[] = {
 	{ "tls-creds-x509", &x509_t },
+	{ "tls-creds-psk", &psk_t },
 	{ "authz-simple", &authz_t },
 	{ NULL },
 };
@@ -55,7 +66,7 @@ static const ferry_qmp_arg object_base[] = {
 	{ "id", FERRY_QMP_STR },
 	{ NULL },
 };
-/* QEMU's ObjectOptions, a union on qom-type (Ferry's: the two TLS types). */
+/* QEMU's ObjectOptions, a union on qom-type (Ferry's: the three TLS types). */
 const ferry_qmp_arg host_object_add_args_t = {
 	NULL, FERRY_QMP_OBJECT, .members = object_base, .tag = "qom-type", .variants = object_variants,
 };
@@ -89,13 +100,16 @@ static int object_make(host_object *o, const char *type, json_t *args, char *err
 	}
 	json_t *ep = json_object_get(args, "endpoint"), *vp = json_object_get(args, "verify-peer");
 	const char *dir = json_string_value(json_object_get(args, "dir"));
+	const char *user = json_string_value(json_object_get(args, "username"));
 	bool server = ep && !strcmp(json_string_value(ep), "server"); /* QEMU's default: client */
-	char e[300];
-	int r = ferry_tls_creds_new_x509(dir ? dir : "", server ? FERRY_TLS_ENDPOINT_SERVER
-								: FERRY_TLS_ENDPOINT_CLIENT,
-					 !vp || json_is_true(vp), &o->creds, e, sizeof(e));
+	ferry_tls_endpoint e = server ? FERRY_TLS_ENDPOINT_SERVER : FERRY_TLS_ENDPOINT_CLIENT;
+	char why[300];
+	int r = !strcmp(type, "tls-creds-psk")
+			? ferry_tls_creds_new_psk(dir ? dir : "", e, user, &o->creds, why, sizeof(why))
+			: ferry_tls_creds_new_x509(dir ? dir : "", e, !vp || json_is_true(vp), &o->creds,
+						   why, sizeof(why));
 	if (r)
-		snprintf(err, len, "Cannot load TLS credentials: %s", e);
+		snprintf(err, len, "Cannot load TLS credentials: %s", why);
 	return r;
 }
 
@@ -204,11 +218,12 @@ int host_tls_resolve(ferry_migration_params *p, bool server, char *err, size_t l
 	return 0;
 }
 
-int host_tls_from_dir(const char *dir, bool server, char *err, size_t len)
+int host_tls_from_dir(const char *dir, bool psk, bool server, char *err, size_t len)
 {
 	host_object *o = object_free_slot();
-	int r = ferry_tls_creds_new_x509(dir, server ? FERRY_TLS_ENDPOINT_SERVER : FERRY_TLS_ENDPOINT_CLIENT,
-					 true, &o->creds, err, len);
+	ferry_tls_endpoint e = server ? FERRY_TLS_ENDPOINT_SERVER : FERRY_TLS_ENDPOINT_CLIENT;
+	int r = psk ? ferry_tls_creds_new_psk(dir, e, NULL, &o->creds, err, len)
+		    : ferry_tls_creds_new_x509(dir, e, true, &o->creds, err, len);
 	if (r)
 		return r;
 	snprintf(o->id, sizeof(o->id), "tls0");

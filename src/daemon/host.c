@@ -468,8 +468,9 @@ static int host_setup(host *h, char (*qmp)[HOST_ADDR_MAX], int nqmp, ferry_dirty
 	}
 	ferry_migration_set_event_cb(h->vm, on_ferry_event, h);
 	h->inmigrate = h->incoming != HOST_INCOMING_NONE;
-	if (h->tls_dir && (r = host_tls_from_dir(h->tls_dir, h->inmigrate, err, sizeof(err)))) {
-		fprintf(stderr, "ferry host: --tls: %s\n", err);
+	if (h->tls_dir &&
+	    (r = host_tls_from_dir(h->tls_dir, h->tls_psk, h->inmigrate, err, sizeof(err)))) {
+		fprintf(stderr, "ferry host: --tls%s: %s\n", h->tls_psk ? "-psk" : "", err);
 		return r;
 	}
 	if (h->incoming == HOST_INCOMING_URI &&
@@ -539,6 +540,7 @@ static host *host_new(const ferry_host_config *cfg)
 	ferry_migration_params_init(&h->params);
 	h->exit_on_error = h->exit_on_error_flag = cfg->exit_on_error;
 	h->tls_dir = cfg->tls_dir;
+	h->tls_psk = cfg->tls_psk;
 	if (cfg->incoming && !strcmp(cfg->incoming, "defer")) {
 		h->incoming = HOST_INCOMING_DEFER;
 	} else if (cfg->incoming) {

@@ -95,6 +95,7 @@ struct host {
 	/* Control-plane settings (migrate-set-parameters / -capabilities). */
 	ferry_migration_params params;
 	const char *tls_dir; /* ferry_host_config's, or NULL */
+	bool tls_psk;        /* ferry_host_config's */
 	bool cap_events;
 	bool cap_blocktime; /* postcopy-blocktime: query-migrate's per-vCPU postcopy figures */
 
@@ -235,7 +236,7 @@ extern const ferry_qmp_arg host_getfd_args[], host_add_fd_args[], host_remove_fd
 extern const ferry_qmp_arg host_ret_add_fd, host_ret_fdsets;
 
 /*
- * host-tls.c: object-add (tls-creds-x509, authz-simple), object-del, and
+ * host-tls.c: object-add (tls-creds-x509, tls-creds-psk, authz-simple), object-del, and
  * the parameters tls-creds, tls-hostname, tls-authz. Loop thread.
  */
 void host_cmd_object_add(void *opaque, ferry_qmp_req *req, json_t *args);
@@ -253,8 +254,12 @@ void host_tls_params_query(json_t *o, const ferry_migration_params *p);
  * with QEMU's message in err ("No TLS credentials with id 'x'").
  */
 int host_tls_resolve(ferry_migration_params *p, bool server, char *err, size_t len);
-/* --tls DIR: object tls0 from dir (server: a server endpoint) and tls-creds tls0. */
-int host_tls_from_dir(const char *dir, bool server, char *err, size_t len);
+/*
+ * --tls DIR (psk false: tls-creds-x509) or --tls-psk DIR (tls-creds-psk,
+ * username "qemu"): object tls0 from dir (server: a server endpoint) and
+ * tls-creds tls0.
+ */
+int host_tls_from_dir(const char *dir, bool psk, bool server, char *err, size_t len);
 
 /* Whether a migration URI is "fd:NAME". Thread: any. */
 bool host_uri_is_fd(const char *uri);

@@ -68,6 +68,23 @@ if command -v certtool >/dev/null; then
 else
 	echo "skip: TLS (no certtool)"
 fi
+# TLS with a pre-shared key: `ferry demo --tls-psk DIR` (a random key for username qemu, made now
+# with psktool), a host whose directory has no keys.psk, and --tls with --tls-psk.
+if command -v psktool >/dev/null; then
+	mkdir "$TMP/psk" && psktool -u qemu -p "$TMP/psk/keys.psk" >/dev/null 2>&1
+	"$FERRY" demo --mem 32M --tls-psk "$TMP/psk" --json >"$TMP/demo-psk.json" 2>"$TMP/demo-psk.err"
+	expect_eq "psk demo exit code" "$?" 0
+	expect_eq "psk demo verified" "$(json "$TMP/demo-psk.json" 'j["verified"]')" True
+	"$FERRY" host --qmp "unix:$TMP/pskbad.qmp" --guest mem=16M,vram=0 --incoming tcp:127.0.0.1:0 \
+		--tls-psk "$TMP/nonexistent" 2>"$TMP/pskbad.err"
+	expect_eq "host --tls-psk: a missing keys.psk exits 1" "$?" 1
+	expect_eq "host --tls-psk: says which file" \
+		"$(grep -c "ferry host: --tls-psk: cannot read $TMP/nonexistent/keys.psk" "$TMP/pskbad.err")" 1
+	"$FERRY" host --qmp "unix:$TMP/pskbad.qmp" --tls "$TMP/psk" --tls-psk "$TMP/psk" 2>/dev/null
+	expect_eq "host: --tls with --tls-psk is a usage error" "$?" 2
+else
+	echo "skip: TLS PSK (no psktool)"
+fi
 
 # Live devices: 2 of 8 MiB read at 50 MiB/s, in frames of 512 KiB with a 16-byte header
 # each (16 per device); device memory is verified with RAM. The limit lets 16 MiB of

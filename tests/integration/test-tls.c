@@ -9,9 +9,15 @@
  * on either side of a TLS one. Postcopy with preempt over TLS, paused and
  * recovered, bit-exact.
  *
+ * The same over a pre-shared key (tls-creds-psk): precopy, multifd and
+ * postcopy with preempt and recovery bit-exact, and the refusals: a wrong key, a username the destination
+ * does not know, a username tls-authz does not allow, and PSK credentials
+ * against an x509 peer.
+ *
  * The certificates are made at run time with certtool (gnutls-bin) in a
  * fresh directory: ECDSA keys (fast to make), one CA for the good ones and
- * another for the stranger. Skipped (77) without certtool.
+ * another for the stranger; the keys.psk files with psktool (random keys).
+ * Skipped (77) without certtool or psktool.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -92,6 +98,11 @@ static int setup(void **state)
 	make_dir("cli", "ca", "client", "client");
 	make_dir("cli-nocert", "ca", "client", NULL);
 	make_dir("cli-stranger", "ca", "client", "stranger");
+	/* psk-srv knows src and dst; psk-cli has src's key, psk-wrong another key for src. */
+	sh("cd %s && mkdir psk-srv psk-cli psk-wrong psk-unknown && "
+	   "psktool -u src -p psk-srv/keys.psk >/dev/null && psktool -u dst -p psk-srv/keys.psk >/dev/null && "
+	   "cp psk-srv/keys.psk psk-cli/ && psktool -u src -p psk-wrong/keys.psk >/dev/null && "
+	   "psktool -u stranger -p psk-unknown/keys.psk >/dev/null", top);
 	return 0;
 }
 
@@ -103,30 +114,34 @@ static int teardown(void **state)
 	return 0;
 }
 
-static ferry_tls_creds *creds(const char *dir, ferry_tls_endpoint ep)
+/* x509 credentials from dir, or PSK ones if psk_user is set ("" for QEMU's default username). */
+static ferry_tls_creds *creds(const char *dir, ferry_tls_endpoint ep, const char *psk_user)
 {
 	char path[512], err[256] = "";
 	snprintf(path, sizeof(path), "%s/%s", top, dir);
 	ferry_tls_creds *c = NULL;
-	int r = ferry_tls_creds_new_x509(path, ep, true, &c, err, sizeof(err));
+	int r = psk_user ? ferry_tls_creds_new_psk(path, ep, *psk_user ? psk_user : NULL, &c, err,
+						   sizeof(err))
+			 : ferry_tls_creds_new_x509(path, ep, true, &c, err, sizeof(err));
 	if (r)
 		fprintf(stderr, "creds %s: %s\n", dir, err);
 	assert_int_equal(r, 0);
 	return c;
 }
 
-/* One side's TLS setup: creds directory (NULL: plaintext), hostname, one authz DN. */
+/* One side's TLS setup: creds directory (NULL: plaintext), hostname, one authz DN, PSK username. */
 struct tls_side {
 	const char *dir;
 	const char *hostname;
 	const char *authz;
+	const char *psk_user; /* NULL: x509 */
 };
 
 static void apply(ferry_migration_params *p, const struct tls_side *t, ferry_tls_endpoint ep)
 {
 	if (!t->dir)
 		return;
-	p->tls_creds = creds(t->dir, ep);
+	p->tls_creds = creds(t->dir, ep, t->psk_user);
 	snprintf(p->tls_hostname, sizeof(p->tls_hostname), "%s", t->hostname ? t->hostname : "");
 	if (t->authz)
 		assert_int_equal(ferry_tls_authz_new(&t->authz, 1, &p->tls_authz), 0);
@@ -140,6 +155,8 @@ static void release(ferry_migration_params *p)
 
 static const struct tls_side SRC_OK = { "cli", "localhost", NULL };
 static const struct tls_side DST_OK = { "srv", NULL, CLIENT_DN };
+static const struct tls_side PSK_SRC = { "psk-cli", NULL, NULL, "src" };
+static const struct tls_side PSK_DST = { "psk-srv", NULL, NULL, "" };
 
 /*
  * Migrates spec from a source set up as s to a destination set up as d,
@@ -252,14 +269,75 @@ static void t_tls_to_plain(void **s)
 	    "the source speaks TLS but tls-creds is not set here");
 }
 
+/* ---- PSK ---- */
+
+static void t_psk_precopy(void **s) { (void)s; run(SPEC, &PSK_SRC, &PSK_DST, 0, NULL, NULL); }
+static void t_psk_multifd(void **s) { (void)s; run(SPEC, &PSK_SRC, &PSK_DST, 2, NULL, NULL); }
+
+static void t_psk_authz(void **s)
+{
+	(void)s;
+	struct tls_side ok = { "psk-srv", NULL, "src", "" };
+	run(IDLE, &PSK_SRC, &ok, 0, NULL, NULL);
+	struct tls_side d = { "psk-srv", NULL, "dst", "" };
+	run(IDLE, &PSK_SRC, &d, 0, "refused the connection: Access was denied",
+	    "the source's PSK username 'src' is not allowed by tls-authz");
+}
+
+static void t_psk_wrong_key(void **s)
+{
+	(void)s;
+	struct tls_side c = { "psk-wrong", NULL, NULL, "src" };
+	run(IDLE, &c, &PSK_DST, 0, "TLS: the destination refused our pre-shared key",
+	    "the source's pre-shared key does not match ours");
+}
+
+static void t_psk_unknown_user(void **s)
+{
+	(void)s;
+	struct tls_side c = { "psk-unknown", NULL, NULL, "stranger" };
+	run(IDLE, &c, &PSK_DST, 0, "TLS: the destination refused our pre-shared key",
+	    "the source's pre-shared key does not match ours");
+}
+
+static void t_psk_vs_x509(void **s)
+{
+	(void)s;
+	run(IDLE, &PSK_SRC, &DST_OK, 0, "TLS: the destination uses other credentials (tls-creds-psk here",
+	    "TLS: the source refused the connection: Handshake failed");
+	/* The source hears the alert, or the close if the destination was quicker. */
+	run(IDLE, &SRC_OK, &PSK_DST, 0, "TLS: the destination",
+	    "TLS: the source uses other credentials (tls-creds-psk here");
+}
+
+/* Loading: a missing file, a username the file lacks, QEMU's default username. */
+static void t_psk_load(void **s)
+{
+	(void)s;
+	ferry_tls_creds *c = NULL;
+	char err[256], path[512];
+	assert_int_equal(ferry_tls_creds_new_psk("/nonexistent", FERRY_TLS_ENDPOINT_SERVER, NULL, &c,
+						 err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "cannot read /nonexistent/keys.psk"));
+	snprintf(path, sizeof(path), "%s/psk-cli", top);
+	assert_int_equal(ferry_tls_creds_new_psk(path, FERRY_TLS_ENDPOINT_CLIENT, NULL, &c, err,
+						 sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "no key for username 'qemu'"));
+	assert_int_equal(ferry_tls_creds_new_psk(path, FERRY_TLS_ENDPOINT_CLIENT, "a:b", &c, err,
+						 sizeof(err)), -EINVAL);
+	sh("cd %s && psktool -u qemu -p psk-cli/keys.psk >/dev/null", top);
+	assert_int_equal(ferry_tls_creds_new_psk(path, FERRY_TLS_ENDPOINT_CLIENT, NULL, &c, err,
+						 sizeof(err)), 0);
+	ferry_tls_creds_unref(c);
+}
+
 /*
  * Postcopy with preempt over TLS, paused and recovered: the preempt
  * channel and the recovery reconnect are TLS too (a plaintext one would
  * fail the handshake), and the result is bit-exact.
  */
-static void t_postcopy_preempt_recover(void **s)
+static void postcopy_preempt_recover(const struct tls_side *ts, const struct tls_side *td)
 {
-	(void)s;
 	side src, dst;
 	side_create(&src, "mem=128M,vram=4M,vcpus=2,rate=max,workload=random", FERRY_DIRTY_WP_ASYNC, false);
 	side_create(&dst, "mem=128M,vram=4M,vcpus=2,rate=max,workload=random", FERRY_DIRTY_WP_ASYNC, true);
@@ -269,8 +347,8 @@ static void t_postcopy_preempt_recover(void **s)
 	dp.postcopy = sp.postcopy = sp.postcopy_preempt = true;
 	sp.postcopy_after_passes = 1;
 	sp.downtime_limit_ms = 1; /* never converge: always switch */
-	apply(&sp, &SRC_OK, FERRY_TLS_ENDPOINT_CLIENT);
-	apply(&dp, &DST_OK, FERRY_TLS_ENDPOINT_SERVER);
+	apply(&sp, ts, FERRY_TLS_ENDPOINT_CLIENT);
+	apply(&dp, td, FERRY_TLS_ENDPOINT_SERVER);
 	assert_int_equal(ferry_migration_set_incoming_params(dst.vm, &dp), 0);
 	release(&dp);
 	const char *uri = test_uri();
@@ -304,6 +382,19 @@ static void t_postcopy_preempt_recover(void **s)
 	side_destroy(&dst);
 }
 
+static void t_postcopy_preempt_recover(void **s)
+{
+	(void)s;
+	postcopy_preempt_recover(&SRC_OK, &DST_OK);
+}
+
+/* Postcopy's preempt channel and recovery connections over PSK too. */
+static void t_psk_postcopy(void **s)
+{
+	(void)s;
+	postcopy_preempt_recover(&PSK_SRC, &PSK_DST);
+}
+
 /* x-send-splice cannot work under TLS: refused at the start, with the reason. */
 static void t_splice_refused(void **s)
 {
@@ -313,7 +404,7 @@ static void t_splice_refused(void **s)
 	ferry_migration_params p;
 	ferry_migration_params_init(&p);
 	p.send_splice = true;
-	p.tls_creds = creds("cli", FERRY_TLS_ENDPOINT_CLIENT);
+	p.tls_creds = creds("cli", FERRY_TLS_ENDPOINT_CLIENT, NULL);
 	assert_int_equal(ferry_vm_start(src.vm), 0);
 	assert_int_equal(ferry_migration_start(src.vm, test_uri(), &p), 0);
 	release(&p);
@@ -336,8 +427,16 @@ int main(void)
 		cmocka_unit_test(t_tls_to_plain),
 		cmocka_unit_test(t_splice_refused),
 		cmocka_unit_test(t_postcopy_preempt_recover),
+		cmocka_unit_test(t_psk_precopy),
+		cmocka_unit_test(t_psk_multifd),
+		cmocka_unit_test(t_psk_authz),
+		cmocka_unit_test(t_psk_wrong_key),
+		cmocka_unit_test(t_psk_unknown_user),
+		cmocka_unit_test(t_psk_vs_x509),
+		cmocka_unit_test(t_psk_postcopy),
+		cmocka_unit_test(t_psk_load),
 	};
-	if (system("certtool --version >/dev/null 2>&1"))
+	if (system("certtool --version >/dev/null 2>&1 && psktool --version >/dev/null 2>&1"))
 		return 77;
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -2003,6 +2003,59 @@ def case_tls(tmp):
         dst.stop()
 
 
+def case_tls_psk(tmp):
+    """TLS with a pre-shared key as QEMU's QMP configures it: object-add tls-creds-psk (keys.psk made now
+    by psktool) and its argument checks, tls-authz naming the PSK username, a bit-exact multifd migration
+    (the refusals are test-tls's)."""
+    if not shutil.which("psktool"):
+        print("skip: no psktool")
+        return
+    os.mkdir(os.path.join(tmp, "psk"))
+    keys = os.path.join(tmp, "psk", "keys.psk")
+    for user in ("src", "other"):
+        subprocess.run(["psktool", "-u", user, "-p", keys], check=True, capture_output=True)
+    dst = Host(tmp, "dst", SPEC, ["--incoming", "defer"])
+    src = Host(tmp, "src", SPEC)
+    dq, q = dst.qmp(), src.qmp()
+    psk = lambda id, ep, **kw: {"qom-type": "tls-creds-psk", "id": id, "dir": os.path.join(tmp, "psk"),
+                                "endpoint": ep, **kw}
+    try:
+        eq("object-add tls-creds-psk (server)", dq.cmd("object-add", psk("tls0", "server")), {"return": {}})
+        eq("object-add authz-simple (a PSK username)", dq.cmd("object-add", {"qom-type": "authz-simple",
+           "id": "auth0", "identity": "src"}), {"return": {}})
+        dq.ret("migrate-set-parameters", {"tls-creds": "tls0", "tls-authz": "auth0"})
+        eq("object-add tls-creds-psk: QEMU's default username qemu is not in the file",
+           q.cmd("object-add", psk("p", "client")),
+           generic(f"Cannot load TLS credentials: no key for username 'qemu' in {keys}"))
+        eq("object-add tls-creds-psk: a missing keys.psk", q.cmd("object-add", {**psk("p", "server"),
+           "dir": "/nonexistent"}),
+           generic("Cannot load TLS credentials: cannot read /nonexistent/keys.psk: No such file or directory"))
+        eq("object-add tls-creds-psk: username's type", q.cmd("object-add", psk("p", "client", username=1)),
+           generic("Invalid parameter type for 'username', expected: string"))
+        eq("object-add tls-creds-psk: unknown member", q.cmd("object-add", psk("p", "client", identity="x")),
+           generic("Parameter 'identity' is unexpected"))
+        eq("object-add tls-creds-psk (client, username src)",
+           q.cmd("object-add", psk("tls0", "client", username="src", **{"verify-peer": True})), {"return": {}})
+        eq("object-add tls-creds-psk (client, username other)",
+           q.cmd("object-add", psk("tls1", "client", username="other")), {"return": {}})
+        eq("object-del tls1", q.cmd("object-del", {"id": "tls1"}), {"return": {}})
+        for h in (q, dq):
+            h.ret("migrate-set-capabilities", {"capabilities": [{"capability": "multifd", "state": True}]})
+        q.ret("migrate-set-parameters", {"tls-creds": "tls0"})
+        mig = "unix:" + os.path.join(tmp, "mig.sock")
+        eq("migrate-incoming", dq.cmd("migrate-incoming", {"uri": mig}), {"return": {}})
+        eq("migrate (username src)", q.cmd("migrate", {"uri": mig}), {"return": {}})
+        true("psk: completed", q.wait_event(is_final) is not None)
+        eq("psk: status", q.ret("query-migrate")["status"], "completed")
+        true("destination completed", dq.wait_event(is_status("completed")) is not None)
+        verify_destination("psk multifd", dq)
+        q.close()
+        dq.close()
+    finally:
+        src.stop()
+        dst.stop()
+
+
 def case_tls_refused(tmp):
     """A DN that tls-authz does not allow: both sides fail with their reasons, the source keeps running."""
     pair = tls_pair(tmp, "O=Ferry,CN=someone-else")
@@ -2014,6 +2067,8 @@ def case_tls_refused(tmp):
         eq("migrate-incoming", dq.cmd("migrate-incoming", {"uri": mig}), {"return": {}})
         eq("migrate", q.cmd("migrate", {"uri": mig}), {"return": {}})
         true("refused: source failed", q.wait_event(is_final) is not None)
+        # The destination may learn of it after the source: wait for its own failure.
+        true("refused: destination failed", dq.wait_event(is_status("failed")) is not None)
         info, dinfo = q.ret("query-migrate"), dq.ret("query-migrate")
         eq("refused: source status", info["status"], "failed")
         eq("refused: source says why", info.get("error-desc"),
@@ -2040,6 +2095,7 @@ CASES = [
     case_garbage_and_slow_clients,
     case_multifd_zstd,
     case_tls,
+    case_tls_psk,
     case_tls_refused,
     case_live_devices,
     case_auto_converge,

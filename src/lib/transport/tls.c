@@ -3,11 +3,14 @@
  * TLS for migration connections, on GnuTLS (see tls.h and ferry/tls.h for
  * the design; docs/architecture.md, "TLS", for why GnuTLS).
  *
- * Everything that touches GnuTLS is here: credentials, authz lists, the
- * handshake and its checks, and the record I/O the channels use. No
- * crypto and no certificate parsing of our own: GnuTLS verifies the chain,
- * the dates and the hostname (gnutls_session_set_verify_cert) and prints
- * the distinguished name the authz list is matched against.
+ * Everything that touches GnuTLS is here: credentials (x509 and PSK),
+ * authz lists, the handshake and its checks, and the record I/O the
+ * channels use. No crypto and no certificate parsing of our own: GnuTLS
+ * verifies the chain, the dates and the hostname
+ * (gnutls_session_set_verify_cert) and prints the distinguished name the
+ * authz list is matched against; with PSK it reads the server's keys.psk
+ * and decodes the client's hex key, proves the key in the handshake and
+ * names the client's username. Ours is only finding the client's line.
  */
 #include "transport/tls.h"
 
@@ -25,6 +28,11 @@
 #include "transport/transport.h"
 
 #define TLS_PRIORITY "NORMAL:-VERS-ALL:+VERS-TLS1.3"
+/* PSK with an (EC)DHE exchange only (TLS 1.3's psk_dhe_ke): forward secrecy, as with x509. */
+#define TLS_PRIORITY_PSK TLS_PRIORITY ":+ECDHE-PSK:+DHE-PSK"
+#define PSK_FILE "keys.psk"
+#define PSK_USERNAME_MAX 255
+#define PSK_HEX_MAX 1024 /* psktool's largest key, 512 bytes */
 #define TLS_HANDSHAKE_MS 10000
 #define TLS_ACCEPTED 0x01 /* the server's one byte: "you may send" */
 
@@ -32,7 +40,11 @@ struct ferry_tls_creds {
 	atomic_int refs;
 	ferry_tls_endpoint endpoint;
 	bool verify_peer;
-	gnutls_certificate_credentials_t x509;
+	gnutls_certificate_credentials_t x509; /* tls-creds-x509, or NULL */
+	/* tls-creds-psk: one of the two (by endpoint); the server also names its file in messages */
+	gnutls_psk_client_credentials_t psk_client;
+	gnutls_psk_server_credentials_t psk_server;
+	char psk_file[4096];
 };
 
 struct ferry_tls_authz {
@@ -103,6 +115,105 @@ int ferry_tls_creds_new_x509(const char *dir, ferry_tls_endpoint endpoint, bool 
 	return 0;
 }
 
+/*
+ * The hex key of username in file (QEMU's and psktool's keys.psk: lines
+ * "username:hexkey") into key; 0, -ENOENT (no such username) or another
+ * negative errno, with a message in err.
+ */
+static int psk_lookup(const char *file, const char *username, char *key, size_t key_len, char *err,
+		      size_t len)
+{
+	FILE *f = fopen(file, "re");
+	if (!f) {
+		int e = errno;
+		snprintf(err, len, "cannot read %s: %s", file, strerror(e));
+		return -e;
+	}
+	char *line = NULL;
+	size_t cap = 0, ul = strlen(username);
+	int r = -ENOENT;
+	while (r == -ENOENT && getline(&line, &cap, f) > 0) {
+		if (strncmp(line, username, ul) || line[ul] != ':')
+			continue;
+		char *hex = line + ul + 1;
+		hex[strcspn(hex, "\r\n")] = 0;
+		r = strlen(hex) < key_len ? 0 : -EINVAL;
+		snprintf(key, key_len, "%s", r ? "" : hex);
+	}
+	if (line)
+		explicit_bzero(line, cap); /* the keys: not left in freed memory */
+	free(line);
+	fclose(f);
+	if (r == -ENOENT)
+		snprintf(err, len, "no key for username '%s' in %s", username, file);
+	else if (r)
+		snprintf(err, len, "the key of '%s' in %s is too long", username, file);
+	return r;
+}
+
+static int psk_load(ferry_tls_creds *c, const char *dir, const char *username, char *err, size_t len)
+{
+	snprintf(c->psk_file, sizeof(c->psk_file), "%s/" PSK_FILE, dir);
+	if (c->endpoint == FERRY_TLS_ENDPOINT_SERVER) {
+		/* GnuTLS reads the file at each handshake: check it is there now, as QEMU does. */
+		if (access(c->psk_file, R_OK)) {
+			snprintf(err, len, "cannot read %s: %s", c->psk_file, strerror(errno));
+			return -EINVAL;
+		}
+		int r = gnutls_psk_set_server_credentials_file(c->psk_server, c->psk_file);
+		if (r < 0)
+			snprintf(err, len, "cannot load %s: %s", c->psk_file, gnutls_strerror(r));
+		return r < 0 ? -EINVAL : 0;
+	}
+	char hex[PSK_HEX_MAX + 1];
+	int r = psk_lookup(c->psk_file, username, hex, sizeof(hex), err, len);
+	if (!r) {
+		gnutls_datum_t key = { (unsigned char *)hex, (unsigned)strlen(hex) };
+		r = gnutls_psk_set_client_credentials(c->psk_client, username, &key, GNUTLS_PSK_KEY_HEX);
+		if (r < 0)
+			snprintf(err, len, "bad key for username '%s' in %s: %s", username, c->psk_file,
+				 gnutls_strerror(r));
+	}
+	explicit_bzero(hex, sizeof(hex));
+	return r < 0 ? -EINVAL : 0;
+}
+
+int ferry_tls_creds_new_psk(const char *dir, ferry_tls_endpoint endpoint, const char *username,
+			    ferry_tls_creds **out, char *err, size_t err_len)
+{
+	char dummy[1];
+	if (!err || !err_len) {
+		err = dummy;
+		err_len = sizeof(dummy);
+	}
+	if (!username)
+		username = "qemu"; /* QEMU's default */
+	if (!dir || !*dir || !out || !*username || strlen(username) > PSK_USERNAME_MAX ||
+	    strchr(username, ':') ||
+	    (endpoint != FERRY_TLS_ENDPOINT_CLIENT && endpoint != FERRY_TLS_ENDPOINT_SERVER)) {
+		snprintf(err, err_len, "tls-creds-psk needs a directory, an endpoint and a username "
+				       "of 1 to %d bytes without ':'", PSK_USERNAME_MAX);
+		return -EINVAL;
+	}
+	ferry_tls_creds *c = calloc(1, sizeof(*c));
+	bool server = endpoint == FERRY_TLS_ENDPOINT_SERVER;
+	if (!c || (server ? gnutls_psk_allocate_server_credentials(&c->psk_server)
+			  : gnutls_psk_allocate_client_credentials(&c->psk_client)) < 0) {
+		free(c);
+		snprintf(err, err_len, "out of memory");
+		return -ENOMEM;
+	}
+	atomic_init(&c->refs, 1);
+	c->endpoint = endpoint;
+	int r = psk_load(c, dir, username, err, err_len);
+	if (r) {
+		ferry_tls_creds_unref(c);
+		return r;
+	}
+	*out = c;
+	return 0;
+}
+
 ferry_tls_creds *ferry_tls_creds_ref(ferry_tls_creds *c)
 {
 	if (c)
@@ -114,7 +225,12 @@ void ferry_tls_creds_unref(ferry_tls_creds *c)
 {
 	if (!c || atomic_fetch_sub(&c->refs, 1) != 1)
 		return;
-	gnutls_certificate_free_credentials(c->x509);
+	if (c->x509)
+		gnutls_certificate_free_credentials(c->x509);
+	if (c->psk_client)
+		gnutls_psk_free_client_credentials(c->psk_client);
+	if (c->psk_server)
+		gnutls_psk_free_server_credentials(c->psk_server);
 	free(c);
 }
 
@@ -194,13 +310,17 @@ int ferry__tls_cfg_check(const ferry_tls_cfg *cfg, const ferry_migration_params 
 		return ferry__error_set(err, -EINVAL,
 					"Expecting TLS credentials with a %s endpoint",
 					server ? "server" : "client");
+	if (!cfg->creds->x509 && cfg->authz && !server)
+		return ferry__error_set(err, -EINVAL,
+					"tls-authz with tls-creds-psk works on the destination only "
+					"(it names the source's PSK username)");
 	if (server)
 		return 0;
 	if (p->send_splice)
 		return ferry__error_set(err, -EINVAL,
 					"x-send-splice cannot be used with tls-creds: TLS encrypts in "
 					"user space, pages cannot be spliced");
-	if (!cfg->hostname[0] && cfg->creds->verify_peer)
+	if (!cfg->hostname[0] && cfg->creds->x509 && cfg->creds->verify_peer)
 		return ferry__error_set(err, -EINVAL,
 					"No hostname available for TLS: set tls-hostname (the URI has none)");
 	return 0;
@@ -216,14 +336,11 @@ void ferry__tls_cfg_drop(ferry_tls_cfg *cfg)
 
 /* ---- sessions ---- */
 
-static int session_new(const ferry_tls_cfg *cfg, int fd, ferry_tls *t)
+/* The certificate side of a session: what each endpoint requires of the other. */
+static int session_x509(const ferry_tls_cfg *cfg, bool server, ferry_tls *t)
 {
-	bool server = cfg->creds->endpoint == FERRY_TLS_ENDPOINT_SERVER;
-	int r = gnutls_init(&t->s, (server ? GNUTLS_SERVER : GNUTLS_CLIENT) | GNUTLS_NO_SIGNAL);
+	int r = gnutls_credentials_set(t->s, GNUTLS_CRD_CERTIFICATE, cfg->creds->x509);
 	if (r < 0)
-		return r;
-	if ((r = gnutls_priority_set_direct(t->s, TLS_PRIORITY, NULL)) < 0 ||
-	    (r = gnutls_credentials_set(t->s, GNUTLS_CRD_CERTIFICATE, cfg->creds->x509)) < 0)
 		return r;
 	if (server && cfg->creds->verify_peer) {
 		gnutls_certificate_server_set_request(t->s, GNUTLS_CERT_REQUIRE);
@@ -238,14 +355,52 @@ static int session_new(const ferry_tls_cfg *cfg, int fd, ferry_tls *t)
 		if (cfg->creds->verify_peer)
 			gnutls_session_set_verify_cert(t->s, cfg->hostname, 0);
 	}
+	return 0;
+}
+
+static int session_new(const ferry_tls_cfg *cfg, int fd, ferry_tls *t)
+{
+	const ferry_tls_creds *c = cfg->creds;
+	bool server = c->endpoint == FERRY_TLS_ENDPOINT_SERVER;
+	int r = gnutls_init(&t->s, (server ? GNUTLS_SERVER : GNUTLS_CLIENT) | GNUTLS_NO_SIGNAL);
+	if (r < 0)
+		return r;
+	if ((r = gnutls_priority_set_direct(t->s, c->x509 ? TLS_PRIORITY : TLS_PRIORITY_PSK, NULL)) < 0)
+		return r;
+	/* PSK: the key authenticates both sides; no certificate, no hostname. */
+	r = c->x509 ? session_x509(cfg, server, t)
+		    : gnutls_credentials_set(t->s, GNUTLS_CRD_PSK,
+					     server ? (void *)c->psk_server : (void *)c->psk_client);
+	if (r < 0)
+		return r;
 	gnutls_transport_set_int(t->s, fd);
 	gnutls_handshake_set_timeout(t->s, TLS_HANDSHAKE_MS);
 	return 0;
 }
 
 /* Why the handshake failed, as the side that saw it. */
-static int handshake_fail(ferry_tls *t, int r, const char *peer, ferry_error *err)
+static int handshake_fail(ferry_tls *t, const ferry_tls_cfg *cfg, int r, const char *peer,
+			  ferry_error *err)
 {
+	bool psk = !cfg->creds->x509;
+	bool server = cfg->creds->endpoint == FERRY_TLS_ENDPOINT_SERVER;
+	/*
+	 * A wrong key and an unknown username look the same in TLS 1.3 (GnuTLS
+	 * checks an unknown name against a random key): the binder fails.
+	 */
+	if (psk && server && r == GNUTLS_E_RECEIVED_ILLEGAL_PARAMETER)
+		return ferry__error_set(err, -EACCES,
+					"TLS: the %s's pre-shared key does not match ours (a wrong key, "
+					"or a username not in %s)", peer, cfg->creds->psk_file);
+	if (psk && !server && r == GNUTLS_E_FATAL_ALERT_RECEIVED &&
+	    gnutls_alert_get(t->s) == GNUTLS_A_ILLEGAL_PARAMETER)
+		return ferry__error_set(err, -EACCES,
+					"TLS: the %s refused our pre-shared key (a wrong key, or a "
+					"username it does not know)", peer);
+	if (r == GNUTLS_E_INSUFFICIENT_CREDENTIALS)
+		return ferry__error_set(err, -EACCES,
+					"TLS: the %s uses other credentials (tls-creds-%s here: both sides "
+					"need the same kind)", peer, psk ? "psk" : "x509");
 	if (r == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR) {
 		gnutls_datum_t out = { 0 };
 		unsigned st = gnutls_session_get_verify_cert_status(t->s);
@@ -280,6 +435,13 @@ static int check_authz(ferry_tls *t, const ferry_tls_cfg *cfg, const char *peer,
 {
 	if (!cfg->authz)
 		return 0;
+	if (!cfg->creds->x509) { /* PSK, on the server (cfg_check): the client's username, as QEMU */
+		const char *user = gnutls_psk_server_get_username(t->s);
+		if (ferry_tls_authz_allows(cfg->authz, user))
+			return 0;
+		return ferry__error_set(err, -EACCES, "TLS: the %s's PSK username '%.100s' is not allowed by tls-authz",
+					peer, user ? user : "");
+	}
 	unsigned n = 0;
 	const gnutls_datum_t *certs = gnutls_certificate_get_peers(t->s, &n);
 	gnutls_x509_crt_t crt;
@@ -314,7 +476,7 @@ static int handshake(ferry_tls *t, const ferry_tls_cfg *cfg, const char *peer, f
 		return ferry__error_set(err, -ETIMEDOUT, "TLS handshake with the %s timed out", peer);
 	if (r < 0) {
 		gnutls_alert_send_appropriate(t->s, r); /* so the peer's message says why */
-		return handshake_fail(t, r, peer, err);
+		return handshake_fail(t, cfg, r, peer, err);
 	}
 	if ((r = check_authz(t, cfg, peer, err))) {
 		gnutls_alert_send(t->s, GNUTLS_AL_FATAL, GNUTLS_A_ACCESS_DENIED);
@@ -335,7 +497,7 @@ static int handshake(ferry_tls *t, const ferry_tls_cfg *cfg, const char *peer, f
 		return 0;
 	if (r >= 0)
 		return ferry__error_set(err, -EPROTO, "TLS: the %s closed the connection", peer);
-	return handshake_fail(t, r, peer, err);
+	return handshake_fail(t, cfg, r, peer, err);
 }
 
 int ferry__tls_open(const ferry_tls_cfg *cfg, int fd, const char *peer, ferry_tls **out,

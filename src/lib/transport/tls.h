@@ -4,11 +4,11 @@
  * authz lists, is ferry/tls.h). All of Ferry's TLS code is in tls.c.
  *
  * DESIGN: a session wraps one connected, blocking socket after
- * ferry__tls_open() did the handshake and the checks (certificate chain,
- * hostname, authz, then the server's one-byte acceptance, so that a
- * refused client never sends guest data). The channel (stream/chan.c) and
- * the multifd senders then read and write through it instead of the
- * socket. GnuTLS allows one thread sending and another receiving on one
+ * ferry__tls_open() did the handshake and the checks (certificate chain
+ * and hostname, or the pre-shared key; authz; then the server's one-byte
+ * acceptance, so that a refused client never sends guest data). The
+ * channel (stream/chan.c) and the multifd senders then read and write
+ * through it instead of the socket. GnuTLS allows one thread sending and another receiving on one
  * session, which is what a channel with a return path does (chan.h).
  * TLS 1.3 only; no renegotiation exists in 1.3. Failures are negative
  * errnos (-EPROTO for a TLS failure, -EACCES for a refused peer) with a
