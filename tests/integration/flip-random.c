@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "harness.h"
@@ -84,6 +85,12 @@ static ferry_migration_status wait_src_end(side *src)
 			return si.status;
 		msleep(5);
 	}
+	/* A hang is a finding: keep every thread's stack for whoever reads the log. */
+	char cmd[160];
+	snprintf(cmd, sizeof(cmd), "gdb -p %d -batch -ex 'thread apply all bt' 2>&1 | grep -E '^(Thread|#)'",
+		 (int)getpid());
+	if (system(cmd) == -1)
+		perror("gdb");
 	fail_msg("source neither ended nor paused within 60 s");
 	return FERRY_MIGRATION_FAILED;
 }

@@ -223,6 +223,35 @@ static void t_flip_before_run(void **state)
 	side_destroy(&src);
 }
 
+/*
+ * Multifd, the main channel's first record after the header (the MULTIFD
+ * command, type 0x08) flipped to 0x48: the destination fails before any
+ * channel is accepted; the source, which may be connecting its channels
+ * or sending on them, must learn it and fail with the guest running (a
+ * randomized run once hung here).
+ */
+static void t_flip_multifd_early(void **state)
+{
+	(void)state;
+	side src, dst;
+	char puri[120];
+	proxy *px = running_pair_proxied(&src, &dst, SPEC, puri);
+	proxy_flip_at(px, 0, 28, 0x40);
+	ferry_migration_params p;
+	ferry_migration_params_init(&p);
+	p.multifd = true;
+	p.multifd_channels = 2;
+	assert_int_equal(ferry_migration_start(src.vm, puri, &p), 0);
+	assert_string_equal(wait_failed(dst.vm), "unknown record type 0x48 (record at offset 28)");
+	assert_string_equal(wait_failed(src.vm),
+			    "destination failed: unknown record type 0x48 (record at offset 28)");
+	assert_true(ferry_vm_is_running(src.vm));
+	proxy_stop(px);
+	side_destroy(&dst);
+	migrate_clean(&src, &p);
+	side_destroy(&src);
+}
+
 /* Without checksums (x-checksum off): a version 1 stream, nothing verified. */
 static void t_checksum_off(void **state)
 {
@@ -248,6 +277,7 @@ int main(void)
 		cmocka_unit_test(t_flip_multifd),
 		cmocka_unit_test(t_flip_control),
 		cmocka_unit_test(t_flip_before_run),
+		cmocka_unit_test(t_flip_multifd_early),
 		cmocka_unit_test(t_checksum_off),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

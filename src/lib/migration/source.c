@@ -683,7 +683,9 @@ static void src_shut_error(struct ferry_migration *m, ferry_error *e)
  *   1. the peer greeted like a QMP monitor: it is no destination;
  *   2. a multifd channel's own error, waited for up to MF_GRACE_MS: a
  *      failing channel shuts the main connection down, so the main
- *      connection's EPIPE is only a symptom;
+ *      connection's EPIPE is only a symptom; but when that error is
+ *      itself a lost connection, the destination's SHUT(error), if one
+ *      came (4.), says why and goes first;
  *   3. r == FERRY_EPEER: the destination's word was recorded where it
  *      arrived; nothing further;
  *   4. the destination's SHUT(error) message (given up to 1 s to arrive);
@@ -699,8 +701,12 @@ static void src_pick_error(struct src_ctx *x, int r)
 	if (src_peer_is_qmp(m))
 		ferry__error_set(&e, -EPROTO, "the peer at '%s' is a QMP monitor, not a migration destination",
 				 m->uri);
+	ferry_error mfe = { 0 };
 	if (x->mf.inited)
-		ferry__mf_send_wait_error(&x->mf, MF_GRACE_MS, &e);
+		ferry__mf_send_wait_error(&x->mf, MF_GRACE_MS, &mfe);
+	if ((mfe.code == -EPIPE || mfe.code == -ECONNRESET) && r != FERRY_EPEER)
+		src_shut_error(m, &e);
+	ferry__error_copy(&e, &mfe);
 	if (r != FERRY_EPEER) {
 		src_shut_error(m, &e);
 		if (r == -EPIPE || r == -ECONNRESET)
