@@ -75,7 +75,12 @@ static inline void fuzz_dest_pump(fuzz_conn *cs, unsigned n)
 		}
 		if (!open)
 			return;
-		CHECK(poll(p, n, -1) > 0);
+		int np = poll(p, n, -1);
+		if (np < 0 && errno == EINTR)
+			continue;
+		if (np < 0)
+			fprintf(stderr, "poll: %s\n", strerror(errno));
+		CHECK(np > 0);
 		for (unsigned i = 0; i < n; i++) {
 			fuzz_conn *c = &cs[i];
 			if (p[i].revents & POLLOUT) {
