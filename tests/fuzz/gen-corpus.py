@@ -15,7 +15,16 @@
 #   rp        return path messages as a destination sends them (PONG,
 #             requests, MISSING bitmaps of each block, SHUT) and bad ones;
 #   hs        the stream header, multifd hellos, preempt handshakes and a
-#             recovery's opening, good and bad.
+#             recovery's opening, good and bad;
+#   stream    main connections a real source of fuzz-vm.h's VM sent (with
+#             and without checksums, running, switchover-ack, multifd),
+#             recorded by the fuzz-capture tool (capture.c), and a few
+#             cut short;
+#   multifd   the multifd channel of those recordings (config byte, then
+#             the packets after the handshake), and a few cut short.
+# stream and multifd need the built tool: FUZZ_CAPTURE=path (default
+# build/tests/fuzz/fuzz-capture); recorded, not hand-made, they follow the
+# wire format of the tree they were built from.
 # usage: tests/fuzz/gen-corpus.py [TARGET [OUTDIR]]  (no TARGET: all)
 import os
 import struct
@@ -367,8 +376,38 @@ def hs_seeds():
     }
 
 
+def captured(prefix):
+    """The recordings of fuzz-capture named PREFIX-*, and each cut at a third and two thirds."""
+    import subprocess
+    import tempfile
+    tool = os.environ.get('FUZZ_CAPTURE', os.path.join(os.path.dirname(__file__), '..', '..',
+                                                        'build', 'tests', 'fuzz', 'fuzz-capture'))
+    seeds = {}
+    with tempfile.TemporaryDirectory() as d:
+        subprocess.run([tool, d], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for name in sorted(os.listdir(d)):
+            if not name.startswith(prefix + '-'):
+                continue
+            with open(os.path.join(d, name), 'rb') as f:
+                data = f.read()
+            name = name[len(prefix) + 1:]
+            seeds[name] = data
+            seeds[name + '-cut1'] = data[:len(data) // 3]
+            seeds[name + '-cut2'] = data[:2 * len(data) // 3]
+    return seeds
+
+
+def stream_seeds():
+    return captured('stream')
+
+
+def multifd_seeds():
+    return captured('multifd')
+
+
 TARGETS = {'vring': vring_seeds, 'devstate': devstate_seeds, 'gdev': gdev_seeds, 'qmp': qmp_seeds,
-           'vmsd': vmsd_seeds, 'rp': rp_seeds, 'hs': hs_seeds}
+           'vmsd': vmsd_seeds, 'rp': rp_seeds, 'hs': hs_seeds, 'stream': stream_seeds,
+           'multifd': multifd_seeds}
 
 
 def write(target, out):

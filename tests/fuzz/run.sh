@@ -12,7 +12,10 @@
 #            framing, envelope, argument checks, dispatch), vmsd (the
 #            device-state decoder behind a SECTION_FULL), rp (the return
 #            path's messages), hs (the stream header and the channels'
-#            handshakes)
+#            handshakes), stream (the destination's loader: every record
+#            of the main connection, through the public API), multifd
+#            (the destination's multifd channel: packets, pages, zstd,
+#            device state, SYNC)
 #   WORKDIR  where the binary, the scratch corpus and crash files go
 #            (default: a new temporary directory)
 #   FUZZ_TIME=seconds   run time (default 30)
@@ -51,13 +54,17 @@ case $target in
       vmsd) srcs+=("$lib/stream/vmstate.c") ;;
       rp) srcs+=("$lib/migration/postcopy.c") ;;
     esac ;;
+  stream|multifd)
+    # The whole library: the real destination, driven through its API.
+    mapfile -t srcs < <(find "$lib" -name '*.c' | sort)
+    ldflags=("${chan_libs[@]}" -lzstd) ;;
   qmp)
     d=$src/src/daemon
     srcs=("$d/qmp.c" "$d/qmp-schema.c" "$d/qmp-fds.c" "$d/loop.c" "$d/host-schema.c"
           "$lib/transport/socket.c" "$lib/util/log.c" "$lib/util/error.c")
     ldflags=(-ljansson) ;;
   *)
-    echo "run.sh: unknown target '$target' (vring, devstate, gdev, qmp, vmsd, rp, hs)" >&2
+    echo "run.sh: unknown target '$target' (vring, devstate, gdev, qmp, vmsd, rp, hs, stream, multifd)" >&2
     exit 2 ;;
 esac
 

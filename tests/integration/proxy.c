@@ -7,6 +7,7 @@
 #include "proxy.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -27,6 +28,7 @@ struct conn {
 	uint8_t flip_mask;  /* 0 = none (or done) */
 	bool cut;
 	bool frozen; /* hold everything: a silent link */
+	int rec;     /* the forward direction's record file, or -1 */
 	pthread_t t[2];
 	bool started;
 };
@@ -39,6 +41,7 @@ struct proxy {
 	struct conn c[MAXC];
 	unsigned n;
 	bool stop;
+	char rec[200]; /* record prefix, or empty */
 };
 
 struct pump {
@@ -104,6 +107,8 @@ static void *pump_main(void *arg)
 			break;
 		if (d)
 			usleep(d);
+		if (u->forward && c->rec >= 0 && write(c->rec, buf, (size_t)n) != n)
+			break; /* a record must be whole: end the connection */
 		for (ssize_t o = 0; o < n;) {
 			ssize_t w = send(u->to, buf + o, (size_t)(n - o), MSG_NOSIGNAL);
 			if (w <= 0)
@@ -140,6 +145,12 @@ static void *accept_main(void *arg)
 		struct conn *c = &p->c[k];
 		c->a = a;
 		c->b = b;
+		c->rec = -1;
+		if (p->rec[0]) {
+			char path[256];
+			snprintf(path, sizeof(path), "%s-%u", p->rec, k);
+			c->rec = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		}
 		for (int dir = 0; dir < 2; dir++) {
 			struct pump *u = malloc(sizeof(*u));
 			*u = (struct pump){ p, k, dir ? b : a, dir ? a : b, dir == 0 };
@@ -226,6 +237,13 @@ unsigned proxy_connections(proxy *p)
 	return n;
 }
 
+void proxy_record(proxy *p, const char *prefix)
+{
+	pthread_mutex_lock(&p->lock);
+	snprintf(p->rec, sizeof(p->rec), "%s", prefix);
+	pthread_mutex_unlock(&p->lock);
+}
+
 void proxy_stop(proxy *p)
 {
 	if (!p)
@@ -242,6 +260,8 @@ void proxy_stop(proxy *p)
 		pthread_join(p->c[k].t[1], NULL);
 		close(p->c[k].a);
 		close(p->c[k].b);
+		if (p->c[k].rec >= 0)
+			close(p->c[k].rec);
 	}
 	close(p->lfd);
 	pthread_mutex_destroy(&p->lock);

@@ -2,7 +2,8 @@
 /*
  * A fault-injecting forwarder for tests: listens on a unix socket, forwards
  * each accepted connection to a target unix socket, and can cut a given
- * connection (by accept order), slow it down or flip bits in it.
+ * connection (by accept order), slow it down or flip bits in it, and can
+ * record what each connection forwards.
  */
 #ifndef FERRY_TEST_PROXY_H
 #define FERRY_TEST_PROXY_H
@@ -28,6 +29,12 @@ void proxy_freeze(proxy *p, unsigned k);
 void proxy_cut_now(proxy *p, unsigned k);
 /* Bytes connection k has forwarded toward the target so far. */
 uint64_t proxy_forwarded(proxy *p, unsigned k);
+/*
+ * Connections accepted from now on append what they forward toward the
+ * target to the file PREFIX-K (K: accept order), e.g. to record the
+ * streams a source sends (tests/fuzz/capture.c).
+ */
+void proxy_record(proxy *p, const char *prefix);
 /* Number of connections accepted so far. */
 unsigned proxy_connections(proxy *p);
 void proxy_stop(proxy *p);

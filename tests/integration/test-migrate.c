@@ -6,6 +6,7 @@
  * bandwidth too low to converge) and hostile streams fed to a destination.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -600,6 +601,34 @@ static void t_bad_header(void **state)
 }
 
 /*
+ * MULTIFD on a destination without a listener (incoming on a connected
+ * fd) is refused, and closes no fd it does not own: it used to close fd
+ * 0 (its channels' fds were still memset's 0), found by fuzz-stream.
+ */
+static void t_multifd_without_listener(void **state)
+{
+	(void)state;
+	int probe = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	assert_true(probe >= 0);
+	int saved = dup(0);
+	assert_true(saved >= 0);
+	assert_int_equal(dup2(probe, 0), 0); /* fd 0 is ours: it must stay open */
+	sbuf b = { .len = 0 };
+	header(&b);
+	u8(&b, FERRY_REC_COMMAND);
+	be16(&b, FERRY_CMD_MULTIFD);
+	be16(&b, 5);
+	be32(&b, 2);
+	u8(&b, 0);
+	assert_string_equal(feed(&b), "multifd needs a listening URI on the destination "
+				      "(command at offset 28)");
+	assert_true(fcntl(0, F_GETFD) >= 0);
+	assert_int_equal(dup2(saved, 0), 0);
+	close(saved);
+	close(probe);
+}
+
+/*
  * A stream that ends between records reads as a close, not as damage; a
  * cancel notice, between records or inside the RAM section, as a cancel.
  */
@@ -1013,6 +1042,7 @@ int main(void)
 		cmocka_unit_test(t_bad_header),
 		cmocka_unit_test(t_bad_records),
 		cmocka_unit_test(t_source_closed_or_cancelled),
+		cmocka_unit_test(t_multifd_without_listener),
 		cmocka_unit_test(t_place_order),
 		cmocka_unit_test(t_cancel_incoming),
 	};

@@ -1111,10 +1111,16 @@ int ferry__mf_recv_start(ferry_mf_receiver *r, struct ferry_migration *m, ferry_
 	pthread_mutex_init(&r->lock, NULL);
 	pthread_cond_init(&r->cond, NULL);
 	r->inited = true;
-	if (listen_fd < 0)
-		return ferry__error_set(err, -EINVAL, "multifd needs a listening URI on the destination");
+	/*
+	 * No channel connected yet, before any way out: ferry__mf_recv_stop
+	 * closes every channel fd >= 0, and memset's 0 is the process's
+	 * stdin (fuzz-stream found it: a MULTIFD command on a destination
+	 * without a listener closed fd 0, then whatever reused it).
+	 */
 	for (unsigned i = 0; i < n; i++)
 		r->ch[i].in.fd = -1;
+	if (listen_fd < 0)
+		return ferry__error_set(err, -EINVAL, "multifd needs a listening URI on the destination");
 	uint64_t deadline = ferry__now_ns() + (uint64_t)HS_TIMEOUT_MS * 1000000;
 	unsigned have = 0;
 	while (have < n) {

@@ -119,8 +119,12 @@ void ferry__buf_put(void *data)
 	pthread_mutex_unlock(&p->lock);
 }
 
+bool ferry__bufpool_reserve_on = true;
+
 int ferry__bufpool_reserve(ferry_bufpool *p, size_t n)
 {
+	if (!ferry__bufpool_reserve_on)
+		return 0;
 	for (;;) {
 		pthread_mutex_lock(&p->lock);
 		bool enough = p->total >= n;

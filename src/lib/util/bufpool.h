@@ -29,6 +29,7 @@
 #ifndef FERRY_UTIL_BUFPOOL_H
 #define FERRY_UTIL_BUFPOOL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 typedef struct ferry_bufpool ferry_bufpool;
@@ -52,6 +53,15 @@ void *ferry__buf_get(ferry_bufpool *p, size_t len);
  * (those made so far stay).
  */
 int ferry__bufpool_reserve(ferry_bufpool *p, size_t n);
+/*
+ * Test hook, never set by the library: when false, ferry__bufpool_reserve
+ * makes nothing and returns 0 (buffers are then made on demand, which
+ * only costs time). The fuzz targets that run a whole migration per input
+ * (tests/fuzz/fuzz-stream.c, fuzz-multifd.c) clear it: the destination's
+ * reserve for one live device (8 MiB, touched) cost them 95% of each run.
+ * Default true; set before any migration starts.
+ */
+extern bool ferry__bufpool_reserve_on;
 /* Gives a buffer of ferry__buf_get() back (to its pool, or frees it). NULL: no-op. */
 void ferry__buf_put(void *data);
 /* Bytes the pool holds: cached and handed out (for statistics and tests). */

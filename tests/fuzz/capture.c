@@ -1,0 +1,126 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Records the seeds of the stream and multifd fuzz targets: real
+ * migrations of fuzz-vm.h's VM, from a source to a destination in this
+ * process, through the test proxy (tests/integration/proxy.c) which
+ * records what each connection carries toward the destination. Whatever
+ * the wire format is today, the seeds are what this Ferry sends and
+ * accepts: rerun it (tests/fuzz/gen-corpus.py stream|multifd) after a
+ * format change.
+ *
+ * Each scenario must complete on both sides, else the tool fails. It
+ * writes, into OUTDIR:
+ *   stream-NAME   the main connection (a fuzz-stream.c input);
+ *   multifd-NAME  for multifd scenarios: the config byte of
+ *                 fuzz-multifd.c (FUZZ_MF_*) and the one channel's bytes
+ *                 after its handshake (a fuzz-multifd.c input).
+ *
+ * usage: fuzz-capture OUTDIR
+ * Thread: main, with the migrations' and the proxy's threads.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../integration/proxy.h"
+#include "fuzz-check.h"
+#include "fuzz-vm.h"
+#include "stream/format.h"
+
+typedef struct scenario {
+	const char *name;
+	bool sums, multifd, zstd, running, swack;
+} scenario;
+
+static const scenario scenarios[] = {
+	{ "plain", .sums = false },
+	{ "sums", .sums = true },
+	{ "running-swack", .sums = true, .running = true, .swack = true },
+	{ "running-plain", .sums = false, .running = true },
+	{ "mf", .multifd = true },
+	{ "mf-sums", .multifd = true, .sums = true },
+	{ "mf-zstd", .multifd = true, .zstd = true },
+	{ "mf-zstd-sums", .multifd = true, .zstd = true, .sums = true },
+};
+
+static void copy_file(const char *from, const char *to, long skip, int first)
+{
+	FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+	CHECK(in && out && fseek(in, skip, SEEK_SET) == 0);
+	if (first >= 0)
+		fputc(first, out);
+	char buf[65536];
+	size_t n;
+	while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
+		CHECK(fwrite(buf, 1, n, out) == n);
+	CHECK(!ferror(in) && fclose(out) == 0);
+	fclose(in);
+}
+
+static void run(const scenario *s, const char *out, const char *tmp)
+{
+	fuzz_vm src, dst;
+	CHECK(fuzz_vm_create(&src, true) == 0 && fuzz_vm_create(&dst, false) == 0);
+	char dpath[256], ppath[256], uri[300], rec[256], path[600];
+	snprintf(dpath, sizeof(dpath), "%s/dst.sock", tmp);
+	snprintf(ppath, sizeof(ppath), "%s/proxy.sock", tmp);
+	snprintf(rec, sizeof(rec), "%s/rec", tmp);
+	ferry_migration_params p;
+	ferry_migration_params_init(&p);
+	p.placement = FERRY_PLACE_PWRITE;
+	p.switchover_ack = s->swack;
+	CHECK(ferry_migration_set_incoming_params(dst.vm, &p) == 0);
+	snprintf(uri, sizeof(uri), "unix:%s", dpath);
+	unlink(dpath);
+	CHECK(ferry_migration_incoming(dst.vm, uri) == 0);
+	proxy *px = proxy_start(ppath, dpath);
+	CHECK(px);
+	proxy_record(px, rec);
+	if (s->running)
+		CHECK(ferry_vm_start(src.vm) == 0);
+	ferry_migration_params_init(&p);
+	p.checksum = s->sums;
+	p.multifd = s->multifd;
+	p.multifd_channels = 1;
+	p.multifd_compression = s->zstd ? FERRY_COMPRESS_ZSTD : FERRY_COMPRESS_NONE;
+	p.switchover_ack = s->swack;
+	snprintf(uri, sizeof(uri), "unix:%s", ppath);
+	CHECK(ferry_migration_start(src.vm, uri, &p) == 0);
+	int ss = ferry_migration_wait(src.vm, 60000), ds = ferry_migration_wait(dst.vm, 60000);
+	if (ss != FERRY_MIGRATION_COMPLETED || ds != FERRY_MIGRATION_COMPLETED) {
+		ferry_migration_info i;
+		ferry_migration_query(ds != FERRY_MIGRATION_COMPLETED ? dst.vm : src.vm, &i);
+		fprintf(stderr, "capture: %s: migration failed: %s\n", s->name, i.error_desc);
+		exit(1);
+	}
+	proxy_stop(px);
+	snprintf(path, sizeof(path), "%s/stream-%s", out, s->name);
+	snprintf(rec, sizeof(rec), "%s/rec-0", tmp);
+	copy_file(rec, path, 0, -1);
+	if (s->multifd) {
+		snprintf(rec, sizeof(rec), "%s/rec-1", tmp);
+		snprintf(path, sizeof(path), "%s/multifd-%s", out, s->name);
+		copy_file(rec, path, FERRY_MF_HS_LEN,
+			  (s->sums ? FUZZ_MF_SUMS : 0) | (s->zstd ? FUZZ_MF_ZSTD : 0));
+	}
+	ferry_vm_destroy(src.vm);
+	ferry_vm_destroy(dst.vm);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc != 2) {
+		fprintf(stderr, "usage: fuzz-capture OUTDIR\n");
+		return 2;
+	}
+	char tmp[] = "/tmp/ferry-capture.XXXXXX";
+	CHECK(mkdtemp(tmp));
+	mkdir(argv[1], 0755);
+	for (size_t k = 0; k < sizeof(scenarios) / sizeof(scenarios[0]); k++)
+		run(&scenarios[k], argv[1], tmp);
+	char cmd[100];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmp);
+	return system(cmd) ? 1 : 0;
+}

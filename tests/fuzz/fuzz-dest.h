@@ -1,0 +1,122 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * What the targets that drive the real destination share (stream,
+ * multifd): the VM of fuzz-vm.h as a destination, and one incoming
+ * migration into it, through the public API (ferry_migration_incoming_fd),
+ * whose peer is the target: it writes the bytes a hostile source would
+ * send on each connection, reads and drops whatever the destination writes
+ * back (the return path), and waits for the migration's end.
+ *
+ * The oracle for a refusal: a migration that did not complete FAILED with
+ * an error code and a message (query-migrate's error and error-desc),
+ * never CANCELLED (nobody cancels), and the next migration can start (the
+ * VM is stopped again if the stream ran it).
+ *
+ * Device buffers are not reserved ahead (ferry__bufpool_reserve_on, the
+ * one hook of the library for these targets: 20x faster runs).
+ *
+ * Postcopy stays off on the destination (its commands are refused without
+ * a userfaultfd), and pages are placed with pwrite or into the mapping:
+ * a run registers no userfaultfd. Thread: libFuzzer's one thread, while
+ * libferry's destination threads (mig/dst/main and its helpers) run the loader.
+ */
+#ifndef FERRY_FUZZ_DEST_H
+#define FERRY_FUZZ_DEST_H
+
+#include <poll.h>
+#include <stdbool.h>
+#include <sys/socket.h>
+
+#include "fuzz-check.h"
+#include "fuzz-vm.h"
+#include "util/bufpool.h"
+
+/* One connection to the destination: our end, and what we still have to send on it. */
+typedef struct fuzz_conn {
+	int fd;
+	const uint8_t *data;
+	size_t len, off;
+	bool shut;   /* all sent: our write side shut down */
+	bool closed; /* the destination closed it (EOF or reset) */
+} fuzz_conn;
+
+static fuzz_vm fuzz_dst;
+
+/* The destination VM, once per process. */
+static inline void fuzz_dest_init(void)
+{
+	ferry__bufpool_reserve_on = false; /* a migration per input: see bufpool.h */
+	CHECK(fuzz_vm_create(&fuzz_dst, false) == 0);
+	ferry_migration_params p;
+	ferry_migration_params_init(&p);
+	p.placement = FERRY_PLACE_PWRITE;
+	p.switchover_ack = true; /* as the recorded sources may ask */
+	CHECK(ferry_migration_set_incoming_params(fuzz_dst.vm, &p) == 0);
+}
+
+/*
+ * Sends each connection's data (then shuts its write side) while reading
+ * what the destination writes, until the destination closed them all.
+ */
+static inline void fuzz_dest_pump(fuzz_conn *cs, unsigned n)
+{
+	for (;;) {
+		struct pollfd p[4];
+		unsigned open = 0;
+		for (unsigned i = 0; i < n; i++) {
+			fuzz_conn *c = &cs[i];
+			if (!c->shut && c->off == c->len) {
+				shutdown(c->fd, SHUT_WR);
+				c->shut = true;
+			}
+			p[i] = (struct pollfd){ .fd = c->closed ? -1 : c->fd,
+						.events = POLLIN | (c->shut ? 0 : POLLOUT) };
+			open += !c->closed;
+		}
+		if (!open)
+			return;
+		int np = poll(p, n, -1);
+		if (np < 0 && errno == EINTR)
+			continue;
+		if (np < 0)
+			fprintf(stderr, "poll: %s\n", strerror(errno));
+		CHECK(np > 0);
+		for (unsigned i = 0; i < n; i++) {
+			fuzz_conn *c = &cs[i];
+			if (p[i].revents & POLLOUT) {
+				ssize_t w = send(c->fd, c->data + c->off, c->len - c->off,
+						 MSG_NOSIGNAL | MSG_DONTWAIT);
+				if (w > 0)
+					c->off += (size_t)w;
+				else if (w < 0 && errno != EAGAIN && errno != EINTR)
+					c->off = c->len; /* the destination is gone */
+			}
+			if (p[i].revents & (POLLIN | POLLHUP | POLLERR)) {
+				char buf[4096];
+				ssize_t r = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
+				if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
+					c->closed = true;
+					c->off = c->len;
+				}
+			}
+		}
+	}
+}
+
+/* Waits for the end of the migration the target fed, and judges it. */
+static inline void fuzz_dest_finish(void)
+{
+	int st = ferry_migration_wait(fuzz_dst.vm, -1);
+	ferry_migration_info info;
+	CHECK(ferry_migration_query(fuzz_dst.vm, &info) == 0);
+	CHECK(st == FERRY_MIGRATION_COMPLETED || st == FERRY_MIGRATION_FAILED);
+	if (st == FERRY_MIGRATION_FAILED) {
+		if (getenv("FUZZ_VERBOSE"))
+			fprintf(stderr, "refused: %d %s\n", info.error, info.error_desc);
+		CHECK(info.error < 0 && info.error_desc[0]);
+	}
+	if (ferry_vm_is_running(fuzz_dst.vm))
+		CHECK(ferry_vm_stop(fuzz_dst.vm) == 0);
+}
+
+#endif
