@@ -78,6 +78,7 @@ static void *pump_main(void *arg)
 	struct pump *u = arg;
 	proxy *p = u->p;
 	char buf[65536];
+	bool gone = false; /* the target stopped taking bytes */
 	for (;;) {
 		ssize_t n = read(u->from, buf, sizeof(buf));
 		if (n <= 0)
@@ -111,13 +112,17 @@ static void *pump_main(void *arg)
 			break; /* a record must be whole: end the connection */
 		for (ssize_t o = 0; o < n;) {
 			ssize_t w = send(u->to, buf + o, (size_t)(n - o), MSG_NOSIGNAL);
-			if (w <= 0)
+			if (w <= 0) {
+				gone = true;
 				goto out;
+			}
 			o += w;
 		}
 	}
 out:
 	shutdown(u->to, SHUT_WR);
+	if (gone) /* the target is gone: the other side's writes must fail, as on a real link */
+		shutdown(u->from, SHUT_RD);
 	free(u);
 	return NULL;
 }

@@ -252,6 +252,38 @@ static void t_flip_multifd_early(void **state)
 	side_destroy(&src);
 }
 
+/*
+ * Multifd channels that never reach the destination (frozen in the proxy:
+ * they stay open, and take nothing once their socket buffers are full):
+ * the destination gives up after its 10 s wait and says so; the source,
+ * blocked writing a full channel, must fail at once with that word and its
+ * guest running (a randomized run once hung here, the destination having
+ * refused channels whose handshake carried a flipped VM uuid).
+ */
+static void t_multifd_channels_frozen(void **state)
+{
+	(void)state;
+	side src, dst;
+	char puri[120];
+	proxy *px = running_pair_proxied(&src, &dst, SPEC, puri);
+	proxy_freeze(px, 1);
+	proxy_freeze(px, 2);
+	ferry_migration_params p;
+	ferry_migration_params_init(&p);
+	p.multifd = true;
+	p.multifd_channels = 2;
+	assert_int_equal(ferry_migration_start(src.vm, puri, &p), 0);
+	const char *want = "only 0 of 2 multifd channels connected within 10 s (command at offset 28)";
+	assert_string_equal(wait_failed(dst.vm), want);
+	char srcwant[200];
+	snprintf(srcwant, sizeof(srcwant), "destination failed: %s", want);
+	assert_string_equal(wait_failed(src.vm), srcwant);
+	assert_true(ferry_vm_is_running(src.vm));
+	proxy_stop(px);
+	side_destroy(&dst);
+	side_destroy(&src);
+}
+
 /* Without checksums (x-checksum off): a version 1 stream, nothing verified. */
 static void t_checksum_off(void **state)
 {
@@ -278,6 +310,7 @@ int main(void)
 		cmocka_unit_test(t_flip_control),
 		cmocka_unit_test(t_flip_before_run),
 		cmocka_unit_test(t_flip_multifd_early),
+		cmocka_unit_test(t_multifd_channels_frozen),
 		cmocka_unit_test(t_checksum_off),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

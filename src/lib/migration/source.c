@@ -63,6 +63,16 @@ void ferry__src_rp_bye(struct ferry_migration *m)
 	pthread_mutex_unlock(&m->rp_lock);
 }
 
+/* Cuts every connection (main, multifd): any blocked write fails. Thread: mig/src/rp. */
+static void cut_all(struct ferry_migration *m)
+{
+	ferry__chan_shutdown(&m->chan);
+	pthread_mutex_lock(&m->vm->mig_lock); /* keeps mf_send alive */
+	if (m->mf_send)
+		ferry__mf_send_shutdown(m->mf_send);
+	pthread_mutex_unlock(&m->vm->mig_lock);
+}
+
 /*
  * Cancel (mig/src/rp, woken by ferry_migration_cancel's shutdown(SHUT_RD)):
  * the links stay up for the main thread to finish its current write and
@@ -84,11 +94,7 @@ static void await_bye(struct ferry_migration *m)
 	if (bye)
 		return;
 	ferry_warn("cancel: the destination does not read; closing the connections");
-	ferry__chan_shutdown(&m->chan);
-	pthread_mutex_lock(&m->vm->mig_lock); /* keeps mf_send alive */
-	if (m->mf_send)
-		ferry__mf_send_shutdown(m->mf_send);
-	pthread_mutex_unlock(&m->vm->mig_lock);
+	cut_all(m);
 }
 
 /* SHUT (payload buf of len bytes): the destination's status and message, under rp_lock. */
@@ -168,10 +174,17 @@ static void rp_end(struct ferry_migration *m)
 {
 	bool phase = ferry__pc_src_switched(m);
 	pthread_mutex_lock(&m->rp_lock);
-	bool shut = m->rp_shut;
+	bool shut = m->rp_shut, failed = m->rp_shut && m->rp_status;
 	pthread_mutex_unlock(&m->rp_lock);
 	if (phase && !shut)
 		ferry__chan_shutdown(&m->chan);
+	/*
+	 * Before the switch, a destination that failed reads no more: cut
+	 * every connection so that the main thread, maybe blocked on a full
+	 * multifd channel the destination refused, fails now with its word.
+	 */
+	if (!phase && failed)
+		cut_all(m);
 	if (!phase && ferry__mig_cancelled(m))
 		await_bye(m);
 	pthread_mutex_lock(&m->rp_lock);
