@@ -1375,9 +1375,13 @@ def case_live_devices(tmp):
             eq(f"live devices: {side} list", [{k: d.get(k) for k in ("id", "instance", "bytes", "buffers")}
                                               for d in ds.get("list", [])],
                [{"id": "gdev", "instance": k, "bytes": per_dev, "buffers": frames} for k in range(3)])
-            # 4 MiB at 50 MiB/s is 80 ms of reading per device.
-            true(f"live devices: {side} {ms} at least the device's read time",
-                 all(d.get(ms, 0) >= 75 for d in ds.get("list", [])), str(ds))
+            # 4 MiB at 50 MiB/s is 80 ms of reading per device: a bound for the
+            # source's save-ms. The destination's load-ms starts when its load
+            # thread does (at SWITCHOVER_START), which a loaded host may delay
+            # while buffers queue: only "it took time" holds there (seen 46 ms).
+            low = 75 if side == "source" else 1
+            true(f"live devices: {side} {ms} at least {low} ms",
+                 all(d.get(ms, 0) >= low for d in ds.get("list", [])), str(ds))
         split = info.get("x-downtime-split", {})
         eq("live devices: source split keys", sorted(split), ["device", "expected", "other", "ram"])
         true("live devices: device data follows RAM on the main channel, and ends within the downtime",
