@@ -642,6 +642,42 @@ void ferry_cli_summary_print(FILE *f, json_t *info, const ferry_cli_drive *d)
 		postcopy_print(f, info, d);
 }
 
+#define MIGRATE_TLS_ID "ferry-migrate-tls"
+
+/*
+ * --tls/--tls-psk DIR: the source host's credentials object, made anew from
+ * DIR (an older one of this name, from a previous run, goes first), and
+ * parameter tls-creds naming it. Returns 0 or 1 (the host refused: its
+ * message names what is wrong with DIR).
+ */
+static int apply_tls(ferry_qmp_conn *c, const char *dir, bool psk)
+{
+	char err[512];
+	/* A previous run's object, if any, is let go of and deleted (absent: nothing to do). */
+	json_decref(ferry_qmp_client_exec(c, "migrate-set-parameters", json_pack("{s:s}", "tls-creds", ""),
+					  CALL_TIMEOUT_MS, err, sizeof(err), NULL));
+	json_decref(ferry_qmp_client_exec(c, "object-del", json_pack("{s:s}", "id", MIGRATE_TLS_ID),
+					  CALL_TIMEOUT_MS, err, sizeof(err), NULL));
+	json_t *r;
+	r = ferry_qmp_client_exec(c, "object-add",
+				  json_pack("{s:s,s:s,s:s,s:s}", "qom-type",
+					    psk ? "tls-creds-psk" : "tls-creds-x509", "id",
+					    MIGRATE_TLS_ID, "dir", dir, "endpoint", "client"),
+				  CALL_TIMEOUT_MS, err, sizeof(err), NULL);
+	if (r) {
+		json_decref(r);
+		r = ferry_qmp_client_exec(c, "migrate-set-parameters",
+					  json_pack("{s:s}", "tls-creds", MIGRATE_TLS_ID),
+					  CALL_TIMEOUT_MS, err, sizeof(err), NULL);
+	}
+	if (!r) {
+		fprintf(stderr, "ferry migrate: --tls%s %s: %s\n", psk ? "-psk" : "", dir, err);
+		return 1;
+	}
+	json_decref(r);
+	return 0;
+}
+
 /* Applies --set (parameters) and --cap (capabilities). Returns 0 or 2. */
 static int apply_settings(ferry_qmp_conn *c, const char *who, char **sets, int nsets, char **caps,
 			  int ncaps)
@@ -707,6 +743,11 @@ static void migrate_usage(FILE *f)
 		"  --stats FILE       write a header line, then one query-migrate sample per line\n"
 		"                     (JSON), every 20 ms for 5 s then every 100 ms\n"
 		"                     (`ferry plot FILE -o FILE.svg` draws them)\n"
+		"  --tls DIR          TLS 1.3 with mutual authentication: the source host's\n"
+		"                     tls-creds-x509 object from DIR (ca-cert.pem,\n"
+		"                     client-cert.pem, client-key.pem) and parameter tls-creds;\n"
+		"                     the destination host needs its own (ferry host --tls DIR)\n"
+		"  --tls-psk DIR      the same with a pre-shared key (DIR/keys.psk)\n"
 		"  --json             print the final query-migrate reply on stdout\n"
 		"  --status           print the host's current query-migrate for people, and exit\n"
 		"Progress on stderr (a bar on a terminal, a line a second otherwise): the pass,\n"
@@ -791,6 +832,8 @@ static int qmp_addr_check(const char *cmd, const char *addr, void (*usage)(FILE 
 
 typedef struct migrate_opts {
 	const char *qmp, *stats_path, *uri;
+	const char *tls_dir; /* --tls / --tls-psk DIR, or NULL */
+	bool tls_psk;
 	char *sets[MAX_KV], *caps[MAX_KV];
 	int nsets, ncaps;
 	bool json, status;
@@ -808,6 +851,8 @@ static int migrate_parse(int argc, char **argv, migrate_opts *o)
 		{ "timeout", required_argument, 0, 't' },
 		{ "json", no_argument, 0, 'j' },
 		{ "status", no_argument, 0, 'i' },
+		{ "tls", required_argument, 0, 'T' },
+		{ "tls-psk", required_argument, 0, 'P' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 },
 	};
@@ -835,6 +880,14 @@ static int migrate_parse(int argc, char **argv, migrate_opts *o)
 			break;
 		case 'j': o->json = true; break;
 		case 'i': o->status = true; break;
+		case 'T':
+		case 'P':
+			if (o->tls_dir)
+				return ferry_cli_usage_error("migrate", migrate_usage,
+							     "--tls and --tls-psk are given once, not both");
+			o->tls_dir = optarg;
+			o->tls_psk = c == 'P';
+			break;
 		case 'h': migrate_usage(stdout); return 0;
 		default: return ferry_cli_bad_option("migrate", c, argv, migrate_usage);
 		}
@@ -844,7 +897,8 @@ static int migrate_parse(int argc, char **argv, migrate_opts *o)
 	if (qmp_addr_check("migrate", o->qmp, migrate_usage))
 		return 2;
 	if (o->status) {
-		if (optind != argc || o->nsets || o->ncaps || o->stats_path || o->json || o->timeout_s)
+		if (optind != argc || o->nsets || o->ncaps || o->stats_path || o->json || o->timeout_s ||
+		    o->tls_dir)
 			return ferry_cli_usage_error("migrate", migrate_usage,
 						     "--status takes no URI and no other options");
 		return -1;
@@ -906,6 +960,8 @@ int ferry_cli_migrate(int argc, char **argv)
 		goto out;
 	}
 	rc = apply_settings(conn, "migrate", o.sets, o.nsets, o.caps, o.ncaps);
+	if (!rc && o.tls_dir)
+		rc = apply_tls(conn, o.tls_dir, o.tls_psk);
 	if (rc)
 		goto out;
 	/* No SA_RESTART: sleeps end early. SA_RESETHAND: a second Ctrl-C ends the client. */

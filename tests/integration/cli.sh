@@ -65,6 +65,22 @@ if command -v certtool >/dev/null; then
 	expect_eq "host --tls: a missing directory exits 1" "$?" 1
 	expect_eq "host --tls: says which file" \
 		"$(grep -c "ferry host: --tls: cannot load $TMP/nonexistent/ca-cert.pem" "$TMP/tlsbad.err")" 1
+	# `ferry migrate --tls DIR` configures a plain source host (its object and tls-creds),
+	# to a destination host started with --tls.
+	host tdst --guest mem=16M,vram=0 --tls "$TMP/tls" --incoming "unix:$TMP/tlsm.sock"; tdpid=$host_pid
+	host tsrc --guest mem=16M,vram=0; tspid=$host_pid
+	out=$("$FERRY" migrate --qmp "$TMP/tsrc.qmp" --tls "$TMP/nonexistent" "unix:$TMP/tlsm.sock" 2>&1); rc=$?
+	expect_eq "migrate --tls: a missing directory exits 1" "$rc" 1
+	expect_eq "migrate --tls: says which" "$(grep -c "^ferry migrate: --tls $TMP/nonexistent: " <<<"$out")" 1
+	"$FERRY" migrate --qmp "$TMP/tsrc.qmp" --tls "$TMP/tls" --set tls-hostname=127.0.0.1 \
+		"unix:$TMP/tlsm.sock" >"$TMP/tlsmig.out" 2>"$TMP/tlsmig.err"
+	expect_eq "migrate --tls exit code" "$?" 0
+	expect_eq "migrate --tls: the source's tls-creds" \
+		"$(qmp tsrc query-migrate-parameters | json /dev/stdin 'j["return"]["tls-creds"]')" ferry-migrate-tls
+	for _ in $(seq 100); do qmp tdst query-migrate | grep -q completed && break; sleep 0.05; done
+	expect_eq "migrate --tls: the destination completed" \
+		"$(qmp tdst query-migrate | json /dev/stdin 'j["return"]["status"]')" completed
+	kill "$tdpid" "$tspid" 2>/dev/null; wait "$tdpid" "$tspid" 2>/dev/null
 else
 	echo "skip: TLS (no certtool)"
 fi
