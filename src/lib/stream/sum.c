@@ -141,13 +141,19 @@ int ferry__sum_check_pages(ferry_chan *c, uint64_t rec, struct ferry_ram_block *
 {
 	ferry_sums *s = c->sums;
 	uint64_t seed = ferry__sum_seed(rb->name), good = 0;
+	/*
+	 * A good page clears its bad bit only when some page is bad: an atomic
+	 * read-modify-write per page on words the other receiving threads
+	 * write too would bounce their cache lines for nothing.
+	 */
+	bool any_bad = s->dst && atomic_load_explicit(&s->bad, memory_order_relaxed);
 	for (uint32_t i = 0; i < n; i++) {
 		uint64_t page = idx ? idx[i] : first + i;
 		const uint8_t *p = data ? data + ((size_t)i << FERRY_PAGE_SHIFT)
 					: rb->host + (page << FERRY_PAGE_SHIFT);
 		if (ferry__sum_page(p, seed, page) == ferry__ld_be64(want + (size_t)i * FERRY_SUM_LEN)) {
 			good++;
-			if (s->dst)
+			if (any_bad)
 				set_bad(s, block_of(s, rb), page, false);
 			continue;
 		}
