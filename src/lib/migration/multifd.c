@@ -75,11 +75,15 @@ static void send_fail(ferry_mf_sender *s, int err, const char *fmt, ...)
 	pthread_cond_broadcast(&s->cond);
 	pthread_mutex_unlock(&s->lock);
 	va_end(ap);
-	/* Wake everyone: the other channels and the main connection. */
+	/*
+	 * Wake everyone: the other channels, and the main connection's writer
+	 * (SHUT_WR fails its blocked write). Not its reader: the return path
+	 * may still bring the destination's SHUT, which says why.
+	 */
 	ferry__mf_send_shutdown(s);
 	int fd = atomic_load(&s->m->chan_fd);
 	if (fd >= 0)
-		shutdown(fd, SHUT_RDWR);
+		shutdown(fd, SHUT_WR);
 }
 
 /* One grant's worth of a packet's iovecs (ferry__rl_send). */
