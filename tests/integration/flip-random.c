@@ -116,23 +116,14 @@ static void recover(side *src, side *dst)
 static const char *one_run(int mode, unsigned k, uint64_t at, uint8_t mask, bool calibrate)
 {
 	side src, dst;
-	char dpath[108], ppath[108], duri[120], puri[120];
-	side_create(&src, SPEC, FERRY_DIRTY_WP_ASYNC, false);
-	side_create(&dst, SPEC, FERRY_DIRTY_WP_ASYNC, true);
+	char puri[120];
+	proxy *px = running_pair_proxied(&src, &dst, SPEC, puri);
 	if (mode == M_POSTCOPY) {
 		ferry_migration_params ip;
 		ferry_migration_params_init(&ip);
 		ip.postcopy = true;
 		assert_int_equal(ferry_migration_set_incoming_params(dst.vm, &ip), 0);
 	}
-	snprintf(dpath, sizeof(dpath), "%.100s", test_uri() + 5);
-	snprintf(ppath, sizeof(ppath), "%.100s", test_uri() + 5);
-	snprintf(duri, sizeof(duri), "unix:%s", dpath);
-	snprintf(puri, sizeof(puri), "unix:%s", ppath);
-	assert_int_equal(ferry_migration_incoming(dst.vm, duri), 0);
-	proxy *px = proxy_start(ppath, dpath);
-	assert_non_null(px);
-	assert_int_equal(ferry_vm_start(src.vm), 0);
 	side_wait_steps(&src, 256);
 	if (!calibrate)
 		proxy_flip_at(px, k, at, mask);

@@ -597,16 +597,7 @@ int ferry_migration_wait(ferry_vm_t *vm, int timeout_ms)
 {
 	if (!vm)
 		return -EINVAL;
-	struct timespec dl;
-	clock_gettime(CLOCK_MONOTONIC, &dl);
-	if (timeout_ms >= 0) {
-		dl.tv_sec += timeout_ms / 1000;
-		dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-		if (dl.tv_nsec >= 1000000000L) {
-			dl.tv_sec++;
-			dl.tv_nsec -= 1000000000L;
-		}
-	}
+	struct timespec dl = ferry__deadline_ms(timeout_ms >= 0 ? (uint64_t)timeout_ms : 0);
 	pthread_mutex_lock(&vm->mig_lock);
 	int r;
 	for (;;) {

@@ -221,14 +221,7 @@ int ferry__src_rp_wait_shut(struct ferry_migration *m, struct ferry_rp_shut *out
 int ferry__src_rp_wait_shut_ms(struct ferry_migration *m, struct ferry_rp_shut *out,
 			       uint32_t timeout_ms)
 {
-	struct timespec dl;
-	clock_gettime(CLOCK_MONOTONIC, &dl); /* rp_cond's clock (ferry__cond_init_monotonic) */
-	dl.tv_sec += timeout_ms / 1000;
-	dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-	if (dl.tv_nsec >= 1000000000) {
-		dl.tv_sec++;
-		dl.tv_nsec -= 1000000000;
-	}
+	struct timespec dl = ferry__deadline_ms(timeout_ms); /* rp_cond is monotonic */
 	pthread_mutex_lock(&m->rp_lock);
 	bool late = false;
 	while (!m->rp_shut && !m->rp_dead && !ferry__mig_cancelled(m) && !late) {

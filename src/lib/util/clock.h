@@ -35,6 +35,20 @@ static inline void ferry__sleep_ns(uint64_t ns)
 		;
 }
 
+/* The CLOCK_MONOTONIC deadline ms from now, for a ferry__cond_init_monotonic wait. */
+static inline struct timespec ferry__deadline_ms(uint64_t ms)
+{
+	struct timespec dl;
+	clock_gettime(CLOCK_MONOTONIC, &dl);
+	dl.tv_sec += (time_t)(ms / 1000);
+	dl.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (dl.tv_nsec >= 1000000000L) {
+		dl.tv_sec++;
+		dl.tv_nsec -= 1000000000L;
+	}
+	return dl;
+}
+
 /* A condition variable whose timed waits take CLOCK_MONOTONIC deadlines. */
 static inline void ferry__cond_init_monotonic(pthread_cond_t *cond)
 {
