@@ -441,8 +441,36 @@ def run_qemu(row, a, j, src_file, tag, perf_path=None):
         j.unlink(run_src)
 
 
+def run_bare(row, a):
+    """The machine's limit for a row (issue 20): bench-bare-copy moves the same amount one-shot over
+    as many loopback streams, into memory prepared as the destinations' is (written once from user
+    space with --prealloc, else fresh), straight and through a user-space buffer; the better counts."""
+    fill, ch, comp = ROWS[row]
+    argv = [a.bare, "--mem", str(parse_size(a.mem)), "--streams", str(ch)]
+    if not a.prealloc:
+        argv.append("--cold")
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=a.timeout)
+    if p.returncode:
+        raise BenchError(f"bench-bare-copy: {p.stderr.strip()[-300:]}")
+    x = json.loads(p.stdout)
+    best = max(("direct", "bounce"), key=lambda v: x[v]["gbps"])
+    b = x[best]
+    return {"gbps": x["best_gbps"], "downtime_ms": None,
+            "wall_to_dst_completed_ms": round(b["seconds"] * 1000, 1),
+            "src_cpu_s": b["cpu_s_sender"], "dst_cpu_s": b["cpu_s_receiver"],
+            "cpu_s_per_gib": b["cpu_s_per_gib"], "best": best,
+            "variants": {v: x[v] for v in ("direct", "bounce")}}
+
+
+def bare_applies(row):
+    """Incompressible data only: the bare program sends every byte as it is."""
+    return ROWS[row][0] == "random" and ROWS[row][2] == "none"
+
+
 def run_engine(eng, row, a, j, src_file, tag, perf_path=None):
     """One run of eng; with --vs-ferry, "qemu" is Ferry with those parameters (the B of an A/B)."""
+    if eng == "bare":
+        return run_bare(row, a)
     if eng == "qemu" and a.vs_ferry:
         return run_ferry(row, a, j, "b-" + tag, perf_path, a.vs_ferry)
     if eng == "qemu":
@@ -698,6 +726,8 @@ def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ferry", default=os.path.join(here, "..", "..", "build", "ferry"))
+    ap.add_argument("--bare", default=os.path.join(here, "..", "..", "build", "bench", "bench-bare-copy"),
+                    help="the bare program (engine bare)")
     ap.add_argument("--qemu", default="qemu-system-x86_64")
     ap.add_argument("--mem", default="2G")
     ap.add_argument("--runs", type=int, default=3)
@@ -744,8 +774,10 @@ def main():
         if r not in ROWS:
             ap.error(f"unknown row {r} (known: {', '.join(ROWS)})")
     engines = [e for e in a.engines.split(",") if e]
-    if not engines or set(engines) - {"qemu", "ferry"}:
-        ap.error("--engines: qemu, ferry or both")
+    if not engines or set(engines) - {"qemu", "ferry", "bare"}:
+        ap.error("--engines: qemu, ferry, bare (the machine's limit, bench-bare-copy), comma-separated")
+    if "bare" in engines and not os.access(a.bare, os.X_OK):
+        ap.error(f"--engines bare: {a.bare} not found (ninja -C build)")
     if a.perf and a.perf not in rows:
         ap.error(f"--perf {a.perf}: not one of the rows run")
     if a.perf and not shutil.which("perf"):
@@ -758,7 +790,7 @@ def main():
     result = {"benchmark": "vs-qemu", "unit": "GB/s = guest RAM / total-time (1e9 bytes/s)",
               "guest": {"mem": a.mem, "paused": True, "transport": "tcp loopback"}}
     j = Janitor()
-    runs = {r: {"qemu": [], "ferry": []} for r in rows}
+    runs = {r: {"qemu": [], "ferry": [], "bare": []} for r in rows}
     profiles = {}
     try:
         note = ensure_qemu(a)
@@ -800,7 +832,7 @@ def main():
                 for row in [r for r in rows if ROWS[r][0] == fill]:
                     if warm:  # one throwaway run of each engine
                         warm = False
-                        for eng in engines:
+                        for eng in [e for e in engines if e != "bare"]:
                             try:
                                 x = run_engine(eng, row, a, j, src_file, "warm")
                                 log(f"warm-up {row} {eng}: {x['gbps']} GB/s (discarded)")
@@ -810,6 +842,8 @@ def main():
                         order = engines if n % 2 == 0 else engines[::-1]
                         n += 1
                         for eng in order:
+                            if eng == "bare" and not bare_applies(row):
+                                continue
                             idle = wait_idle(a.wait_idle) if a.wait_idle > 0 else None
                             b0, c0, t0 = cpu_busy_s(), own_cpu_s(), time.monotonic()
                             try:
@@ -866,8 +900,23 @@ def main():
             "qemu_cpu_s": q and q["cpu_s"], "ferry_cpu_s": f and f["cpu_s"],
             "qemu_baseline_gbps": QEMU_BASELINE_GBPS.get(row),
             "runs": runs[row], "_qemu": q, "_ferry": f}
+        b = summarise(runs[row]["bare"], size)
+        if b:
+            gib = size / GIB
+            out[row].update({
+                "bare_gbps": b["gbps"], "bare_gbps_min_max": [b["min"], b["max"]],
+                "ferry_vs_bare": round(f["gbps"] / b["gbps"], 2) if f else None,
+                "qemu_vs_bare": round(q["gbps"] / b["gbps"], 2) if q else None,
+                "cpu_s_per_gib": {"bare": round(b["cpu_s"] / gib, 2),
+                                  "ferry": f and f["cpu_s"] and round(f["cpu_s"] / gib, 2),
+                                  "qemu": q and q["cpu_s"] and round(q["cpu_s"] / gib, 2)}})
     if out:
         print(table(out, a), file=sys.stderr)
+        for row, r in out.items():
+            if r.get("bare_gbps"):
+                print(f"{row:<15} bare program {r['bare_gbps']:.2f} GB/s {r['bare_gbps_min_max']}: "
+                      f"ferry/bare {r['ferry_vs_bare']}, qemu/bare {r['qemu_vs_bare']}; CPU s per GiB "
+                      f"{r['cpu_s_per_gib']}", file=sys.stderr)
     for r in out.values():
         del r["_qemu"], r["_ferry"]
     result["rows"] = out
@@ -888,7 +937,11 @@ def main():
         return {"target": desc, "value": v, "pass": v is not None and v >= at_least}
     targets = [target("random, 2 channels: ferry >= 6 GB/s", "random-2", "ferry_gbps", 6),
                target("random, zstd, 2 channels: ferry >= 2.5 GB/s", "random-zstd-2", "ferry_gbps", 2.5)]
-    targets += [target(f"{row}: ratio ferry/qemu >= 2", row, "ratio", 2) for row in out]
+    targets += [target(f"{row}: ratio ferry/qemu >= 2", row, "ratio", 2) for row in out
+                if out[row]["qemu_gbps"] is not None]
+    limit = (0.85, "preallocated destination") if a.prealloc else (0.9, "cold destination")
+    targets += [target(f"{row}: ferry >= {limit[0]:.0%} of the bare program ({limit[1]}, issue 20)",
+                       row, "ferry_vs_bare", limit[0]) for row in out if out[row].get("bare_gbps")]
     result["targets"] = targets
     result["all_targets_pass"] = all(t["pass"] for t in targets) and "error" not in result
     print(json.dumps(result))

@@ -123,9 +123,12 @@ typedef struct ferry_migration_params {
 	 * step; the receive threads do not share a lock), the migration fails
 	 * if userfaultfd is unavailable. FERRY_PLACE_PWRITE: pwrite() into the
 	 * file (one writer at a time: the file's lock). FERRY_PLACE_MAPPING:
-	 * straight into the mapping (a page fault per new page). Anonymous
-	 * blocks, fully allocated files and shmem huge pages on "advise" are
-	 * always written through the mapping.
+	 * straight into the mapping (a page fault per new page).
+	 * FERRY_PLACE_COPY: into a buffer, then memcpy() into the mapping.
+	 * Anonymous blocks, fully allocated files and shmem huge pages on
+	 * "advise" are always written through the mapping: straight
+	 * (FERRY_PLACE_MAPPING) or copied (FERRY_PLACE_COPY) as x-user-copy
+	 * says.
 	 */
 	uint32_t placement;
 	/*
@@ -221,6 +224,20 @@ typedef struct ferry_migration_params {
 	ferry_tls_creds *tls_creds;
 	ferry_tls_authz *tls_authz;
 	char tls_hostname[256];
+	/*
+	 * x-user-copy (both sides; Ferry's own): whether RAM pages go through
+	 * a small reused buffer in user space instead of the kernel copying
+	 * straight from or into guest RAM. The source then memcpy()s pages
+	 * into a staging buffer before each send (not with TLS, which copies
+	 * anyway, nor with x-send-splice), the destination receives them into
+	 * a buffer and copies them into place (FERRY_PLACE_COPY instead of
+	 * FERRY_PLACE_MAPPING). One more copy, but on a machine whose kernel
+	 * pays microseconds for its first access to each user page (some
+	 * virtual machines) it is several times faster. FERRY_USER_COPY_AUTO
+	 * (default): on where a probe, run once per process, measures that
+	 * cost; FERRY_USER_COPY_ON, FERRY_USER_COPY_OFF: always, never.
+	 */
+	uint32_t user_copy;
 	/* More fields may be added at any time. */
 } ferry_migration_params;
 
@@ -229,7 +246,10 @@ enum {
 	FERRY_PLACE_UFFD = 1,
 	FERRY_PLACE_PWRITE = 2,
 	FERRY_PLACE_MAPPING = 3,
+	FERRY_PLACE_COPY = 4, /* into a buffer, then memcpy() into the mapping */
 };
+
+enum { FERRY_USER_COPY_AUTO = 0, FERRY_USER_COPY_ON = 1, FERRY_USER_COPY_OFF = 2 };
 
 #define FERRY_MULTIFD_MAX_CHANNELS 16
 enum { FERRY_COMPRESS_NONE = 0, FERRY_COMPRESS_ZSTD = 1 };

@@ -582,7 +582,14 @@ static int pl_writer_set(struct pl_writer *w, bool run)
 static int pl_stop(void *o) { return pl_writer_set(o, false); }
 static int pl_start(void *o) { return pl_writer_set(o, true); }
 
+static void pl_passes_copy(uint32_t placement, bool multifd, uint32_t user_copy);
+/* The placement asked for, the user copy as x-user-copy's default decides. */
 static void pl_passes(uint32_t placement, bool multifd)
+{
+	pl_passes_copy(placement, multifd, FERRY_USER_COPY_AUTO);
+}
+
+static void pl_passes_copy(uint32_t placement, bool multifd, uint32_t user_copy)
 {
 	ferry_vm_options o = { .dirty_mode = FERRY_DIRTY_WP_ASYNC };
 	ferry_vm_t *src, *dst;
@@ -606,12 +613,14 @@ static void pl_passes(uint32_t placement, bool multifd)
 	ferry_migration_params ip;
 	ferry_migration_params_init(&ip);
 	ip.placement = placement;
+	ip.user_copy = user_copy;
 	assert_int_equal(ferry_migration_set_incoming_params(dst, &ip), 0);
 	ferry_migration_params p;
 	if (multifd)
 		mf_params(&p, 2, false);
 	else
 		ferry_migration_params_init(&p);
+	p.user_copy = user_copy;
 	p.max_bandwidth = 40 * MiB; /* the first pass takes ~150 ms */
 	p.downtime_limit_ms = 10;   /* converges once the writer is done */
 	const char *uri = test_uri();
@@ -703,6 +712,23 @@ static void t_place_passes_uffd(void **s) { (void)s; pl_passes(FERRY_PLACE_UFFD,
 static void t_place_passes_uffd_mf(void **s) { (void)s; pl_passes(FERRY_PLACE_UFFD, true); }
 static void t_place_passes_pwrite_mf(void **s) { (void)s; pl_passes(FERRY_PLACE_PWRITE, true); }
 static void t_place_passes_mapping(void **s) { (void)s; pl_passes(FERRY_PLACE_MAPPING, false); }
+/* x-user-copy on both sides: staged sends, pages copied from a bounce buffer into place. */
+static void t_place_passes_copy(void **s)
+{
+	(void)s;
+	pl_passes_copy(FERRY_PLACE_COPY, false, FERRY_USER_COPY_ON);
+}
+static void t_place_passes_copy_mf(void **s)
+{
+	(void)s;
+	pl_passes_copy(FERRY_PLACE_COPY, true, FERRY_USER_COPY_ON);
+}
+/* And never: the kernel copies straight from and into guest RAM, whatever the machine. */
+static void t_place_passes_direct_mf(void **s)
+{
+	(void)s;
+	pl_passes_copy(FERRY_PLACE_MAPPING, true, FERRY_USER_COPY_OFF);
+}
 
 static void t_place_mf_2(void **s) { (void)s; ferry_migration_params p; mf_params(&p, 2, false); pl_migrate(&p); }
 static void t_place_mf_2_zstd(void **s) { (void)s; ferry_migration_params p; mf_params(&p, 2, true); pl_migrate(&p); }
@@ -786,6 +812,9 @@ int main(void)
 		cmocka_unit_test(t_place_passes_uffd_mf),
 		cmocka_unit_test(t_place_passes_pwrite_mf),
 		cmocka_unit_test(t_place_passes_mapping),
+		cmocka_unit_test(t_place_passes_copy),
+		cmocka_unit_test(t_place_passes_copy_mf),
+		cmocka_unit_test(t_place_passes_direct_mf),
 		cmocka_unit_test(t_mf_packet_name_rule),
 	};
 	if (getenv("FERRY_TEST_FILTER")) /* e.g. t_mf_bandwidth_cap */

@@ -340,7 +340,7 @@ THROTTLE = {"throttle-trigger-threshold": 50, "cpu-throttle-initial": 20, "cpu-t
 DEVSTATE = {"x-device-state-max-queued": 64, "x-device-save-threads": 0,
             "max-postcopy-bandwidth": 0}  # (QEMU's: Ferry never caps postcopy, 0 only)
 # Checksums (docs/wire-format.md, "Checksums"): on by default.
-CHECKSUM = {"x-checksum": True}
+CHECKSUM = {"x-checksum": True, "x-user-copy": "auto"}
 # TLS (case_tls): unset, "" as QEMU lists them.
 TLS = {"tls-creds": "", "tls-hostname": "", "tls-authz": ""}
 

@@ -43,6 +43,7 @@
 
 #include "migration/multifd.h"
 #include "migration/place.h"
+#include "util/kcopy.h"
 #include "migration/postcopy-dst.h"
 #include "stream/format.h"
 #include "stream/wire.h"
@@ -392,9 +393,9 @@ static int dst_setup(ferry_dst *l)
 	uint32_t placement;
 	/* Destination parameters as they are now (set after the listen too). */
 	pthread_mutex_lock(&vm->mig_lock);
-	uint32_t want = vm->in_params.placement;
+	uint32_t want = vm->in_params.placement, copy = vm->in_params.user_copy;
 	pthread_mutex_unlock(&vm->mig_lock);
-	r = ferry__place_setup(vm, want, &placement, &perr);
+	r = ferry__place_setup(vm, want, ferry__kcopy_use(copy), &placement, &perr);
 	if (r) {
 		ferry__mig_set_error_from(m, &perr);
 		return r;

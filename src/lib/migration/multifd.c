@@ -102,6 +102,7 @@ static int send_piece(void *ctx, struct iovec *iov, int cnt, int first)
 		n += iov[i].iov_len;
 	int r = c->tls		  ? ferry__tls_send_all(c->tls, iov, cnt, NULL)
 		: c->pipefd[0] >= 0 ? ferry__sock_send_ref(c->fd, c->pipefd, iov, p->ref + first, cnt, NULL)
+		: c->stage	    ? ferry__sock_send_staged(c->fd, iov, cnt, c->stage, FERRY_SEND_STAGE, NULL)
 				    : ferry__sock_send_all(c->fd, iov, cnt, NULL);
 	if (r)
 		return r;
@@ -341,7 +342,8 @@ static void *send_thread(void *arg)
 
 /* Thread: mig/src/main. */
 int ferry__mf_send_start(ferry_mf_sender *s, struct ferry_migration *m, unsigned n,
-			 uint32_t compression, int level, bool splice, ferry_error *err)
+			 uint32_t compression, int level, bool splice, bool stage,
+			 ferry_error *err)
 {
 	memset(s, 0, sizeof(*s));
 	s->m = m;
@@ -385,6 +387,8 @@ int ferry__mf_send_start(ferry_mf_sender *s, struct ferry_migration *m, unsigned
 		}
 		if (splice && ferry__pipe_open(c->pipefd))
 			c->pipefd[0] = c->pipefd[1] = -1; /* copies then */
+		if (stage && !splice && !c->tls && !(c->stage = malloc(FERRY_SEND_STAGE)))
+			return -ENOMEM;
 		if ((r = pthread_create(&c->thread, NULL, send_thread, c)))
 			return -r;
 		c->started = true;
@@ -581,6 +585,7 @@ void ferry__mf_send_stop(ferry_mf_sender *s)
 			close(c->fd);
 		ZSTD_freeCCtx(c->cctx);
 		free(c->zbuf);
+		free(c->stage);
 		pthread_cond_destroy(&c->cond);
 		for (int k = 0; k < 2; k++)
 			if (c->pipefd[k] >= 0)

@@ -92,6 +92,7 @@ typedef struct ferry_mf_send_chan {
 	uint8_t *zbuf;
 	size_t zcap;
 	int pipefd[2];     /* for sends by reference, or -1 (x-send-splice off) */
+	uint8_t *stage;    /* sends copy through it (x-user-copy), or NULL */
 	uint32_t zskip;    /* packets still to send raw without trying zstd */
 	uint32_t zbackoff; /* raw packets after the next failed attempt */
 } ferry_mf_send_chan;
@@ -129,7 +130,8 @@ typedef struct ferry_mf_sender {
  * Returns 0 or a negative errno, with a message in *err when there is one.
  */
 int ferry__mf_send_start(ferry_mf_sender *s, struct ferry_migration *m, unsigned n,
-			 uint32_t compression, int level, bool splice, ferry_error *err);
+			 uint32_t compression, int level, bool splice, bool stage,
+			 ferry_error *err);
 /*
  * After the main connection failed: waits up to timeout_ms for a channel
  * to report its own failure, copies it into *out (sticky) under s->lock.

@@ -26,7 +26,10 @@
 
 static const char *const compression_names[] = { "none", "zstd", NULL };
 /* Indexed by FERRY_PLACE_*. */
-static const char *const placement_names[] = { "auto", "userfaultfd", "pwrite", "mapping", NULL };
+static const char *const placement_names[] = { "auto", "userfaultfd", "pwrite", "mapping", "copy",
+						NULL };
+/* Indexed by FERRY_USER_COPY_*. */
+static const char *const user_copy_names[] = { "auto", "on", "off", NULL };
 
 static const ferry_migration_param_desc table[] = {
 	{ "downtime-limit", FERRY_MIGRATION_PARAM_U64, F(downtime_limit_ms), RANGE(0, 2000000),
@@ -46,7 +49,7 @@ static const ferry_migration_param_desc table[] = {
 	{ "x-free-page-hint-wait", FERRY_MIGRATION_PARAM_U32, F(hint_wait_ms), RANGE(0, 10000),
 	  .unit = "ms" },
 	{ "x-placement", FERRY_MIGRATION_PARAM_ENUM, F(placement), .values = placement_names,
-	  .help = "auto, userfaultfd, pwrite or mapping" },
+	  .help = "auto, userfaultfd, pwrite, mapping or copy" },
 	{ "x-send-splice", FERRY_MIGRATION_PARAM_BOOL, F(send_splice) },
 	{ "throttle-trigger-threshold", FERRY_MIGRATION_PARAM_U32, F(throttle_trigger_threshold),
 	  RANGE(1, 100), .unit = "%" },
@@ -62,9 +65,11 @@ static const ferry_migration_param_desc table[] = {
 	{ "x-device-save-threads", FERRY_MIGRATION_PARAM_U32, F(device_save_threads),
 	  RANGE(0, FERRY_LIVE_DEVICES_MAX) },
 	{ "x-checksum", FERRY_MIGRATION_PARAM_BOOL, F(checksum) },
+	{ "x-user-copy", FERRY_MIGRATION_PARAM_ENUM, F(user_copy), .values = user_copy_names,
+	  .help = "auto, on or off" },
 };
 #define N_PARAMS (sizeof(table) / sizeof(table[0]))
-_Static_assert(N_PARAMS == 21, "words[] below names the entries by index");
+_Static_assert(N_PARAMS == 22, "words[] below names the entries by index");
 
 /* How a limit is worded in messages. */
 enum words {

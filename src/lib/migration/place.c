@@ -27,7 +27,10 @@
  * Other blocks (anonymous memory, a file whose every page is allocated, as
  * with prealloc, or shmem huge pages on "advise", which only a fault
  * through a MADV_HUGEPAGE mapping gets) are received straight into the
- * mapping (FERRY_PLACE_MAPPING). docs/architecture.md has the numbers.
+ * mapping (FERRY_PLACE_MAPPING), or, with x-user-copy, into a bounce
+ * buffer and then memcpy()'d there (FERRY_PLACE_COPY: on a machine whose
+ * kernel pays dearly for its first write to each user page, util/kcopy.h).
+ * docs/architecture.md has the numbers.
  *
  * DESIGN (placing threads):
  * The placement pipeline: precopy over the main connection alone (no
@@ -97,6 +100,7 @@ static const char *place_name(unsigned p)
 {
 	return p == FERRY_PLACE_UFFD	 ? "userfaultfd"
 	       : p == FERRY_PLACE_PWRITE ? "pwrite"
+	       : p == FERRY_PLACE_COPY	 ? "copy"
 					 : "mapping";
 }
 
@@ -135,9 +139,11 @@ static int place_uffd_open(ferry_vm_t *vm, ferry_error *err)
 	return 0;
 }
 
-int ferry__place_setup(ferry_vm_t *vm, uint32_t want, uint32_t *used, ferry_error *err)
+int ferry__place_setup(ferry_vm_t *vm, uint32_t want, bool copy, uint32_t *used,
+		       ferry_error *err)
 {
 	bool advise = shmem_thp_advise(), any = false;
+	uint8_t direct = copy ? FERRY_PLACE_COPY : FERRY_PLACE_MAPPING;
 	*used = FERRY_PLACE_AUTO;
 	for (unsigned i = 0; i < vm->nblocks; i++) {
 		struct ferry_ram_block *rb = vm->blocks[i];
@@ -148,7 +154,7 @@ int ferry__place_setup(ferry_vm_t *vm, uint32_t want, uint32_t *used, ferry_erro
 		 */
 		bool fresh_file = !advise && ferry__ram_maps_file(rb->host, rb->size, rb->fd) &&
 				  ferry__ram_file_fill(rb->fd, rb->size) != FERRY_FILL_ALL;
-		rb->place = !fresh_file			     ? FERRY_PLACE_MAPPING
+		rb->place = !fresh_file			     ? direct
 			    : want == FERRY_PLACE_AUTO ? FERRY_PLACE_UFFD
 						       : (uint8_t)want;
 		any |= rb->place == FERRY_PLACE_UFFD;
@@ -167,7 +173,7 @@ int ferry__place_setup(ferry_vm_t *vm, uint32_t want, uint32_t *used, ferry_erro
 	}
 	for (unsigned i = 0; i < vm->nblocks; i++) {
 		struct ferry_ram_block *rb = vm->blocks[i];
-		if (rb->place != FERRY_PLACE_MAPPING || *used == FERRY_PLACE_AUTO)
+		if (rb->place != direct || *used == FERRY_PLACE_AUTO)
 			*used = rb->place;
 		ferry_dbg("destination: RAM block '%s' placed through %s", rb->name,
 			  place_name(rb->place));
@@ -298,7 +304,7 @@ static int place_buf(struct place_err *pe, struct ferry_ram_block *rb, const uin
 		const uint8_t *p = buf + ((size_t)i << FERRY_PAGE_SHIFT);
 		size_t len = (size_t)(k - i) << FERRY_PAGE_SHIFT;
 		int r;
-		if (rb->place == FERRY_PLACE_MAPPING) {
+		if (rb->place == FERRY_PLACE_MAPPING || rb->place == FERRY_PLACE_COPY) {
 			memcpy(rb->host + (page << FERRY_PAGE_SHIFT), p, len);
 		} else if (rb->place == FERRY_PLACE_UFFD) {
 			if ((r = place_uffd(pe, rb, page, k - i, p)))

@@ -29,12 +29,14 @@
 /*
  * Decides per block how precopy pages are written (ferry_ram_block.place)
  * from want (FERRY_PLACE_*), opening and registering vm->place_uffd when
- * used. *used: the placement of the file-backed blocks
- * (FERRY_PLACE_MAPPING if none). Fails (with err) only when userfaultfd was
+ * used; blocks written through their mapping are FERRY_PLACE_COPY when
+ * copy (x-user-copy), else FERRY_PLACE_MAPPING. *used: the placement of
+ * the file-backed blocks (the mapping's if none). Fails (with err) only when userfaultfd was
  * asked for and is unavailable.
  * Thread: mig/dst/main, before any receive thread starts.
  */
-int ferry__place_setup(ferry_vm_t *vm, uint32_t want, uint32_t *used, ferry_error *err);
+int ferry__place_setup(ferry_vm_t *vm, uint32_t want, bool copy, uint32_t *used,
+		       ferry_error *err);
 /*
  * End of the precopy RAM phase: unregisters the userfaultfd placement, so
  * that device state, vCPUs and postcopy find ordinary memory. Idempotent.

@@ -37,6 +37,7 @@
 #include "stream/format.h"
 #include "stream/wire.h"
 #include "transport/transport.h"
+#include "util/kcopy.h"
 
 /*
  * Postcopy state of the source (m->pc_src). The return path thread serves
@@ -167,6 +168,14 @@ static int rp_missing(struct ferry_migration *m, ferry_chan *c, const uint8_t *b
 	return r;
 }
 
+/* A new connection's sends go through a staging buffer when x-user-copy says so. */
+static int pc_chan_stage(struct ferry_migration *m, ferry_chan *c)
+{
+	ferry_migration_params p;
+	ferry__mig_params(m, &p);
+	return ferry__kcopy_use(p.user_copy) ? ferry__chan_stage(c) : 0;
+}
+
 /* Connects the preempt channel to uri and sends its handshake. */
 static int pc_connect_preempt(struct ferry_migration *m, const char *uri)
 {
@@ -179,6 +188,10 @@ static int pc_connect_preempt(struct ferry_migration *m, const char *uri)
 	}
 	if ((r = ferry__chan_init(&pc->pre, fd))) {
 		close(fd);
+		return r;
+	}
+	if ((r = pc_chan_stage(m, &pc->pre))) {
+		ferry__chan_close(&pc->pre);
 		return r;
 	}
 	pc->pre.peer = "destination";
@@ -278,6 +291,10 @@ static int pc_reconnect(struct ferry_migration *m, const char *uri, ferry_ram_sa
 	}
 	if ((r = ferry__chan_init(c, fd))) {
 		close(fd);
+		return r;
+	}
+	if ((r = pc_chan_stage(m, c))) {
+		ferry__chan_close(c);
 		return r;
 	}
 	c->peer = "destination";

@@ -39,6 +39,7 @@
 #include "stream/format.h"
 #include "stream/wire.h"
 #include "transport/transport.h"
+#include "util/kcopy.h"
 
 /* How long a cancelled source waits to write its cancel notice before it cuts the links. */
 #define CANCEL_GRACE_S 1
@@ -368,6 +369,8 @@ static int phase_connect(struct src_ctx *x)
 		return r;
 	}
 	atomic_store(&m->chan_fd, x->fd);
+	if (ferry__kcopy_use(p.user_copy) && (r = ferry__chan_stage(x->c)))
+		return r;
 	x->c->rl = &m->rl; /* every byte of the main connection counts against max-bandwidth */
 	x->c->peer = "destination";
 	if ((r = ferry__chan_tls_open(x->c, &m->tls, &err))) {
@@ -392,7 +395,8 @@ static int mf_open(struct src_ctx *x)
 		return r;
 	ferry_error e = { 0 };
 	r = ferry__mf_send_start(&x->mf, m, p->multifd_channels, p->multifd_compression,
-				 p->multifd_zstd_level, p->send_splice, &e);
+				 p->multifd_zstd_level, p->send_splice, ferry__kcopy_use(p->user_copy),
+				 &e);
 	if (r) {
 		ferry__error_set(&e, r, "%s", ferry_strerror(r)); /* when it had no message */
 		if (!ferry__mig_cancelled(m))

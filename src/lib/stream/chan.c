@@ -31,6 +31,13 @@ int ferry__chan_init(ferry_chan *c, int fd)
 	return 0;
 }
 
+int ferry__chan_stage(ferry_chan *c)
+{
+	if (!c->stage && !(c->stage = malloc(FERRY_SEND_STAGE)))
+		return -ENOMEM;
+	return 0;
+}
+
 int ferry__chan_tls_open(ferry_chan *c, const ferry_tls_cfg *cfg, ferry_error *err)
 {
 	if (!cfg->creds || c->tls)
@@ -86,7 +93,8 @@ void ferry__chan_close(ferry_chan *c)
 	c->fd = -1;
 	free(c->obuf);
 	free(c->ibuf);
-	c->obuf = c->ibuf = NULL;
+	free(c->stage);
+	c->obuf = c->ibuf = c->stage = NULL;
 }
 
 void ferry__chan_shutdown(ferry_chan *c)
@@ -115,8 +123,10 @@ static int send_piece(void *ctx, struct iovec *iov, int cnt, int first)
 {
 	ferry_chan *c = ctx;
 	(void)first;
-	int r = c->tls ? ferry__tls_send_all(c->tls, iov, cnt, &c->out_bytes)
-		       : ferry__sock_send_all(c->fd, iov, cnt, &c->out_bytes);
+	int r = c->tls	  ? ferry__tls_send_all(c->tls, iov, cnt, &c->out_bytes)
+		: c->stage ? ferry__sock_send_staged(c->fd, iov, cnt, c->stage, FERRY_SEND_STAGE,
+						     &c->out_bytes)
+			   : ferry__sock_send_all(c->fd, iov, cnt, &c->out_bytes);
 	if (!r && c->on_write)
 		c->on_write(c->on_write_opaque);
 	return r;

@@ -74,6 +74,7 @@ typedef struct ferry_chan {
 	uint64_t out_bytes; /* bytes handed to the kernel so far */
 	int out_err;      /* sticky output error (negative errno) */
 	ferry_ratelimit *rl; /* NULL: not limited; set by the writer before use */
+	uint8_t *stage;   /* sends copy through it (ferry__chan_stage), or NULL */
 	void (*on_write)(void *opaque); /* after each piece written, or NULL */
 	void *on_write_opaque;
 
@@ -107,6 +108,13 @@ typedef struct ferry_chan {
 
 /* Takes ownership of fd. Returns 0 or -ENOMEM. */
 int ferry__chan_init(ferry_chan *c, int fd);
+/*
+ * From now on, plaintext sends copy the queued bytes through a staging
+ * buffer instead of the kernel reading them where they are (guest RAM
+ * queued with put_external): x-user-copy, util/kcopy.h. Writer thread,
+ * before the first flush. Returns 0 or -ENOMEM.
+ */
+int ferry__chan_stage(ferry_chan *c);
 /*
  * Starts TLS on the channel's connection when cfg has creds (as the
  * endpoint they are; peer names the other side), before anything else

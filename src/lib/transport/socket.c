@@ -506,6 +506,37 @@ int ferry__sock_send_all(int fd, struct iovec *iov, int cnt, uint64_t *sent)
 	return send_iov(fd, iov, cnt, 0, sent);
 }
 
+/* One piece of the stage; more: MSG_MORE (another piece follows at once). */
+static int send_stage(int fd, uint8_t *stage, size_t len, bool more, uint64_t *sent)
+{
+	struct iovec one = { stage, len };
+	return send_iov(fd, &one, 1, more ? MSG_MORE : 0, sent);
+}
+
+int ferry__sock_send_staged(int fd, const struct iovec *iov, int cnt, uint8_t *stage, size_t cap,
+			    uint64_t *sent)
+{
+	size_t fill = 0;
+	for (int i = 0; i < cnt; i++) {
+		const uint8_t *p = iov[i].iov_base;
+		size_t len = iov[i].iov_len;
+		while (len) {
+			size_t k = len < cap - fill ? len : cap - fill;
+			memcpy(stage + fill, p, k);
+			fill += k;
+			p += k;
+			len -= k;
+			if (fill < cap)
+				continue;
+			int r = send_stage(fd, stage, fill, len || i + 1 < cnt, sent);
+			if (r)
+				return r;
+			fill = 0;
+		}
+	}
+	return fill ? send_stage(fd, stage, fill, false, sent) : 0;
+}
+
 int ferry__pipe_open(int pipefd[2])
 {
 	if (pipe2(pipefd, O_CLOEXEC) < 0)

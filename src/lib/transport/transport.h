@@ -53,6 +53,16 @@ int ferry__sock_accept(int lfd, int *fd);
 struct iovec;
 #include <stdint.h>
 int ferry__sock_send_all(int fd, struct iovec *iov, int cnt, uint64_t *sent);
+/*
+ * The same bytes through stage (cap bytes, the caller's, reused): copied
+ * there in pieces of up to cap and each piece sent, so that the kernel
+ * reads only stage's pages, never guest RAM (x-user-copy, util/kcopy.h).
+ * iov is not modified.
+ */
+int ferry__sock_send_staged(int fd, const struct iovec *iov, int cnt, uint8_t *stage, size_t cap,
+			    uint64_t *sent);
+/* The size of the staging buffers the senders keep: a few pages, reused hot. */
+#define FERRY_SEND_STAGE (256u << 10)
 
 /*
  * Sending guest RAM by reference. ferry__sock_send_ref() writes iov[0..cnt)

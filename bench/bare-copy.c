@@ -1,0 +1,323 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The bare program of issue 20: what this machine moves one-shot from
+ * guest-like memory to preallocated (or, with --cold, fresh) memory over N
+ * loopback TCP streams, with nothing a migration adds: no dirty tracking,
+ * no zero check, no checksums, no framing. It is the limit a migration's
+ * throughput is measured against (bench/vs-qemu's `bare` engine runs it
+ * interleaved with QEMU and Ferry).
+ *
+ * Two processes, as a migration has: the parent receives, a forked child
+ * sends. The child writes its MEM from user space (as a guest writes its
+ * RAM) with bytes the parent can regenerate. Then two transfers, each
+ * one-shot over N new connections, stream i carrying slice i (MEM/N):
+ *  - direct: send() straight from the source memory, recv() straight into
+ *    the destination memory (the kernel copies to and from those pages);
+ *  - bounce: each side copies through a reused 1 MiB buffer in user space
+ *    (one more copy each, but the kernel only touches that buffer).
+ * On most machines direct is the faster; on a VM whose kernel pays for its
+ * first access to each user page (util/kcopy.h in libferry) bounce is,
+ * several times. The better of the two is the limit ("best").
+ * Before each transfer the destination is made as a migration finds it:
+ * preallocated by a write to each page from user space (--populate: with
+ * MADV_POPULATE_WRITE, as QEMU's prealloc=on), or fresh (--cold, the pages
+ * given back first). The parent checks every byte after each transfer,
+ * outside the timing. CPU seconds are each process's own over the transfer.
+ *
+ * Usage: bench-bare-copy [--mem 2G] [--streams N] [--cold | --populate]
+ * Prints one JSON object: per variant gbps (MEM / seconds, 1e9 bytes/s),
+ * seconds, cpu_s of sender and receiver, cpu_s_per_gib; best_gbps.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_STREAMS 16
+#define PAGE 4096ul
+#define CHUNK (1ul << 20)
+#define VARIANTS 2
+
+static const char *const variant_names[VARIANTS] = { "direct", "bounce" };
+
+struct stream {
+	int fd;
+	uint8_t *p;
+	size_t len;
+	int bounce;
+	int err;
+};
+
+/* What the sender reports per variant through the pipe. */
+struct sent {
+	double t0, cpu_s;
+};
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static double cpu_s(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec +
+	       (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+static void die(const char *what)
+{
+	fprintf(stderr, "bench-bare-copy: %s: %s\n", what, strerror(errno));
+	exit(1);
+}
+
+/* The content of word i: a 64-bit mix of i (splitmix64's finalizer), incompressible. */
+static uint64_t word(uint64_t i)
+{
+	uint64_t z = i + 0x9e3779b97f4a7c15ull;
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+static void *map(size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		die("mmap");
+	return p;
+}
+
+static int send_all(int fd, const uint8_t *p, size_t len)
+{
+	while (len) {
+		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+		if (n <= 0)
+			return n < 0 ? errno : EPIPE;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static void *send_thread(void *arg)
+{
+	struct stream *s = arg;
+	if (!s->bounce) { /* one-shot: the whole slice in one call */
+		s->err = send_all(s->fd, s->p, s->len);
+		return NULL;
+	}
+	uint8_t *b = malloc(CHUNK);
+	for (size_t off = 0; b && off < s->len && !s->err; off += CHUNK) {
+		size_t k = s->len - off < CHUNK ? s->len - off : CHUNK;
+		memcpy(b, s->p + off, k);
+		s->err = send_all(s->fd, b, k);
+	}
+	s->err = b ? s->err : ENOMEM;
+	free(b);
+	return NULL;
+}
+
+static void *recv_thread(void *arg)
+{
+	struct stream *s = arg;
+	uint8_t *b = s->bounce ? malloc(CHUNK) : NULL;
+	if (s->bounce && !b) {
+		s->err = ENOMEM;
+		return NULL;
+	}
+	for (size_t off = 0; off < s->len;) {
+		size_t want = b ? (s->len - off < CHUNK ? s->len - off : CHUNK) : s->len - off;
+		ssize_t n = recv(s->fd, b ? b : s->p + off, want, 0);
+		if (n <= 0) {
+			s->err = n < 0 ? errno : EPIPE;
+			break;
+		}
+		if (b)
+			memcpy(s->p + off, b, (size_t)n);
+		off += (size_t)n;
+	}
+	free(b);
+	return NULL;
+}
+
+static void run_streams(struct stream *st, unsigned n, void *(*fn)(void *))
+{
+	pthread_t t[MAX_STREAMS];
+	for (unsigned i = 0; i < n; i++)
+		if ((errno = pthread_create(&t[i], NULL, fn, &st[i])))
+			die("pthread_create");
+	for (unsigned i = 0; i < n; i++)
+		pthread_join(t[i], NULL);
+	for (unsigned i = 0; i < n; i++)
+		if (st[i].err) {
+			errno = st[i].err;
+			die("stream");
+		}
+}
+
+/* Child: write the source, then per variant start the clock, connect and send. */
+static void sender(size_t mem, unsigned n, uint16_t port, int wfd)
+{
+	uint64_t *src = map(mem);
+	for (size_t i = 0; i < mem / 8; i++)
+		src[i] = word(i);
+	for (int v = 0; v < VARIANTS; v++) {
+		char go;
+		if (read(wfd, &go, 1) != 1) /* the destination is ready */
+			exit(1);
+		struct stream st[MAX_STREAMS];
+		struct sent out = { now_s(), cpu_s() };
+		for (unsigned i = 0; i < n; i++) {
+			struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port),
+						  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+			int fd = socket(AF_INET, SOCK_STREAM, 0);
+			if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)))
+				die("connect");
+			st[i] = (struct stream){ .fd = fd, .p = (uint8_t *)src + i * (mem / n),
+						 .len = mem / n, .bounce = v == 1 };
+		}
+		run_streams(st, n, send_thread);
+		for (unsigned i = 0; i < n; i++)
+			close(st[i].fd);
+		out.cpu_s = cpu_s() - out.cpu_s;
+		if (write(wfd, &out, sizeof(out)) != sizeof(out))
+			exit(1);
+	}
+	exit(0);
+}
+
+static size_t parse_size(const char *s)
+{
+	char *end;
+	unsigned long long v = strtoull(s, &end, 10);
+	int shift = *end == 'G' ? 30 : *end == 'M' ? 20 : *end == 'K' ? 10 : 0;
+	return (size_t)v << shift;
+}
+
+enum prep { PREP_TOUCH, PREP_POPULATE, PREP_COLD };
+static const char *const prep_names[] = { "preallocated, written once from user space",
+					  "preallocated with MADV_POPULATE_WRITE", "fresh (cold)" };
+
+/* The destination as a migration finds it: every page dropped, then preallocated or not. */
+static void prepare(uint8_t *dst, size_t mem, enum prep prep)
+{
+	if (madvise(dst, mem, MADV_DONTNEED))
+		die("madvise(MADV_DONTNEED)");
+	if (prep == PREP_TOUCH)
+		for (size_t off = 0; off < mem; off += PAGE)
+			((volatile uint8_t *)dst)[off] = 0;
+	else if (prep == PREP_POPULATE && madvise(dst, mem, MADV_POPULATE_WRITE))
+		die("madvise(MADV_POPULATE_WRITE)");
+}
+
+/* One variant on the parent's side: accept, receive, check. Prints its JSON member. */
+static double receive(int ls, int sock, uint8_t *dst, size_t mem, unsigned n, int v)
+{
+	struct stream st[MAX_STREAMS];
+	if (write(sock, "g", 1) != 1)
+		die("pipe");
+	for (unsigned i = 0; i < n; i++) {
+		int fd = accept(ls, NULL, NULL);
+		if (fd < 0)
+			die("accept");
+		/* Accepted in connection order, which is slice order. */
+		st[i] = (struct stream){ .fd = fd, .p = dst + i * (mem / n), .len = mem / n,
+					 .bounce = v == 1 };
+	}
+	double c0 = cpu_s();
+	run_streams(st, n, recv_thread);
+	double t1 = now_s(), rcpu = cpu_s() - c0;
+	struct sent in;
+	if (read(sock, &in, sizeof(in)) != sizeof(in)) {
+		fprintf(stderr, "bench-bare-copy: the sender failed\n");
+		exit(1);
+	}
+	for (unsigned i = 0; i < n; i++)
+		close(st[i].fd);
+	const uint64_t *got = (const uint64_t *)dst;
+	for (size_t i = 0; i < mem / 8; i++)
+		if (got[i] != word(i)) {
+			fprintf(stderr, "bench-bare-copy: %s: byte %zu differs\n", variant_names[v], i * 8);
+			exit(1);
+		}
+	double secs = t1 - in.t0, gbps = mem / secs / 1e9;
+	printf("%s\"%s\": {\"gbps\": %.3f, \"seconds\": %.4f, \"cpu_s_sender\": %.3f, "
+	       "\"cpu_s_receiver\": %.3f, \"cpu_s_per_gib\": %.3f, \"checked\": true}",
+	       v ? ", " : "", variant_names[v], gbps, secs, in.cpu_s, rcpu,
+	       (in.cpu_s + rcpu) / ((double)mem / (1ul << 30)));
+	return gbps;
+}
+
+int main(int argc, char **argv)
+{
+	size_t mem = 2ul << 30;
+	unsigned n = 1;
+	enum prep prep = PREP_TOUCH;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--mem") && i + 1 < argc)
+			mem = parse_size(argv[++i]);
+		else if (!strcmp(argv[i], "--streams") && i + 1 < argc)
+			n = (unsigned)atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--cold"))
+			prep = PREP_COLD;
+		else if (!strcmp(argv[i], "--populate"))
+			prep = PREP_POPULATE;
+		else {
+			fprintf(stderr, "usage: bench-bare-copy [--mem 2G] [--streams N] "
+					"[--cold | --populate]\n");
+			return 2;
+		}
+	}
+	if (!n || n > MAX_STREAMS || !mem || mem % (n * PAGE)) {
+		fprintf(stderr, "bench-bare-copy: streams 1..%d, mem a multiple of streams x 4 KiB\n",
+			MAX_STREAMS);
+		return 2;
+	}
+	uint8_t *dst = map(mem);
+	/* Not shared with the sender: a copy-on-write fault per page would be the limit. */
+	if (madvise(dst, mem, MADV_DONTFORK))
+		die("madvise(MADV_DONTFORK)");
+	int ls = socket(AF_INET, SOCK_STREAM, 0), sp[2];
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t sl = sizeof(sa);
+	if (ls < 0 || bind(ls, (struct sockaddr *)&sa, sizeof(sa)) || listen(ls, MAX_STREAMS) ||
+	    getsockname(ls, (struct sockaddr *)&sa, &sl) || socketpair(AF_UNIX, SOCK_STREAM, 0, sp))
+		die("socket");
+	pid_t pid = fork();
+	if (pid < 0)
+		die("fork");
+	if (pid == 0) {
+		close(sp[0]);
+		sender(mem, n, ntohs(sa.sin_port), sp[1]);
+	}
+	close(sp[1]);
+	printf("{\"benchmark\": \"bare-copy\", \"mem_bytes\": %zu, \"streams\": %u, "
+	       "\"destination\": \"%s\", ",
+	       mem, n, prep_names[prep]);
+	double best = 0;
+	for (int v = 0; v < VARIANTS; v++) {
+		prepare(dst, mem, prep);
+		double g = receive(ls, sp[0], dst, mem, n, v);
+		best = g > best ? g : best;
+	}
+	int status;
+	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status)) {
+		fprintf(stderr, "bench-bare-copy: the sender failed\n");
+		return 1;
+	}
+	printf(", \"best_gbps\": %.3f}\n", best);
+	return 0;
+}
