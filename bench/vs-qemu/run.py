@@ -6,7 +6,7 @@ each row migrates the same RAM contents with QEMU (TCG, memory-backend-file on /
 with `ferry host` (synthetic guest, paused), both driven through raw QMP over a unix socket with the
 same capabilities and parameters. Prints a human table on stderr and one JSON object on stdout.
 See README.md beside this file. Usage:
-  bench/vs-qemu/run.py [--runs 3] [--rows random-1,random-2,...] [--engines qemu,ferry]
+  bench/vs-qemu/run.py [--runs 3] [--rows random-1,random-2,...] [--engines qemu,ferry[,bare]]
                        [--one-channel precopy|multifd] [--perf ROW] [--wait-idle 60] [--no-warmup]
                        [--ferry build/ferry] [--qemu qemu-system-x86_64] [--mem 2G] [--timeout 300]
                        [--vs-ferry PARAM=JSON]   (A/B: Ferry against Ferry with PARAM in QEMU's place)

@@ -403,9 +403,16 @@ typedef struct ferry_migration_info {
 	uint64_t hint_wait_ms;
 	/*
 	 * Destination: how precopy pages were placed into file-backed RAM
-	 * (FERRY_PLACE_UFFD/PWRITE/MAPPING; FERRY_PLACE_AUTO before setup).
+	 * (FERRY_PLACE_UFFD/PWRITE/MAPPING/COPY; FERRY_PLACE_AUTO before setup).
 	 */
 	uint32_t placement;
+	/*
+	 * Both sides: whether RAM pages go through user-space copies
+	 * (x-user-copy; "auto" decided by the machine's probe). Source: its
+	 * main connection's sends are staged; destination: some block is
+	 * placed by copy. Set once the connection is set up.
+	 */
+	bool user_copy;
 	/*
 	 * Destination, with checksums (x-checksum): bytes of RAM pages whose
 	 * checksum matched (a page sent n times counts n times; device state

@@ -188,6 +188,8 @@ static void info_side(json_t *o, const ferry_migration_info *i)
 		json_object_set_new(o, "x-placement", json_string(ferry_migration_param_find("x-placement")->values[i->placement]));
 	if (!i->incoming)
 		json_object_set_new(o, "x-stalled", json_boolean(i->stalled));
+	if (i->status != FERRY_MIGRATION_SETUP)
+		json_object_set_new(o, "x-user-copy", json_boolean(i->user_copy));
 	/* QEMU shows cpu-throttle-percentage while a throttle is on. */
 	if (i->cpu_throttle_percentage)
 		json_object_set_new(o, "cpu-throttle-percentage",

@@ -123,6 +123,7 @@ static const ferry_qmp_arg migration_info[] = {
 	{ "x-downtime-split", FERRY_QMP_OBJECT, OPT },
 	{ "x-incoming", FERRY_QMP_BOOL, OPT },
 	{ "x-placement", FERRY_QMP_STR, OPT },
+	{ "x-user-copy", FERRY_QMP_BOOL, OPT },
 	{ "x-stalled", FERRY_QMP_BOOL, OPT },
 	{ "x-cpu-throttle", FERRY_QMP_OBJECT, OPT },
 	{ "x-previous", FERRY_QMP_OBJECT, OPT },

@@ -619,6 +619,8 @@ def case_commands(tmp):
            generic("Parameter 'multifd-compression' does not accept value 'zlib'"))
         eq("x-placement unknown", q.cmd("migrate-set-parameters", {"x-placement": "splice"}),
            generic("Parameter 'x-placement' does not accept value 'splice'"))
+        eq("x-user-copy unknown", q.cmd("migrate-set-parameters", {"x-user-copy": "maybe"}),
+           generic("Parameter 'x-user-copy' does not accept value 'maybe'"))
         eq("multifd-zstd-level out of range", q.cmd("migrate-set-parameters", {"multifd-zstd-level": 21}),
            generic("Parameter 'multifd-zstd-level' expects a value between 1 and 20"))
         eq("a refused set changes nothing", q.ret("query-migrate-parameters"),
@@ -1026,6 +1028,9 @@ def case_full_migration_two_clients(tmp):
         true("destination verified page checksums", 0 < dinfo["ram"]["x-verified-bytes"] <= dinfo["ram"]["normal-bytes"],
              str(dinfo["ram"]))
         eq("destination placed pages with userfaultfd (the default)", dinfo.get("x-placement"), "userfaultfd")
+        # Fresh memfd RAM is placed by userfaultfd, never by copy; the source decides by its probe.
+        eq("destination x-user-copy", dinfo.get("x-user-copy"), False)
+        true("source x-user-copy", isinstance(info.get("x-user-copy"), bool), str(info))
         verify_destination("full migration", dq)
         for q in (a, b, dq):
             q.close()

@@ -400,8 +400,12 @@ static int dst_setup(ferry_dst *l)
 		ferry__mig_set_error_from(m, &perr);
 		return r;
 	}
+	bool copied = false;
+	for (unsigned i = 0; i < vm->nblocks; i++)
+		copied |= vm->blocks[i]->place == FERRY_PLACE_COPY;
 	pthread_mutex_lock(&m->stats_lock);
 	m->info.placement = placement;
+	m->info.user_copy = copied;
 	pthread_mutex_unlock(&m->stats_lock);
 	return 0;
 }

@@ -371,6 +371,9 @@ static int phase_connect(struct src_ctx *x)
 	atomic_store(&m->chan_fd, x->fd);
 	if (ferry__kcopy_use(p.user_copy) && (r = ferry__chan_stage(x->c)))
 		return r;
+	pthread_mutex_lock(&m->stats_lock);
+	m->info.user_copy = x->c->stage != NULL;
+	pthread_mutex_unlock(&m->stats_lock);
 	x->c->rl = &m->rl; /* every byte of the main connection counts against max-bandwidth */
 	x->c->peer = "destination";
 	if ((r = ferry__chan_tls_open(x->c, &m->tls, &err))) {
