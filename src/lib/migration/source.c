@@ -372,7 +372,7 @@ static int phase_connect(struct src_ctx *x)
 	if (ferry__kcopy_use(p.user_copy) && (r = ferry__chan_stage(x->c)))
 		return r;
 	pthread_mutex_lock(&m->stats_lock);
-	m->info.user_copy = x->c->stage != NULL;
+	m->info.user_copy = x->c->stage && !m->tls.creds; /* TLS sends from its own buffers */
 	pthread_mutex_unlock(&m->stats_lock);
 	x->c->rl = &m->rl; /* every byte of the main connection counts against max-bandwidth */
 	x->c->peer = "destination";
