@@ -597,7 +597,11 @@ static void pl_passes_copy(uint32_t placement, bool multifd, uint32_t user_copy)
 	assert_int_equal(ferry_vm_create(&o, &dst), 0);
 	int sfd, dfd;
 	size_t len = (size_t)PL_PAGES * FERRY_PAGE_SIZE;
-	uint8_t *sram = pl_ram(true, &sfd), *dram = pl_ram(true, &dfd);
+	/*
+	 * copy is what anonymous (and preallocated) RAM gets; into a memfd a
+	 * copy that fell back to pwrite() would pass unnoticed.
+	 */
+	uint8_t *sram = pl_ram(true, &sfd), *dram = pl_ram(placement != FERRY_PLACE_COPY, &dfd);
 	pl_fill(sram, 7);
 	ferry_ram_block_t *rb;
 	assert_int_equal(ferry_ram_block_add(src, "ram", sram, len, sfd, &rb), 0);
@@ -648,7 +652,8 @@ static void pl_passes_copy(uint32_t placement, bool multifd, uint32_t user_copy)
 	munmap(sram, len);
 	munmap(dram, len);
 	close(sfd);
-	close(dfd);
+	if (dfd >= 0)
+		close(dfd);
 }
 
 /*
