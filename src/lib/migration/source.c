@@ -402,7 +402,10 @@ static int mf_open(struct src_ctx *x)
 				 &e);
 	if (r) {
 		ferry__error_set(&e, r, "%s", ferry_strerror(r)); /* when it had no message */
-		if (!ferry__mig_cancelled(m))
+		if (r == -EPIPE || r == -ECONNRESET)
+			/* Likely the destination refused the stream: its SHUT may say why. */
+			ferry__error_copy(&x->mf_open_err, &e);
+		else if (!ferry__mig_cancelled(m))
 			ferry__mig_set_error_from(m, &e);
 		return r;
 	}
@@ -694,7 +697,8 @@ static void src_shut_error(struct ferry_migration *m, ferry_error *e)
  * Which error the source reports for a failure r that was not a cancel.
  * Candidates, best first (the first one found is recorded):
  *   1. the peer greeted like a QMP monitor: it is no destination;
- *   2. a multifd channel's own error, waited for up to MF_GRACE_MS: a
+ *   2. a multifd channel's own error (or the one starting the channels
+ *      met), waited for up to MF_GRACE_MS: a
  *      failing channel shuts the main connection down, so the main
  *      connection's EPIPE is only a symptom; but when that error is
  *      itself a lost connection, the destination's SHUT(error), if one
@@ -717,6 +721,7 @@ static void src_pick_error(struct src_ctx *x, int r)
 	ferry_error mfe = { 0 };
 	if (x->mf.inited)
 		ferry__mf_send_wait_error(&x->mf, MF_GRACE_MS, &mfe);
+	ferry__error_copy(&mfe, &x->mf_open_err);
 	if ((mfe.code == -EPIPE || mfe.code == -ECONNRESET) && r != FERRY_EPEER)
 		src_shut_error(m, &e);
 	ferry__error_copy(&e, &mfe);

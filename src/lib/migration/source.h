@@ -34,6 +34,7 @@ struct src_ctx {
 	ferry_parts parts;        /* everything that migrates (registered at setup) */
 	ferry_ram_saver rs;       /* the RAM participant's state */
 	ferry_mf_sender mf;       /* multifd channels (mf.inited: started) */
+	ferry_error mf_open_err;  /* starting them lost the connection: src_pick_error weighs it */
 	ferry_throttle thr;       /* auto-converge */
 	int fd;                   /* main connection, -1 before it is made */
 	bool stopped_by_us;       /* the switchover stopped the vCPUs */
