@@ -161,6 +161,13 @@ struct ferry_migration {
 	ferry_sums sums;
 	bool sums_on;
 	/*
+	 * Source: x-user-copy's decision, taken once by the main thread before
+	 * its first connection (ferry__kcopy_use), read-only afterwards: every
+	 * connection it makes (main, multifd, preempt, recovered) stages its
+	 * sends when set.
+	 */
+	bool stage_sends;
+	/*
 	 * TLS (transport/tls.h): taken from the parameters by the main
 	 * thread before its first connection, read-only afterwards; creds
 	 * NULL: plaintext. Dropped when the migration is freed.

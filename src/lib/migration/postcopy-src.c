@@ -37,7 +37,6 @@
 #include "stream/format.h"
 #include "stream/wire.h"
 #include "transport/transport.h"
-#include "util/kcopy.h"
 
 /*
  * Postcopy state of the source (m->pc_src). The return path thread serves
@@ -168,12 +167,10 @@ static int rp_missing(struct ferry_migration *m, ferry_chan *c, const uint8_t *b
 	return r;
 }
 
-/* A new connection's sends go through a staging buffer when x-user-copy says so. */
+/* A new connection's sends go through a staging buffer when the migration's do. */
 static int pc_chan_stage(struct ferry_migration *m, ferry_chan *c)
 {
-	ferry_migration_params p;
-	ferry__mig_params(m, &p);
-	return ferry__kcopy_use(p.user_copy) ? ferry__chan_stage(c) : 0;
+	return m->stage_sends ? ferry__chan_stage(c) : 0;
 }
 
 /* Connects the preempt channel to uri and sends its handshake. */

@@ -369,7 +369,8 @@ static int phase_connect(struct src_ctx *x)
 		return r;
 	}
 	atomic_store(&m->chan_fd, x->fd);
-	if (ferry__kcopy_use(p.user_copy) && (r = ferry__chan_stage(x->c)))
+	m->stage_sends = ferry__kcopy_use(p.user_copy);
+	if (m->stage_sends && (r = ferry__chan_stage(x->c)))
 		return r;
 	pthread_mutex_lock(&m->stats_lock);
 	m->info.user_copy = x->c->stage && !m->tls.creds; /* TLS sends from its own buffers */
@@ -398,7 +399,7 @@ static int mf_open(struct src_ctx *x)
 		return r;
 	ferry_error e = { 0 };
 	r = ferry__mf_send_start(&x->mf, m, p->multifd_channels, p->multifd_compression,
-				 p->multifd_zstd_level, p->send_splice, ferry__kcopy_use(p->user_copy),
+				 p->multifd_zstd_level, p->send_splice, m->stage_sends,
 				 &e);
 	if (r) {
 		ferry__error_set(&e, r, "%s", ferry_strerror(r)); /* when it had no message */

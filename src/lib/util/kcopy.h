@@ -25,11 +25,14 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "ferry/migration.h"
+
 bool ferry__kcopy_first_slow(void);
 /* x-user-copy's decision: mode is FERRY_USER_COPY_* (ferry/migration.h). */
 static inline bool ferry__kcopy_use(uint32_t mode)
 {
-	return mode == 1 /* ON */ || (mode == 0 /* AUTO */ && ferry__kcopy_first_slow());
+	return mode == FERRY_USER_COPY_ON ||
+	       (mode == FERRY_USER_COPY_AUTO && ferry__kcopy_first_slow());
 }
 /* The probe's figures, nanoseconds per page (0 before the first call). */
 void ferry__kcopy_figures(uint64_t *first_ns, uint64_t *warm_ns);
