@@ -313,7 +313,14 @@ static void recovery(unsigned cuts, bool silent, bool preempt)
 	proxy *old[4] = { px };
 	srand((unsigned)time(NULL));
 	for (unsigned k = 0; k < cuts; k++) {
+		/*
+		 * Both sides active: the source is again as soon as it reconnected,
+		 * the destination only after its resync; a cut during the resync
+		 * fails that recovery and the next one resumes the same pause, one
+		 * recovery fewer on the destination's count.
+		 */
 		wait_status(src.vm, FERRY_MIGRATION_POSTCOPY_ACTIVE);
+		wait_status(dst.vm, FERRY_MIGRATION_POSTCOPY_ACTIVE);
 		msleep((unsigned)(rand() % 40));
 		uint64_t t0 = 0;
 		if (silent) {

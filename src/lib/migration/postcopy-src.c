@@ -54,8 +54,8 @@
  * requested page, wherever they are queued (see pc_serve). Tokens: "F" and
  * a 24-bit sequence number.
  */
-#define PC_FC_BYTES (256u << 10)
-#define PC_FC_AHEAD 2u
+#define PC_FC_BYTES (128u << 10)
+#define PC_FC_AHEAD 3u
 #define PC_FC_TOKEN 0x46000000u
 #define PC_FC_SEQ 0xffffffu
 typedef struct ferry_pc_src {
