@@ -44,8 +44,10 @@
  *
  * Usage: bench-bare-fault [--mem 256M] [--vcpus 2] [--faults 20000]
  *        [--shared-faults FAULTS/10] [--rcvbuf 256K] [--variants idle,busy,shared]
- *        [--direct]
- * (shared has fewer faults by default: each costs ~10 times more.)
+ *        [--bg-mbps 0] [--direct]
+ * (shared has fewer faults by default: each costs ~10 times more.) The
+ * background goes at full speed, or paced to --bg-mbps (1e6 bytes/s), say
+ * a migration's measured postcopy throughput.
  * Prints one JSON object: per variant faults, p50_us, p99_us, max_us,
  * vcpu_p50_us, vcpu_p99_us, seconds (the vCPUs' run), background_MBps.
  */
@@ -72,7 +74,7 @@
 #include <unistd.h>
 
 #define USAGE "bench-bare-fault [--mem 256M] [--vcpus 2] [--faults 20000] " \
-	"[--shared-faults FAULTS/10] [--rcvbuf 256K] [--variants idle,busy,shared] [--direct]"
+	"[--shared-faults FAULTS/10] [--rcvbuf 256K] [--variants idle,busy,shared] [--bg-mbps 0] [--direct]"
 #define PAGE 4096ul
 #define BATCH 16ul                  /* pages per background message */
 #define RING (64ul << 20)           /* the background's destination */
@@ -175,6 +177,8 @@ struct source {
 	const uint8_t *mem;
 	uint64_t pages;
 	int direct;
+	unsigned bg_mbps;           /* the background's pace, 0: full speed */
+	uint64_t bg_t0;
 	int req, bg;                /* bg: -1 in idle */
 	enum variant v;
 	atomic_int stop;
@@ -231,7 +235,13 @@ static int serve_requests(struct source *s, int fd, int block)
 	return 0;
 }
 
-/* busy: the background stream, at full speed until STOP. */
+/* When background batch seq is due (0: now, at full speed). */
+static uint64_t due_ns(const struct source *s, uint64_t seq)
+{
+	return s->bg_mbps ? s->bg_t0 + seq * BATCH * PAGE * 1000 / s->bg_mbps : 0;
+}
+
+/* busy: the background stream, at full speed or --bg-mbps, until STOP. */
 static void *bg_sender(void *arg)
 {
 	struct source *s = arg;
@@ -239,12 +249,32 @@ static void *bg_sender(void *arg)
 	if (!buf)
 		fail("out of memory");
 	pthread_setname_np(pthread_self(), "bare/src-bg");
+	s->bg_t0 = now_ns();
 	for (uint64_t seq = 0; !atomic_load(&s->stop); seq++) {
-		uint64_t first = seq * BATCH % s->pages;
+		uint64_t first = seq * BATCH % s->pages, due = due_ns(s, seq);
+		struct timespec ts = { (time_t)(due / 1000000000), (long)(due % 1000000000) };
+		if (due)
+			clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
 		send_msg(s, s->bg, BG_FLAG | first, s->mem + first * PAGE, BATCH * PAGE, buf);
 	}
 	free(buf);
 	return NULL;
+}
+
+/* shared: the requests until `due` (ns), at least those there now; 1 after STOP. */
+static int serve_until(struct source *s, uint64_t due)
+{
+	struct pollfd fd = { .fd = s->req, .events = POLLIN };
+	for (;;) {
+		if (serve_requests(s, s->bg, 0))
+			return 1;
+		uint64_t t = now_ns();
+		if (t >= due)
+			return 0;
+		struct timespec ts = { (time_t)((due - t) / 1000000000), (long)((due - t) % 1000000000) };
+		if (ppoll(&fd, 1, &ts, NULL) < 0 && errno != EINTR)
+			die("ppoll");
+	}
 }
 
 /* shared: one thread, one connection; requests go ahead of the next batch. */
@@ -256,7 +286,8 @@ static void serve_shared(struct source *s)
 	uint8_t *buf = malloc(8 + BATCH * PAGE);
 	if (!buf)
 		fail("out of memory");
-	for (uint64_t seq = 0; !serve_requests(s, s->bg, 0); seq++) {
+	s->bg_t0 = now_ns();
+	for (uint64_t seq = 0; !serve_until(s, due_ns(s, seq)); seq++) {
 		uint64_t first = seq * BATCH % s->pages;
 		send_msg(s, s->bg, BG_FLAG | first, s->mem + first * PAGE, BATCH * PAGE, buf);
 	}
@@ -294,7 +325,7 @@ static int dial(uint16_t port)
 }
 
 /* Child: write the source, then per variant connect (requests first) and serve. */
-static void source(size_t mem, int direct, unsigned which, uint16_t port, int ctl)
+static void source(size_t mem, int direct, unsigned bg_mbps, unsigned which, uint16_t port, int ctl)
 {
 	uint64_t *src = map(mem);
 	for (size_t i = 0; i < mem / 8; i++)
@@ -307,7 +338,7 @@ static void source(size_t mem, int direct, unsigned which, uint16_t port, int ct
 		char go;
 		if (read(ctl, &go, 1) != 1) /* the destination is ready */
 			exit(1);
-		struct source s = { .mem = (uint8_t *)src, .pages = mem / PAGE, .direct = direct,
+		struct source s = { .mem = (uint8_t *)src, .pages = mem / PAGE, .direct = direct, .bg_mbps = bg_mbps,
 				    .req = dial(port), .bg = v == IDLE ? -1 : dial(port),
 				    .v = (enum variant)v, .buf = buf };
 		serve(&s);
@@ -567,8 +598,8 @@ static void report(struct dest *d, int v, double secs, double bg_mbps, int first
 	fflush(stdout);
 }
 
-/* The vCPUs' run, timed; after the background is going, if any. */
-static double run_vcpus(struct dest *d)
+/* The vCPUs' run, timed; after the background is going, if any (b0: its batches then). */
+static double run_vcpus(struct dest *d, uint64_t *b0)
 {
 	pthread_t t[MAX_VCPUS];
 	struct vcpu v[MAX_VCPUS];
@@ -581,6 +612,7 @@ static double run_vcpus(struct dest *d)
 	while (d->bg >= 0 && atomic_load(&d->bg_batches) < WARMUP_BATCHES)
 		usleep(1000);
 	uint64_t t0 = now_ns();
+	*b0 = atomic_load(&d->bg_batches);
 	pthread_barrier_wait(&d->go);
 	for (unsigned i = 0; i < d->vcpus; i++)
 		pthread_join(t[i], NULL);
@@ -625,8 +657,8 @@ static void variant(struct dest *d, int ls, int ctl, int v, uint64_t faults, int
 		start(&tr, receiver, &cr);
 	if (v != IDLE)
 		start(&tb, receiver, &cb);
-	uint64_t b0 = atomic_load(&d->bg_batches);
-	double secs = run_vcpus(d);
+	uint64_t b0;
+	double secs = run_vcpus(d, &b0);
 	double mbps = (atomic_load(&d->bg_batches) - b0) * BATCH * PAGE / 1e6 / secs;
 	uint64_t stop = STOP, one = 1;
 	atomic_store(&d->stopping, 1);
@@ -719,7 +751,7 @@ int main(int argc, char **argv)
 	size_t mem = 256ul << 20;
 	struct dest d = { .vcpus = 2, .rcvbuf = LOWAT };
 	uint64_t faults = 20000, shared_faults = 0;
-	unsigned which = 0;
+	unsigned which = 0, bg_mbps = 0;
 	int direct = 0;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--mem") && i + 1 < argc)
@@ -734,6 +766,8 @@ int main(int argc, char **argv)
 			which = parse_variants(argv[++i]);
 		else if (!strcmp(argv[i], "--rcvbuf") && i + 1 < argc)
 			d.rcvbuf = (int)parse_size(argv[++i]);
+		else if (!strcmp(argv[i], "--bg-mbps") && i + 1 < argc)
+			bg_mbps = (unsigned)atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--direct"))
 			direct = 1;
 		else {
@@ -763,13 +797,14 @@ int main(int argc, char **argv)
 	if (pid == 0) {
 		close(sp[0]);
 		close(ls);
-		source(mem, direct, which, ntohs(sa.sin_port), sp[1]);
+		source(mem, direct, bg_mbps, which, ntohs(sa.sin_port), sp[1]);
 	}
 	close(sp[1]);
 	setup(&d);
 	printf("{\"benchmark\": \"bare-fault\", \"mem_bytes\": %zu, \"vcpus\": %u, "
-	       "\"source_send\": \"%s\", \"shared_notsent_lowat\": %d, \"shared_rcvbuf\": %d, ",
-	       mem, d.vcpus, direct ? "direct" : "bounce", LOWAT, d.rcvbuf);
+	       "\"source_send\": \"%s\", \"shared_notsent_lowat\": %d, \"shared_rcvbuf\": %d, "
+	       "\"background_pace_MBps\": %u, ",
+	       mem, d.vcpus, direct ? "direct" : "bounce", LOWAT, d.rcvbuf, bg_mbps);
 	for (int v = 0, first = 1; v < VARIANTS; v++)
 		if (which & 1u << v) {
 			variant(&d, ls, sp[0], v, v == SHARED ? shared_faults : faults, first);
