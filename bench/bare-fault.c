@@ -44,10 +44,13 @@
  *
  * Usage: bench-bare-fault [--mem 256M] [--vcpus 2] [--faults 20000]
  *        [--shared-faults FAULTS/10] [--rcvbuf 256K] [--variants idle,busy,shared]
- *        [--bg-mbps 0] [--direct]
+ *        [--bg-mbps 0] [--pin CPU] [--direct]
  * (shared has fewer faults by default: each costs ~10 times more.) The
  * background goes at full speed, or paced to --bg-mbps (1e6 bytes/s), say
- * a migration's measured postcopy throughput.
+ * a migration's measured postcopy throughput. --pin CPU puts the fault
+ * path's threads of both sides (bare/fault, the thread receiving replies,
+ * the source's thread answering requests) on one CPU, as Ferry's parameter
+ * x-postcopy-cpu, so that a request's wakeups are local.
  * Prints one JSON object: per variant faults, p50_us, p99_us, max_us,
  * vcpu_p50_us, vcpu_p99_us, seconds (the vCPUs' run), background_MBps.
  */
@@ -58,6 +61,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -74,7 +78,7 @@
 #include <unistd.h>
 
 #define USAGE "bench-bare-fault [--mem 256M] [--vcpus 2] [--faults 20000] " \
-	"[--shared-faults FAULTS/10] [--rcvbuf 256K] [--variants idle,busy,shared] [--bg-mbps 0] [--direct]"
+	"[--shared-faults FAULTS/10] [--rcvbuf 256K] [--variants idle,busy,shared] [--bg-mbps 0] [--pin CPU] [--direct]"
 #define PAGE 4096ul
 #define BATCH 16ul                  /* pages per background message */
 #define RING (64ul << 20)           /* the background's destination */
@@ -88,6 +92,10 @@
 
 enum variant { IDLE, BUSY, SHARED };
 static const char *const variant_names[VARIANTS] = { "idle", "busy", "shared" };
+
+/* --pin: the CPU of the fault path's threads (-1: not pinned), and the CPUs before. */
+static int pin_cpu = -1;
+static cpu_set_t all_cpus;
 
 static void die(const char *what)
 {
@@ -133,6 +141,17 @@ static void *map(size_t len)
 	if (p == MAP_FAILED)
 		die("mmap");
 	return p;
+}
+
+/* The calling thread on pin_cpu, or back on all_cpus; nothing without --pin. */
+static void pin(int on)
+{
+	cpu_set_t one;
+	CPU_ZERO(&one);
+	CPU_SET(pin_cpu, &one);
+	if (pin_cpu >= 0 && (errno = pthread_setaffinity_np(pthread_self(), sizeof(one),
+							    on ? &one : &all_cpus)))
+		die("pthread_setaffinity_np (--pin: a CPU this process may run on)");
 }
 
 static void start(pthread_t *t, void *(*fn)(void *), void *arg)
@@ -297,17 +316,19 @@ static void serve_shared(struct source *s)
 static void serve(struct source *s)
 {
 	pthread_t bg;
+	if (s->v == BUSY)
+		start(&bg, bg_sender, s); /* not pinned */
+	pin(1);
 	if (s->v == SHARED) {
 		serve_shared(s);
 	} else {
-		if (s->v == BUSY)
-			start(&bg, bg_sender, s);
 		while (!serve_requests(s, s->req, 1))
 			;
 		atomic_store(&s->stop, 1);
 		if (s->v == BUSY)
 			pthread_join(bg, NULL);
 	}
+	pin(0);
 	if (s->bg >= 0)
 		shutdown(s->bg, SHUT_WR);
 	shutdown(s->req, SHUT_WR);
@@ -427,6 +448,7 @@ struct conn {
 	struct dest *d;
 	int fd;
 	const char *name;
+	int replies;                /* carries the replies: pinned with --pin */
 };
 
 /* bare/recv, bare/bg: read framed messages until the source closes. */
@@ -438,6 +460,8 @@ static void *receiver(void *arg)
 	if (!buf)
 		fail("out of memory");
 	pthread_setname_np(pthread_self(), c->name);
+	if (c->replies)
+		pin(1);
 	while (recv_all(c->fd, &hdr, 8) || (!atomic_load(&c->d->stopping) &&
 					    (fail("the source closed the connection"), 0))) {
 		int bg = !!(hdr & BG_FLAG);
@@ -479,6 +503,7 @@ static void *fault_thread(void *arg)
 	struct pollfd fds[2] = { { .fd = d->uffd, .events = POLLIN }, { .fd = d->quit, .events = POLLIN } };
 	struct uffd_msg msg[64];
 	pthread_setname_np(pthread_self(), "bare/fault");
+	pin(1);
 	for (;;) {
 		if (poll(fds, 2, -1) < 0 && errno != EINTR)
 			die("poll");
@@ -650,7 +675,7 @@ static void variant(struct dest *d, int ls, int ctl, int v, uint64_t faults, int
 	if (v == SHARED && d->rcvbuf && setsockopt(d->bg, SOL_SOCKET, SO_RCVBUF, &d->rcvbuf,
 						  sizeof(d->rcvbuf)))
 		die("setsockopt(SO_RCVBUF)");
-	struct conn cr = { d, d->req, "bare/recv" }, cb = { d, d->bg, "bare/bg" };
+	struct conn cr = { d, d->req, "bare/recv", 1 }, cb = { d, d->bg, "bare/bg", v == SHARED };
 	pthread_t tf, tr, tb;
 	start(&tf, fault_thread, d);
 	if (v != SHARED)
@@ -768,6 +793,8 @@ int main(int argc, char **argv)
 			d.rcvbuf = (int)parse_size(argv[++i]);
 		else if (!strcmp(argv[i], "--bg-mbps") && i + 1 < argc)
 			bg_mbps = (unsigned)atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--pin") && i + 1 < argc)
+			pin_cpu = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--direct"))
 			direct = 1;
 		else {
@@ -779,6 +806,13 @@ int main(int argc, char **argv)
 	which = which ? which : (1u << VARIANTS) - 1;
 	shared_faults = shared_faults ? shared_faults : (faults + 9) / 10;
 	d.faults = faults > shared_faults ? faults : shared_faults; /* for the allocation */
+	if (sched_getaffinity(0, sizeof(all_cpus), &all_cpus))
+		die("sched_getaffinity");
+	if (pin_cpu >= CPU_SETSIZE || (pin_cpu >= 0 && !CPU_ISSET(pin_cpu, &all_cpus))) {
+		fprintf(stderr, "bench-bare-fault: --pin %d: not a CPU this process may run on\n",
+			pin_cpu);
+		return 2;
+	}
 	if (!d.vcpus || d.vcpus > MAX_VCPUS || mem % PAGE || d.pages < BATCH || !faults ||
 	    d.faults > d.pages || which >= 1u << VARIANTS) {
 		fprintf(stderr, "bench-bare-fault: vcpus 1..%d, mem a multiple of 4 KiB (64 KiB at "
@@ -803,8 +837,8 @@ int main(int argc, char **argv)
 	setup(&d);
 	printf("{\"benchmark\": \"bare-fault\", \"mem_bytes\": %zu, \"vcpus\": %u, "
 	       "\"source_send\": \"%s\", \"shared_notsent_lowat\": %d, \"shared_rcvbuf\": %d, "
-	       "\"background_pace_MBps\": %u, ",
-	       mem, d.vcpus, direct ? "direct" : "bounce", LOWAT, d.rcvbuf, bg_mbps);
+	       "\"background_pace_MBps\": %u, \"pin_cpu\": %d, ",
+	       mem, d.vcpus, direct ? "direct" : "bounce", LOWAT, d.rcvbuf, bg_mbps, pin_cpu);
 	for (int v = 0, first = 1; v < VARIANTS; v++)
 		if (which & 1u << v) {
 			variant(&d, ls, sp[0], v, v == SHARED ? shared_faults : faults, first);
