@@ -21,9 +21,13 @@ page requested on a connection of its own (idle), the same beside a full-speed b
 (busy: preempt's limit), and queued behind the stream on one connection (shared: plain's limit).
 The JSON's "limit" has the bare medians per variant, its runs, and per mode the ratios of Ferry's
 p50/p99 to the target and to the bare (preempt modes: bare idle and busy; plain: bare shared), and
-whether the bare itself meets each target (if not, the target is beyond this machine). The bare's
-background goes at full speed, a heavier load than Ferry's postcopy background may be: --bare-args
-'--bg-mbps N' paces it (say, to Ferry's background_MBps).
+whether the bare itself meets each target (if not, the target is beyond this machine). With mode
+preempt-pinned, each round also runs the bare with its fault path on CPU 0 (--pin 0, idle and busy:
+"median_pinned"), the limit preempt-pinned is compared with. The bare's background goes at full
+speed, a heavier load than Ferry's postcopy background may be; so after each run of a preempt mode
+the bare's busy runs again with its background paced to that run's background_MBps (--bg-mbps, and
+--pin 0 for preempt-pinned): "busy_paced" per mode, Ferry's figures against the limit at Ferry's own
+background rate. --bare-args passes more arguments to every bare run.
 Prints one JSON object. Usage:
   bench/postcopy.py [--ferry build/ferry] [--base OTHER] [--mem 1G] [--runs 3]
                     [--modes plain,preempt,preempt-pinned]
@@ -86,24 +90,34 @@ def bare_medians(runs):
     return med, len(good) == len(runs)
 
 
-def limit(out, bare, args, runs):
+def limit(out, bare, args, runs, pinned, paced):
     """The "limit" section: the bare medians and Ferry's figures against them and the targets."""
     med, good = bare_medians(runs)
+    pmed, pgood = bare_medians(pinned)
     lim = {"bare": bare, "args": args, "median": med, "ratios": {}, "bare_meets_target": {}, "runs": runs}
+    if pinned:
+        lim.update(median_pinned=pmed, runs_pinned=pinned)
     for mode, m in out["modes"].items():
         kind = "plain" if mode == "plain" else "preempt"
         ours, var = m["median"], BARE_FOR[mode]
-        b = med.get(var, {})
+        bm = pmed if mode == "preempt-pinned" else med
         r = {f"{q}_vs_target": ratio(ours[f"latency_{q}_us"], TARGETS[f"{kind}_{q}_us"]) for q in ("p50", "p99")}
         for v in ("idle", var) if kind == "preempt" else (var,):
-            r.update({f"{q}_vs_bare_{v}": ratio(ours[f"latency_{q}_us"], med.get(v, {}).get(f"{q}_us"))
+            r.update({f"{q}_vs_bare_{v}": ratio(ours[f"latency_{q}_us"], bm.get(v, {}).get(f"{q}_us"))
+                      for q in ("p50", "p99")})
+        pm, pgood_m = bare_medians(paced.get(mode, []))
+        pgood = pgood and pgood_m
+        if "busy" in pm:
+            lim.setdefault("busy_paced", {})[mode] = {"median": pm["busy"], "runs": paced[mode]}
+            r.update({f"{q}_vs_bare_busy_paced": ratio(ours[f"latency_{q}_us"], pm["busy"].get(f"{q}_us"))
                       for q in ("p50", "p99")})
         lim["ratios"][mode] = r
-        lim["bare_meets_target"][kind] = {
+        b = bm.get(var, {})
+        lim["bare_meets_target"][mode] = {
             f"{kind}_{q}_us": None if b.get(f"{q}_us") is None else b[f"{q}_us"] <= TARGETS[f"{kind}_{q}_us"]
-            for q in ("p50", "p99")} | {"bare_variant": var}
+            for q in ("p50", "p99")} | {"bare_variant": var + (" pinned" if bm is pmed else "")}
     out["limit"] = lim
-    return good
+    return good and pgood
 
 
 def medians(runs):
@@ -144,17 +158,26 @@ def main():
     ok = True
     runs = {mode: [] for mode in modes}
     base = {mode: [] for mode in modes}
-    bare = []
+    bare, pinned, paced = [], [], {mode: [] for mode in modes}
     for i in range(a.runs):
         if not a.no_bare:
             time.sleep(SETTLE_S)
             bare.append(run_bare(a.bare, a.bare_args.split()))
+            if "preempt-pinned" in modes:
+                time.sleep(SETTLE_S)
+                pinned.append(run_bare(a.bare, a.bare_args.split() + ["--pin", "0", "--variants", "idle,busy"]))
         for mode in modes:
             order = [(a.ferry, runs[mode]), (a.base, base[mode])] if a.base else [(a.ferry, runs[mode])]
             for exe, into in (order if i % 2 == 0 else order[::-1]):
                 if settle:
                     time.sleep(SETTLE_S)
                 into.append(run(exe, a.mem, mode))
+            bg = runs[mode][-1]["background_MBps"]
+            if not a.no_bare and mode != "plain" and bg:
+                time.sleep(SETTLE_S)
+                pin = ["--pin", "0"] if mode == "preempt-pinned" else []
+                paced[mode].append(run_bare(a.bare, a.bare_args.split() + pin +
+                                            ["--variants", "busy", "--bg-mbps", str(round(bg))]))
     for mode in modes:
         runs_m, base_m = runs[mode], base[mode]
         med, good = medians(runs_m)
@@ -183,7 +206,7 @@ def main():
             "downtime_ms": pre["downtime_ms"] is not None and pre["downtime_ms"] <= TARGETS["downtime_ms"],
         }
     if not a.no_bare:
-        ok = limit(out, a.bare, a.bare_args, bare) and ok
+        ok = limit(out, a.bare, a.bare_args, bare, pinned, paced) and ok
     print(json.dumps(out, indent=1))
     return 0 if ok else 1
 
