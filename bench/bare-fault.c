@@ -78,7 +78,8 @@
 #include <unistd.h>
 
 #define USAGE "bench-bare-fault [--mem 256M] [--vcpus 2] [--faults 20000] " \
-	"[--shared-faults FAULTS/10] [--rcvbuf 256K] [--variants idle,busy,shared] [--bg-mbps 0] [--pin CPU] [--direct]"
+	"[--shared-faults FAULTS/10] [--rcvbuf 256K] [--variants idle,busy,shared] " \
+	"[--bg-mbps 0] [--pin CPU] [--direct]"
 #define PAGE 4096ul
 #define BATCH 16ul                  /* pages per background message */
 #define RING (64ul << 20)           /* the background's destination */
@@ -114,6 +115,11 @@ static uint64_t now_ns(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static struct timespec timespec_of(uint64_t ns)
+{
+	return (struct timespec){ (time_t)(ns / 1000000000), (long)(ns % 1000000000) };
 }
 
 /* The content of word i: a 64-bit mix of i (splitmix64's finalizer), as bare-copy. */
@@ -271,7 +277,7 @@ static void *bg_sender(void *arg)
 	s->bg_t0 = now_ns();
 	for (uint64_t seq = 0; !atomic_load(&s->stop); seq++) {
 		uint64_t first = seq * BATCH % s->pages, due = due_ns(s, seq);
-		struct timespec ts = { (time_t)(due / 1000000000), (long)(due % 1000000000) };
+		struct timespec ts = timespec_of(due);
 		if (due)
 			clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
 		send_msg(s, s->bg, BG_FLAG | first, s->mem + first * PAGE, BATCH * PAGE, buf);
@@ -290,7 +296,7 @@ static int serve_until(struct source *s, uint64_t due)
 		uint64_t t = now_ns();
 		if (t >= due)
 			return 0;
-		struct timespec ts = { (time_t)((due - t) / 1000000000), (long)((due - t) % 1000000000) };
+		struct timespec ts = timespec_of(due - t);
 		if (ppoll(&fd, 1, &ts, NULL) < 0 && errno != EINTR)
 			die("ppoll");
 	}
@@ -359,8 +365,9 @@ static void source(size_t mem, int direct, unsigned bg_mbps, unsigned which, uin
 		char go;
 		if (read(ctl, &go, 1) != 1) /* the destination is ready */
 			exit(1);
-		struct source s = { .mem = (uint8_t *)src, .pages = mem / PAGE, .direct = direct, .bg_mbps = bg_mbps,
-				    .req = dial(port), .bg = v == IDLE ? -1 : dial(port),
+		struct source s = { .mem = (uint8_t *)src, .pages = mem / PAGE, .direct = direct,
+				    .bg_mbps = bg_mbps, .req = dial(port),
+				    .bg = v == IDLE ? -1 : dial(port),
 				    .v = (enum variant)v, .buf = buf };
 		serve(&s);
 		char c;
@@ -462,8 +469,12 @@ static void *receiver(void *arg)
 	pthread_setname_np(pthread_self(), c->name);
 	if (c->replies)
 		pin(1);
-	while (recv_all(c->fd, &hdr, 8) || (!atomic_load(&c->d->stopping) &&
-					    (fail("the source closed the connection"), 0))) {
+	for (;;) {
+		if (!recv_all(c->fd, &hdr, 8)) {
+			if (!atomic_load(&c->d->stopping))
+				fail("the source closed the connection");
+			break;
+		}
 		int bg = !!(hdr & BG_FLAG);
 		if (!recv_all(c->fd, buf, bg ? BATCH * PAGE : PAGE))
 			fail("recv: connection cut mid-message");
@@ -500,7 +511,8 @@ static void on_faults(struct dest *d, const struct uffd_msg *msg, size_t n, uint
 static void *fault_thread(void *arg)
 {
 	struct dest *d = arg;
-	struct pollfd fds[2] = { { .fd = d->uffd, .events = POLLIN }, { .fd = d->quit, .events = POLLIN } };
+	struct pollfd fds[2] = { { .fd = d->uffd, .events = POLLIN },
+				 { .fd = d->quit, .events = POLLIN } };
 	struct uffd_msg msg[64];
 	pthread_setname_np(pthread_self(), "bare/fault");
 	pin(1);
@@ -575,21 +587,24 @@ static void choose(struct dest *d, uint64_t seed)
 static void check(struct dest *d, const char *name)
 {
 	if (atomic_load(&d->nfault) != d->faults || atomic_load(&d->nlat) != d->faults) {
-		fprintf(stderr, "bench-bare-fault: %s: %llu faults, %llu placed, %llu touched\n", name,
+		fprintf(stderr, "bench-bare-fault: %s: %llu faults, %llu placed, %llu touched\n",
+			name,
 			(unsigned long long)atomic_load(&d->nfault),
 			(unsigned long long)atomic_load(&d->nlat), (unsigned long long)d->faults);
 		exit(1);
 	}
-	for (uint64_t k = 0; k < d->faults; k++)
-		if (d->faulted[d->touch[k]] != 3 || !page_ok(d->mem + d->touch[k] * PAGE, d->touch[k])) {
+	for (uint64_t k = 0; k < d->faults; k++) {
+		uint64_t pg = d->touch[k];
+		if (d->faulted[pg] != 3 || !page_ok(d->mem + pg * PAGE, pg)) {
 			fprintf(stderr, "bench-bare-fault: %s: page %llu differs\n", name,
-				(unsigned long long)d->touch[k]);
+				(unsigned long long)pg);
 			exit(1);
 		}
+	}
 	for (uint64_t i = 0; i < RING / PAGE; i++)
 		if (d->ring_src[i] >= 0 && !page_ok(d->ring + i * PAGE, (uint64_t)d->ring_src[i])) {
-			fprintf(stderr, "bench-bare-fault: %s: background page %llu differs\n", name,
-				(unsigned long long)i);
+			fprintf(stderr, "bench-bare-fault: %s: background page %llu differs\n",
+				name, (unsigned long long)i);
 			exit(1);
 		}
 }
@@ -771,54 +786,72 @@ static size_t parse_size(const char *s)
 	return (size_t)v << shift;
 }
 
-int main(int argc, char **argv)
+struct opts {
+	size_t mem;
+	uint64_t faults, shared_faults;
+	unsigned which, bg_mbps;
+	int direct;
+};
+
+/* The options into o and d (vcpus, rcvbuf, pages, faults to allocate for); exit 2 if wrong. */
+static void parse(int argc, char **argv, struct opts *o, struct dest *d)
 {
-	size_t mem = 256ul << 20;
-	struct dest d = { .vcpus = 2, .rcvbuf = LOWAT };
-	uint64_t faults = 20000, shared_faults = 0;
-	unsigned which = 0, bg_mbps = 0;
-	int direct = 0;
 	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--mem") && i + 1 < argc)
-			mem = parse_size(argv[++i]);
-		else if (!strcmp(argv[i], "--vcpus") && i + 1 < argc)
-			d.vcpus = (unsigned)atoi(argv[++i]);
-		else if (!strcmp(argv[i], "--faults") && i + 1 < argc)
-			faults = strtoull(argv[++i], NULL, 10);
-		else if (!strcmp(argv[i], "--shared-faults") && i + 1 < argc)
-			shared_faults = strtoull(argv[++i], NULL, 10);
-		else if (!strcmp(argv[i], "--variants") && i + 1 < argc)
-			which = parse_variants(argv[++i]);
-		else if (!strcmp(argv[i], "--rcvbuf") && i + 1 < argc)
-			d.rcvbuf = (int)parse_size(argv[++i]);
-		else if (!strcmp(argv[i], "--bg-mbps") && i + 1 < argc)
-			bg_mbps = (unsigned)atoi(argv[++i]);
-		else if (!strcmp(argv[i], "--pin") && i + 1 < argc)
-			pin_cpu = atoi(argv[++i]);
-		else if (!strcmp(argv[i], "--direct"))
-			direct = 1;
+		const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!strcmp(a, "--direct")) {
+			o->direct = 1;
+			continue;
+		}
+		if (!val)
+			a = "?";
+		else
+			i++;
+		if (!strcmp(a, "--mem"))
+			o->mem = parse_size(val);
+		else if (!strcmp(a, "--vcpus"))
+			d->vcpus = (unsigned)atoi(val);
+		else if (!strcmp(a, "--faults"))
+			o->faults = strtoull(val, NULL, 10);
+		else if (!strcmp(a, "--shared-faults"))
+			o->shared_faults = strtoull(val, NULL, 10);
+		else if (!strcmp(a, "--variants"))
+			o->which = parse_variants(argv[i]);
+		else if (!strcmp(a, "--rcvbuf"))
+			d->rcvbuf = (int)parse_size(val);
+		else if (!strcmp(a, "--bg-mbps"))
+			o->bg_mbps = (unsigned)atoi(val);
+		else if (!strcmp(a, "--pin"))
+			pin_cpu = atoi(val);
 		else {
 			fprintf(stderr, "usage: %s\n", USAGE);
-			return 2;
+			exit(2);
 		}
 	}
-	d.pages = mem / PAGE;
-	which = which ? which : (1u << VARIANTS) - 1;
-	shared_faults = shared_faults ? shared_faults : (faults + 9) / 10;
-	d.faults = faults > shared_faults ? faults : shared_faults; /* for the allocation */
+	d->pages = o->mem / PAGE;
+	o->which = o->which ? o->which : (1u << VARIANTS) - 1;
+	o->shared_faults = o->shared_faults ? o->shared_faults : (o->faults + 9) / 10;
+	d->faults = o->faults > o->shared_faults ? o->faults : o->shared_faults; /* to allocate */
 	if (sched_getaffinity(0, sizeof(all_cpus), &all_cpus))
 		die("sched_getaffinity");
 	if (pin_cpu >= CPU_SETSIZE || (pin_cpu >= 0 && !CPU_ISSET(pin_cpu, &all_cpus))) {
 		fprintf(stderr, "bench-bare-fault: --pin %d: not a CPU this process may run on\n",
 			pin_cpu);
-		return 2;
+		exit(2);
 	}
-	if (!d.vcpus || d.vcpus > MAX_VCPUS || mem % PAGE || d.pages < BATCH || !faults ||
-	    d.faults > d.pages || which >= 1u << VARIANTS) {
-		fprintf(stderr, "bench-bare-fault: vcpus 1..%d, mem a multiple of 4 KiB (64 KiB at "
-				"least), faults 1..mem/4 KiB, variants of idle,busy,shared\n", MAX_VCPUS);
-		return 2;
+	if (!d->vcpus || d->vcpus > MAX_VCPUS || o->mem % PAGE || d->pages < BATCH || !o->faults ||
+	    d->faults > d->pages || o->which >= 1u << VARIANTS) {
+		fprintf(stderr, "bench-bare-fault: vcpus 1..%d, mem a multiple of 4 KiB (64 KiB "
+				"at least), faults 1..mem/4 KiB, variants of idle,busy,shared\n",
+			MAX_VCPUS);
+		exit(2);
 	}
+}
+
+int main(int argc, char **argv)
+{
+	struct opts o = { .mem = 256ul << 20, .faults = 20000 };
+	struct dest d = { .vcpus = 2, .rcvbuf = LOWAT };
+	parse(argc, argv, &o, &d);
 	int ls = socket(AF_INET, SOCK_STREAM, 0), sp[2];
 	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	socklen_t sl = sizeof(sa);
@@ -831,17 +864,17 @@ int main(int argc, char **argv)
 	if (pid == 0) {
 		close(sp[0]);
 		close(ls);
-		source(mem, direct, bg_mbps, which, ntohs(sa.sin_port), sp[1]);
+		source(o.mem, o.direct, o.bg_mbps, o.which, ntohs(sa.sin_port), sp[1]);
 	}
 	close(sp[1]);
 	setup(&d);
 	printf("{\"benchmark\": \"bare-fault\", \"mem_bytes\": %zu, \"vcpus\": %u, "
 	       "\"source_send\": \"%s\", \"shared_notsent_lowat\": %d, \"shared_rcvbuf\": %d, "
 	       "\"background_pace_MBps\": %u, \"pin_cpu\": %d, ",
-	       mem, d.vcpus, direct ? "direct" : "bounce", LOWAT, d.rcvbuf, bg_mbps, pin_cpu);
+	       o.mem, d.vcpus, o.direct ? "direct" : "bounce", LOWAT, d.rcvbuf, o.bg_mbps, pin_cpu);
 	for (int v = 0, first = 1; v < VARIANTS; v++)
-		if (which & 1u << v) {
-			variant(&d, ls, sp[0], v, v == SHARED ? shared_faults : faults, first);
+		if (o.which & 1u << v) {
+			variant(&d, ls, sp[0], v, v == SHARED ? o.shared_faults : o.faults, first);
 			first = 0;
 		}
 	int status;
