@@ -13,10 +13,27 @@ With --base OTHER_FERRY (e.g. a build of main), every run of each mode is altern
 OTHER_FERRY (order alternating, a few seconds' settle between runs) and the JSON gets its medians
 too and the ratios (ours / base). Targets (issue 20): without preempt p50 <= 1 ms, p99 <= 5 ms and
 background throughput >= 90% of the base's; with preempt p50 <= 50 us, p99 <= 500 us.
+
+The limit: once per round (a round is one run of each mode, in order), before Ferry's runs, the
+bare program bench-bare-fault (--bare PATH, default build/bench/bench-bare-fault; --no-bare to
+skip) measures the least a page fault costs on this machine, with nothing a migration adds: a
+page requested on a connection of its own (idle), the same beside a full-speed background stream
+(busy: preempt's limit), and queued behind the stream on one connection (shared: plain's limit).
+The JSON's "limit" has the bare medians per variant, its runs, and per mode the ratios of Ferry's
+p50/p99 to the target and to the bare (preempt modes: bare idle and busy; plain: bare shared), and
+whether the bare itself meets each target (if not, the target is beyond this machine). With mode
+preempt-pinned, each round also runs the bare with its fault path on CPU 0 (--pin 0, idle and busy:
+"median_pinned"), the limit preempt-pinned is compared with. The bare's background goes at full
+speed, a heavier load than Ferry's postcopy background may be; so after each run of a preempt mode
+the bare's busy runs again with its background paced to that run's background_MBps (--bg-mbps, and
+--pin 0 for preempt-pinned): "busy_paced" per mode, Ferry's figures against the limit at Ferry's own
+background rate. --bare-args passes more arguments to every bare run.
 Prints one JSON object. Usage:
-  bench/postcopy.py [--ferry build/ferry] [--base OTHER] [--mem 1G] [--runs 3] [--modes plain,preempt,preempt-pinned]
+  bench/postcopy.py [--ferry build/ferry] [--base OTHER] [--mem 1G] [--runs 3]
+                    [--modes plain,preempt,preempt-pinned]
+                    [--bare build/bench/bench-bare-fault [--bare-args '--bg-mbps 120'] | --no-bare]
 """
-import argparse, json, statistics, subprocess, sys, time
+import argparse, json, os, statistics, subprocess, sys, time
 
 TARGETS = {"preempt_p50_us": 50, "preempt_p99_us": 500, "downtime_ms": 20,
            "plain_p50_us": 1000, "plain_p99_us": 5000, "plain_background_vs_base": 0.9}
@@ -24,6 +41,9 @@ KEYS = ("latency_p50_us", "latency_p99_us", "latency_max_us", "requests", "vcpu_
         "total_time_ms", "downtime_ms", "background_MBps")
 SETTLE_S = 3
 QEMU_REFERENCE = {"preempt_avg_us": 229, "source": "QEMU docs (100G link, postcopy-preempt)"}
+BARE_VARIANTS = ("idle", "busy", "shared")
+BARE_KEYS = ("p50_us", "p99_us", "max_us", "vcpu_p50_us", "vcpu_p99_us", "background_MBps")
+BARE_FOR = {"plain": "shared", "preempt": "busy", "preempt-pinned": "busy"}  # the limit of each mode
 
 
 def run(ferry, mem, mode):
@@ -52,6 +72,54 @@ def run(ferry, mem, mode):
     }
 
 
+def run_bare(bare, args):
+    """One run of bench-bare-fault (all variants): its JSON, or {"error": ...}."""
+    p = subprocess.run([bare] + args, capture_output=True, text=True, timeout=600)
+    if p.returncode:
+        return {"error": p.stderr.strip() or f"exit {p.returncode}"}
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def bare_medians(runs):
+    good = [r for r in runs if "error" not in r]
+    med = {}
+    for v in BARE_VARIANTS:
+        vals = {k: [r[v][k] for r in good if k in r.get(v, {})] for k in BARE_KEYS}
+        if any(vals.values()):
+            med[v] = {k: statistics.median(x) for k, x in vals.items() if x}
+    return med, len(good) == len(runs)
+
+
+def limit(out, bare, args, runs, pinned, paced):
+    """The "limit" section: the bare medians and Ferry's figures against them and the targets."""
+    med, good = bare_medians(runs)
+    pmed, pgood = bare_medians(pinned)
+    lim = {"bare": bare, "args": args, "median": med, "ratios": {}, "bare_meets_target": {}, "runs": runs}
+    if pinned:
+        lim.update(median_pinned=pmed, runs_pinned=pinned)
+    for mode, m in out["modes"].items():
+        kind = "plain" if mode == "plain" else "preempt"
+        ours, var = m["median"], BARE_FOR[mode]
+        bm = pmed if mode == "preempt-pinned" else med
+        r = {f"{q}_vs_target": ratio(ours[f"latency_{q}_us"], TARGETS[f"{kind}_{q}_us"]) for q in ("p50", "p99")}
+        for v in ("idle", var) if kind == "preempt" else (var,):
+            r.update({f"{q}_vs_bare_{v}": ratio(ours[f"latency_{q}_us"], bm.get(v, {}).get(f"{q}_us"))
+                      for q in ("p50", "p99")})
+        pm, pgood_m = bare_medians(paced.get(mode, []))
+        pgood = pgood and pgood_m
+        if "busy" in pm:
+            lim.setdefault("busy_paced", {})[mode] = {"median": pm["busy"], "runs": paced[mode]}
+            r.update({f"{q}_vs_bare_busy_paced": ratio(ours[f"latency_{q}_us"], pm["busy"].get(f"{q}_us"))
+                      for q in ("p50", "p99")})
+        lim["ratios"][mode] = r
+        b = bm.get(var, {})
+        lim["bare_meets_target"][mode] = {
+            f"{kind}_{q}_us": None if b.get(f"{q}_us") is None else b[f"{q}_us"] <= TARGETS[f"{kind}_{q}_us"]
+            for q in ("p50", "p99")} | {"bare_variant": var + (" pinned" if bm is pmed else "")}
+    out["limit"] = lim
+    return good and pgood
+
+
 def medians(runs):
     good = [r for r in runs if r["status"] == "completed" and r["verified"]]
     med = {}
@@ -72,27 +140,52 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--modes", default="plain,preempt,preempt-pinned")
     ap.add_argument("--base", help="another ferry binary, run alternately (before/after)")
+    ap.add_argument("--bare", default="build/bench/bench-bare-fault",
+                    help="the bare program, run once per round (the limit)")
+    ap.add_argument("--no-bare", action="store_true", help="no bare runs")
+    ap.add_argument("--bare-args", default="", help="more arguments for the bare, e.g. '--bg-mbps 120'")
     a = ap.parse_args()
+    modes = a.modes.split(",")
+    for mode in modes:
+        if mode not in ("plain", "preempt", "preempt-pinned"):
+            ap.error(f"unknown mode {mode!r}")
+    if not a.no_bare and not os.access(a.bare, os.X_OK):
+        ap.error(f"no bare program {a.bare!r} (build it with ninja -C build, or --no-bare)")
+    settle = a.base or not a.no_bare
     out = {"bench": "postcopy", "mem": a.mem, "vcpus": 2, "workload": "random, unthrottled",
            "switch": "after one pass", "link": "tcp loopback", "targets": TARGETS,
            "qemu_reference": QEMU_REFERENCE, "modes": {}}
     ok = True
-    for mode in a.modes.split(","):
-        if mode not in ("plain", "preempt", "preempt-pinned"):
-            ap.error(f"unknown mode {mode!r}")
-        runs, base = [], []
-        for i in range(a.runs):
-            order = [(a.ferry, runs), (a.base, base)] if a.base else [(a.ferry, runs)]
+    runs = {mode: [] for mode in modes}
+    base = {mode: [] for mode in modes}
+    bare, pinned, paced = [], [], {mode: [] for mode in modes}
+    for i in range(a.runs):
+        if not a.no_bare:
+            time.sleep(SETTLE_S)
+            bare.append(run_bare(a.bare, a.bare_args.split()))
+            if "preempt-pinned" in modes:
+                time.sleep(SETTLE_S)
+                pinned.append(run_bare(a.bare, a.bare_args.split() + ["--pin", "0", "--variants", "idle,busy"]))
+        for mode in modes:
+            order = [(a.ferry, runs[mode]), (a.base, base[mode])] if a.base else [(a.ferry, runs[mode])]
             for exe, into in (order if i % 2 == 0 else order[::-1]):
-                if a.base:
+                if settle:
                     time.sleep(SETTLE_S)
                 into.append(run(exe, a.mem, mode))
-        med, good = medians(runs)
+            bg = runs[mode][-1]["background_MBps"]
+            if not a.no_bare and mode != "plain" and bg:
+                time.sleep(SETTLE_S)
+                pin = ["--pin", "0"] if mode == "preempt-pinned" else []
+                paced[mode].append(run_bare(a.bare, a.bare_args.split() + pin +
+                                            ["--variants", "busy", "--bg-mbps", str(round(bg))]))
+    for mode in modes:
+        runs_m, base_m = runs[mode], base[mode]
+        med, good = medians(runs_m)
         ok = ok and good
-        out["modes"][mode] = {"median": med, "runs": runs}
+        out["modes"][mode] = {"median": med, "runs": runs_m}
         if a.base:
-            bmed, _ = medians(base)
-            out["modes"][mode]["base"] = {"ferry": a.base, "median": bmed, "runs": base}
+            bmed, _ = medians(base_m)
+            out["modes"][mode]["base"] = {"ferry": a.base, "median": bmed, "runs": base_m}
             out["modes"][mode]["ratio_vs_base"] = {k: ratio(med[k], bmed[k]) for k in KEYS}
     plain = out["modes"].get("plain", {})
     if plain:
@@ -112,6 +205,8 @@ def main():
             "preempt_p99_us": pre["latency_p99_us"] is not None and pre["latency_p99_us"] <= TARGETS["preempt_p99_us"],
             "downtime_ms": pre["downtime_ms"] is not None and pre["downtime_ms"] <= TARGETS["downtime_ms"],
         }
+    if not a.no_bare:
+        ok = limit(out, a.bare, a.bare_args, bare, pinned, paced) and ok
     print(json.dumps(out, indent=1))
     return 0 if ok else 1
 
