@@ -8,7 +8,7 @@ touched) it starts a destination and a source `ferry host` process, migrates thr
 its "listening" line). Prints one JSON object. Usage:
   bench/precopy.py [--ferry build/ferry] [--mem 2G] [--runs 3] [--fills random,zero,none]
                    [--dest-modes default,prealloc,thp] [--timeout 300]
-  bench/precopy.py --scale 1G,2G,4G,8G [--runs 2] [--settle 5]
+  bench/precopy.py --scale 1G,2G,4G,8G [--runs 2] [--settle 5] [--no-bare] [--bare build/bench/bench-bare-copy]
   bench/precopy.py --downtime-grid [--mem 512M] [--rates idle,50M,200M,400M]
                    [--bandwidths 0,1G,200M] [--limits 50,300] [--grid-timeout 30]
 
@@ -27,6 +27,15 @@ each side: the peak of the process's anonymous RSS (RssAnon, /proc/PID/status, s
 guest: an upper bound of libferry's own (bitmaps, buffers, queues: the rest is the daemon's and
 the synthetic guest's bookkeeping), and its growth during the migration. Ratios: the largest time per GiB over the smallest (target
 <= 1.10), setup-time's spread.
+The machine's own growth beside Ferry's (unless --no-bare): in the same rounds, each size also
+runs the bare program (build/bench/bench-bare-copy --mem SIZE, 1 stream, preallocated
+destination: what this machine moves one-shot over loopback with nothing a migration adds), never
+at the same time as Ferry, the order within each size alternated (Ferry first in even rounds, bare
+first in odd ones), settled between runs. Per size: the bare ms per GiB (1000 * 2^30 / (best_gbps *
+1e9), its better variant, direct or bounce) and Ferry's median over the bare median; in ratios, the
+bare program's own largest ms per GiB over its smallest, so that "time per GiB constant within 10%"
+can be read against what the machine itself does as the guest grows (at 8G the bare program maps
+8 GiB in each of its two processes, as Ferry does).
 
 Destination modes (the issue: the destination's first write to fresh memfd memory is the main
 cost of an incoming migration on this machine):
@@ -267,25 +276,52 @@ def parse_size(m):
     return {"G": 1 << 30, "M": 1 << 20}[m[-1]] * int(m[:-1])
 
 
+def bare_one(bare, mem, timeout):
+    """One run of the bare program (1 stream, preallocated destination): its figures, with ms per GiB of
+    its better variant."""
+    r = subprocess.run([bare, "--mem", mem, "--streams", "1"], capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise RuntimeError(f"bench-bare-copy exited {r.returncode}: {r.stderr[-300:]}")
+    j = json.loads(r.stdout.strip().splitlines()[-1])
+    best = max(("direct", "bounce"), key=lambda v: j[v]["gbps"])
+    return {"ms_per_gib": round(1000 * (1 << 30) / (j["best_gbps"] * 1e9), 1), "best": best,
+            "best_gbps": j["best_gbps"], "direct_gbps": j["direct"]["gbps"], "bounce_gbps": j["bounce"]["gbps"],
+            "cpu_s_per_gib": j[best]["cpu_s_per_gib"]}
+
+
 def run_scale(a):
-    """How cost grows: the sizes interleaved, order alternated, settled between runs."""
+    """How cost grows: the sizes interleaved, order alternated, settled between runs; the bare program
+    beside Ferry at each size (unless --no-bare)."""
     sizes = a.scale.split(",")
     runs = {m: [] for m in sizes}
+    bare = {m: [] for m in sizes}
     for r in range(a.runs):
         for m in (sizes if r % 2 == 0 else sizes[::-1]):
-            time.sleep(a.settle)
-            try:
-                res, startup, grown = one(a.ferry, m, "random", ",prealloc", a.timeout, sample_mem=True)
-            except (RuntimeError, subprocess.TimeoutExpired, ValueError, KeyError) as e:
-                print(f"precopy.py: scale {m}: {e}", file=sys.stderr)
-                runs[m].append({"error": str(e)})
-                continue
-            gib = parse_size(m) / (1 << 30)
-            runs[m].append({"total_ms": res["total-time"], "setup_ms": res["setup-time"],
-                            "ms_per_gib": round(res["total-time"] / gib, 1), "downtime_ms": res["downtime"],
-                            "src_anon_peak": grown[0][0], "dst_anon_peak": grown[1][0],
-                            "src_anon_growth": grown[0][1], "dst_anon_growth": grown[1][1],
-                            "src_mem_per_gib": int(grown[0][0] / gib), "dst_mem_per_gib": int(grown[1][0] / gib)})
+            for what in ((["ferry", "bare"] if r % 2 == 0 else ["bare", "ferry"]) if not a.no_bare else ["ferry"]):
+                time.sleep(a.settle)
+                if what == "bare":
+                    try:
+                        b = bare_one(a.bare, m, a.timeout)
+                    except (RuntimeError, subprocess.TimeoutExpired, ValueError, KeyError, IndexError) as e:
+                        print(f"precopy.py: scale {m} bare: {e}", file=sys.stderr)
+                        b = {"error": str(e)}
+                    bare[m].append(b)
+                    print(f"precopy.py: scale {m} bare: {b}", file=sys.stderr)
+                    continue
+                try:
+                    res, startup, grown = one(a.ferry, m, "random", ",prealloc", a.timeout, sample_mem=True)
+                except (RuntimeError, subprocess.TimeoutExpired, ValueError, KeyError) as e:
+                    print(f"precopy.py: scale {m}: {e}", file=sys.stderr)
+                    runs[m].append({"error": str(e)})
+                    continue
+                gib = parse_size(m) / (1 << 30)
+                runs[m].append({"total_ms": res["total-time"], "setup_ms": res["setup-time"],
+                                "ms_per_gib": round(res["total-time"] / gib, 1), "downtime_ms": res["downtime"],
+                                "src_anon_peak": grown[0][0], "dst_anon_peak": grown[1][0],
+                                "src_anon_growth": grown[0][1], "dst_anon_growth": grown[1][1],
+                                "src_mem_per_gib": int(grown[0][0] / gib),
+                                "dst_mem_per_gib": int(grown[1][0] / gib)})
+                print(f"precopy.py: scale {m} ferry: {runs[m][-1]['ms_per_gib']} ms/GiB", file=sys.stderr)
     out = {}
     for m, rs in runs.items():
         ok = [x for x in rs if "error" not in x]
@@ -293,18 +329,34 @@ def run_scale(a):
             out[m] = {"error": "every run failed", "runs": rs}
             continue
         med = lambda k: statistics.median(x[k] for x in ok)
-        out[m] = {"ms_per_gib_median": med("ms_per_gib"), "setup_ms_median": med("setup_ms"),
+        out[m] = {"ms_per_gib_median": round(med("ms_per_gib"), 1), "setup_ms_median": med("setup_ms"),
                   "src_mem_per_gib_median": int(med("src_mem_per_gib")),
                   "dst_mem_per_gib_median": int(med("dst_mem_per_gib")), "runs": rs}
+        bok = [x for x in bare[m] if "error" not in x]
+        if bok:
+            bm = round(statistics.median(x["ms_per_gib"] for x in bok), 1)
+            out[m]["bare"] = {"ms_per_gib_median": bm, "runs": bare[m]}
+            out[m]["ferry_over_bare"] = round(out[m]["ms_per_gib_median"] / bm, 3)
+        elif bare[m]:
+            out[m]["bare"] = {"error": "every run failed", "runs": bare[m]}
     per_gib = [v["ms_per_gib_median"] for v in out.values() if "error" not in v]
     setup = [v["setup_ms_median"] for v in out.values() if "error" not in v]
+    bare_per_gib = [v["bare"]["ms_per_gib_median"] for v in out.values()
+                    if "error" not in v and "ms_per_gib_median" in v.get("bare", {})]
     ratios = {}
     if per_gib:
         ratios = {"time_per_gib_max_over_min": round(max(per_gib) / min(per_gib), 3),
                   "time_per_gib_target": "<= 1.10",
                   "setup_ms_min_max": [min(setup), max(setup)]}
+    if bare_per_gib:
+        ratios["bare_time_per_gib_max_over_min"] = round(max(bare_per_gib) / min(bare_per_gib), 3)
+        ratios["ms_per_gib_ferry_vs_bare"] = {m: [v["ms_per_gib_median"], v["bare"]["ms_per_gib_median"]]
+                                              for m, v in out.items() if "ferry_over_bare" in v}
     return {"benchmark": "precopy-scale", "fill": "random", "destination": "prealloc", "channels": 1,
             "transport": "tcp loopback", "runs_per_size": a.runs, "settle_s": a.settle,
+            "bare": None if a.no_bare else {"program": "bench-bare-copy", "streams": 1,
+                                            "destination": "preallocated, written once from user space",
+                                            "ms_per_gib": "1000 * 2^30 / (best_gbps * 1e9), better variant"},
             "sizes": out, "ratios": ratios}
 
 
@@ -340,6 +392,9 @@ def main():
     ap.add_argument("--dest-modes", default="default,prealloc,thp")
     ap.add_argument("--timeout", type=float, default=300, help="seconds for each process wait")
     ap.add_argument("--scale", help="sizes (1G,2G,4G,8G): how cost grows with the guest, see above")
+    ap.add_argument("--no-bare", action="store_true", help="--scale: leave the bare program out")
+    ap.add_argument("--bare", default=os.path.join(os.path.dirname(__file__), "..", "build", "bench",
+                                                   "bench-bare-copy"), help="--scale: the bare program")
     ap.add_argument("--settle", type=float, default=5, help="--scale, --downtime-grid: seconds between runs")
     ap.add_argument("--downtime-grid", action="store_true", help="downtime versus its limit, see above")
     ap.add_argument("--rates", default="idle,50M,200M,400M")
