@@ -223,6 +223,7 @@ typedef struct ferry_ram_saver {
 	uint64_t dirty_pages;     /* set bits over all blocks */
 	uint64_t pass_bytes;
 	uint64_t pass_ns;         /* the last pass's duration */
+	uint64_t pass_wait_ns;    /* of which mig/src/main waited for a CPU (ferry__thread_wait_ns) */
 	/*
 	 * max-bandwidth is applied where bytes are written (m->rl, used by
 	 * the channels); the saver only refreshes the counters, at most every

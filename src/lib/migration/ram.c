@@ -498,7 +498,7 @@ int ferry__ram_save_pass(ferry_ram_saver *rs, uint8_t section_type)
 {
 	ferry_vm_t *vm = rs->vm;
 	ferry_chan *c = rs->c;
-	uint64_t t0 = ferry__now_ns(), b0 = wire_bytes(rs);
+	uint64_t t0 = ferry__now_ns(), b0 = wire_bytes(rs), w0 = ferry__thread_wait_ns();
 	int r = 0;
 
 	rs->processed = 0;
@@ -539,6 +539,7 @@ int ferry__ram_save_pass(ferry_ram_saver *rs, uint8_t section_type)
 	}
 	rs->dirty_pages = r ? rs->dirty_pages - rs->processed : 0;
 	rs->pass_ns = ferry__now_ns() - t0;
+	rs->pass_wait_ns = ferry__thread_wait_ns() - w0;
 	rs->send_ns += rs->pass_ns;
 	rs->pass_bytes = wire_bytes(rs) - b0;
 	rs->sent_bytes += rs->pass_bytes;

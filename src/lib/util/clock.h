@@ -27,6 +27,14 @@ static inline uint64_t ferry__wall_us(void)
 	return (uint64_t)ts.tv_sec * 1000000ull + (uint64_t)ts.tv_nsec / 1000;
 }
 
+/*
+ * How long the calling thread has been runnable but waiting for a CPU since
+ * it started, in ns (/proc/thread-self/schedstat); 0 where the kernel does
+ * not say (CONFIG_SCHED_INFO off). A difference of two readings is the time
+ * other threads held the CPUs this one wanted.
+ */
+uint64_t ferry__thread_wait_ns(void);
+
 /* Sleeps ns, the rest again after a signal (only then: any other failure returns). */
 static inline void ferry__sleep_ns(uint64_t ns)
 {
