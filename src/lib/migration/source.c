@@ -506,9 +506,8 @@ static int pass_run(struct src_ctx *x, uint64_t *dirtied)
  * as the last one. The rate is the average over all passes, or the last
  * pass's once a pass of dirty pages lasted 10 ms or more (the first pass
  * sends long runs of pages, faster than the scattered dirty ones that are
- * left at the end); a lower max-bandwidth
- * caps it. *bw: that rate (bytes/s; 0: nothing measured yet, and
- * UINT64_MAX is returned).
+ * left at the end); a lower max-bandwidth caps it. *bw: that rate
+ * (bytes/s; 0: nothing measured yet, and UINT64_MAX is returned).
  *
  * The last pass's rate leaves out the time mig/src/main waited for a CPU:
  * the vCPUs held it then, and they are stopped during the stop-copy.
