@@ -117,6 +117,24 @@ static void t_ex_hotset_multipass(void **state)
 		     FERRY_DIRTY_EXPLICIT, 3, 1, NULL);
 }
 
+/*
+ * The first pass decides nothing while pages are dirty: its long runs of
+ * pages say little of the rate of the scattered ones left (source.c,
+ * pass_decide). With a downtime limit anything fits, a dirtying guest still
+ * makes a second pass (syncs: pass 1, pass 2, the final one); a guest with
+ * nothing dirty after its first pass switches over then (pass 1, final).
+ */
+static void t_first_pass_decides_only_clean(void **state)
+{
+	(void)state;
+	ferry_migration_info si;
+	migrate_ok_p("mem=64M,vram=4M,vcpus=2,rate=50M,workload=random", FERRY_DIRTY_WP_ASYNC, 3,
+		     60000, &si);
+	migrate_ok_p("mem=64M,vram=4M,vcpus=1,paused=1,workload=random", FERRY_DIRTY_WP_ASYNC, 2,
+		     60000, &si);
+	assert_int_equal(si.dirty_sync_count, 2);
+}
+
 /* Exact page accounting on a paused guest for each kind of content. */
 static void t_counts_paused(void **state)
 {
@@ -1027,6 +1045,7 @@ int main(void)
 		cmocka_unit_test(t_ex_sparse_running),
 		cmocka_unit_test(t_wp_random_multipass),
 		cmocka_unit_test(t_ex_hotset_multipass),
+		cmocka_unit_test(t_first_pass_decides_only_clean),
 		cmocka_unit_test(t_counts_paused),
 		cmocka_unit_test(t_no_destination),
 		cmocka_unit_test(t_destination_dies_then_retry),

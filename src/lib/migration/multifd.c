@@ -325,8 +325,8 @@ static void *send_thread(void *arg)
 		int r = send_packet(c, j);
 		if (r) {
 			send_fail(s, r, "multifd channel %u: %s", c->id,
-				  r == -EPIPE || r == -ECONNRESET ? "lost the connection to the destination"
-								   : ferry_strerror(r));
+				  ferry__error_lost_conn(r) ? "lost the connection to the destination"
+							  : ferry_strerror(r));
 		}
 		pthread_mutex_lock(&s->lock);
 		c->head = (c->head + 1) % FERRY_MF_QUEUE;

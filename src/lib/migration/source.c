@@ -403,7 +403,7 @@ static int mf_open(struct src_ctx *x)
 				 &e);
 	if (r) {
 		ferry__error_set(&e, r, "%s", ferry_strerror(r)); /* when it had no message */
-		if (r == -EPIPE || r == -ECONNRESET)
+		if (ferry__error_lost_conn(r))
 			/* Likely the destination refused the stream: its SHUT may say why. */
 			ferry__error_copy(&x->mf_open_err, &e);
 		else if (!ferry__mig_cancelled(m))
@@ -494,8 +494,7 @@ static int pass_run(struct src_ctx *x, uint64_t *dirtied)
 	uint64_t t0 = ferry__now_ns(), w0 = ferry__thread_wait_ns();
 	r = ferry__parts_sync(&x->parts, dirtied);
 	/* The final sync, in the downtime, costs about as much, less the wait for a CPU. */
-	uint64_t took = ferry__now_ns() - t0, waited = ferry__thread_wait_ns() - w0;
-	x->sync_ns = waited < took ? took - waited : took;
+	x->sync_ns = ferry__ran_ns(ferry__now_ns() - t0, ferry__thread_wait_ns() - w0);
 	return r;
 }
 
@@ -521,9 +520,7 @@ static uint64_t downtime_estimate_ns(struct src_ctx *x, const ferry_migration_pa
 	const ferry_ram_saver *rs = &x->rs;
 	*bw = rs->send_ns ? (uint64_t)((double)rs->sent_bytes * 1e9 / (double)rs->send_ns) : 0;
 	if (x->pass >= 2 && rs->pass_ns >= 10000000u && rs->pass_bytes) {
-		uint64_t ran = rs->pass_ns - rs->pass_wait_ns;
-		if (rs->pass_wait_ns > rs->pass_ns || ran < rs->pass_ns / 10)
-			ran = rs->pass_ns / 10; /* at most 10x: a reading gone wrong stays bounded */
+		uint64_t ran = ferry__ran_ns(rs->pass_ns, rs->pass_wait_ns);
 		*bw = (uint64_t)((double)rs->pass_bytes * 1e9 / (double)ran);
 	}
 	if (p->max_bandwidth && *bw > p->max_bandwidth)
@@ -740,12 +737,12 @@ static void src_pick_error(struct src_ctx *x, int r)
 	if (x->mf.inited)
 		ferry__mf_send_wait_error(&x->mf, MF_GRACE_MS, &mfe);
 	ferry__error_copy(&mfe, &x->mf_open_err);
-	if ((mfe.code == -EPIPE || mfe.code == -ECONNRESET) && r != FERRY_EPEER)
+	if (ferry__error_lost_conn(mfe.code) && r != FERRY_EPEER)
 		src_shut_error(m, &e);
 	ferry__error_copy(&e, &mfe);
 	if (r != FERRY_EPEER) {
 		src_shut_error(m, &e);
-		if (r == -EPIPE || r == -ECONNRESET)
+		if (ferry__error_lost_conn(r))
 			ferry__error_set(&e, r, "lost the connection to the destination: %s",
 					 ferry_strerror(r));
 		else

@@ -35,6 +35,18 @@ static inline uint64_t ferry__wall_us(void)
  */
 uint64_t ferry__thread_wait_ns(void);
 
+/*
+ * The time a thread ran of an interval took ns long in which it waited
+ * waited ns for a CPU: took - waited, but at least took / 10, so that a
+ * reading gone wrong (the counters are sampled, not exact) changes a rate
+ * measured over the interval by 10x at most.
+ */
+static inline uint64_t ferry__ran_ns(uint64_t took, uint64_t waited)
+{
+	uint64_t floor = took / 10;
+	return waited < took && took - waited > floor ? took - waited : floor;
+}
+
 /* Sleeps ns, the rest again after a signal (only then: any other failure returns). */
 static inline void ferry__sleep_ns(uint64_t ns)
 {

@@ -17,7 +17,9 @@
 #ifndef FERRY_UTIL_ERROR_H
 #define FERRY_UTIL_ERROR_H
 
+#include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 typedef struct ferry_error {
@@ -42,5 +44,11 @@ int ferry__error_copy(ferry_error *dst, const ferry_error *src);
 int ferry__error_out(int r, const ferry_error *e, char *buf, size_t len);
 /* e's message, or, when e holds none, the text of code (ferry_strerror). */
 const char *ferry__error_text(const ferry_error *e, int code);
+
+/* True for the errors of a connection the peer closed or reset: a symptom, often of the peer's own error. */
+static inline bool ferry__error_lost_conn(int code)
+{
+	return code == -EPIPE || code == -ECONNRESET;
+}
 
 #endif /* FERRY_UTIL_ERROR_H */
