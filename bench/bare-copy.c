@@ -25,6 +25,7 @@
  * outside the timing. CPU seconds are each process's own over the transfer.
  *
  * Usage: bench-bare-copy [--mem 2G] [--streams N] [--cold | --populate]
+ *                        [--only direct|bounce]  (one transfer: to profile it)
  * Prints one JSON object: per variant gbps (MEM / seconds, 1e9 bytes/s),
  * seconds, cpu_s of sender and receiver, cpu_s_per_gib; best_gbps.
  */
@@ -169,12 +170,14 @@ static void run_streams(struct stream *st, unsigned n, void *(*fn)(void *))
 }
 
 /* Child: write the source, then per variant start the clock, connect and send. */
-static void sender(size_t mem, unsigned n, uint16_t port, int wfd)
+static void sender(size_t mem, unsigned n, uint16_t port, int wfd, int only)
 {
 	uint64_t *src = map(mem);
 	for (size_t i = 0; i < mem / 8; i++)
 		src[i] = word(i);
 	for (int v = 0; v < VARIANTS; v++) {
+		if (only >= 0 && v != only)
+			continue;
 		char go;
 		if (read(wfd, &go, 1) != 1) /* the destination is ready */
 			exit(1);
@@ -254,9 +257,10 @@ static double receive(int ls, int sock, uint8_t *dst, size_t mem, unsigned n, in
 			exit(1);
 		}
 	double secs = t1 - in.t0, gbps = mem / secs / 1e9;
+	static int printed;
 	printf("%s\"%s\": {\"gbps\": %.3f, \"seconds\": %.4f, \"cpu_s_sender\": %.3f, "
 	       "\"cpu_s_receiver\": %.3f, \"cpu_s_per_gib\": %.3f, \"checked\": true}",
-	       v ? ", " : "", variant_names[v], gbps, secs, in.cpu_s, rcpu,
+	       printed++ ? ", " : "", variant_names[v], gbps, secs, in.cpu_s, rcpu,
 	       (in.cpu_s + rcpu) / ((double)mem / (1ul << 30)));
 	return gbps;
 }
@@ -266,6 +270,7 @@ int main(int argc, char **argv)
 	size_t mem = 2ul << 30;
 	unsigned n = 1;
 	enum prep prep = PREP_TOUCH;
+	int only = -1;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--mem") && i + 1 < argc)
 			mem = parse_size(argv[++i]);
@@ -275,9 +280,13 @@ int main(int argc, char **argv)
 			prep = PREP_COLD;
 		else if (!strcmp(argv[i], "--populate"))
 			prep = PREP_POPULATE;
+		else if (!strcmp(argv[i], "--only") && i + 1 < argc && !strcmp(argv[i + 1], "direct"))
+			only = 0, i++;
+		else if (!strcmp(argv[i], "--only") && i + 1 < argc && !strcmp(argv[i + 1], "bounce"))
+			only = 1, i++;
 		else {
 			fprintf(stderr, "usage: bench-bare-copy [--mem 2G] [--streams N] "
-					"[--cold | --populate]\n");
+					"[--cold | --populate] [--only direct|bounce]\n");
 			return 2;
 		}
 	}
@@ -301,7 +310,7 @@ int main(int argc, char **argv)
 		die("fork");
 	if (pid == 0) {
 		close(sp[0]);
-		sender(mem, n, ntohs(sa.sin_port), sp[1]);
+		sender(mem, n, ntohs(sa.sin_port), sp[1], only);
 	}
 	close(sp[1]);
 	printf("{\"benchmark\": \"bare-copy\", \"mem_bytes\": %zu, \"streams\": %u, "
@@ -309,6 +318,8 @@ int main(int argc, char **argv)
 	       mem, n, prep_names[prep]);
 	double best = 0;
 	for (int v = 0; v < VARIANTS; v++) {
+		if (only >= 0 && v != only)
+			continue;
 		prepare(dst, mem, prep);
 		double g = receive(ls, sp[0], dst, mem, n, v);
 		best = g > best ? g : best;

@@ -10,6 +10,7 @@ See README.md beside this file. Usage:
                        [--one-channel precopy|multifd] [--perf ROW] [--wait-idle 60] [--no-warmup]
                        [--ferry build/ferry] [--qemu qemu-system-x86_64] [--mem 2G] [--timeout 300]
                        [--vs-ferry PARAM=JSON]   (A/B: Ferry against Ferry with PARAM in QEMU's place)
+                       [--base FERRY]            (A/B: Ferry against another ferry binary in QEMU's place)
                        [--tls qemu,ferry]   (TLS on these columns: tls-creds-x509 through QMP, certificates
                                              made at start with certtool)
                        [--tls-psk]   (with --tls: tls-creds-psk instead, a random key made with psktool)
@@ -197,10 +198,10 @@ def ferry_spec(a, fill, incoming=False):
     return f"mem={a.mem},vram=0,vcpus=2,paused,fill={fill}" + (",prealloc" if incoming and a.prealloc else "")
 
 
-def start_ferry(a, j, name, fill, extra, deadline):
+def start_ferry(a, j, name, fill, extra, deadline, binary=None):
     sock = os.path.join(j.tmp, name + ".qmp")
     spec = ferry_spec(a, fill, "--incoming" in extra)
-    p = j.spawn([a.ferry, "host", "--guest", spec, "--qmp", "unix:" + sock, "--json", *extra],
+    p = j.spawn([binary or a.ferry, "host", "--guest", spec, "--qmp", "unix:" + sock, "--json", *extra],
                 name)
     line = read_line(p, deadline)
     if not line or "listening" not in line:
@@ -374,6 +375,9 @@ def migrate(a, sq, dq, uri, deadline, procs=None):
     final = sq.ret("query-migrate", deadline=deadline)
     if final.get("status") == "completed":
         info = final
+    # Ferry's page path as each side chose it (x-user-copy "auto" is a probe's decision).
+    path = {f"{side}_{k.replace('-', '_')}": q[k] for side, q in (("src", info), ("dst", dq.ret(
+        "query-migrate", deadline=deadline))) for k in ("x-user-copy", "x-placement") if k in q}
     wall_fallback = not info.get("total-time")
     if wall_fallback:
         info["total-time"] = round((src_done - t0) * 1000)
@@ -385,7 +389,7 @@ def migrate(a, sq, dq, uri, deadline, procs=None):
             "wall_to_dst_completed_ms": round((dst_done - t0) * 1000, 1),
             "transferred": ram.get("transferred"), "multifd_bytes": ram.get("multifd-bytes"),
             "zero_pages": ram.get("duplicate"), "normal_pages": ram.get("normal"),
-            **({"x_multifd": info["x-multifd"]} if "x-multifd" in info else {}),
+            **({"x_multifd": info["x-multifd"]} if "x-multifd" in info else {}), **path,
             **(cpu or {})}
 
 
@@ -468,24 +472,25 @@ def bare_applies(row):
 
 
 def run_engine(eng, row, a, j, src_file, tag, perf_path=None):
-    """One run of eng; with --vs-ferry, "qemu" is Ferry with those parameters (the B of an A/B)."""
+    """One run of eng; with --vs-ferry or --base, "qemu" is Ferry with those parameters or from that
+    binary (the B of an A/B)."""
     if eng == "bare":
         return run_bare(row, a)
-    if eng == "qemu" and a.vs_ferry:
-        return run_ferry(row, a, j, "b-" + tag, perf_path, a.vs_ferry)
+    if eng == "qemu" and (a.vs_ferry or a.base):
+        return run_ferry(row, a, j, "b-" + tag, perf_path, a.vs_ferry, a.base or a.ferry)
     if eng == "qemu":
         return run_qemu(row, a, j, src_file, tag, perf_path)
     return run_ferry(row, a, j, tag, perf_path)
 
 
-def run_ferry(row, a, j, tag, perf_path=None, extra=None):
+def run_ferry(row, a, j, tag, perf_path=None, extra=None, binary=None):
     deadline = time.monotonic() + a.timeout
     fill = ROWS[row][0]
     procs, qs = [], []
     try:
-        d, dsock = start_ferry(a, j, f"ferry-dst-{tag}", fill, ["--incoming", "defer"], deadline)
+        d, dsock = start_ferry(a, j, f"ferry-dst-{tag}", fill, ["--incoming", "defer"], deadline, binary)
         procs.append(d)
-        s, ssock = start_ferry(a, j, f"ferry-src-{tag}", fill, [], deadline)
+        s, ssock = start_ferry(a, j, f"ferry-src-{tag}", fill, [], deadline, binary)
         procs.append(s)
         dq = QMP(dsock, deadline, d)
         qs.append(dq)
@@ -754,6 +759,9 @@ def main():
     ap.add_argument("--vs-ferry", action="append", default=[], metavar="PARAM=JSON",
                     help="A/B instead of QEMU: the 'qemu' columns are Ferry with these parameters "
                          "too (e.g. x-checksum=false), interleaved with plain Ferry; ratio = A/B")
+    ap.add_argument("--base", metavar="FERRY",
+                    help="A/B instead of QEMU: the 'qemu' columns are this other ferry binary (a build "
+                         "before a change; build/ferry links libferry statically), interleaved; ratio = A/B")
     ap.add_argument("--tls", default="", metavar="ENGINES",
                     help="TLS (tls-creds-x509, verify-peer) on these columns: qemu, ferry or both; with "
                          "--vs-ferry, 'qemu' is the B column (e.g. --tls ferry --vs-ferry x-checksum=true: "
@@ -814,7 +822,7 @@ def main():
                                 else "allocated as pages arrive"),
             "settle_s": a.settle,
             "ferry_extra_parameters": a.ferry_set,
-            "vs_ferry": a.vs_ferry or None,
+            "vs_ferry": a.vs_ferry or None, "base": a.base,
             "tls": a.tls or None,
             "tls_creds": ("tls-creds-psk" if a.tls_psk else "tls-creds-x509") if a.tls else None}
         fills = []

@@ -114,8 +114,8 @@ static void t_ram_records(void **state)
 	uint8_t *pages = malloc(2 * FERRY_PAGE_SIZE), dst[2 * FERRY_PAGE_SIZE];
 	for (unsigned i = 0; i < 2 * FERRY_PAGE_SIZE; i++)
 		pages[i] = (uint8_t)(i * 13);
-	ferry__wire_put_ram_run(&w, FERRY_RAM_PAGES, "pc.ram", false, 7, 2, pages);
-	ferry__wire_put_ram_run(&w, FERRY_RAM_ZEROS, "pc.ram", true, 9, 256, NULL);
+	ferry__wire_put_ram_run(&w, FERRY_RAM_PAGES, "pc.ram", false, 7, 2, pages, NULL);
+	ferry__wire_put_ram_run(&w, FERRY_RAM_ZEROS, "pc.ram", true, 9, 256, NULL, NULL);
 	ferry__wire_put_mem_size(&w, 1ull << 30, 1);
 	ferry__wire_put_block_entry(&w, "pc.ram", 1ull << 30);
 	ferry__wire_put_ram_flag(&w, FERRY_RAM_EOS);
@@ -307,6 +307,56 @@ static void t_live_refused(void **state)
 }
 
 /*
+ * A PAGES run whose checksums the caller computed ahead (the first pass's
+ * helper, ram.c) carries exactly those; without them the codec computes
+ * the same values itself.
+ */
+static void t_sums_given(void **state)
+{
+	(void)state;
+	ferry_chan w, r;
+	ferry_sums ws, rs;
+	static uint8_t pages[2 * FERRY_PAGE_SIZE], got[sizeof(pages)];
+	memset(pages, 0xa5, sizeof(pages));
+	uint64_t seed = ferry__sum_seed("pc.ram");
+	const uint64_t right[2] = { ferry__sum_page(pages, seed, 7),
+				    ferry__sum_page(pages + FERRY_PAGE_SIZE, seed, 8) };
+	const uint64_t given[2] = { 0x1111, 0x2222 };
+	pair(&w, &r);
+	assert_int_equal(ferry__sums_init(&ws, NULL), 0);
+	assert_int_equal(ferry__sums_init(&rs, NULL), 0);
+	ferry__sums_attach(&w, &ws, FERRY_SUM_MAIN);
+	ferry__sums_attach(&r, &rs, FERRY_SUM_MAIN);
+	ferry__chan_ctl_start(&w);
+	ferry__wire_put_ram_run(&w, FERRY_RAM_PAGES, "pc.ram", false, 7, 2, pages, NULL);
+	ferry__wire_put_ram_run(&w, FERRY_RAM_PAGES, "pc.ram", true, 7, 2, pages, right);
+	ferry__wire_put_ram_run(&w, FERRY_RAM_PAGES, "pc.ram", true, 7, 2, pages, given);
+	assert_int_equal(ferry__chan_flush(&w), 0);
+	ferry__chan_ctl_start(&r);
+	const uint64_t *want[3] = { right, right, given };
+	for (int k = 0; k < 3; k++) {
+		uint64_t flags, addr, rec;
+		uint32_t n;
+		uint8_t sums[FERRY_RAM_MAX_RUN * FERRY_SUM_LEN];
+		char name[FERRY_NAME_MAX + 1] = "pc.ram";
+		assert_int_equal(ferry__wire_get_ram_word(&r, &flags, &addr), 0);
+		if (!k)
+			assert_int_equal(ferry__wire_get_name(&r, FERRY_WIRE_BLOCK, name), 0);
+		assert_int_equal(ferry__wire_get_ram_count(&r, &n), 0);
+		assert_int_equal(n, 2);
+		assert_int_equal(ferry__wire_get_ram_sums(&r, FERRY_RAM_PAGES, name, 7, n, sums, &rec),
+				 0);
+		assert_int_equal(rec, k);
+		assert_int_equal(ferry__ld_be64(sums), want[k][0]);
+		assert_int_equal(ferry__ld_be64(sums + 8), want[k][1]);
+		assert_int_equal(ferry__chan_read_direct(&r, got, sizeof(got)), 0);
+	}
+	ferry__sums_fini(&ws);
+	ferry__sums_fini(&rs);
+	unpair(&w, &r);
+}
+
+/*
  * Checksums (stream/sum.h): a PAGES run carries one per page after its
  * count, a device body one after its length; both sides fold the same
  * records into the same digest; a changed payload fails with its message.
@@ -325,8 +375,8 @@ static void t_sums(void **state)
 	ferry__sums_attach(&r, &rs, FERRY_SUM_MAIN);
 	ferry__wire_put_header(&w, UUID);
 	ferry__chan_ctl_start(&w);
-	ferry__wire_put_ram_run(&w, FERRY_RAM_PAGES, "pc.ram", false, 7, 2, pages);
-	ferry__wire_put_ram_run(&w, FERRY_RAM_ZEROS, "pc.ram", true, 9, 3, NULL);
+	ferry__wire_put_ram_run(&w, FERRY_RAM_PAGES, "pc.ram", false, 7, 2, pages, NULL);
+	ferry__wire_put_ram_run(&w, FERRY_RAM_ZEROS, "pc.ram", true, 9, 3, NULL, NULL);
 	ferry__wire_put_device_state(&w, 2, "abc", 3);
 	ferry__wire_put_device_state(&w, 2, "abc", 3);
 	ferry__wire_put_cmd_digest(&w, (ferry_wire_digest){ atomic_load(&ws.records),
@@ -407,8 +457,8 @@ static void t_sums_zeros(void **state)
 	assert_int_equal(ferry__sums_init(&rs, NULL), 0);
 	ferry__sums_attach(&w, &ws, FERRY_SUM_MAIN);
 	ferry__sums_attach(&r, &rs, FERRY_SUM_MAIN);
-	ferry__wire_put_ram_run(&w, FERRY_RAM_FREE, "pc.ram", false, 4, 2, NULL);
-	ferry__wire_put_ram_run(&w, FERRY_RAM_ZEROS, "pc.ram", true, 9, 3, NULL);
+	ferry__wire_put_ram_run(&w, FERRY_RAM_FREE, "pc.ram", false, 4, 2, NULL, NULL);
+	ferry__wire_put_ram_run(&w, FERRY_RAM_ZEROS, "pc.ram", true, 9, 3, NULL, NULL);
 	assert_int_equal(ferry__chan_flush(&w), 0);
 
 	uint64_t flags, addr, rec;
@@ -753,6 +803,7 @@ int main(void)
 		cmocka_unit_test(t_name_rule_chan),
 		cmocka_unit_test(t_name_rule_buffers),
 		cmocka_unit_test(t_sums),
+		cmocka_unit_test(t_sums_given),
 		cmocka_unit_test(t_sums_zeros),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -134,7 +134,7 @@ void ferry__ram_hints_put_freed(ferry_ram_saver *rs)
 	for (size_t i = 0; i < h->nfreed; i++) {
 		struct ferry_ram_block *rb = rs->vm->blocks[h->freed[i].block];
 		ferry__wire_put_ram_run(rs->c, FERRY_RAM_FREE, rb->name, rb == rs->last_block,
-					h->freed[i].first, h->freed[i].n, NULL);
+					h->freed[i].first, h->freed[i].n, NULL, NULL);
 		rs->last_block = rb;
 	}
 	h->nfreed = 0;

@@ -237,12 +237,22 @@ typedef struct ferry_ram_saver {
 	uint64_t mbps_t0, mbps_b0; /* start of the current mbps window */
 	bool tracking;
 	/*
-	 * Zero-page detection of a batch is split with this helper thread
-	 * (mig/src/zero) on machines with more than one CPU.
+	 * On machines with more than one CPU this helper thread (mig/src/zero)
+	 * prepares the first pass's next chunk while this thread sends the
+	 * current one, and takes half of the zero detection of later passes.
+	 * Two sets of maps, one per chunk in flight (ram.c, first_pass).
 	 */
 	ferry_helper zero_helper;
-	unsigned long *zmap; /* SCAN_BATCH bits: zero pages of the chunk */
-	unsigned long *pmap; /* SCAN_BATCH bits: populated pages (first pass) */
+	unsigned long *zmap[2]; /* SCAN_BATCH bits: zero pages of a chunk */
+	unsigned long *pmap[2]; /* SCAN_BATCH bits: populated pages (first pass) */
+	/*
+	 * SCAN_BATCH checksums: a chunk's data pages' (stream/sum.h), computed
+	 * with its zero check when they go on the main channel with checksums,
+	 * so the helper takes its share; run_sums: the ones of the run being
+	 * queued (chan_put), else NULL.
+	 */
+	uint64_t *sums[2];
+	const uint64_t *run_sums;
 	/*
 	 * The first pass protects and scans every chunk before reading it;
 	 * maps_file[i]: block i is a shared mapping of its whole fd, so the

@@ -88,7 +88,7 @@ static int pre_put(ferry_page_sink *s, const struct ferry_ram_block *rb, uint64_
 {
 	ferry_pc_src *pc = ferry_container_of(s, ferry_pc_src, pre_sink);
 	ferry__wire_put_ram_run(&pc->pre, kind, rb->name, false, first, n,
-				rb->host + (first << FERRY_PAGE_SHIFT));
+				rb->host + (first << FERRY_PAGE_SHIFT), NULL);
 	return ferry__chan_flush(&pc->pre);
 }
 

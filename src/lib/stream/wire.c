@@ -424,15 +424,16 @@ void ferry__wire_put_cmd_digest(ferry_chan *c, ferry_wire_digest d)
 /* ---- RAM section body ---- */
 
 void ferry__wire_put_ram_sums(ferry_chan *c, uint64_t kind, const char *block, uint64_t first,
-			      uint32_t n, const void *pages)
+			      uint32_t n, const void *pages, const uint64_t *sums)
 {
 	uint8_t b[FERRY_RAM_MAX_RUN * FERRY_SUM_LEN];
 	uint64_t seed = ferry__sum_seed(block);
 	uint32_t ns = kind == FERRY_RAM_PAGES ? n : 0;
 	for (uint32_t i = 0; i < ns; i++)
 		ferry__st_be64(b + (size_t)i * FERRY_SUM_LEN,
-			       ferry__sum_page((const uint8_t *)pages + ((size_t)i << FERRY_PAGE_SHIFT),
-					       seed, first + i));
+			       sums ? sums[i]
+				    : ferry__sum_page((const uint8_t *)pages + ((size_t)i << FERRY_PAGE_SHIFT),
+						      seed, first + i));
 	if (ns)
 		ferry__chan_put(c, b, (size_t)ns * FERRY_SUM_LEN);
 	uint64_t v = ferry__sum_ram_value(kind, seed, first, n, b, ns);

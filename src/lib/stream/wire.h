@@ -431,12 +431,15 @@ static inline void ferry__wire_put_ram_flag(ferry_chan *c, uint64_t flag)
  * block named `block`, naming it unless cont (CONTINUE: the previous
  * record's block). For PAGES, `pages` points at the n pages, queued
  * without a copy (they must stay valid until the flush). With checksums,
- * the pages' checksums follow the count, and the record is folded.
+ * the pages' checksums follow the count, and the record is folded; sums:
+ * the n pages' checksums (ferry__sum_page) when the caller computed them
+ * already, else NULL (computed here).
  */
 void ferry__wire_put_ram_sums(ferry_chan *c, uint64_t kind, const char *block, uint64_t first,
-			      uint32_t n, const void *pages);
+			      uint32_t n, const void *pages, const uint64_t *sums);
 static inline void ferry__wire_put_ram_run(ferry_chan *c, uint64_t kind, const char *block,
-					   bool cont, uint64_t first, uint32_t n, const void *pages)
+					   bool cont, uint64_t first, uint32_t n, const void *pages,
+					   const uint64_t *sums)
 {
 	uint64_t word = (first << FERRY_PAGE_SHIFT) | kind;
 	if (cont)
@@ -446,7 +449,7 @@ static inline void ferry__wire_put_ram_run(ferry_chan *c, uint64_t kind, const c
 		ferry__wire_put_name(c, block);
 	ferry__chan_put_be32(c, n);
 	if (c->sums)
-		ferry__wire_put_ram_sums(c, kind, block, first, n, pages);
+		ferry__wire_put_ram_sums(c, kind, block, first, n, pages, sums);
 	if (kind == FERRY_RAM_PAGES)
 		ferry__chan_put_external(c, pages, (size_t)n << FERRY_PAGE_SHIFT);
 }

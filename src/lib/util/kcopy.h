@@ -14,9 +14,10 @@
  * staging, migration/place.c's FERRY_PLACE_COPY).
  *
  * The probe: 32 freshly written pages go through a pipe twice; the first
- * pass is the kernel's first access, the second its usual cost. Slow when
- * the first costs 4x the second and at least 2 us per page more (bare
- * metal: about the same). About 1 ms once, on the first call.
+ * pass is the kernel's first access, the second its usual cost; up to six
+ * trials, the fastest of each pass kept. Slow when the first costs 4x the
+ * second and at least 2 us per page more (bare metal: about the same).
+ * 1-3 ms once, on the first call; logged at info level.
  * Thread: any (pthread_once).
  */
 #ifndef FERRY_UTIL_KCOPY_H
