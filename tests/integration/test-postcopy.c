@@ -507,6 +507,9 @@ static void t_pc_hostile(void **state)
 			    "destination (command at offset 28)");
 	b.len = 0; header(&b); advise(&b, 4);
 	assert_string_equal(pfeed(&b), "postcopy flags 0x4 (command at offset 28)");
+	/* Requests on the preempt connection need one. */
+	b.len = 0; header(&b); advise(&b, FERRY_PC_PREEMPT_REQS);
+	assert_string_equal(pfeed(&b), "postcopy flags 0x2 (command at offset 28)");
 	b.len = 0; header(&b); ram_setup(&b); advise(&b, 0);
 	assert_string_equal(pfeed(&b), "postcopy advised twice or late (command at offset 102)");
 	b.len = 0; header(&b); advise(&b, 0); advise(&b, 0);
@@ -677,8 +680,9 @@ static void t_pc_pinned(void **s)
 	wait_status(dst.vm, FERRY_MIGRATION_POSTCOPY_ACTIVE);
 	char want[16], got[64];
 	snprintf(want, sizeof(want), "%d", cpu);
-	static const char *const names[] = { "mig/dst/fault", "mig/dst/preempt", "mig/src/rp" };
-	for (unsigned i = 0; i < 3; i++) {
+	static const char *const names[] = { "mig/dst/fault", "mig/dst/preempt", "mig/src/rp",
+					     "mig/src/preq" };
+	for (unsigned i = 0; i < 4; i++) {
 		/* Each pins itself when it starts: give it a moment. */
 		for (int t = 0; t < 2000; t++) {
 			thread_cpus(names[i], got, sizeof(got));

@@ -35,7 +35,8 @@ typedef struct ferry_dst {
 	bool pc_listening;      /* LISTEN done: RAM is placed, never written */
 	bool pc_running;        /* RUN received: the rest comes in postcopy */
 	bool pre_on;            /* preempt channel negotiated */
-	ferry_chan pre;         /* read by mig/dst/preempt */
+	bool pre_reqs;          /* page requests go on it too (FERRY_PC_PREEMPT_REQS) */
+	ferry_chan pre;         /* read by mig/dst/preempt; page requests written under pc->rp_lock */
 	ferry_ram_loader pre_ram; /* mig/dst/preempt's; counters read by ferry__dst_stats */
 	pthread_t pre_thread;
 	bool pre_started;

@@ -165,13 +165,57 @@ void ferry__pc_dst_set_rp(ferry_pc_dst *pc, ferry_chan *rp)
 	pthread_mutex_unlock(&pc->rp_lock);
 }
 
+/* Thread: mig/dst/main (preempt reader start and stop); takes rp_lock. */
+void ferry__pc_dst_set_req(ferry_pc_dst *pc, ferry_chan *req)
+{
+	pthread_mutex_lock(&pc->rp_lock);
+	pc->req_chan = req;
+	pc->req_last_ns = ferry__now_ns();
+	pthread_mutex_unlock(&pc->rp_lock);
+}
+
+/*
+ * One message on the requests' channel: req_chan when attached, else the
+ * return path. 0, or -EPIPE when neither is. Takes rp_lock.
+ */
+static int req_send(ferry_pc_dst *pc, uint16_t type, const void *p, size_t l)
+{
+	pthread_mutex_lock(&pc->rp_lock);
+	int r = -EPIPE;
+	ferry_chan *c = pc->req_chan ? pc->req_chan : pc->rp;
+	if (c) {
+		ferry__wire_put_rp(c, type, p, l, NULL, 0);
+		r = ferry__chan_flush(c);
+		*(c == pc->req_chan ? &pc->req_last_ns : &pc->rp_last_ns) = ferry__now_ns();
+	}
+	pthread_mutex_unlock(&pc->rp_lock);
+	return r;
+}
+
 /* Thread: mig/dst/fault or a resync on mig/dst/main; takes rp_lock. */
 static int send_request(ferry_pc_dst *pc, unsigned bi, uint64_t page)
 {
 	const struct ferry_ram_block *rb = pc->vm->blocks[bi];
 	uint8_t m[FERRY_RP_REQ_MAX];
 	size_t l = ferry__wire_req_encode(m, page, 1, rb->name);
-	return ferry__pc_rp_send(pc, FERRY_RP_REQ_PAGES, m, l, NULL, 0);
+	return req_send(pc, FERRY_RP_REQ_PAGES, m, l);
+}
+
+/*
+ * Heartbeats on the return path and on the requests' channel, each when
+ * it has been quiet for heartbeat_ms. Thread: mig/dst/fault; takes rp_lock.
+ */
+static void heartbeats(ferry_pc_dst *pc)
+{
+	uint64_t quiet_ns = pc->heartbeat_ms * 1000000ull, now = ferry__now_ns();
+	pthread_mutex_lock(&pc->rp_lock);
+	bool rp = pc->rp && now - pc->rp_last_ns >= quiet_ns;
+	bool req = pc->req_chan && now - pc->req_last_ns >= quiet_ns;
+	pthread_mutex_unlock(&pc->rp_lock);
+	if (rp)
+		ferry__pc_rp_send(pc, FERRY_RP_HEARTBEAT, NULL, 0, NULL, 0);
+	if (req)
+		req_send(pc, FERRY_RP_HEARTBEAT, NULL, 0);
 }
 
 static unsigned hist_bucket(uint64_t ns)
@@ -346,11 +390,7 @@ static void *fault_thread(void *arg)
 			break;
 		if (fds[1].revents)
 			break;
-		pthread_mutex_lock(&pc->rp_lock);
-		bool quiet = pc->rp && ferry__now_ns() - pc->rp_last_ns >= pc->heartbeat_ms * 1000000ull;
-		pthread_mutex_unlock(&pc->rp_lock);
-		if (quiet)
-			ferry__pc_rp_send(pc, FERRY_RP_HEARTBEAT, NULL, 0, NULL, 0);
+		heartbeats(pc);
 		if (n <= 0 || !(fds[0].revents & POLLIN))
 			continue;
 		struct uffd_msg msg[16];
@@ -572,7 +612,8 @@ int ferry__postcopy_advise(ferry_dst *l, uint32_t flags)
 	ferry_error err = { 0 };
 	if (l->pc || l->ram.started)
 		return ferry__chan_fail(c, FERRY_EBADSTREAM, "postcopy advised twice or late");
-	if (flags & ~FERRY_PC_PREEMPT)
+	if ((flags & ~(FERRY_PC_PREEMPT | FERRY_PC_PREEMPT_REQS)) ||
+	    (flags & FERRY_PC_PREEMPT_REQS && !(flags & FERRY_PC_PREEMPT)))
 		return ferry__chan_fail(c, FERRY_EBADSTREAM, "postcopy flags 0x%x", flags);
 	pthread_mutex_lock(&vm->mig_lock);
 	ferry_migration_params ip = vm->in_params;
@@ -608,6 +649,7 @@ int ferry__postcopy_advise(ferry_dst *l, uint32_t flags)
 	if ((r = pc_accept_preempt(l, m->listen_fd, &err)))
 		return ferry__chan_fail(c, r, "%s", err.msg);
 	l->pre_on = true;
+	l->pre_reqs = flags & FERRY_PC_PREEMPT_REQS;
 	return 0;
 }
 
@@ -653,12 +695,15 @@ static int pre_start(ferry_dst *l)
 	atomic_store(&l->pre_quit, false);
 	int r = -pthread_create(&l->pre_thread, NULL, preempt_thread, l);
 	l->pre_started = !r;
+	if (!r && l->pre_reqs) /* page requests from now on (resync's too) */
+		ferry__pc_dst_set_req(l->pc, &l->pre);
 	return r;
 }
 
 /* Thread: mig/dst/main. Stops and joins mig/dst/preempt, closes l->pre. */
 static void pre_stop(ferry_dst *l)
 {
+	ferry__pc_dst_set_req(l->pc, NULL); /* no writer once it is closed */
 	atomic_store(&l->pre_quit, true);
 	atomic_store(&l->m->preempt_fd, -1);
 	if (l->pre.ibuf)

@@ -16,11 +16,15 @@
  *
  * mig/dst/fault reads fault messages. A fault on a pending page that has
  * not been placed is requested from the source on the return path (once:
- * `requested`); a fault on any other missing page is a page the source
- * never sent because it was never populated (zero there and here): it is
- * placed as a zero page at once, without a round trip. The fault thread
- * also sends a heartbeat on the return path when it has been quiet, so the
- * source can tell a silent link from an idle guest.
+ * `requested`), or with FERRY_PC_PREEMPT_REQS on the preempt connection,
+ * whose socket nothing else writes this way (on the main one a request
+ * waits whenever mig/dst/listen holds the socket to read the background,
+ * and on the source whenever mig/src/main holds it to send); a fault on
+ * any other missing page is a page the source never sent because it was
+ * never populated (zero there and here): it is placed as a zero page at
+ * once, without a round trip. The fault thread also sends a heartbeat on
+ * each of those connections that has been quiet, so the source can tell a
+ * silent link from an idle guest.
  *
  * mig/dst/listen reads the rest of the main stream (background pages) and
  * mig/dst/preempt the preempt connection (requested pages); both place.
@@ -76,10 +80,16 @@ typedef struct ferry_pc_dst {
 	_Atomic unsigned long *requested[FERRY_MAX_RAM_BLOCKS];
 	uint64_t npending;
 
-	/* Return path writes; rp is NULL while paused. */
+	/*
+	 * Return path writes; rp is NULL while paused. req_chan, when not NULL,
+	 * carries the page requests instead: the preempt connection with
+	 * FERRY_PC_PREEMPT_REQS (NULL while paused too).
+	 */
 	pthread_mutex_t rp_lock;
 	ferry_chan *rp;   /* protected by rp_lock */
 	uint64_t rp_last_ns; /* protected by rp_lock: last message sent */
+	ferry_chan *req_chan; /* protected by rp_lock */
+	uint64_t req_last_ns; /* protected by rp_lock: last message sent on req_chan */
 
 	/* Protected by stat_lock: outstanding request times and statistics. */
 	pthread_mutex_t stat_lock;
@@ -110,6 +120,8 @@ int ferry__pc_place(ferry_pc_dst *pc, unsigned bi, uint64_t first, uint32_t n,
 bool ferry__pc_dst_complete(ferry_pc_dst *pc);
 /* Attaches (rp != NULL) or detaches the return path. */
 void ferry__pc_dst_set_rp(ferry_pc_dst *pc, ferry_chan *rp);
+/* Attaches (req != NULL) or detaches the page requests' own channel. */
+void ferry__pc_dst_set_req(ferry_pc_dst *pc, ferry_chan *req);
 /* Sends one return path message under rp_lock. 0, or -EPIPE when detached. */
 int ferry__pc_rp_send(ferry_pc_dst *pc, uint16_t type, const void *p1, size_t l1,
 		      const void *p2, size_t l2);

@@ -39,8 +39,9 @@ enum {
 	FERRY_CMD_MULTIFD = 4,    /* be32 channels, u8 compression: accept channels */
 	/*
 	 * Postcopy (see docs/wire-format.md, "Postcopy"):
-	 * ADVISE: be32 flags (FERRY_PC_PREEMPT): postcopy may follow; with
-	 *   preempt, one more connection (FERRY_PC_HS_MAGIC handshake) follows.
+	 * ADVISE: be32 flags (FERRY_PC_PREEMPT, FERRY_PC_PREEMPT_REQS):
+	 *   postcopy may follow; with preempt, one more connection
+	 *   (FERRY_PC_HS_MAGIC handshake) follows.
 	 * DISCARD: u8 name length, name, be64 first page (multiple of 64), then
 	 *   little-endian 64-bit bitmap words: pages the source will send again.
 	 * LISTEN: 0 bytes: register RAM for missing-page faults.
@@ -197,6 +198,12 @@ enum {
 #define FERRY_RP_F_SUM 0x8000u
 
 #define FERRY_PC_PREEMPT 0x1u
+/*
+ * With FERRY_PC_PREEMPT: the destination sends its page requests and
+ * heartbeats (return path messages) on the preempt connection instead of
+ * the main one, whose socket the background stream keeps busy.
+ */
+#define FERRY_PC_PREEMPT_REQS 0x2u
 #define FERRY_PC_HS_MAGIC 0x46525043u /* "FRPC": preempt channel handshake */
 #define FERRY_PC_HS_LEN 24u           /* be32 magic, be32 version, 16-byte uuid */
 /* Bitmap bytes per DISCARD/MISSING message (262144 pages = 1 GiB). */
