@@ -66,10 +66,13 @@ struct ferry_ram_block {
 	unsigned long *received;
 	/*
 	 * Destination: how precopy pages are written (FERRY_PLACE_UFFD,
-	 * _PWRITE or _MAPPING; see ferry__place_setup, place.c). Set by
-	 * mig/dst/main before any receive thread starts; read-only after.
+	 * _PWRITE, _MAPPING or _COPY; see ferry__place_setup, place.c), and
+	 * whether every page of the block is there already (a fully allocated
+	 * file: writes take no fault, so no placing thread is worth a handoff).
+	 * Set by mig/dst/main before any receive thread starts; read-only after.
 	 */
 	uint8_t place;
+	bool place_filled;
 };
 
 struct ferry_device {

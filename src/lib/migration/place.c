@@ -152,8 +152,9 @@ int ferry__place_setup(ferry_vm_t *vm, uint32_t want, bool copy, uint32_t *used,
 		 * recv() straight into it (already mapped) then saves the
 		 * bounce copy.
 		 */
-		bool fresh_file = !advise && ferry__ram_maps_file(rb->host, rb->size, rb->fd) &&
-				  ferry__ram_file_fill(rb->fd, rb->size) != FERRY_FILL_ALL;
+		bool file = ferry__ram_maps_file(rb->host, rb->size, rb->fd);
+		rb->place_filled = file && ferry__ram_file_fill(rb->fd, rb->size) == FERRY_FILL_ALL;
+		bool fresh_file = !advise && file && !rb->place_filled;
 		rb->place = !fresh_file			     ? direct
 			    : want == FERRY_PLACE_AUTO ? FERRY_PLACE_UFFD
 						       : (uint8_t)want;
