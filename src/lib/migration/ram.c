@@ -565,23 +565,20 @@ static int first_pass(ferry_ram_saver *rs)
 				ferry__bitmap_fill(vm->blocks[k]->dirty, vm->blocks[k]->npages);
 			return 0;
 		}
-		bool ahead = more && rs->zero_helper.started;
-		if (ahead) {
+		if (more)
 			*next = chunk_job_of(rs, vm->blocks[ni], nbase, nn, true, rs->maps_file[ni],
 					     set ^ 1);
+		bool ahead = more && rs->zero_helper.started;
+		if (ahead)
 			ferry__helper_submit(&rs->zero_helper, chunk_fn, next);
-		}
 		ferry__ram_hints_poll(rs);
 		r = chunk_emit(rs, cur);
 		if (ahead)
 			ferry__helper_wait(&rs->zero_helper); /* the job's maps are read after this */
 		if (r || !more)
 			return r;
-		if (!ahead) {
-			*next = chunk_job_of(rs, vm->blocks[ni], nbase, nn, true, rs->maps_file[ni],
-					     set ^ 1);
+		if (!ahead)
 			chunk_prepare_now(rs, next);
-		}
 		i = ni;
 		base = nbase;
 		n = nn;
