@@ -248,11 +248,9 @@ typedef struct ferry_ram_saver {
 	/*
 	 * SCAN_BATCH checksums: a chunk's data pages' (stream/sum.h), computed
 	 * with its zero check when they go on the main channel with checksums,
-	 * so the helper takes its share; run_sums: the ones of the run being
-	 * queued (chan_put), else NULL.
+	 * so the helper takes its share (emit hands a run's to the sink).
 	 */
 	uint64_t *sums[2];
-	const uint64_t *run_sums;
 	/*
 	 * The first pass protects and scans every chunk before reading it;
 	 * maps_file[i]: block i is a shared mapping of its whole fd, so the

@@ -638,11 +638,12 @@ void ferry__mf_send_stats(ferry_mf_sender *s, ferry_migration_info *info)
 /* ---- the multifd page sink (sink.h; mig/src/main) ---- */
 
 static int sink_put(ferry_page_sink *ps, const struct ferry_ram_block *rb, uint64_t kind,
-		    uint64_t first, uint32_t n)
+		    uint64_t first, uint32_t n, const uint64_t *sums)
 {
 	ferry_mf_sender *s = ferry_container_of(ps, ferry_mf_sender, sink);
 	ferry_mf_job *j = s->job;
 	(void)kind; /* the channels tell zero pages apart themselves */
+	(void)sums; /* and checksum what they send (the saver computes none ahead for them) */
 	for (uint64_t p = first; p < first + n; p++) {
 		if (j->n && (j->rb != rb || j->n == FERRY_MF_MAX_PAGES)) {
 			int r = send_job(s, j);

@@ -93,11 +93,11 @@ typedef struct ferry_pc_src {
  * out at once as one PAGES record naming its block.
  */
 static int pre_put(ferry_page_sink *s, const struct ferry_ram_block *rb, uint64_t kind,
-		   uint64_t first, uint32_t n)
+		   uint64_t first, uint32_t n, const uint64_t *sums)
 {
 	ferry_pc_src *pc = ferry_container_of(s, ferry_pc_src, pre_sink);
 	ferry__wire_put_ram_run(&pc->pre, kind, rb->name, false, first, n,
-				rb->host + (first << FERRY_PAGE_SHIFT), NULL);
+				rb->host + (first << FERRY_PAGE_SHIFT), sums);
 	return ferry__chan_flush(&pc->pre);
 }
 
@@ -131,7 +131,7 @@ static int rp_request(struct ferry_migration *m, ferry_chan *c, const uint8_t *b
 		ferry__bitmap_clear_range(rb->dirty, first, n);
 		pthread_mutex_unlock(&pc->lock);
 		pthread_mutex_lock(&pc->pre_lock);
-		r = pc->pre_sink.ops->put(&pc->pre_sink, rb, FERRY_RAM_PAGES, first, n);
+		r = pc->pre_sink.ops->put(&pc->pre_sink, rb, FERRY_RAM_PAGES, first, n, NULL);
 		pthread_mutex_unlock(&pc->pre_lock);
 		if (r) {
 			/*

@@ -266,12 +266,12 @@ int ferry__ram_sync(ferry_ram_saver *rs, uint64_t *newly)
  * postcopy, where requests wait behind the background).
  */
 static int chan_put(ferry_page_sink *s, const struct ferry_ram_block *rb, uint64_t kind,
-		    uint64_t start, uint32_t n)
+		    uint64_t start, uint32_t n, const uint64_t *sums)
 {
 	ferry_ram_saver *rs = ferry_container_of(s, ferry_ram_saver, chan_sink);
 	ferry_chan *c = rs->c;
 	ferry__wire_put_ram_run(c, kind, rb->name, rb == rs->last_block, start, n,
-				rb->host + (start << FERRY_PAGE_SHIFT), rs->run_sums);
+				rb->host + (start << FERRY_PAGE_SHIFT), sums);
 	rs->last_block = rb;
 	if (kind == FERRY_RAM_PAGES) {
 		rs->normal += n;
@@ -309,9 +309,7 @@ static int emit(ferry_ram_saver *rs, const struct ferry_ram_block *rb, uint64_t 
 		uint64_t start, uint64_t n, const uint64_t *sums)
 {
 	rs->processed += n;
-	rs->run_sums = sums;
-	int r = rs->sink->ops->put(rs->sink, rb, kind, start, (uint32_t)n);
-	rs->run_sums = NULL;
+	int r = rs->sink->ops->put(rs->sink, rb, kind, start, (uint32_t)n, sums);
 	if (r)
 		return r;
 	/*

@@ -32,9 +32,13 @@
 typedef struct ferry_page_sink ferry_page_sink;
 
 typedef struct ferry_page_sink_ops {
-	/* Queues pages [first, first + n) of rb as kind (FERRY_RAM_PAGES/ZEROS). 0 or -errno. */
+	/*
+	 * Queues pages [first, first + n) of rb as kind (FERRY_RAM_PAGES/ZEROS);
+	 * sums: their checksums (stream/sum.h) if computed already, else NULL
+	 * (a sink that carries checksums computes them). 0 or -errno.
+	 */
 	int (*put)(ferry_page_sink *s, const struct ferry_ram_block *rb, uint64_t kind,
-		   uint64_t first, uint32_t n);
+		   uint64_t first, uint32_t n, const uint64_t *sums);
 	/* The end of a pass (NULL: nothing to do). 0 or -errno. */
 	int (*pass_end)(ferry_page_sink *s);
 	/* Adds the carrier's own counters to info (caller holds stats_lock); NULL: none. */
