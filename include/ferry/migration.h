@@ -339,7 +339,9 @@ typedef struct ferry_migration_info {
 	uint64_t downtime_ms;       /* source stop to destination running */
 	/*
 	 * Source, from the last pass: the downtime a switchover would take now
-	 * (what is left and what the sockets hold, at the link's rate, plus a
+	 * (what is left and what the sockets hold, at the rate expected once
+	 * the vCPUs stop: the pass's, or the destination's own (dest_load_bps)
+	 * when higher, but at most the first pass's and max-bandwidth; plus a
 	 * log sync); the switchover comes when it is within downtime-limit.
 	 */
 	uint64_t expected_downtime_ms;
@@ -478,8 +480,8 @@ typedef struct ferry_migration_info {
 	/*
 	 * Source: the downtime the switchover was decided on (expected_downtime_ms
 	 * at the last pass: what was left to send and what the sockets still
-	 * held, at the last dirty pass's rate, plus a log sync as long as the
-	 * last), kept once COMPLETED, to compare with downtime_ms.
+	 * held, at the rate expected_downtime_ms says, plus a log sync as long
+	 * as the last), kept once COMPLETED, to compare with downtime_ms.
 	 */
 	uint64_t downtime_expected_ms;
 	/*
@@ -493,6 +495,14 @@ typedef struct ferry_migration_info {
 	 */
 	uint64_t precopy_bytes;
 	uint64_t downtime_bytes;
+	/*
+	 * Source: the rate the destination loaded the last pass at, per second
+	 * of its loading threads' CPU time, from its own reports (bytes/s).
+	 * 0: not known (multifd, an older destination, fewer than two passes).
+	 * expected_downtime_ms takes it as the switchover's rate when the
+	 * pass itself went slower (the vCPUs shared the source's CPUs then).
+	 */
+	uint64_t dest_load_bps;
 	/* More fields may be added at any time. */
 } ferry_migration_info;
 

@@ -105,9 +105,12 @@ static json_t *info_ram(const ferry_migration_info *i)
 		(json_int_t)i->postcopy_bytes, "dirty-sync-missed-zero-copy", (json_int_t)0, "x-skipped",
 		(json_int_t)i->skipped);
 	/* The most bytes sent in any 100 ms window (what max-bandwidth caps). */
-	if (!i->incoming)
+	if (!i->incoming) {
 		json_object_set_new(ram, "x-bandwidth-peak-window-bytes",
 				    json_integer((json_int_t)i->bandwidth_peak_window_bytes));
+		/* The destination's load rate per CPU second, last pass (expected-downtime). */
+		json_object_set_new(ram, "x-dest-load-rate", json_integer((json_int_t)i->dest_load_bps));
+	}
 	/* Checksums (x-checksum): page bytes verified, payloads that failed (destination). */
 	json_object_set_new(ram, "x-verified-bytes", json_integer((json_int_t)i->verified_bytes));
 	json_object_set_new(ram, "x-checksum-mismatches",

@@ -50,6 +50,7 @@ static const ferry_qmp_arg migration_stats[] = {
 	{ "x-verified-bytes", FERRY_QMP_UINT64 },
 	{ "x-checksum-mismatches", FERRY_QMP_UINT64 },
 	{ "x-bandwidth-peak-window-bytes", FERRY_QMP_UINT64, OPT },
+	{ "x-dest-load-rate", FERRY_QMP_UINT64, OPT },
 	{ NULL },
 };
 

@@ -173,6 +173,14 @@ static int message(ferry_chan *c, uint8_t *buf)
 		if (len == FERRY_RP_PONG_LEN)
 			CHECK(ferry__wire_rp_pong_decode(buf) == ferry__ld_be32(buf));
 		return 0;
+	case FERRY_RP_LOAD: {
+		ferry_wire_load l;
+		if (ferry__wire_rp_load_decode(buf, len, &l))
+			return ferry__chan_fail(c, FERRY_EBADSTREAM, "return path LOAD of %u bytes", len);
+		CHECK(l.value == ferry__ld_be32(buf) && l.bytes == ferry__ld_be64(buf + 4) &&
+		      l.cpu_ns == ferry__ld_be64(buf + 12));
+		return 0;
+	}
 	case FERRY_RP_REQ_PAGES: return request(c, buf, len);
 	case FERRY_RP_MISSING: return missing(c, buf, len);
 	case FERRY_RP_RUNNING:

@@ -305,7 +305,7 @@ def vmsd_seeds():
 
 
 # ---- rp: return path messages (format.h); the target's blocks ----
-RP_SHUT, RP_PONG, RP_REQ, RP_RUNNING, RP_MISSING, RP_MISSING_END, RP_HEARTBEAT, RP_SWACK = range(1, 9)
+RP_SHUT, RP_PONG, RP_REQ, RP_RUNNING, RP_MISSING, RP_MISSING_END, RP_HEARTBEAT, RP_SWACK, RP_LOAD = range(1, 10)
 CHUNK_PAGES = 32768 * 8
 
 
@@ -324,7 +324,8 @@ def rp_bitmap(name, first, words):
 
 def rp_seeds():
     return {
-        'session': rp(RP_PONG, struct.pack('>I', 7)) + rp(RP_SWACK) + rp(RP_RUNNING)
+        'session': rp(RP_PONG, struct.pack('>I', 7)) + rp(RP_LOAD, struct.pack('>IQQ', 0x4c000001, 1 << 20, 5000000))
+        + rp(RP_SWACK) + rp(RP_RUNNING)
         + rp_req(0, 1, b'tiny') + rp_req(60, 9, b'small') + rp(RP_HEARTBEAT)
         + rp(RP_SHUT, struct.pack('>i', 0) + b'done'),
         'missing': rp_bitmap(b'tiny', 0, [1]) + rp_bitmap(b'small', 64, [0x1f])
@@ -336,6 +337,7 @@ def rp_seeds():
         'bad-req': rp(RP_REQ, struct.pack('>QI', 0, 1) + b'\x05tiny'),
         'bad-req-nul': rp_req(0, 1, b'ti\0y'),
         'bad-len': struct.pack('>HH', RP_MISSING, 0xffff),
+        'bad-load': rp(RP_LOAD, struct.pack('>IQ', 0x4c000001, 1 << 20)),
         'shut-error': rp(RP_SHUT, struct.pack('>i', -22) + b'x' * 400),
     }
 

@@ -372,7 +372,7 @@ RAM_MEMBERS = ["transferred", "remaining", "total", "duplicate", "skipped", "nor
 
 def check_ram(name, ram, source, postcopy=False, multifd=False):
     """QEMU's mandatory members, with the values Ferry truly has; the byte split adds up to transferred."""
-    want = RAM_MEMBERS + (["x-bandwidth-peak-window-bytes"] if source else [])
+    want = RAM_MEMBERS + (["x-bandwidth-peak-window-bytes", "x-dest-load-rate"] if source else [])
     eq(f"{name}: ram members", sorted(ram), sorted(want))
     eq(f"{name}: fixed members", {k: ram[k] for k in ("skipped", "page-size", "dirty-sync-missed-zero-copy")},
        {"skipped": 0, "page-size": 4096, "dirty-sync-missed-zero-copy": 0})
@@ -381,6 +381,8 @@ def check_ram(name, ram, source, postcopy=False, multifd=False):
     true(f"{name}: bytes moved while running and while stopped",
          ram["precopy-bytes"] > 0 and ram["downtime-bytes"] > 0, str(ram))
     eq(f"{name}: postcopy bytes only with postcopy", ram["postcopy-bytes"] > 0, postcopy)
+    if source and multifd:
+        eq(f"{name}: no load reports with multifd", ram["x-dest-load-rate"], 0)
     if not postcopy:
         eq(f"{name}: no postcopy requests", ram["postcopy-requests"], 0)
     if not multifd:

@@ -569,6 +569,7 @@ static void t_return_path(void **state)
 	ferry__wire_put_rp_shut(&w, 0, NULL);
 	uint8_t pong[FERRY_RP_PONG_LEN] = { 0, 0, 0, 42 };
 	ferry__wire_put_rp(&w, FERRY_RP_PONG, pong, sizeof(pong), NULL, 0);
+	ferry__wire_put_rp_load(&w, &(ferry_wire_load){ FERRY_PING_LOAD | 7, 1ull << 40, 123456789 });
 	assert_int_equal(ferry__chan_flush(&w), 0);
 
 	uint16_t type, len;
@@ -595,6 +596,18 @@ static void t_return_path(void **state)
 	assert_int_equal(len, FERRY_RP_PONG_LEN);
 	assert_int_equal(ferry__chan_read(&r, buf, len), 0);
 	assert_int_equal(ferry__wire_rp_pong_decode(buf), 42);
+	/* A load report: its three figures back, and no other length. */
+	assert_int_equal(ferry__wire_get_rp(&r, &type, &len), 0);
+	assert_int_equal(type, FERRY_RP_LOAD);
+	assert_int_equal(len, FERRY_RP_LOAD_LEN);
+	assert_int_equal(ferry__chan_read(&r, buf, len), 0);
+	ferry_wire_load ld;
+	assert_int_equal(ferry__wire_rp_load_decode(buf, len, &ld), 0);
+	assert_int_equal(ld.value, FERRY_PING_LOAD | 7);
+	assert_true(ld.bytes == 1ull << 40);
+	assert_true(ld.cpu_ns == 123456789);
+	assert_int_equal(ferry__wire_rp_load_decode(buf, len - 1, &ld), -EINVAL);
+	assert_int_equal(ferry__wire_rp_load_decode(buf, len + 1, &ld), -EINVAL);
 
 	/* A page request. */
 	uint8_t q[FERRY_RP_REQ_MAX];

@@ -172,6 +172,23 @@ static int cmd_digest(ferry_dst *l, const uint8_t *buf, uint64_t ctl)
 	return ferry__sum_finish(c, d.records, d.digest, d.ctl, ctl, !l->pc_listening);
 }
 
+/*
+ * The answer to a PING asking for it (FERRY_PING_LOAD): the stream bytes
+ * read so far and the CPU time this side's loading threads (mig/dst/main
+ * and the placing threads) used on them. The source divides the two
+ * between reports: what loading a byte costs here, which the switchover's
+ * downtime depends on once the source's vCPUs stop (source.c,
+ * downtime_estimate_ns). CPU time, not wall time: waits for input and for
+ * a CPU are not this side's work. mig/dst/main.
+ */
+static int put_load_report(ferry_dst *l, uint32_t value)
+{
+	uint64_t cpu = ferry__thread_cpu_ns(pthread_self()) - l->load_cpu0 +
+		       ferry__placer_cpu_ns(l->ram.placer);
+	ferry__wire_put_rp_load(l->c, &(ferry_wire_load){ value, l->c->in_offset, cpu });
+	return ferry__chan_flush(l->c);
+}
+
 int ferry__dst_load_command(ferry_dst *l)
 {
 	ferry_chan *c = l->c;
@@ -199,6 +216,8 @@ int ferry__dst_load_command(ferry_dst *l)
 	case FERRY_CMD_PING:
 		if (l->pc_listening) /* other threads write the return path too */
 			return ferry__pc_rp_send(l->pc, FERRY_RP_PONG, buf, FERRY_RP_PONG_LEN, NULL, 0);
+		if ((ferry__wire_cmd_be32(buf) & FERRY_PING_TAG_MASK) == FERRY_PING_LOAD)
+			return put_load_report(l, ferry__wire_cmd_be32(buf));
 		ferry__wire_put_rp(c, FERRY_RP_PONG, buf, FERRY_RP_PONG_LEN, NULL, 0);
 		return ferry__chan_flush(c);
 	case FERRY_CMD_POSTCOPY_ADVISE:
@@ -234,6 +253,7 @@ static int dst_negotiate(ferry_dst *l)
 	ferry_chan *c = l->c;
 	ferry_wire_hdr hdr;
 	int r;
+	l->load_cpu0 = ferry__thread_cpu_ns(pthread_self()); /* load reports count from here */
 	ferry__chan_ctx(c, "stream header");
 	if ((r = ferry__wire_get_header(c, &hdr)))
 		return r;

@@ -24,6 +24,7 @@ typedef struct ferry_dst {
 	ferry_chan *c;          /* the main channel (&m->chan) */
 	bool run_after;
 	bool digest_seen;       /* DIGEST read (checksummed streams end with it) */
+	uint64_t load_cpu0;     /* mig/dst/main's CPU time at the stream's start (load reports) */
 	ferry_parts parts;      /* what loads sections: RAM (opaque &ram), devices (m) */
 	ferry_ram_loader ram;   /* the main channel's RAM loading state */
 	uint8_t uuid[16];       /* the source VM's, from the header */

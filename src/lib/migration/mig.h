@@ -102,6 +102,15 @@ struct ferry_migration {
 	uint64_t rp_shut_ns;
 	bool rp_qmp;          /* the peer greeted like a QMP monitor */
 	bool rp_bye;          /* main thread: done writing after a cancel */
+	/*
+	 * The destination's last two load reports (RP LOAD: stream bytes read,
+	 * CPU ns its loading threads used, both cumulative); rp_loads counts
+	 * them (rp_cond is broadcast at each); rp_load_none: the destination
+	 * answered PONG instead, it does not report.
+	 */
+	uint64_t rp_load_bytes[2], rp_load_cpu_ns[2];
+	uint32_t rp_loads;
+	bool rp_load_none;
 
 	/*
 	 * Postcopy. pc_src (source) and pc_dst (destination) are set by the

@@ -546,6 +546,14 @@ struct ferry_placer *ferry__placer_start(void)
 	return pl;
 }
 
+uint64_t ferry__placer_cpu_ns(struct ferry_placer *pl)
+{
+	uint64_t ns = 0;
+	for (unsigned t = 0; pl && t < pl->started; t++)
+		ns += ferry__thread_cpu_ns(pl->thread[t]);
+	return ns;
+}
+
 /* Thread: the filler (mig/dst/main); takes pl->lock. */
 uint8_t *ferry__placer_slot(ferry_chan *c, struct ferry_placer *pl, int *r)
 {

@@ -104,6 +104,11 @@ struct ferry_placer;
 /* Starts the threads; NULL when not worth it (one CPU) or impossible. */
 struct ferry_placer *ferry__placer_start(void);
 /*
+ * The CPU time the placing threads used since they started (ns; 0 for
+ * NULL). Thread: the one that stops pl (it reads started).
+ */
+uint64_t ferry__placer_cpu_ns(struct ferry_placer *pl);
+/*
  * The next free slot's buffer (FERRY_RAM_MAX_RUN pages; waits for one),
  * or NULL with the placer's failure (reported on c) in *r.
  */

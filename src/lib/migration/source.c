@@ -117,6 +117,38 @@ static void rp_got_shut(struct ferry_migration *m, const uint8_t *buf, uint16_t 
 	pthread_mutex_unlock(&m->rp_lock);
 }
 
+/* RP LOAD: keeps the last two reports (downtime_estimate_ns). mig/src/rp. */
+static int rp_load(struct ferry_migration *m, const uint8_t *b, size_t len)
+{
+	ferry_wire_load l;
+	if (ferry__wire_rp_load_decode(b, len, &l))
+		return ferry__chan_fail(&m->chan, FERRY_EBADSTREAM,
+					"return path LOAD of %zu bytes (expected %u)", len,
+					FERRY_RP_LOAD_LEN);
+	pthread_mutex_lock(&m->rp_lock);
+	m->rp_load_bytes[0] = m->rp_load_bytes[1];
+	m->rp_load_cpu_ns[0] = m->rp_load_cpu_ns[1];
+	m->rp_load_bytes[1] = l.bytes;
+	m->rp_load_cpu_ns[1] = l.cpu_ns;
+	m->rp_loads++;
+	pthread_cond_broadcast(&m->rp_cond);
+	pthread_mutex_unlock(&m->rp_lock);
+	return 0;
+}
+
+/* A PONG to a PING that asked for LOAD: an older destination, which never reports. mig/src/rp. */
+static bool rp_load_refused(struct ferry_migration *m, uint16_t type, const uint8_t *b, size_t len)
+{
+	if (type != FERRY_RP_PONG || len != FERRY_RP_PONG_LEN ||
+	    (ferry__wire_rp_pong_decode(b) & FERRY_PING_TAG_MASK) != FERRY_PING_LOAD)
+		return false;
+	pthread_mutex_lock(&m->rp_lock);
+	m->rp_load_none = true;
+	pthread_cond_broadcast(&m->rp_cond);
+	pthread_mutex_unlock(&m->rp_lock);
+	return true;
+}
+
 /*
  * Reads and handles one return path message (buf: cap bytes). Returns true
  * to read on, false at SHUT, EOF, an error or a QMP greeting.
@@ -157,7 +189,9 @@ static bool rp_message(struct ferry_migration *m, uint8_t *buf, size_t cap, bool
 		rp_got_shut(m, buf, len);
 		return false;
 	}
-	int r = ferry__pc_src_rp_msg(m, c, type, buf, len);
+	int r = type == FERRY_RP_LOAD		       ? rp_load(m, buf, len)
+		: rp_load_refused(m, type, buf, len) ? 0
+						     : ferry__pc_src_rp_msg(m, c, type, buf, len);
 	if (r == -ENOMSG)
 		r = ferry__swack_src_rp_msg(m, type, len);
 	if (r == -ENOMSG)
@@ -250,6 +284,8 @@ int ferry__src_rp_start(struct ferry_migration *m)
 {
 	pthread_mutex_lock(&m->rp_lock);
 	m->rp_shut = m->rp_dead = false;
+	m->rp_loads = 0;
+	m->rp_load_none = false;
 	pthread_mutex_unlock(&m->rp_lock);
 	int r = -pthread_create(&m->rp_thread, NULL, rp_thread, m);
 	m->rp_started = !r;
@@ -332,6 +368,7 @@ static void update_info(struct src_ctx *x, uint32_t pass, uint64_t bw, uint64_t 
 		/* mbps itself is the last 100 ms window (ram.c). */
 		m->info.expected_downtime_ms = expected_ms;
 		m->info.pages_per_second = bw / FERRY_PAGE_SIZE;
+		m->info.dest_load_bps = x->dest_bps;
 	}
 	pthread_mutex_unlock(&m->stats_lock);
 }
@@ -491,6 +528,11 @@ static int pass_run(struct src_ctx *x, uint64_t *dirtied)
 	int r = ferry__parts_pass(&x->parts, x->c);
 	if (r)
 		return r;
+	if (!x->p0.multifd) { /* the destination reports its load rate (downtime_estimate_ns) */
+		ferry__wire_put_cmd_be32(x->c, FERRY_CMD_PING, FERRY_PING_LOAD | (x->pass & 0xffffffu));
+		if ((r = ferry__chan_flush(x->c)))
+			return r;
+	}
 	uint64_t t0 = ferry__now_ns(), w0 = ferry__thread_wait_ns();
 	r = ferry__parts_sync(&x->parts, dirtied);
 	/* The final sync, in the downtime, costs about as much, less the wait for a CPU. */
@@ -499,20 +541,64 @@ static int pass_run(struct src_ctx *x, uint64_t *dirtied)
 }
 
 /*
+ * Waits up to REPORT_WAIT_MS for the destination's report of this pass
+ * (the pass-th), which comes once it has loaded the pass: usually during
+ * the log sync already. Without it the estimate would take the previous
+ * pass's figures, or none after the second pass.
+ */
+#define REPORT_WAIT_MS 50
+static void dest_report_wait(struct src_ctx *x)
+{
+	struct ferry_migration *m = x->m;
+	if (x->p0.multifd)
+		return;
+	struct timespec dl = ferry__deadline_ms(REPORT_WAIT_MS); /* rp_cond is monotonic */
+	pthread_mutex_lock(&m->rp_lock);
+	while (m->rp_loads < x->pass && !m->rp_load_none && !m->rp_dead && !m->rp_shut)
+		if (pthread_cond_timedwait(&m->rp_cond, &m->rp_lock, &dl))
+			break;
+	pthread_mutex_unlock(&m->rp_lock);
+}
+
+/*
+ * The destination's load rate between its last two reports (bytes per
+ * second of its loading threads' CPU time; 0: fewer than two reports, or
+ * under 1 ms of CPU between them): dest.c, put_load_report.
+ */
+static uint64_t dest_load_bps(struct ferry_migration *m)
+{
+	pthread_mutex_lock(&m->rp_lock);
+	uint64_t db = m->rp_load_bytes[1] - m->rp_load_bytes[0];
+	uint64_t dt = m->rp_load_cpu_ns[1] - m->rp_load_cpu_ns[0];
+	bool ok = m->rp_loads >= 2 && m->rp_load_bytes[1] >= m->rp_load_bytes[0] &&
+		  m->rp_load_cpu_ns[1] >= m->rp_load_cpu_ns[0] + 1000000u;
+	pthread_mutex_unlock(&m->rp_lock);
+	return ok ? (uint64_t)((double)db * 1e9 / (double)dt) : 0;
+}
+
+/*
  * The downtime if the switchover came now (ns): what is left to send
  * (dirty pages, devices' stop-copy data) plus what the sockets and the
- * multifd queues still hold, at the link's rate, plus a log sync as long
- * as the last one. The rate is the average over all passes, or the last
- * pass's once a pass of dirty pages lasted 10 ms or more (the first pass
- * sends long runs of pages, faster than the scattered dirty ones that are
- * left at the end); a lower max-bandwidth caps it. *bw: that rate
- * (bytes/s; 0: nothing measured yet, and UINT64_MAX is returned).
+ * multifd queues still hold, at the switchover's rate, plus a log sync as
+ * long as the last one. A lower max-bandwidth caps the rate. *bw: that
+ * rate (bytes/s; 0: nothing measured yet, and UINT64_MAX is returned).
  *
- * The last pass's rate leaves out the time mig/src/main waited for a CPU:
- * the vCPUs held it then, and they are stopped during the stop-copy.
- * With the whole pass time (bench/precopy.py --downtime-grid, 2 busy
- * vCPUs on 2 CPUs) the estimate was 2.3-5.4x the actual downtime, which
- * kept guests from converging that could.
+ * The switchover's rate is the slower end's once the vCPUs stop, which
+ * cannot be measured before. So:
+ *  - the pass's own rate is a floor: the average over all passes, or the
+ *    last pass's once a pass of dirty pages lasted 10 ms or more (the
+ *    first pass sends long runs of pages, faster than the scattered dirty
+ *    ones left at the end), less the time mig/src/main waited for a CPU;
+ *  - above it, the destination's rate as if its loading threads shared
+ *    one CPU (its report of the last pass: bytes per CPU second), but
+ *    not above the first pass's rate, the fastest this side and the link
+ *    were seen to go (so a destination's report cannot raise it further).
+ * Measured (bench/precopy.py --downtime-grid, 2 busy vCPUs on 2 CPUs): a
+ * dirty pass's pages cost mig/src/main about 10x the CPU per byte they
+ * cost in the stop-copy (the vCPUs write them meanwhile), and the log sync
+ * 10-20x, so the pass's rate alone made the estimate 1.8-2.9x the actual
+ * downtime. The destination's CPU per byte was within 0.8-1.25x between
+ * the last pass and the stop-copy, which it bounds.
  */
 static uint64_t downtime_estimate_ns(struct src_ctx *x, const ferry_migration_params *p,
 				     uint64_t remaining, uint64_t *bw)
@@ -523,6 +609,10 @@ static uint64_t downtime_estimate_ns(struct src_ctx *x, const ferry_migration_pa
 		uint64_t ran = ferry__ran_ns(rs->pass_ns, rs->pass_wait_ns);
 		*bw = (uint64_t)((double)rs->pass_bytes * 1e9 / (double)ran);
 	}
+	x->dest_bps = dest_load_bps(x->m);
+	uint64_t stop = x->dest_bps < x->first_bw ? x->dest_bps : x->first_bw;
+	if (stop > *bw)
+		*bw = stop;
 	if (p->max_bandwidth && *bw > p->max_bandwidth)
 		*bw = p->max_bandwidth; /* a cap lowered since (migrate-set-parameters) */
 	if (!*bw)
@@ -546,6 +636,10 @@ static bool pass_decide(struct src_ctx *x, uint64_t dirtied)
 	uint64_t remaining = ferry__parts_pending(&x->parts, NULL, NULL), bw;
 	ferry_migration_params p;
 	ferry__mig_params(x->m, &p);
+	if (x->pass == 1 && rs->pass_bytes)
+		x->first_bw = (uint64_t)((double)rs->pass_bytes * 1e9 /
+					 (double)ferry__ran_ns(rs->pass_ns, rs->pass_wait_ns));
+	dest_report_wait(x);
 	x->expected_ns = downtime_estimate_ns(x, &p, remaining, &bw);
 	/*
 	 * Not on the first pass's rate alone while something is dirty: its long

@@ -189,7 +189,17 @@ enum {
 	FERRY_RP_MISSING_END = 6, /* 0 bytes: the MISSING bitmaps are complete */
 	FERRY_RP_HEARTBEAT = 7, /* 0 bytes: the destination is alive */
 	FERRY_RP_SWITCHOVER_ACK = 8, /* 0 bytes: the source may switch over (switchover-ack) */
+	/*
+	 * LOAD: be32 the PING's value, be64 stream bytes read, be64 ns of CPU
+	 * time the loading threads used, both since the stream began. The
+	 * answer to a PING whose value has FERRY_PING_LOAD in its top byte,
+	 * instead of PONG; a destination that does not know it answers PONG.
+	 */
+	FERRY_RP_LOAD = 9,
 };
+/* A PING value asking for RP LOAD: this top byte ("L"), a 24-bit sequence number. */
+#define FERRY_PING_LOAD 0x4c000000u
+#define FERRY_PING_TAG_MASK 0xff000000u
 /*
  * OR-ed into a return path message's type by a destination whose stream
  * has checksums: a be64 XXH3-64 of the message (type, length, payload)

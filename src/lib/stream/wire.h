@@ -521,6 +521,16 @@ void ferry__wire_put_rp_shut(ferry_chan *c, int status, const char *msg);
 void ferry__wire_rp_shut_decode(const uint8_t *p, size_t len, int *status, const uint8_t **msg,
 				size_t *msg_len);
 
+/* LOAD: be32 value, be64 bytes, be64 CPU ns (format.h). */
+#define FERRY_RP_LOAD_LEN 20u
+typedef struct ferry_wire_load {
+	uint32_t value;
+	uint64_t bytes, cpu_ns;
+} ferry_wire_load;
+void ferry__wire_put_rp_load(ferry_chan *c, const ferry_wire_load *l);
+/* A LOAD payload of len bytes into *l: 0, or -EINVAL when len is not FERRY_RP_LOAD_LEN. */
+int ferry__wire_rp_load_decode(const uint8_t *p, size_t len, ferry_wire_load *l);
+
 /* REQ_PAGES: be64 first page, be32 count, name. */
 enum {
 	FERRY_RP_REQ_FIRST_OFF = 0,

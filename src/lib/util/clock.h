@@ -35,6 +35,16 @@ static inline uint64_t ferry__wall_us(void)
  */
 uint64_t ferry__thread_wait_ns(void);
 
+/* The CPU time thread t has used (ns; 0 if it cannot be read). */
+static inline uint64_t ferry__thread_cpu_ns(pthread_t t)
+{
+	clockid_t id;
+	struct timespec ts;
+	if (pthread_getcpuclockid(t, &id) || clock_gettime(id, &ts))
+		return 0;
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 /*
  * The time a thread ran of an interval took ns long in which it waited
  * waited ns for a CPU: took - waited, but at least took / 10, so that a
