@@ -4,7 +4,8 @@
  * destination drives it: the message framing of source.c's rp_message
  * (ferry__wire_get_rp, a payload of at most FERRY_RP_PAYLOAD_MAX bytes)
  * and the decoders of each message (src/lib/stream/wire.c, format.h
- * "Return path"): SHUT (ferry__wire_rp_shut_decode), PONG, REQ_PAGES
+ * "Return path"): SHUT (ferry__wire_rp_shut_decode), PONG, LOAD
+ * (ferry__wire_rp_load_decode: exactly FERRY_RP_LOAD_LEN bytes), REQ_PAGES
  * (ferry__wire_req_len_ok, ferry__wire_req_decode) and the recovery's
  * MISSING bitmaps, decoded into a VM's page maps by
  * ferry__pc_bitmap_decode (src/lib/migration/postcopy.c) as the source
@@ -177,8 +178,8 @@ static int message(ferry_chan *c, uint8_t *buf)
 		ferry_wire_load l;
 		if (ferry__wire_rp_load_decode(buf, len, &l))
 			return ferry__chan_fail(c, FERRY_EBADSTREAM, "return path LOAD of %u bytes", len);
-		CHECK(l.value == ferry__ld_be32(buf) && l.bytes == ferry__ld_be64(buf + 4) &&
-		      l.cpu_ns == ferry__ld_be64(buf + 12));
+		CHECK(l.value == ferry__ld_be32(buf) && l.bytes == ferry__ld_be64(buf + FERRY_RP_LOAD_BYTES_OFF) &&
+		      l.cpu_ns == ferry__ld_be64(buf + FERRY_RP_LOAD_CPU_OFF));
 		return 0;
 	}
 	case FERRY_RP_REQ_PAGES: return request(c, buf, len);

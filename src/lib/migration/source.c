@@ -124,7 +124,7 @@ static int rp_load(struct ferry_migration *m, const uint8_t *b, size_t len)
 	if (ferry__wire_rp_load_decode(b, len, &l))
 		return ferry__chan_fail(&m->chan, FERRY_EBADSTREAM,
 					"return path LOAD of %zu bytes (expected %u)", len,
-					FERRY_RP_LOAD_LEN);
+					(unsigned)FERRY_RP_LOAD_LEN);
 	pthread_mutex_lock(&m->rp_lock);
 	m->rp_load_bytes[0] = m->rp_load_bytes[1];
 	m->rp_load_cpu_ns[0] = m->rp_load_cpu_ns[1];

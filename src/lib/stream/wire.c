@@ -579,9 +579,9 @@ void ferry__wire_rp_shut_decode(const uint8_t *p, size_t len, int *status, const
 void ferry__wire_put_rp_load(ferry_chan *c, const ferry_wire_load *l)
 {
 	uint8_t b[FERRY_RP_LOAD_LEN];
-	ferry__st_be32(b, l->value);
-	ferry__st_be64(b + 4, l->bytes);
-	ferry__st_be64(b + 12, l->cpu_ns);
+	ferry__st_be32(b + FERRY_RP_LOAD_VALUE_OFF, l->value);
+	ferry__st_be64(b + FERRY_RP_LOAD_BYTES_OFF, l->bytes);
+	ferry__st_be64(b + FERRY_RP_LOAD_CPU_OFF, l->cpu_ns);
 	ferry__wire_put_rp(c, FERRY_RP_LOAD, b, sizeof(b), NULL, 0);
 }
 
@@ -589,9 +589,9 @@ int ferry__wire_rp_load_decode(const uint8_t *p, size_t len, ferry_wire_load *l)
 {
 	if (len != FERRY_RP_LOAD_LEN)
 		return -EINVAL;
-	l->value = ferry__ld_be32(p);
-	l->bytes = ferry__ld_be64(p + 4);
-	l->cpu_ns = ferry__ld_be64(p + 12);
+	l->value = ferry__ld_be32(p + FERRY_RP_LOAD_VALUE_OFF);
+	l->bytes = ferry__ld_be64(p + FERRY_RP_LOAD_BYTES_OFF);
+	l->cpu_ns = ferry__ld_be64(p + FERRY_RP_LOAD_CPU_OFF);
 	return 0;
 }
 

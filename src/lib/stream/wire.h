@@ -522,7 +522,12 @@ void ferry__wire_rp_shut_decode(const uint8_t *p, size_t len, int *status, const
 				size_t *msg_len);
 
 /* LOAD: be32 value, be64 bytes, be64 CPU ns (format.h). */
-#define FERRY_RP_LOAD_LEN 20u
+enum {
+	FERRY_RP_LOAD_VALUE_OFF = 0,
+	FERRY_RP_LOAD_BYTES_OFF = 4,
+	FERRY_RP_LOAD_CPU_OFF = 12,
+	FERRY_RP_LOAD_LEN = 20,
+};
 typedef struct ferry_wire_load {
 	uint32_t value;
 	uint64_t bytes, cpu_ns;
