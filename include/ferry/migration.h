@@ -340,8 +340,9 @@ typedef struct ferry_migration_info {
 	/*
 	 * Source, from the last pass: the downtime a switchover would take now
 	 * (what is left and what the sockets hold, at the rate expected once
-	 * the vCPUs stop: the pass's, or the destination's own (dest_load_bps)
-	 * when higher, but at most the first pass's and max-bandwidth; plus a
+	 * the vCPUs stop: the pass's, or 80% of the destination's own
+	 * (dest_load_bps; at most the first pass's rate and max-bandwidth)
+	 * when higher; plus a
 	 * log sync); the switchover comes when it is within downtime-limit.
 	 */
 	uint64_t expected_downtime_ms;
