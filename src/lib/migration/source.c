@@ -519,6 +519,19 @@ static int phase_setup(struct src_ctx *x)
 	return 0;
 }
 
+/* Whether the destination is asked for load reports after each pass (not with multifd's channels). */
+static bool asks_load(const struct src_ctx *x)
+{
+	return !x->p0.multifd;
+}
+
+/* The last pass's rate (bytes/s), leaving out what mig/src/main waited for a CPU. */
+static uint64_t pass_rate(const ferry_ram_saver *rs)
+{
+	uint64_t ran = ferry__ran_ns(rs->pass_ns, rs->pass_wait_ns);
+	return ran ? (uint64_t)((double)rs->pass_bytes * 1e9 / (double)ran) : 0;
+}
+
 /* One precopy pass and its log sync; *dirtied: bytes dirtied since the last sync. */
 static int pass_run(struct src_ctx *x, uint64_t *dirtied)
 {
@@ -528,8 +541,9 @@ static int pass_run(struct src_ctx *x, uint64_t *dirtied)
 	int r = ferry__parts_pass(&x->parts, x->c);
 	if (r)
 		return r;
-	if (!x->p0.multifd) { /* the destination reports its load rate (downtime_estimate_ns) */
-		ferry__wire_put_cmd_be32(x->c, FERRY_CMD_PING, FERRY_PING_LOAD | (x->pass & 0xffffffu));
+	if (asks_load(x)) { /* the destination reports its load rate (downtime_estimate_ns) */
+		ferry__wire_put_cmd_be32(x->c, FERRY_CMD_PING,
+					 FERRY_PING_LOAD | (x->pass & ~FERRY_PING_TAG_MASK));
 		if ((r = ferry__chan_flush(x->c)))
 			return r;
 	}
@@ -550,7 +564,7 @@ static int pass_run(struct src_ctx *x, uint64_t *dirtied)
 static void dest_report_wait(struct src_ctx *x)
 {
 	struct ferry_migration *m = x->m;
-	if (x->p0.multifd)
+	if (!asks_load(x))
 		return;
 	struct timespec dl = ferry__deadline_ms(REPORT_WAIT_MS); /* rp_cond is monotonic */
 	pthread_mutex_lock(&m->rp_lock);
@@ -612,10 +626,8 @@ static uint64_t downtime_estimate_ns(struct src_ctx *x, const ferry_migration_pa
 {
 	const ferry_ram_saver *rs = &x->rs;
 	*bw = rs->send_ns ? (uint64_t)((double)rs->sent_bytes * 1e9 / (double)rs->send_ns) : 0;
-	if (x->pass >= 2 && rs->pass_ns >= 10000000u && rs->pass_bytes) {
-		uint64_t ran = ferry__ran_ns(rs->pass_ns, rs->pass_wait_ns);
-		*bw = (uint64_t)((double)rs->pass_bytes * 1e9 / (double)ran);
-	}
+	if (x->pass >= 2 && rs->pass_ns >= 10000000u && rs->pass_bytes)
+		*bw = pass_rate(rs);
 	x->dest_bps = dest_load_bps(x->m);
 	uint64_t stop = x->dest_bps < x->first_bw ? x->dest_bps : x->first_bw;
 	if (p->max_bandwidth && stop > p->max_bandwidth)
@@ -647,8 +659,7 @@ static bool pass_decide(struct src_ctx *x, uint64_t dirtied)
 	ferry_migration_params p;
 	ferry__mig_params(x->m, &p);
 	if (x->pass == 1 && rs->pass_bytes)
-		x->first_bw = (uint64_t)((double)rs->pass_bytes * 1e9 /
-					 (double)ferry__ran_ns(rs->pass_ns, rs->pass_wait_ns));
+		x->first_bw = pass_rate(rs);
 	dest_report_wait(x);
 	x->expected_ns = downtime_estimate_ns(x, &p, remaining, &bw);
 	/*
