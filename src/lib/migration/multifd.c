@@ -90,6 +90,7 @@ static void send_fail(ferry_mf_sender *s, int err, const char *fmt, ...)
 struct piece_ctx {
 	ferry_mf_send_chan *c;
 	const uint8_t *ref;
+	bool staged; /* the pages are in c->stage already (packet_staged) */
 };
 
 /* Thread: mig/src/send_N (through ferry__rl_send). */
@@ -100,10 +101,11 @@ static int send_piece(void *ctx, struct iovec *iov, int cnt, int first)
 	uint64_t n = 0;
 	for (int i = 0; i < cnt; i++)
 		n += iov[i].iov_len;
+	bool stage = c->stage && !p->staged; /* not yet copied there by packet_staged */
 	int r = c->tls		  ? ferry__tls_send_all(c->tls, iov, cnt, NULL)
 		: c->pipefd[0] >= 0 ? ferry__sock_send_ref(c->fd, c->pipefd, iov, p->ref + first, cnt, NULL)
-		: c->stage	    ? ferry__sock_send_staged(c->fd, iov, cnt, c->stage, FERRY_SEND_STAGE, NULL)
-				    : ferry__sock_send_all(c->fd, iov, cnt, NULL);
+		: stage		  ? ferry__sock_send_staged(c->fd, iov, cnt, c->stage, FERRY_SEND_STAGE, NULL)
+				  : ferry__sock_send_all(c->fd, iov, cnt, NULL);
 	if (r)
 		return r;
 	/* Per piece, so that `transferred` moves while a packet is throttled. */
@@ -123,6 +125,7 @@ struct out_packet {
 	uint64_t normal[FERRY_MF_MAX_PAGES], zero[FERRY_MF_MAX_PAGES];
 	uint32_t nn, nz, flags, clen;
 	size_t idx_off, sums_off; /* in hdr: the index list, the checksums (stream/sum.h) */
+	bool staged;		  /* the data pages are copied into the channel's stage */
 };
 
 /* Sorts j's pages into data and zero pages (here, not in the main thread) and names them. */
@@ -140,8 +143,8 @@ static void packet_pages(ferry_mf_send_chan *c, const ferry_mf_job *j, struct ou
 	p->h += ferry__wire_st_indices(p->hdr + p->h, p->normal, p->nn);
 	p->h += ferry__wire_st_indices(p->hdr + p->h, p->zero, p->nz);
 	p->sums_off = p->h;
-	if (c->s->m->chan.sums)
-		p->h += ferry__wire_st_mf_sums(p->hdr + p->h, j->rb, p->normal, p->nn);
+	if (c->s->m->chan.sums) /* filled in by packet_data */
+		p->h += (size_t)p->nn * FERRY_SUM_LEN;
 }
 
 /* Folds packet num of channel c into the stream digest (stream/sum.h). */
@@ -245,6 +248,52 @@ static void packet_raw(const ferry_mf_job *j, struct out_packet *p)
 	}
 }
 
+/*
+ * Raw pages through the channel's stage (x-user-copy): copied there a few
+ * at a time, each batch hashed from the copy while it is in L1, so that
+ * every page is read from memory once, and the checksums are those of the
+ * bytes sent. One iovec of c->stage then, sent as it is.
+ */
+enum { STAGE_BATCH = 8 }; /* pages: 32 KiB, within any L1d */
+_Static_assert(FERRY_MF_MAX_PAGES * FERRY_PAGE_SIZE <= FERRY_SEND_STAGE,
+	       "a multifd packet's pages fit the send stage");
+
+static void packet_staged(ferry_mf_send_chan *c, const ferry_mf_job *j, struct out_packet *p)
+{
+	bool sums = c->s->m->chan.sums;
+	for (uint32_t i = 0; i < p->nn; i += STAGE_BATCH) {
+		uint32_t k = p->nn - i < STAGE_BATCH ? p->nn - i : STAGE_BATCH;
+		uint8_t *to = c->stage + ((size_t)i << FERRY_PAGE_SHIFT);
+		for (uint32_t q = 0; q < k; q++)
+			memcpy(to + ((size_t)q << FERRY_PAGE_SHIFT),
+			       j->rb->host + (p->normal[i + q] << FERRY_PAGE_SHIFT), FERRY_PAGE_SIZE);
+		if (sums)
+			ferry__wire_st_mf_sums(p->hdr + p->sums_off + (size_t)i * FERRY_SUM_LEN, j->rb,
+					       p->normal + i, k, to);
+	}
+	if (p->nn) {
+		p->iov[p->cnt].iov_base = c->stage;
+		p->iov[p->cnt].iov_len = (size_t)p->nn << FERRY_PAGE_SHIFT;
+		p->cnt++;
+	}
+	p->staged = true;
+}
+
+/* The data pages, compressed, staged or by reference, and their checksums. 0 or -EIO. */
+static int packet_data(ferry_mf_send_chan *c, const ferry_mf_job *j, struct out_packet *p)
+{
+	int r = zstd_wanted(c, p->nn) ? packet_zstd(c, j, p) : 0;
+	if (r)
+		return r;
+	if (!(p->flags & FERRY_MF_ZSTD) && c->stage)
+		packet_staged(c, j, p);
+	else if (!(p->flags & FERRY_MF_ZSTD))
+		packet_raw(j, p);
+	if (c->s->m->chan.sums && !p->staged)
+		ferry__wire_st_mf_sums(p->hdr + p->sums_off, j->rb, p->normal, p->nn, NULL);
+	return 0;
+}
+
 /* Encodes the header and writes the packet in grants of the limiter; counts its pages. */
 static int packet_send(ferry_mf_send_chan *c, const ferry_mf_job *j, struct out_packet *p)
 {
@@ -255,7 +304,7 @@ static int packet_send(ferry_mf_send_chan *c, const ferry_mf_job *j, struct out_
 	ferry__wire_mf_pkt_encode(p->hdr, &pkt);
 	p->iov[0].iov_base = p->hdr;
 	p->iov[0].iov_len = p->h;
-	struct piece_ctx pc = { c, p->ref };
+	struct piece_ctx pc = { c, p->ref, p->staged };
 	int r = ferry__rl_send(&s->m->rl, p->iov, p->cnt, send_piece, &pc);
 	if (r)
 		return r;
@@ -298,12 +347,8 @@ static int send_packet(ferry_mf_send_chan *c, ferry_mf_job *j)
 				.flags = j->sync ? FERRY_MF_SYNC : 0 };
 	if (!j->sync)
 		packet_pages(c, j, &p);
-	int r = zstd_wanted(c, p.nn) ? packet_zstd(c, j, &p) : 0;
-	if (r)
-		return r;
-	if (!(p.flags & FERRY_MF_ZSTD))
-		packet_raw(j, &p);
-	return packet_send(c, j, &p);
+	int r = j->sync ? 0 : packet_data(c, j, &p);
+	return r ? r : packet_send(c, j, &p);
 }
 
 /* Thread: mig/src/send_N. Sends its queued jobs (s->lock held only around the queue). */
@@ -825,14 +870,38 @@ static int recv_pages_of(ferry_mf_recv_chan *c, uint32_t n, uint32_t nn,
 	return 0;
 }
 
+/* A packet's data pages: of rb, at idx[0..nn), their checksums, the packet's record number. */
+struct recv_data {
+	struct ferry_ram_block *rb;
+	const uint64_t *idx;
+	uint32_t nn;
+	const uint8_t *sums;
+	uint64_t rec;
+};
+
+/*
+ * With checksums, data pages [i, i + k) of d checked where they landed
+ * (data: their copies, one after another; NULL: guest RAM). Precopy, so
+ * a bad page is marked, not fatal.
+ */
+static void recv_check(ferry_mf_recv_chan *c, const struct recv_data *d, uint32_t i, uint32_t k,
+		       const uint8_t *data)
+{
+	if (c->in.sums)
+		ferry__sum_check_pages(&c->in, d->rec, d->rb, d->idx + i, 0, k, data,
+				       d->sums + (size_t)i * FERRY_SUM_LEN, false);
+}
+
 /*
  * clen bytes of zstd data holding nn pages: decompressed into guest RAM,
  * or for file-backed blocks into the bounce and then written like raw pages.
  */
-static int recv_zstd(ferry_mf_recv_chan *c, struct ferry_ram_block *rb, const uint64_t *idx,
-		     uint32_t nn, uint32_t clen)
+static int recv_zstd(ferry_mf_recv_chan *c, const struct recv_data *d, uint32_t clen)
 {
 	ferry_chan *in = &c->in;
+	struct ferry_ram_block *rb = d->rb;
+	const uint64_t *idx = d->idx;
+	uint32_t nn = d->nn;
 	int e;
 	if ((e = ferry__chan_read(in, c->zbuf, clen)))
 		return e;
@@ -855,8 +924,39 @@ static int recv_zstd(ferry_mf_recv_chan *c, struct ferry_ram_block *rb, const ui
 	}
 	if (zin.pos != zin.size)
 		return ferry__chan_fail(in, FERRY_EBADSTREAM, "multifd zstd data longer than %u pages", nn);
-	if (!ferry__place_in_mapping(rb))
-		return ferry__place_buf(in, rb, idx, 0, nn, c->bounce);
+	if (!ferry__place_in_mapping(rb) && (e = ferry__place_buf(in, rb, idx, 0, nn, c->bounce)))
+		return e;
+	recv_check(c, d, 0, nn, ferry__place_in_mapping(rb) ? NULL : c->bounce);
+	return 0;
+}
+
+/*
+ * Raw data pages: read into guest RAM (FERRY_PLACE_MAPPING), or into the
+ * bounce and placed from there a batch at a time, each batch checked just
+ * before it is placed: then the bounce is read from L1 (copies) or L2
+ * (UFFDIO_COPY, whose calls cost too much for small batches) once, not
+ * twice. 0 or a negative errno.
+ */
+static int recv_raw(ferry_mf_recv_chan *c, const struct recv_data *d)
+{
+	ferry_chan *in = &c->in;
+	int e;
+	if (ferry__place_in_mapping(d->rb) || !in->sums) {
+		if ((e = ferry__place_recv(in, d->rb, d->idx, 0, d->nn, c->bounce)))
+			return e;
+		recv_check(c, d, 0, d->nn, ferry__place_in_mapping(d->rb) ? NULL : c->bounce);
+		return 0;
+	}
+	if ((e = ferry__chan_read_direct(in, c->bounce, (size_t)d->nn << FERRY_PAGE_SHIFT)))
+		return e;
+	uint32_t batch = d->rb->place == FERRY_PLACE_COPY ? 8 : 64;
+	for (uint32_t i = 0; i < d->nn; i += batch) {
+		uint32_t k = d->nn - i < batch ? d->nn - i : batch;
+		const uint8_t *b = c->bounce + ((size_t)i << FERRY_PAGE_SHIFT);
+		recv_check(c, d, i, k, b);
+		if ((e = ferry__place_buf(in, d->rb, d->idx + i, 0, k, b)))
+			return e;
+	}
 	return 0;
 }
 
@@ -926,17 +1026,10 @@ static int recv_packet(ferry_mf_recv_chan *c, bool *sync)
 		return recv_dev(c);
 	if ((e = recv_pages_of(c, pkt.normal + pkt.zero, pkt.normal, &rb, idx, sums, &rec)))
 		return e;
-	if (pkt.flags & FERRY_MF_ZSTD)
-		e = recv_zstd(c, rb, idx, pkt.normal, pkt.clen);
-	else
-		e = ferry__place_recv(&c->in, rb, idx, 0, pkt.normal, c->bounce);
-	if (e)
+	struct recv_data d = { rb, idx, pkt.normal, sums, rec };
+	if ((e = pkt.flags & FERRY_MF_ZSTD ? recv_zstd(c, &d, pkt.clen) : recv_raw(c, &d)))
 		return e;
-	if (c->in.sums) { /* where the data landed: precopy, so bad pages are marked, not fatal */
-		ferry__sum_check_pages(&c->in, rec, rb, idx, 0, pkt.normal,
-				       ferry__place_in_mapping(rb) ? NULL : c->bounce, sums, false);
-		ferry__sum_clear(c->in.sums, rb, idx + pkt.normal, 0, pkt.zero);
-	}
+	ferry__sum_clear(c->in.sums, rb, idx + pkt.normal, 0, pkt.zero);
 	return recv_done(c, rb, idx, pkt.normal, pkt.zero);
 }
 

@@ -193,12 +193,14 @@ int ferry__wire_check_sum(ferry_chan *c, const void *p, size_t len, uint64_t see
 }
 
 size_t ferry__wire_st_mf_sums(uint8_t *b, const struct ferry_ram_block *rb, const uint64_t *idx,
-			      uint32_t nn)
+			      uint32_t nn, const uint8_t *data)
 {
 	uint64_t seed = ferry__sum_seed(rb->name);
-	for (uint32_t i = 0; i < nn; i++)
-		ferry__st_be64(b + (size_t)i * FERRY_SUM_LEN,
-			       ferry__sum_page(rb->host + (idx[i] << FERRY_PAGE_SHIFT), seed, idx[i]));
+	for (uint32_t i = 0; i < nn; i++) {
+		const uint8_t *page = data ? data + ((size_t)i << FERRY_PAGE_SHIFT)
+					   : rb->host + (idx[i] << FERRY_PAGE_SHIFT);
+		ferry__st_be64(b + (size_t)i * FERRY_SUM_LEN, ferry__sum_page(page, seed, idx[i]));
+	}
 	return (size_t)nn * FERRY_SUM_LEN;
 }
 

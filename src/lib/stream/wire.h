@@ -188,11 +188,12 @@ static inline void ferry__wire_ld_indices(const uint8_t *b, uint64_t *idx, uint3
 }
 
 /*
- * Checksums of a packet's nn data pages (pages idx[0..nn) of rb, in guest
- * RAM), stored at b; returns the bytes used (FERRY_SUM_LEN each).
+ * Checksums of a packet's nn data pages (pages idx[0..nn) of rb: in guest
+ * RAM, or when data is not NULL the copies there, one after another),
+ * stored at b; returns the bytes used (FERRY_SUM_LEN each).
  */
 size_t ferry__wire_st_mf_sums(uint8_t *b, const struct ferry_ram_block *rb, const uint64_t *idx,
-			      uint32_t nn);
+			      uint32_t nn, const uint8_t *data);
 /*
  * The digest value of a page packet: its block, the index list (n of them,
  * as on the wire) and the data pages' checksums (nn, as on the wire). A
