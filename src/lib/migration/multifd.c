@@ -376,8 +376,13 @@ static void *send_thread(void *arg)
 		pthread_mutex_lock(&s->lock);
 		c->head = (c->head + 1) % FERRY_MF_QUEUE;
 		c->queued--;
-		/* The migration thread and the save threads (ferry__mf_send_buf) wait on it. */
-		pthread_cond_broadcast(&s->cond);
+		/*
+		 * The migration thread and the save threads (ferry__mf_send_buf)
+		 * wait on it: for a free slot (half the queue, FERRY_MF_QUEUE), or
+		 * for all queues empty (send_sync).
+		 */
+		if (r || c->queued <= s->depth / 2)
+			pthread_cond_broadcast(&s->cond);
 		if (r)
 			break;
 	}
@@ -397,6 +402,7 @@ int ferry__mf_send_start(ferry_mf_sender *s, struct ferry_migration *m, unsigned
 	s->level = level;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
+	s->depth = 2;
 	for (unsigned i = 0; i < n; i++) {
 		s->ch[i].fd = -1;
 		s->ch[i].pipefd[0] = s->ch[i].pipefd[1] = -1;
@@ -442,6 +448,24 @@ int ferry__mf_send_start(ferry_mf_sender *s, struct ferry_migration *m, unsigned
 }
 
 /*
+ * How many jobs a channel may hold now (s->lock held): FERRY_MF_QUEUE, or
+ * under a max-bandwidth so low that half of it would take a channel more
+ * than QUEUE_DRAIN_MS, fewer, down to 2. The migration thread hands out
+ * pages only into free slots, so its `remaining` stands still while half
+ * a queue drains: a full queue of 8 at 40 MB/s on 2 channels froze it for
+ * 160 ms (capcheck.h's t_mf_bandwidth_cap).
+ */
+#define QUEUE_DRAIN_MS 50
+static unsigned queue_depth(ferry_mf_sender *s)
+{
+	uint64_t rate = ferry__rl_rate(&s->m->rl);
+	if (!rate)
+		return FERRY_MF_QUEUE;
+	uint64_t half = rate / s->n * QUEUE_DRAIN_MS / 1000 / (FERRY_MF_MAX_PAGES * FERRY_PAGE_SIZE);
+	return half >= FERRY_MF_QUEUE / 2 ? FERRY_MF_QUEUE : half >= 1 ? 2 * (unsigned)half : 2;
+}
+
+/*
  * The channel for a job (s->lock held), NULL if none will do now: an idle
  * one first, else the next with room. prefer >= 0 (a device's buffers,
  * device number mod channels): that channel while it has room, else only
@@ -459,11 +483,11 @@ static ferry_mf_send_chan *pick_chan(ferry_mf_sender *s, int prefer)
 	ferry_mf_send_chan *c = NULL;
 	for (unsigned k = 0; k < s->n && (!c || c->queued); k++) {
 		ferry_mf_send_chan *x = &s->ch[(s->next + k) % s->n];
-		if (x->queued < FERRY_MF_QUEUE && (!c || x->queued < c->queued))
+		if (x->queued < s->depth && (!c || x->queued < c->queued))
 			c = x;
 	}
 	ferry_mf_send_chan *p = prefer >= 0 ? &s->ch[prefer] : NULL;
-	if (p && p->queued < FERRY_MF_QUEUE)
+	if (p && p->queued < s->depth)
 		return p;
 	return !p || (c && !c->queued) ? c : NULL; /* a device spills only onto an idle channel */
 }
@@ -483,6 +507,7 @@ static ferry_mf_job *free_slot(ferry_mf_sender *s, const atomic_bool *abort, int
 			*e = s->err.code ? s->err.code : -ECANCELED;
 			return NULL;
 		}
+		s->depth = queue_depth(s);
 		/* Device buffers (abort != NULL) wait while a sync is queued. */
 		ferry_mf_send_chan *c = abort && s->syncing ? NULL : pick_chan(s, prefer);
 		if (c) {

@@ -178,6 +178,14 @@ int ferry__rl_send(ferry_ratelimit *rl, struct iovec *iov, int cnt,
 	return 0;
 }
 
+uint64_t ferry__rl_rate(ferry_ratelimit *rl)
+{
+	pthread_mutex_lock(&rl->lock);
+	uint64_t r = rl->off ? 0 : rl->rate;
+	pthread_mutex_unlock(&rl->lock);
+	return r;
+}
+
 uint64_t ferry__rl_peak(ferry_ratelimit *rl)
 {
 	pthread_mutex_lock(&rl->lock);

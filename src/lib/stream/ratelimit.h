@@ -103,6 +103,8 @@ void ferry__rl_charge(ferry_ratelimit *rl, size_t n);
  */
 int ferry__rl_send(ferry_ratelimit *rl, struct iovec *iov, int cnt,
 		   int (*send)(void *ctx, struct iovec *iov, int cnt, int first), void *ctx);
+/* The cap in force now (bytes/s): 0 when unlimited or suspended. Thread: any. */
+uint64_t ferry__rl_rate(ferry_ratelimit *rl);
 /* The largest number of bytes in any 100 ms window so far. */
 uint64_t ferry__rl_peak(ferry_ratelimit *rl);
 /* Bytes granted or charged so far, and the summed waiting time (ns). */
