@@ -24,12 +24,29 @@
  * given back first). The parent checks every byte after each transfer,
  * outside the timing. CPU seconds are each process's own over the transfer.
  *
- * Usage: bench-bare-copy [--mem 2G] [--streams N] [--cold | --populate]
- *                        [--only direct|bounce]  (one transfer: to profile it)
+ * Cold, as a migration's destination finds it on a VM that hands freed
+ * memory back to its host (free page reporting): pages given back are
+ * reported over seconds, and until then the next allocation gets them
+ * warm, ~10x cheaper to write first. So with --settle S each cold
+ * destination is given back and then left until the kernel has reported
+ * nothing for S seconds (at most 30), as bench/vs-qemu does before each
+ * migration; without it the second transfer would land in the first's
+ * pages while still warm. --memfd makes the destination a memfd mapped
+ * MAP_SHARED, as guest RAM is (shmem pages, given back by punching holes).
+ * With --cold, before the transfers (the sender holds its written source,
+ * as a migration's does): "touch", the first-touch limit, with no network:
+ * one thread per CPU each copies a 4 KiB page into every page of its slice
+ * of the settled destination. A destination that must populate fresh
+ * memory cannot go faster (issue 20's target 2), however many streams.
+ *
+ * Usage: bench-bare-copy [--mem 2G] [--streams N] [--cold [--settle S] | --populate]
+ *                        [--memfd] [--only direct|bounce]  (one transfer: to profile it)
  * Prints one JSON object: per variant gbps (MEM / seconds, 1e9 bytes/s),
- * seconds, cpu_s of sender and receiver, cpu_s_per_gib; best_gbps.
+ * seconds, cpu_s of sender and receiver, cpu_s_per_gib; best_gbps; with
+ * --cold, touch: gbps, seconds, cpu_s, settled_s.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -91,6 +108,50 @@ static uint64_t word(uint64_t i)
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
 	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
 	return z ^ (z >> 31);
+}
+
+static int dst_fd = -1; /* --memfd: the destination's memfd */
+
+static void *map_dst(size_t len)
+{
+	if (dst_fd < 0)
+		return NULL;
+	if (ftruncate(dst_fd, (off_t)len))
+		die("ftruncate");
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, dst_fd, 0);
+	if (p == MAP_FAILED)
+		die("mmap");
+	return p;
+}
+
+/* KiB reported to the host so far, or -1 where the kernel does not report. */
+static long long reported_kib(void)
+{
+	FILE *f = fopen("/sys/module/page_reporting/parameters/reported_kib", "r");
+	long long v = -1;
+	if (f && fscanf(f, "%lld", &v) != 1)
+		v = -1;
+	if (f)
+		fclose(f);
+	return v;
+}
+
+/* Waits until nothing was reported for quiet seconds (30 at most); returns the seconds waited. */
+static double settle(double quiet)
+{
+	double t0 = now_s(), changed = t0;
+	long long last = reported_kib();
+	if (quiet <= 0 || last < 0)
+		return 0;
+	while (now_s() - changed < quiet && now_s() - t0 < 30) {
+		usleep(250000);
+		long long cur = reported_kib();
+		if (cur != last) {
+			last = cur;
+			changed = now_s();
+		}
+	}
+	return now_s() - t0;
 }
 
 static void *map(size_t len)
@@ -175,6 +236,8 @@ static void sender(size_t mem, unsigned n, uint16_t port, int wfd, int only)
 	uint64_t *src = map(mem);
 	for (size_t i = 0; i < mem / 8; i++)
 		src[i] = word(i);
+	if (write(wfd, "r", 1) != 1) /* written: the destination may start */
+		exit(1);
 	for (int v = 0; v < VARIANTS; v++) {
 		if (only >= 0 && v != only)
 			continue;
@@ -217,8 +280,9 @@ static const char *const prep_names[] = { "preallocated, written once from user 
 /* The destination as a migration finds it: every page dropped, then preallocated or not. */
 static void prepare(uint8_t *dst, size_t mem, enum prep prep)
 {
-	if (madvise(dst, mem, MADV_DONTNEED))
-		die("madvise(MADV_DONTNEED)");
+	if (dst_fd >= 0 ? fallocate(dst_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)mem)
+			: madvise(dst, mem, MADV_DONTNEED))
+		die("giving the destination's pages back");
 	if (prep == PREP_TOUCH)
 		for (size_t off = 0; off < mem; off += PAGE)
 			((volatile uint8_t *)dst)[off] = 0;
@@ -226,8 +290,48 @@ static void prepare(uint8_t *dst, size_t mem, enum prep prep)
 		die("madvise(MADV_POPULATE_WRITE)");
 }
 
+struct touch {
+	uint8_t *p;
+	size_t len;
+};
+
+static void *touch_thread(void *arg)
+{
+	struct touch *t = arg;
+	uint8_t page[PAGE];
+	memset(page, 0x5a, sizeof(page));
+	for (size_t off = 0; off < t->len; off += PAGE)
+		memcpy(t->p + off, page, PAGE);
+	return NULL;
+}
+
+/* The first-touch limit: a thread per CPU writes its share of the settled cold destination. */
+static void first_touch(uint8_t *dst, size_t mem, double quiet)
+{
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned n = cpus < 1 ? 1 : cpus > MAX_STREAMS ? MAX_STREAMS : (unsigned)cpus;
+	prepare(dst, mem, PREP_COLD);
+	double waited = settle(quiet);
+	struct touch t[MAX_STREAMS];
+	pthread_t th[MAX_STREAMS];
+	double t0 = now_s(), c0 = cpu_s();
+	for (unsigned i = 0; i < n; i++) {
+		size_t lo = mem / PAGE * i / n * PAGE, hi = mem / PAGE * (i + 1) / n * PAGE;
+		t[i] = (struct touch){ dst + lo, hi - lo };
+		if ((errno = pthread_create(&th[i], NULL, touch_thread, &t[i])))
+			die("pthread_create");
+	}
+	for (unsigned i = 0; i < n; i++)
+		pthread_join(th[i], NULL);
+	double secs = now_s() - t0;
+	printf("\"touch\": {\"gbps\": %.3f, \"seconds\": %.4f, \"cpu_s\": %.3f, \"threads\": %u, "
+	       "\"settled_s\": %.1f}, ",
+	       mem / secs / 1e9, secs, cpu_s() - c0, n, waited);
+}
+
 /* One variant on the parent's side: accept, receive, check. Prints its JSON member. */
-static double receive(int ls, int sock, uint8_t *dst, size_t mem, unsigned n, int v)
+static double receive(int ls, int sock, uint8_t *dst, size_t mem, unsigned n, int v,
+		      double settled)
 {
 	struct stream st[MAX_STREAMS];
 	if (write(sock, "g", 1) != 1)
@@ -259,9 +363,10 @@ static double receive(int ls, int sock, uint8_t *dst, size_t mem, unsigned n, in
 	double secs = t1 - in.t0, gbps = mem / secs / 1e9;
 	static int printed;
 	printf("%s\"%s\": {\"gbps\": %.3f, \"seconds\": %.4f, \"cpu_s_sender\": %.3f, "
-	       "\"cpu_s_receiver\": %.3f, \"cpu_s_per_gib\": %.3f, \"checked\": true}",
+	       "\"cpu_s_receiver\": %.3f, \"cpu_s_per_gib\": %.3f, \"settled_s\": %.1f, "
+	       "\"checked\": true}",
 	       printed++ ? ", " : "", variant_names[v], gbps, secs, in.cpu_s, rcpu,
-	       (in.cpu_s + rcpu) / ((double)mem / (1ul << 30)));
+	       (in.cpu_s + rcpu) / ((double)mem / (1ul << 30)), settled);
 	return gbps;
 }
 
@@ -271,6 +376,7 @@ int main(int argc, char **argv)
 	unsigned n = 1;
 	enum prep prep = PREP_TOUCH;
 	int only = -1;
+	double quiet = 0;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--mem") && i + 1 < argc)
 			mem = parse_size(argv[++i]);
@@ -278,6 +384,12 @@ int main(int argc, char **argv)
 			n = (unsigned)atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--cold"))
 			prep = PREP_COLD;
+		else if (!strcmp(argv[i], "--settle") && i + 1 < argc)
+			quiet = atof(argv[++i]);
+		else if (!strcmp(argv[i], "--memfd") && (dst_fd = memfd_create("dst", MFD_CLOEXEC)) < 0)
+			die("memfd_create");
+		else if (!strcmp(argv[i], "--memfd"))
+			continue;
 		else if (!strcmp(argv[i], "--populate"))
 			prep = PREP_POPULATE;
 		else if (!strcmp(argv[i], "--only") && i + 1 < argc && !strcmp(argv[i + 1], "direct"))
@@ -286,7 +398,8 @@ int main(int argc, char **argv)
 			only = 1, i++;
 		else {
 			fprintf(stderr, "usage: bench-bare-copy [--mem 2G] [--streams N] "
-					"[--cold | --populate] [--only direct|bounce]\n");
+					"[--cold [--settle S] | --populate] [--memfd] "
+					"[--only direct|bounce]\n");
 			return 2;
 		}
 	}
@@ -295,7 +408,7 @@ int main(int argc, char **argv)
 			MAX_STREAMS);
 		return 2;
 	}
-	uint8_t *dst = map(mem);
+	uint8_t *dst = dst_fd >= 0 ? map_dst(mem) : map(mem);
 	/* Not shared with the sender: a copy-on-write fault per page would be the limit. */
 	if (madvise(dst, mem, MADV_DONTFORK))
 		die("madvise(MADV_DONTFORK)");
@@ -314,14 +427,22 @@ int main(int argc, char **argv)
 	}
 	close(sp[1]);
 	printf("{\"benchmark\": \"bare-copy\", \"mem_bytes\": %zu, \"streams\": %u, "
-	       "\"destination\": \"%s\", ",
-	       mem, n, prep_names[prep]);
+	       "\"destination\": \"%s%s\", ",
+	       mem, n, prep_names[prep], dst_fd >= 0 ? ", memfd" : "");
+	char ready;
+	if (read(sp[0], &ready, 1) != 1) {
+		fprintf(stderr, "bench-bare-copy: the sender failed\n");
+		return 1;
+	}
+	if (prep == PREP_COLD && only < 0)
+		first_touch(dst, mem, quiet); /* the sender holds its source, waiting for "g" */
 	double best = 0;
 	for (int v = 0; v < VARIANTS; v++) {
 		if (only >= 0 && v != only)
 			continue;
 		prepare(dst, mem, prep);
-		double g = receive(ls, sp[0], dst, mem, n, v);
+		double settled = prep == PREP_COLD ? settle(quiet) : 0;
+		double g = receive(ls, sp[0], dst, mem, n, v, settled);
 		best = g > best ? g : best;
 	}
 	int status;
