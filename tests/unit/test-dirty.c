@@ -291,6 +291,34 @@ static void test_wp_vector_overflow(void **state)
 	assert_bitmaps_equal(f->got, f->want, f->npages);
 }
 
+/*
+ * (e2) A peek counts what a harvest would find, more regions than the
+ * output vector holds too, and takes nothing: the harvest after it finds
+ * the same pages, and a peek after the harvest finds none.
+ */
+static void test_wp_peek(void **state)
+{
+	SKIP_WITHOUT_WP();
+	fixture *f = *state;
+	wp_start(f);
+	uint64_t n = UINT64_MAX;
+	assert_int_equal(ferry__dirty_peek(&f->t, f->host, f->size, NULL, &n), 0);
+	assert_int_equal(n, 0);
+	for (uint64_t p = 0; p < f->npages; p += 2) {
+		write_page(f, p, 0x79);
+		ferry__bitmap_set(f->want, p);
+	}
+	assert_int_equal(ferry__dirty_peek(&f->t, f->host, f->size, NULL, &n), 0);
+	assert_int_equal(n, 20480);
+	assert_int_equal(ferry__dirty_peek(&f->t, f->host, f->size, NULL, &n), 0);
+	assert_int_equal(n, 20480);
+	assert_int_equal(harvest(f), 20480);
+	assert_bitmaps_equal(f->got, f->want, f->npages);
+	assert_int_equal(ferry__dirty_peek(&f->t, f->host, f->size, NULL, &n), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(ferry__dirty_peek(&f->t, f->host + 1, f->size, NULL, &n), -EINVAL);
+}
+
 /* (f) Explicit mode drains the atomic log. */
 static void test_explicit(void **state)
 {
@@ -314,9 +342,14 @@ static void test_explicit(void **state)
 	ferry__bitmap_set(f->want, 3);
 	ferry__bitmap_set_range(f->want, 60, 200);
 	ferry__bitmap_set(f->want, f->npages - 1);
+	uint64_t peeked = 0;
+	assert_int_equal(ferry__dirty_peek(&f->t, f->host, f->size, log, &peeked), 0);
+	assert_int_equal(peeked, 202);
 	assert_int_equal(ferry__dirty_harvest(&f->t, f->host, f->size, log, f->got, &newly), 0);
 	assert_int_equal(newly, 202);
 	assert_bitmaps_equal(f->got, f->want, f->npages);
+	assert_int_equal(ferry__dirty_peek(&f->t, f->host, f->size, log, &peeked), 0);
+	assert_int_equal(peeked, 0);
 
 	/* Drained: nothing new, log empty. */
 	assert_int_equal(ferry__dirty_harvest(&f->t, f->host, f->size, log, f->got, &newly), 0);
@@ -487,6 +520,7 @@ int main(void)
 		BOTH(test_wp_second_harvest_clean, setup),
 		BOTH(test_wp_writes_after_harvest, setup),
 		BOTH(test_wp_vector_overflow, setup_big),
+		BOTH(test_wp_peek, setup_big),
 		BOTH(test_explicit, setup),
 		BOTH(test_populated, setup),
 		BOTH(test_populated_while_tracking, setup),

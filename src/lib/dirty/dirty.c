@@ -232,7 +232,7 @@ static int wp_protect(int uffd, void *host, uint64_t size)
 /*
  * PAGEMAP_SCAN over [host, host + size) with the given flags and masks; sets
  * in bitmap the pages of every returned region and adds to *newly how many
- * were not set before. Restarts after a full output vector from the end of
+ * were not set before (bitmap NULL: adds how many pages were returned). Restarts after a full output vector from the end of
  * the last region (see DESIGN: walk_end is stale then). vec holds
  * SCAN_VEC_LEN entries. Returns 0 or a negative errno (-ENOTTY: no
  * PAGEMAP_SCAN in this kernel).
@@ -272,7 +272,7 @@ static int pagemap_scan(int pagemap_fd, struct page_region *vec, void *host, uin
 			uint64_t last = (e - base + PG_SIZE - 1) >> PG_SHIFT;
 			if (last > npages)
 				last = npages;
-			*newly += set_range_count(bitmap, first, last - first);
+			*newly += bitmap ? set_range_count(bitmap, first, last - first) : last - first;
 		}
 		if (n < SCAN_VEC_LEN)
 			break; /* short vector: the walk reached end */
@@ -532,6 +532,33 @@ int ferry__dirty_harvest(ferry_dirty_tracker *t, void *host, uint64_t size,
 	if (r < 0)
 		ferry_warn("dirty: PAGEMAP_SCAN harvest of %p+0x%llx: %s", host,
 			   (unsigned long long)size, strerror(-r));
+	return r;
+}
+
+int ferry__dirty_peek(ferry_dirty_tracker *t, void *host, uint64_t size,
+		      _Atomic unsigned long *explicit_log, uint64_t *written)
+{
+	*written = 0;
+	if (!range_ok(host, size))
+		return -EINVAL;
+	if (t->mode != FERRY_DIRTY_WP_ASYNC) {
+		if (!explicit_log)
+			return -EINVAL;
+		for (uint64_t w = 0; w < FERRY_BITMAP_LONGS(size >> PG_SHIFT); w++)
+			*written += (uint64_t)__builtin_popcountl(
+				atomic_load_explicit(&explicit_log[w], memory_order_relaxed));
+		return 0;
+	}
+	if (t->pagemap_fd < 0)
+		return -EBADF;
+	struct page_region *vec = size ? malloc(SCAN_VEC_LEN * sizeof(*vec)) : NULL;
+	if (size && !vec)
+		return -ENOMEM;
+	/* The harvest's walk without PM_SCAN_WP_MATCHING: nothing is re-protected. */
+	int r = size ? pagemap_scan(t->pagemap_fd, vec, host, size, 0, PAGE_IS_WRITTEN, 0,
+				    PAGE_IS_WRITTEN, NULL, written)
+		     : 0;
+	free(vec);
 	return r;
 }
 

@@ -74,6 +74,13 @@ int ferry__dirty_harvest(ferry_dirty_tracker *t, void *host, uint64_t size,
 			 uint64_t *newly);
 
 /*
+ * How many pages of [host, host + size) a harvest now would find
+ * (*written), without taking them: the harvest's walk, nothing re-armed.
+ * Returns 0 or a negative errno.
+ */
+int ferry__dirty_peek(ferry_dirty_tracker *t, void *host, uint64_t size,
+		      _Atomic unsigned long *explicit_log, uint64_t *written);
+/*
  * Sets in bitmap every page of [host, host + size) that is populated (has
  * ever been allocated), so never-touched pages can be skipped without being
  * read. Uses PAGEMAP_SCAN (PAGE_IS_PRESENT | PAGE_IS_SWAPPED) where

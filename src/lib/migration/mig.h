@@ -104,11 +104,13 @@ struct ferry_migration {
 	bool rp_bye;          /* main thread: done writing after a cancel */
 	/*
 	 * The destination's last two load reports (RP LOAD: stream bytes read,
-	 * CPU ns its loading threads used, both cumulative); rp_loads counts
-	 * them (rp_cond is broadcast at each); rp_load_none: the destination
-	 * answered PONG instead, it does not report.
+	 * CPU ns its loading threads used, both cumulative; the pass each
+	 * answers, and when it arrived here); rp_loads counts them (rp_cond is
+	 * broadcast at each); rp_load_none: the destination answered PONG
+	 * instead, it does not report.
 	 */
-	uint64_t rp_load_bytes[2], rp_load_cpu_ns[2];
+	uint64_t rp_load_bytes[2], rp_load_cpu_ns[2], rp_load_at_ns[2];
+	uint32_t rp_load_pass[2];
 	uint32_t rp_loads;
 	bool rp_load_none;
 
@@ -293,6 +295,8 @@ void ferry__ram_set_sink(ferry_ram_saver *rs, ferry_page_sink *sink);
 int ferry__ram_save_setup(ferry_ram_saver *rs);
 /* Log sync: merges the kernel's dirty state into the bitmaps. */
 int ferry__ram_sync(ferry_ram_saver *rs, uint64_t *newly);
+/* How many pages a log sync now would find, without taking them (the downtime estimate's). */
+int ferry__ram_peek(ferry_ram_saver *rs, uint64_t *pages);
 /* Refreshes query-migrate's counters now (remaining: every dirty page). */
 void ferry__ram_stats(ferry_ram_saver *rs);
 /* Sends every dirty page as one section of the given type (PART/END). */

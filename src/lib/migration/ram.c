@@ -237,6 +237,21 @@ int ferry__ram_save_setup(ferry_ram_saver *rs)
 	return r;
 }
 
+int ferry__ram_peek(ferry_ram_saver *rs, uint64_t *pages)
+{
+	ferry_vm_t *vm = rs->vm;
+	*pages = 0;
+	for (unsigned i = 0; i < vm->nblocks; i++) {
+		struct ferry_ram_block *rb = vm->blocks[i];
+		uint64_t n = 0;
+		int r = ferry__dirty_peek(&vm->dirty, rb->host, rb->size, rb->mark_log, &n);
+		if (r)
+			return r;
+		*pages += n;
+	}
+	return 0;
+}
+
 int ferry__ram_sync(ferry_ram_saver *rs, uint64_t *newly)
 {
 	ferry_vm_t *vm = rs->vm;

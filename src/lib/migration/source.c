@@ -128,8 +128,12 @@ static int rp_load(struct ferry_migration *m, const uint8_t *b, size_t len)
 	pthread_mutex_lock(&m->rp_lock);
 	m->rp_load_bytes[0] = m->rp_load_bytes[1];
 	m->rp_load_cpu_ns[0] = m->rp_load_cpu_ns[1];
+	m->rp_load_at_ns[0] = m->rp_load_at_ns[1];
+	m->rp_load_pass[0] = m->rp_load_pass[1];
 	m->rp_load_bytes[1] = l.bytes;
 	m->rp_load_cpu_ns[1] = l.cpu_ns;
+	m->rp_load_at_ns[1] = ferry__now_ns();
+	m->rp_load_pass[1] = l.value & ~FERRY_PING_TAG_MASK;
 	m->rp_loads++;
 	pthread_cond_broadcast(&m->rp_cond);
 	pthread_mutex_unlock(&m->rp_lock);
@@ -536,6 +540,7 @@ static uint64_t pass_rate(const ferry_ram_saver *rs)
 static int pass_run(struct src_ctx *x, uint64_t *dirtied)
 {
 	x->pass++;
+	x->pass_start_ns = ferry__now_ns();
 	ferry__mig_event(x->m, FERRY_EVENT_PASS, x->pass);
 	update_info(x, x->pass, 0, 0);
 	int r = ferry__parts_pass(&x->parts, x->c);
@@ -549,11 +554,7 @@ static int pass_run(struct src_ctx *x, uint64_t *dirtied)
 	}
 	uint64_t t0 = ferry__now_ns(), w0 = ferry__thread_wait_ns();
 	r = ferry__parts_sync(&x->parts, dirtied);
-	/*
-	 * The estimate counts the final sync, in the downtime, as this one less
-	 * the wait for a CPU: on the safe side, as it runs with the vCPUs
-	 * stopped (measured: 0.3-11 ms where this one took 12-50).
-	 */
+	/* Less the wait for a CPU: the final sync's bound (final_sync_peek). */
 	x->sync_ns = ferry__ran_ns(ferry__now_ns() - t0, ferry__thread_wait_ns() - w0);
 	return r;
 }
@@ -595,11 +596,58 @@ static uint64_t dest_load_bps(struct ferry_migration *m)
 }
 
 /*
+ * The last pass's rate end to end (bytes/s; 0: not known): the stream
+ * bytes the destination loaded between its reports of the pass before and
+ * of this one, over the time from this pass's start (or that earlier
+ * report's arrival, when later) to this report's arrival here. Unlike the
+ * pass's own rate it counts what the sockets still held when the pass
+ * ended: on a machine where the vCPUs do not slow the passes (kernel 6.18
+ * here), the own rate came out 1.14x the stop-copy's, and two
+ * switchovers took 308 and 342 ms for a 300 ms limit.
+ */
+static uint64_t dest_pass_rate(struct src_ctx *x)
+{
+	struct ferry_migration *m = x->m;
+	pthread_mutex_lock(&m->rp_lock);
+	uint64_t start = x->pass_start_ns > m->rp_load_at_ns[0] ? x->pass_start_ns
+							       : m->rp_load_at_ns[0];
+	uint64_t db = m->rp_load_bytes[1] - m->rp_load_bytes[0], dt = m->rp_load_at_ns[1] - start;
+	bool ok = m->rp_loads >= 2 && m->rp_load_pass[1] == x->pass &&
+		  m->rp_load_pass[0] + 1 == x->pass && m->rp_load_bytes[1] > m->rp_load_bytes[0] &&
+		  m->rp_load_at_ns[1] > start + 1000000u;
+	pthread_mutex_unlock(&m->rp_lock);
+	return ok ? (uint64_t)((double)db * 1e9 / (double)dt) : 0;
+}
+
+/*
+ * The final log sync, in the downtime, from a peek at what it would find
+ * now (*pages, whose bytes the stop-copy sends too): the peek's walk (its
+ * ran time), plus FINAL_WP_NS per page found for re-protecting it with the
+ * vCPUs stopped (measured 0.2-0.8 us; 4 us with them running), at most the
+ * last sync's own time. The last sync itself overstated it: it took 12-50
+ * ms where the final one took 0.3-11 (bench/precopy.py --downtime-grid),
+ * as it re-protects a whole pass's pages against running vCPUs. A failed
+ * peek leaves the last sync's time.
+ */
+#define FINAL_WP_NS 1000u
+static uint64_t final_sync_peek(struct src_ctx *x, uint64_t *pages)
+{
+	uint64_t t0 = ferry__now_ns(), w0 = ferry__thread_wait_ns();
+	*pages = 0;
+	if (ferry__ram_peek(&x->rs, pages))
+		return x->sync_ns;
+	uint64_t ns = ferry__ran_ns(ferry__now_ns() - t0, ferry__thread_wait_ns() - w0) +
+		      *pages * FINAL_WP_NS;
+	return ns < x->sync_ns ? ns : x->sync_ns;
+}
+
+/*
  * The downtime if the switchover came now (ns): what is left to send
- * (dirty pages, devices' stop-copy data) plus what the sockets and the
- * multifd queues still hold, at the switchover's rate, plus a log sync as
- * long as the last one. A lower max-bandwidth caps the rate. *bw: that
- * rate (bytes/s; 0: nothing measured yet, and UINT64_MAX is returned).
+ * (dirty pages, devices' stop-copy data, the pages written since the last
+ * sync) plus what the sockets and the multifd queues still hold, at the
+ * switchover's rate, plus the final log sync (final_sync_peek). A lower
+ * max-bandwidth caps the rate. *bw: that rate (bytes/s; 0: nothing
+ * measured yet, and UINT64_MAX is returned).
  *
  * The switchover's rate is the slower end's once the vCPUs stop, which
  * cannot be measured before. So:
@@ -607,6 +655,8 @@ static uint64_t dest_load_bps(struct ferry_migration *m)
  *    last pass's once a pass of dirty pages lasted 10 ms or more (the
  *    first pass sends long runs of pages, faster than the scattered dirty
  *    ones left at the end), less the time mig/src/main waited for a CPU;
+ *    or the pass's rate end to end, when the destination's reports show
+ *    it slower (dest_pass_rate);
  *  - above it, the destination's rate as if its loading threads shared
  *    one CPU (its report of the last pass: bytes per CPU second), but
  *    not above the first pass's rate, the fastest this side and the link
@@ -618,12 +668,14 @@ static uint64_t dest_load_bps(struct ferry_migration *m)
  * downtime. The destination's CPU per byte was within 0.8-1.25x between
  * the last pass and the stop-copy, which it bounds.
  *
- * Headroom: that rate (or max-bandwidth, when lower) counts at 80%. Three
- * grids without it: the stop-copy went at 0.83-1.8x the rate assumed, and
- * one switchover took 54 ms for a 50 ms limit (the destination's threads
- * and the source share this machine's 2 CPUs in the stop-copy; a capped
- * stop-copy reached 0.9 of the cap). The pass's own rate needs none: the
- * vCPUs slowed it.
+ * Headroom: the destination's rate (or max-bandwidth, when lower) counts
+ * at 70%, the floor at 90%. Three grids without it: the stop-copy went at
+ * 0.83-1.8x the rate assumed, and one switchover took 54 ms for a 50 ms
+ * limit (the destination's threads and the source share this machine's 2
+ * CPUs in the stop-copy; a capped stop-copy reached 0.9 of the cap); 80%
+ * held there. The same kind of machine on kernel 6.18: the stop-copy went
+ * at 0.74-0.76 of the destination's rate, and at 0.97 of the end to end
+ * rate of the pass before, whose vCPUs did not slow it.
  */
 static uint64_t downtime_estimate_ns(struct src_ctx *x, const ferry_migration_params *p,
 				     uint64_t remaining, uint64_t *bw)
@@ -632,19 +684,34 @@ static uint64_t downtime_estimate_ns(struct src_ctx *x, const ferry_migration_pa
 	*bw = rs->send_ns ? (uint64_t)((double)rs->sent_bytes * 1e9 / (double)rs->send_ns) : 0;
 	if (x->pass >= 2 && rs->pass_ns >= 10000000u && rs->pass_bytes)
 		*bw = pass_rate(rs);
+	uint64_t e2e = dest_pass_rate(x);
+	if (e2e && e2e < *bw)
+		*bw = e2e; /* the destination saw the pass go slower */
+	*bw = *bw / 10 * 9; /* headroom, see above */
 	x->dest_bps = dest_load_bps(x->m);
 	uint64_t stop = x->dest_bps < x->first_bw ? x->dest_bps : x->first_bw;
 	if (p->max_bandwidth && stop > p->max_bandwidth)
 		stop = p->max_bandwidth;
-	stop = stop / 5 * 4; /* headroom, see above */
+	stop = stop / 10 * 7; /* headroom, see above */
 	if (stop > *bw)
 		*bw = stop;
 	if (p->max_bandwidth && *bw > p->max_bandwidth)
 		*bw = p->max_bandwidth; /* a cap lowered since (migrate-set-parameters) */
 	if (!*bw)
 		return UINT64_MAX;
+	uint64_t written, sync_ns = final_sync_peek(x, &written);
 	uint64_t inflight = ferry__sock_outq(x->fd) + ferry__mf_send_inflight(&x->mf);
-	return (uint64_t)((double)(remaining + inflight) * 1e9 / (double)*bw) + x->sync_ns;
+	uint64_t ns = (uint64_t)((double)(remaining + (written << FERRY_PAGE_SHIFT) + inflight) * 1e9 /
+				 (double)*bw) + sync_ns;
+	ferry_dbg("estimate after pass %u: %llu + %llu written + %llu in flight bytes at %llu B/s "
+		  "(pass %llu, end to end %llu, destination %llu, first pass %llu), sync %.1f ms "
+		  "(last %.1f): %.1f ms",
+		  x->pass, (unsigned long long)remaining, (unsigned long long)written << FERRY_PAGE_SHIFT,
+		  (unsigned long long)inflight, (unsigned long long)*bw,
+		  (unsigned long long)pass_rate(rs), (unsigned long long)e2e,
+		  (unsigned long long)x->dest_bps,
+		  (unsigned long long)x->first_bw, sync_ns / 1e6, x->sync_ns / 1e6, ns / 1e6);
+	return ns;
 }
 
 /*
@@ -757,8 +824,10 @@ static int phase_complete(struct src_ctx *x)
 	ferry_chan *c = x->c;
 	struct ferry_rp_shut shut;
 	int r;
-	if ((r = ferry__parts_sync(&x->parts, NULL)))
+	uint64_t t0 = ferry__now_ns(), found = 0;
+	if ((r = ferry__parts_sync(&x->parts, &found)))
 		return r;
+	uint64_t t1 = ferry__now_ns();
 	update_info(x, x->pass + 1, 0, 0);
 	/* As QEMU: every dirty sync is a MIGRATION_PASS, the switchover one too. */
 	ferry__mig_event(m, FERRY_EVENT_PASS, x->pass + 1);
@@ -778,7 +847,11 @@ static int phase_complete(struct src_ctx *x)
 	}
 	pthread_mutex_lock(&m->stats_lock);
 	m->info.downtime_ms = (shut.ns - x->stop_ns) / 1000000;
+	uint64_t sent = ferry__src_wire_bytes(x) - m->sw_bytes;
 	pthread_mutex_unlock(&m->stats_lock);
+	ferry_dbg("stop-copy: final sync %.1f ms (%llu bytes found), %llu bytes in %.1f ms after it, "
+		  "downtime %.1f ms", (t1 - t0) / 1e6, (unsigned long long)found,
+		  (unsigned long long)sent, (shut.ns - t1) / 1e6, (shut.ns - x->stop_ns) / 1e6);
 	ferry__live_stat_split(m, shut.ns);
 	return 0;
 }

@@ -44,6 +44,7 @@ struct src_ctx {
 	bool stalled;             /* max-passes reached without converging */
 	uint32_t pass;            /* passes sent so far */
 	uint64_t last_sync_ns;    /* the last log sync, for the dirty rate */
+	uint64_t pass_start_ns;   /* when the current (or last) pass began */
 	uint64_t dirty_rate;      /* pages dirtied per second at the last sync */
 	uint64_t stop_ns;         /* when the switchover stopped the vCPUs */
 	uint64_t sync_ns;         /* how long the last log sync took */
