@@ -668,20 +668,25 @@ static int pc_accept_preempt(ferry_dst *l, int lfd, ferry_error *err)
 	}
 	l->pre.peer = "source";
 	if ((r = ferry__chan_tls_open(&l->pre, &l->m->tls, err)))
-		return r;
+		goto refused;
 	if (l->m->sums_on)
 		ferry__sums_attach(&l->pre, &l->m->sums, FERRY_SUM_PREEMPT);
 	uint8_t hs[FERRY_PC_HS_LEN];
 	ferry__chan_ctx(&l->pre, "preempt channel handshake");
 	if ((r = ferry__chan_read(&l->pre, hs, sizeof(hs)))) {
-		return ferry__error_set(err, r, "%s", l->pre.in_err.msg);
+		ferry__error_set(err, r, "%s", l->pre.in_err.msg);
+		goto refused;
 	}
 	if (!ferry__wire_pc_hs_match(hs, l->uuid)) {
-		return ferry__error_set(err, FERRY_EBADSTREAM,
-					"the postcopy preempt channel's handshake does not match this migration");
+		r = ferry__error_set(err, FERRY_EBADSTREAM,
+				     "the postcopy preempt channel's handshake does not match this migration");
+		goto refused;
 	}
 	atomic_store(&l->m->preempt_fd, fd);
 	return 0;
+refused: /* not pre_on: nothing else would close it (flip-random found the leak) */
+	ferry__chan_close(&l->pre);
+	return r;
 }
 
 /* Thread: mig/dst/main. Starts mig/dst/preempt over l->pre. */
