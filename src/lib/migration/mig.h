@@ -103,14 +103,15 @@ struct ferry_migration {
 	bool rp_qmp;          /* the peer greeted like a QMP monitor */
 	bool rp_bye;          /* main thread: done writing after a cancel */
 	/*
-	 * The destination's last two load reports (RP LOAD: stream bytes read,
-	 * CPU ns its loading threads used, both cumulative; the pass each
-	 * answers, and when it arrived here); rp_loads counts them (rp_cond is
-	 * broadcast at each); rp_load_none: the destination answered PONG
-	 * instead, it does not report.
+	 * The destination's last two load reports, older first; rp_loads
+	 * counts them (rp_cond is broadcast at each); rp_load_none: the
+	 * destination answered PONG instead, it does not report.
 	 */
-	uint64_t rp_load_bytes[2], rp_load_cpu_ns[2], rp_load_at_ns[2];
-	uint32_t rp_load_pass[2];
+	struct ferry_load_report {
+		uint64_t bytes, cpu_ns; /* RP LOAD: stream bytes read, CPU ns of its loading threads (totals) */
+		uint64_t at_ns;         /* when it arrived here */
+		uint32_t pass;          /* the pass it answers */
+	} rp_load[2];
 	uint32_t rp_loads;
 	bool rp_load_none;
 

@@ -126,14 +126,10 @@ static int rp_load(struct ferry_migration *m, const uint8_t *b, size_t len)
 					"return path LOAD of %zu bytes (expected %u)", len,
 					(unsigned)FERRY_RP_LOAD_LEN);
 	pthread_mutex_lock(&m->rp_lock);
-	m->rp_load_bytes[0] = m->rp_load_bytes[1];
-	m->rp_load_cpu_ns[0] = m->rp_load_cpu_ns[1];
-	m->rp_load_at_ns[0] = m->rp_load_at_ns[1];
-	m->rp_load_pass[0] = m->rp_load_pass[1];
-	m->rp_load_bytes[1] = l.bytes;
-	m->rp_load_cpu_ns[1] = l.cpu_ns;
-	m->rp_load_at_ns[1] = ferry__now_ns();
-	m->rp_load_pass[1] = l.value & ~FERRY_PING_TAG_MASK;
+	m->rp_load[0] = m->rp_load[1];
+	m->rp_load[1] = (struct ferry_load_report){ .bytes = l.bytes, .cpu_ns = l.cpu_ns,
+						    .at_ns = ferry__now_ns(),
+						    .pass = l.value & ~FERRY_PING_TAG_MASK };
 	m->rp_loads++;
 	pthread_cond_broadcast(&m->rp_cond);
 	pthread_mutex_unlock(&m->rp_lock);
@@ -579,20 +575,32 @@ static void dest_report_wait(struct src_ctx *x)
 	pthread_mutex_unlock(&m->rp_lock);
 }
 
-/*
- * The destination's load rate between its last two reports (bytes per
- * second of its loading threads' CPU time; 0: fewer than two reports, or
- * under 1 ms of CPU between them): dest.c, put_load_report.
- */
-static uint64_t dest_load_bps(struct ferry_migration *m)
+/* The destination's last two load reports (r[1] the newer); false: fewer than two. */
+static bool load_reports(struct ferry_migration *m, struct ferry_load_report r[2])
 {
 	pthread_mutex_lock(&m->rp_lock);
-	uint64_t db = m->rp_load_bytes[1] - m->rp_load_bytes[0];
-	uint64_t dt = m->rp_load_cpu_ns[1] - m->rp_load_cpu_ns[0];
-	bool ok = m->rp_loads >= 2 && m->rp_load_bytes[1] >= m->rp_load_bytes[0] &&
-		  m->rp_load_cpu_ns[1] >= m->rp_load_cpu_ns[0] + 1000000u;
+	bool two = m->rp_loads >= 2;
+	r[0] = m->rp_load[0];
+	r[1] = m->rp_load[1];
 	pthread_mutex_unlock(&m->rp_lock);
-	return ok ? (uint64_t)((double)db * 1e9 / (double)dt) : 0;
+	return two;
+}
+
+/* The bytes between two reports per second of dt (0: under 1 ms, or no bytes). */
+static uint64_t load_rate(const struct ferry_load_report r[2], uint64_t dt)
+{
+	bool ok = r[1].bytes > r[0].bytes && dt >= 1000000u;
+	return ok ? (uint64_t)((double)(r[1].bytes - r[0].bytes) * 1e9 / (double)dt) : 0;
+}
+
+/*
+ * The destination's load rate between its last two reports (bytes per
+ * second of its loading threads' CPU time; 0: under 1 ms of CPU between
+ * them): dest.c, put_load_report.
+ */
+static uint64_t dest_load_bps(const struct ferry_load_report r[2])
+{
+	return r[1].cpu_ns > r[0].cpu_ns ? load_rate(r, r[1].cpu_ns - r[0].cpu_ns) : 0;
 }
 
 /*
@@ -605,18 +613,12 @@ static uint64_t dest_load_bps(struct ferry_migration *m)
  * here), the own rate came out 1.14x the stop-copy's, and two
  * switchovers took 308 and 342 ms for a 300 ms limit.
  */
-static uint64_t dest_pass_rate(struct src_ctx *x)
+static uint64_t dest_pass_rate(const struct src_ctx *x, const struct ferry_load_report r[2])
 {
-	struct ferry_migration *m = x->m;
-	pthread_mutex_lock(&m->rp_lock);
-	uint64_t start = x->pass_start_ns > m->rp_load_at_ns[0] ? x->pass_start_ns
-							       : m->rp_load_at_ns[0];
-	uint64_t db = m->rp_load_bytes[1] - m->rp_load_bytes[0], dt = m->rp_load_at_ns[1] - start;
-	bool ok = m->rp_loads >= 2 && m->rp_load_pass[1] == x->pass &&
-		  m->rp_load_pass[0] + 1 == x->pass && m->rp_load_bytes[1] > m->rp_load_bytes[0] &&
-		  m->rp_load_at_ns[1] > start + 1000000u;
-	pthread_mutex_unlock(&m->rp_lock);
-	return ok ? (uint64_t)((double)db * 1e9 / (double)dt) : 0;
+	uint64_t start = x->pass_start_ns > r[0].at_ns ? x->pass_start_ns : r[0].at_ns;
+	bool ours = r[1].pass == x->pass && r[0].pass + 1 == x->pass &&
+		    r[1].at_ns > start + 1000000u;
+	return ours ? load_rate(r, r[1].at_ns - start) : 0;
 }
 
 /*
@@ -684,11 +686,13 @@ static uint64_t downtime_estimate_ns(struct src_ctx *x, const ferry_migration_pa
 	*bw = rs->send_ns ? (uint64_t)((double)rs->sent_bytes * 1e9 / (double)rs->send_ns) : 0;
 	if (x->pass >= 2 && rs->pass_ns >= 10000000u && rs->pass_bytes)
 		*bw = pass_rate(rs);
-	uint64_t e2e = dest_pass_rate(x);
+	struct ferry_load_report r[2];
+	bool reports = load_reports(x->m, r);
+	uint64_t e2e = reports ? dest_pass_rate(x, r) : 0;
 	if (e2e && e2e < *bw)
 		*bw = e2e; /* the destination saw the pass go slower */
 	*bw = *bw / 10 * 9; /* headroom, see above */
-	x->dest_bps = dest_load_bps(x->m);
+	x->dest_bps = reports ? dest_load_bps(r) : 0;
 	uint64_t stop = x->dest_bps < x->first_bw ? x->dest_bps : x->first_bw;
 	if (p->max_bandwidth && stop > p->max_bandwidth)
 		stop = p->max_bandwidth;
