@@ -200,6 +200,25 @@ static void t_pc_start_errors(void **s)
 	side_destroy(&src);
 }
 
+/*
+ * Starts a postcopy migration (preempt or not) to uri that must fail on
+ * both sides with the source's error_desc want, its guest running and
+ * intact.
+ */
+static void pc_fails_with(side *src, side *dst, const char *uri, bool preempt, const char *want)
+{
+	ferry_migration_params p;
+	pc_params(&p, preempt);
+	assert_int_equal(ferry_migration_start(src->vm, uri, &p), 0);
+	assert_int_equal(wait_final(src->vm), FERRY_MIGRATION_FAILED);
+	assert_int_equal(wait_final(dst->vm), FERRY_MIGRATION_FAILED);
+	ferry_migration_info si;
+	ferry_migration_query(src->vm, &si);
+	assert_string_equal(si.error_desc, want);
+	assert_true(ferry_vm_is_running(src->vm));
+	assert_true(side_verify(src));
+}
+
 /* The destination did not enable postcopy: a clear failure, source runs on. */
 static void t_pc_not_enabled(void **s)
 {
@@ -207,18 +226,9 @@ static void t_pc_not_enabled(void **s)
 	const char *spec = "mem=32M,vram=0,vcpus=1,rate=50M";
 	side src, dst;
 	const char *uri = pc_sides(&src, &dst, spec, false, true);
-	ferry_migration_params p;
-	pc_params(&p, false);
-	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
-	assert_int_equal(wait_final(src.vm), FERRY_MIGRATION_FAILED);
-	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_FAILED);
-	ferry_migration_info si;
-	ferry_migration_query(src.vm, &si);
-	assert_string_equal(si.error_desc,
-			    "destination failed: the source asks for postcopy but postcopy-ram is not "
-			    "enabled on the destination (command at offset 28)");
-	assert_true(ferry_vm_is_running(src.vm));
-	assert_true(side_verify(&src));
+	pc_fails_with(&src, &dst, uri, false,
+		      "destination failed: the source asks for postcopy but postcopy-ram is not "
+		      "enabled on the destination (command at offset 28)");
 	side_destroy(&src);
 	side_destroy(&dst);
 }
@@ -239,18 +249,9 @@ static void t_pc_preempt_bad_handshake(void **s)
 	proxy *px = running_pair_proxied(&src, &dst, spec, puri);
 	dst_allow(&dst, 0);
 	proxy_flip_at(px, 1, 2, 0x02); /* connection 1: the preempt channel */
-	ferry_migration_params p;
-	pc_params(&p, true);
-	assert_int_equal(ferry_migration_start(src.vm, puri, &p), 0);
-	assert_int_equal(wait_final(src.vm), FERRY_MIGRATION_FAILED);
-	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_FAILED);
-	ferry_migration_info si;
-	ferry_migration_query(src.vm, &si);
-	assert_string_equal(si.error_desc,
-			    "destination failed: the postcopy preempt channel's handshake does not "
-			    "match this migration (command at offset 28)");
-	assert_true(ferry_vm_is_running(src.vm));
-	assert_true(side_verify(&src));
+	pc_fails_with(&src, &dst, puri, true,
+		      "destination failed: the postcopy preempt channel's handshake does not "
+		      "match this migration (command at offset 28)");
 	proxy_stop(px);
 	side_destroy(&src);
 	side_destroy(&dst);
