@@ -451,6 +451,7 @@ struct place_job {
 	uint64_t first;
 	uint32_t n;
 	bool zero; /* a ZEROS run; else PAGES held in buf */
+	uint64_t seq; /* the job's place in the stream */
 	uint8_t *buf; /* FERRY_RAM_MAX_RUN pages, the slot's own */
 };
 
@@ -467,7 +468,15 @@ struct ferry_placer {
 	struct place_job job[FERRY_PLACEQ_SLOTS];
 	struct ferry_placeq q; /* protected by lock */
 	bool stop;             /* protected by lock */
-	int err;               /* protected by lock: the first failure, sticky */
+	uint64_t pushed;       /* protected by lock: jobs queued so far, the next seq */
+	/*
+	 * Protected by lock: the failure of the job earliest in the stream,
+	 * sticky. Two threads place in any order, so a later job may fail
+	 * first; the earlier one's failure replaces it, and only jobs after
+	 * err_seq are dropped.
+	 */
+	int err;
+	uint64_t err_seq;
 	char msg[FERRY_PLACE_MSG_MAX]; /* protected by lock: err's message */
 };
 
@@ -487,7 +496,8 @@ static void *placer_main(void *arg)
 		if (i < 0)
 			break;
 		struct place_job j = pl->job[i];
-		bool skip = pl->err != 0; /* after a failure, jobs are only dropped */
+		/* After a failure, the jobs after it in the stream are only dropped. */
+		bool skip = pl->err && j.seq > pl->err_seq;
 		pthread_mutex_unlock(&pl->lock);
 		struct place_err pe = {0};
 		int r = 0;
@@ -501,8 +511,9 @@ static void *placer_main(void *arg)
 			ferry__bitmap_set_range_atomic((_Atomic unsigned long *)j.rb->received,
 						       j.first, j.n);
 		pthread_mutex_lock(&pl->lock);
-		if (r && !pl->err) {
+		if (r && (!pl->err || j.seq < pl->err_seq)) {
 			pl->err = r;
+			pl->err_seq = j.seq;
 			place_err_msg(j.rb, &pe, pl->msg, sizeof(pl->msg));
 		}
 		ferry__placeq_done(&pl->q, i);
@@ -512,10 +523,19 @@ static void *placer_main(void *arg)
 	return NULL;
 }
 
-/* The placer's failure, reported on c (0 if none). Called with pl->lock held. */
+/*
+ * The placer's failure, reported on c (0 if none). Called with pl->lock
+ * held. Once something failed, it waits for the jobs in flight (an earlier
+ * job may fail too and its failure is the one to report; later ones are
+ * dropped), so the report names the first page of the stream that failed.
+ */
 static int placer_err(ferry_chan *c, struct ferry_placer *pl)
 {
-	return pl->err ? ferry__chan_fail(c, pl->err, "%s", pl->msg) : 0;
+	if (!pl->err)
+		return 0;
+	while (pl->q.used)
+		pthread_cond_wait(&pl->cond, &pl->lock);
+	return ferry__chan_fail(c, pl->err, "%s", pl->msg);
 }
 
 struct ferry_placer *ferry__placer_start(void)
@@ -577,7 +597,8 @@ void ferry__placer_push(struct ferry_placer *pl, struct ferry_ram_block *rb, uin
 {
 	pthread_mutex_lock(&pl->lock);
 	struct place_job *j = &pl->job[ferry__placeq_free_slot(&pl->q)];
-	*j = (struct place_job){.rb = rb, .first = first, .n = n, .zero = zero, .buf = j->buf};
+	*j = (struct place_job){
+		.rb = rb, .first = first, .n = n, .zero = zero, .seq = pl->pushed++, .buf = j->buf};
 	ferry__placeq_push(&pl->q, rb, first, n);
 	pthread_cond_broadcast(&pl->cond);
 	pthread_mutex_unlock(&pl->lock);
