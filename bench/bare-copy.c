@@ -41,6 +41,7 @@
  *
  * Usage: bench-bare-copy [--mem 2G] [--streams N] [--cold [--settle S] | --populate]
  *                        [--memfd] [--only direct|bounce]  (one transfer: to profile it)
+ *                        [--pin same|cross]  (each stream's threads on one CPU, or two)
  * Prints one JSON object: per variant gbps (MEM / seconds, 1e9 bytes/s),
  * seconds, cpu_s of sender and receiver, cpu_s_per_gib; best_gbps; with
  * --cold, touch: gbps, seconds, cpu_s, settled_s.
@@ -49,6 +50,8 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,6 +76,7 @@ struct stream {
 	size_t len;
 	int bounce;
 	int err;
+	int cpu; /* --pin: the CPU its thread runs on, else -1 */
 };
 
 /* What the sender reports per variant through the pipe. */
@@ -111,6 +115,35 @@ static uint64_t word(uint64_t i)
 }
 
 static int dst_fd = -1; /* --memfd: the destination's memfd */
+
+/*
+ * --pin same|cross: stream i's sending thread runs on CPU i % CPUs, its
+ * receiving thread on the same CPU or the next one. On loopback the
+ * receiver copies what the sender just wrote into socket buffers: from
+ * its own caches on the same CPU, across CPUs otherwise (as it would be
+ * between two hosts, where nothing is shared).
+ */
+enum { PIN_NONE, PIN_SAME, PIN_CROSS };
+static int pin_mode;
+
+static int pin_cpu(unsigned i, bool receiver)
+{
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	if (pin_mode == PIN_NONE || cpus < 1)
+		return -1;
+	return (int)((i + (receiver && pin_mode == PIN_CROSS)) % (unsigned long)cpus);
+}
+
+static void pin_self(int cpu)
+{
+	if (cpu < 0)
+		return;
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	if ((errno = pthread_setaffinity_np(pthread_self(), sizeof(set), &set)))
+		die("pthread_setaffinity_np");
+}
 
 static void *map_dst(size_t len)
 {
@@ -177,6 +210,7 @@ static int send_all(int fd, const uint8_t *p, size_t len)
 static void *send_thread(void *arg)
 {
 	struct stream *s = arg;
+	pin_self(s->cpu);
 	if (!s->bounce) { /* one-shot: the whole slice in one call */
 		s->err = send_all(s->fd, s->p, s->len);
 		return NULL;
@@ -195,6 +229,7 @@ static void *send_thread(void *arg)
 static void *recv_thread(void *arg)
 {
 	struct stream *s = arg;
+	pin_self(s->cpu);
 	uint8_t *b = s->bounce ? malloc(CHUNK) : NULL;
 	if (s->bounce && !b) {
 		s->err = ENOMEM;
@@ -253,7 +288,7 @@ static void sender(size_t mem, unsigned n, uint16_t port, int wfd, int only)
 			if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)))
 				die("connect");
 			st[i] = (struct stream){ .fd = fd, .p = (uint8_t *)src + i * (mem / n),
-						 .len = mem / n, .bounce = v == 1 };
+						 .len = mem / n, .bounce = v == 1, .cpu = pin_cpu(i, false) };
 		}
 		run_streams(st, n, send_thread);
 		for (unsigned i = 0; i < n; i++)
@@ -342,7 +377,7 @@ static double receive(int ls, int sock, uint8_t *dst, size_t mem, unsigned n, in
 			die("accept");
 		/* Accepted in connection order, which is slice order. */
 		st[i] = (struct stream){ .fd = fd, .p = dst + i * (mem / n), .len = mem / n,
-					 .bounce = v == 1 };
+					 .bounce = v == 1, .cpu = pin_cpu(i, true) };
 	}
 	double c0 = cpu_s();
 	run_streams(st, n, recv_thread);
@@ -390,6 +425,10 @@ int main(int argc, char **argv)
 			die("memfd_create");
 		else if (!strcmp(argv[i], "--memfd"))
 			continue;
+		else if (!strcmp(argv[i], "--pin") && i + 1 < argc && !strcmp(argv[i + 1], "same"))
+			pin_mode = PIN_SAME, i++;
+		else if (!strcmp(argv[i], "--pin") && i + 1 < argc && !strcmp(argv[i + 1], "cross"))
+			pin_mode = PIN_CROSS, i++;
 		else if (!strcmp(argv[i], "--populate"))
 			prep = PREP_POPULATE;
 		else if (!strcmp(argv[i], "--only") && i + 1 < argc && !strcmp(argv[i + 1], "direct"))
@@ -399,7 +438,7 @@ int main(int argc, char **argv)
 		else {
 			fprintf(stderr, "usage: bench-bare-copy [--mem 2G] [--streams N] "
 					"[--cold [--settle S] | --populate] [--memfd] "
-					"[--only direct|bounce]\n");
+					"[--only direct|bounce] [--pin same|cross]\n");
 			return 2;
 		}
 	}

@@ -15,7 +15,7 @@ See README.md beside this file. Usage:
                                              made at start with certtool)
                        [--tls-psk]   (with --tls: tls-creds-psk instead, a random key made with psktool)
 """
-import argparse, json, mmap, os, platform, select, shutil, signal, socket, statistics, subprocess, sys
+import argparse, json, mmap, os, platform, re, select, shutil, signal, socket, statistics, subprocess, sys
 import tempfile, threading, time
 
 GIB = 1 << 30
@@ -126,10 +126,10 @@ class Janitor:
         self.procs, self.files = [], []
         self.tmp = tempfile.mkdtemp(prefix="ferry-vs-qemu-")
 
-    def spawn(self, argv, name):
+    def spawn(self, argv, name, env=None):
         err = open(os.path.join(self.tmp, name + ".err"), "wb")
         p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
-                             start_new_session=True)
+                             start_new_session=True, env=env)
         err.close()
         p.errpath = os.path.join(self.tmp, name + ".err")
         self.procs.append(p)
@@ -201,8 +201,9 @@ def ferry_spec(a, fill, incoming=False):
 def start_ferry(a, j, name, fill, extra, deadline, binary=None):
     sock = os.path.join(j.tmp, name + ".qmp")
     spec = ferry_spec(a, fill, "--incoming" in extra)
+    # FERRY_LOG=debug: each migration thread's CPU time at its end (thread_cpu_ms)
     p = j.spawn([binary or a.ferry, "host", "--guest", spec, "--qmp", "unix:" + sock, "--json", *extra],
-                name)
+                name, env=dict(os.environ, FERRY_LOG="debug"))
     line = read_line(p, deadline)
     if not line or "listening" not in line:
         raise BenchError(f"ferry {name} did not start: {line!r} {j.stderr_tail(p)}")
@@ -287,6 +288,28 @@ def proc_cpu_s(proc):
         return (int(v[11]) + int(v[12])) / CLK_TCK  # utime, stime (fields 14 and 15)
     except (OSError, IndexError, ValueError):
         return None
+
+
+THREAD_CPU_RE = re.compile(r"^ferry\[([^\]]+)\] debug: thread done: ([0-9.]+) ms of CPU$")
+
+
+def thread_cpu_ms(procs, timeout_s=3.0):
+    """{thread: CPU ms} of each process's migration threads, from their "thread done" debug
+    lines (the threads end just after the status turns completed: wait for both sides' main)."""
+    out, deadline = [{}, {}], time.monotonic() + timeout_s
+    while True:
+        for i, p in enumerate(procs):
+            try:
+                with open(p.errpath, errors="replace") as f:
+                    for line in f:
+                        m = THREAD_CPU_RE.match(line.strip())
+                        if m:
+                            out[i][m.group(1)] = float(m.group(2))
+            except OSError:
+                pass
+        if "mig/src/main" in out[0] and "mig/dst/main" in out[1] or time.monotonic() > deadline:
+            return {"src": out[0], "dst": out[1]}
+        time.sleep(0.05)
 
 
 def make_certs(tmp):
@@ -451,18 +474,27 @@ def run_bare(row, a):
     space with --prealloc, else fresh), straight and through a user-space buffer; the better counts.
     Cold: into a memfd as guest RAM is, each transfer's destination given back and settled first
     as each migration's is (--settle), and before them the first-touch limit (touch: a thread per CPU
-    writing every page of a settled fresh memfd, no network)."""
+    writing every page of a settled fresh memfd, no network).
+    Preallocated: once more straight with --pin cross (cross_cpu), each stream's receiving thread
+    on another CPU than its sending one, as between two hosts; unpinned, the scheduler puts a
+    stream's two ends on one CPU, where the receiver copies from the sender's caches (measured
+    2026-12-06, 2 streams: 6.8-6.9 GB/s same CPU, 4.6 across)."""
     fill, ch, comp = ROWS[row]
     argv = [a.bare, "--mem", str(parse_size(a.mem)), "--streams", str(ch)]
     if not a.prealloc:
         argv += ["--cold", "--memfd", "--settle", str(a.settle)]
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=a.timeout)
-    if p.returncode:
-        raise BenchError(f"bench-bare-copy: {p.stderr.strip()[-300:]}")
-    x = json.loads(p.stdout)
+
+    def bare(extra):
+        p = subprocess.run(argv + extra, capture_output=True, text=True, timeout=a.timeout)
+        if p.returncode:
+            raise BenchError(f"bench-bare-copy: {p.stderr.strip()[-300:]}")
+        return json.loads(p.stdout)
+
+    x = bare([])
+    cross = bare(["--only", "direct", "--pin", "cross"])["direct"] if a.prealloc else None
     best = max(("direct", "bounce"), key=lambda v: x[v]["gbps"])
     b = x[best]
-    return {"gbps": x["best_gbps"], "downtime_ms": None,
+    return {"gbps": x["best_gbps"], "downtime_ms": None, "cross_cpu": cross,
             "wall_to_dst_completed_ms": round(b["seconds"] * 1000, 1),
             "src_cpu_s": b["cpu_s_sender"], "dst_cpu_s": b["cpu_s_receiver"],
             "cpu_s_per_gib": b["cpu_s_per_gib"], "best": best,
@@ -501,9 +533,10 @@ def run_ferry(row, a, j, tag, perf_path=None, extra=None, binary=None):
         sq = QMP(ssock, deadline, s)
         qs.append(sq)
         try:
-            return drive(row, a, sq, dq, free_port(), deadline, j, perf_path,
-                         dict(a.ferry_set, **(extra or {})), (s, d),
-                         tls=("qemu" if extra is not None else "ferry") in a.tls)
+            r = drive(row, a, sq, dq, free_port(), deadline, j, perf_path,
+                      dict(a.ferry_set, **(extra or {})), (s, d),
+                      tls=("qemu" if extra is not None else "ferry") in a.tls)
+            return dict(r, thread_cpu_ms=thread_cpu_ms((s, d)))
         except BenchError as e:
             raise BenchError(f"{e} [ferry src: {j.stderr_tail(s)}] [ferry dst: {j.stderr_tail(d)}]")
     finally:
@@ -694,6 +727,27 @@ def loadavg():
             return float(f.read().split()[0])
     except OSError:
         return None
+
+
+def thread_cpu_summary(runs, size):
+    """Median CPU ms per GiB of each Ferry migration thread over the runs (None: no lines)."""
+    per = {"src": {}, "dst": {}}
+    for r in runs:
+        for side, threads in (r.get("thread_cpu_ms") or {}).items():
+            for name, ms in threads.items():
+                per[side].setdefault(name, []).append(ms / (size / GIB))
+    out = {side: {n: round(statistics.median(v), 1) for n, v in sorted(t.items())} for side, t in per.items()}
+    return out if out["src"] or out["dst"] else None
+
+
+def cross_cpu_summary(bare_runs, f):
+    """The bare program with each stream's ends on different CPUs (run_bare), beside Ferry."""
+    g = [r["cross_cpu"]["gbps"] for r in bare_runs if r.get("cross_cpu")]
+    if not g:
+        return {}
+    m = round(statistics.median(g), 2)
+    return {"bare_cross_cpu_gbps": m, "bare_cross_cpu_gbps_min_max": [min(g), max(g)],
+            "ferry_vs_bare_cross_cpu": round(f["gbps"] / m, 2) if f else None}
 
 
 def summarise(runs, size):
@@ -911,6 +965,7 @@ def main():
             "ratio_to_dst_completed": round(f["wall_gbps"] / q["wall_gbps"], 2) if q and f else None,
             "qemu_cpu_s": q and q["cpu_s"], "ferry_cpu_s": f and f["cpu_s"],
             "qemu_baseline_gbps": QEMU_BASELINE_GBPS.get(row),
+            "ferry_thread_cpu_ms_per_gib": thread_cpu_summary(runs[row]["ferry"], size),
             "runs": runs[row], "_qemu": q, "_ferry": f}
         b = summarise(runs[row]["bare"], size)
         if b:
@@ -918,6 +973,7 @@ def main():
             out[row].update({
                 "bare_gbps": b["gbps"], "bare_gbps_min_max": [b["min"], b["max"]],
                 "ferry_vs_bare": round(f["gbps"] / b["gbps"], 2) if f else None,
+                **cross_cpu_summary(runs[row]["bare"], f),
                 "qemu_vs_bare": round(q["gbps"] / b["gbps"], 2) if q else None,
                 "cpu_s_per_gib": {"bare": round(b["cpu_s"] / gib, 2),
                                   "ferry": f and f["cpu_s"] and round(f["cpu_s"] / gib, 2),
@@ -935,6 +991,10 @@ def main():
                 print(f"{row:<15} bare program {r['bare_gbps']:.2f} GB/s {r['bare_gbps_min_max']}: "
                       f"ferry/bare {r['ferry_vs_bare']}, qemu/bare {r['qemu_vs_bare']}; CPU s per GiB "
                       f"{r['cpu_s_per_gib']}", file=sys.stderr)
+            if r.get("bare_cross_cpu_gbps"):
+                print(f"{row:<15} bare program, each stream's ends on two CPUs {r['bare_cross_cpu_gbps']:.2f} "
+                      f"GB/s {r['bare_cross_cpu_gbps_min_max']}: ferry/bare {r['ferry_vs_bare_cross_cpu']}",
+                      file=sys.stderr)
             if r.get("first_touch_gbps"):
                 print(f"{row:<15} first touch (settled memfd, no network) {r['first_touch_gbps']:.2f} GB/s "
                       f"{r['first_touch_gbps_min_max']}: ferry/first-touch {r['ferry_vs_first_touch']}, "

@@ -566,6 +566,7 @@ void *ferry__dest_thread(void *arg)
 	else
 		dst_fail(&d, r);
 	dst_cleanup(&d);
+	ferry__log_thread_cpu();
 	ferry__mig_thread_done(m);
 	return NULL;
 }

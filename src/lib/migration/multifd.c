@@ -387,6 +387,7 @@ static void *send_thread(void *arg)
 			break;
 	}
 	pthread_mutex_unlock(&s->lock);
+	ferry__log_thread_cpu();
 	return NULL;
 }
 
@@ -1094,6 +1095,7 @@ static void *recv_thread(void *arg)
 				break;
 		}
 	}
+	ferry__log_thread_cpu();
 	return NULL;
 }
 

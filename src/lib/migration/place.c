@@ -520,6 +520,7 @@ static void *placer_main(void *arg)
 		pthread_cond_broadcast(&pl->cond);
 	}
 	pthread_mutex_unlock(&pl->lock);
+	ferry__log_thread_cpu();
 	return NULL;
 }
 

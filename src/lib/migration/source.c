@@ -1022,6 +1022,7 @@ void *ferry__source_thread(void *arg)
 	else
 		phase_fail(&x, r);
 	phase_cleanup(&x);
+	ferry__log_thread_cpu();
 	ferry__mig_thread_done(m);
 	return NULL;
 }

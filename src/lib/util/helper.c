@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* A helper thread for split work (see helper.h). */
 #include "util/helper.h"
+#include "util/log.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -26,6 +27,7 @@ static void *helper_main(void *arg)
 		pthread_cond_broadcast(&h->cond);
 	}
 	pthread_mutex_unlock(&h->lock);
+	ferry__log_thread_cpu();
 	return NULL;
 }
 

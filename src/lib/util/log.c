@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/clock.h"
+
 static int level = -1;
 
 int ferry__log_level(void)
@@ -43,4 +45,11 @@ void ferry__log(int lvl, const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	fprintf(stderr, "ferry[%s] %s: %s\n", thr, names[lvl], msg);
+}
+
+void ferry__log_thread_cpu(void)
+{
+	if (ferry__log_level() >= FERRY_LOG_DEBUG)
+		ferry__log(FERRY_LOG_DEBUG, "thread done: %.1f ms of CPU",
+			   (double)ferry__thread_cpu_ns(pthread_self()) / 1e6);
 }

@@ -20,4 +20,11 @@ int ferry__log_level(void);
 			ferry__log(FERRY_LOG_DEBUG, __VA_ARGS__); \
 	} while (0)
 
+/*
+ * At a thread's end, at debug level: the CPU time it used ("thread done:
+ * 12.3 ms of CPU"), for the per-thread accounting of a migration's cost.
+ * The line's prefix names the thread.
+ */
+void ferry__log_thread_cpu(void);
+
 #endif
