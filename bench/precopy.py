@@ -10,7 +10,7 @@ its "listening" line). Prints one JSON object. Usage:
                    [--dest-modes default,prealloc,thp] [--timeout 300]
   bench/precopy.py --scale 1G,2G,4G,8G [--runs 2] [--settle 5] [--no-bare] [--bare build/bench/bench-bare-copy]
   bench/precopy.py --downtime-grid [--mem 512M] [--rates idle,50M,200M,400M]
-                   [--bandwidths 0,1G,200M] [--limits 50,300] [--grid-timeout 30]
+                   [--bandwidths 0,1G,200M] [--limits 50,300] [--grid-timeout 30] [--grid-channels N]
 
 --downtime-grid (downtime that keeps its promise): a running guest (2 vCPUs, workload random,
 each vCPU dirtying RATE per second; idle: workload idle) migrated with every max-bandwidth and
@@ -18,6 +18,7 @@ downtime-limit, to a destination as is (cold). Per cell: whether it switched ove
 downtime, the downtime the switchover was decided on (x-downtime-split.expected) and their
 ratio. Verdicts: every switchover within its limit; every estimate within 20% of the actual.
 A cell that does not converge within --grid-timeout seconds is cancelled (not a switchover).
+--grid-channels N: the same over multifd with N channels (default: the main connection alone).
 
 --scale (how cost grows with the guest): paused random guests of each size, preallocated
 destination, the sizes interleaved (ascending, then descending, ...) with --settle seconds
@@ -213,8 +214,9 @@ def run_mode(a, size, dst_extra):
     return cases
 
 
-def grid_cell(ferry, mem, rate, bw, limit, timeout):
-    """One migration of the grid; its figures, or {"switched": False} when it did not converge."""
+def grid_cell(ferry, mem, rate, bw, limit, timeout, channels=0):
+    """One migration of the grid; its figures, or {"switched": False} when it did not converge.
+    channels: multifd with that many channels (0: the main connection alone)."""
     spec = f"mem={mem},vram=0,vcpus=2," + ("workload=idle" if rate == "idle" else f"workload=random,rate={rate}")
     tmp = tempfile.mkdtemp(prefix="ferry-grid.")
     procs = []
@@ -229,6 +231,8 @@ def grid_cell(ferry, mem, rate, bw, limit, timeout):
             if not line or "listening" not in line:
                 raise RuntimeError(f"host did not start: {line!r}")
         sets = ["--set", f"downtime-limit={limit}"] + (["--set", f"max-bandwidth={bw}"] if bw != "0" else [])
+        if channels:
+            sets += ["--cap", "multifd=on", "--set", f"multifd-channels={channels}"]
         m = subprocess.run([ferry, "migrate", "--qmp", socks[1], uri, "--json", "--timeout", str(timeout), *sets],
                            capture_output=True, text=True, timeout=timeout + 60)
         lines = m.stdout.strip().splitlines()
@@ -256,7 +260,7 @@ def run_grid(a):
             for limit in (int(x) for x in a.limits.split(",")):
                 time.sleep(a.settle)
                 try:
-                    c = grid_cell(a.ferry, a.mem, rate, bw, limit, a.grid_timeout)
+                    c = grid_cell(a.ferry, a.mem, rate, bw, limit, a.grid_timeout, a.grid_channels)
                 except (RuntimeError, subprocess.TimeoutExpired, ValueError, KeyError) as e:
                     c = {"error": str(e)}
                 c.update({"rate_per_vcpu": rate, "max_bandwidth": bw, "downtime_limit_ms": limit})
@@ -265,6 +269,7 @@ def run_grid(a):
     sw = [c for c in cells if c.get("switched")]
     close = [c for c in sw if c["downtime_ms"] and abs(c["expected_ms"] - c["downtime_ms"]) <= 0.2 * c["downtime_ms"]]
     return {"benchmark": "precopy-downtime-grid", "mem": a.mem, "vcpus": 2, "destination": "cold",
+            "multifd_channels": a.grid_channels,
             "cells": cells,
             "verdict": {"switched_over": len(sw), "of": len(cells),
                         "within_limit": sum(c["within_limit"] for c in sw),
@@ -401,6 +406,7 @@ def main():
     ap.add_argument("--bandwidths", default="0,1G,200M")
     ap.add_argument("--limits", default="50,300")
     ap.add_argument("--grid-timeout", type=int, default=30)
+    ap.add_argument("--grid-channels", type=int, default=0, help="--downtime-grid: multifd with N channels")
     a = ap.parse_args()
     if a.downtime_grid:
         if a.mem == "2G":

@@ -174,8 +174,9 @@ static int cmd_digest(ferry_dst *l, const uint8_t *buf, uint64_t ctl)
 
 /*
  * The answer to a PING asking for it (FERRY_PING_LOAD): the stream bytes
- * read so far and the CPU time this side's loading threads (mig/dst/main
- * and the placing threads) used on them. The source divides the two
+ * read so far and the CPU time this side's loading threads (mig/dst/main,
+ * the placing threads, and the multifd receive threads as of the pass's
+ * sync, which comes before the PING) used on them. The source divides the two
  * between reports: what loading a byte costs here, which the switchover's
  * downtime depends on once the source's vCPUs stop (source.c,
  * downtime_estimate_ns). CPU time, not wall time: waits for input and for
@@ -183,9 +184,11 @@ static int cmd_digest(ferry_dst *l, const uint8_t *buf, uint64_t ctl)
  */
 static int put_load_report(ferry_dst *l, uint32_t value)
 {
+	uint64_t mf_bytes, mf_cpu;
+	ferry__mf_recv_load(&l->mf, &mf_bytes, &mf_cpu);
 	uint64_t cpu = ferry__thread_cpu_ns(pthread_self()) - l->load_cpu0 +
-		       ferry__placer_cpu_ns(l->ram.placer);
-	ferry__wire_put_rp_load(l->c, &(ferry_wire_load){ value, l->c->in_offset, cpu });
+		       ferry__placer_cpu_ns(l->ram.placer) + mf_cpu;
+	ferry__wire_put_rp_load(l->c, &(ferry_wire_load){ value, l->c->in_offset + mf_bytes, cpu });
 	return ferry__chan_flush(l->c);
 }
 

@@ -1282,6 +1282,12 @@ int ferry__mf_recv_sync(ferry_mf_receiver *r)
 		pthread_cond_wait(&r->cond, &r->lock);
 	int e = r->err.code ? r->err.code : ferry__mig_cancelled(r->m) ? -ECANCELED : 0;
 	if (!e) {
+		/* Parked at their SYNC: their offsets stand still until released. */
+		r->load_bytes = r->load_cpu_ns = 0;
+		for (unsigned i = 0; i < r->n; i++) {
+			r->load_bytes += r->ch[i].in.in_offset;
+			r->load_cpu_ns += ferry__thread_cpu_ns(r->ch[i].thread);
+		}
 		/* Every page of this pass is placed: let the next pass in. */
 		r->at_sync = 0;
 		r->generation++;
@@ -1289,6 +1295,17 @@ int ferry__mf_recv_sync(ferry_mf_receiver *r)
 	}
 	pthread_mutex_unlock(&r->lock);
 	return e;
+}
+
+void ferry__mf_recv_load(ferry_mf_receiver *r, uint64_t *bytes, uint64_t *cpu_ns)
+{
+	*bytes = *cpu_ns = 0;
+	if (!r->inited)
+		return;
+	pthread_mutex_lock(&r->lock);
+	*bytes = r->load_bytes;
+	*cpu_ns = r->load_cpu_ns;
+	pthread_mutex_unlock(&r->lock);
 }
 
 /* Thread: mig/dst/main; joins mig/dst/recv_N. */

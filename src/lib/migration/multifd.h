@@ -206,6 +206,12 @@ typedef struct ferry_mf_receiver {
 	bool quit;
 	ferry_error err;     /* the first channel's failure; read under lock */
 	uint64_t pages, zeros, bytes;
+	/*
+	 * At the last sync, with every channel parked at its SYNC: the bytes
+	 * the channels had read and their threads' CPU time (the destination's
+	 * load report, dest.c).
+	 */
+	uint64_t load_bytes, load_cpu_ns;
 	unsigned refused;    /* connections refused during the handshake */
 	bool inited;
 } ferry_mf_receiver;
@@ -222,6 +228,12 @@ int ferry__mf_recv_start(ferry_mf_receiver *r, struct ferry_migration *m, ferry_
 			 ferry_error *err);
 /* Main thread at MULTIFD_SYNC: waits for every channel's SYNC, releases them. */
 int ferry__mf_recv_sync(ferry_mf_receiver *r);
+/*
+ * What the channels had loaded at the last sync: their stream bytes and
+ * their receive threads' CPU time (0 and 0 before the first, or without
+ * multifd). mig/dst/main; takes r->lock.
+ */
+void ferry__mf_recv_load(ferry_mf_receiver *r, uint64_t *bytes, uint64_t *cpu_ns);
 /*
  * After the main connection failed: waits up to timeout_ms for a channel
  * to report its own failure (the likelier cause), copies it into *out

@@ -519,12 +519,6 @@ static int phase_setup(struct src_ctx *x)
 	return 0;
 }
 
-/* Whether the destination is asked for load reports after each pass (not with multifd's channels). */
-static bool asks_load(const struct src_ctx *x)
-{
-	return !x->p0.multifd;
-}
-
 /* The last pass's rate (bytes/s), leaving out what mig/src/main waited for a CPU. */
 static uint64_t pass_rate(const ferry_ram_saver *rs)
 {
@@ -542,12 +536,15 @@ static int pass_run(struct src_ctx *x, uint64_t *dirtied)
 	int r = ferry__parts_pass(&x->parts, x->c);
 	if (r)
 		return r;
-	if (asks_load(x)) { /* the destination reports its load rate (downtime_estimate_ns) */
-		ferry__wire_put_cmd_be32(x->c, FERRY_CMD_PING,
-					 FERRY_PING_LOAD | (x->pass & ~FERRY_PING_TAG_MASK));
-		if ((r = ferry__chan_flush(x->c)))
-			return r;
-	}
+	/*
+	 * The destination reports its load rate (downtime_estimate_ns); after
+	 * the pass, so with multifd after its sync, when the channels' share
+	 * is loaded.
+	 */
+	ferry__wire_put_cmd_be32(x->c, FERRY_CMD_PING,
+				 FERRY_PING_LOAD | (x->pass & ~FERRY_PING_TAG_MASK));
+	if ((r = ferry__chan_flush(x->c)))
+		return r;
 	uint64_t t0 = ferry__now_ns(), w0 = ferry__thread_wait_ns();
 	r = ferry__parts_sync(&x->parts, dirtied);
 	/* Less the wait for a CPU: the final sync's bound (final_sync_peek). */
@@ -565,8 +562,6 @@ static int pass_run(struct src_ctx *x, uint64_t *dirtied)
 static void dest_report_wait(struct src_ctx *x)
 {
 	struct ferry_migration *m = x->m;
-	if (!asks_load(x))
-		return;
 	struct timespec dl = ferry__deadline_ms(REPORT_WAIT_MS); /* rp_cond is monotonic */
 	pthread_mutex_lock(&m->rp_lock);
 	while (m->rp_loads < x->pass && !m->rp_load_none && !m->rp_dead && !m->rp_shut)
