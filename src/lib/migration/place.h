@@ -96,8 +96,10 @@ int ferry__place_atomic(const struct ferry_place_atomic *pa, struct ferry_ram_bl
  * Placing threads (mig/dst/place_N) behind an ordering queue: the filler
  * (one thread, mig/dst/main) takes a free slot, reads a record's pages
  * into it and pushes it; the threads place slots oldest first, in parallel
- * where their pages do not overlap. A failure is sticky: later jobs are
- * dropped and every later call of the filler reports it on its channel.
+ * where their pages do not overlap. A failure is sticky: the jobs after it
+ * in the stream are dropped, and every later call of the filler reports,
+ * once the jobs in flight are done, the failure of the earliest job that
+ * failed (a later job may fail first on the other thread).
  */
 struct ferry_placer;
 
