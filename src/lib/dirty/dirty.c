@@ -232,9 +232,9 @@ static int wp_protect(int uffd, void *host, uint64_t size)
 /*
  * PAGEMAP_SCAN over [host, host + size) with the given flags and masks; sets
  * in bitmap the pages of every returned region and adds to *newly how many
- * were not set before (bitmap NULL: adds how many pages were returned). Restarts after a full output vector from the end of
- * the last region (see DESIGN: walk_end is stale then). vec holds
- * SCAN_VEC_LEN entries. Returns 0 or a negative errno (-ENOTTY: no
+ * were not set before (bitmap NULL: adds how many pages were returned).
+ * Restarts after a full output vector from the end of the last region (see
+ * DESIGN: walk_end is stale then). vec holds SCAN_VEC_LEN entries. Returns 0 or a negative errno (-ENOTTY: no
  * PAGEMAP_SCAN in this kernel).
  */
 static int pagemap_scan(int pagemap_fd, struct page_region *vec, void *host, uint64_t size,

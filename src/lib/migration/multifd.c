@@ -285,10 +285,12 @@ static int packet_data(ferry_mf_send_chan *c, const ferry_mf_job *j, struct out_
 	int r = zstd_wanted(c, p->nn) ? packet_zstd(c, j, p) : 0;
 	if (r)
 		return r;
-	if (!(p->flags & FERRY_MF_ZSTD) && c->stage)
-		packet_staged(c, j, p);
-	else if (!(p->flags & FERRY_MF_ZSTD))
-		packet_raw(j, p);
+	if (!(p->flags & FERRY_MF_ZSTD)) { /* not compressed (or it did not compress) */
+		if (c->stage)
+			packet_staged(c, j, p);
+		else
+			packet_raw(j, p);
+	}
 	if (c->s->m->chan.sums && !p->staged)
 		ferry__wire_st_mf_sums(p->hdr + p->sums_off, j->rb, p->normal, p->nn, NULL);
 	return 0;
