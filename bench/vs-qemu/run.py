@@ -476,9 +476,9 @@ def run_bare(row, a):
     as each migration's is (--settle), and before them the first-touch limit (touch: a thread per CPU
     writing every page of a settled fresh memfd, no network).
     Preallocated: once more straight with --pin cross (cross_cpu), each stream's receiving thread
-    on another CPU than its sending one, as between two hosts; unpinned, the scheduler puts a
-    stream's two ends on one CPU, where the receiver copies from the sender's caches (measured
-    2026-12-06, 2 streams: 6.8-6.9 GB/s same CPU, 4.6 across)."""
+    on another CPU than its sending one, as between two hosts; unpinned, the scheduler keeps a
+    stream's two ends on one CPU, and that goes faster (measured 2026-12-06, 2 streams: 6.8-6.9
+    GB/s pinned to one CPU, 4.6 across; Ferry's channels gain nothing from it)."""
     fill, ch, comp = ROWS[row]
     argv = [a.bare, "--mem", str(parse_size(a.mem)), "--streams", str(ch)]
     if not a.prealloc:
