@@ -226,6 +226,14 @@ void proxy_freeze(proxy *p, unsigned k)
 	pthread_mutex_unlock(&p->lock);
 }
 
+void proxy_thaw(proxy *p, unsigned k)
+{
+	pthread_mutex_lock(&p->lock);
+	if (k < MAXC)
+		p->c[k].frozen = false;
+	pthread_mutex_unlock(&p->lock);
+}
+
 void proxy_cut_now(proxy *p, unsigned k)
 {
 	pthread_mutex_lock(&p->lock);
