@@ -234,8 +234,8 @@ static int wp_protect(int uffd, void *host, uint64_t size)
  * in bitmap the pages of every returned region and adds to *newly how many
  * were not set before (bitmap NULL: adds how many pages were returned).
  * Restarts after a full output vector from the end of the last region (see
- * DESIGN: walk_end is stale then). vec holds SCAN_VEC_LEN entries. Returns 0 or a negative errno (-ENOTTY: no
- * PAGEMAP_SCAN in this kernel).
+ * DESIGN: walk_end is stale then). vec holds SCAN_VEC_LEN entries. Returns
+ * 0 or a negative errno (-ENOTTY: no PAGEMAP_SCAN in this kernel).
  */
 static int pagemap_scan(int pagemap_fd, struct page_region *vec, void *host, uint64_t size,
 			uint64_t flags, uint64_t category_mask, uint64_t anyof_mask,
@@ -544,9 +544,7 @@ int ferry__dirty_peek(ferry_dirty_tracker *t, void *host, uint64_t size,
 	if (t->mode != FERRY_DIRTY_WP_ASYNC) {
 		if (!explicit_log)
 			return -EINVAL;
-		for (uint64_t w = 0; w < FERRY_BITMAP_LONGS(size >> PG_SHIFT); w++)
-			*written += (uint64_t)__builtin_popcountl(
-				atomic_load_explicit(&explicit_log[w], memory_order_relaxed));
+		*written = ferry__bitmap_count_atomic(explicit_log, size >> PG_SHIFT);
 		return 0;
 	}
 	if (t->pagemap_fd < 0)

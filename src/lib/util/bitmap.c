@@ -145,6 +145,14 @@ void ferry__bitmap_set_range_atomic(_Atomic unsigned long *map, uint64_t start,
 	}
 }
 
+uint64_t ferry__bitmap_count_atomic(_Atomic unsigned long *src, uint64_t nbits)
+{
+	uint64_t nw = FERRY_BITMAP_LONGS(nbits), c = 0;
+	for (uint64_t i = 0; i < nw; i++) /* bits past nbits are never set */
+		c += (uint64_t)__builtin_popcountl(atomic_load_explicit(&src[i], memory_order_relaxed));
+	return c;
+}
+
 uint64_t ferry__bitmap_drain_atomic(unsigned long *dst, _Atomic unsigned long *src,
 				    uint64_t nbits)
 {

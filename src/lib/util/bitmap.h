@@ -4,7 +4,7 @@
  * bitmaps use them.
  *
  * DESIGN: plain (non-atomic) helpers for bitmaps owned by one thread (the
- * migration thread's dirty bitmap), and two atomic helpers for the explicit
+ * migration thread's dirty bitmap), and three atomic helpers for the explicit
  * dirty log that vCPU threads write while the migration thread drains it.
  * Bits beyond nbits in the last word are kept zero by every helper, so
  * counting and searching never look past the end.
@@ -76,5 +76,10 @@ void ferry__bitmap_set_range_atomic(_Atomic unsigned long *map, uint64_t start,
  */
 uint64_t ferry__bitmap_drain_atomic(unsigned long *dst, _Atomic unsigned long *src,
 				    uint64_t nbits);
+/*
+ * How many bits of src are set now, leaving them (relaxed loads: a count,
+ * nothing read after it relies on it).
+ */
+uint64_t ferry__bitmap_count_atomic(_Atomic unsigned long *src, uint64_t nbits);
 
 #endif /* FERRY_UTIL_BITMAP_H */

@@ -49,7 +49,5 @@ void ferry__log(int lvl, const char *fmt, ...)
 
 void ferry__log_thread_cpu(void)
 {
-	if (ferry__log_level() >= FERRY_LOG_DEBUG)
-		ferry__log(FERRY_LOG_DEBUG, "thread done: %.1f ms of CPU",
-			   (double)ferry__thread_cpu_ns(pthread_self()) / 1e6);
+	ferry_dbg("thread done: %.1f ms of CPU", (double)ferry__thread_cpu_ns(pthread_self()) / 1e6);
 }
