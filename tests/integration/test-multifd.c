@@ -120,6 +120,7 @@ static void t_mf_load_reports(void **s)
 	assert_int_equal(wait_final(src.vm), FERRY_MIGRATION_CANCELLED);
 	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_FAILED);
 	assert_true(ferry_vm_is_running(src.vm));
+	assert_true(side_verify(&src)); /* the source guest, bit for bit against its twin */
 	side_destroy(&src);
 	side_destroy(&dst);
 }
