@@ -246,6 +246,13 @@ void msleep(unsigned ms)
 	nanosleep(&ts, NULL);
 }
 
+uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 /*
  * Feeds a hand-made stream to a fresh destination (guest DST_SPEC) and
  * returns its error (static buffer); postcopy: the destination allows it.

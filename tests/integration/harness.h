@@ -93,5 +93,7 @@ const char *running_pair(side *src, side *dst, const char *spec);
 proxy *running_pair_proxied(side *src, side *dst, const char *spec, char puri[120]);
 /* Sleeps ms milliseconds: for pacing a poll, never to wait for an event. */
 void msleep(unsigned ms);
+/* CLOCK_MONOTONIC in milliseconds: for measuring how long something took. */
+uint64_t now_ms(void);
 
 #endif

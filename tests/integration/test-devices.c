@@ -356,13 +356,6 @@ static void t_serial_save(void **state)
 
 /* ---- cancel while the save threads read ---- */
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static void wait_dev_state(side *s, unsigned i, int st)
 {
 	for (int waited = 0; ferry_guest_dev_state(s->g, i) != st; waited++) {
@@ -390,8 +383,9 @@ static const char *cancel_and_check_thaw(side *src, side *dst, proxy *px)
 	/*
 	 * Frozen multifd channels (px): the destination may be waiting for
 	 * their SYNC when the cancel notice comes on the main connection, and
-	 * it reads that only after the sync. The link comes back: it gets
-	 * what the channels held, then the notice.
+	 * it reads that only after the sync (else it sees the source close,
+	 * and says its channels were behind: t_mf_cancel_at_sync). The link
+	 * comes back: it gets what the channels held, then the notice.
 	 */
 	for (unsigned k = 1; px && k <= 2; k++)
 		proxy_thaw(px, k);

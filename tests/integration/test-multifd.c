@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -163,6 +164,54 @@ static void t_mf_cancel_told(void **s)
 	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_FAILED);
 	ferry_migration_query(dst.vm, &i);
 	assert_string_equal(i.error_desc, "migration cancelled by the source");
+	side_destroy(&src);
+	side_destroy(&dst);
+}
+
+/*
+ * A cancel that comes while the destination waits at a pass's sync for
+ * channels held up on their way (a silent link: the proxy freezes them).
+ * The source sends its notice and closes the main connection; the
+ * destination, which looks at that connection while it waits, fails at
+ * once instead of waiting for the channels forever (it did). Which of the
+ * two messages it gives depends on what follows the sync in the stream:
+ * the notice itself, or records of the next pass it must not act on.
+ */
+static void t_mf_cancel_at_sync(void **s)
+{
+	(void)s;
+	side src, dst;
+	char puri[120];
+	/* Never-written RAM, a trickle of dirty pages: a pass fits in the frozen sockets. */
+	proxy *px = running_pair_proxied(&src, &dst, "mem=64M,vram=4M,vcpus=2,fill=none,rate=100K",
+					 puri);
+	ferry_migration_params p;
+	mf_params(&p, 2, false);
+	p.max_bandwidth = 200 * 1000; /* the guest's rate: 1 ms is 200 bytes, never a page */
+	p.downtime_limit_ms = 1;
+	assert_int_equal(ferry_migration_start(src.vm, puri, &p), 0);
+	ferry_migration_info i = { 0 };
+	for (int k = 0; k < 1200 && i.dirty_sync_count < 2; k++) {
+		assert_int_equal(ferry_migration_wait(src.vm, 50), -ETIMEDOUT);
+		ferry_migration_query(src.vm, &i);
+	}
+	assert_true(i.dirty_sync_count >= 2);
+	proxy_freeze(px, 1);
+	proxy_freeze(px, 2);
+	/* The next pass's SYNC is on the main connection, its packets held: the destination waits. */
+	wait_thread_in_syscall("mig/dst/main", SYS_futex);
+	msleep(200);
+	wait_thread_in_syscall("mig/dst/main", SYS_futex);
+	assert_int_equal(ferry_migration_cancel(src.vm), 0);
+	assert_int_equal(wait_final(src.vm), FERRY_MIGRATION_CANCELLED);
+	uint64_t t0 = now_ms();
+	const char *why = wait_failed(dst.vm);
+	assert_true(now_ms() - t0 < 3000); /* the source's close, then one look (100 ms) */
+	if (strcmp(why, FERRY_CANCELLED_MSG))
+		assert_string_equal(why, FERRY_MF_ORPHANED_MSG);
+	assert_true(ferry_vm_is_running(src.vm));
+	proxy_stop(px);
+	assert_true(side_verify(&src));
 	side_destroy(&src);
 	side_destroy(&dst);
 }
@@ -837,6 +886,7 @@ int main(void)
 		cmocka_unit_test(t_mf_2_splice),
 		cmocka_unit_test(t_mf_bandwidth_cap),
 		cmocka_unit_test(t_mf_cancel_told),
+		cmocka_unit_test(t_mf_cancel_at_sync),
 		cmocka_unit_test(t_mf_load_reports),
 		cmocka_unit_test(t_mf_1_zstd),
 		cmocka_unit_test(t_mf_4_zstd),

@@ -1280,7 +1280,15 @@ static int load_mf_sync(struct ferry_migration *m, ferry_chan *c)
 	if (!m->mf_recv) /* published by this thread (dest.c's cmd_multifd) */
 		return ferry__chan_fail(c, FERRY_EBADSTREAM,
 					"live device state sync without multifd channels");
-	return ferry__mf_recv_sync(m->mf_recv);
+	int r = ferry__mf_recv_sync(m->mf_recv);
+	if (r != -ENOTCONN)
+		return r;
+	/* The source is gone with channels behind: its last record says why if it cancelled. */
+	uint8_t tag;
+	if ((r = ferry__chan_get_u8(c, &tag)))
+		return r;
+	return tag == FERRY_DEV_CANCELLED ? ferry__chan_fail_msg(c, FERRY_EPEER, FERRY_CANCELLED_MSG)
+					  : ferry__chan_fail_msg(c, -ENOTCONN, FERRY_MF_ORPHANED_MSG);
 }
 
 /* The section END body: records until DEV_EOS. */

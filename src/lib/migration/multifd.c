@@ -30,11 +30,11 @@
 #include "migration/place.h"
 #include "transport/transport.h"
 #include "stream/wire.h"
-#include "transport/transport.h"
 #include "util/bufpool.h"
 #include "util/zero.h"
 
 #define HS_TIMEOUT_MS 10000
+#define SYNC_SLICE_MS 100 /* ferry__mf_recv_sync looks at the main connection this often */
 
 /*
  * Either side, the migration thread after its main connection failed: waits
@@ -1276,13 +1276,37 @@ int ferry__mf_recv_wait_error(ferry_mf_receiver *r, int timeout_ms, ferry_error 
 	return wait_error(&r->lock, &r->cond, &r->err, timeout_ms, out);
 }
 
-/* Thread: mig/dst/main at MULTIFD_SYNC; takes r->lock. */
+/* Whether the source has closed the main connection (its FIN is here; data may be before it). */
+static bool main_closed(ferry_mf_receiver *r)
+{
+	struct pollfd pfd = { .fd = r->m->chan.fd, .events = POLLRDHUP };
+	return pfd.fd >= 0 && poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
+/*
+ * Thread: mig/dst/main at MULTIFD_SYNC; takes r->lock. Waits in slices of
+ * SYNC_SLICE_MS: a source that cancels sends its notice on the main
+ * connection and closes it, and channels held up on their way (a silent
+ * link, a frozen proxy) would otherwise keep this wait, and the notice
+ * behind it, forever. -ENOTCONN then: the caller reads the last record.
+ */
 int ferry__mf_recv_sync(ferry_mf_receiver *r)
 {
 	pthread_mutex_lock(&r->lock);
-	while (r->at_sync < r->n && !r->err.code && !ferry__mig_cancelled(r->m))
-		pthread_cond_wait(&r->cond, &r->lock);
-	int e = r->err.code ? r->err.code : ferry__mig_cancelled(r->m) ? -ECANCELED : 0;
+	bool orphaned = false;
+	while (r->at_sync < r->n && !r->err.code && !ferry__mig_cancelled(r->m) && !orphaned) {
+		struct timespec dl;
+		clock_gettime(CLOCK_REALTIME, &dl);
+		dl.tv_nsec += SYNC_SLICE_MS * 1000000L;
+		dl.tv_sec += dl.tv_nsec / 1000000000L;
+		dl.tv_nsec %= 1000000000L;
+		if (pthread_cond_timedwait(&r->cond, &r->lock, &dl) == ETIMEDOUT)
+			orphaned = r->at_sync < r->n && main_closed(r);
+	}
+	int e = r->err.code		  ? r->err.code
+		: ferry__mig_cancelled(r->m) ? -ECANCELED
+		: orphaned		  ? -ENOTCONN
+					  : 0;
 	if (!e) {
 		/* Parked at their SYNC: their offsets stand still until released. */
 		r->load_bytes = r->load_cpu_ns = 0;

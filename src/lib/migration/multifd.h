@@ -226,7 +226,12 @@ typedef struct ferry_mf_receiver {
 int ferry__mf_recv_start(ferry_mf_receiver *r, struct ferry_migration *m, ferry_parts *parts,
 			 int listen_fd, const uint8_t uuid[16], unsigned n, uint32_t compression,
 			 ferry_error *err);
-/* Main thread at MULTIFD_SYNC: waits for every channel's SYNC, releases them. */
+/*
+ * Main thread at MULTIFD_SYNC: waits for every channel's SYNC, releases
+ * them. 0, a channel's error, -ECANCELED, or -ENOTCONN: the source closed
+ * the main connection while channels still owed their SYNC (it is gone;
+ * its last record, a cancel notice perhaps, is readable without waiting).
+ */
 int ferry__mf_recv_sync(ferry_mf_receiver *r);
 /*
  * What the channels had loaded at the last sync: their stream bytes and

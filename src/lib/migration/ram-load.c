@@ -277,6 +277,23 @@ static int load_pages_record(ferry_ram_loader *l, uint64_t flags, uint64_t addr)
 }
 
 /* One record after its RAM word; *eos set at the end of the section. */
+/*
+ * The source closed the connection while its multifd channels owed a sync
+ * (ferry__mf_recv_sync's -ENOTCONN): the record after the sync, already
+ * here, says why if it is a cancel notice. Nothing after the sync is acted
+ * on: the channels' pages are missing.
+ */
+static int load_orphaned_sync(ferry_chan *c)
+{
+	uint64_t flags, addr;
+	int r = ferry__wire_get_ram_word(c, &flags, &addr);
+	if (r)
+		return r;
+	if (flags == FERRY_RAM_CANCELLED && !addr)
+		return ferry__chan_fail_msg(c, FERRY_EPEER, FERRY_CANCELLED_MSG);
+	return ferry__chan_fail_msg(c, -ENOTCONN, FERRY_MF_ORPHANED_MSG);
+}
+
 static int load_record(ferry_ram_loader *l, uint64_t flags, uint64_t addr, bool setup, bool *eos)
 {
 	ferry_chan *c = l->c;
@@ -291,7 +308,8 @@ static int load_record(ferry_ram_loader *l, uint64_t flags, uint64_t addr, bool 
 			return ferry__chan_fail(c, FERRY_EBADSTREAM, "multifd sync %s",
 						l->mf ? "with offset bits set" : "without multifd");
 		ferry__chan_ctx_name(c, "multifd sync");
-		return ferry__mf_recv_sync(l->mf);
+		int r = ferry__mf_recv_sync(l->mf);
+		return r == -ENOTCONN ? load_orphaned_sync(c) : r;
 	case FERRY_RAM_CANCELLED:
 		if (!addr)
 			return ferry__chan_fail_msg(c, FERRY_EPEER, FERRY_CANCELLED_MSG);

@@ -74,6 +74,8 @@ enum {
 
 /* What a destination reports when it reads FERRY_REC_CANCELLED or FERRY_RAM_CANCELLED. */
 #define FERRY_CANCELLED_MSG "migration cancelled by the source"
+/* The destination's error when the source closed the main connection with multifd channels behind. */
+#define FERRY_MF_ORPHANED_MSG "the source closed the connection while its multifd channels were behind"
 
 /* Section ids: RAM is 1; devices follow in registration order. */
 #define FERRY_SECTION_RAM 1u
