@@ -612,6 +612,16 @@ FERRY_EXTERN int ferry_migration_set_incoming_params(ferry_vm_t *vm,
 						     const ferry_migration_params *params);
 
 /*
+ * Destination: whether an incoming migration starts the guest's vCPUs
+ * when the guest moves here (at the end of precopy, at the switch to
+ * postcopy) if they ran on the source. Default true; false leaves them
+ * stopped for the embedder's ferry_vm_start() (QEMU's -S, and its `stop`
+ * and `cont` on a VM waiting for an incoming migration). Read at that
+ * moment, so it may change while the migration runs. Thread: any.
+ */
+FERRY_EXTERN void ferry_migration_set_autostart(ferry_vm_t *vm, bool on);
+
+/*
  * Postcopy recovery. ferry_migration_pause() breaks the connection of a
  * postcopy migration by hand (QMP migrate-pause) so both sides pause.
  * On the destination, ferry_migration_recover() listens on uri for the

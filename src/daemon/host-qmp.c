@@ -907,10 +907,15 @@ static void cmd_query_parameters(void *opaque, ferry_qmp_req *req, json_t *args)
 /* ------------------------------------------------------------------ */
 /* Run state.                                                          */
 
+/*
+ * On a destination waiting for or receiving a migration, stop and cont say
+ * whether the guest starts when it arrives (as QEMU's autostart): no event.
+ */
 static void stop_done(host *h, host_op *op)
 {
 	if (h->inmigrate) {
-		op_error(h, op, "%s", msg_inmigrate);
+		ferry_migration_set_autostart(h->vm, false);
+		op_return(h, op, NULL);
 		return;
 	}
 	bool was = ferry_vm_is_running(h->vm);
@@ -927,7 +932,8 @@ static void stop_done(host *h, host_op *op)
 static void cont_done(host *h, host_op *op)
 {
 	if (h->inmigrate) {
-		op_error(h, op, "%s", msg_inmigrate);
+		ferry_migration_set_autostart(h->vm, true);
+		op_return(h, op, NULL);
 		return;
 	}
 	if (h->dir == HOST_DIR_OUT && status_busy(mig_status(h))) {

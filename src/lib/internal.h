@@ -137,6 +137,8 @@ struct ferry_vm {
 	void *event_opaque;          /* protected by mig_lock */
 	/* Destination parameters (postcopy, link timeout); protected by mig_lock. */
 	ferry_migration_params in_params;
+	/* Destination: ferry_migration_set_autostart(false) was the last call; protected by mig_lock. */
+	bool no_autostart;
 	/*
 	 * Destination: the userfaultfd that blocks placed with UFFDIO_COPY are
 	 * registered with (MISSING) during an incoming precopy, or -1. Owned by
@@ -165,6 +167,8 @@ bool ferry__migration_busy(const ferry_vm_t *vm);
 /* Cancels the VM's migration whatever its state, postcopy too (destroy). Thread: control. */
 void ferry__migration_abort(ferry_vm_t *vm);
 
+/* Whether a destination starts the vCPUs it may start (migration.c). Takes mig_lock; any thread. */
+bool ferry__vm_autostart(ferry_vm_t *vm);
 /* Sets or clears vm->run_owned (vm.c). Thread: mig/src/main, mig/dst/main. */
 void ferry__vm_own_run(ferry_vm_t *vm, bool owned);
 /*

@@ -138,6 +138,35 @@ static void t_pc_stride_preempt(void **s) { (void)s; run_workload("stride", true
 static void t_pc_hotset_preempt(void **s) { (void)s; run_workload("hotset", true); }
 static void t_pc_idle_preempt(void **s) { (void)s; run_workload("idle", true); }
 
+/*
+ * A destination told not to start the guest (ferry_migration_set_autostart,
+ * QMP `stop` on an incoming VM): the vCPUs stay stopped at the switch to
+ * postcopy, every page still comes in the background, and the guest starts
+ * when the embedder says, bit-exact.
+ */
+static void t_pc_no_autostart(void **s)
+{
+	(void)s;
+	side src, dst;
+	const char *uri = pc_sides(&src, &dst, SPEC ",workload=random", true, true);
+	ferry_migration_set_autostart(dst.vm, false);
+	ferry_migration_params p;
+	pc_params(&p, false);
+	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
+	assert_int_equal(wait_final(src.vm), FERRY_MIGRATION_COMPLETED);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_COMPLETED);
+	ferry_migration_info di;
+	ferry_migration_query(dst.vm, &di);
+	assert_true(di.postcopy);
+	assert_int_equal(di.postcopy_requests, 0); /* nothing ran to fault */
+	assert_false(ferry_vm_is_running(dst.vm));
+	assert_false(ferry_vm_is_running(src.vm));
+	assert_int_equal(ferry_vm_start(dst.vm), 0);
+	assert_true(side_run_and_verify(&dst, 3000));
+	side_destroy(&src);
+	side_destroy(&dst);
+}
+
 /* Multifd carries the precopy passes, then the main and preempt channels. */
 static void t_pc_multifd(void **s)
 {
@@ -768,6 +797,7 @@ int main(void)
 		cmocka_unit_test(t_pc_stride_preempt),
 		cmocka_unit_test(t_pc_hotset_preempt),
 		cmocka_unit_test(t_pc_idle_preempt),
+		cmocka_unit_test(t_pc_no_autostart),
 		cmocka_unit_test(t_pc_multifd),
 		cmocka_unit_test(t_pc_slow_link),
 		cmocka_unit_test(t_pc_start_errors),

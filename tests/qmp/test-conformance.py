@@ -39,10 +39,6 @@ INTENDED = {
     ("migrate {}", "!error.desc"): "QEMU 8.2's message: Ferry has 8.2's channels, so uri is optional",
     ("migrate-set-capabilities xbzrle", "+error"): "Ferry refuses every capability it lacks (no XBZRLE)",
     ("migrate-set-capabilities xbzrle", "-return"): "as above",
-    ("stop on a destination", "+error"):
-        "QEMU's stop on an incoming guest means 'do not start it after the migration'; Ferry's "
-        "destination runs the guest as the source ran it, and refuses (docs/qmp.md)",
-    ("stop on a destination", "-return"): "as above",
     ("migration events, source", "!statuses"): "Ferry reports the stop-copy phase as QEMU's 'device' status",
     ("query-migrate, source", "-return.xbzrle-cache"): "no XBZRLE (QEMU's member is optional)",
     ("query-migrate, destination", "+return.total-time"):

@@ -988,7 +988,6 @@ def case_full_migration_two_clients(tmp):
         eq("destination query-status", dq.ret("query-status"), {"running": False, "singlestep": False, "status": "inmigrate"})
         eq("destination refuses migrate", dq.cmd("migrate", {"uri": "unix:/x"}),
            generic("Guest is waiting for an incoming migration"))
-        eq("destination refuses stop", dq.cmd("stop"), generic("Guest is waiting for an incoming migration"))
         eq("destination refuses x-run-until", dq.cmd("x-run-until", {"advance": 1}),
            generic("Guest is waiting for an incoming migration"))
         a, b = src.qmp(), src.qmp()  # both negotiated: both get the events
@@ -1034,6 +1033,34 @@ def case_full_migration_two_clients(tmp):
         verify_destination("full migration", dq)
         for q in (a, b, dq):
             q.close()
+    finally:
+        src.stop()
+        dst.stop()
+
+
+def case_autostart(tmp):
+    """stop and cont on a destination waiting for a migration: whether the guest starts when it arrives."""
+    sock = os.path.join(tmp, "mig.sock")
+    dst = Host(tmp, "dst", SPEC, ["--incoming", "unix:" + sock])
+    src = Host(tmp, "src", SPEC)
+    try:
+        dq, sq = dst.qmp(), src.qmp()
+        eq("autostart: stop on a waiting destination", dq.cmd("stop"), {"return": {}})
+        eq("autostart: cont, then stop again", (dq.cmd("cont"), dq.cmd("stop")), ({"return": {}}, {"return": {}}))
+        eq("autostart: still inmigrate", dq.ret("query-status"),
+           {"running": False, "singlestep": False, "status": "inmigrate"})
+        eq("autostart: migrate", sq.cmd("migrate", {"uri": "unix:" + sock}), {"return": {}})
+        true("autostart: destination completed", dq.wait_event(is_status("completed")) is not None)
+        eq("autostart: no STOP or RESUME on the destination",
+           [e["event"] for e in dq.events if e["event"] in ("STOP", "RESUME")], [])
+        eq("autostart: the guest arrived paused", dq.ret("query-status"),
+           {"running": False, "singlestep": False, "status": "paused"})
+        eq("autostart: cont", dq.cmd("cont"), {"return": {}})
+        true("autostart: RESUME", dq.wait_event(lambda e: e["event"] == "RESUME") is not None)
+        eq("autostart: running", dq.ret("query-status"), {"running": True, "singlestep": False, "status": "running"})
+        verify_destination("autostart", dq)
+        dq.close()
+        sq.close()
     finally:
         src.stop()
         dst.stop()
@@ -2097,6 +2124,7 @@ CASES = [
     case_schema,
     case_commands,
     case_full_migration_two_clients,
+    case_autostart,
     case_migrate_arguments,
     case_cancel_setup,
     case_cancel_active,

@@ -433,12 +433,16 @@ static int dst_setup(ferry_dst *l)
 	return 0;
 }
 
-/* Phase start: the guest may run again; its vCPUs start if the source's ran. */
+/*
+ * Phase start: the guest may run again; its vCPUs start if the source's
+ * ran, unless the embedder said not to (ferry_migration_set_autostart):
+ * then they wait for its ferry_vm_start().
+ */
 static int dst_start_vcpus(ferry_dst *l)
 {
 	ferry__postcopy_may_run(l); /* before the guest may run: the source relies on it */
 	ferry__vm_own_run(l->vm, false);
-	if (!l->run_after)
+	if (!l->run_after || !ferry__vm_autostart(l->vm))
 		return 0;
 	int r = ferry_vm_start(l->vm);
 	if (r) {

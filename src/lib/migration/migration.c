@@ -666,6 +666,21 @@ int ferry_migration_set_incoming_params(ferry_vm_t *vm, const ferry_migration_pa
 	return 0;
 }
 
+void ferry_migration_set_autostart(ferry_vm_t *vm, bool on)
+{
+	pthread_mutex_lock(&vm->mig_lock);
+	vm->no_autostart = !on;
+	pthread_mutex_unlock(&vm->mig_lock);
+}
+
+bool ferry__vm_autostart(ferry_vm_t *vm)
+{
+	pthread_mutex_lock(&vm->mig_lock);
+	bool on = !vm->no_autostart;
+	pthread_mutex_unlock(&vm->mig_lock);
+	return on;
+}
+
 int ferry_migration_pause(ferry_vm_t *vm)
 {
 	if (!vm)
