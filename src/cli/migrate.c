@@ -678,6 +678,28 @@ static int apply_tls(ferry_qmp_conn *c, const char *dir, bool psk)
 	return 0;
 }
 
+/*
+ * After a --tls migration has ended: tls-creds back to "" and the object
+ * deleted (as libvirt does), so that the host's next migration is not
+ * silently a TLS one. A failure only warns (unless quiet: the connection
+ * already failed): the migration's outcome stands.
+ */
+static void drop_tls(ferry_qmp_conn *c, bool quiet)
+{
+	char err[512];
+	json_t *r = ferry_qmp_client_exec(c, "migrate-set-parameters", json_pack("{s:s}", "tls-creds", ""),
+					  CALL_TIMEOUT_MS, err, sizeof(err), NULL);
+	if (r) {
+		json_decref(r);
+		r = ferry_qmp_client_exec(c, "object-del", json_pack("{s:s}", "id", MIGRATE_TLS_ID),
+					  CALL_TIMEOUT_MS, err, sizeof(err), NULL);
+	}
+	if (!r && !quiet)
+		fprintf(stderr, "ferry migrate: warning: cannot drop the TLS credentials '%s': %s\n",
+			MIGRATE_TLS_ID, err);
+	json_decref(r);
+}
+
 /* Applies --set (parameters) and --cap (capabilities). Returns 0 or 2. */
 static int apply_settings(ferry_qmp_conn *c, const char *who, char **sets, int nsets, char **caps,
 			  int ncaps)
@@ -745,8 +767,9 @@ static void migrate_usage(FILE *f)
 		"                     (`ferry plot FILE -o FILE.svg` draws them)\n"
 		"  --tls DIR          TLS 1.3 with mutual authentication: the source host's\n"
 		"                     tls-creds-x509 object from DIR (ca-cert.pem,\n"
-		"                     client-cert.pem, client-key.pem) and parameter tls-creds;\n"
-		"                     the destination host needs its own (ferry host --tls DIR)\n"
+		"                     client-cert.pem, client-key.pem) and parameter tls-creds,\n"
+		"                     both dropped when the migration ends; the destination\n"
+		"                     host needs its own (ferry host --tls DIR)\n"
 		"  --tls-psk DIR      the same with a pre-shared key (DIR/keys.psk)\n"
 		"  --json             print the final query-migrate reply on stdout\n"
 		"  --status           print the host's current query-migrate for people, and exit\n"
@@ -987,6 +1010,8 @@ int ferry_cli_migrate(int argc, char **argv)
 	} else {
 		rc = migrate_report(info, &d, &o);
 	}
+	if (o.tls_dir)
+		drop_tls(conn, !info);
 	json_decref(info);
 	json_decref(d.params);
 	json_decref(d.caps);

@@ -75,8 +75,13 @@ if command -v certtool >/dev/null; then
 	"$FERRY" migrate --qmp "$TMP/tsrc.qmp" --tls "$TMP/tls" --set tls-hostname=127.0.0.1 \
 		"unix:$TMP/tlsm.sock" >"$TMP/tlsmig.out" 2>"$TMP/tlsmig.err"
 	expect_eq "migrate --tls exit code" "$?" 0
-	expect_eq "migrate --tls: the source's tls-creds" \
-		"$(qmp tsrc query-migrate-parameters | json /dev/stdin 'j["return"]["tls-creds"]')" ferry-migrate-tls
+	# Dropped once the migration ended: the host's next migration is not silently a TLS one.
+	expect_eq "migrate --tls: the source's tls-creds dropped" \
+		"$(qmp tsrc query-migrate-parameters | json /dev/stdin 'j["return"]["tls-creds"]')" ""
+	expect_eq "migrate --tls: the source's object deleted" \
+		"$(qmp tsrc object-del '{"id": "ferry-migrate-tls"}' | json /dev/stdin 'j["error"]["desc"]')" \
+		"object 'ferry-migrate-tls' not found"
+	expect_eq "migrate --tls: no warning" "$(grep -c warning "$TMP/tlsmig.err")" 0
 	for _ in $(seq 100); do qmp tdst query-migrate | grep -q completed && break; sleep 0.05; done
 	expect_eq "migrate --tls: the destination completed" \
 		"$(qmp tdst query-migrate | json /dev/stdin 'j["return"]["status"]')" completed
