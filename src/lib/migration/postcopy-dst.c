@@ -406,6 +406,7 @@ static void *fault_thread(void *arg)
 				handle_fault(pc, msg[i].arg.pagefault.address,
 					     (pid_t)msg[i].arg.pagefault.feat.ptid);
 	}
+	ferry__log_thread_cpu();
 	return NULL;
 }
 
@@ -824,6 +825,7 @@ static void *preempt_thread(void *arg)
 		if (fd >= 0)
 			shutdown(fd, SHUT_RDWR);
 	}
+	ferry__log_thread_cpu();
 	return NULL;
 }
 
@@ -871,6 +873,7 @@ static void *listen_thread(void *arg)
 		ferry__dst_stats(l);
 	}
 	l->listen_r = r;
+	ferry__log_thread_cpu();
 	return NULL;
 }
 

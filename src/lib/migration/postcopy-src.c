@@ -226,6 +226,7 @@ static void *preq_thread(void *arg)
 	if (r != -EPIPE && pc->pre.in_err.msg[0])
 		ferry_warn("postcopy preempt channel: %s", pc->pre.in_err.msg);
 	ferry__chan_shutdown(&pc->pre);
+	ferry__log_thread_cpu();
 	return NULL;
 }
 

@@ -244,6 +244,7 @@ static void *rp_thread(void *arg)
 	free(buf);
 	rp_end(m);
 	ferry__pc_src_rp_end(m);
+	ferry__log_thread_cpu();
 	return NULL;
 }
 
