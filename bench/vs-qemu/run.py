@@ -290,13 +290,15 @@ def proc_cpu_s(proc):
         return None
 
 
-THREAD_CPU_RE = re.compile(r"^ferry\[([^\]]+)\] debug: thread done: ([0-9.]+) ms of CPU$")
+THREAD_CPU_RE = re.compile(r"^ferry\[([^\]]+)\] debug: thread done: ([0-9.]+) ms of CPU, "
+                           r"([0-9]+) voluntary and ([0-9]+) involuntary switches$")
 
 
 def thread_cpu_ms(procs, timeout_s=3.0):
-    """{thread: CPU ms} of each process's migration threads, from their "thread done" debug
-    lines (the threads end just after the status turns completed: wait for both sides' main)."""
-    out, deadline = [{}, {}], time.monotonic() + timeout_s
+    """{thread: CPU ms} of each process's migration threads, and {thread: [voluntary,
+    involuntary]} context switches, from their "thread done" debug lines (the threads end just
+    after the status turns completed: wait for both sides' main)."""
+    out, sw, deadline = [{}, {}], [{}, {}], time.monotonic() + timeout_s
     while True:
         for i, p in enumerate(procs):
             try:
@@ -305,10 +307,11 @@ def thread_cpu_ms(procs, timeout_s=3.0):
                         m = THREAD_CPU_RE.match(line.strip())
                         if m:
                             out[i][m.group(1)] = float(m.group(2))
+                            sw[i][m.group(1)] = [int(m.group(3)), int(m.group(4))]
             except OSError:
                 pass
         if "mig/src/main" in out[0] and "mig/dst/main" in out[1] or time.monotonic() > deadline:
-            return {"src": out[0], "dst": out[1]}
+            return {"src": out[0], "dst": out[1]}, {"src": sw[0], "dst": sw[1]}
         time.sleep(0.05)
 
 
@@ -536,7 +539,8 @@ def run_ferry(row, a, j, tag, perf_path=None, extra=None, binary=None):
             r = drive(row, a, sq, dq, free_port(), deadline, j, perf_path,
                       dict(a.ferry_set, **(extra or {})), (s, d),
                       tls=("qemu" if extra is not None else "ferry") in a.tls)
-            return dict(r, thread_cpu_ms=thread_cpu_ms((s, d)))
+            cpu, switches = thread_cpu_ms((s, d))
+            return dict(r, thread_cpu_ms=cpu, thread_switches=switches)
         except BenchError as e:
             raise BenchError(f"{e} [ferry src: {j.stderr_tail(s)}] [ferry dst: {j.stderr_tail(d)}]")
     finally:

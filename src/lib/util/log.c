@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "util/clock.h"
 
@@ -49,5 +50,9 @@ void ferry__log(int lvl, const char *fmt, ...)
 
 void ferry__log_thread_cpu(void)
 {
-	ferry_dbg("thread done: %.1f ms of CPU", (double)ferry__thread_cpu_ns(pthread_self()) / 1e6);
+	/* Context switches: a thread that waits on others (locks, queues, sockets) switches often. */
+	struct rusage ru = { 0 };
+	getrusage(RUSAGE_THREAD, &ru);
+	ferry_dbg("thread done: %.1f ms of CPU, %ld voluntary and %ld involuntary switches",
+		  (double)ferry__thread_cpu_ns(pthread_self()) / 1e6, ru.ru_nvcsw, ru.ru_nivcsw);
 }
