@@ -42,7 +42,7 @@ bool ferry__pc_src_close(struct src_ctx *x);
 
 /* ---- mig/src/rp ---- */
 
-/* At the thread's start (it serves page requests with preempt). */
+/* At the thread's start: it is on every page request's path, so it is boosted. */
 void ferry__pc_src_rp_begin(struct ferry_migration *m);
 /*
  * A return path message of postcopy's (payload b, len bytes): 0 handled,
