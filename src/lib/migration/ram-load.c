@@ -276,7 +276,6 @@ static int load_pages_record(ferry_ram_loader *l, uint64_t flags, uint64_t addr)
 	return load_run(l, &run);
 }
 
-/* One record after its RAM word; *eos set at the end of the section. */
 /*
  * The source closed the connection while its multifd channels owed a sync
  * (ferry__mf_recv_sync's -ENOTCONN): the record after the sync, already
@@ -294,6 +293,7 @@ static int load_orphaned_sync(ferry_chan *c)
 	return ferry__chan_fail_msg(c, -ENOTCONN, FERRY_MF_ORPHANED_MSG);
 }
 
+/* One record after its RAM word; *eos set at the end of the section. */
 static int load_record(ferry_ram_loader *l, uint64_t flags, uint64_t addr, bool setup, bool *eos)
 {
 	ferry_chan *c = l->c;
@@ -303,13 +303,14 @@ static int load_record(ferry_ram_loader *l, uint64_t flags, uint64_t addr, bool 
 		return addr ? ferry__chan_fail(c, FERRY_EBADSTREAM,
 					       "RAM end-of-section with offset bits set")
 			    : 0;
-	case FERRY_RAM_MULTIFD_SYNC:
+	case FERRY_RAM_MULTIFD_SYNC: {
 		if (addr || !l->mf)
 			return ferry__chan_fail(c, FERRY_EBADSTREAM, "multifd sync %s",
 						l->mf ? "with offset bits set" : "without multifd");
 		ferry__chan_ctx_name(c, "multifd sync");
 		int r = ferry__mf_recv_sync(l->mf);
 		return r == -ENOTCONN ? load_orphaned_sync(c) : r;
+	}
 	case FERRY_RAM_CANCELLED:
 		if (!addr)
 			return ferry__chan_fail_msg(c, FERRY_EPEER, FERRY_CANCELLED_MSG);
