@@ -617,9 +617,10 @@ FERRY_EXTERN int ferry_migration_set_incoming_params(ferry_vm_t *vm,
  * postcopy) if they ran on the source. Default true; false leaves them
  * stopped for the embedder's ferry_vm_start() (QEMU's -S, and its `stop`
  * and `cont` on a VM waiting for an incoming migration). Read at that
- * moment, so it may change while the migration runs. Thread: any.
+ * moment, so it may change while the migration runs. Returns 0 or -EINVAL
+ * (vm NULL). Thread: any.
  */
-FERRY_EXTERN void ferry_migration_set_autostart(ferry_vm_t *vm, bool on);
+FERRY_EXTERN int ferry_migration_set_autostart(ferry_vm_t *vm, bool on);
 
 /*
  * Postcopy recovery. ferry_migration_pause() breaks the connection of a

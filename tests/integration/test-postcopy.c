@@ -149,7 +149,8 @@ static void t_pc_no_autostart(void **s)
 	(void)s;
 	side src, dst;
 	const char *uri = pc_sides(&src, &dst, SPEC ",workload=random", true, true);
-	ferry_migration_set_autostart(dst.vm, false);
+	assert_int_equal(ferry_migration_set_autostart(NULL, false), -EINVAL);
+	assert_int_equal(ferry_migration_set_autostart(dst.vm, false), 0);
 	ferry_migration_params p;
 	pc_params(&p, false);
 	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);

@@ -666,11 +666,14 @@ int ferry_migration_set_incoming_params(ferry_vm_t *vm, const ferry_migration_pa
 	return 0;
 }
 
-void ferry_migration_set_autostart(ferry_vm_t *vm, bool on)
+int ferry_migration_set_autostart(ferry_vm_t *vm, bool on)
 {
+	if (!vm)
+		return -EINVAL;
 	pthread_mutex_lock(&vm->mig_lock);
 	vm->no_autostart = !on;
 	pthread_mutex_unlock(&vm->mig_lock);
+	return 0;
 }
 
 bool ferry__vm_autostart(ferry_vm_t *vm)
