@@ -26,7 +26,9 @@ static void host_usage(FILE *f)
 	      "                     any free one, shown by --json); at least one, at most 8\n"
 	      "  --guest SPEC       the guest, as KEY=VALUE,... (keys below)\n"
 	      "  -S, --stopped      start with the vCPUs stopped (QEMU's -S, status \"prelaunch\");\n"
-	      "                     `cont` starts them (the guest key `paused` does the same)\n"
+	      "                     `cont` starts them (the guest key `paused` does the same);\n"
+	      "                     with --incoming, the guest arrives stopped (status \"paused\")\n"
+	      "                     until `cont`, whether or not it ran on the source\n"
 	      "  --dirty MODE       dirty tracking: auto (default), wp, explicit\n"
 	      "  --incoming URI     be a destination listening on tcp:HOST:PORT (port 0: any free\n"
 	      "                     one, shown by --json and query-migrate) or unix:PATH; listen\n"
@@ -230,7 +232,8 @@ int ferry_cli_host(int argc, char **argv)
 	cfg.paused |= stopped;
 
 	ferry_host_config hc = { .guest = cfg, .dirty = dmode, .nqmp = nqmp, .incoming = incoming,
-				 .exit_on_error = exit_on_error, .json = json, .tls_dir = tls,
+				 .exit_on_error = exit_on_error, .no_autostart = stopped && incoming,
+				 .json = json, .tls_dir = tls,
 				 .tls_psk = psk };
 	for (int i = 0; i < nqmp; i++)
 		hc.qmp[i] = qmp[i];

@@ -33,6 +33,7 @@ typedef struct ferry_host_config {
 	int nqmp;
 	const char *incoming;                /* NULL (a source), "defer" or a migration URI */
 	bool exit_on_error;                  /* destination: exit when an incoming one fails */
+	bool no_autostart;                   /* destination (-S): the guest arrives stopped */
 	bool json;                           /* one JSON line on stdout once listening */
 	/*
 	 * NULL, or a tls-creds-x509 directory (--tls): object "tls0" from it

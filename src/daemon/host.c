@@ -468,6 +468,8 @@ static int host_setup(host *h, char (*qmp)[HOST_ADDR_MAX], int nqmp, ferry_dirty
 	}
 	ferry_migration_set_event_cb(h->vm, on_ferry_event, h);
 	h->inmigrate = h->incoming != HOST_INCOMING_NONE;
+	if (h->inmigrate && h->no_autostart) /* QEMU's -S on a destination; `cont` undoes it */
+		ferry_migration_set_autostart(h->vm, false);
 	if (h->tls_dir &&
 	    (r = host_tls_from_dir(h->tls_dir, h->tls_psk, h->inmigrate, err, sizeof(err)))) {
 		fprintf(stderr, "ferry host: --tls%s: %s\n", h->tls_psk ? "-psk" : "", err);
@@ -539,6 +541,7 @@ static host *host_new(const ferry_host_config *cfg)
 	h->cap_events = false; /* QEMU's default */
 	ferry_migration_params_init(&h->params);
 	h->exit_on_error = h->exit_on_error_flag = cfg->exit_on_error;
+	h->no_autostart = cfg->no_autostart;
 	h->tls_dir = cfg->tls_dir;
 	h->tls_psk = cfg->tls_psk;
 	if (cfg->incoming && !strcmp(cfg->incoming, "defer")) {

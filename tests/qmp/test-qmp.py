@@ -1064,6 +1064,24 @@ def case_autostart(tmp):
     finally:
         src.stop()
         dst.stop()
+    # -S on a destination (as libvirt starts one): the same, from the command line.
+    sock = os.path.join(tmp, "mig2.sock")
+    dst = Host(tmp, "dst2", SPEC, ["-S", "--incoming", "unix:" + sock])
+    src = Host(tmp, "src2", SPEC)
+    try:
+        dq, sq = dst.qmp(), src.qmp()
+        eq("-S: migrate", sq.cmd("migrate", {"uri": "unix:" + sock}), {"return": {}})
+        true("-S: destination completed", dq.wait_event(is_status("completed")) is not None)
+        eq("-S: the guest arrived paused", dq.ret("query-status"),
+           {"running": False, "singlestep": False, "status": "paused"})
+        eq("-S: cont", dq.cmd("cont"), {"return": {}})
+        eq("-S: running", dq.ret("query-status"), {"running": True, "singlestep": False, "status": "running"})
+        verify_destination("-S", dq)
+        dq.close()
+        sq.close()
+    finally:
+        src.stop()
+        dst.stop()
 
 
 def unix_channel(path):
