@@ -467,13 +467,27 @@ static void cmd_capabilities(void *opaque, ferry_qmp_req *req, json_t *args)
 
 static const ferry_qmp_command builtin_commands[];
 
+/*
+ * The server's command tables: the protocol's own (their handlers get the
+ * server), then the embedder's (they get cfg.opaque); NULL-terminated, the
+ * form ferry_qmp_schema takes.
+ */
+enum { TABLE_BUILTIN, TABLE_EMBEDDER, TABLES };
+static void command_tables(const ferry_qmp_server *s, const ferry_qmp_command *out[TABLES + 1])
+{
+	out[TABLE_BUILTIN] = builtin_commands;
+	out[TABLE_EMBEDDER] = s->cfg.commands;
+	out[TABLES] = NULL;
+}
+
 static void cmd_query_commands(void *opaque, ferry_qmp_req *req, json_t *args)
 {
 	ferry_qmp_server *s = opaque;
 	(void)args;
 	json_t *a = json_array();
-	const ferry_qmp_command *const tables[] = { builtin_commands, s->cfg.commands };
-	for (size_t t = 0; t < 2; t++)
+	const ferry_qmp_command *tables[TABLES + 1];
+	command_tables(s, tables);
+	for (size_t t = 0; tables[t]; t++)
 		for (const ferry_qmp_command *cmd = tables[t]; cmd->name; cmd++)
 			json_array_append_new(a, json_pack("{s:s}", "name", cmd->name));
 	ferry_qmp_req_return(req, a);
@@ -483,7 +497,8 @@ static void cmd_query_qmp_schema(void *opaque, ferry_qmp_req *req, json_t *args)
 {
 	ferry_qmp_server *s = opaque;
 	(void)args;
-	const ferry_qmp_command *const tables[] = { builtin_commands, s->cfg.commands, NULL };
+	const ferry_qmp_command *tables[TABLES + 1];
+	command_tables(s, tables);
 	json_t *schema = ferry_qmp_schema(tables, s->cfg.events);
 	if (schema)
 		ferry_qmp_req_return(req, schema);
@@ -513,12 +528,12 @@ static const ferry_qmp_command builtin_commands[] = {
 /* name's row, and the opaque its handler gets (the server for the built-in ones); or NULL. */
 static const ferry_qmp_command *find_command(ferry_qmp_server *s, const char *name, void **opaque)
 {
-	const ferry_qmp_command *const tables[] = { builtin_commands, s->cfg.commands };
-	void *const opaques[] = { s, s->cfg.opaque };
-	for (size_t t = 0; t < 2; t++)
+	const ferry_qmp_command *tables[TABLES + 1];
+	command_tables(s, tables);
+	for (size_t t = 0; tables[t]; t++)
 		for (const ferry_qmp_command *cmd = tables[t]; cmd->name; cmd++)
 			if (!strcmp(cmd->name, name)) {
-				*opaque = opaques[t];
+				*opaque = t == TABLE_BUILTIN ? (void *)s : s->cfg.opaque;
 				return cmd;
 			}
 	return NULL;
