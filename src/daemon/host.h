@@ -103,8 +103,8 @@ struct host {
 	host_incoming incoming;
 	char incoming_uri[FERRY_HOST_ADDR_MAX];
 	bool exit_on_error;     /* a failed incoming migration ends the process */
-	bool no_autostart; /* -S with --incoming: ferry_migration_set_autostart(false) at setup */
 	bool exit_on_error_flag; /* --exit-on-error: the default for migrate-incoming */
+	bool no_autostart;      /* -S with --incoming: ferry_migration_set_autostart(false) at setup */
 	bool inmigrate;         /* waiting for, or receiving, an incoming migration */
 	bool incoming_started;  /* ferry_migration_incoming() called for this wait */
 	host_dir dir;           /* direction of the current (or last) migration */

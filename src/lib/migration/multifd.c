@@ -44,11 +44,7 @@
 static int wait_error(pthread_mutex_t *lock, pthread_cond_t *cond, const ferry_error *err,
 		      int timeout_ms, ferry_error *out)
 {
-	struct timespec dl;
-	clock_gettime(CLOCK_REALTIME, &dl);
-	dl.tv_nsec += (long)timeout_ms * 1000000L;
-	dl.tv_sec += dl.tv_nsec / 1000000000L;
-	dl.tv_nsec %= 1000000000L;
+	struct timespec dl = ferry__deadline_ms((uint64_t)timeout_ms); /* cond is monotonic */
 	pthread_mutex_lock(lock);
 	while (!err->code)
 		if (pthread_cond_timedwait(cond, lock, &dl))
@@ -404,7 +400,7 @@ int ferry__mf_send_start(ferry_mf_sender *s, struct ferry_migration *m, unsigned
 	s->compression = compression;
 	s->level = level;
 	pthread_mutex_init(&s->lock, NULL);
-	pthread_cond_init(&s->cond, NULL);
+	ferry__cond_init_monotonic(&s->cond); /* timed waits: wait_error, free_slot */
 	s->depth = 2;
 	for (unsigned i = 0; i < n; i++) {
 		s->ch[i].fd = -1;
@@ -526,11 +522,7 @@ static ferry_mf_job *free_slot(ferry_mf_sender *s, const atomic_bool *abort, int
 			pthread_cond_wait(&s->cond, &s->lock);
 			continue;
 		}
-		struct timespec dl;
-		clock_gettime(CLOCK_REALTIME, &dl);
-		dl.tv_nsec += POLL_MS * 1000000L;
-		dl.tv_sec += dl.tv_nsec / 1000000000L;
-		dl.tv_nsec %= 1000000000L;
+		struct timespec dl = ferry__deadline_ms(POLL_MS);
 		pthread_cond_timedwait(&s->cond, &s->lock, &dl);
 	}
 }
@@ -1241,7 +1233,7 @@ int ferry__mf_recv_start(ferry_mf_receiver *r, struct ferry_migration *m, ferry_
 	r->n = n;
 	r->compression = compression;
 	pthread_mutex_init(&r->lock, NULL);
-	pthread_cond_init(&r->cond, NULL);
+	ferry__cond_init_monotonic(&r->cond); /* timed waits: wait_error, ferry__mf_recv_sync */
 	r->inited = true;
 	/*
 	 * No channel connected yet, before any way out: ferry__mf_recv_stop
@@ -1295,11 +1287,7 @@ int ferry__mf_recv_sync(ferry_mf_receiver *r)
 	pthread_mutex_lock(&r->lock);
 	bool orphaned = false;
 	while (r->at_sync < r->n && !r->err.code && !ferry__mig_cancelled(r->m) && !orphaned) {
-		struct timespec dl;
-		clock_gettime(CLOCK_REALTIME, &dl);
-		dl.tv_nsec += SYNC_SLICE_MS * 1000000L;
-		dl.tv_sec += dl.tv_nsec / 1000000000L;
-		dl.tv_nsec %= 1000000000L;
+		struct timespec dl = ferry__deadline_ms(SYNC_SLICE_MS);
 		if (pthread_cond_timedwait(&r->cond, &r->lock, &dl) == ETIMEDOUT)
 			orphaned = r->at_sync < r->n && main_closed(r);
 	}

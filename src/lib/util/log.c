@@ -50,6 +50,8 @@ void ferry__log(int lvl, const char *fmt, ...)
 
 void ferry__log_thread_cpu(void)
 {
+	if (ferry__log_level() < FERRY_LOG_DEBUG) /* nothing to measure for */
+		return;
 	/* Context switches: a thread that waits on others (locks, queues, sockets) switches often. */
 	struct rusage ru = { 0 };
 	getrusage(RUSAGE_THREAD, &ru);
