@@ -474,6 +474,56 @@ static void t_mf_cancel_blocked(void **state)
 	side_destroy(&dst);
 }
 
+/*
+ * The live devices' own multifd sync (DEV_MF_SYNC) when the source goes
+ * away with the channels behind. The device streams 128 KiB at 64 KB/s
+ * over the channels after RAM's final sync; while it does, the
+ * destination reads the main connection (in recvfrom, not at a sync).
+ * Then the channels freeze: the rest of the device's data and the
+ * channels' SYNCs sit in their sockets, and DEV_MF_SYNC comes on the main
+ * connection, where the destination now waits for those SYNCs. A cancel
+ * closes that connection: the destination must fail at once (it looks at
+ * the main connection between 100 ms waits) with the notice or the
+ * orphan message, not wait for the channels forever.
+ */
+static void t_mf_cancel_at_dev_sync(void **state)
+{
+	(void)state;
+	side src, dst;
+	char puri[120];
+	proxy *px = running_pair_proxied(&src, &dst, "mem=64M,vram=4M,vcpus=2,fill=none,rate=100K,"
+				       "devices=1,devmem=128K,devrate=64K", puri);
+	ferry_migration_params p;
+	dev_params(&p, true);
+	p.downtime_limit_ms = 60000; /* 2 s of device state must not keep it from switching */
+	assert_int_equal(ferry_migration_start(src.vm, puri, &p), 0);
+	wait_dev_state(&src, 0, FERRY_LIVE_STOP_COPY);
+	/* Past RAM's sync, reading the main connection while the device streams. */
+	wait_thread_in_syscall("mig/dst/main", SYS_recvfrom);
+	msleep(200);
+	wait_thread_in_syscall("mig/dst/main", SYS_recvfrom);
+	assert_int_equal(ferry_guest_dev_state(src.g, 0), FERRY_LIVE_STOP_COPY);
+	proxy_freeze(px, 1);
+	proxy_freeze(px, 2);
+	/* The device's last buffers go into the frozen sockets; DEV_MF_SYNC comes. */
+	wait_thread_in_syscall("mig/dst/main", SYS_futex);
+	msleep(200);
+	wait_thread_in_syscall("mig/dst/main", SYS_futex);
+	assert_int_equal(ferry_migration_cancel(src.vm), 0);
+	assert_int_equal(wait_final(src.vm), FERRY_MIGRATION_CANCELLED);
+	uint64_t t0 = now_ms();
+	const char *why = wait_failed(dst.vm);
+	assert_true(now_ms() - t0 < 3000); /* the source's close, then one look (100 ms) */
+	if (strcmp(why, FERRY_CANCELLED_MSG))
+		assert_string_equal(why, FERRY_MF_ORPHANED_MSG);
+	assert_true(ferry_vm_is_running(src.vm));
+	expect_dev_states(&src, FERRY_LIVE_RUNNING);
+	proxy_stop(px);
+	assert_true(side_verify(&src));
+	side_destroy(&src);
+	side_destroy(&dst);
+}
+
 /* ---- the loader never blocks the VMM ---- */
 
 /*
@@ -1409,6 +1459,7 @@ int main(void)
 		cmocka_unit_test(t_cancel_streaming),
 		cmocka_unit_test(t_mf_cancel_streaming),
 		cmocka_unit_test(t_mf_cancel_blocked),
+		cmocka_unit_test(t_mf_cancel_at_dev_sync),
 		cmocka_unit_test(t_loader_never_blocks),
 		cmocka_unit_test(t_write_fails),
 		cmocka_unit_test(t_read_fails),
