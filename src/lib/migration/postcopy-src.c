@@ -345,13 +345,38 @@ static void pc_reset_for_resume(struct ferry_migration *m)
 	pthread_mutex_unlock(&pc->lock);
 }
 
+/*
+ * Under TLS, the name the destination's certificate must carry on uri's
+ * connections: tls-hostname, else uri's host, as for the migration's
+ * first connection (the resume URI may name another address of the
+ * destination). m->tls is mig/src/main's here: paused, the return path
+ * thread is joined and no connection is open. 0 or -EINVAL.
+ */
+static int pc_resume_tls(struct ferry_migration *m, const char *uri)
+{
+	if (!m->tls.creds)
+		return 0;
+	ferry_migration_params p;
+	ferry__mig_params(m, &p);
+	ferry__tls_cfg_host(&m->tls, &p, uri);
+	ferry_error err = { 0 };
+	int r = ferry__tls_cfg_check(&m->tls, &p, false, &err);
+	if (r)
+		ferry_warn("postcopy resume: %s", err.msg);
+	return r;
+}
+
+/* Reconnects to uri (main connection, return path, preempt) and resyncs. 0 or a negative errno. */
 static int pc_reconnect(struct ferry_migration *m, const char *uri, ferry_ram_saver *rs)
 {
 	ferry_vm_t *vm = m->vm;
 	ferry_pc_src *pc = m->pc_src;
 	ferry_chan *c = &m->chan;
 	ferry_error err = { 0 };
-	int fd, r = ferry__sock_connect(uri, &fd, &m->cancel, &err);
+	int fd, r = pc_resume_tls(m, uri);
+	if (r)
+		return r;
+	r = ferry__sock_connect(uri, &fd, &m->cancel, &err);
 	if (r) {
 		ferry_warn("postcopy resume: %s", err.msg);
 		return r;

@@ -296,6 +296,11 @@ void ferry__tls_cfg_take(ferry_tls_cfg *cfg, const ferry_migration_params *p, co
 		return;
 	cfg->creds = ferry_tls_creds_ref(p->tls_creds);
 	cfg->authz = ferry_tls_authz_ref(p->tls_authz);
+	ferry__tls_cfg_host(cfg, p, uri);
+}
+
+void ferry__tls_cfg_host(ferry_tls_cfg *cfg, const ferry_migration_params *p, const char *uri)
+{
 	snprintf(cfg->hostname, sizeof(cfg->hostname), "%s", p->tls_hostname);
 	if (!cfg->hostname[0] && uri && ferry__uri_host(uri, cfg->hostname, sizeof(cfg->hostname)))
 		cfg->hostname[0] = 0;

@@ -45,6 +45,12 @@ typedef struct ferry_tls_cfg {
  */
 void ferry__tls_cfg_take(ferry_tls_cfg *cfg, const ferry_migration_params *p, const char *uri);
 /*
+ * The hostname alone, for connections to uri: p->tls_hostname, else uri's
+ * host. A postcopy recovery reconnects with it to the resume URI, as QEMU
+ * takes the name from each migrate command.
+ */
+void ferry__tls_cfg_host(ferry_tls_cfg *cfg, const ferry_migration_params *p, const char *uri);
+/*
  * Whether cfg can work for a source (server false) or a destination with
  * parameters p: the creds' endpoint, no x-send-splice, a hostname to
  * check. 0 or -EINVAL with a message.
