@@ -473,13 +473,11 @@ static int phase_negotiate(struct src_ctx *x)
 	if ((r = ferry__pc_src_open(x)) || (r = ferry__src_rp_start(x->m)))
 		return r;
 	/*
-	 * No checksums under TLS (the AEAD authenticates already), nor with
-	 * free page hints for now: with hints, pages whose checksum did not
-	 * match were seen never sent again (test-hints), which fails a
-	 * migration the oracle finds bit-exact; to be understood (issue 18).
+	 * No checksums under TLS: the AEAD authenticates already. With free
+	 * page hints they stay on: a hinted page whose copy may be torn goes
+	 * as a FREE record (hints.c).
 	 */
-	bool hints = x->p0.free_page_hints && x->vm->hint_ops.start;
-	x->m->sums_on = x->p0.checksum && !x->m->tls.creds && !hints;
+	x->m->sums_on = x->p0.checksum && !x->m->tls.creds;
 	if (x->m->sums_on) { /* before the header, whose version says so */
 		ferry__sums_init(&x->m->sums, NULL);
 		ferry__sums_attach(x->c, &x->m->sums, FERRY_SUM_MAIN);
