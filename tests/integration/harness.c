@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "sbuf.h"
+#include "stream/format.h"
 
 void side_create(side *s, const char *spec, ferry_dirty_mode mode, bool incoming)
 {
@@ -238,6 +239,25 @@ void wait_thread_in_syscall(const char *comm, long nr)
 		msleep(POLL_MS);
 	}
 	fail_msg("timed out waiting for thread %s to block in system call %ld", comm, nr);
+}
+
+void wait_thread_stays_in_syscall(const char *comm, long nr)
+{
+	wait_thread_in_syscall(comm, nr);
+	msleep(200);
+	wait_thread_in_syscall(comm, nr);
+}
+
+void cancel_at_orphaned_sync(side *src, side *dst)
+{
+	assert_int_equal(ferry_migration_cancel(src->vm), 0);
+	assert_int_equal(wait_final(src->vm), FERRY_MIGRATION_CANCELLED);
+	uint64_t t0 = now_ms();
+	const char *why = wait_failed(dst->vm);
+	assert_true(now_ms() - t0 < 3000);
+	if (strcmp(why, FERRY_CANCELLED_MSG))
+		assert_string_equal(why, FERRY_MF_ORPHANED_MSG);
+	assert_true(ferry_vm_is_running(src->vm));
 }
 
 void msleep(unsigned ms)

@@ -80,6 +80,15 @@ void wait_status(ferry_vm_t *vm, ferry_migration_status st);
  * /proc/self/task/TID/syscall; fails the test after 60 s.
  */
 void wait_thread_in_syscall(const char *comm, long nr);
+/* The same, and still (or again) there 200 ms later: it waits there, not passing through. */
+void wait_thread_stays_in_syscall(const char *comm, long nr);
+/*
+ * Cancels src's migration while dst waits at a multifd sync whose channels
+ * are frozen: src CANCELLED with its guest running; dst FAILED within 3 s
+ * (the source's close, then one look at it) with the source's cancel
+ * notice or FERRY_MF_ORPHANED_MSG, depending on what followed the sync.
+ */
+void cancel_at_orphaned_sync(side *src, side *dst);
 /*
  * Two sides of spec with WP-async tracking: the destination listens on the
  * returned URI, the source guest runs.

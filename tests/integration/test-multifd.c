@@ -199,17 +199,8 @@ static void t_mf_cancel_at_sync(void **s)
 	proxy_freeze(px, 1);
 	proxy_freeze(px, 2);
 	/* The next pass's SYNC is on the main connection, its packets held: the destination waits. */
-	wait_thread_in_syscall("mig/dst/main", SYS_futex);
-	msleep(200);
-	wait_thread_in_syscall("mig/dst/main", SYS_futex);
-	assert_int_equal(ferry_migration_cancel(src.vm), 0);
-	assert_int_equal(wait_final(src.vm), FERRY_MIGRATION_CANCELLED);
-	uint64_t t0 = now_ms();
-	const char *why = wait_failed(dst.vm);
-	assert_true(now_ms() - t0 < 3000); /* the source's close, then one look (100 ms) */
-	if (strcmp(why, FERRY_CANCELLED_MSG))
-		assert_string_equal(why, FERRY_MF_ORPHANED_MSG);
-	assert_true(ferry_vm_is_running(src.vm));
+	wait_thread_stays_in_syscall("mig/dst/main", SYS_futex);
+	cancel_at_orphaned_sync(&src, &dst);
 	proxy_stop(px);
 	assert_true(side_verify(&src));
 	side_destroy(&src);

@@ -340,11 +340,19 @@ static void t_psk_load(void **s)
  * channel and the recovery reconnect are TLS too (a plaintext one would
  * fail the handshake), and the result is bit-exact.
  */
-static void postcopy_preempt_recover(const struct tls_side *ts, const struct tls_side *td)
+#define PC_SPEC "mem=128M,vram=4M,vcpus=2,rate=max,workload=random"
+
+/*
+ * Starts a postcopy migration with preempt from a source set up as ts to
+ * a destination set up as td listening on uri, and pauses it by hand once
+ * postcopy is active. 0: both sides paused; -ENOENT: postcopy was already
+ * over (it then completes on its own).
+ */
+static int pc_start_paused(side *src, side *dst, const struct tls_side *ts,
+			   const struct tls_side *td, const char *uri)
 {
-	side src, dst;
-	side_create(&src, "mem=128M,vram=4M,vcpus=2,rate=max,workload=random", FERRY_DIRTY_WP_ASYNC, false);
-	side_create(&dst, "mem=128M,vram=4M,vcpus=2,rate=max,workload=random", FERRY_DIRTY_WP_ASYNC, true);
+	side_create(src, PC_SPEC, FERRY_DIRTY_WP_ASYNC, false);
+	side_create(dst, PC_SPEC, FERRY_DIRTY_WP_ASYNC, true);
 	ferry_migration_params sp, dp;
 	ferry_migration_params_init(&sp);
 	ferry_migration_params_init(&dp);
@@ -353,37 +361,56 @@ static void postcopy_preempt_recover(const struct tls_side *ts, const struct tls
 	sp.downtime_limit_ms = 1; /* never converge: always switch */
 	apply(&sp, ts, FERRY_TLS_ENDPOINT_CLIENT);
 	apply(&dp, td, FERRY_TLS_ENDPOINT_SERVER);
-	assert_int_equal(ferry_migration_set_incoming_params(dst.vm, &dp), 0);
+	assert_int_equal(ferry_migration_set_incoming_params(dst->vm, &dp), 0);
 	release(&dp);
-	const char *uri = test_uri();
-	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
-	assert_int_equal(ferry_vm_start(src.vm), 0);
-	side_wait_steps(&src, 1024);
-	assert_int_equal(ferry_migration_start(src.vm, uri, &sp), 0);
+	assert_int_equal(ferry_migration_incoming(dst->vm, uri), 0);
+	assert_int_equal(ferry_vm_start(src->vm), 0);
+	side_wait_steps(src, 1024);
+	assert_int_equal(ferry_migration_start(src->vm, uri, &sp), 0);
 	release(&sp);
-	wait_status(src.vm, FERRY_MIGRATION_POSTCOPY_ACTIVE);
-	int r = ferry_migration_pause(src.vm);
-	if (r != -ENOENT) { /* else postcopy was already over */
-		assert_int_equal(r, 0);
-		wait_status(src.vm, FERRY_MIGRATION_POSTCOPY_PAUSED);
-		wait_status(dst.vm, FERRY_MIGRATION_POSTCOPY_PAUSED);
-		uri = test_uri();
-		assert_int_equal(ferry_migration_recover(dst.vm, uri), 0);
-		int rr;
-		for (int i = 0; i < 5000 && (rr = ferry_migration_resume(src.vm, uri)) == -ENOENT; i++)
-			msleep(1);
-		assert_int_equal(rr, 0);
-	}
-	assert_int_equal(wait_final(src.vm), FERRY_MIGRATION_COMPLETED);
-	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_COMPLETED);
+	wait_status(src->vm, FERRY_MIGRATION_POSTCOPY_ACTIVE);
+	int r = ferry_migration_pause(src->vm);
+	if (r == -ENOENT)
+		return r;
+	assert_int_equal(r, 0);
+	wait_status(src->vm, FERRY_MIGRATION_POSTCOPY_PAUSED);
+	wait_status(dst->vm, FERRY_MIGRATION_POSTCOPY_PAUSED);
+	return 0;
+}
+
+/* Resumes src to uri as soon as it takes it (it may still be failing a resume). */
+static void pc_resume(side *src, const char *uri)
+{
+	int r;
+	for (int i = 0; i < 10000 && (r = ferry_migration_resume(src->vm, uri)) == -ENOENT; i++)
+		msleep(1);
+	assert_int_equal(r, 0);
+}
+
+/* Both sides COMPLETED in postcopy after `recoveries` recoveries, bit-exact; destroys them. */
+static void pc_finish(side *src, side *dst, uint32_t recoveries)
+{
+	assert_int_equal(wait_final(src->vm), FERRY_MIGRATION_COMPLETED);
+	assert_int_equal(wait_final(dst->vm), FERRY_MIGRATION_COMPLETED);
 	ferry_migration_info si;
-	ferry_migration_query(src.vm, &si);
+	ferry_migration_query(src->vm, &si);
 	assert_true(si.postcopy);
-	if (r != -ENOENT)
-		assert_int_equal(si.postcopy_recoveries, 1);
-	assert_true(side_run_and_verify(&dst, 3000));
-	side_destroy(&src);
-	side_destroy(&dst);
+	assert_int_equal(si.postcopy_recoveries, recoveries);
+	assert_true(side_run_and_verify(dst, 3000));
+	side_destroy(src);
+	side_destroy(dst);
+}
+
+static void postcopy_preempt_recover(const struct tls_side *ts, const struct tls_side *td)
+{
+	side src, dst;
+	int r = pc_start_paused(&src, &dst, ts, td, test_uri());
+	if (!r) {
+		const char *uri = test_uri();
+		assert_int_equal(ferry_migration_recover(dst.vm, uri), 0);
+		pc_resume(&src, uri);
+	}
+	pc_finish(&src, &dst, r ? 0 : 1);
 }
 
 static void t_postcopy_preempt_recover(void **s)
@@ -428,47 +455,23 @@ static void t_recover_hostname(void **s)
 	(void)s;
 	const struct tls_side by_uri = { "cli", NULL, NULL };
 	side src, dst;
-	side_create(&src, "mem=128M,vram=4M,vcpus=2,rate=max,workload=random", FERRY_DIRTY_WP_ASYNC, false);
-	side_create(&dst, "mem=128M,vram=4M,vcpus=2,rate=max,workload=random", FERRY_DIRTY_WP_ASYNC, true);
-	ferry_migration_params sp, dp;
-	ferry_migration_params_init(&sp);
-	ferry_migration_params_init(&dp);
-	dp.postcopy = sp.postcopy = sp.postcopy_preempt = true;
-	sp.postcopy_after_passes = 1;
-	sp.downtime_limit_ms = 1;
-	apply(&sp, &by_uri, FERRY_TLS_ENDPOINT_CLIENT);
-	apply(&dp, &DST_OK, FERRY_TLS_ENDPOINT_SERVER);
-	assert_int_equal(ferry_migration_set_incoming_params(dst.vm, &dp), 0);
-	release(&dp);
 	char uri[64], any[64], wrong[64], right[64];
 	snprintf(uri, sizeof(uri), "tcp:127.0.0.1:%u", free_port());
-	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
-	assert_int_equal(ferry_vm_start(src.vm), 0);
-	side_wait_steps(&src, 1024);
-	assert_int_equal(ferry_migration_start(src.vm, uri, &sp), 0);
-	release(&sp);
-	wait_status(src.vm, FERRY_MIGRATION_POSTCOPY_ACTIVE);
-	int r = ferry_migration_pause(src.vm);
-	if (r == -ENOENT) { /* postcopy was already over: nothing to recover */
+	if (pc_start_paused(&src, &dst, &by_uri, &DST_OK, uri)) {
 		fprintf(stderr, "postcopy ended before the pause; not tested\n");
-		assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_COMPLETED);
-		side_destroy(&src);
-		side_destroy(&dst);
+		pc_finish(&src, &dst, 0);
 		return;
 	}
-	assert_int_equal(r, 0);
-	wait_status(src.vm, FERRY_MIGRATION_POSTCOPY_PAUSED);
-	wait_status(dst.vm, FERRY_MIGRATION_POSTCOPY_PAUSED);
 	unsigned port = free_port();
 	snprintf(any, sizeof(any), "tcp:0.0.0.0:%u", port);
 	snprintf(wrong, sizeof(wrong), "tcp:127.0.0.2:%u", port);
-	snprintf(right, sizeof(right), "tcp:localhost:%u", port);
 	assert_int_equal(ferry_migration_recover(dst.vm, any), 0);
 	assert_int_equal(ferry_migration_resume(src.vm, wrong), 0);
 	/* Refused: the destination is paused again, without a listener. */
 	port = free_port();
 	snprintf(any, sizeof(any), "tcp:0.0.0.0:%u", port);
 	snprintf(right, sizeof(right), "tcp:localhost:%u", port);
+	int r;
 	for (int i = 0; (r = ferry_migration_recover(dst.vm, any)) == -ENOENT; i++) {
 		ferry_migration_info di;
 		ferry_migration_query(dst.vm, &di);
@@ -478,17 +481,8 @@ static void t_recover_hostname(void **s)
 		msleep(1);
 	}
 	assert_int_equal(r, 0);
-	for (int i = 0; i < 10000 && (r = ferry_migration_resume(src.vm, right)) == -ENOENT; i++)
-		msleep(1);
-	assert_int_equal(r, 0);
-	assert_int_equal(wait_final(src.vm), FERRY_MIGRATION_COMPLETED);
-	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_COMPLETED);
-	ferry_migration_info si;
-	ferry_migration_query(src.vm, &si);
-	assert_int_equal(si.postcopy_recoveries, 1);
-	assert_true(side_run_and_verify(&dst, 3000));
-	side_destroy(&src);
-	side_destroy(&dst);
+	pc_resume(&src, right);
+	pc_finish(&src, &dst, 1);
 }
 
 /* x-send-splice cannot work under TLS: refused at the start, with the reason. */
