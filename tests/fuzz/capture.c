@@ -1,16 +1,22 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Records the seeds of the stream and multifd fuzz targets: real
+ * Records the seeds of the stream, pcstream and multifd fuzz targets: real
  * migrations of fuzz-vm.h's VM, from a source to a destination in this
  * process, through the test proxy (tests/integration/proxy.c) which
  * records what each connection carries toward the destination. Whatever
  * the wire format is today, the seeds are what this Ferry sends and
- * accepts: rerun it (tests/fuzz/gen-corpus.py stream|multifd) after a
- * format change.
+ * accepts: rerun it (tests/fuzz/gen-corpus.py stream|pcstream|multifd)
+ * after a format change.
  *
  * Each scenario must complete on both sides, else the tool fails. It
  * writes, into OUTDIR:
  *   stream-NAME   the main connection (a fuzz-stream.c input);
+ *   pcstream-NAME for postcopy scenarios, the main connection instead (a
+ *                 fuzz-pcstream.c input): postcopy allowed on the
+ *                 destination, the source switching after its first
+ *                 pass or on request, a few pages dirtied (written and
+ *                 marked) at the start of each pass so that the switch
+ *                 discards them and the background stream sends them;
  *   multifd-NAME  for multifd scenarios: the config byte of
  *                 fuzz-multifd.c (FUZZ_MF_*) and the one channel's bytes
  *                 after its handshake (a fuzz-multifd.c input).
@@ -32,6 +38,7 @@
 typedef struct scenario {
 	const char *name;
 	bool sums, multifd, zstd, running, swack;
+	bool postcopy, forced; /* forced: switched on request, not after a pass */
 } scenario;
 
 static const scenario scenarios[] = {
@@ -43,7 +50,34 @@ static const scenario scenarios[] = {
 	{ "mf-sums", .multifd = true, .sums = true },
 	{ "mf-zstd", .multifd = true, .zstd = true },
 	{ "mf-zstd-sums", .multifd = true, .zstd = true, .sums = true },
+	{ "pc", .postcopy = true, .running = true },
+	{ "pc-sums", .postcopy = true, .running = true, .sums = true },
+	{ "pc-forced", .postcopy = true, .forced = true },
+	{ "pc-forced-sums", .postcopy = true, .forced = true, .sums = true },
 };
+
+/* What the source's pass events write: the blocks to mark. */
+typedef struct dirtier {
+	fuzz_vm *v;
+	ferry_ram_block_t *ram0, *ram1;
+} dirtier;
+
+/*
+ * At each pass's start, on the source's migration thread (which reads
+ * RAM only after this returns): ram0's page 0 becomes zero, its page 1
+ * and ram1's page 2 get new data, all marked dirty.
+ */
+static void dirty_on_pass(void *opaque, const ferry_event *ev)
+{
+	dirtier *d = opaque;
+	if (ev->type != FERRY_EVENT_PASS)
+		return;
+	memset(d->v->ram0, 0, FUZZ_PAGE);
+	memset(d->v->ram0 + FUZZ_PAGE, (int)(0x30 + ev->pass), FUZZ_PAGE);
+	memset(d->v->ram1 + 2 * FUZZ_PAGE, (int)(0x60 + ev->pass), 64);
+	ferry_ram_mark_dirty(d->ram0, 0, 2 * FUZZ_PAGE);
+	ferry_ram_mark_dirty(d->ram1, 2 * FUZZ_PAGE, FUZZ_PAGE);
+}
 
 static void copy_file(const char *from, const char *to, long skip, int first)
 {
@@ -71,7 +105,11 @@ static void run(const scenario *s, const char *out, const char *tmp)
 	ferry_migration_params_init(&p);
 	p.placement = FERRY_PLACE_PWRITE;
 	p.switchover_ack = s->swack;
+	p.postcopy = s->postcopy;
 	CHECK(ferry_migration_set_incoming_params(dst.vm, &p) == 0);
+	dirtier dt = { &src, ferry_ram_block_find(src.vm, "ram0"), ferry_ram_block_find(src.vm, "ram1") };
+	if (s->postcopy)
+		CHECK(ferry_migration_set_event_cb(src.vm, dirty_on_pass, &dt) == 0);
 	snprintf(uri, sizeof(uri), "unix:%s", dpath);
 	unlink(dpath);
 	CHECK(ferry_migration_incoming(dst.vm, uri) == 0);
@@ -86,8 +124,12 @@ static void run(const scenario *s, const char *out, const char *tmp)
 	p.multifd_channels = 1;
 	p.multifd_compression = s->zstd ? FERRY_COMPRESS_ZSTD : FERRY_COMPRESS_NONE;
 	p.switchover_ack = s->swack;
+	p.postcopy = s->postcopy;
+	p.postcopy_after_passes = s->postcopy && !s->forced;
 	snprintf(uri, sizeof(uri), "unix:%s", ppath);
 	CHECK(ferry_migration_start(src.vm, uri, &p) == 0);
+	if (s->forced)
+		CHECK(ferry_migration_start_postcopy(src.vm) == 0);
 	int ss = ferry_migration_wait(src.vm, 60000), ds = ferry_migration_wait(dst.vm, 60000);
 	if (ss != FERRY_MIGRATION_COMPLETED || ds != FERRY_MIGRATION_COMPLETED) {
 		ferry_migration_info i;
@@ -95,8 +137,16 @@ static void run(const scenario *s, const char *out, const char *tmp)
 		fprintf(stderr, "capture: %s: migration failed: %s\n", s->name, i.error_desc);
 		exit(1);
 	}
+	if (s->postcopy) { /* else the seeds would not reach past the switch */
+		ferry_migration_info si, di;
+		CHECK(ferry_migration_query(src.vm, &si) == 0 && ferry_migration_query(dst.vm, &di) == 0);
+		if (!si.postcopy || !di.postcopy) {
+			fprintf(stderr, "capture: %s: the migration did not switch to postcopy\n", s->name);
+			exit(1);
+		}
+	}
 	proxy_stop(px);
-	snprintf(path, sizeof(path), "%s/stream-%s", out, s->name);
+	snprintf(path, sizeof(path), "%s/%s-%s", out, s->postcopy ? "pcstream" : "stream", s->name);
 	snprintf(rec, sizeof(rec), "%s/rec-0", tmp);
 	copy_file(rec, path, 0, -1);
 	if (s->multifd) {
@@ -105,8 +155,8 @@ static void run(const scenario *s, const char *out, const char *tmp)
 		copy_file(rec, path, FERRY_MF_HS_LEN,
 			  (s->sums ? FUZZ_MF_SUMS : 0) | (s->zstd ? FUZZ_MF_ZSTD : 0));
 	}
-	ferry_vm_destroy(src.vm);
-	ferry_vm_destroy(dst.vm);
+	fuzz_vm_destroy(&src);
+	fuzz_vm_destroy(&dst);
 }
 
 int main(int argc, char **argv)

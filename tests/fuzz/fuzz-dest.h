@@ -1,24 +1,31 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * What the targets that drive the real destination share (stream,
- * multifd): the VM of fuzz-vm.h as a destination, and one incoming
- * migration into it, through the public API (ferry_migration_incoming_fd),
- * whose peer is the target: it writes the bytes a hostile source would
- * send on each connection, reads and drops whatever the destination writes
- * back (the return path), and waits for the migration's end.
+ * pcstream, multifd): the VM of fuzz-vm.h as a destination, and one
+ * incoming migration into it, through the public API
+ * (ferry_migration_incoming_fd), whose peer is the target: it writes the
+ * bytes a hostile source would send on each connection, reads and drops
+ * whatever the destination writes back (the return path), and waits for
+ * the migration's end.
  *
  * The oracle for a refusal: a migration that did not complete FAILED with
  * an error code and a message (query-migrate's error and error-desc),
  * never CANCELLED (nobody cancels), and the next migration can start (the
- * VM is stopped again if the stream ran it).
+ * VM is stopped again if the stream ran it). With postcopy allowed
+ * (pcstream), a stream that breaks after RUN may also leave the
+ * destination POSTCOPY_PAUSED, as a broken link does: it waits for a
+ * recovery that never comes, so fuzz_dest_renew() destroys the VM (the
+ * one public way to end a paused migration: ferry_migration_cancel
+ * refuses postcopy) and makes a new one.
  *
  * Device buffers are not reserved ahead (ferry__bufpool_reserve_on, the
  * one hook of the library for these targets: 20x faster runs).
  *
- * Postcopy stays off on the destination (its commands are refused without
- * a userfaultfd), and pages are placed with pwrite or into the mapping:
- * a run registers no userfaultfd. Thread: libFuzzer's one thread, while
- * libferry's destination threads (mig/dst/main and its helpers) run the loader.
+ * Pages are placed with pwrite or into the mapping. Without postcopy
+ * (stream, multifd) its commands are refused and a run registers no
+ * userfaultfd; with it (pcstream), LISTEN registers the RAM blocks for
+ * missing-page faults. Thread: libFuzzer's one thread, while libferry's
+ * destination threads (mig/dst/main and its helpers) run the loader.
  */
 #ifndef FERRY_FUZZ_DEST_H
 #define FERRY_FUZZ_DEST_H
@@ -41,17 +48,26 @@ typedef struct fuzz_conn {
 } fuzz_conn;
 
 static fuzz_vm fuzz_dst;
+static bool fuzz_dst_postcopy; /* postcopy-ram on the destination (pcstream) */
 
-/* The destination VM, once per process. */
-static inline void fuzz_dest_init(void)
+/* The destination VM and its incoming parameters. */
+static inline void fuzz_dest_create(void)
 {
-	ferry__bufpool_reserve_on = false; /* a migration per input: see bufpool.h */
 	CHECK(fuzz_vm_create(&fuzz_dst, false) == 0);
 	ferry_migration_params p;
 	ferry_migration_params_init(&p);
 	p.placement = FERRY_PLACE_PWRITE;
 	p.switchover_ack = true; /* as the recorded sources may ask */
+	p.postcopy = fuzz_dst_postcopy;
 	CHECK(ferry_migration_set_incoming_params(fuzz_dst.vm, &p) == 0);
+}
+
+/* Once per process: the destination VM, with postcopy allowed or not. */
+static inline void fuzz_dest_init(bool postcopy)
+{
+	ferry__bufpool_reserve_on = false; /* a migration per input: see bufpool.h */
+	fuzz_dst_postcopy = postcopy;
+	fuzz_dest_create();
 }
 
 /*
@@ -103,20 +119,66 @@ static inline void fuzz_dest_pump(fuzz_conn *cs, unsigned n)
 	}
 }
 
-/* Waits for the end of the migration the target fed, and judges it. */
-static inline void fuzz_dest_finish(void)
+/*
+ * Waits for the end of the migration the target fed: its final status, or
+ * POSTCOPY_PAUSED, which only a destination that allows postcopy reaches
+ * and never leaves by itself (ferry_migration_wait returns at the end
+ * only: polled).
+ */
+static inline int fuzz_dest_wait(void)
 {
-	int st = ferry_migration_wait(fuzz_dst.vm, -1);
+	if (!fuzz_dst_postcopy)
+		return ferry_migration_wait(fuzz_dst.vm, -1);
+	for (;;) {
+		int st = ferry_migration_wait(fuzz_dst.vm, 1);
+		if (st != -ETIMEDOUT)
+			return st;
+		ferry_migration_info info;
+		CHECK(ferry_migration_query(fuzz_dst.vm, &info) == 0);
+		if (info.status == FERRY_MIGRATION_POSTCOPY_PAUSED)
+			return FERRY_MIGRATION_POSTCOPY_PAUSED;
+	}
+}
+
+/*
+ * Waits for the end of the migration the target fed, and judges it.
+ * Returns the status: COMPLETED, FAILED, or (postcopy allowed) PAUSED,
+ * which only fuzz_dest_renew() ends.
+ */
+static inline int fuzz_dest_finish(void)
+{
+	int st = fuzz_dest_wait();
 	ferry_migration_info info;
 	CHECK(ferry_migration_query(fuzz_dst.vm, &info) == 0);
+	if (st == FERRY_MIGRATION_POSTCOPY_PAUSED) {
+		if (getenv("FUZZ_VERBOSE"))
+			fprintf(stderr, "paused: %d %s\n", info.error, info.error_desc);
+		/* As documented: the guest runs here, nothing to go back to. */
+		CHECK(fuzz_dst_postcopy && ferry_migration_cancel(fuzz_dst.vm) == -EBUSY);
+		return st;
+	}
 	CHECK(st == FERRY_MIGRATION_COMPLETED || st == FERRY_MIGRATION_FAILED);
 	if (st == FERRY_MIGRATION_FAILED) {
 		if (getenv("FUZZ_VERBOSE"))
 			fprintf(stderr, "refused: %d %s\n", info.error, info.error_desc);
 		CHECK(info.error < 0 && info.error_desc[0]);
+	} else if (getenv("FUZZ_VERBOSE")) {
+		fprintf(stderr, "completed%s\n", info.postcopy ? " in postcopy" : "");
 	}
 	if (ferry_vm_is_running(fuzz_dst.vm))
 		CHECK(ferry_vm_stop(fuzz_dst.vm) == 0);
+	return st;
+}
+
+/*
+ * A new destination VM, with fresh (zero) RAM as a destination's must be
+ * at registration; destroying the old one ends its migration, also a
+ * paused one (the one public way: see above).
+ */
+static inline void fuzz_dest_renew(void)
+{
+	fuzz_vm_destroy(&fuzz_dst);
+	fuzz_dest_create();
 }
 
 #endif

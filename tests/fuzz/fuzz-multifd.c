@@ -99,7 +99,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc;
 	(void)argv;
-	fuzz_dest_init();
+	fuzz_dest_init(false);
 	for (unsigned cfg = 0; cfg < 4; cfg++)
 		build_main(cfg);
 	snprintf(sock_name, sizeof(sock_name), "ferry-fuzz-multifd-%d", (int)getpid());

@@ -15,7 +15,8 @@
  * fuzz-vm.h (fuzz-dest.h runs it and reads the return path); nothing in
  * the library is special for the target. On such a connection multifd is
  * refused (it needs a listener: fuzz-multifd.c covers its channels) and
- * so is postcopy (off on the destination: no userfaultfd is registered).
+ * so is postcopy (off on the destination: no userfaultfd is registered;
+ * fuzz-pcstream.c allows it).
  *
  * Oracles, beyond the sanitizers: the migration ends COMPLETED or FAILED
  * with an error code and a message (fuzz-dest.h); none hangs (libFuzzer's
@@ -34,7 +35,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc;
 	(void)argv;
-	fuzz_dest_init();
+	fuzz_dest_init(false);
 	return 0;
 }
 

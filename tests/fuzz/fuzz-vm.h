@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The small VM of the stream and multifd targets (fuzz-stream.c,
- * fuzz-multifd.c) and of the tool that records their seeds (capture.c): a
+ * The small VM of the stream, pcstream and multifd targets (fuzz-stream.c,
+ * fuzz-pcstream.c, fuzz-multifd.c) and of the tool that records their
+ * seeds (capture.c): a
  * real source of this VM migrates to a real destination of it, so the
  * recorded streams are what a destination of this VM accepts. Registered
  * through the public API only (ferry/vm.h, vmstate.h, device.h).
@@ -111,6 +112,7 @@ static const ferry_vcpu_ops fuzz_vcpu_ops = { .stop = fuzz_vcpu_nop, .start = fu
 typedef struct fuzz_vm {
 	ferry_vm_t *vm;
 	uint8_t *ram0, *ram1, *rom;
+	int mfd; /* ram1's memfd */
 	fuzz_dev dev;
 	fuzz_live live;
 } fuzz_vm;
@@ -128,7 +130,7 @@ static inline int fuzz_vm_create(fuzz_vm *v, bool source)
 	int r = ferry_vm_create(&o, &v->vm);
 	if (r)
 		return r;
-	int mfd = memfd_create("fuzz-ram1", MFD_CLOEXEC);
+	int mfd = v->mfd = memfd_create("fuzz-ram1", MFD_CLOEXEC);
 	if (mfd < 0 || ftruncate(mfd, 3 * FUZZ_PAGE))
 		return -errno;
 	v->ram0 = mmap(NULL, 4 * FUZZ_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -153,6 +155,17 @@ static inline int fuzz_vm_create(fuzz_vm *v, bool source)
 					    &v->live)))
 		return r;
 	return 0;
+}
+
+/* Destroys v's VM (ending its migration, if one runs) and frees its RAM. */
+static inline void fuzz_vm_destroy(fuzz_vm *v)
+{
+	ferry_vm_destroy(v->vm);
+	munmap(v->ram0, 4 * FUZZ_PAGE);
+	munmap(v->ram1, 3 * FUZZ_PAGE);
+	munmap(v->rom, FUZZ_PAGE);
+	close(v->mfd);
+	memset(v, 0, sizeof(*v));
 }
 
 #endif

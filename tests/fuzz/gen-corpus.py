@@ -20,9 +20,13 @@
 #             and without checksums, running, switchover-ack, multifd),
 #             recorded by the fuzz-capture tool (capture.c), and a few
 #             cut short;
+#   pcstream  main connections of postcopy migrations of that VM (switched
+#             after the first pass or on request, with and without
+#             checksums, pages dirtied so that DISCARD and the background
+#             stream carry some), recorded by the same tool, and cut short;
 #   multifd   the multifd channel of those recordings (config byte, then
 #             the packets after the handshake), and a few cut short.
-# stream and multifd need the built tool: FUZZ_CAPTURE=path (default
+# stream, pcstream and multifd need the built tool: FUZZ_CAPTURE=path (default
 # build/tests/fuzz/fuzz-capture); recorded, not hand-made, they follow the
 # wire format of the tree they were built from.
 # usage: tests/fuzz/gen-corpus.py [TARGET [OUTDIR]]  (no TARGET: all)
@@ -403,13 +407,17 @@ def stream_seeds():
     return captured('stream')
 
 
+def pcstream_seeds():
+    return captured('pcstream')
+
+
 def multifd_seeds():
     return captured('multifd')
 
 
 TARGETS = {'vring': vring_seeds, 'devstate': devstate_seeds, 'gdev': gdev_seeds, 'qmp': qmp_seeds,
            'vmsd': vmsd_seeds, 'rp': rp_seeds, 'hs': hs_seeds, 'stream': stream_seeds,
-           'multifd': multifd_seeds}
+           'pcstream': pcstream_seeds, 'multifd': multifd_seeds}
 
 
 def write(target, out):

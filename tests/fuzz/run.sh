@@ -13,9 +13,11 @@
 #            device-state decoder behind a SECTION_FULL), rp (the return
 #            path's messages), hs (the stream header and the channels'
 #            handshakes), stream (the destination's loader: every record
-#            of the main connection, through the public API), multifd
-#            (the destination's multifd channel: packets, pages, zstd,
-#            device state, SYNC)
+#            of the main connection, through the public API), pcstream
+#            (the same with postcopy allowed on the destination: ADVISE,
+#            DISCARD, LISTEN, PACKAGE, RUN, the background stream),
+#            multifd (the destination's multifd channel: packets, pages,
+#            zstd, device state, SYNC)
 #   WORKDIR  where the binary, the scratch corpus and crash files go
 #            (default: a new temporary directory)
 #   FUZZ_TIME=seconds   run time (default 30)
@@ -54,7 +56,7 @@ case $target in
       vmsd) srcs+=("$lib/stream/vmstate.c") ;;
       rp) srcs+=("$lib/migration/postcopy.c") ;;
     esac ;;
-  stream|multifd)
+  stream|pcstream|multifd)
     # The whole library: the real destination, driven through its API.
     mapfile -t srcs < <(find "$lib" -name '*.c' | sort)
     ldflags=("${chan_libs[@]}" -lzstd) ;;
@@ -64,7 +66,7 @@ case $target in
           "$lib/transport/socket.c" "$lib/util/log.c" "$lib/util/error.c")
     ldflags=(-ljansson) ;;
   *)
-    echo "run.sh: unknown target '$target' (vring, devstate, gdev, qmp, vmsd, rp, hs, stream, multifd)" >&2
+    echo "run.sh: unknown target '$target' (vring, devstate, gdev, qmp, vmsd, rp, hs, stream, pcstream, multifd)" >&2
     exit 2 ;;
 esac
 

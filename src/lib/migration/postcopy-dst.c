@@ -1202,8 +1202,16 @@ void ferry__postcopy_may_run(ferry_dst *l)
 int ferry__postcopy_incoming(ferry_dst *l)
 {
 	struct ferry_migration *m = l->m;
-	if (!l->pc_running)
+	if (!l->pc_running) {
+		/*
+		 * Advised, but the stream ended in precopy (a source with
+		 * postcopy on that converged): what ADVISE (and LISTEN, if it
+		 * came) set up ends here, else nothing freed it on success
+		 * (fuzz-pcstream found the leak of l->pc and its bitmaps).
+		 */
+		pc_end(l);
 		return 0;
+	}
 	pthread_mutex_lock(&m->stats_lock);
 	m->info.postcopy = true;
 	pthread_mutex_unlock(&m->stats_lock);

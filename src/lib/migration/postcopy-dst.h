@@ -40,7 +40,9 @@
  *                             already reading the background pages
  *   (the driver starts the vCPUs)
  *   ferry__postcopy_incoming  the guest runs; pages fault in until all are
- *                             placed, pausing and recovering on a broken link
+ *                             placed, pausing and recovering on a broken link;
+ *                             without RUN (advised, ended in precopy) it only
+ *                             frees what ADVISE and LISTEN set up
  *   ferry__postcopy_fail      on failure: stops postcopy and the guest
  *
  * Thread: the phases are called on mig/dst/main; the commands run on
