@@ -333,7 +333,11 @@ typedef struct ferry_migration_info {
 	ferry_migration_status status;
 	bool incoming;
 	int error;                  /* negative errno when FAILED */
-	char error_desc[256];       /* human message when FAILED */
+	/*
+	 * Human message when FAILED; while POSTCOPY_PAUSED or _RECOVER (error
+	 * 0), why it paused or why the last recovery attempt failed.
+	 */
+	char error_desc[256];
 	uint64_t total_time_ms;     /* start to completion, or so far */
 	uint64_t setup_time_ms;
 	uint64_t downtime_ms;       /* source stop to destination running */

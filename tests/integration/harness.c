@@ -260,6 +260,20 @@ void cancel_at_orphaned_sync(side *src, side *dst)
 	assert_true(ferry_vm_is_running(src->vm));
 }
 
+void expect_pause_reason(side *s, const char *want)
+{
+	ferry_migration_info i;
+	for (int k = 0; k < 5000; k++) {
+		ferry_migration_query(s->vm, &i);
+		if (!strncmp(i.error_desc, want, strlen(want)))
+			break;
+		msleep(1);
+	}
+	fprintf(stderr, "pause reason: %s\n", i.error_desc);
+	assert_int_equal(i.error, 0);
+	assert_true(!strncmp(i.error_desc, want, strlen(want)));
+}
+
 void msleep(unsigned ms)
 {
 	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };

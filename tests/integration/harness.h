@@ -90,6 +90,12 @@ void wait_thread_stays_in_syscall(const char *comm, long nr);
  */
 void cancel_at_orphaned_sync(side *src, side *dst);
 /*
+ * Postcopy paused: s's migration shows a reason starting with want within
+ * 5 s (error_desc, as QEMU's error-desc in postcopy-paused), with error 0:
+ * nothing failed.
+ */
+void expect_pause_reason(side *s, const char *want);
+/*
  * Two sides of spec with WP-async tracking: the destination listens on the
  * returned URI, the source guest runs.
  */

@@ -538,8 +538,15 @@ static void t_pc_pause(void **s)
 		assert_int_equal(r, 0);
 		wait_status(src.vm, FERRY_MIGRATION_POSTCOPY_PAUSED);
 		wait_status(dst.vm, FERRY_MIGRATION_POSTCOPY_PAUSED);
+		/* Paused, not failed: error 0, and error-desc says why (as QEMU's). */
+		expect_pause_reason(&src, "postcopy paused: " FERRY_PAUSE_ASKED_MSG);
+		expect_pause_reason(&dst, "postcopy paused: ");
 		/* Nobody listens there: the attempt fails and the source stays paused. */
-		assert_int_equal(ferry_migration_resume(src.vm, test_uri()), 0);
+		const char *nowhere = test_uri();
+		assert_int_equal(ferry_migration_resume(src.vm, nowhere), 0);
+		char want[200];
+		snprintf(want, sizeof(want), "postcopy resume failed: cannot connect to '%s'", nowhere);
+		expect_pause_reason(&src, want);
 		wait_status(src.vm, FERRY_MIGRATION_POSTCOPY_PAUSED);
 		uri = test_uri();
 		assert_int_equal(ferry_migration_recover(dst.vm, uri), 0);
@@ -552,6 +559,9 @@ static void t_pc_pause(void **s)
 		ferry_migration_info si, di;
 		pc_check(&src, &dst, &si, &di);
 		assert_int_equal(si.postcopy_recoveries, 1);
+		/* Recovered: the reason is gone. */
+		assert_string_equal(si.error_desc, "");
+		assert_string_equal(di.error_desc, "");
 	}
 	side_destroy(&src);
 	side_destroy(&dst);

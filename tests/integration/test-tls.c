@@ -481,6 +481,11 @@ static void t_recover_hostname(void **s)
 		msleep(1);
 	}
 	assert_int_equal(r, 0);
+	expect_pause_reason(&dst, "postcopy recovery failed: TLS: the source refused the connection");
+	expect_pause_reason(&src, "postcopy resume failed: TLS: the destination's certificate was refused");
+	ferry_migration_info si;
+	ferry_migration_query(src.vm, &si);
+	assert_non_null(strstr(si.error_desc, "The name in the certificate does not match"));
 	pc_resume(&src, right);
 	pc_finish(&src, &dst, 1);
 }

@@ -1527,6 +1527,11 @@ def case_postcopy_pause_recover(tmp):
             eq("destination query-migrate while paused", info["status"], "postcopy-paused")
             true("destination x-postcopy while paused", "x-postcopy" in info and
                  "fault-latency" in info["x-postcopy"], str(info))
+            # Why, on each side (QEMU shows error-desc in postcopy-paused too).
+            true("destination: error-desc while paused", info.get("error-desc", "").startswith("postcopy paused: "),
+                 str(info))
+            eq("source: error-desc while paused", q.ret("query-migrate").get("error-desc"),
+               "postcopy paused: migrate-pause on this side")
             eq("destination: migrate-pause again", dq.cmd("migrate-pause"),
                generic("migrate-pause is currently only supported during postcopy-active state"))
             eq("source: migrate-recover is for destinations", q.cmd("migrate-recover", {"uri": mig}),

@@ -124,6 +124,7 @@ struct ferry_migration {
 	struct ferry_pc_src *pc_src;
 	struct ferry_pc_dst *pc_dst;
 	atomic_int preempt_fd;       /* -1 when none; pause shuts it down */
+	atomic_bool pause_asked;     /* ferry_migration_pause() cut the links: the pause's reason */
 	/* Recovery requests: protected by vm->mig_lock, signalled on mig_cond. */
 	char resume_uri[512];        /* source: ferry_migration_resume() */
 	bool resume_req;
@@ -198,10 +199,21 @@ void ferry__mig_event(struct ferry_migration *m, ferry_event_type type, uint32_t
  * message. Both take stats_lock; any thread. Where several errors compete
  * (a channel's, a multifd channel's, the peer's), the drivers choose with
  * one function per side: src_pick_error (source.c), dst_pick_error (dest.c).
+ * The one other writer of info.error_desc: ferry__mig_pause_reason, while
+ * postcopy is paused and no error was recorded (info.error 0).
  */
 void ferry__mig_set_error_from(struct ferry_migration *m, const ferry_error *e);
 void ferry__mig_set_error(struct ferry_migration *m, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/*
+ * Postcopy paused: why (the link's error, or why the last recovery
+ * failed), logged as a warning and shown in info.error_desc, with
+ * info.error still 0, until a recovery succeeds (ferry__pc_recovered
+ * clears it) or the migration fails (its error replaces it). As QEMU's
+ * query-migrate shows error-desc in postcopy-paused. Takes stats_lock.
+ */
+void ferry__mig_pause_reason(struct ferry_migration *m, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 static inline bool ferry__mig_cancelled(struct ferry_migration *m)
 {
 	return atomic_load_explicit(&m->cancel, memory_order_relaxed);

@@ -164,6 +164,20 @@ void ferry__mig_set_error_from(struct ferry_migration *m, const ferry_error *e)
 	pthread_mutex_unlock(&m->stats_lock);
 }
 
+void ferry__mig_pause_reason(struct ferry_migration *m, const char *fmt, ...)
+{
+	char msg[sizeof(m->info.error_desc)];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	ferry_warn("%s", msg);
+	pthread_mutex_lock(&m->stats_lock);
+	if (!m->info.error)
+		snprintf(m->info.error_desc, sizeof(m->info.error_desc), "%s", msg);
+	pthread_mutex_unlock(&m->stats_lock);
+}
+
 void ferry__mig_set_error(struct ferry_migration *m, int err, const char *fmt, ...)
 {
 	ferry_error e = { 0 };
@@ -693,6 +707,7 @@ int ferry_migration_pause(ferry_vm_t *vm)
 	int r = -ENOENT;
 	if (m && !m->thread_done && m->status == FERRY_MIGRATION_POSTCOPY_ACTIVE) {
 		/* Both directions: whichever thread blocks there fails and pauses. */
+		atomic_store(&m->pause_asked, true);
 		int fd = atomic_load(&m->chan_fd);
 		if (fd >= 0)
 			shutdown(fd, SHUT_RDWR);

@@ -362,7 +362,7 @@ static int pc_resume_tls(struct ferry_migration *m, const char *uri)
 	ferry_error err = { 0 };
 	int r = ferry__tls_cfg_check(&m->tls, &p, false, &err);
 	if (r)
-		ferry_warn("postcopy resume: %s", err.msg);
+		ferry__mig_pause_reason(m, "postcopy resume failed: %s", err.msg);
 	return r;
 }
 
@@ -378,7 +378,7 @@ static int pc_reconnect(struct ferry_migration *m, const char *uri, ferry_ram_sa
 		return r;
 	r = ferry__sock_connect(uri, &fd, &m->cancel, &err);
 	if (r) {
-		ferry_warn("postcopy resume: %s", err.msg);
+		ferry__mig_pause_reason(m, "postcopy resume failed: %s", err.msg);
 		return r;
 	}
 	if ((r = ferry__chan_init(c, fd))) {
@@ -392,7 +392,7 @@ static int pc_reconnect(struct ferry_migration *m, const char *uri, ferry_ram_sa
 	c->peer = "destination";
 	atomic_store(&m->chan_fd, fd);
 	if ((r = ferry__chan_tls_open(c, &m->tls, &err))) {
-		ferry_warn("postcopy resume: %s", err.msg);
+		ferry__mig_pause_reason(m, "postcopy resume failed: %s", err.msg);
 		atomic_store(&m->chan_fd, -1);
 		ferry__chan_close(c);
 		return r;
@@ -430,8 +430,7 @@ static int pc_reconnect(struct ferry_migration *m, const char *uri, ferry_ram_sa
 	rs->last_block = NULL; /* a new stream names its first block */
 	return 0;
 fail:
-	ferry_warn("postcopy resume failed: %s",
-		   ferry__error_text(&c->in_err, r));
+	ferry__mig_pause_reason(m, "postcopy resume failed: %s", ferry__error_text(&c->in_err, r));
 	pc_disconnect(m);
 	return r;
 }
@@ -446,11 +445,12 @@ static int pc_pause(struct ferry_migration *m, ferry_ram_saver *rs)
 	ferry_vm_t *vm = m->vm;
 	char why[256];
 	snprintf(why, sizeof(why), "%s",
-		 m->chan.in_err.msg[0] ? m->chan.in_err.msg
+		 atomic_exchange(&m->pause_asked, false) ? FERRY_PAUSE_ASKED_MSG
+		 : m->chan.in_err.msg[0] ? m->chan.in_err.msg
 		 : m->chan.out_err == -EAGAIN ? "link silent: nothing could be sent within the link timeout"
 					      : ferry_strerror(m->chan.out_err));
 	pc_disconnect(m);
-	ferry_warn("postcopy paused: %s", why);
+	ferry__mig_pause_reason(m, "postcopy paused: %s", why);
 	ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_PAUSED);
 	for (;;) {
 		char uri[512];

@@ -62,6 +62,8 @@ void ferry__pc_recovered(struct ferry_migration *m)
 {
 	pthread_mutex_lock(&m->stats_lock);
 	m->info.postcopy_recoveries++;
+	if (!m->info.error) /* the pause's reason (ferry__mig_pause_reason) is over */
+		m->info.error_desc[0] = 0;
 	pthread_mutex_unlock(&m->stats_lock);
 	ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_ACTIVE);
 }

@@ -76,6 +76,8 @@ enum {
 #define FERRY_CANCELLED_MSG "migration cancelled by the source"
 /* The destination's error when the source closed the main connection with multifd channels behind. */
 #define FERRY_MF_ORPHANED_MSG "the source closed the connection while its multifd channels were behind"
+/* The reason of a postcopy pause ferry_migration_pause() asked for, on the side that asked. */
+#define FERRY_PAUSE_ASKED_MSG "migrate-pause on this side"
 
 /* Section ids: RAM is 1; devices follow in registration order. */
 #define FERRY_SECTION_RAM 1u
