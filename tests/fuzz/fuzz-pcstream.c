@@ -41,7 +41,9 @@
  * tests/fuzz/capture.c), each also cut at a third and two thirds; and,
  * added by hand, advised-precopy-end (ADVISE, DISCARDs, then a precopy
  * EOF), which found the destination's leak of what ADVISE set up
- * (fixed in postcopy-dst.c, ferry__postcopy_incoming).
+ * (fixed in postcopy-dst.c, ferry__postcopy_incoming); such a stream is
+ * now refused (ferry__postcopy_precopy_end), and the leak's path is a
+ * converged migration's (test-postcopy's t_pc_converges).
  *
  * Built by tests/fuzz/run.sh with every library source. Thread:
  * libFuzzer's one thread, with the destination's own threads.

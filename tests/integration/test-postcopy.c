@@ -683,6 +683,21 @@ static void t_pc_hostile(void **state)
 	cmd(&b, FERRY_CMD_POSTCOPY_PACKAGE, l4, 4);
 	cmd(&b, FERRY_CMD_SWITCHOVER, NULL, 0);
 	assert_string_equal(pfeed(&b), "postcopy package without run (command at offset 0)");
+	/*
+	 * A precopy end after DISCARD or LISTEN: their pages were dropped and
+	 * only postcopy would bring them back; completing would lose them.
+	 */
+	b.len = 0; header(&b); advise(&b, 0); ram_setup(&b);
+	dl = discard_payload(d, "vga.vram", 0, 1);
+	cmd(&b, FERRY_CMD_POSTCOPY_DISCARD, d, dl);
+	u8(&b, FERRY_REC_EOF);
+	assert_string_equal(pfeed(&b), "stream ended in precopy after postcopy discard: the pages it "
+				       "dropped were never sent again (record at offset 141)");
+	b.len = 0; header(&b); advise(&b, 0); ram_setup(&b);
+	cmd(&b, FERRY_CMD_POSTCOPY_LISTEN, NULL, 0);
+	u8(&b, FERRY_REC_EOF);
+	assert_string_equal(pfeed(&b), "stream ended in precopy after postcopy listen: the pages it "
+				       "dropped were never sent again (record at offset 116)");
 	/* Preempt needs a listening destination (this one was given an fd). */
 	b.len = 0; header(&b); advise(&b, FERRY_PC_PREEMPT);
 	assert_string_equal(pfeed(&b), "postcopy-preempt needs a destination that listens for "

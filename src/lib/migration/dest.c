@@ -302,6 +302,8 @@ static int dst_load_stream(ferry_dst *l)
 			if (c->sums && !l->digest_seen)
 				return ferry__chan_fail(c, FERRY_EBADSTREAM,
 							"stream ended without its digest");
+			if ((r = ferry__postcopy_precopy_end(l)))
+				return r;
 			return ferry__parts_load_complete(&l->parts, c, false);
 		case FERRY_REC_SECTION_START:
 		case FERRY_REC_SECTION_FULL:

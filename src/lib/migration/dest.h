@@ -33,6 +33,7 @@ typedef struct ferry_dst {
 	bool mf_on;
 	/* Postcopy (from ADVISE); see postcopy-dst.h. */
 	struct ferry_pc_dst *pc; /* also published as m->pc_dst under vm->mig_lock */
+	bool pc_discarded;      /* a DISCARD dropped pages: only postcopy brings them back */
 	bool pc_listening;      /* LISTEN done: RAM is placed, never written */
 	bool pc_running;        /* RUN received: the rest comes in postcopy */
 	bool pre_on;            /* preempt channel negotiated */

@@ -1159,7 +1159,18 @@ int ferry__postcopy_discard(ferry_dst *l, uint16_t len)
 	if (!r)
 		r = ferry__pc_dst_discard(l->pc, c, big, len);
 	free(big);
+	l->pc_discarded |= !r;
 	return r;
+}
+
+int ferry__postcopy_precopy_end(ferry_dst *l)
+{
+	if (!l->pc_discarded && !l->pc_listening)
+		return 0;
+	return ferry__chan_fail(l->c, FERRY_EBADSTREAM,
+				"stream ended in precopy after postcopy %s: the pages it dropped were "
+				"never sent again",
+				l->pc_listening ? "listen" : "discard");
 }
 
 /* RUN: the rest of the migration is postcopy; run: whether the vCPUs start. */

@@ -140,6 +140,12 @@ int ferry__postcopy_discard(ferry_dst *d, uint16_t len);
 int ferry__postcopy_listen(ferry_dst *d);
 int ferry__postcopy_package_read(ferry_dst *d, uint32_t len);
 int ferry__postcopy_run(ferry_dst *d, uint8_t run);
+/*
+ * At a precopy EOF (no RUN came): 0, or a failure if a DISCARD or LISTEN
+ * came, whose dropped pages only postcopy would bring back (a destination
+ * must not complete with them missing).
+ */
+int ferry__postcopy_precopy_end(ferry_dst *d);
 
 /* Phases. Each is a no-op when its part of postcopy did not happen. */
 int ferry__postcopy_package(ferry_dst *d);
