@@ -1262,10 +1262,16 @@ int ferry__mf_recv_start(ferry_mf_receiver *r, struct ferry_migration *m, ferry_
 	return start_receivers(r);
 }
 
-/* Thread: mig/dst/main; takes r->lock. */
+/*
+ * Thread: mig/dst/main; takes r->lock. Without a receive thread (the
+ * channels never all connected) nothing can report: no wait.
+ */
 int ferry__mf_recv_wait_error(ferry_mf_receiver *r, int timeout_ms, ferry_error *out)
 {
-	return wait_error(&r->lock, &r->cond, &r->err, timeout_ms, out);
+	bool any = false;
+	for (unsigned i = 0; i < r->n; i++)
+		any |= r->ch[i].started; /* set by this thread (start_receivers) */
+	return any ? wait_error(&r->lock, &r->cond, &r->err, timeout_ms, out) : 0;
 }
 
 /* Whether the source has closed the main connection (its FIN is here; data may be before it). */

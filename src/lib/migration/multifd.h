@@ -242,7 +242,8 @@ void ferry__mf_recv_load(ferry_mf_receiver *r, uint64_t *bytes, uint64_t *cpu_ns
 /*
  * After the main connection failed: waits up to timeout_ms for a channel
  * to report its own failure (the likelier cause), copies it into *out
- * (sticky) under r->lock. Returns its code or 0.
+ * (sticky) under r->lock. Returns its code or 0; 0 at once when no
+ * receive thread was started (the channels never all connected).
  */
 int ferry__mf_recv_wait_error(ferry_mf_receiver *r, int timeout_ms, ferry_error *out);
 void ferry__mf_recv_stop(ferry_mf_receiver *r);
