@@ -42,6 +42,12 @@ const char *test_uri(void)
 	static char uri[128];
 	static int n;
 	snprintf(uri, sizeof(uri), "unix:/tmp/ferry-test-%d-%d.sock", (int)getpid(), n++);
+	/*
+	 * A socket an earlier process with this pid left (tests do not all
+	 * remove theirs) would make a test's own bind fail: t_peer_is_qmp did,
+	 * once, on a machine with 8,800 of them in /tmp.
+	 */
+	unlink(uri + strlen("unix:"));
 	return uri;
 }
 

@@ -23,7 +23,7 @@ typedef struct side {
 /* Creates a side; aborts the test on failure. */
 void side_create(side *s, const char *spec, ferry_dirty_mode mode, bool incoming);
 void side_destroy(side *s);
-/* A fresh unix: URI for this process. */
+/* A fresh unix: URI for this process (any stale socket at its path removed). */
 const char *test_uri(void);
 /* Stops the guest and checks it against its twin; returns matches. */
 bool side_verify(side *s);
