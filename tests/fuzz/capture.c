@@ -18,8 +18,10 @@
  *                 marked) at the start of each pass so that the switch
  *                 discards them and the background stream sends them;
  *   multifd-NAME  for multifd scenarios: the config byte of
- *                 fuzz-multifd.c (FUZZ_MF_*) and the one channel's bytes
- *                 after its handshake (a fuzz-multifd.c input).
+ *                 fuzz-multifd.c (FUZZ_MF_*) and the channel's bytes
+ *                 after its handshake, or with two channels (mf2-*) the
+ *                 be32 length of channel 0's, then both channels' (a
+ *                 fuzz-multifd.c input).
  *
  * usage: fuzz-capture OUTDIR
  * Thread: main, with the migrations' and the proxy's threads.
@@ -39,6 +41,7 @@ typedef struct scenario {
 	const char *name;
 	bool sums, multifd, zstd, running, swack;
 	bool postcopy, forced; /* forced: switched on request, not after a pass */
+	bool two;              /* multifd over two channels */
 } scenario;
 
 static const scenario scenarios[] = {
@@ -50,6 +53,8 @@ static const scenario scenarios[] = {
 	{ "mf-sums", .multifd = true, .sums = true },
 	{ "mf-zstd", .multifd = true, .zstd = true },
 	{ "mf-zstd-sums", .multifd = true, .zstd = true, .sums = true },
+	{ "mf2-sums", .multifd = true, .sums = true, .two = true },
+	{ "mf2-zstd", .multifd = true, .zstd = true, .two = true },
 	{ "pc", .postcopy = true, .running = true },
 	{ "pc-sums", .postcopy = true, .running = true, .sums = true },
 	{ "pc-forced", .postcopy = true, .forced = true },
@@ -93,6 +98,54 @@ static void copy_file(const char *from, const char *to, long skip, int first)
 	fclose(in);
 }
 
+/* Recorded connection k's bytes (its file in tmp): *len bytes, malloc'd. */
+static uint8_t *read_rec(const char *tmp, unsigned k, size_t *len)
+{
+	char rec[300];
+	snprintf(rec, sizeof(rec), "%s/rec-%u", tmp, k);
+	FILE *f = fopen(rec, "rb");
+	CHECK(f && fseek(f, 0, SEEK_END) == 0);
+	long n = ftell(f);
+	uint8_t *b = malloc(n > 0 ? (size_t)n : 1);
+	CHECK(n >= (long)FERRY_MF_HS_LEN && b && fseek(f, 0, SEEK_SET) == 0);
+	CHECK(fread(b, 1, (size_t)n, f) == (size_t)n);
+	fclose(f);
+	*len = (size_t)n;
+	return b;
+}
+
+/*
+ * A fuzz-multifd.c input from the n recorded channels (connections 1..n,
+ * in connect order): the config byte, with two channels the be32 length
+ * of channel 0's bytes, then each channel's bytes after its handshake, in
+ * channel id order (the be32 id at offset 24 of the handshake).
+ */
+static void write_channels(const char *tmp, const char *path, unsigned n, int cfg)
+{
+	uint8_t *ch[2];
+	size_t len[2];
+	for (unsigned k = 1; k <= n; k++) {
+		size_t l;
+		uint8_t *b = read_rec(tmp, k, &l);
+		unsigned id = n == 1 ? 0 : (unsigned)b[27];
+		CHECK(id < n);
+		ch[id] = b;
+		len[id] = l - FERRY_MF_HS_LEN;
+	}
+	FILE *out = fopen(path, "wb");
+	CHECK(out && fputc(cfg, out) == cfg);
+	if (n == 2) {
+		uint8_t be[4] = { (uint8_t)(len[0] >> 24), (uint8_t)(len[0] >> 16), (uint8_t)(len[0] >> 8),
+				  (uint8_t)len[0] };
+		CHECK(fwrite(be, 1, 4, out) == 4);
+	}
+	for (unsigned i = 0; i < n; i++) {
+		CHECK(fwrite(ch[i] + FERRY_MF_HS_LEN, 1, len[i], out) == len[i]);
+		free(ch[i]);
+	}
+	CHECK(fclose(out) == 0);
+}
+
 static void run(const scenario *s, const char *out, const char *tmp)
 {
 	fuzz_vm src, dst;
@@ -121,7 +174,7 @@ static void run(const scenario *s, const char *out, const char *tmp)
 	ferry_migration_params_init(&p);
 	p.checksum = s->sums;
 	p.multifd = s->multifd;
-	p.multifd_channels = 1;
+	p.multifd_channels = s->two ? 2 : 1;
 	p.multifd_compression = s->zstd ? FERRY_COMPRESS_ZSTD : FERRY_COMPRESS_NONE;
 	p.switchover_ack = s->swack;
 	p.postcopy = s->postcopy;
@@ -150,10 +203,10 @@ static void run(const scenario *s, const char *out, const char *tmp)
 	snprintf(rec, sizeof(rec), "%s/rec-0", tmp);
 	copy_file(rec, path, 0, -1);
 	if (s->multifd) {
-		snprintf(rec, sizeof(rec), "%s/rec-1", tmp);
 		snprintf(path, sizeof(path), "%s/multifd-%s", out, s->name);
-		copy_file(rec, path, FERRY_MF_HS_LEN,
-			  (s->sums ? FUZZ_MF_SUMS : 0) | (s->zstd ? FUZZ_MF_ZSTD : 0));
+		write_channels(tmp, path, s->two ? 2 : 1,
+			       (s->sums ? FUZZ_MF_SUMS : 0) | (s->zstd ? FUZZ_MF_ZSTD : 0) |
+				       (s->two ? FUZZ_MF_TWO : 0));
 	}
 	fuzz_vm_destroy(&src);
 	fuzz_vm_destroy(&dst);

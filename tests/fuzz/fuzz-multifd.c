@@ -12,25 +12,30 @@
  * hook: the receive loop is static and needs a whole migration around it
  * (its receiver, placement, checksums, the live device loader). The
  * destination listens (ferry_migration_incoming_fd on a listening
- * socket); the target connects the main connection and one multifd
- * channel. On the main connection it sends a fixed, valid stream, built
- * with the wire codec (stream/wire.c): the header (version 2 with
- * checksums or 1 without), MULTIFD (one channel, zstd or none), the RAM
+ * socket); the target connects the main connection and one or two
+ * multifd channels. On the main connection it sends a fixed, valid
+ * stream, built with the wire codec (stream/wire.c): the header (version
+ * 2 with checksums or 1 without), MULTIFD (one or two channels, zstd or
+ * none), the RAM
  * setup section, the live device list, then SYNC_ROUNDS RAM sections of
  * MULTIFD_SYNC each, and no end: the migration ends when the channel's
  * data does (or is refused), so every packet of the input is read, in
- * order, before it does. On the channel: a valid handshake, then the
- * input. The handshake itself is fuzzed by fuzz-hs.c.
+ * order, before it does. On each channel: a valid handshake, then its
+ * part of the input. The handshake itself is fuzzed by fuzz-hs.c. Two
+ * channels put the sync rendezvous under hostile input: one channel's
+ * SYNC while the other sends pages, ends or syncs twice.
  *
  * Oracles, beyond the sanitizers: the migration ends FAILED with an
  * error code and a message (fuzz-dest.h); none hangs (libFuzzer's
  * -timeout).
  *
  * Input layout: a config byte (FUZZ_MF_SUMS: the main stream has
- * checksums; FUZZ_MF_ZSTD: the migration's compression is zstd), then
- * the channel's bytes after its handshake (docs/wire-format.md,
- * "Multifd"). Seeds: channels a real source sent (gen-corpus.py multifd,
- * through tests/fuzz/capture.c).
+ * checksums; FUZZ_MF_ZSTD: the migration's compression is zstd;
+ * FUZZ_MF_TWO: two channels), then the channel's bytes after its
+ * handshake (docs/wire-format.md, "Multifd"); with two channels, a be32
+ * length n, then channel 0's n bytes (fewer if the input ends), then
+ * channel 1's. Seeds: channels a real source sent (gen-corpus.py
+ * multifd, through tests/fuzz/capture.c), one channel and two.
  *
  * Built by tests/fuzz/run.sh with every library source. Thread:
  * libFuzzer's one thread, with the destination's own threads.
@@ -49,7 +54,7 @@ enum { SYNC_ROUNDS = 256, LIVE_SECTION = 2 };
 static struct {
 	uint8_t *p;
 	size_t len;
-} mains[4]; /* by config byte */
+} mains[8]; /* by config byte */
 static char sock_name[64];
 
 /* The main stream for config cfg, through a ferry_chan into a memfd. */
@@ -65,7 +70,8 @@ static void build_main(unsigned cfg)
 		ferry__sums_attach(&c, &sums, FERRY_SUM_MAIN);
 	}
 	ferry__wire_put_header(&c, fuzz_vm_uuid);
-	ferry__wire_put_cmd_multifd(&c, 1, cfg & FUZZ_MF_ZSTD ? FERRY_COMPRESS_ZSTD : FERRY_COMPRESS_NONE);
+	ferry__wire_put_cmd_multifd(&c, cfg & FUZZ_MF_TWO ? 2 : 1,
+				    cfg & FUZZ_MF_ZSTD ? FERRY_COMPRESS_ZSTD : FERRY_COMPRESS_NONE);
 	ferry__wire_put_section_start(&c, FERRY_REC_SECTION_START, FERRY_SECTION_RAM, FERRY_RAM_IDSTR, 0,
 				      FERRY_RAM_VERSION);
 	ferry__wire_put_mem_size(&c, 8 * FUZZ_PAGE, 3);
@@ -100,7 +106,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	(void)argc;
 	(void)argv;
 	fuzz_dest_init(false);
-	for (unsigned cfg = 0; cfg < 4; cfg++)
+	for (unsigned cfg = 0; cfg < 8; cfg++)
 		build_main(cfg);
 	snprintf(sock_name, sizeof(sock_name), "ferry-fuzz-multifd-%d", (int)getpid());
 	return 0;
@@ -124,30 +130,51 @@ static int connect_to(void)
 	return s;
 }
 
+/* Channel id of n's handshake, then body: malloc'd. */
+static uint8_t *channel_bytes(unsigned id, unsigned n, const uint8_t *body, size_t len)
+{
+	uint8_t *ch = malloc(FERRY_MF_HS_LEN + len);
+	CHECK(ch);
+	ferry__wire_mf_hs_encode(ch, fuzz_vm_uuid, id, n);
+	memcpy(ch + FERRY_MF_HS_LEN, body, len);
+	return ch;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < 1)
 		return 0;
-	unsigned cfg = data[0] & (FUZZ_MF_SUMS | FUZZ_MF_ZSTD);
+	unsigned cfg = data[0] & (FUZZ_MF_SUMS | FUZZ_MF_ZSTD | FUZZ_MF_TWO);
+	unsigned n = cfg & FUZZ_MF_TWO ? 2 : 1;
+	const uint8_t *body[2] = { data + 1, NULL };
+	size_t len[2] = { size - 1, 0 };
+	if (n == 2) { /* be32 length of channel 0's bytes (clamped), then both */
+		if (size < 5)
+			return 0;
+		size_t k = (size_t)data[1] << 24 | (size_t)data[2] << 16 | (size_t)data[3] << 8 | data[4];
+		len[0] = k < size - 5 ? k : size - 5;
+		body[0] = data + 5;
+		body[1] = data + 5 + len[0];
+		len[1] = size - 5 - len[0];
+	}
 	struct sockaddr_un a;
 	socklen_t al = sock_addr(&a);
 	int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	CHECK(l >= 0 && bind(l, (struct sockaddr *)&a, al) == 0 && listen(l, 4) == 0);
 	CHECK(ferry_migration_incoming_fd(fuzz_dst.vm, l) == 0); /* takes l */
-	/* Accepted in this order: the main connection, then the channel. */
-	int mfd = connect_to(), cfd = connect_to();
-	uint8_t *ch = malloc(FERRY_MF_HS_LEN + size - 1);
-	CHECK(ch);
-	ferry__wire_mf_hs_encode(ch, fuzz_vm_uuid, 0, 1);
-	memcpy(ch + FERRY_MF_HS_LEN, data + 1, size - 1);
-	fuzz_conn cs[2] = {
-		{ .fd = mfd, .data = mains[cfg].p, .len = mains[cfg].len },
-		{ .fd = cfd, .data = ch, .len = FERRY_MF_HS_LEN + size - 1 },
-	};
-	fuzz_dest_pump(cs, 2);
-	close(mfd);
-	close(cfd);
+	/* Accepted in this order: the main connection, then the channels. */
+	fuzz_conn cs[3] = { { .fd = connect_to(), .data = mains[cfg].p, .len = mains[cfg].len } };
+	uint8_t *ch[2] = { NULL, NULL };
+	for (unsigned i = 0; i < n; i++) {
+		ch[i] = channel_bytes(i, n, body[i], len[i]);
+		cs[1 + i] = (fuzz_conn){ .fd = connect_to(), .data = ch[i],
+					 .len = FERRY_MF_HS_LEN + len[i] };
+	}
+	fuzz_dest_pump(cs, 1 + n);
+	for (unsigned i = 0; i < 1 + n; i++)
+		close(cs[i].fd);
 	fuzz_dest_finish();
-	free(ch);
+	free(ch[0]);
+	free(ch[1]);
 	return 0;
 }

@@ -38,6 +38,7 @@
 /* fuzz-multifd.c's config byte: the main stream has checksums; zstd. */
 #define FUZZ_MF_SUMS 0x1
 #define FUZZ_MF_ZSTD 0x2
+#define FUZZ_MF_TWO 0x4 /* two channels: be32 length of channel 0's bytes, then both */
 
 static const uint8_t fuzz_vm_uuid[16] = { 'f', 'e', 'r', 'r', 'y', '-', 'f', 'u',
 					  'z', 'z', '-', 'v', 'm', 0, 0, 1 };
