@@ -170,6 +170,18 @@ static inline int fuzz_dest_finish(void)
 	return st;
 }
 
+/* One migration whose main connection carries data (stream, pcstream): fed, then judged. */
+static inline void fuzz_dest_feed_main(const uint8_t *data, size_t size)
+{
+	int sv[2];
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+	CHECK(ferry_migration_incoming_fd(fuzz_dst.vm, sv[1]) == 0); /* takes sv[1] */
+	fuzz_conn c = { .fd = sv[0], .data = data, .len = size };
+	fuzz_dest_pump(&c, 1);
+	close(sv[0]);
+	fuzz_dest_finish();
+}
+
 /*
  * A new destination VM, with fresh (zero) RAM as a destination's must be
  * at registration; destroying the old one ends its migration, also a

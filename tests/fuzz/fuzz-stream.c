@@ -41,12 +41,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	int sv[2];
-	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-	CHECK(ferry_migration_incoming_fd(fuzz_dst.vm, sv[1]) == 0); /* takes sv[1] */
-	fuzz_conn c = { .fd = sv[0], .data = data, .len = size };
-	fuzz_dest_pump(&c, 1);
-	close(sv[0]);
-	fuzz_dest_finish();
+	fuzz_dest_feed_main(data, size);
 	return 0;
 }
