@@ -124,7 +124,7 @@ struct ferry_migration {
 	struct ferry_pc_src *pc_src;
 	struct ferry_pc_dst *pc_dst;
 	atomic_int preempt_fd;       /* -1 when none; pause shuts it down */
-	atomic_bool pause_asked;     /* ferry_migration_pause() cut the links: the pause's reason */
+	atomic_bool pause_asked;     /* ferry_migration_pause() cut the links; ferry__mig_paused takes it */
 	/* Recovery requests: protected by vm->mig_lock, signalled on mig_cond. */
 	char resume_uri[512];        /* source: ferry_migration_resume() */
 	bool resume_req;
@@ -214,6 +214,12 @@ void ferry__mig_set_error(struct ferry_migration *m, int err, const char *fmt, .
  */
 void ferry__mig_pause_reason(struct ferry_migration *m, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+/*
+ * Postcopy paused on either side: its reason is "postcopy paused: " and
+ * FERRY_PAUSE_ASKED_MSG if ferry_migration_pause() cut the links, else
+ * link (the connection's error).
+ */
+void ferry__mig_paused(struct ferry_migration *m, const char *link);
 static inline bool ferry__mig_cancelled(struct ferry_migration *m)
 {
 	return atomic_load_explicit(&m->cancel, memory_order_relaxed);

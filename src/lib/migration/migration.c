@@ -178,6 +178,12 @@ void ferry__mig_pause_reason(struct ferry_migration *m, const char *fmt, ...)
 	pthread_mutex_unlock(&m->stats_lock);
 }
 
+void ferry__mig_paused(struct ferry_migration *m, const char *link)
+{
+	bool asked = atomic_exchange(&m->pause_asked, false); /* ferry_migration_pause */
+	ferry__mig_pause_reason(m, "postcopy paused: %s", asked ? FERRY_PAUSE_ASKED_MSG : link);
+}
+
 void ferry__mig_set_error(struct ferry_migration *m, int err, const char *fmt, ...)
 {
 	ferry_error e = { 0 };

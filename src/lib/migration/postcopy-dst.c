@@ -1027,12 +1027,9 @@ static int pc_drain(ferry_dst *l)
 static void pc_pause(ferry_dst *l)
 {
 	char why[300];
-	snprintf(why, sizeof(why), "%s",
-		 atomic_exchange(&l->m->pause_asked, false)
-			 ? FERRY_PAUSE_ASKED_MSG
-			 : ferry__error_text(&l->c->in_err, l->listen_r));
+	snprintf(why, sizeof(why), "%s", ferry__error_text(&l->c->in_err, l->listen_r));
 	pc_disconnect(l);
-	ferry__mig_pause_reason(l->m, "postcopy paused: %s", why);
+	ferry__mig_paused(l->m, why);
 	ferry__mig_set_status(l->m, FERRY_MIGRATION_POSTCOPY_PAUSED);
 }
 

@@ -445,12 +445,11 @@ static int pc_pause(struct ferry_migration *m, ferry_ram_saver *rs)
 	ferry_vm_t *vm = m->vm;
 	char why[256];
 	snprintf(why, sizeof(why), "%s",
-		 atomic_exchange(&m->pause_asked, false) ? FERRY_PAUSE_ASKED_MSG
-		 : m->chan.in_err.msg[0] ? m->chan.in_err.msg
+		 m->chan.in_err.msg[0] ? m->chan.in_err.msg
 		 : m->chan.out_err == -EAGAIN ? "link silent: nothing could be sent within the link timeout"
 					      : ferry_strerror(m->chan.out_err));
 	pc_disconnect(m);
-	ferry__mig_pause_reason(m, "postcopy paused: %s", why);
+	ferry__mig_paused(m, why);
 	ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_PAUSED);
 	for (;;) {
 		char uri[512];
