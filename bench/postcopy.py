@@ -8,7 +8,10 @@ processes driven over QMP; the destination's RAM is verified against the never-m
 Reports per mode the medians over the runs of: fault latency p50/p99/max (destination: from the
 fault thread reading the fault to the page being placed), page requests, vCPU blocked time,
 total migration time and downtime (source stop to destination running), background throughput
-after the switch (postcopy bytes over the time from the switch to completion), plus every run.
+after the switch (postcopy bytes over the time from the switch to completion), the CPU seconds
+per GB of them that the destination's background loader (mig/dst/listen) took, plus every run
+with each migration thread's CPU time (the hosts run with FERRY_LOG=debug for their "thread
+done" lines).
 With --base OTHER_FERRY (e.g. a build of main), every run of each mode is alternated with one of
 OTHER_FERRY (order alternating, a few seconds' settle between runs) and the JSON gets its medians
 too and the ratios (ours / base). Targets (issue 20): without preempt p50 <= 1 ms, p99 <= 5 ms and
@@ -33,12 +36,14 @@ Prints one JSON object. Usage:
                     [--modes plain,preempt,preempt-pinned]
                     [--bare build/bench/bench-bare-fault [--bare-args '--bg-mbps 120'] | --no-bare]
 """
-import argparse, json, os, statistics, subprocess, sys, time
+import argparse, json, os, re, statistics, subprocess, sys, time
 
 TARGETS = {"preempt_p50_us": 50, "preempt_p99_us": 500, "downtime_ms": 20,
            "plain_p50_us": 1000, "plain_p99_us": 5000, "plain_background_vs_base": 0.9}
 KEYS = ("latency_p50_us", "latency_p99_us", "latency_max_us", "requests", "vcpu_blocked_ms",
-        "total_time_ms", "downtime_ms", "background_MBps")
+        "total_time_ms", "downtime_ms", "background_MBps", "listen_cpu_s_per_GB")
+# FERRY_LOG=debug: each migration thread's CPU time at its end ("thread done" lines on stderr)
+THREAD_CPU_RE = re.compile(r"^ferry\[(mig/[^\]]+)\] debug: thread done: ([0-9.]+) ms of CPU")
 SETTLE_S = 3
 QEMU_REFERENCE = {"preempt_avg_us": 229, "source": "QEMU docs (100G link, postcopy-preempt)"}
 BARE_VARIANTS = ("idle", "busy", "shared")
@@ -53,7 +58,13 @@ def run(ferry, mem, mode):
         cmd.append("--preempt")
     if mode == "preempt-pinned":
         cmd += ["--set", "x-postcopy-cpu=0"]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, FERRY_LOG="debug"))
+    cpu = {}
+    for line in p.stderr.splitlines():
+        m = THREAD_CPU_RE.match(line)
+        if m:  # per thread name; placers and channels of one kind add up
+            cpu[m.group(1)] = round(cpu.get(m.group(1), 0) + float(m.group(2)), 1)
     line = p.stdout.strip().splitlines()[-1] if p.stdout.strip() else "{}"
     d = json.loads(line)
     pc = d.get("postcopy", {})
@@ -69,6 +80,10 @@ def run(ferry, mem, mode):
         "latency_p50_us": lat.get("p50-us"), "latency_p99_us": lat.get("p99-us"),
         "latency_max_us": lat.get("max-us"), "vcpu_blocked_ms": pc.get("blocktime-ms"),
         "background_MBps": bg, "postcopy_bytes": d.get("postcopy_bytes"),
+        # mig/dst/listen runs only after the switch: the background's cost per byte there
+        "listen_cpu_s_per_GB": round(cpu["mig/dst/listen"] / 1e3 / (d["postcopy_bytes"] / 1e9), 3)
+        if cpu.get("mig/dst/listen") and d.get("postcopy_bytes") else None,
+        "thread_cpu_ms": cpu,
     }
 
 
