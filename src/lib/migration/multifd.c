@@ -923,7 +923,7 @@ static int recv_zstd(ferry_mf_recv_chan *c, const struct recv_data *d, uint32_t 
 	const uint64_t *idx = d->idx;
 	uint32_t nn = d->nn;
 	int e;
-	if ((e = ferry__chan_read(in, c->zbuf, clen)))
+	if ((e = ferry__chan_read_direct(in, c->zbuf, clen))) /* no copy through in's buffer */
 		return e;
 	ZSTD_DCtx *dc = c->dctx;
 	ZSTD_DCtx_reset(dc, ZSTD_reset_session_only);
