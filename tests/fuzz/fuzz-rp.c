@@ -12,7 +12,8 @@
  * does (postcopy-src.c, rp_missing), against a VM of three RAM blocks
  * (1 page; 69 pages; one bitmap chunk and 70 pages more). What the source
  * does with a request (the page bounds in postcopy-src.c's rp_request)
- * needs a migration and is not reached here.
+ * needs a migration and is not reached here (test-postcopy's
+ * t_pc_bad_request_nosum sends one through a running migration).
  *
  * Oracles, beyond the sanitizers: a payload the framing accepts fits
  * FERRY_RP_PAYLOAD_MAX; SHUT's message is the payload's rest; an accepted

@@ -29,6 +29,8 @@ struct conn {
 	bool cut;
 	bool frozen; /* hold everything: a silent link */
 	int rec;     /* the forward direction's record file, or -1 */
+	proxy_back_fn *back_fn; /* rewrites the backward direction, or NULL */
+	void *back_opaque;
 	pthread_t t[2];
 	bool started;
 };
@@ -103,9 +105,13 @@ static void *pump_main(void *arg)
 				dead = true;
 			}
 		}
+		proxy_back_fn *bf = u->forward ? NULL : c->back_fn;
+		void *bo = c->back_opaque;
 		pthread_mutex_unlock(&p->lock);
 		if (dead)
 			break;
+		if (bf)
+			bf(bo, (uint8_t *)buf, (size_t)n);
 		if (d)
 			usleep(d);
 		if (u->forward && c->rec >= 0 && write(c->rec, buf, (size_t)n) != n)
@@ -207,6 +213,14 @@ void proxy_flip_at(proxy *p, unsigned k, uint64_t at, uint8_t mask)
 	pthread_mutex_lock(&p->lock);
 	p->c[k].flip_at = at;
 	p->c[k].flip_mask = mask;
+	pthread_mutex_unlock(&p->lock);
+}
+
+void proxy_rewrite_back(proxy *p, unsigned k, proxy_back_fn *fn, void *opaque)
+{
+	pthread_mutex_lock(&p->lock);
+	p->c[k].back_fn = fn;
+	p->c[k].back_opaque = opaque;
 	pthread_mutex_unlock(&p->lock);
 }
 

@@ -8,6 +8,7 @@
 #ifndef FERRY_TEST_PROXY_H
 #define FERRY_TEST_PROXY_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct proxy proxy;
@@ -37,6 +38,15 @@ uint64_t proxy_forwarded(proxy *p, unsigned k);
  * streams a source sends (tests/fuzz/capture.c).
  */
 void proxy_record(proxy *p, const char *prefix);
+/*
+ * Connection k's backward direction (target -> accepted side: a
+ * migration's return path) passes each chunk through fn(opaque, buf, n)
+ * before forwarding it; fn may change bytes in place (chunks split
+ * messages anywhere: fn keeps its own parse state). Set it before the
+ * bytes to change arrive; it runs on that direction's pump thread.
+ */
+typedef void proxy_back_fn(void *opaque, uint8_t *buf, size_t n);
+void proxy_rewrite_back(proxy *p, unsigned k, proxy_back_fn *fn, void *opaque);
 /* Number of connections accepted so far. */
 unsigned proxy_connections(proxy *p);
 void proxy_stop(proxy *p);

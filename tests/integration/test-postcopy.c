@@ -22,6 +22,8 @@
 #include <cmocka.h>
 
 #include "harness.h"
+#include <stdatomic.h>
+
 #include "proxy.h"
 #include "sbuf.h"
 
@@ -517,6 +519,125 @@ static void t_pc_flip(void **s)
 	side_destroy(&dst);
 }
 static void t_pc_cut_twice(void **s) { (void)s; recovery(2, false, true); }
+
+/*
+ * The return path as a hostile (or broken) destination writes it: the
+ * proxy rewrites the first REQ_PAGES on its way to the source so that it
+ * asks for page BAD_PAGE, far past guest RAM. Byte by byte, since chunks
+ * split messages anywhere (docs/wire-format.md, "Return path").
+ */
+#define BAD_PAGE 0x10000000ull
+struct req_rewrite {
+	uint8_t hdr[4];
+	unsigned hpos;          /* header bytes of the current message seen */
+	size_t left, sum_left;  /* its payload and checksum bytes still to come */
+	size_t off;             /* offset in its payload */
+	bool in_req;            /* it is the request being rewritten */
+	uint16_t req_len;       /* the rewritten request's payload length */
+	uint8_t payload[1 + 255 + 8 + 4]; /* and its payload */
+	atomic_bool done;       /* the rewritten request went by (payload is final) */
+};
+
+static void rewrite_req(void *opaque, uint8_t *buf, size_t n)
+{
+	struct req_rewrite *w = opaque;
+	for (size_t i = 0; i < n; i++) {
+		if (w->hpos < 4) {
+			w->hdr[w->hpos++] = buf[i];
+			if (w->hpos < 4)
+				continue;
+			uint16_t type = (uint16_t)(w->hdr[0] << 8 | w->hdr[1]);
+			w->left = (size_t)(w->hdr[2] << 8 | w->hdr[3]);
+			w->sum_left = type & FERRY_RP_F_SUM ? 8 : 0;
+			w->off = 0;
+			w->in_req = !atomic_load(&w->done) &&
+				    (type & ~FERRY_RP_F_SUM) == FERRY_RP_REQ_PAGES &&
+				    w->left <= sizeof(w->payload);
+			if (w->in_req)
+				w->req_len = (uint16_t)w->left;
+		} else if (w->left) {
+			if (w->in_req) {
+				if (w->off < 8) /* be64 first page */
+					buf[i] = (uint8_t)(BAD_PAGE >> (8 * (7 - w->off)));
+				w->payload[w->off] = buf[i];
+			}
+			w->off++;
+			w->left--;
+		} else {
+			w->sum_left--;
+		}
+		if (w->hpos == 4 && !w->left && !w->sum_left) {
+			if (w->in_req)
+				atomic_store(&w->done, true);
+			w->in_req = false;
+			w->hpos = 0;
+		}
+	}
+}
+
+/*
+ * A page request outside guest RAM reaches the source in postcopy. With
+ * checksums the rewritten message's XXH3 fails; without, rp_request's
+ * bounds check refuses it. Either way the source sends nothing for it and
+ * pauses (it cannot fail: the destination runs the guest) with that reason
+ * in error-desc; both sides pause, a recovery completes bit-exact.
+ */
+static void bad_request(bool checksum)
+{
+	const char *spec = "mem=256M,vram=4M,vcpus=2,rate=max,workload=random";
+	side src, dst;
+	side_create(&src, spec, FERRY_DIRTY_WP_ASYNC, false);
+	side_create(&dst, spec, FERRY_DIRTY_WP_ASYNC, true);
+	dst_allow(&dst, 0);
+	char dpath[108], ppath[108], uri[120];
+	unix_path(dpath, sizeof(dpath));
+	unix_path(ppath, sizeof(ppath));
+	snprintf(uri, sizeof(uri), "unix:%s", dpath);
+	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
+	proxy *px = proxy_start(ppath, dpath);
+	assert_non_null(px);
+	static struct req_rewrite w;
+	memset(&w, 0, sizeof(w));
+	proxy_rewrite_back(px, 0, rewrite_req, &w);
+	assert_int_equal(ferry_vm_start(src.vm), 0);
+	side_wait_steps(&src, 1024);
+	ferry_migration_params p;
+	pc_params(&p, false);
+	p.checksum = checksum;
+	snprintf(uri, sizeof(uri), "unix:%s", ppath);
+	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
+	wait_status(src.vm, FERRY_MIGRATION_POSTCOPY_PAUSED);
+	wait_status(dst.vm, FERRY_MIGRATION_POSTCOPY_PAUSED);
+	assert_true(atomic_load(&w.done));
+	char want[400];
+	if (checksum) {
+		snprintf(want, sizeof(want),
+			 "postcopy paused: checksum mismatch: return path message %u (%u bytes)",
+			 FERRY_RP_REQ_PAGES, w.req_len);
+	} else {
+		const uint8_t *q = w.payload + 8;
+		uint32_t n = (uint32_t)q[0] << 24 | (uint32_t)q[1] << 16 | (uint32_t)q[2] << 8 | q[3];
+		snprintf(want, sizeof(want),
+			 "postcopy paused: page request for pages %llu+%u of '%.*s' outside guest RAM",
+			 BAD_PAGE, n, (int)q[4], (const char *)q + 5);
+	}
+	expect_pause_reason(&src, want);
+	char rpath[108];
+	unix_path(rpath, sizeof(rpath));
+	snprintf(uri, sizeof(uri), "unix:%s", rpath);
+	assert_int_equal(ferry_migration_recover(dst.vm, uri), 0);
+	assert_int_equal(ferry_migration_resume(src.vm, uri), 0);
+	ferry_migration_info si, di;
+	pc_check(&src, &dst, &si, &di);
+	assert_int_equal(si.postcopy_recoveries, 1);
+	proxy_stop(px);
+	side_destroy(&src);
+	side_destroy(&dst);
+}
+
+static void t_pc_bad_request(void **s) { (void)s; bad_request(true); }
+static void t_pc_bad_request_nosum(void **s) { (void)s; bad_request(false); }
+
 static void t_pc_silent(void **s) { (void)s; recovery(1, true, true); }
 
 /* migrate-pause by hand on the source, then recovery. */
@@ -866,6 +987,8 @@ int main(void)
 		cmocka_unit_test(t_pc_cut_once),
 		cmocka_unit_test(t_pc_flip),
 		cmocka_unit_test(t_pc_cut_twice),
+		cmocka_unit_test(t_pc_bad_request),
+		cmocka_unit_test(t_pc_bad_request_nosum),
 		cmocka_unit_test(t_pc_silent),
 		cmocka_unit_test(t_pc_preempt_bad_handshake),
 		cmocka_unit_test(t_pc_destroy_paused),
