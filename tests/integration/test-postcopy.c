@@ -582,7 +582,7 @@ static void rewrite_req(void *opaque, uint8_t *buf, size_t n)
  * pauses (it cannot fail: the destination runs the guest) with that reason
  * in error-desc; both sides pause, a recovery completes bit-exact.
  */
-static void bad_request(bool checksum)
+static void bad_request(bool checksum, bool preempt)
 {
 	const char *spec = "mem=256M,vram=4M,vcpus=2,rate=max,workload=random";
 	side src, dst;
@@ -598,11 +598,12 @@ static void bad_request(bool checksum)
 	assert_non_null(px);
 	static struct req_rewrite w;
 	memset(&w, 0, sizeof(w));
-	proxy_rewrite_back(px, 0, rewrite_req, &w);
+	/* With preempt the requests travel on the preempt connection, the second one. */
+	proxy_rewrite_back(px, preempt ? 1 : 0, rewrite_req, &w);
 	assert_int_equal(ferry_vm_start(src.vm), 0);
 	side_wait_steps(&src, 1024);
 	ferry_migration_params p;
-	pc_params(&p, false);
+	pc_params(&p, preempt);
 	p.checksum = checksum;
 	snprintf(uri, sizeof(uri), "unix:%s", ppath);
 	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
@@ -610,16 +611,16 @@ static void bad_request(bool checksum)
 	wait_status(dst.vm, FERRY_MIGRATION_POSTCOPY_PAUSED);
 	assert_true(atomic_load(&w.done));
 	char want[400];
+	/* With preempt, mig/src/preq read it: its channel's error is the pause's reason. */
+	const char *on = preempt ? "postcopy paused: postcopy preempt channel: " : "postcopy paused: ";
 	if (checksum) {
-		snprintf(want, sizeof(want),
-			 "postcopy paused: checksum mismatch: return path message %u (%u bytes)",
-			 FERRY_RP_REQ_PAGES, w.req_len);
+		snprintf(want, sizeof(want), "%schecksum mismatch: return path message %u (%u bytes)",
+			 on, FERRY_RP_REQ_PAGES, w.req_len);
 	} else {
 		const uint8_t *q = w.payload + 8;
 		uint32_t n = (uint32_t)q[0] << 24 | (uint32_t)q[1] << 16 | (uint32_t)q[2] << 8 | q[3];
-		snprintf(want, sizeof(want),
-			 "postcopy paused: page request for pages %llu+%u of '%.*s' outside guest RAM",
-			 BAD_PAGE, n, (int)q[4], (const char *)q + 5);
+		snprintf(want, sizeof(want), "%spage request for pages %llu+%u of '%.*s' outside guest RAM",
+			 on, BAD_PAGE, n, (int)q[4], (const char *)q + 5);
 	}
 	expect_pause_reason(&src, want);
 	char rpath[108];
@@ -635,8 +636,9 @@ static void bad_request(bool checksum)
 	side_destroy(&dst);
 }
 
-static void t_pc_bad_request(void **s) { (void)s; bad_request(true); }
-static void t_pc_bad_request_nosum(void **s) { (void)s; bad_request(false); }
+static void t_pc_bad_request(void **s) { (void)s; bad_request(true, false); }
+static void t_pc_bad_request_nosum(void **s) { (void)s; bad_request(false, false); }
+static void t_pc_bad_request_preempt(void **s) { (void)s; bad_request(false, true); }
 
 static void t_pc_silent(void **s) { (void)s; recovery(1, true, true); }
 
@@ -989,6 +991,7 @@ int main(void)
 		cmocka_unit_test(t_pc_cut_twice),
 		cmocka_unit_test(t_pc_bad_request),
 		cmocka_unit_test(t_pc_bad_request_nosum),
+		cmocka_unit_test(t_pc_bad_request_preempt),
 		cmocka_unit_test(t_pc_silent),
 		cmocka_unit_test(t_pc_preempt_bad_handshake),
 		cmocka_unit_test(t_pc_destroy_paused),

@@ -124,7 +124,12 @@ struct ferry_migration {
 	struct ferry_pc_src *pc_src;
 	struct ferry_pc_dst *pc_dst;
 	atomic_int preempt_fd;       /* -1 when none; pause shuts it down */
-	atomic_bool pause_asked;     /* ferry_migration_pause() cut the links; ferry__mig_paused takes it */
+	/*
+	 * Protected by stats_lock: why this side cut its links in postcopy
+	 * (ferry__mig_cut: ferry_migration_pause, a protocol error on the
+	 * preempt channel), "" if it did not; ferry__mig_paused takes it.
+	 */
+	char pause_why[256];
 	/* Recovery requests: protected by vm->mig_lock, signalled on mig_cond. */
 	char resume_uri[512];        /* source: ferry_migration_resume() */
 	bool resume_req;
@@ -216,10 +221,20 @@ void ferry__mig_pause_reason(struct ferry_migration *m, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 /*
  * Postcopy paused on either side: its reason is "postcopy paused: " and
- * FERRY_PAUSE_ASKED_MSG if ferry_migration_pause() cut the links, else
- * link (the connection's error).
+ * why this side cut its links (ferry__mig_cut) if it did, else link (the
+ * connection's error).
  */
 void ferry__mig_paused(struct ferry_migration *m, const char *link);
+/*
+ * Postcopy, either side: shuts both connections down (the main one and
+ * the preempt one), so that whichever thread blocks on them fails and the
+ * migration pauses, with why as its reason (the first cut's wins): for
+ * ferry_migration_pause (FERRY_PAUSE_ASKED_MSG), or a preempt channel
+ * thread that read a protocol error, which the main connection's reader
+ * would otherwise report as the peer closing it. Any thread; takes
+ * stats_lock.
+ */
+void ferry__mig_cut(struct ferry_migration *m, const char *why);
 static inline bool ferry__mig_cancelled(struct ferry_migration *m)
 {
 	return atomic_load_explicit(&m->cancel, memory_order_relaxed);

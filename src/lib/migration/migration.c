@@ -180,8 +180,26 @@ void ferry__mig_pause_reason(struct ferry_migration *m, const char *fmt, ...)
 
 void ferry__mig_paused(struct ferry_migration *m, const char *link)
 {
-	bool asked = atomic_exchange(&m->pause_asked, false); /* ferry_migration_pause */
-	ferry__mig_pause_reason(m, "postcopy paused: %s", asked ? FERRY_PAUSE_ASKED_MSG : link);
+	char why[sizeof(m->pause_why)];
+	pthread_mutex_lock(&m->stats_lock);
+	snprintf(why, sizeof(why), "%s", m->pause_why[0] ? m->pause_why : link);
+	m->pause_why[0] = '\0'; /* the next pause has its own */
+	pthread_mutex_unlock(&m->stats_lock);
+	ferry__mig_pause_reason(m, "postcopy paused: %s", why);
+}
+
+void ferry__mig_cut(struct ferry_migration *m, const char *why)
+{
+	pthread_mutex_lock(&m->stats_lock);
+	if (!m->pause_why[0])
+		snprintf(m->pause_why, sizeof(m->pause_why), "%s", why);
+	pthread_mutex_unlock(&m->stats_lock);
+	int fd = atomic_load(&m->chan_fd);
+	if (fd >= 0)
+		shutdown(fd, SHUT_RDWR);
+	fd = atomic_load(&m->preempt_fd);
+	if (fd >= 0)
+		shutdown(fd, SHUT_RDWR);
 }
 
 void ferry__mig_set_error(struct ferry_migration *m, int err, const char *fmt, ...)
@@ -712,14 +730,7 @@ int ferry_migration_pause(ferry_vm_t *vm)
 	struct ferry_migration *m = vm->mig;
 	int r = -ENOENT;
 	if (m && !m->thread_done && m->status == FERRY_MIGRATION_POSTCOPY_ACTIVE) {
-		/* Both directions: whichever thread blocks there fails and pauses. */
-		atomic_store(&m->pause_asked, true);
-		int fd = atomic_load(&m->chan_fd);
-		if (fd >= 0)
-			shutdown(fd, SHUT_RDWR);
-		fd = atomic_load(&m->preempt_fd);
-		if (fd >= 0)
-			shutdown(fd, SHUT_RDWR);
+		ferry__mig_cut(m, FERRY_PAUSE_ASKED_MSG);
 		r = 0;
 	}
 	pthread_mutex_unlock(&vm->mig_lock);

@@ -819,11 +819,17 @@ static void *preempt_thread(void *arg)
 	ferry__pc_boost_thread(l->m);
 	ferry__ram_load(&l->pre_ram, false);
 	if (!atomic_load(&l->pre_quit)) {
-		ferry_warn("postcopy preempt channel: %s",
-			   l->pre.in_err.msg[0] ? l->pre.in_err.msg : "ended");
-		int fd = atomic_load(&l->m->chan_fd);
-		if (fd >= 0)
-			shutdown(fd, SHUT_RDWR);
+		char why[300];
+		snprintf(why, sizeof(why), "postcopy preempt channel: %s",
+			 l->pre.in_err.msg[0] ? l->pre.in_err.msg : "ended");
+		ferry_warn("%s", why);
+		if (l->pre.in_err.code == FERRY_EBADSTREAM) { /* bad pages: the pause says so */
+			ferry__mig_cut(l->m, why);
+		} else {
+			int fd = atomic_load(&l->m->chan_fd);
+			if (fd >= 0)
+				shutdown(fd, SHUT_RDWR);
+		}
 	}
 	ferry__log_thread_cpu();
 	return NULL;

@@ -223,8 +223,13 @@ static void *preq_thread(void *arg)
 	int r;
 	while (!(r = preq_message(m, &pc->pre, buf, sizeof(buf))))
 		;
-	if (r != -EPIPE && pc->pre.in_err.msg[0])
-		ferry_warn("postcopy preempt channel: %s", pc->pre.in_err.msg);
+	if (r != -EPIPE && pc->pre.in_err.msg[0]) {
+		char why[300];
+		snprintf(why, sizeof(why), "postcopy preempt channel: %s", pc->pre.in_err.msg);
+		ferry_warn("%s", why);
+		if (pc->pre.in_err.code == FERRY_EBADSTREAM) /* a bad request: the pause says so */
+			ferry__mig_cut(m, why);
+	}
 	ferry__chan_shutdown(&pc->pre);
 	ferry__log_thread_cpu();
 	return NULL;
