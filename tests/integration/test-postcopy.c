@@ -477,9 +477,8 @@ static void t_pc_cut_once(void **s) { (void)s; recovery(1, false, false); }
  * finds the page's checksum wrong before UFFDIO_COPY and pauses as for a
  * broken link; recovery sends the page again; bit-exact end.
  */
-static void t_pc_flip(void **s)
+static void flip(bool preempt)
 {
-	(void)s;
 	const char *spec = "mem=256M,vram=4M,vcpus=2,rate=max,workload=random";
 	side src, dst;
 	side_create(&src, spec, FERRY_DIRTY_WP_ASYNC, false);
@@ -496,14 +495,21 @@ static void t_pc_flip(void **s)
 	assert_int_equal(ferry_vm_start(src.vm), 0);
 	side_wait_steps(&src, 1024);
 	ferry_migration_params p;
-	pc_params(&p, false);
+	pc_params(&p, preempt);
+	/* Preempt: inside the first requested page's data, past its record's header. */
+	if (preempt)
+		proxy_flip_at(px, 1, FERRY_PC_HS_LEN + 2000, 0x04);
 	snprintf(uri, sizeof(uri), "unix:%s", ppath);
 	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
 	wait_status(src.vm, FERRY_MIGRATION_POSTCOPY_ACTIVE);
 	/* 2 MiB on: inside background pages (or their checksums) */
-	proxy_flip_at(px, 0, proxy_forwarded(px, 0) + 2 * (1u << 20) + 777, 0x04);
+	if (!preempt)
+		proxy_flip_at(px, 0, proxy_forwarded(px, 0) + 2 * (1u << 20) + 777, 0x04);
 	wait_status(dst.vm, FERRY_MIGRATION_POSTCOPY_PAUSED);
 	wait_status(src.vm, FERRY_MIGRATION_POSTCOPY_PAUSED);
+	/* The destination says what it found, on the connection it found it on. */
+	expect_pause_reason(&dst, preempt ? "postcopy paused: postcopy preempt channel: checksum mismatch: "
+					  : "postcopy paused: checksum mismatch: ");
 	char rpath[108];
 	unix_path(rpath, sizeof(rpath));
 	snprintf(uri, sizeof(uri), "unix:%s", rpath);
@@ -518,6 +524,8 @@ static void t_pc_flip(void **s)
 	side_destroy(&src);
 	side_destroy(&dst);
 }
+static void t_pc_flip(void **s) { (void)s; flip(false); }
+static void t_pc_flip_preempt(void **s) { (void)s; flip(true); }
 static void t_pc_cut_twice(void **s) { (void)s; recovery(2, false, true); }
 
 /*
@@ -988,6 +996,7 @@ int main(void)
 		cmocka_unit_test(t_pc_pause),
 		cmocka_unit_test(t_pc_cut_once),
 		cmocka_unit_test(t_pc_flip),
+		cmocka_unit_test(t_pc_flip_preempt),
 		cmocka_unit_test(t_pc_cut_twice),
 		cmocka_unit_test(t_pc_bad_request),
 		cmocka_unit_test(t_pc_bad_request_nosum),
