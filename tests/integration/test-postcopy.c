@@ -374,27 +374,53 @@ static const char *unix_path(char *buf, size_t n)
 }
 
 /*
+ * The sides of the proxied tests: a 256 MiB guest dirtying at full rate on
+ * the source, running; the destination allows postcopy (link timeout
+ * timeout_ms, 0: the default) and listens behind a proxy whose URI goes
+ * into uri (n bytes), the one the source migrates to.
+ */
+static proxy *proxied_sides(side *src, side *dst, unsigned timeout_ms, char *uri, size_t n)
+{
+	const char *spec = "mem=256M,vram=4M,vcpus=2,rate=max,workload=random";
+	side_create(src, spec, FERRY_DIRTY_WP_ASYNC, false);
+	side_create(dst, spec, FERRY_DIRTY_WP_ASYNC, true);
+	dst_allow(dst, timeout_ms);
+	char dpath[108], ppath[108];
+	unix_path(dpath, sizeof(dpath));
+	unix_path(ppath, sizeof(ppath));
+	snprintf(uri, n, "unix:%s", dpath);
+	assert_int_equal(ferry_migration_incoming(dst->vm, uri), 0);
+	proxy *px = proxy_start(ppath, dpath);
+	assert_non_null(px);
+	snprintf(uri, n, "unix:%s", ppath);
+	assert_int_equal(ferry_vm_start(src->vm), 0);
+	side_wait_steps(src, 1024);
+	return px;
+}
+
+/* Both sides paused: a recovery over a new, direct connection; both complete bit-exact. */
+static void recover_direct(side *src, side *dst, ferry_migration_info *si, ferry_migration_info *di)
+{
+	char rpath[108], uri[120];
+	unix_path(rpath, sizeof(rpath));
+	snprintf(uri, sizeof(uri), "unix:%s", rpath);
+	assert_int_equal(ferry_migration_recover(dst->vm, uri), 0);
+	assert_int_equal(ferry_migration_resume(src->vm, uri), 0);
+	pc_check(src, dst, si, di);
+	assert_int_equal(si->postcopy_recoveries, 1);
+}
+
+/*
  * Recovery: the link (through a proxy) breaks `cuts` times at a random
  * moment of postcopy (or goes silent); each time both sides pause, then
  * migrate-recover and migrate resume=true bring them back; bit-exact end.
  */
 static void recovery(unsigned cuts, bool silent, bool preempt)
 {
-	const char *spec = "mem=256M,vram=4M,vcpus=2,rate=max,workload=random";
 	side src, dst;
-	side_create(&src, spec, FERRY_DIRTY_WP_ASYNC, false);
-	side_create(&dst, spec, FERRY_DIRTY_WP_ASYNC, true);
-	dst_allow(&dst, silent ? 1000 : 0);
-	char dpath[108], ppath[108], uri[120];
-	unix_path(dpath, sizeof(dpath));
-	unix_path(ppath, sizeof(ppath));
-	snprintf(uri, sizeof(uri), "unix:%s", dpath);
-	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
-	proxy *px = proxy_start(ppath, dpath);
-	assert_non_null(px);
+	char uri[120];
+	proxy *px = proxied_sides(&src, &dst, silent ? 1000 : 0, uri, sizeof(uri));
 	proxy_set_delay(px, 0, 100); /* a slower link: postcopy lasts a while */
-	assert_int_equal(ferry_vm_start(src.vm), 0);
-	side_wait_steps(&src, 1024);
 	ferry_migration_params p;
 	pc_params(&p, preempt);
 	/*
@@ -405,7 +431,6 @@ static void recovery(unsigned cuts, bool silent, bool preempt)
 	 * destination still reading the first pass through the slow proxy)
 	 * took longer than (-ETIMEDOUT before postcopy-active).
 	 */
-	snprintf(uri, sizeof(uri), "unix:%s", ppath);
 	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
 	proxy *old[4] = { px };
 	srand((unsigned)time(NULL));
@@ -479,27 +504,15 @@ static void t_pc_cut_once(void **s) { (void)s; recovery(1, false, false); }
  */
 static void flip(bool preempt)
 {
-	const char *spec = "mem=256M,vram=4M,vcpus=2,rate=max,workload=random";
 	side src, dst;
-	side_create(&src, spec, FERRY_DIRTY_WP_ASYNC, false);
-	side_create(&dst, spec, FERRY_DIRTY_WP_ASYNC, true);
-	dst_allow(&dst, 0);
-	char dpath[108], ppath[108], uri[120];
-	unix_path(dpath, sizeof(dpath));
-	unix_path(ppath, sizeof(ppath));
-	snprintf(uri, sizeof(uri), "unix:%s", dpath);
-	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
-	proxy *px = proxy_start(ppath, dpath);
-	assert_non_null(px);
+	char uri[120];
+	proxy *px = proxied_sides(&src, &dst, 0, uri, sizeof(uri));
 	proxy_set_delay(px, 0, 100); /* a slower link: postcopy lasts a while */
-	assert_int_equal(ferry_vm_start(src.vm), 0);
-	side_wait_steps(&src, 1024);
 	ferry_migration_params p;
 	pc_params(&p, preempt);
 	/* Preempt: inside the first requested page's data, past its record's header. */
 	if (preempt)
 		proxy_flip_at(px, 1, FERRY_PC_HS_LEN + 2000, 0x04);
-	snprintf(uri, sizeof(uri), "unix:%s", ppath);
 	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
 	wait_status(src.vm, FERRY_MIGRATION_POSTCOPY_ACTIVE);
 	/* 2 MiB on: inside background pages (or their checksums) */
@@ -510,13 +523,8 @@ static void flip(bool preempt)
 	/* The destination says what it found, on the connection it found it on. */
 	expect_pause_reason(&dst, preempt ? "postcopy paused: postcopy preempt channel: checksum mismatch: "
 					  : "postcopy paused: checksum mismatch: ");
-	char rpath[108];
-	unix_path(rpath, sizeof(rpath));
-	snprintf(uri, sizeof(uri), "unix:%s", rpath);
-	assert_int_equal(ferry_migration_recover(dst.vm, uri), 0);
-	assert_int_equal(ferry_migration_resume(src.vm, uri), 0);
 	ferry_migration_info si, di;
-	pc_check(&src, &dst, &si, &di);
+	recover_direct(&src, &dst, &si, &di);
 	assert_int_equal(di.postcopy_recoveries, 1);
 	assert_int_equal(di.checksum_mismatches, 1); /* the flip (precopy's torn copies were sent again) */
 	assert_true(di.verified_bytes > 0);
@@ -592,28 +600,16 @@ static void rewrite_req(void *opaque, uint8_t *buf, size_t n)
  */
 static void bad_request(bool checksum, bool preempt)
 {
-	const char *spec = "mem=256M,vram=4M,vcpus=2,rate=max,workload=random";
 	side src, dst;
-	side_create(&src, spec, FERRY_DIRTY_WP_ASYNC, false);
-	side_create(&dst, spec, FERRY_DIRTY_WP_ASYNC, true);
-	dst_allow(&dst, 0);
-	char dpath[108], ppath[108], uri[120];
-	unix_path(dpath, sizeof(dpath));
-	unix_path(ppath, sizeof(ppath));
-	snprintf(uri, sizeof(uri), "unix:%s", dpath);
-	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
-	proxy *px = proxy_start(ppath, dpath);
-	assert_non_null(px);
+	char uri[120];
+	proxy *px = proxied_sides(&src, &dst, 0, uri, sizeof(uri));
 	static struct req_rewrite w;
 	memset(&w, 0, sizeof(w));
 	/* With preempt the requests travel on the preempt connection, the second one. */
 	proxy_rewrite_back(px, preempt ? 1 : 0, rewrite_req, &w);
-	assert_int_equal(ferry_vm_start(src.vm), 0);
-	side_wait_steps(&src, 1024);
 	ferry_migration_params p;
 	pc_params(&p, preempt);
 	p.checksum = checksum;
-	snprintf(uri, sizeof(uri), "unix:%s", ppath);
 	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
 	wait_status(src.vm, FERRY_MIGRATION_POSTCOPY_PAUSED);
 	wait_status(dst.vm, FERRY_MIGRATION_POSTCOPY_PAUSED);
@@ -631,14 +627,8 @@ static void bad_request(bool checksum, bool preempt)
 			 on, BAD_PAGE, n, (int)q[4], (const char *)q + 5);
 	}
 	expect_pause_reason(&src, want);
-	char rpath[108];
-	unix_path(rpath, sizeof(rpath));
-	snprintf(uri, sizeof(uri), "unix:%s", rpath);
-	assert_int_equal(ferry_migration_recover(dst.vm, uri), 0);
-	assert_int_equal(ferry_migration_resume(src.vm, uri), 0);
 	ferry_migration_info si, di;
-	pc_check(&src, &dst, &si, &di);
-	assert_int_equal(si.postcopy_recoveries, 1);
+	recover_direct(&src, &dst, &si, &di);
 	proxy_stop(px);
 	side_destroy(&src);
 	side_destroy(&dst);
