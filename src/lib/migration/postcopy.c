@@ -64,6 +64,7 @@ void ferry__pc_recovered(struct ferry_migration *m)
 	m->info.postcopy_recoveries++;
 	if (!m->info.error) /* the pause's reason (ferry__mig_pause_reason) is over */
 		m->info.error_desc[0] = 0;
+	m->pause_why[0] = 0; /* a cut while paused does not explain the next pause */
 	pthread_mutex_unlock(&m->stats_lock);
 	ferry__mig_set_status(m, FERRY_MIGRATION_POSTCOPY_ACTIVE);
 }
