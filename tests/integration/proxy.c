@@ -82,7 +82,7 @@ static void *pump_main(void *arg)
 	char buf[65536];
 	bool gone = false; /* the target stopped taking bytes */
 	for (;;) {
-		ssize_t n = read(u->from, buf, sizeof(buf));
+		ssize_t n = read(u->from, buf, sizeof(buf) - PROXY_BACK_SLACK);
 		if (n <= 0)
 			break;
 		pthread_mutex_lock(&p->lock);
@@ -111,7 +111,7 @@ static void *pump_main(void *arg)
 		if (dead)
 			break;
 		if (bf)
-			bf(bo, (uint8_t *)buf, (size_t)n);
+			n = (ssize_t)bf(bo, (uint8_t *)buf, (size_t)n, sizeof(buf));
 		if (d)
 			usleep(d);
 		if (u->forward && c->rec >= 0 && write(c->rec, buf, (size_t)n) != n)

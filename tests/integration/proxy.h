@@ -40,12 +40,15 @@ uint64_t proxy_forwarded(proxy *p, unsigned k);
 void proxy_record(proxy *p, const char *prefix);
 /*
  * Connection k's backward direction (target -> accepted side: a
- * migration's return path) passes each chunk through fn(opaque, buf, n)
- * before forwarding it; fn may change bytes in place (chunks split
- * messages anywhere: fn keeps its own parse state). Set it before the
- * bytes to change arrive; it runs on that direction's pump thread.
+ * migration's return path) passes each chunk through fn(opaque, buf, n,
+ * cap) before forwarding it; fn rewrites buf (which can hold cap >= n +
+ * PROXY_BACK_SLACK bytes) and returns how many bytes to forward, so it
+ * may change, drop or hold back bytes (chunks split messages anywhere: fn
+ * keeps its own parse state). Set it before the bytes to change arrive;
+ * it runs on that direction's pump thread.
  */
-typedef void proxy_back_fn(void *opaque, uint8_t *buf, size_t n);
+#define PROXY_BACK_SLACK 64u
+typedef size_t proxy_back_fn(void *opaque, uint8_t *buf, size_t n, size_t cap);
 void proxy_rewrite_back(proxy *p, unsigned k, proxy_back_fn *fn, void *opaque);
 /* Number of connections accepted so far. */
 unsigned proxy_connections(proxy *p);

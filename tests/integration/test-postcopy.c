@@ -554,8 +554,9 @@ struct req_rewrite {
 	atomic_bool done;       /* the rewritten request went by (payload is final) */
 };
 
-static void rewrite_req(void *opaque, uint8_t *buf, size_t n)
+static size_t rewrite_req(void *opaque, uint8_t *buf, size_t n, size_t cap)
 {
+	(void)cap;
 	struct req_rewrite *w = opaque;
 	for (size_t i = 0; i < n; i++) {
 		if (w->hpos < 4) {
@@ -589,6 +590,7 @@ static void rewrite_req(void *opaque, uint8_t *buf, size_t n)
 			w->hpos = 0;
 		}
 	}
+	return n;
 }
 
 /*
