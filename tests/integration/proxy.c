@@ -28,6 +28,7 @@ struct conn {
 	uint8_t flip_mask;  /* 0 = none (or done) */
 	bool cut;
 	bool frozen; /* hold everything: a silent link */
+	bool frozen_fwd; /* hold what goes toward the target only */
 	int rec;     /* the forward direction's record file, or -1 */
 	proxy_back_fn *back_fn; /* rewrites the backward direction, or NULL */
 	void *back_opaque;
@@ -88,7 +89,7 @@ static void *pump_main(void *arg)
 		pthread_mutex_lock(&p->lock);
 		struct conn *c = &p->c[u->k];
 		unsigned d = u->forward ? c->delay_us : 0;
-		while (c->frozen && !c->cut) {
+		while ((c->frozen || (u->forward && c->frozen_fwd)) && !c->cut) {
 			pthread_mutex_unlock(&p->lock);
 			usleep(1000);
 			pthread_mutex_lock(&p->lock);
@@ -240,11 +241,19 @@ void proxy_freeze(proxy *p, unsigned k)
 	pthread_mutex_unlock(&p->lock);
 }
 
+void proxy_freeze_forward(proxy *p, unsigned k)
+{
+	pthread_mutex_lock(&p->lock);
+	if (k < MAXC)
+		p->c[k].frozen_fwd = true;
+	pthread_mutex_unlock(&p->lock);
+}
+
 void proxy_thaw(proxy *p, unsigned k)
 {
 	pthread_mutex_lock(&p->lock);
 	if (k < MAXC)
-		p->c[k].frozen = false;
+		p->c[k].frozen = p->c[k].frozen_fwd = false;
 	pthread_mutex_unlock(&p->lock);
 }
 

@@ -26,6 +26,8 @@ void proxy_cut_after(proxy *p, unsigned k, uint64_t after);
 void proxy_flip_at(proxy *p, unsigned k, uint64_t at, uint8_t mask);
 /* Connection k stops forwarding in both directions but stays open (a silent link). */
 void proxy_freeze(proxy *p, unsigned k);
+/* Connection k stops forwarding toward the target only (its return direction flows). */
+void proxy_freeze_forward(proxy *p, unsigned k);
 /* Connection k forwards again what it held and what comes (the link is back). */
 void proxy_thaw(proxy *p, unsigned k);
 /* Cuts connection k (both directions) now. */

@@ -43,6 +43,7 @@ typedef struct ferry_dst {
 	pthread_t pre_thread;
 	bool pre_started;
 	atomic_bool pre_quit;   /* the preempt channel is being closed on purpose */
+	atomic_bool pre_broke;  /* mig/dst/preempt ended by itself: pages on their way there are lost */
 	int pkg_fd;             /* PACKAGE received: its bytes in a memfd, or -1 */
 	uint32_t pkg_len;
 	uint64_t pkg_sum;       /* XXH3-64 the PACKAGE must have (DIGEST, checksums on) */

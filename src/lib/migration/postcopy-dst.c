@@ -699,6 +699,7 @@ static int pre_start(ferry_dst *l)
 	if (!l->pre_ram.bounce)
 		return -ENOMEM;
 	atomic_store(&l->pre_quit, false);
+	atomic_store(&l->pre_broke, false);
 	int r = -pthread_create(&l->pre_thread, NULL, preempt_thread, l);
 	l->pre_started = !r;
 	if (!r && l->pre_reqs) /* page requests from now on (resync's too) */
@@ -819,6 +820,7 @@ static void *preempt_thread(void *arg)
 	ferry__pc_boost_thread(l->m);
 	ferry__ram_load(&l->pre_ram, false);
 	if (!atomic_load(&l->pre_quit)) {
+		atomic_store(&l->pre_broke, true); /* before the cut: pc_drain must see it */
 		char why[300];
 		snprintf(why, sizeof(why), "postcopy preempt channel: %s",
 			 l->pre.in_err.msg[0] ? l->pre.in_err.msg : "ended");
@@ -1014,17 +1016,28 @@ static int listen_run(ferry_dst *l)
 /*
  * EOF on the main connection: requested pages the source sent on the
  * preempt connection (and left out of the background) may still be on
- * their way there. 0 once every page is placed. Thread: mig/dst/main.
+ * their way there. 0 once every page is placed; 1 when the preempt
+ * connection broke first (a bad page on it, or the link): those pages are
+ * lost, so postcopy pauses and the recovery asks for them again (found by
+ * flip-random: a flipped bit in the last requested page, after the
+ * source's EOF, failed the migration with the guest running here).
+ * Thread: mig/dst/main.
  */
 static int pc_drain(ferry_dst *l)
 {
 	ferry_migration_params p;
 	ferry__mig_params(l->m, &p);
 	uint64_t end = ferry__now_ns() + (uint64_t)p.link_timeout_ms * 1000000;
-	while (!ferry__pc_dst_complete(l->pc) && l->pre_on && ferry__now_ns() < end)
+	while (!ferry__pc_dst_complete(l->pc) && l->pre_on && !atomic_load(&l->pre_broke) &&
+	       ferry__now_ns() < end)
 		ferry__sleep_ns(1000000);
 	if (ferry__pc_dst_complete(l->pc))
 		return 0;
+	if (l->pre_on && atomic_load(&l->pre_broke)) {
+		l->listen_r = ferry__chan_fail(l->c, -EPIPE,
+					       "the preempt connection ended with requested pages missing");
+		return 1;
+	}
 	return ferry__chan_fail(l->c, FERRY_EBADSTREAM,
 				"the source ended postcopy with pages still missing");
 }
@@ -1118,8 +1131,8 @@ static int pc_incoming(ferry_dst *l)
 		int r = listen_run(l);
 		if (r)
 			return r;
-		if (!l->listen_r)
-			return pc_drain(l);
+		if (!l->listen_r && (r = pc_drain(l)) <= 0)
+			return r;
 		pc_pause(l);
 		if ((r = pc_recover(l)))
 			return r;
