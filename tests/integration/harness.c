@@ -280,6 +280,29 @@ void expect_pause_reason(side *s, const char *want)
 	assert_true(!strncmp(i.error_desc, want, strlen(want)));
 }
 
+size_t rp_filter_chunk(void *opaque, uint8_t *buf, size_t n, size_t cap)
+{
+	struct rp_filter *f = opaque;
+	assert_true(n <= sizeof(f->in));
+	memcpy(f->in, buf, n);
+	size_t o = 0;
+	for (size_t i = 0; i < n; i++) {
+		f->msg[f->have++] = f->in[i];
+		if (f->have < 4)
+			continue;
+		uint16_t type = (uint16_t)(f->msg[0] << 8 | f->msg[1]);
+		size_t len = 4 + (size_t)(f->msg[2] << 8 | f->msg[3]) + (type & FERRY_RP_F_SUM ? 8 : 0);
+		if (f->have < len)
+			continue;
+		len = f->fn(f->opaque, f->msg, len, sizeof(f->msg));
+		assert_true(o + len <= cap);
+		memcpy(buf + o, f->msg, len);
+		o += len;
+		f->have = 0;
+	}
+	return o;
+}
+
 void msleep(unsigned ms)
 {
 	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };

@@ -106,6 +106,23 @@ const char *running_pair(side *src, side *dst, const char *spec);
  * then the main one, 1.. the multifd channels. proxy_stop it at the end.
  */
 proxy *running_pair_proxied(side *src, side *dst, const char *spec, char puri[120]);
+/*
+ * A migration's return path rewritten in flight (proxy_rewrite_back with
+ * rp_filter_chunk and a struct rp_filter as its opaque): the chunks are
+ * reassembled into whole messages (be16 type, be16 length, payload, and a
+ * be64 checksum when the type has FERRY_RP_F_SUM; docs/wire-format.md)
+ * and each goes through fn(opaque, msg, len, cap), which may rewrite it in
+ * place and returns its new length (at most cap).
+ */
+typedef size_t rp_msg_fn(void *opaque, uint8_t *msg, size_t len, size_t cap);
+struct rp_filter {
+	rp_msg_fn *fn;
+	void *opaque;
+	size_t have;             /* bytes of the current message held */
+	uint8_t msg[4 + 65535 + 8];
+	uint8_t in[65536];       /* the chunk being read */
+};
+size_t rp_filter_chunk(void *opaque, uint8_t *buf, size_t n, size_t cap);
 /* Sleeps ms milliseconds: for pacing a poll, never to wait for an event. */
 void msleep(unsigned ms);
 /* CLOCK_MONOTONIC in milliseconds: for measuring how long something took. */

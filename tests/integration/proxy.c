@@ -80,7 +80,7 @@ static void *pump_main(void *arg)
 {
 	struct pump *u = arg;
 	proxy *p = u->p;
-	char buf[65536];
+	char buf[65536 + PROXY_BACK_SLACK]; /* a chunk, and what a backward fn held back */
 	bool gone = false; /* the target stopped taking bytes */
 	for (;;) {
 		ssize_t n = read(u->from, buf, sizeof(buf) - PROXY_BACK_SLACK);

@@ -46,10 +46,11 @@ void proxy_record(proxy *p, const char *prefix);
  * cap) before forwarding it; fn rewrites buf (which can hold cap >= n +
  * PROXY_BACK_SLACK bytes) and returns how many bytes to forward, so it
  * may change, drop or hold back bytes (chunks split messages anywhere: fn
- * keeps its own parse state). Set it before the bytes to change arrive;
- * it runs on that direction's pump thread.
+ * keeps its own state; rp_filter_chunk, harness.h, reassembles return path
+ * messages). Set it before the bytes to change arrive; it runs on that
+ * direction's pump thread.
  */
-#define PROXY_BACK_SLACK 64u
+#define PROXY_BACK_SLACK 131072u
 typedef size_t proxy_back_fn(void *opaque, uint8_t *buf, size_t n, size_t cap);
 void proxy_rewrite_back(proxy *p, unsigned k, proxy_back_fn *fn, void *opaque);
 /* Number of connections accepted so far. */

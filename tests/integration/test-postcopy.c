@@ -13,18 +13,17 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <pthread.h>
 #include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
 #include "harness.h"
-#include <stdatomic.h>
-#include <sys/syscall.h>
-
 #include "proxy.h"
 #include "sbuf.h"
 
@@ -540,58 +539,30 @@ static void t_pc_cut_twice(void **s) { (void)s; recovery(2, false, true); }
 /*
  * The return path as a hostile (or broken) destination writes it: the
  * proxy rewrites the first REQ_PAGES on its way to the source so that it
- * asks for page BAD_PAGE, far past guest RAM. Byte by byte, since chunks
- * split messages anywhere (docs/wire-format.md, "Return path").
+ * asks for page BAD_PAGE, far past guest RAM (its be64 first page; the
+ * checksum, if any, stays the original's).
  */
 #define BAD_PAGE 0x10000000ull
 struct req_rewrite {
-	uint8_t hdr[4];
-	unsigned hpos;          /* header bytes of the current message seen */
-	size_t left, sum_left;  /* its payload and checksum bytes still to come */
-	size_t off;             /* offset in its payload */
-	bool in_req;            /* it is the request being rewritten */
 	uint16_t req_len;       /* the rewritten request's payload length */
 	uint8_t payload[1 + 255 + 8 + 4]; /* and its payload */
 	atomic_bool done;       /* the rewritten request went by (payload is final) */
 };
 
-static size_t rewrite_req(void *opaque, uint8_t *buf, size_t n, size_t cap)
+static size_t rewrite_req(void *opaque, uint8_t *msg, size_t len, size_t cap)
 {
 	(void)cap;
 	struct req_rewrite *w = opaque;
-	for (size_t i = 0; i < n; i++) {
-		if (w->hpos < 4) {
-			w->hdr[w->hpos++] = buf[i];
-			if (w->hpos < 4)
-				continue;
-			uint16_t type = (uint16_t)(w->hdr[0] << 8 | w->hdr[1]);
-			w->left = (size_t)(w->hdr[2] << 8 | w->hdr[3]);
-			w->sum_left = type & FERRY_RP_F_SUM ? 8 : 0;
-			w->off = 0;
-			w->in_req = !atomic_load(&w->done) &&
-				    (type & ~FERRY_RP_F_SUM) == FERRY_RP_REQ_PAGES &&
-				    w->left <= sizeof(w->payload);
-			if (w->in_req)
-				w->req_len = (uint16_t)w->left;
-		} else if (w->left) {
-			if (w->in_req) {
-				if (w->off < 8) /* be64 first page */
-					buf[i] = (uint8_t)(BAD_PAGE >> (8 * (7 - w->off)));
-				w->payload[w->off] = buf[i];
-			}
-			w->off++;
-			w->left--;
-		} else {
-			w->sum_left--;
-		}
-		if (w->hpos == 4 && !w->left && !w->sum_left) {
-			if (w->in_req)
-				atomic_store(&w->done, true);
-			w->in_req = false;
-			w->hpos = 0;
-		}
-	}
-	return n;
+	uint16_t type = (uint16_t)(msg[0] << 8 | msg[1]), plen = (uint16_t)(msg[2] << 8 | msg[3]);
+	if (atomic_load(&w->done) || (type & ~FERRY_RP_F_SUM) != FERRY_RP_REQ_PAGES ||
+	    plen > sizeof(w->payload))
+		return len;
+	for (unsigned i = 0; i < 8; i++)
+		msg[4 + i] = (uint8_t)(BAD_PAGE >> (8 * (7 - i)));
+	w->req_len = plen;
+	memcpy(w->payload, msg + 4, plen);
+	atomic_store(&w->done, true);
+	return len;
 }
 
 /*
@@ -607,9 +578,11 @@ static void bad_request(bool checksum, bool preempt)
 	char uri[120];
 	proxy *px = proxied_sides(&src, &dst, 0, uri, sizeof(uri));
 	static struct req_rewrite w;
+	static struct rp_filter f;
 	memset(&w, 0, sizeof(w));
+	f = (struct rp_filter){ .fn = rewrite_req, .opaque = &w };
 	/* With preempt the requests travel on the preempt connection, the second one. */
-	proxy_rewrite_back(px, preempt ? 1 : 0, rewrite_req, &w);
+	proxy_rewrite_back(px, preempt ? 1 : 0, rp_filter_chunk, &f);
 	ferry_migration_params p;
 	pc_params(&p, preempt);
 	p.checksum = checksum;
