@@ -231,8 +231,8 @@ void ferry__mig_paused(struct ferry_migration *m, const char *link);
  * migration pauses, with why as its reason (the first cut's wins): for
  * ferry_migration_pause (FERRY_PAUSE_ASKED_MSG), or a preempt channel
  * thread that read a protocol error, which the main connection's reader
- * would otherwise report as the peer closing it. Any thread; takes
- * stats_lock.
+ * would otherwise report as the peer closing it. why NULL: no reason of
+ * its own (the links' errors say it). Any thread; takes stats_lock.
  */
 void ferry__mig_cut(struct ferry_migration *m, const char *why);
 static inline bool ferry__mig_cancelled(struct ferry_migration *m)

@@ -191,7 +191,7 @@ void ferry__mig_paused(struct ferry_migration *m, const char *link)
 void ferry__mig_cut(struct ferry_migration *m, const char *why)
 {
 	pthread_mutex_lock(&m->stats_lock);
-	if (!m->pause_why[0])
+	if (why && !m->pause_why[0])
 		snprintf(m->pause_why, sizeof(m->pause_why), "%s", why);
 	pthread_mutex_unlock(&m->stats_lock);
 	int fd = atomic_load(&m->chan_fd);

@@ -825,13 +825,8 @@ static void *preempt_thread(void *arg)
 		snprintf(why, sizeof(why), "postcopy preempt channel: %s",
 			 l->pre.in_err.msg[0] ? l->pre.in_err.msg : "ended");
 		ferry_warn("%s", why);
-		if (l->pre.in_err.code == FERRY_EBADSTREAM) { /* bad pages: the pause says so */
-			ferry__mig_cut(l->m, why);
-		} else {
-			int fd = atomic_load(&l->m->chan_fd);
-			if (fd >= 0)
-				shutdown(fd, SHUT_RDWR);
-		}
+		/* Bad pages: the pause says so; a broken link says it itself. */
+		ferry__mig_cut(l->m, l->pre.in_err.code == FERRY_EBADSTREAM ? why : NULL);
 	}
 	ferry__log_thread_cpu();
 	return NULL;
@@ -1033,7 +1028,7 @@ static int pc_drain(ferry_dst *l)
 		ferry__sleep_ns(1000000);
 	if (ferry__pc_dst_complete(l->pc))
 		return 0;
-	if (l->pre_on && atomic_load(&l->pre_broke)) {
+	if (atomic_load(&l->pre_broke)) { /* set only with pre_on */
 		l->listen_r = ferry__chan_fail(l->c, -EPIPE,
 					       "the preempt connection ended with requested pages missing");
 		return 1;
