@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Records the seeds of the stream, pcstream and multifd fuzz targets: real
+ * Records the seeds of the stream, pcstream, pcconn and multifd fuzz targets: real
  * migrations of fuzz-vm.h's VM, from a source to a destination in this
  * process, through the test proxy (tests/integration/proxy.c) which
  * records what each connection carries toward the destination. Whatever
  * the wire format is today, the seeds are what this Ferry sends and
- * accepts: rerun it (tests/fuzz/gen-corpus.py stream|pcstream|multifd)
+ * accepts: rerun it (tests/fuzz/gen-corpus.py stream|pcstream|pcconn|multifd)
  * after a format change.
  *
  * Each scenario must complete on both sides, else the tool fails. It
@@ -17,6 +17,16 @@
  *                 pass or on request, a few pages dirtied (written and
  *                 marked) at the start of each pass so that the switch
  *                 discards them and the background stream sends them;
+ *   pcconn-NAME   recovered postcopy migrations (a fuzz-pcconn.c input):
+ *                 switched after the first pass, the main connection
+ *                 held once the destination ran the guest (the rest of
+ *                 the background stays in the proxy), with preempt a
+ *                 page requested (read on the destination) and sent on
+ *                 the preempt connection, then the main connection cut,
+ *                 and a recovery through a second proxy; the be32
+ *                 lengths of the main and preempt connections (0: none)
+ *                 and of the recovered main connection, then the four
+ *                 connections' bytes;
  *   multifd-NAME  for multifd scenarios: the config byte of
  *                 fuzz-multifd.c (FUZZ_MF_*) and the channel's bytes
  *                 after its handshake, or with two channels (mf2-*) the
@@ -26,6 +36,7 @@
  * usage: fuzz-capture OUTDIR
  * Thread: main, with the migrations' and the proxy's threads.
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,10 +72,28 @@ static const scenario scenarios[] = {
 	{ "pc-forced-sums", .postcopy = true, .forced = true, .sums = true },
 };
 
-/* What the source's pass events write: the blocks to mark. */
+/* pcconn scenarios: a postcopy recovery, with preempt or without. */
+typedef struct recovered {
+	const char *name;
+	bool sums, preempt;
+} recovered;
+
+static const recovered recovereds[] = {
+	{ "preempt", .preempt = true },
+	{ "preempt-sums", .preempt = true, .sums = true },
+	{ "plain-sums", .sums = true },
+};
+
+/*
+ * What the source's events do: the blocks that pass events mark; for
+ * pcconn, the proxy to hold once the destination runs the guest.
+ */
 typedef struct dirtier {
 	fuzz_vm *v;
 	ferry_ram_block_t *ram0, *ram1;
+	ferry_vm_t *dst;
+	proxy *px;
+	atomic_bool held;
 } dirtier;
 
 /*
@@ -75,6 +104,21 @@ typedef struct dirtier {
 static void dirty_on_pass(void *opaque, const ferry_event *ev)
 {
 	dirtier *d = opaque;
+	if (ev->type == FERRY_EVENT_STATUS && ev->status == FERRY_MIGRATION_POSTCOPY_ACTIVE && d->px &&
+	    !atomic_load(&d->held)) {
+		/*
+		 * The switch: the package is flushed, the background not yet
+		 * sent. Against the callback's rule (it must not block), the
+		 * source waits here until the destination ran the guest, then
+		 * the proxy holds the rest of the main connection.
+		 */
+		for (int i = 0; i < 10000 && !ferry_vm_is_running(d->dst); i++)
+			usleep(1000);
+		CHECK(ferry_vm_is_running(d->dst));
+		proxy_freeze_forward(d->px, 0);
+		atomic_store(&d->held, true);
+		return;
+	}
 	if (ev->type != FERRY_EVENT_PASS)
 		return;
 	memset(d->v->ram0, 0, FUZZ_PAGE);
@@ -212,6 +256,127 @@ static void run(const scenario *s, const char *out, const char *tmp)
 	fuzz_vm_destroy(&dst);
 }
 
+static int status(ferry_vm_t *vm)
+{
+	ferry_migration_info i;
+	CHECK(ferry_migration_query(vm, &i) == 0);
+	return i.status;
+}
+
+static void wait_status(ferry_vm_t *vm, int want)
+{
+	for (int i = 0; i < 60000 && status(vm) != want; i++)
+		usleep(1000);
+	if (status(vm) != want) {
+		fprintf(stderr, "capture: status %d, not %d\n", status(vm), want);
+		exit(1);
+	}
+}
+
+/* Appends the file's bytes to out, after their be32 length if len_first; none if missing. */
+static void append_rec(FILE *out, const char *file, bool len_first)
+{
+	FILE *in = fopen(file, "rb");
+	long n = 0;
+	if (in) {
+		CHECK(fseek(in, 0, SEEK_END) == 0 && (n = ftell(in)) >= 0 && fseek(in, 0, SEEK_SET) == 0);
+	}
+	if (len_first) {
+		uint8_t be[4] = { (uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n };
+		CHECK(fwrite(be, 1, 4, out) == 4);
+	}
+	if (!in)
+		return;
+	char buf[65536];
+	size_t k;
+	while ((k = fread(buf, 1, sizeof(buf), in)) > 0)
+		CHECK(fwrite(buf, 1, k, out) == k);
+	fclose(in);
+}
+
+/* A pcconn scenario: see the top of the file. */
+static void run_recovered(const recovered *s, const char *out, const char *tmp)
+{
+	fuzz_vm src, dst;
+	CHECK(fuzz_vm_create(&src, true) == 0 && fuzz_vm_create(&dst, false) == 0);
+	char dpath[256], ppath[256], rpath[256], qpath[256], uri[300], rec[256], path[600];
+	snprintf(dpath, sizeof(dpath), "%s/dst.sock", tmp);
+	snprintf(ppath, sizeof(ppath), "%s/proxy.sock", tmp);
+	snprintf(rpath, sizeof(rpath), "%s/rdst.sock", tmp);
+	snprintf(qpath, sizeof(qpath), "%s/rproxy.sock", tmp);
+	ferry_migration_params p;
+	ferry_migration_params_init(&p);
+	p.placement = FERRY_PLACE_PWRITE;
+	p.postcopy = true;
+	CHECK(ferry_migration_set_incoming_params(dst.vm, &p) == 0);
+	snprintf(uri, sizeof(uri), "unix:%s", dpath);
+	unlink(dpath);
+	CHECK(ferry_migration_incoming(dst.vm, uri) == 0);
+	proxy *px = proxy_start(ppath, dpath);
+	CHECK(px);
+	snprintf(rec, sizeof(rec), "%s/rec", tmp);
+	proxy_record(px, rec);
+	dirtier dt = { &src, ferry_ram_block_find(src.vm, "ram0"), ferry_ram_block_find(src.vm, "ram1"),
+		       dst.vm, px, false };
+	CHECK(ferry_migration_set_event_cb(src.vm, dirty_on_pass, &dt) == 0);
+	CHECK(ferry_vm_start(src.vm) == 0);
+	ferry_migration_params_init(&p);
+	p.checksum = s->sums;
+	p.postcopy = true;
+	p.postcopy_preempt = s->preempt;
+	p.postcopy_after_passes = 1;
+	p.downtime_limit_ms = 1; /* switch, do not converge */
+	snprintf(uri, sizeof(uri), "unix:%s", ppath);
+	CHECK(ferry_migration_start(src.vm, uri, &p) == 0);
+	for (int i = 0; i < 60000 && !atomic_load(&dt.held); i++) {
+		int st = status(src.vm);
+		if (st == FERRY_MIGRATION_COMPLETED || st == FERRY_MIGRATION_FAILED)
+			break;
+		usleep(1000);
+	}
+	if (!atomic_load(&dt.held)) {
+		fprintf(stderr, "capture: pcconn-%s: the migration did not switch to postcopy\n", s->name);
+		exit(1);
+	}
+	/* Requested: its page comes on the preempt connection; ram1's page 2 after the recovery. */
+	if (s->preempt)
+		(void)*(volatile uint8_t *)(dst.ram0 + FUZZ_PAGE);
+	proxy_cut_now(px, 0);
+	wait_status(src.vm, FERRY_MIGRATION_POSTCOPY_PAUSED);
+	wait_status(dst.vm, FERRY_MIGRATION_POSTCOPY_PAUSED);
+	snprintf(uri, sizeof(uri), "unix:%s", rpath);
+	unlink(rpath);
+	CHECK(ferry_migration_recover(dst.vm, uri) == 0);
+	proxy *rx = proxy_start(qpath, rpath);
+	CHECK(rx);
+	snprintf(rec, sizeof(rec), "%s/rrec", tmp);
+	proxy_record(rx, rec);
+	snprintf(uri, sizeof(uri), "unix:%s", qpath);
+	CHECK(ferry_migration_resume(src.vm, uri) == 0);
+	int ss = ferry_migration_wait(src.vm, 60000), ds = ferry_migration_wait(dst.vm, 60000);
+	if (ss != FERRY_MIGRATION_COMPLETED || ds != FERRY_MIGRATION_COMPLETED) {
+		fprintf(stderr, "capture: pcconn-%s: migration failed\n", s->name);
+		exit(1);
+	}
+	ferry_migration_info di;
+	CHECK(ferry_migration_query(dst.vm, &di) == 0);
+	CHECK(di.postcopy_recoveries == 1);
+	proxy_stop(px);
+	proxy_stop(rx);
+	snprintf(path, sizeof(path), "%s/pcconn-%s", out, s->name);
+	FILE *f = fopen(path, "wb");
+	CHECK(f);
+	const char *files[] = { "rec-0", "rec-1", "rrec-0", "rrec-1" };
+	for (unsigned k = 0; k < 4; k++) {
+		snprintf(rec, sizeof(rec), "%s/%s", tmp, files[k]);
+		append_rec(f, rec, k < 3);
+		unlink(rec);
+	}
+	CHECK(fclose(f) == 0);
+	fuzz_vm_destroy(&src);
+	fuzz_vm_destroy(&dst);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 2) {
@@ -223,6 +388,8 @@ int main(int argc, char **argv)
 	mkdir(argv[1], 0755);
 	for (size_t k = 0; k < sizeof(scenarios) / sizeof(scenarios[0]); k++)
 		run(&scenarios[k], argv[1], tmp);
+	for (size_t k = 0; k < sizeof(recovereds) / sizeof(recovereds[0]); k++)
+		run_recovered(&recovereds[k], argv[1], tmp);
 	char cmd[100];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmp);
 	return system(cmd) ? 1 : 0;

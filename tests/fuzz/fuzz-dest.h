@@ -32,7 +32,9 @@
 
 #include <poll.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
 #include "fuzz-check.h"
 #include "fuzz-vm.h"
@@ -45,10 +47,17 @@ typedef struct fuzz_conn {
 	size_t len, off;
 	bool shut;   /* all sent: our write side shut down */
 	bool closed; /* the destination closed it (EOF or reset) */
+	/*
+	 * Never shut by us: it stays open (all sent) until the connections
+	 * without hold are closed, as a source keeps its preempt connection
+	 * open while the main one runs (fuzz-pcconn.c).
+	 */
+	bool hold;
 } fuzz_conn;
 
 static fuzz_vm fuzz_dst;
-static bool fuzz_dst_postcopy; /* postcopy-ram on the destination (pcstream) */
+static bool fuzz_dst_postcopy; /* postcopy-ram on the destination (pcstream, pcconn) */
+static uint32_t fuzz_dst_link_timeout_ms; /* x-link-timeout, 0: the default */
 
 /* The destination VM and its incoming parameters. */
 static inline void fuzz_dest_create(void)
@@ -59,7 +68,42 @@ static inline void fuzz_dest_create(void)
 	p.placement = FERRY_PLACE_PWRITE;
 	p.switchover_ack = true; /* as the recorded sources may ask */
 	p.postcopy = fuzz_dst_postcopy;
+	if (fuzz_dst_link_timeout_ms)
+		p.link_timeout_ms = fuzz_dst_link_timeout_ms;
 	CHECK(ferry_migration_set_incoming_params(fuzz_dst.vm, &p) == 0);
+}
+
+/*
+ * Unix socket addresses in the abstract namespace (nothing to unlink):
+ * "ferry-fuzz-TARGET-PID-K", K telling a target's listeners apart.
+ */
+static inline socklen_t fuzz_sock_addr(struct sockaddr_un *a, const char *target, unsigned k)
+{
+	*a = (struct sockaddr_un){ .sun_family = AF_UNIX };
+	int n = snprintf(a->sun_path + 1, sizeof(a->sun_path) - 1, "ferry-fuzz-%s-%d-%u", target,
+			 (int)getpid(), k);
+	CHECK(n > 0 && (size_t)n < sizeof(a->sun_path) - 1);
+	return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
+}
+
+/* A listening socket at fuzz_sock_addr(target, k). */
+static inline int fuzz_listen(const char *target, unsigned k)
+{
+	struct sockaddr_un a;
+	socklen_t al = fuzz_sock_addr(&a, target, k);
+	int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	CHECK(l >= 0 && bind(l, (struct sockaddr *)&a, al) == 0 && listen(l, 4) == 0);
+	return l;
+}
+
+/* A connection to fuzz_listen(target, k)'s socket (queued until accepted). */
+static inline int fuzz_connect(const char *target, unsigned k)
+{
+	struct sockaddr_un a;
+	socklen_t al = fuzz_sock_addr(&a, target, k);
+	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	CHECK(s >= 0 && connect(s, (struct sockaddr *)&a, al) == 0);
+	return s;
 }
 
 /* Once per process: the destination VM, with postcopy allowed or not. */
@@ -71,8 +115,9 @@ static inline void fuzz_dest_init(bool postcopy)
 }
 
 /*
- * Sends each connection's data (then shuts its write side) while reading
- * what the destination writes, until the destination closed them all.
+ * Sends each connection's data (then shuts its write side, but a held
+ * one's) while reading what the destination writes, until the destination
+ * closed every connection without hold.
  */
 static inline void fuzz_dest_pump(fuzz_conn *cs, unsigned n)
 {
@@ -81,13 +126,13 @@ static inline void fuzz_dest_pump(fuzz_conn *cs, unsigned n)
 		unsigned open = 0;
 		for (unsigned i = 0; i < n; i++) {
 			fuzz_conn *c = &cs[i];
-			if (!c->shut && c->off == c->len) {
+			if (!c->shut && !c->hold && c->off == c->len) {
 				shutdown(c->fd, SHUT_WR);
 				c->shut = true;
 			}
 			p[i] = (struct pollfd){ .fd = c->closed ? -1 : c->fd,
-						.events = POLLIN | (c->shut ? 0 : POLLOUT) };
-			open += !c->closed;
+						.events = POLLIN | (c->off < c->len ? POLLOUT : 0) };
+			open += !c->closed && !c->hold;
 		}
 		if (!open)
 			return;

@@ -40,9 +40,6 @@
  * Built by tests/fuzz/run.sh with every library source. Thread:
  * libFuzzer's one thread, with the destination's own threads.
  */
-#include <stdio.h>
-#include <sys/un.h>
-
 #include "fuzz-dest.h"
 #include "stream/chan.h"
 #include "stream/format.h"
@@ -55,7 +52,6 @@ static struct {
 	uint8_t *p;
 	size_t len;
 } mains[8]; /* by config byte */
-static char sock_name[64];
 
 /* The main stream for config cfg, through a ferry_chan into a memfd. */
 static void build_main(unsigned cfg)
@@ -108,26 +104,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	fuzz_dest_init(false);
 	for (unsigned cfg = 0; cfg < 8; cfg++)
 		build_main(cfg);
-	snprintf(sock_name, sizeof(sock_name), "ferry-fuzz-multifd-%d", (int)getpid());
 	return 0;
-}
-
-/* A unix socket address in the abstract namespace (nothing to unlink). */
-static socklen_t sock_addr(struct sockaddr_un *a)
-{
-	*a = (struct sockaddr_un){ .sun_family = AF_UNIX };
-	size_t n = strlen(sock_name);
-	memcpy(a->sun_path + 1, sock_name, n);
-	return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n);
-}
-
-static int connect_to(void)
-{
-	struct sockaddr_un a;
-	socklen_t al = sock_addr(&a);
-	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	CHECK(s >= 0 && connect(s, (struct sockaddr *)&a, al) == 0);
-	return s;
 }
 
 /* Channel id of n's handshake, then body: malloc'd. */
@@ -157,17 +134,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		body[1] = data + 5 + len[0];
 		len[1] = size - 5 - len[0];
 	}
-	struct sockaddr_un a;
-	socklen_t al = sock_addr(&a);
-	int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	CHECK(l >= 0 && bind(l, (struct sockaddr *)&a, al) == 0 && listen(l, 4) == 0);
-	CHECK(ferry_migration_incoming_fd(fuzz_dst.vm, l) == 0); /* takes l */
+	CHECK(ferry_migration_incoming_fd(fuzz_dst.vm, fuzz_listen("multifd", 0)) == 0);
 	/* Accepted in this order: the main connection, then the channels. */
-	fuzz_conn cs[3] = { { .fd = connect_to(), .data = mains[cfg].p, .len = mains[cfg].len } };
+	fuzz_conn cs[3] = {
+		{ .fd = fuzz_connect("multifd", 0), .data = mains[cfg].p, .len = mains[cfg].len }
+	};
 	uint8_t *ch[2] = { NULL, NULL };
 	for (unsigned i = 0; i < n; i++) {
 		ch[i] = channel_bytes(i, n, body[i], len[i]);
-		cs[1 + i] = (fuzz_conn){ .fd = connect_to(), .data = ch[i],
+		cs[1 + i] = (fuzz_conn){ .fd = fuzz_connect("multifd", 0), .data = ch[i],
 					 .len = FERRY_MF_HS_LEN + len[i] };
 	}
 	fuzz_dest_pump(cs, 1 + n);

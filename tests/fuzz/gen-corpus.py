@@ -24,9 +24,14 @@
 #             after the first pass or on request, with and without
 #             checksums, pages dirtied so that DISCARD and the background
 #             stream carry some), recorded by the same tool, and cut short;
+#   pcconn    postcopy migrations of that VM with preempt (and one
+#             without) whose main connection was cut after the switch and
+#             recovered: the four connections (main, preempt, the
+#             recovered main and preempt), recorded by the same tool, and
+#             cut short;
 #   multifd   the multifd channel of those recordings (config byte, then
 #             the packets after the handshake), and a few cut short.
-# stream, pcstream and multifd need the built tool: FUZZ_CAPTURE=path (default
+# stream, pcstream, pcconn and multifd need the built tool: FUZZ_CAPTURE=path (default
 # build/tests/fuzz/fuzz-capture); recorded, not hand-made, they follow the
 # wire format of the tree they were built from.
 # usage: tests/fuzz/gen-corpus.py [TARGET [OUTDIR]]  (no TARGET: all)
@@ -411,13 +416,17 @@ def pcstream_seeds():
     return captured('pcstream')
 
 
+def pcconn_seeds():
+    return captured('pcconn')
+
+
 def multifd_seeds():
     return captured('multifd')
 
 
 TARGETS = {'vring': vring_seeds, 'devstate': devstate_seeds, 'gdev': gdev_seeds, 'qmp': qmp_seeds,
            'vmsd': vmsd_seeds, 'rp': rp_seeds, 'hs': hs_seeds, 'stream': stream_seeds,
-           'pcstream': pcstream_seeds, 'multifd': multifd_seeds}
+           'pcstream': pcstream_seeds, 'pcconn': pcconn_seeds, 'multifd': multifd_seeds}
 
 
 def write(target, out):

@@ -379,6 +379,30 @@ static void ram_setup_and_sync(sbuf *b)
 }
 
 /*
+ * A source that announces multifd, then closes its main connection
+ * without connecting a channel: the destination fails at once (it used
+ * to wait out its 10 s for the channels).
+ */
+static void t_mf_source_gone_before_channels(void **s)
+{
+	(void)s;
+	side dst;
+	side_create(&dst, DST_SPEC, FERRY_DIRTY_EXPLICIT, true);
+	const char *uri = test_uri();
+	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
+	int mfd = uconnect(uri);
+	sbuf b = { .len = 0 };
+	main_prologue(&b);
+	sendb(mfd, &b);
+	shutdown(mfd, SHUT_WR);
+	assert_string_equal(wait_failed(dst.vm),
+			    "the source closed the connection with 0 of 1 multifd channels "
+			    "connected (command at offset 28)");
+	close(mfd);
+	side_destroy(&dst);
+}
+
+/*
  * A whole one-channel migration by hand: a connection from another
  * migration (uuid B) arrives first and is refused; the real channel
  * carries page 5 of pc.ram and a SYNC. The migration completes.
@@ -887,6 +911,7 @@ int main(void)
 		cmocka_unit_test(t_mf_uneven),
 		cmocka_unit_test(t_mf_channel_cut_then_retry),
 		cmocka_unit_test(t_mf_foreign_channel_refused),
+		cmocka_unit_test(t_mf_source_gone_before_channels),
 		cmocka_unit_test(t_mf_packet_fuzz),
 		cmocka_unit_test(t_place_precopy),
 		cmocka_unit_test(t_place_mf_2),

@@ -834,6 +834,109 @@ static void t_pc_hostile(void **state)
 				       "connections (command at offset 28)");
 }
 
+/*
+ * A hand-made source that advised preempt, to a listening destination
+ * with a 200 ms link timeout: the main connection carries b, shut after
+ * it if shut; with pre_len, a preempt connection carries the first
+ * pre_len bytes of a matching handshake. Whatever stays open, the
+ * destination must fail, and says why (returned).
+ */
+static const char *preempt_feed(const sbuf *b, bool shut, size_t pre_len)
+{
+	static char msg[256];
+	side dst;
+	side_create(&dst, DST_SPEC, FERRY_DIRTY_EXPLICIT, true);
+	dst_allow(&dst, 200);
+	const char *uri = test_uri();
+	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
+	int m = uconnect(uri), pre = -1;
+	sendb(m, b);
+	if (shut)
+		shutdown(m, SHUT_WR);
+	if (pre_len) {
+		sbuf h = { .len = 0 };
+		be32(&h, FERRY_PC_HS_MAGIC);
+		be32(&h, FERRY_STREAM_VERSION_PLAIN);
+		put(&h, (uint8_t[16]){ 1 }, 16); /* header()'s uuid */
+		h.len = pre_len;
+		pre = uconnect(uri);
+		sendb(pre, &h);
+	}
+	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_FAILED);
+	ferry_migration_info i;
+	ferry_migration_query(dst.vm, &i);
+	snprintf(msg, sizeof(msg), "%s", i.error_desc);
+	close(m);
+	if (pre >= 0)
+		close(pre);
+	side_destroy(&dst);
+	return msg;
+}
+
+/*
+ * A source that advised preempt and then did not connect it, or sent
+ * part of its handshake, or closed the main connection instead: each
+ * fails the destination (fuzz-pcconn found the first two hanging it,
+ * mig/dst/main in accept or in the handshake's read, for good).
+ */
+static void t_pc_preempt_never_connected(void **state)
+{
+	(void)state;
+	sbuf b = { .len = 0 };
+	header(&b);
+	advise(&b, FERRY_PC_PREEMPT);
+	assert_string_equal(preempt_feed(&b, false, 0),
+			    "the source did not connect the postcopy preempt channel within 200 ms "
+			    "(command at offset 28)");
+	assert_string_equal(preempt_feed(&b, true, 0),
+			    "the source closed the connection before connecting the postcopy "
+			    "preempt channel (command at offset 28)");
+	assert_string_equal(preempt_feed(&b, false, FERRY_PC_HS_LEN - 1),
+			    "link silent: nothing received within the link timeout (preempt channel "
+			    "handshake at offset 0) (command at offset 28)");
+}
+
+/*
+ * A recovery whose opening stops halfway (10 bytes of the stream header,
+ * the connection kept open) fails that attempt within the destination's
+ * link timeout; the destination stays paused, and the next recovery
+ * completes bit-exact. (Before, mig/dst/main waited in the header's read
+ * for good, and with it every later recovery: found with fuzz-pcconn.)
+ */
+static void t_pc_recover_stalled(void **s)
+{
+	(void)s;
+	side src, dst;
+	char uri[120];
+	proxy *px = proxied_sides(&src, &dst, 1000, uri, sizeof(uri));
+	proxy_set_delay(px, 0, 100); /* a slower link: postcopy lasts a while */
+	ferry_migration_params p;
+	pc_params(&p, true);
+	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
+	wait_status(src.vm, FERRY_MIGRATION_POSTCOPY_ACTIVE);
+	wait_status(dst.vm, FERRY_MIGRATION_POSTCOPY_ACTIVE);
+	proxy_cut_now(px, 0);
+	wait_status(src.vm, FERRY_MIGRATION_POSTCOPY_PAUSED);
+	wait_status(dst.vm, FERRY_MIGRATION_POSTCOPY_PAUSED);
+	const char *ruri = test_uri();
+	assert_int_equal(ferry_migration_recover(dst.vm, ruri), 0);
+	int fd = uconnect(ruri);
+	sbuf b = { .len = 0 };
+	header(&b);
+	b.len = 10;
+	sendb(fd, &b);
+	expect_pause_reason(&dst, "postcopy recovery failed: link silent: nothing received within the "
+				  "link timeout (stream header at offset 0)");
+	wait_status(dst.vm, FERRY_MIGRATION_POSTCOPY_PAUSED);
+	close(fd);
+	ferry_migration_info si, di;
+	recover_direct(&src, &dst, &si, &di);
+	assert_int_equal(di.postcopy_recoveries, 1);
+	proxy_stop(px);
+	side_destroy(&src);
+	side_destroy(&dst);
+}
+
 /* Destroying either VM while postcopy is paused ends it (no hang, nothing leaked). */
 static void t_pc_destroy_paused(void **s)
 {
@@ -1003,6 +1106,8 @@ int main(void)
 		cmocka_unit_test(t_pc_preempt_lost_at_end),
 		cmocka_unit_test(t_pc_silent),
 		cmocka_unit_test(t_pc_preempt_bad_handshake),
+		cmocka_unit_test(t_pc_preempt_never_connected),
+		cmocka_unit_test(t_pc_recover_stalled),
 		cmocka_unit_test(t_pc_destroy_paused),
 		cmocka_unit_test(t_pc_pinned),
 		cmocka_unit_test(t_pc_bitmap_name_rule),

@@ -1093,26 +1093,6 @@ static void *recv_thread(void *arg)
 	return NULL;
 }
 
-/* Accepts one connection within the deadline; -ETIMEDOUT otherwise. */
-/* Thread: mig/dst/main. */
-static int accept_by(int lfd, uint64_t deadline_ns, int *fd)
-{
-	for (;;) {
-		uint64_t now = ferry__now_ns();
-		if (now >= deadline_ns)
-			return -ETIMEDOUT;
-		struct pollfd p = { .fd = lfd, .events = POLLIN };
-		int n = poll(&p, 1, (int)((deadline_ns - now) / 1000000 + 1));
-		if (n < 0 && errno != EINTR)
-			return -errno;
-		if (n > 0) {
-			if (p.revents & (POLLERR | POLLHUP | POLLNVAL))
-				return -EINVAL; /* shut down: cancelled */
-			return ferry__sock_accept(lfd, fd);
-		}
-	}
-}
-
 /* Why the handshake hs (got bytes) of a new connection is refused, or NULL; *id: its channel. */
 static const char *hs_refusal(const ferry_mf_receiver *r, const uint8_t *hs, ssize_t got,
 			      const uint8_t uuid[16], uint32_t *id)
@@ -1248,10 +1228,15 @@ int ferry__mf_recv_start(ferry_mf_receiver *r, struct ferry_migration *m, ferry_
 	uint64_t deadline = ferry__now_ns() + (uint64_t)HS_TIMEOUT_MS * 1000000;
 	unsigned have = 0;
 	while (have < n) {
-		int fd, e = accept_by(listen_fd, deadline, &fd);
+		/* The main connection: its source gone, no channel comes. */
+		int fd, e = ferry__sock_accept_by(listen_fd, deadline, atomic_load(&m->chan_fd), &fd);
 		if (e == -ETIMEDOUT)
 			return ferry__error_set(err, e, "only %u of %u multifd channels connected within %d s",
 						have, n, HS_TIMEOUT_MS / 1000);
+		if (e == -EPIPE)
+			return ferry__error_set(err, e,
+						"the source closed the connection with %u of %u multifd channels connected",
+						have, n);
 		if (e)
 			return ferry__error_set(err, e, "multifd accept: %s", ferry_strerror(e));
 		bool taken;

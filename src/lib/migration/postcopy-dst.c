@@ -654,15 +654,36 @@ int ferry__postcopy_advise(ferry_dst *l, uint32_t flags)
 	return 0;
 }
 
-/* Reads a preempt connection's handshake from lfd. Thread: mig/dst/main. */
+/*
+ * Accepts the preempt connection on lfd and reads its handshake. The
+ * source connects it right after the main connection's ADVISE (or
+ * RESUME): it must come within the link timeout, while the main
+ * connection (l->c) is up, and its handshake within the link timeout
+ * too (fuzz-pcconn found a source that advised preempt and never
+ * connected it, or sent 23 of its handshake's 24 bytes, hanging this
+ * thread).
+ * Thread: mig/dst/main.
+ */
 static int pc_accept_preempt(ferry_dst *l, int lfd, ferry_error *err)
 {
-	int fd, r = ferry__sock_accept(lfd, &fd);
+	ferry_migration_params p;
+	ferry__mig_params(l->m, &p);
+	uint64_t deadline = ferry__now_ns() + (uint64_t)p.link_timeout_ms * 1000000;
+	int fd, r = ferry__sock_accept_by(lfd, deadline, l->c->fd, &fd);
+	if (r == -ETIMEDOUT)
+		return ferry__error_set(err, r,
+					"the source did not connect the postcopy preempt channel within %u ms",
+					p.link_timeout_ms);
+	if (r == -EPIPE)
+		return ferry__error_set(err, r,
+					"the source closed the connection before connecting the postcopy preempt channel");
 	if (r) {
 		return ferry__error_set(err, r,
 					"accepting the postcopy preempt channel: %s",
 					ferry_strerror(r));
 	}
+	/* Its handshake (and TLS's) too: a source that stops sending it fails the read. */
+	ferry__sock_set_link_timeout(fd, p.link_timeout_ms);
 	if ((r = ferry__chan_init(&l->pre, fd))) {
 		close(fd);
 		return r;
@@ -753,9 +774,8 @@ int ferry__postcopy_listen(ferry_dst *l)
 		return ferry__chan_fail(c, -ENOMEM, "out of memory for postcopy");
 	ferry_migration_params p;
 	ferry__mig_params(l->m, &p);
-	ferry__sock_set_link_timeout(c->fd, p.link_timeout_ms);
+	ferry__sock_set_link_timeout(c->fd, p.link_timeout_ms); /* l->pre's since its accept */
 	if (l->pre_on) {
-		ferry__sock_set_link_timeout(l->pre.fd, p.link_timeout_ms);
 		if ((r = pre_start(l)))
 			return ferry__chan_fail(c, r, "cannot start the preempt thread");
 	}
@@ -933,6 +953,10 @@ static int pc_accept_resume(ferry_dst *l, int lfd, ferry_error *err)
 	if (r) {
 		return ferry__error_set(err, r, "accept failed: %s", ferry_strerror(r));
 	}
+	/* Its opening too: a source that stops sending it fails the read. */
+	ferry_migration_params p;
+	ferry__mig_params(l->m, &p);
+	ferry__sock_set_link_timeout(fd, p.link_timeout_ms);
 	if ((r = ferry__chan_init(c, fd))) {
 		close(fd);
 		return r;
@@ -964,11 +988,6 @@ static int pc_accept_resume(ferry_dst *l, int lfd, ferry_error *err)
 	}
 	if (l->pre_on && (r = pc_accept_preempt(l, lfd, err)))
 		return r;
-	ferry_migration_params p;
-	ferry__mig_params(l->m, &p);
-	ferry__sock_set_link_timeout(fd, p.link_timeout_ms);
-	if (l->pre_on)
-		ferry__sock_set_link_timeout(l->pre.fd, p.link_timeout_ms);
 	return 0;
 bad:
 	return ferry__error_set(err, r, "%s", ferry__error_text(&c->in_err, r));

@@ -12,6 +12,7 @@
  * Thread: any; every object (fd, ferry_sock_file) is its caller's.
  */
 #include "transport/transport.h"
+#include "util/clock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -413,6 +414,28 @@ int ferry__sock_accept(int lfd, int *fd)
 		if (errno == EINTR || errno == ECONNABORTED)
 			continue;
 		return -errno;
+	}
+}
+
+int ferry__sock_accept_by(int lfd, uint64_t deadline_ns, int peer_fd, int *fd)
+{
+	for (;;) {
+		uint64_t now = ferry__now_ns();
+		if (now >= deadline_ns)
+			return -ETIMEDOUT;
+		struct pollfd p[2] = { { .fd = lfd, .events = POLLIN },
+				       { .fd = peer_fd, .events = POLLRDHUP } };
+		int n = poll(p, 2, (int)((deadline_ns - now) / 1000000 + 1));
+		if (n < 0 && errno != EINTR)
+			return -errno;
+		if (n <= 0)
+			continue;
+		if (p[0].revents & (POLLERR | POLLHUP | POLLNVAL))
+			return -EINVAL; /* shut down: cancelled */
+		if (p[0].revents & POLLIN)
+			return ferry__sock_accept(lfd, fd);
+		if (p[1].revents)
+			return -EPIPE;
 	}
 }
 

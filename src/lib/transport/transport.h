@@ -45,6 +45,14 @@ int ferry__sock_connect(const char *uri, int *fd, const atomic_bool *cancel,
  */
 int ferry__sock_accept(int lfd, int *fd);
 /*
+ * Accepts one connection on lfd before deadline_ns (ferry__now_ns's clock)
+ * while peer_fd (-1: none), an open connection of the same migration,
+ * stays up: -ETIMEDOUT past the deadline, -EPIPE once peer_fd's peer has
+ * hung up or shut its sending side (it will not connect what it was to),
+ * -EINVAL once lfd was shut down (a cancel).
+ */
+int ferry__sock_accept_by(int lfd, uint64_t deadline_ns, int peer_fd, int *fd);
+/*
  * Writes all of iov[0..cnt) to a socket, retrying partial writes; the iovecs
  * are consumed (modified). sendmsg with MSG_NOSIGNAL, so a dead peer is
  * -EPIPE, not a signal. *sent (if not NULL) grows by the bytes written,
