@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Records the seeds of the stream, pcstream, pcconn and multifd fuzz targets: real
+ * Records the seeds of the stream, pcstream, pcconn, multifd and src fuzz
+ * targets: real
  * migrations of fuzz-vm.h's VM, from a source to a destination in this
  * process, through the test proxy (tests/integration/proxy.c) which
  * records what each connection carries toward the destination. Whatever
  * the wire format is today, the seeds are what this Ferry sends and
- * accepts: rerun it (tests/fuzz/gen-corpus.py stream|pcstream|pcconn|multifd)
+ * accepts: rerun it (tests/fuzz/gen-corpus.py stream|pcstream|pcconn|multifd|src)
  * after a format change.
  *
  * Each scenario must complete on both sides, else the tool fails. It
@@ -27,6 +28,10 @@
  *                 lengths of the main and preempt connections (0: none)
  *                 and of the recovered main connection, then the four
  *                 connections' bytes;
+ *   src-NAME      for the scenarios without multifd, the return path the
+ *                 destination sent (the proxy's stamped record) after a
+ *                 config byte of fuzz-src.c (SRC_*: checksums, postcopy,
+ *                 switchover-ack); a fuzz-src.c input;
  *   multifd-NAME  for multifd scenarios: the config byte of
  *                 fuzz-multifd.c (FUZZ_MF_*) and the channel's bytes
  *                 after its handshake, or with two channels (mf2-*) the
@@ -246,6 +251,11 @@ static void run(const scenario *s, const char *out, const char *tmp)
 	snprintf(path, sizeof(path), "%s/%s-%s", out, s->postcopy ? "pcstream" : "stream", s->name);
 	snprintf(rec, sizeof(rec), "%s/rec-0", tmp);
 	copy_file(rec, path, 0, -1);
+	if (!s->multifd) {
+		snprintf(path, sizeof(path), "%s/src-%s", out, s->name);
+		snprintf(rec, sizeof(rec), "%s/rec-0.back", tmp);
+		copy_file(rec, path, 0, (s->sums ? 1 : 0) | (s->postcopy ? 2 : 0) | (s->swack ? 4 : 0));
+	}
 	if (s->multifd) {
 		snprintf(path, sizeof(path), "%s/multifd-%s", out, s->name);
 		write_channels(tmp, path, s->two ? 2 : 1,

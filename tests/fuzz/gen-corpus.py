@@ -29,9 +29,12 @@
 #             recovered: the four connections (main, preempt, the
 #             recovered main and preempt), recorded by the same tool, and
 #             cut short;
+#   src       the return paths the destinations of those recordings sent
+#             (without multifd), stamped with the bytes the source had
+#             sent, after fuzz-src.c's config byte; and cut short;
 #   multifd   the multifd channel of those recordings (config byte, then
 #             the packets after the handshake), and a few cut short.
-# stream, pcstream, pcconn and multifd need the built tool: FUZZ_CAPTURE=path (default
+# stream, pcstream, pcconn, multifd and src need the built tool: FUZZ_CAPTURE=path (default
 # build/tests/fuzz/fuzz-capture); recorded, not hand-made, they follow the
 # wire format of the tree they were built from.
 # usage: tests/fuzz/gen-corpus.py [TARGET [OUTDIR]]  (no TARGET: all)
@@ -420,13 +423,18 @@ def pcconn_seeds():
     return captured('pcconn')
 
 
+def src_seeds():
+    return captured('src')
+
+
 def multifd_seeds():
     return captured('multifd')
 
 
 TARGETS = {'vring': vring_seeds, 'devstate': devstate_seeds, 'gdev': gdev_seeds, 'qmp': qmp_seeds,
            'vmsd': vmsd_seeds, 'rp': rp_seeds, 'hs': hs_seeds, 'stream': stream_seeds,
-           'pcstream': pcstream_seeds, 'pcconn': pcconn_seeds, 'multifd': multifd_seeds}
+           'pcstream': pcstream_seeds, 'pcconn': pcconn_seeds, 'multifd': multifd_seeds,
+           'src': src_seeds}
 
 
 def write(target, out):

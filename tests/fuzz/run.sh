@@ -17,7 +17,8 @@
 #            (the same with postcopy allowed on the destination: ADVISE,
 #            DISCARD, LISTEN, PACKAGE, RUN, the background stream),
 #            pcconn (postcopy's preempt connection and a recovery's
-#            connections, after their openings),
+#            connections, after their openings), src (a real source
+#            driven by a hostile destination's return path),
 #            multifd (the destination's multifd channel: packets, pages,
 #            zstd, device state, SYNC)
 #   WORKDIR  where the binary, the scratch corpus and crash files go
@@ -58,8 +59,8 @@ case $target in
       vmsd) srcs+=("$lib/stream/vmstate.c") ;;
       rp) srcs+=("$lib/migration/postcopy.c") ;;
     esac ;;
-  stream|pcstream|pcconn|multifd)
-    # The whole library: the real destination, driven through its API.
+  stream|pcstream|pcconn|multifd|src)
+    # The whole library: the real destination (or source), driven through its API.
     mapfile -t srcs < <(find "$lib" -name '*.c' | sort)
     ldflags=("${chan_libs[@]}" -lzstd) ;;
   qmp)
@@ -68,7 +69,7 @@ case $target in
           "$lib/transport/socket.c" "$lib/util/log.c" "$lib/util/error.c")
     ldflags=(-ljansson) ;;
   *)
-    echo "run.sh: unknown target '$target' (vring, devstate, gdev, qmp, vmsd, rp, hs, stream, pcstream, pcconn, multifd)" >&2
+    echo "run.sh: unknown target '$target' (vring, devstate, gdev, qmp, vmsd, rp, hs, stream, pcstream, pcconn, multifd, src)" >&2
     exit 2 ;;
 esac
 

@@ -30,6 +30,7 @@ struct conn {
 	bool frozen; /* hold everything: a silent link */
 	bool frozen_fwd; /* hold what goes toward the target only */
 	int rec;     /* the forward direction's record file, or -1 */
+	int rec_back; /* the backward direction's (stamped chunks), or -1 */
 	proxy_back_fn *back_fn; /* rewrites the backward direction, or NULL */
 	void *back_opaque;
 	pthread_t t[2];
@@ -76,6 +77,25 @@ static void cut(proxy *p, unsigned k)
 	}
 }
 
+/*
+ * Appends a backward chunk to c's record: be32 forward bytes so far (what
+ * the target had been sent when it wrote this), be16 length, the bytes;
+ * a chunk over 65535 bytes as two. Thread: the backward pump.
+ */
+static bool record_back(struct conn *c, uint64_t fwd, const char *buf, size_t n)
+{
+	uint32_t at = fwd > UINT32_MAX ? UINT32_MAX : (uint32_t)fwd;
+	for (size_t o = 0; o < n;) {
+		size_t k = n - o > 65535 ? 65535 : n - o;
+		uint8_t h[6] = { (uint8_t)(at >> 24), (uint8_t)(at >> 16), (uint8_t)(at >> 8), (uint8_t)at,
+				 (uint8_t)(k >> 8), (uint8_t)k };
+		if (write(c->rec_back, h, 6) != 6 || write(c->rec_back, buf + o, k) != (ssize_t)k)
+			return false;
+		o += k;
+	}
+	return true;
+}
+
 static void *pump_main(void *arg)
 {
 	struct pump *u = arg;
@@ -106,6 +126,7 @@ static void *pump_main(void *arg)
 				dead = true;
 			}
 		}
+		uint64_t fwd = c->fwd; /* for the backward record */
 		proxy_back_fn *bf = u->forward ? NULL : c->back_fn;
 		void *bo = c->back_opaque;
 		pthread_mutex_unlock(&p->lock);
@@ -117,6 +138,8 @@ static void *pump_main(void *arg)
 			usleep(d);
 		if (u->forward && c->rec >= 0 && write(c->rec, buf, (size_t)n) != n)
 			break; /* a record must be whole: end the connection */
+		if (!u->forward && c->rec_back >= 0 && !record_back(c, fwd, buf, (size_t)n))
+			break;
 		for (ssize_t o = 0; o < n;) {
 			ssize_t w = send(u->to, buf + o, (size_t)(n - o), MSG_NOSIGNAL);
 			if (w <= 0) {
@@ -157,11 +180,13 @@ static void *accept_main(void *arg)
 		struct conn *c = &p->c[k];
 		c->a = a;
 		c->b = b;
-		c->rec = -1;
+		c->rec = c->rec_back = -1;
 		if (p->rec[0]) {
 			char path[256];
 			snprintf(path, sizeof(path), "%s-%u", p->rec, k);
 			c->rec = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+			snprintf(path, sizeof(path), "%s-%u.back", p->rec, k);
+			c->rec_back = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 		}
 		for (int dir = 0; dir < 2; dir++) {
 			struct pump *u = malloc(sizeof(*u));
@@ -298,6 +323,8 @@ void proxy_stop(proxy *p)
 		close(p->c[k].b);
 		if (p->c[k].rec >= 0)
 			close(p->c[k].rec);
+		if (p->c[k].rec_back >= 0)
+			close(p->c[k].rec_back);
 	}
 	close(p->lfd);
 	pthread_mutex_destroy(&p->lock);

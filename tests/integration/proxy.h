@@ -37,7 +37,10 @@ uint64_t proxy_forwarded(proxy *p, unsigned k);
 /*
  * Connections accepted from now on append what they forward toward the
  * target to the file PREFIX-K (K: accept order), e.g. to record the
- * streams a source sends (tests/fuzz/capture.c).
+ * streams a source sends (tests/fuzz/capture.c), and what they forward
+ * back to PREFIX-K.back, each chunk as be32 bytes forwarded toward the
+ * target so far, be16 length, the bytes (a return path, with when the
+ * destination sent it).
  */
 void proxy_record(proxy *p, const char *prefix);
 /*

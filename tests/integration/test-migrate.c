@@ -1089,6 +1089,115 @@ static void t_cancel_incoming(void **state)
 	side_destroy(&dst);
 }
 
+/* ---- a hostile destination's return path (the source's side; fuzz-src found these) ---- */
+
+/* A fake destination: it reads and drops what the source sends. */
+struct fake_dst {
+	int fd;
+	pthread_t t;
+};
+
+static void *fake_dst_drain(void *arg)
+{
+	char buf[65536];
+	while (read(((struct fake_dst *)arg)->fd, buf, sizeof(buf)) > 0)
+		;
+	return NULL;
+}
+
+/* Starts src's migration to a fake destination whose return path is rp, then ends if shut. */
+static void fake_dst_start(struct fake_dst *f, side *src, const ferry_migration_params *p,
+			   const sbuf *rp, bool shut)
+{
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	f->fd = sv[0];
+	send_all(sv[0], rp->p, rp->len);
+	if (shut)
+		shutdown(sv[0], SHUT_WR);
+	assert_int_equal(pthread_create(&f->t, NULL, fake_dst_drain, f), 0);
+	assert_int_equal(ferry_migration_start_fd(src->vm, sv[1], p), 0);
+}
+
+/*
+ * The migration failed with want; the source guest runs on, intact (the
+ * check stops it: it runs again after). Then the fake goes.
+ */
+static void fake_dst_fails(struct fake_dst *f, side *src, int code, const char *want)
+{
+	assert_string_equal(wait_failed(src->vm), want);
+	ferry_migration_info i;
+	ferry_migration_query(src->vm, &i);
+	assert_int_equal(i.error, code);
+	assert_true(ferry_vm_is_running(src->vm));
+	assert_true(side_verify(src));
+	assert_int_equal(ferry_vm_start(src->vm), 0);
+	shutdown(f->fd, SHUT_RDWR);
+	pthread_join(f->t, NULL);
+	close(f->fd);
+}
+
+static void rp_shut(sbuf *b, uint32_t status)
+{
+	be16(b, FERRY_RP_SHUT);
+	be16(b, 4);
+	be32(b, status);
+}
+
+/*
+ * The return path ends (the destination shuts its sending side) while the
+ * source waits for a switchover-ack: it fails, where it used to run
+ * passes for good, 0 pages each.
+ */
+static void t_src_rp_ends_swack(void **state)
+{
+	(void)state;
+	side src;
+	side_create(&src, "mem=32M,vram=0,vcpus=1,rate=50M", FERRY_DIRTY_WP_ASYNC, false);
+	assert_int_equal(ferry_vm_start(src.vm), 0);
+	ferry_migration_params p;
+	ferry_migration_params_init(&p);
+	p.switchover_ack = true;
+	struct fake_dst f;
+	sbuf rp = { .len = 0 };
+	fake_dst_start(&f, &src, &p, &rp, true);
+	fake_dst_fails(&f, &src, -EPIPE, "lost the connection to the destination: Broken pipe");
+	side_destroy(&src);
+}
+
+/*
+ * A destination's SHUT: a positive status without a message becomes
+ * -EPROTO with "no reason given" (it was recorded as error 5 and an
+ * empty reason); a success before the stream ended fails the migration
+ * (without checksums; with them, a SHUT(0) without its checksum is
+ * refused as such).
+ */
+static void t_src_bad_shut(void **state)
+{
+	(void)state;
+	side src;
+	side_create(&src, "mem=32M,vram=0,vcpus=1,rate=50M", FERRY_DIRTY_WP_ASYNC, false);
+	assert_int_equal(ferry_vm_start(src.vm), 0);
+	ferry_migration_params p;
+	ferry_migration_params_init(&p);
+	p.downtime_limit_ms = 1; /* passes go on until the SHUT is seen */
+	struct fake_dst f;
+	sbuf rp = { .len = 0 };
+	rp_shut(&rp, 5);
+	fake_dst_start(&f, &src, &p, &rp, false);
+	fake_dst_fails(&f, &src, -EPROTO, "destination failed: no reason given");
+	rp.len = 0;
+	rp_shut(&rp, 0);
+	fake_dst_start(&f, &src, &p, &rp, false);
+	fake_dst_fails(&f, &src, FERRY_EBADSTREAM,
+		       "return path message 1 without its checksum (return path message at offset 0)");
+	p.checksum = false;
+	fake_dst_start(&f, &src, &p, &rp, false);
+	fake_dst_fails(&f, &src, FERRY_EBADSTREAM,
+		       "the destination reported success before the stream ended");
+	side_destroy(&src);
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -1115,6 +1224,8 @@ int main(void)
 		cmocka_unit_test(t_bandwidth_cap),
 		cmocka_unit_test(t_peer_is_qmp),
 		cmocka_unit_test(t_dest_without_load),
+		cmocka_unit_test(t_src_rp_ends_swack),
+		cmocka_unit_test(t_src_bad_shut),
 		cmocka_unit_test(t_cancel_frozen_link),
 		cmocka_unit_test(t_cap_lowered),
 		cmocka_unit_test(t_live_params),

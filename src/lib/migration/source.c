@@ -105,6 +105,13 @@ static void rp_got_shut(struct ferry_migration *m, const uint8_t *buf, uint16_t 
 	size_t ml;
 	int status;
 	ferry__wire_rp_shut_decode(buf, len, &status, &msg, &ml);
+	/* A failure is a negative errno with a reason: a hostile peer's other values are made so. */
+	if (status > 0)
+		status = -EPROTO;
+	if (status && !ml) {
+		msg = (const uint8_t *)"no reason given";
+		ml = strlen("no reason given");
+	}
 	pthread_mutex_lock(&m->rp_lock);
 	m->rp_shut = true;
 	m->rp_shut_ns = ferry__now_ns();
@@ -761,12 +768,39 @@ static bool pass_decide(struct src_ctx *x, uint64_t dirtied)
 	return false;
 }
 
+/*
+ * Before EOF, a return path that ended can bring neither a switchover-ack
+ * nor the final SHUT: the migration cannot succeed, so it fails now
+ * (fuzz-src found a source whose return path had ended running passes for
+ * good, waiting for a switchover-ack). 0 while it is up; else the error
+ * (src_pick_error says why: the destination's SHUT, the return path's own
+ * error), or a SHUT that reported success too early, recorded here.
+ */
+static int rp_lost(struct src_ctx *x)
+{
+	struct ferry_migration *m = x->m;
+	if (!m->rp_started)
+		return 0;
+	pthread_mutex_lock(&m->rp_lock);
+	bool dead = m->rp_dead, early_ok = m->rp_shut && !m->rp_status;
+	int r = m->rp_shut ? FERRY_EBADSTREAM : m->chan.in_err.code ? m->chan.in_err.code : -EPIPE;
+	pthread_mutex_unlock(&m->rp_lock);
+	if (!dead)
+		return 0;
+	if (early_ok)
+		ferry__mig_set_error(m, r, "the destination reported success before the stream ended");
+	return r;
+}
+
 /* Iterate: passes while the guest runs, until converged or switching to postcopy. */
 static int phase_iterate(struct src_ctx *x)
 {
 	for (;;) {
 		uint64_t dirtied;
-		int r = pass_run(x, &dirtied);
+		int r = rp_lost(x);
+		if (r)
+			return r;
+		r = pass_run(x, &dirtied);
 		if (r)
 			return r;
 		if (pass_decide(x, dirtied))
@@ -886,6 +920,20 @@ static bool src_peer_is_qmp(struct ferry_migration *m)
 	return qmp;
 }
 
+/*
+ * The return path's own error (a bad message, a checksum), when r is it:
+ * into *e. A lost connection says so in src_pick_error's words instead.
+ */
+static void src_rp_error(struct ferry_migration *m, int r, ferry_error *e)
+{
+	if (!m->rp_started || ferry__error_lost_conn(r))
+		return;
+	pthread_mutex_lock(&m->rp_lock);
+	if (m->rp_dead && m->chan.in_err.code == r && m->chan.in_err.msg[0])
+		ferry__error_set(e, r, "%s", m->chan.in_err.msg);
+	pthread_mutex_unlock(&m->rp_lock);
+}
+
 /* The destination's SHUT(error), if it said why within rp_settle's second: into *e. */
 static void src_shut_error(struct ferry_migration *m, ferry_error *e)
 {
@@ -911,7 +959,8 @@ static void src_shut_error(struct ferry_migration *m, ferry_error *e)
  *   3. r == FERRY_EPEER: the destination's word was recorded where it
  *      arrived; nothing further;
  *   4. the destination's SHUT(error) message (given up to 1 s to arrive);
- *   5. r itself: "lost the connection to the destination: ..." for
+ *   5. the return path's own error, when r is it (a bad message);
+ *   6. r itself: "lost the connection to the destination: ..." for
  *      EPIPE/ECONNRESET, else its bare text.
  * An error a phase recorded itself before (ferry__mig_set_error) wins over
  * all of these.
@@ -932,6 +981,7 @@ static void src_pick_error(struct src_ctx *x, int r)
 	ferry__error_copy(&e, &mfe);
 	if (r != FERRY_EPEER) {
 		src_shut_error(m, &e);
+		src_rp_error(m, r, &e);
 		if (ferry__error_lost_conn(r))
 			ferry__error_set(&e, r, "lost the connection to the destination: %s",
 					 ferry_strerror(r));
