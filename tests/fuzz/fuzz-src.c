@@ -14,7 +14,10 @@
  * each chunk once the source has sent as many bytes as the chunk says,
  * or has sent nothing for IDLE_MS (a destination answers what it
  * received, and the source may be waiting for the answer); after the
- * last chunk it shuts its side down. Each input gets a new source VM.
+ * last chunk it shuts its side down. With SRC_RESUME, a source that
+ * paused is resumed to a listening socket of the target's, whose
+ * accepted connection plays the input's second part the same way. Each
+ * input gets a new source VM.
  *
  * Oracles, beyond the sanitizers: the migration ends COMPLETED with the
  * source's guest stopped; FAILED with an error code and a message, the
@@ -24,11 +27,13 @@
  * -timeout; the source's x-link-timeout is 200 ms).
  *
  * Input layout: a config byte (SRC_SUMS: checksums, SRC_POSTCOPY:
- * postcopy after the first pass, SRC_SWACK: switchover-ack), then
- * chunks: be32 bytes the source must have sent first, be16 length, the
- * bytes. Seeds: the return paths of real migrations of the same VM, as
- * the destination sent them (gen-corpus.py src, through
- * tests/fuzz/capture.c and the proxy's stamped backward record).
+ * postcopy after the first pass, SRC_SWACK: switchover-ack, SRC_RESUME:
+ * resume a pause), then chunks: be32 bytes the source must have sent
+ * first, be16 length, the bytes; a chunk stamped 0xffffffff of no bytes
+ * ends the first connection's (the rest is the recovered one's). Seeds:
+ * the return paths of real migrations of the same VM, as the destination
+ * sent them (gen-corpus.py src, through tests/fuzz/capture.c and the
+ * proxy's stamped backward record), one of them recovered.
  *
  * Built by tests/fuzz/run.sh with every library source. Thread:
  * libFuzzer's one thread, with the source's own threads.
@@ -37,22 +42,32 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
 #include "fuzz-check.h"
 #include "fuzz-vm.h"
 #include "util/bufpool.h"
 
-enum { SRC_SUMS = 0x1, SRC_POSTCOPY = 0x2, SRC_SWACK = 0x4, IDLE_MS = 5 };
+enum { SRC_SUMS = 0x1, SRC_POSTCOPY = 0x2, SRC_SWACK = 0x4, SRC_RESUME = 0x8, IDLE_MS = 5 };
+#define END_OF_CONN 0xffffffffu
+
+static struct sockaddr_un resume_addr; /* where a resumed source connects */
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc;
 	(void)argv;
 	ferry__bufpool_reserve_on = false; /* a migration per input: see bufpool.h */
+	resume_addr.sun_family = AF_UNIX;
+	snprintf(resume_addr.sun_path, sizeof(resume_addr.sun_path), "/tmp/ferry-fuzz-src-%d.sock",
+		 (int)getpid());
 	return 0;
 }
 
-/* The input's next chunk from *off: its stamp, bytes and length; false at the end. */
+/*
+ * The input's next chunk from *off: its stamp, bytes and length; false at
+ * the end of the input or of the connection's part (*off then after it).
+ */
 static bool next_chunk(const uint8_t *data, size_t size, size_t *off, uint32_t *after,
 		       const uint8_t **p, size_t *len)
 {
@@ -62,6 +77,8 @@ static bool next_chunk(const uint8_t *data, size_t size, size_t *off, uint32_t *
 	*after = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
 	size_t n = (size_t)h[4] << 8 | h[5];
 	*off += 6;
+	if (*after == END_OF_CONN && !n)
+		return false;
 	if (n > size - *off)
 		n = size - *off;
 	*p = data + *off;
@@ -70,17 +87,20 @@ static bool next_chunk(const uint8_t *data, size_t size, size_t *off, uint32_t *
 	return true;
 }
 
-/* Plays the destination on fd until the source closed its side. */
-static void play(int fd, const uint8_t *data, size_t size)
+/*
+ * Plays the destination on fd, from the input's chunk at *off (after the
+ * part, when done), until the source closed its side.
+ */
+static void play(int fd, const uint8_t *data, size_t size, size_t *off)
 {
-	size_t off = 1, len = 0, sent = 0;
+	size_t len = 0, sent = 0;
 	const uint8_t *chunk = NULL;
 	uint32_t after = 0;
 	uint64_t got = 0;
-	bool have = next_chunk(data, size, &off, &after, &chunk, &len), shut = false;
+	bool have = next_chunk(data, size, off, &after, &chunk, &len), shut = false;
 	for (;;) {
 		if (have && sent == len) {
-			have = next_chunk(data, size, &off, &after, &chunk, &len);
+			have = next_chunk(data, size, off, &after, &chunk, &len);
 			sent = 0;
 		}
 		if (!have && !shut) {
@@ -101,17 +121,19 @@ static void play(int fd, const uint8_t *data, size_t size)
 			if (w > 0)
 				sent += (size_t)w;
 			else if (w < 0 && errno != EAGAIN && errno != EINTR)
-				have = false, shut = true; /* the source is gone */
+				shut = true, sent = len; /* the source is gone: the part's rest goes unsent */
 		}
 		if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
 			char buf[65536];
 			ssize_t r = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
 			if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR))
-				return;
+				break;
 			if (r > 0)
 				got += (size_t)r;
 		}
 	}
+	while (have) /* the source closed first: the part's rest goes unsent */
+		have = next_chunk(data, size, off, &after, &chunk, &len);
 }
 
 /* The migration's end: its status, or POSTCOPY_PAUSED (polled: it never ends by itself). */
@@ -126,6 +148,25 @@ static int wait_end(ferry_vm_t *vm)
 		if (i.status == FERRY_MIGRATION_POSTCOPY_PAUSED)
 			return FERRY_MIGRATION_POSTCOPY_PAUSED;
 	}
+}
+
+/* A paused source resumed to our listener; plays the input's rest on it. Returns the new end. */
+static int resume(ferry_vm_t *vm, const uint8_t *data, size_t size, size_t *off)
+{
+	unlink(resume_addr.sun_path);
+	int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	CHECK(l >= 0 && bind(l, (struct sockaddr *)&resume_addr, sizeof(resume_addr)) == 0 &&
+	      listen(l, 1) == 0);
+	char uri[120];
+	snprintf(uri, sizeof(uri), "unix:%s", resume_addr.sun_path);
+	CHECK(ferry_migration_resume(vm, uri) == 0);
+	int fd = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+	CHECK(fd >= 0);
+	close(l);
+	unlink(resume_addr.sun_path);
+	play(fd, data, size, off);
+	close(fd);
+	return wait_end(vm);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -145,9 +186,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int sv[2];
 	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
 	CHECK(ferry_migration_start_fd(v.vm, sv[1], &p) == 0); /* takes sv[1] */
-	play(sv[0], data, size);
+	size_t off = 1;
+	play(sv[0], data, size, &off);
 	close(sv[0]);
 	int st = wait_end(v.vm);
+	if (st == FERRY_MIGRATION_POSTCOPY_PAUSED && (data[0] & SRC_RESUME))
+		st = resume(v.vm, data, size, &off);
 	ferry_migration_info i;
 	CHECK(ferry_migration_query(v.vm, &i) == 0);
 	bool running = ferry_vm_is_running(v.vm);
