@@ -58,6 +58,8 @@ typedef struct fuzz_conn {
 static fuzz_vm fuzz_dst;
 static bool fuzz_dst_postcopy; /* postcopy-ram on the destination (pcstream, pcconn) */
 static uint32_t fuzz_dst_link_timeout_ms; /* x-link-timeout, 0: the default */
+/* Called by fuzz_dest_renew between the VM's end and its RAM's (pcconn: joins its vCPU). */
+static void (*fuzz_dst_vm_gone)(void);
 
 /* The destination VM and its incoming parameters. */
 static inline void fuzz_dest_create(void)
@@ -208,7 +210,8 @@ static inline int fuzz_dest_finish(void)
 			fprintf(stderr, "refused: %d %s\n", info.error, info.error_desc);
 		CHECK(info.error < 0 && info.error_desc[0]);
 	} else if (getenv("FUZZ_VERBOSE")) {
-		fprintf(stderr, "completed%s\n", info.postcopy ? " in postcopy" : "");
+		fprintf(stderr, "completed%s (%llu faults)\n", info.postcopy ? " in postcopy" : "",
+			(unsigned long long)info.postcopy_faults);
 	}
 	if (ferry_vm_is_running(fuzz_dst.vm))
 		CHECK(ferry_vm_stop(fuzz_dst.vm) == 0);
@@ -234,7 +237,10 @@ static inline void fuzz_dest_feed_main(const uint8_t *data, size_t size)
  */
 static inline void fuzz_dest_renew(void)
 {
-	fuzz_vm_destroy(&fuzz_dst);
+	ferry_vm_destroy(fuzz_dst.vm);
+	if (fuzz_dst_vm_gone)
+		fuzz_dst_vm_gone();
+	fuzz_vm_free_ram(&fuzz_dst);
 	fuzz_dest_create();
 }
 

@@ -7,7 +7,10 @@
  * recovered main connection's opening and background stream, with its
  * own preempt connection, after the resync's MISSING bitmaps went out.
  * What pcstream covers (the main connection up to and after the switch)
- * is reached here too, now with a preempt connection beside it.
+ * is reached here too, now with a preempt connection beside it, and the
+ * fault path: a vCPU thread reads every page once the guest runs, so
+ * mig/dst/fault requests the pages not placed yet, and what the input
+ * brings answers them or not.
  *
  * Entry point: the public one. The destination listens
  * (ferry_migration_incoming_fd on a listening socket, which preempt
@@ -24,7 +27,8 @@
  * Oracles, beyond the sanitizers: fuzz-dest.h's (the migration ends
  * COMPLETED, FAILED with an error code and a message, or POSTCOPY_PAUSED,
  * where cancel is refused); a paused destination takes the recovery
- * listener (ferry_migration_recover_fd returns 0); none hangs
+ * listener (ferry_migration_recover_fd returns 0); a vCPU waiting in a
+ * fault is woken by the end of postcopy or of the VM; none hangs
  * (libFuzzer's -timeout: the destination's x-link-timeout is 100 ms, so
  * a wait for requested pages that never come, pc_drain's, ends in time).
  *
@@ -41,15 +45,79 @@
  * Built by tests/fuzz/run.sh with every library source. Thread:
  * libFuzzer's one thread, with the destination's own threads.
  */
+#include <pthread.h>
+
 #include "fuzz-dest.h"
 
 enum { CONNS = 4 };
+
+/*
+ * The destination guest's vCPU: once the guest runs (RUN), it reads a
+ * byte of every page, a missing-page fault for each page not placed yet,
+ * which mig/dst/fault requests (REQ_PAGES, dropped by the target) and
+ * whatever the input's connections bring may answer. A fault that
+ * nothing answers waits for postcopy's end, which unregisters RAM, or the
+ * VM's (fuzz_dest_renew).
+ */
+enum { VCPU_WAITING, VCPU_READING, VCPU_DONE };
+static struct {
+	pthread_t t;
+	atomic_int state;
+	atomic_bool stop; /* the input is done: no more waiting for RUN */
+	uint8_t *pages[8];
+} vcpu;
+
+static void *vcpu_main(void *arg)
+{
+	(void)arg;
+	/* The VM handle is used only while WAITING: see vcpu_join. */
+	while (!ferry_vm_is_running(fuzz_dst.vm)) {
+		if (atomic_load(&vcpu.stop)) {
+			atomic_store(&vcpu.state, VCPU_DONE);
+			return NULL;
+		}
+		usleep(100);
+	}
+	atomic_store(&vcpu.state, VCPU_READING);
+	unsigned sum = 0;
+	for (unsigned i = 0; i < 8; i++)
+		sum += *(volatile uint8_t *)vcpu.pages[i];
+	(void)sum;
+	atomic_store(&vcpu.state, VCPU_DONE);
+	return NULL;
+}
+
+static void vcpu_start(void)
+{
+	for (unsigned i = 0; i < 8; i++)
+		vcpu.pages[i] = i < 4 ? fuzz_dst.ram0 + i * FUZZ_PAGE
+			      : i < 7 ? fuzz_dst.ram1 + (i - 4) * FUZZ_PAGE
+				      : fuzz_dst.rom;
+	atomic_store(&vcpu.state, VCPU_WAITING);
+	atomic_store(&vcpu.stop, false);
+	CHECK(pthread_create(&vcpu.t, NULL, vcpu_main, NULL) == 0);
+}
+
+/* The input is done: the vCPU stops waiting, or reads on (RAM only) until the VM is gone. */
+static void vcpu_stop(void)
+{
+	atomic_store(&vcpu.stop, true);
+	while (atomic_load(&vcpu.state) == VCPU_WAITING)
+		usleep(50);
+}
+
+/* fuzz_dst_vm_gone: the VM is destroyed, so no fault waits any more. */
+static void vcpu_join(void)
+{
+	CHECK(pthread_join(vcpu.t, NULL) == 0);
+}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc;
 	(void)argv;
 	fuzz_dst_link_timeout_ms = 100;
+	fuzz_dst_vm_gone = vcpu_join;
 	fuzz_dest_init(true);
 	return 0;
 }
@@ -92,6 +160,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	if (!len[0])
 		return 0;
+	vcpu_start();
 	CHECK(ferry_migration_incoming_fd(fuzz_dst.vm, fuzz_listen("pcconn", 0)) == 0);
 	feed(0, seg, len);
 	int st = fuzz_dest_wait();
@@ -100,6 +169,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		feed(1, seg + 2, len + 2);
 	}
 	fuzz_dest_finish();
+	vcpu_stop();
 	fuzz_dest_renew();
 	return 0;
 }

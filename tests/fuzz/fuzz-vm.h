@@ -158,15 +158,21 @@ static inline int fuzz_vm_create(fuzz_vm *v, bool source)
 	return 0;
 }
 
-/* Destroys v's VM (ending its migration, if one runs) and frees its RAM. */
-static inline void fuzz_vm_destroy(fuzz_vm *v)
+/* Frees v's RAM, its VM destroyed. */
+static inline void fuzz_vm_free_ram(fuzz_vm *v)
 {
-	ferry_vm_destroy(v->vm);
 	munmap(v->ram0, 4 * FUZZ_PAGE);
 	munmap(v->ram1, 3 * FUZZ_PAGE);
 	munmap(v->rom, FUZZ_PAGE);
 	close(v->mfd);
 	memset(v, 0, sizeof(*v));
+}
+
+/* Destroys v's VM (ending its migration, if one runs) and frees its RAM. */
+static inline void fuzz_vm_destroy(fuzz_vm *v)
+{
+	ferry_vm_destroy(v->vm);
+	fuzz_vm_free_ram(v);
 }
 
 #endif
