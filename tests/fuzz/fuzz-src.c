@@ -22,8 +22,11 @@
  * Oracles, beyond the sanitizers: the migration ends COMPLETED with the
  * source's guest stopped; FAILED with an error code and a message, the
  * guest running again unless the migration had switched to postcopy
- * (a precopy migration that fails must leave the source guest running);
- * or POSTCOPY_PAUSED, where cancel is refused. None hangs (libFuzzer's
+ * (a precopy migration that fails must leave the source guest running),
+ * and after the switch running only if the target sent a SHUT reporting
+ * a failure with no RUNNING before it (else two guests could run: the
+ * target frames what it sent as the source reads it); or
+ * POSTCOPY_PAUSED, where cancel is refused. None hangs (libFuzzer's
  * -timeout; the source's x-link-timeout is 200 ms).
  *
  * Input layout: a config byte (SRC_SUMS: checksums, SRC_POSTCOPY:
@@ -46,6 +49,7 @@
 
 #include "fuzz-check.h"
 #include "fuzz-vm.h"
+#include "stream/format.h"
 #include "util/bufpool.h"
 
 enum { SRC_SUMS = 0x1, SRC_POSTCOPY = 0x2, SRC_SWACK = 0x4, SRC_RESUME = 0x8, IDLE_MS = 5 };
@@ -88,6 +92,47 @@ static bool next_chunk(const uint8_t *data, size_t size, size_t *off, uint32_t *
 }
 
 /*
+ * What the target has sent on the return path, framed as the source reads
+ * it (docs/wire-format.md, "Return path"), for the oracle: did a RUNNING
+ * come before the SHUT that reported a failure? Messages after a
+ * connection's SHUT are never read.
+ */
+static struct {
+	uint8_t h[8];   /* the message's header, then a SHUT's status */
+	unsigned have;
+	size_t skip;    /* the current message's bytes left to pass */
+	bool shut;      /* this connection's SHUT came */
+	bool running;   /* a RUNNING came (any connection) */
+	bool shut_err;  /* a SHUT reported a failure, with no RUNNING before it */
+} seen;
+
+static void seen_feed(const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n && !seen.shut;) {
+		if (seen.skip) {
+			size_t k = seen.skip < n - i ? seen.skip : n - i;
+			seen.skip -= k;
+			i += k;
+			continue;
+		}
+		seen.h[seen.have++] = p[i++];
+		uint16_t raw = (uint16_t)(seen.h[0] << 8 | seen.h[1]);
+		uint16_t len = (uint16_t)(seen.h[2] << 8 | seen.h[3]);
+		uint16_t type = raw & (uint16_t)~FERRY_RP_F_SUM;
+		if (seen.have == 4) {
+			seen.running |= type == FERRY_RP_RUNNING;
+			if (type == FERRY_RP_SHUT && len >= 4)
+				continue; /* its status next */
+			seen.skip = len + (raw & FERRY_RP_F_SUM ? 8u : 0u);
+			seen.have = 0;
+		} else if (seen.have == 8) {
+			seen.shut = true;
+			seen.shut_err |= (seen.h[4] | seen.h[5] | seen.h[6] | seen.h[7]) && !seen.running;
+		}
+	}
+}
+
+/*
  * Plays the destination on fd, from the input's chunk at *off (after the
  * part, when done), until the source closed its side.
  */
@@ -97,6 +142,9 @@ static void play(int fd, const uint8_t *data, size_t size, size_t *off)
 	const uint8_t *chunk = NULL;
 	uint32_t after = 0;
 	uint64_t got = 0;
+	seen.have = 0; /* a new connection: its own framing */
+	seen.skip = 0;
+	seen.shut = false;
 	bool have = next_chunk(data, size, off, &after, &chunk, &len), shut = false;
 	for (;;) {
 		if (have && sent == len) {
@@ -118,8 +166,10 @@ static void play(int fd, const uint8_t *data, size_t size, size_t *off)
 		}
 		if (p.revents & POLLOUT) {
 			ssize_t w = send(fd, chunk + sent, len - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
-			if (w > 0)
+			if (w > 0) {
+				seen_feed(chunk + sent, (size_t)w);
 				sent += (size_t)w;
+			}
 			else if (w < 0 && errno != EAGAIN && errno != EINTR)
 				shut = true, sent = len; /* the source is gone: the part's rest goes unsent */
 		}
@@ -187,6 +237,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
 	CHECK(ferry_migration_start_fd(v.vm, sv[1], &p) == 0); /* takes sv[1] */
 	size_t off = 1;
+	memset(&seen, 0, sizeof(seen));
 	play(sv[0], data, size, &off);
 	close(sv[0]);
 	int st = wait_end(v.vm);
@@ -205,6 +256,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	} else {
 		CHECK(st == FERRY_MIGRATION_FAILED && i.error < 0 && i.error_desc[0]);
 		CHECK(running || i.postcopy);
+		/* After the switch it resumes only on the destination's word that it never ran. */
+		CHECK(!running || !i.postcopy || seen.shut_err);
 	}
 	fuzz_vm_destroy(&v);
 	return 0;
