@@ -783,7 +783,9 @@ static int rp_lost(struct src_ctx *x)
 		return 0;
 	pthread_mutex_lock(&m->rp_lock);
 	bool dead = m->rp_dead, early_ok = m->rp_shut && !m->rp_status;
-	int r = m->rp_shut ? FERRY_EBADSTREAM : m->chan.in_err.code ? m->chan.in_err.code : -EPIPE;
+	int r = 0; /* in_err is mig/src/rp's until rp_dead */
+	if (dead)
+		r = m->rp_shut ? FERRY_EBADSTREAM : m->chan.in_err.code ? m->chan.in_err.code : -EPIPE;
 	pthread_mutex_unlock(&m->rp_lock);
 	if (!dead)
 		return 0;
