@@ -344,10 +344,11 @@ typedef struct ferry_migration_info {
 	/*
 	 * Source, from the last pass: the downtime a switchover would take now
 	 * (what is left and what the sockets hold, at the rate expected once
-	 * the vCPUs stop: the pass's, or 80% of the destination's own
+	 * the vCPUs stop: the pass's, or 70% of the destination's own
 	 * (dest_load_bps; at most the first pass's rate and max-bandwidth)
 	 * when higher; plus a
-	 * log sync); the switchover comes when it is within downtime-limit.
+	 * log sync); the switchover comes when it is within 90% of
+	 * downtime-limit, so that the limit holds.
 	 */
 	uint64_t expected_downtime_ms;
 	uint64_t transferred;       /* bytes on the wire, all records */
