@@ -1137,6 +1137,14 @@ static void fake_dst_fails(struct fake_dst *f, side *src, int code, const char *
 	close(f->fd);
 }
 
+/* The running source of the fake destination's tests, and default parameters. */
+static void fake_dst_source(side *src, ferry_migration_params *p)
+{
+	side_create(src, "mem=32M,vram=0,vcpus=1,rate=50M", FERRY_DIRTY_WP_ASYNC, false);
+	assert_int_equal(ferry_vm_start(src->vm), 0);
+	ferry_migration_params_init(p);
+}
+
 static void rp_shut(sbuf *b, uint32_t status)
 {
 	be16(b, FERRY_RP_SHUT);
@@ -1153,10 +1161,8 @@ static void t_src_rp_ends_swack(void **state)
 {
 	(void)state;
 	side src;
-	side_create(&src, "mem=32M,vram=0,vcpus=1,rate=50M", FERRY_DIRTY_WP_ASYNC, false);
-	assert_int_equal(ferry_vm_start(src.vm), 0);
 	ferry_migration_params p;
-	ferry_migration_params_init(&p);
+	fake_dst_source(&src, &p);
 	p.switchover_ack = true;
 	struct fake_dst f;
 	sbuf rp = { .len = 0 };
@@ -1176,10 +1182,8 @@ static void t_src_bad_shut(void **state)
 {
 	(void)state;
 	side src;
-	side_create(&src, "mem=32M,vram=0,vcpus=1,rate=50M", FERRY_DIRTY_WP_ASYNC, false);
-	assert_int_equal(ferry_vm_start(src.vm), 0);
 	ferry_migration_params p;
-	ferry_migration_params_init(&p);
+	fake_dst_source(&src, &p);
 	p.downtime_limit_ms = 1; /* passes go on until the SHUT is seen */
 	struct fake_dst f;
 	sbuf rp = { .len = 0 };

@@ -379,6 +379,22 @@ static void ram_setup_and_sync(sbuf *b)
 }
 
 /*
+ * A listening hand-made destination (*uri) and the main connection of a
+ * source of uuid A that announced one multifd channel: its fd.
+ */
+static int hand_main(side *dst, const char **uri)
+{
+	side_create(dst, DST_SPEC, FERRY_DIRTY_EXPLICIT, true);
+	*uri = test_uri();
+	assert_int_equal(ferry_migration_incoming(dst->vm, *uri), 0);
+	int mfd = uconnect(*uri);
+	sbuf b = { .len = 0 };
+	main_prologue(&b);
+	sendb(mfd, &b);
+	return mfd;
+}
+
+/*
  * A source that announces multifd, then closes its main connection
  * without connecting a channel: the destination fails at once (it used
  * to wait out its 10 s for the channels).
@@ -387,13 +403,8 @@ static void t_mf_source_gone_before_channels(void **s)
 {
 	(void)s;
 	side dst;
-	side_create(&dst, DST_SPEC, FERRY_DIRTY_EXPLICIT, true);
-	const char *uri = test_uri();
-	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
-	int mfd = uconnect(uri);
-	sbuf b = { .len = 0 };
-	main_prologue(&b);
-	sendb(mfd, &b);
+	const char *uri;
+	int mfd = hand_main(&dst, &uri);
 	shutdown(mfd, SHUT_WR);
 	assert_string_equal(wait_failed(dst.vm),
 			    "the source closed the connection with 0 of 1 multifd channels "
@@ -411,13 +422,9 @@ static void t_mf_foreign_channel_refused(void **s)
 {
 	(void)s;
 	side dst;
-	side_create(&dst, DST_SPEC, FERRY_DIRTY_EXPLICIT, true);
-	const char *uri = test_uri();
-	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
-	int mfd = uconnect(uri);
-	sbuf b = { .len = 0 };
-	main_prologue(&b);
-	sendb(mfd, &b);
+	const char *uri;
+	int mfd = hand_main(&dst, &uri);
+	sbuf b;
 	wait_status(dst.vm, FERRY_MIGRATION_ACTIVE); /* the header read: uuid A is known */
 	int bogus = uconnect(uri);
 	b.len = 0;
