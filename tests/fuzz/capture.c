@@ -89,6 +89,7 @@ static const recovered recovereds[] = {
 	{ "preempt", .preempt = true },
 	{ "preempt-sums", .preempt = true, .sums = true },
 	{ "plain-sums", .sums = true },
+	{ "plain" }, /* unsummed: mutations reach fuzz-src's recovery (MISSING bitmaps) */
 };
 
 /*
