@@ -198,14 +198,34 @@ static void write_channels(const char *tmp, const char *path, unsigned n, int cf
 	CHECK(fclose(out) == 0);
 }
 
+/*
+ * The destination listens at tmp/NAME-dst.sock through listen
+ * (ferry_migration_incoming or _recover), behind a proxy at
+ * tmp/NAME.sock that records to tmp/REC-K (and .back): the proxy, and
+ * in uri the address the source connects to.
+ */
+static proxy *recorded_link(const char *tmp, const char *name, const char *rec, ferry_vm_t *dst,
+			    int (*listen)(ferry_vm_t *, const char *), char *uri, size_t n)
+{
+	char dpath[256], ppath[256], prefix[256];
+	snprintf(dpath, sizeof(dpath), "%s/%s-dst.sock", tmp, name);
+	snprintf(ppath, sizeof(ppath), "%s/%s.sock", tmp, name);
+	snprintf(prefix, sizeof(prefix), "%s/%s", tmp, rec);
+	snprintf(uri, n, "unix:%s", dpath);
+	unlink(dpath);
+	CHECK(listen(dst, uri) == 0);
+	proxy *px = proxy_start(ppath, dpath);
+	CHECK(px);
+	proxy_record(px, prefix);
+	snprintf(uri, n, "unix:%s", ppath);
+	return px;
+}
+
 static void run(const scenario *s, const char *out, const char *tmp)
 {
 	fuzz_vm src, dst;
 	CHECK(fuzz_vm_create(&src, true) == 0 && fuzz_vm_create(&dst, false) == 0);
-	char dpath[256], ppath[256], uri[300], rec[256], path[600];
-	snprintf(dpath, sizeof(dpath), "%s/dst.sock", tmp);
-	snprintf(ppath, sizeof(ppath), "%s/proxy.sock", tmp);
-	snprintf(rec, sizeof(rec), "%s/rec", tmp);
+	char uri[300], rec[256], path[600];
 	ferry_migration_params p;
 	ferry_migration_params_init(&p);
 	p.placement = FERRY_PLACE_PWRITE;
@@ -215,12 +235,8 @@ static void run(const scenario *s, const char *out, const char *tmp)
 	dirtier dt = { &src, ferry_ram_block_find(src.vm, "ram0"), ferry_ram_block_find(src.vm, "ram1") };
 	if (s->postcopy)
 		CHECK(ferry_migration_set_event_cb(src.vm, dirty_on_pass, &dt) == 0);
-	snprintf(uri, sizeof(uri), "unix:%s", dpath);
-	unlink(dpath);
-	CHECK(ferry_migration_incoming(dst.vm, uri) == 0);
-	proxy *px = proxy_start(ppath, dpath);
-	CHECK(px);
-	proxy_record(px, rec);
+	proxy *px = recorded_link(tmp, "proxy", "rec", dst.vm, ferry_migration_incoming, uri,
+				  sizeof(uri));
 	if (s->running)
 		CHECK(ferry_vm_start(src.vm) == 0);
 	ferry_migration_params_init(&p);
@@ -231,7 +247,6 @@ static void run(const scenario *s, const char *out, const char *tmp)
 	p.switchover_ack = s->swack;
 	p.postcopy = s->postcopy;
 	p.postcopy_after_passes = s->postcopy && !s->forced;
-	snprintf(uri, sizeof(uri), "unix:%s", ppath);
 	CHECK(ferry_migration_start(src.vm, uri, &p) == 0);
 	if (s->forced)
 		CHECK(ferry_migration_start_postcopy(src.vm) == 0);
@@ -312,23 +327,14 @@ static void run_recovered(const recovered *s, const char *out, const char *tmp)
 {
 	fuzz_vm src, dst;
 	CHECK(fuzz_vm_create(&src, true) == 0 && fuzz_vm_create(&dst, false) == 0);
-	char dpath[256], ppath[256], rpath[256], qpath[256], uri[300], rec[256], path[600];
-	snprintf(dpath, sizeof(dpath), "%s/dst.sock", tmp);
-	snprintf(ppath, sizeof(ppath), "%s/proxy.sock", tmp);
-	snprintf(rpath, sizeof(rpath), "%s/rdst.sock", tmp);
-	snprintf(qpath, sizeof(qpath), "%s/rproxy.sock", tmp);
+	char uri[300], rec[256], path[600];
 	ferry_migration_params p;
 	ferry_migration_params_init(&p);
 	p.placement = FERRY_PLACE_PWRITE;
 	p.postcopy = true;
 	CHECK(ferry_migration_set_incoming_params(dst.vm, &p) == 0);
-	snprintf(uri, sizeof(uri), "unix:%s", dpath);
-	unlink(dpath);
-	CHECK(ferry_migration_incoming(dst.vm, uri) == 0);
-	proxy *px = proxy_start(ppath, dpath);
-	CHECK(px);
-	snprintf(rec, sizeof(rec), "%s/rec", tmp);
-	proxy_record(px, rec);
+	proxy *px = recorded_link(tmp, "proxy", "rec", dst.vm, ferry_migration_incoming, uri,
+				  sizeof(uri));
 	dirtier dt = { &src, ferry_ram_block_find(src.vm, "ram0"), ferry_ram_block_find(src.vm, "ram1"),
 		       dst.vm, px, false };
 	CHECK(ferry_migration_set_event_cb(src.vm, dirty_on_pass, &dt) == 0);
@@ -339,7 +345,6 @@ static void run_recovered(const recovered *s, const char *out, const char *tmp)
 	p.postcopy_preempt = s->preempt;
 	p.postcopy_after_passes = 1;
 	p.downtime_limit_ms = 1; /* switch, do not converge */
-	snprintf(uri, sizeof(uri), "unix:%s", ppath);
 	CHECK(ferry_migration_start(src.vm, uri, &p) == 0);
 	for (int i = 0; i < 60000 && !atomic_load(&dt.held); i++) {
 		int st = status(src.vm);
@@ -357,14 +362,8 @@ static void run_recovered(const recovered *s, const char *out, const char *tmp)
 	proxy_cut_now(px, 0);
 	wait_status(src.vm, FERRY_MIGRATION_POSTCOPY_PAUSED);
 	wait_status(dst.vm, FERRY_MIGRATION_POSTCOPY_PAUSED);
-	snprintf(uri, sizeof(uri), "unix:%s", rpath);
-	unlink(rpath);
-	CHECK(ferry_migration_recover(dst.vm, uri) == 0);
-	proxy *rx = proxy_start(qpath, rpath);
-	CHECK(rx);
-	snprintf(rec, sizeof(rec), "%s/rrec", tmp);
-	proxy_record(rx, rec);
-	snprintf(uri, sizeof(uri), "unix:%s", qpath);
+	proxy *rx = recorded_link(tmp, "rproxy", "rrec", dst.vm, ferry_migration_recover, uri,
+				  sizeof(uri));
 	CHECK(ferry_migration_resume(src.vm, uri) == 0);
 	int ss = ferry_migration_wait(src.vm, 60000), ds = ferry_migration_wait(dst.vm, 60000);
 	if (ss != FERRY_MIGRATION_COMPLETED || ds != FERRY_MIGRATION_COMPLETED) {
