@@ -85,9 +85,13 @@ typedef struct ferry_migration_params {
 	bool postcopy_preempt;
 	uint32_t postcopy_after_passes;
 	/*
-	 * x-link-timeout (ms, default 10000, 100..600000): in postcopy, a
-	 * connection that carries nothing for this long (no data, no
-	 * heartbeat) counts as broken and pauses the migration.
+	 * x-link-timeout (ms, default 10000, 100..600000): on every TCP
+	 * connection of a migration (main, multifd, preempt), a peer host
+	 * that stops answering (data unacknowledged this long, or keepalive
+	 * probes unanswered) fails it: "link dead: the destination stopped
+	 * answering within the link timeout", the source guest running on.
+	 * In postcopy also a connection that carries nothing for this long
+	 * (no data, no heartbeat) counts as broken and pauses the migration.
 	 */
 	uint32_t link_timeout_ms;
 	/*
@@ -608,8 +612,8 @@ FERRY_EXTERN int ferry_migration_set_params(ferry_vm_t *vm, const ferry_migratio
 FERRY_EXTERN int ferry_migration_start_postcopy(ferry_vm_t *vm);
 
 /*
- * Destination-side parameters for incoming migrations that start (send
- * their first postcopy command) after this call: postcopy, link_timeout_ms,
+ * Destination-side parameters for incoming migrations that start (are
+ * listened for) after this call: postcopy, link_timeout_ms,
  * the TLS fields (the VM takes its own references on tls_creds and tls_authz).
  * Thread: any.
  */

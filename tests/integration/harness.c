@@ -4,6 +4,11 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <sys/ioctl.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <setjmp.h>
@@ -49,6 +54,51 @@ const char *test_uri(void)
 	 */
 	unlink(uri + strlen("unix:"));
 	return uri;
+}
+
+unsigned free_port(void)
+{
+	int s = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t l = sizeof(a);
+	assert_true(s >= 0);
+	assert_int_equal(bind(s, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(getsockname(s, (struct sockaddr *)&a, &l), 0);
+	close(s);
+	return ntohs(a.sin_port);
+}
+
+int net_ns_enter(void)
+{
+	int home = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+	assert_true(home >= 0);
+	if (unshare(CLONE_NEWNET)) {
+		fprintf(stderr, "no network namespace (%s)\n", strerror(errno));
+		close(home);
+		return -1;
+	}
+	net_ns_loopback(true);
+	return home;
+}
+
+void net_ns_loopback(bool up)
+{
+	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	struct ifreq ifr = { .ifr_name = "lo" };
+	assert_true(s >= 0);
+	assert_int_equal(ioctl(s, SIOCGIFFLAGS, &ifr), 0);
+	if (up)
+		ifr.ifr_flags |= IFF_UP;
+	else
+		ifr.ifr_flags &= ~IFF_UP;
+	assert_int_equal(ioctl(s, SIOCSIFFLAGS, &ifr), 0);
+	close(s);
+}
+
+void net_ns_leave(int home)
+{
+	assert_int_equal(setns(home, CLONE_NEWNET), 0);
+	close(home);
 }
 
 bool side_verify(side *s)

@@ -25,6 +25,19 @@ void side_create(side *s, const char *spec, ferry_dirty_mode mode, bool incoming
 void side_destroy(side *s);
 /* A fresh unix: URI for this process (any stale socket at its path removed). */
 const char *test_uri(void);
+/* A TCP port nothing listens on now (the kernel's pick for 127.0.0.1). */
+unsigned free_port(void);
+/*
+ * Moves the calling thread into a new network namespace with its loopback
+ * up (threads it starts from then on, and the sockets they open, follow).
+ * Returns a handle for net_ns_leave, or -1 when the process may not
+ * (unshare(CLONE_NEWNET) needs CAP_SYS_ADMIN): the caller skips.
+ */
+int net_ns_enter(void);
+/* Takes the namespace's loopback down (up): its TCP peers stop hearing each other. */
+void net_ns_loopback(bool up);
+/* Back to the namespace net_ns_enter left; the new one goes with its last socket. */
+void net_ns_leave(int home);
 /* Stops the guest and checks it against its twin; returns matches. */
 bool side_verify(side *s);
 /* Destination: runs each vCPU n more steps, then verifies. */

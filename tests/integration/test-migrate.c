@@ -219,6 +219,66 @@ static void t_destination_dies_then_retry(void **state)
 }
 
 /*
+ * A peer host that stops answering mid-stream (the loopback of a network
+ * namespace taken down: no segment goes anywhere, as when a host dies or
+ * is cut off): each side fails within about x-link-timeout plus a few
+ * keepalive probes, saying so, where before the source's write waited
+ * for TCP's retries (about 15 minutes) and the destination's read for
+ * ever. multifd: the channels too. The source guest runs on, bit-exact.
+ */
+static void dead_peer(unsigned channels)
+{
+	int home = net_ns_enter();
+	if (home < 0)
+		skip();
+	side src, dst;
+	side_create(&src, SPEC256 "workload=random", FERRY_DIRTY_WP_ASYNC, false);
+	side_create(&dst, SPEC256 "workload=random", FERRY_DIRTY_WP_ASYNC, true);
+	char uri[64];
+	snprintf(uri, sizeof(uri), "tcp:127.0.0.1:%u", free_port());
+	ferry_migration_params p;
+	ferry_migration_params_init(&p);
+	p.link_timeout_ms = 1000;
+	if (channels) {
+		p.multifd = true;
+		p.multifd_channels = channels;
+	}
+	assert_int_equal(ferry_migration_set_incoming_params(dst.vm, &p), 0);
+	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
+	assert_int_equal(ferry_vm_start(src.vm), 0);
+	p.max_bandwidth = 64 * MiB; /* ~4 s for 260 MiB: time to cut it mid-stream */
+	assert_int_equal(ferry_migration_start(src.vm, uri, &p), 0);
+	ferry_migration_info si;
+	wait_transferred(src.vm, 16 * MiB, &si);
+	net_ns_loopback(false);
+	const char *want = "link dead: the destination stopped answering within the link timeout";
+	const char *msg = wait_failed(src.vm);
+	if (channels && strcmp(msg, want)) /* a channel may see it first */
+		assert_true(!strncmp(msg, "multifd channel ", 16) && !strcmp(strstr(msg, ": ") + 2, want));
+	else
+		assert_string_equal(msg, want);
+	assert_true(ferry_vm_is_running(src.vm));
+	msg = wait_failed(dst.vm);
+	assert_non_null(strstr(msg, "link dead: the source stopped answering within the link timeout"));
+	assert_true(side_verify(&src));
+	side_destroy(&dst);
+	side_destroy(&src);
+	net_ns_leave(home);
+}
+
+static void t_dead_peer(void **state)
+{
+	(void)state;
+	dead_peer(0);
+}
+
+static void t_dead_peer_multifd(void **state)
+{
+	(void)state;
+	dead_peer(2);
+}
+
+/*
  * A guest dirtying faster than max-bandwidth never switches over; cancel.
  * By construction: 4 MiB/s (1024 pages/s) is far below what even a starved
  * vCPU dirties at rate=max, so no pass is shorter than the one before, and
@@ -1231,6 +1291,8 @@ int main(void)
 		cmocka_unit_test(t_src_rp_ends_swack),
 		cmocka_unit_test(t_src_bad_shut),
 		cmocka_unit_test(t_cancel_frozen_link),
+		cmocka_unit_test(t_dead_peer),
+		cmocka_unit_test(t_dead_peer_multifd),
 		cmocka_unit_test(t_cap_lowered),
 		cmocka_unit_test(t_live_params),
 		cmocka_unit_test(t_auto_converge),

@@ -426,19 +426,6 @@ static void t_psk_postcopy(void **s)
 	postcopy_preempt_recover(&PSK_SRC, &PSK_DST);
 }
 
-/* A TCP port nothing listens on now (the kernel's pick for 127.0.0.1). */
-static unsigned free_port(void)
-{
-	int s = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t l = sizeof(a);
-	assert_true(s >= 0);
-	assert_int_equal(bind(s, (struct sockaddr *)&a, sizeof(a)), 0);
-	assert_int_equal(getsockname(s, (struct sockaddr *)&a, &l), 0);
-	close(s);
-	return ntohs(a.sin_port);
-}
-
 /*
  * A recovery checks the destination's certificate against the host of the
  * URI it reconnects to, as the first connection did (QEMU takes the name

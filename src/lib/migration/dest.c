@@ -381,6 +381,7 @@ static int dst_connect(ferry_dst *l)
 		return r;
 	}
 	c->peer = "source";
+	ferry__mig_watch_peer(m, fd);
 	atomic_store(&m->chan_fd, fd);
 	ferry_error err = { 0 };
 	ferry_migration_params p;

@@ -243,6 +243,9 @@ static inline bool ferry__mig_cancelled(struct ferry_migration *m)
 /* Snapshot of the current parameters (they can change while running); takes stats_lock. */
 void ferry__mig_params(struct ferry_migration *m, ferry_migration_params *out);
 
+/* Dead peer detection on a new connection fd, per x-link-timeout (ferry__sock_set_peer_timeout). */
+void ferry__mig_watch_peer(struct ferry_migration *m, int fd);
+
 /* Called by a migration's main thread as its very last action; takes vm->mig_lock. */
 void ferry__mig_thread_done(struct ferry_migration *m);
 

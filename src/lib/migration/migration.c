@@ -511,6 +511,13 @@ void ferry__mig_params(struct ferry_migration *m, ferry_migration_params *out)
 	pthread_mutex_unlock(&m->stats_lock);
 }
 
+void ferry__mig_watch_peer(struct ferry_migration *m, int fd)
+{
+	ferry_migration_params p;
+	ferry__mig_params(m, &p);
+	ferry__sock_set_peer_timeout(fd, p.link_timeout_ms);
+}
+
 /*
  * precopy/downtime/postcopy bytes from the switchover marks (under
  * stats_lock): they add up to transferred, a mark not reached yet counting

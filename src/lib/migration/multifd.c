@@ -366,11 +366,13 @@ static void *send_thread(void *arg)
 		ferry_mf_job *j = &c->jobs[c->head];
 		pthread_mutex_unlock(&s->lock);
 		int r = send_packet(c, j);
-		if (r) {
+		if (r && ferry__error_link_dead(r))
+			send_fail(s, r, "multifd channel %u: " FERRY_LINK_DEAD_FMT, c->id,
+				  "destination");
+		else if (r)
 			send_fail(s, r, "multifd channel %u: %s", c->id,
 				  ferry__error_lost_conn(r) ? "lost the connection to the destination"
 							  : ferry_strerror(r));
-		}
 		pthread_mutex_lock(&s->lock);
 		c->head = (c->head + 1) % FERRY_MF_QUEUE;
 		c->queued--;
@@ -415,6 +417,8 @@ int ferry__mf_send_start(ferry_mf_sender *s, struct ferry_migration *m, unsigned
 		c->id = i;
 		c->bytes = FERRY_MF_HS_LEN; /* both sides count the handshake */
 		int r = ferry__sock_connect(m->uri, &c->fd, &m->cancel, &cerr);
+		if (!r)
+			ferry__mig_watch_peer(m, c->fd);
 		if (!r && m->tls.creds)
 			r = ferry__tls_open(&m->tls, c->fd, "destination", &c->tls, &cerr);
 		if (r)
@@ -1173,6 +1177,7 @@ static int take_channel(ferry_mf_receiver *r, int fd, const uint8_t uuid[16], bo
 	c->in.tls = tls;
 	c->in.in_offset = FERRY_MF_HS_LEN; /* offsets count the handshake */
 	c->in.peer = "source";
+	ferry__mig_watch_peer(r->m, fd);
 	if (r->m->chan.sums)
 		ferry__sums_attach(&c->in, r->m->chan.sums, FERRY_SUM_MULTIFD + id);
 	return 0;

@@ -413,6 +413,7 @@ static int phase_connect(struct src_ctx *x)
 		x->fd = -1;
 		return r;
 	}
+	ferry__mig_watch_peer(m, x->fd);
 	atomic_store(&m->chan_fd, x->fd);
 	m->stage_sends = ferry__kcopy_use(p.user_copy);
 	if (m->stage_sends && (r = ferry__chan_stage(x->c)))
@@ -934,14 +935,22 @@ static bool src_peer_is_qmp(struct ferry_migration *m)
 
 /*
  * The return path's own error (a bad message, a checksum), when r is it:
- * into *e. A lost connection says so in src_pick_error's words instead.
+ * into *e. A lost connection says so in src_pick_error's words instead,
+ * unless the return path saw the link die.
  */
 static void src_rp_error(struct ferry_migration *m, int r, ferry_error *e)
 {
-	if (!m->rp_started || ferry__error_lost_conn(r))
+	if (!m->rp_started)
 		return;
 	pthread_mutex_lock(&m->rp_lock);
-	if (m->rp_dead && m->chan.in_err.code == r && m->chan.in_err.msg[0])
+	int rp = m->rp_dead ? m->chan.in_err.code : 0;
+	/*
+	 * A dead link's error goes to whichever call on the socket comes first:
+	 * when the return path took it, a write saw only the closed socket.
+	 */
+	if (ferry__error_lost_conn(r) && ferry__error_link_dead(rp))
+		ferry__error_set(e, rp, FERRY_LINK_DEAD_FMT, "destination");
+	else if (!ferry__error_lost_conn(r) && rp == r && m->chan.in_err.msg[0])
 		ferry__error_set(e, r, "%s", m->chan.in_err.msg);
 	pthread_mutex_unlock(&m->rp_lock);
 }
@@ -997,6 +1006,8 @@ static void src_pick_error(struct src_ctx *x, int r)
 		if (ferry__error_lost_conn(r))
 			ferry__error_set(&e, r, "lost the connection to the destination: %s",
 					 ferry_strerror(r));
+		else if (ferry__error_link_dead(r))
+			ferry__error_set(&e, r, FERRY_LINK_DEAD_FMT, "destination");
 		else
 			ferry__error_set(&e, r, "%s", ferry_strerror(r));
 	}

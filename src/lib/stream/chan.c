@@ -242,6 +242,8 @@ static int io_fail(ferry_chan *c, ssize_t n, size_t want)
 	int e = errno;
 	if (e == EAGAIN || e == EWOULDBLOCK) /* SO_RCVTIMEO: see ferry__sock_set_link_timeout */
 		return ferry__chan_fail(c, -ETIMEDOUT, "link silent: nothing received within the link timeout");
+	if (ferry__error_link_dead(-e))
+		return ferry__chan_fail(c, -e, FERRY_LINK_DEAD_FMT, c->peer ? c->peer : "peer");
 	if (e == EPROTO && c->tls)
 		return ferry__chan_fail(c, -EPROTO, "%s", ferry__tls_error(c->tls));
 	return ferry__chan_fail(c, -e, "read error: %s", strerror(e));

@@ -130,6 +130,30 @@ uint64_t ferry__sock_outq(int fd)
 	return (uint64_t)q;
 }
 
+void ferry__sock_set_peer_timeout(int fd, unsigned ms)
+{
+	int dom = 0;
+	socklen_t dl = sizeof(dom);
+	if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &dl) ||
+	    (dom != AF_INET && dom != AF_INET6))
+		return;
+	/*
+	 * Data unacknowledged for ms, or an idle connection whose peer stopped
+	 * answering keepalive probes (the first after ms / 3, at least 1 s):
+	 * the peer host is gone, -ETIMEDOUT. A peer that is up but does not
+	 * read keeps answering, so this is no stall detector.
+	 */
+	unsigned ut = ms;
+	int on = ms ? 1 : 0, idle = ms / 3000 ? (int)(ms / 3000) : 1, intvl = 1, cnt = 3;
+	setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, sizeof(ut));
+	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+	if (on) {
+		setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+		setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+		setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+	}
+}
+
 void ferry__sock_set_link_timeout(int fd, unsigned ms)
 {
 	/*
@@ -140,20 +164,7 @@ void ferry__sock_set_link_timeout(int fd, unsigned ms)
 	struct timeval tv = {.tv_sec = half / 1000, .tv_usec = (long)(half % 1000) * 1000};
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	int dom = 0;
-	socklen_t dl = sizeof(dom);
-	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &dl) || (dom != AF_INET && dom != AF_INET6))
-		return;
-	/* Unacknowledged data or a peer that stopped answering probes: fail. */
-	unsigned ut = ms;
-	int on = ms ? 1 : 0, idle = ms / 3000 ? (int)(ms / 3000) : 1, intvl = 1, cnt = 3;
-	setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, sizeof(ut));
-	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
-	if (on) {
-		setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
-		setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
-		setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
-	}
+	ferry__sock_set_peer_timeout(fd, ms);
 }
 
 static int unix_addr(const struct target *t, struct sockaddr_un *sa)

@@ -102,9 +102,17 @@ int ferry__sock_send_ref(int fd, const int pipefd[2], struct iovec *iov, const u
 /* Options for a migration data socket (no delay for the return path). */
 void ferry__sock_tune(int fd);
 /*
- * Postcopy link supervision: a read or write that makes no progress for
- * ms / 2 fails (SO_RCVTIMEO/SO_SNDTIMEO, -EAGAIN); on TCP also
- * TCP_USER_TIMEOUT and keepalive probes. ms = 0 clears the timeouts.
+ * Dead peer detection (every migration connection, x-link-timeout): on
+ * TCP, TCP_USER_TIMEOUT and keepalive probes, so that a peer host that
+ * stops answering (down, cut off) fails reads and writes with -ETIMEDOUT
+ * within about ms plus a few seconds of probes. A peer that answers but
+ * sends nothing is not detected. Nothing on other sockets; ms = 0 clears.
+ */
+void ferry__sock_set_peer_timeout(int fd, unsigned ms);
+/*
+ * Postcopy link supervision: ferry__sock_set_peer_timeout, and a read or
+ * write that makes no progress for ms / 2 fails (SO_RCVTIMEO/SO_SNDTIMEO,
+ * -EAGAIN): postcopy's heartbeats keep a live link busy. ms = 0 clears.
  */
 void ferry__sock_set_link_timeout(int fd, unsigned ms);
 

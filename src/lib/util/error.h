@@ -51,4 +51,15 @@ static inline bool ferry__error_lost_conn(int code)
 	return code == -EPIPE || code == -ECONNRESET;
 }
 
+/*
+ * A connection whose peer host stopped answering: TCP gave up on an
+ * acknowledgement or on keepalive probes (ferry__sock_set_peer_timeout).
+ * FERRY_LINK_DEAD_FMT takes the peer's name.
+ */
+static inline bool ferry__error_link_dead(int code)
+{
+	return code == -ETIMEDOUT;
+}
+#define FERRY_LINK_DEAD_FMT "link dead: the %s stopped answering within the link timeout"
+
 #endif /* FERRY_UTIL_ERROR_H */
