@@ -89,7 +89,8 @@ typedef struct ferry_migration_params {
 	 * connection of a migration (main, multifd, preempt), a peer host
 	 * that stops answering (data unacknowledged this long, or keepalive
 	 * probes unanswered) fails it: "link dead: the destination stopped
-	 * answering within the link timeout", the source guest running on.
+	 * answering within the link timeout", the source guest running on;
+	 * the destination waits this long at most for the stream header.
 	 * In postcopy also a connection that carries nothing for this long
 	 * (no data, no heartbeat) counts as broken and pauses the migration.
 	 */

@@ -867,6 +867,42 @@ static void t_dest_without_load(void **state)
 	side_destroy(&dst);
 }
 
+/*
+ * A connection to the destination that sends no stream header (a port
+ * scan, a stuck source), or only part of one, fails the incoming
+ * migration after x-link-timeout, saying so, where it held it until
+ * cancelled. Then a real source migrates to the same VM, bit-exact.
+ */
+static void t_dest_silent_opening(void **state)
+{
+	(void)state;
+	side src, dst;
+	side_create(&src, SPEC256 "workload=random", FERRY_DIRTY_WP_ASYNC, false);
+	side_create(&dst, SPEC256 "workload=random", FERRY_DIRTY_WP_ASYNC, true);
+	ferry_migration_params ip;
+	ferry_migration_params_init(&ip);
+	ip.link_timeout_ms = 300;
+	assert_int_equal(ferry_migration_set_incoming_params(dst.vm, &ip), 0);
+	for (int sent = 0; sent <= 3; sent += 3) {
+		const char *uri = test_uri();
+		assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
+		int fd = uconnect(uri);
+		assert_int_equal(send(fd, "FRY", (size_t)sent, MSG_NOSIGNAL), sent);
+		assert_string_equal(wait_failed(dst.vm),
+				    "link silent: no data within the link timeout (stream header at offset 0)");
+		close(fd);
+	}
+	const char *uri = test_uri();
+	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
+	assert_int_equal(ferry_vm_start(src.vm), 0);
+	assert_int_equal(ferry_migration_start(src.vm, uri, NULL), 0);
+	assert_int_equal(wait_src_converge(src.vm, NULL, 5), FERRY_MIGRATION_COMPLETED);
+	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_COMPLETED);
+	assert_true(side_run_and_verify(&dst, 5000));
+	side_destroy(&src);
+	side_destroy(&dst);
+}
+
 /* A migration sent to a QMP socket by mistake says so, and the guest runs on. */
 static void t_peer_is_qmp(void **state)
 {
@@ -1288,6 +1324,7 @@ int main(void)
 		cmocka_unit_test(t_bandwidth_cap),
 		cmocka_unit_test(t_peer_is_qmp),
 		cmocka_unit_test(t_dest_without_load),
+		cmocka_unit_test(t_dest_silent_opening),
 		cmocka_unit_test(t_src_rp_ends_swack),
 		cmocka_unit_test(t_src_bad_shut),
 		cmocka_unit_test(t_cancel_frozen_link),

@@ -892,7 +892,7 @@ static void t_pc_preempt_never_connected(void **state)
 			    "the source closed the connection before connecting the postcopy "
 			    "preempt channel (command at offset 28)");
 	assert_string_equal(preempt_feed(&b, false, FERRY_PC_HS_LEN - 1),
-			    "link silent: nothing received within the link timeout (preempt channel "
+			    "link silent: no data within the link timeout (preempt channel "
 			    "handshake at offset 0) (command at offset 28)");
 }
 
@@ -925,8 +925,8 @@ static void t_pc_recover_stalled(void **s)
 	header(&b);
 	b.len = 10;
 	sendb(fd, &b);
-	expect_pause_reason(&dst, "postcopy recovery failed: link silent: nothing received within the "
-				  "link timeout (stream header at offset 0)");
+	expect_pause_reason(&dst, "postcopy recovery failed: link silent: no data within the link "
+				  "timeout (stream header at offset 0)");
 	wait_status(dst.vm, FERRY_MIGRATION_POSTCOPY_PAUSED);
 	close(fd);
 	ferry_migration_info si, di;

@@ -250,16 +250,25 @@ int ferry__dst_load_command(ferry_dst *l)
 	return 0;
 }
 
-/* Phase negotiate: the stream header (this Ferry's version, page size). */
+/*
+ * Phase negotiate: the stream header (this Ferry's version, page size).
+ * The source sends it right after connecting: it must come within the
+ * link timeout, or a connection that sends nothing (a port scan, a stuck
+ * source) would hold the incoming migration until it is cancelled.
+ */
 static int dst_negotiate(ferry_dst *l)
 {
 	ferry_chan *c = l->c;
 	ferry_wire_hdr hdr;
+	ferry_migration_params p;
 	int r;
 	l->load_cpu0 = ferry__thread_cpu_ns(pthread_self()); /* load reports count from here */
+	ferry__mig_params(l->m, &p);
+	ferry__sock_set_read_timeout(c->fd, p.link_timeout_ms);
 	ferry__chan_ctx(c, "stream header");
 	if ((r = ferry__wire_get_header(c, &hdr)))
 		return r;
+	ferry__sock_set_read_timeout(c->fd, 0); /* from here the source may pause (passes, devices) */
 	if (hdr.magic >> 16 == 0x1603 && !l->m->tls.creds) /* a TLS handshake record */
 		return ferry__chan_fail(c, -EPROTO,
 					"the source speaks TLS but tls-creds is not set here");

@@ -494,7 +494,8 @@ static int phase_negotiate(struct src_ctx *x)
 	if (x->m->sums_on) /* from the first byte after the header, as the destination */
 		ferry__chan_ctl_start(x->c);
 	x->stream_open = true;
-	if ((r = mf_open(x)))
+	/* Now, not after setup: the destination waits for it for x-link-timeout only. */
+	if ((r = ferry__chan_flush(x->c)) || (r = mf_open(x)))
 		return r;
 	return ferry__pc_src_advise(x);
 }

@@ -241,7 +241,7 @@ static int io_fail(ferry_chan *c, ssize_t n, size_t want)
 					"truncated stream: end of data with %zu bytes missing", want);
 	int e = errno;
 	if (e == EAGAIN || e == EWOULDBLOCK) /* SO_RCVTIMEO: see ferry__sock_set_link_timeout */
-		return ferry__chan_fail(c, -ETIMEDOUT, "link silent: nothing received within the link timeout");
+		return ferry__chan_fail(c, -ETIMEDOUT, "link silent: no data within the link timeout");
 	if (ferry__error_link_dead(-e))
 		return ferry__chan_fail(c, -e, FERRY_LINK_DEAD_FMT, c->peer ? c->peer : "peer");
 	if (e == EPROTO && c->tls)

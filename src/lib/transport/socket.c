@@ -154,6 +154,12 @@ void ferry__sock_set_peer_timeout(int fd, unsigned ms)
 	}
 }
 
+void ferry__sock_set_read_timeout(int fd, unsigned ms)
+{
+	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (long)(ms % 1000) * 1000};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+}
+
 void ferry__sock_set_link_timeout(int fd, unsigned ms)
 {
 	/*

@@ -115,6 +115,8 @@ void ferry__sock_set_peer_timeout(int fd, unsigned ms);
  * -EAGAIN): postcopy's heartbeats keep a live link busy. ms = 0 clears.
  */
 void ferry__sock_set_link_timeout(int fd, unsigned ms);
+/* Reads only: a read that makes no progress for ms fails (SO_RCVTIMEO, -EAGAIN); 0 clears. */
+void ferry__sock_set_read_timeout(int fd, unsigned ms);
 
 /* Bytes written to fd that the peer has not taken yet (SIOCOUTQ); 0 if unknown. */
 uint64_t ferry__sock_outq(int fd);
