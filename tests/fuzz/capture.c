@@ -31,9 +31,10 @@
  *   src-NAME      for the scenarios without multifd, the return path the
  *                 destination sent (the proxy's stamped record) after a
  *                 config byte of fuzz-src.c (SRC_*: checksums, postcopy,
- *                 switchover-ack, resume); a fuzz-src.c input; for the
- *                 pcconn scenario without preempt (src-recover-NAME),
- *                 the first connection's and the recovered one's;
+ *                 switchover-ack, resume, preempt); a fuzz-src.c input;
+ *                 for the pcconn scenarios (src-recover-NAME), the
+ *                 first connection's and the recovered one's, each
+ *                 followed with preempt by its preempt connection's;
  *   multifd-NAME  for multifd scenarios: the config byte of
  *                 fuzz-multifd.c (FUZZ_MF_*) and the channel's bytes
  *                 after its handshake, or with two channels (mf2-*) the
@@ -378,17 +379,24 @@ static void run_recovered(const recovered *s, const char *out, const char *tmp)
 	snprintf(path, sizeof(path), "%s/pcconn-%s", out, s->name);
 	FILE *f = fopen(path, "wb");
 	CHECK(f);
-	if (!s->preempt) { /* fuzz-src's recovery: both return paths, fuzz-src.c's END_OF_CONN between */
-		snprintf(path, sizeof(path), "%s/src-recover-%s", out, s->name);
-		FILE *g = fopen(path, "wb");
-		CHECK(g && fputc(0x2 | 0x8 | (s->sums ? 0x1 : 0), g) != EOF);
-		snprintf(rec, sizeof(rec), "%s/rec-0.back", tmp);
+	/*
+	 * fuzz-src's recovery: the return paths (with preempt each main
+	 * connection's, then its preempt connection's), fuzz-src.c's
+	 * END_OF_CONN between.
+	 */
+	snprintf(path, sizeof(path), "%s/src-recover-%s", out, s->name);
+	FILE *g = fopen(path, "wb");
+	CHECK(g && fputc(0x2 | 0x8 | (s->preempt ? 0x10 : 0) | (s->sums ? 0x1 : 0), g) != EOF);
+	const char *backs[] = { "rec-0", "rec-1", "rrec-0", "rrec-1" };
+	for (unsigned k = 0; k < 4; k++) {
+		if (!s->preempt && k % 2)
+			continue;
+		if (k)
+			CHECK(fwrite("\xff\xff\xff\xff\0\0", 1, 6, g) == 6);
+		snprintf(rec, sizeof(rec), "%s/%s.back", tmp, backs[k]);
 		append_rec(g, rec, false);
-		CHECK(fwrite("\xff\xff\xff\xff\0\0", 1, 6, g) == 6);
-		snprintf(rec, sizeof(rec), "%s/rrec-0.back", tmp);
-		append_rec(g, rec, false);
-		CHECK(fclose(g) == 0);
 	}
+	CHECK(fclose(g) == 0);
 	const char *files[] = { "rec-0", "rec-1", "rrec-0", "rrec-1" };
 	for (unsigned k = 0; k < 4; k++) {
 		snprintf(rec, sizeof(rec), "%s/%s", tmp, files[k]);

@@ -14,10 +14,15 @@
  * each chunk once the source has sent as many bytes as the chunk says,
  * or has sent nothing for IDLE_MS (a destination answers what it
  * received, and the source may be waiting for the answer); after the
- * last chunk it shuts its side down. With SRC_RESUME, a source that
- * paused is resumed to a listening socket of the target's, whose
- * accepted connection plays the input's second part the same way. Each
- * input gets a new source VM.
+ * last chunk it shuts its side down. With SRC_PREEMPT (postcopy-preempt)
+ * the source migrates to a listening socket of the target's instead and
+ * connects its preempt connection there too: the target plays the input's
+ * next part on it the same way (page requests, mig/src/preq's input; the
+ * chunks stamped with the bytes the source sent on that connection), and
+ * reads and drops the pages the source sends there. With SRC_RESUME, a
+ * source that paused is resumed to a listening socket of the target's,
+ * whose accepted connections play the input's next parts the same way.
+ * Each input gets a new source VM.
  *
  * Oracles, beyond the sanitizers: the migration ends COMPLETED with the
  * source's guest stopped; FAILED with an error code and a message, the
@@ -31,12 +36,14 @@
  *
  * Input layout: a config byte (SRC_SUMS: checksums, SRC_POSTCOPY:
  * postcopy after the first pass, SRC_SWACK: switchover-ack, SRC_RESUME:
- * resume a pause), then chunks: be32 bytes the source must have sent
- * first, be16 length, the bytes; a chunk stamped 0xffffffff of no bytes
- * ends the first connection's (the rest is the recovered one's). Seeds:
- * the return paths of real migrations of the same VM, as the destination
- * sent them (gen-corpus.py src, through tests/fuzz/capture.c and the
- * proxy's stamped backward record), one of them recovered.
+ * resume a pause, SRC_PREEMPT: postcopy-preempt), then parts of chunks:
+ * be32 bytes the source must have sent first, be16 length, the bytes; a
+ * chunk stamped 0xffffffff of no bytes ends a part. The parts: the main
+ * connection's (its return path), with preempt the preempt connection's,
+ * then the same for the recovered connections. Seeds: the return paths
+ * of real migrations of the same VM, as the destination sent them
+ * (gen-corpus.py src, through tests/fuzz/capture.c and the proxy's
+ * stamped backward record), three of them recovered, two with preempt.
  *
  * Built by tests/fuzz/run.sh with every library source. Thread:
  * libFuzzer's one thread, with the source's own threads.
@@ -52,18 +59,19 @@
 #include "stream/format.h"
 #include "util/bufpool.h"
 
-enum { SRC_SUMS = 0x1, SRC_POSTCOPY = 0x2, SRC_SWACK = 0x4, SRC_RESUME = 0x8, IDLE_MS = 5 };
+enum { SRC_SUMS = 0x1, SRC_POSTCOPY = 0x2, SRC_SWACK = 0x4, SRC_RESUME = 0x8, SRC_PREEMPT = 0x10,
+       IDLE_MS = 5 };
 #define END_OF_CONN 0xffffffffu
 
-static struct sockaddr_un resume_addr; /* where a resumed source connects */
+static struct sockaddr_un listen_addr; /* where a source connects: resumed, or with preempt */
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc;
 	(void)argv;
 	ferry__bufpool_reserve_on = false; /* a migration per input: see bufpool.h */
-	resume_addr.sun_family = AF_UNIX;
-	snprintf(resume_addr.sun_path, sizeof(resume_addr.sun_path), "/tmp/ferry-fuzz-src-%d.sock",
+	listen_addr.sun_family = AF_UNIX;
+	snprintf(listen_addr.sun_path, sizeof(listen_addr.sun_path), "/tmp/ferry-fuzz-src-%d.sock",
 		 (int)getpid());
 	return 0;
 }
@@ -132,58 +140,134 @@ static void seen_feed(const uint8_t *p, size_t n)
 	}
 }
 
-/*
- * Plays the destination on fd, from the input's chunk at *off (after the
- * part, when done), until the source closed its side.
- */
-static void play(int fd, const uint8_t *data, size_t size, size_t *off)
+/* The input's parts: where the part at *off ends (*off then at the next one's start). */
+static void skip_part(const uint8_t *data, size_t size, size_t *off)
 {
-	size_t len = 0, sent = 0;
-	const uint8_t *chunk = NULL;
-	uint32_t after = 0;
-	uint64_t got = 0;
+	uint32_t after;
+	const uint8_t *chunk;
+	size_t len;
+	while (next_chunk(data, size, off, &after, &chunk, &len))
+		;
+}
+
+/* A connection the target plays the destination on: its fd and its part of the input. */
+struct conn {
+	int fd;             /* -1: not connected (yet), or done */
+	const uint8_t *data;
+	size_t size, off;   /* the input; the part's next chunk */
+	bool have, shut;    /* a chunk to send; our side shut down */
+	const uint8_t *chunk;
+	size_t len, sent;
+	uint32_t after;     /* the chunk goes once got reaches it */
+	uint64_t got;       /* bytes the source sent on this connection */
+};
+
+static void conn_start(struct conn *c, int fd, const uint8_t *data, size_t size, size_t off)
+{
+	*c = (struct conn){ .fd = fd, .data = data, .size = size, .off = off };
+	c->have = next_chunk(data, size, &c->off, &c->after, &c->chunk, &c->len);
+}
+
+/* The next chunk once this one is out; our side shut down after the last. */
+static void conn_advance(struct conn *c)
+{
+	if (c->have && c->sent == c->len) {
+		c->have = next_chunk(c->data, c->size, &c->off, &c->after, &c->chunk, &c->len);
+		c->sent = 0;
+	}
+	if (!c->have && !c->shut) {
+		shutdown(c->fd, SHUT_WR);
+		c->shut = true;
+	}
+}
+
+static bool conn_due(const struct conn *c)
+{
+	return c->fd >= 0 && c->have && c->got >= c->after;
+}
+
+/*
+ * Serves c's poll events: its chunk's bytes out (framed for the oracle on
+ * the return path, main), what the source sent read and dropped. False
+ * once the source closed it.
+ */
+static bool conn_serve(struct conn *c, short revents, bool main)
+{
+	if (revents & POLLOUT) {
+		ssize_t w = send(c->fd, c->chunk + c->sent, c->len - c->sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (w > 0) {
+			if (main)
+				seen_feed(c->chunk + c->sent, (size_t)w);
+			c->sent += (size_t)w;
+		} else if (w < 0 && errno != EAGAIN && errno != EINTR) {
+			c->shut = true; /* the source is gone: the part's rest goes unsent */
+			c->have = false;
+		}
+	}
+	if (revents & (POLLIN | POLLHUP | POLLERR)) {
+		char buf[65536];
+		ssize_t r = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
+		if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR))
+			return false;
+		if (r > 0)
+			c->got += (size_t)r;
+	}
+	return true;
+}
+
+/* A connection the source made to lfd (libFuzzer's timer signal may interrupt the wait). */
+static int accept_one(int lfd)
+{
+	int fd;
+	while ((fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC)) < 0)
+		CHECK(errno == EINTR || errno == ECONNABORTED);
+	return fd;
+}
+
+/*
+ * Plays the destination on mn (the main connection) until the source
+ * closed it; with preempt, on the preempt connection too, which the
+ * source connects to lfd (pre's fd -1 until then).
+ */
+static void play(struct conn *mn, struct conn *pre, int lfd)
+{
 	seen.have = 0; /* a new connection: its own framing */
 	seen.skip = 0;
 	seen.shut = false;
-	bool have = next_chunk(data, size, off, &after, &chunk, &len), shut = false;
 	for (;;) {
-		if (have && sent == len) {
-			have = next_chunk(data, size, off, &after, &chunk, &len);
-			sent = 0;
-		}
-		if (!have && !shut) {
-			shutdown(fd, SHUT_WR);
-			shut = true;
-		}
-		bool due = have && got >= after;
-		struct pollfd p = { .fd = fd, .events = POLLIN | (due ? POLLOUT : 0) };
-		int n = poll(&p, 1, have && !due ? IDLE_MS : -1);
+		conn_advance(mn);
+		if (pre && pre->fd >= 0)
+			conn_advance(pre);
+		struct pollfd p[2] = { { .fd = mn->fd, .events = POLLIN | (conn_due(mn) ? POLLOUT : 0) },
+				       { .fd = -1 } };
+		if (pre && pre->fd >= 0)
+			p[1] = (struct pollfd){ .fd = pre->fd, .events = POLLIN | (conn_due(pre) ? POLLOUT : 0) };
+		else if (pre && lfd >= 0)
+			p[1] = (struct pollfd){ .fd = lfd, .events = POLLIN };
+		bool waiting = (mn->have && !conn_due(mn)) || (pre && pre->fd >= 0 && pre->have && !conn_due(pre));
+		int n = poll(p, 2, waiting ? IDLE_MS : -1);
 		if (n < 0)
 			CHECK(errno == EINTR);
-		if (n == 0) { /* the source is quiet: it may wait for this chunk */
-			after = 0;
+		if (n == 0) { /* the source is quiet: it may wait for these chunks */
+			mn->after = 0;
+			if (pre)
+				pre->after = 0;
 			continue;
 		}
-		if (p.revents & POLLOUT) {
-			ssize_t w = send(fd, chunk + sent, len - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
-			if (w > 0) {
-				seen_feed(chunk + sent, (size_t)w);
-				sent += (size_t)w;
-			}
-			else if (w < 0 && errno != EAGAIN && errno != EINTR)
-				shut = true, sent = len; /* the source is gone: the part's rest goes unsent */
+		if (n > 0 && pre && pre->fd < 0 && lfd >= 0 && (p[1].revents & POLLIN)) {
+			int fd = accept_one(lfd);
+			conn_start(pre, fd, pre->data, pre->size, pre->off);
+			lfd = -1; /* one preempt connection per main */
+		} else if (n > 0 && pre && pre->fd >= 0 && !conn_serve(pre, p[1].revents, false)) {
+			close(pre->fd);
+			pre->fd = -1;
+			lfd = -1;
 		}
-		if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
-			char buf[65536];
-			ssize_t r = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
-			if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR))
-				break;
-			if (r > 0)
-				got += (size_t)r;
-		}
+		if (n > 0 && !conn_serve(mn, p[0].revents, true))
+			break;
 	}
-	while (have) /* the source closed first: the part's rest goes unsent */
-		have = next_chunk(data, size, off, &after, &chunk, &len);
+	if (pre && pre->fd >= 0)
+		close(pre->fd);
 }
 
 /* The migration's end: its status, or POSTCOPY_PAUSED (polled: it never ends by itself). */
@@ -200,22 +284,48 @@ static int wait_end(ferry_vm_t *vm)
 	}
 }
 
-/* A paused source resumed to our listener; plays the input's rest on it. Returns the new end. */
-static int resume(ferry_vm_t *vm, const uint8_t *data, size_t size, size_t *off)
+/* A listening socket of the target's (its URI in uri), where a source connects. */
+static int listen_here(char *uri, size_t len)
 {
-	unlink(resume_addr.sun_path);
+	unlink(listen_addr.sun_path);
 	int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	CHECK(l >= 0 && bind(l, (struct sockaddr *)&resume_addr, sizeof(resume_addr)) == 0 &&
-	      listen(l, 1) == 0);
+	CHECK(l >= 0 && bind(l, (struct sockaddr *)&listen_addr, sizeof(listen_addr)) == 0 &&
+	      listen(l, 2) == 0);
+	snprintf(uri, len, "unix:%s", listen_addr.sun_path);
+	return l;
+}
+
+/*
+ * Plays one migration's connections from the input's part at *off, with
+ * preempt the part after it on the preempt connection: on fd, or with
+ * lfd >= 0 on the first connection accepted there (the preempt one is
+ * the second). *off ends after the parts.
+ */
+static void play_parts(int fd, int lfd, bool preempt, const uint8_t *data, size_t size, size_t *off)
+{
+	struct conn mn, pre;
+	size_t main_off = *off;
+	skip_part(data, size, off);
+	pre = (struct conn){ .fd = -1, .data = data, .size = size, .off = *off };
+	if (preempt)
+		skip_part(data, size, off);
+	if (lfd >= 0)
+		fd = accept_one(lfd);
+	conn_start(&mn, fd, data, size, main_off);
+	play(&mn, preempt ? &pre : NULL, lfd);
+	if (lfd >= 0)
+		close(fd);
+}
+
+/* A paused source resumed to our listener; plays the input's rest on it. Returns the new end. */
+static int resume(ferry_vm_t *vm, bool preempt, const uint8_t *data, size_t size, size_t *off)
+{
 	char uri[120];
-	snprintf(uri, sizeof(uri), "unix:%s", resume_addr.sun_path);
+	int l = listen_here(uri, sizeof(uri));
 	CHECK(ferry_migration_resume(vm, uri) == 0);
-	int fd = accept4(l, NULL, NULL, SOCK_CLOEXEC);
-	CHECK(fd >= 0);
+	play_parts(-1, l, preempt, data, size, off);
 	close(l);
-	unlink(resume_addr.sun_path);
-	play(fd, data, size, off);
-	close(fd);
+	unlink(listen_addr.sun_path);
 	return wait_end(vm);
 }
 
@@ -230,19 +340,29 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	ferry_migration_params_init(&p);
 	p.checksum = data[0] & SRC_SUMS;
 	p.postcopy = data[0] & SRC_POSTCOPY;
+	p.postcopy_preempt = p.postcopy && (data[0] & SRC_PREEMPT);
 	p.postcopy_after_passes = p.postcopy;
 	p.switchover_ack = data[0] & SRC_SWACK;
 	p.link_timeout_ms = 200;
-	int sv[2];
-	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-	CHECK(ferry_migration_start_fd(v.vm, sv[1], &p) == 0); /* takes sv[1] */
 	size_t off = 1;
 	memset(&seen, 0, sizeof(seen));
-	play(sv[0], data, size, &off);
-	close(sv[0]);
+	if (p.postcopy_preempt) { /* the preempt connection goes to the migration's URI */
+		char uri[120];
+		int l = listen_here(uri, sizeof(uri));
+		CHECK(ferry_migration_start(v.vm, uri, &p) == 0);
+		play_parts(-1, l, true, data, size, &off);
+		close(l);
+		unlink(listen_addr.sun_path);
+	} else {
+		int sv[2];
+		CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+		CHECK(ferry_migration_start_fd(v.vm, sv[1], &p) == 0); /* takes sv[1] */
+		play_parts(sv[0], -1, false, data, size, &off);
+		close(sv[0]);
+	}
 	int st = wait_end(v.vm);
 	if (st == FERRY_MIGRATION_POSTCOPY_PAUSED && (data[0] & SRC_RESUME))
-		st = resume(v.vm, data, size, &off);
+		st = resume(v.vm, p.postcopy_preempt, data, size, &off);
 	ferry_migration_info i;
 	CHECK(ferry_migration_query(v.vm, &i) == 0);
 	bool running = ferry_vm_is_running(v.vm);
