@@ -105,11 +105,33 @@ static void t_counters_wrap(void **s)
 	}
 }
 
+/* ferry__placeq_holds: queued and placing slots hold their pages, done ones none. */
+static void t_holds(void **s)
+{
+	(void)s;
+	struct ferry_placeq q = {0};
+	assert_false(ferry__placeq_holds(&q, &blk_a, 0, 100));
+	int a = push(&q, &blk_a, 10, 5); /* 10..14 */
+	push(&q, &blk_a, 20, 1);
+	assert_true(ferry__placeq_holds(&q, &blk_a, 14, 1));
+	assert_true(ferry__placeq_holds(&q, &blk_a, 0, 11));
+	assert_true(ferry__placeq_holds(&q, &blk_a, 20, 1));
+	assert_false(ferry__placeq_holds(&q, &blk_a, 15, 5)); /* 15..19: between */
+	assert_false(ferry__placeq_holds(&q, &blk_b, 10, 5)); /* other block */
+	assert_int_equal(ferry__placeq_take(&q), a);
+	assert_true(ferry__placeq_holds(&q, &blk_a, 12, 1)); /* being placed */
+	ferry__placeq_done(&q, a);
+	assert_false(ferry__placeq_holds(&q, &blk_a, 10, 5));
+	assert_true(ferry__placeq_holds(&q, &blk_a, 19, 2));
+}
+
 /*
  * Model: 3000 runs over 64 pages, two placing threads, each step chosen at
  * random (fill, take by thread 0 or 1, finish thread 0's or 1's slot). A
  * "write" happens when a slot is finished; each page must see the runs that
- * name it in stream order.
+ * name it in stream order. The filler writes some runs itself instead of
+ * queueing them, as ram-load.c's place_here does, when no slot holds their
+ * pages.
  */
 static void t_model_two_threads(void **s)
 {
@@ -130,6 +152,15 @@ static void t_model_two_threads(void **s)
 			uint32_t n = 1 + (x >> 16) % 8;
 			if (first + n > 64)
 				n = (uint32_t)(64 - first);
+			if ((x >> 24) % 3 == 0 && !ferry__placeq_holds(&q, &blk_a, first, n)) {
+				++pushed; /* written here, now */
+				for (uint64_t p = first; p < first + n; p++) {
+					assert_true(last[p] < pushed);
+					last[p] = pushed;
+				}
+				written++;
+				continue;
+			}
 			seq[push(&q, &blk_a, first, n)] = ++pushed;
 		} else if (op <= 2 && held[op - 1] < 0) {
 			held[op - 1] = ferry__placeq_take(&q);
@@ -153,6 +184,7 @@ int main(void)
 		cmocka_unit_test(t_adjacent_runs_do_not_overlap),
 		cmocka_unit_test(t_full_ring_and_out_of_order_done),
 		cmocka_unit_test(t_counters_wrap),
+		cmocka_unit_test(t_holds),
 		cmocka_unit_test(t_model_two_threads),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -588,6 +588,15 @@ uint8_t *ferry__placer_slot(ferry_chan *c, struct ferry_placer *pl, int *r)
 	return buf;
 }
 
+bool ferry__placer_clear_of(struct ferry_placer *pl, const struct ferry_ram_block *rb,
+			    uint64_t first, uint32_t n)
+{
+	pthread_mutex_lock(&pl->lock);
+	bool clear = !pl->err && !ferry__placeq_holds(&pl->q, rb, first, n);
+	pthread_mutex_unlock(&pl->lock);
+	return clear;
+}
+
 /*
  * Thread: the filler, after ferry__placer_slot. The free slot is still the
  * one it returned: only the filler pushes, and a slot done at the ring's

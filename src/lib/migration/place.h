@@ -115,6 +115,13 @@ uint64_t ferry__placer_cpu_ns(struct ferry_placer *pl);
  * or NULL with the placer's failure (reported on c) in *r.
  */
 uint8_t *ferry__placer_slot(ferry_chan *c, struct ferry_placer *pl, int *r);
+/*
+ * Whether no queued or placing job holds any of pages [first, first + n)
+ * of rb (and nothing failed): then the filler may write them itself, as
+ * it alone queues. Takes pl's lock.
+ */
+bool ferry__placer_clear_of(struct ferry_placer *pl, const struct ferry_ram_block *rb,
+			    uint64_t first, uint32_t n);
 /* Queues that slot: n pages of rb from first, data in its buffer or zeros. */
 void ferry__placer_push(struct ferry_placer *pl, struct ferry_ram_block *rb, uint64_t first,
 			uint32_t n, bool zero);

@@ -90,6 +90,23 @@ static inline void ferry__placeq_done(struct ferry_placeq *q, int i)
 	}
 }
 
+/*
+ * Whether a queued or placing slot holds any of pages [first, first + n)
+ * of block: if not, the filler may write them itself now (nothing for
+ * them can be placed after that write, as only the filler queues).
+ */
+static inline bool ferry__placeq_holds(const struct ferry_placeq *q, const void *block,
+				       uint64_t first, uint32_t n)
+{
+	struct ferry_placeq_slot s = { .block = block, .first = first, .n = n };
+	for (unsigned i = q->head; i != q->head + q->used; i++) {
+		const struct ferry_placeq_slot *o = &q->slot[i % FERRY_PLACEQ_SLOTS];
+		if (o->state != FERRY_PLACEQ_FREE && ferry__placeq_overlap(o, &s))
+			return true;
+	}
+	return false;
+}
+
 /* Nothing queued (slots may still be being placed). */
 static inline bool ferry__placeq_none_queued(const struct ferry_placeq *q)
 {
