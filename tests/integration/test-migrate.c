@@ -182,6 +182,23 @@ static void t_no_destination(void **state)
 	side_destroy(&src);
 }
 
+/*
+ * A migration of src's running guest to dst (listening on a fresh URI),
+ * converged, completed on both sides and verified bit-exact; then both
+ * sides destroyed.
+ */
+static void migrate_to(side *src, side *dst)
+{
+	const char *uri = test_uri();
+	assert_int_equal(ferry_migration_incoming(dst->vm, uri), 0);
+	assert_int_equal(ferry_migration_start(src->vm, uri, NULL), 0);
+	assert_int_equal(wait_src_converge(src->vm, NULL, 5), FERRY_MIGRATION_COMPLETED);
+	assert_int_equal(wait_final(dst->vm), FERRY_MIGRATION_COMPLETED);
+	assert_true(side_run_and_verify(dst, 5000));
+	side_destroy(src);
+	side_destroy(dst);
+}
+
 static void t_destination_dies_then_retry(void **state)
 {
 	(void)state;
@@ -208,14 +225,7 @@ static void t_destination_dies_then_retry(void **state)
 	assert_true(ferry_vm_is_running(src.vm));
 	/* A second migration to a new destination succeeds bit-exact. */
 	side_create(&dst, SPEC256 "workload=random", FERRY_DIRTY_WP_ASYNC, true);
-	uri = test_uri();
-	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
-	assert_int_equal(ferry_migration_start(src.vm, uri, NULL), 0);
-	assert_int_equal(wait_src_converge(src.vm, NULL, 5), FERRY_MIGRATION_COMPLETED);
-	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_COMPLETED);
-	assert_true(side_run_and_verify(&dst, 5000));
-	side_destroy(&src);
-	side_destroy(&dst);
+	migrate_to(&src, &dst);
 }
 
 /*
@@ -892,15 +902,8 @@ static void t_dest_silent_opening(void **state)
 				    "link silent: no data within the link timeout (stream header at offset 0)");
 		close(fd);
 	}
-	const char *uri = test_uri();
-	assert_int_equal(ferry_migration_incoming(dst.vm, uri), 0);
 	assert_int_equal(ferry_vm_start(src.vm), 0);
-	assert_int_equal(ferry_migration_start(src.vm, uri, NULL), 0);
-	assert_int_equal(wait_src_converge(src.vm, NULL, 5), FERRY_MIGRATION_COMPLETED);
-	assert_int_equal(wait_final(dst.vm), FERRY_MIGRATION_COMPLETED);
-	assert_true(side_run_and_verify(&dst, 5000));
-	side_destroy(&src);
-	side_destroy(&dst);
+	migrate_to(&src, &dst);
 }
 
 /* A migration sent to a QMP socket by mistake says so, and the guest runs on. */
