@@ -95,21 +95,28 @@ static struct ferry_placer *placer_want(ferry_ram_loader *l, const struct ferry_
 }
 
 /*
- * Whether a run whose pages were all placed before (a later pass's copy:
- * mapped, no userfault, no first touch) is written here, a memcpy, rather
- * than queued to the placing threads, which cost a slot's handoff (a
- * wakeup) per run, and later passes send scattered pages, a run each. Only
- * when no queued or placing job holds any of its pages, so that nothing
- * lands after this write (only this thread queues). Runs of fresh pages
- * still go to the threads, which share out their first touch.
- * Measured (bench/precopy.py --downtime-grid, 200 MB/s per vCPU,
+ * Whether a run is written here rather than queued to the placing
+ * threads, which cost a slot's handoff (a wakeup) per run, and later
+ * passes send scattered pages, a run each: a run whose pages were all
+ * placed before (a later pass's copy: mapped, a plain memcpy), or a short
+ * one (PLACE_HANDOFF_MIN), whose first touch costs less than its handoff.
+ * Long runs of fresh pages still go to the threads, which share their
+ * first touch out over the CPUs. Only when no queued or placing job holds
+ * any of the run's pages, so that nothing lands after this write (only
+ * this thread queues).
+ * Measured (bench/precopy.py --downtime-grid cells, 2 vCPUs random,
  * unthrottled, 50 ms limit): later passes 2.8-4.2 GB/s against 0.6, the
- * switch after 3 passes against 6-10, downtime 2-4 ms against 36-63.
+ * switch after 3 passes against 6-10, downtime 2-4 ms against 36-63 (200
+ * MB/s per vCPU); with a guest that populates its RAM as it runs (fresh
+ * pages in every pass, fill=none), 400 MB/s per vCPU: 7-8 ms after 3
+ * passes with short fresh runs placed here, 21-31 ms after 3-16 passes
+ * with them queued.
  */
+enum { PLACE_HANDOFF_MIN = 16 }; /* pages */
 static bool place_here(struct ferry_placer *pl, const struct ferry_ram_block *rb, uint64_t first,
 		       uint32_t n)
 {
-	for (uint64_t p = first; p < first + n; p++)
+	for (uint64_t p = first; n >= PLACE_HANDOFF_MIN && p < first + n; p++)
 		if (!ferry__bitmap_test_atomic(rb->received, p))
 			return false;
 	return ferry__placer_clear_of(pl, rb, first, n);
