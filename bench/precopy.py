@@ -11,6 +11,7 @@ its "listening" line). Prints one JSON object. Usage:
   bench/precopy.py --scale 1G,2G,4G,8G [--runs 2] [--settle 5] [--no-bare] [--bare build/bench/bench-bare-copy]
   bench/precopy.py --downtime-grid [--mem 512M] [--rates idle,50M,200M,400M]
                    [--bandwidths 0,1G,200M] [--limits 50,300] [--grid-timeout 30] [--grid-channels N]
+                   [--grid-fill none]
 
 --downtime-grid (downtime that keeps its promise): a running guest (2 vCPUs, workload random,
 each vCPU dirtying RATE per second; idle: workload idle) migrated with every max-bandwidth and
@@ -19,6 +20,9 @@ downtime, the downtime the switchover was decided on (x-downtime-split.expected)
 ratio. Verdicts: every switchover within its limit; every estimate within 20% of the actual.
 A cell that does not converge within --grid-timeout seconds is cancelled (not a switchover).
 --grid-channels N: the same over multifd with N channels (default: the main connection alone).
+--grid-fill F: the guests' RAM at start (the synthetic guest's fill=; default: its own, all of
+RAM written). none: RAM the guest populates as it runs, so later passes carry pages the
+destination never had (first touch there).
 
 --scale (how cost grows with the guest): paused random guests of each size, preallocated
 destination, the sizes interleaved (ascending, then descending, ...) with --settle seconds
@@ -214,10 +218,11 @@ def run_mode(a, size, dst_extra):
     return cases
 
 
-def grid_cell(ferry, mem, rate, bw, limit, timeout, channels=0):
+def grid_cell(ferry, mem, rate, bw, limit, timeout, channels=0, fill=None):
     """One migration of the grid; its figures, or {"switched": False} when it did not converge.
     channels: multifd with that many channels (0: the main connection alone)."""
-    spec = f"mem={mem},vram=0,vcpus=2," + ("workload=idle" if rate == "idle" else f"workload=random,rate={rate}")
+    spec = f"mem={mem},vram=0,vcpus=2," + (f"fill={fill}," if fill else "") + \
+        ("workload=idle" if rate == "idle" else f"workload=random,rate={rate}")
     tmp = tempfile.mkdtemp(prefix="ferry-grid.")
     procs = []
     try:
@@ -260,7 +265,8 @@ def run_grid(a):
             for limit in (int(x) for x in a.limits.split(",")):
                 time.sleep(a.settle)
                 try:
-                    c = grid_cell(a.ferry, a.mem, rate, bw, limit, a.grid_timeout, a.grid_channels)
+                    c = grid_cell(a.ferry, a.mem, rate, bw, limit, a.grid_timeout, a.grid_channels,
+                                  a.grid_fill)
                 except (RuntimeError, subprocess.TimeoutExpired, ValueError, KeyError) as e:
                     c = {"error": str(e)}
                 c.update({"rate_per_vcpu": rate, "max_bandwidth": bw, "downtime_limit_ms": limit})
@@ -269,7 +275,7 @@ def run_grid(a):
     sw = [c for c in cells if c.get("switched")]
     close = [c for c in sw if c["downtime_ms"] and abs(c["expected_ms"] - c["downtime_ms"]) <= 0.2 * c["downtime_ms"]]
     return {"benchmark": "precopy-downtime-grid", "mem": a.mem, "vcpus": 2, "destination": "cold",
-            "multifd_channels": a.grid_channels,
+            "multifd_channels": a.grid_channels, "fill": a.grid_fill or "default",
             "cells": cells,
             "verdict": {"switched_over": len(sw), "of": len(cells),
                         "within_limit": sum(c["within_limit"] for c in sw),
@@ -407,6 +413,7 @@ def main():
     ap.add_argument("--limits", default="50,300")
     ap.add_argument("--grid-timeout", type=int, default=30)
     ap.add_argument("--grid-channels", type=int, default=0, help="--downtime-grid: multifd with N channels")
+    ap.add_argument("--grid-fill", default=None, help="--downtime-grid: the guests' fill= (none: populated as they run)")
     a = ap.parse_args()
     if a.downtime_grid:
         if a.mem == "2G":
