@@ -1147,8 +1147,7 @@ static ssize_t recv_hs(ferry_mf_receiver *r, int fd, uint8_t *hs, ferry_tls **tl
  */
 static int take_channel(ferry_mf_receiver *r, int fd, const uint8_t uuid[16], bool *taken)
 {
-	struct timeval tv = { 2, 0 };
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	ferry__sock_set_read_timeout(fd, 2000);
 	uint8_t hs[FERRY_MF_HS_LEN] = { 0 };
 	ferry_tls *tls;
 	ferry_error terr = { 0 };
@@ -1163,8 +1162,7 @@ static int take_channel(ferry_mf_receiver *r, int fd, const uint8_t uuid[16], bo
 		r->refused++;
 		return 0;
 	}
-	tv.tv_sec = 0;
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	ferry__sock_set_read_timeout(fd, 0);
 	ferry_mf_recv_chan *c = &r->ch[id];
 	c->r = r;
 	c->id = id;
