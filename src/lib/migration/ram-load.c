@@ -159,8 +159,9 @@ static int verify_run(ferry_ram_loader *l, const struct ram_run *run, const uint
 /*
  * One PAGES (zero false) or ZEROS run of rb, its bounds checked: hands it
  * to postcopy's atomic placement after LISTEN (verified first), else to
- * the placer (queued to the placing threads when they run, else placed
- * here), verified as it lands.
+ * the placer (queued to the placing threads when they run and the run is
+ * not one to place here, place_here; else placed here), verified as it
+ * lands.
  */
 static int load_run(ferry_ram_loader *l, const struct ram_run *run)
 {
