@@ -514,6 +514,13 @@ typedef struct ferry_migration_info {
 	 * pass itself went slower (the vCPUs shared the source's CPUs then).
 	 */
 	uint64_t dest_load_bps;
+	/*
+	 * Source, once COMPLETED: downtime_ms and downtime_expected_ms in
+	 * microseconds. Switchovers of a few ms are common, and whole ms
+	 * cannot say whether the estimate was within 10% of them.
+	 */
+	uint64_t downtime_us;
+	uint64_t downtime_expected_us;
 	/* More fields may be added at any time. */
 } ferry_migration_info;
 

@@ -242,10 +242,13 @@ static void info_devices(json_t *o, const ferry_migration_info *i, ferry_vm_t *v
 	}
 	if (!i->incoming && i->status == FERRY_MIGRATION_COMPLETED) /* precopy or postcopy */
 		json_object_set_new(o, "x-downtime-split",
-				    json_pack("{s:I,s:I,s:I,s:I}", "ram", (json_int_t)i->downtime_ram_ms,
-					      "device", (json_int_t)i->downtime_device_ms, "other",
+				    json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "ram",
+					      (json_int_t)i->downtime_ram_ms, "device",
+					      (json_int_t)i->downtime_device_ms, "other",
 					      (json_int_t)i->downtime_other_ms, "expected",
-					      (json_int_t)i->downtime_expected_ms));
+					      (json_int_t)i->downtime_expected_ms, "downtime-us",
+					      (json_int_t)i->downtime_us, "expected-us",
+					      (json_int_t)i->downtime_expected_us));
 	else if (i->incoming && i->live_devices && i->status == FERRY_MIGRATION_COMPLETED)
 		json_object_set_new(o, "x-downtime-split",
 				    json_pack("{s:I}", "device", (json_int_t)i->downtime_device_ms));

@@ -117,6 +117,8 @@ static void expect_dev_stats(side *src, side *dst, unsigned n, bool multifd)
 	if (!multifd)
 		assert_true(si.downtime_device_ms >= si.downtime_ram_ms);
 	assert_true(si.downtime_device_ms + si.downtime_other_ms <= si.downtime_ms + 1);
+	assert_int_equal(si.downtime_us / 1000, si.downtime_ms);
+	assert_int_equal(si.downtime_expected_us / 1000, si.downtime_expected_ms);
 }
 
 static void migrate_devices(const char *spec, unsigned n, bool multifd)
@@ -752,6 +754,7 @@ static void pc_devices_x(unsigned n, bool multifd, bool preempt, bool precopy)
 	/* n x 4 MiB at 200 MB/s each: the devices' data is in the downtime. */
 	assert_true(si.downtime_ms > 0 && si.downtime_device_ms > 0 && di.downtime_device_ms > 0);
 	assert_true(si.downtime_ms >= si.downtime_device_ms);
+	assert_int_equal(si.downtime_us / 1000, si.downtime_ms); /* postcopy's own place */
 	expect_dev_states(&src, FERRY_LIVE_STOP);
 	expect_dev_states(&dst, FERRY_LIVE_RUNNING);
 	assert_true(ferry_vm_is_running(dst.vm));

@@ -1433,7 +1433,9 @@ def case_live_devices(tmp):
             true(f"live devices: {side} {ms} at least {low} ms",
                  all(d.get(ms, 0) >= low for d in ds.get("list", [])), str(ds))
         split = info.get("x-downtime-split", {})
-        eq("live devices: source split keys", sorted(split), ["device", "expected", "other", "ram"])
+        eq("live devices: source split keys", sorted(split), ["device", "downtime-us", "expected", "expected-us", "other", "ram"])
+        eq("live devices: downtime-us is downtime in microseconds", split["downtime-us"] // 1000, info["downtime"])
+        eq("live devices: expected-us is expected in microseconds", split["expected-us"] // 1000, split["expected"])
         true("live devices: device data follows RAM on the main channel, and ends within the downtime",
              split.get("ram", 1 << 30) <= split.get("device", 0) <= info["downtime"] and
              split["device"] + split["other"] in (info["downtime"], info["downtime"] - 1), str(info))

@@ -674,13 +674,19 @@ static uint64_t final_sync_peek(struct src_ctx *x, uint64_t *pages)
  * the last pass and the stop-copy, which it bounds.
  *
  * Headroom: the destination's rate (or max-bandwidth, when lower) counts
- * at 70%, the floor at 90%. Three grids without it: the stop-copy went at
- * 0.83-1.8x the rate assumed, and one switchover took 54 ms for a 50 ms
- * limit (the destination's threads and the source share this machine's 2
- * CPUs in the stop-copy; a capped stop-copy reached 0.9 of the cap); 80%
- * held there. The same kind of machine on kernel 6.18: the stop-copy went
- * at 0.74-0.76 of the destination's rate, and at 0.97 of the end to end
- * rate of the pass before, whose vCPUs did not slow it.
+ * at 70%, the floor at 90% under a max-bandwidth (a capped stop-copy
+ * reached 0.9 of the cap: it is too short for the limiter's average). Three
+ * grids without it: the stop-copy went at 0.83-1.8x the rate assumed, and
+ * one switchover took 54 ms for a 50 ms limit (the destination's threads
+ * and the source share this machine's 2 CPUs in the stop-copy); 80% held
+ * there. The same kind of machine on kernel 6.18: the stop-copy went at
+ * 0.74-0.76 of the destination's rate, and at 0.97 of the end to end rate
+ * of the pass before, whose vCPUs did not slow it. Since later passes are
+ * loaded without a handoff (ram-load.c, place_here), an unthrottled
+ * stop-copy went at 0.96-1.28x the end to end rate of the pass before
+ * (2026-12-07, 200 and 400 MB/s per vCPU, six runs but for one at 0.54
+ * that no headroom would have covered): the floor counts in full there,
+ * where at 90% it put the estimate 1.2-1.7x over downtimes of 2-12 ms.
  */
 static uint64_t downtime_estimate_ns(struct src_ctx *x, const ferry_migration_params *p,
 				     uint64_t remaining, uint64_t *bw)
@@ -694,7 +700,8 @@ static uint64_t downtime_estimate_ns(struct src_ctx *x, const ferry_migration_pa
 	uint64_t e2e = reports ? dest_pass_rate(x, r) : 0;
 	if (e2e && e2e < *bw)
 		*bw = e2e; /* the destination saw the pass go slower */
-	*bw = *bw / 10 * 9; /* headroom, see above */
+	if (p->max_bandwidth)
+		*bw = *bw / 10 * 9; /* headroom, see above */
 	x->dest_bps = reports ? dest_load_bps(r) : 0;
 	uint64_t stop = x->dest_bps < x->first_bw ? x->dest_bps : x->first_bw;
 	if (p->max_bandwidth && stop > p->max_bandwidth)
@@ -854,7 +861,8 @@ static int phase_switchover(struct src_ctx *x)
 	pthread_mutex_unlock(&vm->run_lock);
 	pthread_mutex_lock(&m->stats_lock);
 	m->sw_bytes = ferry__src_wire_bytes(x); /* what went while the guest ran */
-	m->info.downtime_expected_ms = x->expected_ns == UINT64_MAX ? 0 : x->expected_ns / 1000000u;
+	m->info.downtime_expected_us = x->expected_ns == UINT64_MAX ? 0 : x->expected_ns / 1000u;
+	m->info.downtime_expected_ms = m->info.downtime_expected_us / 1000u;
 	pthread_mutex_unlock(&m->stats_lock);
 	if (x->stopped_by_us)
 		ferry__mig_event(m, FERRY_EVENT_STOP, 0);
@@ -892,7 +900,8 @@ static int phase_complete(struct src_ctx *x)
 		return FERRY_EPEER;
 	}
 	pthread_mutex_lock(&m->stats_lock);
-	m->info.downtime_ms = (shut.ns - x->stop_ns) / 1000000;
+	m->info.downtime_us = (shut.ns - x->stop_ns) / 1000u;
+	m->info.downtime_ms = m->info.downtime_us / 1000u;
 	uint64_t sent = ferry__src_wire_bytes(x) - m->sw_bytes;
 	pthread_mutex_unlock(&m->stats_lock);
 	ferry_dbg("stop-copy: final sync %.1f ms (%llu bytes found), %llu bytes in %.1f ms after it, "
