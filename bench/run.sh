@@ -3,6 +3,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 ./build/bench/bench-zero
+./build/bench/bench-sum  # what the page checksums cost per GiB, beside a copy (issue 20)
 ./build/bench/bench-dirty
 ./build/bench/bench-placement
 ./build/bench/bench-bandwidth  # max-bandwidth: peak 100 ms window / cap, main and multifd
