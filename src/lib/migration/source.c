@@ -33,6 +33,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "migration/estimate.h"
 #include "migration/live-stats.h"
 #include "migration/postcopy-src.h"
 #include "migration/swack.h"
@@ -654,63 +655,23 @@ static uint64_t final_sync_peek(struct src_ctx *x, uint64_t *pages)
  * max-bandwidth caps the rate. *bw: that rate (bytes/s; 0: nothing
  * measured yet, and UINT64_MAX is returned).
  *
- * The switchover's rate is the slower end's once the vCPUs stop, which
- * cannot be measured before. So:
- *  - the pass's own rate is a floor: the average over all passes, or the
- *    last pass's once a pass of dirty pages lasted 10 ms or more (the
- *    first pass sends long runs of pages, faster than the scattered dirty
- *    ones left at the end), less the time mig/src/main waited for a CPU;
- *    or the pass's rate end to end, when the destination's reports show
- *    it slower (dest_pass_rate);
- *  - above it, the destination's rate as if its loading threads shared
- *    one CPU (its report of the last pass: bytes per CPU second), but
- *    not above the first pass's rate, the fastest this side and the link
- *    were seen to go (so a destination's report cannot raise it further).
- * Measured (bench/precopy.py --downtime-grid, 2 busy vCPUs on 2 CPUs): a
- * dirty pass's pages cost mig/src/main about 10x the CPU per byte they
- * cost in the stop-copy (the vCPUs write them meanwhile), and the log sync
- * 10-20x, so the pass's rate alone made the estimate 1.8-2.9x the actual
- * downtime. The destination's CPU per byte was within 0.8-1.25x between
- * the last pass and the stop-copy, which it bounds.
- *
- * Headroom: the destination's rate (or max-bandwidth, when lower) counts
- * at 70%, the floor at 90% under a max-bandwidth (a capped stop-copy
- * reached 0.9 of the cap: it is too short for the limiter's average). Three
- * grids without it: the stop-copy went at 0.83-1.8x the rate assumed, and
- * one switchover took 54 ms for a 50 ms limit (the destination's threads
- * and the source share this machine's 2 CPUs in the stop-copy); 80% held
- * there. The same kind of machine on kernel 6.18: the stop-copy went at
- * 0.74-0.76 of the destination's rate, and at 0.97 of the end to end rate
- * of the pass before, whose vCPUs did not slow it. Since later passes are
- * loaded without a handoff (ram-load.c, place_here), an unthrottled
- * stop-copy went at 0.96-1.28x the end to end rate of the pass before
- * (2026-12-07, 200 and 400 MB/s per vCPU, six runs but for one at 0.54
- * that no headroom would have covered): the floor counts in full there,
- * where at 90% it put the estimate 1.2-1.7x over downtimes of 2-12 ms.
+ * The switchover's rate: ferry__switch_rate (estimate.h), from the pass's
+ * own rate, its end to end rate (dest_pass_rate), the destination's rate
+ * per CPU second (dest_load_bps) and the first pass's rate.
  */
 static uint64_t downtime_estimate_ns(struct src_ctx *x, const ferry_migration_params *p,
 				     uint64_t remaining, uint64_t *bw)
 {
 	const ferry_ram_saver *rs = &x->rs;
-	*bw = rs->send_ns ? (uint64_t)((double)rs->sent_bytes * 1e9 / (double)rs->send_ns) : 0;
+	ferry_rate_evidence ev = { .first_bps = x->first_bw, .max_bandwidth = p->max_bandwidth };
+	ev.pass_bps = rs->send_ns ? (uint64_t)((double)rs->sent_bytes * 1e9 / (double)rs->send_ns) : 0;
 	if (x->pass >= 2 && rs->pass_ns >= 10000000u && rs->pass_bytes)
-		*bw = pass_rate(rs);
+		ev.pass_bps = pass_rate(rs);
 	struct ferry_load_report r[2];
 	bool reports = load_reports(x->m, r);
-	uint64_t e2e = reports ? dest_pass_rate(x, r) : 0;
-	if (e2e && e2e < *bw)
-		*bw = e2e; /* the destination saw the pass go slower */
-	if (p->max_bandwidth)
-		*bw = *bw / 10 * 9; /* headroom, see above */
-	x->dest_bps = reports ? dest_load_bps(r) : 0;
-	uint64_t stop = x->dest_bps < x->first_bw ? x->dest_bps : x->first_bw;
-	if (p->max_bandwidth && stop > p->max_bandwidth)
-		stop = p->max_bandwidth;
-	stop = stop / 10 * 7; /* headroom, see above */
-	if (stop > *bw)
-		*bw = stop;
-	if (p->max_bandwidth && *bw > p->max_bandwidth)
-		*bw = p->max_bandwidth; /* a cap lowered since (migrate-set-parameters) */
+	ev.e2e_bps = reports ? dest_pass_rate(x, r) : 0;
+	x->dest_bps = ev.dest_bps = reports ? dest_load_bps(r) : 0;
+	*bw = ferry__switch_rate(&ev);
 	if (!*bw)
 		return UINT64_MAX;
 	uint64_t written, sync_ns = final_sync_peek(x, &written);
@@ -722,7 +683,7 @@ static uint64_t downtime_estimate_ns(struct src_ctx *x, const ferry_migration_pa
 		  "(last %.1f): %.1f ms",
 		  x->pass, (unsigned long long)remaining, (unsigned long long)written << FERRY_PAGE_SHIFT,
 		  (unsigned long long)inflight, (unsigned long long)*bw,
-		  (unsigned long long)pass_rate(rs), (unsigned long long)e2e,
+		  (unsigned long long)pass_rate(rs), (unsigned long long)ev.e2e_bps,
 		  (unsigned long long)x->dest_bps,
 		  (unsigned long long)x->first_bw, sync_ns / 1e6, x->sync_ns / 1e6, ns / 1e6);
 	return ns;
