@@ -348,10 +348,9 @@ typedef struct ferry_migration_info {
 	uint64_t downtime_ms;       /* source stop to destination running */
 	/*
 	 * Source, from the last pass: the downtime a switchover would take now
-	 * (what is left and what the sockets hold, at the rate expected once
-	 * the vCPUs stop: the pass's, or 70% of the destination's own
-	 * (dest_load_bps; at most the first pass's rate and max-bandwidth)
-	 * when higher; plus a
+	 * (what is left and what the sockets hold, at the last pass's rate,
+	 * or its rate end to end when the destination's reports show it
+	 * slower, 90% of it under a max-bandwidth and at most that; plus a
 	 * log sync); the switchover comes when it is within 90% of
 	 * downtime-limit, so that the limit holds.
 	 */
@@ -509,9 +508,9 @@ typedef struct ferry_migration_info {
 	/*
 	 * Source: the rate the destination loaded the last pass at, per second
 	 * of its loading threads' CPU time, from its own reports (bytes/s).
-	 * 0: not known (multifd, an older destination, fewer than two passes).
-	 * expected_downtime_ms takes it as the switchover's rate when the
-	 * pass itself went slower (the vCPUs shared the source's CPUs then).
+	 * 0: not known (an older destination, fewer than two passes). For
+	 * operators; expected_downtime_ms does not take it (a destination's
+	 * CPU time cannot see a slow source or link).
 	 */
 	uint64_t dest_load_bps;
 	/*

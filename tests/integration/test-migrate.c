@@ -334,8 +334,8 @@ static void t_no_convergence_then_cancel(void **state)
 	}
 	assert_true(i.remaining > 0);
 	/*
-	 * The destination reports its load rate after each pass (RP LOAD); the
-	 * estimate may take it, but max-bandwidth still caps the rate it uses.
+	 * The destination reports its load rate after each pass (RP LOAD), and
+	 * max-bandwidth caps the rate sent.
 	 */
 	for (int k = 0; k < 100 && !i.dest_load_bps; k++) {
 		msleep(100);

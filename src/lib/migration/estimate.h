@@ -7,49 +7,40 @@
  * each of its rules is unit-tested (tests/unit/test-estimate.c).
  *
  * DESIGN: the switchover's rate is the slower end's once the vCPUs stop,
- * which cannot be measured before. So:
- *  - the pass's own rate is a floor: the average over all passes, or the
- *    last pass's once a pass of dirty pages lasted 10 ms or more (the
- *    first pass sends long runs of pages, faster than the scattered dirty
- *    ones left at the end), less the time mig/src/main waited for a CPU;
- *    or the pass's rate end to end, when the destination's reports show
- *    it slower;
- *  - above it (the lift), the destination's rate as if its loading
- *    threads shared one CPU (its report of the last pass: bytes per CPU
- *    second), but not above the first pass's rate, the fastest this side
- *    and the link were seen to go (so a destination's report cannot raise
- *    it further), nor above FERRY_LIFT_MAX_PCT of the floor.
- * Measured (bench/precopy.py --downtime-grid, 2 busy vCPUs on 2 CPUs,
- * kernel 6.1): a dirty pass's pages cost mig/src/main about 10x the CPU
- * per byte they cost in the stop-copy (the vCPUs write them meanwhile),
- * and the log sync 10-20x, so the pass's rate alone made the estimate
- * 1.8-2.9x the actual downtime. The destination's CPU per byte was within
- * 0.8-1.25x between the last pass and the stop-copy, which it bounds.
+ * which cannot be measured before. The estimate takes the last pass's: its
+ * own rate (the average over all passes, or the last pass's once a pass of
+ * dirty pages lasted 10 ms or more: the first pass sends long runs of
+ * pages, faster than the scattered dirty ones left at the end), less the
+ * time mig/src/main waited for a CPU; or its rate end to end, the bytes
+ * the destination reported loaded over the pass's time to the report,
+ * when slower (it counts what the sockets still held when the pass ended).
+ * Under a max-bandwidth it counts at 90% (a capped stop-copy reached 0.9
+ * of the cap: it is too short for the limiter's average), and the cap
+ * bounds it (a cap lowered since, by migrate-set-parameters).
  *
- * Headroom: the destination's rate (or max-bandwidth, when lower) counts
- * at 70%, the floor at 90% under a max-bandwidth (a capped stop-copy
- * reached 0.9 of the cap: it is too short for the limiter's average).
- * Three grids without it: the stop-copy went at 0.83-1.8x the rate
- * assumed, and one switchover took 54 ms for a 50 ms limit (the
- * destination's threads and the source share this machine's 2 CPUs in the
- * stop-copy); 80% held there. The same kind of machine on kernel 6.18: the
- * stop-copy went at 0.74-0.76 of the destination's rate, and at 0.97 of
- * the end to end rate of the pass before, whose vCPUs did not slow it.
- * Since later passes are loaded without a handoff (ram-load.c,
- * place_here), an unthrottled stop-copy went at 0.96-1.28x the end to end
- * rate of the pass before (2026-12-07, 200 and 400 MB/s per vCPU): the
- * floor counts in full there, where at 90% it put the estimate 1.2-1.7x
- * over downtimes of 2-12 ms.
+ * Measured on kernel 6.18 (bench/precopy.py --downtime-grid, 2 vCPUs on 2
+ * CPUs): an unthrottled stop-copy went at 0.96-1.28x the end to end rate
+ * of the pass before, and at 0.46-2.4x across a whole grid's cells (a
+ * stop-copy of 10-40 MB lasts a few milliseconds, which this shared
+ * machine's hiccups can double).
  *
- * The lift's bound: the lift stands for vCPUs that slow a pass and stop
- * for the switchover, not for a machine that is slow for a while.
- * Measured (2026-12-07, 200 MB/s per vCPU unthrottled, limit 50): in one
- * run of nine the last pass went at 0.54 GB/s where the others went at
- * 2.1-4.7 (mig/src/main burning 4x its usual CPU, as in one more run whose
- * first pass took 3x its usual time); the destination's rate lifted the
- * estimate to 1.41 GB/s, 42 ms, and the stop-copy went at 0.42 GB/s: 140
- * ms for the 50 ms limit. Bounded, the estimate said 73 ms and the
- * migration ran another pass.
+ * No lift above it. Until 2026-12-07 the destination's rate per CPU
+ * second (its LOAD reports, at 70%, at most the first pass's rate) raised
+ * the rate when the pass was slower: on kernel 6.1 a dirty pass's pages
+ * cost mig/src/main about 10x the CPU per byte they cost in the stop-copy
+ * (the vCPUs wrote them meanwhile), and the pass's rate alone made the
+ * estimate 1.8-2.9x the actual downtime. On 6.18 the vCPUs do not slow a
+ * pass, and a slow pass is a slow machine, which may stay slow for the
+ * stop-copy: in 5 of 41 runs of the 200M/unthrottled/50 cell the passes
+ * went at 0.43-0.65 GB/s instead of 2.1-4.7 for a few hundred
+ * milliseconds (mig/src/main at 3-8x its usual CPU, nearly all of it in
+ * the kernel's copy from guest RAM into the socket's buffers,
+ * _copy_from_iter: memory this VM's host was slow to give), and in two of
+ * them the lift put the estimate at 42 and 45 ms and the stop-copy went at
+ * 0.42 GB/s: 140 and 106 ms for the 50 ms limit (the second with the lift
+ * already bounded to 1.5x the floor). Without it those runs take another
+ * pass. Where the vCPUs do slow the passes the estimate is conservative
+ * again: the safe side of a promise.
  *
  * Thread: any (pure).
  */
@@ -58,14 +49,10 @@
 
 #include <stdint.h>
 
-#define FERRY_LIFT_MAX_PCT 150
-
 /* What the passes showed (bytes/s; 0: not known). */
 typedef struct ferry_rate_evidence {
 	uint64_t pass_bps;      /* the pass's own rate (or the average, see above) */
 	uint64_t e2e_bps;       /* the last pass's rate end to end */
-	uint64_t dest_bps;      /* the destination's rate per CPU second */
-	uint64_t first_bps;     /* the first pass's rate */
 	uint64_t max_bandwidth; /* the cap now (0: none) */
 } ferry_rate_evidence;
 

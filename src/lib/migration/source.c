@@ -656,21 +656,21 @@ static uint64_t final_sync_peek(struct src_ctx *x, uint64_t *pages)
  * measured yet, and UINT64_MAX is returned).
  *
  * The switchover's rate: ferry__switch_rate (estimate.h), from the pass's
- * own rate, its end to end rate (dest_pass_rate), the destination's rate
- * per CPU second (dest_load_bps) and the first pass's rate.
+ * own rate and its end to end rate (dest_pass_rate). The destination's
+ * rate per CPU second (dest_load_bps) is reported, not used (estimate.h).
  */
 static uint64_t downtime_estimate_ns(struct src_ctx *x, const ferry_migration_params *p,
 				     uint64_t remaining, uint64_t *bw)
 {
 	const ferry_ram_saver *rs = &x->rs;
-	ferry_rate_evidence ev = { .first_bps = x->first_bw, .max_bandwidth = p->max_bandwidth };
+	ferry_rate_evidence ev = { .max_bandwidth = p->max_bandwidth };
 	ev.pass_bps = rs->send_ns ? (uint64_t)((double)rs->sent_bytes * 1e9 / (double)rs->send_ns) : 0;
 	if (x->pass >= 2 && rs->pass_ns >= 10000000u && rs->pass_bytes)
 		ev.pass_bps = pass_rate(rs);
 	struct ferry_load_report r[2];
 	bool reports = load_reports(x->m, r);
 	ev.e2e_bps = reports ? dest_pass_rate(x, r) : 0;
-	x->dest_bps = ev.dest_bps = reports ? dest_load_bps(r) : 0;
+	x->dest_bps = reports ? dest_load_bps(r) : 0;
 	*bw = ferry__switch_rate(&ev);
 	if (!*bw)
 		return UINT64_MAX;
@@ -679,13 +679,12 @@ static uint64_t downtime_estimate_ns(struct src_ctx *x, const ferry_migration_pa
 	uint64_t ns = (uint64_t)((double)(remaining + (written << FERRY_PAGE_SHIFT) + inflight) * 1e9 /
 				 (double)*bw) + sync_ns;
 	ferry_dbg("estimate after pass %u: %llu + %llu written + %llu in flight bytes at %llu B/s "
-		  "(pass %llu, end to end %llu, destination %llu, first pass %llu), sync %.1f ms "
+		  "(pass %llu, end to end %llu, destination %llu), sync %.1f ms "
 		  "(last %.1f): %.1f ms",
 		  x->pass, (unsigned long long)remaining, (unsigned long long)written << FERRY_PAGE_SHIFT,
 		  (unsigned long long)inflight, (unsigned long long)*bw,
 		  (unsigned long long)pass_rate(rs), (unsigned long long)ev.e2e_bps,
-		  (unsigned long long)x->dest_bps,
-		  (unsigned long long)x->first_bw, sync_ns / 1e6, x->sync_ns / 1e6, ns / 1e6);
+		  (unsigned long long)x->dest_bps, sync_ns / 1e6, x->sync_ns / 1e6, ns / 1e6);
 	return ns;
 }
 
@@ -713,8 +712,6 @@ static bool pass_decide(struct src_ctx *x, uint64_t dirtied)
 	uint64_t remaining = ferry__parts_pending(&x->parts, NULL, NULL), bw;
 	ferry_migration_params p;
 	ferry__mig_params(x->m, &p);
-	if (x->pass == 1 && rs->pass_bytes)
-		x->first_bw = pass_rate(rs);
 	dest_report_wait(x);
 	x->expected_ns = downtime_estimate_ns(x, &p, remaining, &bw);
 	/*

@@ -48,7 +48,6 @@ struct src_ctx {
 	uint64_t dirty_rate;      /* pages dirtied per second at the last sync */
 	uint64_t stop_ns;         /* when the switchover stopped the vCPUs */
 	uint64_t sync_ns;         /* how long the last log sync took */
-	uint64_t first_bw;        /* the first pass's rate (bytes/s), without its waits for a CPU */
 	uint64_t dest_bps;        /* the destination's load rate, last pass (dest_load_bps; 0: none) */
 	uint64_t expected_ns;     /* the downtime the last pass estimated (downtime_estimate_ns) */
 };
