@@ -1317,7 +1317,7 @@ void ferry__mf_recv_load(ferry_mf_receiver *r, uint64_t *bytes, uint64_t *cpu_ns
 }
 
 /* Thread: mig/dst/main; joins mig/dst/recv_N. */
-void ferry__mf_recv_stop(ferry_mf_receiver *r)
+void ferry__mf_recv_quiesce(ferry_mf_receiver *r)
 {
 	if (!r->inited)
 		return;
@@ -1325,12 +1325,24 @@ void ferry__mf_recv_stop(ferry_mf_receiver *r)
 	r->quit = true;
 	pthread_cond_broadcast(&r->cond);
 	pthread_mutex_unlock(&r->lock);
+	/* All woken first, then joined: their exits overlap. */
+	for (unsigned i = 0; i < r->n; i++)
+		if (r->ch[i].in.fd >= 0)
+			ferry__chan_shutdown(&r->ch[i].in);
+	for (unsigned i = 0; i < r->n; i++) {
+		if (r->ch[i].started)
+			pthread_join(r->ch[i].thread, NULL);
+		r->ch[i].started = false;
+	}
+}
+
+void ferry__mf_recv_stop(ferry_mf_receiver *r)
+{
+	if (!r->inited)
+		return;
+	ferry__mf_recv_quiesce(r);
 	for (unsigned i = 0; i < r->n; i++) {
 		ferry_mf_recv_chan *c = &r->ch[i];
-		if (c->in.fd >= 0)
-			ferry__chan_shutdown(&c->in);
-		if (c->started)
-			pthread_join(c->thread, NULL);
 		if (c->in.fd >= 0 || c->in.ibuf)
 			ferry__chan_close(&c->in);
 		ZSTD_freeDCtx(c->dctx);

@@ -845,6 +845,7 @@ static int phase_complete(struct src_ctx *x)
 	ferry__mig_event(m, FERRY_EVENT_PASS, x->pass + 1);
 	if ((r = ferry__parts_save_complete(&x->parts, c, FERRY_WALK_ALL)))
 		return r;
+	uint64_t t2 = ferry__now_ns();
 	ferry__wire_put_cmd_u8(c, FERRY_CMD_VM_STATE, (uint8_t)x->stopped_by_us);
 	if (c->sums) /* every guest-data record is out (multifd's: the last sync), and every command */
 		ferry__wire_put_cmd_digest(c, (ferry_wire_digest){ atomic_load(&c->sums->records),
@@ -862,9 +863,11 @@ static int phase_complete(struct src_ctx *x)
 	m->info.downtime_ms = m->info.downtime_us / 1000u;
 	uint64_t sent = ferry__src_wire_bytes(x) - m->sw_bytes;
 	pthread_mutex_unlock(&m->stats_lock);
-	ferry_dbg("stop-copy: final sync %.1f ms (%llu bytes found), %llu bytes in %.1f ms after it, "
-		  "downtime %.1f ms", (t1 - t0) / 1e6, (unsigned long long)found,
-		  (unsigned long long)sent, (shut.ns - t1) / 1e6, (shut.ns - x->stop_ns) / 1e6);
+	ferry_dbg("stop-copy: final sync %.1f ms (%llu bytes found), %llu bytes in %.1f ms after it "
+		  "(written in %.2f, then %.2f to the destination's SHUT), downtime %.1f ms",
+		  (t1 - t0) / 1e6, (unsigned long long)found, (unsigned long long)sent,
+		  (shut.ns - t1) / 1e6, (t2 - t1) / 1e6, (shut.ns - t2) / 1e6,
+		  (shut.ns - x->stop_ns) / 1e6);
 	ferry__live_stat_split(m, shut.ns);
 	return 0;
 }
