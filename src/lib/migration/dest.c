@@ -366,10 +366,12 @@ static int dst_load_stream(ferry_dst *l)
  */
 static int dst_load_end(ferry_dst *l, int r)
 {
+	l->eof_ns = ferry__now_ns();
 	ferry__dst_stats(l);
 	if (!r) {
 		if (l->mf_on)
 			ferry__mf_recv_quiesce(&l->mf);
+		l->end_ns = ferry__now_ns();
 		return 0;
 	}
 	if (l->mf_on && !ferry__mig_cancelled(l->m))
@@ -471,6 +473,10 @@ static int dst_start_vcpus(ferry_dst *l)
 		return r;
 	}
 	ferry__mig_event(l->m, FERRY_EVENT_RESUME, 0);
+	if (!l->pc_running && l->m->sw_stop_ns && l->end_ns) /* precopy: timed (source.c: "stop-copy") */
+		ferry_dbg("switchover here: %.2f ms to the stream's end, %.2f ms ending it (multifd), "
+			  "%.2f ms to the vCPUs started", (l->eof_ns - l->m->sw_stop_ns) / 1e6,
+			  (l->end_ns - l->eof_ns) / 1e6, (ferry__now_ns() - l->end_ns) / 1e6);
 	return 0;
 }
 
@@ -577,24 +583,16 @@ void *ferry__dest_thread(void *arg)
 	int r = dst_connect(&d);
 	if (!r)
 		r = dst_setup(&d);
-	uint64_t t_eof = 0, t_end = 0, t_run = 0;
 	if (!r) {
 		r = dst_negotiate(&d);
 		if (!r)
 			r = dst_load_stream(&d);
-		t_eof = ferry__now_ns();
 		r = dst_load_end(&d, r);
-		t_end = ferry__now_ns();
 	}
 	if (!r) /* a postcopy package: its device state, while mig/dst/listen reads on */
 		r = ferry__postcopy_package(&d);
 	if (!r)
 		r = dst_start_vcpus(&d);
-	t_run = ferry__now_ns();
-	if (!r && m->sw_stop_ns)
-		ferry_dbg("switchover here: %.2f ms to the stream's end, %.2f ms ending it (multifd), "
-			  "%.2f ms to the vCPUs started", (t_eof - m->sw_stop_ns) / 1e6,
-			  (t_end - t_eof) / 1e6, (t_run - t_end) / 1e6);
 	if (!r) /* the guest runs; its missing pages fault and are fetched */
 		r = ferry__postcopy_incoming(&d);
 	if (!r)

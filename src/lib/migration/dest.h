@@ -25,6 +25,7 @@ typedef struct ferry_dst {
 	bool run_after;
 	bool digest_seen;       /* DIGEST read (checksummed streams end with it) */
 	uint64_t load_cpu0;     /* mig/dst/main's CPU time at the stream's start (load reports) */
+	uint64_t eof_ns, end_ns; /* the stream's EOF read, and its end done (dst_load_end) */
 	ferry_parts parts;      /* what loads sections: RAM (opaque &ram), devices (m) */
 	ferry_ram_loader ram;   /* the main channel's RAM loading state */
 	uint8_t uuid[16];       /* the source VM's, from the header */
