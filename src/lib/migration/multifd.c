@@ -1319,7 +1319,7 @@ void ferry__mf_recv_load(ferry_mf_receiver *r, uint64_t *bytes, uint64_t *cpu_ns
 /* Thread: mig/dst/main; joins mig/dst/recv_N. */
 void ferry__mf_recv_quiesce(ferry_mf_receiver *r)
 {
-	if (!r->inited)
+	if (!r->inited || r->joined)
 		return;
 	pthread_mutex_lock(&r->lock);
 	r->quit = true;
@@ -1329,11 +1329,10 @@ void ferry__mf_recv_quiesce(ferry_mf_receiver *r)
 	for (unsigned i = 0; i < r->n; i++)
 		if (r->ch[i].in.fd >= 0)
 			ferry__chan_shutdown(&r->ch[i].in);
-	for (unsigned i = 0; i < r->n; i++) {
-		if (r->ch[i].started)
+	for (unsigned i = 0; i < r->n; i++)
+		if (r->ch[i].started) /* not cleared: recv_fail reads it unlocked */
 			pthread_join(r->ch[i].thread, NULL);
-		r->ch[i].started = false;
-	}
+	r->joined = true;
 }
 
 void ferry__mf_recv_stop(ferry_mf_receiver *r)

@@ -214,6 +214,7 @@ typedef struct ferry_mf_receiver {
 	uint64_t load_bytes, load_cpu_ns;
 	unsigned refused;    /* connections refused during the handshake */
 	bool inited;
+	bool joined;         /* ferry__mf_recv_quiesce done (mig/dst/main's own) */
 } ferry_mf_receiver;
 
 /*
