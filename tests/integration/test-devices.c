@@ -84,11 +84,6 @@ static void migrate_pair(side *src, side *dst, const char *uri, bool multifd)
 }
 
 /*
- * The figures of a completed migration of n "gdev" devices of DEV_SPEC's
- * 4 MiB: each buffer is one frame (16-byte header and data), so a device's
- * bytes are 4 MiB plus 16 per buffer, the same on both sides.
- */
-/*
  * downtime_us against the split, whose parts come from the same clock
  * readings but are computed apart: the larger of ram and device, plus
  * other, is the downtime in whole ms (other 0: the downtime ended first).
@@ -105,6 +100,11 @@ static void expect_downtime_us(const ferry_migration_info *si)
 	assert_int_equal(ms, si->downtime_ms);
 }
 
+/*
+ * The figures of a completed migration of n "gdev" devices of DEV_SPEC's
+ * 4 MiB: each buffer is one frame (16-byte header and data), so a device's
+ * bytes are 4 MiB plus 16 per buffer, the same on both sides.
+ */
 static void expect_dev_stats(side *src, side *dst, unsigned n, bool multifd)
 {
 	ferry_migration_info si, di;

@@ -941,8 +941,7 @@ int ferry__pc_src_run(struct src_ctx *x)
 	uint64_t run_ns = pc->running_ns, reqs = pc->requests;
 	pthread_mutex_unlock(&pc->lock);
 	pthread_mutex_lock(&m->stats_lock);
-	m->info.downtime_us = run_ns > x->stop_ns ? (run_ns - x->stop_ns) / 1000u : 0;
-	m->info.downtime_ms = m->info.downtime_us / 1000u;
+	ferry__src_set_downtime(x, run_ns);
 	m->info.postcopy_requests = reqs;
 	pthread_mutex_unlock(&m->stats_lock);
 	ferry__live_stat_split(m, run_ns);

@@ -795,6 +795,13 @@ uint64_t ferry__src_wire_bytes(struct src_ctx *x)
 	return x->c->out_bytes + (x->mf.inited ? m->info.multifd_bytes : 0) + ferry__pc_src_extra_bytes(m);
 }
 
+void ferry__src_set_downtime(struct src_ctx *x, uint64_t end_ns)
+{
+	ferry_migration_info *i = &x->m->info;
+	i->downtime_us = end_ns > x->stop_ns ? (end_ns - x->stop_ns) / 1000u : 0;
+	i->downtime_ms = i->downtime_us / 1000u;
+}
+
 /* Switchover: stops the vCPUs (the run state is ours from here on). */
 static int phase_switchover(struct src_ctx *x)
 {
@@ -859,8 +866,7 @@ static int phase_complete(struct src_ctx *x)
 		return FERRY_EPEER;
 	}
 	pthread_mutex_lock(&m->stats_lock);
-	m->info.downtime_us = (shut.ns - x->stop_ns) / 1000u;
-	m->info.downtime_ms = m->info.downtime_us / 1000u;
+	ferry__src_set_downtime(x, shut.ns);
 	uint64_t sent = ferry__src_wire_bytes(x) - m->sw_bytes;
 	pthread_mutex_unlock(&m->stats_lock);
 	ferry_dbg("stop-copy: final sync %.1f ms (%llu bytes found), %llu bytes in %.1f ms after it "

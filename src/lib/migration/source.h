@@ -26,6 +26,12 @@ struct src_ctx;
  */
 uint64_t ferry__src_wire_bytes(struct src_ctx *x);
 
+/*
+ * The downtime, ended at end_ns (SHUT's arrival; postcopy: the destination
+ * running): info.downtime_us and downtime_ms. Under m->stats_lock.
+ */
+void ferry__src_set_downtime(struct src_ctx *x, uint64_t end_ns);
+
 struct src_ctx {
 	struct ferry_migration *m;
 	ferry_vm_t *vm;
