@@ -260,11 +260,9 @@ static int dst_negotiate(ferry_dst *l)
 {
 	ferry_chan *c = l->c;
 	ferry_wire_hdr hdr;
-	ferry_migration_params p;
 	int r;
 	l->load_cpu0 = ferry__thread_cpu_ns(pthread_self()); /* load reports count from here */
-	ferry__mig_params(l->m, &p);
-	ferry__sock_set_read_timeout(c->fd, p.link_timeout_ms);
+	ferry__sock_set_read_timeout(c->fd, ferry__mig_link_timeout_ms(l->m));
 	ferry__chan_ctx(c, "stream header");
 	if ((r = ferry__wire_get_header(c, &hdr)))
 		return r;

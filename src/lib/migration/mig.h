@@ -242,6 +242,8 @@ static inline bool ferry__mig_cancelled(struct ferry_migration *m)
 
 /* Snapshot of the current parameters (they can change while running); takes stats_lock. */
 void ferry__mig_params(struct ferry_migration *m, ferry_migration_params *out);
+/* x-link-timeout as it is now (it can change while running); takes stats_lock. */
+uint32_t ferry__mig_link_timeout_ms(struct ferry_migration *m);
 
 /* Dead peer detection on a new connection fd, per x-link-timeout (ferry__sock_set_peer_timeout). */
 void ferry__mig_watch_peer(struct ferry_migration *m, int fd);

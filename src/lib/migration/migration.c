@@ -511,11 +511,17 @@ void ferry__mig_params(struct ferry_migration *m, ferry_migration_params *out)
 	pthread_mutex_unlock(&m->stats_lock);
 }
 
+uint32_t ferry__mig_link_timeout_ms(struct ferry_migration *m)
+{
+	pthread_mutex_lock(&m->stats_lock);
+	uint32_t ms = m->params.link_timeout_ms;
+	pthread_mutex_unlock(&m->stats_lock);
+	return ms;
+}
+
 void ferry__mig_watch_peer(struct ferry_migration *m, int fd)
 {
-	ferry_migration_params p;
-	ferry__mig_params(m, &p);
-	ferry__sock_set_peer_timeout(fd, p.link_timeout_ms);
+	ferry__sock_set_peer_timeout(fd, ferry__mig_link_timeout_ms(m));
 }
 
 /*

@@ -476,9 +476,8 @@ int ferry__pc_dst_listen(ferry_pc_dst *pc, ferry_chan *rp, ferry_error *err)
 		r = -errno;
 		return ferry__error_set(err, r, "postcopy: eventfd: %s", ferry_strerror(r));
 	}
-	ferry_migration_params p;
-	ferry__mig_params(pc->m, &p);
-	pc->heartbeat_ms = p.link_timeout_ms / 4 < 25 ? 25 : p.link_timeout_ms / 4;
+	uint32_t link_ms = ferry__mig_link_timeout_ms(pc->m);
+	pc->heartbeat_ms = link_ms / 4 < 25 ? 25 : link_ms / 4;
 	ferry__pc_dst_set_rp(pc, rp);
 	if ((r = -pthread_create(&pc->fault_thread, NULL, fault_thread, pc))) {
 		return ferry__error_set(err, r,
@@ -666,14 +665,13 @@ int ferry__postcopy_advise(ferry_dst *l, uint32_t flags)
  */
 static int pc_accept_preempt(ferry_dst *l, int lfd, ferry_error *err)
 {
-	ferry_migration_params p;
-	ferry__mig_params(l->m, &p);
-	uint64_t deadline = ferry__now_ns() + (uint64_t)p.link_timeout_ms * 1000000;
+	uint32_t link_ms = ferry__mig_link_timeout_ms(l->m);
+	uint64_t deadline = ferry__now_ns() + (uint64_t)link_ms * 1000000;
 	int fd, r = ferry__sock_accept_by(lfd, deadline, l->c->fd, &fd);
 	if (r == -ETIMEDOUT)
 		return ferry__error_set(err, r,
 					"the source did not connect the postcopy preempt channel within %u ms",
-					p.link_timeout_ms);
+					link_ms);
 	if (r == -EPIPE)
 		return ferry__error_set(err, r,
 					"the source closed the connection before connecting the postcopy preempt channel");
@@ -683,7 +681,7 @@ static int pc_accept_preempt(ferry_dst *l, int lfd, ferry_error *err)
 					ferry_strerror(r));
 	}
 	/* Its handshake (and TLS's) too: a source that stops sending it fails the read. */
-	ferry__sock_set_link_timeout(fd, p.link_timeout_ms);
+	ferry__sock_set_link_timeout(fd, link_ms);
 	if ((r = ferry__chan_init(&l->pre, fd))) {
 		close(fd);
 		return r;
@@ -772,9 +770,8 @@ int ferry__postcopy_listen(ferry_dst *l)
 		l->ram.bounce = malloc((size_t)FERRY_RAM_MAX_RUN << FERRY_PAGE_SHIFT);
 	if (!l->ram.bounce)
 		return ferry__chan_fail(c, -ENOMEM, "out of memory for postcopy");
-	ferry_migration_params p;
-	ferry__mig_params(l->m, &p);
-	ferry__sock_set_link_timeout(c->fd, p.link_timeout_ms); /* l->pre's since its accept */
+	/* l->pre's since its accept */
+	ferry__sock_set_link_timeout(c->fd, ferry__mig_link_timeout_ms(l->m));
 	if (l->pre_on) {
 		if ((r = pre_start(l)))
 			return ferry__chan_fail(c, r, "cannot start the preempt thread");
@@ -954,9 +951,7 @@ static int pc_accept_resume(ferry_dst *l, int lfd, ferry_error *err)
 		return ferry__error_set(err, r, "accept failed: %s", ferry_strerror(r));
 	}
 	/* Its opening too: a source that stops sending it fails the read. */
-	ferry_migration_params p;
-	ferry__mig_params(l->m, &p);
-	ferry__sock_set_link_timeout(fd, p.link_timeout_ms);
+	ferry__sock_set_link_timeout(fd, ferry__mig_link_timeout_ms(l->m));
 	if ((r = ferry__chan_init(c, fd))) {
 		close(fd);
 		return r;
@@ -1039,9 +1034,7 @@ static int listen_run(ferry_dst *l)
  */
 static int pc_drain(ferry_dst *l)
 {
-	ferry_migration_params p;
-	ferry__mig_params(l->m, &p);
-	uint64_t end = ferry__now_ns() + (uint64_t)p.link_timeout_ms * 1000000;
+	uint64_t end = ferry__now_ns() + (uint64_t)ferry__mig_link_timeout_ms(l->m) * 1000000;
 	while (!ferry__pc_dst_complete(l->pc) && l->pre_on && !atomic_load(&l->pre_broke) &&
 	       ferry__now_ns() < end)
 		ferry__sleep_ns(1000000);

@@ -324,14 +324,13 @@ static void pc_disconnect(struct ferry_migration *m)
 /* Link supervision for the postcopy phase (both connections). */
 static void pc_set_timeouts(struct ferry_migration *m)
 {
-	ferry_migration_params p;
-	ferry__mig_params(m, &p);
+	uint32_t link_ms = ferry__mig_link_timeout_ms(m);
 	int fd = atomic_load(&m->chan_fd);
 	if (fd >= 0)
-		ferry__sock_set_link_timeout(fd, p.link_timeout_ms);
+		ferry__sock_set_link_timeout(fd, link_ms);
 	fd = atomic_load(&m->preempt_fd);
 	if (fd >= 0)
-		ferry__sock_set_link_timeout(fd, p.link_timeout_ms);
+		ferry__sock_set_link_timeout(fd, link_ms);
 }
 
 /* Reconnects to uri after a pause. 0 once the destination said what it misses. */
@@ -414,11 +413,9 @@ static int pc_reconnect(struct ferry_migration *m, const char *uri, ferry_ram_sa
 	if (pc->preempt && (r = pc_connect_preempt(m, uri)))
 		goto fail;
 	pc_set_timeouts(m);
-	ferry_migration_params p;
-	ferry__mig_params(m, &p);
 	struct timespec dl;
 	clock_gettime(CLOCK_REALTIME, &dl);
-	dl.tv_sec += p.link_timeout_ms / 1000 + 1;
+	dl.tv_sec += ferry__mig_link_timeout_ms(m) / 1000 + 1;
 	pthread_mutex_lock(&pc->lock);
 	while (!pc->missing_end && !r) {
 		pthread_mutex_lock(&m->rp_lock);
@@ -580,9 +577,8 @@ static int pc_serve(void *opaque)
 		pthread_mutex_unlock(&pc->lock);
 		if (open && !queued)
 			return 0;
-		ferry_migration_params p;
-		ferry__mig_params(x->m, &p);
-		if (!open && (r = pc_wait(x->m, fc_open, PC_FC_AHEAD, p.link_timeout_ms)))
+		if (!open &&
+		    (r = pc_wait(x->m, fc_open, PC_FC_AHEAD, ferry__mig_link_timeout_ms(x->m))))
 			return r;
 	}
 	return r;
@@ -661,8 +657,6 @@ static int pc_prediscard(struct ferry_migration *m, ferry_ram_saver *rs)
 	ferry_chan *c = &m->chan;
 	unsigned long *delta[FERRY_MAX_RAM_BLOCKS] = { NULL };
 	int r = prediscard_maps(vm, pc, delta);
-	ferry_migration_params p;
-	ferry__mig_params(m, &p);
 	for (uint32_t round = 1; !r && round <= PC_PREDISCARD_ROUNDS; round++) {
 		uint64_t t0 = ferry__now_ns();
 		if (round > 1 && (r = ferry__ram_sync(rs, NULL)))
@@ -676,7 +670,7 @@ static int pc_prediscard(struct ferry_migration *m, ferry_ram_saver *rs)
 		if (!r)
 			r = ferry__chan_flush(c);
 		if (!r)
-			r = pc_wait(m, pong_is, token, p.link_timeout_ms);
+			r = pc_wait(m, pong_is, token, ferry__mig_link_timeout_ms(m));
 		ferry_dbg("postcopy: pre-discard round %u: %llu pages, acknowledged in %.2f ms", round,
 			  (unsigned long long)newbits, (double)(ferry__now_ns() - t0) / 1e6);
 	}

@@ -683,7 +683,7 @@ static uint64_t downtime_estimate_ns(struct src_ctx *x, const ferry_migration_pa
 		  "(last %.1f): %.1f ms",
 		  x->pass, (unsigned long long)remaining, (unsigned long long)written << FERRY_PAGE_SHIFT,
 		  (unsigned long long)inflight, (unsigned long long)*bw,
-		  (unsigned long long)pass_rate(rs), (unsigned long long)ev.e2e_bps,
+		  (unsigned long long)ev.pass_bps, (unsigned long long)ev.e2e_bps,
 		  (unsigned long long)x->dest_bps, sync_ns / 1e6, x->sync_ns / 1e6, ns / 1e6);
 	return ns;
 }
