@@ -997,10 +997,17 @@ static int recv_done(ferry_mf_recv_chan *c, struct ferry_ram_block *rb, const ui
 	 * `received` (pages holding data: zero pages are left as they were,
 	 * see ram-load.c) is shared by all receive threads: set bits atomically.
 	 * Within a pass each page is sent once; across passes the sync orders
-	 * these updates (the release happens under r->lock).
+	 * these updates (the release happens under r->lock). One atomic OR per
+	 * word of each run of consecutive pages, not one per page: the packets
+	 * of two channels are often neighbours in the bitmap (a 1 MiB packet
+	 * is 4 words of it, half a cache line), so each OR may take the line
+	 * from the other receiver's CPU.
 	 */
-	for (uint32_t i = 0; i < nn; i++)
-		ferry__bitmap_set_range_atomic((_Atomic unsigned long *)rb->received, idx[i], 1);
+	for (uint32_t i = 0, k; i < nn; i += k) {
+		for (k = 1; i + k < nn && idx[i + k] == idx[i] + k; k++)
+			;
+		ferry__bitmap_set_range_atomic((_Atomic unsigned long *)rb->received, idx[i], k);
+	}
 	pthread_mutex_lock(&r->lock);
 	r->pages += nn;
 	r->zeros += nz;
