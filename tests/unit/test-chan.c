@@ -78,6 +78,40 @@ static void t_roundtrip(void **state)
 	ferry__chan_close(&r);
 }
 
+/*
+ * A read-ahead bound: a buffered read of a 32-byte header takes at most
+ * 100 bytes from the socket, so the payload after it stays there for
+ * read_direct (not copied through ibuf), and the round trip is exact.
+ */
+static void t_read_ahead(void **state)
+{
+	(void)state;
+	ferry_chan w, r;
+	pair(&w, &r);
+	ferry__chan_read_ahead(&r, 100);
+	uint8_t hdr[32], payload[8192], got[sizeof(payload)];
+	for (size_t i = 0; i < sizeof(payload); i++)
+		payload[i] = (uint8_t)(i * 13 + 1);
+	memset(hdr, 0x5a, sizeof(hdr));
+	ferry__chan_put(&w, hdr, sizeof(hdr));
+	ferry__chan_put_external(&w, payload, sizeof(payload));
+	assert_int_equal(ferry__chan_flush(&w), 0);
+	uint8_t h[sizeof(hdr)];
+	assert_int_equal(ferry__chan_read(&r, h, sizeof(h)), 0);
+	assert_memory_equal(h, hdr, sizeof(hdr));
+	assert_int_equal(r.ilen, 100); /* the bound, not all 8224 bytes queued */
+	assert_int_equal(ferry__chan_read_direct(&r, got, sizeof(got)), 0);
+	assert_memory_equal(got, payload, sizeof(payload));
+	assert_int_equal(ferry__chan_offset(&r), sizeof(hdr) + sizeof(payload));
+	/* Out of range: 0 reads a byte at a time, beyond the buffer its size. */
+	ferry__chan_read_ahead(&r, 0);
+	assert_int_equal(r.iahead, 1);
+	ferry__chan_read_ahead(&r, FERRY_CHAN_IBUF + 1);
+	assert_int_equal(r.iahead, FERRY_CHAN_IBUF);
+	ferry__chan_close(&w);
+	ferry__chan_close(&r);
+}
+
 static void t_truncated_and_sticky(void **state)
 {
 	(void)state;
@@ -175,6 +209,7 @@ int main(void)
 	signal(SIGPIPE, SIG_IGN);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(t_roundtrip),
+		cmocka_unit_test(t_read_ahead),
 		cmocka_unit_test(t_truncated_and_sticky),
 		cmocka_unit_test(t_sticky_with_buffered_bytes),
 		cmocka_unit_test(t_closed_between_records),

@@ -1180,6 +1180,14 @@ static int take_channel(ferry_mf_receiver *r, int fd, const uint8_t uuid[16], bo
 		return e;
 	}
 	c->in.tls = tls;
+	/*
+	 * A packet's header, block name, indices and checksums are read
+	 * buffered, its pages straight into place (recv_raw): read ahead no
+	 * further than the largest header, so that at most a few KiB of a
+	 * packet's 1 MiB go through the buffer (with 64 KiB, 6% of the pages
+	 * were copied twice).
+	 */
+	ferry__chan_read_ahead(&c->in, FERRY_MF_HDR_MAX);
 	c->in.in_offset = FERRY_MF_HS_LEN; /* offsets count the handshake */
 	c->in.peer = "source";
 	ferry__mig_watch_peer(r->m, fd);

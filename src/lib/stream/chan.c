@@ -22,6 +22,7 @@ int ferry__chan_init(ferry_chan *c, int fd)
 	c->fd = fd;
 	c->obuf = malloc(FERRY_CHAN_OBUF);
 	c->ibuf = malloc(FERRY_CHAN_IBUF);
+	c->iahead = FERRY_CHAN_IBUF;
 	if (!c->obuf || !c->ibuf) {
 		free(c->obuf);
 		free(c->ibuf);
@@ -29,6 +30,11 @@ int ferry__chan_init(ferry_chan *c, int fd)
 		return -ENOMEM;
 	}
 	return 0;
+}
+
+void ferry__chan_read_ahead(ferry_chan *c, size_t n)
+{
+	c->iahead = n < 1 ? 1 : n > FERRY_CHAN_IBUF ? FERRY_CHAN_IBUF : n;
 }
 
 int ferry__chan_stage(ferry_chan *c)
@@ -254,10 +260,10 @@ static int refill(ferry_chan *c, size_t want)
 {
 	hash_in(c);
 	for (;;) {
-		ssize_t n = c->tls ? ferry__tls_recv(c->tls, c->ibuf, FERRY_CHAN_IBUF)
-				   : recv(c->fd, c->ibuf, FERRY_CHAN_IBUF, 0);
+		ssize_t n = c->tls ? ferry__tls_recv(c->tls, c->ibuf, c->iahead)
+				   : recv(c->fd, c->ibuf, c->iahead, 0);
 		if (n < 0 && errno == ENOTSOCK) /* a file: postcopy's device package */
-			n = read(c->fd, c->ibuf, FERRY_CHAN_IBUF);
+			n = read(c->fd, c->ibuf, c->iahead);
 		if (n > 0) {
 			c->ipos = c->ihashed = 0;
 			c->ilen = (size_t)n;

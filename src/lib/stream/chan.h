@@ -81,6 +81,7 @@ typedef struct ferry_chan {
 	/* Input side (the reader thread). */
 	uint8_t *ibuf;
 	size_t ipos, ilen;
+	size_t iahead;      /* a refill reads at most this (ferry__chan_read_ahead) */
 	uint64_t in_offset; /* stream offset of ibuf[ipos] */
 	ferry_error in_err; /* sticky input error (error.h), with its message */
 	const char *in_ctx; /* record being parsed, for messages */
@@ -108,6 +109,14 @@ typedef struct ferry_chan {
 
 /* Takes ownership of fd. Returns 0 or -ENOMEM. */
 int ferry__chan_init(ferry_chan *c, int fd);
+/*
+ * Buffered reads (read/get/skip) take at most n bytes from the socket at a
+ * time (1..FERRY_CHAN_IBUF; the default is FERRY_CHAN_IBUF). For a stream
+ * whose records are a bounded header and then a payload read with
+ * read_direct: what a refill takes beyond the header is payload copied
+ * twice (socket to ibuf, ibuf to its place). Reader thread.
+ */
+void ferry__chan_read_ahead(ferry_chan *c, size_t n);
 /*
  * From now on, plaintext sends copy the queued bytes through a staging
  * buffer instead of the kernel reading them where they are (guest RAM
