@@ -198,11 +198,18 @@ def ferry_spec(a, fill, incoming=False):
     return f"mem={a.mem},vram=0,vcpus=2,paused,fill={fill}" + (",prealloc" if incoming and a.prealloc else "")
 
 
+def split_cpus(a, incoming):
+    """--split-cpus: the source's process on the first CPU, the destination's on the second, as two
+    hosts would have them (every copy crosses CPUs), whatever the scheduler would choose."""
+    return ["taskset", "-c", "1" if incoming else "0"] if a.split_cpus else []
+
+
 def start_ferry(a, j, name, fill, extra, deadline, binary=None):
     sock = os.path.join(j.tmp, name + ".qmp")
     spec = ferry_spec(a, fill, "--incoming" in extra)
     # FERRY_LOG=debug: each migration thread's CPU time at its end (thread_cpu_ms)
-    p = j.spawn([binary or a.ferry, "host", "--guest", spec, "--qmp", "unix:" + sock, "--json", *extra],
+    p = j.spawn(split_cpus(a, "--incoming" in extra)
+                + [binary or a.ferry, "host", "--guest", spec, "--qmp", "unix:" + sock, "--json", *extra],
                 name, env=dict(os.environ, FERRY_LOG="debug"))
     line = read_line(p, deadline)
     if not line or "listening" not in line:
@@ -421,7 +428,7 @@ def migrate(a, sq, dq, uri, deadline, procs=None):
 
 def qemu_argv(a, mem_path, qmp_sock, incoming):
     m = a.mem.upper().removesuffix("B").removesuffix("I")
-    argv = [a.qemu, "-name", "vs-qemu,debug-threads=on",  # thread names for --perf
+    argv = split_cpus(a, incoming) + [a.qemu, "-name", "vs-qemu,debug-threads=on",  # for --perf
             "-accel", "tcg", "-S", "-display", "none", "-nodefaults", "-m", m,
             "-object", f"memory-backend-file,id=mem,size={m},mem-path={mem_path},share=on"
             + (",prealloc=on" if incoming and a.prealloc else ""),
@@ -493,7 +500,7 @@ def run_bare(row, a):
             raise BenchError(f"bench-bare-copy: {p.stderr.strip()[-300:]}")
         return json.loads(p.stdout)
 
-    x = bare([])
+    x = bare(["--pin", "cross"] if a.split_cpus else [])
     cross = bare(["--only", "direct", "--pin", "cross"])["direct"] if a.prealloc else None
     best = max(("direct", "bounce"), key=lambda v: x[v]["gbps"])
     b = x[best]
@@ -826,6 +833,9 @@ def main():
     ap.add_argument("--base", metavar="FERRY",
                     help="A/B instead of QEMU: the 'qemu' columns are this other ferry binary (a build "
                          "before a change; build/ferry links libferry statically), interleaved; ratio = A/B")
+    ap.add_argument("--split-cpus", action="store_true",
+                    help="each source on CPU 0 and each destination on CPU 1 (taskset): the same mode in "
+                         "every run, for A/Bs of CPU per byte (the bare program is then run --pin cross)")
     ap.add_argument("--tls", default="", metavar="ENGINES",
                     help="TLS (tls-creds-x509, verify-peer) on these columns: qemu, ferry or both; with "
                          "--vs-ferry, 'qemu' is the B column (e.g. --tls ferry --vs-ferry x-checksum=true: "
@@ -887,6 +897,8 @@ def main():
             "settle_s": a.settle,
             "ferry_extra_parameters": a.ferry_set,
             "vs_ferry": a.vs_ferry or None, "base": a.base,
+            "split_cpus": ("sources on CPU 0, destinations on CPU 1, the bare program --pin cross: "
+                           "issue 20's targets are judged unpinned" if a.split_cpus else None),
             "tls": a.tls or None,
             "tls_creds": ("tls-creds-psk" if a.tls_psk else "tls-creds-x509") if a.tls else None}
         fills = []
