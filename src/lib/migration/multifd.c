@@ -233,9 +233,7 @@ static int packet_zstd(ferry_mf_send_chan *c, const ferry_mf_job *j, struct out_
 static void packet_raw(const ferry_mf_job *j, struct out_packet *p)
 {
 	for (uint32_t i = 0; i < p->nn;) {
-		uint32_t k = i + 1;
-		while (k < p->nn && p->normal[k] == p->normal[k - 1] + 1)
-			k++;
+		uint32_t k = ferry__place_run_end(p->normal, i, p->nn);
 		p->iov[p->cnt].iov_base = j->rb->host + (p->normal[i] << FERRY_PAGE_SHIFT);
 		p->iov[p->cnt].iov_len = (size_t)(k - i) << FERRY_PAGE_SHIFT;
 		p->ref[p->cnt] = 1;
@@ -1003,10 +1001,9 @@ static int recv_done(ferry_mf_recv_chan *c, struct ferry_ram_block *rb, const ui
 	 * is 4 words of it, half a cache line), so each OR may take the line
 	 * from the other receiver's CPU.
 	 */
-	for (uint32_t i = 0, k; i < nn; i += k) {
-		for (k = 1; i + k < nn && idx[i + k] == idx[i] + k; k++)
-			;
-		ferry__bitmap_set_range_atomic((_Atomic unsigned long *)rb->received, idx[i], k);
+	for (uint32_t i = 0, k; i < nn; i = k) {
+		k = ferry__place_run_end(idx, i, nn);
+		ferry__bitmap_set_range_atomic((_Atomic unsigned long *)rb->received, idx[i], k - i);
 	}
 	pthread_mutex_lock(&r->lock);
 	r->pages += nn;

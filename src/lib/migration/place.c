@@ -298,9 +298,7 @@ static int place_buf(struct place_err *pe, struct ferry_ram_block *rb, const uin
 		     uint64_t first, uint32_t n, const uint8_t *buf)
 {
 	for (uint32_t i = 0; i < n;) {
-		uint32_t k = idx ? i + 1 : n;
-		while (k < n && idx[k] == idx[k - 1] + 1)
-			k++;
+		uint32_t k = idx ? ferry__place_run_end(idx, i, n) : n;
 		uint64_t page = idx ? idx[i] : first + i;
 		const uint8_t *p = buf + ((size_t)i << FERRY_PAGE_SHIFT);
 		size_t len = (size_t)(k - i) << FERRY_PAGE_SHIFT;
@@ -377,9 +375,7 @@ int ferry__place_recv(ferry_chan *c, struct ferry_ram_block *rb, const uint64_t 
 		return ferry__place_buf(c, rb, idx, first, n, bounce);
 	}
 	for (uint32_t i = 0; i < n;) {
-		uint32_t k = idx ? i + 1 : n;
-		while (k < n && idx[k] == idx[k - 1] + 1)
-			k++;
+		uint32_t k = idx ? ferry__place_run_end(idx, i, n) : n;
 		uint64_t page = idx ? idx[i] : first + i;
 		if ((r = ferry__chan_read_direct(c, rb->host + (page << FERRY_PAGE_SHIFT),
 						 (size_t)(k - i) << FERRY_PAGE_SHIFT)))

@@ -46,6 +46,20 @@ void ferry__place_end(ferry_vm_t *vm);
 /* After the receive threads were joined: ends and closes it all. Thread: mig/dst/main. */
 void ferry__place_fini(ferry_vm_t *vm);
 
+/*
+ * The end of the run of consecutive pages that starts at idx[i] (i < n):
+ * the first k > i whose idx[k] is not idx[k - 1] + 1, or n. A run is
+ * one copy, one read, one iovec or one bitmap update instead of one per
+ * page.
+ */
+static inline uint32_t ferry__place_run_end(const uint64_t *idx, uint32_t i, uint32_t n)
+{
+	uint32_t k = i + 1;
+	while (k < n && idx[k] == idx[k - 1] + 1)
+		k++;
+	return k;
+}
+
 /* Whether rb's pages are received straight into its mapping (no bounce). */
 static inline bool ferry__place_in_mapping(const struct ferry_ram_block *rb)
 {
