@@ -501,7 +501,8 @@ def run_bare(row, a):
         return json.loads(p.stdout)
 
     x = bare(["--pin", "cross"] if a.split_cpus else [])
-    cross = bare(["--only", "direct", "--pin", "cross"])["direct"] if a.prealloc else None
+    cross = (None if not a.prealloc else x["direct"] if a.split_cpus  # measured just now
+             else bare(["--only", "direct", "--pin", "cross"])["direct"])
     best = max(("direct", "bounce"), key=lambda v: x[v]["gbps"])
     b = x[best]
     return {"gbps": x["best_gbps"], "downtime_ms": None, "cross_cpu": cross,
